@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * common.h: the small things every module uses: herald's error table, always-on assertions,
+ * container_of, and an intrusive doubly linked list (the all-zero list is NOT valid; call
+ * hd_list_init).
+ *
+ * Functions return 0 on success or a negative code. System and I/O errors are libuv's UV_E*
+ * codes; herald's own errors are the HD_E* codes below, each with a message, the HTTP status and
+ * the WebSocket close code a client sees when that error ends its request or connection.
+ */
+#ifndef HERALD_COMMON_H
+#define HERALD_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* X(name, value, http_status, ws_close_code, message) */
+#define HD_ERRNO_MAP(X)                                                                            \
+    X(EBADREQ, -10001, 400, 1002, "malformed request")                                             \
+    X(EURITOOLONG, -10002, 414, 1009, "request line or URL too long")                              \
+    X(EHDRTOOBIG, -10003, 431, 1009, "request header section too large")                           \
+    X(EBODYTOOBIG, -10004, 413, 1009, "request body too large")                                    \
+    X(ENOTFOUND, -10005, 404, 1008, "not found")                                                   \
+    X(EMETHOD, -10006, 405, 1008, "method not allowed")                                            \
+    X(EOVERLOAD, -10007, 503, 1013, "server overloaded, retry later")                              \
+    X(ETIMEOUT, -10008, 408, 1001, "timed out")                                                    \
+    X(ETLS, -10009, 400, 1002, "TLS failure")                                                      \
+    X(ECONF, -10010, 500, 1011, "configuration error")                                             \
+    X(ESHUTDOWN, -10011, 503, 1001, "server shutting down")                                        \
+    X(EFRAMING, -10012, 400, 1002, "conflicting message framing")
+
+typedef enum {
+#define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),
+    HD_ERRNO_MAP(HD_ERR_ENUM)
+#undef HD_ERR_ENUM
+} hd_errno_t;
+
+/* Returns a static message for an HD_E* code, or libuv's message for a UV_E* code. */
+const char *hd_strerror(int err);
+/* HTTP status for an HD_E* code (500 for anything else). */
+int hd_err_http_status(int err);
+/* WebSocket close code for an HD_E* code (1011 for anything else). */
+int hd_err_ws_close(int err);
+
+#define HD_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (__builtin_expect(!(cond), 0))                                                          \
+            hd_assert_fail(#cond, __FILE__, __LINE__);                                             \
+    } while (0)
+_Noreturn void hd_assert_fail(const char *expr, const char *file, int line);
+
+#define hd_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define HD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation that aborts on exhaustion: herald does not limp on without memory. */
+void *hd_malloc(size_t n);
+void *hd_calloc(size_t n, size_t size);
+void *hd_realloc(void *p, size_t n);
+char *hd_strdup(const char *s);
+char *hd_strndup(const char *s, size_t n);
+
+typedef struct hd_list_s {
+    struct hd_list_s *prev, *next;
+} hd_list_t;
+
+static inline void hd_list_init(hd_list_t *l)
+{
+    l->prev = l->next = l;
+}
+static inline int hd_list_empty(const hd_list_t *l)
+{
+    return l->next == l;
+}
+static inline int hd_list_linked(const hd_list_t *n)
+{
+    return n->next != NULL && n->next != n;
+}
+static inline void hd_list_insert_tail(hd_list_t *head, hd_list_t *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+static inline void hd_list_remove(hd_list_t *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+#define hd_list_foreach_safe(pos, tmp, head)                                                       \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+
+/* Milliseconds on a monotonic clock (not uv_now: usable from any thread). */
+uint64_t hd_now_ms(void);
+
+#endif

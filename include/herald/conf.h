@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conf.h: herald's configuration: one immutable, refcounted snapshot per load.
+ *
+ * The file format is line based, in the spirit of redis.conf and nginx:
+ *
+ *     # a comment runs to the end of the line
+ *     directive value [value ...]     # trailing comments are allowed
+ *     tls_certificate "/etc/herald/my cert.pem"   # double quotes keep spaces
+ *
+ * Every directive is one row of a single table (src/conf/conf.c) with its type, default, range
+ * and whether SIGHUP can change it live. A loaded hd_conf_t is never modified: a reload builds a
+ * new snapshot and workers swap their reference, so loops share no mutable configuration.
+ */
+#ifndef HERALD_CONF_H
+#define HERALD_CONF_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum { HD_LOG_DEBUG = 0, HD_LOG_INFO = 1, HD_LOG_WARN = 2, HD_LOG_ERROR = 3 };
+
+typedef struct hd_listen_s {
+    struct sockaddr_storage addr; /* resolved numeric address (IPv4 or IPv6) */
+    socklen_t addrlen;
+    char text[80];                /* as written, e.g. "0.0.0.0:8080" or "[::1]:8443" */
+    unsigned is_tls : 1;
+} hd_listen_t;
+
+typedef struct hd_conf_s {
+    int refs_; /* atomic; use hd_conf_ref/hd_conf_unref */
+    char *path; /* file this snapshot was loaded from ("" when none) */
+
+    /* process */
+    hd_listen_t *listens;
+    size_t n_listens;
+    unsigned workers;          /* resolved: "auto" becomes the number of online CPUs */
+    char *pidfile;             /* NULL: none */
+    uint64_t shutdown_timeout_ms;
+
+    /* logging */
+    int log_level;             /* HD_LOG_* */
+    char *log_file;            /* NULL: stderr */
+    char *access_log;          /* NULL: off */
+
+    /* connection limits */
+    uint32_t max_connections;  /* per node */
+    uint32_t accept_rate;      /* new connections per second per node; 0 = unlimited */
+    uint32_t accept_burst;     /* token bucket depth */
+
+    /* HTTP */
+    size_t max_url_bytes;
+    size_t max_header_bytes;
+    size_t max_body_bytes;
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t keepalive_timeout_ms;
+    uint32_t keepalive_requests; /* requests served on one connection before closing it */
+
+    /* TLS */
+    char *tls_certificate;
+    char *tls_certificate_key;
+    char *tls_ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax) */
+    int tls_min_version;       /* 12 or 13 */
+} hd_conf_t;
+
+/*
+ * Loads a configuration: reads `path` (NULL: no file, defaults only), then applies each of the
+ * `n_overrides` strings in `overrides` as if it were one more line of the file ("DIRECTIVE
+ * VALUE"). A repeatable directive (listen) given on the command line replaces the file's lines
+ * of that directive instead of adding to them.
+ *
+ * On success returns 0 and stores a snapshot with one reference in *out. On failure returns
+ * HD_ECONF (or UV_ENOENT/UV_EACCES-style negative errno when the file cannot be read) and writes
+ * a one-line message into err, naming the file, the line and the directive, e.g.
+ *     conf/herald.conf:12: workers: expected "auto" or an integer in 1..1024, got "x"
+ *     -o 'workers x': workers: expected ...
+ * Checks that hold across directives (a tls listener without tls_certificate, a certificate
+ * without a key) are reported with the file and the line of the listener.
+ */
+int hd_conf_load(hd_conf_t **out, const char *path, const char *const *overrides,
+                 size_t n_overrides, char *err, size_t errlen);
+
+/* Same, parsing `text` as if it were the content of a file called `name` (for tests). */
+int hd_conf_load_string(hd_conf_t **out, const char *name, const char *text,
+                        const char *const *overrides, size_t n_overrides, char *err,
+                        size_t errlen);
+
+hd_conf_t *hd_conf_ref(hd_conf_t *conf);
+void hd_conf_unref(hd_conf_t *conf);
+
+/*
+ * Compares two snapshots and writes into buf the comma-separated names of the directives that
+ * differ but cannot change without a restart (listen, workers, pidfile, log_file, ...). Returns
+ * the number of such directives (0: the new snapshot can be applied live entirely).
+ */
+int hd_conf_restart_needed(const hd_conf_t *old, const hd_conf_t *new_, char *buf, size_t len);
+
+/* Name of a log level ("debug", ...). */
+const char *hd_conf_log_level_name(int level);
+
+/* Writes every directive with its default and a one-line description (herald --dump-defaults). */
+void hd_conf_print_reference(FILE *out);
+
+#endif

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* common.c: error table, assertion failure, aborting allocators, monotonic clock. */
+#include "herald/common.h"
+
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+const char *hd_strerror(int err)
+{
+    switch (err) {
+#define HD_ERR_MSG(name, val, status, close, msg)                                                  \
+    case HD_##name:                                                                                \
+        return msg;
+        HD_ERRNO_MAP(HD_ERR_MSG)
+#undef HD_ERR_MSG
+    default:
+        return err < 0 ? uv_strerror(err) : "success";
+    }
+}
+
+int hd_err_http_status(int err)
+{
+    switch (err) {
+#define HD_ERR_STATUS(name, val, status, close, msg)                                               \
+    case HD_##name:                                                                                \
+        return status;
+        HD_ERRNO_MAP(HD_ERR_STATUS)
+#undef HD_ERR_STATUS
+    default:
+        return 500;
+    }
+}
+
+int hd_err_ws_close(int err)
+{
+    switch (err) {
+#define HD_ERR_CLOSE(name, val, status, close, msg)                                                \
+    case HD_##name:                                                                                \
+        return close;
+        HD_ERRNO_MAP(HD_ERR_CLOSE)
+#undef HD_ERR_CLOSE
+    default:
+        return 1011;
+    }
+}
+
+void hd_assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "herald: assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+
+static void *oom(size_t n)
+{
+    fprintf(stderr, "herald: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *hd_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    return p ? p : oom(n);
+}
+
+void *hd_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    return p ? p : oom(n * size);
+}
+
+void *hd_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    return q ? q : oom(n);
+}
+
+char *hd_strdup(const char *s)
+{
+    return hd_strndup(s, strlen(s));
+}
+
+char *hd_strndup(const char *s, size_t n)
+{
+    char *p = hd_malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+uint64_t hd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
