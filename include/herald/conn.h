@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn.h: the connection layer. A connection is a TCP socket (optionally under TLS) owned by one
+ * worker loop and driven by the protocol handler currently installed on it: an hd_conn_ops_t
+ * table plus a handler pointer. HTTP is installed at accept; a transport (SSE, WebSocket, long
+ * poll) takes over by installing its own table, so a connection's state is its handler, never
+ * an enum that can drift.
+ *
+ * Writes are refcounted buffers (buf.h) queued per connection and written with one writev per
+ * loop pass: everything a loop iteration queued for a connection leaves in a single uv_write.
+ * The queue is bounded by the caller (hd_conn_queued_bytes) so slow consumers cannot make the
+ * server buffer without limit. Under TLS, data is encrypted as it is queued.
+ *
+ * Memory: a connection is freed only after both its libuv handles have closed; handlers release
+ * their own state in ops->on_close, called exactly once.
+ */
+#ifndef HERALD_CONN_H
+#define HERALD_CONN_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "herald/buf.h"
+#include "herald/common.h"
+#include "herald/log.h"
+#include "herald/tls.h"
+
+typedef struct hd_conn_s hd_conn_t;
+typedef struct hd_worker_s hd_worker_t;
+
+typedef struct hd_conn_ops_s {
+    const char *name; /* "http", "sse", "ws", ...: logs and stats */
+    /* Plaintext from the peer. The bytes are valid only during the call: consume or copy them. */
+    void (*on_data)(hd_conn_t *c, const char *data, size_t len);
+    /* The peer closed its side. NULL: close the connection. */
+    void (*on_eof)(hd_conn_t *c);
+    /* The timer set with hd_conn_set_timeout fired. NULL: close. */
+    void (*on_timeout)(hd_conn_t *c);
+    /* Everything queued has been written. Optional. */
+    void (*on_drain)(hd_conn_t *c);
+    /* The server is shutting down gracefully: finish or say goodbye. NULL: close now. */
+    void (*on_shutdown)(hd_conn_t *c);
+    /* The handler is being removed (close, finish or replace): release its state. Optional. */
+    void (*on_close)(hd_conn_t *c);
+} hd_conn_ops_t;
+
+typedef struct hd_out_s {
+    hd_buf_t *buf;
+    uint32_t off;
+    uint32_t len;
+} hd_out_t;
+
+struct hd_conn_s {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    hd_worker_t *worker;
+    const hd_conn_ops_t *ops;
+    void *data; /* the handler's state */
+    uint64_t id;
+    hd_tls_t *tls; /* NULL on plain listeners */
+    hd_list_t link;       /* worker->conns */
+    hd_list_t flush_link; /* worker->flush_list while it has unwritten output */
+    hd_out_t *q;          /* queued, not yet handed to uv_write */
+    hd_out_t *wq;         /* in the uv_write in flight */
+    uint32_t q_len, q_cap, wq_len, wq_cap;
+    size_t queued_bytes; /* q + wq */
+    uv_write_t wreq;
+    uv_shutdown_t *sreq;
+    uint8_t open_handles;
+    unsigned is_closing : 1;
+    unsigned is_writing : 1;
+    unsigned is_finishing : 1;
+    unsigned is_reading : 1;
+};
+
+/*
+ * Installs a handler: `ops` with state `data`. The previous handler's on_close is NOT called:
+ * the caller is that handler, handing over.
+ */
+static inline void hd_conn_set_handler(hd_conn_t *c, const hd_conn_ops_t *ops, void *data)
+{
+    c->ops = ops;
+    c->data = data;
+}
+
+/* Starts/stops reading from the peer. Stopping is how a handler applies backpressure. */
+void hd_conn_read_start(hd_conn_t *c);
+void hd_conn_read_stop(hd_conn_t *c);
+
+/*
+ * Queues buf[off..off+len) (taking a reference) to be written in this loop pass. Returns 0, or
+ * UV_ECANCELED if the connection is closing/finishing (nothing queued, no reference taken).
+ */
+int hd_conn_send(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len);
+/* Same, copying the bytes. */
+int hd_conn_send_copy(hd_conn_t *c, const void *data, size_t len);
+static inline size_t hd_conn_queued_bytes(const hd_conn_t *c)
+{
+    return c->queued_bytes;
+}
+
+/* (Re)arms the connection's single timer; 0 stops it. On expiry ops->on_timeout runs. */
+void hd_conn_set_timeout(hd_conn_t *c, uint64_t timeout_ms);
+
+/*
+ * Graceful end: the handler is removed (on_close), what is queued is written, then the write
+ * side is shut down and what the peer still sends is read and discarded for a short while, so
+ * the peer reads our last response instead of a reset. Then the connection closes.
+ */
+void hd_conn_finish(hd_conn_t *c);
+
+/* Immediate close: queued output is dropped. Safe to call more than once and from callbacks. */
+void hd_conn_close(hd_conn_t *c);
+
+/* "127.0.0.1:5555" for logs (thread-local storage, valid until the next call). */
+const char *hd_conn_peer(hd_conn_t *c);
+
+#define hd_conn_log(level, c, fmt, ...)                                                            \
+    do {                                                                                           \
+        if (hd_log_enabled(level))                                                                 \
+            hd_log_printf(level, "c#%llu %s %s: " fmt, (unsigned long long)(c)->id,                \
+                          hd_conn_peer(c), (c)->ops ? (c)->ops->name : "-", ##__VA_ARGS__);        \
+    } while (0)
+
+#endif

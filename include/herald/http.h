@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http.h: HTTP/1.1 on top of the connection layer (llhttp), and the router.
+ *
+ * One request is handled at a time per connection: when a request is complete, parsing pauses,
+ * the handler runs, and the next pipelined request is parsed only once the response has been
+ * queued, so responses always leave in request order. A handler may answer at once
+ * (hd_http_respond), later (hd_http_defer, then hd_http_respond from any callback on the same
+ * loop: long polling), or take the connection over for a stream (hd_http_take_over: SSE,
+ * WebSocket).
+ *
+ * Limits, each answered with its status and then the connection is finished:
+ *   request line/URL > max_url_size -> 414, header section > max_header_size -> 431,
+ *   body > max_body_size -> 413, Content-Length with Transfer-Encoding or conflicting lengths
+ *   -> 400, malformed -> 400, unknown path -> 404, wrong method -> 405 + Allow,
+ *   unsupported Expect -> 417, header_timeout / body_timeout -> 408.
+ */
+#ifndef HERALD_HTTP_H
+#define HERALD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/conn.h"
+
+enum {
+    HD_M_GET = 1 << 0,
+    HD_M_HEAD = 1 << 1,
+    HD_M_POST = 1 << 2,
+    HD_M_PUT = 1 << 3,
+    HD_M_DELETE = 1 << 4,
+    HD_M_OPTIONS = 1 << 5,
+    HD_M_PATCH = 1 << 6,
+    HD_M_OTHER = 1 << 7,
+};
+
+typedef struct hd_header_s {
+    const char *name;
+    const char *value;
+    uint32_t name_len;
+    uint32_t value_len;
+} hd_header_t;
+
+typedef struct hd_http_s hd_http_t;
+
+typedef struct hd_req_s {
+    hd_conn_t *conn;
+    hd_http_t *http_;
+    unsigned method; /* HD_M_* */
+    const char *method_name;
+    const char *url; /* path and query as received */
+    size_t url_len;
+    const char *path; /* up to '?' */
+    size_t path_len;
+    const char *query; /* after '?', not including it; NULL when absent */
+    size_t query_len;
+    hd_header_t *headers;
+    size_t n_headers;
+    const char *body;
+    size_t body_len;
+    uint8_t version_major, version_minor;
+    unsigned is_keepalive : 1;
+    unsigned is_upgrade : 1;
+    uint64_t start_ms;
+} hd_req_t;
+
+/* ---- router ---- */
+
+typedef void (*hd_handler_cb)(hd_req_t *req, void *arg);
+typedef struct hd_router_s hd_router_t;
+
+hd_router_t *hd_router_new(void);
+void hd_router_free(hd_router_t *r);
+/*
+ * Maps `methods` (HD_M_* mask; GET implies HEAD) on `path` to cb. With is_prefix, every path
+ * starting with `path` matches; the longest match wins. Routes are added before the workers
+ * start and never changed afterwards (the table is shared read-only).
+ */
+void hd_router_add(hd_router_t *r, unsigned methods, const char *path, int is_prefix,
+                   hd_handler_cb cb, void *arg);
+/*
+ * Finds the route for method+path. Returns 0 with cb and arg set, HD_ENOTFOUND, or HD_EMETHOD with
+ * *allow set to the mask of methods the path accepts.
+ */
+int hd_router_match(const hd_router_t *r, unsigned method, const char *path, size_t len,
+                    hd_handler_cb *cb, void **arg, unsigned *allow);
+/* Writes "GET, HEAD, POST" for a mask. */
+void hd_http_allow_string(unsigned mask, char *out, size_t len);
+
+/* ---- serving ---- */
+
+/* The router used by every HTTP connection (set once at start, before workers run). */
+void hd_http_set_router(const hd_router_t *r);
+/* Installs the HTTP handler on a freshly accepted connection (hd_accept_cb). */
+void hd_http_accept(hd_conn_t *c);
+
+/* Header value by name (case-insensitive), NULL if absent. */
+const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len);
+/*
+ * Query parameter by name: copies the percent-decoded value of the first occurrence into out
+ * (NUL-terminated) and returns its length, or -1 when absent or longer than outlen - 1.
+ */
+int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen);
+
+/*
+ * Queues the response: status line, Server, Date, `extra_headers` (complete "Name: value\r\n"
+ * lines, may be NULL), Content-Type (if not NULL), Content-Length and the body (not for HEAD).
+ * Then the connection goes on with the next request, or finishes when it must close.
+ */
+void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
+                     const char *content_type, const void *body, size_t len);
+/* A JSON error response {"error":"msg"}; statuses >= 400 caused by the client keep the
+ * connection unless the request could not be framed. */
+void hd_http_respond_error(hd_req_t *req, int status, const char *msg);
+/* The handler will respond later; the request stays valid until then. */
+void hd_http_defer(hd_req_t *req);
+/*
+ * For streams: writes the response head (status, headers, no length: the body runs until the
+ * connection closes) and hands the connection to `ops`/`data`. The request (and everything it
+ * points to) is freed: copy what you need first. Bytes the client sent after the request are
+ * passed to ops->on_data before this returns.
+ */
+void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
+                       const hd_conn_ops_t *ops, void *data);
+
+const char *hd_http_status_text(int status);
+
+/* Called for every finished request when the access log is on (and for stats). */
+#endif

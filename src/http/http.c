@@ -1,0 +1,712 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http.c: the HTTP/1.1 connection handler: llhttp glue with size limits and timeouts, one
+ * request at a time (pipelined requests wait in `pending`), responses, access log.
+ *
+ * Request bytes live in two per-request buffers, both freed when the response is queued, so an
+ * idle keep-alive connection holds only this struct:
+ *   head: the URL then each header name and value, appended as llhttp reports the spans
+ *         (bounded by max_url_size + max_header_size);
+ *   body: the decoded body (bounded by max_body_size).
+ */
+#include "herald/http.h"
+#include "herald/server.h"
+
+#include <llhttp.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_HEADERS 100
+
+typedef struct hdr_off_s {
+    uint32_t name_off, name_len, value_off, value_len;
+} hdr_off_t;
+
+enum { PHASE_IDLE, PHASE_HEAD, PHASE_BODY, PHASE_HANDLING };
+
+struct hd_http_s {
+    llhttp_t parser;
+    hd_conn_t *conn;
+    char *head;
+    size_t head_len, head_cap;
+    size_t url_len;
+    hdr_off_t hdrs[MAX_HEADERS];
+    size_t n_hdrs;
+    char *body;
+    size_t body_len, body_cap;
+    char *pending; /* bytes received after the request being handled */
+    size_t pending_len;
+    hd_header_t *req_headers;
+    hd_req_t req;
+    int error; /* HD_E* raised by a callback */
+    int phase;
+    uint32_t served;
+    uint64_t start_ms;
+    unsigned is_closing_after : 1; /* answer with Connection: close */
+    unsigned is_expect_continue : 1;
+    unsigned is_dispatching : 1; /* inside the handler: the caller goes on parsing */
+};
+
+static const hd_router_t *router;
+
+void hd_http_set_router(const hd_router_t *r)
+{
+    router = r;
+}
+
+static const hd_conf_t *conf_of(hd_http_t *h)
+{
+    return hd_worker_conf(h->conn->worker);
+}
+
+/* ---- parsing ---- */
+
+static int head_append(hd_http_t *h, const char *at, size_t len, size_t limit)
+{
+    if (h->head_len + len > limit)
+        return -1;
+    if (h->head_len + len > h->head_cap) {
+        size_t cap = h->head_cap ? h->head_cap * 2 : 1024;
+        while (cap < h->head_len + len)
+            cap *= 2;
+        h->head = hd_realloc(h->head, cap);
+        h->head_cap = cap;
+    }
+    memcpy(h->head + h->head_len, at, len);
+    h->head_len += len;
+    return 0;
+}
+
+static int fail(hd_http_t *h, int err)
+{
+    h->error = err;
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    hd_http_t *h = p->data;
+    h->phase = PHASE_HEAD;
+    h->start_ms = uv_now(&h->conn->worker->loop);
+    hd_conn_set_timeout(h->conn, conf_of(h)->header_timeout_ms);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    hd_http_t *h = p->data;
+    if (head_append(h, at, len, conf_of(h)->max_url_bytes) < 0)
+        return fail(h, HD_EURITOOLONG);
+    h->url_len = h->head_len;
+    return 0;
+}
+
+static int header_limit_check(hd_http_t *h, const char *at, size_t len)
+{
+    const hd_conf_t *conf = conf_of(h);
+    if (head_append(h, at, len, h->url_len + conf->max_header_bytes) < 0)
+        return -1;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    hd_http_t *h = p->data;
+    hdr_off_t *cur = &h->hdrs[h->n_hdrs]; /* zeroed when the previous header completed */
+    if (cur->name_len == 0)
+        cur->name_off = (uint32_t)h->head_len;
+    if (header_limit_check(h, at, len) < 0)
+        return fail(h, HD_EHDRTOOBIG);
+    cur->name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    hd_http_t *h = p->data;
+    hdr_off_t *cur = &h->hdrs[h->n_hdrs];
+    cur->value_off = (uint32_t)h->head_len;
+    cur->value_len = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    hd_http_t *h = p->data;
+    if (header_limit_check(h, at, len) < 0)
+        return fail(h, HD_EHDRTOOBIG);
+    h->hdrs[h->n_hdrs].value_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    hd_http_t *h = p->data;
+    if (++h->n_hdrs == MAX_HEADERS)
+        return fail(h, HD_EHDRTOOBIG);
+    memset(&h->hdrs[h->n_hdrs], 0, sizeof(h->hdrs[0]));
+    return 0;
+}
+
+static const char *find_header(hd_http_t *h, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        if (h->hdrs[i].name_len == nl && strncasecmp(h->head + h->hdrs[i].name_off, name, nl) == 0) {
+            *len = h->hdrs[i].value_len;
+            return h->head + h->hdrs[i].value_off;
+        }
+    }
+    return NULL;
+}
+
+static void send_interim(hd_http_t *h, const char *text)
+{
+    hd_conn_send_copy(h->conn, text, strlen(text));
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    hd_http_t *h = p->data;
+    const hd_conf_t *conf = conf_of(h);
+    size_t len;
+    const char *expect = find_header(h, "expect", &len);
+    if (p->flags & F_CONTENT_LENGTH && p->content_length > conf->max_body_bytes)
+        return fail(h, HD_EBODYTOOBIG);
+    if (expect) {
+        if (len == 12 && strncasecmp(expect, "100-continue", 12) == 0) {
+            if (p->http_major == 1 && p->http_minor >= 1)
+                h->is_expect_continue = 1;
+        } else {
+            h->error = 417;
+            return HPE_USER;
+        }
+    }
+    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+    if (has_body) {
+        h->phase = PHASE_BODY;
+        hd_conn_set_timeout(h->conn, conf->body_timeout_ms);
+        if (h->is_expect_continue)
+            send_interim(h, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    hd_http_t *h = p->data;
+    const hd_conf_t *conf = conf_of(h);
+    if (h->body_len + len > conf->max_body_bytes)
+        return fail(h, HD_EBODYTOOBIG);
+    if (h->body_len + len > h->body_cap) {
+        size_t cap = h->body_cap ? h->body_cap * 2 : 4096;
+        while (cap < h->body_len + len)
+            cap *= 2;
+        if (cap > conf->max_body_bytes && conf->max_body_bytes >= h->body_len + len)
+            cap = conf->max_body_bytes;
+        h->body = hd_realloc(h->body, cap);
+        h->body_cap = cap;
+    }
+    memcpy(h->body + h->body_len, at, len);
+    h->body_len += len;
+    hd_conn_set_timeout(h->conn, conf->body_timeout_ms); /* time between body reads */
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    hd_http_t *h = p->data;
+    h->phase = PHASE_HANDLING;
+    hd_conn_set_timeout(h->conn, 0);
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- responses ---- */
+
+const char *hd_http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static void reset_request(hd_http_t *h)
+{
+    free(h->head);
+    free(h->body);
+    free(h->req_headers);
+    h->head = h->body = NULL;
+    h->req_headers = NULL;
+    h->head_len = h->head_cap = h->url_len = 0;
+    h->body_len = h->body_cap = 0;
+    h->n_hdrs = 0;
+    memset(&h->hdrs[0], 0, sizeof(h->hdrs[0]));
+    h->error = 0;
+    h->is_expect_continue = 0;
+    memset(&h->req, 0, sizeof(h->req));
+    h->phase = PHASE_IDLE;
+}
+
+static void access_log(hd_http_t *h, int status, size_t bytes)
+{
+    if (!hd_log_access_enabled())
+        return;
+    char line[1024];
+    const hd_req_t *r = &h->req;
+    uint64_t ms = uv_now(&h->conn->worker->loop) - h->start_ms;
+    int n = snprintf(line, sizeof(line), "%s c#%llu \"%s %.*s HTTP/%u.%u\" %d %zu %llums",
+                     hd_conn_peer(h->conn), (unsigned long long)h->conn->id,
+                     r->method_name ? r->method_name : "-", (int)(r->url_len > 512 ? 512 : r->url_len),
+                     r->url ? r->url : "", r->version_major, r->version_minor, status, bytes,
+                     (unsigned long long)ms);
+    if (n > 0)
+        hd_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static int must_close(hd_http_t *h)
+{
+    const hd_conf_t *conf = conf_of(h);
+    return h->is_closing_after || !h->req.is_keepalive || h->served >= conf->keepalive_requests ||
+           h->conn->worker->is_draining || h->conn->worker->is_stopped;
+}
+
+static void build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extra,
+                       int is_close)
+{
+    hd_sbuf_appendf(sb, "HTTP/1.1 %d %s\r\nServer: herald/" HERALD_VERSION "\r\nDate: %s\r\n",
+                    status, hd_http_status_text(status), hd_worker_date(h->conn->worker));
+    if (extra)
+        hd_sbuf_appends(sb, extra);
+    if (is_close)
+        hd_sbuf_appends(sb, "Connection: close\r\n");
+    else if (h->req.version_major == 1 && h->req.version_minor == 0)
+        hd_sbuf_appends(sb, "Connection: keep-alive\r\n");
+}
+
+static void continue_parsing(hd_http_t *h);
+
+void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
+                     const char *content_type, const void *body, size_t len)
+{
+    hd_http_t *h = req->http_;
+    hd_conn_t *c = h->conn;
+    h->served++;
+    HD_STAT_INC(c->worker, requests);
+    int is_close = must_close(h) || req->is_upgrade;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 256 + (req->method == HD_M_HEAD ? 0 : len));
+    build_head(h, &sb, status, extra_headers, is_close);
+    if (content_type)
+        hd_sbuf_appendf(&sb, "Content-Type: %s\r\n", content_type);
+    hd_sbuf_appendf(&sb, "Content-Length: %zu\r\n\r\n", len);
+    if (req->method != HD_M_HEAD && len)
+        hd_sbuf_append(&sb, body, len);
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    hd_conn_send(c, b, 0, b->len);
+    hd_buf_unref(b);
+    access_log(h, status, len);
+    reset_request(h);
+    if (is_close) {
+        hd_conn_finish(c);
+        return;
+    }
+    hd_conn_set_timeout(c, conf_of(h)->keepalive_timeout_ms);
+    if (!h->is_dispatching)
+        continue_parsing(h); /* a deferred response: go on with what was pipelined */
+}
+
+static void json_escape_into(char *out, size_t outlen, const char *msg)
+{
+    size_t n = 0;
+    for (; *msg && n + 7 < outlen; msg++) {
+        unsigned char ch = (unsigned char)*msg;
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20) {
+            n += (size_t)snprintf(out + n, outlen - n, "\\u%04x", ch);
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    out[n] = '\0';
+}
+
+void hd_http_respond_error(hd_req_t *req, int status, const char *msg)
+{
+    char esc[512], body[600];
+    json_escape_into(esc, sizeof(esc), msg);
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d}", esc, status);
+    hd_http_respond(req, status, NULL, "application/json", body, (size_t)n);
+}
+
+void hd_http_defer(hd_req_t *req)
+{
+    (void)req; /* the response comes later; parsing stays paused until then */
+}
+
+/* ---- request dispatch ---- */
+
+static unsigned method_bit(int m)
+{
+    switch (m) {
+    case HTTP_GET: return HD_M_GET;
+    case HTTP_HEAD: return HD_M_HEAD;
+    case HTTP_POST: return HD_M_POST;
+    case HTTP_PUT: return HD_M_PUT;
+    case HTTP_DELETE: return HD_M_DELETE;
+    case HTTP_OPTIONS: return HD_M_OPTIONS;
+    case HTTP_PATCH: return HD_M_PATCH;
+    default: return HD_M_OTHER;
+    }
+}
+
+static void build_request(hd_http_t *h)
+{
+    hd_req_t *r = &h->req;
+    llhttp_t *p = &h->parser;
+    r->conn = h->conn;
+    r->http_ = h;
+    r->method = method_bit(p->method);
+    r->method_name = llhttp_method_name((llhttp_method_t)p->method);
+    r->url = h->head ? h->head : "";
+    r->url_len = h->url_len;
+    r->path = r->url;
+    const char *q = memchr(r->url, '?', r->url_len);
+    r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+    r->query = q ? q + 1 : NULL;
+    r->query_len = q ? r->url_len - r->path_len - 1 : 0;
+    h->req_headers = hd_calloc(h->n_hdrs ? h->n_hdrs : 1, sizeof(hd_header_t));
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        h->req_headers[i] = (hd_header_t){h->head + h->hdrs[i].name_off,
+                                          h->head + h->hdrs[i].value_off, h->hdrs[i].name_len,
+                                          h->hdrs[i].value_len};
+    }
+    r->headers = h->req_headers;
+    r->n_headers = h->n_hdrs;
+    r->body = h->body ? h->body : "";
+    r->body_len = h->body_len;
+    r->version_major = p->http_major;
+    r->version_minor = p->http_minor;
+    r->is_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
+    r->is_upgrade = p->upgrade ? 1 : 0;
+    r->start_ms = h->start_ms;
+}
+
+static void dispatch(hd_http_t *h)
+{
+    h->is_dispatching = 1;
+    build_request(h);
+    hd_req_t *r = &h->req;
+    hd_handler_cb cb;
+    void *arg;
+    unsigned allow = 0;
+    int rc = hd_router_match(router, r->method, r->path, r->path_len, &cb, &arg, &allow);
+    hd_conn_t *c = h->conn;
+    if (rc == HD_ENOTFOUND) {
+        hd_http_respond_error(r, 404, "not found");
+    } else if (rc == HD_EMETHOD) {
+        char hdr[160], list[100];
+        hd_http_allow_string(allow, list, sizeof(list));
+        snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", list);
+        char body[160];
+        int n = snprintf(body, sizeof(body), "{\"error\":\"method not allowed\",\"status\":405}");
+        hd_http_respond(r, 405, hdr, "application/json", body, (size_t)n);
+    } else {
+        cb(r, arg);
+    }
+    if (c->data == h) /* the handler may have finished or handed over the connection */
+        h->is_dispatching = 0;
+}
+
+/* Answers a request that could not be parsed, then finishes the connection. */
+static void respond_parse_error(hd_http_t *h, int status, const char *msg)
+{
+    hd_conn_log(HD_LOG_INFO, h->conn, "bad request (%d): %s", status, msg);
+    build_request(h);
+    h->req.is_keepalive = 0;
+    h->is_closing_after = 1;
+    hd_http_respond_error(&h->req, status, msg);
+}
+
+static void save_pending(hd_http_t *h, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    h->pending = hd_realloc(h->pending, h->pending_len + len);
+    memcpy(h->pending + h->pending_len, data, len);
+    h->pending_len += len;
+}
+
+/*
+ * Parses data. Returns when the data is used up, when a request has been dispatched whose
+ * response is not queued yet (the rest waits in pending), or when the connection ends.
+ */
+static void execute(hd_http_t *h, const char *data, size_t len)
+{
+    hd_conn_t *c = h->conn;
+    while (len > 0 && !c->is_closing && c->data == h) {
+        if (h->phase == PHASE_HANDLING) {
+            save_pending(h, data, len);
+            hd_conn_read_stop(c);
+            return;
+        }
+        llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
+        if (err == HPE_OK)
+            return;
+        if (err == HPE_PAUSED) {
+            size_t used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+            llhttp_resume(&h->parser);
+            data += used;
+            len -= used;
+            save_pending(h, data, len); /* pipelined bytes, parsed after the response */
+            len = 0;
+            dispatch(h);
+            return;
+        }
+        if (err == HPE_PAUSED_UPGRADE) {
+            /* Upgrade: llhttp stops after the head (and the body, if any). */
+            size_t used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+            h->phase = PHASE_HANDLING;
+            hd_conn_set_timeout(c, 0);
+            save_pending(h, data + used, len - used);
+            dispatch(h);
+            return;
+        }
+        int status = 400;
+        const char *msg = llhttp_get_error_reason(&h->parser);
+        if (err == HPE_USER && h->error) {
+            status = h->error > 0 ? h->error : hd_err_http_status(h->error);
+            msg = h->error > 0 ? "expectation not supported" : hd_strerror(h->error);
+        } else if (err == HPE_UNEXPECTED_CONTENT_LENGTH) {
+            msg = "conflicting Content-Length / Transfer-Encoding";
+        }
+        respond_parse_error(h, status, msg ? msg : "malformed request");
+        return;
+    }
+}
+
+static void continue_parsing(hd_http_t *h)
+{
+    hd_conn_t *c = h->conn;
+    while (!c->is_closing && c->data == h && h->pending_len && h->phase != PHASE_HANDLING) {
+        char *data = h->pending;
+        size_t len = h->pending_len;
+        h->pending = NULL;
+        h->pending_len = 0;
+        execute(h, data, len);
+        free(data);
+    }
+    if (!c->is_closing && c->data == h && h->phase != PHASE_HANDLING)
+        hd_conn_read_start(c);
+}
+
+/* ---- connection handler ---- */
+
+static void http_on_data(hd_conn_t *c, const char *data, size_t len)
+{
+    hd_http_t *h = c->data;
+    if (h->phase == PHASE_HANDLING || h->pending_len) {
+        save_pending(h, data, len);
+        if (h->phase == PHASE_HANDLING)
+            hd_conn_read_stop(c); /* one request at a time: backpressure on pipelining */
+    } else {
+        execute(h, data, len);
+    }
+    if (c->data == h)
+        continue_parsing(h);
+}
+
+static void http_on_eof(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    if (h->phase == PHASE_HANDLING) {
+        /* A deferred response may still be wanted (half-close); keep going until it is sent. */
+        h->is_closing_after = 1;
+        hd_conn_read_stop(c);
+        return;
+    }
+    if (llhttp_finish(&h->parser) != HPE_OK && h->phase != PHASE_IDLE)
+        hd_conn_log(HD_LOG_DEBUG, c, "peer closed mid-request");
+    hd_conn_close(c);
+}
+
+static void http_on_timeout(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    HD_STAT_INC(c->worker, timeouts);
+    if (h->phase == PHASE_HEAD || h->phase == PHASE_BODY) {
+        hd_conn_log(HD_LOG_INFO, c, "%s timeout",
+                    h->phase == PHASE_HEAD ? "header" : "body");
+        respond_parse_error(h, 408, h->phase == PHASE_HEAD ? "header timeout" : "body timeout");
+        return;
+    }
+    hd_conn_close(c); /* keep-alive idle */
+}
+
+static void http_on_shutdown(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    if (h->phase == PHASE_HANDLING || h->phase == PHASE_BODY) {
+        h->is_closing_after = 1; /* the response in progress will say Connection: close */
+        return;
+    }
+    hd_conn_close(c);
+}
+
+static void http_on_close(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    reset_request(h);
+    free(h->pending);
+    free(h);
+}
+
+static const hd_conn_ops_t http_ops = {
+    .name = "http",
+    .on_data = http_on_data,
+    .on_eof = http_on_eof,
+    .on_timeout = http_on_timeout,
+    .on_shutdown = http_on_shutdown,
+    .on_close = http_on_close,
+};
+
+void hd_http_accept(hd_conn_t *c)
+{
+    hd_http_t *h = hd_calloc(1, sizeof(*h));
+    h->conn = c;
+    llhttp_init(&h->parser, HTTP_REQUEST, &settings);
+    h->parser.data = h;
+    hd_conn_set_handler(c, &http_ops, h);
+    hd_conn_set_timeout(c, conf_of(h)->header_timeout_ms);
+    hd_conn_read_start(c);
+}
+
+/* ---- request accessors ---- */
+
+const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const hd_header_t *hd = &req->headers[i];
+        if (hd->name_len == nl && strncasecmp(hd->name, name, nl) == 0) {
+            if (len)
+                *len = hd->value_len;
+            return hd->value;
+        }
+    }
+    return NULL;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen)
+{
+    if (!req->query)
+        return -1;
+    size_t nl = strlen(name);
+    const char *p = req->query, *end = req->query + req->query_len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *kend = eq ? eq : stop;
+        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+            size_t n = 0;
+            for (const char *v = eq ? eq + 1 : stop; v < stop; v++) {
+                char ch = *v;
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%' && stop - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
+                    ch = (char)(hexval(v[1]) * 16 + hexval(v[2]));
+                    v += 2;
+                }
+                if (n + 1 >= outlen)
+                    return -1;
+                out[n++] = ch;
+            }
+            out[n] = '\0';
+            return (int)n;
+        }
+        p = stop + 1;
+    }
+    return -1;
+}
+
+/* ---- streams ---- */
+
+void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
+                       const hd_conn_ops_t *ops, void *data)
+{
+    hd_http_t *h = req->http_;
+    hd_conn_t *c = h->conn;
+    h->served++;
+    HD_STAT_INC(c->worker, requests);
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 256);
+    build_head(h, &sb, status, head_headers, 0);
+    hd_sbuf_appends(&sb, "\r\n");
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    hd_conn_send(c, b, 0, b->len);
+    hd_buf_unref(b);
+    access_log(h, status, 0);
+    char *rest = h->pending;
+    size_t rest_len = h->pending_len;
+    h->pending = NULL;
+    h->pending_len = 0;
+    http_on_close(c);
+    hd_conn_set_handler(c, ops, data);
+    hd_conn_set_timeout(c, 0);
+    if (rest_len && ops->on_data)
+        ops->on_data(c, rest, rest_len);
+    free(rest);
+    if (!c->is_closing)
+        hd_conn_read_start(c);
+}

@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c: command line, configuration, signals, pidfile, service-manager readiness, and the
+ * node's start and stop. Nothing else lives here.
+ */
+#include "herald/common.h"
+#include "herald/conf.h"
+#include "herald/http.h"
+#include "herald/log.h"
+#include "herald/server.h"
+#include "herald/tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+enum { EXIT_OK = 0, EXIT_START = 1, EXIT_USAGE = 2, EXIT_CONF = 78 /* EX_CONFIG */ };
+
+typedef struct app_s {
+    uv_loop_t loop;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+    const char *conf_path;
+    const char **overrides;
+    size_t n_overrides;
+    hd_conf_t *conf;
+    hd_server_t *server;
+    hd_router_t *router;
+    int exit_code;
+} app_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: herald [-c FILE] [-o 'DIRECTIVE VALUE']... [-t]\n"
+            "       herald --version | --help | --reference\n"
+            "\n"
+            "  -c, --conf FILE      configuration file (default conf/herald.conf)\n"
+            "  -o, --set 'D VALUE'  set a directive, overriding the file (repeatable)\n"
+            "  -t, --test           check the configuration (and TLS files) and exit\n"
+            "      --reference      print every directive with its default and exit\n"
+            "  -v, --version        print the version and exit\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "Signals: TERM/INT graceful shutdown, HUP reload, USR1 reopen log files.\n"
+            "Exit status: 0 clean stop, 1 start failure (port, certificate, pidfile),\n"
+            "             2 usage, 78 configuration error.\n");
+}
+
+/* ---- service manager readiness (sd_notify's datagram protocol, no libsystemd) ---- */
+
+static void notify_systemd(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    size_t len = strlen(path);
+    memcpy(sa.sun_path, path, len);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    char msg[256];
+    int n = snprintf(msg, sizeof(msg), "%s\nMAINPID=%ld", state, (long)getpid());
+    if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        hd_log_warn("NOTIFY_SOCKET %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* ---- handlers that belong to no transport ---- */
+
+static void on_healthz(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    static const char body[] = "{\"status\":\"ok\"}";
+    hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", body,
+                    sizeof(body) - 1);
+}
+
+static void register_routes(hd_router_t *r)
+{
+    hd_router_add(r, HD_M_GET, "/healthz", 0, on_healthz, NULL);
+}
+
+/* ---- process ---- */
+
+static void raise_nofile(const hd_conf_t *conf)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    hd_log_info("open files limit: %llu", (unsigned long long)rl.rlim_cur);
+    if ((unsigned long long)conf->max_connections + 64 > (unsigned long long)rl.rlim_cur)
+        hd_log_warn("max_connections %u is above what the open files limit (%llu) allows; "
+                    "connections beyond it will fail to be accepted",
+                    conf->max_connections, (unsigned long long)rl.rlim_cur);
+}
+
+static int write_pidfile(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "herald: pidfile %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    int ok = write(fd, buf, (size_t)n) == n;
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+static app_t app; /* one node per process */
+
+static void close_signals(void)
+{
+    uv_close((uv_handle_t *)&app.sig_term, NULL);
+    uv_close((uv_handle_t *)&app.sig_int, NULL);
+    uv_close((uv_handle_t *)&app.sig_hup, NULL);
+    uv_close((uv_handle_t *)&app.sig_usr1, NULL);
+}
+
+static void on_server_done(hd_server_t *s)
+{
+    hd_server_free(s);
+    app.server = NULL;
+    close_signals();
+    hd_log_info("stopped");
+}
+
+static void reload(void)
+{
+    char err[1024];
+    hd_conf_t *conf = NULL;
+    notify_systemd("RELOADING=1");
+    hd_log_info("reloading %s", app.conf_path);
+    int rc = hd_conf_load(&conf, app.conf_path, app.overrides, app.n_overrides, err, sizeof(err));
+    if (rc < 0) {
+        hd_log_error("reload failed, keeping the current configuration: %s", err);
+        notify_systemd("READY=1");
+        return;
+    }
+    char changed[512];
+    if (hd_conf_restart_needed(app.conf, conf, changed, sizeof(changed)) > 0)
+        hd_log_warn("reload: %s changed; that takes effect only after a restart", changed);
+    if ((rc = hd_server_reload(app.server, conf, err, sizeof(err))) < 0) {
+        hd_log_error("reload failed, keeping the current configuration: %s", err);
+        hd_conf_unref(conf);
+        notify_systemd("READY=1");
+        return;
+    }
+    hd_log_set_level(conf->log_level);
+    if (hd_log_open(NULL, conf->access_log, err, sizeof(err)) < 0)
+        hd_log_error("reload: %s", err);
+    hd_conf_unref(app.conf);
+    app.conf = conf;
+    hd_log_info("reloaded");
+    notify_systemd("READY=1");
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (signum == SIGHUP) {
+        if (app.server)
+            reload();
+    } else if (signum == SIGUSR1) {
+        char err[512];
+        if (hd_log_open(app.conf->log_file, app.conf->access_log, err, sizeof(err)) < 0)
+            hd_log_error("reopening logs: %s", err);
+        else
+            hd_log_info("log files reopened");
+    } else if (app.server) {
+        hd_log_info("%s received", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        notify_systemd("STOPPING=1");
+        hd_server_shutdown(app.server, on_server_done);
+    }
+}
+
+static int parse_args(int argc, char **argv, int *test_only)
+{
+    static const struct option longopts[] = {
+        {"conf", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 'o'},
+        {"test", no_argument, NULL, 't'},       {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},       {"reference", no_argument, NULL, 'R'},
+        {NULL, 0, NULL, 0}};
+    int ch;
+    app.conf_path = "conf/herald.conf";
+    app.overrides = hd_calloc((size_t)argc, sizeof(char *));
+    while ((ch = getopt_long(argc, argv, "c:o:tvh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            app.conf_path = optarg;
+            break;
+        case 'o':
+            app.overrides[app.n_overrides++] = optarg;
+            break;
+        case 't':
+            *test_only = 1;
+            break;
+        case 'v':
+            printf("herald %s\n", HERALD_VERSION);
+            exit(EXIT_OK);
+        case 'h':
+            usage(stdout);
+            exit(EXIT_OK);
+        case 'R':
+            hd_conf_print_reference(stdout);
+            exit(EXIT_OK);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "herald: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_tls(const hd_conf_t *conf, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < conf->n_listens; i++) {
+        if (conf->listens[i].is_tls) {
+            SSL_CTX *ctx;
+            int rc = hd_tls_ctx_new(&ctx, conf, err, errlen);
+            if (rc < 0)
+                return rc;
+            hd_tls_ctx_unref(ctx);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int test_only = 0;
+    char err[1024];
+    if (parse_args(argc, argv, &test_only) < 0)
+        return EXIT_USAGE;
+    int rc = hd_conf_load(&app.conf, app.conf_path, app.overrides, app.n_overrides, err,
+                          sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "herald: %s\n", err);
+        return EXIT_CONF;
+    }
+    if (test_only) {
+        if (check_tls(app.conf, err, sizeof(err)) < 0) {
+            fprintf(stderr, "herald: %s\n", err);
+            hd_conf_unref(app.conf);
+            return EXIT_CONF;
+        }
+        printf("herald: configuration %s is valid\n", app.conf_path);
+        hd_conf_unref(app.conf);
+        free(app.overrides);
+        return EXIT_OK;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    hd_log_set_level(app.conf->log_level);
+    if (hd_log_open(app.conf->log_file, app.conf->access_log, err, sizeof(err)) < 0) {
+        fprintf(stderr, "herald: %s\n", err);
+        return EXIT_START;
+    }
+    hd_log_info("herald %s starting, configuration %s", HERALD_VERSION, app.conf_path);
+    raise_nofile(app.conf);
+
+    uv_loop_init(&app.loop);
+    app.router = hd_router_new();
+    register_routes(app.router);
+    hd_http_set_router(app.router);
+
+    rc = hd_server_new(&app.server, app.conf, hd_http_accept, &app.loop, err, sizeof(err));
+    if (rc < 0) {
+        hd_log_error("cannot start: %s", err);
+        app.exit_code = EXIT_START;
+        goto out;
+    }
+    if (app.conf->pidfile && write_pidfile(app.conf->pidfile) < 0) {
+        hd_log_error("cannot start: cannot write pidfile %s", app.conf->pidfile);
+        hd_server_free(app.server);
+        app.server = NULL;
+        app.exit_code = EXIT_START;
+        goto out;
+    }
+    uv_signal_t *sigs[] = {&app.sig_term, &app.sig_int, &app.sig_hup, &app.sig_usr1};
+    int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(sigs); i++) {
+        uv_signal_init(&app.loop, sigs[i]);
+        uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+    if ((rc = hd_server_start(app.server)) < 0) {
+        hd_log_error("cannot start worker threads: %s", uv_strerror(rc));
+        exit(EXIT_START);
+    }
+    notify_systemd("READY=1\nSTATUS=serving");
+    hd_log_info("ready");
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    if (app.conf->pidfile)
+        unlink(app.conf->pidfile);
+
+out:
+    uv_run(&app.loop, UV_RUN_DEFAULT); /* let closing handles finish */
+    uv_loop_close(&app.loop);
+    hd_router_free(app.router);
+    hd_conf_unref(app.conf);
+    free(app.overrides);
+    return app.exit_code;
+}

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn.c: reading, the bounded output queue with one writev per loop pass, TLS plumbing,
+ * timers, graceful finish (lingering close) and freeing after the last handle closed.
+ */
+#include "herald/conn.h"
+#include "herald/server.h"
+#include "internal.h"
+
+#include <string.h>
+
+#define LINGER_MS 2000
+
+static void flush(hd_conn_t *c);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    hd_conn_t *c = h->data;
+    /* One read buffer per worker: a connection holds no read buffer while idle. */
+    *buf = uv_buf_init(c->worker->read_buf, sizeof(c->worker->read_buf));
+}
+
+static int on_plaintext(void *arg, const char *data, size_t len)
+{
+    hd_conn_t *c = arg;
+    if (c->is_closing || !c->ops->on_data)
+        return 1;
+    c->ops->on_data(c, data, len);
+    return c->is_closing;
+}
+
+static void queue_tls_output(hd_conn_t *c)
+{
+    hd_buf_t *b = hd_tls_take(c->tls);
+    if (!b)
+        return;
+    hd_out_t out = {b, 0, (uint32_t)b->len};
+    if (c->is_closing) {
+        hd_buf_unref(b);
+        return;
+    }
+    if (c->q_len == c->q_cap) {
+        c->q_cap = c->q_cap ? c->q_cap * 2 : 4;
+        c->q = hd_realloc(c->q, c->q_cap * sizeof(*c->q));
+    }
+    c->q[c->q_len++] = out;
+    c->queued_bytes += b->len;
+    if (!hd_list_linked(&c->flush_link))
+        hd_list_insert_tail(&c->worker->flush_list, &c->flush_link);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    hd_conn_t *c = s->data;
+    if (c->is_closing)
+        return;
+    if (nread > 0) {
+        if (!c->tls) {
+            c->ops->on_data(c, buf->base, (size_t)nread);
+            return;
+        }
+        const char *why = NULL;
+        int was_established = c->tls->is_established;
+        int rc = hd_tls_feed(c->tls, buf->base, (size_t)nread, c->worker->tls_scratch,
+                             sizeof(c->worker->tls_scratch), on_plaintext, c, &why);
+        if (!c->is_closing)
+            queue_tls_output(c);
+        if (rc == HD_ETLS) {
+            if (!was_established) {
+                HD_STAT_INC(c->worker, tls_handshake_failures);
+                hd_conn_log(HD_LOG_INFO, c, "TLS handshake failed: %s", why ? why : "?");
+            } else {
+                hd_conn_log(HD_LOG_INFO, c, "TLS error: %s", why ? why : "?");
+            }
+            /* Send the alert OpenSSL queued, then close. */
+            if (!c->is_closing)
+                hd_conn_finish(c);
+        } else if (rc == 1 && !c->is_closing) {
+            if (c->ops->on_eof)
+                c->ops->on_eof(c);
+            else
+                hd_conn_close(c);
+        }
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread == UV_EOF && c->ops->on_eof) {
+        c->ops->on_eof(c);
+        return;
+    }
+    if (nread != UV_EOF)
+        hd_conn_log(HD_LOG_DEBUG, c, "read error: %s", uv_strerror((int)nread));
+    hd_conn_close(c);
+}
+
+void hd_conn_read_start(hd_conn_t *c)
+{
+    if (c->is_reading || c->is_closing)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->is_reading = 1;
+}
+
+void hd_conn_read_stop(hd_conn_t *c)
+{
+    if (!c->is_reading)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->is_reading = 0;
+}
+
+static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
+{
+    if (c->q_len == c->q_cap) {
+        c->q_cap = c->q_cap ? c->q_cap * 2 : 4;
+        c->q = hd_realloc(c->q, c->q_cap * sizeof(*c->q));
+    }
+    c->q[c->q_len++] = (hd_out_t){buf, (uint32_t)off, (uint32_t)len};
+    c->queued_bytes += len;
+    if (!hd_list_linked(&c->flush_link))
+        hd_list_insert_tail(&c->worker->flush_list, &c->flush_link);
+}
+
+int hd_conn_send(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
+{
+    if (c->is_closing || c->is_finishing)
+        return UV_ECANCELED;
+    if (len == 0)
+        return 0;
+    if (c->tls) {
+        if (hd_tls_encrypt(c->tls, buf->data + off, len) != 0) {
+            hd_conn_close(c);
+            return UV_ECANCELED;
+        }
+        queue_tls_output(c);
+        return 0;
+    }
+    push_out(c, hd_buf_ref(buf), off, len);
+    return 0;
+}
+
+int hd_conn_send_copy(hd_conn_t *c, const void *data, size_t len)
+{
+    if (c->is_closing || c->is_finishing)
+        return UV_ECANCELED;
+    if (c->tls) {
+        if (hd_tls_encrypt(c->tls, data, len) != 0) {
+            hd_conn_close(c);
+            return UV_ECANCELED;
+        }
+        queue_tls_output(c);
+        return 0;
+    }
+    hd_buf_t *b = hd_buf_new_copy(data, len);
+    push_out(c, b, 0, len);
+    return 0;
+}
+
+static void release_out(hd_out_t *q, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        hd_buf_unref(q[i].buf);
+}
+
+static void start_linger(hd_conn_t *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    hd_conn_t *c = hd_container_of(req, hd_conn_t, wreq);
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < c->wq_len; i++)
+        bytes += c->wq[i].len;
+    release_out(c->wq, c->wq_len);
+    c->wq_len = 0;
+    c->queued_bytes -= bytes;
+    c->is_writing = 0;
+    if (c->is_closing)
+        return;
+    if (status < 0) {
+        hd_conn_log(HD_LOG_DEBUG, c, "write error: %s", uv_strerror(status));
+        hd_conn_close(c);
+        return;
+    }
+    if (c->q_len > 0) {
+        flush(c);
+        return;
+    }
+    if (c->is_finishing) {
+        start_linger(c);
+        return;
+    }
+    if (c->ops->on_drain)
+        c->ops->on_drain(c);
+}
+
+static void flush(hd_conn_t *c)
+{
+    if (hd_list_linked(&c->flush_link))
+        hd_list_remove(&c->flush_link);
+    if (c->is_writing || c->q_len == 0 || c->is_closing)
+        return;
+    /* Swap queues: what was queued becomes the write in flight. */
+    hd_out_t *t = c->wq;
+    uint32_t tcap = c->wq_cap;
+    c->wq = c->q;
+    c->wq_cap = c->q_cap;
+    c->wq_len = c->q_len;
+    c->q = t;
+    c->q_cap = tcap;
+    c->q_len = 0;
+
+    uv_buf_t stackbufs[64];
+    uv_buf_t *bufs = c->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs
+                                                          : hd_malloc(c->wq_len * sizeof(uv_buf_t));
+    for (uint32_t i = 0; i < c->wq_len; i++)
+        bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, c->wq_len, on_write);
+    if (bufs != stackbufs)
+        free(bufs);
+    if (rc < 0) {
+        hd_conn_log(HD_LOG_DEBUG, c, "write failed: %s", uv_strerror(rc));
+        hd_conn_close(c);
+        return;
+    }
+    c->is_writing = 1;
+}
+
+void hd_conn_flush_all(hd_worker_t *w)
+{
+    while (!hd_list_empty(&w->flush_list)) {
+        hd_conn_t *c = hd_container_of(w->flush_list.next, hd_conn_t, flush_link);
+        flush(c);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    hd_conn_t *c = t->data;
+    if (c->is_closing)
+        return;
+    if (c->ops->on_timeout)
+        c->ops->on_timeout(c);
+    else
+        hd_conn_close(c);
+}
+
+void hd_conn_set_timeout(hd_conn_t *c, uint64_t timeout_ms)
+{
+    if (c->is_closing)
+        return;
+    if (timeout_ms == 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
+}
+
+/* While lingering: discard what the peer sends until it closes or the linger time ends. */
+static void linger_data(hd_conn_t *c, const char *data, size_t len)
+{
+    (void)c;
+    (void)data;
+    (void)len;
+}
+
+static const hd_conn_ops_t linger_ops = {
+    .name = "linger",
+    .on_data = linger_data,
+};
+
+static void on_shutdown_done(uv_shutdown_t *req, int status)
+{
+    hd_conn_t *c = req->data;
+    (void)status;
+    free(req);
+    c->sreq = NULL;
+    if (c->is_closing)
+        return;
+    hd_conn_set_timeout(c, LINGER_MS);
+    hd_conn_read_start(c);
+}
+
+static void start_linger(hd_conn_t *c)
+{
+    if (c->sreq || c->is_closing)
+        return;
+    c->sreq = hd_malloc(sizeof(*c->sreq));
+    c->sreq->data = c;
+    if (uv_shutdown(c->sreq, (uv_stream_t *)&c->tcp, on_shutdown_done) < 0) {
+        free(c->sreq);
+        c->sreq = NULL;
+        hd_conn_close(c);
+    }
+}
+
+static void remove_handler(hd_conn_t *c)
+{
+    const hd_conn_ops_t *ops = c->ops;
+    c->ops = &linger_ops;
+    if (ops && ops->on_close)
+        ops->on_close(c);
+    c->data = NULL;
+}
+
+void hd_conn_finish(hd_conn_t *c)
+{
+    if (c->is_closing || c->is_finishing)
+        return;
+    remove_handler(c);
+    if (c->tls) {
+        hd_tls_shutdown(c->tls);
+        queue_tls_output(c);
+    }
+    c->is_finishing = 1;
+    hd_conn_set_timeout(c, LINGER_MS);
+    if (!c->is_writing && c->q_len == 0)
+        start_linger(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    hd_conn_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    release_out(c->q, c->q_len);
+    release_out(c->wq, c->wq_len);
+    free(c->q);
+    free(c->wq);
+    if (c->tls) {
+        hd_tls_dispose(c->tls);
+        free(c->tls);
+    }
+    hd_worker_t *w = c->worker;
+    free(c);
+    hd_worker_conn_freed(w);
+}
+
+void hd_conn_close(hd_conn_t *c)
+{
+    if (c->is_closing)
+        return;
+    remove_handler(c);
+    c->is_closing = 1;
+    if (hd_list_linked(&c->flush_link))
+        hd_list_remove(&c->flush_link);
+    if (hd_list_linked(&c->link))
+        hd_list_remove(&c->link);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+const char *hd_conn_peer(hd_conn_t *c)
+{
+    static __thread char text[64];
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return "-";
+    char ip[48];
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, ip, sizeof(ip));
+        snprintf(text, sizeof(text), "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        uv_ip4_name(a, ip, sizeof(ip));
+        snprintf(text, sizeof(text), "%s:%u", ip, ntohs(a->sin_port));
+    }
+    return text;
+}

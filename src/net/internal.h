@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/* internal.h: functions the connection layer and the worker share, private to src/net. */
+#ifndef HERALD_NET_INTERNAL_H
+#define HERALD_NET_INTERNAL_H
+
+#include "herald/server.h"
+
+/* Writes what every connection of w queued in this loop pass (one writev each). */
+void hd_conn_flush_all(hd_worker_t *w);
+/* Called once a connection's memory has been freed. */
+void hd_worker_conn_freed(hd_worker_t *w);
+
+#endif
