@@ -31,6 +31,8 @@ typedef struct app_s {
     hd_conf_t *conf;
     hd_server_t *server;
     hd_router_t *router;
+    char *pidfile;  /* as started: these need a restart to change */
+    char *log_file;
     int exit_code;
 } app_t;
 
@@ -181,7 +183,7 @@ static void on_signal(uv_signal_t *h, int signum)
             reload();
     } else if (signum == SIGUSR1) {
         char err[512];
-        if (hd_log_open(app.conf->log_file, app.conf->access_log, err, sizeof(err)) < 0)
+        if (hd_log_open(app.log_file, app.conf->access_log, err, sizeof(err)) < 0)
             hd_log_error("reopening logs: %s", err);
         else
             hd_log_info("log files reopened");
@@ -275,6 +277,8 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    app.pidfile = app.conf->pidfile ? hd_strdup(app.conf->pidfile) : NULL;
+    app.log_file = app.conf->log_file ? hd_strdup(app.conf->log_file) : NULL;
     hd_log_set_level(app.conf->log_level);
     if (hd_log_open(app.conf->log_file, app.conf->access_log, err, sizeof(err)) < 0) {
         fprintf(stderr, "herald: %s\n", err);
@@ -314,8 +318,8 @@ int main(int argc, char **argv)
     notify_systemd("READY=1\nSTATUS=serving");
     hd_log_info("ready");
     uv_run(&app.loop, UV_RUN_DEFAULT);
-    if (app.conf->pidfile)
-        unlink(app.conf->pidfile);
+    if (app.pidfile)
+        unlink(app.pidfile);
 
 out:
     uv_run(&app.loop, UV_RUN_DEFAULT); /* let closing handles finish */
@@ -323,5 +327,7 @@ out:
     hd_router_free(app.router);
     hd_conf_unref(app.conf);
     free(app.overrides);
+    free(app.pidfile);
+    free(app.log_file);
     return app.exit_code;
 }

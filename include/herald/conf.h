@@ -101,7 +101,7 @@ int hd_conf_restart_needed(const hd_conf_t *old, const hd_conf_t *new_, char *bu
 /* Name of a log level ("debug", ...). */
 const char *hd_conf_log_level_name(int level);
 
-/* Writes every directive with its default and a one-line description (herald --dump-defaults). */
+/* Writes every directive with its default and a one-line description (herald --reference). */
 void hd_conf_print_reference(FILE *out);
 
 #endif
