@@ -8,7 +8,9 @@
 #include "herald/http.h"
 #include "herald/log.h"
 #include "herald/server.h"
+#include "herald/pubsub.h"
 #include "herald/tls.h"
+#include "herald/transport.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -92,6 +94,7 @@ static void on_healthz(hd_req_t *req, void *arg)
 static void register_routes(hd_router_t *r)
 {
     hd_router_add(r, HD_M_GET, "/healthz", 0, on_healthz, NULL);
+    hd_publish_register(r);
 }
 
 /* ---- process ---- */
@@ -137,8 +140,32 @@ static void close_signals(void)
     uv_close((uv_handle_t *)&app.sig_usr1, NULL);
 }
 
+static void on_barrier(hd_worker_t *w, hd_breq_t *r)
+{
+    hd_breq_free(r);
+    hd_server_quiet_ack(w); /* nothing from the broker can follow this reply */
+}
+
+/* Shutdown: once no connection is left, flush the broker's replies, then stop it. */
+static void on_quiet(hd_server_t *s, int all_acked)
+{
+    if (all_acked) {
+        hd_broker_t *b = hd_broker_get();
+        b->ops->free(b);
+        hd_broker_set(NULL);
+        return;
+    }
+    for (unsigned k = 0; k < hd_server_worker_count(s); k++) {
+        hd_breq_t *r = hd_breq_new(HD_BREQ_BARRIER, hd_server_worker(s, k), NULL, 0);
+        r->reply_cb = on_barrier;
+        hd_broker_submit(r);
+    }
+}
+
 static void on_server_done(hd_server_t *s)
 {
+    for (unsigned k = 0; k < hd_server_worker_count(s); k++)
+        hd_hub_dispose(hd_server_worker(s, k));
     hd_server_free(s);
     app.server = NULL;
     close_signals();
@@ -298,6 +325,15 @@ int main(int argc, char **argv)
         app.exit_code = EXIT_START;
         goto out;
     }
+    for (unsigned k = 0; k < hd_server_worker_count(app.server); k++)
+        hd_hub_init(hd_server_worker(app.server, k));
+    hd_broker_t *broker;
+    if ((rc = hd_broker_memory_new(&broker, app.server, app.conf)) < 0) {
+        hd_log_error("cannot start the broker: %s", uv_strerror(rc));
+        exit(EXIT_START);
+    }
+    hd_broker_set(broker);
+    hd_server_on_quiet(app.server, on_quiet);
     if (app.conf->pidfile && write_pidfile(app.conf->pidfile) < 0) {
         hd_log_error("cannot start: cannot write pidfile %s", app.conf->pidfile);
         hd_server_free(app.server);

@@ -64,6 +64,26 @@ typedef struct hd_conf_s {
     char *tls_certificate_key;
     char *tls_ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax) */
     int tls_min_version;       /* 12 or 13 */
+
+    /* publishing and history */
+    char *publish_key;          /* NULL: publishing is open */
+    size_t max_message_bytes;
+    uint32_t history_size;      /* messages kept per channel */
+    uint64_t history_ttl_ms;    /* 0: no age limit */
+    size_t history_max_bytes;   /* per channel */
+    size_t max_memory_bytes;    /* all history on this node; coldest channels evicted first */
+
+    /* delivery */
+    size_t max_queue_bytes;     /* per connection; a subscriber behind by more is disconnected */
+    uint32_t poll_max_messages; /* messages in one poll / long-poll answer */
+    uint64_t longpoll_timeout_ms;
+    uint64_t longpoll_max_timeout_ms;
+    uint64_t sse_heartbeat_ms;
+    uint64_t sse_retry_ms;      /* base of the jittered retry: hint */
+    uint64_t ws_ping_interval_ms;
+    uint64_t ws_idle_timeout_ms;
+    char *ws_origins;           /* space-separated allowed Origin values; NULL: any */
+    int ws_client_publish;      /* WebSocket clients may publish */
 } hd_conf_t;
 
 /*

@@ -112,8 +112,22 @@ void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
 /* A JSON error response {"error":"msg"}; statuses >= 400 caused by the client keep the
  * connection unless the request could not be framed. */
 void hd_http_respond_error(hd_req_t *req, int status, const char *msg);
-/* The handler will respond later; the request stays valid until then. */
-void hd_http_defer(hd_req_t *req);
+/*
+ * The handler will respond later (from any callback on the same loop). Returns a handle owned by
+ * the HTTP layer: it is freed when the response is queued (hd_http_respond / take_over) or, if
+ * the connection goes away first, right after on_abort ran; touch it after neither.
+ * While deferred, hd_http_defer_timeout arms the connection's timer; when it fires on_timeout
+ * runs (it should respond). Without on_timeout the connection is closed.
+ */
+typedef struct hd_deferred_s hd_deferred_t;
+struct hd_deferred_s {
+    hd_req_t *req;
+    void (*on_abort)(hd_deferred_t *d);
+    void (*on_timeout)(hd_deferred_t *d);
+    void *data; /* the handler's */
+};
+hd_deferred_t *hd_http_defer(hd_req_t *req);
+void hd_http_defer_timeout(hd_deferred_t *d, uint64_t timeout_ms);
 /*
  * For streams: writes the response head (status, headers, no length: the body runs until the
  * connection closes) and hands the connection to `ops`/`data`. The request (and everything it

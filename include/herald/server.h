@@ -121,7 +121,25 @@ int hd_server_reload(hd_server_t *s, hd_conf_t *conf, char *err, size_t errlen);
  * on the main loop when every worker has exited; then call hd_server_free.
  */
 void hd_server_shutdown(hd_server_t *s, void (*done_cb)(hd_server_t *s));
+/*
+ * Shutdown hook for whatever else posts to workers (the broker). When no worker has a
+ * connection left, quiet_cb(s, 0) runs on the main loop; the hook then makes every worker call
+ * hd_server_quiet_ack once (from its own loop) after the last message it can receive, and when
+ * all have, quiet_cb(s, 1) runs: the moment to stop that component. Then the loops end.
+ */
+void hd_server_on_quiet(hd_server_t *s, void (*quiet_cb)(hd_server_t *s, int all_acked));
+void hd_server_quiet_ack(hd_worker_t *w);
 void hd_server_free(hd_server_t *s);
+
+/*
+ * For tests and fuzzers: a node with one worker, no listeners and no threads. The caller drives
+ * the worker's loop (hd_server_worker(s, 0)->loop) and hands it connected sockets with
+ * hd_server_adopt. Free with hd_server_free after closing every connection.
+ */
+int hd_server_new_embedded(hd_server_t **out, hd_conf_t *conf, hd_accept_cb accept_cb,
+                           uv_loop_t *main_loop);
+/* Adopts a connected socket (one end of a socketpair, say) as a connection on worker 0. */
+hd_conn_t *hd_server_adopt(hd_server_t *s, int fd);
 
 /* Posts msg to worker w (any thread). */
 void hd_worker_post(hd_worker_t *w, hd_msg_t *msg);

@@ -135,6 +135,42 @@ static const directive_t directives[] = {
       "TLS 1.2 cipher list (OpenSSL syntax); TLS 1.3 uses OpenSSL's default suites"),
     D("tls_min_version", T_ENUM, tls_min_version, "1.2", NULL, NULL, RELOAD,
       "oldest TLS version accepted: 1.2 or 1.3", .choices = tls_versions),
+
+    /* publishing and history */
+    D("publish_key", T_STRING, publish_key, "off", NULL, NULL, RELOAD,
+      "when set, publishing needs 'Authorization: Bearer <key>'; off = open", .none = "off"),
+    D("max_message_size", T_SIZE, max_message_bytes, "1m", "1", "64m", RELOAD,
+      "largest message payload accepted from a publisher; larger is answered 413 (WebSocket 1009)"),
+    D("history_size", T_UINT, history_size, "100", "0", "1000000", RESTART,
+      "messages kept per channel for resume and polling"),
+    D("history_ttl", T_DURATION, history_ttl_ms, "1h", "0", "720h", RESTART,
+      "age after which a message leaves history; 0 = no age limit"),
+    D("history_max_bytes", T_SIZE, history_max_bytes, "4m", "0", "1g", RESTART,
+      "payload bytes kept per channel; the oldest messages leave first"),
+    D("max_memory", T_SIZE, max_memory_bytes, "256m", "1m", "64g", RESTART,
+      "payload bytes of history on this node; the coldest channels are evicted first"),
+
+    /* delivery */
+    D("max_queue_bytes", T_SIZE, max_queue_bytes, "1m", "4k", "1g", RELOAD,
+      "bytes waiting to be written to one subscriber; one further behind is disconnected"),
+    D("poll_max_messages", T_UINT, poll_max_messages, "100", "1", "10000", RELOAD,
+      "messages in one poll or long-poll answer"),
+    D("longpoll_timeout", T_DURATION, longpoll_timeout_ms, "30s", "1s", "1h", RELOAD,
+      "how long a long poll is held when the client gives no timeout"),
+    D("longpoll_max_timeout", T_DURATION, longpoll_max_timeout_ms, "120s", "1s", "1h", RELOAD,
+      "upper bound for the timeout a long-poll client asks for"),
+    D("sse_heartbeat", T_DURATION, sse_heartbeat_ms, "15s", "100ms", "1h", RELOAD,
+      "interval of the comment line that keeps idle SSE streams (and proxies) alive"),
+    D("sse_retry", T_DURATION, sse_retry_ms, "3s", "100ms", "1h", RELOAD,
+      "reconnect delay hinted to SSE clients; each stream gets it plus up to 100% jitter"),
+    D("ws_ping_interval", T_DURATION, ws_ping_interval_ms, "30s", "100ms", "1h", RELOAD,
+      "interval of server pings on WebSocket connections"),
+    D("ws_idle_timeout", T_DURATION, ws_idle_timeout_ms, "90s", "100ms", "1h", RELOAD,
+      "a WebSocket peer silent this long (no frame, no pong) is closed"),
+    D("ws_origins", T_STRING, ws_origins, "*", NULL, NULL, RELOAD,
+      "space-separated Origin values allowed to open WebSockets; * = any", .none = "*"),
+    D("ws_client_publish", T_BOOL, ws_client_publish, "off", NULL, NULL, RELOAD,
+      "WebSocket clients may publish to the channels they are on"),
 };
 /* clang-format on */
 

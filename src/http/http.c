@@ -37,6 +37,7 @@ struct hd_http_s {
     char *pending; /* bytes received after the request being handled */
     size_t pending_len;
     hd_header_t *req_headers;
+    hd_deferred_t *deferred;
     hd_req_t req;
     int error; /* HD_E* raised by a callback */
     int phase;
@@ -315,19 +316,21 @@ static void build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extr
                     status, hd_http_status_text(status), hd_worker_date(h->conn->worker));
     if (extra)
         hd_sbuf_appends(sb, extra);
-    if (is_close)
+    if (is_close > 0)
         hd_sbuf_appends(sb, "Connection: close\r\n");
-    else if (h->req.version_major == 1 && h->req.version_minor == 0)
+    else if (is_close == 0 && h->req.version_major == 1 && h->req.version_minor == 0)
         hd_sbuf_appends(sb, "Connection: keep-alive\r\n");
 }
 
 static void continue_parsing(hd_http_t *h);
+static void end_deferred(hd_http_t *h);
 
 void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
                      const char *content_type, const void *body, size_t len)
 {
     hd_http_t *h = req->http_;
     hd_conn_t *c = h->conn;
+    end_deferred(h);
     h->served++;
     HD_STAT_INC(c->worker, requests);
     int is_close = must_close(h) || req->is_upgrade;
@@ -378,9 +381,24 @@ void hd_http_respond_error(hd_req_t *req, int status, const char *msg)
     hd_http_respond(req, status, NULL, "application/json", body, (size_t)n);
 }
 
-void hd_http_defer(hd_req_t *req)
+hd_deferred_t *hd_http_defer(hd_req_t *req)
 {
-    (void)req; /* the response comes later; parsing stays paused until then */
+    hd_http_t *h = req->http_;
+    HD_ASSERT(h->deferred == NULL);
+    h->deferred = hd_calloc(1, sizeof(*h->deferred));
+    h->deferred->req = req;
+    return h->deferred;
+}
+
+void hd_http_defer_timeout(hd_deferred_t *d, uint64_t timeout_ms)
+{
+    hd_conn_set_timeout(d->req->conn, timeout_ms);
+}
+
+static void end_deferred(hd_http_t *h)
+{
+    free(h->deferred);
+    h->deferred = NULL;
 }
 
 /* ---- request dispatch ---- */
@@ -572,6 +590,10 @@ static void http_on_eof(hd_conn_t *c)
 static void http_on_timeout(hd_conn_t *c)
 {
     hd_http_t *h = c->data;
+    if (h->deferred && h->deferred->on_timeout) {
+        h->deferred->on_timeout(h->deferred);
+        return;
+    }
     HD_STAT_INC(c->worker, timeouts);
     if (h->phase == PHASE_HEAD || h->phase == PHASE_BODY) {
         hd_conn_log(HD_LOG_INFO, c, "%s timeout",
@@ -595,6 +617,13 @@ static void http_on_shutdown(hd_conn_t *c)
 static void http_on_close(hd_conn_t *c)
 {
     hd_http_t *h = c->data;
+    if (h->deferred) {
+        hd_deferred_t *d = h->deferred;
+        d->req = NULL;
+        if (d->on_abort)
+            d->on_abort(d);
+        end_deferred(h);
+    }
     reset_request(h);
     free(h->pending);
     free(h);
@@ -687,11 +716,12 @@ void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
 {
     hd_http_t *h = req->http_;
     hd_conn_t *c = h->conn;
+    end_deferred(h);
     h->served++;
     HD_STAT_INC(c->worker, requests);
     hd_sbuf_t sb;
     hd_sbuf_init(&sb, 256);
-    build_head(h, &sb, status, head_headers, 0);
+    build_head(h, &sb, status, head_headers, -1); /* the stream names its own Connection */
     hd_sbuf_appends(&sb, "\r\n");
     hd_buf_t *b = hd_sbuf_finish(&sb);
     hd_conn_send(c, b, 0, b->len);

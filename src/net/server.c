@@ -41,6 +41,8 @@ struct hd_server_s {
     uint64_t n_conns; /* atomic */
     uv_timer_t shutdown_timer;
     void (*done_cb)(hd_server_t *s);
+    void (*quiet_cb)(hd_server_t *s, int all_acked);
+    unsigned n_quiet_acks;
     unsigned n_drained, n_stopped;
     unsigned is_started : 1;
     unsigned is_stopping : 1;
@@ -211,15 +213,8 @@ static void reject(hd_conn_t *c, const char *why)
     hd_conn_finish(c);
 }
 
-static void on_connection(uv_stream_t *ls, int status)
+static hd_conn_t *conn_new(hd_worker_t *w)
 {
-    hd_worker_t *w = ls->data;
-    hd_server_t *s = w->server;
-    if (status < 0) {
-        hd_log_warn("accept failed: %s", uv_strerror(status));
-        return;
-    }
-    size_t li = (size_t)((uv_tcp_t *)ls - w->listeners);
     hd_conn_t *c = hd_calloc(1, sizeof(*c));
     c->worker = w;
     c->id = ((uint64_t)w->id << 48) | ++w->next_conn_id;
@@ -230,17 +225,21 @@ static void on_connection(uv_stream_t *ls, int status)
     uv_tcp_init(&w->loop, &c->tcp);
     uv_timer_init(&w->loop, &c->timer);
     c->open_handles = 2;
-    __atomic_add_fetch(&s->n_conns, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&w->server->n_conns, 1, __ATOMIC_RELAXED);
     HD_STAT_INC(w, conns);
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
-        hd_conn_close(c);
-        return;
-    }
+    return c;
+}
+
+/* Applies the node's limits to an accepted connection, then hands it to the protocol. */
+static void conn_admit(hd_conn_t *c, int is_tls)
+{
+    hd_worker_t *w = c->worker;
+    hd_server_t *s = w->server;
     HD_STAT_INC(w, accepted);
     uv_tcp_nodelay(&c->tcp, 1);
     hd_list_insert_tail(&w->conns, &c->link);
     const hd_conf_t *conf = w->conf;
-    if (s->listen_tls[li] && w->tls_ctx) {
+    if (is_tls && w->tls_ctx) {
         c->tls = hd_calloc(1, sizeof(*c->tls));
         if (hd_tls_init(c->tls, w->tls_ctx) != 0) {
             free(c->tls);
@@ -260,6 +259,34 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     s->accept_cb(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    hd_worker_t *w = ls->data;
+    if (status < 0) {
+        hd_log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    size_t li = (size_t)((uv_tcp_t *)ls - w->listeners);
+    hd_conn_t *c = conn_new(w);
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+        hd_conn_close(c);
+        return;
+    }
+    conn_admit(c, w->server->listen_tls[li]);
+}
+
+hd_conn_t *hd_server_adopt(hd_server_t *s, int fd)
+{
+    hd_worker_t *w = s->workers[0];
+    hd_conn_t *c = conn_new(w);
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        hd_conn_close(c);
+        return NULL;
+    }
+    conn_admit(c, 0);
+    return c;
 }
 
 static void check_idle(hd_worker_t *w);
@@ -307,6 +334,8 @@ static void worker_main(void *arg)
     hd_log_thread_name(w->name);
     hd_log_thread_attach(&w->loop);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Messages posted after the exit message (late broker replies) still own memory. */
+    drain_mailbox(&w->mailbox, w);
     hd_log_thread_detach();
 }
 
@@ -337,7 +366,7 @@ static int worker_init(hd_server_t *s, unsigned id, char *err, size_t errlen)
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, on_check);
     w->tokens = (double)s->conf->accept_burst / s->n_workers;
-    w->n_listeners = s->conf->n_listens;
+    w->n_listeners = s->n_listens;
     w->listeners = hd_calloc(w->n_listeners, sizeof(uv_tcp_t));
     for (size_t i = 0; i < w->n_listeners; i++) {
         uv_tcp_t *l = &w->listeners[i];
@@ -485,6 +514,30 @@ fail:
     return rc;
 }
 
+int hd_server_new_embedded(hd_server_t **out, hd_conf_t *conf, hd_accept_cb accept_cb,
+                           uv_loop_t *main_loop)
+{
+    char err[256];
+    hd_server_t *s = hd_calloc(1, sizeof(*s));
+    s->conf = hd_conf_ref(conf);
+    s->main_loop = main_loop;
+    s->accept_cb = accept_cb;
+    s->n_workers = 1;
+    s->workers = hd_calloc(1, sizeof(*s->workers));
+    hd_mpsc_init(&s->main_mailbox);
+    uv_async_init(main_loop, &s->main_wakeup, on_main_wakeup);
+    s->main_wakeup.data = s;
+    uv_timer_init(main_loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    int rc = worker_init(s, 0, err, sizeof(err));
+    if (rc < 0) {
+        hd_server_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
 int hd_server_start(hd_server_t *s)
 {
     for (unsigned k = 0; k < s->n_workers; k++) {
@@ -561,6 +614,7 @@ static void close_listeners(hd_worker_t *w)
 }
 
 static void main_worker_drained(hd_server_t *s, hd_worker_t *from);
+static void exit_all(hd_server_t *s);
 static void main_worker_stopped(hd_server_t *s, hd_worker_t *from);
 
 static void check_idle(hd_worker_t *w)
@@ -650,6 +704,29 @@ static void main_worker_stopped(hd_server_t *s, hd_worker_t *from)
     (void)from;
     if (++s->n_stopped < s->n_workers)
         return;
+    if (s->quiet_cb) {
+        s->quiet_cb(s, 0); /* continues in main_quiet_ack */
+        return;
+    }
+    exit_all(s);
+}
+
+static void main_quiet_ack(hd_server_t *s, hd_worker_t *from)
+{
+    (void)from;
+    if (++s->n_quiet_acks < s->n_workers)
+        return;
+    s->quiet_cb(s, 1);
+    exit_all(s);
+}
+
+void hd_server_quiet_ack(hd_worker_t *w)
+{
+    tell_main(w, main_quiet_ack);
+}
+
+static void exit_all(hd_server_t *s)
+{
     post_all(s, on_exit_msg);
     for (unsigned k = 0; k < s->n_workers; k++) {
         uv_thread_join(&s->workers[k]->thread);
@@ -658,6 +735,11 @@ static void main_worker_stopped(hd_server_t *s, hd_worker_t *from)
     }
     if (s->done_cb)
         s->done_cb(s);
+}
+
+void hd_server_on_quiet(hd_server_t *s, void (*quiet_cb)(hd_server_t *s, int all_acked))
+{
+    s->quiet_cb = quiet_cb;
 }
 
 void hd_server_shutdown(hd_server_t *s, void (*done_cb)(hd_server_t *s))

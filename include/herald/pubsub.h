@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pubsub.h: messages, ids, the broker protocol and the per-worker hub.
+ *
+ * Publish once, deliver everywhere:
+ *
+ *   worker A: POST /pub/ch ---PUBLISH(msg)---> broker (own thread: ids, history, interest)
+ *                                                 |  one DELIVER(msg ref) per worker with
+ *                    +----------------------------+  subscribers on ch, FIFO per worker
+ *                    v                            v
+ *   worker A hub: encode once per wire format   worker B hub: same, its own buffers
+ *      sub1 (sse)  sub2 (sse)  sub3 (ws)           sub4 (lp) ...
+ *      \__ same hd_buf_t __/
+ *
+ * The broker is the only owner of channels and history; workers own their subscribers and talk
+ * to the broker only by messages (hd_breq_t), so loops share nothing mutable and nothing on the
+ * delivery path takes a lock. The embedded broker (src/broker/memory.c) serves one node; the
+ * Redis bridge implements the same protocol for many.
+ *
+ * Ordering: the broker handles requests one at a time and posts to a worker through one FIFO
+ * mailbox, so a SUBSCRIBE reply reaches the worker before any message published after it, and
+ * every message published before it is either in the reply's history or already delivered. A
+ * subscriber delivers only sequence numbers above the last it delivered: no gap, no duplicate.
+ *
+ * Ids: "<epoch>-<seq>". seq is node-wide and strictly increasing (so one id resumes any set of
+ * channels), epoch changes whenever history may have been lost (a broker restart).
+ */
+#ifndef HERALD_PUBSUB_H
+#define HERALD_PUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/buf.h"
+#include "herald/server.h"
+
+#define HD_CHANNEL_MAX 128
+#define HD_ID_MAX 40
+
+/* ---- messages ---- */
+
+typedef struct hd_message_s {
+    int refs; /* atomic: a message crosses loops */
+    uint64_t seq;
+    uint64_t epoch;
+    uint64_t time_ms; /* publish time (wall clock), for history_ttl */
+    uint8_t is_text;  /* payload is text (UTF-8): by content type */
+    uint8_t id_len;
+    uint8_t channel_len;
+    char id[HD_ID_MAX];
+    char channel[HD_CHANNEL_MAX + 1];
+    char *content_type; /* inside this allocation, NUL-terminated */
+    size_t len;
+    char *data; /* inside this allocation */
+} hd_message_t;
+
+/* A message with no id yet (the broker assigns it), one reference. */
+hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
+                             const void *data, size_t len);
+hd_message_t *hd_message_ref(hd_message_t *m);
+void hd_message_unref(hd_message_t *m);
+/* Sets seq/epoch/id; only the broker does this, before anyone else sees the message. */
+void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq);
+
+/* 1 if content type means text (text/ *, JSON, XML, JavaScript, form data), else 0. */
+int hd_content_type_is_text(const char *ct, size_t len);
+/* 1 if name is a valid channel name: 1..HD_CHANNEL_MAX bytes of [A-Za-z0-9._:@-]. */
+int hd_channel_name_valid(const char *name, size_t len);
+
+/* Formats "<epoch>-<seq>" (epoch in base 36). Returns the length. */
+size_t hd_id_format(char *out, size_t outlen, uint64_t epoch, uint64_t seq);
+/* Parses an id. Returns 0, or HD_EBADREQ for anything else. */
+int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq);
+
+/* ---- wire formats: each message is encoded once per format per worker ---- */
+
+enum {
+    HD_FMT_SSE = 0,      /* id:, data: lines */
+    HD_FMT_SSE_NAMED,    /* id:, event: channel, data: lines */
+    HD_FMT_WS_RAW,       /* one WebSocket frame, payload as-is (text or binary opcode) */
+    HD_FMT_WS_ENVELOPE,  /* one text frame {"type":"message","channel","id","data"} */
+    HD_FMT_JSON,         /* {"id":..,"channel":..,"data":..} object for polls */
+    HD_FMT_COUNT
+};
+
+/* Encodes m in format fmt (one reference). */
+hd_buf_t *hd_message_encode(const hd_message_t *m, int fmt);
+/* Appends an unmasked WebSocket frame header (FIN set) for a payload of len bytes. */
+void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len);
+/* Appends the JSON string or value for the payload: JSON payloads verbatim when valid,
+ * text as a JSON string, binary as base64 string (with "encoding":"base64" set by the caller). */
+void hd_message_json_object(hd_sbuf_t *sb, const hd_message_t *m);
+
+/* ---- broker protocol ---- */
+
+enum {
+    HD_BREQ_PUBLISH = 1, /* msgs[0..n) in order; reply: err, ids set in msgs */
+    HD_BREQ_SUBSCRIBE,   /* channel, since?; reply: history after since, gap, last_seq */
+    HD_BREQ_UNSUBSCRIBE, /* channel; no reply */
+    HD_BREQ_HISTORY,     /* channel, since?, limit; reply: msgs, gap, last_seq */
+    HD_BREQ_INFO,        /* channel; reply: found, subscribers, last id, history length */
+    HD_BREQ_BARRIER,     /* no-op answered in order: shutdown uses it to flush replies */
+};
+
+typedef struct hd_breq_s hd_breq_t;
+typedef void (*hd_breq_cb)(hd_worker_t *w, hd_breq_t *r);
+
+struct hd_breq_s {
+    hd_msg_t base; /* private: mailbox link and dispatch */
+    int type;
+    hd_worker_t *worker; /* who asked; the reply goes there */
+    hd_breq_cb reply_cb; /* runs on that worker with the reply; then it frees r */
+    void *cookie;
+    char channel[HD_CHANNEL_MAX + 1];
+    uint8_t has_since;
+    uint64_t since_epoch, since_seq;
+    size_t limit;
+    /* in (PUBLISH) and out (SUBSCRIBE / HISTORY): references owned by the request */
+    hd_message_t **msgs;
+    size_t n_msgs;
+    /* out */
+    int err;
+    uint8_t gap;     /* history before the first returned message may be missing */
+    uint8_t found;   /* INFO: the channel exists */
+    uint64_t epoch;  /* current epoch */
+    uint64_t last_seq; /* the node-wide sequence when the reply was made */
+    char last_id[HD_ID_MAX]; /* INFO: the channel's last message id ("" if none) */
+    uint64_t subscribers;    /* INFO */
+    uint64_t history_len;    /* INFO */
+};
+
+hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);
+/* Releases the request and every message reference it holds. */
+void hd_breq_free(hd_breq_t *r);
+
+/* Node-wide broker figures for /stats and /metrics (relaxed reads). */
+typedef struct hd_broker_stats_s {
+    uint64_t channels;
+    uint64_t messages_published;
+    uint64_t history_messages;
+    uint64_t history_bytes;
+    uint64_t channels_evicted;
+} hd_broker_stats_t;
+
+typedef struct hd_broker_s hd_broker_t;
+typedef struct hd_broker_ops_s {
+    const char *name;
+    /* Queues r for the broker (any worker thread). The reply comes back via r->reply_cb. */
+    void (*submit)(hd_broker_t *b, hd_breq_t *r);
+    void (*get_stats)(hd_broker_t *b, hd_broker_stats_t *out);
+    /* Stops the broker thread and frees everything (after the workers are gone). */
+    void (*free)(hd_broker_t *b);
+} hd_broker_ops_t;
+
+struct hd_broker_s {
+    const hd_broker_ops_t *ops;
+};
+
+/* The embedded in-memory broker: a thread of its own. */
+int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t *conf);
+
+/* The process's broker (set once at start). */
+void hd_broker_set(hd_broker_t *b);
+hd_broker_t *hd_broker_get(void);
+static inline void hd_broker_submit(hd_breq_t *r)
+{
+    hd_broker_t *b = hd_broker_get();
+    b->ops->submit(b, r);
+}
+
+/* ---- per-worker hub: local subscribers ---- */
+
+typedef struct hd_sub_s hd_sub_t;
+typedef struct hd_sub_ops_s {
+    uint8_t format; /* HD_FMT_* this subscriber writes */
+    /*
+     * The subscription is live. msgs are the history after `since` (borrowed: ref what you
+     * keep), gap is set when some of it may be missing (expired or from another epoch), err is
+     * non-zero when the broker refused (the hub frees the subscription after this call).
+     */
+    void (*on_ready)(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err);
+    /* A live message with a sequence above the last delivered, encoded in `format`. */
+    void (*on_message)(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded);
+} hd_sub_ops_t;
+
+struct hd_sub_s {
+    const hd_sub_ops_t *ops;
+    void *data; /* the transport's */
+    hd_worker_t *worker;
+    struct hd_lchan_s *chan;
+    hd_list_t link;
+    uint64_t last_seq; /* last sequence delivered (or skipped as seen) */
+    uint64_t epoch;
+    unsigned is_pending : 1; /* SUBSCRIBE sent, no reply yet */
+    unsigned is_orphan : 1;  /* unsubscribed while pending: freed when the reply comes */
+    unsigned is_dead : 1;    /* unsubscribed during a fan-out: freed when it ends */
+};
+
+/* Sets up the hub of a worker (call on that worker's loop or before it runs). */
+void hd_hub_init(hd_worker_t *w);
+void hd_hub_dispose(hd_worker_t *w);
+/*
+ * Subscribes on worker w. since may be NULL (live only). The subscription goes live when
+ * ops->on_ready runs. Returns the subscription (owned by the hub; end it with
+ * hd_hub_unsubscribe, which may be called at any time, even before on_ready).
+ */
+hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_len,
+                           const uint64_t *since_epoch, const uint64_t *since_seq,
+                           const hd_sub_ops_t *ops, void *data);
+void hd_hub_unsubscribe(hd_sub_t *s);
+/* Local subscribers on this worker (all channels). */
+uint64_t hd_hub_local_subscribers(hd_worker_t *w);
+
+/* Delivery message posted by a broker to a worker. */
+void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m);
+
+/* Per-worker pub/sub counters, for /stats. */
+typedef struct hd_hub_stats_s {
+    uint64_t messages_in;  /* messages that reached this worker */
+    uint64_t deliveries;   /* message x subscriber deliveries */
+    uint64_t slow_dropped; /* subscribers disconnected for falling behind */
+    uint64_t published;    /* messages published through this worker */
+    int64_t transport_conns[4]; /* open now, by HD_TP_* */
+} hd_hub_stats_t;
+enum { HD_TP_POLL = 0, HD_TP_LONGPOLL, HD_TP_SSE, HD_TP_WS };
+/* Counter updates by the owning worker, readable from any thread. */
+#define HD_HUB_STAT_ADD(w, field, n)                                                               \
+    __atomic_store_n(&hd_hub_stats(w)->field, hd_hub_stats(w)->field + (n), __ATOMIC_RELAXED)
+hd_hub_stats_t *hd_hub_stats(hd_worker_t *w);
+
+enum { HD_MODULE_HUB = 0, HD_MODULE_WS = 1 };
+
+#endif

@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hub.c: a worker's subscribers, by channel, and the fan-out of delivered messages.
+ *
+ * A delivered message is encoded at most once per wire format on this worker, and the same
+ * buffer is queued on every subscriber's connection. A subscriber that goes away during a
+ * fan-out (its connection closed because it fell behind, say) is only marked dead; the fan-out
+ * skips it and frees it when the pass is over, so the loop never walks freed memory.
+ */
+#include "herald/pubsub.h"
+
+#include <string.h>
+
+typedef struct hd_lchan_s {
+    struct hd_lchan_s *next; /* hash chain */
+    hd_list_t subs;
+    uint32_t n_live;    /* linked subscribers */
+    uint32_t n_pending; /* subscriptions waiting for the broker */
+    uint32_t n_dead;    /* linked but unsubscribed during a fan-out */
+    uint8_t name_len;
+    char name[HD_CHANNEL_MAX + 1];
+} hd_lchan_t;
+
+typedef struct hub_s {
+    hd_worker_t *w;
+    hd_lchan_t **buckets;
+    size_t n_buckets;
+    size_t n_chans;
+    hd_lchan_t *delivering; /* channel of the fan-out in progress */
+    uint64_t n_subs;
+    hd_hub_stats_t stats;
+} hub_t;
+
+typedef struct delivery_s {
+    hd_msg_t base;
+    hd_message_t *m;
+} delivery_t;
+
+static hub_t *hub_of(hd_worker_t *w)
+{
+    return w->modules[HD_MODULE_HUB];
+}
+
+static uint64_t hash_name(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static hd_lchan_t **find_slot(hub_t *hub, const char *name, size_t len)
+{
+    hd_lchan_t **pp = &hub->buckets[hash_name(name, len) & (hub->n_buckets - 1)];
+    while (*pp && !((*pp)->name_len == len && memcmp((*pp)->name, name, len) == 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void grow(hub_t *hub)
+{
+    size_t n = hub->n_buckets * 2;
+    hd_lchan_t **b = hd_calloc(n, sizeof(*b));
+    for (size_t i = 0; i < hub->n_buckets; i++) {
+        hd_lchan_t *c = hub->buckets[i], *next;
+        for (; c; c = next) {
+            next = c->next;
+            hd_lchan_t **slot = &b[hash_name(c->name, c->name_len) & (n - 1)];
+            c->next = *slot;
+            *slot = c;
+        }
+    }
+    free(hub->buckets);
+    hub->buckets = b;
+    hub->n_buckets = n;
+}
+
+static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
+{
+    hd_lchan_t **slot = find_slot(hub, name, len);
+    if (*slot)
+        return *slot;
+    hd_lchan_t *c = hd_calloc(1, sizeof(*c));
+    memcpy(c->name, name, len);
+    c->name_len = (uint8_t)len;
+    hd_list_init(&c->subs);
+    *slot = c;
+    if (++hub->n_chans > hub->n_buckets)
+        grow(hub);
+    return c;
+}
+
+static void maybe_free_chan(hub_t *hub, hd_lchan_t *c)
+{
+    if (c->n_live || c->n_pending || c->n_dead || hub->delivering == c)
+        return;
+    hd_lchan_t **slot = find_slot(hub, c->name, c->name_len);
+    HD_ASSERT(*slot == c);
+    *slot = c->next;
+    hub->n_chans--;
+    free(c);
+}
+
+void hd_hub_init(hd_worker_t *w)
+{
+    hub_t *hub = hd_calloc(1, sizeof(*hub));
+    hub->w = w;
+    hub->n_buckets = 64;
+    hub->buckets = hd_calloc(hub->n_buckets, sizeof(*hub->buckets));
+    w->modules[HD_MODULE_HUB] = hub;
+}
+
+void hd_hub_dispose(hd_worker_t *w)
+{
+    hub_t *hub = hub_of(w);
+    if (!hub)
+        return;
+    /* Transports unsubscribed everything when their connections closed; what is left is
+     * pending requests whose replies will never come (the broker is gone). */
+    for (size_t i = 0; i < hub->n_buckets; i++) {
+        hd_lchan_t *c = hub->buckets[i], *next;
+        for (; c; c = next) {
+            next = c->next;
+            free(c);
+        }
+    }
+    free(hub->buckets);
+    free(hub);
+    w->modules[HD_MODULE_HUB] = NULL;
+}
+
+static void send_unsubscribe(hd_worker_t *w, const char *name, size_t len)
+{
+    hd_breq_t *r = hd_breq_new(HD_BREQ_UNSUBSCRIBE, w, name, len);
+    hd_broker_submit(r);
+}
+
+static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
+{
+    hub_t *hub = hub_of(w);
+    hd_sub_t *s = r->cookie;
+    hd_lchan_t *c = s->chan;
+    s->is_pending = 0;
+    c->n_pending--;
+    if (s->is_orphan || r->err) {
+        if (s->is_orphan && !r->err)
+            send_unsubscribe(w, c->name, c->name_len);
+        if (!s->is_orphan)
+            s->ops->on_ready(s, NULL, 0, 0, r->err);
+        free(s);
+        maybe_free_chan(hub, c);
+        hd_breq_free(r);
+        return;
+    }
+    s->epoch = r->epoch;
+    s->last_seq = r->last_seq;
+    hd_list_insert_tail(&c->subs, &s->link);
+    c->n_live++;
+    hub->n_subs++;
+    s->ops->on_ready(s, r->msgs, r->n_msgs, r->gap, 0);
+    hd_breq_free(r);
+}
+
+hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_len,
+                           const uint64_t *since_epoch, const uint64_t *since_seq,
+                           const hd_sub_ops_t *ops, void *data)
+{
+    hub_t *hub = hub_of(w);
+    hd_sub_t *s = hd_calloc(1, sizeof(*s));
+    s->ops = ops;
+    s->data = data;
+    s->worker = w;
+    s->chan = get_chan(hub, channel, channel_len);
+    s->chan->n_pending++;
+    s->is_pending = 1;
+    hd_list_init(&s->link);
+    hd_breq_t *r = hd_breq_new(HD_BREQ_SUBSCRIBE, w, channel, channel_len);
+    r->cookie = s;
+    r->reply_cb = on_subscribe_reply;
+    if (since_epoch && since_seq) {
+        r->has_since = 1;
+        r->since_epoch = *since_epoch;
+        r->since_seq = *since_seq;
+    }
+    r->limit = hd_worker_conf(w)->poll_max_messages;
+    hd_broker_submit(r);
+    return s;
+}
+
+void hd_hub_unsubscribe(hd_sub_t *s)
+{
+    if (s->is_pending) {
+        s->is_orphan = 1; /* freed when the broker's reply comes */
+        return;
+    }
+    if (s->is_dead)
+        return;
+    hub_t *hub = hub_of(s->worker);
+    hd_lchan_t *c = s->chan;
+    send_unsubscribe(s->worker, c->name, c->name_len);
+    c->n_live--;
+    hub->n_subs--;
+    if (hub->delivering == c) {
+        s->is_dead = 1; /* the fan-out walking this list frees it */
+        c->n_dead++;
+        return;
+    }
+    hd_list_remove(&s->link);
+    free(s);
+    maybe_free_chan(hub, c);
+}
+
+uint64_t hd_hub_local_subscribers(hd_worker_t *w)
+{
+    return hub_of(w)->n_subs;
+}
+
+hd_hub_stats_t *hd_hub_stats(hd_worker_t *w)
+{
+    return &hub_of(w)->stats;
+}
+
+static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
+{
+    hd_buf_t *enc[HD_FMT_COUNT] = {0};
+    uint64_t n = 0;
+    hub->delivering = c;
+    hd_list_t *pos;
+    for (pos = c->subs.next; pos != &c->subs; pos = pos->next) {
+        hd_sub_t *s = hd_container_of(pos, hd_sub_t, link);
+        if (s->is_dead)
+            continue;
+        if (m->epoch != s->epoch) {
+            s->epoch = m->epoch; /* a new epoch: its sequence starts over */
+        } else if (m->seq <= s->last_seq) {
+            continue; /* already delivered (history on resume) */
+        }
+        s->last_seq = m->seq;
+        int fmt = s->ops->format;
+        if (!enc[fmt])
+            enc[fmt] = hd_message_encode(m, fmt);
+        s->ops->on_message(s, m, enc[fmt]);
+        n++;
+    }
+    hub->delivering = NULL;
+    for (int i = 0; i < HD_FMT_COUNT; i++)
+        if (enc[i])
+            hd_buf_unref(enc[i]);
+    if (c->n_dead) {
+        hd_list_t *tmp;
+        hd_list_foreach_safe(pos, tmp, &c->subs)
+        {
+            hd_sub_t *s = hd_container_of(pos, hd_sub_t, link);
+            if (s->is_dead) {
+                hd_list_remove(&s->link);
+                free(s);
+            }
+        }
+        c->n_dead = 0;
+    }
+    HD_HUB_STAT_ADD(hub->w, deliveries, n);
+    maybe_free_chan(hub, c);
+}
+
+static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
+{
+    delivery_t *d = (delivery_t *)msg;
+    hub_t *hub = hub_of(w);
+    hd_message_t *m = d->m;
+    free(d);
+    HD_HUB_STAT_ADD(w, messages_in, 1);
+    hd_lchan_t *c = *find_slot(hub, m->channel, m->channel_len);
+    if (c && c->n_live)
+        fan_out(hub, c, m);
+    hd_message_unref(m);
+}
+
+void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m)
+{
+    delivery_t *d = hd_malloc(sizeof(*d));
+    d->base.cb = on_delivery;
+    d->m = m; /* the caller's reference travels with the message */
+    hd_worker_post(w, &d->base);
+}

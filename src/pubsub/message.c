@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * message.c: immutable published messages, ids, broker requests, and the wire encodings
+ * (SSE event, WebSocket frames, poll JSON), each made once per message per worker.
+ */
+#include "herald/pubsub.h"
+#include "herald/utf8.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- messages ---- */
+
+int hd_content_type_is_text(const char *ct, size_t len)
+{
+    if (!ct || len == 0)
+        return 1; /* no type given: treat as text when it is valid UTF-8 */
+    static const char *const prefixes[] = {"text/", "application/json", "application/xml",
+                                           "application/javascript", "application/x-www-form-urlencoded",
+                                           "application/ld+json"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(prefixes); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (len >= n && strncasecmp(ct, prefixes[i], n) == 0)
+            return 1;
+    }
+    /* structured syntax suffixes: application/foo+json, +xml */
+    const char *semi = memchr(ct, ';', len);
+    size_t base = semi ? (size_t)(semi - ct) : len;
+    return (base >= 5 && strncasecmp(ct + base - 5, "+json", 5) == 0) ||
+           (base >= 4 && strncasecmp(ct + base - 4, "+xml", 4) == 0);
+}
+
+static int content_type_is_json(const char *ct)
+{
+    size_t len = strlen(ct);
+    const char *semi = memchr(ct, ';', len);
+    size_t base = semi ? (size_t)(semi - ct) : len;
+    while (base > 0 && ct[base - 1] == ' ')
+        base--;
+    return (base == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+           (base >= 5 && strncasecmp(ct + base - 5, "+json", 5) == 0);
+}
+
+int hd_channel_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > HD_CHANNEL_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == ':' || c == '@'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Flags beyond is_text live in the byte after it: bit 0 = payload is valid JSON to embed. */
+#define MSG_IS_JSON(m) ((m)->is_text & 2)
+
+hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
+                             const void *data, size_t len)
+{
+    if (!content_type)
+        content_type = "";
+    size_t ct_len = strlen(content_type);
+    hd_message_t *m = hd_malloc(sizeof(*m) + ct_len + 1 + len);
+    memset(m, 0, sizeof(*m));
+    m->refs = 1;
+    HD_ASSERT(channel_len <= HD_CHANNEL_MAX);
+    memcpy(m->channel, channel, channel_len);
+    m->channel[channel_len] = '\0';
+    m->channel_len = (uint8_t)channel_len;
+    m->content_type = (char *)(m + 1);
+    memcpy(m->content_type, content_type, ct_len + 1);
+    m->data = m->content_type + ct_len + 1;
+    if (len)
+        memcpy(m->data, data, len);
+    m->len = len;
+    m->is_text = hd_content_type_is_text(content_type, ct_len) && hd_utf8_valid(data, len);
+    if (m->is_text && content_type_is_json(content_type)) {
+        json_error_t e;
+        json_t *j = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+        if (j) {
+            m->is_text |= 2;
+            json_decref(j);
+        }
+    }
+    return m;
+}
+
+hd_message_t *hd_message_ref(hd_message_t *m)
+{
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+    return m;
+}
+
+void hd_message_unref(hd_message_t *m)
+{
+    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(m);
+}
+
+void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq)
+{
+    m->epoch = epoch;
+    m->seq = seq;
+    m->id_len = (uint8_t)hd_id_format(m->id, sizeof(m->id), epoch, seq);
+}
+
+/* ---- ids ---- */
+
+size_t hd_id_format(char *out, size_t outlen, uint64_t epoch, uint64_t seq)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[epoch % 36];
+        epoch /= 36;
+    } while (epoch && n < sizeof(tmp));
+    size_t k = 0;
+    while (n > 0 && k + 1 < outlen)
+        out[k++] = tmp[--n];
+    int w = snprintf(out + k, outlen - k, "-%llu", (unsigned long long)seq);
+    return k + (size_t)(w > 0 ? w : 0);
+}
+
+int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq)
+{
+    const char *dash = memchr(s, '-', len);
+    if (!dash || dash == s || dash == s + len - 1 || dash - s > 13 || (s + len) - dash - 1 > 19)
+        return HD_EBADREQ;
+    uint64_t e = 0, q = 0;
+    for (const char *p = s; p < dash; p++) {
+        int d;
+        if (*p >= '0' && *p <= '9')
+            d = *p - '0';
+        else if (*p >= 'a' && *p <= 'z')
+            d = *p - 'a' + 10;
+        else
+            return HD_EBADREQ;
+        e = e * 36 + (uint64_t)d;
+    }
+    for (const char *p = dash + 1; p < s + len; p++) {
+        if (*p < '0' || *p > '9')
+            return HD_EBADREQ;
+        uint64_t nq = q * 10 + (uint64_t)(*p - '0');
+        if (nq < q)
+            return HD_EBADREQ;
+        q = nq;
+    }
+    *epoch = e;
+    *seq = q;
+    return 0;
+}
+
+/* ---- encodings ---- */
+
+static void append_json_string(hd_sbuf_t *sb, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    hd_sbuf_append(sb, "\"", 1);
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        hd_sbuf_append(sb, s + start, i - start);
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        switch (c) {
+        case '"': hd_sbuf_append(sb, "\\\"", 2); break;
+        case '\\': hd_sbuf_append(sb, "\\\\", 2); break;
+        case '\n': hd_sbuf_append(sb, "\\n", 2); break;
+        case '\r': hd_sbuf_append(sb, "\\r", 2); break;
+        case '\t': hd_sbuf_append(sb, "\\t", 2); break;
+        default: hd_sbuf_append(sb, esc, 6); break;
+        }
+        start = i + 1;
+    }
+    hd_sbuf_append(sb, s + start, len - start);
+    hd_sbuf_append(sb, "\"", 1);
+}
+
+static void base64_string(hd_sbuf_t *sb, const void *data, size_t len)
+{
+    size_t out = 4 * ((len + 2) / 3);
+    char *tmp = hd_malloc(out + 1);
+    EVP_EncodeBlock((unsigned char *)tmp, data, (int)len);
+    hd_sbuf_append(sb, "\"", 1);
+    hd_sbuf_append(sb, tmp, out);
+    hd_sbuf_append(sb, "\"", 1);
+    free(tmp);
+}
+
+void hd_message_json_object(hd_sbuf_t *sb, const hd_message_t *m)
+{
+    hd_sbuf_appends(sb, "{\"id\":");
+    append_json_string(sb, m->id, m->id_len);
+    hd_sbuf_appends(sb, ",\"channel\":");
+    append_json_string(sb, m->channel, m->channel_len);
+    if (m->content_type[0]) {
+        hd_sbuf_appends(sb, ",\"type\":");
+        append_json_string(sb, m->content_type, strlen(m->content_type));
+    }
+    hd_sbuf_appends(sb, ",\"data\":");
+    if (MSG_IS_JSON(m)) {
+        hd_sbuf_append(sb, m->data, m->len);
+    } else if (m->is_text) {
+        append_json_string(sb, m->data, m->len);
+    } else {
+        base64_string(sb, m->data, m->len);
+        hd_sbuf_appends(sb, ",\"encoding\":\"base64\"");
+    }
+    hd_sbuf_appends(sb, "}");
+}
+
+static void sse_data_lines(hd_sbuf_t *sb, const char *d, size_t len)
+{
+    /* Every line of the payload (CR, LF or CRLF ends one) becomes a data: line. */
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (d[i] != '\n' && d[i] != '\r')
+            continue;
+        hd_sbuf_append(sb, "data: ", 6);
+        hd_sbuf_append(sb, d + start, i - start);
+        hd_sbuf_append(sb, "\n", 1);
+        if (d[i] == '\r' && i + 1 < len && d[i + 1] == '\n')
+            i++;
+        start = i + 1;
+    }
+    hd_sbuf_append(sb, "data: ", 6);
+    hd_sbuf_append(sb, d + start, len - start);
+    hd_sbuf_append(sb, "\n", 1);
+}
+
+/* Server frames are never masked: one encoded frame serves every WebSocket subscriber. */
+void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len)
+{
+    uint8_t h[10];
+    size_t n = 0;
+    h[n++] = (uint8_t)(0x80 | (opcode & 0x0F));
+    if (len < 126) {
+        h[n++] = (uint8_t)len;
+    } else if (len <= 0xFFFF) {
+        h[n++] = 126;
+        h[n++] = (uint8_t)(len >> 8);
+        h[n++] = (uint8_t)len;
+    } else {
+        h[n++] = 127;
+        for (int i = 7; i >= 0; i--)
+            h[n++] = (uint8_t)((uint64_t)len >> (i * 8));
+    }
+    hd_sbuf_append(sb, h, n);
+}
+
+hd_buf_t *hd_message_encode(const hd_message_t *m, int fmt)
+{
+    hd_sbuf_t sb;
+    switch (fmt) {
+    case HD_FMT_SSE:
+    case HD_FMT_SSE_NAMED:
+        hd_sbuf_init(&sb, m->len + 64 + m->len / 32);
+        hd_sbuf_appends(&sb, "id: ");
+        hd_sbuf_append(&sb, m->id, m->id_len);
+        hd_sbuf_appends(&sb, "\n");
+        if (fmt == HD_FMT_SSE_NAMED) {
+            hd_sbuf_appends(&sb, "event: ");
+            hd_sbuf_append(&sb, m->channel, m->channel_len);
+            hd_sbuf_appends(&sb, "\n");
+        }
+        if (m->is_text) {
+            sse_data_lines(&sb, m->data, m->len);
+        } else {
+            /* SSE is text only: binary payloads travel base64-encoded, flagged by a comment */
+            hd_sbuf_t b64;
+            hd_sbuf_init(&b64, m->len * 4 / 3 + 8);
+            base64_string(&b64, m->data, m->len);
+            hd_sbuf_appends(&sb, ": base64\n");
+            sse_data_lines(&sb, b64.buf->data + 1, b64.buf->len - 2);
+            hd_sbuf_dispose(&b64);
+        }
+        hd_sbuf_appends(&sb, "\n");
+        return hd_sbuf_finish(&sb);
+    case HD_FMT_WS_RAW:
+        hd_sbuf_init(&sb, m->len + 10);
+        hd_ws_frame_header(&sb, m->is_text ? 0x1 : 0x2, m->len);
+        hd_sbuf_append(&sb, m->data, m->len);
+        return hd_sbuf_finish(&sb);
+    case HD_FMT_WS_ENVELOPE: {
+        hd_sbuf_t body;
+        hd_sbuf_init(&body, m->len + 128);
+        hd_sbuf_appends(&body, "{\"type\":\"message\",");
+        hd_sbuf_t obj;
+        hd_sbuf_init(&obj, m->len + 96);
+        hd_message_json_object(&obj, m);
+        hd_sbuf_append(&body, obj.buf->data + 1, obj.buf->len - 1); /* drop the '{' */
+        hd_sbuf_dispose(&obj);
+        hd_sbuf_init(&sb, body.buf->len + 10);
+        hd_ws_frame_header(&sb, 0x1, body.buf->len);
+        hd_sbuf_append(&sb, body.buf->data, body.buf->len);
+        hd_sbuf_dispose(&body);
+        return hd_sbuf_finish(&sb);
+    }
+    case HD_FMT_JSON:
+    default:
+        hd_sbuf_init(&sb, m->len + 96);
+        hd_message_json_object(&sb, m);
+        return hd_sbuf_finish(&sb);
+    }
+}
+
+/* ---- broker requests ---- */
+
+hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len)
+{
+    hd_breq_t *r = hd_calloc(1, sizeof(*r));
+    r->type = type;
+    r->worker = w;
+    if (channel) {
+        HD_ASSERT(channel_len <= HD_CHANNEL_MAX);
+        memcpy(r->channel, channel, channel_len);
+        r->channel[channel_len] = '\0';
+    }
+    return r;
+}
+
+void hd_breq_free(hd_breq_t *r)
+{
+    for (size_t i = 0; i < r->n_msgs; i++)
+        hd_message_unref(r->msgs[i]);
+    free(r->msgs);
+    free(r);
+}

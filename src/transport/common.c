@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/* common.c: what the transports share: channel names from paths, ids, the publish check. */
+#include "herald/transport.h"
+
+#include <openssl/crypto.h>
+#include <string.h>
+#include <strings.h>
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+int hd_tp_channel_from_path(hd_req_t *req, size_t prefix_len, char *out)
+{
+    const char *p = req->path + prefix_len, *end = req->path + req->path_len;
+    size_t n = 0;
+    for (; p < end; p++) {
+        char ch = *p;
+        if (ch == '%' && end - p >= 3 && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
+            ch = (char)(hexval(p[1]) * 16 + hexval(p[2]));
+            p += 2;
+        }
+        if (n == HD_CHANNEL_MAX) {
+            n++;
+            break;
+        }
+        out[n++] = ch;
+    }
+    if (!hd_channel_name_valid(out, n)) {
+        hd_http_respond_error(req, 400,
+                              "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
+        return -1;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+int hd_tp_parse_id(hd_req_t *req, const char *what, const char *s, size_t len, uint64_t *epoch,
+                   uint64_t *seq)
+{
+    if (hd_id_parse(s, len, epoch, seq) == 0)
+        return 0;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "bad %s: expected a message id such as \"mh3k2x1a-42\"", what);
+    hd_http_respond_error(req, 400, msg);
+    return -1;
+}
+
+int hd_tp_publish_key_ok(const hd_conf_t *conf, const char *token, size_t len)
+{
+    if (!conf->publish_key)
+        return 0;
+    size_t kl = strlen(conf->publish_key);
+    if (!token || len != kl || CRYPTO_memcmp(token, conf->publish_key, kl) != 0)
+        return -1;
+    return 0;
+}
+
+int hd_tp_publish_allowed(hd_req_t *req)
+{
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    if (!conf->publish_key)
+        return 0;
+    size_t len;
+    const char *auth = hd_req_header(req, "authorization", &len);
+    if (!auth) {
+        hd_http_respond(req, 401, "WWW-Authenticate: Bearer realm=\"herald\"\r\n",
+                        "application/json", "{\"error\":\"publishing needs a key\",\"status\":401}",
+                        46);
+        return -1;
+    }
+    if (len < 7 || strncasecmp(auth, "Bearer ", 7) != 0 ||
+        hd_tp_publish_key_ok(conf, auth + 7, len - 7) != 0) {
+        hd_http_respond_error(req, 403, "wrong publish key");
+        return -1;
+    }
+    return 0;
+}
+
+uint32_t hd_tp_jitter(uint32_t n)
+{
+    static __thread uint64_t state;
+    if (state == 0)
+        state = uv_hrtime() | 1;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return n ? (uint32_t)(state % n) : 0;
+}
+
+typedef struct pub_ctx_s {
+    hd_tp_published_cb done;
+    void *arg;
+} pub_ctx_t;
+
+static void on_published(hd_worker_t *w, hd_breq_t *r)
+{
+    pub_ctx_t *ctx = r->cookie;
+    if (!r->err)
+        HD_HUB_STAT_ADD(w, published, r->n_msgs);
+    ctx->done(ctx->arg, r->err, r->msgs, r->n_msgs);
+    free(ctx);
+    hd_breq_free(r);
+}
+
+void hd_tp_publish(hd_worker_t *w, hd_message_t **msgs, size_t n, hd_tp_published_cb done,
+                   void *arg)
+{
+    pub_ctx_t *ctx = hd_malloc(sizeof(*ctx));
+    ctx->done = done;
+    ctx->arg = arg;
+    hd_breq_t *r = hd_breq_new(HD_BREQ_PUBLISH, w, NULL, 0);
+    r->msgs = hd_malloc(n * sizeof(*r->msgs));
+    memcpy(r->msgs, msgs, n * sizeof(*r->msgs));
+    r->n_msgs = n;
+    r->cookie = ctx;
+    r->reply_cb = on_published;
+    hd_broker_submit(r);
+}

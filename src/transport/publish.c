@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * publish.c: the HTTP publishing API.
+ *   POST /pub/{channel}   the body is the payload, byte-exact; Content-Type is kept
+ *   POST /pub             a JSON array [{"channel":..,"data":..,"type":..}, ...], in order
+ * Both answer once the broker has assigned ids, with those ids.
+ */
+#include "herald/transport.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#define MAX_BATCH 10000
+
+typedef struct pub_req_s {
+    hd_deferred_t *d; /* NULL once the client is gone */
+    int is_batch;
+} pub_req_t;
+
+static void on_abort(hd_deferred_t *d)
+{
+    pub_req_t *p = d->data;
+    p->d = NULL; /* the broker's answer still comes; nobody is waiting for it */
+}
+
+static void respond_failure(hd_req_t *req, int err)
+{
+    int status = hd_err_http_status(err);
+    if (status == 503) {
+        char hdr[64];
+        snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", 1 + hd_tp_jitter(5));
+        char body[128];
+        int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":503}", hd_strerror(err));
+        hd_http_respond(req, 503, hdr, "application/json", body, (size_t)n);
+        return;
+    }
+    hd_http_respond_error(req, status, hd_strerror(err));
+}
+
+static void on_published(void *arg, int err, hd_message_t *const *msgs, size_t n)
+{
+    pub_req_t *p = arg;
+    if (p->d) {
+        hd_req_t *req = p->d->req;
+        if (err) {
+            respond_failure(req, err);
+        } else {
+            hd_sbuf_t sb;
+            hd_sbuf_init(&sb, 64 + n * 64);
+            if (p->is_batch)
+                hd_sbuf_appends(&sb, "{\"messages\":[");
+            for (size_t i = 0; i < n; i++) {
+                /* channel names and ids need no JSON escaping (their alphabets are safe) */
+                hd_sbuf_appendf(&sb, "%s{\"channel\":\"%s\",\"id\":\"%s\"}", i ? "," : "",
+                                msgs[i]->channel, msgs[i]->id);
+            }
+            if (p->is_batch)
+                hd_sbuf_appends(&sb, "]}");
+            hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json",
+                            sb.buf->data, sb.buf->len);
+            hd_sbuf_dispose(&sb);
+        }
+    }
+    free(p);
+}
+
+static void submit(hd_req_t *req, hd_message_t **msgs, size_t n, int is_batch)
+{
+    pub_req_t *p = hd_calloc(1, sizeof(*p));
+    p->is_batch = is_batch;
+    p->d = hd_http_defer(req);
+    p->d->data = p;
+    p->d->on_abort = on_abort;
+    hd_tp_publish(req->conn->worker, msgs, n, on_published, p);
+}
+
+static void content_type_of(hd_req_t *req, char *out, size_t outlen)
+{
+    size_t len;
+    const char *ct = hd_req_header(req, "content-type", &len);
+    if (!ct || len >= outlen) {
+        out[0] = '\0';
+        return;
+    }
+    memcpy(out, ct, len);
+    out[len] = '\0';
+}
+
+static void on_publish_one(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    if (hd_tp_publish_allowed(req) < 0)
+        return;
+    char channel[HD_CHANNEL_MAX + 1];
+    int n = hd_tp_channel_from_path(req, 5, channel);
+    if (n < 0)
+        return;
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    if (req->body_len > conf->max_message_bytes) {
+        hd_http_respond_error(req, 413, "message larger than max_message_size");
+        return;
+    }
+    char ct[128];
+    content_type_of(req, ct, sizeof(ct));
+    hd_message_t *m = hd_message_new(channel, (size_t)n, ct, req->body, req->body_len);
+    submit(req, &m, 1, 0);
+}
+
+static void batch_error(hd_req_t *req, int status, size_t index, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "item %zu: %s", index, what);
+    hd_http_respond_error(req, status, msg);
+}
+
+static void on_publish_batch(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    if (hd_tp_publish_allowed(req) < 0)
+        return;
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    json_error_t jerr;
+    json_t *root = json_loadb(req->body, req->body_len, 0, &jerr);
+    if (!root || !json_is_array(root)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "expected a JSON array of {\"channel\",\"data\"}: %s",
+                 root ? "not an array" : jerr.text);
+        json_decref(root);
+        hd_http_respond_error(req, 400, msg);
+        return;
+    }
+    size_t n = json_array_size(root);
+    if (n > MAX_BATCH) {
+        json_decref(root);
+        hd_http_respond_error(req, 413, "more than 10000 messages in one batch");
+        return;
+    }
+    hd_message_t **msgs = hd_calloc(n ? n : 1, sizeof(*msgs));
+    size_t built = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(root, i);
+        json_t *ch = json_object_get(item, "channel");
+        json_t *data = json_object_get(item, "data");
+        json_t *type = json_object_get(item, "type");
+        if (!json_is_object(item) || !json_is_string(ch) || !data) {
+            batch_error(req, 400, i, "needs \"channel\" (string) and \"data\"");
+            goto fail;
+        }
+        const char *name = json_string_value(ch);
+        size_t name_len = json_string_length(ch);
+        if (!hd_channel_name_valid(name, name_len)) {
+            batch_error(req, 400, i, "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
+            goto fail;
+        }
+        if (type && !json_is_string(type)) {
+            batch_error(req, 400, i, "\"type\" must be a string");
+            goto fail;
+        }
+        char *dumped = NULL;
+        const char *payload;
+        size_t len;
+        const char *ct;
+        if (json_is_string(data)) {
+            payload = json_string_value(data);
+            len = json_string_length(data);
+            ct = type ? json_string_value(type) : "text/plain; charset=utf-8";
+        } else {
+            dumped = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+            payload = dumped;
+            len = dumped ? strlen(dumped) : 0;
+            ct = type ? json_string_value(type) : "application/json";
+        }
+        if (len > conf->max_message_bytes) {
+            free(dumped);
+            batch_error(req, 413, i, "message larger than max_message_size");
+            goto fail;
+        }
+        msgs[built++] = hd_message_new(name, name_len, ct, payload, len);
+        free(dumped);
+    }
+    json_decref(root);
+    if (built == 0) {
+        free(msgs);
+        hd_http_respond(req, 200, NULL, "application/json", "{\"messages\":[]}", 15);
+        return;
+    }
+    submit(req, msgs, built, 1);
+    free(msgs);
+    return;
+fail:
+    for (size_t i = 0; i < built; i++)
+        hd_message_unref(msgs[i]);
+    free(msgs);
+    json_decref(root);
+}
+
+void hd_publish_register(hd_router_t *r)
+{
+    hd_router_add(r, HD_M_POST, "/pub/", 1, on_publish_one, NULL);
+    hd_router_add(r, HD_M_POST, "/pub", 0, on_publish_batch, NULL);
+}
