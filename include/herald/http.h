@@ -109,6 +109,9 @@ int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen
  */
 void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
                      const char *content_type, const void *body, size_t len);
+/* Same, the body being the concatenation of bufs (each queued by reference, not copied). */
+void hd_http_respond_bufs(hd_req_t *req, int status, const char *extra_headers,
+                          const char *content_type, hd_buf_t *const *bufs, size_t n);
 /* A JSON error response {"error":"msg"}; statuses >= 400 caused by the client keep the
  * connection unless the request could not be framed. */
 void hd_http_respond_error(hd_req_t *req, int status, const char *msg);

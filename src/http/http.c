@@ -325,8 +325,9 @@ static void build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extr
 static void continue_parsing(hd_http_t *h);
 static void end_deferred(hd_http_t *h);
 
-void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
-                     const char *content_type, const void *body, size_t len)
+/* Queues the head, then the body: either inline bytes or shared buffers (written as they are). */
+static void respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
+                    const void *body, size_t len, hd_buf_t *const *bufs, size_t n_bufs)
 {
     hd_http_t *h = req->http_;
     hd_conn_t *c = h->conn;
@@ -334,17 +335,22 @@ void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
     h->served++;
     HD_STAT_INC(c->worker, requests);
     int is_close = must_close(h) || req->is_upgrade;
+    for (size_t i = 0; i < n_bufs; i++)
+        len += bufs[i]->len;
+    int with_body = req->method != HD_M_HEAD;
     hd_sbuf_t sb;
-    hd_sbuf_init(&sb, 256 + (req->method == HD_M_HEAD ? 0 : len));
+    hd_sbuf_init(&sb, 256 + (with_body && !n_bufs ? len : 0));
     build_head(h, &sb, status, extra_headers, is_close);
     if (content_type)
         hd_sbuf_appendf(&sb, "Content-Type: %s\r\n", content_type);
     hd_sbuf_appendf(&sb, "Content-Length: %zu\r\n\r\n", len);
-    if (req->method != HD_M_HEAD && len)
+    if (with_body && body && len)
         hd_sbuf_append(&sb, body, len);
     hd_buf_t *b = hd_sbuf_finish(&sb);
     hd_conn_send(c, b, 0, b->len);
     hd_buf_unref(b);
+    for (size_t i = 0; with_body && i < n_bufs; i++)
+        hd_conn_send(c, bufs[i], 0, bufs[i]->len);
     access_log(h, status, len);
     reset_request(h);
     if (is_close) {
@@ -354,6 +360,18 @@ void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
     hd_conn_set_timeout(c, conf_of(h)->keepalive_timeout_ms);
     if (!h->is_dispatching)
         continue_parsing(h); /* a deferred response: go on with what was pipelined */
+}
+
+void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
+                     const char *content_type, const void *body, size_t len)
+{
+    respond(req, status, extra_headers, content_type, body, len, NULL, 0);
+}
+
+void hd_http_respond_bufs(hd_req_t *req, int status, const char *extra_headers,
+                          const char *content_type, hd_buf_t *const *bufs, size_t n)
+{
+    respond(req, status, extra_headers, content_type, NULL, 0, bufs, n);
 }
 
 static void json_escape_into(char *out, size_t outlen, const char *msg)
@@ -576,6 +594,10 @@ static void http_on_data(hd_conn_t *c, const char *data, size_t len)
 static void http_on_eof(hd_conn_t *c)
 {
     hd_http_t *h = c->data;
+    if (h->deferred && h->deferred->on_timeout) {
+        hd_conn_close(c); /* a held request (long poll) whose client left: stop holding */
+        return;
+    }
     if (h->phase == PHASE_HANDLING) {
         /* A deferred response may still be wanted (half-close); keep going until it is sent. */
         h->is_closing_after = 1;

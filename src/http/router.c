@@ -89,8 +89,10 @@ void hd_http_allow_string(unsigned mask, char *out, size_t len)
         if (!(mask & (1u << i)))
             continue;
         int k = snprintf(out + n, len - n, "%s%s", n ? ", " : "", names[i]);
-        if (k < 0 || (size_t)k >= len - n)
+        if (k < 0 || (size_t)k >= len - n) {
+            out[n] = '\0'; /* drop the partial name snprintf wrote */
             break;
+        }
         n += (size_t)k;
     }
 }

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * poll.c: short polling and long polling.
+ *
+ *   GET /poll/{channel}?since=ID            answers at once from history
+ *   GET /lp/{channel}?since=ID&timeout=S    answers as soon as a message after ID exists,
+ *                                           or with an empty list after the timeout
+ *
+ * Both answer {"channel":..,"messages":[{"id","channel","type","data"}...],"next":ID,"gap":bool}.
+ * `next` is the cursor for the following poll: the last id returned, or the node's current
+ * position when nothing was returned, so polling again with it never misses a message still in
+ * history. A held long poll is a hub subscriber with a timer: it costs no CPU while it waits.
+ * The message objects of a long-poll answer are the shared per-worker JSON encoding.
+ */
+#include "herald/transport.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define POLL_HEADERS "Cache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\n"
+
+/* Builds and sends the answer: prefix, message objects (shared buffers when given), suffix. */
+static void answer(hd_req_t *req, const char *channel, hd_message_t *const *msgs, size_t n,
+                   hd_buf_t *shared, const char *next, int gap)
+{
+    hd_sbuf_t pre, post;
+    hd_sbuf_init(&pre, 128);
+    hd_sbuf_appendf(&pre, "{\"channel\":\"%s\",\"messages\":[", channel);
+    size_t n_bufs = 0;
+    hd_buf_t **bufs = hd_malloc((n * 2 + 2) * sizeof(*bufs));
+    if (shared) {
+        bufs[n_bufs++] = hd_sbuf_finish(&pre);
+        bufs[n_bufs++] = hd_buf_ref(shared);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                hd_sbuf_append(&pre, ",", 1);
+            hd_message_json_object(&pre, msgs[i]);
+        }
+        bufs[n_bufs++] = hd_sbuf_finish(&pre);
+    }
+    hd_sbuf_init(&post, 96);
+    hd_sbuf_appendf(&post, "],\"next\":\"%s\",\"gap\":%s}", next, gap ? "true" : "false");
+    bufs[n_bufs++] = hd_sbuf_finish(&post);
+    hd_http_respond_bufs(req, 200, POLL_HEADERS, "application/json", bufs, n_bufs);
+    for (size_t i = 0; i < n_bufs; i++)
+        hd_buf_unref(bufs[i]);
+    free(bufs);
+}
+
+/* Reads ?since= (or ?last_event_id=). Returns 1 with the id, 0 when absent, -1 after a 400. */
+static int since_of(hd_req_t *req, uint64_t *epoch, uint64_t *seq)
+{
+    char v[256];
+    int n = hd_req_query(req, "since", v, sizeof(v));
+    if (n < 0)
+        n = hd_req_query(req, "last_event_id", v, sizeof(v));
+    if (n <= 0)
+        return 0;
+    return hd_tp_parse_id(req, "since", v, (size_t)n, epoch, seq) < 0 ? -1 : 1;
+}
+
+/* ---- short poll ---- */
+
+typedef struct poll_ctx_s {
+    hd_deferred_t *d;
+    char channel[HD_CHANNEL_MAX + 1];
+    char since_id[HD_ID_MAX];
+} poll_ctx_t;
+
+static void poll_abort(hd_deferred_t *d)
+{
+    ((poll_ctx_t *)d->data)->d = NULL;
+}
+
+static void on_history(hd_worker_t *w, hd_breq_t *r)
+{
+    poll_ctx_t *p = r->cookie;
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_POLL], -1);
+    if (p->d) {
+        hd_req_t *req = p->d->req;
+        if (r->err) {
+            hd_http_respond_error(req, hd_err_http_status(r->err), hd_strerror(r->err));
+        } else {
+            char next[HD_ID_MAX];
+            if (r->n_msgs)
+                memcpy(next, r->msgs[r->n_msgs - 1]->id, sizeof(next));
+            else
+                hd_id_format(next, sizeof(next), r->epoch, r->last_seq);
+            answer(req, p->channel, r->msgs, r->n_msgs, NULL, next, r->gap);
+        }
+    }
+    free(p);
+    hd_breq_free(r);
+}
+
+static void on_poll(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    poll_ctx_t *p = hd_calloc(1, sizeof(*p));
+    int n = hd_tp_channel_from_path(req, 6, p->channel);
+    uint64_t epoch, seq;
+    int has_since = n < 0 ? -1 : since_of(req, &epoch, &seq);
+    if (n < 0 || has_since < 0) {
+        free(p);
+        return;
+    }
+    hd_worker_t *w = req->conn->worker;
+    hd_breq_t *r = hd_breq_new(HD_BREQ_HISTORY, w, p->channel, (size_t)n);
+    r->has_since = has_since == 1;
+    r->since_epoch = has_since == 1 ? epoch : 0;
+    r->since_seq = has_since == 1 ? seq : 0;
+    r->limit = hd_worker_conf(w)->poll_max_messages;
+    r->cookie = p;
+    r->reply_cb = on_history;
+    p->d = hd_http_defer(req);
+    p->d->data = p;
+    p->d->on_abort = poll_abort;
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_POLL], 1);
+    hd_broker_submit(r);
+}
+
+/* ---- long poll ---- */
+
+typedef struct lp_s {
+    hd_deferred_t *d;
+    hd_sub_t *sub;
+    uint64_t timeout_ms;
+    char channel[HD_CHANNEL_MAX + 1];
+} lp_t;
+
+/* Answers (once) and ends the subscription. */
+static void lp_finish(lp_t *lp, hd_message_t *const *msgs, size_t n, hd_buf_t *shared, int gap)
+{
+    hd_req_t *req = lp->d->req;
+    hd_worker_t *w = req->conn->worker;
+    char next[HD_ID_MAX], channel[HD_CHANNEL_MAX + 1];
+    if (n)
+        memcpy(next, msgs[n - 1]->id, sizeof(next));
+    else
+        hd_id_format(next, sizeof(next), lp->sub->epoch, lp->sub->last_seq);
+    memcpy(channel, lp->channel, sizeof(channel));
+    hd_hub_unsubscribe(lp->sub);
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], -1);
+    free(lp);
+    answer(req, channel, msgs, n, shared, next, gap);
+}
+
+static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    lp_t *lp = s->data;
+    if (err) {
+        hd_req_t *req = lp->d->req;
+        HD_HUB_STAT_ADD(req->conn->worker, transport_conns[HD_TP_LONGPOLL], -1);
+        free(lp); /* the hub frees the failed subscription */
+        hd_http_respond_error(req, hd_err_http_status(err), hd_strerror(err));
+        return;
+    }
+    size_t max = hd_worker_conf(s->worker)->poll_max_messages;
+    if (n || gap || lp->timeout_ms == 0) {
+        lp_finish(lp, msgs, n > max ? max : n, NULL, gap);
+        return;
+    }
+    hd_http_defer_timeout(lp->d, lp->timeout_ms); /* hold: nothing to do until a message */
+}
+
+static void lp_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
+{
+    lp_finish(s->data, &m, 1, encoded, 0);
+}
+
+static void lp_on_timeout(hd_deferred_t *d)
+{
+    lp_finish(d->data, NULL, 0, NULL, 0);
+}
+
+static void lp_on_abort(hd_deferred_t *d)
+{
+    lp_t *lp = d->data;
+    hd_worker_t *w = lp->sub->worker;
+    hd_hub_unsubscribe(lp->sub);
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], -1);
+    free(lp);
+}
+
+static const hd_sub_ops_t lp_sub_ops = {
+    .format = HD_FMT_JSON,
+    .on_ready = lp_on_ready,
+    .on_message = lp_on_message,
+};
+
+/* ?timeout=S (seconds, may be fractional), bounded by longpoll_max_timeout. -1 after a 400. */
+static int64_t timeout_of(hd_req_t *req, const hd_conf_t *conf)
+{
+    char v[32];
+    int n = hd_req_query(req, "timeout", v, sizeof(v));
+    if (n <= 0)
+        return (int64_t)conf->longpoll_timeout_ms;
+    char *end;
+    double secs = strtod(v, &end);
+    if (end == v || *end != '\0' || !(secs >= 0) || secs > 1e7) {
+        hd_http_respond_error(req, 400, "bad timeout: expected seconds, e.g. timeout=30");
+        return -1;
+    }
+    uint64_t ms = (uint64_t)(secs * 1000.0);
+    return (int64_t)(ms > conf->longpoll_max_timeout_ms ? conf->longpoll_max_timeout_ms : ms);
+}
+
+static void on_longpoll(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    hd_worker_t *w = req->conn->worker;
+    lp_t *lp = hd_calloc(1, sizeof(*lp));
+    int n = hd_tp_channel_from_path(req, 4, lp->channel);
+    uint64_t epoch = 0, seq = 0;
+    int has_since = n < 0 ? -1 : since_of(req, &epoch, &seq);
+    int64_t timeout = has_since < 0 ? -1 : timeout_of(req, hd_worker_conf(w));
+    if (n < 0 || has_since < 0 || timeout < 0) {
+        free(lp);
+        return;
+    }
+    lp->timeout_ms = (uint64_t)timeout;
+    lp->d = hd_http_defer(req);
+    lp->d->data = lp;
+    lp->d->on_abort = lp_on_abort;
+    lp->d->on_timeout = lp_on_timeout;
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], 1);
+    lp->sub = hd_hub_subscribe(w, lp->channel, (size_t)n, has_since ? &epoch : NULL,
+                               has_since ? &seq : NULL, &lp_sub_ops, lp);
+}
+
+void hd_poll_register(hd_router_t *r)
+{
+    hd_router_add(r, HD_M_GET, "/poll/", 1, on_poll, NULL);
+    hd_router_add(r, HD_M_GET, "/lp/", 1, on_longpoll, NULL);
+}
