@@ -208,6 +208,8 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
                            const uint64_t *since_epoch, const uint64_t *since_seq,
                            const hd_sub_ops_t *ops, void *data);
 void hd_hub_unsubscribe(hd_sub_t *s);
+/* The channel a subscription is on. */
+const char *hd_sub_channel(const hd_sub_t *s);
 /* Local subscribers on this worker (all channels). */
 uint64_t hd_hub_local_subscribers(hd_worker_t *w);
 

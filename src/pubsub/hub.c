@@ -210,6 +210,11 @@ void hd_hub_unsubscribe(hd_sub_t *s)
     maybe_free_chan(hub, c);
 }
 
+const char *hd_sub_channel(const hd_sub_t *s)
+{
+    return s->chan->name;
+}
+
 uint64_t hd_hub_local_subscribers(hd_worker_t *w)
 {
     return hub_of(w)->n_subs;

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sse.c: Server-Sent Events.
+ *
+ *   GET /sse/{channel}                    one channel; events carry id: and data:
+ *   GET /sse?channel=a&channel=b          several; events also carry event: <channel>
+ *
+ * Resume with the Last-Event-ID header or ?last_event_id=. Ids are node-wide sequence numbers,
+ * so the last id a client saw resumes every channel of its stream at once; for that the stream
+ * emits events in sequence order: nothing is written until every channel's subscription is
+ * live, then the histories (and anything that arrived meanwhile) go out merged by sequence, and
+ * live events follow in the broker's order.
+ *
+ * The response has no length: the body runs until the connection closes. retry: is sent with
+ * per-connection jitter; a comment line every sse_heartbeat keeps proxies from timing out. A
+ * client more than max_queue_bytes behind gets a final comment and is disconnected.
+ */
+#include "herald/transport.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SSE_MAX_CHANNELS 64
+#define SSE_HEADERS                                                                                \
+    "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"               \
+    "X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
+
+typedef struct sse_s {
+    hd_worker_t *w;
+    hd_deferred_t *d; /* until the stream starts */
+    hd_conn_t *conn;  /* once it has */
+    hd_sub_t *subs[SSE_MAX_CHANNELS];
+    uint32_t n_subs, n_ready;
+    hd_message_t **early; /* history and live messages before the stream starts */
+    size_t n_early, cap_early, early_bytes;
+    char *gaps; /* channels whose history may be incomplete, '\0'-separated */
+    size_t gaps_len;
+    unsigned is_named : 1;
+    unsigned is_failed : 1;
+} sse_t;
+
+static const hd_conn_ops_t sse_conn_ops;
+
+static void unsubscribe_all(sse_t *s)
+{
+    for (uint32_t i = 0; i < s->n_subs; i++)
+        if (s->subs[i])
+            hd_hub_unsubscribe(s->subs[i]);
+    s->n_subs = 0;
+}
+
+static void free_sse(sse_t *s)
+{
+    unsubscribe_all(s);
+    for (size_t i = 0; i < s->n_early; i++)
+        hd_message_unref(s->early[i]);
+    free(s->early);
+    free(s->gaps);
+    free(s);
+}
+
+static void keep_early(sse_t *s, hd_message_t *m)
+{
+    if (s->n_early == s->cap_early) {
+        s->cap_early = s->cap_early ? s->cap_early * 2 : 16;
+        s->early = hd_realloc(s->early, s->cap_early * sizeof(*s->early));
+    }
+    s->early[s->n_early++] = hd_message_ref(m);
+    s->early_bytes += m->len;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    const hd_message_t *x = *(hd_message_t *const *)a, *y = *(hd_message_t *const *)b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Queues bytes unless the client is too far behind, in which case it is let go. */
+static int send_or_drop(sse_t *s, hd_buf_t *b)
+{
+    hd_conn_t *c = s->conn;
+    if (hd_conn_queued_bytes(c) + b->len > hd_worker_conf(s->w)->max_queue_bytes) {
+        static const char bye[] = ": disconnected: this client fell too far behind; "
+                                  "reconnect with Last-Event-ID to resume\n\n";
+        hd_conn_send_copy(c, bye, sizeof(bye) - 1);
+        HD_HUB_STAT_ADD(s->w, slow_dropped, 1);
+        hd_conn_log(HD_LOG_INFO, c, "slow subscriber disconnected (%zu bytes queued)",
+                    hd_conn_queued_bytes(c));
+        hd_conn_finish(c);
+        return -1;
+    }
+    hd_conn_send(c, b, 0, b->len);
+    return 0;
+}
+
+static void start_stream(sse_t *s)
+{
+    hd_req_t *req = s->d->req;
+    const hd_conf_t *conf = hd_worker_conf(s->w);
+    s->d = NULL;
+    hd_http_take_over(req, 200, SSE_HEADERS, &sse_conn_ops, s);
+    hd_conn_t *c = s->conn;
+    if (c->is_closing || c->data != s)
+        return;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 256);
+    uint64_t retry = conf->sse_retry_ms + hd_tp_jitter((uint32_t)conf->sse_retry_ms + 1);
+    hd_sbuf_appendf(&sb, "retry: %llu\n\n", (unsigned long long)retry);
+    for (size_t off = 0; off < s->gaps_len; off += strlen(s->gaps + off) + 1) {
+        hd_sbuf_appendf(&sb,
+                        "event: herald-gap\ndata: {\"channel\":\"%s\",\"reason\":\"history lost "
+                        "or expired; some messages may be missing\"}\n\n",
+                        s->gaps + off);
+    }
+    hd_buf_t *head = hd_sbuf_finish(&sb);
+    hd_conn_send(c, head, 0, head->len);
+    hd_buf_unref(head);
+    qsort(s->early, s->n_early, sizeof(*s->early), by_seq);
+    int fmt = s->is_named ? HD_FMT_SSE_NAMED : HD_FMT_SSE;
+    for (size_t i = 0; i < s->n_early; i++) {
+        hd_buf_t *b = hd_message_encode(s->early[i], fmt);
+        int rc = send_or_drop(s, b);
+        hd_buf_unref(b);
+        if (rc < 0)
+            return;
+    }
+    for (size_t i = 0; i < s->n_early; i++)
+        hd_message_unref(s->early[i]);
+    free(s->early);
+    s->early = NULL;
+    s->n_early = s->cap_early = s->early_bytes = 0;
+    hd_conn_set_timeout(c, conf->sse_heartbeat_ms);
+}
+
+static void fail_stream(sse_t *s, int err)
+{
+    hd_req_t *req = s->d->req;
+    s->d = NULL;
+    HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
+    free_sse(s);
+    hd_http_respond_error(req, hd_err_http_status(err), hd_strerror(err));
+}
+
+static void sub_on_ready(hd_sub_t *sub, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    sse_t *s = sub->data;
+    if (err) {
+        for (uint32_t i = 0; i < s->n_subs; i++)
+            if (s->subs[i] == sub)
+                s->subs[i] = NULL; /* the hub frees it */
+        fail_stream(s, err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        keep_early(s, msgs[i]);
+    if (gap) {
+        const char *name = hd_sub_channel(sub);
+        size_t len = strlen(name);
+        s->gaps = hd_realloc(s->gaps, s->gaps_len + len + 1);
+        memcpy(s->gaps + s->gaps_len, name, len + 1);
+        s->gaps_len += len + 1;
+    }
+    if (++s->n_ready == s->n_subs)
+        start_stream(s);
+}
+
+static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
+{
+    sse_t *s = sub->data;
+    if (s->d) {
+        /* Another channel of this stream is not live yet: hold it, sent in order at start. */
+        if (s->early_bytes + m->len > hd_worker_conf(s->w)->max_queue_bytes) {
+            fail_stream(s, HD_EOVERLOAD);
+            return;
+        }
+        keep_early(s, m);
+        return;
+    }
+    send_or_drop(s, encoded);
+}
+
+static const hd_sub_ops_t sub_ops_plain = {
+    .format = HD_FMT_SSE, .on_ready = sub_on_ready, .on_message = sub_on_message};
+static const hd_sub_ops_t sub_ops_named = {
+    .format = HD_FMT_SSE_NAMED, .on_ready = sub_on_ready, .on_message = sub_on_message};
+
+/* ---- the connection, once streaming ---- */
+
+static void sse_on_data(hd_conn_t *c, const char *data, size_t len)
+{
+    (void)c; /* an EventSource sends nothing more; ignore whatever comes */
+    (void)data;
+    (void)len;
+}
+
+static void sse_on_timeout(hd_conn_t *c)
+{
+    sse_t *s = c->data;
+    static const char beat[] = ":\n\n";
+    if (hd_conn_queued_bytes(c) == 0)
+        hd_conn_send_copy(c, beat, sizeof(beat) - 1);
+    hd_conn_set_timeout(c, hd_worker_conf(s->w)->sse_heartbeat_ms);
+}
+
+static void sse_on_shutdown(hd_conn_t *c)
+{
+    sse_t *s = c->data;
+    const hd_conf_t *conf = hd_worker_conf(s->w);
+    char bye[128];
+    uint64_t retry = conf->sse_retry_ms + hd_tp_jitter((uint32_t)conf->sse_retry_ms + 1);
+    int n = snprintf(bye, sizeof(bye), "retry: %llu\n: server shutting down; reconnect\n\n",
+                     (unsigned long long)retry);
+    hd_conn_send_copy(c, bye, (size_t)n);
+    hd_conn_finish(c);
+}
+
+static void sse_on_close(hd_conn_t *c)
+{
+    sse_t *s = c->data;
+    HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
+    free_sse(s);
+}
+
+static const hd_conn_ops_t sse_conn_ops = {
+    .name = "sse",
+    .on_data = sse_on_data,
+    .on_timeout = sse_on_timeout,
+    .on_shutdown = sse_on_shutdown,
+    .on_close = sse_on_close,
+};
+
+/* ---- the request ---- */
+
+static void sse_on_abort(hd_deferred_t *d)
+{
+    sse_t *s = d->data;
+    HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
+    free_sse(s);
+}
+
+/* Collects ?channel= values. Returns the count, or -1 after a 400. */
+static int channels_from_query(hd_req_t *req, char names[][HD_CHANNEL_MAX + 1])
+{
+    const char *p = req->query, *end = req->query + req->query_len;
+    int n = 0;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if (stop - p > 8 && memcmp(p, "channel=", 8) == 0) {
+            /* reuse the query decoder on a one-parameter view */
+            hd_req_t view = *req;
+            view.query = p;
+            view.query_len = (size_t)(stop - p);
+            char v[HD_CHANNEL_MAX + 2];
+            int len = hd_req_query(&view, "channel", v, sizeof(v));
+            if (len < 0 || !hd_channel_name_valid(v, (size_t)len)) {
+                hd_http_respond_error(req, 400, "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
+                return -1;
+            }
+            int dup = 0;
+            for (int i = 0; i < n; i++)
+                dup |= strcmp(names[i], v) == 0;
+            if (!dup) {
+                if (n == SSE_MAX_CHANNELS) {
+                    hd_http_respond_error(req, 400, "too many channels (at most 64 per stream)");
+                    return -1;
+                }
+                memcpy(names[n++], v, (size_t)len + 1);
+            }
+        }
+        p = stop + 1;
+    }
+    if (n == 0)
+        hd_http_respond_error(req, 400, "name at least one channel: /sse/{channel} or /sse?channel=a");
+    return n ? n : -1;
+}
+
+static void on_sse(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    static __thread char names[SSE_MAX_CHANNELS][HD_CHANNEL_MAX + 1];
+    int named = req->path_len == 4; /* "/sse" with ?channel= */
+    int n;
+    if (named) {
+        n = channels_from_query(req, names);
+    } else {
+        n = hd_tp_channel_from_path(req, 5, names[0]) < 0 ? -1 : 1;
+    }
+    if (n < 0)
+        return;
+    /* Resume point: the Last-Event-ID header, or ?last_event_id= for clients without headers. */
+    uint64_t epoch = 0, seq = 0;
+    int has_since = 0;
+    size_t len;
+    const char *hdr = hd_req_header(req, "last-event-id", &len);
+    char v[256];
+    int qlen = hd_req_query(req, "last_event_id", v, sizeof(v));
+    if (hdr && len) {
+        if (hd_tp_parse_id(req, "Last-Event-ID", hdr, len, &epoch, &seq) < 0)
+            return;
+        has_since = 1;
+    } else if (qlen > 0) {
+        if (hd_tp_parse_id(req, "last_event_id", v, (size_t)qlen, &epoch, &seq) < 0)
+            return;
+        has_since = 1;
+    }
+    hd_worker_t *w = req->conn->worker;
+    sse_t *s = hd_calloc(1, sizeof(*s));
+    s->w = w;
+    s->conn = req->conn;
+    s->is_named = named;
+    s->d = hd_http_defer(req);
+    s->d->data = s;
+    s->d->on_abort = sse_on_abort;
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_SSE], 1);
+    s->n_subs = (uint32_t)n;
+    for (int i = 0; i < n; i++) {
+        s->subs[i] = hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
+                                      has_since ? &seq : NULL,
+                                      named ? &sub_ops_named : &sub_ops_plain, s);
+    }
+}
+
+void hd_sse_register(hd_router_t *r)
+{
+    hd_router_add(r, HD_M_GET, "/sse/", 1, on_sse, NULL);
+    hd_router_add(r, HD_M_GET, "/sse", 0, on_sse, NULL);
+}
