@@ -33,27 +33,26 @@ typedef struct app_s {
     hd_conf_t *conf;
     hd_server_t *server;
     hd_router_t *router;
-    char *pidfile;  /* as started: these need a restart to change */
+    char *pidfile; /* as started: these need a restart to change */
     char *log_file;
     int exit_code;
 } app_t;
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: herald [-c FILE] [-o 'DIRECTIVE VALUE']... [-t]\n"
-            "       herald --version | --help | --reference\n"
-            "\n"
-            "  -c, --conf FILE      configuration file (default conf/herald.conf)\n"
-            "  -o, --set 'D VALUE'  set a directive, overriding the file (repeatable)\n"
-            "  -t, --test           check the configuration (and TLS files) and exit\n"
-            "      --reference      print every directive with its default and exit\n"
-            "  -v, --version        print the version and exit\n"
-            "  -h, --help           this text\n"
-            "\n"
-            "Signals: TERM/INT graceful shutdown, HUP reload, USR1 reopen log files.\n"
-            "Exit status: 0 clean stop, 1 start failure (port, certificate, pidfile),\n"
-            "             2 usage, 78 configuration error.\n");
+    fprintf(out, "usage: herald [-c FILE] [-o 'DIRECTIVE VALUE']... [-t]\n"
+                 "       herald --version | --help | --reference\n"
+                 "\n"
+                 "  -c, --conf FILE      configuration file (default conf/herald.conf)\n"
+                 "  -o, --set 'D VALUE'  set a directive, overriding the file (repeatable)\n"
+                 "  -t, --test           check the configuration (and TLS files) and exit\n"
+                 "      --reference      print every directive with its default and exit\n"
+                 "  -v, --version        print the version and exit\n"
+                 "  -h, --help           this text\n"
+                 "\n"
+                 "Signals: TERM/INT graceful shutdown, HUP reload, USR1 reopen log files.\n"
+                 "Exit status: 0 clean stop, 1 start failure (port, certificate, pidfile),\n"
+                 "             2 usage, 78 configuration error.\n");
 }
 
 /* ---- service manager readiness (sd_notify's datagram protocol, no libsystemd) ---- */
@@ -61,7 +60,8 @@ static void usage(FILE *out)
 static void notify_systemd(const char *state)
 {
     const char *path = getenv("NOTIFY_SOCKET");
-    if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+    if (!path || (path[0] != '/' && path[0] != '@') ||
+        strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return;
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
@@ -225,11 +225,13 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static int parse_args(int argc, char **argv, int *test_only)
 {
-    static const struct option longopts[] = {
-        {"conf", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 'o'},
-        {"test", no_argument, NULL, 't'},       {"version", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},       {"reference", no_argument, NULL, 'R'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"conf", required_argument, NULL, 'c'},
+                                             {"set", required_argument, NULL, 'o'},
+                                             {"test", no_argument, NULL, 't'},
+                                             {"version", no_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"reference", no_argument, NULL, 'R'},
+                                             {NULL, 0, NULL, 0}};
     int ch;
     app.conf_path = "conf/herald.conf";
     app.overrides = hd_calloc((size_t)argc, sizeof(char *));
@@ -287,8 +289,8 @@ int main(int argc, char **argv)
     char err[1024];
     if (parse_args(argc, argv, &test_only) < 0)
         return EXIT_USAGE;
-    int rc = hd_conf_load(&app.conf, app.conf_path, app.overrides, app.n_overrides, err,
-                          sizeof(err));
+    int rc =
+        hd_conf_load(&app.conf, app.conf_path, app.overrides, app.n_overrides, err, sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "herald: %s\n", err);
         return EXIT_CONF;
@@ -336,6 +338,7 @@ int main(int argc, char **argv)
     }
     hd_broker_set(broker);
     hd_server_on_quiet(app.server, on_quiet);
+    hd_introspect_register(app.router, app.server); /* routes are fixed before workers start */
     if (app.conf->pidfile && write_pidfile(app.conf->pidfile) < 0) {
         hd_log_error("cannot start: cannot write pidfile %s", app.conf->pidfile);
         hd_server_free(app.server);

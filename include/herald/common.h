@@ -52,7 +52,7 @@ int hd_err_ws_close(int err);
 _Noreturn void hd_assert_fail(const char *expr, const char *file, int line);
 
 #define hd_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define HD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define HD_ARRAY_SIZE(a)                   (sizeof(a) / sizeof((a)[0]))
 
 /* Allocation that aborts on exhaustion: herald does not limp on without memory. */
 void *hd_malloc(size_t n);
@@ -91,7 +91,8 @@ static inline void hd_list_remove(hd_list_t *n)
     n->prev = n->next = n;
 }
 #define hd_list_foreach_safe(pos, tmp, head)                                                       \
-    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
+         (pos) = (tmp), (tmp) = (pos)->next)
 
 /* Milliseconds on a monotonic clock (not uv_now: usable from any thread). */
 uint64_t hd_now_ms(void);

@@ -25,30 +25,30 @@ enum { HD_LOG_DEBUG = 0, HD_LOG_INFO = 1, HD_LOG_WARN = 2, HD_LOG_ERROR = 3 };
 typedef struct hd_listen_s {
     struct sockaddr_storage addr; /* resolved numeric address (IPv4 or IPv6) */
     socklen_t addrlen;
-    char text[80];                /* as written, e.g. "0.0.0.0:8080" or "[::1]:8443" */
+    char text[80]; /* as written, e.g. "0.0.0.0:8080" or "[::1]:8443" */
     unsigned is_tls : 1;
 } hd_listen_t;
 
 typedef struct hd_conf_s {
-    int refs_; /* atomic; use hd_conf_ref/hd_conf_unref */
+    int refs_;  /* atomic; use hd_conf_ref/hd_conf_unref */
     char *path; /* file this snapshot was loaded from ("" when none) */
 
     /* process */
     hd_listen_t *listens;
     size_t n_listens;
-    unsigned workers;          /* resolved: "auto" becomes the number of online CPUs */
-    char *pidfile;             /* NULL: none */
+    unsigned workers; /* resolved: "auto" becomes the number of online CPUs */
+    char *pidfile;    /* NULL: none */
     uint64_t shutdown_timeout_ms;
 
     /* logging */
-    int log_level;             /* HD_LOG_* */
-    char *log_file;            /* NULL: stderr */
-    char *access_log;          /* NULL: off */
+    int log_level;    /* HD_LOG_* */
+    char *log_file;   /* NULL: stderr */
+    char *access_log; /* NULL: off */
 
     /* connection limits */
-    uint32_t max_connections;  /* per node */
-    uint32_t accept_rate;      /* new connections per second per node; 0 = unlimited */
-    uint32_t accept_burst;     /* token bucket depth */
+    uint32_t max_connections; /* per node */
+    uint32_t accept_rate;     /* new connections per second per node; 0 = unlimited */
+    uint32_t accept_burst;    /* token bucket depth */
 
     /* HTTP */
     size_t max_url_bytes;
@@ -62,16 +62,16 @@ typedef struct hd_conf_s {
     /* TLS */
     char *tls_certificate;
     char *tls_certificate_key;
-    char *tls_ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax) */
-    int tls_min_version;       /* 12 or 13 */
+    char *tls_ciphers;   /* TLS 1.2 cipher list (OpenSSL syntax) */
+    int tls_min_version; /* 12 or 13 */
 
     /* publishing and history */
-    char *publish_key;          /* NULL: publishing is open */
+    char *publish_key; /* NULL: publishing is open */
     size_t max_message_bytes;
-    uint32_t history_size;      /* messages kept per channel */
-    uint64_t history_ttl_ms;    /* 0: no age limit */
-    size_t history_max_bytes;   /* per channel */
-    size_t max_memory_bytes;    /* all history on this node; coldest channels evicted first */
+    uint32_t history_size;    /* messages kept per channel */
+    uint64_t history_ttl_ms;  /* 0: no age limit */
+    size_t history_max_bytes; /* per channel */
+    size_t max_memory_bytes;  /* all history on this node; coldest channels evicted first */
 
     /* delivery */
     size_t max_queue_bytes;     /* per connection; a subscriber behind by more is disconnected */
@@ -79,11 +79,11 @@ typedef struct hd_conf_s {
     uint64_t longpoll_timeout_ms;
     uint64_t longpoll_max_timeout_ms;
     uint64_t sse_heartbeat_ms;
-    uint64_t sse_retry_ms;      /* base of the jittered retry: hint */
+    uint64_t sse_retry_ms; /* base of the jittered retry: hint */
     uint64_t ws_ping_interval_ms;
     uint64_t ws_idle_timeout_ms;
-    char *ws_origins;           /* space-separated allowed Origin values; NULL: any */
-    int ws_client_publish;      /* WebSocket clients may publish */
+    char *ws_origins;      /* space-separated allowed Origin values; NULL: any */
+    int ws_client_publish; /* WebSocket clients may publish */
 } hd_conf_t;
 
 /*
@@ -105,8 +105,7 @@ int hd_conf_load(hd_conf_t **out, const char *path, const char *const *overrides
 
 /* Same, parsing `text` as if it were the content of a file called `name` (for tests). */
 int hd_conf_load_string(hd_conf_t **out, const char *name, const char *text,
-                        const char *const *overrides, size_t n_overrides, char *err,
-                        size_t errlen);
+                        const char *const *overrides, size_t n_overrides, char *err, size_t errlen);
 
 hd_conf_t *hd_conf_ref(hd_conf_t *conf);
 void hd_conf_unref(hd_conf_t *conf);

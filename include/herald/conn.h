@@ -57,7 +57,7 @@ struct hd_conn_s {
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */
     uint64_t id;
-    hd_tls_t *tls; /* NULL on plain listeners */
+    hd_tls_t *tls;        /* NULL on plain listeners */
     hd_list_t link;       /* worker->conns */
     hd_list_t flush_link; /* worker->flush_list while it has unwritten output */
     hd_out_t *q;          /* queued, not yet handed to uv_write */

@@ -107,8 +107,8 @@ int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen
  * lines, may be NULL), Content-Type (if not NULL), Content-Length and the body (not for HEAD).
  * Then the connection goes on with the next request, or finishes when it must close.
  */
-void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
-                     const char *content_type, const void *body, size_t len);
+void hd_http_respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
+                     const void *body, size_t len);
 /* Same, the body being the concatenation of bufs (each queued by reference, not copied). */
 void hd_http_respond_bufs(hd_req_t *req, int status, const char *extra_headers,
                           const char *content_type, hd_buf_t *const *bufs, size_t n);

@@ -31,8 +31,8 @@ static inline int hd_log_enabled(int level)
             hd_log_printf(level, __VA_ARGS__);                                                     \
     } while (0)
 #define hd_log_debug(...) hd_log(HD_LOG_DEBUG, __VA_ARGS__)
-#define hd_log_info(...) hd_log(HD_LOG_INFO, __VA_ARGS__)
-#define hd_log_warn(...) hd_log(HD_LOG_WARN, __VA_ARGS__)
+#define hd_log_info(...)  hd_log(HD_LOG_INFO, __VA_ARGS__)
+#define hd_log_warn(...)  hd_log(HD_LOG_WARN, __VA_ARGS__)
 #define hd_log_error(...) hd_log(HD_LOG_ERROR, __VA_ARGS__)
 
 void hd_log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -35,7 +35,7 @@
 #include "herald/server.h"
 
 #define HD_CHANNEL_MAX 128
-#define HD_ID_MAX 40
+#define HD_ID_MAX      40
 
 /* ---- messages ---- */
 
@@ -43,8 +43,9 @@ typedef struct hd_message_s {
     int refs; /* atomic: a message crosses loops */
     uint64_t seq;
     uint64_t epoch;
-    uint64_t time_ms; /* publish time (wall clock), for history_ttl */
-    uint8_t is_text;  /* payload is text (UTF-8): by content type */
+    uint64_t time_ms;    /* publish time (wall clock), for history_ttl */
+    uint64_t publish_ns; /* uv_hrtime() when the broker took it: fan-out latency */
+    uint8_t is_text;     /* payload is text (UTF-8): by content type */
     uint8_t id_len;
     uint8_t channel_len;
     char id[HD_ID_MAX];
@@ -75,11 +76,11 @@ int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq);
 /* ---- wire formats: each message is encoded once per format per worker ---- */
 
 enum {
-    HD_FMT_SSE = 0,      /* id:, data: lines */
-    HD_FMT_SSE_NAMED,    /* id:, event: channel, data: lines */
-    HD_FMT_WS_RAW,       /* one WebSocket frame, payload as-is (text or binary opcode) */
-    HD_FMT_WS_ENVELOPE,  /* one text frame {"type":"message","channel","id","data"} */
-    HD_FMT_JSON,         /* {"id":..,"channel":..,"data":..} object for polls */
+    HD_FMT_SSE = 0,     /* id:, data: lines */
+    HD_FMT_SSE_NAMED,   /* id:, event: channel, data: lines */
+    HD_FMT_WS_RAW,      /* one WebSocket frame, payload as-is (text or binary opcode) */
+    HD_FMT_WS_ENVELOPE, /* one text frame {"type":"message","channel","id","data"} */
+    HD_FMT_JSON,        /* {"id":..,"channel":..,"data":..} object for polls */
     HD_FMT_COUNT
 };
 
@@ -120,10 +121,10 @@ struct hd_breq_s {
     size_t n_msgs;
     /* out */
     int err;
-    uint8_t gap;     /* history before the first returned message may be missing */
-    uint8_t found;   /* INFO: the channel exists */
-    uint64_t epoch;  /* current epoch */
-    uint64_t last_seq; /* the node-wide sequence when the reply was made */
+    uint8_t gap;             /* history before the first returned message may be missing */
+    uint8_t found;           /* INFO: the channel exists */
+    uint64_t epoch;          /* current epoch */
+    uint64_t last_seq;       /* the node-wide sequence when the reply was made */
     char last_id[HD_ID_MAX]; /* INFO: the channel's last message id ("" if none) */
     uint64_t subscribers;    /* INFO */
     uint64_t history_len;    /* INFO */
@@ -216,13 +217,20 @@ uint64_t hd_hub_local_subscribers(hd_worker_t *w);
 /* Delivery message posted by a broker to a worker. */
 void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m);
 
+/* Upper bounds (microseconds) of the fan-out latency histogram buckets; the last is +Inf. */
+#define HD_LATENCY_BUCKETS 12
+extern const uint64_t hd_latency_bounds_us[HD_LATENCY_BUCKETS - 1];
+
 /* Per-worker pub/sub counters, for /stats. */
 typedef struct hd_hub_stats_s {
-    uint64_t messages_in;  /* messages that reached this worker */
-    uint64_t deliveries;   /* message x subscriber deliveries */
-    uint64_t slow_dropped; /* subscribers disconnected for falling behind */
-    uint64_t published;    /* messages published through this worker */
-    int64_t transport_conns[4]; /* open now, by HD_TP_* */
+    uint64_t messages_in;                         /* messages that reached this worker */
+    uint64_t deliveries;                          /* message x subscriber deliveries */
+    uint64_t slow_dropped;                        /* subscribers disconnected for falling behind */
+    uint64_t published;                           /* messages published through this worker */
+    int64_t transport_conns[4];                   /* open now, by HD_TP_* */
+    uint64_t latency_buckets[HD_LATENCY_BUCKETS]; /* broker -> fan-out, cumulative upper bounds */
+    uint64_t latency_sum_us;
+    uint64_t latency_count;
 } hd_hub_stats_t;
 enum { HD_TP_POLL = 0, HD_TP_LONGPOLL, HD_TP_SSE, HD_TP_WS };
 /* Counter updates by the owning worker, readable from any thread. */

@@ -58,11 +58,13 @@ typedef struct hd_worker_stats_s {
     uint64_t conns; /* open now on this worker */
 } hd_worker_stats_t;
 
-#define HD_STAT_INC(w, field) __atomic_store_n(&(w)->stats.field, (w)->stats.field + 1, __ATOMIC_RELAXED)
-#define HD_STAT_DEC(w, field) __atomic_store_n(&(w)->stats.field, (w)->stats.field - 1, __ATOMIC_RELAXED)
+#define HD_STAT_INC(w, field)                                                                      \
+    __atomic_store_n(&(w)->stats.field, (w)->stats.field + 1, __ATOMIC_RELAXED)
+#define HD_STAT_DEC(w, field)                                                                      \
+    __atomic_store_n(&(w)->stats.field, (w)->stats.field - 1, __ATOMIC_RELAXED)
 #define HD_STAT_GET(w, field) __atomic_load_n(&(w)->stats.field, __ATOMIC_RELAXED)
 
-#define HD_READ_BUF_BYTES (64 * 1024)
+#define HD_READ_BUF_BYTES    (64 * 1024)
 #define HD_TLS_SCRATCH_BYTES (16 * 1024)
 
 struct hd_worker_s {

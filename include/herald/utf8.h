@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 typedef struct hd_utf8_s {
-    uint32_t need;  /* continuation bytes still expected */
-    uint32_t cp;    /* code point so far */
-    uint32_t min;   /* smallest code point allowed for this sequence length */
+    uint32_t need; /* continuation bytes still expected */
+    uint32_t cp;   /* code point so far */
+    uint32_t min;  /* smallest code point allowed for this sequence length */
 } hd_utf8_t;
 
 static inline void hd_utf8_init(hd_utf8_t *u)

@@ -52,7 +52,7 @@ typedef struct mem_broker_s {
     uint64_t epoch, seq;
     size_t total_bytes;
     unsigned has_deleted : 1;
-    int is_stopping; /* atomic: set by the thread that frees the broker */
+    int is_stopping;         /* atomic: set by the thread that frees the broker */
     hd_broker_stats_t stats; /* written here, read by workers (relaxed) */
 } mem_broker_t;
 
@@ -179,8 +179,8 @@ static void enforce_memory(mem_broker_t *b, mchan_t *keep)
         mchan_t *c = hd_container_of(pos, mchan_t, lru);
         if (c == keep || c->len == 0)
             continue;
-        hd_log_info("max_memory reached: evicting the history of channel %s (%u messages)",
-                    c->name, c->len);
+        hd_log_info("max_memory reached: evicting the history of channel %s (%u messages)", c->name,
+                    c->len);
         while (c->len)
             drop_oldest(b, c);
         __atomic_store_n(&b->stats.channels_evicted, b->stats.channels_evicted + 1,
@@ -225,6 +225,7 @@ static void do_publish(mem_broker_t *b, hd_breq_t *r)
         mchan_t *c = get_chan(b, m->channel, m->channel_len);
         hd_message_set_id(m, b->epoch, ++b->seq);
         m->time_ms = now;
+        m->publish_ns = uv_hrtime();
         memcpy(c->last_id, m->id, m->id_len + 1u);
         hd_list_remove(&c->lru);
         hd_list_insert_tail(&b->lru, &c->lru); /* most recently published last */
@@ -342,12 +343,24 @@ static void do_info(mem_broker_t *b, hd_breq_t *r)
 static void handle(mem_broker_t *b, hd_breq_t *r)
 {
     switch (r->type) {
-    case HD_BREQ_PUBLISH: do_publish(b, r); break;
-    case HD_BREQ_SUBSCRIBE: do_subscribe(b, r); break;
-    case HD_BREQ_UNSUBSCRIBE: do_unsubscribe(b, r); break;
-    case HD_BREQ_HISTORY: do_history(b, r); break;
-    case HD_BREQ_INFO: do_info(b, r); break;
-    case HD_BREQ_BARRIER: reply(b, r); break;
+    case HD_BREQ_PUBLISH:
+        do_publish(b, r);
+        break;
+    case HD_BREQ_SUBSCRIBE:
+        do_subscribe(b, r);
+        break;
+    case HD_BREQ_UNSUBSCRIBE:
+        do_unsubscribe(b, r);
+        break;
+    case HD_BREQ_HISTORY:
+        do_history(b, r);
+        break;
+    case HD_BREQ_INFO:
+        do_info(b, r);
+        break;
+    case HD_BREQ_BARRIER:
+        reply(b, r);
+        break;
     default:
         r->err = HD_EBADREQ;
         reply(b, r);

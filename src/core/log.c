@@ -134,7 +134,8 @@ static void start_write(sink_state_t *s)
         s->active = t;
         s->active_len = 0;
     }
-    uv_buf_t b = uv_buf_init(s->writing + s->writing_off, (unsigned)(s->writing_len - s->writing_off));
+    uv_buf_t b =
+        uv_buf_init(s->writing + s->writing_off, (unsigned)(s->writing_len - s->writing_off));
     int fd = __atomic_load_n(&sink_fd[s->which], __ATOMIC_ACQUIRE);
     if (uv_fs_write(thread_loop, &s->req, fd, &b, 1, -1, on_write_cb) == 0)
         s->is_writing = 1;
@@ -158,8 +159,9 @@ static void emit(int which, const char *line, size_t len)
     }
     if (s->dropped && which == SINK_ERROR) {
         char note[96];
-        int n = snprintf(note, sizeof(note), "%s warn: %llu log lines dropped (log sink too slow)\n",
-                         thread_name, (unsigned long long)s->dropped);
+        int n =
+            snprintf(note, sizeof(note), "%s warn: %llu log lines dropped (log sink too slow)\n",
+                     thread_name, (unsigned long long)s->dropped);
         if (s->active_len + (size_t)n + len <= SINK_BUF_BYTES) {
             memcpy(s->active + s->active_len, note, (size_t)n);
             s->active_len += (size_t)n;

@@ -153,7 +153,8 @@ static const char *find_header(hd_http_t *h, const char *name, size_t *len)
 {
     size_t nl = strlen(name);
     for (size_t i = 0; i < h->n_hdrs; i++) {
-        if (h->hdrs[i].name_len == nl && strncasecmp(h->head + h->hdrs[i].name_off, name, nl) == 0) {
+        if (h->hdrs[i].name_len == nl &&
+            strncasecmp(h->head + h->hdrs[i].name_off, name, nl) == 0) {
             *len = h->hdrs[i].value_len;
             return h->head + h->hdrs[i].value_off;
         }
@@ -239,33 +240,60 @@ static const llhttp_settings_t settings = {
 const char *hd_http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -295,9 +323,9 @@ static void access_log(hd_http_t *h, int status, size_t bytes)
     uint64_t ms = uv_now(&h->conn->worker->loop) - h->start_ms;
     int n = snprintf(line, sizeof(line), "%s c#%llu \"%s %.*s HTTP/%u.%u\" %d %zu %llums",
                      hd_conn_peer(h->conn), (unsigned long long)h->conn->id,
-                     r->method_name ? r->method_name : "-", (int)(r->url_len > 512 ? 512 : r->url_len),
-                     r->url ? r->url : "", r->version_major, r->version_minor, status, bytes,
-                     (unsigned long long)ms);
+                     r->method_name ? r->method_name : "-",
+                     (int)(r->url_len > 512 ? 512 : r->url_len), r->url ? r->url : "",
+                     r->version_major, r->version_minor, status, bytes, (unsigned long long)ms);
     if (n > 0)
         hd_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
@@ -309,8 +337,7 @@ static int must_close(hd_http_t *h)
            h->conn->worker->is_draining || h->conn->worker->is_stopped;
 }
 
-static void build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extra,
-                       int is_close)
+static void build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extra, int is_close)
 {
     hd_sbuf_appendf(sb, "HTTP/1.1 %d %s\r\nServer: herald/" HERALD_VERSION "\r\nDate: %s\r\n",
                     status, hd_http_status_text(status), hd_worker_date(h->conn->worker));
@@ -362,8 +389,8 @@ static void respond(hd_req_t *req, int status, const char *extra_headers, const 
         continue_parsing(h); /* a deferred response: go on with what was pipelined */
 }
 
-void hd_http_respond(hd_req_t *req, int status, const char *extra_headers,
-                     const char *content_type, const void *body, size_t len)
+void hd_http_respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
+                     const void *body, size_t len)
 {
     respond(req, status, extra_headers, content_type, body, len, NULL, 0);
 }
@@ -424,14 +451,22 @@ static void end_deferred(hd_http_t *h)
 static unsigned method_bit(int m)
 {
     switch (m) {
-    case HTTP_GET: return HD_M_GET;
-    case HTTP_HEAD: return HD_M_HEAD;
-    case HTTP_POST: return HD_M_POST;
-    case HTTP_PUT: return HD_M_PUT;
-    case HTTP_DELETE: return HD_M_DELETE;
-    case HTTP_OPTIONS: return HD_M_OPTIONS;
-    case HTTP_PATCH: return HD_M_PATCH;
-    default: return HD_M_OTHER;
+    case HTTP_GET:
+        return HD_M_GET;
+    case HTTP_HEAD:
+        return HD_M_HEAD;
+    case HTTP_POST:
+        return HD_M_POST;
+    case HTTP_PUT:
+        return HD_M_PUT;
+    case HTTP_DELETE:
+        return HD_M_DELETE;
+    case HTTP_OPTIONS:
+        return HD_M_OPTIONS;
+    case HTTP_PATCH:
+        return HD_M_PATCH;
+    default:
+        return HD_M_OTHER;
     }
 }
 
@@ -452,9 +487,9 @@ static void build_request(hd_http_t *h)
     r->query_len = q ? r->url_len - r->path_len - 1 : 0;
     h->req_headers = hd_calloc(h->n_hdrs ? h->n_hdrs : 1, sizeof(hd_header_t));
     for (size_t i = 0; i < h->n_hdrs; i++) {
-        h->req_headers[i] = (hd_header_t){h->head + h->hdrs[i].name_off,
-                                          h->head + h->hdrs[i].value_off, h->hdrs[i].name_len,
-                                          h->hdrs[i].value_len};
+        h->req_headers[i] =
+            (hd_header_t){h->head + h->hdrs[i].name_off, h->head + h->hdrs[i].value_off,
+                          h->hdrs[i].name_len, h->hdrs[i].value_len};
     }
     r->headers = h->req_headers;
     r->n_headers = h->n_hdrs;
@@ -618,8 +653,7 @@ static void http_on_timeout(hd_conn_t *c)
     }
     HD_STAT_INC(c->worker, timeouts);
     if (h->phase == PHASE_HEAD || h->phase == PHASE_BODY) {
-        hd_conn_log(HD_LOG_INFO, c, "%s timeout",
-                    h->phase == PHASE_HEAD ? "header" : "body");
+        hd_conn_log(HD_LOG_INFO, c, "%s timeout", h->phase == PHASE_HEAD ? "header" : "body");
         respond_parse_error(h, 408, h->phase == PHASE_HEAD ? "header timeout" : "body timeout");
         return;
     }

@@ -212,8 +212,8 @@ static void flush(hd_conn_t *c)
     c->q_len = 0;
 
     uv_buf_t stackbufs[64];
-    uv_buf_t *bufs = c->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs
-                                                          : hd_malloc(c->wq_len * sizeof(uv_buf_t));
+    uv_buf_t *bufs =
+        c->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs : hd_malloc(c->wq_len * sizeof(uv_buf_t));
     for (uint32_t i = 0; i < c->wq_len; i++)
         bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, c->wq_len, on_write);

@@ -38,7 +38,7 @@ struct hd_server_s {
     char (*bound)[80];
     size_t n_listens;
     unsigned char *listen_tls; /* per listener, fixed at start (listen needs a restart) */
-    uint64_t n_conns; /* atomic */
+    uint64_t n_conns;          /* atomic */
     uv_timer_t shutdown_timer;
     void (*done_cb)(hd_server_t *s);
     void (*quiet_cb)(hd_server_t *s, int all_acked);

@@ -41,8 +41,8 @@ int hd_tls_ctx_new(SSL_CTX **out, const hd_conf_t *conf, char *err, size_t errle
         err_reason(err, errlen, "cannot create TLS context for", conf->tls_certificate);
         return HD_ETLS;
     }
-    SSL_CTX_set_min_proto_version(ctx, conf->tls_min_version == 13 ? TLS1_3_VERSION
-                                                                   : TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(ctx,
+                                  conf->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

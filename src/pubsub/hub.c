@@ -267,6 +267,20 @@ static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
     maybe_free_chan(hub, c);
 }
 
+const uint64_t hd_latency_bounds_us[HD_LATENCY_BUCKETS - 1] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000};
+
+static void record_latency(hd_worker_t *w, const hd_message_t *m)
+{
+    uint64_t us = (uv_hrtime() - m->publish_ns) / 1000u;
+    int i = 0;
+    while (i < HD_LATENCY_BUCKETS - 1 && us > hd_latency_bounds_us[i])
+        i++;
+    HD_HUB_STAT_ADD(w, latency_buckets[i], 1);
+    HD_HUB_STAT_ADD(w, latency_sum_us, us);
+    HD_HUB_STAT_ADD(w, latency_count, 1);
+}
+
 static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
 {
     delivery_t *d = (delivery_t *)msg;
@@ -274,6 +288,7 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     hd_message_t *m = d->m;
     free(d);
     HD_HUB_STAT_ADD(w, messages_in, 1);
+    record_latency(w, m);
     hd_lchan_t *c = *find_slot(hub, m->channel, m->channel_len);
     if (c && c->n_live)
         fan_out(hub, c, m);

@@ -17,8 +17,11 @@ int hd_content_type_is_text(const char *ct, size_t len)
 {
     if (!ct || len == 0)
         return 1; /* no type given: treat as text when it is valid UTF-8 */
-    static const char *const prefixes[] = {"text/", "application/json", "application/xml",
-                                           "application/javascript", "application/x-www-form-urlencoded",
+    static const char *const prefixes[] = {"text/",
+                                           "application/json",
+                                           "application/xml",
+                                           "application/javascript",
+                                           "application/x-www-form-urlencoded",
                                            "application/ld+json"};
     for (size_t i = 0; i < HD_ARRAY_SIZE(prefixes); i++) {
         size_t n = strlen(prefixes[i]);
@@ -169,12 +172,24 @@ static void append_json_string(hd_sbuf_t *sb, const char *s, size_t len)
         hd_sbuf_append(sb, s + start, i - start);
         char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
         switch (c) {
-        case '"': hd_sbuf_append(sb, "\\\"", 2); break;
-        case '\\': hd_sbuf_append(sb, "\\\\", 2); break;
-        case '\n': hd_sbuf_append(sb, "\\n", 2); break;
-        case '\r': hd_sbuf_append(sb, "\\r", 2); break;
-        case '\t': hd_sbuf_append(sb, "\\t", 2); break;
-        default: hd_sbuf_append(sb, esc, 6); break;
+        case '"':
+            hd_sbuf_append(sb, "\\\"", 2);
+            break;
+        case '\\':
+            hd_sbuf_append(sb, "\\\\", 2);
+            break;
+        case '\n':
+            hd_sbuf_append(sb, "\\n", 2);
+            break;
+        case '\r':
+            hd_sbuf_append(sb, "\\r", 2);
+            break;
+        case '\t':
+            hd_sbuf_append(sb, "\\t", 2);
+            break;
+        default:
+            hd_sbuf_append(sb, esc, 6);
+            break;
         }
         start = i + 1;
     }

@@ -22,7 +22,7 @@
 
 #define SSE_MAX_CHANNELS 64
 #define SSE_HEADERS                                                                                \
-    "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"               \
+    "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"                \
     "X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
 
 typedef struct sse_s {
@@ -254,7 +254,8 @@ static int channels_from_query(hd_req_t *req, char names[][HD_CHANNEL_MAX + 1])
             char v[HD_CHANNEL_MAX + 2];
             int len = hd_req_query(&view, "channel", v, sizeof(v));
             if (len < 0 || !hd_channel_name_valid(v, (size_t)len)) {
-                hd_http_respond_error(req, 400, "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
+                hd_http_respond_error(
+                    req, 400, "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
                 return -1;
             }
             int dup = 0;
@@ -271,7 +272,8 @@ static int channels_from_query(hd_req_t *req, char names[][HD_CHANNEL_MAX + 1])
         p = stop + 1;
     }
     if (n == 0)
-        hd_http_respond_error(req, 400, "name at least one channel: /sse/{channel} or /sse?channel=a");
+        hd_http_respond_error(req, 400,
+                              "name at least one channel: /sse/{channel} or /sse?channel=a");
     return n ? n : -1;
 }
 
@@ -315,9 +317,9 @@ static void on_sse(hd_req_t *req, void *arg)
     HD_HUB_STAT_ADD(w, transport_conns[HD_TP_SSE], 1);
     s->n_subs = (uint32_t)n;
     for (int i = 0; i < n; i++) {
-        s->subs[i] = hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
-                                      has_since ? &seq : NULL,
-                                      named ? &sub_ops_named : &sub_ops_plain, s);
+        s->subs[i] =
+            hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
+                             has_since ? &seq : NULL, named ? &sub_ops_named : &sub_ops_plain, s);
     }
 }
 

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * introspect.c: what operators and scripts ask the node.
+ *   GET /channels/{channel}  subscribers (all workers), last id, history length; 404 if unknown
+ *   GET /stats               node-wide counts as JSON
+ *   GET /metrics             the same, plus the fan-out latency histogram, in Prometheus text
+ * Figures of other workers are read with relaxed atomic loads of counters each worker writes
+ * alone: a scrape never stops a loop.
+ */
+#include "herald/transport.h"
+
+#include <string.h>
+
+static hd_server_t *node;
+static uint64_t started_ms;
+
+typedef struct totals_s {
+    hd_worker_stats_t net;
+    hd_hub_stats_t hub;
+    hd_broker_stats_t broker;
+} totals_t;
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+static void collect(totals_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (unsigned k = 0; k < hd_server_worker_count(node); k++) {
+        hd_worker_t *w = hd_server_worker(node, k);
+        t->net.accepted += LOAD(w->stats.accepted);
+        t->net.refused_max_conns += LOAD(w->stats.refused_max_conns);
+        t->net.refused_rate += LOAD(w->stats.refused_rate);
+        t->net.requests += LOAD(w->stats.requests);
+        t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
+        t->net.timeouts += LOAD(w->stats.timeouts);
+        t->net.conns += LOAD(w->stats.conns);
+        hd_hub_stats_t *h = hd_hub_stats(w);
+        t->hub.messages_in += LOAD(h->messages_in);
+        t->hub.deliveries += LOAD(h->deliveries);
+        t->hub.slow_dropped += LOAD(h->slow_dropped);
+        t->hub.published += LOAD(h->published);
+        for (int i = 0; i < 4; i++)
+            t->hub.transport_conns[i] += LOAD(h->transport_conns[i]);
+        for (int i = 0; i < HD_LATENCY_BUCKETS; i++)
+            t->hub.latency_buckets[i] += LOAD(h->latency_buckets[i]);
+        t->hub.latency_sum_us += LOAD(h->latency_sum_us);
+        t->hub.latency_count += LOAD(h->latency_count);
+    }
+    hd_broker_t *b = hd_broker_get();
+    b->ops->get_stats(b, &t->broker);
+}
+
+static void on_stats(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    totals_t t;
+    collect(&t);
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 1024);
+    hd_sbuf_appendf(
+        &sb,
+        "{\"version\":\"%s\",\"uptime_s\":%llu,\"workers\":%u,\"broker\":\"%s\","
+        "\"connections\":{\"total\":%llu,\"poll\":%lld,\"longpoll\":%lld,\"sse\":%lld,"
+        "\"websocket\":%lld},"
+        "\"connections_accepted\":%llu,\"connections_refused\":{\"max_connections\":%llu,"
+        "\"accept_rate\":%llu},\"requests\":%llu,\"timeouts\":%llu,"
+        "\"tls_handshake_failures\":%llu,"
+        "\"channels\":%llu,\"messages\":{\"published\":%llu,\"published_here\":%llu,"
+        "\"fanned_out\":%llu,\"delivered\":%llu},\"history_bytes\":%llu,"
+        "\"channels_evicted\":%llu,\"slow_subscribers_dropped\":%llu}",
+        HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
+        hd_server_worker_count(node), hd_broker_get()->ops->name, (unsigned long long)t.net.conns,
+        (long long)t.hub.transport_conns[HD_TP_POLL],
+        (long long)t.hub.transport_conns[HD_TP_LONGPOLL],
+        (long long)t.hub.transport_conns[HD_TP_SSE], (long long)t.hub.transport_conns[HD_TP_WS],
+        (unsigned long long)t.net.accepted, (unsigned long long)t.net.refused_max_conns,
+        (unsigned long long)t.net.refused_rate, (unsigned long long)t.net.requests,
+        (unsigned long long)t.net.timeouts, (unsigned long long)t.net.tls_handshake_failures,
+        (unsigned long long)t.broker.channels, (unsigned long long)t.broker.messages_published,
+        (unsigned long long)t.hub.published, (unsigned long long)t.hub.messages_in,
+        (unsigned long long)t.hub.deliveries, (unsigned long long)t.broker.history_bytes,
+        (unsigned long long)t.broker.channels_evicted, (unsigned long long)t.hub.slow_dropped);
+    hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
+                    sb.buf->len);
+    hd_sbuf_dispose(&sb);
+}
+
+static void metric(hd_sbuf_t *sb, const char *name, const char *type, const char *help,
+                   unsigned long long v)
+{
+    hd_sbuf_appendf(sb, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+}
+
+static void on_metrics(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    totals_t t;
+    collect(&t);
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 4096);
+    metric(&sb, "herald_connections", "gauge", "Open client connections.", t.net.conns);
+    hd_sbuf_appends(&sb, "# HELP herald_subscribers Open subscriptions by transport.\n"
+                         "# TYPE herald_subscribers gauge\n");
+    static const char *names[] = {"poll", "longpoll", "sse", "websocket"};
+    for (int i = 0; i < 4; i++)
+        hd_sbuf_appendf(&sb, "herald_subscribers{transport=\"%s\"} %lld\n", names[i],
+                        (long long)t.hub.transport_conns[i]);
+    metric(&sb, "herald_connections_accepted_total", "counter", "Connections accepted.",
+           t.net.accepted);
+    hd_sbuf_appends(&sb, "# HELP herald_connections_refused_total Connections refused.\n"
+                         "# TYPE herald_connections_refused_total counter\n");
+    hd_sbuf_appendf(&sb, "herald_connections_refused_total{reason=\"max_connections\"} %llu\n",
+                    (unsigned long long)t.net.refused_max_conns);
+    hd_sbuf_appendf(&sb, "herald_connections_refused_total{reason=\"accept_rate\"} %llu\n",
+                    (unsigned long long)t.net.refused_rate);
+    metric(&sb, "herald_http_requests_total", "counter", "HTTP requests answered.", t.net.requests);
+    metric(&sb, "herald_timeouts_total", "counter", "Connections closed by a timeout.",
+           t.net.timeouts);
+    metric(&sb, "herald_tls_handshake_failures_total", "counter", "Failed TLS handshakes.",
+           t.net.tls_handshake_failures);
+    metric(&sb, "herald_channels", "gauge", "Channels with subscribers or history.",
+           t.broker.channels);
+    metric(&sb, "herald_messages_published_total", "counter", "Messages published on the node.",
+           t.broker.messages_published);
+    metric(&sb, "herald_deliveries_total", "counter", "Messages written to subscribers.",
+           t.hub.deliveries);
+    metric(&sb, "herald_history_bytes", "gauge", "Payload bytes held in history.",
+           t.broker.history_bytes);
+    metric(&sb, "herald_channels_evicted_total", "counter", "History evicted for max_memory.",
+           t.broker.channels_evicted);
+    metric(&sb, "herald_slow_subscribers_dropped_total", "counter",
+           "Subscribers disconnected for falling behind max_queue_bytes.", t.hub.slow_dropped);
+    hd_sbuf_appends(&sb, "# HELP herald_fanout_latency_seconds Time from the broker taking a "
+                         "message to a worker fanning it out.\n"
+                         "# TYPE herald_fanout_latency_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (int i = 0; i < HD_LATENCY_BUCKETS; i++) {
+        cum += t.hub.latency_buckets[i];
+        if (i < HD_LATENCY_BUCKETS - 1)
+            hd_sbuf_appendf(&sb, "herald_fanout_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                            (double)hd_latency_bounds_us[i] / 1e6, cum);
+        else
+            hd_sbuf_appendf(&sb, "herald_fanout_latency_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    hd_sbuf_appendf(
+        &sb, "herald_fanout_latency_seconds_sum %g\nherald_fanout_latency_seconds_count %llu\n",
+        (double)t.hub.latency_sum_us / 1e6, (unsigned long long)t.hub.latency_count);
+    hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "text/plain; version=0.0.4",
+                    sb.buf->data, sb.buf->len);
+    hd_sbuf_dispose(&sb);
+}
+
+typedef struct info_ctx_s {
+    hd_deferred_t *d;
+} info_ctx_t;
+
+static void info_abort(hd_deferred_t *d)
+{
+    ((info_ctx_t *)d->data)->d = NULL;
+}
+
+static void on_info(hd_worker_t *w, hd_breq_t *r)
+{
+    (void)w;
+    info_ctx_t *ctx = r->cookie;
+    if (ctx->d) {
+        hd_req_t *req = ctx->d->req;
+        if (r->err) {
+            hd_http_respond_error(req, hd_err_http_status(r->err), hd_strerror(r->err));
+        } else if (!r->found) {
+            hd_http_respond_error(req, 404, "no such channel (no subscribers and no history)");
+        } else {
+            char body[512];
+            int n = snprintf(body, sizeof(body),
+                             "{\"channel\":\"%s\",\"subscribers\":%llu,\"last_id\":%s%s%s,"
+                             "\"history\":%llu}",
+                             r->channel, (unsigned long long)r->subscribers,
+                             r->last_id[0] ? "\"" : "", r->last_id[0] ? r->last_id : "null",
+                             r->last_id[0] ? "\"" : "", (unsigned long long)r->history_len);
+            hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", body,
+                            (size_t)n);
+        }
+    }
+    free(ctx);
+    hd_breq_free(r);
+}
+
+static void on_channel(hd_req_t *req, void *arg)
+{
+    (void)arg;
+    char channel[HD_CHANNEL_MAX + 1];
+    int n = hd_tp_channel_from_path(req, 10, channel);
+    if (n < 0)
+        return;
+    info_ctx_t *ctx = hd_calloc(1, sizeof(*ctx));
+    hd_breq_t *r = hd_breq_new(HD_BREQ_INFO, req->conn->worker, channel, (size_t)n);
+    r->cookie = ctx;
+    r->reply_cb = on_info;
+    ctx->d = hd_http_defer(req);
+    ctx->d->data = ctx;
+    ctx->d->on_abort = info_abort;
+    hd_broker_submit(r);
+}
+
+void hd_introspect_register(hd_router_t *r, hd_server_t *server)
+{
+    node = server;
+    started_ms = hd_now_ms();
+    hd_router_add(r, HD_M_GET, "/channels/", 1, on_channel, NULL);
+    hd_router_add(r, HD_M_GET, "/stats", 0, on_stats, NULL);
+    hd_router_add(r, HD_M_GET, "/metrics", 0, on_metrics, NULL);
+}
