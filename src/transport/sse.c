@@ -29,7 +29,7 @@ typedef struct sse_s {
     hd_worker_t *w;
     hd_deferred_t *d; /* until the stream starts */
     hd_conn_t *conn;  /* once it has */
-    hd_sub_t *subs[SSE_MAX_CHANNELS];
+    hd_sub_t **subs; /* n_subs of them: an idle stream stays small */
     uint32_t n_subs, n_ready;
     hd_message_t **early; /* history and live messages before the stream starts */
     size_t n_early, cap_early, early_bytes;
@@ -52,6 +52,7 @@ static void unsubscribe_all(sse_t *s)
 static void free_sse(sse_t *s)
 {
     unsubscribe_all(s);
+    free(s->subs);
     for (size_t i = 0; i < s->n_early; i++)
         hd_message_unref(s->early[i]);
     free(s->early);
@@ -316,6 +317,7 @@ static void on_sse(hd_req_t *req, void *arg)
     s->d->on_abort = sse_on_abort;
     HD_HUB_STAT_ADD(w, transport_conns[HD_TP_SSE], 1);
     s->n_subs = (uint32_t)n;
+    s->subs = hd_calloc((size_t)n, sizeof(*s->subs));
     for (int i = 0; i < n; i++) {
         s->subs[i] =
             hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
