@@ -26,6 +26,11 @@ if [ "${FUZZ_SECONDS:-20}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; the
     done
 fi
 
+echo "== ThreadSanitizer: the lock-free mailboxes"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_TSAN=ON >/dev/null
+cmake --build build-tsan -j"$(nproc)" --target test_mpsc >/dev/null
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_mpsc
+
 echo "== build (ASan + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$(nproc)"
