@@ -13,6 +13,7 @@
  * (trimmed_seq). A resume from a sequence below it may have missed messages; so may one from
  * another epoch (ids of a previous process).
  */
+#include "herald/hmap.h"
 #include "herald/log.h"
 #include "herald/pubsub.h"
 
@@ -20,8 +21,8 @@
 #include <sys/time.h>
 
 typedef struct mchan_s {
-    struct mchan_s *next; /* hash chain */
-    hd_list_t lru;        /* broker->lru: least recently published first */
+    hd_hnode_t node; /* in broker->chans, keyed by name */
+    hd_list_t lru;   /* broker->lru: least recently published first */
     hd_message_t **ring;
     uint32_t cap, head, len;
     size_t bytes;
@@ -46,8 +47,7 @@ typedef struct mem_broker_s {
     uint64_t history_ttl_ms;
     size_t history_max_bytes;
     size_t max_memory_bytes;
-    mchan_t **buckets;
-    size_t n_buckets, n_chans;
+    hd_hmap_t chans;
     hd_list_t lru;
     uint64_t epoch, seq;
     size_t total_bytes;
@@ -67,46 +67,18 @@ static uint64_t wall_ms(void)
 
 /* ---- channels ---- */
 
-static uint64_t hash_name(const char *s, size_t n)
+static mchan_t *find_chan(mem_broker_t *b, const char *name, size_t len)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h;
-}
-
-static mchan_t **find_slot(mem_broker_t *b, const char *name, size_t len)
-{
-    mchan_t **pp = &b->buckets[hash_name(name, len) & (b->n_buckets - 1)];
-    while (*pp && !((*pp)->name_len == len && memcmp((*pp)->name, name, len) == 0))
-        pp = &(*pp)->next;
-    return pp;
-}
-
-static void grow(mem_broker_t *b)
-{
-    size_t n = b->n_buckets * 2;
-    mchan_t **nb = hd_calloc(n, sizeof(*nb));
-    for (size_t i = 0; i < b->n_buckets; i++) {
-        mchan_t *c = b->buckets[i], *next;
-        for (; c; c = next) {
-            next = c->next;
-            mchan_t **slot = &nb[hash_name(c->name, c->name_len) & (n - 1)];
-            c->next = *slot;
-            *slot = c;
-        }
-    }
-    free(b->buckets);
-    b->buckets = nb;
-    b->n_buckets = n;
+    hd_hnode_t *n = hd_hmap_find(&b->chans, name, len);
+    return n ? hd_container_of(n, mchan_t, node) : NULL;
 }
 
 static mchan_t *get_chan(mem_broker_t *b, const char *name, size_t len)
 {
-    mchan_t **slot = find_slot(b, name, len);
-    if (*slot)
-        return *slot;
-    mchan_t *c = hd_calloc(1, sizeof(*c));
+    mchan_t *c = find_chan(b, name, len);
+    if (c)
+        return c;
+    c = hd_calloc(1, sizeof(*c));
     memcpy(c->name, name, len);
     c->name_len = (uint8_t)len;
     c->cap = b->history_size;
@@ -115,11 +87,11 @@ static mchan_t *get_chan(mem_broker_t *b, const char *name, size_t len)
     /* A channel deleted earlier may have had messages under this name: ids older than now
      * cannot be vouched for. A node that never deleted a channel knows every channel's past. */
     c->trimmed_seq = b->has_deleted ? b->seq : 0;
+    c->node.key = c->name;
+    c->node.key_len = len;
+    hd_hmap_insert(&b->chans, &c->node);
     hd_list_insert_tail(&b->lru, &c->lru);
-    *slot = c;
-    if (++b->n_chans > b->n_buckets)
-        grow(b);
-    STAT_SET(b, channels, b->n_chans);
+    STAT_SET(b, channels, b->chans.n);
     return c;
 }
 
@@ -145,16 +117,13 @@ static void delete_chan(mem_broker_t *b, mchan_t *c)
 {
     while (c->len)
         drop_oldest(b, c);
-    mchan_t **slot = find_slot(b, c->name, c->name_len);
-    HD_ASSERT(*slot == c);
-    *slot = c->next;
+    hd_hmap_remove(&b->chans, &c->node);
     hd_list_remove(&c->lru);
-    b->n_chans--;
     b->has_deleted = 1;
     free(c->ring);
     free(c->subs);
     free(c);
-    STAT_SET(b, channels, b->n_chans);
+    STAT_SET(b, channels, b->chans.n);
 }
 
 static void maybe_delete(mem_broker_t *b, mchan_t *c)
@@ -312,7 +281,7 @@ static void do_subscribe(mem_broker_t *b, hd_breq_t *r)
 
 static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
 {
-    mchan_t *c = *find_slot(b, r->channel, strlen(r->channel));
+    mchan_t *c = find_chan(b, r->channel, strlen(r->channel));
     if (c && c->subs[r->worker->id] > 0) {
         c->subs[r->worker->id]--;
         c->subs_total--;
@@ -323,14 +292,14 @@ static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
 
 static void do_history(mem_broker_t *b, hd_breq_t *r)
 {
-    mchan_t *c = *find_slot(b, r->channel, strlen(r->channel));
+    mchan_t *c = find_chan(b, r->channel, strlen(r->channel));
     collect(b, c, r, r->limit);
     reply(b, r);
 }
 
 static void do_info(mem_broker_t *b, hd_breq_t *r)
 {
-    mchan_t *c = *find_slot(b, r->channel, strlen(r->channel));
+    mchan_t *c = find_chan(b, r->channel, strlen(r->channel));
     if (c) {
         r->found = 1;
         r->subscribers = c->subs_total;
@@ -422,18 +391,17 @@ static void mem_free(hd_broker_t *base)
     uv_async_send(&b->wakeup);
     uv_thread_join(&b->thread);
     uv_loop_close(&b->loop);
-    for (size_t i = 0; i < b->n_buckets; i++) {
-        mchan_t *c = b->buckets[i], *next;
-        for (; c; c = next) {
-            next = c->next;
-            while (c->len)
-                drop_oldest(b, c);
-            free(c->ring);
-            free(c->subs);
-            free(c);
-        }
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &b->lru)
+    {
+        mchan_t *c = hd_container_of(pos, mchan_t, lru);
+        while (c->len)
+            drop_oldest(b, c);
+        free(c->ring);
+        free(c->subs);
+        free(c);
     }
-    free(b->buckets);
+    hd_hmap_dispose(&b->chans);
     free(b);
 }
 
@@ -461,8 +429,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     b->history_ttl_ms = conf->history_ttl_ms;
     b->history_max_bytes = conf->history_max_bytes;
     b->max_memory_bytes = conf->max_memory_bytes;
-    b->n_buckets = 256;
-    b->buckets = hd_calloc(b->n_buckets, sizeof(*b->buckets));
+    hd_hmap_init(&b->chans, 256);
     hd_list_init(&b->lru);
     hd_mpsc_init(&b->mailbox);
     /* The epoch: this process's start in milliseconds. A restart loses history, and clients
@@ -470,7 +437,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     b->epoch = wall_ms();
     int rc = uv_loop_init(&b->loop);
     if (rc < 0) {
-        free(b->buckets);
+        hd_hmap_dispose(&b->chans);
         free(b);
         return rc;
     }
@@ -484,7 +451,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
         uv_close((uv_handle_t *)&b->ttl_timer, NULL);
         uv_run(&b->loop, UV_RUN_DEFAULT);
         uv_loop_close(&b->loop);
-        free(b->buckets);
+        hd_hmap_dispose(&b->chans);
         free(b);
         return rc;
     }

@@ -7,12 +7,13 @@
  * fan-out (its connection closed because it fell behind, say) is only marked dead; the fan-out
  * skips it and frees it when the pass is over, so the loop never walks freed memory.
  */
+#include "herald/hmap.h"
 #include "herald/pubsub.h"
 
 #include <string.h>
 
 typedef struct hd_lchan_s {
-    struct hd_lchan_s *next; /* hash chain */
+    hd_hnode_t node; /* in hub->chans, keyed by name */
     hd_list_t subs;
     uint32_t n_live;    /* linked subscribers */
     uint32_t n_pending; /* subscriptions waiting for the broker */
@@ -23,9 +24,7 @@ typedef struct hd_lchan_s {
 
 typedef struct hub_s {
     hd_worker_t *w;
-    hd_lchan_t **buckets;
-    size_t n_buckets;
-    size_t n_chans;
+    hd_hmap_t chans;
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
     uint64_t n_subs;
     hd_hub_stats_t stats;
@@ -41,52 +40,24 @@ static hub_t *hub_of(hd_worker_t *w)
     return w->modules[HD_MODULE_HUB];
 }
 
-static uint64_t hash_name(const char *s, size_t n)
+static hd_lchan_t *find_chan(hub_t *hub, const char *name, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h;
-}
-
-static hd_lchan_t **find_slot(hub_t *hub, const char *name, size_t len)
-{
-    hd_lchan_t **pp = &hub->buckets[hash_name(name, len) & (hub->n_buckets - 1)];
-    while (*pp && !((*pp)->name_len == len && memcmp((*pp)->name, name, len) == 0))
-        pp = &(*pp)->next;
-    return pp;
-}
-
-static void grow(hub_t *hub)
-{
-    size_t n = hub->n_buckets * 2;
-    hd_lchan_t **b = hd_calloc(n, sizeof(*b));
-    for (size_t i = 0; i < hub->n_buckets; i++) {
-        hd_lchan_t *c = hub->buckets[i], *next;
-        for (; c; c = next) {
-            next = c->next;
-            hd_lchan_t **slot = &b[hash_name(c->name, c->name_len) & (n - 1)];
-            c->next = *slot;
-            *slot = c;
-        }
-    }
-    free(hub->buckets);
-    hub->buckets = b;
-    hub->n_buckets = n;
+    hd_hnode_t *n = hd_hmap_find(&hub->chans, name, len);
+    return n ? hd_container_of(n, hd_lchan_t, node) : NULL;
 }
 
 static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
 {
-    hd_lchan_t **slot = find_slot(hub, name, len);
-    if (*slot)
-        return *slot;
-    hd_lchan_t *c = hd_calloc(1, sizeof(*c));
+    hd_lchan_t *c = find_chan(hub, name, len);
+    if (c)
+        return c;
+    c = hd_calloc(1, sizeof(*c));
     memcpy(c->name, name, len);
     c->name_len = (uint8_t)len;
+    c->node.key = c->name;
+    c->node.key_len = len;
     hd_list_init(&c->subs);
-    *slot = c;
-    if (++hub->n_chans > hub->n_buckets)
-        grow(hub);
+    hd_hmap_insert(&hub->chans, &c->node);
     return c;
 }
 
@@ -94,10 +65,7 @@ static void maybe_free_chan(hub_t *hub, hd_lchan_t *c)
 {
     if (c->n_live || c->n_pending || c->n_dead || hub->delivering == c)
         return;
-    hd_lchan_t **slot = find_slot(hub, c->name, c->name_len);
-    HD_ASSERT(*slot == c);
-    *slot = c->next;
-    hub->n_chans--;
+    hd_hmap_remove(&hub->chans, &c->node);
     free(c);
 }
 
@@ -105,9 +73,14 @@ void hd_hub_init(hd_worker_t *w)
 {
     hub_t *hub = hd_calloc(1, sizeof(*hub));
     hub->w = w;
-    hub->n_buckets = 64;
-    hub->buckets = hd_calloc(hub->n_buckets, sizeof(*hub->buckets));
+    hd_hmap_init(&hub->chans, 64);
     w->modules[HD_MODULE_HUB] = hub;
+}
+
+static void free_chan_node(hd_hnode_t *n, void *arg)
+{
+    (void)arg;
+    free(hd_container_of(n, hd_lchan_t, node));
 }
 
 void hd_hub_dispose(hd_worker_t *w)
@@ -117,14 +90,8 @@ void hd_hub_dispose(hd_worker_t *w)
         return;
     /* Transports unsubscribed everything when their connections closed; what is left is
      * pending requests whose replies will never come (the broker is gone). */
-    for (size_t i = 0; i < hub->n_buckets; i++) {
-        hd_lchan_t *c = hub->buckets[i], *next;
-        for (; c; c = next) {
-            next = c->next;
-            free(c);
-        }
-    }
-    free(hub->buckets);
+    hd_hmap_foreach(&hub->chans, free_chan_node, NULL);
+    hd_hmap_dispose(&hub->chans);
     free(hub);
     w->modules[HD_MODULE_HUB] = NULL;
 }
@@ -289,7 +256,7 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     free(d);
     HD_HUB_STAT_ADD(w, messages_in, 1);
     record_latency(w, m);
-    hd_lchan_t *c = *find_slot(hub, m->channel, m->channel_len);
+    hd_lchan_t *c = find_chan(hub, m->channel, m->channel_len);
     if (c && c->n_live)
         fan_out(hub, c, m);
     hd_message_unref(m);

@@ -215,7 +215,7 @@ void hd_message_json_object(hd_sbuf_t *sb, const hd_message_t *m)
     hd_sbuf_appends(sb, ",\"channel\":");
     append_json_string(sb, m->channel, m->channel_len);
     if (m->content_type[0]) {
-        hd_sbuf_appends(sb, ",\"type\":");
+        hd_sbuf_appends(sb, ",\"content_type\":");
         append_json_string(sb, m->content_type, strlen(m->content_type));
     }
     hd_sbuf_appends(sb, ",\"data\":");

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hmap.h: an intrusive hash map keyed by short byte strings (channel names). The entry embeds an
+ * hd_hnode_t whose key points into the entry itself; the map never allocates entries, only its
+ * bucket array, which doubles when the map holds more entries than buckets.
+ */
+#ifndef HERALD_HMAP_H
+#define HERALD_HMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hd_hnode_s {
+    struct hd_hnode_s *next;
+    uint64_t hash;
+    const char *key;
+    size_t key_len;
+} hd_hnode_t;
+
+typedef struct hd_hmap_s {
+    hd_hnode_t **buckets;
+    size_t n_buckets; /* a power of two */
+    size_t n;
+} hd_hmap_t;
+
+void hd_hmap_init(hd_hmap_t *m, size_t n_buckets);
+/* Frees the bucket array; the entries belong to the caller. */
+void hd_hmap_dispose(hd_hmap_t *m);
+hd_hnode_t *hd_hmap_find(const hd_hmap_t *m, const char *key, size_t len);
+/* Inserts node (key and key_len set by the caller; the key must not be in the map). */
+void hd_hmap_insert(hd_hmap_t *m, hd_hnode_t *node);
+void hd_hmap_remove(hd_hmap_t *m, hd_hnode_t *node);
+/* Visits every node; cb may remove the node it is given (and only that one). */
+void hd_hmap_foreach(hd_hmap_t *m, void (*cb)(hd_hnode_t *node, void *arg), void *arg);
+
+#endif

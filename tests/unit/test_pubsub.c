@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_pubsub.c: messages, ids and wire encodings (SSE lines, WebSocket frame headers, poll JSON),
+ * content-type classification, channel names, and incremental UTF-8 validation split at every
+ * offset.
+ */
+#include "herald/pubsub.h"
+#include "herald/utf8.h"
+#include "test.h"
+
+static hd_message_t *msg(const char *ct, const void *data, size_t len, uint64_t seq)
+{
+    hd_message_t *m = hd_message_new("news", 4, ct, data, len);
+    hd_message_set_id(m, 36 * 36 + 1, seq); /* epoch "101" in base 36 */
+    return m;
+}
+
+static char *text_of(hd_buf_t *b)
+{
+    char *s = hd_malloc(b->len + 1);
+    memcpy(s, b->data, b->len);
+    s[b->len] = '\0';
+    return s;
+}
+
+static void test_ids(void)
+{
+    char id[HD_ID_MAX];
+    size_t n = hd_id_format(id, sizeof(id), 36 * 36 + 1, 42);
+    T_EQ_STR(id, "101-42");
+    T_EQ_INT(n, 6);
+    uint64_t e, s;
+    T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
+    T_EQ_INT(e, 36 * 36 + 1);
+    T_EQ_INT(s, 42);
+    n = hd_id_format(id, sizeof(id), 0, 0);
+    T_EQ_STR(id, "0-0");
+    uint64_t big = UINT64_MAX / 2;
+    n = hd_id_format(id, sizeof(id), 1700000000000ull, big);
+    T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
+    T_EQ_INT(e, 1700000000000ull);
+    T_TRUE(s == big);
+    const char *bad[] = {"",
+                         "-",
+                         "1-",
+                         "-1",
+                         "12",
+                         "A-1",
+                         "1-x",
+                         "1-1-1",
+                         "1--1",
+                         "1-99999999999999999999",
+                         "abcdefghijklmn-1",
+                         "1 -1",
+                         "1-1 "};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++)
+        T_EQ_INT(hd_id_parse(bad[i], strlen(bad[i]), &e, &s), HD_EBADREQ);
+}
+
+static void test_channel_names(void)
+{
+    T_TRUE(hd_channel_name_valid("a", 1));
+    T_TRUE(hd_channel_name_valid("room-1.x_y:z@w", 14));
+    T_TRUE(!hd_channel_name_valid("", 0));
+    T_TRUE(!hd_channel_name_valid("a b", 3));
+    T_TRUE(!hd_channel_name_valid("a/b", 3));
+    char long_name[HD_CHANNEL_MAX + 1];
+    memset(long_name, 'x', sizeof(long_name));
+    T_TRUE(hd_channel_name_valid(long_name, HD_CHANNEL_MAX));
+    T_TRUE(!hd_channel_name_valid(long_name, HD_CHANNEL_MAX + 1));
+}
+
+static void test_content_types(void)
+{
+    const char *text[] = {"text/plain",
+                          "TEXT/HTML; charset=utf-8",
+                          "application/json",
+                          "application/ld+json",
+                          "application/vnd.x+json; v=1",
+                          "image/svg+xml",
+                          "application/x-www-form-urlencoded"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(text); i++)
+        T_TRUE(hd_content_type_is_text(text[i], strlen(text[i])));
+    const char *bin[] = {"application/octet-stream", "image/png", "application/protobuf"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bin); i++)
+        T_TRUE(!hd_content_type_is_text(bin[i], strlen(bin[i])));
+    /* a text type with invalid UTF-8 is binary; no type and valid UTF-8 is text */
+    hd_message_t *m = msg("text/plain", "\xff\xfe", 2, 1);
+    T_EQ_INT(m->is_text, 0);
+    hd_message_unref(m);
+    m = msg(NULL, "h\xc3\xa9", 3, 1);
+    T_TRUE(m->is_text);
+    hd_message_unref(m);
+}
+
+static void test_sse_encoding(void)
+{
+    hd_message_t *m = msg("text/plain", "a\nb\r\nc\rd", 8, 7);
+    hd_buf_t *b = hd_message_encode(m, HD_FMT_SSE);
+    char *s = text_of(b);
+    T_EQ_STR(s, "id: 101-7\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+    free(s);
+    hd_buf_unref(b);
+    b = hd_message_encode(m, HD_FMT_SSE_NAMED);
+    s = text_of(b);
+    T_EQ_STR(s, "id: 101-7\nevent: news\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+    /* trailing newline and empty payload */
+    m = msg("text/plain", "x\n", 2, 8);
+    b = hd_message_encode(m, HD_FMT_SSE);
+    s = text_of(b);
+    T_EQ_STR(s, "id: 101-8\ndata: x\ndata: \n\n");
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+    m = msg("text/plain", "", 0, 9);
+    b = hd_message_encode(m, HD_FMT_SSE);
+    s = text_of(b);
+    T_EQ_STR(s, "id: 101-9\ndata: \n\n");
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+    /* binary: base64 behind a comment */
+    m = msg("application/octet-stream", "\x00\xff", 2, 10);
+    b = hd_message_encode(m, HD_FMT_SSE);
+    s = text_of(b);
+    T_EQ_STR(s, "id: 101-10\n: base64\ndata: AP8=\n\n");
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+}
+
+static void check_frame(size_t len, size_t header_len, uint8_t len7)
+{
+    char *payload = hd_calloc(1, len ? len : 1);
+    hd_message_t *m = msg("application/octet-stream", payload, len, 1);
+    hd_buf_t *b = hd_message_encode(m, HD_FMT_WS_RAW);
+    T_EQ_INT(b->len, header_len + len);
+    T_EQ_INT((uint8_t)b->data[0], 0x82); /* FIN + binary */
+    T_EQ_INT((uint8_t)b->data[1], len7); /* never masked */
+    uint64_t got = len7 < 126 ? len7 : 0;
+    for (size_t i = 2; i < header_len; i++)
+        got = (got << 8) | (uint8_t)b->data[i];
+    T_TRUE(got == len);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+    free(payload);
+}
+
+static void test_ws_frames(void)
+{
+    check_frame(0, 2, 0);
+    check_frame(125, 2, 125);
+    check_frame(126, 4, 126);
+    check_frame(65535, 4, 126);
+    check_frame(65536, 10, 127);
+    hd_message_t *m = msg("text/plain", "hi", 2, 1);
+    hd_buf_t *b = hd_message_encode(m, HD_FMT_WS_RAW);
+    T_EQ_INT(b->len, 4);
+    T_EQ_INT((uint8_t)b->data[0], 0x81);
+    T_TRUE(memcmp(b->data + 2, "hi", 2) == 0);
+    hd_buf_unref(b);
+    b = hd_message_encode(m, HD_FMT_WS_ENVELOPE);
+    T_EQ_INT((uint8_t)b->data[0], 0x81);
+    char *s = text_of(b);
+    T_EQ_STR(s + 2,
+             "{\"type\":\"message\",\"id\":\"101-1\",\"channel\":\"news\",\"content_type\":\"text/"
+             "plain\",\"data\":\"hi\"}");
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+}
+
+static void test_json_objects(void)
+{
+    struct {
+        const char *ct, *data, *want;
+    } cases[] = {
+        {"application/json", "{\"a\":[1,2]}",
+         "{\"id\":\"101-1\",\"channel\":\"news\",\"content_type\":\"application/"
+         "json\",\"data\":{\"a\":[1,2]}}"},
+        {"application/json", "{broken",
+         "{\"id\":\"101-1\",\"channel\":\"news\",\"content_type\":\"application/"
+         "json\",\"data\":\"{broken\"}"},
+        {"text/plain", "q\"\\\n\t\x01",
+         "{\"id\":\"101-1\",\"channel\":\"news\",\"content_type\":\"text/"
+         "plain\",\"data\":\"q\\\"\\\\\\n\\t\\u0001\"}"},
+        {"", "plain", "{\"id\":\"101-1\",\"channel\":\"news\",\"data\":\"plain\"}"},
+        {"application/octet-stream", "\xff",
+         "{\"id\":\"101-1\",\"channel\":\"news\",\"content_type\":\"application/"
+         "octet-stream\",\"data\":\"/w==\","
+         "\"encoding\":\"base64\"}"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(cases); i++) {
+        hd_message_t *m = msg(cases[i].ct, cases[i].data, strlen(cases[i].data), 1);
+        hd_buf_t *b = hd_message_encode(m, HD_FMT_JSON);
+        char *s = text_of(b);
+        T_EQ_STR(s, cases[i].want);
+        free(s);
+        hd_buf_unref(b);
+        hd_message_unref(m);
+    }
+}
+
+static void test_utf8(void)
+{
+    const char *good[] = {"",
+                          "abc",
+                          "h\xc3\xa9",
+                          "\xe2\x82\xac",
+                          "\xf0\x9f\x98\x80",
+                          "\xed\x9f\xbf",
+                          "\xf4\x8f\xbf\xbf",
+                          "\xee\x80\x80"};
+    const char *bad[] = {"\xc0\xaf",         "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                         "\xf5\x80\x80\x80", "\xff",         "\x80",         "\xc3",
+                         "\xe2\x82",         "a\xc3("};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(good); i++) {
+        size_t len = strlen(good[i]);
+        T_TRUE(hd_utf8_valid(good[i], len));
+        for (size_t cut = 0; cut <= len; cut++) { /* split at every offset */
+            hd_utf8_t u;
+            hd_utf8_init(&u);
+            T_EQ_INT(hd_utf8_feed(&u, good[i], cut), 0);
+            T_EQ_INT(hd_utf8_feed(&u, good[i] + cut, len - cut), 0);
+            T_TRUE(hd_utf8_complete(&u));
+        }
+    }
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        size_t len = strlen(bad[i]);
+        T_TRUE(!hd_utf8_valid(bad[i], len));
+        for (size_t cut = 0; cut <= len; cut++) {
+            hd_utf8_t u;
+            hd_utf8_init(&u);
+            int rc = hd_utf8_feed(&u, bad[i], cut);
+            if (rc == 0)
+                rc = hd_utf8_feed(&u, bad[i] + cut, len - cut);
+            T_TRUE(rc != 0 || !hd_utf8_complete(&u));
+        }
+    }
+}
+
+static void test_refs(void)
+{
+    hd_message_t *m = msg("text/plain", "x", 1, 1);
+    T_TRUE(hd_message_ref(m) == m);
+    T_EQ_INT(m->refs, 2);
+    hd_message_unref(m);
+    hd_message_unref(m); /* freed: LeakSanitizer checks nothing is left */
+}
+
+int main(void)
+{
+    T_RUN(test_ids);
+    T_RUN(test_channel_names);
+    T_RUN(test_content_types);
+    T_RUN(test_sse_encoding);
+    T_RUN(test_ws_frames);
+    T_RUN(test_json_objects);
+    T_RUN(test_utf8);
+    T_RUN(test_refs);
+    T_DONE();
+}
