@@ -20,7 +20,7 @@ if [ "${FUZZ_SECONDS:-20}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; the
         work=$(mktemp -d)
         dict=(); [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${name#fuzz_}.dict")
         echo "-- $name"
-        build-fuzz/tests/"$name" "$work" "$corpus" "${dict[@]}" -max_total_time="${FUZZ_SECONDS:-20}" \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build-fuzz/tests/"$name" "$work" "$corpus" "${dict[@]}" -max_total_time="${FUZZ_SECONDS:-20}" \
             -rss_limit_mb=2048 -artifact_prefix=tests/fuzz/ -print_final_stats=1 2>&1 | tail -n 3
         rm -rf "$work"
     done

@@ -9,11 +9,11 @@
  * loop: long polling), or take the connection over for a stream (hd_http_take_over: SSE,
  * WebSocket).
  *
+ * Unknown paths (404) and wrong methods (405 + Allow) are answered and the connection goes on.
  * Limits, each answered with its status and then the connection is finished:
  *   request line/URL > max_url_size -> 414, header section > max_header_size -> 431,
  *   body > max_body_size -> 413, Content-Length with Transfer-Encoding or conflicting lengths
- *   -> 400, malformed -> 400, unknown path -> 404, wrong method -> 405 + Allow,
- *   unsupported Expect -> 417, header_timeout / body_timeout -> 408.
+ *   -> 400, malformed -> 400, unsupported Expect -> 417, header_timeout / body_timeout -> 408.
  */
 #ifndef HERALD_HTTP_H
 #define HERALD_HTTP_H

@@ -14,8 +14,11 @@ const char *hd_strerror(int err)
         return msg;
         HD_ERRNO_MAP(HD_ERR_MSG)
 #undef HD_ERR_MSG
-    default:
-        return err < 0 ? uv_strerror(err) : "success";
+    default: {
+        /* uv_strerror allocates (and leaks) for codes it does not know: use the _r form. */
+        static __thread char text[128];
+        return err < 0 ? uv_strerror_r(err, text, sizeof(text)) : "success";
+    }
     }
 }
 

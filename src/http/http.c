@@ -66,6 +66,8 @@ static int head_append(hd_http_t *h, const char *at, size_t len, size_t limit)
 {
     if (h->head_len + len > limit)
         return -1;
+    if (len == 0)
+        return 0; /* llhttp reports empty spans ("CONNECT \n"); head may still be NULL */
     if (h->head_len + len > h->head_cap) {
         size_t cap = h->head_cap ? h->head_cap * 2 : 1024;
         while (cap < h->head_len + len)
@@ -143,6 +145,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     hd_http_t *h = p->data;
+    hdr_off_t *cur = &h->hdrs[h->n_hdrs];
+    /* llhttp strips leading whitespace only; trailing OWS is not part of the value either. */
+    while (cur->value_len > 0 && (h->head[cur->value_off + cur->value_len - 1] == ' ' ||
+                                  h->head[cur->value_off + cur->value_len - 1] == '\t'))
+        cur->value_len--;
     if (++h->n_hdrs == MAX_HEADERS)
         return fail(h, HD_EHDRTOOBIG);
     memset(&h->hdrs[h->n_hdrs], 0, sizeof(h->hdrs[0]));
@@ -584,7 +591,9 @@ static void execute(hd_http_t *h, const char *data, size_t len)
         }
         int status = 400;
         const char *msg = llhttp_get_error_reason(&h->parser);
-        if (err == HPE_USER && h->error) {
+        /* Our callbacks set h->error; llhttp reports their failure as HPE_USER from a data
+         * callback but as HPE_CB_* from a notification (headers complete, value complete). */
+        if (h->error) {
             status = h->error > 0 ? h->error : hd_err_http_status(h->error);
             msg = h->error > 0 ? "expectation not supported" : hd_strerror(h->error);
         } else if (err == HPE_UNEXPECTED_CONTENT_LENGTH) {
@@ -641,7 +650,11 @@ static void http_on_eof(hd_conn_t *c)
     }
     if (llhttp_finish(&h->parser) != HPE_OK && h->phase != PHASE_IDLE)
         hd_conn_log(HD_LOG_DEBUG, c, "peer closed mid-request");
-    hd_conn_close(c);
+    /* A client that half-closes after pipelining still gets every response already queued. */
+    if (hd_conn_queued_bytes(c) > 0)
+        hd_conn_finish(c);
+    else
+        hd_conn_close(c);
 }
 
 static void http_on_timeout(hd_conn_t *c)

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/* test_common.c: unit tests of src/core/common.c and common.h: the error table and hd_list. */
+#include "herald/common.h"
+
+#include "test.h"
+
+#include <uv.h>
+
+typedef struct err_row_s {
+    int code;
+    int status;
+    int ws_close;
+    const char *msg;
+} err_row_t;
+
+/* Written out by hand, not generated from HD_ERRNO_MAP, so a change to the table is noticed. */
+static const err_row_t rows[] = {
+    {HD_EBADREQ, 400, 1002, "malformed request"},
+    {HD_EURITOOLONG, 414, 1009, "request line or URL too long"},
+    {HD_EHDRTOOBIG, 431, 1009, "request header section too large"},
+    {HD_EBODYTOOBIG, 413, 1009, "request body too large"},
+    {HD_ENOTFOUND, 404, 1008, "not found"},
+    {HD_EMETHOD, 405, 1008, "method not allowed"},
+    {HD_EOVERLOAD, 503, 1013, "server overloaded, retry later"},
+    {HD_ETIMEOUT, 408, 1001, "timed out"},
+    {HD_ETLS, 400, 1002, "TLS failure"},
+    {HD_ECONF, 500, 1011, "configuration error"},
+    {HD_ESHUTDOWN, 503, 1001, "server shutting down"},
+    {HD_EFRAMING, 400, 1002, "conflicting message framing"},
+};
+
+static void test_error_table(void)
+{
+    for (size_t i = 0; i < HD_ARRAY_SIZE(rows); i++) {
+        T_EQ_STR(hd_strerror(rows[i].code), rows[i].msg);
+        T_EQ_INT(hd_err_http_status(rows[i].code), rows[i].status);
+        T_EQ_INT(hd_err_ws_close(rows[i].code), rows[i].ws_close);
+    }
+    /* Every code is distinct and outside libuv's range. */
+    for (size_t i = 0; i < HD_ARRAY_SIZE(rows); i++) {
+        T_TRUE(rows[i].code <= -10000);
+        for (size_t j = i + 1; j < HD_ARRAY_SIZE(rows); j++)
+            T_TRUE(rows[i].code != rows[j].code);
+    }
+    /* The table has exactly the rows above. */
+    size_t n = 0;
+#define COUNT_ROW(name, val, status, close, msg) n++;
+    HD_ERRNO_MAP(COUNT_ROW)
+#undef COUNT_ROW
+    T_EQ_INT(n, HD_ARRAY_SIZE(rows));
+}
+
+static void test_uv_codes(void)
+{
+    T_EQ_STR(hd_strerror(UV_ECONNRESET), uv_strerror(UV_ECONNRESET));
+    T_EQ_STR(hd_strerror(UV_ENOENT), uv_strerror(UV_ENOENT));
+    T_EQ_INT(hd_err_http_status(UV_ECONNRESET), 500);
+    T_EQ_INT(hd_err_ws_close(UV_ECONNRESET), 1011);
+    T_EQ_STR(hd_strerror(0), "success");
+    T_EQ_INT(hd_err_http_status(0), 500);
+    T_EQ_INT(hd_err_ws_close(0), 1011);
+}
+
+typedef struct item_s {
+    int value;
+    hd_list_t link;
+} item_t;
+
+static void expect_list(hd_list_t *head, const int *values, size_t n)
+{
+    size_t i = 0;
+    for (hd_list_t *p = head->next; p != head; p = p->next, i++) {
+        T_TRUE(i < n);
+        T_EQ_INT(hd_container_of(p, item_t, link)->value, values[i]);
+        T_TRUE(p->next->prev == p);
+    }
+    T_EQ_INT(i, n);
+    i = n;
+    for (hd_list_t *p = head->prev; p != head; p = p->prev)
+        T_EQ_INT(hd_container_of(p, item_t, link)->value, values[--i]);
+    T_EQ_INT(i, 0);
+}
+
+static void test_list(void)
+{
+    hd_list_t head;
+    hd_list_init(&head);
+    T_TRUE(hd_list_empty(&head));
+    expect_list(&head, NULL, 0);
+
+    item_t items[5];
+    for (int i = 0; i < 5; i++) {
+        items[i].value = i;
+        hd_list_init(&items[i].link);
+        T_TRUE(!hd_list_linked(&items[i].link));
+    }
+    /* A zeroed node is not linked either. */
+    hd_list_t zero = {NULL, NULL};
+    T_TRUE(!hd_list_linked(&zero));
+
+    for (int i = 0; i < 5; i++)
+        hd_list_insert_tail(&head, &items[i].link);
+    T_TRUE(!hd_list_empty(&head));
+    for (int i = 0; i < 5; i++)
+        T_TRUE(hd_list_linked(&items[i].link));
+    expect_list(&head, (const int[]){0, 1, 2, 3, 4}, 5);
+
+    /* Remove the middle, the head and the tail; removed nodes are unlinked and reusable. */
+    hd_list_remove(&items[2].link);
+    T_TRUE(!hd_list_linked(&items[2].link));
+    expect_list(&head, (const int[]){0, 1, 3, 4}, 4);
+    hd_list_remove(&items[0].link);
+    hd_list_remove(&items[4].link);
+    expect_list(&head, (const int[]){1, 3}, 2);
+    hd_list_insert_tail(&head, &items[2].link);
+    expect_list(&head, (const int[]){1, 3, 2}, 3);
+
+    /* The safe iterator allows removing the current node. */
+    hd_list_t *pos, *tmp;
+    int seen = 0;
+    hd_list_foreach_safe(pos, tmp, &head)
+    {
+        item_t *it = hd_container_of(pos, item_t, link);
+        seen++;
+        if (it->value != 2)
+            hd_list_remove(pos);
+    }
+    T_EQ_INT(seen, 3);
+    expect_list(&head, (const int[]){2}, 1);
+    hd_list_foreach_safe(pos, tmp, &head)
+    {
+        hd_list_remove(pos);
+    }
+    T_TRUE(hd_list_empty(&head));
+    expect_list(&head, NULL, 0);
+}
+
+static void test_alloc_helpers(void)
+{
+    char *s = hd_strdup("herald");
+    T_EQ_STR(s, "herald");
+    free(s);
+    s = hd_strndup("herald", 3);
+    T_EQ_STR(s, "her");
+    free(s);
+    int *z = hd_calloc(4, sizeof(int));
+    T_EQ_INT(z[0] | z[1] | z[2] | z[3], 0);
+    z = hd_realloc(z, 100 * sizeof(int));
+    T_EQ_INT(z[3], 0);
+    free(z);
+    void *p = hd_malloc(0); /* never NULL */
+    T_TRUE(p != NULL);
+    free(p);
+    uint64_t a = hd_now_ms(), b = hd_now_ms();
+    T_TRUE(b >= a);
+}
+
+int main(void)
+{
+    T_RUN(test_error_table);
+    T_RUN(test_uv_codes);
+    T_RUN(test_list);
+    T_RUN(test_alloc_helpers);
+    T_DONE();
+}
