@@ -109,7 +109,7 @@ static const directive_t directives[] = {
 
     /* HTTP */
     D("max_url_size", T_SIZE, max_url_bytes, "8k", "256", "1m", RELOAD,
-      "longest request line (method, URL, version) accepted; longer is answered 414"),
+      "longest request URL (path and query) accepted; longer is answered 414"),
     D("max_header_size", T_SIZE, max_header_bytes, "16k", "1k", "1m", RELOAD,
       "largest request header section accepted; larger is answered 431"),
     D("max_body_size", T_SIZE, max_body_bytes, "1m", "0", "1g", RELOAD,
