@@ -11,7 +11,10 @@
  *
  * Gap detection: each channel remembers the highest sequence that ever left its history
  * (trimmed_seq). A resume from a sequence below it may have missed messages; so may one from
- * another epoch (ids of a previous process).
+ * another epoch (ids of a previous process). A deleted channel leaves its trimmed_seq in a
+ * fixed table of tombstones indexed by a hash of its name, where a channel of that name made
+ * again (or asked about while gone) finds it: a collision only makes a gap report cautious,
+ * and a quiet channel is never reported as having lost history it never had.
  */
 #include "herald/hmap.h"
 #include "herald/log.h"
@@ -51,12 +54,21 @@ typedef struct mem_broker_s {
     hd_list_t lru;
     uint64_t epoch, seq;
     size_t total_bytes;
-    unsigned has_deleted : 1;
-    int is_stopping;         /* atomic: set by the thread that frees the broker */
+    uint64_t *tombs; /* N_TOMBS: highest sequence lost with a deleted channel, by name hash */
+    int is_stopping; /* atomic: set by the thread that frees the broker */
     hd_broker_stats_t stats; /* written here, read by workers (relaxed) */
 } mem_broker_t;
 
 #define STAT_SET(b, f, v) __atomic_store_n(&(b)->stats.f, (v), __ATOMIC_RELAXED)
+#define N_TOMBS           65536
+
+static uint64_t *tomb_of(mem_broker_t *b, const char *name, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 1099511628211ull;
+    return &b->tombs[h & (N_TOMBS - 1)];
+}
 
 static uint64_t wall_ms(void)
 {
@@ -84,9 +96,8 @@ static mchan_t *get_chan(mem_broker_t *b, const char *name, size_t len)
     c->cap = b->history_size;
     c->ring = c->cap ? hd_calloc(c->cap, sizeof(*c->ring)) : NULL;
     c->subs = hd_calloc(b->n_workers, sizeof(*c->subs));
-    /* A channel deleted earlier may have had messages under this name: ids older than now
-     * cannot be vouched for. A node that never deleted a channel knows every channel's past. */
-    c->trimmed_seq = b->has_deleted ? b->seq : 0;
+    /* A channel deleted earlier may have had messages under this name. */
+    c->trimmed_seq = *tomb_of(b, name, len);
     c->node.key = c->name;
     c->node.key_len = len;
     hd_hmap_insert(&b->chans, &c->node);
@@ -119,7 +130,9 @@ static void delete_chan(mem_broker_t *b, mchan_t *c)
         drop_oldest(b, c);
     hd_hmap_remove(&b->chans, &c->node);
     hd_list_remove(&c->lru);
-    b->has_deleted = 1;
+    uint64_t *tomb = tomb_of(b, c->name, c->name_len);
+    if (c->trimmed_seq > *tomb)
+        *tomb = c->trimmed_seq;
     free(c->ring);
     free(c->subs);
     free(c);
@@ -250,6 +263,8 @@ static void collect(mem_broker_t *b, mchan_t *c, hd_breq_t *r, size_t limit)
             r->gap = 1;
         else if (c && r->since_seq < c->trimmed_seq)
             r->gap = 1;
+        else if (!c && r->since_seq < *tomb_of(b, r->channel, strlen(r->channel)))
+            r->gap = 1; /* deleted after it lost messages */
     }
     size_t n = c ? c->len - start : 0;
     if (limit && n > limit)
@@ -402,6 +417,7 @@ static void mem_free(hd_broker_t *base)
         free(c);
     }
     hd_hmap_dispose(&b->chans);
+    free(b->tombs);
     free(b);
 }
 
@@ -430,6 +446,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     b->history_max_bytes = conf->history_max_bytes;
     b->max_memory_bytes = conf->max_memory_bytes;
     hd_hmap_init(&b->chans, 256);
+    b->tombs = hd_calloc(N_TOMBS, sizeof(*b->tombs));
     hd_list_init(&b->lru);
     hd_mpsc_init(&b->mailbox);
     /* The epoch: this process's start in milliseconds. A restart loses history, and clients
@@ -438,6 +455,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     int rc = uv_loop_init(&b->loop);
     if (rc < 0) {
         hd_hmap_dispose(&b->chans);
+        free(b->tombs);
         free(b);
         return rc;
     }
@@ -452,6 +470,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
         uv_run(&b->loop, UV_RUN_DEFAULT);
         uv_loop_close(&b->loop);
         hd_hmap_dispose(&b->chans);
+        free(b->tombs);
         free(b);
         return rc;
     }

@@ -14,6 +14,10 @@
  * The response has no length: the body runs until the connection closes. retry: is sent with
  * per-connection jitter; a comment line every sse_heartbeat keeps proxies from timing out. A
  * client more than max_queue_bytes behind gets a final comment and is disconnected.
+ *
+ * Replayed history may be larger than max_queue_bytes (history_max_bytes is per channel): it is
+ * written as the client reads, max_queue_bytes at a time, and live events wait behind it; only
+ * live events that pile up past max_queue_bytes make a client "too far behind".
  */
 #include "herald/transport.h"
 
@@ -29,14 +33,16 @@ typedef struct sse_s {
     hd_worker_t *w;
     hd_deferred_t *d; /* until the stream starts */
     hd_conn_t *conn;  /* once it has */
-    hd_sub_t **subs; /* n_subs of them: an idle stream stays small */
+    hd_sub_t **subs;  /* n_subs of them: an idle stream stays small */
     uint32_t n_subs, n_ready;
-    hd_message_t **early; /* history and live messages before the stream starts */
-    size_t n_early, cap_early, early_bytes;
-    char *gaps; /* channels whose history may be incomplete, '\0'-separated */
+    hd_message_t **early; /* history and live messages not written yet, by sequence */
+    size_t n_early, cap_early, early_sent;
+    size_t live_bytes; /* payload bytes of the live messages in early */
+    char *gaps;        /* channels whose history may be incomplete, '\0'-separated */
     size_t gaps_len;
     unsigned is_named : 1;
     unsigned is_failed : 1;
+    unsigned is_replaying : 1; /* streaming, and early is still being written */
 } sse_t;
 
 static const hd_conn_ops_t sse_conn_ops;
@@ -67,7 +73,6 @@ static void keep_early(sse_t *s, hd_message_t *m)
         s->early = hd_realloc(s->early, s->cap_early * sizeof(*s->early));
     }
     s->early[s->n_early++] = hd_message_ref(m);
-    s->early_bytes += m->len;
 }
 
 static int by_seq(const void *a, const void *b)
@@ -76,22 +81,52 @@ static int by_seq(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static void drop_slow(sse_t *s)
+{
+    hd_conn_t *c = s->conn;
+    static const char bye[] = ": disconnected: this client fell too far behind; "
+                              "reconnect with Last-Event-ID to resume\n\n";
+    hd_conn_send_copy(c, bye, sizeof(bye) - 1);
+    HD_HUB_STAT_ADD(s->w, slow_dropped, 1);
+    hd_conn_log(HD_LOG_INFO, c, "slow subscriber disconnected (%zu bytes queued)",
+                hd_conn_queued_bytes(c));
+    hd_conn_finish(c);
+}
+
 /* Queues bytes unless the client is too far behind, in which case it is let go. */
 static int send_or_drop(sse_t *s, hd_buf_t *b)
 {
     hd_conn_t *c = s->conn;
     if (hd_conn_queued_bytes(c) + b->len > hd_worker_conf(s->w)->max_queue_bytes) {
-        static const char bye[] = ": disconnected: this client fell too far behind; "
-                                  "reconnect with Last-Event-ID to resume\n\n";
-        hd_conn_send_copy(c, bye, sizeof(bye) - 1);
-        HD_HUB_STAT_ADD(s->w, slow_dropped, 1);
-        hd_conn_log(HD_LOG_INFO, c, "slow subscriber disconnected (%zu bytes queued)",
-                    hd_conn_queued_bytes(c));
-        hd_conn_finish(c);
+        drop_slow(s);
         return -1;
     }
     hd_conn_send(c, b, 0, b->len);
     return 0;
+}
+
+/* Writes what early still holds, max_queue_bytes at a time (at least one event); the rest goes
+ * when the connection drained. Live events follow once early is empty. */
+static void replay(sse_t *s)
+{
+    hd_conn_t *c = s->conn;
+    size_t max = hd_worker_conf(s->w)->max_queue_bytes;
+    int fmt = s->is_named ? HD_FMT_SSE_NAMED : HD_FMT_SSE;
+    while (s->early_sent < s->n_early) {
+        hd_message_t *m = s->early[s->early_sent];
+        if (hd_conn_queued_bytes(c) > 0 && hd_conn_queued_bytes(c) + m->len > max)
+            return; /* on_drain comes back */
+        hd_buf_t *b = hd_message_encode(m, fmt);
+        hd_conn_send(c, b, 0, b->len);
+        hd_buf_unref(b);
+        s->early_sent++;
+    }
+    for (size_t i = 0; i < s->n_early; i++)
+        hd_message_unref(s->early[i]);
+    free(s->early);
+    s->early = NULL;
+    s->n_early = s->cap_early = s->early_sent = s->live_bytes = 0;
+    s->is_replaying = 0;
 }
 
 static void start_stream(sse_t *s)
@@ -116,21 +151,11 @@ static void start_stream(sse_t *s)
     hd_buf_t *head = hd_sbuf_finish(&sb);
     hd_conn_send(c, head, 0, head->len);
     hd_buf_unref(head);
-    qsort(s->early, s->n_early, sizeof(*s->early), by_seq);
-    int fmt = s->is_named ? HD_FMT_SSE_NAMED : HD_FMT_SSE;
-    for (size_t i = 0; i < s->n_early; i++) {
-        hd_buf_t *b = hd_message_encode(s->early[i], fmt);
-        int rc = send_or_drop(s, b);
-        hd_buf_unref(b);
-        if (rc < 0)
-            return;
-    }
-    for (size_t i = 0; i < s->n_early; i++)
-        hd_message_unref(s->early[i]);
-    free(s->early);
-    s->early = NULL;
-    s->n_early = s->cap_early = s->early_bytes = 0;
+    if (s->n_early > 1)
+        qsort(s->early, s->n_early, sizeof(*s->early), by_seq);
     hd_conn_set_timeout(c, conf->sse_heartbeat_ms);
+    s->is_replaying = 1;
+    replay(s);
 }
 
 static void fail_stream(sse_t *s, int err)
@@ -168,13 +193,18 @@ static void sub_on_ready(hd_sub_t *sub, hd_message_t *const *msgs, size_t n, int
 static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
 {
     sse_t *s = sub->data;
-    if (s->d) {
-        /* Another channel of this stream is not live yet: hold it, sent in order at start. */
-        if (s->early_bytes + m->len > hd_worker_conf(s->w)->max_queue_bytes) {
-            fail_stream(s, HD_EOVERLOAD);
+    if (s->d || s->is_replaying) {
+        /* Another channel of this stream is not live yet, or history is still being written:
+         * hold it, it goes out in order after what is before it. */
+        if (s->live_bytes + m->len > hd_worker_conf(s->w)->max_queue_bytes) {
+            if (s->d)
+                fail_stream(s, HD_EOVERLOAD);
+            else
+                drop_slow(s);
             return;
         }
         keep_early(s, m);
+        s->live_bytes += m->len;
         return;
     }
     send_or_drop(s, encoded);
@@ -192,6 +222,13 @@ static void sse_on_data(hd_conn_t *c, const char *data, size_t len)
     (void)c; /* an EventSource sends nothing more; ignore whatever comes */
     (void)data;
     (void)len;
+}
+
+static void sse_on_drain(hd_conn_t *c)
+{
+    sse_t *s = c->data;
+    if (s->is_replaying)
+        replay(s);
 }
 
 static void sse_on_timeout(hd_conn_t *c)
@@ -225,6 +262,7 @@ static void sse_on_close(hd_conn_t *c)
 static const hd_conn_ops_t sse_conn_ops = {
     .name = "sse",
     .on_data = sse_on_data,
+    .on_drain = sse_on_drain,
     .on_timeout = sse_on_timeout,
     .on_shutdown = sse_on_shutdown,
     .on_close = sse_on_close,

@@ -1,0 +1,282 @@
+# SPDX-License-Identifier: MIT
+"""End to end in a real browser: headless Debian chromium runs tests/integration/browser/page.html,
+served by a small HTTP server of this test on another port than herald (so the page's
+EventSource is a cross-origin request and herald's CORS headers matter). The page opens an
+EventSource on /sse/{channel} and, when src/transport/websocket.c exists and /ws upgrades, a
+WebSocket on /ws/{channel}; the test publishes over HTTP; the page POSTs what it received back
+to the test's server, where it is compared exactly (payloads, ids, order).
+
+The second test restarts herald on the same port: the browser's EventSource reconnects on its
+own with Last-Event-ID (an id of the old epoch), and must get the herald-gap notice and then the
+new messages.
+"""
+import http.client
+import http.server
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "page.html")
+WAIT = 30.0
+
+
+def publish(port, channel, body, ctype="text/plain; charset=utf-8"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/pub/" + channel, body=body.encode(),
+                     headers={"Content-Type": ctype})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise AssertionError("publish: %d %r" % (r.status, data))
+        return json.loads(data)["id"]
+    finally:
+        conn.close()
+
+
+def get_json(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+class PageServer:
+    """Serves page.html and collects the page's reports (POST /report/{kind})."""
+
+    def __init__(self):
+        self.reports = queue.Queue()
+        reports = self.reports
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if urllib.parse.urlsplit(self.path).path != "/page.html":
+                    self.send_error(404)
+                    return
+                with open(PAGE, "rb") as f:
+                    body = f.read()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                m = re.match(r"^/report/([a-z]+)$", self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if not m:
+                    self.send_error(404)
+                    return
+                reports.put((m.group(1), json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def next(self, kinds, timeout=WAIT):
+        """The next report of one of kinds (others are kept in `seen`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %s report from the page within %.0f s" % (kinds, timeout))
+            try:
+                kind, body = self.reports.get(timeout=left)
+            except queue.Empty:
+                continue
+            if kind in kinds:
+                return kind, body
+
+
+class Browser:
+    """Headless chromium on one URL, in a process group of its own (killed by its id)."""
+
+    def __init__(self, url):
+        self.profile = tempfile.mkdtemp(prefix="herald-chromium-")
+        self.log = open(os.path.join(self.profile, "chromium.log"), "w+b")
+        argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--disable-extensions", "--user-data-dir=" + self.profile, url]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        else:
+            try:  # helpers left behind by a browser that already exited
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def websocket_available(port):
+    """None if /ws/{channel} upgrades, else why not."""
+    src = os.path.join(hh.HERALD_SRC, "src", "transport", "websocket.c")
+    if not os.path.exists(src):
+        return "src/transport/websocket.c does not exist yet"
+    try:
+        with hh.Client(port) as c:
+            r = c.request("GET", "/ws/probe", {
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    except (OSError, hh.ConnectionClosed, hh.HeraldError) as e:
+        return "GET /ws/probe failed: %r" % e
+    if r.status != 101:
+        return "GET /ws/probe answered %d, not 101" % r.status
+    return None
+
+
+def reassembled(payload):
+    """What an EventSource hands the page for a text payload (CR, CRLF become LF)."""
+    return "\n".join(re.split(r"\r\n|\r|\n", payload))
+
+
+class TestBrowser(hh.HeraldTestCase):
+    CONF = {"sse_retry": "200ms", "history_size": "100"}
+
+    def setUp(self):
+        if not os.access(CHROMIUM, os.X_OK):
+            self.skipTest("%s is not installed (scripts/deps.sh test installs chromium)"
+                          % CHROMIUM)
+        self.pages = PageServer()
+        self.addCleanup(self.pages.close)
+
+    def open_page(self, herald_port, channel, n, ws):
+        url = "http://127.0.0.1:%d/page.html?%s" % (self.pages.port, urllib.parse.urlencode(
+            {"herald": herald_port, "channel": channel, "n": n, "ws": int(ws)}))
+        b = Browser(url)
+        self.addCleanup(b.close)
+        return b
+
+    def wait_opens(self, browser, transports):
+        want = sorted(transports)
+        opened = []
+        while sorted(opened) != want:
+            try:
+                kind, body = self.pages.next(("open", "error"))
+            except AssertionError as e:
+                raise AssertionError("%s; opened %r; chromium said:\n%s" % (e, opened,
+                                                                          browser.output()))
+            if kind == "error" and body.get("transport") == "ws":
+                self.fail("the page's WebSocket failed: %r" % body)
+            if kind == "open":
+                opened.append(body["transport"])
+
+    def test_eventsource_and_websocket_receive_published_events(self):
+        h = self.start_herald(conf=self.CONF, workers=2)
+        why = websocket_available(h.port)
+        use_ws = why is None
+        if not use_ws:
+            sys.stderr.write("[WebSocket part skipped: %s] " % why)
+        payloads = [
+            ("hello from herald", "text/plain; charset=utf-8"),
+            ("multi\nline\r\ncrlf\rcr", "text/plain; charset=utf-8"),
+            ('{"k":"v","n":[1,2,3]}', "application/json"),
+            ("unicode \u00e9\u2603\U0001F600", "text/plain; charset=utf-8"),
+            ("  spaces, data: and : colons  ", "text/plain"),
+        ]
+        channel = "browser"
+        browser = self.open_page(h.port, channel, len(payloads), use_ws)
+        self.wait_opens(browser, ["sse", "ws"] if use_ws else ["sse"])
+        wait_for(lambda: get_json(h.port, "/channels/" + channel)[1].get("subscribers")
+                 == (2 if use_ws else 1), what="the page's subscriptions")
+        ids = [publish(h.port, channel, p, t) for p, t in payloads]
+        try:
+            _, got = self.pages.next(("done",))
+        except AssertionError as e:
+            raise AssertionError("%s; chromium said:\n%s" % (e, browser.output()))
+        self.assertEqual([(g["type"], g["id"], g["data"]) for g in got["sse"]],
+                         [("message", i, reassembled(p)) for i, (p, _) in zip(ids, payloads)])
+        self.assertEqual({g["origin"] for g in got["sse"]}, {"http://127.0.0.1:%d" % h.port})
+        if use_ws:
+            self.assertEqual(got["ws"], [{"text": p} for p, _ in payloads])
+
+    def test_eventsource_reconnects_with_last_event_id_after_restart(self):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        listen = ("127.0.0.1:%d" % port,)
+        h1 = self.start_herald(conf=self.CONF, listens=listen)
+        channel = "browser-again"
+        browser = self.open_page(port, channel, 4, False)
+        self.wait_opens(browser, ["sse"])
+        old = [publish(port, channel, "old %d" % i) for i in range(2)]
+        wait_for(lambda: get_json(port, "/channels/" + channel)[1].get("subscribers") == 1,
+                 what="the page's subscription")
+        h1.stop()
+        h2 = self.start_herald(conf=self.CONF, listens=listen)
+        self.wait_opens(browser, ["sse"])  # the browser came back by itself
+        wait_for(lambda: get_json(port, "/channels/" + channel)[1].get("subscribers") == 1,
+                 what="the page's new subscription")
+        new = publish(port, channel, "new 0")
+        try:
+            _, got = self.pages.next(("done",))
+        except AssertionError as e:
+            raise AssertionError("%s; chromium said:\n%s" % (e, browser.output()))
+        sse = got["sse"]
+        self.assertEqual([(g["type"], g["id"], g["data"]) for g in sse[:2]],
+                         [("message", old[0], "old 0"), ("message", old[1], "old 1")])
+        self.assertEqual(sse[2]["type"], "herald-gap")
+        self.assertEqual(json.loads(sse[2]["data"])["channel"], channel)
+        self.assertEqual((sse[3]["type"], sse[3]["id"], sse[3]["data"]), ("message", new, "new 0"))
+        h2.stop()
+
+
+if __name__ == "__main__":
+    hh.main()
