@@ -112,12 +112,24 @@ static int header_limit_check(hd_http_t *h, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9110 tchar: Debian's llhttp is built loose and lets spaces and separators into names. */
+static int is_token_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     hd_http_t *h = p->data;
     hdr_off_t *cur = &h->hdrs[h->n_hdrs]; /* zeroed when the previous header completed */
     if (cur->name_len == 0)
         cur->name_off = (uint32_t)h->head_len;
+    /* A field name is a token: whitespace before the colon must be refused (RFC 9112 5.1). */
+    for (size_t i = 0; i < len; i++) {
+        if (!is_token_char((unsigned char)at[i]))
+            return fail(h, HD_EBADREQ);
+    }
     if (header_limit_check(h, at, len) < 0)
         return fail(h, HD_EHDRTOOBIG);
     cur->name_len += (uint32_t)len;
@@ -179,6 +191,10 @@ static int on_headers_complete(llhttp_t *p)
     hd_http_t *h = p->data;
     const hd_conf_t *conf = conf_of(h);
     size_t len;
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        if (h->hdrs[i].name_len == 0)
+            return fail(h, HD_EBADREQ); /* ": value": a field name is at least one tchar */
+    }
     const char *expect = find_header(h, "expect", &len);
     if (p->flags & F_CONTENT_LENGTH && p->content_length > conf->max_body_bytes)
         return fail(h, HD_EBODYTOOBIG);
@@ -678,6 +694,10 @@ static void http_on_shutdown(hd_conn_t *c)
     hd_http_t *h = c->data;
     if (h->phase == PHASE_HANDLING || h->phase == PHASE_BODY) {
         h->is_closing_after = 1; /* the response in progress will say Connection: close */
+        /* A held request (long poll) would keep the node up until its own timeout and then be
+         * dropped unanswered: let it time out now, so its client gets an answer and re-polls. */
+        if (h->deferred && h->deferred->on_timeout)
+            h->deferred->on_timeout(h->deferred);
         return;
     }
     hd_conn_close(c);

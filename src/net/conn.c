@@ -9,7 +9,8 @@
 
 #include <string.h>
 
-#define LINGER_MS 2000
+#define LINGER_MS 2000        /* discarding what the peer sends after our last byte */
+#define FINISH_SEND_MS 30000  /* a finishing connection must drain some output this often */
 
 static void flush(hd_conn_t *c);
 
@@ -86,6 +87,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    if (nread == UV_EOF)
+        c->is_reading = 0; /* libuv stops reading at EOF; a linger re-reads to see it again */
     if (nread == UV_EOF && c->ops->on_eof) {
         c->ops->on_eof(c);
         return;
@@ -183,6 +186,8 @@ static void on_write(uv_write_t *req, int status)
         hd_conn_close(c);
         return;
     }
+    if (c->is_finishing)
+        hd_conn_set_timeout(c, FINISH_SEND_MS); /* progress: the peer is still reading */
     if (c->q_len > 0) {
         flush(c);
         return;
@@ -313,7 +318,9 @@ void hd_conn_finish(hd_conn_t *c)
         queue_tls_output(c);
     }
     c->is_finishing = 1;
-    hd_conn_set_timeout(c, LINGER_MS);
+    /* Until the output is written, only a peer that stops reading for FINISH_SEND_MS is cut
+     * off; the linger proper (LINGER_MS) starts once the write side is shut down. */
+    hd_conn_set_timeout(c, FINISH_SEND_MS);
     if (!c->is_writing && c->q_len == 0)
         start_linger(c);
 }
