@@ -9,8 +9,8 @@
 
 #include <string.h>
 
-#define LINGER_MS 2000        /* discarding what the peer sends after our last byte */
-#define FINISH_SEND_MS 30000  /* a finishing connection must drain some output this often */
+#define LINGER_MS      2000  /* discarding what the peer sends after our last byte */
+#define FINISH_SEND_MS 30000 /* a finishing connection must drain some output this often */
 
 static void flush(hd_conn_t *c);
 
