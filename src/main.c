@@ -97,6 +97,7 @@ static void register_routes(hd_router_t *r)
     hd_publish_register(r);
     hd_poll_register(r);
     hd_sse_register(r);
+    hd_ws_register(r);
 }
 
 /* ---- process ---- */
@@ -329,6 +330,14 @@ int main(int argc, char **argv)
         app.exit_code = EXIT_START;
         goto out;
     }
+    /* Before the hubs and the broker exist: failing here has only the server to undo. */
+    if (app.conf->pidfile && write_pidfile(app.conf->pidfile) < 0) {
+        hd_log_error("cannot start: cannot write pidfile %s", app.conf->pidfile);
+        hd_server_free(app.server);
+        app.server = NULL;
+        app.exit_code = EXIT_START;
+        goto out;
+    }
     for (unsigned k = 0; k < hd_server_worker_count(app.server); k++)
         hd_hub_init(hd_server_worker(app.server, k));
     hd_broker_t *broker;
@@ -339,13 +348,6 @@ int main(int argc, char **argv)
     hd_broker_set(broker);
     hd_server_on_quiet(app.server, on_quiet);
     hd_introspect_register(app.router, app.server); /* routes are fixed before workers start */
-    if (app.conf->pidfile && write_pidfile(app.conf->pidfile) < 0) {
-        hd_log_error("cannot start: cannot write pidfile %s", app.conf->pidfile);
-        hd_server_free(app.server);
-        app.server = NULL;
-        app.exit_code = EXIT_START;
-        goto out;
-    }
     uv_signal_t *sigs[] = {&app.sig_term, &app.sig_int, &app.sig_hup, &app.sig_usr1};
     int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (size_t i = 0; i < HD_ARRAY_SIZE(sigs); i++) {
