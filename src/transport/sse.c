@@ -93,11 +93,13 @@ static void drop_slow(sse_t *s)
     hd_conn_finish(c);
 }
 
-/* Queues bytes unless the client is too far behind, in which case it is let go. */
+/* Queues bytes unless the client is too far behind, in which case it is let go. One event is
+ * always accepted on an empty queue, however large: max_message_size may exceed the limit. */
 static int send_or_drop(sse_t *s, hd_buf_t *b)
 {
     hd_conn_t *c = s->conn;
-    if (hd_conn_queued_bytes(c) + b->len > hd_worker_conf(s->w)->max_queue_bytes) {
+    size_t queued = hd_conn_queued_bytes(c);
+    if (queued > 0 && queued + b->len > hd_worker_conf(s->w)->max_queue_bytes) {
         drop_slow(s);
         return -1;
     }
