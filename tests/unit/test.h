@@ -41,7 +41,7 @@ static int test_checks_;
         const char *a_ = (a), *b_ = (b);                                                           \
         test_checks_++;                                                                            \
         if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                                       \
-            T_FAIL("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); \
+            T_FAIL("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");  \
     } while (0)
 
 #define T_CONTAINS(hay, needle)                                                                    \
