@@ -87,6 +87,18 @@ static void on_healthz(hd_req_t *req, void *arg)
 {
     (void)arg;
     static const char body[] = "{\"status\":\"ok\"}";
+    hd_broker_t *b = hd_broker_get();
+    if (b && strcmp(b->ops->name, "redis") == 0) {
+        /* A node cut from Redis can neither publish nor deliver: degraded, 503. */
+        hd_broker_stats_t st;
+        b->ops->get_stats(b, &st);
+        int up = st.state == HD_BROKER_UP;
+        const char *text = up ? "{\"status\":\"ok\",\"redis\":\"connected\"}"
+                              : "{\"status\":\"degraded\",\"redis\":\"disconnected\"}";
+        hd_http_respond(req, up ? 200 : 503, "Cache-Control: no-store\r\n", "application/json",
+                        text, strlen(text));
+        return;
+    }
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", body,
                     sizeof(body) - 1);
 }
@@ -341,8 +353,23 @@ int main(int argc, char **argv)
     for (unsigned k = 0; k < hd_server_worker_count(app.server); k++)
         hd_hub_init(hd_server_worker(app.server, k));
     hd_broker_t *broker;
-    if ((rc = hd_broker_memory_new(&broker, app.server, app.conf)) < 0) {
+    if (app.conf->redis) {
+        /* Connects (or fails) before returning: a node that cannot reach Redis does not start. */
+        if ((rc = hd_broker_redis_new(&broker, app.server, app.conf, err, sizeof(err))) < 0) {
+            hd_log_error("cannot start: %s", err);
+            for (unsigned k = 0; k < hd_server_worker_count(app.server); k++)
+                hd_hub_dispose(hd_server_worker(app.server, k));
+            hd_server_free(app.server);
+            app.server = NULL;
+            if (app.pidfile)
+                unlink(app.pidfile);
+            app.exit_code = EXIT_START;
+            goto out;
+        }
+    } else if ((rc = hd_broker_memory_new(&broker, app.server, app.conf)) < 0) {
         hd_log_error("cannot start the broker: %s", uv_strerror(rc));
+        if (app.pidfile)
+            unlink(app.pidfile);
         exit(EXIT_START);
     }
     hd_broker_set(broker);

@@ -141,7 +141,18 @@ typedef struct hd_broker_stats_s {
     uint64_t history_messages;
     uint64_t history_bytes;
     uint64_t channels_evicted;
+    int state;           /* HD_BROKER_*: the Redis bridge's connection (the embedded one: UP) */
+    uint64_t reconnects; /* connections to Redis lost since start */
 } hd_broker_stats_t;
+
+/* Broker states; the all-zero stats (the embedded broker's) read as UP. */
+enum { HD_BROKER_UP = 0, HD_BROKER_CONNECTING, HD_BROKER_DOWN };
+static inline const char *hd_broker_state_name(int state)
+{
+    return state == HD_BROKER_UP           ? "connected"
+           : state == HD_BROKER_CONNECTING ? "connecting"
+                                           : "disconnected";
+}
 
 typedef struct hd_broker_s hd_broker_t;
 typedef struct hd_broker_ops_s {
@@ -159,6 +170,15 @@ struct hd_broker_s {
 
 /* The embedded in-memory broker: a thread of its own. */
 int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t *conf);
+/*
+ * The Redis bridge (src/broker/redis.c; docs/redis.md): the same protocol with ids, history and
+ * fan-out in the Redis of conf->redis, shared by every node. A thread of its own; it connects
+ * before returning. Returns 0, HD_ECONF (a bad redis URL) or UV_ECONNREFUSED (Redis unreachable,
+ * refused AUTH or SELECT, no Redis Functions: Redis before 7), with a message in err that names
+ * the server but never its password.
+ */
+int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t *conf, char *err,
+                        size_t errlen);
 
 /* The process's broker (set once at start). */
 void hd_broker_set(hd_broker_t *b);

@@ -60,6 +60,7 @@ static void on_stats(hd_req_t *req, void *arg)
     hd_sbuf_appendf(
         &sb,
         "{\"version\":\"%s\",\"uptime_s\":%llu,\"workers\":%u,\"broker\":\"%s\","
+        "\"broker_state\":\"%s\",\"broker_reconnects\":%llu,"
         "\"connections\":{\"total\":%llu,\"poll\":%lld,\"longpoll\":%lld,\"sse\":%lld,"
         "\"websocket\":%lld},"
         "\"connections_accepted\":%llu,\"connections_refused\":{\"max_connections\":%llu,"
@@ -69,8 +70,9 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"fanned_out\":%llu,\"delivered\":%llu},\"history_bytes\":%llu,"
         "\"channels_evicted\":%llu,\"slow_subscribers_dropped\":%llu}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
-        hd_server_worker_count(node), hd_broker_get()->ops->name, (unsigned long long)t.net.conns,
-        (long long)t.hub.transport_conns[HD_TP_POLL],
+        hd_server_worker_count(node), hd_broker_get()->ops->name,
+        hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
+        (unsigned long long)t.net.conns, (long long)t.hub.transport_conns[HD_TP_POLL],
         (long long)t.hub.transport_conns[HD_TP_LONGPOLL],
         (long long)t.hub.transport_conns[HD_TP_SSE], (long long)t.hub.transport_conns[HD_TP_WS],
         (unsigned long long)t.net.accepted, (unsigned long long)t.net.refused_max_conns,
@@ -126,6 +128,11 @@ static void on_metrics(hd_req_t *req, void *arg)
            t.hub.deliveries);
     metric(&sb, "herald_history_bytes", "gauge", "Payload bytes held in history.",
            t.broker.history_bytes);
+    metric(&sb, "herald_broker_connected", "gauge",
+           "1 while the broker can serve (the Redis bridge: connected to Redis), else 0.",
+           t.broker.state == HD_BROKER_UP);
+    metric(&sb, "herald_broker_reconnects_total", "counter", "Connections to Redis lost.",
+           t.broker.reconnects);
     metric(&sb, "herald_channels_evicted_total", "counter", "History evicted for max_memory.",
            t.broker.channels_evicted);
     metric(&sb, "herald_slow_subscribers_dropped_total", "counter",

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * redis_bridge.h: what the two halves of the Redis bridge share, private to src/broker.
+ *
+ *   redis.c       the bridge: the broker protocol (requests, channels, the ordered delivery
+ *                 queue, answers from Redis turned into replies and deliveries)
+ *   redis_conn.c  the connections: two hiredis async contexts (commands, pub/sub), their set-up,
+ *                 heartbeat, timeouts and reconnection with backoff
+ *
+ * Both run on the bridge's own thread and loop; nothing here is shared with workers except the
+ * mailbox and the relaxed-atomic stats.
+ */
+#ifndef HERALD_BROKER_REDIS_BRIDGE_H
+#define HERALD_BROKER_REDIS_BRIDGE_H
+
+#include "herald/hmap.h"
+#include "herald/log.h"
+#include "herald/pubsub.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define KEY_MAX        (64 + 8 + HD_CHANNEL_MAX + 1) /* prefix, kind, channel */
+
+enum { ST_DOWN = HD_BROKER_DOWN, ST_CONNECTING = HD_BROKER_CONNECTING, ST_UP = HD_BROKER_UP };
+
+/* A channel's subscription on the subscriber connection: the state of the last command sent. */
+enum { RS_NONE = 0, RS_SUBSCRIBING, RS_SUBSCRIBED, RS_UNSUBSCRIBING };
+
+enum { OP_INIT = 1, OP_HB, OP_PUBLISH, OP_SUB_READ, OP_CATCHUP, OP_HISTORY, OP_INFO };
+
+typedef struct redis_broker_s redis_broker_t;
+typedef struct op_s op_t;
+
+typedef struct rconn_s {
+    redis_broker_t *b;
+    redisAsyncContext *ac;
+    unsigned n_out;       /* replies (or subscription confirmations) expected */
+    uint64_t progress_ms; /* last reply, or the send that made n_out non-zero */
+} rconn_t;
+
+/* A SUBSCRIBE not answered yet, in its channel's list (arrival order). */
+typedef struct pend_sub_s {
+    hd_list_t link;
+    hd_breq_t *r;
+    op_t *op; /* its read, once sent */
+    uint64_t ticket;
+} pend_sub_t;
+
+typedef struct rchan_s {
+    hd_hnode_t node; /* in b->chans */
+    hd_list_t pending;
+    hd_list_t reads; /* op_t in flight that gate deliveries (OP_SUB_READ, OP_CATCHUP), send order */
+    uint32_t *subs;  /* live subscribers per worker */
+    uint64_t subs_total;
+    uint32_t n_queued;                 /* messages of this channel in b->queue */
+    uint32_t n_sub_sent, n_unsub_sent; /* confirmations expected */
+    uint8_t rstate;
+    unsigned has_pos : 1;
+    unsigned has_floor : 1;
+    unsigned needs_catchup : 1;
+    uint64_t pos_epoch, pos_seq;     /* the last message delivered (or the first read's seq) */
+    uint64_t floor_epoch, floor_seq; /* sequence of the newest answered read */
+    uint8_t name_len;
+    char name[HD_CHANNEL_MAX + 1];
+} rchan_t;
+
+struct op_s {
+    hd_list_t link; /* in c->reads */
+    redis_broker_t *b;
+    rconn_t *rc;
+    uint64_t gen; /* connection generation it was sent on */
+    uint64_t ticket;
+    int kind;
+    const char *what; /* OP_INIT: the step, for messages */
+    hd_breq_t *r;
+    pend_sub_t *ps;
+    rchan_t *c;
+    op_t *next_failed; /* in b->failed */
+};
+
+typedef struct queued_s {
+    rchan_t *c;
+    hd_message_t *m;
+    uint64_t arrival; /* b->read_ticket when it arrived (0: catch-up, never waits) */
+} queued_t;
+
+typedef struct held_s {
+    hd_list_t link;
+    hd_breq_t *r;
+    uint64_t ticket;
+} held_t;
+
+struct redis_broker_s {
+    hd_broker_t base;
+    hd_server_t *server;
+    unsigned n_workers;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;
+    uv_timer_t tick_timer, retry_timer, later_timer;
+    hd_mpsc_t mailbox;
+
+    /* configuration */
+    hd_redis_addr_t addr;
+    char where[320]; /* "127.0.0.1:6379/0": for messages, never with credentials */
+    char prefix[72];
+    size_t prefix_len;
+    char hb_channel[KEY_MAX];
+    char client_name[2][96]; /* CLIENT SETNAME of cmd and sub: herald:<host>:<pid>:cmd|sub */
+    uint64_t timeout_ms, tick_ms, hb_interval_ms;
+    char settings[4][24]; /* history_size, ttl_ms, max_bytes, max_message_bytes for herald_init */
+
+    /* connections */
+    int state;
+    uint64_t gen;
+    rconn_t cmd, sub;
+    unsigned is_cmd_ready : 1;
+    unsigned is_sub_ready : 1;
+    unsigned is_in_conn_lost : 1;
+    unsigned was_up : 1; /* connected at least once */
+    unsigned attempts;
+    uint64_t connect_deadline_ms, down_since_ms;
+    uint64_t hb_sent_ms, hb_rx_ms;
+    uint64_t epoch_seen;
+    uint64_t failures_logged;
+    uint64_t error_logged_ms, errors_unlogged; /* error replies: logged once a second */
+    char later_why[200];                       /* a reconnect asked for from inside a callback */
+    op_t *failed; /* commands hiredis refused, failed on the next pass */
+    uint64_t rng;
+
+    /* requests and channels */
+    hd_hmap_t chans;
+    uint64_t ticket;      /* arrival order of requests */
+    uint64_t read_ticket; /* send order of reads */
+    hd_list_t held;       /* held_t: publishes waiting for earlier subscribes */
+    uint64_t n_inflight;  /* requests answered later */
+    hd_breq_t **barriers;
+    size_t n_barriers, cap_barriers;
+    queued_t *queue;
+    size_t q_head, q_len, q_cap; /* entries [q_head, q_len) */
+    unsigned n_catchup;          /* channels still catching up after a reconnect */
+
+    /* start and stop */
+    uv_sem_t started;
+    int start_rc;
+    char start_err[256];
+    int is_stopping; /* atomic */
+    hd_broker_stats_t stats;
+};
+
+#define STAT_SET(b, f, v) __atomic_store_n(&(b)->stats.f, (v), __ATOMIC_RELAXED)
+
+/* ---- small shared helpers ---- */
+
+static inline uint64_t hd_redis_now_ms(redis_broker_t *b)
+{
+    return uv_now(&b->loop);
+}
+
+/* prefix + kind + name: a key or a pub/sub channel (KEY_MAX bytes). Returns its length. */
+static inline size_t hd_redis_key(const redis_broker_t *b, char *out, const char *kind,
+                                  const char *name, size_t len)
+{
+    size_t k = strlen(kind);
+    memcpy(out, b->prefix, b->prefix_len);
+    memcpy(out + b->prefix_len, kind, k);
+    memcpy(out + b->prefix_len + k, name, len);
+    out[b->prefix_len + k + len] = '\0';
+    return b->prefix_len + k + len;
+}
+
+static inline int hd_redis_reply_str(const redisReply *e, const char **s, size_t *len)
+{
+    if (!e || (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS))
+        return -1;
+    *s = e->str;
+    *len = e->len;
+    return 0;
+}
+
+/* ---- redis_conn.c: the connections ---- */
+
+/* Sets up the timers and names (before the thread starts). */
+void hd_redis_conn_init(redis_broker_t *b);
+/* Opens both connections and pipelines what makes them ready; hd_redis_on_up follows. */
+void hd_redis_conn_start(redis_broker_t *b);
+/*
+ * Both connections are gone (or never came): drops them, fails what was in flight (through
+ * hd_redis_on_down and the replies' callbacks) and schedules a reconnect with backoff. Before
+ * the first connection, it ends the start instead.
+ */
+void hd_redis_conn_lost(redis_broker_t *b, const char *why);
+/* The same, on the next loop pass (safe from inside any callback). */
+void hd_redis_reconnect_later(redis_broker_t *b, const char *why);
+/* Closes the connections and the handles of the loop (the thread then ends). */
+void hd_redis_conn_close(redis_broker_t *b);
+/* A command for the command connection; its answer goes to hd_redis_on_reply. */
+op_t *hd_redis_op_new(redis_broker_t *b, int kind);
+void hd_redis_send(redis_broker_t *b, op_t *op, int argc, const char **argv, const size_t *lens);
+/* An id epoch seen in an answer: a newer one than before means Redis lost its data (logged,
+ * and the history settings are stored again). */
+void hd_redis_note_epoch(redis_broker_t *b, uint64_t epoch);
+/* SUBSCRIBE or UNSUBSCRIBE P msg:<channel> on the subscriber connection. */
+void hd_redis_send_sub(redis_broker_t *b, const char *cmd, const char *channel, size_t len);
+
+/* ---- redis.c: the bridge, called by the connections ---- */
+
+/* The answer to op (NULL: it never came, the connection is gone); op is freed after. */
+void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
+/* A message of P msg:<channel> (channel without the prefix). */
+void hd_redis_on_message(redis_broker_t *b, const char *channel, size_t len, const char *data,
+                         size_t data_len);
+/* Redis confirmed a SUBSCRIBE (is_subscribe) or an UNSUBSCRIBE of P msg:<channel>. */
+void hd_redis_on_subscription(redis_broker_t *b, const char *channel, size_t len, int is_subscribe);
+/* Both connections are ready: subscribe again where subscribers are, catch up. */
+void hd_redis_on_up(redis_broker_t *b);
+/* The connections are gone: fail what waits, keep what deliveries can follow. */
+void hd_redis_on_down(redis_broker_t *b);
+
+#endif

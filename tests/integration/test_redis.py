@@ -1,0 +1,596 @@
+# SPDX-License-Identifier: MIT
+"""The Redis bridge: several herald nodes sharing one real redis-server (Debian's), started on a
+free port in a temporary directory and stopped by PID.
+
+Covered: publishing over HTTP on one node and with redis-cli FCALL herald_publish, received on
+the other nodes over SSE, long poll and WebSocket (herald.v1) with the same ids, in order,
+exactly once; resume on a node from an id seen on another; a node whose Redis connections are
+killed (CLIENT KILL) while another keeps publishing catches up every message; a Redis restart
+with AOF during a stream loses nothing (publishes during the outage get 503 with Retry-After,
+/healthz says degraded); a restart without persistence changes the epoch and resuming clients
+are told of the gap; a herald node restart loses nothing Redis holds; Redis unreachable at start
+is a clear error and exit status 1; a Redis out of memory refuses publishes (503) but keeps
+serving subscribers and polls.
+"""
+import asyncio
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+
+try:
+    import websockets  # python3-websockets
+except ImportError:  # the other transports are still tested
+    websockets = None
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+IO = 10.0
+ID_RE = re.compile(r"^([0-9a-z]+)-([0-9]+)$")
+
+
+def parse_id(i):
+    m = ID_RE.match(i or "")
+    if not m:
+        raise AssertionError("not a message id: %r" % (i,))
+    return m.group(1), int(m.group(2))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(cond, timeout=IO, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+
+
+class Redis:
+    """A redis-server process of our own (no persistence unless aof)."""
+
+    def __init__(self, tmpdir, aof=False):
+        self.dir = tmpdir
+        self.aof = aof
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+                "--save", "", "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", "always", "--daemonize", "no",
+                "--logfile", os.path.join(self.dir, "redis.log")]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.cli("PING", check=False) == "PONG", what="redis-server to start")
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(IO)
+
+    def cli(self, *args, check=True):
+        """Runs redis-cli against this server; returns its output (raw mode), stripped."""
+        p = subprocess.run([REDIS_CLI, "-p", str(self.port)] + [str(a) for a in args],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=IO)
+        out = p.stdout.decode(errors="replace").strip()
+        if check and (p.returncode != 0 or out.startswith("ERR")):
+            raise AssertionError("redis-cli %r: %s %s" % (args, out, p.stderr.decode()))
+        return out
+
+    def kill_clients_of(self, pid, which=("cmd", "sub")):
+        """CLIENT KILL of a herald node's connections (named herald:<host>:<pid>:cmd|sub)."""
+        n = 0
+        for line in self.cli("CLIENT", "LIST").splitlines():
+            f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            name = f.get("name", "")
+            if name.startswith("herald:") and name.split(":")[-2:-1] == [str(pid)] and \
+                    name.split(":")[-1] in which:
+                self.cli("CLIENT", "KILL", "ID", f["id"])
+                n += 1
+        return n
+
+
+# ---- clients ----
+
+def request(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=IO)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+def publish(port, channel, body):
+    st, hdrs, data = request(port, "POST", "/pub/" + channel, body.encode(),
+                             {"Content-Type": "text/plain"})
+    if st != 200:
+        raise AssertionError("publish %s: %d %r" % (channel, st, data))
+    return json.loads(data)["id"]
+
+
+def cursor(port, channel):
+    """The id to resume from to get everything published from now on."""
+    st, _, data = request(port, "GET", "/poll/%s?since=0-0" % channel)
+    assert st == 200, (st, data)
+    return json.loads(data)["next"]
+
+
+class SseCollector(threading.Thread):
+    """A raw-socket SSE client collecting events: (event, id, data)."""
+
+    def __init__(self, port, path, last_event_id=None):
+        super().__init__(daemon=True)
+        self.events = []
+        self.cond = threading.Condition()
+        self.sock = socket.create_connection(("127.0.0.1", port), IO)
+        hdrs = {"Last-Event-ID": last_event_id} if last_event_id else None
+        self.sock.sendall(hh.build_request("GET", path, hdrs))
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "SSE stream closed before its head: %r" % buf
+            buf += chunk
+        head, self.buf = buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        self.closed = False
+        self.start()
+
+    def run(self):
+        self.sock.settimeout(None)
+        while True:
+            while b"\n\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n\n", 1)
+                ev = {"event": None, "id": None, "data": None}
+                for line in raw.decode().split("\n"):
+                    if not line or line.startswith(":"):
+                        continue
+                    k, _, v = line.partition(":")
+                    v = v[1:] if v.startswith(" ") else v
+                    if k == "data":
+                        ev["data"] = v if ev["data"] is None else ev["data"] + "\n" + v
+                    elif k in ("event", "id"):
+                        ev[k] = v
+                if ev["data"] is not None:
+                    with self.cond:
+                        self.events.append(ev)
+                        self.cond.notify_all()
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                with self.cond:
+                    self.closed = True
+                    self.cond.notify_all()
+                return
+            self.buf += chunk
+
+    def messages(self):
+        with self.cond:
+            return [(e["id"], e["data"]) for e in self.events if e["event"] in (None, "news")]
+
+    def wait_messages(self, n, timeout=IO):
+        with self.cond:
+            self.cond.wait_for(lambda: len([e for e in self.events if e["event"] != "herald-gap"])
+                               >= n or self.closed, timeout)
+        return self.messages()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.join(IO)
+
+
+class LongPollCollector(threading.Thread):
+    """Long polls in a loop from `since`, following `next`; 503s (an outage) are retried."""
+
+    def __init__(self, port, channel, since):
+        super().__init__(daemon=True)
+        self.port, self.channel, self.since = port, channel, since
+        self.got, self.gaps, self.errors = [], 0, 0
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.start()
+
+    def run(self):
+        while not self.stopping:
+            try:
+                st, _, data = request(self.port, "GET", "/lp/%s?since=%s&timeout=1" %
+                                      (self.channel, self.since))
+            except OSError:
+                st, data = 0, b""
+            if st != 200:
+                self.errors += 1
+                time.sleep(0.05)
+                continue
+            j = json.loads(data)
+            with self.lock:
+                self.got += [(m["id"], m["data"]) for m in j["messages"]]
+                self.gaps += j["gap"]
+            self.since = j["next"]
+
+    def messages(self):
+        with self.lock:
+            return list(self.got)
+
+    def stop(self):
+        self.stopping = True
+        self.join(IO)
+
+
+class WsCollector(threading.Thread):
+    """A herald.v1 WebSocket client (python3-websockets) collecting (id, data) of messages."""
+
+    def __init__(self, port, path):
+        super().__init__(daemon=True)
+        self.url = "ws://127.0.0.1:%d%s" % (port, path)
+        self.got = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.stopping = False
+        self.error = None
+        self.start()
+        assert self.ready.wait(IO), "WebSocket did not open: %r" % self.error
+
+    def run(self):
+        try:
+            asyncio.run(self._main())
+        except Exception as e:  # reported by the test through self.error
+            self.error = e
+            self.ready.set()
+
+    async def _main(self):
+        async with websockets.connect(self.url, subprotocols=["herald.v1"], compression=None,
+                                      max_size=None, open_timeout=IO) as ws:
+            self.ready.set()
+            while not self.stopping:
+                try:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                except asyncio.TimeoutError:
+                    continue
+                if m.get("type") == "message":
+                    with self.lock:
+                        self.got.append((m["id"], m["data"]))
+
+    def messages(self):
+        with self.lock:
+            return list(self.got)
+
+    def stop(self):
+        self.stopping = True
+        self.join(IO)
+
+
+class Publisher(threading.Thread):
+    """Publishes body-0 .. body-(n-1) to one node, retrying each on 503 until it is accepted."""
+
+    def __init__(self, port, channel, n, pause=0.01):
+        super().__init__(daemon=True)
+        self.port, self.channel, self.n, self.pause = port, channel, n, pause
+        self.acked = []  # (id, body) in order
+        self.rejected = []  # (status, Retry-After)
+        self.start()
+
+    def run(self):
+        for i in range(self.n):
+            body = "m%d" % i
+            while True:
+                try:
+                    st, hdrs, data = request(self.port, "POST", "/pub/" + self.channel,
+                                             body.encode(), {"Content-Type": "text/plain"})
+                except OSError:
+                    st, hdrs, data = 0, {}, b""
+                if st == 200:
+                    self.acked.append((json.loads(data)["id"], body))
+                    break
+                self.rejected.append((st, hdrs.get("Retry-After")))
+                time.sleep(0.05)
+            time.sleep(self.pause)
+
+
+class RedisTest(hh.HeraldTestCase):
+    def setUp(self):
+        if not os.access(REDIS_SERVER, os.X_OK):
+            raise unittest.SkipTest("redis-server is not installed")
+        hh.herald_bin()
+
+    def start_redis(self, aof=False):
+        r = Redis(self.tmpdir(), aof=aof).start()
+        self.addCleanup(r.stop, signal.SIGKILL)
+        return r
+
+    def node(self, redis, **conf):
+        c = {"history_size": "1000"}
+        c.update(conf)
+        return self.start_herald(conf=c, overrides=["redis redis://127.0.0.1:%d/0" % redis.port,
+                                                    "redis_timeout 1s"])
+
+    def assertExactly(self, got, want, what):
+        """got lists (id, data) exactly as want: same order, nothing missing, nothing twice."""
+        self.assertEqual(len(got), len(set(i for i, _ in got)), "%s: duplicates %r" % (what, got))
+        self.assertEqual(got, want, what)
+
+    def assertIncreasing(self, ids, what):
+        seqs = [parse_id(i) for i in ids]
+        self.assertEqual(seqs, sorted(seqs), "%s: out of order %r" % (what, ids))
+        self.assertEqual(len(seqs), len(set(seqs)), "%s: duplicates %r" % (what, ids))
+
+    # ---- tests ----
+
+    def test_publish_anywhere_receive_everywhere(self):
+        """HTTP on A and redis-cli FCALL; SSE (live and resumed), long poll and WebSocket on B
+        and C get the same messages with the same ids, in order, once."""
+        redis = self.start_redis()
+        a, b, c = self.node(redis), self.node(redis), self.node(redis)
+        since = cursor(a.port, "news")
+        sse_b = SseCollector(b.port, "/sse/news")  # live: the head comes once it is subscribed
+        sse_c = SseCollector(c.port, "/sse?channel=news&channel=other", last_event_id=since)
+        lp_c = LongPollCollector(c.port, "news", since)
+        ws = [WsCollector(p, "/ws/news?since=" + since) for p in (b.port, c.port)] \
+            if websockets else []
+        want = []
+        for i in range(12):
+            if i % 4 == 3:
+                body = "redis %d" % i
+                out = redis.cli("FCALL", "herald_publish", 1, "herald:ch:news", "news", body,
+                                "text/plain")
+                want.append((out, body))
+            elif i % 4 == 2:
+                items = [{"channel": "news", "data": "batch %d.%d" % (i, k)} for k in range(2)]
+                st, _, data = request(a.port, "POST", "/pub", json.dumps(items).encode())
+                self.assertEqual(st, 200, data)
+                ids = [m["id"] for m in json.loads(data)["messages"]]
+                want += list(zip(ids, [it["data"] for it in items]))
+            else:
+                body = "http %d" % i
+                want.append((publish(a.port, "news", body), body))
+        self.assertIncreasing([i for i, _ in want], "acknowledged ids")
+        self.assertExactly(sse_b.wait_messages(len(want)), want, "SSE on B")
+        self.assertExactly(sse_c.wait_messages(len(want)), want, "multi-channel SSE on C")
+        st, _, data = request(b.port, "GET", "/channels/news")  # B's subscribers: SSE (+ WS)
+        info = json.loads(data)
+        self.assertEqual((info["last_id"], info["subscribers"]), (want[-1][0], 2 if ws else 1))
+        wait_for(lambda: len(lp_c.messages()) >= len(want), what="long polls on C")
+        lp_c.stop()
+        self.assertExactly(lp_c.messages(), want, "long poll on C")
+        for w in ws:
+            wait_for(lambda: len(w.messages()) >= len(want) or w.error, what="WebSocket")
+            w.stop()
+            self.assertIsNone(w.error)
+            self.assertExactly(w.messages(), want, "WebSocket")
+        # a publish from redis-cli on a channel nobody here listens to is history all the same
+        rid = redis.cli("FCALL", "herald_publish", 1, "herald:ch:quiet", "quiet", "q")
+        st, _, data = request(c.port, "GET", "/poll/quiet")
+        self.assertEqual([m["id"] for m in json.loads(data)["messages"]], [rid])
+        # introspection knows the bridge
+        st, _, data = request(b.port, "GET", "/stats")
+        j = json.loads(data)
+        self.assertEqual((j["broker"], j["broker_state"]), ("redis", "connected"))
+        st, _, data = request(b.port, "GET", "/metrics")
+        self.assertIn(b"\nherald_broker_connected 1\n", data)
+        st, _, data = request(b.port, "GET", "/healthz")
+        self.assertEqual((st, json.loads(data)), (200, {"status": "ok", "redis": "connected"}))
+        # bad calls are refused by the function, and change nothing
+        out = redis.cli("FCALL", "herald_publish", 1, "herald:ch:news", "oops", "x", check=False)
+        self.assertIn("herald", out)
+        for s in (sse_b, sse_c):
+            s.close()
+
+    def test_resume_on_another_node(self):
+        """An id seen on node B resumes on node C: SSE, poll and WebSocket, no loss, no dup."""
+        redis = self.start_redis()
+        a, b, c = self.node(redis), self.node(redis), self.node(redis)
+        since = cursor(b.port, "r")
+        ids = [publish(a.port, "r", "r%d" % i) for i in range(10)]
+        sse = SseCollector(b.port, "/sse/r", last_event_id=since)
+        seen = sse.wait_messages(10)
+        sse.close()
+        self.assertEqual([i for i, _ in seen], ids)
+        want = [(ids[i], "r%d" % i) for i in range(5, 10)]
+        sse = SseCollector(c.port, "/sse/r", last_event_id=seen[4][0])
+        self.assertExactly(sse.wait_messages(5), want, "SSE resumed on C")
+        self.assertFalse([e for e in sse.events if e["event"] == "herald-gap"])
+        sse.close()
+        st, _, data = request(c.port, "GET", "/poll/r?since=" + ids[4])
+        j = json.loads(data)
+        self.assertEqual(([(m["id"], m["data"]) for m in j["messages"]], j["gap"]), (want, False))
+        if websockets:
+            w = WsCollector(c.port, "/ws/r?since=" + ids[4])
+            wait_for(lambda: len(w.messages()) >= 5, what="WebSocket resume")
+            w.stop()
+            self.assertExactly(w.messages(), want, "WebSocket resumed on C")
+
+    def test_client_kill_catch_up(self):
+        """CLIENT KILL of node B's connections while A keeps publishing: B's SSE and long-poll
+        subscribers get every message, in order, once."""
+        redis = self.start_redis()
+        a, b = self.node(redis), self.node(redis)
+        since = cursor(b.port, "k")
+        sse = SseCollector(b.port, "/sse/k")
+        lp = LongPollCollector(b.port, "k", since)
+        mark = b.mark()
+        pub = Publisher(a.port, "k", 150, pause=0.005)
+        time.sleep(0.2)
+        self.assertEqual(redis.kill_clients_of(b.pid), 2)
+        b.wait_log(r"connected again", start=mark)
+        time.sleep(0.2)
+        mark = b.mark()
+        self.assertEqual(redis.kill_clients_of(b.pid, ("sub",)), 1)  # only the subscriber one
+        b.wait_log(r"connected again", start=mark)
+        pub.join(30)
+        self.assertEqual(len(pub.acked), 150)
+        self.assertEqual(pub.rejected, [])  # A never lost Redis
+        self.assertExactly(sse.wait_messages(150), pub.acked, "SSE on B")
+        wait_for(lambda: len(lp.messages()) >= 150, what="long polls on B")
+        lp.stop()
+        self.assertExactly(lp.messages(), pub.acked, "long poll on B")
+        st, _, data = request(b.port, "GET", "/stats")
+        self.assertEqual(json.loads(data)["broker_reconnects"], 2)
+        sse.close()
+
+    def test_redis_restart_with_aof(self):
+        """Redis (AOF) restarts during a stream: publishes meanwhile get 503 + Retry-After and
+        /healthz is degraded; then every acknowledged message arrives on B once, in order, in the
+        same epoch."""
+        redis = self.start_redis(aof=True)
+        a, b = self.node(redis), self.node(redis)
+        sse = SseCollector(b.port, "/sse/aof")
+        first = publish(a.port, "aof", "before")
+        pub = Publisher(a.port, "aof", 80, pause=0.01)
+        time.sleep(0.2)
+        redis.stop()
+        wait_for(lambda: request(a.port, "GET", "/healthz")[0] == 503, what="degraded /healthz")
+        st, _, data = request(b.port, "GET", "/healthz")
+        self.assertEqual((st, json.loads(data)), (503, {"status": "degraded",
+                                                         "redis": "disconnected"}))
+        st, _, data = request(b.port, "GET", "/metrics")
+        self.assertIn(b"\nherald_broker_connected 0\n", data)
+        time.sleep(0.4)
+        redis.start()
+        pub.join(30)
+        self.assertEqual(len(pub.acked), 80)
+        self.assertTrue(pub.rejected, "no publish met the outage")
+        for st, retry in pub.rejected:
+            self.assertEqual(st, 503)
+            self.assertTrue(retry and retry.isdigit(), "503 without Retry-After")
+        want = [(first, "before")] + pub.acked
+        got = sse.wait_messages(len(want))
+        self.assertIncreasing([i for i, _ in got], "SSE on B")
+        # A publish whose answer was lost with the connection may have been applied and then
+        # retried: its body may show up twice, under two ids; nothing acknowledged is missing.
+        self.assertEqual([x for x in got if x in want], want)
+        self.assertTrue(all(d in dict(pub.acked).values() for _, d in got if (_, d) not in want))
+        self.assertEqual({parse_id(i)[0] for i, _ in got}, {parse_id(first)[0]}, "epoch changed")
+        sse.close()
+
+    def test_redis_restart_without_persistence(self):
+        """Redis loses its data: the epoch changes, live subscribers get the new ids, and
+        clients resuming with old ids are told history was lost."""
+        redis = self.start_redis()
+        a, b, c = self.node(redis), self.node(redis), self.node(redis)
+        sse = SseCollector(b.port, "/sse/lost")
+        old = [publish(a.port, "lost", "old%d" % i) for i in range(3)]
+        sse.wait_messages(3)
+        marks = [n.mark() for n in (a, b, c)]
+        redis.stop()
+        redis.start()
+        for n, m in zip((a, b, c), marks):
+            n.wait_log(r"lost its data", start=m)
+            wait_for(lambda: request(n.port, "GET", "/healthz")[0] == 200, what="reconnect")
+        new = [publish(a.port, "lost", "new%d" % i) for i in range(2)]
+        self.assertNotEqual(parse_id(new[0])[0], parse_id(old[0])[0])
+        self.assertEqual(parse_id(new[0])[1], 1)
+        self.assertExactly(sse.wait_messages(5),
+                           list(zip(old + new, ["old0", "old1", "old2", "new0", "new1"])),
+                           "SSE on B across the data loss")
+        sse.close()
+        st, _, data = request(c.port, "GET", "/poll/lost?since=" + old[1])
+        j = json.loads(data)
+        self.assertEqual(([m["id"] for m in j["messages"]], j["gap"]), (new, True))
+        sse = SseCollector(c.port, "/sse/lost", last_event_id=old[2])
+        got = sse.wait_messages(2)
+        self.assertEqual([e["event"] for e in sse.events][:1], ["herald-gap"])
+        self.assertEqual(got, list(zip(new, ["new0", "new1"])))
+        sse.close()
+
+    def test_flushall_while_connected(self):
+        """Redis loses its data without dropping connections (FLUSHALL): the next ids are of a
+        new epoch, every node notices, and the history settings are stored again."""
+        redis = self.start_redis()
+        a, b = self.node(redis, history_size="777"), self.node(redis, history_size="777")
+        sse = SseCollector(b.port, "/sse/f")
+        one = publish(a.port, "f", "one")
+        redis.cli("FLUSHALL")
+        two = publish(a.port, "f", "two")
+        self.assertNotEqual(parse_id(one)[0], parse_id(two)[0])
+        self.assertExactly(sse.wait_messages(2), [(one, "one"), (two, "two")], "SSE on B")
+        for n in (a, b):
+            n.wait_log(r"lost its data")
+        wait_for(lambda: redis.cli("HGET", "herald:conf", "history_size") == "777",
+                 what="settings stored again")
+        st, _, data = request(b.port, "GET", "/poll/f?since=" + one)
+        j = json.loads(data)
+        self.assertEqual(([m["id"] for m in j["messages"]], j["gap"]), ([two], True))
+        sse.close()
+
+    def test_node_restart_loses_nothing(self):
+        """A herald node restarts: what Redis holds is still there, in the same epoch."""
+        redis = self.start_redis()
+        a, b = self.node(redis), self.node(redis)
+        ids = [publish(a.port, "n", "n%d" % i) for i in range(6)]
+        b.stop()
+        b2 = self.node(redis)
+        st, _, data = request(b2.port, "GET", "/poll/n?since=" + ids[1])
+        j = json.loads(data)
+        self.assertEqual(([m["id"] for m in j["messages"]], j["gap"]), (ids[2:], False))
+        a.stop()
+        a2 = self.node(redis)
+        more = publish(a2.port, "n", "n6")
+        self.assertEqual(parse_id(more), (parse_id(ids[0])[0], parse_id(ids[-1])[1] + 1))
+        sse = SseCollector(b2.port, "/sse/n", last_event_id=ids[3])
+        self.assertExactly(sse.wait_messages(3), [(ids[4], "n4"), (ids[5], "n5"), (more, "n6")],
+                           "SSE resumed after both nodes restarted")
+        sse.close()
+
+    def test_redis_out_of_memory(self):
+        """Redis full (maxmemory, noeviction): publishing answers 503 with Retry-After, while
+        subscribing and polling go on; once there is room, publishing works again."""
+        redis = self.start_redis()
+        a, b = self.node(redis), self.node(redis)
+        first = publish(a.port, "oom", "before")
+        redis.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        redis.cli("CONFIG", "SET", "maxmemory", "1")
+        st, hdrs, data = request(a.port, "POST", "/pub/oom", b"refused")
+        self.assertEqual((st, hdrs.get("Retry-After", "").isdigit()), (503, True), data)
+        st, _, data = request(b.port, "GET", "/poll/oom")
+        self.assertEqual([m["id"] for m in json.loads(data)["messages"]], [first])
+        sse = SseCollector(b.port, "/sse/oom")
+        redis.cli("CONFIG", "SET", "maxmemory", "0")
+        after = publish(a.port, "oom", "after")
+        self.assertExactly(sse.wait_messages(1), [(after, "after")], "SSE after the OOM")
+        sse.close()
+        self.assertTrue(a.find_log(r"publish failed: OOM"), a.log_text())
+
+    def test_unreachable_at_start(self):
+        """No Redis at start: a clear message (no password in it) and exit status 1."""
+        port = free_port()
+        rc, out, err = hh.run_herald(["-c", "/dev/null", "-o", "listen 127.0.0.1:0",
+                                      "-o", "redis redis://:s3cret@127.0.0.1:%d/0" % port])
+        self.assertEqual(rc, 1, err)
+        self.assertIn("cannot start: redis 127.0.0.1:%d/0: cannot connect" % port, err)
+        self.assertNotIn("s3cret", err)
+        rc, out, err = hh.run_herald(["-c", "/dev/null", "-t", "-o", "redis http://x"])
+        self.assertEqual(rc, 78)
+        self.assertIn("redis: expected redis://", err)
+
+
+if __name__ == "__main__":
+    hh.main()
