@@ -34,6 +34,9 @@ int hd_tp_parse_id(hd_req_t *req, const char *what, const char *s, size_t len, u
 int hd_tp_publish_allowed(hd_req_t *req);
 /* The same check for a bearer token given another way (e.g. a WebSocket message). 0 or -1. */
 int hd_tp_publish_key_ok(const hd_conf_t *conf, const char *token, size_t len);
+/* Answers a request the broker could not serve: its status, and for 503 a jittered
+ * Retry-After so refused clients do not come back all at once. */
+void hd_tp_respond_failure(hd_req_t *req, int err);
 /* A pseudo-random number in [0, n) for jitter. */
 uint32_t hd_tp_jitter(uint32_t n);
 

@@ -84,6 +84,20 @@ int hd_tp_publish_allowed(hd_req_t *req)
     return 0;
 }
 
+void hd_tp_respond_failure(hd_req_t *req, int err)
+{
+    int status = hd_err_http_status(err);
+    if (status != 503) {
+        hd_http_respond_error(req, status, hd_strerror(err));
+        return;
+    }
+    /* Unavailable for now (overload, broker down): a jittered hint spreads the retries. */
+    char hdr[64], body[160];
+    snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", 1 + hd_tp_jitter(5));
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":503}", hd_strerror(err));
+    hd_http_respond(req, 503, hdr, "application/json", body, (size_t)n);
+}
+
 uint32_t hd_tp_jitter(uint32_t n)
 {
     static __thread uint64_t state;

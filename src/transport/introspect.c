@@ -173,7 +173,7 @@ static void on_info(hd_worker_t *w, hd_breq_t *r)
     if (ctx->d) {
         hd_req_t *req = ctx->d->req;
         if (r->err) {
-            hd_http_respond_error(req, hd_err_http_status(r->err), hd_strerror(r->err));
+            hd_tp_respond_failure(req, r->err);
         } else if (!r->found) {
             hd_http_respond_error(req, 404, "no such channel (no subscribers and no history)");
         } else {

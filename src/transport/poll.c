@@ -80,7 +80,7 @@ static void on_history(hd_worker_t *w, hd_breq_t *r)
     if (p->d) {
         hd_req_t *req = p->d->req;
         if (r->err) {
-            hd_http_respond_error(req, hd_err_http_status(r->err), hd_strerror(r->err));
+            hd_tp_respond_failure(req, r->err);
         } else {
             char next[HD_ID_MAX];
             if (r->n_msgs)
@@ -153,7 +153,7 @@ static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int ga
         hd_req_t *req = lp->d->req;
         HD_HUB_STAT_ADD(req->conn->worker, transport_conns[HD_TP_LONGPOLL], -1);
         free(lp); /* the hub frees the failed subscription */
-        hd_http_respond_error(req, hd_err_http_status(err), hd_strerror(err));
+        hd_tp_respond_failure(req, err);
         return;
     }
     size_t max = hd_worker_conf(s->worker)->poll_max_messages;

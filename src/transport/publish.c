@@ -23,27 +23,13 @@ static void on_abort(hd_deferred_t *d)
     p->d = NULL; /* the broker's answer still comes; nobody is waiting for it */
 }
 
-static void respond_failure(hd_req_t *req, int err)
-{
-    int status = hd_err_http_status(err);
-    if (status == 503) {
-        char hdr[64];
-        snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", 1 + hd_tp_jitter(5));
-        char body[128];
-        int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":503}", hd_strerror(err));
-        hd_http_respond(req, 503, hdr, "application/json", body, (size_t)n);
-        return;
-    }
-    hd_http_respond_error(req, status, hd_strerror(err));
-}
-
 static void on_published(void *arg, int err, hd_message_t *const *msgs, size_t n)
 {
     pub_req_t *p = arg;
     if (p->d) {
         hd_req_t *req = p->d->req;
         if (err) {
-            respond_failure(req, err);
+            hd_tp_respond_failure(req, err);
         } else {
             hd_sbuf_t sb;
             hd_sbuf_init(&sb, 64 + n * 64);

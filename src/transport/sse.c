@@ -166,7 +166,7 @@ static void fail_stream(sse_t *s, int err)
     s->d = NULL;
     HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
     free_sse(s);
-    hd_http_respond_error(req, hd_err_http_status(err), hd_strerror(err));
+    hd_tp_respond_failure(req, err);
 }
 
 static void sub_on_ready(hd_sub_t *sub, hd_message_t *const *msgs, size_t n, int gap, int err)

@@ -634,7 +634,7 @@ static void chan_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
     if (err) {
         e->sub = NULL; /* the hub frees it */
         gone(ws);
-        hd_http_respond_error(req, hd_err_http_status(err), hd_strerror(err));
+        hd_tp_respond_failure(req, err);
     } else {
         upgrade(ws, req);
         if (gap && ws->mode == MODE_ENVELOPE)
