@@ -202,6 +202,11 @@ typedef struct hd_sub_ops_s {
     void (*on_ready)(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err);
     /* A live message with a sequence above the last delivered, encoded in `format`. */
     void (*on_message)(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded);
+    /*
+     * Optional: history may have been lost while subscribed (the next message belongs to a new
+     * epoch: the broker restarted, or Redis lost its data). Called just before that message.
+     */
+    void (*on_gap)(hd_sub_t *s);
 } hd_sub_ops_t;
 
 struct hd_sub_s {

@@ -204,6 +204,11 @@ static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
             continue;
         if (m->epoch != s->epoch) {
             s->epoch = m->epoch; /* a new epoch: its sequence starts over */
+            if (s->ops->on_gap) {
+                s->ops->on_gap(s);
+                if (s->is_dead)
+                    continue;
+            }
         } else if (m->seq <= s->last_seq) {
             continue; /* already delivered (history on resume) */
         }

@@ -126,6 +126,7 @@ typedef struct lp_s {
     hd_deferred_t *d;
     hd_sub_t *sub;
     uint64_t timeout_ms;
+    int gap; /* the message about to come starts a new epoch */
     char channel[HD_CHANNEL_MAX + 1];
 } lp_t;
 
@@ -166,7 +167,13 @@ static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int ga
 
 static void lp_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
 {
-    lp_finish(s->data, &m, 1, encoded, 0);
+    lp_t *lp = s->data;
+    lp_finish(lp, &m, 1, encoded, lp->gap);
+}
+
+static void lp_on_gap(hd_sub_t *s)
+{
+    ((lp_t *)s->data)->gap = 1; /* answered with the message that follows */
 }
 
 static void lp_on_timeout(hd_deferred_t *d)
@@ -187,6 +194,7 @@ static const hd_sub_ops_t lp_sub_ops = {
     .format = HD_FMT_JSON,
     .on_ready = lp_on_ready,
     .on_message = lp_on_message,
+    .on_gap = lp_on_gap,
 };
 
 /* ?timeout=S (seconds, may be fractional), bounded by longpoll_max_timeout. -1 after a 400. */

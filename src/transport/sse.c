@@ -29,6 +29,10 @@
     "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"                \
     "X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
 
+#define SSE_GAP_EVENT                                                                              \
+    "event: herald-gap\ndata: {\"channel\":\"%s\",\"reason\":\"history lost or expired; some "     \
+    "messages may be missing\"}\n\n"
+
 typedef struct sse_s {
     hd_worker_t *w;
     hd_deferred_t *d; /* until the stream starts */
@@ -145,10 +149,7 @@ static void start_stream(sse_t *s)
     uint64_t retry = conf->sse_retry_ms + hd_tp_jitter((uint32_t)conf->sse_retry_ms + 1);
     hd_sbuf_appendf(&sb, "retry: %llu\n\n", (unsigned long long)retry);
     for (size_t off = 0; off < s->gaps_len; off += strlen(s->gaps + off) + 1) {
-        hd_sbuf_appendf(&sb,
-                        "event: herald-gap\ndata: {\"channel\":\"%s\",\"reason\":\"history lost "
-                        "or expired; some messages may be missing\"}\n\n",
-                        s->gaps + off);
+        hd_sbuf_appendf(&sb, SSE_GAP_EVENT, s->gaps + off);
     }
     hd_buf_t *head = hd_sbuf_finish(&sb);
     hd_conn_send(c, head, 0, head->len);
@@ -169,6 +170,14 @@ static void fail_stream(sse_t *s, int err)
     hd_tp_respond_failure(req, err);
 }
 
+static void note_gap(sse_t *s, const char *name)
+{
+    size_t len = strlen(name);
+    s->gaps = hd_realloc(s->gaps, s->gaps_len + len + 1);
+    memcpy(s->gaps + s->gaps_len, name, len + 1);
+    s->gaps_len += len + 1;
+}
+
 static void sub_on_ready(hd_sub_t *sub, hd_message_t *const *msgs, size_t n, int gap, int err)
 {
     sse_t *s = sub->data;
@@ -181,13 +190,8 @@ static void sub_on_ready(hd_sub_t *sub, hd_message_t *const *msgs, size_t n, int
     }
     for (size_t i = 0; i < n; i++)
         keep_early(s, msgs[i]);
-    if (gap) {
-        const char *name = hd_sub_channel(sub);
-        size_t len = strlen(name);
-        s->gaps = hd_realloc(s->gaps, s->gaps_len + len + 1);
-        memcpy(s->gaps + s->gaps_len, name, len + 1);
-        s->gaps_len += len + 1;
-    }
+    if (gap)
+        note_gap(s, hd_sub_channel(sub));
     if (++s->n_ready == s->n_subs)
         start_stream(s);
 }
@@ -212,10 +216,29 @@ static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
     send_or_drop(s, encoded);
 }
 
-static const hd_sub_ops_t sub_ops_plain = {
-    .format = HD_FMT_SSE, .on_ready = sub_on_ready, .on_message = sub_on_message};
-static const hd_sub_ops_t sub_ops_named = {
-    .format = HD_FMT_SSE_NAMED, .on_ready = sub_on_ready, .on_message = sub_on_message};
+static void sub_on_gap(hd_sub_t *sub)
+{
+    sse_t *s = sub->data;
+    if (s->d) {
+        note_gap(s, hd_sub_channel(sub)); /* sent when the stream starts */
+        return;
+    }
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 160);
+    hd_sbuf_appendf(&sb, SSE_GAP_EVENT, hd_sub_channel(sub));
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    send_or_drop(s, b);
+    hd_buf_unref(b);
+}
+
+static const hd_sub_ops_t sub_ops_plain = {.format = HD_FMT_SSE,
+                                           .on_ready = sub_on_ready,
+                                           .on_message = sub_on_message,
+                                           .on_gap = sub_on_gap};
+static const hd_sub_ops_t sub_ops_named = {.format = HD_FMT_SSE_NAMED,
+                                           .on_ready = sub_on_ready,
+                                           .on_message = sub_on_message,
+                                           .on_gap = sub_on_gap};
 
 /* ---- the connection, once streaming ---- */
 

@@ -599,6 +599,17 @@ static void sub_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
     leave(ws);
 }
 
+static void sub_on_gap(hd_sub_t *s)
+{
+    ws_sub_t *e = s->data;
+    ws_t *ws = e->ws;
+    if (ws->mode == MODE_RAW)
+        return; /* a plain client has no envelope to carry the notice */
+    enter(ws);
+    emit_gap(ws, e->channel);
+    leave(ws);
+}
+
 static void start_stream(ws_t *ws)
 {
     ws->last_rx_ms = ws->last_ping_ms = now_ms(ws);
@@ -678,10 +689,14 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
 
 static const hd_sub_ops_t raw_sub_ops = {
     .format = HD_FMT_WS_RAW, .on_ready = chan_on_ready, .on_message = sub_on_message};
-static const hd_sub_ops_t envelope_sub_ops = {
-    .format = HD_FMT_WS_ENVELOPE, .on_ready = chan_on_ready, .on_message = sub_on_message};
-static const hd_sub_ops_t json_sub_ops = {
-    .format = HD_FMT_WS_ENVELOPE, .on_ready = json_on_ready, .on_message = sub_on_message};
+static const hd_sub_ops_t envelope_sub_ops = {.format = HD_FMT_WS_ENVELOPE,
+                                              .on_ready = chan_on_ready,
+                                              .on_message = sub_on_message,
+                                              .on_gap = sub_on_gap};
+static const hd_sub_ops_t json_sub_ops = {.format = HD_FMT_WS_ENVELOPE,
+                                          .on_ready = json_on_ready,
+                                          .on_message = sub_on_message,
+                                          .on_gap = sub_on_gap};
 
 /* ---- publishing by clients ---- */
 

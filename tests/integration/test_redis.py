@@ -511,6 +511,9 @@ class RedisTest(hh.HeraldTestCase):
         self.assertExactly(sse.wait_messages(5),
                            list(zip(old + new, ["old0", "old1", "old2", "new0", "new1"])),
                            "SSE on B across the data loss")
+        # the connected subscriber was told, just before the first new-epoch message
+        events = [e["event"] or e["id"] for e in sse.events]
+        self.assertEqual(events, old + ["herald-gap"] + new, "gap notice on the live stream")
         sse.close()
         st, _, data = request(c.port, "GET", "/poll/lost?since=" + old[1])
         j = json.loads(data)
@@ -532,6 +535,8 @@ class RedisTest(hh.HeraldTestCase):
         two = publish(a.port, "f", "two")
         self.assertNotEqual(parse_id(one)[0], parse_id(two)[0])
         self.assertExactly(sse.wait_messages(2), [(one, "one"), (two, "two")], "SSE on B")
+        self.assertEqual([e["event"] or e["id"] for e in sse.events], [one, "herald-gap", two],
+                         "gap notice on the live stream")
         for n in (a, b):
             n.wait_log(r"lost its data")
         wait_for(lambda: redis.cli("HGET", "herald:conf", "history_size") == "777",
