@@ -125,6 +125,8 @@ struct ws_s {
 
 static const hd_conn_ops_t ws_conn_ops;
 static void read_input(ws_t *ws);
+static wslay_event_context_ptr ctx_of(ws_t *ws);
+static void release_ctx_if_idle(ws_t *ws);
 
 /* ---- pure helpers ---- */
 
@@ -317,7 +319,8 @@ static void free_ws(ws_t *ws)
     clear_backlog(ws);
     free(ws->bl);
     hd_sbuf_dispose(&ws->ctl);
-    wslay_event_context_free(ws->ctx);
+    if (ws->ctx)
+        wslay_event_context_free(ws->ctx);
     free(ws->in);
     free(ws->msg);
     HD_HUB_STAT_ADD(ws->w, transport_conns[HD_TP_WS], -1);
@@ -375,7 +378,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 /* Queues the control frames wslay holds (pong, ping, close) on the connection, now. */
 static void flush_control(ws_t *ws)
 {
-    if (ws->is_gone || !wslay_event_want_write(ws->ctx))
+    if (ws->is_gone || !ws->ctx || !wslay_event_want_write(ws->ctx))
         return;
     hd_sbuf_init(&ws->ctl, 64);
     int rc = wslay_event_send(ws->ctx);
@@ -410,7 +413,7 @@ static void close_with(ws_t *ws, int code, const char *reason)
     size_t len = strlen(reason);
     if (len > WS_MAX_REASON_BYTES)
         len = WS_MAX_REASON_BYTES;
-    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, len);
+    wslay_event_queue_close(ctx_of(ws), (uint16_t)code, (const uint8_t *)reason, len);
     wslay_event_shutdown_read(ws->ctx);
     if (!ws->in_recv)
         finish(ws);
@@ -1049,7 +1052,7 @@ static void answer_close(ws_t *ws)
     hd_conn_log(HD_LOG_DEBUG, ws->conn, "peer closed with %u", code);
     ws->is_closing = 1;
     clear_backlog(ws);
-    wslay_event_queue_close(ws->ctx, (uint16_t)code, NULL, 0);
+    wslay_event_queue_close(ctx_of(ws), (uint16_t)code, NULL, 0);
     wslay_event_shutdown_read(ws->ctx);
 }
 
@@ -1096,7 +1099,7 @@ static void read_input(ws_t *ws)
     if (!is_open(ws))
         return;
     ws->in_recv = 1;
-    int rc = wslay_event_recv(ws->ctx);
+    int rc = wslay_event_recv(ctx_of(ws));
     ws->in_recv = 0;
     if (ws->is_gone)
         return;
@@ -1125,6 +1128,8 @@ static void read_input(ws_t *ws)
         hd_conn_read_stop(ws->conn); /* on_published starts reading again */
     if (hd_conn_queued_bytes(ws->conn) > conf_of(ws)->max_queue_bytes)
         drop_slow(ws); /* a peer that pings (or asks) much faster than it reads */
+    else
+        release_ctx_if_idle(ws);
 }
 
 /* ---- the connection ---- */
@@ -1145,7 +1150,7 @@ static void ws_on_data(hd_conn_t *c, const char *data, size_t len)
         memcpy(ws->in + ws->in_len, data, len);
         ws->in_len += len;
         read_input(ws);
-        if (!ws->is_gone && ws->in_len == 0 && ws->in_cap > WS_KEEP_MSG_BYTES) {
+        if (!ws->is_gone && ws->in_len == 0) { /* an idle connection holds no input buffer */
             free(ws->in);
             ws->in = NULL;
             ws->in_cap = 0;
@@ -1172,8 +1177,9 @@ static void ws_on_timeout(hd_conn_t *c)
     } else {
         if (now - ws->last_ping_ms >= conf->ws_ping_interval_ms) {
             struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
-            wslay_event_queue_msg(ws->ctx, &ping);
+            wslay_event_queue_msg(ctx_of(ws), &ping);
             flush_control(ws);
+            release_ctx_if_idle(ws);
             ws->last_ping_ms = now;
         }
         uint64_t ping_at = ws->last_ping_ms + conf->ws_ping_interval_ms;
@@ -1280,16 +1286,44 @@ static int check_handshake(hd_req_t *req, hs_t *hs)
     return 0;
 }
 
+static const struct wslay_event_callbacks callbacks = {
+    .recv_callback = recv_cb,
+    .send_callback = send_cb,
+    .on_frame_recv_start_callback = on_frame_start,
+    .on_frame_recv_chunk_callback = on_frame_chunk,
+    .on_frame_recv_end_callback = on_frame_end,
+    .on_msg_recv_callback = on_msg,
+};
+
+/*
+ * The wslay context (about 9 KiB) exists only while the peer is sending or a control frame is
+ * going out: an idle subscriber holds none. Created on demand...
+ */
+static wslay_event_context_ptr ctx_of(ws_t *ws)
+{
+    if (!ws->ctx) {
+        HD_ASSERT(wslay_event_context_server_init(&ws->ctx, &callbacks, ws) == 0);
+        /* Data frames are reassembled here (size checked first); wslay buffers control frames. */
+        wslay_event_config_set_no_buffering(ws->ctx, 1);
+        wslay_event_config_set_max_recv_msg_length(ws->ctx, UINT64_MAX);
+    }
+    return ws->ctx;
+}
+
+/* ...and freed when it holds nothing: no frame or fragmented message half received, nothing
+ * to send, no close under way. */
+static void release_ctx_if_idle(ws_t *ws)
+{
+    if (!ws->ctx || ws->is_gone || ws->is_closing || ws->in_recv || ws->in_len || ws->frame_left ||
+        ws->msg_opcode || ws->ctrl_len || wslay_event_want_write(ws->ctx) ||
+        wslay_event_get_close_sent(ws->ctx) || wslay_event_get_close_received(ws->ctx))
+        return;
+    wslay_event_context_free(ws->ctx);
+    ws->ctx = NULL;
+}
+
 static ws_t *ws_new(hd_req_t *req, int mode, const hs_t *hs)
 {
-    static const struct wslay_event_callbacks callbacks = {
-        .recv_callback = recv_cb,
-        .send_callback = send_cb,
-        .on_frame_recv_start_callback = on_frame_start,
-        .on_frame_recv_chunk_callback = on_frame_chunk,
-        .on_frame_recv_end_callback = on_frame_end,
-        .on_msg_recv_callback = on_msg,
-    };
     ws_t *ws = hd_calloc(1, sizeof(*ws));
     ws->w = req->conn->worker;
     ws->conn = req->conn;
@@ -1297,10 +1331,6 @@ static ws_t *ws_new(hd_req_t *req, int mode, const hs_t *hs)
     ws->fmt = mode == MODE_RAW ? HD_FMT_WS_RAW : HD_FMT_WS_ENVELOPE;
     ws->hs = *hs;
     hd_list_init(&ws->pubs);
-    HD_ASSERT(wslay_event_context_server_init(&ws->ctx, &callbacks, ws) == 0);
-    /* Data frames are reassembled here (size checked first); wslay buffers control frames. */
-    wslay_event_config_set_no_buffering(ws->ctx, 1);
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, UINT64_MAX);
     HD_HUB_STAT_ADD(ws->w, transport_conns[HD_TP_WS], 1);
     return ws;
 }
