@@ -63,7 +63,7 @@ typedef struct ws_sub_s {
     hd_sub_t *sub; /* NULL once the hub has let it go */
     json_t *ref;   /* JSON protocol: the subscribe's "ref", until "subscribed" is sent */
     uint8_t len;
-    char channel[HD_CHANNEL_MAX + 1];
+    char channel[]; /* len bytes and a NUL: sized to the name */
 } ws_sub_t;
 
 /* A client publish waiting for the broker; it outlives its connection if need be. */
@@ -573,7 +573,7 @@ static ws_sub_t *add_sub(ws_t *ws, const char *channel, size_t len)
         ws->cap_subs = ws->cap_subs ? ws->cap_subs * 2 : 1;
         ws->subs = hd_realloc(ws->subs, ws->cap_subs * sizeof(*ws->subs));
     }
-    ws_sub_t *e = hd_calloc(1, sizeof(*e));
+    ws_sub_t *e = hd_calloc(1, sizeof(*e) + len + 1);
     e->ws = ws;
     e->len = (uint8_t)len;
     memcpy(e->channel, channel, len);
