@@ -64,7 +64,6 @@ struct hd_conn_s {
     hd_out_t *wq;         /* in the uv_write in flight */
     uint32_t q_len, q_cap, wq_len, wq_cap;
     size_t queued_bytes; /* q + wq */
-    uv_write_t wreq;
     uv_shutdown_t *sreq;
     uint8_t open_handles;
     unsigned is_closing : 1;

@@ -83,6 +83,8 @@ struct hd_worker_s {
     SSL_CTX *tls_ctx;
     hd_list_t conns;
     hd_list_t flush_list;
+    void *wreq_pool; /* spare write requests (conn.c) */
+    uint32_t wreq_pooled;
     uint64_t next_conn_id;
     /* accept token bucket: this worker's share of accept_rate / accept_burst */
     double tokens;

@@ -169,27 +169,76 @@ static void release_out(hd_out_t *q, uint32_t n)
 
 static void start_linger(hd_conn_t *c);
 
-static void on_write(uv_write_t *req, int status)
+/*
+ * Write requests (about 200 bytes each) come from a per-worker pool: most flushes complete in
+ * uv_try_write and need none, so an idle connection holds no request.
+ */
+typedef struct wreq_s {
+    uv_write_t req;
+    hd_conn_t *conn;
+    struct wreq_s *next;
+} wreq_t;
+
+#define WREQ_POOL_MAX 1024
+
+static wreq_t *wreq_get(hd_worker_t *w)
 {
-    hd_conn_t *c = hd_container_of(req, hd_conn_t, wreq);
-    size_t bytes = 0;
-    for (uint32_t i = 0; i < c->wq_len; i++)
-        bytes += c->wq[i].len;
-    release_out(c->wq, c->wq_len);
-    c->wq_len = 0;
-    c->queued_bytes -= bytes;
-    c->is_writing = 0;
-    if (c->is_closing)
-        return;
-    if (status < 0) {
-        hd_conn_log(HD_LOG_DEBUG, c, "write error: %s", uv_strerror(status));
-        hd_conn_close(c);
+    wreq_t *r = w->wreq_pool;
+    if (r) {
+        w->wreq_pool = r->next;
+        w->wreq_pooled--;
+        return r;
+    }
+    return hd_malloc(sizeof(*r));
+}
+
+static void wreq_put(hd_worker_t *w, wreq_t *r)
+{
+    if (w->wreq_pooled >= WREQ_POOL_MAX) {
+        free(r);
         return;
     }
+    r->next = w->wreq_pool;
+    w->wreq_pool = r;
+    w->wreq_pooled++;
+}
+
+void hd_conn_free_write_pool(hd_worker_t *w)
+{
+    while (w->wreq_pool) {
+        wreq_t *r = w->wreq_pool;
+        w->wreq_pool = r->next;
+        free(r);
+    }
+    w->wreq_pooled = 0;
+}
+
+/* Drops the first `bytes` written bytes of wq: finished entries are released. */
+static void consume_written(hd_conn_t *c, size_t bytes)
+{
+    uint32_t i = 0;
+    c->queued_bytes -= bytes;
+    while (i < c->wq_len && bytes >= c->wq[i].len) {
+        bytes -= c->wq[i].len;
+        hd_buf_unref(c->wq[i].buf);
+        i++;
+    }
+    if (i < c->wq_len && bytes) {
+        c->wq[i].off += (uint32_t)bytes;
+        c->wq[i].len -= (uint32_t)bytes;
+    }
+    memmove(c->wq, c->wq + i, (c->wq_len - i) * sizeof(*c->wq));
+    c->wq_len -= i;
+}
+
+/* Everything handed over has been written: go on with what came meanwhile, or finish. */
+static void written(hd_conn_t *c)
+{
     if (c->is_finishing)
         hd_conn_set_timeout(c, FINISH_SEND_MS); /* progress: the peer is still reading */
     if (c->q_len > 0) {
-        flush(c);
+        if (!hd_list_linked(&c->flush_link))
+            hd_list_insert_tail(&c->worker->flush_list, &c->flush_link);
         return;
     }
     if (c->is_finishing) {
@@ -198,6 +247,26 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->ops->on_drain)
         c->ops->on_drain(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq_t *r = hd_container_of(req, wreq_t, req);
+    hd_conn_t *c = r->conn;
+    wreq_put(c->worker, r);
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < c->wq_len; i++)
+        bytes += c->wq[i].len;
+    consume_written(c, bytes);
+    c->is_writing = 0;
+    if (c->is_closing)
+        return;
+    if (status < 0) {
+        hd_conn_log(HD_LOG_DEBUG, c, "write error: %s", uv_strerror(status));
+        hd_conn_close(c);
+        return;
+    }
+    written(c);
 }
 
 static void flush(hd_conn_t *c)
@@ -219,12 +288,37 @@ static void flush(hd_conn_t *c)
     uv_buf_t stackbufs[64];
     uv_buf_t *bufs =
         c->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs : hd_malloc(c->wq_len * sizeof(uv_buf_t));
+    size_t total = 0;
+    for (uint32_t i = 0; i < c->wq_len; i++) {
+        bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
+        total += c->wq[i].len;
+    }
+    /* One writev, now; only what the socket does not take waits for a uv_write. */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, c->wq_len);
+    if (n < 0 && n != UV_EAGAIN) {
+        if (bufs != stackbufs)
+            free(bufs);
+        hd_conn_log(HD_LOG_DEBUG, c, "write failed: %s", uv_strerror(n));
+        hd_conn_close(c);
+        return;
+    }
+    if (n > 0)
+        consume_written(c, (size_t)n);
+    if ((size_t)(n > 0 ? n : 0) == total) {
+        if (bufs != stackbufs)
+            free(bufs);
+        written(c);
+        return;
+    }
     for (uint32_t i = 0; i < c->wq_len; i++)
         bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, c->wq_len, on_write);
+    wreq_t *r = wreq_get(c->worker);
+    r->conn = c;
+    int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, bufs, c->wq_len, on_write);
     if (bufs != stackbufs)
         free(bufs);
     if (rc < 0) {
+        wreq_put(c->worker, r);
         hd_conn_log(HD_LOG_DEBUG, c, "write failed: %s", uv_strerror(rc));
         hd_conn_close(c);
         return;

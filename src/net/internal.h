@@ -7,6 +7,8 @@
 
 /* Writes what every connection of w queued in this loop pass (one writev each). */
 void hd_conn_flush_all(hd_worker_t *w);
+/* Frees the worker's spare write requests (at exit). */
+void hd_conn_free_write_pool(hd_worker_t *w);
 /* Called once a connection's memory has been freed. */
 void hd_worker_conn_freed(hd_worker_t *w);
 

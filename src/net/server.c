@@ -773,6 +773,7 @@ static void free_worker(hd_worker_t *w)
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
     }
+    hd_conn_free_write_pool(w);
     hd_conf_unref(w->conf);
     if (w->tls_ctx)
         hd_tls_ctx_unref(w->tls_ctx);
