@@ -52,7 +52,8 @@ typedef struct hd_out_s {
 
 struct hd_conn_s {
     uv_tcp_t tcp;
-    uv_timer_t timer;
+    uint64_t deadline_ms; /* when heap_idx: the worker's timer heap fires on_timeout */
+    uint32_t heap_idx;    /* 1-based position in worker->theap; 0: no timeout set */
     hd_worker_t *worker;
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */

@@ -83,6 +83,10 @@ struct hd_worker_s {
     SSL_CTX *tls_ctx;
     hd_list_t conns;
     hd_list_t flush_list;
+    uv_timer_t conn_timer; /* fires the earliest connection deadline of theap */
+    hd_conn_t **theap;     /* min-heap of connections by deadline_ms (conn.c) */
+    uint32_t theap_len, theap_cap;
+    uint64_t timer_armed_at;
     void *wreq_pool; /* spare write requests (conn.c) */
     uint32_t wreq_pooled;
     uint64_t next_conn_id;

@@ -334,25 +334,142 @@ void hd_conn_flush_all(hd_worker_t *w)
     }
 }
 
-static void on_timer(uv_timer_t *t)
+/*
+ * Timeouts: each worker keeps its connections' deadlines in one binary min-heap and arms one
+ * uv timer for the earliest. A connection holds 12 bytes for it instead of a timer handle.
+ */
+static int heap_less(hd_conn_t *a, hd_conn_t *b)
 {
-    hd_conn_t *c = t->data;
-    if (c->is_closing)
+    return a->deadline_ms < b->deadline_ms;
+}
+
+static void heap_set(hd_worker_t *w, uint32_t i, hd_conn_t *c)
+{
+    w->theap[i] = c;
+    c->heap_idx = i + 1;
+}
+
+static void heap_up(hd_worker_t *w, uint32_t i)
+{
+    hd_conn_t *c = w->theap[i];
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (!heap_less(c, w->theap[parent]))
+            break;
+        heap_set(w, i, w->theap[parent]);
+        i = parent;
+    }
+    heap_set(w, i, c);
+}
+
+static void heap_down(hd_worker_t *w, uint32_t i)
+{
+    hd_conn_t *c = w->theap[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        hd_conn_t *best = c;
+        if (l < w->theap_len && heap_less(w->theap[l], best))
+            m = l, best = w->theap[l];
+        if (r < w->theap_len && heap_less(w->theap[r], best))
+            m = r, best = w->theap[r];
+        if (m == i)
+            break;
+        heap_set(w, i, best);
+        i = m;
+    }
+    heap_set(w, i, c);
+}
+
+static void heap_remove(hd_worker_t *w, hd_conn_t *c)
+{
+    uint32_t i = c->heap_idx - 1;
+    c->heap_idx = 0;
+    hd_conn_t *last = w->theap[--w->theap_len];
+    if (i == w->theap_len)
         return;
-    if (c->ops->on_timeout)
-        c->ops->on_timeout(c);
-    else
-        hd_conn_close(c);
+    heap_set(w, i, last);
+    heap_up(w, i);
+    heap_down(w, last->heap_idx - 1);
+}
+
+static void on_conn_timer(uv_timer_t *t);
+
+/* Arms the worker's timer for the earliest deadline (or stops it). */
+static void rearm(hd_worker_t *w)
+{
+    if (w->theap_len == 0) {
+        uv_timer_stop(&w->conn_timer);
+        return;
+    }
+    uint64_t now = uv_now(&w->loop), at = w->theap[0]->deadline_ms;
+    if (w->timer_armed_at == at && uv_is_active((uv_handle_t *)&w->conn_timer))
+        return;
+    w->timer_armed_at = at;
+    uv_timer_start(&w->conn_timer, on_conn_timer, at > now ? at - now : 0, 0);
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    hd_worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    w->timer_armed_at = 0;
+    while (w->theap_len && w->theap[0]->deadline_ms <= now) {
+        hd_conn_t *c = w->theap[0];
+        heap_remove(w, c);
+        if (c->is_closing)
+            continue;
+        if (c->ops->on_timeout)
+            c->ops->on_timeout(c); /* may set a new deadline */
+        else
+            hd_conn_close(c);
+    }
+    rearm(w);
+}
+
+void hd_conn_timers_init(hd_worker_t *w)
+{
+    uv_timer_init(&w->loop, &w->conn_timer);
+    w->conn_timer.data = w;
+}
+
+void hd_conn_timers_close(hd_worker_t *w)
+{
+    free(w->theap);
+    w->theap = NULL;
+    w->theap_len = w->theap_cap = 0;
+    if (!uv_is_closing((uv_handle_t *)&w->conn_timer))
+        uv_close((uv_handle_t *)&w->conn_timer, NULL);
 }
 
 void hd_conn_set_timeout(hd_conn_t *c, uint64_t timeout_ms)
 {
+    hd_worker_t *w = c->worker;
     if (c->is_closing)
         return;
-    if (timeout_ms == 0)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
+    if (timeout_ms == 0) {
+        if (c->heap_idx) {
+            int was_first = c->heap_idx == 1;
+            heap_remove(w, c);
+            if (was_first)
+                rearm(w);
+        }
+        return;
+    }
+    c->deadline_ms = uv_now(&w->loop) + timeout_ms;
+    if (c->heap_idx) {
+        heap_up(w, c->heap_idx - 1);
+        heap_down(w, c->heap_idx - 1);
+    } else {
+        if (w->theap_len == w->theap_cap) {
+            w->theap_cap = w->theap_cap ? w->theap_cap * 2 : 64;
+            w->theap = hd_realloc(w->theap, w->theap_cap * sizeof(*w->theap));
+        }
+        w->theap_len++;
+        heap_set(w, w->theap_len - 1, c);
+        heap_up(w, w->theap_len - 1);
+    }
+    if (w->theap[0] == c || !uv_is_active((uv_handle_t *)&w->conn_timer))
+        rearm(w);
 }
 
 /* While lingering: discard what the peer sends until it closes or the linger time ends. */
@@ -447,7 +564,8 @@ void hd_conn_close(hd_conn_t *c)
         hd_list_remove(&c->flush_link);
     if (hd_list_linked(&c->link))
         hd_list_remove(&c->link);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->heap_idx)
+        heap_remove(c->worker, c); /* the worker's timer may fire early once: harmless */
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 

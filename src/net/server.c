@@ -219,12 +219,10 @@ static hd_conn_t *conn_new(hd_worker_t *w)
     c->worker = w;
     c->id = ((uint64_t)w->id << 48) | ++w->next_conn_id;
     c->tcp.data = c;
-    c->timer.data = c;
     hd_list_init(&c->flush_link);
     hd_list_init(&c->link);
     uv_tcp_init(&w->loop, &c->tcp);
-    uv_timer_init(&w->loop, &c->timer);
-    c->open_handles = 2;
+    c->open_handles = 1;
     __atomic_add_fetch(&w->server->n_conns, 1, __ATOMIC_RELAXED);
     HD_STAT_INC(w, conns);
     return c;
@@ -365,6 +363,7 @@ static int worker_init(hd_server_t *s, unsigned id, char *err, size_t errlen)
     uv_check_init(&w->loop, &w->flush_check);
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, on_check);
+    hd_conn_timers_init(w);
     w->tokens = (double)s->conf->accept_burst / s->n_workers;
     w->n_listeners = s->n_listens;
     w->listeners = hd_calloc(w->n_listeners, sizeof(uv_tcp_t));
@@ -665,6 +664,7 @@ static void on_exit_msg(hd_worker_t *w, hd_msg_t *m)
     uv_close((uv_handle_t *)&w->wakeup, on_worker_handle_closed);
     uv_close((uv_handle_t *)&w->flush_prepare, on_worker_handle_closed);
     uv_close((uv_handle_t *)&w->flush_check, on_worker_handle_closed);
+    hd_conn_timers_close(w);
 }
 
 static void post_all(hd_server_t *s, hd_msg_cb cb)
@@ -774,6 +774,7 @@ static void free_worker(hd_worker_t *w)
         uv_loop_close(&w->loop);
     }
     hd_conn_free_write_pool(w);
+    free(w->theap); /* NULL when the loop closed it at exit */
     hd_conf_unref(w->conf);
     if (w->tls_ctx)
         hd_tls_ctx_unref(w->tls_ctx);
