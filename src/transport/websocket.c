@@ -48,6 +48,7 @@
 #define WS_MAX_SUBS         64    /* subscriptions of one /ws connection */
 #define WS_MAX_PUBLISHES    64    /* client publishes awaiting the broker before input waits */
 #define WS_KEEP_MSG_BYTES   65536 /* reassembly buffer kept between messages */
+#define WS_CTRL_BYTES       125   /* a control frame's payload */
 #define WS_MAX_REASON_BYTES 123   /* close reason: a control frame holds 125 bytes */
 #define WS_GAP_REASON       "history lost or expired; some messages may be missing"
 #define WS_SLOW_REASON      "subscriber too slow; reconnect and resume"
@@ -104,7 +105,7 @@ struct ws_s {
     uint8_t msg_opcode;   /* its opcode (text or binary) */
     uint8_t frame_opcode; /* opcode of the frame being received */
     hd_utf8_t utf8;
-    uint8_t ctrl[125]; /* payload of the control frame being received */
+    uint8_t *ctrl; /* WS_CTRL_BYTES: payload of the control frame being received (with ctx) */
     size_t ctrl_len;
     /* output */
     hd_sbuf_t ctl; /* what wslay writes during one flush_control */
@@ -321,6 +322,7 @@ static void free_ws(ws_t *ws)
     hd_sbuf_dispose(&ws->ctl);
     if (ws->ctx)
         wslay_event_context_free(ws->ctx);
+    free(ws->ctrl);
     free(ws->in);
     free(ws->msg);
     HD_HUB_STAT_ADD(ws->w, transport_conns[HD_TP_WS], -1);
@@ -1014,8 +1016,8 @@ static void on_frame_chunk(wslay_event_context_ptr ctx,
         return;
     if (wslay_is_ctrl_frame(ws->frame_opcode)) {
         size_t n = arg->data_length;
-        if (n > sizeof(ws->ctrl) - ws->ctrl_len)
-            n = sizeof(ws->ctrl) - ws->ctrl_len;
+        if (n > WS_CTRL_BYTES - ws->ctrl_len)
+            n = WS_CTRL_BYTES - ws->ctrl_len;
         memcpy(ws->ctrl + ws->ctrl_len, arg->data, n);
         ws->ctrl_len += n;
         return;
@@ -1306,6 +1308,7 @@ static wslay_event_context_ptr ctx_of(ws_t *ws)
         /* Data frames are reassembled here (size checked first); wslay buffers control frames. */
         wslay_event_config_set_no_buffering(ws->ctx, 1);
         wslay_event_config_set_max_recv_msg_length(ws->ctx, UINT64_MAX);
+        ws->ctrl = hd_malloc(WS_CTRL_BYTES);
     }
     return ws->ctx;
 }
@@ -1315,11 +1318,14 @@ static wslay_event_context_ptr ctx_of(ws_t *ws)
 static void release_ctx_if_idle(ws_t *ws)
 {
     if (!ws->ctx || ws->is_gone || ws->is_closing || ws->in_recv || ws->in_len || ws->frame_left ||
-        ws->msg_opcode || ws->ctrl_len || wslay_event_want_write(ws->ctx) ||
-        wslay_event_get_close_sent(ws->ctx) || wslay_event_get_close_received(ws->ctx))
+        ws->msg_opcode || wslay_event_want_write(ws->ctx) || wslay_event_get_close_sent(ws->ctx) ||
+        wslay_event_get_close_received(ws->ctx))
         return;
     wslay_event_context_free(ws->ctx);
     ws->ctx = NULL;
+    free(ws->ctrl);
+    ws->ctrl = NULL;
+    ws->ctrl_len = 0;
 }
 
 static ws_t *ws_new(hd_req_t *req, int mode, const hs_t *hs)
