@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pub.c: the publishers, and the payload every scenario sends.
+ *
+ * A payload is "hb:<channel>:<seq>:<intended send ns>:" padded with 'x' to the requested size:
+ * text, so every transport carries it unchanged. The send time written into it is the time the
+ * schedule intended, not the time the request left: when the server (or the publisher) stalls,
+ * the messages queued behind the stall carry their original times and the stall shows up in the
+ * latency figures instead of silently slowing the schedule (no coordinated omission).
+ *
+ * A publisher is one keep-alive HTTP connection with up to --pipeline requests in flight. Each
+ * channel is published by one publisher only (channel % publishers), so a channel's messages
+ * reach the server in sequence order.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t payload_format(char *out, size_t size, uint32_t ch, uint64_t seq, uint64_t ns)
+{
+    int n = snprintf(out, size + 1, "hb:%" PRIu32 ":%" PRIu64 ":%" PRIu64 ":", ch, seq, ns);
+    if (n < 0 || (size_t)n > size)
+        return 0;
+    memset(out + n, 'x', size - (size_t)n);
+    out[size] = '\0';
+    return size;
+}
+
+static int parse_u64(const char **p, const char *end, uint64_t *v)
+{
+    const char *s = *p;
+    uint64_t x = 0;
+    if (s >= end || *s < '0' || *s > '9')
+        return -1;
+    while (s < end && *s >= '0' && *s <= '9')
+        x = x * 10 + (uint64_t)(*s++ - '0');
+    if (s >= end || *s != ':')
+        return -1;
+    *p = s + 1;
+    *v = x;
+    return 0;
+}
+
+int payload_parse(const char *p, size_t n, uint32_t *ch, uint64_t *seq, uint64_t *ns)
+{
+    const char *s = p, *end = p + n;
+    if (n < 3 || memcmp(p, "hb:", 3) != 0) {
+        /* wrapped (a JSON envelope): look for the marker near the start */
+        s = memmem(p, n < 256 ? n : 256, "hb:", 3);
+        if (!s)
+            return -1;
+    }
+    s += 3;
+    uint64_t c;
+    if (parse_u64(&s, end, &c) || parse_u64(&s, end, seq) || parse_u64(&s, end, ns))
+        return -1;
+    *ch = (uint32_t)c;
+    return 0;
+}
+
+int chan_name(const opts_t *o, uint32_t ch, char *out, size_t outlen)
+{
+    return snprintf(out, outlen, "%s-%" PRIu32, o->prefix, ch);
+}
+
+/* ---- publishers ---- */
+
+typedef struct pmsg_s {
+    uint32_t ch;
+    uint64_t seq, ns;
+} pmsg_t;
+
+typedef struct pq_s {
+    pmsg_t *v;
+    size_t head, len, cap;
+} pq_t;
+
+typedef struct publisher_s {
+    bconn_t bc;
+    llhttp_t http;
+    struct pubset_s *ps;
+    pq_t waiting, inflight;
+    uint32_t idx, reconnects;
+    unsigned is_up : 1;
+    unsigned is_dead : 1;
+} publisher_t;
+
+struct pubset_s {
+    uv_loop_t *loop;
+    const opts_t *o;
+    shared_t *sh;
+    publisher_t *pubs;
+    uint32_t n;
+    uint64_t ok, err, last_status, outstanding;
+    uint32_t closed;
+    uint64_t reconnects;
+    int is_closing;
+    hist_t lat;
+    char *body;
+};
+
+static llhttp_settings_t pub_settings;
+
+static void pq_push(pq_t *q, pmsg_t m)
+{
+    if (q->len == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        pmsg_t *v = malloc(cap * sizeof(*v));
+        for (size_t i = 0; i < q->len; i++)
+            v[i] = q->v[(q->head + i) % q->cap];
+        free(q->v);
+        q->v = v;
+        q->cap = cap;
+        q->head = 0;
+    }
+    q->v[(q->head + q->len++) % q->cap] = m;
+}
+
+static void pq_push_front(pq_t *q, pmsg_t m)
+{
+    pq_push(q, m); /* makes room */
+    q->len--;
+    q->head = (q->head + q->cap - 1) % q->cap;
+    q->v[q->head] = m;
+    q->len++;
+}
+
+static pmsg_t pq_pop(pq_t *q)
+{
+    pmsg_t m = q->v[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    return m;
+}
+
+static void send_some(publisher_t *p)
+{
+    pubset_t *ps = p->ps;
+    const opts_t *o = ps->o;
+    while (p->is_up && !p->is_dead && p->waiting.len && p->inflight.len < o->pipeline) {
+        pmsg_t m = pq_pop(&p->waiting);
+        char head[512], ch[HD_CHANNEL_MAX + 1];
+        chan_name(o, m.ch, ch, sizeof(ch));
+        int hn;
+        if (o->tg.kind == TG_NCHAN)
+            hn = snprintf(head, sizeof(head),
+                          "POST /pub?id=%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
+                          "Content-Length: %u\r\n\r\n",
+                          ch, o->tg.host, o->size);
+        else
+            hn = snprintf(head, sizeof(head),
+                          "POST /pub/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
+                          "Content-Length: %u\r\n\r\n",
+                          ch, o->tg.host, o->size);
+        /* one write per request: head and body together */
+        memcpy(ps->body, head, (size_t)hn);
+        payload_format(ps->body + hn, o->size, m.ch, m.seq, m.ns);
+        bconn_write(&p->bc, ps->body, (size_t)hn + o->size);
+        pq_push(&p->inflight, m);
+    }
+}
+
+static int on_pub_complete(llhttp_t *h)
+{
+    publisher_t *p = hd_container_of(h, publisher_t, http);
+    pubset_t *ps = p->ps;
+    if (p->inflight.len == 0)
+        return 0;
+    pmsg_t m = pq_pop(&p->inflight);
+    ps->outstanding--;
+    int status = h->status_code;
+    if (status >= 200 && status < 300) {
+        ps->ok++;
+        ps->sh->published[m.ch]++;
+        uint64_t now = now_ns();
+        hist_record(&ps->lat, now > m.ns ? now - m.ns : 0);
+    } else {
+        ps->err++;
+        ps->last_status = (uint64_t)status;
+    }
+    return 0;
+}
+
+static void on_pub_connect(bconn_t *c)
+{
+    publisher_t *p = (publisher_t *)c;
+    p->is_up = 1;
+    llhttp_init(&p->http, HTTP_RESPONSE, &pub_settings);
+    send_some(p);
+}
+
+static void on_pub_data(bconn_t *c, const char *d, size_t n)
+{
+    publisher_t *p = (publisher_t *)c;
+    llhttp_errno_t e = llhttp_execute(&p->http, d, n);
+    if (e != HPE_OK) {
+        bconn_close(c, CE_HTTP);
+        return;
+    }
+    send_some(p);
+}
+
+static const bconn_ops_t pub_ops;
+
+static void on_pub_closed(bconn_t *c, int cause, int after_ready)
+{
+    (void)after_ready;
+    publisher_t *p = (publisher_t *)c;
+    pubset_t *ps = p->ps;
+    p->is_up = 0;
+    if (ps->is_closing) {
+        ps->closed++;
+        return;
+    }
+    /* The server ended the keep-alive connection (keepalive_requests, Connection: close):
+     * reconnect and resend what it did not answer, first, so the channel order holds. */
+    if ((cause == -1 || cause == CE_CLOSED || cause == CE_RESET) && p->reconnects < 10000) {
+        p->reconnects++;
+        ps->reconnects++;
+        while (p->inflight.len) {
+            pmsg_t m = p->inflight.v[(p->inflight.head + p->inflight.len - 1) % p->inflight.cap];
+            p->inflight.len--;
+            pq_push_front(&p->waiting, m);
+        }
+        int r = bconn_connect(&p->bc, ps->loop, &ps->o->tg, ps->o->src_addrs + p->idx, &pub_ops);
+        if (r == 0)
+            return;
+        cause = r;
+    }
+    p->is_dead = 1;
+    /* whatever it still held is lost as a publish error: the receivers expect none of it */
+    uint64_t dropped = p->inflight.len + p->waiting.len;
+    ps->err += dropped;
+    ps->outstanding -= dropped;
+    p->inflight.len = p->waiting.len = 0;
+    if (cause >= 0 && !ps->last_status)
+        ps->last_status = (uint64_t)(1000 + cause);
+}
+
+static const bconn_ops_t pub_ops = {on_pub_connect, on_pub_data, on_pub_closed};
+
+pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh)
+{
+    llhttp_settings_init(&pub_settings);
+    pub_settings.on_message_complete = on_pub_complete;
+    pubset_t *ps = calloc(1, sizeof(*ps));
+    ps->loop = loop;
+    ps->o = o;
+    ps->sh = sh;
+    ps->n = o->publishers;
+    ps->pubs = calloc(ps->n, sizeof(publisher_t));
+    ps->body = malloc(512 + o->size + 1);
+    for (uint32_t i = 0; i < ps->n; i++) {
+        publisher_t *p = &ps->pubs[i];
+        p->ps = ps;
+        p->idx = i;
+        /* publishers come from the last source addresses, away from the subscribers' */
+        int r = bconn_connect(&p->bc, loop, &o->tg, o->src_addrs + i, &pub_ops);
+        if (r != 0) {
+            p->is_dead = 1;
+            ps->last_status = (uint64_t)(1000 + r);
+        }
+    }
+    return ps;
+}
+
+uint32_t pubset_up(const pubset_t *ps)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < ps->n; i++)
+        n += ps->pubs[i].is_up;
+    return n;
+}
+
+void pubset_queue(pubset_t *ps, uint32_t ch, uint64_t seq, uint64_t ns)
+{
+    publisher_t *p = &ps->pubs[ch % ps->n];
+    if (p->is_dead) {
+        ps->err++;
+        return;
+    }
+    pq_push(&p->waiting, (pmsg_t){ch, seq, ns});
+    ps->outstanding++;
+    send_some(p);
+}
+
+uint64_t pubset_outstanding(const pubset_t *ps)
+{
+    return ps->outstanding;
+}
+
+void pubset_stats(const pubset_t *ps, uint64_t *ok, uint64_t *err, uint64_t *last_status,
+                  hist_t **lat)
+{
+    *ok = ps->ok;
+    *err = ps->err;
+    *last_status = ps->last_status;
+    *lat = (hist_t *)&ps->lat;
+}
+
+void pubset_close(pubset_t *ps)
+{
+    uint32_t open = 0;
+    ps->is_closing = 1;
+    for (uint32_t i = 0; i < ps->n; i++) {
+        publisher_t *p = &ps->pubs[i];
+        if (!p->bc.is_open)
+            continue;
+        open++;
+        if (!p->bc.is_closing)
+            bconn_close(&p->bc, -1);
+    }
+    for (int spins = 0; ps->closed < open && spins < 1000; spins++)
+        uv_run(ps->loop, UV_RUN_NOWAIT);
+    for (uint32_t i = 0; i < ps->n; i++) {
+        free(ps->pubs[i].waiting.v);
+        free(ps->pubs[i].inflight.v);
+    }
+    free(ps->pubs);
+    free(ps->body);
+    free(ps);
+}
