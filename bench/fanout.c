@@ -144,7 +144,8 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
         report_connects(rep, o, &t);
         rep_warn(rep, 1, "no subscriber could subscribe: nothing was published");
         free(pids);
-        return rep_finish(rep);
+        rep_finish(rep);
+        return 3;
     }
 
     uv_loop_init(&r.loop);
@@ -267,7 +268,7 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     rep_f(rep, "window_s", "publish + drain window", secs, 2, "s");
     rep_f(rep, "delivery_rate", "deliveries per second",
           (double)t.unique / ((double)(pub_end - r.t0) / 1e9), 0, "/s");
-    rep_section(rep, "latency, intended publish time -> receipt (ms below are us)");
+    rep_section(rep, "latency, intended publish time -> receipt");
     rep_latency(rep, "latency", "latency", lat);
     if (pub_lat) {
         rep_section(rep, "publish request latency (intended time -> response)");
