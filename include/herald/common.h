@@ -94,6 +94,18 @@ static inline void hd_list_remove(hd_list_t *n)
     for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
          (pos) = (tmp), (tmp) = (pos)->next)
 
+/* Value of a hexadecimal digit, or -1 (percent-decoding). */
+static inline int hd_hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 /* Milliseconds on a monotonic clock (not uv_now: usable from any thread). */
 uint64_t hd_now_ms(void);
 

@@ -754,17 +754,6 @@ const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len)
     return NULL;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen)
 {
     if (!req->query)
@@ -782,8 +771,9 @@ int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen
                 char ch = *v;
                 if (ch == '+') {
                     ch = ' ';
-                } else if (ch == '%' && stop - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
-                    ch = (char)(hexval(v[1]) * 16 + hexval(v[2]));
+                } else if (ch == '%' && stop - v >= 3 && hd_hexval(v[1]) >= 0 &&
+                           hd_hexval(v[2]) >= 0) {
+                    ch = (char)(hd_hexval(v[1]) * 16 + hd_hexval(v[2]));
                     v += 2;
                 }
                 if (n + 1 >= outlen)

@@ -6,25 +6,14 @@
 #include <string.h>
 #include <strings.h>
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int hd_tp_channel_from_path(hd_req_t *req, size_t prefix_len, char *out)
 {
     const char *p = req->path + prefix_len, *end = req->path + req->path_len;
     size_t n = 0;
     for (; p < end; p++) {
         char ch = *p;
-        if (ch == '%' && end - p >= 3 && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
-            ch = (char)(hexval(p[1]) * 16 + hexval(p[2]));
+        if (ch == '%' && end - p >= 3 && hd_hexval(p[1]) >= 0 && hd_hexval(p[2]) >= 0) {
+            ch = (char)(hd_hexval(p[1]) * 16 + hd_hexval(p[2]));
             p += 2;
         }
         if (n == HD_CHANNEL_MAX) {
