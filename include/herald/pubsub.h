@@ -133,6 +133,9 @@ struct hd_breq_s {
 hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);
 /* Releases the request and every message reference it holds. */
 void hd_breq_free(hd_breq_t *r);
+/* Broker side: sends r back to the worker that asked (its reply_cb runs there and frees it);
+ * a request without reply_cb is freed at once. Any thread. */
+void hd_breq_reply(hd_breq_t *r);
 
 /* Node-wide broker figures for /stats and /metrics (relaxed reads). */
 typedef struct hd_broker_stats_s {

@@ -176,27 +176,11 @@ static void enforce_memory(mem_broker_t *b, mchan_t *keep)
 
 /* ---- requests ---- */
 
-static void reply(mem_broker_t *b, hd_breq_t *r);
-
-static void run_reply(hd_worker_t *w, hd_msg_t *msg)
-{
-    hd_breq_t *r = (hd_breq_t *)msg;
-    if (r->reply_cb)
-        r->reply_cb(w, r);
-    else
-        hd_breq_free(r);
-}
-
 static void reply(mem_broker_t *b, hd_breq_t *r)
 {
     r->epoch = b->epoch;
     r->last_seq = b->seq;
-    if (!r->reply_cb) {
-        hd_breq_free(r);
-        return;
-    }
-    r->base.cb = run_reply;
-    hd_worker_post(r->worker, &r->base);
+    hd_breq_reply(r);
 }
 
 static void do_publish(mem_broker_t *b, hd_breq_t *r)

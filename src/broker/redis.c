@@ -47,23 +47,9 @@ static void maybe_release(redis_broker_t *b, rchan_t *c);
 
 /* ---- replies to workers ---- */
 
-static void run_reply(hd_worker_t *w, hd_msg_t *msg)
-{
-    hd_breq_t *r = (hd_breq_t *)msg;
-    if (r->reply_cb)
-        r->reply_cb(w, r);
-    else
-        hd_breq_free(r);
-}
-
 static void reply(hd_breq_t *r)
 {
-    if (!r->reply_cb) {
-        hd_breq_free(r);
-        return;
-    }
-    r->base.cb = run_reply;
-    hd_worker_post(r->worker, &r->base);
+    hd_breq_reply(r);
 }
 
 static void fail_now(hd_breq_t *r, int err)

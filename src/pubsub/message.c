@@ -347,3 +347,19 @@ void hd_breq_free(hd_breq_t *r)
     free(r->msgs);
     free(r);
 }
+
+static void run_reply(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_breq_t *r = (hd_breq_t *)msg;
+    r->reply_cb(w, r);
+}
+
+void hd_breq_reply(hd_breq_t *r)
+{
+    if (!r->reply_cb) {
+        hd_breq_free(r);
+        return;
+    }
+    r->base.cb = run_reply;
+    hd_worker_post(r->worker, &r->base);
+}
