@@ -473,6 +473,10 @@ class RedisTest(hh.HeraldTestCase):
                                                          "redis": "disconnected"}))
         st, _, data = request(b.port, "GET", "/metrics")
         self.assertIn(b"\nherald_broker_connected 0\n", data)
+        # reads are refused the same way: a poll gets 503 with a (jittered) Retry-After
+        st, hdrs, _ = request(b.port, "GET", "/poll/aof?since=" + first)
+        self.assertEqual(st, 503)
+        self.assertTrue(hdrs.get("Retry-After", "").isdigit(), "poll 503 without Retry-After")
         time.sleep(0.4)
         redis.start()
         pub.join(30)
