@@ -1107,9 +1107,11 @@ static void read_input(ws_t *ws)
         return;
     if (ws->is_closing)
         ws->in_off = ws->in_len;
-    memmove(ws->in, ws->in + ws->in_off, ws->in_len - ws->in_off);
-    ws->in_len -= ws->in_off;
-    ws->in_off = 0;
+    if (ws->in_off) { /* an idle connection has no input buffer at all (in == NULL) */
+        memmove(ws->in, ws->in + ws->in_off, ws->in_len - ws->in_off);
+        ws->in_len -= ws->in_off;
+        ws->in_off = 0;
+    }
     if (rc != 0) {
         hd_conn_log(HD_LOG_WARN, ws->conn, "wslay failed (%d): closing", rc);
         hd_conn_close(ws->conn);
