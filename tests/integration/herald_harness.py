@@ -206,6 +206,14 @@ class Herald:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def rss_bytes(self):
+        """The server's resident set size now (VmRSS), in bytes."""
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise HeraldError("no VmRSS for pid %d" % self.pid)
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -624,6 +632,14 @@ class HeraldTestCase(unittest.TestCase):
 
     def assertHealthy(self, port, tls=False, msg=None):
         self.assertTrue(healthz_ok(port, tls=tls), msg or "GET /healthz failed on port %d" % port)
+
+    def assertServed(self, port, tls=False, within=2.0, msg=None):
+        """Another client is still served: a fresh /healthz answers 200 within `within` s."""
+        t0 = time.monotonic()
+        ok = healthz_ok(port, tls=tls, timeout=within)
+        took = time.monotonic() - t0
+        self.assertTrue(ok and took <= within,
+                        msg or "/healthz on port %d: ok=%s after %.2fs" % (port, ok, took))
 
     def assertStatus(self, resp, status):
         self.assertEqual(resp.status, status, "expected %d, got %r" % (status, resp))
