@@ -10,8 +10,8 @@ import herald_harness as hh  # noqa: E402,F401
 
 # Under AddressSanitizer freed memory sits in a quarantine (256 MB by default) and would read as
 # growth: keep it small so that RSS measures what herald holds.
-os.environ.setdefault("ASAN_OPTIONS",
-                      "abort_on_error=0:detect_leaks=1:quarantine_size_mb=8:malloc_context_size=5")
+_asan = os.environ.get("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
+os.environ["ASAN_OPTIONS"] = _asan + ":quarantine_size_mb=8:malloc_context_size=5"
 
 MB = 1024 * 1024
 
