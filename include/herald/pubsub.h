@@ -63,6 +63,14 @@ void hd_message_unref(hd_message_t *m);
 /* Sets seq/epoch/id; only the broker does this, before anyone else sees the message. */
 void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq);
 
+/* Longest Content-Type kept with a message, in bytes. */
+#define HD_CONTENT_TYPE_MAX 127
+/*
+ * 1 if ct[0..len) is a valid media type (RFC 9110: type/subtype and token=value or
+ * token="quoted" parameters) of at most HD_CONTENT_TYPE_MAX printable ASCII bytes, or empty
+ * (no type). Every entry point that takes a content type from a client checks it with this.
+ */
+int hd_content_type_valid(const char *ct, size_t len);
 /* 1 if content type means text (text/ *, JSON, XML, JavaScript, form data), else 0. */
 int hd_content_type_is_text(const char *ct, size_t len);
 /* 1 if name is a valid channel name: 1..HD_CHANNEL_MAX bytes of [A-Za-z0-9._:@-]. */

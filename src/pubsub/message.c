@@ -35,6 +35,82 @@ int hd_content_type_is_text(const char *ct, size_t len)
            (base >= 4 && strncasecmp(ct + base - 4, "+xml", 4) == 0);
 }
 
+/* RFC 9110 tchar: the characters of a token. */
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static size_t skip_token(const char *s, size_t i, size_t len)
+{
+    while (i < len && is_tchar((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
+static size_t skip_ows(const char *s, size_t i, size_t len)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    return i;
+}
+
+/*
+ * media-type = type "/" subtype *( OWS ";" OWS [ token "=" ( token / quoted-string ) ] ), in
+ * printable ASCII only: obs-text (bytes >= 0x80) is refused, so a stored type is always valid
+ * UTF-8 wherever it is echoed (JSON envelopes, text frames).
+ */
+int hd_content_type_valid(const char *ct, size_t len)
+{
+    if (len == 0)
+        return 1;
+    if (len > HD_CONTENT_TYPE_MAX)
+        return 0;
+    size_t i = skip_token(ct, 0, len);
+    if (i == 0 || i >= len || ct[i] != '/')
+        return 0;
+    size_t j = skip_token(ct, i + 1, len);
+    if (j == i + 1)
+        return 0;
+    for (i = j;;) {
+        i = skip_ows(ct, i, len);
+        if (i == len)
+            return 1;
+        if (ct[i] != ';')
+            return 0;
+        i = skip_ows(ct, i + 1, len);
+        if (i == len || ct[i] == ';')
+            continue; /* empty parameter */
+        j = skip_token(ct, i, len);
+        if (j == i || j >= len || ct[j] != '=')
+            return 0;
+        i = j + 1;
+        if (i < len && ct[i] == '"') {
+            for (i++;; i++) {
+                if (i >= len)
+                    return 0;
+                unsigned char c = (unsigned char)ct[i];
+                if (c == '"')
+                    break;
+                if (c == '\\') {
+                    if (++i >= len)
+                        return 0;
+                    c = (unsigned char)ct[i];
+                }
+                if ((c < 0x20 && c != '\t') || c >= 0x7f)
+                    return 0;
+            }
+            i++;
+        } else {
+            j = skip_token(ct, i, len);
+            if (j == i)
+                return 0;
+            i = j;
+        }
+    }
+}
+
 static int content_type_is_json(const char *ct)
 {
     size_t len = strlen(ct);

@@ -70,6 +70,40 @@ static void test_channel_names(void)
     T_TRUE(!hd_channel_name_valid(long_name, HD_CHANNEL_MAX + 1));
 }
 
+static void test_content_type_syntax(void)
+{
+    const char *good[] = {"",
+                          "text/plain",
+                          "text/plain; charset=utf-8",
+                          "application/vnd.api+json;charset=UTF-8",
+                          "multipart/form-data; boundary=\"a b;c\"",
+                          "text/plain;;",
+                          "text/plain ; a=b ;c=\"\\\"\""};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(good); i++)
+        T_TRUE(hd_content_type_valid(good[i], strlen(good[i])));
+    const char *bad[] = {"text",
+                         "/plain",
+                         "text/",
+                         "text/plain; x=\xff\xfe",
+                         "text/pl\xc3\xa9in",
+                         "text/plain; x",
+                         "text/plain; x=",
+                         "text/plain; x=\"open",
+                         "text/plain\r\nX-Evil: 1",
+                         "text/plain; x=\"\x01\"",
+                         "text plain",
+                         "text/plain x"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++)
+        T_TRUE(!hd_content_type_valid(bad[i], strlen(bad[i])));
+    char longer[HD_CONTENT_TYPE_MAX + 2];
+    memset(longer, 'a', sizeof(longer));
+    longer[4] = '/';
+    T_TRUE(hd_content_type_valid(longer, HD_CONTENT_TYPE_MAX));
+    T_TRUE(!hd_content_type_valid(longer, HD_CONTENT_TYPE_MAX + 1));
+    /* the NUL byte is not part of any token */
+    T_TRUE(!hd_content_type_valid("text/pl\0in", 10));
+}
+
 static void test_content_types(void)
 {
     const char *text[] = {"text/plain",
@@ -255,6 +289,7 @@ int main(void)
 {
     T_RUN(test_ids);
     T_RUN(test_channel_names);
+    T_RUN(test_content_type_syntax);
     T_RUN(test_content_types);
     T_RUN(test_sse_encoding);
     T_RUN(test_ws_frames);
