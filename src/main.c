@@ -3,6 +3,7 @@
  * main.c: command line, configuration, signals, pidfile, service-manager readiness, and the
  * node's start and stop. Nothing else lives here.
  */
+#include "herald/api.h"
 #include "herald/common.h"
 #include "herald/conf.h"
 #include "herald/http.h"

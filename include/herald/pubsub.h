@@ -58,6 +58,18 @@ typedef struct hd_message_s {
 /* A message with no id yet (the broker assigns it), one reference. */
 hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
                              const void *data, size_t len);
+struct json_t;
+/*
+ * A message for channel from a client's JSON "data" value and optional "type" (NULL, or the
+ * JSON value given): a string's text as is (type text/plain; charset=utf-8 unless given), any
+ * other value as compact JSON (application/json unless given); one reference in *out.
+ * Returns 0; HD_EBADREQ when data is missing, type is not a string or data cannot be encoded;
+ * HD_EBODYTOOBIG when the payload is longer than max_bytes. On error *why is a static message
+ * for the client and *out is untouched. The HTTP batch publish and the /ws publish use this.
+ */
+int hd_message_from_json(const char *channel, size_t channel_len, const struct json_t *data,
+                         const struct json_t *type, size_t max_bytes, hd_message_t **out,
+                         const char **why);
 hd_message_t *hd_message_ref(hd_message_t *m);
 void hd_message_unref(hd_message_t *m);
 /* Sets seq/epoch/id; only the broker does this, before anyone else sees the message. */

@@ -2,13 +2,12 @@
 /*
  * transport.h: what the push transports share, and how each registers its routes. Each
  * transport is one file in src/transport/ behind the hub's subscriber interface (pubsub.h);
- * transports never include each other.
+ * transports never include each other. The publishing and introspection API (api.h) uses the
+ * shared helpers below too.
  *
- *   publish.c     POST /pub/{channel}, POST /pub (batch)
  *   poll.c        GET /poll/{channel} (short poll), GET /lp/{channel} (long poll)
  *   sse.c         GET /sse/{channel}, GET /sse?channel=a&channel=b
- *   websocket.c   GET /ws/{channel}, GET /ws (JSON protocol)
- *   introspect.c  GET /channels/{channel}, GET /stats, GET /metrics
+ *   websocket.c   GET /ws/{channel}, GET /ws (JSON protocol); the rest of it in ws_*.c
  */
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
@@ -16,11 +15,9 @@
 #include "herald/http.h"
 #include "herald/pubsub.h"
 
-void hd_publish_register(hd_router_t *r);
 void hd_poll_register(hd_router_t *r);
 void hd_sse_register(hd_router_t *r);
 void hd_ws_register(hd_router_t *r);
-void hd_introspect_register(hd_router_t *r, hd_server_t *server);
 
 /*
  * The channel named by the path after prefix_len bytes (no further '/'), percent-decoded into

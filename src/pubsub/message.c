@@ -169,6 +169,44 @@ hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char
     return m;
 }
 
+int hd_message_from_json(const char *channel, size_t channel_len, const json_t *data,
+                         const json_t *type, size_t max_bytes, hd_message_t **out, const char **why)
+{
+    if (!data) {
+        *why = "needs \"data\" (a string or any JSON value)";
+        return HD_EBADREQ;
+    }
+    if (type && !json_is_string(type)) {
+        *why = "\"type\" must be a string";
+        return HD_EBADREQ;
+    }
+    if (json_is_string(data)) {
+        size_t len = json_string_length(data);
+        if (len > max_bytes) {
+            *why = "message larger than max_message_size";
+            return HD_EBODYTOOBIG;
+        }
+        const char *ct = type ? json_string_value(type) : "text/plain; charset=utf-8";
+        *out = hd_message_new(channel, channel_len, ct, json_string_value(data), len);
+        return 0;
+    }
+    char *dumped = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!dumped) {
+        *why = "\"data\" could not be encoded as JSON";
+        return HD_EBADREQ;
+    }
+    size_t len = strlen(dumped);
+    if (len > max_bytes) {
+        free(dumped);
+        *why = "message larger than max_message_size";
+        return HD_EBODYTOOBIG;
+    }
+    const char *ct = type ? json_string_value(type) : "application/json";
+    *out = hd_message_new(channel, channel_len, ct, dumped, len);
+    free(dumped);
+    return 0;
+}
+
 hd_message_t *hd_message_ref(hd_message_t *m)
 {
     __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);

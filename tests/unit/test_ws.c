@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_ws.c: unit tests of src/transport/websocket.c (included, so its helpers are in reach):
+ * test_ws.c: unit tests of the WebSocket transport (src/transport/websocket.c and ws_*.c, included,
+ * so their helpers are in reach):
  * the accept key (RFC 6455's example), key and close-code rules, header token lists, the Origin
  * list, the frame-header reader fed whole and cut at every offset; then the frame path through an
  * embedded server (socketpair, no threads): a fragmented JSON-protocol message with control
@@ -11,6 +12,9 @@
  */
 #define _GNU_SOURCE
 #include "transport/websocket.c"
+#include "transport/ws_conn.c"
+#include "transport/ws_handshake.c"
+#include "transport/ws_json.c"
 
 #include "herald/log.h"
 #include "herald/server.h"

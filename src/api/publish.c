@@ -5,7 +5,7 @@
  *   POST /pub             a JSON array [{"channel":..,"data":..,"type":..}, ...], in order
  * Both answer once the broker has assigned ids, with those ids.
  */
-#include "herald/transport.h"
+#include "herald/api.h"
 
 #include <jansson.h>
 #include <string.h>
@@ -138,31 +138,14 @@ static void on_publish_batch(hd_req_t *req, void *arg)
             batch_error(req, 400, i, "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
             goto fail;
         }
-        if (type && !json_is_string(type)) {
-            batch_error(req, 400, i, "\"type\" must be a string");
+        const char *why;
+        int rc = hd_message_from_json(name, name_len, data, type, conf->max_message_bytes,
+                                      &msgs[built], &why);
+        if (rc != 0) {
+            batch_error(req, hd_err_http_status(rc), i, why);
             goto fail;
         }
-        char *dumped = NULL;
-        const char *payload;
-        size_t len;
-        const char *ct;
-        if (json_is_string(data)) {
-            payload = json_string_value(data);
-            len = json_string_length(data);
-            ct = type ? json_string_value(type) : "text/plain; charset=utf-8";
-        } else {
-            dumped = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-            payload = dumped;
-            len = dumped ? strlen(dumped) : 0;
-            ct = type ? json_string_value(type) : "application/json";
-        }
-        if (len > conf->max_message_bytes) {
-            free(dumped);
-            batch_error(req, 413, i, "message larger than max_message_size");
-            goto fail;
-        }
-        msgs[built++] = hd_message_new(name, name_len, ct, payload, len);
-        free(dumped);
+        built++;
     }
     json_decref(root);
     if (built == 0) {

@@ -7,7 +7,7 @@
  * Figures of other workers are read with relaxed atomic loads of counters each worker writes
  * alone: a scrape never stops a loop.
  */
-#include "herald/transport.h"
+#include "herald/api.h"
 
 #include <string.h>
 

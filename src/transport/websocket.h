@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * websocket.h: private to the WebSocket transport (src/transport/ws_*.c and websocket.c).
+ *
+ *   websocket.c      routes (GET /ws/{channel}, GET /ws), the /ws/{channel} protocol
+ *        |     \
+ *        |      ws_json.c       the /ws JSON protocol: subscribe, unsubscribe, publish, ping
+ *        v     /
+ *   ws_conn.c        framing (wslay glue), output queue and backlog, close codes, connection
+ *                    lifetime, a connection's subscriptions and client publishes
+ *   ws_handshake.c   the opening handshake (RFC 6455 4.2.1): checks, Sec-WebSocket-Accept
+ *
+ * Dependencies run downwards only: ws_conn.c knows no protocol; it calls the one a connection
+ * was created with through its ws_proto_t table (as wslay calls back through its callbacks).
+ * Only the fields documented "public" below are read outside ws_conn.c.
+ */
+#ifndef HERALD_TRANSPORT_WEBSOCKET_H
+#define HERALD_TRANSPORT_WEBSOCKET_H
+
+#include "herald/transport.h"
+#include "herald/utf8.h"
+
+#include <jansson.h>
+#include <wslay/wslay.h>
+
+#define WS_SUBPROTOCOL  "herald.v1"
+#define WS_GAP_REASON   "history lost or expired; some messages may be missing"
+#define WS_CHANNEL_RULE "1-128 characters of A-Z a-z 0-9 . _ - : @"
+
+enum { WS_MODE_RAW, WS_MODE_ENVELOPE, WS_MODE_JSON };
+
+typedef struct ws_s ws_t;
+
+/* ---- the handshake (ws_handshake.c) ---- */
+
+/* The handshake, checked. */
+typedef struct ws_handshake_s {
+    char accept[32]; /* Sec-WebSocket-Accept */
+    unsigned has_subprotocol : 1;
+    unsigned is_authorized : 1; /* may publish under publish_key (Authorization: Bearer) */
+} ws_handshake_t;
+
+/* Checks the opening handshake of req (RFC 6455 4.2.1) into hs. Returns 0, or -1 after
+ * answering (405, 426, 400 or 403). */
+int hd_ws_check_handshake(hd_req_t *req, ws_handshake_t *hs);
+
+/* ---- a protocol spoken over a connection ---- */
+
+typedef struct ws_proto_s {
+    /* A data message with opcode (text or binary) starts. Returns 1 to take it, or 0 after
+     * hd_ws_close(). */
+    int (*on_start)(ws_t *ws, uint8_t opcode);
+    /* A whole data message: text is valid UTF-8. data is not NUL-terminated. */
+    void (*on_message)(ws_t *ws, uint8_t opcode, const char *data, size_t len);
+    /* The broker's answer to hd_ws_publish(): err, or 0 with m's id set. ref as given there. */
+    void (*on_published)(ws_t *ws, int err, const hd_message_t *m, json_t *ref);
+} ws_proto_t;
+
+/* ---- the connection (ws_conn.c) ---- */
+
+/* One subscription of a connection. */
+typedef struct ws_sub_s {
+    ws_t *ws;
+    hd_sub_t *sub; /* NULL once the hub has let it go */
+    json_t *ref;   /* JSON protocol: the subscribe's "ref", until "subscribed" is sent */
+    uint8_t len;
+    char channel[]; /* len bytes and a NUL: sized to the name */
+} ws_sub_t;
+
+/* The public part of a connection; the rest is ws_conn.c's. */
+typedef struct ws_public_s {
+    hd_worker_t *w;
+    hd_conn_t *conn;  /* NULL once gone */
+    hd_deferred_t *d; /* /ws/{channel}: the handshake, until the subscription is live */
+    uint8_t mode;     /* WS_MODE_* */
+    ws_handshake_t hs;
+    ws_sub_t **subs;
+    uint32_t n_subs;
+} ws_public_t;
+
+/* A connection not yet upgraded, with mode, proto and the checked handshake. */
+ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_handshake_t *hs);
+static inline ws_public_t *hd_ws_pub(ws_t *ws)
+{
+    return (ws_public_t *)ws; /* the public part comes first */
+}
+static inline const hd_conf_t *hd_ws_conf(ws_t *ws)
+{
+    return hd_worker_conf(hd_ws_pub(ws)->w);
+}
+/* Answers req with 101 and hands the connection to ws. */
+void hd_ws_upgrade(ws_t *ws, hd_req_t *req);
+/* Brackets work that may end the connection: memory goes only when the outermost leaves. */
+void hd_ws_enter(ws_t *ws);
+void hd_ws_leave(ws_t *ws);
+/* The connection has gone (or never came): stops every subscription, frees when not busy. */
+void hd_ws_gone(ws_t *ws);
+/* 1 while neither gone nor closing. */
+int hd_ws_is_open(const ws_t *ws);
+/* Sends a close frame with code and reason, then ends the connection. */
+void hd_ws_close(ws_t *ws, int code, const char *reason);
+
+/* Queues a JSON object (consumed) as one text frame, after anything held back. */
+void hd_ws_emit_json(ws_t *ws, json_t *obj);
+/* Queues a gap notice for channel. */
+void hd_ws_emit_gap(ws_t *ws, const char *channel);
+/* Holds a history message back, to be sent by hd_ws_pump() as the socket drains. */
+void hd_ws_hold_history(ws_t *ws, hd_message_t *m);
+/* Moves held-back frames to the connection while it has room. */
+void hd_ws_pump(ws_t *ws);
+
+/* A connection's subscriptions: add (not yet subscribed at the hub), find, remove (and free). */
+ws_sub_t *hd_ws_sub_add(ws_t *ws, const char *channel, size_t len);
+ws_sub_t *hd_ws_sub_find(ws_t *ws, const char *channel, size_t len);
+void hd_ws_sub_remove(ws_t *ws, ws_sub_t *e);
+/* The hub's live callbacks, for each protocol's hd_sub_ops_t (s->data is the ws_sub_t). */
+void hd_ws_sub_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded);
+void hd_ws_sub_on_gap(hd_sub_t *s);
+
+/* Publishes m (the reference passes) for the client; the answer goes to proto->on_published
+ * with ref (a reference is taken). Input waits while too many publishes are in flight. */
+void hd_ws_publish(ws_t *ws, hd_message_t *m, json_t *ref);
+
+/* ---- protocols ---- */
+
+/* ws_json.c: the /ws JSON protocol. */
+extern const ws_proto_t hd_ws_json_proto;
+
+#endif

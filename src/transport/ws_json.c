@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ws_json.c: the /ws JSON protocol (docs/protocol-websocket.md): one JSON object per text
+ * message, {"op": subscribe | unsubscribe | publish | ping, "ref": echoed, ...}, answered with
+ * subscribed / unsubscribed / published / pong / error objects; messages arrive as herald.v1
+ * envelopes. Speaks to the connection only through websocket.h.
+ */
+#include "websocket.h"
+
+#include <string.h>
+
+#define WS_MAX_SUBS 64 /* subscriptions of one /ws connection */
+
+/* {"type":type} and "channel" (when not NULL); send it with emit_reply. */
+static json_t *reply_new(const char *type, const char *channel)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string(type));
+    if (channel)
+        json_object_set_new(o, "channel", json_string(channel));
+    return o;
+}
+
+/* Adds the request's "ref" (when it had one) as the last member, then queues the reply. */
+static void emit_reply(ws_t *ws, json_t *o, json_t *ref)
+{
+    if (ref)
+        json_object_set(o, "ref", ref);
+    hd_ws_emit_json(ws, o);
+}
+
+static void reply_error(ws_t *ws, json_t *ref, const char *channel, const char *code,
+                        const char *text)
+{
+    json_t *o = reply_new("error", channel);
+    json_object_set_new(o, "code", json_string(code));
+    json_object_set_new(o, "error", json_string(text));
+    emit_reply(ws, o, ref);
+}
+
+/* /ws: a subscribe op has gone live: gap notice, history, then "subscribed". */
+static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    ws_sub_t *e = s->data;
+    ws_t *ws = e->ws;
+    hd_ws_enter(ws);
+    json_t *ref = e->ref;
+    e->ref = NULL;
+    if (err) {
+        e->sub = NULL; /* the hub frees it */
+        char channel[HD_CHANNEL_MAX + 1];
+        memcpy(channel, e->channel, sizeof(channel));
+        hd_ws_sub_remove(ws, e);
+        reply_error(ws, ref, channel, "unavailable", hd_strerror(err));
+    } else {
+        if (gap)
+            hd_ws_emit_gap(ws, e->channel);
+        for (size_t i = 0; i < n; i++)
+            hd_ws_hold_history(ws, msgs[i]);
+        char id[HD_ID_MAX];
+        hd_id_format(id, sizeof(id), s->epoch, s->last_seq);
+        json_t *o = reply_new("subscribed", e->channel);
+        json_object_set_new(o, "last_id", json_string(id));
+        emit_reply(ws, o, ref);
+        hd_ws_pump(ws);
+    }
+    json_decref(ref);
+    hd_ws_leave(ws);
+}
+
+static const hd_sub_ops_t json_sub_ops = {.format = HD_FMT_WS_ENVELOPE,
+                                          .on_ready = json_on_ready,
+                                          .on_message = hd_ws_sub_on_message,
+                                          .on_gap = hd_ws_sub_on_gap};
+
+/* The "channel" member when it is a valid name, else NULL after an error reply. */
+static const char *json_channel(ws_t *ws, json_t *root, json_t *ref, size_t *len)
+{
+    json_t *ch = json_object_get(root, "channel");
+    const char *name = json_string_value(ch);
+    *len = json_string_length(ch);
+    if (!name || !hd_channel_name_valid(name, *len)) {
+        reply_error(ws, ref, NULL, "bad_channel", "\"channel\" must be " WS_CHANNEL_RULE);
+        return NULL;
+    }
+    return name;
+}
+
+static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
+{
+    size_t len;
+    const char *name = json_channel(ws, root, ref, &len);
+    if (!name)
+        return;
+    json_t *since = json_object_get(root, "since");
+    uint64_t epoch = 0, seq = 0;
+    int has_since = since && !json_is_null(since);
+    if (has_since &&
+        (!json_is_string(since) ||
+         hd_id_parse(json_string_value(since), json_string_length(since), &epoch, &seq) != 0)) {
+        reply_error(ws, ref, name, "bad_since",
+                    "\"since\" must be a message id such as \"mh3k2x1a-42\"");
+        return;
+    }
+    if (hd_ws_sub_find(ws, name, len)) {
+        reply_error(ws, ref, name, "already_subscribed", "already subscribed to this channel");
+        return;
+    }
+    if (hd_ws_pub(ws)->n_subs == WS_MAX_SUBS) {
+        reply_error(ws, ref, name, "too_many_subscriptions",
+                    "at most 64 subscriptions per connection");
+        return;
+    }
+    ws_sub_t *e = hd_ws_sub_add(ws, name, len);
+    e->ref = ref ? json_incref(ref) : NULL;
+    e->sub = hd_hub_subscribe(hd_ws_pub(ws)->w, name, len, has_since ? &epoch : NULL,
+                              has_since ? &seq : NULL, &json_sub_ops, e);
+}
+
+static void op_unsubscribe(ws_t *ws, json_t *root, json_t *ref)
+{
+    size_t len;
+    const char *name = json_channel(ws, root, ref, &len);
+    if (!name)
+        return;
+    ws_sub_t *e = hd_ws_sub_find(ws, name, len);
+    if (!e) {
+        reply_error(ws, ref, name, "not_subscribed", "not subscribed to this channel");
+        return;
+    }
+    hd_ws_sub_remove(ws, e);
+    emit_reply(ws, reply_new("unsubscribed", name), ref);
+}
+
+static void op_publish(ws_t *ws, json_t *root, json_t *ref)
+{
+    const hd_conf_t *conf = hd_ws_conf(ws);
+    if (!conf->ws_client_publish) {
+        reply_error(ws, ref, NULL, "publish_disabled",
+                    "client publishing is disabled on this server (ws_client_publish off)");
+        return;
+    }
+    if (!hd_ws_pub(ws)->hs.is_authorized) {
+        json_t *key = json_object_get(root, "key");
+        if (!json_is_string(key) ||
+            hd_tp_publish_key_ok(conf, json_string_value(key), json_string_length(key)) != 0) {
+            reply_error(ws, ref, NULL, "forbidden",
+                        "publishing needs the publish key (\"key\", or Authorization: Bearer on "
+                        "the handshake)");
+            return;
+        }
+    }
+    size_t len;
+    const char *name = json_channel(ws, root, ref, &len);
+    if (!name)
+        return;
+    hd_message_t *m;
+    const char *why;
+    int rc = hd_message_from_json(name, len, json_object_get(root, "data"),
+                                  json_object_get(root, "type"), conf->max_message_bytes, &m, &why);
+    if (rc != 0) {
+        reply_error(ws, ref, NULL, rc == HD_EBODYTOOBIG ? "too_large" : "bad_data", why);
+        return;
+    }
+    hd_ws_publish(ws, m, ref);
+}
+
+/* Copies src into out as printable ASCII (a parser's message may quote the input). */
+static void ascii_copy(char *out, size_t outlen, const char *src)
+{
+    size_t n = 0;
+    for (; *src && n + 1 < outlen; src++)
+        out[n++] = (*src >= 0x20 && *src < 0x7f) ? *src : '?';
+    out[n] = '\0';
+}
+
+static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
+{
+    (void)opcode; /* text: json_on_start refused binary */
+    json_error_t jerr;
+    json_t *root = json_loadb(data, len, 0, &jerr);
+    if (!root || !json_is_object(root)) {
+        char why[160], text[256];
+        ascii_copy(why, sizeof(why), root ? "not an object" : jerr.text);
+        snprintf(text, sizeof(text), "expected one JSON object per message: %s", why);
+        reply_error(ws, NULL, NULL, "bad_json", text);
+        json_decref(root);
+        return;
+    }
+    json_t *ref = json_object_get(root, "ref");
+    const char *op = json_string_value(json_object_get(root, "op"));
+    if (!op)
+        reply_error(ws, ref, NULL, "bad_op",
+                    "missing \"op\": subscribe, unsubscribe, publish or ping");
+    else if (strcmp(op, "subscribe") == 0)
+        op_subscribe(ws, root, ref);
+    else if (strcmp(op, "unsubscribe") == 0)
+        op_unsubscribe(ws, root, ref);
+    else if (strcmp(op, "publish") == 0)
+        op_publish(ws, root, ref);
+    else if (strcmp(op, "ping") == 0)
+        emit_reply(ws, reply_new("pong", NULL), ref);
+    else
+        reply_error(ws, ref, NULL, "unknown_op",
+                    "unknown \"op\": expected subscribe, unsubscribe, publish or ping");
+    json_decref(root);
+}
+
+static int json_on_start(ws_t *ws, uint8_t opcode)
+{
+    if (opcode == WSLAY_BINARY_FRAME) {
+        hd_ws_close(ws, 1003, "the /ws JSON protocol takes text messages only");
+        return 0;
+    }
+    return 1;
+}
+
+static void json_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *ref)
+{
+    if (err || !m) {
+        reply_error(ws, ref, NULL, "unavailable", hd_strerror(err));
+    } else {
+        json_t *o = reply_new("published", m->channel);
+        json_object_set_new(o, "id", json_string(m->id));
+        emit_reply(ws, o, ref);
+    }
+}
+
+const ws_proto_t hd_ws_json_proto = {
+    .on_start = json_on_start,
+    .on_message = json_message,
+    .on_published = json_on_published,
+};
