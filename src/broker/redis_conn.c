@@ -424,7 +424,8 @@ void hd_redis_conn_lost(redis_broker_t *b, const char *why)
         hd_log_warn("redis %s: reconnecting: %s", b->where, why);
     }
     if (!b->was_up)
-        snprintf(b->start_err, sizeof(b->start_err), "%s", why);
+        /* The reason is kept whole when it fits; a longer one is cut, and said to be. */
+        snprintf(b->start_err, sizeof(b->start_err), "%.*s", (int)sizeof(b->start_err) - 1, why);
     /* Freeing a context runs the callbacks of its pending commands (as never answered) here. */
     b->is_in_conn_lost = 1;
     drop_conn(&b->cmd);

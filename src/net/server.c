@@ -436,7 +436,7 @@ static int bind_listeners(hd_server_t *s, char *err, size_t errlen)
     for (size_t i = 0; i < conf->n_listens; i++) {
         const hd_listen_t *l = &conf->listens[i];
         struct sockaddr_storage addr = l->addr;
-        int rc, probe;
+        int rc, probe = -1;
         if (port_of(&addr) != 0) {
             /* SO_REUSEPORT would silently share a port another process listens on: probe first
              * with a plain socket, which fails if anyone listens there. */
