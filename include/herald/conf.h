@@ -20,8 +20,6 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-enum { HD_LOG_DEBUG = 0, HD_LOG_INFO = 1, HD_LOG_WARN = 2, HD_LOG_ERROR = 3 };
-
 typedef struct hd_listen_s {
     struct sockaddr_storage addr; /* resolved numeric address (IPv4 or IPv6) */
     socklen_t addrlen;
@@ -41,7 +39,7 @@ typedef struct hd_conf_s {
     uint64_t shutdown_timeout_ms;
 
     /* logging */
-    int log_level;    /* HD_LOG_* */
+    int log_level;    /* HD_LOG_* (herald/log.h) */
     char *log_file;   /* NULL: stderr */
     char *access_log; /* NULL: off */
 

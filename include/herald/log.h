@@ -16,7 +16,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "herald/conf.h"
+/* Levels, lowest first; a line is written when its level is at least the configured one. */
+enum { HD_LOG_DEBUG = 0, HD_LOG_INFO = 1, HD_LOG_WARN = 2, HD_LOG_ERROR = 3 };
 
 extern int hd_log_level_;
 

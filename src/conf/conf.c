@@ -21,6 +21,7 @@
  */
 #include "herald/conf.h"
 #include "herald/common.h"
+#include "herald/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
