@@ -84,29 +84,10 @@ typedef struct hd_conf_s {
     int ws_client_publish; /* WebSocket clients may publish */
 
     /* Redis bridge (src/broker/redis.c) */
-    char *redis;        /* URL or unix socket path (see hd_conf_redis_parse); NULL: embedded */
+    char *redis;        /* URL or unix socket path (hd_redis_url_parse); NULL: embedded */
     char *redis_prefix; /* of every key and pub/sub channel */
     uint64_t redis_timeout_ms;
 } hd_conf_t;
-
-/* Where the redis directive points, parsed. */
-typedef struct hd_redis_addr_s {
-    char host[256];     /* TCP host name or numeric address ("" for a unix socket) */
-    int port;           /* TCP port */
-    char path[108];     /* unix socket path ("" for TCP) */
-    char user[128];     /* ACL user for AUTH ("" = the default user) */
-    char password[256]; /* "" = no AUTH */
-    unsigned db;        /* SELECT */
-} hd_redis_addr_t;
-
-/*
- * Parses a redis directive value:
- *     redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]    (IPv6 HOST in brackets; PORT 6379, DB 0)
- *     unix:///PATH[?db=DB&password=PASSWORD&user=USER]   or a bare /PATH
- * USER and PASSWORD may be percent-encoded. Returns 0, or HD_ECONF with a message in err that
- * never contains the password.
- */
-int hd_conf_redis_parse(const char *url, hd_redis_addr_t *out, char *err, size_t errlen);
 
 /*
  * Loads a configuration: reads `path` (NULL: no file, defaults only), then applies each of the

@@ -982,7 +982,7 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
                         size_t errlen)
 {
     hd_redis_addr_t addr;
-    int rc = hd_conf_redis_parse(conf->redis ? conf->redis : "", &addr, err, errlen);
+    int rc = hd_redis_url_parse(conf->redis ? conf->redis : "", &addr, err, errlen);
     if (rc < 0)
         return rc;
     redis_broker_t *b = hd_calloc(1, sizeof(*b));

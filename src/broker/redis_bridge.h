@@ -16,6 +16,7 @@
 #include "herald/hmap.h"
 #include "herald/log.h"
 #include "herald/pubsub.h"
+#include "herald/redis_url.h"
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
