@@ -3,8 +3,8 @@
 # bench/smoke.sh HERALD HERALD_BENCH: the ctest smoke run of herald-bench (a few seconds, not a
 # benchmark). Starts herald on a free loopback port with 2 workers, runs a tiny fan-out over
 # SSE, long poll and WebSocket, and fails unless each exits 0 (herald-bench exits 1 when a
-# message is lost or a connection fails). WebSocket is skipped, saying so, while the server
-# answers /ws/ with 404 (no WebSocket transport built in yet). Stops only the herald it started.
+# message is lost or a connection fails). A /ws/ handshake that does not answer 101 fails the
+# run, saying what it got. Stops only the herald it started.
 set -u
 herald=$1
 bench=$2
@@ -34,8 +34,9 @@ s.sendall(b"GET /ws/smoke HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnectio
 print(s.recv(64).split(b" ")[1].decode())
 PY
 )
-if [ "$ws_status" = 404 ]; then
-    echo "== ws skipped: this herald answers /ws/ with 404 (no WebSocket transport yet)"
+if [ "$ws_status" != 101 ]; then
+    echo "== ws: the handshake on /ws/smoke answered '$ws_status', not 101"
+    failed=1
 else
     run ws "-s 50 -c 5 -r 100" || failed=1
 fi

@@ -8,16 +8,26 @@ and start() returns once it logged "ready". stop() sends SIGTERM to its PID and 
 status 0 within a timeout and no sanitizer report in the log; a process still alive at the end of
 a test or of the interpreter is killed, and that is a test failure.
 
-Only the standard library is used; curl and openssl are the external clients.
+It also holds the clients every test file shares: publish / request / get_json over HTTP,
+wait_for, an SSE stream reader (SseStream, SseBlock), a raw WebSocket client (RawWS) and the
+python3-websockets connect (ws_connect), and require_* checks that turn a missing test tool or a
+WebSocket path that does not upgrade into a failure, never a skip. main() fails a file whose tests
+all skipped.
+
+The standard library is used, plus python3-websockets (imported by ws_connect only); curl,
+openssl, redis-server, chromium and node are the external clients.
 """
 import atexit
+import http.client
 import itertools
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -68,7 +78,7 @@ atexit.register(_kill_leftovers)
 
 def herald_bin():
     if not HERALD_BIN or not os.access(HERALD_BIN, os.X_OK):
-        raise unittest.SkipTest("HERALD_BIN is not set to an executable herald binary")
+        raise HeraldError("HERALD_BIN is not set to an executable herald binary: %r" % HERALD_BIN)
     return HERALD_BIN
 
 
@@ -614,6 +624,535 @@ def healthz_ok(port, tls=False, timeout=IO_TIMEOUT, **kw):
     return r.status == 200 and r.body == b'{"status":"ok"}'
 
 
+# ---- shared test clients: HTTP publish and JSON, waiting ----
+
+HTTP_TIMEOUT = 10.0  # seconds for one request of the http.client helpers below
+STREAM_TIMEOUT = 10.0  # default wait for the next SSE block or WebSocket frame
+
+
+class Headers(dict):
+    """Response headers keyed by lower-case name; [], get and `in` ignore the case asked for.
+    A repeated header keeps its last value."""
+
+    def __init__(self, pairs=()):
+        super().__init__((k.lower(), v) for k, v in pairs)
+
+    def __getitem__(self, name):
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name):
+        return super().__contains__(name.lower())
+
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+
+
+def request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT, conn=None):
+    """One request with http.client: on a new connection to 127.0.0.1:port, closed after it,
+    or on `conn` (an http.client.HTTPConnection the caller keeps alive).
+
+    Returns (status, Headers, body bytes). A str body is sent as UTF-8."""
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if isinstance(body, str):
+        body = body.encode()
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, Headers(r.getheaders()), data
+    finally:
+        if own:
+            conn.close()
+
+
+def get_json(port, path, timeout=HTTP_TIMEOUT):
+    """GET path: (status, the parsed JSON body (None when empty), Headers). A body that is not
+    JSON fails the test."""
+    status, hdrs, data = request(port, "GET", path, timeout=timeout)
+    try:
+        return status, json.loads(data or b"null"), hdrs
+    except ValueError:
+        raise AssertionError("GET %s answered %d with a body that is not JSON: %r" %
+                             (path, status, data[:200]))
+
+
+def _publish_headers(ctype, headers):
+    hdrs = dict(headers or {})
+    if ctype is not None:
+        hdrs["Content-Type"] = ctype
+    return hdrs
+
+
+def _published_id(channel, status, data):
+    if status != 200:
+        raise AssertionError("publish to %s: %d %r" % (channel, status, data))
+    return json.loads(data)["id"]
+
+
+def publish(port, channel, body, ctype="text/plain; charset=utf-8", headers=None, conn=None,
+            timeout=HTTP_TIMEOUT):
+    """POST /pub/{channel} with body (str: UTF-8) and Content-Type ctype (None: no header) plus
+    `headers`, on a new connection or on `conn` (kept alive by the caller).
+
+    Returns the message id; anything but 200 fails the test (AssertionError with the body)."""
+    status, _, data = request(port, "POST", "/pub/" + channel, body,
+                              _publish_headers(ctype, headers), timeout=timeout, conn=conn)
+    return _published_id(channel, status, data)
+
+
+class Publisher:
+    """publish() over one keep-alive connection: pub(channel, body, ctype, headers) -> id.
+
+    A connection the server closed between two publishes (keep-alive timeout or request limit)
+    is reopened once and the publish sent again; a second failure is raised. close() when done.
+    """
+
+    def __init__(self, port, timeout=HTTP_TIMEOUT):
+        self.port = port
+        self.timeout = timeout
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def __call__(self, channel, body, ctype="text/plain; charset=utf-8", headers=None):
+        hdrs = _publish_headers(ctype, headers)
+        for attempt in range(2):
+            try:
+                status, _, data = request(self.port, "POST", "/pub/" + channel, body, hdrs,
+                                          conn=self.conn)
+                break
+            except (http.client.HTTPException, OSError):
+                if attempt:
+                    raise
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                       timeout=self.timeout)
+        return _published_id(channel, status, data)
+
+    def close(self):
+        self.conn.close()
+
+
+def wait_for(cond, timeout=IO_TIMEOUT, what="condition", interval=0.02):
+    """Calls cond() every `interval` seconds until it returns a true value, and returns that
+    value; once `timeout` seconds have passed without one, fails with "timed out waiting for
+    <what>". cond is always called at least once, and once more at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s (%.1f s)" % (what, timeout))
+        time.sleep(interval)
+
+
+# ---- required tools: a missing one fails the test, it never skips it ----
+
+DEPS_HINT = "scripts/deps.sh test installs it (the README's test command runs it)"
+
+
+def _node_modules():
+    """HERALD_SRC/node_modules; in a linked git worktree (git worktree add) without its own, the
+    main checkout's, which the worktree shares with it like its git objects."""
+    own = os.path.join(HERALD_SRC, "node_modules")
+    if os.path.isdir(own):
+        return own
+    try:
+        common = subprocess.run(["git", "-C", HERALD_SRC, "rev-parse", "--path-format=absolute",
+                                 "--git-common-dir"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return own
+    if os.path.basename(common) == ".git":
+        shared = os.path.join(os.path.dirname(common), "node_modules")
+        if os.path.isdir(shared):
+            return shared
+    return own
+
+
+NODE_MODULES = _node_modules()
+
+
+def require_executable(path, what):
+    """Returns path if it is an executable file (a name is looked up in PATH); fails otherwise."""
+    found = path if os.path.isabs(path) else shutil.which(path)
+    if not found or not os.access(found, os.X_OK):
+        raise AssertionError("%s is not installed (%s): %s" % (what, path, DEPS_HINT))
+    return found
+
+
+def require_node_module(name):
+    """(node binary, node_modules directory) when node and the npm package `name` (installed
+    from package-lock.json) are there; fails otherwise."""
+    node = require_executable("node", "node")
+    if not os.path.isdir(os.path.join(NODE_MODULES, name)):
+        raise AssertionError("the npm package %s is not in %s: %s" %
+                             (name, NODE_MODULES, DEPS_HINT))
+    return node, NODE_MODULES
+
+
+def require_websockets():
+    """The python3-websockets module; fails when it is not installed."""
+    try:
+        import websockets
+    except ImportError as e:
+        raise AssertionError("python3-websockets is not installed (%s): %s" % (e, DEPS_HINT))
+    return websockets
+
+
+# ---- SSE ----
+
+class SseBlock:
+    """One SSE block (the fields up to a blank line) parsed as the spec says: id, event, data
+    lines, retry, comments. The bytes must be UTF-8 and every field one herald sends; anything
+    else fails."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.id = None
+        self.event = None
+        self.data = None
+        self.retry = None
+        self.comments = []
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise AssertionError("SSE block is not UTF-8 (%s): %r" % (e, raw[:200]))
+        for line in text.split("\n"):
+            if line == "":
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:])
+                continue
+            name, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "id":
+                self.id = value
+            elif name == "event":
+                self.event = value
+            elif name == "data":
+                self.data = (self.data or []) + [value]
+            elif name == "retry":
+                self.retry = int(value)
+            else:
+                raise AssertionError("unknown SSE field %r in %r" % (name, raw))
+
+    @property
+    def text(self):
+        """The event's data (lines joined with LF), None for a block without data."""
+        return None if self.data is None else "\n".join(self.data)
+
+    @property
+    def is_event(self):
+        return self.data is not None
+
+    def __repr__(self):
+        return "<SseBlock %r>" % self.raw[:200]
+
+
+class SseStream:
+    """A raw-socket SSE client: sends GET path (with headers) from a spread source address,
+    reads the response head (status, headers by lower-case name, and the body of a non-200
+    answer), then the stream block by block. Blocks must end in LF LF with no CR on the wire."""
+
+    def __init__(self, port, path, headers=None, spread=True, rcvbuf=None, read_head=True):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if rcvbuf:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if spread:
+                self.sock.bind((next_source_ip(), 0))
+            self.sock.settimeout(STREAM_TIMEOUT)
+            self.sock.connect(("127.0.0.1", port))
+            self.sock.sendall(build_request("GET", path, headers))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.buf = bytearray()
+        self.scan = 0
+        self.eof = False
+        self.status = None
+        self.headers = {}
+        self.body = b""
+        if read_head:
+            self.read_head()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _fill(self, deadline):
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = self.sock.recv(262144)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def read_head(self, timeout=STREAM_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise AssertionError("closed before the response head: %r" % bytes(self.buf))
+        i = self.buf.index(b"\r\n\r\n")
+        head = bytes(self.buf[:i]).decode("latin-1").split("\r\n")
+        del self.buf[:i + 4]
+        self.status = int(head[0].split(" ")[1])
+        for line in head[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        if self.status != 200:
+            n = int(self.headers.get("content-length", "0"))
+            while len(self.buf) < n and self._fill(deadline):
+                pass
+            self.body = bytes(self.buf[:n])
+            del self.buf[:n]
+
+    def next_block(self, timeout=STREAM_TIMEOUT):
+        """The next block, or None at the end of the stream; fails after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            i = self.buf.find(b"\n\n", self.scan)
+            if i >= 0:
+                raw = bytes(self.buf[:i + 1])
+                del self.buf[:i + 2]
+                self.scan = 0
+                if b"\r" in raw:
+                    raise AssertionError("CR on the wire: %r" % raw[:200])
+                return SseBlock(raw)
+            self.scan = max(0, len(self.buf) - 1)
+            if self.eof:
+                if self.buf:
+                    raise AssertionError("stream ended inside a block: %r" % bytes(self.buf[:200]))
+                return None
+            if time.monotonic() >= deadline:
+                raise AssertionError("no SSE block within %.1f s" % timeout)
+            try:
+                self._fill(deadline)
+            except (socket.timeout, TimeoutError):
+                raise AssertionError("no SSE block within %.1f s" % timeout)
+
+    def next_event(self, timeout=STREAM_TIMEOUT):
+        """The next block that is an event (has data), skipping retry: and comments."""
+        deadline = time.monotonic() + timeout
+        while True:
+            b = self.next_block(max(0.01, deadline - time.monotonic()))
+            if b is None or b.is_event:
+                return b
+
+    def events(self, n, timeout=STREAM_TIMEOUT):
+        """The next n events; fails if the stream ends or they take longer than timeout."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            b = self.next_event(max(0.01, deadline - time.monotonic()))
+            if b is None:
+                raise AssertionError("stream closed after %d of %d events" % (len(out), n))
+            out.append(b)
+        return out
+
+    def assert_quiet(self, wait=0.3):
+        """No further event arrives within `wait` (comments are fine)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                b = self.next_block(max(0.01, deadline - time.monotonic()))
+            except AssertionError as e:
+                if "no SSE block" in str(e):
+                    return
+                raise
+            if b is None or b.is_event:
+                raise AssertionError("unexpected %r" % (b,))
+
+
+# ---- WebSocket ----
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3
+WS_RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def ws_handshake_request(path, key=WS_RFC_KEY, version="13", extra=None, upgrade=True):
+    """The bytes of a WebSocket opening handshake for path (key or version None: left out)."""
+    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1"]
+    if upgrade:
+        lines += ["Upgrade: websocket", "Connection: Upgrade"]
+    if key is not None:
+        lines.append("Sec-WebSocket-Key: " + key)
+    if version is not None:
+        lines.append("Sec-WebSocket-Version: " + version)
+    for k, v in (extra or {}).items():
+        lines.append("%s: %s" % (k, v))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def ws_frame(opcode, payload=b"", fin=True, rsv=0, mask=True, key=b"\x37\xfa\x21\x3d",
+             length=None):
+    """One client frame. length overrides the encoded payload length (for framing errors)."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload) if length is None else length
+    out = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        out.append(mbit | n)
+    elif n < 65536:
+        out.append(mbit | 126)
+        out += struct.pack(">H", n)
+    else:
+        out.append(mbit | 127)
+        out += struct.pack(">Q", n)
+    if mask:
+        out += key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes(out) + payload
+
+
+def ws_close_payload(code, reason=b""):
+    return struct.pack(">H", code) + reason
+
+
+class RawWS:
+    """A WebSocket client on a raw socket: exact bytes out, parsed frames in. The handshake
+    must answer 101 (anything else fails). Every text frame and close reason the server sends
+    must be UTF-8 (RFC 6455 8.1): recv_frame fails on one that is not."""
+
+    def __init__(self, port, path="/ws", extra=None, rcvbuf=None, spread=False, upgrade=True):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if rcvbuf:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if spread:
+                self.sock.bind((next_source_ip(), 0))
+            self.sock.settimeout(IO_TIMEOUT)
+            self.sock.connect(("127.0.0.1", port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.client = Client(port, sock=self.sock)
+        self.client.send(ws_handshake_request(path, extra=extra, upgrade=upgrade))
+        self.response = self.client.read_response()
+        if self.response.status != 101:
+            self.client.close()
+            raise AssertionError("handshake: %r" % self.response)
+        self._text = False  # inside a fragmented text message
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def send_bytewise(self, data):
+        for i in range(len(data)):
+            self.sock.sendall(data[i:i + 1])
+            if i % 7 == 0:
+                time.sleep(0.001)
+
+    def _need(self, n, deadline):
+        while len(self.client.buf) < n:
+            self.client._fill(max(0.01, deadline - time.monotonic()))
+
+    def recv_frame(self, timeout=IO_TIMEOUT):
+        """(fin, rsv, opcode, payload) of the next server frame."""
+        deadline = time.monotonic() + timeout
+        self._need(2, deadline)
+        b0, b1 = self.client.buf[0], self.client.buf[1]
+        if b1 & 0x80:
+            raise AssertionError("server frame is masked")
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4, deadline)
+            n, off = struct.unpack(">H", self.client.buf[2:4])[0], 4
+        elif n == 127:
+            self._need(10, deadline)
+            n, off = struct.unpack(">Q", self.client.buf[2:10])[0], 10
+        self._need(off + n, deadline)
+        payload = self.client.buf[off:off + n]
+        self.client.buf = self.client.buf[off + n:]
+        fin, op = bool(b0 & 0x80), b0 & 0x0F
+        # Fragments of one text message may split a character: the complete message is checked
+        # by recv_json or the caller; a single-frame text message and a close reason here.
+        if op == OP_TEXT and fin or op == OP_CLOSE:
+            try:
+                payload[2 if op == OP_CLOSE else 0:].decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise AssertionError("server %s is not UTF-8 (%s): %r" % (
+                    "close reason" if op == OP_CLOSE else "text frame", e, payload[:200]))
+        return fin, (b0 >> 4) & 7, op, payload
+
+    def recv_data(self, timeout=IO_TIMEOUT):
+        """The next data frame (opcode, payload), skipping pings."""
+        while True:
+            fin, rsv, op, payload = self.recv_frame(timeout)
+            if op == OP_PING:
+                continue
+            if op == OP_CLOSE:
+                raise AssertionError("closed: %r" % (payload,))
+            assert fin and rsv == 0, (fin, rsv, op)
+            return op, payload
+
+    def recv_json(self, timeout=IO_TIMEOUT):
+        op, payload = self.recv_data(timeout)
+        assert op == OP_TEXT, op
+        return json.loads(payload)
+
+    def expect_close(self, timeout=IO_TIMEOUT):
+        """Reads up to the server's close frame; returns (code or None, reason), then requires
+        the connection to end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fin, rsv, op, payload = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if op == OP_CLOSE:
+                break
+        code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+        reason = payload[2:].decode("utf-8")
+        try:
+            self.send(ws_frame(OP_CLOSE, payload[:2]))
+        except OSError:
+            pass
+        self.client.wait_closed(max(0.5, deadline - time.monotonic()))
+        return code, reason
+
+    def close(self):
+        self.client.close()
+
+
+def require_websocket(port, path="/ws/probe"):
+    """Fails unless a WebSocket handshake on path upgrades (101 with the RFC 6455 accept key):
+    a transport that does not upgrade is a failure, never a reason to skip."""
+    try:
+        with Client(port) as c:
+            c.send(ws_handshake_request(path))
+            r = c.read_response()
+    except (OSError, ConnectionClosed, HeraldError) as e:
+        raise AssertionError("WebSocket handshake on %s failed: %r" % (path, e))
+    if r.status != 101 or r.header("Sec-WebSocket-Accept") != WS_RFC_ACCEPT:
+        raise AssertionError("WebSocket handshake on %s did not upgrade: %r" % (path, r))
+
+
+def ws_url(port, path):
+    return "ws://127.0.0.1:%d%s" % (port, path)
+
+
+def ws_connect(port, path, **kw):
+    """python3-websockets connect() to ws://127.0.0.1:port/path (use with `async with` or
+    await), without compression or a message size limit and with a 20 s handshake deadline
+    unless kw says otherwise. A handshake that does not upgrade raises (and fails the test)."""
+    websockets = require_websockets()
+    kw.setdefault("compression", None)
+    kw.setdefault("max_size", None)
+    kw.setdefault("open_timeout", 20)
+    return websockets.connect(ws_url(port, path), **kw)
+
+
 # ---- tests ----
 
 class HeraldTestCase(unittest.TestCase):
@@ -646,10 +1185,15 @@ class HeraldTestCase(unittest.TestCase):
 
 
 def main():
-    """unittest.main with verbosity; exits non-zero on any failure or error."""
+    """unittest.main with verbosity; exits non-zero on any failure or error, and when no test
+    ran to the end: a file whose tests all skipped tested nothing."""
     if not HERALD_BIN:
         sys.stderr.write("HERALD_BIN is not set\n")
         sys.exit(2)
     prog = unittest.main(verbosity=2, exit=False)
     r = prog.result
-    sys.exit(0 if r.wasSuccessful() and r.testsRun > 0 else 1)
+    ran = r.testsRun - len(r.skipped)
+    if r.testsRun and ran <= 0:
+        sys.stderr.write("FAILED: all %d tests of this file skipped (%s)\n" %
+                         (r.testsRun, "; ".join(sorted({why for _, why in r.skipped}))))
+    sys.exit(0 if r.wasSuccessful() and ran > 0 else 1)

@@ -2,15 +2,14 @@
 """End to end in a real browser: headless Debian chromium runs tests/integration/browser/page.html,
 served by a small HTTP server of this test on another port than herald (so the page's
 EventSource is a cross-origin request and herald's CORS headers matter). The page opens an
-EventSource on /sse/{channel} and, when src/transport/websocket.c exists and /ws upgrades, a
-WebSocket on /ws/{channel}; the test publishes over HTTP; the page POSTs what it received back
-to the test's server, where it is compared exactly (payloads, ids, order).
+EventSource on /sse/{channel} and a WebSocket on /ws/{channel} (a /ws that does not upgrade
+fails the test, as does a missing chromium); the test publishes over HTTP; the page POSTs what
+it received back to the test's server, where it is compared exactly (payloads, ids, order).
 
 The second test restarts herald on the same port: the browser's EventSource reconnects on its
 own with Last-Event-ID (an id of the old epoch), and must get the herald-gap notice and then the
 new messages.
 """
-import http.client
 import http.server
 import json
 import os
@@ -28,45 +27,11 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+from herald_harness import get_json, publish, wait_for  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "page.html")
 WAIT = 30.0
-
-
-def publish(port, channel, body, ctype="text/plain; charset=utf-8"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("POST", "/pub/" + channel, body=body.encode(),
-                     headers={"Content-Type": ctype})
-        r = conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            raise AssertionError("publish: %d %r" % (r.status, data))
-        return json.loads(data)["id"]
-    finally:
-        conn.close()
-
-
-def get_json(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, json.loads(r.read() or b"null")
-    finally:
-        conn.close()
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.05)
 
 
 class PageServer:
@@ -164,23 +129,6 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def websocket_available(port):
-    """None if /ws/{channel} upgrades, else why not."""
-    src = os.path.join(hh.HERALD_SRC, "src", "transport", "websocket.c")
-    if not os.path.exists(src):
-        return "src/transport/websocket.c does not exist yet"
-    try:
-        with hh.Client(port) as c:
-            r = c.request("GET", "/ws/probe", {
-                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    except (OSError, hh.ConnectionClosed, hh.HeraldError) as e:
-        return "GET /ws/probe failed: %r" % e
-    if r.status != 101:
-        return "GET /ws/probe answered %d, not 101" % r.status
-    return None
-
-
 def reassembled(payload):
     """What an EventSource hands the page for a text payload (CR, CRLF become LF)."""
     return "\n".join(re.split(r"\r\n|\r|\n", payload))
@@ -190,9 +138,7 @@ class TestBrowser(hh.HeraldTestCase):
     CONF = {"sse_retry": "200ms", "history_size": "100"}
 
     def setUp(self):
-        if not os.access(CHROMIUM, os.X_OK):
-            self.skipTest("%s is not installed (scripts/deps.sh test installs chromium)"
-                          % CHROMIUM)
+        hh.require_executable(CHROMIUM, "chromium")
         self.pages = PageServer()
         self.addCleanup(self.pages.close)
 
@@ -219,10 +165,7 @@ class TestBrowser(hh.HeraldTestCase):
 
     def test_eventsource_and_websocket_receive_published_events(self):
         h = self.start_herald(conf=self.CONF, workers=2)
-        why = websocket_available(h.port)
-        use_ws = why is None
-        if not use_ws:
-            sys.stderr.write("[WebSocket part skipped: %s] " % why)
+        hh.require_websocket(h.port)
         payloads = [
             ("hello from herald", "text/plain; charset=utf-8"),
             ("multi\nline\r\ncrlf\rcr", "text/plain; charset=utf-8"),
@@ -231,10 +174,10 @@ class TestBrowser(hh.HeraldTestCase):
             ("  spaces, data: and : colons  ", "text/plain"),
         ]
         channel = "browser"
-        browser = self.open_page(h.port, channel, len(payloads), use_ws)
-        self.wait_opens(browser, ["sse", "ws"] if use_ws else ["sse"])
+        browser = self.open_page(h.port, channel, len(payloads), True)
+        self.wait_opens(browser, ["sse", "ws"])
         wait_for(lambda: get_json(h.port, "/channels/" + channel)[1].get("subscribers")
-                 == (2 if use_ws else 1), what="the page's subscriptions")
+                 == 2, timeout=10.0, what="the page's subscriptions")
         ids = [publish(h.port, channel, p, t) for p, t in payloads]
         try:
             _, got = self.pages.next(("done",))
@@ -243,8 +186,7 @@ class TestBrowser(hh.HeraldTestCase):
         self.assertEqual([(g["type"], g["id"], g["data"]) for g in got["sse"]],
                          [("message", i, reassembled(p)) for i, (p, _) in zip(ids, payloads)])
         self.assertEqual({g["origin"] for g in got["sse"]}, {"http://127.0.0.1:%d" % h.port})
-        if use_ws:
-            self.assertEqual(got["ws"], [{"text": p} for p, _ in payloads])
+        self.assertEqual(got["ws"], [{"text": p} for p, _ in payloads])
 
     def test_eventsource_reconnects_with_last_event_id_after_restart(self):
         probe = socket.socket()
@@ -258,12 +200,12 @@ class TestBrowser(hh.HeraldTestCase):
         self.wait_opens(browser, ["sse"])
         old = [publish(port, channel, "old %d" % i) for i in range(2)]
         wait_for(lambda: get_json(port, "/channels/" + channel)[1].get("subscribers") == 1,
-                 what="the page's subscription")
+                 timeout=10.0, what="the page's subscription")
         h1.stop()
         h2 = self.start_herald(conf=self.CONF, listens=listen)
         self.wait_opens(browser, ["sse"])  # the browser came back by itself
         wait_for(lambda: get_json(port, "/channels/" + channel)[1].get("subscribers") == 1,
-                 what="the page's new subscription")
+                 timeout=10.0, what="the page's new subscription")
         new = publish(port, channel, "new 0")
         try:
             _, got = self.pages.next(("done",))

@@ -5,11 +5,10 @@ herald runs 2 workers; 1,000 subscriber connections come from 127.0.0.2..251 (bo
 connect, so SO_REUSEPORT spreads them over both workers); 50 messages are published over HTTP;
 every subscriber must receive every message exactly once and in order. SSE and long-poll
 subscribers are live before the first publish (checked through /channels and /stats); pollers
-re-poll with `next` until they have all 50. WebSocket runs only when src/transport/websocket.c
-exists and /ws/{channel} upgrades, with python3-websockets (nobody here wrote it).
+re-poll with `next` until they have all 50. WebSocket subscribers use python3-websockets (nobody
+here wrote it); a /ws/{channel} that does not upgrade fails the test.
 """
 import asyncio
-import http.client
 import json
 import os
 import random
@@ -18,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+from herald_harness import get_json, wait_for  # noqa: E402
 
 N_SUBS = 1000
 N_MSGS = 50
@@ -28,46 +28,19 @@ def source_ip(i):
     return "127.0.0.%d" % (2 + i % 250)
 
 
-def get_json(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, json.loads(r.read() or b"null")
-    finally:
-        conn.close()
-
-
 def publish_all(port, channel, n, pause=0.0, tag="m"):
     """Publishes n messages on one keep-alive connection; returns [(id, payload)] in order."""
     out = []
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    pub = hh.Publisher(port)
     try:
         for i in range(n):
             body = "%s-%d %s" % (tag, i, "\u00e9" * (i % 7))
-            conn.request("POST", "/pub/" + channel, body=body.encode(),
-                         headers={"Content-Type": "text/plain; charset=utf-8"})
-            r = conn.getresponse()
-            data = r.read()
-            if r.status != 200:
-                raise AssertionError("publish: %d %r" % (r.status, data))
-            out.append((json.loads(data)["id"], body))
+            out.append((pub(channel, body), body))
             if pause:
                 time.sleep(pause)
     finally:
-        conn.close()
+        pub.close()
     return out
-
-
-def wait_for(cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.05)
 
 
 async def open_conn(port, i):
@@ -120,7 +93,7 @@ class FanoutCase(hh.HeraldTestCase):
 
     async def wait_in_thread(self, cond, what):
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: wait_for(cond, what=what))
+            None, lambda: wait_for(cond, timeout=20.0, what=what, interval=0.05))
 
     async def gather_batches(self, factory, n, batch=100):
         out = []
@@ -149,15 +122,9 @@ class TestFanoutSse(FanoutCase):
             got = []
             try:
                 while len(got) < N_MSGS:
-                    block = (await reader.readuntil(b"\n\n")).decode()
-                    ev_id, data = None, []
-                    for line in block.split("\n"):
-                        if line.startswith("id: "):
-                            ev_id = line[4:]
-                        elif line.startswith("data: "):
-                            data.append(line[6:])
-                    if data:
-                        got.append((ev_id, "\n".join(data)))
+                    block = hh.SseBlock(await reader.readuntil(b"\n\n"))
+                    if block.is_event:
+                        got.append((block.id, block.text))
             finally:
                 writer.close()
             return got
@@ -275,36 +242,14 @@ class TestFanoutShortPoll(FanoutCase):
         sys.stderr.write("[short-poll fan-out: %.1f s] " % (time.monotonic() - t0))
 
 
-def websocket_available(port):
-    """None if /ws/{channel} upgrades, else why not."""
-    src = os.path.join(hh.HERALD_SRC, "src", "transport", "websocket.c")
-    if not os.path.exists(src):
-        return "src/transport/websocket.c does not exist yet"
-    try:
-        with hh.Client(port) as c:
-            r = c.request("GET", "/ws/probe", {
-                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    except (OSError, hh.ConnectionClosed, hh.HeraldError) as e:
-        return "GET /ws/probe failed: %r" % e
-    if r.status != 101:
-        return "GET /ws/probe answered %d, not 101" % r.status
-    return None
-
-
 class TestFanoutWebSocket(FanoutCase):
     def test_websocket_1000_subscribers(self):
-        why = websocket_available(self.port)
-        if why:
-            self.skipTest("WebSocket fan-out skipped: " + why)
-        import websockets  # python3-websockets
-
+        hh.require_websocket(self.port)
         channel = "fan-ws"
 
         async def subscriber(i):
-            return await websockets.connect("ws://127.0.0.1:%d/ws/%s" % (self.port, channel),
-                                            local_addr=(source_ip(i), 0), compression=None,
-                                            ping_interval=None, max_queue=None, open_timeout=20)
+            return await hh.ws_connect(self.port, "/ws/" + channel, local_addr=(source_ip(i), 0),
+                                       ping_interval=None, max_queue=None, max_size=2 ** 20)
 
         async def receive(ws):
             got = []

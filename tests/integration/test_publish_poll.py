@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Publishing, short poll, long poll and introspection against the real binary.
 
-Clients: curl (a real HTTP client nobody here wrote), Python's http.client and urllib, and raw
+Clients: curl (a real HTTP client nobody here wrote), Python's http.client, and raw
 sockets where a test needs to hold or drop a connection. Every comparison is exact: payload
 bytes, counts, order of ids.
 """
@@ -18,11 +18,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+from herald_harness import get_json, publish, request, wait_for  # noqa: E402
 
 ID_RE = re.compile(r"^([0-9a-z]+)-([0-9]+)$")
 
@@ -32,41 +31,6 @@ def parse_id(i):
     if not m:
         raise AssertionError("not a message id: %r" % (i,))
     return m.group(1), int(m.group(2))
-
-
-def request(port, method, path, body=None, headers=None, timeout=10):
-    """One request on a new http.client connection: (status, {lower-name: value}, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        conn.close()
-
-
-def publish(port, channel, body, ctype="text/plain; charset=utf-8", headers=None):
-    """POST /pub/{channel}; returns the id (asserts 200)."""
-    hdrs = dict(headers or {})
-    if ctype is not None:
-        hdrs["Content-Type"] = ctype
-    if isinstance(body, str):
-        body = body.encode()
-    status, _, data = request(port, "POST", "/pub/" + channel, body, hdrs)
-    if status != 200:
-        raise AssertionError("publish to %s: %d %r" % (channel, status, data))
-    j = json.loads(data)
-    return j["id"]
-
-
-def get_json(port, path, timeout=10):
-    """GET with urllib: (status, parsed JSON body, headers)."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
-            return r.status, json.loads(r.read()), r.headers
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null"), e.headers
 
 
 def curl(*args, data=None, timeout=15):
@@ -87,17 +51,6 @@ def payload_of(msg):
     if isinstance(msg["data"], str):
         return msg["data"].encode()
     return json.dumps(msg["data"])
-
-
-def wait_for(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
 
 
 class ServerCase(hh.HeraldTestCase):
@@ -813,18 +766,13 @@ class TestIntrospection(ServerCase):
     CONF = {"history_size": "10"}
 
     def open_sse(self, channel, n):
-        socks = []
-        for _ in range(n):
-            s = hh.connect(self.port, spread=True)
-            s.sendall(hh.build_request("GET", "/sse/" + channel))
-            socks.append(s)
-        for s in socks:  # each stream started: its head and retry: arrived
-            buf = b""
-            while b"retry:" not in buf:
-                chunk = s.recv(4096)
-                self.assertTrue(chunk, "SSE stream closed")
-                buf += chunk
-        return socks
+        streams = [hh.SseStream(self.port, "/sse/" + channel, read_head=False) for _ in range(n)]
+        for s in streams:  # each stream started: its head and retry: arrived
+            s.read_head(hh.IO_TIMEOUT)
+            self.assertEqual(s.status, 200, s.body)
+            b = s.next_block(hh.IO_TIMEOUT)
+            self.assertTrue(b is not None and b.retry is not None, "SSE stream started with %r" % b)
+        return streams
 
     def stats(self):
         status, body, hdrs = get_json(self.port, "/stats")

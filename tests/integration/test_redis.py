@@ -13,7 +13,6 @@ is a clear error and exit status 1; a Redis out of memory refuses publishes (503
 serving subscribers and polls.
 """
 import asyncio
-import http.client
 import json
 import os
 import re
@@ -22,18 +21,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
-
-try:
-    import websockets  # python3-websockets
-except ImportError:  # the other transports are still tested
-    websockets = None
+from herald_harness import publish, request, wait_for  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -56,17 +49,6 @@ def free_port():
     return port
 
 
-def wait_for(cond, timeout=IO, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
-
-
 class Redis:
     """A redis-server process of our own (no persistence unless aof)."""
 
@@ -83,7 +65,8 @@ class Redis:
                 "--logfile", os.path.join(self.dir, "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.cli("PING", check=False) == "PONG", what="redis-server to start")
+        wait_for(lambda: self.cli("PING", check=False) == "PONG", timeout=IO,
+                 what="redis-server to start")
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -115,24 +98,6 @@ class Redis:
 
 # ---- clients ----
 
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=IO)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
-    finally:
-        conn.close()
-
-
-def publish(port, channel, body):
-    st, hdrs, data = request(port, "POST", "/pub/" + channel, body.encode(),
-                             {"Content-Type": "text/plain"})
-    if st != 200:
-        raise AssertionError("publish %s: %d %r" % (channel, st, data))
-    return json.loads(data)["id"]
-
-
 def cursor(port, channel):
     """The id to resume from to get everything published from now on."""
     st, _, data = request(port, "GET", "/poll/%s?since=0-0" % channel)
@@ -141,57 +106,43 @@ def cursor(port, channel):
 
 
 class SseCollector(threading.Thread):
-    """A raw-socket SSE client collecting events: (event, id, data)."""
+    """An SSE stream (herald_harness.SseStream) read by a thread collecting its events as
+    {event, id, data}. A stream that breaks the SSE format fails the test at messages()."""
 
     def __init__(self, port, path, last_event_id=None):
         super().__init__(daemon=True)
         self.events = []
         self.cond = threading.Condition()
-        self.sock = socket.create_connection(("127.0.0.1", port), IO)
         hdrs = {"Last-Event-ID": last_event_id} if last_event_id else None
-        self.sock.sendall(hh.build_request("GET", path, hdrs))
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = self.sock.recv(65536)
-            assert chunk, "SSE stream closed before its head: %r" % buf
-            buf += chunk
-        head, self.buf = buf.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 200"), head
+        self.stream = hh.SseStream(port, path, hdrs, spread=False)
+        assert self.stream.status == 200, (self.stream.status, self.stream.body)
         self.closed = False
+        self.closing = False
+        self.error = None
         self.start()
 
     def run(self):
-        self.sock.settimeout(None)
         while True:
-            while b"\n\n" in self.buf:
-                raw, self.buf = self.buf.split(b"\n\n", 1)
-                ev = {"event": None, "id": None, "data": None}
-                for line in raw.decode().split("\n"):
-                    if not line or line.startswith(":"):
-                        continue
-                    k, _, v = line.partition(":")
-                    v = v[1:] if v.startswith(" ") else v
-                    if k == "data":
-                        ev["data"] = v if ev["data"] is None else ev["data"] + "\n" + v
-                    elif k in ("event", "id"):
-                        ev[k] = v
-                if ev["data"] is not None:
-                    with self.cond:
-                        self.events.append(ev)
-                        self.cond.notify_all()
             try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
+                b = self.stream.next_block(timeout=3600)
+            except (AssertionError, OSError) as e:
+                b = None
+                if not self.closing:
+                    self.error = e
+            if b is None:
                 with self.cond:
                     self.closed = True
                     self.cond.notify_all()
                 return
-            self.buf += chunk
+            if b.is_event:
+                with self.cond:
+                    self.events.append({"event": b.event, "id": b.id, "data": b.text})
+                    self.cond.notify_all()
 
     def messages(self):
         with self.cond:
+            if self.error:
+                raise AssertionError("SSE stream: %s" % self.error)
             return [(e["id"], e["data"]) for e in self.events if e["event"] in (None, "news")]
 
     def wait_messages(self, n, timeout=IO):
@@ -201,12 +152,13 @@ class SseCollector(threading.Thread):
         return self.messages()
 
     def close(self):
+        self.closing = True
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.stream.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.sock.close()
         self.join(IO)
+        self.stream.close()
 
 
 class LongPollCollector(threading.Thread):
@@ -251,7 +203,7 @@ class WsCollector(threading.Thread):
 
     def __init__(self, port, path):
         super().__init__(daemon=True)
-        self.url = "ws://127.0.0.1:%d%s" % (port, path)
+        self.port, self.path = port, path
         self.got = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
@@ -268,8 +220,8 @@ class WsCollector(threading.Thread):
             self.ready.set()
 
     async def _main(self):
-        async with websockets.connect(self.url, subprotocols=["herald.v1"], compression=None,
-                                      max_size=None, open_timeout=IO) as ws:
+        async with hh.ws_connect(self.port, self.path, subprotocols=["herald.v1"],
+                                 open_timeout=IO) as ws:
             self.ready.set()
             while not self.stopping:
                 try:
@@ -318,8 +270,9 @@ class Publisher(threading.Thread):
 
 class RedisTest(hh.HeraldTestCase):
     def setUp(self):
-        if not os.access(REDIS_SERVER, os.X_OK):
-            raise unittest.SkipTest("redis-server is not installed")
+        hh.require_executable(REDIS_SERVER, "redis-server")
+        hh.require_executable(REDIS_CLI, "redis-cli")
+        hh.require_websockets()
         hh.herald_bin()
 
     def start_redis(self, aof=False):
@@ -354,8 +307,7 @@ class RedisTest(hh.HeraldTestCase):
         sse_b = SseCollector(b.port, "/sse/news")  # live: the head comes once it is subscribed
         sse_c = SseCollector(c.port, "/sse?channel=news&channel=other", last_event_id=since)
         lp_c = LongPollCollector(c.port, "news", since)
-        ws = [WsCollector(p, "/ws/news?since=" + since) for p in (b.port, c.port)] \
-            if websockets else []
+        ws = [WsCollector(p, "/ws/news?since=" + since) for p in (b.port, c.port)]
         want = []
         for i in range(12):
             if i % 4 == 3:
@@ -375,14 +327,15 @@ class RedisTest(hh.HeraldTestCase):
         self.assertIncreasing([i for i, _ in want], "acknowledged ids")
         self.assertExactly(sse_b.wait_messages(len(want)), want, "SSE on B")
         self.assertExactly(sse_c.wait_messages(len(want)), want, "multi-channel SSE on C")
-        st, _, data = request(b.port, "GET", "/channels/news")  # B's subscribers: SSE (+ WS)
+        st, _, data = request(b.port, "GET", "/channels/news")  # B's subscribers: SSE and WS
         info = json.loads(data)
-        self.assertEqual((info["last_id"], info["subscribers"]), (want[-1][0], 2 if ws else 1))
-        wait_for(lambda: len(lp_c.messages()) >= len(want), what="long polls on C")
+        self.assertEqual((info["last_id"], info["subscribers"]), (want[-1][0], 2))
+        wait_for(lambda: len(lp_c.messages()) >= len(want), timeout=IO, what="long polls on C")
         lp_c.stop()
         self.assertExactly(lp_c.messages(), want, "long poll on C")
         for w in ws:
-            wait_for(lambda: len(w.messages()) >= len(want) or w.error, what="WebSocket")
+            wait_for(lambda: len(w.messages()) >= len(want) or w.error, timeout=IO,
+                     what="WebSocket")
             w.stop()
             self.assertIsNone(w.error)
             self.assertExactly(w.messages(), want, "WebSocket")
@@ -422,11 +375,10 @@ class RedisTest(hh.HeraldTestCase):
         st, _, data = request(c.port, "GET", "/poll/r?since=" + ids[4])
         j = json.loads(data)
         self.assertEqual(([(m["id"], m["data"]) for m in j["messages"]], j["gap"]), (want, False))
-        if websockets:
-            w = WsCollector(c.port, "/ws/r?since=" + ids[4])
-            wait_for(lambda: len(w.messages()) >= 5, what="WebSocket resume")
-            w.stop()
-            self.assertExactly(w.messages(), want, "WebSocket resumed on C")
+        w = WsCollector(c.port, "/ws/r?since=" + ids[4])
+        wait_for(lambda: len(w.messages()) >= 5, timeout=IO, what="WebSocket resume")
+        w.stop()
+        self.assertExactly(w.messages(), want, "WebSocket resumed on C")
 
     def test_client_kill_catch_up(self):
         """CLIENT KILL of node B's connections while A keeps publishing: B's SSE and long-poll
@@ -449,7 +401,7 @@ class RedisTest(hh.HeraldTestCase):
         self.assertEqual(len(pub.acked), 150)
         self.assertEqual(pub.rejected, [])  # A never lost Redis
         self.assertExactly(sse.wait_messages(150), pub.acked, "SSE on B")
-        wait_for(lambda: len(lp.messages()) >= 150, what="long polls on B")
+        wait_for(lambda: len(lp.messages()) >= 150, timeout=IO, what="long polls on B")
         lp.stop()
         self.assertExactly(lp.messages(), pub.acked, "long poll on B")
         st, _, data = request(b.port, "GET", "/stats")
@@ -467,7 +419,8 @@ class RedisTest(hh.HeraldTestCase):
         pub = Publisher(a.port, "aof", 80, pause=0.01)
         time.sleep(0.2)
         redis.stop()
-        wait_for(lambda: request(a.port, "GET", "/healthz")[0] == 503, what="degraded /healthz")
+        wait_for(lambda: request(a.port, "GET", "/healthz")[0] == 503, timeout=IO,
+                 what="degraded /healthz")
         st, _, data = request(b.port, "GET", "/healthz")
         self.assertEqual((st, json.loads(data)), (503, {"status": "degraded",
                                                          "redis": "disconnected"}))
@@ -508,7 +461,8 @@ class RedisTest(hh.HeraldTestCase):
         redis.start()
         for n, m in zip((a, b, c), marks):
             n.wait_log(r"lost its data", start=m)
-            wait_for(lambda: request(n.port, "GET", "/healthz")[0] == 200, what="reconnect")
+            wait_for(lambda: request(n.port, "GET", "/healthz")[0] == 200, timeout=IO,
+                     what="reconnect")
         new = [publish(a.port, "lost", "new%d" % i) for i in range(2)]
         self.assertNotEqual(parse_id(new[0])[0], parse_id(old[0])[0])
         self.assertEqual(parse_id(new[0])[1], 1)
@@ -544,7 +498,7 @@ class RedisTest(hh.HeraldTestCase):
         for n in (a, b):
             n.wait_log(r"lost its data")
         wait_for(lambda: redis.cli("HGET", "herald:conf", "history_size") == "777",
-                 what="settings stored again")
+                 timeout=IO, what="settings stored again")
         st, _, data = request(b.port, "GET", "/poll/f?since=" + one)
         j = json.loads(data)
         self.assertEqual(([m["id"] for m in j["messages"]], j["gap"]), ([two], True))

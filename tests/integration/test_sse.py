@@ -25,10 +25,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+from herald_harness import SseStream, get_json, publish, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JS_CLIENT = os.path.join(HERE, "js", "sse_client.js")
-NODE_MODULES = os.path.join(hh.HERALD_SRC, "node_modules")
 ID_RE = re.compile(r"^([0-9a-z]+)-([0-9]+)$")
 IO = 10.0
 
@@ -40,46 +40,6 @@ def parse_id(i):
     return m.group(1), int(m.group(2))
 
 
-def publish(port, channel, body, ctype="text/plain; charset=utf-8", conn=None):
-    own = conn is None
-    if own:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=IO)
-    try:
-        if isinstance(body, str):
-            body = body.encode()
-        conn.request("POST", "/pub/" + channel, body=body,
-                     headers={"Content-Type": ctype} if ctype else {})
-        r = conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            raise AssertionError("publish to %s: %d %r" % (channel, r.status, data))
-        return json.loads(data)["id"]
-    finally:
-        if own:
-            conn.close()
-
-
-def get_json(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=IO)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, json.loads(r.read() or b"null")
-    finally:
-        conn.close()
-
-
-def wait_for(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
-
-
 def sse_lines(payload):
     """The data: lines a text payload must be split into (CR, LF and CRLF end a line)."""
     return re.split(r"\r\n|\r|\n", payload)
@@ -88,162 +48,6 @@ def sse_lines(payload):
 def reassembled(payload):
     """What an EventSource hands the application for a text payload."""
     return "\n".join(sse_lines(payload))
-
-
-class Block:
-    """One SSE block (fields up to a blank line): id, event, data lines, retry, comments."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.id = None
-        self.event = None
-        self.data = None
-        self.retry = None
-        self.comments = []
-        for line in raw.decode("utf-8").split("\n"):
-            if line == "":
-                continue
-            if line.startswith(":"):
-                self.comments.append(line[1:])
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "id":
-                self.id = value
-            elif name == "event":
-                self.event = value
-            elif name == "data":
-                self.data = (self.data or []) + [value]
-            elif name == "retry":
-                self.retry = int(value)
-            else:
-                raise AssertionError("unknown SSE field %r in %r" % (name, raw))
-
-    @property
-    def text(self):
-        return None if self.data is None else "\n".join(self.data)
-
-    @property
-    def is_event(self):
-        return self.data is not None
-
-    def __repr__(self):
-        return "<Block %r>" % self.raw[:200]
-
-
-class SseStream:
-    """A raw-socket SSE client: sends the request, reads the head, then block by block."""
-
-    def __init__(self, port, path, headers=None, spread=True, rcvbuf=None, read_head=True):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if spread:
-            self.sock.bind((hh.next_source_ip(), 0))
-        self.sock.settimeout(IO)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(hh.build_request("GET", path, headers))
-        self.buf = bytearray()
-        self.scan = 0
-        self.eof = False
-        self.status = None
-        self.headers = {}
-        self.body = b""
-        if read_head:
-            self.read_head()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _fill(self, deadline):
-        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = self.sock.recv(262144)
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            self.eof = True
-            return False
-        self.buf += chunk
-        return True
-
-    def read_head(self, timeout=IO):
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in self.buf:
-            if not self._fill(deadline):
-                raise AssertionError("closed before the response head: %r" % bytes(self.buf))
-        i = self.buf.index(b"\r\n\r\n")
-        head = bytes(self.buf[:i]).decode("latin-1").split("\r\n")
-        del self.buf[:i + 4]
-        self.status = int(head[0].split(" ")[1])
-        for line in head[1:]:
-            k, _, v = line.partition(":")
-            self.headers[k.strip().lower()] = v.strip()
-        if self.status != 200:
-            n = int(self.headers.get("content-length", "0"))
-            while len(self.buf) < n and self._fill(deadline):
-                pass
-            self.body = bytes(self.buf[:n])
-            del self.buf[:n]
-
-    def next_block(self, timeout=IO):
-        """The next block, or None at the end of the stream."""
-        deadline = time.monotonic() + timeout
-        while True:
-            i = self.buf.find(b"\n\n", self.scan)
-            if i >= 0:
-                raw = bytes(self.buf[:i + 1])
-                del self.buf[:i + 2]
-                self.scan = 0
-                if b"\r" in raw:
-                    raise AssertionError("CR on the wire: %r" % raw[:200])
-                return Block(raw)
-            self.scan = max(0, len(self.buf) - 1)
-            if self.eof:
-                if self.buf:
-                    raise AssertionError("stream ended inside a block: %r" % bytes(self.buf[:200]))
-                return None
-            if time.monotonic() >= deadline:
-                raise AssertionError("no SSE block within %.1f s" % timeout)
-            try:
-                self._fill(deadline)
-            except (socket.timeout, TimeoutError):
-                raise AssertionError("no SSE block within %.1f s" % timeout)
-
-    def next_event(self, timeout=IO):
-        """The next block that is an event (has data), skipping retry: and comments."""
-        deadline = time.monotonic() + timeout
-        while True:
-            b = self.next_block(max(0.01, deadline - time.monotonic()))
-            if b is None or b.is_event:
-                return b
-
-    def events(self, n, timeout=IO):
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            b = self.next_event(max(0.01, deadline - time.monotonic()))
-            if b is None:
-                raise AssertionError("stream closed after %d of %d events" % (len(out), n))
-            out.append(b)
-        return out
-
-    def assert_quiet(self, wait=0.3):
-        """No further event arrives within `wait` (comments are fine)."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                b = self.next_block(max(0.01, deadline - time.monotonic()))
-            except AssertionError as e:
-                if "no SSE block" in str(e):
-                    return
-                raise
-            if b is None or b.is_event:
-                raise AssertionError("unexpected %r" % (b,))
 
 
 class CurlStream:
@@ -293,7 +97,7 @@ class CurlStream:
         for line in lines[1:]:
             k, _, v = line.partition(":")
             hdrs[k.strip().lower()] = v.strip()
-        blocks = [Block(b + b"\n") for b in body.split(b"\n\n") if b]
+        blocks = [hh.SseBlock(b + b"\n") for b in body.split(b"\n\n") if b]
         return lines[0], hdrs, blocks
 
 
@@ -301,20 +105,13 @@ class NodeSse:
     """The npm eventsource client (tests/integration/js/sse_client.js) in a node process."""
 
     def __init__(self, testcase, url, count, headers=None, events=(), timeout_ms=20000):
-        node = shutil.which("node")
-        have = node and os.path.isdir(os.path.join(NODE_MODULES, "eventsource"))
-        if not have:
-            msg = ("node or the npm package eventsource is missing (%s); run scripts/deps.sh test"
-                   % NODE_MODULES)
-            if os.environ.get("CI"):
-                testcase.fail(msg)
-            testcase.skipTest(msg)
+        node, modules = hh.require_node_module("eventsource")
         argv = [node, JS_CLIENT, url, str(count), "--timeout", str(timeout_ms)]
         for k, v in (headers or {}).items():
             argv += ["--header", "%s:%s" % (k, v)]
         for e in events:
             argv += ["--event", e]
-        env = dict(os.environ, NODE_PATH=NODE_MODULES)
+        env = dict(os.environ, NODE_PATH=modules)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         testcase.addCleanup(self.kill)
         self.q = queue.Queue()

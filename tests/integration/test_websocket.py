@@ -3,35 +3,35 @@
 binary.
 
 Clients: Debian's python3-websockets (a client nobody here wrote) for everything a well-behaved
-client does, raw sockets (RawWS below) for malformed frames, exact fragmentation and close codes,
-and npm `ws` when node_modules/ws is installed. Messages are published over HTTP (POST /pub).
+client does, raw sockets (herald_harness.RawWS) for malformed frames, exact fragmentation and
+close codes, and npm `ws` (installed by scripts/deps.sh test; its absence fails). Messages are
+published over HTTP (POST /pub).
 """
 import asyncio
 import base64
 import hashlib
-import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+from herald_harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,  # noqa: E402
+                            Publisher, RawWS, request, ws_url)
+from herald_harness import WS_GUID as GUID, WS_RFC_ACCEPT as RFC_ACCEPT  # noqa: E402
+from herald_harness import WS_RFC_KEY as RFC_KEY  # noqa: E402
+from herald_harness import ws_close_payload as close_payload, ws_frame as frame  # noqa: E402
+from herald_harness import ws_connect as connect  # noqa: E402
+from herald_harness import ws_handshake_request as handshake_request  # noqa: E402
 
 import websockets  # noqa: E402  (python3-websockets)
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3
-RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 ID_RE = re.compile(r"^([0-9a-z]+)-([0-9]+)$")
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 def seq_of(i):
@@ -42,48 +42,6 @@ def seq_of(i):
 
 
 # ---- HTTP side ----
-
-def request(port, method, path, body=None, headers=None, timeout=10):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
-
-
-class Publisher:
-    """POST /pub/{channel} over one keep-alive connection; returns ids."""
-
-    def __init__(self, port):
-        self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-
-    def __call__(self, channel, body, ctype="text/plain; charset=utf-8", headers=None):
-        if isinstance(body, str):
-            body = body.encode()
-        hdrs = dict(headers or {})
-        if ctype is not None:
-            hdrs["Content-Type"] = ctype
-        for attempt in range(2):
-            try:
-                self.conn.request("POST", "/pub/" + channel, body=body, headers=hdrs)
-                r = self.conn.getresponse()
-                data = r.read()
-                break
-            except (http.client.HTTPException, OSError):
-                if attempt:
-                    raise
-                self.conn.close()
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        if r.status != 200:
-            raise AssertionError("publish %s: %d %r" % (channel, r.status, data))
-        return json.loads(data)["id"]
-
-    def close(self):
-        self.conn.close()
-
 
 def stats(port):
     status, _, body = request(port, "GET", "/stats")
@@ -103,148 +61,10 @@ def find_key(obj, key):
     return None
 
 
-# ---- a raw WebSocket client for what a library will not send ----
-
-def handshake_request(path, key=RFC_KEY, version="13", extra=None, upgrade=True):
-    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1"]
-    if upgrade:
-        lines += ["Upgrade: websocket", "Connection: Upgrade"]
-    if key is not None:
-        lines.append("Sec-WebSocket-Key: " + key)
-    if version is not None:
-        lines.append("Sec-WebSocket-Version: " + version)
-    for k, v in (extra or {}).items():
-        lines.append("%s: %s" % (k, v))
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, key=b"\x37\xfa\x21\x3d", length=None):
-    """One client frame. length overrides the encoded payload length (for framing errors)."""
-    if isinstance(payload, str):
-        payload = payload.encode()
-    n = len(payload) if length is None else length
-    out = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        out.append(mbit | n)
-    elif n < 65536:
-        out.append(mbit | 126)
-        out += struct.pack(">H", n)
-    else:
-        out.append(mbit | 127)
-        out += struct.pack(">Q", n)
-    if mask:
-        out += key
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes(out) + payload
-
-
-def close_payload(code, reason=b""):
-    return struct.pack(">H", code) + reason
-
-
-class RawWS:
-    """A WebSocket client on a raw socket: exact bytes out, parsed frames in."""
-
-    def __init__(self, port, path="/ws", extra=None, rcvbuf=None, spread=False, upgrade=True):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if spread:
-            self.sock.bind((hh.next_source_ip(), 0))
-        self.sock.settimeout(hh.IO_TIMEOUT)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client = hh.Client(port, sock=self.sock)
-        self.client.send(handshake_request(path, extra=extra, upgrade=upgrade))
-        self.response = self.client.read_response()
-        if self.response.status != 101:
-            raise AssertionError("handshake: %r" % self.response)
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def send_bytewise(self, data):
-        for i in range(len(data)):
-            self.sock.sendall(data[i:i + 1])
-            if i % 7 == 0:
-                time.sleep(0.001)
-
-    def _need(self, n, deadline):
-        while len(self.client.buf) < n:
-            self.client._fill(max(0.01, deadline - time.monotonic()))
-
-    def recv_frame(self, timeout=hh.IO_TIMEOUT):
-        """(fin, rsv, opcode, payload) of the next server frame."""
-        deadline = time.monotonic() + timeout
-        self._need(2, deadline)
-        b0, b1 = self.client.buf[0], self.client.buf[1]
-        if b1 & 0x80:
-            raise AssertionError("server frame is masked")
-        n, off = b1 & 0x7F, 2
-        if n == 126:
-            self._need(4, deadline)
-            n, off = struct.unpack(">H", self.client.buf[2:4])[0], 4
-        elif n == 127:
-            self._need(10, deadline)
-            n, off = struct.unpack(">Q", self.client.buf[2:10])[0], 10
-        self._need(off + n, deadline)
-        payload = self.client.buf[off:off + n]
-        self.client.buf = self.client.buf[off + n:]
-        return bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, payload
-
-    def recv_data(self, timeout=hh.IO_TIMEOUT):
-        """The next data frame (opcode, payload), skipping pings."""
-        while True:
-            fin, rsv, op, payload = self.recv_frame(timeout)
-            if op == OP_PING:
-                continue
-            if op == OP_CLOSE:
-                raise AssertionError("closed: %r" % (payload,))
-            assert fin and rsv == 0, (fin, rsv, op)
-            return op, payload
-
-    def recv_json(self, timeout=hh.IO_TIMEOUT):
-        op, payload = self.recv_data(timeout)
-        assert op == OP_TEXT, op
-        return json.loads(payload)
-
-    def expect_close(self, timeout=hh.IO_TIMEOUT):
-        """Reads up to the server's close frame; returns (code or None, reason), then requires
-        the connection to end."""
-        deadline = time.monotonic() + timeout
-        while True:
-            fin, rsv, op, payload = self.recv_frame(max(0.01, deadline - time.monotonic()))
-            if op == OP_CLOSE:
-                break
-        code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
-        reason = payload[2:].decode("utf-8")
-        try:
-            self.send(frame(OP_CLOSE, payload[:2]))
-        except OSError:
-            pass
-        self.client.wait_closed(max(0.5, deadline - time.monotonic()))
-        return code, reason
-
-    def close(self):
-        self.client.close()
-
-
 # ---- python3-websockets helpers ----
 
 def run(coro, timeout=120):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def ws_url(port, path):
-    return "ws://127.0.0.1:%d%s" % (port, path)
-
-
-def connect(port, path, **kw):
-    kw.setdefault("compression", None)
-    kw.setdefault("max_size", None)
-    kw.setdefault("open_timeout", 20)
-    return websockets.connect(ws_url(port, path), **kw)
 
 
 async def recv_n(ws, n, timeout=10):
@@ -1092,10 +912,7 @@ setTimeout(() => { console.log(JSON.stringify({kind: 'timeout'})); process.exit(
 
 class NpmWs(WebSocketTest):
     def test_npm_ws_client(self):
-        modules = os.path.join(hh.HERALD_SRC, "node_modules")
-        node = shutil.which("node")
-        if not node or not os.path.isdir(os.path.join(modules, "ws")):
-            raise unittest.SkipTest("node or node_modules/ws not installed")
+        node, modules = hh.require_node_module("ws")
         for proto in ("", "herald.v1"):
             env = dict(os.environ, NODE_PATH=modules)
             p = subprocess.Popen([node, "-e", NODE_CLIENT, ws_url(self.port, "/ws/npm"), "3",
