@@ -53,14 +53,14 @@ typedef struct hd_out_s {
 struct hd_conn_s {
     uv_tcp_t tcp;
     uint64_t deadline_ms; /* when heap_idx: the worker's timer heap fires on_timeout */
-    uint32_t heap_idx;    /* 1-based position in worker->theap; 0: no timeout set */
+    uint32_t heap_idx;    /* 1-based slot in the worker's timer heap (conn.c); 0: no timeout */
     hd_worker_t *worker;
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */
     uint64_t id;
     hd_tls_t *tls;        /* NULL on plain listeners */
-    hd_list_t link;       /* worker->conns */
-    hd_list_t flush_link; /* worker->flush_list while it has unwritten output */
+    hd_list_t link;       /* the worker's connection list (conn.c) */
+    hd_list_t flush_link; /* the worker's flush list while it has unwritten output */
     hd_out_t *q;          /* queued, not yet handed to uv_write */
     hd_out_t *wq;         /* in the uv_write in flight */
     uint32_t q_len, q_cap, wq_len, wq_cap;

@@ -1,16 +1,59 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * conn.c: reading, the bounded output queue with one writev per loop pass, TLS plumbing,
- * timers, graceful finish (lingering close) and freeing after the last handle closed.
+ * conn.c: the connection layer. It creates connections (the accept hand-off), owns their state
+ * and its own per-worker state (conn_layer.h), and does the reading, the bounded output queue
+ * with one writev per loop pass, TLS plumbing, the deadline heap, graceful finish (lingering
+ * close) and freeing after the last handle closed. It uses the worker only through
+ * herald/worker.h (the loop, counters, connection counts); nothing below calls back in but the
+ * loop's own callbacks.
  */
 #include "herald/conn.h"
-#include "herald/server.h"
-#include "internal.h"
+#include "herald/worker.h"
+#include "conn_layer.h"
 
 #include <string.h>
 
-#define LINGER_MS      2000  /* discarding what the peer sends after our last byte */
-#define FINISH_SEND_MS 30000 /* a finishing connection must drain some output this often */
+#define LINGER_MS         2000  /* discarding what the peer sends after our last byte */
+#define FINISH_SEND_MS    30000 /* a finishing connection must drain some output this often */
+#define READ_BUF_BYTES    (64 * 1024)
+#define TLS_SCRATCH_BYTES (16 * 1024)
+#define WREQ_POOL_MAX     1024
+
+/*
+ * Write requests (about 200 bytes each) come from a per-worker pool: most flushes complete in
+ * uv_try_write and need none, so an idle connection holds no request.
+ */
+typedef struct wreq_s {
+    uv_write_t req;
+    hd_conn_t *conn;
+    struct wreq_s *next;
+} wreq_t;
+
+/* The layer's state on one worker (w->conns_), touched by that worker's thread only. */
+struct hd_conn_worker_s {
+    hd_worker_t *w;
+    hd_list_t conns;            /* every connection not closing, by c->link */
+    hd_list_t flush_list;       /* connections with output queued this pass, by c->flush_link */
+    uv_prepare_t flush_prepare; /* flushes output queued by timers before the loop blocks */
+    uv_check_t flush_check;     /* flushes output queued by I/O callbacks */
+    uv_timer_t timer;           /* fires the earliest deadline of heap */
+    hd_conn_t **heap;           /* min-heap of connections by deadline_ms */
+    uint32_t heap_len, heap_cap;
+    uint64_t timer_armed_at;
+    wreq_t *wreq_pool; /* spare write requests */
+    uint32_t wreq_pooled;
+    uint64_t next_id;
+    uint8_t open_handles; /* freed when the last of the three handles has closed */
+    unsigned is_closing : 1;
+    /* One read buffer per worker: a connection holds no read buffer while idle. */
+    char read_buf[READ_BUF_BYTES];
+    char tls_scratch[TLS_SCRATCH_BYTES];
+};
+
+static inline hd_conn_worker_t *cw_of(const hd_conn_t *c)
+{
+    return c->worker->conns_;
+}
 
 static void flush(hd_conn_t *c);
 
@@ -18,8 +61,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     hd_conn_t *c = h->data;
-    /* One read buffer per worker: a connection holds no read buffer while idle. */
-    *buf = uv_buf_init(c->worker->read_buf, sizeof(c->worker->read_buf));
+    hd_conn_worker_t *cw = cw_of(c);
+    *buf = uv_buf_init(cw->read_buf, sizeof(cw->read_buf));
 }
 
 static int on_plaintext(void *arg, const char *data, size_t len)
@@ -48,7 +91,7 @@ static void queue_tls_output(hd_conn_t *c)
     c->q[c->q_len++] = out;
     c->queued_bytes += b->len;
     if (!hd_list_linked(&c->flush_link))
-        hd_list_insert_tail(&c->worker->flush_list, &c->flush_link);
+        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -63,8 +106,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         const char *why = NULL;
         int was_established = c->tls->is_established;
-        int rc = hd_tls_feed(c->tls, buf->base, (size_t)nread, c->worker->tls_scratch,
-                             sizeof(c->worker->tls_scratch), on_plaintext, c, &why);
+        hd_conn_worker_t *cw = cw_of(c);
+        int rc = hd_tls_feed(c->tls, buf->base, (size_t)nread, cw->tls_scratch,
+                             sizeof(cw->tls_scratch), on_plaintext, c, &why);
         if (!c->is_closing)
             queue_tls_output(c);
         if (rc == HD_ETLS) {
@@ -123,7 +167,7 @@ static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
     c->q[c->q_len++] = (hd_out_t){buf, (uint32_t)off, (uint32_t)len};
     c->queued_bytes += len;
     if (!hd_list_linked(&c->flush_link))
-        hd_list_insert_tail(&c->worker->flush_list, &c->flush_link);
+        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
 }
 
 int hd_conn_send(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
@@ -169,48 +213,26 @@ static void release_out(hd_out_t *q, uint32_t n)
 
 static void start_linger(hd_conn_t *c);
 
-/*
- * Write requests (about 200 bytes each) come from a per-worker pool: most flushes complete in
- * uv_try_write and need none, so an idle connection holds no request.
- */
-typedef struct wreq_s {
-    uv_write_t req;
-    hd_conn_t *conn;
-    struct wreq_s *next;
-} wreq_t;
-
-#define WREQ_POOL_MAX 1024
-
-static wreq_t *wreq_get(hd_worker_t *w)
+static wreq_t *wreq_get(hd_conn_worker_t *cw)
 {
-    wreq_t *r = w->wreq_pool;
+    wreq_t *r = cw->wreq_pool;
     if (r) {
-        w->wreq_pool = r->next;
-        w->wreq_pooled--;
+        cw->wreq_pool = r->next;
+        cw->wreq_pooled--;
         return r;
     }
     return hd_malloc(sizeof(*r));
 }
 
-static void wreq_put(hd_worker_t *w, wreq_t *r)
+static void wreq_put(hd_conn_worker_t *cw, wreq_t *r)
 {
-    if (w->wreq_pooled >= WREQ_POOL_MAX) {
+    if (cw->wreq_pooled >= WREQ_POOL_MAX) {
         free(r);
         return;
     }
-    r->next = w->wreq_pool;
-    w->wreq_pool = r;
-    w->wreq_pooled++;
-}
-
-void hd_conn_free_write_pool(hd_worker_t *w)
-{
-    while (w->wreq_pool) {
-        wreq_t *r = w->wreq_pool;
-        w->wreq_pool = r->next;
-        free(r);
-    }
-    w->wreq_pooled = 0;
+    r->next = cw->wreq_pool;
+    cw->wreq_pool = r;
+    cw->wreq_pooled++;
 }
 
 /* Drops the first `bytes` written bytes of wq: finished entries are released. */
@@ -238,7 +260,7 @@ static void written(hd_conn_t *c)
         hd_conn_set_timeout(c, FINISH_SEND_MS); /* progress: the peer is still reading */
     if (c->q_len > 0) {
         if (!hd_list_linked(&c->flush_link))
-            hd_list_insert_tail(&c->worker->flush_list, &c->flush_link);
+            hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
         return;
     }
     if (c->is_finishing) {
@@ -253,7 +275,7 @@ static void on_write(uv_write_t *req, int status)
 {
     wreq_t *r = hd_container_of(req, wreq_t, req);
     hd_conn_t *c = r->conn;
-    wreq_put(c->worker, r);
+    wreq_put(cw_of(c), r);
     size_t bytes = 0;
     for (uint32_t i = 0; i < c->wq_len; i++)
         bytes += c->wq[i].len;
@@ -312,13 +334,13 @@ static void flush(hd_conn_t *c)
     }
     for (uint32_t i = 0; i < c->wq_len; i++)
         bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
-    wreq_t *r = wreq_get(c->worker);
+    wreq_t *r = wreq_get(cw_of(c));
     r->conn = c;
     int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, bufs, c->wq_len, on_write);
     if (bufs != stackbufs)
         free(bufs);
     if (rc < 0) {
-        wreq_put(c->worker, r);
+        wreq_put(cw_of(c), r);
         hd_conn_log(HD_LOG_DEBUG, c, "write failed: %s", uv_strerror(rc));
         hd_conn_close(c);
         return;
@@ -326,96 +348,108 @@ static void flush(hd_conn_t *c)
     c->is_writing = 1;
 }
 
-void hd_conn_flush_all(hd_worker_t *w)
+/* Writes what every connection queued in this loop pass (one writev each). */
+static void flush_all(hd_conn_worker_t *cw)
 {
-    while (!hd_list_empty(&w->flush_list)) {
-        hd_conn_t *c = hd_container_of(w->flush_list.next, hd_conn_t, flush_link);
+    while (!hd_list_empty(&cw->flush_list)) {
+        hd_conn_t *c = hd_container_of(cw->flush_list.next, hd_conn_t, flush_link);
         flush(c);
     }
 }
 
+static void on_prepare(uv_prepare_t *p)
+{
+    flush_all(p->data);
+}
+
+static void on_check(uv_check_t *c)
+{
+    flush_all(c->data);
+}
+
 /*
  * Timeouts: each worker keeps its connections' deadlines in one binary min-heap and arms one
- * uv timer for the earliest. A connection holds 12 bytes for it instead of a timer handle.
+ * uv timer for the earliest. A connection holds 12 bytes for it instead of a timer handle
+ * (deadline_ms, and heap_idx: its 1-based slot, 0 when it has no deadline).
  */
 static int heap_less(hd_conn_t *a, hd_conn_t *b)
 {
     return a->deadline_ms < b->deadline_ms;
 }
 
-static void heap_set(hd_worker_t *w, uint32_t i, hd_conn_t *c)
+static void heap_set(hd_conn_worker_t *cw, uint32_t i, hd_conn_t *c)
 {
-    w->theap[i] = c;
+    cw->heap[i] = c;
     c->heap_idx = i + 1;
 }
 
-static void heap_up(hd_worker_t *w, uint32_t i)
+static void heap_up(hd_conn_worker_t *cw, uint32_t i)
 {
-    hd_conn_t *c = w->theap[i];
+    hd_conn_t *c = cw->heap[i];
     while (i > 0) {
         uint32_t parent = (i - 1) / 2;
-        if (!heap_less(c, w->theap[parent]))
+        if (!heap_less(c, cw->heap[parent]))
             break;
-        heap_set(w, i, w->theap[parent]);
+        heap_set(cw, i, cw->heap[parent]);
         i = parent;
     }
-    heap_set(w, i, c);
+    heap_set(cw, i, c);
 }
 
-static void heap_down(hd_worker_t *w, uint32_t i)
+static void heap_down(hd_conn_worker_t *cw, uint32_t i)
 {
-    hd_conn_t *c = w->theap[i];
+    hd_conn_t *c = cw->heap[i];
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = i;
         hd_conn_t *best = c;
-        if (l < w->theap_len && heap_less(w->theap[l], best))
-            m = l, best = w->theap[l];
-        if (r < w->theap_len && heap_less(w->theap[r], best))
-            m = r, best = w->theap[r];
+        if (l < cw->heap_len && heap_less(cw->heap[l], best))
+            m = l, best = cw->heap[l];
+        if (r < cw->heap_len && heap_less(cw->heap[r], best))
+            m = r, best = cw->heap[r];
         if (m == i)
             break;
-        heap_set(w, i, best);
+        heap_set(cw, i, best);
         i = m;
     }
-    heap_set(w, i, c);
+    heap_set(cw, i, c);
 }
 
-static void heap_remove(hd_worker_t *w, hd_conn_t *c)
+static void heap_remove(hd_conn_worker_t *cw, hd_conn_t *c)
 {
     uint32_t i = c->heap_idx - 1;
     c->heap_idx = 0;
-    hd_conn_t *last = w->theap[--w->theap_len];
-    if (i == w->theap_len)
+    hd_conn_t *last = cw->heap[--cw->heap_len];
+    if (i == cw->heap_len)
         return;
-    heap_set(w, i, last);
-    heap_up(w, i);
-    heap_down(w, last->heap_idx - 1);
+    heap_set(cw, i, last);
+    heap_up(cw, i);
+    heap_down(cw, last->heap_idx - 1);
 }
 
-static void on_conn_timer(uv_timer_t *t);
+static void on_timer(uv_timer_t *t);
 
 /* Arms the worker's timer for the earliest deadline (or stops it). */
-static void rearm(hd_worker_t *w)
+static void rearm(hd_conn_worker_t *cw)
 {
-    if (w->theap_len == 0) {
-        uv_timer_stop(&w->conn_timer);
+    if (cw->heap_len == 0) {
+        uv_timer_stop(&cw->timer);
         return;
     }
-    uint64_t now = uv_now(&w->loop), at = w->theap[0]->deadline_ms;
-    if (w->timer_armed_at == at && uv_is_active((uv_handle_t *)&w->conn_timer))
+    uint64_t now = uv_now(&cw->w->loop), at = cw->heap[0]->deadline_ms;
+    if (cw->timer_armed_at == at && uv_is_active((uv_handle_t *)&cw->timer))
         return;
-    w->timer_armed_at = at;
-    uv_timer_start(&w->conn_timer, on_conn_timer, at > now ? at - now : 0, 0);
+    cw->timer_armed_at = at;
+    uv_timer_start(&cw->timer, on_timer, at > now ? at - now : 0, 0);
 }
 
-static void on_conn_timer(uv_timer_t *t)
+static void on_timer(uv_timer_t *t)
 {
-    hd_worker_t *w = t->data;
-    uint64_t now = uv_now(&w->loop);
-    w->timer_armed_at = 0;
-    while (w->theap_len && w->theap[0]->deadline_ms <= now) {
-        hd_conn_t *c = w->theap[0];
-        heap_remove(w, c);
+    hd_conn_worker_t *cw = t->data;
+    uint64_t now = uv_now(&cw->w->loop);
+    cw->timer_armed_at = 0;
+    while (cw->heap_len && cw->heap[0]->deadline_ms <= now) {
+        hd_conn_t *c = cw->heap[0];
+        heap_remove(cw, c);
         if (c->is_closing)
             continue;
         if (c->ops->on_timeout)
@@ -423,53 +457,38 @@ static void on_conn_timer(uv_timer_t *t)
         else
             hd_conn_close(c);
     }
-    rearm(w);
-}
-
-void hd_conn_timers_init(hd_worker_t *w)
-{
-    uv_timer_init(&w->loop, &w->conn_timer);
-    w->conn_timer.data = w;
-}
-
-void hd_conn_timers_close(hd_worker_t *w)
-{
-    free(w->theap);
-    w->theap = NULL;
-    w->theap_len = w->theap_cap = 0;
-    if (!uv_is_closing((uv_handle_t *)&w->conn_timer))
-        uv_close((uv_handle_t *)&w->conn_timer, NULL);
+    rearm(cw);
 }
 
 void hd_conn_set_timeout(hd_conn_t *c, uint64_t timeout_ms)
 {
-    hd_worker_t *w = c->worker;
+    hd_conn_worker_t *cw = cw_of(c);
     if (c->is_closing)
         return;
     if (timeout_ms == 0) {
         if (c->heap_idx) {
             int was_first = c->heap_idx == 1;
-            heap_remove(w, c);
+            heap_remove(cw, c);
             if (was_first)
-                rearm(w);
+                rearm(cw);
         }
         return;
     }
-    c->deadline_ms = uv_now(&w->loop) + timeout_ms;
+    c->deadline_ms = uv_now(&cw->w->loop) + timeout_ms;
     if (c->heap_idx) {
-        heap_up(w, c->heap_idx - 1);
-        heap_down(w, c->heap_idx - 1);
+        heap_up(cw, c->heap_idx - 1);
+        heap_down(cw, c->heap_idx - 1);
     } else {
-        if (w->theap_len == w->theap_cap) {
-            w->theap_cap = w->theap_cap ? w->theap_cap * 2 : 64;
-            w->theap = hd_realloc(w->theap, w->theap_cap * sizeof(*w->theap));
+        if (cw->heap_len == cw->heap_cap) {
+            cw->heap_cap = cw->heap_cap ? cw->heap_cap * 2 : 64;
+            cw->heap = hd_realloc(cw->heap, cw->heap_cap * sizeof(*cw->heap));
         }
-        w->theap_len++;
-        heap_set(w, w->theap_len - 1, c);
-        heap_up(w, w->theap_len - 1);
+        cw->heap_len++;
+        heap_set(cw, cw->heap_len - 1, c);
+        heap_up(cw, cw->heap_len - 1);
     }
-    if (w->theap[0] == c || !uv_is_active((uv_handle_t *)&w->conn_timer))
-        rearm(w);
+    if (cw->heap[0] == c || !uv_is_active((uv_handle_t *)&cw->timer))
+        rearm(cw);
 }
 
 /* While lingering: discard what the peer sends until it closes or the linger time ends. */
@@ -565,7 +584,7 @@ void hd_conn_close(hd_conn_t *c)
     if (hd_list_linked(&c->link))
         hd_list_remove(&c->link);
     if (c->heap_idx)
-        heap_remove(c->worker, c); /* the worker's timer may fire early once: harmless */
+        heap_remove(cw_of(c), c); /* the worker's timer may fire early once: harmless */
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
@@ -587,4 +606,165 @@ const char *hd_conn_peer(hd_conn_t *c)
         snprintf(text, sizeof(text), "%s:%u", ip, ntohs(a->sin_port));
     }
     return text;
+}
+
+/* ---- creation: the accept hand-off ---- */
+
+static hd_conn_t *conn_new(hd_worker_t *w)
+{
+    hd_conn_worker_t *cw = w->conns_;
+    hd_conn_t *c = hd_calloc(1, sizeof(*c));
+    c->worker = w;
+    c->id = ((uint64_t)w->id << 48) | ++cw->next_id;
+    c->tcp.data = c;
+    hd_list_init(&c->flush_link);
+    hd_list_init(&c->link);
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->open_handles = 1;
+    hd_worker_conn_opened(w);
+    return c;
+}
+
+/* The socket is ours: list the connection and set up TLS. */
+static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx)
+{
+    uv_tcp_nodelay(&c->tcp, 1);
+    hd_list_insert_tail(&cw_of(c)->conns, &c->link);
+    if (tls_ctx) {
+        c->tls = hd_calloc(1, sizeof(*c->tls));
+        if (hd_tls_init(c->tls, tls_ctx) != 0) {
+            free(c->tls);
+            c->tls = NULL;
+            hd_conn_close(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+hd_conn_t *hd_conn_accept(hd_worker_t *w, uv_stream_t *server, SSL_CTX *tls_ctx)
+{
+    hd_conn_t *c = conn_new(w);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        hd_conn_close(c);
+        return NULL;
+    }
+    return conn_ready(c, tls_ctx);
+}
+
+hd_conn_t *hd_conn_open(hd_worker_t *w, int fd)
+{
+    hd_conn_t *c = conn_new(w);
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        hd_conn_close(c);
+        return NULL;
+    }
+    return conn_ready(c, NULL);
+}
+
+/* ---- the layer on a worker ---- */
+
+void hd_conn_worker_init(hd_worker_t *w)
+{
+    hd_conn_worker_t *cw = hd_calloc(1, sizeof(*cw));
+    cw->w = w;
+    hd_list_init(&cw->conns);
+    hd_list_init(&cw->flush_list);
+    uv_prepare_init(&w->loop, &cw->flush_prepare);
+    cw->flush_prepare.data = cw;
+    uv_prepare_start(&cw->flush_prepare, on_prepare);
+    uv_check_init(&w->loop, &cw->flush_check);
+    cw->flush_check.data = cw;
+    uv_check_start(&cw->flush_check, on_check);
+    uv_timer_init(&w->loop, &cw->timer);
+    cw->timer.data = cw;
+    cw->open_handles = 3;
+    w->conns_ = cw;
+}
+
+static void on_worker_handle_closed(uv_handle_t *h)
+{
+    hd_conn_worker_t *cw = h->data;
+    if (--cw->open_handles > 0)
+        return;
+    while (cw->wreq_pool) {
+        wreq_t *r = cw->wreq_pool;
+        cw->wreq_pool = r->next;
+        free(r);
+    }
+    free(cw->heap);
+    cw->w->conns_ = NULL;
+    free(cw);
+}
+
+void hd_conn_worker_close(hd_worker_t *w)
+{
+    hd_conn_worker_t *cw = w->conns_;
+    if (!cw || cw->is_closing)
+        return;
+    HD_ASSERT(hd_list_empty(&cw->conns));
+    cw->is_closing = 1;
+    uv_close((uv_handle_t *)&cw->flush_prepare, on_worker_handle_closed);
+    uv_close((uv_handle_t *)&cw->flush_check, on_worker_handle_closed);
+    uv_close((uv_handle_t *)&cw->timer, on_worker_handle_closed);
+}
+
+void hd_conn_shutdown_all(hd_worker_t *w)
+{
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &w->conns_->conns)
+    {
+        hd_conn_t *c = hd_container_of(pos, hd_conn_t, link);
+        if (c->ops->on_shutdown)
+            c->ops->on_shutdown(c);
+        else
+            hd_conn_close(c);
+    }
+}
+
+void hd_conn_close_all(hd_worker_t *w)
+{
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &w->conns_->conns)
+    {
+        hd_conn_close(hd_container_of(pos, hd_conn_t, link));
+    }
+}
+
+int hd_conn_census(hd_worker_t *w, hd_conn_census_t *out, const char **why)
+{
+    hd_conn_worker_t *cw = w->conns_;
+    hd_list_t *pos, *tmp;
+    memset(out, 0, sizeof(*out));
+    *why = NULL;
+    if (!cw)
+        return 0;
+    hd_list_foreach_safe(pos, tmp, &cw->conns)
+    {
+        hd_conn_t *c = hd_container_of(pos, hd_conn_t, link);
+        out->conns++;
+        if (c->is_closing)
+            *why = "a closing connection is still listed";
+    }
+    hd_list_foreach_safe(pos, tmp, &cw->flush_list)
+    {
+        if (hd_container_of(pos, hd_conn_t, flush_link)->is_closing)
+            *why = "a closing connection is on the flush list";
+        out->flushing++;
+    }
+    out->timers = cw->heap_len;
+    for (uint32_t i = 0; i < cw->heap_len; i++) {
+        hd_conn_t *c = cw->heap[i];
+        if (c->heap_idx != i + 1)
+            *why = "a connection's heap_idx does not point at its heap slot";
+        else if (i > 0 && heap_less(c, cw->heap[(i - 1) / 2]))
+            *why = "a deadline is earlier than its parent's in the heap";
+        else if (c->is_closing)
+            *why = "a closing connection has a deadline";
+    }
+    for (wreq_t *r = cw->wreq_pool; r; r = r->next)
+        out->pooled_wreqs++;
+    if (out->pooled_wreqs != cw->wreq_pooled)
+        *why = "the write request pool count is wrong";
+    return *why ? UV_EINVAL : 0;
 }

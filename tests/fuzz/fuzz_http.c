@@ -292,6 +292,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     CHECK(hd_server_conn_count(srv) == 0);
     CHECK(deferred == NULL);
-    CHECK(hd_list_empty(&wk->conns));
+    CHECK(HD_STAT_GET(wk, conns) == 0);
     return 0;
 }

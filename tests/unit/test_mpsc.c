@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* test_mpsc.c: unit tests of the lock-free hd_mpsc queue (src/net/server.c): FIFO order on one
+/* test_mpsc.c: unit tests of the lock-free hd_mpsc queue (src/core/mpsc.c): FIFO order on one
  * thread, then four producer threads against one consumer: each message arrives exactly once
  * and every producer's messages arrive in the order they were pushed. */
-#include "herald/server.h"
+#include "herald/common.h"
+#include "herald/mpsc.h"
 
 #include "test.h"
 

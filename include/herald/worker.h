@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.h: a worker is one thread running one uv loop, with a mailbox other threads post to
+ * (hd_worker_post), its reference to the current configuration, its counters and the per-worker
+ * state of the layers above it, each behind its own pointer. Everything on a worker's loop is
+ * touched by that thread only; other threads post messages.
+ *
+ *   other threads --hd_worker_post(msg)--> mailbox --uv_async--> msg->cb(w, msg) on the loop
+ *
+ * Layers, one way: the connection layer (conn.c) keeps its per-worker state (connection list,
+ * timer heap, write pool, read buffer) behind conns_ and calls this API; the worker never looks
+ * inside it. The server (server.h: listener.c, lifecycle.c) creates workers and drives them.
+ */
+#ifndef HERALD_WORKER_H
+#define HERALD_WORKER_H
+
+#include <stdint.h>
+#include <time.h>
+#include <uv.h>
+
+#include "herald/common.h"
+#include "herald/conf.h"
+#include "herald/mpsc.h"
+#include "herald/tls.h"
+
+typedef struct hd_server_s hd_server_t;
+typedef struct hd_conn_worker_s hd_conn_worker_t;
+
+/* Per-worker counters: written by the owning worker only, read by anyone (relaxed). */
+typedef struct hd_worker_stats_s {
+    uint64_t accepted;
+    uint64_t refused_max_conns;
+    uint64_t refused_rate;
+    uint64_t requests;
+    uint64_t tls_handshake_failures;
+    uint64_t timeouts;
+    uint64_t conns; /* open now on this worker */
+} hd_worker_stats_t;
+
+#define HD_STAT_INC(w, field)                                                                      \
+    __atomic_store_n(&(w)->stats.field, (w)->stats.field + 1, __ATOMIC_RELAXED)
+#define HD_STAT_DEC(w, field)                                                                      \
+    __atomic_store_n(&(w)->stats.field, (w)->stats.field - 1, __ATOMIC_RELAXED)
+#define HD_STAT_GET(w, field) __atomic_load_n(&(w)->stats.field, __ATOMIC_RELAXED)
+
+struct hd_worker_s {
+    unsigned id;
+    char name[16];
+    hd_server_t *server;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;
+    hd_mpsc_t mailbox;
+    hd_conf_t *conf; /* this loop's reference to the current configuration */
+    SSL_CTX *tls_ctx;
+    /* listener.c: this worker's listening sockets and its share of the accept rate */
+    uv_tcp_t *listeners; /* one per conf listen line */
+    size_t n_listeners;
+    double tokens;
+    uint64_t tokens_ms;
+    uint64_t refused_logged_ms;
+    uint64_t refused_since_log;
+    hd_conn_worker_t *conns_; /* the connection layer's state: private to conn.c */
+    time_t date_sec;
+    char date[40];
+    unsigned is_draining : 1; /* graceful shutdown started */
+    unsigned is_stopped : 1;  /* connections closed; waiting for exit */
+    hd_worker_stats_t stats;
+    void *modules[8]; /* per-worker state of higher layers (pub/sub, ...), by slot */
+};
+
+/* Posts msg to worker w (any thread); msg->cb runs on w's loop and owns msg. */
+void hd_worker_post(hd_worker_t *w, hd_msg_t *msg);
+/* Current configuration of the calling worker. */
+static inline const hd_conf_t *hd_worker_conf(const hd_worker_t *w)
+{
+    return w->conf;
+}
+/* RFC 7231 date for the Date header, cached per second. */
+const char *hd_worker_date(hd_worker_t *w);
+
+/*
+ * For the connection layer: a connection was created on / freed from w. They keep the worker's
+ * and the node's connection counts (max_connections); the last free on a worker shutting down
+ * tells the server the worker is idle.
+ */
+void hd_worker_conn_opened(hd_worker_t *w);
+void hd_worker_conn_freed(hd_worker_t *w);
+
+#endif

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * listener.c: the listening sockets and what happens to an accepted connection before any
+ * protocol sees it. Binding (in the main thread, so "address in use" is reported before
+ * anything starts): one socket per worker per listener with SO_REUSEPORT, after a plain probe
+ * bind that fails if another process already listens there. Accepting (on each worker's loop):
+ * the connection layer makes the connection (hd_conn_accept), then the node's limits apply
+ * (max_connections, the accept_rate token bucket; a refused client gets a 503 with
+ * Retry-After), then the server's accept callback installs the protocol.
+ */
+#include "herald/log.h"
+#include "herald/server.h"
+#include "conn_layer.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define LISTEN_BACKLOG 4096
+
+/* ---- accepting ---- */
+
+static uint32_t rand_u32(hd_worker_t *w)
+{
+    /* xorshift over the accept counter and time: jitter, not cryptography */
+    uint64_t x = HD_STAT_GET(w, accepted) * 0x9E3779B97F4A7C15ull ^ uv_hrtime();
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+static int take_token(hd_worker_t *w)
+{
+    const hd_conf_t *conf = w->conf;
+    if (conf->accept_rate == 0)
+        return 1;
+    unsigned n = w->server->n_workers;
+    double rate = (double)conf->accept_rate / n;
+    double burst = (double)conf->accept_burst / n;
+    if (burst < 1)
+        burst = 1;
+    uint64_t now = uv_now(&w->loop);
+    w->tokens += (double)(now - w->tokens_ms) * rate / 1000.0;
+    w->tokens_ms = now;
+    if (w->tokens > burst)
+        w->tokens = burst;
+    if (w->tokens < 1)
+        return 0;
+    w->tokens -= 1;
+    return 1;
+}
+
+static void note_refused(hd_worker_t *w, const char *why)
+{
+    w->refused_since_log++;
+    uint64_t now = uv_now(&w->loop);
+    if (now - w->refused_logged_ms >= 1000) {
+        hd_log_warn("refused %llu connection(s): %s", (unsigned long long)w->refused_since_log,
+                    why);
+        w->refused_logged_ms = now;
+        w->refused_since_log = 0;
+    }
+}
+
+static const hd_conn_ops_t reject_ops = {.name = "reject", .on_data = NULL};
+
+static void reject(hd_conn_t *c, const char *why)
+{
+    hd_worker_t *w = c->worker;
+    note_refused(w, why);
+    hd_conn_set_handler(c, &reject_ops, NULL);
+    if (c->tls) {
+        /* A TLS client cannot read a plaintext answer; a handshake would cost what we refuse. */
+        hd_conn_close(c);
+        return;
+    }
+    char resp[512];
+    const char *body = "{\"error\":\"server busy, retry later\"}";
+    unsigned retry = 1 + rand_u32(w) % 10;
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 503 Service Unavailable\r\nServer: herald/" HERALD_VERSION
+                     "\r\nDate: %s\r\nContent-Type: application/json\r\nRetry-After: %u\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     hd_worker_date(w), retry, strlen(body), body);
+    hd_conn_send_copy(c, resp, (size_t)n);
+    hd_conn_finish(c);
+}
+
+/* Applies the node's limits to a new connection, then hands it to the protocol. */
+static void admit(hd_conn_t *c)
+{
+    hd_worker_t *w = c->worker;
+    hd_server_t *s = w->server;
+    HD_STAT_INC(w, accepted);
+    if (__atomic_load_n(&s->n_conns, __ATOMIC_RELAXED) > w->conf->max_connections) {
+        HD_STAT_INC(w, refused_max_conns);
+        reject(c, "max_connections reached");
+        return;
+    }
+    if (!take_token(w)) {
+        HD_STAT_INC(w, refused_rate);
+        reject(c, "accept_rate exceeded");
+        return;
+    }
+    s->accept_cb(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    hd_worker_t *w = ls->data;
+    if (status < 0) {
+        hd_log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    size_t li = (size_t)((uv_tcp_t *)ls - w->listeners);
+    hd_conn_t *c = hd_conn_accept(w, ls, w->server->listen_tls[li] ? w->tls_ctx : NULL);
+    if (c)
+        admit(c);
+}
+
+hd_conn_t *hd_server_adopt(hd_server_t *s, int fd)
+{
+    hd_conn_t *c = hd_conn_open(s->workers[0], fd);
+    if (c)
+        admit(c);
+    return c;
+}
+
+/* ---- listening handles on a worker's loop ---- */
+
+int hd_listeners_open(hd_worker_t *w, char *err, size_t errlen)
+{
+    hd_server_t *s = w->server;
+    w->listeners = hd_calloc(s->n_listens ? s->n_listens : 1, sizeof(uv_tcp_t));
+    for (size_t i = 0; i < s->n_listens; i++) {
+        uv_tcp_t *l = &w->listeners[i];
+        uv_tcp_init(&w->loop, l);
+        l->data = w;
+        w->n_listeners++; /* counts initialised handles: hd_listeners_close closes these */
+        int *fd = &s->fds[i * s->n_workers + w->id];
+        int rc = uv_tcp_open(l, *fd);
+        if (rc == 0) {
+            *fd = -1; /* owned by the handle now */
+            rc = uv_listen((uv_stream_t *)l, LISTEN_BACKLOG, on_connection);
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "listen %s: %s", s->conf->listens[i].text, uv_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    hd_worker_t *w = h->data;
+    if (--w->n_listeners > 0)
+        return;
+    free(w->listeners);
+    w->listeners = NULL;
+}
+
+void hd_listeners_close(hd_worker_t *w)
+{
+    if (w->n_listeners == 0) {
+        free(w->listeners);
+        w->listeners = NULL;
+        return;
+    }
+    size_t n = w->n_listeners; /* the callbacks run later, on the loop */
+    for (size_t i = 0; i < n; i++) {
+        uv_handle_t *h = (uv_handle_t *)&w->listeners[i];
+        if (!uv_is_closing(h))
+            uv_close(h, on_listener_closed);
+    }
+}
+
+/* ---- binding (main thread) ---- */
+
+static int bind_one(const hd_listen_t *l, struct sockaddr_storage *addr, int reuseport, int *out,
+                    char *err, size_t errlen)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "listen %s: cannot create socket: %s", l->text, strerror(e));
+        return -e;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        int e = errno;
+        close(fd);
+        snprintf(err, errlen, "listen %s: SO_REUSEPORT: %s", l->text, strerror(e));
+        return -e;
+    }
+    if (addr->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)addr, l->addrlen) != 0 ||
+        (reuseport && listen(fd, LISTEN_BACKLOG) != 0)) {
+        int e = errno;
+        close(fd);
+        snprintf(err, errlen, "listen %s: cannot bind: %s", l->text, strerror(e));
+        return -e;
+    }
+    *out = fd;
+    return 0;
+}
+
+static int port_of(const struct sockaddr_storage *a)
+{
+    return a->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)a)->sin6_port)
+                                    : ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
+
+static void set_port(struct sockaddr_storage *a, int port)
+{
+    if (a->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)a)->sin_port = htons((uint16_t)port);
+}
+
+int hd_listeners_bind(hd_server_t *s, char *err, size_t errlen)
+{
+    const hd_conf_t *conf = s->conf;
+    for (size_t i = 0; i < conf->n_listens; i++) {
+        const hd_listen_t *l = &conf->listens[i];
+        struct sockaddr_storage addr = l->addr;
+        int rc, probe = -1;
+        if (port_of(&addr) != 0) {
+            /* SO_REUSEPORT would silently share a port another process listens on: probe first
+             * with a plain socket, which fails if anyone listens there. */
+            if ((rc = bind_one(l, &addr, 0, &probe, err, errlen)) < 0)
+                return rc;
+            close(probe);
+        }
+        for (unsigned k = 0; k < s->n_workers; k++) {
+            int *fd = &s->fds[i * s->n_workers + k];
+            if ((rc = bind_one(l, &addr, 1, fd, err, errlen)) < 0)
+                return rc;
+            if (k == 0) {
+                /* Port 0: the kernel picked one; every worker binds that same port. */
+                struct sockaddr_storage got;
+                socklen_t len = sizeof(got);
+                getsockname(*fd, (struct sockaddr *)&got, &len);
+                set_port(&addr, port_of(&got));
+                char ip[64];
+                if (got.ss_family == AF_INET6) {
+                    uv_ip6_name((struct sockaddr_in6 *)&got, ip, sizeof(ip));
+                    snprintf(s->bound[i], sizeof(s->bound[i]), "[%s]:%d", ip, port_of(&got));
+                } else {
+                    uv_ip4_name((struct sockaddr_in *)&got, ip, sizeof(ip));
+                    snprintf(s->bound[i], sizeof(s->bound[i]), "%s:%d", ip, port_of(&got));
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+const char *hd_server_listen_addr(const hd_server_t *s, size_t i)
+{
+    return s->bound[i];
+}

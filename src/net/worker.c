@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.c: a worker thread and its loop: creation, the thread's main, the mailbox other threads
+ * post to, the cached Date header and the connection counts. It calls nothing above it: the
+ * connection layer (conn.c) and the server (listener.c, lifecycle.c) call in, and the one thing
+ * the worker reports up (no connection left) goes through the server's worker_idle_cb.
+ */
+#include "herald/worker.h"
+#include "herald/log.h"
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void hd_worker_post(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_mpsc_push(&w->mailbox, msg);
+    uv_async_send(&w->wakeup);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    hd_worker_t *w = a->data;
+    hd_mpsc_drain(&w->mailbox, w);
+}
+
+const char *hd_worker_date(hd_worker_t *w)
+{
+    time_t now = time(NULL);
+    if (now != w->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        w->date_sec = now;
+    }
+    return w->date;
+}
+
+void hd_worker_conn_opened(hd_worker_t *w)
+{
+    __atomic_add_fetch(&w->server->n_conns, 1, __ATOMIC_RELAXED);
+    HD_STAT_INC(w, conns);
+}
+
+void hd_worker_conn_freed(hd_worker_t *w)
+{
+    __atomic_sub_fetch(&w->server->n_conns, 1, __ATOMIC_RELAXED);
+    HD_STAT_DEC(w, conns);
+    if (w->stats.conns == 0 && w->server->worker_idle_cb)
+        w->server->worker_idle_cb(w);
+}
+
+int hd_worker_new(hd_worker_t **out, hd_server_t *s, unsigned id, char *err, size_t errlen)
+{
+    hd_worker_t *w = hd_calloc(1, sizeof(*w));
+    *out = w; /* even on failure: hd_worker_free takes a half-built worker */
+    w->id = id;
+    snprintf(w->name, sizeof(w->name), "w%u", id);
+    w->server = s;
+    w->conf = hd_conf_ref(s->conf);
+    w->tls_ctx = s->tls_ctx ? hd_tls_ctx_ref(s->tls_ctx) : NULL;
+    hd_mpsc_init(&w->mailbox);
+    int rc = uv_loop_init(&w->loop);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create event loop: %s", uv_strerror(rc));
+        return rc;
+    }
+    w->loop.data = w; /* NULL again once the loop has ended (hd_worker_free) */
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    return 0;
+}
+
+void hd_worker_main(void *arg)
+{
+    hd_worker_t *w = arg;
+    hd_log_thread_name(w->name);
+    hd_log_thread_attach(&w->loop);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Messages posted after the exit message (late broker replies) still own memory. */
+    hd_mpsc_drain(&w->mailbox, w);
+    hd_log_thread_detach();
+}
+
+void hd_worker_close(hd_worker_t *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->wakeup))
+        uv_close((uv_handle_t *)&w->wakeup, NULL);
+}
+
+void hd_worker_join(hd_worker_t *w)
+{
+    uv_thread_join(&w->thread);
+    uv_loop_close(&w->loop);
+    w->loop.data = NULL;
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void hd_worker_free(hd_worker_t *w)
+{
+    if (!w)
+        return;
+    if (w->loop.data) {
+        /* The loop never ran to its end (an embedded node, or a failure in hd_server_new):
+         * close what its owners left open and run it dry. */
+        uv_walk(&w->loop, close_any, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+    }
+    hd_conf_unref(w->conf);
+    if (w->tls_ctx)
+        hd_tls_ctx_unref(w->tls_ctx);
+    free(w);
+}
