@@ -3,6 +3,9 @@
  * hmap.h: an intrusive hash map keyed by short byte strings (channel names). The entry embeds an
  * hd_hnode_t whose key points into the entry itself; the map never allocates entries, only its
  * bucket array, which doubles when the map holds more entries than buckets.
+ *
+ * Keys come from clients, so buckets are chosen by a keyed hash (SipHash-2-4 under a random key
+ * drawn once per process): nobody outside the process can pick names that share a bucket.
  */
 #ifndef HERALD_HMAP_H
 #define HERALD_HMAP_H
@@ -21,8 +24,22 @@ typedef struct hd_hmap_s {
     hd_hnode_t **buckets;
     size_t n_buckets; /* a power of two */
     size_t n;
+    const uint8_t *key; /* the process's hash key (hd_hash_key) */
 } hd_hmap_t;
 
+#define HD_HASH_KEY_BYTES 16
+
+/* SipHash-2-4 of data[0..len) under a 128-bit key (little-endian, as in the paper). */
+uint64_t hd_siphash(const void *data, size_t len, const uint8_t key[HD_HASH_KEY_BYTES]);
+/*
+ * The process's hash key: HD_HASH_KEY_BYTES drawn from getrandom (OpenSSL's RAND_bytes where
+ * that fails) on first use, from any thread; the same for the life of the process.
+ */
+const uint8_t *hd_hash_key(void);
+/* SipHash-2-4 of data under the process's key: for any table indexed by client-chosen bytes. */
+uint64_t hd_hash(const void *data, size_t len);
+
+/* An empty map with at least n_buckets buckets (a power of two, 8 or more). */
 void hd_hmap_init(hd_hmap_t *m, size_t n_buckets);
 /* Frees the bucket array; the entries belong to the caller. */
 void hd_hmap_dispose(hd_hmap_t *m);

@@ -12,7 +12,7 @@
  * Gap detection: each channel remembers the highest sequence that ever left its history
  * (trimmed_seq). A resume from a sequence below it may have missed messages; so may one from
  * another epoch (ids of a previous process). A deleted channel leaves its trimmed_seq in a
- * fixed table of tombstones indexed by a hash of its name, where a channel of that name made
+ * fixed table of tombstones indexed by a keyed hash of its name, where a channel of that name made
  * again (or asked about while gone) finds it: a collision only makes a gap report cautious,
  * and a quiet channel is never reported as having lost history it never had.
  */
@@ -64,10 +64,7 @@ typedef struct mem_broker_s {
 
 static uint64_t *tomb_of(mem_broker_t *b, const char *name, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)name[i]) * 1099511628211ull;
-    return &b->tombs[h & (N_TOMBS - 1)];
+    return &b->tombs[hd_hash(name, len) & (N_TOMBS - 1)];
 }
 
 static uint64_t wall_ms(void)

@@ -1,17 +1,111 @@
 /* SPDX-License-Identifier: MIT */
-/* hmap.c: intrusive string-keyed hash map (FNV-1a, chained, doubling); see hmap.h. */
+/*
+ * hmap.c: intrusive string-keyed hash map (chained, doubling) and the keyed hash every table of
+ * the process uses; see hmap.h.
+ *
+ * Keys come from clients (channel names), so the hash is keyed: SipHash-2-4 with a key drawn
+ * from the kernel once per process. Without the key a client can compute names that land in one
+ * bucket and make every lookup on a worker or the broker walk one long chain.
+ */
 #include "herald/hmap.h"
 #include "herald/common.h"
 
+#include <openssl/rand.h>
 #include <string.h>
+#include <sys/random.h>
+#include <uv.h>
 
-static uint64_t hash_key(const char *s, size_t n)
+/* ---- SipHash-2-4 (Aumasson and Bernstein), written from the paper ---- */
+
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL64(v1, 13);                                                                       \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL64(v0, 32);                                                                       \
+        v2 += v3;                                                                                  \
+        v3 = ROTL64(v3, 16);                                                                       \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL64(v3, 21);                                                                       \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL64(v1, 17);                                                                       \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL64(v2, 32);                                                                       \
+    } while (0)
+
+static uint64_t load_le64(const uint8_t *p)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
 }
+
+uint64_t hd_siphash(const void *data, size_t len, const uint8_t key[HD_HASH_KEY_BYTES])
+{
+    const uint8_t *in = data;
+    uint64_t k0 = load_le64(key), k1 = load_le64(key + 8);
+    uint64_t v0 = 0x736f6d6570736575ull ^ k0;
+    uint64_t v1 = 0x646f72616e646f6dull ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ull ^ k0;
+    uint64_t v3 = 0x7465646279746573ull ^ k1;
+    const uint8_t *end = in + (len & ~(size_t)7);
+    for (; in != end; in += 8) {
+        uint64_t m = load_le64(in);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    /* the last 0..7 bytes, with the length's low byte on top */
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++)
+        b |= (uint64_t)in[i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static uint8_t process_key[HD_HASH_KEY_BYTES];
+static uv_once_t process_key_once = UV_ONCE_INIT;
+
+static void draw_process_key(void)
+{
+    size_t got = 0;
+    while (got < sizeof(process_key)) {
+        ssize_t n = getrandom(process_key + got, sizeof(process_key) - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    /* getrandom is missing only on kernels before 3.17; OpenSSL has its own sources then. */
+    if (got < sizeof(process_key))
+        HD_ASSERT(RAND_bytes(process_key, sizeof(process_key)) == 1);
+}
+
+const uint8_t *hd_hash_key(void)
+{
+    uv_once(&process_key_once, draw_process_key);
+    return process_key;
+}
+
+uint64_t hd_hash(const void *data, size_t len)
+{
+    return hd_siphash(data, len, hd_hash_key());
+}
+
+/* ---- the map ---- */
 
 void hd_hmap_init(hd_hmap_t *m, size_t n_buckets)
 {
@@ -21,6 +115,7 @@ void hd_hmap_init(hd_hmap_t *m, size_t n_buckets)
     m->buckets = hd_calloc(n, sizeof(*m->buckets));
     m->n_buckets = n;
     m->n = 0;
+    m->key = hd_hash_key();
 }
 
 void hd_hmap_dispose(hd_hmap_t *m)
@@ -32,7 +127,7 @@ void hd_hmap_dispose(hd_hmap_t *m)
 
 hd_hnode_t *hd_hmap_find(const hd_hmap_t *m, const char *key, size_t len)
 {
-    uint64_t h = hash_key(key, len);
+    uint64_t h = hd_siphash(key, len, m->key);
     for (hd_hnode_t *e = m->buckets[h & (m->n_buckets - 1)]; e; e = e->next)
         if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0)
             return e;
@@ -58,7 +153,7 @@ static void grow(hd_hmap_t *m)
 
 void hd_hmap_insert(hd_hmap_t *m, hd_hnode_t *node)
 {
-    node->hash = hash_key(node->key, node->key_len);
+    node->hash = hd_siphash(node->key, node->key_len, m->key);
     hd_hnode_t **slot = &m->buckets[node->hash & (m->n_buckets - 1)];
     node->next = *slot;
     *slot = node;
