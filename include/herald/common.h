@@ -29,7 +29,9 @@
     X(ETLS, -10009, 400, 1002, "TLS failure")                                                      \
     X(ECONF, -10010, 500, 1011, "configuration error")                                             \
     X(ESHUTDOWN, -10011, 503, 1001, "server shutting down")                                        \
-    X(EFRAMING, -10012, 400, 1002, "conflicting message framing")
+    X(EFRAMING, -10012, 400, 1002, "conflicting message framing")                                  \
+    X(ECHANNELS, -10013, 507, 1013, "channel limit reached (max_channels)")                        \
+    X(EMEMORY, -10014, 507, 1013, "memory limit reached (max_memory)")
 
 typedef enum {
 #define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),

@@ -69,7 +69,8 @@ typedef struct hd_conf_s {
     uint32_t history_size;    /* messages kept per channel */
     uint64_t history_ttl_ms;  /* 0: no age limit */
     size_t history_max_bytes; /* per channel */
-    size_t max_memory_bytes;  /* all history on this node; coldest channels evicted first */
+    size_t max_memory_bytes;  /* channels and history on this node; coldest evicted first */
+    uint32_t max_channels;    /* channels on this node; a new one past it is refused */
 
     /* delivery */
     size_t max_queue_bytes;     /* per connection; a subscriber behind by more is disconnected */

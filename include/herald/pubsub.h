@@ -164,6 +164,8 @@ typedef struct hd_broker_stats_s {
     uint64_t history_messages;
     uint64_t history_bytes;
     uint64_t channels_evicted;
+    uint64_t channels_refused; /* new channels refused: max_channels or max_memory */
+    uint64_t memory_bytes;     /* every byte held for channels and history (embedded broker) */
     int state;           /* HD_BROKER_*: the Redis bridge's connection (the embedded one: UP) */
     uint64_t reconnects; /* connections to Redis lost since start */
 } hd_broker_stats_t;

@@ -68,7 +68,8 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"tls_handshake_failures\":%llu,"
         "\"channels\":%llu,\"messages\":{\"published\":%llu,\"published_here\":%llu,"
         "\"fanned_out\":%llu,\"delivered\":%llu},\"history_bytes\":%llu,"
-        "\"channels_evicted\":%llu,\"slow_subscribers_dropped\":%llu}",
+        "\"channels_evicted\":%llu,\"slow_subscribers_dropped\":%llu,"
+        "\"channels_refused\":%llu,\"broker_memory_bytes\":%llu}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
         hd_server_worker_count(node), hd_broker_get()->ops->name,
         hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
@@ -81,7 +82,8 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.broker.channels, (unsigned long long)t.broker.messages_published,
         (unsigned long long)t.hub.published, (unsigned long long)t.hub.messages_in,
         (unsigned long long)t.hub.deliveries, (unsigned long long)t.broker.history_bytes,
-        (unsigned long long)t.broker.channels_evicted, (unsigned long long)t.hub.slow_dropped);
+        (unsigned long long)t.broker.channels_evicted, (unsigned long long)t.hub.slow_dropped,
+        (unsigned long long)t.broker.channels_refused, (unsigned long long)t.broker.memory_bytes);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
     hd_sbuf_dispose(&sb);
@@ -135,6 +137,12 @@ static void on_metrics(hd_req_t *req, void *arg)
            t.broker.reconnects);
     metric(&sb, "herald_channels_evicted_total", "counter", "History evicted for max_memory.",
            t.broker.channels_evicted);
+    metric(&sb, "herald_channels_refused_total", "counter",
+           "New channels refused because max_channels or max_memory was reached.",
+           t.broker.channels_refused);
+    metric(&sb, "herald_broker_memory_bytes", "gauge",
+           "Bytes the embedded broker holds for channels and history (counted against max_memory).",
+           t.broker.memory_bytes);
     metric(&sb, "herald_slow_subscribers_dropped_total", "counter",
            "Subscribers disconnected for falling behind max_queue_bytes.", t.hub.slow_dropped);
     hd_sbuf_appends(&sb, "# HELP herald_fanout_latency_seconds Time from the broker taking a "

@@ -153,7 +153,9 @@ static const directive_t directives[] = {
     D("history_max_bytes", T_SIZE, history_max_bytes, "4m", "0", "1g", RESTART,
       "payload bytes kept per channel; the oldest messages leave first"),
     D("max_memory", T_SIZE, max_memory_bytes, "256m", "1m", "64g", RESTART,
-      "payload bytes of history on this node; the coldest channels are evicted first"),
+      "bytes of channels and history on this node; the coldest channels lose history first"),
+    D("max_channels", T_UINT, max_channels, "100000", "1", "100000000", RESTART,
+      "channels (with subscribers or history) on this node; a new one past it is answered 507"),
 
     /* delivery */
     D("max_queue_bytes", T_SIZE, max_queue_bytes, "1m", "4k", "1g", RELOAD,

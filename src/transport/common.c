@@ -76,6 +76,15 @@ int hd_tp_publish_allowed(hd_req_t *req)
 void hd_tp_respond_failure(hd_req_t *req, int err)
 {
     int status = hd_err_http_status(err);
+    if (err == HD_ECHANNELS || err == HD_EMEMORY) {
+        /* A node-wide budget is spent: retrying soon will not help, so no Retry-After. */
+        char body[160];
+        int n =
+            snprintf(body, sizeof(body), "{\"error\":\"%s\",\"limit\":\"%s\",\"status\":%d}",
+                     hd_strerror(err), err == HD_ECHANNELS ? "max_channels" : "max_memory", status);
+        hd_http_respond(req, status, NULL, "application/json", body, (size_t)n);
+        return;
+    }
     if (status != 503) {
         hd_http_respond_error(req, status, hd_strerror(err));
         return;

@@ -27,6 +27,8 @@ static const err_row_t rows[] = {
     {HD_ECONF, 500, 1011, "configuration error"},
     {HD_ESHUTDOWN, 503, 1001, "server shutting down"},
     {HD_EFRAMING, 400, 1002, "conflicting message framing"},
+    {HD_ECHANNELS, 507, 1013, "channel limit reached (max_channels)"},
+    {HD_EMEMORY, 507, 1013, "memory limit reached (max_memory)"},
 };
 
 static void test_error_table(void)

@@ -1,0 +1,495 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memory_store.c: the channels, history rings, memory accounting, channel budget and expiry
+ * heap of the embedded broker; see memory_store.h for the rules and memory.c for the thread
+ * that drives it.
+ *
+ * Gap detection: each channel remembers the highest sequence that ever left its history
+ * (trimmed_seq). A resume from a sequence below it may have missed messages; so may one from
+ * another epoch (ids of a previous process). A deleted channel leaves its trimmed_seq in a
+ * fixed table of tombstones indexed by a keyed hash of its name, where a channel of that name
+ * made again (or asked about while gone) finds it: a collision only makes a gap report
+ * cautious, and a quiet channel is never reported as having lost history it never had.
+ */
+#include "memory_store.h"
+
+#include "herald/log.h"
+
+#include <string.h>
+
+#define N_TOMBS            65536
+#define REFUSAL_LOG_MS     10000u
+#define RING_SHRINK_AT_CAP 8u
+
+/* What malloc takes for n bytes (glibc, 64-bit): a 16-byte aligned chunk with an 8-byte header,
+ * 32 bytes at least. */
+static size_t alloc_cost(size_t n)
+{
+    size_t c = (n + 8u + 15u) & ~(size_t)15u;
+    return c < 32u ? 32u : c;
+}
+
+size_t hd_mstore_channel_cost(const hd_mstore_t *st, size_t name_len)
+{
+    /* the struct and name, the interest array, two bucket slots (the table keeps at most twice
+     * as many buckets as channels) and two slots of the expiry heap (it doubles) */
+    return alloc_cost(sizeof(hd_mchan_t) + name_len + 1u) +
+           alloc_cost(st->n_workers * sizeof(uint32_t)) + 4u * sizeof(void *);
+}
+
+size_t hd_mstore_message_cost(const hd_message_t *m)
+{
+    return alloc_cost(sizeof(*m) + strlen(m->content_type) + 1u + m->len);
+}
+
+static size_t ring_cost(uint32_t cap)
+{
+    return cap ? alloc_cost(cap * sizeof(hd_message_t *)) : 0;
+}
+
+static uint64_t *tomb_of(hd_mstore_t *st, const char *name, size_t len)
+{
+    return &st->tombs[hd_hash(name, len) & (N_TOMBS - 1)];
+}
+
+static hd_message_t *ring_at(const hd_mchan_t *c, uint32_t i)
+{
+    return c->ring[(c->head + i) % c->cap];
+}
+
+/* ---- the expiry heap: channels with history, by their oldest message's time ---- */
+
+static uint64_t heap_key(const hd_mchan_t *c)
+{
+    return ring_at(c, 0)->time_ms;
+}
+
+static void heap_set(hd_mstore_t *st, uint32_t i, hd_mchan_t *c)
+{
+    st->heap[i] = c;
+    c->heap_idx = i;
+}
+
+static void heap_up(hd_mstore_t *st, uint32_t i)
+{
+    hd_mchan_t *c = st->heap[i];
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (heap_key(st->heap[p]) <= heap_key(c))
+            break;
+        heap_set(st, i, st->heap[p]);
+        i = p;
+    }
+    heap_set(st, i, c);
+}
+
+static void heap_down(hd_mstore_t *st, uint32_t i)
+{
+    hd_mchan_t *c = st->heap[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = l;
+        if (l >= st->heap_n)
+            break;
+        if (l + 1 < st->heap_n && heap_key(st->heap[l + 1]) < heap_key(st->heap[l]))
+            m = l + 1;
+        if (heap_key(st->heap[m]) >= heap_key(c))
+            break;
+        heap_set(st, i, st->heap[m]);
+        i = m;
+    }
+    heap_set(st, i, c);
+}
+
+static void heap_push(hd_mstore_t *st, hd_mchan_t *c)
+{
+    if (st->lim.history_ttl_ms == 0)
+        return;
+    if (st->heap_n == st->heap_cap) {
+        st->heap_cap = st->heap_cap ? st->heap_cap * 2 : 64;
+        st->heap = hd_realloc(st->heap, st->heap_cap * sizeof(*st->heap));
+    }
+    heap_set(st, st->heap_n++, c);
+    heap_up(st, c->heap_idx);
+}
+
+static void heap_remove(hd_mstore_t *st, hd_mchan_t *c)
+{
+    uint32_t i = c->heap_idx;
+    if (i == HD_MSTORE_NO_HEAP)
+        return;
+    c->heap_idx = HD_MSTORE_NO_HEAP;
+    hd_mchan_t *last = st->heap[--st->heap_n];
+    if (i == st->heap_n)
+        return;
+    heap_set(st, i, last);
+    heap_up(st, i);
+    heap_down(st, last->heap_idx);
+}
+
+/* ---- rings ---- */
+
+static void ring_resize(hd_mstore_t *st, hd_mchan_t *c, uint32_t cap)
+{
+    hd_message_t **ring = cap ? hd_malloc(cap * sizeof(*ring)) : NULL;
+    for (uint32_t i = 0; i < c->len; i++)
+        ring[i] = ring_at(c, i);
+    free(c->ring);
+    c->charge = c->charge - ring_cost(c->cap) + ring_cost(cap);
+    st->memory_bytes = st->memory_bytes - ring_cost(c->cap) + ring_cost(cap);
+    c->ring = ring;
+    c->cap = cap;
+    c->head = 0;
+}
+
+/* Frees an empty ring; halves one a quarter full. */
+static void ring_fit(hd_mstore_t *st, hd_mchan_t *c)
+{
+    if (c->len == 0 && c->cap)
+        ring_resize(st, c, 0);
+    else if (c->cap >= RING_SHRINK_AT_CAP && c->len <= c->cap / 4)
+        ring_resize(st, c, c->cap / 2);
+}
+
+static void ring_push(hd_mstore_t *st, hd_mchan_t *c, hd_message_t *m)
+{
+    if (c->len == c->cap) {
+        uint32_t cap = c->cap ? c->cap * 2 : 1;
+        ring_resize(st, c, cap < st->lim.history_size ? cap : st->lim.history_size);
+    }
+    c->ring[(c->head + c->len) % c->cap] = hd_message_ref(m);
+    c->len++;
+    c->bytes += m->len;
+    st->history_bytes += m->len;
+    st->history_msgs++;
+    st->memory_bytes += hd_mstore_message_cost(m);
+    if (c->len == 1) {
+        hd_list_insert_tail(&st->lru, &c->lru);
+        heap_push(st, c);
+    }
+}
+
+/* Drops the oldest message of c's history (keeps the ring: see ring_fit). */
+static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
+{
+    hd_message_t *m = c->ring[c->head];
+    c->ring[c->head] = NULL;
+    c->head = (c->head + 1) % c->cap;
+    c->len--;
+    c->bytes -= m->len;
+    st->history_bytes -= m->len;
+    st->history_msgs--;
+    st->memory_bytes -= hd_mstore_message_cost(m);
+    if (m->seq > c->trimmed_seq)
+        c->trimmed_seq = m->seq;
+    hd_message_unref(m);
+    if (c->len == 0) {
+        hd_list_remove(&c->lru);
+        heap_remove(st, c);
+    } else if (c->heap_idx != HD_MSTORE_NO_HEAP) {
+        heap_up(st, c->heap_idx);
+        heap_down(st, c->heap_idx);
+    }
+}
+
+/* ---- channels ---- */
+
+hd_mchan_t *hd_mstore_find(const hd_mstore_t *st, const char *name, size_t len)
+{
+    hd_hnode_t *n = hd_hmap_find(&st->chans, name, len);
+    return n ? hd_container_of(n, hd_mchan_t, node) : NULL;
+}
+
+static hd_mchan_t *new_chan(hd_mstore_t *st, const char *name, size_t len)
+{
+    hd_mchan_t *c = hd_calloc(1, sizeof(*c) + len + 1u);
+    memcpy(c->name, name, len);
+    c->name_len = (uint8_t)len;
+    c->subs = hd_calloc(st->n_workers, sizeof(*c->subs));
+    c->heap_idx = HD_MSTORE_NO_HEAP;
+    hd_list_init(&c->lru);
+    /* A channel deleted earlier may have had messages under this name. */
+    c->trimmed_seq = *tomb_of(st, name, len);
+    c->charge = hd_mstore_channel_cost(st, len);
+    st->memory_bytes += c->charge;
+    c->node.key = c->name;
+    c->node.key_len = len;
+    hd_hmap_insert(&st->chans, &c->node);
+    return c;
+}
+
+static void free_chan(hd_mstore_t *st, hd_mchan_t *c)
+{
+    while (c->len)
+        drop_oldest(st, c);
+    st->memory_bytes -= c->charge;
+    free(c->ring);
+    free(c->subs);
+    free(c);
+}
+
+static void delete_chan(hd_mstore_t *st, hd_mchan_t *c)
+{
+    while (c->len)
+        drop_oldest(st, c);
+    hd_hmap_remove(&st->chans, &c->node);
+    uint64_t *tomb = tomb_of(st, c->name, c->name_len);
+    if (c->trimmed_seq > *tomb)
+        *tomb = c->trimmed_seq;
+    free_chan(st, c);
+}
+
+static void maybe_delete(hd_mstore_t *st, hd_mchan_t *c)
+{
+    if (c->subs_total == 0 && c->len == 0)
+        delete_chan(st, c);
+    else
+        ring_fit(st, c);
+}
+
+/*
+ * Drops history of the least recently published channels (keep aside) until the store plus
+ * extra bytes fits max_memory; then, if still above, the oldest messages of keep. Only channels
+ * with history are on the list, so each step frees something.
+ */
+static void enforce_memory(hd_mstore_t *st, hd_mchan_t *keep, size_t extra)
+{
+    size_t max = st->lim.max_memory_bytes;
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &st->lru)
+    {
+        if (st->memory_bytes + extra <= max)
+            break;
+        hd_mchan_t *c = hd_container_of(pos, hd_mchan_t, lru);
+        if (c == keep)
+            continue;
+        hd_log_info("max_memory reached: evicting the history of channel %s (%u messages)", c->name,
+                    c->len);
+        while (c->len)
+            drop_oldest(st, c);
+        st->evicted++;
+        maybe_delete(st, c);
+    }
+    while (st->memory_bytes + extra > max && keep && keep->len > 1)
+        drop_oldest(st, keep);
+}
+
+/* 0 when one more channel of name_len bytes fits the budget (evicting history for memory if
+ * need be), else the limit in the way. */
+static int make_room(hd_mstore_t *st, size_t name_len)
+{
+    if (st->chans.n >= st->lim.max_channels)
+        return HD_ECHANNELS;
+    size_t need = hd_mstore_channel_cost(st, name_len);
+    if (st->memory_bytes + need > st->lim.max_memory_bytes)
+        enforce_memory(st, NULL, need);
+    if (st->memory_bytes + need > st->lim.max_memory_bytes)
+        return HD_EMEMORY;
+    return 0;
+}
+
+static int refuse(hd_mstore_t *st, int err)
+{
+    st->refused++;
+    st->refused_err = err;
+    return err;
+}
+
+void hd_mstore_log_refusals(hd_mstore_t *st, uint64_t now_ms)
+{
+    if (st->refused == st->refused_logged)
+        return;
+    if (st->refused_log_ms && now_ms - st->refused_log_ms < REFUSAL_LOG_MS)
+        return;
+    if (st->refused_err == HD_ECHANNELS)
+        hd_log_warn("%llu new channels refused: max_channels (%llu) reached",
+                    (unsigned long long)(st->refused - st->refused_logged),
+                    (unsigned long long)st->lim.max_channels);
+    else
+        hd_log_warn("%llu new channels refused: max_memory (%zu bytes) reached with no history "
+                    "left to evict",
+                    (unsigned long long)(st->refused - st->refused_logged),
+                    st->lim.max_memory_bytes);
+    st->refused_logged = st->refused;
+    st->refused_log_ms = now_ms;
+}
+
+/* ---- requests ---- */
+
+int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint64_t now_ms)
+{
+    /* All or nothing: make every new channel first, and take them back if one does not fit. */
+    for (size_t i = 0; i < n; i++) {
+        const hd_message_t *m = msgs[i];
+        if (hd_mstore_find(st, m->channel, m->channel_len))
+            continue;
+        int err = make_room(st, m->channel_len);
+        if (err) {
+            for (size_t j = 0; j < i; j++) {
+                hd_mchan_t *c = hd_mstore_find(st, msgs[j]->channel, msgs[j]->channel_len);
+                if (c)
+                    maybe_delete(st, c); /* only the ones made here are empty */
+            }
+            return refuse(st, err);
+        }
+        new_chan(st, m->channel, m->channel_len);
+    }
+    for (size_t i = 0; i < n; i++) {
+        hd_message_t *m = msgs[i];
+        hd_mchan_t *c = hd_mstore_find(st, m->channel, m->channel_len);
+        if (!c) /* evicted while making room for another of these */
+            c = new_chan(st, m->channel, m->channel_len);
+        hd_message_set_id(m, st->epoch, ++st->seq);
+        m->time_ms = now_ms;
+        m->publish_ns = uv_hrtime();
+        c->last_seq = m->seq;
+        if (st->lim.history_size == 0 || m->len > st->lim.history_max_bytes) {
+            while (c->len) /* nothing fits: this message and all before it leave */
+                drop_oldest(st, c);
+            c->trimmed_seq = m->seq;
+        } else {
+            if (c->len == st->lim.history_size)
+                drop_oldest(st, c);
+            while (c->len && c->bytes + m->len > st->lim.history_max_bytes)
+                drop_oldest(st, c);
+            ring_push(st, c, m);
+            hd_list_remove(&c->lru);
+            hd_list_insert_tail(&st->lru, &c->lru); /* most recently published last */
+        }
+        for (unsigned k = 0; k < st->n_workers; k++)
+            if (c->subs[k])
+                st->deliver(st->deliver_arg, k, hd_message_ref(m));
+        enforce_memory(st, c, 0);
+        maybe_delete(st, c);
+    }
+    return 0;
+}
+
+/* Collects history after since (or the latest message when there is no since) into r. */
+static void collect(hd_mstore_t *st, hd_mchan_t *c, hd_breq_t *r, size_t limit)
+{
+    uint32_t start;
+    if (!c || c->len == 0) {
+        start = 0;
+    } else if (!r->has_since) {
+        start = c->len - 1;
+    } else if (r->since_epoch != st->epoch) {
+        start = 0;
+    } else {
+        /* first message with seq > since (the ring is sorted by seq) */
+        uint32_t lo = 0, hi = c->len;
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (ring_at(c, mid)->seq <= r->since_seq)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        start = lo;
+    }
+    if (r->has_since) {
+        if (r->since_epoch != st->epoch)
+            r->gap = 1;
+        else if (c && r->since_seq < c->trimmed_seq)
+            r->gap = 1;
+        else if (!c && r->since_seq < *tomb_of(st, r->channel, strlen(r->channel)))
+            r->gap = 1; /* deleted after it lost messages */
+    }
+    size_t n = c ? c->len - start : 0;
+    if (limit && n > limit)
+        n = limit;
+    if (n == 0)
+        return;
+    r->msgs = hd_malloc(n * sizeof(*r->msgs));
+    for (size_t i = 0; i < n; i++)
+        r->msgs[i] = hd_message_ref(ring_at(c, start + (uint32_t)i));
+    r->n_msgs = n;
+}
+
+int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t limit)
+{
+    size_t len = strlen(r->channel);
+    hd_mchan_t *c = hd_mstore_find(st, r->channel, len);
+    if (!c) {
+        int err = make_room(st, len);
+        if (err)
+            return refuse(st, err);
+        c = new_chan(st, r->channel, len);
+    }
+    c->subs[worker]++;
+    c->subs_total++;
+    if (r->has_since) /* live only otherwise: nothing from history */
+        collect(st, c, r, limit);
+    return 0;
+}
+
+void hd_mstore_unsubscribe(hd_mstore_t *st, unsigned worker, const char *channel, size_t len)
+{
+    hd_mchan_t *c = hd_mstore_find(st, channel, len);
+    if (c && c->subs[worker] > 0) {
+        c->subs[worker]--;
+        c->subs_total--;
+        maybe_delete(st, c);
+    }
+}
+
+void hd_mstore_history(hd_mstore_t *st, hd_breq_t *r, size_t limit)
+{
+    collect(st, hd_mstore_find(st, r->channel, strlen(r->channel)), r, limit);
+}
+
+void hd_mstore_info(hd_mstore_t *st, hd_breq_t *r)
+{
+    hd_mchan_t *c = hd_mstore_find(st, r->channel, strlen(r->channel));
+    if (!c)
+        return;
+    r->found = 1;
+    r->subscribers = c->subs_total;
+    r->history_len = c->len;
+    r->last_id[0] = '\0';
+    if (c->last_seq)
+        hd_id_format(r->last_id, sizeof(r->last_id), st->epoch, c->last_seq);
+}
+
+void hd_mstore_expire(hd_mstore_t *st, uint64_t now_ms)
+{
+    if (st->lim.history_ttl_ms == 0 || now_ms < st->lim.history_ttl_ms)
+        return;
+    uint64_t cutoff = now_ms - st->lim.history_ttl_ms;
+    while (st->heap_n && heap_key(st->heap[0]) < cutoff) {
+        hd_mchan_t *c = st->heap[0];
+        while (c->len && ring_at(c, 0)->time_ms < cutoff)
+            drop_oldest(st, c);
+        maybe_delete(st, c);
+    }
+}
+
+/* ---- the store ---- */
+
+void hd_mstore_init(hd_mstore_t *st, const hd_mstore_limits_t *lim, unsigned n_workers,
+                    uint64_t epoch, hd_mstore_deliver_cb deliver, void *deliver_arg)
+{
+    memset(st, 0, sizeof(*st));
+    st->lim = *lim;
+    st->n_workers = n_workers;
+    st->epoch = epoch;
+    st->deliver = deliver;
+    st->deliver_arg = deliver_arg;
+    hd_hmap_init(&st->chans, 256);
+    hd_list_init(&st->lru);
+    st->tombs = hd_calloc(N_TOMBS, sizeof(*st->tombs));
+}
+
+static void free_chan_node(hd_hnode_t *n, void *arg)
+{
+    free_chan(arg, hd_container_of(n, hd_mchan_t, node));
+}
+
+void hd_mstore_dispose(hd_mstore_t *st)
+{
+    hd_hmap_foreach(&st->chans, free_chan_node, st);
+    hd_hmap_dispose(&st->chans);
+    free(st->heap);
+    free(st->tombs);
+    st->heap = NULL;
+    st->tombs = NULL;
+}

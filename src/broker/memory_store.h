@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memory_store.h (private to src/broker): the channels of the embedded broker, with no thread
+ * and no mailbox, so unit tests drive it directly. memory.c owns one store and calls it from
+ * the broker thread only; nothing here is shared or locked.
+ *
+ * A channel exists while it has subscribers or history. Its history is a ring of message
+ * references allocated on the first message and grown by doubling up to history_size, halved
+ * when a quarter full, freed when empty:
+ *
+ *        head                 head+len-1            cap = 8 (a power of two up to history_size)
+ *   ring: [ m5 | m6 | m7 | -- | -- | -- | m3 | m4 ]   len = 5; m3 is the oldest, m7 the newest
+ *                           ^ next push   ^ head
+ *
+ * Memory: every byte the store holds for a channel or a message counts against max_memory
+ * (memory_bytes): the channel struct with its name, the per-worker interest array, its share of
+ * the table's buckets and of the expiry heap, the ring, and each message in history (header,
+ * content type and payload), each allocation with the allocator's overhead. Above max_memory the
+ * least recently published channels lose their history first; a channel left with neither
+ * history nor subscribers goes away.
+ *
+ * Budget: at most max_channels channels exist. A publish or subscribe that would make one more
+ * (or that needs memory when no history is left to evict) is refused with HD_ECHANNELS or
+ * HD_EMEMORY; no existing channel is evicted to make room for a new one, so a flood of new
+ * names cannot push out the history of the channels in use.
+ *
+ * Expiry: channels with history sit in a min-heap by the publish time of their oldest message,
+ * so a pass of hd_mstore_expire costs O(log channels) per expired message, not one look at
+ * every channel.
+ */
+#ifndef HERALD_BROKER_MEMORY_STORE_H
+#define HERALD_BROKER_MEMORY_STORE_H
+
+#include "herald/hmap.h"
+#include "herald/pubsub.h"
+
+typedef struct hd_mchan_s {
+    hd_hnode_t node; /* in store->chans, keyed by name */
+    hd_list_t lru;   /* store->lru: least recently published first */
+    hd_message_t **ring;
+    uint32_t cap, head, len;
+    uint32_t heap_idx;    /* in store->heap; HD_MSTORE_NO_HEAP when not there */
+    size_t bytes;         /* payload bytes in history */
+    size_t charge;        /* bytes charged for the channel and its ring (not its messages) */
+    uint64_t trimmed_seq; /* highest sequence that ever left history */
+    uint64_t last_seq;    /* last sequence published here; 0: none */
+    uint64_t subs_total;
+    uint32_t *subs; /* per worker */
+    uint8_t name_len;
+    char name[]; /* name_len bytes and a NUL */
+} hd_mchan_t;
+
+#define HD_MSTORE_NO_HEAP UINT32_MAX
+
+typedef struct hd_mstore_limits_s {
+    uint32_t history_size;    /* messages per channel */
+    uint64_t history_ttl_ms;  /* 0: no age limit */
+    size_t history_max_bytes; /* payload bytes per channel */
+    size_t max_memory_bytes;  /* every byte the store holds */
+    uint64_t max_channels;
+} hd_mstore_limits_t;
+
+/* Called for each worker with subscribers on a published message's channel; the reference
+ * passes to the callee. */
+typedef void (*hd_mstore_deliver_cb)(void *arg, unsigned worker, hd_message_t *m);
+
+typedef struct hd_mstore_s {
+    hd_mstore_limits_t lim;
+    unsigned n_workers;
+    uint64_t epoch, seq;
+    hd_hmap_t chans;
+    hd_list_t lru;
+    hd_mchan_t **heap; /* min-heap by the oldest message's time_ms (history_ttl > 0 only) */
+    uint32_t heap_n, heap_cap;
+    uint64_t *tombs; /* highest sequence lost with a deleted channel, by keyed hash of its name */
+    size_t memory_bytes;     /* everything charged: channels, rings, messages in history */
+    size_t history_bytes;    /* payload bytes in history */
+    uint64_t history_msgs;   /* messages in history */
+    uint64_t evicted;        /* channels whose history max_memory took */
+    uint64_t refused;        /* new channels refused (max_channels or max_memory) */
+    uint64_t refused_logged; /* refused when the last refusal was logged */
+    uint64_t refused_log_ms; /* when it was logged */
+    int refused_err;         /* the limit of the last refusal: HD_ECHANNELS or HD_EMEMORY */
+    hd_mstore_deliver_cb deliver;
+    void *deliver_arg;
+} hd_mstore_t;
+
+/* An empty store (the epoch: ids of this store are "<epoch>-<seq>"). */
+void hd_mstore_init(hd_mstore_t *st, const hd_mstore_limits_t *lim, unsigned n_workers,
+                    uint64_t epoch, hd_mstore_deliver_cb deliver, void *deliver_arg);
+/* Releases every channel and message reference. */
+void hd_mstore_dispose(hd_mstore_t *st);
+
+/*
+ * Publishes msgs[0..n) in order at wall-clock time now_ms: ids, history, delivery. All or
+ * nothing: when the messages would make more channels than the budget allows, none is
+ * published and the call returns HD_ECHANNELS (max_channels) or HD_EMEMORY (max_memory, with no
+ * history left to evict); otherwise 0.
+ */
+int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint64_t now_ms);
+/*
+ * Counts a subscriber of worker on channel r->channel (made if new) and fills r with the history
+ * after since (r->msgs, r->n_msgs, r->gap), at most limit messages (0: all). Returns 0, or
+ * HD_ECHANNELS / HD_EMEMORY when the channel is new and the budget is spent (nothing counted).
+ */
+int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t limit);
+/* Drops one subscriber of worker on channel (no-op when there is none). */
+void hd_mstore_unsubscribe(hd_mstore_t *st, unsigned worker, const char *channel, size_t len);
+/* Fills r (HISTORY) with history after since, at most limit messages (0: all); makes nothing. */
+void hd_mstore_history(hd_mstore_t *st, hd_breq_t *r, size_t limit);
+/* Fills r (INFO): found, subscribers, history length, last id. */
+void hd_mstore_info(hd_mstore_t *st, hd_breq_t *r);
+/* Drops history older than history_ttl at wall-clock time now_ms. */
+void hd_mstore_expire(hd_mstore_t *st, uint64_t now_ms);
+/*
+ * Logs refused channels at most once per 10 seconds of now_ms (monotonic), with the count
+ * since the last line.
+ */
+void hd_mstore_log_refusals(hd_mstore_t *st, uint64_t now_ms);
+
+hd_mchan_t *hd_mstore_find(const hd_mstore_t *st, const char *name, size_t len);
+/* Bytes charged for a channel of name_len bytes with no ring (what a new channel needs). */
+size_t hd_mstore_channel_cost(const hd_mstore_t *st, size_t name_len);
+/* Bytes charged for a message in history. */
+size_t hd_mstore_message_cost(const hd_message_t *m);
+
+#endif
