@@ -109,7 +109,7 @@ static void on_wakeup(uv_async_t *a)
     while ((m = hd_mpsc_pop(&b->mailbox)) != NULL)
         handle(b, (hd_breq_t *)m);
     update_stats(b);
-    hd_mstore_log_refusals(&b->store, hd_now_ms());
+    hd_mstore_log_limits(&b->store, hd_now_ms());
     if (__atomic_load_n(&b->is_stopping, __ATOMIC_ACQUIRE)) {
         uv_close((uv_handle_t *)&b->wakeup, NULL);
         uv_close((uv_handle_t *)&b->ttl_timer, NULL);
@@ -121,7 +121,7 @@ static void on_ttl_timer(uv_timer_t *t)
     mem_broker_t *b = t->data;
     hd_mstore_expire(&b->store, wall_ms());
     update_stats(b);
-    hd_mstore_log_refusals(&b->store, hd_now_ms());
+    hd_mstore_log_limits(&b->store, hd_now_ms());
 }
 
 /* ---- the broker interface ---- */

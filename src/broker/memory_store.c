@@ -141,13 +141,16 @@ static void ring_resize(hd_mstore_t *st, hd_mchan_t *c, uint32_t cap)
     c->head = 0;
 }
 
-/* Frees an empty ring; halves one a quarter full. */
+/* Frees an empty ring; halves one a quarter full, until it is more than that. */
 static void ring_fit(hd_mstore_t *st, hd_mchan_t *c)
 {
-    if (c->len == 0 && c->cap)
-        ring_resize(st, c, 0);
-    else if (c->cap >= RING_SHRINK_AT_CAP && c->len <= c->cap / 4)
-        ring_resize(st, c, c->cap / 2);
+    uint32_t cap = c->cap;
+    if (c->len == 0)
+        cap = 0;
+    while (cap >= RING_SHRINK_AT_CAP && c->len <= cap / 4)
+        cap /= 2;
+    if (cap != c->cap)
+        ring_resize(st, c, cap);
 }
 
 static void ring_push(hd_mstore_t *st, hd_mchan_t *c, hd_message_t *m)
@@ -262,8 +265,8 @@ static void enforce_memory(hd_mstore_t *st, hd_mchan_t *keep, size_t extra)
         hd_mchan_t *c = hd_container_of(pos, hd_mchan_t, lru);
         if (c == keep)
             continue;
-        hd_log_info("max_memory reached: evicting the history of channel %s (%u messages)", c->name,
-                    c->len);
+        hd_log_debug("max_memory reached: evicting the history of channel %s (%u messages)",
+                     c->name, c->len);
         while (c->len)
             drop_oldest(st, c);
         st->evicted++;
@@ -294,8 +297,17 @@ static int refuse(hd_mstore_t *st, int err)
     return err;
 }
 
-void hd_mstore_log_refusals(hd_mstore_t *st, uint64_t now_ms)
+void hd_mstore_log_limits(hd_mstore_t *st, uint64_t now_ms)
 {
+    if (st->evicted != st->evicted_logged &&
+        (!st->evicted_log_ms || now_ms - st->evicted_log_ms >= REFUSAL_LOG_MS)) {
+        hd_log_info("max_memory (%zu bytes) reached: %llu channels lost their history, the least "
+                    "recently published first",
+                    st->lim.max_memory_bytes,
+                    (unsigned long long)(st->evicted - st->evicted_logged));
+        st->evicted_logged = st->evicted;
+        st->evicted_log_ms = now_ms;
+    }
     if (st->refused == st->refused_logged)
         return;
     if (st->refused_log_ms && now_ms - st->refused_log_ms < REFUSAL_LOG_MS)

@@ -77,6 +77,8 @@ typedef struct hd_mstore_s {
     size_t history_bytes;    /* payload bytes in history */
     uint64_t history_msgs;   /* messages in history */
     uint64_t evicted;        /* channels whose history max_memory took */
+    uint64_t evicted_logged; /* evicted when the last eviction was logged */
+    uint64_t evicted_log_ms; /* when it was logged */
     uint64_t refused;        /* new channels refused (max_channels or max_memory) */
     uint64_t refused_logged; /* refused when the last refusal was logged */
     uint64_t refused_log_ms; /* when it was logged */
@@ -113,10 +115,10 @@ void hd_mstore_info(hd_mstore_t *st, hd_breq_t *r);
 /* Drops history older than history_ttl at wall-clock time now_ms. */
 void hd_mstore_expire(hd_mstore_t *st, uint64_t now_ms);
 /*
- * Logs refused channels at most once per 10 seconds of now_ms (monotonic), with the count
- * since the last line.
+ * Logs evictions and refused channels, each at most once per 10 seconds of now_ms (monotonic),
+ * with the count since its last line.
  */
-void hd_mstore_log_refusals(hd_mstore_t *st, uint64_t now_ms);
+void hd_mstore_log_limits(hd_mstore_t *st, uint64_t now_ms);
 
 hd_mchan_t *hd_mstore_find(const hd_mstore_t *st, const char *name, size_t len);
 /* Bytes charged for a channel of name_len bytes with no ring (what a new channel needs). */

@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_broker_memory.c: the embedded broker's store (src/broker/memory_store.c), driven
+ * directly without its thread: ring growth and shrinking, the byte accounting against
+ * max_memory, eviction order, the channel budget (all-or-nothing batches, refused subscribes,
+ * existing channels untouched), tombstones for gap detection, expiry by the heap, delivery to
+ * the workers with subscribers.
+ */
+#include "broker/memory_store.h"
+#include "test.h"
+
+#define EPOCH 1000u
+
+typedef struct deliveries_s {
+    unsigned n[4];
+    uint64_t last_seq[4];
+} deliveries_t;
+
+static void on_deliver(void *arg, unsigned worker, hd_message_t *m)
+{
+    deliveries_t *d = arg;
+    d->n[worker]++;
+    d->last_seq[worker] = m->seq;
+    hd_message_unref(m);
+}
+
+static hd_mstore_limits_t limits(void)
+{
+    return (hd_mstore_limits_t){.history_size = 100,
+                                .history_ttl_ms = 0,
+                                .history_max_bytes = 1 << 20,
+                                .max_memory_bytes = 64 << 20,
+                                .max_channels = 1000};
+}
+
+/* What malloc takes for n bytes, as the store charges it. */
+static size_t alloc_cost(size_t n)
+{
+    size_t c = (n + 8u + 15u) & ~(size_t)15u;
+    return c < 32u ? 32u : c;
+}
+
+/* Publishes one message of len bytes on channel at time now_ms; returns the store's answer. */
+static int pub(hd_mstore_t *st, const char *channel, size_t len, uint64_t now_ms)
+{
+    static char payload[4096];
+    hd_message_t *m = hd_message_new(channel, strlen(channel), "text/plain", payload, len);
+    int err = hd_mstore_publish(st, &m, 1, now_ms);
+    hd_message_unref(m);
+    return err;
+}
+
+static hd_mchan_t *chan(hd_mstore_t *st, const char *name)
+{
+    return hd_mstore_find(st, name, strlen(name));
+}
+
+static int subscribe(hd_mstore_t *st, unsigned worker, const char *name)
+{
+    hd_breq_t *r = hd_breq_new(HD_BREQ_SUBSCRIBE, NULL, name, strlen(name));
+    int err = hd_mstore_subscribe(st, worker, r, 0);
+    hd_breq_free(r);
+    return err;
+}
+
+/* History after since_seq (this epoch) on name: the count returned, and the gap flag. */
+static size_t history(hd_mstore_t *st, const char *name, uint64_t since_seq, int *gap)
+{
+    hd_breq_t *r = hd_breq_new(HD_BREQ_HISTORY, NULL, name, strlen(name));
+    r->has_since = 1;
+    r->since_epoch = EPOCH;
+    r->since_seq = since_seq;
+    hd_mstore_history(st, r, 0);
+    size_t n = r->n_msgs;
+    *gap = r->gap;
+    for (size_t i = 1; i < n; i++)
+        T_TRUE(r->msgs[i]->seq > r->msgs[i - 1]->seq);
+    hd_breq_free(r);
+    return n;
+}
+
+static void test_ring_grows_and_shrinks(void)
+{
+    hd_mstore_limits_t lim = limits();
+    lim.history_ttl_ms = 1000;
+    hd_mstore_t st;
+    deliveries_t d = {0};
+    hd_mstore_init(&st, &lim, 2, EPOCH, on_deliver, &d);
+    T_EQ_INT(st.memory_bytes, 0);
+    /* caps 1, 2, 4, ... 64, then history_size (100), never more */
+    static const uint32_t caps[] = {1, 2, 4, 4, 8};
+    for (unsigned i = 0; i < HD_ARRAY_SIZE(caps); i++) {
+        T_EQ_INT(pub(&st, "a", 10, 1000 + i), 0);
+        T_EQ_INT(chan(&st, "a")->cap, caps[i]);
+    }
+    for (unsigned i = 5; i < 150; i++)
+        T_EQ_INT(pub(&st, "a", 10, 1000 + i), 0);
+    hd_mchan_t *c = chan(&st, "a");
+    T_EQ_INT(c->cap, 100);
+    T_EQ_INT(c->len, 100);
+    T_EQ_INT(c->trimmed_seq, 50); /* seq 1..50 left */
+    /* every byte charged: the channel, the ring and each message */
+    hd_message_t *probe = hd_message_new("a", 1, "text/plain", "0123456789", 10);
+    size_t msg_cost = hd_mstore_message_cost(probe);
+    T_EQ_INT(msg_cost, alloc_cost(sizeof(hd_message_t) + strlen("text/plain") + 1 + 10));
+    hd_message_unref(probe);
+    T_EQ_INT(st.memory_bytes,
+             hd_mstore_channel_cost(&st, 1) + alloc_cost(100 * sizeof(void *)) + 100 * msg_cost);
+    T_EQ_INT(st.history_bytes, 1000);
+    T_EQ_INT(st.history_msgs, 100);
+    /* expiry of all but 20 (times 1050..1149; cutoff 2130 - 1000 keeps 1130..1149): halved */
+    hd_mstore_expire(&st, 2130);
+    T_EQ_INT(c->len, 20);
+    T_EQ_INT(c->cap, 50);
+    T_EQ_INT(c->trimmed_seq, 130);
+    hd_mstore_expire(&st, 2146); /* 1146..1149 stay */
+    T_EQ_INT(c->len, 4);
+    T_EQ_INT(c->cap, 12);
+    /* a subscriber keeps the channel when its history is gone, and it holds no ring */
+    T_EQ_INT(subscribe(&st, 1, "a"), 0);
+    hd_mstore_expire(&st, 5000);
+    c = chan(&st, "a");
+    T_TRUE(c != NULL);
+    T_EQ_INT(c->len, 0);
+    T_EQ_INT(c->cap, 0);
+    T_TRUE(c->ring == NULL);
+    T_EQ_INT(st.memory_bytes, hd_mstore_channel_cost(&st, 1));
+    hd_mstore_unsubscribe(&st, 1, "a", 1);
+    T_TRUE(chan(&st, "a") == NULL);
+    T_EQ_INT(st.memory_bytes, 0);
+    T_EQ_INT(st.chans.n, 0);
+    T_EQ_INT(d.n[0] + d.n[1], 0); /* nobody was subscribed while publishing */
+    hd_mstore_dispose(&st);
+}
+
+static void test_history_bounds(void)
+{
+    hd_mstore_limits_t lim = limits();
+    lim.history_max_bytes = 100;
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    for (int i = 0; i < 5; i++)
+        pub(&st, "b", 30, 1);
+    T_EQ_INT(chan(&st, "b")->len, 3); /* 90 bytes; a fourth would make 120 */
+    T_EQ_INT(chan(&st, "b")->bytes, 90);
+    pub(&st, "b", 101, 1); /* larger than history_max_bytes: nothing is kept */
+    T_TRUE(chan(&st, "b") == NULL);
+    int gap;
+    T_EQ_INT(history(&st, "b", 5, &gap), 0);
+    T_EQ_INT(gap, 1); /* the tombstone remembers seq 6 left */
+    T_EQ_INT(history(&st, "b", 6, &gap), 0);
+    T_EQ_INT(gap, 0);
+    T_EQ_INT(st.memory_bytes, 0);
+    hd_mstore_dispose(&st);
+}
+
+static void test_tombstones(void)
+{
+    hd_mstore_limits_t lim = limits();
+    lim.history_size = 2;
+    lim.history_ttl_ms = 10;
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    pub(&st, "t", 1, 100); /* seq 1 */
+    pub(&st, "t", 1, 100); /* seq 2 */
+    pub(&st, "t", 1, 100); /* seq 3: seq 1 leaves */
+    pub(&st, "quiet", 1, 100);
+    hd_mstore_expire(&st, 1000); /* both channels go */
+    T_TRUE(chan(&st, "t") == NULL);
+    T_TRUE(chan(&st, "quiet") == NULL);
+    int gap;
+    history(&st, "t", 2, &gap);
+    T_EQ_INT(gap, 1); /* seq 3 left with the channel */
+    history(&st, "t", 3, &gap);
+    T_EQ_INT(gap, 0);
+    history(&st, "quiet", 4, &gap); /* lost nothing but what the client saw */
+    T_EQ_INT(gap, 0);
+    /* made again under the same name, it knows what its predecessor lost */
+    pub(&st, "t", 1, 2000); /* seq 5 */
+    T_EQ_INT(chan(&st, "t")->trimmed_seq, 3);
+    T_EQ_INT(history(&st, "t", 3, &gap), 1);
+    T_EQ_INT(gap, 0);
+    T_EQ_INT(history(&st, "t", 2, &gap), 1);
+    T_EQ_INT(gap, 1);
+    /* another epoch: everything, and a gap */
+    hd_breq_t *r = hd_breq_new(HD_BREQ_HISTORY, NULL, "t", 1);
+    r->has_since = 1;
+    r->since_epoch = EPOCH - 1;
+    r->since_seq = 99;
+    hd_mstore_history(&st, r, 0);
+    T_EQ_INT(r->n_msgs, 1);
+    T_EQ_INT(r->gap, 1);
+    hd_breq_free(r);
+    hd_mstore_dispose(&st);
+}
+
+static void test_eviction_order(void)
+{
+    hd_mstore_limits_t lim = limits();
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    pub(&st, "a", 1000, 1);
+    pub(&st, "b", 1000, 1);
+    pub(&st, "c", 1000, 1);
+    pub(&st, "a", 1000, 1); /* a is now the most recently published */
+    T_EQ_INT(subscribe(&st, 0, "b"), 0);
+    /* room for what there is and a little: the next publish on d must evict */
+    st.lim.max_memory_bytes = st.memory_bytes + 500;
+    pub(&st, "d", 1000, 1);
+    T_EQ_INT(st.evicted, 1);
+    T_TRUE(chan(&st, "b") != NULL); /* coldest: lost its history, kept for its subscriber */
+    T_EQ_INT(chan(&st, "b")->len, 0);
+    T_EQ_INT(chan(&st, "c")->len, 1);
+    T_EQ_INT(chan(&st, "a")->len, 2);
+    pub(&st, "d", 1000, 1);
+    T_EQ_INT(st.evicted, 2);
+    T_TRUE(chan(&st, "c") == NULL); /* next coldest, no subscriber: gone */
+    T_EQ_INT(chan(&st, "a")->len, 2);
+    T_TRUE(st.memory_bytes <= st.lim.max_memory_bytes);
+    int gap;
+    history(&st, "c", 0, &gap);
+    T_EQ_INT(gap, 1);
+    /* a single channel above max_memory keeps its newest message */
+    st.lim.max_memory_bytes = 1;
+    pub(&st, "a", 1000, 1);
+    T_EQ_INT(chan(&st, "a")->len, 1);
+    T_EQ_INT(chan(&st, "a")->last_seq, st.seq);
+    hd_mstore_dispose(&st);
+}
+
+static void test_channel_budget(void)
+{
+    hd_mstore_limits_t lim = limits();
+    lim.max_channels = 3;
+    lim.history_max_bytes = 1000;
+    hd_mstore_t st;
+    deliveries_t d = {0};
+    hd_mstore_init(&st, &lim, 2, EPOCH, on_deliver, &d);
+    T_EQ_INT(pub(&st, "a", 5, 1), 0);
+    T_EQ_INT(pub(&st, "b", 5, 1), 0);
+    T_EQ_INT(subscribe(&st, 1, "c"), 0);
+    T_EQ_INT(st.chans.n, 3);
+    size_t before = st.memory_bytes;
+    /* a new channel, by publish or subscribe, is refused; nothing changes */
+    T_EQ_INT(pub(&st, "d", 5, 1), HD_ECHANNELS);
+    T_EQ_INT(subscribe(&st, 0, "e"), HD_ECHANNELS);
+    T_EQ_INT(st.refused, 2);
+    T_EQ_INT(st.seq, 2);
+    T_EQ_INT(st.memory_bytes, before);
+    T_TRUE(chan(&st, "d") == NULL);
+    /* a batch with one new channel publishes nothing, even on the existing ones */
+    hd_message_t *batch[3] = {hd_message_new("a", 1, "", "x", 1),
+                              hd_message_new("c", 1, "", "y", 1),
+                              hd_message_new("f", 1, "", "z", 1)};
+    T_EQ_INT(hd_mstore_publish(&st, batch, 3, 1), HD_ECHANNELS);
+    T_EQ_INT(st.seq, 2);
+    T_EQ_INT(chan(&st, "a")->len, 1);
+    T_EQ_INT(d.n[1], 0);
+    T_EQ_INT(st.refused, 3);
+    /* existing channels keep working: publish, deliver, subscribe more */
+    T_EQ_INT(hd_mstore_publish(&st, batch, 2, 1), 0);
+    T_EQ_INT(d.n[1], 1); /* c's subscriber on worker 1 */
+    T_EQ_INT(d.last_seq[1], 4);
+    T_EQ_INT(subscribe(&st, 0, "a"), 0);
+    T_EQ_INT(pub(&st, "a", 5, 1), 0);
+    T_EQ_INT(d.n[0], 1);
+    for (int i = 0; i < 3; i++)
+        hd_message_unref(batch[i]);
+    /* a channel that goes frees its place */
+    hd_mstore_unsubscribe(&st, 1, "c", 1);
+    T_TRUE(chan(&st, "c") != NULL);      /* still has history */
+    T_EQ_INT(pub(&st, "b", 2000, 1), 0); /* over history_max_bytes: b's history goes */
+    T_TRUE(chan(&st, "b") == NULL);
+    T_EQ_INT(pub(&st, "d", 5, 1), 0);
+    /* a batch naming one new channel twice needs one place */
+    hd_mstore_unsubscribe(&st, 0, "a", 1);
+    st.lim.max_channels = 4;
+    hd_message_t *twice[2] = {hd_message_new("g", 1, "", "1", 1),
+                              hd_message_new("g", 1, "", "2", 1)};
+    T_EQ_INT(hd_mstore_publish(&st, twice, 2, 1), 0);
+    T_EQ_INT(chan(&st, "g")->len, 2);
+    hd_message_unref(twice[0]);
+    hd_message_unref(twice[1]);
+    hd_mstore_dispose(&st);
+}
+
+static void test_memory_budget(void)
+{
+    hd_mstore_limits_t lim = limits();
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    pub(&st, "h", 100, 1);
+    /* channels with subscribers only: nothing to evict, so a new channel past it is refused */
+    for (int i = 0; i < 10; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "s%d", i);
+        T_EQ_INT(subscribe(&st, 0, name), 0);
+    }
+    st.lim.max_memory_bytes = st.memory_bytes + 10;
+    /* first the history of h goes to make room... */
+    T_EQ_INT(subscribe(&st, 0, "n1"), 0);
+    T_TRUE(chan(&st, "h") == NULL);
+    T_EQ_INT(st.evicted, 1);
+    /* ...then there is nothing left to evict */
+    st.lim.max_memory_bytes = st.memory_bytes + 10;
+    T_EQ_INT(subscribe(&st, 0, "n2"), HD_EMEMORY);
+    T_EQ_INT(pub(&st, "n3", 1, 1), HD_EMEMORY);
+    T_EQ_INT(st.refused, 2);
+    T_EQ_INT(st.refused_err, HD_EMEMORY);
+    T_TRUE(st.memory_bytes <= st.lim.max_memory_bytes);
+    /* a subscribed channel still takes messages (its own history is what goes) */
+    T_EQ_INT(pub(&st, "s1", 1, 1), 0);
+    hd_mstore_log_limits(&st, 20000);
+    T_EQ_INT(st.refused_logged, 2);
+    T_EQ_INT(st.evicted_logged, 1);
+    T_EQ_INT(pub(&st, "n4", 1, 1), HD_EMEMORY);
+    hd_mstore_log_limits(&st, 25000); /* within 10 s of the last line: not yet */
+    T_EQ_INT(st.refused_logged, 2);
+    hd_mstore_log_limits(&st, 30000);
+    T_EQ_INT(st.refused_logged, 3);
+    hd_mstore_dispose(&st);
+}
+
+static void test_expiry_heap(void)
+{
+    enum { N = 200 };
+    hd_mstore_limits_t lim = limits();
+    lim.history_ttl_ms = 1000;
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    /* channel i published at time 10000 + (i * 7919 % N): an order unrelated to creation */
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "e%d", i);
+        pub(&st, name, 1, 10000u + (uint64_t)(i * 7919 % N));
+        pub(&st, name, 1, 10000u + (uint64_t)(i * 7919 % N) + 500);
+    }
+    T_EQ_INT(st.heap_n, N);
+    /* cutoff 10100: every channel whose first message is before it loses that one only */
+    hd_mstore_expire(&st, 11100);
+    T_EQ_INT(st.chans.n, N);
+    T_EQ_INT(st.history_msgs, 2 * N - 100);
+    for (uint32_t i = 0; i < st.heap_n; i++) {
+        T_EQ_INT(st.heap[i]->heap_idx, i);
+        if (i)
+            T_TRUE(st.heap[(i - 1) / 2]->ring[st.heap[(i - 1) / 2]->head]->time_ms <=
+                   st.heap[i]->ring[st.heap[i]->head]->time_ms);
+    }
+    hd_mstore_expire(&st, 11600); /* second messages before 10600 go too: 100 channels left */
+    T_EQ_INT(st.chans.n, 100);
+    T_EQ_INT(st.heap_n, 100);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "e%d", i);
+        T_EQ_INT(chan(&st, name) != NULL, i * 7919 % N >= 100);
+    }
+    hd_mstore_expire(&st, 12000);
+    T_EQ_INT(st.chans.n, 0);
+    T_EQ_INT(st.heap_n, 0);
+    T_EQ_INT(st.memory_bytes, 0);
+    hd_mstore_dispose(&st);
+}
+
+static void test_info_and_delivery(void)
+{
+    hd_mstore_limits_t lim = limits();
+    hd_mstore_t st;
+    deliveries_t d = {0};
+    hd_mstore_init(&st, &lim, 3, EPOCH, on_deliver, &d);
+    subscribe(&st, 2, "i");
+    subscribe(&st, 2, "i");
+    subscribe(&st, 0, "i");
+    pub(&st, "i", 3, 1);
+    T_EQ_INT(d.n[0], 1);
+    T_EQ_INT(d.n[1], 0);
+    T_EQ_INT(d.n[2], 1); /* once per worker, however many subscribers there */
+    hd_breq_t *r = hd_breq_new(HD_BREQ_INFO, NULL, "i", 1);
+    hd_mstore_info(&st, r);
+    T_EQ_INT(r->found, 1);
+    T_EQ_INT(r->subscribers, 3);
+    T_EQ_INT(r->history_len, 1);
+    char id[HD_ID_MAX];
+    hd_id_format(id, sizeof(id), EPOCH, 1);
+    T_EQ_STR(r->last_id, id);
+    hd_breq_free(r);
+    /* a subscribe with since gets the history after it; without, none */
+    r = hd_breq_new(HD_BREQ_SUBSCRIBE, NULL, "i", 1);
+    r->has_since = 1;
+    r->since_epoch = EPOCH;
+    r->since_seq = 0;
+    T_EQ_INT(hd_mstore_subscribe(&st, 1, r, 0), 0);
+    T_EQ_INT(r->n_msgs, 1);
+    T_EQ_INT(r->gap, 0);
+    hd_breq_free(r);
+    r = hd_breq_new(HD_BREQ_INFO, NULL, "nope", 4);
+    hd_mstore_info(&st, r);
+    T_EQ_INT(r->found, 0);
+    hd_breq_free(r);
+    hd_mstore_dispose(&st);
+}
+
+int main(void)
+{
+    T_RUN(test_ring_grows_and_shrinks);
+    T_RUN(test_history_bounds);
+    T_RUN(test_tombstones);
+    T_RUN(test_eviction_order);
+    T_RUN(test_channel_budget);
+    T_RUN(test_memory_budget);
+    T_RUN(test_expiry_heap);
+    T_RUN(test_info_and_delivery);
+    T_DONE();
+}
