@@ -63,7 +63,8 @@ struct json_t;
  * A message for channel from a client's JSON "data" value and optional "type" (NULL, or the
  * JSON value given): a string's text as is (type text/plain; charset=utf-8 unless given), any
  * other value as compact JSON (application/json unless given); one reference in *out.
- * Returns 0; HD_EBADREQ when data is missing, type is not a string or data cannot be encoded;
+ * Returns 0; HD_EBADREQ when data is missing, type is not a string or not a valid media type
+ * (hd_content_type_valid), or data cannot be encoded;
  * HD_EBODYTOOBIG when the payload is longer than max_bytes. On error *why is a static message
  * for the client and *out is untouched. The HTTP batch publish and the /ws publish use this.
  */

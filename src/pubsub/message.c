@@ -180,6 +180,11 @@ int hd_message_from_json(const char *channel, size_t channel_len, const json_t *
         *why = "\"type\" must be a string";
         return HD_EBADREQ;
     }
+    if (type && !hd_content_type_valid(json_string_value(type), json_string_length(type))) {
+        *why = "\"type\" must be a media type such as \"text/plain; charset=utf-8\" (printable "
+               "ASCII, at most 127 bytes)";
+        return HD_EBADREQ;
+    }
     if (json_is_string(data)) {
         size_t len = json_string_length(data);
         if (len > max_bytes) {

@@ -17,23 +17,17 @@
 
 #include <string.h>
 
-/* /ws/{channel}: a data message may be published only when the server and the key allow. */
-static int chan_on_start(ws_t *ws, uint8_t opcode)
-{
-    (void)opcode;
-    if (!hd_ws_conf(ws)->ws_client_publish) {
-        hd_ws_close(ws, 1008, "client publishing is disabled");
-        return 0;
-    }
-    if (!hd_ws_pub(ws)->hs.is_authorized) {
-        hd_ws_close(ws, 1008, "publishing needs the publish key (Authorization: Bearer)");
-        return 0;
-    }
-    return 1;
-}
-
+/* /ws/{channel}: a data message is published when the server and the key allow, else 1008. */
 static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
 {
+    if (!hd_ws_conf(ws)->ws_client_publish) {
+        hd_ws_close(ws, 1008, "client publishing is disabled");
+        return;
+    }
+    if (!hd_ws_bearer_ok(ws)) {
+        hd_ws_close(ws, 1008, "publishing needs the publish key (Authorization: Bearer)");
+        return;
+    }
     const char *ct =
         opcode == WSLAY_TEXT_FRAME ? "text/plain; charset=utf-8" : "application/octet-stream";
     ws_sub_t *e = hd_ws_pub(ws)->subs[0];
@@ -49,7 +43,6 @@ static void chan_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *
 }
 
 static const ws_proto_t chan_proto = {
-    .on_start = chan_on_start,
     .on_message = chan_on_message,
     .on_published = chan_on_published,
 };

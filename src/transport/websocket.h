@@ -35,9 +35,10 @@ typedef struct ws_s ws_t;
 
 /* The handshake, checked. */
 typedef struct ws_handshake_s {
-    char accept[32]; /* Sec-WebSocket-Accept */
+    char accept[32];    /* Sec-WebSocket-Accept */
+    const char *bearer; /* Authorization: Bearer token (in the request), or NULL */
+    size_t bearer_len;
     unsigned has_subprotocol : 1;
-    unsigned is_authorized : 1; /* may publish under publish_key (Authorization: Bearer) */
 } ws_handshake_t;
 
 /* Checks the opening handshake of req (RFC 6455 4.2.1) into hs. Returns 0, or -1 after
@@ -47,10 +48,9 @@ int hd_ws_check_handshake(hd_req_t *req, ws_handshake_t *hs);
 /* ---- a protocol spoken over a connection ---- */
 
 typedef struct ws_proto_s {
-    /* A data message with opcode (text or binary) starts. Returns 1 to take it, or 0 after
-     * hd_ws_close(). */
-    int (*on_start)(ws_t *ws, uint8_t opcode);
-    /* A whole data message: text is valid UTF-8. data is not NUL-terminated. */
+    /* A whole data message, frames checked (text is valid UTF-8, fragments in order, size
+     * within max_message_size): what it may do (policy) is the protocol's to decide here.
+     * data is not NUL-terminated. */
     void (*on_message)(ws_t *ws, uint8_t opcode, const char *data, size_t len);
     /* The broker's answer to hd_ws_publish(): err, or 0 with m's id set. ref as given there. */
     void (*on_published)(ws_t *ws, int err, const hd_message_t *m, json_t *ref);
@@ -73,12 +73,12 @@ typedef struct ws_public_s {
     hd_conn_t *conn;  /* NULL once gone */
     hd_deferred_t *d; /* /ws/{channel}: the handshake, until the subscription is live */
     uint8_t mode;     /* WS_MODE_* */
-    ws_handshake_t hs;
     ws_sub_t **subs;
     uint32_t n_subs;
 } ws_public_t;
 
-/* A connection not yet upgraded, with mode, proto and the checked handshake. */
+/* A connection not yet upgraded, with mode, proto and the checked handshake (its bearer token
+ * is copied: publishing checks it against the publish key of the moment). */
 ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_handshake_t *hs);
 static inline ws_public_t *hd_ws_pub(ws_t *ws)
 {
@@ -95,6 +95,9 @@ void hd_ws_enter(ws_t *ws);
 void hd_ws_leave(ws_t *ws);
 /* The connection has gone (or never came): stops every subscription, frees when not busy. */
 void hd_ws_gone(ws_t *ws);
+/* 1 if the handshake's bearer token is the publish key now (or no key is set): checked on
+ * each client publish, so a key set or rotated by a reload holds for live sessions too. */
+int hd_ws_bearer_ok(ws_t *ws);
 /* 1 while neither gone nor closing. */
 int hd_ws_is_open(const ws_t *ws);
 /* Sends a close frame with code and reason, then ends the connection. */

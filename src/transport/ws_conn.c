@@ -55,6 +55,9 @@ typedef struct ws_out_s {
 struct ws_s {
     ws_public_t pub; /* first: websocket.h's view */
     const ws_proto_t *proto;
+    char accept[32]; /* Sec-WebSocket-Accept, until the upgrade */
+    char *bearer;    /* the handshake's Authorization: Bearer token, or NULL */
+    size_t bearer_len;
     wslay_event_context_ptr ctx;
     uint8_t fmt; /* HD_FMT_* of history and live frames */
     /* input */
@@ -82,6 +85,7 @@ struct ws_s {
     unsigned is_closing : 1;   /* our close frame is queued: nothing more in or out */
     unsigned in_recv : 1;      /* inside wslay_event_recv */
     unsigned is_throttled : 1; /* too many publishes in flight: input waits */
+    unsigned has_subprotocol : 1;
 };
 
 static const hd_conn_ops_t ws_conn_ops;
@@ -169,6 +173,13 @@ static uint64_t now_ms(ws_t *ws)
     return uv_now(&ws->pub.w->loop);
 }
 
+int hd_ws_bearer_ok(ws_t *ws)
+{
+    const hd_conf_t *conf = conf_of(ws);
+    return !conf->publish_key ||
+           (ws->bearer && hd_tp_publish_key_ok(conf, ws->bearer, ws->bearer_len) == 0);
+}
+
 int hd_ws_is_open(const ws_t *ws)
 {
     return !ws->is_gone && !ws->is_closing;
@@ -206,6 +217,7 @@ static void free_ws(ws_t *ws)
     free(ws->ctrl);
     free(ws->in);
     free(ws->msg);
+    free(ws->bearer);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], -1);
     free(ws);
 }
@@ -488,8 +500,8 @@ void hd_ws_upgrade(ws_t *ws, hd_req_t *req)
     char head[256];
     snprintf(head, sizeof(head),
              "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s",
-             ws->pub.hs.accept,
-             ws->pub.hs.has_subprotocol ? "Sec-WebSocket-Protocol: " WS_SUBPROTOCOL "\r\n" : "");
+             ws->accept,
+             ws->has_subprotocol ? "Sec-WebSocket-Protocol: " WS_SUBPROTOCOL "\r\n" : "");
     hd_http_take_over(req, 101, head, &ws_conn_ops, ws); /* may read early frames */
     if (!ws->is_gone)
         start_stream(ws);
@@ -596,8 +608,6 @@ static void on_frame_start(wslay_event_context_ptr ctx,
         ws->msg_opcode = arg->opcode;
         ws->msg_len = 0;
         hd_utf8_init(&ws->utf8);
-        if (!ws->proto->on_start(ws, arg->opcode))
-            return;
     }
     /* The limit holds for the whole message, checked before anything is buffered. */
     size_t max = conf_of(ws)->max_message_bytes;
@@ -875,7 +885,13 @@ ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_hands
     ws->pub.mode = (uint8_t)mode;
     ws->proto = proto;
     ws->fmt = mode == WS_MODE_RAW ? HD_FMT_WS_RAW : HD_FMT_WS_ENVELOPE;
-    ws->pub.hs = *hs;
+    ws->has_subprotocol = hs->has_subprotocol;
+    memcpy(ws->accept, hs->accept, sizeof(ws->accept));
+    if (hs->bearer) {
+        ws->bearer = hd_malloc(hs->bearer_len + 1);
+        memcpy(ws->bearer, hs->bearer, hs->bearer_len);
+        ws->bearer_len = hs->bearer_len;
+    }
     hd_list_init(&ws->pubs);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], 1);
     return ws;

@@ -140,8 +140,9 @@ int hd_ws_check_handshake(hd_req_t *req, ws_handshake_t *hs)
     }
     hs->has_subprotocol = req_has_token(req, "sec-websocket-protocol", WS_SUBPROTOCOL);
     const char *auth = hd_req_header(req, "authorization", &len);
-    hs->is_authorized =
-        !conf->publish_key || (auth && len > 7 && strncasecmp(auth, "Bearer ", 7) == 0 &&
-                               hd_tp_publish_key_ok(conf, auth + 7, len - 7) == 0);
+    if (auth && len > 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
+        hs->bearer = auth + 7;
+        hs->bearer_len = len - 7;
+    }
     return 0;
 }

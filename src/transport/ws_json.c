@@ -49,7 +49,7 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
     if (err) {
         e->sub = NULL; /* the hub frees it */
         char channel[HD_CHANNEL_MAX + 1];
-        memcpy(channel, e->channel, sizeof(channel));
+        memcpy(channel, e->channel, e->len + 1u); /* e holds len + 1 bytes */
         hd_ws_sub_remove(ws, e);
         reply_error(ws, ref, channel, "unavailable", hd_strerror(err));
     } else {
@@ -140,7 +140,7 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
                     "client publishing is disabled on this server (ws_client_publish off)");
         return;
     }
-    if (!hd_ws_pub(ws)->hs.is_authorized) {
+    if (!hd_ws_bearer_ok(ws)) {
         json_t *key = json_object_get(root, "key");
         if (!json_is_string(key) ||
             hd_tp_publish_key_ok(conf, json_string_value(key), json_string_length(key)) != 0) {
@@ -176,7 +176,10 @@ static void ascii_copy(char *out, size_t outlen, const char *src)
 
 static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
 {
-    (void)opcode; /* text: json_on_start refused binary */
+    if (opcode == WSLAY_BINARY_FRAME) {
+        hd_ws_close(ws, 1003, "the /ws JSON protocol takes text messages only");
+        return;
+    }
     json_error_t jerr;
     json_t *root = json_loadb(data, len, 0, &jerr);
     if (!root || !json_is_object(root)) {
@@ -206,15 +209,6 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
     json_decref(root);
 }
 
-static int json_on_start(ws_t *ws, uint8_t opcode)
-{
-    if (opcode == WSLAY_BINARY_FRAME) {
-        hd_ws_close(ws, 1003, "the /ws JSON protocol takes text messages only");
-        return 0;
-    }
-    return 1;
-}
-
 static void json_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *ref)
 {
     if (err || !m) {
@@ -227,7 +221,6 @@ static void json_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *
 }
 
 const ws_proto_t hd_ws_json_proto = {
-    .on_start = json_on_start,
     .on_message = json_message,
     .on_published = json_on_published,
 };

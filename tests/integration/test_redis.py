@@ -448,6 +448,39 @@ class RedisTest(hh.HeraldTestCase):
         self.assertEqual({parse_id(i)[0] for i, _ in got}, {parse_id(first)[0]}, "epoch changed")
         sse.close()
 
+    @unittest.skipIf(websockets is None, "python3-websockets is not installed")
+    def test_ws_subscribe_while_redis_down(self):
+        """/ws subscribes while Redis is down: each gets an "unavailable" error naming its channel
+        (short names: the reply once read past the name's allocation, caught by ASan), the
+        connection stays usable, and once Redis is back the same subscribe works."""
+        redis = self.start_redis()
+        a = self.node(redis)
+        redis.stop()
+        wait_for(lambda: request(a.port, "GET", "/healthz")[0] == 503, what="degraded /healthz")
+
+        async def go():
+            async with websockets.connect("ws://127.0.0.1:%d/ws" % a.port, compression=None,
+                                          open_timeout=IO) as ws:
+                got = []
+                for i, name in enumerate(("d", "dn", "x" * 128)):
+                    await ws.send(json.dumps({"op": "subscribe", "channel": name, "ref": i}))
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), IO)))
+                await ws.send(json.dumps({"op": "ping", "ref": "p"}))
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), IO)))
+                return got
+
+        got = asyncio.run(go())
+        for i, name in enumerate(("d", "dn", "x" * 128)):
+            self.assertEqual((got[i]["type"], got[i]["code"], got[i]["channel"], got[i]["ref"]),
+                             ("error", "unavailable", name, i), got[i])
+            self.assertTrue(got[i]["error"])
+        self.assertEqual(got[3], {"type": "pong", "ref": "p"})
+        a.check_clean()
+        redis.start()
+        wait_for(lambda: request(a.port, "GET", "/healthz")[0] == 200, what="Redis back")
+        got = asyncio.run(go())
+        self.assertEqual([m["type"] for m in got], ["subscribed"] * 3 + ["pong"])
+
     def test_redis_restart_without_persistence(self):
         """Redis loses its data: the epoch changes, live subscribers get the new ids, and
         clients resuming with old ids are told history was lost."""

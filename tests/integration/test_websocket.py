@@ -400,6 +400,108 @@ class ClientPublish(WebSocketTest):
             self.assertEqual((code, reason), (1008, "client publishing is disabled"))
         run(go())
 
+    def test_off_frame_checked_before_policy(self):
+        """With publishing off, a data frame that is itself invalid gets the frame's close code
+        (1007 invalid UTF-8, 1002 a new message inside a fragmented one), not 1008; a valid one
+        gets 1008 whether whole or fragmented. Same on /ws/{channel} without the publish key."""
+        cases = [
+            (frame(OP_TEXT, b"ok \xff\xfe"), 1007),
+            (frame(OP_TEXT, b"ok \xc3", fin=False) + frame(OP_CONT, b"\x28"), 1007),
+            (frame(OP_TEXT, b"part", fin=False) + frame(OP_TEXT, b"again"), 1002),
+            (frame(OP_BINARY, b"\x00", fin=False) + frame(OP_BINARY, b"\x01"), 1002),
+            (frame(OP_CONT, b"orphan"), 1002),
+            (frame(OP_TEXT, b"fine"), 1008),
+            (frame(OP_TEXT, b"fi", fin=False) + frame(OP_CONT, b"ne"), 1008),
+            (frame(OP_BINARY, b"\xff"), 1008),
+        ]
+        for conf in ({}, {"ws_client_publish": "on", "publish_key": "k"}):
+            if conf:
+                self.reconf(**conf)
+            for data, want in cases:
+                ws = RawWS(self.port, "/ws/chk")
+                try:
+                    ws.send(data)
+                    code, reason = ws.expect_close()
+                    self.assertEqual(code, want, (conf, data, reason))
+                    if want == 1008:
+                        self.assertIn("publish", reason)
+                finally:
+                    ws.close()
+
+    def test_key_set_by_reload_holds_for_live_sessions(self):
+        """A session opened before publish_key was set (or with a key since rotated) cannot
+        publish after SIGHUP: /ws/{channel} closes with 1008, /ws answers "forbidden"."""
+        self.reconf(ws_client_publish="on")
+        base = {"log_level": "info", "ws_ping_interval": "30s", "ws_idle_timeout": "60s",
+                "ws_client_publish": "on"}
+        first = self.pub("rk", "marker")
+
+        async def go():
+            async with connect(self.port, "/ws/rk") as raw, connect(self.port, "/ws") as js, \
+                    connect(self.port, "/ws/rk",
+                            extra_headers={"Authorization": "Bearer k1"}) as keyed:
+                await raw.send("before")
+                self.assertEqual(await asyncio.wait_for(raw.recv(), 10), "before")
+                await js.send(json.dumps({"op": "publish", "channel": "rk", "data": "j"}))
+                self.assertEqual(json.loads(await js.recv())["type"], "published")
+                self.assertEqual(await asyncio.wait_for(raw.recv(), 10), "j")
+                self.assertEqual(await recv_n(keyed, 2), ["before", "j"])
+                self.h.reload(conf=dict(base, publish_key="k1"))
+                # the keyed session was opened with the key now set: it may publish
+                await keyed.send("keyed")
+                self.assertEqual(await asyncio.wait_for(keyed.recv(), 10), "keyed")
+                await js.send(json.dumps({"op": "publish", "channel": "rk", "data": "x"}))
+                self.assertEqual(json.loads(await js.recv())["code"], "forbidden")
+                await js.send(json.dumps({"op": "publish", "channel": "rk", "data": "y",
+                                          "key": "k1"}))
+                self.assertEqual(json.loads(await js.recv())["type"], "published")
+                self.assertEqual(await recv_n(keyed, 1), ["y"])
+                await raw.send("after")
+                code, reason = await close_code_of(raw)
+                self.assertEqual(code, 1008)
+                self.assertIn("key", reason)
+                # rotated: the old key no longer publishes
+                self.h.reload(conf=dict(base, publish_key="k2"))
+                await keyed.send("stale")
+                code, _ = await close_code_of(keyed)
+                self.assertEqual(code, 1008)
+                await js.send(json.dumps({"op": "publish", "channel": "rk", "data": "z",
+                                          "key": "k1"}))
+                self.assertEqual(json.loads(await js.recv())["code"], "forbidden")
+            async with connect(self.port, "/ws/rk",
+                               extra_headers={"Authorization": "Bearer k2"}) as ws:
+                await ws.send("new key")
+                self.assertEqual(await asyncio.wait_for(ws.recv(), 10), "new key")
+        run(go())
+        # nothing published under a refused key
+        status, _, body = request(self.port, "GET", "/poll/rk?since=" + first)
+        self.assertEqual(status, 200)
+        data = [m["data"] for m in json.loads(body)["messages"]]
+        self.assertEqual(data, ["before", "j", "keyed", "y", "new key"])
+
+    def test_bad_content_type(self):
+        """A /ws publish with an invalid "type" gets a clear error and publishes nothing."""
+        self.reconf(ws_client_publish="on")
+        first = self.pub("ct", "marker")
+
+        async def go():
+            async with connect(self.port, "/ws") as ws, connect(self.port, "/ws/ct") as sub:
+                for ref, t in enumerate(("text/plain; x=\xff\xfe", "no-slash", "text/plain; =x",
+                                         "a/b\r\nX: y", "text/" + "x" * 130, "text/plain\u00e9")):
+                    await ws.send(json.dumps({"op": "publish", "channel": "ct", "data": "bad",
+                                              "type": t, "ref": ref}))
+                    r = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    self.assertEqual((r["type"], r.get("code"), r["ref"]), ("error", "bad_data", ref),
+                                     (t, r))
+                    self.assertIn("media type", r["error"])
+                await ws.send(json.dumps({"op": "publish", "channel": "ct", "data": "good",
+                                          "type": "text/plain; charset=utf-8"}))
+                self.assertEqual(json.loads(await ws.recv())["type"], "published")
+                self.assertEqual(await asyncio.wait_for(sub.recv(), 10), "good")
+        run(go())
+        status, _, body = request(self.port, "GET", "/poll/ct?since=" + first)
+        self.assertEqual([m["data"] for m in json.loads(body)["messages"]], ["good"])
+
     def test_on_text_and_binary(self):
         self.reconf(ws_client_publish="on")
 

@@ -8,6 +8,8 @@
 #include "herald/utf8.h"
 #include "test.h"
 
+#include <jansson.h>
+
 static hd_message_t *msg(const char *ct, const void *data, size_t len, uint64_t seq)
 {
     hd_message_t *m = hd_message_new("news", 4, ct, data, len);
@@ -276,6 +278,51 @@ static void test_utf8(void)
     }
 }
 
+/* One builder for the HTTP batch and the /ws publish: defaults, errors named, nothing built on
+ * error. */
+static void test_message_from_json(void)
+{
+    hd_message_t *m = NULL;
+    const char *why = NULL;
+    json_t *s = json_string("héllo"), *obj = json_pack("{s:[i,b,n]}", "a", 1, 1);
+    json_t *type = json_string("text/x-note; lang=en"), *num = json_integer(3);
+    T_EQ_INT(hd_message_from_json("c", 1, s, NULL, 100, &m, &why), 0);
+    T_EQ_STR(m->content_type, "text/plain; charset=utf-8");
+    T_EQ_INT(m->len, 6);
+    T_TRUE(memcmp(m->data, "héllo", 6) == 0);
+    hd_message_unref(m);
+    T_EQ_INT(hd_message_from_json("c", 1, obj, NULL, 100, &m, &why), 0);
+    T_EQ_STR(m->content_type, "application/json");
+    T_EQ_INT(m->len, strlen("{\"a\":[1,true,null]}"));
+    T_TRUE(memcmp(m->data, "{\"a\":[1,true,null]}", m->len) == 0);
+    hd_message_unref(m);
+    T_EQ_INT(hd_message_from_json("c", 1, num, type, 100, &m, &why), 0);
+    T_EQ_STR(m->content_type, "text/x-note; lang=en");
+    T_EQ_INT(m->len, 1);
+    hd_message_unref(m);
+    m = NULL;
+    T_EQ_INT(hd_message_from_json("c", 1, NULL, NULL, 100, &m, &why), HD_EBADREQ);
+    T_CONTAINS(why, "data");
+    T_EQ_INT(hd_message_from_json("c", 1, s, num, 100, &m, &why), HD_EBADREQ);
+    T_CONTAINS(why, "type");
+    static const char *const bad[] = {"text/plain; x=\xff\xfe", "plain", "a/b\r\nX: y",
+                                      "text/plain; =x"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        json_t *t = json_stringn_nocheck(bad[i], strlen(bad[i]));
+        T_EQ_INT(hd_message_from_json("c", 1, s, t, 100, &m, &why), HD_EBADREQ);
+        T_CONTAINS(why, "media type");
+        json_decref(t);
+    }
+    T_EQ_INT(hd_message_from_json("c", 1, s, NULL, 5, &m, &why), HD_EBODYTOOBIG);
+    T_EQ_INT(hd_message_from_json("c", 1, obj, NULL, 10, &m, &why), HD_EBODYTOOBIG);
+    T_CONTAINS(why, "max_message_size");
+    T_TRUE(m == NULL);
+    json_decref(s);
+    json_decref(obj);
+    json_decref(type);
+    json_decref(num);
+}
+
 static void test_refs(void)
 {
     hd_message_t *m = msg("text/plain", "x", 1, 1);
@@ -295,6 +342,7 @@ int main(void)
     T_RUN(test_ws_frames);
     T_RUN(test_json_objects);
     T_RUN(test_utf8);
+    T_RUN(test_message_from_json);
     T_RUN(test_refs);
     T_DONE();
 }
