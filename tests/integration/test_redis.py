@@ -448,11 +448,11 @@ class RedisTest(hh.HeraldTestCase):
         self.assertEqual({parse_id(i)[0] for i, _ in got}, {parse_id(first)[0]}, "epoch changed")
         sse.close()
 
-    @unittest.skipIf(websockets is None, "python3-websockets is not installed")
     def test_ws_subscribe_while_redis_down(self):
         """/ws subscribes while Redis is down: each gets an "unavailable" error naming its channel
         (short names: the reply once read past the name's allocation, caught by ASan), the
         connection stays usable, and once Redis is back the same subscribe works."""
+        websockets = hh.require_websockets()
         redis = self.start_redis()
         a = self.node(redis)
         redis.stop()
