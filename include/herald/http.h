@@ -9,11 +9,17 @@
  * loop: long polling), or take the connection over for a stream (hd_http_take_over: SSE,
  * WebSocket).
  *
- * Unknown paths (404) and wrong methods (405 + Allow) are answered and the connection goes on.
- * Limits, each answered with its status and then the connection is finished:
+ * Unknown paths (404), methods herald knows but not on that path (405 + Allow) and methods it
+ * implements nowhere (501) are answered and the connection goes on. An absolute-form target
+ * ("GET http://host/path") is served as its path. While more than 64 KiB of responses wait to
+ * be written, the next pipelined request is not parsed and the connection is not read.
+ * Refused, each answered with its status and then the connection is finished:
  *   request line/URL > max_url_size -> 414, header section > max_header_size -> 431,
  *   body > max_body_size -> 413, Content-Length with Transfer-Encoding or conflicting lengths
- *   -> 400, malformed -> 400, unsupported Expect -> 417, header_timeout / body_timeout -> 408.
+ *   -> 400, malformed -> 400, an unknown method llhttp cannot parse -> 501, HTTP major version
+ *   other than 1 -> 505, HTTP/1.1 without Host, two Host lines or an invalid Host -> 400,
+ *   unsupported Expect -> 417, header_timeout / body_timeout (each a deadline for the whole
+ *   head / body) -> 408.
  */
 #ifndef HERALD_HTTP_H
 #define HERALD_HTTP_H

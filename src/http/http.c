@@ -39,13 +39,16 @@ struct hd_http_s {
     hd_header_t *req_headers;
     hd_deferred_t *deferred;
     hd_req_t req;
-    int error; /* HD_E* raised by a callback */
+    int error;             /* HD_E* (or a status > 0) raised by a callback */
+    const char *error_msg; /* what the client is told about it; NULL: hd_strerror(error) */
+    size_t path_off;       /* where the path starts in the URL (after an absolute-form authority) */
     int phase;
     uint32_t served;
     uint64_t start_ms;
     unsigned is_closing_after : 1; /* answer with Connection: close */
     unsigned is_expect_continue : 1;
     unsigned is_dispatching : 1; /* inside the handler: the caller goes on parsing */
+    unsigned is_bad_method : 1;  /* llhttp refused the method: collecting the line */
 };
 
 static const hd_router_t *router;
@@ -83,6 +86,14 @@ static int head_append(hd_http_t *h, const char *at, size_t len, size_t limit)
 static int fail(hd_http_t *h, int err)
 {
     h->error = err;
+    return HPE_USER;
+}
+
+/* Refuses the request with `status` and a message for the client (a static string). */
+static int refuse(hd_http_t *h, int status, const char *msg)
+{
+    h->error = status;
+    h->error_msg = msg;
     return HPE_USER;
 }
 
@@ -186,15 +197,119 @@ static void send_interim(hd_http_t *h, const char *text)
     hd_conn_send_copy(h->conn, text, strlen(text));
 }
 
+/* RFC 3986 unreserved / sub-delims: the bytes of a reg-name besides pct-encoded triplets. */
+static int is_host_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("-._~!$&'()*+,;=", ch) != NULL);
+}
+
+/*
+ * 1 if s[0..len) is a valid Host value or absolute-form authority (RFC 9110 7.2, RFC 3986
+ * 3.2.2): uri-host [":" port], the host an IP literal in brackets or a reg-name (which may be
+ * empty), the port digits. No userinfo, no path, no whitespace.
+ */
+static int host_valid(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (len > 0 && s[0] == '[') {
+        for (i = 1; i < len && s[i] != ']'; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            if (!is_host_char(ch) && ch != ':')
+                return 0;
+        }
+        if (i == len || i == 1)
+            return 0; /* no closing bracket, or nothing inside */
+        i++;
+    } else {
+        for (; i < len && s[i] != ':'; i++) {
+            if (s[i] == '%') {
+                if (len - i < 3 || hd_hexval(s[i + 1]) < 0 || hd_hexval(s[i + 2]) < 0)
+                    return 0;
+                i += 2;
+            } else if (!is_host_char((unsigned char)s[i])) {
+                return 0;
+            }
+        }
+    }
+    if (i == len)
+        return 1;
+    if (s[i] != ':')
+        return 0;
+    for (i++; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * The request target. Origin-form ("/path?query") is used as is. Absolute-form
+ * ("http://authority/path?query", RFC 9112 3.2.2) is served as its path, "/" when it has none;
+ * its authority must be valid. Sets h->path_off. Returns 0, or HPE_USER after refuse().
+ */
+static int parse_target(hd_http_t *h)
+{
+    const char *u = h->head;
+    size_t len = h->url_len, i = 0;
+    h->path_off = 0;
+    if (len == 0 || u[0] == '/' || u[0] == '*')
+        return 0;
+    while (i < len &&
+           ((u[i] >= 'a' && u[i] <= 'z') || (u[i] >= 'A' && u[i] <= 'Z') ||
+            (i > 0 && ((u[i] >= '0' && u[i] <= '9') || u[i] == '+' || u[i] == '-' || u[i] == '.'))))
+        i++;
+    if (i == 0 || len - i < 3 || memcmp(u + i, "://", 3) != 0)
+        return 0; /* not absolute-form: routed as it is (404) */
+    if (!((i == 4 && strncasecmp(u, "http", 4) == 0) ||
+          (i == 5 && strncasecmp(u, "https", 5) == 0)))
+        return refuse(h, 400, "absolute-form target: only http and https URIs are served");
+    size_t auth = i + 3, end = auth;
+    while (end < len && u[end] != '/' && u[end] != '?')
+        end++;
+    if (end == auth || !host_valid(u + auth, end - auth))
+        return refuse(h, 400, "absolute-form target: invalid authority");
+    h->path_off = end;
+    return 0;
+}
+
+/* Host (RFC 9112 3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0, each a valid value. */
+static int check_host(hd_http_t *h, const llhttp_t *p)
+{
+    size_t n = 0, len = 0;
+    const char *value = NULL;
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        if (h->hdrs[i].name_len == 4 &&
+            strncasecmp(h->head + h->hdrs[i].name_off, "host", 4) == 0) {
+            n++;
+            value = h->head + h->hdrs[i].value_off;
+            len = h->hdrs[i].value_len;
+        }
+    }
+    if (n > 1)
+        return refuse(h, 400, "more than one Host header");
+    if (n == 0 && p->http_minor >= 1)
+        return refuse(h, 400, "missing Host header (required in HTTP/1.1)");
+    if (n == 1 && !host_valid(value, len))
+        return refuse(h, 400, "invalid Host header");
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     hd_http_t *h = p->data;
     const hd_conf_t *conf = conf_of(h);
     size_t len;
+    /* llhttp is lenient about the version (LENIENT_VERSION): any HTTP/1.x is served as 1.1
+     * would be (RFC 9110 2.5), another major version is not ours. */
+    if (p->http_major != 1)
+        return refuse(h, 505, "HTTP version not supported: this server speaks HTTP/1.0 and 1.1");
     for (size_t i = 0; i < h->n_hdrs; i++) {
         if (h->hdrs[i].name_len == 0)
             return fail(h, HD_EBADREQ); /* ": value": a field name is at least one tchar */
     }
+    if (check_host(h, p) != 0 || parse_target(h) != 0)
+        return HPE_USER;
     const char *expect = find_header(h, "expect", &len);
     if (p->flags & F_CONTENT_LENGTH && p->content_length > conf->max_body_bytes)
         return fail(h, HD_EBODYTOOBIG);
@@ -203,12 +318,13 @@ static int on_headers_complete(llhttp_t *p)
             if (p->http_major == 1 && p->http_minor >= 1)
                 h->is_expect_continue = 1;
         } else {
-            h->error = 417;
-            return HPE_USER;
+            return refuse(h, 417, "expectation not supported");
         }
     }
     int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
     if (has_body) {
+        /* body_timeout is a deadline for the whole body, set once: a client sending a byte now
+         * and then cannot hold the connection longer (like header_timeout for the head). */
         h->phase = PHASE_BODY;
         hd_conn_set_timeout(h->conn, conf->body_timeout_ms);
         if (h->is_expect_continue)
@@ -234,7 +350,6 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     }
     memcpy(h->body + h->body_len, at, len);
     h->body_len += len;
-    hd_conn_set_timeout(h->conn, conf->body_timeout_ms); /* time between body reads */
     return 0;
 }
 
@@ -334,7 +449,10 @@ static void reset_request(hd_http_t *h)
     h->n_hdrs = 0;
     memset(&h->hdrs[0], 0, sizeof(h->hdrs[0]));
     h->error = 0;
+    h->error_msg = NULL;
+    h->path_off = 0;
     h->is_expect_continue = 0;
+    h->is_bad_method = 0;
     memset(&h->req, 0, sizeof(h->req));
     h->phase = PHASE_IDLE;
 }
@@ -505,11 +623,17 @@ static void build_request(hd_http_t *h)
     r->method_name = llhttp_method_name((llhttp_method_t)p->method);
     r->url = h->head ? h->head : "";
     r->url_len = h->url_len;
-    r->path = r->url;
-    const char *q = memchr(r->url, '?', r->url_len);
-    r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+    /* After an absolute-form authority: the path, or "/" when the target has none. */
+    const char *target = r->url + h->path_off, *end = r->url + r->url_len;
+    const char *q = memchr(target, '?', (size_t)(end - target));
+    r->path = target;
+    r->path_len = (size_t)((q ? q : end) - target);
+    if (h->path_off && r->path_len == 0) {
+        r->path = "/";
+        r->path_len = 1;
+    }
     r->query = q ? q + 1 : NULL;
-    r->query_len = q ? r->url_len - r->path_len - 1 : 0;
+    r->query_len = q ? (size_t)(end - q - 1) : 0;
     h->req_headers = hd_calloc(h->n_hdrs ? h->n_hdrs : 1, sizeof(hd_header_t));
     for (size_t i = 0; i < h->n_hdrs; i++) {
         h->req_headers[i] =
@@ -537,7 +661,11 @@ static void dispatch(hd_http_t *h)
     unsigned allow = 0;
     int rc = hd_router_match(router, r->method, r->path, r->path_len, &cb, &arg, &allow);
     hd_conn_t *c = h->conn;
-    if (rc == HD_ENOTFOUND) {
+    if (r->method == HD_M_OTHER) {
+        /* A method herald implements for no resource (RFC 9110 15.6.2); 405 is for the ones it
+         * knows but not on this path. */
+        hd_http_respond_error(r, 501, "method not implemented");
+    } else if (rc == HD_ENOTFOUND) {
         hd_http_respond_error(r, 404, "not found");
     } else if (rc == HD_EMETHOD) {
         char hdr[160], list[100];
@@ -573,6 +701,64 @@ static void save_pending(hd_http_t *h, const char *data, size_t len)
 }
 
 /*
+ * After HPE_INVALID_METHOD, what the request line is: 1 a well-formed line whose method llhttp
+ * does not know ("BREW /x HTTP/1.1": answered 501), 0 garbage ("BROKEN LINE", binary: 400),
+ * -1 not known yet (the line has not fully arrived). The shape: a method token, SP, a target,
+ * SP, "HTTP/d.d", end of line. The method may have begun in an earlier read that llhttp took;
+ * what is here must fit the rest of the shape.
+ */
+static int classify_bad_method(const char *data, size_t len)
+{
+    static const char version[] = "HTTP/d.d";
+    const char *q = data, *end = data + len;
+    while (q < end && (*q == '\r' || *q == '\n'))
+        q++; /* empty lines before a request are ignored (RFC 9112 2.2) */
+    const char *start = q;
+    while (q < end && is_token_char((unsigned char)*q))
+        q++;
+    if (q == end)
+        return -1;
+    if (q == start || *q++ != ' ')
+        return 0;
+    const char *target = q;
+    while (q < end && (unsigned char)*q > ' ' && (unsigned char)*q < 0x7f)
+        q++;
+    if (q == end)
+        return -1;
+    if (q == target || *q++ != ' ')
+        return 0;
+    for (size_t i = 0; i < sizeof(version) - 1; i++, q++) {
+        if (q == end)
+            return -1;
+        if (version[i] == 'd' ? (*q < '0' || *q > '9') : *q != version[i])
+            return 0;
+    }
+    if (q == end)
+        return -1;
+    return *q == '\r' || *q == '\n';
+}
+
+/*
+ * The request line of a method llhttp refused, collected in head (bounded by max_url_size)
+ * until classify_bad_method can tell 501 from 400, then answered.
+ */
+static void collect_bad_method(hd_http_t *h, const char *data, size_t len)
+{
+    if (head_append(h, data, len, conf_of(h)->max_url_bytes) < 0) {
+        respond_parse_error(h, 400, "malformed request line");
+        return;
+    }
+    int kind = classify_bad_method(h->head, h->head_len);
+    if (kind < 0)
+        return;
+    h->head_len = 0; /* not a URL: nothing of it goes to the access log */
+    if (kind)
+        respond_parse_error(h, 501, "method not implemented");
+    else
+        respond_parse_error(h, 400, "Invalid method encountered");
+}
+
+/*
  * Parses data. Returns when the data is used up, when a request has been dispatched whose
  * response is not queued yet (the rest waits in pending), or when the connection ends.
  */
@@ -583,6 +769,10 @@ static void execute(hd_http_t *h, const char *data, size_t len)
         if (h->phase == PHASE_HANDLING) {
             save_pending(h, data, len);
             hd_conn_read_stop(c);
+            return;
+        }
+        if (h->is_bad_method) {
+            collect_bad_method(h, data, len);
             return;
         }
         llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
@@ -613,7 +803,12 @@ static void execute(hd_http_t *h, const char *data, size_t len)
          * callback but as HPE_CB_* from a notification (headers complete, value complete). */
         if (h->error) {
             status = h->error > 0 ? h->error : hd_err_http_status(h->error);
-            msg = h->error > 0 ? "expectation not supported" : hd_strerror(h->error);
+            msg = h->error_msg ? h->error_msg : hd_strerror(h->error);
+        } else if (err == HPE_INVALID_METHOD) {
+            /* 501 or 400 depends on the rest of the line: llhttp stops at the method. */
+            h->is_bad_method = 1;
+            h->head_len = 0;
+            continue;
         } else if (err == HPE_UNEXPECTED_CONTENT_LENGTH) {
             msg = "conflicting Content-Length / Transfer-Encoding";
         }
@@ -622,10 +817,27 @@ static void execute(hd_http_t *h, const char *data, size_t len)
     }
 }
 
+/*
+ * Pipelining backpressure: the next request is parsed only while less than this much of the
+ * earlier responses waits to be written. Above it the connection stops reading and parsing
+ * until its output drains (on_drain), so a client that pipelines requests and never reads holds
+ * at most this plus one response (bounded by max_response_size), like nginx.
+ */
+#define PIPELINE_QUEUE_MAX (64 * 1024)
+
+static int is_output_backed_up(hd_http_t *h)
+{
+    return hd_conn_queued_bytes(h->conn) > PIPELINE_QUEUE_MAX;
+}
+
 static void continue_parsing(hd_http_t *h)
 {
     hd_conn_t *c = h->conn;
     while (!c->is_closing && c->data == h && h->pending_len && h->phase != PHASE_HANDLING) {
+        if (is_output_backed_up(h)) {
+            hd_conn_read_stop(c); /* http_on_drain resumes */
+            return;
+        }
         char *data = h->pending;
         size_t len = h->pending_len;
         h->pending = NULL;
@@ -633,7 +845,11 @@ static void continue_parsing(hd_http_t *h)
         execute(h, data, len);
         free(data);
     }
-    if (!c->is_closing && c->data == h && h->phase != PHASE_HANDLING)
+    if (c->is_closing || c->data != h || h->phase == PHASE_HANDLING)
+        return;
+    if (is_output_backed_up(h))
+        hd_conn_read_stop(c);
+    else
         hd_conn_read_start(c);
 }
 
@@ -642,15 +858,20 @@ static void continue_parsing(hd_http_t *h)
 static void http_on_data(hd_conn_t *c, const char *data, size_t len)
 {
     hd_http_t *h = c->data;
-    if (h->phase == PHASE_HANDLING || h->pending_len) {
+    if (h->phase == PHASE_HANDLING || h->pending_len || is_output_backed_up(h)) {
         save_pending(h, data, len);
-        if (h->phase == PHASE_HANDLING)
-            hd_conn_read_stop(c); /* one request at a time: backpressure on pipelining */
+        /* one request at a time, and none while responses pile up: backpressure */
+        hd_conn_read_stop(c);
     } else {
         execute(h, data, len);
     }
     if (c->data == h)
         continue_parsing(h);
+}
+
+static void http_on_drain(hd_conn_t *c)
+{
+    continue_parsing(c->data);
 }
 
 static void http_on_eof(hd_conn_t *c)
@@ -725,6 +946,7 @@ static const hd_conn_ops_t http_ops = {
     .on_data = http_on_data,
     .on_eof = http_on_eof,
     .on_timeout = http_on_timeout,
+    .on_drain = http_on_drain,
     .on_shutdown = http_on_shutdown,
     .on_close = http_on_close,
 };
@@ -734,6 +956,8 @@ void hd_http_accept(hd_conn_t *c)
     hd_http_t *h = hd_calloc(1, sizeof(*h));
     h->conn = c;
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);
+    /* Any HTTP/x.y parses; on_headers_complete answers 505 to a major version other than 1. */
+    h->parser.lenient_flags |= LENIENT_VERSION;
     h->parser.data = h;
     hd_conn_set_handler(c, &http_ops, h);
     hd_conn_set_timeout(c, conf_of(h)->header_timeout_ms);

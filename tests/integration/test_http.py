@@ -565,17 +565,53 @@ class TestTimeouts(HttpTestCase):
             self.assertLess(time.monotonic() - t0, 2.0)
         self.assertHealthy(h.port)
 
-    def test_body_progress_keeps_request_alive(self):
-        # body_timeout is the time allowed between reads of the body, like nginx's
-        # client_body_timeout: a slow but steady sender is not cut off.
-        h = self.start_herald(conf={"body_timeout": "600ms"})
+    def test_body_timeout_is_a_total_deadline(self):
+        # body_timeout bounds the whole body, like header_timeout the head: a client trickling
+        # a byte now and then is cut off when it runs out, not held for as long as it trickles.
+        h = self.start_herald(conf={"body_timeout": "1s", "header_timeout": "5s"})
+        with Client(h.port) as c:
+            c.send(build_request("POST", "/healthz", {"Content-Length": "20"}))
+            t0 = time.monotonic()
+            r = None
+            for _ in range(12):  # 3.6 s of steady progress if the server let it go on
+                time.sleep(0.3)
+                try:
+                    c.send(b"x")
+                except OSError:
+                    break
+                if not c.is_open(0.01) or c.buf:
+                    break
+            r = c.read_response(timeout=4)
+            self.assertErrorClose(c, 408, r)
+            self.assertIn(b"body timeout", r.body)
+            self.assertLess(time.monotonic() - t0, 2.5)
+        self.assertHealthy(h.port)
+
+    def test_body_timeout_chunked_trickle(self):
+        h = self.start_herald(conf={"body_timeout": "1s"})
+        with Client(h.port) as c:
+            c.send(build_request("POST", "/healthz", {"Transfer-Encoding": "chunked"}))
+            t0 = time.monotonic()
+            for _ in range(12):
+                time.sleep(0.3)
+                try:
+                    c.send(b"1\r\nx\r\n")
+                except OSError:
+                    break
+                if not c.is_open(0.01) or c.buf:
+                    break
+            self.assertErrorClose(c, 408, c.read_response(timeout=4))
+            self.assertLess(time.monotonic() - t0, 2.5)
+
+    def test_body_within_deadline_served(self):
+        h = self.start_herald(conf={"body_timeout": "2s"})
         with Client(h.port) as c:
             c.send(build_request("POST", "/healthz", {"Content-Length": "5"}))
-            for _ in range(5):  # 1.75 s in all, each gap well under the timeout
-                time.sleep(0.35)
+            for _ in range(5):  # 0.75 s in all, well within the deadline
+                time.sleep(0.15)
                 c.send(b"x")
-            r = c.read_response()
-            self.assertStatus(r, 405)
+            self.assertStatus(c.read_response(), 405)
+            self.assertTrue(c.is_open(0.2))
 
     def test_keepalive_timeout(self):
         h = self.start_herald(conf={"keepalive_timeout": "1s", "header_timeout": "5s"})
@@ -612,6 +648,123 @@ class TestTimeouts(HttpTestCase):
             self.assertEqual(r.header("Connection"), "close")
             c.wait_closed(timeout=3)
         self.assertHealthy(h.port)
+
+
+class TestConformance(HttpTestCase):
+    """RFC 9110 / 9112 rules a server must keep: Host, request targets, methods, versions."""
+
+    def setUp(self):
+        self.h = self.start_herald(conf=LIMITS)
+
+    def assertRefused(self, data, status, message):
+        with Client(self.h.port) as c:
+            c.send(data)
+            r = self.assertErrorClose(c, status)
+            self.assertIn(message.encode(), r.body)
+
+    def test_missing_host_400(self):
+        self.assertRefused(b"GET /healthz HTTP/1.1\r\n\r\n", 400, "missing Host header")
+        self.assertRefused(b"GET /healthz HTTP/1.1\r\nX-Host: a\r\n\r\n", 400,
+                           "missing Host header")
+        self.assertHealthy(self.h.port)
+
+    def test_http10_without_host_allowed(self):
+        with Client(self.h.port) as c:
+            c.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+            self.assertOk(c.read_response())
+
+    def test_two_host_lines_400(self):
+        for hosts in (("a", "a"), ("a", "b"), ("127.0.0.1", "")):
+            with self.subTest(hosts=hosts):
+                self.assertRefused(build_request("GET", "/healthz", [("Host", v) for v in hosts]),
+                                   400, "more than one Host header")
+        self.assertRefused(b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400,
+                           "more than one Host header")
+
+    def test_invalid_host_400(self):
+        for value in ("a b", "user@example.com", "example.com/x", "a:80x", "[::1", "[]",
+                      "a\"b", "100%", "a:b:c", "a<b>"):
+            with self.subTest(value=value):
+                self.assertRefused(build_request("GET", "/healthz", {"Host": value}), 400,
+                                   "invalid Host header")
+
+    def test_valid_hosts_served(self):
+        with Client(self.h.port) as c:
+            for value in ("example.com", "example.com:8080", "127.0.0.1:1", "[::1]:80",
+                          "[2001:db8::7]", "xn--bcher-kva.example", "a%20b", "", "ex_am-ple.~"):
+                with self.subTest(value=value):
+                    self.assertOk(c.request("GET", "/healthz", {"Host": value}))
+
+    def test_websocket_handshake_host_checked(self):
+        upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                   ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                   ("Sec-WebSocket-Version", "13")]
+        head = b"GET /ws/room HTTP/1.1\r\n" + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode())
+                                                        for k, v in upgrade)
+        self.assertRefused(head + b"\r\n", 400, "missing Host header")
+        self.assertRefused(head + b"Host: a\r\nHost: b\r\n\r\n", 400, "more than one Host")
+        self.assertRefused(head + b"Host: a b\r\n\r\n", 400, "invalid Host header")
+        with Client(self.h.port) as c:
+            c.send(head + b"Host: 127.0.0.1\r\n\r\n")
+            r = c.read_response(head=True)
+            self.assertStatus(r, 101)
+
+    def test_absolute_form_served_as_path(self):
+        with Client(self.h.port) as c:
+            for target in ("http://127.0.0.1/healthz", "HTTP://example.com:8080/healthz",
+                           "https://example.com/healthz?x=1"):
+                with self.subTest(target=target):
+                    self.assertOk(c.request("GET", target))
+            r = c.request("GET", "http://example.com")
+            self.assertStatus(r, 404)  # the path "/"
+            self.assertTrue(c.is_open(0.2))
+        with Client(self.h.port) as c:
+            c.send(build_request("GET", "http://example.com/sse/news"))
+            r = c.read_response(head=True)
+            self.assertStatus(r, 200)
+            self.assertTrue(r.header("Content-Type").startswith("text/event-stream"))
+
+    def test_absolute_form_bad_authority_or_scheme_400(self):
+        self.assertRefused(build_request("GET", "http://u@h/healthz"), 400, "invalid authority")
+        self.assertRefused(build_request("GET", "http:///healthz"), 400, "invalid authority")
+        self.assertRefused(build_request("GET", "ftp://h/healthz"), 400, "only http and https")
+
+    def test_unknown_method_501(self):
+        for method in ("BREW", "PROPFIND", "TRACE", "X-CUSTOM"):
+            with self.subTest(method=method), Client(self.h.port) as c:
+                r = c.request(method, "/healthz")
+                self.assertStatus(r, 501)
+                self.assertIsNone(r.header("Allow"))
+                self.assertIn(b"method not implemented", r.body)
+        self.assertRefused(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                           501, "method not implemented")
+
+    def test_known_method_on_wrong_path_still_405(self):
+        with Client(self.h.port) as c:
+            r = c.request("PUT", "/healthz")
+            self.assertStatus(r, 405)
+            self.assertEqual(r.header("Allow"), "GET, HEAD")
+            self.assertOk(c.request())
+
+    def test_garbage_method_still_400(self):
+        for data in (b"G@T /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"BROKEN LINE\r\n\r\n",
+                     b"BREW /x HTTP/1.1 more\r\n\r\n"):
+            with self.subTest(data=data), Client(self.h.port) as c:
+                c.send(data)
+                self.assertErrorClose(c, 400)
+
+    def test_other_major_version_505(self):
+        for version in ("2.0", "3.0", "0.9", "9.9"):
+            with self.subTest(version=version):
+                self.assertRefused(build_request("GET", "/healthz", {"Host": "a"},
+                                                 version=version),
+                                   505, "HTTP version not supported")
+
+    def test_higher_minor_version_served_as_11(self):
+        # RFC 9110 2.5: a higher minor version of a major version we speak is served as ours.
+        with Client(self.h.port) as c:
+            self.assertOk(c.request("GET", "/healthz", {"Host": "a"}, version="1.2"))
+            self.assertOk(c.request())
 
 
 class TestManyClients(HttpTestCase):

@@ -437,7 +437,7 @@ static void test_keepalive(void)
     }
     T_EQ_INT(hd_server_conn_count(srv), 1);
     /* Connection: close is honoured and said in the response. */
-    exchange(&cl, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    exchange(&cl, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     TAKE(&cl);
     T_EQ_INT(last.status, 200);
     T_CONTAINS(last.head, "\r\nConnection: close\r\n");
@@ -453,8 +453,9 @@ static void test_keepalive_requests(void)
     SERVER_START("keepalive_requests 3");
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n"
-                  "GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    exchange(&cl,
+             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE(&cl);
     T_TRUE(strstr(last.head, "Connection:") == NULL);
     TAKE(&cl);
@@ -471,13 +472,13 @@ static void test_pipelined(void)
 {
     client_t cl;
     client_open(&cl);
-    exchange(&cl,
-             "GET /healthz HTTP/1.1\r\n\r\n"
-             "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nfirst"
-             "GET /files/one?q HTTP/1.1\r\n\r\n"
-             "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n"
-             "GET /nope HTTP/1.1\r\n\r\n"
-             "GET /healthz HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst"
+                  "GET /files/one?q HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                  "chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n"
+                  "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "ok\n");
     EXPECT_RESPONSE(&cl, 200, "first");
     EXPECT_RESPONSE(&cl, 200, "path=/files/one query=q x=");
@@ -495,14 +496,14 @@ static void test_pipelined_deferred(void)
     /* Requests behind a deferred one wait: responses leave in request order. */
     client_t cl;
     client_open(&cl);
-    exchange(&cl,
-             "GET /healthz HTTP/1.1\r\n\r\nGET /defer HTTP/1.1\r\n\r\n"
-             "POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /healthz HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /defer HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /healthz "
+                  "HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "ok\n");
     EXPECT_NOTHING_MORE(&cl);
     T_TRUE(deferred != NULL);
     /* More requests arrive while the deferred one is pending. */
-    exchange(&cl, "GET /files/late HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /files/late HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_NOTHING_MORE(&cl);
     respond_deferred("later");
     settle(&cl);
@@ -523,7 +524,7 @@ static void test_deferred_abort(void)
      * on_timeout): on_abort runs, nothing leaks. */
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /defer HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /defer HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     T_TRUE(deferred != NULL);
     EXPECT_NOTHING_MORE(&cl);
     hd_http_defer_timeout(deferred, 10);
@@ -542,7 +543,7 @@ static void test_deferred_abort(void)
     /* The client closes while its request is deferred: EOF may be a half-close, so the
      * answer is still written (and fails), then the connection is freed. */
     client_open(&cl);
-    exchange(&cl, "GET /defer HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /defer HTTP/1.1\r\nHost: x\r\n\r\n");
     T_TRUE(deferred != NULL);
     client_close(&cl);
     pump(8);
@@ -557,7 +558,7 @@ static void test_deferred_half_close(void)
      * Connection: close. */
     client_t cl;
     client_open(&cl);
-    client_sends(&cl, "GET /defer HTTP/1.1\r\n\r\n");
+    client_sends(&cl, "GET /defer HTTP/1.1\r\nHost: x\r\n\r\n");
     T_EQ_INT(shutdown(cl.fd, SHUT_WR), 0);
     settle(&cl);
     T_TRUE(deferred != NULL);
@@ -579,7 +580,7 @@ static void test_held_request(void)
     /* The handler's timeout answers a held request; the connection goes on. */
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /hold HTTP/1.1\r\n\r\n" REQ_GET);
+    exchange(&cl, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n" REQ_GET);
     T_TRUE(deferred != NULL);
     EXPECT_NOTHING_MORE(&cl);
     for (int i = 0; i < 500 && cl.len == cl.off; i++) {
@@ -593,7 +594,7 @@ static void test_held_request(void)
     T_TRUE(client_is_open(&cl));
 
     /* The client leaves while held: on_abort runs, the connection is freed at once. */
-    exchange(&cl, "GET /hold HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
     T_TRUE(deferred != NULL);
     T_EQ_INT(shutdown(cl.fd, SHUT_WR), 0);
     settle(&cl);
@@ -610,7 +611,8 @@ static void test_respond_bufs(void)
 {
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /bufs HTTP/1.1\r\n\r\nHEAD /bufs HTTP/1.1\r\n\r\n" REQ_GET);
+    exchange(&cl,
+             "GET /bufs HTTP/1.1\r\nHost: x\r\n\r\nHEAD /bufs HTTP/1.1\r\nHost: x\r\n\r\n" REQ_GET);
     TAKE(&cl);
     T_EQ_INT(last.status, 200);
     T_CONTAINS(last.head, "\r\nX-Parts: 3\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n");
@@ -678,6 +680,10 @@ static int status_of(char code)
         return 413;
     case 'e':
         return 417;
+    case 'N':
+        return 501;
+    case 'V':
+        return 505;
     default:
         return 0;
     }
@@ -688,41 +694,50 @@ static char big_chunked[1536];
 
 static feed_case_t feed_cases[] = {
     {"keep-alive mix",
-     REQ_GET "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
-             "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-             "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: t\r\n\r\n"
-             "GET /files/a/b?x=%41&y=1 HTTP/1.1\r\nHost: x\r\nX-Test:  v v \r\n\r\n"
-             "HEAD /healthz HTTP/1.1\r\n\r\n"
-             "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc"
-             "GET /q?a=b+c%21 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-             "POST /healthz HTTP/1.1\r\n\r\n"
-             "GET /none HTTP/1.1\r\n\r\n" REQ_GET,
+     REQ_GET
+     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: t\r\n\r\n"
+     "GET /files/a/b?x=%41&y=1 HTTP/1.1\r\nHost: x\r\nX-Test:  v v \r\n\r\n"
+     "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+     "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc"
+     "GET /q?a=b+c%21 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+     "POST /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+     "GET /none HTTP/1.1\r\nHost: x\r\n\r\n" REQ_GET,
      "ooooocoomno", 1u << 4, 0, 0},
     {"http/1.0 close", "GET /files/x HTTP/1.0\r\n\r\n" REQ_GET, "o", 0, 1, 0},
-    {"take over", REQ_GET "GET /stream HTTP/1.1\r\n\r\nabc\r\nxyz", "oo", 2u, 0, 1},
+    {"take over", REQ_GET "GET /stream HTTP/1.1\r\nHost: x\r\n\r\nabc\r\nxyz", "oo", 2u, 0, 1},
     {"garbage", REQ_GET "GARBAGE\r\n\r\n" REQ_GET, "ob", 0, 1, 0},
+    {"unknown method", REQ_GET "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n" REQ_GET, "oN", 0, 1, 0},
+    {"http/2.0", REQ_GET "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n" REQ_GET, "oV", 0, 1, 0},
+    {"absolute-form",
+     "GET http://h:80/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+     "GET HTTP://h?q HTTP/1.1\r\nHost: x\r\n\r\n" REQ_GET,
+     "ono", 0, 0, 0},
     {"url too long",
      REQ_GET "GET /files/"
              "0123456789012345678901234567890123456789012345678901234567890123456789"
              "0123456789012345678901234567890123456789012345678901234567890123456789"
              "0123456789012345678901234567890123456789012345678901234567890123456789"
              "0123456789012345678901234567890123456789012345678901234567890123456789"
-             " HTTP/1.1\r\n\r\n",
+             " HTTP/1.1\r\nHost: x\r\n\r\n",
      "ou", 0, 1, 0},
     {"body too long (chunked)", big_chunked, "ol", 0, 1, 0},
-    {"body too long (length)", REQ_GET "POST /echo HTTP/1.1\r\nContent-Length: 1025\r\n\r\nxxxx",
-     "ol", 0, 1, 0},
+    {"body too long (length)",
+     REQ_GET "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\nxxxx", "ol", 0, 1, 0},
     {"expect 100 then too long",
-     "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n", "l", 0, 1, 0},
-    {"unsupported expect", "POST /echo HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx",
-     "e", 0, 1, 0},
+     "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n", "l",
+     0, 1, 0},
+    {"unsupported expect",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", "e", 0, 1, 0},
     {"cl and te",
-     REQ_GET "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-             "3\r\nabc\r\n0\r\n\r\n",
+     REQ_GET
+     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\r\nabc\r\n0\r\n\r\n",
      "ob", 0, 1, 0},
     {"duplicate cl",
-     REQ_GET "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "ob", 0,
-     1, 0},
+     REQ_GET "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+     "ob", 0, 1, 0},
 };
 
 /* Parses every response the client received and checks the statuses against the case. */
@@ -767,7 +782,7 @@ static void test_split_every_offset(void)
     memset(b, 'b', 600);
     a[600] = b[600] = '\0';
     snprintf(big_chunked, sizeof(big_chunked),
-             REQ_GET "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+             REQ_GET "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "258\r\n%s\r\n258\r\n%s\r\n0\r\n\r\n",
              a, b);
     for (size_t k = 0; k < HD_ARRAY_SIZE(feed_cases); k++) {
@@ -811,10 +826,11 @@ static void test_bodies(void)
     client_t cl;
     client_open(&cl);
     /* Fixed length: empty, binary with NULs, exactly max_body_size. */
-    exchange(&cl, "POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    exchange(&cl, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "");
-    static const char bin[] = "POST /echo HTTP/1.1\r\nContent-Length: 7\r\n\r\na\0b\r\n\xff"
-                              "c";
+    static const char bin[] =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\na\0b\r\n\xff"
+        "c";
     client_send(&cl, bin, sizeof(bin) - 1);
     settle(&cl);
     TAKE(&cl);
@@ -826,7 +842,7 @@ static void test_bodies(void)
     char big[1024];
     for (size_t i = 0; i < sizeof(big); i++)
         big[i] = (char)('A' + i % 26);
-    exchange(&cl, "POST /echo HTTP/1.1\r\nContent-Length: 1024\r\n\r\n");
+    exchange(&cl, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n");
     client_send(&cl, big, sizeof(big));
     settle(&cl);
     TAKE(&cl);
@@ -837,7 +853,7 @@ static void test_bodies(void)
 
     /* Chunked: many chunks, sizes in hex with upper and lower case, extensions, trailers;
      * exactly max_body_size in total. */
-    exchange(&cl, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    exchange(&cl, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 4; i++) {
         client_sends(&cl, i % 2 ? "Ff;x=y\r\n" : "101\r\n");
         client_send(&cl, big + (i % 2 ? 0 : 500), i % 2 ? 0xff : 0x101);
@@ -862,7 +878,8 @@ static void test_expect_continue(void)
 {
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    exchange(&cl,
+             "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     T_EQ_STR(cl.buf + cl.off, "HTTP/1.1 100 Continue\r\n\r\n");
     cl.off = cl.len;
     exchange(&cl, "hello");
@@ -870,7 +887,7 @@ static void test_expect_continue(void)
     EXPECT_NOTHING_MORE(&cl);
 
     /* Case-insensitive value; chunked body. */
-    exchange(&cl, "POST /echo HTTP/1.1\r\nExpect: 100-Continue\r\n"
+    exchange(&cl, "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n"
                   "Transfer-Encoding: chunked\r\n\r\n");
     T_EQ_STR(cl.buf + cl.off, "HTTP/1.1 100 Continue\r\n\r\n");
     cl.off = cl.len;
@@ -878,14 +895,16 @@ static void test_expect_continue(void)
     EXPECT_RESPONSE(&cl, 200, "hi");
 
     /* Trailing whitespace is not part of a header value. */
-    exchange(&cl, "POST /echo HTTP/1.1\r\nExpect: 100-continue \t\r\nContent-Length: 1\r\n\r\n");
+    exchange(
+        &cl,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue \t\r\nContent-Length: 1\r\n\r\n");
     T_EQ_STR(cl.buf + cl.off, "HTTP/1.1 100 Continue\r\n\r\n");
     cl.off = cl.len;
     exchange(&cl, "!");
     EXPECT_RESPONSE(&cl, 200, "!");
 
     /* No body: no interim response. */
-    exchange(&cl, "GET /healthz HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+    exchange(&cl, "GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "ok\n");
     EXPECT_NOTHING_MORE(&cl);
 
@@ -901,7 +920,9 @@ static void test_expect_continue(void)
 
     /* A body that will be refused is refused before the client sends it. */
     client_open(&cl);
-    exchange(&cl, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1025\r\n\r\n");
+    exchange(
+        &cl,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1025\r\n\r\n");
     TAKE(&cl);
     T_EQ_INT(last.status, 413);
     T_CONTAINS(last.head, "\r\nConnection: close\r\n");
@@ -911,7 +932,7 @@ static void test_expect_continue(void)
 
     /* Anything but 100-continue: 417. */
     client_open(&cl);
-    exchange(&cl, "POST /echo HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx");
+    exchange(&cl, "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx");
     TAKE(&cl);
     T_EQ_INT(last.status, 417);
     T_TRUE(cl.is_eof);
@@ -958,9 +979,9 @@ static void test_limits(void)
     char buf[8192];
 
     /* 414: the URL alone is over max_url_size (256); a request line under it is fine. */
-    snprintf(buf, sizeof(buf), "GET /files/%0*d HTTP/1.1\r\n\r\n", 250, 0);
+    snprintf(buf, sizeof(buf), "GET /files/%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 250, 0);
     EXPECT_LIMIT(buf, 414, "request line or URL too long");
-    snprintf(buf, sizeof(buf), "GET /files/%0*d HTTP/1.1\r\n\r\n", 220, 0);
+    snprintf(buf, sizeof(buf), "GET /files/%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 220, 0);
     {
         client_t cl;
         client_open(&cl);
@@ -972,7 +993,7 @@ static void test_limits(void)
     }
 
     /* 431: the header section (names and values) is over max_header_size (1k). */
-    snprintf(buf, sizeof(buf), "GET /healthz HTTP/1.1\r\nX-Big: %0*d\r\n\r\n", 1030, 0);
+    snprintf(buf, sizeof(buf), "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: %0*d\r\n\r\n", 1030, 0);
     EXPECT_LIMIT(buf, 431, "request header section too large");
     snprintf(buf, sizeof(buf), "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: %0*d\r\n\r\n", 980, 0);
     {
@@ -984,47 +1005,70 @@ static void test_limits(void)
         wait_idle();
     }
     /* Many small headers count together; and more than 100 headers are refused as well. */
-    size_t k = (size_t)snprintf(buf, sizeof(buf), "GET /healthz HTTP/1.1\r\n");
+    size_t k = (size_t)snprintf(buf, sizeof(buf), "GET /healthz HTTP/1.1\r\nHost: x\r\n");
     for (int i = 0; i < 120; i++)
         k += (size_t)snprintf(buf + k, sizeof(buf) - k, "H%d: v\r\n", i % 10);
     snprintf(buf + k, sizeof(buf) - k, "\r\n");
     EXPECT_LIMIT(buf, 431, "request header section too large");
 
     /* 413 by Content-Length (before any body byte) and by chunked growth. */
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nContent-Length: 1025\r\n\r\n", 413,
+    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n", 413,
                  "request body too large");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n", 413,
+    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999\r\n\r\n", 413,
                  "request body too large");
     k = (size_t)snprintf(buf, sizeof(buf),
-                         "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+                         "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 12; i++)
         k += (size_t)snprintf(buf + k, sizeof(buf) - k, "64\r\n%0*d\r\n", 100, i);
     snprintf(buf + k, sizeof(buf) - k, "0\r\n\r\n");
     EXPECT_LIMIT(buf, 413, "request body too large");
 
     /* Framing: Content-Length with Transfer-Encoding, conflicting lengths, garbage. */
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "3\r\nabc\r\n0\r\n\r\n",
-                 400, "Content-Length");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
-                 "3\r\nabc\r\n0\r\n\r\n",
-                 400, "Content-Length");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde", 400,
-                 "Content-Length");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nContent-Length: 3, 5\r\n\r\nabcde", 400, "\"error\"");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "\"error\"");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400, "\"error\"");
-    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+    EXPECT_LIMIT(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n",
+        400, "Content-Length");
+    EXPECT_LIMIT(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n",
+        400, "Content-Length");
+    EXPECT_LIMIT(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+        400, "Content-Length");
+    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 5\r\n\r\nabcde", 400,
+                 "\"error\"");
+    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "\"error\"");
+    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400,
+                 "\"error\"");
+    EXPECT_LIMIT("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
                  "\"error\"");
     EXPECT_LIMIT("GARBAGE\r\n\r\n", 400, "\"error\"");
-    EXPECT_LIMIT("GET /healthz HTTP/9.9\r\n\r\n", 400, "\"error\"");
-    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nBad\x01Header: x\r\n\r\n", 400, "\"error\"");
+    EXPECT_LIMIT("GET /healthz HTTP/9.9\r\n\r\n", 505, "HTTP version not supported");
+    EXPECT_LIMIT("GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP version not supported");
+    EXPECT_LIMIT("GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n", 505, "HTTP version not supported");
+    EXPECT_LIMIT("BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501, "method not implemented");
+    EXPECT_LIMIT("BROKEN LINE\r\n\r\n", 400, "\"error\"");
+    /* Host: exactly one valid value in HTTP/1.1 (RFC 9112 3.2). */
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\n\r\n", 400, "missing Host header");
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400,
+                 "more than one Host header");
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid Host header");
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nHost: u@a\r\n\r\n", 400, "invalid Host header");
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400, "invalid Host header");
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n", 400, "invalid Host header");
+    EXPECT_LIMIT("GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400,
+                 "more than one Host header");
+    EXPECT_LIMIT("GET ftp://a/healthz HTTP/1.1\r\nHost: a\r\n\r\n", 400, "absolute-form");
+    EXPECT_LIMIT("GET http://a b/healthz HTTP/1.1\r\nHost: a\r\n\r\n", 400, "\"error\"");
+    EXPECT_LIMIT("GET http:///healthz HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid authority");
+    EXPECT_LIMIT("GET /healthz HTTP/1.1\r\nHost: x\r\nBad\x01Header: x\r\n\r\n", 400, "\"error\"");
     EXPECT_LIMIT("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "\"error\"");
     /* A bad request after good ones: the good ones are answered first. */
     {
         client_t cl;
         client_open(&cl);
-        exchange(&cl, "GET /healthz HTTP/1.1\r\n\r\nGET /he llo HTTP/1.1\r\n\r\n" REQ_GET);
+        exchange(&cl, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /he llo HTTP/1.1\r\nHost: "
+                      "x\r\n\r\n" REQ_GET);
         EXPECT_RESPONSE(&cl, 200, "ok\n");
         EXPECT_RESPONSE(&cl, 400, NULL);
         EXPECT_NOTHING_MORE(&cl);
@@ -1038,7 +1082,7 @@ static void test_not_found_and_method(void)
 {
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /nothing-here HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE(&cl);
     T_EQ_INT(last.status, 404);
     T_CONTAINS(last.head, "HTTP/1.1 404 Not Found\r\n");
@@ -1046,19 +1090,20 @@ static void test_not_found_and_method(void)
     T_EQ_INT(last.body_len, strlen("{\"error\":\"not found\",\"status\":404}"));
     T_TRUE(memcmp(last.body, "{\"error\":\"not found\",\"status\":404}", last.body_len) == 0);
 
-    exchange(&cl, "DELETE /healthz HTTP/1.1\r\nContent-Length: 2\r\n\r\nxx");
+    exchange(&cl, "DELETE /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nxx");
     TAKE(&cl);
     T_EQ_INT(last.status, 405);
     T_CONTAINS(last.head, "HTTP/1.1 405 Method Not Allowed\r\n");
     T_CONTAINS(last.head, "\r\nAllow: GET, HEAD\r\n");
     T_TRUE(memcmp(last.body, "{\"error\":\"method not allowed\",\"status\":405}", last.body_len) ==
            0);
-    /* An unknown method is a 405 too, on a known path. */
-    exchange(&cl, "PROPFIND /healthz HTTP/1.1\r\n\r\n");
+    /* A method herald serves nowhere is 501, on any path; the connection goes on. */
+    exchange(&cl, "PROPFIND /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE(&cl);
-    T_EQ_INT(last.status, 405);
-    T_CONTAINS(last.head, "\r\nAllow: GET, HEAD\r\n");
-    exchange(&cl, "GET /echo HTTP/1.1\r\n\r\n");
+    T_EQ_INT(last.status, 501);
+    T_TRUE(strstr(last.head, "Allow:") == NULL);
+    T_TRUE(strstr(last.head, "Connection:") == NULL);
+    exchange(&cl, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE(&cl);
     T_EQ_INT(last.status, 405);
     T_CONTAINS(last.head, "\r\nAllow: POST\r\n");
@@ -1110,7 +1155,8 @@ static void test_head(void)
 {
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "HEAD /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    exchange(&cl,
+             "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE_HEAD(&cl);
     T_EQ_INT(last.status, 200);
     T_CONTAINS(last.head, "\r\nContent-Length: 3\r\n");
@@ -1119,10 +1165,10 @@ static void test_head(void)
     EXPECT_RESPONSE(&cl, 200, "ok\n");
     EXPECT_NOTHING_MORE(&cl);
     /* HEAD of a prefix route, and of an error. */
-    exchange(&cl, "HEAD /files/abc HTTP/1.1\r\n\r\n");
+    exchange(&cl, "HEAD /files/abc HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE_HEAD(&cl);
     T_CONTAINS(last.head, "\r\nContent-Length: 25\r\n");
-    exchange(&cl, "HEAD /nothing HTTP/1.1\r\n\r\n");
+    exchange(&cl, "HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
     TAKE_HEAD(&cl);
     T_EQ_INT(last.status, 404);
     char clen[64];
@@ -1140,9 +1186,9 @@ static void test_eof_mid_request(void)
     static const char *partial[] = {
         "G",
         "GET /healthz HTTP/1.1\r\nHost",
-        "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
-        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
-        "GET /healthz HTTP/1.1\r\n\r\nGET /heal",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /heal",
     };
     for (size_t i = 0; i < HD_ARRAY_SIZE(partial); i++) {
         client_t cl;
@@ -1165,7 +1211,7 @@ static void test_timeouts(void)
 
     /* Header section not finished in time: 408 and close. */
     client_open(&cl);
-    exchange(&cl, "GET /healthz HTTP/1.1\r\nHo");
+    exchange(&cl, "GET /healthz HTTP/1.1\r\nHost: x\r\nHo");
     for (int i = 0; i < 200 && !cl.is_eof; i++) {
         sleep_ms(2);
         settle(&cl);
@@ -1176,7 +1222,7 @@ static void test_timeouts(void)
 
     /* Body not finished in time. */
     client_open(&cl);
-    exchange(&cl, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nab");
+    exchange(&cl, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab");
     for (int i = 0; i < 200 && !cl.is_eof; i++) {
         sleep_ms(2);
         settle(&cl);
@@ -1262,15 +1308,15 @@ static void test_query_decoding(void)
     /* Through the server: the URL's query reaches the handler undecoded. */
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /q?x=1&a=hello%20w+x%26y HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /q?x=1&a=hello%20w+x%26y HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "hello w x&y");
-    exchange(&cl, "GET /q HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /q HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "-");
-    exchange(&cl, "GET /q? HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /q? HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "-");
-    exchange(&cl, "GET /q?a=0123456789012345678901234567890123456789 HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /q?a=0123456789012345678901234567890123456789 HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "-");
-    exchange(&cl, "GET /files/x?a=%41 HTTP/1.1\r\n\r\n");
+    exchange(&cl, "GET /files/x?a=%41 HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "path=/files/x query=a=%41 x=");
     client_close(&cl);
     wait_idle();
@@ -1295,10 +1341,10 @@ static void test_headers(void)
     /* Header lookup is case-insensitive; values lose surrounding whitespace. */
     client_t cl;
     client_open(&cl);
-    exchange(&cl, "GET /files/h HTTP/1.1\r\nx-TEST:\t value 1 \r\n\r\n");
+    exchange(&cl, "GET /files/h HTTP/1.1\r\nHost: x\r\nx-TEST:\t value 1 \r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "path=/files/h query= x=value 1");
     /* The first of repeated headers. */
-    exchange(&cl, "GET /files/h HTTP/1.1\r\nX-Test: a\r\nX-Test: b\r\n\r\n");
+    exchange(&cl, "GET /files/h HTTP/1.1\r\nHost: x\r\nX-Test: a\r\nX-Test: b\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "path=/files/h query= x=a");
     client_close(&cl);
     wait_idle();
