@@ -391,12 +391,21 @@ static int publish_blocked(redis_broker_t *b, const held_t *h)
     return 0;
 }
 
-static void send_publish(redis_broker_t *b, hd_breq_t *r)
+/*
+ * FCALL herald_publish_batch for the next messages of r from `first`: at most
+ * PUBLISH_CALL_MAX_MSGS of them and PUBLISH_CALL_MAX_BYTES of payload (at least one), so that
+ * the call stays short inside Redis. publish_reply sends the next part when this one is answered.
+ */
+static void send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
 {
-    size_t n = r->n_msgs, argc = 3 + 4 * n;
-    const char **argv = hd_malloc(argc * sizeof(*argv));
-    size_t *lens = hd_malloc(argc * sizeof(*lens));
-    char *keys = hd_malloc(n * KEY_MAX), nkeys[24];
+    size_t n = 0, bytes = 0;
+    while (first + n < r->n_msgs && n < PUBLISH_CALL_MAX_MSGS &&
+           (n == 0 || bytes + r->msgs[first + n]->len <= PUBLISH_CALL_MAX_BYTES))
+        bytes += r->msgs[first + n++]->len;
+    size_t argc = 3 + 4 * n;
+    const char *argv[3 + 4 * PUBLISH_CALL_MAX_MSGS];
+    size_t lens[3 + 4 * PUBLISH_CALL_MAX_MSGS];
+    char keys[PUBLISH_CALL_MAX_MSGS][KEY_MAX], nkeys[24];
     snprintf(nkeys, sizeof(nkeys), "%zu", n);
     argv[0] = "FCALL";
     argv[1] = "herald_publish_batch";
@@ -404,10 +413,9 @@ static void send_publish(redis_broker_t *b, hd_breq_t *r)
     for (size_t i = 0; i < 3; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
-        hd_message_t *m = r->msgs[i];
-        char *key = keys + i * KEY_MAX;
-        lens[3 + i] = hd_redis_key(b, key, "ch:", m->channel, m->channel_len);
-        argv[3 + i] = key;
+        hd_message_t *m = r->msgs[first + i];
+        lens[3 + i] = hd_redis_key(b, keys[i], "ch:", m->channel, m->channel_len);
+        argv[3 + i] = keys[i];
         const char **a = argv + 3 + n + 3 * i;
         size_t *l = lens + 3 + n + 3 * i;
         a[0] = m->channel;
@@ -419,23 +427,23 @@ static void send_publish(redis_broker_t *b, hd_breq_t *r)
     }
     op_t *op = hd_redis_op_new(b, OP_PUBLISH);
     op->r = r;
+    op->first = first;
+    op->n = n;
+    b->in_parts = first + n < r->n_msgs || first > 0 ? r : NULL;
     hd_redis_send(b, op, (int)argc, argv, lens);
-    free(keys);
-    free(lens);
-    free(argv);
 }
 
 /* Sends the held publishes no earlier subscribe holds back any more, in order. */
 static void drain_held(redis_broker_t *b)
 {
-    while (!hd_list_empty(&b->held) && b->state == ST_UP) {
+    while (!hd_list_empty(&b->held) && b->state == ST_UP && !b->in_parts) {
         held_t *h = hd_container_of(b->held.next, held_t, link);
         if (publish_blocked(b, h))
             return;
         hd_list_remove(&h->link);
         hd_breq_t *r = h->r;
         free(h);
-        send_publish(b, r);
+        send_publish(b, r, 0);
     }
 }
 
@@ -451,8 +459,8 @@ static void do_publish(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
     }
     hold(b);
     held_t h = {.r = r, .ticket = ticket};
-    if (hd_list_empty(&b->held) && !publish_blocked(b, &h)) {
-        send_publish(b, r);
+    if (hd_list_empty(&b->held) && !b->in_parts && !publish_blocked(b, &h)) {
+        send_publish(b, r, 0);
         return;
     }
     held_t *copy = hd_malloc(sizeof(*copy));
@@ -594,42 +602,68 @@ static int map_error(redis_broker_t *b, const char *what, const redisReply *rep)
     return HD_EOVERLOAD;
 }
 
-static void publish_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
+/* The answer to one part of a publish. Returns 1 if it sent the next part. */
+static int publish_part_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
 {
     hd_breq_t *r = op->r;
     if (!rep) {
         release_err(b, r, HD_EOVERLOAD);
-        return;
+        return 0;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         release_err(b, r, map_error(b, "publish", rep));
-        return;
+        return 0;
     }
     uint64_t t;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != r->n_msgs + 1 ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != op->n + 1 ||
         reply_u64(rep->element[0], &t) < 0)
         goto bad;
-    for (size_t i = 0; i < r->n_msgs; i++) {
+    for (size_t i = 0; i < op->n; i++) {
         const char *id;
         size_t len;
         uint64_t epoch, seq;
+        hd_message_t *m = r->msgs[op->first + i];
         if (hd_redis_reply_str(rep->element[i + 1], &id, &len) < 0 ||
             hd_id_parse(id, len, &epoch, &seq) < 0)
             goto bad;
-        hd_message_set_id(r->msgs[i], epoch, seq);
+        hd_message_set_id(m, epoch, seq);
         hd_redis_note_epoch(b, epoch);
-        r->msgs[i]->time_ms = t;
-        r->msgs[i]->publish_ns = uv_hrtime();
+        m->time_ms = t;
+        m->publish_ns = uv_hrtime();
         if (seq > b->stats.messages_published)
             STAT_SET(b, messages_published, seq);
+    }
+    if (op->first + op->n < r->n_msgs) {
+        /* The next part, unless the connection went away meanwhile (then the parts sent are
+         * applied and the rest is not: the client is told 503, as for any publish in flight). */
+        if (b->state != ST_UP) {
+            release_err(b, r, HD_EOVERLOAD);
+            return 0;
+        }
+        send_publish(b, r, op->first + op->n);
+        return 1;
     }
     r->epoch = r->msgs[r->n_msgs - 1]->epoch;
     r->last_seq = r->msgs[r->n_msgs - 1]->seq;
     release(b, r);
-    return;
+    return 0;
 bad:
     hd_log_error("redis %s: unexpected answer to herald_publish_batch", b->where);
     release_err(b, r, HD_EOVERLOAD);
+    return 0;
+}
+
+/*
+ * A publish in several parts holds later publishes back (b->in_parts) until its last part is
+ * answered, so that the node's publishes keep their arrival order.
+ */
+static void publish_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
+{
+    int was_in_parts = b->in_parts == op->r;
+    if (publish_part_reply(b, op, rep) || !was_in_parts)
+        return;
+    b->in_parts = NULL;
+    drain_held(b);
 }
 
 static void sub_read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)

@@ -4,8 +4,8 @@
  *
  *   redis.c       the bridge: the broker protocol (requests, channels, the ordered delivery
  *                 queue, answers from Redis turned into replies and deliveries)
- *   redis_conn.c  the connections: two hiredis async contexts (commands, pub/sub), their set-up,
- *                 heartbeat, timeouts and reconnection with backoff
+ *   redis_conn.c  the connections: three hiredis async contexts (commands, pub/sub, heartbeat),
+ *                 their set-up, timeouts and reconnection with backoff
  *
  * Both run on the bridge's own thread and loop; nothing here is shared with workers except the
  * mailbox and the relaxed-atomic stats.
@@ -25,6 +25,15 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define KEY_MAX        (64 + 8 + HD_CHANNEL_MAX + 1) /* prefix, kind, channel */
+
+/*
+ * One FCALL herald_publish_batch carries at most this many messages and (past its first message)
+ * this many payload bytes: a publish costs Redis ~80 us of work inside the call, so no call of
+ * ours holds Redis (every other client of it) for more than a few milliseconds. A bigger batch is
+ * sent as several calls, one after the other on the command connection.
+ */
+#define PUBLISH_CALL_MAX_MSGS  32
+#define PUBLISH_CALL_MAX_BYTES (256 * 1024)
 
 enum { ST_DOWN = HD_BROKER_DOWN, ST_CONNECTING = HD_BROKER_CONNECTING, ST_UP = HD_BROKER_UP };
 
@@ -78,6 +87,7 @@ struct op_s {
     int kind;
     const char *what; /* OP_INIT: the step, for messages */
     hd_breq_t *r;
+    size_t first, n; /* OP_PUBLISH: the messages r->msgs[first, first + n) of this call */
     pend_sub_t *ps;
     rchan_t *c;
     op_t *next_failed; /* in b->failed */
@@ -111,16 +121,17 @@ struct redis_broker_s {
     char prefix[72];
     size_t prefix_len;
     char hb_channel[KEY_MAX];
-    char client_name[2][96]; /* CLIENT SETNAME of cmd and sub: herald:<host>:<pid>:cmd|sub */
+    char client_name[3][96]; /* CLIENT SETNAME: herald:<host>:<pid>:cmd|sub|hb */
     uint64_t timeout_ms, tick_ms, hb_interval_ms;
     char settings[4][24]; /* history_size, ttl_ms, max_bytes, max_message_bytes for herald_init */
 
     /* connections */
     int state;
     uint64_t gen;
-    rconn_t cmd, sub;
+    rconn_t cmd, sub, hb; /* hb: the heartbeat's own, so it never waits behind commands */
     unsigned is_cmd_ready : 1;
     unsigned is_sub_ready : 1;
+    unsigned is_hb_ready : 1;
     unsigned is_in_conn_lost : 1;
     unsigned was_up : 1; /* connected at least once */
     unsigned attempts;
@@ -137,7 +148,8 @@ struct redis_broker_s {
     hd_hmap_t chans;
     uint64_t ticket;      /* arrival order of requests */
     uint64_t read_ticket; /* send order of reads */
-    hd_list_t held;       /* held_t: publishes waiting for earlier subscribes */
+    hd_list_t held;       /* held_t: publishes waiting for earlier subscribes or in_parts */
+    hd_breq_t *in_parts;  /* the publish sent in parts now (PUBLISH_CALL_MAX_*), if any */
     uint64_t n_inflight;  /* requests answered later */
     hd_breq_t **barriers;
     size_t n_barriers, cap_barriers;

@@ -1,18 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * redis_conn.c: the Redis bridge's connections. Two hiredis async contexts on the bridge's loop
+ * redis_conn.c: the Redis bridge's connections. Three hiredis async contexts on the bridge's loop
  * (hiredis's libuv adapter): one for commands (pipelined FCALLs), one subscribed to the pub/sub
- * channels of the channels with local subscribers. hiredis has no timeouts, so a tick timer
- * watches them: a connect, a reply or the heartbeat (a PUBLISH to ourselves, received on the
- * subscriber connection) later than redis_timeout, a socket error, an error reply to the set-up,
- * or a closed connection, and both are dropped (hd_redis_conn_lost) and opened again after an
+ * channels of the channels with local subscribers, and one that only sends the heartbeat (a
+ * PUBLISH to ourselves, received on the subscriber connection). The heartbeat has a connection of
+ * its own so that it never waits behind the commands queued on the command connection: Redis
+ * serves each connection in turn, so the heartbeat measures whether Redis answers at all, not how
+ * much this node asked of it. hiredis has no timeouts, so a tick timer watches them: a connect, a
+ * reply or the heartbeat later than redis_timeout, a socket error, an error reply to the set-up,
+ * or a closed connection, and all are dropped (hd_redis_conn_lost) and opened again after an
  * exponential backoff with jitter (100 ms doubling to 5 s, each delay drawn in [d/2, d]).
  *
  * Set-up, pipelined on connect:
  *   cmd: [AUTH] CLIENT SETNAME herald:<host>:<pid>:cmd, SELECT db, FUNCTION LOAD REPLACE
- *        <herald.lua>, FCALL herald_init (history settings; returns the epoch)
+ *        <herald.lua>, FCALL herald_init (settings; returns the epoch)
  *   sub: [AUTH] CLIENT SETNAME ...:sub, SUBSCRIBE P hb:<node id>
- * When both are answered the bridge is up (hd_redis_on_up).
+ *   hb:  [AUTH] CLIENT SETNAME ...:hb
+ * When all are answered the bridge is up (hd_redis_on_up).
  *
  * Every command carries the connection generation it was sent on; answers of an older one (the
  * NULL replies hiredis gives pending commands when a context is freed) are "never came".
@@ -156,6 +160,11 @@ static void go_up(redis_broker_t *b);
 static void init_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
 {
     char why[300];
+    if (op->rc == &b->hb && strcmp(op->what, "CLIENT SETNAME") == 0) {
+        b->is_hb_ready = 1; /* its last set-up step: answered, even with an error */
+        if (b->is_cmd_ready && b->is_sub_ready)
+            go_up(b);
+    }
     if (rep->type == REDIS_REPLY_ERROR && strcmp(op->what, "CLIENT SETNAME") == 0) {
         hd_log_info("redis %s: CLIENT SETNAME refused (%.100s): connections stay unnamed", b->where,
                     rep->str);
@@ -191,7 +200,7 @@ static void init_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     if (cur > b->stats.messages_published)
         STAT_SET(b, messages_published, cur);
     b->is_cmd_ready = 1;
-    if (b->is_sub_ready)
+    if (b->is_sub_ready && b->is_hb_ready)
         go_up(b);
 }
 
@@ -256,7 +265,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply_, void *privdata)
             b->hb_rx_ms = hd_redis_now_ms(b);
         } else if (strcmp(kind, "subscribe") == 0) {
             b->is_sub_ready = 1;
-            if (b->is_cmd_ready)
+            if (b->is_cmd_ready && b->is_hb_ready)
                 go_up(b);
         }
         return;
@@ -362,10 +371,10 @@ void hd_redis_conn_start(redis_broker_t *b)
     b->gen++;
     b->state = ST_CONNECTING;
     STAT_SET(b, state, ST_CONNECTING);
-    b->is_cmd_ready = b->is_sub_ready = 0;
+    b->is_cmd_ready = b->is_sub_ready = b->is_hb_ready = 0;
     b->connect_deadline_ms = hd_redis_now_ms(b) + b->timeout_ms;
     if (open_conn(b, &b->cmd, why, sizeof(why)) < 0 ||
-        open_conn(b, &b->sub, why, sizeof(why)) < 0) {
+        open_conn(b, &b->sub, why, sizeof(why)) < 0 || open_conn(b, &b->hb, why, sizeof(why)) < 0) {
         hd_redis_conn_lost(b, why);
         return;
     }
@@ -382,6 +391,9 @@ void hd_redis_conn_start(redis_broker_t *b)
     send_auth(b, &b->sub);
     const char *name_sub[] = {"CLIENT", "SETNAME", b->client_name[1]};
     send_init(b, &b->sub, "CLIENT SETNAME", 3, name_sub);
+    send_auth(b, &b->hb);
+    const char *name_hb[] = {"CLIENT", "SETNAME", b->client_name[2]};
+    send_init(b, &b->hb, "CLIENT SETNAME", 3, name_hb);
     const char *argv[2] = {"SUBSCRIBE", b->hb_channel};
     size_t lens[2] = {9, strlen(b->hb_channel)};
     if (!b->sub.ac ||
@@ -430,6 +442,7 @@ void hd_redis_conn_lost(redis_broker_t *b, const char *why)
     b->is_in_conn_lost = 1;
     drop_conn(&b->cmd);
     drop_conn(&b->sub);
+    drop_conn(&b->hb);
     b->is_in_conn_lost = 0;
     hd_redis_on_down(b);
     if (!b->was_up) {
@@ -452,7 +465,7 @@ static void send_heartbeat(redis_broker_t *b)
     const char *argv[] = {"PUBLISH", b->hb_channel, "1"};
     size_t lens[] = {7, strlen(b->hb_channel), 1};
     b->hb_sent_ms = hd_redis_now_ms(b);
-    hd_redis_send(b, new_op(b, &b->cmd, OP_HB), 3, argv, lens);
+    hd_redis_send(b, new_op(b, &b->hb, OP_HB), 3, argv, lens);
 }
 
 /*
@@ -479,6 +492,8 @@ static void on_tick(uv_timer_t *t)
     int e = socket_error(&b->cmd);
     if (!e)
         e = socket_error(&b->sub);
+    if (!e)
+        e = socket_error(&b->hb);
     if (e && b->state != ST_DOWN) {
         snprintf(why, sizeof(why), "%s: %s",
                  b->state == ST_UP ? "connection lost" : "cannot connect", strerror(e));
@@ -494,7 +509,8 @@ static void on_tick(uv_timer_t *t)
     if (b->state != ST_UP)
         return;
     if ((b->cmd.n_out && now - b->cmd.progress_ms > b->timeout_ms) ||
-        (b->sub.n_out && now - b->sub.progress_ms > b->timeout_ms)) {
+        (b->sub.n_out && now - b->sub.progress_ms > b->timeout_ms) ||
+        (b->hb.n_out && now - b->hb.progress_ms > b->timeout_ms)) {
         snprintf(why, sizeof(why), "no answer within redis_timeout (%llu ms)",
                  (unsigned long long)b->timeout_ms);
         hd_redis_conn_lost(b, why);
@@ -504,7 +520,7 @@ static void on_tick(uv_timer_t *t)
         hd_redis_conn_lost(b, "the subscriber connection stopped receiving (heartbeat lost)");
         return;
     }
-    if (now - b->hb_sent_ms >= b->hb_interval_ms)
+    if (now - b->hb_sent_ms >= b->hb_interval_ms && b->hb.n_out == 0)
         send_heartbeat(b);
 }
 
@@ -512,7 +528,7 @@ static void on_tick(uv_timer_t *t)
 
 void hd_redis_conn_init(redis_broker_t *b)
 {
-    b->cmd.b = b->sub.b = b;
+    b->cmd.b = b->sub.b = b->hb.b = b;
     b->tick_ms = b->timeout_ms / 4 < 25 ? 25 : b->timeout_ms / 4 > 250 ? 250 : b->timeout_ms / 4;
     b->hb_interval_ms = b->timeout_ms / 3 > 1000 ? 1000 : b->timeout_ms / 3;
     uint64_t id = uv_hrtime();
@@ -528,9 +544,10 @@ void hd_redis_conn_init(redis_broker_t *b)
     for (char *p = host; *p; p++)
         if (*p <= ' ' || *p > '~')
             *p = '_';
-    for (int i = 0; i < 2; i++)
+    static const char *const roles[3] = {"cmd", "sub", "hb"};
+    for (int i = 0; i < 3; i++)
         snprintf(b->client_name[i], sizeof(b->client_name[i]), "herald:%s:%ld:%s", host,
-                 (long)uv_os_getpid(), i ? "sub" : "cmd");
+                 (long)uv_os_getpid(), roles[i]);
     uv_timer_init(&b->loop, &b->tick_timer);
     uv_timer_init(&b->loop, &b->retry_timer);
     uv_timer_init(&b->loop, &b->later_timer);
@@ -544,6 +561,7 @@ void hd_redis_conn_close(redis_broker_t *b)
     b->gen++;
     drop_conn(&b->cmd);
     drop_conn(&b->sub);
+    drop_conn(&b->hb);
     uv_close((uv_handle_t *)&b->tick_timer, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_close((uv_handle_t *)&b->later_timer, NULL);

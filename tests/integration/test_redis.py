@@ -575,6 +575,37 @@ class RedisTest(hh.HeraldTestCase):
         sse.close()
         self.assertTrue(a.find_log(r"publish failed: OOM"), a.log_text())
 
+    def test_big_batch_bounded_calls(self):
+        """A 10,000-item batch is applied as many short FCALLs (none slower than 20 ms in
+        SLOWLOG; one call took ~820 ms before), while the heartbeat, on a connection of its own,
+        keeps every node connected: publishes on another node meanwhile all succeed."""
+        redis = self.start_redis()
+        a, b = self.node(redis), self.node(redis)
+        names = [l for l in redis.cli("CLIENT", "LIST").splitlines() if ":hb " in l + " "]
+        self.assertEqual(len(names), 2, "one heartbeat connection per node")
+        redis.cli("CONFIG", "SET", "slowlog-log-slower-than", "20000")
+        redis.cli("SLOWLOG", "RESET")
+        marks = [n.mark() for n in (a, b)]
+        pub = Publisher(b.port, "side", 40, pause=0.02)
+        items = [{"channel": "big%d" % (i % 500), "data": "x%d" % i} for i in range(10000)]
+        for _ in range(2):
+            st, _, data = request(a.port, "POST", "/pub", json.dumps(items).encode())
+            self.assertEqual(st, 200, data[:200])
+            ids = [m["id"] for m in json.loads(data)["messages"]]
+            self.assertEqual(len(ids), 10000)
+            self.assertIncreasing(ids, "batch ids")
+        pub.join(30)
+        self.assertEqual(len(pub.acked), 40)
+        self.assertEqual(pub.rejected, [], "a publish on the other node was refused")
+        for n, m in zip((a, b), marks):
+            self.assertFalse(n.find_log(r"publishing answers 503", start=m), n.log_text())
+        slow = redis.cli("SLOWLOG", "GET", "100")
+        self.assertNotIn("herald_publish_batch", slow, "a publish call ran longer than 20 ms")
+        self.assertEqual(json.loads(request(a.port, "GET", "/stats")[2])["broker_reconnects"], 0)
+        st, _, data = request(b.port, "GET", "/poll/big7?since=0-0")
+        self.assertEqual([m["data"] for m in json.loads(data)["messages"]][:3],
+                         ["x7", "x507", "x1007"])
+
     def test_unreachable_at_start(self):
         """No Redis at start: a clear message (no password in it) and exit status 1."""
         port = free_port()
