@@ -66,6 +66,7 @@ typedef struct hd_conf_s {
     /* publishing and history */
     char *publish_key; /* NULL: publishing is open */
     size_t max_message_bytes;
+    uint64_t idempotency_window_ms; /* a retried publish with the same key: 0 = keys ignored */
     uint32_t history_size;    /* messages kept per channel */
     uint64_t history_ttl_ms;  /* 0: no age limit */
     size_t history_max_bytes; /* per channel */
@@ -88,6 +89,7 @@ typedef struct hd_conf_s {
     char *redis;        /* URL or unix socket path (hd_redis_url_parse); NULL: embedded */
     char *redis_prefix; /* of every key and pub/sub channel */
     uint64_t redis_timeout_ms;
+    uint32_t redis_max_pending; /* live messages held while catching up after a reconnect */
 } hd_conf_t;
 
 /*

@@ -46,6 +46,7 @@ typedef struct hd_message_s {
     uint64_t time_ms;    /* publish time (wall clock), for history_ttl */
     uint64_t publish_ns; /* uv_hrtime() when the broker took it: fan-out latency */
     uint8_t is_text;     /* payload is text (UTF-8): by content type */
+    uint8_t is_after_gap; /* the broker lost messages of its channel just before it (on_gap) */
     uint8_t id_len;
     uint8_t channel_len;
     char id[HD_ID_MAX];
@@ -53,6 +54,11 @@ typedef struct hd_message_s {
     char *content_type; /* inside this allocation, NUL-terminated */
     size_t len;
     char *data; /* inside this allocation */
+    /*
+     * Publishing only: the client's idempotency key (an allocation of its own, or NULL). The
+     * broker reads it and frees it (hd_message_take_idem_key) before anyone else sees the message.
+     */
+    char *idem_key;
 } hd_message_t;
 
 /* A message with no id yet (the broker assigns it), one reference. */
@@ -73,6 +79,13 @@ int hd_message_from_json(const char *channel, size_t channel_len, const struct j
                          const char **why);
 hd_message_t *hd_message_ref(hd_message_t *m);
 void hd_message_unref(hd_message_t *m);
+/* Longest idempotency key, in bytes. */
+#define HD_IDEM_KEY_MAX 128
+/* 1 if key[0..len) is a valid idempotency key: 1..HD_IDEM_KEY_MAX printable ASCII bytes, no
+ * space (the Idempotency-Key header, the batch and /ws "idempotency_key" fields). */
+int hd_idem_key_valid(const char *key, size_t len);
+/* Gives the message (not yet published) an idempotency key (copied; checked by the caller). */
+void hd_message_set_idem_key(hd_message_t *m, const char *key, size_t len);
 /* Sets seq/epoch/id; only the broker does this, before anyone else sees the message. */
 void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq);
 

@@ -10,7 +10,8 @@
 --   P meta          hash    epoch: id epoch (decimal ms of its creation); seq: the cluster-wide
 --                           sequence. Lost with Redis's data, and then made again: a new epoch.
 --   P conf          hash    history_size, history_ttl_ms, history_max_bytes, max_message_bytes,
---                           written by each herald node when it connects.
+--                           idempotency_window_ms, max_channels, written by each herald node
+--                           when it connects.
 --   P ch:<channel>  stream  the channel's history: entry id "<epoch>-<seq>", fields t (publish
 --                           time, ms), ct (content type), d (payload).
 --   P chm:<channel> hash    epoch (of the stream's entries), trimmed (highest seq that left
@@ -19,6 +20,13 @@
 --   P tombs         hash    65536 slots by hash of a channel name: the last seq published on a
 --                           channel, read when its keys have expired (all its messages then
 --                           left history). A collision only makes a gap report cautious.
+--   P chans         zset    the channels with history: member the name, score the time (ms) its
+--                           keys expire (+inf: never). The channel budget (max_channels) counts
+--                           the members with a score in the future; expired ones are removed a
+--                           few at a time by the publishes.
+--   P idem:<channel>/<key>  string  the id a publish with that idempotency key got, for
+--                           idempotency_window_ms: a publish with the same key on the same
+--                           channel within the window returns this id and publishes nothing.
 --
 -- The stream and its chm hash expire history_ttl after the last publish, so idle channels cost
 -- nothing. Pub/sub channel P msg:<channel> carries each message as
@@ -29,17 +37,28 @@
 -- channel's trimmed seq, is a gap: some messages after it may be missing.
 --
 -- Functions (docs/redis.md has examples):
---   FCALL herald_publish 1 P ch:<channel> <channel> <payload> [<content type>]  -> id
+--   FCALL herald_publish 1 P ch:<channel> <channel> <payload> [<content type> [<idem key>]]
+--                                                                    -> id
 --   FCALL herald_publish_batch N P ch:<c1> .. P ch:<cN> <c1> <p1> <t1> .. <cN> <pN> <tN>
 --                                                                    -> {time ms, id1 .. idN}
+--     (or with a fourth argument per message, its idempotency key, "" for none:
+--      <c1> <p1> <t1> <k1> .. <cN> <pN> <tN> <kN>)
 --   FCALL herald_read 1 P ch:<channel> <channel> sub|hist|info <since id or ""> <limit>
 --     -> {"<epoch>-<current seq>", gap, found, last id, history length, id, t, ct, d, ...}
+--     At most <limit> (1..READ_MAX_MSGS) messages and about READ_MAX_BYTES of payload: hist
+--     returns the oldest after since (the caller continues from the last), sub the newest (and
+--     gap = 1 when older ones after since were left out).
 --   FCALL herald_init 1 P conf <history_size> <history_ttl_ms> <history_max_bytes>
---                              <max_message_bytes>  -> {previous four values, "<epoch>-<seq>"}
+--                              <max_message_bytes> [<idempotency_window_ms> <max_channels>]
+--                                                   -> {previous values, "<epoch>-<seq>"}
 -- Every write happens after every check, so a refused call changes nothing.
 
-local DEFAULTS = {100, 3600000, 4194304, 1048576}
-local SETTINGS = {'history_size', 'history_ttl_ms', 'history_max_bytes', 'max_message_bytes'}
+local DEFAULTS = {100, 3600000, 4194304, 1048576, 600000, 0}
+local SETTINGS = {'history_size', 'history_ttl_ms', 'history_max_bytes', 'max_message_bytes',
+                  'idempotency_window_ms', 'max_channels'}
+local READ_MAX_MSGS = 1000
+local READ_MAX_BYTES = 8388608
+local PURGE_MAX = 64
 local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 local N_TOMBS = 65536
 
@@ -73,9 +92,114 @@ local function check_channel(channel)
     end
 end
 
+-- RFC 9110 tchar: the bytes of a token (made on first use: a library being loaded may not
+-- touch the string module).
+local TCHAR
+local function tchar_table()
+    if not TCHAR then
+        TCHAR = {}
+        local chars = "!#$%&'*+-.^_`|~0123456789" ..
+            'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+        for i = 1, #chars do
+            TCHAR[string.byte(chars, i)] = true
+        end
+    end
+    return TCHAR
+end
+
+-- The rules of hd_content_type_valid (src/pubsub/message.c): empty, or at most 127 bytes of
+-- printable ASCII: type "/" subtype *( OWS ";" OWS [ token "=" ( token / quoted-string ) ] ).
+local function content_type_valid(ct)
+    local len = #ct
+    if len == 0 then
+        return true
+    end
+    if len > 127 then
+        return false
+    end
+    local b = string.byte
+    local TCHAR = tchar_table()
+    local function token(i)
+        while i <= len and TCHAR[b(ct, i)] do
+            i = i + 1
+        end
+        return i
+    end
+    local function ows(i)
+        while i <= len and (b(ct, i) == 32 or b(ct, i) == 9) do
+            i = i + 1
+        end
+        return i
+    end
+    local i = token(1)
+    if i == 1 or i > len or b(ct, i) ~= 47 then
+        return false
+    end
+    local j = token(i + 1)
+    if j == i + 1 then
+        return false
+    end
+    i = j
+    while true do
+        i = ows(i)
+        if i > len then
+            return true
+        end
+        if b(ct, i) ~= 59 then
+            return false
+        end
+        i = ows(i + 1)
+        if i <= len and b(ct, i) ~= 59 then
+            j = token(i)
+            if j == i or j > len or b(ct, j) ~= 61 then
+                return false
+            end
+            i = j + 1
+            if i <= len and b(ct, i) == 34 then
+                i = i + 1
+                while true do
+                    if i > len then
+                        return false
+                    end
+                    local c = b(ct, i)
+                    if c == 34 then
+                        break
+                    end
+                    if c == 92 then
+                        i = i + 1
+                        if i > len then
+                            return false
+                        end
+                        c = b(ct, i)
+                    end
+                    if (c < 32 and c ~= 9) or c >= 127 then
+                        return false
+                    end
+                    i = i + 1
+                end
+                i = i + 1
+            else
+                j = token(i)
+                if j == i then
+                    return false
+                end
+                i = j
+            end
+        end
+    end
+end
+
 local function check_content_type(ct)
-    if type(ct) ~= 'string' or #ct > 127 or string.find(ct, '[\r\n]') then
-        fail('bad content type: at most 127 bytes, no line breaks')
+    if type(ct) ~= 'string' or not content_type_valid(ct) then
+        fail('bad content type: a media type (type/subtype, token=value or token="quoted" ' ..
+            'parameters) of at most 127 printable ASCII bytes')
+    end
+end
+
+-- An idempotency key: "" (none), or 1-128 printable ASCII bytes without spaces.
+local function check_idem_key(k)
+    if type(k) ~= 'string' or #k > 128 or string.find(k, '[^\33-\126]') then
+        fail('bad idempotency key: 1-128 printable ASCII characters, no spaces')
     end
 end
 
@@ -90,10 +214,11 @@ end
 local function settings(p)
     local v = redis.call('HMGET', p .. 'conf', unpack(SETTINGS))
     local s = {}
-    for i = 1, 4 do
+    for i = 1, #SETTINGS do
         s[i] = tonumber(v[i]) or DEFAULTS[i]
     end
-    return {size = s[1], ttl = s[2], max_bytes = s[3], max_msg = s[4]}
+    return {size = s[1], ttl = s[2], max_bytes = s[3], max_msg = s[4], window = s[5],
+            max_channels = s[6]}
 end
 
 -- The current epoch (decimal string), made on first use and after Redis lost its data.
@@ -198,6 +323,7 @@ local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct)
     trim(key, st, cfg, now)
     save_channel(key, cm, st, epoch, cfg)
     redis.call('HSET', p .. 'tombs', tomb_slot(channel), int(seq))
+    redis.call('ZADD', p .. 'chans', cfg.ttl > 0 and int(now + cfg.ttl) or '+inf', channel)
     redis.call('PUBLISH', p .. 'msg:' .. channel,
         id .. '\n' .. int(now) .. '\n' .. ct .. '\n' .. payload)
     return id
@@ -214,47 +340,116 @@ local function check_message(cfg, channel, payload, ct)
     end
 end
 
-local function herald_publish(keys, args)
-    if #keys ~= 1 or #args < 2 or #args > 3 then
-        fail('usage: FCALL herald_publish 1 <prefix>ch:<channel> <channel> <payload> [<type>]')
+-- The idempotency record of (channel, key), or nil when the key is "" or idempotency is off.
+local function idem_key_of(p, cfg, channel, k)
+    if k == '' or cfg.window <= 0 then
+        return nil
     end
-    local channel, payload, ct = args[1], args[2], args[3] or ''
+    return p .. 'idem:' .. channel .. '/' .. k
+end
+
+-- Whether the channel counts against the budget now (it has unexpired keys).
+local function channel_live(p, channel, now)
+    local score = redis.call('ZSCORE', p .. 'chans', channel)
+    return score and tonumber(score) > now
+end
+
+-- Refuses a call that would make more channels than max_channels (counted cluster-wide: the
+-- channels whose keys have not expired). Removes a few expired entries first.
+local function check_budget(p, cfg, now, channels)
+    local z = p .. 'chans'
+    local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. int(now), 'LIMIT', 0, PURGE_MAX)
+    if #old > 0 then
+        redis.call('ZREM', z, unpack(old))
+    end
+    if cfg.max_channels <= 0 then
+        return
+    end
+    local new, seen = 0, {}
+    for _, channel in ipairs(channels) do
+        if not seen[channel] then
+            seen[channel] = true
+            if not channel_live(p, channel, now) then
+                new = new + 1
+            end
+        end
+    end
+    if new > 0 and redis.call('ZCOUNT', z, '(' .. int(now), '+inf') + new > cfg.max_channels then
+        fail('channel budget spent: max_channels (' .. int(cfg.max_channels) ..
+            ') channels have history')
+    end
+end
+
+-- Publishes the checked messages (each {channel, payload, type, key}) in order. Returns
+-- {time ms, id ..}: a message whose idempotency key was seen within the window gets the id it
+-- got then and is not published again.
+local function publish_all(p, cfg, keys, msgs)
+    local now = now_ms()
+    local fresh = {}
+    for i, m in ipairs(msgs) do
+        local ik = idem_key_of(p, cfg, m[1], m[4])
+        m.ik = ik
+        m.prev = ik and redis.call('GET', ik)
+        if not m.prev then
+            fresh[#fresh + 1] = m[1]
+        end
+    end
+    check_budget(p, cfg, now, fresh)
+    local epoch = epoch_of(p, now)
+    local e36 = base36(tonumber(epoch))
+    local out = {int(now)}
+    for i, m in ipairs(msgs) do
+        local id = m.ik and redis.call('GET', m.ik) -- an earlier message of this call
+        if not id then
+            id = publish_one(p, cfg, now, epoch, e36, keys[i], m[1], m[2], m[3])
+            if m.ik then
+                redis.call('SET', m.ik, id, 'PX', int(cfg.window))
+            end
+        end
+        out[i + 1] = id
+    end
+    return out
+end
+
+local function herald_publish(keys, args)
+    if #keys ~= 1 or #args < 2 or #args > 4 then
+        fail('usage: FCALL herald_publish 1 <prefix>ch:<channel> <channel> <payload> [<type> ' ..
+            '[<idempotency key>]]')
+    end
+    local channel, payload, ct, k = args[1], args[2], args[3] or '', args[4] or ''
     check_channel(channel)
     local p = prefix_of(keys[1], 'ch:' .. channel)
     local cfg = settings(p)
     check_message(cfg, channel, payload, ct)
-    local now = now_ms()
-    local epoch = epoch_of(p, now)
-    return publish_one(p, cfg, now, epoch, base36(tonumber(epoch)), keys[1], channel, payload,
-        ct)
+    check_idem_key(k)
+    return publish_all(p, cfg, keys, {{channel, payload, ct, k}})[2]
 end
 
 local function herald_publish_batch(keys, args)
-    if #keys == 0 or #args ~= 3 * #keys then
-        fail('usage: FCALL herald_publish_batch N <key>.. (<channel> <payload> <type>)..')
+    local w = #keys > 0 and #args / #keys
+    if w ~= 3 and w ~= 4 then
+        fail('usage: FCALL herald_publish_batch N <key>.. (<channel> <payload> <type> ' ..
+            '[<idempotency key>])..')
     end
     local p
     for i = 1, #keys do
-        check_channel(args[3 * i - 2])
-        local q = prefix_of(keys[i], 'ch:' .. args[3 * i - 2])
+        check_channel(args[w * i - w + 1])
+        local q = prefix_of(keys[i], 'ch:' .. args[w * i - w + 1])
         if p and q ~= p then
             fail('every key of a batch must have the same prefix')
         end
         p = q
     end
     local cfg = settings(p)
+    local msgs = {}
     for i = 1, #keys do
-        check_message(cfg, args[3 * i - 2], args[3 * i - 1], args[3 * i])
+        local a = w * i - w
+        local m = {args[a + 1], args[a + 2], args[a + 3], w == 4 and args[a + 4] or ''}
+        check_message(cfg, m[1], m[2], m[3])
+        check_idem_key(m[4])
+        msgs[i] = m
     end
-    local now = now_ms()
-    local epoch = epoch_of(p, now)
-    local e36 = base36(tonumber(epoch))
-    local out = {int(now)}
-    for i = 1, #keys do
-        out[i + 1] = publish_one(p, cfg, now, epoch, e36, keys[i], args[3 * i - 2],
-            args[3 * i - 1], args[3 * i])
-    end
-    return out
+    return publish_all(p, cfg, keys, msgs)
 end
 
 -- What a subscriber (sub), a poll (hist) or an introspection (info) needs, in one atomic read
@@ -266,6 +461,9 @@ local function herald_read(keys, args)
     end
     local key, channel, mode, since, limit = keys[1], args[1], args[2], args[3],
         tonumber(args[4]) or 0
+    if limit <= 0 or limit > READ_MAX_MSGS then
+        limit = READ_MAX_MSGS
+    end
     check_channel(channel)
     local p = prefix_of(key, 'ch:' .. channel)
     local since_e, since_s
@@ -294,20 +492,38 @@ local function herald_read(keys, args)
         return out
     end
     local entries = {}
-    if since_e then
-        local start = '-'
-        if since_e == e36 then
-            start = '(' .. epoch .. '-' .. since_s
-        end
-        if limit > 0 then
-            entries = redis.call('XRANGE', key, start, '+', 'COUNT', limit)
-        else
-            entries = redis.call('XRANGE', key, start, '+')
+    local start = '-'
+    if since_e == e36 then
+        start = '(' .. epoch .. '-' .. since_s
+    end
+    if since_e and mode == 'hist' then
+        entries = redis.call('XRANGE', key, start, '+', 'COUNT', limit)
+    elseif since_e then
+        -- the newest: what follows comes live; what is left out is a gap
+        entries = redis.call('XREVRANGE', key, '+', start, 'COUNT', limit + 1)
+        if #entries > limit then
+            entries[#entries] = nil
+            out[2] = 1
         end
     elseif mode == 'hist' then
         entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
     end
-    for _, e in ipairs(entries) do
+    local n, bytes = #entries, 0
+    for i = 1, #entries do
+        bytes = bytes + #(fields(entries[i][2]).d or '')
+        if i > 1 and bytes > READ_MAX_BYTES then
+            n = i - 1
+            if mode ~= 'hist' then
+                out[2] = 1
+            end
+            break
+        end
+    end
+    for i = 1, n do
+        local e = entries[i]
+        if mode ~= 'hist' and since_e then
+            e = entries[n + 1 - i] -- oldest first
+        end
         local f = fields(e[2])
         out[#out + 1] = e36 .. '-' .. int(seq_of(e[1]))
         out[#out + 1] = f.t or '0'
@@ -318,25 +534,28 @@ local function herald_read(keys, args)
 end
 
 local function herald_init(keys, args)
-    if #keys ~= 1 or #args ~= 4 then
-        fail('usage: FCALL herald_init 1 <prefix>conf <size> <ttl_ms> <max_bytes> <max_msg>')
+    if #keys ~= 1 or (#args ~= 4 and #args ~= #SETTINGS) then
+        fail('usage: FCALL herald_init 1 <prefix>conf <size> <ttl_ms> <max_bytes> <max_msg> ' ..
+            '[<idempotency_window_ms> <max_channels>]')
     end
     local p = prefix_of(keys[1], 'conf')
-    for i = 1, 4 do
+    local set = {}
+    for i = 1, #args do
         if not string.find(args[i], '^%d+$') then
             fail('expected numbers')
         end
+        set[#set + 1] = SETTINGS[i]
+        set[#set + 1] = args[i]
     end
     local prev = redis.call('HMGET', keys[1], unpack(SETTINGS))
-    redis.call('HSET', keys[1], SETTINGS[1], args[1], SETTINGS[2], args[2], SETTINGS[3], args[3],
-        SETTINGS[4], args[4])
+    redis.call('HSET', keys[1], unpack(set))
     local epoch = epoch_of(p, now_ms())
     local cur = tonumber(redis.call('HGET', p .. 'meta', 'seq')) or 0
     local out = {}
-    for i = 1, 4 do
+    for i = 1, #args do
         out[i] = prev[i] or ''
     end
-    out[5] = base36(tonumber(epoch)) .. '-' .. int(cur)
+    out[#args + 1] = base36(tonumber(epoch)) .. '-' .. int(cur)
     return out
 end
 

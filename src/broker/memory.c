@@ -12,6 +12,7 @@
 #include "memory_store.h"
 
 #include "herald/log.h"
+#include "idem.h"
 
 #include <string.h>
 #include <sys/time.h>
@@ -27,6 +28,7 @@ typedef struct mem_broker_s {
     hd_mstore_t store;
     int is_stopping;         /* atomic: set by the thread that frees the broker */
     hd_broker_stats_t stats; /* written here, read by workers (relaxed) */
+    hd_idem_t idem;          /* idempotency keys of recent publishes (idem.h) */
 } mem_broker_t;
 
 #define STAT_SET(b, f, v) __atomic_store_n(&(b)->stats.f, (v), __ATOMIC_RELAXED)
@@ -71,12 +73,57 @@ static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
     hd_breq_free(r);
 }
 
+/*
+ * Publishes r's messages, except those whose idempotency key was published within the window:
+ * they get the first id (a key repeated inside r: the id its first message gets).
+ */
+static void do_publish(mem_broker_t *b, hd_breq_t *r)
+{
+    uint64_t now = wall_ms(), seq;
+    size_t n = r->n_msgs, nf = 0;
+    hd_message_t **fresh = hd_malloc((n ? n : 1) * sizeof(*fresh));
+    uint8_t *is_dup = hd_calloc(n ? n : 1, 1);
+    for (size_t i = 0; i < n; i++) {
+        hd_message_t *m = r->msgs[i];
+        if (m->idem_key) {
+            if (hd_idem_find(&b->idem, m->channel, m->channel_len, m->idem_key, now, &seq)) {
+                is_dup[i] = 1; /* seq 0: an earlier message of r, not published yet */
+                if (seq)
+                    hd_message_set_id(m, b->store.epoch, seq);
+                continue;
+            }
+            hd_idem_put(&b->idem, m->channel, m->channel_len, m->idem_key, 0, now);
+        }
+        fresh[nf++] = m;
+    }
+    r->err = nf ? hd_mstore_publish(&b->store, fresh, nf, now) : 0;
+    for (size_t i = 0; i < nf; i++) {
+        hd_message_t *m = fresh[i];
+        if (!m->idem_key)
+            continue;
+        if (r->err)
+            hd_idem_forget(&b->idem, m->channel, m->channel_len, m->idem_key);
+        else
+            hd_idem_put(&b->idem, m->channel, m->channel_len, m->idem_key, m->seq, now);
+    }
+    for (size_t i = 0; i < n && !r->err; i++) {
+        hd_message_t *m = r->msgs[i];
+        if (is_dup[i] && m->seq == 0 &&
+            hd_idem_find(&b->idem, m->channel, m->channel_len, m->idem_key, now, &seq))
+            hd_message_set_id(m, b->store.epoch, seq);
+        if (is_dup[i])
+            m->time_ms = now;
+    }
+    free(is_dup);
+    free(fresh);
+    reply(b, r);
+}
+
 static void handle(mem_broker_t *b, hd_breq_t *r)
 {
     switch (r->type) {
     case HD_BREQ_PUBLISH:
-        r->err = hd_mstore_publish(&b->store, r->msgs, r->n_msgs, wall_ms());
-        reply(b, r);
+        do_publish(b, r);
         break;
     case HD_BREQ_SUBSCRIBE:
         r->err = hd_mstore_subscribe(&b->store, r->worker->id, r, 0);
@@ -120,6 +167,7 @@ static void on_ttl_timer(uv_timer_t *t)
 {
     mem_broker_t *b = t->data;
     hd_mstore_expire(&b->store, wall_ms());
+    hd_idem_expire(&b->idem, wall_ms());
     update_stats(b);
     hd_mstore_log_limits(&b->store, hd_now_ms());
 }
@@ -153,6 +201,7 @@ static void mem_free(hd_broker_t *base)
     uv_thread_join(&b->thread);
     uv_loop_close(&b->loop);
     hd_mstore_dispose(&b->store);
+    hd_idem_dispose(&b->idem);
     free(b);
 }
 
@@ -197,7 +246,10 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     uv_timer_init(&b->loop, &b->ttl_timer);
     b->ttl_timer.data = b;
     uv_timer_start(&b->ttl_timer, on_ttl_timer, 1000, 1000);
+    /* Its bytes count against max_memory: a sixteenth of it at most. */
+    hd_idem_init(&b->idem, conf->idempotency_window_ms, conf->max_memory_bytes / 16);
     if ((rc = uv_thread_create(&b->thread, broker_main, b)) < 0) {
+        hd_idem_dispose(&b->idem);
         uv_close((uv_handle_t *)&b->wakeup, NULL);
         uv_close((uv_handle_t *)&b->ttl_timer, NULL);
         uv_run(&b->loop, UV_RUN_DEFAULT);

@@ -110,8 +110,9 @@ static hd_message_t *make_message(redis_broker_t *b, const char *channel, size_t
 {
     uint64_t epoch, seq;
     char type[128];
-    if (hd_id_parse(id, id_len, &epoch, &seq) < 0 || ct_len >= sizeof(type))
-        return NULL;
+    if (hd_id_parse(id, id_len, &epoch, &seq) < 0 || ct_len >= sizeof(type) ||
+        !hd_content_type_valid(ct, ct_len))
+        return NULL; /* not herald.lua's: the type would reach clients unchecked */
     memcpy(type, ct, ct_len);
     type[ct_len] = '\0';
     hd_message_t *m = hd_message_new(channel, channel_len, type, data, len);
@@ -402,9 +403,9 @@ static void send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
     while (first + n < r->n_msgs && n < PUBLISH_CALL_MAX_MSGS &&
            (n == 0 || bytes + r->msgs[first + n]->len <= PUBLISH_CALL_MAX_BYTES))
         bytes += r->msgs[first + n++]->len;
-    size_t argc = 3 + 4 * n;
-    const char *argv[3 + 4 * PUBLISH_CALL_MAX_MSGS];
-    size_t lens[3 + 4 * PUBLISH_CALL_MAX_MSGS];
+    size_t argc = 3 + 5 * n;
+    const char *argv[3 + 5 * PUBLISH_CALL_MAX_MSGS];
+    size_t lens[3 + 5 * PUBLISH_CALL_MAX_MSGS];
     char keys[PUBLISH_CALL_MAX_MSGS][KEY_MAX], nkeys[24];
     snprintf(nkeys, sizeof(nkeys), "%zu", n);
     argv[0] = "FCALL";
@@ -416,14 +417,16 @@ static void send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
         hd_message_t *m = r->msgs[first + i];
         lens[3 + i] = hd_redis_key(b, keys[i], "ch:", m->channel, m->channel_len);
         argv[3 + i] = keys[i];
-        const char **a = argv + 3 + n + 3 * i;
-        size_t *l = lens + 3 + n + 3 * i;
+        const char **a = argv + 3 + n + 4 * i;
+        size_t *l = lens + 3 + n + 4 * i;
         a[0] = m->channel;
         l[0] = m->channel_len;
         a[1] = m->data;
         l[1] = m->len;
         a[2] = m->content_type;
         l[2] = strlen(m->content_type);
+        a[3] = m->idem_key ? m->idem_key : "";
+        l[3] = strlen(a[3]);
     }
     op_t *op = hd_redis_op_new(b, OP_PUBLISH);
     op->r = r;
@@ -431,6 +434,10 @@ static void send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
     op->n = n;
     b->in_parts = first + n < r->n_msgs || first > 0 ? r : NULL;
     hd_redis_send(b, op, (int)argc, argv, lens);
+    for (size_t i = 0; i < n; i++) { /* hiredis copied them: Redis keeps the record */
+        free(r->msgs[first + i]->idem_key);
+        r->msgs[first + i]->idem_key = NULL;
+    }
 }
 
 /* Sends the held publishes no earlier subscribe holds back any more, in order. */
@@ -1039,6 +1046,9 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
              (unsigned long long)conf->history_ttl_ms);
     snprintf(b->settings[2], sizeof(b->settings[2]), "%zu", conf->history_max_bytes);
     snprintf(b->settings[3], sizeof(b->settings[3]), "%zu", conf->max_message_bytes);
+    snprintf(b->settings[4], sizeof(b->settings[4]), "%llu",
+             (unsigned long long)conf->idempotency_window_ms);
+    snprintf(b->settings[5], sizeof(b->settings[5]), "0"); /* max_channels: see below */
     hd_hmap_init(&b->chans, 256);
     hd_list_init(&b->held);
     hd_mpsc_init(&b->mailbox);

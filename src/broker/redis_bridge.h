@@ -25,6 +25,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define KEY_MAX        (64 + 8 + HD_CHANNEL_MAX + 1) /* prefix, kind, channel */
+#define N_SETTINGS     6
 
 /*
  * One FCALL herald_publish_batch carries at most this many messages and (past its first message)
@@ -123,7 +124,9 @@ struct redis_broker_s {
     char hb_channel[KEY_MAX];
     char client_name[3][96]; /* CLIENT SETNAME: herald:<host>:<pid>:cmd|sub|hb */
     uint64_t timeout_ms, tick_ms, hb_interval_ms;
-    char settings[4][24]; /* history_size, ttl_ms, max_bytes, max_message_bytes for herald_init */
+    /* for herald_init: history_size, ttl_ms, max_bytes, max_message_bytes, idempotency_window_ms,
+     * max_channels */
+    char settings[N_SETTINGS][24];
 
     /* connections */
     int state;

@@ -181,15 +181,16 @@ static void init_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     const char *s;
     size_t len;
     uint64_t epoch, cur;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 ||
-        hd_redis_reply_str(rep->element[4], &s, &len) < 0 ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != N_SETTINGS + 1 ||
+        hd_redis_reply_str(rep->element[N_SETTINGS], &s, &len) < 0 ||
         hd_id_parse(s, len, &epoch, &cur) < 0) {
         hd_redis_conn_lost(b, "herald_init: unexpected answer");
         return;
     }
-    static const char *const names[4] = {"history_size", "history_ttl", "history_max_bytes",
-                                         "max_message_size"};
-    for (int i = 0; i < 4; i++) {
+    static const char *const names[N_SETTINGS] = {"history_size",       "history_ttl",
+                                                  "history_max_bytes",  "max_message_size",
+                                                  "idempotency_window", "max_channels"};
+    for (int i = 0; i < N_SETTINGS; i++) {
         if (hd_redis_reply_str(rep->element[i], &s, &len) == 0 && len > 0 &&
             (len != strlen(b->settings[i]) || memcmp(s, b->settings[i], len) != 0))
             hd_log_warn("redis %s: %s differs from the one another node stored (%.*s); this "
@@ -334,7 +335,8 @@ static int open_conn(redis_broker_t *b, rconn_t *rc, char *why, size_t whylen)
 
 static void send_init(redis_broker_t *b, rconn_t *rc, const char *what, int argc, const char **argv)
 {
-    size_t lens[8];
+    size_t lens[4 + N_SETTINGS];
+    HD_ASSERT(argc <= (int)HD_ARRAY_SIZE(lens));
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     op_t *op = new_op(b, rc, OP_INIT);
@@ -360,9 +362,10 @@ static void send_settings(redis_broker_t *b)
 {
     char conf_key[KEY_MAX];
     hd_redis_key(b, conf_key, "conf", "", 0);
-    const char *init[] = {"FCALL",        "herald_init",  "1",           conf_key, b->settings[0],
-                          b->settings[1], b->settings[2], b->settings[3]};
-    send_init(b, &b->cmd, "herald_init", 8, init);
+    const char *init[4 + N_SETTINGS] = {"FCALL", "herald_init", "1", conf_key};
+    for (int i = 0; i < N_SETTINGS; i++)
+        init[4 + i] = b->settings[i];
+    send_init(b, &b->cmd, "herald_init", 4 + N_SETTINGS, init);
 }
 
 void hd_redis_conn_start(redis_broker_t *b)

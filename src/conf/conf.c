@@ -146,6 +146,8 @@ static const directive_t directives[] = {
       "when set, publishing needs 'Authorization: Bearer <key>'; off = open", .none = "off"),
     D("max_message_size", T_SIZE, max_message_bytes, "1m", "1", "64m", RELOAD,
       "largest message payload accepted from a publisher; larger is answered 413 (WebSocket 1009)"),
+    D("idempotency_window", T_DURATION, idempotency_window_ms, "10m", "0", "24h", RESTART,
+      "a publish retried with the same idempotency key within it gets the first id; 0 = off"),
     D("history_size", T_UINT, history_size, "100", "0", "1000000", RESTART,
       "messages kept per channel for resume and polling"),
     D("history_ttl", T_DURATION, history_ttl_ms, "1h", "0", "720h", RESTART,
@@ -187,6 +189,8 @@ static const directive_t directives[] = {
       "prefix of every Redis key and pub/sub channel herald uses", .check = check_redis_prefix),
     D("redis_timeout", T_DURATION, redis_timeout_ms, "3s", "100ms", "1m", RESTART,
       "a Redis connect or command taking longer counts as a lost connection"),
+    D("redis_max_pending", T_UINT, redis_max_pending, "100000", "16", "10000000", RESTART,
+      "live messages held while catching up after a reconnect; past it, subscribers get a gap notice"),
 };
 /* clang-format on */
 

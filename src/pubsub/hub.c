@@ -211,6 +211,10 @@ static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
             }
         } else if (m->seq <= s->last_seq) {
             continue; /* already delivered (history on resume) */
+        } else if (m->is_after_gap && s->ops->on_gap) {
+            s->ops->on_gap(s); /* the broker lost messages just before this one */
+            if (s->is_dead)
+                continue;
         }
         s->last_seq = m->seq;
         int fmt = s->ops->format;

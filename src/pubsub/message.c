@@ -220,8 +220,28 @@ hd_message_t *hd_message_ref(hd_message_t *m)
 
 void hd_message_unref(hd_message_t *m)
 {
-    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(m->idem_key);
         free(m);
+    }
+}
+
+int hd_idem_key_valid(const char *key, size_t len)
+{
+    if (len == 0 || len > HD_IDEM_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (key[i] <= ' ' || key[i] > '~')
+            return 0;
+    return 1;
+}
+
+void hd_message_set_idem_key(hd_message_t *m, const char *key, size_t len)
+{
+    free(m->idem_key);
+    m->idem_key = hd_malloc(len + 1);
+    memcpy(m->idem_key, key, len);
+    m->idem_key[len] = '\0';
 }
 
 void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq)
