@@ -43,9 +43,9 @@ typedef struct hd_message_s {
     int refs; /* atomic: a message crosses loops */
     uint64_t seq;
     uint64_t epoch;
-    uint64_t time_ms;    /* publish time (wall clock), for history_ttl */
-    uint64_t publish_ns; /* uv_hrtime() when the broker took it: fan-out latency */
-    uint8_t is_text;     /* payload is text (UTF-8): by content type */
+    uint64_t time_ms;     /* publish time (wall clock), for history_ttl */
+    uint64_t publish_ns;  /* uv_hrtime() when the broker took it: fan-out latency */
+    uint8_t is_text;      /* payload is text (UTF-8): by content type */
     uint8_t is_after_gap; /* the broker lost messages of its channel just before it (on_gap) */
     uint8_t id_len;
     uint8_t channel_len;
@@ -81,6 +81,8 @@ hd_message_t *hd_message_ref(hd_message_t *m);
 void hd_message_unref(hd_message_t *m);
 /* Longest idempotency key, in bytes. */
 #define HD_IDEM_KEY_MAX 128
+/* Longest key a broker stores: a batch item's derived "<key>#<index>" is a little longer. */
+#define HD_IDEM_STORED_MAX (HD_IDEM_KEY_MAX + 8)
 /* 1 if key[0..len) is a valid idempotency key: 1..HD_IDEM_KEY_MAX printable ASCII bytes, no
  * space (the Idempotency-Key header, the batch and /ws "idempotency_key" fields). */
 int hd_idem_key_valid(const char *key, size_t len);

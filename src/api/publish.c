@@ -72,6 +72,25 @@ static void content_type_of(hd_req_t *req, char *out, size_t outlen)
     out[len] = '\0';
 }
 
+#define BAD_IDEM_KEY "1-128 printable ASCII characters, no spaces"
+
+/* The Idempotency-Key header into out (HD_IDEM_KEY_MAX + 1): its length, 0 without one, or -1
+ * once a bad one was answered 400. */
+static int idem_header(hd_req_t *req, char *out)
+{
+    size_t len;
+    const char *k = hd_req_header(req, "idempotency-key", &len);
+    if (!k)
+        return 0;
+    if (!hd_idem_key_valid(k, len)) {
+        hd_http_respond_error(req, 400, "bad Idempotency-Key: " BAD_IDEM_KEY);
+        return -1;
+    }
+    memcpy(out, k, len);
+    out[len] = '\0';
+    return (int)len;
+}
+
 static void on_publish_one(hd_req_t *req, void *arg)
 {
     (void)arg;
@@ -86,9 +105,14 @@ static void on_publish_one(hd_req_t *req, void *arg)
         hd_http_respond_error(req, 413, "message larger than max_message_size");
         return;
     }
-    char ct[128];
+    char ct[128], key[HD_IDEM_KEY_MAX + 1];
+    int key_len = idem_header(req, key);
+    if (key_len < 0)
+        return;
     content_type_of(req, ct, sizeof(ct));
     hd_message_t *m = hd_message_new(channel, (size_t)n, ct, req->body, req->body_len);
+    if (key_len > 0)
+        hd_message_set_idem_key(m, key, (size_t)key_len);
     submit(req, &m, 1, 0);
 }
 
@@ -113,6 +137,12 @@ static void on_publish_batch(hd_req_t *req, void *arg)
                  root ? "not an array" : jerr.text);
         json_decref(root);
         hd_http_respond_error(req, 400, msg);
+        return;
+    }
+    char key[HD_IDEM_KEY_MAX + 1];
+    int key_len = idem_header(req, key);
+    if (key_len < 0) {
+        json_decref(root);
         return;
     }
     size_t n = json_array_size(root);
@@ -146,6 +176,20 @@ static void on_publish_batch(hd_req_t *req, void *arg)
             goto fail;
         }
         built++;
+        /* The item's own key, else the request's with the item's index: "<key>#<i>". */
+        json_t *ik = json_object_get(item, "idempotency_key");
+        if (ik && (!json_is_string(ik) ||
+                   !hd_idem_key_valid(json_string_value(ik), json_string_length(ik)))) {
+            batch_error(req, 400, i, "bad \"idempotency_key\": " BAD_IDEM_KEY);
+            goto fail;
+        }
+        if (ik) {
+            hd_message_set_idem_key(msgs[built - 1], json_string_value(ik), json_string_length(ik));
+        } else if (key_len > 0) {
+            char derived[HD_IDEM_KEY_MAX + 8];
+            int dl = snprintf(derived, sizeof(derived), "%s#%zu", key, i);
+            hd_message_set_idem_key(msgs[built - 1], derived, (size_t)dl);
+        }
     }
     json_decref(root);
     if (built == 0) {

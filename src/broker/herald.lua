@@ -196,10 +196,11 @@ local function check_content_type(ct)
     end
 end
 
--- An idempotency key: "" (none), or 1-128 printable ASCII bytes without spaces.
+-- An idempotency key: "" (none), or 1-136 printable ASCII bytes without spaces (herald's
+-- clients give 1-128; a batch item's "<key>#<index>" is a little longer).
 local function check_idem_key(k)
-    if type(k) ~= 'string' or #k > 128 or string.find(k, '[^\33-\126]') then
-        fail('bad idempotency key: 1-128 printable ASCII characters, no spaces')
+    if type(k) ~= 'string' or #k > 136 or string.find(k, '[^\33-\126]') then
+        fail('bad idempotency key: 1-136 printable ASCII characters, no spaces')
     end
 end
 

@@ -41,10 +41,10 @@ void hd_idem_dispose(hd_idem_t *t)
     hd_hmap_dispose(&t->map);
 }
 
-/* "<channel>/<key>" into out (HD_CHANNEL_MAX + 1 + HD_IDEM_KEY_MAX + 1 bytes). */
+/* "<channel>/<key>" into out (HD_CHANNEL_MAX + 1 + HD_IDEM_STORED_MAX + 1 bytes). */
 static size_t name_of(char *out, const char *channel, size_t channel_len, const char *key)
 {
-    size_t key_len = strnlen(key, HD_IDEM_KEY_MAX);
+    size_t key_len = strnlen(key, HD_IDEM_STORED_MAX);
     memcpy(out, channel, channel_len);
     out[channel_len] = '/';
     memcpy(out + channel_len + 1, key, key_len);
@@ -57,7 +57,7 @@ int hd_idem_find(hd_idem_t *t, const char *channel, size_t channel_len, const ch
 {
     if (t->window_ms == 0)
         return 0;
-    char name[HD_CHANNEL_MAX + HD_IDEM_KEY_MAX + 2];
+    char name[HD_CHANNEL_MAX + HD_IDEM_STORED_MAX + 2];
     size_t len = name_of(name, channel, channel_len, key);
     hd_hnode_t *n = hd_hmap_find(&t->map, name, len);
     if (!n)
@@ -74,7 +74,7 @@ void hd_idem_put(hd_idem_t *t, const char *channel, size_t channel_len, const ch
 {
     if (t->window_ms == 0)
         return;
-    char name[HD_CHANNEL_MAX + HD_IDEM_KEY_MAX + 2];
+    char name[HD_CHANNEL_MAX + HD_IDEM_STORED_MAX + 2];
     size_t len = name_of(name, channel, channel_len, key);
     hd_hnode_t *old = hd_hmap_find(&t->map, name, len);
     if (old) /* an expired entry not collected yet */

@@ -43,6 +43,7 @@
 #include <strings.h>
 
 static void deliver_ready(redis_broker_t *b);
+static void end_catchup(redis_broker_t *b, rchan_t *c);
 static void maybe_release(redis_broker_t *b, rchan_t *c);
 
 /* ---- replies to workers ---- */
@@ -228,6 +229,7 @@ static rchan_t *get_chan(redis_broker_t *b, const char *name, size_t len)
     c->subs = hd_calloc(b->n_workers, sizeof(*c->subs));
     hd_list_init(&c->pending);
     hd_list_init(&c->reads);
+    hd_list_init(&c->catchup_link);
     c->node.key = c->name;
     c->node.key_len = len;
     hd_hmap_insert(&b->chans, &c->node);
@@ -281,6 +283,13 @@ static void send_read(redis_broker_t *b, op_t *op, const char *channel, const ch
  */
 static void maybe_release(redis_broker_t *b, rchan_t *c)
 {
+    if (!c->subs_total && hd_list_linked(&c->catchup_link)) {
+        /* nobody left to catch up for */
+        hd_list_remove(&c->catchup_link);
+        hd_list_init(&c->catchup_link);
+        b->n_catchup_sent++; /* end_catchup counts one out */
+        end_catchup(b, c);
+    }
     if (c->subs_total || !hd_list_empty(&c->pending) || !hd_list_empty(&c->reads) || c->n_queued)
         return;
     if (b->state == ST_UP && (c->rstate == RS_SUBSCRIBED || c->rstate == RS_SUBSCRIBING)) {
@@ -314,6 +323,10 @@ static void deliver(redis_broker_t *b, rchan_t *c, hd_message_t *m)
     c->has_pos = 1;
     c->pos_epoch = m->epoch;
     c->pos_seq = m->seq;
+    if (c->is_gap_pending) {
+        m->is_after_gap = 1; /* this node's copy, not shared with anyone yet */
+        c->is_gap_pending = 0;
+    }
     for (unsigned k = 0; k < b->n_workers; k++)
         if (c->subs[k])
             hd_hub_post_delivery(hd_server_worker(b->server, k), hd_message_ref(m));
@@ -336,10 +349,52 @@ static void enqueue(redis_broker_t *b, rchan_t *c, hd_message_t *m, uint64_t arr
     c->n_queued++;
 }
 
+static void stop_catchup(hd_hnode_t *n, void *arg)
+{
+    (void)arg;
+    rchan_t *c = hd_container_of(n, rchan_t, node);
+    if (c->needs_catchup) {
+        c->needs_catchup = 0;
+        c->is_gap_pending = 1;
+    }
+}
+
+/*
+ * The queue reached redis_max_pending while catching up: stop holding deliveries. What was held
+ * is dropped and every channel concerned (a message dropped, or not caught up yet) tells its
+ * subscribers of the gap before its next message; catch-up reads still in flight are ignored
+ * when they come (a new round).
+ */
+static void give_up_catchup(redis_broker_t *b)
+{
+    size_t dropped = b->q_len - b->q_head;
+    for (size_t i = b->q_head; i < b->q_len; i++) {
+        queued_t q = b->queue[i];
+        q.c->is_gap_pending = 1;
+        q.c->n_queued--;
+        hd_message_unref(q.m);
+    }
+    b->q_head = b->q_len = 0;
+    while (!hd_list_empty(&b->catchup_wait)) {
+        rchan_t *c = hd_container_of(b->catchup_wait.next, rchan_t, catchup_link);
+        hd_list_remove(&c->catchup_link);
+        hd_list_init(&c->catchup_link);
+    }
+    hd_hmap_foreach(&b->chans, stop_catchup, b);
+    hd_log_warn("redis %s: catching up gave up: %zu live messages held (redis_max_pending); "
+                "%u channel(s) not caught up; their subscribers are told of a gap",
+                b->where, dropped, b->n_catchup);
+    b->n_catchup = 0;
+    b->n_catchup_sent = 0;
+    b->catchup_round++;
+}
+
 /* A live message (the reference passes to the call). */
 static void on_live_message(redis_broker_t *b, rchan_t *c, hd_message_t *m)
 {
     queued_t q = {c, m, b->read_ticket};
+    if (b->n_catchup > 0 && b->q_len - b->q_head >= b->max_pending)
+        give_up_catchup(b);
     if (b->q_head == b->q_len && b->n_catchup == 0 && !is_blocked(&q)) {
         deliver(b, c, m);
         hd_message_unref(m);
@@ -491,7 +546,13 @@ static void issue_sub_read(redis_broker_t *b, rchan_t *c, pend_sub_t *ps)
 
 static void send_catchup(redis_broker_t *b, rchan_t *c)
 {
+    if (b->n_catchup_sent >= CATCHUP_IN_FLIGHT) {
+        hd_list_insert_tail(&b->catchup_wait, &c->catchup_link);
+        return;
+    }
+    b->n_catchup_sent++;
     op_t *op = hd_redis_op_new(b, OP_CATCHUP);
+    op->round = b->catchup_round;
     op->c = c;
     op->ticket = ++b->read_ticket;
     hd_list_insert_tail(&c->reads, &op->link);
@@ -720,13 +781,31 @@ static void sub_read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     maybe_release(b, c);
 }
 
+/* A channel's catch-up is over (or not needed any more): the next one waiting may go. */
+static void end_catchup(redis_broker_t *b, rchan_t *c)
+{
+    c->needs_catchup = 0;
+    if (b->n_catchup_sent > 0)
+        b->n_catchup_sent--;
+    while (!hd_list_empty(&b->catchup_wait) && b->n_catchup_sent < CATCHUP_IN_FLIGHT) {
+        rchan_t *next = hd_container_of(b->catchup_wait.next, rchan_t, catchup_link);
+        hd_list_remove(&next->catchup_link);
+        hd_list_init(&next->catchup_link);
+        send_catchup(b, next);
+    }
+    if (--b->n_catchup == 0) {
+        sort_queue(b);
+        hd_log_info("redis %s: every channel caught up", b->where);
+    }
+}
+
 static void catchup_reply(redis_broker_t *b, op_t *op, const redisReply *rep, int is_current)
 {
     rchan_t *c = op->c;
     read_result_t res;
     hd_list_remove(&op->link);
-    if (!is_current) {
-        /* hd_redis_conn_lost already ended this round of catching up */
+    if (!is_current || op->round != b->catchup_round) {
+        /* hd_redis_conn_lost or give_up_catchup already ended this round of catching up */
         deliver_ready(b);
         maybe_release(b, c);
         return;
@@ -738,21 +817,28 @@ static void catchup_reply(redis_broker_t *b, op_t *op, const redisReply *rep, in
         hd_redis_reconnect_later(b, "catching up failed");
         return;
     }
-    if (res.gap)
+    if (res.gap) {
         hd_log_warn("redis %s: channel %s: history no longer holds every message published "
                     "while this node was disconnected; its subscribers missed some",
                     b->where, c->name);
-    for (size_t i = 0; i < res.n; i++)
+        c->is_gap_pending = 1;
+    }
+    size_t i = 0;
+    for (; i < res.n; i++) {
+        if (b->q_len - b->q_head >= b->max_pending)
+            give_up_catchup(b);
+        if (op->round != b->catchup_round)
+            break;
         enqueue(b, c, res.msgs[i], 0);
+    }
+    for (; i < res.n; i++)
+        hd_message_unref(res.msgs[i]);
     free(res.msgs);
     c->has_floor = 1;
     c->floor_epoch = res.epoch;
     c->floor_seq = res.cur;
-    c->needs_catchup = 0;
-    if (--b->n_catchup == 0) {
-        sort_queue(b);
-        hd_log_info("redis %s: every channel caught up", b->where);
-    }
+    if (op->round == b->catchup_round)
+        end_catchup(b, c);
     deliver_ready(b);
     maybe_release(b, c);
 }
@@ -870,6 +956,8 @@ static void resubscribe(hd_hnode_t *n, void *arg)
 
 void hd_redis_on_up(redis_broker_t *b)
 {
+    b->catchup_round++;
+    b->n_catchup_sent = 0;
     hd_hmap_foreach(&b->chans, resubscribe, b);
     deliver_ready(b);
 }
@@ -897,6 +985,13 @@ static void fail_unsent(hd_hnode_t *n, void *arg)
 void hd_redis_on_down(redis_broker_t *b)
 {
     b->n_catchup = 0;
+    b->n_catchup_sent = 0;
+    b->catchup_round++;
+    while (!hd_list_empty(&b->catchup_wait)) {
+        rchan_t *c = hd_container_of(b->catchup_wait.next, rchan_t, catchup_link);
+        hd_list_remove(&c->catchup_link);
+        hd_list_init(&c->catchup_link);
+    }
     while (!hd_list_empty(&b->held)) {
         held_t *h = hd_container_of(b->held.next, held_t, link);
         hd_list_remove(&h->link);
@@ -1051,6 +1146,8 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     snprintf(b->settings[5], sizeof(b->settings[5]), "0"); /* max_channels: see below */
     hd_hmap_init(&b->chans, 256);
     hd_list_init(&b->held);
+    hd_list_init(&b->catchup_wait);
+    b->max_pending = conf->redis_max_pending;
     hd_mpsc_init(&b->mailbox);
     uv_sem_init(&b->started, 0);
     if ((rc = uv_loop_init(&b->loop)) < 0) {

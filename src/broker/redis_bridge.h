@@ -35,6 +35,8 @@
  */
 #define PUBLISH_CALL_MAX_MSGS  32
 #define PUBLISH_CALL_MAX_BYTES (256 * 1024)
+/* Catch-up reads in flight after a reconnect: the others wait their turn (b->catchup_wait). */
+#define CATCHUP_IN_FLIGHT 16
 
 enum { ST_DOWN = HD_BROKER_DOWN, ST_CONNECTING = HD_BROKER_CONNECTING, ST_UP = HD_BROKER_UP };
 
@@ -73,7 +75,9 @@ typedef struct rchan_s {
     unsigned has_pos : 1;
     unsigned has_floor : 1;
     unsigned needs_catchup : 1;
-    uint64_t pos_epoch, pos_seq;     /* the last message delivered (or the first read's seq) */
+    unsigned is_gap_pending : 1; /* messages were lost: the next delivery carries is_after_gap */
+    hd_list_t catchup_link;      /* in b->catchup_wait while its catch-up read waits its turn */
+    uint64_t pos_epoch, pos_seq; /* the last message delivered (or the first read's seq) */
     uint64_t floor_epoch, floor_seq; /* sequence of the newest answered read */
     uint8_t name_len;
     char name[HD_CHANNEL_MAX + 1];
@@ -85,6 +89,7 @@ struct op_s {
     rconn_t *rc;
     uint64_t gen; /* connection generation it was sent on */
     uint64_t ticket;
+    uint64_t round; /* OP_CATCHUP: b->catchup_round it belongs to */
     int kind;
     const char *what; /* OP_INIT: the step, for messages */
     hd_breq_t *r;
@@ -159,6 +164,10 @@ struct redis_broker_s {
     queued_t *queue;
     size_t q_head, q_len, q_cap; /* entries [q_head, q_len) */
     unsigned n_catchup;          /* channels still catching up after a reconnect */
+    unsigned n_catchup_sent;     /* of those, reads in flight (at most CATCHUP_IN_FLIGHT) */
+    hd_list_t catchup_wait;      /* rchan_t subscribed again, their read not sent yet */
+    uint64_t catchup_round;      /* a new one at each reconnect and when catching up gives up */
+    size_t max_pending;          /* redis_max_pending: queue entries while catching up */
 
     /* start and stop */
     uv_sem_t started;

@@ -216,8 +216,10 @@ static void go_up(redis_broker_t *b)
     b->failures_logged = 0;
     b->hb_rx_ms = b->hb_sent_ms = now;
     if (b->was_up)
-        hd_log_warn("redis %s: connected again after %.1f s; catching up %u channel(s)", b->where,
-                    (double)(now - b->down_since_ms) / 1000.0, (unsigned)b->chans.n);
+        hd_log_warn("redis %s: connected again after %.1f s; catching up %u channel(s), %d at a "
+                    "time",
+                    b->where, (double)(now - b->down_since_ms) / 1000.0, (unsigned)b->chans.n,
+                    CATCHUP_IN_FLIGHT);
     else
         hd_log_info("redis %s: connected", b->where);
     if (!b->was_up) {

@@ -162,6 +162,17 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
         reply_error(ws, ref, NULL, rc == HD_EBODYTOOBIG ? "too_large" : "bad_data", why);
         return;
     }
+    /* A retry with the same key within idempotency_window gets the first publish's id. */
+    json_t *ik = json_object_get(root, "idempotency_key");
+    if (ik && (!json_is_string(ik) ||
+               !hd_idem_key_valid(json_string_value(ik), json_string_length(ik)))) {
+        hd_message_unref(m);
+        reply_error(ws, ref, NULL, "bad_idempotency_key",
+                    "\"idempotency_key\" must be 1-128 printable ASCII characters, no spaces");
+        return;
+    }
+    if (ik)
+        hd_message_set_idem_key(m, json_string_value(ik), json_string_length(ik));
     hd_ws_publish(ws, m, ref);
 }
 

@@ -76,7 +76,8 @@ class Redis:
 
     def cli(self, *args, check=True):
         """Runs redis-cli against this server; returns its output (raw mode), stripped."""
-        p = subprocess.run([REDIS_CLI, "-p", str(self.port)] + [str(a) for a in args],
+        p = subprocess.run([REDIS_CLI, "-p", str(self.port)] +
+                           [a if isinstance(a, bytes) else str(a) for a in args],
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=IO)
         out = p.stdout.decode(errors="replace").strip()
         if check and (p.returncode != 0 or out.startswith("ERR")):
@@ -605,6 +606,130 @@ class RedisTest(hh.HeraldTestCase):
         st, _, data = request(b.port, "GET", "/poll/big7?since=0-0")
         self.assertEqual([m["data"] for m in json.loads(data)["messages"]][:3],
                          ["x7", "x507", "x1007"])
+
+    def test_idempotent_retry_any_node(self):
+        """A publish retried with the same Idempotency-Key gets the first id, on the same node
+        and on another; batches, redis-cli and /ws share the one record in Redis."""
+        redis = self.start_redis()
+        a, b = self.node(redis), self.node(redis)
+        hdrs = {"Content-Type": "text/plain", "Idempotency-Key": "pay-42"}
+        ids = []
+        for n in (a, b, a):
+            st, _, data = request(n.port, "POST", "/pub/idem", b"once", hdrs)
+            self.assertEqual(st, 200, data)
+            ids.append(json.loads(data)["id"])
+        self.assertEqual(len(set(ids)), 1, ids)
+        self.assertTrue(redis.cli("PTTL", "herald:idem:idem/pay-42").isdigit())
+        items = [{"channel": "idem", "data": "b%d" % i} for i in range(40)]  # two FCALLs
+        got = []
+        for n in (a, b):
+            st, _, data = request(n.port, "POST", "/pub", json.dumps(items).encode(),
+                                  {"Idempotency-Key": "batch-7"})
+            self.assertEqual(st, 200, data)
+            got.append([m["id"] for m in json.loads(data)["messages"]])
+        self.assertEqual(got[0], got[1])
+        # redis-cli with the same key as an item: the same id, nothing published
+        out = redis.cli("FCALL", "herald_publish", 1, "herald:ch:idem", "idem", "b3", "",
+                        "batch-7#3")
+        self.assertEqual(out, got[0][3])
+        st, _, data = request(b.port, "GET", "/poll/idem?since=0-0")
+        self.assertEqual([m["id"] for m in json.loads(data)["messages"]], ids[:1] + got[0])
+
+    def test_function_checks_content_type(self):
+        """FCALL with a content type hd_content_type_valid refuses is refused, with a clear
+        error, and changes nothing."""
+        redis = self.start_redis()
+        a = self.node(redis)
+        good = redis.cli("FCALL", "herald_publish", 1, "herald:ch:ct", "ct", "x",
+                         'text/plain; charset="utf-8"')
+        for bad in ("text/plain; x=\xff\xfe", "text", "text/plain; a", "a/b;\r\nc=d",
+                    "t/" + "x" * 130, "text/plain; q=\"open"):
+            out = redis.cli("FCALL", "herald_publish", 1, "herald:ch:ct", "ct", "x",
+                            bad.encode("latin-1").decode("unicode_escape").encode("latin-1"),
+                            check=False)
+            self.assertIn("ERR herald: bad content type", out, bad)
+        out = redis.cli("FCALL", "herald_publish_batch", 2, "herald:ch:ct", "herald:ch:ct",
+                        "ct", "y", "text/plain", "ct", "z", "bad type", check=False)
+        self.assertIn("bad content type", out)
+        st, _, data = request(a.port, "GET", "/poll/ct?since=0-0")
+        self.assertEqual([m["id"] for m in json.loads(data)["messages"]], [good])
+
+    def sse_many(self, port, names):
+        """Multi-channel SSE streams on port, 10 channels each."""
+        out = []
+        for k in range(0, len(names), 10):
+            q = "&".join("channel=" + n for n in names[k:k + 10])
+            out.append(SseCollector(port, "/sse?" + q))
+        return out
+
+    def test_catch_up_paced(self):
+        """After CLIENT KILL a node catches up 40 channels 16 at a time, and every message
+        published meanwhile arrives once, in order."""
+        redis = self.start_redis()
+        a, b = self.node(redis), self.node(redis)
+        names = ["p%d" % i for i in range(40)]
+        streams = self.sse_many(b.port, names)
+        time.sleep(0.3)
+        mark = b.mark()
+        self.assertEqual(redis.kill_clients_of(b.pid), 2)
+        items = [{"channel": n, "data": "d%d" % k} for k in range(3) for n in names]
+        st, _, data = request(a.port, "POST", "/pub", json.dumps(items).encode())
+        self.assertEqual(st, 200, data)
+        ids = [m["id"] for m in json.loads(data)["messages"]]
+        b.wait_log(r"catching up \d+ channel\(s\), 16 at a time", start=mark)
+        b.wait_log(r"every channel caught up", start=mark)
+        got = []
+        for s in streams:
+            with s.cond:
+                s.cond.wait_for(lambda: len(s.events) >= 30, IO)
+            got += [e["id"] for e in s.events]
+            s.close()
+        self.assertEqual(sorted(got, key=parse_id), ids)
+
+    def test_catch_up_queue_bounded(self):
+        """With redis_max_pending 16, live messages arriving while a node catches up overflow
+        its queue: it gives up waiting, says so, and its subscribers get a gap notice before
+        the next message instead of the queue growing; the streams go on."""
+        redis = self.start_redis()
+        a = self.node(redis)
+        b = self.start_herald(conf={"history_size": "1000", "redis_max_pending": "16"},
+                              overrides=["redis redis://127.0.0.1:%d/0" % redis.port,
+                                         "redis_timeout 1s"])
+        names = ["q%d" % i for i in range(40)]
+        streams = self.sse_many(b.port, names)
+        time.sleep(0.3)
+        stop = threading.Event()
+
+        def flood():
+            items = json.dumps([{"channel": n, "data": "x"} for n in names]).encode()
+            end = time.monotonic() + 20
+            while not stop.is_set() and time.monotonic() < end:
+                request(a.port, "POST", "/pub", items)
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        mark = b.mark()
+        for _ in range(10):  # each try: kill, wait until connected again
+            m = b.mark()
+            redis.kill_clients_of(b.pid)
+            b.wait_log(r"connected again", start=m)
+            time.sleep(0.3)
+            if b.find_log(r"catching up gave up", start=mark):
+                break
+        stop.set()
+        t.join(IO)
+        self.assertTrue(b.find_log(r"catching up gave up: \d+ live messages held "
+                                   r"\(redis_max_pending\)", start=mark), b.log_text()[-3000:])
+        after = publish(a.port, names[0], "after")
+        s = streams[0]
+        with s.cond:
+            s.cond.wait_for(lambda: any(e["id"] == after for e in s.events), IO)
+        self.assertIn(after, [e["id"] for e in s.events])
+        gaps = [e for x in streams for e in x.events if e["event"] == "herald-gap"]
+        self.assertTrue(gaps, "no gap notice")
+        for x in streams:
+            ids = [parse_id(e["id"]) for e in x.events if e["event"] != "herald-gap"]
+            self.assertEqual(ids, sorted(set(ids)), "duplicates or disorder")
+            x.close()
 
     def test_unreachable_at_start(self):
         """No Redis at start: a clear message (no password in it) and exit status 1."""
