@@ -66,7 +66,9 @@ typedef struct hd_conf_s {
     /* publishing and history */
     char *publish_key; /* NULL: publishing is open */
     size_t max_message_bytes;
-    uint64_t idempotency_window_ms; /* a retried publish with the same key: 0 = keys ignored */
+    /* a publish retried with the same key within it gets the first id; 0: keys ignored */
+    uint64_t idempotency_window_ms;
+
     uint32_t history_size;    /* messages kept per channel */
     uint64_t history_ttl_ms;  /* 0: no age limit */
     size_t history_max_bytes; /* per channel */
