@@ -648,6 +648,15 @@ static int map_error(redis_broker_t *b, const char *what, const redisReply *rep)
     const char *s = rep->str;
     if (strncmp(s, "ERR herald: message larger", 26) == 0)
         return HD_EBODYTOOBIG;
+    if (strncmp(s, "ERR herald: channel budget", 26) == 0) {
+        STAT_SET(b, channels_refused, b->stats.channels_refused + 1);
+        uint64_t now = hd_redis_now_ms(b);
+        if (now - b->budget_logged_ms >= 1000) {
+            hd_log_warn("redis %s: a new channel refused: %.200s", b->where, s + 12);
+            b->budget_logged_ms = now;
+        }
+        return HD_ECHANNELS; /* as max_channels with the embedded broker */
+    }
     if (strncmp(s, "ERR herald: ", 12) == 0)
         return HD_EBADREQ;
     /* Once a second at most: a Redis out of memory refuses every publish. */
@@ -1055,6 +1064,7 @@ static void redis_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
     out->messages_published = __atomic_load_n(&b->stats.messages_published, __ATOMIC_RELAXED);
     out->state = __atomic_load_n(&b->stats.state, __ATOMIC_RELAXED);
     out->reconnects = __atomic_load_n(&b->stats.reconnects, __ATOMIC_RELAXED);
+    out->channels_refused = __atomic_load_n(&b->stats.channels_refused, __ATOMIC_RELAXED);
 }
 
 static void free_chan_node(hd_hnode_t *n, void *arg)
@@ -1143,7 +1153,8 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     snprintf(b->settings[3], sizeof(b->settings[3]), "%zu", conf->max_message_bytes);
     snprintf(b->settings[4], sizeof(b->settings[4]), "%llu",
              (unsigned long long)conf->idempotency_window_ms);
-    snprintf(b->settings[5], sizeof(b->settings[5]), "0"); /* max_channels: see below */
+    /* max_channels: under Redis the cluster-wide budget of channels with history */
+    snprintf(b->settings[5], sizeof(b->settings[5]), "%u", conf->max_channels);
     hd_hmap_init(&b->chans, 256);
     hd_list_init(&b->held);
     hd_list_init(&b->catchup_wait);

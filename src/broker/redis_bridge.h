@@ -148,6 +148,7 @@ struct redis_broker_s {
     uint64_t epoch_seen;
     uint64_t failures_logged;
     uint64_t error_logged_ms, errors_unlogged; /* error replies: logged once a second */
+    uint64_t budget_logged_ms;                 /* max_channels refusals: once a second */
     char later_why[200];                       /* a reconnect asked for from inside a callback */
     op_t *failed; /* commands hiredis refused, failed on the next pass */
     uint64_t rng;

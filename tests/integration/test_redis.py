@@ -731,6 +731,34 @@ class RedisTest(hh.HeraldTestCase):
             self.assertEqual(ids, sorted(set(ids)), "duplicates or disorder")
             x.close()
 
+    def test_channel_budget(self):
+        """max_channels is a cluster-wide budget of channels with history, kept in Redis: a
+        publish that would make one more is refused 507 as with the embedded broker, on every
+        node and from redis-cli, while existing channels keep working."""
+        redis = self.start_redis()
+        a, b = self.node(redis, max_channels="50"), self.node(redis, max_channels="50")
+        items = [{"channel": "c%d" % i, "data": "x"} for i in range(40)]
+        st, _, data = request(a.port, "POST", "/pub", json.dumps(items).encode())
+        self.assertEqual(st, 200, data)
+        more = [{"channel": "n%d" % i, "data": "x"} for i in range(20)]
+        for n in (a, b):
+            st, _, data = request(n.port, "POST", "/pub", json.dumps(more).encode())
+            self.assertEqual(st, 507, data)
+            self.assertIn(b"channel limit reached (max_channels)", data)
+        for i in range(10):  # up to the budget, one at a time
+            self.assertEqual(request(b.port, "POST", "/pub/m%d" % i, b"y")[0], 200)
+        self.assertEqual(request(b.port, "POST", "/pub/over", b"y")[0], 507)
+        out = redis.cli("FCALL", "herald_publish", 1, "herald:ch:fresh", "fresh", "x", "",
+                        check=False)
+        self.assertIn("channel budget spent", out)
+        st, _, data = request(b.port, "POST", "/pub", json.dumps(items).encode())
+        self.assertEqual(st, 200, data)  # existing channels are untouched
+        self.assertEqual(int(redis.cli("ZCARD", "herald:chans")), 50)
+        self.assertEqual(int(redis.cli("EXISTS", "herald:ch:n0")), 0)
+        self.assertGreaterEqual(json.loads(request(a.port, "GET", "/stats")[2])
+                                .get("channels_refused", 0), 1)
+        self.assertTrue(a.find_log(r"a new channel refused: channel budget spent"))
+
     def test_unreachable_at_start(self):
         """No Redis at start: a clear message (no password in it) and exit status 1."""
         port = free_port()
