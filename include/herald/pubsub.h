@@ -106,7 +106,10 @@ int hd_channel_name_valid(const char *name, size_t len);
 
 /* Formats "<epoch>-<seq>" (epoch in base 36). Returns the length. */
 size_t hd_id_format(char *out, size_t outlen, uint64_t epoch, uint64_t seq);
-/* Parses an id. Returns 0, or HD_EBADREQ for anything else. */
+/*
+ * Parses an id as hd_id_format writes it (leading zeros allowed): every id hd_id_format writes
+ * parses back to its pair. Returns 0, or HD_EBADREQ for anything else, a part past 64 bits too.
+ */
 int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq);
 
 /* ---- wire formats: each message is encoded once per format per worker ---- */

@@ -270,27 +270,30 @@ size_t hd_id_format(char *out, size_t outlen, uint64_t epoch, uint64_t seq)
 
 int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq)
 {
+    /* At most 13 base-36 digits and 20 decimal ones: what hd_id_format writes for UINT64_MAX. */
     const char *dash = memchr(s, '-', len);
-    if (!dash || dash == s || dash == s + len - 1 || dash - s > 13 || (s + len) - dash - 1 > 19)
+    if (!dash || dash == s || dash == s + len - 1 || dash - s > 13 || (s + len) - dash - 1 > 20)
         return HD_EBADREQ;
     uint64_t e = 0, q = 0;
     for (const char *p = s; p < dash; p++) {
-        int d;
+        unsigned d;
         if (*p >= '0' && *p <= '9')
-            d = *p - '0';
+            d = (unsigned)(*p - '0');
         else if (*p >= 'a' && *p <= 'z')
-            d = *p - 'a' + 10;
+            d = (unsigned)(*p - 'a' + 10);
         else
             return HD_EBADREQ;
-        e = e * 36 + (uint64_t)d;
+        if (e > (UINT64_MAX - d) / 36)
+            return HD_EBADREQ; /* 13 digits can spell more than 64 bits */
+        e = e * 36 + d;
     }
     for (const char *p = dash + 1; p < s + len; p++) {
         if (*p < '0' || *p > '9')
             return HD_EBADREQ;
-        uint64_t nq = q * 10 + (uint64_t)(*p - '0');
-        if (nq < q)
+        unsigned d = (unsigned)(*p - '0');
+        if (q > (UINT64_MAX - d) / 10)
             return HD_EBADREQ;
-        q = nq;
+        q = q * 10 + d;
     }
     *epoch = e;
     *seq = q;

@@ -59,6 +59,37 @@ static void test_ids(void)
         T_EQ_INT(hd_id_parse(bad[i], strlen(bad[i]), &e, &s), HD_EBADREQ);
 }
 
+/* The largest ids format and parse back; one past 64 bits in either part is refused, not
+ * wrapped (fuzz_id found "zzzzzzzzzzzzz-1" parsed as a wrapped epoch, and the id of seq
+ * UINT64_MAX refused). */
+static void test_id_limits(void)
+{
+    char id[HD_ID_MAX];
+    uint64_t e, s;
+    size_t n = hd_id_format(id, sizeof(id), UINT64_MAX, UINT64_MAX);
+    T_EQ_STR(id, "3w5e11264sgsf-18446744073709551615");
+    T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
+    T_TRUE(e == UINT64_MAX && s == UINT64_MAX);
+    T_EQ_INT(hd_id_parse("0000000000001-00000000000000000001", 34, &e, &s), 0);
+    T_TRUE(e == 1 && s == 1);
+    const char *bad[] = {"3w5e11264sgsg-1", "zzzzzzzzzzzzz-1", "1-18446744073709551616",
+                         "1-99999999999999999999", "1-000000000000000000001"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        if (hd_id_parse(bad[i], strlen(bad[i]), &e, &s) != HD_EBADREQ)
+            T_FAIL("\"%s\" parsed as %llu-%llu", bad[i], (unsigned long long)e,
+                   (unsigned long long)s);
+    }
+    /* Pairs around every power of 36 and of 10 go there and back. */
+    for (uint64_t p = 1; p != 0 && p <= UINT64_MAX / 36; p *= 36) {
+        uint64_t pairs[3][2] = {{p - 1, p}, {p, p - 1}, {p * 36 - 1, p + 1}};
+        for (int k = 0; k < 3; k++) {
+            n = hd_id_format(id, sizeof(id), pairs[k][0], pairs[k][1]);
+            T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
+            T_TRUE(e == pairs[k][0] && s == pairs[k][1]);
+        }
+    }
+}
+
 static void test_channel_names(void)
 {
     T_TRUE(hd_channel_name_valid("a", 1));
@@ -335,6 +366,7 @@ static void test_refs(void)
 int main(void)
 {
     T_RUN(test_ids);
+    T_RUN(test_id_limits);
     T_RUN(test_channel_names);
     T_RUN(test_content_type_syntax);
     T_RUN(test_content_types);
