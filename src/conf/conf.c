@@ -272,6 +272,13 @@ static int fail(loader_t *ld, int origin, const char *directive, const char *fmt
         vsnprintf(ld->err + pos, ld->errlen - pos, fmt, ap);
         va_end(ap);
     }
+    /* One printable line whatever the input held: text echoed from a line or an override may
+     * carry control bytes (an -o value with a newline, a stray CR), which would split a log
+     * line or garble a terminal. */
+    for (char *p = ld->err; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    }
     return HD_ECONF;
 }
 
