@@ -11,6 +11,10 @@
  * written after a valid handshake: client frames (masked; a zero mask key leaves the payload
  * readable, which the corpus uses). Then the client closes and the loop runs until the
  * connection is freed and the broker has answered everything, so nothing survives one input.
+ *
+ * Everything the server writes back goes through wire_check.h: every text frame (payloads on
+ * /ws/fz, herald.v1 envelopes, /ws replies and error messages) and close reason must be UTF-8,
+ * the JSON ones JSON objects with a valid content_type, the framing sound.
  */
 #define _GNU_SOURCE
 #include "herald/conf.h"
@@ -18,6 +22,7 @@
 #include "herald/log.h"
 #include "herald/server.h"
 #include "herald/transport.h"
+#include "wire_check.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,8 +60,9 @@ static void pump(int n)
 }
 
 static char sink[1 << 16];
+static wire_check_t wire; /* what the client of the current input reads */
 
-/* Reads and drops what the server sent; returns the byte count, or -1 at EOF. */
+/* Reads what the server sent into the wire check; returns the byte count, or -1 at EOF. */
 static ssize_t drain(int fd, int *saw_head)
 {
     ssize_t total = 0;
@@ -64,12 +70,15 @@ static ssize_t drain(int fd, int *saw_head)
         ssize_t n = read(fd, sink, sizeof(sink));
         if (n > 0) {
             total += n;
-            if (saw_head && memmem(sink, (size_t)n, "\r\n\r\n", 4))
+            wire_check_feed(&wire, sink, (size_t)n);
+            if (saw_head && wire.state != WIRE_HEAD)
                 *saw_head = 1;
             continue;
         }
-        if (n == 0)
+        if (n == 0) {
+            wire_check_eof(&wire);
             return total ? total : -1;
+        }
         return total;
     }
 }
@@ -209,6 +218,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
     CHECK(hd_server_adopt(srv, sv[1]) != NULL);
     int fd = sv[0];
+    wire_check_init(&wire, (sel & 3) == 1 ? WIRE_WS : WIRE_WS_JSON, paths[sel & 3]);
 
     char hs[512];
     int n = snprintf(hs, sizeof(hs),
@@ -244,6 +254,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         quiet = drain(fd, NULL) > 0 ? 0 : quiet + 1;
     }
     close(fd);
+    wire_check_dispose(&wire);
 
     /* Everything is freed once the peer is gone and the broker has answered. */
     for (int i = 0; i < 100000 && hd_server_conn_count(srv) > 0; i++) {
