@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_hub.c: a worker's hub (src/pubsub/hub.c, included so the test can hand it deliveries
+ * directly) against a fake broker that records requests and answers when the test says:
+ * ordering and de-duplication across the history reply and live messages, subscribers leaving
+ * or joining during a fan-out, epoch gaps, and subscriptions ended or refused while pending.
+ */
+#include "pubsub/hub.c"
+
+#include "herald/conf.h"
+#include "test.h"
+
+#define E1 1000u
+#define E2 2000u
+
+/* ---- a broker that answers when told ---- */
+
+typedef struct fake_broker_s {
+    hd_broker_t base;
+    hd_breq_t *reqs[64];
+    int n;
+} fake_broker_t;
+
+static void fake_submit(hd_broker_t *b, hd_breq_t *r)
+{
+    fake_broker_t *f = (fake_broker_t *)b;
+    T_TRUE(f->n < 64);
+    f->reqs[f->n++] = r;
+}
+
+static const hd_broker_ops_t fake_ops = {.name = "fake", .submit = fake_submit};
+static fake_broker_t broker = {.base = {.ops = &fake_ops}};
+
+/* The oldest request of type on channel (NULL: any), taken from the queue. */
+static hd_breq_t *take(int type, const char *channel)
+{
+    for (int i = 0; i < broker.n; i++) {
+        hd_breq_t *r = broker.reqs[i];
+        if (r->type == type && (!channel || strcmp(r->channel, channel) == 0)) {
+            memmove(&broker.reqs[i], &broker.reqs[i + 1],
+                    (size_t)(broker.n - i - 1) * sizeof(*broker.reqs));
+            broker.n--;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* Unsubscribes sent for channel (taken and freed). */
+static int count_unsubscribes(const char *channel)
+{
+    int n = 0;
+    hd_breq_t *r;
+    while ((r = take(HD_BREQ_UNSUBSCRIBE, channel)) != NULL) {
+        hd_breq_free(r);
+        n++;
+    }
+    return n;
+}
+
+static hd_message_t *mk(const char *channel, uint64_t epoch, uint64_t seq)
+{
+    char data[32];
+    int n = snprintf(data, sizeof(data), "m%llu", (unsigned long long)seq);
+    hd_message_t *m = hd_message_new(channel, strlen(channel), "text/plain", data, (size_t)n);
+    hd_message_set_id(m, epoch, seq);
+    m->publish_ns = uv_hrtime();
+    return m;
+}
+
+/* Answers the pending SUBSCRIBE on channel as the broker would (history: refs taken here). */
+static void answer(hd_worker_t *w, const char *channel, uint64_t epoch, uint64_t last_seq,
+                   hd_message_t **hist, size_t n, int gap, int err)
+{
+    hd_breq_t *r = take(HD_BREQ_SUBSCRIBE, channel);
+    T_TRUE(r != NULL);
+    r->epoch = epoch;
+    r->last_seq = last_seq;
+    r->gap = (uint8_t)gap;
+    r->err = err;
+    if (n) {
+        r->msgs = hd_malloc(n * sizeof(*r->msgs));
+        for (size_t i = 0; i < n; i++)
+            r->msgs[i] = hd_message_ref(hist[i]);
+        r->n_msgs = n;
+    }
+    r->reply_cb(w, r);
+}
+
+/* Hands m to the hub as a broker delivery does. */
+static void deliver(hd_worker_t *w, hd_message_t *m)
+{
+    delivery_t *d = hd_malloc(sizeof(*d));
+    d->base.cb = on_delivery;
+    d->m = hd_message_ref(m);
+    on_delivery(w, &d->base);
+}
+
+/* ---- subscribers that record what they see ---- */
+
+typedef struct rec_s rec_t;
+struct rec_s {
+    hd_sub_t *s;
+    int ready, ready_err, ready_gap;
+    size_t ready_n;
+    uint64_t seen[32]; /* sequences delivered; 0 marks a gap notice */
+    int n;
+    void (*hook)(rec_t *r, hd_message_t *m); /* runs inside on_message */
+    void *hook_arg;
+};
+
+static void rec_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    (void)msgs;
+    rec_t *r = s->data;
+    r->ready++;
+    r->ready_err = err;
+    r->ready_gap = gap;
+    r->ready_n = n;
+    if (err)
+        r->s = NULL; /* the hub frees it */
+}
+
+static void rec_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
+{
+    rec_t *r = s->data;
+    T_TRUE(encoded != NULL && encoded->len > 0);
+    T_TRUE(r->n < 32);
+    r->seen[r->n++] = m->seq;
+    if (r->hook)
+        r->hook(r, m);
+}
+
+static void rec_on_gap(hd_sub_t *s)
+{
+    rec_t *r = s->data;
+    r->seen[r->n++] = 0;
+}
+
+static const hd_sub_ops_t rec_ops = {.format = HD_FMT_JSON,
+                                     .on_ready = rec_on_ready,
+                                     .on_message = rec_on_message,
+                                     .on_gap = rec_on_gap};
+
+static void sub(hd_worker_t *w, rec_t *r, const char *channel)
+{
+    r->s = hd_hub_subscribe(w, channel, strlen(channel), NULL, NULL, &rec_ops, r);
+}
+
+static void unsub(rec_t *r)
+{
+    hd_hub_unsubscribe(r->s);
+    r->s = NULL;
+}
+
+static void expect_seen(const rec_t *r, const uint64_t *want, int n)
+{
+    T_EQ_INT(r->n, n);
+    for (int i = 0; i < n; i++)
+        T_EQ_INT(r->seen[i], want[i]);
+}
+
+/* ---- the tests ---- */
+
+static hd_worker_t *worker_new(void)
+{
+    hd_worker_t *w = hd_calloc(1, sizeof(*w));
+    w->conf = hd_calloc(1, sizeof(*w->conf));
+    w->conf->poll_max_messages = 100;
+    hd_hub_init(w);
+    return w;
+}
+
+static void worker_free(hd_worker_t *w)
+{
+    T_EQ_INT(hd_hub_local_subscribers(w), 0);
+    T_EQ_INT(hub_of(w)->chans.n, 0); /* every channel freed with its last subscriber */
+    hd_hub_dispose(w);
+    free(w->conf);
+    free(w);
+    T_EQ_INT(broker.n, 0);
+}
+
+static void test_ordering_and_history(void)
+{
+    hd_worker_t *w = worker_new();
+    rec_t r = {0};
+    uint64_t since_e = E1, since_s = 2;
+    r.s = hd_hub_subscribe(w, "c", 1, &since_e, &since_s, &rec_ops, &r);
+    hd_breq_t *q = broker.reqs[0];
+    T_EQ_INT(q->type, HD_BREQ_SUBSCRIBE);
+    T_EQ_INT(q->has_since, 1);
+    T_EQ_INT(q->since_seq, 2);
+    T_EQ_INT(q->limit, 100);
+    hd_message_t *m[8];
+    for (int i = 1; i < 8; i++)
+        m[i] = mk("c", E1, (uint64_t)i);
+    deliver(w, m[3]); /* before the reply: not live yet */
+    T_EQ_INT(r.n, 0);
+    answer(w, "c", E1, 4, &m[3], 2, 0, 0); /* history 3, 4 */
+    T_EQ_INT(r.ready, 1);
+    T_EQ_INT(r.ready_n, 2);
+    deliver(w, m[4]); /* in the history already */
+    deliver(w, m[5]);
+    deliver(w, m[6]);
+    deliver(w, m[6]); /* twice */
+    deliver(w, m[7]);
+    expect_seen(&r, (uint64_t[]){5, 6, 7}, 3);
+    T_EQ_INT(hd_hub_stats(w)->deliveries, 3);
+    /* another channel's messages never reach it */
+    hd_message_t *other = mk("d", E1, 8);
+    deliver(w, other);
+    T_EQ_INT(r.n, 3);
+    unsub(&r);
+    T_EQ_INT(count_unsubscribes("c"), 1);
+    for (int i = 1; i < 8; i++)
+        hd_message_unref(m[i]);
+    hd_message_unref(other);
+    worker_free(w);
+}
+
+static void leave_and_kill(rec_t *r, hd_message_t *m)
+{
+    (void)m;
+    rec_t *others = r->hook_arg; /* [0] before this one, [2] after it */
+    unsub(&others[0]);
+    unsub(r);
+    unsub(&others[2]);
+    r->hook = NULL;
+}
+
+static void join_during(rec_t *r, hd_message_t *m)
+{
+    (void)m;
+    sub(r->s->worker, r->hook_arg, "x");
+    r->hook = NULL;
+}
+
+static void last_leaves(rec_t *r, hd_message_t *m)
+{
+    (void)m;
+    unsub(r);
+}
+
+static void test_leave_and_join_during_fanout(void)
+{
+    hd_worker_t *w = worker_new();
+    rec_t r[4] = {{0}}, late = {0};
+    for (int i = 0; i < 4; i++) {
+        sub(w, &r[i], "x");
+        answer(w, "x", E1, 0, NULL, 0, 0, 0);
+    }
+    T_EQ_INT(hd_hub_local_subscribers(w), 4);
+    /* r[1], during the fan-out, ends r[0] (served), itself and r[2] (not yet served) */
+    r[1].hook = leave_and_kill;
+    r[1].hook_arg = &r[0];
+    /* r[3] subscribes `late` during the same pass */
+    r[3].hook = join_during;
+    r[3].hook_arg = &late;
+    hd_message_t *m1 = mk("x", E1, 1), *m2 = mk("x", E1, 2), *m3 = mk("x", E1, 3);
+    deliver(w, m1);
+    expect_seen(&r[0], (uint64_t[]){1}, 1);
+    expect_seen(&r[1], (uint64_t[]){1}, 1);
+    expect_seen(&r[2], NULL, 0); /* dead before its turn */
+    expect_seen(&r[3], (uint64_t[]){1}, 1);
+    expect_seen(&late, NULL, 0); /* pending: not part of this pass */
+    T_EQ_INT(count_unsubscribes("x"), 3);
+    T_EQ_INT(hd_hub_local_subscribers(w), 1);
+    /* the broker answers the late one after m1 (last_seq 1), then m2 comes */
+    answer(w, "x", E1, 1, NULL, 0, 0, 0);
+    deliver(w, m2);
+    expect_seen(&r[3], (uint64_t[]){1, 2}, 2);
+    expect_seen(&late, (uint64_t[]){2}, 1);
+    /* both leave during the next pass: the channel goes after it */
+    r[3].hook = last_leaves;
+    late.hook = last_leaves;
+    deliver(w, m3);
+    expect_seen(&r[3], (uint64_t[]){1, 2, 3}, 3);
+    expect_seen(&late, (uint64_t[]){2, 3}, 2);
+    T_EQ_INT(count_unsubscribes("x"), 2);
+    T_TRUE(find_chan(hub_of(w), "x", 1) == NULL);
+    hd_message_unref(m1);
+    hd_message_unref(m2);
+    hd_message_unref(m3);
+    worker_free(w);
+}
+
+static void test_epoch_gap(void)
+{
+    hd_worker_t *w = worker_new();
+    rec_t r = {0};
+    sub(w, &r, "g");
+    answer(w, "g", E1, 10, NULL, 0, 0, 0);
+    hd_message_t *a = mk("g", E1, 11), *b = mk("g", E2, 1), *c = mk("g", E2, 2);
+    deliver(w, a);
+    deliver(w, b); /* a new epoch: its sequence starts over, after a gap notice */
+    deliver(w, c);
+    expect_seen(&r, (uint64_t[]){11, 0, 1, 2}, 4);
+    /* a subscription whose reply says history was lost reports it in on_ready */
+    rec_t g2 = {0};
+    uint64_t e = E1, s = 3;
+    g2.s = hd_hub_subscribe(w, "g", 1, &e, &s, &rec_ops, &g2);
+    answer(w, "g", E2, 2, &c, 1, 1, 0);
+    T_EQ_INT(g2.ready_gap, 1);
+    T_EQ_INT(g2.ready_n, 1);
+    unsub(&r);
+    unsub(&g2);
+    T_EQ_INT(count_unsubscribes("g"), 2);
+    hd_message_unref(a);
+    hd_message_unref(b);
+    hd_message_unref(c);
+    worker_free(w);
+}
+
+static void test_pending_end_and_refusal(void)
+{
+    hd_worker_t *w = worker_new();
+    rec_t p = {0}, q = {0}, o = {0};
+    /* ended before the reply: the broker counted it, so the hub takes it back; no on_ready */
+    sub(w, &p, "p");
+    unsub(&p);
+    T_EQ_INT(count_unsubscribes("p"), 0);
+    answer(w, "p", E1, 0, NULL, 0, 0, 0);
+    T_EQ_INT(p.ready, 0);
+    T_EQ_INT(count_unsubscribes("p"), 1);
+    T_TRUE(find_chan(hub_of(w), "p", 1) == NULL);
+    /* refused (the channel budget is spent): told once, nothing to take back */
+    sub(w, &q, "q");
+    answer(w, "q", E1, 0, NULL, 0, 0, HD_ECHANNELS);
+    T_EQ_INT(q.ready, 1);
+    T_EQ_INT(q.ready_err, HD_ECHANNELS);
+    T_TRUE(q.s == NULL);
+    T_EQ_INT(count_unsubscribes("q"), 0);
+    T_TRUE(find_chan(hub_of(w), "q", 1) == NULL);
+    /* ended, then refused: nobody to tell, nothing to take back */
+    sub(w, &o, "o");
+    unsub(&o);
+    answer(w, "o", E1, 0, NULL, 0, 0, HD_ECHANNELS);
+    T_EQ_INT(o.ready, 0);
+    T_EQ_INT(count_unsubscribes("o"), 0);
+    worker_free(w);
+}
+
+int main(void)
+{
+    hd_broker_set(&broker.base);
+    T_RUN(test_ordering_and_history);
+    T_RUN(test_leave_and_join_during_fanout);
+    T_RUN(test_epoch_gap);
+    T_RUN(test_pending_end_and_refusal);
+    T_DONE();
+}
