@@ -38,6 +38,12 @@ static void reply_error(ws_t *ws, json_t *ref, const char *channel, const char *
     emit_reply(ws, o, ref);
 }
 
+/* The code of a broker's refusal: a spent node budget, or the broker unable to serve. */
+static const char *refusal_code(int err)
+{
+    return err == HD_ECHANNELS || err == HD_EMEMORY ? "limit_reached" : "unavailable";
+}
+
 /* /ws: a subscribe op has gone live: gap notice, history, then "subscribed". */
 static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
 {
@@ -51,7 +57,7 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
         char channel[HD_CHANNEL_MAX + 1];
         memcpy(channel, e->channel, e->len + 1u); /* e holds len + 1 bytes */
         hd_ws_sub_remove(ws, e);
-        reply_error(ws, ref, channel, "unavailable", hd_strerror(err));
+        reply_error(ws, ref, channel, refusal_code(err), hd_strerror(err));
     } else {
         if (gap)
             hd_ws_emit_gap(ws, e->channel);
@@ -223,7 +229,7 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
 static void json_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *ref)
 {
     if (err || !m) {
-        reply_error(ws, ref, NULL, "unavailable", hd_strerror(err));
+        reply_error(ws, ref, NULL, refusal_code(err), hd_strerror(err));
     } else {
         json_t *o = reply_new("published", m->channel);
         json_object_set_new(o, "id", json_string(m->id));

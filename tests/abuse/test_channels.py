@@ -9,6 +9,7 @@ evicted anything. Here:
 - with a large budget and a small max_memory, the bytes of channels themselves make the
   coldest ones go, so memory is bounded by max_memory alone.
 """
+import asyncio
 import http.client
 import json
 import os
@@ -47,6 +48,12 @@ class ChannelFlood(AbuseTestCase):
     def post_batch(self, conn, port, body):
         return hh.request(port, "POST", "/pub", body, {"Content-Type": "application/json"},
                           conn=conn, timeout=30)
+
+    async def ws_subscribe(self, port, channel):
+        """A subscribe on /ws (the JSON protocol): the first reply."""
+        async with hh.ws_connect(port, "/ws") as ws:
+            await ws.send(json.dumps({"op": "subscribe", "channel": channel}))
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
     def assertBudgetRefusal(self, status, hdrs, body, what):
         self.assertEqual(status, 507, "%s: %d %r" % (what, status, body[:200]))
@@ -106,6 +113,10 @@ class ChannelFlood(AbuseTestCase):
         fresh = hh.SseStream(port, "/sse/one-more-sub")
         self.addCleanup(fresh.close)
         self.assertBudgetRefusal(fresh.status, fresh.headers, fresh.body, "SSE subscribe")
+        reply = asyncio.run(self.ws_subscribe(port, "one-more-ws"))
+        self.assertEqual((reply["type"], reply["code"], reply["channel"]),
+                         ("error", "limit_reached", "one-more-ws"), reply)
+        self.assertIn("max_channels", reply["error"])
 
         # Existing channels are untouched: the live subscriber still receives, history is whole.
         hh.publish(port, "live", "still here")
@@ -119,8 +130,8 @@ class ChannelFlood(AbuseTestCase):
         self.assertServed(port)
 
         # Counted and logged: one refusal per refused request, the log rate-limited.
-        self.assertEqual(metric(port, "herald_channels_refused_total"), refused + 2)
-        self.assertEqual(stats(port)["channels_refused"], refused + 2)
+        self.assertEqual(metric(port, "herald_channels_refused_total"), refused + 3)
+        self.assertEqual(stats(port)["channels_refused"], refused + 3)
         h.wait_log(r"new channels refused: max_channels \(25000\) reached", start=mark)
         self.assertLessEqual(h.count_log(r"new channels refused", start=mark), 4)
 
