@@ -8,39 +8,25 @@
  * run between writes. Deferred requests are answered, then the client closes and the loop runs
  * until the connection is freed, so nothing survives from one input to the next.
  */
-#define _GNU_SOURCE
-#include "herald/conf.h"
 #include "herald/http.h"
 #include "herald/log.h"
-#include "herald/server.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
+#include "embedded.h"
+
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uv_loop_t main_loop;
-static hd_conf_t *conf;
-static hd_server_t *srv;
-static hd_worker_t *wk;
+static hd_embedded_t node;
+static int is_started;
 static hd_router_t *router;
 static hd_deferred_t *deferred;
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_http: %s:%d: %s\n", __FILE__, __LINE__, #cond);                  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond) HD_EMB_CHECK(cond)
 
 /* ---- handlers: each exercises a different part of the request API ---- */
 
@@ -138,33 +124,12 @@ static void h_stream(hd_req_t *req, void *arg)
 
 /* ---- driving the loop ---- */
 
-static void pump(int n)
+/* Answers a deferred request after every loop pass (held ones wait for their timer or their
+ * client). */
+static void answer_deferred(hd_embedded_t *e, void *arg)
 {
-    for (int i = 0; i < n; i++)
-        uv_run(&wk->loop, UV_RUN_NOWAIT);
-}
-
-static char sink[1 << 16];
-
-/* Reads and drops what the server sent; returns the byte count, or -1 at EOF. */
-static ssize_t drain(int fd)
-{
-    ssize_t total = 0;
-    for (;;) {
-        ssize_t n = read(fd, sink, sizeof(sink));
-        if (n > 0) {
-            total += n;
-            continue;
-        }
-        if (n == 0)
-            return total ? total : -1;
-        return total;
-    }
-}
-
-/* Answers a deferred request (held ones wait for their timer or their client). */
-static void answer_deferred(void)
-{
+    (void)e;
+    (void)arg;
     if (!deferred || deferred->on_timeout)
         return;
     hd_req_t *req = deferred->req;
@@ -172,73 +137,13 @@ static void answer_deferred(void)
     hd_http_respond(req, 200, NULL, "text/plain", "late", 4);
 }
 
-/* Runs the loop until the client sees nothing new for a few passes. */
-static void settle(int fd)
-{
-    int quiet = 0;
-    for (int i = 0; i < 10000 && quiet < 3; i++) {
-        pump(1);
-        answer_deferred();
-        quiet = drain(fd) > 0 ? 0 : quiet + 1;
-    }
-}
-
-static void send_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (n < 0 && errno == EAGAIN) {
-            pump(1);
-            drain(fd);
-        } else {
-            return; /* the server closed */
-        }
-    }
-}
-
-/* Size of the next write for split pattern `mode`. */
-static size_t next_cut(uint8_t mode, uint32_t *rng, size_t left)
-{
-    size_t n;
-    switch (mode & 3) {
-    case 0:
-        n = left;
-        break;
-    case 1:
-        n = 1;
-        break;
-    case 2:
-        n = 1 + (size_t)(mode >> 2);
-        break;
-    default:
-        *rng = *rng * 1103515245u + 12345u;
-        n = 1 + (*rng >> 16) % (1 + (size_t)(mode >> 2) * 4);
-        break;
-    }
-    return n < left ? n : left;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (srv)
+    if (is_started)
         return 0;
-    static const char *const ov[] = {
-        "max_url_size 256",   "max_header_size 1k", "max_body_size 1k",     "keepalive_requests 6",
-        "header_timeout 10s", "body_timeout 10s",   "keepalive_timeout 10s"};
-    char err[512];
-    signal(SIGPIPE, SIG_IGN);
     hd_log_set_level(HD_LOG_ERROR);
-    CHECK(uv_loop_init(&main_loop) == 0);
-    if (hd_conf_load_string(&conf, "fuzz", "", ov, sizeof(ov) / sizeof(ov[0]), err, sizeof(err)) !=
-        0) {
-        fprintf(stderr, "fuzz_http: %s\n", err);
-        abort();
-    }
     router = hd_router_new();
     hd_router_add(router, HD_M_GET, "/healthz", 0, h_health, NULL);
     hd_router_add(router, HD_M_POST | HD_M_PUT, "/echo", 0, h_echo, NULL);
@@ -249,14 +154,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     hd_router_add(router, HD_M_GET | HD_M_POST, "/bufs/", 1, h_bufs, NULL);
     hd_router_add(router, HD_M_OPTIONS | HD_M_PATCH, "/", 1, h_inspect, NULL);
     hd_http_set_router(router);
-    CHECK(hd_server_new_embedded(&srv, conf, hd_http_accept, &main_loop) == 0);
-    wk = hd_server_worker(srv, 0);
+    HD_EMBEDDED_START(&node, hd_http_accept, "max_url_size 256", "max_header_size 1k",
+                      "max_body_size 1k", "keepalive_requests 6", "header_timeout 10s",
+                      "body_timeout 10s", "keepalive_timeout 10s");
+    node.on_pass = answer_deferred;
+    is_started = 1;
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!srv)
+    if (!is_started)
         LLVMFuzzerInitialize(NULL, NULL);
     if (size == 0)
         return 0;
@@ -265,33 +173,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data++;
     size--;
 
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
-    CHECK(hd_server_adopt(srv, sv[1]) != NULL);
-    int fd = sv[0];
-
+    int fd = hd_embedded_connect(&node, NULL);
     while (size > 0) {
-        size_t n = next_cut(mode, &rng, size);
-        send_all(fd, data, n);
+        size_t n = hd_embedded_next_cut(mode, &rng, size);
+        hd_embedded_send_all(&node, fd, data, n, NULL);
         data += n;
         size -= n;
-        pump(2);
-        answer_deferred();
-        drain(fd);
+        hd_embedded_pump(&node, 2);
+        hd_embedded_read(fd, NULL);
     }
-    settle(fd);
+    hd_embedded_settle(&node, fd, NULL, 10000);
     close(fd);
 
     /* Everything must be freed once the peer is gone (a deferred answer may still be due). */
-    for (int i = 0; i < 100000 && hd_server_conn_count(srv) > 0; i++) {
-        pump(1);
-        answer_deferred();
-        if (i % 64 == 63)
-            usleep(100); /* a held request's timer */
-    }
-    CHECK(hd_server_conn_count(srv) == 0);
+    CHECK(hd_embedded_wait_idle(&node, 10000) == 0);
     CHECK(deferred == NULL);
-    CHECK(HD_STAT_GET(wk, conns) == 0);
+    hd_embedded_check_clean(&node);
     return 0;
 }

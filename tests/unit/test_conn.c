@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_conn.c: unit tests of the connection layer (src/net/conn.c) through an embedded node
+ * (tests/support/embedded.h): connections are socketpairs whose server end is adopted, driven
+ * by a test handler. The output queue: hd_conn_send of buffer slices and its refusals,
+ * queued_bytes accounting while the peer does not read, on_drain, one writev per loop pass
+ * (seen as one record on a SOCK_SEQPACKET pair), hd_conn_finish (queued output delivered, then
+ * EOF, handler removed once) and hd_conn_close (queued output dropped). The timer heap: firing
+ * order, re-arming earlier and later and from on_timeout, removal by timeout 0 and by close,
+ * and hundreds of connections under random re-arms with the heap's invariants checked after
+ * every step (hd_conn_census).
+ */
+#include "herald/conn.h"
+#include "herald/log.h"
+#include "herald/server.h"
+#include "net/conn_layer.h"
+
+#include "embedded.h"
+#include "test.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CONNS 600
+
+/* What the test handler saw on one connection. */
+typedef struct tconn_s {
+    hd_conn_t *c; /* NULL once its handler was removed (on_close) */
+    int fd;       /* the client's end */
+    int n_close, n_drain, n_timeout;
+    uint64_t fired_deadline; /* deadline_ms when on_timeout ran */
+    uint64_t fired_now;      /* uv_now then */
+    int fired_seq;           /* order among all timeouts of the test (1-based) */
+    int rearms;              /* on_timeout re-arms itself this many more times */
+    int sends_on_data;       /* on_data queues this many pieces */
+    size_t got;              /* bytes read by the handler */
+} tconn_t;
+
+static hd_embedded_t node;
+static tconn_t conns[MAX_CONNS];
+static int n_conns;
+static int n_fired;
+
+static void t_on_data(hd_conn_t *c, const char *data, size_t len)
+{
+    tconn_t *t = c->data;
+    (void)data;
+    t->got += len;
+    for (int i = 0; i < t->sends_on_data; i++)
+        T_EQ_INT(hd_conn_send_copy(c, "0123456789", 10), 0);
+}
+
+static void t_on_drain(hd_conn_t *c)
+{
+    tconn_t *t = c->data;
+    t->n_drain++;
+}
+
+static void t_on_timeout(hd_conn_t *c)
+{
+    tconn_t *t = c->data;
+    T_EQ_INT(c->heap_idx, 0); /* out of the heap while its handler runs */
+    t->n_timeout++;
+    t->fired_seq = ++n_fired;
+    t->fired_deadline = c->deadline_ms;
+    t->fired_now = uv_now(&node.wk->loop);
+    if (t->rearms > 0) {
+        t->rearms--;
+        hd_conn_set_timeout(c, 5);
+    }
+}
+
+static void t_on_close(hd_conn_t *c)
+{
+    tconn_t *t = c->data;
+    t->n_close++;
+    t->c = NULL;
+}
+
+static const hd_conn_ops_t test_ops = {
+    .name = "test",
+    .on_data = t_on_data,
+    .on_drain = t_on_drain,
+    .on_timeout = t_on_timeout,
+    .on_close = t_on_close,
+};
+
+static void test_accept(hd_conn_t *c)
+{
+    T_TRUE(n_conns < MAX_CONNS);
+    tconn_t *t = &conns[n_conns++];
+    memset(t, 0, sizeof(*t));
+    t->c = c;
+    t->fd = -1;
+    hd_conn_set_handler(c, &test_ops, t);
+    hd_conn_read_start(c);
+}
+
+static tconn_t *open_conn_type(int type)
+{
+    hd_conn_t *c;
+    int fd = hd_embedded_connect_type(&node, type, &c);
+    tconn_t *t = &conns[n_conns - 1];
+    T_TRUE(t->c == c);
+    t->fd = fd;
+    return t;
+}
+
+static tconn_t *open_conn(void)
+{
+    return open_conn_type(SOCK_STREAM);
+}
+
+static void check_census(void)
+{
+    hd_conn_census_t census;
+    const char *why = NULL;
+    if (hd_conn_census(node.wk, &census, &why) != 0)
+        T_FAIL("connection layer: %s", why);
+}
+
+static size_t census_timers(void)
+{
+    hd_conn_census_t census;
+    const char *why = NULL;
+    T_EQ_INT(hd_conn_census(node.wk, &census, &why), 0);
+    return census.timers;
+}
+
+/* Closes every client end, waits until every connection is freed, checks nothing is left. */
+static void close_all(void)
+{
+    for (int i = 0; i < n_conns; i++) {
+        if (conns[i].fd >= 0)
+            close(conns[i].fd);
+        conns[i].fd = -1;
+    }
+    T_EQ_INT(hd_embedded_wait_idle(&node, 3000), 0);
+    hd_embedded_check_clean(&node);
+    for (int i = 0; i < n_conns; i++)
+        T_EQ_INT(conns[i].n_close, 1); /* on_close exactly once, whatever ended it */
+    n_conns = 0;
+    n_fired = 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Reads from fd until it has `want` bytes (or fails after two seconds of loop passes). */
+static void read_exactly(int fd, hd_embedded_buf_t *b, size_t want)
+{
+    for (int i = 0; i < 2000 && b->len < want && !b->is_eof; i++) {
+        hd_embedded_pump(&node, 1);
+        if (hd_embedded_read(fd, b) == 0)
+            sleep_ms(1);
+    }
+    T_EQ_INT(b->len, want);
+}
+
+/* ---- the output queue ---- */
+
+static void test_send_slices(void)
+{
+    tconn_t *t = open_conn();
+    hd_conn_t *c = t->c;
+    hd_buf_t *b = hd_buf_new_copy("abcdefghijklmnopqrstuvwxyz", 26);
+    T_EQ_INT(hd_conn_queued_bytes(c), 0);
+    T_EQ_INT(hd_conn_send(c, b, 0, 3), 0);  /* "abc" */
+    T_EQ_INT(hd_conn_send(c, b, 23, 3), 0); /* "xyz" */
+    T_EQ_INT(hd_conn_send(c, b, 10, 0), 0); /* nothing: no reference, no bytes */
+    T_EQ_INT(hd_conn_send(c, b, 25, 1), 0); /* "z", the last byte */
+    T_EQ_INT(hd_conn_send_copy(c, "-", 1), 0);
+    T_EQ_INT(hd_conn_send(c, b, 0, 26), 0); /* the whole buffer */
+    T_EQ_INT(hd_conn_queued_bytes(c), 3 + 3 + 1 + 1 + 26);
+    T_EQ_INT(b->refs, 1 + 4); /* one reference per queued slice, none for the empty one */
+
+    hd_embedded_buf_t got = {0};
+    read_exactly(t->fd, &got, 34);
+    T_EQ_STR(got.data, "abcxyzz-abcdefghijklmnopqrstuvwxyz");
+    T_EQ_INT(hd_conn_queued_bytes(c), 0);
+    T_EQ_INT(b->refs, 1); /* every written slice released its reference */
+    T_EQ_INT(t->n_drain, 1);
+    hd_buf_unref(b);
+    hd_embedded_buf_free(&got);
+    close_all();
+}
+
+static void test_one_writev_per_pass(void)
+{
+    /* On a SOCK_SEQPACKET pair each write is one record: count records, count writes. */
+    tconn_t *t = open_conn_type(SOCK_SEQPACKET);
+    hd_conn_t *c = t->c;
+    char rec[4096];
+
+    /* Ten pieces queued outside any callback leave in one write at the next pass. */
+    hd_buf_t *b = hd_buf_new_copy("0123456789", 10);
+    for (int i = 0; i < 10; i++)
+        T_EQ_INT(hd_conn_send(c, b, (size_t)i, 1), 0);
+    hd_embedded_pump(&node, 1);
+    ssize_t n = recv(t->fd, rec, sizeof(rec), 0);
+    T_EQ_INT(n, 10);
+    T_TRUE(memcmp(rec, "0123456789", 10) == 0);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), -1);
+    T_EQ_INT(errno, EAGAIN);
+
+    /* Two passes, two writes. */
+    T_EQ_INT(hd_conn_send_copy(c, "ab", 2), 0);
+    T_EQ_INT(hd_conn_send_copy(c, "cd", 2), 0);
+    hd_embedded_pump(&node, 1);
+    T_EQ_INT(hd_conn_send_copy(c, "ef", 2), 0);
+    hd_embedded_pump(&node, 1);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), 4);
+    T_TRUE(memcmp(rec, "abcd", 4) == 0);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), 2);
+    T_TRUE(memcmp(rec, "ef", 2) == 0);
+
+    /* Pieces queued by an I/O callback (on_data) leave together after it, in one write. */
+    t->sends_on_data = 25;
+    T_EQ_INT(send(t->fd, "go", 2, 0), 2);
+    for (int i = 0; i < 200 && t->got == 0; i++) {
+        hd_embedded_pump(&node, 1);
+        if (t->got == 0)
+            sleep_ms(1);
+    }
+    T_EQ_INT(t->got, 2);
+    hd_embedded_pump(&node, 1);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), 250);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), -1);
+    T_EQ_INT(hd_conn_queued_bytes(c), 0);
+    hd_buf_unref(b);
+    close_all();
+}
+
+static void test_queued_bytes_backpressure(void)
+{
+    tconn_t *t = open_conn();
+    hd_conn_t *c = t->c;
+    enum { CHUNK = 64 * 1024 };
+    hd_buf_t *b = hd_buf_new(CHUNK);
+    memset(b->data, 'x', CHUNK);
+    b->len = CHUNK;
+
+    /* The client reads nothing: queue until the socket is full and output stays queued. */
+    size_t sent = 0;
+    for (int i = 0; i < 256 && hd_conn_queued_bytes(c) == 0; i++) {
+        T_EQ_INT(hd_conn_send(c, b, 0, CHUNK), 0);
+        sent += CHUNK;
+        hd_embedded_pump(&node, 1);
+    }
+    size_t stuck = hd_conn_queued_bytes(c);
+    T_TRUE(stuck > 0 && stuck <= CHUNK);
+    int drains = t->n_drain; /* one per pass that wrote everything, before the socket filled */
+    T_EQ_INT(drains, (int)(sent / CHUNK) - 1);
+    /* More output while a write is in flight is counted at once (queue + write in flight). */
+    T_EQ_INT(hd_conn_send(c, b, 0, 1000), 0);
+    T_EQ_INT(hd_conn_send_copy(c, "tail", 4), 0);
+    T_EQ_INT(hd_conn_queued_bytes(c), stuck + 1004);
+    sent += 1004;
+    hd_embedded_pump(&node, 3);
+    T_EQ_INT(hd_conn_queued_bytes(c), stuck + 1004); /* the peer still reads nothing */
+    T_EQ_INT(t->n_drain, drains);
+
+    /* The client reads: everything arrives, in order, and on_drain runs once at the end. */
+    hd_embedded_buf_t got = {0};
+    read_exactly(t->fd, &got, sent);
+    T_TRUE(memcmp(got.data + sent - 4, "tail", 4) == 0);
+    T_EQ_INT(got.data[sent - 5], 'x');
+    T_EQ_INT(hd_conn_queued_bytes(c), 0);
+    hd_embedded_pump(&node, 2);
+    T_EQ_INT(t->n_drain, drains + 1);
+    T_EQ_INT(b->refs, 1);
+    /* The write request that waited went back to the worker's pool. */
+    hd_conn_census_t census;
+    const char *why;
+    T_EQ_INT(hd_conn_census(node.wk, &census, &why), 0);
+    T_TRUE(census.pooled_wreqs >= 1);
+    hd_buf_unref(b);
+    hd_embedded_buf_free(&got);
+    close_all();
+}
+
+static void test_finish(void)
+{
+    tconn_t *t = open_conn();
+    hd_conn_t *c = t->c;
+    hd_buf_t *b = hd_buf_new_copy("last words", 10);
+    T_EQ_INT(hd_conn_send(c, b, 0, 10), 0);
+    hd_conn_finish(c);
+    T_EQ_INT(t->n_close, 1); /* the handler is removed at once */
+    T_TRUE(c->ops != &test_ops);
+    hd_conn_finish(c); /* again: nothing */
+    T_EQ_INT(t->n_close, 1);
+    /* Nothing more is accepted; no reference is taken. */
+    T_EQ_INT(hd_conn_send(c, b, 0, 10), UV_ECANCELED);
+    T_EQ_INT(hd_conn_send_copy(c, "x", 1), UV_ECANCELED);
+    T_EQ_INT(b->refs, 2);
+
+    /* What was queued arrives, then the end of the stream. */
+    hd_embedded_buf_t got = {0};
+    for (int i = 0; i < 2000 && !got.is_eof; i++) {
+        hd_embedded_pump(&node, 1);
+        if (hd_embedded_read(t->fd, &got) == 0)
+            sleep_ms(1);
+    }
+    T_TRUE(got.is_eof);
+    T_EQ_STR(got.data, "last words");
+    T_EQ_INT(b->refs, 1);
+    /* The connection lingers (reading what the peer still sends) until the peer closes. */
+    T_EQ_INT(hd_server_conn_count(node.srv), 1);
+    T_EQ_INT(send(t->fd, "ignored", 7, MSG_NOSIGNAL), 7);
+    hd_embedded_pump(&node, 3);
+    T_EQ_INT(hd_server_conn_count(node.srv), 1);
+    T_EQ_INT(t->got, 0); /* not seen by the removed handler */
+    hd_buf_unref(b);
+    hd_embedded_buf_free(&got);
+    close_all();
+}
+
+static void test_close(void)
+{
+    tconn_t *t = open_conn();
+    hd_conn_t *c = t->c;
+    hd_buf_t *b = hd_buf_new_copy("never sent", 10);
+    T_EQ_INT(hd_conn_send(c, b, 0, 10), 0);
+    hd_conn_set_timeout(c, 1000);
+    T_EQ_INT(census_timers(), 1);
+    hd_conn_close(c);
+    T_EQ_INT(t->n_close, 1);
+    T_EQ_INT(census_timers(), 0); /* out of the heap at once */
+    hd_conn_close(c);             /* again: nothing */
+    T_EQ_INT(t->n_close, 1);
+    T_EQ_INT(hd_conn_send(c, b, 0, 10), UV_ECANCELED);
+    T_EQ_INT(hd_conn_send_copy(c, "x", 1), UV_ECANCELED);
+    check_census();
+
+    /* The queued output is dropped: the peer sees the end with no data. */
+    hd_embedded_buf_t got = {0};
+    for (int i = 0; i < 2000 && !got.is_eof; i++) {
+        hd_embedded_pump(&node, 1);
+        if (hd_embedded_read(t->fd, &got) == 0)
+            sleep_ms(1);
+    }
+    T_TRUE(got.is_eof);
+    T_EQ_INT(got.len, 0);
+    T_EQ_INT(hd_server_conn_count(node.srv), 0); /* freed in the close callback */
+    T_EQ_INT(b->refs, 1);
+    T_EQ_INT(t->n_timeout, 0);
+    hd_buf_unref(b);
+    hd_embedded_buf_free(&got);
+    close_all();
+}
+
+/* ---- the timer heap ---- */
+
+/* Runs the loop until n timeouts fired in total (fails after timeout_ms). */
+static void wait_fired(int n, int timeout_ms)
+{
+    uint64_t until = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+    while (n_fired < n && uv_hrtime() < until) {
+        hd_embedded_pump(&node, 1);
+        sleep_ms(1);
+    }
+    T_EQ_INT(n_fired, n);
+}
+
+/* Every fired timeout ran at or after its deadline, in deadline order. */
+static void check_fired_in_order(void)
+{
+    for (int i = 0; i < n_conns; i++) {
+        tconn_t *a = &conns[i];
+        if (!a->n_timeout)
+            continue;
+        T_TRUE(a->fired_now >= a->fired_deadline);
+        for (int j = 0; j < n_conns; j++) {
+            tconn_t *z = &conns[j];
+            if (z->n_timeout && a->fired_seq < z->fired_seq)
+                T_TRUE(a->fired_deadline <= z->fired_deadline);
+        }
+    }
+}
+
+static void test_timer_order(void)
+{
+    /* 40 connections armed in a scrambled order fire in deadline order. */
+    enum { N = 40 };
+    for (int i = 0; i < N; i++)
+        open_conn();
+    for (int i = 0; i < N; i++) {
+        int k = (i * 17) % N; /* 17 is prime to 40: a permutation */
+        hd_conn_set_timeout(conns[k].c, 2 + (uint64_t)k * 2);
+        check_census();
+    }
+    T_EQ_INT(census_timers(), N);
+    wait_fired(N, 2000);
+    check_fired_in_order();
+    for (int i = 0; i < N; i++) {
+        T_EQ_INT(conns[i].n_timeout, 1);
+        T_EQ_INT(conns[i].c->heap_idx, 0);
+    }
+    T_EQ_INT(census_timers(), 0);
+    close_all();
+}
+
+static void test_timer_rearm(void)
+{
+    tconn_t *a = open_conn(), *b = open_conn(), *p = open_conn(), *d = open_conn();
+    hd_conn_set_timeout(a->c, 10);
+    hd_conn_set_timeout(b->c, 300);
+    hd_conn_set_timeout(a->c, 120); /* later: no longer the first */
+    hd_conn_set_timeout(b->c, 20);  /* earlier: now the first */
+    p->rearms = 2;                  /* fires, re-arms itself twice from on_timeout */
+    hd_conn_set_timeout(p->c, 40);
+    hd_conn_set_timeout(d->c, 30);
+    hd_conn_set_timeout(d->c, 0); /* removed: never fires */
+    hd_conn_set_timeout(d->c, 0); /* removing twice is harmless */
+    check_census();
+    T_EQ_INT(census_timers(), 3);
+
+    wait_fired(5, 2000); /* b, p, p, p, a */
+    T_EQ_INT(b->n_timeout, 1);
+    T_EQ_INT(b->fired_seq, 1);
+    T_EQ_INT(p->n_timeout, 3);
+    T_EQ_INT(a->n_timeout, 1);
+    T_EQ_INT(a->fired_seq, 5);
+    T_TRUE(a->fired_now >= a->fired_deadline);
+    T_EQ_INT(d->n_timeout, 0);
+    sleep_ms(20);
+    hd_embedded_pump(&node, 2);
+    T_EQ_INT(n_fired, 5);
+    T_EQ_INT(census_timers(), 0);
+    close_all();
+}
+
+/* A connection whose handler has no on_timeout is closed when its deadline passes. */
+static void test_timer_default_close(void)
+{
+    static const hd_conn_ops_t no_timeout_ops = {
+        .name = "plain", .on_data = t_on_data, .on_close = t_on_close};
+    tconn_t *t = open_conn();
+    hd_conn_set_handler(t->c, &no_timeout_ops, t);
+    hd_conn_set_timeout(t->c, 5);
+    for (int i = 0; i < 2000 && hd_server_conn_count(node.srv) > 0; i++) {
+        hd_embedded_pump(&node, 1);
+        sleep_ms(1);
+    }
+    T_EQ_INT(hd_server_conn_count(node.srv), 0);
+    T_EQ_INT(t->n_close, 1);
+    close_all();
+}
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return (rng_state >> 8) % n;
+}
+
+static void test_timer_many(void)
+{
+    /* Hundreds of connections: random deadlines, re-arms, removals and closes; the heap's
+     * order and back-indexes are checked after every step. */
+    enum { N = 500 };
+    for (int i = 0; i < N; i++)
+        open_conn();
+    int armed[N];
+    memset(armed, 0, sizeof(armed));
+    for (int step = 0; step < 3000; step++) {
+        int k = (int)rnd(N);
+        if (!conns[k].c)
+            continue;
+        uint32_t op = rnd(10);
+        if (op < 6) {
+            hd_conn_set_timeout(conns[k].c, 20 + rnd(80));
+            armed[k] = 1;
+        } else if (op < 9) {
+            hd_conn_set_timeout(conns[k].c, 0);
+            armed[k] = 0;
+        } else {
+            hd_conn_close(conns[k].c);
+            armed[k] = 0;
+        }
+        check_census();
+    }
+    int expect = 0;
+    for (int i = 0; i < N; i++)
+        expect += armed[i];
+    T_EQ_INT(census_timers(), expect);
+    wait_fired(expect, 3000);
+    check_fired_in_order();
+    for (int i = 0; i < N; i++)
+        T_EQ_INT(conns[i].n_timeout, armed[i]);
+    T_EQ_INT(census_timers(), 0);
+    check_census();
+    close_all();
+}
+
+int main(void)
+{
+    hd_log_set_level(HD_LOG_WARN);
+    HD_EMBEDDED_START(&node, test_accept, "max_connections 10000");
+    T_RUN(test_send_slices);
+    T_RUN(test_one_writev_per_pass);
+    T_RUN(test_queued_bytes_backpressure);
+    T_RUN(test_finish);
+    T_RUN(test_close);
+    T_RUN(test_timer_order);
+    T_RUN(test_timer_rearm);
+    T_RUN(test_timer_default_close);
+    T_RUN(test_timer_many);
+    hd_embedded_stop(&node);
+    T_DONE();
+}
