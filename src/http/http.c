@@ -34,8 +34,8 @@ struct hd_http_s {
     size_t n_hdrs;
     char *body;
     size_t body_len, body_cap;
-    char *pending; /* bytes received after the request being handled */
-    size_t pending_len;
+    char *pending; /* bytes received after the request being handled: [pending_off, pending_len) */
+    size_t pending_off, pending_len;
     hd_header_t *req_headers;
     hd_deferred_t *deferred;
     hd_req_t req;
@@ -691,13 +691,39 @@ static void respond_parse_error(hd_http_t *h, int status, const char *msg)
     hd_http_respond_error(&h->req, status, msg);
 }
 
+static int has_pending(const hd_http_t *h)
+{
+    return h->pending_off < h->pending_len;
+}
+
+/*
+ * Keeps data[0..len) for later. Parsing pending itself saves the unparsed rest of pending: only
+ * its start moves (no copy per pipelined request); anything else is appended.
+ */
 static void save_pending(hd_http_t *h, const char *data, size_t len)
 {
     if (len == 0)
         return;
+    if (h->pending && data >= h->pending && data < h->pending + h->pending_len) {
+        h->pending_off = (size_t)(data - h->pending);
+        HD_ASSERT(h->pending_off + len == h->pending_len);
+        return;
+    }
+    if (h->pending_off) {
+        memmove(h->pending, h->pending + h->pending_off, h->pending_len - h->pending_off);
+        h->pending_len -= h->pending_off;
+        h->pending_off = 0;
+    }
     h->pending = hd_realloc(h->pending, h->pending_len + len);
     memcpy(h->pending + h->pending_len, data, len);
     h->pending_len += len;
+}
+
+static void drop_pending(hd_http_t *h)
+{
+    free(h->pending);
+    h->pending = NULL;
+    h->pending_off = h->pending_len = 0;
 }
 
 /*
@@ -833,19 +859,23 @@ static int is_output_backed_up(hd_http_t *h)
 static void continue_parsing(hd_http_t *h)
 {
     hd_conn_t *c = h->conn;
-    while (!c->is_closing && c->data == h && h->pending_len && h->phase != PHASE_HANDLING) {
+    while (!c->is_closing && c->data == h && has_pending(h) && h->phase != PHASE_HANDLING) {
         if (is_output_backed_up(h)) {
             hd_conn_read_stop(c); /* http_on_drain resumes */
             return;
         }
-        char *data = h->pending;
-        size_t len = h->pending_len;
-        h->pending = NULL;
-        h->pending_len = 0;
+        /* Parsed in place: all of it counts as used unless execute saves a rest. Nothing can
+         * append to pending meanwhile (no read runs inside execute). */
+        const char *data = h->pending + h->pending_off;
+        size_t len = h->pending_len - h->pending_off;
+        h->pending_off = h->pending_len;
         execute(h, data, len);
-        free(data);
     }
-    if (c->is_closing || c->data != h || h->phase == PHASE_HANDLING)
+    if (c->is_closing || c->data != h)
+        return;
+    if (!has_pending(h) && h->pending)
+        drop_pending(h); /* an idle connection holds no buffer */
+    if (h->phase == PHASE_HANDLING)
         return;
     if (is_output_backed_up(h))
         hd_conn_read_stop(c);
@@ -858,7 +888,7 @@ static void continue_parsing(hd_http_t *h)
 static void http_on_data(hd_conn_t *c, const char *data, size_t len)
 {
     hd_http_t *h = c->data;
-    if (h->phase == PHASE_HANDLING || h->pending_len || is_output_backed_up(h)) {
+    if (h->phase == PHASE_HANDLING || has_pending(h) || is_output_backed_up(h)) {
         save_pending(h, data, len);
         /* one request at a time, and none while responses pile up: backpressure */
         hd_conn_read_stop(c);
@@ -937,7 +967,7 @@ static void http_on_close(hd_conn_t *c)
         end_deferred(h);
     }
     reset_request(h);
-    free(h->pending);
+    drop_pending(h);
     free(h);
 }
 
@@ -1032,16 +1062,16 @@ void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
     hd_conn_send(c, b, 0, b->len);
     hd_buf_unref(b);
     access_log(h, status, 0);
-    char *rest = h->pending;
-    size_t rest_len = h->pending_len;
+    char *rest_buf = h->pending, *rest = rest_buf ? rest_buf + h->pending_off : NULL;
+    size_t rest_len = h->pending_len - h->pending_off;
     h->pending = NULL;
-    h->pending_len = 0;
+    h->pending_off = h->pending_len = 0;
     http_on_close(c);
     hd_conn_set_handler(c, ops, data);
     hd_conn_set_timeout(c, 0);
     if (rest_len && ops->on_data)
         ops->on_data(c, rest, rest_len);
-    free(rest);
+    free(rest_buf);
     if (!c->is_closing)
         hd_conn_read_start(c);
 }
