@@ -78,6 +78,7 @@ typedef struct hd_conf_s {
     /* delivery */
     size_t max_queue_bytes;     /* per connection; a subscriber behind by more is disconnected */
     uint32_t poll_max_messages; /* messages in one poll / long-poll answer */
+    size_t max_response_bytes;  /* a poll answer stops adding messages past this */
     uint64_t longpoll_timeout_ms;
     uint64_t longpoll_max_timeout_ms;
     uint64_t sse_heartbeat_ms;

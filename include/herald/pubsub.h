@@ -283,6 +283,19 @@ const char *hd_sub_channel(const hd_sub_t *s);
 /* Local subscribers on this worker (all channels). */
 uint64_t hd_hub_local_subscribers(hd_worker_t *w);
 
+/*
+ * Answers shared while in use. A transport that builds the same large answer for several
+ * clients (a poll of the same history) stores it under a key it makes from everything the
+ * answer depends on; the next request with that key gets the same buffer and queues it by
+ * reference instead of building a copy. The cache keeps nothing alive: a body nobody else holds
+ * any more (every connection wrote it) is dropped at the next get or put, and at most 16 are
+ * kept per worker (the oldest goes first). Keys are at most 192 bytes (longer: not stored).
+ *   get: a new reference to the body stored under key, or NULL.
+ *   put: stores body under key (taking a reference of its own).
+ */
+hd_buf_t *hd_hub_shared_get(hd_worker_t *w, const void *key, size_t key_len);
+void hd_hub_shared_put(hd_worker_t *w, const void *key, size_t key_len, hd_buf_t *body);
+
 /* Delivery message posted by a broker to a worker. */
 void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m);
 

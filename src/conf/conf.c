@@ -164,6 +164,8 @@ static const directive_t directives[] = {
       "bytes waiting to be written to one subscriber; one further behind is disconnected"),
     D("poll_max_messages", T_UINT, poll_max_messages, "100", "1", "10000", RELOAD,
       "messages in one poll or long-poll answer"),
+    D("max_response_size", T_SIZE, max_response_bytes, "1m", "64k", "1g", RELOAD,
+      "bytes of one poll or long-poll answer: it holds fewer messages rather than grow past this"),
     D("longpoll_timeout", T_DURATION, longpoll_timeout_ms, "30s", "1s", "1h", RELOAD,
       "how long a long poll is held when the client gives no timeout"),
     D("longpoll_max_timeout", T_DURATION, longpoll_max_timeout_ms, "120s", "1s", "1h", RELOAD,

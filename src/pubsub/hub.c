@@ -22,9 +22,24 @@ typedef struct hd_lchan_s {
     char name[HD_CHANNEL_MAX + 1];
 } hd_lchan_t;
 
+/*
+ * A built answer shared while in use (hd_hub_shared_get/put): the body of a poll several
+ * clients asked for is built once and queued by reference on each connection.
+ */
+#define SHARED_MAX     16
+#define SHARED_KEY_MAX 192
+typedef struct shared_s {
+    hd_buf_t *body; /* NULL: a free slot */
+    uint64_t stamp; /* put order: the oldest goes first when every slot is in use */
+    uint16_t key_len;
+    char key[SHARED_KEY_MAX];
+} shared_t;
+
 typedef struct hub_s {
     hd_worker_t *w;
     hd_hmap_t chans;
+    shared_t shared[SHARED_MAX];
+    uint64_t shared_stamp;
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
     uint64_t n_subs;
     hd_hub_stats_t stats;
@@ -92,8 +107,62 @@ void hd_hub_dispose(hd_worker_t *w)
      * pending requests whose replies will never come (the broker is gone). */
     hd_hmap_foreach(&hub->chans, free_chan_node, NULL);
     hd_hmap_dispose(&hub->chans);
+    for (size_t i = 0; i < SHARED_MAX; i++) {
+        if (hub->shared[i].body)
+            hd_buf_unref(hub->shared[i].body);
+    }
     free(hub);
     w->modules[HD_MODULE_HUB] = NULL;
+}
+
+/* ---- shared answers ---- */
+
+/* Drops the bodies nobody but the cache holds any more: the cache keeps nothing alive. */
+static void shared_sweep(hub_t *hub)
+{
+    for (size_t i = 0; i < SHARED_MAX; i++) {
+        shared_t *e = &hub->shared[i];
+        if (e->body && e->body->refs == 1) {
+            hd_buf_unref(e->body);
+            e->body = NULL;
+        }
+    }
+}
+
+hd_buf_t *hd_hub_shared_get(hd_worker_t *w, const void *key, size_t key_len)
+{
+    hub_t *hub = hub_of(w);
+    shared_sweep(hub);
+    for (size_t i = 0; i < SHARED_MAX; i++) {
+        shared_t *e = &hub->shared[i];
+        if (e->body && e->key_len == key_len && memcmp(e->key, key, key_len) == 0)
+            return hd_buf_ref(e->body);
+    }
+    return NULL;
+}
+
+void hd_hub_shared_put(hd_worker_t *w, const void *key, size_t key_len, hd_buf_t *body)
+{
+    hub_t *hub = hub_of(w);
+    if (key_len > SHARED_KEY_MAX)
+        return;
+    shared_sweep(hub);
+    shared_t *slot = &hub->shared[0];
+    for (size_t i = 0; i < SHARED_MAX; i++) {
+        shared_t *e = &hub->shared[i];
+        if (!e->body) {
+            slot = e;
+            break;
+        }
+        if (e->stamp < slot->stamp)
+            slot = e;
+    }
+    if (slot->body)
+        hd_buf_unref(slot->body); /* every slot in use: the oldest leaves the cache only */
+    slot->body = hd_buf_ref(body);
+    slot->stamp = ++hub->shared_stamp;
+    slot->key_len = (uint16_t)key_len;
+    memcpy(slot->key, key, key_len);
 }
 
 static void send_unsubscribe(hd_worker_t *w, const char *name, size_t len)

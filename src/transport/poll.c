@@ -19,33 +19,84 @@
 
 #define POLL_HEADERS "Cache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\n"
 
-/* Builds and sends the answer: prefix, message objects (shared buffers when given), suffix. */
+/*
+ * The body of an answer with history, msgs[0..n) (n > 0), all of it in one buffer: at most
+ * max_bytes (max_response_size) once the first message is in, the messages that would not fit
+ * left out. *used says how many are in; `next` is the last one's id.
+ */
+static hd_buf_t *build_body(const char *channel, hd_message_t *const *msgs, size_t n, int gap,
+                            size_t max_bytes, size_t *used)
+{
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 256);
+    hd_sbuf_appendf(&sb, "{\"channel\":\"%s\",\"messages\":[", channel);
+    size_t i;
+    for (i = 0; i < n; i++) {
+        size_t before = sb.buf->len;
+        if (i)
+            hd_sbuf_append(&sb, ",", 1);
+        hd_message_json_object(&sb, msgs[i]);
+        if (i > 0 && sb.buf->len > max_bytes) {
+            sb.buf->len = before; /* this one goes in the next answer */
+            break;
+        }
+    }
+    *used = i;
+    hd_sbuf_appendf(&sb, "],\"next\":\"%s\",\"gap\":%s}", msgs[i - 1]->id, gap ? "true" : "false");
+    return hd_sbuf_finish(&sb);
+}
+
+/*
+ * The answer for history msgs[0..n): shared with every client of this worker asking for the
+ * same messages while an earlier copy is still being written (hd_hub_shared_get). The key holds
+ * all the body depends on: the channel, the epoch and sequence range of the messages (ids are
+ * never reused, so one range is one list), gap and the size bound.
+ */
+static hd_buf_t *history_body(hd_worker_t *w, const char *channel, hd_message_t *const *msgs,
+                              size_t n, int gap)
+{
+    size_t max_bytes = hd_worker_conf(w)->max_response_bytes, used;
+    char key[HD_CHANNEL_MAX + 128];
+    int klen = snprintf(key, sizeof(key), "poll %s %llx %llx %llx %zu %d %zu", channel,
+                        (unsigned long long)msgs[0]->epoch, (unsigned long long)msgs[0]->seq,
+                        (unsigned long long)msgs[n - 1]->seq, n, gap, max_bytes);
+    hd_buf_t *body = hd_hub_shared_get(w, key, (size_t)klen);
+    if (body)
+        return body;
+    body = build_body(channel, msgs, n, gap, max_bytes, &used);
+    hd_hub_shared_put(w, key, (size_t)klen, body);
+    return body;
+}
+
+/*
+ * Sends the answer: for history (msgs, no `shared`) one body bounded by max_response_size;
+ * for one live message of a long poll, the prefix, the hub's shared encoding, the suffix.
+ * next is the cursor when no message is returned.
+ */
 static void answer(hd_req_t *req, const char *channel, hd_message_t *const *msgs, size_t n,
                    hd_buf_t *shared, const char *next, int gap)
 {
+    hd_worker_t *w = req->conn->worker;
+    if (n && !shared) {
+        hd_buf_t *body = history_body(w, channel, msgs, n, gap);
+        hd_http_respond_bufs(req, 200, POLL_HEADERS, "application/json", &body, 1);
+        hd_buf_unref(body);
+        return;
+    }
     hd_sbuf_t pre, post;
     hd_sbuf_init(&pre, 128);
     hd_sbuf_appendf(&pre, "{\"channel\":\"%s\",\"messages\":[", channel);
+    hd_buf_t *bufs[3];
     size_t n_bufs = 0;
-    hd_buf_t **bufs = hd_malloc((n * 2 + 2) * sizeof(*bufs));
-    if (shared) {
-        bufs[n_bufs++] = hd_sbuf_finish(&pre);
+    bufs[n_bufs++] = hd_sbuf_finish(&pre);
+    if (shared)
         bufs[n_bufs++] = hd_buf_ref(shared);
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            if (i)
-                hd_sbuf_append(&pre, ",", 1);
-            hd_message_json_object(&pre, msgs[i]);
-        }
-        bufs[n_bufs++] = hd_sbuf_finish(&pre);
-    }
     hd_sbuf_init(&post, 96);
     hd_sbuf_appendf(&post, "],\"next\":\"%s\",\"gap\":%s}", next, gap ? "true" : "false");
     bufs[n_bufs++] = hd_sbuf_finish(&post);
     hd_http_respond_bufs(req, 200, POLL_HEADERS, "application/json", bufs, n_bufs);
     for (size_t i = 0; i < n_bufs; i++)
         hd_buf_unref(bufs[i]);
-    free(bufs);
 }
 
 /* Reads ?since= (or ?last_event_id=). Returns 1 with the id, 0 when absent, -1 after a 400. */
