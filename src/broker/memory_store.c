@@ -39,7 +39,10 @@ size_t hd_mstore_channel_cost(const hd_mstore_t *st, size_t name_len)
 
 size_t hd_mstore_message_cost(const hd_message_t *m)
 {
-    return alloc_cost(sizeof(*m) + strlen(m->content_type) + 1u + m->len);
+    /* The idempotency key stays with a message of the embedded broker for its whole life, so
+     * the cost is the same when it enters history and when it leaves. */
+    return alloc_cost(sizeof(*m) + strlen(m->content_type) + 1u + m->len) +
+           (m->idem_key ? alloc_cost(strlen(m->idem_key) + 1u) : 0);
 }
 
 static size_t ring_cost(uint32_t cap)
@@ -181,7 +184,9 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
     c->bytes -= m->len;
     st->history_bytes -= m->len;
     st->history_msgs--;
-    st->memory_bytes -= hd_mstore_message_cost(m);
+    size_t cost = hd_mstore_message_cost(m);
+    HD_ASSERT(st->memory_bytes >= cost); /* charged the same on the way in */
+    st->memory_bytes -= cost;
     if (m->seq > c->trimmed_seq)
         c->trimmed_seq = m->seq;
     hd_message_unref(m);

@@ -15,9 +15,9 @@
  * Memory: every byte the store holds for a channel or a message counts against max_memory
  * (memory_bytes): the channel struct with its name, the per-worker interest array, its share of
  * the table's buckets and of the expiry heap, the ring, and each message in history (header,
- * content type and payload), each allocation with the allocator's overhead. Above max_memory the
- * least recently published channels lose their history first; a channel left with neither
- * history nor subscribers goes away.
+ * content type, payload and idempotency key), each allocation with the allocator's overhead. Above
+ * max_memory the least recently published channels lose their history first; a channel left with
+ * neither history nor subscribers goes away.
  *
  * Budget: at most max_channels channels exist. A publish or subscribe that would make one more
  * (or that needs memory when no history is left to evict) is refused with HD_ECHANNELS or

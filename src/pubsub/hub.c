@@ -19,7 +19,7 @@ typedef struct hd_lchan_s {
     uint32_t n_pending; /* subscriptions waiting for the broker */
     uint32_t n_dead;    /* linked but unsubscribed during a fan-out */
     uint8_t name_len;
-    char name[HD_CHANNEL_MAX + 1];
+    char name[]; /* name_len bytes and a NUL: a channel costs what its name needs */
 } hd_lchan_t;
 
 /*
@@ -66,7 +66,7 @@ static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
     hd_lchan_t *c = find_chan(hub, name, len);
     if (c)
         return c;
-    c = hd_calloc(1, sizeof(*c));
+    c = hd_calloc(1, sizeof(*c) + len + 1u);
     memcpy(c->name, name, len);
     c->name_len = (uint8_t)len;
     c->node.key = c->name;

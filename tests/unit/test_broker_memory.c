@@ -103,6 +103,8 @@ static void test_ring_grows_and_shrinks(void)
     hd_message_t *probe = hd_message_new("a", 1, "text/plain", "0123456789", 10);
     size_t msg_cost = hd_mstore_message_cost(probe);
     T_EQ_INT(msg_cost, alloc_cost(sizeof(hd_message_t) + strlen("text/plain") + 1 + 10));
+    hd_message_set_idem_key(probe, "k-123", 5);
+    T_EQ_INT(hd_mstore_message_cost(probe), msg_cost + alloc_cost(6));
     hd_message_unref(probe);
     T_EQ_INT(st.memory_bytes,
              hd_mstore_channel_cost(&st, 1) + alloc_cost(100 * sizeof(void *)) + 100 * msg_cost);
