@@ -8,9 +8,9 @@
  * references allocated on the first message and grown by doubling up to history_size, halved
  * when a quarter full, freed when empty:
  *
- *        head                 head+len-1            cap = 8 (a power of two up to history_size)
- *   ring: [ m5 | m6 | m7 | -- | -- | -- | m3 | m4 ]   len = 5; m3 is the oldest, m7 the newest
- *                           ^ next push   ^ head
+ *   ring: [ m5 | m6 | m7 | -- | -- | -- | m3 | m4 ]   cap 8, len 5
+ *                     ^ newest            ^ head (the oldest)
+ *                          ^ the next push goes here
  *
  * Memory: every byte the store holds for a channel or a message counts against max_memory
  * (memory_bytes): the channel struct with its name, the per-worker interest array, its share of
