@@ -39,6 +39,7 @@
  * clients resuming with old ids are told of the gap.
  */
 #include "redis_bridge.h"
+#include "redis_reply.h"
 
 #include <strings.h>
 
@@ -84,130 +85,40 @@ static void release_err(redis_broker_t *b, hd_breq_t *r, int err)
 
 /* ---- messages from Redis ---- */
 
-static int reply_u64(const redisReply *e, uint64_t *v)
+/* What every message from Redis tells the node: its epoch (a new one: Redis lost its data), and
+ * the highest sequence seen (messages published, for /stats). */
+static void note_seq(redis_broker_t *b, uint64_t epoch, uint64_t seq)
 {
-    if (e && e->type == REDIS_REPLY_INTEGER && e->integer >= 0) {
-        *v = (uint64_t)e->integer;
-        return 0;
-    }
-    const char *s;
-    size_t len;
-    if (hd_redis_reply_str(e, &s, &len) < 0 || len == 0 || len > 19)
-        return -1;
-    uint64_t x = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        x = x * 10 + (uint64_t)(s[i] - '0');
-    }
-    *v = x;
-    return 0;
-}
-
-/* A message of the channel from its parts (as stored in the stream or sent over pub/sub). */
-static hd_message_t *make_message(redis_broker_t *b, const char *channel, size_t channel_len,
-                                  const char *id, size_t id_len, uint64_t time_ms, const char *ct,
-                                  size_t ct_len, const char *data, size_t len)
-{
-    uint64_t epoch, seq;
-    char type[128];
-    if (hd_id_parse(id, id_len, &epoch, &seq) < 0 || ct_len >= sizeof(type) ||
-        !hd_content_type_valid(ct, ct_len))
-        return NULL; /* not herald.lua's: the type would reach clients unchecked */
-    memcpy(type, ct, ct_len);
-    type[ct_len] = '\0';
-    hd_message_t *m = hd_message_new(channel, channel_len, type, data, len);
-    hd_message_set_id(m, epoch, seq);
     hd_redis_note_epoch(b, epoch);
-    m->time_ms = time_ms;
-    m->publish_ns = uv_hrtime();
     if (seq > b->stats.messages_published)
         STAT_SET(b, messages_published, seq);
+}
+
+static hd_message_t *parse_pubsub(redis_broker_t *b, const rchan_t *c, const char *s, size_t len)
+{
+    hd_message_t *m = hd_redis_parse_pubsub(c->name, c->name_len, s, len);
+    if (m)
+        note_seq(b, m->epoch, m->seq);
     return m;
 }
 
-/* "<id>\n<time ms>\n<content type>\n<payload>", as herald.lua publishes it. */
-static hd_message_t *parse_pubsub(redis_broker_t *b, const rchan_t *c, const char *s, size_t len)
-{
-    const char *end = s + len, *nl[3], *p = s;
-    for (int i = 0; i < 3; i++) {
-        nl[i] = memchr(p, '\n', (size_t)(end - p));
-        if (!nl[i])
-            return NULL;
-        p = nl[i] + 1;
-    }
-    uint64_t t = 0;
-    for (const char *q = nl[0] + 1; q < nl[1]; q++) {
-        if (*q < '0' || *q > '9')
-            return NULL;
-        t = t * 10 + (uint64_t)(*q - '0');
-    }
-    return make_message(b, c->name, c->name_len, s, (size_t)(nl[0] - s), t, nl[1] + 1,
-                        (size_t)(nl[2] - nl[1] - 1), nl[2] + 1, (size_t)(end - nl[2] - 1));
-}
-
-typedef struct read_result_s {
-    uint64_t epoch, cur, history_len;
-    int gap, found;
-    char last_id[HD_ID_MAX];
-    hd_message_t **msgs;
-    size_t n;
-} read_result_t;
+typedef hd_redis_read_t read_result_t;
 
 /* Parses herald_read's answer. Returns 0, or -1 (nothing allocated). */
 static int parse_read(redis_broker_t *b, const char *channel, const redisReply *rep,
                       read_result_t *out)
 {
-    const char *s;
-    size_t len;
-    uint64_t gap, found;
-    memset(out, 0, sizeof(*out));
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 5 || (rep->elements - 5) % 4 != 0 ||
-        hd_redis_reply_str(rep->element[0], &s, &len) < 0 ||
-        hd_id_parse(s, len, &out->epoch, &out->cur) < 0 || reply_u64(rep->element[1], &gap) < 0 ||
-        reply_u64(rep->element[2], &found) < 0 ||
-        hd_redis_reply_str(rep->element[3], &s, &len) < 0 || len >= HD_ID_MAX ||
-        reply_u64(rep->element[4], &out->history_len) < 0)
+    if (hd_redis_parse_read(channel, strlen(channel), rep, out) < 0)
         return -1;
-    memcpy(out->last_id, s, len);
-    out->last_id[len] = '\0';
-    out->gap = gap != 0;
-    out->found = found != 0;
-    hd_redis_note_epoch(b, out->epoch);
-    size_t n = (rep->elements - 5) / 4, channel_len = strlen(channel);
-    if (n == 0)
-        return 0;
-    out->msgs = hd_malloc(n * sizeof(*out->msgs));
-    for (size_t i = 0; i < n; i++) {
-        redisReply *const *e = rep->element + 5 + i * 4;
-        const char *id, *ct, *data;
-        size_t id_len, ct_len, data_len;
-        uint64_t t;
-        hd_message_t *m = NULL;
-        if (hd_redis_reply_str(e[0], &id, &id_len) == 0 && reply_u64(e[1], &t) == 0 &&
-            hd_redis_reply_str(e[2], &ct, &ct_len) == 0 &&
-            hd_redis_reply_str(e[3], &data, &data_len) == 0)
-            m = make_message(b, channel, channel_len, id, id_len, t, ct, ct_len, data, data_len);
-        if (!m) {
-            for (size_t k = 0; k < out->n; k++)
-                hd_message_unref(out->msgs[k]);
-            free(out->msgs);
-            out->msgs = NULL;
-            out->n = 0;
-            return -1;
-        }
-        out->msgs[out->n++] = m;
-    }
-    if (out->cur > b->stats.messages_published)
-        STAT_SET(b, messages_published, out->cur);
+    note_seq(b, out->epoch, out->cur);
+    for (size_t i = 0; i < out->n; i++)
+        hd_redis_note_epoch(b, out->msgs[i]->epoch);
     return 0;
 }
 
 static void discard_result(read_result_t *res)
 {
-    for (size_t i = 0; i < res->n; i++)
-        hd_message_unref(res->msgs[i]);
-    free(res->msgs);
+    hd_redis_read_dispose(res);
 }
 
 /* ---- channels ---- */
@@ -691,25 +602,10 @@ static int publish_part_reply(redis_broker_t *b, op_t *op, const redisReply *rep
         release_err(b, r, map_error(b, "publish", rep));
         return 0;
     }
-    uint64_t t;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != op->n + 1 ||
-        reply_u64(rep->element[0], &t) < 0)
+    if (hd_redis_parse_publish(rep, r->msgs + op->first, op->n) < 0)
         goto bad;
-    for (size_t i = 0; i < op->n; i++) {
-        const char *id;
-        size_t len;
-        uint64_t epoch, seq;
-        hd_message_t *m = r->msgs[op->first + i];
-        if (hd_redis_reply_str(rep->element[i + 1], &id, &len) < 0 ||
-            hd_id_parse(id, len, &epoch, &seq) < 0)
-            goto bad;
-        hd_message_set_id(m, epoch, seq);
-        hd_redis_note_epoch(b, epoch);
-        m->time_ms = t;
-        m->publish_ns = uv_hrtime();
-        if (seq > b->stats.messages_published)
-            STAT_SET(b, messages_published, seq);
-    }
+    for (size_t i = 0; i < op->n; i++)
+        note_seq(b, r->msgs[op->first + i]->epoch, r->msgs[op->first + i]->seq);
     if (op->first + op->n < r->n_msgs) {
         /* The next part, unless the connection went away meanwhile (then the parts sent are
          * applied and the rest is not: the client is told 503, as for any publish in flight). */

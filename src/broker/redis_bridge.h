@@ -16,6 +16,7 @@
 #include "herald/hmap.h"
 #include "herald/log.h"
 #include "herald/pubsub.h"
+#include "redis_reply.h"
 #include "herald/redis_url.h"
 
 #include <hiredis/hiredis.h>
@@ -197,15 +198,6 @@ static inline size_t hd_redis_key(const redis_broker_t *b, char *out, const char
     memcpy(out + b->prefix_len + k, name, len);
     out[b->prefix_len + k + len] = '\0';
     return b->prefix_len + k + len;
-}
-
-static inline int hd_redis_reply_str(const redisReply *e, const char **s, size_t *len)
-{
-    if (!e || (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS))
-        return -1;
-    *s = e->str;
-    *len = e->len;
-    return 0;
 }
 
 /* ---- redis_conn.c: the connections ---- */
