@@ -13,22 +13,17 @@
  *   - the server answers 400 for an id hd_id_parse refuses and accepts one it takes (200, or
  *     101 for a WebSocket), and everything is freed when the client leaves.
  */
-#define _GNU_SOURCE
-#include "herald/conf.h"
 #include "herald/http.h"
 #include "herald/log.h"
 #include "herald/pubsub.h"
-#include "herald/server.h"
 #include "herald/transport.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
+#include "embedded.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -37,22 +32,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Longest id the harness sends to the server (percent-encoded in a query: three bytes each). */
 #define ID_WIRE_MAX 80
 
-static uv_loop_t main_loop;
-static hd_conf_t *conf;
-static hd_server_t *srv;
-static hd_worker_t *wk;
+static hd_embedded_t node;
+static int is_started;
 static hd_router_t *router;
-static int n_published; /* publishes by the harness not answered yet */
-static int barrier_done;
+static int n_published;  /* publishes by the harness not answered yet */
 static char epoch36[16]; /* the broker's epoch in base 36, from a published message's id */
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_id: %s:%d: %s\n", __FILE__, __LINE__, #cond);                    \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond) HD_EMB_CHECK(cond)
 
 /* ---- the id functions on their own ---- */
 
@@ -110,55 +96,6 @@ static void check_parse(const uint8_t *data, size_t size)
 
 /* ---- the embedded server ---- */
 
-static void pump(int n)
-{
-    for (int i = 0; i < n; i++)
-        uv_run(&wk->loop, UV_RUN_NOWAIT);
-}
-
-static char sink[1 << 16];
-
-/*
- * Reads what the server sent, keeping the start of the response in head (NUL-terminated).
- * Returns the byte count, or -1 at EOF.
- */
-static ssize_t drain(int fd, char *head, size_t headlen, size_t *got)
-{
-    ssize_t total = 0;
-    for (;;) {
-        ssize_t n = read(fd, sink, sizeof(sink));
-        if (n > 0) {
-            if (head && *got + 1 < headlen) {
-                size_t k = headlen - 1 - *got < (size_t)n ? headlen - 1 - *got : (size_t)n;
-                memcpy(head + *got, sink, k);
-                *got += k;
-                head[*got] = '\0';
-            }
-            total += n;
-            continue;
-        }
-        if (n == 0)
-            return total ? total : -1;
-        return total;
-    }
-}
-
-static void send_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (n < 0 && errno == EAGAIN) {
-            pump(1);
-            drain(fd, NULL, 0, NULL);
-        } else {
-            return; /* the server closed */
-        }
-    }
-}
-
 static void on_published(void *arg, int err, hd_message_t *const *msgs, size_t n)
 {
     (void)arg;
@@ -174,64 +111,30 @@ static void publish(const char *data)
 {
     hd_message_t *m = hd_message_new("fz", 2, "text/plain", data, strlen(data));
     n_published++;
-    hd_tp_publish(wk, &m, 1, on_published, NULL);
-}
-
-static void on_barrier(hd_worker_t *w, hd_breq_t *r)
-{
-    (void)w;
-    hd_breq_free(r);
-    barrier_done = 1;
-}
-
-/* Runs the loop until the broker has answered everything asked before (one FIFO). */
-static void sync_broker(void)
-{
-    hd_breq_t *r = hd_breq_new(HD_BREQ_BARRIER, wk, NULL, 0);
-    r->reply_cb = on_barrier;
-    barrier_done = 0;
-    hd_broker_submit(r);
-    for (int i = 0; i < 200000 && !barrier_done; i++) {
-        pump(1);
-        if (i % 16 == 15)
-            usleep(50);
-    }
-    CHECK(barrier_done);
+    hd_tp_publish(node.wk, &m, 1, on_published, NULL);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (srv)
+    if (is_started)
         return 0;
-    static const char *const ov[] = {"history_size 4",      "poll_max_messages 10",
-                                     "ws_ping_interval 1h", "ws_idle_timeout 1h",
-                                     "header_timeout 10s",  "keepalive_timeout 10s"};
-    char err[512];
-    signal(SIGPIPE, SIG_IGN);
     hd_log_set_level(HD_LOG_ERROR);
-    CHECK(uv_loop_init(&main_loop) == 0);
-    if (hd_conf_load_string(&conf, "fuzz", "", ov, sizeof(ov) / sizeof(ov[0]), err, sizeof(err)) !=
-        0) {
-        fprintf(stderr, "fuzz_id: %s\n", err);
-        abort();
-    }
     router = hd_router_new();
     hd_sse_register(router);
     hd_poll_register(router);
     hd_ws_register(router);
     hd_http_set_router(router);
-    CHECK(hd_server_new_embedded(&srv, conf, hd_http_accept, &main_loop) == 0);
-    wk = hd_server_worker(srv, 0);
-    hd_hub_init(wk);
-    hd_broker_t *broker;
-    CHECK(hd_broker_memory_new(&broker, srv, conf) == 0);
-    hd_broker_set(broker);
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 4", "poll_max_messages 10",
+                      "ws_ping_interval 1h", "ws_idle_timeout 1h", "header_timeout 10s",
+                      "keepalive_timeout 10s");
+    hd_embedded_start_pubsub(&node);
+    is_started = 1;
     /* History on "fz", more than history_size holds, so resumes meet a trimmed ring. */
     for (int i = 0; i < 6; i++)
         publish(i % 2 ? "odd" : "even");
-    sync_broker();
+    hd_embedded_sync_broker(&node);
     CHECK(n_published == 0 && epoch36[0] != '\0');
     return 0;
 }
@@ -312,47 +215,37 @@ static void check_server(uint8_t sel, const uint8_t *data, size_t size)
     n += (size_t)snprintf(req + n, sizeof(req) - n, "\r\n");
     CHECK(n < sizeof(req));
 
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
-    CHECK(hd_server_adopt(srv, sv[1]) != NULL);
-    int fd = sv[0];
-    send_all(fd, req, n);
-
-    char head[64] = "";
-    size_t got = 0;
-    for (int i = 0, quiet = 0; i < 100000 && (got < 12 || quiet < 3); i++) {
-        pump(1);
-        ssize_t k = drain(fd, head, sizeof(head), &got);
+    int fd = hd_embedded_connect(&node, NULL);
+    hd_embedded_buf_t rx = {0};
+    hd_embedded_send_all(&node, fd, req, n, &rx);
+    for (int i = 0, quiet = 0; i < 100000 && (rx.len < 12 || quiet < 3); i++) {
+        hd_embedded_pump(&node, 1);
+        ssize_t k = hd_embedded_read(fd, &rx);
         if (k < 0)
             break;
         quiet = k > 0 ? 0 : quiet + 1;
-        if (got < 12 && i % 16 == 15)
+        if (rx.len < 12 && i % 16 == 15)
             usleep(20);
     }
     close(fd);
 
-    int status = got >= 12 && memcmp(head, "HTTP/1.1 ", 9) == 0 ? atoi(head + 9) : 0;
+    int status = rx.len >= 12 && memcmp(rx.data, "HTTP/1.1 ", 9) == 0 ? atoi(rx.data + 9) : 0;
+    hd_embedded_buf_free(&rx);
     if (!ok)
         CHECK(status == 400);
     else
         CHECK(status == (pl->is_ws ? 101 : 200));
 
     /* Everything is freed once the peer is gone and the broker has answered. */
-    for (int i = 0; i < 100000 && hd_server_conn_count(srv) > 0; i++) {
-        pump(1);
-        if (i % 64 == 63)
-            usleep(100);
-    }
-    CHECK(hd_server_conn_count(srv) == 0);
-    sync_broker();
-    CHECK(hd_hub_local_subscribers(wk) == 0);
-    CHECK(HD_STAT_GET(wk, conns) == 0);
+    CHECK(hd_embedded_wait_idle(&node, 10000) == 0);
+    hd_embedded_sync_broker(&node);
+    CHECK(hd_hub_local_subscribers(node.wk) == 0);
+    hd_embedded_check_clean(&node);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!srv)
+    if (!is_started)
         LLVMFuzzerInitialize(NULL, NULL);
     if (size == 0)
         return 0;

@@ -1,32 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_http.c: unit tests of src/http/http.c through an embedded server: requests are written
- * into one end of a socketpair whose other end is adopted as a connection; the test drives the
- * worker loop and reads the responses. Covers keep-alive, pipelining, input split at every offset
- * and byte by byte, bodies, Expect, every limit, HTTP/1.0, HEAD, deferred responses, take-over,
- * timeouts and hd_req_query. After each test every connection is closed and the loop runs until
- * the worker is idle, so ASan/LSan sees any leak.
+ * test_http.c: unit tests of src/http/http.c through an embedded node (tests/support): requests are
+ * written into one end of a socketpair whose other end is adopted as a connection; the test drives
+ * the worker loop and reads the responses. Covers keep-alive, pipelining, input split at every
+ * offset and byte by byte, bodies, Expect, every limit, HTTP/1.0, HEAD, deferred responses,
+ * take-over, timeouts and hd_req_query. After each test every connection is closed and the loop
+ * runs until the worker is idle, so ASan/LSan sees any leak.
  */
 #define _GNU_SOURCE /* memmem */
-#include "herald/conf.h"
 #include "herald/http.h"
 #include "herald/log.h"
 #include "herald/server.h"
 
+#include "embedded.h"
 #include "test.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ---- the server under test ---- */
 
-static uv_loop_t main_loop;
-static hd_conf_t *conf;
-static hd_server_t *srv;
+static hd_embedded_t node;
+static hd_server_t *srv; /* node.srv and node.wk while started */
 static hd_worker_t *wk;
 static hd_router_t *router;
 
@@ -150,12 +147,9 @@ static void h_stream(hd_req_t *req, void *arg)
 
 static void server_start(const char *const *ov, size_t n_ov)
 {
-    char err[512];
-    int rc = hd_conf_load_string(&conf, "test", "", ov, n_ov, err, sizeof(err));
-    if (rc != 0)
-        T_FAIL("configuration: %s", err);
-    T_EQ_INT(hd_server_new_embedded(&srv, conf, hd_http_accept, &main_loop), 0);
-    wk = hd_server_worker(srv, 0);
+    hd_embedded_start(&node, ov, n_ov, hd_http_accept);
+    srv = node.srv;
+    wk = node.wk;
 }
 
 static const char *const default_ov[] = {"max_url_size 256", "max_header_size 1k",
@@ -166,8 +160,7 @@ static const char *const default_ov[] = {"max_url_size 256", "max_header_size 1k
 
 static void pump(int n)
 {
-    for (int i = 0; i < n; i++)
-        uv_run(&wk->loop, UV_RUN_NOWAIT);
+    hd_embedded_pump(&node, n);
 }
 
 static void sleep_ms(long ms)
@@ -179,23 +172,17 @@ static void sleep_ms(long ms)
 /* Runs the worker loop until it has no connection left (fails after two seconds). */
 static void wait_idle(void)
 {
-    for (int i = 0; i < 2000 && hd_server_conn_count(srv) > 0; i++) {
-        pump(4);
-        if (hd_server_conn_count(srv) > 0)
-            sleep_ms(1);
-    }
-    T_EQ_INT(hd_server_conn_count(srv), 0);
+    if (hd_embedded_wait_idle(&node, 2000) != 0)
+        T_FAIL("%llu connection(s) left after 2 s", (unsigned long long)hd_server_conn_count(srv));
+    hd_embedded_check_clean(&node);
 }
 
 static void server_stop(void)
 {
     wait_idle();
     T_TRUE(deferred == NULL);
-    hd_server_free(srv);
-    uv_run(&main_loop, UV_RUN_DEFAULT); /* srv is freed when its main-loop handles closed */
-    hd_conf_unref(conf);
+    hd_embedded_stop(&node);
     srv = NULL;
-    conf = NULL;
     wk = NULL;
 }
 
@@ -211,12 +198,8 @@ typedef struct client_s {
 
 static void client_open(client_t *cl)
 {
-    int sv[2];
     memset(cl, 0, sizeof(*cl));
-    T_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    T_EQ_INT(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-    T_TRUE(hd_server_adopt(srv, sv[1]) != NULL);
-    cl->fd = sv[0];
+    cl->fd = hd_embedded_connect(&node, NULL);
     cl->cap = 4096;
     cl->buf = hd_malloc(cl->cap);
     cl->buf[0] = '\0';
@@ -1352,9 +1335,7 @@ static void test_headers(void)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN); /* as herald's main() does: a write to a gone peer is an error */
     hd_log_set_level(HD_LOG_WARN);
-    T_EQ_INT(uv_loop_init(&main_loop), 0);
     router = hd_router_new();
     hd_router_add(router, HD_M_GET, "/healthz", 0, h_health, NULL);
     hd_router_add(router, HD_M_POST, "/echo", 0, h_echo, NULL);
@@ -1393,6 +1374,5 @@ int main(void)
     T_RUN(test_timeouts);
 
     hd_router_free(router);
-    T_EQ_INT(uv_loop_close(&main_loop), 0);
     T_DONE();
 }

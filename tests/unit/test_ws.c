@@ -19,12 +19,10 @@
 #include "herald/log.h"
 #include "herald/server.h"
 
+#include "embedded.h"
 #include "test.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,40 +147,30 @@ static void test_frame_size(void)
 
 /* ---- through an embedded server ---- */
 
-static uv_loop_t main_loop;
-static hd_conf_t *conf;
-static hd_server_t *srv;
-static hd_worker_t *wk;
+static hd_embedded_t node;
 static hd_router_t *router;
 
 static void server_start(void)
 {
-    static const char *const ov[] = {"max_message_size 1k", "ws_ping_interval 1h",
-                                     "ws_idle_timeout 1h"};
-    char err[512];
-    if (hd_conf_load_string(&conf, "test", "", ov, HD_ARRAY_SIZE(ov), err, sizeof(err)) != 0)
-        T_FAIL("configuration: %s", err);
     router = hd_router_new();
     hd_ws_register(router);
     hd_http_set_router(router);
-    T_EQ_INT(hd_server_new_embedded(&srv, conf, hd_http_accept, &main_loop), 0);
-    wk = hd_server_worker(srv, 0);
-    hd_hub_init(wk); /* the JSON protocol's ping needs no broker */
+    HD_EMBEDDED_START(&node, hd_http_accept, "max_message_size 1k", "ws_ping_interval 1h",
+                      "ws_idle_timeout 1h");
+    hd_hub_init(node.wk); /* the JSON protocol's ping needs no broker */
 }
 
 static void server_stop(void)
 {
-    hd_hub_dispose(wk);
-    hd_server_free(srv);
-    uv_run(&main_loop, UV_RUN_DEFAULT);
+    T_EQ_INT(hd_embedded_wait_idle(&node, 3000), 0);
+    hd_hub_dispose(node.wk);
+    hd_embedded_stop(&node);
     hd_router_free(router);
-    hd_conf_unref(conf);
 }
 
 static void run_loop(int n)
 {
-    for (int i = 0; i < n; i++)
-        uv_run(&wk->loop, UV_RUN_NOWAIT);
+    hd_embedded_pump(&node, n);
 }
 
 typedef struct out_s {
@@ -222,40 +210,33 @@ static const char handshake[] = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websock
  */
 static void run_stream(const uint8_t *in, size_t len, const size_t *cuts, out_t *o)
 {
-    int sv[2];
-    T_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    T_EQ_INT(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-    T_TRUE(hd_server_adopt(srv, sv[1]) != NULL);
+    int fd = hd_embedded_connect(&node, NULL);
     memset(o, 0, sizeof(*o));
-    T_EQ_INT(write(sv[0], handshake, sizeof(handshake) - 1), (ssize_t)(sizeof(handshake) - 1));
+    T_EQ_INT(write(fd, handshake, sizeof(handshake) - 1), (ssize_t)(sizeof(handshake) - 1));
     run_loop(3);
-    take(sv[0], o);
+    take(fd, o);
     size_t off = 0;
     for (size_t i = 0; off < len; i++) {
         size_t n = cuts && cuts[i] ? cuts[i] : len - off;
         if (n > len - off)
             n = len - off;
-        T_EQ_INT(write(sv[0], in + off, n), (ssize_t)n);
+        T_EQ_INT(write(fd, in + off, n), (ssize_t)n);
         off += n;
         run_loop(2);
-        take(sv[0], o);
+        take(fd, o);
     }
     for (int i = 0; i < 2000 && !o->is_eof; i++) {
         run_loop(2);
-        take(sv[0], o);
+        take(fd, o);
         if (!o->is_eof) {
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
     }
     T_TRUE(o->is_eof);
-    close(sv[0]);
-    for (int i = 0; i < 3000 && hd_server_conn_count(srv) > 0; i++) {
-        run_loop(2);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    T_EQ_INT(hd_server_conn_count(srv), 0);
+    close(fd);
+    T_EQ_INT(hd_embedded_wait_idle(&node, 3000), 0);
+    hd_embedded_check_clean(&node);
     /* strip the 101 head */
     uint8_t *end = memmem(o->data, o->len, "\r\n\r\n", 4);
     T_TRUE(end != NULL);
@@ -452,7 +433,6 @@ static void test_stream_errors(void)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
     hd_log_set_level(HD_LOG_ERROR);
     T_RUN(test_accept_key);
     T_RUN(test_key_valid);
@@ -460,11 +440,9 @@ int main(void)
     T_RUN(test_tokens);
     T_RUN(test_origins);
     T_RUN(test_frame_size);
-    T_EQ_INT(uv_loop_init(&main_loop), 0);
     server_start();
     T_RUN(test_stream_split_everywhere);
     T_RUN(test_stream_errors);
     server_stop();
-    T_EQ_INT(uv_loop_close(&main_loop), 0);
     T_DONE();
 }
