@@ -31,7 +31,8 @@
     X(ESHUTDOWN, -10011, 503, 1001, "server shutting down")                                        \
     X(EFRAMING, -10012, 400, 1002, "conflicting message framing")                                  \
     X(ECHANNELS, -10013, 507, 1013, "channel limit reached (max_channels)")                        \
-    X(EMEMORY, -10014, 507, 1013, "memory limit reached (max_memory)")
+    X(EMEMORY, -10014, 507, 1013, "memory limit reached (max_memory)")                             \
+    X(ESUBSCRIPTIONS, -10015, 503, 1013, "subscription limit reached (max_subscriptions)")
 
 typedef enum {
 #define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),

@@ -76,9 +76,11 @@ typedef struct hd_conf_s {
     uint32_t max_channels;    /* channels on this node; a new one past it is refused */
 
     /* delivery */
-    size_t max_queue_bytes;     /* per connection; a subscriber behind by more is disconnected */
-    uint32_t poll_max_messages; /* messages in one poll / long-poll answer */
-    size_t max_response_bytes;  /* a poll answer stops adding messages past this */
+    size_t max_queue_bytes; /* per connection; a subscriber behind by more is disconnected */
+    uint32_t max_subscriptions_per_connection; /* /ws subscriptions, channels of one SSE stream */
+    uint64_t max_subscriptions;                /* node-wide, every transport (hub) */
+    uint32_t poll_max_messages;                /* messages in one poll / long-poll answer */
+    size_t max_response_bytes;                 /* a poll answer stops adding messages past this */
     uint64_t longpoll_timeout_ms;
     uint64_t longpoll_max_timeout_ms;
     uint64_t sse_heartbeat_ms;

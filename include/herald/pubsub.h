@@ -264,6 +264,7 @@ struct hd_sub_s {
     unsigned is_pending : 1; /* SUBSCRIBE sent, no reply yet */
     unsigned is_orphan : 1;  /* unsubscribed while pending: freed when the reply comes */
     unsigned is_dead : 1;    /* unsubscribed during a fan-out: freed when it ends */
+    unsigned is_counted : 1; /* holds one unit of the node's max_subscriptions budget */
 };
 
 /* Sets up the hub of a worker (call on that worker's loop or before it runs). */
@@ -273,6 +274,11 @@ void hd_hub_dispose(hd_worker_t *w);
  * Subscribes on worker w. since may be NULL (live only). The subscription goes live when
  * ops->on_ready runs. Returns the subscription (owned by the hub; end it with
  * hd_hub_unsubscribe, which may be called at any time, even before on_ready).
+ *
+ * Every subscription on the node (every worker, every transport) counts against
+ * max_subscriptions: one atomic add when it is made and one subtract when it is freed, nothing
+ * per delivery. Past the budget the subscription is refused the way a broker refuses: on_ready
+ * runs later (never inside this call) with err HD_ESUBSCRIPTIONS.
  */
 hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_len,
                            const uint64_t *since_epoch, const uint64_t *since_seq,
@@ -282,6 +288,14 @@ void hd_hub_unsubscribe(hd_sub_t *s);
 const char *hd_sub_channel(const hd_sub_t *s);
 /* Local subscribers on this worker (all channels). */
 uint64_t hd_hub_local_subscribers(hd_worker_t *w);
+/* Subscriptions on the node (all workers, pending ones included), for /stats and /metrics. */
+uint64_t hd_hub_subscriptions(void);
+/* Which limit refused a subscription: max_subscriptions (node) or
+ * max_subscriptions_per_connection (a transport's own check). */
+enum { HD_SUBS_LIMIT_NODE = 0, HD_SUBS_LIMIT_CONNECTION, HD_SUBS_LIMIT_COUNT };
+/* Counts a refused subscription (stats, metrics) and logs it, at most once per 10 s per worker
+ * with the number refused meanwhile. */
+void hd_hub_note_refused(hd_worker_t *w, int limit);
 
 /*
  * Answers shared while in use. A transport that builds the same large answer for several
@@ -305,11 +319,12 @@ extern const uint64_t hd_latency_bounds_us[HD_LATENCY_BUCKETS - 1];
 
 /* Per-worker pub/sub counters, for /stats. */
 typedef struct hd_hub_stats_s {
-    uint64_t messages_in;                         /* messages that reached this worker */
-    uint64_t deliveries;                          /* message x subscriber deliveries */
-    uint64_t slow_dropped;                        /* subscribers disconnected for falling behind */
-    uint64_t published;                           /* messages published through this worker */
-    int64_t transport_conns[4];                   /* open now, by HD_TP_* */
+    uint64_t messages_in;       /* messages that reached this worker */
+    uint64_t deliveries;        /* message x subscriber deliveries */
+    uint64_t slow_dropped;      /* subscribers disconnected for falling behind */
+    uint64_t published;         /* messages published through this worker */
+    int64_t transport_conns[4]; /* open now, by HD_TP_* */
+    uint64_t subscriptions_refused[HD_SUBS_LIMIT_COUNT]; /* by HD_SUBS_LIMIT_* */
     uint64_t latency_buckets[HD_LATENCY_BUCKETS]; /* broker -> fan-out, cumulative upper bounds */
     uint64_t latency_sum_us;
     uint64_t latency_count;

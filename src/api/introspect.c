@@ -39,6 +39,8 @@ static void collect(totals_t *t)
         t->hub.deliveries += LOAD(h->deliveries);
         t->hub.slow_dropped += LOAD(h->slow_dropped);
         t->hub.published += LOAD(h->published);
+        for (int i = 0; i < HD_SUBS_LIMIT_COUNT; i++)
+            t->hub.subscriptions_refused[i] += LOAD(h->subscriptions_refused[i]);
         for (int i = 0; i < 4; i++)
             t->hub.transport_conns[i] += LOAD(h->transport_conns[i]);
         for (int i = 0; i < HD_LATENCY_BUCKETS; i++)
@@ -69,7 +71,9 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"channels\":%llu,\"messages\":{\"published\":%llu,\"published_here\":%llu,"
         "\"fanned_out\":%llu,\"delivered\":%llu},\"history_bytes\":%llu,"
         "\"channels_evicted\":%llu,\"slow_subscribers_dropped\":%llu,"
-        "\"channels_refused\":%llu,\"broker_memory_bytes\":%llu}",
+        "\"channels_refused\":%llu,\"broker_memory_bytes\":%llu,\"subscriptions\":%llu,"
+        "\"subscriptions_refused\":{\"max_subscriptions\":%llu,"
+        "\"max_subscriptions_per_connection\":%llu}}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
         hd_server_worker_count(node), hd_broker_get()->ops->name,
         hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
@@ -83,7 +87,10 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.hub.published, (unsigned long long)t.hub.messages_in,
         (unsigned long long)t.hub.deliveries, (unsigned long long)t.broker.history_bytes,
         (unsigned long long)t.broker.channels_evicted, (unsigned long long)t.hub.slow_dropped,
-        (unsigned long long)t.broker.channels_refused, (unsigned long long)t.broker.memory_bytes);
+        (unsigned long long)t.broker.channels_refused, (unsigned long long)t.broker.memory_bytes,
+        (unsigned long long)hd_hub_subscriptions(),
+        (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_NODE],
+        (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION]);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
     hd_sbuf_dispose(&sb);
@@ -145,6 +152,18 @@ static void on_metrics(hd_req_t *req, void *arg)
            t.broker.memory_bytes);
     metric(&sb, "herald_slow_subscribers_dropped_total", "counter",
            "Subscribers disconnected for falling behind max_queue_bytes.", t.hub.slow_dropped);
+    metric(&sb, "herald_subscriptions", "gauge",
+           "Subscriptions on the node, every transport (counted against max_subscriptions).",
+           hd_hub_subscriptions());
+    hd_sbuf_appends(&sb, "# HELP herald_subscriptions_refused_total Subscriptions refused, by "
+                         "the limit reached.\n"
+                         "# TYPE herald_subscriptions_refused_total counter\n");
+    hd_sbuf_appendf(&sb, "herald_subscriptions_refused_total{limit=\"max_subscriptions\"} %llu\n",
+                    (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_NODE]);
+    hd_sbuf_appendf(
+        &sb,
+        "herald_subscriptions_refused_total{limit=\"max_subscriptions_per_connection\"} %llu\n",
+        (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION]);
     hd_sbuf_appends(&sb, "# HELP herald_fanout_latency_seconds Time from the broker taking a "
                          "message to a worker fanning it out.\n"
                          "# TYPE herald_fanout_latency_seconds histogram\n");

@@ -162,6 +162,11 @@ static const directive_t directives[] = {
     /* delivery */
     D("max_queue_bytes", T_SIZE, max_queue_bytes, "1m", "4k", "1g", RELOAD,
       "bytes waiting to be written to one subscriber; one further behind is disconnected"),
+    D("max_subscriptions_per_connection", T_UINT, max_subscriptions_per_connection, "64", "1",
+      "1024", RELOAD,
+      "subscriptions of one /ws connection, channels of one SSE stream; more are refused"),
+    D("max_subscriptions", T_UINT, max_subscriptions, "1000000", "1", "100000000", RELOAD,
+      "subscriptions on this node (every transport, long polls included); more are refused 503"),
     D("poll_max_messages", T_UINT, poll_max_messages, "100", "1", "10000", RELOAD,
       "messages in one poll or long-poll answer"),
     D("max_response_size", T_SIZE, max_response_bytes, "1m", "64k", "1g", RELOAD,

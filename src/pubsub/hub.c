@@ -8,6 +8,7 @@
  * skips it and frees it when the pass is over, so the loop never walks freed memory.
  */
 #include "herald/hmap.h"
+#include "herald/log.h"
 #include "herald/pubsub.h"
 
 #include <string.h>
@@ -43,7 +44,12 @@ typedef struct hub_s {
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
     uint64_t n_subs;
     hd_hub_stats_t stats;
+    uint64_t refused_log_ms;                         /* when a refusal was last logged */
+    uint64_t refused_since_log[HD_SUBS_LIMIT_COUNT]; /* refused since then, not logged */
 } hub_t;
+
+/* Subscriptions on the node: every worker adds and subtracts here, once per subscription. */
+static uint64_t node_subs;
 
 typedef struct delivery_s {
     hd_msg_t base;
@@ -165,6 +171,36 @@ void hd_hub_shared_put(hd_worker_t *w, const void *key, size_t key_len, hd_buf_t
     memcpy(slot->key, key, key_len);
 }
 
+/* Frees a subscription and gives its unit of the node budget back. */
+static void free_sub(hd_sub_t *s)
+{
+    if (s->is_counted)
+        __atomic_sub_fetch(&node_subs, 1, __ATOMIC_RELAXED);
+    free(s);
+}
+
+uint64_t hd_hub_subscriptions(void)
+{
+    return __atomic_load_n(&node_subs, __ATOMIC_RELAXED);
+}
+
+void hd_hub_note_refused(hd_worker_t *w, int limit)
+{
+    hub_t *hub = hub_of(w);
+    HD_HUB_STAT_ADD(w, subscriptions_refused[limit], 1);
+    hub->refused_since_log[limit]++;
+    uint64_t now = uv_now(&w->loop);
+    if (hub->refused_log_ms && now - hub->refused_log_ms < 10000)
+        return;
+    hub->refused_log_ms = now;
+    hd_log_warn("subscriptions refused in the last 10 s: %llu at max_subscriptions (%llu on the "
+                "node), %llu at max_subscriptions_per_connection",
+                (unsigned long long)hub->refused_since_log[HD_SUBS_LIMIT_NODE],
+                (unsigned long long)hd_hub_subscriptions(),
+                (unsigned long long)hub->refused_since_log[HD_SUBS_LIMIT_CONNECTION]);
+    memset(hub->refused_since_log, 0, sizeof(hub->refused_since_log));
+}
+
 static void send_unsubscribe(hd_worker_t *w, const char *name, size_t len)
 {
     hd_breq_t *r = hd_breq_new(HD_BREQ_UNSUBSCRIBE, w, name, len);
@@ -183,7 +219,7 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
             send_unsubscribe(w, c->name, c->name_len);
         if (!s->is_orphan)
             s->ops->on_ready(s, NULL, 0, 0, r->err);
-        free(s);
+        free_sub(s);
         maybe_free_chan(hub, c);
         hd_breq_free(r);
         return;
@@ -213,6 +249,16 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
     hd_breq_t *r = hd_breq_new(HD_BREQ_SUBSCRIBE, w, channel, channel_len);
     r->cookie = s;
     r->reply_cb = on_subscribe_reply;
+    uint64_t max = hd_worker_conf(w)->max_subscriptions;
+    if (__atomic_add_fetch(&node_subs, 1, __ATOMIC_RELAXED) > max) {
+        /* Refused as a broker refuses: the answer comes through this worker's mailbox. */
+        __atomic_sub_fetch(&node_subs, 1, __ATOMIC_RELAXED);
+        hd_hub_note_refused(w, HD_SUBS_LIMIT_NODE);
+        r->err = HD_ESUBSCRIPTIONS;
+        hd_breq_reply(r);
+        return s;
+    }
+    s->is_counted = 1;
     if (since_epoch && since_seq) {
         r->has_since = 1;
         r->since_epoch = *since_epoch;
@@ -242,7 +288,7 @@ void hd_hub_unsubscribe(hd_sub_t *s)
         return;
     }
     hd_list_remove(&s->link);
-    free(s);
+    free_sub(s);
     maybe_free_chan(hub, c);
 }
 
@@ -303,7 +349,7 @@ static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
             hd_sub_t *s = hd_container_of(pos, hd_sub_t, link);
             if (s->is_dead) {
                 hd_list_remove(&s->link);
-                free(s);
+                free_sub(s);
             }
         }
         c->n_dead = 0;

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SSE_MAX_CHANNELS 64
 #define SSE_HEADERS                                                                                \
     "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"                \
     "X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
@@ -302,8 +301,8 @@ static void sse_on_abort(hd_deferred_t *d)
     free_sse(s);
 }
 
-/* Collects ?channel= values. Returns the count, or -1 after a 400. */
-static int channels_from_query(hd_req_t *req, char names[][HD_CHANNEL_MAX + 1])
+/* Collects ?channel= values, at most max of them. Returns the count, or -1 after a 400. */
+static int channels_from_query(hd_req_t *req, char (*names)[HD_CHANNEL_MAX + 1], int max)
 {
     const char *p = req->query, *end = req->query + req->query_len;
     int n = 0;
@@ -326,8 +325,14 @@ static int channels_from_query(hd_req_t *req, char names[][HD_CHANNEL_MAX + 1])
             for (int i = 0; i < n; i++)
                 dup |= strcmp(names[i], v) == 0;
             if (!dup) {
-                if (n == SSE_MAX_CHANNELS) {
-                    hd_http_respond_error(req, 400, "too many channels (at most 64 per stream)");
+                if (n == max) {
+                    char msg[128];
+                    snprintf(msg, sizeof(msg),
+                             "too many channels: at most %d per stream "
+                             "(max_subscriptions_per_connection)",
+                             max);
+                    hd_hub_note_refused(req->conn->worker, HD_SUBS_LIMIT_CONNECTION);
+                    hd_http_respond_error(req, 400, msg);
                     return -1;
                 }
                 memcpy(names[n++], v, (size_t)len + 1);
@@ -344,16 +349,17 @@ static int channels_from_query(hd_req_t *req, char names[][HD_CHANNEL_MAX + 1])
 static void on_sse(hd_req_t *req, void *arg)
 {
     (void)arg;
-    static __thread char names[SSE_MAX_CHANNELS][HD_CHANNEL_MAX + 1];
     int named = req->path_len == 4; /* "/sse" with ?channel= */
+    int max = named ? (int)hd_worker_conf(req->conn->worker)->max_subscriptions_per_connection : 1;
+    char(*names)[HD_CHANNEL_MAX + 1] = hd_malloc((size_t)max * sizeof(*names));
     int n;
     if (named) {
-        n = channels_from_query(req, names);
+        n = channels_from_query(req, names, max);
     } else {
         n = hd_tp_channel_from_path(req, 5, names[0]) < 0 ? -1 : 1;
     }
     if (n < 0)
-        return;
+        goto done;
     /* Resume point: the Last-Event-ID header, or ?last_event_id= for clients without headers. */
     uint64_t epoch = 0, seq = 0;
     int has_since = 0;
@@ -363,11 +369,11 @@ static void on_sse(hd_req_t *req, void *arg)
     int qlen = hd_req_query(req, "last_event_id", v, sizeof(v));
     if (hdr && len) {
         if (hd_tp_parse_id(req, "Last-Event-ID", hdr, len, &epoch, &seq) < 0)
-            return;
+            goto done;
         has_since = 1;
     } else if (qlen > 0) {
         if (hd_tp_parse_id(req, "last_event_id", v, (size_t)qlen, &epoch, &seq) < 0)
-            return;
+            goto done;
         has_since = 1;
     }
     hd_worker_t *w = req->conn->worker;
@@ -386,6 +392,8 @@ static void on_sse(hd_req_t *req, void *arg)
             hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
                              has_since ? &seq : NULL, named ? &sub_ops_named : &sub_ops_plain, s);
     }
+done:
+    free(names);
 }
 
 void hd_sse_register(hd_router_t *r)

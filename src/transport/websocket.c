@@ -63,10 +63,9 @@ static void chan_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
     } else {
         hd_ws_upgrade(ws, req);
         if (gap && pub->mode == WS_MODE_ENVELOPE)
-            hd_ws_emit_gap(ws, e->channel);
-        for (size_t i = 0; i < n; i++)
-            hd_ws_hold_history(ws, msgs[i]);
-        hd_ws_pump(ws);
+            hd_ws_emit_gap(ws, e);
+        if (hd_ws_hold_history(ws, e, msgs, n) == 0)
+            hd_ws_pump(ws);
     }
     hd_ws_leave(ws);
 }

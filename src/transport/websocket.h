@@ -63,6 +63,7 @@ typedef struct ws_sub_s {
     ws_t *ws;
     hd_sub_t *sub; /* NULL once the hub has let it go */
     json_t *ref;   /* JSON protocol: the subscribe's "ref", until "subscribed" is sent */
+    uint32_t id;   /* unique on its connection: what the backlog holds for it is tagged so */
     uint8_t len;
     char channel[]; /* len bytes and a NUL: sized to the name */
 } ws_sub_t;
@@ -105,14 +106,20 @@ void hd_ws_close(ws_t *ws, int code, const char *reason);
 
 /* Queues a JSON object (consumed) as one text frame, after anything held back. */
 void hd_ws_emit_json(ws_t *ws, json_t *obj);
-/* Queues a gap notice for channel. */
-void hd_ws_emit_gap(ws_t *ws, const char *channel);
-/* Holds a history message back, to be sent by hd_ws_pump() as the socket drains. */
-void hd_ws_hold_history(ws_t *ws, hd_message_t *m);
+/* Queues a gap notice for e's channel. */
+void hd_ws_emit_gap(ws_t *ws, ws_sub_t *e);
+/*
+ * Holds e's history msgs[0..n) back (references taken), to be sent by hd_ws_pump() as the
+ * socket drains. History counts against max_queue_bytes: one subscription's replay may be
+ * larger (it is paced by the reader), but history held for several may not. Returns 0, or -1
+ * when the connection was let go as a slow consumer (1013) instead.
+ */
+int hd_ws_hold_history(ws_t *ws, ws_sub_t *e, hd_message_t *const *msgs, size_t n);
 /* Moves held-back frames to the connection while it has room. */
 void hd_ws_pump(ws_t *ws);
 
-/* A connection's subscriptions: add (not yet subscribed at the hub), find, remove (and free). */
+/* A connection's subscriptions: add (not yet subscribed at the hub), find, remove (and free,
+ * with whatever the backlog still holds for it). */
 ws_sub_t *hd_ws_sub_add(ws_t *ws, const char *channel, size_t len);
 ws_sub_t *hd_ws_sub_find(ws_t *ws, const char *channel, size_t len);
 void hd_ws_sub_remove(ws_t *ws, ws_sub_t *e);

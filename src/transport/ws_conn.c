@@ -37,6 +37,7 @@
 #define WS_CTRL_BYTES       125   /* a control frame's payload */
 #define WS_MAX_REASON_BYTES 123   /* close reason: a control frame holds 125 bytes */
 #define WS_SLOW_REASON      "subscriber too slow; reconnect and resume"
+#define WS_ENVELOPE_BYTES   256 /* a herald.v1 envelope around a payload, at most (history_cost) */
 
 /* A client publish waiting for the broker; it outlives its connection if need be. */
 typedef struct ws_pending_s {
@@ -45,11 +46,17 @@ typedef struct ws_pending_s {
     json_t *ref;
 } ws_pending_t;
 
-/* A frame held back while history is replayed: a built frame, or a message to encode. */
+/*
+ * A frame held back while history is replayed: a built frame (live, a reply, a gap notice), or
+ * a history message to encode when it goes out; neither once sent or purged. Both count
+ * against max_queue_bytes, separately: live frames as the queue they would be (bl_bytes), and
+ * history (bl_hist_bytes) so that one subscription's replay may exceed the bound (it is paced
+ * by the reader) but history held for several may not.
+ */
 typedef struct ws_out_s {
     hd_buf_t *buf;
     hd_message_t *msg;
-    int is_counted; /* counts against max_queue_bytes (everything but history) */
+    uint32_t owner; /* the ws_sub_t id it belongs to (purged on unsubscribe), or 0 */
 } ws_out_t;
 
 struct ws_s {
@@ -74,7 +81,10 @@ struct ws_s {
     /* output */
     hd_sbuf_t ctl; /* what wslay writes during one flush_control */
     ws_out_t *bl;  /* backlog: bl[bl_head..bl_len) */
-    size_t bl_head, bl_len, bl_cap, bl_bytes;
+    size_t bl_head, bl_len, bl_cap;
+    size_t bl_bytes;      /* frames held back (built) */
+    size_t bl_hist_bytes; /* history held back (history_cost) */
+    uint32_t next_sub_id; /* ids of subscriptions, for their backlog entries */
     /* subscriptions (pub.subs[0..pub.n_subs)) and publishes */
     uint32_t cap_subs;
     hd_list_t pubs;
@@ -185,15 +195,21 @@ int hd_ws_is_open(const ws_t *ws)
     return !ws->is_gone && !ws->is_closing;
 }
 
+/* What a held-back history message counts against max_queue_bytes: its payload and a frame's
+ * worth of envelope (an upper bound for the header, the id and the channel). */
+static size_t history_cost(const hd_message_t *m)
+{
+    return m->len + WS_ENVELOPE_BYTES;
+}
+
+static void drop_out(ws_t *ws, ws_out_t *o);
+
 static void clear_backlog(ws_t *ws)
 {
-    for (size_t i = ws->bl_head; i < ws->bl_len; i++) {
-        if (ws->bl[i].buf)
-            hd_buf_unref(ws->bl[i].buf);
-        if (ws->bl[i].msg)
-            hd_message_unref(ws->bl[i].msg);
-    }
-    ws->bl_head = ws->bl_len = ws->bl_bytes = 0;
+    for (size_t i = ws->bl_head; i < ws->bl_len; i++)
+        drop_out(ws, &ws->bl[i]);
+    ws->bl_head = ws->bl_len = 0;
+    HD_ASSERT(ws->bl_bytes == 0 && ws->bl_hist_bytes == 0);
 }
 
 static void free_sub(ws_sub_t *e)
@@ -317,12 +333,14 @@ void hd_ws_close(ws_t *ws, int code, const char *reason)
 static void drop_slow(ws_t *ws)
 {
     HD_HUB_STAT_ADD(ws->pub.w, slow_dropped, 1);
-    hd_conn_log(HD_LOG_INFO, ws->pub.conn, "slow subscriber: %zu bytes queued, %zu held back",
-                hd_conn_queued_bytes(ws->pub.conn), ws->bl_bytes);
+    hd_conn_log(HD_LOG_INFO, ws->pub.conn,
+                "slow subscriber: %zu bytes queued, %zu held back, %zu of history",
+                hd_conn_queued_bytes(ws->pub.conn), ws->bl_bytes, ws->bl_hist_bytes);
     hd_ws_close(ws, 1013, WS_SLOW_REASON);
 }
 
-static void push_out(ws_t *ws, hd_buf_t *b, hd_message_t *m, int is_counted)
+/* Appends an entry to the backlog (its references pass to it) and counts it. */
+static void push_out(ws_t *ws, hd_buf_t *b, hd_message_t *m, uint32_t owner)
 {
     if (ws->bl_len == ws->bl_cap) {
         if (ws->bl_head >= ws->bl_cap / 2 && ws->bl_head > 0) {
@@ -334,16 +352,34 @@ static void push_out(ws_t *ws, hd_buf_t *b, hd_message_t *m, int is_counted)
             ws->bl = hd_realloc(ws->bl, ws->bl_cap * sizeof(*ws->bl));
         }
     }
-    ws->bl[ws->bl_len++] = (ws_out_t){b, m, is_counted};
-    if (is_counted)
+    ws->bl[ws->bl_len++] = (ws_out_t){b, m, owner};
+    if (b)
         ws->bl_bytes += b->len;
+    else
+        ws->bl_hist_bytes += history_cost(m);
+}
+
+/* Releases backlog entry o (sent or purged) and uncounts it. */
+static void drop_out(ws_t *ws, ws_out_t *o)
+{
+    if (o->buf) {
+        ws->bl_bytes -= o->buf->len;
+        hd_buf_unref(o->buf);
+    }
+    if (o->msg) {
+        ws->bl_hist_bytes -= history_cost(o->msg);
+        hd_message_unref(o->msg);
+    }
+    o->buf = NULL;
+    o->msg = NULL;
 }
 
 /*
- * Queues frame b (taking a reference) after whatever is held back. A client more than
- * max_queue_bytes behind is let go; one frame alone is always allowed.
+ * Queues frame b (taking a reference) after whatever is held back; owner is the subscription
+ * it belongs to (0: the connection's own, e.g. a reply). A client more than max_queue_bytes
+ * behind is let go; one frame alone is always allowed.
  */
-static void emit(ws_t *ws, hd_buf_t *b)
+static void emit_owned(ws_t *ws, hd_buf_t *b, uint32_t owner)
 {
     if (!hd_ws_is_open(ws))
         return;
@@ -353,7 +389,7 @@ static void emit(ws_t *ws, hd_buf_t *b)
             drop_slow(ws);
             return;
         }
-        push_out(ws, hd_buf_ref(b), NULL, 1);
+        push_out(ws, hd_buf_ref(b), NULL, owner);
         return;
     }
     size_t queued = hd_conn_queued_bytes(ws->pub.conn);
@@ -366,38 +402,79 @@ static void emit(ws_t *ws, hd_buf_t *b)
         hd_conn_send(ws->pub.conn, b, 0, b->len);
 }
 
-/* Holds a history message back, to be encoded and sent by hd_ws_pump(). */
-void hd_ws_hold_history(ws_t *ws, hd_message_t *m)
+static void emit(ws_t *ws, hd_buf_t *b)
 {
-    if (hd_ws_is_open(ws))
-        push_out(ws, NULL, hd_message_ref(m), 0);
+    emit_owned(ws, b, 0);
 }
 
-/* Moves held-back frames to the connection while it has room; on_drain calls again. */
+int hd_ws_hold_history(ws_t *ws, ws_sub_t *e, hd_message_t *const *msgs, size_t n)
+{
+    if (!hd_ws_is_open(ws))
+        return -1;
+    size_t cost = 0;
+    for (size_t i = 0; i < n; i++)
+        cost += history_cost(msgs[i]);
+    if (ws->bl_hist_bytes > 0 && ws->bl_hist_bytes + cost > conf_of(ws)->max_queue_bytes) {
+        hd_conn_log(HD_LOG_INFO, ws->pub.conn,
+                    "history of %s (%zu bytes) on top of %zu held back: over max_queue_bytes",
+                    e->channel, cost, ws->bl_hist_bytes);
+        drop_slow(ws);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        push_out(ws, NULL, hd_message_ref(msgs[i]), e->id);
+    return 0;
+}
+
+/* Drops whatever the backlog holds for subscription id (its history, live frames, gap) and
+ * closes the holes, so a client that subscribes and unsubscribes over and over holds nothing. */
+static void purge_backlog(ws_t *ws, uint32_t id)
+{
+    size_t out = ws->bl_head;
+    for (size_t i = ws->bl_head; i < ws->bl_len; i++) {
+        if (ws->bl[i].owner == id)
+            drop_out(ws, &ws->bl[i]);
+        if (ws->bl[i].buf || ws->bl[i].msg)
+            ws->bl[out++] = ws->bl[i];
+    }
+    ws->bl_len = out;
+}
+
+/*
+ * Moves held-back frames to the connection while it has room, on_drain calls again. A replay
+ * fills the queue to half of max_queue_bytes only: the other half is for what comes live (and
+ * replies), so a client that reads is never taken for a slow one because a replay filled its
+ * queue just before.
+ */
 void hd_ws_pump(ws_t *ws)
 {
-    size_t max = conf_of(ws)->max_queue_bytes;
+    size_t max = conf_of(ws)->max_queue_bytes / 2;
     while (hd_ws_is_open(ws) && ws->bl_head < ws->bl_len) {
         ws_out_t *o = &ws->bl[ws->bl_head];
-        if (!o->buf) {
-            o->buf = hd_message_encode(o->msg, ws->fmt);
-            hd_message_unref(o->msg);
-            o->msg = NULL;
+        if (!o->buf && !o->msg) { /* purged */
+            ws->bl_head++;
+            continue;
         }
+        size_t len = o->buf ? o->buf->len : o->msg->len;
         size_t queued = hd_conn_queued_bytes(ws->pub.conn);
-        if (queued > 0 && queued + o->buf->len > max)
+        if (queued > 0 && queued + len > max)
             break;
-        hd_buf_t *b = o->buf;
-        if (o->is_counted)
-            ws->bl_bytes -= b->len;
+        hd_buf_t *b = o->buf ? hd_buf_ref(o->buf) : hd_message_encode(o->msg, ws->fmt);
+        drop_out(ws, o);
         ws->bl_head++;
         flush_control(ws);
         if (!ws->is_gone)
             hd_conn_send(ws->pub.conn, b, 0, b->len);
         hd_buf_unref(b);
     }
-    if (ws->bl_head == ws->bl_len)
+    if (ws->bl_head == ws->bl_len && !ws->is_gone) {
         ws->bl_head = ws->bl_len = 0;
+        if (ws->bl_cap > 64) { /* a long replay is over: give its array back */
+            free(ws->bl);
+            ws->bl = NULL;
+            ws->bl_cap = 0;
+        }
+    }
 }
 
 /* Queues a JSON object (consumed) as one text frame. */
@@ -418,13 +495,20 @@ void hd_ws_emit_json(ws_t *ws, json_t *obj)
     hd_buf_unref(b);
 }
 
-void hd_ws_emit_gap(ws_t *ws, const char *channel)
+void hd_ws_emit_gap(ws_t *ws, ws_sub_t *e)
 {
-    json_t *o = json_object();
-    json_object_set_new(o, "type", json_string("gap"));
-    json_object_set_new(o, "channel", json_string(channel));
-    json_object_set_new(o, "reason", json_string(WS_GAP_REASON));
-    hd_ws_emit_json(ws, o);
+    char text[sizeof("{\"type\":\"gap\",\"channel\":\"\",\"reason\":\"\"}") + HD_CHANNEL_MAX +
+              sizeof(WS_GAP_REASON)];
+    /* channel names need no JSON escaping (their alphabet is safe) */
+    int n = snprintf(text, sizeof(text), "{\"type\":\"gap\",\"channel\":\"%s\",\"reason\":\"%s\"}",
+                     e->channel, WS_GAP_REASON);
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, (size_t)n + 10);
+    hd_ws_frame_header(&sb, WSLAY_TEXT_FRAME, (size_t)n);
+    hd_sbuf_append(&sb, text, (size_t)n);
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    emit_owned(ws, b, e->id);
+    hd_buf_unref(b);
 }
 
 /* ---- subscriptions ---- */
@@ -445,6 +529,7 @@ ws_sub_t *hd_ws_sub_add(ws_t *ws, const char *channel, size_t len)
     }
     ws_sub_t *e = hd_calloc(1, sizeof(*e) + len + 1);
     e->ws = ws;
+    e->id = ++ws->next_sub_id;
     e->len = (uint8_t)len;
     memcpy(e->channel, channel, len);
     ws->pub.subs[ws->pub.n_subs++] = e;
@@ -459,6 +544,7 @@ void hd_ws_sub_remove(ws_t *ws, ws_sub_t *e)
             break;
         }
     }
+    purge_backlog(ws, e->id);
     free_sub(e);
 }
 
@@ -468,7 +554,7 @@ void hd_ws_sub_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
     ws_sub_t *e = s->data;
     ws_t *ws = e->ws;
     hd_ws_enter(ws);
-    emit(ws, encoded);
+    emit_owned(ws, encoded, e->id);
     hd_ws_leave(ws);
 }
 
@@ -479,7 +565,7 @@ void hd_ws_sub_on_gap(hd_sub_t *s)
     if (ws->pub.mode == WS_MODE_RAW)
         return; /* a plain client has no envelope to carry the notice */
     hd_ws_enter(ws);
-    hd_ws_emit_gap(ws, e->channel);
+    hd_ws_emit_gap(ws, e);
     hd_ws_leave(ws);
 }
 

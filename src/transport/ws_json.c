@@ -9,8 +9,6 @@
 
 #include <string.h>
 
-#define WS_MAX_SUBS 64 /* subscriptions of one /ws connection */
-
 /* {"type":type} and "channel" (when not NULL); send it with emit_reply. */
 static json_t *reply_new(const char *type, const char *channel)
 {
@@ -41,6 +39,8 @@ static void reply_error(ws_t *ws, json_t *ref, const char *channel, const char *
 /* The code of a broker's refusal: a spent node budget, or the broker unable to serve. */
 static const char *refusal_code(int err)
 {
+    if (err == HD_ESUBSCRIPTIONS)
+        return "too_many_subscriptions";
     return err == HD_ECHANNELS || err == HD_EMEMORY ? "limit_reached" : "unavailable";
 }
 
@@ -60,9 +60,12 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
         reply_error(ws, ref, channel, refusal_code(err), hd_strerror(err));
     } else {
         if (gap)
-            hd_ws_emit_gap(ws, e->channel);
-        for (size_t i = 0; i < n; i++)
-            hd_ws_hold_history(ws, msgs[i]);
+            hd_ws_emit_gap(ws, e);
+        if (hd_ws_hold_history(ws, e, msgs, n) < 0) {
+            json_decref(ref);
+            hd_ws_leave(ws);
+            return; /* let go as a slow consumer */
+        }
         char id[HD_ID_MAX];
         hd_id_format(id, sizeof(id), s->epoch, s->last_seq);
         json_t *o = reply_new("subscribed", e->channel);
@@ -112,9 +115,14 @@ static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
         reply_error(ws, ref, name, "already_subscribed", "already subscribed to this channel");
         return;
     }
-    if (hd_ws_pub(ws)->n_subs == WS_MAX_SUBS) {
-        reply_error(ws, ref, name, "too_many_subscriptions",
-                    "at most 64 subscriptions per connection");
+    uint32_t max = hd_ws_conf(ws)->max_subscriptions_per_connection;
+    if (hd_ws_pub(ws)->n_subs >= max) {
+        char text[128];
+        snprintf(text, sizeof(text),
+                 "at most %u subscriptions per connection (max_subscriptions_per_connection)",
+                 (unsigned)max);
+        hd_hub_note_refused(hd_ws_pub(ws)->w, HD_SUBS_LIMIT_CONNECTION);
+        reply_error(ws, ref, name, "too_many_subscriptions", text);
         return;
     }
     ws_sub_t *e = hd_ws_sub_add(ws, name, len);

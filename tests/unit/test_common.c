@@ -29,6 +29,7 @@ static const err_row_t rows[] = {
     {HD_EFRAMING, 400, 1002, "conflicting message framing"},
     {HD_ECHANNELS, 507, 1013, "channel limit reached (max_channels)"},
     {HD_EMEMORY, 507, 1013, "memory limit reached (max_memory)"},
+    {HD_ESUBSCRIPTIONS, 503, 1013, "subscription limit reached (max_subscriptions)"},
 };
 
 static void test_error_table(void)
