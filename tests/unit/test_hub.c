@@ -167,6 +167,7 @@ static hd_worker_t *worker_new(void)
     hd_worker_t *w = hd_calloc(1, sizeof(*w));
     w->conf = hd_calloc(1, sizeof(*w->conf));
     w->conf->poll_max_messages = 100;
+    w->conf->max_subscriptions = 1000000;
     hd_hub_init(w);
     return w;
 }
