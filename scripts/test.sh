@@ -65,7 +65,70 @@ echo "== tests"
 )
 
 echo "== build (GCC Release, as users and packagers build)"
-CC=gcc cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DHERALD_WERROR=ON >/dev/null
+CC=gcc cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DHERALD_WERROR=ON \
+    -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
 cmake --build build-release -j"$jobs"
 echo "== unit and abuse tests (Release)"
 (cd build-release && ctest --output-on-failure -j2 --timeout 300 -L 'unit|abuse')
+
+# Checks an installed tree under ROOT (a DESTDIR staging tree or an extracted .deb): every file
+# in its place, the binary checks the installed configuration (-t), and started from the tree it
+# serves /healthz, then stops cleanly on SIGTERM.
+check_tree() {
+    local root=$1 what=$2 f port pid status
+    for f in usr/sbin/herald usr/bin/herald-bench etc/herald/herald.conf \
+        lib/systemd/system/herald.service usr/share/man/man8/herald.8.gz \
+        usr/share/doc/herald/operations.md usr/share/doc/herald/copyright; do
+        [ -e "$root/$f" ] || { echo "!! $what: /$f missing"; return 1; }
+    done
+    "$root/usr/sbin/herald" -t -c "$root/etc/herald/herald.conf"
+    "$root/usr/bin/herald-bench" --help >/dev/null
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$root/usr/sbin/herald" -c "$root/etc/herald/herald.conf" -o "listen 127.0.0.1:$port" \
+        -o 'workers 1' -o 'log_level warn' -o 'max_connections 1000' &
+    pid=$!
+    if ! curl -fsS --retry 10 --retry-connrefused --retry-delay 1 --retry-max-time 15 --max-time 5 \
+        "http://127.0.0.1:$port/healthz" | grep -q '"ok"'; then
+        echo "!! $what: the installed herald does not serve /healthz"
+        kill "$pid"
+        return 1
+    fi
+    kill -TERM "$pid"
+    status=0
+    wait "$pid" || status=$?
+    [ "$status" = 0 ] || { echo "!! $what: herald exited $status on SIGTERM"; return 1; }
+    echo "$what: files in place, -t passes, /healthz served, clean stop"
+}
+
+echo "== install into a staging tree (DESTDIR)"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+DESTDIR="$stage/root" cmake --install build-release >/dev/null
+check_tree "$stage/root" "staged install"
+if command -v systemd-analyze >/dev/null; then
+    # The unit as installed, its commands pointed into the staging tree (verify checks that they
+    # exist) and man: found there too.
+    sed "s#/usr/sbin/herald#$stage/root/usr/sbin/herald#g" \
+        "$stage/root/lib/systemd/system/herald.service" >"$stage/herald.service"
+    MANPATH=$stage/root/usr/share/man systemd-analyze verify "$stage/herald.service"
+    echo "systemd-analyze verify: herald.service ok"
+fi
+
+echo "== Debian package (cpack)"
+rm -f build-release/herald_*.deb
+(cd build-release && cpack -G DEB >/dev/null)
+deb=$(ls build-release/herald_*.deb)
+dpkg-deb --info "$deb" >"$stage/info"
+dpkg-deb --contents "$deb" >"$stage/contents"
+grep -q '^ Package: herald$' "$stage/info"
+for lib in libc6 libuv1 libssl3 libhiredis libjansson4 libwslay1 init-system-helpers; do
+    grep -q "^ Depends:.*\b$lib" "$stage/info" || { echo "!! $deb: no Depends on $lib"; exit 1; }
+done
+for script in postinst prerm postrm conffiles; do
+    grep -q " $script" "$stage/info" || { echo "!! $deb: no $script"; exit 1; }
+done
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/herald/herald.conf
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q 'deb-systemd-invoke'
+grep -q ' root/root .* \./usr/sbin/herald$' "$stage/contents"
+dpkg-deb -x "$deb" "$stage/deb"
+check_tree "$stage/deb" "$deb"
