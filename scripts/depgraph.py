@@ -11,7 +11,8 @@ A loop is a strongly connected component of more than one file. Prints each grap
 
 With --dirs, one node per directory (src/net, src/http, ...).
 
-Usage: scripts/depgraph.py [--build DIR] [--under src/net] [--dirs] [--edges] [--fail-on-loops]
+Usage: scripts/depgraph.py [--build DIR] [--under src/net ...] [--dirs] [--edges] [--fail-on-loops]
+ctest runs it on src/net, src/core and include/herald with --fail-on-loops (unit.depgraph_net).
 """
 import argparse
 import os
@@ -35,7 +36,10 @@ def objects(build):
 
 def call_graph(build):
     defined, used = {}, {}
-    for src, obj in objects(build):
+    objs = list(objects(build))
+    if not objs:
+        sys.exit(f"depgraph: no object of herald_core under {build}: build it first")
+    for src, obj in objs:
         out = subprocess.run(["nm", obj], capture_output=True, text=True, check=True).stdout
         used[src] = set()
         for line in out.splitlines():
@@ -123,10 +127,11 @@ def loops(edges):
 
 
 def report(name, edges, under, show_edges):
-    sel = {a: {b: s for b, s in d.items() if b.startswith(under)}
-           for a, d in edges.items() if a.startswith(under)}
+    prefixes = tuple(under or [""])
+    sel = {a: {b: s for b, s in d.items() if b.startswith(prefixes)}
+           for a, d in edges.items() if a.startswith(prefixes)}
     found = loops(sel)
-    print(f"== {name} loops under {under or '.'}: {len(found) or 'none'}")
+    print(f"== {name} loops under {' '.join(under or ['.'])}: {len(found) or 'none'}")
     for comp in found:
         print("  " + " <-> ".join(comp))
         for a in comp:
@@ -143,7 +148,8 @@ def report(name, edges, under, show_edges):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--under", default="", help="only files under this path (src/net, ...)")
+    ap.add_argument("--under", action="append",
+                    help="only files under this path (src/net, ...); may be repeated")
     ap.add_argument("--edges", action="store_true")
     ap.add_argument("--dirs", action="store_true", help="one node per directory (module)")
     ap.add_argument("--fail-on-loops", action="store_true")
