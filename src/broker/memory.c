@@ -79,42 +79,43 @@ static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
  */
 static void do_publish(mem_broker_t *b, hd_breq_t *r)
 {
+    enum { K_NONE = 0, K_FRESH, K_SEEN, K_REPEATED }; /* what a message's key is */
     uint64_t now = wall_ms(), seq;
     size_t n = r->n_msgs, nf = 0;
     hd_message_t **fresh = hd_malloc((n ? n : 1) * sizeof(*fresh));
-    uint8_t *is_dup = hd_calloc(n ? n : 1, 1);
+    char **keys = hd_calloc(n ? n : 1, sizeof(*keys)); /* taken from the messages: by index */
+    uint8_t *kind = hd_calloc(n ? n : 1, 1);
     for (size_t i = 0; i < n; i++) {
         hd_message_t *m = r->msgs[i];
-        if (m->idem_key) {
-            if (hd_idem_find(&b->idem, m->channel, m->channel_len, m->idem_key, now, &seq)) {
-                is_dup[i] = 1; /* seq 0: an earlier message of r, not published yet */
+        keys[i] = m->idem_key; /* the message leaves without it (history keeps no key) */
+        m->idem_key = NULL;
+        if (keys[i]) {
+            if (hd_idem_find(&b->idem, m->channel, m->channel_len, keys[i], now, &seq)) {
+                kind[i] = seq ? K_SEEN : K_REPEATED; /* 0: an earlier message of r */
                 if (seq)
                     hd_message_set_id(m, b->store.epoch, seq);
+                m->time_ms = now;
                 continue;
             }
-            hd_idem_put(&b->idem, m->channel, m->channel_len, m->idem_key, 0, now);
+            kind[i] = K_FRESH;
+            hd_idem_put(&b->idem, m->channel, m->channel_len, keys[i], 0, now);
         }
         fresh[nf++] = m;
     }
     r->err = nf ? hd_mstore_publish(&b->store, fresh, nf, now) : 0;
-    for (size_t i = 0; i < nf; i++) {
-        hd_message_t *m = fresh[i];
-        if (!m->idem_key)
-            continue;
-        if (r->err)
-            hd_idem_forget(&b->idem, m->channel, m->channel_len, m->idem_key);
-        else
-            hd_idem_put(&b->idem, m->channel, m->channel_len, m->idem_key, m->seq, now);
-    }
-    for (size_t i = 0; i < n && !r->err; i++) {
+    for (size_t i = 0; i < n; i++) {
         hd_message_t *m = r->msgs[i];
-        if (is_dup[i] && m->seq == 0 &&
-            hd_idem_find(&b->idem, m->channel, m->channel_len, m->idem_key, now, &seq))
+        if (kind[i] == K_FRESH && r->err)
+            hd_idem_forget(&b->idem, m->channel, m->channel_len, keys[i]);
+        else if (kind[i] == K_FRESH)
+            hd_idem_put(&b->idem, m->channel, m->channel_len, keys[i], m->seq, now);
+        else if (kind[i] == K_REPEATED && !r->err &&
+                 hd_idem_find(&b->idem, m->channel, m->channel_len, keys[i], now, &seq))
             hd_message_set_id(m, b->store.epoch, seq);
-        if (is_dup[i])
-            m->time_ms = now;
+        free(keys[i]);
     }
-    free(is_dup);
+    free(kind);
+    free(keys);
     free(fresh);
     reply(b, r);
 }

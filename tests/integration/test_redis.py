@@ -577,14 +577,14 @@ class RedisTest(hh.HeraldTestCase):
         self.assertTrue(a.find_log(r"publish failed: OOM"), a.log_text())
 
     def test_big_batch_bounded_calls(self):
-        """A 10,000-item batch is applied as many short FCALLs (none slower than 20 ms in
-        SLOWLOG; one call took ~820 ms before), while the heartbeat, on a connection of its own,
+        """A 10,000-item batch is applied as many short FCALLs (each ~0.7 ms here; none slower
+        than 50 ms in SLOWLOG, a margin for a loaded machine; one call took ~820 ms before), while the heartbeat, on a connection of its own,
         keeps every node connected: publishes on another node meanwhile all succeed."""
         redis = self.start_redis()
         a, b = self.node(redis), self.node(redis)
         names = [l for l in redis.cli("CLIENT", "LIST").splitlines() if ":hb " in l + " "]
         self.assertEqual(len(names), 2, "one heartbeat connection per node")
-        redis.cli("CONFIG", "SET", "slowlog-log-slower-than", "20000")
+        redis.cli("CONFIG", "SET", "slowlog-log-slower-than", "50000")
         redis.cli("SLOWLOG", "RESET")
         marks = [n.mark() for n in (a, b)]
         pub = Publisher(b.port, "side", 40, pause=0.02)
@@ -601,7 +601,7 @@ class RedisTest(hh.HeraldTestCase):
         for n, m in zip((a, b), marks):
             self.assertFalse(n.find_log(r"publishing answers 503", start=m), n.log_text())
         slow = redis.cli("SLOWLOG", "GET", "100")
-        self.assertNotIn("herald_publish_batch", slow, "a publish call ran longer than 20 ms")
+        self.assertNotIn("herald_publish_batch", slow, "a publish call ran longer than 50 ms")
         self.assertEqual(json.loads(request(a.port, "GET", "/stats")[2])["broker_reconnects"], 0)
         st, _, data = request(b.port, "GET", "/poll/big7?since=0-0")
         self.assertEqual([m["data"] for m in json.loads(data)["messages"]][:3],
