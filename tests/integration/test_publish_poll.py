@@ -242,6 +242,10 @@ class TestPublish(ServerCase):
             ([good, good, good, {"channel": "c" * 129, "data": "x"}], "item 3"),
             ([good, {"channel": "bbad", "data": "x" * 2000}], "item 1"),
             ([good, {"channel": 7, "data": "x"}], "item 1"),
+            ([good, {"channel": "bbad", "data": "x", "type": 5}], "item 1"),
+            ([good, {"channel": "bbad", "data": {"a": 1}, "type": "text/plain; x=\xff\xfe"}],
+             "item 1: \"type\" must be a media type"),
+            ([{"channel": "bbad", "data": "x", "type": "no-slash"}], "item 0"),
         ]
         for items, where in cases:
             with self.subTest(where=where, items=str(items)[:60]):
