@@ -578,8 +578,9 @@ class RedisTest(hh.HeraldTestCase):
 
     def test_big_batch_bounded_calls(self):
         """A 10,000-item batch is applied as many short FCALLs (each ~0.7 ms here; none slower
-        than 50 ms in SLOWLOG, a margin for a loaded machine; one call took ~820 ms before), while the heartbeat, on a connection of its own,
-        keeps every node connected: publishes on another node meanwhile all succeed."""
+        than 50 ms in SLOWLOG, a margin for a loaded machine; one call took ~820 ms before),
+        while the heartbeat, on a connection of its own, keeps every node connected: publishes
+        on another node meanwhile all succeed."""
         redis = self.start_redis()
         a, b = self.node(redis), self.node(redis)
         names = [l for l in redis.cli("CLIENT", "LIST").splitlines() if ":hb " in l + " "]
