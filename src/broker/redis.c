@@ -262,11 +262,13 @@ static void enqueue(redis_broker_t *b, rchan_t *c, hd_message_t *m, uint64_t arr
 
 static void stop_catchup(hd_hnode_t *n, void *arg)
 {
-    (void)arg;
+    redis_broker_t *b = arg;
     rchan_t *c = hd_container_of(n, rchan_t, node);
     if (c->needs_catchup) {
         c->needs_catchup = 0;
         c->is_gap_pending = 1;
+        if (c->rstate == RS_NONE && c->subs_total && b->state == ST_UP)
+            send_subscribe(b, c); /* its turn never came: live from now on */
     }
 }
 
@@ -455,19 +457,35 @@ static void issue_sub_read(redis_broker_t *b, rchan_t *c, pend_sub_t *ps)
     send_read(b, op, c->name, "sub", r->has_since, r->since_epoch, r->since_seq, 0);
 }
 
+/* The catch-up read of a channel subscribed again (its turn was taken in start_catchup). */
 static void send_catchup(redis_broker_t *b, rchan_t *c)
 {
-    if (b->n_catchup_sent >= CATCHUP_IN_FLIGHT) {
-        hd_list_insert_tail(&b->catchup_wait, &c->catchup_link);
-        return;
-    }
-    b->n_catchup_sent++;
     op_t *op = hd_redis_op_new(b, OP_CATCHUP);
     op->round = b->catchup_round;
     op->c = c;
     op->ticket = ++b->read_ticket;
     hd_list_insert_tail(&c->reads, &op->link);
     send_read(b, op, c->name, "sub", 1, c->pos_epoch, c->pos_seq, 0);
+}
+
+/*
+ * After a reconnect a channel catches up in its turn: at most CATCHUP_IN_FLIGHT channels at a
+ * time are subscribed again and read (the others wait in b->catchup_wait, receiving nothing
+ * live yet: their read comes after their subscription), so that the live messages held while
+ * catching up are those of a few channels, not of all.
+ */
+static void start_catchup(redis_broker_t *b, rchan_t *c)
+{
+    if (b->n_catchup_sent >= CATCHUP_IN_FLIGHT) {
+        hd_list_insert_tail(&b->catchup_wait, &c->catchup_link);
+        return;
+    }
+    b->n_catchup_sent++;
+    if (c->rstate == RS_NONE)
+        send_subscribe(b, c);
+    else if (c->rstate == RS_SUBSCRIBED)
+        send_catchup(b, c);
+    /* RS_SUBSCRIBING: a new subscriber sent it; subscribed() reads */
 }
 
 static void do_subscribe(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
@@ -696,7 +714,7 @@ static void end_catchup(redis_broker_t *b, rchan_t *c)
         rchan_t *next = hd_container_of(b->catchup_wait.next, rchan_t, catchup_link);
         hd_list_remove(&next->catchup_link);
         hd_list_init(&next->catchup_link);
-        send_catchup(b, next);
+        start_catchup(b, next);
     }
     if (--b->n_catchup == 0) {
         sort_queue(b);
@@ -803,6 +821,12 @@ void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
 static void subscribed(redis_broker_t *b, rchan_t *c)
 {
     c->rstate = RS_SUBSCRIBED;
+    if (c->needs_catchup && hd_list_linked(&c->catchup_link)) {
+        /* a new subscriber subscribed it before its turn: it takes one now */
+        hd_list_remove(&c->catchup_link);
+        hd_list_init(&c->catchup_link);
+        b->n_catchup_sent++;
+    }
     if (c->needs_catchup)
         send_catchup(b, c);
     hd_list_t *pos;
@@ -854,9 +878,12 @@ static void resubscribe(hd_hnode_t *n, void *arg)
         maybe_release(b, c);
         return;
     }
-    if (c->needs_catchup)
-        b->n_catchup++;
-    send_subscribe(b, c);
+    if (!c->needs_catchup) {
+        send_subscribe(b, c);
+        return;
+    }
+    b->n_catchup++;
+    start_catchup(b, c);
 }
 
 void hd_redis_on_up(redis_broker_t *b)
