@@ -139,6 +139,7 @@ static void ring_resize(hd_mstore_t *st, hd_mchan_t *c, uint32_t cap)
     free(c->ring);
     c->charge = c->charge - ring_cost(c->cap) + ring_cost(cap);
     st->memory_bytes = st->memory_bytes - ring_cost(c->cap) + ring_cost(cap);
+    st->history_charge = st->history_charge - ring_cost(c->cap) + ring_cost(cap);
     c->ring = ring;
     c->cap = cap;
     c->head = 0;
@@ -168,6 +169,7 @@ static void ring_push(hd_mstore_t *st, hd_mchan_t *c, hd_message_t *m)
     st->history_bytes += m->len;
     st->history_msgs++;
     st->memory_bytes += hd_mstore_message_cost(m);
+    st->history_charge += hd_mstore_message_cost(m);
     if (c->len == 1) {
         hd_list_insert_tail(&st->lru, &c->lru);
         heap_push(st, c);
@@ -185,8 +187,9 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
     st->history_bytes -= m->len;
     st->history_msgs--;
     size_t cost = hd_mstore_message_cost(m);
-    HD_ASSERT(st->memory_bytes >= cost); /* charged the same on the way in */
+    HD_ASSERT(st->history_charge >= cost); /* charged the same on the way in */
     st->memory_bytes -= cost;
+    st->history_charge -= cost;
     if (m->seq > c->trimmed_seq)
         c->trimmed_seq = m->seq;
     hd_message_unref(m);
@@ -229,8 +232,8 @@ static void free_chan(hd_mstore_t *st, hd_mchan_t *c)
 {
     while (c->len)
         drop_oldest(st, c);
+    ring_resize(st, c, 0);
     st->memory_bytes -= c->charge;
-    free(c->ring);
     free(c->subs);
     free(c);
 }
@@ -281,17 +284,19 @@ static void enforce_memory(hd_mstore_t *st, hd_mchan_t *keep, size_t extra)
         drop_oldest(st, keep);
 }
 
-/* 0 when one more channel of name_len bytes fits the budget (evicting history for memory if
- * need be), else the limit in the way. */
-static int make_room(hd_mstore_t *st, size_t name_len)
+/*
+ * 0 when the store plus need more bytes fits max_memory, evicting history if need be; else
+ * HD_EMEMORY, and then nothing is evicted: a request that is refused anyway must not cost
+ * anyone their history. Evicting all history frees at least history_charge.
+ */
+static int make_memory(hd_mstore_t *st, size_t need)
 {
-    if (st->chans.n >= st->lim.max_channels)
-        return HD_ECHANNELS;
-    size_t need = hd_mstore_channel_cost(st, name_len);
-    if (st->memory_bytes + need > st->lim.max_memory_bytes)
-        enforce_memory(st, NULL, need);
-    if (st->memory_bytes + need > st->lim.max_memory_bytes)
+    size_t max = st->lim.max_memory_bytes;
+    if (st->memory_bytes + need <= max)
+        return 0;
+    if (st->memory_bytes - st->history_charge + need > max)
         return HD_EMEMORY;
+    enforce_memory(st, NULL, need);
     return 0;
 }
 
@@ -322,8 +327,8 @@ void hd_mstore_log_limits(hd_mstore_t *st, uint64_t now_ms)
                     (unsigned long long)(st->refused - st->refused_logged),
                     (unsigned long long)st->lim.max_channels);
     else
-        hd_log_warn("%llu new channels refused: max_memory (%zu bytes) reached with no history "
-                    "left to evict",
+        hd_log_warn("%llu new channels refused: max_memory (%zu bytes) would be passed even with "
+                    "all history evicted",
                     (unsigned long long)(st->refused - st->refused_logged),
                     st->lim.max_memory_bytes);
     st->refused_logged = st->refused;
@@ -334,23 +339,34 @@ void hd_mstore_log_limits(hd_mstore_t *st, uint64_t now_ms)
 
 int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint64_t now_ms)
 {
-    /* All or nothing: make every new channel first, and take them back if one does not fit. */
-    for (size_t i = 0; i < n; i++) {
+    /*
+     * All or nothing: make every new channel first (charged, with no history), then make room
+     * for them in memory; if either budget says no, take them back before anything is evicted.
+     */
+    size_t i, made = 0;
+    int err = 0;
+    for (i = 0; i < n && !err; i++) {
         const hd_message_t *m = msgs[i];
         if (hd_mstore_find(st, m->channel, m->channel_len))
             continue;
-        int err = make_room(st, m->channel_len);
-        if (err) {
-            for (size_t j = 0; j < i; j++) {
-                hd_mchan_t *c = hd_mstore_find(st, msgs[j]->channel, msgs[j]->channel_len);
-                if (c)
-                    maybe_delete(st, c); /* only the ones made here are empty */
-            }
-            return refuse(st, err);
+        if (st->chans.n >= st->lim.max_channels) {
+            err = HD_ECHANNELS;
+            break;
         }
         new_chan(st, m->channel, m->channel_len);
+        made++;
     }
-    for (size_t i = 0; i < n; i++) {
+    if (made && !err)
+        err = make_memory(st, 0);
+    if (err) {
+        for (size_t j = 0; j < i; j++) {
+            hd_mchan_t *c = hd_mstore_find(st, msgs[j]->channel, msgs[j]->channel_len);
+            if (c)
+                maybe_delete(st, c); /* only the ones made here are empty */
+        }
+        return refuse(st, err);
+    }
+    for (i = 0; i < n; i++) {
         hd_message_t *m = msgs[i];
         hd_mchan_t *c = hd_mstore_find(st, m->channel, m->channel_len);
         if (!c) /* evicted while making room for another of these */
@@ -427,7 +443,9 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
     size_t len = strlen(r->channel);
     hd_mchan_t *c = hd_mstore_find(st, r->channel, len);
     if (!c) {
-        int err = make_room(st, len);
+        if (st->chans.n >= st->lim.max_channels)
+            return refuse(st, HD_ECHANNELS);
+        int err = make_memory(st, hd_mstore_channel_cost(st, len));
         if (err)
             return refuse(st, err);
         c = new_chan(st, r->channel, len);

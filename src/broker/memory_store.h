@@ -20,9 +20,10 @@
  * neither history nor subscribers goes away.
  *
  * Budget: at most max_channels channels exist. A publish or subscribe that would make one more
- * (or that needs memory when no history is left to evict) is refused with HD_ECHANNELS or
- * HD_EMEMORY; no existing channel is evicted to make room for a new one, so a flood of new
- * names cannot push out the history of the channels in use.
+ * (or whose new channels would not fit max_memory even with all history evicted) is refused
+ * with HD_ECHANNELS or HD_EMEMORY, before anything is evicted; no channel is ever evicted to
+ * make room for a new one past max_channels, so a flood of new names cannot push out the
+ * history of the channels in use.
  *
  * Expiry: channels with history sit in a min-heap by the publish time of their oldest message,
  * so a pass of hd_mstore_expire costs O(log channels) per expired message, not one look at
@@ -75,6 +76,8 @@ typedef struct hd_mstore_s {
     uint64_t *tombs; /* highest sequence lost with a deleted channel, by keyed hash of its name */
     size_t memory_bytes;     /* everything charged: channels, rings, messages in history */
     size_t history_bytes;    /* payload bytes in history */
+    size_t history_charge;   /* of memory_bytes, what evicting all history would free at least:
+                                the messages in history and the rings */
     uint64_t history_msgs;   /* messages in history */
     uint64_t evicted;        /* channels whose history max_memory took */
     uint64_t evicted_logged; /* evicted when the last eviction was logged */
@@ -96,8 +99,8 @@ void hd_mstore_dispose(hd_mstore_t *st);
 /*
  * Publishes msgs[0..n) in order at wall-clock time now_ms: ids, history, delivery. All or
  * nothing: when the messages would make more channels than the budget allows, none is
- * published and the call returns HD_ECHANNELS (max_channels) or HD_EMEMORY (max_memory, with no
- * history left to evict); otherwise 0.
+ * published, nothing is evicted, and the call returns HD_ECHANNELS (max_channels) or HD_EMEMORY
+ * (the new channels would pass max_memory even with all history evicted); otherwise 0.
  */
 int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint64_t now_ms);
 /*

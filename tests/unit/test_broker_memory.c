@@ -3,8 +3,8 @@
  * test_broker_memory.c: the embedded broker's store (src/broker/memory_store.c), driven
  * directly without its thread: ring growth and shrinking, the byte accounting against
  * max_memory, eviction order, the channel budget (all-or-nothing batches, refused subscribes,
- * existing channels untouched), tombstones for gap detection, expiry by the heap, delivery to
- * the workers with subscribers.
+ * existing channels untouched, a refusal evicts nothing), tombstones for gap detection, expiry by
+ * the heap, delivery to the workers with subscribers.
  */
 #include "broker/memory_store.h"
 #include "test.h"
@@ -108,6 +108,7 @@ static void test_ring_grows_and_shrinks(void)
     hd_message_unref(probe);
     T_EQ_INT(st.memory_bytes,
              hd_mstore_channel_cost(&st, 1) + alloc_cost(100 * sizeof(void *)) + 100 * msg_cost);
+    T_EQ_INT(st.history_charge, alloc_cost(100 * sizeof(void *)) + 100 * msg_cost);
     T_EQ_INT(st.history_bytes, 1000);
     T_EQ_INT(st.history_msgs, 100);
     /* expiry of all but 20 (times 1050..1149; cutoff 2130 - 1000 keeps 1130..1149): halved */
@@ -323,6 +324,43 @@ static void test_memory_budget(void)
     hd_mstore_dispose(&st);
 }
 
+/* A request that is refused costs nobody their history, whichever budget refuses it. */
+static void test_refusal_evicts_nothing(void)
+{
+    hd_mstore_limits_t lim = limits();
+    lim.max_channels = 3;
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    pub(&st, "cold", 1000, 1);
+    T_EQ_INT(subscribe(&st, 0, "s"), 0);
+    st.lim.max_memory_bytes = st.memory_bytes + 10; /* a new channel would need eviction */
+    /* two new channels where one place is left: refused before the first one evicts "cold" */
+    hd_message_t *two[2] = {hd_message_new("n1", 2, "", "1", 1),
+                            hd_message_new("n2", 2, "", "2", 1)};
+    T_EQ_INT(hd_mstore_publish(&st, two, 2, 1), HD_ECHANNELS);
+    T_EQ_INT(st.evicted, 0);
+    T_EQ_INT(chan(&st, "cold")->len, 1);
+    /* too big for memory even if all history went: refused, history kept */
+    st.lim.max_channels = 1000;
+    st.lim.max_memory_bytes = st.memory_bytes - st.history_charge + 10;
+    T_EQ_INT(hd_mstore_publish(&st, two, 2, 1), HD_EMEMORY);
+    T_EQ_INT(subscribe(&st, 0, "n3"), HD_EMEMORY);
+    T_EQ_INT(st.evicted, 0);
+    T_EQ_INT(chan(&st, "cold")->len, 1);
+    T_EQ_INT(st.chans.n, 2);
+    T_EQ_INT(st.refused, 3);
+    /* room that eviction can make is made: "cold" goes for one new channel */
+    st.lim.max_memory_bytes = st.memory_bytes - st.history_charge + hd_mstore_channel_cost(&st, 2);
+    T_EQ_INT(subscribe(&st, 0, "n3"), 0);
+    T_EQ_INT(st.evicted, 1);
+    T_TRUE(chan(&st, "cold") == NULL);
+    T_EQ_INT(st.history_charge, 0);
+    T_TRUE(st.memory_bytes <= st.lim.max_memory_bytes);
+    hd_message_unref(two[0]);
+    hd_message_unref(two[1]);
+    hd_mstore_dispose(&st);
+}
+
 static void test_expiry_heap(void)
 {
     enum { N = 200 };
@@ -360,6 +398,7 @@ static void test_expiry_heap(void)
     T_EQ_INT(st.chans.n, 0);
     T_EQ_INT(st.heap_n, 0);
     T_EQ_INT(st.memory_bytes, 0);
+    T_EQ_INT(st.history_charge, 0);
     hd_mstore_dispose(&st);
 }
 
@@ -409,6 +448,7 @@ int main(void)
     T_RUN(test_eviction_order);
     T_RUN(test_channel_budget);
     T_RUN(test_memory_budget);
+    T_RUN(test_refusal_evicts_nothing);
     T_RUN(test_expiry_heap);
     T_RUN(test_info_and_delivery);
     T_DONE();
