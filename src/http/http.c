@@ -9,6 +9,7 @@
  *         (bounded by max_url_size + max_header_size);
  *   body: the decoded body (bounded by max_body_size).
  */
+#include "herald/chunked.h"
 #include "herald/http.h"
 #include "herald/server.h"
 
@@ -34,6 +35,7 @@ struct hd_http_s {
     size_t n_hdrs;
     char *body;
     size_t body_len, body_cap;
+    hd_chunked_t chunked; /* the body's decoder while is_chunked_body */
     char *pending; /* bytes received after the request being handled: [pending_off, pending_len) */
     size_t pending_off, pending_len;
     hd_header_t *req_headers;
@@ -47,8 +49,9 @@ struct hd_http_s {
     uint64_t start_ms;
     unsigned is_closing_after : 1; /* answer with Connection: close */
     unsigned is_expect_continue : 1;
-    unsigned is_dispatching : 1; /* inside the handler: the caller goes on parsing */
-    unsigned is_bad_method : 1;  /* llhttp refused the method: collecting the line */
+    unsigned is_dispatching : 1;  /* inside the handler: the caller goes on parsing */
+    unsigned is_bad_method : 1;   /* llhttp refused the method: collecting the line */
+    unsigned is_chunked_body : 1; /* the body is chunked: hd_chunked_feed, not llhttp, reads it */
 };
 
 static const hd_router_t *router;
@@ -330,15 +333,23 @@ static int on_headers_complete(llhttp_t *p)
         if (h->is_expect_continue)
             send_interim(h, "HTTP/1.1 100 Continue\r\n\r\n");
     }
+    if ((p->flags & F_CHUNKED) && !p->upgrade) {
+        /* llhttp refuses valid chunk extensions: the body is ours to decode (execute). Telling
+         * llhttp there is none makes it complete the message after the head. */
+        hd_chunked_init(&h->chunked, conf->max_body_bytes, (uint32_t)conf->max_header_bytes);
+        h->is_chunked_body = 1;
+        return 1;
+    }
     return 0;
 }
 
-static int on_body(llhttp_t *p, const char *at, size_t len)
+/* Appends body bytes (from llhttp or the chunked decoder). 0, or HD_EBODYTOOBIG. */
+static int append_body(void *arg, const char *at, size_t len)
 {
-    hd_http_t *h = p->data;
+    hd_http_t *h = arg;
     const hd_conf_t *conf = conf_of(h);
     if (h->body_len + len > conf->max_body_bytes)
-        return fail(h, HD_EBODYTOOBIG);
+        return HD_EBODYTOOBIG;
     if (h->body_len + len > h->body_cap) {
         size_t cap = h->body_cap ? h->body_cap * 2 : 4096;
         while (cap < h->body_len + len)
@@ -353,9 +364,18 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    hd_http_t *h = p->data;
+    int rc = append_body(h, at, len);
+    return rc ? fail(h, rc) : 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     hd_http_t *h = p->data;
+    if (h->is_chunked_body)
+        return HPE_PAUSED; /* the head only: execute decodes the body */
     h->phase = PHASE_HANDLING;
     hd_conn_set_timeout(h->conn, 0);
     return HPE_PAUSED;
@@ -453,6 +473,7 @@ static void reset_request(hd_http_t *h)
     h->path_off = 0;
     h->is_expect_continue = 0;
     h->is_bad_method = 0;
+    h->is_chunked_body = 0;
     memset(&h->req, 0, sizeof(h->req));
     h->phase = PHASE_IDLE;
 }
@@ -801,6 +822,23 @@ static void execute(hd_http_t *h, const char *data, size_t len)
             collect_bad_method(h, data, len);
             return;
         }
+        if (h->is_chunked_body) {
+            size_t used = 0;
+            int rc = hd_chunked_feed(&h->chunked, data, len, &used, append_body, h);
+            if (rc < 0) {
+                const char *why = rc == HD_EBADREQ ? h->chunked.why : hd_strerror(rc);
+                respond_parse_error(h, hd_err_http_status(rc), why);
+                return;
+            }
+            if (rc == 0)
+                return; /* all used, more to come */
+            h->is_chunked_body = 0;
+            h->phase = PHASE_HANDLING;
+            hd_conn_set_timeout(c, 0);
+            save_pending(h, data + used, len - used);
+            dispatch(h);
+            return;
+        }
         llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
         if (err == HPE_OK)
             return;
@@ -809,6 +847,8 @@ static void execute(hd_http_t *h, const char *data, size_t len)
             llhttp_resume(&h->parser);
             data += used;
             len -= used;
+            if (h->is_chunked_body)
+                continue;               /* the head of a chunked request: its body follows */
             save_pending(h, data, len); /* pipelined bytes, parsed after the response */
             len = 0;
             dispatch(h);

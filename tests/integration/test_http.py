@@ -5,6 +5,7 @@ Each test runs its own herald (ephemeral port, 2 workers, per-test conf) and tal
 sockets, plus curl. After every bad-input test the server must still answer /healthz.
 """
 import email.utils
+import json
 import os
 import socket
 import subprocess
@@ -752,6 +753,33 @@ class TestConformance(HttpTestCase):
             with self.subTest(data=data), Client(self.h.port) as c:
                 c.send(data)
                 self.assertErrorClose(c, 400)
+
+    def test_chunk_extensions_ignored(self):
+        # RFC 9112 7.1.1: extensions on any chunk, several per chunk, whitespace around ';' and
+        # '=', quoted values with quoted pairs; the data is what the chunks carry.
+        forms = [b"5;name=value", b"5;name", b"5 ; a = b ; c", b'5;q="a \\"quoted\\" value"',
+                 b"5;a=b;c=d;e=f", b"5\t;\tx=1"]
+        with Client(self.h.port) as c:
+            for i, ext in enumerate(forms):
+                with self.subTest(ext=ext):
+                    body = (ext + b"\r\nhello\r\n6;more=1\r\n world\r\n0;last=\"yes\"\r\n"
+                            b"X-Trailer: t\r\n\r\n")
+                    c.send(build_request("POST", "/pub/ext%d" % i,
+                                         {"Transfer-Encoding": "chunked",
+                                          "Content-Type": "text/plain"}) + body)
+                    r = c.read_response()
+                    self.assertStatus(r, 200)
+                    p = c.request("GET", "/poll/ext%d" % i)
+                    self.assertStatus(p, 200)
+                    self.assertEqual(json.loads(p.body)["messages"][0]["data"], "hello world")
+
+    def test_bad_chunk_extension_400(self):
+        for ext in (b"5;", b"5;=v", b'5;a="open', b"5;a b", b"5;a=\x01"):
+            with self.subTest(ext=ext), Client(self.h.port) as c:
+                c.send(build_request("POST", "/pub/x", {"Transfer-Encoding": "chunked"}) +
+                       ext + b"\r\nhello\r\n0\r\n\r\n")
+                r = self.assertErrorClose(c, 400)
+                self.assertIn(b"chunk extension", r.body)
 
     def test_other_major_version_505(self):
         for version in ("2.0", "3.0", "0.9", "9.9"):
