@@ -45,9 +45,11 @@ typedef struct wire_check_s {
     const char *who; /* names the connection in a report */
     int kind;
     int state;
-    int status;    /* of the response head, once read */
-    size_t events; /* SSE: blocks ended by a blank line */
-    size_t texts;  /* WebSocket: complete text messages */
+    int status;         /* of the response head, once read */
+    size_t events;      /* SSE: blocks ended by a blank line */
+    size_t texts;       /* WebSocket: complete text messages */
+    size_t datas;       /* WebSocket: complete data messages, text or binary */
+    char last_type[32]; /* WIRE_WS_JSON: "type" of the last message (cut to fit) */
     size_t head_len;
     char head[WIRE_HEAD_MAX];
     /* SSE */
@@ -98,8 +100,10 @@ static void wire_json_message(wire_check_t *w, const uint8_t *data, size_t len)
     if (!root || !json_is_object(root))
         wire_fail(w, root ? "text message is not a JSON object" : "text message is not JSON", data,
                   len);
-    if (!json_is_string(json_object_get(root, "type")))
+    json_t *type = json_object_get(root, "type");
+    if (!json_is_string(type))
         wire_fail(w, "JSON message without a string \"type\"", data, len);
+    snprintf(w->last_type, sizeof(w->last_type), "%s", json_string_value(type));
     json_t *ct = json_object_get(root, "content_type");
     if (ct && (!json_is_string(ct) ||
                !hd_content_type_valid(json_string_value(ct), json_string_length(ct))))
@@ -116,6 +120,8 @@ static void wire_message_end(wire_check_t *w)
             wire_json_message(w, w->msg, w->msg_len);
         w->texts++;
     }
+    if (w->in_message)
+        w->datas++;
     w->in_message = 0;
     w->msg_len = 0;
 }
