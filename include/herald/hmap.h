@@ -2,7 +2,9 @@
 /*
  * hmap.h: an intrusive hash map keyed by short byte strings (channel names). The entry embeds an
  * hd_hnode_t whose key points into the entry itself; the map never allocates entries, only its
- * bucket array, which doubles when the map holds more entries than buckets.
+ * bucket array, which doubles when the map holds more entries than buckets and halves (down to
+ * its initial size) when it holds fewer than one per 4 buckets, so a table that held a flood of
+ * names gives the memory back.
  *
  * Keys come from clients, so buckets are chosen by a keyed hash (SipHash-2-4 under a random key
  * drawn once per process): nobody outside the process can pick names that share a bucket.
@@ -22,9 +24,11 @@ typedef struct hd_hnode_s {
 
 typedef struct hd_hmap_s {
     hd_hnode_t **buckets;
-    size_t n_buckets; /* a power of two */
+    size_t n_buckets;   /* a power of two */
+    size_t min_buckets; /* the initial size: it never shrinks below */
     size_t n;
-    const uint8_t *key; /* the process's hash key (hd_hash_key) */
+    unsigned is_iterating; /* in hd_hmap_foreach: removals do not shrink the array */
+    const uint8_t *key;    /* the process's hash key (hd_hash_key) */
 } hd_hmap_t;
 
 #define HD_HASH_KEY_BYTES 16

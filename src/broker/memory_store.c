@@ -20,6 +20,7 @@
 #define N_TOMBS            65536
 #define REFUSAL_LOG_MS     10000u
 #define RING_SHRINK_AT_CAP 8u
+#define HEAP_MIN           64u
 
 /* What malloc takes for n bytes (glibc, 64-bit): a 16-byte aligned chunk with an 8-byte header,
  * 32 bytes at least. */
@@ -31,10 +32,11 @@ static size_t alloc_cost(size_t n)
 
 size_t hd_mstore_channel_cost(const hd_mstore_t *st, size_t name_len)
 {
-    /* the struct and name, the interest array, two bucket slots (the table keeps at most twice
-     * as many buckets as channels) and two slots of the expiry heap (it doubles) */
+    /* the struct and name, the interest array, four bucket slots (above its initial size the
+     * table keeps at most four buckets per channel) and four slots of the expiry heap (the
+     * same rule) */
     return alloc_cost(sizeof(hd_mchan_t) + name_len + 1u) +
-           alloc_cost(st->n_workers * sizeof(uint32_t)) + 4u * sizeof(void *);
+           alloc_cost(st->n_workers * sizeof(uint32_t)) + 8u * sizeof(void *);
 }
 
 size_t hd_mstore_message_cost(const hd_message_t *m)
@@ -108,7 +110,7 @@ static void heap_push(hd_mstore_t *st, hd_mchan_t *c)
     if (st->lim.history_ttl_ms == 0)
         return;
     if (st->heap_n == st->heap_cap) {
-        st->heap_cap = st->heap_cap ? st->heap_cap * 2 : 64;
+        st->heap_cap = st->heap_cap ? st->heap_cap * 2 : HEAP_MIN;
         st->heap = hd_realloc(st->heap, st->heap_cap * sizeof(*st->heap));
     }
     heap_set(st, st->heap_n++, c);
@@ -122,11 +124,15 @@ static void heap_remove(hd_mstore_t *st, hd_mchan_t *c)
         return;
     c->heap_idx = HD_MSTORE_NO_HEAP;
     hd_mchan_t *last = st->heap[--st->heap_n];
-    if (i == st->heap_n)
-        return;
-    heap_set(st, i, last);
-    heap_up(st, i);
-    heap_down(st, last->heap_idx);
+    if (i != st->heap_n) {
+        heap_set(st, i, last);
+        heap_up(st, i);
+        heap_down(st, last->heap_idx);
+    }
+    if (st->heap_cap > HEAP_MIN && st->heap_n * 4 < st->heap_cap) {
+        st->heap_cap /= 2; /* a heap that held a flood gives the memory back */
+        st->heap = hd_realloc(st->heap, st->heap_cap * sizeof(*st->heap));
+    }
 }
 
 /* ---- rings ---- */

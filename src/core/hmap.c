@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * hmap.c: intrusive string-keyed hash map (chained, doubling) and the keyed hash every table of
- * the process uses; see hmap.h.
+ * hmap.c: intrusive string-keyed hash map (chained, doubling, halving as it empties) and the keyed
+ * hash every table of the process uses; see hmap.h.
  *
  * Keys come from clients (channel names), so the hash is keyed: SipHash-2-4 with a key drawn
  * from the kernel once per process. Without the key a client can compute names that land in one
@@ -113,8 +113,9 @@ void hd_hmap_init(hd_hmap_t *m, size_t n_buckets)
     while (n < n_buckets)
         n *= 2;
     m->buckets = hd_calloc(n, sizeof(*m->buckets));
-    m->n_buckets = n;
+    m->n_buckets = m->min_buckets = n;
     m->n = 0;
+    m->is_iterating = 0;
     m->key = hd_hash_key();
 }
 
@@ -134,9 +135,8 @@ hd_hnode_t *hd_hmap_find(const hd_hmap_t *m, const char *key, size_t len)
     return NULL;
 }
 
-static void grow(hd_hmap_t *m)
+static void resize(hd_hmap_t *m, size_t n)
 {
-    size_t n = m->n_buckets * 2;
     hd_hnode_t **b = hd_calloc(n, sizeof(*b));
     for (size_t i = 0; i < m->n_buckets; i++) {
         hd_hnode_t *e = m->buckets[i], *next;
@@ -158,7 +158,7 @@ void hd_hmap_insert(hd_hmap_t *m, hd_hnode_t *node)
     node->next = *slot;
     *slot = node;
     if (++m->n > m->n_buckets)
-        grow(m);
+        resize(m, m->n_buckets * 2);
 }
 
 void hd_hmap_remove(hd_hmap_t *m, hd_hnode_t *node)
@@ -170,10 +170,16 @@ void hd_hmap_remove(hd_hmap_t *m, hd_hnode_t *node)
     }
     *pp = node->next;
     m->n--;
+    /* A table that held a flood gives its buckets back as it empties (not while a foreach
+     * walks them): below one entry per 4 buckets, half of them go. */
+    if (!m->is_iterating && m->n_buckets > m->min_buckets && m->n * 4 < m->n_buckets)
+        resize(m, m->n_buckets / 2);
 }
 
 void hd_hmap_foreach(hd_hmap_t *m, void (*cb)(hd_hnode_t *node, void *arg), void *arg)
 {
+    unsigned was_iterating = m->is_iterating;
+    m->is_iterating = 1;
     for (size_t i = 0; i < m->n_buckets; i++) {
         hd_hnode_t *e = m->buckets[i], *next;
         for (; e; e = next) {
@@ -181,4 +187,5 @@ void hd_hmap_foreach(hd_hmap_t *m, void (*cb)(hd_hnode_t *node, void *arg), void
             cb(e, arg);
         }
     }
+    m->is_iterating = was_iterating;
 }

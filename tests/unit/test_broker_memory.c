@@ -376,6 +376,7 @@ static void test_expiry_heap(void)
         pub(&st, name, 1, 10000u + (uint64_t)(i * 7919 % N) + 500);
     }
     T_EQ_INT(st.heap_n, N);
+    T_EQ_INT(st.heap_cap, 256);
     /* cutoff 10100: every channel whose first message is before it loses that one only */
     hd_mstore_expire(&st, 11100);
     T_EQ_INT(st.chans.n, N);
@@ -397,6 +398,8 @@ static void test_expiry_heap(void)
     hd_mstore_expire(&st, 12000);
     T_EQ_INT(st.chans.n, 0);
     T_EQ_INT(st.heap_n, 0);
+    T_EQ_INT(st.heap_cap, 64); /* given back as it emptied */
+    T_EQ_INT(st.chans.n_buckets, 256);
     T_EQ_INT(st.memory_bytes, 0);
     T_EQ_INT(st.history_charge, 0);
     hd_mstore_dispose(&st);

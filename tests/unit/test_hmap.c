@@ -56,6 +56,62 @@ static void test_many(void)
     hd_hmap_dispose(&m);
 }
 
+/* After a flood the bucket array goes back to its initial size as the map empties. */
+static void test_shrinks(void)
+{
+    enum { N = 5000 };
+    static item_t items[N];
+    hd_hmap_t m;
+    hd_hmap_init(&m, 8);
+    for (int i = 0; i < N; i++) {
+        items[i].node.key_len = (size_t)snprintf(items[i].name, sizeof(items[i].name), "s%d", i);
+        items[i].node.key = items[i].name;
+        hd_hmap_insert(&m, &items[i].node);
+    }
+    T_EQ_INT(m.n_buckets, 8192);
+    for (int i = 0; i < N - 100; i++) {
+        hd_hmap_remove(&m, &items[i].node);
+        T_TRUE(m.n_buckets <= 8 || m.n * 4 >= m.n_buckets / 2); /* never far below a quarter */
+    }
+    T_EQ_INT(m.n_buckets, 256); /* 100 entries: fewer than 1 per 4 of 512 */
+    for (int i = N - 100; i < N; i++)
+        T_TRUE(hd_hmap_find(&m, items[i].name, items[i].node.key_len) == &items[i].node);
+    for (int i = N - 100; i < N; i++)
+        hd_hmap_remove(&m, &items[i].node);
+    T_EQ_INT(m.n_buckets, 8);
+    hd_hmap_dispose(&m);
+}
+
+static void remove_self(hd_hnode_t *n, void *arg)
+{
+    hd_hmap_remove(arg, n);
+    hd_container_of(n, item_t, node)->seen++;
+}
+
+/* A foreach whose callback removes each node visits every node once: no shrink mid-walk. */
+static void test_foreach_removing(void)
+{
+    enum { N = 1000 };
+    static item_t items[N];
+    hd_hmap_t m;
+    hd_hmap_init(&m, 8);
+    for (int i = 0; i < N; i++) {
+        items[i].node.key_len = (size_t)snprintf(items[i].name, sizeof(items[i].name), "f%d", i);
+        items[i].node.key = items[i].name;
+        hd_hmap_insert(&m, &items[i].node);
+    }
+    T_EQ_INT(m.n_buckets, 1024);
+    hd_hmap_foreach(&m, remove_self, &m);
+    T_EQ_INT(m.n, 0);
+    for (int i = 0; i < N; i++)
+        T_EQ_INT(items[i].seen, 1);
+    T_EQ_INT(m.n_buckets, 1024);
+    hd_hmap_insert(&m, &items[0].node);
+    hd_hmap_remove(&m, &items[0].node); /* the next removal shrinks again */
+    T_EQ_INT(m.n_buckets, 512);
+    hd_hmap_dispose(&m);
+}
+
 static void test_prefix_keys(void)
 {
     /* keys that are prefixes of each other, and binary bytes, are distinct */
@@ -193,6 +249,8 @@ int main(void)
     T_RUN(test_siphash_vectors);
     T_RUN(test_many);
     T_RUN(test_prefix_keys);
+    T_RUN(test_shrinks);
+    T_RUN(test_foreach_removing);
     T_RUN(test_crafted_names_spread);
     T_RUN(test_distribution);
     T_DONE();
