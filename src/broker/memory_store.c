@@ -179,6 +179,8 @@ static void ring_push(hd_mstore_t *st, hd_mchan_t *c, hd_message_t *m)
     if (c->len == 1) {
         hd_list_insert_tail(&st->lru, &c->lru);
         heap_push(st, c);
+        if (c->subs_total == 0)
+            st->idle_charge += hd_mstore_channel_cost(st, c->name_len);
     }
 }
 
@@ -202,6 +204,8 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
     if (c->len == 0) {
         hd_list_remove(&c->lru);
         heap_remove(st, c);
+        if (c->subs_total == 0)
+            st->idle_charge -= hd_mstore_channel_cost(st, c->name_len);
     } else if (c->heap_idx != HD_MSTORE_NO_HEAP) {
         heap_up(st, c->heap_idx);
         heap_down(st, c->heap_idx);
@@ -293,14 +297,15 @@ static void enforce_memory(hd_mstore_t *st, hd_mchan_t *keep, size_t extra)
 /*
  * 0 when the store plus need more bytes fits max_memory, evicting history if need be; else
  * HD_EMEMORY, and then nothing is evicted: a request that is refused anyway must not cost
- * anyone their history. Evicting all history frees at least history_charge.
+ * anyone their history. Evicting all history frees at least history_charge and idle_charge:
+ * the messages and rings, and the channels that go with their history.
  */
 static int make_memory(hd_mstore_t *st, size_t need)
 {
     size_t max = st->lim.max_memory_bytes;
     if (st->memory_bytes + need <= max)
         return 0;
-    if (st->memory_bytes - st->history_charge + need > max)
+    if (st->memory_bytes - st->history_charge - st->idle_charge + need > max)
         return HD_EMEMORY;
     enforce_memory(st, NULL, need);
     return 0;
@@ -457,7 +462,8 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
         c = new_chan(st, r->channel, len);
     }
     c->subs[worker]++;
-    c->subs_total++;
+    if (c->subs_total++ == 0 && c->len)
+        st->idle_charge -= hd_mstore_channel_cost(st, len); /* history no longer takes it away */
     if (r->has_since) /* live only otherwise: nothing from history */
         collect(st, c, r, limit);
     return 0;
@@ -468,7 +474,8 @@ void hd_mstore_unsubscribe(hd_mstore_t *st, unsigned worker, const char *channel
     hd_mchan_t *c = hd_mstore_find(st, channel, len);
     if (c && c->subs[worker] > 0) {
         c->subs[worker]--;
-        c->subs_total--;
+        if (--c->subs_total == 0 && c->len)
+            st->idle_charge += hd_mstore_channel_cost(st, len);
         maybe_delete(st, c);
     }
 }

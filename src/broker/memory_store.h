@@ -76,8 +76,9 @@ typedef struct hd_mstore_s {
     uint64_t *tombs; /* highest sequence lost with a deleted channel, by keyed hash of its name */
     size_t memory_bytes;     /* everything charged: channels, rings, messages in history */
     size_t history_bytes;    /* payload bytes in history */
-    size_t history_charge;   /* of memory_bytes, what evicting all history would free at least:
-                                the messages in history and the rings */
+    size_t history_charge;   /* of memory_bytes, the messages in history and the rings */
+    size_t idle_charge;      /* of memory_bytes, the channels with history and no subscribers:
+                              * evicting all history frees both charges at least */
     uint64_t history_msgs;   /* messages in history */
     uint64_t evicted;        /* channels whose history max_memory took */
     uint64_t evicted_logged; /* evicted when the last eviction was logged */

@@ -109,6 +109,7 @@ static void test_ring_grows_and_shrinks(void)
     T_EQ_INT(st.memory_bytes,
              hd_mstore_channel_cost(&st, 1) + alloc_cost(100 * sizeof(void *)) + 100 * msg_cost);
     T_EQ_INT(st.history_charge, alloc_cost(100 * sizeof(void *)) + 100 * msg_cost);
+    T_EQ_INT(st.idle_charge, hd_mstore_channel_cost(&st, 1)); /* goes with its history */
     T_EQ_INT(st.history_bytes, 1000);
     T_EQ_INT(st.history_msgs, 100);
     /* expiry of all but 20 (times 1050..1149; cutoff 2130 - 1000 keeps 1130..1149): halved */
@@ -121,6 +122,7 @@ static void test_ring_grows_and_shrinks(void)
     T_EQ_INT(c->cap, 12);
     /* a subscriber keeps the channel when its history is gone, and it holds no ring */
     T_EQ_INT(subscribe(&st, 1, "a"), 0);
+    T_EQ_INT(st.idle_charge, 0);
     hd_mstore_expire(&st, 5000);
     c = chan(&st, "a");
     T_TRUE(c != NULL);
@@ -324,6 +326,45 @@ static void test_memory_budget(void)
     hd_mstore_dispose(&st);
 }
 
+/* A batch of new channels as large as the node's memory fits by evicting channels that only
+ * history kept: channels are charged, and so is what their eviction frees. */
+static void test_new_channels_replace_idle_ones(void)
+{
+    enum { N_OLD = 50, N_NEW = 80 };
+    hd_mstore_limits_t lim = limits();
+    hd_mstore_t st;
+    hd_mstore_init(&st, &lim, 1, EPOCH, on_deliver, &(deliveries_t){0});
+    hd_message_t *batch[N_NEW];
+    char name[16];
+    for (int i = 0; i < N_OLD; i++) {
+        size_t len = (size_t)snprintf(name, sizeof(name), "old%02d", i);
+        batch[i] = hd_message_new(name, len, "", "x", 1);
+    }
+    T_EQ_INT(hd_mstore_publish(&st, batch, N_OLD, 1), 0);
+    for (int i = 0; i < N_OLD; i++)
+        hd_message_unref(batch[i]);
+    st.lim.max_memory_bytes = st.memory_bytes; /* full */
+    /* the new channels alone cost more than the old ones' messages and rings: only counting
+     * the old channels themselves as freed by their eviction lets them in */
+    T_TRUE(N_NEW * hd_mstore_channel_cost(&st, 5) > st.history_charge);
+    for (int i = 0; i < N_NEW; i++) {
+        size_t len = (size_t)snprintf(name, sizeof(name), "new%02d", i);
+        batch[i] = hd_message_new(name, len, "", "x", 1);
+    }
+    T_EQ_INT(hd_mstore_publish(&st, batch, N_NEW, 2), 0);
+    for (int i = 0; i < N_NEW; i++)
+        hd_message_unref(batch[i]);
+    T_TRUE(st.evicted >= N_OLD);
+    for (int i = 0; i < N_OLD; i++) {
+        snprintf(name, sizeof(name), "old%02d", i);
+        T_TRUE(chan(&st, name) == NULL);
+    }
+    T_TRUE(chan(&st, "new79") != NULL); /* the newest stay */
+    T_TRUE(st.memory_bytes <= st.lim.max_memory_bytes);
+    T_EQ_INT(st.refused, 0);
+    hd_mstore_dispose(&st);
+}
+
 /* A request that is refused costs nobody their history, whichever budget refuses it. */
 static void test_refusal_evicts_nothing(void)
 {
@@ -342,7 +383,7 @@ static void test_refusal_evicts_nothing(void)
     T_EQ_INT(chan(&st, "cold")->len, 1);
     /* too big for memory even if all history went: refused, history kept */
     st.lim.max_channels = 1000;
-    st.lim.max_memory_bytes = st.memory_bytes - st.history_charge + 10;
+    st.lim.max_memory_bytes = st.memory_bytes - st.history_charge - st.idle_charge + 10;
     T_EQ_INT(hd_mstore_publish(&st, two, 2, 1), HD_EMEMORY);
     T_EQ_INT(subscribe(&st, 0, "n3"), HD_EMEMORY);
     T_EQ_INT(st.evicted, 0);
@@ -350,11 +391,14 @@ static void test_refusal_evicts_nothing(void)
     T_EQ_INT(st.chans.n, 2);
     T_EQ_INT(st.refused, 3);
     /* room that eviction can make is made: "cold" goes for one new channel */
-    st.lim.max_memory_bytes = st.memory_bytes - st.history_charge + hd_mstore_channel_cost(&st, 2);
+    T_EQ_INT(st.idle_charge, hd_mstore_channel_cost(&st, 4)); /* "cold" */
+    st.lim.max_memory_bytes =
+        st.memory_bytes - st.history_charge - st.idle_charge + hd_mstore_channel_cost(&st, 2);
     T_EQ_INT(subscribe(&st, 0, "n3"), 0);
     T_EQ_INT(st.evicted, 1);
     T_TRUE(chan(&st, "cold") == NULL);
     T_EQ_INT(st.history_charge, 0);
+    T_EQ_INT(st.idle_charge, 0);
     T_TRUE(st.memory_bytes <= st.lim.max_memory_bytes);
     hd_message_unref(two[0]);
     hd_message_unref(two[1]);
@@ -402,6 +446,7 @@ static void test_expiry_heap(void)
     T_EQ_INT(st.chans.n_buckets, 256);
     T_EQ_INT(st.memory_bytes, 0);
     T_EQ_INT(st.history_charge, 0);
+    T_EQ_INT(st.idle_charge, 0);
     hd_mstore_dispose(&st);
 }
 
@@ -452,6 +497,7 @@ int main(void)
     T_RUN(test_channel_budget);
     T_RUN(test_memory_budget);
     T_RUN(test_refusal_evicts_nothing);
+    T_RUN(test_new_channels_replace_idle_ones);
     T_RUN(test_expiry_heap);
     T_RUN(test_info_and_delivery);
     T_DONE();
