@@ -24,7 +24,7 @@ int hd_redis_reply_u64(const redisReply *e, uint64_t *v)
         return 0;
     }
     const char *s;
-    size_t len;
+    size_t len = 0;
     if (hd_redis_reply_str(e, &s, &len) < 0 || len == 0 || len > 19)
         return -1;
     uint64_t x = 0;
@@ -90,7 +90,7 @@ int hd_redis_parse_read(const char *channel, size_t channel_len, const redisRepl
                         hd_redis_read_t *out)
 {
     const char *s;
-    size_t len;
+    size_t len = 0;
     uint64_t gap, found;
     memset(out, 0, sizeof(*out));
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 5 ||
@@ -132,9 +132,9 @@ int hd_redis_parse_read(const char *channel, size_t channel_len, const redisRepl
 
 int hd_redis_parse_publish(const redisReply *rep, hd_message_t *const *msgs, size_t n)
 {
-    uint64_t t, epoch, seq;
-    const char *id;
-    size_t len;
+    uint64_t t, epoch = 0, seq = 0;
+    const char *id = NULL;
+    size_t len = 0;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1 ||
         hd_redis_reply_u64(rep->element[0], &t) < 0)
         return -1;
