@@ -97,7 +97,19 @@ static inline void hd_list_remove(hd_list_t *n)
     for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
          (pos) = (tmp), (tmp) = (pos)->next)
 
-/* Value of a hexadecimal digit, or -1 (percent-decoding). */
+/* The one percent-decoder (RFC 3986 2.1), for URLs, query values and conf values. */
+enum {
+    HD_PCT_PLUS = 1 << 0,   /* '+' means a space (form-encoded query values) */
+    HD_PCT_STRICT = 1 << 1, /* a '%' without two hex digits, or a decoded NUL, is an error */
+};
+/*
+ * Decodes s[0..len) into out (outlen bytes, NUL-terminated). Without HD_PCT_STRICT a '%' not
+ * followed by two hex digits is kept as it is. Returns the decoded length, or -1 when it does
+ * not fit in outlen - 1 bytes or (HD_PCT_STRICT) is malformed.
+ */
+int hd_pct_decode(const char *s, size_t len, char *out, size_t outlen, unsigned flags);
+
+/* Value of a hexadecimal digit, or -1. */
 static inline int hd_hexval(char ch)
 {
     if (ch >= '0' && ch <= '9')

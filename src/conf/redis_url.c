@@ -32,25 +32,10 @@ static int parse_uint(const char *s, uint64_t *out)
     return 0;
 }
 
-/* Percent-decodes s[0..len) into out (NUL-terminated, outlen bytes). Returns 0 or -1. */
+/* Percent-decodes a user name or password (strict: malformed or NUL is refused). 0 or -1. */
 static int pct_decode(const char *s, size_t len, char *out, size_t outlen)
 {
-    size_t i, o = 0;
-
-    for (i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '%') {
-            if (i + 2 >= len || hd_hexval(s[i + 1]) < 0 || hd_hexval(s[i + 2]) < 0)
-                return -1;
-            c = (char)(hd_hexval(s[i + 1]) * 16 + hd_hexval(s[i + 2]));
-            i += 2;
-        }
-        if (c == '\0' || o + 1 >= outlen)
-            return -1;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return 0;
+    return hd_pct_decode(s, len, out, outlen, HD_PCT_STRICT) < 0 ? -1 : 0;
 }
 
 static int set_err(char *err, size_t errlen, const char *msg)

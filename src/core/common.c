@@ -97,3 +97,28 @@ uint64_t hd_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+int hd_pct_decode(const char *s, size_t len, char *out, size_t outlen, unsigned flags)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%' && len - i >= 3 && hd_hexval(s[i + 1]) >= 0 && hd_hexval(s[i + 2]) >= 0) {
+            ch = (char)(hd_hexval(s[i + 1]) * 16 + hd_hexval(s[i + 2]));
+            i += 2;
+            if (ch == '\0' && (flags & HD_PCT_STRICT))
+                return -1;
+        } else if (ch == '%' && (flags & HD_PCT_STRICT)) {
+            return -1;
+        } else if (ch == '+' && (flags & HD_PCT_PLUS)) {
+            ch = ' ';
+        }
+        if (n + 1 >= outlen)
+            return -1;
+        out[n++] = ch;
+    }
+    if (outlen == 0)
+        return -1;
+    out[n] = '\0';
+    return (int)n;
+}

@@ -1062,22 +1062,8 @@ int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen
         const char *eq = memchr(p, '=', (size_t)(stop - p));
         const char *kend = eq ? eq : stop;
         if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
-            size_t n = 0;
-            for (const char *v = eq ? eq + 1 : stop; v < stop; v++) {
-                char ch = *v;
-                if (ch == '+') {
-                    ch = ' ';
-                } else if (ch == '%' && stop - v >= 3 && hd_hexval(v[1]) >= 0 &&
-                           hd_hexval(v[2]) >= 0) {
-                    ch = (char)(hd_hexval(v[1]) * 16 + hd_hexval(v[2]));
-                    v += 2;
-                }
-                if (n + 1 >= outlen)
-                    return -1;
-                out[n++] = ch;
-            }
-            out[n] = '\0';
-            return (int)n;
+            const char *v = eq ? eq + 1 : stop;
+            return hd_pct_decode(v, (size_t)(stop - v), out, outlen, HD_PCT_PLUS);
         }
         p = stop + 1;
     }

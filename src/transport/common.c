@@ -8,27 +8,14 @@
 
 int hd_tp_channel_from_path(hd_req_t *req, size_t prefix_len, char *out)
 {
-    const char *p = req->path + prefix_len, *end = req->path + req->path_len;
-    size_t n = 0;
-    for (; p < end; p++) {
-        char ch = *p;
-        if (ch == '%' && end - p >= 3 && hd_hexval(p[1]) >= 0 && hd_hexval(p[2]) >= 0) {
-            ch = (char)(hd_hexval(p[1]) * 16 + hd_hexval(p[2]));
-            p += 2;
-        }
-        if (n == HD_CHANNEL_MAX) {
-            n++;
-            break;
-        }
-        out[n++] = ch;
-    }
-    if (!hd_channel_name_valid(out, n)) {
+    const char *p = req->path + prefix_len;
+    int n = hd_pct_decode(p, req->path_len - prefix_len, out, HD_CHANNEL_MAX + 1, 0);
+    if (n < 0 || !hd_channel_name_valid(out, (size_t)n)) {
         hd_http_respond_error(req, 400,
                               "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
         return -1;
     }
-    out[n] = '\0';
-    return (int)n;
+    return n;
 }
 
 int hd_tp_parse_id(hd_req_t *req, const char *what, const char *s, size_t len, uint64_t *epoch,

@@ -158,8 +158,45 @@ static void test_alloc_helpers(void)
     T_TRUE(b >= a);
 }
 
+/* Decodes s with flags: the result string, or "(-1)". */
+static const char *pct(const char *s, unsigned flags, size_t outlen)
+{
+    static char out[64];
+    char buf[64];
+    int n = hd_pct_decode(s, strlen(s), buf, outlen, flags);
+    if (n < 0)
+        return "(-1)";
+    T_EQ_INT(strlen(buf), n);
+    snprintf(out, sizeof(out), "%s", buf);
+    return out;
+}
+
+static void test_pct_decode(void)
+{
+    T_EQ_STR(pct("plain", 0, 64), "plain");
+    T_EQ_STR(pct("a%41%62%2f", 0, 64), "aAb/");
+    T_EQ_STR(pct("a+b", 0, 64), "a+b");
+    T_EQ_STR(pct("a+b%2B", HD_PCT_PLUS, 64), "a b+");
+    /* lenient: a '%' without two hex digits stays */
+    T_EQ_STR(pct("100%", 0, 64), "100%");
+    T_EQ_STR(pct("%4", 0, 64), "%4");
+    T_EQ_STR(pct("%zz%41", 0, 64), "%zzA");
+    /* strict: refused, and so is a decoded NUL */
+    T_EQ_STR(pct("100%", HD_PCT_STRICT, 64), "(-1)");
+    T_EQ_STR(pct("%4", HD_PCT_STRICT, 64), "(-1)");
+    T_EQ_STR(pct("a%00b", HD_PCT_STRICT, 64), "(-1)");
+    T_EQ_STR(pct("p%40ss%3a", HD_PCT_STRICT, 64), "p@ss:");
+    /* the output and its NUL must fit */
+    T_EQ_STR(pct("abc", 0, 4), "abc");
+    T_EQ_STR(pct("abcd", 0, 4), "(-1)");
+    T_EQ_STR(pct("%41%42%43", 0, 4), "ABC");
+    T_EQ_STR(pct("", 0, 1), "");
+    T_EQ_STR(pct("", 0, 0), "(-1)");
+}
+
 int main(void)
 {
+    T_RUN(test_pct_decode);
     T_RUN(test_error_table);
     T_RUN(test_uv_codes);
     T_RUN(test_list);
