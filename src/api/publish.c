@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_BATCH 10000
 
@@ -60,16 +61,38 @@ static void submit(hd_req_t *req, hd_message_t **msgs, size_t n, int is_batch)
     hd_tp_publish(req->conn->worker, msgs, n, on_published, p);
 }
 
-static void content_type_of(hd_req_t *req, char *out, size_t outlen)
+#define BAD_CONTENT_TYPE                                                                           \
+    "bad Content-Type: a media type such as \"text/plain; charset=utf-8\" (type/subtype and "      \
+    "parameters, printable ASCII, at most 127 bytes)"
+
+/*
+ * The Content-Type of a publish into out (HD_CONTENT_TYPE_MAX + 1 bytes; "" without one).
+ * Every subscriber gets it in JSON envelopes (herald.v1, /ws, polls), so it must be a valid
+ * media type (hd_content_type_valid): 0, or -1 once it was answered 400 and nothing published.
+ */
+static int content_type_of(hd_req_t *req, char *out)
 {
-    size_t len;
-    const char *ct = hd_req_header(req, "content-type", &len);
-    if (!ct || len >= outlen) {
-        out[0] = '\0';
-        return;
+    const char *ct = NULL;
+    size_t len = 0, n = 0;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const hd_header_t *hd = &req->headers[i];
+        if (hd->name_len == 12 && strncasecmp(hd->name, "content-type", 12) == 0) {
+            ct = hd->value;
+            len = hd->value_len;
+            n++;
+        }
     }
-    memcpy(out, ct, len);
+    if (n > 1) {
+        hd_http_respond_error(req, 400, "more than one Content-Type header");
+        return -1;
+    }
+    if (ct && !hd_content_type_valid(ct, len)) {
+        hd_http_respond_error(req, 400, BAD_CONTENT_TYPE);
+        return -1;
+    }
+    memcpy(out, ct ? ct : "", len);
     out[len] = '\0';
+    return 0;
 }
 
 #define BAD_IDEM_KEY "1-128 printable ASCII characters, no spaces"
@@ -105,11 +128,12 @@ static void on_publish_one(hd_req_t *req, void *arg)
         hd_http_respond_error(req, 413, "message larger than max_message_size");
         return;
     }
-    char ct[128], key[HD_IDEM_KEY_MAX + 1];
+    char ct[HD_CONTENT_TYPE_MAX + 1], key[HD_IDEM_KEY_MAX + 1];
+    if (content_type_of(req, ct) < 0)
+        return;
     int key_len = idem_header(req, key);
     if (key_len < 0)
         return;
-    content_type_of(req, ct, sizeof(ct));
     hd_message_t *m = hd_message_new(channel, (size_t)n, ct, req->body, req->body_len);
     if (key_len > 0)
         hd_message_set_idem_key(m, key, (size_t)key_len);

@@ -287,6 +287,86 @@ class TestPublish(ServerCase):
         self.assertEqual(len(set(allseq)), 60)
 
 
+class TestContentType(ServerCase):
+    """Every subscriber gets the publisher's Content-Type in JSON envelopes (polls, herald.v1,
+    /ws): a publish whose Content-Type is not a valid media type (RFC 9110, printable ASCII,
+    at most 127 bytes) is refused with 400 and publishes nothing."""
+
+    BAD = [b"text/plain; x=\xff\xfe", b"text/plain\x01", b"text", b"a b/c", b"text/plain; x",
+           b"text/plain;=y", b"/plain", b"text/plain; x=\"open", b"text/" + b"a" * 130,
+           b"t\xc3\xa9xt/plain"]
+    GOOD = ["text/plain; charset=utf-8", "application/vnd.api+json", 'text/plain; name="a b"',
+            "TEXT/PLAIN;CHARSET=UTF-8", "application/octet-stream"]
+
+    def raw_publish(self, channel, ctype_bytes, body=b"x", extra=b""):
+        with hh.Client(self.port) as c:
+            c.send(b"POST /pub/%s HTTP/1.1\r\nHost: a\r\nContent-Type: %s\r\n%s"
+                   b"Content-Length: %d\r\n\r\n%s" % (channel.encode(), ctype_bytes, extra,
+                                                        len(body), body))
+            return c.read_response()
+
+    def test_bad_content_type_400_nothing_published(self):
+        for ct in self.BAD:
+            with self.subTest(ct=ct):
+                r = self.raw_publish("ctbad", ct)
+                self.assertEqual(r.status, 400, r)
+                if b"\x01" not in ct:  # a control byte: refused as a header already
+                    self.assertIn(b"bad Content-Type", r.body)
+        status, body, _ = get_json(self.port, "/channels/ctbad")
+        self.assertEqual(status, 404, body)
+
+    def test_two_content_types_400(self):
+        r = self.raw_publish("ctbad2", b"text/plain", extra=b"Content-Type: text/html\r\n")
+        self.assertEqual(r.status, 400, r)
+        self.assertIn(b"more than one Content-Type", r.body)
+
+    def test_valid_content_types_kept(self):
+        for ct in self.GOOD:
+            with self.subTest(ct=ct):
+                first = publish(self.port, "ctgood", "x")
+                publish(self.port, "ctgood", "hello", ctype=ct)
+                msgs = self.poll("ctgood", first)["messages"]
+                self.assertEqual(msgs[-1]["content_type"], ct)
+
+    def test_subscribers_never_get_invalid_utf8(self):
+        # An SSE stream, a herald.v1 WebSocket and a /ws JSON session on one channel; the bad
+        # publishes (single and batch) are refused, the good one that follows is the first
+        # thing each receives, and every byte each receives is valid UTF-8.
+        import asyncio
+
+        sse = hh.SseStream(self.port, "/sse/ctsub")
+        self.addCleanup(sse.close)
+
+        async def run():
+            async with hh.ws_connect(self.port, "/ws/ctsub",
+                                     subprotocols=["herald.v1"]) as env, \
+                    hh.ws_connect(self.port, "/ws") as js:
+                await js.send(json.dumps({"op": "subscribe", "channel": "ctsub"}))
+                while json.loads(await asyncio.wait_for(js.recv(), 5)).get("type") != \
+                        "subscribed":
+                    pass
+                for ct in self.BAD:
+                    self.assertEqual(self.raw_publish("ctsub", ct).status, 400)
+                status, _, data = request(self.port, "POST", "/pub", json.dumps(
+                    [{"channel": "ctsub", "data": "a"},
+                     {"channel": "ctsub", "data": "b", "type": "text/plain; x=\xff\xfe"}]))
+                self.assertEqual(status, 400, data)
+                self.assertIn(b"item 1", data)
+                good = publish(self.port, "ctsub", "fine", ctype="text/plain; charset=utf-8")
+                for ws in (env, js):
+                    frame = await asyncio.wait_for(ws.recv(), 5)
+                    self.assertIsInstance(frame, str)  # a text frame the library decoded
+                    m = json.loads(frame)
+                    self.assertEqual((m["id"], m["data"]), (good, "fine"))
+                    self.assertEqual(m["content_type"], "text/plain; charset=utf-8")
+                return good
+
+        good = asyncio.run(run())
+        ev = sse.next_event(timeout=5)
+        self.assertEqual(ev.id, good)
+        bytes(ev.raw).decode("utf-8")  # strict: raises on invalid UTF-8
+
+
 class TestPublishKey(ServerCase):
     CONF = {"publish_key": "s3cret-key"}
 
