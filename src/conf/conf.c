@@ -122,7 +122,7 @@ static const directive_t directives[] = {
     D("header_timeout", T_DURATION, header_timeout_ms, "10s", "10ms", "1h", RELOAD,
       "time allowed to receive a request's header section"),
     D("body_timeout", T_DURATION, body_timeout_ms, "30s", "10ms", "1h", RELOAD,
-      "time allowed to receive a request's body"),
+      "time allowed to receive a request's whole body (a deadline, not a time between reads)"),
     D("keepalive_timeout", T_DURATION, keepalive_timeout_ms, "75s", "10ms", "1h", RELOAD,
       "time an idle keep-alive connection waits for its next request"),
     D("keepalive_requests", T_UINT, keepalive_requests, "10000", "1", "10000000", RELOAD,
