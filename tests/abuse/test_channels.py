@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from abuse_support import MB, AbuseTestCase, RssSampler, hh  # noqa: E402
+from herald_harness import stats  # noqa: E402
 
 BATCH = 10000
 # A 10,000-item batch of small messages to fresh names, about 0.3 MB of JSON.
@@ -36,12 +37,6 @@ def metric(port, name):
     if not m:
         raise AssertionError("no %s in /metrics" % name)
     return int(m.group(1))
-
-
-def stats(port):
-    status, body, _ = hh.get_json(port, "/stats")
-    assert status == 200, status
-    return body
 
 
 class ChannelFlood(AbuseTestCase):

@@ -15,12 +15,10 @@ Each asserts RSS stayed bounded and other clients were still served.
 """
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from abuse_support import MB, AbuseTestCase, RssSampler, hh  # noqa: E402
@@ -40,8 +38,8 @@ def redis_used_memory(redis):
 
 class RedisAbuse(AbuseTestCase):
     def setUp(self):
-        if not shutil.which("redis-server"):
-            raise unittest.SkipTest("redis-server is not installed")
+        hh.require_executable(tr.REDIS_SERVER, "redis-server")
+        hh.require_executable(tr.REDIS_CLI, "redis-cli")
         hh.herald_bin()
 
     def start_redis(self):

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from abuse_support import MB, AbuseTestCase, RssSampler, hh  # noqa: E402
+from herald_harness import stats  # noqa: E402
 
 IO = 10.0
 
@@ -26,12 +27,6 @@ def batch_publish(port, channel, n, size):
     if status != 200:
         raise AssertionError("batch publish: %d %r" % (status, data[:200]))
     return json.loads(data)["messages"][0]["id"]
-
-
-def stats(port):
-    status, body, _ = hh.get_json(port, "/stats")
-    assert status == 200, (status, body)
-    return body
 
 
 class LiveSubscriber:

@@ -678,6 +678,14 @@ def get_json(port, path, timeout=HTTP_TIMEOUT):
                              (path, status, data[:200]))
 
 
+def stats(port):
+    """GET /stats as parsed JSON; anything but 200 fails."""
+    status, body, _ = get_json(port, "/stats")
+    if status != 200:
+        raise AssertionError("GET /stats answered %d: %r" % (status, body))
+    return body
+
+
 def _publish_headers(ctype, headers):
     hdrs = dict(headers or {})
     if ctype is not None:

@@ -6,7 +6,6 @@ published once; a bad key is 400 (/ws: bad_idempotency_key); idempotency_window 
 The Redis side is in test_redis.py (retries on the same node and on another one).
 """
 import asyncio
-import http.client
 import json
 import os
 import sys
@@ -14,33 +13,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
-
-try:
-    import websockets  # python3-websockets
-except ImportError:
-    websockets = None
-
-
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+from herald_harness import request  # noqa: E402
 
 
 def pub(port, channel, body, key=None):
     hdrs = {"Content-Type": "text/plain"}
     if key is not None:
         hdrs["Idempotency-Key"] = key
-    st, data = request(port, "POST", "/pub/" + channel, body.encode(), hdrs)
+    st, _, data = request(port, "POST", "/pub/" + channel, body.encode(), hdrs)
     return st, json.loads(data)
 
 
 def history(port, channel):
-    st, data = request(port, "GET", "/poll/%s?since=0-0" % channel)
+    st, _, data = request(port, "GET", "/poll/%s?since=0-0" % channel)
     assert st == 200, (st, data)
     return [(m["id"], m["data"]) for m in json.loads(data)["messages"]]
 
@@ -64,8 +49,8 @@ class IdempotencyTest(hh.HeraldTestCase):
         self.assertEqual(history(h.port, "i"),
                          [(first["id"], "one"), (a["id"], "two"), (b["id"], "two")])
         for bad in ("", "has space", "x" * 129, "caf\u00e9"):
-            st, body = request(h.port, "POST", "/pub/i", b"z",
-                               {"Idempotency-Key": bad.encode("utf-8")})
+            st, _, body = request(h.port, "POST", "/pub/i", b"z",
+                                  {"Idempotency-Key": bad.encode("utf-8")})
             self.assertEqual(st, 400, bad)
             self.assertIn(b"Idempotency-Key", body)
         self.assertEqual(len(history(h.port, "i")), 3)
@@ -75,25 +60,25 @@ class IdempotencyTest(hh.HeraldTestCase):
         items = [{"channel": "b1", "data": "a"}, {"channel": "b2", "data": "b"},
                  {"channel": "b1", "data": "c", "idempotency_key": "own"}]
         hdrs = {"Idempotency-Key": "batch-1"}
-        st, data = request(h.port, "POST", "/pub", json.dumps(items).encode(), hdrs)
+        st, _, data = request(h.port, "POST", "/pub", json.dumps(items).encode(), hdrs)
         self.assertEqual(st, 200, data)
         ids = [m["id"] for m in json.loads(data)["messages"]]
         # the retry of the whole batch publishes nothing
-        st, data = request(h.port, "POST", "/pub", json.dumps(items).encode(), hdrs)
+        st, _, data = request(h.port, "POST", "/pub", json.dumps(items).encode(), hdrs)
         self.assertEqual([m["id"] for m in json.loads(data)["messages"]], ids)
         # an item's own key holds without the header too; item 0 of another request key is new
-        st, data = request(h.port, "POST", "/pub", json.dumps(items[2:]).encode())
+        st, _, data = request(h.port, "POST", "/pub", json.dumps(items[2:]).encode())
         self.assertEqual([m["id"] for m in json.loads(data)["messages"]], ids[2:])
         self.assertEqual(history(h.port, "b1"), [(ids[0], "a"), (ids[2], "c")])
         self.assertEqual(history(h.port, "b2"), [(ids[1], "b")])
         # a key repeated inside one batch is one publish
         twice = [{"channel": "b3", "data": "x", "idempotency_key": "k"}] * 2
-        st, data = request(h.port, "POST", "/pub", json.dumps(twice).encode())
+        st, _, data = request(h.port, "POST", "/pub", json.dumps(twice).encode())
         got = [m["id"] for m in json.loads(data)["messages"]]
         self.assertEqual(got[0], got[1])
         self.assertEqual(len(history(h.port, "b3")), 1)
         bad = [{"channel": "b1", "data": "x", "idempotency_key": 5}]
-        st, data = request(h.port, "POST", "/pub", json.dumps(bad).encode())
+        st, _, data = request(h.port, "POST", "/pub", json.dumps(bad).encode())
         self.assertEqual(st, 400)
         self.assertIn(b"item 0", data)
 
@@ -112,13 +97,10 @@ class IdempotencyTest(hh.HeraldTestCase):
         self.assertNotEqual(b["id"], a["id"])
 
     def test_ws_publish(self):
-        if websockets is None:
-            self.fail("python3-websockets is needed")
         h = self.start_herald(conf={"ws_client_publish": "on"})
 
         async def go():
-            async with websockets.connect("ws://127.0.0.1:%d/ws" % h.port, compression=None,
-                                          open_timeout=20) as ws:
+            async with hh.ws_connect(h.port, "/ws") as ws:
                 async def call(obj):
                     await ws.send(json.dumps(obj))
                     return json.loads(await asyncio.wait_for(ws.recv(), 10))

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,  # noqa: E402
-                            Publisher, RawWS, request, ws_url)
+                            Publisher, RawWS, request, stats, ws_url)
 from herald_harness import WS_GUID as GUID, WS_RFC_ACCEPT as RFC_ACCEPT  # noqa: E402
 from herald_harness import WS_RFC_KEY as RFC_KEY  # noqa: E402
 from herald_harness import ws_close_payload as close_payload, ws_frame as frame  # noqa: E402
@@ -42,12 +42,6 @@ def seq_of(i):
 
 
 # ---- HTTP side ----
-
-def stats(port):
-    status, _, body = request(port, "GET", "/stats")
-    assert status == 200, (status, body)
-    return json.loads(body)
-
 
 def find_key(obj, key):
     """The first value named key anywhere in a JSON document (stats layouts nest)."""
