@@ -273,14 +273,16 @@ static void stop_catchup(hd_hnode_t *n, void *arg)
 }
 
 /*
- * The queue reached redis_max_pending while catching up: stop holding deliveries. What was held
- * is dropped and every channel concerned (a message dropped, or not caught up yet) tells its
- * subscribers of the gap before its next message; catch-up reads still in flight are ignored
- * when they come (a new round).
+ * The delivery queue reached redis_max_pending (while catching up, or behind a slow read): stop
+ * holding deliveries. What was held is dropped and every channel concerned (a message dropped,
+ * or not caught up yet) tells its subscribers of the gap before its next message; catch-up reads
+ * still in flight are ignored when they come (a new round). Channels left with nothing to do
+ * are released on the next loop pass (the caller may be using one).
  */
 static void give_up_catchup(redis_broker_t *b)
 {
     size_t dropped = b->q_len - b->q_head;
+    unsigned not_caught_up = b->n_catchup;
     for (size_t i = b->q_head; i < b->q_len; i++) {
         queued_t q = b->queue[i];
         q.c->is_gap_pending = 1;
@@ -294,19 +296,35 @@ static void give_up_catchup(redis_broker_t *b)
         hd_list_init(&c->catchup_link);
     }
     hd_hmap_foreach(&b->chans, stop_catchup, b);
-    hd_log_warn("redis %s: catching up gave up: %zu live messages held (redis_max_pending); "
-                "%u channel(s) not caught up; their subscribers are told of a gap",
-                b->where, dropped, b->n_catchup);
+    if (not_caught_up)
+        hd_log_warn("redis %s: catching up gave up: %zu live messages held (redis_max_pending); "
+                    "%u channel(s) not caught up; their subscribers are told of a gap",
+                    b->where, dropped, not_caught_up);
+    else
+        hd_log_warn("redis %s: delivery queue full: %zu live messages held behind a read "
+                    "(redis_max_pending) dropped; their subscribers are told of a gap",
+                    b->where, dropped);
     b->n_catchup = 0;
     b->n_catchup_sent = 0;
     b->catchup_round++;
+    hd_redis_sweep_later(b);
+}
+
+static void sweep_one(hd_hnode_t *n, void *arg)
+{
+    maybe_release(arg, hd_container_of(n, rchan_t, node));
+}
+
+void hd_redis_sweep(redis_broker_t *b)
+{
+    hd_hmap_foreach(&b->chans, sweep_one, b);
 }
 
 /* A live message (the reference passes to the call). */
 static void on_live_message(redis_broker_t *b, rchan_t *c, hd_message_t *m)
 {
     queued_t q = {c, m, b->read_ticket};
-    if (b->n_catchup > 0 && b->q_len - b->q_head >= b->max_pending)
+    if (b->q_len - b->q_head >= b->max_pending)
         give_up_catchup(b);
     if (b->q_head == b->q_len && b->n_catchup == 0 && !is_blocked(&q)) {
         deliver(b, c, m);

@@ -141,6 +141,7 @@ struct redis_broker_s {
     unsigned is_cmd_ready : 1;
     unsigned is_sub_ready : 1;
     unsigned is_hb_ready : 1;
+    unsigned needs_sweep : 1; /* hd_redis_sweep on the next loop pass */
     unsigned is_in_conn_lost : 1;
     unsigned was_up : 1; /* connected at least once */
     unsigned attempts;
@@ -238,5 +239,9 @@ void hd_redis_on_subscription(redis_broker_t *b, const char *channel, size_t len
 void hd_redis_on_up(redis_broker_t *b);
 /* The connections are gone: fail what waits, keep what deliveries can follow. */
 void hd_redis_on_down(redis_broker_t *b);
+/* Releases every channel left with nothing to do (after the queue was dropped). */
+void hd_redis_sweep(redis_broker_t *b);
+/* hd_redis_sweep on the next loop pass (redis_conn.c). */
+void hd_redis_sweep_later(redis_broker_t *b);
 
 #endif

@@ -82,6 +82,16 @@ static void on_later(uv_timer_t *t)
         b->failed = op->next_failed;
         finish_op(b, op, NULL);
     }
+    if (b->needs_sweep) {
+        b->needs_sweep = 0;
+        hd_redis_sweep(b);
+    }
+}
+
+void hd_redis_sweep_later(redis_broker_t *b)
+{
+    b->needs_sweep = 1;
+    uv_timer_start(&b->later_timer, on_later, 0, 0);
 }
 
 void hd_redis_reconnect_later(redis_broker_t *b, const char *why)

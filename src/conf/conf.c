@@ -197,7 +197,7 @@ static const directive_t directives[] = {
     D("redis_timeout", T_DURATION, redis_timeout_ms, "3s", "100ms", "1m", RESTART,
       "a Redis connect or command taking longer counts as a lost connection"),
     D("redis_max_pending", T_UINT, redis_max_pending, "100000", "16", "10000000", RESTART,
-      "live messages held while catching up after a reconnect; past it, subscribers get a gap notice"),
+      "live messages held for ordering (catching up after a reconnect); past it, a gap notice"),
 };
 /* clang-format on */
 
