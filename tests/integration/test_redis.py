@@ -641,6 +641,21 @@ class RedisTest(hh.HeraldTestCase):
         self.assertEqual(out, got[0][3])
         st, _, data = request(b.port, "GET", "/poll/idem?since=0-0")
         self.assertEqual([m["id"] for m in json.loads(data)["messages"]], ids[:1] + got[0])
+        # /ws publishes on both nodes with one key: one message, one id
+        websockets = hh.require_websockets()
+        c, d = self.node(redis, ws_client_publish="on"), self.node(redis, ws_client_publish="on")
+
+        async def ws_publish(port):
+            async with websockets.connect("ws://127.0.0.1:%d/ws" % port, compression=None,
+                                          open_timeout=IO) as ws:
+                await ws.send(json.dumps({"op": "publish", "channel": "idem", "data": "w",
+                                          "idempotency_key": "ws-1"}))
+                return json.loads(await asyncio.wait_for(ws.recv(), IO))
+        replies = [asyncio.run(ws_publish(n.port)) for n in (c, d, c)]
+        self.assertEqual({r["type"] for r in replies}, {"published"}, replies)
+        self.assertEqual(len({r["id"] for r in replies}), 1, replies)
+        st, _, data = request(a.port, "GET", "/poll/idem?since=" + got[0][-1])
+        self.assertEqual([m["id"] for m in json.loads(data)["messages"]], [replies[0]["id"]])
 
     def test_function_checks_content_type(self):
         """FCALL with a content type hd_content_type_valid refuses is refused, with a clear
