@@ -7,13 +7,20 @@
  * subscribers on which channel, and the order of deliveries to them. redis_conn.c owns the
  * connections (redis_bridge.h: what the two share).
  *
- * One thread with its own loop, as the embedded broker, and two hiredis async connections
+ * One thread with its own loop, as the embedded broker, and three hiredis async connections
  * (libuv adapter) on it:
  *
- *   workers --breq--> mailbox --> bridge thread --cmd conn--> FCALL herald_publish_batch,
- *         <--reply, delivery---         |                     herald_read, PUBLISH heartbeat
+ *   workers --breq--> mailbox --> bridge thread --cmd conn--> FCALL herald_publish_batch (32
+ *         <--reply, delivery---         |                     messages a call), herald_read
  *                                       +------sub conn--> SUBSCRIBE P msg:<channel> (channels
- *                                                          with local subscribers) + heartbeat
+ *                                       |                  with local subscribers) + heartbeat
+ *                                       +------hb conn---> PUBLISH P hb:<node> (the heartbeat)
+ *
+ * Bounds. A publish goes to Redis in calls of PUBLISH_CALL_MAX_MSGS messages, one after the
+ * other (later publishes wait: b->in_parts), so no call holds Redis long; herald_read returns
+ * at most 1000 messages; after a reconnect CATCHUP_IN_FLIGHT channels at a time are subscribed
+ * again and caught up; the queue holds at most redis_max_pending messages (past it they are
+ * dropped and the channels' subscribers get a gap notice: give_up_catchup).
  *
  * Ordering. A SUBSCRIBE is answered only after Redis confirmed the channel's subscription and a
  * herald_read issued after that confirmation returned: the read's sequence S is the new
@@ -31,7 +38,7 @@
  * its own message.
  *
  * Failures. A connect, command or heartbeat slower than redis_timeout, an error, or a closed
- * socket drops both connections (hd_redis_conn_lost): requests in flight fail with HD_EOVERLOAD,
+ * socket drops the connections (hd_redis_conn_lost): requests in flight fail with HD_EOVERLOAD,
  * and reconnection follows with exponential backoff and jitter. Once up again every channel
  * with local subscribers is subscribed anew and caught up from history after its pos; until all
  * are, deliveries wait, then the catch-up and what arrived meanwhile go out merged in sequence
