@@ -657,6 +657,35 @@ class RedisTest(hh.HeraldTestCase):
         st, _, data = request(a.port, "GET", "/poll/idem?since=" + got[0][-1])
         self.assertEqual([m["id"] for m in json.loads(data)["messages"]], [replies[0]["id"]])
 
+    def test_batch_in_parts_retried(self):
+        """A batch applied in parts that fails after its first part (here: the channel budget)
+        leaves that part published; retried with the same Idempotency-Key it publishes nothing
+        twice, and once the budget allows (the node restarted with more), it completes."""
+        redis = self.start_redis()
+        a = self.node(redis, max_channels="1")
+        publish(a.port, "x", "first")  # the one channel the budget allows
+        items = [{"channel": "x", "data": "d%d" % i} for i in range(32)] + \
+                [{"channel": "y%d" % i, "data": "e%d" % i} for i in range(8)]
+        hdrs = {"Idempotency-Key": "big-1"}
+        for _ in range(2):
+            st, _, data = request(a.port, "POST", "/pub", json.dumps(items).encode(), hdrs)
+            self.assertEqual(st, 507, data)
+
+        def history(channel):
+            st, _, data = request(a.port, "GET", "/poll/%s?since=0-0&limit=100" % channel)
+            return [(m["id"], m["data"]) for m in json.loads(data)["messages"]]
+        part = history("x")[1:]
+        self.assertEqual([d for _, d in part], ["d%d" % i for i in range(32)],
+                         "the first part once, not twice")
+        a.stop()
+        a = self.node(redis, max_channels="100")
+        st, _, data = request(a.port, "POST", "/pub", json.dumps(items).encode(), hdrs)
+        self.assertEqual(st, 200, data)
+        ids = [m["id"] for m in json.loads(data)["messages"]]
+        self.assertEqual(ids[:32], [i for i, _ in part], "the retry gets the first part's ids")
+        self.assertEqual(history("x")[1:], part)
+        self.assertEqual([d for _, d in history("y3")], ["e3"])
+
     def test_function_checks_content_type(self):
         """FCALL with a content type hd_content_type_valid refuses is refused, with a clear
         error, and changes nothing."""
