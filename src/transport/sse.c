@@ -304,7 +304,8 @@ static void sse_on_abort(hd_deferred_t *d)
 /* Collects ?channel= values, at most max of them. Returns the count, or -1 after a 400. */
 static int channels_from_query(hd_req_t *req, char (*names)[HD_CHANNEL_MAX + 1], int max)
 {
-    const char *p = req->query, *end = req->query + req->query_len;
+    /* No query: no arithmetic on its NULL pointer (UBSan under clang). */
+    const char *p = req->query, *end = p ? p + req->query_len : NULL;
     int n = 0;
     while (p && p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
