@@ -657,6 +657,28 @@ class RedisTest(hh.HeraldTestCase):
         st, _, data = request(a.port, "GET", "/poll/idem?since=" + got[0][-1])
         self.assertEqual([m["id"] for m in json.loads(data)["messages"]], [replies[0]["id"]])
 
+    def test_content_type_rules_match_http(self):
+        """The Function's content type check and HTTP publish's (hd_content_type_valid) agree
+        on every case here: one rule for every entry point."""
+        redis = self.start_redis()
+        a = self.node(redis)
+        cases = [b"", b"text/plain", b"a/b", b"a/b;", b"a/b; ", b"a/b;;c=d", b"a/b ; c=d",
+                 b"a/b;c=d;e=f", b"a/b; c=\"q\"", b"a/b; c=\"q\\\"x\"", b"a/b; c=\"\"",
+                 b"a/b; c=\"open", b"a/b; c=", b"a/b; =d", b"a/b; c", b"a/b c", b"/b", b"a/",
+                 b"a", b"a//b", b"a/b/c", b"text/plain; charset=utf-8", b"a/b;\tc=d",
+                 b"a/b; c=\"tab\there\"", b"a/b; c=\xff", b"a/b; c=\"\xc3\xa9\"",
+                 b"\xc3\xa9/b", b"a/b; c=d e", b"a(b)/c", b"a/b; c=\"x\x7fy\"",
+                 b"application/vnd.api+json", b"!#$%&'*+-.^_`|~/0", b"a/" + b"b" * 125,
+                 b"a/" + b"b" * 126, b"a/b; c=\"\\"]
+        for ct in cases:
+            st, _, body = request(a.port, "POST", "/pub/ct", b"x",
+                                  {"Content-Type": ct.decode("latin-1")} if ct else {})
+            self.assertIn(st, (200, 400), (ct, st, body))
+            out = redis.cli("FCALL", "herald_publish", 1, "herald:ch:ct", "ct", "x", ct,
+                            check=False)
+            fcall_ok = "bad content type" not in out
+            self.assertEqual(fcall_ok, st == 200, "%r: HTTP %d, FCALL %r" % (ct, st, out))
+
     def test_batch_in_parts_retried(self):
         """A batch applied in parts that fails after its first part (here: the channel budget)
         leaves that part published; retried with the same Idempotency-Key it publishes nothing
