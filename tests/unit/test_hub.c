@@ -342,9 +342,53 @@ static void test_pending_end_and_refusal(void)
     worker_free(w);
 }
 
+/* Shared answers: found while someone holds them, dropped when only the cache does, 16 kept. */
+static void test_shared_answers(void)
+{
+    hd_worker_t *w = worker_new();
+    T_TRUE(hd_hub_shared_get(w, "k", 1) == NULL);
+    hd_buf_t *a = hd_buf_new_copy("answer", 6);
+    hd_hub_shared_put(w, "k", 1, a);
+    T_EQ_INT(a->refs, 2);
+    hd_buf_t *got = hd_hub_shared_get(w, "k", 1);
+    T_TRUE(got == a);
+    T_EQ_INT(a->refs, 3);
+    T_TRUE(hd_hub_shared_get(w, "kk", 2) == NULL);
+    T_TRUE(hd_hub_shared_get(w, "K", 1) == NULL);
+    hd_buf_unref(got);
+    hd_buf_unref(a); /* only the cache holds it now: the next lookup drops it */
+    T_TRUE(hd_hub_shared_get(w, "k", 1) == NULL);
+
+    /* All 16 slots held by clients: a 17th replaces the oldest, which its holder keeps. */
+    hd_buf_t *held[17];
+    char key[8];
+    for (int i = 0; i < 17; i++) {
+        held[i] = hd_buf_new_copy("x", 1);
+        snprintf(key, sizeof(key), "k%d", i);
+        hd_hub_shared_put(w, key, strlen(key), held[i]);
+    }
+    T_EQ_INT(held[0]->refs, 1);
+    T_TRUE(hd_hub_shared_get(w, "k0", 2) == NULL);
+    for (int i = 1; i < 17; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        got = hd_hub_shared_get(w, key, strlen(key));
+        T_TRUE(got == held[i]);
+        hd_buf_unref(got);
+    }
+    /* A key too long is not stored. */
+    char big[300];
+    memset(big, 'b', sizeof(big));
+    hd_hub_shared_put(w, big, sizeof(big), held[0]);
+    T_TRUE(hd_hub_shared_get(w, big, sizeof(big)) == NULL);
+    for (int i = 0; i < 17; i++)
+        hd_buf_unref(held[i]);
+    worker_free(w); /* the cache's own references go with the hub (LSan checks) */
+}
+
 int main(void)
 {
     hd_broker_set(&broker.base);
+    T_RUN(test_shared_answers);
     T_RUN(test_ordering_and_history);
     T_RUN(test_leave_and_join_during_fanout);
     T_RUN(test_epoch_gap);
