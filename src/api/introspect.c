@@ -52,6 +52,34 @@ static void collect(totals_t *t)
     b->ops->get_stats(b, &t->broker);
 }
 
+/*
+ * Replaces the closing brace of the /stats object in sb with "per_worker": each worker's own
+ * connections, requests and messages, so a test or an operator sees how SO_REUSEPORT spread the
+ * load (which worker took publishes, which carries subscribers).
+ */
+static void append_per_worker(hd_sbuf_t *sb)
+{
+    sb->buf->len--; /* the object's closing brace */
+    hd_sbuf_appends(sb, ",\"per_worker\":[");
+    for (unsigned k = 0; k < hd_server_worker_count(node); k++) {
+        hd_worker_t *w = hd_server_worker(node, k);
+        hd_hub_stats_t *h = hd_hub_stats(w);
+        hd_sbuf_appendf(
+            sb,
+            "%s{\"connections\":%llu,\"accepted\":%llu,\"requests\":%llu,"
+            "\"published_here\":%llu,\"fanned_out\":%llu,\"delivered\":%llu,"
+            "\"longpoll\":%lld,\"sse\":%lld,\"websocket\":%lld}",
+            k ? "," : "", (unsigned long long)LOAD(w->stats.conns),
+            (unsigned long long)LOAD(w->stats.accepted),
+            (unsigned long long)LOAD(w->stats.requests), (unsigned long long)LOAD(h->published),
+            (unsigned long long)LOAD(h->messages_in), (unsigned long long)LOAD(h->deliveries),
+            (long long)LOAD(h->transport_conns[HD_TP_LONGPOLL]),
+            (long long)LOAD(h->transport_conns[HD_TP_SSE]),
+            (long long)LOAD(h->transport_conns[HD_TP_WS]));
+    }
+    hd_sbuf_appends(sb, "]}");
+}
+
 static void on_stats(hd_req_t *req, void *arg)
 {
     (void)arg;
@@ -91,6 +119,7 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)hd_hub_subscriptions(),
         (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_NODE],
         (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION]);
+    append_per_worker(&sb);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
     hd_sbuf_dispose(&sb);
