@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # What CI runs: installs what is missing, checks formatting, runs the fuzzers for a bounded
-# time, builds under ThreadSanitizer (the mailboxes), with clang under AddressSanitizer and
-# UndefinedBehaviorSanitizer (every test, ctest), then a GCC Release build (the unit and abuse
+# time, builds under ThreadSanitizer (the mailboxes, and the ordering stress test against the
+# herald binary), with clang under AddressSanitizer and UndefinedBehaviorSanitizer (every test,
+# ctest), then a GCC Release build (the unit and abuse
 # tests again, memory measured without sanitizer overhead), its install into a staging tree and
 # its .deb package. Warnings are errors here (HERALD_WERROR), never in a user's build.
 # Environment: FUZZ_SECONDS (default 20 per harness; 0 skips the fuzz run).
@@ -52,10 +53,14 @@ if [ "${FUZZ_SECONDS:-20}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; the
     fi
 fi
 
-echo "== ThreadSanitizer: the lock-free mailboxes"
+echo "== ThreadSanitizer: the lock-free mailboxes, and the node-wide order through the binary"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_TSAN=ON -DHERALD_WERROR=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target test_mpsc >/dev/null
+cmake --build build-tsan -j"$jobs" --target test_mpsc herald >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_mpsc
+# The ordering stress test (publishers and subscribers on every worker, 2 and 4 workers) against
+# the TSan herald: a race report in its stderr fails the test (herald_harness).
+TSAN_OPTIONS=halt_on_error=1 HERALD_BIN=$PWD/build-tsan/herald HERALD_SRC=$PWD \
+    /usr/bin/python3 tests/integration/test_ordering.py
 
 # Both compilers' warnings fail CI: clang builds the sanitizer tree, GCC the Release tree below.
 echo "== build (clang, ASan + UBSan)"
