@@ -9,16 +9,20 @@
  *   conn.c      one client TCP connection: source address, TLS over memory BIOs, writes
  *   sub.c       subscribers (ws, sse, long poll, poll, raw) and the client processes that run them
  *   pub.c       HTTP publishers scheduled by intended time
- *   fanout.c idle.c connect.c publish.c floor.c   one scenario each
+ *   fanout.c idle.c connect.c publish.c floor.c   one scenario each (fanout.c also runs notify
+ *               and chat: the same subscribers, with other defaults or publishing from the kids)
  *
  * Process layout: the parent publishes and measures; subscribers live in forked client processes
  * (at most --per-proc sockets each, so no process exceeds its open-file limit). Parent and
  * children share one anonymous MAP_SHARED region (shared_t): the parent writes the phase and the
  * per-channel count of acknowledged publishes, each child writes its own kid_stats_t. Every
- * field has exactly one writer, and readers tolerate a stale value, so no locks are needed.
+ * field has exactly one writer, and readers tolerate a stale value, so no locks are needed; the
+ * one exception is chat, where the members publish: the kids then add to the per-channel count
+ * with an atomic add (a room's members may live in several kids).
  *
  *   parent:  spawn kids -> wait all ready -> settle -> GO (publish D s) -> drain -> STOP -> merge
  *   kid k:   connect its share (bounded concurrency) -> receive -> at STOP compute lost -> exit
+ *            (chat: during GO the kid also publishes its members' share of the schedule)
  */
 #ifndef HERALD_BENCH_H
 #define HERALD_BENCH_H
@@ -96,9 +100,18 @@ typedef struct target_s {
 
 /* ---- options (one struct for every scenario; each validates what it uses) ---- */
 
+#define MAX_TARGETS 4
+#define MAX_PIDS    8
+
+/* Scenarios, in main.c's table order. */
+enum { SC_FANOUT = 0, SC_IDLE, SC_CONNECT, SC_PUBLISH, SC_FLOOR, SC_NOTIFY, SC_CHAT };
+
 typedef struct opts_s {
     const char *scenario;
-    target_t tg;
+    int sc;                    /* SC_* */
+    target_t tg;               /* the first --url; every target has the same kind */
+    target_t tgs[MAX_TARGETS]; /* every --url: nodes of one cluster (tgs[0] is tg) */
+    uint32_t n_tgs;
     int transport;
     uint32_t subscribers, channels, publishers, pipeline;
     double rate;
@@ -109,7 +122,10 @@ typedef struct opts_s {
     uint32_t per_proc, procs, src_addrs;
     uint32_t poll_interval_ms, lp_timeout_s;
     uint32_t batch_ms;
-    pid_t server_pid;
+    uint32_t batch;   /* publish: messages per request (herald's POST /pub), 1 = POST /pub/CH */
+    pid_t server_pid; /* the first --server-pid */
+    pid_t server_pids[MAX_PIDS]; /* every --server-pid: nodes, and the Redis they share */
+    uint32_t n_server_pids;
     int json, quiet, is_tty;
     char prefix[48];
 } opts_t;
@@ -128,6 +144,10 @@ typedef struct srv_sample_s {
 
 /* Samples pid's process tree. Returns 0, or -1 when pid is 0 or gone (out->ok = 0). */
 int srv_sample(pid_t pid, srv_sample_t *out);
+/* The sum over every --server-pid's tree (ok only when every one was sampled). */
+int srv_sample_opts(const opts_t *o, srv_sample_t *out);
+/* The target of node number i (i % the number of --url given). */
+const target_t *target_of(const opts_t *o, uint32_t i);
 
 typedef struct sockstat_s {
     long tcp_inuse, tcp_tw, tcp_alloc, tcp_mem_pages;
@@ -201,6 +221,7 @@ typedef struct kid_stats_s {
     uint64_t planned, attempted, connected, ready, late, failed, disconnects, reconnects;
     uint64_t delivered, unique, dup, ooo, bad, bytes;
     uint64_t expected, lost, extra;
+    uint64_t published, pub_errors; /* chat: client publishes acknowledged (nchan: sent), failed */
     uint64_t err[CE_COUNT];
     uint64_t last_http_status;
     uint64_t first_start_ns, last_ready_ns;
@@ -249,22 +270,29 @@ int payload_parse(const char *p, size_t n, uint32_t *ch, uint64_t *seq, uint64_t
 /* ---- publishers ---- */
 
 typedef struct pubset_s pubset_t;
-/* Opens o->publishers keep-alive connections to o->tg. */
+/* Opens o->publishers keep-alive connections, publisher i to target_of(o, i). */
 pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh);
 /* Connections up (after running the loop a little); returns how many are. */
 uint32_t pubset_up(const pubset_t *ps);
 /* Queues one publish of channel ch, sequence seq, intended at ns (schedules it by channel on one
  * publisher, so a channel's order is kept). */
 void pubset_queue(pubset_t *ps, uint32_t ch, uint64_t seq, uint64_t ns);
-/* Publishes not yet answered. */
+/* With --batch: a full batch leaves at once; this sends a partial one from every idle
+ * connection (nothing in flight), so batches grow while the server is busy. */
+void pubset_flush(pubset_t *ps);
+/* Publishes (messages) not yet answered. */
 uint64_t pubset_outstanding(const pubset_t *ps);
 void pubset_stats(const pubset_t *ps, uint64_t *ok, uint64_t *err, uint64_t *last_status,
                   hist_t **lat);
+/* HTTP requests answered (with --batch, fewer than the messages). */
+uint64_t pubset_requests(const pubset_t *ps);
 void pubset_close(pubset_t *ps);
 
 /* ---- scenarios ---- */
 
 int run_fanout(opts_t *o);
+int run_notify(opts_t *o);
+int run_chat(opts_t *o);
 int run_idle(opts_t *o);
 int run_connect(opts_t *o);
 int run_publish(opts_t *o);

@@ -22,14 +22,14 @@ int run_connect(opts_t *o)
     report_t *rep = rep_new(o, title);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     srv_sample_t a, b;
-    srv_sample(o->server_pid, &a);
+    srv_sample_opts(o, &a);
     pid_t *pids = calloc(sh->n_kids, sizeof(pid_t));
     uint32_t started = kids_spawn(o, sh, MODE_CONNECT, pids);
     double wait_s = o->connect_timeout_s * 2 + o->subscribers / 200.0;
     if (kids_wait_connected(o, sh, wait_s) != 0)
         rep_warn(rep, 1, "connections still opening after %.0f s", wait_s);
     progress_end(o);
-    srv_sample(o->server_pid, &b);
+    srv_sample_opts(o, &b);
     kid_stats_t t;
     hist_t *conn = calloc(1, sizeof(hist_t));
     kids_stop(o, sh, pids, started, &t, NULL, conn);

@@ -6,9 +6,15 @@
  * drain period waits for what is still on its way. The same core measures the kernel floor
  * (floor.c), where the bench's own server writes the messages instead of herald or nchan.
  *
+ * Two more scenarios run on the same core: notify (every subscriber on its own channel, a
+ * notification feed: fanout with C = S and its own defaults) and chat (C rooms whose members,
+ * WebSocket subscribers in the client processes, publish themselves: the parent only starts
+ * the clock and waits; see sub.c for the schedule).
+ *
  * Reported: subscribers connected (and why not), messages published, deliveries expected vs
  * delivered, lost, duplicated, out of order, publish-to-receipt latency, and the server's CPU
- * time and memory over the publishing and drain window, per delivered message.
+ * time and memory over the publishing and drain window, per delivered message. With several
+ * --url and --server-pid (nodes over one Redis), the CPU and memory are the sum over them all.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -137,7 +143,7 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     progress_end(o);
     kid_stats_t t;
     shared_sum(sh, &t);
-    pid_t srv = floor_pid ? floor_pid : o->server_pid;
+    int by_kids = o->sc == SC_CHAT; /* the members publish, not this process */
     srv_sample_t a, b;
     if (t.ready == 0) {
         kids_stop(o, sh, pids, started, &t, NULL, NULL);
@@ -149,7 +155,7 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     }
 
     uv_loop_init(&r.loop);
-    if (!floor_pid) {
+    if (!floor_pid && !by_kids) {
         r.ps = pubset_new(&r.loop, o, sh);
         uint64_t until = now_ns() + 5000000000ull;
         while (pubset_up(r.ps) < o->publishers && now_ns() < until) {
@@ -160,7 +166,10 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
             rep_warn(rep, 1, "only %u of %u publishers connected", pubset_up(r.ps), o->publishers);
     }
     sleep_ms((uint32_t)(o->settle_s * 1000));
-    srv_sample(srv, &a);
+    if (floor_pid)
+        srv_sample(floor_pid, &a);
+    else
+        srv_sample_opts(o, &a);
     r.t0 = now_ns() + 1000000;
     r.total = (uint64_t)(o->rate * o->duration_s + 0.5);
     r.seq = calloc(o->channels, sizeof(uint64_t));
@@ -171,7 +180,14 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     r.prog.data = &r;
     uv_timer_start(&r.prog, on_prog, 500, 500);
     uint64_t deadline = r.t0 + (uint64_t)((o->duration_s + o->drain_s) * 1e9);
-    if (!floor_pid) {
+    if (by_kids) {
+        /* the kids publish on their own clocks until go + duration */
+        uint64_t until = r.t0 + (uint64_t)(o->duration_s * 1e9) + 2000000;
+        while (now_ns() < until) {
+            uv_run(&r.loop, UV_RUN_NOWAIT);
+            sleep_ms(20);
+        }
+    } else if (!floor_pid) {
         /* libuv timers tick in milliseconds; the schedule wants better, so wait on the loop's
          * backend fd with a nanosecond timeout up to the next message's intended time */
         r.sched.data = &r;
@@ -207,7 +223,10 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
             break;
     }
     uint64_t end = now_ns();
-    srv_sample(srv, &b);
+    if (floor_pid)
+        srv_sample(floor_pid, &b);
+    else
+        srv_sample_opts(o, &b);
     uv_timer_stop(&r.prog);
     progress_end(o);
 
@@ -221,10 +240,26 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
         for (uint32_t c = 0; c < o->channels; c++)
             pub_ok += sh->published[c];
     }
+    if (by_kids) {
+        pub_err = t.pub_errors;
+        r.total = (uint64_t)(o->rate * o->duration_s + 0.5);
+    }
 
     report_connects(rep, o, &t);
     rep_section(rep, "messages");
-    rep_u64(rep, "published", "messages published (acknowledged)", pub_ok, NULL);
+    rep_u64(rep, "published",
+            by_kids && o->tg.kind == TG_NCHAN ? "messages published (sent: nchan does not answer)"
+                                              : "messages published (acknowledged)",
+            pub_ok, NULL);
+    if (by_kids) {
+        rep_u64(rep, "publish_errors", "client publish errors", pub_err, NULL);
+        if (pub_err)
+            rep_warn(rep, 1, "%llu client publishes failed or had no live member to send them",
+                     (unsigned long long)pub_err);
+        if (pub_ok + pub_err < r.total)
+            rep_warn(rep, 1, "only %llu of %llu messages were published",
+                     (unsigned long long)(pub_ok + pub_err), (unsigned long long)r.total);
+    }
     if (r.ps) {
         rep_u64(rep, "publish_errors", "publish errors", pub_err, NULL);
         if (pub_err)
@@ -293,15 +328,49 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     return rep_finish(rep);
 }
 
+static const char *nodes(const opts_t *o)
+{
+    static char buf[32];
+    if (o->n_tgs == 1)
+        return "";
+    snprintf(buf, sizeof(buf), " (%u nodes)", o->n_tgs);
+    return buf;
+}
+
 int run_fanout(opts_t *o)
 {
     char title[256];
     snprintf(title, sizeof(title),
-             "herald-bench fanout: %s over %s, %u subscribers on %u channel%s, %u publisher%s, "
+             "herald-bench fanout: %s%s over %s, %u subscribers on %u channel%s, %u publisher%s, "
              "%.0f msg/s x %u B for %.1f s",
-             tg_names[o->tg.kind], tp_names[o->transport], o->subscribers, o->channels,
+             tg_names[o->tg.kind], nodes(o), tp_names[o->transport], o->subscribers, o->channels,
              o->channels == 1 ? "" : "s", o->publishers, o->publishers == 1 ? "" : "s", o->rate,
              o->size, o->duration_s);
+    shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
+    return fanout_core(o, 0, sh, title);
+}
+
+int run_notify(opts_t *o)
+{
+    char title[256];
+    snprintf(title, sizeof(title),
+             "herald-bench notify: %s%s over %s, %u subscribers each on its own channel, %u "
+             "publisher%s, %.0f msg/s x %u B for %.1f s",
+             tg_names[o->tg.kind], nodes(o), tp_names[o->transport], o->subscribers, o->publishers,
+             o->publishers == 1 ? "" : "s", o->rate, o->size, o->duration_s);
+    shared_t *sh =
+        shared_new(kids_needed(o, (uint64_t)o->subscribers + o->publishers), o->channels);
+    return fanout_core(o, 0, sh, title);
+}
+
+int run_chat(opts_t *o)
+{
+    char title[256];
+    snprintf(title, sizeof(title),
+             "herald-bench chat: %s%s, %u rooms of %u members on WebSocket, client publish, "
+             "%.0f msg/s in total (%.2f per room) x %u B for %.1f s",
+             tg_names[o->tg.kind], nodes(o), o->channels, o->subscribers / o->channels, o->rate,
+             o->rate / o->channels, o->size, o->duration_s);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     return fanout_core(o, 0, sh, title);
 }

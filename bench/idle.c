@@ -21,7 +21,7 @@ int run_idle(opts_t *o)
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     srv_sample_t a0, a1, a2;
     sockstat_t s0, s1, s2;
-    srv_sample(o->server_pid, &a0);
+    srv_sample_opts(o, &a0);
     sockstat_read(&s0);
     pid_t *pids = calloc(sh->n_kids, sizeof(pid_t));
     uint32_t started = kids_spawn(o, sh, MODE_HOLD, pids);
@@ -30,7 +30,7 @@ int run_idle(opts_t *o)
         rep_warn(rep, 1, "connections still opening after %.0f s", wait_s);
     progress_end(o);
     sleep_ms((uint32_t)(o->settle_s * 1000));
-    srv_sample(o->server_pid, &a1);
+    srv_sample_opts(o, &a1);
     sockstat_read(&s1);
     uint64_t until = now_ns() + (uint64_t)(o->hold_s * 1e9);
     while (now_ns() < until) {
@@ -41,7 +41,7 @@ int run_idle(opts_t *o)
         sleep_ms(200);
     }
     progress_end(o);
-    srv_sample(o->server_pid, &a2);
+    srv_sample_opts(o, &a2);
     sockstat_read(&s2);
     kid_stats_t t;
     hist_t *conn = calloc(1, sizeof(hist_t));

@@ -41,26 +41,49 @@ static const char usage[] =
     "  floor     the fanout shape written by the bench's own minimal server straight to plain\n"
     "            TCP sockets, one write() per message per socket (or with --batch-ms, one\n"
     "            writev() per socket per batch): this machine's kernel cost per delivery.\n"
+    "  notify    a notification feed: S subscribers (default 10,000), each on its own channel;\n"
+    "            P publishers (default 32) send R msg/s in total (default 2,000) over HTTP\n"
+    "            keep-alive for D seconds (default 20s), each message to the next channel.\n"
+    "            The fanout report: every message delivered (lost/duplicated/out of order),\n"
+    "            server CPU per delivery (= per publish), publish-to-receipt p50/p99.\n"
+    "  chat      chat rooms: C rooms (default 500) of S/C members (S default 5,000: rooms of\n"
+    "            10), every member one WebSocket that subscribes to its room and publishes\n"
+    "            to it (herald: GET /ws, the JSON protocol, needs ws_client_publish on;\n"
+    "            nchan: an nchan_pubsub location, GET /chat?id=ROOM). R msg/s in total (default\n"
+    "            1,000: 2 per room), each room's messages sent by its members in turn. Every\n"
+    "            member gets every message of its room, its own included. Reports the fanout\n"
+    "            figures: deliveries, loss, server CPU per delivery, latency percentiles.\n"
     "\n"
     "Target:\n"
     "  --url URL            http://, https://, ws:// or wss:// host:port (default\n"
     "                       http://127.0.0.1:8080; ws/http are equivalent, wss/https use TLS\n"
-    "                       without verifying the certificate)\n"
+    "                       without verifying the certificate). Give it up to 4 times for the\n"
+    "                       nodes of one cluster (herald nodes sharing a Redis, nginx+nchan\n"
+    "                       with nchan_use_redis): subscriber i and publisher i use node i %% N,\n"
+    "                       so subscribers are spread over every node and publishes reach each\n"
+    "                       node (fanout, notify, chat, publish)\n"
     "  --target T           herald (POST /pub/CH, /ws/CH, /sse/CH, /lp/CH, /poll/CH) or nchan\n"
     "                       (POST /pub?id=CH, /sub?id=CH for ws, sse and long poll)\n"
-    "  --server-pid PID     measure this process and its descendants (CPU user+sys, memory)\n"
+    "  --server-pid PID     measure this process and its descendants (CPU user+sys, memory);\n"
+    "                       PID,PID,... or repeated (up to 8): the sum over every node and the\n"
+    "                       Redis they share\n"
     "\n"
     "Shape:\n"
     "  -t, --transport T    ws | sse | longpoll | poll                     (default ws)\n"
-    "  -s, --subscribers S  subscribers (fanout, floor, idle: --connections) (default 1000)\n"
-    "  -c, --channels C     channels; subscriber i listens on channel i %% C  (default 1)\n"
-    "  -p, --publishers P   publishing connections                        (default 1; publish 4)\n"
+    "  -s, --subscribers S  subscribers (fanout, floor, idle: --connections) (default 1000;\n"
+    "                       notify 10000; chat 5000 members)\n"
+    "  -c, --channels C     channels; subscriber i listens on channel i %% C  (default 1; notify\n"
+    "                       S: one each; chat 500 rooms)\n"
+    "  -p, --publishers P   publishing connections                        (default 1; publish 4;\n"
+    "                       notify 32; chat: the members publish)\n"
     "      --pipeline K     requests in flight per publishing connection  (default 1)\n"
     "  -r, --rate R         messages per second in total                   (default 100; publish "
-    "0)\n"
+    "0;\n"
+    "                       notify 2000; chat 1000)\n"
     "  -n, --size N         payload bytes, at least 48                     (default 64)\n"
     "  -d, --duration D     publishing time: 20, 20s, 500ms, 2m            (default 10s; publish "
-    "5s)\n"
+    "5s;\n"
+    "                       notify and chat 20s)\n"
     "      --drain T        wait for deliveries after publishing           (default 5s)\n"
     "      --settle T       pause between subscribing and publishing/measuring (default 1s)\n"
     "      --hold T         idle: how long to hold the connections         (default 5s)\n"
@@ -72,6 +95,9 @@ static const char usage[] =
     "      --poll-interval T    poll: time between polls                   (default 100ms)\n"
     "      --lp-timeout S       long poll: timeout=S asked of herald       (default 30)\n"
     "      --batch-ms T     floor: write what fell due in T ms with one writev per socket\n"
+    "      --batch N        publish: N messages per request, a JSON array to herald's POST /pub\n"
+    "                       (nchan has no batch publish)                   (default 1: POST "
+    "/pub/CH)\n"
     "\n"
     "Machine limits:\n"
     "      --per-proc N     sockets per client process (the open-file limit is per process;\n"
@@ -208,6 +234,7 @@ enum {
     O_POLLINT,
     O_LPTIMEOUT,
     O_BATCH,
+    O_BATCHN,
     O_PID,
     O_JSON,
     O_PREFIX,
@@ -238,6 +265,7 @@ static const struct option long_opts[] = {
     {"poll-interval", required_argument, NULL, O_POLLINT},
     {"lp-timeout", required_argument, NULL, O_LPTIMEOUT},
     {"batch-ms", required_argument, NULL, O_BATCH},
+    {"batch", required_argument, NULL, O_BATCHN},
     {"server-pid", required_argument, NULL, O_PID},
     {"json", no_argument, NULL, O_JSON},
     {"quiet", no_argument, NULL, 'q'},
@@ -253,30 +281,34 @@ int main(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    static const char *const scenarios[] = {"fanout", "idle", "connect", "publish", "floor"};
+    static const char *const scenarios[] = {"fanout", "idle",   "connect", "publish",
+                                            "floor",  "notify", "chat"};
     int sc = -1;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < (int)(sizeof(scenarios) / sizeof(scenarios[0])); i++)
         if (strcmp(argv[1], scenarios[i]) == 0)
             sc = i;
     if (sc < 0)
-        bad("unknown scenario \"%s\" (fanout, idle, connect, publish or floor)", argv[1]);
+        bad("unknown scenario \"%s\" (fanout, idle, connect, publish, floor, notify or chat)",
+            argv[1]);
 
     opts_t o;
     memset(&o, 0, sizeof(o));
     o.scenario = scenarios[sc];
+    o.sc = sc;
     o.transport = TP_WS;
-    o.subscribers = 1000;
-    o.channels = 1;
-    o.publishers = sc == 3 ? 4 : 1;
+    o.subscribers = sc == SC_NOTIFY ? 10000 : sc == SC_CHAT ? 5000 : 1000;
+    o.channels = sc == SC_CHAT ? 500 : 1;
+    o.publishers = sc == SC_PUBLISH ? 4 : sc == SC_NOTIFY ? 32 : 1;
     o.pipeline = 1;
-    o.rate = sc == 3 ? 0 : 100;
+    o.rate = sc == SC_PUBLISH ? 0 : sc == SC_NOTIFY ? 2000 : sc == SC_CHAT ? 1000 : 100;
     o.size = 64;
-    o.duration_s = sc == 3 ? 5 : 10;
+    o.duration_s = sc == SC_PUBLISH ? 5 : sc == SC_NOTIFY || sc == SC_CHAT ? 20 : 10;
     o.drain_s = 5;
-    o.settle_s = sc == 1 ? 2 : 1;
+    o.settle_s = sc == SC_IDLE ? 2 : 1;
     o.hold_s = 5;
     o.count = 1000;
-    o.concurrency = sc == 2 ? 64 : 256;
+    o.batch = 1;
+    o.concurrency = sc == SC_CONNECT ? 64 : 256;
     o.connect_timeout_s = 10;
     o.per_proc = 15000;
     o.poll_interval_ms = 100;
@@ -285,14 +317,17 @@ int main(int argc, char **argv)
     snprintf(o.prefix, sizeof(o.prefix), "hb%x%x", (unsigned)getpid(),
              (unsigned)(time(NULL) & 0xffffff));
     parse_url(&o.tg, "http://127.0.0.1:8080");
-    int have_rate = 0, have_transport = 0;
+    int have_rate = 0, have_transport = 0, have_channels = 0, have_publishers = 0;
 
     optind = 2;
     int c;
     while ((c = getopt_long(argc, argv, "t:s:c:p:r:n:d:qh", long_opts, NULL)) != -1) {
         switch (c) {
         case O_URL:
-            parse_url(&o.tg, optarg);
+            if (o.n_tgs == MAX_TARGETS)
+                bad("--url: at most %d nodes", MAX_TARGETS);
+            parse_url(&o.tgs[o.n_tgs], optarg);
+            o.n_tgs++;
             break;
         case O_TARGET:
             o.tg.kind = lookup("--target", optarg, tg_names, 2);
@@ -305,10 +340,12 @@ int main(int argc, char **argv)
             o.subscribers = parse_u32("--subscribers", optarg, 1, 1000000);
             break;
         case 'c':
-            o.channels = parse_u32("--channels", optarg, 1, 100000);
+            o.channels = parse_u32("--channels", optarg, 1, 1000000);
+            have_channels = 1;
             break;
         case 'p':
             o.publishers = parse_u32("--publishers", optarg, 1, 1000);
+            have_publishers = 1;
             break;
         case O_PIPELINE:
             o.pipeline = parse_u32("--pipeline", optarg, 1, 1024);
@@ -362,11 +399,23 @@ int main(int argc, char **argv)
         case O_BATCH:
             o.batch_ms = parse_u32("--batch-ms", optarg, 0, 10000);
             break;
-        case O_PID:
-            o.server_pid = (pid_t)parse_u32("--server-pid", optarg, 1, 1 << 22);
-            if (kill(o.server_pid, 0) != 0)
-                bad("--server-pid: no process %d", (int)o.server_pid);
+        case O_BATCHN:
+            o.batch = parse_u32("--batch", optarg, 1, 10000);
             break;
+        case O_PID: {
+            char *list = strdup(optarg), *save = NULL;
+            for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o.n_server_pids == MAX_PIDS)
+                    bad("--server-pid: at most %d processes", MAX_PIDS);
+                pid_t pid = (pid_t)parse_u32("--server-pid", t, 1, 1 << 22);
+                if (kill(pid, 0) != 0)
+                    bad("--server-pid: no process %d", (int)pid);
+                o.server_pids[o.n_server_pids++] = pid;
+            }
+            free(list);
+            o.server_pid = o.server_pids[0];
+            break;
+        }
         case O_JSON:
             o.json = 1;
             break;
@@ -390,30 +439,72 @@ int main(int argc, char **argv)
     if (optind < argc)
         bad("unexpected argument \"%s\"", argv[optind]);
 
+    /* every node is of the kind --target names; tg is the first */
+    if (o.n_tgs == 0) {
+        o.tgs[0] = o.tg;
+        o.n_tgs = 1;
+    }
+    for (uint32_t i = 0; i < o.n_tgs; i++)
+        o.tgs[i].kind = o.tg.kind;
+    o.tg = o.tgs[0];
+    for (uint32_t i = 1; i < o.n_tgs; i++)
+        if (o.tgs[i].is_loopback != o.tg.is_loopback)
+            bad("--url: mix of loopback and other addresses");
+
     /* scenario-specific checks */
+    if (o.n_tgs > 1 && (sc == SC_FLOOR || sc == SC_IDLE || sc == SC_CONNECT))
+        bad("%s: one --url only (several nodes apply to fanout, notify, chat and publish)",
+            o.scenario);
+    if (o.batch > 1 && sc != SC_PUBLISH)
+        bad("--batch applies to the publish scenario only");
+    if (o.batch > 1 && o.tg.kind == TG_NCHAN)
+        bad("--batch: nchan has no batch publish (compare herald's batches with nchan's single "
+            "publishes: run publish without --batch against nchan)");
+    if (sc == SC_NOTIFY) {
+        if (have_channels && o.channels != o.subscribers)
+            bad("notify: every subscriber has its own channel: --channels must equal "
+                "--subscribers (or be left out)");
+        o.channels = o.subscribers;
+    }
+    if (sc == SC_CHAT) {
+        if (o.transport != TP_WS)
+            bad("chat: the members are WebSocket connections (--transport ws)");
+        if (have_publishers)
+            bad("chat: the members publish; --publishers does not apply");
+        if (o.channels > o.subscribers)
+            bad("chat: --channels (rooms, %u) is more than --subscribers (members, %u)", o.channels,
+                o.subscribers);
+        o.publishers = 0;
+    }
     if (o.tg.kind == TG_NCHAN && o.transport == TP_POLL)
         bad("--transport poll: nchan has no short-poll endpoint (use ws, sse or longpoll)");
-    if (sc == 4 && have_transport)
+    if (sc == SC_FLOOR && have_transport)
         bad("floor: the floor writes plain TCP; --transport does not apply");
-    if (o.batch_ms && sc != 4)
+    if (o.batch_ms && sc != SC_FLOOR)
         bad("--batch-ms applies to the floor scenario only");
-    if ((sc == 0 || sc == 4) && o.rate <= 0)
+    if ((sc == SC_FANOUT || sc == SC_FLOOR || sc == SC_NOTIFY || sc == SC_CHAT) && o.rate <= 0)
         bad("--rate must be above 0 for %s", o.scenario);
     if (o.rate * o.duration_s > 50e6)
         bad("--rate x --duration is over 50 million messages");
-    if ((sc == 0 || sc == 4) && o.channels > o.subscribers)
+    if ((sc == SC_FANOUT || sc == SC_FLOOR) && o.channels > o.subscribers)
         bad("--channels (%u) is more than --subscribers (%u): some channels would have no "
             "subscriber",
             o.channels, o.subscribers);
-    if (sc == 3 && !have_rate)
+    if (sc == SC_PUBLISH && !have_rate)
         o.rate = 0;
-    if (o.tg.is_tls && sc == 4)
+    if (o.tg.is_tls && sc == SC_FLOOR)
         bad("floor: plain TCP only");
+    if (sc != SC_PUBLISH && sc != SC_CONNECT && sc != SC_IDLE && o.channels > 100000)
+        bad("--channels: at most 100000 for %s", o.scenario);
 
-    uint64_t sockets = (uint64_t)(sc == 2 ? o.count : o.subscribers) + o.publishers;
+    uint64_t sockets = (uint64_t)(sc == SC_CONNECT   ? o.count
+                                  : sc == SC_PUBLISH ? 0
+                                                     : o.subscribers) +
+                       o.publishers;
     if (!o.src_addrs)
         o.src_addrs = (uint32_t)(sockets / 20000 + 4);
-    if (o.tg.is_loopback && sockets / o.src_addrs > 28000)
+    /* ports are per (source, destination): spread over the nodes too */
+    if (o.tg.is_loopback && sockets / o.n_tgs / o.src_addrs > 28000)
         bad("%llu sockets over %u source addresses is more than this machine's ~28k ephemeral "
             "ports per address: raise --source-addrs",
             (unsigned long long)sockets, o.src_addrs);
@@ -423,14 +514,18 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     switch (sc) {
-    case 0:
+    case SC_FANOUT:
         return run_fanout(&o);
-    case 1:
+    case SC_IDLE:
         return run_idle(&o);
-    case 2:
+    case SC_CONNECT:
         return run_connect(&o);
-    case 3:
+    case SC_PUBLISH:
         return run_publish(&o);
+    case SC_NOTIFY:
+        return run_notify(&o);
+    case SC_CHAT:
+        return run_chat(&o);
     default:
         return run_floor(&o);
     }

@@ -10,7 +10,9 @@
  *
  * A publisher is one keep-alive HTTP connection with up to --pipeline requests in flight. Each
  * channel is published by one publisher only (channel % publishers), so a channel's messages
- * reach the server in sequence order.
+ * reach the server in sequence order. Publisher i talks to node i % N when several --url are
+ * given. With --batch N (herald only), up to N waiting messages leave in one POST /pub (a JSON
+ * array of {"channel","data"}); pubset_flush sends a partial batch.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -71,6 +73,7 @@ int chan_name(const opts_t *o, uint32_t ch, char *out, size_t outlen)
 
 typedef struct pmsg_s {
     uint32_t ch;
+    uint32_t n; /* in flight: messages of the request this one opens (0: not the first) */
     uint64_t seq, ns;
 } pmsg_t;
 
@@ -83,8 +86,9 @@ typedef struct publisher_s {
     bconn_t bc;
     llhttp_t http;
     struct pubset_s *ps;
+    const target_t *tg;
     pq_t waiting, inflight;
-    uint32_t idx, reconnects;
+    uint32_t idx, reconnects, inflight_reqs;
     unsigned is_up : 1;
     unsigned is_dead : 1;
 } publisher_t;
@@ -95,8 +99,10 @@ struct pubset_s {
     shared_t *sh;
     publisher_t *pubs;
     uint32_t n;
-    uint64_t ok, err, last_status, outstanding;
+    uint64_t ok, err, last_status, outstanding, requests;
     uint32_t closed;
+    int is_flushing;
+    size_t body_cap;
     uint64_t reconnects;
     int is_closing;
     hist_t lat;
@@ -137,12 +143,53 @@ static pmsg_t pq_pop(pq_t *q)
     return m;
 }
 
+/* One POST /pub of up to o->batch waiting messages: [{"channel":"..","data":".."},..]. The
+ * payload is plain ASCII, so it needs no JSON escaping. */
+static void send_batch(publisher_t *p)
+{
+    pubset_t *ps = p->ps;
+    const opts_t *o = ps->o;
+    uint32_t k = p->waiting.len < o->batch ? (uint32_t)p->waiting.len : o->batch;
+    char *b = ps->body + 512; /* the head goes in front once the length is known */
+    size_t n = 0;
+    b[n++] = '[';
+    for (uint32_t i = 0; i < k; i++) {
+        pmsg_t m = pq_pop(&p->waiting);
+        m.n = i == 0 ? k : 0;
+        char ch[HD_CHANNEL_MAX + 1];
+        chan_name(o, m.ch, ch, sizeof(ch));
+        n += (size_t)sprintf(b + n, "%s{\"channel\":\"%s\",\"data\":\"", i ? "," : "", ch);
+        payload_format(b + n, o->size, m.ch, m.seq, m.ns);
+        n += o->size;
+        b[n++] = '"';
+        b[n++] = '}';
+        pq_push(&p->inflight, m);
+    }
+    b[n++] = ']';
+    char head[512];
+    int hn = snprintf(head, sizeof(head),
+                      "POST /pub HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      p->tg->host, n);
+    memcpy(b - hn, head, (size_t)hn);
+    bconn_write(&p->bc, b - hn, (size_t)hn + n);
+    p->inflight_reqs++;
+}
+
 static void send_some(publisher_t *p)
 {
     pubset_t *ps = p->ps;
     const opts_t *o = ps->o;
-    while (p->is_up && !p->is_dead && p->waiting.len && p->inflight.len < o->pipeline) {
+    while (p->is_up && !p->is_dead && p->waiting.len && p->inflight_reqs < o->pipeline) {
+        if (o->batch > 1) {
+            /* a partial batch leaves only when flushed and the connection is idle */
+            if (p->waiting.len < o->batch && !(ps->is_flushing && p->inflight_reqs == 0))
+                break;
+            send_batch(p);
+            continue;
+        }
         pmsg_t m = pq_pop(&p->waiting);
+        m.n = 1;
         char head[512], ch[HD_CHANNEL_MAX + 1];
         chan_name(o, m.ch, ch, sizeof(ch));
         int hn;
@@ -150,17 +197,18 @@ static void send_some(publisher_t *p)
             hn = snprintf(head, sizeof(head),
                           "POST /pub?id=%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
                           "Content-Length: %u\r\n\r\n",
-                          ch, o->tg.host, o->size);
+                          ch, p->tg->host, o->size);
         else
             hn = snprintf(head, sizeof(head),
                           "POST /pub/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
                           "Content-Length: %u\r\n\r\n",
-                          ch, o->tg.host, o->size);
+                          ch, p->tg->host, o->size);
         /* one write per request: head and body together */
         memcpy(ps->body, head, (size_t)hn);
         payload_format(ps->body + hn, o->size, m.ch, m.seq, m.ns);
         bconn_write(&p->bc, ps->body, (size_t)hn + o->size);
         pq_push(&p->inflight, m);
+        p->inflight_reqs++;
     }
 }
 
@@ -171,16 +219,27 @@ static int on_pub_complete(llhttp_t *h)
     if (p->inflight.len == 0)
         return 0;
     pmsg_t m = pq_pop(&p->inflight);
-    ps->outstanding--;
+    uint32_t n = m.n ? m.n : 1;
+    p->inflight_reqs--;
+    ps->requests++;
     int status = h->status_code;
-    if (status >= 200 && status < 300) {
-        ps->ok++;
-        ps->sh->published[m.ch]++;
+    int ok = status >= 200 && status < 300;
+    if (ok) {
         uint64_t now = now_ns();
         hist_record(&ps->lat, now > m.ns ? now - m.ns : 0);
     } else {
-        ps->err++;
         ps->last_status = (uint64_t)status;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (i)
+            m = pq_pop(&p->inflight);
+        ps->outstanding--;
+        if (ok) {
+            ps->ok++;
+            ps->sh->published[m.ch]++;
+        } else {
+            ps->err++;
+        }
     }
     return 0;
 }
@@ -226,7 +285,8 @@ static void on_pub_closed(bconn_t *c, int cause, int after_ready)
             p->inflight.len--;
             pq_push_front(&p->waiting, m);
         }
-        int r = bconn_connect(&p->bc, ps->loop, &ps->o->tg, ps->o->src_addrs + p->idx, &pub_ops);
+        p->inflight_reqs = 0;
+        int r = bconn_connect(&p->bc, ps->loop, p->tg, ps->o->src_addrs + p->idx, &pub_ops);
         if (r == 0)
             return;
         cause = r;
@@ -237,6 +297,7 @@ static void on_pub_closed(bconn_t *c, int cause, int after_ready)
     ps->err += dropped;
     ps->outstanding -= dropped;
     p->inflight.len = p->waiting.len = 0;
+    p->inflight_reqs = 0;
     if (cause >= 0 && !ps->last_status)
         ps->last_status = (uint64_t)(1000 + cause);
 }
@@ -253,13 +314,16 @@ pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh)
     ps->sh = sh;
     ps->n = o->publishers;
     ps->pubs = calloc(ps->n, sizeof(publisher_t));
-    ps->body = malloc(512 + o->size + 1);
+    /* a batch item is {"channel":"..","data":".."} around the payload */
+    ps->body_cap = 512 + (size_t)o->batch * (o->size + HD_CHANNEL_MAX + 32) + 2;
+    ps->body = malloc(ps->body_cap);
     for (uint32_t i = 0; i < ps->n; i++) {
         publisher_t *p = &ps->pubs[i];
         p->ps = ps;
         p->idx = i;
+        p->tg = target_of(o, i);
         /* publishers come from the last source addresses, away from the subscribers' */
-        int r = bconn_connect(&p->bc, loop, &o->tg, o->src_addrs + i, &pub_ops);
+        int r = bconn_connect(&p->bc, loop, p->tg, o->src_addrs + i, &pub_ops);
         if (r != 0) {
             p->is_dead = 1;
             ps->last_status = (uint64_t)(1000 + r);
@@ -283,9 +347,24 @@ void pubset_queue(pubset_t *ps, uint32_t ch, uint64_t seq, uint64_t ns)
         ps->err++;
         return;
     }
-    pq_push(&p->waiting, (pmsg_t){ch, seq, ns});
+    pq_push(&p->waiting, (pmsg_t){ch, 0, seq, ns});
     ps->outstanding++;
     send_some(p);
+}
+
+void pubset_flush(pubset_t *ps)
+{
+    if (ps->o->batch <= 1)
+        return;
+    ps->is_flushing = 1;
+    for (uint32_t i = 0; i < ps->n; i++)
+        send_some(&ps->pubs[i]);
+    ps->is_flushing = 0;
+}
+
+uint64_t pubset_requests(const pubset_t *ps)
+{
+    return ps->requests;
 }
 
 uint64_t pubset_outstanding(const pubset_t *ps)

@@ -12,6 +12,13 @@
  *             If-Modified-Since and If-None-Match; a closed keep-alive connection reconnects
  *   poll      herald: GET /poll/CH?since=ID every --poll-interval
  *   raw       the floor: newline-terminated payloads on plain TCP
+ *   chat      (ws, the chat scenario) herald: GET /ws, {"op":"subscribe"} to the member's room,
+ *             subscribed once {"type":"subscribed"} comes back, messages in {"type":"message"}
+ *             envelopes, its publishes {"op":"publish"} acknowledged by {"type":"published"};
+ *             nchan: GET /chat?id=ROOM on an nchan_pubsub location, where a data frame the
+ *             client sends is published to the room (no acknowledgement) and every message of
+ *             the room, the member's own included, comes back as one frame
+ * Subscriber i connects to node i % N (several --url).
  * Every payload is checked against the subscriber's bitmap: new, duplicate or out of order, and
  * its latency (receipt - intended send time) goes into the process's histogram in shared memory.
  */
@@ -64,6 +71,8 @@ typedef struct kid_s {
     kid_stats_t *st;
     uv_loop_t loop;
     uv_timer_t tick;
+    uv_timer_t chat_timer; /* chat: publishes what fell due, every millisecond */
+    uint64_t chat_next;    /* chat: the next message of the global schedule */
     sub_t *subs;
     uint32_t first, count, next, inflight;
     uint64_t last_expected_ns;
@@ -189,17 +198,67 @@ static void lines_feed(sub_t *s, const char *p, size_t n, uint64_t now)
     acc_trim(s);
 }
 
+/* Sends one masked frame (a client must mask; a fixed mask: the bench is not a browser). */
 static void ws_send(sub_t *s, int opcode, const char *p, size_t n)
 {
-    char f[2 + 4 + 125];
-    if (n > 125)
-        n = 125;
+    char stack[4096], *f = stack;
+    size_t hl = n < 126 ? 6 : n < 65536 ? 8 : 14;
+    if (hl + n > sizeof(stack))
+        f = malloc(hl + n);
     f[0] = (char)(0x80 | opcode);
-    f[1] = (char)(0x80 | n);
-    memset(f + 2, 0x5a, 4); /* a fixed mask: the bench is not a browser */
+    if (n < 126) {
+        f[1] = (char)(0x80 | n);
+    } else if (n < 65536) {
+        f[1] = (char)(0x80 | 126);
+        f[2] = (char)(n >> 8);
+        f[3] = (char)n;
+    } else {
+        f[1] = (char)(0x80 | 127);
+        for (int i = 0; i < 8; i++)
+            f[2 + i] = (char)((uint64_t)n >> (56 - 8 * i));
+    }
+    memset(f + hl - 4, 0x5a, 4);
     for (size_t i = 0; i < n; i++)
-        f[6 + i] = (char)(p[i] ^ 0x5a);
-    bconn_write(&s->bc, f, 6 + n);
+        f[hl + i] = (char)(p[i] ^ 0x5a);
+    bconn_write(&s->bc, f, hl + n);
+    if (f != stack)
+        free(f);
+}
+
+static int is_chat(void)
+{
+    return kid.o->sc == SC_CHAT;
+}
+
+static void mark_ready(sub_t *s);
+
+/* A text frame of herald's /ws JSON protocol: the type is the first member. */
+static void chat_frame(sub_t *s, const char *p, size_t n, uint64_t now)
+{
+    static const char tm[] = "{\"type\":\"";
+    if (n < sizeof(tm) || memcmp(p, tm, sizeof(tm) - 1) != 0) {
+        kid.st->bad++;
+        return;
+    }
+    const char *t = p + sizeof(tm) - 1;
+    size_t tn = n - (sizeof(tm) - 1);
+    if (tn >= 8 && memcmp(t, "message\"", 8) == 0) {
+        record(s, p, n, now);
+    } else if (tn >= 10 && memcmp(t, "published\"", 10) == 0) {
+        kid.st->published++;
+        __atomic_fetch_add(&kid.sh->published[s->ch], 1, __ATOMIC_RELAXED);
+    } else if (tn >= 11 && memcmp(t, "subscribed\"", 11) == 0) {
+        mark_ready(s);
+    } else if (tn >= 6 && memcmp(t, "error\"", 6) == 0) {
+        kid.st->pub_errors++;
+        if (!s->bc.is_ready) {
+            kid.st->last_http_status = 0;
+            bconn_close(&s->bc, CE_HANDSHAKE);
+        }
+    } else if (!(tn >= 4 && memcmp(t, "gap\"", 4) == 0) &&
+               !(tn >= 5 && memcmp(t, "pong\"", 5) == 0)) {
+        kid.st->bad++;
+    }
 }
 
 /* Parses whole frames from p[0..n); returns how many bytes were consumed. */
@@ -238,6 +297,8 @@ static size_t ws_frames(sub_t *s, const char *p, size_t n, uint64_t now)
         case 2:
             if (!fin || masked)
                 kid.st->bad++;
+            else if (is_chat() && kid.o->tg.kind == TG_HERALD)
+                chat_frame(s, pl, (size_t)len, now);
             else
                 record(s, pl, (size_t)len, now);
             break;
@@ -288,7 +349,7 @@ static const char *chan(const sub_t *s)
 static void send_request(sub_t *s)
 {
     const opts_t *o = kid.o;
-    const target_t *tg = &o->tg;
+    const target_t *tg = target_of(o, s->idx);
     char req[1024];
     int n = 0;
     int nchan = tg->kind == TG_NCHAN;
@@ -298,7 +359,10 @@ static void send_request(sub_t *s)
                      "GET %s%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     nchan ? "/sub?id=" : "/ws/", chan(s), tg->host);
+                     is_chat() ? (nchan ? "/chat?id=" : "/ws")
+                     : nchan   ? "/sub?id="
+                               : "/ws/",
+                     is_chat() && !nchan ? "" : chan(s), tg->host);
         break;
     case TP_SSE:
         n = snprintf(req, sizeof(req),
@@ -421,6 +485,14 @@ static int on_headers_complete(llhttp_t *p)
             kid.st->last_http_status = s->status;
             bconn_close(&s->bc, s->status >= 200 && s->status < 300 ? CE_HANDSHAKE : CE_HTTP);
             return -1;
+        }
+        if (is_chat() && kid.o->tg.kind == TG_HERALD) {
+            /* herald's /ws answers at once: the member is ready when its room is subscribed */
+            char req[64 + HD_CHANNEL_MAX];
+            int n =
+                snprintf(req, sizeof(req), "{\"op\":\"subscribe\",\"channel\":\"%s\"}", chan(s));
+            ws_send(s, 1, req, (size_t)n);
+            return 0;
         }
         mark_ready(s);
         return 0;
@@ -591,7 +663,8 @@ static void on_sub_closed(bconn_t *c, int cause, int after_ready)
         /* a keep-alive connection ended: a poller simply asks again on a new one */
         s->want_reconnect = 0;
         st->reconnects++;
-        int r = bconn_connect(&s->bc, &kid.loop, &kid.o->tg, s->idx % kid.o->src_addrs, &sub_ops);
+        int r = bconn_connect(&s->bc, &kid.loop, target_of(kid.o, s->idx),
+                              s->idx % kid.o->src_addrs, &sub_ops);
         s->bc.is_ready = 1;
         if (r == 0)
             return;
@@ -613,7 +686,8 @@ static void start_sub(sub_t *s)
     if (!st->first_start_ns)
         st->first_start_ns = s->t_start;
     st->attempted++;
-    int r = bconn_connect(&s->bc, &kid.loop, &kid.o->tg, s->idx % kid.o->src_addrs, &sub_ops);
+    int r = bconn_connect(&s->bc, &kid.loop, target_of(kid.o, s->idx), s->idx % kid.o->src_addrs,
+                          &sub_ops);
     if (r != 0) {
         st->failed++;
         st->err[r]++;
@@ -696,6 +770,66 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* Chat: message g of the whole run (g = 0, 1, ...) is due at go + g / rate; it is message
+ * g / C + 1 of room g % C, sent by that room's member (g / C) % members, i.e. subscriber
+ * room + member * C. Every kid walks the same schedule and sends the messages of its own
+ * members, so the rooms' messages leave in turn from each member without any coordination. */
+static void chat_publish(sub_t *s, uint32_t room, uint64_t seq, uint64_t ns)
+{
+    const opts_t *o = kid.o;
+    char body[1024];
+    char *payload = o->size < sizeof(body) ? body : malloc(o->size + 1);
+    payload_format(payload, o->size, room, seq, ns);
+    if (o->tg.kind == TG_NCHAN) {
+        /* nchan answers nothing to a WebSocket publish: a sent message counts as published */
+        ws_send(s, 1, payload, o->size);
+        kid.st->published++;
+        __atomic_fetch_add(&kid.sh->published[room], 1, __ATOMIC_RELAXED);
+    } else {
+        size_t cap = o->size + HD_CHANNEL_MAX + 64;
+        char *req = malloc(cap);
+        int n = snprintf(req, cap, "{\"op\":\"publish\",\"channel\":\"%s\",\"data\":\"%s\"}",
+                         chan(s), payload);
+        ws_send(s, 1, req, (size_t)n);
+        free(req);
+    }
+    if (payload != body)
+        free(payload);
+}
+
+static void on_chat_timer(uv_timer_t *t)
+{
+    (void)t;
+    const opts_t *o = kid.o;
+    if (kid.sh->phase != PH_GO || !kid.sh->go_ns)
+        return;
+    uint64_t t0 = kid.sh->go_ns, now = now_ns();
+    if (now < t0)
+        return;
+    uint64_t total = (uint64_t)(o->rate * o->duration_s + 0.5);
+    uint64_t due = (uint64_t)((double)(now - t0) * o->rate / 1e9) + 1;
+    if (due > total)
+        due = total;
+    uint32_t C = o->channels, S = o->subscribers;
+    for (; kid.chat_next < due; kid.chat_next++) {
+        uint64_t g = kid.chat_next;
+        uint32_t room = (uint32_t)(g % C);
+        uint64_t seq = g / C + 1;
+        uint32_t members = S / C + (room < S % C ? 1 : 0);
+        uint32_t idx = room + (uint32_t)((seq - 1) % members) * C;
+        if (idx < kid.first || idx >= kid.first + kid.count)
+            continue;
+        sub_t *s = &kid.subs[idx - kid.first];
+        if (s->state != S_LIVE || !s->bc.is_ready || s->bc.is_closing || s->is_late) {
+            kid.st->pub_errors++;
+            continue;
+        }
+        chat_publish(s, room, seq, t0 + (uint64_t)((double)g * 1e9 / o->rate));
+    }
+    if (kid.chat_next >= total)
+        uv_timer_stop(&kid.chat_timer);
+}
+
 static void kid_main(const opts_t *o, shared_t *sh, uint32_t k, uint32_t first, uint32_t count)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -726,6 +860,10 @@ static void kid_main(const opts_t *o, shared_t *sh, uint32_t k, uint32_t first, 
     uv_loop_init(&kid.loop);
     uv_timer_init(&kid.loop, &kid.tick);
     uv_timer_start(&kid.tick, on_tick, 20, 20);
+    if (o->sc == SC_CHAT) {
+        uv_timer_init(&kid.loop, &kid.chat_timer);
+        uv_timer_start(&kid.chat_timer, on_chat_timer, 1, 1);
+    }
     kid.last_token_ns = now_ns();
     launch();
     uv_run(&kid.loop, UV_RUN_DEFAULT);

@@ -174,3 +174,26 @@ int sockstat_read(sockstat_t *out)
         fclose(f);
     return rc;
 }
+
+int srv_sample_opts(const opts_t *o, srv_sample_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (o->n_server_pids == 0)
+        return -1;
+    int ok = 1;
+    for (uint32_t i = 0; i < o->n_server_pids; i++) {
+        srv_sample_t one;
+        if (srv_sample(o->server_pids[i], &one) != 0)
+            ok = 0;
+        out->cpu_s += one.cpu_s;
+        out->rss += one.rss;
+        out->nprocs += one.nprocs;
+    }
+    out->ok = ok;
+    return ok ? 0 : -1;
+}
+
+const target_t *target_of(const opts_t *o, uint32_t i)
+{
+    return &o->tgs[i % o->n_tgs];
+}
