@@ -1,27 +1,51 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# bench/smoke.sh HERALD HERALD_BENCH: the ctest smoke run of herald-bench (a few seconds, not a
-# benchmark). Starts herald on a free loopback port with 2 workers, runs a tiny fan-out over
-# SSE, long poll and WebSocket, and fails unless each exits 0 (herald-bench exits 1 when a
-# message is lost or a connection fails). A /ws/ handshake that does not answer 101 fails the
-# run, saying what it got. Stops only the herald it started.
+# bench/smoke.sh HERALD HERALD_BENCH: the ctest smoke run of herald-bench (seconds, not a
+# benchmark). Starts herald on a free loopback port with 2 workers (ws_client_publish on, for
+# chat), runs every delivering scenario at a tiny size: fan-out over SSE, long poll and
+# WebSocket, notify over WebSocket and SSE, chat, publish single and in batches; then a
+# redis-server and two herald nodes sharing it, and fan-out and notify spread over both. Fails
+# unless each exits 0 (herald-bench exits 1 when a message is lost or a connection fails). A
+# /ws/ handshake that does not answer 101 fails the run, saying what it got. Stops only the
+# processes it started, by PID.
 set -u
 herald=$1
 bench=$2
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+port=$(free_port)
 log=$(mktemp)
-"$herald" -c /dev/null -o "listen 127.0.0.1:$port" -o 'workers 2' -o 'log_level warn' >"$log" 2>&1 &
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    rm -f "$log" "$log".*
+}
+trap cleanup EXIT
+"$herald" -c /dev/null -o "listen 127.0.0.1:$port" -o 'workers 2' -o 'log_level warn' \
+    -o 'ws_client_publish on' >"$log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.05
-done
+pids+=("$pid")
+wait_port "$port"
 run() {
     echo "== herald-bench fanout -t $1 $2"
     # shellcheck disable=SC2086
     "$bench" fanout --url "http://127.0.0.1:$port" --server-pid "$pid" -t "$1" $2 \
         --duration 2s --drain 3s --settle 200ms --quiet
+}
+# run_sc SCENARIO ARGS...: one more scenario against the single node, 1 s of publishing
+run_sc() {
+    echo "== herald-bench $*"
+    "$bench" "$@" --url "http://127.0.0.1:$port" --server-pid "$pid" --duration 1s --drain 3s \
+        --settle 200ms --quiet
 }
 failed=0
 run sse "-s 50 -c 5 -r 100" || failed=1
@@ -40,11 +64,56 @@ if [ "$ws_status" != 101 ]; then
 else
     run ws "-s 50 -c 5 -r 100" || failed=1
 fi
+run_sc notify -t ws -s 40 -p 4 -r 200 || failed=1
+run_sc notify -t sse -s 40 -p 4 -r 200 || failed=1
+run_sc chat -s 40 -c 4 -r 40 || failed=1
+run_sc publish -p 2 -c 20 || failed=1
+run_sc publish -p 2 -c 20 --batch 100 || failed=1
+
+# two nodes over one Redis: subscribers and publishers spread over both, CPU summed over all
+if ! command -v redis-server >/dev/null; then
+    echo "== two nodes: redis-server is missing (scripts/deps.sh test installs it)"
+    failed=1
+else
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$log.redis" 2>&1 &
+    rpid=$!
+    pids+=("$rpid")
+    wait_port "$rport"
+    nodes=() urls=()
+    for n in 1 2; do
+        nport=$(free_port)
+        "$herald" -c /dev/null -o "listen 127.0.0.1:$nport" -o 'workers 2' -o 'log_level warn' \
+            -o "redis redis://127.0.0.1:$rport/0" >"$log.node$n" 2>&1 &
+        nodes+=("$!")
+        pids+=("$!")
+        urls+=(--url "http://127.0.0.1:$nport")
+        wait_port "$nport"
+    done
+    spids="${nodes[0]},${nodes[1]},$rpid"
+    for sc in "fanout -t ws -s 40 -c 2 -p 2 -r 100" "notify -t ws -s 40 -p 4 -r 200"; do
+        echo "== herald-bench $sc (2 nodes, one Redis)"
+        # shellcheck disable=SC2086
+        "$bench" $sc "${urls[@]}" --server-pid "$spids" --duration 1s --drain 3s \
+            --settle 200ms --quiet || failed=1
+    done
+fi
+
 # bad arguments must be refused with exit 2
 "$bench" fanout --rate -1 >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "bad arguments did not exit 2"; failed=1; }
+"$bench" publish --target nchan --batch 10 >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "--batch against nchan did not exit 2"; failed=1; }
+"$bench" chat -t sse >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "chat over SSE did not exit 2"; failed=1; }
+# --help documents every scenario
+for sc in fanout idle connect publish floor notify chat; do
+    "$bench" --help | grep -q "^  $sc " || { echo "--help does not document $sc"; failed=1; }
+done
 if [ $failed -ne 0 ]; then
-    echo "--- herald log"; cat "$log"
+    for f in "$log" "$log".*; do
+        [ -s "$f" ] && { echo "--- $f"; cat "$f"; }
+    done
     exit 1
 fi
 echo "bench smoke: ok"
