@@ -52,6 +52,7 @@ struct hd_http_s {
     unsigned is_dispatching : 1;  /* inside the handler: the caller goes on parsing */
     unsigned is_bad_method : 1;   /* llhttp refused the method: collecting the line */
     unsigned is_chunked_body : 1; /* the body is chunked: hd_chunked_feed, not llhttp, reads it */
+    unsigned is_peer_eof : 1;     /* the peer closed its side with requests still pending */
 };
 
 static const hd_router_t *router;
@@ -515,6 +516,7 @@ static void build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extr
 
 static void continue_parsing(hd_http_t *h);
 static void end_deferred(hd_http_t *h);
+static void end_at_eof(hd_http_t *h);
 
 /* Queues the head, then the body: either inline bytes or shared buffers (written as they are). */
 static void respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
@@ -917,6 +919,11 @@ static void continue_parsing(hd_http_t *h)
         drop_pending(h); /* an idle connection holds no buffer */
     if (h->phase == PHASE_HANDLING)
         return;
+    if (h->is_peer_eof) {
+        if (!has_pending(h))
+            end_at_eof(h); /* every pipelined request before the EOF is answered */
+        return;
+    }
     if (is_output_backed_up(h))
         hd_conn_read_stop(c);
     else
@@ -951,12 +958,27 @@ static void http_on_eof(hd_conn_t *c)
         hd_conn_close(c); /* a held request (long poll) whose client left: stop holding */
         return;
     }
+    if (has_pending(h)) {
+        /* Pipelined requests still wait for their turn (a response in progress, or output
+         * backed up; under TLS the close can come in the same read as they did): answer them,
+         * then end (continue_parsing). */
+        h->is_peer_eof = 1;
+        hd_conn_read_stop(c);
+        return;
+    }
     if (h->phase == PHASE_HANDLING) {
         /* A deferred response may still be wanted (half-close); keep going until it is sent. */
         h->is_closing_after = 1;
         hd_conn_read_stop(c);
         return;
     }
+    end_at_eof(h);
+}
+
+/* The peer closed its side and nothing it sent waits: end once what is queued is written. */
+static void end_at_eof(hd_http_t *h)
+{
+    hd_conn_t *c = h->conn;
     if (llhttp_finish(&h->parser) != HPE_OK && h->phase != PHASE_IDLE)
         hd_conn_log(HD_LOG_DEBUG, c, "peer closed mid-request");
     /* A client that half-closes after pipelining still gets every response already queued. */

@@ -144,6 +144,45 @@ class TestHttps(TlsTestCase):
                 self.assertOk(c.read_response())
             self.assertTrue(c.is_open(0.3))
 
+    def test_pipelined_then_close_notify_all_answered(self):
+        # Requests pipelined past the 64 KiB backpressure bound, then close_notify in the same
+        # flight: the server reads the close with requests still waiting and must answer them
+        # all before it ends (it answered 16 of 40 and dropped the rest).
+        h = self.start_tls()
+        ctx = hh.client_tls_context(alpn=["http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", h.tls_port), timeout=5)
+        self.addCleanup(raw.close)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(out.read())
+                inc.write(raw.recv(65536))
+        raw.sendall(out.read())
+        n = 40  # 40 x /metrics: well past 64 KiB of answers
+        obj.write(b"".join(build_request("GET", "/metrics") for _ in range(n)))
+        try:
+            obj.unwrap()  # queues close_notify; the server's comes later
+        except ssl.SSLWantReadError:
+            pass
+        raw.sendall(out.read())
+        got = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = raw.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+            while True:
+                try:
+                    got += obj.read(65536)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    break
+        self.assertEqual(got.count(b"HTTP/1.1 200 OK\r\n"), n)
+
     def test_bad_request_over_tls_closes_cleanly(self):
         h = self.start_tls(max_url_size="1k")
         with tls_client(h.tls_port) as c:
