@@ -270,7 +270,7 @@ int payload_parse(const char *p, size_t n, uint32_t *ch, uint64_t *seq, uint64_t
 /* ---- publishers ---- */
 
 typedef struct pubset_s pubset_t;
-/* Opens o->publishers keep-alive connections, publisher i to target_of(o, i). */
+/* Opens o->publishers keep-alive connections, publisher i to node (i + i / N) % N. */
 pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh);
 /* Connections up (after running the loop a little); returns how many are. */
 uint32_t pubset_up(const pubset_t *ps);

@@ -10,9 +10,12 @@
  *
  * A publisher is one keep-alive HTTP connection with up to --pipeline requests in flight. Each
  * channel is published by one publisher only (channel % publishers), so a channel's messages
- * reach the server in sequence order. Publisher i talks to node i % N when several --url are
- * given. With --batch N (herald only), up to N waiting messages leave in one POST /pub (a JSON
- * array of {"channel","data"}); pubset_flush sends a partial batch.
+ * reach the server in sequence order. With several --url, publisher i talks to node
+ * (i + i / N) % N: every node takes publishes and, as subscriber i is on node i % N and channel
+ * ch goes to publisher ch % P, half of notify's messages cross from one node to the other
+ * (with P a multiple of 2N; a plain i % N would put every publish on its subscriber's node).
+ * With --batch N (herald only), up to N waiting messages leave in one POST /pub (a JSON array
+ * of {"channel","data"}); pubset_flush sends a partial batch.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -321,7 +324,7 @@ pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh)
         publisher_t *p = &ps->pubs[i];
         p->ps = ps;
         p->idx = i;
-        p->tg = target_of(o, i);
+        p->tg = target_of(o, i + i / o->n_tgs);
         /* publishers come from the last source addresses, away from the subscribers' */
         int r = bconn_connect(&p->bc, loop, p->tg, o->src_addrs + i, &pub_ops);
         if (r != 0) {
