@@ -14,11 +14,13 @@ bench=$2
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+# wait_port PORT WHAT: up to 20 s (a sanitizer build on a loaded machine starts slowly)
 wait_port() {
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 400); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
+    echo "== $2 is not listening on port $1 after 20 s"
     return 1
 }
 port=$(free_port)
@@ -34,7 +36,8 @@ trap cleanup EXIT
     -o 'ws_client_publish on' >"$log" 2>&1 &
 pid=$!
 pids+=("$pid")
-wait_port "$port"
+failed=0
+wait_port "$port" herald || failed=1
 run() {
     echo "== herald-bench fanout -t $1 $2"
     # shellcheck disable=SC2086
@@ -47,7 +50,6 @@ run_sc() {
     "$bench" "$1" --url "http://127.0.0.1:$port" --server-pid "$pid" --duration 1s --drain 3s \
         --settle 200ms --quiet "${@:2}"
 }
-failed=0
 run sse "-s 50 -c 5 -r 100" || failed=1
 run longpoll "-s 20 -c 2 -r 50" || failed=1
 ws_status=$(python3 - "$port" <<'PY'
@@ -81,7 +83,7 @@ else
     redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$log.redis" 2>&1 &
     rpid=$!
     pids+=("$rpid")
-    wait_port "$rport"
+    wait_port "$rport" redis-server || failed=1
     nodes=() urls=()
     for n in 1 2; do
         nport=$(free_port)
@@ -90,7 +92,7 @@ else
         nodes+=("$!")
         pids+=("$!")
         urls+=(--url "http://127.0.0.1:$nport")
-        wait_port "$nport"
+        wait_port "$nport" "herald node $n" || failed=1
     done
     spids="${nodes[0]},${nodes[1]},$rpid"
     for sc in "fanout -t ws -s 40 -c 2 -p 2 -r 100" "notify -t ws -s 40 -p 4 -r 200"; do
