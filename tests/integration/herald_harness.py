@@ -1146,19 +1146,20 @@ def require_websocket(port, path="/ws/probe"):
         raise AssertionError("WebSocket handshake on %s did not upgrade: %r" % (path, r))
 
 
-def ws_url(port, path):
-    return "ws://127.0.0.1:%d%s" % (port, path)
+def ws_url(port, path, tls=False):
+    return "%s://127.0.0.1:%d%s" % ("wss" if tls else "ws", port, path)
 
 
-def ws_connect(port, path, **kw):
-    """python3-websockets connect() to ws://127.0.0.1:port/path (use with `async with` or
-    await), without compression or a message size limit and with a 20 s handshake deadline
-    unless kw says otherwise. A handshake that does not upgrade raises (and fails the test)."""
+def ws_connect(port, path, tls=False, **kw):
+    """python3-websockets connect() to ws://127.0.0.1:port/path (wss:// with tls, and an `ssl`
+    context in kw) for `async with` or await, without compression or a message size limit and
+    with a 20 s handshake deadline unless kw says otherwise. A handshake that does not upgrade
+    raises (and fails the test)."""
     websockets = require_websockets()
     kw.setdefault("compression", None)
     kw.setdefault("max_size", None)
     kw.setdefault("open_timeout", 20)
-    return websockets.connect(ws_url(port, path), **kw)
+    return websockets.connect(ws_url(port, path, tls), **kw)
 
 
 # ---- tests ----

@@ -453,15 +453,13 @@ class RedisTest(hh.HeraldTestCase):
         """/ws subscribes while Redis is down: each gets an "unavailable" error naming its channel
         (short names: the reply once read past the name's allocation, caught by ASan), the
         connection stays usable, and once Redis is back the same subscribe works."""
-        websockets = hh.require_websockets()
         redis = self.start_redis()
         a = self.node(redis)
         redis.stop()
         wait_for(lambda: request(a.port, "GET", "/healthz")[0] == 503, what="degraded /healthz")
 
         async def go():
-            async with websockets.connect("ws://127.0.0.1:%d/ws" % a.port, compression=None,
-                                          open_timeout=IO) as ws:
+            async with hh.ws_connect(a.port, "/ws", open_timeout=IO) as ws:
                 got = []
                 for i, name in enumerate(("d", "dn", "x" * 128)):
                     await ws.send(json.dumps({"op": "subscribe", "channel": name, "ref": i}))
@@ -642,12 +640,10 @@ class RedisTest(hh.HeraldTestCase):
         st, _, data = request(b.port, "GET", "/poll/idem?since=0-0")
         self.assertEqual([m["id"] for m in json.loads(data)["messages"]], ids[:1] + got[0])
         # /ws publishes on both nodes with one key: one message, one id
-        websockets = hh.require_websockets()
         c, d = self.node(redis, ws_client_publish="on"), self.node(redis, ws_client_publish="on")
 
         async def ws_publish(port):
-            async with websockets.connect("ws://127.0.0.1:%d/ws" % port, compression=None,
-                                          open_timeout=IO) as ws:
+            async with hh.ws_connect(port, "/ws", open_timeout=IO) as ws:
                 await ws.send(json.dumps({"op": "publish", "channel": "idem", "data": "w",
                                           "idempotency_key": "ws-1"}))
                 return json.loads(await asyncio.wait_for(ws.recv(), IO))

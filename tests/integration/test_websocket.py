@@ -972,9 +972,8 @@ class OverTls(hh.HeraldTestCase):
         ctx = hh.client_tls_context()
 
         async def go():
-            uri = "wss://127.0.0.1:%d/ws/secure" % h.tls_port
-            async with websockets.connect(uri, ssl=ctx, compression=None,
-                                          subprotocols=["herald.v1"]) as ws:
+            async with connect(h.tls_port, "/ws/secure", tls=True, ssl=ctx,
+                               subprotocols=["herald.v1"]) as ws:
                 ids = [pub("secure", "s%d" % i) for i in range(50)]
                 ids.append(pub("secure", "x" * 100000))
                 got = [json.loads(m) for m in await recv_n(ws, 51)]
