@@ -175,6 +175,9 @@ void hd_breq_free(hd_breq_t *r);
 /* Broker side: sends r back to the worker that asked (its reply_cb runs there and frees it);
  * a request without reply_cb is freed at once. Any thread. */
 void hd_breq_reply(hd_breq_t *r);
+/* The same without the wake-up: queues the reply in the asker's mailbox and returns the worker
+ * to wake (hd_worker_wake) once the caller let its lock go; NULL when r had no reply_cb (freed). */
+hd_worker_t *hd_breq_push_reply(hd_breq_t *r);
 
 /* Node-wide broker figures for /stats and /metrics (relaxed reads). */
 typedef struct hd_broker_stats_s {
@@ -310,8 +313,10 @@ void hd_hub_note_refused(hd_worker_t *w, int limit);
 hd_buf_t *hd_hub_shared_get(hd_worker_t *w, const void *key, size_t key_len);
 void hd_hub_shared_put(hd_worker_t *w, const void *key, size_t key_len, hd_buf_t *body);
 
-/* Delivery message posted by a broker to a worker. */
+/* Delivery message posted by a broker to a worker (the reference to m passes with it). */
 void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m);
+/* The same, queued without waking w: hd_worker_wake(w) must follow (hd_worker_push). */
+void hd_hub_push_delivery(hd_worker_t *w, hd_message_t *m);
 
 /* Upper bounds (microseconds) of the fan-out latency histogram buckets; the last is +Inf. */
 #define HD_LATENCY_BUCKETS 12

@@ -65,6 +65,8 @@ void hd_server_shutdown(hd_server_t *s, void (*done_cb)(hd_server_t *s));
  */
 void hd_server_on_quiet(hd_server_t *s, void (*quiet_cb)(hd_server_t *s, int all_acked));
 void hd_server_quiet_ack(hd_worker_t *w);
+/* The main loop given to hd_server_new (for timers of node-wide components: the broker's). */
+uv_loop_t *hd_server_main_loop(hd_server_t *s);
 void hd_server_free(hd_server_t *s);
 
 /*

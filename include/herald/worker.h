@@ -65,12 +65,32 @@ struct hd_worker_s {
     char date[40];
     unsigned is_draining : 1; /* graceful shutdown started */
     unsigned is_stopped : 1;  /* connections closed; waiting for exit */
+    uint8_t has_local_mail;   /* messages queued from this worker's own thread, not run yet */
     hd_worker_stats_t stats;
     void *modules[8]; /* per-worker state of higher layers (pub/sub, ...), by slot */
 };
 
-/* Posts msg to worker w (any thread); msg->cb runs on w's loop and owns msg. */
+/* Posts msg to worker w (any thread); msg->cb runs on w's loop and owns msg. Same as
+ * hd_worker_push then hd_worker_wake. */
 void hd_worker_post(hd_worker_t *w, hd_msg_t *msg);
+/*
+ * Queues msg in w's mailbox without waking w (any thread); hd_worker_wake(w) must follow. The
+ * mailbox is one FIFO: messages run on w in the order they were pushed, whoever pushed them, so
+ * a thread that pushes to several workers under one lock gives them all one order, and wakes
+ * them after it let the lock go.
+ */
+void hd_worker_push(hd_worker_t *w, hd_msg_t *msg);
+/*
+ * Makes w run what is in its mailbox. From another thread: w's uv_async wake-up (a system call
+ * on both sides). From w's own thread: no wake-up at all; the mailbox is drained later in this
+ * same loop pass, before output is written (hd_worker_run_local), never inside this call.
+ */
+void hd_worker_wake(hd_worker_t *w);
+/* The connection layer calls this in the prepare and check phases, before it flushes output:
+ * runs what w's own thread queued in this pass (and anything queued before it). */
+void hd_worker_run_local(hd_worker_t *w);
+/* The worker whose thread is calling (NULL on the main thread and in embedded test nodes). */
+hd_worker_t *hd_worker_self(void);
 /* Current configuration of the calling worker. */
 static inline const hd_conf_t *hd_worker_conf(const hd_worker_t *w)
 {

@@ -1,13 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * memory.c: the embedded broker. One thread with its own loop owns every channel of the node
- * (a store: memory_store.c, with the id sequence, the history rings and which workers have
- * subscribers where). Workers reach it only through its mailbox (hd_breq_t) and it answers
- * through theirs, so nothing here is shared.
+ * memory.c: the embedded broker. It has no thread: the store (memory_store.c: the id sequence,
+ * the history rings, which workers have subscribers where) sits behind one mutex, and the
+ * worker that takes a request does the broker's work itself, in one short critical section:
+ *
+ *   worker A (took POST /pub/ch)           lock
+ *     seq++, history, idempotency key         | one critical section: the node-wide order
+ *     push DELIVER(m) on every worker         |  (pushes, no wake-up yet: each mailbox gets
+ *       with subscribers on ch (A included)   |   the messages in sequence order)
+ *     push the reply on A                     |
+ *                                          unlock
+ *     wake the other workers pushed to (one uv_async_send each: the one hop), none for A:
+ *     A drains its own mailbox later in this loop pass (hd_worker_run_local), deliveries
+ *     before the reply, and writes each connection's output in one writev.
+ *
+ * Every request is handled this way (publish, subscribe, unsubscribe, history, info, barrier),
+ * so a subscribe's history and its worker's interest are read and counted under the same lock
+ * as publishes: what was published before is in the reply, what comes after is queued behind
+ * the reply in the same mailbox (the hub drops what the history already gave: last_seq).
+ * Requests from a thread that is not the asking worker (the main loop's shutdown barrier)
+ * are answered through the worker's wake-up.
  *
  * History of a channel is bounded by history_size (count), history_max_bytes (payload bytes)
- * and history_ttl (age, trimmed once a second); everything the store holds by max_memory, and
- * the number of channels by max_channels (memory_store.h has the rules).
+ * and history_ttl (age, trimmed once a second by a timer on the main loop, under the lock);
+ * everything the store holds by max_memory, and the number of channels by max_channels
+ * (memory_store.h has the rules).
  */
 #include "memory_store.h"
 
@@ -20,18 +37,15 @@
 typedef struct mem_broker_s {
     hd_broker_t base;
     hd_server_t *server;
-    uv_loop_t loop;
-    uv_thread_t thread;
-    uv_async_t wakeup;
-    uv_timer_t ttl_timer;
-    hd_mpsc_t mailbox;
+    uv_mutex_t lock;      /* the store, the idempotency table and wake below */
+    uv_timer_t ttl_timer; /* on the main loop: expiry, eviction logs */
     hd_mstore_t store;
-    int is_stopping;         /* atomic: set by the thread that frees the broker */
-    hd_broker_stats_t stats; /* written here, read by workers (relaxed) */
-    hd_idem_t idem;          /* idempotency keys of recent publishes (idem.h) */
+    hd_idem_t idem; /* idempotency keys of recent publishes (idem.h) */
+    /* Under the lock, during one request: the workers pushed to (one bit each), to be woken
+     * once the lock is released. */
+    uint64_t *wake;
+    size_t wake_words;
 } mem_broker_t;
-
-#define STAT_SET(b, f, v) __atomic_store_n(&(b)->stats.f, (v), __ATOMIC_RELAXED)
 
 static uint64_t wall_ms(void)
 {
@@ -40,31 +54,28 @@ static uint64_t wall_ms(void)
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
-static void update_stats(mem_broker_t *b)
+static void mark_wake(mem_broker_t *b, unsigned worker)
 {
-    const hd_mstore_t *st = &b->store;
-    STAT_SET(b, channels, st->chans.n);
-    STAT_SET(b, messages_published, st->seq);
-    STAT_SET(b, history_messages, st->history_msgs);
-    STAT_SET(b, history_bytes, st->history_bytes);
-    STAT_SET(b, memory_bytes, st->memory_bytes);
-    STAT_SET(b, channels_evicted, st->evicted);
-    STAT_SET(b, channels_refused, st->refused);
+    b->wake[worker / 64] |= (uint64_t)1 << (worker % 64);
 }
 
+/* Store callback, under the lock: the message joins the worker's mailbox in sequence order. */
 static void deliver(void *arg, unsigned worker, hd_message_t *m)
 {
     mem_broker_t *b = arg;
-    hd_hub_post_delivery(hd_server_worker(b->server, worker), m);
+    hd_hub_push_delivery(hd_server_worker(b->server, worker), m);
+    mark_wake(b, worker);
 }
 
-/* ---- requests ---- */
+/* ---- requests (all under the lock) ---- */
 
 static void reply(mem_broker_t *b, hd_breq_t *r)
 {
     r->epoch = b->store.epoch;
     r->last_seq = b->store.seq;
-    hd_breq_reply(r);
+    hd_worker_t *w = hd_breq_push_reply(r);
+    if (w)
+        mark_wake(b, w->id);
 }
 
 static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
@@ -77,18 +88,17 @@ static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
  * Publishes r's messages, except those whose idempotency key was published within the window:
  * they get the first id (a key repeated inside r: the id its first message gets).
  */
-static void do_publish(mem_broker_t *b, hd_breq_t *r)
+static void do_publish(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char **keys,
+                       uint8_t *kind)
 {
     enum { K_NONE = 0, K_FRESH, K_SEEN, K_REPEATED }; /* what a message's key is */
     uint64_t now = wall_ms(), seq;
     size_t n = r->n_msgs, nf = 0;
-    hd_message_t **fresh = hd_malloc((n ? n : 1) * sizeof(*fresh));
-    char **keys = hd_calloc(n ? n : 1, sizeof(*keys)); /* taken from the messages: by index */
-    uint8_t *kind = hd_calloc(n ? n : 1, 1);
     for (size_t i = 0; i < n; i++) {
         hd_message_t *m = r->msgs[i];
         keys[i] = m->idem_key; /* the message leaves without it (history keeps no key) */
         m->idem_key = NULL;
+        kind[i] = K_NONE;
         if (keys[i]) {
             if (hd_idem_find(&b->idem, m->channel, m->channel_len, keys[i], now, &seq)) {
                 kind[i] = seq ? K_SEEN : K_REPEATED; /* 0: an earlier message of r */
@@ -112,19 +122,15 @@ static void do_publish(mem_broker_t *b, hd_breq_t *r)
         else if (kind[i] == K_REPEATED && !r->err &&
                  hd_idem_find(&b->idem, m->channel, m->channel_len, keys[i], now, &seq))
             hd_message_set_id(m, b->store.epoch, seq);
-        free(keys[i]);
     }
-    free(kind);
-    free(keys);
-    free(fresh);
     reply(b, r);
 }
 
-static void handle(mem_broker_t *b, hd_breq_t *r)
+static void handle(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char **keys, uint8_t *kind)
 {
     switch (r->type) {
     case HD_BREQ_PUBLISH:
-        do_publish(b, r);
+        do_publish(b, r, fresh, keys, kind);
         break;
     case HD_BREQ_SUBSCRIBE:
         r->err = hd_mstore_subscribe(&b->store, r->worker->id, r, 0);
@@ -150,60 +156,96 @@ static void handle(mem_broker_t *b, hd_breq_t *r)
     }
 }
 
-static void on_wakeup(uv_async_t *a)
-{
-    mem_broker_t *b = a->data;
-    hd_msg_t *m;
-    while ((m = hd_mpsc_pop(&b->mailbox)) != NULL)
-        handle(b, (hd_breq_t *)m);
-    update_stats(b);
-    hd_mstore_log_limits(&b->store, hd_now_ms());
-    if (__atomic_load_n(&b->is_stopping, __ATOMIC_ACQUIRE)) {
-        uv_close((uv_handle_t *)&b->wakeup, NULL);
-        uv_close((uv_handle_t *)&b->ttl_timer, NULL);
-    }
-}
-
 static void on_ttl_timer(uv_timer_t *t)
 {
     mem_broker_t *b = t->data;
+    uv_mutex_lock(&b->lock);
     hd_mstore_expire(&b->store, wall_ms());
     hd_idem_expire(&b->idem, wall_ms());
-    update_stats(b);
     hd_mstore_log_limits(&b->store, hd_now_ms());
+    uv_mutex_unlock(&b->lock);
 }
 
 /* ---- the broker interface ---- */
 
+/*
+ * Does r's work now, on the calling thread (a worker, or the main loop for the shutdown
+ * barrier). What the critical section needs is allocated before it; the wake-ups happen
+ * after it, so the lock is held for table work only.
+ */
 static void mem_submit(hd_broker_t *base, hd_breq_t *r)
 {
     mem_broker_t *b = (mem_broker_t *)base;
-    hd_mpsc_push(&b->mailbox, &r->base);
-    uv_async_send(&b->wakeup);
+    enum { SMALL = 8 };
+    hd_message_t *fresh_small[SMALL];
+    char *keys_small[SMALL];
+    uint8_t kind_small[SMALL];
+    hd_message_t **fresh = fresh_small;
+    char **keys = keys_small;
+    uint8_t *kind = kind_small;
+    size_t n = r->type == HD_BREQ_PUBLISH ? r->n_msgs : 0;
+    if (n > SMALL) {
+        fresh = hd_malloc(n * sizeof(*fresh));
+        keys = hd_malloc(n * sizeof(*keys));
+        kind = hd_malloc(n);
+    }
+    uint64_t wake_small[4];
+    uint64_t *wake = b->wake_words <= 4 ? wake_small : hd_malloc(b->wake_words * 8u);
+
+    uv_mutex_lock(&b->lock);
+    memset(b->wake, 0, b->wake_words * sizeof(*b->wake));
+    handle(b, r, fresh, keys, kind); /* r belongs to its reply (or is freed) from here */
+    memcpy(wake, b->wake, b->wake_words * sizeof(*wake));
+    uv_mutex_unlock(&b->lock);
+
+    for (size_t i = 0; i < b->wake_words; i++) {
+        for (uint64_t bits = wake[i]; bits; bits &= bits - 1) {
+            unsigned k = (unsigned)(i * 64u + (unsigned)__builtin_ctzll(bits));
+            hd_worker_wake(hd_server_worker(b->server, k));
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    if (wake != wake_small)
+        free(wake);
+    if (n > SMALL) {
+        free(kind);
+        free(keys);
+        free(fresh);
+    }
 }
 
 static void mem_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
 {
     mem_broker_t *b = (mem_broker_t *)base;
-    out->channels = __atomic_load_n(&b->stats.channels, __ATOMIC_RELAXED);
-    out->messages_published = __atomic_load_n(&b->stats.messages_published, __ATOMIC_RELAXED);
-    out->history_messages = __atomic_load_n(&b->stats.history_messages, __ATOMIC_RELAXED);
-    out->history_bytes = __atomic_load_n(&b->stats.history_bytes, __ATOMIC_RELAXED);
-    out->memory_bytes = __atomic_load_n(&b->stats.memory_bytes, __ATOMIC_RELAXED);
-    out->channels_evicted = __atomic_load_n(&b->stats.channels_evicted, __ATOMIC_RELAXED);
-    out->channels_refused = __atomic_load_n(&b->stats.channels_refused, __ATOMIC_RELAXED);
+    const hd_mstore_t *st = &b->store;
+    uv_mutex_lock(&b->lock);
+    out->channels = st->chans.n;
+    out->messages_published = st->seq;
+    out->history_messages = st->history_msgs;
+    out->history_bytes = st->history_bytes;
+    out->memory_bytes = st->memory_bytes;
+    out->channels_evicted = st->evicted;
+    out->channels_refused = st->refused;
+    uv_mutex_unlock(&b->lock);
 }
 
+static void on_timer_closed(uv_handle_t *h)
+{
+    mem_broker_t *b = h->data;
+    hd_mstore_dispose(&b->store);
+    hd_idem_dispose(&b->idem);
+    uv_mutex_destroy(&b->lock);
+    free(b->wake);
+    free(b);
+}
+
+/* On the main loop, once no worker can submit any more; the memory goes in the timer's close
+ * callback (the main loop runs it). */
 static void mem_free(hd_broker_t *base)
 {
     mem_broker_t *b = (mem_broker_t *)base;
-    __atomic_store_n(&b->is_stopping, 1, __ATOMIC_RELEASE);
-    uv_async_send(&b->wakeup);
-    uv_thread_join(&b->thread);
-    uv_loop_close(&b->loop);
-    hd_mstore_dispose(&b->store);
-    hd_idem_dispose(&b->idem);
-    free(b);
+    uv_close((uv_handle_t *)&b->ttl_timer, on_timer_closed);
 }
 
 static const hd_broker_ops_t memory_ops = {
@@ -212,13 +254,6 @@ static const hd_broker_ops_t memory_ops = {
     .get_stats = mem_get_stats,
     .free = mem_free,
 };
-
-static void broker_main(void *arg)
-{
-    mem_broker_t *b = arg;
-    hd_log_thread_name("broker");
-    uv_run(&b->loop, UV_RUN_DEFAULT);
-}
 
 int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t *conf)
 {
@@ -232,33 +267,22 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
         .max_memory_bytes = conf->max_memory_bytes,
         .max_channels = conf->max_channels,
     };
+    int rc = uv_mutex_init(&b->lock);
+    if (rc < 0) {
+        free(b);
+        return rc;
+    }
+    unsigned n_workers = hd_server_worker_count(server);
+    b->wake_words = (n_workers + 63u) / 64u;
+    b->wake = hd_calloc(b->wake_words, sizeof(*b->wake));
     /* The epoch: this process's start in milliseconds. A restart loses history, and clients
      * holding ids of the old epoch are told so. */
-    hd_mstore_init(&b->store, &lim, hd_server_worker_count(server), wall_ms(), deliver, b);
-    hd_mpsc_init(&b->mailbox);
-    int rc = uv_loop_init(&b->loop);
-    if (rc < 0) {
-        hd_mstore_dispose(&b->store);
-        free(b);
-        return rc;
-    }
-    uv_async_init(&b->loop, &b->wakeup, on_wakeup);
-    b->wakeup.data = b;
-    uv_timer_init(&b->loop, &b->ttl_timer);
-    b->ttl_timer.data = b;
-    uv_timer_start(&b->ttl_timer, on_ttl_timer, 1000, 1000);
+    hd_mstore_init(&b->store, &lim, n_workers, wall_ms(), deliver, b);
     /* Its bytes count against max_memory: a sixteenth of it at most. */
     hd_idem_init(&b->idem, conf->idempotency_window_ms, conf->max_memory_bytes / 16);
-    if ((rc = uv_thread_create(&b->thread, broker_main, b)) < 0) {
-        hd_idem_dispose(&b->idem);
-        uv_close((uv_handle_t *)&b->wakeup, NULL);
-        uv_close((uv_handle_t *)&b->ttl_timer, NULL);
-        uv_run(&b->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&b->loop);
-        hd_mstore_dispose(&b->store);
-        free(b);
-        return rc;
-    }
+    uv_timer_init(hd_server_main_loop(server), &b->ttl_timer);
+    b->ttl_timer.data = b;
+    uv_timer_start(&b->ttl_timer, on_ttl_timer, 1000, 1000);
     *out = &b->base;
     return 0;
 }

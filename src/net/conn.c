@@ -357,14 +357,28 @@ static void flush_all(hd_conn_worker_t *cw)
     }
 }
 
+/*
+ * Both run first what this worker posted to itself in the pass (a publish's own deliveries
+ * and reply), so that its output leaves with the rest; and again for whatever writing posts
+ * (a drained connection parses its next pipelined request), so that the loop never blocks
+ * with mail of its own waiting.
+ */
+static void run_and_flush(hd_conn_worker_t *cw)
+{
+    do {
+        hd_worker_run_local(cw->w);
+        flush_all(cw);
+    } while (cw->w->has_local_mail);
+}
+
 static void on_prepare(uv_prepare_t *p)
 {
-    flush_all(p->data);
+    run_and_flush(p->data);
 }
 
 static void on_check(uv_check_t *c)
 {
-    flush_all(c->data);
+    run_and_flush(c->data);
 }
 
 /*

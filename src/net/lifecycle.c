@@ -307,6 +307,11 @@ static void exit_all(hd_server_t *s)
         s->done_cb(s);
 }
 
+uv_loop_t *hd_server_main_loop(hd_server_t *s)
+{
+    return s->main_loop;
+}
+
 void hd_server_on_quiet(hd_server_t *s, void (*quiet_cb)(hd_server_t *s, int all_acked))
 {
     s->quiet_cb = quiet_cb;

@@ -12,10 +12,41 @@
 #include <stdio.h>
 #include <string.h>
 
-void hd_worker_post(hd_worker_t *w, hd_msg_t *msg)
+/* The worker this thread runs (set by hd_worker_main): posting to it needs no wake-up. */
+static __thread hd_worker_t *self;
+
+hd_worker_t *hd_worker_self(void)
+{
+    return self;
+}
+
+void hd_worker_push(hd_worker_t *w, hd_msg_t *msg)
 {
     hd_mpsc_push(&w->mailbox, msg);
-    uv_async_send(&w->wakeup);
+}
+
+void hd_worker_wake(hd_worker_t *w)
+{
+    if (w == self)
+        w->has_local_mail = 1; /* hd_worker_run_local drains it in this pass */
+    else
+        uv_async_send(&w->wakeup);
+}
+
+void hd_worker_post(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_worker_push(w, msg);
+    hd_worker_wake(w);
+}
+
+void hd_worker_run_local(hd_worker_t *w)
+{
+    /* A pop may stop early behind another thread's push still in progress: that thread's
+     * wake-up follows, and the next drain gets both in order. */
+    while (w->has_local_mail) {
+        w->has_local_mail = 0;
+        hd_mpsc_drain(&w->mailbox, w);
+    }
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -76,9 +107,11 @@ void hd_worker_main(void *arg)
     hd_worker_t *w = arg;
     hd_log_thread_name(w->name);
     hd_log_thread_attach(&w->loop);
+    self = w;
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Messages posted after the exit message (late broker replies) still own memory. */
     hd_mpsc_drain(&w->mailbox, w);
+    self = NULL;
     hd_log_thread_detach();
 }
 

@@ -386,10 +386,16 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     hd_message_unref(m);
 }
 
-void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m)
+void hd_hub_push_delivery(hd_worker_t *w, hd_message_t *m)
 {
     delivery_t *d = hd_malloc(sizeof(*d));
     d->base.cb = on_delivery;
     d->m = m; /* the caller's reference travels with the message */
-    hd_worker_post(w, &d->base);
+    hd_worker_push(w, &d->base);
+}
+
+void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m)
+{
+    hd_hub_push_delivery(w, m);
+    hd_worker_wake(w);
 }

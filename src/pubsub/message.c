@@ -496,12 +496,21 @@ static void run_reply(hd_worker_t *w, hd_msg_t *msg)
     r->reply_cb(w, r);
 }
 
-void hd_breq_reply(hd_breq_t *r)
+hd_worker_t *hd_breq_push_reply(hd_breq_t *r)
 {
     if (!r->reply_cb) {
         hd_breq_free(r);
-        return;
+        return NULL;
     }
+    hd_worker_t *w = r->worker; /* r may be run and freed as soon as it is pushed */
     r->base.cb = run_reply;
-    hd_worker_post(r->worker, &r->base);
+    hd_worker_push(w, &r->base);
+    return w;
+}
+
+void hd_breq_reply(hd_breq_t *r)
+{
+    hd_worker_t *w = hd_breq_push_reply(r);
+    if (w)
+        hd_worker_wake(w);
 }
