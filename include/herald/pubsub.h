@@ -2,25 +2,26 @@
 /*
  * pubsub.h: messages, ids, the broker protocol and the per-worker hub.
  *
- * Publish once, deliver everywhere:
+ * Publish once, deliver everywhere (the embedded broker; src/broker/memory.c):
  *
- *   worker A: POST /pub/ch ---PUBLISH(msg)---> broker (own thread: ids, history, interest)
- *                                                 |  one DELIVER(msg ref) per worker with
- *                    +----------------------------+  subscribers on ch, FIFO per worker
- *                    v                            v
+ *   worker A: POST /pub/ch -> submit(PUBLISH) runs on A, under the store's lock:
+ *                               id, history, push DELIVER(msg ref) on every worker with
+ *                    +-------   subscribers on ch, then push the reply on A; unlock, wake B
+ *                    v                            v (one hop)
  *   worker A hub: encode once per wire format   worker B hub: same, its own buffers
  *      sub1 (sse)  sub2 (sse)  sub3 (ws)           sub4 (lp) ...
  *      \__ same hd_buf_t __/
  *
- * The broker is the only owner of channels and history; workers own their subscribers and talk
- * to the broker only by messages (hd_breq_t), so loops share nothing mutable and nothing on the
- * delivery path takes a lock. The embedded broker (src/broker/memory.c) serves one node; the
- * Redis bridge implements the same protocol for many.
+ * Workers own their subscribers and talk to the broker only through requests (hd_breq_t) and
+ * their mailboxes; the embedded broker's store is shared behind one mutex held for table work
+ * only, and nothing on the delivery path takes a lock. The Redis bridge implements the same
+ * protocol for many nodes, on a thread of its own.
  *
- * Ordering: the broker handles requests one at a time and posts to a worker through one FIFO
- * mailbox, so a SUBSCRIBE reply reaches the worker before any message published after it, and
- * every message published before it is either in the reply's history or already delivered. A
- * subscriber delivers only sequence numbers above the last it delivered: no gap, no duplicate.
+ * Ordering: a broker handles requests one at a time (the embedded one: one critical section
+ * each) and pushes to a worker through one FIFO mailbox, so a SUBSCRIBE reply reaches the
+ * worker before any message published after it, and every message published before it is
+ * either in the reply's history or already queued. A subscriber delivers only sequence numbers
+ * above the last it delivered: no gap, no duplicate.
  *
  * Ids: "<epoch>-<seq>". seq is node-wide and strictly increasing (so one id resumes any set of
  * channels), epoch changes whenever history may have been lost (a broker restart).
@@ -204,10 +205,11 @@ static inline const char *hd_broker_state_name(int state)
 typedef struct hd_broker_s hd_broker_t;
 typedef struct hd_broker_ops_s {
     const char *name;
-    /* Queues r for the broker (any worker thread). The reply comes back via r->reply_cb. */
+    /* Hands r to the broker (any thread; the embedded broker does the work in this call). The
+     * reply comes back via r->reply_cb on r->worker's loop, never inside this call. */
     void (*submit)(hd_broker_t *b, hd_breq_t *r);
     void (*get_stats)(hd_broker_t *b, hd_broker_stats_t *out);
-    /* Stops the broker thread and frees everything (after the workers are gone). */
+    /* Stops the broker and frees everything (on the main loop, once no worker can submit). */
     void (*free)(hd_broker_t *b);
 } hd_broker_ops_t;
 
@@ -215,7 +217,7 @@ struct hd_broker_s {
     const hd_broker_ops_t *ops;
 };
 
-/* The embedded in-memory broker: a thread of its own. */
+/* The embedded in-memory broker: no thread; its expiry timer runs on the server's main loop. */
 int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t *conf);
 /*
  * The Redis bridge (src/broker/redis.c; docs/redis.md): the same protocol with ids, history and

@@ -9,7 +9,8 @@
  *                        hd_embedded_pump() runs the worker loop between the two
  *
  * Optionally with the pub/sub layer (hd_embedded_start_pubsub: the hub on the worker and the
- * embedded broker on its own thread), so subscriptions, history and fan-out run as in herald.
+ * embedded broker, which works on whatever thread submits), so subscriptions, history and fan-out
+ * run as in herald.
  *
  * Every function checks what it needs and aborts with file:line and a message when that fails:
  * in a unit test or under libFuzzer, a broken harness is a crash, never a silent pass.
@@ -58,7 +59,7 @@ void hd_embedded_start(hd_embedded_t *e, const char *const *ov, size_t n_ov,
     hd_embedded_start((e), (const char *const[]){__VA_ARGS__},                                     \
                       sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *),           \
                       (accept_cb))
-/* Adds the hub on the worker and the embedded broker (its own thread). */
+/* Adds the hub on the worker and the embedded broker. */
 void hd_embedded_start_pubsub(hd_embedded_t *e);
 /* Runs the worker loop until the broker has answered everything asked before (one FIFO). */
 void hd_embedded_sync_broker(hd_embedded_t *e);

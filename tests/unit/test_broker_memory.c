@@ -4,10 +4,18 @@
  * directly without its thread: ring growth and shrinking, the byte accounting against
  * max_memory, eviction order, the channel budget (all-or-nothing batches, refused subscribes,
  * existing channels untouched, a refusal evicts nothing), tombstones for gap detection, expiry by
- * the heap, delivery to the workers with subscribers.
+ * the heap, delivery to the workers with subscribers. Then the broker itself (memory.c) on an
+ * embedded node: the work done on the submitting thread, a publish's deliveries ahead of its
+ * reply in the worker's mailbox, and publishers on several threads at once giving every
+ * subscriber one increasing order with nothing lost (scripts/test.sh runs this under
+ * ThreadSanitizer: the store's lock).
  */
 #include "broker/memory_store.h"
+#include "embedded.h"
+#include "herald/http.h"
 #include "test.h"
+
+#include <pthread.h>
 
 #define EPOCH 1000u
 
@@ -488,6 +496,167 @@ static void test_info_and_delivery(void)
     hd_mstore_dispose(&st);
 }
 
+/* ---- the broker (memory.c) on an embedded node ---- */
+
+typedef struct seen_s {
+    int ready;
+    unsigned n;
+    uint64_t last_seq;
+    int out_of_order;
+} seen_t;
+
+static void seen_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    (void)msgs;
+    (void)n;
+    (void)gap;
+    T_EQ_INT(err, 0);
+    ((seen_t *)s->data)->ready = 1;
+}
+
+static void seen_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
+{
+    (void)encoded;
+    seen_t *seen = s->data;
+    if (m->seq <= seen->last_seq)
+        seen->out_of_order++;
+    seen->last_seq = m->seq;
+    seen->n++;
+}
+
+static const hd_sub_ops_t seen_ops = {
+    .format = HD_FMT_SSE, .on_ready = seen_ready, .on_message = seen_message};
+
+typedef struct pub_reply_s {
+    seen_t *seen;
+    unsigned seen_at_reply; /* deliveries the subscriber had when the reply ran */
+    int replies;
+    int err;
+} pub_reply_t;
+
+static void on_pub_reply(hd_worker_t *w, hd_breq_t *r)
+{
+    (void)w;
+    pub_reply_t *pr = r->cookie;
+    __atomic_add_fetch(&pr->replies, 1, __ATOMIC_RELAXED);
+    if (r->err)
+        pr->err = r->err;
+    if (pr->seen)
+        pr->seen_at_reply = pr->seen->n;
+    hd_breq_free(r);
+}
+
+static hd_breq_t *publish_req(hd_worker_t *w, const char *channel, size_t n, pub_reply_t *pr)
+{
+    hd_breq_t *r = hd_breq_new(HD_BREQ_PUBLISH, w, NULL, 0);
+    r->msgs = hd_malloc(n * sizeof(*r->msgs));
+    for (size_t i = 0; i < n; i++)
+        r->msgs[i] = hd_message_new(channel, strlen(channel), "text/plain", "x", 1);
+    r->n_msgs = n;
+    r->cookie = pr;
+    r->reply_cb = on_pub_reply;
+    return r;
+}
+
+static uint64_t published(void)
+{
+    hd_broker_stats_t st = {0};
+    hd_broker_t *b = hd_broker_get();
+    b->ops->get_stats(b, &st);
+    return st.messages_published;
+}
+
+static void test_broker_works_on_the_caller(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    seen_t seen = {0};
+    hd_sub_t *sub = hd_hub_subscribe(node.wk, "a", 1, NULL, NULL, &seen_ops, &seen);
+    T_EQ_INT(seen.ready, 0); /* never inside the call */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(seen.ready, 1);
+    pub_reply_t pr = {.seen = &seen};
+    hd_broker_submit(publish_req(node.wk, "a", 3, &pr));
+    /* Ids and history were assigned before submit returned, with no other thread involved;
+     * the deliveries and the reply wait in the worker's mailbox. */
+    T_EQ_INT(published(), 3);
+    T_EQ_INT(seen.n, 0);
+    T_EQ_INT(pr.replies, 0);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(seen.n, 3);
+    T_EQ_INT(seen.out_of_order, 0);
+    T_EQ_INT(pr.replies, 1);
+    T_EQ_INT(pr.seen_at_reply, 3); /* the publisher's own deliveries come first */
+    hd_hub_unsubscribe(sub);
+    hd_embedded_stop(&node);
+}
+
+#define PUB_THREADS    4
+#define PUB_PER_THREAD 400
+
+typedef struct pub_thread_s {
+    hd_worker_t *w;
+    unsigned idx;
+    pub_reply_t *pr;
+} pub_thread_t;
+
+static void *publisher_main(void *arg)
+{
+    pub_thread_t *t = arg;
+    static const char *const chans[] = {"a", "b", "c"};
+    for (unsigned i = 0; i < PUB_PER_THREAD; i++) {
+        const char *ch = chans[(i + t->idx) % 3];
+        hd_broker_submit(publish_req(t->w, ch, 1 + i % 3, t->pr)); /* batches too */
+    }
+    return NULL;
+}
+
+static void test_concurrent_publishers_one_order(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    seen_t seen[3] = {{0}};
+    hd_sub_t *subs[3];
+    for (int i = 0; i < 3; i++)
+        subs[i] = hd_hub_subscribe(node.wk,
+                                   i == 0   ? "a"
+                                   : i == 1 ? "b"
+                                            : "c",
+                                   1, NULL, NULL, &seen_ops, &seen[i]);
+    hd_embedded_sync_broker(&node);
+    pub_reply_t pr = {0};
+    pthread_t th[PUB_THREADS];
+    pub_thread_t args[PUB_THREADS];
+    for (unsigned i = 0; i < PUB_THREADS; i++) {
+        args[i] = (pub_thread_t){.w = node.wk, .idx = i, .pr = &pr};
+        T_EQ_INT(pthread_create(&th[i], NULL, publisher_main, &args[i]), 0);
+    }
+    /* The worker drains its mailbox while the publishers push into it. */
+    uint64_t until = uv_hrtime() + 20000000000ull;
+    while (__atomic_load_n(&pr.replies, __ATOMIC_RELAXED) < PUB_THREADS * PUB_PER_THREAD &&
+           uv_hrtime() < until)
+        hd_embedded_pump(&node, 1);
+    for (unsigned i = 0; i < PUB_THREADS; i++)
+        pthread_join(th[i], NULL);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(pr.replies, PUB_THREADS * PUB_PER_THREAD);
+    T_EQ_INT(pr.err, 0);
+    unsigned total = 0;
+    for (int i = 0; i < 3; i++) {
+        T_EQ_INT(seen[i].out_of_order, 0);
+        total += seen[i].n;
+        hd_hub_unsubscribe(subs[i]);
+    }
+    unsigned expected = 0; /* 1, 2 or 3 messages per publish: each reached its subscriber once */
+    for (unsigned i = 0; i < PUB_PER_THREAD; i++)
+        expected += PUB_THREADS * (1 + i % 3);
+    T_EQ_INT(total, expected);
+    T_EQ_INT(published(), total);
+    hd_embedded_stop(&node);
+}
+
 int main(void)
 {
     T_RUN(test_ring_grows_and_shrinks);
@@ -500,5 +669,7 @@ int main(void)
     T_RUN(test_new_channels_replace_idle_ones);
     T_RUN(test_expiry_heap);
     T_RUN(test_info_and_delivery);
+    T_RUN(test_broker_works_on_the_caller);
+    T_RUN(test_concurrent_publishers_one_order);
     T_DONE();
 }
