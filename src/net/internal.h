@@ -48,6 +48,9 @@ struct hd_server_s {
  * error with err set.
  */
 int hd_worker_new(hd_worker_t **out, hd_server_t *s, unsigned id, char *err, size_t errlen);
+/* The calling thread runs w's loop itself (an embedded node): its posts to w need no wake-up,
+ * as on a worker thread (hd_worker_wake). */
+void hd_worker_adopt_thread(hd_worker_t *w);
 /* The worker thread's main: runs the loop until its last handle closed (uv_thread_cb). */
 void hd_worker_main(void *arg);
 /* Closes the worker's own handles (the exit phase: the loop then ends). */

@@ -133,6 +133,7 @@ int hd_server_new_embedded(hd_server_t **out, hd_conf_t *conf, hd_accept_cb acce
         hd_server_free(s);
         return rc;
     }
+    hd_worker_adopt_thread(s->workers[0]); /* the caller pumps its loop */
     *out = s;
     return 0;
 }

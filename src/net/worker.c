@@ -20,6 +20,11 @@ hd_worker_t *hd_worker_self(void)
     return self;
 }
 
+void hd_worker_adopt_thread(hd_worker_t *w)
+{
+    self = w;
+}
+
 void hd_worker_push(hd_worker_t *w, hd_msg_t *msg)
 {
     hd_mpsc_push(&w->mailbox, msg);
@@ -139,6 +144,8 @@ void hd_worker_free(hd_worker_t *w)
 {
     if (!w)
         return;
+    if (self == w)
+        self = NULL;
     if (w->loop.data) {
         /* The loop never ran to its end (an embedded node, or a failure in hd_server_new):
          * close what its owners left open and run it dry. */

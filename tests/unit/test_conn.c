@@ -8,7 +8,9 @@
  * EOF, handler removed once) and hd_conn_close (queued output dropped). The timer heap: firing
  * order, re-arming earlier and later and from on_timeout, removal by timeout 0 and by close,
  * and hundreds of connections under random re-arms with the heap's invariants checked after
- * every step (hd_conn_census).
+ * every step (hd_conn_census). The worker's mailbox against the output queue: mail that arrives
+ * together (from another thread, or posted by the worker to itself, even from an I/O callback)
+ * runs before anything is written, so its output leaves in one writev per connection.
  */
 #include "herald/conn.h"
 #include "herald/log.h"
@@ -19,6 +21,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -36,6 +39,7 @@ typedef struct tconn_s {
     int fired_seq;           /* order among all timeouts of the test (1-based) */
     int rearms;              /* on_timeout re-arms itself this many more times */
     int sends_on_data;       /* on_data queues this many pieces */
+    int posts_on_data;       /* on_data posts this many mails to its own worker */
     size_t got;              /* bytes read by the handler */
 } tconn_t;
 
@@ -44,6 +48,31 @@ static tconn_t conns[MAX_CONNS];
 static int n_conns;
 static int n_fired;
 
+/* A mail that queues two bytes on a connection when it runs on the worker. */
+typedef struct send_mail_s {
+    hd_msg_t base;
+    hd_conn_t *c;
+} send_mail_t;
+
+static int mails_run;
+
+static void on_send_mail(hd_worker_t *w, hd_msg_t *msg)
+{
+    send_mail_t *m = (send_mail_t *)msg;
+    (void)w;
+    T_EQ_INT(hd_conn_send_copy(m->c, "mm", 2), 0);
+    mails_run++;
+    free(m);
+}
+
+static void post_send(hd_conn_t *c)
+{
+    send_mail_t *m = hd_malloc(sizeof(*m));
+    m->base.cb = on_send_mail;
+    m->c = c;
+    hd_worker_post(node.wk, &m->base);
+}
+
 static void t_on_data(hd_conn_t *c, const char *data, size_t len)
 {
     tconn_t *t = c->data;
@@ -51,6 +80,8 @@ static void t_on_data(hd_conn_t *c, const char *data, size_t len)
     t->got += len;
     for (int i = 0; i < t->sends_on_data; i++)
         T_EQ_INT(hd_conn_send_copy(c, "0123456789", 10), 0);
+    for (int i = 0; i < t->posts_on_data; i++)
+        post_send(c);
 }
 
 static void t_on_drain(hd_conn_t *c)
@@ -234,6 +265,58 @@ static void test_one_writev_per_pass(void)
     T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), -1);
     T_EQ_INT(hd_conn_queued_bytes(c), 0);
     hd_buf_unref(b);
+    close_all();
+}
+
+static void *post_five(void *arg)
+{
+    for (int i = 0; i < 5; i++)
+        post_send(arg);
+    return NULL;
+}
+
+static void test_mail_batched_before_writing(void)
+{
+    tconn_t *t = open_conn_type(SOCK_SEQPACKET);
+    char rec[4096];
+    mails_run = 0;
+
+    /* Five mails from another thread, one wake-up's worth: one write of all their output. */
+    pthread_t th;
+    T_EQ_INT(pthread_create(&th, NULL, post_five, t->c), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 200 && mails_run < 5; i++) {
+        hd_embedded_pump(&node, 1);
+        if (mails_run < 5)
+            sleep_ms(1);
+    }
+    T_EQ_INT(mails_run, 5);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), 10);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), -1);
+
+    /* Posted by the worker to itself: no wake-up, run in the next pass, one write. */
+    for (int i = 0; i < 5; i++)
+        post_send(t->c);
+    T_EQ_INT(mails_run, 5); /* never inside the post */
+    hd_embedded_pump(&node, 1);
+    T_EQ_INT(mails_run, 10);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), 10);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), -1);
+
+    /* Posted to itself from an I/O callback (a publish's own deliveries and reply): run in the
+     * same pass, before the flush, so on_data's output and the mails' leave in one write. */
+    t->sends_on_data = 1;
+    t->posts_on_data = 3;
+    T_EQ_INT(send(t->fd, "go", 2, 0), 2);
+    for (int i = 0; i < 200 && t->got == 0; i++) {
+        hd_embedded_pump(&node, 1);
+        if (t->got == 0)
+            sleep_ms(1);
+    }
+    T_EQ_INT(mails_run, 13);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), 16);
+    T_TRUE(memcmp(rec, "0123456789mmmmmm", 16) == 0);
+    T_EQ_INT(recv(t->fd, rec, sizeof(rec), 0), -1);
     close_all();
 }
 
@@ -506,6 +589,7 @@ int main(void)
     HD_EMBEDDED_START(&node, test_accept, "max_connections 10000");
     T_RUN(test_send_slices);
     T_RUN(test_one_writev_per_pass);
+    T_RUN(test_mail_batched_before_writing);
     T_RUN(test_queued_bytes_backpressure);
     T_RUN(test_finish);
     T_RUN(test_close);
