@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * memory_store.h (private to src/broker): the channels of the embedded broker, with no thread
- * and no mailbox, so unit tests drive it directly. memory.c owns one store and calls it from
- * the broker thread only; nothing here is shared or locked.
+ * and no mailbox, so unit tests drive it directly. memory.c owns one store and calls it only
+ * under its mutex, from whichever thread submits a request; nothing here locks.
  *
  * A channel exists while it has subscribers or history. Its history is a ring of message
  * references allocated on the first message and grown by doubling up to history_size, halved
