@@ -10,7 +10,7 @@ want=(build-essential cmake pkg-config libuv1-dev node-llhttp libwslay-dev libss
       libhiredis-dev libjansson-dev)
 if [ "$mode" = test ]; then
     want+=(clang libclang-rt-14-dev clang-format curl openssl python3 python3-websockets
-           redis-server nodejs npm chromium)
+           redis-server nodejs npm chromium groff-base)
 fi
 missing=()
 for p in "${want[@]}"; do

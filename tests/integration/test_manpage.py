@@ -81,8 +81,7 @@ class ManPageTest(unittest.TestCase):
 
     def test_renders_cleanly(self):
         groff = shutil.which("groff")
-        if not groff:
-            self.skipTest("groff is not installed")
+        self.assertTrue(groff, "groff is not installed (scripts/deps.sh test installs groff-base)")
         p = subprocess.run([groff, "-man", "-ww", "-z", os.path.join(HERALD_BUILD, "herald.8")],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
