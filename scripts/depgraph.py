@@ -12,7 +12,8 @@ A loop is a strongly connected component of more than one file. Prints each grap
 With --dirs, one node per directory (src/net, src/http, ...).
 
 Usage: scripts/depgraph.py [--build DIR] [--under src/net ...] [--dirs] [--edges] [--fail-on-loops]
-ctest runs it on src/net, src/core and include/herald with --fail-on-loops (unit.depgraph_net).
+ctest runs it over the whole tree, by file and by directory, with --fail-on-loops
+(unit.depgraph, unit.depgraph_dirs).
 """
 import argparse
 import os

@@ -286,15 +286,3 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     *out = &b->base;
     return 0;
 }
-
-static hd_broker_t *the_broker;
-
-void hd_broker_set(hd_broker_t *b)
-{
-    the_broker = b;
-}
-
-hd_broker_t *hd_broker_get(void)
-{
-    return the_broker;
-}

@@ -322,7 +322,7 @@ static void sweep_one(hd_hnode_t *n, void *arg)
     maybe_release(arg, hd_container_of(n, rchan_t, node));
 }
 
-void hd_redis_sweep(redis_broker_t *b)
+static void bridge_sweep(redis_broker_t *b)
 {
     hd_hmap_foreach(&b->chans, sweep_one, b);
 }
@@ -825,7 +825,7 @@ static void read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     release(b, r);
 }
 
-void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
+static void bridge_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
 {
     switch (op->kind) {
     case OP_PUBLISH:
@@ -862,8 +862,8 @@ static void subscribed(redis_broker_t *b, rchan_t *c)
     }
 }
 
-void hd_redis_on_message(redis_broker_t *b, const char *channel, size_t len, const char *data,
-                         size_t data_len)
+static void bridge_on_message(redis_broker_t *b, const char *channel, size_t len, const char *data,
+                              size_t data_len)
 {
     rchan_t *c = find_chan(b, channel, len);
     if (!c)
@@ -878,7 +878,8 @@ void hd_redis_on_message(redis_broker_t *b, const char *channel, size_t len, con
     on_live_message(b, c, m);
 }
 
-void hd_redis_on_subscription(redis_broker_t *b, const char *channel, size_t len, int is_subscribe)
+static void bridge_on_subscription(redis_broker_t *b, const char *channel, size_t len,
+                                   int is_subscribe)
 {
     rchan_t *c = find_chan(b, channel, len);
     if (!c)
@@ -911,7 +912,7 @@ static void resubscribe(hd_hnode_t *n, void *arg)
     start_catchup(b, c);
 }
 
-void hd_redis_on_up(redis_broker_t *b)
+static void bridge_on_up(redis_broker_t *b)
 {
     b->catchup_round++;
     b->n_catchup_sent = 0;
@@ -939,7 +940,7 @@ static void fail_unsent(hd_hnode_t *n, void *arg)
     maybe_release(b, c);
 }
 
-void hd_redis_on_down(redis_broker_t *b)
+static void bridge_on_down(redis_broker_t *b)
 {
     b->n_catchup = 0;
     b->n_catchup_sent = 0;
@@ -971,6 +972,15 @@ void hd_redis_on_down(redis_broker_t *b)
     hd_hmap_foreach(&b->chans, fail_unsent, b);
     deliver_ready(b);
 }
+
+static const hd_redis_events_t bridge_events = {
+    .on_reply = bridge_on_reply,
+    .on_message = bridge_on_message,
+    .on_subscription = bridge_on_subscription,
+    .on_up = bridge_on_up,
+    .on_down = bridge_on_down,
+    .sweep = bridge_sweep,
+};
 
 /* ---- the thread ---- */
 
@@ -1118,7 +1128,7 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     }
     uv_async_init(&b->loop, &b->wakeup, on_wakeup);
     b->wakeup.data = b;
-    hd_redis_conn_init(b);
+    hd_redis_conn_init(b, &bridge_events);
     if ((rc = uv_thread_create(&b->thread, broker_main, b)) < 0) {
         snprintf(err, errlen, "redis: cannot start its thread: %s", uv_strerror(rc));
         hd_redis_conn_close(b);

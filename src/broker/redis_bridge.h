@@ -48,6 +48,7 @@ enum { OP_INIT = 1, OP_HB, OP_PUBLISH, OP_SUB_READ, OP_CATCHUP, OP_HISTORY, OP_I
 
 typedef struct redis_broker_s redis_broker_t;
 typedef struct op_s op_t;
+typedef struct hd_redis_events_s hd_redis_events_t;
 
 typedef struct rconn_s {
     redis_broker_t *b;
@@ -121,6 +122,7 @@ struct redis_broker_s {
     uv_async_t wakeup;
     uv_timer_t tick_timer, retry_timer, later_timer;
     hd_mpsc_t mailbox;
+    const hd_redis_events_t *events; /* the bridge's callbacks (redis.c) */
 
     /* configuration */
     hd_redis_addr_t addr;
@@ -141,7 +143,7 @@ struct redis_broker_s {
     unsigned is_cmd_ready : 1;
     unsigned is_sub_ready : 1;
     unsigned is_hb_ready : 1;
-    unsigned needs_sweep : 1; /* hd_redis_sweep on the next loop pass */
+    unsigned needs_sweep : 1; /* events->sweep on the next loop pass */
     unsigned is_in_conn_lost : 1;
     unsigned was_up : 1; /* connected at least once */
     unsigned attempts;
@@ -203,13 +205,13 @@ static inline size_t hd_redis_key(const redis_broker_t *b, char *out, const char
 
 /* ---- redis_conn.c: the connections ---- */
 
-/* Sets up the timers and names (before the thread starts). */
-void hd_redis_conn_init(redis_broker_t *b);
-/* Opens both connections and pipelines what makes them ready; hd_redis_on_up follows. */
+/* Sets up the timers and names (before the thread starts); events receive what happens. */
+void hd_redis_conn_init(redis_broker_t *b, const hd_redis_events_t *events);
+/* Opens both connections and pipelines what makes them ready; events->on_up follows. */
 void hd_redis_conn_start(redis_broker_t *b);
 /*
  * Both connections are gone (or never came): drops them, fails what was in flight (through
- * hd_redis_on_down and the replies' callbacks) and schedules a reconnect with backoff. Before
+ * events->on_down and the replies' callbacks) and schedules a reconnect with backoff. Before
  * the first connection, it ends the start instead.
  */
 void hd_redis_conn_lost(redis_broker_t *b, const char *why);
@@ -217,7 +219,7 @@ void hd_redis_conn_lost(redis_broker_t *b, const char *why);
 void hd_redis_reconnect_later(redis_broker_t *b, const char *why);
 /* Closes the connections and the handles of the loop (the thread then ends). */
 void hd_redis_conn_close(redis_broker_t *b);
-/* A command for the command connection; its answer goes to hd_redis_on_reply. */
+/* A command for the command connection; its answer goes to events->on_reply. */
 op_t *hd_redis_op_new(redis_broker_t *b, int kind);
 void hd_redis_send(redis_broker_t *b, op_t *op, int argc, const char **argv, const size_t *lens);
 /* An id epoch seen in an answer: a newer one than before means Redis lost its data (logged,
@@ -226,22 +228,30 @@ void hd_redis_note_epoch(redis_broker_t *b, uint64_t epoch);
 /* SUBSCRIBE or UNSUBSCRIBE P msg:<channel> on the subscriber connection. */
 void hd_redis_send_sub(redis_broker_t *b, const char *cmd, const char *channel, size_t len);
 
-/* ---- redis.c: the bridge, called by the connections ---- */
+/* ---- redis.c: the bridge, told by the connections through a table of callbacks ---- */
 
-/* The answer to op (NULL: it never came, the connection is gone); op is freed after. */
-void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
-/* A message of P msg:<channel> (channel without the prefix). */
-void hd_redis_on_message(redis_broker_t *b, const char *channel, size_t len, const char *data,
-                         size_t data_len);
-/* Redis confirmed a SUBSCRIBE (is_subscribe) or an UNSUBSCRIBE of P msg:<channel>. */
-void hd_redis_on_subscription(redis_broker_t *b, const char *channel, size_t len, int is_subscribe);
-/* Both connections are ready: subscribe again where subscribers are, catch up. */
-void hd_redis_on_up(redis_broker_t *b);
-/* The connections are gone: fail what waits, keep what deliveries can follow. */
-void hd_redis_on_down(redis_broker_t *b);
-/* Releases every channel left with nothing to do (after the queue was dropped). */
-void hd_redis_sweep(redis_broker_t *b);
-/* hd_redis_sweep on the next loop pass (redis_conn.c). */
+/*
+ * What the connections report to the bridge. redis.c hands its table to hd_redis_conn_init;
+ * redis_conn.c calls only through it, so the connections know nothing of the bridge's insides
+ * and calls run one way (redis.c -> redis_conn.c), as wslay hands its caller a callbacks table.
+ */
+struct hd_redis_events_s {
+    /* The answer to op (NULL: it never came, the connection is gone); op is freed after. */
+    void (*on_reply)(redis_broker_t *b, op_t *op, const redisReply *rep);
+    /* A message of P msg:<channel> (channel without the prefix). */
+    void (*on_message)(redis_broker_t *b, const char *channel, size_t len, const char *data,
+                       size_t data_len);
+    /* Redis confirmed a SUBSCRIBE (is_subscribe) or an UNSUBSCRIBE of P msg:<channel>. */
+    void (*on_subscription)(redis_broker_t *b, const char *channel, size_t len, int is_subscribe);
+    /* Both connections are ready: subscribe again where subscribers are, catch up. */
+    void (*on_up)(redis_broker_t *b);
+    /* The connections are gone: fail what waits, keep what deliveries can follow. */
+    void (*on_down)(redis_broker_t *b);
+    /* Releases every channel left with nothing to do (after the queue was dropped); runs on the
+     * loop pass after hd_redis_sweep_later. */
+    void (*sweep)(redis_broker_t *b);
+};
+/* The bridge's sweep on the next loop pass (redis_conn.c). */
 void hd_redis_sweep_later(redis_broker_t *b);
 
 #endif

@@ -16,7 +16,7 @@
  *        <herald.lua>, FCALL herald_init (settings; returns the epoch)
  *   sub: [AUTH] CLIENT SETNAME ...:sub, SUBSCRIBE P hb:<node id>
  *   hb:  [AUTH] CLIENT SETNAME ...:hb
- * When all are answered the bridge is up (hd_redis_on_up).
+ * When all are answered the bridge is up (events->on_up).
  *
  * Every command carries the connection generation it was sent on; answers of an older one (the
  * NULL replies hiredis gives pending commands when a context is freed) are "never came".
@@ -84,7 +84,7 @@ static void on_later(uv_timer_t *t)
     }
     if (b->needs_sweep) {
         b->needs_sweep = 0;
-        hd_redis_sweep(b);
+        b->events->sweep(b);
     }
 }
 
@@ -158,7 +158,7 @@ static void finish_op(redis_broker_t *b, op_t *op, redisReply *rep)
         if (rep && rep->type == REDIS_REPLY_ERROR)
             hd_redis_conn_lost(b, "heartbeat PUBLISH failed");
     } else {
-        hd_redis_on_reply(b, op, rep);
+        b->events->on_reply(b, op, rep);
     }
     free(op);
 }
@@ -237,7 +237,7 @@ static void go_up(redis_broker_t *b)
         b->start_rc = 0;
         uv_sem_post(&b->started);
     }
-    hd_redis_on_up(b);
+    b->events->on_up(b);
 }
 
 void hd_redis_note_epoch(redis_broker_t *b, uint64_t epoch)
@@ -290,9 +290,9 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     len -= b->prefix_len + 4;
     if (is_message) {
         if (rep->element[2]->type == REDIS_REPLY_STRING)
-            hd_redis_on_message(b, name, len, rep->element[2]->str, rep->element[2]->len);
+            b->events->on_message(b, name, len, rep->element[2]->str, rep->element[2]->len);
     } else if (strcmp(kind, "subscribe") == 0 || strcmp(kind, "unsubscribe") == 0) {
-        hd_redis_on_subscription(b, name, len, kind[0] == 's');
+        b->events->on_subscription(b, name, len, kind[0] == 's');
     }
 }
 
@@ -459,7 +459,7 @@ void hd_redis_conn_lost(redis_broker_t *b, const char *why)
     drop_conn(&b->sub);
     drop_conn(&b->hb);
     b->is_in_conn_lost = 0;
-    hd_redis_on_down(b);
+    b->events->on_down(b);
     if (!b->was_up) {
         b->start_rc = UV_ECONNREFUSED;
         uv_sem_post(&b->started); /* the start fails: no retry */
@@ -541,8 +541,9 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- life ---- */
 
-void hd_redis_conn_init(redis_broker_t *b)
+void hd_redis_conn_init(redis_broker_t *b, const hd_redis_events_t *events)
 {
+    b->events = events;
     b->cmd.b = b->sub.b = b->hb.b = b;
     b->tick_ms = b->timeout_ms / 4 < 25 ? 25 : b->timeout_ms / 4 > 250 ? 250 : b->timeout_ms / 4;
     b->hb_interval_ms = b->timeout_ms / 3 > 1000 ? 1000 : b->timeout_ms / 3;
