@@ -168,6 +168,13 @@ struct hd_breq_s {
     char last_id[HD_ID_MAX]; /* INFO: the channel's last message id ("" if none) */
     uint64_t subscribers;    /* INFO */
     uint64_t history_len;    /* INFO */
+    /*
+     * SUBSCRIBE, the embedded broker only (else NULL): the broker's count of this worker's
+     * subscribers on the channel. While it is above 1 the worker moves it itself (atomic adds,
+     * no request): a subscriber joins or leaves a channel its worker carries without asking the
+     * broker, which is told only when the count goes 0 -> 1 and 1 -> 0.
+     */
+    uint32_t *interest;
 };
 
 hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);

@@ -179,7 +179,7 @@ static void ring_push(hd_mstore_t *st, hd_mchan_t *c, hd_message_t *m)
     if (c->len == 1) {
         hd_list_insert_tail(&st->lru, &c->lru);
         heap_push(st, c);
-        if (c->subs_total == 0)
+        if (c->subs_workers == 0)
             st->idle_charge += hd_mstore_channel_cost(st, c->name_len);
     }
 }
@@ -204,7 +204,7 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
     if (c->len == 0) {
         hd_list_remove(&c->lru);
         heap_remove(st, c);
-        if (c->subs_total == 0)
+        if (c->subs_workers == 0)
             st->idle_charge -= hd_mstore_channel_cost(st, c->name_len);
     } else if (c->heap_idx != HD_MSTORE_NO_HEAP) {
         heap_up(st, c->heap_idx);
@@ -261,7 +261,7 @@ static void delete_chan(hd_mstore_t *st, hd_mchan_t *c)
 
 static void maybe_delete(hd_mstore_t *st, hd_mchan_t *c)
 {
-    if (c->subs_total == 0 && c->len == 0)
+    if (c->subs_workers == 0 && c->len == 0)
         delete_chan(st, c);
     else
         ring_fit(st, c);
@@ -400,7 +400,7 @@ int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint
             hd_list_insert_tail(&st->lru, &c->lru); /* most recently published last */
         }
         for (unsigned k = 0; k < st->n_workers; k++)
-            if (c->subs[k])
+            if (__atomic_load_n(&c->subs[k], __ATOMIC_RELAXED))
                 st->deliver(st->deliver_arg, k, hd_message_ref(m));
         enforce_memory(st, c, 0);
         maybe_delete(st, c);
@@ -461,9 +461,10 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
             return refuse(st, err);
         c = new_chan(st, r->channel, len);
     }
-    c->subs[worker]++;
-    if (c->subs_total++ == 0 && c->len)
+    if (__atomic_fetch_add(&c->subs[worker], 1, __ATOMIC_RELAXED) == 0 && c->subs_workers++ == 0 &&
+        c->len)
         st->idle_charge -= hd_mstore_channel_cost(st, len); /* history no longer takes it away */
+    r->interest = &c->subs[worker];
     if (r->has_since) /* live only otherwise: nothing from history */
         collect(st, c, r, limit);
     return 0;
@@ -472,9 +473,9 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
 void hd_mstore_unsubscribe(hd_mstore_t *st, unsigned worker, const char *channel, size_t len)
 {
     hd_mchan_t *c = hd_mstore_find(st, channel, len);
-    if (c && c->subs[worker] > 0) {
-        c->subs[worker]--;
-        if (--c->subs_total == 0 && c->len)
+    if (c && __atomic_load_n(&c->subs[worker], __ATOMIC_RELAXED) > 0) {
+        if (__atomic_sub_fetch(&c->subs[worker], 1, __ATOMIC_RELAXED) == 0 &&
+            --c->subs_workers == 0 && c->len)
             st->idle_charge += hd_mstore_channel_cost(st, len);
         maybe_delete(st, c);
     }
@@ -491,7 +492,9 @@ void hd_mstore_info(hd_mstore_t *st, hd_breq_t *r)
     if (!c)
         return;
     r->found = 1;
-    r->subscribers = c->subs_total;
+    r->subscribers = 0;
+    for (unsigned k = 0; k < st->n_workers; k++)
+        r->subscribers += __atomic_load_n(&c->subs[k], __ATOMIC_RELAXED);
     r->history_len = c->len;
     r->last_id[0] = '\0';
     if (c->last_seq)

@@ -40,13 +40,19 @@ typedef struct hd_mchan_s {
     hd_list_t lru;   /* store->lru: least recently published first */
     hd_message_t **ring;
     uint32_t cap, head, len;
-    uint32_t heap_idx;    /* in store->heap; HD_MSTORE_NO_HEAP when not there */
-    size_t bytes;         /* payload bytes in history */
-    size_t charge;        /* bytes charged for the channel and its ring (not its messages) */
-    uint64_t trimmed_seq; /* highest sequence that ever left history */
-    uint64_t last_seq;    /* last sequence published here; 0: none */
-    uint64_t subs_total;
-    uint32_t *subs; /* per worker */
+    uint32_t heap_idx;     /* in store->heap; HD_MSTORE_NO_HEAP when not there */
+    size_t bytes;          /* payload bytes in history */
+    size_t charge;         /* bytes charged for the channel and its ring (not its messages) */
+    uint64_t trimmed_seq;  /* highest sequence that ever left history */
+    uint64_t last_seq;     /* last sequence published here; 0: none */
+    uint32_t subs_workers; /* workers with subscribers here (subs[k] > 0) */
+    /*
+     * Per worker: its subscribers here. Moved from 0 and to 0 only by the store (under the
+     * broker's lock: interest and history change together); between 1 and more also by the
+     * worker itself, atomically and without the lock, through the counter hd_mstore_subscribe
+     * handed it (r->interest). Read with relaxed atomic loads.
+     */
+    uint32_t *subs;
     uint8_t name_len;
     char name[]; /* name_len bytes and a NUL */
 } hd_mchan_t;
@@ -106,8 +112,9 @@ void hd_mstore_dispose(hd_mstore_t *st);
 int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint64_t now_ms);
 /*
  * Counts a subscriber of worker on channel r->channel (made if new) and fills r with the history
- * after since (r->msgs, r->n_msgs, r->gap), at most limit messages (0: all). Returns 0, or
- * HD_ECHANNELS / HD_EMEMORY when the channel is new and the budget is spent (nothing counted).
+ * after since (r->msgs, r->n_msgs, r->gap), at most limit messages (0: all), and r->interest
+ * with the worker's counter (valid while it is above 0). Returns 0, or HD_ECHANNELS /
+ * HD_EMEMORY when the channel is new and the budget is spent (nothing counted).
  */
 int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t limit);
 /* Drops one subscriber of worker on channel (no-op when there is none). */

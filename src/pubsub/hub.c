@@ -6,6 +6,12 @@
  * buffer is queued on every subscriber's connection. A subscriber that goes away during a
  * fan-out (its connection closed because it fell behind, say) is only marked dead; the fan-out
  * skips it and frees it when the pass is over, so the loop never walks freed memory.
+ *
+ * With the embedded broker a worker's subscriptions on a channel count once in the broker's
+ * interest: the first one asks it (SUBSCRIBE, 0 -> 1), the last one to leave tells it
+ * (UNSUBSCRIBE, 1 -> 0); in between, live-only subscribers join and anyone leaves on this
+ * worker alone, moving the count the broker handed over (lchan->interest). With the Redis
+ * bridge every subscription asks the broker.
  */
 #include "herald/hmap.h"
 #include "herald/log.h"
@@ -19,6 +25,11 @@ typedef struct hd_lchan_s {
     uint32_t n_live;    /* linked subscribers */
     uint32_t n_pending; /* subscriptions waiting for the broker */
     uint32_t n_dead;    /* linked but unsubscribed during a fan-out */
+    /* The embedded broker's count of this worker's subscribers here (NULL: unknown, or another
+     * broker): held while above 0, moved by this worker between 1 and more (see join_locally). */
+    uint32_t *interest;
+    /* Where this worker's stream of the channel is: the last delivery or reply it ran. */
+    uint64_t epoch, last_seq;
     uint8_t name_len;
     char name[]; /* name_len bytes and a NUL: a channel costs what its name needs */
 } hd_lchan_t;
@@ -207,6 +218,29 @@ static void send_unsubscribe(hd_worker_t *w, const char *name, size_t len)
     hd_broker_submit(r);
 }
 
+/*
+ * One subscription of this worker on c ends. The broker hears of it only when it was the
+ * worker's last (1 -> 0: the worker's interest goes, under the broker's lock); otherwise, when
+ * the broker gave the worker its count, the worker takes one off by itself.
+ */
+static void leave(hd_worker_t *w, hd_lchan_t *c)
+{
+    if (c->interest && __atomic_load_n(c->interest, __ATOMIC_RELAXED) > 1) {
+        __atomic_sub_fetch(c->interest, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    c->interest = NULL; /* the count reaches 0: the broker may free it */
+    send_unsubscribe(w, c->name, c->name_len);
+}
+
+static void note_stream(hd_lchan_t *c, uint64_t epoch, uint64_t seq)
+{
+    if (epoch != c->epoch || seq > c->last_seq) {
+        c->epoch = epoch;
+        c->last_seq = seq;
+    }
+}
+
 static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
 {
     hub_t *hub = hub_of(w);
@@ -214,9 +248,14 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
     hd_lchan_t *c = s->chan;
     s->is_pending = 0;
     c->n_pending--;
+    if (!r->err) {
+        if (r->interest)
+            c->interest = r->interest;
+        note_stream(c, r->epoch, r->last_seq);
+    }
     if (s->is_orphan || r->err) {
         if (s->is_orphan && !r->err)
-            send_unsubscribe(w, c->name, c->name_len);
+            leave(w, c);
         if (!s->is_orphan)
             s->ops->on_ready(s, NULL, 0, 0, r->err);
         free_sub(s);
@@ -231,6 +270,31 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
     hub->n_subs++;
     s->ops->on_ready(s, r->msgs, r->n_msgs, r->gap, 0);
     hd_breq_free(r);
+}
+
+/*
+ * A live-only subscription on a channel this worker carries for the embedded broker: the
+ * worker already receives every message of the channel published after the interest it holds
+ * was counted, so it joins without asking the broker. The reply is a mail to itself (no
+ * wake-up) that runs after everything already in its mailbox; the subscription starts where the
+ * worker's stream of the channel is then.
+ */
+static void on_local_join(hd_worker_t *w, hd_breq_t *r)
+{
+    hd_lchan_t *c = ((hd_sub_t *)r->cookie)->chan;
+    r->epoch = c->epoch;
+    r->last_seq = c->last_seq;
+    on_subscribe_reply(w, r);
+}
+
+static int join_locally(hd_lchan_t *c, hd_breq_t *r)
+{
+    if (!c->interest || r->has_since)
+        return 0;
+    __atomic_add_fetch(c->interest, 1, __ATOMIC_RELAXED); /* 1 or more: the worker moves it */
+    r->reply_cb = on_local_join;
+    hd_breq_reply(r);
+    return 1;
 }
 
 hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_len,
@@ -265,7 +329,8 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
         r->since_seq = *since_seq;
     }
     r->limit = hd_worker_conf(w)->poll_max_messages;
-    hd_broker_submit(r);
+    if (!join_locally(s->chan, r))
+        hd_broker_submit(r);
     return s;
 }
 
@@ -279,7 +344,7 @@ void hd_hub_unsubscribe(hd_sub_t *s)
         return;
     hub_t *hub = hub_of(s->worker);
     hd_lchan_t *c = s->chan;
-    send_unsubscribe(s->worker, c->name, c->name_len);
+    leave(s->worker, c);
     c->n_live--;
     hub->n_subs--;
     if (hub->delivering == c) {
@@ -381,6 +446,8 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     HD_HUB_STAT_ADD(w, messages_in, 1);
     record_latency(w, m);
     hd_lchan_t *c = find_chan(hub, m->channel, m->channel_len);
+    if (c)
+        note_stream(c, m->epoch, m->seq);
     if (c && c->n_live)
         fan_out(hub, c, m);
     hd_message_unref(m);

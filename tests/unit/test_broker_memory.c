@@ -592,6 +592,139 @@ static void test_broker_works_on_the_caller(void)
     hd_embedded_stop(&node);
 }
 
+/* A broker in front of the embedded one that counts what the hub asks it. */
+typedef struct counting_broker_s {
+    hd_broker_t base;
+    hd_broker_t *real;
+    int n[HD_BREQ_BARRIER + 1];
+} counting_broker_t;
+
+static void counting_submit(hd_broker_t *b, hd_breq_t *r)
+{
+    counting_broker_t *cb = (counting_broker_t *)b;
+    cb->n[r->type]++;
+    cb->real->ops->submit(cb->real, r);
+}
+
+static const hd_broker_ops_t counting_ops = {.name = "counting", .submit = counting_submit};
+
+typedef struct info_s {
+    int done, found;
+    uint64_t subscribers;
+} info_t;
+
+static void on_info(hd_worker_t *w, hd_breq_t *r)
+{
+    (void)w;
+    info_t *i = r->cookie;
+    i->done = 1;
+    i->found = r->found;
+    i->subscribers = r->subscribers;
+    hd_breq_free(r);
+}
+
+static uint64_t subscribers_of(hd_embedded_t *node, hd_broker_t *real, const char *channel)
+{
+    info_t info = {0};
+    hd_breq_t *r = hd_breq_new(HD_BREQ_INFO, node->wk, channel, strlen(channel));
+    r->cookie = &info;
+    r->reply_cb = on_info;
+    real->ops->submit(real, r);
+    hd_embedded_sync_broker(node);
+    T_EQ_INT(info.done, 1);
+    return info.found ? info.subscribers : 0;
+}
+
+static void test_join_and_leave_locally(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    counting_broker_t cb = {.base = {.ops = &counting_ops}, .real = hd_broker_get()};
+    hd_broker_set(&cb.base);
+    seen_t a = {0}, b = {0}, c = {0}, d = {0};
+    hd_sub_t *sa = hd_hub_subscribe(node.wk, "j", 1, NULL, NULL, &seen_ops, &a);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 1); /* 0 -> 1: the broker counts the worker in */
+    pub_reply_t pr = {0};
+    hd_broker_submit(publish_req(node.wk, "j", 1, &pr));
+    /* b subscribes with that message still in the mailbox: it joins after it, not asking the
+     * broker, and starts where the worker's stream of the channel is then */
+    hd_sub_t *sb = hd_hub_subscribe(node.wk, "j", 1, NULL, NULL, &seen_ops, &b);
+    T_EQ_INT(b.ready, 0); /* never inside the call */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 1);
+    T_EQ_INT(a.n, 1);
+    T_EQ_INT(b.ready, 1);
+    T_EQ_INT(b.n, 0);
+    hd_sub_t *sc = hd_hub_subscribe(node.wk, "j", 1, NULL, NULL, &seen_ops, &c);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 1);
+    T_EQ_INT(subscribers_of(&node, cb.real, "j"), 3); /* /channels still counts each one */
+    hd_broker_submit(publish_req(node.wk, "j", 2, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(a.n, 3);
+    T_EQ_INT(b.n, 2);
+    T_EQ_INT(c.n, 2);
+    T_EQ_INT(a.out_of_order + b.out_of_order + c.out_of_order, 0);
+    /* a resume from an id reads history under the broker's lock */
+    hd_broker_stats_t st = {0};
+    cb.real->ops->get_stats(cb.real, &st);
+    T_EQ_INT(st.messages_published, 3);
+    uint64_t epoch = sa->epoch, since = 1;
+    hd_sub_t *sd = hd_hub_subscribe(node.wk, "j", 1, &epoch, &since, &seen_ops, &d);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 2);
+    T_EQ_INT(d.ready, 1);
+    T_EQ_INT(subscribers_of(&node, cb.real, "j"), 4);
+    /* leaving: the broker hears only of the last one */
+    hd_hub_unsubscribe(sb);
+    hd_hub_unsubscribe(sa);
+    hd_hub_unsubscribe(sd);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 0);
+    T_EQ_INT(subscribers_of(&node, cb.real, "j"), 1);
+    hd_hub_unsubscribe(sc);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 1);
+    T_EQ_INT(subscribers_of(&node, cb.real, "j"), 0);
+    /* and the next subscription counts the worker in again */
+    seen_t e = {0};
+    hd_sub_t *se = hd_hub_subscribe(node.wk, "j", 1, NULL, NULL, &seen_ops, &e);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 3);
+    hd_broker_submit(publish_req(node.wk, "j", 1, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(e.n, 1);
+    hd_hub_unsubscribe(se);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 2);
+    T_EQ_INT(pr.err, 0);
+    hd_broker_set(cb.real);
+    hd_embedded_stop(&node);
+}
+
+static void test_local_join_ended_while_pending(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    counting_broker_t cb = {.base = {.ops = &counting_ops}, .real = hd_broker_get()};
+    hd_broker_set(&cb.base);
+    seen_t a = {0}, b = {0};
+    hd_sub_t *sa = hd_hub_subscribe(node.wk, "p", 1, NULL, NULL, &seen_ops, &a);
+    hd_embedded_sync_broker(&node);
+    hd_sub_t *sb = hd_hub_subscribe(node.wk, "p", 1, NULL, NULL, &seen_ops, &b);
+    hd_hub_unsubscribe(sb); /* before its join ran */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(b.ready, 0);
+    T_EQ_INT(subscribers_of(&node, cb.real, "p"), 1);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 0);
+    /* the last one leaving tells the broker */
+    hd_hub_unsubscribe(sa);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 1);
+    T_EQ_INT(subscribers_of(&node, cb.real, "p"), 0);
+    hd_broker_set(cb.real);
+    hd_embedded_stop(&node);
+}
+
 #define PUB_THREADS    4
 #define PUB_PER_THREAD 400
 
@@ -671,5 +804,7 @@ int main(void)
     T_RUN(test_info_and_delivery);
     T_RUN(test_broker_works_on_the_caller);
     T_RUN(test_concurrent_publishers_one_order);
+    T_RUN(test_join_and_leave_locally);
+    T_RUN(test_local_join_ended_while_pending);
     T_DONE();
 }
