@@ -72,7 +72,8 @@ void hd_server_free(hd_server_t *s);
 /*
  * For tests and fuzzers: a node with one worker, no listeners and no threads. The caller drives
  * the worker's loop (hd_server_worker(s, 0)->loop) and hands it connected sockets with
- * hd_server_adopt; the calling thread counts as the worker's own (its posts wake nothing). Free with hd_server_free after closing every connection.
+ * hd_server_adopt; the calling thread counts as the worker's own (its posts wake nothing). Free
+ * with hd_server_free after closing every connection.
  */
 int hd_server_new_embedded(hd_server_t **out, hd_conf_t *conf, hd_accept_cb accept_cb,
                            uv_loop_t *main_loop);
