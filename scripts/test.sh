@@ -145,3 +145,42 @@ dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q 'deb-systemd-invok
 grep -q ' root/root .* \./usr/sbin/herald$' "$stage/contents"
 dpkg-deb -x "$deb" "$stage/deb"
 check_tree "$stage/deb" "$deb"
+
+# In CI (or when asked), the package goes through dpkg for real: its maintainer scripts enable the
+# service (and start it where systemd runs: then it must be active and serve the shipped conf's
+# port), the installed unit's ExecStart command runs and serves, and a purge leaves nothing. A
+# machine that already has a herald package installed is left alone.
+if [ "${CI:-}" = true ] || [ "${HERALD_TEST_DPKG:-}" = 1 ]; then
+    echo "== dpkg: install, enable, start, purge"
+    if dpkg-query -W -f='${Status}' herald 2>/dev/null | grep -q 'ok installed'; then
+        echo "dpkg: a herald package is installed on this machine already; not touching it"
+    else
+        trap 'dpkg --purge herald >/dev/null 2>&1 || true; rm -rf "$stage"' EXIT
+        dpkg -i "$deb" >/dev/null
+        [ -L /etc/systemd/system/multi-user.target.wants/herald.service ] ||
+            { echo "!! dpkg: postinst did not enable herald.service"; exit 1; }
+        if [ "$(ps -p 1 -o comm=)" = systemd ]; then
+            systemctl is-active --quiet herald || { systemctl status herald; exit 1; }
+            curl -fsS --retry 5 --retry-connrefused --max-time 5 http://127.0.0.1:8080/healthz |
+                grep -q '"ok"'
+            echo "dpkg: systemctl started herald; /healthz served"
+        else
+            echo "dpkg: no systemd as PID 1 here: the start is the unit's own command, below"
+        fi
+        exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/herald.service)
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        $exec_start -o "listen 127.0.0.1:$port" -o 'workers 1' -o 'max_connections 1000' &
+        pid=$!
+        curl -fsS --retry 10 --retry-connrefused --retry-delay 1 --retry-max-time 15 --max-time 5 \
+            "http://127.0.0.1:$port/healthz" | grep -q '"ok"' ||
+            { echo "!! dpkg: the unit's ExecStart ($exec_start) does not serve"; kill "$pid"; exit 1; }
+        kill -TERM "$pid"
+        wait "$pid"
+        dpkg --purge herald >/dev/null
+        for f in /usr/sbin/herald /etc/herald/herald.conf /lib/systemd/system/herald.service \
+            /etc/systemd/system/multi-user.target.wants/herald.service; do
+            [ ! -e "$f" ] && [ ! -L "$f" ] || { echo "!! dpkg: $f left after purge"; exit 1; }
+        done
+        echo "dpkg: installed, enabled, ExecStart served /healthz, purged clean"
+    fi
+fi
