@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_conf.c: unit tests of src/conf/conf.c: defaults, every value type with its suffixes and
- * ranges, every error message, the line syntax, -o overrides, the TLS checks, restart_needed,
- * and the shipped conf/herald.conf, whole, cut at every line and at every byte.
+ * test_conf.c: unit tests of src/conf/ (conf.c, directives.c, values.c): defaults, every value type
+ * with its suffixes and ranges, every error message, the line syntax, -o overrides, the TLS checks,
+ * restart_needed, and the shipped conf/herald.conf, whole, cut at every line and at every byte.
  *
- * It includes the .c under test to reach the table and the parsers of types no directive uses
+ * It includes the .c files under test to reach the table and the parsers of types no directive uses
  * yet (bool).
  */
 #include "conf/conf.c"
+#include "conf/directives.c"
+#include "conf/values.c"
 
 #include "test.h"
 
@@ -58,9 +60,9 @@ static int conf_same(const hd_conf_t *a, const hd_conf_t *b)
 {
     size_t i;
 
-    for (i = 0; i < N_DIRECTIVES; i++) {
-        if (!type_ops[directives[i].type].equal(a, b, &directives[i])) {
-            fprintf(stderr, "  directive %s differs\n", directives[i].name);
+    for (i = 0; i < hd_conf_n_directives; i++) {
+        if (!hd_conf_type_ops[hd_conf_directives[i].type].equal(a, b, &hd_conf_directives[i])) {
+            fprintf(stderr, "  directive %s differs\n", hd_conf_directives[i].name);
             return 0;
         }
     }
@@ -178,9 +180,9 @@ static void test_table(void)
 {
     size_t i, j;
 
-    for (i = 0; i < N_DIRECTIVES; i++) {
-        const directive_t *d = &directives[i];
-        const type_ops_t *ops = &type_ops[d->type];
+    for (i = 0; i < hd_conf_n_directives; i++) {
+        const directive_t *d = &hd_conf_directives[i];
+        const type_ops_t *ops = &hd_conf_type_ops[d->type];
         uint64_t min, max, def;
 
         T_TRUE(d->name != NULL && d->desc != NULL && d->def != NULL);
@@ -190,7 +192,7 @@ static void test_table(void)
         /* A default must print as one word so that hd_conf_print_reference reads back. */
         T_TRUE(d->def[0] != '\0' && strpbrk(d->def, " \t#\"") == NULL);
         for (j = 0; j < i; j++)
-            T_TRUE(strcmp(d->name, directives[j].name) != 0);
+            T_TRUE(strcmp(d->name, hd_conf_directives[j].name) != 0);
         if (d->type == T_UINT || d->type == T_SIZE || d->type == T_DURATION) {
             int (*parse)(const char *, uint64_t *) = d->type == T_UINT   ? parse_uint
                                                      : d->type == T_SIZE ? parse_size
@@ -212,9 +214,9 @@ static void test_table(void)
         T_TRUE(d->auto_value == NULL || d->type == T_UINT);
     }
     /* Every name once: a second row would shadow the first. */
-    for (size_t a = 0; a < N_DIRECTIVES; a++)
-        for (size_t b = a + 1; b < N_DIRECTIVES; b++)
-            T_TRUE(strcmp(directives[a].name, directives[b].name) != 0);
+    for (size_t a = 0; a < hd_conf_n_directives; a++)
+        for (size_t b = a + 1; b < hd_conf_n_directives; b++)
+            T_TRUE(strcmp(hd_conf_directives[a].name, hd_conf_directives[b].name) != 0);
 }
 
 static void test_print_reference(void)
@@ -233,10 +235,10 @@ static void test_print_reference(void)
     T_CONTAINS(text, "\nheader_timeout 10s\n");
     T_CONTAINS(text, "\nlisten 0.0.0.0:8080\n");
     /* Every directive: its description line, then "name default". */
-    for (i = 0, p = text; i < N_DIRECTIVES; i++) {
+    for (i = 0, p = text; i < hd_conf_n_directives; i++) {
         char want[512];
-        snprintf(want, sizeof(want), "# %s\n%s %s\n", directives[i].desc, directives[i].name,
-                 directives[i].def);
+        snprintf(want, sizeof(want), "# %s\n%s %s\n", hd_conf_directives[i].desc,
+                 hd_conf_directives[i].name, hd_conf_directives[i].def);
         p = strstr(p, want);
         T_TRUE(p != NULL);
     }
@@ -831,7 +833,8 @@ static void test_overrides(void)
                "wrokers 1");
 }
 
-/* ---- checks across directives ---------------------------------------------------------------- */
+/* ---- checks across hd_conf_directives
+ * ---------------------------------------------------------------- */
 
 static void test_tls_checks(void)
 {
@@ -1048,14 +1051,15 @@ static void test_shipped_conf(void)
     text = slurp(path, &len);
     {
         char *doc = slurp(src_path("docs/configuration.md"), NULL);
-        for (i = 0; i < N_DIRECTIVES; i++) {
+        for (i = 0; i < hd_conf_n_directives; i++) {
             char want[512];
-            snprintf(want, sizeof(want), "\n%s %s\n", directives[i].name, directives[i].def);
+            snprintf(want, sizeof(want), "\n%s %s\n", hd_conf_directives[i].name,
+                     hd_conf_directives[i].def);
             if (strstr(text, want) == NULL) {
-                snprintf(want, sizeof(want), "\n# %s ", directives[i].name);
+                snprintf(want, sizeof(want), "\n# %s ", hd_conf_directives[i].name);
                 T_CONTAINS(text, want);
             }
-            snprintf(want, sizeof(want), "### %s\n", directives[i].name);
+            snprintf(want, sizeof(want), "### %s\n", hd_conf_directives[i].name);
             T_CONTAINS(doc, want);
         }
         free(doc);

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * directives.c: the one table of directives (conf_internal.h). Adding a directive is one field
+ * in hd_conf_t (include/herald/conf.h) and one row below; defaults, range checks, error
+ * messages, hd_conf_restart_needed and hd_conf_print_reference all follow from the row.
+ * Defaults are strings applied through the same setter as the file, so the table cannot hold a
+ * default the parser would refuse.
+ */
+#include "conf_internal.h"
+
+#include "herald/log.h"
+#include "herald/redis_url.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const choice_t log_levels[] = {{"debug", HD_LOG_DEBUG},
+                                      {"info", HD_LOG_INFO},
+                                      {"warn", HD_LOG_WARN},
+                                      {"error", HD_LOG_ERROR},
+                                      {NULL, 0}};
+static const choice_t tls_versions[] = {{"1.2", 12}, {"1.3", 13}, {NULL, 0}};
+
+/* "workers auto"; set_number clamps it into the directive's range. */
+static unsigned online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 65536 ? 65536 : (unsigned)n;
+}
+
+static int check_redis_url(const char *value, char *why, size_t whylen)
+{
+    hd_redis_addr_t a;
+
+    return hd_redis_url_parse(value, &a, why, whylen) == 0 ? 0 : -1;
+}
+
+static int check_redis_prefix(const char *value, char *why, size_t whylen)
+{
+    size_t i, n = strlen(value);
+
+    for (i = 0; i < n; i++) {
+        if ((unsigned char)value[i] <= ' ' || (unsigned char)value[i] >= 0x7f)
+            break;
+    }
+    if (n > 64 || i < n) {
+        snprintf(why, whylen, "expected 1..64 printable characters without spaces");
+        return -1;
+    }
+    return 0;
+}
+
+/* clang-format off */
+const directive_t hd_conf_directives[] = {
+    /* process */
+    D("listen", T_LISTEN, listens, "0.0.0.0:8080", NULL, NULL, RESTART | F_MULTI,
+      "address to accept connections on: IPv4:PORT, [IPv6]:PORT or *:PORT, tls = TLS; repeatable"),
+    D("workers", T_UINT, workers, "auto", "1", "1024", RESTART,
+      "worker threads, each with its own event loop; auto = one per online CPU",
+      .auto_value = online_cpus),
+    D("pidfile", T_STRING, pidfile, "off", NULL, NULL, RESTART,
+      "file the process id is written to; off = none", .none = "off"),
+    D("shutdown_timeout", T_DURATION, shutdown_timeout_ms, "10s", "0", "1h", RELOAD,
+      "on SIGTERM or SIGINT, time given to open connections to finish before they are closed"),
+
+    /* logging */
+    D("log_level", T_ENUM, log_level, "info", NULL, NULL, RELOAD,
+      "least severe level logged: debug, info, warn or error", .choices = log_levels),
+    D("log_file", T_STRING, log_file, "stderr", NULL, NULL, RESTART,
+      "error log file; stderr = standard error", .none = "off|stderr"),
+    D("access_log", T_STRING, access_log, "off", NULL, NULL, RELOAD,
+      "access log file, one line per request; off = none", .none = "off"),
+
+    /* connection limits */
+    D("max_connections", T_UINT, max_connections, "100000", "1", "10000000", RELOAD,
+      "open client connections allowed on this node; more are refused"),
+    D("accept_rate", T_UINT, accept_rate, "0", "0", "10000000", RELOAD,
+      "new connections accepted per second on this node; 0 = unlimited"),
+    D("accept_burst", T_UINT, accept_burst, "1000", "1", "10000000", RELOAD,
+      "new connections accepted at once above accept_rate (token bucket depth)"),
+
+    /* HTTP */
+    D("max_url_size", T_SIZE, max_url_bytes, "8k", "256", "1m", RELOAD,
+      "longest request URL (path and query) accepted; longer is answered 414"),
+    D("max_header_size", T_SIZE, max_header_bytes, "16k", "1k", "1m", RELOAD,
+      "largest request header section accepted; larger is answered 431"),
+    D("max_body_size", T_SIZE, max_body_bytes, "1m", "0", "1g", RELOAD,
+      "largest request body (a published message) accepted; larger is answered 413"),
+    D("header_timeout", T_DURATION, header_timeout_ms, "10s", "10ms", "1h", RELOAD,
+      "time allowed to receive a request's header section"),
+    D("body_timeout", T_DURATION, body_timeout_ms, "30s", "10ms", "1h", RELOAD,
+      "time allowed to receive a request's whole body (a deadline, not a time between reads)"),
+    D("keepalive_timeout", T_DURATION, keepalive_timeout_ms, "75s", "10ms", "1h", RELOAD,
+      "time an idle keep-alive connection waits for its next request"),
+    D("keepalive_requests", T_UINT, keepalive_requests, "10000", "1", "10000000", RELOAD,
+      "requests served on one connection before it is closed"),
+
+    /* TLS */
+    D("tls_certificate", T_STRING, tls_certificate, "off", NULL, NULL, RELOAD,
+      "PEM certificate chain for tls listeners; off = none", .none = "off"),
+    D("tls_certificate_key", T_STRING, tls_certificate_key, "off", NULL, NULL, RELOAD,
+      "PEM private key of tls_certificate; off = none", .none = "off"),
+    D("tls_ciphers", T_STRING, tls_ciphers,
+      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+      "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+      NULL, NULL, RELOAD,
+      "TLS 1.2 cipher list (OpenSSL syntax); TLS 1.3 uses OpenSSL's default suites"),
+    D("tls_min_version", T_ENUM, tls_min_version, "1.2", NULL, NULL, RELOAD,
+      "oldest TLS version accepted: 1.2 or 1.3", .choices = tls_versions),
+
+    /* publishing and history */
+    D("publish_key", T_STRING, publish_key, "off", NULL, NULL, RELOAD,
+      "when set, publishing needs 'Authorization: Bearer <key>'; off = open", .none = "off"),
+    D("max_message_size", T_SIZE, max_message_bytes, "1m", "1", "64m", RELOAD,
+      "largest message payload accepted from a publisher; larger is answered 413 (WebSocket 1009)"),
+    D("idempotency_window", T_DURATION, idempotency_window_ms, "10m", "0", "24h", RESTART,
+      "a publish retried with the same idempotency key within it gets the first id; 0 = off"),
+    D("history_size", T_UINT, history_size, "100", "0", "1000000", RESTART,
+      "messages kept per channel for resume and polling"),
+    D("history_ttl", T_DURATION, history_ttl_ms, "1h", "0", "720h", RESTART,
+      "age after which a message leaves history; 0 = no age limit"),
+    D("history_max_bytes", T_SIZE, history_max_bytes, "4m", "0", "1g", RESTART,
+      "payload bytes kept per channel; the oldest messages leave first"),
+    D("max_memory", T_SIZE, max_memory_bytes, "256m", "1m", "64g", RESTART,
+      "bytes of channels and history on this node; the coldest channels lose history first"),
+    D("max_channels", T_UINT, max_channels, "100000", "1", "100000000", RESTART,
+      "channels (with subscribers or history) on this node; a new one past it is answered 507"),
+
+    /* delivery */
+    D("max_queue_bytes", T_SIZE, max_queue_bytes, "1m", "4k", "1g", RELOAD,
+      "bytes waiting to be written to one subscriber; one further behind is disconnected"),
+    D("max_subscriptions_per_connection", T_UINT, max_subscriptions_per_connection, "64", "1",
+      "1024", RELOAD,
+      "subscriptions of one /ws connection, channels of one SSE stream; more are refused"),
+    D("max_subscriptions", T_UINT, max_subscriptions, "1000000", "1", "100000000", RELOAD,
+      "subscriptions on this node (every transport, long polls included); more are refused 503"),
+    D("poll_max_messages", T_UINT, poll_max_messages, "100", "1", "10000", RELOAD,
+      "messages in one poll or long-poll answer"),
+    D("max_response_size", T_SIZE, max_response_bytes, "1m", "64k", "1g", RELOAD,
+      "bytes of one poll or long-poll answer: it holds fewer messages rather than grow past this"),
+    D("longpoll_timeout", T_DURATION, longpoll_timeout_ms, "30s", "1s", "1h", RELOAD,
+      "how long a long poll is held when the client gives no timeout"),
+    D("longpoll_max_timeout", T_DURATION, longpoll_max_timeout_ms, "120s", "1s", "1h", RELOAD,
+      "upper bound for the timeout a long-poll client asks for"),
+    D("sse_heartbeat", T_DURATION, sse_heartbeat_ms, "15s", "100ms", "1h", RELOAD,
+      "interval of the comment line that keeps idle SSE streams (and proxies) alive"),
+    D("sse_retry", T_DURATION, sse_retry_ms, "3s", "100ms", "1h", RELOAD,
+      "reconnect delay hinted to SSE clients; each stream gets it plus up to 100% jitter"),
+    D("ws_ping_interval", T_DURATION, ws_ping_interval_ms, "30s", "100ms", "1h", RELOAD,
+      "interval of server pings on WebSocket connections"),
+    D("ws_idle_timeout", T_DURATION, ws_idle_timeout_ms, "90s", "100ms", "1h", RELOAD,
+      "a WebSocket peer silent this long (no frame, no pong) is closed"),
+    D("ws_origins", T_STRING, ws_origins, "*", NULL, NULL, RELOAD,
+      "space-separated Origin values allowed to open WebSockets; * = any", .none = "*"),
+    D("ws_client_publish", T_BOOL, ws_client_publish, "off", NULL, NULL, RELOAD,
+      "WebSocket clients may publish to the channels they are on"),
+
+    /* Redis bridge */
+    D("redis", T_STRING, redis, "off", NULL, NULL, RESTART,
+      "Redis the nodes share: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or a socket; off = one node",
+      .none = "off", .check = check_redis_url),
+    D("redis_prefix", T_STRING, redis_prefix, "herald:", NULL, NULL, RESTART,
+      "prefix of every Redis key and pub/sub channel herald uses", .check = check_redis_prefix),
+    D("redis_timeout", T_DURATION, redis_timeout_ms, "3s", "100ms", "1m", RESTART,
+      "a Redis connect or command taking longer counts as a lost connection"),
+    D("redis_max_pending", T_UINT, redis_max_pending, "100000", "16", "10000000", RESTART,
+      "live messages held for ordering (catching up after a reconnect); past it, a gap notice"),
+};
+/* clang-format on */
+
+const size_t hd_conf_n_directives = HD_ARRAY_SIZE(hd_conf_directives);
+
+/* The name of a log level, as the log_level directive spells it. */
+const char *hd_conf_log_level_name(int level)
+{
+    const choice_t *ch;
+
+    for (ch = log_levels; ch->name != NULL; ch++) {
+        if (ch->value == level)
+            return ch->name;
+    }
+    return "unknown";
+}

@@ -1,0 +1,478 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * values.c: the configuration's value types (conf_internal.h): for each, the setter that parses
+ * a directive's words into its hd_conf_t field with the directive's range, the disposer and the
+ * comparison hd_conf_restart_needed uses; and the error messages, which name file, line and
+ * directive.
+ */
+#include "conf_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+/* ---- messages -------------------------------------------------------------------------------- */
+
+void hd_conf_append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (buf == NULL || *pos >= len)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *pos = *pos + (size_t)n < len ? *pos + (size_t)n : len;
+}
+
+/* Writes "FILE:LINE", "-o 'TEXT'" or "FILE" (for a default) for an origin. */
+static void append_origin(const loader_t *ld, char *buf, size_t len, size_t *pos, int origin)
+{
+    if (origin > 0)
+        hd_conf_append(buf, len, pos, "%s:%d", ld->name, origin);
+    else if (origin < 0)
+        hd_conf_append(buf, len, pos, "-o '%s'", ld->overrides[-origin - 1]);
+    else
+        hd_conf_append(buf, len, pos, "%s", ld->name);
+}
+
+int hd_conf_fail(loader_t *ld, int origin, const char *directive, const char *fmt, ...)
+{
+    size_t pos = 0;
+    va_list ap;
+
+    if (ld->err == NULL || ld->errlen == 0)
+        return HD_ECONF;
+    append_origin(ld, ld->err, ld->errlen, &pos, origin);
+    hd_conf_append(ld->err, ld->errlen, &pos, ": ");
+    if (directive != NULL)
+        hd_conf_append(ld->err, ld->errlen, &pos, "%s: ", directive);
+    if (pos < ld->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(ld->err + pos, ld->errlen - pos, fmt, ap);
+        va_end(ap);
+    }
+    /* One printable line whatever the input held: text echoed from a line or an override may
+     * carry control bytes (an -o value with a newline, a stray CR), which would split a log
+     * line or garble a terminal. */
+    for (char *p = ld->err; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    }
+    return HD_ECONF;
+}
+
+/* ---- numbers --------------------------------------------------------------------------------- */
+
+/* Parses leading decimal digits of s into *out; returns the number of digits, 0 on none or on
+ * overflow (the caller then reports the value as out of range). */
+static size_t parse_digits(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i;
+
+    for (i = 0; s[i] >= '0' && s[i] <= '9'; i++) {
+        unsigned digit = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return 0;
+        v = v * 10 + digit;
+    }
+    *out = v;
+    return i;
+}
+
+static int scale(uint64_t v, uint64_t mult, uint64_t *out)
+{
+    if (mult != 0 && v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+/* "123": plain decimal, no sign. Returns 0 or -1. */
+static int parse_uint(const char *s, uint64_t *out)
+{
+    size_t n = parse_digits(s, out);
+    return n > 0 && s[n] == '\0' ? 0 : -1;
+}
+
+/* "512", "8k", "1M", "1g" (1k = 1024 bytes). Returns 0 or -1. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v, mult;
+    size_t n = parse_digits(s, &v);
+
+    if (n == 0)
+        return -1;
+    switch (s[n]) {
+    case '\0':
+        *out = v;
+        return 0;
+    case 'k':
+    case 'K':
+        mult = 1024;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1024 * 1024;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1024 * 1024 * 1024;
+        break;
+    default:
+        return -1;
+    }
+    return s[n + 1] == '\0' ? scale(v, mult, out) : -1;
+}
+
+/* "30" (seconds), "250ms", "30s", "5m", "1h", into milliseconds. Returns 0 or -1. */
+static int parse_duration(const char *s, uint64_t *out_ms)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t ms;
+    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    uint64_t v;
+    size_t n = parse_digits(s, &v), i;
+
+    if (n == 0)
+        return -1;
+    for (i = 0; i < HD_ARRAY_SIZE(units); i++) {
+        if (strcmp(s + n, units[i].suffix) == 0)
+            return scale(v, units[i].ms, out_ms);
+    }
+    return -1;
+}
+
+/* "on", "yes", "true" / "off", "no", "false". Returns 0 or -1. */
+static int parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"on", "yes", "true"}, *const no[] = {"off", "no", "false"};
+    size_t i;
+
+    for (i = 0; i < HD_ARRAY_SIZE(yes); i++) {
+        if (strcmp(s, yes[i]) == 0 || strcmp(s, no[i]) == 0) {
+            *out = strcmp(s, yes[i]) == 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The range columns of the table are in the file's syntax; a row they do not parse is a bug. */
+static void range_of(const directive_t *d, int (*parse)(const char *, uint64_t *), uint64_t *min,
+                     uint64_t *max)
+{
+    HD_ASSERT(d->min != NULL && d->max != NULL);
+    HD_ASSERT(parse(d->min, min) == 0 && parse(d->max, max) == 0);
+}
+
+static void store_uint(hd_conf_t *c, const directive_t *d, uint64_t v)
+{
+    char *p = (char *)c + d->offset;
+
+    switch (d->size) {
+    case 1: {
+        uint8_t x = (uint8_t)v;
+        HD_ASSERT(x == v);
+        memcpy(p, &x, 1);
+        break;
+    }
+    case 2: {
+        uint16_t x = (uint16_t)v;
+        HD_ASSERT(x == v);
+        memcpy(p, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = (uint32_t)v;
+        HD_ASSERT(x == v);
+        memcpy(p, &x, 4);
+        break;
+    }
+    case 8:
+        memcpy(p, &v, 8);
+        break;
+    default:
+        HD_ASSERT(!"integer field of unexpected size");
+    }
+}
+
+/* Shared by the three numeric types: parse, check the range, store. */
+static int set_number(loader_t *ld, const directive_t *d, const char *s,
+                      int (*parse)(const char *, uint64_t *), const char *what)
+{
+    uint64_t v, min, max;
+
+    range_of(d, parse, &min, &max);
+    if (d->auto_value != NULL && strcmp(s, "auto") == 0) {
+        v = d->auto_value();
+        v = v < min ? min : v > max ? max : v;
+    } else if (parse(s, &v) != 0 || v < min || v > max) {
+        return hd_conf_fail(ld, ld->origin, d->name, "expected %s%s in %s..%s, got \"%s\"",
+                            d->auto_value != NULL ? "\"auto\" or " : "", what, d->min, d->max, s);
+    }
+    store_uint(ld->conf, d, v);
+    return 0;
+}
+
+static int set_uint(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    (void)argc;
+    return set_number(ld, d, argv[0], parse_uint, "an integer");
+}
+
+static int set_size(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    (void)argc;
+    return set_number(ld, d, argv[0], parse_size, "a size (bytes, or with k, m, g)");
+}
+
+static int set_duration(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    (void)argc;
+    return set_number(ld, d, argv[0], parse_duration, "a duration (seconds, or with ms, s, m, h)");
+}
+
+static int set_bool(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    int v;
+
+    (void)argc;
+    if (parse_bool(argv[0], &v) != 0)
+        return hd_conf_fail(ld, ld->origin, d->name,
+                            "expected on or off (yes/no, true/false), got \"%s\"", argv[0]);
+    store_uint(ld->conf, d, (uint64_t)v);
+    return 0;
+}
+
+static int equal_bytes(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    return memcmp((const char *)a + d->offset, (const char *)b + d->offset, d->size) == 0;
+}
+
+static void dispose_nothing(hd_conf_t *c, const directive_t *d)
+{
+    (void)c;
+    (void)d;
+}
+
+/* ---- strings and words ----------------------------------------------------------------------- */
+
+/* Whether s is one of the "|"-separated words of list (NULL: none). */
+static int is_word_of(const char *s, const char *list)
+{
+    size_t n = strlen(s);
+
+    while (list != NULL && *list != '\0') {
+        const char *bar = strchr(list, '|');
+        size_t len = bar ? (size_t)(bar - list) : strlen(list);
+        if (len == n && memcmp(list, s, n) == 0)
+            return 1;
+        list = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
+static char **string_field(hd_conf_t *c, const directive_t *d)
+{
+    HD_ASSERT(d->size == sizeof(char *));
+    return (char **)(void *)((char *)c + d->offset);
+}
+
+static int set_string(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    char **field = string_field(ld->conf, d);
+    const char *s = argv[0];
+
+    (void)argc;
+    if (d->none == NULL && s[0] == '\0')
+        return hd_conf_fail(ld, ld->origin, d->name, "expected a non-empty value");
+    if (d->none != NULL && (s[0] == '\0' || is_word_of(s, d->none))) {
+        free(*field);
+        *field = NULL;
+        return 0;
+    }
+    if (d->check != NULL) {
+        char why[256];
+        if (d->check(s, why, sizeof(why)) < 0)
+            return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
+    }
+    free(*field);
+    *field = hd_strdup(s);
+    return 0;
+}
+
+static void dispose_string(hd_conf_t *c, const directive_t *d)
+{
+    char **field = string_field(c, d);
+
+    free(*field);
+    *field = NULL;
+}
+
+static int equal_string(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    const char *x = *(char *const *)(const void *)((const char *)a + d->offset);
+    const char *y = *(char *const *)(const void *)((const char *)b + d->offset);
+
+    return (x == NULL && y == NULL) || (x != NULL && y != NULL && strcmp(x, y) == 0);
+}
+
+static int set_enum(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    char words[256];
+    size_t pos = 0;
+    const choice_t *ch;
+
+    (void)argc;
+    HD_ASSERT(d->choices != NULL && d->size == sizeof(int));
+    for (ch = d->choices; ch->name != NULL; ch++) {
+        if (strcmp(ch->name, argv[0]) == 0) {
+            memcpy((char *)ld->conf + d->offset, &ch->value, sizeof(int));
+            return 0;
+        }
+    }
+    words[0] = '\0';
+    for (ch = d->choices; ch->name != NULL; ch++)
+        hd_conf_append(words, sizeof(words), &pos, "%s%s", ch == d->choices ? "" : ", ", ch->name);
+    return hd_conf_fail(ld, ld->origin, d->name, "expected one of %s, got \"%s\"", words, argv[0]);
+}
+
+/* ---- listen ---------------------------------------------------------------------------------- */
+
+static const char listen_syntax[] = "ADDR:PORT [tls], e.g. 0.0.0.0:8080, [::1]:8080 or *:8443 tls";
+
+/* Parses "IPv4:PORT", "[IPv6]:PORT" or "*:PORT" into l. Returns 0 or fails with a message. */
+static int parse_listen(loader_t *ld, const directive_t *d, const char *s, hd_listen_t *l)
+{
+    char host[INET6_ADDRSTRLEN + 64];
+    const char *colon, *h = s;
+    size_t hlen;
+    uint64_t port;
+    int is_v6 = 0, rc;
+
+    memset(l, 0, sizeof(*l));
+    if (strlen(s) >= sizeof(l->text))
+        return hd_conf_fail(ld, ld->origin, d->name, "address too long: \"%s\"", s);
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return hd_conf_fail(ld, ld->origin, d->name, "expected %s, got \"%s\"", listen_syntax,
+                                s);
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+        is_v6 = 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+            return hd_conf_fail(ld, ld->origin, d->name,
+                                "expected %s (IPv6 in brackets), got \"%s\"", listen_syntax, s);
+        hlen = (size_t)(colon - s);
+    }
+    if (parse_uint(colon + 1, &port) != 0 || port > 65535)
+        return hd_conf_fail(ld, ld->origin, d->name, "expected a port in 0..65535, got \"%s\"", s);
+    if (hlen == 0 || hlen >= sizeof(host))
+        return hd_conf_fail(ld, ld->origin, d->name, "expected %s, got \"%s\"", listen_syntax, s);
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    if (is_v6) {
+        rc = uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&l->addr);
+        l->addrlen = sizeof(struct sockaddr_in6);
+    } else {
+        rc = uv_ip4_addr(strcmp(host, "*") == 0 ? "0.0.0.0" : host, (int)port,
+                         (struct sockaddr_in *)&l->addr);
+        l->addrlen = sizeof(struct sockaddr_in);
+    }
+    if (rc != 0)
+        return hd_conf_fail(ld, ld->origin, d->name,
+                            "\"%s\" is not a numeric IPv%d address in \"%s\"", host, is_v6 ? 6 : 4,
+                            s);
+    memcpy(l->text, s, strlen(s) + 1);
+    return 0;
+}
+
+static uint16_t listen_port(const hd_listen_t *l)
+{
+    return l->addr.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&l->addr)->sin6_port
+                                         : ((const struct sockaddr_in *)&l->addr)->sin_port;
+}
+
+static int same_listen_addr(const hd_listen_t *a, const hd_listen_t *b)
+{
+    return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+static int set_listen(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_conf_t *c = ld->conf;
+    hd_listen_t l;
+    size_t i;
+    int rc;
+
+    if ((rc = parse_listen(ld, d, argv[0], &l)) != 0)
+        return rc;
+    if (argc == 2) {
+        if (strcmp(argv[1], "tls") != 0)
+            return hd_conf_fail(ld, ld->origin, d->name,
+                                "expected \"tls\" after the address, got \"%s\"", argv[1]);
+        l.is_tls = 1;
+    }
+    /* Port 0 asks for an ephemeral port: two of those are two listeners, not a repeat. */
+    for (i = 0; i < c->n_listens && listen_port(&l) != 0; i++) {
+        if (same_listen_addr(&c->listens[i], &l)) {
+            char first[256];
+            size_t pos = 0;
+            append_origin(ld, first, sizeof(first), &pos, ld->listen_origin[i]);
+            return hd_conf_fail(ld, ld->origin, d->name,
+                                "\"%s\" is the same address as \"%s\" at %s", l.text,
+                                c->listens[i].text, first);
+        }
+    }
+    c->listens = hd_realloc(c->listens, (c->n_listens + 1) * sizeof(*c->listens));
+    ld->listen_origin = hd_realloc(ld->listen_origin, (c->n_listens + 1) * sizeof(int));
+    c->listens[c->n_listens] = l;
+    ld->listen_origin[c->n_listens] = ld->origin;
+    c->n_listens++;
+    return 0;
+}
+
+static void dispose_listen(hd_conf_t *c, const directive_t *d)
+{
+    (void)d;
+    free(c->listens);
+    c->listens = NULL;
+    c->n_listens = 0;
+}
+
+static int equal_listen(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    size_t i;
+
+    (void)d;
+    if (a->n_listens != b->n_listens)
+        return 0;
+    for (i = 0; i < a->n_listens; i++) {
+        if (!same_listen_addr(&a->listens[i], &b->listens[i]) ||
+            a->listens[i].is_tls != b->listens[i].is_tls)
+            return 0;
+    }
+    return 1;
+}
+
+const type_ops_t hd_conf_type_ops[T_NTYPES] = {
+    [T_UINT] = {"N", 1, 1, set_uint, dispose_nothing, equal_bytes},
+    [T_SIZE] = {"SIZE", 1, 1, set_size, dispose_nothing, equal_bytes},
+    [T_DURATION] = {"DURATION", 1, 1, set_duration, dispose_nothing, equal_bytes},
+    [T_BOOL] = {"on|off", 1, 1, set_bool, dispose_nothing, equal_bytes},
+    [T_STRING] = {"VALUE", 1, 1, set_string, dispose_string, equal_string},
+    [T_ENUM] = {"WORD", 1, 1, set_enum, dispose_nothing, equal_bytes},
+    [T_LISTEN] = {"ADDR:PORT [tls]", 1, 2, set_listen, dispose_listen, equal_listen},
+};
