@@ -1,13 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * redis_bridge.h: what the two halves of the Redis bridge share, private to src/broker.
+ * redis_bridge.h: what the files of the Redis bridge share, private to src/broker. Calls run one
+ * way, down this list (redis_conn.c reports back only through hd_redis_events_t):
  *
- *   redis.c       the bridge: the broker protocol (requests, channels, the ordered delivery
- *                 queue, answers from Redis turned into replies and deliveries)
- *   redis_conn.c  the connections: three hiredis async contexts (commands, pub/sub, heartbeat),
- *                 their set-up, timeouts and reconnection with backoff
+ *   redis.c          the broker: its thread and mailbox, hd_broker_redis_new and free, stats,
+ *                    the table of callbacks handed to the connections
+ *   redis_answer.c   what the connections report (hd_redis_events_t): answers to publishes and
+ *                    reads turned into replies, pub/sub messages and subscription confirmations
+ *   redis_request.c  requests from workers: publishes in bounded parts and held in order,
+ *                    subscribes, unsubscribes, history and info reads, barriers
+ *   redis_queue.c    the ordered delivery queue, channels released, catching up after a
+ *                    reconnect (paced, given up past redis_max_pending), the connections up/down
+ *   redis_chan.c     channels (find, create, free, SUBSCRIBE/UNSUBSCRIBE, herald_read) and the
+ *                    replies to workers (held requests, barriers)
+ *   redis_conn.c     the connections: three hiredis async contexts (commands, pub/sub, heartbeat),
+ *                    their set-up, timeouts and reconnection with backoff
+ *   redis_reply.c    parsing Redis's answers (redis_reply.h), pure
  *
- * Both run on the bridge's own thread and loop; nothing here is shared with workers except the
+ * All run on the bridge's own thread and loop; nothing here is shared with workers except the
  * mailbox and the relaxed-atomic stats.
  */
 #ifndef HERALD_BROKER_REDIS_BRIDGE_H
@@ -228,12 +238,13 @@ void hd_redis_note_epoch(redis_broker_t *b, uint64_t epoch);
 /* SUBSCRIBE or UNSUBSCRIBE P msg:<channel> on the subscriber connection. */
 void hd_redis_send_sub(redis_broker_t *b, const char *cmd, const char *channel, size_t len);
 
-/* ---- redis.c: the bridge, told by the connections through a table of callbacks ---- */
+/* ---- the bridge, told by the connections through a table of callbacks ---- */
 
 /*
  * What the connections report to the bridge. redis.c hands its table to hd_redis_conn_init;
  * redis_conn.c calls only through it, so the connections know nothing of the bridge's insides
- * and calls run one way (redis.c -> redis_conn.c), as wslay hands its caller a callbacks table.
+ * and calls run one way (the bridge's files -> redis_conn.c), as wslay hands its caller a callbacks
+ * table.
  */
 struct hd_redis_events_s {
     /* The answer to op (NULL: it never came, the connection is gone); op is freed after. */
@@ -253,5 +264,62 @@ struct hd_redis_events_s {
 };
 /* The bridge's sweep on the next loop pass (redis_conn.c). */
 void hd_redis_sweep_later(redis_broker_t *b);
+
+/* ---- redis_chan.c: channels and replies to workers ---- */
+
+void hd_redis_reply(hd_breq_t *r);
+void hd_redis_fail_now(hd_breq_t *r, int err);
+/* A request answered later (hd_redis_release): counted, so that a BARRIER waits for it. */
+void hd_redis_hold(redis_broker_t *b);
+void hd_redis_release(redis_broker_t *b, hd_breq_t *r);
+void hd_redis_release_err(redis_broker_t *b, hd_breq_t *r, int err);
+/* The epoch and the highest sequence of a message from Redis noted (stats, lost data). */
+void hd_redis_note_seq(redis_broker_t *b, uint64_t epoch, uint64_t seq);
+/* Parses herald_read's answer (and notes it). Returns 0, or -1 (nothing allocated). */
+int hd_redis_read_answer(redis_broker_t *b, const char *channel, const redisReply *rep,
+                         hd_redis_read_t *out);
+rchan_t *hd_redis_chan_find(redis_broker_t *b, const char *name, size_t len);
+/* Finds or creates. */
+rchan_t *hd_redis_chan_get(redis_broker_t *b, const char *name, size_t len);
+void hd_redis_chan_free(redis_broker_t *b, rchan_t *c);
+void hd_redis_chan_subscribe(redis_broker_t *b, rchan_t *c);
+void hd_redis_chan_unsubscribe(redis_broker_t *b, rchan_t *c);
+/* FCALL herald_read for op (its channel in op->c or op->r). */
+void hd_redis_send_read(redis_broker_t *b, op_t *op, const char *channel, const char *mode,
+                        int has_since, uint64_t since_epoch, uint64_t since_seq, size_t limit);
+
+/* ---- redis_queue.c: ordered deliveries and catching up ---- */
+
+/* Unsubscribes and frees c if nothing is left for it. */
+void hd_redis_maybe_release(redis_broker_t *b, rchan_t *c);
+/* A live message (the reference passes to the call): delivered now or queued. */
+void hd_redis_on_live_message(redis_broker_t *b, rchan_t *c, hd_message_t *m);
+/* Delivers from the head of the queue what no read holds back. */
+void hd_redis_deliver_ready(redis_broker_t *b);
+/* The catch-up read of a channel subscribed again, and its answer (is_current: 0 if stale). */
+void hd_redis_send_catchup(redis_broker_t *b, rchan_t *c);
+void hd_redis_catchup_reply(redis_broker_t *b, op_t *op, const redisReply *rep, int is_current);
+/* hd_redis_events_t's on_up, on_down and sweep. */
+void hd_redis_on_up(redis_broker_t *b);
+void hd_redis_on_down(redis_broker_t *b);
+void hd_redis_sweep(redis_broker_t *b);
+
+/* ---- redis_request.c: requests from workers ---- */
+
+/* A request from the mailbox (arrival order). */
+void hd_redis_handle(redis_broker_t *b, hd_breq_t *r);
+/* The part of publish r from message `first` (the next after an answered one). */
+void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first);
+/* Sends the held publishes no earlier subscribe holds back any more, in order. */
+void hd_redis_drain_held(redis_broker_t *b);
+/* The read that answers a SUBSCRIBE, once its channel is subscribed. */
+void hd_redis_issue_sub_read(redis_broker_t *b, rchan_t *c, pend_sub_t *ps);
+
+/* ---- redis_answer.c: hd_redis_events_t's on_reply, on_message, on_subscription ---- */
+
+void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
+void hd_redis_on_message(redis_broker_t *b, const char *channel, size_t len, const char *data,
+                         size_t data_len);
+void hd_redis_on_subscription(redis_broker_t *b, const char *channel, size_t len, int is_subscribe);
 
 #endif

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * redis_request.c: the Redis bridge's requests from workers (hd_redis_handle, in arrival order):
+ * a PUBLISH sent as FCALL herald_publish_batch in bounded parts (PUBLISH_CALL_MAX_*, later
+ * publishes held meanwhile, and held behind an earlier SUBSCRIBE of one of their channels; the
+ * Idempotency-Keys go with them), a SUBSCRIBE subscribed on Redis pub/sub then read, an
+ * UNSUBSCRIBE, HISTORY and INFO reads, and BARRIERs. Calls redis_queue.c, redis_chan.c and
+ * redis_conn.c; the answers come back through redis_answer.c.
+ */
+#include "redis_bridge.h"
+
+/* ---- requests ---- */
+
+static int publish_blocked(redis_broker_t *b, const held_t *h)
+{
+    for (size_t i = 0; i < h->r->n_msgs; i++) {
+        const hd_message_t *m = h->r->msgs[i];
+        rchan_t *c = hd_redis_chan_find(b, m->channel, m->channel_len);
+        if (c && !hd_list_empty(&c->pending) &&
+            hd_container_of(c->pending.next, pend_sub_t, link)->ticket < h->ticket)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * FCALL herald_publish_batch for the next messages of r from `first`: at most
+ * PUBLISH_CALL_MAX_MSGS of them and PUBLISH_CALL_MAX_BYTES of payload (at least one), so that
+ * the call stays short inside Redis. publish_reply sends the next part when this one is answered.
+ */
+void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
+{
+    size_t n = 0, bytes = 0;
+    while (first + n < r->n_msgs && n < PUBLISH_CALL_MAX_MSGS &&
+           (n == 0 || bytes + r->msgs[first + n]->len <= PUBLISH_CALL_MAX_BYTES))
+        bytes += r->msgs[first + n++]->len;
+    size_t argc = 3 + 5 * n;
+    const char *argv[3 + 5 * PUBLISH_CALL_MAX_MSGS];
+    size_t lens[3 + 5 * PUBLISH_CALL_MAX_MSGS];
+    char keys[PUBLISH_CALL_MAX_MSGS][KEY_MAX], nkeys[24];
+    snprintf(nkeys, sizeof(nkeys), "%zu", n);
+    argv[0] = "FCALL";
+    argv[1] = "herald_publish_batch";
+    argv[2] = nkeys;
+    for (size_t i = 0; i < 3; i++)
+        lens[i] = strlen(argv[i]);
+    for (size_t i = 0; i < n; i++) {
+        hd_message_t *m = r->msgs[first + i];
+        lens[3 + i] = hd_redis_key(b, keys[i], "ch:", m->channel, m->channel_len);
+        argv[3 + i] = keys[i];
+        const char **a = argv + 3 + n + 4 * i;
+        size_t *l = lens + 3 + n + 4 * i;
+        a[0] = m->channel;
+        l[0] = m->channel_len;
+        a[1] = m->data;
+        l[1] = m->len;
+        a[2] = m->content_type;
+        l[2] = strlen(m->content_type);
+        a[3] = m->idem_key ? m->idem_key : "";
+        l[3] = strlen(a[3]);
+    }
+    op_t *op = hd_redis_op_new(b, OP_PUBLISH);
+    op->r = r;
+    op->first = first;
+    op->n = n;
+    b->in_parts = first + n < r->n_msgs || first > 0 ? r : NULL;
+    hd_redis_send(b, op, (int)argc, argv, lens);
+    for (size_t i = 0; i < n; i++) { /* hiredis copied them: Redis keeps the record */
+        free(r->msgs[first + i]->idem_key);
+        r->msgs[first + i]->idem_key = NULL;
+    }
+}
+
+/* Sends the held publishes no earlier subscribe holds back any more, in order. */
+void hd_redis_drain_held(redis_broker_t *b)
+{
+    while (!hd_list_empty(&b->held) && b->state == ST_UP && !b->in_parts) {
+        held_t *h = hd_container_of(b->held.next, held_t, link);
+        if (publish_blocked(b, h))
+            return;
+        hd_list_remove(&h->link);
+        hd_breq_t *r = h->r;
+        free(h);
+        hd_redis_send_publish(b, r, 0);
+    }
+}
+
+static void do_publish(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
+{
+    if (b->state != ST_UP) {
+        hd_redis_fail_now(r, HD_EOVERLOAD);
+        return;
+    }
+    if (r->n_msgs == 0) {
+        hd_redis_reply(r);
+        return;
+    }
+    hd_redis_hold(b);
+    held_t h = {.r = r, .ticket = ticket};
+    if (hd_list_empty(&b->held) && !b->in_parts && !publish_blocked(b, &h)) {
+        hd_redis_send_publish(b, r, 0);
+        return;
+    }
+    held_t *copy = hd_malloc(sizeof(*copy));
+    *copy = h;
+    hd_list_insert_tail(&b->held, &copy->link);
+}
+
+void hd_redis_issue_sub_read(redis_broker_t *b, rchan_t *c, pend_sub_t *ps)
+{
+    op_t *op = hd_redis_op_new(b, OP_SUB_READ);
+    op->c = c;
+    op->ps = ps;
+    op->r = ps->r;
+    op->ticket = ++b->read_ticket;
+    ps->op = op;
+    hd_list_insert_tail(&c->reads, &op->link);
+    hd_breq_t *r = ps->r;
+    /* Like the embedded broker: all history after since (no limit), none without since. */
+    hd_redis_send_read(b, op, c->name, "sub", r->has_since, r->since_epoch, r->since_seq, 0);
+}
+
+static void do_subscribe(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
+{
+    if (b->state != ST_UP) {
+        hd_redis_fail_now(r, HD_EOVERLOAD);
+        return;
+    }
+    rchan_t *c = hd_redis_chan_get(b, r->channel, strlen(r->channel));
+    pend_sub_t *ps = hd_calloc(1, sizeof(*ps));
+    ps->r = r;
+    ps->ticket = ticket;
+    hd_list_insert_tail(&c->pending, &ps->link);
+    hd_redis_hold(b);
+    if (c->rstate == RS_SUBSCRIBED)
+        hd_redis_issue_sub_read(b, c, ps);
+    else if (c->rstate != RS_SUBSCRIBING)
+        hd_redis_chan_subscribe(b, c); /* the read follows its confirmation */
+}
+
+static void do_unsubscribe(redis_broker_t *b, hd_breq_t *r)
+{
+    rchan_t *c = hd_redis_chan_find(b, r->channel, strlen(r->channel));
+    if (c && c->subs[r->worker->id] > 0) {
+        c->subs[r->worker->id]--;
+        c->subs_total--;
+        hd_redis_maybe_release(b, c);
+    }
+    hd_breq_free(r);
+}
+
+static void do_read(redis_broker_t *b, hd_breq_t *r)
+{
+    if (b->state != ST_UP) {
+        hd_redis_fail_now(r, HD_EOVERLOAD);
+        return;
+    }
+    hd_redis_hold(b);
+    int is_info = r->type == HD_BREQ_INFO;
+    op_t *op = hd_redis_op_new(b, is_info ? OP_INFO : OP_HISTORY);
+    op->r = r;
+    hd_redis_send_read(b, op, r->channel, is_info ? "info" : "hist", r->has_since, r->since_epoch,
+                       r->since_seq, is_info ? 0 : r->limit);
+}
+
+static void do_barrier(redis_broker_t *b, hd_breq_t *r)
+{
+    if (b->n_inflight == 0) {
+        hd_redis_reply(r);
+        return;
+    }
+    if (b->n_barriers == b->cap_barriers) {
+        b->cap_barriers = b->cap_barriers ? b->cap_barriers * 2 : 8;
+        b->barriers = hd_realloc(b->barriers, b->cap_barriers * sizeof(*b->barriers));
+    }
+    b->barriers[b->n_barriers++] = r;
+}
+
+void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
+{
+    uint64_t ticket = ++b->ticket;
+    switch (r->type) {
+    case HD_BREQ_PUBLISH:
+        do_publish(b, r, ticket);
+        break;
+    case HD_BREQ_SUBSCRIBE:
+        do_subscribe(b, r, ticket);
+        break;
+    case HD_BREQ_UNSUBSCRIBE:
+        do_unsubscribe(b, r);
+        break;
+    case HD_BREQ_HISTORY:
+    case HD_BREQ_INFO:
+        do_read(b, r);
+        break;
+    case HD_BREQ_BARRIER:
+        do_barrier(b, r);
+        break;
+    default:
+        hd_redis_fail_now(r, HD_EBADREQ);
+    }
+}
