@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_http.c: unit tests of src/http/http.c through an embedded node (tests/support): requests are
+ * test_http.c: unit tests of src/http/ through an embedded node (tests/support): requests are
  * written into one end of a socketpair whose other end is adopted as a connection; the test drives
  * the worker loop and reads the responses. Covers keep-alive, pipelining, input split at every
  * offset and byte by byte, bodies, Expect, every limit, HTTP/1.0, HEAD, deferred responses,

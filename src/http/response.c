@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * response.c: answering a request: the status line and headers (Server, Date, Connection as
+ * keep-alive allows), the body inline or as shared buffers, the access log line, JSON error
+ * bodies, and deferred responses (hd_http_defer). Queuing a response resets the request; a
+ * deferred one then hands the connection back to the handler (h->on_answered) for what was
+ * pipelined meanwhile.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+const char *hd_http_status_text(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 507:
+        return "Insufficient Storage";
+    default:
+        return "Unknown";
+    }
+}
+
+void hd_http_access_log(hd_http_t *h, int status, size_t bytes)
+{
+    if (!hd_log_access_enabled())
+        return;
+    char line[1024];
+    const hd_req_t *r = &h->req;
+    uint64_t ms = uv_now(&h->conn->worker->loop) - h->start_ms;
+    int n = snprintf(line, sizeof(line), "%s c#%llu \"%s %.*s HTTP/%u.%u\" %d %zu %llums",
+                     hd_conn_peer(h->conn), (unsigned long long)h->conn->id,
+                     r->method_name ? r->method_name : "-",
+                     (int)(r->url_len > 512 ? 512 : r->url_len), r->url ? r->url : "",
+                     r->version_major, r->version_minor, status, bytes, (unsigned long long)ms);
+    if (n > 0)
+        hd_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static int must_close(hd_http_t *h)
+{
+    const hd_conf_t *conf = conf_of(h);
+    return h->is_closing_after || !h->req.is_keepalive || h->served >= conf->keepalive_requests ||
+           h->conn->worker->is_draining || h->conn->worker->is_stopped;
+}
+
+void hd_http_build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *extra, int is_close)
+{
+    hd_sbuf_appendf(sb, "HTTP/1.1 %d %s\r\nServer: herald/" HERALD_VERSION "\r\nDate: %s\r\n",
+                    status, hd_http_status_text(status), hd_worker_date(h->conn->worker));
+    if (extra)
+        hd_sbuf_appends(sb, extra);
+    if (is_close > 0)
+        hd_sbuf_appends(sb, "Connection: close\r\n");
+    else if (is_close == 0 && h->req.version_major == 1 && h->req.version_minor == 0)
+        hd_sbuf_appends(sb, "Connection: keep-alive\r\n");
+}
+
+/* Queues the head, then the body: either inline bytes or shared buffers (written as they are). */
+static void respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
+                    const void *body, size_t len, hd_buf_t *const *bufs, size_t n_bufs)
+{
+    hd_http_t *h = req->http_;
+    hd_conn_t *c = h->conn;
+    hd_http_end_deferred(h);
+    h->served++;
+    HD_STAT_INC(c->worker, requests);
+    int is_close = must_close(h) || req->is_upgrade;
+    for (size_t i = 0; i < n_bufs; i++)
+        len += bufs[i]->len;
+    int with_body = req->method != HD_M_HEAD;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 256 + (with_body && !n_bufs ? len : 0));
+    hd_http_build_head(h, &sb, status, extra_headers, is_close);
+    if (content_type)
+        hd_sbuf_appendf(&sb, "Content-Type: %s\r\n", content_type);
+    hd_sbuf_appendf(&sb, "Content-Length: %zu\r\n\r\n", len);
+    if (with_body && body && len)
+        hd_sbuf_append(&sb, body, len);
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    hd_conn_send(c, b, 0, b->len);
+    hd_buf_unref(b);
+    for (size_t i = 0; with_body && i < n_bufs; i++)
+        hd_conn_send(c, bufs[i], 0, bufs[i]->len);
+    hd_http_access_log(h, status, len);
+    hd_http_reset_request(h);
+    if (is_close) {
+        hd_conn_finish(c);
+        return;
+    }
+    hd_conn_set_timeout(c, conf_of(h)->keepalive_timeout_ms);
+    if (!h->is_dispatching)
+        h->on_answered(h); /* a deferred response: go on with what was pipelined */
+}
+
+void hd_http_respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
+                     const void *body, size_t len)
+{
+    respond(req, status, extra_headers, content_type, body, len, NULL, 0);
+}
+
+void hd_http_respond_bufs(hd_req_t *req, int status, const char *extra_headers,
+                          const char *content_type, hd_buf_t *const *bufs, size_t n)
+{
+    respond(req, status, extra_headers, content_type, NULL, 0, bufs, n);
+}
+
+static void json_escape_into(char *out, size_t outlen, const char *msg)
+{
+    size_t n = 0;
+    for (; *msg && n + 7 < outlen; msg++) {
+        unsigned char ch = (unsigned char)*msg;
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20) {
+            n += (size_t)snprintf(out + n, outlen - n, "\\u%04x", ch);
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    out[n] = '\0';
+}
+
+void hd_http_respond_error(hd_req_t *req, int status, const char *msg)
+{
+    char esc[512], body[600];
+    json_escape_into(esc, sizeof(esc), msg);
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d}", esc, status);
+    hd_http_respond(req, status, NULL, "application/json", body, (size_t)n);
+}
+
+hd_deferred_t *hd_http_defer(hd_req_t *req)
+{
+    hd_http_t *h = req->http_;
+    HD_ASSERT(h->deferred == NULL);
+    h->deferred = hd_calloc(1, sizeof(*h->deferred));
+    h->deferred->req = req;
+    return h->deferred;
+}
+
+void hd_http_defer_timeout(hd_deferred_t *d, uint64_t timeout_ms)
+{
+    hd_conn_set_timeout(d->req->conn, timeout_ms);
+}
+
+void hd_http_end_deferred(hd_http_t *h)
+{
+    free(h->deferred);
+    h->deferred = NULL;
+}
