@@ -61,6 +61,12 @@ _Noreturn void hd_assert_fail(const char *expr, const char *file, int line);
 void *hd_malloc(size_t n);
 void *hd_calloc(size_t n, size_t size);
 void *hd_realloc(void *p, size_t n);
+/*
+ * Grows the buffer p of *cap bytes (p NULL and *cap 0 for none yet) to hold at least need
+ * bytes, doubling from `first`; past `limit` (0: none) it grows only to limit when limit >= need.
+ * Returns the buffer (moved, perhaps) with its contents kept and *cap updated; never fails.
+ */
+void *hd_grow(void *p, size_t *cap, size_t need, size_t first, size_t limit);
 char *hd_strdup(const char *s);
 char *hd_strndup(const char *s, size_t n);
 

@@ -78,6 +78,19 @@ void *hd_realloc(void *p, size_t n)
     return q ? q : oom(n);
 }
 
+void *hd_grow(void *p, size_t *cap, size_t need, size_t first, size_t limit)
+{
+    if (need <= *cap)
+        return p;
+    size_t n = *cap ? *cap * 2 : first;
+    while (n < need)
+        n *= 2;
+    if (limit && n > limit && limit >= need)
+        n = limit;
+    *cap = n;
+    return hd_realloc(p, n);
+}
+
 char *hd_strdup(const char *s)
 {
     return hd_strndup(s, strlen(s));

@@ -18,13 +18,7 @@ int hd_http_head_append(hd_http_t *h, const char *at, size_t len, size_t limit)
         return -1;
     if (len == 0)
         return 0; /* llhttp reports empty spans ("CONNECT \n"); head may still be NULL */
-    if (h->head_len + len > h->head_cap) {
-        size_t cap = h->head_cap ? h->head_cap * 2 : 1024;
-        while (cap < h->head_len + len)
-            cap *= 2;
-        h->head = hd_realloc(h->head, cap);
-        h->head_cap = cap;
-    }
+    h->head = hd_grow(h->head, &h->head_cap, h->head_len + len, 1024, 0);
     memcpy(h->head + h->head_len, at, len);
     h->head_len += len;
     return 0;
@@ -294,15 +288,7 @@ int hd_http_append_body(void *arg, const char *at, size_t len)
     const hd_conf_t *conf = conf_of(h);
     if (h->body_len + len > conf->max_body_bytes)
         return HD_EBODYTOOBIG;
-    if (h->body_len + len > h->body_cap) {
-        size_t cap = h->body_cap ? h->body_cap * 2 : 4096;
-        while (cap < h->body_len + len)
-            cap *= 2;
-        if (cap > conf->max_body_bytes && conf->max_body_bytes >= h->body_len + len)
-            cap = conf->max_body_bytes;
-        h->body = hd_realloc(h->body, cap);
-        h->body_cap = cap;
-    }
+    h->body = hd_grow(h->body, &h->body_cap, h->body_len + len, 4096, conf->max_body_bytes);
     memcpy(h->body + h->body_len, at, len);
     h->body_len += len;
     return 0;

@@ -702,13 +702,7 @@ static void on_frame_start(wslay_event_context_ptr ctx,
         return;
     }
     size_t need = ws->msg_len + (size_t)arg->payload_length;
-    if (need > ws->msg_cap) {
-        size_t cap = ws->msg_cap ? ws->msg_cap * 2 : 1024;
-        while (cap < need)
-            cap *= 2;
-        ws->msg = hd_realloc(ws->msg, cap);
-        ws->msg_cap = cap;
-    }
+    ws->msg = hd_grow(ws->msg, &ws->msg_cap, need, 1024, 0);
 }
 
 static void on_frame_chunk(wslay_event_context_ptr ctx,
@@ -841,13 +835,7 @@ static void ws_on_data(hd_conn_t *c, const char *data, size_t len)
     hd_ws_enter(ws);
     ws->last_rx_ms = now_ms(ws);
     if (hd_ws_is_open(ws)) {
-        if (ws->in_len + len > ws->in_cap) {
-            size_t cap = ws->in_cap ? ws->in_cap : 4096;
-            while (cap < ws->in_len + len)
-                cap *= 2;
-            ws->in = hd_realloc(ws->in, cap);
-            ws->in_cap = cap;
-        }
+        ws->in = hd_grow(ws->in, &ws->in_cap, ws->in_len + len, 4096, 0);
         memcpy(ws->in + ws->in_len, data, len);
         ws->in_len += len;
         read_input(ws);
