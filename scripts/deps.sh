@@ -7,10 +7,11 @@
 set -euo pipefail
 mode=${1:-build}
 want=(build-essential cmake pkg-config libuv1-dev node-llhttp libwslay-dev libssl-dev
-      libhiredis-dev libjansson-dev)
+      libhiredis-dev libjansson-dev libjwt-dev)
 if [ "$mode" = test ]; then
     want+=(clang libclang-rt-14-dev clang-format curl openssl python3 python3-websockets
-           redis-server nodejs npm chromium groff-base)
+           redis-server nodejs npm chromium groff-base
+           python3-jwt python3-prometheus-client haproxy nghttp2-client python3-h2)
 fi
 missing=()
 for p in "${want[@]}"; do
