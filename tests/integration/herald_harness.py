@@ -8,6 +8,14 @@ and start() returns once it logged "ready". stop() sends SIGTERM to its PID and 
 status 0 within a timeout and no sanitizer report in the log; a process still alive at the end of
 a test or of the interpreter is killed, and that is a test failure.
 
+A herald that exits before the test tells it to (a crash, an exit(1), a clean exit nobody asked
+for) fails the test with the tail of its log, whether or not the build has sanitizers: the
+harness checks the exit status at stop() and at the test's cleanup, and a server shared by a
+class (start_class_herald) is checked after every test. A test that makes herald exit says so:
+Herald(expect_exit=STATUS) for a start that must fail, signal(SIGTERM / SIGINT / SIGKILL) for a
+stop it asks for (status 0, 0, -9), or signal(sig, expect_exit=STATUS) for any other.
+run_herald (-t, --version, starts that must fail) runs to completion; death by a signal fails it.
+
 It also holds the clients every test file shares: publish / request / get_json over HTTP,
 wait_for, an SSE stream reader (SseStream, SseBlock), a raw WebSocket client (RawWS) and the
 python3-websockets connect (ws_connect), and require_* checks that turn a missing test tool or a
@@ -53,6 +61,14 @@ DEFAULT_CONF = {
     "body_timeout": "5s",
     "keepalive_timeout": "5s",
 }
+
+# herald's exit statuses (enum in src/main.c)
+EXIT_OK, EXIT_START, EXIT_USAGE, EXIT_CONF = 0, 1, 2, 78
+
+LOG_TAIL_LINES = 60  # lines of herald's log quoted when it exited unexpectedly
+
+# Signals after which the harness expects herald to exit, with the status it must exit with.
+STOP_SIGNALS = {signal.SIGTERM: 0, signal.SIGINT: 0, signal.SIGKILL: -signal.SIGKILL}
 
 SANITIZER_PATTERNS = (
     "ERROR: AddressSanitizer",
@@ -103,6 +119,18 @@ class HeraldError(AssertionError):
     pass
 
 
+def describe_status(rc):
+    """'status 1' or 'signal SIGSEGV' for a Popen returncode."""
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return "signal %s" % signal.Signals(-rc).name
+        except ValueError:
+            return "signal %d" % -rc
+    return "status %d" % rc
+
+
 class Herald:
     """One herald process.
 
@@ -111,10 +139,14 @@ class Herald:
     listens: the -o listen values (each "127.0.0.1:0" or "127.0.0.1:0 tls").
     workers: -o workers N, or None to leave workers to the file.
     overrides: more -o values. env: extra environment variables.
+    expect_exit: None (the default): herald runs until the test stops it (stop(), or signal()
+          with SIGTERM, SIGINT or SIGKILL); exiting before that fails the test. An int: the
+          test makes herald exit by itself (a start that must fail), with that status (negative:
+          killed by that signal); True: with any status but death by a signal.
     """
 
     def __init__(self, conf=None, conf_raw=None, listens=("127.0.0.1:0",), workers=2,
-                 overrides=(), env=None, tmpdir=None):
+                 overrides=(), env=None, tmpdir=None, expect_exit=None):
         self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="herald-it-")
         self._own_tmpdir = tmpdir is None
         self.conf_path = os.path.join(self.tmpdir, "herald.conf")
@@ -124,6 +156,9 @@ class Herald:
         self.env = dict(env or {})
         self.proc = None
         self.returncode = None
+        self.expect_exit = expect_exit
+        self._told = None  # the status a stop signal sent by the test asks for (STOP_SIGNALS)
+        self._reported = False  # an unexpected exit failed a test already: say it once
         self.ports = []  # [(port, is_tls)] in listen order
         self._lines = []
         self._cond = threading.Condition()
@@ -224,11 +259,18 @@ class Herald:
                     return int(line.split()[1]) * 1024
         raise HeraldError("no VmRSS for pid %d" % self.pid)
 
-    def signal(self, sig):
+    def signal(self, sig, expect_exit=None):
+        """Sends sig. SIGTERM and SIGINT tell herald to stop (it must then exit 0), SIGKILL kills
+        it (-9); expect_exit=STATUS declares that another signal makes it exit with STATUS."""
+        if expect_exit is not None:
+            self._told = expect_exit
+        elif sig in STOP_SIGNALS and self._told is None:
+            self._told = STOP_SIGNALS[sig]
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout):
-        """Waits for the process to exit; returns its status, or None on timeout."""
+        """Waits for the process to exit; returns its status, or None on timeout. An exit the
+        test did not ask for (signal) or declare (expect_exit) fails (check_exit)."""
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -236,7 +278,39 @@ class Herald:
         self._finish_reader()
         self.returncode = rc
         _live.discard(self)
+        self.check_exit()
         return rc
+
+    def log_tail(self, n=LOG_TAIL_LINES):
+        lines = self.lines()
+        cut = "[... %d earlier lines]\n" % (len(lines) - n) if len(lines) > n else ""
+        return cut + "\n".join(lines[-n:])
+
+    def check_exit(self):
+        """Fails if the process exited in a way nobody asked for: before the test told it to
+        stop, or with another status than the one asked for or declared. A running process, or
+        one never started, passes."""
+        rc = self.proc.poll() if self.proc is not None else None
+        if rc is None or self._reported:
+            return
+        want = self._told if self._told is not None else self.expect_exit
+        if want is None:
+            why = "exited with %s before the test stopped it" % describe_status(rc)
+        elif want is True:
+            if rc >= 0:
+                return
+            why = "died of %s (expected an exit status)" % describe_status(rc)
+        elif rc == want:
+            return
+        else:
+            why = "exited with %s, expected %s" % (describe_status(rc), describe_status(want))
+        self._finish_reader()
+        self._reported = True
+        if sanitizer_report(self.log_text()):
+            raise HeraldError("herald (pid %d) %s, with a sanitizer report:\n%s" %
+                              (self.proc.pid, why, self.log_text()))
+        raise HeraldError("herald (pid %d) %s; the last lines of its log:\n%s" %
+                          (self.proc.pid, why, self.log_tail()))
 
     def _finish_reader(self):
         if self._reader:
@@ -248,6 +322,7 @@ class Herald:
         """Last resort: SIGKILL and reap. Returns True if the process was still running."""
         was = self.running()
         if was:
+            self._told = -signal.SIGKILL
             self.proc.kill()
         if self.proc is not None:
             try:
@@ -263,6 +338,8 @@ class Herald:
         t0 = time.monotonic()
         if self.running():
             self.signal(signal.SIGTERM)
+        else:
+            self.check_exit()  # it exited already: was it told to?
         rc = self.wait_exit(timeout)
         took = time.monotonic() - t0
         if rc is None:
@@ -271,23 +348,29 @@ class Herald:
                               % (self.pid, timeout, self.log_text()))
         self.check_clean()
         if rc != 0:
-            raise HeraldError("herald exited with status %d:\n%s" % (rc, self.log_text()))
+            raise HeraldError("herald exited with %s:\n%s" % (describe_status(rc),
+                                                               self.log_text()))
         return took
 
     def check_clean(self):
         bad = sanitizer_report(self.log_text())
-        if bad:
+        if bad and not self._reported:
             raise HeraldError("sanitizer report in herald's stderr: %s\n%s" %
                               (bad, self.log_text()))
 
     def cleanup(self):
-        """For addCleanup: stop if still running (checking the exit), remove the temp dir."""
+        """For addCleanup: stop if still running (checking the exit), otherwise check that it
+        exited as asked or declared and with a clean log; remove the temp dir."""
         try:
             if self.running():
                 self.stop()
             elif self.proc is not None:
-                self.wait_exit(STOP_TIMEOUT)
+                self.proc.wait(STOP_TIMEOUT)
+                self._finish_reader()
+                self.returncode = self.proc.returncode
+                _live.discard(self)
                 self.check_clean()
+                self.check_exit()
         finally:
             self.kill()
             if self._own_tmpdir:
@@ -366,16 +449,21 @@ class Herald:
         return start
 
 
-def run_herald(args, timeout=10, env=None, cwd=None):
-    """Runs herald to completion (-t, --version, a start that must fail).
+def run_herald(args, timeout=10, env=None, cwd=None, user=None):
+    """Runs herald to completion (-t, --version, a start that must fail): the exit is what the
+    test expects, and it asserts the status.
 
-    Returns (status, stdout, stderr). A run that does not exit in time is killed and fails.
+    Returns (status, stdout, stderr). A run that does not exit in time is killed and fails, and
+    so does one killed by a signal (a crash) or with a sanitizer report. user: a uid to run as
+    (the harness must be root).
     """
     full_env = dict(os.environ)
     full_env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
     full_env.update(env or {})
+    ids = {} if user is None else {"user": user, "group": user, "extra_groups": []}
     p = subprocess.Popen([herald_bin()] + list(args), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
+                         **ids)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -387,6 +475,8 @@ def run_herald(args, timeout=10, env=None, cwd=None):
     bad = sanitizer_report(err)
     if bad:
         raise HeraldError("sanitizer report running herald %r: %s\n%s" % (args, bad, err))
+    if p.returncode < 0:
+        raise HeraldError("herald %r died of %s:\n%s" % (args, describe_status(p.returncode), err))
     return p.returncode, out, err
 
 
@@ -1165,13 +1255,38 @@ def ws_connect(port, path, tls=False, **kw):
 # ---- tests ----
 
 class HeraldTestCase(unittest.TestCase):
-    """Starts servers that are stopped and checked (exit 0, no sanitizer report) after the test."""
+    """Starts servers that are stopped and checked (exit 0, no sanitizer report, no exit before
+    the test stopped it) after the test, or after the class for start_class_herald."""
+
+    _class_heralds = ()
 
     def start_herald(self, **kw):
         h = Herald(**kw)
         self.addCleanup(h.cleanup)
         h.start()
         return h
+
+    @classmethod
+    def start_class_herald(cls, **kw):
+        """For setUpClass: one server shared by the class's tests, stopped and checked after the
+        last one, and checked still running after each (an exit fails the test that saw it)."""
+        h = Herald(**kw)
+        cls.addClassCleanup(h.cleanup)
+        if "_class_heralds" not in cls.__dict__:
+            cls._class_heralds = []
+        cls._class_heralds.append(h)
+        h.start()
+        return h
+
+    def run(self, result=None):
+        # Registered first, so it runs last: after the test's own cleanups.
+        self.addCleanup(self._check_class_heralds)
+        return super().run(result)
+
+    def _check_class_heralds(self):
+        for klass in type(self).__mro__:
+            for h in klass.__dict__.get("_class_heralds", ()):
+                h.check_exit()
 
     def tmpdir(self):
         d = tempfile.mkdtemp(prefix="herald-it-")
@@ -1193,16 +1308,36 @@ class HeraldTestCase(unittest.TestCase):
         self.assertEqual(resp.status, status, "expected %d, got %r" % (status, resp))
 
 
+# The exit status of a file whose tests all skipped: ctest's SKIP_RETURN_CODE for every Python
+# test (tests/CMakeLists.txt), so such a file is reported as skipped, never as passed.
+EXIT_SKIPPED = 77
+
+
 def main():
-    """unittest.main with verbosity; exits non-zero on any failure or error, and when no test
-    ran to the end: a file whose tests all skipped tested nothing."""
+    """unittest.main with verbosity. Exits 1 on any failure or error, or when no test was found;
+    EXIT_SKIPPED (77) when every test skipped (ctest reports the file as skipped); 0 when at
+    least one test ran and all passed (the skipped ones are listed on stderr).
+
+    A skip is only for what is truly optional on the machine (each skipTest says why in a
+    comment); a tool that scripts/deps.sh test installs is required (require_executable,
+    require_node_module, require_websockets fail without it)."""
     if not HERALD_BIN:
         sys.stderr.write("HERALD_BIN is not set\n")
         sys.exit(2)
     prog = unittest.main(verbosity=2, exit=False)
     r = prog.result
     ran = r.testsRun - len(r.skipped)
-    if r.testsRun and ran <= 0:
-        sys.stderr.write("FAILED: all %d tests of this file skipped (%s)\n" %
-                         (r.testsRun, "; ".join(sorted({why for _, why in r.skipped}))))
-    sys.exit(0 if r.wasSuccessful() and ran > 0 else 1)
+    reasons = "; ".join(sorted({why for _, why in r.skipped}))
+    if not r.wasSuccessful():
+        sys.exit(1)
+    if r.testsRun == 0:
+        sys.stderr.write("FAILED: no test found\n")
+        sys.exit(1)
+    if ran <= 0:
+        sys.stderr.write("SKIPPED: all %d tests of this file skipped (%s)\n" %
+                         (r.testsRun, reasons))
+        sys.exit(EXIT_SKIPPED)
+    if r.skipped:
+        sys.stderr.write("note: %d of %d tests skipped (%s)\n" %
+                         (len(r.skipped), r.testsRun, reasons))
+    sys.exit(0)

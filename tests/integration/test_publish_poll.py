@@ -60,13 +60,8 @@ class ServerCase(hh.HeraldTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.h = hh.Herald(conf=cls.CONF, workers=cls.WORKERS)
-        cls.h.start()
+        cls.h = cls.start_class_herald(conf=cls.CONF, workers=cls.WORKERS)
         cls.port = cls.h.port
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.h.cleanup()
 
     def poll(self, channel, since=None, expect=200):
         q = "" if since is None else "?since=" + since

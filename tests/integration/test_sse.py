@@ -171,18 +171,11 @@ class ServerCase(hh.HeraldTestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="herald-it-sse-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)  # after the server's cleanup
         cls.access_log = os.path.join(cls.tmp, "access.log")
         conf = dict(cls.CONF, access_log=cls.access_log)
-        cls.h = hh.Herald(conf=conf, workers=2, tmpdir=cls.tmp)
-        cls.h.start()
+        cls.h = cls.start_class_herald(conf=conf, workers=2, tmpdir=cls.tmp)
         cls.port = cls.h.port
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.h.cleanup()
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def workers_serving(self, path_prefix, n):
         """The workers (0, 1) that served at least n requests starting with path_prefix."""

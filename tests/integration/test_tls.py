@@ -356,14 +356,14 @@ class TestStart(TlsTestCase):
     def test_bad_certificate_path_at_start(self):
         missing = os.path.join(self.dir, "nope", "missing.crt")
         h = hh.Herald(conf={"tls_certificate": missing, "tls_certificate_key": self.key},
-                      listens=("127.0.0.1:0 tls",))
+                      listens=("127.0.0.1:0 tls",), expect_exit=hh.EXIT_START)
         self.addCleanup(h.cleanup)
         t0 = time.monotonic()
         h.start(wait_ready=False)
         rc = h.wait_exit(5)
         self.assertIsNotNone(rc, "herald kept running with a missing certificate")
         self.assertLess(time.monotonic() - t0, 5)
-        self.assertNotEqual(rc, 0)
+        self.assertEqual(rc, hh.EXIT_START)
         self.assertIn(missing, h.log_text())
         self.assertIsNone(h.find_log(r"\bready$"))
         h.check_clean()
@@ -371,12 +371,13 @@ class TestStart(TlsTestCase):
     def test_bad_certificate_content_at_start(self):
         with open(self.crt, "w") as f:
             f.write("garbage\n")
-        h = hh.Herald(conf=self.tls_conf(), listens=("127.0.0.1:0 tls",))
+        h = hh.Herald(conf=self.tls_conf(), listens=("127.0.0.1:0 tls",),
+                      expect_exit=hh.EXIT_START)
         self.addCleanup(h.cleanup)
         h.start(wait_ready=False)
         rc = h.wait_exit(5)
         self.assertIsNotNone(rc)
-        self.assertNotEqual(rc, 0)
+        self.assertEqual(rc, hh.EXIT_START)
         self.assertIn(self.crt, h.log_text())
 
     def test_check_mode_reports_bad_certificate(self):
