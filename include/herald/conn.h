@@ -22,6 +22,7 @@
 
 #include "herald/buf.h"
 #include "herald/common.h"
+#include "herald/heap.h"
 #include "herald/log.h"
 #include "herald/tls.h"
 
@@ -52,8 +53,9 @@ typedef struct hd_out_s {
 
 struct hd_conn_s {
     uv_tcp_t tcp;
-    uint64_t deadline_ms; /* when heap_idx: the worker's timer heap fires on_timeout */
-    uint32_t heap_idx;    /* 1-based slot in the worker's timer heap (conn.c); 0: no timeout */
+    /* In the worker's deadline heap (conn.c) while a timeout is set: key, the loop time in ms
+     * when on_timeout fires. */
+    hd_heap_node_t deadline;
     hd_worker_t *worker;
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */

@@ -62,77 +62,19 @@ static hd_message_t *ring_at(const hd_mchan_t *c, uint32_t i)
     return c->ring[(c->head + i) % c->cap];
 }
 
-/* ---- the expiry heap: channels with history, by their oldest message's time ---- */
+/* ---- the expiry heap: channels with history, keyed by their oldest message's time ---- */
 
-static uint64_t heap_key(const hd_mchan_t *c)
+static hd_mchan_t *chan_of_expiry(hd_heap_node_t *n)
 {
-    return ring_at(c, 0)->time_ms;
-}
-
-static void heap_set(hd_mstore_t *st, uint32_t i, hd_mchan_t *c)
-{
-    st->heap[i] = c;
-    c->heap_idx = i;
-}
-
-static void heap_up(hd_mstore_t *st, uint32_t i)
-{
-    hd_mchan_t *c = st->heap[i];
-    while (i > 0) {
-        uint32_t p = (i - 1) / 2;
-        if (heap_key(st->heap[p]) <= heap_key(c))
-            break;
-        heap_set(st, i, st->heap[p]);
-        i = p;
-    }
-    heap_set(st, i, c);
-}
-
-static void heap_down(hd_mstore_t *st, uint32_t i)
-{
-    hd_mchan_t *c = st->heap[i];
-    for (;;) {
-        uint32_t l = 2 * i + 1, m = l;
-        if (l >= st->heap_n)
-            break;
-        if (l + 1 < st->heap_n && heap_key(st->heap[l + 1]) < heap_key(st->heap[l]))
-            m = l + 1;
-        if (heap_key(st->heap[m]) >= heap_key(c))
-            break;
-        heap_set(st, i, st->heap[m]);
-        i = m;
-    }
-    heap_set(st, i, c);
+    return hd_container_of(n, hd_mchan_t, expiry);
 }
 
 static void heap_push(hd_mstore_t *st, hd_mchan_t *c)
 {
     if (st->lim.history_ttl_ms == 0)
         return;
-    if (st->heap_n == st->heap_cap) {
-        st->heap_cap = st->heap_cap ? st->heap_cap * 2 : HEAP_MIN;
-        st->heap = hd_realloc(st->heap, st->heap_cap * sizeof(*st->heap));
-    }
-    heap_set(st, st->heap_n++, c);
-    heap_up(st, c->heap_idx);
-}
-
-static void heap_remove(hd_mstore_t *st, hd_mchan_t *c)
-{
-    uint32_t i = c->heap_idx;
-    if (i == HD_MSTORE_NO_HEAP)
-        return;
-    c->heap_idx = HD_MSTORE_NO_HEAP;
-    hd_mchan_t *last = st->heap[--st->heap_n];
-    if (i != st->heap_n) {
-        heap_set(st, i, last);
-        heap_up(st, i);
-        heap_down(st, last->heap_idx);
-    }
-    if (st->heap_cap > HEAP_MIN && st->heap_n * 4 < st->heap_cap) {
-        st->heap_cap /= 2; /* a heap that held a flood gives the memory back */
-        st->heap = hd_realloc(st->heap, st->heap_cap * sizeof(*st->heap));
-    }
+    c->expiry.key = ring_at(c, 0)->time_ms;
+    hd_heap_push(&st->heap, &c->expiry);
 }
 
 /* ---- rings ---- */
@@ -203,12 +145,13 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
     hd_message_unref(m);
     if (c->len == 0) {
         hd_list_remove(&c->lru);
-        heap_remove(st, c);
+        if (hd_heap_contains(&c->expiry))
+            hd_heap_remove(&st->heap, &c->expiry);
         if (c->subs_workers == 0)
             st->idle_charge -= hd_mstore_channel_cost(st, c->name_len);
-    } else if (c->heap_idx != HD_MSTORE_NO_HEAP) {
-        heap_up(st, c->heap_idx);
-        heap_down(st, c->heap_idx);
+    } else if (hd_heap_contains(&c->expiry)) {
+        c->expiry.key = ring_at(c, 0)->time_ms;
+        hd_heap_update(&st->heap, &c->expiry);
     }
 }
 
@@ -226,7 +169,6 @@ static hd_mchan_t *new_chan(hd_mstore_t *st, const char *name, size_t len)
     memcpy(c->name, name, len);
     c->name_len = (uint8_t)len;
     c->subs = hd_calloc(st->n_workers, sizeof(*c->subs));
-    c->heap_idx = HD_MSTORE_NO_HEAP;
     hd_list_init(&c->lru);
     /* A channel deleted earlier may have had messages under this name. */
     c->trimmed_seq = *tomb_of(st, name, len);
@@ -506,8 +448,9 @@ void hd_mstore_expire(hd_mstore_t *st, uint64_t now_ms)
     if (st->lim.history_ttl_ms == 0 || now_ms < st->lim.history_ttl_ms)
         return;
     uint64_t cutoff = now_ms - st->lim.history_ttl_ms;
-    while (st->heap_n && heap_key(st->heap[0]) < cutoff) {
-        hd_mchan_t *c = st->heap[0];
+    hd_heap_node_t *first;
+    while ((first = hd_heap_min(&st->heap)) != NULL && first->key < cutoff) {
+        hd_mchan_t *c = chan_of_expiry(first);
         while (c->len && ring_at(c, 0)->time_ms < cutoff)
             drop_oldest(st, c);
         maybe_delete(st, c);
@@ -527,6 +470,7 @@ void hd_mstore_init(hd_mstore_t *st, const hd_mstore_limits_t *lim, unsigned n_w
     st->deliver_arg = deliver_arg;
     hd_hmap_init(&st->chans, 256);
     hd_list_init(&st->lru);
+    hd_heap_init(&st->heap, HEAP_MIN);
     st->tombs = hd_calloc(N_TOMBS, sizeof(*st->tombs));
 }
 
@@ -539,8 +483,7 @@ void hd_mstore_dispose(hd_mstore_t *st)
 {
     hd_hmap_foreach(&st->chans, free_chan_node, st);
     hd_hmap_dispose(&st->chans);
-    free(st->heap);
+    hd_heap_dispose(&st->heap);
     free(st->tombs);
-    st->heap = NULL;
     st->tombs = NULL;
 }

@@ -32,15 +32,18 @@
 #ifndef HERALD_BROKER_MEMORY_STORE_H
 #define HERALD_BROKER_MEMORY_STORE_H
 
+#include "herald/heap.h"
 #include "herald/hmap.h"
 #include "herald/pubsub.h"
 
 typedef struct hd_mchan_s {
     hd_hnode_t node; /* in store->chans, keyed by name */
     hd_list_t lru;   /* store->lru: least recently published first */
+    /* In store->heap while the channel has history (and history_ttl is set): key, its oldest
+     * message's time_ms */
+    hd_heap_node_t expiry;
     hd_message_t **ring;
     uint32_t cap, head, len;
-    uint32_t heap_idx;     /* in store->heap; HD_MSTORE_NO_HEAP when not there */
     size_t bytes;          /* payload bytes in history */
     size_t charge;         /* bytes charged for the channel and its ring (not its messages) */
     uint64_t trimmed_seq;  /* highest sequence that ever left history */
@@ -56,8 +59,6 @@ typedef struct hd_mchan_s {
     uint8_t name_len;
     char name[]; /* name_len bytes and a NUL */
 } hd_mchan_t;
-
-#define HD_MSTORE_NO_HEAP UINT32_MAX
 
 typedef struct hd_mstore_limits_s {
     uint32_t history_size;    /* messages per channel */
@@ -77,8 +78,7 @@ typedef struct hd_mstore_s {
     uint64_t epoch, seq;
     hd_hmap_t chans;
     hd_list_t lru;
-    hd_mchan_t **heap; /* min-heap by the oldest message's time_ms (history_ttl > 0 only) */
-    uint32_t heap_n, heap_cap;
+    hd_heap_t heap;  /* channels by their oldest message's time_ms (history_ttl > 0 only) */
     uint64_t *tombs; /* highest sequence lost with a deleted channel, by keyed hash of its name */
     size_t memory_bytes;     /* everything charged: channels, rings, messages in history */
     size_t history_bytes;    /* payload bytes in history */

@@ -37,8 +37,7 @@ struct hd_conn_worker_s {
     uv_prepare_t flush_prepare; /* flushes output queued by timers before the loop blocks */
     uv_check_t flush_check;     /* flushes output queued by I/O callbacks */
     uv_timer_t timer;           /* fires the earliest deadline of heap */
-    hd_conn_t **heap;           /* min-heap of connections by deadline_ms */
-    uint32_t heap_len, heap_cap;
+    hd_heap_t heap;             /* the connections' deadline nodes, earliest first */
     uint64_t timer_armed_at;
     wreq_t *wreq_pool; /* spare write requests */
     uint32_t wreq_pooled;
@@ -382,62 +381,13 @@ static void on_check(uv_check_t *c)
 }
 
 /*
- * Timeouts: each worker keeps its connections' deadlines in one binary min-heap and arms one
- * uv timer for the earliest. A connection holds 12 bytes for it instead of a timer handle
- * (deadline_ms, and heap_idx: its 1-based slot, 0 when it has no deadline).
+ * Timeouts: each worker keeps its connections' deadlines in one binary min-heap (core/heap.c)
+ * and arms one uv timer for the earliest. A connection holds its heap node (deadline.key: when,
+ * in loop milliseconds; deadline.idx: 0 when it has no deadline) instead of a timer handle.
  */
-static int heap_less(hd_conn_t *a, hd_conn_t *b)
+static hd_conn_t *conn_of_deadline(hd_heap_node_t *n)
 {
-    return a->deadline_ms < b->deadline_ms;
-}
-
-static void heap_set(hd_conn_worker_t *cw, uint32_t i, hd_conn_t *c)
-{
-    cw->heap[i] = c;
-    c->heap_idx = i + 1;
-}
-
-static void heap_up(hd_conn_worker_t *cw, uint32_t i)
-{
-    hd_conn_t *c = cw->heap[i];
-    while (i > 0) {
-        uint32_t parent = (i - 1) / 2;
-        if (!heap_less(c, cw->heap[parent]))
-            break;
-        heap_set(cw, i, cw->heap[parent]);
-        i = parent;
-    }
-    heap_set(cw, i, c);
-}
-
-static void heap_down(hd_conn_worker_t *cw, uint32_t i)
-{
-    hd_conn_t *c = cw->heap[i];
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        hd_conn_t *best = c;
-        if (l < cw->heap_len && heap_less(cw->heap[l], best))
-            m = l, best = cw->heap[l];
-        if (r < cw->heap_len && heap_less(cw->heap[r], best))
-            m = r, best = cw->heap[r];
-        if (m == i)
-            break;
-        heap_set(cw, i, best);
-        i = m;
-    }
-    heap_set(cw, i, c);
-}
-
-static void heap_remove(hd_conn_worker_t *cw, hd_conn_t *c)
-{
-    uint32_t i = c->heap_idx - 1;
-    c->heap_idx = 0;
-    hd_conn_t *last = cw->heap[--cw->heap_len];
-    if (i == cw->heap_len)
-        return;
-    heap_set(cw, i, last);
-    heap_up(cw, i);
-    heap_down(cw, last->heap_idx - 1);
+    return hd_container_of(n, hd_conn_t, deadline);
 }
 
 static void on_timer(uv_timer_t *t);
@@ -445,11 +395,12 @@ static void on_timer(uv_timer_t *t);
 /* Arms the worker's timer for the earliest deadline (or stops it). */
 static void rearm(hd_conn_worker_t *cw)
 {
-    if (cw->heap_len == 0) {
+    hd_heap_node_t *first = hd_heap_min(&cw->heap);
+    if (!first) {
         uv_timer_stop(&cw->timer);
         return;
     }
-    uint64_t now = uv_now(&cw->w->loop), at = cw->heap[0]->deadline_ms;
+    uint64_t now = uv_now(&cw->w->loop), at = first->key;
     if (cw->timer_armed_at == at && uv_is_active((uv_handle_t *)&cw->timer))
         return;
     cw->timer_armed_at = at;
@@ -461,9 +412,10 @@ static void on_timer(uv_timer_t *t)
     hd_conn_worker_t *cw = t->data;
     uint64_t now = uv_now(&cw->w->loop);
     cw->timer_armed_at = 0;
-    while (cw->heap_len && cw->heap[0]->deadline_ms <= now) {
-        hd_conn_t *c = cw->heap[0];
-        heap_remove(cw, c);
+    hd_heap_node_t *first;
+    while ((first = hd_heap_min(&cw->heap)) != NULL && first->key <= now) {
+        hd_conn_t *c = conn_of_deadline(first);
+        hd_heap_remove(&cw->heap, first);
         if (c->is_closing)
             continue;
         if (c->ops->on_timeout)
@@ -480,28 +432,20 @@ void hd_conn_set_timeout(hd_conn_t *c, uint64_t timeout_ms)
     if (c->is_closing)
         return;
     if (timeout_ms == 0) {
-        if (c->heap_idx) {
-            int was_first = c->heap_idx == 1;
-            heap_remove(cw, c);
+        if (hd_heap_contains(&c->deadline)) {
+            int was_first = hd_heap_min(&cw->heap) == &c->deadline;
+            hd_heap_remove(&cw->heap, &c->deadline);
             if (was_first)
                 rearm(cw);
         }
         return;
     }
-    c->deadline_ms = uv_now(&cw->w->loop) + timeout_ms;
-    if (c->heap_idx) {
-        heap_up(cw, c->heap_idx - 1);
-        heap_down(cw, c->heap_idx - 1);
-    } else {
-        if (cw->heap_len == cw->heap_cap) {
-            cw->heap_cap = cw->heap_cap ? cw->heap_cap * 2 : 64;
-            cw->heap = hd_realloc(cw->heap, cw->heap_cap * sizeof(*cw->heap));
-        }
-        cw->heap_len++;
-        heap_set(cw, cw->heap_len - 1, c);
-        heap_up(cw, cw->heap_len - 1);
-    }
-    if (cw->heap[0] == c || !uv_is_active((uv_handle_t *)&cw->timer))
+    c->deadline.key = uv_now(&cw->w->loop) + timeout_ms;
+    if (hd_heap_contains(&c->deadline))
+        hd_heap_update(&cw->heap, &c->deadline);
+    else
+        hd_heap_push(&cw->heap, &c->deadline);
+    if (hd_heap_min(&cw->heap) == &c->deadline || !uv_is_active((uv_handle_t *)&cw->timer))
         rearm(cw);
 }
 
@@ -597,8 +541,9 @@ void hd_conn_close(hd_conn_t *c)
         hd_list_remove(&c->flush_link);
     if (hd_list_linked(&c->link))
         hd_list_remove(&c->link);
-    if (c->heap_idx)
-        heap_remove(cw_of(c), c); /* the worker's timer may fire early once: harmless */
+    if (hd_heap_contains(&c->deadline))
+        hd_heap_remove(&cw_of(c)->heap,
+                       &c->deadline); /* the worker's timer may fire early once: harmless */
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
@@ -684,6 +629,7 @@ void hd_conn_worker_init(hd_worker_t *w)
     cw->w = w;
     hd_list_init(&cw->conns);
     hd_list_init(&cw->flush_list);
+    hd_heap_init(&cw->heap, 64);
     uv_prepare_init(&w->loop, &cw->flush_prepare);
     cw->flush_prepare.data = cw;
     uv_prepare_start(&cw->flush_prepare, on_prepare);
@@ -706,7 +652,7 @@ static void on_worker_handle_closed(uv_handle_t *h)
         cw->wreq_pool = r->next;
         free(r);
     }
-    free(cw->heap);
+    hd_heap_dispose(&cw->heap);
     cw->w->conns_ = NULL;
     free(cw);
 }
@@ -766,16 +712,13 @@ int hd_conn_census(hd_worker_t *w, hd_conn_census_t *out, const char **why)
             *why = "a closing connection is on the flush list";
         out->flushing++;
     }
-    out->timers = cw->heap_len;
-    for (uint32_t i = 0; i < cw->heap_len; i++) {
-        hd_conn_t *c = cw->heap[i];
-        if (c->heap_idx != i + 1)
-            *why = "a connection's heap_idx does not point at its heap slot";
-        else if (i > 0 && heap_less(c, cw->heap[(i - 1) / 2]))
-            *why = "a deadline is earlier than its parent's in the heap";
-        else if (c->is_closing)
+    out->timers = cw->heap.n;
+    const char *heap_why = hd_heap_check(&cw->heap);
+    if (heap_why)
+        *why = heap_why;
+    for (uint32_t i = 0; i < cw->heap.n; i++)
+        if (conn_of_deadline(cw->heap.a[i])->is_closing)
             *why = "a closing connection has a deadline";
-    }
     for (wreq_t *r = cw->wreq_pool; r; r = r->next)
         out->pooled_wreqs++;
     if (out->pooled_wreqs != cw->wreq_pooled)

@@ -54,8 +54,8 @@ typedef struct hd_conn_census_s {
 } hd_conn_census_t;
 /*
  * Counts the layer's state on w and checks its invariants: heap order, each connection's
- * heap_idx pointing back at its slot, no closing connection in the heap or on a list. Returns
- * 0, or UV_EINVAL with *why naming the broken invariant.
+ * deadline node pointing back at its heap slot, no closing connection in the heap or on a list.
+ * Returns 0, or UV_EINVAL with *why naming the broken invariant.
  */
 int hd_conn_census(hd_worker_t *w, hd_conn_census_t *out, const char **why);
 

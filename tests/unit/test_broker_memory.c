@@ -427,21 +427,21 @@ static void test_expiry_heap(void)
         pub(&st, name, 1, 10000u + (uint64_t)(i * 7919 % N));
         pub(&st, name, 1, 10000u + (uint64_t)(i * 7919 % N) + 500);
     }
-    T_EQ_INT(st.heap_n, N);
-    T_EQ_INT(st.heap_cap, 256);
+    T_EQ_INT(st.heap.n, N);
+    T_EQ_INT(st.heap.cap, 256);
     /* cutoff 10100: every channel whose first message is before it loses that one only */
     hd_mstore_expire(&st, 11100);
     T_EQ_INT(st.chans.n, N);
     T_EQ_INT(st.history_msgs, 2 * N - 100);
-    for (uint32_t i = 0; i < st.heap_n; i++) {
-        T_EQ_INT(st.heap[i]->heap_idx, i);
-        if (i)
-            T_TRUE(st.heap[(i - 1) / 2]->ring[st.heap[(i - 1) / 2]->head]->time_ms <=
-                   st.heap[i]->ring[st.heap[i]->head]->time_ms);
+    T_TRUE(hd_heap_check(&st.heap) == NULL);
+    for (uint32_t i = 0; i < st.heap.n; i++) {
+        /* each channel's key is its oldest message's time */
+        const hd_mchan_t *c = hd_container_of(st.heap.a[i], hd_mchan_t, expiry);
+        T_EQ_INT(c->expiry.key, c->ring[c->head]->time_ms);
     }
     hd_mstore_expire(&st, 11600); /* second messages before 10600 go too: 100 channels left */
     T_EQ_INT(st.chans.n, 100);
-    T_EQ_INT(st.heap_n, 100);
+    T_EQ_INT(st.heap.n, 100);
     for (int i = 0; i < N; i++) {
         char name[16];
         snprintf(name, sizeof(name), "e%d", i);
@@ -449,8 +449,8 @@ static void test_expiry_heap(void)
     }
     hd_mstore_expire(&st, 12000);
     T_EQ_INT(st.chans.n, 0);
-    T_EQ_INT(st.heap_n, 0);
-    T_EQ_INT(st.heap_cap, 64); /* given back as it emptied */
+    T_EQ_INT(st.heap.n, 0);
+    T_EQ_INT(st.heap.cap, 64); /* given back as it emptied */
     T_EQ_INT(st.chans.n_buckets, 256);
     T_EQ_INT(st.memory_bytes, 0);
     T_EQ_INT(st.history_charge, 0);

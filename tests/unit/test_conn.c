@@ -34,7 +34,7 @@ typedef struct tconn_s {
     hd_conn_t *c; /* NULL once its handler was removed (on_close) */
     int fd;       /* the client's end */
     int n_close, n_drain, n_timeout;
-    uint64_t fired_deadline; /* deadline_ms when on_timeout ran */
+    uint64_t fired_deadline; /* deadline.key when on_timeout ran */
     uint64_t fired_now;      /* uv_now then */
     int fired_seq;           /* order among all timeouts of the test (1-based) */
     int rearms;              /* on_timeout re-arms itself this many more times */
@@ -93,10 +93,10 @@ static void t_on_drain(hd_conn_t *c)
 static void t_on_timeout(hd_conn_t *c)
 {
     tconn_t *t = c->data;
-    T_EQ_INT(c->heap_idx, 0); /* out of the heap while its handler runs */
+    T_EQ_INT(c->deadline.idx, 0); /* out of the heap while its handler runs */
     t->n_timeout++;
     t->fired_seq = ++n_fired;
-    t->fired_deadline = c->deadline_ms;
+    t->fired_deadline = c->deadline.key;
     t->fired_now = uv_now(&node.wk->loop);
     if (t->rearms > 0) {
         t->rearms--;
@@ -484,7 +484,7 @@ static void test_timer_order(void)
     check_fired_in_order();
     for (int i = 0; i < N; i++) {
         T_EQ_INT(conns[i].n_timeout, 1);
-        T_EQ_INT(conns[i].c->heap_idx, 0);
+        T_EQ_INT(conns[i].c->deadline.idx, 0);
     }
     T_EQ_INT(census_timers(), 0);
     close_all();
