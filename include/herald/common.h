@@ -67,6 +67,13 @@ void *hd_realloc(void *p, size_t n);
  * Returns the buffer (moved, perhaps) with its contents kept and *cap updated; never fails.
  */
 void *hd_grow(void *p, size_t *cap, size_t need, size_t first, size_t limit);
+/*
+ * The same for an array of *cap elements of elem_size bytes (p NULL and *cap 0 for none yet):
+ * grown to hold at least need elements, doubling from `first` (at least 1). Returns the array
+ * (moved, perhaps) with its contents kept and *cap updated; never fails (aborts when the size
+ * would not fit a size_t, as on exhausted memory).
+ */
+void *hd_grow_array(void *p, size_t *cap, size_t need, size_t elem_size, size_t first);
 char *hd_strdup(const char *s);
 char *hd_strndup(const char *s, size_t n);
 

@@ -76,10 +76,7 @@ static void enqueue(redis_broker_t *b, rchan_t *c, hd_message_t *m, uint64_t arr
             b->q_len -= b->q_head;
             b->q_head = 0;
         }
-        if (b->q_len == b->q_cap) {
-            b->q_cap = b->q_cap ? b->q_cap * 2 : 64;
-            b->queue = hd_realloc(b->queue, b->q_cap * sizeof(*b->queue));
-        }
+        b->queue = hd_grow_array(b->queue, &b->q_cap, b->q_len + 1, sizeof(*b->queue), 64);
     }
     b->queue[b->q_len++] = (queued_t){c, m, arrival};
     c->n_queued++;

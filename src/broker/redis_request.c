@@ -169,10 +169,8 @@ static void do_barrier(redis_broker_t *b, hd_breq_t *r)
         hd_redis_reply(r);
         return;
     }
-    if (b->n_barriers == b->cap_barriers) {
-        b->cap_barriers = b->cap_barriers ? b->cap_barriers * 2 : 8;
-        b->barriers = hd_realloc(b->barriers, b->cap_barriers * sizeof(*b->barriers));
-    }
+    b->barriers =
+        hd_grow_array(b->barriers, &b->cap_barriers, b->n_barriers + 1, sizeof(*b->barriers), 8);
     b->barriers[b->n_barriers++] = r;
 }
 

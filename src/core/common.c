@@ -91,6 +91,19 @@ void *hd_grow(void *p, size_t *cap, size_t need, size_t first, size_t limit)
     return hd_realloc(p, n);
 }
 
+void *hd_grow_array(void *p, size_t *cap, size_t need, size_t elem_size, size_t first)
+{
+    if (need <= *cap)
+        return p;
+    size_t n = *cap ? *cap * 2 : (first ? first : 1), bytes;
+    while (n < need)
+        n *= 2;
+    if (__builtin_mul_overflow(n, elem_size, &bytes))
+        oom(SIZE_MAX);
+    *cap = n;
+    return hd_realloc(p, bytes);
+}
+
 char *hd_strdup(const char *s)
 {
     return hd_strndup(s, strlen(s));

@@ -62,17 +62,11 @@ static void sift_down(hd_heap_t *h, uint32_t i)
     set(h, i, node);
 }
 
-static void resize(hd_heap_t *h, size_t cap)
-{
-    h->a = hd_realloc(h->a, cap * sizeof(*h->a));
-    h->cap = cap;
-}
-
 void hd_heap_push(hd_heap_t *h, hd_heap_node_t *node)
 {
     HD_ASSERT(node->idx == 0);
-    if (h->n == h->cap)
-        resize(h, h->cap ? h->cap * 2 : (h->min_cap ? h->min_cap : FIRST_CAP));
+    h->a = hd_grow_array(h->a, &h->cap, (size_t)h->n + 1, sizeof(*h->a),
+                         h->min_cap ? h->min_cap : FIRST_CAP);
     set(h, h->n++, node);
     sift_up(h, h->n - 1);
 }
@@ -88,8 +82,10 @@ void hd_heap_remove(hd_heap_t *h, hd_heap_node_t *node)
         hd_heap_update(h, last);
     }
     size_t min = h->min_cap ? h->min_cap : FIRST_CAP;
-    if (h->cap > min && (size_t)h->n * 4 < h->cap)
-        resize(h, h->cap / 2); /* a heap that held a flood gives the memory back */
+    if (h->cap > min && (size_t)h->n * 4 < h->cap) {
+        h->cap /= 2; /* a heap that held a flood gives the memory back */
+        h->a = hd_realloc(h->a, h->cap * sizeof(*h->a));
+    }
 }
 
 void hd_heap_update(hd_heap_t *h, hd_heap_node_t *node)

@@ -73,24 +73,29 @@ static int on_plaintext(void *arg, const char *data, size_t len)
     return c->is_closing;
 }
 
+/* Appends buf[off..off + len) to the output queue (the reference passes to it). */
+static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
+{
+    if (c->q_len == c->q_cap) {
+        c->q_cap = c->q_cap ? c->q_cap * 2 : 4;
+        c->q = hd_realloc(c->q, c->q_cap * sizeof(*c->q));
+    }
+    c->q[c->q_len++] = (hd_out_t){buf, (uint32_t)off, (uint32_t)len};
+    c->queued_bytes += len;
+    if (!hd_list_linked(&c->flush_link))
+        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
+}
+
 static void queue_tls_output(hd_conn_t *c)
 {
     hd_buf_t *b = hd_tls_take(c->tls);
     if (!b)
         return;
-    hd_out_t out = {b, 0, (uint32_t)b->len};
     if (c->is_closing) {
         hd_buf_unref(b);
         return;
     }
-    if (c->q_len == c->q_cap) {
-        c->q_cap = c->q_cap ? c->q_cap * 2 : 4;
-        c->q = hd_realloc(c->q, c->q_cap * sizeof(*c->q));
-    }
-    c->q[c->q_len++] = out;
-    c->queued_bytes += b->len;
-    if (!hd_list_linked(&c->flush_link))
-        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
+    push_out(c, b, 0, b->len);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -155,18 +160,6 @@ void hd_conn_read_stop(hd_conn_t *c)
         return;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->is_reading = 0;
-}
-
-static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
-{
-    if (c->q_len == c->q_cap) {
-        c->q_cap = c->q_cap ? c->q_cap * 2 : 4;
-        c->q = hd_realloc(c->q, c->q_cap * sizeof(*c->q));
-    }
-    c->q[c->q_len++] = (hd_out_t){buf, (uint32_t)off, (uint32_t)len};
-    c->queued_bytes += len;
-    if (!hd_list_linked(&c->flush_link))
-        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
 }
 
 int hd_conn_send(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)

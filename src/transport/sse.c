@@ -71,10 +71,7 @@ static void free_sse(sse_t *s)
 
 static void keep_early(sse_t *s, hd_message_t *m)
 {
-    if (s->n_early == s->cap_early) {
-        s->cap_early = s->cap_early ? s->cap_early * 2 : 16;
-        s->early = hd_realloc(s->early, s->cap_early * sizeof(*s->early));
-    }
+    s->early = hd_grow_array(s->early, &s->cap_early, s->n_early + 1, sizeof(*s->early), 16);
     s->early[s->n_early++] = hd_message_ref(m);
 }
 

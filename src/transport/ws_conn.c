@@ -348,8 +348,7 @@ static void push_out(ws_t *ws, hd_buf_t *b, hd_message_t *m, uint32_t owner)
             ws->bl_len -= ws->bl_head;
             ws->bl_head = 0;
         } else {
-            ws->bl_cap = ws->bl_cap ? ws->bl_cap * 2 : 16;
-            ws->bl = hd_realloc(ws->bl, ws->bl_cap * sizeof(*ws->bl));
+            ws->bl = hd_grow_array(ws->bl, &ws->bl_cap, ws->bl_len + 1, sizeof(*ws->bl), 16);
         }
     }
     ws->bl[ws->bl_len++] = (ws_out_t){b, m, owner};

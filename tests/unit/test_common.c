@@ -158,6 +158,37 @@ static void test_alloc_helpers(void)
     T_TRUE(b >= a);
 }
 
+/* hd_grow (bytes) and hd_grow_array (elements): doubling from the first size, contents kept,
+ * nothing done when there is room, hd_grow's limit. */
+static void test_grow(void)
+{
+    size_t cap = 0;
+    uint64_t *a = hd_grow_array(NULL, &cap, 1, sizeof(*a), 16);
+    T_EQ_INT(cap, 16);
+    for (uint64_t i = 0; i < 16; i++)
+        a[i] = i * 3;
+    T_TRUE(hd_grow_array(a, &cap, 16, sizeof(*a), 16) == a); /* room enough: unchanged */
+    T_EQ_INT(cap, 16);
+    a = hd_grow_array(a, &cap, 17, sizeof(*a), 16);
+    T_EQ_INT(cap, 32);
+    a = hd_grow_array(a, &cap, 200, sizeof(*a), 16); /* several doublings at once */
+    T_EQ_INT(cap, 256);
+    for (uint64_t i = 0; i < 16; i++)
+        T_EQ_INT(a[i], i * 3);
+    a[255] = 7; /* the whole capacity is usable (ASan) */
+    free(a);
+    cap = 0;
+    char *b = hd_grow_array(NULL, &cap, 3, 1, 0); /* first 0 counts as 1 */
+    T_EQ_INT(cap, 4);
+    free(b);
+    size_t bytes = 0;
+    char *p = hd_grow(NULL, &bytes, 100, 64, 0);
+    T_EQ_INT(bytes, 128);
+    p = hd_grow(p, &bytes, 129, 64, 200); /* past the limit: only up to it */
+    T_EQ_INT(bytes, 200);
+    free(p);
+}
+
 /* Decodes s with flags: the result string, or "(-1)". */
 static const char *pct(const char *s, unsigned flags, size_t outlen)
 {
@@ -201,5 +232,6 @@ int main(void)
     T_RUN(test_uv_codes);
     T_RUN(test_list);
     T_RUN(test_alloc_helpers);
+    T_RUN(test_grow);
     T_DONE();
 }
