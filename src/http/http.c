@@ -52,6 +52,8 @@ static void respond_parse_error(hd_http_t *h, int status, const char *msg)
 {
     hd_conn_log(HD_LOG_INFO, h->conn, "bad request (%d): %s", status, msg);
     hd_http_build_request(h);
+    if (h->is_bad_method)
+        h->req.method_name = NULL; /* llhttp's method is its default (DELETE), not the client's */
     h->req.is_keepalive = 0;
     h->is_closing_after = 1;
     hd_http_respond_error(&h->req, status, msg);
