@@ -32,7 +32,10 @@
     X(EFRAMING, -10012, 400, 1002, "conflicting message framing")                                  \
     X(ECHANNELS, -10013, 507, 1013, "channel limit reached (max_channels)")                        \
     X(EMEMORY, -10014, 507, 1013, "memory limit reached (max_memory)")                             \
-    X(ESUBSCRIPTIONS, -10015, 503, 1013, "subscription limit reached (max_subscriptions)")
+    X(ESUBSCRIPTIONS, -10015, 503, 1013, "subscription limit reached (max_subscriptions)")         \
+    X(EUNAUTHENTICATED, -10016, 401, 4401, "missing or invalid credential")                        \
+    X(ETOKENEXPIRED, -10017, 401, 4001, "token expired")                                           \
+    X(EFORBIDDEN, -10018, 403, 4003, "forbidden")
 
 typedef enum {
 #define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "herald/auth.h"
+
 typedef struct hd_listen_s {
     struct sockaddr_storage addr; /* resolved numeric address (IPv4 or IPv6) */
     socklen_t addrlen;
@@ -95,6 +97,21 @@ typedef struct hd_conf_s {
     char *redis_prefix; /* of every key and pub/sub channel */
     uint64_t redis_timeout_ms;
     uint32_t redis_max_pending; /* live messages held while catching up after a reconnect */
+
+    /* authorization (src/auth, docs/auth.md) */
+    char *auth_jwt_alg;        /* NULL: from the key */
+    char *auth_jwt_secret;     /* HS* secret; NULL: none */
+    char *auth_jwt_public_key; /* PEM file (RS*, ES*); NULL: none */
+    char *auth_jwks;           /* JWKS file, reread on every load (SIGHUP); NULL: none */
+    char *auth_jwt_issuer;     /* required iss; NULL: not checked */
+    char *auth_jwt_audience;   /* required aud; NULL: not checked */
+    uint64_t auth_clock_skew_ms;
+    uint64_t auth_timeout_ms; /* /ws: a connection without a token must send its auth by then */
+    hd_auth_rule_t *channel_rules; /* channel_rule lines, as written */
+    size_t n_channel_rules;
+    /* The policy built from the above when the snapshot is loaded (never NULL; owned by the
+     * snapshot): keys read, algorithm pinned, rules sorted. hd_auth_check(conf->auth, ...). */
+    hd_auth_t *auth;
 } hd_conf_t;
 
 /*

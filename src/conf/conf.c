@@ -156,6 +156,43 @@ static int apply_text(loader_t *ld, const char *text, size_t len)
     return 0;
 }
 
+/* The origin of the first of these directives that was set (0: none). */
+static int first_set(const loader_t *ld, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const directive_t *d = find_directive(names[i]);
+        if (ld->set_at[d - hd_conf_directives] != 0)
+            return ld->set_at[d - hd_conf_directives];
+    }
+    return 0;
+}
+
+/* The snapshot's policy (auth.h): reads the key files now, so a bad key fails the load (and a
+ * SIGHUP rereads a JWKS). */
+static int build_auth(loader_t *ld)
+{
+    static const char *const key_names[] = {"auth_jwks", "auth_jwt_public_key", "auth_jwt_secret",
+                                            "auth_jwt_alg"};
+    hd_conf_t *c = ld->conf;
+    hd_auth_params_t p = {
+        .jwt_alg = c->auth_jwt_alg,
+        .jwt_secret = c->auth_jwt_secret,
+        .jwt_public_key = c->auth_jwt_public_key,
+        .jwks = c->auth_jwks,
+        .issuer = c->auth_jwt_issuer,
+        .audience = c->auth_jwt_audience,
+        .clock_skew_ms = c->auth_clock_skew_ms,
+        .rules = c->channel_rules,
+        .n_rules = c->n_channel_rules,
+    };
+    char why[512];
+
+    if (hd_auth_new(&c->auth, &p, why, sizeof(why)) < 0)
+        return hd_conf_fail(ld, first_set(ld, key_names, HD_ARRAY_SIZE(key_names)), NULL, "%s",
+                            why);
+    return 0;
+}
+
 /* The checks that span directives, once everything is applied. */
 static int check_conf(loader_t *ld)
 {
@@ -178,7 +215,7 @@ static int check_conf(loader_t *ld)
     if (c->tls_certificate_key != NULL && c->tls_certificate == NULL)
         return hd_conf_fail(ld, ld->set_at[key - hd_conf_directives], key->name, "set without %s",
                             cert->name);
-    return 0;
+    return build_auth(ld);
 }
 
 static void conf_free(hd_conf_t *c)
@@ -187,6 +224,7 @@ static void conf_free(hd_conf_t *c)
 
     for (i = 0; i < hd_conf_n_directives; i++)
         hd_conf_type_ops[hd_conf_directives[i].type].dispose(c, &hd_conf_directives[i]);
+    hd_auth_free(c->auth);
     free(c->path);
     free(c);
 }

@@ -20,7 +20,17 @@
 
 #include <stddef.h>
 
-typedef enum { T_UINT, T_SIZE, T_DURATION, T_BOOL, T_STRING, T_ENUM, T_LISTEN, T_NTYPES } type_t;
+typedef enum {
+    T_UINT,
+    T_SIZE,
+    T_DURATION,
+    T_BOOL,
+    T_STRING,
+    T_ENUM,
+    T_LISTEN,
+    T_RULE, /* channel_rule: hd_auth_rule_parse */
+    T_NTYPES
+} type_t;
 
 enum {
     F_RELOAD = 1 << 0, /* SIGHUP applies it live */

@@ -51,6 +51,22 @@ static int check_redis_prefix(const char *value, char *why, size_t whylen)
     return 0;
 }
 
+static int check_jwt_alg(const char *value, char *why, size_t whylen)
+{
+    const char *ok[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                        "RS512", "ES256", "ES384", "ES512"};
+
+    for (size_t i = 0; i < HD_ARRAY_SIZE(ok); i++) {
+        if (strcmp(value, ok[i]) == 0)
+            return 0;
+    }
+    if (strncmp(value, "PS", 2) == 0 || strcmp(value, "EdDSA") == 0)
+        snprintf(why, whylen, "%s is not supported by Debian 12's libjwt (1.10)", value);
+    else
+        snprintf(why, whylen, "expected auto, HS256/384/512, RS256/384/512 or ES256/384/512");
+    return -1;
+}
+
 /* clang-format off */
 const directive_t hd_conf_directives[] = {
     /* process */
@@ -166,6 +182,29 @@ const directive_t hd_conf_directives[] = {
       "a Redis connect or command taking longer counts as a lost connection"),
     D("redis_max_pending", T_UINT, redis_max_pending, "100000", "16", "10000000", RESTART,
       "live messages held for ordering (catching up after a reconnect); past it, a gap notice"),
+
+    /* authorization (docs/auth.md) */
+    D("auth_jwt_alg", T_STRING, auth_jwt_alg, "auto", NULL, NULL, RELOAD,
+      "the one JWT alg accepted, HS256..ES512 (docs/auth.md); auto = from the key",
+      .none = "auto", .check = check_jwt_alg),
+    D("auth_jwt_secret", T_STRING, auth_jwt_secret, "off", NULL, NULL, RELOAD,
+      "HMAC secret verifying HS* tokens (at least 32 bytes for HS256); off = none", .none = "off"),
+    D("auth_jwt_public_key", T_STRING, auth_jwt_public_key, "off", NULL, NULL, RELOAD,
+      "PEM public key (or certificate) file verifying RS* or ES* tokens; off = none",
+      .none = "off"),
+    D("auth_jwks", T_STRING, auth_jwks, "off", NULL, NULL, RELOAD,
+      "JWKS file verifying tokens, keys chosen by kid, reread on SIGHUP; off = none",
+      .none = "off"),
+    D("auth_jwt_issuer", T_STRING, auth_jwt_issuer, "off", NULL, NULL, RELOAD,
+      "iss a token must carry; off = not checked", .none = "off"),
+    D("auth_jwt_audience", T_STRING, auth_jwt_audience, "off", NULL, NULL, RELOAD,
+      "value a token's aud must be or contain; off = not checked", .none = "off"),
+    D("auth_clock_skew", T_DURATION, auth_clock_skew_ms, "30s", "0", "1h", RELOAD,
+      "allowance on a token's exp, nbf and iat for clocks that differ"),
+    D("auth_timeout", T_DURATION, auth_timeout_ms, "5s", "100ms", "1m", RELOAD,
+      "a /ws connection opened without a token must authenticate within it"),
+    D("channel_rule", T_RULE, channel_rules, "off", NULL, NULL, RELOAD | F_MULTI,
+      "PATTERN [subscribe=..] [publish=..] [history=..]: who may do what (docs/auth.md)"),
 };
 /* clang-format on */
 

@@ -467,6 +467,48 @@ static int equal_listen(const hd_conf_t *a, const hd_conf_t *b, const directive_
     return 1;
 }
 
+/* ---- channel_rule ---------------------------------------------------------------------------- */
+
+static int set_rule(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_conf_t *c = ld->conf;
+    hd_auth_rule_t r;
+    char why[256];
+
+    if (argc == 1 && strcmp(argv[0], "off") == 0) {
+        free(c->channel_rules);
+        c->channel_rules = NULL;
+        c->n_channel_rules = 0;
+        return 0;
+    }
+    if (hd_auth_rule_parse(&r, argc, argv, why, sizeof(why)) < 0)
+        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
+    for (size_t i = 0; i < c->n_channel_rules; i++) {
+        if (strcmp(c->channel_rules[i].pattern, r.pattern) == 0)
+            return hd_conf_fail(ld, ld->origin, d->name, "pattern \"%s\" given twice", r.pattern);
+    }
+    c->channel_rules =
+        hd_realloc(c->channel_rules, (c->n_channel_rules + 1) * sizeof(*c->channel_rules));
+    c->channel_rules[c->n_channel_rules++] = r;
+    return 0;
+}
+
+static void dispose_rule(hd_conf_t *c, const directive_t *d)
+{
+    (void)d;
+    free(c->channel_rules);
+    c->channel_rules = NULL;
+    c->n_channel_rules = 0;
+}
+
+static int equal_rule(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    (void)d;
+    return a->n_channel_rules == b->n_channel_rules &&
+           (a->n_channel_rules == 0 || memcmp(a->channel_rules, b->channel_rules,
+                                              a->n_channel_rules * sizeof(*a->channel_rules)) == 0);
+}
+
 const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_UINT] = {"N", 1, 1, set_uint, dispose_nothing, equal_bytes},
     [T_SIZE] = {"SIZE", 1, 1, set_size, dispose_nothing, equal_bytes},
@@ -475,4 +517,5 @@ const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_STRING] = {"VALUE", 1, 1, set_string, dispose_string, equal_string},
     [T_ENUM] = {"WORD", 1, 1, set_enum, dispose_nothing, equal_bytes},
     [T_LISTEN] = {"ADDR:PORT [tls]", 1, 2, set_listen, dispose_listen, equal_listen},
+    [T_RULE] = {"PATTERN [KEY=VALUE ...]", 1, 4, set_rule, dispose_rule, equal_rule},
 };

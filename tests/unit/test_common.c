@@ -30,6 +30,9 @@ static const err_row_t rows[] = {
     {HD_ECHANNELS, 507, 1013, "channel limit reached (max_channels)"},
     {HD_EMEMORY, 507, 1013, "memory limit reached (max_memory)"},
     {HD_ESUBSCRIPTIONS, 503, 1013, "subscription limit reached (max_subscriptions)"},
+    {HD_EUNAUTHENTICATED, 401, 4401, "missing or invalid credential"},
+    {HD_ETOKENEXPIRED, 401, 4001, "token expired"},
+    {HD_EFORBIDDEN, 403, 4003, "forbidden"},
 };
 
 static void test_error_table(void)

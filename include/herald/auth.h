@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * auth.h: who may do what (docs/auth.md). Three things, used by the transports and the publish
+ * API at connect, subscribe and publish time only (never per delivered message):
+ *
+ *   hd_identity_t  who a connection is: an immutable, refcounted record (sub, jti, exp, the
+ *                  channels it was granted, an info object), built from a verified JWT or from
+ *                  plain fields (a ticket). NULL everywhere means "anonymous".
+ *   hd_auth_t      the node's policy, built once per configuration snapshot (the conf owns it,
+ *                  conf->auth): the JWT key (an HMAC secret, a PEM public key or a JWKS file) with
+ *                  its pinned algorithm, the iss/aud checks, the clock skew, and the channel rules.
+ *   hd_auth_check  the one decision: may this identity (or anonymous) subscribe to / publish to /
+ *                  read the history of this channel? OK, 401 or 403 with a short reason.
+ *
+ *      token --hd_auth_verify--> hd_identity_t (ref kept by the connection) --+
+ *                                                                             v
+ *      channel, action ---------------------------------------------> hd_auth_check -> OK/401/403
+ *
+ * Auth is "on" when a JWT key (auth_jwt_secret, auth_jwt_public_key or auth_jwks) or any
+ * channel_rule is configured; when off, hd_auth_check allows everything, as herald always did.
+ *
+ * Threads: an hd_auth_t is immutable after hd_auth_new and may be read by every worker at once.
+ * Identities are immutable; their refcount is atomic, so a ticket store or a revocation index on
+ * another thread may hold references too. Nothing here does I/O except hd_auth_new (key files).
+ * This module depends on core and the libraries only (libjwt, OpenSSL, jansson), never on a
+ * transport, HTTP or the network layer.
+ */
+#ifndef HERALD_AUTH_H
+#define HERALD_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- identity ------------------------------------------------------------------------------- */
+
+typedef struct hd_identity_s hd_identity_t;
+
+/* Limits of one identity (a token over them is refused, an hd_identity_new call too). */
+#define HD_AUTH_MAX_GRANTS 256  /* patterns in each of the subscribe and publish lists */
+#define HD_AUTH_MAX_SUB    255  /* bytes of sub, and of jti */
+#define HD_AUTH_MAX_INFO   4096 /* bytes of the serialized info object */
+#define HD_AUTH_MAX_TOKEN  8192 /* bytes of a token */
+
+/* The fields of an identity. Strings are copied; NULL means absent. */
+typedef struct hd_identity_fields_s {
+    const char *sub;              /* the user; NULL: anonymous (no user, grants still apply) */
+    const char *jti;              /* the token's id (revocation); NULL: none */
+    int64_t exp;                  /* unix seconds after which it is no longer valid; 0: never */
+    const char *const *subscribe; /* channel patterns it may subscribe to */
+    size_t n_subscribe;
+    const char *const *publish; /* channel patterns it may publish to */
+    size_t n_publish;
+    const char *info_json; /* a JSON object as text (re-serialized compactly); NULL */
+} hd_identity_fields_t;
+
+/*
+ * A channel pattern is an exact channel name ("news"), or a prefix followed by '*' ("room:*"
+ * matches "room:" and every name starting with it; "*" alone matches every channel). The name
+ * or prefix uses the channel alphabet [A-Za-z0-9._:@-], at most 128 bytes.
+ */
+
+/*
+ * Makes an identity from plain fields (one reference). Returns 0, or -1 with a short reason in
+ * why (a pattern that is not a pattern, too many grants, info not a JSON object, a string too
+ * long or with a NUL). Used by hd_auth_verify and by anything else that vouches for a user (a
+ * single-use ticket, a test).
+ */
+int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *why, size_t whylen);
+
+/*
+ * Makes an identity from a JSON object with the claims' shape (a JWT payload, a ticket):
+ *     {"sub": "42", "jti": "abc", "exp": 1767225600,
+ *      "channels": {"subscribe": ["news", "room:*"], "publish": ["room:42"]},
+ *      "info": {"name": "Ann"}}
+ * Every member is optional; "channels" may also be an array, meaning subscribe patterns only;
+ * other members are ignored. Returns 0, or -1 with a reason in why (wrong type of a member,
+ * as hd_identity_new). json_len is the text's length (it need not be NUL-terminated).
+ */
+int hd_identity_from_json(hd_identity_t **out, const char *json, size_t json_len, char *why,
+                          size_t whylen);
+
+hd_identity_t *hd_identity_ref(hd_identity_t *id);
+void hd_identity_unref(hd_identity_t *id); /* NULL is fine */
+
+/* The fields (NULL identity: anonymous, all NULL / 0). Strings live as long as the identity. */
+const char *hd_identity_sub(const hd_identity_t *id);
+const char *hd_identity_jti(const hd_identity_t *id);
+int64_t hd_identity_exp(const hd_identity_t *id);
+const char *hd_identity_info(const hd_identity_t *id); /* compact JSON object text, or NULL */
+
+/* ---- policy --------------------------------------------------------------------------------- */
+
+/* What a rule lets do, per namespace. */
+typedef enum {
+    HD_AUTH_SUB_NONE = 0, /* nobody subscribes (the default for channels no rule covers) */
+    HD_AUTH_SUB_ANY,      /* anyone, anonymous too */
+    HD_AUTH_SUB_AUTH,     /* any connection with a valid identity */
+    HD_AUTH_SUB_GRANT,    /* only identities whose subscribe patterns match the channel */
+    HD_AUTH_SUB_USER,     /* only the channel PREFIX<sub>, for the identity's own sub */
+} hd_auth_sub_t;
+
+typedef enum {
+    HD_AUTH_PUB_KEY = 0,    /* the backend key only (publish_key); clients never */
+    HD_AUTH_PUB_GRANT,      /* identities whose publish patterns match the channel */
+    HD_AUTH_PUB_SUBSCRIBER, /* whoever this rule lets subscribe to the channel */
+} hd_auth_pub_t;
+
+/* One channel_rule line: PATTERN [subscribe=..] [publish=..] [history=on|off]. */
+typedef struct hd_auth_rule_s {
+    char pattern[130]; /* as written: a name, or a prefix and '*' */
+    uint8_t len;       /* of the name or prefix (without the '*') */
+    uint8_t is_prefix;
+    uint8_t subscribe; /* hd_auth_sub_t */
+    uint8_t publish;   /* hd_auth_pub_t */
+    uint8_t history;   /* 1: past messages may be read (polls, resume) by those who subscribe */
+} hd_auth_rule_t;
+
+/*
+ * Parses one channel_rule's words (argv[0] the pattern, then key=value options) into *rule.
+ * Defaults: subscribe=grant publish=key history=on. Returns 0, or -1 with a reason in why.
+ */
+int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, char *why,
+                       size_t whylen);
+
+typedef struct hd_auth_s hd_auth_t;
+
+/* What hd_auth_new is built from (the conf's auth_* directives and channel_rule lines). */
+typedef struct hd_auth_params_s {
+    const char *jwt_alg;        /* "HS256" ... "ES512"; NULL: taken from the key (JWKS, PEM) */
+    const char *jwt_secret;     /* HMAC secret (HS*) */
+    const char *jwt_public_key; /* path of a PEM public key (RS*, ES*) */
+    const char *jwks;           /* path of a JWKS file (keys selected by kid) */
+    const char *issuer;         /* required "iss"; NULL: not checked */
+    const char *audience;       /* required in "aud" (a string or an array); NULL: not checked */
+    uint64_t clock_skew_ms;     /* allowance on exp, nbf and iat */
+    const hd_auth_rule_t *rules;
+    size_t n_rules;
+} hd_auth_params_t;
+
+/*
+ * Builds the policy: reads and checks the key (at most one of secret, public key, JWKS), pins
+ * the algorithm, copies the rules. Returns 0 with *out set, or -1 with a one-line reason in err
+ * naming the directive ("auth_jwks /etc/herald/jwks.json: key 2: unknown kty \"OKP\"").
+ */
+int hd_auth_new(hd_auth_t **out, const hd_auth_params_t *p, char *err, size_t errlen);
+void hd_auth_free(hd_auth_t *a); /* NULL is fine */
+
+/* 1 when auth is on (a key or a rule is configured); NULL: off. */
+int hd_auth_enabled(const hd_auth_t *a);
+/* 1 when tokens can be verified (a key is configured). */
+int hd_auth_has_key(const hd_auth_t *a);
+
+/* ---- verification --------------------------------------------------------------------------- */
+
+/* Why a credential was refused (hd_auth_verify's return), each with its HTTP status and its
+ * WebSocket close code (docs/protocol.md). */
+typedef enum {
+    HD_AUTH_VERIFIED = 0,
+    HD_AUTH_EXPIRED = 1, /* exp passed (beyond the skew): 401, close 4001 */
+    HD_AUTH_INVALID = 2, /* anything else wrong with it: 401, close 4401 */
+    HD_AUTH_NO_KEY = 3,  /* a token came but no key is configured: 401, close 4401 */
+} hd_auth_verify_t;
+
+/*
+ * Verifies a compact JWS (header.payload.signature) against the configured key at time now
+ * (unix seconds): the alg of the header must be the key's pinned alg (alg none, and a token
+ * naming another alg, HS256 against an RSA key say, are refused before any signature check),
+ * the kid selects the JWKS key, then the signature (libjwt), then exp, nbf, iat (with the
+ * skew), iss, aud, and the claims' shape (hd_identity_from_json). On success returns
+ * HD_AUTH_VERIFIED and one reference in *out. Otherwise *out is NULL, the return says why, and
+ * why holds a short human reason that never quotes the token ("token expired", "alg HS256 is
+ * not the configured RS256").
+ */
+hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t len, int64_t now,
+                                hd_identity_t **out, char *why, size_t whylen);
+
+/* ---- decisions ------------------------------------------------------------------------------ */
+
+typedef enum {
+    HD_AUTH_SUBSCRIBE,
+    HD_AUTH_PUBLISH, /* a client's publish; a publish with the backend key never asks */
+    HD_AUTH_HISTORY, /* reading past messages: a short poll, a resume with since/Last-Event-ID */
+} hd_auth_action_t;
+
+typedef enum {
+    HD_AUTH_OK = 0,
+    HD_AUTH_UNAUTHENTICATED = 401, /* an identity would be needed and there is none */
+    HD_AUTH_FORBIDDEN = 403,       /* the identity (or anonymous) may not do this here */
+} hd_auth_result_t;
+
+/*
+ * Decides whether identity id (NULL: anonymous) may do `action` on channel[0..len). The rule is
+ * the one with the exact name, else the longest matching prefix; no rule: nothing but the
+ * backend key's publishes. A NULL or disabled policy allows everything. *reason (may be NULL)
+ * receives a static sentence for a refusal ("channel not granted by the token"). Cost: a scan
+ * of the rules and of the identity's grants, no allocation.
+ */
+hd_auth_result_t hd_auth_check(const hd_auth_t *a, const hd_identity_t *id, const char *channel,
+                               size_t len, hd_auth_action_t action, const char **reason);
+
+/* The rule hd_auth_check applies to a channel, or NULL (none matches, or no policy). */
+const hd_auth_rule_t *hd_auth_rule_for(const hd_auth_t *a, const char *channel, size_t len);
+
+#endif

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * identity.c: hd_identity_t (auth.h): who a connection is, immutable once built, shared by
+ * reference. Built from plain fields or from a claims object (a verified JWT's payload, a
+ * ticket); its channel grants are parsed once here so that a check is a few memcmp.
+ */
+#include "internal.h"
+
+#include "herald/common.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (why != NULL && whylen > 0) {
+        va_start(ap, fmt);
+        vsnprintf(why, whylen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static int is_channel_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == ':' || ch == '@' || ch == '-';
+}
+
+int hd_auth_pattern_parse(pattern_t *p, const char *s, size_t len, char *why, size_t whylen)
+{
+    size_t n = len;
+
+    memset(p, 0, sizeof(*p));
+    if (n > 0 && s[n - 1] == '*') {
+        p->is_prefix = 1;
+        n--;
+    }
+    if ((n == 0 && !p->is_prefix) || n > 128)
+        return fail(why, whylen,
+                    "a channel pattern must be 1..128 bytes, a name or a prefix and '*'");
+    for (size_t i = 0; i < n; i++) {
+        if (!is_channel_char((unsigned char)s[i]))
+            return fail(why, whylen,
+                        "a channel pattern may hold [A-Za-z0-9._:@-] and one final '*' only");
+    }
+    p->name = hd_strndup(s, n);
+    p->len = (uint8_t)n;
+    return 0;
+}
+
+/* A copy of s when it is a string of 1..HD_AUTH_MAX_SUB bytes without NUL or control bytes. */
+static int copy_name(char **out, const char *what, const char *s, char *why, size_t whylen)
+{
+    size_t n;
+
+    *out = NULL;
+    if (s == NULL)
+        return 0;
+    n = strlen(s);
+    if (n == 0 || n > HD_AUTH_MAX_SUB)
+        return fail(why, whylen, "%s must be 1..%d bytes", what, HD_AUTH_MAX_SUB);
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return fail(why, whylen, "%s holds a control character", what);
+    }
+    *out = hd_strdup(s);
+    return 0;
+}
+
+static void identity_free(hd_identity_t *id)
+{
+    for (size_t i = 0; i < (size_t)id->n_subscribe + id->n_publish; i++)
+        free(id->grants[i].name);
+    free(id->grants);
+    free(id->sub);
+    free(id->jti);
+    free(id->info);
+    free(id);
+}
+
+int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *why, size_t whylen)
+{
+    hd_identity_t *id;
+
+    *out = NULL;
+    if (f->n_subscribe > HD_AUTH_MAX_GRANTS || f->n_publish > HD_AUTH_MAX_GRANTS)
+        return fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
+    if (f->exp < 0)
+        return fail(why, whylen, "exp is negative");
+    id = hd_calloc(1, sizeof(*id));
+    id->refs_ = 1;
+    id->exp = f->exp;
+    if (copy_name(&id->sub, "sub", f->sub, why, whylen) < 0 ||
+        copy_name(&id->jti, "jti", f->jti, why, whylen) < 0)
+        goto fail;
+    if (f->n_subscribe + f->n_publish > 0)
+        id->grants = hd_calloc(f->n_subscribe + f->n_publish, sizeof(*id->grants));
+    for (size_t i = 0; i < f->n_subscribe + f->n_publish; i++) {
+        const char *s = i < f->n_subscribe ? f->subscribe[i] : f->publish[i - f->n_subscribe];
+        if (s == NULL || hd_auth_pattern_parse(&id->grants[i], s, strlen(s), why, whylen) < 0) {
+            if (s == NULL)
+                fail(why, whylen, "a channel pattern is missing");
+            goto fail;
+        }
+        if (i < f->n_subscribe)
+            id->n_subscribe++;
+        else
+            id->n_publish++;
+    }
+    if (f->info_json != NULL) {
+        json_error_t jerr;
+        json_t *info = json_loads(f->info_json, JSON_REJECT_DUPLICATES, &jerr);
+        if (info == NULL || !json_is_object(info)) {
+            json_decref(info);
+            fail(why, whylen, "info must be a JSON object");
+            goto fail;
+        }
+        id->info = json_dumps(info, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(info);
+        if (id->info == NULL || strlen(id->info) > HD_AUTH_MAX_INFO) {
+            fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
+            goto fail;
+        }
+    }
+    *out = id;
+    return 0;
+
+fail:
+    identity_free(id);
+    return -1;
+}
+
+/* The strings of a JSON array of patterns into list (borrowed from the array). */
+static int pattern_list(json_t *arr, const char *what, const char ***list, size_t *n, char *why,
+                        size_t whylen)
+{
+    size_t i;
+    json_t *v;
+
+    if (!json_is_array(arr))
+        return fail(why, whylen, "channels.%s must be an array of strings", what);
+    if (json_array_size(arr) > HD_AUTH_MAX_GRANTS)
+        return fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
+    *list = hd_calloc(json_array_size(arr) + 1, sizeof(**list));
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_string(v))
+            return fail(why, whylen, "channels.%s must be an array of strings", what);
+        (*list)[i] = json_string_value(v);
+    }
+    *n = json_array_size(arr);
+    return 0;
+}
+
+static int string_member(json_t *obj, const char *name, const char **out, char *why, size_t whylen)
+{
+    json_t *v = json_object_get(obj, name);
+
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return fail(why, whylen, "%s must be a string", name);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return fail(why, whylen, "%s holds a NUL byte", name);
+    *out = json_string_value(v);
+    return 0;
+}
+
+int hd_identity_from_claims(hd_identity_t **out, json_t *root, char *why, size_t whylen)
+{
+    hd_identity_fields_t f;
+    const char **sub_list = NULL, **pub_list = NULL;
+    char *info = NULL;
+    json_t *v;
+    int rc = -1;
+
+    *out = NULL;
+    memset(&f, 0, sizeof(f));
+    if (!json_is_object(root)) {
+        fail(why, whylen, "claims are not a JSON object");
+        goto done;
+    }
+    if (string_member(root, "sub", &f.sub, why, whylen) < 0 ||
+        string_member(root, "jti", &f.jti, why, whylen) < 0)
+        goto done;
+    if ((v = json_object_get(root, "exp")) != NULL && !json_is_null(v)) {
+        /* RFC 7519 NumericDate: seconds, possibly with a fraction (dropped). */
+        if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e15) {
+            fail(why, whylen, "exp must be a number of seconds");
+            goto done;
+        }
+        f.exp = (int64_t)json_number_value(v);
+    }
+    if ((v = json_object_get(root, "channels")) != NULL && !json_is_null(v)) {
+        if (json_is_array(v)) {
+            if (pattern_list(v, "subscribe", &sub_list, &f.n_subscribe, why, whylen) < 0)
+                goto done;
+        } else if (json_is_object(v)) {
+            json_t *s = json_object_get(v, "subscribe"), *p = json_object_get(v, "publish");
+            if ((s != NULL &&
+                 pattern_list(s, "subscribe", &sub_list, &f.n_subscribe, why, whylen) < 0) ||
+                (p != NULL && pattern_list(p, "publish", &pub_list, &f.n_publish, why, whylen) < 0))
+                goto done;
+        } else {
+            fail(why, whylen,
+                 "channels must be an object {\"subscribe\": [..], \"publish\": [..]} or an array");
+            goto done;
+        }
+    }
+    f.subscribe = sub_list;
+    f.publish = pub_list;
+    if ((v = json_object_get(root, "info")) != NULL && !json_is_null(v)) {
+        if (!json_is_object(v)) {
+            fail(why, whylen, "info must be a JSON object");
+            goto done;
+        }
+        info = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        f.info_json = info;
+    }
+    rc = hd_identity_new(out, &f, why, whylen);
+
+done:
+    free(info);
+    free(sub_list);
+    free(pub_list);
+    return rc;
+}
+
+int hd_identity_from_json(hd_identity_t **out, const char *json, size_t json_len, char *why,
+                          size_t whylen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, json_len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc;
+
+    *out = NULL;
+    if (root == NULL)
+        return fail(why, whylen, "claims are not JSON");
+    rc = hd_identity_from_claims(out, root, why, whylen);
+    json_decref(root);
+    return rc;
+}
+
+hd_identity_t *hd_identity_ref(hd_identity_t *id)
+{
+    __atomic_add_fetch(&id->refs_, 1, __ATOMIC_RELAXED);
+    return id;
+}
+
+void hd_identity_unref(hd_identity_t *id)
+{
+    if (id != NULL && __atomic_sub_fetch(&id->refs_, 1, __ATOMIC_ACQ_REL) == 0)
+        identity_free(id);
+}
+
+const char *hd_identity_sub(const hd_identity_t *id)
+{
+    return id != NULL ? id->sub : NULL;
+}
+
+const char *hd_identity_jti(const hd_identity_t *id)
+{
+    return id != NULL ? id->jti : NULL;
+}
+
+int64_t hd_identity_exp(const hd_identity_t *id)
+{
+    return id != NULL ? id->exp : 0;
+}
+
+const char *hd_identity_info(const hd_identity_t *id)
+{
+    return id != NULL ? id->info : NULL;
+}
+
+int hd_identity_granted(const hd_identity_t *id, int publish, const char *channel, size_t len)
+{
+    size_t from = publish ? id->n_subscribe : 0;
+    size_t to = publish ? (size_t)id->n_subscribe + id->n_publish : id->n_subscribe;
+
+    for (size_t i = from; i < to; i++) {
+        const pattern_t *p = &id->grants[i];
+        if (hd_auth_pattern_match(p->name, p->len, p->is_prefix, channel, len))
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,882 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_auth.c: unit tests of src/auth: token verification (good, expired, nbf, iat, wrong
+ * signature, alg none, the HS/RS confusion, wrong iss/aud, kid selection in a JWKS of RSA, EC
+ * and oct keys, unsupported algs, malformed tokens), the keys the policy accepts, identities,
+ * and the channel rules' decisions. Tokens are minted here with libjwt and OpenSSL from keys
+ * generated at run time.
+ */
+#include "herald/auth.h"
+#include "herald/common.h"
+#include "herald/conf.h"
+
+#include "test.h"
+
+#include <jwt.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SECRET "0123456789abcdef0123456789abcdef-herald-test"
+#define NOW    1767225600 /* 2026-01-01 */
+
+static char tmpdir[64];
+
+/* ---- minting -------------------------------------------------------------------------------- */
+
+static void b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t i, o = 0;
+
+    for (i = 0; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63];
+        out[o++] = tab[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63];
+    }
+    out[o] = '\0';
+}
+
+/* A token signed by libjwt: alg with key (secret or private PEM), optional kid, claims JSON. */
+static char *mint(jwt_alg_t alg, const void *key, size_t keylen, const char *kid,
+                  const char *claims)
+{
+    jwt_t *jwt = NULL;
+    char *tok, *copy;
+
+    T_EQ_INT(jwt_new(&jwt), 0);
+    T_EQ_INT(jwt_add_grants_json(jwt, claims), 0);
+    if (kid != NULL)
+        T_EQ_INT(jwt_add_header(jwt, "kid", kid), 0);
+    T_EQ_INT(jwt_set_alg(jwt, alg, key, (int)keylen), 0);
+    tok = jwt_encode_str(jwt);
+    T_TRUE(tok != NULL);
+    copy = hd_strdup(tok);
+    free(tok);
+    jwt_free(jwt);
+    return copy;
+}
+
+/* A token assembled by hand: any header, HMAC-SHA256 with key (NULL: empty signature). */
+static char *mint_raw(const char *header, const char *claims, const void *key, size_t keylen)
+{
+    char *out = hd_malloc(8192), sig[128];
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    size_t n;
+
+    b64url((const unsigned char *)header, strlen(header), out);
+    n = strlen(out);
+    out[n++] = '.';
+    b64url((const unsigned char *)claims, strlen(claims), out + n);
+    n = strlen(out);
+    if (key != NULL)
+        HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)out, n, mac, &maclen);
+    b64url(mac, maclen, sig);
+    out[n++] = '.';
+    strcpy(out + n, key != NULL ? sig : "");
+    return out;
+}
+
+typedef struct keypair_s {
+    EVP_PKEY *pkey;
+    char *priv_pem, *pub_pem;
+    size_t priv_len, pub_len;
+} keypair_t;
+
+static char *pem_string(EVP_PKEY *pkey, int private_, size_t *len)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data, *out;
+    long n;
+
+    if (private_)
+        T_TRUE(PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) == 1);
+    else
+        T_TRUE(PEM_write_bio_PUBKEY(bio, pkey) == 1);
+    n = BIO_get_mem_data(bio, &data);
+    out = hd_strndup(data, (size_t)n);
+    *len = (size_t)n;
+    BIO_free(bio);
+    return out;
+}
+
+static void keypair_rsa(keypair_t *k, unsigned bits)
+{
+    k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+    T_TRUE(k->pkey != NULL);
+    k->priv_pem = pem_string(k->pkey, 1, &k->priv_len);
+    k->pub_pem = pem_string(k->pkey, 0, &k->pub_len);
+}
+
+static void keypair_ec(keypair_t *k, const char *curve)
+{
+    k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+    T_TRUE(k->pkey != NULL);
+    k->priv_pem = pem_string(k->pkey, 1, &k->priv_len);
+    k->pub_pem = pem_string(k->pkey, 0, &k->pub_len);
+}
+
+static void keypair_free(keypair_t *k)
+{
+    EVP_PKEY_free(k->pkey);
+    free(k->priv_pem);
+    free(k->pub_pem);
+}
+
+static void bn_b64(EVP_PKEY *pkey, const char *param, size_t pad, char *out)
+{
+    BIGNUM *bn = NULL;
+    unsigned char buf[1024];
+    int n;
+
+    T_TRUE(EVP_PKEY_get_bn_param(pkey, param, &bn) == 1);
+    n = pad ? BN_bn2binpad(bn, buf, (int)pad) : BN_bn2bin(bn, buf);
+    T_TRUE(n > 0);
+    b64url(buf, (size_t)n, out);
+    BN_free(bn);
+}
+
+static char *write_file(const char *name, const char *text)
+{
+    char *path = hd_malloc(256);
+    FILE *f;
+
+    snprintf(path, 256, "%s/%s", tmpdir, name);
+    f = fopen(path, "w");
+    T_TRUE(f != NULL);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static hd_auth_t *policy(const hd_auth_params_t *p)
+{
+    hd_auth_t *a = NULL;
+    char err[512];
+
+    if (hd_auth_new(&a, p, err, sizeof(err)) != 0)
+        T_FAIL("hd_auth_new: %s", err);
+    return a;
+}
+
+/* Verifies and returns the result; the identity (if any) in *out or unref'd. */
+static hd_auth_verify_t verify(const hd_auth_t *a, const char *tok, int64_t now,
+                               hd_identity_t **out, char *why)
+{
+    hd_identity_t *id = NULL;
+    hd_auth_verify_t v = hd_auth_verify(a, tok, strlen(tok), now, &id, why, 160);
+
+    T_TRUE((v == HD_AUTH_VERIFIED) == (id != NULL));
+    if (out != NULL)
+        *out = id;
+    else
+        hd_identity_unref(id);
+    return v;
+}
+
+static void expect_refused(const hd_auth_t *a, const char *tok, int64_t now, hd_auth_verify_t want,
+                           const char *reason)
+{
+    char why[160] = "";
+
+    T_EQ_INT(verify(a, tok, now, NULL, why), want);
+    T_CONTAINS(why, reason);
+}
+
+/* ---- verification --------------------------------------------------------------------------- */
+
+static void test_hs256_good(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET, .clock_skew_ms = 30000};
+    hd_auth_t *a = policy(&p);
+    hd_identity_t *id = NULL;
+    char why[160], *tok;
+
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
+               "{\"sub\":\"42\",\"jti\":\"t-1\",\"exp\":1767229200,\"iat\":1767225600,"
+               "\"channels\":{\"subscribe\":[\"news\",\"room:*\"],\"publish\":[\"room:42\"]},"
+               "\"info\":{\"name\":\"Ann\",\"n\":[1, 2]}}");
+    T_EQ_INT(verify(a, tok, NOW, &id, why), HD_AUTH_VERIFIED);
+    T_EQ_STR(hd_identity_sub(id), "42");
+    T_EQ_STR(hd_identity_jti(id), "t-1");
+    T_EQ_INT(hd_identity_exp(id), 1767229200);
+    /* Compact, whatever order libjwt wrote the members in. */
+    T_CONTAINS(hd_identity_info(id), "\"name\":\"Ann\"");
+    T_CONTAINS(hd_identity_info(id), "\"n\":[1,2]");
+    T_TRUE(strchr(hd_identity_info(id), ' ') == NULL);
+    T_TRUE(hd_auth_enabled(a) && hd_auth_has_key(a));
+    hd_identity_unref(id);
+    free(tok);
+
+    /* HS384 and HS512 are refused by an HS256 policy, accepted by their own. */
+    tok = mint(JWT_ALG_HS512, SECRET SECRET, 2 * strlen(SECRET), NULL, "{\"sub\":\"1\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS512 is not the configured HS256");
+    hd_auth_free(a);
+    p.jwt_secret = SECRET SECRET;
+    p.jwt_alg = "HS512";
+    a = policy(&p);
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    hd_auth_free(a);
+}
+
+static void test_time_claims(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET, .clock_skew_ms = 30000};
+    hd_auth_t *a = policy(&p);
+    char why[160], *tok;
+
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"exp\":1767225600}");
+    /* exp passed, but within the 30 s skew: still good; past it: expired. */
+    T_EQ_INT(verify(a, tok, NOW + 29, NULL, why), HD_AUTH_VERIFIED);
+    expect_refused(a, tok, NOW + 30, HD_AUTH_EXPIRED, "token expired");
+    expect_refused(a, tok, NOW + 3600, HD_AUTH_EXPIRED, "token expired");
+    free(tok);
+
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"nbf\":1767225660}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "not valid yet");
+    T_EQ_INT(verify(a, tok, NOW + 30, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"iat\":1767229200}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "issued in the future");
+    free(tok);
+
+    tok =
+        mint_raw("{\"alg\":\"HS256\"}", "{\"sub\":\"1\",\"exp\":\"soon\"}", SECRET, strlen(SECRET));
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "exp is not a number");
+    free(tok);
+
+    /* No exp at all: valid (docs/auth.md says to mint with one). */
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\"}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    hd_auth_free(a);
+}
+
+static void test_bad_signature_and_none(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_auth_t *a = policy(&p);
+    char *tok, *dot;
+    const char *other = "another secret that is long enough, 32+ bytes";
+
+    tok = mint(JWT_ALG_HS256, other, strlen(other), NULL, "{\"sub\":\"1\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "bad signature");
+    free(tok);
+
+    /* A good token with one byte of its payload changed. */
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"x\":\"abcd\"}");
+    dot = strchr(tok, '.');
+    dot[3] = dot[3] == 'A' ? 'B' : 'A';
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "");
+    free(tok);
+
+    /* alg none, with and without a signature part, and in other spellings. */
+    tok = mint_raw("{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"sub\":\"1\"}", NULL, 0);
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg none");
+    free(tok);
+    tok = mint_raw("{\"alg\":\"None\"}", "{\"sub\":\"1\"}", NULL, 0);
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "unknown alg");
+    free(tok);
+    /* Without pinning libjwt itself would take an unsigned token: the check is ours. */
+    {
+        jwt_t *jwt = NULL;
+        tok = mint_raw("{\"alg\":\"none\"}", "{\"sub\":\"1\"}", NULL, 0);
+        T_EQ_INT(jwt_decode(&jwt, tok, NULL, 0), 0);
+        jwt_free(jwt);
+        free(tok);
+    }
+    /* Two alg members: refused as a duplicate, whichever one libjwt would read. */
+    tok =
+        mint_raw("{\"alg\":\"HS256\",\"alg\":\"none\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "header");
+    free(tok);
+    tok = mint_raw("{\"alg\":\"HS256\",\"crit\":[\"b64\"]}", "{\"sub\":\"1\"}", SECRET,
+                   strlen(SECRET));
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "crit");
+    free(tok);
+    tok = mint_raw("{\"alg\":\"PS256\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "not supported by Debian 12's libjwt");
+    free(tok);
+    tok = mint_raw("{\"alg\":\"EdDSA\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "not supported by Debian 12's libjwt");
+    free(tok);
+    hd_auth_free(a);
+}
+
+static void test_malformed(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_auth_t *a = policy(&p);
+    static const char *const bad[] = {
+        "",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "...",
+        "!!.e30.",
+        "e30.e30.",
+        "W10.e30.x",
+        "e30.W10.x",
+        "eyJhbGciOiJIUzI1NiJ9.e30",
+        "eyJhbGciOjF9.e30.x",
+    };
+    char why[160], *big;
+    hd_identity_t *id = (hd_identity_t *)&why; /* must be reset to NULL */
+
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        T_EQ_INT(hd_auth_verify(a, bad[i], strlen(bad[i]), NOW, &id, why, sizeof(why)),
+                 HD_AUTH_INVALID);
+        T_TRUE(id == NULL);
+    }
+    big = hd_malloc(HD_AUTH_MAX_TOKEN + 2);
+    memset(big, 'a', HD_AUTH_MAX_TOKEN + 1);
+    big[HD_AUTH_MAX_TOKEN + 1] = '\0';
+    expect_refused(a, big, NOW, HD_AUTH_INVALID, "longer than");
+    free(big);
+    /* A NUL inside the token. */
+    T_EQ_INT(hd_auth_verify(a, "e30.e\0.x", 8, NOW, &id, why, sizeof(why)), HD_AUTH_INVALID);
+    hd_auth_free(a);
+
+    /* No key configured at all. */
+    T_EQ_INT(hd_auth_verify(NULL, "a.b.c", 5, NOW, &id, why, sizeof(why)), HD_AUTH_NO_KEY);
+}
+
+static void test_hs_rs_confusion(void)
+{
+    keypair_t rsa;
+    char *path, *tok;
+    hd_auth_t *a;
+    jwt_t *jwt = NULL;
+
+    keypair_rsa(&rsa, 2048);
+    path = write_file("rsa.pub.pem", rsa.pub_pem);
+    hd_auth_params_t p = {.jwt_public_key = path, .jwt_alg = "RS256"};
+    a = policy(&p);
+
+    tok = mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"7\"}");
+    {
+        char why[160];
+        T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    }
+    free(tok);
+
+    /* The attack: HS256 with the public PEM as the HMAC secret. */
+    tok = mint(JWT_ALG_HS256, rsa.pub_pem, rsa.pub_len, NULL, "{\"sub\":\"admin\"}");
+    /* libjwt alone, handed the PEM, accepts it: the pinning is what stops it. */
+    T_EQ_INT(jwt_decode(&jwt, tok, (const unsigned char *)rsa.pub_pem, (int)rsa.pub_len), 0);
+    jwt_free(jwt);
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured RS256");
+    free(tok);
+    /* Same with the PEM re-serialized by herald (what it keeps in memory). */
+    tok = mint_raw("{\"alg\":\"HS256\"}", "{\"sub\":\"admin\"}", rsa.pub_pem, rsa.pub_len);
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256");
+    free(tok);
+
+    /* RS384 against the RS256 pin. */
+    tok = mint(JWT_ALG_RS384, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"7\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg RS384 is not the configured RS256");
+    free(tok);
+    hd_auth_free(a);
+    unlink(path);
+    free(path);
+    keypair_free(&rsa);
+}
+
+static void test_es256_pem(void)
+{
+    keypair_t ec;
+    char *path, *tok, why[160];
+    hd_auth_t *a;
+
+    keypair_ec(&ec, "P-256");
+    path = write_file("ec.pub.pem", ec.pub_pem);
+    hd_auth_params_t p = {.jwt_public_key = path}; /* alg from the curve: ES256 */
+    a = policy(&p);
+    tok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, NULL,
+               "{\"sub\":\"e\",\"channels\":[\"a\",\"b:*\"]}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    tok = mint(JWT_ALG_HS256, ec.pub_pem, ec.pub_len, NULL, "{\"sub\":\"e\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured ES256");
+    free(tok);
+    hd_auth_free(a);
+    unlink(path);
+    free(path);
+    keypair_free(&ec);
+}
+
+static void test_iss_aud(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET, .issuer = "https://app", .audience = "herald"};
+    hd_auth_t *a = policy(&p);
+    char why[160], *tok;
+
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
+               "{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":\"herald\"}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
+               "{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":[\"x\",\"herald\"]}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
+               "{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":\"other\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "aud");
+    free(tok);
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
+               "{\"sub\":\"1\",\"iss\":\"https://app\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "aud");
+    free(tok);
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
+               "{\"sub\":\"1\",\"iss\":\"https://evil\",\"aud\":\"herald\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "iss");
+    free(tok);
+    hd_auth_free(a);
+}
+
+static void test_jwks_kid(void)
+{
+    keypair_t rsa, ec, ec384;
+    char n[600], e[16], x[100], y[100], x2[100], y2[100], k[100], jwks[4096], *path, *tok;
+    char why[160];
+    hd_auth_t *a;
+    hd_identity_t *id;
+
+    keypair_rsa(&rsa, 2048);
+    keypair_ec(&ec, "P-256");
+    keypair_ec(&ec384, "P-384");
+    bn_b64(rsa.pkey, OSSL_PKEY_PARAM_RSA_N, 0, n);
+    bn_b64(rsa.pkey, OSSL_PKEY_PARAM_RSA_E, 0, e);
+    bn_b64(ec.pkey, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
+    bn_b64(ec.pkey, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
+    bn_b64(ec384.pkey, OSSL_PKEY_PARAM_EC_PUB_X, 48, x2);
+    bn_b64(ec384.pkey, OSSL_PKEY_PARAM_EC_PUB_Y, 48, y2);
+    b64url((const unsigned char *)SECRET, strlen(SECRET), k);
+    snprintf(jwks, sizeof(jwks),
+             "{\"keys\":["
+             "{\"kty\":\"RSA\",\"kid\":\"r1\",\"alg\":\"RS256\",\"use\":\"sig\",\"n\":\"%s\","
+             "\"e\":\"%s\"},"
+             "{\"kty\":\"EC\",\"kid\":\"e1\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"},"
+             "{\"kty\":\"EC\",\"kid\":\"e2\",\"crv\":\"P-384\",\"x\":\"%s\",\"y\":\"%s\"},"
+             "{\"kty\":\"oct\",\"kid\":\"h1\",\"alg\":\"HS256\",\"k\":\"%s\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"enc\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}",
+             n, e, x, y, x2, y2, k);
+    path = write_file("keys.jwks", jwks);
+    hd_auth_params_t p = {.jwks = path};
+    a = policy(&p);
+
+    tok = mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, "r1", "{\"sub\":\"r\"}");
+    T_EQ_INT(verify(a, tok, NOW, &id, why), HD_AUTH_VERIFIED);
+    T_EQ_STR(hd_identity_sub(id), "r");
+    hd_identity_unref(id);
+    free(tok);
+    tok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, "e1", "{\"sub\":\"e\"}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    tok = mint(JWT_ALG_ES384, ec384.priv_pem, ec384.priv_len, "e2", "{\"sub\":\"e2\"}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), "h1", "{\"sub\":\"h\"}");
+    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    free(tok);
+
+    /* The EC key's token naming the RSA kid, an unknown kid, no kid, a confused alg. */
+    tok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, "r1", "{\"sub\":\"e\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg ES256 is not the configured RS256");
+    free(tok);
+    tok = mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, "r9", "{\"sub\":\"r\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "no key with the token's kid");
+    free(tok);
+    tok = mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"r\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "without kid");
+    free(tok);
+    tok = mint(JWT_ALG_HS256, rsa.pub_pem, rsa.pub_len, "r1", "{\"sub\":\"admin\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured RS256");
+    free(tok);
+    tok = mint(JWT_ALG_ES256, ec384.priv_pem, ec384.priv_len, "e1", "{\"sub\":\"e\"}");
+    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "");
+    free(tok);
+    hd_auth_free(a);
+    unlink(path);
+    free(path);
+    keypair_free(&rsa);
+    keypair_free(&ec);
+    keypair_free(&ec384);
+}
+
+/* Policies refused at load, each with a reason naming what is wrong. */
+static void test_bad_keys(void)
+{
+    keypair_t rsa, small, ec;
+    char err[512], *rsa_path, *small_path, *ec_path, *jwks_path;
+    hd_auth_t *a = NULL;
+    struct {
+        hd_auth_params_t p;
+        const char *reason;
+    } cases[] = {
+        {{.jwt_secret = "short"}, "5 bytes; HS256 needs at least 32"},
+        {{.jwt_secret = SECRET, .jwt_alg = "HS512"}, "HS512 needs at least 64"},
+        {{.jwt_secret = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"},
+         "looks like a PEM key"},
+        {{.jwt_secret = SECRET, .jwt_alg = "RS256"}, "a secret verifies HS256/384/512 only"},
+        {{.jwt_secret = SECRET, .jwks = "/x"}, "exclude each other"},
+        {{.jwt_alg = "PS256", .jwt_secret = SECRET}, "not supported by Debian 12's libjwt"},
+        {{.jwt_alg = "none", .jwt_secret = SECRET}, "alg none"},
+        {{.jwt_alg = "HS256"}, "set without a key"},
+        {{.jwt_public_key = "/nonexistent/key.pem"}, "cannot read /nonexistent/key.pem"},
+        {{.jwks = "/nonexistent/keys.jwks"}, "cannot read"},
+    };
+
+    for (size_t i = 0; i < HD_ARRAY_SIZE(cases); i++) {
+        err[0] = '\0';
+        T_EQ_INT(hd_auth_new(&a, &cases[i].p, err, sizeof(err)), -1);
+        T_TRUE(a == NULL);
+        T_CONTAINS(err, cases[i].reason);
+    }
+
+    keypair_rsa(&rsa, 2048);
+    keypair_rsa(&small, 1024);
+    keypair_ec(&ec, "P-256");
+    rsa_path = write_file("rsa2.pem", rsa.pub_pem);
+    small_path = write_file("small.pem", small.pub_pem);
+    ec_path = write_file("ec2.pem", ec.pub_pem);
+    struct {
+        hd_auth_params_t p;
+        const char *reason;
+    } files[] = {
+        {{.jwt_public_key = rsa_path, .jwt_alg = "HS256"}, "a public key cannot verify HS256"},
+        {{.jwt_public_key = rsa_path, .jwt_alg = "ES256"}, "an RSA key cannot verify ES256"},
+        {{.jwt_public_key = small_path}, "RSA key of 1024 bits"},
+        {{.jwt_public_key = ec_path, .jwt_alg = "ES384"}, "cannot verify ES384"},
+        {{.jwt_public_key = ec_path, .jwt_alg = "RS256"}, "cannot verify RS256"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(files); i++) {
+        err[0] = '\0';
+        T_EQ_INT(hd_auth_new(&a, &files[i].p, err, sizeof(err)), -1);
+        T_CONTAINS(err, files[i].reason);
+    }
+
+    static const struct {
+        const char *jwks, *reason;
+    } sets[] = {
+        {"not json", "not JSON"},
+        {"{}", "expected a JWKS object"},
+        {"{\"keys\":[]}", "no signature key"},
+        {"{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AA\"}]}", "kty \"OKP\""},
+        {"{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2hvcnQ\"}]}", "secret of 5 bytes"},
+        {"{\"keys\":[{\"kty\":\"oct\",\"alg\":\"RS256\",\"k\":\"c2hvcnQ\"}]}",
+         "an oct key cannot verify RS256"},
+        {"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AAAA\",\"y\":\"AAAA\"}]}",
+         "x and y of 32 bytes"},
+        {"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"secp256k1\",\"x\":\"AA\",\"y\":\"AA\"}]}",
+         "unsupported crv"},
+        {"{\"keys\":[{\"kty\":\"RSA\",\"n\":\"!!\",\"e\":\"AQAB\"}]}", "without base64url n"},
+        {"{\"keys\":[{\"kty\":\"oct\",\"alg\":\"PS256\",\"k\":\"AA\"}]}", "PS256 is not supported"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(sets); i++) {
+        hd_auth_params_t p = {0};
+        jwks_path = write_file("bad.jwks", sets[i].jwks);
+        p.jwks = jwks_path;
+        err[0] = '\0';
+        T_EQ_INT(hd_auth_new(&a, &p, err, sizeof(err)), -1);
+        T_CONTAINS(err, "auth_jwks");
+        T_CONTAINS(err, sets[i].reason);
+        unlink(jwks_path);
+        free(jwks_path);
+    }
+    unlink(rsa_path);
+    unlink(small_path);
+    unlink(ec_path);
+    free(rsa_path);
+    free(small_path);
+    free(ec_path);
+    keypair_free(&rsa);
+    keypair_free(&small);
+    keypair_free(&ec);
+}
+
+/* ---- identities ----------------------------------------------------------------------------- */
+
+static void test_identity(void)
+{
+    const char *subs[] = {"news", "room:*"}, *pubs[] = {"room:42"};
+    hd_identity_fields_t f = {.sub = "u1",
+                              .exp = 99,
+                              .subscribe = subs,
+                              .n_subscribe = 2,
+                              .publish = pubs,
+                              .n_publish = 1,
+                              .info_json = "{ \"a\" : 1 }"};
+    hd_identity_t *id = NULL, *id2;
+    char why[160];
+
+    T_EQ_INT(hd_identity_new(&id, &f, why, sizeof(why)), 0);
+    T_EQ_STR(hd_identity_info(id), "{\"a\":1}");
+    T_TRUE(hd_identity_jti(id) == NULL);
+    id2 = hd_identity_ref(id);
+    hd_identity_unref(id);
+    T_EQ_STR(hd_identity_sub(id2), "u1");
+    hd_identity_unref(id2);
+    hd_identity_unref(NULL);
+    T_TRUE(hd_identity_sub(NULL) == NULL && hd_identity_exp(NULL) == 0);
+
+    static const struct {
+        const char *json, *reason;
+    } bad[] = {
+        {"[]", "not a JSON object"},
+        {"{\"sub\":42}", "sub must be a string"},
+        {"{\"sub\":\"\"}", "sub must be 1.."},
+        {"{\"sub\":\"a\\u0000b\"}", "not JSON"},
+        {"{\"sub\":\"a\\nb\"}", "control character"},
+        {"{\"channels\":\"news\"}", "channels must be an object"},
+        {"{\"channels\":[\"a b\"]}", "may hold"},
+        {"{\"channels\":[\"a*b\"]}", "may hold"},
+        {"{\"channels\":[\"\"]}", "1..128 bytes"},
+        {"{\"channels\":{\"publish\":[1]}}", "channels.publish must be an array of strings"},
+        {"{\"info\":[1]}", "info must be a JSON object"},
+        {"{\"exp\":-5}", "exp must be"},
+        {"{\"sub\":\"a\",\"sub\":\"b\"}", "not JSON"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        why[0] = '\0';
+        id = (hd_identity_t *)why;
+        T_EQ_INT(hd_identity_from_json(&id, bad[i].json, strlen(bad[i].json), why, sizeof(why)),
+                 -1);
+        T_TRUE(id == NULL);
+        T_CONTAINS(why, bad[i].reason);
+    }
+    /* Too many grants. */
+    {
+        char json[8192];
+        size_t pos = (size_t)snprintf(json, sizeof(json), "{\"channels\":[");
+        for (int i = 0; i <= HD_AUTH_MAX_GRANTS; i++)
+            pos += (size_t)snprintf(json + pos, sizeof(json) - pos, "%s\"c%d\"", i ? "," : "", i);
+        snprintf(json + pos, sizeof(json) - pos, "]}");
+        T_EQ_INT(hd_identity_from_json(&id, json, strlen(json), why, sizeof(why)), -1);
+        T_CONTAINS(why, "more than 256");
+    }
+}
+
+/* ---- rules ---------------------------------------------------------------------------------- */
+
+static hd_identity_t *ident(const char *json)
+{
+    hd_identity_t *id = NULL;
+    char why[160];
+
+    if (hd_identity_from_json(&id, json, strlen(json), why, sizeof(why)) != 0)
+        T_FAIL("identity %s: %s", json, why);
+    return id;
+}
+
+static hd_auth_result_t check(const hd_auth_t *a, const hd_identity_t *id, const char *ch,
+                              hd_auth_action_t act)
+{
+    const char *reason = NULL;
+    hd_auth_result_t r = hd_auth_check(a, id, ch, strlen(ch), act, &reason);
+
+    T_TRUE((r == HD_AUTH_OK) == (reason == NULL));
+    return r;
+}
+
+static void test_rule_parse(void)
+{
+    hd_auth_rule_t r;
+    char why[200];
+    const char *ok[] = {"room:*", "subscribe=auth", "publish=subscriber", "history=off"};
+
+    T_EQ_INT(hd_auth_rule_parse(&r, 4, ok, why, sizeof(why)), 0);
+    T_EQ_INT(r.subscribe, HD_AUTH_SUB_AUTH);
+    T_EQ_INT(r.publish, HD_AUTH_PUB_SUBSCRIBER);
+    T_EQ_INT(r.history, 0);
+    T_EQ_INT(r.is_prefix, 1);
+    T_EQ_INT(r.len, 5);
+    const char *def[] = {"x"};
+    T_EQ_INT(hd_auth_rule_parse(&r, 1, def, why, sizeof(why)), 0);
+    T_TRUE(r.subscribe == HD_AUTH_SUB_GRANT && r.publish == HD_AUTH_PUB_KEY && r.history == 1);
+
+    static const struct {
+        const char *argv[3];
+        int argc;
+        const char *reason;
+    } bad[] = {
+        {{"a b"}, 1, "may hold"},
+        {{"x", "subscribe=everyone"}, 2, "subscribe: expected none, any, auth, grant or user"},
+        {{"x", "publish=anyone"}, 2, "publish: expected key, grant or subscriber"},
+        {{"x", "history=maybe"}, 2, "history: expected on or off"},
+        {{"x", "color=red"}, 2, "expected subscribe=..."},
+        {{"x", "subscribe"}, 2, "expected subscribe=..."},
+        {{"x", "subscribe=any", "subscribe=auth"}, 3, "subscribe given twice"},
+        {{"user:42", "subscribe=user"}, 2, "subscribe=user needs a prefix pattern"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        why[0] = '\0';
+        T_EQ_INT(hd_auth_rule_parse(&r, bad[i].argc, bad[i].argv, why, sizeof(why)), -1);
+        T_CONTAINS(why, bad[i].reason);
+    }
+}
+
+static void test_rules(void)
+{
+    static const char conf_text[] =
+        "auth_jwt_secret " SECRET "\n"
+        "channel_rule public:* subscribe=any\n"
+        "channel_rule private:* subscribe=grant publish=grant\n"
+        "channel_rule user:* subscribe=user\n"
+        "channel_rule room:* subscribe=auth publish=subscriber history=off\n"
+        "channel_rule room:vip:* subscribe=grant publish=subscriber\n"
+        "channel_rule room:vip:lobby subscribe=any\n"
+        "channel_rule closed:* subscribe=none\n";
+    hd_conf_t *c = NULL;
+    char err[512];
+    const hd_auth_t *a;
+    hd_identity_t *u42, *u43, *nosub;
+
+    if (hd_conf_load_string(&c, "t.conf", conf_text, NULL, 0, err, sizeof(err)) != 0)
+        T_FAIL("conf: %s", err);
+    a = c->auth;
+    T_TRUE(hd_auth_enabled(a));
+    u42 = ident("{\"sub\":\"42\",\"channels\":{\"subscribe\":[\"private:a\",\"private:team:*\","
+                "\"room:vip:*\",\"other\"],\"publish\":[\"private:a\"]}}");
+    u43 = ident("{\"sub\":\"43\"}");
+    nosub = ident("{\"channels\":[\"private:*\"]}");
+
+    /* public:* open to all */
+    T_EQ_INT(check(a, NULL, "public:news", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "public:news", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, NULL, "public:news", HD_AUTH_HISTORY), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "public:news", HD_AUTH_PUBLISH), HD_AUTH_FORBIDDEN); /* key only */
+    /* private:* by grant */
+    T_EQ_INT(check(a, NULL, "private:a", HD_AUTH_SUBSCRIBE), HD_AUTH_UNAUTHENTICATED);
+    T_EQ_INT(check(a, u42, "private:a", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "private:team:x", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "private:ab", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u42, "private:b", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u43, "private:a", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, nosub, "private:b", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "private:a", HD_AUTH_PUBLISH), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "private:team:x", HD_AUTH_PUBLISH), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, NULL, "private:a", HD_AUTH_PUBLISH), HD_AUTH_UNAUTHENTICATED);
+    /* user:* for one's own sub only */
+    T_EQ_INT(check(a, u42, "user:42", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "user:43", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u42, "user:420", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u42, "user:4", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u43, "user:43", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, NULL, "user:42", HD_AUTH_SUBSCRIBE), HD_AUTH_UNAUTHENTICATED);
+    T_EQ_INT(check(a, nosub, "user:", HD_AUTH_SUBSCRIBE), HD_AUTH_UNAUTHENTICATED);
+    T_EQ_INT(check(a, u42, "user:42", HD_AUTH_PUBLISH), HD_AUTH_FORBIDDEN);
+    /* room:* any identity, subscribers publish, no history */
+    T_EQ_INT(check(a, u43, "room:1", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, NULL, "room:1", HD_AUTH_SUBSCRIBE), HD_AUTH_UNAUTHENTICATED);
+    T_EQ_INT(check(a, u43, "room:1", HD_AUTH_PUBLISH), HD_AUTH_OK);
+    T_EQ_INT(check(a, u43, "room:1", HD_AUTH_HISTORY), HD_AUTH_FORBIDDEN);
+    /* the longest prefix wins, an exact name beats every prefix */
+    T_EQ_INT(check(a, u43, "room:vip:x", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u42, "room:vip:x", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, u42, "room:vip:x", HD_AUTH_HISTORY), HD_AUTH_OK);
+    T_EQ_INT(check(a, NULL, "room:vip:lobby", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(a, NULL, "room:vip:lobby2", HD_AUTH_SUBSCRIBE), HD_AUTH_UNAUTHENTICATED);
+    T_EQ_STR(hd_auth_rule_for(a, "room:vip:q", 10)->pattern, "room:vip:*");
+    /* everything else: closed, whatever the token grants */
+    T_EQ_INT(check(a, u42, "other", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, NULL, "news", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(check(a, u42, "closed:x", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
+    T_TRUE(hd_auth_rule_for(a, "news", 4) == NULL);
+
+    hd_identity_unref(u42);
+    hd_identity_unref(u43);
+    hd_identity_unref(nosub);
+    hd_conf_unref(c);
+
+    /* Auth off (the defaults): everything allowed, as before. */
+    T_EQ_INT(hd_conf_load_string(&c, "t.conf", "", NULL, 0, err, sizeof(err)), 0);
+    T_TRUE(!hd_auth_enabled(c->auth) && !hd_auth_has_key(c->auth));
+    T_EQ_INT(check(c->auth, NULL, "anything", HD_AUTH_PUBLISH), HD_AUTH_OK);
+    T_EQ_INT(check(NULL, NULL, "anything", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    hd_conf_unref(c);
+
+    /* Rules without a key: auth on, everyone anonymous. "*" covers every channel. */
+    T_EQ_INT(hd_conf_load_string(&c, "t.conf", "channel_rule * subscribe=any\n", NULL, 0, err,
+                                 sizeof(err)),
+             0);
+    T_TRUE(hd_auth_enabled(c->auth) && !hd_auth_has_key(c->auth));
+    T_EQ_INT(check(c->auth, NULL, "x", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
+    T_EQ_INT(check(c->auth, NULL, "x", HD_AUTH_PUBLISH), HD_AUTH_FORBIDDEN);
+    hd_conf_unref(c);
+}
+
+/* Conf errors name the file, the line and the directive. */
+static void test_conf_errors(void)
+{
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"channel_rule\n", "t.conf:1: channel_rule: expected 1 to 4 values"},
+        {"channel_rule a b\n", "t.conf:1: channel_rule: expected subscribe="},
+        {"\nchannel_rule x*y\n", "t.conf:2: channel_rule: a channel pattern may hold"},
+        {"channel_rule a:*\nchannel_rule a:* subscribe=any\n",
+         "t.conf:2: channel_rule: pattern \"a:*\" given twice"},
+        {"auth_jwt_alg PS256\n", "t.conf:1: auth_jwt_alg: PS256 is not supported by Debian 12"},
+        {"auth_jwt_alg HS999\n", "t.conf:1: auth_jwt_alg: expected auto, HS256"},
+        {"\n\nauth_jwt_secret tooshort\n", "t.conf:3: auth_jwt_secret: 8 bytes"},
+        {"auth_jwks /nonexistent.jwks\n", "t.conf:1: auth_jwks: cannot read /nonexistent.jwks"},
+        {"auth_clock_skew 2h\n", "t.conf:1: auth_clock_skew: expected a duration"},
+    };
+    hd_conf_t *c;
+    char err[512];
+
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        c = NULL;
+        err[0] = '\0';
+        T_TRUE(hd_conf_load_string(&c, "t.conf", bad[i].text, NULL, 0, err, sizeof(err)) != 0);
+        T_TRUE(c == NULL);
+        T_CONTAINS(err, bad[i].msg);
+    }
+    /* -o channel_rule off drops the file's rules. */
+    const char *ov[] = {"channel_rule off"};
+    T_EQ_INT(hd_conf_load_string(&c, "t.conf", "channel_rule x\n", ov, 1, err, sizeof(err)), 0);
+    T_EQ_INT(c->n_channel_rules, 0);
+    T_TRUE(!hd_auth_enabled(c->auth));
+    hd_conf_unref(c);
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/herald-test-auth-XXXXXX");
+    T_TRUE(mkdtemp(tmpdir) != NULL);
+    T_RUN(test_hs256_good);
+    T_RUN(test_time_claims);
+    T_RUN(test_bad_signature_and_none);
+    T_RUN(test_malformed);
+    T_RUN(test_hs_rs_confusion);
+    T_RUN(test_es256_pem);
+    T_RUN(test_iss_aud);
+    T_RUN(test_jwks_kid);
+    T_RUN(test_bad_keys);
+    T_RUN(test_identity);
+    T_RUN(test_rule_parse);
+    T_RUN(test_rules);
+    T_RUN(test_conf_errors);
+    rmdir(tmpdir);
+    T_DONE();
+}
