@@ -1,43 +1,54 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # bench/smoke.sh HERALD HERALD_BENCH: the ctest smoke run of herald-bench (seconds, not a
-# benchmark). Starts herald on a free loopback port with 2 workers (ws_client_publish on, for
+# benchmark). Starts herald on a loopback port it picks (port 0, read from its "listening on"
+# line: no free-port probe to race with other tests) with 2 workers (ws_client_publish on, for
 # chat), runs every delivering scenario at a tiny size: fan-out over SSE, long poll and
 # WebSocket, notify over WebSocket and SSE, chat, publish single and in batches; then a
-# redis-server and two herald nodes sharing it, and fan-out and notify spread over both. Fails
-# unless each exits 0 (herald-bench exits 1 when a message is lost or a connection fails). A
-# /ws/ handshake that does not answer 101 fails the run, saying what it got. Stops only the
-# processes it started, by PID.
+# redis-server (on a unix socket in a temporary directory, again nothing to race for) and two
+# herald nodes sharing it, and fan-out and notify spread over both. Fails unless each exits 0
+# (herald-bench exits 1 when a message is lost or a connection fails), and unless every herald
+# still runs at the end and exits 0 on SIGTERM. A /ws/ handshake that does not answer 101 fails
+# the run, saying what it got. Stops only the processes it started, by PID.
 set -u
 herald=$1
 bench=$2
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# wait_port PORT WHAT: up to 20 s (a sanitizer build on a loaded machine starts slowly)
-wait_port() {
-    for _ in $(seq 1 400); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "== $2 is not listening on port $1 after 20 s"
-    return 1
-}
-port=$(free_port)
-log=$(mktemp)
+dir=$(mktemp -d)
+log=$dir/herald.log
 pids=()
+heralds=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    rm -f "$log" "$log".*
+    rm -rf "$dir"
 }
 trap cleanup EXIT
-"$herald" -c /dev/null -o "listen 127.0.0.1:$port" -o 'workers 2' -o 'log_level warn' \
-    -o 'ws_client_publish on' >"$log" 2>&1 &
-pid=$!
-pids+=("$pid")
+# start_herald LOG ARGS...: herald on 127.0.0.1:0 with ARGS, its log in LOG; sets $pid, and $port
+# from its "listening on" line, waiting up to 20 s for "ready" (a sanitizer build on a loaded
+# machine starts slowly). Fails at once if herald exits.
+start_herald() {
+    local out=$1 line
+    "$herald" -c /dev/null -o 'listen 127.0.0.1:0' -o 'workers 2' -o 'log_level info' \
+        "${@:2}" >"$out" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    heralds+=("$pid")
+    port=
+    for _ in $(seq 1 400); do
+        line=$(grep -m1 -o 'listening on 127\.0\.0\.1:[0-9]*' "$out")
+        if [ -n "$line" ] && grep -q ' ready$' "$out"; then
+            port=${line##*:}
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "== herald (${*:2}) did not become ready:"
+    cat "$out"
+    return 1
+}
 failed=0
-wait_port "$port" herald || failed=1
+start_herald "$log" -o 'ws_client_publish on' || failed=1
 run() {
     echo "== herald-bench fanout -t $1 $2"
     # shellcheck disable=SC2086
@@ -79,20 +90,22 @@ if ! command -v redis-server >/dev/null; then
     echo "== two nodes: redis-server is missing (scripts/deps.sh test installs it)"
     failed=1
 else
-    rport=$(free_port)
-    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$log.redis" 2>&1 &
+    sock=$dir/redis.sock
+    redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --save '' \
+        --appendonly no >"$log.redis" 2>&1 &
     rpid=$!
     pids+=("$rpid")
-    wait_port "$rport" redis-server || failed=1
+    for _ in $(seq 1 400); do
+        [ "$(redis-cli -s "$sock" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.05
+    done
+    [ "$(redis-cli -s "$sock" ping 2>/dev/null)" = PONG ] ||
+        { echo "== redis-server does not answer on $sock after 20 s"; failed=1; }
     nodes=() urls=()
     for n in 1 2; do
-        nport=$(free_port)
-        "$herald" -c /dev/null -o "listen 127.0.0.1:$nport" -o 'workers 2' -o 'log_level warn' \
-            -o "redis redis://127.0.0.1:$rport/0" >"$log.node$n" 2>&1 &
-        nodes+=("$!")
-        pids+=("$!")
-        urls+=(--url "http://127.0.0.1:$nport")
-        wait_port "$nport" "herald node $n" || failed=1
+        start_herald "$log.node$n" -o "redis unix://$sock" || failed=1
+        nodes+=("$pid")
+        urls+=(--url "http://127.0.0.1:$port")
     done
     spids="${nodes[0]},${nodes[1]},$rpid"
     for sc in "fanout -t ws -s 40 -c 2 -p 2 -r 100" "notify -t ws -s 40 -p 4 -r 200"; do
@@ -102,6 +115,21 @@ else
             --settle 200ms --quiet || failed=1
     done
 fi
+
+# every herald still runs (one that exited early fails the run, whatever herald-bench saw) and
+# stops cleanly
+for p in "${heralds[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+        wait "$p"
+        echo "== herald (pid $p) exited with status $? before the end of the run"
+        failed=1
+        continue
+    fi
+    kill -TERM "$p"
+    wait "$p"
+    status=$?
+    [ $status -eq 0 ] || { echo "== herald (pid $p) exited with status $status on SIGTERM"; failed=1; }
+done
 
 # bad arguments must be refused with exit 2
 "$bench" fanout --rate -1 >/dev/null 2>&1
@@ -115,7 +143,7 @@ for sc in fanout idle connect publish floor notify chat; do
     "$bench" --help | grep -q "^  $sc " || { echo "--help does not document $sc"; failed=1; }
 done
 if [ $failed -ne 0 ]; then
-    for f in "$log" "$log".*; do
+    for f in "$dir"/*.log*; do
         [ -s "$f" ] && { echo "--- $f"; cat "$f"; }
     done
     exit 1

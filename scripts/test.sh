@@ -84,11 +84,29 @@ cmake --build build-release -j"$jobs"
 echo "== unit and abuse tests (Release)"
 (cd build-release && ctest --output-on-failure -j2 --timeout 300 -L 'unit|abuse')
 
+# listening_port LOG PID: the port herald (PID, started with 'listen 127.0.0.1:0' and logging at
+# info to LOG) reports in its "listening on" line, once it logged "ready": the port it bound, with
+# no free-port probe to race with. Fails (printing LOG) if herald exits or takes over 20 s.
+listening_port() {
+    local line
+    for _ in $(seq 1 200); do
+        line=$(grep -m1 -o 'listening on 127\.0\.0\.1:[0-9]*' "$1" || true)
+        if [ -n "$line" ] && grep -q ' ready$' "$1"; then
+            echo "${line##*:}"
+            return 0
+        fi
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$1" >&2
+    return 1
+}
+
 # Checks an installed tree under ROOT (a DESTDIR staging tree or an extracted .deb): every file
 # in its place, the binary checks the installed configuration (-t), and started from the tree it
 # serves /healthz, then stops cleanly on SIGTERM.
 check_tree() {
-    local root=$1 what=$2 f port pid status
+    local root=$1 what=$2 f port pid status log
     for f in usr/sbin/herald usr/bin/herald-bench etc/herald/herald.conf \
         lib/systemd/system/herald.service usr/share/man/man8/herald.8.gz \
         usr/share/doc/herald/operations.md usr/share/doc/herald/copyright; do
@@ -96,10 +114,17 @@ check_tree() {
     done
     "$root/usr/sbin/herald" -t -c "$root/etc/herald/herald.conf"
     "$root/usr/bin/herald-bench" --help >/dev/null
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$root/usr/sbin/herald" -c "$root/etc/herald/herald.conf" -o "listen 127.0.0.1:$port" \
-        -o 'workers 1' -o 'log_level warn' -o 'max_connections 1000' &
+    log=$(mktemp)
+    "$root/usr/sbin/herald" -c "$root/etc/herald/herald.conf" -o 'listen 127.0.0.1:0' \
+        -o 'workers 1' -o 'log_level info' -o 'max_connections 1000' 2>"$log" &
     pid=$!
+    if ! port=$(listening_port "$log" "$pid"); then
+        echo "!! $what: the installed herald did not start"
+        kill "$pid" 2>/dev/null
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
     if ! curl -fsS --retry 10 --retry-connrefused --retry-delay 1 --retry-max-time 15 --max-time 5 \
         "http://127.0.0.1:$port/healthz" | grep -q '"ok"'; then
         echo "!! $what: the installed herald does not serve /healthz"
@@ -168,9 +193,11 @@ if [ "${CI:-}" = true ] || [ "${HERALD_TEST_DPKG:-}" = 1 ]; then
             echo "dpkg: no systemd as PID 1 here: the start is the unit's own command, below"
         fi
         exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/herald.service)
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        $exec_start -o "listen 127.0.0.1:$port" -o 'workers 1' -o 'max_connections 1000' &
+        $exec_start -o 'listen 127.0.0.1:0' -o 'workers 1' -o 'max_connections 1000' \
+            -o 'log_level info' 2>"$stage/exec_start.log" &
         pid=$!
+        port=$(listening_port "$stage/exec_start.log" "$pid") ||
+            { echo "!! dpkg: the unit's ExecStart ($exec_start) did not start"; kill "$pid"; exit 1; }
         curl -fsS --retry 10 --retry-connrefused --retry-delay 1 --retry-max-time 15 --max-time 5 \
             "http://127.0.0.1:$port/healthz" | grep -q '"ok"' ||
             { echo "!! dpkg: the unit's ExecStart ($exec_start) does not serve"; kill "$pid"; exit 1; }

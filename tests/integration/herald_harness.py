@@ -480,6 +480,39 @@ def run_herald(args, timeout=10, env=None, cwd=None, user=None):
     return p.returncode, out, err
 
 
+# ---- ports ----
+
+class PortReservation:
+    """A loopback TCP port held for as long as a test needs it, for a server that must listen
+    on a number known in advance (a restart on the same port, a port a client is given first)
+    or a port where nothing listens.
+
+    A socket bound to 127.0.0.1:0 with SO_REUSEADDR and SO_REUSEPORT that never listens: the
+    kernel hands its port to nobody else (not to a bind to port 0, not to a connect), while
+    herald (SO_REUSEADDR + SO_REUSEPORT) and redis-server (SO_REUSEADDR) can listen on it, stop
+    and listen on it again. It takes no connection itself: while no server listens there, a
+    connect is refused. Closing a probe socket and reusing its number instead is a race under
+    ctest -j (another test may be handed the number in between).
+
+    A server that needs no fixed number listens on port 0 and reports the port it got (herald:
+    its "listening on" line, Herald.port).
+    """
+
+    def __init__(self, host="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            self.sock.bind((host, 0))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
 # ---- clients ----
 
 _src_counter = itertools.count()
@@ -1287,6 +1320,12 @@ class HeraldTestCase(unittest.TestCase):
         for klass in type(self).__mro__:
             for h in klass.__dict__.get("_class_heralds", ()):
                 h.check_exit()
+
+    def reserve_port(self):
+        """A port number held until the end of the test (PortReservation)."""
+        r = PortReservation()
+        self.addCleanup(r.close)
+        return r.port
 
     def tmpdir(self):
         d = tempfile.mkdtemp(prefix="herald-it-")

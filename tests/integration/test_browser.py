@@ -17,7 +17,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -189,10 +188,7 @@ class TestBrowser(hh.HeraldTestCase):
         self.assertEqual(got["ws"], [{"text": p} for p, _ in payloads])
 
     def test_eventsource_reconnects_with_last_event_id_after_restart(self):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
+        port = self.reserve_port()  # both servers listen there; nobody else gets it between
         listen = ("127.0.0.1:%d" % port,)
         h1 = self.start_herald(conf=self.CONF, listens=listen)
         channel = "browser-again"

@@ -500,22 +500,34 @@ class TestTimeouts(HttpTestCase):
         slow = Client(h.port)
         self.addCleanup(slow.close)
         data = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
-        state = {"closed_at": None, "sent": 0}
+        # The slow client's fate, seen by a thread of its own while the test serves another
+        # client: the answer it got and when the connection ended (seconds after t0).
+        state = {"closed_at": None, "sent": 0, "answer": None, "error": None}
         t0 = time.monotonic()
 
         def trickle():
             for i in range(len(data)):
+                if state["closed_at"] is not None:
+                    break
                 try:
                     slow.sock.sendall(data[i:i + 1])
                     state["sent"] += 1
                 except OSError:
                     break
                 time.sleep(0.2)
-                if state["closed_at"] is not None:
-                    break
 
-        th = threading.Thread(target=trickle, daemon=True)
-        th.start()
+        def watch():
+            try:
+                state["answer"] = slow.read_response(timeout=10)
+                slow.wait_closed(timeout=10)
+            except (hh.ConnectionClosed, hh.HeraldError, OSError) as e:
+                state["error"] = e
+            state["closed_at"] = time.monotonic() - t0
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        watcher = threading.Thread(target=watch, daemon=True)
+        sender.start()
+        watcher.start()
         served = 0
         # Meanwhile another client is served promptly, again and again, on the same worker.
         with Client(h.port) as other:
@@ -526,16 +538,13 @@ class TestTimeouts(HttpTestCase):
                 served += 1
                 time.sleep(0.05)
         self.assertGreater(served, 10)
-        try:
-            r = slow.read_response(timeout=3)
-            self.assertStatus(r, 408)
-            self.assertEqual(r.header("Connection"), "close")
-            slow.wait_closed(timeout=3)
-        except hh.ConnectionClosed:
-            pass
-        state["closed_at"] = time.monotonic() - t0
-        th.join(5)
-        self.assertGreater(state["closed_at"], 0.8)
+        watcher.join(12)
+        sender.join(5)
+        self.assertIsNotNone(state["closed_at"], "slowloris client never closed")
+        self.assertIsNone(state["error"], "slowloris client: %r" % state["error"])
+        self.assertStatus(state["answer"], 408)
+        self.assertEqual(state["answer"].header("Connection"), "close")
+        self.assertGreater(state["closed_at"], 0.8, "closed before header_timeout")
         self.assertLess(state["closed_at"], 2.5, "slowloris client not closed by header_timeout")
         self.assertLess(state["sent"], 15, "the slow client kept sending far past header_timeout")
         self.assertHealthy(h.port)

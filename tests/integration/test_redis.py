@@ -41,21 +41,16 @@ def parse_id(i):
     return m.group(1), int(m.group(2))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Redis:
-    """A redis-server process of our own (no persistence unless aof)."""
+    """A redis-server process of our own (no persistence unless aof), on a port reserved for
+    it (hh.PortReservation: restarts find it free, no other test is handed it). close() (for
+    addCleanup, registered before start()) kills it and releases the port."""
 
     def __init__(self, tmpdir, aof=False):
         self.dir = tmpdir
         self.aof = aof
-        self.port = free_port()
+        self.reservation = hh.PortReservation()
+        self.port = self.reservation.port
         self.proc = None
 
     def start(self):
@@ -65,9 +60,27 @@ class Redis:
                 "--logfile", os.path.join(self.dir, "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.cli("PING", check=False) == "PONG", timeout=IO,
-                 what="redis-server to start")
+        try:
+            wait_for(lambda: self.cli("PING", check=False) == "PONG", timeout=IO,
+                     what="redis-server to start")
+        except AssertionError as e:
+            self.stop(signal.SIGKILL)
+            raise AssertionError("%s (exit %s); redis.log:\n%s" % (e, self.proc.returncode,
+                                                                   self.log()))
         return self
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError as e:
+            return str(e)
+
+    def close(self):
+        try:
+            self.stop(signal.SIGKILL)
+        finally:
+            self.reservation.close()
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -277,9 +290,9 @@ class RedisTest(hh.HeraldTestCase):
         hh.herald_bin()
 
     def start_redis(self, aof=False):
-        r = Redis(self.tmpdir(), aof=aof).start()
-        self.addCleanup(r.stop, signal.SIGKILL)
-        return r
+        r = Redis(self.tmpdir(), aof=aof)
+        self.addCleanup(r.close)
+        return r.start()
 
     def node(self, redis, **conf):
         c = {"history_size": "1000"}
@@ -830,7 +843,7 @@ class RedisTest(hh.HeraldTestCase):
 
     def test_unreachable_at_start(self):
         """No Redis at start: a clear message (no password in it) and exit status 1."""
-        port = free_port()
+        port = self.reserve_port()  # nothing listens there: connecting is refused
         rc, out, err = hh.run_herald(["-c", "/dev/null", "-o", "listen 127.0.0.1:0",
                                       "-o", "redis redis://:s3cret@127.0.0.1:%d/0" % port])
         self.assertEqual(rc, 1, err)

@@ -16,7 +16,6 @@ import queue
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -676,10 +675,7 @@ class TestSseLimits(ServerCase):
     def test_eventsource_reconnects_after_restart_with_gap(self):
         """The npm client reconnects by itself after a graceful shutdown, sends Last-Event-ID
         (an id of the old epoch) to the restarted server, and gets the gap notice."""
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
+        port = self.reserve_port()  # both servers listen there; nobody else gets it between
         listen = ("127.0.0.1:%d" % port,)
         h1 = self.start_herald(conf=self.CONF, listens=listen)
         es = NodeSse(self, "http://127.0.0.1:%d/sse/again" % port, 4, timeout_ms=30000)
