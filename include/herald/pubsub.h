@@ -121,6 +121,8 @@ enum {
     HD_FMT_WS_RAW,      /* one WebSocket frame, payload as-is (text or binary opcode) */
     HD_FMT_WS_ENVELOPE, /* one text frame {"type":"message","channel","id","data"} */
     HD_FMT_JSON,        /* {"id":..,"channel":..,"data":..} object for polls */
+    HD_FMT_POLL_ANSWER, /* a long poll's whole answer body for this one message:
+                           {"channel":..,"messages":[<HD_FMT_JSON>],"next":id,"gap":false} */
     HD_FMT_COUNT
 };
 

@@ -273,15 +273,37 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
 }
 
 /*
- * A live-only subscription on a channel this worker carries for the embedded broker: the
- * worker already receives every message of the channel published after the interest it holds
- * was counted, so it joins without asking the broker. The reply is a mail to itself (no
- * wake-up) that runs after everything already in its mailbox; the subscription starts where the
- * worker's stream of the channel is then.
+ * A subscription on a channel this worker carries for the embedded broker, live only or
+ * resuming from where the worker's stream of the channel is: the worker already receives every
+ * message of the channel published after the interest it holds was counted, so it joins without
+ * asking the broker (no lock). The reply is a mail to itself (no wake-up) that runs after
+ * everything already in its mailbox, so the stream may have moved by then:
+ *   - live only: the subscription starts where the stream is;
+ *   - since: any message of the channel up to `since` was published before the client could
+ *     name it, so it reached this mailbox before the mail and the stream is at or past it.
+ *     While the stream is still at or before `since`, every message after `since` is yet to
+ *     come: the subscription starts at the stream, with no history. Once the stream is past
+ *     `since` (a message came meanwhile), what it missed is read from history as a subscribe
+ *     reads it (HD_BREQ_HISTORY under the broker's lock; the interest unit is already held, so
+ *     what comes after the read is queued behind its reply).
  */
+static void on_local_history(hd_worker_t *w, hd_breq_t *r)
+{
+    if (r->err) /* refused: the unit the join took goes back, as a refused subscribe has none */
+        leave(w, ((hd_sub_t *)r->cookie)->chan);
+    on_subscribe_reply(w, r);
+}
+
 static void on_local_join(hd_worker_t *w, hd_breq_t *r)
 {
     hd_lchan_t *c = ((hd_sub_t *)r->cookie)->chan;
+    if (r->has_since && (r->since_epoch != c->epoch || r->since_seq < c->last_seq)) {
+        r->type = HD_BREQ_HISTORY;
+        r->limit = 0; /* all of it, as a subscribe */
+        r->reply_cb = on_local_history;
+        hd_broker_submit(r);
+        return;
+    }
     r->epoch = c->epoch;
     r->last_seq = c->last_seq;
     on_subscribe_reply(w, r);
@@ -289,7 +311,8 @@ static void on_local_join(hd_worker_t *w, hd_breq_t *r)
 
 static int join_locally(hd_lchan_t *c, hd_breq_t *r)
 {
-    if (!c->interest || r->has_since)
+    if (!c->interest ||
+        (r->has_since && (r->since_epoch != c->epoch || r->since_seq < c->last_seq)))
         return 0;
     __atomic_add_fetch(c->interest, 1, __ATOMIC_RELAXED); /* 1 or more: the worker moves it */
     r->reply_cb = on_local_join;

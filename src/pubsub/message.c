@@ -459,6 +459,16 @@ hd_buf_t *hd_message_encode(const hd_message_t *m, int fmt)
         hd_sbuf_dispose(&body);
         return hd_sbuf_finish(&sb);
     }
+    case HD_FMT_POLL_ANSWER:
+        hd_sbuf_init(&sb, m->len + 160 + m->channel_len);
+        hd_sbuf_appends(&sb, "{\"channel\":\"");
+        hd_sbuf_append(&sb, m->channel, m->channel_len); /* names need no escaping */
+        hd_sbuf_appends(&sb, "\",\"messages\":[");
+        hd_message_json_object(&sb, m);
+        hd_sbuf_appends(&sb, "],\"next\":\"");
+        hd_sbuf_append(&sb, m->id, m->id_len);
+        hd_sbuf_appends(&sb, "\",\"gap\":false}");
+        return hd_sbuf_finish(&sb);
     case HD_FMT_JSON:
     default:
         hd_sbuf_init(&sb, m->len + 96);

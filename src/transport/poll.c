@@ -9,8 +9,9 @@
  * Both answer {"channel":..,"messages":[{"id","channel","type","data"}...],"next":ID,"gap":bool}.
  * `next` is the cursor for the following poll: the last id returned, or the node's current
  * position when nothing was returned, so polling again with it never misses a message still in
- * history. A held long poll is a hub subscriber with a timer: it costs no CPU while it waits.
- * The message objects of a long-poll answer are the shared per-worker JSON encoding.
+ * history. A held long poll is a hub subscriber whose deadline is its connection's (the
+ * worker's timer heap): it costs no CPU while it waits. A live message answers every poll held
+ * on the channel with one body encoded once per worker (HD_FMT_POLL_ANSWER), queued by reference.
  */
 #include "herald/transport.h"
 
@@ -70,7 +71,7 @@ static hd_buf_t *history_body(hd_worker_t *w, const char *channel, hd_message_t 
 
 /*
  * Sends the answer: for history (msgs, no `shared`) one body bounded by max_response_size;
- * for one live message of a long poll, the prefix, the hub's shared encoding, the suffix.
+ * for one live message of a long poll, the prefix, `shared` (its JSON object), the suffix.
  * next is the cursor when no message is returned.
  */
 static void answer(hd_req_t *req, const char *channel, hd_message_t *const *msgs, size_t n,
@@ -181,21 +182,28 @@ typedef struct lp_s {
     char channel[HD_CHANNEL_MAX + 1];
 } lp_t;
 
-/* Answers (once) and ends the subscription. */
-static void lp_finish(lp_t *lp, hd_message_t *const *msgs, size_t n, hd_buf_t *shared, int gap)
+/* Ends the subscription and frees lp; returns the request to answer. */
+static hd_req_t *lp_end(lp_t *lp)
 {
     hd_req_t *req = lp->d->req;
-    hd_worker_t *w = req->conn->worker;
+    hd_worker_t *w = lp->sub->worker;
+    hd_hub_unsubscribe(lp->sub);
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], -1);
+    free(lp);
+    return req;
+}
+
+/* Answers (once) with history msgs[0..n), or with nothing, and ends the subscription. */
+static void lp_finish(lp_t *lp, hd_message_t *const *msgs, size_t n, int gap)
+{
     char next[HD_ID_MAX], channel[HD_CHANNEL_MAX + 1];
     if (n)
         memcpy(next, msgs[n - 1]->id, sizeof(next));
     else
         hd_id_format(next, sizeof(next), lp->sub->epoch, lp->sub->last_seq);
     memcpy(channel, lp->channel, sizeof(channel));
-    hd_hub_unsubscribe(lp->sub);
-    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], -1);
-    free(lp);
-    answer(req, channel, msgs, n, shared, next, gap);
+    hd_req_t *req = lp_end(lp);
+    answer(req, channel, msgs, n, NULL, next, gap);
 }
 
 static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
@@ -210,16 +218,30 @@ static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int ga
     }
     size_t max = hd_worker_conf(s->worker)->poll_max_messages;
     if (n || gap || lp->timeout_ms == 0) {
-        lp_finish(lp, msgs, n > max ? max : n, NULL, gap);
+        lp_finish(lp, msgs, n > max ? max : n, gap);
         return;
     }
     hd_http_defer_timeout(lp->d, lp->timeout_ms); /* hold: nothing to do until a message */
 }
 
+/*
+ * A live message: the answer is the hub's HD_FMT_POLL_ANSWER encoding, the whole body built
+ * once per worker and queued by reference on every poll held on the channel; only an answer
+ * that must say gap is built for its poll.
+ */
 static void lp_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
 {
     lp_t *lp = s->data;
-    lp_finish(lp, &m, 1, encoded, lp->gap);
+    if (!lp->gap) {
+        hd_http_respond_bufs(lp_end(lp), 200, POLL_HEADERS, "application/json", &encoded, 1);
+        return;
+    }
+    char channel[HD_CHANNEL_MAX + 1];
+    memcpy(channel, lp->channel, sizeof(channel));
+    hd_req_t *req = lp_end(lp);
+    hd_buf_t *obj = hd_message_encode(m, HD_FMT_JSON);
+    answer(req, channel, NULL, 0, obj, m->id, 1);
+    hd_buf_unref(obj);
 }
 
 static void lp_on_gap(hd_sub_t *s)
@@ -229,20 +251,16 @@ static void lp_on_gap(hd_sub_t *s)
 
 static void lp_on_timeout(hd_deferred_t *d)
 {
-    lp_finish(d->data, NULL, 0, NULL, 0);
+    lp_finish(d->data, NULL, 0, 0);
 }
 
 static void lp_on_abort(hd_deferred_t *d)
 {
-    lp_t *lp = d->data;
-    hd_worker_t *w = lp->sub->worker;
-    hd_hub_unsubscribe(lp->sub);
-    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], -1);
-    free(lp);
+    lp_end(d->data);
 }
 
 static const hd_sub_ops_t lp_sub_ops = {
-    .format = HD_FMT_JSON,
+    .format = HD_FMT_POLL_ANSWER,
     .on_ready = lp_on_ready,
     .on_message = lp_on_message,
     .on_gap = lp_on_gap,

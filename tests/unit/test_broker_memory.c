@@ -503,15 +503,22 @@ typedef struct seen_s {
     unsigned n;
     uint64_t last_seq;
     int out_of_order;
+    unsigned history; /* messages the ready call replayed */
+    int gap;
 } seen_t;
 
 static void seen_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
 {
-    (void)msgs;
-    (void)n;
-    (void)gap;
+    seen_t *seen = s->data;
     T_EQ_INT(err, 0);
-    ((seen_t *)s->data)->ready = 1;
+    seen->ready = 1;
+    seen->gap = gap;
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i]->seq <= seen->last_seq)
+            seen->out_of_order++;
+        seen->last_seq = msgs[i]->seq;
+        seen->history++;
+    }
 }
 
 static void seen_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
@@ -725,6 +732,97 @@ static void test_local_join_ended_while_pending(void)
     hd_embedded_stop(&node);
 }
 
+/*
+ * A resume from the id where the worker's stream of the channel is (what a long poll asks
+ * after each answer) joins locally, with no broker request; when a message of the channel
+ * passes while the join waits in the mailbox, what it missed is read from history, and the
+ * subscriber still sees every message once, in order.
+ */
+static void test_resume_at_the_stream_locally(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    counting_broker_t cb = {.base = {.ops = &counting_ops}, .real = hd_broker_get()};
+    hd_broker_set(&cb.base);
+    seen_t a = {0}, b = {0}, c = {0}, d = {0}, e = {0};
+    hd_sub_t *sa = hd_hub_subscribe(node.wk, "r", 1, NULL, NULL, &seen_ops, &a);
+    hd_embedded_sync_broker(&node);
+    pub_reply_t pr = {0};
+    hd_broker_submit(publish_req(node.wk, "r", 2, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(a.n, 2);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 1);
+
+    /* since = the last message the worker delivered: no request, nothing replayed */
+    uint64_t epoch = sa->epoch, since = a.last_seq;
+    b.last_seq = since;
+    hd_sub_t *sb = hd_hub_subscribe(node.wk, "r", 1, &epoch, &since, &seen_ops, &b);
+    T_EQ_INT(b.ready, 0); /* never inside the call */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(b.ready, 1);
+    T_EQ_INT(b.history, 0);
+    T_EQ_INT(b.gap, 0);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE] + cb.n[HD_BREQ_HISTORY], 1);
+    hd_broker_submit(publish_req(node.wk, "r", 1, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(b.n, 1);
+
+    /* since = the stream, but two messages are already in the mailbox when the join is asked:
+     * the join runs after them, so it reads them from history (once), then goes on live */
+    since = b.last_seq;
+    c.last_seq = since;
+    hd_broker_submit(publish_req(node.wk, "r", 2, &pr));
+    hd_sub_t *sc = hd_hub_subscribe(node.wk, "r", 1, &epoch, &since, &seen_ops, &c);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 1);
+    T_EQ_INT(cb.n[HD_BREQ_HISTORY], 1);
+    T_EQ_INT(c.ready, 1);
+    T_EQ_INT(c.history, 2);
+    T_EQ_INT(c.gap, 0);
+    hd_broker_submit(publish_req(node.wk, "r", 1, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(c.n, 1);
+    T_EQ_INT(c.last_seq, a.last_seq);
+
+    /* since past the stream (a cursor another channel's publishes moved): local, nothing
+     * replayed, the channel's next message delivered */
+    hd_broker_submit(publish_req(node.wk, "elsewhere", 3, &pr));
+    hd_embedded_sync_broker(&node);
+    since = a.last_seq + 3;
+    d.last_seq = a.last_seq;
+    hd_sub_t *sd = hd_hub_subscribe(node.wk, "r", 1, &epoch, &since, &seen_ops, &d);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE] + cb.n[HD_BREQ_HISTORY], 2);
+    T_EQ_INT(d.history, 0);
+    hd_broker_submit(publish_req(node.wk, "r", 1, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(d.n, 1);
+
+    /* another epoch, or an id behind the stream: the broker reads history */
+    uint64_t other = epoch + 1, zero = 0;
+    hd_sub_t *se = hd_hub_subscribe(node.wk, "r", 1, &other, &zero, &seen_ops, &e);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], 2);
+    T_EQ_INT(e.gap, 1);
+    T_EQ_INT(subscribers_of(&node, cb.real, "r"), 5);
+
+    T_EQ_INT(a.out_of_order + b.out_of_order + c.out_of_order + d.out_of_order, 0);
+    T_EQ_INT(a.n, 7);
+    T_EQ_INT(b.n, 5);
+    hd_hub_unsubscribe(sa);
+    hd_hub_unsubscribe(sb);
+    hd_hub_unsubscribe(sc);
+    hd_hub_unsubscribe(sd);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 0);
+    hd_hub_unsubscribe(se);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 1);
+    T_EQ_INT(subscribers_of(&node, cb.real, "r"), 0);
+    T_EQ_INT(pr.err, 0);
+    hd_broker_set(cb.real);
+    hd_embedded_stop(&node);
+}
+
 #define PUB_THREADS    4
 #define PUB_PER_THREAD 400
 
@@ -806,5 +904,6 @@ int main(void)
     T_RUN(test_concurrent_publishers_one_order);
     T_RUN(test_join_and_leave_locally);
     T_RUN(test_local_join_ended_while_pending);
+    T_RUN(test_resume_at_the_stream_locally);
     T_DONE();
 }

@@ -267,6 +267,17 @@ static void test_json_objects(void)
         T_EQ_STR(s, cases[i].want);
         free(s);
         hd_buf_unref(b);
+        /* a long poll's whole answer around the same object */
+        char want[512];
+        snprintf(want, sizeof(want),
+                 "{\"channel\":\"news\",\"messages\":[%s],\"next\":\"101-1\","
+                 "\"gap\":false}",
+                 cases[i].want);
+        b = hd_message_encode(m, HD_FMT_POLL_ANSWER);
+        s = text_of(b);
+        T_EQ_STR(s, want);
+        free(s);
+        hd_buf_unref(b);
         hd_message_unref(m);
     }
 }
