@@ -51,6 +51,8 @@ typedef struct hd_sbuf_s {
 void hd_sbuf_init(hd_sbuf_t *s, size_t cap);
 void hd_sbuf_append(hd_sbuf_t *s, const void *data, size_t len);
 void hd_sbuf_appendf(hd_sbuf_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends v in decimal: what a response head needs per request, without printf's cost. */
+void hd_sbuf_append_u64(hd_sbuf_t *s, uint64_t v);
 static inline void hd_sbuf_appends(hd_sbuf_t *s, const char *str)
 {
     hd_sbuf_append(s, str, strlen(str));

@@ -56,6 +56,17 @@ void hd_sbuf_append(hd_sbuf_t *s, const void *data, size_t len)
     s->buf->len += len;
 }
 
+void hd_sbuf_append_u64(hd_sbuf_t *s, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    hd_sbuf_append(s, tmp + sizeof(tmp) - n, n);
+}
+
 void hd_sbuf_appendf(hd_sbuf_t *s, const char *fmt, ...)
 {
     va_list ap;

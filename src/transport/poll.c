@@ -273,8 +273,12 @@ static int64_t timeout_of(hd_req_t *req, const hd_conf_t *conf)
     int n = hd_req_query(req, "timeout", v, sizeof(v));
     if (n <= 0)
         return (int64_t)conf->longpoll_timeout_ms;
-    char *end;
-    double secs = strtod(v, &end);
+    char *end = v;
+    double secs = 0;
+    while (*end >= '0' && *end <= '9' && end - v < 8) /* whole seconds, the usual: no strtod */
+        secs = secs * 10 + (*end++ - '0');
+    if (*end != '\0')
+        secs = strtod(v, &end);
     if (end == v || *end != '\0' || !(secs >= 0) || secs > 1e7) {
         hd_http_respond_error(req, 400, "bad timeout: expected seconds, e.g. timeout=30");
         return -1;

@@ -152,6 +152,32 @@ static void test_sbuf_appendf(void)
     hd_buf_unref(b);
 }
 
+/* Decimal without printf, against printf: every digit count, the ends, across growths. */
+static void test_sbuf_append_u64(void)
+{
+    hd_sbuf_t s, f;
+    hd_sbuf_init(&s, 64);
+    hd_sbuf_init(&f, 64);
+    uint64_t v = 1;
+    const uint64_t edge[] = {0, 9, 10, 99, 100, 404, 1000000, UINT64_MAX - 1, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
+        hd_sbuf_append_u64(&s, edge[i]);
+        hd_sbuf_appendf(&f, "%llu", (unsigned long long)edge[i]);
+        hd_sbuf_append(&s, ",", 1);
+        hd_sbuf_append(&f, ",", 1);
+    }
+    for (int i = 0; i < 20; i++, v *= 10) {
+        hd_sbuf_append_u64(&s, v - 1);
+        hd_sbuf_append_u64(&s, v);
+        hd_sbuf_appendf(&f, "%llu%llu", (unsigned long long)(v - 1), (unsigned long long)v);
+    }
+    T_EQ_INT(s.buf->len, f.buf->len);
+    T_TRUE(memcmp(s.buf->data, f.buf->data, s.buf->len) == 0);
+    T_TRUE(memcmp(s.buf->data, "0,9,10,99,100,404,1000000,18446744073709551614,", 47) == 0);
+    hd_sbuf_dispose(&s);
+    hd_sbuf_dispose(&f);
+}
+
 int main(void)
 {
     T_RUN(test_buf_new);
@@ -159,5 +185,6 @@ int main(void)
     T_RUN(test_sbuf_append);
     T_RUN(test_sbuf_growth);
     T_RUN(test_sbuf_appendf);
+    T_RUN(test_sbuf_append_u64);
     T_DONE();
 }
