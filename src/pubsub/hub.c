@@ -9,7 +9,8 @@
  *
  * With the embedded broker a worker's subscriptions on a channel count once in the broker's
  * interest: the first one asks it (SUBSCRIBE, 0 -> 1), the last one to leave tells it
- * (UNSUBSCRIBE, 1 -> 0); in between, live-only subscribers join and anyone leaves on this
+ * (UNSUBSCRIBE, 1 -> 0); in between, live-only subscribers and those resuming from where the
+ * worker's stream of the channel is (a long poll's next poll) join, and anyone leaves, on this
  * worker alone, moving the count the broker handed over (lchan->interest). With the Redis
  * bridge every subscription asks the broker.
  */
