@@ -336,6 +336,7 @@ int main(int argc, char **argv)
     app.router = hd_router_new();
     register_routes(app.router);
     hd_http_set_router(app.router);
+    hd_access_install();
 
     rc = hd_server_new(&app.server, app.conf, hd_http_accept, &app.loop, err, sizeof(err));
     if (rc < 0) {

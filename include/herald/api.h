@@ -5,6 +5,8 @@
  *
  *   publish.c     POST /pub/{channel}, POST /pub (batch)
  *   introspect.c  GET /channels/{channel}, GET /stats, GET /metrics
+ *   access.c      who may reach what: the admin endpoints, admin listeners (a guard run on
+ *                 every request before routing)
  */
 #ifndef HERALD_API_H
 #define HERALD_API_H
@@ -13,5 +15,27 @@
 
 void hd_publish_register(hd_router_t *r);
 void hd_introspect_register(hd_router_t *r, hd_server_t *server);
+
+/* Installs the access rules (access.c) as the HTTP layer's guard; once, at start. */
+void hd_access_install(void);
+/*
+ * 1 if req is for an admin endpoint: GET /stats, /metrics, /channels, /channels/{channel}, any
+ * DELETE, /admin and every path under /admin/, /auth/ticket (and under it). The guard holds
+ * every such request to hd_api_admin_allowed before it is routed.
+ */
+int hd_api_is_admin_path(const hd_req_t *req);
+/*
+ * 1 if req may use the admin endpoints: it came in on a listener marked admin, or carries
+ * "Authorization: Bearer KEY" with one of admin_key's keys (constant-time), or no admin_key is
+ * set and the client is local (hd_tp_peer_is_local). Answers nothing.
+ */
+int hd_api_admin_ok(const hd_req_t *req);
+/*
+ * The same, answering a refusal: 0 if allowed; else -1 once answered, 403 (no admin_key and
+ * not local; or a wrong key) or 401 with WWW-Authenticate: Bearer (admin_key set, none sent),
+ * with a JSON reason naming admin_key and the admin listen flag. Handlers of admin endpoints
+ * need not call it (the guard did); one that serves admin and other requests on one path may.
+ */
+int hd_api_admin_allowed(hd_req_t *req);
 
 #endif

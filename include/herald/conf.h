@@ -27,7 +27,19 @@ typedef struct hd_listen_s {
     socklen_t addrlen;
     char text[80]; /* as written, e.g. "0.0.0.0:8080" or "[::1]:8443" */
     unsigned is_tls : 1;
+    unsigned is_admin : 1; /* "admin": serves the admin endpoints (and /healthz) to anyone */
 } hd_listen_t;
+
+/*
+ * The words of a list directive (publish_key, admin_key, cors_origins): every value of every
+ * line, in order; n == 0 when the directive is off.
+ */
+#define HD_KEY_MAX 256 /* longest publish_key or admin_key */
+
+typedef struct hd_strlist_s {
+    char **v;
+    size_t n;
+} hd_strlist_t;
 
 typedef struct hd_conf_s {
     int refs_;  /* atomic; use hd_conf_ref/hd_conf_unref */
@@ -65,8 +77,11 @@ typedef struct hd_conf_s {
     char *tls_ciphers;   /* TLS 1.2 cipher list (OpenSSL syntax) */
     int tls_min_version; /* 12 or 13 */
 
+    /* access (src/transport/common.c, src/api/access.c) */
+    hd_strlist_t publish_keys; /* any of them publishes; none: only loopback clients may */
+    hd_strlist_t admin_keys;   /* any of them opens the admin endpoints; none: loopback only */
+
     /* publishing and history */
-    char *publish_key; /* NULL: publishing is open */
     size_t max_message_bytes;
     /* a publish retried with the same key within it gets the first id; 0: keys ignored */
     uint64_t idempotency_window_ms;

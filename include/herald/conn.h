@@ -73,6 +73,7 @@ struct hd_conn_s {
     unsigned is_writing : 1;
     unsigned is_finishing : 1;
     unsigned is_reading : 1;
+    unsigned is_admin_listener : 1; /* accepted on a listener marked admin (listen ... admin) */
 };
 
 /*

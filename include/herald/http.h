@@ -97,6 +97,13 @@ void hd_http_allow_string(unsigned mask, char *out, size_t len);
 
 /* The router used by every HTTP connection (set once at start, before workers run). */
 void hd_http_set_router(const hd_router_t *r);
+/*
+ * A check run on every request (of a method herald knows) before it is routed, set once at
+ * start like the router: returns 0 to route the request, or -1 once it has answered it. Who may
+ * reach what (src/api/access.c) is decided there, so the HTTP layer knows no path. NULL: none.
+ */
+typedef int (*hd_http_guard_cb)(hd_req_t *req);
+void hd_http_set_guard(hd_http_guard_cb guard);
 /* Installs the HTTP handler on a freshly accepted connection (hd_accept_cb). */
 void hd_http_accept(hd_conn_t *c);
 

@@ -27,10 +27,29 @@ int hd_tp_channel_from_path(hd_req_t *req, size_t prefix_len, char *out);
 /* Parses an id given by a client. Returns 0, or -1 after answering 400. */
 int hd_tp_parse_id(hd_req_t *req, const char *what, const char *s, size_t len, uint64_t *epoch,
                    uint64_t *seq);
-/* The one publishing check: publish_key. Returns 0, or -1 after answering 401/403. */
+/*
+ * The one publishing check. With publish_key set, the request needs one of its keys as
+ * "Authorization: Bearer KEY": none -> 401 (WWW-Authenticate: Bearer), another -> 403. With no
+ * key, only a local client (hd_tp_peer_is_local) may publish; anyone else -> 403 naming
+ * publish_key. Returns 0, or -1 after answering.
+ */
 int hd_tp_publish_allowed(hd_req_t *req);
-/* The same check for a bearer token given another way (e.g. a WebSocket message). 0 or -1. */
-int hd_tp_publish_key_ok(const hd_conf_t *conf, const char *token, size_t len);
+/*
+ * 0 if token[0..len) is one of keys (token may be NULL: no match), else -1. The time taken does
+ * not depend on the token's content or on which key it matches (constant-time comparison of
+ * every key, over HD_KEY_MAX bytes each).
+ */
+int hd_tp_key_match(const hd_strlist_t *keys, const char *token, size_t len);
+/* The token of "Authorization: Bearer TOKEN" (scheme case-insensitive), or NULL. */
+const char *hd_tp_bearer(const hd_req_t *req, size_t *len);
+/*
+ * 1 if the client is this host itself: the connection's peer is a loopback address (or a Unix
+ * socket) and the request carries none of X-Forwarded-For, Forwarded, X-Real-IP (a proxy on
+ * this host relaying someone else), Origin or Sec-Fetch-Site (a browser on this host acting
+ * for a web page, which may have rebound its own name to 127.0.0.1). The one rule behind
+ * "no publish_key: local clients only" and "no admin_key: local clients only".
+ */
+int hd_tp_peer_is_local(const hd_req_t *req);
 /* Answers a request the broker could not serve: its status, and for 503 a jittered
  * Retry-After so refused clients do not come back all at once. */
 void hd_tp_respond_failure(hd_req_t *req, int err);

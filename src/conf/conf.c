@@ -26,9 +26,9 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define MAX_LINE 4096          /* bytes per line, without its line ending */
-#define MAX_FILE (1024 * 1024) /* a conf file larger than this is a mistake */
-#define MAX_ARGS 8             /* values kept per line; more are only counted */
+#define MAX_LINE 4096             /* bytes per line, without its line ending */
+#define MAX_FILE (1024 * 1024)    /* a conf file larger than this is a mistake */
+#define MAX_ARGS (MAX_VALUES + 1) /* words kept per line; more are only counted */
 
 /* ---- lines ----------------------------------------------------------------------------------- */
 

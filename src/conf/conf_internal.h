@@ -5,7 +5,8 @@
  *   directives.c  the one table of directives (name, type, field, default, range, reloadable,
  *                 description) and the checks some rows name
  *   values.c      the value types: each one's setter, disposer and comparison (numbers, sizes,
- *                 durations, booleans, strings, words, listen addresses), and error messages
+ *                 durations, booleans, strings, words, listen addresses, lists of words), and
+ *                 error messages
  *   conf.c        lines and files: the tokenizer, the -o override rules, loading a snapshot,
  *                 cross-directive checks, references, restart-needed and the reference print
  *
@@ -29,8 +30,12 @@ typedef enum {
     T_ENUM,
     T_LISTEN,
     T_RULE, /* channel_rule: hd_auth_rule_parse */
+    T_LIST,
     T_NTYPES
 } type_t;
+
+/* The most values one line may give a directive (a list is repeated for more). */
+#define MAX_VALUES 16
 
 enum {
     F_RELOAD = 1 << 0, /* SIGHUP applies it live */
@@ -54,10 +59,11 @@ typedef struct directive_s {
     unsigned flags;
     const char *desc;
     /* optional, by type */
-    const choice_t *choices;      /* T_ENUM: accepted words */
-    const char *none;             /* T_STRING: "|"-separated words meaning "not set" ("" too) */
+    const choice_t *choices; /* T_ENUM: accepted words */
+    const char *none;        /* T_STRING, T_LIST: "|"-separated words meaning "not set" ("" too) */
     unsigned (*auto_value)(void); /* T_UINT: accepts "auto", resolved by this function */
-    int (*check)(const char *value, char *why, size_t whylen); /* T_STRING: 0, or -1 and why */
+    /* T_STRING, T_LIST (each word): 0, or -1 and why */
+    int (*check)(const char *value, char *why, size_t whylen);
 } directive_t;
 
 /* One row: D(name, type, field, default, min, max, flags, description[, .optional = ...]) */

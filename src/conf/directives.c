@@ -67,11 +67,28 @@ static int check_jwt_alg(const char *value, char *why, size_t whylen)
     return -1;
 }
 
+/* A key (publish_key, admin_key): what a client sends after "Bearer ". Never echoed. */
+static int check_key(const char *value, char *why, size_t whylen)
+{
+    size_t i, n = strlen(value);
+
+    for (i = 0; i < n; i++) {
+        if ((unsigned char)value[i] <= ' ' || (unsigned char)value[i] >= 0x7f)
+            break;
+    }
+    if (n > HD_KEY_MAX || i < n) {
+        snprintf(why, whylen, "a key is 1..%d printable ASCII characters without spaces",
+                 HD_KEY_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 /* clang-format off */
 const directive_t hd_conf_directives[] = {
     /* process */
     D("listen", T_LISTEN, listens, "0.0.0.0:8080", NULL, NULL, RESTART | F_MULTI,
-      "address to accept connections on: IPv4:PORT, [IPv6]:PORT or *:PORT, tls = TLS; repeatable"),
+      "address to accept connections on: IPv4:PORT, [IPv6]:PORT or *:PORT [tls] [admin]; repeatable"),
     D("workers", T_UINT, workers, "auto", "1", "1024", RESTART,
       "worker threads, each with its own event loop; auto = one per online CPU",
       .auto_value = online_cpus),
@@ -125,9 +142,15 @@ const directive_t hd_conf_directives[] = {
     D("tls_min_version", T_ENUM, tls_min_version, "1.2", NULL, NULL, RELOAD,
       "oldest TLS version accepted: 1.2 or 1.3", .choices = tls_versions),
 
+    /* access */
+    D("publish_key", T_LIST, publish_keys, "off", NULL, NULL, RELOAD | F_MULTI,
+      "keys publishers send as 'Authorization: Bearer KEY'; off = loopback clients only",
+      .none = "off", .check = check_key),
+    D("admin_key", T_LIST, admin_keys, "off", NULL, NULL, RELOAD | F_MULTI,
+      "keys that open /stats, /metrics, /channels, /admin/*; off = loopback or admin listeners",
+      .none = "off", .check = check_key),
+
     /* publishing and history */
-    D("publish_key", T_STRING, publish_key, "off", NULL, NULL, RELOAD,
-      "when set, publishing needs 'Authorization: Bearer <key>'; off = open", .none = "off"),
     D("max_message_size", T_SIZE, max_message_bytes, "1m", "1", "64m", RELOAD,
       "largest message payload accepted from a publisher; larger is answered 413 (WebSocket 1009)"),
     D("idempotency_window", T_DURATION, idempotency_window_ms, "10m", "0", "24h", RESTART,

@@ -347,7 +347,8 @@ static int set_enum(loader_t *ld, const directive_t *d, int argc, const char *co
 
 /* ---- listen ---------------------------------------------------------------------------------- */
 
-static const char listen_syntax[] = "ADDR:PORT [tls], e.g. 0.0.0.0:8080, [::1]:8080 or *:8443 tls";
+static const char listen_syntax[] =
+    "ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, [::1]:8080 or *:8443 tls";
 
 /* Parses "IPv4:PORT", "[IPv6]:PORT" or "*:PORT" into l. Returns 0 or fails with a message. */
 static int parse_listen(loader_t *ld, const directive_t *d, const char *s, hd_listen_t *l)
@@ -419,11 +420,22 @@ static int set_listen(loader_t *ld, const directive_t *d, int argc, const char *
 
     if ((rc = parse_listen(ld, d, argv[0], &l)) != 0)
         return rc;
-    if (argc == 2) {
-        if (strcmp(argv[1], "tls") != 0)
+    /* Flags after the address, in any order, each at most once. */
+    for (int k = 1; k < argc; k++) {
+        int seen;
+        if (strcmp(argv[k], "tls") == 0) {
+            seen = l.is_tls;
+            l.is_tls = 1;
+        } else if (strcmp(argv[k], "admin") == 0) {
+            seen = l.is_admin;
+            l.is_admin = 1;
+        } else {
             return hd_conf_fail(ld, ld->origin, d->name,
-                                "expected \"tls\" after the address, got \"%s\"", argv[1]);
-        l.is_tls = 1;
+                                "expected \"tls\" or \"admin\" after the address, got \"%s\"",
+                                argv[k]);
+        }
+        if (seen)
+            return hd_conf_fail(ld, ld->origin, d->name, "\"%s\" given twice", argv[k]);
     }
     /* Port 0 asks for an ephemeral port: two of those are two listeners, not a repeat. */
     for (i = 0; i < c->n_listens && listen_port(&l) != 0; i++) {
@@ -461,7 +473,76 @@ static int equal_listen(const hd_conf_t *a, const hd_conf_t *b, const directive_
         return 0;
     for (i = 0; i < a->n_listens; i++) {
         if (!same_listen_addr(&a->listens[i], &b->listens[i]) ||
-            a->listens[i].is_tls != b->listens[i].is_tls)
+            a->listens[i].is_tls != b->listens[i].is_tls ||
+            a->listens[i].is_admin != b->listens[i].is_admin)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- lists of words -------------------------------------------------------------------------- */
+
+static hd_strlist_t *list_field(hd_conf_t *c, const directive_t *d)
+{
+    HD_ASSERT(d->size == sizeof(hd_strlist_t));
+    return (hd_strlist_t *)(void *)((char *)c + d->offset);
+}
+
+/*
+ * Adds the line's words to the list. The directive is repeatable (F_MULTI): each line adds its
+ * words, so rotating a key is one more line. A "none" word ("off") stands alone and adds nothing;
+ * after words it is a contradiction, refused. Words are never echoed in messages: they may be
+ * secrets (keys).
+ */
+static int set_list(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_strlist_t *l = list_field(ld->conf, d);
+    int i;
+
+    for (i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (s[0] == '\0' || is_word_of(s, d->none)) {
+            if (argc > 1)
+                return hd_conf_fail(ld, ld->origin, d->name, "\"%s\" must be the only value", s);
+            if (l->n > 0)
+                return hd_conf_fail(ld, ld->origin, d->name,
+                                    "\"%s\" after values given on another line: keep one or "
+                                    "the other",
+                                    s);
+            return 0;
+        }
+        if (d->check != NULL) {
+            char why[256];
+            if (d->check(s, why, sizeof(why)) < 0)
+                return hd_conf_fail(ld, ld->origin, d->name, "value %d: %s", i + 1, why);
+        }
+    }
+    l->v = hd_realloc(l->v, (l->n + (size_t)argc) * sizeof(*l->v));
+    for (i = 0; i < argc; i++)
+        l->v[l->n++] = hd_strdup(argv[i]);
+    return 0;
+}
+
+static void dispose_list(hd_conf_t *c, const directive_t *d)
+{
+    hd_strlist_t *l = list_field(c, d);
+
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static int equal_list(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    const hd_strlist_t *x = (const hd_strlist_t *)(const void *)((const char *)a + d->offset);
+    const hd_strlist_t *y = (const hd_strlist_t *)(const void *)((const char *)b + d->offset);
+
+    if (x->n != y->n)
+        return 0;
+    for (size_t i = 0; i < x->n; i++) {
+        if (strcmp(x->v[i], y->v[i]) != 0)
             return 0;
     }
     return 1;
@@ -516,6 +597,7 @@ const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_BOOL] = {"on|off", 1, 1, set_bool, dispose_nothing, equal_bytes},
     [T_STRING] = {"VALUE", 1, 1, set_string, dispose_string, equal_string},
     [T_ENUM] = {"WORD", 1, 1, set_enum, dispose_nothing, equal_bytes},
-    [T_LISTEN] = {"ADDR:PORT [tls]", 1, 2, set_listen, dispose_listen, equal_listen},
+    [T_LISTEN] = {"ADDR:PORT [tls] [admin]", 1, 3, set_listen, dispose_listen, equal_listen},
     [T_RULE] = {"PATTERN [KEY=VALUE ...]", 1, 4, set_rule, dispose_rule, equal_rule},
+    [T_LIST] = {"VALUE [VALUE ...]", 1, MAX_VALUES, set_list, dispose_list, equal_list},
 };

@@ -11,10 +11,16 @@
 #include <string.h>
 
 static const hd_router_t *router;
+static hd_http_guard_cb guard;
 
 void hd_http_set_router(const hd_router_t *r)
 {
     router = r;
+}
+
+void hd_http_set_guard(hd_http_guard_cb g)
+{
+    guard = g;
 }
 
 static void dispatch(hd_http_t *h)
@@ -31,6 +37,8 @@ static void dispatch(hd_http_t *h)
         /* A method herald implements for no resource (RFC 9110 15.6.2); 405 is for the ones it
          * knows but not on this path. */
         hd_http_respond_error(r, 501, "method not implemented");
+    } else if (guard && guard(r) != 0) {
+        /* answered: refused, or a CORS preflight */
     } else if (rc == HD_ENOTFOUND) {
         hd_http_respond_error(r, 404, "not found");
     } else if (rc == HD_EMETHOD) {

@@ -101,9 +101,8 @@ int hd_server_new(hd_server_t **out, hd_conf_t *conf, hd_accept_cb accept_cb, uv
     for (size_t i = 0; i < conf->n_listens * s->n_workers; i++)
         s->fds[i] = -1;
     s->bound = hd_calloc(conf->n_listens, sizeof(*s->bound));
-    s->listen_tls = hd_calloc(conf->n_listens, 1);
-    for (size_t i = 0; i < conf->n_listens; i++)
-        s->listen_tls[i] = conf->listens[i].is_tls;
+    s->listens = hd_calloc(conf->n_listens ? conf->n_listens : 1, sizeof(*s->listens));
+    memcpy(s->listens, conf->listens, conf->n_listens * sizeof(*s->listens));
     for (size_t i = 0; i < conf->n_listens; i++) {
         if (conf->listens[i].is_tls && !s->tls_ctx) {
             if ((rc = hd_tls_ctx_new(&s->tls_ctx, conf, err, errlen)) < 0)
@@ -147,7 +146,8 @@ int hd_server_start(hd_server_t *s)
     }
     s->is_started = 1;
     for (size_t i = 0; i < s->n_listens; i++)
-        hd_log_info("listening on %s%s (%u workers)", s->bound[i], s->listen_tls[i] ? " tls" : "",
+        hd_log_info("listening on %s%s%s (%u workers)", s->bound[i],
+                    s->listens[i].is_tls ? " tls" : "", s->listens[i].is_admin ? " admin" : "",
                     s->n_workers);
     return 0;
 }
@@ -361,7 +361,7 @@ void hd_server_free(hd_server_t *s)
             close(s->fds[i]);
     free(s->fds);
     free(s->bound);
-    free(s->listen_tls);
+    free(s->listens);
     free(s->workers);
     if (s->tls_ctx)
         hd_tls_ctx_unref(s->tls_ctx);

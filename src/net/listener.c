@@ -117,9 +117,12 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     size_t li = (size_t)((uv_tcp_t *)ls - w->listeners);
-    hd_conn_t *c = hd_conn_accept(w, ls, w->server->listen_tls[li] ? w->tls_ctx : NULL);
-    if (c)
+    const hd_listen_t *l = &w->server->listens[li];
+    hd_conn_t *c = hd_conn_accept(w, ls, l->is_tls ? w->tls_ctx : NULL);
+    if (c) {
+        c->is_admin_listener = l->is_admin;
         admit(c);
+    }
 }
 
 hd_conn_t *hd_server_adopt(hd_server_t *s, int fd)

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* common.c: what the transports share: channel names from paths, ids, the publish check. */
+/*
+ * common.c: what the transports share: channel names from paths, ids, the publish check with
+ * its keys (publish_key) and its rule for clients on this host, failures, publishing.
+ */
 #include "herald/transport.h"
 
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 int hd_tp_channel_from_path(hd_req_t *req, size_t prefix_len, char *out)
 {
@@ -29,32 +34,97 @@ int hd_tp_parse_id(hd_req_t *req, const char *what, const char *s, size_t len, u
     return -1;
 }
 
-int hd_tp_publish_key_ok(const hd_conf_t *conf, const char *token, size_t len)
+int hd_tp_key_match(const hd_strlist_t *keys, const char *token, size_t len)
 {
-    if (!conf->publish_key)
-        return 0;
-    size_t kl = strlen(conf->publish_key);
-    if (!token || len != kl || CRYPTO_memcmp(token, conf->publish_key, kl) != 0)
-        return -1;
-    return 0;
+    /* Each key and the token are compared as HD_KEY_MAX-byte zero-padded copies with the
+     * lengths folded in: the time depends on the number of keys only, never on how much of a
+     * key a token gets right, on which key matches or on where one stops matching. */
+    unsigned char tok[HD_KEY_MAX], key[HD_KEY_MAX];
+    unsigned ok = 0;
+    size_t tl = len > HD_KEY_MAX ? HD_KEY_MAX : len;
+    memset(tok, 0, sizeof(tok));
+    if (token)
+        memcpy(tok, token, tl);
+    for (size_t i = 0; i < keys->n; i++) {
+        size_t kl = strlen(keys->v[i]);
+        memset(key, 0, sizeof(key));
+        memcpy(key, keys->v[i], kl);
+        int diff = CRYPTO_memcmp(tok, key, sizeof(key));
+        ok |= (unsigned)(diff == 0) & (unsigned)(token != NULL && len == kl);
+    }
+    OPENSSL_cleanse(tok, sizeof(tok));
+    OPENSSL_cleanse(key, sizeof(key));
+    return ok ? 0 : -1;
 }
+
+const char *hd_tp_bearer(const hd_req_t *req, size_t *len)
+{
+    size_t n;
+    const char *auth = hd_req_header(req, "authorization", &n);
+    if (!auth || n < 7 || strncasecmp(auth, "Bearer ", 7) != 0)
+        return NULL;
+    *len = n - 7;
+    return auth + 7;
+}
+
+/* Whether the socket's peer is this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a Unix
+ * socket (the embedded node's socketpairs in tests and fuzzers). */
+static int socket_peer_is_loopback(hd_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_UNIX)
+        return 1;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family != AF_INET6)
+        return 0;
+    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+int hd_tp_peer_is_local(const hd_req_t *req)
+{
+    /* A request relayed by a proxy on this host comes from loopback on behalf of someone else;
+     * one made by a browser on this host (it sends Origin or Sec-Fetch-Site, even to a page
+     * that rebound its name to 127.0.0.1) is made on behalf of whatever page it shows. */
+    static const char *const relayed[] = {"x-forwarded-for", "forwarded", "x-real-ip", "origin",
+                                          "sec-fetch-site"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(relayed); i++) {
+        if (hd_req_header(req, relayed[i], NULL))
+            return 0;
+    }
+    return socket_peer_is_loopback(req->conn);
+}
+
+#define NO_PUBLISH_KEY                                                                             \
+    "publishing refused: no publish_key is configured, so only a local client (loopback, not "     \
+    "through a proxy or a browser) may publish; set publish_key and send Authorization: Bearer "   \
+    "<key>"
 
 int hd_tp_publish_allowed(hd_req_t *req)
 {
     const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
-    if (!conf->publish_key)
-        return 0;
-    size_t len;
-    const char *auth = hd_req_header(req, "authorization", &len);
-    if (!auth) {
-        hd_http_respond(req, 401, "WWW-Authenticate: Bearer realm=\"herald\"\r\n",
-                        "application/json", "{\"error\":\"publishing needs a key\",\"status\":401}",
-                        46);
+    if (conf->publish_keys.n == 0) {
+        if (hd_tp_peer_is_local(req))
+            return 0;
+        hd_conn_log(HD_LOG_INFO, req->conn, "publish refused: not local and no publish_key");
+        hd_http_respond_error(req, 403, NO_PUBLISH_KEY);
         return -1;
     }
-    if (len < 7 || strncasecmp(auth, "Bearer ", 7) != 0 ||
-        hd_tp_publish_key_ok(conf, auth + 7, len - 7) != 0) {
-        hd_http_respond_error(req, 403, "wrong publish key");
+    size_t len;
+    const char *token = hd_tp_bearer(req, &len);
+    if (!token && !hd_req_header(req, "authorization", NULL)) {
+        static const char body[] = "{\"error\":\"publishing needs a key (publish_key): "
+                                   "Authorization: Bearer <key>\",\"status\":401}";
+        hd_http_respond(req, 401, "WWW-Authenticate: Bearer realm=\"herald\"\r\n",
+                        "application/json", body, sizeof(body) - 1);
+        return -1;
+    }
+    if (hd_tp_key_match(&conf->publish_keys, token, token ? len : 0) != 0) {
+        hd_http_respond_error(req, 403, "wrong publish key (publish_key)");
         return -1;
     }
     return 0;

@@ -25,7 +25,10 @@ static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t l
         return;
     }
     if (!hd_ws_bearer_ok(ws)) {
-        hd_ws_close(ws, 1008, "publishing needs the publish key (Authorization: Bearer)");
+        hd_ws_close(ws, 1008,
+                    hd_ws_conf(ws)->publish_keys.n
+                        ? "publishing needs the publish key (Authorization: Bearer)"
+                        : "no publish_key: only local clients may publish");
         return;
     }
     const char *ct =

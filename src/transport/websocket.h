@@ -39,6 +39,7 @@ typedef struct ws_handshake_s {
     const char *bearer; /* Authorization: Bearer token (in the request), or NULL */
     size_t bearer_len;
     unsigned has_subprotocol : 1;
+    unsigned is_local : 1; /* hd_tp_peer_is_local: may publish when no publish_key is set */
 } ws_handshake_t;
 
 /* Checks the opening handshake of req (RFC 6455 4.2.1) into hs. Returns 0, or -1 after
@@ -96,8 +97,9 @@ void hd_ws_enter(ws_t *ws);
 void hd_ws_leave(ws_t *ws);
 /* The connection has gone (or never came): stops every subscription, frees when not busy. */
 void hd_ws_gone(ws_t *ws);
-/* 1 if the handshake's bearer token is the publish key now (or no key is set): checked on
- * each client publish, so a key set or rotated by a reload holds for live sessions too. */
+/* 1 if the handshake's bearer token is one of the publish keys now, or no key is set and the
+ * handshake came from a local client (hd_tp_peer_is_local): checked on each client publish, so
+ * a key set or rotated by a reload holds for live sessions too. */
 int hd_ws_bearer_ok(ws_t *ws);
 /* 1 while neither gone nor closing. */
 int hd_ws_is_open(const ws_t *ws);

@@ -96,6 +96,7 @@ struct ws_s {
     unsigned in_recv : 1;      /* inside wslay_event_recv */
     unsigned is_throttled : 1; /* too many publishes in flight: input waits */
     unsigned has_subprotocol : 1;
+    unsigned is_local : 1; /* the handshake came from this host (hd_tp_peer_is_local) */
 };
 
 static const hd_conn_ops_t ws_conn_ops;
@@ -186,8 +187,9 @@ static uint64_t now_ms(ws_t *ws)
 int hd_ws_bearer_ok(ws_t *ws)
 {
     const hd_conf_t *conf = conf_of(ws);
-    return !conf->publish_key ||
-           (ws->bearer && hd_tp_publish_key_ok(conf, ws->bearer, ws->bearer_len) == 0);
+    if (conf->publish_keys.n == 0)
+        return ws->is_local;
+    return hd_tp_key_match(&conf->publish_keys, ws->bearer, ws->bearer_len) == 0;
 }
 
 int hd_ws_is_open(const ws_t *ws)
@@ -959,6 +961,7 @@ ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_hands
     ws->proto = proto;
     ws->fmt = mode == WS_MODE_RAW ? HD_FMT_WS_RAW : HD_FMT_WS_ENVELOPE;
     ws->has_subprotocol = hs->has_subprotocol;
+    ws->is_local = hs->is_local;
     memcpy(ws->accept, hs->accept, sizeof(ws->accept));
     if (hs->bearer) {
         ws->bearer = hd_malloc(hs->bearer_len + 1);

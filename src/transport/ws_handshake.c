@@ -144,5 +144,6 @@ int hd_ws_check_handshake(hd_req_t *req, ws_handshake_t *hs)
         hs->bearer = auth + 7;
         hs->bearer_len = len - 7;
     }
+    hs->is_local = hd_tp_peer_is_local(req) ? 1 : 0;
     return 0;
 }

@@ -156,11 +156,17 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
     }
     if (!hd_ws_bearer_ok(ws)) {
         json_t *key = json_object_get(root, "key");
-        if (!json_is_string(key) ||
-            hd_tp_publish_key_ok(conf, json_string_value(key), json_string_length(key)) != 0) {
+        if (conf->publish_keys.n == 0) {
             reply_error(ws, ref, NULL, "forbidden",
-                        "publishing needs the publish key (\"key\", or Authorization: Bearer on "
-                        "the handshake)");
+                        "no publish_key is configured, so only a local client (loopback, not "
+                        "through a proxy or a browser) may publish");
+            return;
+        }
+        if (!json_is_string(key) || hd_tp_key_match(&conf->publish_keys, json_string_value(key),
+                                                    json_string_length(key)) != 0) {
+            reply_error(ws, ref, NULL, "forbidden",
+                        "publishing needs a publish key (publish_key: \"key\", or Authorization: "
+                        "Bearer on the handshake)");
             return;
         }
     }

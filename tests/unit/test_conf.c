@@ -210,7 +210,9 @@ static void test_table(void)
             T_TRUE(d->min == NULL && d->max == NULL);
         }
         T_TRUE((d->type == T_ENUM) == (d->choices != NULL));
-        T_TRUE(d->none == NULL || d->type == T_STRING);
+        T_TRUE(d->none == NULL || d->type == T_STRING || d->type == T_LIST);
+        /* A list is repeatable: a key rotation is one more line. */
+        T_TRUE(d->type != T_LIST || (d->flags & F_MULTI));
         T_TRUE(d->auto_value == NULL || d->type == T_UINT);
     }
     /* Every name once: a second row would shadow the first. */
@@ -620,18 +622,24 @@ static void test_listen(void)
     T_EQ_STR(c->listens[0].text, "[0000:0000:0000:0000:0000:ffff:127.0.0.1]:65535");
     hd_conf_unref(c);
 
-    LOAD_ERR("listen 8080", "t.conf:1: listen: expected ADDR:PORT [tls], e.g. 0.0.0.0:8080, "
-                            "[::1]:8080 or *:8443 tls (IPv6 in brackets), got \"8080\"");
-    LOAD_ERR("listen ::1:8080", "t.conf:1: listen: expected ADDR:PORT [tls], e.g. 0.0.0.0:8080, "
-                                "[::1]:8080 or *:8443 tls (IPv6 in brackets), got \"::1:8080\"");
-    LOAD_ERR("listen :8080", "t.conf:1: listen: expected ADDR:PORT [tls], e.g. 0.0.0.0:8080, "
-                             "[::1]:8080 or *:8443 tls, got \":8080\"");
-    LOAD_ERR("listen []:8080", "t.conf:1: listen: expected ADDR:PORT [tls], e.g. 0.0.0.0:8080, "
-                               "[::1]:8080 or *:8443 tls, got \"[]:8080\"");
-    LOAD_ERR("listen [::1]8080", "t.conf:1: listen: expected ADDR:PORT [tls], e.g. 0.0.0.0:8080, "
-                                 "[::1]:8080 or *:8443 tls, got \"[::1]8080\"");
-    LOAD_ERR("listen [::1:8080", "t.conf:1: listen: expected ADDR:PORT [tls], e.g. 0.0.0.0:8080, "
-                                 "[::1]:8080 or *:8443 tls, got \"[::1:8080\"");
+    LOAD_ERR("listen 8080",
+             "t.conf:1: listen: expected ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, "
+             "[::1]:8080 or *:8443 tls (IPv6 in brackets), got \"8080\"");
+    LOAD_ERR("listen ::1:8080",
+             "t.conf:1: listen: expected ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, "
+             "[::1]:8080 or *:8443 tls (IPv6 in brackets), got \"::1:8080\"");
+    LOAD_ERR("listen :8080",
+             "t.conf:1: listen: expected ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, "
+             "[::1]:8080 or *:8443 tls, got \":8080\"");
+    LOAD_ERR("listen []:8080",
+             "t.conf:1: listen: expected ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, "
+             "[::1]:8080 or *:8443 tls, got \"[]:8080\"");
+    LOAD_ERR("listen [::1]8080",
+             "t.conf:1: listen: expected ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, "
+             "[::1]:8080 or *:8443 tls, got \"[::1]8080\"");
+    LOAD_ERR("listen [::1:8080",
+             "t.conf:1: listen: expected ADDR:PORT [tls] [admin], e.g. 0.0.0.0:8080, "
+             "[::1]:8080 or *:8443 tls, got \"[::1:8080\"");
     LOAD_ERR("listen 1.2.3.4:", "t.conf:1: listen: expected a port in 0..65535, got \"1.2.3.4:\"");
     LOAD_ERR("listen 1.2.3.4:65536",
              "t.conf:1: listen: expected a port in 0..65535, got \"1.2.3.4:65536\"");
@@ -646,10 +654,26 @@ static void test_listen(void)
     LOAD_ERR("listen [1.2.3.4]:8080",
              "t.conf:1: listen: \"1.2.3.4\" is not a numeric IPv6 address in \"[1.2.3.4]:8080\"");
     LOAD_ERR("listen [::1]:8080 ssl",
-             "t.conf:1: listen: expected \"tls\" after the address, got \"ssl\"");
-    LOAD_ERR("listen", "t.conf:1: listen: expected 1 to 2 values (ADDR:PORT [tls]), got 0");
+             "t.conf:1: listen: expected \"tls\" or \"admin\" after the address, got \"ssl\"");
     LOAD_ERR("listen *:1 tls x",
-             "t.conf:1: listen: expected 1 to 2 values (ADDR:PORT [tls]), got 3");
+             "t.conf:1: listen: expected \"tls\" or \"admin\" after the address, got \"x\"");
+    LOAD_ERR("listen *:1 admin admin", "t.conf:1: listen: \"admin\" given twice");
+    LOAD_ERR("listen *:1 tls tls", "t.conf:1: listen: \"tls\" given twice");
+    LOAD_ERR("listen *:1 Admin",
+             "t.conf:1: listen: expected \"tls\" or \"admin\" after the address, got \"Admin\"");
+    LOAD_ERR("listen", "t.conf:1: listen: expected 1 to 3 values (ADDR:PORT [tls] [admin]), got 0");
+    LOAD_ERR("listen *:1 tls admin x",
+             "t.conf:1: listen: expected 1 to 3 values (ADDR:PORT [tls] [admin]), got 4");
+    /* The admin flag, alone or with tls in either order. */
+    c = LOAD_OK("listen 127.0.0.1:9090 admin\nlisten *:8443 admin tls\nlisten *:8444 tls admin\n"
+                "listen *:8080\ntls_certificate c.pem\ntls_certificate_key k.pem");
+    T_EQ_INT(c->n_listens, 4);
+    T_TRUE(c->listens[0].is_admin && !c->listens[0].is_tls);
+    T_TRUE(c->listens[1].is_admin && c->listens[1].is_tls);
+    T_TRUE(c->listens[2].is_admin && c->listens[2].is_tls);
+    T_TRUE(!c->listens[3].is_admin && !c->listens[3].is_tls);
+    T_EQ_STR(c->listens[0].text, "127.0.0.1:9090");
+    hd_conf_unref(c);
     {
         char line[128], want[256];
         /* 79 bytes fit in text[80] (and are then rejected as an address), 80 do not. */
@@ -679,6 +703,92 @@ static void test_listen(void)
     c = LOAD_OK("listen *:8080\nlisten *:8081\nlisten [::]:8080");
     T_EQ_INT(c->n_listens, 3);
     hd_conf_unref(c);
+}
+
+/* ---- lists: publish_key, admin_key, cors_origins --------------------------------------------- */
+
+static void test_list(void)
+{
+    hd_conf_t *c, *d;
+    char line[512];
+
+    /* Defaults: no key of either kind. */
+    c = LOAD_OK("");
+    T_EQ_INT(c->publish_keys.n, 0);
+    T_EQ_INT(c->admin_keys.n, 0);
+    hd_conf_unref(c);
+
+    /* Several values on a line, and lines adding to each other (a rotation: old and new key). */
+    c = LOAD_OK("publish_key old-key new-key\nadmin_key a1\npublish_key third\nadmin_key a2");
+    T_EQ_INT(c->publish_keys.n, 3);
+    T_EQ_STR(c->publish_keys.v[0], "old-key");
+    T_EQ_STR(c->publish_keys.v[1], "new-key");
+    T_EQ_STR(c->publish_keys.v[2], "third");
+    T_EQ_INT(c->admin_keys.n, 2);
+    T_EQ_STR(c->admin_keys.v[0], "a1");
+    T_EQ_STR(c->admin_keys.v[1], "a2");
+    d = LOAD_OK("publish_key old-key\npublish_key new-key third\nadmin_key a1 a2");
+    T_TRUE(conf_same(c, d));
+    hd_conf_unref(d);
+    /* Order and content count. */
+    d = LOAD_OK("publish_key new-key old-key third\nadmin_key a1 a2");
+    T_TRUE(!hd_conf_type_ops[T_LIST].equal(c, d, find_directive("publish_key")));
+    hd_conf_unref(d);
+    d = LOAD_OK("publish_key old-key new-key\nadmin_key a1 a2");
+    T_TRUE(!hd_conf_type_ops[T_LIST].equal(c, d, find_directive("publish_key")));
+    hd_conf_unref(d);
+    hd_conf_unref(c);
+
+    /* "off" (or "") is none; -o replaces the file's lines. */
+    c = LOAD_OK("publish_key off\nadmin_key \"\"");
+    T_EQ_INT(c->publish_keys.n, 0);
+    T_EQ_INT(c->admin_keys.n, 0);
+    hd_conf_unref(c);
+    c = LOAD_OK_O("publish_key k1\npublish_key k2", "publish_key off");
+    T_EQ_INT(c->publish_keys.n, 0);
+    hd_conf_unref(c);
+    c = LOAD_OK_O("publish_key k1\npublish_key k2", "publish_key k3", "publish_key k4 k5");
+    T_EQ_INT(c->publish_keys.n, 3);
+    T_EQ_STR(c->publish_keys.v[0], "k3");
+    T_EQ_STR(c->publish_keys.v[2], "k5");
+    hd_conf_unref(c);
+    /* "off", then keys: the keys (the shipped file says "off"; a key added below it counts). */
+    c = LOAD_OK("publish_key off\npublish_key k1");
+    T_EQ_INT(c->publish_keys.n, 1);
+    hd_conf_unref(c);
+
+    /* Sixteen values per line; repeat the directive for more. */
+    c = LOAD_OK("publish_key 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\npublish_key 17");
+    T_EQ_INT(c->publish_keys.n, 17);
+    hd_conf_unref(c);
+    LOAD_ERR("publish_key 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17",
+             "t.conf:1: publish_key: expected 1 to 16 values (VALUE [VALUE ...]), got 17");
+    LOAD_ERR("admin_key",
+             "t.conf:1: admin_key: expected 1 to 16 values (VALUE [VALUE ...]), got 0");
+
+    /* Contradictions and bad values. A key is never echoed (it is a secret). */
+    LOAD_ERR("publish_key k1 off", "t.conf:1: publish_key: \"off\" must be the only value");
+    LOAD_ERR("admin_key k1 \"\"", "t.conf:1: admin_key: \"\" must be the only value");
+    LOAD_ERR("publish_key k1\npublish_key off",
+             "t.conf:2: publish_key: \"off\" after values given on another line: keep one or the "
+             "other");
+    LOAD_ERR("publish_key \"my key\"",
+             "t.conf:1: publish_key: value 1: a key is 1..256 printable ASCII characters without "
+             "spaces");
+    LOAD_ERR("admin_key good \"s\xc3\xa9"
+             "cret\"",
+             "t.conf:1: admin_key: value 2: a key is 1..256 printable ASCII characters without "
+             "spaces");
+    memset(line, 'k', sizeof(line));
+    memcpy(line, "publish_key ", 12);
+    line[12 + 256] = '\0';
+    c = LOAD_OK(line);
+    T_EQ_INT(strlen(c->publish_keys.v[0]), 256);
+    hd_conf_unref(c);
+    line[12 + 256] = 'k';
+    line[12 + 257] = '\0';
+    LOAD_ERR(line, "t.conf:1: publish_key: value 1: a key is 1..256 printable ASCII characters "
+                   "without spaces");
 }
 
 /* ---- syntax ---------------------------------------------------------------------------------- */
@@ -825,7 +935,9 @@ static void test_overrides(void)
                "-o 'log_level \"?[31mred\"': log_level: expected one of debug, info, warn, "
                "error, got \"?[31mred\"",
                "log_level \"\x1b[31mred\"");
-    LOAD_ERR_O("", "-o 'listen *:1 ssl': listen: expected \"tls\" after the address, got \"ssl\"",
+    LOAD_ERR_O("",
+               "-o 'listen *:1 ssl': listen: expected \"tls\" or \"admin\" after the address, "
+               "got \"ssl\"",
                "listen *:1 ssl");
     /* An error in the file is reported before any override is looked at. */
     LOAD_ERR_O("workers x",
@@ -1012,6 +1124,14 @@ static void test_restart_needed(void)
     T_EQ_INT(hd_conf_restart_needed(b, a, buf, sizeof(buf)), 1);
     T_EQ_STR(buf, "listen");
     hd_conf_unref(b);
+    b = LOAD_OK("listen *:8080 admin");
+    T_EQ_INT(hd_conf_restart_needed(a, b, buf, sizeof(buf)), 1);
+    T_EQ_STR(buf, "listen");
+    hd_conf_unref(b);
+    /* Keys and origins change live. */
+    b = LOAD_OK("publish_key k1 k2\nadmin_key a");
+    T_EQ_INT(hd_conf_restart_needed(a, b, buf, sizeof(buf)), 0);
+    hd_conf_unref(b);
 
     /* Each restart-only directive, in table order, whatever else changed. */
     {
@@ -1131,6 +1251,7 @@ int main(void)
     T_RUN(test_string);
     T_RUN(test_enum);
     T_RUN(test_listen);
+    T_RUN(test_list);
     T_RUN(test_syntax);
     T_RUN(test_overrides);
     T_RUN(test_tls_checks);

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * access.c: who may reach what, checked once per request before routing (the HTTP layer's
+ * guard, hd_http_set_guard), so a route added later under an admin path is guarded without
+ * asking for it.
+ *
+ *   admin endpoints   GET /stats, /metrics, /channels, /channels/{channel}, any DELETE, every
+ *                     path under /admin/, /auth/ticket: a listener marked admin, or one of the
+ *                     admin_key keys, or (no admin_key) a local client (hd_tp_peer_is_local)
+ *   admin listeners   serve the admin endpoints and /healthz, nothing else (404)
+ *
+ * Publishing has its own check (hd_tp_publish_allowed, publish_key), made by its handlers.
+ */
+#include "herald/api.h"
+
+#include <string.h>
+
+static int path_is(const hd_req_t *req, const char *path)
+{
+    size_t n = strlen(path);
+    return req->path_len == n && memcmp(req->path, path, n) == 0;
+}
+
+static int path_under(const hd_req_t *req, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return req->path_len >= n && memcmp(req->path, prefix, n) == 0;
+}
+
+int hd_api_is_admin_path(const hd_req_t *req)
+{
+    return req->method == HD_M_DELETE || path_is(req, "/stats") || path_is(req, "/metrics") ||
+           path_is(req, "/channels") || path_under(req, "/channels/") || path_is(req, "/admin") ||
+           path_under(req, "/admin/") || path_is(req, "/auth/ticket") ||
+           path_under(req, "/auth/ticket/");
+}
+
+static int on_admin_listener(const hd_req_t *req)
+{
+    return req->conn->is_admin_listener;
+}
+
+int hd_api_admin_ok(const hd_req_t *req)
+{
+    if (on_admin_listener(req))
+        return 1;
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    if (conf->admin_keys.n == 0)
+        return hd_tp_peer_is_local(req);
+    size_t len = 0;
+    const char *token = hd_tp_bearer(req, &len);
+    return hd_tp_key_match(&conf->admin_keys, token, len) == 0;
+}
+
+#define ADMIN_LISTENER "a listener marked admin (listen ADDR:PORT admin)"
+
+int hd_api_admin_allowed(hd_req_t *req)
+{
+    if (hd_api_admin_ok(req))
+        return 0;
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    if (conf->admin_keys.n == 0) {
+        hd_conn_log(HD_LOG_INFO, req->conn, "admin endpoint refused: not local, no admin_key");
+        hd_http_respond_error(req, 403,
+                              "admin endpoint: no admin_key is configured, so only a local client "
+                              "(loopback, not through a proxy or a browser) or " ADMIN_LISTENER
+                              " may use it");
+    } else if (!hd_req_header(req, "authorization", NULL)) {
+        static const char body[] = "{\"error\":\"admin endpoint: needs Authorization: Bearer "
+                                   "<admin_key>, or " ADMIN_LISTENER "\",\"status\":401}";
+        hd_http_respond(req, 401, "WWW-Authenticate: Bearer realm=\"herald admin\"\r\n",
+                        "application/json", body, sizeof(body) - 1);
+    } else {
+        hd_conn_log(HD_LOG_INFO, req->conn, "admin endpoint refused: wrong admin key");
+        hd_http_respond_error(
+            req, 403, "admin endpoint: wrong admin key (admin_key); or use " ADMIN_LISTENER);
+    }
+    return -1;
+}
+
+/* The HTTP layer's guard (hd_http_guard_cb). */
+static int guard(hd_req_t *req)
+{
+    if (hd_api_is_admin_path(req))
+        return hd_api_admin_allowed(req);
+    if (on_admin_listener(req) && !path_is(req, "/healthz")) {
+        hd_http_respond_error(req, 404,
+                              "not served on an admin listener: it serves /stats, /metrics, "
+                              "/channels, /admin/*, /auth/ticket and /healthz");
+        return -1;
+    }
+    return 0;
+}
+
+void hd_access_install(void)
+{
+    hd_http_set_guard(guard);
+}
