@@ -863,6 +863,7 @@ static void ws_on_timeout(hd_conn_t *c)
     hd_ws_enter(ws);
     uint64_t now = now_ms(ws);
     if (now - ws->last_rx_ms >= conf->ws_idle_timeout_ms) {
+        HD_STAT_INC(c->worker, timeouts); /* herald_timeouts_total, as HTTP's timeouts */
         hd_ws_close(ws, 1001, "idle timeout");
     } else {
         if (now - ws->last_ping_ms >= conf->ws_ping_interval_ms) {

@@ -1,0 +1,429 @@
+# SPDX-License-Identifier: MIT
+"""GET /metrics through the real binary: every series herald exports is driven by a test to a
+value the test knows, and every scrape is parsed by a real Prometheus text-format parser
+(Debian's python3-prometheus-client, text_string_to_metric_families).
+
+Each test declares with @drives(...) the series it drives (a family, or one labelled series of
+it: 'herald_connections_refused_total{reason="accept_rate"}'); the decorator checks after the
+test that each was asserted (assertSeries) to an exact value. test_every_series_is_driven
+scrapes a node with Redis and fails for any series exported that no test drives: a new metric
+must come with its test here.
+"""
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+import redis_support as rs  # noqa: E402
+from herald_harness import Client, SseStream, publish, wait_for  # noqa: E402
+
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError as e:  # a tool scripts/deps.sh test installs: its absence fails
+    text_string_to_metric_families = None
+    PARSER_ERROR = e
+
+_DRIVEN = {}  # series -> test that drives it (filled by @drives at import)
+_asserted = set()  # series asserted by the running test
+TYPE_RE = re.compile(r"^# TYPE (\S+) (\S+)$")
+
+
+def drives(*series):
+    """Declares the series a test drives to a known value; fails the test if it did not assert
+    each of them with assertSeries."""
+    def wrap(fn):
+        for s in series:
+            _DRIVEN.setdefault(s, fn.__name__)
+
+        def run(self):
+            _asserted.clear()
+            fn(self)
+            missing = [s for s in series if s not in _asserted]
+            self.assertEqual(missing, [], "%s declares series it never asserted" % fn.__name__)
+        run.__name__ = fn.__name__
+        run.__doc__ = fn.__doc__
+        return run
+    return wrap
+
+
+def series_key(name, labels):
+    if not labels:
+        return name
+    return "%s{%s}" % (name, ",".join('%s="%s"' % kv for kv in sorted(labels.items())))
+
+
+class Scrape:
+    """One /metrics answer, parsed by prometheus_client: samples by series key, families by
+    name with their type as the # TYPE line says."""
+
+    def __init__(self, text):
+        if text_string_to_metric_families is None:
+            raise AssertionError("python3-prometheus-client is not installed (%s): %s" %
+                                 (PARSER_ERROR, hh.DEPS_HINT))
+        self.text = text
+        self.samples = {}
+        self.families = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                key = series_key(s.name, s.labels)
+                if key in self.samples:
+                    raise AssertionError("series %s twice in /metrics" % key)
+                self.samples[key] = s.value
+            self.families[fam.name] = fam.type
+        # The names as exported (the parser drops a counter's _total from its family name).
+        self.exported = {}
+        for line in text.splitlines():
+            m = TYPE_RE.match(line)
+            if m:
+                self.exported[m.group(1)] = m.group(2)
+
+    def series(self):
+        """Every series a test must drive: each sample of a counter or gauge, and each histogram
+        as one (its buckets, sum and count are checked together)."""
+        out = set()
+        for name, typ in self.exported.items():
+            if typ == "histogram":
+                out.add(name)
+                continue
+            for key in self.samples:
+                if key == name or key.startswith(name + "{"):
+                    out.add(key)
+        return out
+
+
+def scrape(port, tls=False, client=None):
+    """GET /metrics on a new connection (TLS with tls) or on client (a kept-alive Client)."""
+    if client is not None:
+        r = client.request("GET", "/metrics")
+        status, body, ctype = r.status, r.body, r.header("Content-Type")
+    elif tls:
+        with Client(port, tls=True) as c:
+            r = c.request("GET", "/metrics")
+            status, body, ctype = r.status, r.body, r.header("Content-Type")
+    else:
+        status, hdrs, body = hh.request(port, "GET", "/metrics")
+        ctype = hdrs.get("Content-Type")
+    if status != 200:
+        raise AssertionError("GET /metrics: %d %r" % (status, body[:300]))
+    if not (ctype or "").startswith("text/plain"):
+        raise AssertionError("/metrics Content-Type %r" % ctype)
+    return Scrape(body.decode("utf-8"))
+
+
+class MetricsTestCase(hh.HeraldTestCase):
+    def assertSeries(self, port, want, timeout=5.0, tls=False, client=None):
+        """Scrapes until every series in want ({series: value}) has its value (workers update
+        their counters as they go: a scrape may be a moment early); fails with the last values
+        otherwise. Returns the last Scrape."""
+        last = {}
+
+        def ok():
+            m = scrape(port, tls, client)
+            last.clear()
+            last.update({k: m.samples.get(k) for k in want})
+            last["_scrape"] = m
+            return all(m.samples.get(k) == v for k, v in want.items())
+        try:
+            wait_for(ok, timeout=timeout, what="metrics %r" % want, interval=0.05)
+        except AssertionError:
+            got = {k: v for k, v in last.items() if k != "_scrape"}
+            raise AssertionError("metrics: want %r, got %r" % (want, got))
+        _asserted.update(want)
+        return last["_scrape"]
+
+
+class TestNet(MetricsTestCase):
+    @drives("herald_connections", "herald_connections_accepted_total",
+            "herald_http_requests_total")
+    def test_connections_and_requests(self):
+        h = self.start_herald(workers=2)
+        self.assertSeries(h.port, {"herald_connections": 1,
+                                   "herald_connections_accepted_total": 1,
+                                   "herald_http_requests_total": 0})
+        clients = [Client(h.port, spread=True) for _ in range(3)]
+        for c in clients:
+            self.addCleanup(c.close)
+            for _ in range(2):
+                self.assertEqual(c.request().status, 200)
+        # 3 open + the scraper's; scrapes so far 1 (each scrape is a new connection).
+        m = self.assertSeries(h.port, {"herald_connections": 4,
+                                       "herald_connections_accepted_total": 5,
+                                       "herald_http_requests_total": 7})
+        for c in clients:
+            c.close()
+        wait_for(lambda: scrape(h.port).samples["herald_connections"] == 1,
+                 what="the 3 closed connections to leave the gauge")
+        self.assertIsNotNone(m)
+
+    @drives('herald_connections_refused_total{reason="max_connections"}')
+    def test_refused_max_connections(self):
+        h = self.start_herald(conf={"max_connections": "2"}, workers=1)
+        held = [Client(h.port, spread=True) for _ in range(2)]
+        for c in held:
+            self.addCleanup(c.close)
+            self.assertEqual(c.request().status, 200)
+        for _ in range(3):
+            with Client(h.port, spread=True) as c:
+                c.send(hh.build_request())
+                self.assertEqual(c.read_response().status, 503)
+        # Scraped on a connection held: a new one would be refused (and counted) too.
+        self.assertSeries(h.port, client=held[0], want={
+            'herald_connections_refused_total{reason="max_connections"}': 3,
+            'herald_connections_refused_total{reason="accept_rate"}': 0})
+
+    @drives('herald_connections_refused_total{reason="accept_rate"}')
+    def test_refused_accept_rate(self):
+        # One token a second, a bucket of 1: the first connection takes it, the next two (made
+        # at once) find it empty; a second later the scraper gets the refilled token.
+        h = self.start_herald(conf={"accept_rate": "1", "accept_burst": "1"}, workers=1)
+        statuses = []
+        for _ in range(3):
+            with Client(h.port, spread=True) as c:
+                c.send(hh.build_request())
+                statuses.append(c.read_response().status)
+        self.assertEqual(statuses, [200, 503, 503])
+        time.sleep(1.1)
+        self.assertSeries(h.port, {
+            'herald_connections_refused_total{reason="accept_rate"}': 2,
+            'herald_connections_refused_total{reason="max_connections"}': 0}, timeout=0)
+
+    @drives("herald_timeouts_total")
+    def test_timeouts(self):
+        h = self.start_herald(conf={"header_timeout": "200ms", "keepalive_timeout": "300ms",
+                                    "body_timeout": "200ms", "ws_idle_timeout": "300ms",
+                                    "ws_ping_interval": "10s"}, workers=2)
+        ws = hh.RawWS(h.port, "/ws/quiet")  # never answers: closed by ws_idle_timeout
+        self.addCleanup(ws.close)
+        half_head = Client(h.port, spread=True)
+        half_body = Client(h.port, spread=True)
+        idle = Client(h.port, spread=True)
+        for c in (half_head, half_body, idle):
+            self.addCleanup(c.close)
+        half_head.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        half_body.send(b"POST /pub/t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        self.assertEqual(idle.request().status, 200)
+        self.assertEqual(half_head.read_response().status, 408)
+        self.assertEqual(half_body.read_response().status, 408)
+        idle.wait_closed(3)
+        code, reason = ws.expect_close()
+        self.assertEqual((code, reason), (1001, "idle timeout"))
+        self.assertSeries(h.port, {"herald_timeouts_total": 4})
+
+    @drives("herald_tls_handshake_failures_total")
+    def test_tls_handshake_failures(self):
+        d = self.tmpdir()
+        crt, key = os.path.join(d, "c.crt"), os.path.join(d, "c.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+                        "-days", "2", "-subj", "/CN=metrics.test"],
+                       check=True, capture_output=True, timeout=30)
+        h = self.start_herald(conf={"tls_certificate": crt, "tls_certificate_key": key},
+                              listens=("127.0.0.1:0", "127.0.0.1:0 tls"), workers=2)
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\x05hello"):
+            s = hh.connect(h.tls_port, spread=True)
+            s.sendall(junk)
+            s.settimeout(3)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+            s.close()
+        # TLS 1.1 only: refused by herald's 1.2 minimum.
+        ctx = hh.client_tls_context()
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        try:
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+            with Client(h.tls_port, ssl_context=ctx):
+                pass
+            self.fail("a TLS 1.1 handshake succeeded")
+        except (ssl.SSLError, OSError):
+            pass
+        # A good handshake does not count; the scrape goes over TLS too.
+        self.assertSeries(h.tls_port, {"herald_tls_handshake_failures_total": 3}, tls=True)
+        self.assertSeries(h.port, {"herald_tls_handshake_failures_total": 3})
+
+
+class TestDelivery(MetricsTestCase):
+    @drives("herald_channels", "herald_messages_published_total", "herald_deliveries_total",
+            "herald_history_bytes", 'herald_subscribers{transport="sse"}',
+            'herald_subscribers{transport="websocket"}', 'herald_subscribers{transport="longpoll"}',
+            "herald_subscriptions", "herald_fanout_latency_seconds")
+    def test_fanout(self):
+        h = self.start_herald(workers=1)
+        sse = [SseStream(h.port, "/sse/a") for _ in range(2)]
+        for s in sse:
+            self.addCleanup(s.close)
+        ws = hh.RawWS(h.port, "/ws/a")
+        self.addCleanup(ws.close)
+        lp_result = []
+        lp = threading.Thread(target=lambda: lp_result.append(
+            hh.request(h.port, "GET", "/lp/b?timeout=20")), daemon=True)
+        lp.start()
+        self.assertSeries(h.port, {'herald_subscribers{transport="sse"}': 2,
+                                   'herald_subscribers{transport="websocket"}': 1,
+                                   'herald_subscribers{transport="longpoll"}': 1,
+                                   'herald_subscribers{transport="poll"}': 0,
+                                   "herald_subscriptions": 4, "herald_channels": 2,
+                                   "herald_messages_published_total": 0,
+                                   "herald_deliveries_total": 0, "herald_history_bytes": 0,
+                                   "herald_fanout_latency_seconds_count": 0})
+        for i in range(3):
+            publish(h.port, "a", "message-%02d" % i)  # 10 bytes each
+        for s in sse:
+            self.assertEqual([e.text for e in s.events(3)],
+                             ["message-00", "message-01", "message-02"])
+        for i in range(3):
+            self.assertEqual(ws.recv_data(), (1, b"message-%02d" % i))
+        publish(h.port, "b", "for-lp")
+        lp.join(10)
+        self.assertEqual(lp_result[0][0], 200, lp_result)
+        m = self.assertSeries(h.port, {'herald_subscribers{transport="sse"}': 2,
+                                       'herald_subscribers{transport="websocket"}': 1,
+                                       'herald_subscribers{transport="longpoll"}': 0,
+                                       "herald_subscriptions": 3, "herald_channels": 2,
+                                       "herald_messages_published_total": 4,
+                                       "herald_deliveries_total": 3 * 3 + 1,
+                                       "herald_history_bytes": 3 * 10 + 6,
+                                       "herald_fanout_latency_seconds_count": 4})
+        buckets = sorted(((float(k.split('le="')[1].rstrip('"}')), v)
+                          for k, v in m.samples.items()
+                          if k.startswith("herald_fanout_latency_seconds_bucket")))
+        counts = [v for _, v in buckets]
+        self.assertEqual(counts, sorted(counts), "buckets are not cumulative: %r" % buckets)
+        self.assertEqual(buckets[-1], (float("inf"), 4))
+        self.assertGreater(m.samples["herald_fanout_latency_seconds_sum"], 0)
+        self.assertLess(m.samples["herald_fanout_latency_seconds_sum"], 4 * 5.0)
+        _asserted.add("herald_fanout_latency_seconds")  # count, buckets and sum checked
+
+    @drives("herald_slow_subscribers_dropped_total")
+    def test_slow_subscriber_dropped(self):
+        h = self.start_herald(conf={"max_queue_bytes": "64k"}, workers=1)
+        slow = SseStream(h.port, "/sse/slow", rcvbuf=4096, read_head=False)
+        self.addCleanup(slow.close)
+        wait_for(lambda: hh.get_json(h.port, "/channels/slow")[1]["subscribers"] == 1,
+                 what="the slow subscriber")
+        pub = hh.Publisher(h.port)
+        self.addCleanup(pub.close)
+        body = "x" * 16384
+        for i in range(200):  # a few MB at most: far over 64k plus the socket buffers
+            pub("slow", body)
+            if scrape(h.port).samples["herald_slow_subscribers_dropped_total"]:
+                break
+        self.assertSeries(h.port, {"herald_slow_subscribers_dropped_total": 1,
+                                   'herald_subscribers{transport="sse"}': 0})
+
+    @drives('herald_subscriptions_refused_total{limit="max_subscriptions"}',
+            'herald_subscriptions_refused_total{limit="max_subscriptions_per_connection"}')
+    def test_subscriptions_refused(self):
+        h = self.start_herald(conf={"max_subscriptions": "2",
+                                    "max_subscriptions_per_connection": "1"}, workers=2)
+        st = SseStream(h.port, "/sse?channel=a&channel=b")
+        self.assertEqual(st.status, 400)
+        st.close()
+        held = [SseStream(h.port, "/sse/c%d" % i) for i in range(2)]
+        for s in held:
+            self.addCleanup(s.close)
+            self.assertEqual(s.status, 200)
+        for _ in range(2):
+            st = SseStream(h.port, "/sse/d")
+            self.assertEqual(st.status, 503)
+            st.close()
+        self.assertSeries(h.port, {
+            'herald_subscriptions_refused_total{limit="max_subscriptions"}': 2,
+            'herald_subscriptions_refused_total{limit="max_subscriptions_per_connection"}': 1,
+            "herald_subscriptions": 2})
+
+
+class TestBroker(MetricsTestCase):
+    @drives("herald_channels_refused_total")
+    def test_channels_refused(self):
+        h = self.start_herald(conf={"max_channels": "2"}, workers=2)
+        publish(h.port, "one", "1")
+        publish(h.port, "two", "2")
+        for _ in range(2):
+            st, _, body = hh.request(h.port, "POST", "/pub/three", "3")
+            self.assertEqual(st, 507, body)
+        publish(h.port, "one", "again")  # a channel that exists keeps working
+        self.assertSeries(h.port, {"herald_channels_refused_total": 2, "herald_channels": 2})
+
+    @drives("herald_channels_evicted_total", "herald_broker_memory_bytes")
+    def test_eviction_and_memory(self):
+        h = self.start_herald(conf={"max_memory": "1m", "history_ttl": "2s"}, workers=1)
+        self.assertSeries(h.port, {"herald_broker_memory_bytes": 0,
+                                   "herald_channels_evicted_total": 0})
+        body = "y" * (300 * 1024)
+        for i in range(5):  # three fit in 1 MiB; the 4th and 5th evict the two oldest
+            publish(h.port, "big%d" % i, body)
+        m = self.assertSeries(h.port, {"herald_channels_evicted_total": 2, "herald_channels": 3,
+                                       "herald_history_bytes": 3 * len(body)})
+        used = m.samples["herald_broker_memory_bytes"]
+        self.assertTrue(3 * len(body) < used <= 1024 * 1024, used)
+        self.assertEqual(hh.stats(h.port)["broker_memory_bytes"], used)
+        # history_ttl empties the channels; what the broker holds goes back to nothing.
+        self.assertSeries(h.port, {"herald_broker_memory_bytes": 0, "herald_channels": 0,
+                                   "herald_history_bytes": 0}, timeout=8)
+
+
+class TestRedis(MetricsTestCase):
+    @drives("herald_broker_connected", "herald_broker_reconnects_total",
+            'herald_subscribers{transport="poll"}')
+    def test_broker_connection(self):
+        r = rs.start_redis(self)
+        h = self.start_herald(overrides=["redis unix://" + r.sock, "redis_timeout 500ms"],
+                              workers=1)
+        self.assertSeries(h.port, {"herald_broker_connected": 1,
+                                   "herald_broker_reconnects_total": 0,
+                                   'herald_subscribers{transport="poll"}': 0})
+        publish(h.port, "p", "held")
+        # Redis hangs: short polls wait for its answer; the connection is declared lost after
+        # redis_timeout and answered 503 meanwhile.
+        r.pause()
+        self.addCleanup(lambda: r.stopped and r.resume())
+        polls = []
+        threads = [threading.Thread(target=lambda: polls.append(
+            hh.request(h.port, "GET", "/poll/p")[0]), daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        self.assertSeries(h.port, {'herald_subscribers{transport="poll"}': 2}, timeout=0.4)
+        self.assertSeries(h.port, {"herald_broker_connected": 0,
+                                   "herald_broker_reconnects_total": 1,
+                                   'herald_subscribers{transport="poll"}': 0})
+        for t in threads:
+            t.join(10)
+        self.assertEqual(polls, [503, 503])
+        r.resume()
+        self.assertSeries(h.port, {"herald_broker_connected": 1,
+                                   "herald_broker_reconnects_total": 1}, timeout=10)
+        self.assertEqual(hh.get_json(h.port, "/poll/p")[0], 200)
+
+
+class TestEverySeriesDriven(MetricsTestCase):
+    def test_every_series_is_driven(self):
+        """The whole output (of a node with Redis, the fullest) parses, each family's TYPE is
+        what the parser read, and every series exported is driven by a test of this file."""
+        r = rs.start_redis(self)
+        h = self.start_herald(overrides=["redis unix://" + r.sock], workers=2)
+        m = scrape(h.port)
+        for name, typ in m.exported.items():
+            fam = name[:-len("_total")] if typ == "counter" and name.endswith("_total") else name
+            self.assertEqual(m.families.get(fam), typ, "family %s" % name)
+        plain = scrape(self.start_herald(workers=1).port)
+        self.assertEqual(set(plain.exported), set(m.exported),
+                         "the embedded broker exports other families than the Redis bridge")
+        undriven = sorted(m.series() - set(_DRIVEN))
+        self.assertEqual(undriven, [], "series exported by /metrics that no test of "
+                         "test_metrics.py drives (add a @drives test): %r" % undriven)
+        unknown = sorted(set(_DRIVEN) - m.series())
+        self.assertEqual(unknown, [], "tests drive series /metrics no longer exports")
+
+
+if __name__ == "__main__":
+    hh.main()
