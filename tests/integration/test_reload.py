@@ -1,0 +1,554 @@
+# SPDX-License-Identifier: MIT
+"""Live reload (SIGHUP) of every directive marked RELOAD in src/conf/directives.c, through the
+real binary: for each, the server is reloaded to one value and a new request shows it in
+force, then reloaded to another and a new request shows that one (each value chosen so the two
+behave differently). Where the docs say a reload reaches connections already open (publish_key
+on a WebSocket session, max_subscriptions_per_connection keeping what a connection holds), a
+connection opened before the reload shows it too.
+
+test_every_reload_directive_has_a_case reads the table of directives and fails for a RELOAD
+directive with no case here: a new reloadable directive comes with its case (a @case below).
+"""
+import json
+import shutil
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+from herald_harness import Client, SseStream, wait_for  # noqa: E402
+
+CASES = {}  # directive -> (before, after, check, extra conf)
+
+# RELOAD directives whose effect no request can show yet, with why. Each is listed on stderr at
+# every run; test_every_reload_directive_has_a_case fails for any other directive without a case.
+PENDING = {d: "src/auth is not wired to the transports yet (auth-core): add its case with the "
+              "wiring" for d in ("auth_jwt_alg", "auth_jwt_secret", "auth_jwt_public_key",
+                                 "auth_jwks", "auth_jwt_issuer", "auth_jwt_audience",
+                                 "auth_clock_skew", "auth_timeout", "channel_rule")}
+D_ROW_RE = re.compile(r'\bD\("([a-z_0-9]+)"')
+
+
+def case(directive, before, after, **extra):
+    """Registers check(self, h, value) for directive: asserts that value is in force on h."""
+    def wrap(fn):
+        assert directive not in CASES, directive
+        CASES[directive] = (before, after, fn, extra)
+        return fn
+    return wrap
+
+
+def reload_flags():
+    """{directive: "RELOAD" | "RESTART"} from the table in src/conf/directives.c."""
+    path = os.path.join(hh.HERALD_SRC, "src", "conf", "directives.c")
+    with open(path) as f:
+        text = f.read()
+    rows = {}
+    starts = [(m.start(), m.group(1)) for m in D_ROW_RE.finditer(text)]
+    for i, (pos, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+        row = text[pos:end]
+        flags = [f for f in ("RELOAD", "RESTART") if re.search(r"\b%s\b" % f, row)]
+        if len(flags) != 1:
+            raise AssertionError("directive %s: cannot tell RELOAD or RESTART from %r" %
+                                 (name, row[:300]))
+        rows[name] = flags[0]
+    return rows
+
+
+def make_cert(directory, name, cn, key=None):
+    """NAME.crt (self-signed, CN=cn) and its key: a new EC key, or the given key file."""
+    crt = os.path.join(directory, name + ".crt")
+    args = ["openssl", "req", "-x509", "-nodes", "-out", crt, "-days", "2", "-subj", "/CN=" + cn]
+    if key is None:
+        key = os.path.join(directory, name + ".key")
+        args += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", key]
+    else:
+        args += ["-key", key]
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+    return crt, key
+
+
+def peer_cert(port, **ctx_kw):
+    with Client(port, ssl_context=hh.client_tls_context(**ctx_kw)) as c:
+        der = c.sock.getpeercert(binary_form=True)
+        assert c.request().status == 200
+        return der
+
+
+def der_of(path):
+    with open(path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def tls12_client(port, ciphers=None):
+    """True when a TLS 1.2 handshake (with only `ciphers`) succeeds and serves /healthz."""
+    ctx = hh.client_tls_context(alpn=["http/1.1"], tls_max=ssl.TLSVersion.TLSv1_2)
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    try:
+        with Client(port, ssl_context=ctx) as c:
+            return c.request().status == 200
+    except (ssl.SSLError, OSError, hh.ConnectionClosed):
+        return False
+
+
+def status_of(port, raw, timeout=hh.IO_TIMEOUT):
+    with Client(port, spread=True) as c:
+        c.send(raw)
+        return c.read_response(timeout=timeout).status
+
+
+def rapid_statuses(port, n):
+    """n connections made at once, then a request on each: their statuses."""
+    cs = [Client(port, spread=True) for _ in range(n)]
+    try:
+        out = []
+        for c in cs:
+            c.send(hh.build_request())
+            out.append(c.read_response().status)
+        return out
+    finally:
+        for c in cs:
+            c.close()
+
+
+class TestReload(hh.HeraldTestCase):
+    """One server (one worker, a plain and a TLS listener) reloaded by every case."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="herald-reload-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+        cls.crt1, cls.key1 = make_cert(cls.dir, "one", "one.test")
+        cls.crt1b, _ = make_cert(cls.dir, "one-b", "one-b.test", key=cls.key1)
+        cls.crt2, cls.key2 = make_cert(cls.dir, "two", "two.test")
+        cls.access = os.path.join(cls.dir, "access.log")
+        cls.base = {"tls_certificate": cls.crt1, "tls_certificate_key": cls.key1,
+                    "log_level": "info", "shutdown_timeout": "5s"}
+        cls.h = cls.start_class_herald(conf=cls.base, workers=1,
+                                       listens=("127.0.0.1:0", "127.0.0.1:0 tls"))
+
+    def reload(self, conf):
+        start = self.h.reload(conf)
+        warn = self.h.find_log(r"reload: .* changed; that takes effect only after a restart",
+                               start)
+        self.assertIsNone(warn, "a RELOAD directive asked for a restart: %s" %
+                          (warn and warn.group(0)))
+
+    # ---- process and logs ----
+
+    @case("shutdown_timeout", "30s", "300ms")
+    def check_shutdown_timeout(self, h, value):
+        # Shown on a server of its own (stopping it is the only way to see it): reloaded from
+        # 30s to the value, a stop with a request in progress takes that long.
+        own = self.start_herald(conf={"shutdown_timeout": "30s"}, workers=1)
+        if value != "30s":
+            own.reload({"shutdown_timeout": value})
+        c = Client(own.port)
+        self.addCleanup(c.close)
+        c.send(b"POST /pub/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        time.sleep(0.1)
+        if value == "30s":
+            own.signal(signal.SIGTERM)
+            self.assertIsNone(own.wait_exit(1.0), "exited before its 30 s shutdown_timeout")
+            c.close()  # the last connection gone, it finishes
+            self.assertEqual(own.wait_exit(10), 0)
+        else:
+            t0 = time.monotonic()
+            took = own.stop()
+            self.assertLess(took, 3.0, "shutdown_timeout 300ms took %.1f s" % (time.monotonic() - t0))
+
+    @case("log_level", "debug", "info")
+    def check_log_level(self, h, value):
+        # A client leaving mid-request is a debug line; a bad request then an info line, which
+        # (one worker writes both, in order) shows that the debug line would be there by now.
+        mark = h.mark()
+        with Client(h.port) as c:
+            c.send(b"GET /healthz HTTP/1.1\r\nHo")
+            time.sleep(0.05)
+        self.assertEqual(status_of(h.port, b"BAD\r\n\r\n"), 400)
+        h.wait_log(r"bad request \(400\)", start=mark)
+        debug = h.count_log(r" debug w0 .*peer closed mid-request", mark)
+        self.assertEqual(debug, 1 if value == "debug" else 0, h.lines()[mark:])
+
+    @case("access_log", "off", "ACCESS")
+    def check_access_log(self, h, value):
+        path = self.access
+        before = os.path.getsize(path) if os.path.exists(path) else 0
+        self.assertEqual(hh.http_get(h.port, "/healthz?reload-check").status, 200)
+        if value == "off":
+            time.sleep(0.3)
+            after = os.path.getsize(path) if os.path.exists(path) else 0
+            self.assertEqual(after, before, "access_log off still logs")
+        else:
+            def logged():
+                with open(path, "rb") as f:
+                    return b"/healthz?reload-check" in f.read()[before:]
+            wait_for(lambda: os.path.exists(path) and logged(), what="the request in %s" % path)
+
+    # ---- connection limits ----
+
+    @case("max_connections", "1000", "3")
+    def check_max_connections(self, h, value):
+        statuses = rapid_statuses(h.port, 5)
+        if value == "3":
+            self.assertIn(503, statuses, statuses)
+        else:
+            self.assertEqual(statuses, [200] * 5)
+
+    @case("accept_rate", "0", "1", accept_burst="2")
+    def check_accept_rate(self, h, value):
+        statuses = rapid_statuses(h.port, 8)
+        if value == "0":
+            self.assertEqual(statuses, [200] * 8)
+        else:
+            self.assertLessEqual(statuses.count(200), 3, statuses)  # the burst of 2 (+ refill)
+
+    @case("accept_burst", "2", "8", accept_rate="2")
+    def check_accept_burst(self, h, value):
+        time.sleep(int(value) / 2 + 0.2)  # the bucket fills at accept_rate up to the burst
+        ok = rapid_statuses(h.port, 12).count(200)
+        if value == "2":
+            self.assertLessEqual(ok, 3)
+        else:
+            self.assertGreaterEqual(ok, 7)
+
+    # ---- HTTP ----
+
+    @case("max_url_size", "1k", "256")
+    def check_max_url_size(self, h, value):
+        st = status_of(h.port, hh.build_request("GET", "/nothing/" + "u" * 500))
+        self.assertEqual(st, 404 if value == "1k" else 414)
+
+    @case("max_header_size", "4k", "1k")
+    def check_max_header_size(self, h, value):
+        st = status_of(h.port, hh.build_request("GET", "/healthz", {"X-Pad": "p" * 2000}))
+        self.assertEqual(st, 200 if value == "4k" else 431)
+
+    @case("max_body_size", "1k", "100")
+    def check_max_body_size(self, h, value):
+        st = status_of(h.port, hh.build_request("POST", "/pub/body", None, b"b" * 500))
+        self.assertEqual(st, 200 if value == "1k" else 413)
+
+    @case("header_timeout", "5s", "200ms")
+    def check_header_timeout(self, h, value):
+        with Client(h.port) as c:
+            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.6)
+            if value == "200ms":
+                self.assertEqual(c.read_response().status, 408)
+            else:
+                c.send(b"\r\n")
+                self.assertEqual(c.read_response().status, 200)
+
+    @case("body_timeout", "5s", "200ms")
+    def check_body_timeout(self, h, value):
+        with Client(h.port) as c:
+            c.send(b"POST /pub/bt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+            time.sleep(0.6)
+            if value == "200ms":
+                self.assertEqual(c.read_response().status, 408)
+            else:
+                c.send(b"cd")
+                self.assertEqual(c.read_response().status, 200)
+
+    @case("keepalive_timeout", "5s", "200ms")
+    def check_keepalive_timeout(self, h, value):
+        with Client(h.port) as c:
+            self.assertEqual(c.request().status, 200)
+            time.sleep(0.6)
+            self.assertEqual(c.is_open(), value == "5s")
+
+    @case("keepalive_requests", "100", "2")
+    def check_keepalive_requests(self, h, value):
+        with Client(h.port) as c:
+            rs = [c.request() for _ in range(2)]
+            self.assertEqual([r.status for r in rs], [200, 200])
+            closes = rs[1].header("Connection") == "close"
+            self.assertEqual(closes, value == "2", rs[1])
+            if value == "100":
+                self.assertEqual(c.request().status, 200)
+
+    # ---- TLS ----
+
+    @case("tls_certificate", "ONE", "ONE_B")
+    def check_tls_certificate(self, h, value):
+        self.assertEqual(peer_cert(h.tls_port), der_of(self.crt1 if value == "ONE" else self.crt1b))
+
+    @case("tls_certificate_key", "ONE", "TWO")
+    def check_tls_certificate_key(self, h, value):
+        self.assertEqual(peer_cert(h.tls_port), der_of(self.crt1 if value == "ONE" else self.crt2))
+
+    @case("tls_ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305")
+    def check_tls_ciphers(self, h, value):
+        aes = tls12_client(h.tls_port, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        chacha = tls12_client(h.tls_port, "ECDHE-ECDSA-CHACHA20-POLY1305")
+        self.assertEqual((aes, chacha), (True, False) if "AES" in value else (False, True))
+
+    @case("tls_min_version", "1.2", "1.3")
+    def check_tls_min_version(self, h, value):
+        self.assertEqual(tls12_client(h.tls_port), value == "1.2")
+        self.assertEqual(peer_cert(h.tls_port, tls_max=ssl.TLSVersion.TLSv1_3), der_of(self.crt1))
+
+    # ---- publishing ----
+
+    @case("publish_key", "off", "k-after", ws_client_publish="on")
+    def check_publish_key(self, h, value):
+        st, _, body = hh.request(h.port, "POST", "/pub/pk", "x")
+        st_ok, _, _ = hh.request(h.port, "POST", "/pub/pk", "x",
+                                 {"Authorization": "Bearer k-after"})
+        if value == "off":
+            self.assertEqual((st, st_ok), (200, 200), body)
+            # A session opened now, without a key, publishes until the key is set by a reload.
+            self.__class__.ws_before_key = hh.RawWS(h.port, "/ws")
+            self.addCleanup(self.ws_before_key.close)
+            self.ws_publish(self.ws_before_key, "published")
+        else:
+            self.assertEqual((st, st_ok), (401, 200), body)
+            # The key holds for sessions already open: this one's publish is refused now.
+            self.assertEqual(self.ws_publish(self.ws_before_key).get("code"), "forbidden")
+
+    def ws_publish(self, ws, want_type=None):
+        ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps(
+            {"op": "publish", "channel": "pk", "data": "w", "ref": 1}).encode()))
+        reply = ws.recv_json()
+        if want_type:
+            self.assertEqual(reply["type"], want_type, reply)
+        return reply
+
+    @case("admin_key", "off", "adm-key")
+    def check_admin_key(self, h, value):
+        st, _, body = hh.request(h.port, "GET", "/stats")
+        st_key, _, _ = hh.request(h.port, "GET", "/stats", headers={"Authorization":
+                                                                    "Bearer adm-key"})
+        st_wrong, _, _ = hh.request(h.port, "GET", "/stats", headers={"Authorization":
+                                                                      "Bearer other"})
+        if value == "off":  # a local client, without a key
+            self.assertEqual((st, st_key, st_wrong), (200, 200, 200), body)
+        else:
+            self.assertEqual((st, st_key, st_wrong), (401, 200, 403), body)
+
+    @case("max_message_size", "1k", "100")
+    def check_max_message_size(self, h, value):
+        st, _, body = hh.request(h.port, "POST", "/pub/mm", "m" * 500)
+        self.assertEqual(st, 200 if value == "1k" else 413, body)
+
+    # ---- delivery ----
+
+    @case("max_queue_bytes", "64m", "4k")
+    def check_max_queue_bytes(self, h, value):
+        dropped = hh.stats(h.port)["slow_subscribers_dropped"]
+        slow = SseStream(h.port, "/sse/mq", rcvbuf=4096, read_head=False)
+        self.addCleanup(slow.close)
+        wait_for(lambda: hh.get_json(h.port, "/channels/mq")[1]["subscribers"] == 1,
+                 what="the slow subscriber")
+        pub = hh.Publisher(h.port)
+        self.addCleanup(pub.close)
+        # Up to 3.2 MB: past 4k and what the sockets hold, far under 64m.
+        for _ in range(200):
+            pub("mq", "q" * 16384)
+            if hh.stats(h.port)["slow_subscribers_dropped"] > dropped:
+                break
+        want = dropped + (1 if value == "4k" else 0)
+        wait_for(lambda: hh.stats(h.port)["slow_subscribers_dropped"] == want,
+                 what="slow_subscribers_dropped %d" % want)
+        slow.close()
+
+    @case("max_subscriptions_per_connection", "2", "1")
+    def check_max_subscriptions_per_connection(self, h, value):
+        st = SseStream(h.port, "/sse?channel=s1&channel=s2")
+        self.addCleanup(st.close)
+        self.assertEqual(st.status, 200 if value == "2" else 400, st.body)
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        if value == "2":
+            # Held on a /ws connection opened before the limit goes down: kept after it.
+            for ch in ("s1", "s2"):
+                ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps({"op": "subscribe",
+                                                            "channel": ch}).encode()))
+                self.assertEqual(ws.recv_json()["type"], "subscribed")
+            self.__class__.ws_two_subs = ws
+        else:
+            kept = self.ws_two_subs
+            hh.publish(h.port, "s2", "still")
+            m = kept.recv_json()
+            self.assertEqual((m["type"], m["channel"], m["data"]), ("message", "s2", "still"))
+            kept.send(hh.ws_frame(hh.OP_TEXT, json.dumps({"op": "subscribe",
+                                                          "channel": "s3"}).encode()))
+            self.assertEqual(kept.recv_json()["code"], "too_many_subscriptions")
+            kept.close()
+
+    @case("max_subscriptions", "1000", "1")
+    def check_max_subscriptions(self, h, value):
+        first = SseStream(h.port, "/sse/ms1")
+        self.addCleanup(first.close)
+        self.assertEqual(first.status, 200)
+        second = SseStream(h.port, "/sse/ms2")
+        self.addCleanup(second.close)
+        self.assertEqual(second.status, 200 if value == "1000" else 503, second.body)
+        first.close()
+        second.close()
+        wait_for(lambda: hh.stats(h.port)["subscriptions"] == 0, what="the streams to end")
+
+    @case("poll_max_messages", "3", "1")
+    def check_poll_max_messages(self, h, value):
+        ch = "pm%d" % time.monotonic_ns()
+        for i in range(3):
+            hh.publish(h.port, ch, "m%d" % i)
+        st, body, _ = hh.get_json(h.port, "/poll/%s?since=0-0" % ch)
+        self.assertEqual(len(body["messages"]), int(value), body)
+
+    @case("max_response_size", "1m", "64k")
+    def check_max_response_size(self, h, value):
+        ch = "rs%d" % time.monotonic_ns()
+        for i in range(3):
+            hh.publish(h.port, ch, "r" * 40000)
+        st, body, _ = hh.get_json(h.port, "/poll/%s?since=0-0" % ch)
+        self.assertEqual(len(body["messages"]), 3 if value == "1m" else 1)
+
+    @case("longpoll_timeout", "1s", "2s")
+    def check_longpoll_timeout(self, h, value):
+        t0 = time.monotonic()
+        st, body, _ = hh.get_json(h.port, "/lp/quiet-lp")
+        took = time.monotonic() - t0
+        self.assertEqual((st, body["messages"]), (200, []))
+        want = 1.0 if value == "1s" else 2.0
+        self.assertTrue(want - 0.1 <= took < want + 0.7, "long poll held %.2f s" % took)
+
+    @case("longpoll_max_timeout", "1s", "2s")
+    def check_longpoll_max_timeout(self, h, value):
+        t0 = time.monotonic()
+        st, body, _ = hh.get_json(h.port, "/lp/quiet-lpm?timeout=30")
+        took = time.monotonic() - t0
+        self.assertEqual(st, 200)
+        want = 1.0 if value == "1s" else 2.0
+        self.assertTrue(want - 0.1 <= took < want + 0.7, "long poll held %.2f s" % took)
+
+    @case("sse_heartbeat", "5s", "100ms")
+    def check_sse_heartbeat(self, h, value):
+        st = SseStream(h.port, "/sse/hb")
+        self.addCleanup(st.close)
+        first = st.next_block()  # the retry: block
+        self.assertIsNotNone(first.retry)
+        t0 = time.monotonic()
+        if value == "100ms":
+            self.assertEqual(st.next_block(2).raw, b":\n")
+            self.assertLess(time.monotonic() - t0, 1.0)
+        else:
+            st.assert_quiet(0.6)
+
+    @case("sse_retry", "100ms", "5s")
+    def check_sse_retry(self, h, value):
+        st = SseStream(h.port, "/sse/rt")
+        self.addCleanup(st.close)
+        retry = st.next_block().retry
+        lo = 100 if value == "100ms" else 5000
+        self.assertTrue(lo <= retry <= 2 * lo, retry)  # the value plus up to 100% jitter
+
+    @case("ws_ping_interval", "10s", "100ms")
+    def check_ws_ping_interval(self, h, value):
+        ws = hh.RawWS(h.port, "/ws/ping")
+        self.addCleanup(ws.close)
+        if value == "100ms":
+            fin, rsv, op, payload = ws.recv_frame(1.0)
+            self.assertEqual(op, hh.OP_PING)
+        else:
+            self.assertRaises((socket.timeout, TimeoutError, AssertionError, OSError),
+                              ws.recv_frame, 0.6)
+
+    @case("ws_idle_timeout", "10s", "300ms")
+    def check_ws_idle_timeout(self, h, value):
+        ws = hh.RawWS(h.port, "/ws/idle")
+        self.addCleanup(ws.close)
+        if value == "300ms":
+            self.assertEqual(ws.expect_close(2.0), (1001, "idle timeout"))
+        else:
+            time.sleep(0.8)
+            self.assertTrue(ws.client.is_open())
+
+    @case("ws_origins", "*", "https://a.example")
+    def check_ws_origins(self, h, value):
+        raw = hh.ws_handshake_request("/ws/o", extra={"Origin": "https://b.example"})
+        self.assertEqual(status_of(h.port, raw), 101 if value == "*" else 403)
+        raw = hh.ws_handshake_request("/ws/o", extra={"Origin": "https://a.example"})
+        self.assertEqual(status_of(h.port, raw), 101)
+
+    @case("ws_client_publish", "off", "on")
+    def check_ws_client_publish(self, h, value):
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps(
+            {"op": "publish", "channel": "cp", "data": "w", "ref": 1}).encode()))
+        reply = ws.recv_json()
+        if value == "on":
+            self.assertEqual(reply["type"], "published", reply)
+        else:
+            self.assertEqual(reply.get("code"), "publish_disabled", reply)
+
+    # ---- the table ----
+
+    def test_every_reload_directive_has_a_case(self):
+        flags = reload_flags()
+        rc, out, err = hh.run_herald(["--reference"])
+        self.assertEqual(rc, 0, err)
+        listed = {l.split()[0] for l in out.splitlines() if l and not l.startswith("#")}
+        self.assertEqual(set(flags), listed, "directives.c rows vs herald --reference")
+        reloadable = sorted(d for d, f in flags.items() if f == "RELOAD")
+        for d, why in sorted(PENDING.items()):
+            sys.stderr.write("note: reload of %s not tested: %s\n" % (d, why))
+        missing = [d for d in reloadable if d not in CASES and d not in PENDING]
+        self.assertEqual(missing, [], "RELOAD directives without a reload case in "
+                         "tests/integration/test_reload.py (add a @case): %r" % missing)
+        stale = sorted(d for d in list(CASES) + list(PENDING) if flags.get(d) != "RELOAD")
+        self.assertEqual(stale, [], "cases for directives that are not RELOAD")
+        both = sorted(set(CASES) & set(PENDING))
+        self.assertEqual(both, [], "directives with a case still listed as PENDING")
+
+
+# Symbolic values: files known only once setUpClass made them.
+_FILES = {"ACCESS": lambda c: c.access, "ONE": lambda c: c.crt1, "ONE_B": lambda c: c.crt1b,
+          "TWO": lambda c: c.crt2}
+_KEYS = {"ONE": lambda c: c.key1, "ONE_B": lambda c: c.key1, "TWO": lambda c: c.key2}
+
+
+def _make_test(directive):
+    def test(self):
+        before, after, check, extra = CASES[directive]
+
+        def resolve(value):
+            return _FILES[value](self) if value in _FILES else value
+
+        def conf_for(value):
+            conf = dict(self.base)
+            conf.update(extra)
+            conf[directive] = resolve(value)
+            if directive in ("tls_certificate", "tls_certificate_key"):
+                conf["tls_certificate"] = _FILES[value](self)
+                conf["tls_certificate_key"] = _KEYS[value](self)
+            return conf
+        try:
+            for value in (before, after):
+                self.reload(conf_for(value))
+                check(self, self.h, value)
+        finally:
+            self.reload(self.base)
+    test.__name__ = "test_reload_" + directive
+    test.__doc__ = "%s: %s, then %s, each in force on new requests after SIGHUP" % (
+        directive, CASES[directive][0], CASES[directive][1])
+    return test
+
+
+for _d in CASES:
+    setattr(TestReload, "test_reload_" + _d, _make_test(_d))
+
+if __name__ == "__main__":
+    hh.main()
