@@ -85,8 +85,14 @@ _live = set()  # Herald instances whose process may still run
 
 
 def _kill_leftovers():
-    for h in list(_live):
-        h.kill()
+    left = [h for h in list(_live) if h.kill()]
+    if left:
+        # A server nobody stopped (no cleanup registered): killed, and the run fails.
+        sys.stderr.write("FAILED: herald still running at exit (pid %s), killed\n" %
+                         ", ".join(str(h.pid) for h in left))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 atexit.register(_kill_leftovers)
@@ -281,10 +287,38 @@ class Herald:
         self.check_exit()
         return rc
 
+    def log_file(self):
+        """The log_file herald writes its log to instead of stderr (the -o overrides, then the
+        conf file), or None."""
+        path = None
+        try:
+            with open(self.conf_path) as f:
+                conf_lines = f.read().splitlines()
+        except OSError:
+            conf_lines = []
+        for line in conf_lines + list(self.overrides):
+            words = line.split(None, 1)
+            if len(words) == 2 and words[0] == "log_file":
+                path = words[1].strip()
+        return None if path in (None, "stderr") else path
+
     def log_tail(self, n=LOG_TAIL_LINES):
-        lines = self.lines()
-        cut = "[... %d earlier lines]\n" % (len(lines) - n) if len(lines) > n else ""
-        return cut + "\n".join(lines[-n:])
+        """The last n lines of its stderr, and of its log_file when it has one."""
+        out = []
+        for what, lines in (("stderr", self.lines()), ("log_file", None)):
+            if lines is None:
+                path = self.log_file()
+                if not path:
+                    continue
+                what = "log_file %s" % path
+                try:
+                    with open(path, errors="replace") as f:
+                        lines = f.read().splitlines()
+                except OSError as e:
+                    lines = ["(%s)" % e]
+            cut = " [... %d earlier lines]" % (len(lines) - n) if len(lines) > n else ""
+            out.append("--- %s%s\n%s" % (what, cut, "\n".join(lines[-n:])))
+        return "\n".join(out)
 
     def check_exit(self):
         """Fails if the process exited in a way nobody asked for: before the test told it to
