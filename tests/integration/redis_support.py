@@ -4,11 +4,10 @@ ways test_redis.py does not: over a unix socket, with a password or an ACL user,
 SIGSTOP.
 
 The server listens on a unix socket in the test's temporary directory, and on TCP only when
-asked: redis-server picks no port by itself, so a TCP server takes a random port in a high
-range and starts again on another when that one is in use (no bind-0-then-close race).
+asked: redis-server picks no port by itself, so a TCP server listens on a port the test holds
+(hh.PortReservation: no other test is handed it, no bind-0-then-close race).
 """
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -36,7 +35,8 @@ class RedisServer:
         self.tcp = tcp
         self.password = password
         self.users = dict(users or {})
-        self.port = 0
+        self.reservation = hh.PortReservation() if tcp else None
+        self.port = self.reservation.port if tcp else 0
         self.proc = None
         self.stopped = False  # SIGSTOPped by the test
 
@@ -52,22 +52,19 @@ class RedisServer:
         return args
 
     def start(self):
-        for _ in range(20):
-            self.port = random.randint(20000, 59999) if self.tcp else 0
-            self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + IO
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break  # port in use: try another
-                if self.ping():
-                    return self
-                time.sleep(0.05)
-            if self.proc.poll() is None:
-                self.kill()
-                raise AssertionError("redis-server did not answer PING within %.0f s:\n%s" %
-                                     (IO, self.log()))
-        raise AssertionError("redis-server did not start on 20 ports:\n%s" % self.log())
+        self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + IO
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s:\n%s" %
+                                     (hh.describe_status(self.proc.returncode), self.log()))
+            if self.ping():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError("redis-server did not answer PING within %.0f s:\n%s" %
+                             (IO, self.log()))
 
     def log(self):
         try:
@@ -110,6 +107,14 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(IO)
 
+    def close(self):
+        """kill(), and release the TCP port (start() may run again until then)."""
+        try:
+            self.kill()
+        finally:
+            if self.reservation:
+                self.reservation.close()
+
     def herald_clients(self):
         """CLIENT LIST entries whose name starts with herald: ({field: value} each)."""
         out = []
@@ -121,8 +126,8 @@ class RedisServer:
 
 
 def start_redis(test, **kw):
-    """A RedisServer in a temp dir of the test, killed after it."""
+    """A RedisServer in a temp dir of the test, killed after it (its port released)."""
     require_redis()
-    r = RedisServer(test.tmpdir(), **kw).start()
-    test.addCleanup(r.kill)
-    return r
+    r = RedisServer(test.tmpdir(), **kw)
+    test.addCleanup(r.close)  # before start: a server that fails to start is killed too
+    return r.start()
