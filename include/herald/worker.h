@@ -34,7 +34,8 @@ typedef struct hd_worker_stats_s {
     uint64_t requests;
     uint64_t tls_handshake_failures;
     uint64_t timeouts;
-    uint64_t conns; /* open now on this worker */
+    uint64_t conns;  /* open now on this worker */
+    uint64_t writes; /* output flushes: one writev per connection per loop pass with output */
 } hd_worker_stats_t;
 
 #define HD_STAT_INC(w, field)                                                                      \

@@ -68,14 +68,15 @@ static void append_per_worker(hd_sbuf_t *sb)
             sb,
             "%s{\"connections\":%llu,\"accepted\":%llu,\"requests\":%llu,"
             "\"published_here\":%llu,\"fanned_out\":%llu,\"delivered\":%llu,"
-            "\"longpoll\":%lld,\"sse\":%lld,\"websocket\":%lld}",
+            "\"longpoll\":%lld,\"sse\":%lld,\"websocket\":%lld,\"writes\":%llu}",
             k ? "," : "", (unsigned long long)LOAD(w->stats.conns),
             (unsigned long long)LOAD(w->stats.accepted),
             (unsigned long long)LOAD(w->stats.requests), (unsigned long long)LOAD(h->published),
             (unsigned long long)LOAD(h->messages_in), (unsigned long long)LOAD(h->deliveries),
             (long long)LOAD(h->transport_conns[HD_TP_LONGPOLL]),
             (long long)LOAD(h->transport_conns[HD_TP_SSE]),
-            (long long)LOAD(h->transport_conns[HD_TP_WS]));
+            (long long)LOAD(h->transport_conns[HD_TP_WS]),
+            (unsigned long long)LOAD(w->stats.writes));
     }
     hd_sbuf_appends(sb, "]}");
 }

@@ -308,6 +308,7 @@ static void flush(hd_conn_t *c)
         total += c->wq[i].len;
     }
     /* One writev, now; only what the socket does not take waits for a uv_write. */
+    HD_STAT_INC(c->worker, writes);
     int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, c->wq_len);
     if (n < 0 && n != UV_EAGAIN) {
         if (bufs != stackbufs)
