@@ -61,9 +61,11 @@ TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_mpsc
 # the TSan herald: a race report in its stderr fails the test (herald_harness).
 TSAN_OPTIONS=halt_on_error=1 HERALD_BIN=$PWD/build-tsan/herald HERALD_SRC=$PWD \
     /usr/bin/python3 tests/integration/test_ordering.py
-# The embedded broker's store behind its lock: publishers on several threads at once.
-cmake --build build-tsan -j"$jobs" --target test_broker_memory >/dev/null
+# The embedded broker's store behind its lock: publishers on several threads at once; and the
+# channel table's interest counts, which a worker moves without the lock while fan-outs read them.
+cmake --build build-tsan -j"$jobs" --target test_broker_memory test_chantab >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_broker_memory
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_chantab
 
 # Both compilers' warnings fail CI: clang builds the sanitizer tree, GCC the Release tree below.
 echo "== build (clang, ASan + UBSan)"

@@ -220,7 +220,7 @@ static void mem_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
     mem_broker_t *b = (mem_broker_t *)base;
     const hd_mstore_t *st = &b->store;
     uv_mutex_lock(&b->lock);
-    out->channels = st->chans.n;
+    out->channels = hd_chantab_count(&st->chans);
     out->messages_published = st->seq;
     out->history_messages = st->history_msgs;
     out->history_bytes = st->history_bytes;

@@ -35,7 +35,7 @@ size_t hd_mstore_channel_cost(const hd_mstore_t *st, size_t name_len)
     /* the struct and name, the interest array, four bucket slots (above its initial size the
      * table keeps at most four buckets per channel) and four slots of the expiry heap (the
      * same rule) */
-    return alloc_cost(sizeof(hd_mchan_t) + name_len + 1u) +
+    return alloc_cost(offsetof(hd_mchan_t, name) + name_len + 1u) +
            alloc_cost(st->n_workers * sizeof(uint32_t)) + 8u * sizeof(void *);
 }
 
@@ -55,6 +55,11 @@ static size_t ring_cost(uint32_t cap)
 static uint64_t *tomb_of(hd_mstore_t *st, const char *name, size_t len)
 {
     return &st->tombs[hd_hash(name, len) & (N_TOMBS - 1)];
+}
+
+static size_t name_len(const hd_mchan_t *c)
+{
+    return hd_chan_name_len(&c->ch);
 }
 
 static hd_message_t *ring_at(const hd_mchan_t *c, uint32_t i)
@@ -121,8 +126,8 @@ static void ring_push(hd_mstore_t *st, hd_mchan_t *c, hd_message_t *m)
     if (c->len == 1) {
         hd_list_insert_tail(&st->lru, &c->lru);
         heap_push(st, c);
-        if (c->subs_workers == 0)
-            st->idle_charge += hd_mstore_channel_cost(st, c->name_len);
+        if (c->in.n_workers == 0)
+            st->idle_charge += hd_mstore_channel_cost(st, name_len(c));
     }
 }
 
@@ -147,8 +152,8 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
         hd_list_remove(&c->lru);
         if (hd_heap_contains(&c->expiry))
             hd_heap_remove(&st->heap, &c->expiry);
-        if (c->subs_workers == 0)
-            st->idle_charge -= hd_mstore_channel_cost(st, c->name_len);
+        if (c->in.n_workers == 0)
+            st->idle_charge -= hd_mstore_channel_cost(st, name_len(c));
     } else if (hd_heap_contains(&c->expiry)) {
         c->expiry.key = ring_at(c, 0)->time_ms;
         hd_heap_update(&st->heap, &c->expiry);
@@ -159,24 +164,19 @@ static void drop_oldest(hd_mstore_t *st, hd_mchan_t *c)
 
 hd_mchan_t *hd_mstore_find(const hd_mstore_t *st, const char *name, size_t len)
 {
-    hd_hnode_t *n = hd_hmap_find(&st->chans, name, len);
-    return n ? hd_container_of(n, hd_mchan_t, node) : NULL;
+    hd_chan_t *c = hd_chantab_find(&st->chans, name, len);
+    return c ? hd_container_of(c, hd_mchan_t, ch) : NULL;
 }
 
 static hd_mchan_t *new_chan(hd_mstore_t *st, const char *name, size_t len)
 {
-    hd_mchan_t *c = hd_calloc(1, sizeof(*c) + len + 1u);
-    memcpy(c->name, name, len);
-    c->name_len = (uint8_t)len;
-    c->subs = hd_calloc(st->n_workers, sizeof(*c->subs));
+    hd_mchan_t *c = hd_container_of(hd_chantab_get(&st->chans, name, len, NULL), hd_mchan_t, ch);
+    hd_interest_init(&c->in, st->n_workers);
     hd_list_init(&c->lru);
     /* A channel deleted earlier may have had messages under this name. */
     c->trimmed_seq = *tomb_of(st, name, len);
     c->charge = hd_mstore_channel_cost(st, len);
     st->memory_bytes += c->charge;
-    c->node.key = c->name;
-    c->node.key_len = len;
-    hd_hmap_insert(&st->chans, &c->node);
     return c;
 }
 
@@ -186,16 +186,16 @@ static void free_chan(hd_mstore_t *st, hd_mchan_t *c)
         drop_oldest(st, c);
     ring_resize(st, c, 0);
     st->memory_bytes -= c->charge;
-    free(c->subs);
-    free(c);
+    hd_interest_dispose(&c->in);
+    hd_chantab_free(&st->chans, &c->ch);
 }
 
+/* Deletes c, leaving the highest sequence it lost in its name's tombstone. */
 static void delete_chan(hd_mstore_t *st, hd_mchan_t *c)
 {
     while (c->len)
         drop_oldest(st, c);
-    hd_hmap_remove(&st->chans, &c->node);
-    uint64_t *tomb = tomb_of(st, c->name, c->name_len);
+    uint64_t *tomb = tomb_of(st, c->name, name_len(c));
     if (c->trimmed_seq > *tomb)
         *tomb = c->trimmed_seq;
     free_chan(st, c);
@@ -203,7 +203,7 @@ static void delete_chan(hd_mstore_t *st, hd_mchan_t *c)
 
 static void maybe_delete(hd_mstore_t *st, hd_mchan_t *c)
 {
-    if (c->subs_workers == 0 && c->len == 0)
+    if (c->in.n_workers == 0 && c->len == 0)
         delete_chan(st, c);
     else
         ring_fit(st, c);
@@ -302,7 +302,7 @@ int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint
         const hd_message_t *m = msgs[i];
         if (hd_mstore_find(st, m->channel, m->channel_len))
             continue;
-        if (st->chans.n >= st->lim.max_channels) {
+        if (hd_chantab_count(&st->chans) >= st->lim.max_channels) {
             err = HD_ECHANNELS;
             break;
         }
@@ -341,9 +341,7 @@ int hd_mstore_publish(hd_mstore_t *st, hd_message_t *const *msgs, size_t n, uint
             hd_list_remove(&c->lru);
             hd_list_insert_tail(&st->lru, &c->lru); /* most recently published last */
         }
-        for (unsigned k = 0; k < st->n_workers; k++)
-            if (__atomic_load_n(&c->subs[k], __ATOMIC_RELAXED))
-                st->deliver(st->deliver_arg, k, hd_message_ref(m));
+        hd_interest_fan_out(&c->in, m, st->deliver, st->deliver_arg);
         enforce_memory(st, c, 0);
         maybe_delete(st, c);
     }
@@ -396,17 +394,16 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
     size_t len = strlen(r->channel);
     hd_mchan_t *c = hd_mstore_find(st, r->channel, len);
     if (!c) {
-        if (st->chans.n >= st->lim.max_channels)
+        if (hd_chantab_count(&st->chans) >= st->lim.max_channels)
             return refuse(st, HD_ECHANNELS);
         int err = make_memory(st, hd_mstore_channel_cost(st, len));
         if (err)
             return refuse(st, err);
         c = new_chan(st, r->channel, len);
     }
-    if (__atomic_fetch_add(&c->subs[worker], 1, __ATOMIC_RELAXED) == 0 && c->subs_workers++ == 0 &&
-        c->len)
+    if (hd_interest_add(&c->in, worker) && c->in.n_workers == 1 && c->len)
         st->idle_charge -= hd_mstore_channel_cost(st, len); /* history no longer takes it away */
-    r->interest = &c->subs[worker];
+    r->interest = &c->in.per_worker[worker];
     if (r->has_since) /* live only otherwise: nothing from history */
         collect(st, c, r, limit);
     return 0;
@@ -415,9 +412,8 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
 void hd_mstore_unsubscribe(hd_mstore_t *st, unsigned worker, const char *channel, size_t len)
 {
     hd_mchan_t *c = hd_mstore_find(st, channel, len);
-    if (c && __atomic_load_n(&c->subs[worker], __ATOMIC_RELAXED) > 0) {
-        if (__atomic_sub_fetch(&c->subs[worker], 1, __ATOMIC_RELAXED) == 0 &&
-            --c->subs_workers == 0 && c->len)
+    if (c && hd_interest_remove(&c->in, worker) >= 0) {
+        if (c->in.n_workers == 0 && c->len) /* its last worker left: history may take it */
             st->idle_charge += hd_mstore_channel_cost(st, len);
         maybe_delete(st, c);
     }
@@ -434,9 +430,7 @@ void hd_mstore_info(hd_mstore_t *st, hd_breq_t *r)
     if (!c)
         return;
     r->found = 1;
-    r->subscribers = 0;
-    for (unsigned k = 0; k < st->n_workers; k++)
-        r->subscribers += __atomic_load_n(&c->subs[k], __ATOMIC_RELAXED);
+    r->subscribers = hd_interest_total(&c->in);
     r->history_len = c->len;
     r->last_id[0] = '\0';
     if (c->last_seq)
@@ -460,7 +454,7 @@ void hd_mstore_expire(hd_mstore_t *st, uint64_t now_ms)
 /* ---- the store ---- */
 
 void hd_mstore_init(hd_mstore_t *st, const hd_mstore_limits_t *lim, unsigned n_workers,
-                    uint64_t epoch, hd_mstore_deliver_cb deliver, void *deliver_arg)
+                    uint64_t epoch, hd_deliver_cb deliver, void *deliver_arg)
 {
     memset(st, 0, sizeof(*st));
     st->lim = *lim;
@@ -468,21 +462,21 @@ void hd_mstore_init(hd_mstore_t *st, const hd_mstore_limits_t *lim, unsigned n_w
     st->epoch = epoch;
     st->deliver = deliver;
     st->deliver_arg = deliver_arg;
-    hd_hmap_init(&st->chans, 256);
+    HD_CHANTAB_INIT(&st->chans, hd_mchan_t, 256);
     hd_list_init(&st->lru);
     hd_heap_init(&st->heap, HEAP_MIN);
     st->tombs = hd_calloc(N_TOMBS, sizeof(*st->tombs));
 }
 
-static void free_chan_node(hd_hnode_t *n, void *arg)
+static void free_chan_cb(hd_chan_t *c, void *arg)
 {
-    free_chan(arg, hd_container_of(n, hd_mchan_t, node));
+    free_chan(arg, hd_container_of(c, hd_mchan_t, ch));
 }
 
 void hd_mstore_dispose(hd_mstore_t *st)
 {
-    hd_hmap_foreach(&st->chans, free_chan_node, st);
-    hd_hmap_dispose(&st->chans);
+    hd_chantab_foreach(&st->chans, free_chan_cb, st);
+    hd_chantab_dispose(&st->chans);
     hd_heap_dispose(&st->heap);
     free(st->tombs);
     st->tombs = NULL;

@@ -32,32 +32,30 @@
 #ifndef HERALD_BROKER_MEMORY_STORE_H
 #define HERALD_BROKER_MEMORY_STORE_H
 
+#include "herald/chantab.h"
 #include "herald/heap.h"
-#include "herald/hmap.h"
 #include "herald/pubsub.h"
 
 typedef struct hd_mchan_s {
-    hd_hnode_t node; /* in store->chans, keyed by name */
-    hd_list_t lru;   /* store->lru: least recently published first */
+    hd_chan_t ch;  /* in store->chans, keyed by name */
+    hd_list_t lru; /* store->lru: least recently published first */
     /* In store->heap while the channel has history (and history_ttl is set): key, its oldest
      * message's time_ms */
     hd_heap_node_t expiry;
     hd_message_t **ring;
     uint32_t cap, head, len;
-    size_t bytes;          /* payload bytes in history */
-    size_t charge;         /* bytes charged for the channel and its ring (not its messages) */
-    uint64_t trimmed_seq;  /* highest sequence that ever left history */
-    uint64_t last_seq;     /* last sequence published here; 0: none */
-    uint32_t subs_workers; /* workers with subscribers here (subs[k] > 0) */
+    size_t bytes;         /* payload bytes in history */
+    size_t charge;        /* bytes charged for the channel and its ring (not its messages) */
+    uint64_t trimmed_seq; /* highest sequence that ever left history */
+    uint64_t last_seq;    /* last sequence published here; 0: none */
     /*
-     * Per worker: its subscribers here. Moved from 0 and to 0 only by the store (under the
-     * broker's lock: interest and history change together); between 1 and more also by the
-     * worker itself, atomically and without the lock, through the counter hd_mstore_subscribe
-     * handed it (r->interest). Read with relaxed atomic loads.
+     * Per worker: its subscribers here, and the workers with any (chantab.h). Moved from 0 and
+     * to 0 only by the store (under the broker's lock: interest and history change together);
+     * between 1 and more also by the worker itself, atomically and without the lock, through the
+     * counter hd_mstore_subscribe handed it (r->interest).
      */
-    uint32_t *subs;
-    uint8_t name_len;
-    char name[]; /* name_len bytes and a NUL */
+    hd_interest_t in;
+    char name[]; /* its name and a NUL (the table allocates the entry) */
 } hd_mchan_t;
 
 typedef struct hd_mstore_limits_s {
@@ -68,15 +66,11 @@ typedef struct hd_mstore_limits_s {
     uint64_t max_channels;
 } hd_mstore_limits_t;
 
-/* Called for each worker with subscribers on a published message's channel; the reference
- * passes to the callee. */
-typedef void (*hd_mstore_deliver_cb)(void *arg, unsigned worker, hd_message_t *m);
-
 typedef struct hd_mstore_s {
     hd_mstore_limits_t lim;
     unsigned n_workers;
     uint64_t epoch, seq;
-    hd_hmap_t chans;
+    hd_chantab_t chans; /* hd_mchan_t */
     hd_list_t lru;
     hd_heap_t heap;  /* channels by their oldest message's time_ms (history_ttl > 0 only) */
     uint64_t *tombs; /* highest sequence lost with a deleted channel, by keyed hash of its name */
@@ -93,13 +87,13 @@ typedef struct hd_mstore_s {
     uint64_t refused_logged; /* refused when the last refusal was logged */
     uint64_t refused_log_ms; /* when it was logged */
     int refused_err;         /* the limit of the last refusal: HD_ECHANNELS or HD_EMEMORY */
-    hd_mstore_deliver_cb deliver;
+    hd_deliver_cb deliver;   /* for each worker with subscribers on a published message's channel */
     void *deliver_arg;
 } hd_mstore_t;
 
 /* An empty store (the epoch: ids of this store are "<epoch>-<seq>"). */
 void hd_mstore_init(hd_mstore_t *st, const hd_mstore_limits_t *lim, unsigned n_workers,
-                    uint64_t epoch, hd_mstore_deliver_cb deliver, void *deliver_arg);
+                    uint64_t epoch, hd_deliver_cb deliver, void *deliver_arg);
 /* Releases every channel and message reference. */
 void hd_mstore_dispose(hd_mstore_t *st);
 

@@ -101,10 +101,10 @@ static void redis_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
     out->channels_refused = __atomic_load_n(&b->stats.channels_refused, __ATOMIC_RELAXED);
 }
 
-static void free_chan_node(hd_hnode_t *n, void *arg)
+static void free_chan_cb(hd_chan_t *ch, void *arg)
 {
     redis_broker_t *b = arg;
-    rchan_t *c = hd_container_of(n, rchan_t, node);
+    rchan_t *c = hd_container_of(ch, rchan_t, ch);
     hd_list_t *pos, *tmp;
     hd_list_foreach_safe(pos, tmp, &c->pending)
     {
@@ -127,8 +127,8 @@ static void dispose(redis_broker_t *b)
         hd_breq_free(h->r);
         free(h);
     }
-    hd_hmap_foreach(&b->chans, free_chan_node, b);
-    hd_hmap_dispose(&b->chans);
+    hd_chantab_foreach(&b->chans, free_chan_cb, b);
+    hd_chantab_dispose(&b->chans);
     for (size_t i = 0; i < b->n_barriers; i++)
         hd_breq_free(b->barriers[i]);
     free(b->barriers);
@@ -189,7 +189,7 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
              (unsigned long long)conf->idempotency_window_ms);
     /* max_channels: under Redis the cluster-wide budget of channels with history */
     snprintf(b->settings[5], sizeof(b->settings[5]), "%u", conf->max_channels);
-    hd_hmap_init(&b->chans, 256);
+    HD_CHANTAB_INIT(&b->chans, rchan_t, 256);
     hd_list_init(&b->held);
     hd_list_init(&b->catchup_wait);
     b->max_pending = conf->redis_max_pending;
@@ -197,7 +197,7 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     uv_sem_init(&b->started, 0);
     if ((rc = uv_loop_init(&b->loop)) < 0) {
         snprintf(err, errlen, "redis: %s", uv_strerror(rc));
-        hd_hmap_dispose(&b->chans);
+        hd_chantab_dispose(&b->chans);
         uv_sem_destroy(&b->started);
         free(b);
         return rc;

@@ -11,7 +11,7 @@
 
 static hd_message_t *parse_pubsub(redis_broker_t *b, const rchan_t *c, const char *s, size_t len)
 {
-    hd_message_t *m = hd_redis_parse_pubsub(c->name, c->name_len, s, len);
+    hd_message_t *m = hd_redis_parse_pubsub(c->name, hd_chan_name_len(&c->ch), s, len);
     if (m)
         hd_redis_note_seq(b, m->epoch, m->seq);
     return m;
@@ -140,8 +140,7 @@ static void sub_read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
         } else {
             discard_result(&res);
         }
-        c->subs[r->worker->id]++;
-        c->subs_total++;
+        hd_interest_add(&c->in, r->worker->id);
         if (!c->has_pos) {
             c->has_pos = 1;
             c->pos_epoch = res.epoch;
@@ -179,7 +178,7 @@ static void read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     r->gap = (uint8_t)res.gap;
     if (op->kind == OP_INFO) {
         rchan_t *c = hd_redis_chan_find(b, r->channel, strlen(r->channel));
-        r->subscribers = c ? c->subs_total : 0;
+        r->subscribers = c ? hd_interest_total(&c->in) : 0;
         r->found = res.found || r->subscribers > 0;
         r->history_len = res.history_len;
         memcpy(r->last_id, res.last_id, sizeof(r->last_id));

@@ -23,7 +23,7 @@
 #ifndef HERALD_BROKER_REDIS_BRIDGE_H
 #define HERALD_BROKER_REDIS_BRIDGE_H
 
-#include "herald/hmap.h"
+#include "herald/chantab.h"
 #include "herald/log.h"
 #include "herald/pubsub.h"
 #include "redis_reply.h"
@@ -76,11 +76,10 @@ typedef struct pend_sub_s {
 } pend_sub_t;
 
 typedef struct rchan_s {
-    hd_hnode_t node; /* in b->chans */
+    hd_chan_t ch; /* in b->chans */
     hd_list_t pending;
     hd_list_t reads; /* op_t in flight that gate deliveries (OP_SUB_READ, OP_CATCHUP), send order */
-    uint32_t *subs;  /* live subscribers per worker */
-    uint64_t subs_total;
+    hd_interest_t in;                  /* live subscribers per worker (chantab.h) */
     uint32_t n_queued;                 /* messages of this channel in b->queue */
     uint32_t n_sub_sent, n_unsub_sent; /* confirmations expected */
     uint8_t rstate;
@@ -91,8 +90,7 @@ typedef struct rchan_s {
     hd_list_t catchup_link;      /* in b->catchup_wait while its catch-up read waits its turn */
     uint64_t pos_epoch, pos_seq; /* the last message delivered (or the first read's seq) */
     uint64_t floor_epoch, floor_seq; /* sequence of the newest answered read */
-    uint8_t name_len;
-    char name[HD_CHANNEL_MAX + 1];
+    char name[];                     /* its name and a NUL (the table allocates the entry) */
 } rchan_t;
 
 struct op_s {
@@ -168,7 +166,7 @@ struct redis_broker_s {
     uint64_t rng;
 
     /* requests and channels */
-    hd_hmap_t chans;
+    hd_chantab_t chans;   /* rchan_t */
     uint64_t ticket;      /* arrival order of requests */
     uint64_t read_ticket; /* send order of reads */
     hd_list_t held;       /* held_t: publishes waiting for earlier subscribes or in_parts */

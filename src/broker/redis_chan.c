@@ -72,49 +72,43 @@ int hd_redis_read_answer(redis_broker_t *b, const char *channel, const redisRepl
 
 rchan_t *hd_redis_chan_find(redis_broker_t *b, const char *name, size_t len)
 {
-    hd_hnode_t *n = hd_hmap_find(&b->chans, name, len);
-    return n ? hd_container_of(n, rchan_t, node) : NULL;
+    hd_chan_t *c = hd_chantab_find(&b->chans, name, len);
+    return c ? hd_container_of(c, rchan_t, ch) : NULL;
 }
 
 rchan_t *hd_redis_chan_get(redis_broker_t *b, const char *name, size_t len)
 {
-    rchan_t *c = hd_redis_chan_find(b, name, len);
-    if (c)
+    int made;
+    rchan_t *c = hd_container_of(hd_chantab_get(&b->chans, name, len, &made), rchan_t, ch);
+    if (!made)
         return c;
-    c = hd_calloc(1, sizeof(*c));
-    memcpy(c->name, name, len);
-    c->name_len = (uint8_t)len;
-    c->subs = hd_calloc(b->n_workers, sizeof(*c->subs));
+    hd_interest_init(&c->in, b->n_workers);
     hd_list_init(&c->pending);
     hd_list_init(&c->reads);
     hd_list_init(&c->catchup_link);
-    c->node.key = c->name;
-    c->node.key_len = len;
-    hd_hmap_insert(&b->chans, &c->node);
-    STAT_SET(b, channels, b->chans.n);
+    STAT_SET(b, channels, hd_chantab_count(&b->chans));
     return c;
 }
 
 void hd_redis_chan_free(redis_broker_t *b, rchan_t *c)
 {
-    hd_hmap_remove(&b->chans, &c->node);
-    free(c->subs);
-    free(c);
-    STAT_SET(b, channels, b->chans.n);
+    hd_interest_dispose(&c->in);
+    hd_chantab_free(&b->chans, &c->ch);
+    STAT_SET(b, channels, hd_chantab_count(&b->chans));
 }
 
 void hd_redis_chan_subscribe(redis_broker_t *b, rchan_t *c)
 {
     c->rstate = RS_SUBSCRIBING;
     c->n_sub_sent++;
-    hd_redis_send_sub(b, "SUBSCRIBE", c->name, c->name_len);
+    hd_redis_send_sub(b, "SUBSCRIBE", c->name, hd_chan_name_len(&c->ch));
 }
 
 void hd_redis_chan_unsubscribe(redis_broker_t *b, rchan_t *c)
 {
     c->rstate = RS_UNSUBSCRIBING;
     c->n_unsub_sent++;
-    hd_redis_send_sub(b, "UNSUBSCRIBE", c->name, c->name_len);
+    hd_redis_send_sub(b, "UNSUBSCRIBE", c->name, hd_chan_name_len(&c->ch));
 }
 
 /* FCALL herald_read for op (its channel in op->c or op->r). */

@@ -228,8 +228,8 @@ static void go_up(redis_broker_t *b)
     if (b->was_up)
         hd_log_warn("redis %s: connected again after %.1f s; catching up %u channel(s), %d at a "
                     "time",
-                    b->where, (double)(now - b->down_since_ms) / 1000.0, (unsigned)b->chans.n,
-                    CATCHUP_IN_FLIGHT);
+                    b->where, (double)(now - b->down_since_ms) / 1000.0,
+                    (unsigned)hd_chantab_count(&b->chans), CATCHUP_IN_FLIGHT);
     else
         hd_log_info("redis %s: connected", b->where);
     if (!b->was_up) {

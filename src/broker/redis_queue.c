@@ -19,14 +19,14 @@ static void end_catchup(redis_broker_t *b, rchan_t *c);
  */
 void hd_redis_maybe_release(redis_broker_t *b, rchan_t *c)
 {
-    if (!c->subs_total && hd_list_linked(&c->catchup_link)) {
+    if (c->in.n_workers == 0 && hd_list_linked(&c->catchup_link)) {
         /* nobody left to catch up for */
         hd_list_remove(&c->catchup_link);
         hd_list_init(&c->catchup_link);
         b->n_catchup_sent++; /* end_catchup counts one out */
         end_catchup(b, c);
     }
-    if (c->subs_total || !hd_list_empty(&c->pending) || !hd_list_empty(&c->reads) || c->n_queued)
+    if (c->in.n_workers || !hd_list_empty(&c->pending) || !hd_list_empty(&c->reads) || c->n_queued)
         return;
     if (b->state == ST_UP && (c->rstate == RS_SUBSCRIBED || c->rstate == RS_SUBSCRIBING)) {
         hd_redis_chan_unsubscribe(b, c);
@@ -52,6 +52,13 @@ static int is_blocked(const queued_t *q)
     return 1;
 }
 
+/* Into worker's mailbox, with a wake-up (the bridge holds no lock to wait for). */
+static void post_delivery(void *arg, unsigned worker, hd_message_t *m)
+{
+    redis_broker_t *b = arg;
+    hd_hub_post_delivery(hd_server_worker(b->server, worker), m);
+}
+
 static void deliver(redis_broker_t *b, rchan_t *c, hd_message_t *m)
 {
     if (c->has_pos && m->epoch == c->pos_epoch && m->seq <= c->pos_seq)
@@ -63,9 +70,7 @@ static void deliver(redis_broker_t *b, rchan_t *c, hd_message_t *m)
         m->is_after_gap = 1; /* this node's copy, not shared with anyone yet */
         c->is_gap_pending = 0;
     }
-    for (unsigned k = 0; k < b->n_workers; k++)
-        if (c->subs[k])
-            hd_hub_post_delivery(hd_server_worker(b->server, k), hd_message_ref(m));
+    hd_interest_fan_out(&c->in, m, post_delivery, b);
 }
 
 static void enqueue(redis_broker_t *b, rchan_t *c, hd_message_t *m, uint64_t arrival)
@@ -82,14 +87,14 @@ static void enqueue(redis_broker_t *b, rchan_t *c, hd_message_t *m, uint64_t arr
     c->n_queued++;
 }
 
-static void stop_catchup(hd_hnode_t *n, void *arg)
+static void stop_catchup(hd_chan_t *ch, void *arg)
 {
     redis_broker_t *b = arg;
-    rchan_t *c = hd_container_of(n, rchan_t, node);
+    rchan_t *c = hd_container_of(ch, rchan_t, ch);
     if (c->needs_catchup) {
         c->needs_catchup = 0;
         c->is_gap_pending = 1;
-        if (c->rstate == RS_NONE && c->subs_total && b->state == ST_UP)
+        if (c->rstate == RS_NONE && c->in.n_workers && b->state == ST_UP)
             hd_redis_chan_subscribe(b, c); /* its turn never came: live from now on */
     }
 }
@@ -117,7 +122,7 @@ static void give_up_catchup(redis_broker_t *b)
         hd_list_remove(&c->catchup_link);
         hd_list_init(&c->catchup_link);
     }
-    hd_hmap_foreach(&b->chans, stop_catchup, b);
+    hd_chantab_foreach(&b->chans, stop_catchup, b);
     if (not_caught_up)
         hd_log_warn("redis %s: catching up gave up: %zu live messages held (redis_max_pending); "
                     "%u channel(s) not caught up; their subscribers are told of a gap",
@@ -132,14 +137,14 @@ static void give_up_catchup(redis_broker_t *b)
     hd_redis_sweep_later(b);
 }
 
-static void sweep_one(hd_hnode_t *n, void *arg)
+static void sweep_one(hd_chan_t *ch, void *arg)
 {
-    hd_redis_maybe_release(arg, hd_container_of(n, rchan_t, node));
+    hd_redis_maybe_release(arg, hd_container_of(ch, rchan_t, ch));
 }
 
 void hd_redis_sweep(redis_broker_t *b)
 {
-    hd_hmap_foreach(&b->chans, sweep_one, b);
+    hd_chantab_foreach(&b->chans, sweep_one, b);
 }
 
 /* A live message (the reference passes to the call). */
@@ -284,11 +289,11 @@ void hd_redis_catchup_reply(redis_broker_t *b, op_t *op, const redisReply *rep, 
 /* ---- up and down ---- */
 
 /* A channel that kept subscribers through an outage: subscribe again, then catch up. */
-static void resubscribe(hd_hnode_t *n, void *arg)
+static void resubscribe(hd_chan_t *ch, void *arg)
 {
     redis_broker_t *b = arg;
-    rchan_t *c = hd_container_of(n, rchan_t, node);
-    if (c->subs_total == 0) {
+    rchan_t *c = hd_container_of(ch, rchan_t, ch);
+    if (c->in.n_workers == 0) {
         hd_redis_maybe_release(b, c);
         return;
     }
@@ -304,14 +309,14 @@ void hd_redis_on_up(redis_broker_t *b)
 {
     b->catchup_round++;
     b->n_catchup_sent = 0;
-    hd_hmap_foreach(&b->chans, resubscribe, b);
+    hd_chantab_foreach(&b->chans, resubscribe, b);
     hd_redis_deliver_ready(b);
 }
 
-static void fail_unsent(hd_hnode_t *n, void *arg)
+static void fail_unsent(hd_chan_t *ch, void *arg)
 {
     redis_broker_t *b = arg;
-    rchan_t *c = hd_container_of(n, rchan_t, node);
+    rchan_t *c = hd_container_of(ch, rchan_t, ch);
     hd_list_t *pos, *tmp;
     hd_list_foreach_safe(pos, tmp, &c->pending)
     {
@@ -324,7 +329,7 @@ static void fail_unsent(hd_hnode_t *n, void *arg)
     }
     c->rstate = RS_NONE;
     c->n_sub_sent = c->n_unsub_sent = 0;
-    c->needs_catchup = c->subs_total > 0 && c->has_pos;
+    c->needs_catchup = c->in.n_workers > 0 && c->has_pos;
     hd_redis_maybe_release(b, c);
 }
 
@@ -357,6 +362,6 @@ void hd_redis_on_down(redis_broker_t *b)
     }
     b->q_len = k;
     sort_queue(b);
-    hd_hmap_foreach(&b->chans, fail_unsent, b);
+    hd_chantab_foreach(&b->chans, fail_unsent, b);
     hd_redis_deliver_ready(b);
 }

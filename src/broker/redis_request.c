@@ -141,11 +141,8 @@ static void do_subscribe(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
 static void do_unsubscribe(redis_broker_t *b, hd_breq_t *r)
 {
     rchan_t *c = hd_redis_chan_find(b, r->channel, strlen(r->channel));
-    if (c && c->subs[r->worker->id] > 0) {
-        c->subs[r->worker->id]--;
-        c->subs_total--;
+    if (c && hd_interest_remove(&c->in, r->worker->id) >= 0)
         hd_redis_maybe_release(b, c);
-    }
     hd_breq_free(r);
 }
 

@@ -14,14 +14,14 @@
  * worker alone, moving the count the broker handed over (lchan->interest). With the Redis
  * bridge every subscription asks the broker.
  */
-#include "herald/hmap.h"
+#include "herald/chantab.h"
 #include "herald/log.h"
 #include "herald/pubsub.h"
 
 #include <string.h>
 
 typedef struct hd_lchan_s {
-    hd_hnode_t node; /* in hub->chans, keyed by name */
+    hd_chan_t ch; /* in hub->chans, keyed by name */
     hd_list_t subs;
     uint32_t n_live;    /* linked subscribers */
     uint32_t n_pending; /* subscriptions waiting for the broker */
@@ -31,8 +31,7 @@ typedef struct hd_lchan_s {
     uint32_t *interest;
     /* Where this worker's stream of the channel is: the last delivery or reply it ran. */
     uint64_t epoch, last_seq;
-    uint8_t name_len;
-    char name[]; /* name_len bytes and a NUL: a channel costs what its name needs */
+    char name[]; /* its name and a NUL (the table allocates the entry) */
 } hd_lchan_t;
 
 /*
@@ -50,7 +49,7 @@ typedef struct shared_s {
 
 typedef struct hub_s {
     hd_worker_t *w;
-    hd_hmap_t chans;
+    hd_chantab_t chans; /* hd_lchan_t */
     shared_t shared[SHARED_MAX];
     uint64_t shared_stamp;
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
@@ -75,22 +74,16 @@ static hub_t *hub_of(hd_worker_t *w)
 
 static hd_lchan_t *find_chan(hub_t *hub, const char *name, size_t len)
 {
-    hd_hnode_t *n = hd_hmap_find(&hub->chans, name, len);
-    return n ? hd_container_of(n, hd_lchan_t, node) : NULL;
+    hd_chan_t *c = hd_chantab_find(&hub->chans, name, len);
+    return c ? hd_container_of(c, hd_lchan_t, ch) : NULL;
 }
 
 static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
 {
-    hd_lchan_t *c = find_chan(hub, name, len);
-    if (c)
-        return c;
-    c = hd_calloc(1, sizeof(*c) + len + 1u);
-    memcpy(c->name, name, len);
-    c->name_len = (uint8_t)len;
-    c->node.key = c->name;
-    c->node.key_len = len;
-    hd_list_init(&c->subs);
-    hd_hmap_insert(&hub->chans, &c->node);
+    int made;
+    hd_lchan_t *c = hd_container_of(hd_chantab_get(&hub->chans, name, len, &made), hd_lchan_t, ch);
+    if (made)
+        hd_list_init(&c->subs);
     return c;
 }
 
@@ -98,22 +91,20 @@ static void maybe_free_chan(hub_t *hub, hd_lchan_t *c)
 {
     if (c->n_live || c->n_pending || c->n_dead || hub->delivering == c)
         return;
-    hd_hmap_remove(&hub->chans, &c->node);
-    free(c);
+    hd_chantab_free(&hub->chans, &c->ch);
 }
 
 void hd_hub_init(hd_worker_t *w)
 {
     hub_t *hub = hd_calloc(1, sizeof(*hub));
     hub->w = w;
-    hd_hmap_init(&hub->chans, 64);
+    HD_CHANTAB_INIT(&hub->chans, hd_lchan_t, 64);
     w->modules[HD_MODULE_HUB] = hub;
 }
 
-static void free_chan_node(hd_hnode_t *n, void *arg)
+static void free_chan_cb(hd_chan_t *c, void *arg)
 {
-    (void)arg;
-    free(hd_container_of(n, hd_lchan_t, node));
+    hd_chantab_free(arg, c);
 }
 
 void hd_hub_dispose(hd_worker_t *w)
@@ -123,8 +114,8 @@ void hd_hub_dispose(hd_worker_t *w)
         return;
     /* Transports unsubscribed everything when their connections closed; what is left is
      * pending requests whose replies will never come (the broker is gone). */
-    hd_hmap_foreach(&hub->chans, free_chan_node, NULL);
-    hd_hmap_dispose(&hub->chans);
+    hd_chantab_foreach(&hub->chans, free_chan_cb, &hub->chans);
+    hd_chantab_dispose(&hub->chans);
     for (size_t i = 0; i < SHARED_MAX; i++) {
         if (hub->shared[i].body)
             hd_buf_unref(hub->shared[i].body);
@@ -231,7 +222,7 @@ static void leave(hd_worker_t *w, hd_lchan_t *c)
         return;
     }
     c->interest = NULL; /* the count reaches 0: the broker may free it */
-    send_unsubscribe(w, c->name, c->name_len);
+    send_unsubscribe(w, c->name, hd_chan_name_len(&c->ch));
 }
 
 static void note_stream(hd_lchan_t *c, uint64_t epoch, uint64_t seq)

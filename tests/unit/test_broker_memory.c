@@ -141,7 +141,7 @@ static void test_ring_grows_and_shrinks(void)
     hd_mstore_unsubscribe(&st, 1, "a", 1);
     T_TRUE(chan(&st, "a") == NULL);
     T_EQ_INT(st.memory_bytes, 0);
-    T_EQ_INT(st.chans.n, 0);
+    T_EQ_INT(hd_chantab_count(&st.chans), 0);
     T_EQ_INT(d.n[0] + d.n[1], 0); /* nobody was subscribed while publishing */
     hd_mstore_dispose(&st);
 }
@@ -252,7 +252,7 @@ static void test_channel_budget(void)
     T_EQ_INT(pub(&st, "a", 5, 1), 0);
     T_EQ_INT(pub(&st, "b", 5, 1), 0);
     T_EQ_INT(subscribe(&st, 1, "c"), 0);
-    T_EQ_INT(st.chans.n, 3);
+    T_EQ_INT(hd_chantab_count(&st.chans), 3);
     size_t before = st.memory_bytes;
     /* a new channel, by publish or subscribe, is refused; nothing changes */
     T_EQ_INT(pub(&st, "d", 5, 1), HD_ECHANNELS);
@@ -396,7 +396,7 @@ static void test_refusal_evicts_nothing(void)
     T_EQ_INT(subscribe(&st, 0, "n3"), HD_EMEMORY);
     T_EQ_INT(st.evicted, 0);
     T_EQ_INT(chan(&st, "cold")->len, 1);
-    T_EQ_INT(st.chans.n, 2);
+    T_EQ_INT(hd_chantab_count(&st.chans), 2);
     T_EQ_INT(st.refused, 3);
     /* room that eviction can make is made: "cold" goes for one new channel */
     T_EQ_INT(st.idle_charge, hd_mstore_channel_cost(&st, 4)); /* "cold" */
@@ -431,7 +431,7 @@ static void test_expiry_heap(void)
     T_EQ_INT(st.heap.cap, 256);
     /* cutoff 10100: every channel whose first message is before it loses that one only */
     hd_mstore_expire(&st, 11100);
-    T_EQ_INT(st.chans.n, N);
+    T_EQ_INT(hd_chantab_count(&st.chans), N);
     T_EQ_INT(st.history_msgs, 2 * N - 100);
     T_TRUE(hd_heap_check(&st.heap) == NULL);
     for (uint32_t i = 0; i < st.heap.n; i++) {
@@ -440,7 +440,7 @@ static void test_expiry_heap(void)
         T_EQ_INT(c->expiry.key, c->ring[c->head]->time_ms);
     }
     hd_mstore_expire(&st, 11600); /* second messages before 10600 go too: 100 channels left */
-    T_EQ_INT(st.chans.n, 100);
+    T_EQ_INT(hd_chantab_count(&st.chans), 100);
     T_EQ_INT(st.heap.n, 100);
     for (int i = 0; i < N; i++) {
         char name[16];
@@ -448,10 +448,10 @@ static void test_expiry_heap(void)
         T_EQ_INT(chan(&st, name) != NULL, i * 7919 % N >= 100);
     }
     hd_mstore_expire(&st, 12000);
-    T_EQ_INT(st.chans.n, 0);
+    T_EQ_INT(hd_chantab_count(&st.chans), 0);
     T_EQ_INT(st.heap.n, 0);
     T_EQ_INT(st.heap.cap, 64); /* given back as it emptied */
-    T_EQ_INT(st.chans.n_buckets, 256);
+    T_EQ_INT(st.chans.map.n_buckets, 256);
     T_EQ_INT(st.memory_bytes, 0);
     T_EQ_INT(st.history_charge, 0);
     T_EQ_INT(st.idle_charge, 0);

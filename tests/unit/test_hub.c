@@ -175,7 +175,8 @@ static hd_worker_t *worker_new(void)
 static void worker_free(hd_worker_t *w)
 {
     T_EQ_INT(hd_hub_local_subscribers(w), 0);
-    T_EQ_INT(hub_of(w)->chans.n, 0); /* every channel freed with its last subscriber */
+    T_EQ_INT(hd_chantab_count(&hub_of(w)->chans),
+             0); /* every channel freed with its last subscriber */
     hd_hub_dispose(w);
     free(w->conf);
     free(w);
