@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """A hung Redis, through the real binary: redis-server is stopped with SIGSTOP (its sockets stay
 open, nothing is closed or reset: only redis_timeout can tell), while two herald nodes have
-live SSE and WebSocket subscribers and a publisher keeps publishing.
+live SSE and WebSocket subscribers and a held long poll, and a publisher keeps publishing.
 
 Within redis_timeout (plus a heartbeat period) each node declares the connection lost: publishes
 and new SSE, WebSocket and poll subscriptions get 503 with Retry-After, /healthz says degraded,
@@ -10,6 +10,7 @@ themselves and every message that was acknowledged (200) reaches every subscribe
 order; a publish answered 503 while its command sat in the stopped server's socket may show up
 too (the documented "may or may not have been applied"), never twice and never out of order.
 """
+import json
 import os
 import sys
 import threading
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 import redis_support as rs  # noqa: E402
 import test_redis as tr  # noqa: E402  (its SSE and WebSocket collectors)
-from herald_harness import request, wait_for  # noqa: E402
+from herald_harness import publish, request, wait_for  # noqa: E402
 
 TIMEOUT_S = 1.0  # redis_timeout of the nodes
 HANG_S = 3.0  # how long Redis stays stopped once both nodes noticed
@@ -50,7 +51,6 @@ class PacedPublisher(threading.Thread):
                 continue
             with self.lock:
                 if st == 200:
-                    import json
                     self.acked.append((json.loads(data)["id"], body))
                 else:
                     self.rejected.append((st, hdrs.get("Retry-After"), body))
@@ -96,6 +96,12 @@ class TestHungRedis(hh.HeraldTestCase):
                                  for s in subs.values()])
         wait_for(lambda: all(hh.stats(n.port)["subscriptions"] == k for n, k in ((a, 1), (b, 2))),
                  what="the subscriptions")
+        # A long poll held across the hang, on a channel nothing is published to until after.
+        lp = []
+        lpt = threading.Thread(target=lambda: lp.append(
+            request(a.port, "GET", "/lp/hung-lp?timeout=60", timeout=70)), daemon=True)
+        lpt.start()
+        wait_for(lambda: hh.stats(a.port)["subscriptions"] == 2, what="the long poll")
         pub = PacedPublisher(a.port, "hung")
         self.addCleanup(pub.stop)
         wait_for(lambda: pub.counts()[0] >= 5, what="publishes before the hang")
@@ -129,15 +135,22 @@ class TestHungRedis(hh.HeraldTestCase):
             st, body, _ = hh.get_json(n.port, "/healthz")
             self.assertEqual((st, body.get("status")), (503, "degraded"), body)
         # ... and the subscribers already there stay connected.
-        self.assertEqual([hh.stats(n.port)["subscriptions"] for n in (a, b)], [1, 2])
+        self.assertEqual([hh.stats(n.port)["subscriptions"] for n in (a, b)], [2, 2])
         time.sleep(max(0.0, HANG_S - (time.monotonic() - t0 - noticed)))
-        self.assertEqual([hh.stats(n.port)["subscriptions"] for n in (a, b)], [1, 2])
+        self.assertEqual([hh.stats(n.port)["subscriptions"] for n in (a, b)], [2, 2])
+        self.assertEqual(lp, [], "the held long poll was answered while Redis hung")
         self.assertFalse(any(s.closed for s in subs.values() if hasattr(s, "closed")))
 
         redis.resume()
         for n in (a, b):
             wait_for(lambda: request(n.port, "GET", "/healthz")[0] == 200, timeout=15,
                      what="node on %d back" % n.port)
+        lp_id = publish(b.port, "hung-lp", "after the hang")
+        lpt.join(15)
+        st, _, data = lp[0]
+        self.assertEqual(st, 200, data)
+        self.assertEqual([(m["id"], m["data"]) for m in json.loads(data)["messages"]],
+                         [(lp_id, "after the hang")])
         acked_at_resume = pub.counts()[0]
         wait_for(lambda: pub.counts()[0] >= acked_at_resume + 5, what="publishes after")
         pub.stop()
