@@ -6,7 +6,7 @@
  *   publish.c     POST /pub/{channel}, POST /pub (batch)
  *   introspect.c  GET /channels/{channel}, GET /stats, GET /metrics
  *   access.c      who may reach what: the admin endpoints, admin listeners (a guard run on
- *                 every request before routing)
+ *                 every request before routing), then CORS (cors.c)
  */
 #ifndef HERALD_API_H
 #define HERALD_API_H
@@ -37,5 +37,12 @@ int hd_api_admin_ok(const hd_req_t *req);
  * need not call it (the guard did); one that serves admin and other requests on one path may.
  */
 int hd_api_admin_allowed(hd_req_t *req);
+/*
+ * CORS for SSE, polls and publishing under cors_origins (cors.c): sets the Access-Control-*
+ * and Vary headers every response to req carries, and answers a preflight (OPTIONS with Origin
+ * and Access-Control-Request-Method): 204 for an allowed origin, 403 otherwise. Returns 0 to
+ * route req, or -1 once it answered. Other paths, or cors_origins off: 0, nothing set.
+ */
+int hd_api_cors(hd_req_t *req);
 
 #endif

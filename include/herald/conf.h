@@ -80,6 +80,7 @@ typedef struct hd_conf_s {
     /* access (src/transport/common.c, src/api/access.c) */
     hd_strlist_t publish_keys; /* any of them publishes; none: only loopback clients may */
     hd_strlist_t admin_keys;   /* any of them opens the admin endpoints; none: loopback only */
+    hd_strlist_t cors_origins; /* origins answered with CORS headers; "*" = any, no credentials */
 
     /* publishing and history */
     size_t max_message_bytes;

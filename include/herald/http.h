@@ -110,6 +110,13 @@ void hd_http_accept(hd_conn_t *c);
 /* Header value by name (case-insensitive), NULL if absent. */
 const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len);
 /*
+ * Header lines ("Name: value\r\n", each complete) that every response to req carries, a
+ * stream's head included, besides what the handler passes (the CORS headers, set by the guard:
+ * src/api/access.c). `lines` must stay valid until req is answered (a string literal), unless
+ * is_copy, which copies it (freed with the request). Replaces what was set before; NULL: none.
+ */
+void hd_req_set_response_headers(hd_req_t *req, const char *lines, int is_copy);
+/*
  * Query parameter by name: copies the percent-decoded value of the first occurrence into out
  * (NUL-terminated) and returns its length, or -1 when absent or longer than outlen - 1.
  */

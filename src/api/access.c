@@ -8,6 +8,7 @@
  *                     path under /admin/, /auth/ticket: a listener marked admin, or one of the
  *                     admin_key keys, or (no admin_key) a local client (hd_tp_peer_is_local)
  *   admin listeners   serve the admin endpoints and /healthz, nothing else (404)
+ *   CORS              the headers of SSE, polls and publishing, preflights (cors.c)
  *
  * Publishing has its own check (hd_tp_publish_allowed, publish_key), made by its handlers.
  */
@@ -89,7 +90,7 @@ static int guard(hd_req_t *req)
                               "/channels, /admin/*, /auth/ticket and /healthz");
         return -1;
     }
-    return 0;
+    return hd_api_cors(req);
 }
 
 void hd_access_install(void)

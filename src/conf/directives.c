@@ -84,6 +84,57 @@ static int check_key(const char *value, char *why, size_t whylen)
     return 0;
 }
 
+/*
+ * An origin as browsers send it (RFC 6454 serialization): SCHEME://HOST[:PORT], lower case, no
+ * path; or "*". A trailing slash or upper case would never match, so they are refused here.
+ */
+static int check_origin(const char *value, char *why, size_t whylen)
+{
+    const char *p = value, *host;
+    size_t n = strlen(value);
+
+    if (strcmp(value, "*") == 0)
+        return 0;
+    if (n > 255)
+        goto bad;
+    if (!(*p >= 'a' && *p <= 'z'))
+        goto bad;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '+' || *p == '-' ||
+           *p == '.')
+        p++;
+    if (strncmp(p, "://", 3) != 0)
+        goto bad;
+    host = p += 3;
+    if (*p == '[') {
+        const char *in = ++p;
+        while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == ':' || *p == '.')
+            p++;
+        if (p == in || *p++ != ']')
+            goto bad;
+    } else {
+        while ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+               *p == '_')
+            p++;
+    }
+    if (p == host)
+        goto bad;
+    if (*p == ':') {
+        const char *port = ++p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == port || p - port > 5)
+            goto bad;
+    }
+    if (*p == '\0')
+        return 0;
+bad:
+    snprintf(why, whylen,
+             "expected an origin SCHEME://HOST[:PORT] in lower case without a path (as browsers "
+             "send it, e.g. https://app.example.com) or *, got \"%.*s\"",
+             (int)(n > 200 ? 200 : n), value);
+    return -1;
+}
+
 /* clang-format off */
 const directive_t hd_conf_directives[] = {
     /* process */
@@ -149,6 +200,9 @@ const directive_t hd_conf_directives[] = {
     D("admin_key", T_LIST, admin_keys, "off", NULL, NULL, RELOAD | F_MULTI,
       "keys that open /stats, /metrics, /channels, /admin/*; off = loopback or admin listeners",
       .none = "off", .check = check_key),
+    D("cors_origins", T_LIST, cors_origins, "*", NULL, NULL, RELOAD | F_MULTI,
+      "origins whose pages may read SSE, polls and publish answers; * = any; off = none",
+      .none = "off", .check = check_origin),
 
     /* publishing and history */
     D("max_message_size", T_SIZE, max_message_bytes, "1m", "1", "64m", RELOAD,

@@ -52,6 +52,10 @@ struct hd_http_s {
     char *pending; /* bytes received after the request being handled: [pending_off, pending_len) */
     size_t pending_off, pending_len;
     hd_header_t *req_headers;
+    /* Header lines every response to the request carries (hd_req_set_response_headers): a
+     * string that outlives the request, or resp_headers_owned, freed with the request. */
+    const char *resp_headers;
+    char *resp_headers_owned;
     hd_deferred_t *deferred;
     hd_req_t req;
     /* The handler's, called once a response is queued outside dispatch (a deferred one) on a

@@ -74,8 +74,10 @@ void hd_http_reset_request(hd_http_t *h)
     free(h->head);
     free(h->body);
     free(h->req_headers);
+    free(h->resp_headers_owned);
     h->head = h->body = NULL;
     h->req_headers = NULL;
+    h->resp_headers = h->resp_headers_owned = NULL;
     h->head_len = h->head_cap = h->url_len = 0;
     h->body_len = h->body_cap = 0;
     h->n_hdrs = 0;
@@ -88,6 +90,14 @@ void hd_http_reset_request(hd_http_t *h)
     h->is_chunked_body = 0;
     memset(&h->req, 0, sizeof(h->req));
     h->phase = PHASE_IDLE;
+}
+
+void hd_req_set_response_headers(hd_req_t *req, const char *lines, int is_copy)
+{
+    hd_http_t *h = req->http_;
+    free(h->resp_headers_owned);
+    h->resp_headers_owned = is_copy && lines ? hd_strdup(lines) : NULL;
+    h->resp_headers = is_copy ? h->resp_headers_owned : lines;
 }
 
 const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len)

@@ -107,6 +107,8 @@ void hd_http_build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *ext
     hd_sbuf_appends(sb, "\r\n");
     if (extra)
         hd_sbuf_appends(sb, extra);
+    if (h->resp_headers)
+        hd_sbuf_appends(sb, h->resp_headers);
     if (is_close > 0)
         hd_sbuf_appends(sb, "Connection: close\r\n");
     else if (is_close == 0 && h->req.version_major == 1 && h->req.version_minor == 0)
@@ -134,9 +136,16 @@ static void respond(hd_req_t *req, int status, const char *extra_headers, const 
         hd_sbuf_appends(&sb, content_type);
         hd_sbuf_appends(&sb, "\r\n");
     }
-    hd_sbuf_appends(&sb, "Content-Length: ");
-    hd_sbuf_append_u64(&sb, len);
-    hd_sbuf_appends(&sb, "\r\n\r\n");
+    if (status == 204 || status == 304) {
+        /* No content, and no Content-Length (RFC 9110 8.6) */
+        with_body = 0;
+        len = 0;
+        hd_sbuf_appends(&sb, "\r\n");
+    } else {
+        hd_sbuf_appends(&sb, "Content-Length: ");
+        hd_sbuf_append_u64(&sb, len);
+        hd_sbuf_appends(&sb, "\r\n\r\n");
+    }
     if (with_body && body && len)
         hd_sbuf_append(&sb, body, len);
     hd_buf_t *b = hd_sbuf_finish(&sb);

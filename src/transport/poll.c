@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POLL_HEADERS "Cache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\n"
+#define POLL_HEADERS "Cache-Control: no-cache, no-store\r\n"
 
 /*
  * The body of an answer with history, msgs[0..n) (n > 0), all of it in one buffer: at most

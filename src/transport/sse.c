@@ -26,7 +26,7 @@
 
 #define SSE_HEADERS                                                                                \
     "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"                \
-    "X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
+    "X-Accel-Buffering: no\r\nConnection: close\r\n"
 
 #define SSE_GAP_EVENT                                                                              \
     "event: herald-gap\ndata: {\"channel\":\"%s\",\"reason\":\"history lost or expired; some "     \

@@ -337,6 +337,20 @@ class TestReload(hh.HeraldTestCase):
         else:
             self.assertEqual((st, st_key, st_wrong), (401, 200, 403), body)
 
+    @case("cors_origins", "*", "https://a.example")
+    def check_cors_origins(self, h, value):
+        _, hdrs, _ = hh.request(h.port, "GET", "/poll/co", headers={"Origin": "https://b.example"})
+        _, listed, _ = hh.request(h.port, "GET", "/poll/co",
+                                  headers={"Origin": "https://a.example"})
+        if value == "*":
+            self.assertEqual(hdrs.get("access-control-allow-origin"), "*")
+            self.assertEqual(listed.get("access-control-allow-origin"), "*")
+            self.assertIsNone(listed.get("access-control-allow-credentials"))
+        else:
+            self.assertIsNone(hdrs.get("access-control-allow-origin"))
+            self.assertEqual(listed.get("access-control-allow-origin"), "https://a.example")
+            self.assertEqual(listed.get("access-control-allow-credentials"), "true")
+
     @case("max_message_size", "1k", "100")
     def check_max_message_size(self, h, value):
         st, _, body = hh.request(h.port, "POST", "/pub/mm", "m" * 500)

@@ -791,6 +791,72 @@ static void test_list(void)
                    "without spaces");
 }
 
+static void test_cors_origins(void)
+{
+    hd_conf_t *c;
+    char line[512];
+
+    /* Default: any origin (no credentials); the file's lines replace it; "off" is none. */
+    c = LOAD_OK("");
+    T_EQ_INT(c->cors_origins.n, 1);
+    T_EQ_STR(c->cors_origins.v[0], "*");
+    hd_conf_unref(c);
+    c = LOAD_OK("cors_origins off");
+    T_EQ_INT(c->cors_origins.n, 0);
+    hd_conf_unref(c);
+    c = LOAD_OK("cors_origins https://app.example.com http://127.0.0.1:8000\n"
+                "cors_origins https://[::1]:8443 *");
+    T_EQ_INT(c->cors_origins.n, 4);
+    T_EQ_STR(c->cors_origins.v[0], "https://app.example.com");
+    T_EQ_STR(c->cors_origins.v[2], "https://[::1]:8443");
+    T_EQ_STR(c->cors_origins.v[3], "*");
+    hd_conf_unref(c);
+
+    static const char *const good[] = {"*",
+                                       "https://a.example",
+                                       "http://127.0.0.1:8080",
+                                       "https://[::1]",
+                                       "https://[2001:db8::1]:1",
+                                       "app+x.y-z://host-1.example_x",
+                                       "http://a:65535"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(good); i++) {
+        snprintf(line, sizeof(line), "cors_origins %s", good[i]);
+        c = LOAD_OK(line);
+        T_EQ_STR(c->cors_origins.v[0], good[i]);
+        hd_conf_unref(c);
+    }
+    /* What a browser never sends as an Origin: a path or trailing slash, upper case, no
+     * scheme, "null" (sandboxed pages and files: allowing it allows any of them). */
+    static const char *const bad[] = {"https://a.example/",
+                                      "https://a.example/app",
+                                      "HTTPS://a.example",
+                                      "https://A.example",
+                                      "a.example",
+                                      "https://",
+                                      "https://[]",
+                                      "https://[::1",
+                                      "https://a:",
+                                      "https://a:123456",
+                                      "https://user@a",
+                                      "null",
+                                      "**",
+                                      "https://a.example?x",
+                                      "1http://a",
+                                      "https://a b"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        char want[512];
+        snprintf(line, sizeof(line), "cors_origins \"%s\"", bad[i]);
+        snprintf(want, sizeof(want),
+                 "t.conf:1: cors_origins: value 1: expected an origin SCHEME://HOST[:PORT] in "
+                 "lower case without a path (as browsers send it, e.g. https://app.example.com) "
+                 "or *, got \"%s\"",
+                 bad[i]);
+        LOAD_ERR(line, want);
+    }
+    LOAD_ERR("cors_origins * \"\"", "t.conf:1: cors_origins: \"\" must be the only value");
+    LOAD_ERR("cors_origins * off", "t.conf:1: cors_origins: \"off\" must be the only value");
+}
+
 /* ---- syntax ---------------------------------------------------------------------------------- */
 
 static void test_syntax(void)
@@ -1129,7 +1195,7 @@ static void test_restart_needed(void)
     T_EQ_STR(buf, "listen");
     hd_conf_unref(b);
     /* Keys and origins change live. */
-    b = LOAD_OK("publish_key k1 k2\nadmin_key a");
+    b = LOAD_OK("publish_key k1 k2\nadmin_key a\ncors_origins https://a.example");
     T_EQ_INT(hd_conf_restart_needed(a, b, buf, sizeof(buf)), 0);
     hd_conf_unref(b);
 
@@ -1252,6 +1318,7 @@ int main(void)
     T_RUN(test_enum);
     T_RUN(test_listen);
     T_RUN(test_list);
+    T_RUN(test_cors_origins);
     T_RUN(test_syntax);
     T_RUN(test_overrides);
     T_RUN(test_tls_checks);
