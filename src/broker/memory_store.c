@@ -90,7 +90,6 @@ static void ring_resize(hd_mstore_t *st, hd_mchan_t *c, uint32_t cap)
     for (uint32_t i = 0; i < c->len; i++)
         ring[i] = ring_at(c, i);
     free(c->ring);
-    c->charge = c->charge - ring_cost(c->cap) + ring_cost(cap);
     st->memory_bytes = st->memory_bytes - ring_cost(c->cap) + ring_cost(cap);
     st->history_charge = st->history_charge - ring_cost(c->cap) + ring_cost(cap);
     c->ring = ring;
@@ -175,8 +174,7 @@ static hd_mchan_t *new_chan(hd_mstore_t *st, const char *name, size_t len)
     hd_list_init(&c->lru);
     /* A channel deleted earlier may have had messages under this name. */
     c->trimmed_seq = *tomb_of(st, name, len);
-    c->charge = hd_mstore_channel_cost(st, len);
-    st->memory_bytes += c->charge;
+    st->memory_bytes += hd_mstore_channel_cost(st, len);
     return c;
 }
 
@@ -185,7 +183,7 @@ static void free_chan(hd_mstore_t *st, hd_mchan_t *c)
     while (c->len)
         drop_oldest(st, c);
     ring_resize(st, c, 0);
-    st->memory_bytes -= c->charge;
+    st->memory_bytes -= hd_mstore_channel_cost(st, name_len(c)); /* charged when it was made */
     hd_interest_dispose(&c->in);
     hd_chantab_free(&st->chans, &c->ch);
 }

@@ -45,7 +45,6 @@ typedef struct hd_mchan_s {
     hd_message_t **ring;
     uint32_t cap, head, len;
     size_t bytes;         /* payload bytes in history */
-    size_t charge;        /* bytes charged for the channel and its ring (not its messages) */
     uint64_t trimmed_seq; /* highest sequence that ever left history */
     uint64_t last_seq;    /* last sequence published here; 0: none */
     /*
