@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "herald/auth.h"
 #include "herald/buf.h"
 #include "herald/common.h"
 #include "herald/heap.h"
@@ -68,6 +69,11 @@ struct hd_conn_s {
     uint32_t q_len, q_cap, wq_len, wq_cap;
     size_t queued_bytes; /* q + wq */
     uv_shutdown_t *sreq;
+    /* Who the peer is (auth.h): set by the transport that verified its credential
+     * (hd_conn_set_identity), one reference, dropped when the connection is freed; NULL:
+     * anonymous. Streams (SSE, WebSocket) keep it for their lifetime, a held long poll while it
+     * waits; its exp (hd_identity_exp) is when the credential runs out. */
+    hd_identity_t *identity;
     uint8_t open_handles;
     unsigned is_closing : 1;
     unsigned is_writing : 1;
@@ -114,6 +120,15 @@ void hd_conn_finish(hd_conn_t *c);
 
 /* Immediate close: queued output is dropped. Safe to call more than once and from callbacks. */
 void hd_conn_close(hd_conn_t *c);
+
+/* Sets the connection's identity (NULL clears it): takes a reference, drops the previous one. */
+void hd_conn_set_identity(hd_conn_t *c, hd_identity_t *id);
+/*
+ * Calls fn(c, arg) for every open (not closing) connection of w, on w's loop: how a worker
+ * finds its connections by identity (a sub, a jti, an exp that passed). fn may close or finish
+ * the connection it is given, no other.
+ */
+void hd_conn_foreach(hd_worker_t *w, void (*fn)(hd_conn_t *c, void *arg), void *arg);
 
 /* "127.0.0.1:5555" for logs (thread-local storage, valid until the next call). */
 const char *hd_conn_peer(hd_conn_t *c);

@@ -60,6 +60,13 @@ typedef struct hd_message_s {
      * broker reads it and frees it (hd_message_take_idem_key) before anyone else sees the message.
      */
     char *idem_key;
+    /*
+     * Who published it, stamped by the server for a client with an identity (auth.h): compact
+     * JSON {"sub":..,"info":{..}} (an allocation of its own), or NULL for the backend and
+     * anonymous clients. Set before publishing (hd_message_set_publisher), never by a client's
+     * bytes; envelopes and poll objects carry it as "publisher".
+     */
+    char *publisher;
 } hd_message_t;
 
 /* A message with no id yet (the broker assigns it), one reference. */
@@ -89,6 +96,9 @@ void hd_message_unref(hd_message_t *m);
 int hd_idem_key_valid(const char *key, size_t len);
 /* Gives the message (not yet published) an idempotency key (copied; checked by the caller). */
 void hd_message_set_idem_key(hd_message_t *m, const char *key, size_t len);
+/* Stamps the message (not yet published) with its publisher (JSON object text, copied; NULL:
+ * none). */
+void hd_message_set_publisher(hd_message_t *m, const char *json);
 /* Sets seq/epoch/id; only the broker does this, before anyone else sees the message. */
 void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq);
 

@@ -12,6 +12,7 @@
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
 
+#include "herald/auth.h"
 #include "herald/http.h"
 #include "herald/pubsub.h"
 
@@ -55,6 +56,46 @@ int hd_tp_peer_is_local(const hd_req_t *req);
 void hd_tp_respond_failure(hd_req_t *req, int err);
 /* A pseudo-random number in [0, n) for jitter. */
 uint32_t hd_tp_jitter(uint32_t n);
+
+/* ---- authorization (authz.c, docs/auth.md) ---- */
+
+/* What a request proved. The all-zero value is anonymous. */
+typedef struct hd_tp_cred_s {
+    hd_identity_t *id;       /* a verified token's identity (one reference), or NULL */
+    unsigned is_backend : 1; /* Authorization: Bearer carried the publish key */
+} hd_tp_cred_t;
+
+/*
+ * Reads a request's credential when auth is on (conf->auth): Authorization: Bearer with the
+ * publish key (the backend), else a token from Authorization: Bearer or ?token=, verified.
+ * Returns 0 with cred set (all zero: anonymous, or auth off), or -1 after answering 401 with
+ * a JSON reason (a token that does not verify, an expired one: code "token_expired").
+ */
+int hd_tp_credential(hd_req_t *req, hd_tp_cred_t *cred);
+void hd_tp_cred_dispose(hd_tp_cred_t *cred);
+/*
+ * hd_auth_check for the request's credential (the backend passes everything). Returns 0, or -1
+ * after answering 401 (a token would help) or 403 (not allowed) with a JSON reason.
+ */
+int hd_tp_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel, size_t len,
+                    hd_auth_action_t action);
+/*
+ * The HTTP publish check of one channel once hd_tp_credential ran (auth on): the backend passes
+ * (a publish key; without publish_key, a local client without a token, as with auth off);
+ * otherwise the channel's rule decides (publish=...). 0, or -1 after answering 401/403.
+ */
+int hd_tp_publish_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel,
+                            size_t len);
+/* Verifies a token that came another way (the /ws auth message): 0 with *out, or
+ * HD_EUNAUTHENTICATED / HD_ETOKENEXPIRED with a reason in why (never the token). */
+int hd_tp_verify_token(const hd_conf_t *conf, const char *token, size_t len, hd_identity_t **out,
+                       char *why, size_t whylen);
+/* Answers 401 or 403: {"error":reason,"code":"unauthenticated"|"token_expired"|"forbidden",
+ * "status":N}, 401 with WWW-Authenticate: Bearer. err is the HD_E* code behind it. */
+void hd_tp_respond_auth(hd_req_t *req, int status, const char *reason, int err);
+/* The stamp of a client's publish: {"sub":..,"info":{..}} of its identity (malloc'd), or NULL
+ * when there is nothing to say (no identity, or neither sub nor info). */
+char *hd_tp_publisher_json(const hd_identity_t *id);
 
 /*
  * Publishes msgs[0..n) (the references pass to the call) in order through the broker; done

@@ -114,30 +114,55 @@ static int idem_header(hd_req_t *req, char *out)
     return (int)len;
 }
 
+/*
+ * Who publishes: with auth off, the publish key check as ever; with auth on, the backend key or
+ * a token (docs/auth.md), checked per channel by hd_tp_publish_authorize. 0, or -1 answered.
+ */
+static int publisher_of(hd_req_t *req, hd_tp_cred_t *cred)
+{
+    memset(cred, 0, sizeof(*cred));
+    if (!hd_auth_enabled(hd_worker_conf(req->conn->worker)->auth))
+        return hd_tp_publish_allowed(req);
+    return hd_tp_credential(req, cred);
+}
+
+/* A client's message carries its publisher, stamped here from the verified identity. */
+static void stamp(hd_message_t *m, const hd_tp_cred_t *cred)
+{
+    char *s = cred->is_backend ? NULL : hd_tp_publisher_json(cred->id);
+    if (s)
+        hd_message_set_publisher(m, s);
+    free(s);
+}
+
 static void on_publish_one(hd_req_t *req, void *arg)
 {
     (void)arg;
-    if (hd_tp_publish_allowed(req) < 0)
+    hd_tp_cred_t cred;
+    if (publisher_of(req, &cred) < 0)
         return;
     char channel[HD_CHANNEL_MAX + 1];
     int n = hd_tp_channel_from_path(req, 5, channel);
-    if (n < 0)
-        return;
+    if (n < 0 || hd_tp_publish_authorize(req, &cred, channel, (size_t)n) < 0)
+        goto done;
     const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
     if (req->body_len > conf->max_message_bytes) {
         hd_http_respond_error(req, 413, "message larger than max_message_size");
-        return;
+        goto done;
     }
     char ct[HD_CONTENT_TYPE_MAX + 1], key[HD_IDEM_KEY_MAX + 1];
     if (content_type_of(req, ct) < 0)
-        return;
+        goto done;
     int key_len = idem_header(req, key);
     if (key_len < 0)
-        return;
+        goto done;
     hd_message_t *m = hd_message_new(channel, (size_t)n, ct, req->body, req->body_len);
     if (key_len > 0)
         hd_message_set_idem_key(m, key, (size_t)key_len);
+    stamp(m, &cred);
     submit(req, &m, 1, 0);
+done:
+    hd_tp_cred_dispose(&cred);
 }
 
 static void batch_error(hd_req_t *req, int status, size_t index, const char *what)
@@ -150,7 +175,8 @@ static void batch_error(hd_req_t *req, int status, size_t index, const char *wha
 static void on_publish_batch(hd_req_t *req, void *arg)
 {
     (void)arg;
-    if (hd_tp_publish_allowed(req) < 0)
+    hd_tp_cred_t cred;
+    if (publisher_of(req, &cred) < 0)
         return;
     const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
     json_error_t jerr;
@@ -161,18 +187,21 @@ static void on_publish_batch(hd_req_t *req, void *arg)
                  root ? "not an array" : jerr.text);
         json_decref(root);
         hd_http_respond_error(req, 400, msg);
+        hd_tp_cred_dispose(&cred);
         return;
     }
     char key[HD_IDEM_KEY_MAX + 1];
     int key_len = idem_header(req, key);
     if (key_len < 0) {
         json_decref(root);
+        hd_tp_cred_dispose(&cred);
         return;
     }
     size_t n = json_array_size(root);
     if (n > MAX_BATCH) {
         json_decref(root);
         hd_http_respond_error(req, 413, "more than 10000 messages in one batch");
+        hd_tp_cred_dispose(&cred);
         return;
     }
     hd_message_t **msgs = hd_calloc(n ? n : 1, sizeof(*msgs));
@@ -192,6 +221,9 @@ static void on_publish_batch(hd_req_t *req, void *arg)
             batch_error(req, 400, i, "bad channel name: 1-128 characters of A-Z a-z 0-9 . _ - : @");
             goto fail;
         }
+        /* Every item's channel must be allowed, or nothing of the batch is published. */
+        if (hd_tp_publish_authorize(req, &cred, name, name_len) < 0)
+            goto fail;
         const char *why;
         int rc = hd_message_from_json(name, name_len, data, type, conf->max_message_bytes,
                                       &msgs[built], &why);
@@ -199,6 +231,7 @@ static void on_publish_batch(hd_req_t *req, void *arg)
             batch_error(req, hd_err_http_status(rc), i, why);
             goto fail;
         }
+        stamp(msgs[built], &cred);
         built++;
         /* The item's own key, else the request's with the item's index: "<key>#<i>". */
         json_t *ik = json_object_get(item, "idempotency_key");
@@ -216,6 +249,7 @@ static void on_publish_batch(hd_req_t *req, void *arg)
         }
     }
     json_decref(root);
+    hd_tp_cred_dispose(&cred);
     if (built == 0) {
         free(msgs);
         hd_http_respond(req, 200, NULL, "application/json", "{\"messages\":[]}", 15);
@@ -229,6 +263,7 @@ fail:
         hd_message_unref(msgs[i]);
     free(msgs);
     json_decref(root);
+    hd_tp_cred_dispose(&cred);
 }
 
 void hd_publish_register(hd_router_t *r)

@@ -72,18 +72,48 @@ const char *hd_http_status_text(int status)
     }
 }
 
+/*
+ * The URL as the access log shows it, at most 512 bytes: the value of every query parameter
+ * named "token" (a connection token, docs/auth.md) replaced by "REDACTED", so credentials
+ * never reach a log file.
+ */
+static size_t loggable_url(const hd_req_t *r, char *out, size_t outlen)
+{
+    const char *u = r->url ? r->url : "";
+    size_t len = r->url_len, o = 0, i = 0;
+    const char *q = memchr(u, '?', len);
+    size_t qstart = q ? (size_t)(q - u) + 1 : len;
+
+    while (i < len && o + 1 < outlen) {
+        /* At the start of a query parameter called token: copy "token=", skip its value. */
+        if (i >= qstart && (i == qstart || u[i - 1] == '&') && len - i >= 6 &&
+            memcmp(u + i, "token=", 6) == 0) {
+            static const char red[] = "token=REDACTED";
+            for (size_t k = 0; k < sizeof(red) - 1 && o + 1 < outlen; k++)
+                out[o++] = red[k];
+            i += 6;
+            while (i < len && u[i] != '&')
+                i++;
+            continue;
+        }
+        out[o++] = u[i++];
+    }
+    out[o] = '\0';
+    return o;
+}
+
 void hd_http_access_log(hd_http_t *h, int status, size_t bytes)
 {
     if (!hd_log_access_enabled())
         return;
-    char line[1024];
+    char line[1024], url[513];
     const hd_req_t *r = &h->req;
     uint64_t ms = uv_now(&h->conn->worker->loop) - h->start_ms;
+    size_t ulen = loggable_url(r, url, sizeof(url));
     int n = snprintf(line, sizeof(line), "%s c#%llu \"%s %.*s HTTP/%u.%u\" %d %zu %llums",
                      hd_conn_peer(h->conn), (unsigned long long)h->conn->id,
-                     r->method_name ? r->method_name : "-",
-                     (int)(r->url_len > 512 ? 512 : r->url_len), r->url ? r->url : "",
-                     r->version_major, r->version_minor, status, bytes, (unsigned long long)ms);
+                     r->method_name ? r->method_name : "-", (int)ulen, url, r->version_major,
+                     r->version_minor, status, bytes, (unsigned long long)ms);
     if (n > 0)
         hd_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }

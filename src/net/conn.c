@@ -520,6 +520,7 @@ static void on_handle_closed(uv_handle_t *h)
         hd_tls_dispose(c->tls);
         free(c->tls);
     }
+    hd_identity_unref(c->identity);
     hd_worker_t *w = c->worker;
     free(c);
     hd_worker_conn_freed(w);
@@ -673,6 +674,24 @@ void hd_conn_shutdown_all(hd_worker_t *w)
             c->ops->on_shutdown(c);
         else
             hd_conn_close(c);
+    }
+}
+
+void hd_conn_set_identity(hd_conn_t *c, hd_identity_t *id)
+{
+    hd_identity_t *old = c->identity;
+    c->identity = id ? hd_identity_ref(id) : NULL;
+    hd_identity_unref(old);
+}
+
+void hd_conn_foreach(hd_worker_t *w, void (*fn)(hd_conn_t *c, void *arg), void *arg)
+{
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &w->conns_->conns)
+    {
+        hd_conn_t *c = hd_container_of(pos, hd_conn_t, link);
+        if (!c->is_closing)
+            fn(c, arg);
     }
 }
 

@@ -222,6 +222,7 @@ void hd_message_unref(hd_message_t *m)
 {
     if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         free(m->idem_key);
+        free(m->publisher);
         free(m);
     }
 }
@@ -242,6 +243,12 @@ void hd_message_set_idem_key(hd_message_t *m, const char *key, size_t len)
     m->idem_key = hd_malloc(len + 1);
     memcpy(m->idem_key, key, len);
     m->idem_key[len] = '\0';
+}
+
+void hd_message_set_publisher(hd_message_t *m, const char *json)
+{
+    free(m->publisher);
+    m->publisher = json ? hd_strdup(json) : NULL;
 }
 
 void hd_message_set_id(hd_message_t *m, uint64_t epoch, uint64_t seq)
@@ -356,6 +363,10 @@ void hd_message_json_object(hd_sbuf_t *sb, const hd_message_t *m)
     append_json_string(sb, m->id, m->id_len);
     hd_sbuf_appends(sb, ",\"channel\":");
     append_json_string(sb, m->channel, m->channel_len);
+    if (m->publisher) {
+        hd_sbuf_appends(sb, ",\"publisher\":");
+        hd_sbuf_appends(sb, m->publisher);
+    }
     if (m->content_type[0]) {
         hd_sbuf_appends(sb, ",\"content_type\":");
         append_json_string(sb, m->content_type, strlen(m->content_type));

@@ -157,6 +157,15 @@ static void on_poll(hd_req_t *req, void *arg)
         free(p);
         return;
     }
+    /* A short poll reads history: the channel's rule must let this credential read it. */
+    hd_tp_cred_t cred;
+    if (hd_tp_credential(req, &cred) < 0 ||
+        hd_tp_authorize(req, &cred, p->channel, (size_t)n, HD_AUTH_HISTORY) < 0) {
+        hd_tp_cred_dispose(&cred);
+        free(p);
+        return;
+    }
+    hd_tp_cred_dispose(&cred);
     hd_worker_t *w = req->conn->worker;
     hd_breq_t *r = hd_breq_new(HD_BREQ_HISTORY, w, p->channel, (size_t)n);
     r->has_since = has_since == 1;
@@ -187,6 +196,8 @@ static hd_req_t *lp_end(lp_t *lp)
 {
     hd_req_t *req = lp->d->req;
     hd_worker_t *w = lp->sub->worker;
+    if (req) /* NULL when aborted: the connection, and its identity, are going */
+        hd_conn_set_identity(req->conn, NULL); /* it was the identity's while held */
     hd_hub_unsubscribe(lp->sub);
     HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], -1);
     free(lp);
@@ -211,6 +222,7 @@ static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int ga
     lp_t *lp = s->data;
     if (err) {
         hd_req_t *req = lp->d->req;
+        hd_conn_set_identity(req->conn, NULL);
         HD_HUB_STAT_ADD(req->conn->worker, transport_conns[HD_TP_LONGPOLL], -1);
         free(lp); /* the hub frees the failed subscription */
         hd_tp_respond_failure(req, err);
@@ -300,6 +312,19 @@ static void on_longpoll(hd_req_t *req, void *arg)
         free(lp);
         return;
     }
+    /* Waiting for the next message is subscribing; resuming with since reads history too. */
+    hd_tp_cred_t cred;
+    if (hd_tp_credential(req, &cred) < 0 ||
+        hd_tp_authorize(req, &cred, lp->channel, (size_t)n,
+                        has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE) < 0) {
+        hd_tp_cred_dispose(&cred);
+        free(lp);
+        return;
+    }
+    /* While it is held, the connection is this identity's (cleared with the answer). */
+    if (cred.id)
+        hd_conn_set_identity(req->conn, cred.id);
+    hd_tp_cred_dispose(&cred);
     lp->timeout_ms = (uint64_t)timeout;
     lp->d = hd_http_defer(req);
     lp->d->data = lp;

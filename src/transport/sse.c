@@ -163,6 +163,7 @@ static void fail_stream(sse_t *s, int err)
     s->d = NULL;
     HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
     free_sse(s);
+    hd_conn_set_identity(req->conn, NULL); /* the connection goes on as plain HTTP */
     hd_tp_respond_failure(req, err);
 }
 
@@ -374,6 +375,21 @@ static void on_sse(hd_req_t *req, void *arg)
             goto done;
         has_since = 1;
     }
+    /* Every channel of the stream must be allowed; a resume reads history too. */
+    hd_tp_cred_t cred;
+    if (hd_tp_credential(req, &cred) < 0)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        if (hd_tp_authorize(req, &cred, names[i], strlen(names[i]),
+                            has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE) < 0) {
+            hd_tp_cred_dispose(&cred);
+            goto done;
+        }
+    }
+    /* The stream is this identity's for its lifetime. */
+    if (cred.id)
+        hd_conn_set_identity(req->conn, cred.id);
+    hd_tp_cred_dispose(&cred);
     hd_worker_t *w = req->conn->worker;
     sse_t *s = hd_calloc(1, sizeof(*s));
     s->w = w;

@@ -24,7 +24,16 @@ static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t l
         hd_ws_close(ws, 1008, "client publishing is disabled");
         return;
     }
-    if (!hd_ws_bearer_ok(ws)) {
+    ws_sub_t *e = hd_ws_pub(ws)->subs[0];
+    const char *reason;
+    if (hd_auth_enabled(hd_ws_conf(ws)->auth)) {
+        /* With auth on, the channel's rule decides for the connection's identity. */
+        int err = hd_ws_may_publish(ws, e->channel, e->len, &reason);
+        if (err) {
+            hd_ws_close(ws, hd_err_ws_close(err), reason);
+            return;
+        }
+    } else if (!hd_ws_bearer_ok(ws)) {
         hd_ws_close(ws, 1008,
                     hd_ws_conf(ws)->publish_keys.n
                         ? "publishing needs the publish key (Authorization: Bearer)"
@@ -33,8 +42,9 @@ static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t l
     }
     const char *ct =
         opcode == WSLAY_TEXT_FRAME ? "text/plain; charset=utf-8" : "application/octet-stream";
-    ws_sub_t *e = hd_ws_pub(ws)->subs[0];
-    hd_ws_publish(ws, hd_message_new(e->channel, e->len, ct, data, len), NULL);
+    hd_message_t *m = hd_message_new(e->channel, e->len, ct, data, len);
+    hd_ws_stamp(ws, m);
+    hd_ws_publish(ws, m, NULL);
 }
 
 static void chan_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *ref)
@@ -62,6 +72,7 @@ static void chan_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
     if (err) {
         e->sub = NULL; /* the hub frees it */
         hd_ws_gone(ws);
+        hd_conn_set_identity(req->conn, NULL); /* the connection goes on as plain HTTP */
         hd_tp_respond_failure(req, err);
     } else {
         hd_ws_upgrade(ws, req);
@@ -93,8 +104,20 @@ static void on_ws(hd_req_t *req, void *arg)
     ws_handshake_t hs = {0};
     if (hd_ws_check_handshake(req, &hs) < 0)
         return;
+    /* A token on the handshake (Authorization: Bearer or ?token=): a bad one is 401 here. */
+    hd_tp_cred_t cred;
+    if (hd_tp_credential(req, &cred) < 0)
+        return;
     if (req->path_len == 3) { /* "/ws": the JSON protocol, live at once */
+        const hd_auth_t *auth = hd_worker_conf(req->conn->worker)->auth;
         ws_t *ws = hd_ws_new(req, WS_MODE_JSON, &hd_ws_json_proto, &hs);
+        ws_public_t *pub = hd_ws_pub(ws);
+        pub->is_backend = cred.is_backend;
+        /* Without a token, the first message must authenticate (or say it stays anonymous). */
+        pub->needs_auth = hd_auth_has_key(auth) && !cred.id && !cred.is_backend;
+        if (cred.id)
+            hd_conn_set_identity(req->conn, cred.id);
+        hd_tp_cred_dispose(&cred);
         hd_ws_enter(ws);
         hd_ws_upgrade(ws, req);
         hd_ws_leave(ws);
@@ -102,8 +125,10 @@ static void on_ws(hd_req_t *req, void *arg)
     }
     char name[HD_CHANNEL_MAX + 1];
     int n = hd_tp_channel_from_path(req, 4, name);
-    if (n < 0)
+    if (n < 0) {
+        hd_tp_cred_dispose(&cred);
         return;
+    }
     uint64_t epoch = 0, seq = 0;
     int has_since = 0;
     char v[256];
@@ -114,13 +139,25 @@ static void on_ws(hd_req_t *req, void *arg)
         qlen = hd_req_query(req, what, v, sizeof(v));
     }
     if (qlen > 0) {
-        if (hd_tp_parse_id(req, what, v, (size_t)qlen, &epoch, &seq) < 0)
+        if (hd_tp_parse_id(req, what, v, (size_t)qlen, &epoch, &seq) < 0) {
+            hd_tp_cred_dispose(&cred);
             return;
+        }
         has_since = 1;
     }
+    /* Refused before the upgrade: a plain 401/403 with its JSON reason. */
+    if (hd_tp_authorize(req, &cred, name, (size_t)n,
+                        has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE) < 0) {
+        hd_tp_cred_dispose(&cred);
+        return;
+    }
+    if (cred.id)
+        hd_conn_set_identity(req->conn, cred.id);
     int mode = hs.has_subprotocol ? WS_MODE_ENVELOPE : WS_MODE_RAW;
     ws_t *ws = hd_ws_new(req, mode, &chan_proto, &hs);
     ws_public_t *pub = hd_ws_pub(ws);
+    pub->is_backend = cred.is_backend;
+    hd_tp_cred_dispose(&cred);
     ws_sub_t *e = hd_ws_sub_add(ws, name, (size_t)n);
     pub->d = hd_http_defer(req);
     pub->d->data = ws;

@@ -77,6 +77,10 @@ typedef struct ws_public_s {
     uint8_t mode;     /* WS_MODE_* */
     ws_sub_t **subs;
     uint32_t n_subs;
+    /* Authorization (docs/auth.md): the identity is the connection's (conn->identity). */
+    uint64_t auth_deadline_ms; /* /ws without a token: close 4401 unless auth comes by then */
+    unsigned needs_auth : 1;   /* /ws: the first message must be {"op":"auth"} */
+    unsigned is_backend : 1;   /* the handshake's bearer was the publish key */
 } ws_public_t;
 
 /* A connection not yet upgraded, with mode, proto and the checked handshake (its bearer token
@@ -101,6 +105,20 @@ void hd_ws_gone(ws_t *ws);
  * handshake came from a local client (hd_tp_peer_is_local): checked on each client publish, so
  * a key set or rotated by a reload holds for live sessions too. */
 int hd_ws_bearer_ok(ws_t *ws);
+/* The connection's identity (NULL: anonymous, or gone). */
+static inline hd_identity_t *hd_ws_identity(ws_t *ws)
+{
+    return hd_ws_pub(ws)->conn ? hd_ws_pub(ws)->conn->identity : NULL;
+}
+/*
+ * May this connection publish to channel (a client publish)? With auth off, or from the
+ * backend (the handshake's bearer is the publish key), yes. Otherwise the channel's rule
+ * decides for the connection's identity: returns 0, or the HD_E* refusal with a reason.
+ */
+int hd_ws_may_publish(ws_t *ws, const char *channel, size_t len, const char **reason);
+/* Stamps m with the connection's identity as its publisher (nothing for the backend). */
+void hd_ws_stamp(ws_t *ws, hd_message_t *m);
+
 /* 1 while neither gone nor closing. */
 int hd_ws_is_open(const ws_t *ws);
 /* Sends a close frame with code and reason, then ends the connection. */

@@ -192,6 +192,31 @@ int hd_ws_bearer_ok(ws_t *ws)
     return hd_tp_key_match(&conf->publish_keys, ws->bearer, ws->bearer_len) == 0;
 }
 
+int hd_ws_may_publish(ws_t *ws, const char *channel, size_t len, const char **reason)
+{
+    const hd_conf_t *conf = conf_of(ws);
+    *reason = NULL;
+    /* The backend: a publish key on the handshake, or (no publish_key) a local client. */
+    if (!hd_auth_enabled(conf->auth) || ws->pub.is_backend || hd_ws_bearer_ok(ws))
+        return 0;
+    switch (hd_auth_check(conf->auth, hd_ws_identity(ws), channel, len, HD_AUTH_PUBLISH, reason)) {
+    case HD_AUTH_OK:
+        return 0;
+    case HD_AUTH_UNAUTHENTICATED:
+        return HD_EUNAUTHENTICATED;
+    default:
+        return HD_EFORBIDDEN;
+    }
+}
+
+void hd_ws_stamp(ws_t *ws, hd_message_t *m)
+{
+    char *stamp = hd_tp_publisher_json(hd_ws_identity(ws));
+    if (stamp)
+        hd_message_set_publisher(m, stamp);
+    free(stamp);
+}
+
 int hd_ws_is_open(const ws_t *ws)
 {
     return !ws->is_gone && !ws->is_closing;
@@ -577,6 +602,12 @@ static void start_stream(ws_t *ws)
     uint64_t first = conf->ws_ping_interval_ms < conf->ws_idle_timeout_ms
                          ? conf->ws_ping_interval_ms
                          : conf->ws_idle_timeout_ms;
+    if (ws->pub.needs_auth) {
+        /* Without a token, the auth message must come within auth_timeout. */
+        ws->pub.auth_deadline_ms = ws->last_rx_ms + conf->auth_timeout_ms;
+        if (conf->auth_timeout_ms < first)
+            first = conf->auth_timeout_ms;
+    }
     hd_conn_set_timeout(ws->pub.conn, first);
     if (ws->pub.w->is_draining || ws->pub.w->is_stopped)
         hd_ws_close(ws, 1001, "server shutting down");
@@ -862,7 +893,10 @@ static void ws_on_timeout(hd_conn_t *c)
     const hd_conf_t *conf = conf_of(ws);
     hd_ws_enter(ws);
     uint64_t now = now_ms(ws);
-    if (now - ws->last_rx_ms >= conf->ws_idle_timeout_ms) {
+    if (ws->pub.needs_auth && now >= ws->pub.auth_deadline_ms) {
+        hd_ws_close(ws, 4401,
+                    "authentication timed out: send {\"op\":\"auth\",\"token\":..} first");
+    } else if (now - ws->last_rx_ms >= conf->ws_idle_timeout_ms) {
         HD_STAT_INC(c->worker, timeouts); /* herald_timeouts_total, as HTTP's timeouts */
         hd_ws_close(ws, 1001, "idle timeout");
     } else {
@@ -876,6 +910,8 @@ static void ws_on_timeout(hd_conn_t *c)
         uint64_t ping_at = ws->last_ping_ms + conf->ws_ping_interval_ms;
         uint64_t idle_at = ws->last_rx_ms + conf->ws_idle_timeout_ms;
         uint64_t at = ping_at < idle_at ? ping_at : idle_at;
+        if (ws->pub.needs_auth && ws->pub.auth_deadline_ms < at)
+            at = ws->pub.auth_deadline_ms;
         if (!ws->is_gone)
             hd_conn_set_timeout(c, at > now ? at - now : 1);
     }

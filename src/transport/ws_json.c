@@ -111,6 +111,18 @@ static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
                     "\"since\" must be a message id such as \"mh3k2x1a-42\"");
         return;
     }
+    /* The channel's rule, for this connection's identity: refused here, the connection stays. */
+    const char *reason = NULL;
+    hd_auth_result_t ar =
+        hd_ws_pub(ws)->is_backend
+            ? HD_AUTH_OK
+            : hd_auth_check(hd_ws_conf(ws)->auth, hd_ws_identity(ws), name, len,
+                            has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE, &reason);
+    if (ar != HD_AUTH_OK) {
+        reply_error(ws, ref, name, ar == HD_AUTH_FORBIDDEN ? "forbidden" : "unauthenticated",
+                    reason);
+        return;
+    }
     if (hd_ws_sub_find(ws, name, len)) {
         reply_error(ws, ref, name, "already_subscribed", "already subscribed to this channel");
         return;
@@ -154,8 +166,22 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
                     "client publishing is disabled on this server (ws_client_publish off)");
         return;
     }
-    if (!hd_ws_bearer_ok(ws)) {
-        json_t *key = json_object_get(root, "key");
+    json_t *key = json_object_get(root, "key");
+    int key_ok =
+        json_is_string(key) && conf->publish_keys.n &&
+        hd_tp_key_match(&conf->publish_keys, json_string_value(key), json_string_length(key)) == 0;
+    if (hd_auth_enabled(conf->auth)) {
+        /* The backend key (handshake or "key") passes; otherwise the channel's rule decides. */
+        size_t clen;
+        const char *ch = json_string_value(json_object_get(root, "channel")), *reason = NULL;
+        clen = json_string_length(json_object_get(root, "channel"));
+        int err = key_ok || !ch ? 0 : hd_ws_may_publish(ws, ch, clen, &reason);
+        if (err) {
+            reply_error(ws, ref, ch, err == HD_EFORBIDDEN ? "forbidden" : "unauthenticated",
+                        reason);
+            return;
+        }
+    } else if (!hd_ws_bearer_ok(ws)) {
         if (conf->publish_keys.n == 0) {
             reply_error(ws, ref, NULL, "forbidden",
                         "no publish_key is configured, so only a local client (loopback, not "
@@ -193,7 +219,51 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
     }
     if (ik)
         hd_message_set_idem_key(m, json_string_value(ik), json_string_length(ik));
+    if (!key_ok)
+        hd_ws_stamp(ws, m); /* who published it, from the identity: not the client's to say */
     hd_ws_publish(ws, m, ref);
+}
+
+/*
+ * {"op":"auth","token":JWT}: the identity of a connection that came without a token, as its
+ * first message (within auth_timeout); {"op":"auth"} without a token (or null) stays
+ * anonymous. A bad token closes the connection (4401, or 4001 when expired); a second auth is
+ * refused with an error reply (in-connection refresh is not this message).
+ */
+static void op_auth(ws_t *ws, json_t *root, json_t *ref)
+{
+    ws_public_t *pub = hd_ws_pub(ws);
+    const hd_conf_t *conf = hd_ws_conf(ws);
+    json_t *tok = json_object_get(root, "token");
+    hd_identity_t *id = NULL;
+    char why[160];
+    if (!pub->needs_auth) {
+        reply_error(ws, ref, NULL, "already_authenticated",
+                    "auth is the first message of a connection opened without a token");
+        return;
+    }
+    if (tok && !json_is_null(tok)) {
+        if (!json_is_string(tok)) {
+            hd_ws_close(ws, 4401, "\"token\" must be a string");
+            return;
+        }
+        int err = hd_tp_verify_token(conf, json_string_value(tok), json_string_length(tok), &id,
+                                     why, sizeof(why));
+        if (err) {
+            hd_conn_log(HD_LOG_INFO, pub->conn, "token refused: %s", why);
+            hd_ws_close(ws, hd_err_ws_close(err), why);
+            return;
+        }
+        hd_conn_set_identity(pub->conn, id);
+    }
+    pub->needs_auth = 0;
+    json_t *o = reply_new("authenticated", NULL);
+    if (id && hd_identity_sub(id))
+        json_object_set_new(o, "sub", json_string(hd_identity_sub(id)));
+    if (id && hd_identity_exp(id))
+        json_object_set_new(o, "exp", json_integer((json_int_t)hd_identity_exp(id)));
+    emit_reply(ws, o, ref);
+    hd_identity_unref(id);
 }
 
 /* Copies src into out as printable ASCII (a parser's message may quote the input). */
@@ -223,6 +293,18 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
     }
     json_t *ref = json_object_get(root, "ref");
     const char *op = json_string_value(json_object_get(root, "op"));
+    if (!op) /* {"type":"auth"} is accepted too, as Discord-style clients write it */
+        op = json_string_value(json_object_get(root, "type"));
+    if (op && strcmp(op, "auth") == 0) {
+        op_auth(ws, root, ref);
+        json_decref(root);
+        return;
+    }
+    if (hd_ws_pub(ws)->needs_auth) {
+        json_decref(root);
+        hd_ws_close(ws, 4401, "authenticate first: {\"op\":\"auth\",\"token\":..}");
+        return;
+    }
     if (!op)
         reply_error(ws, ref, NULL, "bad_op",
                     "missing \"op\": subscribe, unsubscribe, publish or ping");
