@@ -106,6 +106,14 @@ static void write_all(int fd, const char *p, size_t n)
 
 static void start_write(sink_state_t *s);
 
+static uint64_t count_lines(const char *p, size_t n)
+{
+    uint64_t k = 0;
+    for (const char *end = p + n; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        k++;
+    return k;
+}
+
 static void on_write_cb(uv_fs_t *req)
 {
     sink_state_t *s = hd_container_of(req, sink_state_t, req);
@@ -114,6 +122,8 @@ static void on_write_cb(uv_fs_t *req)
     if (r > 0 && s->writing_off + (size_t)r < s->writing_len) {
         s->writing_off += (size_t)r; /* short write (pipe): write the rest */
     } else {
+        if (r < 0) /* a write error (a full disk): its lines are lost, and counted */
+            s->dropped += count_lines(s->writing + s->writing_off, s->writing_len - s->writing_off);
         s->writing_len = s->writing_off = 0;
     }
     s->is_writing = 0;
@@ -137,40 +147,12 @@ static void start_write(sink_state_t *s)
     uv_buf_t b =
         uv_buf_init(s->writing + s->writing_off, (unsigned)(s->writing_len - s->writing_off));
     int fd = __atomic_load_n(&sink_fd[s->which], __ATOMIC_ACQUIRE);
-    if (uv_fs_write(thread_loop, &s->req, fd, &b, 1, -1, on_write_cb) == 0)
+    if (uv_fs_write(thread_loop, &s->req, fd, &b, 1, -1, on_write_cb) == 0) {
         s->is_writing = 1;
-    else
+    } else {
+        s->dropped += count_lines(s->writing + s->writing_off, s->writing_len - s->writing_off);
         s->writing_len = s->writing_off = 0;
-}
-
-static void emit(int which, const char *line, size_t len)
-{
-    int fd = __atomic_load_n(&sink_fd[which], __ATOMIC_ACQUIRE);
-    if (fd < 0)
-        return;
-    if (!thread_sinks) {
-        write_all(fd, line, len);
-        return;
     }
-    sink_state_t *s = &thread_sinks[which];
-    if (s->active_len + len > SINK_BUF_BYTES) {
-        s->dropped++;
-        return;
-    }
-    if (s->dropped && which == SINK_ERROR) {
-        char note[96];
-        int n =
-            snprintf(note, sizeof(note), "%s warn: %llu log lines dropped (log sink too slow)\n",
-                     thread_name, (unsigned long long)s->dropped);
-        if (s->active_len + (size_t)n + len <= SINK_BUF_BYTES) {
-            memcpy(s->active + s->active_len, note, (size_t)n);
-            s->active_len += (size_t)n;
-            s->dropped = 0;
-        }
-    }
-    memcpy(s->active + s->active_len, line, len);
-    s->active_len += len;
-    start_write(s);
 }
 
 static size_t format_time(char *out, size_t n)
@@ -184,23 +166,90 @@ static size_t format_time(char *out, size_t n)
     return k;
 }
 
-void hd_log_printf(int level, const char *fmt, ...)
+/* An error-log line, "TIME LEVEL THREAD message\n", into line[LINE_MAX_BYTES]; its length. */
+static size_t format_line(char *line, int level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static size_t format_line(char *line, int level, const char *fmt, va_list ap)
 {
-    char line[LINE_MAX_BYTES];
-    size_t n = format_time(line, sizeof(line));
+    size_t n = format_time(line, LINE_MAX_BYTES);
     if (level < HD_LOG_DEBUG || level > HD_LOG_ERROR)
         level = HD_LOG_ERROR;
-    n += (size_t)snprintf(line + n, sizeof(line) - n, " %s %s ", level_names[level], thread_name);
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-    va_end(ap);
+    n += (size_t)snprintf(line + n, LINE_MAX_BYTES - n, " %s %s ", level_names[level], thread_name);
+    int k = vsnprintf(line + n, LINE_MAX_BYTES - n - 1, fmt, ap);
     if (k < 0)
         k = 0;
     n += (size_t)k;
-    if (n > sizeof(line) - 2)
-        n = sizeof(line) - 2;
+    if (n > LINE_MAX_BYTES - 2)
+        n = LINE_MAX_BYTES - 2;
     line[n++] = '\n';
+    return n;
+}
+
+static size_t warn_line(char *line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t warn_line(char *line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = format_line(line, HD_LOG_WARN, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+/* Appends line to the thread's buffer of sink s: 0, or -1 when it does not fit. */
+static int append(sink_state_t *s, const char *line, size_t len)
+{
+    if (s->active_len + len > SINK_BUF_BYTES)
+        return -1;
+    memcpy(s->active + s->active_len, line, len);
+    s->active_len += len;
+    return 0;
+}
+
+/* Room kept for a "lines dropped" line (its text is under 100 bytes). */
+#define NOTE_BYTES 160
+
+/*
+ * Lines that do not fit the thread's buffer of a sink (the sink is slower than the thread logs)
+ * are dropped and counted; once the error log's buffer has room again the count is written
+ * there, as a line of its own: no line, access or error, is lost without the error log saying
+ * how many were.
+ */
+static void emit(int which, const char *line, size_t len)
+{
+    int fd = __atomic_load_n(&sink_fd[which], __ATOMIC_ACQUIRE);
+    if (fd < 0)
+        return;
+    if (!thread_sinks) {
+        write_all(fd, line, len);
+        return;
+    }
+    sink_state_t *s = &thread_sinks[which];
+    sink_state_t *err = &thread_sinks[SINK_ERROR];
+    size_t room = NOTE_BYTES + (which == SINK_ERROR ? len : 0);
+    if (s->dropped && err->active_len + room <= SINK_BUF_BYTES) {
+        char note[LINE_MAX_BYTES];
+        size_t n = warn_line(note, "%llu %s lines dropped (log sink too slow or failing)",
+                             (unsigned long long)s->dropped,
+                             which == SINK_ERROR ? "error log" : "access log");
+        if (append(err, note, n) == 0) {
+            s->dropped = 0;
+            start_write(err);
+        }
+    }
+    if (append(s, line, len) < 0) {
+        s->dropped++;
+        return;
+    }
+    start_write(s);
+}
+
+void hd_log_printf(int level, const char *fmt, ...)
+{
+    char line[LINE_MAX_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = format_line(line, level, fmt, ap);
+    va_end(ap);
     emit(SINK_ERROR, line, n);
 }
 

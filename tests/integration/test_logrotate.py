@@ -10,6 +10,10 @@ count what was answered. Three rotations happen while they run. Afterwards the a
 all files together must be exactly the requests answered (by kind: method, path, status), every
 line well-formed and ending in LF, and the error log must hold one "bad request" line per
 unparsable request, each file starting where the previous one ended.
+
+A sink that cannot keep up (a FIFO nobody reads) or whose writes fail (/dev/full) loses lines,
+but never silently: the error log counts them, and lines written plus lines counted is every
+request.
 """
 import os
 import re
@@ -27,6 +31,8 @@ ACCESS_RE = re.compile(r'^127\.0\.0\.\d+:\d+ c#\d+ "(\S+) (\S*) HTTP/(\d)\.(\d)"
                        r'(\d+)ms$')
 ERROR_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info|warn|error) "
                       r"(main|w\d+|broker|redis) \S.*$")
+DROPPED_RE = re.compile(r" warn w0 (\d+) access log lines dropped "
+                        r"\(log sink too slow or failing\)$")
 LISTEN_FILE_RE = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 ROTATIONS = 3
 GROWTH = 500  # access lines the current file must get before it is rotated
@@ -264,6 +270,82 @@ class TestLogRotation(hh.HeraldTestCase):
                              for l in self.lines_of(self.errlog)), what="a reopen that works")
         self.assertEqual(hh.http_get(h.port, "/healthz").status, 200)
         wait_for(lambda: count_lines(self.acclog) == 1, what="the line in the new access log")
+
+
+class TestSlowSink(hh.HeraldTestCase):
+    def test_access_lines_dropped_are_counted(self):
+        """The access log is a FIFO nobody reads for a while (a stuck log shipper): herald keeps
+        serving, drops the lines its buffer cannot hold, and says in the error log how many;
+        what reached the FIFO plus what it reported dropped is every request, and every line
+        that reached it is whole."""
+        d = self.tmpdir()
+        fifo = os.path.join(d, "access.fifo")
+        os.mkfifo(fifo)
+        rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # herald's open for writing succeeds
+        self.addCleanup(os.close, rfd)
+        h = self.start_herald(conf={"access_log": fifo}, workers=1)
+        requests = 0
+        with hh.Client(h.port) as c:
+            for _ in range(8000):  # ~500 KB of lines: over the pipe and herald's buffers
+                self.assertEqual(c.request().status, 200)
+                requests += 1
+        data = bytearray()
+        stop = threading.Event()
+
+        def drain():
+            os.set_blocking(rfd, False)
+            while not stop.is_set():
+                try:
+                    chunk = os.read(rfd, 65536)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                if not chunk:
+                    time.sleep(0.01)
+                    continue
+                data.extend(chunk)
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        dropped_re = DROPPED_RE
+
+        def dropped():
+            return sum(int(m.group(1)) for m in map(dropped_re.search, h.lines()) if m)
+        # The count is written with the next access line once there is room: more requests
+        # (counted too) until the FIFO's lines and the count add up.
+        deadline = time.monotonic() + 20
+        while data.count(b"\n") + dropped() < requests:
+            self.assertLess(time.monotonic(), deadline, "lines %d + dropped %d < requests %d" %
+                            (data.count(b"\n"), dropped(), requests))
+            self.assertEqual(hh.http_get(h.port, "/healthz").status, 200)
+            requests += 1
+            time.sleep(0.05)
+        time.sleep(0.3)
+        self.assertGreater(dropped(), 0, "nothing was dropped: the test did not fill the sink")
+        self.assertEqual(data.count(b"\n") + dropped(), requests)
+        h.stop()  # with the reader still draining: herald writes what it still holds
+        stop.set()
+        t.join(5)
+        self.assertEqual(data.count(b"\n") + dropped(), requests, "lines after the count")
+        self.assertTrue(data.endswith(b"\n"))
+        for line in data.decode().splitlines():
+            self.assertRegex(line, ACCESS_RE)
+        for line in h.lines():
+            self.assertRegex(line, ERROR_RE)
+
+    def test_failed_writes_are_counted(self):
+        """An access log whose writes fail (/dev/full: ENOSPC, a full disk): requests are served
+        and the error log counts every line lost."""
+        h = self.start_herald(conf={"access_log": "/dev/full"}, workers=1)
+        dropped_re = DROPPED_RE
+        requests = 0
+        with hh.Client(h.port) as c:
+            for _ in range(50):
+                self.assertEqual(c.request().status, 200)
+                requests += 1
+                time.sleep(0.02)  # each line's write fails before the next line comes
+        reported = sum(int(m.group(1)) for m in map(dropped_re.search, h.lines()) if m)
+        # A loss is reported with the line after it: the last one or two are still to come.
+        self.assertTrue(requests - 3 <= reported <= requests, (reported, requests))
 
 
 if __name__ == "__main__":
