@@ -163,9 +163,8 @@ class TestReload(hh.HeraldTestCase):
             c.close()  # the last connection gone, it finishes
             self.assertEqual(own.wait_exit(10), 0)
         else:
-            t0 = time.monotonic()
             took = own.stop()
-            self.assertLess(took, 3.0, "shutdown_timeout 300ms took %.1f s" % (time.monotonic() - t0))
+            self.assertLess(took, 3.0, "shutdown_timeout 300ms took %.1f s" % took)
 
     @case("log_level", "debug", "info")
     def check_log_level(self, h, value):
