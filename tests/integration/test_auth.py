@@ -186,6 +186,84 @@ class AuthHS256(hh.HeraldTestCase):
         # exp 10 s ago is inside the 30 s skew: still good.
         self.expect(200, "/poll/private:a", grants(["private:a"], exp=now - 10))
 
+    def bad_tokens(self):
+        """Every kind of bad token for private:a, with the code it must be refused with."""
+        now = int(time.time())
+        pem_like = b"-----BEGIN PUBLIC KEY-----\nnot really\n-----END PUBLIC KEY-----\n"
+        g = ["private:a"]
+        return {
+            "expired": (grants(g, exp=now - 120), "token_expired"),
+            "not yet valid": (grants(g, nbf=now + 300), "unauthenticated"),
+            "wrong signature": (grants(g, key=SECRET + "x"), "unauthenticated"),
+            "wrong aud": (grants(g, aud="other"), "unauthenticated"),
+            "alg none": (hand_made({"alg": "none"}, {"sub": "42", "aud": AUD, "channels": g}),
+                         "unauthenticated"),
+            "HMAC with a PEM": (hand_made({"alg": "HS256"}, {"sub": "42", "aud": AUD,
+                                                             "channels": g}, pem_like),
+                                "unauthenticated"),
+            "outside the grant": (grants(["private:b"]), "forbidden"),
+            "another user": (mint(sub="43"), "forbidden"),  # for user:42 below
+        }
+
+    def test_bad_tokens_every_transport(self):
+        """One table of bad tokens, run against every transport: HTTP answers 401/403 with the
+        code, a WebSocket handshake the same status, the /ws auth message closes 4401/4001
+        (a token outside the grant is a valid identity there: its subscribe is refused)."""
+        websockets = hh.require_websockets()
+        status_of = {"token_expired": 401, "unauthenticated": 401, "forbidden": 403}
+        http_paths = ["/poll/%s", "/lp/%s?timeout=0", "/sse/%s", "/sse?channel=public:z&channel=%s"]
+
+        for what, (tok, code) in self.bad_tokens().items():
+            channel = "user:42" if what == "another user" else "private:a"
+            for how in ("bearer", "query"):
+                for path in http_paths:
+                    with self.subTest(what=what, how=how, path=path):
+                        p = path % channel
+                        if path.startswith("/sse"):
+                            hdrs = bearer(tok) if how == "bearer" else {}
+                            if how == "query":
+                                p += ("&" if "?" in p else "?") + "token=" + tok
+                                self.used_tokens.append(tok)
+                            s = SseStream(self.port, p, headers=hdrs)
+                            try:
+                                self.assertEqual(s.status, status_of[code], s.body)
+                                self.assertEqual(json.loads(s.body)["code"], code)
+                            finally:
+                                s.close()
+                        else:
+                            self.expect(status_of[code], p, tok, how, code)
+                # HTTP publish: only grant-less publishing is refused 403 here (publish=grant).
+                st, _, data = request(self.port, "POST", "/pub/private:a", "x",
+                                      dict(bearer(tok), **{"Content-Type": "text/plain"}))
+                self.assertIn(st, (401, 403), data)
+                self.assertEqual(st == 401, code != "forbidden", (what, data))
+
+            async def ws_cases():
+                path = "/ws/%s" % channel
+                for hdrs, p in ((bearer(tok), path), ({}, path + "?token=" + tok)):
+                    with self.assertRaises(websockets.InvalidStatusCode) as cm:
+                        async with hh.ws_connect(self.port, p, extra_headers=hdrs):
+                            pass
+                    self.assertEqual(cm.exception.status_code, status_of[code], (what, p))
+                ws = await hh.ws_connect(self.port, "/ws")
+                try:
+                    await ws.send(json.dumps({"op": "auth", "token": tok}))
+                    if code == "forbidden":
+                        r = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                        self.assertEqual(r["type"], "authenticated")
+                        r = await self.rpc(ws, {"op": "subscribe", "channel": channel})
+                        self.assertEqual((r["type"], r["code"]), ("error", "forbidden"), what)
+                    else:
+                        got, reason = await close_code_of(ws)
+                        self.assertEqual(got, 4001 if code == "token_expired" else 4401,
+                                         (what, reason))
+                finally:
+                    await ws.close()
+
+            with self.subTest(what=what, transport="websocket"):
+                self.used_tokens.append(tok)
+                run(ws_cases())
+
     def test_refusal_body(self):
         st, hdrs, body = self.get("/poll/private:a", grants(["private:a"], exp=1))
         self.assertEqual(st, 401)

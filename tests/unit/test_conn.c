@@ -439,6 +439,63 @@ static void test_close(void)
     close_all();
 }
 
+/* ---- identities ---- */
+
+typedef struct find_s {
+    const char *sub;
+    int seen, found;
+} find_t;
+
+static void find_sub(hd_conn_t *c, void *arg)
+{
+    find_t *f = arg;
+    const char *sub = hd_identity_sub(c->identity);
+    f->seen++;
+    if (sub && strcmp(sub, f->sub) == 0) {
+        f->found++;
+        hd_conn_close(c); /* fn may close the connection it is given */
+    }
+}
+
+/* A connection holds its identity's reference until it is freed; hd_conn_foreach finds the
+ * connections of one sub (what revocation will do) and skips those already closing. */
+static void test_identity(void)
+{
+    static const char *const subs[] = {"ann", "bob", "ann", NULL};
+    hd_identity_t *ids[4] = {0};
+    tconn_t *t[4];
+    char why[128];
+    for (int i = 0; i < 4; i++) {
+        t[i] = open_conn();
+        if (subs[i]) {
+            hd_identity_fields_t f = {.sub = subs[i], .exp = 1767225600};
+            T_EQ_INT(hd_identity_new(&ids[i], &f, why, sizeof(why)), 0);
+            hd_conn_set_identity(t[i]->c, ids[i]);
+            hd_identity_unref(ids[i]); /* the connection's reference keeps it */
+        }
+    }
+    T_EQ_STR(hd_identity_sub(t[1]->c->identity), "bob");
+    T_EQ_INT(hd_identity_exp(t[0]->c->identity), 1767225600);
+    T_TRUE(t[3]->c->identity == NULL);
+    /* Replacing and clearing drop the previous reference (ASan counts the rest). */
+    hd_conn_set_identity(t[1]->c, t[0]->c->identity);
+    T_EQ_STR(hd_identity_sub(t[1]->c->identity), "ann");
+    hd_conn_set_identity(t[1]->c, NULL);
+    T_TRUE(t[1]->c->identity == NULL);
+
+    find_t f = {.sub = "ann"};
+    hd_conn_foreach(node.wk, find_sub, &f);
+    T_EQ_INT(f.seen, 4);
+    T_EQ_INT(f.found, 2);
+    T_EQ_INT(t[0]->n_close + t[2]->n_close, 2);
+    T_EQ_INT(t[1]->n_close + t[3]->n_close, 0);
+    find_t again = {.sub = "ann"};
+    hd_conn_foreach(node.wk, find_sub, &again);
+    T_EQ_INT(again.seen, 2); /* the closed ones are no longer walked */
+    T_EQ_INT(again.found, 0);
+    close_all();
+}
+
 /* ---- the timer heap ---- */
 
 /* Runs the loop until n timeouts fired in total (fails after timeout_ms). */
@@ -593,6 +650,7 @@ int main(void)
     T_RUN(test_queued_bytes_backpressure);
     T_RUN(test_finish);
     T_RUN(test_close);
+    T_RUN(test_identity);
     T_RUN(test_timer_order);
     T_RUN(test_timer_rearm);
     T_RUN(test_timer_default_close);
