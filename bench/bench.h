@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "herald/common.h"
+#include "herald/conf.h"   /* HD_KEY_MAX */
 #include "herald/pubsub.h" /* HD_CHANNEL_MAX */
 
 /* ---- histogram: values in nanoseconds, relative error under 0.4% ---- */
@@ -128,6 +129,7 @@ typedef struct opts_s {
     uint32_t n_server_pids;
     int json, quiet, is_tty;
     char prefix[48];
+    char auth[HD_KEY_MAX + 32]; /* "Authorization: Bearer KEY\r\n" (--key), or "" */
 } opts_t;
 
 /* Channel name of channel index ch: "<prefix>-<ch>". */

@@ -67,6 +67,9 @@ static const char usage[] =
     "                       chat, publish)\n"
     "  --target T           herald (POST /pub/CH, /ws/CH, /sse/CH, /lp/CH, /poll/CH) or nchan\n"
     "                       (POST /pub?id=CH, /sub?id=CH for ws, sse and long poll)\n"
+    "  --key K              herald's publish_key, sent as Authorization: Bearer K by publishers\n"
+    "                       and chat members (a node publishes without a key for local clients\n"
+    "                       only)\n"
     "  --server-pid PID     measure this process and its descendants (CPU user+sys, memory);\n"
     "                       PID,PID,... or repeated (up to 8): the sum over every node and the\n"
     "                       Redis they share\n"
@@ -241,6 +244,7 @@ enum {
     O_PID,
     O_JSON,
     O_PREFIX,
+    O_KEY,
 };
 
 static const struct option long_opts[] = {
@@ -273,6 +277,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, O_JSON},
     {"quiet", no_argument, NULL, 'q'},
     {"prefix", required_argument, NULL, O_PREFIX},
+    {"key", required_argument, NULL, O_KEY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -432,6 +437,15 @@ int main(int argc, char **argv)
                 bad("--prefix: 1-40 characters of A-Z a-z 0-9 . _ : @ -");
             snprintf(o.prefix, sizeof(o.prefix), "%s", optarg);
             break;
+        case O_KEY: {
+            size_t n = strlen(optarg), i;
+            for (i = 0; i < n && optarg[i] > ' ' && optarg[i] < 0x7f; i++)
+                ;
+            if (n == 0 || n > HD_KEY_MAX || i < n)
+                bad("--key: 1-%d printable ASCII characters without spaces", HD_KEY_MAX);
+            snprintf(o.auth, sizeof(o.auth), "Authorization: Bearer %s\r\n", optarg);
+            break;
+        }
         case 'h':
             fputs(usage, stdout);
             return 0;

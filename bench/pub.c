@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Room for a request head: the request line, Host, the type, the key (--key) and the length. */
+#define HEAD_ROOM 1024
+
 size_t payload_format(char *out, size_t size, uint32_t ch, uint64_t seq, uint64_t ns)
 {
     int n = snprintf(out, size + 1, "hb:%" PRIu32 ":%" PRIu64 ":%" PRIu64 ":", ch, seq, ns);
@@ -153,7 +156,7 @@ static void send_batch(publisher_t *p)
     pubset_t *ps = p->ps;
     const opts_t *o = ps->o;
     uint32_t k = p->waiting.len < o->batch ? (uint32_t)p->waiting.len : o->batch;
-    char *b = ps->body + 512; /* the head goes in front once the length is known */
+    char *b = ps->body + HEAD_ROOM; /* the head goes in front once the length is known */
     size_t n = 0;
     b[n++] = '[';
     for (uint32_t i = 0; i < k; i++) {
@@ -169,11 +172,11 @@ static void send_batch(publisher_t *p)
         pq_push(&p->inflight, m);
     }
     b[n++] = ']';
-    char head[512];
+    char head[HEAD_ROOM];
     int hn = snprintf(head, sizeof(head),
                       "POST /pub HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                      "Content-Length: %zu\r\n\r\n",
-                      p->tg->host, n);
+                      "%sContent-Length: %zu\r\n\r\n",
+                      p->tg->host, o->auth, n);
     memcpy(b - hn, head, (size_t)hn);
     bconn_write(&p->bc, b - hn, (size_t)hn + n);
     p->inflight_reqs++;
@@ -193,7 +196,7 @@ static void send_some(publisher_t *p)
         }
         pmsg_t m = pq_pop(&p->waiting);
         m.n = 1;
-        char head[512], ch[HD_CHANNEL_MAX + 1];
+        char head[HEAD_ROOM], ch[HD_CHANNEL_MAX + 1];
         chan_name(o, m.ch, ch, sizeof(ch));
         int hn;
         if (o->tg.kind == TG_NCHAN)
@@ -204,8 +207,8 @@ static void send_some(publisher_t *p)
         else
             hn = snprintf(head, sizeof(head),
                           "POST /pub/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
-                          "Content-Length: %u\r\n\r\n",
-                          ch, p->tg->host, o->size);
+                          "%sContent-Length: %u\r\n\r\n",
+                          ch, p->tg->host, o->auth, o->size);
         /* one write per request: head and body together */
         memcpy(ps->body, head, (size_t)hn);
         payload_format(ps->body + hn, o->size, m.ch, m.seq, m.ns);
@@ -318,7 +321,7 @@ pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh)
     ps->n = o->publishers;
     ps->pubs = calloc(ps->n, sizeof(publisher_t));
     /* a batch item is {"channel":"..","data":".."} around the payload */
-    ps->body_cap = 512 + (size_t)o->batch * (o->size + HD_CHANNEL_MAX + 32) + 2;
+    ps->body_cap = HEAD_ROOM + (size_t)o->batch * (o->size + HD_CHANNEL_MAX + 32) + 2;
     ps->body = malloc(ps->body_cap);
     for (uint32_t i = 0; i < ps->n; i++) {
         publisher_t *p = &ps->pubs[i];

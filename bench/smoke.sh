@@ -6,7 +6,8 @@
 # chat), runs every delivering scenario at a tiny size: fan-out over SSE, long poll and
 # WebSocket, notify over WebSocket and SSE, chat, publish single and in batches; then a
 # redis-server (on a unix socket in a temporary directory, again nothing to race for) and two
-# herald nodes sharing it, and fan-out and notify spread over both. Fails unless each exits 0
+# herald nodes sharing it with a publish_key, and fan-out, notify and chat spread over both
+# with --key (and a publish without it refused). Fails unless each exits 0
 # (herald-bench exits 1 when a message is lost or a connection fails), and unless every herald
 # still runs at the end and exits 0 on SIGTERM. A /ws/ handshake that does not answer 101 fails
 # the run, saying what it got. Stops only the processes it started, by PID.
@@ -85,7 +86,8 @@ run_sc chat -s 40 -c 4 -r 8 --duration 2s || failed=1
 run_sc publish -p 2 -c 20 || failed=1
 run_sc publish -p 2 -c 20 --batch 100 || failed=1
 
-# two nodes over one Redis: subscribers and publishers spread over both, CPU summed over all
+# two nodes over one Redis: subscribers and publishers spread over both, CPU summed over all;
+# the nodes want a publish key (as a node reached from elsewhere would), given with --key
 if ! command -v redis-server >/dev/null; then
     echo "== two nodes: redis-server is missing (scripts/deps.sh test installs it)"
     failed=1
@@ -103,17 +105,22 @@ else
         { echo "== redis-server does not answer on $sock after 20 s"; failed=1; }
     nodes=() urls=()
     for n in 1 2; do
-        start_herald "$log.node$n" -o "redis unix://$sock" || failed=1
+        start_herald "$log.node$n" -o "redis unix://$sock" -o 'publish_key smoke-key' \
+            -o 'ws_client_publish on' || failed=1
         nodes+=("$pid")
         urls+=(--url "http://127.0.0.1:$port")
     done
     spids="${nodes[0]},${nodes[1]},$rpid"
-    for sc in "fanout -t ws -s 40 -c 2 -p 2 -r 100" "notify -t ws -s 40 -p 4 -r 200"; do
-        echo "== herald-bench $sc (2 nodes, one Redis)"
+    for sc in "fanout -t ws -s 40 -c 2 -p 2 -r 100" "notify -t ws -s 40 -p 4 -r 200" \
+        "chat -s 40 -c 4 -r 8"; do
+        echo "== herald-bench $sc --key (2 nodes, one Redis)"
         # shellcheck disable=SC2086
         "$bench" $sc "${urls[@]}" --server-pid "$spids" --duration 1s --drain 3s \
-            --settle 200ms --quiet || failed=1
+            --settle 200ms --quiet --key smoke-key || failed=1
     done
+    # without the key every publish is refused, and herald-bench says so (exit 1)
+    "$bench" publish "${urls[@]}" -p 1 -c 2 --duration 1s --drain 1s --quiet >/dev/null 2>&1
+    [ $? -eq 1 ] || { echo "== publish without --key to keyed nodes did not exit 1"; failed=1; }
 fi
 
 # every herald still runs (one that exited early fails the run, whatever herald-bench saw) and
@@ -136,6 +143,8 @@ done
 [ $? -eq 2 ] || { echo "bad arguments did not exit 2"; failed=1; }
 "$bench" publish --target nchan --batch 10 >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "--batch against nchan did not exit 2"; failed=1; }
+"$bench" publish --key "two words" >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "--key with a space did not exit 2"; failed=1; }
 "$bench" chat -t sse >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "chat over SSE did not exit 2"; failed=1; }
 # --help documents every scenario

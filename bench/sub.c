@@ -358,11 +358,12 @@ static void send_request(sub_t *s)
         n = snprintf(req, sizeof(req),
                      "GET %s%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
                      is_chat() ? (nchan ? "/chat?id=" : "/ws")
                      : nchan   ? "/sub?id="
                                : "/ws/",
-                     is_chat() && !nchan ? "" : chan(s), tg->host);
+                     is_chat() && !nchan ? "" : chan(s), tg->host,
+                     is_chat() && !nchan ? o->auth : "");
         break;
     case TP_SSE:
         n = snprintf(req, sizeof(req),
