@@ -27,13 +27,13 @@ import herald_harness as hh  # noqa: E402
 from herald_harness import Client, SseStream, wait_for  # noqa: E402
 
 CASES = {}  # directive -> (before, after, check, extra conf)
+SECRET_A = "a" * 40  # HS256 needs 32 bytes at least
+SECRET_B = "b" * 40
+SECRET_LONG = "l" * 64  # HS512: 64
 
 # RELOAD directives whose effect no request can show yet, with why. Each is listed on stderr at
 # every run; test_every_reload_directive_has_a_case fails for any other directive without a case.
-PENDING = {d: "src/auth is not wired to the transports yet (auth-core): add its case with the "
-              "wiring" for d in ("auth_jwt_alg", "auth_jwt_secret", "auth_jwt_public_key",
-                                 "auth_jwks", "auth_jwt_issuer", "auth_jwt_audience",
-                                 "auth_clock_skew", "auth_timeout", "channel_rule")}
+PENDING = {}
 D_ROW_RE = re.compile(r'\bD\("([a-z_0-9]+)"')
 
 
@@ -75,6 +75,27 @@ def make_cert(directory, name, cn, key=None):
         args += ["-key", key]
     subprocess.run(args, check=True, capture_output=True, timeout=30)
     return crt, key
+
+
+def make_ec_key(directory, name):
+    """(private key PEM bytes, public key file) of a new P-256 key."""
+    key, pub = os.path.join(directory, name + ".key"), os.path.join(directory, name + ".pub")
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                    key], check=True, capture_output=True, timeout=30)
+    subprocess.run(["openssl", "ec", "-in", key, "-pubout", "-out", pub], check=True,
+                   capture_output=True, timeout=30)
+    with open(key, "rb") as f:
+        return f.read(), pub
+
+
+def write_jwks(directory, name, kid, secret):
+    """A JWKS file with one HS256 oct key."""
+    import base64
+    k = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        json.dump({"keys": [{"kty": "oct", "kid": kid, "alg": "HS256", "k": k}]}, f)
+    return path
 
 
 def peer_cert(port, **ctx_kw):
@@ -132,6 +153,10 @@ class TestReload(hh.HeraldTestCase):
         cls.crt1b, _ = make_cert(cls.dir, "one-b", "one-b.test", key=cls.key1)
         cls.crt2, cls.key2 = make_cert(cls.dir, "two", "two.test")
         cls.access = os.path.join(cls.dir, "access.log")
+        cls.ec_a, cls.pub_a = make_ec_key(cls.dir, "ec-a")
+        cls.ec_b, cls.pub_b = make_ec_key(cls.dir, "ec-b")
+        cls.jwks_a = write_jwks(cls.dir, "a.jwks", "ka", SECRET_A)
+        cls.jwks_b = write_jwks(cls.dir, "b.jwks", "kb", SECRET_B)
         cls.base = {"tls_certificate": cls.crt1, "tls_certificate_key": cls.key1,
                     "log_level": "info", "shutdown_timeout": "5s"}
         cls.h = cls.start_class_herald(conf=cls.base, workers=1,
@@ -507,6 +532,83 @@ class TestReload(hh.HeraldTestCase):
         else:
             self.assertEqual(reply.get("code"), "publish_disabled", reply)
 
+    # ---- auth (tokens minted with python3-jwt; a short poll shows whether one is taken) ----
+
+    def token(self, key, alg="HS256", **claims):
+        import jwt
+        body = {"sub": "u1", "exp": int(time.time()) + 300}
+        body.update(claims)
+        headers = {"kid": claims.pop("_kid")} if "_kid" in claims else None
+        body.pop("_kid", None)
+        return jwt.encode(body, key, algorithm=alg, headers=headers)
+
+    def poll_with(self, h, token=None):
+        path = "/poll/authz" + ("?token=" + token if token else "")
+        return hh.request(h.port, "GET", path)[0]
+
+    @case("auth_jwt_secret", "SECRET_A", "SECRET_B", channel_rule="* subscribe=auth")
+    def check_auth_jwt_secret(self, h, value):
+        a, b = self.poll_with(h, self.token(SECRET_A)), self.poll_with(h, self.token(SECRET_B))
+        self.assertEqual((a, b), (200, 401) if value == "SECRET_A" else (401, 200))
+        self.assertEqual(self.poll_with(h), 401)
+
+    @case("auth_jwt_alg", "HS256", "HS512", auth_jwt_secret=SECRET_LONG,
+          channel_rule="* subscribe=auth")
+    def check_auth_jwt_alg(self, h, value):
+        hs256 = self.poll_with(h, self.token(SECRET_LONG, "HS256"))
+        hs512 = self.poll_with(h, self.token(SECRET_LONG, "HS512"))
+        self.assertEqual((hs256, hs512), (200, 401) if value == "HS256" else (401, 200))
+
+    @case("auth_jwt_public_key", "PUB_A", "PUB_B", channel_rule="* subscribe=auth")
+    def check_auth_jwt_public_key(self, h, value):
+        a = self.poll_with(h, self.token(self.ec_a, "ES256"))
+        b = self.poll_with(h, self.token(self.ec_b, "ES256"))
+        self.assertEqual((a, b), (200, 401) if value == "PUB_A" else (401, 200))
+
+    @case("auth_jwks", "JWKS_A", "JWKS_B", channel_rule="* subscribe=auth")
+    def check_auth_jwks(self, h, value):
+        a = self.poll_with(h, self.token(SECRET_A, _kid="ka"))
+        b = self.poll_with(h, self.token(SECRET_B, _kid="kb"))
+        self.assertEqual((a, b), (200, 401) if value == "JWKS_A" else (401, 200))
+
+    @case("auth_jwt_issuer", "iss-a", "iss-b", auth_jwt_secret=SECRET_A,
+          channel_rule="* subscribe=auth")
+    def check_auth_jwt_issuer(self, h, value):
+        a = self.poll_with(h, self.token(SECRET_A, iss="iss-a"))
+        b = self.poll_with(h, self.token(SECRET_A, iss="iss-b"))
+        self.assertEqual((a, b), (200, 401) if value == "iss-a" else (401, 200))
+
+    @case("auth_jwt_audience", "aud-a", "aud-b", auth_jwt_secret=SECRET_A,
+          channel_rule="* subscribe=auth")
+    def check_auth_jwt_audience(self, h, value):
+        a = self.poll_with(h, self.token(SECRET_A, aud="aud-a"))
+        b = self.poll_with(h, self.token(SECRET_A, aud=["x", "aud-b"]))
+        self.assertEqual((a, b), (200, 401) if value == "aud-a" else (401, 200))
+
+    @case("auth_clock_skew", "5m", "0", auth_jwt_secret=SECRET_A,
+          channel_rule="* subscribe=auth")
+    def check_auth_clock_skew(self, h, value):
+        expired = self.token(SECRET_A, exp=int(time.time()) - 60)  # a minute ago
+        self.assertEqual(self.poll_with(h, expired), 200 if value == "5m" else 401)
+
+    @case("auth_timeout", "10s", "300ms", auth_jwt_secret=SECRET_A,
+          channel_rule="* subscribe=auth")
+    def check_auth_timeout(self, h, value):
+        ws = hh.RawWS(h.port, "/ws")  # no token, and no auth message
+        self.addCleanup(ws.close)
+        if value == "300ms":
+            code, reason = ws.expect_close(3.0)
+            self.assertEqual(code, 4401, reason)
+        else:
+            time.sleep(0.8)
+            self.assertTrue(ws.client.is_open())
+
+    @case("channel_rule", "* subscribe=any", "* subscribe=auth", auth_jwt_secret=SECRET_A)
+    def check_channel_rule(self, h, value):
+        anonymous = self.poll_with(h)
+        with_token = self.poll_with(h, self.token(SECRET_A))
+        self.assertEqual((anonymous, with_token), (200, 200) if "any" in value else (401, 200))
+
     # ---- the table ----
 
     def test_every_reload_directive_has_a_case(self):
@@ -529,7 +631,9 @@ class TestReload(hh.HeraldTestCase):
 
 # Symbolic values: files known only once setUpClass made them.
 _FILES = {"ACCESS": lambda c: c.access, "ONE": lambda c: c.crt1, "ONE_B": lambda c: c.crt1b,
-          "TWO": lambda c: c.crt2}
+          "TWO": lambda c: c.crt2, "SECRET_A": lambda c: SECRET_A, "SECRET_B": lambda c: SECRET_B,
+          "PUB_A": lambda c: c.pub_a, "PUB_B": lambda c: c.pub_b, "JWKS_A": lambda c: c.jwks_a,
+          "JWKS_B": lambda c: c.jwks_b}
 _KEYS = {"ONE": lambda c: c.key1, "ONE_B": lambda c: c.key1, "TWO": lambda c: c.key2}
 
 
