@@ -16,6 +16,7 @@
 #include "herald/auth.h"
 
 #include <jwt.h>
+#include <openssl/types.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,7 @@ typedef struct hd_auth_key_s {
     jwt_alg_t alg;           /* pinned: a token must name exactly this alg */
     unsigned char *material; /* HS*: the secret; RS* and ES*: a PEM public key, NUL-terminated */
     size_t material_len;
+    EVP_PKEY *pkey; /* RS*, ES*: the key parsed once (verify.c checks signatures with it) */
 } hd_auth_key_t;
 
 typedef struct hd_auth_keys_s {

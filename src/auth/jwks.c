@@ -172,8 +172,8 @@ static unsigned char *b64_member(json_t *jwk, const char *name, size_t *n)
 
 /* ---- keys ------------------------------------------------------------------------------------ */
 
-static void key_add(hd_auth_keys_t *ks, const char *kid, jwt_alg_t alg, unsigned char *material,
-                    size_t len)
+static hd_auth_key_t *key_add(hd_auth_keys_t *ks, const char *kid, jwt_alg_t alg,
+                              unsigned char *material, size_t len)
 {
     hd_auth_key_t *k;
 
@@ -183,6 +183,8 @@ static void key_add(hd_auth_keys_t *ks, const char *kid, jwt_alg_t alg, unsigned
     k->alg = alg;
     k->material = material;
     k->material_len = len;
+    k->pkey = NULL;
+    return k;
 }
 
 void hd_auth_keys_dispose(hd_auth_keys_t *ks)
@@ -191,6 +193,7 @@ void hd_auth_keys_dispose(hd_auth_keys_t *ks)
         free(ks->keys[i].kid);
         OPENSSL_cleanse(ks->keys[i].material, ks->keys[i].material_len);
         free(ks->keys[i].material);
+        EVP_PKEY_free(ks->keys[i].pkey);
     }
     free(ks->keys);
     ks->keys = NULL;
@@ -269,7 +272,9 @@ static int add_pkey(hd_auth_keys_t *ks, const char *kid, EVP_PKEY *pkey, jwt_alg
         return -1;
     if ((pem = pem_of(pkey, &len)) == NULL)
         return fail(why, whylen, "cannot encode the key as PEM");
-    key_add(ks, kid, alg, pem, len);
+    if (EVP_PKEY_up_ref(pkey) != 1)
+        return fail(why, whylen, "cannot keep the key");
+    key_add(ks, kid, alg, pem, len)->pkey = pkey;
     return 0;
 }
 

@@ -376,6 +376,11 @@ static void test_hs_rs_confusion(void)
     {
         char why[160];
         T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+        /* One byte of the RSA signature changed. */
+        char *bad = hd_strdup(tok);
+        bad[strlen(bad) - 20] = bad[strlen(bad) - 20] == 'Q' ? 'R' : 'Q';
+        expect_refused(a, bad, NOW, HD_AUTH_INVALID, "bad signature");
+        free(bad);
     }
     free(tok);
 
@@ -414,6 +419,21 @@ static void test_es256_pem(void)
     tok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, NULL,
                "{\"sub\":\"e\",\"channels\":[\"a\",\"b:*\"]}");
     T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
+    /* The signature (R || S, 64 bytes) cut short, grown, or with one byte changed; and the
+     * same claims under another header (the signed input differs). */
+    {
+        char *sig = strrchr(tok, '.') + 1, *bad = hd_malloc(strlen(tok) + 8);
+        size_t slen = strlen(sig);
+        T_EQ_INT(slen, 86);
+        snprintf(bad, strlen(tok) + 8, "%.*s", (int)(strlen(tok) - 4), tok);
+        expect_refused(a, bad, NOW, HD_AUTH_INVALID, "bad signature");
+        snprintf(bad, strlen(tok) + 8, "%sAAAA", tok);
+        expect_refused(a, bad, NOW, HD_AUTH_INVALID, "bad signature");
+        strcpy(bad, tok);
+        bad[strlen(bad) - 10] = bad[strlen(bad) - 10] == 'Q' ? 'R' : 'Q';
+        expect_refused(a, bad, NOW, HD_AUTH_INVALID, "bad signature");
+        free(bad);
+    }
     free(tok);
     tok = mint(JWT_ALG_HS256, ec.pub_pem, ec.pub_len, NULL, "{\"sub\":\"e\"}");
     expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured ES256");
