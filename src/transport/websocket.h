@@ -74,13 +74,13 @@ typedef struct ws_public_s {
     hd_worker_t *w;
     hd_conn_t *conn;  /* NULL once gone */
     hd_deferred_t *d; /* /ws/{channel}: the handshake, until the subscription is live */
-    uint8_t mode;     /* WS_MODE_* */
     ws_sub_t **subs;
     uint32_t n_subs;
+    uint8_t mode; /* WS_MODE_* */
     /* Authorization (docs/auth.md): the identity is the connection's (conn->identity). */
-    uint64_t auth_deadline_ms; /* /ws without a token: close 4401 unless auth comes by then */
     unsigned needs_auth : 1;   /* /ws: the first message must be {"op":"auth"} */
     unsigned is_backend : 1;   /* the handshake's bearer was the publish key */
+    uint64_t auth_deadline_ms; /* /ws without a token: close 4401 unless auth comes by then */
 } ws_public_t;
 
 /* A connection not yet upgraded, with mode, proto and the checked handshake (its bearer token

@@ -15,10 +15,10 @@
  * count against max_queue_bytes as if they were queued.
  *
  * Input:
- *   on_data -> ws->in -> recv_cb: reads each frame header (framing errors and oversize are
+ *   on_data -> ws->rx->in -> recv_cb: reads each frame header (framing errors and oversize are
  *   answered there, with a reason), hands wslay bytes up to the end of the current frame only,
  *   a control frame only once complete -> wslay (unmasking, continuation order, ping -> pong)
- *   -> frame callbacks: UTF-8 per fragment (hd_utf8), reassembly into ws->msg (sized from the
+ *   -> frame callbacks: UTF-8 per fragment (hd_utf8), reassembly into ws->rx->msg (sized from the
  *   header, after the limit check), close frame checks -> on_msg -> proto->on_message.
  *
  * Lifetime: wslay, the hub and the protocol call back into this file, and a connection can end
@@ -49,8 +49,8 @@ typedef struct ws_pending_s {
 /*
  * A frame held back while history is replayed: a built frame (live, a reply, a gap notice), or
  * a history message to encode when it goes out; neither once sent or purged. Both count
- * against max_queue_bytes, separately: live frames as the queue they would be (bl_bytes), and
- * history (bl_hist_bytes) so that one subscription's replay may exceed the bound (it is paced
+ * against max_queue_bytes, separately: live frames as the queue they would be (bytes), and
+ * history (hist_bytes) so that one subscription's replay may exceed the bound (it is paced
  * by the reader) but history held for several may not.
  */
 typedef struct ws_out_s {
@@ -59,16 +59,16 @@ typedef struct ws_out_s {
     uint32_t owner; /* the ws_sub_t id it belongs to (purged on unsubscribe), or 0 */
 } ws_out_t;
 
-struct ws_s {
-    ws_public_t pub; /* first: websocket.h's view */
-    const ws_proto_t *proto;
-    char accept[32]; /* Sec-WebSocket-Accept, until the upgrade */
-    char *bearer;    /* the handshake's Authorization: Bearer token, or NULL */
-    size_t bearer_len;
+/*
+ * What only a peer that is sending (or a control frame going out) needs: the wslay context
+ * (about 9 KiB), the input and reassembly buffers, the frame being received. Allocated on demand
+ * (rx_of) and freed as soon as it holds nothing (release_rx_if_idle): an idle subscriber holds
+ * none, and its ws_t stays small.
+ */
+typedef struct ws_rx_s {
     wslay_event_context_ptr ctx;
-    uint8_t fmt; /* HD_FMT_* of history and live frames */
-    /* input */
-    uint8_t *in; /* bytes from the peer that wslay has not taken yet */
+    hd_sbuf_t ctl; /* what wslay writes during one flush_control */
+    uint8_t *in;   /* bytes from the peer that wslay has not taken yet */
     size_t in_off, in_len, in_cap;
     uint64_t frame_left; /* bytes of the current frame not yet handed to wslay */
     uint8_t *msg;        /* the data message being reassembled */
@@ -76,21 +76,38 @@ struct ws_s {
     uint8_t msg_opcode;   /* its opcode (text or binary) */
     uint8_t frame_opcode; /* opcode of the frame being received */
     hd_utf8_t utf8;
-    uint8_t *ctrl; /* WS_CTRL_BYTES: payload of the control frame being received (with ctx) */
     size_t ctrl_len;
+    uint8_t ctrl[WS_CTRL_BYTES]; /* payload of the control frame being received */
+} ws_rx_t;
+
+/* Frames held back: out[head..len). Allocated with the first, freed once all are sent. */
+typedef struct ws_backlog_s {
+    ws_out_t *out;
+    size_t head, len, cap;
+    size_t bytes;      /* frames held back (built) */
+    size_t hist_bytes; /* history held back (history_cost) */
+} ws_backlog_t;
+
+_Static_assert(HD_FMT_COUNT <= 8, "ws_t.fmt holds an HD_FMT_* in 3 bits");
+
+struct ws_s {
+    ws_public_t pub; /* first: websocket.h's view */
+    const ws_proto_t *proto;
+    char accept[32]; /* Sec-WebSocket-Accept, until the upgrade */
+    char *bearer;    /* the handshake's Authorization: Bearer token, or NULL */
+    ws_rx_t *rx;     /* NULL while the peer is silent */
     /* output */
-    hd_sbuf_t ctl; /* what wslay writes during one flush_control */
-    ws_out_t *bl;  /* backlog: bl[bl_head..bl_len) */
-    size_t bl_head, bl_len, bl_cap;
-    size_t bl_bytes;      /* frames held back (built) */
-    size_t bl_hist_bytes; /* history held back (history_cost) */
+    ws_backlog_t *bl;     /* NULL while nothing is held back */
     uint32_t next_sub_id; /* ids of subscriptions, for their backlog entries */
     /* subscriptions (pub.subs[0..pub.n_subs)) and publishes */
     uint32_t cap_subs;
+    ws_sub_t *sub1; /* pub.subs while there is room for one only: /ws/{channel} needs no array */
     hd_list_t pubs;
     uint32_t n_pubs;
+    uint32_t bearer_len; /* within max_header_size */
     uint64_t last_rx_ms, last_ping_ms;
     uint32_t busy;             /* entry points on the stack */
+    unsigned fmt : 3;          /* HD_FMT_* of history and live frames (below 8) */
     unsigned is_gone : 1;      /* the connection has gone: free when not busy */
     unsigned is_closing : 1;   /* our close frame is queued: nothing more in or out */
     unsigned in_recv : 1;      /* inside wslay_event_recv */
@@ -102,7 +119,8 @@ struct ws_s {
 static const hd_conn_ops_t ws_conn_ops;
 static void read_input(ws_t *ws);
 static wslay_event_context_ptr ctx_of(ws_t *ws);
-static void release_ctx_if_idle(ws_t *ws);
+static void free_rx(ws_t *ws);
+static void release_rx_if_idle(ws_t *ws);
 
 /* ---- pure helpers ---- */
 
@@ -231,12 +249,21 @@ static size_t history_cost(const hd_message_t *m)
 
 static void drop_out(ws_t *ws, ws_out_t *o);
 
+static void free_backlog(ws_t *ws)
+{
+    free(ws->bl->out);
+    free(ws->bl);
+    ws->bl = NULL;
+}
+
 static void clear_backlog(ws_t *ws)
 {
-    for (size_t i = ws->bl_head; i < ws->bl_len; i++)
-        drop_out(ws, &ws->bl[i]);
-    ws->bl_head = ws->bl_len = 0;
-    HD_ASSERT(ws->bl_bytes == 0 && ws->bl_hist_bytes == 0);
+    if (!ws->bl)
+        return;
+    for (size_t i = ws->bl->head; i < ws->bl->len; i++)
+        drop_out(ws, &ws->bl->out[i]);
+    HD_ASSERT(ws->bl->bytes == 0 && ws->bl->hist_bytes == 0);
+    free_backlog(ws);
 }
 
 static void free_sub(ws_sub_t *e)
@@ -251,15 +278,10 @@ static void free_ws(ws_t *ws)
 {
     for (uint32_t i = 0; i < ws->pub.n_subs; i++)
         free_sub(ws->pub.subs[i]);
-    free(ws->pub.subs);
+    if (ws->pub.subs != &ws->sub1)
+        free(ws->pub.subs);
     clear_backlog(ws);
-    free(ws->bl);
-    hd_sbuf_dispose(&ws->ctl);
-    if (ws->ctx)
-        wslay_event_context_free(ws->ctx);
-    free(ws->ctrl);
-    free(ws->in);
-    free(ws->msg);
+    free_rx(ws);
     free(ws->bearer);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], -1);
     free(ws);
@@ -309,18 +331,18 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     (void)ctx;
     (void)flags;
     ws_t *ws = user;
-    hd_sbuf_append(&ws->ctl, data, len);
+    hd_sbuf_append(&ws->rx->ctl, data, len);
     return (ssize_t)len;
 }
 
 /* Queues the control frames wslay holds (pong, ping, close) on the connection, now. */
 static void flush_control(ws_t *ws)
 {
-    if (ws->is_gone || !ws->ctx || !wslay_event_want_write(ws->ctx))
+    if (ws->is_gone || !ws->rx || !wslay_event_want_write(ws->rx->ctx))
         return;
-    hd_sbuf_init(&ws->ctl, 64);
-    int rc = wslay_event_send(ws->ctx);
-    hd_buf_t *b = hd_sbuf_finish(&ws->ctl);
+    hd_sbuf_init(&ws->rx->ctl, 64);
+    int rc = wslay_event_send(ws->rx->ctx);
+    hd_buf_t *b = hd_sbuf_finish(&ws->rx->ctl);
     if (rc == 0 && b->len)
         hd_conn_send(ws->pub.conn, b, 0, b->len);
     hd_buf_unref(b);
@@ -352,7 +374,7 @@ void hd_ws_close(ws_t *ws, int code, const char *reason)
     if (len > WS_MAX_REASON_BYTES)
         len = WS_MAX_REASON_BYTES;
     wslay_event_queue_close(ctx_of(ws), (uint16_t)code, (const uint8_t *)reason, len);
-    wslay_event_shutdown_read(ws->ctx);
+    wslay_event_shutdown_read(ws->rx->ctx);
     if (!ws->in_recv)
         finish(ws);
 }
@@ -362,38 +384,42 @@ static void drop_slow(ws_t *ws)
     HD_HUB_STAT_ADD(ws->pub.w, slow_dropped, 1);
     hd_conn_log(HD_LOG_INFO, ws->pub.conn,
                 "slow subscriber: %zu bytes queued, %zu held back, %zu of history",
-                hd_conn_queued_bytes(ws->pub.conn), ws->bl_bytes, ws->bl_hist_bytes);
+                hd_conn_queued_bytes(ws->pub.conn), ws->bl ? ws->bl->bytes : 0,
+                ws->bl ? ws->bl->hist_bytes : 0);
     hd_ws_close(ws, 1013, WS_SLOW_REASON);
 }
 
 /* Appends an entry to the backlog (its references pass to it) and counts it. */
 static void push_out(ws_t *ws, hd_buf_t *b, hd_message_t *m, uint32_t owner)
 {
-    if (ws->bl_len == ws->bl_cap) {
-        if (ws->bl_head >= ws->bl_cap / 2 && ws->bl_head > 0) {
-            memmove(ws->bl, ws->bl + ws->bl_head, (ws->bl_len - ws->bl_head) * sizeof(*ws->bl));
-            ws->bl_len -= ws->bl_head;
-            ws->bl_head = 0;
+    if (!ws->bl)
+        ws->bl = hd_calloc(1, sizeof(*ws->bl));
+    ws_backlog_t *bl = ws->bl;
+    if (bl->len == bl->cap) {
+        if (bl->head >= bl->cap / 2 && bl->head > 0) {
+            memmove(bl->out, bl->out + bl->head, (bl->len - bl->head) * sizeof(*bl->out));
+            bl->len -= bl->head;
+            bl->head = 0;
         } else {
-            ws->bl = hd_grow_array(ws->bl, &ws->bl_cap, ws->bl_len + 1, sizeof(*ws->bl), 16);
+            bl->out = hd_grow_array(bl->out, &bl->cap, bl->len + 1, sizeof(*bl->out), 16);
         }
     }
-    ws->bl[ws->bl_len++] = (ws_out_t){b, m, owner};
+    bl->out[bl->len++] = (ws_out_t){b, m, owner};
     if (b)
-        ws->bl_bytes += b->len;
+        bl->bytes += b->len;
     else
-        ws->bl_hist_bytes += history_cost(m);
+        bl->hist_bytes += history_cost(m);
 }
 
 /* Releases backlog entry o (sent or purged) and uncounts it. */
 static void drop_out(ws_t *ws, ws_out_t *o)
 {
     if (o->buf) {
-        ws->bl_bytes -= o->buf->len;
+        ws->bl->bytes -= o->buf->len;
         hd_buf_unref(o->buf);
     }
     if (o->msg) {
-        ws->bl_hist_bytes -= history_cost(o->msg);
+        ws->bl->hist_bytes -= history_cost(o->msg);
         hd_message_unref(o->msg);
     }
     o->buf = NULL;
@@ -410,8 +436,8 @@ static void emit_owned(ws_t *ws, hd_buf_t *b, uint32_t owner)
     if (!hd_ws_is_open(ws))
         return;
     size_t max = conf_of(ws)->max_queue_bytes;
-    if (ws->bl_head < ws->bl_len) {
-        if (ws->bl_bytes + b->len > max) {
+    if (ws->bl) {
+        if (ws->bl->bytes + b->len > max) {
             drop_slow(ws);
             return;
         }
@@ -440,10 +466,11 @@ int hd_ws_hold_history(ws_t *ws, ws_sub_t *e, hd_message_t *const *msgs, size_t 
     size_t cost = 0;
     for (size_t i = 0; i < n; i++)
         cost += history_cost(msgs[i]);
-    if (ws->bl_hist_bytes > 0 && ws->bl_hist_bytes + cost > conf_of(ws)->max_queue_bytes) {
+    size_t held = ws->bl ? ws->bl->hist_bytes : 0;
+    if (held > 0 && held + cost > conf_of(ws)->max_queue_bytes) {
         hd_conn_log(HD_LOG_INFO, ws->pub.conn,
                     "history of %s (%zu bytes) on top of %zu held back: over max_queue_bytes",
-                    e->channel, cost, ws->bl_hist_bytes);
+                    e->channel, cost, held);
         drop_slow(ws);
         return -1;
     }
@@ -456,14 +483,18 @@ int hd_ws_hold_history(ws_t *ws, ws_sub_t *e, hd_message_t *const *msgs, size_t 
  * closes the holes, so a client that subscribes and unsubscribes over and over holds nothing. */
 static void purge_backlog(ws_t *ws, uint32_t id)
 {
-    size_t out = ws->bl_head;
-    for (size_t i = ws->bl_head; i < ws->bl_len; i++) {
-        if (ws->bl[i].owner == id)
-            drop_out(ws, &ws->bl[i]);
-        if (ws->bl[i].buf || ws->bl[i].msg)
-            ws->bl[out++] = ws->bl[i];
+    if (!ws->bl)
+        return;
+    size_t out = ws->bl->head;
+    for (size_t i = ws->bl->head; i < ws->bl->len; i++) {
+        if (ws->bl->out[i].owner == id)
+            drop_out(ws, &ws->bl->out[i]);
+        if (ws->bl->out[i].buf || ws->bl->out[i].msg)
+            ws->bl->out[out++] = ws->bl->out[i];
     }
-    ws->bl_len = out;
+    ws->bl->len = out;
+    if (ws->bl->head == ws->bl->len)
+        free_backlog(ws);
 }
 
 /*
@@ -475,10 +506,10 @@ static void purge_backlog(ws_t *ws, uint32_t id)
 void hd_ws_pump(ws_t *ws)
 {
     size_t max = conf_of(ws)->max_queue_bytes / 2;
-    while (hd_ws_is_open(ws) && ws->bl_head < ws->bl_len) {
-        ws_out_t *o = &ws->bl[ws->bl_head];
+    while (hd_ws_is_open(ws) && ws->bl && ws->bl->head < ws->bl->len) {
+        ws_out_t *o = &ws->bl->out[ws->bl->head];
         if (!o->buf && !o->msg) { /* purged */
-            ws->bl_head++;
+            ws->bl->head++;
             continue;
         }
         size_t len = o->buf ? o->buf->len : o->msg->len;
@@ -487,20 +518,14 @@ void hd_ws_pump(ws_t *ws)
             break;
         hd_buf_t *b = o->buf ? hd_buf_ref(o->buf) : hd_message_encode(o->msg, ws->fmt);
         drop_out(ws, o);
-        ws->bl_head++;
+        ws->bl->head++;
         flush_control(ws);
         if (!ws->is_gone)
             hd_conn_send(ws->pub.conn, b, 0, b->len);
         hd_buf_unref(b);
     }
-    if (ws->bl_head == ws->bl_len && !ws->is_gone) {
-        ws->bl_head = ws->bl_len = 0;
-        if (ws->bl_cap > 64) { /* a long replay is over: give its array back */
-            free(ws->bl);
-            ws->bl = NULL;
-            ws->bl_cap = 0;
-        }
-    }
+    if (ws->bl && ws->bl->head == ws->bl->len && !ws->is_gone)
+        free_backlog(ws); /* all sent: an idle connection holds no backlog */
 }
 
 /* Queues a JSON object (consumed) as one text frame. */
@@ -549,9 +574,16 @@ ws_sub_t *hd_ws_sub_find(ws_t *ws, const char *channel, size_t len)
 
 ws_sub_t *hd_ws_sub_add(ws_t *ws, const char *channel, size_t len)
 {
-    if (ws->pub.n_subs == ws->cap_subs) {
-        ws->cap_subs = ws->cap_subs ? ws->cap_subs * 2 : 1;
-        ws->pub.subs = hd_realloc(ws->pub.subs, ws->cap_subs * sizeof(*ws->pub.subs));
+    if (ws->cap_subs == 0) {
+        ws->pub.subs = &ws->sub1;
+        ws->cap_subs = 1;
+    } else if (ws->pub.n_subs == ws->cap_subs) {
+        ws_sub_t **subs = hd_malloc(ws->cap_subs * 2u * sizeof(*subs));
+        memcpy(subs, ws->pub.subs, ws->cap_subs * sizeof(*subs));
+        if (ws->pub.subs != &ws->sub1)
+            free(ws->pub.subs);
+        ws->pub.subs = subs;
+        ws->cap_subs *= 2;
     }
     ws_sub_t *e = hd_calloc(1, sizeof(*e) + len + 1);
     e->ws = ws;
@@ -664,7 +696,7 @@ void hd_ws_publish(ws_t *ws, hd_message_t *m, json_t *ref)
 /* ---- input ---- */
 
 /*
- * wslay's reader. It hands over ws->in up to the end of the current frame only, and a control
+ * wslay's reader. It hands over ws->rx->in up to the end of the current frame only, and a control
  * frame only once all of it has arrived: wslay checks a close reason for UTF-8 chunk by chunk,
  * restarting past the status code in every chunk, so a close frame must reach it in one piece.
  * The header is read here anyway, so framing errors are answered here, with a reason.
@@ -673,16 +705,16 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 {
     (void)flags;
     ws_t *ws = user;
-    size_t avail = ws->in_len - ws->in_off;
+    size_t avail = ws->rx->in_len - ws->rx->in_off;
     if (!hd_ws_is_open(ws) || avail == 0)
         goto block;
-    if (ws->frame_left == 0) {
+    if (ws->rx->frame_left == 0) {
         if (ws->is_throttled)
             goto block; /* between frames: resumed when publishes are answered */
         const char *why = NULL;
         uint64_t plen = 0;
-        const uint8_t *p = ws->in + ws->in_off;
-        int rc = frame_size(p, avail, &ws->frame_left, &plen, &why);
+        const uint8_t *p = ws->rx->in + ws->rx->in_off;
+        int rc = frame_size(p, avail, &ws->rx->frame_left, &plen, &why);
         if (rc == FRAME_BAD) {
             hd_ws_close(ws, 1002, why);
             goto block;
@@ -691,19 +723,19 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
             goto block;
         /* Too big is known from the header: answered now, not after the first payload byte. */
         size_t max = conf_of(ws)->max_message_bytes;
-        size_t so_far = (p[0] & 0x0f) == WSLAY_CONTINUATION_FRAME ? ws->msg_len : 0;
+        size_t so_far = (p[0] & 0x0f) == WSLAY_CONTINUATION_FRAME ? ws->rx->msg_len : 0;
         if (!(p[0] & 0x08) && plen > max - so_far) {
-            ws->frame_left = 0;
+            ws->rx->frame_left = 0;
             hd_ws_close(ws, 1009, "message larger than max_message_size");
             goto block;
         }
     }
     size_t n = len < avail ? len : avail;
-    if (n > ws->frame_left)
-        n = (size_t)ws->frame_left;
-    memcpy(buf, ws->in + ws->in_off, n);
-    ws->in_off += n;
-    ws->frame_left -= n;
+    if (n > ws->rx->frame_left)
+        n = (size_t)ws->rx->frame_left;
+    memcpy(buf, ws->rx->in + ws->rx->in_off, n);
+    ws->rx->in_off += n;
+    ws->rx->frame_left -= n;
     return (ssize_t)n;
 block:
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
@@ -717,24 +749,24 @@ static void on_frame_start(wslay_event_context_ptr ctx,
     ws_t *ws = user;
     if (!hd_ws_is_open(ws))
         return;
-    ws->frame_opcode = arg->opcode;
+    ws->rx->frame_opcode = arg->opcode;
     if (wslay_is_ctrl_frame(arg->opcode)) {
-        ws->ctrl_len = 0;
+        ws->rx->ctrl_len = 0;
         return;
     }
     if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
-        ws->msg_opcode = arg->opcode;
-        ws->msg_len = 0;
-        hd_utf8_init(&ws->utf8);
+        ws->rx->msg_opcode = arg->opcode;
+        ws->rx->msg_len = 0;
+        hd_utf8_init(&ws->rx->utf8);
     }
     /* The limit holds for the whole message, checked before anything is buffered. */
     size_t max = conf_of(ws)->max_message_bytes;
-    if (ws->msg_len > max || arg->payload_length > max - ws->msg_len) {
+    if (ws->rx->msg_len > max || arg->payload_length > max - ws->rx->msg_len) {
         hd_ws_close(ws, 1009, "message larger than max_message_size");
         return;
     }
-    size_t need = ws->msg_len + (size_t)arg->payload_length;
-    ws->msg = hd_grow(ws->msg, &ws->msg_cap, need, 1024, 0);
+    size_t need = ws->rx->msg_len + (size_t)arg->payload_length;
+    ws->rx->msg = hd_grow(ws->rx->msg, &ws->rx->msg_cap, need, 1024, 0);
 }
 
 static void on_frame_chunk(wslay_event_context_ptr ctx,
@@ -744,29 +776,29 @@ static void on_frame_chunk(wslay_event_context_ptr ctx,
     ws_t *ws = user;
     if (!hd_ws_is_open(ws) || arg->data_length == 0)
         return;
-    if (wslay_is_ctrl_frame(ws->frame_opcode)) {
+    if (wslay_is_ctrl_frame(ws->rx->frame_opcode)) {
         size_t n = arg->data_length;
-        if (n > WS_CTRL_BYTES - ws->ctrl_len)
-            n = WS_CTRL_BYTES - ws->ctrl_len;
-        memcpy(ws->ctrl + ws->ctrl_len, arg->data, n);
-        ws->ctrl_len += n;
+        if (n > WS_CTRL_BYTES - ws->rx->ctrl_len)
+            n = WS_CTRL_BYTES - ws->rx->ctrl_len;
+        memcpy(ws->rx->ctrl + ws->rx->ctrl_len, arg->data, n);
+        ws->rx->ctrl_len += n;
         return;
     }
-    if (ws->msg_opcode == WSLAY_TEXT_FRAME &&
-        hd_utf8_feed(&ws->utf8, arg->data, arg->data_length) < 0) {
+    if (ws->rx->msg_opcode == WSLAY_TEXT_FRAME &&
+        hd_utf8_feed(&ws->rx->utf8, arg->data, arg->data_length) < 0) {
         hd_ws_close(ws, 1007, "invalid UTF-8 in a text message");
         return;
     }
-    HD_ASSERT(ws->msg_len + arg->data_length <= ws->msg_cap);
-    memcpy(ws->msg + ws->msg_len, arg->data, arg->data_length);
-    ws->msg_len += arg->data_length;
+    HD_ASSERT(ws->rx->msg_len + arg->data_length <= ws->rx->msg_cap);
+    memcpy(ws->rx->msg + ws->rx->msg_len, arg->data, arg->data_length);
+    ws->rx->msg_len += arg->data_length;
 }
 
 /* The peer's close frame: answered with its code, or with 1002/1007 when it is malformed. */
 static void answer_close(ws_t *ws)
 {
-    const uint8_t *p = ws->ctrl;
-    size_t n = ws->ctrl_len;
+    const uint8_t *p = ws->rx->ctrl;
+    size_t n = ws->rx->ctrl_len;
     unsigned code = n >= 2 ? (unsigned)p[0] << 8 | p[1] : 0;
     if (n == 1) {
         hd_ws_close(ws, 1002, "close frame with a 1-byte payload");
@@ -785,14 +817,14 @@ static void answer_close(ws_t *ws)
     ws->is_closing = 1;
     clear_backlog(ws);
     wslay_event_queue_close(ctx_of(ws), (uint16_t)code, NULL, 0);
-    wslay_event_shutdown_read(ws->ctx);
+    wslay_event_shutdown_read(ws->rx->ctx);
 }
 
 static void on_frame_end(wslay_event_context_ptr ctx, void *user)
 {
     (void)ctx;
     ws_t *ws = user;
-    if (hd_ws_is_open(ws) && ws->frame_opcode == WSLAY_CONNECTION_CLOSE)
+    if (hd_ws_is_open(ws) && ws->rx->frame_opcode == WSLAY_CONNECTION_CLOSE)
         answer_close(ws);
 }
 
@@ -803,18 +835,18 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     ws_t *ws = user;
     if (!hd_ws_is_open(ws) || wslay_is_ctrl_frame(arg->opcode))
         return; /* wslay has queued the pong for a ping; a pong only shows the peer is alive */
-    if (ws->msg_opcode == WSLAY_TEXT_FRAME && !hd_utf8_complete(&ws->utf8)) {
+    if (ws->rx->msg_opcode == WSLAY_TEXT_FRAME && !hd_utf8_complete(&ws->rx->utf8)) {
         hd_ws_close(ws, 1007, "text message ends inside a UTF-8 sequence");
         return;
     }
-    const char *data = ws->msg ? (const char *)ws->msg : "";
-    ws->proto->on_message(ws, ws->msg_opcode, data, ws->msg_len);
-    ws->msg_len = 0;
-    ws->msg_opcode = 0;
-    if (ws->msg_cap > WS_KEEP_MSG_BYTES) {
-        free(ws->msg);
-        ws->msg = NULL;
-        ws->msg_cap = 0;
+    const char *data = ws->rx->msg ? (const char *)ws->rx->msg : "";
+    ws->proto->on_message(ws, ws->rx->msg_opcode, data, ws->rx->msg_len);
+    ws->rx->msg_len = 0;
+    ws->rx->msg_opcode = 0;
+    if (ws->rx->msg_cap > WS_KEEP_MSG_BYTES) {
+        free(ws->rx->msg);
+        ws->rx->msg = NULL;
+        ws->rx->msg_cap = 0;
     }
 }
 
@@ -829,11 +861,11 @@ static void read_input(ws_t *ws)
     if (ws->is_gone)
         return;
     if (ws->is_closing)
-        ws->in_off = ws->in_len;
-    if (ws->in_off) { /* an idle connection has no input buffer at all (in == NULL) */
-        memmove(ws->in, ws->in + ws->in_off, ws->in_len - ws->in_off);
-        ws->in_len -= ws->in_off;
-        ws->in_off = 0;
+        ws->rx->in_off = ws->rx->in_len;
+    if (ws->rx->in_off) { /* an idle connection has no input buffer at all (in == NULL) */
+        memmove(ws->rx->in, ws->rx->in + ws->rx->in_off, ws->rx->in_len - ws->rx->in_off);
+        ws->rx->in_len -= ws->rx->in_off;
+        ws->rx->in_off = 0;
     }
     if (rc != 0) {
         hd_conn_log(HD_LOG_WARN, ws->pub.conn, "wslay failed (%d): closing", rc);
@@ -843,20 +875,20 @@ static void read_input(ws_t *ws)
     flush_control(ws);
     if (ws->is_gone)
         return;
-    if (ws->is_closing || wslay_event_get_close_sent(ws->ctx)) {
+    if (ws->is_closing || wslay_event_get_close_sent(ws->rx->ctx)) {
         if (!ws->is_closing)
             hd_conn_log(HD_LOG_INFO, ws->pub.conn, "protocol error: closed with %u",
-                        wslay_event_get_status_code_sent(ws->ctx));
+                        wslay_event_get_status_code_sent(ws->rx->ctx));
         ws->is_closing = 1;
         hd_conn_finish(ws->pub.conn);
         return;
     }
-    if (ws->is_throttled && ws->in_len > WS_KEEP_MSG_BYTES)
+    if (ws->is_throttled && ws->rx->in_len > WS_KEEP_MSG_BYTES)
         hd_conn_read_stop(ws->pub.conn); /* on_published starts reading again */
     if (hd_conn_queued_bytes(ws->pub.conn) > conf_of(ws)->max_queue_bytes)
         drop_slow(ws); /* a peer that pings (or asks) much faster than it reads */
     else
-        release_ctx_if_idle(ws);
+        release_rx_if_idle(ws);
 }
 
 /* ---- the connection ---- */
@@ -867,14 +899,16 @@ static void ws_on_data(hd_conn_t *c, const char *data, size_t len)
     hd_ws_enter(ws);
     ws->last_rx_ms = now_ms(ws);
     if (hd_ws_is_open(ws)) {
-        ws->in = hd_grow(ws->in, &ws->in_cap, ws->in_len + len, 4096, 0);
-        memcpy(ws->in + ws->in_len, data, len);
-        ws->in_len += len;
-        read_input(ws);
-        if (!ws->is_gone && ws->in_len == 0) { /* an idle connection holds no input buffer */
-            free(ws->in);
-            ws->in = NULL;
-            ws->in_cap = 0;
+        ctx_of(ws);
+        ws_rx_t *rx = ws->rx;
+        rx->in = hd_grow(rx->in, &rx->in_cap, rx->in_len + len, 4096, 0);
+        memcpy(rx->in + rx->in_len, data, len);
+        rx->in_len += len;
+        read_input(ws);                                      /* may free rx (release_rx_if_idle) */
+        if (!ws->is_gone && ws->rx && ws->rx->in_len == 0) { /* no input buffer while idle */
+            free(ws->rx->in);
+            ws->rx->in = NULL;
+            ws->rx->in_cap = 0;
         }
     }
     hd_ws_leave(ws);
@@ -904,7 +938,7 @@ static void ws_on_timeout(hd_conn_t *c)
             struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
             wslay_event_queue_msg(ctx_of(ws), &ping);
             flush_control(ws);
-            release_ctx_if_idle(ws);
+            release_rx_if_idle(ws);
             ws->last_ping_ms = now;
         }
         uint64_t ping_at = ws->last_ping_ms + conf->ws_ping_interval_ms;
@@ -959,34 +993,44 @@ static const struct wslay_event_callbacks callbacks = {
 };
 
 /*
- * The wslay context (about 9 KiB) exists only while the peer is sending or a control frame is
- * going out: an idle subscriber holds none. Created on demand...
+ * The wslay context (about 9 KiB) and the rest of ws_rx_t exist only while the peer is sending
+ * or a control frame is going out: an idle subscriber holds none. Created on demand...
  */
 static wslay_event_context_ptr ctx_of(ws_t *ws)
 {
-    if (!ws->ctx) {
-        HD_ASSERT(wslay_event_context_server_init(&ws->ctx, &callbacks, ws) == 0);
+    if (!ws->rx) {
+        ws->rx = hd_calloc(1, sizeof(*ws->rx));
+        HD_ASSERT(wslay_event_context_server_init(&ws->rx->ctx, &callbacks, ws) == 0);
         /* Data frames are reassembled here (size checked first); wslay buffers control frames. */
-        wslay_event_config_set_no_buffering(ws->ctx, 1);
-        wslay_event_config_set_max_recv_msg_length(ws->ctx, UINT64_MAX);
-        ws->ctrl = hd_malloc(WS_CTRL_BYTES);
+        wslay_event_config_set_no_buffering(ws->rx->ctx, 1);
+        wslay_event_config_set_max_recv_msg_length(ws->rx->ctx, UINT64_MAX);
     }
-    return ws->ctx;
+    return ws->rx->ctx;
 }
 
-/* ...and freed when it holds nothing: no frame or fragmented message half received, nothing
- * to send, no close under way. */
-static void release_ctx_if_idle(ws_t *ws)
+static void free_rx(ws_t *ws)
 {
-    if (!ws->ctx || ws->is_gone || ws->is_closing || ws->in_recv || ws->in_len || ws->frame_left ||
-        ws->msg_opcode || wslay_event_want_write(ws->ctx) || wslay_event_get_close_sent(ws->ctx) ||
-        wslay_event_get_close_received(ws->ctx))
+    ws_rx_t *rx = ws->rx;
+    if (!rx)
         return;
-    wslay_event_context_free(ws->ctx);
-    ws->ctx = NULL;
-    free(ws->ctrl);
-    ws->ctrl = NULL;
-    ws->ctrl_len = 0;
+    hd_sbuf_dispose(&rx->ctl);
+    wslay_event_context_free(rx->ctx);
+    free(rx->in);
+    free(rx->msg);
+    free(rx);
+    ws->rx = NULL;
+}
+
+/* ...and freed when it holds nothing: no input waiting, no frame or fragmented message half
+ * received, nothing to send, no close under way. */
+static void release_rx_if_idle(ws_t *ws)
+{
+    ws_rx_t *rx = ws->rx;
+    if (!rx || ws->is_gone || ws->is_closing || ws->in_recv || rx->in_len || rx->frame_left ||
+        rx->msg_opcode || wslay_event_want_write(rx->ctx) || wslay_event_get_close_sent(rx->ctx) ||
+        wslay_event_get_close_received(rx->ctx))
+        return;
+    free_rx(ws);
 }
 
 ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_handshake_t *hs)
@@ -1003,7 +1047,7 @@ ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_hands
     if (hs->bearer) {
         ws->bearer = hd_malloc(hs->bearer_len + 1);
         memcpy(ws->bearer, hs->bearer, hs->bearer_len);
-        ws->bearer_len = hs->bearer_len;
+        ws->bearer_len = (uint32_t)hs->bearer_len;
     }
     hd_list_init(&ws->pubs);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], 1);
