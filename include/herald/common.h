@@ -35,7 +35,11 @@
     X(ESUBSCRIPTIONS, -10015, 503, 1013, "subscription limit reached (max_subscriptions)")         \
     X(EUNAUTHENTICATED, -10016, 401, 4401, "missing or invalid credential")                        \
     X(ETOKENEXPIRED, -10017, 401, 4001, "token expired")                                           \
-    X(EFORBIDDEN, -10018, 403, 4003, "forbidden")
+    X(EFORBIDDEN, -10018, 403, 4003, "forbidden")                                                  \
+    X(EPROXY, -10019, 400, 1002, "malformed PROXY protocol header")                                \
+    X(EIPCONNS, -10020, 503, 1013, "too many connections (max_connections_per_ip)")                \
+    X(EIPRATE, -10021, 429, 1013, "connecting too often (connect_rate_per_ip)")                    \
+    X(EPUBRATE, -10022, 429, 1008, "publishing too often (client_publish_rate)")
 
 typedef enum {
 #define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "herald/auth.h"
+#include "herald/ipaddr.h"
 
 typedef struct hd_listen_s {
     struct sockaddr_storage addr; /* resolved numeric address (IPv4 or IPv6) */
@@ -28,6 +29,7 @@ typedef struct hd_listen_s {
     char text[80]; /* as written, e.g. "0.0.0.0:8080" or "[::1]:8443" */
     unsigned is_tls : 1;
     unsigned is_admin : 1; /* "admin": serves the admin endpoints (and /healthz) to anyone */
+    unsigned is_proxy : 1; /* proxy_protocol: a PROXY header (v1 or v2) comes first */
 } hd_listen_t;
 
 /*
@@ -61,6 +63,13 @@ typedef struct hd_conf_s {
     uint32_t max_connections; /* per node */
     uint32_t accept_rate;     /* new connections per second per node; 0 = unlimited */
     uint32_t accept_burst;    /* token bucket depth */
+
+    /* client addresses and per-client limits */
+    hd_cidr_list_t trusted_proxies;  /* peers whose X-Forwarded-For / Forwarded is believed */
+    uint32_t max_connections_per_ip; /* open connections of one client address; 0 = unlimited */
+    uint32_t connect_rate_per_ip;    /* new connections per second per address; 0 = unlimited */
+    uint32_t connect_burst_per_ip;   /* its token bucket depth */
+    uint32_t client_publish_rate;    /* publishes per second per WebSocket; 0 = unlimited */
 
     /* HTTP */
     size_t max_url_bytes;

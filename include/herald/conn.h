@@ -24,6 +24,7 @@
 #include "herald/buf.h"
 #include "herald/common.h"
 #include "herald/heap.h"
+#include "herald/ipaddr.h"
 #include "herald/log.h"
 #include "herald/tls.h"
 
@@ -74,12 +75,14 @@ struct hd_conn_s {
      * anonymous. Streams (SSE, WebSocket) keep it for their lifetime, a held long poll while it
      * waits; its exp (hd_identity_exp) is when the credential runs out. */
     hd_identity_t *identity;
+    hd_ip_t client; /* the socket's peer, or the client a PROXY protocol header named */
     uint8_t open_handles;
     unsigned is_closing : 1;
     unsigned is_writing : 1;
     unsigned is_finishing : 1;
     unsigned is_reading : 1;
     unsigned is_admin_listener : 1; /* accepted on a listener marked admin (listen ... admin) */
+    unsigned is_ip_counted : 1;     /* counted in the node's per-address table until freed */
 };
 
 /*
@@ -130,7 +133,20 @@ void hd_conn_set_identity(hd_conn_t *c, hd_identity_t *id);
  */
 void hd_conn_foreach(hd_worker_t *w, void (*fn)(hd_conn_t *c, void *arg), void *arg);
 
-/* "127.0.0.1:5555" for logs (thread-local storage, valid until the next call). */
+/*
+ * The connection's client address: the socket's peer, or on a listener marked proxy_protocol
+ * the source address of the PROXY header (the socket's peer, the balancer, when the header
+ * names none: LOCAL, UNKNOWN). Set before any handler runs and fixed for the connection's life;
+ * family HD_IP_NONE for a socket that is not TCP (tests' socketpairs). This is the address the
+ * per-address limits count; a request behind an HTTP proxy has its own (hd_req_client_ip).
+ */
+static inline const hd_ip_t *hd_conn_client_addr(const hd_conn_t *c)
+{
+    return &c->client;
+}
+
+/* The client address and port, "192.0.2.1:5555" or "[2001:db8::1]:5555", for logs (thread-local
+ * storage, valid until the next call). */
 const char *hd_conn_peer(hd_conn_t *c);
 
 #define hd_conn_log(level, c, fmt, ...)                                                            \

@@ -68,6 +68,7 @@ typedef struct hd_req_s {
     unsigned is_keepalive : 1;
     unsigned is_upgrade : 1;
     uint64_t start_ms;
+    hd_ip_t client_ip_; /* hd_req_client_ip */
 } hd_req_t;
 
 /* ---- router ---- */
@@ -106,6 +107,20 @@ typedef int (*hd_http_guard_cb)(hd_req_t *req);
 void hd_http_set_guard(hd_http_guard_cb guard);
 /* Installs the HTTP handler on a freshly accepted connection (hd_accept_cb). */
 void hd_http_accept(hd_conn_t *c);
+
+/*
+ * The request's client: the connection's address (hd_conn_client_addr: the socket's peer or
+ * the PROXY header's client), unless that address is in trusted_proxies, in which case
+ * X-Forwarded-For (or, without one, Forwarded: for=) is walked from the right past every
+ * trusted address (hd_ip_forwarded_client). Resolved once per request, when its head is
+ * complete; spoofed headers from an untrusted peer are ignored. Use it for decisions about
+ * this request (is the client loopback? hd_ip_is_loopback) and its logs; the per-address
+ * connection limits count hd_conn_client_addr instead, known before any request.
+ */
+static inline const hd_ip_t *hd_req_client_ip(const hd_req_t *req)
+{
+    return &req->client_ip_;
+}
 
 /* Header value by name (case-insensitive), NULL if absent. */
 const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len);

@@ -84,6 +84,9 @@ unsigned hd_server_worker_count(const hd_server_t *s);
 hd_worker_t *hd_server_worker(hd_server_t *s, unsigned i);
 /* The node's open connection count (all workers). */
 uint64_t hd_server_conn_count(const hd_server_t *s);
+/* Client addresses held by the per-address limits' table now (max_connections_per_ip,
+ * connect_rate_per_ip): bounded by the open connections plus a fixed number of idle ones. */
+size_t hd_server_client_entries(const hd_server_t *s);
 /* Bound address of listener i ("127.0.0.1:43121"). */
 const char *hd_server_listen_addr(const hd_server_t *s, size_t i);
 

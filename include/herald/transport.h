@@ -44,10 +44,12 @@ int hd_tp_key_match(const hd_strlist_t *keys, const char *token, size_t len);
 /* The token of "Authorization: Bearer TOKEN" (scheme case-insensitive), or NULL. */
 const char *hd_tp_bearer(const hd_req_t *req, size_t *len);
 /*
- * 1 if the client is this host itself: the connection's peer is a loopback address (or a Unix
- * socket) and the request carries none of X-Forwarded-For, Forwarded, X-Real-IP (a proxy on
- * this host relaying someone else), Origin or Sec-Fetch-Site (a browser on this host acting
- * for a web page, which may have rebound its own name to 127.0.0.1). The one rule behind
+ * 1 if the client is this host itself: the client's address (the socket's peer, or on a
+ * proxy_protocol listener the client the PROXY header names: hd_req_client_ip) is a loopback
+ * address (or the socket a Unix socket) and the request carries none of X-Forwarded-For,
+ * Forwarded, X-Real-IP (a proxy on this host relaying someone else), Origin or Sec-Fetch-Site
+ * (a browser on this host acting for a web page, which may have rebound its own name to
+ * 127.0.0.1). The one rule behind
  * "no publish_key: local clients only" and "no admin_key: local clients only".
  */
 int hd_tp_peer_is_local(const hd_req_t *req);

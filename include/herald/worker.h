@@ -25,12 +25,18 @@
 
 typedef struct hd_server_s hd_server_t;
 typedef struct hd_conn_worker_s hd_conn_worker_t;
+typedef struct hd_iplimit_s hd_iplimit_t;
 
 /* Per-worker counters: written by the owning worker only, read by anyone (relaxed). */
 typedef struct hd_worker_stats_s {
     uint64_t accepted;
     uint64_t refused_max_conns;
     uint64_t refused_rate;
+    uint64_t refused_ip_conns;       /* max_connections_per_ip */
+    uint64_t refused_ip_rate;        /* connect_rate_per_ip */
+    uint64_t proxy_malformed;        /* PROXY protocol headers refused */
+    uint64_t proxy_timeouts;         /* PROXY protocol headers not complete in time */
+    uint64_t client_publish_refused; /* client_publish_rate */
     uint64_t requests;
     uint64_t tls_handshake_failures;
     uint64_t timeouts;
@@ -62,6 +68,7 @@ struct hd_worker_s {
     uint64_t refused_logged_ms;
     uint64_t refused_since_log;
     hd_conn_worker_t *conns_; /* the connection layer's state: private to conn.c */
+    hd_iplimit_t *iplimit;    /* the node's per-address table (src/net/iplimit.h), shared */
     time_t date_sec;
     char date[40];
     unsigned is_draining : 1; /* graceful shutdown started */

@@ -30,6 +30,11 @@ static void collect(totals_t *t)
         t->net.accepted += LOAD(w->stats.accepted);
         t->net.refused_max_conns += LOAD(w->stats.refused_max_conns);
         t->net.refused_rate += LOAD(w->stats.refused_rate);
+        t->net.refused_ip_conns += LOAD(w->stats.refused_ip_conns);
+        t->net.refused_ip_rate += LOAD(w->stats.refused_ip_rate);
+        t->net.proxy_malformed += LOAD(w->stats.proxy_malformed);
+        t->net.proxy_timeouts += LOAD(w->stats.proxy_timeouts);
+        t->net.client_publish_refused += LOAD(w->stats.client_publish_refused);
         t->net.requests += LOAD(w->stats.requests);
         t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
         t->net.timeouts += LOAD(w->stats.timeouts);
@@ -95,7 +100,9 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"connections\":{\"total\":%llu,\"poll\":%lld,\"longpoll\":%lld,\"sse\":%lld,"
         "\"websocket\":%lld},"
         "\"connections_accepted\":%llu,\"connections_refused\":{\"max_connections\":%llu,"
-        "\"accept_rate\":%llu},\"requests\":%llu,\"timeouts\":%llu,"
+        "\"accept_rate\":%llu,\"max_connections_per_ip\":%llu,\"connect_rate_per_ip\":%llu},"
+        "\"client_addresses\":%llu,\"proxy_protocol_errors\":{\"malformed\":%llu,"
+        "\"timeout\":%llu},\"client_publishes_refused\":%llu,\"requests\":%llu,\"timeouts\":%llu,"
         "\"tls_handshake_failures\":%llu,"
         "\"channels\":%llu,\"messages\":{\"published\":%llu,\"published_here\":%llu,"
         "\"fanned_out\":%llu,\"delivered\":%llu},\"history_bytes\":%llu,"
@@ -110,7 +117,11 @@ static void on_stats(hd_req_t *req, void *arg)
         (long long)t.hub.transport_conns[HD_TP_LONGPOLL],
         (long long)t.hub.transport_conns[HD_TP_SSE], (long long)t.hub.transport_conns[HD_TP_WS],
         (unsigned long long)t.net.accepted, (unsigned long long)t.net.refused_max_conns,
-        (unsigned long long)t.net.refused_rate, (unsigned long long)t.net.requests,
+        (unsigned long long)t.net.refused_rate, (unsigned long long)t.net.refused_ip_conns,
+        (unsigned long long)t.net.refused_ip_rate,
+        (unsigned long long)hd_server_client_entries(node),
+        (unsigned long long)t.net.proxy_malformed, (unsigned long long)t.net.proxy_timeouts,
+        (unsigned long long)t.net.client_publish_refused, (unsigned long long)t.net.requests,
         (unsigned long long)t.net.timeouts, (unsigned long long)t.net.tls_handshake_failures,
         (unsigned long long)t.broker.channels, (unsigned long long)t.broker.messages_published,
         (unsigned long long)t.hub.published, (unsigned long long)t.hub.messages_in,
@@ -154,6 +165,28 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.refused_max_conns);
     hd_sbuf_appendf(&sb, "herald_connections_refused_total{reason=\"accept_rate\"} %llu\n",
                     (unsigned long long)t.net.refused_rate);
+    hd_sbuf_appendf(&sb,
+                    "herald_connections_refused_total{reason=\"max_connections_per_ip\"} %llu\n",
+                    (unsigned long long)t.net.refused_ip_conns);
+    hd_sbuf_appendf(&sb, "herald_connections_refused_total{reason=\"connect_rate_per_ip\"} %llu\n",
+                    (unsigned long long)t.net.refused_ip_rate);
+    metric(&sb, "herald_client_addresses", "gauge",
+           "Client addresses held by the per-address limits (open connections, or a token bucket "
+           "not yet refilled).",
+           hd_server_client_entries(node));
+    hd_sbuf_appends(&sb, "# HELP herald_proxy_protocol_errors_total Connections closed on a "
+                         "proxy_protocol listener for their PROXY header.\n"
+                         "# TYPE herald_proxy_protocol_errors_total counter\n");
+    hd_sbuf_appendf(&sb, "herald_proxy_protocol_errors_total{reason=\"malformed\"} %llu\n",
+                    (unsigned long long)t.net.proxy_malformed);
+    hd_sbuf_appendf(&sb, "herald_proxy_protocol_errors_total{reason=\"timeout\"} %llu\n",
+                    (unsigned long long)t.net.proxy_timeouts);
+    hd_sbuf_appends(&sb, "# HELP herald_client_publishes_refused_total Client publishes refused, "
+                         "by the limit reached.\n"
+                         "# TYPE herald_client_publishes_refused_total counter\n");
+    hd_sbuf_appendf(&sb,
+                    "herald_client_publishes_refused_total{reason=\"client_publish_rate\"} %llu\n",
+                    (unsigned long long)t.net.client_publish_refused);
     metric(&sb, "herald_http_requests_total", "counter", "HTTP requests answered.", t.net.requests);
     metric(&sb, "herald_timeouts_total", "counter", "Connections closed by a timeout.",
            t.net.timeouts);

@@ -5,10 +5,9 @@
  *   directives.c  the one table of directives (name, type, field, default, range, reloadable,
  *                 description) and the checks some rows name
  *   values.c      the value types: each one's setter, disposer and comparison (numbers, sizes,
- *                 durations, booleans, strings, words, listen addresses, lists of words), and
- *                 error messages
- *   conf.c        lines and files: the tokenizer, the -o override rules, loading a snapshot,
- *                 cross-directive checks, references, restart-needed and the reference print
+ *                 durations, booleans, strings, words, listen addresses, lists of words, address
+ * ranges), and error messages conf.c        lines and files: the tokenizer, the -o override rules,
+ * loading a snapshot, cross-directive checks, references, restart-needed and the reference print
  *
  * Calls run conf.c -> values.c, conf.c -> directives.c; values.c and directives.c know only
  * the types below.
@@ -31,6 +30,7 @@ typedef enum {
     T_LISTEN,
     T_RULE, /* channel_rule: hd_auth_rule_parse */
     T_LIST,
+    T_CIDRS,
     T_NTYPES
 } type_t;
 

@@ -139,7 +139,8 @@ bad:
 const directive_t hd_conf_directives[] = {
     /* process */
     D("listen", T_LISTEN, listens, "0.0.0.0:8080", NULL, NULL, RESTART | F_MULTI,
-      "address to accept connections on: IPv4:PORT, [IPv6]:PORT or *:PORT [tls] [admin]; repeatable"),
+      "address to accept connections on: IPv4:PORT, [IPv6]:PORT or *:PORT [tls] [admin] "
+      "[proxy_protocol]"),
     D("workers", T_UINT, workers, "auto", "1", "1024", RESTART,
       "worker threads, each with its own event loop; auto = one per online CPU",
       .auto_value = online_cpus),
@@ -163,6 +164,19 @@ const directive_t hd_conf_directives[] = {
       "new connections accepted per second on this node; 0 = unlimited"),
     D("accept_burst", T_UINT, accept_burst, "1000", "1", "10000000", RELOAD,
       "new connections accepted at once above accept_rate (token bucket depth)"),
+
+    /* client addresses and per-client limits */
+    D("trusted_proxies", T_CIDRS, trusted_proxies, "off", NULL, NULL, RELOAD | F_MULTI,
+      "proxies (ADDR[/BITS] ...) whose X-Forwarded-For or Forwarded names the client; off = none",
+      .none = "off"),
+    D("max_connections_per_ip", T_UINT, max_connections_per_ip, "0", "0", "10000000", RELOAD,
+      "open connections from one client address (IPv6: its /64); more get 503; 0 = unlimited"),
+    D("connect_rate_per_ip", T_UINT, connect_rate_per_ip, "0", "0", "10000000", RELOAD,
+      "new connections per second from one client address; more get 429; 0 = unlimited"),
+    D("connect_burst_per_ip", T_UINT, connect_burst_per_ip, "20", "1", "10000000", RELOAD,
+      "new connections from one address accepted at once above connect_rate_per_ip"),
+    D("client_publish_rate", T_UINT, client_publish_rate, "0", "0", "10000000", RELOAD,
+      "publishes per second by one WebSocket client; more are refused; 0 = unlimited"),
 
     /* HTTP */
     D("max_url_size", T_SIZE, max_url_bytes, "8k", "256", "1m", RELOAD,

@@ -429,9 +429,13 @@ static int set_listen(loader_t *ld, const directive_t *d, int argc, const char *
         } else if (strcmp(argv[k], "admin") == 0) {
             seen = l.is_admin;
             l.is_admin = 1;
+        } else if (strcmp(argv[k], "proxy_protocol") == 0) {
+            seen = l.is_proxy;
+            l.is_proxy = 1;
         } else {
             return hd_conf_fail(ld, ld->origin, d->name,
-                                "expected \"tls\" or \"admin\" after the address, got \"%s\"",
+                                "expected \"tls\", \"admin\" or \"proxy_protocol\" after the "
+                                "address, got \"%s\"",
                                 argv[k]);
         }
         if (seen)
@@ -474,7 +478,8 @@ static int equal_listen(const hd_conf_t *a, const hd_conf_t *b, const directive_
     for (i = 0; i < a->n_listens; i++) {
         if (!same_listen_addr(&a->listens[i], &b->listens[i]) ||
             a->listens[i].is_tls != b->listens[i].is_tls ||
-            a->listens[i].is_admin != b->listens[i].is_admin)
+            a->listens[i].is_admin != b->listens[i].is_admin ||
+            a->listens[i].is_proxy != b->listens[i].is_proxy)
             return 0;
     }
     return 1;
@@ -590,6 +595,52 @@ static int equal_rule(const hd_conf_t *a, const hd_conf_t *b, const directive_t 
                                               a->n_channel_rules * sizeof(*a->channel_rules)) == 0);
 }
 
+/* ---- address ranges (trusted_proxies) ------------------------------------------------------ */
+
+static hd_cidr_list_t *cidrs_field(hd_conf_t *c, const directive_t *d)
+{
+    HD_ASSERT(d->size == sizeof(hd_cidr_list_t));
+    return (hd_cidr_list_t *)(void *)((char *)c + d->offset);
+}
+
+/* Each word adds a range; one line may hold several, and the directive repeats (F_MULTI). */
+static int set_cidrs(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_cidr_list_t *l = cidrs_field(ld->conf, d);
+
+    if (argc == 1 && d->none != NULL && is_word_of(argv[0], d->none)) {
+        free(l->v);
+        l->v = NULL;
+        l->n = 0;
+        return 0;
+    }
+    for (int k = 0; k < argc; k++) {
+        hd_cidr_t c;
+        char why[256];
+        if (hd_cidr_parse(&c, argv[k], why, sizeof(why)) != 0)
+            return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
+        l->v = hd_realloc(l->v, (l->n + 1) * sizeof(*l->v));
+        l->v[l->n++] = c;
+    }
+    return 0;
+}
+
+static void dispose_cidrs(hd_conf_t *c, const directive_t *d)
+{
+    hd_cidr_list_t *l = cidrs_field(c, d);
+
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static int equal_cidrs(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    const hd_cidr_list_t *x = cidrs_field((hd_conf_t *)a, d), *y = cidrs_field((hd_conf_t *)b, d);
+
+    return x->n == y->n && (x->n == 0 || memcmp(x->v, y->v, x->n * sizeof(*x->v)) == 0);
+}
+
 const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_UINT] = {"N", 1, 1, set_uint, dispose_nothing, equal_bytes},
     [T_SIZE] = {"SIZE", 1, 1, set_size, dispose_nothing, equal_bytes},
@@ -597,7 +648,9 @@ const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_BOOL] = {"on|off", 1, 1, set_bool, dispose_nothing, equal_bytes},
     [T_STRING] = {"VALUE", 1, 1, set_string, dispose_string, equal_string},
     [T_ENUM] = {"WORD", 1, 1, set_enum, dispose_nothing, equal_bytes},
-    [T_LISTEN] = {"ADDR:PORT [tls] [admin]", 1, 3, set_listen, dispose_listen, equal_listen},
+    [T_LISTEN] = {"ADDR:PORT [tls] [admin] [proxy_protocol]", 1, 4, set_listen, dispose_listen,
+                  equal_listen},
     [T_RULE] = {"PATTERN [KEY=VALUE ...]", 1, 4, set_rule, dispose_rule, equal_rule},
     [T_LIST] = {"VALUE [VALUE ...]", 1, MAX_VALUES, set_list, dispose_list, equal_list},
+    [T_CIDRS] = {"ADDR[/BITS] ...", 1, MAX_VALUES, set_cidrs, dispose_cidrs, equal_cidrs},
 };

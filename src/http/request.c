@@ -31,6 +31,37 @@ static unsigned method_bit(int m)
     }
 }
 
+/*
+ * The request's client (hd_req_client_ip): behind a trusted proxy, the right-most untrusted
+ * address of X-Forwarded-For (every line of it, in order), or of Forwarded when there is no
+ * X-Forwarded-For.
+ */
+static void resolve_client(hd_http_t *h, hd_req_t *r)
+{
+    const hd_cidr_list_t *trusted = &conf_of(h)->trusted_proxies;
+    const hd_ip_t *peer = hd_conn_client_addr(h->conn);
+    const char *values[MAX_HEADERS];
+    size_t lens[MAX_HEADERS], n = 0;
+    int is_forwarded = 0;
+
+    r->client_ip_ = *peer;
+    if (trusted->n == 0 || !hd_cidr_list_match(trusted, peer))
+        return;
+    for (int pass = 0; pass < 2 && n == 0; pass++) {
+        const char *name = pass == 0 ? "x-forwarded-for" : "forwarded";
+        size_t nl = strlen(name);
+        for (size_t i = 0; i < r->n_headers; i++) {
+            const hd_header_t *hd = &r->headers[i];
+            if (hd->name_len == nl && strncasecmp(hd->name, name, nl) == 0) {
+                values[n] = hd->value;
+                lens[n++] = hd->value_len;
+            }
+        }
+        is_forwarded = pass == 1;
+    }
+    hd_ip_forwarded_client(peer, trusted, values, lens, n, is_forwarded, &r->client_ip_);
+}
+
 void hd_http_build_request(hd_http_t *h)
 {
     hd_req_t *r = &h->req;
@@ -67,6 +98,7 @@ void hd_http_build_request(hd_http_t *h)
     r->is_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
     r->is_upgrade = p->upgrade ? 1 : 0;
     r->start_ms = h->start_ms;
+    resolve_client(h, r);
 }
 
 void hd_http_reset_request(hd_http_t *h)

@@ -107,13 +107,18 @@ void hd_http_access_log(hd_http_t *h, int status, size_t bytes)
     if (!hd_log_access_enabled())
         return;
     char line[1024], url[513];
+    char client[HD_IP_TEXT_MAX];
     const hd_req_t *r = &h->req;
     uint64_t ms = uv_now(&h->conn->worker->loop) - h->start_ms;
     size_t ulen = loggable_url(r, url, sizeof(url));
-    int n = snprintf(line, sizeof(line), "%s c#%llu \"%s %.*s HTTP/%u.%u\" %d %zu %llums",
-                     hd_conn_peer(h->conn), (unsigned long long)h->conn->id,
-                     r->method_name ? r->method_name : "-", (int)ulen, url, r->version_major,
-                     r->version_minor, status, bytes, (unsigned long long)ms);
+    /* The request's client (X-Forwarded-For behind a trusted proxy); before a request was
+     * parsed (a refused head), the connection's. */
+    hd_ip_format_port(r->conn ? hd_req_client_ip(r) : hd_conn_client_addr(h->conn), client,
+                      sizeof(client));
+    int n =
+        snprintf(line, sizeof(line), "%s c#%llu \"%s %.*s HTTP/%u.%u\" %d %zu %llums", client,
+                 (unsigned long long)h->conn->id, r->method_name ? r->method_name : "-", (int)ulen,
+                 url, r->version_major, r->version_minor, status, bytes, (unsigned long long)ms);
     if (n > 0)
         hd_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }

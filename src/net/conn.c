@@ -2,14 +2,17 @@
 /*
  * conn.c: the connection layer. It creates connections (the accept hand-off), owns their state
  * and its own per-worker state (conn_layer.h), and does the reading, the bounded output queue
- * with one writev per loop pass, TLS plumbing, the deadline heap, graceful finish (lingering
- * close) and freeing after the last handle closed. It uses the worker only through
+ * with one writev per loop pass, TLS plumbing, the PROXY protocol header on listeners marked
+ * for it (read before TLS or any handler sees a byte), the deadline heap, graceful finish
+ * (lingering close) and freeing after the last handle closed. It uses the worker only through
  * herald/worker.h (the loop, counters, connection counts); nothing below calls back in but the
  * loop's own callbacks.
  */
 #include "herald/conn.h"
+#include "herald/proxy_proto.h"
 #include "herald/worker.h"
 #include "conn_layer.h"
+#include "iplimit.h"
 
 #include <string.h>
 
@@ -98,39 +101,51 @@ static void queue_tls_output(hd_conn_t *c)
     push_out(c, b, 0, b->len);
 }
 
+/* Bytes read from the socket: through TLS when the connection has it, then to the handler. */
+static void deliver(hd_conn_t *c, const char *data, size_t len)
+{
+    if (!c->tls) {
+        c->ops->on_data(c, data, len);
+        return;
+    }
+    const char *why = NULL;
+    int was_established = c->tls->is_established;
+    hd_conn_worker_t *cw = cw_of(c);
+    int rc = hd_tls_feed(c->tls, data, len, cw->tls_scratch, sizeof(cw->tls_scratch), on_plaintext,
+                         c, &why);
+    if (!c->is_closing)
+        queue_tls_output(c);
+    if (rc == HD_ETLS) {
+        if (!was_established) {
+            HD_STAT_INC(c->worker, tls_handshake_failures);
+            hd_conn_log(HD_LOG_INFO, c, "TLS handshake failed: %s", why ? why : "?");
+        } else {
+            hd_conn_log(HD_LOG_INFO, c, "TLS error: %s", why ? why : "?");
+        }
+        /* Send the alert OpenSSL queued, then close. */
+        if (!c->is_closing)
+            hd_conn_finish(c);
+    } else if (rc == 1 && !c->is_closing) {
+        if (c->ops->on_eof)
+            c->ops->on_eof(c);
+        else
+            hd_conn_close(c);
+    }
+}
+
+static const hd_conn_ops_t proxy_ops;
+static void proxy_read(hd_conn_t *c, const char *data, size_t len);
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     hd_conn_t *c = s->data;
     if (c->is_closing)
         return;
     if (nread > 0) {
-        if (!c->tls) {
-            c->ops->on_data(c, buf->base, (size_t)nread);
-            return;
-        }
-        const char *why = NULL;
-        int was_established = c->tls->is_established;
-        hd_conn_worker_t *cw = cw_of(c);
-        int rc = hd_tls_feed(c->tls, buf->base, (size_t)nread, cw->tls_scratch,
-                             sizeof(cw->tls_scratch), on_plaintext, c, &why);
-        if (!c->is_closing)
-            queue_tls_output(c);
-        if (rc == HD_ETLS) {
-            if (!was_established) {
-                HD_STAT_INC(c->worker, tls_handshake_failures);
-                hd_conn_log(HD_LOG_INFO, c, "TLS handshake failed: %s", why ? why : "?");
-            } else {
-                hd_conn_log(HD_LOG_INFO, c, "TLS error: %s", why ? why : "?");
-            }
-            /* Send the alert OpenSSL queued, then close. */
-            if (!c->is_closing)
-                hd_conn_finish(c);
-        } else if (rc == 1 && !c->is_closing) {
-            if (c->ops->on_eof)
-                c->ops->on_eof(c);
-            else
-                hd_conn_close(c);
-        }
+        if (c->ops == &proxy_ops)
+            proxy_read(c, buf->base, (size_t)nread); /* before TLS: the header is in clear */
+        else
+            deliver(c, buf->base, (size_t)nread);
         return;
     }
     if (nread == 0)
@@ -522,6 +537,9 @@ static void on_handle_closed(uv_handle_t *h)
     }
     hd_identity_unref(c->identity);
     hd_worker_t *w = c->worker;
+    if (c->is_ip_counted)
+        hd_iplimit_release(w->iplimit, &c->client, uv_now(&w->loop), w->conf->connect_rate_per_ip,
+                           w->conf->connect_burst_per_ip);
     free(c);
     hd_worker_conn_freed(w);
 }
@@ -544,22 +562,124 @@ void hd_conn_close(hd_conn_t *c)
 
 const char *hd_conn_peer(hd_conn_t *c)
 {
-    static __thread char text[64];
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-        return "-";
-    char ip[48];
-    if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(a, ip, sizeof(ip));
-        snprintf(text, sizeof(text), "[%s]:%u", ip, ntohs(a->sin6_port));
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        uv_ip4_name(a, ip, sizeof(ip));
-        snprintf(text, sizeof(text), "%s:%u", ip, ntohs(a->sin_port));
-    }
+    static __thread char text[HD_IP_TEXT_MAX];
+    hd_ip_format_port(&c->client, text, sizeof(text));
     return text;
+}
+
+/* ---- the PROXY protocol header ---- */
+
+/*
+ * While a PROXY header is awaited, the connection's handler is proxy_ops and its state holds
+ * what arrived of the header when it came in pieces (at most HD_PROXY_MAX bytes, allocated only
+ * then: a header read whole in one go, the usual case, is parsed in the read buffer).
+ */
+typedef struct proxy_wait_s {
+    hd_conn_ready_cb ready_cb;
+    char *buf;
+    size_t len;
+} proxy_wait_t;
+
+static void proxy_refuse(hd_conn_t *c, const char *why)
+{
+    HD_STAT_INC(c->worker, proxy_malformed);
+    hd_conn_log(HD_LOG_INFO, c, "PROXY protocol header refused: %s", why ? why : "?");
+    hd_conn_close(c);
+}
+
+/*
+ * The header is complete: the connection takes the client it names and is handed to the
+ * caller of hd_conn_expect_proxy; what came after the header (the ClientHello, the request)
+ * then goes the usual way, [a, a + alen) first, then [b, b + blen).
+ */
+static void proxy_done(hd_conn_t *c, const hd_proxy_hdr_t *hdr, const char *a, size_t alen,
+                       const char *b, size_t blen)
+{
+    proxy_wait_t *pw = c->data;
+    hd_conn_ready_cb ready_cb = pw->ready_cb;
+    char *held = pw->buf;
+    pw->buf = NULL; /* a may point into it: freed below */
+    if (!hdr->is_local)
+        c->client = hdr->src;
+    hd_conn_set_timeout(c, 0);
+    remove_handler(c); /* frees pw; the handler is the lingering one until ready_cb installs */
+    ready_cb(c);       /* installs the protocol, or refuses the client */
+    if (alen && !c->is_closing && !c->is_finishing && c->ops && c->ops->on_data)
+        deliver(c, a, alen);
+    if (blen && !c->is_closing && !c->is_finishing && c->ops && c->ops->on_data)
+        deliver(c, b, blen);
+    free(held);
+}
+
+static void proxy_read(hd_conn_t *c, const char *data, size_t len)
+{
+    proxy_wait_t *pw = c->data;
+    hd_proxy_hdr_t hdr;
+    const char *why = NULL;
+    int rc;
+    if (pw->len == 0) {
+        rc = hd_proxy_parse(data, len, &hdr, &why);
+        if (rc > 0) {
+            proxy_done(c, &hdr, data + rc, len - (size_t)rc, NULL, 0);
+            return;
+        }
+        if (rc == 0) {
+            /* Incomplete, so shorter than HD_PROXY_MAX: keep it for the next read. */
+            pw->buf = hd_malloc(len);
+            memcpy(pw->buf, data, len);
+            pw->len = len;
+            return;
+        }
+        proxy_refuse(c, why);
+        return;
+    }
+    size_t take = len < HD_PROXY_MAX - pw->len ? len : HD_PROXY_MAX - pw->len;
+    pw->buf = hd_realloc(pw->buf, pw->len + take);
+    memcpy(pw->buf + pw->len, data, take);
+    pw->len += take;
+    rc = hd_proxy_parse(pw->buf, pw->len, &hdr, &why);
+    if (rc > 0) {
+        proxy_done(c, &hdr, pw->buf + rc, pw->len - (size_t)rc, data + take, len - take);
+        return;
+    }
+    if (rc < 0 || pw->len >= HD_PROXY_MAX)
+        proxy_refuse(c, why ? why : "header longer than herald accepts");
+}
+
+static void proxy_on_data(hd_conn_t *c, const char *data, size_t len)
+{
+    proxy_read(c, data, len); /* not reached: on_read calls proxy_read before TLS */
+}
+
+static void proxy_on_timeout(hd_conn_t *c)
+{
+    HD_STAT_INC(c->worker, proxy_timeouts);
+    HD_STAT_INC(c->worker, timeouts);
+    hd_conn_log(HD_LOG_INFO, c, "PROXY protocol header not received within header_timeout");
+    hd_conn_close(c);
+}
+
+static void proxy_on_close(hd_conn_t *c)
+{
+    proxy_wait_t *pw = c->data;
+    free(pw->buf);
+    free(pw);
+}
+
+static const hd_conn_ops_t proxy_ops = {
+    .name = "proxy",
+    .on_data = proxy_on_data,
+    .on_timeout = proxy_on_timeout,
+    .on_close = proxy_on_close,
+};
+
+void hd_conn_expect_proxy(hd_conn_t *c, uint64_t timeout_ms, hd_conn_ready_cb ready_cb)
+{
+    proxy_wait_t *pw = hd_calloc(1, sizeof(*pw));
+    pw->ready_cb = ready_cb;
+    hd_conn_set_handler(c, &proxy_ops, pw);
+    hd_conn_set_timeout(c, timeout_ms);
+    hd_conn_read_start(c);
 }
 
 /* ---- creation: the accept hand-off ---- */
@@ -579,9 +699,13 @@ static hd_conn_t *conn_new(hd_worker_t *w)
     return c;
 }
 
-/* The socket is ours: list the connection and set up TLS. */
+/* The socket is ours: note its peer, list the connection and set up TLS. */
 static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx)
 {
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0)
+        hd_ip_from_sockaddr(&c->client, (struct sockaddr *)&ss);
     uv_tcp_nodelay(&c->tcp, 1);
     hd_list_insert_tail(&cw_of(c)->conns, &c->link);
     if (tls_ctx) {

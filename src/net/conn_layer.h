@@ -7,7 +7,8 @@
  *
  *   lifecycle:  hd_conn_worker_init ... hd_conn_shutdown_all / hd_conn_close_all ...
  *               hd_conn_worker_close
- *   listener:   hd_conn_accept / hd_conn_open, then the node's limits, then the protocol
+ *   listener:   hd_conn_accept / hd_conn_open, then the node's limits, then (proxy_protocol
+ *               listeners) hd_conn_expect_proxy, then the per-address limits, then the protocol
  *
  * Private to src/net (and unit tests, which include it for hd_conn_census).
  */
@@ -39,6 +40,19 @@ void hd_conn_worker_close(hd_worker_t *w);
  */
 hd_conn_t *hd_conn_accept(hd_worker_t *w, uv_stream_t *server, SSL_CTX *tls_ctx);
 hd_conn_t *hd_conn_open(hd_worker_t *w, int fd);
+
+/*
+ * On a listener marked proxy_protocol: c reads a PROXY protocol header (v1 or v2,
+ * proxy_proto.h) before anything else, within timeout_ms. Once it is complete, c's client
+ * address is the one it names (hd_conn_client_addr) and ready_cb(c) runs with no handler
+ * installed: it installs one (or refuses c), and the bytes that followed the header go to it
+ * (through TLS first when c has TLS). A malformed header (proxy_malformed) or a timeout
+ * (proxy_timeouts) closes c without an answer: nothing that is not a PROXY header may be
+ * answered on such a listener. Memory: at most HD_PROXY_MAX bytes, only while a header arrives
+ * in pieces.
+ */
+typedef void (*hd_conn_ready_cb)(hd_conn_t *c);
+void hd_conn_expect_proxy(hd_conn_t *c, uint64_t timeout_ms, hd_conn_ready_cb ready_cb);
 
 /* Graceful shutdown: every connection of w gets ops->on_shutdown (or is closed if it has none). */
 void hd_conn_shutdown_all(hd_worker_t *w);

@@ -27,8 +27,9 @@ struct hd_server_s {
     int *fds; /* [listener * n_workers + worker] */
     char (*bound)[80];
     size_t n_listens;
-    hd_listen_t *listens; /* n_listens, copied at start (listen needs a restart) */
-    uint64_t n_conns;     /* atomic */
+    hd_listen_t *listens;  /* n_listens, copied at start (listen needs a restart) */
+    hd_iplimit_t *iplimit; /* client addresses for the per-address limits (iplimit.h) */
+    uint64_t n_conns;      /* atomic */
     /* Runs on a worker's loop when its last connection has been freed (lifecycle.c). */
     void (*worker_idle_cb)(hd_worker_t *w);
     uv_timer_t shutdown_timer;

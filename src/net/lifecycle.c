@@ -18,6 +18,7 @@
 #include "herald/server.h"
 #include "conn_layer.h"
 #include "internal.h"
+#include "iplimit.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -71,6 +72,7 @@ static hd_server_t *server_alloc(hd_conf_t *conf, unsigned n_workers, hd_accept_
     s->worker_idle_cb = worker_idle;
     s->n_workers = n_workers;
     s->workers = hd_calloc(n_workers, sizeof(*s->workers));
+    s->iplimit = hd_iplimit_new();
     hd_mpsc_init(&s->main_mailbox);
     uv_async_init(main_loop, &s->main_wakeup, on_main_wakeup);
     s->main_wakeup.data = s;
@@ -86,6 +88,7 @@ static int worker_create(hd_server_t *s, unsigned id, char *err, size_t errlen)
         return rc;
     hd_worker_t *w = s->workers[id];
     hd_conn_worker_init(w);
+    w->iplimit = s->iplimit;
     w->tokens = (double)s->conf->accept_burst / s->n_workers;
     return hd_listeners_open(w, err, errlen);
 }
@@ -146,9 +149,9 @@ int hd_server_start(hd_server_t *s)
     }
     s->is_started = 1;
     for (size_t i = 0; i < s->n_listens; i++)
-        hd_log_info("listening on %s%s%s (%u workers)", s->bound[i],
+        hd_log_info("listening on %s%s%s%s (%u workers)", s->bound[i],
                     s->listens[i].is_tls ? " tls" : "", s->listens[i].is_admin ? " admin" : "",
-                    s->n_workers);
+                    s->listens[i].is_proxy ? " proxy_protocol" : "", s->n_workers);
     return 0;
 }
 
@@ -363,6 +366,7 @@ void hd_server_free(hd_server_t *s)
     free(s->bound);
     free(s->listens);
     free(s->workers);
+    hd_iplimit_free(s->iplimit);
     if (s->tls_ctx)
         hd_tls_ctx_unref(s->tls_ctx);
     hd_conf_unref(s->conf);
@@ -378,6 +382,11 @@ unsigned hd_server_worker_count(const hd_server_t *s)
 hd_worker_t *hd_server_worker(hd_server_t *s, unsigned i)
 {
     return s->workers[i];
+}
+
+size_t hd_server_client_entries(const hd_server_t *s)
+{
+    return hd_iplimit_entries(s->iplimit);
 }
 
 uint64_t hd_server_conn_count(const hd_server_t *s)

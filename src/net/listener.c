@@ -6,12 +6,16 @@
  * bind that fails if another process already listens there. Accepting (on each worker's loop):
  * the connection layer makes the connection (hd_conn_accept), then the node's limits apply
  * (max_connections, the accept_rate token bucket; a refused client gets a 503 with
- * Retry-After), then the server's accept callback installs the protocol.
+ * Retry-After), then on a proxy_protocol listener the PROXY header is read (conn.c), then the
+ * per-address limits apply to the client's address (max_connections_per_ip: 503,
+ * connect_rate_per_ip: 429, both with Retry-After; iplimit.c), then the server's accept
+ * callback installs the protocol.
  */
 #include "herald/log.h"
 #include "herald/server.h"
 #include "conn_layer.h"
 #include "internal.h"
+#include "iplimit.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -54,13 +58,17 @@ static int take_token(hd_worker_t *w)
     return 1;
 }
 
-static void note_refused(hd_worker_t *w, const char *why)
+/* A warning at most once a second per worker, naming the last client refused: a flood of
+ * refusals costs no log line each. */
+static void note_refused(hd_conn_t *c, const char *why)
 {
+    hd_worker_t *w = c->worker;
     w->refused_since_log++;
     uint64_t now = uv_now(&w->loop);
     if (now - w->refused_logged_ms >= 1000) {
-        hd_log_warn("refused %llu connection(s): %s", (unsigned long long)w->refused_since_log,
-                    why);
+        hd_log_warn("refused %llu connection(s): %s (the last c#%llu %s)",
+                    (unsigned long long)w->refused_since_log, why, (unsigned long long)c->id,
+                    hd_conn_peer(c));
         w->refused_logged_ms = now;
         w->refused_since_log = 0;
     }
@@ -68,45 +76,88 @@ static void note_refused(hd_worker_t *w, const char *why)
 
 static const hd_conn_ops_t reject_ops = {.name = "reject", .on_data = NULL};
 
-static void reject(hd_conn_t *c, const char *why)
+/*
+ * Answers a refused client and closes: 503 (or 429 for a rate) with Retry-After, before reading
+ * anything, so a refusal costs no parsing. retry_s 0: a jittered 1-10 s.
+ */
+static void reject(hd_conn_t *c, const char *why, int status, const char *msg, unsigned retry_s)
 {
     hd_worker_t *w = c->worker;
-    note_refused(w, why);
+    note_refused(c, why);
     hd_conn_set_handler(c, &reject_ops, NULL);
     if (c->tls) {
         /* A TLS client cannot read a plaintext answer; a handshake would cost what we refuse. */
         hd_conn_close(c);
         return;
     }
-    char resp[512];
-    const char *body = "{\"error\":\"server busy, retry later\"}";
-    unsigned retry = 1 + rand_u32(w) % 10;
+    char resp[640];
+    char body[256];
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
+    unsigned retry = retry_s ? retry_s : 1 + rand_u32(w) % 10;
     int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 503 Service Unavailable\r\nServer: herald/" HERALD_VERSION
+                     "HTTP/1.1 %d %s\r\nServer: herald/" HERALD_VERSION
                      "\r\nDate: %s\r\nContent-Type: application/json\r\nRetry-After: %u\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     hd_worker_date(w), retry, strlen(body), body);
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, status == 429 ? "Too Many Requests" : "Service Unavailable",
+                     hd_worker_date(w), retry, blen, body);
     hd_conn_send_copy(c, resp, (size_t)n);
     hd_conn_finish(c);
 }
 
+/*
+ * The client's address is known (the socket's, or the PROXY header's): the per-address limits
+ * apply, then the protocol is installed. Addresses in trusted_proxies are not limited: they
+ * carry many clients, told apart per request (X-Forwarded-For).
+ */
+static void admit_client(hd_conn_t *c)
+{
+    hd_worker_t *w = c->worker;
+    const hd_conf_t *conf = w->conf;
+    const hd_ip_t *ip = hd_conn_client_addr(c);
+    if ((conf->max_connections_per_ip || conf->connect_rate_per_ip) && ip->family != HD_IP_NONE &&
+        !hd_cidr_list_match(&conf->trusted_proxies, ip)) {
+        uint64_t retry_ms = 0;
+        int rc = hd_iplimit_admit(w->iplimit, ip, uv_now(&w->loop), conf->max_connections_per_ip,
+                                  conf->connect_rate_per_ip, conf->connect_burst_per_ip, &retry_ms);
+        if (rc == HD_EIPCONNS) {
+            HD_STAT_INC(w, refused_ip_conns);
+            reject(c, "max_connections_per_ip reached", 503,
+                   "too many connections from your address (max_connections_per_ip)", 0);
+            return;
+        }
+        if (rc == HD_EIPRATE) {
+            HD_STAT_INC(w, refused_ip_rate);
+            reject(c, "connect_rate_per_ip exceeded", 429,
+                   "connecting too often from your address (connect_rate_per_ip)",
+                   (unsigned)((retry_ms + 999) / 1000));
+            return;
+        }
+        c->is_ip_counted = 1;
+    }
+    w->server->accept_cb(c);
+}
+
 /* Applies the node's limits to a new connection, then hands it to the protocol. */
-static void admit(hd_conn_t *c)
+static void admit(hd_conn_t *c, int is_proxy)
 {
     hd_worker_t *w = c->worker;
     hd_server_t *s = w->server;
     HD_STAT_INC(w, accepted);
     if (__atomic_load_n(&s->n_conns, __ATOMIC_RELAXED) > w->conf->max_connections) {
         HD_STAT_INC(w, refused_max_conns);
-        reject(c, "max_connections reached");
+        reject(c, "max_connections reached", 503, "server busy, retry later", 0);
         return;
     }
     if (!take_token(w)) {
         HD_STAT_INC(w, refused_rate);
-        reject(c, "accept_rate exceeded");
+        reject(c, "accept_rate exceeded", 503, "server busy, retry later", 0);
         return;
     }
-    s->accept_cb(c);
+    /* The PROXY header names the client; it must come within header_timeout. */
+    if (is_proxy)
+        hd_conn_expect_proxy(c, w->conf->header_timeout_ms, admit_client);
+    else
+        admit_client(c);
 }
 
 static void on_connection(uv_stream_t *ls, int status)
@@ -121,7 +172,7 @@ static void on_connection(uv_stream_t *ls, int status)
     hd_conn_t *c = hd_conn_accept(w, ls, l->is_tls ? w->tls_ctx : NULL);
     if (c) {
         c->is_admin_listener = l->is_admin;
-        admit(c);
+        admit(c, l->is_proxy);
     }
 }
 
@@ -129,7 +180,7 @@ hd_conn_t *hd_server_adopt(hd_server_t *s, int fd)
 {
     hd_conn_t *c = hd_conn_open(s->workers[0], fd);
     if (c)
-        admit(c);
+        admit(c, 0);
     return c;
 }
 

@@ -67,22 +67,21 @@ const char *hd_tp_bearer(const hd_req_t *req, size_t *len)
     return auth + 7;
 }
 
-/* Whether the socket's peer is this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a Unix
- * socket (the embedded node's socketpairs in tests and fuzzers). */
-static int socket_peer_is_loopback(hd_conn_t *c)
+/*
+ * Whether the client is this host: its address (after a PROXY header on a proxy_protocol
+ * listener, hd_req_client_ip) is 127.0.0.0/8 or ::1 (mapped IPv4 is stored as IPv4), or the
+ * socket is a Unix socket (the embedded node's socketpairs in tests and fuzzers).
+ */
+static int client_is_loopback(const hd_req_t *req)
 {
+    const hd_ip_t *ip = hd_req_client_ip(req);
+    if (ip->family != HD_IP_NONE)
+        return hd_ip_is_loopback(ip);
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
         return 0;
-    if (ss.ss_family == AF_UNIX)
-        return 1;
-    if (ss.ss_family == AF_INET)
-        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss.ss_family != AF_INET6)
-        return 0;
-    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    return ss.ss_family == AF_UNIX;
 }
 
 int hd_tp_peer_is_local(const hd_req_t *req)
@@ -96,7 +95,7 @@ int hd_tp_peer_is_local(const hd_req_t *req)
         if (hd_req_header(req, relayed[i], NULL))
             return 0;
     }
-    return socket_peer_is_loopback(req->conn);
+    return client_is_loopback(req);
 }
 
 #define NO_PUBLISH_KEY                                                                             \

@@ -17,7 +17,8 @@
 
 #include <string.h>
 
-/* /ws/{channel}: a data message is published when the server and the key allow, else 1008. */
+/* /ws/{channel}: a data message is published when the server, the key and client_publish_rate
+ * allow, else 1008. */
 static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
 {
     if (!hd_ws_conf(ws)->ws_client_publish) {
@@ -38,6 +39,12 @@ static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t l
                     hd_ws_conf(ws)->publish_keys.n
                         ? "publishing needs the publish key (Authorization: Bearer)"
                         : "no publish_key: only local clients may publish");
+        return;
+    }
+    uint64_t retry_ms;
+    if (!hd_ws_publish_allowed(ws, &retry_ms)) {
+        /* No reply channel on this protocol: a client past its rate is closed (policy). */
+        hd_ws_close(ws, 1008, "publishing too often (client_publish_rate)");
         return;
     }
     const char *ct =

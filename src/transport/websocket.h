@@ -121,6 +121,9 @@ void hd_ws_stamp(ws_t *ws, hd_message_t *m);
 
 /* 1 while neither gone nor closing. */
 int hd_ws_is_open(const ws_t *ws);
+/* client_publish_rate: 1 when the client may publish now (a token is taken), else 0 with
+ * *retry_ms until it may (counted in client_publish_refused). */
+int hd_ws_publish_allowed(ws_t *ws, uint64_t *retry_ms);
 /* Sends a close frame with code and reason, then ends the connection. */
 void hd_ws_close(ws_t *ws, int code, const char *reason);
 

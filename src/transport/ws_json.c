@@ -196,6 +196,19 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
             return;
         }
     }
+    uint64_t retry_ms;
+    if (!hd_ws_publish_allowed(ws, &retry_ms)) {
+        char why[128];
+        snprintf(why, sizeof(why),
+                 "publishing too often (client_publish_rate %u/s): retry in %llu ms",
+                 conf->client_publish_rate, (unsigned long long)retry_ms);
+        json_t *o = reply_new("error", NULL);
+        json_object_set_new(o, "code", json_string("rate_limited"));
+        json_object_set_new(o, "error", json_string(why));
+        json_object_set_new(o, "retry_after_ms", json_integer((json_int_t)retry_ms));
+        emit_reply(ws, o, ref);
+        return;
+    }
     size_t len;
     const char *name = json_channel(ws, root, ref, &len);
     if (!name)

@@ -33,6 +33,10 @@ static const err_row_t rows[] = {
     {HD_EUNAUTHENTICATED, 401, 4401, "missing or invalid credential"},
     {HD_ETOKENEXPIRED, 401, 4001, "token expired"},
     {HD_EFORBIDDEN, 403, 4003, "forbidden"},
+    {HD_EPROXY, 400, 1002, "malformed PROXY protocol header"},
+    {HD_EIPCONNS, 503, 1013, "too many connections (max_connections_per_ip)"},
+    {HD_EIPRATE, 429, 1013, "connecting too often (connect_rate_per_ip)"},
+    {HD_EPUBRATE, 429, 1008, "publishing too often (client_publish_rate)"},
 };
 
 static void test_error_table(void)

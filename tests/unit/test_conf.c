@@ -210,7 +210,7 @@ static void test_table(void)
             T_TRUE(d->min == NULL && d->max == NULL);
         }
         T_TRUE((d->type == T_ENUM) == (d->choices != NULL));
-        T_TRUE(d->none == NULL || d->type == T_STRING || d->type == T_LIST);
+        T_TRUE(d->none == NULL || d->type == T_STRING || d->type == T_LIST || d->type == T_CIDRS);
         /* A list is repeatable: a key rotation is one more line. */
         T_TRUE(d->type != T_LIST || (d->flags & F_MULTI));
         T_TRUE(d->auto_value == NULL || d->type == T_UINT);
@@ -653,17 +653,19 @@ static void test_listen(void)
              "t.conf:1: listen: \"1.2.3\" is not a numeric IPv4 address in \"1.2.3:8080\"");
     LOAD_ERR("listen [1.2.3.4]:8080",
              "t.conf:1: listen: \"1.2.3.4\" is not a numeric IPv6 address in \"[1.2.3.4]:8080\"");
-    LOAD_ERR("listen [::1]:8080 ssl",
-             "t.conf:1: listen: expected \"tls\" or \"admin\" after the address, got \"ssl\"");
-    LOAD_ERR("listen *:1 tls x",
-             "t.conf:1: listen: expected \"tls\" or \"admin\" after the address, got \"x\"");
+    LOAD_ERR("listen [::1]:8080 ssl", "t.conf:1: listen: expected \"tls\", \"admin\" or "
+                                      "\"proxy_protocol\" after the address, got \"ssl\"");
+    LOAD_ERR("listen *:1 tls x", "t.conf:1: listen: expected \"tls\", \"admin\" or "
+                                 "\"proxy_protocol\" after the address, got \"x\"");
     LOAD_ERR("listen *:1 admin admin", "t.conf:1: listen: \"admin\" given twice");
     LOAD_ERR("listen *:1 tls tls", "t.conf:1: listen: \"tls\" given twice");
-    LOAD_ERR("listen *:1 Admin",
-             "t.conf:1: listen: expected \"tls\" or \"admin\" after the address, got \"Admin\"");
-    LOAD_ERR("listen", "t.conf:1: listen: expected 1 to 3 values (ADDR:PORT [tls] [admin]), got 0");
-    LOAD_ERR("listen *:1 tls admin x",
-             "t.conf:1: listen: expected 1 to 3 values (ADDR:PORT [tls] [admin]), got 4");
+    LOAD_ERR("listen *:1 Admin", "t.conf:1: listen: expected \"tls\", \"admin\" or "
+                                 "\"proxy_protocol\" after the address, got \"Admin\"");
+    LOAD_ERR("listen", "t.conf:1: listen: expected 1 to 4 values (ADDR:PORT [tls] [admin] "
+                       "[proxy_protocol]), got 0");
+    LOAD_ERR("listen *:1 tls admin proxy_protocol x",
+             "t.conf:1: listen: expected 1 to 4 values (ADDR:PORT [tls] [admin] [proxy_protocol]), "
+             "got 5");
     /* The admin flag, alone or with tls in either order. */
     c = LOAD_OK("listen 127.0.0.1:9090 admin\nlisten *:8443 admin tls\nlisten *:8444 tls admin\n"
                 "listen *:8080\ntls_certificate c.pem\ntls_certificate_key k.pem");
@@ -859,6 +861,70 @@ static void test_cors_origins(void)
 
 /* ---- syntax ---------------------------------------------------------------------------------- */
 
+/* listen flags, trusted_proxies and the per-client limits (RELOAD). */
+static void test_client_ip(void)
+{
+    hd_conf_t *c, *d;
+
+    c = LOAD_OK("listen 127.0.0.1:9000 proxy_protocol\nlisten 127.0.0.1:9001 proxy_protocol tls\n"
+                "listen 127.0.0.1:9002 tls proxy_protocol\nlisten 127.0.0.1:9003\n"
+                "tls_certificate c.pem\ntls_certificate_key k.pem");
+    T_EQ_INT(c->listens[0].is_proxy, 1);
+    T_EQ_INT(c->listens[0].is_tls, 0);
+    T_EQ_INT(c->listens[1].is_proxy && c->listens[1].is_tls, 1);
+    T_EQ_INT(c->listens[2].is_proxy && c->listens[2].is_tls, 1);
+    T_EQ_INT(c->listens[3].is_proxy, 0);
+    d = LOAD_OK("listen 127.0.0.1:9000\nlisten 127.0.0.1:9001 proxy_protocol tls\n"
+                "listen 127.0.0.1:9002 tls proxy_protocol\nlisten 127.0.0.1:9003\n"
+                "tls_certificate c.pem\ntls_certificate_key k.pem");
+    T_EQ_INT(hd_conf_restart_needed(c, d, NULL, 0), 1); /* a listener's flag needs a restart */
+    hd_conf_unref(d);
+    hd_conf_unref(c);
+    LOAD_ERR("listen 127.0.0.1:9000 proxy",
+             "t.conf:1: listen: expected \"tls\", \"admin\" or \"proxy_protocol\" after the "
+             "address, got \"proxy\"");
+    c = LOAD_OK("listen 127.0.0.1:9000 admin proxy_protocol tls\n"
+                "tls_certificate c.pem\ntls_certificate_key k.pem");
+    T_TRUE(c->listens[0].is_admin && c->listens[0].is_proxy && c->listens[0].is_tls);
+    hd_conf_unref(c);
+    LOAD_ERR("listen 127.0.0.1:9000 proxy_protocol proxy_protocol",
+             "t.conf:1: listen: \"proxy_protocol\" given twice");
+
+    c = LOAD_OK("");
+    T_EQ_INT(c->trusted_proxies.n, 0);
+    T_EQ_INT(c->max_connections_per_ip, 0);
+    T_EQ_INT(c->connect_rate_per_ip, 0);
+    T_EQ_INT(c->connect_burst_per_ip, 20);
+    T_EQ_INT(c->client_publish_rate, 0);
+    d = LOAD_OK("trusted_proxies 10.0.0.0/8 ::1\ntrusted_proxies 192.168.1.7\n"
+                "max_connections_per_ip 100\nconnect_rate_per_ip 5\nconnect_burst_per_ip 10\n"
+                "client_publish_rate 50");
+    T_EQ_INT(d->trusted_proxies.n, 3);
+    T_EQ_INT(d->trusted_proxies.v[0].bits, 8);
+    T_EQ_INT(d->trusted_proxies.v[1].net.family, HD_IP_V6);
+    T_EQ_INT(d->trusted_proxies.v[2].bits, 32);
+    T_EQ_INT(d->max_connections_per_ip, 100);
+    T_EQ_INT(d->client_publish_rate, 50);
+    T_EQ_INT(hd_conf_restart_needed(c, d, NULL, 0), 0); /* all live on SIGHUP */
+    hd_conf_unref(d);
+    /* -o replaces the file's ranges; off empties them */
+    d = LOAD_OK_O("trusted_proxies 10.0.0.0/8", "trusted_proxies 127.0.0.1");
+    T_EQ_INT(d->trusted_proxies.n, 1);
+    T_EQ_INT(d->trusted_proxies.v[0].net.bytes[0], 127);
+    hd_conf_unref(d);
+    d = LOAD_OK("trusted_proxies off");
+    T_EQ_INT(d->trusted_proxies.n, 0);
+    T_TRUE(conf_same(c, d));
+    hd_conf_unref(d);
+    hd_conf_unref(c);
+    LOAD_ERR("trusted_proxies 10.0.0.1/8",
+             "t.conf:1: trusted_proxies: \"10.0.0.1/8\" has bits set past its /8 prefix (did you "
+             "mean the network address?)");
+    LOAD_ERR("\ntrusted_proxies lb.example",
+             "t.conf:2: trusted_proxies: \"lb.example\" is not an IPv4 or IPv6 address or range "
+             "(ADDR or ADDR/BITS)");
+}
+
 static void test_syntax(void)
 {
     hd_conf_t *c;
@@ -1002,8 +1068,8 @@ static void test_overrides(void)
                "error, got \"?[31mred\"",
                "log_level \"\x1b[31mred\"");
     LOAD_ERR_O("",
-               "-o 'listen *:1 ssl': listen: expected \"tls\" or \"admin\" after the address, "
-               "got \"ssl\"",
+               "-o 'listen *:1 ssl': listen: expected \"tls\", \"admin\" or \"proxy_protocol\" "
+               "after the address, got \"ssl\"",
                "listen *:1 ssl");
     /* An error in the file is reported before any override is looked at. */
     LOAD_ERR_O("workers x",
@@ -1319,6 +1385,7 @@ int main(void)
     T_RUN(test_listen);
     T_RUN(test_list);
     T_RUN(test_cors_origins);
+    T_RUN(test_client_ip);
     T_RUN(test_syntax);
     T_RUN(test_overrides);
     T_RUN(test_tls_checks);
