@@ -405,6 +405,76 @@ class TestRedis(MetricsTestCase):
         self.assertEqual(hh.get_json(h.port, "/poll/p")[0], 200)
 
 
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+class TestClientAddresses(MetricsTestCase):
+    @drives('herald_connections_refused_total{reason="max_connections_per_ip"}',
+            "herald_client_addresses")
+    def test_refused_per_ip(self):
+        h = self.start_herald(conf={"max_connections_per_ip": "2"}, workers=2)
+        held = [Client(h.port, source_ip="127.0.0.2") for _ in range(2)]
+        for c in held:
+            self.addCleanup(c.close)
+            self.assertEqual(c.request().status, 200)
+        for _ in range(3):
+            with Client(h.port, source_ip="127.0.0.2") as c:
+                self.assertEqual(c.request().status, 503)
+        # 127.0.0.2 (two open) and the scraper's 127.0.0.1
+        self.assertSeries(h.port, {
+            'herald_connections_refused_total{reason="max_connections_per_ip"}': 3,
+            'herald_connections_refused_total{reason="connect_rate_per_ip"}': 0,
+            "herald_client_addresses": 2})
+        for c in held:
+            c.close()
+        # without connect_rate_per_ip an address with no connection keeps no entry
+        self.assertSeries(h.port, {"herald_client_addresses": 1})
+
+    @drives('herald_connections_refused_total{reason="connect_rate_per_ip"}')
+    def test_refused_connect_rate(self):
+        h = self.start_herald(conf={"connect_rate_per_ip": "1", "connect_burst_per_ip": "1"},
+                              workers=2)
+        statuses = [hh.http_get(h.port, source_ip="127.0.0.3").status for _ in range(3)]
+        self.assertEqual(statuses[0], 200)
+        refused = statuses.count(429)
+        self.assertGreaterEqual(refused, 1, statuses)
+        # the scraper (127.0.0.1) has a bucket of its own; scraped on one kept connection
+        with Client(h.port) as c:
+            self.assertSeries(h.port, client=c, want={
+                'herald_connections_refused_total{reason="connect_rate_per_ip"}': refused})
+
+    @drives('herald_proxy_protocol_errors_total{reason="malformed"}',
+            'herald_proxy_protocol_errors_total{reason="timeout"}')
+    def test_proxy_protocol_errors(self):
+        h = self.start_herald(conf={"header_timeout": "200ms"}, workers=2,
+                              listens=("127.0.0.1:0 proxy_protocol", "127.0.0.1:0"))
+        pp, plain = [p for p, _ in h.ports]
+        for junk in (b"GET / HTTP/1.1\r\n\r\n", V2_SIG + b"\x31\x11\x00\x0c"):
+            with Client(pp) as c:
+                c.send(junk)
+                c.wait_closed()
+        with Client(pp) as c:
+            c.send(b"PROXY TCP4 ")
+            c.wait_closed()
+        self.assertSeries(plain, {
+            'herald_proxy_protocol_errors_total{reason="malformed"}': 2,
+            'herald_proxy_protocol_errors_total{reason="timeout"}': 1})
+
+    @drives('herald_client_publishes_refused_total{reason="client_publish_rate"}')
+    def test_client_publishes_refused(self):
+        h = self.start_herald(conf={"ws_client_publish": "on", "client_publish_rate": "2"},
+                              workers=1)
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        for i in range(5):
+            ws.send(hh.ws_frame(hh.OP_TEXT, (
+                '{"op":"publish","channel":"r","data":"x","ref":%d}' % i).encode()))
+        codes = [ws.recv_json().get("code") for _ in range(5)]
+        self.assertEqual(codes.count("rate_limited"), 3, codes)
+        self.assertSeries(h.port, {
+            'herald_client_publishes_refused_total{reason="client_publish_rate"}': 3})
+
+
 class TestEverySeriesDriven(MetricsTestCase):
     def test_every_series_is_driven(self):
         """The whole output (of a node with Redis, the fullest) parses, each family's TYPE is

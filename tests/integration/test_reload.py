@@ -609,6 +609,63 @@ class TestReload(hh.HeraldTestCase):
         with_token = self.poll_with(h, self.token(SECRET_A))
         self.assertEqual((anonymous, with_token), (200, 200) if "any" in value else (401, 200))
 
+    # ---- client addresses and per-client limits ----
+
+    def held_from(self, h, source_ip, n):
+        """n connections from source_ip, each with one request answered; their statuses. The
+        connections stay open until the test ends (the per-address count sees them)."""
+        out = []
+        for _ in range(n):
+            c = Client(h.port, source_ip=source_ip)
+            self.addCleanup(c.close)
+            c.send(hh.build_request())
+            out.append(c.read_response().status)
+        return out
+
+    @case("trusted_proxies", "off", "127.0.0.0/8", max_connections_per_ip="1")
+    def check_trusted_proxies(self, h, value):
+        # A trusted proxy carries many clients: it is not limited per address.
+        src = hh.next_source_ip()
+        want = [200, 503] if value == "off" else [200, 200]
+        self.assertEqual(self.held_from(h, src, 2), want)
+
+    @case("max_connections_per_ip", "0", "1")
+    def check_max_connections_per_ip(self, h, value):
+        src = hh.next_source_ip()
+        want = [200, 200, 200] if value == "0" else [200, 503, 503]
+        self.assertEqual(self.held_from(h, src, 3), want)
+
+    @case("connect_rate_per_ip", "0", "1", connect_burst_per_ip="2")
+    def check_connect_rate_per_ip(self, h, value):
+        src = hh.next_source_ip()  # a fresh address: its bucket starts full
+        statuses = [hh.http_get(h.port, "/healthz", source_ip=src).status for _ in range(6)]
+        if value == "0":
+            self.assertEqual(statuses, [200] * 6)
+        else:
+            self.assertLessEqual(statuses.count(200), 3, statuses)  # the burst of 2 (+ refill)
+            self.assertIn(429, statuses)
+
+    @case("connect_burst_per_ip", "2", "8", connect_rate_per_ip="1")
+    def check_connect_burst_per_ip(self, h, value):
+        src = hh.next_source_ip()
+        ok = [hh.http_get(h.port, "/healthz", source_ip=src).status
+              for _ in range(10)].count(200)
+        if value == "2":
+            self.assertLessEqual(ok, 3)
+        else:
+            self.assertGreaterEqual(ok, 8)
+
+    @case("client_publish_rate", "0", "2", ws_client_publish="on")
+    def check_client_publish_rate(self, h, value):
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        for i in range(4):
+            ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps(
+                {"op": "publish", "channel": "cpr", "data": "w", "ref": i}).encode()))
+        replies = [ws.recv_json() for _ in range(4)]
+        published = [r["ref"] for r in replies if r["type"] == "published"]
+        self.assertEqual(published, [0, 1, 2, 3] if value == "0" else [0, 1], replies)
+
     # ---- the table ----
 
     def test_every_reload_directive_has_a_case(self):
