@@ -15,7 +15,7 @@
  * refilled, on its shard's idle list, oldest first, and at most HD_IPLIMIT_MAX_IDLE of them
  * node-wide: past that the oldest is dropped (that address's rate starts afresh). So a flood of
  * distinct addresses costs at most (max_connections + HD_IPLIMIT_MAX_IDLE) entries of about
- * 100 bytes.
+ * 180 bytes (with their share of the hash table).
  */
 #ifndef HERALD_NET_IPLIMIT_H
 #define HERALD_NET_IPLIMIT_H
