@@ -13,7 +13,8 @@
 --                           idempotency_window_ms, max_channels, written by each herald node
 --                           when it connects.
 --   P ch:<channel>  stream  the channel's history: entry id "<epoch>-<seq>", fields t (publish
---                           time, ms), ct (content type), d (payload).
+--                           time, ms), ct (content type), d (payload), p (the publisher stamp,
+--                           a JSON object herald set from a client's token; absent for none).
 --   P chm:<channel> hash    epoch (of the stream's entries), trimmed (highest seq that left
 --                           history), bytes (payload bytes in the stream), oldest (t of its
 --                           first entry), last (the last id).
@@ -37,14 +38,16 @@
 -- channel's trimmed seq, is a gap: some messages after it may be missing.
 --
 -- Functions (docs/redis.md has examples):
---   FCALL herald_publish 1 P ch:<channel> <channel> <payload> [<content type> [<idem key>]]
+--   FCALL herald_publish 1 P ch:<channel> <channel> <payload> [<content type> [<idem key>
+--                                                                    [<publisher>]]]
 --                                                                    -> id
 --   FCALL herald_publish_batch N P ch:<c1> .. P ch:<cN> <c1> <p1> <t1> .. <cN> <pN> <tN>
 --                                                                    -> {time ms, id1 .. idN}
 --     (or with a fourth argument per message, its idempotency key, "" for none:
---      <c1> <p1> <t1> <k1> .. <cN> <pN> <tN> <kN>)
+--      <c1> <p1> <t1> <k1> .. <cN> <pN> <tN> <kN>; or a fifth too, its publisher stamp, a JSON
+--      object or "": <c1> <p1> <t1> <k1> <s1> ..)
 --   FCALL herald_read 1 P ch:<channel> <channel> sub|hist|info <since id or ""> <limit>
---     -> {"<epoch>-<current seq>", gap, found, last id, history length, id, t, ct, d, ...}
+--     -> {"<epoch>-<current seq>", gap, found, last id, history length, id, t, ct, p, d, ...}
 --     At most <limit> (1..READ_MAX_MSGS) messages and about READ_MAX_BYTES of payload: hist
 --     returns the oldest after since (the caller continues from the last), sub the newest (and
 --     gap = 1 when older ones after since were left out).
@@ -306,7 +309,7 @@ local function save_channel(key, cm, st, epoch, cfg)
 end
 
 -- Publishes one checked message. Returns its id.
-local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct)
+local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct, stamp)
     local seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
     local id = e36 .. '-' .. int(seq)
     local cm = p .. 'chm:' .. channel
@@ -314,7 +317,12 @@ local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct)
     if not st.exists then
         redis.call('DEL', key) -- entries of another epoch, if any
     end
-    redis.call('XADD', key, epoch .. '-' .. int(seq), 't', int(now), 'ct', ct, 'd', payload)
+    if stamp ~= '' then
+        redis.call('XADD', key, epoch .. '-' .. int(seq), 't', int(now), 'ct', ct, 'p', stamp,
+            'd', payload)
+    else
+        redis.call('XADD', key, epoch .. '-' .. int(seq), 't', int(now), 'ct', ct, 'd', payload)
+    end
     if st.len == 0 then
         st.oldest = now
     end
@@ -326,8 +334,17 @@ local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct)
     redis.call('HSET', p .. 'tombs', tomb_slot(channel), int(seq))
     redis.call('ZADD', p .. 'chans', cfg.ttl > 0 and int(now + cfg.ttl) or '+inf', channel)
     redis.call('PUBLISH', p .. 'msg:' .. channel,
-        id .. '\n' .. int(now) .. '\n' .. ct .. '\n' .. payload)
+        id .. '\n' .. int(now) .. '\n' .. ct .. '\n' .. stamp .. '\n' .. payload)
     return id
+end
+
+-- A publisher stamp: "" (none) or a JSON object's text herald wrote (at most 8192 bytes; each
+-- node checks it again before a client sees it).
+local function check_stamp(s)
+    if type(s) ~= 'string' or #s > 8192 or string.find(s, '\n', 1, true) or
+        (s ~= '' and (string.sub(s, 1, 1) ~= '{' or string.sub(s, -1) ~= '}')) then
+        fail('bad publisher stamp: a JSON object of at most 8192 bytes, or ""')
+    end
 end
 
 local function check_message(cfg, channel, payload, ct)
@@ -402,7 +419,7 @@ local function publish_all(p, cfg, keys, msgs)
     for i, m in ipairs(msgs) do
         local id = m.ik and redis.call('GET', m.ik) -- an earlier message of this call
         if not id then
-            id = publish_one(p, cfg, now, epoch, e36, keys[i], m[1], m[2], m[3])
+            id = publish_one(p, cfg, now, epoch, e36, keys[i], m[1], m[2], m[3], m[5])
             if m.ik then
                 redis.call('SET', m.ik, id, 'PX', int(cfg.window))
             end
@@ -413,24 +430,26 @@ local function publish_all(p, cfg, keys, msgs)
 end
 
 local function herald_publish(keys, args)
-    if #keys ~= 1 or #args < 2 or #args > 4 then
+    if #keys ~= 1 or #args < 2 or #args > 5 then
         fail('usage: FCALL herald_publish 1 <prefix>ch:<channel> <channel> <payload> [<type> ' ..
-            '[<idempotency key>]]')
+            '[<idempotency key> [<publisher>]]]')
     end
-    local channel, payload, ct, k = args[1], args[2], args[3] or '', args[4] or ''
+    local channel, payload, ct, k, s = args[1], args[2], args[3] or '', args[4] or '',
+        args[5] or ''
     check_channel(channel)
     local p = prefix_of(keys[1], 'ch:' .. channel)
     local cfg = settings(p)
     check_message(cfg, channel, payload, ct)
     check_idem_key(k)
-    return publish_all(p, cfg, keys, {{channel, payload, ct, k}})[2]
+    check_stamp(s)
+    return publish_all(p, cfg, keys, {{channel, payload, ct, k, s}})[2]
 end
 
 local function herald_publish_batch(keys, args)
     local w = #keys > 0 and #args / #keys
-    if w ~= 3 and w ~= 4 then
+    if w ~= 3 and w ~= 4 and w ~= 5 then
         fail('usage: FCALL herald_publish_batch N <key>.. (<channel> <payload> <type> ' ..
-            '[<idempotency key>])..')
+            '[<idempotency key> [<publisher>]])..')
     end
     local p
     for i = 1, #keys do
@@ -445,9 +464,11 @@ local function herald_publish_batch(keys, args)
     local msgs = {}
     for i = 1, #keys do
         local a = w * i - w
-        local m = {args[a + 1], args[a + 2], args[a + 3], w == 4 and args[a + 4] or ''}
+        local m = {args[a + 1], args[a + 2], args[a + 3], w >= 4 and args[a + 4] or '',
+            w == 5 and args[a + 5] or ''}
         check_message(cfg, m[1], m[2], m[3])
         check_idem_key(m[4])
+        check_stamp(m[5])
         msgs[i] = m
     end
     return publish_all(p, cfg, keys, msgs)
@@ -529,6 +550,7 @@ local function herald_read(keys, args)
         out[#out + 1] = e36 .. '-' .. int(seq_of(e[1]))
         out[#out + 1] = f.t or '0'
         out[#out + 1] = f.ct or ''
+        out[#out + 1] = f.p or ''
         out[#out + 1] = f.d or ''
     end
     return out

@@ -5,6 +5,8 @@
  */
 #include "redis_reply.h"
 
+#include <jansson.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,18 +39,35 @@ int hd_redis_reply_u64(const redisReply *e, uint64_t *v)
     return 0;
 }
 
+/* A publisher stamp as herald.lua keeps it: "" (none) or one compact JSON object. */
+static int publisher_valid(const char *pub, size_t len)
+{
+    if (len == 0)
+        return 1;
+    if (len > HD_REDIS_PUBLISHER_MAX || pub[0] != '{' || memchr(pub, '\0', len))
+        return 0;
+    json_error_t jerr;
+    json_t *j = json_loadb(pub, len, JSON_REJECT_DUPLICATES, &jerr);
+    int ok = j && json_is_object(j);
+    json_decref(j);
+    return ok;
+}
+
 hd_message_t *hd_redis_message_new(const char *channel, size_t channel_len, const char *id,
                                    size_t id_len, uint64_t time_ms, const char *ct, size_t ct_len,
-                                   const char *data, size_t len)
+                                   const char *pub, size_t pub_len, const char *data, size_t len)
 {
     uint64_t epoch, seq;
     char type[HD_CONTENT_TYPE_MAX + 1];
     if (hd_id_parse(id, id_len, &epoch, &seq) < 0 || ct_len > HD_CONTENT_TYPE_MAX ||
-        !hd_content_type_valid(ct, ct_len) || memchr(ct, '\0', ct_len))
-        return NULL; /* not herald.lua's: the type would reach clients unchecked */
+        !hd_content_type_valid(ct, ct_len) || memchr(ct, '\0', ct_len) ||
+        !publisher_valid(pub, pub_len))
+        return NULL; /* not herald.lua's: the type or stamp would reach clients unchecked */
     memcpy(type, ct, ct_len);
     type[ct_len] = '\0';
     hd_message_t *m = hd_message_new(channel, channel_len, type, data, len);
+    if (pub_len > 0)
+        m->publisher = hd_strndup(pub, pub_len);
     hd_message_set_id(m, epoch, seq);
     m->time_ms = time_ms;
     m->publish_ns = uv_hrtime();
@@ -58,8 +77,8 @@ hd_message_t *hd_redis_message_new(const char *channel, size_t channel_len, cons
 hd_message_t *hd_redis_parse_pubsub(const char *channel, size_t channel_len, const char *s,
                                     size_t len)
 {
-    const char *end = s + len, *nl[3], *p = s;
-    for (int i = 0; i < 3; i++) {
+    const char *end = s + len, *nl[4], *p = s;
+    for (int i = 0; i < 4; i++) {
         nl[i] = memchr(p, '\n', (size_t)(end - p));
         if (!nl[i])
             return NULL;
@@ -74,7 +93,8 @@ hd_message_t *hd_redis_parse_pubsub(const char *channel, size_t channel_len, con
         t = t * 10 + (uint64_t)(*q - '0');
     }
     return hd_redis_message_new(channel, channel_len, s, (size_t)(nl[0] - s), t, nl[1] + 1,
-                                (size_t)(nl[2] - nl[1] - 1), nl[2] + 1, (size_t)(end - nl[2] - 1));
+                                (size_t)(nl[2] - nl[1] - 1), nl[2] + 1, (size_t)(nl[3] - nl[2] - 1),
+                                nl[3] + 1, (size_t)(end - nl[3] - 1));
 }
 
 void hd_redis_read_dispose(hd_redis_read_t *r)
@@ -94,7 +114,7 @@ int hd_redis_parse_read(const char *channel, size_t channel_len, const redisRepl
     uint64_t gap, found;
     memset(out, 0, sizeof(*out));
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 5 ||
-        (rep->elements - 5) % 4 != 0 || hd_redis_reply_str(rep->element[0], &s, &len) < 0 ||
+        (rep->elements - 5) % 5 != 0 || hd_redis_reply_str(rep->element[0], &s, &len) < 0 ||
         hd_id_parse(s, len, &out->epoch, &out->cur) < 0 ||
         hd_redis_reply_u64(rep->element[1], &gap) < 0 ||
         hd_redis_reply_u64(rep->element[2], &found) < 0 ||
@@ -105,21 +125,22 @@ int hd_redis_parse_read(const char *channel, size_t channel_len, const redisRepl
     out->last_id[len] = '\0';
     out->gap = gap != 0;
     out->found = found != 0;
-    size_t n = (rep->elements - 5) / 4;
+    size_t n = (rep->elements - 5) / 5;
     if (n == 0)
         return 0;
     out->msgs = hd_malloc(n * sizeof(*out->msgs));
     for (size_t i = 0; i < n; i++) {
-        redisReply *const *e = rep->element + 5 + i * 4;
-        const char *id, *ct, *data;
-        size_t id_len, ct_len, data_len;
+        redisReply *const *e = rep->element + 5 + i * 5;
+        const char *id, *ct, *pub, *data;
+        size_t id_len, ct_len, pub_len, data_len;
         uint64_t t;
         hd_message_t *m = NULL;
         if (hd_redis_reply_str(e[0], &id, &id_len) == 0 && hd_redis_reply_u64(e[1], &t) == 0 &&
             hd_redis_reply_str(e[2], &ct, &ct_len) == 0 &&
-            hd_redis_reply_str(e[3], &data, &data_len) == 0)
-            m = hd_redis_message_new(channel, channel_len, id, id_len, t, ct, ct_len, data,
-                                     data_len);
+            hd_redis_reply_str(e[3], &pub, &pub_len) == 0 &&
+            hd_redis_reply_str(e[4], &data, &data_len) == 0)
+            m = hd_redis_message_new(channel, channel_len, id, id_len, t, ct, ct_len, pub, pub_len,
+                                     data, data_len);
         if (!m) {
             hd_redis_read_dispose(out);
             memset(out, 0, sizeof(*out));

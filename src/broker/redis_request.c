@@ -34,9 +34,10 @@ void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
     while (first + n < r->n_msgs && n < PUBLISH_CALL_MAX_MSGS &&
            (n == 0 || bytes + r->msgs[first + n]->len <= PUBLISH_CALL_MAX_BYTES))
         bytes += r->msgs[first + n++]->len;
-    size_t argc = 3 + 5 * n;
-    const char *argv[3 + 5 * PUBLISH_CALL_MAX_MSGS];
-    size_t lens[3 + 5 * PUBLISH_CALL_MAX_MSGS];
+    /* Per message: its key, then channel, payload, type, idempotency key, publisher. */
+    size_t argc = 3 + 6 * n;
+    const char *argv[3 + 6 * PUBLISH_CALL_MAX_MSGS];
+    size_t lens[3 + 6 * PUBLISH_CALL_MAX_MSGS];
     char keys[PUBLISH_CALL_MAX_MSGS][KEY_MAX], nkeys[24];
     snprintf(nkeys, sizeof(nkeys), "%zu", n);
     argv[0] = "FCALL";
@@ -48,8 +49,8 @@ void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
         hd_message_t *m = r->msgs[first + i];
         lens[3 + i] = hd_redis_key(b, keys[i], "ch:", m->channel, m->channel_len);
         argv[3 + i] = keys[i];
-        const char **a = argv + 3 + n + 4 * i;
-        size_t *l = lens + 3 + n + 4 * i;
+        const char **a = argv + 3 + n + 5 * i;
+        size_t *l = lens + 3 + n + 5 * i;
         a[0] = m->channel;
         l[0] = m->channel_len;
         a[1] = m->data;
@@ -58,6 +59,8 @@ void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
         l[2] = strlen(m->content_type);
         a[3] = m->idem_key ? m->idem_key : "";
         l[3] = strlen(a[3]);
+        a[4] = m->publisher ? m->publisher : ""; /* the server's stamp (auth.md), "" for none */
+        l[4] = strlen(a[4]);
     }
     op_t *op = hd_redis_op_new(b, OP_PUBLISH);
     op->r = r;

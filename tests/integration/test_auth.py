@@ -9,7 +9,7 @@ and several channels), WebSocket /ws/{channel} (plain and herald.v1) and the /ws
 (token on the handshake, or the auth message with its deadline), HTTP publish (backend key,
 token grants, the stamped publisher a client cannot forge); Authorization: Bearer and ?token=,
 and the access log never holding a token; ES256 from jose through a JWKS with kid selection;
-RS256 from a PEM key and a JWKS reloaded on SIGHUP.
+RS256 from a PEM key and a JWKS reloaded on SIGHUP; the publisher stamp through Redis.
 """
 import asyncio
 import base64
@@ -641,6 +641,42 @@ class AuthRSA(hh.HeraldTestCase):
             f.write("{broken")
         h.reload(conf_raw=raw, expect_ok=False)
         self.assertEqual(status(t2), 200)
+
+
+class AuthRedis(hh.HeraldTestCase):
+    """Two nodes sharing a redis-server: a message published with a token on one carries its
+    publisher stamp on the other, live (/ws herald.v1 envelope) and from history (poll)."""
+
+    def test_stamp_crosses_nodes(self):
+        import redis_support as rs
+        redis = rs.start_redis(self)
+        conf = {"auth_jwt_secret": SECRET, "publish_key": BACKEND_KEY,
+                "redis": "unix://" + redis.sock}
+        a = self.start_herald(conf_raw=conf_with_rules(conf))
+        b = self.start_herald(conf_raw=conf_with_rules(conf))
+        tok = grants(["private:r"], ["private:r"], sub="cross", info={"n": 1})
+
+        async def go():
+            async with hh.ws_connect(b.port, "/ws/private:r", subprotocols=["herald.v1"],
+                                     extra_headers=bearer(tok)) as ws:
+                await asyncio.sleep(0.3)
+                st, _, data = request(a.port, "POST", "/pub/private:r", "hello",
+                                      dict(bearer(tok), **{"Content-Type": "text/plain"}))
+                self.assertEqual(st, 200, data)
+                st, _, data = request(a.port, "POST", "/pub/private:r", "backend",
+                                      dict(bearer(BACKEND_KEY), **{"Content-Type": "text/plain"}))
+                self.assertEqual(st, 200, data)
+                m1 = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                m2 = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual(m1["publisher"], {"sub": "cross", "info": {"n": 1}})
+                self.assertNotIn("publisher", m2)
+
+        run(go())
+        st, _, body = request(b.port, "GET", "/poll/private:r?since=0-0", headers=bearer(tok))
+        self.assertEqual(st, 200, body)
+        msgs = json.loads(body)["messages"]
+        self.assertEqual([(m["data"], m.get("publisher")) for m in msgs],
+                         [("hello", {"sub": "cross", "info": {"n": 1}}), ("backend", None)])
 
 
 class AuthJose(hh.HeraldTestCase):

@@ -138,11 +138,12 @@ static void test_reply_scalars(void)
 static void test_parse_read(void)
 {
     hd_redis_read_t res;
-    static const char read13[] =
-        "*13\r\n$6\r\nmx0-12\r\n:1\r\n:1\r\n$6\r\nmx0-11\r\n:2\r\n"
-        "$6\r\nmx0-10\r\n$13\r\n1700000000000\r\n$10\r\ntext/plain\r\n$2\r\nhi\r\n"
-        "$6\r\nmx0-11\r\n:1700000000001\r\n$0\r\n\r\n$3\r\n\x00\x01\x02\r\n";
-    redisReply *r = resp_n(read13, sizeof(read13) - 1);
+    static const char read15[] =
+        "*15\r\n$6\r\nmx0-12\r\n:1\r\n:1\r\n$6\r\nmx0-11\r\n:2\r\n"
+        "$6\r\nmx0-10\r\n$13\r\n1700000000000\r\n$10\r\ntext/plain\r\n$0\r\n\r\n$2\r\nhi\r\n"
+        "$6\r\nmx0-11\r\n:1700000000001\r\n$0\r\n\r\n$12\r\n{\"sub\":\"42\"}\r\n"
+        "$3\r\n\x00\x01\x02\r\n";
+    redisReply *r = resp_n(read15, sizeof(read15) - 1);
     T_EQ_INT(hd_redis_parse_read("news", 4, r, &res), 0);
     T_EQ_INT(res.cur, 12);
     T_EQ_INT(res.gap, 1);
@@ -155,6 +156,8 @@ static void test_parse_read(void)
     T_EQ_STR(res.msgs[0]->content_type, "text/plain");
     T_EQ_INT(res.msgs[0]->time_ms, 1700000000000ull);
     T_TRUE(res.msgs[0]->len == 2 && memcmp(res.msgs[0]->data, "hi", 2) == 0);
+    T_TRUE(res.msgs[0]->publisher == NULL);
+    T_EQ_STR(res.msgs[1]->publisher, "{\"sub\":\"42\"}"); /* the stamp travels with it */
     T_EQ_INT(res.msgs[1]->len, 3);
     T_TRUE(memcmp(res.msgs[1]->data, "\x00\x01\x02", 3) == 0);
     hd_redis_read_dispose(&res);
@@ -169,20 +172,27 @@ static void test_parse_read(void)
 
     static const char *const bad[] = {
         "*4\r\n$5\r\nmx0-0\r\n:0\r\n:0\r\n$0\r\n\r\n",             /* too short */
-        "*6\r\n$5\r\nmx0-0\r\n:0\r\n:0\r\n$0\r\n\r\n:0\r\n:0\r\n", /* not 5 + 4k */
+        "*6\r\n$5\r\nmx0-0\r\n:0\r\n:0\r\n$0\r\n\r\n:0\r\n:0\r\n", /* not 5 + 5k */
         "*5\r\n$3\r\nmx0\r\n:0\r\n:0\r\n$0\r\n\r\n:0\r\n",         /* bad current id */
         "*5\r\n$5\r\nmx0-0\r\n:-1\r\n:0\r\n$0\r\n\r\n:0\r\n",      /* negative gap */
         "*5\r\n$5\r\nmx0-0\r\n:0\r\n*0\r\n$0\r\n\r\n:0\r\n",       /* found not a number */
         "*5\r\n$5\r\nmx0-0\r\n:0\r\n:0\r\n:7\r\n:0\r\n",           /* last id not a string */
         "*5\r\n$5\r\nmx0-0\r\n:0\r\n:0\r\n$0\r\n\r\n$1\r\nx\r\n",  /* length not a number */
-        "*9\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n"        /* a bad content type: */
-        "$5\r\nmx0-1\r\n:1\r\n$20\r\ntext/plain; x=\xff\xfe\xff\xfe\xff\xfe\r\n$1\r\nx\r\n",
-        "*9\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* a bad id */
-        "$4\r\nmx0-\r\n:1\r\n$0\r\n\r\n$1\r\nx\r\n",
-        "*9\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* time not a number */
-        "$5\r\nmx0-1\r\n$1\r\nt\r\n$0\r\n\r\n$1\r\nx\r\n",
-        "*9\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* payload not a string */
-        "$5\r\nmx0-1\r\n:1\r\n$0\r\n\r\n*1\r\n:1\r\n",
+        "*10\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n"       /* a bad content type: */
+        "$5\r\nmx0-1\r\n:1\r\n$20\r\ntext/plain; "
+        "x=\xff\xfe\xff\xfe\xff\xfe\r\n$0\r\n\r\n$1\r\nx\r\n",
+        "*10\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* a bad id */
+        "$4\r\nmx0-\r\n:1\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nx\r\n",
+        "*10\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* time not a number */
+        "$5\r\nmx0-1\r\n$1\r\nt\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nx\r\n",
+        "*10\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* payload not a string */
+        "$5\r\nmx0-1\r\n:1\r\n$0\r\n\r\n$0\r\n\r\n*1\r\n:1\r\n",
+        "*10\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* a stamp that is no object */
+        "$5\r\nmx0-1\r\n:1\r\n$0\r\n\r\n$3\r\n[1]\r\n$1\r\nx\r\n",
+        "*10\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* a stamp that is no JSON */
+        "$5\r\nmx0-1\r\n:1\r\n$0\r\n\r\n$3\r\n{x}\r\n$1\r\nx\r\n",
+        "*9\r\n$5\r\nmx0-1\r\n:0\r\n:1\r\n$0\r\n\r\n:1\r\n" /* the old form, 4 per message */
+        "$5\r\nmx0-1\r\n:1\r\n$0\r\n\r\n$1\r\nx\r\n",
         "-ERR herald: x\r\n",
         ":5\r\n",
     };
@@ -221,25 +231,34 @@ static void test_parse_publish(void)
 
 static void test_parse_pubsub(void)
 {
-    static const char good[] = "mx0-5\n1700000000000\napplication/json\n{\"a\":\n1}";
+    static const char good[] = "mx0-5\n1700000000000\napplication/json\n\n{\"a\":\n1}";
     hd_message_t *m = hd_redis_parse_pubsub("ch", 2, good, sizeof(good) - 1);
     T_TRUE(m != NULL);
     T_EQ_STR(m->id, "mx0-5");
     T_EQ_STR(m->content_type, "application/json");
+    T_TRUE(m->publisher == NULL);
     T_TRUE(m->len == 8 && memcmp(m->data, "{\"a\":\n1}", 8) == 0);
     hd_message_unref(m);
-    m = hd_redis_parse_pubsub("ch", 2, "mx0-5\n1\n\n", 9); /* empty type and payload */
+    m = hd_redis_parse_pubsub("ch", 2, "mx0-5\n1\n\n\n", 10); /* empty type and payload */
     T_TRUE(m != NULL && m->len == 0);
+    hd_message_unref(m);
+    static const char stamped[] = "mx0-6\n1\ntext/plain\n{\"sub\":\"u\",\"info\":{}}\nhi\n";
+    m = hd_redis_parse_pubsub("ch", 2, stamped, sizeof(stamped) - 1);
+    T_TRUE(m != NULL);
+    T_EQ_STR(m->publisher, "{\"sub\":\"u\",\"info\":{}}");
+    T_TRUE(m->len == 3 && memcmp(m->data, "hi\n", 3) == 0);
     hd_message_unref(m);
     static const char *const bad[] = {"",
                                       "mx0-5",
-                                      "mx0-5\n1\ntext/plain",
-                                      "mx0-5\n\ntext/plain\nx",
-                                      "mx0-5\n1x\ntext/plain\nx",
-                                      "mx0-5\n12345678901234567890\ntext/plain\nx",
-                                      "mx0\n1\ntext/plain\nx",
-                                      "mx0-5\n1\ntext\nx",
-                                      "mx0-5\n1\ntext/plain; x=\xff\nx"};
+                                      "mx0-5\n1\ntext/plain\n",
+                                      "mx0-5\n\ntext/plain\n\nx",
+                                      "mx0-5\n1x\ntext/plain\n\nx",
+                                      "mx0-5\n12345678901234567890\ntext/plain\n\nx",
+                                      "mx0\n1\ntext/plain\n\nx",
+                                      "mx0-5\n1\ntext\n\nx",
+                                      "mx0-5\n1\ntext/plain; x=\xff\n\nx",
+                                      "mx0-5\n1\ntext/plain\n{\"a\"\nx",
+                                      "mx0-5\n1\ntext/plain\n[]\nx"};
     for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
         /* from a heap copy of exactly its size: an over-read is caught */
         size_t n = strlen(bad[i]);
