@@ -188,6 +188,17 @@ static void on_server_done(hd_server_t *s)
     hd_log_info("stopped");
 }
 
+/* What authorization does with this configuration (docs/auth.md), a warning when it closes
+ * everything. */
+static void log_auth(const hd_conf_t *conf)
+{
+    char desc[256];
+    if (hd_auth_describe(conf->auth, desc, sizeof(desc)))
+        hd_log_warn("authorization %s", desc);
+    else
+        hd_log_info("authorization %s", desc);
+}
+
 static void reload(void)
 {
     char err[1024];
@@ -215,6 +226,7 @@ static void reload(void)
     hd_conf_unref(app.conf);
     app.conf = conf;
     hd_log_info("reloaded");
+    log_auth(conf);
     notify_systemd("READY=1");
 }
 
@@ -330,6 +342,7 @@ int main(int argc, char **argv)
         return EXIT_START;
     }
     hd_log_info("herald %s starting, configuration %s", HERALD_VERSION, app.conf_path);
+    log_auth(app.conf);
     raise_nofile(app.conf);
 
     uv_loop_init(&app.loop);

@@ -149,6 +149,12 @@ void hd_auth_free(hd_auth_t *a); /* NULL is fine */
 int hd_auth_enabled(const hd_auth_t *a);
 /* 1 when tokens can be verified (a key is configured). */
 int hd_auth_has_key(const hd_auth_t *a);
+/*
+ * Writes a one-line summary of the policy for the log ("on: HS256 secret, 4 channel rules";
+ * "off") into buf. Returns 1 when the policy is probably not what the operator meant (a key
+ * but no channel_rule: every channel is closed to subscribers), with that said in buf, else 0.
+ */
+int hd_auth_describe(const hd_auth_t *a, char *buf, size_t len);
 
 /* ---- verification --------------------------------------------------------------------------- */
 

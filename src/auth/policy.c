@@ -220,6 +220,34 @@ int hd_auth_has_key(const hd_auth_t *a)
     return a != NULL && a->keys.n > 0;
 }
 
+int hd_auth_describe(const hd_auth_t *a, char *buf, size_t len)
+{
+    const char *src;
+
+    if (!hd_auth_enabled(a)) {
+        snprintf(buf, len, "off (no JWT key, no channel_rule: every channel open as before)");
+        return 0;
+    }
+    src = a->keys.n == 0                 ? "no JWT key (tokens are not accepted)"
+          : a->keys.n > 1                ? "a JWKS"
+          : a->keys.keys[0].pkey != NULL ? "a public key"
+          : a->keys.keys[0].kid != NULL  ? "a JWKS"
+                                         : "a secret";
+    if (a->keys.n > 0 && a->n_rules == 0) {
+        snprintf(buf, len,
+                 "on with %s pinned to %s but no channel_rule: every channel is closed to "
+                 "subscribers and clients (docs/auth.md)",
+                 src, jwt_alg_str(a->keys.keys[0].alg));
+        return 1;
+    }
+    snprintf(buf, len, "on: %s%s%s, %zu channel rule%s%s%s%s", src,
+             a->keys.n == 1 ? " pinned to " : "",
+             a->keys.n == 1 ? jwt_alg_str(a->keys.keys[0].alg) : "", a->n_rules,
+             a->n_rules == 1 ? "" : "s", a->issuer ? ", iss checked" : "",
+             a->audience ? ", aud checked" : "", a->keys.n > 1 ? " (keys by kid)" : "");
+    return 0;
+}
+
 /* ---- decisions ------------------------------------------------------------------------------- */
 
 const hd_auth_rule_t *hd_auth_rule_for(const hd_auth_t *a, const char *channel, size_t len)

@@ -823,13 +823,25 @@ static void test_rules(void)
     T_EQ_INT(check(a, u42, "closed:x", HD_AUTH_SUBSCRIBE), HD_AUTH_FORBIDDEN);
     T_TRUE(hd_auth_rule_for(a, "news", 4) == NULL);
 
+    T_EQ_INT(hd_auth_describe(a, err, sizeof(err)), 0);
+    T_EQ_STR(err, "on: a secret pinned to HS256, 7 channel rules");
     hd_identity_unref(u42);
     hd_identity_unref(u43);
     hd_identity_unref(nosub);
     hd_conf_unref(c);
 
+    /* A key and no rule closes everything: said as a warning. */
+    T_EQ_INT(hd_conf_load_string(&c, "t.conf", "auth_jwt_secret " SECRET "\n", NULL, 0, err,
+                                 sizeof(err)),
+             0);
+    T_EQ_INT(hd_auth_describe(c->auth, err, sizeof(err)), 1);
+    T_CONTAINS(err, "no channel_rule: every channel is closed");
+    hd_conf_unref(c);
+
     /* Auth off (the defaults): everything allowed, as before. */
     T_EQ_INT(hd_conf_load_string(&c, "t.conf", "", NULL, 0, err, sizeof(err)), 0);
+    T_EQ_INT(hd_auth_describe(c->auth, err, sizeof(err)), 0);
+    T_CONTAINS(err, "off");
     T_TRUE(!hd_auth_enabled(c->auth) && !hd_auth_has_key(c->auth));
     T_EQ_INT(check(c->auth, NULL, "anything", HD_AUTH_PUBLISH), HD_AUTH_OK);
     T_EQ_INT(check(NULL, NULL, "anything", HD_AUTH_SUBSCRIBE), HD_AUTH_OK);
