@@ -285,10 +285,12 @@ struct hd_sub_s {
     hd_list_t link;
     uint64_t last_seq; /* last sequence delivered (or skipped as seen) */
     uint64_t epoch;
-    unsigned is_pending : 1; /* SUBSCRIBE sent, no reply yet */
-    unsigned is_orphan : 1;  /* unsubscribed while pending: freed when the reply comes */
-    unsigned is_dead : 1;    /* unsubscribed during a fan-out: freed when it ends */
-    unsigned is_counted : 1; /* holds one unit of the node's max_subscriptions budget */
+    unsigned is_pending : 1;  /* SUBSCRIBE sent, no reply yet */
+    unsigned is_orphan : 1;   /* unsubscribed while pending: freed when the reply comes */
+    unsigned is_dead : 1;     /* unsubscribed during a fan-out: freed when it ends */
+    unsigned is_counted : 1;  /* holds one unit of the node's max_subscriptions budget */
+    unsigned is_waiting : 1;  /* waits for its worker's SUBSCRIBE on the channel (hub.c) */
+    unsigned wants_since : 1; /* while waiting: resumes from (epoch, last_seq) */
 };
 
 /* Sets up the hub of a worker (call on that worker's loop or before it runs). */

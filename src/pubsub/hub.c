@@ -26,6 +26,10 @@ typedef struct hd_lchan_s {
     uint32_t n_live;    /* linked subscribers */
     uint32_t n_pending; /* subscriptions waiting for the broker */
     uint32_t n_dead;    /* linked but unsubscribed during a fan-out */
+    uint32_t n_asking;  /* this worker's SUBSCRIBEs on it the broker has not answered yet */
+    /* Subscriptions made while one of those was on its way (s->link): they join when its reply
+     * makes the worker carry the channel, instead of asking the broker again (wait_for_ask). */
+    hd_list_t waiting;
     /* The embedded broker's count of this worker's subscribers here (NULL: unknown, or another
      * broker): held while above 0, moved by this worker between 1 and more (see join_locally). */
     uint32_t *interest;
@@ -54,6 +58,7 @@ typedef struct hub_s {
     uint64_t shared_stamp;
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
     uint64_t n_subs;
+    unsigned broker_counts : 1; /* the broker hands out interest counts (the embedded one) */
     hd_hub_stats_t stats;
     uint64_t refused_log_ms;                         /* when a refusal was last logged */
     uint64_t refused_since_log[HD_SUBS_LIMIT_COUNT]; /* refused since then, not logged */
@@ -82,8 +87,10 @@ static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
 {
     int made;
     hd_lchan_t *c = hd_container_of(hd_chantab_get(&hub->chans, name, len, &made), hd_lchan_t, ch);
-    if (made)
+    if (made) {
         hd_list_init(&c->subs);
+        hd_list_init(&c->waiting);
+    }
     return c;
 }
 
@@ -102,9 +109,17 @@ void hd_hub_init(hd_worker_t *w)
     w->modules[HD_MODULE_HUB] = hub;
 }
 
-static void free_chan_cb(hd_chan_t *c, void *arg)
+static void free_sub(hd_sub_t *s);
+
+static void free_chan_cb(hd_chan_t *ch, void *arg)
 {
-    hd_chantab_free(arg, c);
+    hd_lchan_t *c = hd_container_of(ch, hd_lchan_t, ch);
+    while (!hd_list_empty(&c->waiting)) { /* waiting behind a request that will not be answered */
+        hd_sub_t *s = hd_container_of(c->waiting.next, hd_sub_t, link);
+        hd_list_remove(&s->link);
+        free_sub(s);
+    }
+    hd_chantab_free(arg, ch);
 }
 
 void hd_hub_dispose(hd_worker_t *w)
@@ -241,8 +256,10 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
     s->is_pending = 0;
     c->n_pending--;
     if (!r->err) {
-        if (r->interest)
+        if (r->interest) {
             c->interest = r->interest;
+            hub->broker_counts = 1;
+        }
         note_stream(c, r->epoch, r->last_seq);
     }
     if (s->is_orphan || r->err) {
@@ -312,6 +329,76 @@ static int join_locally(hd_lchan_t *c, hd_breq_t *r)
     return 1;
 }
 
+static void drain_waiting(hd_worker_t *w, hd_lchan_t *c);
+
+static void on_asked(hd_worker_t *w, hd_breq_t *r)
+{
+    hd_lchan_t *c = ((hd_sub_t *)r->cookie)->chan;
+    int has_waiting = !hd_list_empty(&c->waiting); /* then c outlives the reply (n_pending) */
+    c->n_asking--;
+    on_subscribe_reply(w, r);
+    if (has_waiting)
+        drain_waiting(w, c);
+}
+
+/* Sends r (a SUBSCRIBE) to the broker. */
+static void ask(hd_lchan_t *c, hd_breq_t *r)
+{
+    c->n_asking++;
+    r->reply_cb = on_asked;
+    hd_broker_submit(r);
+}
+
+/*
+ * A subscription on a channel this worker does not carry yet while a SUBSCRIBE of its on the
+ * channel is on the way (long pollers answered together come back together): it waits for that
+ * reply, which makes the worker carry the channel, and then joins as join_locally does, so a
+ * burst of subscriptions asks the broker once. Its since is kept in the subscription meanwhile
+ * (s->epoch and s->last_seq are unused until it is live). Only with a broker that hands out
+ * counts (hub->broker_counts); the Redis bridge is asked every time, as before.
+ */
+static int wait_for_ask(hub_t *hub, hd_lchan_t *c, hd_breq_t *r)
+{
+    if (!hub->broker_counts || c->interest || !c->n_asking)
+        return 0;
+    hd_sub_t *s = r->cookie;
+    s->is_waiting = 1;
+    s->wants_since = r->has_since;
+    s->epoch = r->since_epoch;
+    s->last_seq = r->since_seq;
+    hd_list_insert_tail(&c->waiting, &s->link);
+    hd_breq_free(r);
+    return 1;
+}
+
+/* The channel's SUBSCRIBE was answered: the subscriptions waiting for it join, or ask. */
+static void drain_waiting(hd_worker_t *w, hd_lchan_t *c)
+{
+    if (!c->interest && c->n_asking)
+        return; /* refused, but another is on its way: its reply drains them */
+    while (!hd_list_empty(&c->waiting)) {
+        hd_sub_t *s = hd_container_of(c->waiting.next, hd_sub_t, link);
+        hd_list_remove(&s->link);
+        hd_list_init(&s->link);
+        s->is_waiting = 0;
+        if (s->is_orphan) { /* ended while it waited: it took nothing yet */
+            c->n_pending--;
+            free_sub(s);
+            continue;
+        }
+        hd_breq_t *r = hd_breq_new(HD_BREQ_SUBSCRIBE, w, c->name, hd_chan_name_len(&c->ch));
+        r->cookie = s;
+        r->has_since = s->wants_since;
+        r->since_epoch = s->epoch;
+        r->since_seq = s->last_seq;
+        s->epoch = s->last_seq = 0;
+        r->limit = hd_worker_conf(w)->poll_max_messages;
+        if (!join_locally(c, r))
+            ask(c, r);
+    }
+    maybe_free_chan(hub_of(w), c);
+}
+
 hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_len,
                            const uint64_t *since_epoch, const uint64_t *since_seq,
                            const hd_sub_ops_t *ops, void *data)
@@ -344,8 +431,8 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
         r->since_seq = *since_seq;
     }
     r->limit = hd_worker_conf(w)->poll_max_messages;
-    if (!join_locally(s->chan, r))
-        hd_broker_submit(r);
+    if (!join_locally(s->chan, r) && !wait_for_ask(hub, s->chan, r))
+        ask(s->chan, r);
     return s;
 }
 

@@ -823,6 +823,61 @@ static void test_resume_at_the_stream_locally(void)
     hd_embedded_stop(&node);
 }
 
+/*
+ * Subscriptions made together on a channel the worker does not carry yet (long pollers answered
+ * by one message come back together) ask the broker once: the rest wait for that reply and join
+ * locally, one of them ended while it waited, one resuming from behind the stream still reads
+ * history.
+ */
+static void test_burst_asks_once(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    counting_broker_t cb = {.base = {.ops = &counting_ops}, .real = hd_broker_get()};
+    hd_broker_set(&cb.base);
+    /* the hub learns from a first reply that this broker counts */
+    seen_t first = {0};
+    hd_sub_t *s0 = hd_hub_subscribe(node.wk, "other", 5, NULL, NULL, &seen_ops, &first);
+    hd_embedded_sync_broker(&node);
+    hd_hub_unsubscribe(s0);
+    pub_reply_t pr = {0};
+    hd_broker_submit(publish_req(node.wk, "u", 2, &pr));
+    hd_embedded_sync_broker(&node);
+    int asked = cb.n[HD_BREQ_SUBSCRIBE];
+
+    seen_t a = {0}, b = {0}, c = {0}, d = {0}, gone = {0};
+    uint64_t zero = 0, one = 1;
+    hd_sub_t *sa = hd_hub_subscribe(node.wk, "u", 1, NULL, NULL, &seen_ops, &a);
+    hd_sub_t *sb = hd_hub_subscribe(node.wk, "u", 1, NULL, NULL, &seen_ops, &b);
+    hd_sub_t *sc = hd_hub_subscribe(node.wk, "u", 1, NULL, NULL, &seen_ops, &c);
+    hd_sub_t *sg = hd_hub_subscribe(node.wk, "u", 1, NULL, NULL, &seen_ops, &gone);
+    hd_hub_unsubscribe(sg); /* while it waits */
+    hd_sub_t *sd = hd_hub_subscribe(node.wk, "u", 1, &zero, &one, &seen_ops, &d);
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], asked + 1); /* one asks; the others wait */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(a.ready + b.ready + c.ready, 3);
+    T_EQ_INT(gone.ready, 0);
+    T_EQ_INT(d.ready, 1);
+    T_EQ_INT(d.gap, 1);                           /* another epoch: history, said so */
+    T_EQ_INT(cb.n[HD_BREQ_SUBSCRIBE], asked + 2); /* d, behind the stream, asked */
+    T_EQ_INT(subscribers_of(&node, cb.real, "u"), 4);
+    hd_broker_submit(publish_req(node.wk, "u", 1, &pr));
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(a.n + b.n + c.n, 3);
+    T_EQ_INT(gone.n, 0);
+    hd_hub_unsubscribe(sa);
+    hd_hub_unsubscribe(sb);
+    hd_hub_unsubscribe(sc);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 1); /* "other" */
+    hd_hub_unsubscribe(sd);
+    T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 2);
+    T_EQ_INT(subscribers_of(&node, cb.real, "u"), 0);
+    T_EQ_INT(pr.err, 0);
+    hd_broker_set(cb.real);
+    hd_embedded_stop(&node);
+}
+
 #define PUB_THREADS    4
 #define PUB_PER_THREAD 400
 
@@ -905,5 +960,6 @@ int main(void)
     T_RUN(test_join_and_leave_locally);
     T_RUN(test_local_join_ended_while_pending);
     T_RUN(test_resume_at_the_stream_locally);
+    T_RUN(test_burst_asks_once);
     T_DONE();
 }
