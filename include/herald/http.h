@@ -122,6 +122,13 @@ static inline const hd_ip_t *hd_req_client_ip(const hd_req_t *req)
     return &req->client_ip_;
 }
 
+/*
+ * client_publish_rate on HTTP: a token from the connection's bucket of `rate` per second (a
+ * second's worth at once; 0: no limit). Returns 1, or 0 with *retry_ms until one is back. For
+ * publishes a client makes on a token, not the backend's publish key.
+ */
+int hd_http_publish_take(hd_req_t *req, uint32_t rate, uint64_t *retry_ms);
+
 /* Header value by name (case-insensitive), NULL if absent. */
 const char *hd_req_header(const hd_req_t *req, const char *name, size_t *len);
 /*

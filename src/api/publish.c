@@ -126,6 +126,29 @@ static int publisher_of(hd_req_t *req, hd_tp_cred_t *cred)
     return hd_tp_credential(req, cred);
 }
 
+/*
+ * client_publish_rate: a publish on a token is a client's and takes one of its connection's
+ * tokens (a batch counts once); the backend's key is not limited. 0, or -1 answered 429 with
+ * Retry-After.
+ */
+static int client_rate_ok(hd_req_t *req, const hd_tp_cred_t *cred)
+{
+    uint32_t rate = hd_worker_conf(req->conn->worker)->client_publish_rate;
+    uint64_t retry_ms;
+    if (!cred->id || cred->is_backend || hd_http_publish_take(req, rate, &retry_ms))
+        return 0;
+    HD_STAT_INC(req->conn->worker, client_publish_refused);
+    char hdr[64], body[192];
+    snprintf(hdr, sizeof(hdr), "Retry-After: %llu\r\n",
+             (unsigned long long)(retry_ms + 999) / 1000);
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":\"publishing too often (client_publish_rate %u/s)\","
+                     "\"retry_after_ms\":%llu,\"status\":429}",
+                     rate, (unsigned long long)retry_ms);
+    hd_http_respond(req, 429, hdr, "application/json", body, (size_t)n);
+    return -1;
+}
+
 /* A client's message carries its publisher, stamped here from the verified identity. */
 static void stamp(hd_message_t *m, const hd_tp_cred_t *cred)
 {
@@ -143,7 +166,8 @@ static void on_publish_one(hd_req_t *req, void *arg)
         return;
     char channel[HD_CHANNEL_MAX + 1];
     int n = hd_tp_channel_from_path(req, 5, channel);
-    if (n < 0 || hd_tp_publish_authorize(req, &cred, channel, (size_t)n) < 0)
+    if (n < 0 || hd_tp_publish_authorize(req, &cred, channel, (size_t)n) < 0 ||
+        client_rate_ok(req, &cred) < 0)
         goto done;
     const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
     if (req->body_len > conf->max_message_bytes) {
@@ -201,6 +225,11 @@ static void on_publish_batch(hd_req_t *req, void *arg)
     if (n > MAX_BATCH) {
         json_decref(root);
         hd_http_respond_error(req, 413, "more than 10000 messages in one batch");
+        hd_tp_cred_dispose(&cred);
+        return;
+    }
+    if (client_rate_ok(req, &cred) < 0) {
+        json_decref(root);
         hd_tp_cred_dispose(&cred);
         return;
     }

@@ -176,7 +176,7 @@ const directive_t hd_conf_directives[] = {
     D("connect_burst_per_ip", T_UINT, connect_burst_per_ip, "20", "1", "10000000", RELOAD,
       "new connections from one address accepted at once above connect_rate_per_ip"),
     D("client_publish_rate", T_UINT, client_publish_rate, "0", "0", "10000000", RELOAD,
-      "publishes per second by one WebSocket client; more are refused; 0 = unlimited"),
+      "publishes per second by one client connection (WebSocket, HTTP on a token); 0 = unlimited"),
 
     /* HTTP */
     D("max_url_size", T_SIZE, max_url_bytes, "8k", "256", "1m", RELOAD,

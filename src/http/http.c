@@ -363,6 +363,7 @@ static const hd_conn_ops_t http_ops = {
 void hd_http_accept(hd_conn_t *c)
 {
     hd_http_t *h = hd_calloc(1, sizeof(*h));
+    hd_bucket_init(&h->pub_bucket);
     h->conn = c;
     hd_http_parser_init(h);
     h->on_answered = continue_parsing;

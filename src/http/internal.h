@@ -24,6 +24,7 @@
 #ifndef HD_HTTP_INTERNAL_H
 #define HD_HTTP_INTERNAL_H
 
+#include "herald/bucket.h"
 #include "herald/chunked.h"
 #include "herald/http.h"
 #include "herald/server.h"
@@ -65,6 +66,8 @@ struct hd_http_s {
     const char *error_msg; /* what the client is told about it; NULL: hd_strerror(error) */
     size_t path_off;       /* where the path starts in the URL (after an absolute-form authority) */
     int phase;             /* PHASE_* */
+    hd_bucket_t
+        pub_bucket; /* client_publish_rate for publishes on a token (hd_http_publish_take) */
     uint32_t served;
     uint64_t start_ms;
     unsigned is_closing_after : 1; /* answer with Connection: close */

@@ -165,3 +165,10 @@ int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen
     }
     return -1;
 }
+
+int hd_http_publish_take(hd_req_t *req, uint32_t rate, uint64_t *retry_ms)
+{
+    *retry_ms = 0;
+    return rate == 0 || hd_bucket_take(&req->http_->pub_bucket, uv_now(&req->conn->worker->loop),
+                                       rate, rate, retry_ms);
+}

@@ -30,6 +30,8 @@
  */
 #include "websocket.h"
 
+#include "herald/bucket.h"
+
 #include <string.h>
 
 #define WS_MAX_PUBLISHES    64    /* client publishes awaiting the broker before input waits */
@@ -105,8 +107,7 @@ struct ws_s {
     hd_list_t pubs;
     uint32_t n_pubs;
     uint32_t bearer_len;    /* within max_header_size */
-    float pub_tokens;       /* client_publish_rate's bucket; -1 until the first publish */
-    uint32_t pub_tokens_ms; /* when it was counted (loop time, modulo 2^32 ms) */
+    hd_bucket_t pub_bucket; /* client_publish_rate: a second's worth at once */
     uint64_t last_rx_ms, last_ping_ms;
     uint32_t busy;             /* entry points on the stack */
     unsigned fmt : 3;          /* HD_FMT_* of history and live frames (below 8) */
@@ -239,31 +240,12 @@ void hd_ws_stamp(ws_t *ws, hd_message_t *m)
 
 int hd_ws_publish_allowed(ws_t *ws, uint64_t *retry_ms)
 {
-    const hd_conf_t *conf = conf_of(ws);
-    uint32_t rate = conf->client_publish_rate;
-    uint32_t now = (uint32_t)now_ms(ws);
+    uint32_t rate = conf_of(ws)->client_publish_rate;
     *retry_ms = 0;
-    if (rate == 0)
+    if (rate == 0 || hd_bucket_take(&ws->pub_bucket, now_ms(ws), rate, rate, retry_ms))
         return 1;
-    /* A token bucket of a second's worth: a client may send `rate` at once, then `rate` a
-     * second. It starts full, so a fresh connection is never refused its first publishes. The
-     * time is kept in 32 bits: a difference modulo 2^32 ms is right for 49 days, and a
-     * connection silent that long has a full bucket either way. */
-    if (ws->pub_tokens < 0) {
-        ws->pub_tokens = (float)rate;
-    } else {
-        ws->pub_tokens += (float)((double)(uint32_t)(now - ws->pub_tokens_ms) * rate / 1000.0);
-        if (ws->pub_tokens > (float)rate)
-            ws->pub_tokens = (float)rate;
-    }
-    ws->pub_tokens_ms = now;
-    if (ws->pub_tokens < 1) {
-        *retry_ms = (uint64_t)((1 - ws->pub_tokens) * 1000.0 / rate) + 1;
-        HD_STAT_INC(ws->pub.w, client_publish_refused);
-        return 0;
-    }
-    ws->pub_tokens -= 1;
-    return 1;
+    HD_STAT_INC(ws->pub.w, client_publish_refused);
+    return 0;
 }
 
 int hd_ws_is_open(const ws_t *ws)
@@ -1081,7 +1063,7 @@ ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_hands
         ws->bearer_len = (uint32_t)hs->bearer_len;
     }
     hd_list_init(&ws->pubs);
-    ws->pub_tokens = -1;
+    hd_bucket_init(&ws->pub_bucket);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], 1);
     return ws;
 }

@@ -397,6 +397,37 @@ class LimitsTest(hh.HeraldTestCase):
                                            "ref": "later"}).encode()))
         self.assertEqual(ws.recv_json()["type"], "published")
 
+    def test_client_publish_rate_http_token(self):
+        """HTTP publishes on a token (a client's, auth on) take the connection's tokens: 429
+        with Retry-After past the rate; the backend's publish key is not limited."""
+        import jwt
+        secret = "clientip-test-secret-of-more-than-32-bytes"
+        conf = dict(hh.DEFAULT_CONF)
+        conf.update({"auth_jwt_secret": secret, "publish_key": "backend-key-0123",
+                     "client_publish_rate": "2"})
+        h = self.start_herald(conf_raw=hh.conf_text(conf) +
+                              "channel_rule pub:* subscribe=any publish=grant\n")
+        tok = jwt.encode({"sub": "7", "exp": int(time.time()) + 600,
+                          "channels": {"publish": ["pub:*"]}}, secret, algorithm="HS256")
+        with hh.Client(h.port) as c:
+            statuses = []
+            for i in range(4):
+                r = c.request("POST", "/pub/pub:r", body=b"m%d" % i,
+                              headers={"Authorization": "Bearer " + tok,
+                                       "Content-Type": "text/plain"})
+                statuses.append(r.status)
+                if r.status == 429:
+                    self.assertIn(r.header("Retry-After"), ("1", "2"))
+                    self.assertIn("client_publish_rate", json.loads(r.body)["error"])
+            self.assertEqual(statuses, [200, 200, 429, 429])
+            for i in range(4):
+                r = c.request("POST", "/pub/pub:r", body=b"k%d" % i,
+                              headers={"Authorization": "Bearer backend-key-0123",
+                                       "Content-Type": "text/plain"})
+                self.assertStatus(r, 200)
+        self.assertEqual(metric(h.port, "herald_client_publishes_refused_total",
+                                '{reason="client_publish_rate"}'), 2)
+
     def test_client_publish_rate_channel(self):
         """/ws/{channel} cannot answer a message: past the rate the client is closed 1008."""
         h = self.start_herald(conf={"ws_client_publish": "on", "client_publish_rate": "3"})
