@@ -180,6 +180,14 @@ typedef enum {
 hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t len, int64_t now,
                                 hd_identity_t **out, char *why, size_t whylen);
 
+/*
+ * 1 when a credential of user sub (NULL: none) or with token id jti (NULL: none) has been
+ * revoked, else 0. Asked on every in-connection refresh ({"type":"refresh"}); cheap and safe
+ * from any worker thread. The revoked set (by sub or jti, POST /admin/revoke) fills it in; today
+ * it always answers 0.
+ */
+int hd_auth_revoked(const char *sub, const char *jti);
+
 /* ---- decisions ------------------------------------------------------------------------------ */
 
 typedef enum {

@@ -132,6 +132,10 @@ typedef struct hd_conf_s {
     char *auth_jwt_audience;   /* required aud; NULL: not checked */
     uint64_t auth_clock_skew_ms;
     uint64_t auth_timeout_ms; /* /ws: a connection without a token must send its auth by then */
+    /* Staying authorized (src/transport/lifetime.c): a stream ends when its token does (on), and
+     * is told to refresh this long before (0: never told). */
+    int auth_expire_connections;
+    uint64_t auth_refresh_before_ms;
     hd_auth_rule_t *channel_rules; /* channel_rule lines, as written */
     size_t n_channel_rules;
     /* The policy built from the above when the snapshot is loaded (never NULL; owned by the

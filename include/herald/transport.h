@@ -8,6 +8,7 @@
  *   poll.c        GET /poll/{channel} (short poll), GET /lp/{channel} (long poll)
  *   sse.c         GET /sse/{channel}, GET /sse?channel=a&channel=b
  *   websocket.c   GET /ws/{channel}, GET /ws (JSON protocol); the rest of it in ws_*.c
+ *   lifetime.c    how long a stream stays authorized (hd_tp_life_t)
  */
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
@@ -98,6 +99,35 @@ void hd_tp_respond_auth(hd_req_t *req, int status, const char *reason, int err);
 /* The stamp of a client's publish: {"sub":..,"info":{..}} of its identity (malloc'd), or NULL
  * when there is nothing to say (no identity, or neither sub nor info). */
 char *hd_tp_publisher_json(const hd_identity_t *id);
+
+/* ---- staying authorized (lifetime.c, docs/auth.md) ---- */
+
+/*
+ * The auth events of a stream, in wall-clock milliseconds (0: none): when to tell the client
+ * to refresh (auth_refresh_before ahead of exp), and when its identity runs out (exp +
+ * auth_clock_skew). The all-zero value has no event. A transport keeps one in its stream state
+ * and folds hd_tp_life_wait_ms into its connection's one timer (hd_conn_set_timeout).
+ */
+typedef struct hd_tp_life_s {
+    int64_t refresh_at_ms;
+    int64_t expire_at_ms;
+} hd_tp_life_t;
+
+enum { HD_TP_LIFE_NONE = 0, HD_TP_LIFE_REFRESH, HD_TP_LIFE_EXPIRED };
+
+/*
+ * Sets life for identity id (NULL, or no exp: no event) under conf's auth_expire_connections,
+ * auth_refresh_before and auth_clock_skew. can_notify: the transport can tell its client to
+ * refresh (SSE, /ws, herald.v1); otherwise only the expiry counts. Called again with the new
+ * identity after a refresh.
+ */
+void hd_tp_life_set(hd_tp_life_t *life, const hd_conf_t *conf, const hd_identity_t *id,
+                    int can_notify);
+/* Milliseconds until life's next event (0: due now), UINT64_MAX when it has none. */
+uint64_t hd_tp_life_wait_ms(const hd_tp_life_t *life);
+/* What is due now: HD_TP_LIFE_EXPIRED (until reset), HD_TP_LIFE_REFRESH (once per token), or
+ * HD_TP_LIFE_NONE. */
+int hd_tp_life_due(hd_tp_life_t *life);
 
 /*
  * Publishes msgs[0..n) (the references pass to the call) in order through the broker; done

@@ -7,6 +7,7 @@
  *               crv/x/y become PEM through OpenSSL, oct k a secret), the pinned algorithms
  *   verify.c    hd_auth_verify: header, key selection, libjwt's signature check, claims
  *   policy.c    hd_auth_t (hd_auth_new/free), channel_rule parsing, hd_auth_check
+ *   revoked.c   hd_auth_revoked: the revocation check asked on each refresh
  *
  * Calls run policy.c -> verify.c -> jwks.c, and every file -> identity.c.
  */
