@@ -296,7 +296,7 @@ const directive_t hd_conf_directives[] = {
       "a /ws connection opened without a token must authenticate within it"),
     D("auth_expire_connections", T_BOOL, auth_expire_connections, "on", NULL, NULL, RELOAD,
       "a connection ends when its token expires (off: it outlives the token)"),
-    D("auth_refresh_before", T_DURATION, auth_refresh_before_ms, "60s", "0", "1d", RELOAD,
+    D("auth_refresh_before", T_DURATION, auth_refresh_before_ms, "60s", "0", "24h", RELOAD,
       "SSE, /ws and herald.v1 are told to refresh this long before the token expires; 0 = never"),
     D("channel_rule", T_RULE, channel_rules, "off", NULL, NULL, RELOAD | F_MULTI,
       "PATTERN [subscribe=..] [publish=..] [history=..]: who may do what (docs/auth.md)"),

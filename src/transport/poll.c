@@ -187,7 +187,9 @@ typedef struct lp_s {
     hd_deferred_t *d;
     hd_sub_t *sub;
     uint64_t timeout_ms;
-    int gap; /* the message about to come starts a new epoch */
+    int gap;           /* the message about to come starts a new epoch */
+    int ends_by_token; /* held until the token expires, sooner than timeout_ms: then 401 */
+    hd_tp_life_t life; /* the token's expiry (lifetime.c) */
     char channel[HD_CHANNEL_MAX + 1];
 } lp_t;
 
@@ -233,7 +235,13 @@ static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int ga
         lp_finish(lp, msgs, n > max ? max : n, gap);
         return;
     }
-    hd_http_defer_timeout(lp->d, lp->timeout_ms); /* hold: nothing to do until a message */
+    /* hold: nothing to do until a message, the timeout, or the token's expiry */
+    uint64_t wait = lp->timeout_ms, life = hd_tp_life_wait_ms(&lp->life);
+    if (life < wait) {
+        wait = life ? life : 1;
+        lp->ends_by_token = 1;
+    }
+    hd_http_defer_timeout(lp->d, wait);
 }
 
 /*
@@ -263,7 +271,23 @@ static void lp_on_gap(hd_sub_t *s)
 
 static void lp_on_timeout(hd_deferred_t *d)
 {
-    lp_finish(d->data, NULL, 0, 0);
+    lp_t *lp = d->data;
+    hd_req_t *req = d->req;
+    /* A held poll lives as long as its token (docs/auth.md). The loop's clock may run ahead of
+     * the wall clock tokens are read with: not yet expired, it waits the rest. A shutdown calls
+     * here early too, and is answered as a timeout. */
+    if (lp->ends_by_token && !req->conn->worker->is_draining) {
+        uint64_t left = hd_tp_life_wait_ms(&lp->life);
+        if (left) {
+            hd_http_defer_timeout(d, left);
+            return;
+        }
+        req = lp_end(lp);
+        hd_conn_log(HD_LOG_INFO, req->conn, "token expired: held long poll answered 401");
+        hd_tp_respond_auth(req, 401, "token expired", HD_ETOKENEXPIRED);
+        return;
+    }
+    lp_finish(lp, NULL, 0, 0);
 }
 
 static void lp_on_abort(hd_deferred_t *d)
@@ -324,6 +348,7 @@ static void on_longpoll(hd_req_t *req, void *arg)
     /* While it is held, the connection is this identity's (cleared with the answer). */
     if (cred.id)
         hd_conn_set_identity(req->conn, cred.id);
+    hd_tp_life_set(&lp->life, hd_worker_conf(w), cred.id, 0);
     hd_tp_cred_dispose(&cred);
     lp->timeout_ms = (uint64_t)timeout;
     lp->d = hd_http_defer(req);

@@ -43,6 +43,8 @@ typedef struct sse_s {
     size_t live_bytes; /* payload bytes of the live messages in early */
     char *gaps;        /* channels whose history may be incomplete, '\0'-separated */
     size_t gaps_len;
+    uint64_t beat_at_ms; /* loop time of the next heartbeat */
+    hd_tp_life_t life;   /* the token's refresh notice and expiry (lifetime.c) */
     unsigned is_named : 1;
     unsigned is_failed : 1;
     unsigned is_replaying : 1; /* streaming, and early is still being written */
@@ -131,6 +133,16 @@ static void replay(sse_t *s)
     s->is_replaying = 0;
 }
 
+/* Arms the connection's one timer for the next heartbeat or token event, whichever is first. */
+static void arm_timer(sse_t *s, uint64_t now)
+{
+    uint64_t wait = s->beat_at_ms > now ? s->beat_at_ms - now : 1;
+    uint64_t life = hd_tp_life_wait_ms(&s->life);
+    if (life < wait)
+        wait = life ? life : 1;
+    hd_conn_set_timeout(s->conn, wait);
+}
+
 static void start_stream(sse_t *s)
 {
     hd_req_t *req = s->d->req;
@@ -152,7 +164,10 @@ static void start_stream(sse_t *s)
     hd_buf_unref(head);
     if (s->n_early > 1)
         qsort(s->early, s->n_early, sizeof(*s->early), by_seq);
-    hd_conn_set_timeout(c, conf->sse_heartbeat_ms);
+    uint64_t now = uv_now(&s->w->loop);
+    s->beat_at_ms = now + conf->sse_heartbeat_ms;
+    hd_tp_life_set(&s->life, conf, c->identity, 1);
+    arm_timer(s, now);
     s->is_replaying = 1;
     replay(s);
 }
@@ -253,13 +268,39 @@ static void sse_on_drain(hd_conn_t *c)
         replay(s);
 }
 
+/* event: herald-refresh / herald-expired, data: {"exp":N,...} (docs/auth.md). */
+static void send_auth_event(sse_t *s, const char *event, const char *extra)
+{
+    char text[256];
+    int n = snprintf(text, sizeof(text), "event: %s\ndata: {\"exp\":%lld%s}\n\n", event,
+                     (long long)hd_identity_exp(s->conn->identity), extra);
+    hd_conn_send_copy(s->conn, text, (size_t)n);
+}
+
+/* The one timer: a heartbeat comment every sse_heartbeat, the token's refresh notice, and its
+ * expiry (a last event, then the end of the stream). */
 static void sse_on_timeout(hd_conn_t *c)
 {
     sse_t *s = c->data;
     static const char beat[] = ":\n\n";
-    if (hd_conn_queued_bytes(c) == 0)
-        hd_conn_send_copy(c, beat, sizeof(beat) - 1);
-    hd_conn_set_timeout(c, hd_worker_conf(s->w)->sse_heartbeat_ms);
+    int life = hd_tp_life_due(&s->life);
+    if (life == HD_TP_LIFE_EXPIRED) {
+        hd_conn_log(HD_LOG_INFO, c, "token expired: stream ended");
+        send_auth_event(s, "herald-expired",
+                        ",\"code\":\"token_expired\",\"error\":\"token expired; reconnect with a "
+                        "new token and Last-Event-ID\"");
+        hd_conn_finish(c);
+        return;
+    }
+    if (life == HD_TP_LIFE_REFRESH)
+        send_auth_event(s, "herald-refresh", "");
+    uint64_t now = uv_now(&s->w->loop);
+    if (now >= s->beat_at_ms) {
+        if (hd_conn_queued_bytes(c) == 0)
+            hd_conn_send_copy(c, beat, sizeof(beat) - 1);
+        s->beat_at_ms = now + hd_worker_conf(s->w)->sse_heartbeat_ms;
+    }
+    arm_timer(s, now);
 }
 
 static void sse_on_shutdown(hd_conn_t *c)

@@ -17,10 +17,59 @@
 
 #include <string.h>
 
+/* 1 if data[0..len) holds needle (NUL-terminated, not empty). */
+static int contains(const char *data, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (const char *p = data; len >= n && (p = memchr(p, needle[0], len - n + 1)) != NULL;) {
+        if (memcmp(p, needle, n) == 0)
+            return 1;
+        len -= (size_t)(p + 1 - data);
+        data = ++p;
+    }
+    return 0;
+}
+
+/*
+ * herald.v1: a text message {"type":"refresh","token":JWT} is a token refresh, not a publish
+ * (docs/auth.md). Returns 1 when data was one (answered), else 0. Only text holding "refresh"
+ * is parsed, so publishes pay one memmem.
+ */
+static int chan_refresh(ws_t *ws, uint8_t opcode, const char *data, size_t len)
+{
+    if (hd_ws_pub(ws)->mode != WS_MODE_ENVELOPE || opcode != WSLAY_TEXT_FRAME ||
+        len > HD_AUTH_MAX_TOKEN + 256 || !contains(data, len, "\"refresh\""))
+        return 0;
+    json_t *root = json_loadb(data, len, 0, NULL);
+    json_t *tok = json_object_get(root, "token");
+    const char *type = json_string_value(json_object_get(root, "type"));
+    if (!type || strcmp(type, "refresh") != 0 || !json_is_string(tok)) {
+        json_decref(root);
+        return 0;
+    }
+    const char *code = NULL;
+    char why[160];
+    int rc =
+        hd_ws_refresh(ws, json_string_value(tok), json_string_length(tok), &code, why, sizeof(why));
+    if (rc == WS_REFRESH_REFUSED) {
+        json_t *o = json_object();
+        json_object_set_new(o, "type", json_string("error"));
+        json_object_set_new(o, "code", json_string(code));
+        json_object_set_new(o, "error", json_string(why));
+        hd_ws_emit_json(ws, o);
+    } else if (rc == WS_REFRESHED) {
+        hd_ws_emit_refreshed(ws, NULL);
+    }
+    json_decref(root);
+    return 1;
+}
+
 /* /ws/{channel}: a data message is published when the server, the key and client_publish_rate
  * allow, else 1008. */
 static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
 {
+    if (chan_refresh(ws, opcode, data, len))
+        return;
     if (!hd_ws_conf(ws)->ws_client_publish) {
         hd_ws_close(ws, 1008, "client publishing is disabled");
         return;

@@ -8,6 +8,7 @@
  *        v     /
  *   ws_conn.c        framing (wslay glue), output queue and backlog, close codes, connection
  *                    lifetime, a connection's subscriptions and client publishes
+ *   ws_refresh.c     {"type":"refresh"}: a new token for a live connection (both protocols)
  *   ws_handshake.c   the opening handshake (RFC 6455 4.2.1): checks, Sec-WebSocket-Accept
  *
  * Dependencies run downwards only: ws_conn.c knows no protocol; it calls the one a connection
@@ -81,6 +82,7 @@ typedef struct ws_public_s {
     unsigned needs_auth : 1;   /* /ws: the first message must be {"op":"auth"} */
     unsigned is_backend : 1;   /* the handshake's bearer was the publish key */
     uint64_t auth_deadline_ms; /* /ws without a token: close 4401 unless auth comes by then */
+    hd_tp_life_t life;         /* the identity's refresh notice and expiry (lifetime.c) */
 } ws_public_t;
 
 /* A connection not yet upgraded, with mode, proto and the checked handshake (its bearer token
@@ -119,6 +121,10 @@ int hd_ws_may_publish(ws_t *ws, const char *channel, size_t len, const char **re
 /* Stamps m with the connection's identity as its publisher (nothing for the backend). */
 void hd_ws_stamp(ws_t *ws, hd_message_t *m);
 
+/* The connection's identity changed (auth, refresh): its refresh notice and expiry follow the
+ * new exp, and the timer is re-armed for them. */
+void hd_ws_life_reset(ws_t *ws);
+
 /* 1 while neither gone nor closing. */
 int hd_ws_is_open(const ws_t *ws);
 /* client_publish_rate: 1 when the client may publish now (a token is taken), else 0 with
@@ -153,6 +159,27 @@ void hd_ws_sub_on_gap(hd_sub_t *s);
 /* Publishes m (the reference passes) for the client; the answer goes to proto->on_published
  * with ref (a reference is taken). Input waits while too many publishes are in flight. */
 void hd_ws_publish(ws_t *ws, hd_message_t *m, json_t *ref);
+
+/* ---- refreshing the token (ws_refresh.c) ---- */
+
+enum { WS_REFRESHED = 0, WS_REFRESH_REFUSED = 1, WS_REFRESH_CLOSED = -1 };
+
+/*
+ * Replaces the connection's identity with the one token[0..len) proves (docs/auth.md, "Staying
+ * authorized"). Returns:
+ *   WS_REFRESHED        the new identity is the connection's: its expiry and refresh notice
+ *                       moved; on /ws each subscription its grants no longer allow is dropped
+ *                       with an {"type":"unsubscribed","code":"forbidden"} notice;
+ *   WS_REFRESH_REFUSED  *code and why say why (the connection has no token to refresh, the
+ *                       token is invalid, expired or revoked); nothing changed: the connection
+ *                       still ends at the old exp;
+ *   WS_REFRESH_CLOSED   the connection was closed with 4003: the token is another user's (a
+ *                       different sub), or /ws/{channel}'s one channel is no longer granted.
+ */
+int hd_ws_refresh(ws_t *ws, const char *token, size_t len, const char **code, char *why,
+                  size_t whylen);
+/* {"type":"refreshed","exp":N,"sub":..} (ref echoed when not NULL) after WS_REFRESHED. */
+void hd_ws_emit_refreshed(ws_t *ws, json_t *ref);
 
 /* ---- protocols ---- */
 

@@ -640,20 +640,49 @@ void hd_ws_sub_on_gap(hd_sub_t *s)
     hd_ws_leave(ws);
 }
 
+/*
+ * Arms the connection's one timer for the earliest of: the next ping, the idle limit, the auth
+ * message's deadline (/ws without a token), and the token's next event (refresh notice, expiry).
+ */
+static void arm_timer(ws_t *ws, uint64_t now)
+{
+    const hd_conf_t *conf = conf_of(ws);
+    uint64_t ping_at = ws->last_ping_ms + conf->ws_ping_interval_ms;
+    uint64_t idle_at = ws->last_rx_ms + conf->ws_idle_timeout_ms;
+    uint64_t at = ping_at < idle_at ? ping_at : idle_at;
+    if (ws->pub.needs_auth && ws->pub.auth_deadline_ms < at)
+        at = ws->pub.auth_deadline_ms;
+    uint64_t life = hd_tp_life_wait_ms(&ws->pub.life);
+    if (life != UINT64_MAX && now + life < at)
+        at = now + life;
+    if (!ws->is_gone)
+        hd_conn_set_timeout(ws->pub.conn, at > now ? at - now : 1);
+}
+
+void hd_ws_life_reset(ws_t *ws)
+{
+    hd_tp_life_set(&ws->pub.life, conf_of(ws), hd_ws_identity(ws), ws->pub.mode != WS_MODE_RAW);
+    if (!ws->is_gone && !ws->is_closing)
+        arm_timer(ws, now_ms(ws));
+}
+
+/* {"type":"refresh_needed","exp":N}: the token runs out soon (auth_refresh_before). */
+static void emit_refresh_needed(ws_t *ws)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string("refresh_needed"));
+    json_object_set_new(o, "exp", json_integer((json_int_t)hd_identity_exp(hd_ws_identity(ws))));
+    hd_ws_emit_json(ws, o);
+}
+
 static void start_stream(ws_t *ws)
 {
-    ws->last_rx_ms = ws->last_ping_ms = now_ms(ws);
+    uint64_t now = ws->last_rx_ms = ws->last_ping_ms = now_ms(ws);
     const hd_conf_t *conf = conf_of(ws);
-    uint64_t first = conf->ws_ping_interval_ms < conf->ws_idle_timeout_ms
-                         ? conf->ws_ping_interval_ms
-                         : conf->ws_idle_timeout_ms;
-    if (ws->pub.needs_auth) {
-        /* Without a token, the auth message must come within auth_timeout. */
-        ws->pub.auth_deadline_ms = ws->last_rx_ms + conf->auth_timeout_ms;
-        if (conf->auth_timeout_ms < first)
-            first = conf->auth_timeout_ms;
-    }
-    hd_conn_set_timeout(ws->pub.conn, first);
+    if (ws->pub.needs_auth) /* without a token, the auth message must come within auth_timeout */
+        ws->pub.auth_deadline_ms = now + conf->auth_timeout_ms;
+    hd_tp_life_set(&ws->pub.life, conf, hd_ws_identity(ws), ws->pub.mode != WS_MODE_RAW);
+    arm_timer(ws, now);
     if (ws->pub.w->is_draining || ws->pub.w->is_stopped)
         hd_ws_close(ws, 1001, "server shutting down");
 }
@@ -933,20 +962,27 @@ static void ws_on_eof(hd_conn_t *c)
     hd_conn_close(c);
 }
 
-/* The one timer: a ping every ws_ping_interval, and the end of a peer silent too long. */
+/* The one timer: a ping every ws_ping_interval, the end of a peer silent too long, and the
+ * token's refresh notice and expiry (docs/auth.md). */
 static void ws_on_timeout(hd_conn_t *c)
 {
     ws_t *ws = c->data;
     const hd_conf_t *conf = conf_of(ws);
     hd_ws_enter(ws);
     uint64_t now = now_ms(ws);
-    if (ws->pub.needs_auth && now >= ws->pub.auth_deadline_ms) {
+    int life = hd_tp_life_due(&ws->pub.life);
+    if (life == HD_TP_LIFE_EXPIRED) {
+        hd_conn_log(HD_LOG_INFO, c, "token expired: closing (4001)");
+        hd_ws_close(ws, 4001, "token expired");
+    } else if (ws->pub.needs_auth && now >= ws->pub.auth_deadline_ms) {
         hd_ws_close(ws, 4401,
                     "authentication timed out: send {\"op\":\"auth\",\"token\":..} first");
     } else if (now - ws->last_rx_ms >= conf->ws_idle_timeout_ms) {
         HD_STAT_INC(c->worker, timeouts); /* herald_timeouts_total, as HTTP's timeouts */
         hd_ws_close(ws, 1001, "idle timeout");
     } else {
+        if (life == HD_TP_LIFE_REFRESH)
+            emit_refresh_needed(ws);
         if (now - ws->last_ping_ms >= conf->ws_ping_interval_ms) {
             struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
             wslay_event_queue_msg(ctx_of(ws), &ping);
@@ -954,13 +990,7 @@ static void ws_on_timeout(hd_conn_t *c)
             release_rx_if_idle(ws);
             ws->last_ping_ms = now;
         }
-        uint64_t ping_at = ws->last_ping_ms + conf->ws_ping_interval_ms;
-        uint64_t idle_at = ws->last_rx_ms + conf->ws_idle_timeout_ms;
-        uint64_t at = ping_at < idle_at ? ping_at : idle_at;
-        if (ws->pub.needs_auth && ws->pub.auth_deadline_ms < at)
-            at = ws->pub.auth_deadline_ms;
-        if (!ws->is_gone)
-            hd_conn_set_timeout(c, at > now ? at - now : 1);
+        arm_timer(ws, now);
     }
     hd_ws_leave(ws);
 }

@@ -270,6 +270,7 @@ static void op_auth(ws_t *ws, json_t *root, json_t *ref)
         hd_conn_set_identity(pub->conn, id);
     }
     pub->needs_auth = 0;
+    hd_ws_life_reset(ws); /* the token's expiry and refresh notice, the auth deadline gone */
     json_t *o = reply_new("authenticated", NULL);
     if (id && hd_identity_sub(id))
         json_object_set_new(o, "sub", json_string(hd_identity_sub(id)));
@@ -277,6 +278,28 @@ static void op_auth(ws_t *ws, json_t *root, json_t *ref)
         json_object_set_new(o, "exp", json_integer((json_int_t)hd_identity_exp(id)));
     emit_reply(ws, o, ref);
     hd_identity_unref(id);
+}
+
+/*
+ * {"op":"refresh","token":JWT} (or "type"): a fresh token for this connection, answered
+ * {"type":"refreshed","exp":N}; refused with an error reply (the connection still ends at the
+ * old exp), or closed with 4003 when the token is another user's (ws_refresh.c).
+ */
+static void op_refresh(ws_t *ws, json_t *root, json_t *ref)
+{
+    json_t *tok = json_object_get(root, "token");
+    const char *code = NULL;
+    char why[160];
+    if (!json_is_string(tok)) {
+        reply_error(ws, ref, NULL, "bad_token", "\"token\" must be a string (a JWT)");
+        return;
+    }
+    int rc =
+        hd_ws_refresh(ws, json_string_value(tok), json_string_length(tok), &code, why, sizeof(why));
+    if (rc == WS_REFRESH_REFUSED)
+        reply_error(ws, ref, NULL, code, why);
+    else if (rc == WS_REFRESHED)
+        hd_ws_emit_refreshed(ws, ref);
 }
 
 /* Copies src into out as printable ASCII (a parser's message may quote the input). */
@@ -320,7 +343,7 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
     }
     if (!op)
         reply_error(ws, ref, NULL, "bad_op",
-                    "missing \"op\": subscribe, unsubscribe, publish or ping");
+                    "missing \"op\": subscribe, unsubscribe, publish, ping or refresh");
     else if (strcmp(op, "subscribe") == 0)
         op_subscribe(ws, root, ref);
     else if (strcmp(op, "unsubscribe") == 0)
@@ -329,9 +352,11 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
         op_publish(ws, root, ref);
     else if (strcmp(op, "ping") == 0)
         emit_reply(ws, reply_new("pong", NULL), ref);
+    else if (strcmp(op, "refresh") == 0)
+        op_refresh(ws, root, ref);
     else
         reply_error(ws, ref, NULL, "unknown_op",
-                    "unknown \"op\": expected subscribe, unsubscribe, publish or ping");
+                    "unknown \"op\": expected subscribe, unsubscribe, publish, ping or refresh");
     json_decref(root);
 }
 
