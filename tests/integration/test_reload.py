@@ -34,6 +34,17 @@ SECRET_LONG = "l" * 64  # HS512: 64
 # RELOAD directives whose effect no request can show yet, with why. Each is listed on stderr at
 # every run; test_every_reload_directive_has_a_case fails for any other directive without a case.
 PENDING = {}
+LIFE_SECRET = "reload-test-secret-of-more-than-32-bytes"
+
+
+def life_token(seconds):
+    """An HS256 token from python3-jwt expiring `seconds` from now (iat a second back)."""
+    import jwt  # Debian python3-jwt (scripts/deps.sh)
+    now = int(time.time())
+    return jwt.encode({"sub": "1", "iat": now - 1, "exp": now + seconds}, LIFE_SECRET,
+                      algorithm="HS256")
+
+
 D_ROW_RE = re.compile(r'\bD\("([a-z_0-9]+)"')
 
 
@@ -665,6 +676,34 @@ class TestReload(hh.HeraldTestCase):
         replies = [ws.recv_json() for _ in range(4)]
         published = [r["ref"] for r in replies if r["type"] == "published"]
         self.assertEqual(published, [0, 1, 2, 3] if value == "0" else [0, 1], replies)
+
+    # ---- staying authorized (docs/auth.md) ----
+
+    @case("auth_refresh_before", "0", "10s", auth_jwt_secret=LIFE_SECRET, auth_clock_skew="0",
+          channel_rule="life:* subscribe=auth")
+    def check_auth_refresh_before(self, h, value):
+        # A token living 5 s: with 10s its notice is due at once, with 0 there is none.
+        s = SseStream(h.port, "/sse/life:r?token=" + life_token(5))
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 200, s.body)
+        if value == "0":
+            s.assert_quiet(0.5)
+        else:
+            self.assertEqual(s.next_event(hh.IO_TIMEOUT).event, "herald-refresh")
+
+    @case("auth_expire_connections", "on", "off", auth_jwt_secret=LIFE_SECRET,
+          auth_clock_skew="0", auth_refresh_before="0", channel_rule="life:* subscribe=auth")
+    def check_auth_expire_connections(self, h, value):
+        s = SseStream(h.port, "/sse/life:e?token=" + life_token(2))
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 200, s.body)
+        if value == "on":
+            self.assertEqual(s.next_event(hh.IO_TIMEOUT).event, "herald-expired")
+            self.assertIsNone(s.next_block(hh.IO_TIMEOUT))
+        else:
+            time.sleep(2.5)
+            mid = hh.publish(h.port, "life:e", "still")
+            self.assertEqual(s.next_event(hh.IO_TIMEOUT).id, mid)
 
     # ---- the table ----
 
