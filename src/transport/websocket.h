@@ -6,14 +6,18 @@
  *        |     \
  *        |      ws_json.c       the /ws JSON protocol: subscribe, unsubscribe, publish, ping
  *        v     /
- *   ws_conn.c        framing (wslay glue), output queue and backlog, close codes, connection
- *                    lifetime, a connection's subscriptions and client publishes
+ *   the connection   ws_publish.c  client publishes: rate, authorization, broker answers
+ *   (ws_internal.h)  ws_conn.c     lifetime, the one timer, subscriptions
+ *                    ws_output.c   the one writer: live frames, replies, history
+ *                    ws_frame.c    framing (wslay glue), control frames, close codes
+ *                    ws_backlog.c  frames held back while history is replayed
  *   ws_refresh.c     {"type":"refresh"}: a new token for a live connection (both protocols)
  *   ws_handshake.c   the opening handshake (RFC 6455 4.2.1): checks, Sec-WebSocket-Accept
  *
- * Dependencies run downwards only: ws_conn.c knows no protocol; it calls the one a connection
- * was created with through its ws_proto_t table (as wslay calls back through its callbacks).
- * Only the fields documented "public" below are read outside ws_conn.c.
+ * Dependencies run downwards only: the connection knows no protocol; it calls the one a
+ * connection was created with through its ws_proto_t table (as wslay calls back through its
+ * callbacks). Only the fields documented "public" below are read outside the connection's files,
+ * which share the rest of struct ws_s through ws_internal.h.
  */
 #ifndef HERALD_TRANSPORT_WEBSOCKET_H
 #define HERALD_TRANSPORT_WEBSOCKET_H
@@ -58,7 +62,7 @@ typedef struct ws_proto_s {
     void (*on_published)(ws_t *ws, int err, const hd_message_t *m, json_t *ref);
 } ws_proto_t;
 
-/* ---- the connection (ws_conn.c) ---- */
+/* ---- the connection (ws_conn.c, ws_output.c, ws_frame.c, ws_publish.c) ---- */
 
 /* One subscription of a connection. */
 typedef struct ws_sub_s {
@@ -70,7 +74,7 @@ typedef struct ws_sub_s {
     char channel[]; /* len bytes and a NUL: sized to the name */
 } ws_sub_t;
 
-/* The public part of a connection; the rest is ws_conn.c's. */
+/* The public part of a connection; the rest is its files' (ws_internal.h). */
 typedef struct ws_public_s {
     hd_worker_t *w;
     hd_conn_t *conn;  /* NULL once gone */

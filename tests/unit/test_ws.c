@@ -12,9 +12,13 @@
  */
 #define _GNU_SOURCE
 #include "transport/websocket.c"
+#include "transport/ws_backlog.c"
 #include "transport/ws_conn.c"
+#include "transport/ws_frame.c"
 #include "transport/ws_handshake.c"
 #include "transport/ws_json.c"
+#include "transport/ws_output.c"
+#include "transport/ws_publish.c"
 
 #include "herald/log.h"
 #include "herald/server.h"

@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ws_frame.c: the wslay glue of a WebSocket connection (RFC 6455): frames in, control frames
+ * (pong, ping, close) out, close codes, and the end of a connection by a close frame.
+ *
+ * Input:
+ *   on_data -> ws->rx->in -> recv_cb: reads each frame header (framing errors and oversize are
+ *   answered there, with a reason), hands wslay bytes up to the end of the current frame only,
+ *   a control frame only once complete -> wslay (unmasking, continuation order, ping -> pong)
+ *   -> frame callbacks: UTF-8 per fragment (hd_utf8), reassembly into ws->rx->msg (sized from the
+ *   header, after the limit check), close frame checks -> on_msg -> proto->on_message.
+ *
+ * Control frames are wslay's queue, written by hd_ws_flush_control() before anything else is
+ * queued on the connection (ws_output.c), so wslay never holds a frame behind our back.
+ *
+ * A connection is never finished from inside wslay_event_recv: hd_ws_close() queues the close
+ * frame there and hd_ws_read_input() ends the connection when wslay has returned.
+ */
+#include "ws_internal.h"
+
+#include <string.h>
+
+#define WS_KEEP_MSG_BYTES   65536 /* reassembly buffer kept between messages */
+#define WS_MAX_REASON_BYTES 123   /* close reason: a control frame holds 125 bytes */
+#define WS_SLOW_REASON      "subscriber too slow; reconnect and resume"
+
+/* ---- pure helpers ---- */
+
+/* 1 if a peer may send this close code (RFC 6455 7.4 and the IANA registry), else 0. */
+static int close_code_valid(unsigned code)
+{
+    if (code >= 3000 && code <= 4999)
+        return 1;
+    if (code < 1000 || code > 1014)
+        return 0;
+    return code != 1004 && code != 1005 && code != 1006;
+}
+
+enum { FRAME_OK = 0, FRAME_MORE = 1, FRAME_BAD = -1 };
+
+/*
+ * Reads the frame header at p[0..avail). Returns FRAME_OK with *size set to the whole frame
+ * (header and payload) and *payload to the payload length, FRAME_MORE when more bytes are
+ * needed to tell (a control frame counts as known only once complete), or FRAME_BAD with *why
+ * set for framing RFC 6455 forbids. Continuation order is left to wslay, which keeps that state.
+ */
+static int frame_size(const uint8_t *p, size_t avail, uint64_t *size, uint64_t *payload,
+                      const char **why)
+{
+    if (avail < 2)
+        return FRAME_MORE;
+    unsigned opcode = p[0] & 0x0f, len7 = p[1] & 0x7f;
+    int is_ctrl = (opcode & 0x08) != 0;
+    if (p[0] & 0x70) {
+        *why = "reserved bits set (no extension was negotiated)";
+        return FRAME_BAD;
+    }
+    if ((opcode > 0x2 && opcode < 0x8) || opcode > 0xa) {
+        *why = "reserved opcode";
+        return FRAME_BAD;
+    }
+    if (!(p[1] & 0x80)) {
+        *why = "client frames must be masked";
+        return FRAME_BAD;
+    }
+    if (is_ctrl && !(p[0] & 0x80)) {
+        *why = "fragmented control frame";
+        return FRAME_BAD;
+    }
+    if (is_ctrl && len7 > 125) {
+        *why = "control frame longer than 125 bytes";
+        return FRAME_BAD;
+    }
+    size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+    size_t hlen = 2 + ext + 4;
+    if (avail < hlen)
+        return FRAME_MORE;
+    uint64_t plen = len7;
+    if (ext) {
+        plen = 0;
+        for (size_t i = 0; i < ext; i++)
+            plen = plen << 8 | p[2 + i];
+        if ((plen >> 63) != 0 || plen < (ext == 2 ? 126u : 65536u)) {
+            *why = "payload length not in its shortest form";
+            return FRAME_BAD;
+        }
+    }
+    if (is_ctrl && avail < hlen + plen)
+        return FRAME_MORE;
+    *size = hlen + plen;
+    *payload = plen;
+    return FRAME_OK;
+}
+
+int hd_ws_is_open(const ws_t *ws)
+{
+    return !ws->is_gone && !ws->is_closing;
+}
+
+/* ---- control frames out, closing ---- */
+
+/* wslay's writer: collects what wslay_event_send writes; hd_ws_flush_control queues it as one. */
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    (void)ctx;
+    (void)flags;
+    ws_t *ws = user;
+    hd_sbuf_append(&ws->rx->ctl, data, len);
+    return (ssize_t)len;
+}
+
+/* Queues the control frames wslay holds (pong, ping, close) on the connection, now. */
+void hd_ws_flush_control(ws_t *ws)
+{
+    if (ws->is_gone || !ws->rx || !wslay_event_want_write(ws->rx->ctx))
+        return;
+    hd_sbuf_init(&ws->rx->ctl, 64);
+    int rc = wslay_event_send(ws->rx->ctx);
+    hd_buf_t *b = hd_sbuf_finish(&ws->rx->ctl);
+    if (rc == 0 && b->len)
+        hd_conn_send(ws->pub.conn, b, 0, b->len);
+    hd_buf_unref(b);
+    if (rc != 0 && !ws->is_gone)
+        hd_conn_close(ws->pub.conn); /* out of memory inside wslay */
+}
+
+/* Writes what wslay holds, then finishes the connection (its on_close makes the state gone). */
+static void finish(ws_t *ws)
+{
+    hd_ws_flush_control(ws);
+    if (!ws->is_gone)
+        hd_conn_finish(ws->pub.conn);
+}
+
+/*
+ * Sends a close frame with code and reason and ends the connection: at once, or from inside
+ * wslay_event_recv when it has returned (hd_ws_read_input).
+ */
+void hd_ws_close(ws_t *ws, int code, const char *reason)
+{
+    if (!hd_ws_is_open(ws))
+        return;
+    ws->is_closing = 1;
+    hd_ws_backlog_clear(ws);
+    hd_conn_log(code == 1000 || code == 1001 ? HD_LOG_DEBUG : HD_LOG_INFO, ws->pub.conn,
+                "closing with %d: %s", code, reason);
+    size_t len = strlen(reason);
+    if (len > WS_MAX_REASON_BYTES)
+        len = WS_MAX_REASON_BYTES;
+    wslay_event_queue_close(hd_ws_ctx(ws), (uint16_t)code, (const uint8_t *)reason, len);
+    wslay_event_shutdown_read(ws->rx->ctx);
+    if (!ws->in_recv)
+        finish(ws);
+}
+
+void hd_ws_drop_slow(ws_t *ws)
+{
+    HD_HUB_STAT_ADD(ws->pub.w, slow_dropped, 1);
+    hd_conn_log(HD_LOG_INFO, ws->pub.conn,
+                "slow subscriber: %zu bytes queued, %zu held back, %zu of history",
+                hd_conn_queued_bytes(ws->pub.conn), ws->bl ? ws->bl->bytes : 0,
+                ws->bl ? ws->bl->hist_bytes : 0);
+    hd_ws_close(ws, 1013, WS_SLOW_REASON);
+}
+
+/* ---- input ---- */
+
+/*
+ * wslay's reader. It hands over ws->rx->in up to the end of the current frame only, and a control
+ * frame only once all of it has arrived: wslay checks a close reason for UTF-8 chunk by chunk,
+ * restarting past the status code in every chunk, so a close frame must reach it in one piece.
+ * The header is read here anyway, so framing errors are answered here, with a reason.
+ */
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+    (void)flags;
+    ws_t *ws = user;
+    size_t avail = ws->rx->in_len - ws->rx->in_off;
+    if (!hd_ws_is_open(ws) || avail == 0)
+        goto block;
+    if (ws->rx->frame_left == 0) {
+        if (ws->is_throttled)
+            goto block; /* between frames: resumed when publishes are answered */
+        const char *why = NULL;
+        uint64_t plen = 0;
+        const uint8_t *p = ws->rx->in + ws->rx->in_off;
+        int rc = frame_size(p, avail, &ws->rx->frame_left, &plen, &why);
+        if (rc == FRAME_BAD) {
+            hd_ws_close(ws, 1002, why);
+            goto block;
+        }
+        if (rc == FRAME_MORE)
+            goto block;
+        /* Too big is known from the header: answered now, not after the first payload byte. */
+        size_t max = conf_of(ws)->max_message_bytes;
+        size_t so_far = (p[0] & 0x0f) == WSLAY_CONTINUATION_FRAME ? ws->rx->msg_len : 0;
+        if (!(p[0] & 0x08) && plen > max - so_far) {
+            ws->rx->frame_left = 0;
+            hd_ws_close(ws, 1009, "message larger than max_message_size");
+            goto block;
+        }
+    }
+    size_t n = len < avail ? len : avail;
+    if (n > ws->rx->frame_left)
+        n = (size_t)ws->rx->frame_left;
+    memcpy(buf, ws->rx->in + ws->rx->in_off, n);
+    ws->rx->in_off += n;
+    ws->rx->frame_left -= n;
+    return (ssize_t)n;
+block:
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    (void)ctx;
+    ws_t *ws = user;
+    if (!hd_ws_is_open(ws))
+        return;
+    ws->rx->frame_opcode = arg->opcode;
+    if (wslay_is_ctrl_frame(arg->opcode)) {
+        ws->rx->ctrl_len = 0;
+        return;
+    }
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
+        ws->rx->msg_opcode = arg->opcode;
+        ws->rx->msg_len = 0;
+        hd_utf8_init(&ws->rx->utf8);
+    }
+    /* The limit holds for the whole message, checked before anything is buffered. */
+    size_t max = conf_of(ws)->max_message_bytes;
+    if (ws->rx->msg_len > max || arg->payload_length > max - ws->rx->msg_len) {
+        hd_ws_close(ws, 1009, "message larger than max_message_size");
+        return;
+    }
+    size_t need = ws->rx->msg_len + (size_t)arg->payload_length;
+    ws->rx->msg = hd_grow(ws->rx->msg, &ws->rx->msg_cap, need, 1024, 0);
+}
+
+static void on_frame_chunk(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
+{
+    (void)ctx;
+    ws_t *ws = user;
+    if (!hd_ws_is_open(ws) || arg->data_length == 0)
+        return;
+    if (wslay_is_ctrl_frame(ws->rx->frame_opcode)) {
+        size_t n = arg->data_length;
+        if (n > WS_CTRL_BYTES - ws->rx->ctrl_len)
+            n = WS_CTRL_BYTES - ws->rx->ctrl_len;
+        memcpy(ws->rx->ctrl + ws->rx->ctrl_len, arg->data, n);
+        ws->rx->ctrl_len += n;
+        return;
+    }
+    if (ws->rx->msg_opcode == WSLAY_TEXT_FRAME &&
+        hd_utf8_feed(&ws->rx->utf8, arg->data, arg->data_length) < 0) {
+        hd_ws_close(ws, 1007, "invalid UTF-8 in a text message");
+        return;
+    }
+    HD_ASSERT(ws->rx->msg_len + arg->data_length <= ws->rx->msg_cap);
+    memcpy(ws->rx->msg + ws->rx->msg_len, arg->data, arg->data_length);
+    ws->rx->msg_len += arg->data_length;
+}
+
+/* The peer's close frame: answered with its code, or with 1002/1007 when it is malformed. */
+static void answer_close(ws_t *ws)
+{
+    const uint8_t *p = ws->rx->ctrl;
+    size_t n = ws->rx->ctrl_len;
+    unsigned code = n >= 2 ? (unsigned)p[0] << 8 | p[1] : 0;
+    if (n == 1) {
+        hd_ws_close(ws, 1002, "close frame with a 1-byte payload");
+        return;
+    }
+    if (n >= 2 && !close_code_valid(code)) {
+        hd_ws_close(ws, 1002, "invalid close code");
+        return;
+    }
+    if (n > 2 && !hd_utf8_valid(p + 2, n - 2)) {
+        hd_ws_close(ws, 1007, "close reason is not UTF-8");
+        return;
+    }
+    /* Queued before wslay's own echo, which then finds a close queued and stays out. */
+    hd_conn_log(HD_LOG_DEBUG, ws->pub.conn, "peer closed with %u", code);
+    ws->is_closing = 1;
+    hd_ws_backlog_clear(ws);
+    wslay_event_queue_close(hd_ws_ctx(ws), (uint16_t)code, NULL, 0);
+    wslay_event_shutdown_read(ws->rx->ctx);
+}
+
+static void on_frame_end(wslay_event_context_ptr ctx, void *user)
+{
+    (void)ctx;
+    ws_t *ws = user;
+    if (hd_ws_is_open(ws) && ws->rx->frame_opcode == WSLAY_CONNECTION_CLOSE)
+        answer_close(ws);
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user)
+{
+    (void)ctx;
+    ws_t *ws = user;
+    if (!hd_ws_is_open(ws) || wslay_is_ctrl_frame(arg->opcode))
+        return; /* wslay has queued the pong for a ping; a pong only shows the peer is alive */
+    if (ws->rx->msg_opcode == WSLAY_TEXT_FRAME && !hd_utf8_complete(&ws->rx->utf8)) {
+        hd_ws_close(ws, 1007, "text message ends inside a UTF-8 sequence");
+        return;
+    }
+    const char *data = ws->rx->msg ? (const char *)ws->rx->msg : "";
+    ws->proto->on_message(ws, ws->rx->msg_opcode, data, ws->rx->msg_len);
+    ws->rx->msg_len = 0;
+    ws->rx->msg_opcode = 0;
+    if (ws->rx->msg_cap > WS_KEEP_MSG_BYTES) {
+        free(ws->rx->msg);
+        ws->rx->msg = NULL;
+        ws->rx->msg_cap = 0;
+    }
+}
+
+/* Lets wslay read what has arrived; ends the connection when a close frame has been queued. */
+void hd_ws_read_input(ws_t *ws)
+{
+    if (!hd_ws_is_open(ws))
+        return;
+    ws->in_recv = 1;
+    int rc = wslay_event_recv(hd_ws_ctx(ws));
+    ws->in_recv = 0;
+    if (ws->is_gone)
+        return;
+    if (ws->is_closing)
+        ws->rx->in_off = ws->rx->in_len;
+    if (ws->rx->in_off) { /* an idle connection has no input buffer at all (in == NULL) */
+        memmove(ws->rx->in, ws->rx->in + ws->rx->in_off, ws->rx->in_len - ws->rx->in_off);
+        ws->rx->in_len -= ws->rx->in_off;
+        ws->rx->in_off = 0;
+    }
+    if (rc != 0) {
+        hd_conn_log(HD_LOG_WARN, ws->pub.conn, "wslay failed (%d): closing", rc);
+        hd_conn_close(ws->pub.conn);
+        return;
+    }
+    hd_ws_flush_control(ws);
+    if (ws->is_gone)
+        return;
+    if (ws->is_closing || wslay_event_get_close_sent(ws->rx->ctx)) {
+        if (!ws->is_closing)
+            hd_conn_log(HD_LOG_INFO, ws->pub.conn, "protocol error: closed with %u",
+                        wslay_event_get_status_code_sent(ws->rx->ctx));
+        ws->is_closing = 1;
+        hd_conn_finish(ws->pub.conn);
+        return;
+    }
+    if (ws->is_throttled && ws->rx->in_len > WS_KEEP_MSG_BYTES)
+        hd_conn_read_stop(ws->pub.conn); /* on_published starts reading again */
+    if (hd_conn_queued_bytes(ws->pub.conn) > conf_of(ws)->max_queue_bytes)
+        hd_ws_drop_slow(ws); /* a peer that pings (or asks) much faster than it reads */
+    else
+        hd_ws_release_rx_if_idle(ws);
+}
+
+static const struct wslay_event_callbacks callbacks = {
+    .recv_callback = recv_cb,
+    .send_callback = send_cb,
+    .on_frame_recv_start_callback = on_frame_start,
+    .on_frame_recv_chunk_callback = on_frame_chunk,
+    .on_frame_recv_end_callback = on_frame_end,
+    .on_msg_recv_callback = on_msg,
+};
+
+/*
+ * The wslay context (about 9 KiB) and the rest of ws_rx_t exist only while the peer is sending
+ * or a control frame is going out: an idle subscriber holds none. Created on demand...
+ */
+wslay_event_context_ptr hd_ws_ctx(ws_t *ws)
+{
+    if (!ws->rx) {
+        ws->rx = hd_calloc(1, sizeof(*ws->rx));
+        HD_ASSERT(wslay_event_context_server_init(&ws->rx->ctx, &callbacks, ws) == 0);
+        /* Data frames are reassembled here (size checked first); wslay buffers control frames. */
+        wslay_event_config_set_no_buffering(ws->rx->ctx, 1);
+        wslay_event_config_set_max_recv_msg_length(ws->rx->ctx, UINT64_MAX);
+    }
+    return ws->rx->ctx;
+}
+
+void hd_ws_free_rx(ws_t *ws)
+{
+    ws_rx_t *rx = ws->rx;
+    if (!rx)
+        return;
+    hd_sbuf_dispose(&rx->ctl);
+    wslay_event_context_free(rx->ctx);
+    free(rx->in);
+    free(rx->msg);
+    free(rx);
+    ws->rx = NULL;
+}
+
+/* ...and freed when it holds nothing: no input waiting, no frame or fragmented message half
+ * received, nothing to send, no close under way. */
+void hd_ws_release_rx_if_idle(ws_t *ws)
+{
+    ws_rx_t *rx = ws->rx;
+    if (!rx || ws->is_gone || ws->is_closing || ws->in_recv || rx->in_len || rx->frame_left ||
+        rx->msg_opcode || wslay_event_want_write(rx->ctx) || wslay_event_get_close_sent(rx->ctx) ||
+        wslay_event_get_close_received(rx->ctx))
+        return;
+    hd_ws_free_rx(ws);
+}
