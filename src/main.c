@@ -108,6 +108,7 @@ static void register_routes(hd_router_t *r)
 {
     hd_router_add(r, HD_M_GET, "/healthz", 0, on_healthz, NULL);
     hd_publish_register(r);
+    hd_ticket_register(r);
     hd_poll_register(r);
     hd_sse_register(r);
     hd_ws_register(r);

@@ -215,4 +215,45 @@ hd_auth_result_t hd_auth_check(const hd_auth_t *a, const hd_identity_t *id, cons
 /* The rule hd_auth_check applies to a channel, or NULL (none matches, or no policy). */
 const hd_auth_rule_t *hd_auth_rule_for(const hd_auth_t *a, const char *channel, size_t len);
 
+/* ---- single-use tickets (ticket.c; docs/auth.md, "Tickets") ---------------------------------- */
+
+/*
+ * A ticket is HD_TICKET_BYTES from OpenSSL's RAND_bytes written in base64url (no padding): an
+ * opaque credential the backend obtains with POST /auth/ticket and a browser spends once, in a
+ * connect URL (?ticket=) or the first /ws message. Stores (the brokers: HD_BREQ_TICKET_*) keep
+ * its claims under hd_ticket_key, never the ticket itself.
+ */
+#define HD_TICKET_BYTES      24    /* 192 random bits */
+#define HD_TICKET_LEN        32    /* characters of a ticket */
+#define HD_TICKET_KEY_LEN    43    /* characters of its key: base64url of its SHA-256 */
+#define HD_TICKET_MAX_CLAIMS 16384 /* bytes of the claims one ticket stands for */
+
+/* A parsed POST /auth/ticket body. The all-zero value is empty. */
+typedef struct hd_ticket_request_s {
+    char *claims; /* compact JSON object {"sub","jti","channels","info"} as given (malloc'd);
+                   * hd_identity_from_json builds the connection's identity from it */
+    size_t claims_len;
+    uint64_t ttl_ms; /* how long the ticket may wait to be used */
+} hd_ticket_request_t;
+
+/*
+ * Parses a POST /auth/ticket body: a JSON object with the optional members sub, jti, channels
+ * (the shape of the JWT claim), info (an object) and ttl (seconds, a number > 0; absent:
+ * default_ttl_ms), and nothing else. The claims must make a valid identity (hd_identity_new's
+ * rules) of at most HD_TICKET_MAX_CLAIMS bytes, and ttl must not pass max_ttl_ms. Returns 0 with
+ * *out filled (hd_ticket_request_dispose frees it), or -1 with a one-line reason for the client
+ * in why (not JSON, not an object, an unknown member, a member of the wrong type, a pattern
+ * that is not one, too many grants, ttl out of range, claims too large) and *out empty.
+ */
+int hd_ticket_request_parse(const char *body, size_t len, uint64_t default_ttl_ms,
+                            uint64_t max_ttl_ms, hd_ticket_request_t *out, char *why,
+                            size_t whylen);
+void hd_ticket_request_dispose(hd_ticket_request_t *r);
+/* Draws a new ticket into out (NUL-terminated). Returns 0, or -1 when RAND_bytes fails. */
+int hd_ticket_new(char out[HD_TICKET_LEN + 1]);
+/* 1 when s[0..len) has a ticket's shape (HD_TICKET_LEN base64url characters), else 0. */
+int hd_ticket_valid(const char *s, size_t len);
+/* The key a store keeps the ticket (HD_TICKET_LEN characters, valid) under (NUL-terminated). */
+void hd_ticket_key(const char *ticket, char out[HD_TICKET_KEY_LEN + 1]);
+
 #endif

@@ -39,7 +39,8 @@
     X(EPROXY, -10019, 400, 1002, "malformed PROXY protocol header")                                \
     X(EIPCONNS, -10020, 503, 1013, "too many connections (max_connections_per_ip)")                \
     X(EIPRATE, -10021, 429, 1013, "connecting too often (connect_rate_per_ip)")                    \
-    X(EPUBRATE, -10022, 429, 1008, "publishing too often (client_publish_rate)")
+    X(EPUBRATE, -10022, 429, 1008, "publishing too often (client_publish_rate)")                   \
+    X(ETICKETS, -10040, 503, 1013, "too many tickets waiting to be used (auth_max_tickets)")
 
 typedef enum {
 #define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),

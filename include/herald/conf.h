@@ -136,6 +136,11 @@ typedef struct hd_conf_s {
      * is told to refresh this long before (0: never told). */
     int auth_expire_connections;
     uint64_t auth_refresh_before_ms;
+    /* Single-use tickets (POST /auth/ticket): the ttl when the request gives none, the most it
+     * may give, and how many may wait to be used on this node (past it: 503). */
+    uint64_t auth_ticket_ttl_ms;
+    uint64_t auth_ticket_max_ttl_ms;
+    uint32_t auth_max_tickets;
     hd_auth_rule_t *channel_rules; /* channel_rule lines, as written */
     size_t n_channel_rules;
     /* The policy built from the above when the snapshot is loaded (never NULL; owned by the

@@ -69,6 +69,10 @@ typedef struct hd_req_s {
     unsigned is_upgrade : 1;
     uint64_t start_ms;
     hd_ip_t client_ip_; /* hd_req_client_ip */
+    /* An identity proven while the request waited, for its handler run again by
+     * hd_http_redispatch (a consumed ticket: hd_tp_connect_credential takes it). One reference,
+     * dropped with the request if nobody took it. */
+    hd_identity_t *proven_id_;
 } hd_req_t;
 
 /* ---- router ---- */
@@ -173,6 +177,15 @@ struct hd_deferred_s {
 };
 hd_deferred_t *hd_http_defer(hd_req_t *req);
 void hd_http_defer_timeout(hd_deferred_t *d, uint64_t timeout_ms);
+/*
+ * Ends the deferral d (freed here) and runs the request's route handler again, as when it
+ * arrived (the guard is not asked twice): for a handler that had to wait for something before
+ * it could decide (a ticket asked of the broker), and then decides from the start. The
+ * request's strings and body are still valid; what the wait learnt travels in the request
+ * (proven_id_). Call it from a callback on the connection's loop, never from inside the
+ * handler's first run.
+ */
+void hd_http_redispatch(hd_deferred_t *d);
 /*
  * For streams: writes the response head (status, headers, no length: the body runs until the
  * connection closes) and hands the connection to `ops`/`data`. The request (and everything it

@@ -153,6 +153,15 @@ enum {
     HD_BREQ_HISTORY,     /* channel, since?, limit; reply: msgs, gap, last_seq */
     HD_BREQ_INFO,        /* channel; reply: found, subscribers, last id, history length */
     HD_BREQ_BARRIER,     /* no-op answered in order: shutdown uses it to flush replies */
+    /*
+     * Single-use tickets (auth.h, docs/auth.md): channel holds the ticket's key (hd_ticket_key),
+     * data its claims. TICKET_PUT stores data for ttl_ms unless limit tickets (auth_max_tickets)
+     * already wait on this node: err 0, or HD_ETICKETS (full), HD_EOVERLOAD (no Redis).
+     * TICKET_TAKE removes the ticket and answers its claims in data, once, on any node sharing
+     * the broker: err 0, or HD_ENOTFOUND (unknown, used, or expired), HD_EOVERLOAD.
+     */
+    HD_BREQ_TICKET_PUT,
+    HD_BREQ_TICKET_TAKE,
 };
 
 typedef struct hd_breq_s hd_breq_t;
@@ -187,6 +196,10 @@ struct hd_breq_s {
      * broker, which is told only when the count goes 0 -> 1 and 1 -> 0.
      */
     uint32_t *interest;
+    /* TICKET_PUT (in) and TICKET_TAKE (out): the claims, owned by the request (malloc'd) */
+    char *data;
+    size_t data_len;
+    uint64_t ttl_ms; /* TICKET_PUT */
 };
 
 hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);

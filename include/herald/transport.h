@@ -75,6 +75,17 @@ typedef struct hd_tp_cred_s {
  * a JSON reason (a token that does not verify, an expired one: code "token_expired").
  */
 int hd_tp_credential(hd_req_t *req, hd_tp_cred_t *cred);
+/*
+ * The same for a request that opens a connection (polls, SSE, WebSocket handshakes), which may
+ * also carry a single-use ticket (?ticket=, alone: with a token too -> 401). A ticket is taken
+ * from the broker asynchronously: this returns -1 at once with the request deferred, and the
+ * route's handler is run again later (hd_http_redispatch) with the ticket's identity, which this
+ * then returns (0); a malformed, unknown, used or expired ticket is answered 401, a broker that
+ * cannot answer 503. So -1 means, as for hd_tp_credential: return, the request is taken care of
+ * (free what the handler made, touch nothing else). A ticket is spent by its first use even if
+ * the connect is then refused (403).
+ */
+int hd_tp_connect_credential(hd_req_t *req, hd_tp_cred_t *cred);
 void hd_tp_cred_dispose(hd_tp_cred_t *cred);
 /*
  * hd_auth_check for the request's credential (the backend passes everything). Returns 0, or -1

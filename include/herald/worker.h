@@ -32,11 +32,15 @@ typedef struct hd_worker_stats_s {
     uint64_t accepted;
     uint64_t refused_max_conns;
     uint64_t refused_rate;
-    uint64_t refused_ip_conns;       /* max_connections_per_ip */
-    uint64_t refused_ip_rate;        /* connect_rate_per_ip */
-    uint64_t proxy_malformed;        /* PROXY protocol headers refused */
-    uint64_t proxy_timeouts;         /* PROXY protocol headers not complete in time */
-    uint64_t client_publish_refused; /* client_publish_rate */
+    uint64_t refused_ip_conns;        /* max_connections_per_ip */
+    uint64_t refused_ip_rate;         /* connect_rate_per_ip */
+    uint64_t proxy_malformed;         /* PROXY protocol headers refused */
+    uint64_t proxy_timeouts;          /* PROXY protocol headers not complete in time */
+    uint64_t client_publish_refused;  /* client_publish_rate */
+    uint64_t tickets_issued;          /* POST /auth/ticket answered 201 */
+    uint64_t tickets_used;            /* tickets taken by a connect (each once) */
+    uint64_t tickets_refused_invalid; /* connects with a malformed, unknown, used or expired one */
+    uint64_t tickets_refused_full;    /* POST /auth/ticket refused: auth_max_tickets */
     uint64_t requests;
     uint64_t tls_handshake_failures;
     uint64_t timeouts;

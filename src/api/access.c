@@ -7,6 +7,8 @@
  *   admin endpoints   GET /stats, /metrics, /channels, /channels/{channel}, any DELETE, every
  *                     path under /admin/, /auth/ticket: a listener marked admin, or one of the
  *                     admin_key keys, or (no admin_key) a local client (hd_tp_peer_is_local)
+ *   /auth/ticket      the admin credentials above, or one of the publish_key keys: a ticket
+ *                     hands a browser a part of what the backend's key may do already
  *   admin listeners   serve the admin endpoints and /healthz, nothing else (404)
  *   CORS              the headers of SSE, polls and publishing, preflights (cors.c)
  *
@@ -79,9 +81,40 @@ int hd_api_admin_allowed(hd_req_t *req)
     return -1;
 }
 
+/*
+ * POST /auth/ticket: the backend, which holds a publish key (with which it may already publish
+ * and subscribe anywhere: a ticket delegates a part of that to one browser), or whoever may use
+ * the admin endpoints (an operator minting one by hand). Without publish_key it is the admin
+ * rule alone (with no admin_key either: local clients, like publishing).
+ */
+static int ticket_allowed(hd_req_t *req)
+{
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    size_t len = 0;
+    const char *token = hd_tp_bearer(req, &len);
+    if (conf->publish_keys.n && token && hd_tp_key_match(&conf->publish_keys, token, len) == 0)
+        return 0;
+    if (conf->publish_keys.n == 0 || hd_api_admin_ok(req))
+        return hd_api_admin_allowed(req);
+    if (!token) {
+        static const char body[] =
+            "{\"error\":\"POST /auth/ticket: needs Authorization: Bearer <publish_key> (or "
+            "<admin_key>)\",\"status\":401}";
+        hd_http_respond(req, 401, "WWW-Authenticate: Bearer realm=\"herald\"\r\n",
+                        "application/json", body, sizeof(body) - 1);
+        return -1;
+    }
+    hd_conn_log(HD_LOG_INFO, req->conn, "ticket request refused: wrong key");
+    hd_http_respond_error(
+        req, 403, "POST /auth/ticket: wrong key (one of publish_key or admin_key is needed)");
+    return -1;
+}
+
 /* The HTTP layer's guard (hd_http_guard_cb). */
 static int guard(hd_req_t *req)
 {
+    if (path_is(req, "/auth/ticket"))
+        return ticket_allowed(req);
     if (hd_api_is_admin_path(req))
         return hd_api_admin_allowed(req);
     if (on_admin_listener(req) && !path_is(req, "/healthz")) {

@@ -35,6 +35,10 @@ static void collect(totals_t *t)
         t->net.proxy_malformed += LOAD(w->stats.proxy_malformed);
         t->net.proxy_timeouts += LOAD(w->stats.proxy_timeouts);
         t->net.client_publish_refused += LOAD(w->stats.client_publish_refused);
+        t->net.tickets_issued += LOAD(w->stats.tickets_issued);
+        t->net.tickets_used += LOAD(w->stats.tickets_used);
+        t->net.tickets_refused_invalid += LOAD(w->stats.tickets_refused_invalid);
+        t->net.tickets_refused_full += LOAD(w->stats.tickets_refused_full);
         t->net.requests += LOAD(w->stats.requests);
         t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
         t->net.timeouts += LOAD(w->stats.timeouts);
@@ -109,7 +113,8 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"channels_evicted\":%llu,\"slow_subscribers_dropped\":%llu,"
         "\"channels_refused\":%llu,\"broker_memory_bytes\":%llu,\"subscriptions\":%llu,"
         "\"subscriptions_refused\":{\"max_subscriptions\":%llu,"
-        "\"max_subscriptions_per_connection\":%llu}}",
+        "\"max_subscriptions_per_connection\":%llu},\"tickets\":{\"issued\":%llu,\"used\":%llu,"
+        "\"refused_invalid\":%llu,\"refused_full\":%llu}}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
         hd_server_worker_count(node), hd_broker_get()->ops->name,
         hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
@@ -130,7 +135,10 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.broker.channels_refused, (unsigned long long)t.broker.memory_bytes,
         (unsigned long long)hd_hub_subscriptions(),
         (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_NODE],
-        (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION]);
+        (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION],
+        (unsigned long long)t.net.tickets_issued, (unsigned long long)t.net.tickets_used,
+        (unsigned long long)t.net.tickets_refused_invalid,
+        (unsigned long long)t.net.tickets_refused_full);
     append_per_worker(&sb);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
@@ -187,6 +195,19 @@ static void on_metrics(hd_req_t *req, void *arg)
     hd_sbuf_appendf(&sb,
                     "herald_client_publishes_refused_total{reason=\"client_publish_rate\"} %llu\n",
                     (unsigned long long)t.net.client_publish_refused);
+    hd_sbuf_appends(&sb, "# HELP herald_tickets_total Single-use tickets: issued by POST "
+                         "/auth/ticket, used by a connect, refused at a connect (malformed, "
+                         "unknown, used or expired) or at POST /auth/ticket (auth_max_tickets).\n"
+                         "# TYPE herald_tickets_total counter\n");
+    hd_sbuf_appendf(&sb,
+                    "herald_tickets_total{result=\"issued\"} %llu\n"
+                    "herald_tickets_total{result=\"used\"} %llu\n"
+                    "herald_tickets_total{result=\"refused_invalid\"} %llu\n"
+                    "herald_tickets_total{result=\"refused_full\"} %llu\n",
+                    (unsigned long long)t.net.tickets_issued,
+                    (unsigned long long)t.net.tickets_used,
+                    (unsigned long long)t.net.tickets_refused_invalid,
+                    (unsigned long long)t.net.tickets_refused_full);
     metric(&sb, "herald_http_requests_total", "counter", "HTTP requests answered.", t.net.requests);
     metric(&sb, "herald_timeouts_total", "counter", "Connections closed by a timeout.",
            t.net.timeouts);

@@ -14,7 +14,8 @@
  *     A drains its own mailbox later in this loop pass (hd_worker_run_local), deliveries
  *     before the reply, and writes each connection's output in one writev.
  *
- * Every request is handled this way (publish, subscribe, unsubscribe, history, info, barrier),
+ * Every request is handled this way (publish, subscribe, unsubscribe, history, info, barrier,
+ * the tickets of tickets.h),
  * so a subscribe's history and its worker's interest are read and counted under the same lock
  * as publishes: what was published before is in the reply, what comes after is queued behind
  * the reply in the same mailbox (the hub drops what the history already gave: last_seq).
@@ -30,6 +31,7 @@
 
 #include "herald/log.h"
 #include "idem.h"
+#include "tickets.h"
 
 #include <string.h>
 #include <sys/time.h>
@@ -40,7 +42,8 @@ typedef struct mem_broker_s {
     uv_mutex_t lock;      /* the store, the idempotency table and wake below */
     uv_timer_t ttl_timer; /* on the main loop: expiry, eviction logs */
     hd_mstore_t store;
-    hd_idem_t idem; /* idempotency keys of recent publishes (idem.h) */
+    hd_idem_t idem;      /* idempotency keys of recent publishes (idem.h) */
+    hd_tstore_t tickets; /* single-use tickets waiting to be used (tickets.h) */
     /* Under the lock, during one request: the workers pushed to (one bit each), to be woken
      * once the lock is released. */
     uint64_t *wake;
@@ -150,6 +153,17 @@ static void handle(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char **k
     case HD_BREQ_BARRIER:
         reply(b, r);
         break;
+    case HD_BREQ_TICKET_PUT:
+        r->err = hd_tstore_put(&b->tickets, r->channel, r->data, r->data_len, wall_ms() + r->ttl_ms,
+                               hd_worker_conf(r->worker)->auth_max_tickets, wall_ms());
+        reply(b, r);
+        break;
+    case HD_BREQ_TICKET_TAKE:
+        free(r->data);
+        r->data = NULL;
+        r->err = hd_tstore_take(&b->tickets, r->channel, wall_ms(), &r->data, &r->data_len);
+        reply(b, r);
+        break;
     default:
         r->err = HD_EBADREQ;
         reply(b, r);
@@ -162,6 +176,7 @@ static void on_ttl_timer(uv_timer_t *t)
     uv_mutex_lock(&b->lock);
     hd_mstore_expire(&b->store, wall_ms());
     hd_idem_expire(&b->idem, wall_ms());
+    hd_tstore_expire(&b->tickets, wall_ms());
     hd_mstore_log_limits(&b->store, hd_now_ms());
     uv_mutex_unlock(&b->lock);
 }
@@ -235,6 +250,7 @@ static void on_timer_closed(uv_handle_t *h)
     mem_broker_t *b = h->data;
     hd_mstore_dispose(&b->store);
     hd_idem_dispose(&b->idem);
+    hd_tstore_dispose(&b->tickets);
     uv_mutex_destroy(&b->lock);
     free(b->wake);
     free(b);
@@ -280,6 +296,8 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     hd_mstore_init(&b->store, &lim, n_workers, wall_ms(), deliver, b);
     /* Its bytes count against max_memory: a sixteenth of it at most. */
     hd_idem_init(&b->idem, conf->idempotency_window_ms, conf->max_memory_bytes / 16);
+    /* Tickets waiting to be used: at most auth_max_tickets, and another sixteenth. */
+    hd_tstore_init(&b->tickets, conf->max_memory_bytes / 16);
     uv_timer_init(hd_server_main_loop(server), &b->ttl_timer);
     b->ttl_timer.data = b;
     uv_timer_start(&b->ttl_timer, on_ttl_timer, 1000, 1000);

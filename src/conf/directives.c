@@ -298,6 +298,12 @@ const directive_t hd_conf_directives[] = {
       "a connection ends when its token expires (off: it outlives the token)"),
     D("auth_refresh_before", T_DURATION, auth_refresh_before_ms, "60s", "0", "24h", RELOAD,
       "SSE, /ws and herald.v1 are told to refresh this long before the token expires; 0 = never"),
+    D("auth_ticket_ttl", T_DURATION, auth_ticket_ttl_ms, "30s", "1s", "1h", RELOAD,
+      "how long a ticket from POST /auth/ticket waits to be used when the request gives no ttl"),
+    D("auth_ticket_max_ttl", T_DURATION, auth_ticket_max_ttl_ms, "5m", "1s", "1h", RELOAD,
+      "the longest ttl POST /auth/ticket accepts; a longer one is answered 400"),
+    D("auth_max_tickets", T_UINT, auth_max_tickets, "100000", "1", "10000000", RELOAD,
+      "tickets waiting to be used on this node; POST /auth/ticket past it is answered 503"),
     D("channel_rule", T_RULE, channel_rules, "off", NULL, NULL, RELOAD | F_MULTI,
       "PATTERN [subscribe=..] [publish=..] [history=..]: who may do what (docs/auth.md)"),
 };

@@ -55,6 +55,30 @@ static void dispatch(hd_http_t *h)
         h->is_dispatching = 0;
 }
 
+void hd_http_redispatch(hd_deferred_t *d)
+{
+    hd_req_t *r = d->req;
+    hd_http_t *h = r->http_;
+    hd_conn_t *c = h->conn;
+    hd_handler_cb cb;
+    void *arg;
+    unsigned allow = 0;
+    HD_ASSERT(h->deferred == d && !h->is_dispatching);
+    hd_http_end_deferred(h);
+    hd_conn_set_timeout(c, 0);
+    h->is_dispatching = 1;
+    if (hd_router_match(router, r->method, r->path, r->path_len, &cb, &arg, &allow) == 0)
+        cb(r, arg);
+    else
+        hd_http_respond_error(r, 404, "not found");
+    if (c->data != h)
+        return; /* handed over to a stream */
+    h->is_dispatching = 0;
+    /* Answered at once: go on with what was pipelined, as a deferred answer does. */
+    if (h->phase != PHASE_HANDLING && !c->is_closing)
+        h->on_answered(h);
+}
+
 /* Answers a request that could not be parsed, then finishes the connection. */
 static void respond_parse_error(hd_http_t *h, int status, const char *msg)
 {

@@ -6,6 +6,8 @@
  */
 #include "internal.h"
 
+#include "herald/auth.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -120,6 +122,7 @@ void hd_http_reset_request(hd_http_t *h)
     h->is_expect_continue = 0;
     h->is_bad_method = 0;
     h->is_chunked_body = 0;
+    hd_identity_unref(h->req.proven_id_);
     memset(&h->req, 0, sizeof(h->req));
     h->phase = PHASE_IDLE;
 }

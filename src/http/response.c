@@ -74,24 +74,34 @@ const char *hd_http_status_text(int status)
 
 /*
  * The URL as the access log shows it, at most 512 bytes: the value of every query parameter
- * named "token" (a connection token, docs/auth.md) replaced by "REDACTED", so credentials
- * never reach a log file.
+ * named "token" (a connection token) or "ticket" (a single-use ticket, docs/auth.md) replaced
+ * by "REDACTED", so credentials never reach a log file.
  */
 static size_t loggable_url(const hd_req_t *r, char *out, size_t outlen)
 {
+    static const char *const secret[] = {"token=", "ticket="};
     const char *u = r->url ? r->url : "";
     size_t len = r->url_len, o = 0, i = 0;
     const char *q = memchr(u, '?', len);
     size_t qstart = q ? (size_t)(q - u) + 1 : len;
 
     while (i < len && o + 1 < outlen) {
-        /* At the start of a query parameter called token: copy "token=", skip its value. */
-        if (i >= qstart && (i == qstart || u[i - 1] == '&') && len - i >= 6 &&
-            memcmp(u + i, "token=", 6) == 0) {
-            static const char red[] = "token=REDACTED";
+        /* At the start of a query parameter called token or ticket: copy "name=REDACTED",
+         * skip its value. */
+        size_t name_len = 0;
+        for (size_t k = 0;
+             k < HD_ARRAY_SIZE(secret) && i >= qstart && (i == qstart || u[i - 1] == '&'); k++) {
+            size_t n = strlen(secret[k]);
+            if (len - i >= n && memcmp(u + i, secret[k], n) == 0)
+                name_len = n;
+        }
+        if (name_len) {
+            for (size_t k = 0; k < name_len && o + 1 < outlen; k++)
+                out[o++] = u[i + k];
+            static const char red[] = "REDACTED";
             for (size_t k = 0; k < sizeof(red) - 1 && o + 1 < outlen; k++)
                 out[o++] = red[k];
-            i += 6;
+            i += name_len;
             while (i < len && u[i] != '&')
                 i++;
             continue;

@@ -508,6 +508,7 @@ void hd_breq_free(hd_breq_t *r)
     for (size_t i = 0; i < r->n_msgs; i++)
         hd_message_unref(r->msgs[i]);
     free(r->msgs);
+    free(r->data);
     free(r);
 }
 

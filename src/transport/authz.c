@@ -5,6 +5,16 @@
  * verified against the configuration's policy (conf->auth), then the one decision
  * hd_auth_check, with 401/403 answers that carry a JSON reason. With auth off (no key, no
  * channel_rule) nothing here reads the request: every check passes, as before.
+ *
+ * A connect may carry a single-use ticket instead (?ticket=, docs/auth.md): it is taken from
+ * the broker (HD_BREQ_TICKET_TAKE: once, on any node), which answers later, so the request
+ * waits (hd_http_defer) without blocking the loop, and once the ticket's claims came back the
+ * route's handler runs again from the start (hd_http_redispatch) and finds the identity in
+ * the request:
+ *
+ *   handler -> hd_tp_connect_credential: ?ticket= -> defer, TICKET_TAKE -> return -1
+ *   broker reply (worker's loop): claims -> req->proven_id_ -> hd_http_redispatch
+ *     handler -> hd_tp_connect_credential: takes req->proven_id_ -> 0 -> authorize as usual
  */
 #include "herald/transport.h"
 
@@ -66,7 +76,100 @@ void hd_tp_respond_auth(hd_req_t *req, int status, const char *reason, int err)
     hd_http_respond(req, status, status == 401 ? hdr : NULL, "application/json", body, (size_t)len);
 }
 
-int hd_tp_credential(hd_req_t *req, hd_tp_cred_t *cred)
+/* ---- tickets ---- */
+
+/* A request waiting for its ticket's answer; d is NULL once the request is gone (aborted) or
+ * answered (timed out), and the answer then only frees this. */
+typedef struct ticket_wait_s {
+    hd_deferred_t *d;
+} ticket_wait_t;
+
+static void ticket_on_abort(hd_deferred_t *d)
+{
+    ticket_wait_t *tw = d->data;
+    tw->d = NULL;
+}
+
+static void ticket_on_timeout(hd_deferred_t *d)
+{
+    ticket_wait_t *tw = d->data;
+    hd_req_t *req = d->req;
+    tw->d = NULL;
+    hd_conn_log(HD_LOG_INFO, req->conn, "ticket: no answer from the broker in time");
+    hd_http_respond_error(req, 503, "the ticket could not be checked in time (broker busy); retry");
+}
+
+static void on_ticket_taken(hd_worker_t *w, hd_breq_t *r)
+{
+    ticket_wait_t *tw = r->cookie;
+    hd_deferred_t *d = tw->d;
+    free(tw);
+    if (r->err == 0)
+        HD_STAT_INC(w, tickets_used); /* spent, even if its client left meanwhile */
+    else if (r->err == HD_ENOTFOUND)
+        HD_STAT_INC(w, tickets_refused_invalid);
+    if (!d) {
+        hd_breq_free(r);
+        return;
+    }
+    hd_req_t *req = d->req;
+    d->data = NULL;
+    d->on_abort = NULL;
+    d->on_timeout = NULL;
+    if (r->err == HD_ENOTFOUND) {
+        hd_conn_log(HD_LOG_INFO, req->conn, "ticket refused: unknown, already used or expired");
+        hd_tp_respond_auth(req, 401, "ticket unknown, already used or expired",
+                           HD_EUNAUTHENTICATED);
+    } else if (r->err) {
+        hd_tp_respond_failure(req, r->err);
+    } else {
+        char why[160];
+        hd_identity_t *id = NULL;
+        if (hd_identity_from_json(&id, r->data, r->data_len, why, sizeof(why)) < 0) {
+            /* Only what POST /auth/ticket checked is ever stored: a store that lost it. */
+            hd_conn_log(HD_LOG_WARN, req->conn, "ticket with unusable claims: %s", why);
+            hd_tp_respond_auth(req, 401, "ticket claims unusable", HD_EUNAUTHENTICATED);
+        } else {
+            hd_identity_unref(req->proven_id_);
+            req->proven_id_ = id;
+            hd_http_redispatch(d);
+        }
+    }
+    hd_breq_free(r);
+}
+
+/*
+ * Spends the ticket t[0..len): asks the broker to take it and defers the request, whose handler
+ * runs again with the identity once it comes back. Returns -1 (the request is answered or will
+ * be).
+ */
+static int take_ticket(hd_req_t *req, const char *t, int len)
+{
+    hd_worker_t *w = req->conn->worker;
+    if (len < 0 || !hd_ticket_valid(t, (size_t)len)) {
+        HD_STAT_INC(w, tickets_refused_invalid);
+        hd_conn_log(HD_LOG_INFO, req->conn, "ticket refused: malformed");
+        hd_tp_respond_auth(req, 401, "malformed ticket (32 base64url characters expected)",
+                           HD_EUNAUTHENTICATED);
+        return -1;
+    }
+    char key[HD_TICKET_KEY_LEN + 1];
+    hd_ticket_key(t, key);
+    ticket_wait_t *tw = hd_calloc(1, sizeof(*tw));
+    tw->d = hd_http_defer(req);
+    tw->d->data = tw;
+    tw->d->on_abort = ticket_on_abort;
+    tw->d->on_timeout = ticket_on_timeout;
+    hd_http_defer_timeout(tw->d, hd_worker_conf(w)->auth_timeout_ms);
+    hd_breq_t *r = hd_breq_new(HD_BREQ_TICKET_TAKE, w, key, HD_TICKET_KEY_LEN);
+    r->reply_cb = on_ticket_taken;
+    r->cookie = tw;
+    hd_broker_submit(r);
+    return -1;
+}
+
+/* The credential of a request; tickets are taken only when is_connect. */
+static int credential(hd_req_t *req, hd_tp_cred_t *cred, int is_connect)
 {
     const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
     char query_token[HD_AUTH_MAX_TOKEN + 1], why[160];
@@ -76,9 +179,30 @@ int hd_tp_credential(hd_req_t *req, hd_tp_cred_t *cred)
     memset(cred, 0, sizeof(*cred));
     if (!hd_auth_enabled(conf->auth))
         return 0;
+    if (req->proven_id_) { /* run again after its ticket was taken */
+        cred->id = req->proven_id_;
+        req->proven_id_ = NULL;
+        return 0;
+    }
     tok = hd_tp_bearer(req, &len);
     if (tok && len == 0)
         tok = NULL;
+    if (has_param(req, "ticket")) {
+        if (!is_connect) {
+            hd_tp_respond_auth(req, 401,
+                               "a ticket opens a connection (poll, SSE, WebSocket); publish with "
+                               "a token or the publish key",
+                               HD_EUNAUTHENTICATED);
+            return -1;
+        }
+        if (tok || has_param(req, "token")) {
+            hd_tp_respond_auth(req, 401, "give one credential: a ticket or a token, not both",
+                               HD_EUNAUTHENTICATED);
+            return -1;
+        }
+        char t[HD_TICKET_LEN + 1];
+        return take_ticket(req, t, hd_req_query(req, "ticket", t, sizeof(t)));
+    }
     if (tok && conf->publish_keys.n && hd_tp_key_match(&conf->publish_keys, tok, len) == 0) {
         cred->is_backend = 1;
         return 0;
@@ -103,6 +227,16 @@ int hd_tp_credential(hd_req_t *req, hd_tp_cred_t *cred)
         return -1;
     }
     return 0;
+}
+
+int hd_tp_credential(hd_req_t *req, hd_tp_cred_t *cred)
+{
+    return credential(req, cred, 0);
+}
+
+int hd_tp_connect_credential(hd_req_t *req, hd_tp_cred_t *cred)
+{
+    return credential(req, cred, 1);
 }
 
 void hd_tp_cred_dispose(hd_tp_cred_t *cred)

@@ -418,7 +418,7 @@ static void on_sse(hd_req_t *req, void *arg)
     }
     /* Every channel of the stream must be allowed; a resume reads history too. */
     hd_tp_cred_t cred;
-    if (hd_tp_credential(req, &cred) < 0)
+    if (hd_tp_connect_credential(req, &cred) < 0)
         goto done;
     for (int i = 0; i < n; i++) {
         if (hd_tp_authorize(req, &cred, names[i], strlen(names[i]),

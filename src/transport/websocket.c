@@ -162,7 +162,7 @@ static void on_ws(hd_req_t *req, void *arg)
         return;
     /* A token on the handshake (Authorization: Bearer or ?token=): a bad one is 401 here. */
     hd_tp_cred_t cred;
-    if (hd_tp_credential(req, &cred) < 0)
+    if (hd_tp_connect_credential(req, &cred) < 0)
         return;
     if (req->path_len == 3) { /* "/ws": the JSON protocol, live at once */
         const hd_auth_t *auth = hd_worker_conf(req->conn->worker)->auth;

@@ -9,6 +9,7 @@ test that each was asserted (assertSeries) to an exact value. test_every_series_
 scrapes a node with Redis and fails for any series exported that no test drives: a new metric
 must come with its test here.
 """
+import json
 import os
 import re
 import socket
@@ -473,6 +474,26 @@ class TestClientAddresses(MetricsTestCase):
         self.assertEqual(codes.count("rate_limited"), 3, codes)
         self.assertSeries(h.port, {
             'herald_client_publishes_refused_total{reason="client_publish_rate"}': 3})
+
+    @drives('herald_tickets_total{result="issued"}', 'herald_tickets_total{result="used"}',
+            'herald_tickets_total{result="refused_invalid"}',
+            'herald_tickets_total{result="refused_full"}')
+    def test_tickets(self):
+        h = self.start_herald(conf={"channel_rule": "* subscribe=auth", "auth_max_tickets": "2"})
+        got = []
+        for _ in range(3):  # a local client may ask (no publish_key, no admin_key)
+            st, _, body = hh.request(h.port, "POST", "/auth/ticket", '{"sub":"1"}')
+            got.append((st, json.loads(body)))
+        self.assertEqual([st for st, _ in got], [201, 201, 503], got)
+        t = got[0][1]["ticket"]
+        self.assertEqual(hh.request(h.port, "GET", "/poll/a?ticket=" + t)[0], 200)
+        self.assertEqual(hh.request(h.port, "GET", "/poll/a?ticket=" + t)[0], 401)  # used
+        self.assertEqual(hh.request(h.port, "GET", "/poll/a?ticket=nope")[0], 401)  # malformed
+        self.assertSeries(h.port, {
+            'herald_tickets_total{result="issued"}': 2,
+            'herald_tickets_total{result="used"}': 1,
+            'herald_tickets_total{result="refused_invalid"}': 2,
+            'herald_tickets_total{result="refused_full"}': 1})
 
 
 class TestEverySeriesDriven(MetricsTestCase):

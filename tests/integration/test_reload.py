@@ -705,6 +705,39 @@ class TestReload(hh.HeraldTestCase):
             mid = hh.publish(h.port, "life:e", "still")
             self.assertEqual(s.next_event(hh.IO_TIMEOUT).id, mid)
 
+    # ---- single-use tickets (docs/auth.md) ----
+
+    def mint_ticket(self, h, body):
+        """POST /auth/ticket from this host (no publish_key nor admin_key: a local client may)."""
+        st, _, b = hh.request(h.port, "POST", "/auth/ticket", json.dumps(body))
+        return st, json.loads(b)
+
+    @case("auth_ticket_ttl", "30s", "2s", channel_rule="* subscribe=auth")
+    def check_auth_ticket_ttl(self, h, value):
+        st, doc = self.mint_ticket(h, {"sub": "1"})
+        self.assertEqual((st, doc.get("expires_in")), (201, 30 if value == "30s" else 2), doc)
+        self.assertEqual(hh.request(h.port, "GET", "/poll/t?ticket=" + doc["ticket"])[0], 200)
+
+    @case("auth_ticket_max_ttl", "5m", "10s", channel_rule="* subscribe=auth")
+    def check_auth_ticket_max_ttl(self, h, value):
+        st, doc = self.mint_ticket(h, {"sub": "1", "ttl": 60})
+        if value == "5m":
+            self.assertEqual(st, 201, doc)
+            self.assertEqual(hh.request(h.port, "GET", "/poll/t?ticket=" + doc["ticket"])[0], 200)
+        else:
+            self.assertEqual(st, 400, doc)
+            self.assertIn("auth_ticket_max_ttl (10 s)", doc["error"])
+
+    @case("auth_max_tickets", "1000", "2", channel_rule="* subscribe=auth")
+    def check_auth_max_tickets(self, h, value):
+        got = [self.mint_ticket(h, {"sub": "1"}) for _ in range(3)]
+        want = [201, 201, 201] if value == "1000" else [201, 201, 503]
+        self.assertEqual([st for st, _ in got], want, got)
+        for st, doc in got:  # spent, so that the store is empty again
+            if st == 201:
+                self.assertEqual(hh.request(h.port, "GET", "/poll/t?ticket=" + doc["ticket"])[0],
+                                 200)
+
     # ---- the table ----
 
     def test_every_reload_directive_has_a_case(self):
