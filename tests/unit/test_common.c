@@ -37,6 +37,7 @@ static const err_row_t rows[] = {
     {HD_EIPCONNS, 503, 1013, "too many connections (max_connections_per_ip)"},
     {HD_EIPRATE, 429, 1013, "connecting too often (connect_rate_per_ip)"},
     {HD_EPUBRATE, 429, 1008, "publishing too often (client_publish_rate)"},
+    {HD_ETICKETS, 503, 1013, "too many tickets waiting to be used (auth_max_tickets)"},
 };
 
 static void test_error_table(void)
