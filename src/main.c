@@ -109,6 +109,7 @@ static void register_routes(hd_router_t *r)
     hd_router_add(r, HD_M_GET, "/healthz", 0, on_healthz, NULL);
     hd_publish_register(r);
     hd_ticket_register(r);
+    hd_admin_register(r);
     hd_poll_register(r);
     hd_sse_register(r);
     hd_ws_register(r);
@@ -368,6 +369,8 @@ int main(int argc, char **argv)
     }
     for (unsigned k = 0; k < hd_server_worker_count(app.server); k++)
         hd_hub_init(hd_server_worker(app.server, k));
+    /* The revoked set, before the broker: the Redis bridge loads it when it connects. */
+    hd_auth_revocations_set(hd_revset_new());
     hd_broker_t *broker;
     if (app.conf->redis) {
         /* Connects (or fails) before returning: a node that cannot reach Redis does not start. */
@@ -411,6 +414,8 @@ out:
     uv_run(&app.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     uv_loop_close(&app.loop);
     hd_router_free(app.router);
+    hd_revset_free(hd_auth_revocations()); /* the broker and the workers are gone */
+    hd_auth_revocations_set(NULL);
     hd_conf_unref(app.conf);
     free(app.overrides);
     free(app.pidfile);

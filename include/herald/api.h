@@ -6,6 +6,7 @@
  *   publish.c     POST /pub/{channel}, POST /pub (batch)
  *   introspect.c  GET /channels/{channel}, GET /stats, GET /metrics
  *   ticket.c      POST /auth/ticket (single-use tickets, docs/auth.md)
+ *   admin.c       POST /admin/revoke, POST /admin/disconnect (docs/auth.md)
  *   access.c      who may reach what: the admin endpoints, admin listeners (a guard run on
  *                 every request before routing), then CORS (cors.c)
  */
@@ -17,6 +18,7 @@
 void hd_publish_register(hd_router_t *r);
 void hd_introspect_register(hd_router_t *r, hd_server_t *server);
 void hd_ticket_register(hd_router_t *r);
+void hd_admin_register(hd_router_t *r);
 
 /* Installs the access rules (access.c) as the HTTP layer's guard; once, at start. */
 void hd_access_install(void);

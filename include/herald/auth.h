@@ -180,11 +180,48 @@ typedef enum {
 hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t len, int64_t now,
                                 hd_identity_t **out, char *why, size_t whylen);
 
+/* ---- revocation (revoked.c; docs/auth.md, "Revocation") ---------------------------------- */
+
 /*
- * 1 when a credential of user sub (NULL: none) or with token id jti (NULL: none) has been
- * revoked, else 0. Asked on every in-connection refresh ({"type":"refresh"}); cheap and safe
- * from any worker thread. The revoked set (by sub or jti, POST /admin/revoke) fills it in; today
- * it always answers 0.
+ * The revoked set: subs and token ids refused until a time (POST /admin/revoke). One per
+ * process, shared by every worker and the Redis bridge, behind a mutex of its own: it is read
+ * when a credential is verified (a connect, an in-place refresh, the /ws auth message), never
+ * per delivered message, and written once per revocation. An empty set answers without taking
+ * the lock (an atomic count), so a node that never revokes pays one relaxed load per connect.
+ * Expired entries are dropped as they are met (a min-heap by expiry), so the set holds only live
+ * revocations; its size is bounded by the max given to each add (max_revocations).
+ */
+typedef struct hd_revset_s hd_revset_t;
+
+enum { HD_REVOKE_SUB = 1, HD_REVOKE_JTI = 2 }; /* what an entry names */
+
+hd_revset_t *hd_revset_new(void);
+void hd_revset_free(hd_revset_t *s); /* NULL is fine */
+/*
+ * Adds (or extends) the revocation of a sub or a jti (key[0..len), 1..HD_AUTH_MAX_SUB bytes) until
+ * until_ms (unix milliseconds) at time now_ms. An entry already there keeps the later of the two
+ * expiries. Returns 1 when the key was not revoked before (the moment to end its live
+ * connections), 0 when it already was, or -1 when the set holds max live entries and this key is
+ * not one of them (nothing changed), or the key's length or until_ms is out of range.
+ */
+int hd_revset_add(hd_revset_t *s, int kind, const char *key, size_t len, int64_t until_ms,
+                  int64_t now_ms, size_t max);
+/* 1 when sub (NULL: none) or jti (NULL: none) is revoked at now_ms, else 0. */
+int hd_revset_has(hd_revset_t *s, const char *sub, const char *jti, int64_t now_ms);
+/* Live entries at now_ms (the expired ones are dropped first). */
+size_t hd_revset_count(hd_revset_t *s, int64_t now_ms);
+/* The expiry (unix ms) of a live entry, or 0 when the key is not revoked at now_ms. */
+int64_t hd_revset_until(hd_revset_t *s, int kind, const char *key, size_t len, int64_t now_ms);
+
+/* The process's set (set once at start by main, before the workers and the broker run, and
+ * cleared after they are gone, as hd_broker_set). */
+void hd_auth_revocations_set(hd_revset_t *s);
+hd_revset_t *hd_auth_revocations(void);
+
+/*
+ * 1 when a credential of user sub (NULL: none) or with token id jti (NULL: none) is in the
+ * process's revoked set now, else 0 (also when no set is installed). Asked by every
+ * verification of a token (hd_tp_verify_token: connects, refreshes, the /ws auth message).
  */
 int hd_auth_revoked(const char *sub, const char *jti);
 

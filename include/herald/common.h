@@ -40,7 +40,10 @@
     X(EIPCONNS, -10020, 503, 1013, "too many connections (max_connections_per_ip)")                \
     X(EIPRATE, -10021, 429, 1013, "connecting too often (connect_rate_per_ip)")                    \
     X(EPUBRATE, -10022, 429, 1008, "publishing too often (client_publish_rate)")                   \
-    X(ETICKETS, -10040, 503, 1013, "too many tickets waiting to be used (auth_max_tickets)")
+    X(ETICKETS, -10040, 503, 1013, "too many tickets waiting to be used (auth_max_tickets)")       \
+    X(ETOKENREVOKED, -10023, 401, 4002, "token revoked")                                           \
+    X(EDISCONNECTED, -10024, 409, 4009, "disconnected by the operator")                            \
+    X(EREVOCATIONS, -10025, 507, 1013, "revocation limit reached (max_revocations)")
 
 typedef enum {
 #define HD_ERR_ENUM(name, val, status, close, msg) HD_##name = (val),

@@ -141,6 +141,12 @@ typedef struct hd_conf_s {
     uint64_t auth_ticket_ttl_ms;
     uint64_t auth_ticket_max_ttl_ms;
     uint32_t auth_max_tickets;
+    /* Revocation (POST /admin/revoke, docs/auth.md): how long one lasts when the request says
+     * nothing, the longest it may ask for, and how many live ones a node (or, under Redis, the
+     * cluster) holds; read at each request. */
+    uint64_t revocation_ttl_ms;
+    uint64_t revocation_max_ttl_ms;
+    uint32_t max_revocations;
     hd_auth_rule_t *channel_rules; /* channel_rule lines, as written */
     size_t n_channel_rules;
     /* The policy built from the above when the snapshot is loaded (never NULL; owned by the

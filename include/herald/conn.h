@@ -31,6 +31,29 @@
 typedef struct hd_conn_s hd_conn_t;
 typedef struct hd_worker_s hd_worker_t;
 
+/*
+ * An operator's order to end connections (docs/auth.md, "Revocation" and "Disconnecting"):
+ * POST /admin/revoke ends those of a sub or a token id, POST /admin/disconnect those of a sub or
+ * of a channel. It reaches every worker as a message (hd_kick_post) and each worker walks its own
+ * connections (kick.c); the walker matches sub and jti against the connection's identity itself
+ * and asks the handler (on_kick) only about those, or, for a channel, about every connection.
+ */
+enum {
+    HD_KICK_REVOKE_SUB = 1, /* the sub's token was revoked (auth.h HD_REVOKE_SUB) */
+    HD_KICK_REVOKE_JTI = 2, /* that token was revoked (HD_REVOKE_JTI) */
+    HD_KICK_SUB = 3,        /* disconnect the sub's connections */
+    HD_KICK_CHANNEL = 4,    /* disconnect every connection subscribed to the channel */
+};
+typedef struct hd_kick_s {
+    int kind;        /* HD_KICK_* */
+    const char *key; /* the sub, jti or channel (NUL-terminated) */
+    size_t len;
+} hd_kick_t;
+static inline int hd_kick_is_revocation(const hd_kick_t *k)
+{
+    return k->kind == HD_KICK_REVOKE_SUB || k->kind == HD_KICK_REVOKE_JTI;
+}
+
 typedef struct hd_conn_ops_s {
     const char *name; /* "http", "sse", "ws", ...: logs and stats */
     /* Plaintext from the peer. The bytes are valid only during the call: consume or copy them. */
@@ -45,6 +68,13 @@ typedef struct hd_conn_ops_s {
     void (*on_shutdown)(hd_conn_t *c);
     /* The handler is being removed (close, finish or replace): release its state. Optional. */
     void (*on_close)(hd_conn_t *c);
+    /*
+     * An operator's order (hd_kick_t) reached this connection: for HD_KICK_CHANNEL, any
+     * connection; for the others, one whose identity has that sub or jti. The handler ends the
+     * connection its own way (an SSE event, a WebSocket close code, a long poll's answer) and
+     * returns 1, or returns 0 when it is not concerned (not on that channel). NULL: never.
+     */
+    int (*on_kick)(hd_conn_t *c, const hd_kick_t *k);
 } hd_conn_ops_t;
 
 typedef struct hd_out_s {
@@ -132,6 +162,15 @@ void hd_conn_set_identity(hd_conn_t *c, hd_identity_t *id);
  * the connection it is given, no other.
  */
 void hd_conn_foreach(hd_worker_t *w, void (*fn)(hd_conn_t *c, void *arg), void *arg);
+
+/*
+ * Sends an operator's order to worker w (any thread; kind HD_KICK_*, key copied): on w's loop
+ * every matching connection's handler ends it (hd_conn_ops_t.on_kick), counted in w's stats
+ * (kicked_revoked, kicked_disconnected). Cost: one walk of w's connections, once per order.
+ */
+void hd_kick_post(hd_worker_t *w, int kind, const char *key, size_t len);
+/* The same on the calling worker's own loop, now (tests); returns the connections ended. */
+size_t hd_kick_run(hd_worker_t *w, const hd_kick_t *k);
 
 /*
  * The connection's client address: the socket's peer, or on a listener marked proxy_protocol

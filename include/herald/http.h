@@ -173,6 +173,10 @@ struct hd_deferred_s {
     hd_req_t *req;
     void (*on_abort)(hd_deferred_t *d);
     void (*on_timeout)(hd_deferred_t *d);
+    /* An operator's order (conn.h hd_kick_t) reached the held request; its connection's identity
+     * already matched, unless k is a channel. Answer it and return 1, or return 0 (not
+     * concerned). NULL: never concerned. */
+    int (*on_kick)(hd_deferred_t *d, const hd_kick_t *k);
     void *data; /* the handler's */
 };
 hd_deferred_t *hd_http_defer(hd_req_t *req);

@@ -162,6 +162,7 @@ enum {
      */
     HD_BREQ_TICKET_PUT,
     HD_BREQ_TICKET_TAKE,
+    HD_BREQ_CONTROL, /* an operator's order to every node: ctl_*; reply: err, ctl_nodes */
 };
 
 typedef struct hd_breq_s hd_breq_t;
@@ -200,6 +201,21 @@ struct hd_breq_s {
     char *data;
     size_t data_len;
     uint64_t ttl_ms; /* TICKET_PUT */
+    /*
+     * CONTROL (POST /admin/revoke, /admin/disconnect; docs/auth.md): kind HD_KICK_* (conn.h), key
+     * (a sub, jti or channel: an allocation of the request's, freed with it), for a revocation
+     * its expiry (unix ms) and max_revocations. The broker adds a revocation to the revoked set
+     * (auth.h; under Redis, to the cluster's, refused past max with HD_EREVOCATIONS) and has
+     * every worker of every node end the matching connections (hd_kick_post). Out: the nodes
+     * the order reached (the embedded broker: 1; Redis: the nodes subscribed to the control
+     * channel).
+     */
+    uint8_t ctl_kind;
+    char *ctl_key;
+    size_t ctl_key_len;
+    int64_t ctl_until_ms;
+    uint32_t ctl_max;
+    uint64_t ctl_nodes;
 };
 
 hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);

@@ -100,13 +100,26 @@ int hd_tp_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel
  */
 int hd_tp_publish_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel,
                             size_t len);
-/* Verifies a token that came another way (the /ws auth message): 0 with *out, or
- * HD_EUNAUTHENTICATED / HD_ETOKENEXPIRED with a reason in why (never the token). */
+/* Verifies a token (every credential goes through here: connects, the /ws auth message,
+ * in-place refreshes): 0 with *out, or HD_EUNAUTHENTICATED / HD_ETOKENEXPIRED / HD_ETOKENREVOKED
+ * (its sub or jti is in the revoked set, hd_auth_revoked) with a reason in why (never the token).
+ */
 int hd_tp_verify_token(const hd_conf_t *conf, const char *token, size_t len, hd_identity_t **out,
                        char *why, size_t whylen);
-/* Answers 401 or 403: {"error":reason,"code":"unauthenticated"|"token_expired"|"forbidden",
- * "status":N}, 401 with WWW-Authenticate: Bearer. err is the HD_E* code behind it. */
+/* Answers 401 or 403: {"error":reason,"code":C,"status":N}, C one of "unauthenticated",
+ * "token_expired", "token_revoked", "forbidden"; 401 with WWW-Authenticate: Bearer. err is the
+ * HD_E* code behind it. */
 void hd_tp_respond_auth(hd_req_t *req, int status, const char *reason, int err);
+/*
+ * How the transports say that an operator's order (conn.h hd_kick_t) ended a connection: the
+ * JSON code ("token_revoked", "disconnected"), a reason sentence, the HD_E* error (its WebSocket
+ * close code: 4002 token revoked, 4009 disconnected), and the answer of a held HTTP request:
+ * 401 {"code":"token_revoked"} with WWW-Authenticate, or 409 {"code":"disconnected"}.
+ */
+const char *hd_tp_kick_code(const hd_kick_t *k);
+const char *hd_tp_kick_reason(const hd_kick_t *k);
+int hd_tp_kick_err(const hd_kick_t *k);
+void hd_tp_kick_respond(hd_req_t *req, const hd_kick_t *k);
 /* The stamp of a client's publish: {"sub":..,"info":{..}} of its identity (malloc'd), or NULL
  * when there is nothing to say (no identity, or neither sub nor info). */
 char *hd_tp_publisher_json(const hd_identity_t *id);

@@ -46,6 +46,8 @@ typedef struct hd_worker_stats_s {
     uint64_t timeouts;
     uint64_t conns;  /* open now on this worker */
     uint64_t writes; /* output flushes: one writev per connection per loop pass with output */
+    uint64_t kicked_revoked;      /* connections ended by a revocation (POST /admin/revoke) */
+    uint64_t kicked_disconnected; /* ended by POST /admin/disconnect */
 } hd_worker_stats_t;
 
 #define HD_STAT_INC(w, field)                                                                      \

@@ -10,6 +10,7 @@
 #include "herald/api.h"
 
 #include <string.h>
+#include <time.h>
 
 static hd_server_t *node;
 static uint64_t started_ms;
@@ -43,6 +44,8 @@ static void collect(totals_t *t)
         t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
         t->net.timeouts += LOAD(w->stats.timeouts);
         t->net.conns += LOAD(w->stats.conns);
+        t->net.kicked_revoked += LOAD(w->stats.kicked_revoked);
+        t->net.kicked_disconnected += LOAD(w->stats.kicked_disconnected);
         hd_hub_stats_t *h = hd_hub_stats(w);
         t->hub.messages_in += LOAD(h->messages_in);
         t->hub.deliveries += LOAD(h->deliveries);
@@ -77,7 +80,8 @@ static void append_per_worker(hd_sbuf_t *sb)
             sb,
             "%s{\"connections\":%llu,\"accepted\":%llu,\"requests\":%llu,"
             "\"published_here\":%llu,\"fanned_out\":%llu,\"delivered\":%llu,"
-            "\"longpoll\":%lld,\"sse\":%lld,\"websocket\":%lld,\"writes\":%llu}",
+            "\"longpoll\":%lld,\"sse\":%lld,\"websocket\":%lld,\"writes\":%llu,"
+            "\"kicked_revoked\":%llu,\"kicked_disconnected\":%llu}",
             k ? "," : "", (unsigned long long)LOAD(w->stats.conns),
             (unsigned long long)LOAD(w->stats.accepted),
             (unsigned long long)LOAD(w->stats.requests), (unsigned long long)LOAD(h->published),
@@ -85,9 +89,19 @@ static void append_per_worker(hd_sbuf_t *sb)
             (long long)LOAD(h->transport_conns[HD_TP_LONGPOLL]),
             (long long)LOAD(h->transport_conns[HD_TP_SSE]),
             (long long)LOAD(h->transport_conns[HD_TP_WS]),
-            (unsigned long long)LOAD(w->stats.writes));
+            (unsigned long long)LOAD(w->stats.writes),
+            (unsigned long long)LOAD(w->stats.kicked_revoked),
+            (unsigned long long)LOAD(w->stats.kicked_disconnected));
     }
     hd_sbuf_appends(sb, "]}");
+}
+
+/* Live entries of the node's revoked set (docs/auth.md, "Revocation"). */
+static size_t revocations(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return hd_revset_count(hd_auth_revocations(), (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 static void on_stats(hd_req_t *req, void *arg)
@@ -114,7 +128,8 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"channels_refused\":%llu,\"broker_memory_bytes\":%llu,\"subscriptions\":%llu,"
         "\"subscriptions_refused\":{\"max_subscriptions\":%llu,"
         "\"max_subscriptions_per_connection\":%llu},\"tickets\":{\"issued\":%llu,\"used\":%llu,"
-        "\"refused_invalid\":%llu,\"refused_full\":%llu}}",
+        "\"refused_invalid\":%llu,\"refused_full\":%llu},\"revocations\":%llu,"
+        "\"connections_ended\":{\"revoked\":%llu,\"disconnected\":%llu}}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
         hd_server_worker_count(node), hd_broker_get()->ops->name,
         hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
@@ -138,7 +153,8 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION],
         (unsigned long long)t.net.tickets_issued, (unsigned long long)t.net.tickets_used,
         (unsigned long long)t.net.tickets_refused_invalid,
-        (unsigned long long)t.net.tickets_refused_full);
+        (unsigned long long)t.net.tickets_refused_full, (unsigned long long)revocations(),
+        (unsigned long long)t.net.kicked_revoked, (unsigned long long)t.net.kicked_disconnected);
     append_per_worker(&sb);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
@@ -208,6 +224,17 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.tickets_used,
                     (unsigned long long)t.net.tickets_refused_invalid,
                     (unsigned long long)t.net.tickets_refused_full);
+    metric(&sb, "herald_revocations", "gauge",
+           "Live revocations in the node's revoked set (POST /admin/revoke; with Redis, the "
+           "cluster's).",
+           revocations());
+    hd_sbuf_appends(&sb, "# HELP herald_connections_ended_total Connections ended by an "
+                         "operator's order, by kind (POST /admin/revoke, /admin/disconnect).\n"
+                         "# TYPE herald_connections_ended_total counter\n");
+    hd_sbuf_appendf(&sb, "herald_connections_ended_total{reason=\"revoked\"} %llu\n",
+                    (unsigned long long)t.net.kicked_revoked);
+    hd_sbuf_appendf(&sb, "herald_connections_ended_total{reason=\"disconnected\"} %llu\n",
+                    (unsigned long long)t.net.kicked_disconnected);
     metric(&sb, "herald_http_requests_total", "counter", "HTTP requests answered.", t.net.requests);
     metric(&sb, "herald_timeouts_total", "counter", "Connections closed by a timeout.",
            t.net.timeouts);

@@ -170,6 +170,36 @@ static void handle(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char **k
     }
 }
 
+/*
+ * An operator's order (POST /admin/revoke, /admin/disconnect), on the asking worker, outside the
+ * store's lock (it touches no channel): a revocation enters the process's revoked set (its own
+ * lock; refused past max_revocations), then every worker is told to end the matching
+ * connections (one message each: each walks its own). A revocation already in the set ended
+ * its connections when it came in and refuses new ones since: nobody is told again.
+ */
+static void do_control(mem_broker_t *b, hd_breq_t *r)
+{
+    int is_new = 1;
+    if (hd_kick_is_revocation(&(hd_kick_t){.kind = r->ctl_kind})) {
+        hd_revset_t *set = hd_auth_revocations();
+        int rc = set ? hd_revset_add(set, r->ctl_kind, r->ctl_key, r->ctl_key_len, r->ctl_until_ms,
+                                     (int64_t)wall_ms(), r->ctl_max)
+                     : -1;
+        if (rc < 0) {
+            r->err = HD_EREVOCATIONS;
+            hd_breq_reply(r);
+            return;
+        }
+        is_new = rc == 1;
+    }
+    if (is_new) {
+        for (unsigned i = 0; i < hd_server_worker_count(b->server); i++)
+            hd_kick_post(hd_server_worker(b->server, i), r->ctl_kind, r->ctl_key, r->ctl_key_len);
+    }
+    r->ctl_nodes = 1;
+    hd_breq_reply(r);
+}
+
 static void on_ttl_timer(uv_timer_t *t)
 {
     mem_broker_t *b = t->data;
@@ -191,6 +221,10 @@ static void on_ttl_timer(uv_timer_t *t)
 static void mem_submit(hd_broker_t *base, hd_breq_t *r)
 {
     mem_broker_t *b = (mem_broker_t *)base;
+    if (r->type == HD_BREQ_CONTROL) {
+        do_control(b, r);
+        return;
+    }
     enum { SMALL = 8 };
     hd_message_t *fresh_small[SMALL];
     char *keys_small[SMALL];

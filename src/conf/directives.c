@@ -304,6 +304,12 @@ const directive_t hd_conf_directives[] = {
       "the longest ttl POST /auth/ticket accepts; a longer one is answered 400"),
     D("auth_max_tickets", T_UINT, auth_max_tickets, "100000", "1", "10000000", RELOAD,
       "tickets waiting to be used on this node; POST /auth/ticket past it is answered 503"),
+    D("revocation_ttl", T_DURATION, revocation_ttl_ms, "24h", "1s", "8760h", RELOAD,
+      "how long POST /admin/revoke refuses a sub or jti when the request gives no expiry"),
+    D("revocation_max_ttl", T_DURATION, revocation_max_ttl_ms, "720h", "1s", "8760h", RELOAD,
+      "the longest expiry a POST /admin/revoke may ask for; longer is refused 400"),
+    D("max_revocations", T_UINT, max_revocations, "100000", "1", "10000000", RELOAD,
+      "live revocations held (with Redis: by the cluster); past it, POST /admin/revoke gets 507"),
     D("channel_rule", T_RULE, channel_rules, "off", NULL, NULL, RELOAD | F_MULTI,
       "PATTERN [subscribe=..] [publish=..] [history=..]: who may do what (docs/auth.md)"),
 };

@@ -359,6 +359,16 @@ static void http_on_shutdown(hd_conn_t *c)
     hd_conn_close(c);
 }
 
+/* An operator's order (conn.h hd_kick_t): only a held request (a long poll, a stream still
+ * subscribing) can be concerned; its handler answers it. */
+static int http_on_kick(hd_conn_t *c, const hd_kick_t *k)
+{
+    hd_http_t *h = c->data;
+    if (h->deferred && h->deferred->on_kick)
+        return h->deferred->on_kick(h->deferred, k);
+    return 0;
+}
+
 static void http_on_close(hd_conn_t *c)
 {
     hd_http_t *h = c->data;
@@ -382,6 +392,7 @@ static const hd_conn_ops_t http_ops = {
     .on_drain = http_on_drain,
     .on_shutdown = http_on_shutdown,
     .on_close = http_on_close,
+    .on_kick = http_on_kick,
 };
 
 void hd_http_accept(hd_conn_t *c)

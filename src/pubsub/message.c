@@ -509,6 +509,7 @@ void hd_breq_free(hd_breq_t *r)
         hd_message_unref(r->msgs[i]);
     free(r->msgs);
     free(r->data);
+    free(r->ctl_key);
     free(r);
 }
 

@@ -46,6 +46,13 @@ int hd_tp_verify_token(const hd_conf_t *conf, const char *token, size_t len, hd_
         hd_auth_verify(conf->auth, token, len, (int64_t)time(NULL), out, why, whylen);
     switch (v) {
     case HD_AUTH_VERIFIED:
+        /* Revoked (POST /admin/revoke): refused like a bad token until the revocation expires. */
+        if (hd_auth_revoked(hd_identity_sub(*out), hd_identity_jti(*out))) {
+            hd_identity_unref(*out);
+            *out = NULL;
+            snprintf(why, whylen, "token revoked");
+            return HD_ETOKENREVOKED;
+        }
         return 0;
     case HD_AUTH_EXPIRED:
         return HD_ETOKENEXPIRED;
@@ -59,6 +66,7 @@ void hd_tp_respond_auth(hd_req_t *req, int status, const char *reason, int err)
     char body[384], hdr[160];
     const char *code = status == 403             ? "forbidden"
                        : err == HD_ETOKENEXPIRED ? "token_expired"
+                       : err == HD_ETOKENREVOKED ? "token_revoked"
                                                  : "unauthenticated";
     /* The reasons are static sentences or libjwt-free text of verify.c: no quotes to escape,
      * but be safe with anything that is not plain ASCII. */
@@ -71,8 +79,9 @@ void hd_tp_respond_auth(hd_req_t *req, int status, const char *reason, int err)
                        clean, code, status);
     if (status == 401)
         snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer realm=\"herald\"%s\r\n",
-                 err == HD_ETOKENEXPIRED || err == HD_EUNAUTHENTICATED ? ", error=\"invalid_token\""
-                                                                       : "");
+                 err == HD_ETOKENEXPIRED || err == HD_EUNAUTHENTICATED || err == HD_ETOKENREVOKED
+                     ? ", error=\"invalid_token\""
+                     : "");
     hd_http_respond(req, status, status == 401 ? hdr : NULL, "application/json", body, (size_t)len);
 }
 
@@ -290,4 +299,36 @@ int hd_tp_publish_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char 
     if (!cred->id && conf->publish_keys.n == 0 && hd_tp_peer_is_local(req))
         return 0; /* without a publish key, a local client is the backend, as with auth off */
     return hd_tp_authorize(req, cred, channel, len, HD_AUTH_PUBLISH);
+}
+
+/* ---- an operator's order (conn.h hd_kick_t; docs/auth.md "Revocation", "Disconnecting") ---- */
+
+const char *hd_tp_kick_code(const hd_kick_t *k)
+{
+    return hd_kick_is_revocation(k) ? "token_revoked" : "disconnected";
+}
+
+const char *hd_tp_kick_reason(const hd_kick_t *k)
+{
+    return hd_kick_is_revocation(k) ? "token revoked"
+                                    : "disconnected by the operator (POST /admin/disconnect)";
+}
+
+int hd_tp_kick_err(const hd_kick_t *k)
+{
+    return hd_kick_is_revocation(k) ? HD_ETOKENREVOKED : HD_EDISCONNECTED;
+}
+
+void hd_tp_kick_respond(hd_req_t *req, const hd_kick_t *k)
+{
+    hd_conn_log(HD_LOG_INFO, req->conn, "held request answered: %s", hd_tp_kick_reason(k));
+    if (hd_kick_is_revocation(k)) {
+        hd_tp_respond_auth(req, 401, hd_tp_kick_reason(k), HD_ETOKENREVOKED);
+        return;
+    }
+    char body[160];
+    int n =
+        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"code\":\"disconnected\",\"status\":409}",
+                 hd_tp_kick_reason(k));
+    hd_http_respond(req, 409, NULL, "application/json", body, (size_t)n);
 }

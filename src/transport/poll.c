@@ -290,6 +290,18 @@ static void lp_on_timeout(hd_deferred_t *d)
     lp_finish(lp, NULL, 0, 0);
 }
 
+/* An operator's order (docs/auth.md): a held poll of a revoked token is answered 401
+ * {"code":"token_revoked"}, one disconnected 409 {"code":"disconnected"}. */
+static int lp_on_kick(hd_deferred_t *d, const hd_kick_t *k)
+{
+    lp_t *lp = d->data;
+    if (k->kind == HD_KICK_CHANNEL &&
+        (strlen(lp->channel) != k->len || memcmp(lp->channel, k->key, k->len) != 0))
+        return 0;
+    hd_tp_kick_respond(lp_end(lp), k);
+    return 1;
+}
+
 static void lp_on_abort(hd_deferred_t *d)
 {
     lp_end(d->data);
@@ -355,6 +367,7 @@ static void on_longpoll(hd_req_t *req, void *arg)
     lp->d->data = lp;
     lp->d->on_abort = lp_on_abort;
     lp->d->on_timeout = lp_on_timeout;
+    lp->d->on_kick = lp_on_kick;
     HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], 1);
     lp->sub = hd_hub_subscribe(w, lp->channel, (size_t)n, has_since ? &epoch : NULL,
                                has_since ? &seq : NULL, &lp_sub_ops, lp);

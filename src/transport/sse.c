@@ -315,6 +315,34 @@ static void sse_on_shutdown(hd_conn_t *c)
     hd_conn_finish(c);
 }
 
+/* 1 when one of the stream's channels is key[0..len). */
+static int has_channel(const sse_t *s, const char *key, size_t len)
+{
+    for (uint32_t i = 0; i < s->n_subs; i++) {
+        const char *ch = s->subs[i] ? hd_sub_channel(s->subs[i]) : NULL;
+        if (ch && strlen(ch) == len && memcmp(ch, key, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* An operator's order (docs/auth.md): a last event, event: herald-revoked or
+ * herald-disconnected with data {"code":..,"error":..}, then the stream ends. */
+static int sse_on_kick(hd_conn_t *c, const hd_kick_t *k)
+{
+    sse_t *s = c->data;
+    if (k->kind == HD_KICK_CHANNEL && !has_channel(s, k->key, k->len))
+        return 0;
+    char text[256];
+    int n = snprintf(text, sizeof(text), "event: %s\ndata: {\"code\":\"%s\",\"error\":\"%s\"}\n\n",
+                     hd_kick_is_revocation(k) ? "herald-revoked" : "herald-disconnected",
+                     hd_tp_kick_code(k), hd_tp_kick_reason(k));
+    hd_conn_log(HD_LOG_INFO, c, "stream ended: %s", hd_tp_kick_reason(k));
+    hd_conn_send_copy(c, text, (size_t)n);
+    hd_conn_finish(c);
+    return 1;
+}
+
 static void sse_on_close(hd_conn_t *c)
 {
     sse_t *s = c->data;
@@ -329,6 +357,7 @@ static const hd_conn_ops_t sse_conn_ops = {
     .on_timeout = sse_on_timeout,
     .on_shutdown = sse_on_shutdown,
     .on_close = sse_on_close,
+    .on_kick = sse_on_kick,
 };
 
 /* ---- the request ---- */
@@ -338,6 +367,22 @@ static void sse_on_abort(hd_deferred_t *d)
     sse_t *s = d->data;
     HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
     free_sse(s);
+}
+
+/* The order came while the stream's subscriptions are on their way: answered as a refused
+ * request (401 token_revoked, 409 disconnected) instead of starting. */
+static int sse_on_deferred_kick(hd_deferred_t *d, const hd_kick_t *k)
+{
+    sse_t *s = d->data;
+    if (k->kind == HD_KICK_CHANNEL && !has_channel(s, k->key, k->len))
+        return 0;
+    hd_req_t *req = d->req;
+    s->d = NULL;
+    HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
+    free_sse(s);
+    hd_conn_set_identity(req->conn, NULL);
+    hd_tp_kick_respond(req, k);
+    return 1;
 }
 
 /* Collects ?channel= values, at most max of them. Returns the count, or -1 after a 400. */
@@ -439,6 +484,7 @@ static void on_sse(hd_req_t *req, void *arg)
     s->d = hd_http_defer(req);
     s->d->data = s;
     s->d->on_abort = sse_on_abort;
+    s->d->on_kick = sse_on_deferred_kick;
     HD_HUB_STAT_ADD(w, transport_conns[HD_TP_SSE], 1);
     s->n_subs = (uint32_t)n;
     s->subs = hd_calloc((size_t)n, sizeof(*s->subs));

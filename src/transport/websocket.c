@@ -154,6 +154,24 @@ static void on_abort(hd_deferred_t *d)
     hd_ws_gone(ws);
 }
 
+/* /ws/{channel}: the order came before the subscription was live; the handshake is answered
+ * as a refused request (401 token_revoked, 409 disconnected). */
+static int on_deferred_kick(hd_deferred_t *d, const hd_kick_t *k)
+{
+    ws_t *ws = d->data;
+    ws_public_t *pub = hd_ws_pub(ws);
+    if (k->kind == HD_KICK_CHANNEL && !hd_ws_sub_find(ws, k->key, k->len))
+        return 0;
+    hd_req_t *req = d->req;
+    hd_ws_enter(ws);
+    pub->d = NULL;
+    hd_ws_gone(ws);
+    hd_conn_set_identity(req->conn, NULL); /* the connection goes on as plain HTTP */
+    hd_tp_kick_respond(req, k);
+    hd_ws_leave(ws);
+    return 1;
+}
+
 static void on_ws(hd_req_t *req, void *arg)
 {
     (void)arg;
@@ -218,6 +236,7 @@ static void on_ws(hd_req_t *req, void *arg)
     pub->d = hd_http_defer(req);
     pub->d->data = ws;
     pub->d->on_abort = on_abort;
+    pub->d->on_kick = on_deferred_kick;
     e->sub = hd_hub_subscribe(pub->w, name, (size_t)n, has_since ? &epoch : NULL,
                               has_since ? &seq : NULL,
                               mode == WS_MODE_RAW ? &raw_sub_ops : &envelope_sub_ops, e);

@@ -288,6 +288,7 @@ static const hd_conn_ops_t ws_conn_ops = {
     .on_drain = ws_on_drain,
     .on_shutdown = ws_on_shutdown,
     .on_close = ws_on_close,
+    .on_kick = hd_ws_on_kick,
 };
 
 ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_handshake_t *hs)

@@ -6,7 +6,8 @@
  * asked of the revocation check (hd_auth_revoked), must name the same sub, and then becomes the
  * connection's identity: the expiry and the next refresh notice move to its exp (the
  * connection's one timer, ws_conn.c), and its grants apply from now on to every subscription.
- * Nothing here runs per delivered message.
+ * Nothing here runs per delivered message. Also how a live connection ends on an operator's
+ * order (hd_ws_on_kick: a revocation closes with 4002, a disconnect with 4009).
  */
 #include "websocket.h"
 
@@ -63,16 +64,11 @@ int hd_ws_refresh(ws_t *ws, const char *token, size_t len, const char **code, ch
         return WS_REFRESH_REFUSED;
     }
     int err = hd_tp_verify_token(hd_ws_conf(ws), token, len, &id, why, whylen);
-    if (err) {
-        *code = err == HD_ETOKENEXPIRED ? "token_expired" : "unauthenticated";
+    if (err) { /* hd_tp_verify_token asks the revoked set too */
+        *code = err == HD_ETOKENEXPIRED   ? "token_expired"
+                : err == HD_ETOKENREVOKED ? "token_revoked"
+                                          : "unauthenticated";
         hd_conn_log(HD_LOG_INFO, pub->conn, "refresh refused: %s", why);
-        return WS_REFRESH_REFUSED;
-    }
-    if (hd_auth_revoked(hd_identity_sub(id), hd_identity_jti(id))) {
-        hd_identity_unref(id);
-        *code = "token_revoked";
-        snprintf(why, whylen, "token revoked");
-        hd_conn_log(HD_LOG_INFO, pub->conn, "refresh refused: token revoked");
         return WS_REFRESH_REFUSED;
     }
     if (!same_sub(hd_identity_sub(old), hd_identity_sub(id))) {
@@ -98,4 +94,15 @@ void hd_ws_emit_refreshed(ws_t *ws, json_t *ref)
     if (ref)
         json_object_set(o, "ref", ref);
     hd_ws_emit_json(ws, o);
+}
+
+int hd_ws_on_kick(hd_conn_t *c, const hd_kick_t *k)
+{
+    ws_t *ws = c->data;
+    if (!hd_ws_is_open(ws) || (k->kind == HD_KICK_CHANNEL && !hd_ws_sub_find(ws, k->key, k->len)))
+        return 0;
+    hd_ws_enter(ws);
+    hd_ws_close(ws, hd_err_ws_close(hd_tp_kick_err(k)), hd_tp_kick_reason(k));
+    hd_ws_leave(ws);
+    return 1;
 }

@@ -25,6 +25,11 @@ import redis_support as rs  # noqa: E402
 from herald_harness import Client, SseStream, publish, wait_for  # noqa: E402
 
 try:
+    import jwt  # Debian python3-jwt
+except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
+    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+
+try:
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError as e:  # a tool scripts/deps.sh test installs: its absence fails
     text_string_to_metric_families = None
@@ -494,6 +499,33 @@ class TestClientAddresses(MetricsTestCase):
             'herald_tickets_total{result="used"}': 1,
             'herald_tickets_total{result="refused_invalid"}': 2,
             'herald_tickets_total{result="refused_full"}': 1})
+
+
+    @drives("herald_revocations", 'herald_connections_ended_total{reason="revoked"}',
+            'herald_connections_ended_total{reason="disconnected"}')
+    def test_revocations_and_disconnects(self):
+        h = self.start_herald(conf={"auth_jwt_secret": "m" * 40,
+                                    "channel_rule": "public:* subscribe=any"}, workers=2)
+        self.assertSeries(h.port, {"herald_revocations": 0,
+                                   'herald_connections_ended_total{reason="revoked"}': 0,
+                                   'herald_connections_ended_total{reason="disconnected"}': 0})
+        tok = jwt.encode({"sub": "m1", "exp": int(time.time()) + 600}, "m" * 40,
+                         algorithm="HS256")
+        streams = [hh.SseStream(h.port, "/sse/public:m?token=" + tok) for _ in range(2)]
+        streams += [hh.SseStream(h.port, "/sse/public:m") for _ in range(3)]
+        for s in streams:
+            self.addCleanup(s.close)
+            self.assertEqual(s.status, 200)
+
+        def order(path, body):
+            st, _, data = hh.request(h.port, "POST", path, json.dumps(body))
+            self.assertEqual(st, 200, data)
+        order("/admin/revoke", {"sub": "m1", "expires_in": 600})
+        order("/admin/revoke", {"jti": "never-used", "expires_in": 600})
+        self.assertSeries(h.port, {"herald_revocations": 2,
+                                   'herald_connections_ended_total{reason="revoked"}': 2})
+        order("/admin/disconnect", {"channel": "public:m"})
+        self.assertSeries(h.port, {'herald_connections_ended_total{reason="disconnected"}': 3})
 
 
 class TestEverySeriesDriven(MetricsTestCase):

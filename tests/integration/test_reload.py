@@ -738,6 +738,40 @@ class TestReload(hh.HeraldTestCase):
                 self.assertEqual(hh.request(h.port, "GET", "/poll/t?ticket=" + doc["ticket"])[0],
                                  200)
 
+    # ---- revocation (docs/auth.md, "Revocation"): read at each POST /admin/revoke ----
+
+    def revoke(self, h, body):
+        st, _, data = hh.request(h.port, "POST", "/admin/revoke", json.dumps(body),
+                                 headers={"Content-Type": "application/json"})
+        return st, json.loads(data)
+
+    @case("revocation_ttl", "1h", "10s")
+    def check_revocation_ttl(self, h, value):
+        st, body = self.revoke(h, {"sub": "reload-ttl-" + value})
+        self.assertEqual(st, 200, body)
+        self.assertIn(body["expires_in"], (3600, 3601) if value == "1h" else (10, 11), body)
+
+    @case("revocation_max_ttl", "720h", "1h")
+    def check_revocation_max_ttl(self, h, value):
+        st, body = self.revoke(h, {"sub": "reload-max-" + value, "expires_in": 7200})
+        if value == "1h":
+            self.assertEqual(st, 400, body)
+            self.assertIn("revocation_max_ttl", body["error"])
+        else:
+            self.assertEqual(st, 200, body)
+
+    @case("max_revocations", "100000", "1")
+    def check_max_revocations(self, h, value):
+        # A new sub: taken under the default, refused once the cap is 1 (earlier cases left
+        # revocations in the set).
+        st, body = self.revoke(h, {"sub": "reload-cap-%s-%f" % (value, time.time()),
+                                   "expires_in": 60})
+        if value == "1":
+            self.assertEqual(st, 507, body)
+            self.assertIn("max_revocations", body["error"])
+        else:
+            self.assertEqual(st, 200, body)
+
     # ---- the table ----
 
     def test_every_reload_directive_has_a_case(self):

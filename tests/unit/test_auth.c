@@ -892,6 +892,80 @@ static void test_conf_errors(void)
     hd_conf_unref(c);
 }
 
+/* The revoked set: add, extend, expiry, the cap, the process's set behind hd_auth_revoked. */
+static void test_revset(void)
+{
+    hd_revset_t *s = hd_revset_new();
+    int64_t now = 1000000;
+    T_EQ_INT(hd_revset_has(s, "42", NULL, now), 0);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "42", 2, now + 5000, now, 3), 1);
+    T_EQ_INT(hd_revset_has(s, "42", NULL, now), 1);
+    T_EQ_INT(hd_revset_has(s, "4", NULL, now), 0);
+    T_EQ_INT(hd_revset_has(s, "420", NULL, now), 0);
+    T_EQ_INT(hd_revset_has(s, NULL, "42", now), 0); /* a jti of the same text is another key */
+    T_EQ_INT(hd_revset_has(s, "7", "42", now), 0);
+    /* Again: not new; a later expiry extends it, an earlier one does not shorten it. */
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "42", 2, now + 9000, now, 3), 0);
+    T_EQ_INT(hd_revset_until(s, HD_REVOKE_SUB, "42", 2, now), now + 9000);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "42", 2, now + 1000, now, 3), 0);
+    T_EQ_INT(hd_revset_until(s, HD_REVOKE_SUB, "42", 2, now), now + 9000);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_JTI, "t-1", 3, now + 2000, now, 3), 1);
+    T_EQ_INT(hd_revset_has(s, "someone", "t-1", now), 1);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_JTI, "t-2", 3, now + 3000, now, 3), 1);
+    T_EQ_INT(hd_revset_count(s, now), 3);
+    /* Full: a new key is refused, a key already there is still extended. */
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "43", 2, now + 5000, now, 3), -1);
+    T_EQ_INT(hd_revset_has(s, "43", NULL, now), 0);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_JTI, "t-2", 3, now + 4000, now, 3), 0);
+    /* Bad arguments. */
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "", 0, now + 5000, now, 10), -1);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "x", 1, now, now, 10), -1);
+    T_EQ_INT(hd_revset_add(s, 9, "x", 1, now + 1, now, 10), -1);
+    char big[HD_AUTH_MAX_SUB + 2];
+    memset(big, 'a', sizeof(big));
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, big, HD_AUTH_MAX_SUB + 1, now + 1, now, 10), -1);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, big, HD_AUTH_MAX_SUB, now + 1, now, 10), 1);
+    /* Expiry: each entry stops counting at its until; the full set makes room. */
+    T_EQ_INT(hd_revset_has(s, NULL, "t-1", now + 1999), 1);
+    T_EQ_INT(hd_revset_has(s, NULL, "t-1", now + 2000), 0);
+    T_EQ_INT(hd_revset_count(s, now + 2000), 2); /* "42" and t-2 (the long one expired at +1) */
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "43", 2, now + 5000, now + 2000, 3), 1);
+    T_EQ_INT(hd_revset_has(s, "42", NULL, now + 8999), 1);
+    T_EQ_INT(hd_revset_has(s, "42", NULL, now + 9000), 0);
+    T_EQ_INT(hd_revset_until(s, HD_REVOKE_SUB, "42", 2, now + 9000), 0);
+    /* Expired then revoked again: new again (its live connections end again). */
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "42", 2, now + 20000, now + 9000, 3), 1);
+    T_EQ_INT(hd_revset_count(s, now + 100000), 0);
+    /* Many keys: all found, all gone after their time (the map and heap shrink back). */
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(key, sizeof(key), "user-%d", i);
+        T_EQ_INT(
+            hd_revset_add(s, HD_REVOKE_SUB, key, (size_t)n, now + 200000 + i, now + 100000, 5000),
+            1);
+    }
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "one-more", 8, now + 300000, now + 100000, 5000), -1);
+    T_EQ_INT(hd_revset_has(s, "user-4999", NULL, now + 100000), 1);
+    /* until is the first moment it no longer holds: user-0..user-2500 are gone at +2500 */
+    T_EQ_INT(hd_revset_count(s, now + 200000 + 2500), 2499);
+    T_EQ_INT(hd_revset_has(s, "user-2500", NULL, now + 200000 + 2500), 0);
+    T_EQ_INT(hd_revset_has(s, "user-2501", NULL, now + 200000 + 2500), 1);
+    /* The process's set: none installed answers 0; installed, hd_auth_revoked reads the clock. */
+    T_EQ_INT(hd_auth_revoked("user-4999", NULL), 0);
+    hd_auth_revocations_set(s);
+    T_TRUE(hd_auth_revocations() == s);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    T_EQ_INT(hd_auth_revoked("live", NULL), 0);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "live", 4, wall + 60000, wall, 10000), 1);
+    T_EQ_INT(hd_auth_revoked("live", NULL), 1);
+    T_EQ_INT(hd_auth_revoked(NULL, NULL), 0);
+    hd_auth_revocations_set(NULL);
+    hd_revset_free(s);
+    hd_revset_free(NULL);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/herald-test-auth-XXXXXX");
@@ -909,6 +983,7 @@ int main(void)
     T_RUN(test_rule_parse);
     T_RUN(test_rules);
     T_RUN(test_conf_errors);
+    T_RUN(test_revset);
     rmdir(tmpdir);
     T_DONE();
 }
