@@ -25,6 +25,9 @@
 --                           keys expire (+inf: never). The channel budget (max_channels) counts
 --                           the members with a score in the future; expired ones are removed a
 --                           few at a time by the publishes.
+--   P revoked       zset    live revocations (POST /admin/revoke): member "s:<sub>" or
+--                           "j:<jti>", score the unix ms it ends; the key expires with the
+--                           last of them. Expired members leave at the next revocation.
 --   P idem:<channel>/<key>  string  the id a publish with that idempotency key got, for
 --                           idempotency_window_ms: a publish with the same key on the same
 --                           channel within the window returns this id and publishes nothing.
@@ -51,6 +54,10 @@
 --     At most <limit> (1..READ_MAX_MSGS) messages and about READ_MAX_BYTES of payload: hist
 --     returns the oldest after since (the caller continues from the last), sub the newest (and
 --     gap = 1 when older ones after since were left out).
+--   FCALL herald_revoke 2 P revoked P ctl <member> <until ms> <now ms> <max> <announcement>
+--     -> the number of nodes the announcement reached (PUBLISH P ctl). Refused with an error
+--     "REVOCATIONS ..." when <max> live revocations are held and <member> is not one of them; a
+--     member already there keeps the later of its two ends.
 --   FCALL herald_init 1 P conf <history_size> <history_ttl_ms> <history_max_bytes>
 --                              <max_message_bytes> [<idempotency_window_ms> <max_channels>]
 --                                                   -> {previous values, "<epoch>-<seq>"}
@@ -582,7 +589,27 @@ local function herald_init(keys, args)
     return out
 end
 
+-- An operator's revocation, stored and announced in one atomic call: every node subscribed to
+-- P ctl hears it, and a node that connects later reads the live members of P revoked.
+local function herald_revoke(keys, args)
+    local member, untilms, now, max = args[1], tonumber(args[2]), tonumber(args[3]),
+        tonumber(args[4])
+    if not untilms or not now or not max or #args ~= 5 or #keys ~= 2 then
+        fail('herald_revoke: expected member, until, now, max, announcement')
+    end
+    redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', int(now))
+    if not redis.call('ZSCORE', keys[1], member) and redis.call('ZCARD', keys[1]) >= max then
+        return redis.error_reply('REVOCATIONS ' .. int(max) ..
+                                 ' live revocations held (max_revocations)')
+    end
+    redis.call('ZADD', keys[1], 'GT', int(untilms), member)
+    local last = redis.call('ZRANGE', keys[1], -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', keys[1], int(tonumber(last[2]) + 1000))
+    return redis.call('PUBLISH', keys[2], args[5])
+end
+
 redis.register_function('herald_publish', herald_publish)
+redis.register_function('herald_revoke', herald_revoke)
 redis.register_function('herald_publish_batch', herald_publish_batch)
 -- Reads only free memory (trimming) or write a few bytes (a new epoch, the settings): they keep
 -- serving subscribers and polls when Redis is out of memory, where publishing is refused.

@@ -16,6 +16,7 @@
  *         <--reply, delivery---         |                     messages a call), herald_read
  *                                       +------sub conn--> SUBSCRIBE P msg:<channel> (channels
  *                                       |                  with local subscribers) + heartbeat
+ *                                       |                  + P ctl (operators' orders)
  *                                       +------hb conn---> PUBLISH P hb:<node> (the heartbeat)
  *
  * Bounds. A publish goes to Redis in calls of PUBLISH_CALL_MAX_MSGS messages, one after the
@@ -49,11 +50,19 @@
  */
 #include "redis_bridge.h"
 
+/* Connected (again): channels subscribed again and caught up, the live revocations read. */
+static void on_up(redis_broker_t *b)
+{
+    hd_redis_on_up(b);
+    hd_redis_load_revoked(b);
+}
+
 static const hd_redis_events_t bridge_events = {
     .on_reply = hd_redis_on_reply,
     .on_message = hd_redis_on_message,
     .on_subscription = hd_redis_on_subscription,
-    .on_up = hd_redis_on_up,
+    .on_control = hd_redis_on_control,
+    .on_up = on_up,
     .on_down = hd_redis_on_down,
     .sweep = hd_redis_sweep,
 };

@@ -202,6 +202,12 @@ void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     case OP_CATCHUP:
         hd_redis_catchup_reply(b, op, rep, rep != NULL); /* NULL: stale (conn_lost ran) */
         break;
+    case OP_CONTROL:
+        hd_redis_control_reply(b, op, rep);
+        break;
+    case OP_REVOKED_LOAD:
+        hd_redis_revoked_reply(b, op, rep);
+        break;
     default:
         read_reply(b, op, rep);
         break;

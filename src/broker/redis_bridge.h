@@ -9,6 +9,8 @@
  *                    reads turned into replies, pub/sub messages and subscription confirmations
  *   redis_request.c  requests from workers: publishes in bounded parts and held in order,
  *                    subscribes, unsubscribes, history and info reads, barriers
+ *   redis_control.c  operators' orders (revoke, disconnect): stored in and announced through
+ *                    Redis, heard from every node, the live revocations loaded at connect
  *   redis_queue.c    the ordered delivery queue, channels released, catching up after a
  *                    reconnect (paced, given up past redis_max_pending), the connections up/down
  *   redis_chan.c     channels (find, create, free, SUBSCRIBE/UNSUBSCRIBE, herald_read) and the
@@ -54,7 +56,17 @@ enum { ST_DOWN = HD_BROKER_DOWN, ST_CONNECTING = HD_BROKER_CONNECTING, ST_UP = H
 /* A channel's subscription on the subscriber connection: the state of the last command sent. */
 enum { RS_NONE = 0, RS_SUBSCRIBING, RS_SUBSCRIBED, RS_UNSUBSCRIBING };
 
-enum { OP_INIT = 1, OP_HB, OP_PUBLISH, OP_SUB_READ, OP_CATCHUP, OP_HISTORY, OP_INFO };
+enum {
+    OP_INIT = 1,
+    OP_HB,
+    OP_PUBLISH,
+    OP_SUB_READ,
+    OP_CATCHUP,
+    OP_HISTORY,
+    OP_INFO,
+    OP_CONTROL,      /* an operator's order: FCALL herald_revoke, or PUBLISH P ctl */
+    OP_REVOKED_LOAD, /* the live revocations, read at each connect */
+};
 
 typedef struct redis_broker_s redis_broker_t;
 typedef struct op_s op_t;
@@ -138,7 +150,8 @@ struct redis_broker_s {
     char prefix[72];
     size_t prefix_len;
     char hb_channel[KEY_MAX];
-    char client_name[3][96]; /* CLIENT SETNAME: herald:<host>:<pid>:cmd|sub|hb */
+    char ctl_channel[KEY_MAX]; /* P ctl: operators' orders, every node subscribes */
+    char client_name[3][96];   /* CLIENT SETNAME: herald:<host>:<pid>:cmd|sub|hb */
     uint64_t timeout_ms, tick_ms, hb_interval_ms;
     /* for herald_init: history_size, ttl_ms, max_bytes, max_message_bytes, idempotency_window_ms,
      * max_channels */
@@ -256,6 +269,8 @@ struct hd_redis_events_s {
     void (*on_up)(redis_broker_t *b);
     /* The connections are gone: fail what waits, keep what deliveries can follow. */
     void (*on_down)(redis_broker_t *b);
+    /* A message of P ctl: an operator's order announced by a node (redis_control.c). */
+    void (*on_control)(redis_broker_t *b, const char *data, size_t len);
     /* Releases every channel left with nothing to do (after the queue was dropped); runs on the
      * loop pass after hd_redis_sweep_later. */
     void (*sweep)(redis_broker_t *b);
@@ -301,6 +316,18 @@ void hd_redis_catchup_reply(redis_broker_t *b, op_t *op, const redisReply *rep, 
 void hd_redis_on_up(redis_broker_t *b);
 void hd_redis_on_down(redis_broker_t *b);
 void hd_redis_sweep(redis_broker_t *b);
+
+/* ---- redis_control.c: operators' orders across the cluster ---- */
+
+/* HD_BREQ_CONTROL: a revocation (FCALL herald_revoke) or a disconnect (PUBLISH P ctl). */
+void hd_redis_send_control(redis_broker_t *b, hd_breq_t *r);
+/* Its answer (NULL: never came). */
+void hd_redis_control_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
+/* An order announced on P ctl (hd_redis_events_t.on_control). */
+void hd_redis_on_control(redis_broker_t *b, const char *data, size_t len);
+/* Reads the live revocations from Redis into the node's set (each connect), and its answer. */
+void hd_redis_load_revoked(redis_broker_t *b);
+void hd_redis_revoked_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
 
 /* ---- redis_request.c: requests from workers ---- */
 

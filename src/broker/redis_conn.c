@@ -14,7 +14,7 @@
  * Set-up, pipelined on connect:
  *   cmd: [AUTH] CLIENT SETNAME herald:<host>:<pid>:cmd, SELECT db, FUNCTION LOAD REPLACE
  *        <herald.lua>, FCALL herald_init (settings; returns the epoch)
- *   sub: [AUTH] CLIENT SETNAME ...:sub, SUBSCRIBE P hb:<node id>
+ *   sub: [AUTH] CLIENT SETNAME ...:sub, SUBSCRIBE P ctl P hb:<node id>
  *   hb:  [AUTH] CLIENT SETNAME ...:hb
  * When all are answered the bridge is up (events->on_up).
  *
@@ -273,6 +273,11 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         b->sub.n_out -= b->sub.n_out > 0;
         b->sub.progress_ms = hd_redis_now_ms(b);
     }
+    if (len == strlen(b->ctl_channel) && memcmp(name, b->ctl_channel, len) == 0) {
+        if (is_message && rep->element[2]->type == REDIS_REPLY_STRING)
+            b->events->on_control(b, rep->element[2]->str, rep->element[2]->len);
+        return;
+    }
     if (len == strlen(b->hb_channel) && memcmp(name, b->hb_channel, len) == 0) {
         if (is_message) {
             b->hb_rx_ms = hd_redis_now_ms(b);
@@ -409,14 +414,16 @@ void hd_redis_conn_start(redis_broker_t *b)
     send_auth(b, &b->hb);
     const char *name_hb[] = {"CLIENT", "SETNAME", b->client_name[2]};
     send_init(b, &b->hb, "CLIENT SETNAME", 3, name_hb);
-    const char *argv[2] = {"SUBSCRIBE", b->hb_channel};
-    size_t lens[2] = {9, strlen(b->hb_channel)};
+    /* The control channel first: its confirmation comes before the heartbeat's, which makes
+     * the connection ready, so a node is up only once it hears operators' orders. */
+    const char *argv[3] = {"SUBSCRIBE", b->ctl_channel, b->hb_channel};
+    size_t lens[3] = {9, strlen(b->ctl_channel), strlen(b->hb_channel)};
     if (!b->sub.ac ||
-        redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 2, argv, lens) != REDIS_OK) {
+        redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 3, argv, lens) != REDIS_OK) {
         hd_redis_conn_lost(b, "cannot subscribe");
         return;
     }
-    b->sub.n_out++;
+    b->sub.n_out += 2; /* one confirmation per channel */
 }
 
 static void on_retry(uv_timer_t *t)
@@ -553,6 +560,7 @@ void hd_redis_conn_init(redis_broker_t *b, const hd_redis_events_t *events)
     char node[24];
     snprintf(node, sizeof(node), "%016llx", (unsigned long long)id);
     hd_redis_key(b, b->hb_channel, "hb:", node, strlen(node));
+    hd_redis_key(b, b->ctl_channel, "ctl", "", 0);
     char host[64] = "";
     size_t host_len = sizeof(host);
     if (uv_os_gethostname(host, &host_len) != 0)

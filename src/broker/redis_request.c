@@ -194,6 +194,9 @@ void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
     case HD_BREQ_BARRIER:
         do_barrier(b, r);
         break;
+    case HD_BREQ_CONTROL:
+        hd_redis_send_control(b, r);
+        break;
     default:
         hd_redis_fail_now(r, HD_EBADREQ);
     }

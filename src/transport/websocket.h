@@ -184,9 +184,6 @@ int hd_ws_refresh(ws_t *ws, const char *token, size_t len, const char **code, ch
                   size_t whylen);
 /* {"type":"refreshed","exp":N,"sub":..} (ref echoed when not NULL) after WS_REFRESHED. */
 void hd_ws_emit_refreshed(ws_t *ws, json_t *ref);
-/* The connection's hd_conn_ops_t.on_kick (conn.h): an operator's order closes a connection of
- * the revoked identity with 4002, one disconnected (by sub, or on the channel) with 4009. */
-int hd_ws_on_kick(hd_conn_t *c, const hd_kick_t *k);
 
 /* ---- protocols ---- */
 

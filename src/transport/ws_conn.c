@@ -267,6 +267,19 @@ static void ws_on_drain(hd_conn_t *c)
     hd_ws_leave(ws);
 }
 
+/* An operator's order (conn.h hd_kick_t; docs/auth.md): a connection of the revoked identity
+ * closes with 4002, one disconnected (by sub, or on the channel) with 4009. */
+static int ws_on_kick(hd_conn_t *c, const hd_kick_t *k)
+{
+    ws_t *ws = c->data;
+    if (!hd_ws_is_open(ws) || (k->kind == HD_KICK_CHANNEL && !hd_ws_sub_find(ws, k->key, k->len)))
+        return 0;
+    hd_ws_enter(ws);
+    hd_ws_close(ws, hd_err_ws_close(hd_tp_kick_err(k)), hd_tp_kick_reason(k));
+    hd_ws_leave(ws);
+    return 1;
+}
+
 static void ws_on_shutdown(hd_conn_t *c)
 {
     ws_t *ws = c->data;
@@ -288,7 +301,7 @@ static const hd_conn_ops_t ws_conn_ops = {
     .on_drain = ws_on_drain,
     .on_shutdown = ws_on_shutdown,
     .on_close = ws_on_close,
-    .on_kick = hd_ws_on_kick,
+    .on_kick = ws_on_kick,
 };
 
 ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_handshake_t *hs)

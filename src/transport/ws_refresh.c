@@ -6,8 +6,7 @@
  * asked of the revocation check (hd_auth_revoked), must name the same sub, and then becomes the
  * connection's identity: the expiry and the next refresh notice move to its exp (the
  * connection's one timer, ws_conn.c), and its grants apply from now on to every subscription.
- * Nothing here runs per delivered message. Also how a live connection ends on an operator's
- * order (hd_ws_on_kick: a revocation closes with 4002, a disconnect with 4009).
+ * Nothing here runs per delivered message.
  */
 #include "websocket.h"
 
@@ -94,15 +93,4 @@ void hd_ws_emit_refreshed(ws_t *ws, json_t *ref)
     if (ref)
         json_object_set(o, "ref", ref);
     hd_ws_emit_json(ws, o);
-}
-
-int hd_ws_on_kick(hd_conn_t *c, const hd_kick_t *k)
-{
-    ws_t *ws = c->data;
-    if (!hd_ws_is_open(ws) || (k->kind == HD_KICK_CHANNEL && !hd_ws_sub_find(ws, k->key, k->len)))
-        return 0;
-    hd_ws_enter(ws);
-    hd_ws_close(ws, hd_err_ws_close(hd_tp_kick_err(k)), hd_tp_kick_reason(k));
-    hd_ws_leave(ws);
-    return 1;
 }

@@ -434,5 +434,121 @@ class RevokeOneNode(RevokeMixin, hh.HeraldTestCase):
         self.assertServed(self.port)
 
 
+class RevokeRedis(RevokeMixin, hh.HeraldTestCase):
+    """Nodes sharing a real redis-server: orders taken by one node reach every node."""
+
+    def setUp(self):
+        self.redis = rs.start_redis(self)
+
+    def node(self, **extra):
+        return self.start_herald(conf_raw=conf_text(extra), workers=2,
+                                 overrides=["redis unix://" + self.redis.sock,
+                                            "redis_timeout 2s"])
+
+    def test_revoke_on_two_nodes_and_a_third_started_later(self):
+        a, b = self.node(), self.node()
+        hh.require_websocket(a.port, "/ws")
+        tok = mint(sub="gina", jti="g-1")
+        other = mint(sub="hank", jti="h-1")
+        mine = self.transports(a.port, tok, "private:x1") + self.transports(b.port, tok,
+                                                                             "private:x1")
+        theirs = [WsPeer(a.port, "/ws?token=" + other, channel="private:x1"),
+                  SsePeer(b.port, "/sse/private:x1?token=" + other)]
+        start(mine + theirs, self)
+        t0 = time.monotonic()
+        st, body, _ = admin(a.port, "/admin/revoke", {"sub": "gina", "expires_in": 6})
+        self.assertEqual(st, 200, body)
+        self.assertEqual((body["revoked"], body["nodes"]), ({"sub": "gina"}, 2))
+        self.assertEndedBy(mine, "revoked", t0)
+        self.assertAlive(theirs)
+        # Both nodes refuse the token; the set lives in Redis with its expiry.
+        self.assertRefused(a.port, tok)
+        self.assertRefused(b.port, tok)
+        members = self.redis.cli("ZRANGE", "herald:revoked", "0", "-1").split()
+        self.assertEqual(members, ["s:gina"])
+        self.assertGreater(int(self.redis.cli("PTTL", "herald:revoked")), 0)
+        # A node started after the revocation loads it and refuses the token too.
+        c = self.node()
+        self.assertRefused(c.port, tok)
+        self.assertAccepted(c.port, other)
+        for n in (a, b, c):
+            self.assertEqual(stats_of(n.port)["revocations"], 1)
+        # Expired: every node lets it in again.
+        for n in (a, b, c):
+            hh.wait_for(lambda: self._sse_status(n.port, tok) == 200, timeout=10, interval=0.2,
+                        what="the revocation expiring on port %d" % n.port)
+
+    def _sse_status(self, port, tok):
+        s = SseStream(port, "/sse/private:r?token=" + tok)
+        s.close()
+        return s.status
+
+    def test_revoke_jti_and_refresh_across_nodes(self):
+        a, b = self.node(), self.node()
+        tok, fresh = mint(sub="ivy", jti="i-1"), mint(sub="ivy", jti="i-2")
+        on_b = [WsPeer(b.port, "/ws/private:x2?token=" + tok),
+                SsePeer(b.port, "/sse/private:x2?token=" + tok),
+                LpPeer(b.port, "/lp/private:x2?timeout=60&token=" + tok)]
+        keep = [SsePeer(a.port, "/sse/private:x2?token=" + fresh)]
+        start(on_b + keep, self)
+        t0 = time.monotonic()
+        st, body, _ = admin(a.port, "/admin/revoke", {"jti": "i-1", "expires_in": 60})
+        self.assertEqual(st, 200, body)
+        self.assertEndedBy(on_b, "revoked", t0)
+        self.assertAlive(keep)
+        # A refresh on node b to a token revoked on node a is refused; the connection stays.
+        st, body, _ = admin(a.port, "/admin/revoke", {"jti": "i-3", "expires_in": 60})
+        self.assertEqual(st, 200, body)
+        revoked_fresh = mint(sub="ivy", jti="i-3")
+
+        async def go():
+            async with hh.ws_connect(b.port, "/ws?token=" + fresh) as ws:
+                await ws.send(json.dumps({"op": "refresh", "token": revoked_fresh}))
+                m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual((m["type"], m["code"]), ("error", "token_revoked"), m)
+                await ws.send(json.dumps({"op": "subscribe", "channel": "private:x2"}))
+                m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual(m["type"], "subscribed", m)
+
+        asyncio.run(asyncio.wait_for(go(), 30))
+
+    def test_disconnect_on_two_nodes(self):
+        a, b = self.node(), self.node()
+        tok = mint(sub="jack", jti="j-1")
+        mine = self.transports(a.port, tok, "private:y1") + self.transports(b.port, tok,
+                                                                             "private:y1")
+        start(mine, self)
+        t0 = time.monotonic()
+        st, body, _ = admin(b.port, "/admin/disconnect", {"sub": "jack"})
+        self.assertEqual((st, body), (200, {"disconnected": {"sub": "jack"}, "nodes": 2}))
+        self.assertEndedBy(mine, "disconnected", t0)
+        self.assertAccepted(a.port, tok, "private:y1")
+        on = [WsPeer(a.port, "/ws/public:y2"), SsePeer(b.port, "/sse/public:y2"),
+              LpPeer(a.port, "/lp/public:y2?timeout=60"), LpPeer(b.port, "/lp/public:y2?timeout=60"),
+              WsPeer(b.port, "/ws", channel="public:y2", auth="")]
+        off = [SsePeer(a.port, "/sse/public:y3"), WsPeer(b.port, "/ws/public:y3")]
+        start(on + off, self)
+        t0 = time.monotonic()
+        st, body, _ = admin(a.port, "/admin/disconnect", {"channel": "public:y2"})
+        self.assertEqual((st, body), (200, {"disconnected": {"channel": "public:y2"}, "nodes": 2}))
+        self.assertEndedBy(on, "disconnected", t0)
+        self.assertAlive(off)
+
+    def test_cap_across_the_cluster(self):
+        a, b = self.node(max_revocations="3"), self.node(max_revocations="3")
+        for port, sub in ((a.port, "k1"), (b.port, "k2"), (a.port, "k3")):
+            st, body, _ = admin(port, "/admin/revoke", {"sub": sub, "expires_in": 60})
+            self.assertEqual(st, 200, body)
+        for port in (a.port, b.port):
+            st, body, _ = admin(port, "/admin/revoke", {"sub": "k4", "expires_in": 60})
+            self.assertEqual(st, 507, body)
+            self.assertIn("max_revocations", body["error"])
+            st, body, _ = admin(port, "/admin/revoke", {"sub": "k2", "expires_in": 90})
+            self.assertEqual(st, 200, body)  # one held is extended
+        self.assertEqual(int(self.redis.cli("ZCARD", "herald:revoked")), 3)
+        for n in (a, b):
+            hh.wait_for(lambda: stats_of(n.port)["revocations"] == 3, what="3 on every node")
+
+
 if __name__ == "__main__":
     hh.main()

@@ -38,6 +38,9 @@ static const err_row_t rows[] = {
     {HD_EIPRATE, 429, 1013, "connecting too often (connect_rate_per_ip)"},
     {HD_EPUBRATE, 429, 1008, "publishing too often (client_publish_rate)"},
     {HD_ETICKETS, 503, 1013, "too many tickets waiting to be used (auth_max_tickets)"},
+    {HD_ETOKENREVOKED, 401, 4002, "token revoked"},
+    {HD_EDISCONNECTED, 409, 4009, "disconnected by the operator"},
+    {HD_EREVOCATIONS, 507, 1013, "revocation limit reached (max_revocations)"},
 };
 
 static void test_error_table(void)
