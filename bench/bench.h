@@ -9,8 +9,8 @@
  *   conn.c      one client TCP connection: source address, TLS over memory BIOs, writes
  *   sub.c       subscribers (ws, sse, long poll, poll, raw) and the client processes that run them
  *   pub.c       HTTP publishers scheduled by intended time
- *   fanout.c idle.c connect.c publish.c floor.c   one scenario each (fanout.c also runs notify
- *               and chat: the same subscribers, with other defaults or publishing from the kids)
+ *   fanout.c idle.c connect.c publish.c floor.c kick.c   one scenario each (fanout.c also runs
+ * notify and chat: the same subscribers, with other defaults or publishing from the kids)
  *
  * Process layout: the parent publishes and measures; subscribers live in forked client processes
  * (at most --per-proc sockets each, so no process exceeds its open-file limit). Parent and
@@ -105,7 +105,7 @@ typedef struct target_s {
 #define MAX_PIDS    8
 
 /* Scenarios, in main.c's table order. */
-enum { SC_FANOUT = 0, SC_IDLE, SC_CONNECT, SC_PUBLISH, SC_FLOOR, SC_NOTIFY, SC_CHAT };
+enum { SC_FANOUT = 0, SC_IDLE, SC_CONNECT, SC_PUBLISH, SC_FLOOR, SC_NOTIFY, SC_CHAT, SC_KICK };
 
 typedef struct opts_s {
     const char *scenario;
@@ -227,6 +227,7 @@ typedef struct kid_stats_s {
     uint64_t err[CE_COUNT];
     uint64_t last_http_status;
     uint64_t first_start_ns, last_ready_ns;
+    uint64_t last_close_ns; /* kick: when the last connection ended after GO */
     int done;
     hist_t lat;  /* publish -> receipt */
     hist_t conn; /* connect start -> subscribed */
@@ -299,6 +300,7 @@ int run_idle(opts_t *o);
 int run_connect(opts_t *o);
 int run_publish(opts_t *o);
 int run_floor(opts_t *o);
+int run_kick(opts_t *o);
 /* The fan-out core shared by fanout and floor: floor_pid is the bench's own server, or 0. */
 int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title);
 /* Server CPU and memory rows: CPU between samples a and b, per `per` units of per_what. */

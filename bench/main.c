@@ -54,6 +54,10 @@ static const char usage[] =
     "            1,000: 2 per room), each room's messages sent by its members in turn. Every\n"
     "            member gets every message of its room, its own included. Reports the fanout\n"
     "            figures: deliveries, loss, server CPU per delivery, latency percentiles.\n"
+    "  kick      S subscribers (default 10,000; --transport ws or sse) held on one channel,\n"
+    "            then one POST /admin/disconnect {\"channel\":..} (--key: the admin key):\n"
+    "            when the answer came, when the last connection ended, and the percentiles\n"
+    "            of each connection's end after the order (issue 10: all under 1 s).\n"
     "\n"
     "Target:\n"
     "  --url URL            http://, https://, ws:// or wss:// host:port (default\n"
@@ -69,7 +73,7 @@ static const char usage[] =
     "                       (POST /pub?id=CH, /sub?id=CH for ws, sse and long poll)\n"
     "  --key K              herald's publish_key, sent as Authorization: Bearer K by publishers\n"
     "                       and chat members (a node publishes without a key for local clients\n"
-    "                       only)\n"
+    "                       only); kick: the admin_key of POST /admin/disconnect\n"
     "  --server-pid PID     measure this process and its descendants (CPU user+sys, memory);\n"
     "                       PID,PID,... or repeated (up to 8): the sum over every node and the\n"
     "                       Redis they share\n"
@@ -290,13 +294,14 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     static const char *const scenarios[] = {"fanout", "idle",   "connect", "publish",
-                                            "floor",  "notify", "chat"};
+                                            "floor",  "notify", "chat",    "kick"};
     int sc = -1;
     for (int i = 0; i < (int)(sizeof(scenarios) / sizeof(scenarios[0])); i++)
         if (strcmp(argv[1], scenarios[i]) == 0)
             sc = i;
     if (sc < 0)
-        bad("unknown scenario \"%s\" (fanout, idle, connect, publish, floor, notify or chat)",
+        bad("unknown scenario \"%s\" (fanout, idle, connect, publish, floor, notify, chat or "
+            "kick)",
             argv[1]);
 
     opts_t o;
@@ -304,9 +309,9 @@ int main(int argc, char **argv)
     o.scenario = scenarios[sc];
     o.sc = sc;
     o.transport = TP_WS;
-    o.subscribers = sc == SC_NOTIFY ? 10000 : sc == SC_CHAT ? 5000 : 1000;
+    o.subscribers = sc == SC_NOTIFY || sc == SC_KICK ? 10000 : sc == SC_CHAT ? 5000 : 1000;
     o.channels = sc == SC_CHAT ? 500 : 1;
-    o.publishers = sc == SC_PUBLISH ? 4 : sc == SC_NOTIFY ? 32 : 1;
+    o.publishers = sc == SC_PUBLISH ? 4 : sc == SC_NOTIFY ? 32 : sc == SC_KICK ? 0 : 1;
     o.pipeline = 1;
     o.rate = sc == SC_PUBLISH ? 0 : sc == SC_NOTIFY ? 2000 : sc == SC_CHAT ? 1000 : 100;
     o.size = 64;
@@ -493,6 +498,20 @@ int main(int argc, char **argv)
                 o.subscribers);
         o.publishers = 0;
     }
+    if (sc == SC_KICK) {
+        if (o.tg.kind != TG_HERALD || o.tg.is_tls)
+            bad("kick: a herald node over plain http:// (POST /admin/disconnect)");
+        if (o.transport != TP_WS && o.transport != TP_SSE)
+            bad("kick: --transport ws or sse (connections that stay open)");
+        if (have_channels && o.channels != 1)
+            bad("kick: every subscriber is on one channel (--channels 1)");
+        if (have_publishers)
+            bad("kick: nothing is published; --publishers does not apply");
+        if (o.n_tgs > 1)
+            bad("kick: one --url (the order reaches every node of a cluster by itself)");
+        o.channels = 1;
+        o.publishers = 0;
+    }
     if (o.tg.kind == TG_NCHAN && o.transport == TP_POLL)
         bad("--transport poll: nchan has no short-poll endpoint (use ws, sse or longpoll)");
     if (sc == SC_FLOOR && have_transport)
@@ -543,6 +562,8 @@ int main(int argc, char **argv)
         return run_notify(&o);
     case SC_CHAT:
         return run_chat(&o);
+    case SC_KICK:
+        return run_kick(&o);
     default:
         return run_floor(&o);
     }

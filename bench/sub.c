@@ -674,6 +674,12 @@ static void on_sub_closed(bconn_t *c, int cause, int after_ready)
     st->disconnects++;
     st->err[cause >= 0 ? cause : CE_CLOSED]++;
     s->state = S_DEAD;
+    if (kid.o->sc == SC_KICK && kid.sh->phase == PH_GO) {
+        /* kick: how long after the order each connection ended */
+        uint64_t now = now_ns();
+        hist_record(&st->lat, now - kid.sh->go_ns);
+        st->last_close_ns = now;
+    }
 }
 
 static const bconn_ops_t sub_ops = {on_sub_connect, on_sub_data, on_sub_closed};
@@ -907,6 +913,8 @@ void shared_sum(const shared_t *sh, kid_stats_t *out)
             out->first_start_ns = s->first_start_ns;
         if (s->last_ready_ns > out->last_ready_ns)
             out->last_ready_ns = s->last_ready_ns;
+        if (s->last_close_ns > out->last_close_ns)
+            out->last_close_ns = s->last_close_ns;
         out->done += s->done;
     }
 }
