@@ -138,6 +138,11 @@ static void on_ticket_taken(hd_worker_t *w, hd_breq_t *r)
             /* Only what POST /auth/ticket checked is ever stored: a store that lost it. */
             hd_conn_log(HD_LOG_WARN, req->conn, "ticket with unusable claims: %s", why);
             hd_tp_respond_auth(req, 401, "ticket claims unusable", HD_EUNAUTHENTICATED);
+        } else if (hd_auth_revoked(hd_identity_sub(id), hd_identity_jti(id))) {
+            /* A ticket vouches for a user like a token: a revoked sub or jti is refused. */
+            hd_identity_unref(id);
+            hd_conn_log(HD_LOG_INFO, req->conn, "ticket refused: token revoked");
+            hd_tp_respond_auth(req, 401, "token revoked", HD_ETOKENREVOKED);
         } else {
             hd_identity_unref(req->proven_id_);
             req->proven_id_ = id;

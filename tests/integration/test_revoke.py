@@ -7,8 +7,8 @@ One node (embedded broker): POST /admin/revoke by sub and by jti ends, within 1 
 connection and a /ws/{channel} one (plain and herald.v1: close 4002), an SSE stream (event:
 herald-revoked, then the end) and a held long poll (401 token_revoked), while another user's
 connections on the same channel stay; the revoked token is refused at connect on every transport
-(401, /ws auth message: 4002) and on an in-place refresh (token_revoked), until the revocation
-expires; a jti revocation leaves the sub's other tokens alone. POST /admin/disconnect by sub and
+(401, /ws auth message: 4002), with a single-use ticket of that sub, and on an in-place
+refresh (token_revoked), until the revocation expires; a jti revocation leaves the sub's other tokens alone. POST /admin/disconnect by sub and
 by channel ends connections (4009, herald-disconnected, 409) without refusing them afterwards.
 Bad bodies get 400 with a JSON reason; the admin endpoints need the admin key. (The cap,
 max_revocations, and memory under a flood of revocations: tests/abuse/test_revocations.py.)
@@ -362,6 +362,23 @@ class RevokeOneNode(RevokeMixin, hh.HeraldTestCase):
                 self.assertEqual(m["type"], "subscribed", m)  # the connection goes on
 
         asyncio.run(asyncio.wait_for(go(), 30))
+
+    def test_ticket_of_a_revoked_sub_is_refused(self):
+        def ticket(sub):
+            st, _, body = request(self.port, "POST", "/auth/ticket",
+                                  json.dumps({"sub": sub, "channels": ["private:*"]}),
+                                  headers={"Authorization": "Bearer " + ADMIN_KEY,
+                                           "Content-Type": "application/json"})
+            self.assertEqual(st, 201, body)
+            return json.loads(body)["ticket"]
+        st, body, _ = admin(self.port, "/admin/revoke", {"sub": "tina", "expires_in": 60})
+        self.assertEqual(st, 200, body)
+        s = SseStream(self.port, "/sse/private:t?ticket=" + ticket("tina"))
+        self.addCleanup(s.close)
+        self.assertEqual((s.status, json.loads(s.body)["code"]), (401, "token_revoked"))
+        s2 = SseStream(self.port, "/sse/private:t?ticket=" + ticket("tom"))
+        self.addCleanup(s2.close)
+        self.assertEqual(s2.status, 200, s2.body)
 
     def test_disconnect_by_sub_and_by_channel(self):
         tok = mint(sub="erin", jti="e-1")
