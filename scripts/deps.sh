@@ -7,7 +7,7 @@
 set -euo pipefail
 mode=${1:-build}
 want=(build-essential cmake pkg-config libuv1-dev node-llhttp libwslay-dev libssl-dev
-      libhiredis-dev libjansson-dev libjwt-dev)
+      libhiredis-dev libjansson-dev libjwt-dev libnghttp2-dev)
 if [ "$mode" = test ]; then
     want+=(clang libclang-rt-14-dev clang-format curl openssl python3 python3-websockets
            redis-server nodejs npm chromium groff-base

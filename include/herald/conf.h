@@ -80,6 +80,12 @@ typedef struct hd_conf_s {
     uint64_t keepalive_timeout_ms;
     uint32_t keepalive_requests; /* requests served on one connection before closing it */
 
+    /* HTTP/2 (src/http/h2.c); read when a connection opens */
+    int http2;                    /* h2 by ALPN, h2c by prior knowledge */
+    uint32_t http2_max_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    size_t http2_max_queue_bytes; /* output waiting on all streams of one connection */
+    uint32_t http2_reset_rate;    /* RST_STREAM per second from a client (rapid reset) */
+
     /* TLS */
     char *tls_certificate;
     char *tls_certificate_key;

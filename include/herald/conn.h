@@ -75,7 +75,32 @@ typedef struct hd_conn_ops_s {
      * returns 1, or returns 0 when it is not concerned (not on that channel). NULL: never.
      */
     int (*on_kick)(hd_conn_t *c, const hd_kick_t *k);
+    /* Output may be produced now: the flush pass reached a connection that asked for it
+     * (hd_conn_want_flush) and is not waiting for a write. Optional: what a multiplexing
+     * protocol (HTTP/2) uses to turn its streams' output into frames once per loop pass. */
+    void (*on_flush)(hd_conn_t *c);
 } hd_conn_ops_t;
+
+/*
+ * A stream: a connection carried inside another one (an HTTP/2 stream inside its TCP
+ * connection), so that a transport serves it exactly as it serves a socket. It has no socket:
+ * what is sent on it waits in its own queue (hd_conn_queued_bytes counts it, so every
+ * transport's bound on a slow subscriber holds per stream) until its carrier takes it
+ * (hd_conn_stream_take). The carrier is told through this table; its state begins with a
+ * pointer to it (hd_carrier_t).
+ */
+typedef struct hd_carrier_ops_s {
+    /* s got output (queued behind what it has, if anything). */
+    void (*on_output)(hd_conn_t *s);
+    /* s is finishing: end it once its queue is taken (hd_conn_finish on s). */
+    void (*on_finish)(hd_conn_t *s);
+    /* s is closed (hd_conn_close on s, its handler already gone): forget it, reset it when it
+     * has not ended. Its memory is freed later in this loop pass. */
+    void (*on_close)(hd_conn_t *s);
+} hd_carrier_ops_t;
+typedef struct hd_carrier_s {
+    const hd_carrier_ops_t *ops;
+} hd_carrier_t;
 
 typedef struct hd_out_s {
     hd_buf_t *buf;
@@ -105,7 +130,8 @@ struct hd_conn_s {
      * anonymous. Streams (SSE, WebSocket) keep it for their lifetime, a held long poll while it
      * waits; its exp (hd_identity_exp) is when the credential runs out. */
     hd_identity_t *identity;
-    hd_ip_t client; /* the socket's peer, or the client a PROXY protocol header named */
+    hd_ip_t client;        /* the socket's peer, or the client a PROXY protocol header named */
+    hd_carrier_t *carrier; /* a stream's carrier (hd_conn_stream_new); NULL: a socket */
     uint8_t open_handles;
     unsigned is_closing : 1;
     unsigned is_writing : 1;
@@ -113,6 +139,8 @@ struct hd_conn_s {
     unsigned is_reading : 1;
     unsigned is_admin_listener : 1; /* accepted on a listener marked admin (listen ... admin) */
     unsigned is_ip_counted : 1;     /* counted in the node's per-address table until freed */
+    unsigned is_stream : 1;         /* carried inside another connection (hd_conn_stream_new) */
+    unsigned is_flush_wanted : 1;   /* ops->on_flush runs in the next flush pass */
 };
 
 /*
@@ -153,6 +181,31 @@ void hd_conn_finish(hd_conn_t *c);
 
 /* Immediate close: queued output is dropped. Safe to call more than once and from callbacks. */
 void hd_conn_close(hd_conn_t *c);
+
+/*
+ * Asks for ops->on_flush in this loop pass's flush (or, while a write is in flight, leaves the
+ * wish for the handler's on_drain, which should produce output itself).
+ */
+void hd_conn_want_flush(hd_conn_t *c);
+
+/*
+ * A new stream inside `parent` (same worker, client address and listener kind), carried by
+ * `carrier` (whose ops are told when it has output, finishes or closes). It is listed with the
+ * worker's connections (shutdown, hd_conn_foreach reach it) but not counted as one (it holds
+ * no socket). No handler is installed: the caller installs one. Closing it (hd_conn_close)
+ * calls carrier->ops->on_close unless the carrier detached first (s->carrier = NULL).
+ */
+hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier);
+/*
+ * Moves the first `len` (<= hd_conn_queued_bytes(s)) queued bytes of stream s to the output of
+ * `to` (by reference; through TLS when `to` has it). For the carrier, when it frames them.
+ */
+void hd_conn_stream_take(hd_conn_t *s, hd_conn_t *to, size_t len);
+/* For the carrier: s's queue was taken whole and s is not finishing: its handler's on_drain. */
+void hd_conn_stream_drained(hd_conn_t *s);
+/* The protocol the peer and herald agreed on by TLS ALPN ("h2", "http/1.1"), with its length
+ * in *len; NULL when none (no TLS, no ALPN, or before the handshake). */
+const char *hd_conn_alpn(const hd_conn_t *c, unsigned *len);
 
 /* Sets the connection's identity (NULL clears it): takes a reference, drops the previous one. */
 void hd_conn_set_identity(hd_conn_t *c, hd_identity_t *id);

@@ -20,7 +20,8 @@
 
 /*
  * Builds a server context from conf (tls_certificate, tls_certificate_key, tls_ciphers,
- * tls_min_version): TLS 1.2+ only, ALPN "http/1.1", no renegotiation, server cipher order.
+ * tls_min_version, http2): TLS 1.2+ only, ALPN "h2" (when http2 is on) and "http/1.1", no
+ * renegotiation, server cipher order.
  * Returns 0 and one reference in *out, or HD_ETLS with a message naming the file and OpenSSL's
  * reason in err (unreadable file, bad PEM, key that does not match the certificate).
  */

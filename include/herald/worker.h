@@ -48,6 +48,10 @@ typedef struct hd_worker_stats_s {
     uint64_t writes; /* output flushes: one writev per connection per loop pass with output */
     uint64_t kicked_revoked;      /* connections ended by a revocation (POST /admin/revoke) */
     uint64_t kicked_disconnected; /* ended by POST /admin/disconnect */
+    uint64_t h2_conns;            /* connections that became HTTP/2 */
+    uint64_t h2_streams;          /* HTTP/2 streams opened by clients */
+    uint64_t h2_streams_reset;    /* streams reset for http2_max_queue_bytes */
+    uint64_t h2_errors;           /* HTTP/2 connections ended with an error (GOAWAY) */
 } hd_worker_stats_t;
 
 #define HD_STAT_INC(w, field)                                                                      \

@@ -43,6 +43,10 @@ static void collect(totals_t *t)
         t->net.requests += LOAD(w->stats.requests);
         t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
         t->net.timeouts += LOAD(w->stats.timeouts);
+        t->net.h2_conns += LOAD(w->stats.h2_conns);
+        t->net.h2_streams += LOAD(w->stats.h2_streams);
+        t->net.h2_streams_reset += LOAD(w->stats.h2_streams_reset);
+        t->net.h2_errors += LOAD(w->stats.h2_errors);
         t->net.conns += LOAD(w->stats.conns);
         t->net.kicked_revoked += LOAD(w->stats.kicked_revoked);
         t->net.kicked_disconnected += LOAD(w->stats.kicked_disconnected);
@@ -240,6 +244,18 @@ static void on_metrics(hd_req_t *req, void *arg)
            t.net.timeouts);
     metric(&sb, "herald_tls_handshake_failures_total", "counter", "Failed TLS handshakes.",
            t.net.tls_handshake_failures);
+    metric(&sb, "herald_http2_connections_total", "counter",
+           "Connections served HTTP/2 (ALPN h2 or prior knowledge).", t.net.h2_conns);
+    metric(&sb, "herald_http2_streams_total", "counter", "HTTP/2 streams opened by clients.",
+           t.net.h2_streams);
+    metric(&sb, "herald_http2_streams_reset_total", "counter",
+           "HTTP/2 streams reset because their connection's output passed "
+           "http2_max_queue_bytes.",
+           t.net.h2_streams_reset);
+    metric(&sb, "herald_http2_connection_errors_total", "counter",
+           "HTTP/2 connections ended with an error GOAWAY (protocol errors, floods, rapid "
+           "reset past http2_reset_rate).",
+           t.net.h2_errors);
     metric(&sb, "herald_channels", "gauge", "Channels with subscribers or history.",
            t.broker.channels);
     metric(&sb, "herald_messages_published_total", "counter", "Messages published on the node.",

@@ -194,6 +194,17 @@ const directive_t hd_conf_directives[] = {
     D("keepalive_requests", T_UINT, keepalive_requests, "10000", "1", "10000000", RELOAD,
       "requests served on one connection before it is closed"),
 
+    /* HTTP/2 (docs/http2.md) */
+    D("http2", T_BOOL, http2, "on", NULL, NULL, RELOAD,
+      "HTTP/2 on new connections: h2 by ALPN on tls listeners, prior knowledge (h2c) on others"),
+    D("http2_max_streams", T_UINT, http2_max_streams, "100", "1", "10000", RELOAD,
+      "concurrent streams of one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS)"),
+    D("http2_max_queue_bytes", T_SIZE, http2_max_queue_bytes, "4m", "64k", "1g", RELOAD,
+      "bytes waiting on all streams of one HTTP/2 connection; past it the largest is reset"),
+    D("http2_reset_rate", T_UINT, http2_reset_rate, "33", "1", "100000", RELOAD,
+      "stream resets per second a client may send (10 s worth at once, at least 100); more: "
+      "GOAWAY"),
+
     /* TLS */
     D("tls_certificate", T_STRING, tls_certificate, "off", NULL, NULL, RELOAD,
       "PEM certificate chain for tls listeners; off = none", .none = "off"),

@@ -10,73 +10,10 @@
 
 #include <string.h>
 
-static const hd_router_t *router;
-static hd_http_guard_cb guard;
-
-void hd_http_set_router(const hd_router_t *r)
-{
-    router = r;
-}
-
-void hd_http_set_guard(hd_http_guard_cb g)
-{
-    guard = g;
-}
-
 static void dispatch(hd_http_t *h)
 {
-    h->is_dispatching = 1;
     hd_http_build_request(h);
-    hd_req_t *r = &h->req;
-    hd_handler_cb cb;
-    void *arg;
-    unsigned allow = 0;
-    int rc = hd_router_match(router, r->method, r->path, r->path_len, &cb, &arg, &allow);
-    hd_conn_t *c = h->conn;
-    if (r->method == HD_M_OTHER) {
-        /* A method herald implements for no resource (RFC 9110 15.6.2); 405 is for the ones it
-         * knows but not on this path. */
-        hd_http_respond_error(r, 501, "method not implemented");
-    } else if (guard && guard(r) != 0) {
-        /* answered: refused, or a CORS preflight */
-    } else if (rc == HD_ENOTFOUND) {
-        hd_http_respond_error(r, 404, "not found");
-    } else if (rc == HD_EMETHOD) {
-        char hdr[160], list[100];
-        hd_http_allow_string(allow, list, sizeof(list));
-        snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", list);
-        char body[160];
-        int n = snprintf(body, sizeof(body), "{\"error\":\"method not allowed\",\"status\":405}");
-        hd_http_respond(r, 405, hdr, "application/json", body, (size_t)n);
-    } else {
-        cb(r, arg);
-    }
-    if (c->data == h) /* the handler may have finished or handed over the connection */
-        h->is_dispatching = 0;
-}
-
-void hd_http_redispatch(hd_deferred_t *d)
-{
-    hd_req_t *r = d->req;
-    hd_http_t *h = r->http_;
-    hd_conn_t *c = h->conn;
-    hd_handler_cb cb;
-    void *arg;
-    unsigned allow = 0;
-    HD_ASSERT(h->deferred == d && !h->is_dispatching);
-    hd_http_end_deferred(h);
-    hd_conn_set_timeout(c, 0);
-    h->is_dispatching = 1;
-    if (hd_router_match(router, r->method, r->path, r->path_len, &cb, &arg, &allow) == 0)
-        cb(r, arg);
-    else
-        hd_http_respond_error(r, 404, "not found");
-    if (c->data != h)
-        return; /* handed over to a stream */
-    h->is_dispatching = 0;
-    /* Answered at once: go on with what was pipelined, as a deferred answer does. */
-    if (h->phase != PHASE_HANDLING && !c->is_closing)
-        h->on_answered(h);
+    hd_http_dispatch(h);
 }
 
 /* Answers a request that could not be parsed, then finishes the connection. */
@@ -273,9 +210,78 @@ static void continue_parsing(hd_http_t *h)
 
 /* ---- connection handler ---- */
 
+static void http_on_close(hd_conn_t *c);
+
+/* The HTTP/2 connection preface (RFC 9113 3.4), which a client with prior knowledge sends. */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof(h2_preface) - 1)
+
+/*
+ * Before the first request: is this HTTP/2 (TLS agreed on h2 by ALPN, or the preface on a
+ * cleartext connection)? Returns 1 when the connection went to HTTP/2 (data with it), 0 when
+ * it is HTTP/1.1, -1 when the bytes so far are a prefix of the preface (kept in pending).
+ */
+static int try_h2(hd_http_t *h, const char *data, size_t len)
+{
+    hd_conn_t *c = h->conn;
+    unsigned alen;
+    const char *alpn = hd_conn_alpn(c, &alen);
+    int is_h2 = alpn && alen == 2 && memcmp(alpn, "h2", 2) == 0;
+    if (!is_h2 && !conf_of(h)->http2) {
+        h->is_h2_decided = 1;
+        return 0;
+    }
+    size_t have = h->pending_len - h->pending_off;
+    if (!is_h2) {
+        /* Compare what arrived so far (pending, then data) with the preface. */
+        size_t n = 0;
+        for (size_t i = 0; i < have && n < H2_PREFACE_LEN; i++, n++)
+            if (h->pending[h->pending_off + i] != h2_preface[n])
+                break;
+        int same = n == (have < H2_PREFACE_LEN ? have : H2_PREFACE_LEN);
+        for (size_t i = 0; same && i < len && n < H2_PREFACE_LEN; i++, n++)
+            same = data[i] == h2_preface[n];
+        if (!same) {
+            h->is_h2_decided = 1;
+            return 0;
+        }
+        if (n < H2_PREFACE_LEN) {
+            save_pending(h, data, len);
+            return -1;
+        }
+    }
+    /* Everything received goes to HTTP/2: what waited, then data. */
+    char *all = NULL;
+    if (have) {
+        all = hd_malloc(have + len);
+        memcpy(all, h->pending + h->pending_off, have);
+        memcpy(all + have, data, len);
+        data = all;
+        len += have;
+    }
+    http_on_close(c);
+    hd_h2_accept(c, data, len);
+    free(all);
+    return 1;
+}
+
 static void http_on_data(hd_conn_t *c, const char *data, size_t len)
 {
     hd_http_t *h = c->data;
+    if (!h->is_h2_decided) {
+        int rc = try_h2(h, data, len);
+        if (rc != 0) {
+            if (rc < 0)
+                hd_conn_read_start(c);
+            return;
+        }
+        if (has_pending(h)) {
+            /* A prefix of the preface waited: parse it with what came now. */
+            save_pending(h, data, len);
+            continue_parsing(h);
+            return;
+        }
+    }
     if (h->phase == PHASE_HANDLING || has_pending(h) || is_output_backed_up(h)) {
         save_pending(h, data, len);
         /* one request at a time, and none while responses pile up: backpressure */
@@ -371,17 +377,7 @@ static int http_on_kick(hd_conn_t *c, const hd_kick_t *k)
 
 static void http_on_close(hd_conn_t *c)
 {
-    hd_http_t *h = c->data;
-    if (h->deferred) {
-        hd_deferred_t *d = h->deferred;
-        d->req = NULL;
-        if (d->on_abort)
-            d->on_abort(d);
-        hd_http_end_deferred(h);
-    }
-    hd_http_reset_request(h);
-    drop_pending(h);
-    free(h);
+    hd_http_free(c->data);
 }
 
 static const hd_conn_ops_t http_ops = {
@@ -417,6 +413,16 @@ void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
     hd_http_end_deferred(h);
     h->served++;
     HD_STAT_INC(c->worker, requests);
+    if (h->h2s) {
+        /* HEADERS without END_STREAM: the stream's DATA is what the transport sends. */
+        hd_h2_submit_head(h, status, head_headers, NULL, -1);
+        hd_http_access_log(h, status, 0);
+        c->ops->on_close(c); /* the stream's request handler: frees h */
+        hd_conn_set_handler(c, ops, data);
+        hd_conn_set_timeout(c, 0);
+        hd_conn_read_start(c);
+        return;
+    }
     hd_sbuf_t sb;
     hd_sbuf_init(&sb, 256);
     hd_http_build_head(h, &sb, status, head_headers, -1); /* the stream names its own Connection */

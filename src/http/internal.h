@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * internal.h (private to src/http): the state of one HTTP/1.1 connection, shared by the files
- * that make up the HTTP layer. Calls run one way:
+ * internal.h (private to src/http): the state of one HTTP/1.1 connection (or of one request
+ * on an HTTP/2 stream), shared by the files that make up the HTTP layer. Calls run one way:
  *
- *   http.c  -->  response.c  -->  request.c
- *   http.c  -->  request.c, parse.c, router.c, chunked.c
- *   parse.c -->  chunked.c
+ *   http.c  -->  h2.c  -->  dispatch.c  -->  response.c  -->  h2_out.c
+ *   http.c  -->  dispatch.c, request.c, parse.c, chunked.c, h2_out.c
+ *   h2.c    -->  request.c, parse.c, h2_out.c
+ *   dispatch.c --> router.c, request.c;   response.c --> request.c;   parse.c --> chunked.c
  *
+ *   h2.c:       the HTTP/2 connection handler (nghttp2): session, frames in, streams opened
+ *               as stream connections (hd_conn_stream_new) each carrying one request;
+ *   h2_out.c:   what leaves on a stream: the response head as HEADERS, the stream
+ *               connection's queue as DATA frames (by reference), resets; the carrier ops;
+ *   dispatch.c: a complete request (either version) to the guard and the router;
  *   http.c:     the connection handler: reads, pipelining and backpressure, dispatch to the
  *               router, timeouts, EOF, close, take-over by a transport;
  *   response.c: queuing responses (status line, headers, body), keep-alive, access log,
@@ -30,8 +36,12 @@
 #include "herald/server.h"
 
 #include <llhttp.h>
+#include <nghttp2/nghttp2.h>
 
 #define MAX_HEADERS 100
+
+typedef struct hd_h2_s hd_h2_t;
+typedef struct hd_h2_stream_s hd_h2_stream_t;
 
 typedef struct hdr_off_s {
     uint32_t name_off, name_len, value_off, value_len;
@@ -76,6 +86,48 @@ struct hd_http_s {
     unsigned is_bad_method : 1;   /* llhttp refused the method: collecting the line */
     unsigned is_chunked_body : 1; /* the body is chunked: hd_chunked_feed, not llhttp, reads it */
     unsigned is_peer_eof : 1;     /* the peer closed its side with requests still pending */
+    unsigned is_h2_decided : 1;   /* the first bytes said HTTP/1.1 (not an HTTP/2 preface) */
+    hd_h2_stream_t *h2s;          /* an HTTP/2 stream's request (h->conn is the stream) */
+};
+
+/*
+ * One HTTP/2 connection (h2.c): the nghttp2 session on the socket's connection, its streams,
+ * and what a connection keeps across requests.
+ */
+struct hd_h2_s {
+    nghttp2_session *session;
+    hd_conn_t *conn;
+    hd_list_t streams;        /* hd_h2_stream_t by link */
+    hd_h2_stream_t *drained;  /* streams whose queue a send emptied: on_drain after it */
+    hd_bucket_t pub_bucket;   /* client_publish_rate, for every stream of the connection */
+    hd_bucket_t reset_bucket; /* RST_STREAM from the client (http2_reset_rate) */
+    uint32_t reset_rate;      /* http2_reset_rate when the connection opened */
+    size_t max_queue_bytes;   /* http2_max_queue_bytes when the connection opened */
+    uint32_t n_streams;
+    uint32_t depth;           /* inside nghttp2 calls: freeing waits until they return */
+    unsigned is_draining : 1; /* GOAWAY sent for shutdown: end once the streams have */
+    unsigned is_dead : 1;     /* the connection closed inside an nghttp2 call */
+};
+
+/*
+ * One stream: the carrier of its stream connection (conn), the request being received
+ * (http, until it is answered or taken over), and its place on the connection.
+ */
+struct hd_h2_stream_s {
+    hd_carrier_t carrier; /* first: conn->carrier points here */
+    hd_h2_t *h2;
+    hd_conn_t *conn; /* NULL once closed */
+    hd_http_t *http; /* while the request is being received or handled */
+    hd_list_t link;
+    hd_h2_stream_t *next_drained;
+    char *authority; /* :authority until the head is complete (becomes Host) */
+    int32_t id;
+    char method[16];
+    unsigned is_deferred : 1;   /* its data source said DEFERRED: resume when output comes */
+    unsigned is_responding : 1; /* its response head was submitted */
+    unsigned is_dispatched : 1; /* the request went to its handler */
+    unsigned is_drained : 1;    /* on h2->drained */
+    unsigned is_ended : 1;      /* END_STREAM sent */
 };
 
 static inline const hd_conf_t *conf_of(const hd_http_t *h)
@@ -102,7 +154,38 @@ void hd_http_build_request(hd_http_t *h);
 /* Frees the request's buffers; the connection is ready for the next request (PHASE_IDLE). */
 void hd_http_reset_request(hd_http_t *h);
 
+/* ---- dispatch.c ---- */
+
+/* Builds h->req and hands it to the guard and the router (501, 404, 405 answered here). */
+void hd_http_dispatch(hd_http_t *h);
+
+/* ---- h2.c ---- */
+
+/* The connection's first bytes are an HTTP/2 connection preface (prior knowledge) or TLS
+ * agreed on h2: hands c (its HTTP/1.1 state already released) to HTTP/2, data first. */
+void hd_h2_accept(hd_conn_t *c, const char *data, size_t len);
+
+/* ---- h2_out.c ---- */
+
+/*
+ * Submits the response head of h's stream: :status, server, date, the lines of `extra` and
+ * of the request's response headers (names lowercased; connection-specific ones dropped),
+ * content-type when not NULL, content-length when >= 0. Its DATA is the stream connection's
+ * queue, ended by hd_conn_finish on it.
+ */
+void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *content_type,
+                       int64_t content_length);
+extern const hd_carrier_ops_t hd_h2_carrier_ops;
+/* nghttp2's send_data_callback: a DATA frame's header and its bytes, taken from the stream. */
+int hd_h2_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+                    size_t length, nghttp2_data_source *source, void *user_data);
+/* The connection's output is above this: nghttp2 waits (WOULDBLOCK) until it drains. */
+#define HD_H2_OUT_HIGH (64 * 1024)
+
 /* ---- response.c ---- */
+
+/* Frees h: a deferred response is aborted (on_abort), the request and pending bytes freed. */
+void hd_http_free(hd_http_t *h);
 
 /* Appends the status line, Server, Date, extra and Connection (is_close: 1 close, 0 keep-alive
  * where HTTP/1.0 needs it, -1 none). */

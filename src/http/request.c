@@ -171,7 +171,9 @@ int hd_req_query(const hd_req_t *req, const char *name, char *out, size_t outlen
 
 int hd_http_publish_take(hd_req_t *req, uint32_t rate, uint64_t *retry_ms)
 {
+    hd_http_t *h = req->http_;
+    /* One bucket per connection: an HTTP/2 client's streams share their connection's. */
+    hd_bucket_t *b = h->h2s ? &h->h2s->h2->pub_bucket : &h->pub_bucket;
     *retry_ms = 0;
-    return rate == 0 || hd_bucket_take(&req->http_->pub_bucket, uv_now(&req->conn->worker->loop),
-                                       rate, rate, retry_ms);
+    return rate == 0 || hd_bucket_take(b, uv_now(&req->conn->worker->loop), rate, rate, retry_ms);
 }

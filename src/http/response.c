@@ -160,6 +160,26 @@ void hd_http_build_head(hd_http_t *h, hd_sbuf_t *sb, int status, const char *ext
         hd_sbuf_appends(sb, "Connection: keep-alive\r\n");
 }
 
+/*
+ * On an HTTP/2 stream: HEADERS, then the body as the stream's DATA, then the end of the stream
+ * (the stream connection finishes; nothing of the request is left).
+ */
+static void respond_h2(hd_http_t *h, int status, const char *extra_headers,
+                       const char *content_type, const void *body, size_t len,
+                       hd_buf_t *const *bufs, size_t n_bufs)
+{
+    hd_conn_t *c = h->conn;
+    int with_body = h->req.method != HD_M_HEAD && status != 204 && status != 304;
+    hd_h2_submit_head(h, status, extra_headers, content_type,
+                      status == 204 || status == 304 ? -1 : (int64_t)len);
+    if (with_body && body && len > 0 && !n_bufs)
+        hd_conn_send_copy(c, body, len);
+    for (size_t i = 0; with_body && i < n_bufs; i++)
+        hd_conn_send(c, bufs[i], 0, bufs[i]->len);
+    hd_http_access_log(h, status, with_body ? len : 0);
+    hd_conn_finish(c); /* frees h */
+}
+
 /* Queues the head, then the body: either inline bytes or shared buffers (written as they are). */
 static void respond(hd_req_t *req, int status, const char *extra_headers, const char *content_type,
                     const void *body, size_t len, hd_buf_t *const *bufs, size_t n_bufs)
@@ -169,6 +189,12 @@ static void respond(hd_req_t *req, int status, const char *extra_headers, const 
     hd_http_end_deferred(h);
     h->served++;
     HD_STAT_INC(c->worker, requests);
+    if (h->h2s) {
+        for (size_t i = 0; i < n_bufs; i++)
+            len += bufs[i]->len;
+        respond_h2(h, status, extra_headers, content_type, body, len, bufs, n_bufs);
+        return;
+    }
     int is_close = must_close(h) || req->is_upgrade;
     for (size_t i = 0; i < n_bufs; i++)
         len += bufs[i]->len;
@@ -264,4 +290,18 @@ void hd_http_end_deferred(hd_http_t *h)
 {
     free(h->deferred);
     h->deferred = NULL;
+}
+
+void hd_http_free(hd_http_t *h)
+{
+    if (h->deferred) {
+        hd_deferred_t *d = h->deferred;
+        d->req = NULL;
+        if (d->on_abort)
+            d->on_abort(d);
+        hd_http_end_deferred(h);
+    }
+    hd_http_reset_request(h);
+    free(h->pending);
+    free(h);
 }

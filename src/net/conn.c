@@ -37,6 +37,7 @@ struct hd_conn_worker_s {
     hd_worker_t *w;
     hd_list_t conns;            /* every connection not closing, by c->link */
     hd_list_t flush_list;       /* connections with output queued this pass, by c->flush_link */
+    hd_list_t dead_streams;     /* closed streams, freed at the end of the flush pass (c->link) */
     uv_prepare_t flush_prepare; /* flushes output queued by timers before the loop blocks */
     uv_check_t flush_check;     /* flushes output queued by I/O callbacks */
     uv_timer_t timer;           /* fires the earliest deadline of heap */
@@ -76,7 +77,10 @@ static int on_plaintext(void *arg, const char *data, size_t len)
     return c->is_closing;
 }
 
-/* Appends buf[off..off + len) to the output queue (the reference passes to it). */
+/*
+ * Appends buf[off..off + len) to the output queue (the reference passes to it). A stream's
+ * queue waits for its carrier, told when it stops being empty; a socket's is flushed.
+ */
 static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
 {
     if (c->q_len == c->q_cap) {
@@ -85,6 +89,11 @@ static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
     }
     c->q[c->q_len++] = (hd_out_t){buf, (uint32_t)off, (uint32_t)len};
     c->queued_bytes += len;
+    if (c->is_stream) {
+        if (c->carrier)
+            c->carrier->ops->on_output(c);
+        return;
+    }
     if (!hd_list_linked(&c->flush_link))
         hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
 }
@@ -165,6 +174,10 @@ void hd_conn_read_start(hd_conn_t *c)
 {
     if (c->is_reading || c->is_closing)
         return;
+    if (c->is_stream) {
+        c->is_reading = 1; /* the carrier reads; a stream only notes the handler's wish */
+        return;
+    }
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->is_reading = 1;
 }
@@ -173,7 +186,8 @@ void hd_conn_read_stop(hd_conn_t *c)
 {
     if (!c->is_reading)
         return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!c->is_stream)
+        uv_read_stop((uv_stream_t *)&c->tcp);
     c->is_reading = 0;
 }
 
@@ -302,6 +316,15 @@ static void flush(hd_conn_t *c)
 {
     if (hd_list_linked(&c->flush_link))
         hd_list_remove(&c->flush_link);
+    if (c->is_flush_wanted && !c->is_writing && !c->is_closing) {
+        c->is_flush_wanted = 0;
+        if (c->ops->on_flush)
+            c->ops->on_flush(c); /* may queue output, and ask again */
+        if (c->is_closing)
+            return;
+        if (!c->is_flush_wanted && hd_list_linked(&c->flush_link))
+            hd_list_remove(&c->flush_link);
+    }
     if (c->is_writing || c->q_len == 0 || c->is_closing)
         return;
     /* Swap queues: what was queued becomes the write in flight. */
@@ -371,12 +394,19 @@ static void flush_all(hd_conn_worker_t *cw)
  * (a drained connection parses its next pipelined request), so that the loop never blocks
  * with mail of its own waiting.
  */
+static void free_stream(hd_conn_t *c);
+
 static void run_and_flush(hd_conn_worker_t *cw)
 {
     do {
         hd_worker_run_local(cw->w);
         flush_all(cw);
     } while (cw->w->has_local_mail);
+    while (!hd_list_empty(&cw->dead_streams)) {
+        hd_conn_t *c = hd_container_of(cw->dead_streams.next, hd_conn_t, link);
+        hd_list_remove(&c->link);
+        free_stream(c);
+    }
 }
 
 static void on_prepare(uv_prepare_t *p)
@@ -510,6 +540,15 @@ void hd_conn_finish(hd_conn_t *c)
     if (c->is_closing || c->is_finishing)
         return;
     remove_handler(c);
+    if (c->is_stream) {
+        /* Ends once the carrier took the queue; a peer that stops reading it meanwhile is cut
+         * off (the lingering handler has no on_timeout: the timer closes the stream). */
+        c->is_finishing = 1;
+        hd_conn_set_timeout(c, FINISH_SEND_MS);
+        if (c->carrier)
+            c->carrier->ops->on_finish(c);
+        return;
+    }
     if (c->tls) {
         hd_tls_shutdown(c->tls);
         queue_tls_output(c);
@@ -557,7 +596,98 @@ void hd_conn_close(hd_conn_t *c)
     if (hd_heap_contains(&c->deadline))
         hd_heap_remove(&cw_of(c)->heap,
                        &c->deadline); /* the worker's timer may fire early once: harmless */
+    if (c->is_stream) {
+        if (c->carrier)
+            c->carrier->ops->on_close(c);
+        c->carrier = NULL;
+        /* Callers up the stack may still look at c: freed at the end of the flush pass. */
+        hd_list_insert_tail(&cw_of(c)->dead_streams, &c->link);
+        return;
+    }
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+/* ---- streams: connections carried inside another ---- */
+
+static void free_stream(hd_conn_t *c)
+{
+    release_out(c->q, c->q_len);
+    free(c->q);
+    hd_identity_unref(c->identity);
+    free(c);
+}
+
+hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier)
+{
+    hd_worker_t *w = parent->worker;
+    hd_conn_worker_t *cw = w->conns_;
+    hd_conn_t *c = hd_calloc(1, sizeof(*c));
+    c->worker = w;
+    c->id = ((uint64_t)w->id << 48) | ++cw->next_id;
+    hd_list_init(&c->flush_link);
+    hd_list_init(&c->link);
+    c->client = parent->client;
+    c->is_admin_listener = parent->is_admin_listener;
+    c->is_stream = 1;
+    c->carrier = carrier;
+    /* Just before its parent: a walk of the list (hd_conn_foreach, shutdown) meets a parent's
+     * streams before it, so closing the parent never removes the walk's next entry. */
+    hd_list_insert_tail(hd_list_linked(&parent->link) ? &parent->link : &cw->conns, &c->link);
+    return c;
+}
+
+void hd_conn_stream_take(hd_conn_t *s, hd_conn_t *to, size_t len)
+{
+    HD_ASSERT(len <= s->queued_bytes);
+    uint32_t i = 0;
+    s->queued_bytes -= len;
+    while (len > 0) {
+        hd_out_t *o = &s->q[i];
+        size_t n = len < o->len ? len : o->len;
+        hd_conn_send(to, o->buf, o->off, n);
+        len -= n;
+        if (n == o->len) {
+            hd_buf_unref(o->buf);
+            i++;
+        } else {
+            o->off += (uint32_t)n;
+            o->len -= (uint32_t)n;
+        }
+    }
+    memmove(s->q, s->q + i, (s->q_len - i) * sizeof(*s->q));
+    s->q_len -= i;
+    if (s->q_len == 0 && s->q_cap > 16) {
+        free(s->q); /* an idle stream holds a small array, as an idle socket does */
+        s->q = NULL;
+        s->q_cap = 0;
+    }
+}
+
+void hd_conn_stream_drained(hd_conn_t *s)
+{
+    if (s->is_closing || s->is_finishing || s->q_len > 0)
+        return;
+    if (s->ops && s->ops->on_drain)
+        s->ops->on_drain(s);
+}
+
+void hd_conn_want_flush(hd_conn_t *c)
+{
+    if (c->is_closing)
+        return;
+    c->is_flush_wanted = 1;
+    if (!hd_list_linked(&c->flush_link))
+        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
+}
+
+const char *hd_conn_alpn(const hd_conn_t *c, unsigned *len)
+{
+    const unsigned char *p = NULL;
+    *len = 0;
+    if (!c->tls || !c->tls->ssl)
+        return NULL;
+    SSL_get0_alpn_selected(c->tls->ssl, &p, len);
+    return *len ? (const char *)p : NULL;
 }
 
 const char *hd_conn_peer(hd_conn_t *c)
@@ -748,6 +878,7 @@ void hd_conn_worker_init(hd_worker_t *w)
     cw->w = w;
     hd_list_init(&cw->conns);
     hd_list_init(&cw->flush_list);
+    hd_list_init(&cw->dead_streams);
     hd_heap_init(&cw->heap, 64);
     uv_prepare_init(&w->loop, &cw->flush_prepare);
     cw->flush_prepare.data = cw;
@@ -766,6 +897,11 @@ static void on_worker_handle_closed(uv_handle_t *h)
     hd_conn_worker_t *cw = h->data;
     if (--cw->open_handles > 0)
         return;
+    while (!hd_list_empty(&cw->dead_streams)) {
+        hd_conn_t *c = hd_container_of(cw->dead_streams.next, hd_conn_t, link);
+        hd_list_remove(&c->link);
+        free_stream(c);
+    }
     while (cw->wreq_pool) {
         wreq_t *r = cw->wreq_pool;
         cw->wreq_pool = r->next;
@@ -821,11 +957,9 @@ void hd_conn_foreach(hd_worker_t *w, void (*fn)(hd_conn_t *c, void *arg), void *
 
 void hd_conn_close_all(hd_worker_t *w)
 {
-    hd_list_t *pos, *tmp;
-    hd_list_foreach_safe(pos, tmp, &w->conns_->conns)
-    {
-        hd_conn_close(hd_container_of(pos, hd_conn_t, link));
-    }
+    /* Closing a connection closes the streams it carries, which may be next on the list. */
+    while (!hd_list_empty(&w->conns_->conns))
+        hd_conn_close(hd_container_of(w->conns_->conns.next, hd_conn_t, link));
 }
 
 int hd_conn_census(hd_worker_t *w, hd_conn_census_t *out, const char **why)

@@ -20,10 +20,11 @@ static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
                           const unsigned char *in, unsigned int inlen, void *arg)
 {
     (void)ssl;
-    (void)arg;
-    /* Only http/1.1 today; h2 would be added to this list. */
-    static const unsigned char ours[] = "\x08http/1.1";
-    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in, inlen) ==
+    /* h2 first when http2 is on (the server's order decides), then http/1.1. */
+    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    const unsigned char *ours = arg ? both : both + 3;
+    unsigned ours_len = arg ? sizeof(both) - 1 : sizeof(both) - 4;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, ours_len, in, inlen) ==
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_OK;
     return SSL_TLSEXT_ERR_NOACK;
@@ -63,7 +64,7 @@ int hd_tls_ctx_new(SSL_CTX **out, const hd_conf_t *conf, char *err, size_t errle
                    conf->tls_certificate_key);
         goto fail;
     }
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, conf->http2 ? (void *)1 : NULL);
     *out = ctx;
     return 0;
 fail:

@@ -528,6 +528,48 @@ class TestClientAddresses(MetricsTestCase):
         self.assertSeries(h.port, {'herald_connections_ended_total{reason="disconnected"}': 3})
 
 
+class TestHttp2(MetricsTestCase):
+    @drives("herald_http2_connections_total", "herald_http2_streams_total",
+            "herald_http2_streams_reset_total", "herald_http2_connection_errors_total")
+    def test_http2(self):
+        import h2.errors
+        from test_http2 import H2Client
+        h = self.start_herald(conf={"http2_max_queue_bytes": "64k"}, workers=1)
+        # 1 connection, 3 streams: two answered, one SSE stream its client stops reading
+        c = H2Client(h.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.get("/healthz").status, 200)
+        self.assertEqual(c.get("/poll/m2").status, 200)
+        stuck = c.request("GET", "/sse/m2")
+        c.stalled.add(stuck.sid)
+        c.until(lambda: stuck.status == 200)
+        wait_for(lambda: hh.get_json(h.port, "/channels/m2")[1]["subscribers"] == 1)
+        pub = hh.Publisher(h.port)
+        self.addCleanup(pub.close)
+        for i in range(40):  # 160 KB: its 64 KiB window, then more than 64k waits
+            pub("m2", "%03d%s" % (i, "m" * 4000))
+            c.pump(0.01)
+        c.until(lambda: stuck.reset is not None, what="the stream reset")
+        self.assertEqual(stuck.reset, h2.errors.ErrorCodes.CANCEL)
+        # a second connection breaks the protocol (DATA on stream 0): GOAWAY PROTOCOL_ERROR
+        bad = hh.connect(h.port)
+        self.addCleanup(bad.close)
+        bad.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                    + b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        bad.settimeout(5)
+        got = b""
+        while True:
+            d = bad.recv(4096)
+            if not d:
+                break
+            got += d
+        self.assertIn(b"\x07", got)  # a GOAWAY frame came before the close
+        self.assertSeries(h.port, {"herald_http2_connections_total": 2,
+                                   "herald_http2_streams_total": 3,
+                                   "herald_http2_streams_reset_total": 1,
+                                   "herald_http2_connection_errors_total": 1})
+
+
 class TestEverySeriesDriven(MetricsTestCase):
     def test_every_series_is_driven(self):
         """The whole output (of a node with Redis, the fullest) parses, each family's TYPE is

@@ -25,6 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import Client, SseStream, wait_for  # noqa: E402
+import h2.errors  # noqa: E402
+import h2.settings  # noqa: E402
+from test_http2 import H2Client  # noqa: E402
 
 CASES = {}  # directive -> (before, after, check, extra conf)
 SECRET_A = "a" * 40  # HS256 needs 32 bytes at least
@@ -312,6 +315,62 @@ class TestReload(hh.HeraldTestCase):
             self.assertEqual(closes, value == "2", rs[1])
             if value == "100":
                 self.assertEqual(c.request().status, 200)
+
+    # ---- HTTP/2 ----
+
+    @case("http2", "on", "off")
+    def check_http2(self, h, value):
+        s = hh.connect(h.port)
+        try:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            s.settimeout(5)
+            first = s.recv(9)
+        finally:
+            s.close()
+        # on: herald's SETTINGS frame (type 4); off: an HTTP/1.1 refusal
+        self.assertEqual(first[3:4] == b"\x04", value == "on", first)
+        with Client(h.tls_port, ssl_context=hh.client_tls_context(alpn=["h2", "http/1.1"])) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "h2" if value == "on" else "http/1.1")
+
+    @case("http2_max_streams", "100", "7")
+    def check_http2_max_streams(self, h, value):
+        with H2Client(h.port) as c:
+            self.assertEqual(c.get("/healthz").status, 200)
+            got = c.settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+            self.assertEqual(got, int(value))
+
+    @case("http2_max_queue_bytes", "4m", "64k")
+    def check_http2_max_queue_bytes(self, h, value):
+        with H2Client(h.port) as c:
+            s = c.request("GET", "/sse/reload-h2q")
+            c.stalled.add(s.sid)
+            c.until(lambda: s.status == 200)
+            wait_for(lambda: hh.stats(h.port)["connections"]["sse"] >= 1)
+            for i in range(40):  # 160 KB: 64 KiB in the stream's window, the rest queued
+                hh.publish(h.port, "reload-h2q", "%03d%s" % (i, "z" * 4000))
+                c.pump(0.01)
+            if value == "64k":
+                c.until(lambda: s.reset is not None, what="the stalled stream reset")
+            else:
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end:
+                    c.pump(0.1)
+                self.assertIsNone(s.reset)
+
+    @case("http2_reset_rate", "33", "1")
+    def check_http2_reset_rate(self, h, value):
+        # 200 streams reset at once: within 33/s (330 at once), past 1/s (100 at once)
+        with H2Client(h.port) as c:
+            for _ in range(200):
+                s = c.request("GET", "/sse/reload-rr")
+                c.conn.reset_stream(s.sid)
+            c.flush()
+            if value == "1":
+                c.until(lambda: c.goaway is not None, what="GOAWAY")
+                self.assertEqual(c.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            else:
+                self.assertEqual(c.get("/healthz").status, 200)
+                self.assertIsNone(c.goaway)
 
     # ---- TLS ----
 

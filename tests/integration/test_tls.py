@@ -89,6 +89,8 @@ class TestHttps(TlsTestCase):
     def test_python_ssl_request_and_alpn(self):
         h = self.start_tls()
         with tls_client(h.tls_port, alpn=["h2", "http/1.1"]) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "h2")  # test_http2 speaks it
+        with tls_client(h.tls_port, alpn=["http/1.1"]) as c:
             self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1")
             self.assertIn(c.sock.version(), ("TLSv1.2", "TLSv1.3"))
             self.assertEqual(c.sock.getpeercert(binary_form=True), der_of(self.crt1))
@@ -97,6 +99,12 @@ class TestHttps(TlsTestCase):
             self.assertEqual(r.header("Content-Length"), "15")
             self.assertIsNotNone(r.header("Date"))
             self.assertRegex(r.header("Server") or "", r"^herald/")
+
+    def test_alpn_without_http2(self):
+        h = self.start_tls(http2="off")
+        with tls_client(h.tls_port, alpn=["h2", "http/1.1"]) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1")
+            self.assertOk(c.request())
 
     def test_without_alpn(self):
         h = self.start_tls()
@@ -130,8 +138,15 @@ class TestHttps(TlsTestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(out.stdout, OK_BODY)
         err = out.stderr.decode(errors="replace")
-        self.assertRegex(err, r"ALPN[^\n]*(server accepted|accepted)[^\n]*http/1\.1")
+        self.assertRegex(err, r"ALPN[^\n]*(server accepted|accepted)[^\n]*h2")
         self.assertRegex(err, r"subject: CN ?= ?herald-one\.test")
+        # a client that offers only http/1.1 gets it
+        out = subprocess.run(["curl", "-k", "-sS", "-v", "--http1.1", "--max-time", "5",
+                              "https://127.0.0.1:%d/healthz" % h.tls_port],
+                             capture_output=True, timeout=15)
+        self.assertEqual(out.stdout, OK_BODY)
+        self.assertRegex(out.stderr.decode(errors="replace"),
+                         r"ALPN[^\n]*(server accepted|accepted)[^\n]*http/1\.1")
 
     def test_keepalive_and_pipelining_over_tls(self):
         h = self.start_tls()

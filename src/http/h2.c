@@ -1,0 +1,680 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * h2.c: the HTTP/2 connection handler (RFC 9113, nghttp2). A connection becomes HTTP/2 when
+ * TLS agreed on "h2" by ALPN or when a cleartext client opens with the connection preface
+ * (prior knowledge, h2c); http.c decides on the first bytes and hands it here.
+ *
+ * Each stream a client opens is a stream connection (hd_conn_stream_new) carrying one request:
+ * its head and body are collected as for HTTP/1.1 (the same hd_http_t, the same limits), then
+ * dispatched to the same guard and router, so handlers and transports serve it without knowing
+ * the version. A response ends the stream; a transport that takes it over (SSE, a held long
+ * poll) writes on the stream connection as it writes on a socket, and h2_out.c frames that as
+ * DATA within the stream's flow-control window.
+ *
+ *   socket conn (h2_conn_ops) --mem_recv--> nghttp2 --callbacks--> stream conns (h2_req_ops,
+ *     then a transport's ops) --queue--> h2_out.c --DATA--> socket conn
+ *
+ * Limits: SETTINGS_MAX_CONCURRENT_STREAMS (http2_max_streams; nghttp2 refuses more), the
+ * request head (max_url_size: 414, max_header_size and 100 fields: 431), the body
+ * (max_body_size: 413), body_timeout (408), header_timeout for a head split across frames and
+ * for a new connection's first request, keepalive_timeout once no stream is open; the output
+ * of all streams (http2_max_queue_bytes: the stream holding most is reset, counted), and
+ * RST_STREAM from the client (http2_reset_rate: nghttp2 ends the connection with GOAWAY
+ * ENHANCE_YOUR_CALM past it, against rapid reset, CVE-2023-44487). nghttp2 also bounds
+ * SETTINGS, PING and CONTINUATION floods.
+ */
+#include "internal.h"
+
+#include <string.h>
+#include <strings.h>
+
+static void produce(hd_h2_t *h2);
+static void destroy(hd_h2_t *h2);
+
+/* Every call into nghttp2 goes through these: the connection may close inside one. */
+static void enter(hd_h2_t *h2)
+{
+    h2->depth++;
+}
+
+/* Returns 1 when h2 is gone. */
+static int leave(hd_h2_t *h2)
+{
+    if (--h2->depth == 0 && h2->is_dead) {
+        destroy(h2);
+        return 1;
+    }
+    return h2->is_dead;
+}
+
+static void stream_free(hd_h2_stream_t *s)
+{
+    hd_list_remove(&s->link);
+    free(s->authority);
+    free(s);
+}
+
+/* ---- a stream's request, until it is answered or taken over ---- */
+
+static const hd_conn_ops_t h2_req_ops;
+
+static void req_on_data(hd_conn_t *c, const char *data, size_t len)
+{
+    (void)c; /* the body comes through on_data_chunk_recv */
+    (void)data;
+    (void)len;
+}
+
+static void req_on_timeout(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    hd_h2_stream_t *s = h->h2s;
+    if (h->deferred && h->deferred->on_timeout) {
+        h->deferred->on_timeout(h->deferred);
+        return;
+    }
+    HD_STAT_INC(c->worker, timeouts);
+    if (h->phase == PHASE_HEAD) {
+        /* A head split across frames that never completes holds the whole connection (no
+         * other frame may come in between): end it. */
+        hd_conn_log(HD_LOG_INFO, c, "header timeout");
+        enter(s->h2);
+        nghttp2_session_terminate_session(s->h2->session, NGHTTP2_PROTOCOL_ERROR);
+        hd_conn_want_flush(s->h2->conn);
+        leave(s->h2);
+        return;
+    }
+    if (h->phase == PHASE_BODY) {
+        hd_conn_log(HD_LOG_INFO, c, "body timeout");
+        hd_http_build_request(h);
+        hd_http_respond_error(&h->req, 408, "body timeout");
+        return;
+    }
+    hd_conn_close(c);
+}
+
+static void req_on_shutdown(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    /* A held request (long poll) is answered now so its client re-polls elsewhere; one still
+     * arriving is left to finish (the connection's GOAWAY lets it). */
+    if (h->deferred && h->deferred->on_timeout)
+        h->deferred->on_timeout(h->deferred);
+}
+
+static void req_on_close(hd_conn_t *c)
+{
+    hd_http_t *h = c->data;
+    if (h->h2s)
+        h->h2s->http = NULL;
+    hd_http_free(h);
+}
+
+static const hd_conn_ops_t h2_req_ops = {
+    .name = "h2",
+    .on_data = req_on_data,
+    .on_timeout = req_on_timeout,
+    .on_shutdown = req_on_shutdown,
+    .on_close = req_on_close,
+};
+
+/* A stream carries one request: nothing is pipelined behind it. */
+static void answered(hd_http_t *h)
+{
+    (void)h;
+}
+
+static hd_h2_stream_t *stream_of(hd_h2_t *h2, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(h2->session, id);
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    hd_h2_t *h2 = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    hd_conn_t *pc = h2->conn;
+    hd_h2_stream_t *s = hd_calloc(1, sizeof(*s));
+    s->carrier.ops = &hd_h2_carrier_ops;
+    s->h2 = h2;
+    s->id = frame->hd.stream_id;
+    hd_list_insert_tail(&h2->streams, &s->link);
+    s->conn = hd_conn_stream_new(pc, &s->carrier);
+    hd_http_t *h = hd_calloc(1, sizeof(*h));
+    hd_bucket_init(&h->pub_bucket);
+    h->conn = s->conn;
+    h->h2s = s;
+    h->is_h2_decided = 1;
+    h->phase = PHASE_HEAD;
+    h->start_ms = uv_now(&pc->worker->loop);
+    h->on_answered = answered;
+    s->http = h;
+    hd_conn_set_handler(s->conn, &h2_req_ops, h);
+    hd_conn_set_timeout(s->conn, conf_of(h)->header_timeout_ms);
+    nghttp2_session_set_stream_user_data(session, s->id, s);
+    if (h2->n_streams++ == 0)
+        hd_conn_set_timeout(pc, 0); /* not idle */
+    HD_STAT_INC(pc->worker, h2_streams);
+    return 0;
+}
+
+/* A refusal found while the head arrives, answered once it is complete. */
+static void refuse(hd_http_t *h, int status, const char *msg)
+{
+    if (!h->error) {
+        h->error = status;
+        h->error_msg = msg;
+    }
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    (void)session;
+    (void)flags;
+    hd_h2_t *h2 = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers: ignored */
+    hd_h2_stream_t *s = stream_of(h2, frame->hd.stream_id);
+    hd_http_t *h = s ? s->http : NULL;
+    if (!h || h->error)
+        return 0;
+    const hd_conf_t *conf = conf_of(h);
+    const char *n = (const char *)name, *v = (const char *)value;
+    if (namelen > 0 && n[0] == ':') {
+        /* Pseudo-fields come first (nghttp2 checks it): the URL starts the head buffer. */
+        if (namelen == 5 && memcmp(n, ":path", 5) == 0) {
+            if (hd_http_head_append(h, v, valuelen, conf->max_url_bytes) < 0)
+                refuse(h, 414, "URI too long");
+            h->url_len = h->head_len;
+        } else if (namelen == 7 && memcmp(n, ":method", 7) == 0) {
+            size_t m = valuelen < sizeof(s->method) - 1 ? valuelen : sizeof(s->method) - 1;
+            memcpy(s->method, v, m);
+            s->method[m] = '\0';
+        } else if (namelen == 10 && memcmp(n, ":authority", 10) == 0) {
+            if (valuelen > conf->max_header_bytes) {
+                refuse(h, 431, "request header fields too large");
+                return 0;
+            }
+            free(s->authority);
+            s->authority = hd_strndup(v, valuelen);
+        }
+        return 0;
+    }
+    if (h->n_hdrs == MAX_HEADERS ||
+        h->head_len - h->url_len + namelen + valuelen > conf->max_header_bytes) {
+        refuse(h, 431, "request header fields too large");
+        return 0;
+    }
+    hdr_off_t *o = &h->hdrs[h->n_hdrs++];
+    o->name_off = (uint32_t)h->head_len;
+    o->name_len = (uint32_t)namelen;
+    hd_http_head_append(h, n, namelen, SIZE_MAX);
+    o->value_off = (uint32_t)h->head_len;
+    o->value_len = (uint32_t)valuelen;
+    hd_http_head_append(h, v, valuelen, SIZE_MAX);
+    return 0;
+}
+
+/* :authority stands for Host (RFC 9113 8.3.1) when the client sent no Host field. */
+static void add_host(hd_http_t *h, hd_h2_stream_t *s)
+{
+    if (!s->authority || h->error || h->n_hdrs == MAX_HEADERS)
+        return;
+    for (size_t i = 0; i < h->n_hdrs; i++)
+        if (h->hdrs[i].name_len == 4 && strncasecmp(h->head + h->hdrs[i].name_off, "host", 4) == 0)
+            return;
+    size_t alen = strlen(s->authority);
+    hdr_off_t *o = &h->hdrs[h->n_hdrs++];
+    o->name_off = (uint32_t)h->head_len;
+    o->name_len = 4;
+    hd_http_head_append(h, "host", 4, SIZE_MAX);
+    o->value_off = (uint32_t)h->head_len;
+    o->value_len = (uint32_t)alen;
+    hd_http_head_append(h, s->authority, alen, SIZE_MAX);
+}
+
+static const struct {
+    const char *name;
+    llhttp_method_t method;
+} methods[] = {{"GET", HTTP_GET},     {"HEAD", HTTP_HEAD},      {"POST", HTTP_POST},
+               {"PUT", HTTP_PUT},     {"DELETE", HTTP_DELETE},  {"OPTIONS", HTTP_OPTIONS},
+               {"PATCH", HTTP_PATCH}, {"CONNECT", HTTP_CONNECT}};
+
+/* The request is complete (or refused): to the handler, as an HTTP/1.1 one would go. */
+static void dispatch(hd_h2_stream_t *s)
+{
+    hd_http_t *h = s->http;
+    if (!h || s->is_dispatched)
+        return;
+    s->is_dispatched = 1;
+    int known = 0;
+    for (size_t i = 0; i < HD_ARRAY_SIZE(methods); i++) {
+        if (strcmp(s->method, methods[i].name) == 0) {
+            h->parser.method = methods[i].method;
+            known = 1;
+        }
+    }
+    h->parser.http_major = 2;
+    h->parser.http_minor = 0;
+    h->phase = PHASE_HANDLING;
+    hd_conn_set_timeout(h->conn, 0);
+    hd_http_build_request(h);
+    if (!known) {
+        h->req.method = HD_M_OTHER;
+        h->req.method_name = "OTHER";
+    }
+    if (h->error) {
+        int status = h->error > 0 ? h->error : hd_err_http_status(h->error);
+        const char *msg = h->error_msg ? h->error_msg : hd_strerror(h->error);
+        hd_conn_log(HD_LOG_INFO, h->conn, "bad request (%d): %s", status, msg);
+        hd_http_respond_error(&h->req, status, msg);
+        return;
+    }
+    hd_http_dispatch(h);
+}
+
+/* The client ended its side of a stream whose request was handled: a transport that took the
+ * stream over (a WebSocket) hears it as the peer closing. */
+static void peer_ended(hd_h2_stream_t *s)
+{
+    hd_conn_t *c = s->conn;
+    if (!c || c->is_closing || c->ops == &h2_req_ops)
+        return;
+    if (c->ops->on_eof)
+        c->ops->on_eof(c);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)session;
+    hd_h2_t *h2 = user_data;
+    hd_h2_stream_t *s;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_DATA:
+        s = stream_of(h2, frame->hd.stream_id);
+        if (!s)
+            return 0;
+        if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+            s->http) {
+            add_host(s->http, s);
+            free(s->authority);
+            s->authority = NULL;
+            if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+                if (s->http->error) {
+                    dispatch(s); /* refused at the head: no need to read the body */
+                    return 0;
+                }
+                s->http->phase = PHASE_BODY;
+                hd_conn_set_timeout(s->conn, conf_of(s->http)->body_timeout_ms);
+            }
+        }
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            if (s->is_dispatched)
+                peer_ended(s);
+            else
+                dispatch(s);
+        }
+        return 0;
+    case NGHTTP2_RST_STREAM: {
+        /* Rapid reset (CVE-2023-44487): opening and cancelling streams costs the server work
+         * without holding a stream open, so max_streams does not bound it; this does. Only a
+         * reset of a stream still open counts (a client may answer our frames on a stream it
+         * cancelled with more resets, which cost nothing). */
+        uint64_t retry;
+        if (!stream_of(h2, frame->hd.stream_id))
+            return 0;
+        uint32_t burst = h2->reset_rate * 10 > 100 ? h2->reset_rate * 10 : 100;
+        if (!hd_bucket_take(&h2->reset_bucket, uv_now(&h2->conn->worker->loop), h2->reset_rate,
+                            burst, &retry)) {
+            hd_conn_log(HD_LOG_INFO, h2->conn,
+                        "HTTP/2 client resets streams faster than http2_reset_rate (%u/s)",
+                        h2->reset_rate);
+            nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user_data)
+{
+    (void)session;
+    (void)flags;
+    hd_h2_stream_t *s = stream_of(user_data, stream_id);
+    if (!s || !s->conn)
+        return 0;
+    if (!s->is_dispatched && s->http) {
+        hd_http_t *h = s->http;
+        if (h->error)
+            return 0;
+        int rc = hd_http_append_body(h, (const char *)data, len);
+        if (rc < 0) {
+            refuse(h, hd_err_http_status(rc), "request body too large");
+            dispatch(s); /* answered now; the rest of the body is not wanted */
+        }
+        return 0;
+    }
+    hd_conn_t *c = s->conn;
+    if (s->is_dispatched && c->ops != &h2_req_ops && !c->is_closing && c->ops->on_data)
+        c->ops->on_data(c, (const char *)data, len);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    (void)error_code;
+    hd_h2_t *h2 = user_data;
+    hd_h2_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!s)
+        return 0;
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    if (s->conn) {
+        hd_conn_t *c = s->conn;
+        c->carrier = NULL; /* no reset to send: the stream is gone */
+        s->conn = NULL;
+        hd_conn_close(c); /* its handler (a request, a transport) lets go */
+    }
+    if (s->is_drained) {
+        /* still on h2->drained: unlink it */
+        for (hd_h2_stream_t **p = &h2->drained; *p; p = &(*p)->next_drained) {
+            if (*p == s) {
+                *p = s->next_drained;
+                break;
+            }
+        }
+    }
+    stream_free(s);
+    if (--h2->n_streams == 0 && !h2->is_draining)
+        hd_conn_set_timeout(h2->conn, hd_worker_conf(h2->conn->worker)->keepalive_timeout_ms);
+    hd_conn_want_flush(h2->conn);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    hd_h2_t *h2 = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+        HD_STAT_INC(h2->conn->worker, h2_errors);
+        hd_conn_log(HD_LOG_INFO, h2->conn, "HTTP/2 connection ended: GOAWAY %s",
+                    nghttp2_http2_strerror(frame->goaway.error_code));
+        return 0;
+    }
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        hd_h2_stream_t *s = stream_of(h2, frame->hd.stream_id);
+        if (s)
+            s->is_ended = 1;
+        /* The response is complete but the client still sends (a body refused early): it
+         * may stop (RFC 9113 8.1). */
+        if (!nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id))
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                      NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags,
+                       void *user_data)
+{
+    (void)session;
+    (void)flags;
+    hd_h2_t *h2 = user_data;
+    hd_conn_t *c = h2->conn;
+    if (c->is_closing || c->is_finishing)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (hd_conn_queued_bytes(c) > HD_H2_OUT_HIGH)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    hd_conn_send_copy(c, data, len);
+    return (ssize_t)len;
+}
+
+/* ---- the connection ---- */
+
+/* Resets the streams holding most output until the connection's total is within its bound. */
+static void bound_output(hd_h2_t *h2)
+{
+    for (;;) {
+        size_t total = 0, most = 0;
+        hd_h2_stream_t *worst = NULL;
+        hd_list_t *pos, *tmp;
+        hd_list_foreach_safe(pos, tmp, &h2->streams)
+        {
+            hd_h2_stream_t *s = hd_container_of(pos, hd_h2_stream_t, link);
+            size_t q = s->conn ? hd_conn_queued_bytes(s->conn) : 0;
+            total += q;
+            if (q > most) {
+                most = q;
+                worst = s;
+            }
+        }
+        if (total <= h2->max_queue_bytes || !worst)
+            return;
+        HD_STAT_INC(h2->conn->worker, h2_streams_reset);
+        hd_conn_log(HD_LOG_INFO, worst->conn,
+                    "HTTP/2 stream %d reset: %zu bytes waiting on the connection "
+                    "(http2_max_queue_bytes), %zu of them on it",
+                    (int)worst->id, total, most);
+        hd_conn_close(worst->conn);
+    }
+}
+
+/* Frames what the streams have, while the socket's queue is short; ends the connection when
+ * the session has nothing more to do. */
+static void produce(hd_h2_t *h2)
+{
+    hd_conn_t *c = h2->conn;
+    if (c->is_closing || c->is_finishing)
+        return;
+    enter(h2);
+    bound_output(h2);
+    int rc = nghttp2_session_send(h2->session);
+    while (h2->drained && !h2->is_dead) {
+        hd_h2_stream_t *s = h2->drained;
+        h2->drained = s->next_drained;
+        s->is_drained = 0;
+        if (s->conn)
+            hd_conn_stream_drained(s->conn); /* may queue more: on_output asks for a flush */
+    }
+    if (leave(h2))
+        return;
+    if (c->is_closing || c->is_finishing)
+        return;
+    if (rc != 0) {
+        hd_conn_log(HD_LOG_INFO, c, "HTTP/2 send failed: %s", nghttp2_strerror(rc));
+        hd_conn_close(c);
+        return;
+    }
+    int want_write = nghttp2_session_want_write(h2->session);
+    if ((!nghttp2_session_want_read(h2->session) && !want_write) ||
+        (h2->is_draining && h2->n_streams == 0 && !want_write)) {
+        hd_conn_finish(c);
+        return;
+    }
+    if (hd_conn_queued_bytes(c) <= HD_H2_OUT_HIGH)
+        hd_conn_read_start(c);
+}
+
+static void h2_on_data(hd_conn_t *c, const char *data, size_t len)
+{
+    hd_h2_t *h2 = c->data;
+    enter(h2);
+    ssize_t rc = nghttp2_session_mem_recv(h2->session, (const uint8_t *)data, len);
+    if (leave(h2) || c->is_closing)
+        return;
+    if (rc < 0) {
+        hd_conn_log(HD_LOG_INFO, c, "HTTP/2 input refused: %s", nghttp2_strerror((int)rc));
+        if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+            hd_conn_close(c);
+            return;
+        }
+        HD_STAT_INC(c->worker, h2_errors);
+        enter(h2);
+        nghttp2_session_terminate_session(h2->session, NGHTTP2_PROTOCOL_ERROR);
+        if (leave(h2))
+            return;
+    }
+    hd_conn_want_flush(c);
+    /* Output backpressure, as HTTP/1.1 pipelining: a client that does not read its
+     * responses is not read either. */
+    if (hd_conn_queued_bytes(c) > HD_H2_OUT_HIGH)
+        hd_conn_read_stop(c);
+}
+
+static void h2_on_flush(hd_conn_t *c)
+{
+    produce(c->data);
+}
+
+static void h2_on_drain(hd_conn_t *c)
+{
+    hd_h2_t *h2 = c->data;
+    c->is_flush_wanted = 0;
+    produce(h2);
+}
+
+static void h2_on_eof(hd_conn_t *c)
+{
+    hd_conn_close(c); /* every stream with it */
+}
+
+static void h2_on_timeout(hd_conn_t *c)
+{
+    hd_h2_t *h2 = c->data;
+    if (h2->n_streams > 0)
+        return;
+    HD_STAT_INC(c->worker, timeouts);
+    enter(h2);
+    nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
+    if (leave(h2))
+        return;
+    h2->is_draining = 1;
+    hd_conn_want_flush(c);
+}
+
+static void h2_on_shutdown(hd_conn_t *c)
+{
+    hd_h2_t *h2 = c->data;
+    /* The streams hear it themselves (they are connections too); this one says no more. */
+    h2->is_draining = 1;
+    enter(h2);
+    nghttp2_submit_goaway(h2->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h2->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    if (leave(h2))
+        return;
+    hd_conn_want_flush(c);
+}
+
+static void destroy(hd_h2_t *h2)
+{
+    nghttp2_session_del(h2->session);
+    free(h2);
+}
+
+static void h2_on_close(hd_conn_t *c)
+{
+    hd_h2_t *h2 = c->data;
+    while (!hd_list_empty(&h2->streams)) {
+        hd_h2_stream_t *s = hd_container_of(h2->streams.next, hd_h2_stream_t, link);
+        if (s->conn) {
+            hd_conn_t *sc = s->conn;
+            sc->carrier = NULL;
+            s->conn = NULL;
+            hd_conn_close(sc);
+        }
+        nghttp2_session_set_stream_user_data(h2->session, s->id, NULL);
+        stream_free(s);
+    }
+    h2->drained = NULL;
+    h2->n_streams = 0;
+    if (h2->depth > 0) {
+        h2->is_dead = 1; /* freed when the nghttp2 call under way returns */
+        return;
+    }
+    destroy(h2);
+}
+
+static const hd_conn_ops_t h2_conn_ops = {
+    .name = "h2",
+    .on_data = h2_on_data,
+    .on_eof = h2_on_eof,
+    .on_timeout = h2_on_timeout,
+    .on_drain = h2_on_drain,
+    .on_shutdown = h2_on_shutdown,
+    .on_close = h2_on_close,
+    .on_flush = h2_on_flush,
+};
+
+static int new_session(hd_h2_t *h2, const hd_conf_t *conf)
+{
+    nghttp2_session_callbacks *cb;
+    nghttp2_option *opt;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return -1;
+    nghttp2_session_callbacks_set_send_callback(cb, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, hd_h2_send_data);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        return -1;
+    }
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    /* herald counts resets of open streams itself (on_frame_recv: ENHANCE_YOUR_CALM, logged);
+     * nghttp2 counts every RST_STREAM, also those of streams already closed, which cost
+     * nothing: its limit (INTERNAL_ERROR) stays as a backstop well above herald's. */
+    uint64_t rate = conf->http2_reset_rate;
+    nghttp2_option_set_stream_reset_rate_limit(opt, rate * 100 > 1000 ? rate * 100 : 1000,
+                                               rate * 10);
+    int rc = nghttp2_session_server_new2(&h2->session, cb, h2, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0)
+        return -1;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, conf->http2_max_streams},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+         (uint32_t)(conf->max_url_bytes + conf->max_header_bytes)},
+    };
+    return nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, HD_ARRAY_SIZE(iv));
+}
+
+void hd_h2_accept(hd_conn_t *c, const char *data, size_t len)
+{
+    const hd_conf_t *conf = hd_worker_conf(c->worker);
+    hd_h2_t *h2 = hd_calloc(1, sizeof(*h2));
+    h2->conn = c;
+    hd_list_init(&h2->streams);
+    hd_bucket_init(&h2->pub_bucket);
+    hd_bucket_init(&h2->reset_bucket);
+    h2->reset_rate = conf->http2_reset_rate;
+    h2->max_queue_bytes = conf->http2_max_queue_bytes;
+    if (new_session(h2, conf) != 0) {
+        if (h2->session)
+            nghttp2_session_del(h2->session);
+        free(h2);
+        hd_conn_close(c);
+        return;
+    }
+    HD_STAT_INC(c->worker, h2_conns);
+    hd_conn_set_handler(c, &h2_conn_ops, h2);
+    /* The first request must come as an HTTP/1.1 head must: within header_timeout. */
+    hd_conn_set_timeout(c, conf->header_timeout_ms);
+    hd_conn_read_start(c);
+    if (len)
+        h2_on_data(c, data, len);
+    else
+        hd_conn_want_flush(c); /* our SETTINGS go first */
+}

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * h2_out.c: what leaves on an HTTP/2 stream. The response head becomes a HEADERS frame (the
+ * same status, extra lines and response headers an HTTP/1.1 head carries, names lowercased,
+ * connection-specific fields dropped); the body is whatever the handler or transport queued on
+ * the stream connection, framed as DATA by reference when nghttp2 asks (the stream's flow
+ * control window allows it), and ended when the stream connection finishes. The stream
+ * connection's carrier ops (hd_h2_carrier_ops) tell the session when a stream has output, ends
+ * or is closed by herald (a reset).
+ *
+ *   transport --hd_conn_send--> stream conn queue --read_data/send_data--> socket conn queue
+ *
+ * So a stream that stops reading (its window stays shut) holds its output in its own queue,
+ * which every transport bounds as it bounds a slow HTTP/1.1 subscriber (hd_conn_queued_bytes),
+ * and the socket's queue holds at most HD_H2_OUT_HIGH plus a frame.
+ */
+#include "internal.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#define MAX_NV 64
+
+/* Fields an HTTP/2 message must not carry (RFC 9113 8.2.2). */
+static int is_connection_specific(const char *name, size_t len)
+{
+    static const char *const banned[] = {"connection", "keep-alive", "proxy-connection",
+                                         "transfer-encoding", "upgrade"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(banned); i++)
+        if (strlen(banned[i]) == len && memcmp(banned[i], name, len) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Adds the "Name: value\r\n" lines of text (lowercased in place: text is our copy) to nv.
+ */
+static size_t add_lines(nghttp2_nv *nv, size_t n, char *text)
+{
+    char *p = text;
+    while (p && *p && n < MAX_NV) {
+        char *eol = strstr(p, "\r\n");
+        char *end = eol ? eol : p + strlen(p);
+        char *colon = memchr(p, ':', (size_t)(end - p));
+        if (colon) {
+            size_t nlen = (size_t)(colon - p);
+            for (size_t i = 0; i < nlen; i++)
+                p[i] = (char)tolower((unsigned char)p[i]);
+            char *v = colon + 1;
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            if (nlen && !is_connection_specific(p, nlen))
+                nv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, nlen, (size_t)(end - v),
+                                       NGHTTP2_NV_FLAG_NONE};
+        }
+        p = eol ? eol + 2 : NULL;
+    }
+    return n;
+}
+
+static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user_data);
+
+static nghttp2_nv nv_of(const char *name, const char *value, size_t vlen)
+{
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), vlen,
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *content_type,
+                       int64_t content_length)
+{
+    hd_h2_stream_t *s = h->h2s;
+    hd_h2_t *h2 = s->h2;
+    nghttp2_nv nv[MAX_NV];
+    size_t n = 0;
+    char st[8], clen[24];
+    snprintf(st, sizeof(st), "%d", status);
+    nv[n++] = nv_of(":status", st, strlen(st));
+    nv[n++] = nv_of("server", "herald/" HERALD_VERSION, strlen("herald/" HERALD_VERSION));
+    const char *date = hd_worker_date(h->conn->worker);
+    nv[n++] = nv_of("date", date, strlen(date));
+    /* nghttp2 copies the fields: the lowercased lines live only for this call. */
+    size_t elen = extra ? strlen(extra) : 0, rlen = h->resp_headers ? strlen(h->resp_headers) : 0;
+    char *lines = hd_malloc(elen + rlen + 2);
+    memcpy(lines, extra ? extra : "", elen);
+    lines[elen] = '\0';
+    memcpy(lines + elen + 1, h->resp_headers ? h->resp_headers : "", rlen);
+    lines[elen + 1 + rlen] = '\0';
+    n = add_lines(nv, n, lines);
+    n = add_lines(nv, n, lines + elen + 1);
+    if (content_type && n < MAX_NV)
+        nv[n++] = nv_of("content-type", content_type, strlen(content_type));
+    if (content_length >= 0 && n < MAX_NV) {
+        snprintf(clen, sizeof(clen), "%lld", (long long)content_length);
+        nv[n++] = nv_of("content-length", clen, strlen(clen));
+    }
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_data};
+    int rc = nghttp2_submit_response(h2->session, s->id, nv, n, &prd);
+    free(lines);
+    if (rc != 0) {
+        hd_conn_log(HD_LOG_INFO, h->conn, "HTTP/2 response not submitted: %s",
+                    nghttp2_strerror(rc));
+        return;
+    }
+    s->is_responding = 1;
+    hd_conn_want_flush(h2->conn);
+}
+
+/*
+ * nghttp2 asks for at most `length` bytes of the stream's next DATA frame: as many as its
+ * queue holds (taken, without copy, in hd_h2_send_data), END_STREAM once the stream finished
+ * and its queue is empty; nothing yet: DEFERRED until output comes (on_output resumes it).
+ */
+static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    (void)session;
+    (void)stream_id;
+    (void)buf;
+    (void)user_data;
+    hd_h2_stream_t *s = source->ptr;
+    hd_conn_t *c = s->conn;
+    if (!c || c->is_closing) {
+        s->is_deferred = 1; /* reset: its RST_STREAM is on its way */
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t queued = hd_conn_queued_bytes(c);
+    if (queued == 0) {
+        if (c->is_finishing) {
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+            return 0;
+        }
+        s->is_deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t n = queued < length ? queued : length;
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == queued && c->is_finishing)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+int hd_h2_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+                    size_t length, nghttp2_data_source *source, void *user_data)
+{
+    (void)session;
+    hd_h2_t *h2 = user_data;
+    hd_h2_stream_t *s = source->ptr;
+    hd_conn_t *out = h2->conn;
+    if (out->is_closing || out->is_finishing)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (hd_conn_queued_bytes(out) > HD_H2_OUT_HIGH)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (!s->conn || hd_conn_queued_bytes(s->conn) < length || frame->data.padlen > 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cannot happen: resets the stream */
+    hd_conn_send_copy(out, framehd, 9);
+    hd_conn_stream_take(s->conn, out, length);
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        s->is_ended = 1;
+    if (hd_conn_queued_bytes(s->conn) == 0 && !s->is_drained) {
+        /* Its handler may write more (on_drain), once nghttp2 is done with this send. */
+        s->is_drained = 1;
+        s->next_drained = h2->drained;
+        h2->drained = s;
+    }
+    return 0;
+}
+
+/* ---- the stream connection's carrier ---- */
+
+static void carrier_on_output(hd_conn_t *c)
+{
+    hd_h2_stream_t *s = (hd_h2_stream_t *)c->carrier;
+    if (s->is_deferred && s->is_responding) {
+        s->is_deferred = 0;
+        nghttp2_session_resume_data(s->h2->session, s->id);
+    }
+    hd_conn_want_flush(s->h2->conn);
+}
+
+static void carrier_on_close(hd_conn_t *c)
+{
+    hd_h2_stream_t *s = (hd_h2_stream_t *)c->carrier;
+    s->conn = NULL;
+    if (!s->is_ended) {
+        /* Herald let go of a stream it had not ended (a slow subscriber cut off, a timeout, a
+         * transport closing): the peer learns it by RST_STREAM. */
+        nghttp2_submit_rst_stream(s->h2->session, NGHTTP2_FLAG_NONE, s->id,
+                                  s->is_responding ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR);
+    }
+    hd_conn_want_flush(s->h2->conn);
+}
+
+const hd_carrier_ops_t hd_h2_carrier_ops = {
+    .on_output = carrier_on_output,
+    .on_finish = carrier_on_output, /* the end goes out once the queue is taken */
+    .on_close = carrier_on_close,
+};

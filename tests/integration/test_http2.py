@@ -1,0 +1,498 @@
+# SPDX-License-Identifier: MIT
+"""HTTP/2 (docs/http2.md) against the real binary.
+
+Clients: Python h2 (python3-h2) for exact protocol cases, nghttp and h2load (nghttp2-client) as
+real-world clients. Covered: prior knowledge (h2c) on a plain listener and h2 by ALPN on a tls
+listener beside HTTP/1.1; every HTTP transport but WebSocket over streams of one connection
+(SSE, short and long poll, publish, introspection); the request limits (414, 431, 413) and
+timeouts; SETTINGS_MAX_CONCURRENT_STREAMS; a stream whose client stops reading it (bounded as a
+slow subscriber, the connection's other streams still served) and the bound on a connection's
+output; rapid reset (CVE-2023-44487) ending the connection with memory bounded and other clients
+served; graceful shutdown.
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.errors  # noqa: E402
+import h2.events  # noqa: E402
+import h2.exceptions  # noqa: E402
+import h2.settings  # noqa: E402
+import hyperframe.frame  # noqa: E402
+
+from test_tls import make_cert  # noqa: E402
+
+
+class Stream:
+    def __init__(self, sid):
+        self.sid = sid
+        self.headers = {}
+        self.data = bytearray()
+        self.ended = False
+        self.reset = None  # error code of a RST_STREAM from the server
+
+    @property
+    def status(self):
+        return int(self.headers.get(":status", "0"))
+
+
+class H2Client:
+    """A python-h2 client over a socket (plain: prior knowledge; tls: ALPN h2).
+
+    auto_ack: every DATA received is acknowledged (WINDOW_UPDATE for the stream and the
+    connection) unless its stream is in `stalled`, whose data only opens the connection's
+    window: that stream's window closes as its client would if it stopped reading it."""
+
+    def __init__(self, port, tls=False, auto_ack=True):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=hh.IO_TIMEOUT)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            ctx = hh.client_tls_context(alpn=["h2", "http/1.1"])
+            self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+            self.alpn = self.sock.selected_alpn_protocol()
+        else:
+            self.sock = raw
+            self.alpn = None
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.flush()
+        self.streams = {}
+        self.auto_ack = auto_ack
+        self.stalled = set()
+        self.goaway = None
+        self.closed = False
+        self.settings = {}
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, method, path, headers=(), body=None, end=True):
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":path", path), (":scheme", "http"),
+                (":authority", "127.0.0.1")] + list(headers)
+        self.conn.send_headers(sid, hdrs, end_stream=end and body is None)
+        if body is not None:
+            self.send_body(sid, body, end=end)
+        self.streams[sid] = Stream(sid)
+        self.flush()
+        return self.streams[sid]
+
+    def send_body(self, sid, body, end=True):
+        # Within the flow-control window herald gives (64 KiB per stream at first).
+        while body:
+            n = min(len(body), self.conn.local_flow_control_window(sid), 16384)
+            if n == 0:
+                self.pump(0.2)
+                continue
+            self.conn.send_data(sid, body[:n])
+            body = body[n:]
+            self.flush()
+        if end:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def pump(self, timeout=hh.IO_TIMEOUT):
+        """Reads once (up to timeout) and handles the events. False when the socket closed."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return True
+        except (ConnectionResetError, OSError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            if self.goaway is None:
+                raise
+            events = []  # frames after GOAWAY, which python-h2 refuses to parse
+        for ev in events:
+            self.handle(ev)
+        try:
+            self.flush()
+        except OSError:
+            pass
+        return True
+
+    def handle(self, ev):
+        if isinstance(ev, h2.events.ResponseReceived):
+            self.streams[ev.stream_id].headers = dict(ev.headers)
+        elif isinstance(ev, h2.events.DataReceived):
+            s = self.streams.get(ev.stream_id)
+            if s is not None:
+                s.data += ev.data
+            if self.auto_ack and ev.flow_controlled_length:
+                if ev.stream_id in self.stalled:
+                    self.conn.increment_flow_control_window(ev.flow_controlled_length)
+                else:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.StreamEnded):
+            self.streams[ev.stream_id].ended = True
+        elif isinstance(ev, h2.events.StreamReset):
+            if ev.stream_id in self.streams:
+                self.streams[ev.stream_id].reset = ev.error_code
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.goaway = ev.error_code
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            for k, v in ev.changed_settings.items():
+                self.settings[k] = v.new_value
+
+    def until(self, cond, timeout=hh.IO_TIMEOUT, what="condition"):
+        end = time.monotonic() + timeout
+        while not cond():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError("timed out waiting for " + what)
+            if not self.pump(min(left, 0.5)) and not cond():
+                raise AssertionError("connection closed waiting for " + what)
+        return True
+
+    def get(self, path, headers=(), method="GET", body=None, timeout=hh.IO_TIMEOUT):
+        s = self.request(method, path, headers, body)
+        self.until(lambda: s.ended or s.reset is not None, timeout, "response to " + path)
+        return s
+
+
+def metric(port, name):
+    text = hh.request(port, "GET", "/metrics")[2].decode()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def sse_events(data):
+    return re.findall(rb"^data: (.*)$", bytes(data), re.M)
+
+
+class Http2Plain(hh.HeraldTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.h = cls.start_class_herald(conf={"max_body_size": "64k", "max_url_size": "1k",
+                                             "max_header_size": "2k"}, workers=2)
+
+    def test_prior_knowledge_requests(self):
+        with H2Client(self.h.port) as c:
+            s = c.get("/healthz")
+            self.assertEqual(s.status, 200)
+            self.assertEqual(bytes(s.data), b'{"status":"ok"}')
+            self.assertNotIn("connection", s.headers)
+            self.assertEqual(s.headers["server"].split("/")[0], "herald")
+            # publish, then read it back by short poll, all on the same connection
+            s = c.get("/pub/h2news", method="POST", body=b"hello over h2",
+                      headers=[("content-type", "text/plain")])
+            self.assertEqual(s.status, 200, bytes(s.data))
+            self.assertIn(b'"id":', bytes(s.data))
+            s = c.get("/poll/h2news")
+            self.assertEqual(s.status, 200)
+            self.assertIn(b"hello over h2", bytes(s.data))
+            self.assertEqual(c.get("/nowhere").status, 404)
+            s = c.get("/healthz", method="HEAD")
+            self.assertEqual((s.status, bytes(s.data)), (200, b""))
+            self.assertEqual(c.get("/healthz", method="BREW").status, 501)
+            st = c.get("/stats")
+            self.assertEqual(st.status, 200)
+            self.assertEqual(c.settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS),
+                             100)
+        # HTTP/1.1 on the same listener is untouched
+        self.assertTrue(hh.healthz_ok(self.h.port))
+
+    def test_many_streams_in_flight(self):
+        """40 requests sent at once on one connection, answered on their own streams."""
+        with H2Client(self.h.port) as c:
+            streams = [c.request("GET", "/poll/many%d" % i) for i in range(40)]
+            c.until(lambda: all(s.ended for s in streams), what="40 answers")
+            for i, s in enumerate(streams):
+                self.assertEqual(s.status, 200)
+                self.assertIn(b'"channel":"many%d"' % i, bytes(s.data))
+
+    def test_sse_and_long_poll_streams_share_a_connection(self):
+        with H2Client(self.h.port) as c:
+            sse = [c.request("GET", "/sse/share%d" % i) for i in range(6)]
+            lp = c.request("GET", "/lp/share-lp?timeout=10")
+            c.until(lambda: all(s.status == 200 for s in sse), what="SSE heads")
+            self.assertEqual(sse[0].headers["content-type"], "text/event-stream; charset=utf-8")
+            hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] >= 6)
+            for i in range(6):
+                hh.publish(self.h.port, "share%d" % i, "event %d" % i)
+            hh.publish(self.h.port, "share-lp", "held")
+            c.until(lambda: all(sse_events(s.data) for s in sse) and lp.ended,
+                    what="every stream's event")
+            for i, s in enumerate(sse):
+                self.assertEqual(sse_events(s.data), [b"event %d" % i])
+                self.assertFalse(s.ended)
+            self.assertEqual(lp.status, 200)
+            self.assertIn(b"held", bytes(lp.data))
+            # Resume with Last-Event-ID on a new stream of the same connection
+            first = re.search(rb"^id: (\S+)$", bytes(sse[0].data), re.M).group(1).decode()
+            hh.publish(self.h.port, "share0", "second")
+            again = c.request("GET", "/sse/share0", headers=[("last-event-id", first)])
+            c.until(lambda: sse_events(again.data), what="resumed event")
+            self.assertEqual(sse_events(again.data), [b"second"])
+        # the client went away: every stream is gone from the server
+        hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] == 0)
+
+    def test_client_resets_a_stream(self):
+        with H2Client(self.h.port) as c:
+            s = c.request("GET", "/sse/resetme")
+            c.until(lambda: s.status == 200)
+            hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] >= 1)
+            c.conn.reset_stream(s.sid)
+            c.flush()
+            hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] == 0)
+            self.assertEqual(c.get("/healthz").status, 200)  # the connection goes on
+
+    def test_request_limits(self):
+        with H2Client(self.h.port) as c:
+            self.assertEqual(c.get("/poll/" + "a" * 2000).status, 414)
+            big = [("x-big-%d" % i, "v" * 200) for i in range(20)]
+            s = c.get("/healthz", headers=big)
+            self.assertEqual(s.status, 431)
+            self.assertIn(b"too large", bytes(s.data))
+            s = c.get("/pub/limits", method="POST", body=b"x" * 70000)
+            self.assertEqual(s.status, 413)
+            self.assertEqual(c.get("/healthz").status, 200)  # still serving the connection
+
+    def test_nghttp_sse_and_publish(self):
+        """nghttp (nghttp2's client) subscribes over h2c and publishes over h2c."""
+        hh.require_executable("nghttp", "nghttp2-client")
+        # -t 3: nghttp gives up on the endless stream after 3 s and prints what it received
+        sub = subprocess.Popen(["nghttp", "-t", "3", "http://127.0.0.1:%d/sse/ng" % self.h.port],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(sub.kill)
+        hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] >= 1)
+        body = os.path.join(self.tmpdir(), "body")
+        with open(body, "wb") as f:
+            f.write(b"from nghttp")
+        out = subprocess.run(["nghttp", "-d", body, "http://127.0.0.1:%d/pub/ng" % self.h.port],
+                             capture_output=True, timeout=10)
+        self.assertIn(b'"channel":"ng"', out.stdout, out.stderr)
+        got = sub.communicate(timeout=15)[0]
+        self.assertIn(b"data: from nghttp", got)
+
+    def test_h2load_requests(self):
+        """A short bounded load: 4 connections x 10 streams at once, 2,000 requests."""
+        hh.require_executable("h2load", "nghttp2-client")
+        hh.publish(self.h.port, "loaded", "x")
+        out = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "10",
+                              "http://127.0.0.1:%d/poll/loaded" % self.h.port],
+                             capture_output=True, timeout=60, text=True)
+        self.assertIn("2000 succeeded, 0 failed, 0 errored", out.stdout, out.stdout)
+        self.assertIn("status codes: 2000 2xx", out.stdout)
+        print(re.search(r"finished in .*", out.stdout).group(0), file=sys.stderr)
+
+
+class Http2Tls(hh.HeraldTestCase):
+    @classmethod
+    def setUpClass(cls):
+        d = cls.class_tmpdir() if hasattr(cls, "class_tmpdir") else None
+        import tempfile
+        d = d or tempfile.mkdtemp(prefix="herald-h2-")
+        cls.crt, cls.key = make_cert(d, "localhost", "h2")
+        cls.h = cls.start_class_herald(
+            conf={"tls_certificate": cls.crt, "tls_certificate_key": cls.key},
+            listens=("127.0.0.1:0", "127.0.0.1:0 tls"))
+
+    def test_alpn_h2_and_http11_side_by_side(self):
+        with H2Client(self.h.tls_port, tls=True) as c:
+            self.assertEqual(c.alpn, "h2")
+            s = c.request("GET", "/sse/tlsch")
+            c.until(lambda: s.status == 200)
+            hh.publish(self.h.port, "tlsch", "over tls")
+            c.until(lambda: sse_events(s.data), what="event over h2 + TLS")
+            self.assertEqual(sse_events(s.data), [b"over tls"])
+            self.assertEqual(c.get("/healthz").status, 200)
+        ctx = hh.client_tls_context(alpn=["http/1.1"])
+        with hh.Client(self.h.tls_port, ssl_context=ctx) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1")
+            self.assertEqual(c.request("GET", "/healthz").status, 200)
+
+    def test_curl_http2_over_tls(self):
+        hh.require_executable("curl", "curl")
+        out = subprocess.run(["curl", "-k", "-sS", "--http2", "-o", "/dev/null", "-w",
+                              "%{http_version} %{http_code}",
+                              "https://127.0.0.1:%d/healthz" % self.h.tls_port],
+                             capture_output=True, timeout=15, text=True)
+        self.assertEqual(out.stdout, "2 200", out.stderr)
+
+
+class Http2Limits(hh.HeraldTestCase):
+    def start(self, **conf):
+        base = {"max_queue_bytes": "64k", "http2_max_streams": "4", "keepalive_timeout": "1s"}
+        base.update(conf)
+        h = hh.Herald(conf=base, workers=1)
+        self.addCleanup(h.cleanup)
+        return h.start()
+
+    def test_concurrent_streams_refused_past_the_setting(self):
+        h = self.start()
+        with H2Client(h.port) as c:
+            # sent before our SETTINGS are read: the client does not hold itself to them
+            held = [c.request("GET", "/sse/cap%d" % i) for i in range(4)]
+            extra = c.request("GET", "/sse/cap-extra")
+            c.until(lambda: extra.reset is not None and all(s.status == 200 for s in held),
+                    what="the fifth stream refused")
+            self.assertEqual(extra.reset, h2.errors.ErrorCodes.REFUSED_STREAM)
+            for i in range(4):
+                hh.publish(h.port, "cap%d" % i, "still here")
+            c.until(lambda: all(sse_events(s.data) for s in held), what="events on held streams")
+            self.assertIsNone(c.goaway)
+
+    def test_stream_that_stops_reading_is_cut_like_a_slow_subscriber(self):
+        h = self.start()
+        with H2Client(h.port) as c:
+            stuck = c.request("GET", "/sse/slowch")
+            live = c.request("GET", "/sse/slowch")
+            c.stalled.add(stuck.sid)
+            c.until(lambda: stuck.status == 200 and live.status == 200)
+            hh.wait_for(lambda: hh.stats(h.port)["connections"]["sse"] == 2)
+            rss0 = h.rss_bytes()
+            payload = "p" * 4000
+            pub = hh.Publisher(h.port)
+            self.addCleanup(pub.close)
+            for i in range(100):  # 400 KB: the stuck stream's window (64 KiB) + 64k queue
+                pub("slowch", "%03d%s" % (i, payload))
+                c.pump(0.01)
+            c.until(lambda: len(sse_events(live.data)) == 100, timeout=20,
+                    what="all 100 events on the stream that reads")
+            hh.wait_for(lambda: metric(h.port, "herald_slow_subscribers_dropped_total") >= 1)
+            self.assertLess(len(stuck.data), 70000)  # never more than its window
+            self.assertLess(h.rss_bytes() - rss0, 16 << 20)
+            self.assertIsNone(c.goaway)
+            self.assertEqual(c.get("/healthz").status, 200)
+
+    def test_connection_output_bound_resets_the_largest_stream(self):
+        h = self.start(max_queue_bytes="1m", http2_max_queue_bytes="128k",
+                       http2_max_streams="10")
+        before = metric(h.port, "herald_http2_streams_reset_total")
+        with H2Client(h.port) as c:
+            stuck = [c.request("GET", "/sse/bound") for _ in range(3)]
+            live = c.request("GET", "/sse/bound")
+            c.stalled.update(s.sid for s in stuck)
+            c.until(lambda: all(s.status == 200 for s in stuck + [live]))
+            pub = hh.Publisher(h.port)
+            self.addCleanup(pub.close)
+            for i in range(60):  # 240 KB to each stream
+                pub("bound", "%03d%s" % (i, "q" * 4000))
+                c.pump(0.01)
+            c.until(lambda: len(sse_events(live.data)) == 60, timeout=20, what="live events")
+            c.until(lambda: any(s.reset == h2.errors.ErrorCodes.CANCEL for s in stuck),
+                    what="a stalled stream reset")
+        self.assertGreater(metric(h.port, "herald_http2_streams_reset_total"), before)
+
+    def test_rapid_reset_ends_the_connection(self):
+        h = self.start(http2_max_streams="100", http2_reset_rate="10")
+        other = H2Client(h.port)
+        self.addCleanup(other.close)
+        sse = other.request("GET", "/sse/calm")
+        other.until(lambda: sse.status == 200)
+        rss0 = h.rss_bytes()
+        before = metric(h.port, "herald_http2_connection_errors_total")
+        with H2Client(h.port) as c:
+            sent = 0
+            try:
+                for _ in range(2000):
+                    s = c.request("GET", "/sse/rapid", end=True)
+                    c.conn.reset_stream(s.sid)
+                    c.flush()
+                    sent += 1
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            c.until(lambda: c.goaway is not None or c.closed, what="GOAWAY")
+            self.assertEqual(c.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self.assertLess(sent, 2000 + 1)
+        self.assertGreater(metric(h.port, "herald_http2_connection_errors_total"), before)
+        self.assertLess(h.rss_bytes() - rss0, 16 << 20)
+        hh.publish(h.port, "calm", "unbothered")
+        other.until(lambda: sse_events(sse.data), what="the other client's event")
+        self.assertEqual(hh.stats(h.port)["subscriptions"], 1)
+
+    def test_idle_connection_gets_goaway(self):
+        h = self.start()
+        with H2Client(h.port) as c:
+            self.assertEqual(c.get("/healthz").status, 200)
+            t0 = time.monotonic()
+            c.until(lambda: c.goaway is not None, timeout=5, what="GOAWAY when idle")
+            self.assertEqual(c.goaway, h2.errors.ErrorCodes.NO_ERROR)
+            self.assertGreater(time.monotonic() - t0, 0.5)
+            c.until(lambda: c.closed, timeout=5, what="close after GOAWAY")
+
+    def test_body_timeout(self):
+        h = self.start(body_timeout="500ms")
+        with H2Client(h.port) as c:
+            s = c.request("POST", "/pub/slowbody", body=b"part", end=False)
+            c.until(lambda: s.ended or s.reset is not None, timeout=5, what="408")
+            self.assertEqual(s.status, 408)
+
+    def test_shutdown_ends_streams_and_connection(self):
+        h = self.start(shutdown_timeout="3s")
+        with H2Client(h.port) as c:
+            s = c.request("GET", "/sse/bye")
+            c.until(lambda: s.status == 200)
+            h.signal(hh.signal.SIGTERM)
+            # python-h2 refuses frames after a GOAWAY, which RFC 9113 allows for streams the
+            # GOAWAY keeps (6.8): read the frames raw from here on.
+            data, ended, goaway = bytearray(), False, None
+            buf = b""
+            c.sock.settimeout(5)
+            while True:
+                chunk = c.sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= 9:
+                    f, length = hyperframe.frame.Frame.parse_frame_header(buf[:9])
+                    if len(buf) < 9 + length:
+                        break
+                    f.parse_body(memoryview(buf[9:9 + length]))
+                    buf = buf[9 + length:]
+                    if isinstance(f, hyperframe.frame.DataFrame) and f.stream_id == s.sid:
+                        data += f.data
+                        ended = ended or "END_STREAM" in f.flags
+                    elif isinstance(f, hyperframe.frame.GoAwayFrame):
+                        goaway = f.error_code
+            self.assertIn(b"server shutting down", bytes(data))
+            self.assertTrue(ended, "the SSE stream ended (END_STREAM)")
+            self.assertEqual(goaway, h2.errors.ErrorCodes.NO_ERROR)
+        self.assertEqual(h.wait_exit(10), 0)
+
+    def test_http2_off(self):
+        h = self.start(http2="off")
+        sock = hh.connect(h.port)
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        head = sock.recv(200)
+        sock.close()
+        self.assertTrue(head.startswith(b"HTTP/1.1 4"), head)
+
+
+if __name__ == "__main__":
+    hh.main()
