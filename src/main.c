@@ -110,6 +110,7 @@ static void register_routes(hd_router_t *r)
     hd_publish_register(r);
     hd_ticket_register(r);
     hd_admin_register(r);
+    hd_clientjs_register(r);
     hd_poll_register(r);
     hd_sse_register(r);
     hd_ws_register(r);

@@ -7,6 +7,7 @@
  *   introspect.c  GET /channels/{channel}, GET /stats, GET /metrics
  *   ticket.c      POST /auth/ticket (single-use tickets, docs/auth.md)
  *   admin.c       POST /admin/revoke, POST /admin/disconnect (docs/auth.md)
+ *   clientjs.c    GET /herald.js: the browser client (clients/js/herald.js), built in
  *   access.c      who may reach what: the admin endpoints, admin listeners (a guard run on
  *                 every request before routing), then CORS (cors.c)
  */
@@ -19,6 +20,12 @@ void hd_publish_register(hd_router_t *r);
 void hd_introspect_register(hd_router_t *r, hd_server_t *server);
 void hd_ticket_register(hd_router_t *r);
 void hd_admin_register(hd_router_t *r);
+/*
+ * GET /herald.js (and HEAD): clients/js/herald.js as embedded at build time, with a strong
+ * ETag (its SHA-256), If-None-Match answered 304, Cache-Control and Access-Control-Allow-Origin:
+ * * (a module script from another origin is a CORS request); 404 while client_js is off.
+ */
+void hd_clientjs_register(hd_router_t *r);
 
 /* Installs the access rules (access.c) as the HTTP layer's guard; once, at start. */
 void hd_access_install(void);

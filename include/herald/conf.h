@@ -122,6 +122,7 @@ typedef struct hd_conf_s {
     uint64_t ws_idle_timeout_ms;
     char *ws_origins;      /* space-separated allowed Origin values; NULL: any */
     int ws_client_publish; /* WebSocket clients may publish */
+    int client_js;         /* GET /herald.js serves the browser client (src/api/clientjs.c) */
 
     /* Redis bridge (src/broker/redis.c) */
     char *redis;        /* URL or unix socket path (hd_redis_url_parse); NULL: embedded */

@@ -273,6 +273,8 @@ const directive_t hd_conf_directives[] = {
       "space-separated Origin values allowed to open WebSockets; * = any", .none = "*"),
     D("ws_client_publish", T_BOOL, ws_client_publish, "off", NULL, NULL, RELOAD,
       "WebSocket clients may publish to the channels they are on"),
+    D("client_js", T_BOOL, client_js, "on", NULL, NULL, RELOAD,
+      "GET /herald.js serves the browser client built into the binary (clients/js); off = 404"),
 
     /* Redis bridge */
     D("redis", T_STRING, redis, "off", NULL, NULL, RESTART,

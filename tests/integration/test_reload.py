@@ -602,6 +602,11 @@ class TestReload(hh.HeraldTestCase):
         else:
             self.assertEqual(reply.get("code"), "publish_disabled", reply)
 
+    @case("client_js", "on", "off")
+    def check_client_js(self, h, value):
+        status = hh.request(h.port, "GET", "/herald.js")[0]
+        self.assertEqual(status, 200 if value == "on" else 404)
+
     # ---- auth (tokens minted with python3-jwt; a short poll shows whether one is taken) ----
 
     def token(self, key, alg="HS256", **claims):

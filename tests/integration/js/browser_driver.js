@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+// browser_driver.js: headless Debian chromium driven by npm playwright-core, for Python tests
+// (test_heraldjs.py). One JSON request per line on stdin, one JSON answer per line on stdout:
+//
+//   {"id":1,"op":"page","url":"http://..."}        -> {"id":1,"ok":true,"value":PAGE}  (a new
+//                                                      browser context each: its own socket pools)
+//   {"id":2,"op":"eval","page":PAGE,"expr":"...","arg":..}
+//                                                   -> the value of (expr)(arg), awaited
+//   {"id":3,"op":"offline","page":PAGE,"value":true} -> the context goes offline / online
+//   {"id":4,"op":"closepage","page":PAGE}          -> closes the page and its context
+//   {"id":5,"op":"close"}                           -> closes the browser and exits
+//
+// The pages' console lines and errors go to stderr, prefixed with the page number.
+// usage: node browser_driver.js NODE_MODULES CHROMIUM
+"use strict";
+const path = require("path");
+const readline = require("readline");
+
+const [nodeModules, chromiumPath] = process.argv.slice(2);
+const { chromium } = require(path.join(nodeModules, "playwright-core"));
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+           "--disable-background-networking", "--disable-component-update"],
+  });
+  const pages = [];
+  const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+  const rl = readline.createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    if (!line.trim()) continue;
+    const req = JSON.parse(line);
+    try {
+      let value = null;
+      if (req.op === "page") {
+        const ctx = await browser.newContext();
+        const page = await ctx.newPage();
+        const n = pages.length;
+        page.on("console", (m) => process.stderr.write(`[page ${n}] ${m.type()}: ${m.text()}\n`));
+        page.on("pageerror", (e) => process.stderr.write(`[page ${n}] error: ${e}\n`));
+        await page.goto(req.url);
+        await page.waitForFunction(() => window.heraldReady === true || window.heraldError, null,
+                                   { timeout: 15000 });
+        const err = await page.evaluate(() => window.heraldError || null);
+        if (err) throw new Error("the page could not load herald.js: " + err);
+        pages.push({ ctx, page });
+        value = n;
+      } else if (req.op === "eval") {
+        const { page } = pages[req.page];
+        value = await page.evaluate(
+          ([expr, arg]) => (0, eval)("(" + expr + ")")(arg), [req.expr, req.arg === undefined ? null : req.arg]);
+      } else if (req.op === "closepage") {
+        const p = pages[req.page];
+        if (p && p.ctx) await p.ctx.close();
+        pages[req.page] = { ctx: null, page: null };
+      } else if (req.op === "offline") {
+        await pages[req.page].ctx.setOffline(!!req.value);
+      } else if (req.op === "close") {
+        out({ id: req.id, ok: true, value: null });
+        break;
+      } else {
+        throw new Error("unknown op " + req.op);
+      }
+      out({ id: req.id, ok: true, value: value === undefined ? null : value });
+    } catch (e) {
+      out({ id: req.id, ok: false, error: String(e && e.stack || e) });
+    }
+  }
+  await browser.close();
+}
+
+main().then(() => process.exit(0), (e) => {
+  process.stderr.write("browser_driver: " + (e && e.stack || e) + "\n");
+  process.exit(1);
+});

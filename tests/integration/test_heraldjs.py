@@ -1,0 +1,695 @@
+# SPDX-License-Identifier: MIT
+"""herald.js (clients/js, docs/client-js.md) in headless Debian chromium, driven by npm
+playwright-core (js/browser_driver.js), against the real binary.
+
+The page (browser/heraldjs.html) is served by this test on another port than herald and loads
+herald.js from herald's own GET /herald.js (a cross-origin module import: the file, its
+Content-Type and its CORS header must be right for it to load at all). Clients connect either
+straight to herald or through Proxy, a small proxy of this test that can strip the Upgrade
+header (a proxy that does not know WebSocket), hold back SSE responses (a buffering proxy), cut
+every connection and refuse new ones (a network cut). The test publishes over HTTP and reads
+what each client saw (messages with their ids and transport, state changes, fallbacks, gaps,
+probes, token refreshes) from the page.
+
+- the file as served: bytes, Content-Type, ETag, 304, CORS, client_js off;
+- each transport alone (websocket, sse, longpoll, poll), two channels per client;
+- fallback: WebSocket blocked (Upgrade stripped) -> SSE; SSE buffered too -> long poll; a
+  fallback in the middle of a stream resumes from the last id; probing back up to WebSocket
+  once the proxy passes upgrades again;
+- a network cut on every transport (the proxy killed and back): no fallback, nothing lost,
+  nothing duplicated; offline/online and page visibility;
+- auth: tokens from a provider, refreshed in place on /ws (no reconnect), by reconnecting on
+  SSE; publishing over /ws and over HTTP with a token;
+- 1,000 real WebSocket clients (4 browser contexts of 250: chromium opens at most 255
+  WebSockets per context) cut at once: the times they come back, as scheduled by the page and
+  as accepted by the proxy, must be spread by the jitter over [0, backoffBase), not bunched.
+"""
+import asyncio
+import hashlib
+import http.server
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+from herald_harness import publish, request, wait_for  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAGE = os.path.join(HERE, "browser", "heraldjs.html")
+DRIVER = os.path.join(HERE, "js", "browser_driver.js")
+HERALD_JS = os.path.join(hh.HERALD_SRC, "clients", "js", "herald.js")
+SECRET = "heraldjs-test-secret-of-more-than-32-bytes"
+WAIT = 20.0
+
+
+# ---- the page's server: the page, and tokens minted with python3-jwt ----
+
+class PageServer:
+    def __init__(self):
+        self.token_ttl = 300
+        self.tokens = 0
+        srv = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = urllib.parse.urlsplit(self.path).path
+                if path == "/heraldjs.html":
+                    with open(PAGE, "rb") as f:
+                        body, ctype = f.read(), "text/html; charset=utf-8"
+                elif path == "/token":
+                    import jwt  # Debian python3-jwt (scripts/deps.sh)
+                    now = int(time.time())
+                    srv.tokens += 1
+                    body = jwt.encode({"sub": "u1", "iat": now - 1, "exp": now + srv.token_ttl,
+                                       "channels": {"subscribe": ["*"], "publish": ["pub:*"]}},
+                                      SECRET, algorithm="HS256").encode()
+                    ctype = "text/plain"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---- the browser: js/browser_driver.js over pipes ----
+
+class Driver:
+    def __init__(self):
+        node, modules = hh.require_node_module("playwright-core")
+        hh.require_executable(CHROMIUM, "chromium")
+        self.proc = subprocess.Popen([node, DRIVER, modules, CHROMIUM], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.console = []
+        threading.Thread(target=self._read_err, daemon=True).start()
+        self.next_id = 0
+
+    def _read_err(self):
+        for line in self.proc.stderr:
+            self.console.append(line.rstrip("\n"))
+
+    def call(self, op, timeout=60.0, **kw):
+        self.next_id += 1
+        kw.update(id=self.next_id, op=op)
+        self.proc.stdin.write(json.dumps(kw) + "\n")
+        self.proc.stdin.flush()
+        result = {}
+
+        def read():
+            line = self.proc.stdout.readline()
+            result["line"] = line
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout)
+        if "line" not in result or not result["line"]:
+            raise AssertionError("the browser driver did not answer %s within %.0f s; console:\n%s"
+                                 % (op, timeout, "\n".join(self.console[-40:])))
+        answer = json.loads(result["line"])
+        if not answer["ok"]:
+            raise AssertionError("browser: %s failed: %s\nconsole:\n%s" %
+                                 (op, answer["error"], "\n".join(self.console[-40:])))
+        return answer["value"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.call("close", timeout=10)
+                self.proc.wait(10)
+            except (AssertionError, OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(5)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class Page:
+    def __init__(self, driver, n):
+        self.driver = driver
+        self.n = n
+
+    def eval(self, expr, arg=None, timeout=60.0):
+        return self.driver.call("eval", page=self.n, expr=expr, arg=arg, timeout=timeout)
+
+    def make(self, name, url, options, channels):
+        return self.eval("([n, u, o, c]) => make(n, u, o, c)", [name, url, options, channels])
+
+    def rec(self, name):
+        return self.eval("(n) => rec(n)", name)
+
+    def offline(self, value):
+        self.driver.call("offline", page=self.n, value=value)
+
+
+# ---- a proxy between the page and herald ----
+
+class Proxy:
+    """TCP proxy on 127.0.0.1 (asyncio, its own thread). Options, changeable at any time (they
+    apply to new connections): strip_upgrade drops Upgrade and makes Connection "close" (a proxy
+    that does not know WebSocket: herald answers the plain GET 426); buffer_sse holds every
+    /sse response until 1 MiB or its end (a buffering proxy). Either makes every request
+    Connection: close, so each connection carries one request the proxy sees. cut() resets
+    every connection; down()/up() stop and restart listening on the same port. `accepts` keeps
+    the time.monotonic() of every connection accepted."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.strip_upgrade = False
+        self.buffer_sse = False
+        self.accepts = []
+        self.conns = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = None
+        self.port = 0
+        self.up()
+
+    def _run(self, coro, timeout=10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def up(self):
+        async def start():
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
+                                                     reuse_address=True, backlog=1024)
+            return self.server.sockets[0].getsockname()[1]
+        self.port = self._run(start())
+
+    def down(self):
+        async def stop():
+            self.server.close()  # first: a connection accepted meanwhile would escape the cut
+            for w in list(self.conns):
+                w.transport.abort()
+            self.conns.clear()
+        self._run(stop())
+
+    def cut(self):
+        async def cut():
+            for w in list(self.conns):
+                w.transport.abort()
+            self.conns.clear()
+        self._run(cut())
+
+    def close(self):
+        try:
+            self.down()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+            self.loop.close()
+
+    def rewrite(self, head):
+        lines = head.decode("latin-1").split("\r\n")
+        first, fields = lines[0], [ln for ln in lines[1:] if ln]
+        is_sse = first.split(" ")[1].startswith("/sse") if " " in first else False
+        if not (self.strip_upgrade or self.buffer_sse):
+            return head, False
+        out = []
+        upgrade = any(ln.lower().startswith("upgrade:") for ln in fields)
+        for ln in fields:
+            name = ln.split(":", 1)[0].strip().lower()
+            if name == "upgrade" and self.strip_upgrade:
+                continue
+            if name == "connection" and (self.strip_upgrade or not upgrade):
+                continue
+            out.append(ln)
+        if self.strip_upgrade or not upgrade:
+            out.append("Connection: close")
+        text = "\r\n".join([first] + out) + "\r\n\r\n"
+        return text.encode("latin-1"), is_sse and self.buffer_sse
+
+    async def _handle(self, reader, writer):
+        self.accepts.append(time.monotonic())
+        self.conns.add(writer)
+        up_w = None
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            head, hold = self.rewrite(head)
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+            self.conns.add(up_w)
+            up_w.write(head)
+
+            async def pipe(src, dst, hold):
+                held = bytearray()
+                try:
+                    if hold:  # the response head goes through; the body is what is held
+                        dst.write(await src.readuntil(b"\r\n\r\n"))
+                    while True:
+                        data = await src.read(65536)
+                        if not data:
+                            break
+                        if hold:
+                            held += data
+                            if len(held) < (1 << 20):
+                                continue
+                            data, held = bytes(held), bytearray()
+                        dst.write(data)
+                        await dst.drain()
+                    if held:
+                        dst.write(bytes(held))
+                    if dst.can_write_eof():
+                        dst.write_eof()
+                except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                    pass
+
+            await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, hold))
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+            pass
+        finally:
+            for w in (writer, up_w):
+                if w is not None:
+                    self.conns.discard(w)
+                    w.transport.abort()
+
+
+# ---- the tests ----
+
+class TestHeraldJs(hh.HeraldTestCase):
+    CONF = {"sse_retry": "200ms", "history_size": "1000", "max_connections": "3000",
+            "longpoll_timeout": "5s", "ws_client_publish": "on"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.driver = Driver()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.close()
+
+    def setUp(self):
+        self.pages = PageServer()
+        self.addCleanup(self.pages.close)
+
+    def herald(self, **conf):
+        c = dict(self.CONF)
+        c.update(conf)
+        return self.start_herald(conf=c, workers=2)
+
+    def page(self, h):
+        url = "http://127.0.0.1:%d/heraldjs.html?%s" % (self.pages.port, urllib.parse.urlencode(
+            {"lib": "http://127.0.0.1:%d/herald.js" % h.port}))
+        page = Page(self.driver, self.driver.call("page", url=url))
+        # Closed first (cleanups run last-in first-out): its clients stop before herald does.
+        self.addCleanup(self.driver.call, "closepage", page=page.n)
+        return page
+
+    def proxy(self, h):
+        p = Proxy(h.port)
+        self.addCleanup(p.close)
+        return p
+
+    def token_url(self):
+        return "http://127.0.0.1:%d/token" % self.pages.port
+
+    # Options that make the tests fast: short timeouts and backoff.
+    FAST = {"backoffBase": 300, "backoffCap": 2000, "connectTimeout": 3000,
+            "firstByteTimeout": 1500, "pollInterval": 300, "longpollTimeout": 3,
+            "probeInterval": 0}
+
+    def opts(self, **kw):
+        o = dict(self.FAST)
+        o.update(kw)
+        return o
+
+    def wait_state(self, page, name, state, transport=None, timeout=WAIT, after=0):
+        def seen():
+            evs = page.rec(name)["events"]
+            for e in evs[after:]:
+                if e["ev"] == "state" and e["state"] == state and (
+                        transport is None or e.get("transport") == transport):
+                    return e
+            return None
+        return wait_for(seen, timeout=timeout, interval=0.1,
+                        what="%s %s on %s" % (name, state, transport))
+
+    def wait_msgs(self, page, name, n, timeout=WAIT):
+        def got():
+            msgs = page.rec(name)["msgs"]
+            return msgs if len(msgs) >= n else None
+        try:
+            return wait_for(got, timeout=timeout, interval=0.1, what="%d messages on %s" % (n, name))
+        except AssertionError as e:
+            r = page.rec(name)
+            raise AssertionError("%s; got %r; events %r; console:\n%s" % (
+                e, [(m["channel"], m["data"]) for m in r["msgs"]], r["events"][-12:],
+                "\n".join(self.driver.console[-30:])))
+
+    def assert_exact(self, msgs, sent):
+        """msgs (as the page saw them) are exactly the (channel, id, data) sent, each once, in
+        order per channel."""
+        got = [(m["channel"], m["id"], m["data"]) for m in msgs]
+        self.assertEqual(len(got), len(set(got)), "duplicates: %r" % got)
+        for ch in {c for c, _, _ in sent}:
+            self.assertEqual([g for g in got if g[0] == ch], [s for s in sent if s[0] == ch])
+        self.assertEqual(len(got), len(sent))
+
+    def publish_all(self, port, items):
+        return [(ch, publish(port, ch, data), data) for ch, data in items]
+
+    def wait_subscribers(self, h, channel, n):
+        wait_for(lambda: hh.get_json(h.port, "/channels/" + channel)[1].get("subscribers", 0) >= n,
+                 timeout=WAIT, interval=0.1, what="%d subscribers on %s" % (n, channel))
+
+    # ---- the file ----
+
+    def test_herald_js_is_served(self):
+        h = self.herald()
+        with open(HERALD_JS, "rb") as f:
+            want = f.read()
+        status, hdrs, body = request(h.port, "GET", "/herald.js")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, want)
+        self.assertEqual(hdrs["Content-Type"], "text/javascript; charset=utf-8")
+        etag = '"%s"' % hashlib.sha256(want).hexdigest()[:32]
+        self.assertEqual(hdrs["ETag"], etag)
+        self.assertEqual(hdrs["Access-Control-Allow-Origin"], "*")
+        self.assertIn("max-age=", hdrs["Cache-Control"])
+        for inm in (etag, 'W/%s' % etag, '"other", %s' % etag, "*"):
+            status, hdrs, body = request(h.port, "GET", "/herald.js",
+                                         headers={"If-None-Match": inm})
+            self.assertEqual((status, body), (304, b""), inm)
+            self.assertEqual(hdrs["ETag"], etag)
+        status, _, body = request(h.port, "GET", "/herald.js", headers={"If-None-Match": '"x"'})
+        self.assertEqual((status, body), (200, want))
+        status, hdrs, body = request(h.port, "HEAD", "/herald.js")
+        self.assertEqual((status, body, hdrs["Content-Length"]), (200, b"", str(len(want))))
+        self.assertEqual(request(h.port, "POST", "/herald.js", body=b"x")[0], 405)
+        h.reload(conf=dict(self.CONF, client_js="off"))
+        self.assertEqual(request(h.port, "GET", "/herald.js")[0], 404)
+        h.stop()
+
+    # ---- transports ----
+
+    def test_each_transport_alone(self):
+        h = self.herald()
+        page = self.page(h)
+        url = "http://127.0.0.1:%d" % h.port
+        names = ["websocket", "sse", "longpoll", "poll"]
+        for t in names:
+            page.make(t, url, self.opts(transports=[t]), ["%s-a" % t, "%s-b" % t])
+        for t in names:
+            self.wait_state(page, t, "open", t)
+        for t in names:
+            self.wait_subscribers(h, "%s-a" % t, 1) if t != "poll" else None
+        items = []
+        for t in names:
+            for i in range(4):
+                items.append(("%s-%s" % (t, "ab"[i % 2]), "%s message %d \u00e9\u2603" % (t, i)))
+        items.append(("sse-a", '{"json":[1,2,3]}'))
+        sent = self.publish_all(h.port, items)
+        for t in names:
+            mine = [s for s in sent if s[0].startswith(t + "-")]
+            msgs = self.wait_msgs(page, t, len(mine))
+            self.assert_exact(msgs, mine)
+            self.assertEqual({m["transport"] for m in msgs}, {t})
+            evs = page.rec(t)["events"]
+            self.assertFalse([e for e in evs if e["ev"] == "fallback"], evs)
+        h.stop()
+
+    # ---- fallback ----
+
+    def test_fallback(self):
+        """Three clients at once, each behind its own proxy:
+        - "blocked": Upgrade stripped: WebSocket -> SSE; once the proxy passes upgrades again,
+          a probe finds WebSocket and the client moves back up, resuming;
+        - "polling": Upgrade stripped and SSE bodies buffered: -> SSE -> long poll;
+        - "mid": receiving over WebSocket when the proxy starts stripping and cuts: it falls
+          back to SSE and resumes from its last id: what was published meanwhile arrives once.
+        """
+        h = self.herald()
+        blocked, polling, mid = self.proxy(h), self.proxy(h), self.proxy(h)
+        blocked.strip_upgrade = True
+        polling.strip_upgrade = polling.buffer_sse = True
+        page = self.page(h)
+        page.make("mid", "http://127.0.0.1:%d" % mid.port, self.opts(failuresBeforeFallback=1),
+                  ["mid"])
+        page.make("blocked", "http://127.0.0.1:%d" % blocked.port,
+                  self.opts(probeInterval=1500, failuresBeforeFallback=2), ["fb"])
+        page.make("polling", "http://127.0.0.1:%d" % polling.port, self.opts(), ["lp1", "lp2"])
+
+        self.wait_state(page, "mid", "open", "websocket")
+        self.wait_subscribers(h, "mid", 1)
+        sent_mid = self.publish_all(h.port, [("mid", "before %d" % i) for i in range(5)])
+        self.wait_msgs(page, "mid", 5)
+        mid.strip_upgrade = True
+        mid.cut()
+        sent_mid += self.publish_all(h.port, [("mid", "during %d" % i) for i in range(5)])
+
+        self.wait_state(page, "blocked", "open", "sse")
+        evs = page.rec("blocked")["events"]
+        fb = [e for e in evs if e["ev"] == "fallback"]
+        self.assertEqual([(e["from"], e["to"]) for e in fb], [("websocket", "sse")], evs)
+        sent_fb = self.publish_all(h.port, [("fb", "on sse %d" % i) for i in range(3)])
+        self.assertEqual({m["transport"] for m in self.wait_msgs(page, "blocked", 3)}, {"sse"})
+        # The proxy learns WebSocket: the next probe finds it and the client moves up, resuming.
+        n = len(page.rec("blocked")["events"])
+        blocked.strip_upgrade = False
+
+        self.wait_state(page, "mid", "open", "sse")
+        sent_mid += self.publish_all(h.port, [("mid", "after %d" % i) for i in range(5)])
+
+        self.wait_state(page, "polling", "open", "longpoll", timeout=30)
+        evs = page.rec("polling")["events"]
+        fb = [e for e in evs if e["ev"] == "fallback"]
+        self.assertEqual([(e["from"], e["to"]) for e in fb],
+                         [("websocket", "sse"), ("sse", "longpoll")], evs)
+        self.assertIn("buffering proxy", fb[1]["reason"])
+        self.wait_subscribers(h, "lp1", 1)
+        sent_lp = self.publish_all(h.port, [("lp%d" % (1 + i % 2), "lp %d" % i) for i in range(6)])
+
+        self.wait_state(page, "blocked", "open", "websocket", after=n)
+        sent_fb += self.publish_all(h.port, [("fb", "on ws %d" % i) for i in range(3)])
+
+        msgs = self.wait_msgs(page, "mid", 15)
+        self.assert_exact(msgs, sent_mid)
+        self.assertEqual({m["transport"] for m in msgs[:5]}, {"websocket"})
+        self.assertEqual({m["transport"] for m in msgs[10:]}, {"sse"})
+        msgs = self.wait_msgs(page, "polling", 6)
+        self.assert_exact(msgs, sent_lp)
+        self.assertEqual({m["transport"] for m in msgs}, {"longpoll"})
+        msgs = self.wait_msgs(page, "blocked", 6)
+        self.assert_exact(msgs, sent_fb)
+        self.assertEqual([m["transport"] for m in msgs[3:]], ["websocket"] * 3)
+        probes = [e for e in page.rec("blocked")["events"] if e["ev"] == "probe"]
+        self.assertEqual(probes[-1], dict(probes[-1], transport="websocket", ok=True))
+        h.stop()
+
+    # ---- network cut, offline, visibility ----
+
+    def test_network_cut_resumes_every_transport(self):
+        h = self.herald()
+        proxy = self.proxy(h)
+        page = self.page(h)
+        names = ["websocket", "sse", "longpoll", "poll"]
+        for t in names:
+            page.make(t, "http://127.0.0.1:%d" % proxy.port, self.opts(transports=names[names.index(t):]),
+                      ["cut-" + t])
+        for t in names:
+            self.wait_state(page, t, "open", t)
+        sent = self.publish_all(h.port, [("cut-" + t, "%s before %d" % (t, i))
+                                         for t in names for i in range(3)])
+        for t in names:
+            self.wait_msgs(page, t, 3)
+        marks = {t: len(page.rec(t)["events"]) for t in names}
+        proxy.down()  # every connection reset, new ones refused
+        for t in names:
+            self.wait_state(page, t, "closed", t, after=marks[t])
+        sent += self.publish_all(h.port, [("cut-" + t, "%s during %d" % (t, i))
+                                          for t in names for i in range(3)])
+        time.sleep(1.0)  # reconnects fail meanwhile (refused): backoff, no fallback
+        proxy.up()
+        for t in names:
+            self.wait_state(page, t, "open", t, after=marks[t])
+        sent += self.publish_all(h.port, [("cut-" + t, "%s after %d" % (t, i))
+                                          for t in names for i in range(3)])
+        for t in names:
+            mine = [s for s in sent if s[0] == "cut-" + t]
+            self.assert_exact(self.wait_msgs(page, t, 9), mine)
+            evs = page.rec(t)["events"]
+            self.assertFalse([e for e in evs if e["ev"] == "fallback"], evs)
+            self.assertEqual({m["transport"] for m in page.rec(t)["msgs"]}, {t})
+        h.stop()
+
+    def test_offline_online_and_hidden_page(self):
+        h = self.herald()
+        page = self.page(h)
+        url = "http://127.0.0.1:%d" % h.port
+        page.make("c", url, self.opts(hiddenTimeout=300), ["off"])
+        self.wait_state(page, "c", "open", "websocket")
+        self.wait_subscribers(h, "off", 1)
+        sent = self.publish_all(h.port, [("off", "a")])
+        self.wait_msgs(page, "c", 1)
+        n = len(page.rec("c")["events"])
+        page.offline(True)
+        e = self.wait_state(page, "c", "closed", after=n)
+        self.assertEqual(e["reason"], "offline")
+        sent += self.publish_all(h.port, [("off", "while offline %d" % i) for i in range(3)])
+        n = len(page.rec("c")["events"])
+        page.offline(False)
+        self.wait_state(page, "c", "open", "websocket", after=n)
+        self.assert_exact(self.wait_msgs(page, "c", 4), sent)
+        # Hidden past hiddenTimeout: disconnected; visible again: back, and resumed.
+        n = len(page.rec("c")["events"])
+        page.eval("""() => { Object.defineProperty(document, "visibilityState",
+                               {configurable: true, get: () => "hidden"});
+                             document.dispatchEvent(new Event("visibilitychange")); }""")
+        e = self.wait_state(page, "c", "closed", after=n)
+        self.assertEqual(e["reason"], "page hidden")
+        sent += self.publish_all(h.port, [("off", "while hidden %d" % i) for i in range(2)])
+        n = len(page.rec("c")["events"])
+        page.eval("""() => { Object.defineProperty(document, "visibilityState",
+                               {configurable: true, get: () => "visible"});
+                             document.dispatchEvent(new Event("visibilitychange")); }""")
+        self.wait_state(page, "c", "open", "websocket", after=n)
+        self.assert_exact(self.wait_msgs(page, "c", 6), sent)
+        h.stop()
+
+    # ---- auth ----
+
+    def test_token_provider_refresh_and_publish(self):
+        h = self.herald(auth_jwt_secret='"%s"' % SECRET, auth_refresh_before="3s",
+                        auth_clock_skew="0", channel_rule="* subscribe=auth publish=grant")
+        self.pages.token_ttl = 5  # a refresh notice 1-2 s after each token
+        page = self.page(h)
+        url = "http://127.0.0.1:%d" % h.port
+        page.make("ws", url, self.opts(transports=["websocket"], tokenFrom=self.token_url()),
+                  ["pub:ws"])
+        page.make("sse", url, self.opts(transports=["sse"], tokenFrom=self.token_url()),
+                  ["pub:sse"])
+        self.wait_state(page, "ws", "open", "websocket")
+        self.wait_state(page, "sse", "open", "sse")
+        self.wait_subscribers(h, "pub:ws", 1)
+        self.wait_subscribers(h, "pub:sse", 1)
+        sent = {"ws": [], "sse": []}
+        # Publish from the page over each client's path: /ws publish, and HTTP with the token.
+        for name in ("ws", "sse"):
+            r = page.eval("""async ([n, ch]) => { const out = [];
+                for (let i = 0; i < 3; i++) out.push((await clients[n].h.publish(ch, n + " from page " + i)).id);
+                return out; }""", [name, "pub:" + name])
+            sent[name] += [("pub:" + name, i, "%s from page %d" % (name, k)) for k, i in enumerate(r)]
+        # Refreshes come every 1-2 s; go through at least two while publishing.
+        deadline = time.monotonic() + 4.5
+        k = 0
+        while time.monotonic() < deadline:
+            for name in ("ws", "sse"):
+                sent[name] += self.publish_all(h.port, [("pub:" + name, "%s %d" % (name, k))])
+            k += 1
+            time.sleep(0.25)
+        for name in ("ws", "sse"):
+            msgs = self.wait_msgs(page, name, len(sent[name]))
+            self.assert_exact(msgs, sent[name])
+            r = page.rec(name)
+            refreshes = [e for e in r["events"] if e["ev"] == "refresh"]
+            self.assertGreaterEqual(len(refreshes), 2, r["events"])
+            self.assertGreaterEqual(len([t for t in r["tokens"] if t["reason"] == "refresh"]), 2)
+        ws_states = [e["state"] for e in page.rec("ws")["events"] if e["ev"] == "state"]
+        self.assertEqual(ws_states, ["connecting", "open"], "the /ws refresh must not reconnect")
+        # Publishing where the token grants nothing is refused with herald's code.
+        err = page.eval("""async () => { try { await clients.ws.h.publish("other", "x"); return null; }
+                          catch (e) { return e.code; } }""")
+        self.assertEqual(err, "forbidden")
+        h.stop()
+
+    # ---- 1,000 reconnects ----
+
+    def test_1000_reconnects_are_spread_by_jitter(self):
+        n_ctx, per = 4, 250
+        h = self.herald(workers=2)
+        proxy = self.proxy(h)
+        base = 2000
+        url = "http://127.0.0.1:%d" % proxy.port
+        pages = [self.page(h) for _ in range(n_ctx)]
+        make = """([url, opts, per]) => { for (let i = 0; i < per; i++) make("j" + i, url, opts, ["jitter"]);
+                                         return true; }"""
+        opts = self.opts(transports=["websocket"], backoffBase=base, backoffCap=base,
+                         connectTimeout=15000)
+        for p in pages:
+            p.eval(make, [url, opts, per])
+        count_open = """() => { let n = 0; for (const k in clients) if (clients[k].h.state === "open") n++;
+                                return n; }"""
+        def all_open():
+            return sum(p.eval(count_open) for p in pages) == n_ctx * per
+        wait_for(all_open, timeout=60, interval=2, what="1,000 clients open")
+        before = len(proxy.accepts)
+        t_cut = time.monotonic()
+        proxy.cut()
+        wait_for(lambda: len(proxy.accepts) - before >= n_ctx * per, timeout=30, interval=0.2,
+                 what="1,000 reconnects at the proxy")
+        wait_for(lambda: sum(p.eval(count_open) for p in pages) == n_ctx * per, timeout=30,
+                 interval=0.5, what="1,000 clients open again")
+        # In the page: each client's delay from its close to its reconnect attempt.
+        delays = []
+        for p in pages:
+            delays += p.eval("""() => { const out = [];
+                for (const k in clients) { const ev = clients[k].rec.events.filter((e) => e.ev === "state");
+                  const closed = ev.findIndex((e) => e.state === "closed");
+                  const again = ev.findIndex((e, i) => i > closed && e.state === "connecting");
+                  out.push(ev[again].t - ev[closed].t); }
+                return out; }""")
+        at_proxy = sorted((t - t_cut) * 1000 for t in proxy.accepts[before:before + n_ctx * per])
+        self.report_spread("scheduled in the page (close -> reconnect)", delays, base)
+        self.report_spread("accepted by the proxy (cut -> accept)", at_proxy, base)
+        self.assertEqual(len(delays), 1000)
+        # Full jitter on the first reconnect: uniform over [0, base). Ten buckets of base/10
+        # hold 100 each in expectation; bunching (no or little jitter) would put most in one.
+        buckets = [0] * 10
+        for d in delays:
+            self.assertGreaterEqual(d, -1)
+            self.assertLess(d, base + 250, "a reconnect later than backoffBase allows")
+            buckets[min(9, int(max(d, 0) * 10 // base))] += 1
+        self.assertTrue(all(55 <= b <= 150 for b in buckets), buckets)
+        sd = statistics.pstdev(delays)
+        self.assertGreater(sd, 0.8 * base / 12 ** 0.5, sd)  # uniform: base/sqrt(12) = 577 ms
+        # The proxy saw them come back spread too: no 100 ms window holds more than 12%.
+        j = 0
+        worst = 0
+        for i in range(len(at_proxy)):
+            while at_proxy[i] - at_proxy[j] > 100:
+                j += 1
+            worst = max(worst, i - j + 1)
+        self.assertLess(worst, 120, "reconnects bunched at the proxy: %d within 100 ms" % worst)
+        self.assertGreater(at_proxy[-1] - at_proxy[0], 0.7 * base)
+        h.stop()
+
+    def report_spread(self, what, ms, base):
+        ms = sorted(ms)
+        q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]  # noqa: E731
+        buckets = [0] * 10
+        for d in ms:
+            buckets[min(9, max(0, int(d * 10 // base)))] += 1
+        sys.stderr.write("jitter, %s: n=%d min %.0f p10 %.0f p50 %.0f p90 %.0f max %.0f ms, "
+                         "stdev %.0f ms; per %d ms: %s\n" % (
+                             what, len(ms), ms[0], q(0.1), q(0.5), q(0.9), ms[-1],
+                             statistics.pstdev(ms), base // 10, buckets))
+
+
+if __name__ == "__main__":
+    hh.main()
