@@ -16,6 +16,10 @@ export interface HeraldOptions {
   /** A token (JWT or ticket) or a function returning one; called at each connect and when the
    * server asks for a refresh. Sent as ?token= (and Authorization: Bearer on publishes). */
   token?: string | TokenProvider | null;
+  /** A single-use ticket provider (your backend asks herald's POST /auth/ticket): called for
+   * every WebSocket, SSE stream and poll request, sent as ?ticket=. Publishes over HTTP still
+   * use `token`. */
+  ticket?: TokenProvider | null;
   /** ms; the first reconnect waits random(0, backoffBase). Default 500. */
   backoffBase?: number;
   /** ms; the n-th reconnect waits random(0, min(backoffCap, backoffBase * 2^n)). Default 30000. */

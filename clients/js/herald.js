@@ -24,6 +24,7 @@ export const VERSION = "1.0.0";
 const DEFAULTS = {
   transports: ["websocket", "sse", "longpoll", "poll"],
   token: null, // a string, or a function (reason) => string | Promise<string>
+  ticket: null, // a function (reason) => single-use ticket (POST /auth/ticket), one per connect
   backoffBase: 500, // ms: the first reconnect waits random(0, base)
   backoffCap: 30000, // ms: the n-th waits random(0, min(cap, base * 2^n))
   connectTimeout: 10000, // ms: a WebSocket not open / subscribed, an SSE or poll without answer
@@ -257,10 +258,22 @@ export class Herald {
     return this._token;
   }
 
+  // The credential of one connection or request: a fresh single-use ticket when a ticket
+  // provider is set (each stream, socket and poll spends one), else the token.
+  async _cred(reason) {
+    if (this.options.ticket) return { param: "ticket", value: await this.options.ticket(reason) };
+    const token = await this._getToken(reason);
+    return token ? { param: "token", value: token } : null;
+  }
+
   // The server asked for a new token (SSE herald-refresh, /ws refresh_needed) or the old one
   // was refused as expired: the transport gets a fresh one (in place on /ws).
   async _refresh(t, reason) {
     if (t !== this._t) return;
+    if (this.options.ticket) {
+      t.end({ opened: true, refresh: true, reason: "refresh: reconnecting with a new ticket" });
+      return;
+    }
     let token;
     try {
       token = await this._getToken(reason);
@@ -282,9 +295,9 @@ export class Herald {
     const name = this.options.transports[this._tIndex];
     this.transport = name;
     this._setState("connecting", { reason: why, attempt: this._attempt });
-    let token = null;
+    let cred = null;
     try {
-      token = await this._getToken(why === "refresh" ? "refresh" : "connect");
+      cred = await this._cred(why === "refresh" ? "refresh" : why === "connect" ? "connect" : "reconnect");
     } catch (e) {
       if (gen !== this._gen) return;
       this._emit("error", { error: "token provider failed: " + e, code: "token_provider" });
@@ -293,7 +306,7 @@ export class Herald {
     }
     if (gen !== this._gen || !this._wanted || this._paused) return;
     const T = name === "websocket" ? WsTransport : name === "sse" ? SseTransport : PollTransport;
-    this._t = new T(this, name, token);
+    this._t = new T(this, name, cred);
     this._t.start();
   }
 
@@ -485,11 +498,11 @@ export class Herald {
     if (name === "sse") {
       const chans = [...this._channels.keys()].slice(0, 1);
       if (!chans.length) return false;
-      const token = await this._getToken("probe").catch(() => null);
+      const cred = await this._cred("probe").catch(() => null);
       const ctl = new AbortController();
       const timer = setTimeout(() => ctl.abort(), o.firstByteTimeout);
       try {
-        const res = await this._fetch(sseUrl(this.url, chans, token, null), { cache: "no-store", signal: ctl.signal });
+        const res = await this._fetch(sseUrl(this.url, chans, cred, null), { cache: "no-store", signal: ctl.signal });
         if (res.status !== 200 || !res.body) return false;
         const r = res.body.getReader();
         const { value } = await r.read();
@@ -578,17 +591,18 @@ function herror(text, code, status, body) {
   return e;
 }
 
-function wsUrl(base, token) {
+// cred: {param: "token" | "ticket", value} or null.
+function wsUrl(base, cred) {
   const u = new URL(base + "/ws");
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-  if (token) u.searchParams.set("token", token);
+  if (cred && cred.value) u.searchParams.set(cred.param, cred.value);
   return u.href;
 }
 
-function sseUrl(base, channels, token, lastId) {
+function sseUrl(base, channels, cred, lastId) {
   const q = new URLSearchParams();
   for (const c of channels) q.append("channel", c);
-  if (token) q.set("token", token);
+  if (cred && cred.value) q.set(cred.param, cred.value);
   if (lastId) q.set("last_event_id", lastId);
   return base + "/sse?" + q;
 }
@@ -596,10 +610,10 @@ function sseUrl(base, channels, token, lastId) {
 // ---- WebSocket: /ws, the JSON protocol (docs/protocol-websocket.md) ----------------------------
 
 class WsTransport {
-  constructor(client, name, token) {
+  constructor(client, name, cred) {
     this.c = client;
     this.name = name;
-    this.token = token;
+    this.cred = cred;
     this.ws = null;
     this.opened = false;
     this.pending = new Set(); // channels whose subscribed has not come yet
@@ -616,7 +630,7 @@ class WsTransport {
   start() {
     const o = this.c.options;
     try {
-      this.ws = new this.c._WS(wsUrl(this.c.url, this.token));
+      this.ws = new this.c._WS(wsUrl(this.c.url, this.cred));
     } catch (e) {
       this.end({ opened: false, reason: "WebSocket failed: " + e, blocked: true });
       return;
@@ -674,7 +688,7 @@ class WsTransport {
   }
 
   refresh(token) {
-    this.token = token;
+    this.cred = { param: "token", value: token };
     this.send({ op: "refresh", token, ref: "refresh" });
   }
 
@@ -782,10 +796,10 @@ class WsTransport {
 // ---- SSE: GET /sse?channel=a&channel=b, read with fetch (status, headers, first byte) ----------
 
 class SseTransport {
-  constructor(client, name, token) {
+  constructor(client, name, cred) {
     this.c = client;
     this.name = name;
-    this.token = token;
+    this.cred = cred; // spent by the first stream when it is a ticket
     this.ctl = null;
     this.opened = false;
     this.timer = null;
@@ -802,12 +816,20 @@ class SseTransport {
       return;
     }
     const o = this.c.options;
-    const lastId = minId(chans.map((ch) => ch.pos));
     const ctl = (this.ctl = new AbortController());
     this.arm(o.connectTimeout, "no answer within connectTimeout");
-    this.c._fetch(sseUrl(this.c.url, chans.map((ch) => ch.name), this.token, lastId),
-                  { cache: "no-store", signal: ctl.signal, headers: { Accept: "text/event-stream" } })
-      .then((res) => this.onResponse(res, ctl))
+    const spent = this.cred && this.cred.param === "ticket" && this.cred.spent;
+    (spent ? this.c._cred("reconnect") : Promise.resolve(this.cred))
+      .then((cred) => {
+        if (ctl !== this.ctl) return null;
+        this.cred = cred;
+        if (cred) cred.spent = true;
+        // The positions are read now, after any wait for a ticket.
+        const lastId = minId(chans.map((ch) => ch.pos));
+        return this.c._fetch(sseUrl(this.c.url, chans.map((ch) => ch.name), cred, lastId),
+                             { cache: "no-store", signal: ctl.signal, headers: { Accept: "text/event-stream" } });
+      })
+      .then((res) => res && this.onResponse(res, ctl))
       .catch((e) => {
         if (ctl === this.ctl) this.end({ opened: this.opened, reason: this.why || "SSE failed: " + e });
       });
@@ -951,7 +973,7 @@ class SseTransport {
   }
 
   refresh(token) {
-    this.token = token;
+    this.cred = { param: "token", value: token };
     this.restart();
   }
 
@@ -977,10 +999,10 @@ class SseTransport {
 // ---- polls: GET /lp/{channel} (held) or /poll/{channel} (every pollInterval), per channel -----
 
 class PollTransport {
-  constructor(client, name, token) {
+  constructor(client, name, cred) {
     this.c = client;
     this.name = name;
-    this.token = token;
+    this.cred = cred; // a ticket is spent by the first request; each further one gets its own
     this.long = name === "longpoll";
     this.loops = new Map(); // channel name -> {ch, ctl, timer}
     this.opened = false;
@@ -1015,10 +1037,21 @@ class PollTransport {
   }
 
   refresh(token) {
-    this.token = token; // the next request carries it; a held one runs on
+    this.cred = { param: "token", value: token }; // the next request carries it; a held one runs on
   }
 
-  url(loop) {
+  // The credential of the next request: the token, or a fresh ticket.
+  async credential() {
+    const cred = this.cred;
+    if (!cred || cred.param !== "ticket") return cred;
+    if (!cred.spent) {
+      cred.spent = true;
+      return cred;
+    }
+    return this.c._cred("reconnect");
+  }
+
+  url(loop, cred) {
     const ch = loop.ch;
     const o = this.c.options;
     const q = new URLSearchParams();
@@ -1026,7 +1059,7 @@ class PollTransport {
     // The first long poll answers at once (timeout=0): it proves the path works and, without
     // a position, tells us where the channel is.
     if (this.long) q.set("timeout", loop.first ? "0" : String(o.longpollTimeout));
-    if (this.token) q.set("token", this.token);
+    if (cred && cred.value) q.set(cred.param, cred.value);
     return this.c.url + (this.long ? "/lp/" : "/poll/") + encodeURIComponent(ch.name) + "?" + q;
   }
 
@@ -1037,7 +1070,8 @@ class PollTransport {
     const timer = setTimeout(() => ctl.abort(), limit);
     let res, j;
     try {
-      res = await this.c._fetch(this.url(loop), { cache: "no-store", signal: ctl.signal });
+      const cred = await this.credential();
+      res = await this.c._fetch(this.url(loop, cred), { cache: "no-store", signal: ctl.signal });
       j = await res.json();
     } catch (e) {
       clearTimeout(timer);
