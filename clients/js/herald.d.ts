@@ -106,6 +106,7 @@ export interface GapEvent { channel: string; reason: string; transport: Transpor
 export interface ProbeEvent { transport: TransportName; ok: boolean; }
 export interface RefreshEvent { transport: TransportName; reason: string; }
 export interface ErrorEvent { code?: string; error?: string; channel?: string; id?: string; }
+export interface DisconnectedEvent { transport: TransportName; code: string; reason: string; }
 
 export interface HeraldEvents {
   message: HeraldMessage<any>;
@@ -117,6 +118,8 @@ export interface HeraldEvents {
   fallback: FallbackEvent;
   probe: ProbeEvent;
   refresh: RefreshEvent;
+  /** The operator disconnected this client (POST /admin/disconnect): it does not reconnect by itself. */
+  disconnected: DisconnectedEvent;
   error: ErrorEvent;
 }
 

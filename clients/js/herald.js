@@ -213,7 +213,7 @@ export class Herald {
   }
 
   // on(event, fn): "message", "gap", "state", "connecting", "open", "closed", "fallback",
-  // "probe", "refresh", "error". Returns a function that removes fn.
+  // "probe", "refresh", "disconnected", "error". Returns a function that removes fn.
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(fn);
@@ -387,7 +387,18 @@ export class Herald {
     if (t !== this._t) return;
     this._stopTransport();
     if (!this._wanted) return;
+    if (info.stop) {
+      // The operator disconnected us (POST /admin/disconnect): herald asks clients not to come
+      // back by themselves. connect() starts again.
+      this._wanted = false;
+      this._clearTimers();
+      this._setState("closed", Object.assign({ transport: t.name }, info));
+      this._emit("disconnected", { transport: t.name, code: info.code, reason: info.reason });
+      return;
+    }
     this._setState("closed", Object.assign({ transport: t.name }, info));
+    if (info.code === "token_revoked")
+      this._emit("error", { code: "token_revoked", error: info.reason || "token revoked" });
     if (this._paused) return;
     if (info.refresh && info.opened) {
       this._open("refresh"); // the server asked: at once, with a new token
@@ -770,6 +781,8 @@ class WsTransport {
     const info = { opened: this.opened, code: ev.code, reason: ev.reason || "WebSocket closed (" + ev.code + ")" };
     if (ev.code === 4001) info.refresh = true; // the token ran out: reconnect now with a new one
     if (ev.code === 4401 || ev.code === 4003) info.auth = true;
+    if (ev.code === 4002) Object.assign(info, { auth: true, code: "token_revoked" }); // back off, a new token
+    if (ev.code === 4009) Object.assign(info, { stop: true, code: "disconnected" });
     this.end(info);
   }
 
@@ -850,10 +863,8 @@ class SseTransport {
       if (ctl !== this.ctl) return;
       const info = { opened: false, status: res.status, code: j.code, reason: j.error || "HTTP " + res.status,
                      hintMs: retryAfterMs(res) };
-      if (res.status === 401) {
-        info.auth = true;
-        if (j.code === "token_expired") info.refresh = true;
-      } else if (res.status === 403) info.auth = true;
+      if (res.status === 401 || res.status === 403) info.auth = true;
+      if (res.status === 409) info.stop = true; // disconnected by the operator
       this.end(info);
       return;
     }
@@ -940,6 +951,16 @@ class SseTransport {
     }
     if (ev.event === "herald-expired") {
       this.end({ opened: true, refresh: true, reason: "token expired" });
+      return;
+    }
+    if (ev.event === "herald-revoked" || ev.event === "herald-disconnected") {
+      let j = {};
+      try {
+        j = JSON.parse(data);
+      } catch (e) { /* the event is enough */ }
+      const revoked = ev.event === "herald-revoked";
+      this.end({ opened: true, auth: revoked, stop: !revoked, code: revoked ? "token_revoked" : "disconnected",
+                 reason: j.error || ev.event });
       return;
     }
     const ch = c._channels.get(ev.event) || (this.streamChans.length === 1 ? this.streamChans[0] : null);
@@ -1085,12 +1106,10 @@ class PollTransport {
       const info = { opened: this.opened, status: res.status, code: j.code, reason: j.error || "HTTP " + res.status,
                      hintMs: retryAfterMs(res) };
       if (res.status === 401) {
-        if (j.code === "token_expired") {
-          info.refresh = true;
-          info.opened = true;
-        }
+        if (j.code === "token_expired" && this.opened) info.refresh = true; // a held poll outlived its token
         info.auth = true;
       } else if (res.status === 403) info.auth = true;
+      if (res.status === 409) info.stop = true; // disconnected by the operator
       this.end(info);
       return;
     }

@@ -658,6 +658,43 @@ class TestHeraldJs(hh.HeraldTestCase):
                              r["events"])
             self.assertGreaterEqual(len(r["tokens"]), 2, r["tokens"])
 
+    def test_operator_disconnect_is_not_retried(self):
+        """POST /admin/disconnect ends a client on every transport (close 4009, SSE
+        herald-disconnected, long poll 409): herald.js stops, says so, and does not come back
+        by itself; connect() brings it back, resuming."""
+        h = self.herald()
+        page = self.page(h)
+        url = "http://127.0.0.1:%d" % h.port
+        names = ["websocket", "sse", "longpoll"]
+        for t in names:
+            page.make(t, url, self.opts(transports=[t]), ["kick-" + t])
+        for t in names:
+            self.wait_state(page, t, "open", t)
+            self.wait_subscribers(h, "kick-" + t, 1)
+        sent = self.publish_all(h.port, [("kick-" + t, "before") for t in names])
+        marks = {t: len(page.rec(t)["events"]) for t in names}
+        for t in names:
+            self.wait_msgs(page, t, 1)
+            status, _, body = request(h.port, "POST", "/admin/disconnect",
+                                      json.dumps({"channel": "kick-" + t}),
+                                      {"Content-Type": "application/json"})
+            self.assertEqual(status, 200, body)
+        for t in names:
+            e = self.wait_state(page, t, "closed", t, after=marks[t])
+            self.assertEqual(e.get("code"), "disconnected", e)
+        time.sleep(1.5)  # backoffBase is 300 ms: a client that reconnects would have by now
+        for t in names:
+            evs = page.rec(t)["events"][marks[t]:]
+            self.assertEqual([e["ev"] for e in evs if e["ev"] != "state"], ["disconnected"], evs)
+            self.assertEqual([e["state"] for e in evs if e["ev"] == "state"], ["closed"], evs)
+            self.assertEqual(page.eval("(n) => clients[n].h.state", t), "closed")
+        sent += self.publish_all(h.port, [("kick-" + t, "while away") for t in names])
+        for t in names:
+            page.eval("(n) => { clients[n].h.connect(); return true; }", t)
+        for t in names:
+            self.wait_state(page, t, "open", t, after=marks[t])
+            self.assert_exact(self.wait_msgs(page, t, 2), [s for s in sent if s[0] == "kick-" + t])
+
     # ---- 1,000 reconnects ----
 
     def test_1000_reconnects_are_spread_by_jitter(self):
