@@ -8,6 +8,7 @@
  *   ticket.c      POST /auth/ticket (single-use tickets, docs/auth.md)
  *   admin.c       POST /admin/revoke, POST /admin/disconnect (docs/auth.md)
  *   clientjs.c    GET /herald.js: the browser client (clients/js/herald.js), built in
+ *   presence.c    GET /presence/{channel}: a page of a channel's presence members
  *   access.c      who may reach what: the admin endpoints, admin listeners (a guard run on
  *                 every request before routing), then CORS (cors.c)
  */
@@ -26,6 +27,7 @@ void hd_admin_register(hd_router_t *r);
  * * (a module script from another origin is a CORS request); 404 while client_js is off.
  */
 void hd_clientjs_register(hd_router_t *r);
+void hd_presence_register(hd_router_t *r);
 
 /* Installs the access rules (access.c) as the HTTP layer's guard; once, at start. */
 void hd_access_install(void);

@@ -105,7 +105,8 @@ typedef enum {
     HD_AUTH_PUB_SUBSCRIBER, /* whoever this rule lets subscribe to the channel */
 } hd_auth_pub_t;
 
-/* One channel_rule line: PATTERN [subscribe=..] [publish=..] [history=on|off]. */
+/* One channel_rule line: PATTERN [subscribe=..] [publish=..] [history=on|off]
+ * [presence=on|off]. */
 typedef struct hd_auth_rule_s {
     char pattern[130]; /* as written: a name, or a prefix and '*' */
     uint8_t len;       /* of the name or prefix (without the '*') */
@@ -113,6 +114,7 @@ typedef struct hd_auth_rule_s {
     uint8_t subscribe; /* hd_auth_sub_t */
     uint8_t publish;   /* hd_auth_pub_t */
     uint8_t history;   /* 1: past messages may be read (polls, resume) by those who subscribe */
+    uint8_t presence;  /* 1: stream subscribers are presence members (docs/chat.md) */
 } hd_auth_rule_t;
 
 /*
@@ -251,6 +253,8 @@ hd_auth_result_t hd_auth_check(const hd_auth_t *a, const hd_identity_t *id, cons
 
 /* The rule hd_auth_check applies to a channel, or NULL (none matches, or no policy). */
 const hd_auth_rule_t *hd_auth_rule_for(const hd_auth_t *a, const char *channel, size_t len);
+/* 1 when the channel's rule tracks presence (presence=on), else 0 (no rule, auth off). */
+int hd_auth_presence(const hd_auth_t *a, const char *channel, size_t len);
 
 /* ---- single-use tickets (ticket.c; docs/auth.md, "Tickets") ---------------------------------- */
 

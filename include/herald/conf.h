@@ -108,6 +108,10 @@ typedef struct hd_conf_s {
     size_t max_memory_bytes;  /* channels and history on this node; coldest evicted first */
     uint32_t max_channels;    /* channels on this node; a new one past it is refused */
 
+    /* chat (docs/chat.md) */
+    uint32_t presence_max_channels; /* channels with presence tracked at once on this node */
+    uint32_t ephemeral_rate;        /* ephemeral publishes per second per WebSocket; 0: any */
+
     /* delivery */
     size_t max_queue_bytes; /* per connection; a subscriber behind by more is disconnected */
     uint32_t max_subscriptions_per_connection; /* /ws subscriptions, channels of one SSE stream */

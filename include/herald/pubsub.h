@@ -50,6 +50,7 @@ typedef struct hd_message_s {
     uint8_t is_after_gap; /* the broker lost messages of its channel just before it (on_gap) */
     uint8_t id_len;
     uint8_t channel_len;
+    uint8_t kind; /* HD_MSG_*: a published message, or a live-only event (no id, no history) */
     char id[HD_ID_MAX];
     char channel[HD_CHANNEL_MAX + 1];
     char *content_type; /* inside this allocation, NUL-terminated */
@@ -68,6 +69,17 @@ typedef struct hd_message_s {
      */
     char *publisher;
 } hd_message_t;
+
+/*
+ * What a message is. Only HD_MSG_NORMAL has an id, history and a place in the channel's
+ * sequence; the others are live-only events a broker hands to the subscribers present at that
+ * moment (ids empty, seq 0), never stored, never replayed, skipped by polls:
+ *   HD_MSG_EPHEMERAL  a client's publish marked ephemeral (typing indicators, cursors)
+ *   HD_MSG_JOIN       presence: a member's first connection on the channel (data: the member's
+ *   HD_MSG_LEAVE      JSON {"sub":..,"info":..} or {"conn":..}, then the connection's "conn")
+ * Presence events reach only the subscriptions that asked for them (hd_hub_presence).
+ */
+enum { HD_MSG_NORMAL = 0, HD_MSG_EPHEMERAL, HD_MSG_JOIN, HD_MSG_LEAVE };
 
 /* A message with no id yet (the broker assigns it), one reference. */
 hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
@@ -162,8 +174,37 @@ enum {
      */
     HD_BREQ_TICKET_PUT,
     HD_BREQ_TICKET_TAKE,
-    HD_BREQ_CONTROL, /* an operator's order to every node: ctl_*; reply: err, ctl_nodes */
+    HD_BREQ_CONTROL,  /* an operator's order to every node: ctl_*; reply: err, ctl_nodes */
+    HD_BREQ_JOIN,     /* member: one more connection of it on channel; no reply */
+    HD_BREQ_LEAVE,    /* member: that connection is gone; no reply */
+    HD_BREQ_PRESENCE, /* channel, cursor?, limit: a page of members (page, members) */
 };
+
+/*
+ * A presence member as a connection presents itself (presence.c): key is who it is on the
+ * channel (the token's sub, or for an anonymous connection its conn), conn is the connection
+ * ("<node>-<id>", unique in the cluster), json the member's public object ({"sub":..,"info":..}
+ * or {"conn":..}). One allocation; hd_member_copy makes another.
+ */
+typedef struct hd_member_s {
+    char *key;
+    char *conn;
+    char *json;
+    size_t key_len, conn_len, json_len;
+} hd_member_t;
+/* sub and info_json may be NULL (anonymous: the member is the connection). */
+hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn_id);
+hd_member_t *hd_member_copy(const hd_member_t *m);
+void hd_member_free(hd_member_t *m);
+/* This process's name in connection ids ("<node>-<id>"): random, drawn once. */
+const char *hd_presence_node(void);
+/* A presence event (HD_MSG_JOIN or HD_MSG_LEAVE) for member on channel: one reference; its data
+ * is {"member":<json>,"conn":"<conn>"}. */
+hd_message_t *hd_presence_event(int kind, const char *channel, size_t channel_len,
+                                const hd_member_t *member);
+/* Largest page of a presence snapshot, and the page when none is asked. */
+#define HD_PRESENCE_PAGE_MAX     1000
+#define HD_PRESENCE_PAGE_DEFAULT 100
 
 typedef struct hd_breq_s hd_breq_t;
 typedef void (*hd_breq_cb)(hd_worker_t *w, hd_breq_t *r);
@@ -216,6 +257,14 @@ struct hd_breq_s {
     int64_t ctl_until_ms;
     uint32_t ctl_max;
     uint64_t ctl_nodes;
+    /* JOIN, LEAVE: the member (owned by the request; a broker may take it, leaving NULL) */
+    hd_member_t *member;
+    /* PRESENCE in: members after this key (owned; NULL: from the first); limit: page size */
+    char *cursor;
+    /* PRESENCE out: {"members":[..],"next":..} members' part, owned (NULL: none); INFO and
+     * PRESENCE: the channel's members (presence on), in the cluster */
+    char *page;
+    uint64_t members;
 };
 
 hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);
@@ -235,8 +284,12 @@ typedef struct hd_broker_stats_s {
     uint64_t history_messages;
     uint64_t history_bytes;
     uint64_t channels_evicted;
-    uint64_t channels_refused; /* new channels refused: max_channels or max_memory */
-    uint64_t memory_bytes;     /* every byte held for channels and history (embedded broker) */
+    uint64_t channels_refused;  /* new channels refused: max_channels or max_memory */
+    uint64_t memory_bytes;      /* every byte held for channels and history (embedded broker) */
+    uint64_t presence_channels; /* channels with presence members on this node */
+    uint64_t presence_members;  /* members on those channels (a user's tabs: one) */
+    uint64_t presence_events;   /* join and leave events made */
+    uint64_t presence_refused;  /* joins refused at presence_max_channels */
     int state;           /* HD_BROKER_*: the Redis bridge's connection (the embedded one: UP) */
     uint64_t reconnects; /* connections to Redis lost since start */
 } hd_broker_stats_t;
@@ -314,12 +367,15 @@ struct hd_sub_s {
     hd_list_t link;
     uint64_t last_seq; /* last sequence delivered (or skipped as seen) */
     uint64_t epoch;
-    unsigned is_pending : 1;  /* SUBSCRIBE sent, no reply yet */
-    unsigned is_orphan : 1;   /* unsubscribed while pending: freed when the reply comes */
-    unsigned is_dead : 1;     /* unsubscribed during a fan-out: freed when it ends */
-    unsigned is_counted : 1;  /* holds one unit of the node's max_subscriptions budget */
-    unsigned is_waiting : 1;  /* waits for its worker's SUBSCRIBE on the channel (hub.c) */
-    unsigned wants_since : 1; /* while waiting: resumes from (epoch, last_seq) */
+    unsigned is_pending : 1;     /* SUBSCRIBE sent, no reply yet */
+    unsigned is_orphan : 1;      /* unsubscribed while pending: freed when the reply comes */
+    unsigned is_dead : 1;        /* unsubscribed during a fan-out: freed when it ends */
+    unsigned is_counted : 1;     /* holds one unit of the node's max_subscriptions budget */
+    unsigned is_waiting : 1;     /* waits for its worker's SUBSCRIBE on the channel (hub.c) */
+    unsigned wants_since : 1;    /* while waiting: resumes from (epoch, last_seq) */
+    unsigned wants_presence : 1; /* receives join and leave events (hd_hub_presence) */
+    unsigned is_joined : 1;      /* its member's JOIN was sent: a LEAVE follows when it ends */
+    hd_member_t *member;         /* a presence member while subscribed (hd_hub_presence) */
 };
 
 /* Sets up the hub of a worker (call on that worker's loop or before it runs). */
@@ -339,6 +395,13 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
                            const uint64_t *since_epoch, const uint64_t *since_seq,
                            const hd_sub_ops_t *ops, void *data);
 void hd_hub_unsubscribe(hd_sub_t *s);
+/*
+ * Presence on subscription s (right after hd_hub_subscribe, before it is live): events 1 to
+ * receive join and leave events on its channel; member (owned by the hub from here; NULL: none)
+ * makes the subscription a presence member from when it is live until it ends (the broker is
+ * told JOIN then, LEAVE after). Polls are never members.
+ */
+void hd_hub_presence(hd_sub_t *s, int events, hd_member_t *member);
 /* The channel a subscription is on. */
 const char *hd_sub_channel(const hd_sub_t *s);
 /* Local subscribers on this worker (all channels). */
@@ -380,6 +443,7 @@ typedef struct hd_hub_stats_s {
     uint64_t deliveries;        /* message x subscriber deliveries */
     uint64_t slow_dropped;      /* subscribers disconnected for falling behind */
     uint64_t published;         /* messages published through this worker */
+    uint64_t events_in;         /* live-only events (ephemeral, presence) that reached it */
     int64_t transport_conns[4]; /* open now, by HD_TP_* */
     uint64_t subscriptions_refused[HD_SUBS_LIMIT_COUNT]; /* by HD_SUBS_LIMIT_* */
     uint64_t latency_buckets[HD_LATENCY_BUCKETS]; /* broker -> fan-out, cumulative upper bounds */

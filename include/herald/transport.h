@@ -9,6 +9,7 @@
  *   sse.c         GET /sse/{channel}, GET /sse?channel=a&channel=b
  *   websocket.c   GET /ws/{channel}, GET /ws (JSON protocol); the rest of it in ws_*.c
  *   lifetime.c    how long a stream stays authorized (hd_tp_life_t)
+ *   presence.c    a subscriber as a presence member, the ?presence= query (docs/chat.md)
  */
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
@@ -123,6 +124,18 @@ void hd_tp_kick_respond(hd_req_t *req, const hd_kick_t *k);
 /* The stamp of a client's publish: {"sub":..,"info":{..}} of its identity (malloc'd), or NULL
  * when there is nothing to say (no identity, or neither sub nor info). */
 char *hd_tp_publisher_json(const hd_identity_t *id);
+
+/* ---- presence (presence.c, docs/chat.md) ---- */
+
+/* The presence member a stream subscription of conn on channel makes (a new one for
+ * hd_hub_presence), or NULL: the channel's rule has no presence=on, or it is the backend. An
+ * identity with a sub is that user; without one, the connection itself. */
+hd_member_t *hd_tp_member(const hd_conf_t *conf, const hd_conn_t *conn, int is_backend,
+                          const char *channel, size_t len);
+/* ?presence=1|on|true (0|off|false, or absent: no) on a stream's request: 1 to send join and
+ * leave events, 0 not to, or -1 after answering 400 (another value, or one of channels[0..n)
+ * without presence). */
+int hd_tp_presence_query(hd_req_t *req, const char (*channels)[HD_CHANNEL_MAX + 1], size_t n);
 
 /* ---- staying authorized (lifetime.c, docs/auth.md) ---- */
 

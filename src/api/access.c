@@ -4,8 +4,9 @@
  * guard, hd_http_set_guard), so a route added later under an admin path is guarded without
  * asking for it.
  *
- *   admin endpoints   GET /stats, /metrics, /channels, /channels/{channel}, any DELETE, every
- *                     path under /admin/, /auth/ticket: a listener marked admin, or one of the
+ *   admin endpoints   GET /stats, /metrics, /channels, /channels/{channel}, /presence/{channel},
+ *                     any DELETE, every path under /admin/, /auth/ticket: a listener marked
+ *                     admin, or one of the
  *                     admin_key keys, or (no admin_key) a local client (hd_tp_peer_is_local)
  *   /auth/ticket      the admin credentials above, or one of the publish_key keys: a ticket
  *                     hands a browser a part of what the backend's key may do already
@@ -33,9 +34,9 @@ static int path_under(const hd_req_t *req, const char *prefix)
 int hd_api_is_admin_path(const hd_req_t *req)
 {
     return req->method == HD_M_DELETE || path_is(req, "/stats") || path_is(req, "/metrics") ||
-           path_is(req, "/channels") || path_under(req, "/channels/") || path_is(req, "/admin") ||
-           path_under(req, "/admin/") || path_is(req, "/auth/ticket") ||
-           path_under(req, "/auth/ticket/");
+           path_is(req, "/channels") || path_under(req, "/channels/") ||
+           path_under(req, "/presence/") || path_is(req, "/admin") || path_under(req, "/admin/") ||
+           path_is(req, "/auth/ticket") || path_under(req, "/auth/ticket/");
 }
 
 static int on_admin_listener(const hd_req_t *req)

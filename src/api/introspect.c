@@ -40,6 +40,7 @@ static void collect(totals_t *t)
         t->net.tickets_used += LOAD(w->stats.tickets_used);
         t->net.tickets_refused_invalid += LOAD(w->stats.tickets_refused_invalid);
         t->net.tickets_refused_full += LOAD(w->stats.tickets_refused_full);
+        t->net.ephemeral_refused += LOAD(w->stats.ephemeral_refused);
         t->net.requests += LOAD(w->stats.requests);
         t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
         t->net.timeouts += LOAD(w->stats.timeouts);
@@ -133,7 +134,9 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"subscriptions_refused\":{\"max_subscriptions\":%llu,"
         "\"max_subscriptions_per_connection\":%llu},\"tickets\":{\"issued\":%llu,\"used\":%llu,"
         "\"refused_invalid\":%llu,\"refused_full\":%llu},\"revocations\":%llu,"
-        "\"connections_ended\":{\"revoked\":%llu,\"disconnected\":%llu}}",
+        "\"connections_ended\":{\"revoked\":%llu,\"disconnected\":%llu},\"presence\":{\"channels\":"
+        "%llu,"
+        "\"members\":%llu,\"events\":%llu,\"refused\":%llu},\"ephemeral_refused\":%llu}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
         hd_server_worker_count(node), hd_broker_get()->ops->name,
         hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
@@ -158,7 +161,10 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.net.tickets_issued, (unsigned long long)t.net.tickets_used,
         (unsigned long long)t.net.tickets_refused_invalid,
         (unsigned long long)t.net.tickets_refused_full, (unsigned long long)revocations(),
-        (unsigned long long)t.net.kicked_revoked, (unsigned long long)t.net.kicked_disconnected);
+        (unsigned long long)t.net.kicked_revoked, (unsigned long long)t.net.kicked_disconnected,
+        (unsigned long long)t.broker.presence_channels,
+        (unsigned long long)t.broker.presence_members, (unsigned long long)t.broker.presence_events,
+        (unsigned long long)t.broker.presence_refused, (unsigned long long)t.net.ephemeral_refused);
     append_per_worker(&sb);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
@@ -215,6 +221,8 @@ static void on_metrics(hd_req_t *req, void *arg)
     hd_sbuf_appendf(&sb,
                     "herald_client_publishes_refused_total{reason=\"client_publish_rate\"} %llu\n",
                     (unsigned long long)t.net.client_publish_refused);
+    hd_sbuf_appendf(&sb, "herald_client_publishes_refused_total{reason=\"ephemeral_rate\"} %llu\n",
+                    (unsigned long long)t.net.ephemeral_refused);
     hd_sbuf_appends(&sb, "# HELP herald_tickets_total Single-use tickets: issued by POST "
                          "/auth/ticket, used by a connect, refused at a connect (malformed, "
                          "unknown, used or expired) or at POST /auth/ticket (auth_max_tickets).\n"
@@ -239,6 +247,15 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.kicked_revoked);
     hd_sbuf_appendf(&sb, "herald_connections_ended_total{reason=\"disconnected\"} %llu\n",
                     (unsigned long long)t.net.kicked_disconnected);
+    metric(&sb, "herald_presence_channels", "gauge",
+           "Channels whose presence members this node tracks.", t.broker.presence_channels);
+    metric(&sb, "herald_presence_members", "gauge",
+           "Presence members on those channels (a user's connections count once per channel).",
+           t.broker.presence_members);
+    metric(&sb, "herald_presence_events_total", "counter", "Presence join and leave events made.",
+           t.broker.presence_events);
+    metric(&sb, "herald_presence_refused_total", "counter",
+           "Presence joins not tracked: presence_max_channels reached.", t.broker.presence_refused);
     metric(&sb, "herald_http_requests_total", "counter", "HTTP requests answered.", t.net.requests);
     metric(&sb, "herald_timeouts_total", "counter", "Connections closed by a timeout.",
            t.net.timeouts);
@@ -332,12 +349,13 @@ static void on_info(hd_worker_t *w, hd_breq_t *r)
             hd_http_respond_error(req, 404, "no such channel (no subscribers and no history)");
         } else {
             char body[512];
-            int n = snprintf(body, sizeof(body),
-                             "{\"channel\":\"%s\",\"subscribers\":%llu,\"last_id\":%s%s%s,"
-                             "\"history\":%llu}",
-                             r->channel, (unsigned long long)r->subscribers,
-                             r->last_id[0] ? "\"" : "", r->last_id[0] ? r->last_id : "null",
-                             r->last_id[0] ? "\"" : "", (unsigned long long)r->history_len);
+            int n =
+                snprintf(body, sizeof(body),
+                         "{\"channel\":\"%s\",\"subscribers\":%llu,\"last_id\":%s%s%s,"
+                         "\"history\":%llu,\"presence\":%llu}",
+                         r->channel, (unsigned long long)r->subscribers, r->last_id[0] ? "\"" : "",
+                         r->last_id[0] ? r->last_id : "null", r->last_id[0] ? "\"" : "",
+                         (unsigned long long)r->history_len, (unsigned long long)r->members);
             hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", body,
                             (size_t)n);
         }
@@ -368,6 +386,7 @@ void hd_introspect_register(hd_router_t *r, hd_server_t *server)
     node = server;
     started_ms = hd_now_ms();
     hd_router_add(r, HD_M_GET, "/channels/", 1, on_channel, NULL);
+    hd_presence_register(r);
     hd_router_add(r, HD_M_GET, "/stats", 0, on_stats, NULL);
     hd_router_add(r, HD_M_GET, "/metrics", 0, on_metrics, NULL);
 }

@@ -69,13 +69,15 @@ int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, 
          offsetof(hd_auth_rule_t, subscribe)},
         {"publish", "key, grant or subscriber", pub_words, offsetof(hd_auth_rule_t, publish)},
         {"history", "on or off", bool_words, offsetof(hd_auth_rule_t, history)},
+        {"presence", "on or off", bool_words, offsetof(hd_auth_rule_t, presence)},
     };
     unsigned seen = 0;
     pattern_t p;
 
     memset(rule, 0, sizeof(*rule));
     if (argc < 1)
-        return fail(why, whylen, "expected PATTERN [subscribe=..] [publish=..] [history=..]");
+        return fail(why, whylen,
+                    "expected PATTERN [subscribe=..] [publish=..] [history=..] [presence=..]");
     if (hd_auth_pattern_parse(&p, argv[0], strlen(argv[0]), why, whylen) < 0)
         return -1;
     memcpy(rule->pattern, argv[0], strlen(argv[0]) + 1);
@@ -94,8 +96,10 @@ int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, 
                 break;
         }
         if (eq == NULL || k == HD_ARRAY_SIZE(keys))
-            return fail(why, whylen,
-                        "expected subscribe=..., publish=... or history=..., got \"%s\"", argv[i]);
+            return fail(
+                why, whylen,
+                "expected subscribe=..., publish=..., history=... or presence=..., got \"%s\"",
+                argv[i]);
         if (seen & (1u << k))
             return fail(why, whylen, "%s given twice", keys[k].key);
         seen |= 1u << k;
@@ -260,6 +264,12 @@ const hd_auth_rule_t *hd_auth_rule_for(const hd_auth_t *a, const char *channel, 
             return r;
     }
     return NULL;
+}
+
+int hd_auth_presence(const hd_auth_t *a, const char *channel, size_t len)
+{
+    const hd_auth_rule_t *r = hd_auth_rule_for(a, channel, len);
+    return r && r->presence;
 }
 
 static hd_auth_result_t deny(hd_auth_result_t res, const char **reason, const char *why)

@@ -27,6 +27,7 @@
  * everything the store holds by max_memory, and the number of channels by max_channels
  * (memory_store.h has the rules).
  */
+#include "memory_presence.h"
 #include "memory_store.h"
 
 #include "herald/log.h"
@@ -44,6 +45,7 @@ typedef struct mem_broker_s {
     hd_mstore_t store;
     hd_idem_t idem;      /* idempotency keys of recent publishes (idem.h) */
     hd_tstore_t tickets; /* single-use tickets waiting to be used (tickets.h) */
+    hd_mpres_t pres;     /* presence members (memory_presence.h) */
     /* Under the lock, during one request: the workers pushed to (one bit each), to be woken
      * once the lock is released. */
     uint64_t *wake;
@@ -81,6 +83,33 @@ static void reply(mem_broker_t *b, hd_breq_t *r)
         mark_wake(b, w->id);
 }
 
+/*
+ * A live-only event (an ephemeral publish, a presence join or leave) for the workers that carry
+ * its channel now: pushed on their mailboxes like a message, in the same order, with no id, no
+ * history and no channel made for it. Takes the caller's reference.
+ */
+static void fan_out_event(mem_broker_t *b, hd_message_t *m)
+{
+    hd_mchan_t *c = hd_mstore_find(&b->store, m->channel, m->channel_len);
+    if (c)
+        hd_interest_fan_out(&c->in, m, deliver, b);
+    hd_message_unref(m);
+}
+
+static void do_presence(mem_broker_t *b, hd_breq_t *r)
+{
+    size_t len = strlen(r->channel);
+    hd_message_t *ev = NULL;
+    int err = 0;
+    if (r->type == HD_BREQ_JOIN)
+        ev = hd_mpres_join(&b->pres, r->channel, len, r->member, &err);
+    else
+        ev = hd_mpres_leave(&b->pres, r->channel, len, r->member);
+    if (ev)
+        fan_out_event(b, ev);
+    hd_breq_free(r);
+}
+
 static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)
 {
     hd_mstore_unsubscribe(&b->store, r->worker->id, r->channel, strlen(r->channel));
@@ -97,6 +126,13 @@ static void do_publish(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char
     enum { K_NONE = 0, K_FRESH, K_SEEN, K_REPEATED }; /* what a message's key is */
     uint64_t now = wall_ms(), seq;
     size_t n = r->n_msgs, nf = 0;
+    if (n == 1 && r->msgs[0]->kind == HD_MSG_EPHEMERAL) {
+        keys[0] = r->msgs[0]->idem_key; /* an ephemeral message has none to keep: freed after */
+        r->msgs[0]->idem_key = NULL;
+        fan_out_event(b, hd_message_ref(r->msgs[0])); /* no id, no history, no key */
+        reply(b, r);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         hd_message_t *m = r->msgs[i];
         keys[i] = m->idem_key; /* the message leaves without it (history keeps no key) */
@@ -148,6 +184,15 @@ static void handle(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char **k
         break;
     case HD_BREQ_INFO:
         hd_mstore_info(&b->store, r);
+        r->members = hd_mpres_count(&b->pres, r->channel, strlen(r->channel));
+        reply(b, r);
+        break;
+    case HD_BREQ_JOIN:
+    case HD_BREQ_LEAVE:
+        do_presence(b, r);
+        break;
+    case HD_BREQ_PRESENCE:
+        hd_mpres_page(&b->pres, r);
         reply(b, r);
         break;
     case HD_BREQ_BARRIER:
@@ -208,6 +253,7 @@ static void on_ttl_timer(uv_timer_t *t)
     hd_idem_expire(&b->idem, wall_ms());
     hd_tstore_expire(&b->tickets, wall_ms());
     hd_mstore_log_limits(&b->store, hd_now_ms());
+    hd_mpres_log_limits(&b->pres, hd_now_ms());
     uv_mutex_unlock(&b->lock);
 }
 
@@ -276,6 +322,10 @@ static void mem_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
     out->memory_bytes = st->memory_bytes;
     out->channels_evicted = st->evicted;
     out->channels_refused = st->refused;
+    out->presence_channels = hd_chantab_count(&b->pres.chans);
+    out->presence_members = b->pres.members;
+    out->presence_events = b->pres.events;
+    out->presence_refused = b->pres.refused;
     uv_mutex_unlock(&b->lock);
 }
 
@@ -283,6 +333,7 @@ static void on_timer_closed(uv_handle_t *h)
 {
     mem_broker_t *b = h->data;
     hd_mstore_dispose(&b->store);
+    hd_mpres_dispose(&b->pres);
     hd_idem_dispose(&b->idem);
     hd_tstore_dispose(&b->tickets);
     uv_mutex_destroy(&b->lock);
@@ -332,6 +383,7 @@ int hd_broker_memory_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t
     hd_idem_init(&b->idem, conf->idempotency_window_ms, conf->max_memory_bytes / 16);
     /* Tickets waiting to be used: at most auth_max_tickets, and another sixteenth. */
     hd_tstore_init(&b->tickets, conf->max_memory_bytes / 16);
+    hd_mpres_init(&b->pres, conf->presence_max_channels);
     uv_timer_init(hd_server_main_loop(server), &b->ttl_timer);
     b->ttl_timer.data = b;
     uv_timer_start(&b->ttl_timer, on_ttl_timer, 1000, 1000);

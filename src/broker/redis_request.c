@@ -98,6 +98,10 @@ static void do_publish(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
         hd_redis_reply(r);
         return;
     }
+    if (r->msgs[0]->kind != HD_MSG_NORMAL) {
+        hd_redis_fail_now(r, HD_EBADREQ); /* live-only messages never go into history */
+        return;
+    }
     hd_redis_hold(b);
     held_t h = {.r = r, .ticket = ticket};
     if (hd_list_empty(&b->held) && !b->in_parts && !publish_blocked(b, &h)) {

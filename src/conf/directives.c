@@ -245,6 +245,12 @@ const directive_t hd_conf_directives[] = {
     D("max_channels", T_UINT, max_channels, "100000", "1", "100000000", RESTART,
       "channels (with subscribers or history) on this node; a new one past it is answered 507"),
 
+    /* chat: presence and ephemeral messages (docs/chat.md) */
+    D("presence_max_channels", T_UINT, presence_max_channels, "10000", "1", "10000000", RESTART,
+      "channels whose presence members this node tracks at once; joins past it are not listed"),
+    D("ephemeral_rate", T_UINT, ephemeral_rate, "10", "0", "10000000", RELOAD,
+      "ephemeral publishes per second by one WebSocket (typing, cursors); 0 = unlimited"),
+
     /* delivery */
     D("max_queue_bytes", T_SIZE, max_queue_bytes, "1m", "4k", "1g", RELOAD,
       "bytes waiting to be written to one subscriber; one further behind is disconnected"),

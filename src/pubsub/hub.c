@@ -194,7 +194,27 @@ static void free_sub(hd_sub_t *s)
 {
     if (s->is_counted)
         __atomic_sub_fetch(&node_subs, 1, __ATOMIC_RELAXED);
+    if (s->member)
+        hd_member_free(s->member);
     free(s);
+}
+
+/* Tells the broker a member's connection joins (HD_BREQ_JOIN) or leaves the channel: requests
+ * of one worker reach a broker in order, so a LEAVE never passes its JOIN. */
+static void send_presence(hd_sub_t *s, int type)
+{
+    hd_lchan_t *c = s->chan;
+    hd_breq_t *r = hd_breq_new(type, s->worker, c->name, hd_chan_name_len(&c->ch));
+    r->member = hd_member_copy(s->member);
+    hd_broker_submit(r);
+}
+
+void hd_hub_presence(hd_sub_t *s, int events, hd_member_t *member)
+{
+    s->wants_presence = events ? 1 : 0;
+    if (s->member)
+        hd_member_free(s->member);
+    s->member = member;
 }
 
 uint64_t hd_hub_subscriptions(void)
@@ -277,6 +297,10 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
     hd_list_insert_tail(&c->subs, &s->link);
     c->n_live++;
     hub->n_subs++;
+    if (s->member) { /* a member from now on: its LEAVE follows when it ends, even in on_ready */
+        s->is_joined = 1;
+        send_presence(s, HD_BREQ_JOIN);
+    }
     s->ops->on_ready(s, r->msgs, r->n_msgs, r->gap, 0);
     hd_breq_free(r);
 }
@@ -446,6 +470,10 @@ void hd_hub_unsubscribe(hd_sub_t *s)
         return;
     hub_t *hub = hub_of(s->worker);
     hd_lchan_t *c = s->chan;
+    if (s->is_joined) {
+        s->is_joined = 0;
+        send_presence(s, HD_BREQ_LEAVE);
+    }
     leave(s->worker, c);
     c->n_live--;
     hub->n_subs--;
@@ -525,6 +553,50 @@ static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
     maybe_free_chan(hub, c);
 }
 
+/*
+ * A live-only event (ephemeral message, presence join or leave): to every live subscriber on a
+ * stream (polls never get one), presence events only to those that asked; no sequence, no
+ * history, nothing remembered.
+ */
+static void fan_out_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
+{
+    hd_buf_t *enc[HD_FMT_COUNT] = {0};
+    uint64_t n = 0;
+    int is_presence = m->kind != HD_MSG_EPHEMERAL;
+    hub->delivering = c;
+    hd_list_t *pos;
+    for (pos = c->subs.next; pos != &c->subs; pos = pos->next) {
+        hd_sub_t *s = hd_container_of(pos, hd_sub_t, link);
+        int fmt = s->ops->format;
+        if (s->is_dead || fmt == HD_FMT_JSON || fmt == HD_FMT_POLL_ANSWER)
+            continue;
+        if (is_presence && (!s->wants_presence || fmt == HD_FMT_WS_RAW))
+            continue;
+        if (!enc[fmt])
+            enc[fmt] = hd_message_encode(m, fmt);
+        s->ops->on_message(s, m, enc[fmt]);
+        n++;
+    }
+    hub->delivering = NULL;
+    for (int i = 0; i < HD_FMT_COUNT; i++)
+        if (enc[i])
+            hd_buf_unref(enc[i]);
+    if (c->n_dead) {
+        hd_list_t *tmp;
+        hd_list_foreach_safe(pos, tmp, &c->subs)
+        {
+            hd_sub_t *s = hd_container_of(pos, hd_sub_t, link);
+            if (s->is_dead) {
+                hd_list_remove(&s->link);
+                free_sub(s);
+            }
+        }
+        c->n_dead = 0;
+    }
+    HD_HUB_STAT_ADD(hub->w, deliveries, n);
+    maybe_free_chan(hub, c);
+}
+
 const uint64_t hd_latency_bounds_us[HD_LATENCY_BUCKETS - 1] = {
     50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000};
 
@@ -545,6 +617,14 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     hub_t *hub = hub_of(w);
     hd_message_t *m = d->m;
     free(d);
+    if (m->kind != HD_MSG_NORMAL) {
+        HD_HUB_STAT_ADD(w, events_in, 1);
+        hd_lchan_t *c = find_chan(hub, m->channel, m->channel_len);
+        if (c && c->n_live)
+            fan_out_event(hub, c, m);
+        hd_message_unref(m);
+        return;
+    }
     HD_HUB_STAT_ADD(w, messages_in, 1);
     record_latency(w, m);
     hd_lchan_t *c = find_chan(hub, m->channel, m->channel_len);

@@ -359,9 +359,13 @@ static void base64_string(hd_sbuf_t *sb, const void *data, size_t len)
 
 void hd_message_json_object(hd_sbuf_t *sb, const hd_message_t *m)
 {
-    hd_sbuf_appends(sb, "{\"id\":");
-    append_json_string(sb, m->id, m->id_len);
-    hd_sbuf_appends(sb, ",\"channel\":");
+    if (m->kind == HD_MSG_NORMAL) {
+        hd_sbuf_appends(sb, "{\"id\":");
+        append_json_string(sb, m->id, m->id_len);
+        hd_sbuf_appends(sb, ",\"channel\":");
+    } else {
+        hd_sbuf_appends(sb, "{\"channel\":"); /* live-only: no id */
+    }
     append_json_string(sb, m->channel, m->channel_len);
     if (m->publisher) {
         hd_sbuf_appends(sb, ",\"publisher\":");
@@ -422,9 +426,58 @@ void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len)
     hd_sbuf_append(sb, h, n);
 }
 
+/*
+ * Live-only events (no id): an ephemeral message is its JSON object under SSE
+ * "event: herald-ephemeral" and the envelope type "ephemeral" (a plain /ws/{channel} frame is
+ * its payload as-is); a presence event is {"channel":..,"member":..,"conn":..} under SSE
+ * "event: herald-join" / "herald-leave" and the envelope types "join" / "leave". Polls never
+ * receive them (the hub skips their subscribers).
+ */
+static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
+{
+    hd_sbuf_t body, sb;
+    const char *name = m->kind == HD_MSG_JOIN    ? "join"
+                       : m->kind == HD_MSG_LEAVE ? "leave"
+                                                 : "ephemeral";
+    if (fmt == HD_FMT_WS_RAW) {
+        hd_sbuf_init(&sb, m->len + 10);
+        hd_ws_frame_header(&sb, m->is_text ? 0x1 : 0x2, m->len);
+        hd_sbuf_append(&sb, m->data, m->len);
+        return hd_sbuf_finish(&sb);
+    }
+    hd_sbuf_init(&body, m->len + 96);
+    if (m->kind == HD_MSG_EPHEMERAL) {
+        hd_message_json_object(&body, m);
+    } else { /* data is {"member":..,"conn":..} */
+        hd_sbuf_appends(&body, "{\"channel\":");
+        append_json_string(&body, m->channel, m->channel_len);
+        hd_sbuf_appends(&body, ",");
+        hd_sbuf_append(&body, m->data + 1, m->len - 1);
+    }
+    if (fmt == HD_FMT_SSE || fmt == HD_FMT_SSE_NAMED) {
+        hd_sbuf_init(&sb, body.buf->len + 40);
+        hd_sbuf_appendf(&sb, "event: herald-%s\ndata: ", name);
+        hd_sbuf_append(&sb, body.buf->data, body.buf->len); /* one line: compact JSON */
+        hd_sbuf_appends(&sb, "\n\n");
+    } else if (fmt == HD_FMT_WS_ENVELOPE) {
+        size_t n = strlen("{\"type\":\"\",") + strlen(name) + body.buf->len - 1;
+        hd_sbuf_init(&sb, n + 10);
+        hd_ws_frame_header(&sb, 0x1, n);
+        hd_sbuf_appendf(&sb, "{\"type\":\"%s\",", name);
+        hd_sbuf_append(&sb, body.buf->data + 1, body.buf->len - 1); /* drop the '{' */
+    } else {
+        hd_sbuf_init(&sb, body.buf->len);
+        hd_sbuf_append(&sb, body.buf->data, body.buf->len);
+    }
+    hd_sbuf_dispose(&body);
+    return hd_sbuf_finish(&sb);
+}
+
 hd_buf_t *hd_message_encode(const hd_message_t *m, int fmt)
 {
     hd_sbuf_t sb;
+    if (m->kind != HD_MSG_NORMAL)
+        return encode_event(m, fmt);
     switch (fmt) {
     case HD_FMT_SSE:
     case HD_FMT_SSE_NAMED:
@@ -510,6 +563,9 @@ void hd_breq_free(hd_breq_t *r)
     free(r->msgs);
     free(r->data);
     free(r->ctl_key);
+    free(r->member); /* one allocation (presence.c), freed as hd_member_free does */
+    free(r->cursor);
+    free(r->page);
     free(r);
 }
 

@@ -211,6 +211,8 @@ static void sub_on_ready(hd_sub_t *sub, hd_message_t *const *msgs, size_t n, int
 static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
 {
     sse_t *s = sub->data;
+    if (m->kind != HD_MSG_NORMAL && (s->d || s->is_replaying))
+        return; /* a live-only event for a stream not live yet: it was not there to see it */
     if (s->d || s->is_replaying) {
         /* Another channel of this stream is not live yet, or history is still being written:
          * hold it, it goes out in order after what is before it. */
@@ -472,9 +474,16 @@ static void on_sse(hd_req_t *req, void *arg)
             goto done;
         }
     }
+    /* ?presence=1: join and leave events of the stream's channels (each needs presence on). */
+    int events = hd_tp_presence_query(req, (const char(*)[HD_CHANNEL_MAX + 1]) names, (size_t)n);
+    if (events < 0) {
+        hd_tp_cred_dispose(&cred);
+        goto done;
+    }
     /* The stream is this identity's for its lifetime. */
     if (cred.id)
         hd_conn_set_identity(req->conn, cred.id);
+    int is_backend = cred.is_backend;
     hd_tp_cred_dispose(&cred);
     hd_worker_t *w = req->conn->worker;
     sse_t *s = hd_calloc(1, sizeof(*s));
@@ -492,6 +501,9 @@ static void on_sse(hd_req_t *req, void *arg)
         s->subs[i] =
             hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
                              has_since ? &seq : NULL, named ? &sub_ops_named : &sub_ops_plain, s);
+        hd_hub_presence(
+            s->subs[i], events,
+            hd_tp_member(hd_worker_conf(w), req->conn, is_backend, names[i], strlen(names[i])));
     }
 done:
     free(names);

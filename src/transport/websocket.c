@@ -225,6 +225,12 @@ static void on_ws(hd_req_t *req, void *arg)
         hd_tp_cred_dispose(&cred);
         return;
     }
+    /* ?presence=1 (herald.v1 only: a plain client has no envelope for the events). */
+    int events = hd_tp_presence_query(req, (const char(*)[HD_CHANNEL_MAX + 1]) & name, 1);
+    if (events < 0) {
+        hd_tp_cred_dispose(&cred);
+        return;
+    }
     if (cred.id)
         hd_conn_set_identity(req->conn, cred.id);
     int mode = hs.has_subprotocol ? WS_MODE_ENVELOPE : WS_MODE_RAW;
@@ -240,6 +246,8 @@ static void on_ws(hd_req_t *req, void *arg)
     e->sub = hd_hub_subscribe(pub->w, name, (size_t)n, has_since ? &epoch : NULL,
                               has_since ? &seq : NULL,
                               mode == WS_MODE_RAW ? &raw_sub_ops : &envelope_sub_ops, e);
+    hd_hub_presence(e->sub, events && mode == WS_MODE_ENVELOPE,
+                    hd_tp_member(hd_ws_conf(ws), req->conn, pub->is_backend, name, (size_t)n));
 }
 
 void hd_ws_register(hd_router_t *r)

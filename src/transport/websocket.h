@@ -22,6 +22,7 @@
 #ifndef HERALD_TRANSPORT_WEBSOCKET_H
 #define HERALD_TRANSPORT_WEBSOCKET_H
 
+#include "herald/bucket.h"
 #include "herald/transport.h"
 #include "herald/utf8.h"
 
@@ -85,8 +86,10 @@ typedef struct ws_public_s {
     /* Authorization (docs/auth.md): the identity is the connection's (conn->identity). */
     unsigned needs_auth : 1;   /* /ws: the first message must be {"op":"auth"} */
     unsigned is_backend : 1;   /* the handshake's bearer was the publish key */
+    uint8_t n_asks;            /* /ws: presence snapshots asked, not answered yet */
     uint64_t auth_deadline_ms; /* /ws without a token: close 4401 unless auth comes by then */
     hd_tp_life_t life;         /* the identity's refresh notice and expiry (lifetime.c) */
+    hd_bucket_t eph_bucket;    /* ephemeral_rate: a second's worth at once */
 } ws_public_t;
 
 /* A connection not yet upgraded, with mode, proto and the checked handshake (its bearer token

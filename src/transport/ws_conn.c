@@ -322,6 +322,7 @@ ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_hands
     }
     hd_list_init(&ws->pubs);
     hd_bucket_init(&ws->pub_bucket);
+    hd_bucket_init(&ws->pub.eph_bucket);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], 1);
     return ws;
 }

@@ -9,6 +9,10 @@
 
 #include <string.h>
 
+#define PRESENCE_OFF "presence is not tracked on this channel (its channel_rule needs presence=on)"
+/* Presence snapshots a connection may have on their way at once. */
+#define WS_MAX_ASKS 4
+
 /* {"type":type} and "channel" (when not NULL); send it with emit_reply. */
 static json_t *reply_new(const char *type, const char *channel)
 {
@@ -137,10 +141,109 @@ static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
         reply_error(ws, ref, name, "too_many_subscriptions", text);
         return;
     }
+    /* "presence":true: join and leave events of the channel, which must track presence. */
+    json_t *pr = json_object_get(root, "presence");
+    if (pr && !json_is_boolean(pr) && !json_is_null(pr)) {
+        reply_error(ws, ref, name, "bad_presence", "\"presence\" must be true or false");
+        return;
+    }
+    int events = json_is_true(pr);
+    if (events && !hd_auth_presence(hd_ws_conf(ws)->auth, name, len)) {
+        reply_error(ws, ref, name, "presence_off", PRESENCE_OFF);
+        return;
+    }
     ws_sub_t *e = hd_ws_sub_add(ws, name, len);
     e->ref = ref ? json_incref(ref) : NULL;
     e->sub = hd_hub_subscribe(hd_ws_pub(ws)->w, name, len, has_since ? &epoch : NULL,
                               has_since ? &seq : NULL, &json_sub_ops, e);
+    hd_hub_presence(
+        e->sub, events,
+        hd_tp_member(hd_ws_conf(ws), hd_ws_pub(ws)->conn, hd_ws_pub(ws)->is_backend, name, len));
+}
+
+/* A presence snapshot on its way to the broker: the connection stays allocated meanwhile. */
+typedef struct ask_s {
+    ws_t *ws;
+    json_t *ref;
+} ask_t;
+
+/* The broker's page of members: {"type":"presence","channel","count","members","next"}. */
+static void on_presence_page(hd_worker_t *w, hd_breq_t *r)
+{
+    (void)w;
+    ask_t *a = r->cookie;
+    ws_t *ws = a->ws;
+    hd_ws_pub(ws)->n_asks--;
+    if (hd_ws_is_open(ws) && r->err) {
+        reply_error(ws, a->ref, r->channel, refusal_code(r->err), hd_strerror(r->err));
+    } else if (hd_ws_is_open(ws)) {
+        hd_sbuf_t sb;
+        hd_sbuf_init(&sb, 96 + (r->page ? strlen(r->page) : 0));
+        hd_sbuf_appendf(&sb, "{\"type\":\"presence\",\"channel\":\"%s\",\"count\":%llu,%s}",
+                        r->channel, (unsigned long long)r->members,
+                        r->page ? r->page : "\"members\":[],\"next\":null");
+        hd_buf_t *b = hd_sbuf_finish(&sb);
+        json_t *o = json_loadb(b->data, b->len, 0, NULL);
+        hd_buf_unref(b);
+        if (o)
+            emit_reply(ws, o, a->ref);
+    }
+    json_decref(a->ref);
+    free(a);
+    hd_breq_free(r);
+    hd_ws_leave(ws);
+}
+
+/*
+ * {"op":"presence","channel":c,"cursor":..?,"limit":N?}: a page of c's members (who may
+ * subscribe to c may ask), in key order, answered {"type":"presence",...,"next":cursor|null}.
+ * At most WS_MAX_ASKS are on their way per connection.
+ */
+static void op_presence(ws_t *ws, json_t *root, json_t *ref)
+{
+    size_t len;
+    const char *name = json_channel(ws, root, ref, &len);
+    if (!name)
+        return;
+    ws_public_t *pub = hd_ws_pub(ws);
+    const char *reason = NULL;
+    hd_auth_result_t ar = pub->is_backend ? HD_AUTH_OK
+                                          : hd_auth_check(hd_ws_conf(ws)->auth, hd_ws_identity(ws),
+                                                          name, len, HD_AUTH_SUBSCRIBE, &reason);
+    if (ar != HD_AUTH_OK) {
+        reply_error(ws, ref, name, ar == HD_AUTH_FORBIDDEN ? "forbidden" : "unauthenticated",
+                    reason);
+        return;
+    }
+    if (!hd_auth_presence(hd_ws_conf(ws)->auth, name, len)) {
+        reply_error(ws, ref, name, "presence_off", PRESENCE_OFF);
+        return;
+    }
+    json_t *cursor = json_object_get(root, "cursor"), *limit = json_object_get(root, "limit");
+    if ((cursor && !json_is_null(cursor) && !json_is_string(cursor)) ||
+        (limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
+                   json_integer_value(limit) > HD_PRESENCE_PAGE_MAX))) {
+        reply_error(ws, ref, name, "bad_request",
+                    "\"cursor\" must be a string (the \"next\" of a page) and \"limit\" 1-1000");
+        return;
+    }
+    if (pub->n_asks >= WS_MAX_ASKS) {
+        reply_error(ws, ref, name, "rate_limited",
+                    "too many presence requests unanswered on this connection");
+        return;
+    }
+    hd_breq_t *r = hd_breq_new(HD_BREQ_PRESENCE, pub->w, name, len);
+    if (json_is_string(cursor))
+        r->cursor = hd_strndup(json_string_value(cursor), json_string_length(cursor));
+    r->limit = limit ? (size_t)json_integer_value(limit) : HD_PRESENCE_PAGE_DEFAULT;
+    ask_t *a = hd_malloc(sizeof(*a));
+    a->ws = ws;
+    a->ref = ref ? json_incref(ref) : NULL;
+    r->cookie = a;
+    r->reply_cb = on_presence_page;
+    pub->n_asks++;
+    hd_ws_enter(ws); /* ws stays allocated until the answer comes, open or not */
+    hd_broker_submit(r);
 }
 
 static void op_unsubscribe(ws_t *ws, json_t *root, json_t *ref)
@@ -156,6 +259,19 @@ static void op_unsubscribe(ws_t *ws, json_t *root, json_t *ref)
     }
     hd_ws_sub_remove(ws, e);
     emit_reply(ws, reply_new("unsubscribed", name), ref);
+}
+
+/* ephemeral_rate: 1 when the client may publish an ephemeral message now, else 0 with
+ * *retry_ms until it may (counted in ephemeral_refused). */
+static int ephemeral_allowed(ws_t *ws, uint64_t *retry_ms)
+{
+    ws_public_t *pub = hd_ws_pub(ws);
+    uint32_t rate = hd_ws_conf(ws)->ephemeral_rate;
+    *retry_ms = 0;
+    if (rate == 0 || hd_bucket_take(&pub->eph_bucket, uv_now(&pub->w->loop), rate, rate, retry_ms))
+        return 1;
+    HD_STAT_INC(pub->w, ephemeral_refused);
+    return 0;
 }
 
 static void op_publish(ws_t *ws, json_t *root, json_t *ref)
@@ -196,12 +312,20 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
             return;
         }
     }
+    /* "ephemeral":true: live only (typing, cursors): no id, no history, its own rate. */
+    json_t *eph = json_object_get(root, "ephemeral");
+    if (eph && !json_is_boolean(eph) && !json_is_null(eph)) {
+        reply_error(ws, ref, NULL, "bad_data", "\"ephemeral\" must be true or false");
+        return;
+    }
+    int is_ephemeral = json_is_true(eph);
     uint64_t retry_ms;
-    if (!hd_ws_publish_allowed(ws, &retry_ms)) {
+    if (is_ephemeral ? !ephemeral_allowed(ws, &retry_ms) : !hd_ws_publish_allowed(ws, &retry_ms)) {
         char why[128];
-        snprintf(why, sizeof(why),
-                 "publishing too often (client_publish_rate %u/s): retry in %llu ms",
-                 conf->client_publish_rate, (unsigned long long)retry_ms);
+        snprintf(why, sizeof(why), "publishing too often (%s %u/s): retry in %llu ms",
+                 is_ephemeral ? "ephemeral_rate" : "client_publish_rate",
+                 is_ephemeral ? conf->ephemeral_rate : conf->client_publish_rate,
+                 (unsigned long long)retry_ms);
         json_t *o = reply_new("error", NULL);
         json_object_set_new(o, "code", json_string("rate_limited"));
         json_object_set_new(o, "error", json_string(why));
@@ -230,8 +354,10 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
                     "\"idempotency_key\" must be 1-128 printable ASCII characters, no spaces");
         return;
     }
-    if (ik)
+    if (ik && !is_ephemeral) /* an ephemeral message is never retried: it has no id to give */
         hd_message_set_idem_key(m, json_string_value(ik), json_string_length(ik));
+    if (is_ephemeral)
+        m->kind = HD_MSG_EPHEMERAL;
     if (!key_ok)
         hd_ws_stamp(ws, m); /* who published it, from the identity: not the client's to say */
     hd_ws_publish(ws, m, ref);
@@ -350,6 +476,8 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
         op_unsubscribe(ws, root, ref);
     else if (strcmp(op, "publish") == 0)
         op_publish(ws, root, ref);
+    else if (strcmp(op, "presence") == 0)
+        op_presence(ws, root, ref);
     else if (strcmp(op, "ping") == 0)
         emit_reply(ws, reply_new("pong", NULL), ref);
     else if (strcmp(op, "refresh") == 0)
@@ -366,7 +494,10 @@ static void json_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *
         reply_error(ws, ref, NULL, refusal_code(err), hd_strerror(err));
     } else {
         json_t *o = reply_new("published", m->channel);
-        json_object_set_new(o, "id", json_string(m->id));
+        if (m->kind == HD_MSG_EPHEMERAL)
+            json_object_set_new(o, "ephemeral", json_true()); /* delivered live, no id */
+        else
+            json_object_set_new(o, "id", json_string(m->id));
         emit_reply(ws, o, ref);
     }
 }

@@ -500,6 +500,48 @@ class TestClientAddresses(MetricsTestCase):
             'herald_tickets_total{result="refused_invalid"}': 2,
             'herald_tickets_total{result="refused_full"}': 1})
 
+    @drives('herald_client_publishes_refused_total{reason="ephemeral_rate"}')
+    def test_ephemeral_refused(self):
+        h = self.start_herald(conf={"ws_client_publish": "on", "ephemeral_rate": "2"},
+                              workers=1)
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        for i in range(5):
+            ws.send(hh.ws_frame(hh.OP_TEXT, (
+                '{"op":"publish","channel":"r","data":"x","ephemeral":true,"ref":%d}' %
+                i).encode()))
+        codes = [ws.recv_json().get("code") for _ in range(5)]
+        self.assertEqual(codes.count("rate_limited"), 3, codes)
+        self.assertSeries(h.port, {
+            'herald_client_publishes_refused_total{reason="ephemeral_rate"}': 3,
+            'herald_client_publishes_refused_total{reason="client_publish_rate"}': 0})
+
+    @drives("herald_presence_channels", "herald_presence_members",
+            "herald_presence_events_total", "herald_presence_refused_total")
+    def test_presence(self):
+        h = self.start_herald(conf_raw=hh.conf_text(dict(
+            hh.DEFAULT_CONF, presence_max_channels="1")) +
+            "channel_rule anon:* subscribe=any presence=on\n", workers=2)
+        a = hh.RawWS(h.port, "/ws")
+        self.addCleanup(a.close)
+        b = hh.RawWS(h.port, "/ws")
+        self.addCleanup(b.close)
+        c = hh.RawWS(h.port, "/ws")
+        self.addCleanup(c.close)
+        for ws, ch in ((a, "anon:a"), (b, "anon:a"), (c, "anon:b")):
+            ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps(
+                {"op": "subscribe", "channel": ch}).encode()))
+            self.assertEqual(ws.recv_json()["type"], "subscribed")
+        # two anonymous members of anon:a; anon:b is past presence_max_channels
+        self.assertSeries(h.port, {
+            "herald_presence_channels": 1, "herald_presence_members": 2,
+            "herald_presence_events_total": 2, "herald_presence_refused_total": 1})
+        a.close()
+        b.close()
+        self.assertSeries(h.port, {
+            "herald_presence_channels": 0, "herald_presence_members": 0,
+            "herald_presence_events_total": 4, "herald_presence_refused_total": 1})
+
 
     @drives("herald_revocations", 'herald_connections_ended_total{reason="revoked"}',
             'herald_connections_ended_total{reason="disconnected"}')

@@ -741,6 +741,20 @@ class TestReload(hh.HeraldTestCase):
         published = [r["ref"] for r in replies if r["type"] == "published"]
         self.assertEqual(published, [0, 1, 2, 3] if value == "0" else [0, 1], replies)
 
+    @case("ephemeral_rate", "0", "2", ws_client_publish="on")
+    def check_ephemeral_rate(self, h, value):
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        for i in range(4):
+            ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps(
+                {"op": "publish", "channel": "eph", "data": "typing", "ephemeral": True,
+                 "ref": i}).encode()))
+        replies = [ws.recv_json() for _ in range(4)]
+        published = [r["ref"] for r in replies if r["type"] == "published"]
+        self.assertEqual(published, [0, 1, 2, 3] if value == "0" else [0, 1], replies)
+        self.assertTrue(all(r.get("ephemeral") or r.get("code") == "rate_limited"
+                            for r in replies), replies)
+
     # ---- staying authorized (docs/auth.md) ----
 
     @case("auth_refresh_before", "0", "10s", auth_jwt_secret=LIFE_SECRET, auth_clock_skew="0",

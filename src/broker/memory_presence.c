@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memory_presence.c: the embedded broker's presence members (memory_presence.h). Channels in a
+ * channel table, members of a channel in a hash map by key, each member with the connections
+ * it is present with. Called under the broker's lock only.
+ */
+#include "memory_presence.h"
+
+#include "herald/log.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pmember_s {
+    hd_hnode_t node; /* in the channel's members; key: the member's key (in this allocation) */
+    char *json;      /* the member's public object (in this allocation) */
+    size_t json_len;
+    char **conns; /* its connections' ids, each an allocation of its own */
+    size_t n_conns, cap_conns;
+} pmember_t;
+
+typedef struct hd_pchan_s {
+    hd_chan_t ch;
+    hd_hmap_t members; /* pmember_t */
+    char name[];
+} hd_pchan_t;
+
+#define REFUSAL_LOG_MS 10000u
+
+void hd_mpres_init(hd_mpres_t *p, uint64_t max_channels)
+{
+    memset(p, 0, sizeof(*p));
+    HD_CHANTAB_INIT(&p->chans, hd_pchan_t, 16);
+    p->max_channels = max_channels;
+}
+
+static void free_member(pmember_t *m)
+{
+    for (size_t i = 0; i < m->n_conns; i++)
+        free(m->conns[i]);
+    free(m->conns);
+    free(m);
+}
+
+static void free_member_cb(hd_hnode_t *node, void *arg)
+{
+    hd_pchan_t *c = arg;
+    hd_hmap_remove(&c->members, node);
+    free_member(hd_container_of(node, pmember_t, node));
+}
+
+static void free_chan(hd_mpres_t *p, hd_pchan_t *c)
+{
+    hd_hmap_foreach(&c->members, free_member_cb, c);
+    hd_hmap_dispose(&c->members);
+    hd_chantab_free(&p->chans, &c->ch);
+}
+
+static void free_chan_cb(hd_chan_t *ch, void *arg)
+{
+    free_chan(arg, hd_container_of(ch, hd_pchan_t, ch));
+}
+
+void hd_mpres_dispose(hd_mpres_t *p)
+{
+    hd_chantab_foreach(&p->chans, free_chan_cb, p);
+    hd_chantab_dispose(&p->chans);
+}
+
+static hd_pchan_t *find_chan(const hd_mpres_t *p, const char *name, size_t len)
+{
+    hd_chan_t *c = hd_chantab_find(&p->chans, name, len);
+    return c ? hd_container_of(c, hd_pchan_t, ch) : NULL;
+}
+
+static pmember_t *find_member(const hd_pchan_t *c, const hd_member_t *member)
+{
+    hd_hnode_t *n = hd_hmap_find(&c->members, member->key, member->key_len);
+    return n ? hd_container_of(n, pmember_t, node) : NULL;
+}
+
+static pmember_t *new_member(const hd_member_t *member)
+{
+    pmember_t *m = hd_calloc(1, sizeof(*m) + member->key_len + 1 + member->json_len + 1);
+    char *key = (char *)(m + 1);
+    memcpy(key, member->key, member->key_len + 1);
+    m->json = key + member->key_len + 1;
+    memcpy(m->json, member->json, member->json_len + 1);
+    m->json_len = member->json_len;
+    m->node.key = key;
+    m->node.key_len = member->key_len;
+    return m;
+}
+
+hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len,
+                            const hd_member_t *member, int *err)
+{
+    *err = 0;
+    hd_pchan_t *c = find_chan(p, channel, len);
+    if (!c) {
+        if (hd_chantab_count(&p->chans) >= p->max_channels) {
+            p->refused++;
+            *err = HD_ECHANNELS;
+            return NULL;
+        }
+        c = hd_container_of(hd_chantab_get(&p->chans, channel, len, NULL), hd_pchan_t, ch);
+        hd_hmap_init(&c->members, 8);
+    }
+    pmember_t *m = find_member(c, member);
+    int is_new = m == NULL;
+    if (is_new) {
+        m = new_member(member);
+        hd_hmap_insert(&c->members, &m->node);
+        p->members++;
+    }
+    m->conns = hd_grow_array(m->conns, &m->cap_conns, m->n_conns + 1, sizeof(*m->conns), 2);
+    m->conns[m->n_conns++] = hd_strndup(member->conn, member->conn_len);
+    p->conns++;
+    if (!is_new)
+        return NULL;
+    p->events++;
+    return hd_presence_event(HD_MSG_JOIN, channel, len, member);
+}
+
+hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len,
+                             const hd_member_t *member)
+{
+    hd_pchan_t *c = find_chan(p, channel, len);
+    pmember_t *m = c ? find_member(c, member) : NULL;
+    if (!m)
+        return NULL;
+    size_t i = 0;
+    while (i < m->n_conns && strcmp(m->conns[i], member->conn) != 0)
+        i++;
+    if (i == m->n_conns)
+        return NULL; /* not one of its connections (a refused join): nothing to undo */
+    free(m->conns[i]);
+    m->conns[i] = m->conns[--m->n_conns];
+    p->conns--;
+    if (m->n_conns)
+        return NULL;
+    hd_hmap_remove(&c->members, &m->node);
+    free_member(m);
+    p->members--;
+    if (c->members.n == 0)
+        free_chan(p, c);
+    p->events++;
+    return hd_presence_event(HD_MSG_LEAVE, channel, len, member);
+}
+
+uint64_t hd_mpres_count(const hd_mpres_t *p, const char *channel, size_t len)
+{
+    hd_pchan_t *c = find_chan(p, channel, len);
+    return c ? c->members.n : 0;
+}
+
+typedef struct page_s {
+    const char *cursor;
+    size_t cursor_len;
+    pmember_t **out;
+    size_t n;
+} page_t;
+
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static void collect_cb(hd_hnode_t *node, void *arg)
+{
+    page_t *pg = arg;
+    if (pg->cursor && key_cmp(node->key, node->key_len, pg->cursor, pg->cursor_len) <= 0)
+        return;
+    pg->out[pg->n++] = hd_container_of(node, pmember_t, node);
+}
+
+static int by_key(const void *a, const void *b)
+{
+    const pmember_t *x = *(pmember_t *const *)a, *y = *(pmember_t *const *)b;
+    return key_cmp(x->node.key, x->node.key_len, y->node.key, y->node.key_len);
+}
+
+static void append_json_string(hd_sbuf_t *sb, const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    if (text)
+        hd_sbuf_appends(sb, text);
+    else
+        hd_sbuf_appends(sb, "null"); /* not UTF-8: cannot be a JSON string */
+    free(text);
+    json_decref(j);
+}
+
+void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
+{
+    hd_pchan_t *c = find_chan(p, r->channel, strlen(r->channel));
+    size_t limit = r->limit ? r->limit : HD_PRESENCE_PAGE_DEFAULT;
+    if (limit > HD_PRESENCE_PAGE_MAX)
+        limit = HD_PRESENCE_PAGE_MAX;
+    page_t pg = {.cursor = r->cursor, .cursor_len = r->cursor ? strlen(r->cursor) : 0};
+    r->members = c ? c->members.n : 0;
+    if (c && c->members.n) {
+        pg.out = hd_malloc(c->members.n * sizeof(*pg.out));
+        hd_hmap_foreach(&c->members, collect_cb, &pg);
+        qsort(pg.out, pg.n, sizeof(*pg.out), by_key);
+    }
+    size_t n = pg.n < limit ? pg.n : limit;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 64 + n * 96);
+    hd_sbuf_appends(&sb, "\"members\":[");
+    for (size_t i = 0; i < n; i++) {
+        const pmember_t *m = pg.out[i];
+        if (i)
+            hd_sbuf_appends(&sb, ",");
+        hd_sbuf_append(&sb, m->json, m->json_len - 1); /* without its '}' */
+        hd_sbuf_appends(&sb, ",\"conns\":[");
+        for (size_t k = 0; k < m->n_conns; k++)
+            hd_sbuf_appendf(&sb, "%s\"%s\"", k ? "," : "", m->conns[k]); /* [0-9a-f-] only */
+        hd_sbuf_appends(&sb, "]}");
+    }
+    hd_sbuf_appends(&sb, "],\"next\":");
+    if (n < pg.n)
+        append_json_string(&sb, pg.out[n - 1]->node.key, pg.out[n - 1]->node.key_len);
+    else
+        hd_sbuf_appends(&sb, "null");
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    free(r->page);
+    r->page = hd_strndup(b->data, b->len);
+    hd_buf_unref(b);
+    free(pg.out);
+}
+
+void hd_mpres_log_limits(hd_mpres_t *p, uint64_t now_ms)
+{
+    if (p->refused == p->refused_logged)
+        return;
+    if (p->refused_log_ms && now_ms - p->refused_log_ms < REFUSAL_LOG_MS)
+        return;
+    hd_log_warn("%llu presence joins refused: presence_max_channels (%llu) reached; those "
+                "connections are subscribed but not listed as present",
+                (unsigned long long)(p->refused - p->refused_logged),
+                (unsigned long long)p->max_channels);
+    p->refused_logged = p->refused;
+    p->refused_log_ms = now_ms;
+}

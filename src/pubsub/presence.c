@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * presence.c: what a presence member is (docs/chat.md): who it is on a channel (its key: the
+ * token's sub, or an anonymous connection's own id), the connection it came with, and the
+ * public JSON every snapshot and join/leave event shows; and the join/leave events themselves,
+ * live-only messages (HD_MSG_JOIN, HD_MSG_LEAVE) a broker hands to the workers carrying the
+ * channel. Brokers keep the members (memory_presence.c, the Redis bridge); the hub tells them
+ * when a member's subscription starts and ends (hub.c).
+ */
+#include "herald/hmap.h"
+#include "herald/pubsub.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+static char node_name[12];
+static uv_once_t node_once = UV_ONCE_INIT;
+
+static void make_node_name(void)
+{
+    /* From the process's random hash key: two processes (nodes) differ, a restart too. */
+    uint64_t h = hd_hash("herald-node", 11);
+    snprintf(node_name, sizeof(node_name), "%08x", (unsigned)(h ^ (h >> 32)));
+}
+
+const char *hd_presence_node(void)
+{
+    uv_once(&node_once, make_node_name);
+    return node_name;
+}
+
+/* Appends s as a JSON string (s: a sub or an id, any bytes but NUL; escapes what JSON needs). */
+static size_t json_string_into(char *out, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    out[n++] = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(out + n, "\\u00", 4);
+            out[n + 4] = hex[c >> 4];
+            out[n + 5] = hex[c & 15];
+            n += 6;
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n++] = '"';
+    return n;
+}
+
+static hd_member_t *member_alloc(size_t key_len, size_t conn_len, size_t json_cap)
+{
+    hd_member_t *m = hd_malloc(sizeof(*m) + key_len + 1 + conn_len + 1 + json_cap + 1);
+    m->key = (char *)(m + 1);
+    m->conn = m->key + key_len + 1;
+    m->json = m->conn + conn_len + 1;
+    m->key_len = key_len;
+    m->conn_len = conn_len;
+    return m;
+}
+
+hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn_id)
+{
+    char conn[48];
+    int cl =
+        snprintf(conn, sizeof(conn), "%s-%llx", hd_presence_node(), (unsigned long long)conn_id);
+    const char *key = sub ? sub : conn;
+    size_t kl = strlen(key), il = info_json ? strlen(info_json) : 0;
+    /* {"sub":<6x>,"info":<info>} or {"conn":<conn>} */
+    size_t cap = 24 + 6 * kl + il;
+    hd_member_t *m = member_alloc(kl, (size_t)cl, cap);
+    memcpy(m->key, key, kl + 1);
+    memcpy(m->conn, conn, (size_t)cl + 1);
+    size_t n = 0;
+    if (sub) {
+        memcpy(m->json, "{\"sub\":", 7);
+        n = 7 + json_string_into(m->json + 7, sub);
+        if (info_json) {
+            memcpy(m->json + n, ",\"info\":", 8);
+            memcpy(m->json + n + 8, info_json, il);
+            n += 8 + il;
+        }
+    } else {
+        memcpy(m->json, "{\"conn\":", 8);
+        n = 8 + json_string_into(m->json + 8, conn);
+    }
+    m->json[n++] = '}';
+    m->json[n] = '\0';
+    m->json_len = n;
+    return m;
+}
+
+hd_member_t *hd_member_copy(const hd_member_t *src)
+{
+    hd_member_t *m = member_alloc(src->key_len, src->conn_len, src->json_len);
+    memcpy(m->key, src->key, src->key_len + 1);
+    memcpy(m->conn, src->conn, src->conn_len + 1);
+    memcpy(m->json, src->json, src->json_len + 1);
+    m->json_len = src->json_len;
+    return m;
+}
+
+void hd_member_free(hd_member_t *m)
+{
+    free(m);
+}
+
+hd_message_t *hd_presence_event(int kind, const char *channel, size_t channel_len,
+                                const hd_member_t *member)
+{
+    size_t cap = member->json_len + member->conn_len + 32;
+    char *data = hd_malloc(cap);
+    int n = snprintf(data, cap, "{\"member\":%s,\"conn\":\"%s\"}", member->json, member->conn);
+    hd_message_t *m = hd_message_new(channel, channel_len, "application/json", data, (size_t)n);
+    free(data);
+    m->kind = (uint8_t)kind;
+    return m;
+}

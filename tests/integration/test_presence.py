@@ -1,0 +1,497 @@
+# SPDX-License-Identifier: MIT
+"""Presence and ephemeral messages on one node (docs/chat.md), against the real binary with real
+clients: python3-websockets on /ws and /ws/{channel} (herald.v1), the raw SSE reader, curl-like
+HTTP for GET /presence/{channel} and /channels/{channel}, tokens minted by python3-jwt.
+
+Covered: a user with three tabs (on whichever worker each lands) is one member: join on the
+first, no event for the others, leave after the last, exactly once each; the snapshot over /ws
+and GET /presence lists the member with its three connections, pages with limit/cursor; an
+anonymous connection is a member by its connection id; SSE gets event: herald-join /
+herald-leave with ?presence=1; asking presence on a channel without presence=on is refused
+(/ws error presence_off, SSE 400, GET /presence 404); /channels/{ch} counts members.
+Ephemeral publishes reach /ws, herald.v1 and SSE subscribers live, stamped with the sender,
+without an id; they never appear in /poll nor on resume, consume no id; ephemeral_rate refuses
+the sixth of a burst of five with rate_limited and retry_after_ms. Attack: presence on more
+channels than presence_max_channels (joins past it are not listed, logged, others served) and a
+churn of connections joining and leaving (the table back to its one watcher: no member,
+channel or connection left behind; every join matched by one leave; the watcher served).
+"""
+import asyncio
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+from herald_harness import SseStream  # noqa: E402
+
+try:
+    import jwt  # Debian python3-jwt
+except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
+    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+
+SECRET = "presence-test-secret-of-more-than-32-bytes"
+IO = 10.0
+RULES = [
+    "room:* subscribe=auth publish=subscriber presence=on",
+    "anon:* subscribe=any publish=subscriber presence=on",
+    "plain:* subscribe=any publish=subscriber",
+]
+
+
+def conf_text(extra=None, rules=RULES):
+    merged = dict(hh.DEFAULT_CONF)
+    merged.update({"auth_jwt_secret": SECRET, "ws_client_publish": "on", "ephemeral_rate": "5"})
+    merged.update(extra or {})
+    return hh.conf_text(merged) + "".join("channel_rule %s\n" % r for r in rules)
+
+
+def mint(sub, **claims):
+    now = int(time.time())
+    body = {"sub": sub, "iat": now - 1, "exp": now + 600}
+    body.update(claims)
+    return jwt.encode(body, SECRET, algorithm="HS256")
+
+
+def run(coro, timeout=90):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def recv_json(ws, timeout=IO):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, pred, timeout=IO):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await recv_json(ws, max(0.01, deadline - time.monotonic()))
+        seen.append(m)
+        if pred(m):
+            return m, seen
+
+
+async def connect(port, token=None, path="/ws", **kw):
+    """/ws (or path) with ?token=; without a token, /ws says {"op":"auth"} first (auth is on)."""
+    if token:
+        path += ("&" if "?" in path else "?") + "token=" + token
+    ws = await hh.ws_connect(port, path, **kw)
+    if not token and path == "/ws":
+        await ws.send(json.dumps({"op": "auth", "ref": "auth"}))
+        m, _ = await recv_until(ws, lambda m: m.get("ref") == "auth")
+        assert m["type"] == "authenticated", m
+    return ws
+
+
+def pget(port, path):
+    """GET path: (status, JSON body)."""
+    st, body, _ = hh.get_json(port, path)
+    return st, body
+
+
+def scrape(port):
+    st, _, body = hh.request(port, "GET", "/metrics")
+    assert st == 200, st
+    return body.decode()
+
+
+async def subscribe(ws, channel, presence=False, ref="s"):
+    req = {"op": "subscribe", "channel": channel, "ref": ref}
+    if presence:
+        req["presence"] = True
+    await ws.send(json.dumps(req))
+    m, _ = await recv_until(ws, lambda m: m.get("ref") == ref)
+    return m
+
+
+async def snapshot(ws, channel, ref="p", **kw):
+    req = {"op": "presence", "channel": channel, "ref": ref}
+    req.update(kw)
+    await ws.send(json.dumps(req))
+    m, _ = await recv_until(ws, lambda m: m.get("ref") == ref)
+    return m
+
+
+async def quiet(ws, port, channel, timeout=IO):
+    """Publishes a marker on channel (HTTP, loopback backend) and returns what ws received before
+    it: nothing else must have been on its way."""
+    mid = hh.publish(port, channel, "marker")
+    _, seen = await recv_until(ws, lambda m: m.get("type") == "message" and m.get("id") == mid,
+                               timeout)
+    return seen[:-1]
+
+
+def presence_events(msgs):
+    return [(m["type"], m["member"].get("sub") or m["member"].get("conn"))
+            for m in msgs if m.get("type") in ("join", "leave")]
+
+
+class Presence(hh.HeraldTestCase):
+    """One server, two workers: auth with rooms (presence on), anon: (presence on, anonymous)
+    and plain: (no presence)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.h = cls.start_class_herald(conf_raw=conf_text())
+        cls.port = cls.h.port
+        hh.require_websocket(cls.port, "/ws")
+
+    def test_three_tabs_one_member(self):
+        async def go():
+            bob = await connect(self.port, mint("bob", info={"name": "Bob"}))
+            r = await subscribe(bob, "room:tabs", presence=True)
+            self.assertEqual(r["type"], "subscribed", r)
+            m, _ = await recv_until(bob, lambda m: m.get("type") == "join")
+            self.assertEqual(m["member"], {"sub": "bob", "info": {"name": "Bob"}})
+            self.assertEqual(m["channel"], "room:tabs")
+            tok = mint("alice", info={"name": "Alice"})
+            tabs = []
+            for i in range(3):
+                t = await connect(self.port, tok)
+                self.assertEqual((await subscribe(t, "room:tabs"))["type"], "subscribed")
+                tabs.append(t)
+            join, seen = await recv_until(bob, lambda m: m.get("type") == "join")
+            self.assertEqual(join["member"], {"sub": "alice", "info": {"name": "Alice"}}, join)
+            self.assertRegex(join["conn"], r"^[0-9a-f]{8}-[0-9a-f]+$")
+            self.assertNotIn("id", join)
+            # the second and third tab are no news
+            self.assertEqual(presence_events(await quiet(bob, self.port, "room:tabs")), [])
+            snap = await snapshot(bob, "room:tabs")
+            self.assertEqual(snap["type"], "presence", snap)
+            self.assertEqual(snap["count"], 2)
+            self.assertIsNone(snap["next"])
+            byname = {m["sub"]: m for m in snap["members"]}
+            self.assertEqual(sorted(byname), ["alice", "bob"])
+            self.assertEqual(len(byname["alice"]["conns"]), 3)
+            self.assertEqual(len(set(byname["alice"]["conns"])), 3)
+            self.assertIn(join["conn"], byname["alice"]["conns"])
+            self.assertEqual(byname["alice"]["info"], {"name": "Alice"})
+            # HTTP snapshot and the channel's count agree
+            st, body = pget(self.port, "/presence/room:tabs")
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["count"], 2)
+            self.assertEqual(sorted(m["sub"] for m in body["members"]), ["alice", "bob"])
+            st, info = pget(self.port, "/channels/room:tabs")
+            self.assertEqual((st, info["presence"]), (200, 2), info)
+            # two tabs close: nothing; the last one: one leave
+            await tabs[0].close()
+            await tabs[1].close()
+            self.assertEqual(presence_events(await quiet(bob, self.port, "room:tabs")), [])
+            await tabs[2].close()
+            leave, seen = await recv_until(bob, lambda m: m.get("type") == "leave")
+            self.assertEqual(leave["member"]["sub"], "alice")
+            self.assertEqual(presence_events(seen), [("leave", "alice")])
+            self.assertEqual(presence_events(await quiet(bob, self.port, "room:tabs")), [])
+            snap = await snapshot(bob, "room:tabs")
+            self.assertEqual([m["sub"] for m in snap["members"]], ["bob"])
+            await bob.close()
+            hh.wait_for(lambda: pget(self.port, "/presence/room:tabs")[1]["count"] == 0,
+                        IO, "bob left")
+        run(go())
+
+    def test_unsubscribe_leaves(self):
+        async def go():
+            obs = await connect(self.port, mint("obs"))
+            await subscribe(obs, "room:unsub", presence=True)
+            await recv_until(obs, lambda m: m.get("type") == "join")
+            carl = await connect(self.port, mint("carl"))
+            await subscribe(carl, "room:unsub")
+            await recv_until(obs, lambda m: m.get("type") == "join" and
+                             m["member"]["sub"] == "carl")
+            await carl.send(json.dumps({"op": "unsubscribe", "channel": "room:unsub",
+                                        "ref": "u"}))
+            await recv_until(carl, lambda m: m.get("ref") == "u")
+            leave, _ = await recv_until(obs, lambda m: m.get("type") == "leave")
+            self.assertEqual(leave["member"]["sub"], "carl")
+            # carl is still connected, no longer present
+            snap = await snapshot(obs, "room:unsub")
+            self.assertEqual([m["sub"] for m in snap["members"]], ["obs"])
+            await carl.close()
+            self.assertEqual(presence_events(await quiet(obs, self.port, "room:unsub")), [])
+            await obs.close()
+        run(go())
+
+    def test_anonymous_members_by_connection(self):
+        async def go():
+            a = await connect(self.port)
+            r = await subscribe(a, "anon:lobby", presence=True)
+            self.assertEqual(r["type"], "subscribed", r)
+            me, _ = await recv_until(a, lambda m: m.get("type") == "join")
+            self.assertEqual(set(me["member"]), {"conn"})
+            self.assertEqual(me["member"]["conn"], me["conn"])
+            b = await connect(self.port)
+            await subscribe(b, "anon:lobby")
+            other, _ = await recv_until(a, lambda m: m.get("type") == "join")
+            self.assertNotEqual(other["conn"], me["conn"])
+            snap = await snapshot(a, "anon:lobby")
+            self.assertEqual(sorted(m["conn"] for m in snap["members"]),
+                             sorted([me["conn"], other["conn"]]))
+            await b.close()
+            leave, _ = await recv_until(a, lambda m: m.get("type") == "leave")
+            self.assertEqual(leave["member"], {"conn": other["conn"]})
+            await a.close()
+        run(go())
+
+    def test_paging(self):
+        async def go():
+            users = ["u%02d" % i for i in range(7)]
+            conns = []
+            for u in users:
+                c = await connect(self.port, mint(u))
+                await subscribe(c, "room:paging")
+                conns.append(c)
+            hh.wait_for(lambda: pget(self.port, "/presence/room:paging")[1]["count"] == 7,
+                        IO, "7 members")
+            got, cursor = [], None
+            while True:
+                kw = {"limit": 3}
+                if cursor:
+                    kw["cursor"] = cursor
+                page = await snapshot(conns[0], "room:paging", **kw)
+                self.assertEqual(page["count"], 7)
+                self.assertLessEqual(len(page["members"]), 3)
+                got += [m["sub"] for m in page["members"]]
+                cursor = page["next"]
+                if cursor is None:
+                    break
+            self.assertEqual(got, users)
+            # HTTP: the same pages
+            st, p1 = pget(self.port, "/presence/room:paging?limit=4")
+            self.assertEqual([m["sub"] for m in p1["members"]], users[:4])
+            st, p2 = pget(self.port, "/presence/room:paging?limit=4&cursor=" + p1["next"])
+            self.assertEqual([m["sub"] for m in p2["members"]], users[4:])
+            self.assertIsNone(p2["next"])
+            for bad in ("limit=0", "limit=1001", "limit=x"):
+                st, body = pget(self.port, "/presence/room:paging?" + bad)
+                self.assertEqual(st, 400, (bad, body))
+            bad = await snapshot(conns[0], "room:paging", limit=0)
+            self.assertEqual((bad["type"], bad["code"]), ("error", "bad_request"))
+            for c in conns:
+                await c.close()
+        run(go())
+
+    def test_presence_off_refused(self):
+        async def go():
+            c = await connect(self.port, mint("dan"))
+            r = await subscribe(c, "plain:x", presence=True)
+            self.assertEqual((r["type"], r["code"]), ("error", "presence_off"), r)
+            self.assertIn("presence=on", r["error"])
+            r = await snapshot(c, "plain:x")
+            self.assertEqual((r["type"], r["code"]), ("error", "presence_off"), r)
+            await c.send(json.dumps({"op": "subscribe", "channel": "room:x", "presence": "yes",
+                                     "ref": "b"}))
+            r, _ = await recv_until(c, lambda m: m.get("ref") == "b")
+            self.assertEqual((r["type"], r["code"]), ("error", "bad_presence"), r)
+            # a subscriber of a channel without presence is nobody's member
+            r = await subscribe(c, "plain:x", ref="c")
+            self.assertEqual(r["type"], "subscribed")
+            await c.close()
+        run(go())
+        s = SseStream(self.port, "/sse/plain:x?presence=1")
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 400)
+        self.assertIn(b"presence=on", s.body)
+        st, body = pget(self.port, "/presence/plain:x")
+        self.assertEqual(st, 404, body)
+        s2 = SseStream(self.port, "/sse/anon:x?presence=maybe")
+        self.addCleanup(s2.close)
+        self.assertEqual(s2.status, 400)
+
+    def test_sse_events_and_member(self):
+        s = SseStream(self.port, "/sse/room:sse?presence=1&token=" + mint("eve", info={"n": 1}))
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 200, s.body)
+        ev = s.next_event(IO)
+        self.assertEqual(ev.event, "herald-join", ev)
+        self.assertIsNone(ev.id)
+        self.assertEqual(json.loads(ev.text)["member"], {"sub": "eve", "info": {"n": 1}})
+
+        async def go():
+            f = await connect(self.port, mint("frank"))
+            await subscribe(f, "room:sse")
+            ev = s.next_event(IO)
+            self.assertEqual(ev.event, "herald-join")
+            self.assertEqual(json.loads(ev.text)["member"]["sub"], "frank")
+            snap = await snapshot(f, "room:sse")
+            self.assertEqual(sorted(m["sub"] for m in snap["members"]), ["eve", "frank"])
+            await f.close()
+            ev = s.next_event(IO)
+            self.assertEqual(ev.event, "herald-leave")
+            data = json.loads(ev.text)
+            self.assertEqual((data["channel"], data["member"]["sub"]), ("room:sse", "frank"))
+        run(go())
+
+    def test_herald_v1_events(self):
+        async def go():
+            tok = mint("gil")
+            v1 = await hh.ws_connect(self.port, "/ws/room:v1?presence=1&token=" + tok,
+                                     subprotocols=["herald.v1"])
+            me = await recv_json(v1)
+            self.assertEqual((me["type"], me["member"]["sub"]), ("join", "gil"), me)
+            h = await connect(self.port, mint("hal"))
+            await subscribe(h, "room:v1")
+            m = await recv_json(v1)
+            self.assertEqual((m["type"], m["member"]["sub"]), ("join", "hal"))
+            await h.close()
+            m = await recv_json(v1)
+            self.assertEqual((m["type"], m["member"]["sub"]), ("leave", "hal"))
+            await v1.close()
+        run(go())
+
+    # ---- ephemeral ----
+
+    def test_ephemeral_live_only(self):
+        async def go():
+            before = hh.publish(self.port, "room:eph", "before")
+            r1 = await connect(self.port, mint("ivy"))
+            await subscribe(r1, "room:eph")
+            sse = SseStream(self.port, "/sse/room:eph?token=" + mint("jay"))
+            self.addCleanup(sse.close)
+            self.assertEqual(sse.status, 200)
+            v1 = await hh.ws_connect(self.port, "/ws/room:eph?token=" + mint("kim"),
+                                     subprotocols=["herald.v1"])
+            plain = await hh.ws_connect(self.port, "/ws/room:eph?token=" + mint("lou"))
+            await asyncio.sleep(0.3)  # the streams are live
+            snd = await connect(self.port, mint("max", info={"name": "Max"}))
+            await snd.send(json.dumps({"op": "publish", "channel": "room:eph", "ephemeral": True,
+                                       "data": {"typing": True}, "ref": "e",
+                                       "publisher": {"sub": "forged"}}))
+            rep, _ = await recv_until(snd, lambda m: m.get("ref") == "e")
+            self.assertEqual(rep, {"type": "published", "channel": "room:eph",
+                                   "ephemeral": True, "ref": "e"})
+            want = {"type": "ephemeral", "channel": "room:eph",
+                    "publisher": {"sub": "max", "info": {"name": "Max"}},
+                    "content_type": "application/json", "data": {"typing": True}}
+            m, _ = await recv_until(r1, lambda m: m.get("type") == "ephemeral")
+            self.assertEqual(m, want)
+            m = await recv_json(v1)
+            self.assertEqual(m, want)
+            self.assertEqual(json.loads(await asyncio.wait_for(plain.recv(), IO)),
+                             {"typing": True})
+            ev = sse.next_event(IO)
+            self.assertEqual(ev.event, "herald-ephemeral")
+            self.assertIsNone(ev.id)
+            self.assertEqual(json.loads(ev.text), {k: v for k, v in want.items() if k != "type"})
+            # never stored, no id consumed: the next message's id follows "before"'s
+            after = hh.publish(self.port, "room:eph", "after")
+            ep, sb = before.split("-")
+            ea, sa = after.split("-")
+            st, poll = pget(self.port, "/poll/room:eph?since=%s&token=%s" % (before, mint("pia")))
+            self.assertEqual(st, 200, poll)
+            self.assertEqual([m["id"] for m in poll["messages"]], [after])
+            # resume from before: only "after"
+            res = await connect(self.port, mint("ned"))
+            await res.send(json.dumps({"op": "subscribe", "channel": "room:eph",
+                                       "since": before, "ref": "r"}))
+            sub, seen = await recv_until(res, lambda m: m.get("ref") == "r")
+            self.assertEqual([m["id"] for m in seen if m.get("type") == "message"], [after])
+            self.assertFalse([m for m in seen if m.get("type") == "ephemeral"])
+            for c in (r1, v1, plain, snd, res):
+                await c.close()
+            return int(sb), int(sa)
+        sb, sa = run(go())
+        self.assertGreater(sa, sb)
+
+    def test_ephemeral_rate(self):
+        async def go():
+            c = await connect(self.port, mint("olga"))
+            for i in range(5):
+                await c.send(json.dumps({"op": "publish", "channel": "room:rate",
+                                         "ephemeral": True, "data": "t", "ref": i}))
+                r, _ = await recv_until(c, lambda m: m.get("ref") == i)
+                self.assertEqual(r["type"], "published", r)
+            await c.send(json.dumps({"op": "publish", "channel": "room:rate",
+                                     "ephemeral": True, "data": "t", "ref": "x"}))
+            r, _ = await recv_until(c, lambda m: m.get("ref") == "x")
+            self.assertEqual((r["type"], r["code"]), ("error", "rate_limited"), r)
+            self.assertIn("ephemeral_rate 5/s", r["error"])
+            self.assertGreater(r["retry_after_ms"], 0)
+            # a normal publish is not counted against ephemeral_rate
+            await c.send(json.dumps({"op": "publish", "channel": "room:rate", "data": "m",
+                                     "ref": "n"}))
+            r, _ = await recv_until(c, lambda m: m.get("ref") == "n")
+            self.assertEqual(r["type"], "published", r)
+            self.assertIn("id", r)
+            await asyncio.sleep(0.25)
+            await c.send(json.dumps({"op": "publish", "channel": "room:rate",
+                                     "ephemeral": True, "data": "t", "ref": "y"}))
+            r, _ = await recv_until(c, lambda m: m.get("ref") == "y")
+            self.assertEqual(r["type"], "published", r)
+            await c.close()
+        run(go())
+        metrics = scrape(self.port)
+        self.assertRegex(metrics, r"herald_client_publishes_refused_total\{reason=\"ephemeral_rate\"\} [1-9]")
+
+
+class PresenceLimits(hh.HeraldTestCase):
+    """presence_max_channels 4: joins past it are not listed; churn leaves nothing behind."""
+
+    def test_channel_budget(self):
+        h = self.start_herald(conf_raw=conf_text({"presence_max_channels": "4"}))
+        hh.require_websocket(h.port, "/ws")
+
+        async def go():
+            c = await connect(h.port, mint("pat"))
+            for i in range(12):
+                r = await subscribe(c, "room:b%d" % i, ref=i)
+                self.assertEqual(r["type"], "subscribed", r)
+            counts = [pget(h.port, "/presence/room:b%d" % i)[1]["count"]
+                      for i in range(12)]
+            self.assertEqual(sum(counts), 4, counts)
+            self.assertEqual(counts[:4], [1, 1, 1, 1])
+            # a channel past the budget still delivers
+            mid = hh.publish(h.port, "room:b11", "still served")
+            m, _ = await recv_until(c, lambda m: m.get("type") == "message")
+            self.assertEqual(m["id"], mid)
+            await c.close()
+            hh.wait_for(lambda: pget(h.port, "/presence/room:b0")[1]["count"] == 0, IO,
+                        "members gone")
+            # the budget is free again
+            d = await connect(h.port, mint("quinn"))
+            await subscribe(d, "room:b9")
+            hh.wait_for(lambda: pget(h.port, "/presence/room:b9")[1]["count"] == 1, IO,
+                        "room:b9 tracked once there is room")
+            await d.close()
+        run(go())
+        h.wait_log(r"presence joins refused: presence_max_channels \(4\)")
+        metrics = scrape(h.port)
+        self.assertRegex(metrics, r"herald_presence_refused_total [1-9]")
+
+    def test_churn_bounded(self):
+        h = self.start_herald(conf_raw=conf_text())
+        hh.require_websocket(h.port, "/ws")
+
+        async def churn(n_rounds, width):
+            for r in range(n_rounds):
+                conns = await asyncio.gather(*[connect(h.port) for _ in range(width)])
+                await asyncio.gather(*[subscribe(c, "anon:churn%d" % (i % 5), ref=i)
+                                       for i, c in enumerate(conns)])
+                await asyncio.gather(*[c.close() for c in conns])
+
+        async def go():
+            watcher = await connect(h.port)
+            await subscribe(watcher, "anon:churn0", presence=True)
+            await churn(13, 40)
+            hh.wait_for(lambda: all(
+                pget(h.port, "/presence/anon:churn%d" % i)[1]["count"] ==
+                (1 if i == 0 else 0) for i in range(5)), IO, "every churned member left")
+            # nothing left behind: one channel tracked (the watcher's), one member
+            pres = pget(h.port, "/stats")[1]["presence"]
+            self.assertEqual((pres["channels"], pres["members"]), (1, 1), pres)
+            self.assertEqual(pres["events"], 1 + 2 * 13 * 40, pres)
+            # the watcher saw every join matched by its leave, and is still served
+            seen = await quiet(watcher, h.port, "anon:churn0")
+            joins = [m["conn"] for m in seen if m.get("type") == "join"]
+            leaves = [m["conn"] for m in seen if m.get("type") == "leave"]
+            self.assertEqual(sorted(joins[1:]), sorted(leaves))  # [0]: the watcher itself
+            self.assertEqual(len(leaves), 13 * 8)
+            await watcher.close()
+        run(go())
+        hh.wait_for(lambda: pget(h.port, "/stats")[1]["presence"]["members"] == 0, IO,
+                    "the watcher left")
+        self.assertEqual(pget(h.port, "/stats")[1]["presence"]["channels"], 0)
+
+
+if __name__ == "__main__":
+    hh.main()
