@@ -894,10 +894,12 @@ class TestIntrospection(ServerCase):
         self.assertEqual(wait_for(workers_seen, what="16 access log lines"), {0, 1})
         status, body, _ = get_json(self.port, "/channels/" + ch)
         self.assertEqual(status, 200, body)
-        self.assertEqual(body, {"channel": ch, "subscribers": 16, "last_id": None, "history": 0})
+        self.assertEqual(body, {"channel": ch, "subscribers": 16, "last_id": None, "history": 0,
+                                "presence": 0})
         ids = [publish(self.port, ch, "m%d" % i) for i in range(3)]
         body = get_json(self.port, "/channels/" + ch)[1]
-        self.assertEqual(body, {"channel": ch, "subscribers": 16, "last_id": ids[-1], "history": 3})
+        self.assertEqual(body, {"channel": ch, "subscribers": 16, "last_id": ids[-1], "history": 3,
+                                "presence": 0})
         for s in socks[:6]:
             s.close()
         wait_for(lambda: get_json(self.port, "/channels/" + ch)[1]["subscribers"] == 10,
