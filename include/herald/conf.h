@@ -111,6 +111,7 @@ typedef struct hd_conf_s {
     /* chat (docs/chat.md) */
     uint32_t presence_max_channels; /* channels with presence tracked at once on this node */
     uint32_t ephemeral_rate;        /* ephemeral publishes per second per WebSocket; 0: any */
+    uint64_t presence_lease_ms;     /* Redis: a dead node's members leave within it */
 
     /* delivery */
     size_t max_queue_bytes; /* per connection; a subscriber behind by more is disconnected */

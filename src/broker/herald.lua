@@ -608,6 +608,171 @@ local function herald_revoke(keys, args)
     return redis.call('PUBLISH', keys[2], args[5])
 end
 
+-- ---- presence (docs/chat.md) ----
+--
+-- Each node keeps its members' connections here under a lease it renews (herald_plive every
+-- quarter of presence_lease, the lease running three quarters of it ahead): a node that dies or
+-- is cut off stops renewing, and the next herald_plive of any other node, at most a quarter of
+-- the lease after it ran out, drops its connections and publishes the leaves, once (one atomic
+-- call does it). For a prefix P and channel C:
+--
+--   P pm:<C>    hash  conn -> "<member key>\n<member json>": every member connection of C
+--   P pk:<C>    hash  member key -> its connections in the cluster (a user's tabs: one key)
+--   P pc:<node> set   the channels where the node has (or had) member connections
+--   P pnodes    zset  node -> when its lease runs out (ms)
+--
+-- Connection ids are "<node>-<hex>" (the node's own name first). Join and leave events go out
+-- on P msg:<C> as "~j" / "~l" in the id's place, then the time, an empty content type and
+-- stamp, and {"member":<json>,"conn":"<conn>"}; an ephemeral message is "~e" with its own type,
+-- stamp and payload (published by the node itself).
+--
+--   FCALL herald_pjoin 0 P <node> <lease_ms> <C> <conn> <key> <json>      -> member's conns
+--   FCALL herald_pleave 0 P <C> <conn>                                     -> 1 if it left
+--   FCALL herald_plive 0 P <node> <lease_ms>                               -> leaves emitted
+--   FCALL herald_pdrop 0 P <node>                                          -> leaves emitted
+--   FCALL herald_pget 0 P <C> <cursor or ""> <limit>     -> {members, page text}
+
+local function check_conn(node, conn)
+    if not string.find(node, '^[0-9a-f]+$') or string.sub(conn, 1, #node + 1) ~= node .. '-' or
+        not string.find(conn, '^[0-9a-f]+%-[0-9a-f]+$') then
+        fail('bad node or connection id')
+    end
+end
+
+local function pres_event(p, channel, kind, now, json, conn)
+    redis.call('PUBLISH', p .. 'msg:' .. channel, kind .. '\n' .. int(now) .. '\n\n\n' ..
+        '{"member":' .. json .. ',"conn":"' .. conn .. '"}')
+end
+
+-- Drops one member connection; publishes the leave when it was the member's last.
+local function pres_drop(p, channel, conn, now)
+    local v = redis.call('HGET', p .. 'pm:' .. channel, conn)
+    if not v then
+        return 0
+    end
+    redis.call('HDEL', p .. 'pm:' .. channel, conn)
+    local nl = string.find(v, '\n', 1, true)
+    local key, json = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)
+    local n = redis.call('HINCRBY', p .. 'pk:' .. channel, key, -1)
+    if n > 0 then
+        return 0
+    end
+    redis.call('HDEL', p .. 'pk:' .. channel, key)
+    pres_event(p, channel, '~l', now, json, conn)
+    return 1
+end
+
+-- Every connection of node, on every channel: gone (leaves for the members that had no other).
+local function pres_reap(p, node, now)
+    local left = 0
+    for _, channel in ipairs(redis.call('SMEMBERS', p .. 'pc:' .. node)) do
+        local all = redis.call('HKEYS', p .. 'pm:' .. channel)
+        for i = 1, #all do
+            if string.sub(all[i], 1, #node + 1) == node .. '-' then
+                left = left + pres_drop(p, channel, all[i], now)
+            end
+        end
+    end
+    redis.call('DEL', p .. 'pc:' .. node)
+    redis.call('ZREM', p .. 'pnodes', node)
+    return left
+end
+
+local function herald_pjoin(keys, args)
+    if #args ~= 7 then
+        fail('usage: FCALL herald_pjoin 0 <prefix> <node> <lease_ms> <channel> <conn> <key> <json>')
+    end
+    local p, node, lease, channel, conn, key, json = unpack(args)
+    check_conn(node, conn)
+    check_channel(channel)
+    local now = now_ms()
+    redis.call('ZADD', p .. 'pnodes', int(now + tonumber(lease)), node)
+    if redis.call('HSET', p .. 'pm:' .. channel, conn, key .. '\n' .. json) == 0 then
+        return 0 -- already there (a node joining its members again after a reconnect)
+    end
+    redis.call('SADD', p .. 'pc:' .. node, channel)
+    local n = redis.call('HINCRBY', p .. 'pk:' .. channel, key, 1)
+    if n == 1 then
+        pres_event(p, channel, '~j', now, json, conn)
+    end
+    return n
+end
+
+local function herald_pleave(keys, args)
+    if #args ~= 3 then
+        fail('usage: FCALL herald_pleave 0 <prefix> <channel> <conn>')
+    end
+    return pres_drop(args[1], args[2], args[3], now_ms())
+end
+
+local function herald_plive(keys, args)
+    if #args ~= 3 then
+        fail('usage: FCALL herald_plive 0 <prefix> <node> <lease_ms>')
+    end
+    local p, node = args[1], args[2]
+    local now = now_ms()
+    redis.call('ZADD', p .. 'pnodes', int(now + tonumber(args[3])), node)
+    local left = 0
+    local dead = redis.call('ZRANGEBYSCORE', p .. 'pnodes', '-inf', int(now), 'LIMIT', 0, 8)
+    for _, d in ipairs(dead) do
+        if d ~= node then
+            left = left + pres_reap(p, d, now)
+        end
+    end
+    return left
+end
+
+local function herald_pdrop(keys, args)
+    if #args ~= 2 then
+        fail('usage: FCALL herald_pdrop 0 <prefix> <node>')
+    end
+    return pres_reap(args[1], args[2], now_ms())
+end
+
+local function herald_pget(keys, args)
+    if #args ~= 4 then
+        fail('usage: FCALL herald_pget 0 <prefix> <channel> <cursor> <limit>')
+    end
+    local p, channel, cursor, limit = args[1], args[2], args[3], tonumber(args[4])
+    local all = redis.call('HKEYS', p .. 'pk:' .. channel)
+    table.sort(all)
+    local page, want = {}, {}
+    local i = 1
+    while i <= #all and cursor ~= '' and all[i] <= cursor do
+        i = i + 1
+    end
+    while i <= #all and #page < limit do
+        page[#page + 1] = all[i]
+        want[all[i]] = {}
+        i = i + 1
+    end
+    local json = {}
+    local conns = redis.call('HGETALL', p .. 'pm:' .. channel)
+    for k = 1, #conns, 2 do
+        local v = conns[k + 1]
+        local nl = string.find(v, '\n', 1, true)
+        local key = string.sub(v, 1, nl - 1)
+        if want[key] then
+            local list = want[key]
+            list[#list + 1] = conns[k]
+            json[key] = string.sub(v, nl + 1)
+        end
+    end
+    local out = {}
+    for _, key in ipairs(page) do
+        local j = json[key] or '{}'
+        local body = string.sub(j, 1, #j - 1)
+        local sep = #body > 1 and ',' or ''
+        table.sort(want[key])
+        out[#out + 1] = body .. sep .. '"conns":["' .. table.concat(want[key], '","') .. '"]}'
+    end
+    local next = 'null'
+    if i <= #all and #page > 0 then
+        next = cjson.encode(page[#page])
+    end
+    return {#all, '"members":[' .. table.concat(out, ',') .. '],"next":' .. next}
+end
+
 redis.register_function('herald_publish', herald_publish)
 redis.register_function('herald_revoke', herald_revoke)
 redis.register_function('herald_publish_batch', herald_publish_batch)
@@ -617,3 +782,13 @@ redis.register_function{function_name = 'herald_read', callback = herald_read,
     flags = {'allow-oom'}}
 redis.register_function{function_name = 'herald_init', callback = herald_init,
     flags = {'allow-oom'}}
+redis.register_function('herald_pjoin', herald_pjoin)
+-- Leaving and the lease only free memory: they run when Redis is out of memory too.
+redis.register_function{function_name = 'herald_pleave', callback = herald_pleave,
+    flags = {'allow-oom'}}
+redis.register_function{function_name = 'herald_plive', callback = herald_plive,
+    flags = {'allow-oom'}}
+redis.register_function{function_name = 'herald_pdrop', callback = herald_pdrop,
+    flags = {'allow-oom'}}
+redis.register_function{function_name = 'herald_pget', callback = herald_pget,
+    flags = {'allow-oom', 'no-writes'}}

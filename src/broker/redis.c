@@ -50,11 +50,13 @@
  */
 #include "redis_bridge.h"
 
-/* Connected (again): channels subscribed again and caught up, the live revocations read. */
+/* Connected (again): channels subscribed again and caught up, the live revocations read,
+ * presence mirrored again. */
 static void on_up(redis_broker_t *b)
 {
     hd_redis_on_up(b);
     hd_redis_load_revoked(b);
+    hd_redis_presence_on_up(b);
 }
 
 static const hd_redis_events_t bridge_events = {
@@ -77,6 +79,7 @@ static void on_wakeup(uv_async_t *a)
         hd_redis_handle(b, (hd_breq_t *)m);
     if (__atomic_load_n(&b->is_stopping, __ATOMIC_ACQUIRE)) {
         hd_redis_conn_close(b);
+        hd_redis_presence_close(b);
         uv_close((uv_handle_t *)&b->wakeup, NULL);
     }
 }
@@ -138,6 +141,7 @@ static void dispose(redis_broker_t *b)
     }
     hd_chantab_foreach(&b->chans, free_chan_cb, b);
     hd_chantab_dispose(&b->chans);
+    hd_redis_presence_dispose(b);
     for (size_t i = 0; i < b->n_barriers; i++)
         hd_breq_free(b->barriers[i]);
     free(b->barriers);
@@ -214,9 +218,11 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     uv_async_init(&b->loop, &b->wakeup, on_wakeup);
     b->wakeup.data = b;
     hd_redis_conn_init(b, &bridge_events);
+    hd_redis_presence_init(b, conf->presence_lease_ms);
     if ((rc = uv_thread_create(&b->thread, broker_main, b)) < 0) {
         snprintf(err, errlen, "redis: cannot start its thread: %s", uv_strerror(rc));
         hd_redis_conn_close(b);
+        hd_redis_presence_close(b);
         uv_close((uv_handle_t *)&b->wakeup, NULL);
         uv_run(&b->loop, UV_RUN_DEFAULT);
         uv_loop_close(&b->loop);

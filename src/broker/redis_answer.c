@@ -12,7 +12,7 @@
 static hd_message_t *parse_pubsub(redis_broker_t *b, const rchan_t *c, const char *s, size_t len)
 {
     hd_message_t *m = hd_redis_parse_pubsub(c->name, hd_chan_name_len(&c->ch), s, len);
-    if (m)
+    if (m && m->kind == HD_MSG_NORMAL)
         hd_redis_note_seq(b, m->epoch, m->seq);
     return m;
 }
@@ -183,6 +183,8 @@ static void read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
         r->history_len = res.history_len;
         memcpy(r->last_id, res.last_id, sizeof(r->last_id));
         discard_result(&res);
+        hd_redis_presence_count(b, r); /* its members in the cluster, then the reply */
+        return;
     } else {
         r->msgs = res.msgs;
         r->n_msgs = res.n;
@@ -207,6 +209,12 @@ void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
         break;
     case OP_REVOKED_LOAD:
         hd_redis_revoked_reply(b, op, rep);
+        break;
+    case OP_PRES_CMD:
+    case OP_PRES_PAGE:
+    case OP_PRES_COUNT:
+    case OP_EPHEMERAL:
+        hd_redis_presence_reply(b, op, rep);
         break;
     default:
         read_reply(b, op, rep);
@@ -246,7 +254,10 @@ void hd_redis_on_message(redis_broker_t *b, const char *channel, size_t len, con
                     b->where, c->name);
         return;
     }
-    hd_redis_on_live_message(b, c, m);
+    if (m->kind != HD_MSG_NORMAL)
+        hd_redis_deliver_event(b, c, m);
+    else
+        hd_redis_on_live_message(b, c, m);
 }
 
 void hd_redis_on_subscription(redis_broker_t *b, const char *channel, size_t len, int is_subscribe)

@@ -11,6 +11,8 @@
  *                    subscribes, unsubscribes, history and info reads, barriers
  *   redis_control.c  operators' orders (revoke, disconnect): stored in and announced through
  *                    Redis, heard from every node, the live revocations loaded at connect
+ *   redis_presence.c presence members of this node, mirrored into Redis under a lease, snapshot
+ *                    pages and counts, ephemeral publishes (live-only, through pub/sub)
  *   redis_queue.c    the ordered delivery queue, channels released, catching up after a
  *                    reconnect (paced, given up past redis_max_pending), the connections up/down
  *   redis_chan.c     channels (find, create, free, SUBSCRIBE/UNSUBSCRIBE, herald_read) and the
@@ -66,6 +68,10 @@ enum {
     OP_INFO,
     OP_CONTROL,      /* an operator's order: FCALL herald_revoke, or PUBLISH P ctl */
     OP_REVOKED_LOAD, /* the live revocations, read at each connect */
+    OP_PRES_CMD,     /* herald_pjoin / pleave / plive / pdrop: no request waits */
+    OP_PRES_PAGE,    /* herald_pget for a PRESENCE request */
+    OP_PRES_COUNT,   /* HLEN P pk:<channel> after an INFO's read */
+    OP_EPHEMERAL,    /* PUBLISH of an ephemeral message */
 };
 
 typedef struct redis_broker_s redis_broker_t;
@@ -195,6 +201,12 @@ struct redis_broker_s {
     uint64_t catchup_round;      /* a new one at each reconnect and when catching up gives up */
     size_t max_pending;          /* redis_max_pending: queue entries while catching up */
 
+    /* presence (redis_presence.c) */
+    hd_hmap_t pres;        /* this node's member connections, by "<channel>\n<conn>" */
+    uv_timer_t pres_timer; /* the lease: herald_plive every presence_lease / 4 */
+    uint64_t pres_lease_ms;
+    uint64_t pres_error_ms; /* error replies of the presence functions: logged once a second */
+
     /* start and stop */
     uv_sem_t started;
     int start_rc;
@@ -301,7 +313,28 @@ void hd_redis_chan_unsubscribe(redis_broker_t *b, rchan_t *c);
 void hd_redis_send_read(redis_broker_t *b, op_t *op, const char *channel, const char *mode,
                         int has_since, uint64_t since_epoch, uint64_t since_seq, size_t limit);
 
+/* ---- redis_presence.c: presence and ephemeral messages ---- */
+
+/* The table and the lease timer (before the thread starts); close them with the loop; free. */
+void hd_redis_presence_init(redis_broker_t *b, uint64_t lease_ms);
+void hd_redis_presence_close(redis_broker_t *b);
+void hd_redis_presence_dispose(redis_broker_t *b);
+/* Redis is back: this node's members mirrored again. */
+void hd_redis_presence_on_up(redis_broker_t *b);
+/* JOIN and LEAVE requests (freed), PRESENCE (answered), an INFO's count after its read (r held),
+ * an ephemeral PUBLISH request (answered). */
+void hd_redis_presence_join(redis_broker_t *b, hd_breq_t *r);
+void hd_redis_presence_leave(redis_broker_t *b, hd_breq_t *r);
+void hd_redis_presence_page(redis_broker_t *b, hd_breq_t *r);
+void hd_redis_presence_count(redis_broker_t *b, hd_breq_t *r);
+void hd_redis_send_ephemeral(redis_broker_t *b, hd_breq_t *r);
+/* The answers of the OP_PRES_* and OP_EPHEMERAL commands (rep NULL: none came). */
+void hd_redis_presence_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
+
 /* ---- redis_queue.c: ordered deliveries and catching up ---- */
+
+/* A live-only event (join, leave, ephemeral; the reference passes): to the workers now. */
+void hd_redis_deliver_event(redis_broker_t *b, rchan_t *c, hd_message_t *m);
 
 /* Unsubscribes and frees c if nothing is left for it. */
 void hd_redis_maybe_release(redis_broker_t *b, rchan_t *c);

@@ -59,6 +59,12 @@ static void post_delivery(void *arg, unsigned worker, hd_message_t *m)
     hd_hub_post_delivery(hd_server_worker(b->server, worker), m);
 }
 
+void hd_redis_deliver_event(redis_broker_t *b, rchan_t *c, hd_message_t *m)
+{
+    hd_interest_fan_out(&c->in, m, post_delivery, b); /* no sequence: nothing to wait for */
+    hd_message_unref(m);
+}
+
 static void deliver(redis_broker_t *b, rchan_t *c, hd_message_t *m)
 {
     if (c->has_pos && m->epoch == c->pos_epoch && m->seq <= c->pos_seq)

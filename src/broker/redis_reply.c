@@ -74,6 +74,43 @@ hd_message_t *hd_redis_message_new(const char *channel, size_t channel_len, cons
     return m;
 }
 
+/*
+ * A live-only event in a pub/sub payload ("~e", "~j", "~l" in the id's place; herald.lua and the
+ * nodes publish them): an ephemeral message keeps its type and stamp, checked as a message's
+ * are; a presence event has neither and its payload must be one JSON object with "member".
+ */
+static hd_message_t *live_event(const char *channel, size_t channel_len, char kind, const char *ct,
+                                size_t ct_len, const char *pub, size_t pub_len, const char *data,
+                                size_t len)
+{
+    char type[HD_CONTENT_TYPE_MAX + 1];
+    hd_message_t *m;
+    if (kind == 'e') {
+        if (ct_len > HD_CONTENT_TYPE_MAX || !hd_content_type_valid(ct, ct_len) ||
+            memchr(ct, '\0', ct_len) || !publisher_valid(pub, pub_len))
+            return NULL;
+        memcpy(type, ct, ct_len);
+        type[ct_len] = '\0';
+        m = hd_message_new(channel, channel_len, type, data, len);
+        if (pub_len > 0)
+            m->publisher = hd_strndup(pub, pub_len);
+        m->kind = HD_MSG_EPHEMERAL;
+    } else if (kind == 'j' || kind == 'l') {
+        json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+        int ok = ct_len == 0 && pub_len == 0 && len > 0 && data[0] == '{' && json_is_object(j) &&
+                 json_is_object(json_object_get(j, "member"));
+        json_decref(j);
+        if (!ok)
+            return NULL;
+        m = hd_message_new(channel, channel_len, "application/json", data, len);
+        m->kind = kind == 'j' ? HD_MSG_JOIN : HD_MSG_LEAVE;
+    } else {
+        return NULL;
+    }
+    m->publish_ns = uv_hrtime();
+    return m;
+}
+
 hd_message_t *hd_redis_parse_pubsub(const char *channel, size_t channel_len, const char *s,
                                     size_t len)
 {
@@ -92,6 +129,10 @@ hd_message_t *hd_redis_parse_pubsub(const char *channel, size_t channel_len, con
             return NULL;
         t = t * 10 + (uint64_t)(*q - '0');
     }
+    if (nl[0] - s == 2 && s[0] == '~')
+        return live_event(channel, channel_len, s[1], nl[1] + 1, (size_t)(nl[2] - nl[1] - 1),
+                          nl[2] + 1, (size_t)(nl[3] - nl[2] - 1), nl[3] + 1,
+                          (size_t)(end - nl[3] - 1));
     return hd_redis_message_new(channel, channel_len, s, (size_t)(nl[0] - s), t, nl[1] + 1,
                                 (size_t)(nl[2] - nl[1] - 1), nl[2] + 1, (size_t)(nl[3] - nl[2] - 1),
                                 nl[3] + 1, (size_t)(end - nl[3] - 1));

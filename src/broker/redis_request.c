@@ -98,8 +98,8 @@ static void do_publish(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
         hd_redis_reply(r);
         return;
     }
-    if (r->msgs[0]->kind != HD_MSG_NORMAL) {
-        hd_redis_fail_now(r, HD_EBADREQ); /* live-only messages never go into history */
+    if (r->n_msgs == 1 && r->msgs[0]->kind == HD_MSG_EPHEMERAL) {
+        hd_redis_send_ephemeral(b, r); /* live only: pub/sub, no id, no history */
         return;
     }
     hd_redis_hold(b);
@@ -200,6 +200,15 @@ void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
         break;
     case HD_BREQ_CONTROL:
         hd_redis_send_control(b, r);
+        break;
+    case HD_BREQ_JOIN:
+        hd_redis_presence_join(b, r);
+        break;
+    case HD_BREQ_LEAVE:
+        hd_redis_presence_leave(b, r);
+        break;
+    case HD_BREQ_PRESENCE:
+        hd_redis_presence_page(b, r);
         break;
     default:
         hd_redis_fail_now(r, HD_EBADREQ);

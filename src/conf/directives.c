@@ -248,6 +248,8 @@ const directive_t hd_conf_directives[] = {
     /* chat: presence and ephemeral messages (docs/chat.md) */
     D("presence_max_channels", T_UINT, presence_max_channels, "10000", "1", "10000000", RESTART,
       "channels whose presence members this node tracks at once; joins past it are not listed"),
+    D("presence_lease", T_DURATION, presence_lease_ms, "15s", "1s", "300s", RESTART,
+      "with Redis: a node's presence members leave this long after it stops renewing (dies)"),
     D("ephemeral_rate", T_UINT, ephemeral_rate, "10", "0", "10000000", RELOAD,
       "ephemeral publishes per second by one WebSocket (typing, cursors); 0 = unlimited"),
 

@@ -30,7 +30,11 @@ static void check_message(const hd_message_t *m, const char *channel)
 {
     uint64_t epoch, seq;
     CHECK(strcmp(m->channel, channel) == 0);
-    CHECK(hd_id_parse(m->id, m->id_len, &epoch, &seq) == 0 && epoch == m->epoch && seq == m->seq);
+    if (m->kind != HD_MSG_NORMAL) /* a live-only event ("~e", "~j", "~l"): no id */
+        CHECK(m->id_len == 0 && m->seq == 0 && m->kind <= HD_MSG_LEAVE);
+    else
+        CHECK(hd_id_parse(m->id, m->id_len, &epoch, &seq) == 0 && epoch == m->epoch &&
+              seq == m->seq);
     CHECK(hd_content_type_valid(m->content_type, strlen(m->content_type)));
     /* Every text form herald sends of it (SSE events, poll JSON) is valid UTF-8. */
     static const int text_fmts[] = {HD_FMT_SSE, HD_FMT_SSE_NAMED, HD_FMT_JSON};

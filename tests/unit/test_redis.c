@@ -273,6 +273,47 @@ static void test_parse_pubsub(void)
     }
 }
 
+/* Live-only events: "~e" (ephemeral, typed and stamped), "~j" / "~l" (presence). */
+static void test_parse_events(void)
+{
+    static const char eph[] = "~e\n5\napplication/json\n{\"sub\":\"u\"}\n{\"typing\":true}";
+    hd_message_t *m = hd_redis_parse_pubsub("ch", 2, eph, sizeof(eph) - 1);
+    T_TRUE(m != NULL);
+    T_TRUE(m->kind == HD_MSG_EPHEMERAL && m->seq == 0 && m->id_len == 0);
+    T_EQ_STR(m->publisher, "{\"sub\":\"u\"}");
+    T_EQ_STR(m->content_type, "application/json");
+    hd_message_unref(m);
+    static const char join[] = "~j\n5\n\n\n{\"member\":{\"sub\":\"a\"},\"conn\":\"1f-2\"}";
+    m = hd_redis_parse_pubsub("ch", 2, join, sizeof(join) - 1);
+    T_TRUE(m != NULL && m->kind == HD_MSG_JOIN);
+    hd_message_unref(m);
+    static const char leave[] = "~l\n5\n\n\n{\"member\":{\"conn\":\"1f-2\"},\"conn\":\"1f-2\"}";
+    m = hd_redis_parse_pubsub("ch", 2, leave, sizeof(leave) - 1);
+    T_TRUE(m != NULL && m->kind == HD_MSG_LEAVE);
+    hd_message_unref(m);
+    static const char *const bad[] = {
+        "~x\n5\n\n\n{\"member\":{}}",           /* unknown kind */
+        "~j\n5\ntext/plain\n\n{\"member\":{}}", /* a type on a presence event */
+        "~j\n5\n\n{}\n{\"member\":{}}",         /* a stamp on a presence event */
+        "~j\n5\n\n\n{\"conn\":\"x\"}",          /* no member */
+        "~l\n5\n\n\n {\"member\":{}}",          /* not starting with its '{' */
+        "~l\n5\n\n\n[1]",                       /* not an object */
+        "~e\n5\ntext\n\nhi",                    /* a bad type */
+        "~e\n5\ntext/plain\n[]\nhi",            /* a stamp that is not an object */
+        "~e\n5\ntext/plain\n"};                 /* cut short */
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        size_t n = strlen(bad[i]);
+        char *copy = hd_malloc(n ? n : 1);
+        memcpy(copy, bad[i], n);
+        m = hd_redis_parse_pubsub("ch", 2, copy, n);
+        if (m) {
+            hd_message_unref(m);
+            T_FAIL("event payload %zu accepted", i);
+        }
+        free(copy);
+    }
+}
+
 int main(void)
 {
     T_RUN(test_directives);
@@ -281,5 +322,6 @@ int main(void)
     T_RUN(test_parse_read);
     T_RUN(test_parse_publish);
     T_RUN(test_parse_pubsub);
+    T_RUN(test_parse_events);
     T_DONE();
 }

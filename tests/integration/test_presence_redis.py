@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: MIT
+"""Presence and ephemeral messages across nodes sharing a real redis-server (docs/chat.md):
+two and three herald nodes, clients on python3-websockets and the raw SSE reader, tokens from
+python3-jwt.
+
+Covered: a user with tabs on two nodes is one member (one join, one leave after the last tab,
+wherever it closes); snapshots (/ws and GET /presence) and /channels/{ch} agree on every node;
+an ephemeral message published on one node reaches subscribers of the others and is never in
+history; a node killed with SIGKILL: the surviving nodes emit the leave of its members within
+presence_lease, exactly once (two survivors both renew and reap), and a member with a connection
+on a surviving node does not leave; the keys of the dead node are gone from Redis afterwards.
+"""
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+import redis_support as rs  # noqa: E402
+from herald_harness import SseStream  # noqa: E402
+from test_presence import (  # noqa: E402
+    conf_text, connect, mint, pget, presence_events, recv_json, recv_until, run, snapshot,
+    subscribe)
+
+IO = 10.0
+LEASE_S = 3
+
+
+class PresenceCluster(hh.HeraldTestCase):
+    def node(self, redis):
+        h = self.start_herald(conf_raw=conf_text({"presence_lease": "%ds" % LEASE_S}),
+                              overrides=["redis unix://" + redis.sock])
+        hh.require_websocket(h.port, "/ws")
+        return h
+
+    def test_two_nodes_one_member(self):
+        redis = rs.start_redis(self)
+        n1, n2 = self.node(redis), self.node(redis)
+
+        async def go():
+            obs = await connect(n1.port, mint("obs"))
+            self.assertEqual((await subscribe(obs, "room:c", presence=True))["type"],
+                             "subscribed")
+            await recv_until(obs, lambda m: m.get("type") == "join")  # itself
+            tok = mint("ann", info={"name": "Ann"})
+            t1 = await connect(n2.port, tok)
+            await subscribe(t1, "room:c")
+            join, _ = await recv_until(obs, lambda m: m.get("type") == "join")
+            self.assertEqual(join["member"], {"sub": "ann", "info": {"name": "Ann"}})
+            t2 = await connect(n1.port, tok)
+            await subscribe(t2, "room:c")
+            # both nodes answer the same cluster-wide picture
+            hh.wait_for(lambda: pget(n2.port, "/presence/room:c")[1].get("count") == 2 and
+                        len([m for m in pget(n2.port, "/presence/room:c")[1]["members"]
+                             if m["sub"] == "ann"][0]["conns"]) == 2, IO, "ann with two tabs")
+            for n in (n1, n2):
+                st, body = pget(n.port, "/presence/room:c")
+                self.assertEqual((st, body["count"]), (200, 2), body)
+                ann = [m for m in body["members"] if m["sub"] == "ann"][0]
+                self.assertEqual(ann["info"], {"name": "Ann"})
+                self.assertEqual(len(ann["conns"]), 2)
+                self.assertEqual(len({c.split("-")[0] for c in ann["conns"]}), 2,
+                                 "a connection id names its node")
+                self.assertEqual(pget(n.port, "/channels/room:c")[1]["presence"], 2)
+            snap = await snapshot(obs, "room:c", limit=1)
+            self.assertEqual((snap["count"], len(snap["members"]), snap["next"]),
+                             (2, 1, "ann"), snap)
+            snap2 = await snapshot(obs, "room:c", cursor=snap["next"], ref="p2")
+            self.assertEqual([m["sub"] for m in snap2["members"]], ["obs"])
+            self.assertIsNone(snap2["next"])
+            # the second tab is no news; closing one of two is none either
+            await t1.close()
+            mid = hh.publish(n1.port, "room:c", "marker")
+            _, seen = await recv_until(obs, lambda m: m.get("id") == mid)
+            self.assertEqual(presence_events(seen), [])
+            await t2.close()
+            leave, seen = await recv_until(obs, lambda m: m.get("type") == "leave")
+            self.assertEqual(presence_events(seen), [("leave", "ann")])
+            mid = hh.publish(n2.port, "room:c", "marker2")
+            _, seen = await recv_until(obs, lambda m: m.get("id") == mid)
+            self.assertEqual(presence_events(seen), [])
+            # ephemeral across nodes: live on the other node, no id, not in history
+            sse = SseStream(n2.port, "/sse/room:c?token=" + mint("sam"))
+            self.addCleanup(sse.close)
+            self.assertEqual(sse.status, 200)
+            time.sleep(0.3)
+            snd = await connect(n2.port, mint("pat"))
+            await snd.send(json.dumps({"op": "publish", "channel": "room:c", "ephemeral": True,
+                                       "data": {"typing": True}, "ref": "e"}))
+            rep, _ = await recv_until(snd, lambda m: m.get("ref") == "e")
+            self.assertEqual(rep.get("ephemeral"), True, rep)
+            m, _ = await recv_until(obs, lambda m: m.get("type") == "ephemeral")
+            self.assertEqual((m["data"], m["publisher"]["sub"]), ({"typing": True}, "pat"))
+            self.assertNotIn("id", m)
+            ev = sse.next_event(IO)
+            while ev.event != "herald-ephemeral":
+                ev = sse.next_event(IO)
+            self.assertIsNone(ev.id)
+            st, poll = pget(n1.port, "/poll/room:c?since=%s&token=%s" % (mid, mint("q")))
+            self.assertEqual((st, poll["messages"]), (200, []), poll)
+            await snd.close()
+            await obs.close()
+        run(go())
+
+    def test_killed_node_members_leave_within_lease(self):
+        redis = rs.start_redis(self)
+        n1, n2, n3 = self.node(redis), self.node(redis), self.node(redis)
+
+        async def go():
+            o1 = await connect(n1.port, mint("o1"))
+            await subscribe(o1, "room:k", presence=True)
+            o2 = await connect(n2.port, mint("o2"))
+            await subscribe(o2, "room:k", presence=True)
+            # alice only on n3; carol on n3 and n2
+            alice = await connect(n3.port, mint("alice"))
+            await subscribe(alice, "room:k")
+            carol3 = await connect(n3.port, mint("carol"))
+            await subscribe(carol3, "room:k")
+            carol2 = await connect(n2.port, mint("carol"))
+            await subscribe(carol2, "room:k")
+            hh.wait_for(lambda: pget(n1.port, "/presence/room:k")[1]["count"] == 4, IO,
+                        "o1, o2, alice, carol")
+            mid = hh.publish(n1.port, "room:k", "before the kill")
+            await recv_until(o1, lambda m: m.get("id") == mid)
+            await recv_until(o2, lambda m: m.get("id") == mid)
+            n3.signal(signal.SIGKILL)
+            t0 = time.monotonic()
+            leave1, seen1 = await recv_until(o1, lambda m: m.get("type") == "leave",
+                                             timeout=LEASE_S + IO)
+            took = time.monotonic() - t0
+            print("alice's leave reached o1 %.2f s after SIGKILL (presence_lease %d s)" %
+                  (took, LEASE_S), file=sys.stderr)
+            self.assertEqual(leave1["member"]["sub"], "alice")
+            self.assertLessEqual(took, LEASE_S + 1.0,
+                                 "alice left %.1f s after the kill (lease %d s)" % (took, LEASE_S))
+            leave2, _ = await recv_until(o2, lambda m: m.get("type") == "leave")
+            self.assertEqual(leave2["member"]["sub"], "alice")
+            # no second leave (both survivors renew and reap), none for carol (on n2 too)
+            await asyncio.sleep(LEASE_S)
+            mid = hh.publish(n2.port, "room:k", "after")
+            _, seen = await recv_until(o1, lambda m: m.get("id") == mid)
+            self.assertEqual(presence_events(seen), [])
+            _, seen = await recv_until(o2, lambda m: m.get("id") == mid)
+            self.assertEqual(presence_events(seen), [])
+            for n in (n1, n2):
+                body = pget(n.port, "/presence/room:k")[1]
+                self.assertEqual(sorted(m["sub"] for m in body["members"]),
+                                 ["carol", "o1", "o2"], body)
+                carol = [m for m in body["members"] if m["sub"] == "carol"][0]
+                self.assertEqual(len(carol["conns"]), 1, carol)
+            for c in (o1, o2, carol2):
+                await c.close()
+        run(go())
+        # nothing of the dead node is left in Redis; the others' members are gone too
+        hh.wait_for(lambda: pget(n1.port, "/presence/room:k")[1]["count"] == 0, IO, "all left")
+        self.assertEqual(redis.cli("ZCARD", "herald:pnodes").strip(), "2")
+        self.assertEqual(redis.cli("EXISTS", "herald:pm:room:k").strip(), "0")
+
+
+if __name__ == "__main__":
+    hh.main()
