@@ -8,7 +8,9 @@ wherever it closes); snapshots (/ws and GET /presence) and /channels/{ch} agree 
 an ephemeral message published on one node reaches subscribers of the others and is never in
 history; a node killed with SIGKILL: the surviving nodes emit the leave of its members within
 presence_lease, exactly once (two survivors both renew and reap), and a member with a connection
-on a surviving node does not leave; the keys of the dead node are gone from Redis afterwards.
+on a surviving node does not leave; the keys of the dead node are gone from Redis afterwards;
+Redis restarted without its data: the nodes mirror their members again, without the one that
+left during the outage.
 """
 import asyncio
 import json
@@ -158,6 +160,39 @@ class PresenceCluster(hh.HeraldTestCase):
         hh.wait_for(lambda: pget(n1.port, "/presence/room:k")[1]["count"] == 0, IO, "all left")
         self.assertEqual(redis.cli("ZCARD", "herald:pnodes").strip(), "2")
         self.assertEqual(redis.cli("EXISTS", "herald:pm:room:k").strip(), "0")
+
+    def test_redis_restart_mirrors_members_again(self):
+        """Redis restarts without its data: each node mirrors its members again once it is
+        back (the snapshot is whole again), and a member that left during the outage is not
+        listed."""
+        redis = rs.start_redis(self)
+        n1, n2 = self.node(redis), self.node(redis)
+
+        async def go():
+            obs = await connect(n1.port, mint("obs"))
+            await subscribe(obs, "room:r", presence=True)
+            stay = await connect(n2.port, mint("stay"))
+            await subscribe(stay, "room:r")
+            gone = await connect(n2.port, mint("gone"))
+            await subscribe(gone, "room:r")
+            hh.wait_for(lambda: pget(n1.port, "/presence/room:r")[1].get("count") == 3, IO,
+                        "three members")
+            redis.kill()
+            st, body = pget(n1.port, "/presence/room:r")
+            self.assertEqual(st, 503, body)  # no Redis: no snapshot, said so
+            await gone.close()
+            await asyncio.sleep(0.5)
+            redis.start()
+            hh.wait_for(lambda: pget(n1.port, "/presence/room:r")[0] == 200 and
+                        pget(n1.port, "/presence/room:r")[1]["count"] == 2, 3 * IO,
+                        "the members mirrored again")
+            body = pget(n2.port, "/presence/room:r")[1]
+            self.assertEqual(sorted(m["sub"] for m in body["members"]), ["obs", "stay"], body)
+            await stay.close()
+            await obs.close()
+        run(go())
+        hh.wait_for(lambda: pget(n1.port, "/presence/room:r")[1].get("count") == 0, IO,
+                    "nobody left")
 
 
 if __name__ == "__main__":
