@@ -100,6 +100,7 @@ static void on_ticket(hd_req_t *req, void *arg)
     r->data = tr.claims; /* the request owns them now */
     r->data_len = tr.claims_len;
     r->ttl_ms = tr.ttl_ms;
+    r->limit = conf->auth_max_tickets;
     r->reply_cb = on_stored;
     r->cookie = tp;
     tp->d = hd_http_defer(req);

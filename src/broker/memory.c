@@ -200,7 +200,7 @@ static void handle(mem_broker_t *b, hd_breq_t *r, hd_message_t **fresh, char **k
         break;
     case HD_BREQ_TICKET_PUT:
         r->err = hd_tstore_put(&b->tickets, r->channel, r->data, r->data_len, wall_ms() + r->ttl_ms,
-                               hd_worker_conf(r->worker)->auth_max_tickets, wall_ms());
+                               r->limit, wall_ms());
         reply(b, r);
         break;
     case HD_BREQ_TICKET_TAKE:

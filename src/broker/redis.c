@@ -145,6 +145,7 @@ static void dispose(redis_broker_t *b)
     for (size_t i = 0; i < b->n_barriers; i++)
         hd_breq_free(b->barriers[i]);
     free(b->barriers);
+    free(b->tickets_ring);
     uv_sem_destroy(&b->started);
     free(b);
 }
@@ -206,11 +207,13 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     hd_list_init(&b->held);
     hd_list_init(&b->catchup_wait);
     b->max_pending = conf->redis_max_pending;
+    b->tickets_ring = hd_calloc(TICKET_RING, sizeof(*b->tickets_ring));
     hd_mpsc_init(&b->mailbox);
     uv_sem_init(&b->started, 0);
     if ((rc = uv_loop_init(&b->loop)) < 0) {
         snprintf(err, errlen, "redis: %s", uv_strerror(rc));
         hd_chantab_dispose(&b->chans);
+        free(b->tickets_ring);
         uv_sem_destroy(&b->started);
         free(b);
         return rc;

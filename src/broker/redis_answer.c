@@ -2,10 +2,10 @@
 /*
  * redis_answer.c: what the connections report to the Redis bridge, turned into replies and
  * deliveries: the answers to publishes (the next part sent, the held publishes let go), to a
- * subscriber's first read and to HISTORY and INFO reads, error replies mapped to what the client
- * is told, pub/sub messages queued for delivery, and subscription confirmations. Catch-up
- * answers go to redis_queue.c. Calls redis_request.c, redis_queue.c, redis_chan.c and
- * redis_conn.c.
+ * subscriber's first read, to HISTORY and INFO reads and to tickets' SET and GETDEL, error replies
+ * mapped to what the client is told, pub/sub messages queued for delivery, and subscription
+ * confirmations. Catch-up answers go to redis_queue.c. Calls redis_request.c, redis_queue.c,
+ * redis_chan.c and redis_conn.c.
  */
 #include "redis_bridge.h"
 
@@ -192,9 +192,41 @@ static void read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     hd_redis_release(b, r);
 }
 
+/* The answer to a ticket's SET NX (OK, or nil: the key exists) or GETDEL (the claims, or nil). */
+static void ticket_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
+{
+    hd_breq_t *r = op->r;
+    if (!rep) {
+        hd_redis_release_err(b, r, HD_EOVERLOAD);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        hd_redis_release_err(b, r, map_error(b, "ticket", rep));
+        return;
+    }
+    if (r->type == HD_BREQ_TICKET_PUT) {
+        /* nil: a ticket with this key exists (192 random bits: never) */
+        hd_redis_release_err(b, r, rep->type == REDIS_REPLY_STATUS ? 0 : HD_EBADREQ);
+        return;
+    }
+    free(r->data);
+    r->data = NULL;
+    r->data_len = 0;
+    if (rep->type != REDIS_REPLY_STRING) {
+        hd_redis_release_err(b, r, HD_ENOTFOUND); /* unknown, taken, or expired */
+        return;
+    }
+    r->data = hd_strndup(rep->str, rep->len);
+    r->data_len = rep->len;
+    hd_redis_release(b, r);
+}
+
 void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
 {
     switch (op->kind) {
+    case OP_TICKET:
+        ticket_reply(b, op, rep);
+        break;
     case OP_PUBLISH:
         publish_reply(b, op, rep);
         break;

@@ -72,7 +72,15 @@ enum {
     OP_PRES_PAGE,    /* herald_pget for a PRESENCE request */
     OP_PRES_COUNT,   /* HLEN P pk:<channel> after an INFO's read */
     OP_EPHEMERAL,    /* PUBLISH of an ephemeral message */
+    OP_TICKET,       /* a ticket's SET NX or GETDEL */
 };
+
+/*
+ * Tickets this node put in Redis, by the second their ttl ends (a ring of TICKET_RING seconds,
+ * more than auth_ticket_max_ttl's 1 h): the node's count for auth_max_tickets. A ticket counts
+ * until its ttl passes even once used, since a use may happen on another node.
+ */
+#define TICKET_RING 4096
 
 typedef struct redis_broker_s redis_broker_t;
 typedef struct op_s op_t;
@@ -200,6 +208,9 @@ struct redis_broker_s {
     hd_list_t catchup_wait;      /* rchan_t subscribed again, their read not sent yet */
     uint64_t catchup_round;      /* a new one at each reconnect and when catching up gives up */
     size_t max_pending;          /* redis_max_pending: queue entries while catching up */
+    uint32_t *tickets_ring;      /* TICKET_RING counts: tickets put, by expiry second */
+    uint64_t tickets_second;     /* the ring's current second (monotonic) */
+    uint64_t tickets_put;        /* the ring's sum: tickets put whose ttl has not passed */
 
     /* presence (redis_presence.c) */
     hd_hmap_t pres;        /* this node's member connections, by "<channel>\n<conn>" */

@@ -4,8 +4,8 @@
  * a PUBLISH sent as FCALL herald_publish_batch in bounded parts (PUBLISH_CALL_MAX_*, later
  * publishes held meanwhile, and held behind an earlier SUBSCRIBE of one of their channels; the
  * Idempotency-Keys go with them), a SUBSCRIBE subscribed on Redis pub/sub then read, an
- * UNSUBSCRIBE, HISTORY and INFO reads, and BARRIERs. Calls redis_queue.c, redis_chan.c and
- * redis_conn.c; the answers come back through redis_answer.c.
+ * UNSUBSCRIBE, HISTORY and INFO reads, BARRIERs, and single-use tickets (SET NX PX, GETDEL). Calls
+ * redis_queue.c, redis_chan.c and redis_conn.c; the answers come back through redis_answer.c.
  */
 #include "redis_bridge.h"
 
@@ -167,6 +167,65 @@ static void do_read(redis_broker_t *b, hd_breq_t *r)
                        r->since_seq, is_info ? 0 : r->limit);
 }
 
+/* Moves the ring of tickets put to the current second, forgetting those whose ttl passed. */
+static void tickets_advance(redis_broker_t *b, uint64_t now_s)
+{
+    if (now_s - b->tickets_second >= TICKET_RING) {
+        memset(b->tickets_ring, 0, TICKET_RING * sizeof(*b->tickets_ring));
+        b->tickets_put = 0;
+        b->tickets_second = now_s;
+        return;
+    }
+    while (b->tickets_second < now_s) {
+        uint32_t *slot = &b->tickets_ring[++b->tickets_second % TICKET_RING];
+        b->tickets_put -= *slot;
+        *slot = 0;
+    }
+}
+
+/*
+ * TICKET_PUT: SET <prefix>tk:<key> <claims> PX <ttl> NX, unless r->limit tickets put by this
+ * node are still within their ttl (HD_ETICKETS); TICKET_TAKE: GETDEL <prefix>tk:<key>, atomic
+ * in Redis, so that of two nodes taking one ticket only one gets its claims.
+ */
+static void do_ticket(redis_broker_t *b, hd_breq_t *r)
+{
+    if (b->state != ST_UP) {
+        hd_redis_fail_now(r, HD_EOVERLOAD);
+        return;
+    }
+    char key[KEY_MAX], px[24];
+    size_t key_len = hd_redis_key(b, key, "tk:", r->channel, strlen(r->channel));
+    op_t *op;
+    if (r->type == HD_BREQ_TICKET_PUT) {
+        uint64_t now_ms = hd_redis_now_ms(b);
+        tickets_advance(b, now_ms / 1000);
+        if (b->tickets_put >= r->limit) {
+            hd_redis_fail_now(r, HD_ETICKETS);
+            return;
+        }
+        uint64_t exp_s = (now_ms + r->ttl_ms + 999) / 1000;
+        if (exp_s - b->tickets_second >= TICKET_RING) /* never: ttl is at most an hour */
+            exp_s = b->tickets_second + TICKET_RING - 1;
+        b->tickets_ring[exp_s % TICKET_RING]++;
+        b->tickets_put++;
+        snprintf(px, sizeof(px), "%llu", (unsigned long long)r->ttl_ms);
+        const char *argv[] = {"SET", key, r->data, "PX", px, "NX"};
+        const size_t lens[] = {3, key_len, r->data_len, 2, strlen(px), 2};
+        hd_redis_hold(b);
+        op = hd_redis_op_new(b, OP_TICKET);
+        op->r = r;
+        hd_redis_send(b, op, 6, argv, lens);
+    } else {
+        const char *argv[] = {"GETDEL", key};
+        const size_t lens[] = {6, key_len};
+        hd_redis_hold(b);
+        op = hd_redis_op_new(b, OP_TICKET);
+        op->r = r;
+        hd_redis_send(b, op, 2, argv, lens);
+    }
+}
+
 static void do_barrier(redis_broker_t *b, hd_breq_t *r)
 {
     if (b->n_inflight == 0) {
@@ -209,6 +268,10 @@ void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
         break;
     case HD_BREQ_PRESENCE:
         hd_redis_presence_page(b, r);
+        break;
+    case HD_BREQ_TICKET_PUT:
+    case HD_BREQ_TICKET_TAKE:
+        do_ticket(b, r);
         break;
     default:
         hd_redis_fail_now(r, HD_EBADREQ);

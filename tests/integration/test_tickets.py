@@ -415,5 +415,97 @@ class TicketsLimit(hh.HeraldTestCase):
         new_ticket(self, h.port)
 
 
+class TicketsRedis(hh.HeraldTestCase):
+    """Two nodes sharing one real redis-server: a ticket is stored in Redis (under its hash,
+    never as itself, with its ttl) and taken with GETDEL, so it works once on any node."""
+
+    def setUp(self):
+        import redis_support as rs
+        self.redis = rs.start_redis(self)
+        self.conf = {"auth_jwt_secret": SECRET, "publish_key": BACKEND_KEY,
+                     "redis": "unix://" + self.redis.sock}
+        self.a = self.start_herald(conf_raw=conf_with_rules(self.conf))
+        self.b = self.start_herald(conf_raw=conf_with_rules(self.conf))
+
+    def test_once_across_nodes(self):
+        t = new_ticket(self, self.a.port)
+        # In Redis: one key under the prefix, not the ticket itself, with a ttl of about 30 s.
+        keys = self.redis.cli("--scan", "--pattern", "herald:tk:*").split()
+        self.assertEqual(len(keys), 1, keys)
+        self.assertNotIn(t, keys[0])
+        self.assertTrue(25000 < int(self.redis.cli("PTTL", keys[0])) <= 30000)
+        # used on the other node, then refused on both
+        st, _, body = request(self.b.port, "GET", "/poll/private:a?ticket=" + t)
+        self.assertEqual(st, 200, body)
+        for node in (self.b, self.a):
+            st, _, body = request(node.port, "GET", "/poll/private:a?ticket=" + t)
+            self.assertEqual(st, 401, body)
+            self.assertIn("ticket unknown, already used or expired", json.loads(body)["error"])
+        self.assertEqual(self.redis.cli("--scan", "--pattern", "herald:tk:*").split(), [])
+
+    def test_race_two_nodes(self):
+        """The same ticket sent to both nodes at once, 20 times: exactly one wins each time."""
+        import threading
+        for _ in range(20):
+            t = new_ticket(self, self.a.port)
+            out = []
+
+            def go(node):
+                out.append(request(node.port, "GET", "/poll/private:a?ticket=" + t)[0])
+            ths = [threading.Thread(target=go, args=(n,)) for n in (self.a, self.b)]
+            for th in ths:
+                th.start()
+            for th in ths:
+                th.join(IO)
+            self.assertEqual(sorted(out), [200, 401])
+
+    def test_streams_across_nodes(self):
+        async def go():
+            t = new_ticket(self, self.a.port)
+            async with hh.ws_connect(self.b.port, "/ws/private:a?ticket=" + t) as ws:
+                await asyncio.sleep(0.3)
+                st, _, _ = request(self.a.port, "POST", "/pub/private:a", "x-node",
+                                   {"Authorization": "Bearer " + BACKEND_KEY})
+                self.assertEqual(st, 200)
+                self.assertEqual(await asyncio.wait_for(ws.recv(), IO), "x-node")
+            self.assertEqual(await ws_refused_status(self.a.port, "/ws/private:a?ticket=" + t),
+                             401)
+        run(go())
+        t = new_ticket(self, self.b.port)
+        s = SseStream(self.a.port, "/sse/private:a?ticket=" + t)
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 200, s.body)
+        s.close()
+        s = SseStream(self.b.port, "/sse/private:a?ticket=" + t)
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 401, s.body)
+
+    def test_expired_and_limit(self):
+        t = new_ticket(self, self.a.port, ttl=0.3)
+        time.sleep(0.6)  # Redis dropped the key (PX)
+        self.assertEqual(request(self.b.port, "GET", "/poll/private:a?ticket=" + t)[0], 401)
+        time.sleep(0.8)  # the node counts by whole seconds: its count of it has ended too
+        # auth_max_tickets 3 on node a, counted until their ttl passes (a use on another node
+        # is not seen): the short one above counts no more
+        self.a.reload(conf_raw=conf_with_rules(dict(self.conf, auth_max_tickets="3")))
+        for _ in range(3):
+            new_ticket(self, self.a.port, ttl=1)
+        st, hdrs, doc = ask_ticket(self.a.port, {"sub": "1"})
+        self.assertEqual(st, 503, doc)
+        self.assertIn("auth_max_tickets", doc["error"])
+        new_ticket(self, self.b.port)  # the other node has its own count
+        time.sleep(2.1)
+        new_ticket(self, self.a.port)
+
+    def test_redis_down(self):
+        t = new_ticket(self, self.a.port)
+        self.redis.kill()
+        st, hdrs, body = request(self.a.port, "GET", "/poll/private:a?ticket=" + t)
+        self.assertEqual(st, 503, body)
+        self.assertIn("Retry-After", hdrs)
+        st, _, doc = ask_ticket(self.b.port, {"sub": "1"})
+        self.assertEqual(st, 503, doc)
+
+
 if __name__ == "__main__":
     hh.main()
