@@ -167,6 +167,17 @@ void hd_ws_sub_on_gap(hd_sub_t *s);
  * with ref (a reference is taken). Input waits while too many publishes are in flight. */
 void hd_ws_publish(ws_t *ws, hd_message_t *m, json_t *ref);
 
+/*
+ * Takes the single-use ticket (HD_TICKET_LEN valid characters) from the broker for ws's auth
+ * message (ws_ticket.c). Until the answer, the connection's input waits (frames already
+ * received included), and ws stays allocated. Then, unless the connection has gone, done runs
+ * with err 0 and the ticket's identity (borrowed: ref it to keep it), or HD_ENOTFOUND (unknown,
+ * used or expired), HD_EOVERLOAD (the broker cannot answer), HD_EUNAUTHENTICATED (claims
+ * unusable); ref is the auth message's "ref" (a reference is held meanwhile).
+ */
+typedef void (*ws_ticket_cb)(ws_t *ws, int err, hd_identity_t *id, json_t *ref);
+void hd_ws_take_ticket(ws_t *ws, const char *ticket, ws_ticket_cb done, json_t *ref);
+
 /* ---- refreshing the token (ws_refresh.c) ---- */
 
 enum { WS_REFRESHED = 0, WS_REFRESH_REFUSED = 1, WS_REFRESH_CLOSED = -1 };

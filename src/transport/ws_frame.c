@@ -180,8 +180,8 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     if (!hd_ws_is_open(ws) || avail == 0)
         goto block;
     if (ws->rx->frame_left == 0) {
-        if (ws->is_throttled)
-            goto block; /* between frames: resumed when publishes are answered */
+        if (ws->is_throttled || ws->is_authing)
+            goto block; /* between frames: resumed when publishes (the ticket) are answered */
         const char *why = NULL;
         uint64_t plen = 0;
         const uint8_t *p = ws->rx->in + ws->rx->in_off;
@@ -354,8 +354,8 @@ void hd_ws_read_input(ws_t *ws)
         hd_conn_finish(ws->pub.conn);
         return;
     }
-    if (ws->is_throttled && ws->rx->in_len > WS_KEEP_MSG_BYTES)
-        hd_conn_read_stop(ws->pub.conn); /* on_published starts reading again */
+    if ((ws->is_throttled || ws->is_authing) && ws->rx->in_len > WS_KEEP_MSG_BYTES)
+        hd_conn_read_stop(ws->pub.conn); /* on_published (on_taken) starts reading again */
     if (hd_conn_queued_bytes(ws->pub.conn) > conf_of(ws)->max_queue_bytes)
         hd_ws_drop_slow(ws); /* a peer that pings (or asks) much faster than it reads */
     else

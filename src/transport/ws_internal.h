@@ -5,6 +5,7 @@
  * ws_refresh.c) see the connection through websocket.h.
  *
  *   ws_publish.c   client publishes: rate, authorization, the broker's answers
+ *   ws_ticket.c    a ticket from the /ws auth message, taken from the broker while input waits
  *        |
  *        v
  *   ws_conn.c      creation, upgrade, lifetime (enter/leave/gone), the one timer, the
@@ -104,6 +105,7 @@ struct ws_s {
     unsigned is_closing : 1;   /* our close frame is queued: nothing more in or out */
     unsigned in_recv : 1;      /* inside wslay_event_recv */
     unsigned is_throttled : 1; /* too many publishes in flight: input waits */
+    unsigned is_authing : 1;   /* a ticket is being taken (ws_ticket.c): input waits */
     unsigned has_subprotocol : 1;
     unsigned is_local : 1; /* the handshake came from this host (hd_tp_peer_is_local) */
 };

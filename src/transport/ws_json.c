@@ -363,22 +363,69 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
     hd_ws_publish(ws, m, ref);
 }
 
+/* The connection's identity is settled (a token, a ticket, or anonymous): answer the auth. */
+static void authenticated(ws_t *ws, const hd_identity_t *id, json_t *ref)
+{
+    hd_ws_pub(ws)->needs_auth = 0;
+    hd_ws_life_reset(ws); /* the token's expiry and refresh notice, the auth deadline gone */
+    json_t *o = reply_new("authenticated", NULL);
+    if (id && hd_identity_sub(id))
+        json_object_set_new(o, "sub", json_string(hd_identity_sub(id)));
+    if (id && hd_identity_exp(id))
+        json_object_set_new(o, "exp", json_integer((json_int_t)hd_identity_exp(id)));
+    emit_reply(ws, o, ref);
+}
+
+/* The broker's answer to the auth message's ticket (hd_ws_take_ticket). */
+static void on_ticket(ws_t *ws, int err, hd_identity_t *id, json_t *ref)
+{
+    if (err) {
+        const char *why = err == HD_ENOTFOUND   ? "ticket unknown, already used or expired"
+                          : err == HD_EOVERLOAD ? "the ticket could not be checked; retry"
+                                                : "ticket claims unusable";
+        hd_conn_log(HD_LOG_INFO, hd_ws_pub(ws)->conn, "ticket refused: %s", why);
+        hd_ws_close(ws, err == HD_EOVERLOAD ? 1013 : 4401, why);
+        return;
+    }
+    hd_conn_set_identity(hd_ws_pub(ws)->conn, id);
+    authenticated(ws, id, ref);
+}
+
 /*
- * {"op":"auth","token":JWT}: the identity of a connection that came without a token, as its
- * first message (within auth_timeout); {"op":"auth"} without a token (or null) stays
- * anonymous. A bad token closes the connection (4401, or 4001 when expired); a second auth is
- * refused with an error reply (in-connection refresh is not this message).
+ * {"op":"auth","token":JWT} or {"op":"auth","ticket":T}: the identity of a connection that
+ * came without one, as its first message (within auth_timeout); {"op":"auth"} with neither (or
+ * null) stays anonymous. A bad token closes the connection (4401, or 4001 when expired); a
+ * ticket is taken from the broker first (input waits meanwhile), and a malformed, unknown, used
+ * or expired one closes it with 4401. A second auth is refused with an error reply
+ * (in-connection refresh is not this message). A ticket is also taken from an anonymous
+ * connection that needed no auth (no JWT key configured: tickets are then the only identity).
  */
 static void op_auth(ws_t *ws, json_t *root, json_t *ref)
 {
     ws_public_t *pub = hd_ws_pub(ws);
     const hd_conf_t *conf = hd_ws_conf(ws);
-    json_t *tok = json_object_get(root, "token");
+    json_t *tok = json_object_get(root, "token"), *ticket = json_object_get(root, "ticket");
     hd_identity_t *id = NULL;
     char why[160];
-    if (!pub->needs_auth) {
+    int has_ticket = ticket && !json_is_null(ticket);
+    if (!pub->needs_auth &&
+        !(has_ticket && !hd_ws_identity(ws) && !pub->is_backend && hd_auth_enabled(conf->auth))) {
         reply_error(ws, ref, NULL, "already_authenticated",
                     "auth is the first message of a connection opened without a token");
+        return;
+    }
+    if (has_ticket) {
+        if (tok && !json_is_null(tok)) {
+            hd_ws_close(ws, 4401, "give one credential: a ticket or a token, not both");
+            return;
+        }
+        if (!json_is_string(ticket) ||
+            !hd_ticket_valid(json_string_value(ticket), json_string_length(ticket))) {
+            HD_STAT_INC(pub->w, tickets_refused_invalid);
+            hd_ws_close(ws, 4401, "malformed ticket (32 base64url characters expected)");
+            return;
+        }
+        hd_ws_take_ticket(ws, json_string_value(ticket), on_ticket, ref);
         return;
     }
     if (tok && !json_is_null(tok)) {
@@ -395,14 +442,7 @@ static void op_auth(ws_t *ws, json_t *root, json_t *ref)
         }
         hd_conn_set_identity(pub->conn, id);
     }
-    pub->needs_auth = 0;
-    hd_ws_life_reset(ws); /* the token's expiry and refresh notice, the auth deadline gone */
-    json_t *o = reply_new("authenticated", NULL);
-    if (id && hd_identity_sub(id))
-        json_object_set_new(o, "sub", json_string(hd_identity_sub(id)));
-    if (id && hd_identity_exp(id))
-        json_object_set_new(o, "exp", json_integer((json_int_t)hd_identity_exp(id)));
-    emit_reply(ws, o, ref);
+    authenticated(ws, id, ref);
     hd_identity_unref(id);
 }
 
@@ -464,7 +504,8 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
     }
     if (hd_ws_pub(ws)->needs_auth) {
         json_decref(root);
-        hd_ws_close(ws, 4401, "authenticate first: {\"op\":\"auth\",\"token\":..}");
+        hd_ws_close(ws, 4401,
+                    "authenticate first: {\"op\":\"auth\",\"token\":..} or \"ticket\":..");
         return;
     }
     if (!op)

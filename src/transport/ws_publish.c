@@ -63,7 +63,7 @@ static void on_published(void *arg, int err, hd_message_t *const *msgs, size_t n
         ws->proto->on_published(ws, err, n ? msgs[0] : NULL, p->ref);
         if (ws->is_throttled && ws->n_pubs <= WS_MAX_PUBLISHES / 2) {
             ws->is_throttled = 0;
-            if (hd_ws_is_open(ws)) {
+            if (hd_ws_is_open(ws) && !ws->is_authing) {
                 hd_conn_read_start(ws->pub.conn);
                 hd_ws_read_input(ws);
             }

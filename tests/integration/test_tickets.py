@@ -300,6 +300,53 @@ class TicketsMemory(hh.HeraldTestCase):
             self.assertEqual(await ws_refused_status(self.port, "/ws?ticket=" + t), 401)
         run(go())
 
+    def test_ws_auth_message_once(self):
+        websockets = hh.require_websockets()
+
+        async def closed_with(ws):
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), IO)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code, e.rcvd.reason
+
+        async def go():
+            t = new_ticket(self, self.port)
+            async with hh.ws_connect(self.port, "/ws") as ws:
+                # the subscribe right behind the auth waits for the ticket's answer, in order
+                await ws.send(json.dumps({"type": "auth", "ticket": t, "ref": 1}))
+                await ws.send(json.dumps({"op": "subscribe", "channel": "private:a", "ref": 2}))
+                a = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual((a["type"], a["sub"], a["ref"]), ("authenticated", "42", 1), a)
+                self.assertNotIn("exp", a)  # a ticket's connection has no exp
+                b = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual((b["type"], b["ref"]), ("subscribed", 2), b)
+                self.pub("private:a", "after-auth")
+                m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual(m["data"], "after-auth")
+                await ws.send(json.dumps({"type": "auth", "ticket": t}))
+                e = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                self.assertEqual(e["code"], "already_authenticated", e)
+            # replayed, malformed, or with a token too: closed 4401
+            for msg, reason in (({"type": "auth", "ticket": t}, "already used"),
+                                ({"type": "auth", "ticket": "x" * 31}, "malformed ticket"),
+                                ({"type": "auth", "ticket": 5}, "malformed ticket"),
+                                ({"type": "auth", "ticket": new_ticket(self, self.port),
+                                  "token": "a.b.c"}, "not both")):
+                async with hh.ws_connect(self.port, "/ws") as ws:
+                    await ws.send(json.dumps(msg))
+                    code, why = await closed_with(ws)
+                    self.assertEqual(code, 4401, why)
+                    self.assertIn(reason, why)
+            # the client leaves while its ticket is being taken: nothing breaks, it is spent
+            t = new_ticket(self, self.port)
+            ws = await hh.ws_connect(self.port, "/ws")
+            await ws.send(json.dumps({"type": "auth", "ticket": t}))
+            ws.transport.abort()
+            await asyncio.sleep(0.3)
+            self.assertEqual(request(self.port, "GET", "/poll/private:a?ticket=" + t)[0], 401)
+        run(go())
+
     def test_npm_ws_once(self):
         node, modules = hh.require_node_module("ws")
         env = dict(os.environ, NODE_PATH=modules)
@@ -383,6 +430,74 @@ class TicketsMemory(hh.HeraldTestCase):
         after = {k: metric(self.port, 'herald_tickets_total{result="%s"}' % k) for k in before}
         self.assertEqual({k: after[k] - before[k] for k in before},
                          {"issued": 1, "used": 1, "refused_invalid": 2})
+
+
+class BackendExample(hh.HeraldTestCase):
+    """examples/backend.py (docs/auth.md's backend) run against the real binary, so the example
+    cannot rot: its token and its ticket open real connections, and its errors are herald's."""
+
+    def run_example(self, port, *args, key=BACKEND_KEY):
+        env = dict(os.environ, HERALD_URL="http://127.0.0.1:%d" % port, HERALD_SECRET=SECRET,
+                   HERALD_KEY=key)
+        return subprocess.run([sys.executable, os.path.join(hh.HERALD_SRC, "examples",
+                                                            "backend.py")] + list(args),
+                              capture_output=True, text=True, env=env, timeout=30)
+
+    def test_example(self):
+        h = self.start_herald(conf_raw=conf_with_rules({
+            "auth_jwt_secret": SECRET, "publish_key": BACKEND_KEY, "admin_key": ADMIN_KEY,
+            "channel_rule": "user:* subscribe=user"}))
+        out = self.run_example(h.port, "urls", "42")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        sse_url, ws_url = out.stdout.split()
+        self.assertIn("/sse/user%3A42?token=", sse_url)
+        self.assertIn("/ws/user%3A42?ticket=", ws_url)
+        path = sse_url.split(str(h.port), 1)[1]
+        s = SseStream(h.port, path)
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 200, s.body)
+        path = ws_url.split(str(h.port), 1)[1]
+
+        async def go():
+            async with hh.ws_connect(h.port, path) as ws:
+                await asyncio.sleep(0.2)
+                st, _, _ = request(h.port, "POST", "/pub/user:42", "for-42",
+                                   {"Authorization": "Bearer " + BACKEND_KEY})
+                self.assertEqual(st, 200)
+                self.assertEqual(await asyncio.wait_for(ws.recv(), IO), "for-42")
+            self.assertEqual(await ws_refused_status(h.port, path), 401)
+        run(go())
+        self.assertEqual(s.next_event(IO).text, "for-42")
+        # the ticket command prints one ticket; herald's refusal is the script's error
+        out = self.run_example(h.port, "ticket", "7", "user:7")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout.strip(), TICKET_RE)
+        out = self.run_example(h.port, "ticket", "7", key="wrong-key")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("herald refused the ticket (403): POST /auth/ticket: wrong key", out.stderr)
+
+
+class TicketsWithoutJwtKey(hh.HeraldTestCase):
+    """Channel rules and no JWT key: tickets are the only identity. An anonymous /ws (which
+    needs no auth message) may still authenticate once with a ticket."""
+
+    def test_tickets_only(self):
+        h = self.start_herald(conf_raw=conf_with_rules({"publish_key": BACKEND_KEY}))
+        t = new_ticket(self, h.port)
+        self.assertEqual(request(h.port, "GET", "/poll/private:a")[0], 401)
+        self.assertEqual(request(h.port, "GET", "/poll/private:a?ticket=" + t)[0], 200)
+
+        async def go():
+            async with hh.ws_connect(h.port, "/ws") as ws:
+                await ws.send(json.dumps({"op": "subscribe", "channel": "public:x"}))
+                self.assertEqual(json.loads(await ws.recv())["type"], "subscribed")
+                await ws.send(json.dumps({"op": "subscribe", "channel": "private:a"}))
+                self.assertEqual(json.loads(await ws.recv())["code"], "unauthenticated")
+                await ws.send(json.dumps({"type": "auth", "ticket": new_ticket(self, h.port)}))
+                self.assertEqual(json.loads(await ws.recv())["type"], "authenticated")
+                await ws.send(json.dumps({"op": "subscribe", "channel": "private:a"}))
+                self.assertEqual(json.loads(await ws.recv())["type"], "subscribed")
+        run(go())
 
 
 class TicketsAuthOff(hh.HeraldTestCase):
