@@ -107,6 +107,8 @@ typedef struct target_s {
 /* Scenarios, in main.c's table order. */
 enum { SC_FANOUT = 0, SC_IDLE, SC_CONNECT, SC_PUBLISH, SC_FLOOR, SC_NOTIFY, SC_CHAT, SC_KICK };
 
+#define BENCH_TOKEN_MAX 4096 /* --token: bytes of a connection token */
+
 typedef struct opts_s {
     const char *scenario;
     int sc;                    /* SC_* */
@@ -130,6 +132,9 @@ typedef struct opts_s {
     int json, quiet, is_tty;
     char prefix[48];
     char auth[HD_KEY_MAX + 32]; /* "Authorization: Bearer KEY\r\n" (--key), or "" */
+    /* "Authorization: Bearer TOKEN\r\n" (--token): a connection token every subscriber sends
+     * with its handshake or request, or "" */
+    char sub_auth[BENCH_TOKEN_MAX + 32];
 } opts_t;
 
 /* Channel name of channel index ch: "<prefix>-<ch>". */

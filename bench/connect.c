@@ -5,7 +5,9 @@
  * SSE, the first answer for long poll) with at most --concurrency in progress and, with
  * --connect-rate, at most that many started per second. Reports the rate achieved, the time
  * each took, and the server CPU each cost (server CPU over the run / subscriptions made).
- * Connections are held until the end, so the figure does not include closing them.
+ * Connections are held until the end, so the figure does not include closing them. With
+ * --token every subscription carries a connection token (Authorization: Bearer): the cost of
+ * verifying it at connect, against the same run without.
  */
 #include "bench.h"
 
@@ -16,9 +18,10 @@ int run_connect(opts_t *o)
     o->subscribers = o->count;
     char title[256];
     snprintf(title, sizeof(title),
-             "herald-bench connect: %s over %s, %u subscriptions, %u at a time%s",
+             "herald-bench connect: %s over %s, %u subscriptions, %u at a time%s%s",
              tg_names[o->tg.kind], tp_names[o->transport], o->count, o->concurrency,
-             o->connect_rate > 0 ? ", rate-limited" : "");
+             o->connect_rate > 0 ? ", rate-limited" : "",
+             o->sub_auth[0] ? ", with a token (--token)" : "");
     report_t *rep = rep_new(o, title);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     srv_sample_t a, b;

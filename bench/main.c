@@ -74,6 +74,9 @@ static const char usage[] =
     "  --key K              herald's publish_key, sent as Authorization: Bearer K by publishers\n"
     "                       and chat members (a node publishes without a key for local clients\n"
     "                       only); kick: the admin_key of POST /admin/disconnect\n"
+    "  --token T            a connection token (JWT, docs/auth.md) every subscriber sends as\n"
+    "                       Authorization: Bearer T with its handshake or request (herald:\n"
+    "                       ws, sse, longpoll, poll; e.g. connect with and without it)\n"
     "  --server-pid PID     measure this process and its descendants (CPU user+sys, memory);\n"
     "                       PID,PID,... or repeated (up to 8): the sum over every node and the\n"
     "                       Redis they share\n"
@@ -249,6 +252,7 @@ enum {
     O_JSON,
     O_PREFIX,
     O_KEY,
+    O_TOKEN,
 };
 
 static const struct option long_opts[] = {
@@ -282,6 +286,7 @@ static const struct option long_opts[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"prefix", required_argument, NULL, O_PREFIX},
     {"key", required_argument, NULL, O_KEY},
+    {"token", required_argument, NULL, O_TOKEN},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -449,6 +454,15 @@ int main(int argc, char **argv)
             if (n == 0 || n > HD_KEY_MAX || i < n)
                 bad("--key: 1-%d printable ASCII characters without spaces", HD_KEY_MAX);
             snprintf(o.auth, sizeof(o.auth), "Authorization: Bearer %s\r\n", optarg);
+            break;
+        }
+        case O_TOKEN: {
+            size_t n = strlen(optarg), i;
+            for (i = 0; i < n && optarg[i] > ' ' && optarg[i] < 0x7f; i++)
+                ;
+            if (n == 0 || n > BENCH_TOKEN_MAX || i < n)
+                bad("--token: 1-%d printable ASCII characters without spaces", BENCH_TOKEN_MAX);
+            snprintf(o.sub_auth, sizeof(o.sub_auth), "Authorization: Bearer %s\r\n", optarg);
             break;
         }
         case 'h':

@@ -350,7 +350,7 @@ static void send_request(sub_t *s)
 {
     const opts_t *o = kid.o;
     const target_t *tg = target_of(o, s->idx);
-    char req[1024];
+    char req[1024 + sizeof(o->sub_auth)];
     int n = 0;
     int nchan = tg->kind == TG_NCHAN;
     switch (o->transport) {
@@ -363,12 +363,12 @@ static void send_request(sub_t *s)
                      : nchan   ? "/sub?id="
                                : "/ws/",
                      is_chat() && !nchan ? "" : chan(s), tg->host,
-                     is_chat() && !nchan ? o->auth : "");
+                     is_chat() && !nchan ? o->auth : o->sub_auth);
         break;
     case TP_SSE:
         n = snprintf(req, sizeof(req),
-                     "GET %s%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n",
-                     nchan ? "/sub?id=" : "/sse/", chan(s), tg->host);
+                     "GET %s%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n",
+                     nchan ? "/sub?id=" : "/sse/", chan(s), tg->host, o->sub_auth);
         break;
     case TP_LONGPOLL:
         if (nchan) {
@@ -380,18 +380,18 @@ static void send_request(sub_t *s)
                          tg->host, cond);
         } else if (!s->since[0]) {
             s->is_first_poll = 1;
-            n = snprintf(req, sizeof(req), "GET /poll/%s HTTP/1.1\r\nHost: %s\r\n\r\n", chan(s),
-                         tg->host);
+            n = snprintf(req, sizeof(req), "GET /poll/%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", chan(s),
+                         tg->host, o->sub_auth);
         } else {
             n = snprintf(req, sizeof(req),
-                         "GET /lp/%s?since=%s&timeout=%u HTTP/1.1\r\nHost: %s\r\n\r\n", chan(s),
-                         s->since, o->lp_timeout_s, tg->host);
+                         "GET /lp/%s?since=%s&timeout=%u HTTP/1.1\r\nHost: %s\r\n%s\r\n", chan(s),
+                         s->since, o->lp_timeout_s, tg->host, o->sub_auth);
         }
         break;
     case TP_POLL:
         s->is_first_poll = !s->since[0];
-        n = snprintf(req, sizeof(req), "GET /poll/%s%s%s HTTP/1.1\r\nHost: %s\r\n\r\n", chan(s),
-                     s->since[0] ? "?since=" : "", s->since, tg->host);
+        n = snprintf(req, sizeof(req), "GET /poll/%s%s%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", chan(s),
+                     s->since[0] ? "?since=" : "", s->since, tg->host, o->sub_auth);
         break;
     default:
         return;
