@@ -387,6 +387,12 @@ static void on_ticket(ws_t *ws, int err, hd_identity_t *id, json_t *ref)
         hd_ws_close(ws, err == HD_EOVERLOAD ? 1013 : 4401, why);
         return;
     }
+    if (hd_auth_revoked(hd_identity_sub(id), hd_identity_jti(id))) {
+        /* A ticket vouches for a user like a token: a revoked sub or jti is refused. */
+        hd_conn_log(HD_LOG_INFO, hd_ws_pub(ws)->conn, "ticket refused: token revoked");
+        hd_ws_close(ws, hd_err_ws_close(HD_ETOKENREVOKED), "token revoked");
+        return;
+    }
     hd_conn_set_identity(hd_ws_pub(ws)->conn, id);
     authenticated(ws, id, ref);
 }

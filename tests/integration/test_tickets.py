@@ -347,6 +347,27 @@ class TicketsMemory(hh.HeraldTestCase):
             self.assertEqual(request(self.port, "GET", "/poll/private:a?ticket=" + t)[0], 401)
         run(go())
 
+    def test_ws_auth_message_revoked_sub(self):
+        """A ticket vouches for a user like a token: on the /ws auth message, a revoked sub is
+        refused with 4002 (the connect transports' 401 token_revoked is test_revoke's)."""
+        websockets = hh.require_websockets()
+        st, _, body = request(self.port, "POST", "/admin/revoke",
+                              json.dumps({"sub": "rita", "expires_in": 60}),
+                              {"Authorization": "Bearer " + ADMIN_KEY,
+                               "Content-Type": "application/json"})
+        self.assertEqual(st, 200, body)
+
+        async def go():
+            async with hh.ws_connect(self.port, "/ws") as ws:
+                await ws.send(json.dumps({"type": "auth",
+                                          "ticket": new_ticket(self, self.port, sub="rita")}))
+                try:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), IO)
+                except websockets.ConnectionClosed as e:
+                    return e.rcvd.code, e.rcvd.reason
+        self.assertEqual(run(go()), (4002, "token revoked"))
+
     def test_npm_ws_once(self):
         node, modules = hh.require_node_module("ws")
         env = dict(os.environ, NODE_PATH=modules)
