@@ -5,7 +5,9 @@
  * one transport (ws or sse) on one channel, then sends one POST /admin/disconnect
  * {"channel": C} to the first node and measures, in every client process, how long after the
  * request each connection ended (a WebSocket close frame, the end of an SSE stream). Reports
- * when the answer came, when the last connection ended, and the percentiles over all of them.
+ * when the answer came, when the last connection ended, the percentiles over all of them, and
+ * (with --server-pid) the server CPU the order cost, which other load on the machine does not
+ * change the way it changes the wall-clock times.
  */
 #include "bench.h"
 
@@ -73,6 +75,8 @@ int run_kick(opts_t *o)
 
     chan_name(o, 0, channel, sizeof(channel));
     snprintf(body, sizeof(body), "{\"channel\":\"%s\"}", channel);
+    srv_sample_t a0, a1;
+    srv_sample_opts(o, &a0);
     sh->go_ns = now_ns();
     __atomic_store_n(&sh->phase, PH_GO, __ATOMIC_RELEASE);
     uint64_t t0 = sh->go_ns;
@@ -91,6 +95,7 @@ int run_kick(opts_t *o)
         sleep_ms(1);
     }
     progress_end(o);
+    srv_sample_opts(o, &a1);
     uint64_t last = t.last_close_ns;
     hist_t *lat = calloc(1, sizeof(hist_t));
     kid_stats_t end;
@@ -112,6 +117,14 @@ int run_kick(opts_t *o)
     rep_f(rep, "all_ended_ms", "every connection ended after",
           last > t0 ? (double)(last - t0) / 1e6 : 0.0 / 0.0, 1, "ms");
     rep_latency(rep, "ended", "time to each connection's end", lat);
+    if (a0.ok && a1.ok) {
+        /* What the order cost the server, whatever else ran on the machine meanwhile. */
+        rep_section(rep, "server");
+        rep_f(rep, "server_cpu_ms", "server CPU from the order to the last end",
+              (a1.cpu_s - a0.cpu_s) * 1000.0, 1, "ms");
+        rep_f(rep, "server_cpu_per_conn_us", "  per connection ended",
+              lat->count ? (a1.cpu_s - a0.cpu_s) * 1e6 / (double)lat->count : 0.0 / 0.0, 1, "us");
+    }
     free(lat);
     free(pids);
     return rep_finish(rep);

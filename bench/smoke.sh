@@ -85,6 +85,12 @@ run_sc notify -t sse -s 40 -p 4 -r 200 || failed=1
 run_sc chat -s 40 -c 4 -r 8 --duration 2s || failed=1
 run_sc publish -p 2 -c 20 || failed=1
 run_sc publish -p 2 -c 20 --batch 100 || failed=1
+# kick: every subscriber of one channel ended by one POST /admin/disconnect (exit 1 otherwise)
+for t in sse ws; do
+    echo "== herald-bench kick -t $t"
+    "$bench" kick --url "http://127.0.0.1:$port" --server-pid "$pid" -t $t -s 50 \
+        --settle 200ms --quiet || failed=1
+done
 
 # two nodes over one Redis: subscribers and publishers spread over both, CPU summed over all;
 # the nodes want a publish key (as a node reached from elsewhere would), given with --key
@@ -147,8 +153,10 @@ done
 [ $? -eq 2 ] || { echo "--key with a space did not exit 2"; failed=1; }
 "$bench" chat -t sse >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "chat over SSE did not exit 2"; failed=1; }
+"$bench" kick -t longpoll >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "kick over long poll did not exit 2"; failed=1; }
 # --help documents every scenario
-for sc in fanout idle connect publish floor notify chat; do
+for sc in fanout idle connect publish floor notify chat kick; do
     "$bench" --help | grep -q "^  $sc " || { echo "--help does not document $sc"; failed=1; }
 done
 if [ $failed -ne 0 ]; then

@@ -237,12 +237,18 @@ static void do_control(mem_broker_t *b, hd_breq_t *r)
         }
         is_new = rc == 1;
     }
-    if (is_new) {
-        for (unsigned i = 0; i < hd_server_worker_count(b->server); i++)
-            hd_kick_post(hd_server_worker(b->server, i), r->ctl_kind, r->ctl_key, r->ctl_key_len);
-    }
+    /* The answer first: the asking worker's own walk (its message comes after the reply in its
+     * mailbox) must not hold the operator's request. r belongs to its reply from here. */
+    int kind = r->ctl_kind;
+    char key[HD_AUTH_MAX_SUB + 1];
+    size_t len = r->ctl_key_len;
+    memcpy(key, r->ctl_key, len);
     r->ctl_nodes = 1;
     hd_breq_reply(r);
+    if (is_new) {
+        for (unsigned i = 0; i < hd_server_worker_count(b->server); i++)
+            hd_kick_post(hd_server_worker(b->server, i), kind, key, len);
+    }
 }
 
 static void on_ttl_timer(uv_timer_t *t)

@@ -326,7 +326,7 @@ int hd_tp_kick_err(const hd_kick_t *k)
 
 void hd_tp_kick_respond(hd_req_t *req, const hd_kick_t *k)
 {
-    hd_conn_log(HD_LOG_INFO, req->conn, "held request answered: %s", hd_tp_kick_reason(k));
+    hd_conn_log(HD_LOG_DEBUG, req->conn, "held request answered: %s", hd_tp_kick_reason(k));
     if (hd_kick_is_revocation(k)) {
         hd_tp_respond_auth(req, 401, hd_tp_kick_reason(k), HD_ETOKENREVOKED);
         return;

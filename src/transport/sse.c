@@ -339,7 +339,8 @@ static int sse_on_kick(hd_conn_t *c, const hd_kick_t *k)
     int n = snprintf(text, sizeof(text), "event: %s\ndata: {\"code\":\"%s\",\"error\":\"%s\"}\n\n",
                      hd_kick_is_revocation(k) ? "herald-revoked" : "herald-disconnected",
                      hd_tp_kick_code(k), hd_tp_kick_reason(k));
-    hd_conn_log(HD_LOG_INFO, c, "stream ended: %s", hd_tp_kick_reason(k));
+    /* DEBUG: an order may end thousands at once; kick.c logs one line per worker. */
+    hd_conn_log(HD_LOG_DEBUG, c, "stream ended: %s", hd_tp_kick_reason(k));
     hd_conn_send_copy(c, text, (size_t)n);
     hd_conn_finish(c);
     return 1;

@@ -143,8 +143,11 @@ void hd_ws_close(ws_t *ws, int code, const char *reason)
         return;
     ws->is_closing = 1;
     hd_ws_backlog_clear(ws);
-    hd_conn_log(code == 1000 || code == 1001 ? HD_LOG_DEBUG : HD_LOG_INFO, ws->pub.conn,
-                "closing with %d: %s", code, reason);
+    /* 4002/4009: an operator's order, which may close thousands at once (kick.c logs one line
+     * per worker instead). */
+    int quiet = code == 1000 || code == 1001 || code == 4002 || code == 4009;
+    hd_conn_log(quiet ? HD_LOG_DEBUG : HD_LOG_INFO, ws->pub.conn, "closing with %d: %s", code,
+                reason);
     size_t len = strlen(reason);
     if (len > WS_MAX_REASON_BYTES)
         len = WS_MAX_REASON_BYTES;
