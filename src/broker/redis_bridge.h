@@ -180,7 +180,8 @@ struct redis_broker_s {
     unsigned is_hb_ready : 1;
     unsigned needs_sweep : 1; /* events->sweep on the next loop pass */
     unsigned is_in_conn_lost : 1;
-    unsigned was_up : 1; /* connected at least once */
+    unsigned was_up : 1;   /* connected at least once */
+    unsigned is_quiet : 1; /* a BARRIER came (shutdown): no order is passed to workers any more */
     unsigned attempts;
     uint64_t connect_deadline_ms, down_since_ms;
     uint64_t hb_sent_ms, hb_rx_ms;

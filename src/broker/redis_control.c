@@ -42,6 +42,8 @@ static int64_t wall_ms(void)
 /* Every worker of this node ends the matching connections. */
 static void kick_all(redis_broker_t *b, int kind, const char *key, size_t len)
 {
+    if (b->is_quiet)
+        return; /* shutting down: the workers' connections are closing anyway */
     for (unsigned i = 0; i < b->n_workers; i++)
         hd_kick_post(hd_server_worker(b->server, i), kind, key, len);
 }

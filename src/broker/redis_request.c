@@ -255,6 +255,9 @@ void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
         do_read(b, r);
         break;
     case HD_BREQ_BARRIER:
+        /* Only a shutdown sends barriers: from now on the workers may be gone once answered, so
+         * operators' orders heard on P ctl are no longer passed to them (redis_control.c). */
+        b->is_quiet = 1;
         do_barrier(b, r);
         break;
     case HD_BREQ_CONTROL:
