@@ -110,12 +110,23 @@ static void req_on_close(hd_conn_t *c)
     hd_http_free(h);
 }
 
+/* An operator's order (conn.h hd_kick_t): a held request (a long poll, a stream still
+ * subscribing) answers it, as on HTTP/1.1. */
+static int req_on_kick(hd_conn_t *c, const hd_kick_t *k)
+{
+    hd_http_t *h = c->data;
+    if (h->deferred && h->deferred->on_kick)
+        return h->deferred->on_kick(h->deferred, k);
+    return 0;
+}
+
 static const hd_conn_ops_t h2_req_ops = {
     .name = "h2",
     .on_data = req_on_data,
     .on_timeout = req_on_timeout,
     .on_shutdown = req_on_shutdown,
     .on_close = req_on_close,
+    .on_kick = req_on_kick,
 };
 
 /* A stream carries one request: nothing is pipelined behind it. */

@@ -20,6 +20,7 @@ the revocation (it loads the set from Redis); the cap holds across the cluster.
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -362,6 +363,39 @@ class RevokeOneNode(RevokeMixin, hh.HeraldTestCase):
                 self.assertEqual(m["type"], "subscribed", m)  # the connection goes on
 
         asyncio.run(asyncio.wait_for(go(), 30))
+
+    def test_revoke_over_http2(self):
+        """h2c (curl --http2-prior-knowledge): an SSE stream ends with herald-revoked and a held
+        long poll is answered 401 token_revoked, as over HTTP/1.1."""
+        curl = hh.require_executable("curl", "curl")
+        tok = mint(sub="hugo", jti="hu-1")
+        base = "http://127.0.0.1:%d" % self.port
+        sse = subprocess.Popen([curl, "-sN", "--http2-prior-knowledge", "--max-time", "20",
+                                base + "/sse/private:h2?token=" + tok],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        lp = subprocess.Popen([curl, "-s", "--http2-prior-knowledge", "--max-time", "20",
+                               "-w", "\n%{http_code} %{http_version}",
+                               base + "/lp/private:h2?timeout=30&token=" + tok],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.addCleanup(sse.kill)
+        self.addCleanup(lp.kill)
+        hh.wait_for(lambda: stats_of(self.port)["connections"]["sse"] >= 1 and
+                    stats_of(self.port)["connections"]["longpoll"] >= 1,
+                    what="the h2 stream and long poll held")
+        t0 = time.monotonic()
+        st, body, _ = admin(self.port, "/admin/revoke", {"sub": "hugo", "expires_in": 60})
+        self.assertEqual(st, 200, body)
+        out, _ = sse.communicate(timeout=10)
+        t_sse = time.monotonic()
+        text = out.decode()
+        self.assertIn("event: herald-revoked\n", text)
+        self.assertIn('"code":"token_revoked"', text)
+        out, _ = lp.communicate(timeout=10)
+        t_lp = time.monotonic()
+        body, _, status = out.decode().rpartition("\n")
+        self.assertEqual(status, "401 2", out)
+        self.assertEqual(json.loads(body)["code"], "token_revoked")
+        self.assertLess(max(t_sse, t_lp) - t0, WITHIN + 0.5)
 
     def test_ticket_of_a_revoked_sub_is_refused(self):
         def ticket(sub):
