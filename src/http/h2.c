@@ -204,6 +204,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
             size_t m = valuelen < sizeof(s->method) - 1 ? valuelen : sizeof(s->method) - 1;
             memcpy(s->method, v, m);
             s->method[m] = '\0';
+        } else if (namelen == 9 && memcmp(n, ":protocol", 9) == 0) {
+            /* nghttp2 lets it through only on CONNECT (RFC 8441, our SETTINGS allow it) */
+            if (valuelen == 9 && strncasecmp(v, "websocket", 9) == 0)
+                s->is_websocket = 1;
+            else
+                s->is_protocol = 1;
         } else if (namelen == 10 && memcmp(n, ":authority", 10) == 0) {
             if (valuelen > conf->max_header_bytes) {
                 refuse(h, 431, "request header fields too large");
@@ -254,6 +260,41 @@ static const struct {
                {"PUT", HTTP_PUT},     {"DELETE", HTTP_DELETE},  {"OPTIONS", HTTP_OPTIONS},
                {"PATCH", HTTP_PATCH}, {"CONNECT", HTTP_CONNECT}};
 
+/* Adds a field to the request head unless one of that name is there. */
+static void add_field(hd_http_t *h, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    for (size_t i = 0; i < h->n_hdrs; i++)
+        if (h->hdrs[i].name_len == nl && strncasecmp(h->head + h->hdrs[i].name_off, name, nl) == 0)
+            return;
+    if (h->n_hdrs == MAX_HEADERS) {
+        refuse(h, 431, "request header fields too large");
+        return;
+    }
+    hdr_off_t *o = &h->hdrs[h->n_hdrs++];
+    o->name_off = (uint32_t)h->head_len;
+    o->name_len = (uint32_t)nl;
+    hd_http_head_append(h, name, nl, SIZE_MAX);
+    o->value_off = (uint32_t)h->head_len;
+    o->value_len = (uint32_t)vl;
+    hd_http_head_append(h, value, vl, SIZE_MAX);
+}
+
+/*
+ * A WebSocket over HTTP/2 (RFC 8441: CONNECT with :protocol websocket) is handed to the
+ * handler as the HTTP/1.1 opening handshake it stands for (GET, Upgrade: websocket,
+ * Connection: Upgrade, a Sec-WebSocket-Key, which HTTP/2 does without), so the WebSocket
+ * transport serves it unchanged; its 101 becomes 200 on the stream (hd_http_take_over).
+ */
+static void as_websocket_handshake(hd_http_t *h)
+{
+    h->parser.method = HTTP_GET;
+    h->parser.upgrade = 1;
+    add_field(h, "upgrade", "websocket");
+    add_field(h, "connection", "Upgrade");
+    add_field(h, "sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==");
+}
+
 /* The request is complete (or refused): to the handler, as an HTTP/1.1 one would go. */
 static void dispatch(hd_h2_stream_t *s)
 {
@@ -261,6 +302,8 @@ static void dispatch(hd_h2_stream_t *s)
     if (!h || s->is_dispatched)
         return;
     s->is_dispatched = 1;
+    if (s->is_protocol)
+        refuse(h, 501, "only the websocket protocol is served by extended CONNECT");
     int known = 0;
     for (size_t i = 0; i < HD_ARRAY_SIZE(methods); i++) {
         if (strcmp(s->method, methods[i].name) == 0) {
@@ -268,6 +311,8 @@ static void dispatch(hd_h2_stream_t *s)
             known = 1;
         }
     }
+    if (s->is_websocket && strcmp(s->method, "CONNECT") == 0 && !h->error)
+        as_websocket_handshake(h);
     h->parser.http_major = 2;
     h->parser.http_minor = 0;
     h->phase = PHASE_HANDLING;
@@ -315,7 +360,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             free(s->authority);
             s->authority = NULL;
             if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-                if (s->http->error) {
+                if (s->http->error || s->is_websocket || s->is_protocol) {
                     dispatch(s); /* refused at the head: no need to read the body */
                     return 0;
                 }
@@ -373,6 +418,19 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         return 0;
     }
     hd_conn_t *c = s->conn;
+    if (s->is_dispatched && c->ops == &h2_req_ops && s->http) {
+        /* A request handled later (a WebSocket's handshake waits for its subscription): what
+         * the client sends meanwhile waits for the transport, as pipelined bytes do. */
+        hd_http_t *h = s->http;
+        if (h->pending_len + len > conf_of(h)->max_body_bytes) {
+            hd_conn_close(c);
+            return 0;
+        }
+        h->pending = hd_realloc(h->pending, h->pending_len + len);
+        memcpy(h->pending + h->pending_len, data, len);
+        h->pending_len += len;
+        return 0;
+    }
     if (s->is_dispatched && c->ops != &h2_req_ops && !c->is_closing && c->ops->on_data)
         c->ops->on_data(c, (const char *)data, len);
     return 0;
@@ -656,6 +714,7 @@ static int new_session(hd_h2_t *h2, const hd_conf_t *conf)
         return -1;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, conf->http2_max_streams},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* WebSockets over streams */
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
          (uint32_t)(conf->max_url_bytes + conf->max_header_bytes)},
     };

@@ -24,8 +24,9 @@
 /* Fields an HTTP/2 message must not carry (RFC 9113 8.2.2). */
 static int is_connection_specific(const char *name, size_t len)
 {
-    static const char *const banned[] = {"connection", "keep-alive", "proxy-connection",
-                                         "transfer-encoding", "upgrade"};
+    /* and sec-websocket-accept: a WebSocket's key has no use on a stream (RFC 8441 5) */
+    static const char *const banned[] = {"connection",        "keep-alive", "proxy-connection",
+                                         "transfer-encoding", "upgrade",    "sec-websocket-accept"};
     for (size_t i = 0; i < HD_ARRAY_SIZE(banned); i++)
         if (strlen(banned[i]) == len && memcmp(banned[i], name, len) == 0)
             return 1;

@@ -128,6 +128,8 @@ struct hd_h2_stream_s {
     unsigned is_dispatched : 1; /* the request went to its handler */
     unsigned is_drained : 1;    /* on h2->drained */
     unsigned is_ended : 1;      /* END_STREAM sent */
+    unsigned is_websocket : 1;  /* extended CONNECT, :protocol websocket (RFC 8441) */
+    unsigned is_protocol : 1;   /* a :protocol herald does not serve */
 };
 
 static inline const hd_conf_t *conf_of(const hd_http_t *h)

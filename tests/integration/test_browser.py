@@ -36,16 +36,16 @@ WAIT = 30.0
 class PageServer:
     """Serves page.html and collects the page's reports (POST /report/{kind})."""
 
-    def __init__(self):
+    def __init__(self, page=PAGE):
         self.reports = queue.Queue()
         reports = self.reports
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                if urllib.parse.urlsplit(self.path).path != "/page.html":
+                if urllib.parse.urlsplit(self.path).path != "/" + os.path.basename(page):
                     self.send_error(404)
                     return
-                with open(PAGE, "rb") as f:
+                with open(page, "rb") as f:
                     body = f.read()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -94,13 +94,13 @@ class PageServer:
 class Browser:
     """Headless chromium on one URL, in a process group of its own (killed by its id)."""
 
-    def __init__(self, url):
+    def __init__(self, url, extra_args=()):
         self.profile = tempfile.mkdtemp(prefix="herald-chromium-")
         self.log = open(os.path.join(self.profile, "chromium.log"), "w+b")
         argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                "--disable-extensions", "--user-data-dir=" + self.profile, url]
+                "--disable-extensions", "--user-data-dir=" + self.profile] + list(extra_args) + [url]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -93,14 +93,20 @@ class H2Client:
 
     def request(self, method, path, headers=(), body=None, end=True):
         sid = self.conn.get_next_available_stream_id()
-        hdrs = [(":method", method), (":path", path), (":scheme", "http"),
-                (":authority", "127.0.0.1")] + list(headers)
+        pseudo = [h for h in headers if h[0].startswith(":")]
+        hdrs = [(":method", method)] + pseudo + [(":path", path), (":scheme", "http"),
+                                                 (":authority", "127.0.0.1")]
+        hdrs += [h for h in headers if not h[0].startswith(":")]
         self.conn.send_headers(sid, hdrs, end_stream=end and body is None)
         if body is not None:
             self.send_body(sid, body, end=end)
         self.streams[sid] = Stream(sid)
         self.flush()
         return self.streams[sid]
+
+    def send(self, sid, data):
+        self.conn.send_data(sid, data)
+        self.flush()
 
     def send_body(self, sid, body, end=True):
         # Within the flow-control window herald gives (64 KiB per stream at first).
@@ -179,6 +185,43 @@ class H2Client:
         s = self.request(method, path, headers, body)
         self.until(lambda: s.ended or s.reset is not None, timeout, "response to " + path)
         return s
+
+
+def ws_frame(payload, opcode=1):
+    """A masked client WebSocket frame (RFC 6455 5.2)."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    else:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_frames(data):
+    """The complete server frames in data: [(opcode, payload)]."""
+    out, data = [], bytes(data)
+    while len(data) >= 2:
+        n, off = data[1] & 0x7F, 2
+        if n == 126:
+            n, off = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            n, off = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < off + n:
+            break
+        out.append((data[0] & 0x0F, data[off:off + n]))
+        data = data[off + n:]
+    return out
+
+
+def ws_connect(c, path, headers=()):
+    """Opens a WebSocket on a new stream of c (RFC 8441 extended CONNECT)."""
+    return c.request("CONNECT", path, [(":protocol", "websocket"),
+                                       ("sec-websocket-version", "13")] + list(headers),
+                     end=False)
 
 
 def metric(port, name):
@@ -309,6 +352,131 @@ class Http2Plain(hh.HeraldTestCase):
         self.assertIn("2000 succeeded, 0 failed, 0 errored", out.stdout, out.stdout)
         self.assertIn("status codes: 2000 2xx", out.stdout)
         print(re.search(r"finished in .*", out.stdout).group(0), file=sys.stderr)
+
+
+class Http2WebSocket(hh.HeraldTestCase):
+    """WebSocket over HTTP/2 (RFC 8441): CONNECT :protocol websocket, then WebSocket frames as
+    the stream's DATA; several WebSockets and other streams on one connection."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.h = cls.start_class_herald(conf={"ws_client_publish": "on"}, workers=1)
+
+    def test_websockets_share_a_connection(self):
+        with H2Client(self.h.port) as c:
+            raw = ws_connect(c, "/ws/wsh2")
+            js = ws_connect(c, "/ws", [("sec-websocket-protocol", "herald.v1")])
+            sse = c.request("GET", "/sse/wsh2")
+            c.until(lambda: raw.status == 200 and js.status == 200 and sse.status == 200,
+                    what="both WebSockets and the SSE stream open")
+            self.assertEqual(
+                c.settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL), 1)
+            self.assertNotIn("sec-websocket-accept", raw.headers)
+            self.assertNotIn("upgrade", raw.headers)
+            self.assertEqual(js.headers.get("sec-websocket-protocol"), "herald.v1")
+            c.send(js.sid, ws_frame('{"op":"subscribe","channel":"wsh2","ref":1}'))
+            c.until(lambda: any(b'"subscribed"' in p for _, p in ws_frames(js.data)),
+                    what="subscribed")
+            c.send(js.sid, ws_frame('{"op":"ping","ref":2}'))
+            c.until(lambda: any(b'"pong"' in p for _, p in ws_frames(js.data)), what="pong")
+            hh.publish(self.h.port, "wsh2", "to every stream")
+            c.until(lambda: ws_frames(raw.data) and sse_events(sse.data) and
+                    any(b'"message"' in p for _, p in ws_frames(js.data)),
+                    what="the message on the three streams")
+            self.assertEqual(ws_frames(raw.data), [(1, b"to every stream")])
+            # a frame from the client on /ws/{channel} is a publish (ws_client_publish)
+            c.send(raw.sid, ws_frame("from the h2 websocket"))
+            c.until(lambda: b"from the h2 websocket" in bytes(sse.data), what="client publish")
+            # the client closes one WebSocket: the server answers close and ends the stream
+            c.send(raw.sid, ws_frame(b"\x03\xe8bye", opcode=8))
+            c.until(lambda: raw.ended or raw.reset is not None, what="the stream's end")
+            self.assertIn(8, [op for op, _ in ws_frames(raw.data)])
+            # the other WebSocket on the connection goes on
+            c.send(js.sid, ws_frame('{"op":"ping","ref":3}'))
+            c.until(lambda: sum(b'"pong"' in p for _, p in ws_frames(js.data)) == 2,
+                    what="second pong")
+            self.assertEqual(hh.stats(self.h.port)["connections"]["websocket"], 1)
+        hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["websocket"] == 0)
+
+    def test_refusals(self):
+        with H2Client(self.h.port) as c:
+            s = c.request("CONNECT", "/ws/x", [(":protocol", "smtp")], end=False)
+            c.until(lambda: s.status or s.reset is not None, what="refusal")
+            self.assertEqual(s.status, 501)
+            s = ws_connect(c, "/ws/" + "x" * 200)  # a channel name past 128 characters
+            c.until(lambda: s.status or s.reset is not None, what="refusal")
+            self.assertEqual(s.status, 400)
+            self.assertEqual(c.get("/healthz").status, 200)
+
+
+class Http2Chromium(hh.HeraldTestCase):
+    """Headless Chromium: eight EventSources on one https origin (eight tabs of a site) all
+    receive over HTTP/2, where HTTP/1.1's six connections per host hold two back; and a
+    WebSocket on that origin goes over the same connection (RFC 8441)."""
+
+    PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "h2tabs.html")
+
+    def setUp(self):
+        import test_browser
+        self.tb = test_browser
+        hh.require_executable(test_browser.CHROMIUM, "chromium")
+        d = self.tmpdir()
+        self.crt, self.key = make_cert(d, "localhost", "tabs")
+        self.pages = test_browser.PageServer(page=self.PAGE)
+        self.addCleanup(self.pages.close)
+
+    def open_tabs(self, h, prefix, n, ws):
+        url = "http://127.0.0.1:%d/h2tabs.html?herald=https://127.0.0.1:%d&channel=%s&n=%d&ws=%d" % (
+            self.pages.port, h.tls_port, prefix, n, ws)
+        b = self.tb.Browser(url, extra_args=["--ignore-certificate-errors"])
+        self.addCleanup(b.close)
+        return b
+
+    def reports(self, kinds, until, timeout):
+        got = []
+        end = time.monotonic() + timeout
+        while not until(got) and time.monotonic() < end:
+            try:
+                got.append(self.pages.next(kinds, timeout=max(0.1, end - time.monotonic())))
+            except AssertionError:
+                break
+        return got
+
+    def start(self, **conf):
+        conf.update({"tls_certificate": self.crt, "tls_certificate_key": self.key,
+                     "cors_origins": "http://127.0.0.1:%d" % self.pages.port})
+        return self.start_herald(conf=conf, listens=("127.0.0.1:0", "127.0.0.1:0 tls"),
+                                 workers=1)
+
+    def test_eight_tabs_and_a_websocket_share_one_connection(self):
+        h = self.start()
+        b = self.open_tabs(h, "tab", 8, 1)
+        opens = self.reports(("open", "error"), lambda g: len([x for x in g if x[0] == "open"])
+                             == 9, 30)
+        opened = sorted((x[1]["transport"], x[1].get("tab", -1)) for x in opens
+                        if x[0] == "open")
+        self.assertEqual(opened, [("sse", i) for i in range(8)] + [("ws", -1)],
+                         "%r; chromium said:\n%s" % (opens, b.output()))
+        for i in range(8):
+            hh.publish(h.port, "tab-%d" % i, "to tab %d" % i)
+        hh.publish(h.port, "tab-ws", "to the websocket")
+        msgs = self.reports(("message",), lambda g: len(g) == 9, 20)
+        got = sorted((m[1]["transport"], m[1].get("tab", -1), m[1]["data"]) for m in msgs)
+        self.assertEqual(got, [("sse", i, "to tab %d" % i) for i in range(8)] +
+                         [("ws", -1, "to the websocket")])
+        m = hh.request(h.port, "GET", "/metrics")[2].decode()
+        # one connection carried the eight EventSources and the WebSocket as nine streams
+        self.assertIn("herald_http2_connections_total 1\n", m)
+        self.assertIn("herald_http2_streams_total 9\n", m)
+        st = hh.stats(h.port)["connections"]
+        self.assertEqual((st["sse"], st["websocket"]), (8, 1))
+
+    def test_over_http11_two_tabs_of_eight_wait(self):
+        """The control: HTTP/1.1 only (http2 off), Chromium opens six of the eight."""
+        h = self.start(http2="off")
+        b = self.open_tabs(h, "old", 8, 0)
+        opens = self.reports(("open",), lambda g: len(g) == 8, 6)
+        self.assertEqual(len(opens), 6, "%r; chromium said:\n%s" % (opens, b.output()))
 
 
 class Http2Tls(hh.HeraldTestCase):
