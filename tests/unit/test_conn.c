@@ -10,7 +10,9 @@
  * and hundreds of connections under random re-arms with the heap's invariants checked after
  * every step (hd_conn_census). The worker's mailbox against the output queue: mail that arrives
  * together (from another thread, or posted by the worker to itself, even from an I/O callback)
- * runs before anything is written, so its output leaves in one writev per connection.
+ * runs before anything is written, so its output leaves in one writev per connection. Streams
+ * (connections carried inside another, as HTTP/2's): their own queue, the carrier told of each
+ * send, finish and close, pieces taken by reference, timers, order in the worker's list.
  */
 #include "herald/conn.h"
 #include "herald/log.h"
@@ -640,6 +642,127 @@ static void test_timer_many(void)
     close_all();
 }
 
+/* ---- streams: connections carried inside another (HTTP/2 streams) ---- */
+
+typedef struct tcarrier_s {
+    hd_carrier_t carrier; /* first */
+    int n_output, n_finish, n_close;
+} tcarrier_t;
+
+static void tc_on_output(hd_conn_t *s)
+{
+    ((tcarrier_t *)s->carrier)->n_output++;
+}
+
+static void tc_on_finish(hd_conn_t *s)
+{
+    ((tcarrier_t *)s->carrier)->n_finish++;
+}
+
+static void tc_on_close(hd_conn_t *s)
+{
+    ((tcarrier_t *)s->carrier)->n_close++;
+}
+
+static const hd_carrier_ops_t tc_ops = {tc_on_output, tc_on_finish, tc_on_close};
+
+static tconn_t *open_stream(hd_conn_t *parent, tcarrier_t *tc)
+{
+    tc->carrier.ops = &tc_ops;
+    hd_conn_t *s = hd_conn_stream_new(parent, &tc->carrier);
+    T_TRUE(s->is_stream);
+    T_TRUE(n_conns < MAX_CONNS);
+    tconn_t *t = &conns[n_conns++];
+    memset(t, 0, sizeof(*t));
+    t->c = s;
+    t->fd = -1;
+    hd_conn_set_handler(s, &test_ops, t);
+    hd_conn_read_start(s); /* a stream only notes it */
+    return t;
+}
+
+static void note_order(hd_conn_t *c, void *arg)
+{
+    hd_conn_t **seen = arg;
+    for (int i = 0; i < 3; i++) {
+        if (!seen[i]) {
+            seen[i] = c;
+            return;
+        }
+    }
+}
+
+static void test_streams(void)
+{
+    tconn_t *p = open_conn();
+    hd_conn_t *pc = p->c;
+    tcarrier_t tc1 = {0}, tc2 = {0};
+    tconn_t *s1 = open_stream(pc, &tc1);
+    tconn_t *s2 = open_stream(pc, &tc2);
+    hd_conn_t *c1 = s1->c, *c2 = s2->c;
+    T_TRUE(c1->client.family == pc->client.family);
+    /* A walk meets a parent's streams before it (closing the parent cannot cut the walk). */
+    hd_conn_t *seen[3] = {NULL, NULL, NULL};
+    hd_conn_foreach(node.wk, note_order, seen);
+    T_TRUE(seen[0] == c1 && seen[1] == c2 && seen[2] == pc);
+
+    /* Output waits in the stream's own queue; the carrier hears of each send. */
+    T_EQ_INT(hd_conn_send_copy(c1, "abc", 3), 0);
+    T_EQ_INT(hd_conn_send_copy(c1, "def", 3), 0);
+    T_EQ_INT(tc1.n_output, 2);
+    T_EQ_INT(hd_conn_queued_bytes(c1), 6);
+    T_EQ_INT(hd_conn_queued_bytes(pc), 0);
+    hd_embedded_pump(&node, 2);
+    hd_embedded_buf_t got = {0};
+    T_EQ_INT(hd_embedded_read(p->fd, &got), 0); /* nothing reached the socket */
+
+    /* The carrier takes it in pieces, across slice boundaries, by reference. */
+    hd_conn_stream_take(c1, pc, 4);
+    T_EQ_INT(hd_conn_queued_bytes(c1), 2);
+    hd_conn_stream_drained(c1); /* not empty: no on_drain */
+    T_EQ_INT(s1->n_drain, 0);
+    hd_conn_stream_take(c1, pc, 2);
+    T_EQ_INT(hd_conn_queued_bytes(c1), 0);
+    hd_conn_stream_drained(c1);
+    T_EQ_INT(s1->n_drain, 1);
+    read_exactly(p->fd, &got, 6);
+    T_TRUE(memcmp(got.data, "abcdef", 6) == 0);
+    hd_embedded_buf_free(&got);
+
+    /* A stream's timer is the connection's: the worker's heap. */
+    hd_conn_set_timeout(c2, 5);
+    for (int i = 0; i < 200 && s2->n_timeout == 0; i++) {
+        hd_embedded_pump(&node, 1);
+        sleep_ms(1);
+    }
+    T_EQ_INT(s2->n_timeout, 1);
+
+    /* finish: the handler goes (on_close once), the carrier ends the stream; no more sends. */
+    T_EQ_INT(hd_conn_send_copy(c2, "zz", 2), 0);
+    hd_conn_finish(c2);
+    T_EQ_INT(s2->n_close, 1);
+    T_EQ_INT(tc2.n_finish, 1);
+    T_EQ_INT(hd_conn_send_copy(c2, "x", 1), UV_ECANCELED);
+    hd_conn_stream_take(c2, pc, 2); /* the carrier frames what was queued before */
+    hd_conn_close(c2);              /* the carrier's end: the stream is gone */
+    T_EQ_INT(tc2.n_close, 1);
+
+    /* close: the carrier hears it once, even if closed twice; freed in the flush pass. */
+    T_EQ_INT(hd_conn_send_copy(c1, "lost", 4), 0);
+    hd_conn_close(c1);
+    hd_conn_close(c1);
+    T_EQ_INT(tc1.n_close, 1);
+    T_EQ_INT(s1->n_close, 1);
+    hd_embedded_pump(&node, 2);
+    hd_conn_census_t census;
+    const char *why = NULL;
+    T_EQ_INT(hd_conn_census(node.wk, &census, &why), 0);
+    T_EQ_INT(census.conns, 1); /* the parent only */
+    read_exactly(p->fd, &got, 2);
+    hd_embedded_buf_free(&got);
+    close_all();
+}
+
 int main(void)
 {
     hd_log_set_level(HD_LOG_WARN);
@@ -651,6 +774,7 @@ int main(void)
     T_RUN(test_finish);
     T_RUN(test_close);
     T_RUN(test_identity);
+    T_RUN(test_streams);
     T_RUN(test_timer_order);
     T_RUN(test_timer_rearm);
     T_RUN(test_timer_default_close);
