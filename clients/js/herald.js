@@ -1008,6 +1008,8 @@ class SseTransport {
   end(info) {
     if (this.ended) return;
     this.stop();
+    // The stream's retry: holds for any reconnect after it, however the stream ended.
+    if (!info.hintMs && this.hintMs) info.hintMs = this.hintMs;
     this.c._tClose(this, info);
   }
 

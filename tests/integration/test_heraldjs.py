@@ -17,7 +17,9 @@ probes, token refreshes) from the page.
   fallback in the middle of a stream resumes from the last id; probing back up to WebSocket
   once the proxy passes upgrades again;
 - a network cut on every transport (the proxy killed and back): no fallback, nothing lost,
-  nothing duplicated; offline/online and page visibility;
+  nothing duplicated; offline/online and page visibility; history lost meanwhile: the gap
+  event on every transport; SSE's retry: honoured;
+- POST /admin/disconnect: not retried; tickets: a new one per connection;
 - auth: tokens from a provider, refreshed in place on /ws (no reconnect), by reconnecting on
   SSE; publishing over /ws and over HTTP with a token;
 - 1,000 real WebSocket clients (4 browser contexts of 250: chromium opens at most 255
@@ -234,8 +236,14 @@ class Proxy:
         self._run(cut())
 
     def close(self):
+        async def settle():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         try:
             self.down()
+            self._run(settle())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
@@ -548,6 +556,48 @@ class TestHeraldJs(hh.HeraldTestCase):
             evs = page.rec(t)["events"]
             self.assertFalse([e for e in evs if e["ev"] == "fallback"], evs)
             self.assertEqual({m["transport"] for m in page.rec(t)["msgs"]}, {t})
+
+    def test_gap_and_retry_hint(self):
+        """A client away longer than history lasts (history_size 3, 8 messages published
+        while the network is cut) gets the gap event on every transport, then exactly what
+        history still held. The SSE client waits at least the stream's retry: (sse_retry 1 s
+        plus herald's jitter) before reconnecting, though its own backoff is shorter."""
+        h = self.herald(history_size="3", sse_retry="1s")
+        proxy = self.proxy(h)
+        page = self.page(h)
+        names = ["websocket", "sse", "longpoll", "poll"]
+        for t in names:
+            page.make(t, "http://127.0.0.1:%d" % proxy.port,
+                      self.opts(transports=[t], backoffBase=100), ["gap-" + t])
+        for t in names:
+            self.wait_state(page, t, "open", t)
+        sent = self.publish_all(h.port, [("gap-" + t, "%s kept" % t) for t in names])
+        for t in names:
+            self.wait_msgs(page, t, 1)
+        marks = {t: len(page.rec(t)["events"]) for t in names}
+        proxy.down()
+        for t in names:
+            self.wait_state(page, t, "closed", t, after=marks[t])
+        lost = self.publish_all(h.port, [("gap-" + t, "%s away %d" % (t, i)) for t in names
+                                         for i in range(8)])
+        proxy.up()
+        for t in names:
+            self.wait_state(page, t, "open", t, after=marks[t])
+            mine = [s for s in sent if s[0] == "gap-" + t]
+            mine += [s for s in lost if s[0] == "gap-" + t][-3:]  # what history still holds
+            self.assert_exact(self.wait_msgs(page, t, 4), mine)
+            evs = page.rec(t)["events"][marks[t]:]
+            gaps = [e for e in evs if e["ev"] == "gap"]
+            self.assertEqual([g["channel"] for g in gaps], ["gap-" + t], evs)
+        # SSE: retry: was 1000-2000 ms; every reconnect waited at least that.
+        evs = [e for e in page.rec("sse")["events"][marks["sse"]:] if e["ev"] == "state"]
+        closed = [e for e in evs if e["state"] == "closed"]
+        self.assertTrue(closed)
+        for e in closed:
+            self.assertTrue(1000 <= e["hintMs"] <= 2000, e)
+        for a, b in zip(evs, evs[1:]):
+            if a["state"] == "closed" and b["state"] == "connecting":
+                self.assertGreaterEqual(b["t"] - a["t"], a["hintMs"] - 5, (a, b))
 
     def test_offline_online_and_hidden_page(self):
         h = self.herald()
