@@ -13,9 +13,9 @@ probes, token refreshes) from the page.
 
 - the file as served: bytes, Content-Type, ETag, 304, CORS, client_js off;
 - each transport alone (websocket, sse, longpoll, poll), two channels per client;
-- fallback: WebSocket blocked (Upgrade stripped) -> SSE; SSE buffered too -> long poll; a
-  fallback in the middle of a stream resumes from the last id; probing back up to WebSocket
-  once the proxy passes upgrades again;
+- fallback: WebSocket blocked (Upgrade stripped) -> SSE; SSE buffered too -> long poll; /sse
+  answered 502 -> long poll; a fallback in the middle of a stream resumes from the last id;
+  probing back up to WebSocket once the proxy passes upgrades again;
 - a network cut on every transport (the proxy killed and back): no fallback, nothing lost,
   nothing duplicated; offline/online and page visibility; history lost meanwhile: the gap
   event on every transport; SSE's retry: honoured;
@@ -190,9 +190,10 @@ class Page:
 
 class Proxy:
     """TCP proxy on 127.0.0.1 (asyncio, its own thread). Options, changeable at any time (they
-    apply to new connections): strip_upgrade drops Upgrade and makes Connection "close" (a proxy
-    that does not know WebSocket: herald answers the plain GET 426); buffer_sse holds every
-    /sse response until 1 MiB or its end (a buffering proxy). Either makes every request
+    apply to new connections): fail_sse answers /sse with that status itself; strip_upgrade
+    drops Upgrade and makes Connection "close" (a proxy that does not know WebSocket: herald
+    answers the plain GET 426); buffer_sse passes the head of every /sse response and holds its
+    body until 1 MiB or its end (a buffering proxy). Either makes every request
     Connection: close, so each connection carries one request the proxy sees. cut() resets
     every connection; down()/up() stop and restart listening on the same port. `accepts` keeps
     the time.monotonic() of every connection accepted."""
@@ -201,6 +202,7 @@ class Proxy:
         self.upstream = upstream
         self.strip_upgrade = False
         self.buffer_sse = False
+        self.fail_sse = 0  # a status to answer /sse with, instead of herald
         self.accepts = []
         self.conns = set()
         self.loop = asyncio.new_event_loop()
@@ -275,6 +277,15 @@ class Proxy:
         up_w = None
         try:
             head = await reader.readuntil(b"\r\n\r\n")
+            if self.fail_sse and head.split(b" ", 2)[1].startswith(b"/sse"):
+                body = b"proxy error"
+                # With a CORS header, so the page may read the status (else fetch only fails).
+                writer.write(b"HTTP/1.1 %d Proxy Says No\r\nContent-Type: text/plain\r\n"
+                             b"Access-Control-Allow-Origin: *\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                                 self.fail_sse, len(body), body))
+                await writer.drain()
+                return
             head, hold = self.rewrite(head)
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
             self.conns.add(up_w)
@@ -378,7 +389,8 @@ class TestHeraldJs(hh.HeraldTestCase):
             msgs = page.rec(name)["msgs"]
             return msgs if len(msgs) >= n else None
         try:
-            return wait_for(got, timeout=timeout, interval=0.1, what="%d messages on %s" % (n, name))
+            return wait_for(got, timeout=timeout, interval=0.1,
+                            what="%d messages on %s" % (n, name))
         except AssertionError as e:
             r = page.rec(name)
             raise AssertionError("%s; got %r; events %r; console:\n%s" % (
@@ -463,18 +475,22 @@ class TestHeraldJs(hh.HeraldTestCase):
           a probe finds WebSocket and the client moves back up, resuming;
         - "polling": Upgrade stripped and SSE bodies buffered: -> SSE -> long poll;
         - "mid": receiving over WebSocket when the proxy starts stripping and cuts: it falls
-          back to SSE and resumes from its last id: what was published meanwhile arrives once.
+          back to SSE and resumes from its last id: what was published meanwhile arrives once;
+        - "bad": Upgrade stripped and every /sse answered 502 by the proxy: -> long poll.
         """
         h = self.herald()
-        blocked, polling, mid = self.proxy(h), self.proxy(h), self.proxy(h)
+        blocked, polling, mid, bad = self.proxy(h), self.proxy(h), self.proxy(h), self.proxy(h)
         blocked.strip_upgrade = True
         polling.strip_upgrade = polling.buffer_sse = True
+        bad.strip_upgrade = True
+        bad.fail_sse = 502
         page = self.page(h)
         page.make("mid", "http://127.0.0.1:%d" % mid.port, self.opts(failuresBeforeFallback=1),
                   ["mid"])
         page.make("blocked", "http://127.0.0.1:%d" % blocked.port,
                   self.opts(probeInterval=1500, failuresBeforeFallback=2), ["fb"])
         page.make("polling", "http://127.0.0.1:%d" % polling.port, self.opts(), ["lp1", "lp2"])
+        page.make("bad", "http://127.0.0.1:%d" % bad.port, self.opts(), ["bad"])
 
         self.wait_state(page, "mid", "open", "websocket")
         self.wait_subscribers(h, "mid", 1)
@@ -506,6 +522,14 @@ class TestHeraldJs(hh.HeraldTestCase):
         self.wait_subscribers(h, "lp1", 1)
         sent_lp = self.publish_all(h.port, [("lp%d" % (1 + i % 2), "lp %d" % i) for i in range(6)])
 
+        self.wait_state(page, "bad", "open", "longpoll", timeout=30)
+        evs = page.rec("bad")["events"]
+        fb = [e for e in evs if e["ev"] == "fallback"]
+        self.assertEqual([(e["from"], e["to"], e["reason"]) for e in fb][1:],
+                         [("sse", "longpoll", "HTTP 502")], evs)
+        self.wait_subscribers(h, "bad", 1)
+        sent_bad = self.publish_all(h.port, [("bad", "bad %d" % i) for i in range(3)])
+
         self.wait_state(page, "blocked", "open", "websocket", after=n)
         sent_fb += self.publish_all(h.port, [("fb", "on ws %d" % i) for i in range(3)])
 
@@ -519,6 +543,7 @@ class TestHeraldJs(hh.HeraldTestCase):
         msgs = self.wait_msgs(page, "blocked", 6)
         self.assert_exact(msgs, sent_fb)
         self.assertEqual([m["transport"] for m in msgs[3:]], ["websocket"] * 3)
+        self.assert_exact(self.wait_msgs(page, "bad", 3), sent_bad)
         probes = [e for e in page.rec("blocked")["events"] if e["ev"] == "probe"]
         self.assertEqual(probes[-1], dict(probes[-1], transport="websocket", ok=True))
 
@@ -530,7 +555,8 @@ class TestHeraldJs(hh.HeraldTestCase):
         page = self.page(h)
         names = ["websocket", "sse", "longpoll", "poll"]
         for t in names:
-            page.make(t, "http://127.0.0.1:%d" % proxy.port, self.opts(transports=names[names.index(t):]),
+            page.make(t, "http://127.0.0.1:%d" % proxy.port,
+                      self.opts(transports=names[names.index(t):]),
                       ["cut-" + t])
         for t in names:
             self.wait_state(page, t, "open", t)
@@ -652,9 +678,11 @@ class TestHeraldJs(hh.HeraldTestCase):
         # Publish from the page over each client's path: /ws publish, and HTTP with the token.
         for name in ("ws", "sse"):
             r = page.eval("""async ([n, ch]) => { const out = [];
-                for (let i = 0; i < 3; i++) out.push((await clients[n].h.publish(ch, n + " from page " + i)).id);
+                for (let i = 0; i < 3; i++)
+                  out.push((await clients[n].h.publish(ch, n + " from page " + i)).id);
                 return out; }""", [name, "pub:" + name])
-            sent[name] += [("pub:" + name, i, "%s from page %d" % (name, k)) for k, i in enumerate(r)]
+            sent[name] += [("pub:" + name, i, "%s from page %d" % (name, k))
+                           for k, i in enumerate(r)]
         # Refreshes come every 1-2 s; go through at least two while publishing.
         deadline = time.monotonic() + 4.5
         k = 0
@@ -673,7 +701,8 @@ class TestHeraldJs(hh.HeraldTestCase):
         ws_states = [e["state"] for e in page.rec("ws")["events"] if e["ev"] == "state"]
         self.assertEqual(ws_states, ["connecting", "open"], "the /ws refresh must not reconnect")
         # Publishing where the token grants nothing is refused with herald's code.
-        err = page.eval("""async () => { try { await clients.ws.h.publish("other", "x"); return null; }
+        err = page.eval("""async () => {
+                          try { await clients.ws.h.publish("other", "x"); return null; }
                           catch (e) { return e.code; } }""")
         self.assertEqual(err, "forbidden")
 
@@ -754,13 +783,15 @@ class TestHeraldJs(hh.HeraldTestCase):
         base = 2000
         url = "http://127.0.0.1:%d" % proxy.port
         pages = [self.page(h) for _ in range(n_ctx)]
-        make = """([url, opts, per]) => { for (let i = 0; i < per; i++) make("j" + i, url, opts, ["jitter"]);
+        make = """([url, opts, per]) => {
+                    for (let i = 0; i < per; i++) make("j" + i, url, opts, ["jitter"]);
                                          return true; }"""
         opts = self.opts(transports=["websocket"], backoffBase=base, backoffCap=base,
                          connectTimeout=15000)
         for p in pages:
             p.eval(make, [url, opts, per])
-        count_open = """() => { let n = 0; for (const k in clients) if (clients[k].h.state === "open") n++;
+        count_open = """() => { let n = 0;
+                        for (const k in clients) if (clients[k].h.state === "open") n++;
                                 return n; }"""
         def all_open():
             return sum(p.eval(count_open) for p in pages) == n_ctx * per
@@ -776,7 +807,8 @@ class TestHeraldJs(hh.HeraldTestCase):
         delays = []
         for p in pages:
             delays += p.eval("""() => { const out = [];
-                for (const k in clients) { const ev = clients[k].rec.events.filter((e) => e.ev === "state");
+                for (const k in clients) {
+                  const ev = clients[k].rec.events.filter((e) => e.ev === "state");
                   const closed = ev.findIndex((e) => e.state === "closed");
                   const again = ev.findIndex((e, i) => i > closed && e.state === "connecting");
                   out.push(ev[again].t - ev[closed].t); }

@@ -49,7 +49,8 @@ async function main() {
       } else if (req.op === "eval") {
         const { page } = pages[req.page];
         value = await page.evaluate(
-          ([expr, arg]) => (0, eval)("(" + expr + ")")(arg), [req.expr, req.arg === undefined ? null : req.arg]);
+          ([expr, arg]) => (0, eval)("(" + expr + ")")(arg),
+          [req.expr, req.arg === undefined ? null : req.arg]);
       } else if (req.op === "closepage") {
         const p = pages[req.page];
         if (p && p.ctx) await p.ctx.close();
