@@ -42,6 +42,8 @@ export interface HeraldOptions {
   pollInterval?: number;
   /** ms; disconnect once the page has been hidden this long (reconnect when visible); 0 = never. Default 0. */
   hiddenTimeout?: number;
+  /** ms; typing() sends at most one notice per channel this often. Default 3000. */
+  typingInterval?: number;
   /** A fetch() to use instead of the global one. */
   fetch?: typeof fetch | null;
   /** A WebSocket constructor to use instead of the global one. */
@@ -70,6 +72,9 @@ export interface SubscribeOptions {
   since?: string;
   /** Parse each payload as JSON (a payload that is not JSON is an "error" event). */
   json?: boolean;
+  /** Ask for the channel's join and leave events (the channel's rule has presence=on). Over
+   * SSE only when every channel of the stream asks; polls get none. */
+  presence?: boolean;
 }
 
 export interface Subscription {
@@ -82,6 +87,8 @@ export interface PublishOptions {
   type?: string;
   /** Makes a retried publish safe (the first publish with the key wins). */
   idempotencyKey?: string;
+  /** Live only: no id, never stored (docs/chat.md); WebSocket transport only. */
+  ephemeral?: boolean;
 }
 
 export type HeraldState = "connecting" | "open" | "closed";
@@ -104,8 +111,20 @@ export interface StateEvent {
 export interface FallbackEvent { from: TransportName; to: TransportName; reason: string; }
 export interface GapEvent { channel: string; reason: string; transport: TransportName; }
 export interface ProbeEvent { transport: TransportName; ok: boolean; }
+/** A reconnect was scheduled: in `delay` ms (the n-th since the last open is `attempt`). */
+export interface BackoffEvent { delay: number; attempt: number; transport: TransportName | null; }
 export interface RefreshEvent { transport: TransportName; reason: string; }
 export interface ErrorEvent { code?: string; error?: string; channel?: string; id?: string; }
+export interface PresenceMember { sub?: string; info?: Record<string, unknown>; conns: string[]; }
+export interface PresencePage { channel: string; count: number; members: PresenceMember[]; next: string | null; }
+export interface PresenceEvent {
+  channel: string;
+  /** {sub, info} of a member with a token; null for an anonymous one (named by conn). */
+  member: { sub?: string; info?: Record<string, unknown> } | null;
+  conn: string;
+  transport: TransportName;
+}
+export interface TypingEvent { channel: string; publisher: { sub?: string; info?: Record<string, unknown> } | null; }
 export interface DisconnectedEvent { transport: TransportName; code: string; reason: string; }
 
 export interface HeraldEvents {
@@ -117,9 +136,16 @@ export interface HeraldEvents {
   closed: StateEvent;
   fallback: FallbackEvent;
   probe: ProbeEvent;
+  backoff: BackoffEvent;
   refresh: RefreshEvent;
   /** The operator disconnected this client (POST /admin/disconnect): it does not reconnect by itself. */
   disconnected: DisconnectedEvent;
+  join: PresenceEvent;
+  leave: PresenceEvent;
+  /** An ephemeral message (no id) on a subscribed channel. */
+  ephemeral: Omit<HeraldMessage<any>, "id">;
+  /** An ephemeral {"typing": true} (what typing() sends). */
+  typing: TypingEvent;
   error: ErrorEvent;
 }
 
@@ -147,7 +173,12 @@ export declare class Herald {
   unsubscribe(channel: string, handler?: (message: HeraldMessage<any>) => void): void;
   /** The id to resume channel from later, or null. */
   position(channel: string): string | null;
-  publish(channel: string, data: unknown, options?: PublishOptions): Promise<{ channel: string; id: string }>;
+  publish(channel: string, data: unknown, options?: PublishOptions):
+    Promise<{ channel: string; id?: string; ephemeral?: boolean }>;
+  /** A page of the channel's presence members (WebSocket transport only). */
+  presence(channel: string, options?: { limit?: number; cursor?: string }): Promise<PresencePage>;
+  /** Sends an ephemeral {"typing": true}, at most once per typingInterval; false when not sent. */
+  typing(channel: string): Promise<boolean>;
   on<K extends keyof HeraldEvents>(event: K, fn: (ev: HeraldEvents[K]) => void): () => void;
   off<K extends keyof HeraldEvents>(event: K, fn: (ev: HeraldEvents[K]) => void): void;
 }

@@ -36,6 +36,7 @@ const DEFAULTS = {
   longpollTimeout: 25, // s: how long herald holds a long poll
   pollInterval: 3000, // ms: short poll period per channel
   hiddenTimeout: 0, // ms: disconnect after the page has been hidden this long; 0 = never
+  typingInterval: 3000, // ms: typing() sends at most one notice per channel this often
   fetch: null, // a fetch() to use (tests); default globalThis.fetch
   WebSocket: null, // a WebSocket constructor to use; default globalThis.WebSocket
 };
@@ -147,12 +148,14 @@ export class Herald {
   }
 
   // Subscribes to channel; handler(message) gets each message of it. options.since resumes
-  // after an id; options.json parses each payload as JSON. Returns {channel, unsubscribe()}.
+  // after an id; options.json parses each payload as JSON; options.presence asks for the
+  // channel's join and leave events (a channel with presence=on). Returns
+  // {channel, unsubscribe()}.
   subscribe(channel, handler, options = {}) {
     let ch = this._channels.get(channel);
     if (!ch) {
       ch = { name: channel, pos: options.since || null, seen: options.since || null,
-             handlers: new Set(), json: !!options.json };
+             handlers: new Set(), json: !!options.json, presence: !!options.presence };
       this._channels.set(channel, ch);
       if (this._t) this._t.add(ch);
     }
@@ -184,6 +187,12 @@ export class Herald {
   // else POST /pub/{channel} with the token. Resolves {channel, id}; rejects an Error whose
   // .code is herald's (forbidden, rate_limited, ...) and .status the HTTP status.
   async publish(channel, data, options = {}) {
+    if (options.ephemeral) {
+      // Live only, no id (docs/chat.md): herald takes these on /ws only.
+      if (!(this._t && this._t.name === "websocket" && this._t.isOpen()))
+        throw herror("ephemeral messages need the WebSocket transport", "not_websocket");
+      return this._t.publish(channel, data, options);
+    }
     if (this._t && this._t.name === "websocket" && this._t.isOpen() && !this._wsPublishOff) {
       try {
         return await this._t.publish(channel, data, options);
@@ -212,8 +221,45 @@ export class Herald {
     return { channel: j.channel, id: j.id };
   }
 
+  // A page of channel's presence members over /ws: resolves {count, members, next}
+  // (options.limit 1-1000, options.cursor = a previous answer's next). Join and leave events
+  // are never replayed: after a reconnect ("open"), ask again.
+  presence(channel, options = {}) {
+    if (!(this._t && this._t.name === "websocket" && this._t.isOpen()))
+      return Promise.reject(herror("presence snapshots need the WebSocket transport", "not_websocket"));
+    return this._t.request({ op: "presence", channel, limit: options.limit, cursor: options.cursor });
+  }
+
+  // Tells channel "I am typing": an ephemeral {"typing":true}, at most one per
+  // typingInterval; receivers get a "typing" event. Resolves false when throttled or when
+  // not on WebSocket (typing is best effort), true when sent.
+  async typing(channel) {
+    const now = Date.now();
+    this._typed = this._typed || new Map();
+    if (now - (this._typed.get(channel) || 0) < this.options.typingInterval) return false;
+    if (!(this._t && this._t.name === "websocket" && this._t.isOpen())) return false;
+    this._typed.set(channel, now);
+    await this.publish(channel, { typing: true }, { ephemeral: true });
+    return true;
+  }
+
+  // An ephemeral message, a join or a leave from a transport (no id: nothing to resume).
+  _tLive(t, kind, o) {
+    if (t !== this._t || !this._channels.has(o.channel)) return;
+    if (kind === "ephemeral") {
+      const m = fromObject(o, t.name);
+      delete m.id;
+      this._emit("ephemeral", m);
+      if (o.data && typeof o.data === "object" && o.data.typing === true)
+        this._emit("typing", { channel: o.channel, publisher: o.publisher || null });
+      return;
+    }
+    this._emit(kind, { channel: o.channel, member: o.member || null, conn: o.conn, transport: t.name });
+  }
+
   // on(event, fn): "message", "gap", "state", "connecting", "open", "closed", "fallback",
-  // "probe", "refresh", "disconnected", "error". Returns a function that removes fn.
+  // "probe", "backoff", "refresh", "disconnected", "join", "leave", "ephemeral", "typing", "error".
+  // Returns a function that removes fn.
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(fn);
@@ -334,8 +380,8 @@ export class Herald {
     this._clearTimer();
     const o = this.options;
     const delay = Math.max(hintMs || 0, fullJitter(this._attempt, o.backoffBase, o.backoffCap));
+    this._emit("backoff", { delay, attempt: this._attempt, transport: this.transport });
     this._attempt++;
-    this._nextDelay = delay;
     this._timer = setTimeout(() => {
       this._timer = null;
       this._open("reconnect");
@@ -610,9 +656,10 @@ function wsUrl(base, cred) {
   return u.href;
 }
 
-function sseUrl(base, channels, cred, lastId) {
+function sseUrl(base, channels, cred, lastId, presence) {
   const q = new URLSearchParams();
   for (const c of channels) q.append("channel", c);
+  if (presence) q.set("presence", "1");
   if (cred && cred.value) q.set(cred.param, cred.value);
   if (lastId) q.set("last_event_id", lastId);
   return base + "/sse?" + q;
@@ -685,6 +732,7 @@ class WsTransport {
   sendSubscribe(ch) {
     const req = { op: "subscribe", channel: ch.name, ref: "s:" + ch.name };
     if (ch.pos) req.since = ch.pos;
+    if (ch.presence) req.presence = true;
     this.pending.add(ch.name);
     this.send(req);
   }
@@ -703,10 +751,20 @@ class WsTransport {
     this.send({ op: "refresh", token, ref: "refresh" });
   }
 
+  // Sends req with a ref; resolves the reply (rejects an error reply).
+  request(req) {
+    return new Promise((resolve, reject) => {
+      const ref = this.nextRef++;
+      this.refs.set(ref, { resolve, reject, raw: true });
+      this.send(Object.assign({}, req, { ref }));
+    });
+  }
+
   publish(channel, data, options) {
     return new Promise((resolve, reject) => {
       const ref = this.nextRef++;
       const req = { op: "publish", channel, ref };
+      if (options.ephemeral) req.ephemeral = true;
       if (typeof data === "string" || !(data instanceof ArrayBuffer || ArrayBuffer.isView(data))) req.data = data;
       else {
         reject(herror("binary publish needs HTTP: close the WebSocket transport or use fetch", "bad_data"));
@@ -751,10 +809,23 @@ class WsTransport {
       const p = this.refs.get(m.ref);
       if (p) {
         this.refs.delete(m.ref);
-        p.resolve({ channel: m.channel, id: m.id });
+        p.resolve(m.ephemeral ? { channel: m.channel, ephemeral: true } : { channel: m.channel, id: m.id });
       }
       break;
     }
+    case "presence": {
+      const p = this.refs.get(m.ref);
+      if (p) {
+        this.refs.delete(m.ref);
+        p.resolve({ channel: m.channel, count: m.count, members: m.members || [], next: m.next || null });
+      }
+      break;
+    }
+    case "join":
+    case "leave":
+    case "ephemeral":
+      c._tLive(this, m.type, m);
+      break;
     case "unsubscribed":
       if (m.code) c._emit("error", { channel: m.channel, code: m.code, error: m.error });
       break;
@@ -839,7 +910,10 @@ class SseTransport {
         if (cred) cred.spent = true;
         // The positions are read now, after any wait for a ticket.
         const lastId = minId(chans.map((ch) => ch.pos));
-        return this.c._fetch(sseUrl(this.c.url, chans.map((ch) => ch.name), cred, lastId),
+        // herald asks every channel of a stream with ?presence=1 to have presence: ask only
+        // when every subscription wants it.
+        const presence = chans.every((ch) => ch.presence);
+        return this.c._fetch(sseUrl(this.c.url, chans.map((ch) => ch.name), cred, lastId, presence),
                              { cache: "no-store", signal: ctl.signal, headers: { Accept: "text/event-stream" } });
       })
       .then((res) => res && this.onResponse(res, ctl))
@@ -951,6 +1025,16 @@ class SseTransport {
     }
     if (ev.event === "herald-expired") {
       this.end({ opened: true, refresh: true, reason: "token expired" });
+      return;
+    }
+    if (ev.event === "herald-join" || ev.event === "herald-leave" || ev.event === "herald-ephemeral") {
+      let o;
+      try {
+        o = JSON.parse(data);
+      } catch (e) {
+        return;
+      }
+      c._tLive(this, ev.event.slice(7), o);
       return;
     }
     if (ev.event === "herald-revoked" || ev.event === "herald-disconnected") {
