@@ -105,7 +105,29 @@ typedef struct target_s {
 #define MAX_PIDS    8
 
 /* Scenarios, in main.c's table order. */
-enum { SC_FANOUT = 0, SC_IDLE, SC_CONNECT, SC_PUBLISH, SC_FLOOR, SC_NOTIFY, SC_CHAT, SC_KICK };
+enum {
+    SC_FANOUT = 0,
+    SC_IDLE,
+    SC_CONNECT,
+    SC_PUBLISH,
+    SC_FLOOR,
+    SC_NOTIFY,
+    SC_CHAT,
+    SC_KICK,
+    SC_SOAK
+};
+
+/* The soak's own options (soak.h describes the scenario). */
+typedef struct soak_opts_s {
+    double interval_s, warmup_s;
+    uint32_t churn;    /* subscribers closed (and resumed) per second */
+    uint32_t hot_subs; /* subscribers of the hot channel; half of its ws/sse ones read slowly */
+    double hot_rate;   /* messages per second on the hot channel */
+    uint32_t hot_size; /* payload bytes on the hot channel */
+    double rss_tol_pct, rss_tol_mib;
+    uint32_t fd_tol;
+    char out[200]; /* PREFIX: PREFIX.csv, PREFIX.json, PREFIX.svg */
+} soak_opts_t;
 
 #define BENCH_TOKEN_MAX 4096 /* --token: bytes of a connection token */
 
@@ -135,6 +157,7 @@ typedef struct opts_s {
     /* "Authorization: Bearer TOKEN\r\n" (--token): a connection token every subscriber sends
      * with its handshake or request, or "" */
     char sub_auth[BENCH_TOKEN_MAX + 32];
+    soak_opts_t soak;
 } opts_t;
 
 /* Channel name of channel index ch: "<prefix>-<ch>". */
@@ -207,6 +230,7 @@ struct bconn_s {
     unsigned is_closing : 1;
     unsigned is_up : 1;
     unsigned is_ready : 1; /* set by the user: passed back to on_closed */
+    uint32_t read_max;     /* set by the user after connecting: bytes per read (0: 64 KiB) */
 };
 
 /* Opens a connection to tg from source address number src (127.1.x.y on loopback). Returns 0 or a
@@ -214,10 +238,16 @@ struct bconn_s {
 int bconn_connect(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
                   const bconn_ops_t *ops);
 /* Queues n bytes (copied when they cannot be written at once). */
+/* The same with a receive buffer of rcvbuf bytes (SO_RCVBUF; 0: the kernel's default). */
+int bconn_connect_rcvbuf(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
+                         const bconn_ops_t *ops, int rcvbuf);
 void bconn_write(bconn_t *c, const char *p, size_t n);
 /* Closes; on_closed(cause) runs from the close callback. cause -1: a clean close. */
 void bconn_close(bconn_t *c, int cause);
 uint64_t bconn_pending(const bconn_t *c);
+/* Stops reading (a slow consumer: the server's queue grows) and starts again. */
+void bconn_read_pause(bconn_t *c);
+void bconn_read_resume(bconn_t *c);
 
 /* ---- shared memory between the parent and its client processes ---- */
 
@@ -295,6 +325,13 @@ void pubset_stats(const pubset_t *ps, uint64_t *ok, uint64_t *err, uint64_t *las
 /* HTTP requests answered (with --batch, fewer than the messages). */
 uint64_t pubset_requests(const pubset_t *ps);
 void pubset_close(pubset_t *ps);
+/* Calls cb once per message answered (status: the HTTP status, or 0 when the publisher gave
+ * up on it), with the answer's body for a single publish (NULL for a batch item). */
+typedef void (*pubset_answer_cb)(void *arg, uint32_t ch, uint64_t seq, int status, const char *body,
+                                 size_t n);
+void pubset_on_answer(pubset_t *ps, pubset_answer_cb cb, void *arg);
+/* Single publishes (not --batch) to channel ch carry size-byte payloads instead of --size. */
+void pubset_channel_size(pubset_t *ps, uint32_t ch, uint32_t size);
 
 /* ---- scenarios ---- */
 
@@ -306,6 +343,7 @@ int run_connect(opts_t *o);
 int run_publish(opts_t *o);
 int run_floor(opts_t *o);
 int run_kick(opts_t *o);
+int run_soak(opts_t *o);
 /* The fan-out core shared by fanout and floor: floor_pid is the bench's own server, or 0. */
 int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title);
 /* Server CPU and memory rows: CPU between samples a and b, per `per` units of per_what. */

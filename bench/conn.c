@@ -64,9 +64,10 @@ typedef struct wreq_s {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    (void)h;
+    const bconn_t *c = (const bconn_t *)h;
     (void)hint;
-    *buf = uv_buf_init(read_buf, sizeof(read_buf));
+    size_t n = c->read_max && c->read_max < sizeof(read_buf) ? c->read_max : sizeof(read_buf);
+    *buf = uv_buf_init(read_buf, (unsigned)n);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -186,12 +187,20 @@ static void on_connected(uv_connect_t *req, int status)
 int bconn_connect(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
                   const bconn_ops_t *ops)
 {
+    return bconn_connect_rcvbuf(c, loop, tg, src, ops, 0);
+}
+
+int bconn_connect_rcvbuf(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
+                         const bconn_ops_t *ops, int rcvbuf)
+{
     memset(c, 0, sizeof(*c));
     c->ops = ops;
     c->cause = -1;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return errno == EMFILE || errno == ENFILE ? CE_FILES : CE_OTHER;
+    if (rcvbuf > 0) /* before connecting: the window offered in the handshake follows it */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (tg->is_loopback) {
         int one = 1;
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
@@ -261,6 +270,18 @@ void bconn_close(bconn_t *c, int cause)
     c->is_closing = 1;
     c->cause = cause;
     uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+}
+
+void bconn_read_pause(bconn_t *c)
+{
+    if (c->is_up && !c->is_closing)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void bconn_read_resume(bconn_t *c)
+{
+    if (c->is_up && !c->is_closing)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 uint64_t bconn_pending(const bconn_t *c)

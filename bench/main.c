@@ -58,6 +58,14 @@ static const char usage[] =
     "            then one POST /admin/disconnect {\"channel\":..} (--key: the admin key):\n"
     "            when the answer came, when the last connection ended, and the percentiles\n"
     "            of each connection's end after the order (issue 10: all under 1 s).\n"
+    "  soak      hold S connections (default 15,000) for D (default 10m) over all four\n"
+    "            transports (subscriber i: ws, sse, long poll, poll by i % 4), R msg/s over C\n"
+    "            channels (defaults 100, 500) plus a hot channel with slow consumers, --churn\n"
+    "            subscribers closed per second, each resuming from its last id; checks that\n"
+    "            every acknowledged message reached every subscriber once, in order, and that\n"
+    "            herald's RSS and open files stay flat after --warmup. Needs --server-pid. A row\n"
+    "            every --interval (RSS, fds, CPU, live, delivered, lost/dup, p99); with --out P,\n"
+    "            P.csv, P.json and P.svg. bench/soak.sh runs herald (and Redis) for it.\n"
     "\n"
     "Target:\n"
     "  --url URL            http://, https://, ws:// or wss:// host:port (default\n"
@@ -111,6 +119,22 @@ static const char usage[] =
     "      --batch N        publish: N messages per request, a JSON array to herald's POST /pub\n"
     "                       (nchan has no batch publish)                   (default 1: POST "
     "/pub/CH)\n"
+    "\n"
+    "Soak:\n"
+    "      --interval T     time between samples                           (default 10s)\n"
+    "      --warmup T       publishing time before the leak check's baseline (default D/5,\n"
+    "                       at most 2m)\n"
+    "      --churn N        subscribers closed per second, back 0.1-1 s later from their last\n"
+    "                       id                                             (default 100)\n"
+    "      --hot-subs N     ws and sse subscribers of the hot channel (among subscribers\n"
+    "                       0..2N-1); half of them are slow consumers: a 4 KiB receive buffer,\n"
+    "                       512 bytes read per 500 ms                      (default 40)\n"
+    "      --hot-rate R     messages per second on the hot channel         (default 50)\n"
+    "      --hot-size N     payload bytes on the hot channel               (default 4096)\n"
+    "      --rss-tolerance P    RSS growth allowed after the warm-up, percent (default 10)\n"
+    "      --rss-tolerance-mib M  ... or M MiB, whichever is larger        (default 16)\n"
+    "      --fd-tolerance N     open-file growth allowed after the warm-up  (default 200)\n"
+    "      --out PREFIX     write PREFIX.csv (as it goes), PREFIX.json, PREFIX.svg\n"
     "\n"
     "Machine limits:\n"
     "      --per-proc N     sockets per client process (the open-file limit is per process;\n"
@@ -253,6 +277,16 @@ enum {
     O_PREFIX,
     O_KEY,
     O_TOKEN,
+    O_INTERVAL,
+    O_WARMUP,
+    O_CHURN,
+    O_HOTSUBS,
+    O_HOTRATE,
+    O_HOTSIZE,
+    O_RSSTOL,
+    O_RSSTOLMIB,
+    O_FDTOL,
+    O_OUT,
 };
 
 static const struct option long_opts[] = {
@@ -287,6 +321,16 @@ static const struct option long_opts[] = {
     {"prefix", required_argument, NULL, O_PREFIX},
     {"key", required_argument, NULL, O_KEY},
     {"token", required_argument, NULL, O_TOKEN},
+    {"interval", required_argument, NULL, O_INTERVAL},
+    {"warmup", required_argument, NULL, O_WARMUP},
+    {"churn", required_argument, NULL, O_CHURN},
+    {"hot-subs", required_argument, NULL, O_HOTSUBS},
+    {"hot-rate", required_argument, NULL, O_HOTRATE},
+    {"hot-size", required_argument, NULL, O_HOTSIZE},
+    {"rss-tolerance", required_argument, NULL, O_RSSTOL},
+    {"rss-tolerance-mib", required_argument, NULL, O_RSSTOLMIB},
+    {"fd-tolerance", required_argument, NULL, O_FDTOL},
+    {"out", required_argument, NULL, O_OUT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -298,15 +342,15 @@ int main(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    static const char *const scenarios[] = {"fanout", "idle",   "connect", "publish",
-                                            "floor",  "notify", "chat",    "kick"};
+    static const char *const scenarios[] = {"fanout", "idle", "connect", "publish", "floor",
+                                            "notify", "chat", "kick",    "soak"};
     int sc = -1;
     for (int i = 0; i < (int)(sizeof(scenarios) / sizeof(scenarios[0])); i++)
         if (strcmp(argv[1], scenarios[i]) == 0)
             sc = i;
     if (sc < 0)
-        bad("unknown scenario \"%s\" (fanout, idle, connect, publish, floor, notify, chat or "
-            "kick)",
+        bad("unknown scenario \"%s\" (fanout, idle, connect, publish, floor, notify, chat, "
+            "kick or soak)",
             argv[1]);
 
     opts_t o;
@@ -334,6 +378,27 @@ int main(int argc, char **argv)
     o.is_tty = isatty(2);
     snprintf(o.prefix, sizeof(o.prefix), "hb%x%x", (unsigned)getpid(),
              (unsigned)(time(NULL) & 0xffffff));
+    if (sc == SC_SOAK) {
+        o.subscribers = 15000;
+        o.channels = 500;
+        o.publishers = 4;
+        o.pipeline = 4;
+        o.size = 128;
+        o.duration_s = 600;
+        o.drain_s = 15;
+        o.settle_s = 2;
+        o.procs = 2;
+        o.poll_interval_ms = 2000;
+        o.soak.interval_s = 10;
+        o.soak.churn = 100;
+        o.soak.hot_subs = 40;
+        o.soak.hot_rate = 50;
+        o.soak.hot_size = 4096;
+        o.soak.rss_tol_pct = 10;
+        o.soak.rss_tol_mib = 16;
+        o.soak.fd_tol = 200;
+        o.soak.warmup_s = -1;
+    }
     parse_url(&o.tg, "http://127.0.0.1:8080");
     int have_rate = 0, have_transport = 0, have_channels = 0, have_publishers = 0;
 
@@ -465,6 +530,40 @@ int main(int argc, char **argv)
             snprintf(o.sub_auth, sizeof(o.sub_auth), "Authorization: Bearer %s\r\n", optarg);
             break;
         }
+        case O_INTERVAL:
+            o.soak.interval_s = parse_dur("--interval", optarg, 3600);
+            if (o.soak.interval_s < 0.5)
+                bad("--interval: at least 500ms");
+            break;
+        case O_WARMUP:
+            o.soak.warmup_s = parse_dur("--warmup", optarg, 3600);
+            break;
+        case O_CHURN:
+            o.soak.churn = parse_u32("--churn", optarg, 0, 100000);
+            break;
+        case O_HOTSUBS:
+            o.soak.hot_subs = parse_u32("--hot-subs", optarg, 0, 1000000);
+            break;
+        case O_HOTRATE:
+            o.soak.hot_rate = parse_num("--hot-rate", optarg, 0, 100000);
+            break;
+        case O_HOTSIZE:
+            o.soak.hot_size = parse_u32("--hot-size", optarg, PAYLOAD_MIN, 1 << 20);
+            break;
+        case O_RSSTOL:
+            o.soak.rss_tol_pct = parse_num("--rss-tolerance", optarg, 0, 1000);
+            break;
+        case O_RSSTOLMIB:
+            o.soak.rss_tol_mib = parse_num("--rss-tolerance-mib", optarg, 0, 100000);
+            break;
+        case O_FDTOL:
+            o.soak.fd_tol = parse_u32("--fd-tolerance", optarg, 0, 10000000);
+            break;
+        case O_OUT:
+            if (strlen(optarg) >= sizeof(o.soak.out) - 8)
+                bad("--out: at most %zu characters", sizeof(o.soak.out) - 8);
+            snprintf(o.soak.out, sizeof(o.soak.out), "%s", optarg);
+            break;
         case 'h':
             fputs(usage, stdout);
             return 0;
@@ -488,6 +587,29 @@ int main(int argc, char **argv)
             bad("--url: mix of loopback and other addresses");
 
     /* scenario-specific checks */
+    if (sc != SC_SOAK && (o.soak.out[0]))
+        bad("--out applies to the soak scenario only");
+    if (sc == SC_SOAK) {
+        if (o.tg.kind != TG_HERALD)
+            bad("soak: herald only (it resumes with herald's ids)");
+        if (o.n_tgs > 1)
+            bad("soak: one --url only");
+        if (have_transport)
+            bad("soak: every transport is used (subscriber i: ws, sse, long poll, poll by i %% 4)");
+        if (!o.server_pid)
+            bad("soak: --server-pid is needed (herald's RSS and open files are the point)");
+        if ((uint64_t)o.soak.hot_subs * 2 > o.subscribers)
+            bad("--hot-subs (%u) is more than half of --subscribers (%u)", o.soak.hot_subs,
+                o.subscribers);
+        if (o.soak.warmup_s < 0)
+            o.soak.warmup_s = o.duration_s / 5 < 120 ? o.duration_s / 5 : 120;
+        if (o.soak.warmup_s >= o.duration_s)
+            bad("--warmup must be shorter than --duration");
+        if (o.rate * o.duration_s / o.channels > 16e6 || o.soak.hot_rate * o.duration_s > 16e6)
+            bad("soak: over 16 million messages on a channel");
+        if (o.rate <= 0)
+            bad("--rate must be above 0 for soak");
+    }
     if (o.n_tgs > 1 && (sc == SC_FLOOR || sc == SC_IDLE || sc == SC_CONNECT))
         bad("%s: one --url only (several nodes apply to fanout, notify, chat and publish)",
             o.scenario);
@@ -578,6 +700,8 @@ int main(int argc, char **argv)
         return run_chat(&o);
     case SC_KICK:
         return run_kick(&o);
+    case SC_SOAK:
+        return run_soak(&o);
     default:
         return run_floor(&o);
     }

@@ -95,6 +95,8 @@ typedef struct publisher_s {
     const target_t *tg;
     pq_t waiting, inflight;
     uint32_t idx, reconnects, inflight_reqs;
+    uint32_t ans_len; /* bytes of the answer's body kept in ans (pubset_on_answer) */
+    char ans[256];
     unsigned is_up : 1;
     unsigned is_dead : 1;
 } publisher_t;
@@ -111,6 +113,9 @@ struct pubset_s {
     size_t body_cap;
     uint64_t reconnects;
     int is_closing;
+    uint32_t big_ch, big_size; /* pubset_channel_size: channel big_ch's payloads (0: none) */
+    pubset_answer_cb on_answer;
+    void *answer_arg;
     hist_t lat;
     char *body;
 };
@@ -196,6 +201,7 @@ static void send_some(publisher_t *p)
         }
         pmsg_t m = pq_pop(&p->waiting);
         m.n = 1;
+        uint32_t size = ps->big_size && m.ch == ps->big_ch ? ps->big_size : o->size;
         char head[HEAD_ROOM], ch[HD_CHANNEL_MAX + 1];
         chan_name(o, m.ch, ch, sizeof(ch));
         int hn;
@@ -203,19 +209,36 @@ static void send_some(publisher_t *p)
             hn = snprintf(head, sizeof(head),
                           "POST /pub?id=%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
                           "Content-Length: %u\r\n\r\n",
-                          ch, p->tg->host, o->size);
+                          ch, p->tg->host, size);
         else
             hn = snprintf(head, sizeof(head),
                           "POST /pub/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
                           "%sContent-Length: %u\r\n\r\n",
-                          ch, p->tg->host, o->auth, o->size);
+                          ch, p->tg->host, o->auth, size);
         /* one write per request: head and body together */
         memcpy(ps->body, head, (size_t)hn);
-        payload_format(ps->body + hn, o->size, m.ch, m.seq, m.ns);
-        bconn_write(&p->bc, ps->body, (size_t)hn + o->size);
+        payload_format(ps->body + hn, size, m.ch, m.seq, m.ns);
+        bconn_write(&p->bc, ps->body, (size_t)hn + size);
         pq_push(&p->inflight, m);
         p->inflight_reqs++;
     }
+}
+
+static int on_pub_begin(llhttp_t *h)
+{
+    hd_container_of(h, publisher_t, http)->ans_len = 0;
+    return 0;
+}
+
+static int on_pub_body(llhttp_t *h, const char *at, size_t n)
+{
+    publisher_t *p = hd_container_of(h, publisher_t, http);
+    size_t room = sizeof(p->ans) - 1 - p->ans_len;
+    if (n > room)
+        n = room;
+    memcpy(p->ans + p->ans_len, at, n);
+    p->ans_len += (uint32_t)n;
+    return 0;
 }
 
 static int on_pub_complete(llhttp_t *h)
@@ -245,6 +268,11 @@ static int on_pub_complete(llhttp_t *h)
             ps->sh->published[m.ch]++;
         } else {
             ps->err++;
+        }
+        if (ps->on_answer) {
+            p->ans[p->ans_len] = '\0';
+            ps->on_answer(ps->answer_arg, m.ch, m.seq, status, n == 1 ? p->ans : NULL,
+                          n == 1 ? p->ans_len : 0);
         }
     }
     return 0;
@@ -300,6 +328,11 @@ static void on_pub_closed(bconn_t *c, int cause, int after_ready)
     p->is_dead = 1;
     /* whatever it still held is lost as a publish error: the receivers expect none of it */
     uint64_t dropped = p->inflight.len + p->waiting.len;
+    for (pq_t *q = &p->inflight; ps->on_answer && q; q = q == &p->inflight ? &p->waiting : NULL)
+        for (size_t i = 0; i < q->len; i++) {
+            const pmsg_t *m = &q->v[(q->head + i) % q->cap];
+            ps->on_answer(ps->answer_arg, m->ch, m->seq, 0, NULL, 0);
+        }
     ps->err += dropped;
     ps->outstanding -= dropped;
     p->inflight.len = p->waiting.len = 0;
@@ -313,6 +346,8 @@ static const bconn_ops_t pub_ops = {on_pub_connect, on_pub_data, on_pub_closed};
 pubset_t *pubset_new(uv_loop_t *loop, const opts_t *o, shared_t *sh)
 {
     llhttp_settings_init(&pub_settings);
+    pub_settings.on_message_begin = on_pub_begin;
+    pub_settings.on_body = on_pub_body;
     pub_settings.on_message_complete = on_pub_complete;
     pubset_t *ps = calloc(1, sizeof(*ps));
     ps->loop = loop;
@@ -351,6 +386,8 @@ void pubset_queue(pubset_t *ps, uint32_t ch, uint64_t seq, uint64_t ns)
     publisher_t *p = &ps->pubs[ch % ps->n];
     if (p->is_dead) {
         ps->err++;
+        if (ps->on_answer)
+            ps->on_answer(ps->answer_arg, ch, seq, 0, NULL, 0);
         return;
     }
     pq_push(&p->waiting, (pmsg_t){ch, 0, seq, ns});
@@ -385,6 +422,23 @@ void pubset_stats(const pubset_t *ps, uint64_t *ok, uint64_t *err, uint64_t *las
     *err = ps->err;
     *last_status = ps->last_status;
     *lat = (hist_t *)&ps->lat;
+}
+
+void pubset_channel_size(pubset_t *ps, uint32_t ch, uint32_t size)
+{
+    size_t cap = HEAD_ROOM + size + 2;
+    if (cap > ps->body_cap) {
+        ps->body = realloc(ps->body, cap);
+        ps->body_cap = cap;
+    }
+    ps->big_ch = ch;
+    ps->big_size = size;
+}
+
+void pubset_on_answer(pubset_t *ps, pubset_answer_cb cb, void *arg)
+{
+    ps->on_answer = cb;
+    ps->answer_arg = arg;
 }
 
 void pubset_close(pubset_t *ps)
