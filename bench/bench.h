@@ -230,7 +230,6 @@ struct bconn_s {
     unsigned is_closing : 1;
     unsigned is_up : 1;
     unsigned is_ready : 1; /* set by the user: passed back to on_closed */
-    uint32_t read_max;     /* set by the user after connecting: bytes per read (0: 64 KiB) */
 };
 
 /* Opens a connection to tg from source address number src (127.1.x.y on loopback). Returns 0 or a

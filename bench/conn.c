@@ -64,10 +64,9 @@ typedef struct wreq_s {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    const bconn_t *c = (const bconn_t *)h;
+    (void)h;
     (void)hint;
-    size_t n = c->read_max && c->read_max < sizeof(read_buf) ? c->read_max : sizeof(read_buf);
-    *buf = uv_buf_init(read_buf, (unsigned)n);
+    *buf = uv_buf_init(read_buf, sizeof(read_buf));
 }
 
 static void on_written(uv_write_t *req, int status)

@@ -128,7 +128,7 @@ static const char usage[] =
     "                       id                                             (default 100)\n"
     "      --hot-subs N     ws and sse subscribers of the hot channel (among subscribers\n"
     "                       0..2N-1); half of them are slow consumers: a 4 KiB receive buffer,\n"
-    "                       512 bytes read per 500 ms                      (default 40)\n"
+    "                       5 s of reading, then 30 s of none, again and again (default 40)\n"
     "      --hot-rate R     messages per second on the hot channel         (default 50)\n"
     "      --hot-size N     payload bytes on the hot channel               (default 4096)\n"
     "      --rss-tolerance P    RSS growth allowed after the warm-up, percent (default 10)\n"

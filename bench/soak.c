@@ -440,6 +440,11 @@ int run_soak(opts_t *o)
 stop:
     r.sh->phase = SP_FINAL;
     pubset_close(r.ps);
+    if (r.sample.loop)
+        uv_close((uv_handle_t *)&r.sample, NULL);
+    if (r.sched.loop)
+        uv_close((uv_handle_t *)&r.sched, NULL);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     uv_loop_close(&r.loop);
 out:
     r.sh->phase = SP_FINAL;

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# bench/soak.sh HERALD HERALD_BENCH [--redis] [--restart-every SECONDS] [--keep DIR]
+# bench/soak.sh HERALD HERALD_BENCH [--redis [--volatile]] [--restart-every SECONDS] [--keep DIR]
 #               [-- herald-bench soak options...]
 # Runs `herald-bench soak` against a herald it starts itself on a loopback port (port 0, read
 # from its "listening on" line), with the conf below printed at the start. With --redis, a
 # redis-server of its own on a unix socket in a temporary directory (appendonly yes, so a
 # restart keeps every acknowledged message) that it restarts every --restart-every seconds
 # (default 120: SIGTERM, wait, start again on the same socket and data) for as long as the
-# soak runs. Exits with herald-bench's status, or 1 when herald did not survive to the end or
+# soak runs. --volatile: a Redis without persistence, whose restarts lose history (the soak
+# must then see acknowledged messages lost: a test of the soak itself). Exits with herald-bench's status, or 1 when herald did not survive to the end or
 # did not exit 0 on SIGTERM. Stops only the processes it started, by PID; every wait is
 # bounded. --keep DIR copies herald's log (and Redis's) there.
 set -u
@@ -15,11 +16,13 @@ herald=$1
 bench=$2
 shift 2
 use_redis=0
+appendonly=yes
 restart_every=120
 keep=
 while [ $# -gt 0 ]; do
     case $1 in
     --redis) use_redis=1 ;;
+    --volatile) appendonly=no ;;
     --restart-every) restart_every=$2; shift ;;
     --keep) keep=$2; shift ;;
     --) shift; break ;;
@@ -46,7 +49,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
 start_redis() {
     redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --dir "$dir" \
-        --appendonly yes --appendfsync everysec --save '' --daemonize no \
+        --appendonly $appendonly --appendfsync everysec --save '' --daemonize no \
         --logfile "$dir/redis.log" &
     echo $! >"$dir/redis.pid"
     for _ in $(seq 1 200); do

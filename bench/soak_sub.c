@@ -26,8 +26,8 @@
 #include <unistd.h>
 
 #define ACC_MAX     (4u << 20)
-#define SLOW_READ   512
-#define SLOW_PAUSE  500000000ull
+#define SLOW_READS  5000000000ull  /* a slow consumer reads for 5 s ... */
+#define SLOW_STALLS 30000000000ull /* ... then reads nothing for 30 s */
 #define SLOW_RCVBUF 4096
 #define CONC        128
 #define TICK_MS     50
@@ -45,7 +45,7 @@ typedef struct ssub_s {
     unsigned is_upgraded : 1;
     unsigned is_gap_event : 1;
     unsigned by_us : 1;  /* we closed it (churn, keep-alive end): not a server close */
-    unsigned paused : 1; /* slow: reading stopped until resume_ns */
+    unsigned paused : 1; /* slow: reading stopped until when_ns */
     uint16_t status;
     uint64_t t_start, ready_ns, when_ns; /* when_ns: reconnect, next poll or read resume */
     uint64_t last_seq;
@@ -389,6 +389,8 @@ static void mark_live(ssub_t *s, uint64_t now)
     s->state = S_LIVE;
     s->bc.is_ready = 1;
     s->ready_ns = now;
+    if (s->is_slow)
+        s->when_ns = now + SLOW_READS;
     K.st->connects++;
     K.inflight--;
 }
@@ -513,11 +515,6 @@ static void on_sub_data(bconn_t *c, const char *p, size_t n)
             bconn_close(c, CE_HTTP);
         }
     }
-    if (s->is_slow && !c->is_closing && K.sh->phase < SP_DRAIN && s->state == S_LIVE) {
-        bconn_read_pause(c);
-        s->paused = 1;
-        s->when_ns = now + SLOW_PAUSE;
-    }
 }
 
 static void on_sub_closed(bconn_t *c, int cause, int after_ready)
@@ -558,9 +555,8 @@ static void start_sub(ssub_t *s, uint64_t now)
     s->state = S_CONNECTING;
     s->bc.is_ready = 0;
     K.inflight++;
-    int slow = s->is_slow && K.sh->phase < SP_DRAIN;
     int r = bconn_connect_rcvbuf(&s->bc, &K.loop, target_of(K.o, s->idx), s->idx % K.o->src_addrs,
-                                 &ops, slow ? SLOW_RCVBUF : 0);
+                                 &ops, s->is_slow ? SLOW_RCVBUF : 0);
     if (r != 0) {
         K.inflight--;
         K.st->connect_fail++;
@@ -569,8 +565,6 @@ static void start_sub(ssub_t *s, uint64_t now)
         s->when_ns = now + 1000000000ull;
         return;
     }
-    if (slow)
-        s->bc.read_max = SLOW_READ;
 }
 
 /* ---- the client process ---- */
@@ -630,11 +624,14 @@ static void on_tick(uv_timer_t *t)
         case S_LIVE:
             live++;
             slow_live += s->is_slow;
-            if (s->paused && (now >= s->when_ns || phase >= SP_DRAIN)) {
+            if (s->is_slow && s->paused && (now >= s->when_ns || phase >= SP_DRAIN)) {
                 s->paused = 0;
-                if (phase >= SP_DRAIN)
-                    s->bc.read_max = 0;
+                s->when_ns = now + SLOW_READS;
                 bconn_read_resume(&s->bc);
+            } else if (s->is_slow && !s->paused && now >= s->when_ns && phase < SP_DRAIN) {
+                s->paused = 1;
+                s->when_ns = now + SLOW_STALLS;
+                bconn_read_pause(&s->bc);
             } else if (s->tp == TP_POLL && s->when_ns && now >= s->when_ns) {
                 s->when_ns = 0;
                 send_request(s);
