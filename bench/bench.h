@@ -11,6 +11,8 @@
  *   pub.c       HTTP publishers scheduled by intended time
  *   fanout.c idle.c connect.c publish.c floor.c kick.c   one scenario each (fanout.c also runs
  * notify and chat: the same subscribers, with other defaults or publishing from the kids)
+ *   soak.c soak_sub.c soak_out.c   the soak: its parent, its client processes (every transport,
+ *               churn, resume, slow consumers) and its time series (CSV, JSON, SVG); soak.h
  *
  * Process layout: the parent publishes and measures; subscribers live in forked client processes
  * (at most --per-proc sockets each, so no process exceeds its open-file limit). Parent and
@@ -127,6 +129,7 @@ typedef struct soak_opts_s {
     double rss_tol_pct, rss_tol_mib;
     uint32_t fd_tol;
     char out[200]; /* PREFIX: PREFIX.csv, PREFIX.json, PREFIX.svg */
+    int replot;    /* only draw PREFIX.svg again from PREFIX.json */
 } soak_opts_t;
 
 #define BENCH_TOKEN_MAX 4096 /* --token: bytes of a connection token */

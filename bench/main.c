@@ -135,6 +135,7 @@ static const char usage[] =
     "      --rss-tolerance-mib M  ... or M MiB, whichever is larger        (default 16)\n"
     "      --fd-tolerance N     open-file growth allowed after the warm-up  (default 200)\n"
     "      --out PREFIX     write PREFIX.csv (as it goes), PREFIX.json, PREFIX.svg\n"
+    "      --replot         with --out PREFIX: only draw PREFIX.svg again from PREFIX.json\n"
     "\n"
     "Machine limits:\n"
     "      --per-proc N     sockets per client process (the open-file limit is per process;\n"
@@ -287,6 +288,7 @@ enum {
     O_RSSTOLMIB,
     O_FDTOL,
     O_OUT,
+    O_REPLOT,
 };
 
 static const struct option long_opts[] = {
@@ -331,6 +333,7 @@ static const struct option long_opts[] = {
     {"rss-tolerance-mib", required_argument, NULL, O_RSSTOLMIB},
     {"fd-tolerance", required_argument, NULL, O_FDTOL},
     {"out", required_argument, NULL, O_OUT},
+    {"replot", no_argument, NULL, O_REPLOT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -564,6 +567,9 @@ int main(int argc, char **argv)
                 bad("--out: at most %zu characters", sizeof(o.soak.out) - 8);
             snprintf(o.soak.out, sizeof(o.soak.out), "%s", optarg);
             break;
+        case O_REPLOT:
+            o.soak.replot = 1;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 0;
@@ -587,8 +593,13 @@ int main(int argc, char **argv)
             bad("--url: mix of loopback and other addresses");
 
     /* scenario-specific checks */
-    if (sc != SC_SOAK && (o.soak.out[0]))
-        bad("--out applies to the soak scenario only");
+    if (sc != SC_SOAK && (o.soak.out[0] || o.soak.replot))
+        bad("--out and --replot apply to the soak scenario only");
+    if (o.soak.replot) {
+        if (!o.soak.out[0])
+            bad("--replot needs --out PREFIX (the PREFIX.json of an earlier soak)");
+        return run_soak(&o);
+    }
     if (sc == SC_SOAK) {
         if (o.tg.kind != TG_HERALD)
             bad("soak: herald only (it resumes with herald's ids)");

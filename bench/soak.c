@@ -330,11 +330,13 @@ static void write_outputs(srun_t *r, report_t *rep, const soak_kid_t *t)
         fprintf(f,
                 "{\"connections\":%u,\"channels\":%u,\"rate\":%g,\"hot_rate\":%g,"
                 "\"hot_subs\":%u,\"churn\":%u,\"duration_s\":%g,\"interval_s\":%g,"
-                "\"warmup_s\":%g,\"lost\":%llu,\"dup\":%llu,\"ooo\":%llu,\"delivered\":%llu,"
+                "\"warmup_s\":%g,\"warmup_end_s\":%.1f,\"lost\":%llu,\"dup\":%llu,\"ooo\":%llu,"
+                "\"delivered\":%llu,"
                 "\"slow_lost\":%llu,\"cuts\":%llu,\"gaps\":%llu,\"samples\":[",
                 o->subscribers, o->channels, o->rate, o->soak.hot_rate, o->soak.hot_subs,
                 o->soak.churn, o->duration_s, o->soak.interval_s, o->soak.warmup_s,
-                (unsigned long long)t->lost, (unsigned long long)t->dup, (unsigned long long)t->ooo,
+                (double)(r->t0 - r->start_ns) / 1e9 + o->soak.warmup_s, (unsigned long long)t->lost,
+                (unsigned long long)t->dup, (unsigned long long)t->ooo,
                 (unsigned long long)(t->delivered + t->slow_delivered),
                 (unsigned long long)t->slow_lost, (unsigned long long)t->cuts,
                 (unsigned long long)t->gaps);
@@ -353,6 +355,8 @@ static void write_outputs(srun_t *r, report_t *rep, const soak_kid_t *t)
 
 int run_soak(opts_t *o)
 {
+    if (o->soak.replot)
+        return soak_replot(o->soak.out);
     char title[256];
     snprintf(title, sizeof(title),
              "herald-bench soak: %u connections (ws, sse, long poll, poll), %u channels + hot, "

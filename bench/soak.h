@@ -85,5 +85,7 @@ void soak_csv_row(FILE *f, const soak_row_t *r);
 int soak_write_svg(const char *path, const char *title, const soak_row_t *rows, size_t n,
                    double warmup_s);
 void soak_json_row(FILE *f, const soak_row_t *r, int first);
+/* Draws PREFIX.svg again from PREFIX.json (--replot). Returns 0, or 3 when it cannot. */
+int soak_replot(const char *prefix);
 
 #endif

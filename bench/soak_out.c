@@ -7,7 +7,9 @@
  */
 #include "soak.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void soak_csv_header(FILE *f)
@@ -118,7 +120,11 @@ int soak_write_svg(const char *path, const char *title, const soak_row_t *rows, 
     if (!f)
         return -1;
     int H = 60 + PH + 50 + PH + 60;
-    double t_max = nice_max(rows[n - 1].t_s);
+    /* the time axis: ticks every `step` (a nice tenth or so of the run), ending at the first
+     * tick past the last sample */
+    double step = nice_max(rows[n - 1].t_s / 10);
+    int ticks = (int)ceil(rows[n - 1].t_s / step);
+    double t_max = step * ticks;
     fprintf(f,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
             "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
@@ -131,12 +137,12 @@ int soak_write_svg(const char *path, const char *title, const soak_row_t *rows, 
     panel(f, top1, "herald RSS (Pss of its process tree), MiB", rows, n, t_max, 0, "#1f77b4");
     panel(f, top2, "herald open file descriptors (/proc/PID/fd)", rows, n, t_max, 1, "#ff7f0e");
     double x0 = L, xw = W - L - R;
-    for (int g = 0; g <= 10; g++) {
-        double x = x0 + xw * g / 10.0;
+    for (int g = 0; g <= ticks; g++) {
+        double x = x0 + xw * g / ticks;
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>\n", x, top1,
                 x, top2 + PH);
         fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n", x,
-                top2 + PH + 16, t_max * g / 10.0);
+                top2 + PH + 16, step * g);
     }
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">seconds</text>\n", (L + W - R) / 2,
             top2 + PH + 34);
@@ -162,4 +168,53 @@ int soak_write_svg(const char *path, const char *title, const soak_row_t *rows, 
                 L, top1 + PH + 30);
     fputs("</svg>\n", f);
     return fclose(f) == 0 ? 0 : -1;
+}
+
+int soak_replot(const char *prefix)
+{
+    char path[256], title[256];
+    snprintf(path, sizeof(path), "%s.json", prefix);
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root) {
+        fprintf(stderr, "herald-bench: --replot: %s: %s (line %d)\n", path, err.text, err.line);
+        return 3;
+    }
+    json_t *samples = json_object_get(root, "samples");
+    size_t n = json_array_size(samples), i;
+    soak_row_t *rows = calloc(n ? n : 1, sizeof(*rows));
+    double last_connect_t = 0;
+    json_t *m;
+    json_array_foreach(samples, i, m)
+    {
+        soak_row_t *w = &rows[i];
+        const char *ph = json_string_value(json_object_get(m, "phase"));
+        for (int k = 0; ph && k <= SP_FINAL; k++)
+            if (strcmp(ph, phase_names[k]) == 0)
+                w->phase = k;
+        w->t_s = json_number_value(json_object_get(m, "t_s"));
+        w->rss_mib = json_number_value(json_object_get(m, "rss_mib"));
+        w->fds = (uint64_t)json_integer_value(json_object_get(m, "fds"));
+        w->live = (uint64_t)json_integer_value(json_object_get(m, "live"));
+        w->pub_err = (uint64_t)json_integer_value(json_object_get(m, "pub_refused"));
+        if (w->phase == SP_CONNECT)
+            last_connect_t = w->t_s;
+    }
+    /* files of a version without warmup_end_s: the publishing began after the last
+     * connecting sample */
+    json_t *we = json_object_get(root, "warmup_end_s");
+    double warm = json_is_number(we)
+                      ? json_number_value(we)
+                      : last_connect_t + json_number_value(json_object_get(root, "warmup_s"));
+    snprintf(title, sizeof(title), "herald soak: %lld connections, %.0f s, churn %lld/s",
+             (long long)json_integer_value(json_object_get(root, "connections")),
+             json_number_value(json_object_get(root, "duration_s")),
+             (long long)json_integer_value(json_object_get(root, "churn")));
+    snprintf(path, sizeof(path), "%s.svg", prefix);
+    int rc = soak_write_svg(path, title, rows, n, warm);
+    if (rc != 0)
+        fprintf(stderr, "herald-bench: --replot: could not write %s\n", path);
+    free(rows);
+    json_decref(root);
+    return rc ? 3 : 0;
 }
