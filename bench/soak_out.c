@@ -164,8 +164,8 @@ int soak_write_svg(const char *path, const char *title, const soak_row_t *rows, 
     if (any)
         fprintf(f,
                 "<text x=\"%d\" y=\"%d\" fill=\"#d62728\">red: publishes refused in the interval "
-                "(Redis restarting)</text>\n",
-                L, top1 + PH + 30);
+                "(Redis restarting), under the RSS panel</text>\n",
+                L, top2 + PH + 52);
     fputs("</svg>\n", f);
     return fclose(f) == 0 ? 0 : -1;
 }
