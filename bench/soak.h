@@ -47,6 +47,7 @@ typedef struct soak_kid_s {
     uint64_t lost_tp[4];      /* lost, by transport (TP_*) */
     uint64_t closes_tp[4];    /* server_closes, by transport */
     uint64_t live, slow_live; /* gauges */
+    uint64_t open;            /* gauge: connections open on this side (live or connecting) */
     uint64_t last_status;
     int done;
     hist_t lat[LAT_N]; /* publish -> receipt of live messages: ws/sse/long poll, short poll */
@@ -73,7 +74,7 @@ typedef struct soak_row_s {
     double t_s;
     int phase;
     double rss_mib, cpu_pct;
-    uint64_t fds, live, slow_live;
+    uint64_t fds, live, slow_live, client_open;
     uint64_t delivered, lost, dup, ooo, gaps, cuts, churned, connect_fail, server_closes;
     uint64_t pub_ok, pub_err;
     double p99_push_ms, p99_poll_ms;

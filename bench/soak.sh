@@ -32,7 +32,6 @@ while [ $# -gt 0 ]; do
 done
 dir=$(mktemp -d)
 hpid=
-rpid=
 loop_pid=
 cleanup() {
     [ -n "$loop_pid" ] && kill "$loop_pid" 2>/dev/null && wait "$loop_pid" 2>/dev/null

@@ -15,7 +15,8 @@
 void soak_csv_header(FILE *f)
 {
     fputs("t_s,phase,rss_mib,fds,cpu_pct,live,slow_live,delivered,lost,dup,ooo,gaps,cuts,"
-          "churned,connect_fail,server_closes,pub_ok,pub_refused,p99_push_ms,p99_poll_ms\n",
+          "churned,connect_fail,server_closes,pub_ok,pub_refused,p99_push_ms,p99_poll_ms,client_"
+          "open\n",
           f);
 }
 
@@ -25,7 +26,7 @@ void soak_csv_row(FILE *f, const soak_row_t *r)
 {
     fprintf(f,
             "%.1f,%s,%.2f,%llu,%.1f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,"
-            "%llu,%.2f,%.2f\n",
+            "%llu,%.2f,%.2f,%llu\n",
             r->t_s, phase_names[r->phase], r->rss_mib, (unsigned long long)r->fds, r->cpu_pct,
             (unsigned long long)r->live, (unsigned long long)r->slow_live,
             (unsigned long long)r->delivered, (unsigned long long)r->lost,
@@ -34,7 +35,7 @@ void soak_csv_row(FILE *f, const soak_row_t *r)
             (unsigned long long)r->connect_fail, (unsigned long long)r->server_closes,
             (unsigned long long)r->pub_ok, (unsigned long long)r->pub_err,
             isnan(r->p99_push_ms) ? 0.0 : r->p99_push_ms,
-            isnan(r->p99_poll_ms) ? 0.0 : r->p99_poll_ms);
+            isnan(r->p99_poll_ms) ? 0.0 : r->p99_poll_ms, (unsigned long long)r->client_open);
 }
 
 void soak_json_row(FILE *f, const soak_row_t *r, int first)
@@ -43,14 +44,14 @@ void soak_json_row(FILE *f, const soak_row_t *r, int first)
             "%s{\"t_s\":%.1f,\"phase\":\"%s\",\"rss_mib\":%.2f,\"fds\":%llu,\"cpu_pct\":%.1f,"
             "\"live\":%llu,\"delivered\":%llu,\"lost\":%llu,\"dup\":%llu,\"ooo\":%llu,"
             "\"gaps\":%llu,\"cuts\":%llu,\"churned\":%llu,\"pub_ok\":%llu,\"pub_refused\":%llu,"
-            "\"p99_push_ms\":%.2f,\"p99_poll_ms\":%.2f}",
+            "\"p99_push_ms\":%.2f,\"p99_poll_ms\":%.2f,\"client_open\":%llu}",
             first ? "" : ",", r->t_s, phase_names[r->phase], r->rss_mib, (unsigned long long)r->fds,
             r->cpu_pct, (unsigned long long)r->live, (unsigned long long)r->delivered,
             (unsigned long long)r->lost, (unsigned long long)r->dup, (unsigned long long)r->ooo,
             (unsigned long long)r->gaps, (unsigned long long)r->cuts,
             (unsigned long long)r->churned, (unsigned long long)r->pub_ok,
             (unsigned long long)r->pub_err, isnan(r->p99_push_ms) ? 0.0 : r->p99_push_ms,
-            isnan(r->p99_poll_ms) ? 0.0 : r->p99_poll_ms);
+            isnan(r->p99_poll_ms) ? 0.0 : r->p99_poll_ms, (unsigned long long)r->client_open);
 }
 
 /* A "nice" axis maximum (1, 2 or 5 times a power of ten) at or above v. */

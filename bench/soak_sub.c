@@ -609,7 +609,7 @@ static void on_tick(uv_timer_t *t)
         _exit(0); /* the kernel closes every socket at once */
     }
     int each_second = now - K.last_sec_ns >= 1000000000ull;
-    uint64_t live = 0, slow_live = 0;
+    uint64_t live = 0, slow_live = 0, open = 0;
     for (uint32_t i = 0; i < K.count; i++) {
         ssub_t *s = &K.subs[i];
         switch (s->state) {
@@ -618,11 +618,13 @@ static void on_tick(uv_timer_t *t)
                 start_sub(s, now);
             break;
         case S_CONNECTING:
+            open++;
             if (now - s->t_start > CONNECT_TMO)
                 bconn_close(&s->bc, CE_TIMEOUT);
             break;
         case S_LIVE:
             live++;
+            open++;
             slow_live += s->is_slow;
             if (s->is_slow && s->paused && (now >= s->when_ns || phase >= SP_DRAIN)) {
                 s->paused = 0;
@@ -645,6 +647,7 @@ static void on_tick(uv_timer_t *t)
     }
     K.st->live = live;
     K.st->slow_live = slow_live;
+    K.st->open = open;
     if (each_second) {
         K.last_sec_ns = now;
         if (phase == SP_GO)
