@@ -49,6 +49,9 @@ int hd_ip_from_sockaddr(hd_ip_t *ip, const struct sockaddr *sa);
  * zone ids. Returns 0, or -1 (ip left zeroed).
  */
 int hd_ip_parse(hd_ip_t *ip, const char *s, size_t len, int with_port);
+/* Parses a port s[0..len): decimal 0..65535, 1 to 5 digits, nothing else. Returns 0 with *out
+ * set, or -1 (*out untouched). */
+int hd_ip_parse_port(const char *s, size_t len, uint16_t *out);
 /* "192.0.2.1" or "2001:db8::1" ("-" for HD_IP_NONE) into out; returns the length. */
 size_t hd_ip_format(const hd_ip_t *ip, char *out, size_t outlen);
 /* The same with the port: "192.0.2.1:443", "[2001:db8::1]:443" (without a port when it is 0,

@@ -68,8 +68,7 @@ static int parse_bare(hd_ip_t *ip, const char *s, size_t len)
     return 0;
 }
 
-/* Decimal 0..65535, 1 to 5 digits. */
-static int parse_port(const char *s, size_t len, uint16_t *out)
+int hd_ip_parse_port(const char *s, size_t len, uint16_t *out)
 {
     unsigned v = 0;
 
@@ -100,7 +99,7 @@ int hd_ip_parse(hd_ip_t *ip, const char *s, size_t len, int with_port)
             goto fail; /* brackets hold IPv6 text (a mapped IPv4 is then stored as IPv4) */
         if (rest == 0)
             return 0;
-        if (close[1] != ':' || parse_port(close + 2, rest - 1, &ip->port) != 0)
+        if (close[1] != ':' || hd_ip_parse_port(close + 2, rest - 1, &ip->port) != 0)
             goto fail;
         return 0;
     }
@@ -109,7 +108,7 @@ int hd_ip_parse(hd_ip_t *ip, const char *s, size_t len, int with_port)
         /* One colon: IPv4 with a port; more: a bare IPv6 address. */
         if (colon != NULL && memchr(colon + 1, ':', len - (size_t)(colon + 1 - s)) == NULL) {
             if (parse_bare(ip, s, (size_t)(colon - s)) != 0 || ip->family != HD_IP_V4 ||
-                parse_port(colon + 1, len - (size_t)(colon + 1 - s), &ip->port) != 0)
+                hd_ip_parse_port(colon + 1, len - (size_t)(colon + 1 - s), &ip->port) != 0)
                 goto fail;
             return 0;
         }
@@ -181,7 +180,7 @@ int hd_cidr_parse(hd_cidr_t *c, const char *s, char *why, size_t whylen)
         uint16_t v;
         /* A mapped IPv4 range was written as IPv6: its prefix counts the 96 mapping bits. */
         int mapped = c->net.family == HD_IP_V4 && memchr(s, ':', len) != NULL;
-        if (parse_port(slash + 1, strlen(slash + 1), &v) != 0 || v > (mapped ? 128 : max) ||
+        if (hd_ip_parse_port(slash + 1, strlen(slash + 1), &v) != 0 || v > (mapped ? 128 : max) ||
             (mapped && v < 96)) {
             snprintf(why, whylen, "\"%s\": the prefix length must be 0..%u", s, mapped ? 128 : max);
             return -1;

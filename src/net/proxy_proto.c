@@ -42,22 +42,6 @@ static const char *field(const char **p, const char *end, size_t *len, int last)
     return *len ? s : NULL;
 }
 
-static int v1_port(const char *s, size_t len, uint16_t *out)
-{
-    unsigned v = 0;
-    if (len == 0 || len > 5)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    if (v > 65535)
-        return -1;
-    *out = (uint16_t)v;
-    return 0;
-}
-
 static int v1_parse(const char *d, size_t len, hd_proxy_hdr_t *out, const char **why)
 {
     size_t scan = len < HD_PROXY_V1_MAX ? len : HD_PROXY_V1_MAX;
@@ -116,8 +100,8 @@ static int v1_parse(const char *d, size_t len, hd_proxy_hdr_t *out, const char *
     int v6_text = memchr(src, ':', srclen) != NULL || memchr(dst, ':', dstlen) != NULL;
     if ((family == HD_IP_V4) == v6_text)
         return fail(why, "v1: the addresses do not match the protocol");
-    if (v1_port(sport, sportlen, &out->src.port) != 0 ||
-        v1_port(dport, dportlen, &out->dst.port) != 0)
+    if (hd_ip_parse_port(sport, sportlen, &out->src.port) != 0 ||
+        hd_ip_parse_port(dport, dportlen, &out->dst.port) != 0)
         return fail(why, "v1: a port is not a number in 0..65535");
     return (int)hlen;
 }

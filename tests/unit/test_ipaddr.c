@@ -69,6 +69,31 @@ static void test_parse_format(void)
     T_TRUE(hd_ip_is_loopback(&d));
 }
 
+static void test_parse_port(void)
+{
+    static const struct {
+        const char *in;
+        int rc;
+        unsigned port;
+    } cases[] = {
+        {"0", 0, 0},    {"1", 0, 1},      {"443", 0, 443},  {"65535", 0, 65535}, {"00080", 0, 80},
+        {"", -1, 0},    {"65536", -1, 0}, {"99999", -1, 0}, {"123456", -1, 0},   {"-1", -1, 0},
+        {"+80", -1, 0}, {"8 0", -1, 0},   {"80a", -1, 0},   {"0x50", -1, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint16_t port = 7;
+        int rc = hd_ip_parse_port(cases[i].in, strlen(cases[i].in), &port);
+        if (rc != cases[i].rc)
+            T_FAIL("\"%s\": got %d, want %d", cases[i].in, rc, cases[i].rc);
+        if (port != (rc == 0 ? cases[i].port : 7u))
+            T_FAIL("\"%s\": port %u, want %u", cases[i].in, port, rc == 0 ? cases[i].port : 7u);
+    }
+    /* The length bounds it: a longer string's first digits are not read past len. */
+    uint16_t port = 0;
+    T_EQ_INT(hd_ip_parse_port("80801", 2, &port), 0);
+    T_EQ_INT(port, 80);
+}
+
 static void test_cidr(void)
 {
     hd_cidr_t c;
@@ -162,6 +187,7 @@ static void test_forwarded_for(void)
 int main(void)
 {
     T_RUN(test_parse_format);
+    T_RUN(test_parse_port);
     T_RUN(test_cidr);
     T_RUN(test_forwarded_for);
     return 0;
