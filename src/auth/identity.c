@@ -13,10 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t whylen, const char *fmt, ...)
+int hd_auth_fail(char *why, size_t whylen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -44,12 +41,12 @@ int hd_auth_pattern_parse(pattern_t *p, const char *s, size_t len, char *why, si
         n--;
     }
     if ((n == 0 && !p->is_prefix) || n > 128)
-        return fail(why, whylen,
-                    "a channel pattern must be 1..128 bytes, a name or a prefix and '*'");
+        return hd_auth_fail(why, whylen,
+                            "a channel pattern must be 1..128 bytes, a name or a prefix and '*'");
     for (size_t i = 0; i < n; i++) {
         if (!is_channel_char((unsigned char)s[i]))
-            return fail(why, whylen,
-                        "a channel pattern may hold [A-Za-z0-9._:@-] and one final '*' only");
+            return hd_auth_fail(
+                why, whylen, "a channel pattern may hold [A-Za-z0-9._:@-] and one final '*' only");
     }
     p->name = hd_strndup(s, n);
     p->len = (uint8_t)n;
@@ -66,10 +63,10 @@ static int copy_name(char **out, const char *what, const char *s, char *why, siz
         return 0;
     n = strlen(s);
     if (n == 0 || n > HD_AUTH_MAX_SUB)
-        return fail(why, whylen, "%s must be 1..%d bytes", what, HD_AUTH_MAX_SUB);
+        return hd_auth_fail(why, whylen, "%s must be 1..%d bytes", what, HD_AUTH_MAX_SUB);
     for (size_t i = 0; i < n; i++) {
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return fail(why, whylen, "%s holds a control character", what);
+            return hd_auth_fail(why, whylen, "%s holds a control character", what);
     }
     *out = hd_strdup(s);
     return 0;
@@ -92,9 +89,9 @@ int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *wh
 
     *out = NULL;
     if (f->n_subscribe > HD_AUTH_MAX_GRANTS || f->n_publish > HD_AUTH_MAX_GRANTS)
-        return fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
+        return hd_auth_fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
     if (f->exp < 0)
-        return fail(why, whylen, "exp is negative");
+        return hd_auth_fail(why, whylen, "exp is negative");
     id = hd_calloc(1, sizeof(*id));
     id->refs_ = 1;
     id->exp = f->exp;
@@ -107,7 +104,7 @@ int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *wh
         const char *s = i < f->n_subscribe ? f->subscribe[i] : f->publish[i - f->n_subscribe];
         if (s == NULL || hd_auth_pattern_parse(&id->grants[i], s, strlen(s), why, whylen) < 0) {
             if (s == NULL)
-                fail(why, whylen, "a channel pattern is missing");
+                hd_auth_fail(why, whylen, "a channel pattern is missing");
             goto fail;
         }
         if (i < f->n_subscribe)
@@ -120,13 +117,13 @@ int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *wh
         json_t *info = json_loads(f->info_json, JSON_REJECT_DUPLICATES, &jerr);
         if (info == NULL || !json_is_object(info)) {
             json_decref(info);
-            fail(why, whylen, "info must be a JSON object");
+            hd_auth_fail(why, whylen, "info must be a JSON object");
             goto fail;
         }
         id->info = json_dumps(info, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(info);
         if (id->info == NULL || strlen(id->info) > HD_AUTH_MAX_INFO) {
-            fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
+            hd_auth_fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
             goto fail;
         }
     }
@@ -146,14 +143,14 @@ static int pattern_list(json_t *arr, const char *what, const char ***list, size_
     json_t *v;
 
     if (!json_is_array(arr))
-        return fail(why, whylen, "channels.%s must be an array of strings", what);
+        return hd_auth_fail(why, whylen, "channels.%s must be an array of strings", what);
     if (json_array_size(arr) > HD_AUTH_MAX_GRANTS)
-        return fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
+        return hd_auth_fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
     *list = hd_calloc(json_array_size(arr) + 1, sizeof(**list));
     json_array_foreach(arr, i, v)
     {
         if (!json_is_string(v))
-            return fail(why, whylen, "channels.%s must be an array of strings", what);
+            return hd_auth_fail(why, whylen, "channels.%s must be an array of strings", what);
         (*list)[i] = json_string_value(v);
     }
     *n = json_array_size(arr);
@@ -168,9 +165,9 @@ static int string_member(json_t *obj, const char *name, const char **out, char *
     if (v == NULL || json_is_null(v))
         return 0;
     if (!json_is_string(v))
-        return fail(why, whylen, "%s must be a string", name);
+        return hd_auth_fail(why, whylen, "%s must be a string", name);
     if (strlen(json_string_value(v)) != json_string_length(v))
-        return fail(why, whylen, "%s holds a NUL byte", name);
+        return hd_auth_fail(why, whylen, "%s holds a NUL byte", name);
     *out = json_string_value(v);
     return 0;
 }
@@ -186,7 +183,7 @@ int hd_identity_from_claims(hd_identity_t **out, json_t *root, char *why, size_t
     *out = NULL;
     memset(&f, 0, sizeof(f));
     if (!json_is_object(root)) {
-        fail(why, whylen, "claims are not a JSON object");
+        hd_auth_fail(why, whylen, "claims are not a JSON object");
         goto done;
     }
     if (string_member(root, "sub", &f.sub, why, whylen) < 0 ||
@@ -195,7 +192,7 @@ int hd_identity_from_claims(hd_identity_t **out, json_t *root, char *why, size_t
     if ((v = json_object_get(root, "exp")) != NULL && !json_is_null(v)) {
         /* RFC 7519 NumericDate: seconds, possibly with a fraction (dropped). */
         if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e15) {
-            fail(why, whylen, "exp must be a number of seconds");
+            hd_auth_fail(why, whylen, "exp must be a number of seconds");
             goto done;
         }
         f.exp = (int64_t)json_number_value(v);
@@ -211,8 +208,9 @@ int hd_identity_from_claims(hd_identity_t **out, json_t *root, char *why, size_t
                 (p != NULL && pattern_list(p, "publish", &pub_list, &f.n_publish, why, whylen) < 0))
                 goto done;
         } else {
-            fail(why, whylen,
-                 "channels must be an object {\"subscribe\": [..], \"publish\": [..]} or an array");
+            hd_auth_fail(
+                why, whylen,
+                "channels must be an object {\"subscribe\": [..], \"publish\": [..]} or an array");
             goto done;
         }
     }
@@ -220,7 +218,7 @@ int hd_identity_from_claims(hd_identity_t **out, json_t *root, char *why, size_t
     f.publish = pub_list;
     if ((v = json_object_get(root, "info")) != NULL && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            fail(why, whylen, "info must be a JSON object");
+            hd_auth_fail(why, whylen, "info must be a JSON object");
             goto done;
         }
         info = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -244,7 +242,7 @@ int hd_identity_from_json(hd_identity_t **out, const char *json, size_t json_len
 
     *out = NULL;
     if (root == NULL)
-        return fail(why, whylen, "claims are not JSON");
+        return hd_auth_fail(why, whylen, "claims are not JSON");
     rc = hd_identity_from_claims(out, root, why, whylen);
     json_decref(root);
     return rc;

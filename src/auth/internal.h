@@ -21,6 +21,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Formats a reason into why[0..whylen) (nothing when why is NULL or whylen 0) and returns -1,
+ * so a refusal is one line: return hd_auth_fail(why, whylen, "...", ...). (identity.c) */
+int hd_auth_fail(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* A parsed channel pattern (grants and rules). */
 typedef struct pattern_s {
     char *name; /* the name, or the prefix without its '*' (NUL-terminated) */

@@ -20,28 +20,12 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #define MAX_KEY_FILE (256 * 1024)
 #define MAX_KEYS     64
 #define MIN_RSA_BITS 2048
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- algorithms ------------------------------------------------------------------------------ */
 
@@ -68,14 +52,15 @@ jwt_alg_t hd_auth_alg_parse(const char *s, char *why, size_t whylen)
     }
     for (size_t i = 0; i < HD_ARRAY_SIZE(unsupported); i++) {
         if (strcmp(s, unsupported[i]) == 0) {
-            fail(why, whylen, "alg %s is not supported by Debian 12's libjwt (1.10)", s);
+            hd_auth_fail(why, whylen, "alg %s is not supported by Debian 12's libjwt (1.10)", s);
             return JWT_ALG_INVAL;
         }
     }
     if (strcmp(s, "none") == 0)
-        fail(why, whylen, "alg none (an unsigned token) is refused");
+        hd_auth_fail(why, whylen, "alg none (an unsigned token) is refused");
     else
-        fail(why, whylen, "unknown alg (expected HS256/384/512, RS256/384/512 or ES256/384/512)");
+        hd_auth_fail(why, whylen,
+                     "unknown alg (expected HS256/384/512, RS256/384/512 or ES256/384/512)");
     return JWT_ALG_INVAL;
 }
 
@@ -230,12 +215,12 @@ static jwt_alg_t check_pkey(EVP_PKEY *pkey, jwt_alg_t alg, char *why, size_t why
         if (alg == JWT_ALG_INVAL)
             alg = JWT_ALG_RS256;
         if (!alg_is_rsa(alg)) {
-            fail(why, whylen, "an RSA key cannot verify %s", jwt_alg_str(alg));
+            hd_auth_fail(why, whylen, "an RSA key cannot verify %s", jwt_alg_str(alg));
             return JWT_ALG_INVAL;
         }
         if (EVP_PKEY_get_bits(pkey) < MIN_RSA_BITS) {
-            fail(why, whylen, "RSA key of %d bits (at least %d)", EVP_PKEY_get_bits(pkey),
-                 MIN_RSA_BITS);
+            hd_auth_fail(why, whylen, "RSA key of %d bits (at least %d)", EVP_PKEY_get_bits(pkey),
+                         MIN_RSA_BITS);
             return JWT_ALG_INVAL;
         }
         return alg;
@@ -245,19 +230,19 @@ static jwt_alg_t check_pkey(EVP_PKEY *pkey, jwt_alg_t alg, char *why, size_t why
         size_t glen = 0;
         if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                            &glen) != 1) {
-            fail(why, whylen, "EC key without a named curve");
+            hd_auth_fail(why, whylen, "EC key without a named curve");
             return JWT_ALG_INVAL;
         }
         if (alg == JWT_ALG_INVAL)
             alg = curve_alg(group);
         if (alg_curve(alg) == NULL || strcmp(alg_curve(alg), group) != 0) {
-            fail(why, whylen, "an EC key on curve %s cannot verify %s", group,
-                 alg == JWT_ALG_INVAL ? "any supported alg" : jwt_alg_str(alg));
+            hd_auth_fail(why, whylen, "an EC key on curve %s cannot verify %s", group,
+                         alg == JWT_ALG_INVAL ? "any supported alg" : jwt_alg_str(alg));
             return JWT_ALG_INVAL;
         }
         return alg;
     }
-    fail(why, whylen, "not an RSA or EC public key");
+    hd_auth_fail(why, whylen, "not an RSA or EC public key");
     return JWT_ALG_INVAL;
 }
 
@@ -271,9 +256,9 @@ static int add_pkey(hd_auth_keys_t *ks, const char *kid, EVP_PKEY *pkey, jwt_alg
     if ((alg = check_pkey(pkey, alg, why, whylen)) == JWT_ALG_INVAL)
         return -1;
     if ((pem = pem_of(pkey, &len)) == NULL)
-        return fail(why, whylen, "cannot encode the key as PEM");
+        return hd_auth_fail(why, whylen, "cannot encode the key as PEM");
     if (EVP_PKEY_up_ref(pkey) != 1)
-        return fail(why, whylen, "cannot keep the key");
+        return hd_auth_fail(why, whylen, "cannot keep the key");
     key_add(ks, kid, alg, pem, len)->pkey = pkey;
     return 0;
 }
@@ -285,14 +270,14 @@ static int read_small_file(const char *path, char **out, size_t *len, char *err,
     char *buf;
 
     if (f == NULL)
-        return fail(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return hd_auth_fail(err, errlen, "cannot read %s: %s", path, strerror(errno));
     buf = hd_malloc(MAX_KEY_FILE + 1);
     n = fread(buf, 1, MAX_KEY_FILE + 1, f);
     if (ferror(f) || n > MAX_KEY_FILE) {
         fclose(f);
         free(buf);
-        return fail(err, errlen, "cannot read %s: %s", path,
-                    n > MAX_KEY_FILE ? "larger than 256 KiB" : "read error");
+        return hd_auth_fail(err, errlen, "cannot read %s: %s", path,
+                            n > MAX_KEY_FILE ? "larger than 256 KiB" : "read error");
     }
     fclose(f);
     buf[n] = '\0';
@@ -314,8 +299,8 @@ int hd_auth_pem_load(hd_auth_keys_t *ks, const char *path, jwt_alg_t alg, char *
         return -1;
     if (hd_auth_alg_is_hmac(alg)) {
         free(text);
-        return fail(err, errlen, "%s: a public key cannot verify %s (an HMAC alg)", path,
-                    jwt_alg_str(alg));
+        return hd_auth_fail(err, errlen, "%s: a public key cannot verify %s (an HMAC alg)", path,
+                            jwt_alg_str(alg));
     }
     bio = BIO_new_mem_buf(text, (int)len);
     if (bio != NULL)
@@ -333,11 +318,11 @@ int hd_auth_pem_load(hd_auth_keys_t *ks, const char *path, jwt_alg_t alg, char *
     OPENSSL_cleanse(text, len);
     free(text);
     if (pkey == NULL)
-        return fail(err, errlen, "%s: not a PEM public key or certificate", path);
+        return hd_auth_fail(err, errlen, "%s: not a PEM public key or certificate", path);
     rc = add_pkey(ks, NULL, pkey, alg, why, sizeof(why));
     EVP_PKEY_free(pkey);
     if (rc < 0)
-        return fail(err, errlen, "%s: %s", path, why);
+        return hd_auth_fail(err, errlen, "%s: %s", path, why);
     return 0;
 }
 
@@ -366,7 +351,7 @@ static EVP_PKEY *jwk_rsa(json_t *jwk, char *why, size_t whylen)
     EVP_PKEY *pkey = NULL;
 
     if (n == NULL || e == NULL) {
-        fail(why, whylen, "RSA key without base64url n and e");
+        hd_auth_fail(why, whylen, "RSA key without base64url n and e");
         goto done;
     }
     bn = BN_bin2bn(n, (int)nlen, NULL);
@@ -376,7 +361,7 @@ static EVP_PKEY *jwk_rsa(json_t *jwk, char *why, size_t whylen)
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) != 1 ||
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) != 1 ||
         (pkey = pkey_fromdata("RSA", bld)) == NULL)
-        fail(why, whylen, "RSA key OpenSSL refuses");
+        hd_auth_fail(why, whylen, "RSA key OpenSSL refuses");
 
 done:
     OSSL_PARAM_BLD_free(bld);
@@ -405,13 +390,13 @@ static EVP_PKEY *jwk_ec(json_t *jwk, char *why, size_t whylen)
             break;
     }
     if (crv == NULL || i == HD_ARRAY_SIZE(curves)) {
-        fail(why, whylen, "EC key on an unsupported crv (P-256, P-384, P-521)");
+        hd_auth_fail(why, whylen, "EC key on an unsupported crv (P-256, P-384, P-521)");
         return NULL;
     }
     x = b64_member(jwk, "x", &xlen);
     y = b64_member(jwk, "y", &ylen);
     if (x == NULL || y == NULL || xlen != curves[i].len || ylen != curves[i].len) {
-        fail(why, whylen, "EC key without base64url x and y of %zu bytes", curves[i].len);
+        hd_auth_fail(why, whylen, "EC key without base64url x and y of %zu bytes", curves[i].len);
         goto done;
     }
     /* An uncompressed point: 04 || x || y (SEC 1, 2.3.3). */
@@ -423,7 +408,7 @@ static EVP_PKEY *jwk_ec(json_t *jwk, char *why, size_t whylen)
         OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curves[i].group, 0) != 1 ||
         OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, 1 + xlen + ylen) != 1 ||
         (pkey = pkey_fromdata("EC", bld)) == NULL)
-        fail(why, whylen, "EC key OpenSSL refuses (a point not on the curve?)");
+        hd_auth_fail(why, whylen, "EC key OpenSSL refuses (a point not on the curve?)");
 
 done:
     OSSL_PARAM_BLD_free(bld);
@@ -450,22 +435,22 @@ static int jwk_add(hd_auth_keys_t *ks, json_t *jwk, jwt_alg_t conf_alg, char *wh
     int rc;
 
     if (!json_is_object(jwk))
-        return fail(why, whylen, "not a JSON object");
+        return hd_auth_fail(why, whylen, "not a JSON object");
     if (use != NULL && strcmp(use, "sig") != 0)
         return 1; /* an encryption key published alongside */
     if (kty == NULL)
-        return fail(why, whylen, "no kty");
+        return hd_auth_fail(why, whylen, "no kty");
     if (json_object_get(jwk, "kid") != NULL && (kid == NULL || kid[0] == '\0'))
-        return fail(why, whylen, "kid must be a non-empty string");
+        return hd_auth_fail(why, whylen, "kid must be a non-empty string");
     if (jalg != NULL) {
         jwt_alg_t a;
         if (!json_is_string(jalg))
-            return fail(why, whylen, "alg must be a string");
+            return hd_auth_fail(why, whylen, "alg must be a string");
         if ((a = hd_auth_alg_parse(json_string_value(jalg), why, whylen)) == JWT_ALG_INVAL)
             return -1;
         if (conf_alg != JWT_ALG_INVAL && a != conf_alg)
-            return fail(why, whylen, "alg %s is not auth_jwt_alg %s", jwt_alg_str(a),
-                        jwt_alg_str(conf_alg));
+            return hd_auth_fail(why, whylen, "alg %s is not auth_jwt_alg %s", jwt_alg_str(a),
+                                jwt_alg_str(conf_alg));
         alg = a;
     }
     if (strcmp(kty, "oct") == 0) {
@@ -474,14 +459,14 @@ static int jwk_add(hd_auth_keys_t *ks, json_t *jwk, jwt_alg_t conf_alg, char *wh
         if (alg == JWT_ALG_INVAL)
             alg = JWT_ALG_HS256;
         if (!hd_auth_alg_is_hmac(alg))
-            return fail(why, whylen, "an oct key cannot verify %s", jwt_alg_str(alg));
+            return hd_auth_fail(why, whylen, "an oct key cannot verify %s", jwt_alg_str(alg));
         if ((k = b64_member(jwk, "k", &len)) == NULL)
-            return fail(why, whylen, "oct key without a base64url k");
+            return hd_auth_fail(why, whylen, "oct key without a base64url k");
         if (len < hmac_min_len(alg)) {
             OPENSSL_cleanse(k, len);
             free(k);
-            return fail(why, whylen, "%s secret of %zu bytes (at least %zu, RFC 7518 3.2)",
-                        jwt_alg_str(alg), len, hmac_min_len(alg));
+            return hd_auth_fail(why, whylen, "%s secret of %zu bytes (at least %zu, RFC 7518 3.2)",
+                                jwt_alg_str(alg), len, hmac_min_len(alg));
         }
         key_add(ks, kid, alg, k, len);
         return 0;
@@ -491,7 +476,7 @@ static int jwk_add(hd_auth_keys_t *ks, json_t *jwk, jwt_alg_t conf_alg, char *wh
     else if (strcmp(kty, "EC") == 0)
         pkey = jwk_ec(jwk, why, whylen);
     else
-        return fail(why, whylen, "kty \"%s\" is not supported (RSA, EC, oct)", kty);
+        return hd_auth_fail(why, whylen, "kty \"%s\" is not supported (RSA, EC, oct)", kty);
     if (pkey == NULL)
         return -1;
     rc = add_pkey(ks, kid, pkey, alg, why, whylen);
@@ -510,36 +495,36 @@ int hd_auth_jwks_parse(hd_auth_keys_t *ks, const char *text, size_t len, jwt_alg
     memset(ks, 0, sizeof(*ks));
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return fail(err, errlen, "not JSON: %s (line %d)", jerr.text, jerr.line);
+        return hd_auth_fail(err, errlen, "not JSON: %s (line %d)", jerr.text, jerr.line);
     keys = json_object_get(root, "keys");
     if (!json_is_array(keys)) {
         json_decref(root);
-        return fail(err, errlen, "expected a JWKS object {\"keys\": [...]}");
+        return hd_auth_fail(err, errlen, "expected a JWKS object {\"keys\": [...]}");
     }
     if (json_array_size(keys) > MAX_KEYS) {
         json_decref(root);
-        return fail(err, errlen, "more than %d keys", MAX_KEYS);
+        return hd_auth_fail(err, errlen, "more than %d keys", MAX_KEYS);
     }
     json_array_foreach(keys, i, jwk)
     {
         int rc = jwk_add(ks, jwk, alg, why, sizeof(why));
         if (rc < 0) {
-            fail(err, errlen, "key %zu: %s", i + 1, why);
+            hd_auth_fail(err, errlen, "key %zu: %s", i + 1, why);
             goto fail;
         }
     }
     json_decref(root);
     if (ks->n == 0)
-        return fail(err, errlen, "no signature key in the set");
+        return hd_auth_fail(err, errlen, "no signature key in the set");
     for (i = 0; i < ks->n; i++) {
         if (ks->n > 1 && ks->keys[i].kid == NULL) {
-            fail(err, errlen, "a set of several keys needs a kid on each");
+            hd_auth_fail(err, errlen, "a set of several keys needs a kid on each");
             hd_auth_keys_dispose(ks);
             return -1;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(ks->keys[i].kid, ks->keys[j].kid) == 0) {
-                fail(err, errlen, "two keys with kid \"%s\"", ks->keys[i].kid);
+                hd_auth_fail(err, errlen, "two keys with kid \"%s\"", ks->keys[i].kid);
                 hd_auth_keys_dispose(ks);
                 return -1;
             }
@@ -566,6 +551,6 @@ int hd_auth_jwks_load(hd_auth_keys_t *ks, const char *path, jwt_alg_t alg, char 
     OPENSSL_cleanse(text, len);
     free(text);
     if (rc < 0)
-        return fail(err, errlen, "%s: %s", path, why);
+        return hd_auth_fail(err, errlen, "%s: %s", path, why);
     return 0;
 }

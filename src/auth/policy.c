@@ -11,24 +11,8 @@
 
 #include "herald/common.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- channel_rule ---------------------------------------------------------------------------- */
 
@@ -76,8 +60,8 @@ int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, 
 
     memset(rule, 0, sizeof(*rule));
     if (argc < 1)
-        return fail(why, whylen,
-                    "expected PATTERN [subscribe=..] [publish=..] [history=..] [presence=..]");
+        return hd_auth_fail(
+            why, whylen, "expected PATTERN [subscribe=..] [publish=..] [history=..] [presence=..]");
     if (hd_auth_pattern_parse(&p, argv[0], strlen(argv[0]), why, whylen) < 0)
         return -1;
     memcpy(rule->pattern, argv[0], strlen(argv[0]) + 1);
@@ -96,19 +80,19 @@ int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, 
                 break;
         }
         if (eq == NULL || k == HD_ARRAY_SIZE(keys))
-            return fail(
+            return hd_auth_fail(
                 why, whylen,
                 "expected subscribe=..., publish=..., history=... or presence=..., got \"%s\"",
                 argv[i]);
         if (seen & (1u << k))
-            return fail(why, whylen, "%s given twice", keys[k].key);
+            return hd_auth_fail(why, whylen, "%s given twice", keys[k].key);
         seen |= 1u << k;
         if (option_value(keys[k].opts, eq + 1, (uint8_t *)rule + keys[k].offset) < 0)
-            return fail(why, whylen, "%s: expected %s, got \"%s\"", keys[k].key, keys[k].expect,
-                        eq + 1);
+            return hd_auth_fail(why, whylen, "%s: expected %s, got \"%s\"", keys[k].key,
+                                keys[k].expect, eq + 1);
     }
     if (rule->subscribe == HD_AUTH_SUB_USER && !rule->is_prefix)
-        return fail(why, whylen, "subscribe=user needs a prefix pattern (\"user:*\")");
+        return hd_auth_fail(why, whylen, "subscribe=user needs a prefix pattern (\"user:*\")");
     return 0;
 }
 
@@ -131,31 +115,31 @@ static int load_keys(hd_auth_t *a, const hd_auth_params_t *p, char *err, size_t 
     int n = (p->jwt_secret != NULL) + (p->jwt_public_key != NULL) + (p->jwks != NULL);
 
     if (n > 1)
-        return fail(err, errlen,
-                    "auth_jwt_secret, auth_jwt_public_key and auth_jwks exclude each other");
+        return hd_auth_fail(
+            err, errlen, "auth_jwt_secret, auth_jwt_public_key and auth_jwks exclude each other");
     if (p->jwt_alg != NULL &&
         (alg = hd_auth_alg_parse(p->jwt_alg, why, sizeof(why))) == JWT_ALG_INVAL)
-        return fail(err, errlen, "auth_jwt_alg: %s", why);
+        return hd_auth_fail(err, errlen, "auth_jwt_alg: %s", why);
     if (p->jwt_secret != NULL) {
         size_t len = strlen(p->jwt_secret);
         size_t min;
         if (alg == JWT_ALG_INVAL)
             alg = JWT_ALG_HS256;
         if (!hd_auth_alg_is_hmac(alg))
-            return fail(err, errlen,
-                        "auth_jwt_secret: a secret verifies HS256/384/512 only, "
-                        "auth_jwt_alg is %s (use auth_jwt_public_key)",
-                        jwt_alg_str(alg));
+            return hd_auth_fail(err, errlen,
+                                "auth_jwt_secret: a secret verifies HS256/384/512 only, "
+                                "auth_jwt_alg is %s (use auth_jwt_public_key)",
+                                jwt_alg_str(alg));
         /* A PEM as an HMAC secret is the HS/RS confusion waiting to happen. */
         if (strstr(p->jwt_secret, "-----BEGIN") != NULL)
-            return fail(err, errlen,
-                        "auth_jwt_secret: looks like a PEM key; a public key goes "
-                        "in auth_jwt_public_key");
+            return hd_auth_fail(err, errlen,
+                                "auth_jwt_secret: looks like a PEM key; a public key goes "
+                                "in auth_jwt_public_key");
         min = alg == JWT_ALG_HS512 ? 64 : alg == JWT_ALG_HS384 ? 48 : 32;
         if (len < min)
-            return fail(err, errlen,
-                        "auth_jwt_secret: %zu bytes; %s needs at least %zu (RFC 7518 3.2)", len,
-                        jwt_alg_str(alg), min);
+            return hd_auth_fail(err, errlen,
+                                "auth_jwt_secret: %zu bytes; %s needs at least %zu (RFC 7518 3.2)",
+                                len, jwt_alg_str(alg), min);
         a->keys.keys = hd_calloc(1, sizeof(*a->keys.keys));
         a->keys.n = 1;
         a->keys.keys[0].alg = alg;
@@ -165,18 +149,18 @@ static int load_keys(hd_auth_t *a, const hd_auth_params_t *p, char *err, size_t 
     }
     if (p->jwt_public_key != NULL) {
         if (hd_auth_pem_load(&a->keys, p->jwt_public_key, alg, why, sizeof(why)) < 0)
-            return fail(err, errlen, "auth_jwt_public_key: %s", why);
+            return hd_auth_fail(err, errlen, "auth_jwt_public_key: %s", why);
         return 0;
     }
     if (p->jwks != NULL) {
         if (hd_auth_jwks_load(&a->keys, p->jwks, alg, why, sizeof(why)) < 0)
-            return fail(err, errlen, "auth_jwks: %s", why);
+            return hd_auth_fail(err, errlen, "auth_jwks: %s", why);
         return 0;
     }
     if (p->jwt_alg != NULL)
-        return fail(err, errlen,
-                    "auth_jwt_alg set without a key (auth_jwt_secret, "
-                    "auth_jwt_public_key or auth_jwks)");
+        return hd_auth_fail(err, errlen,
+                            "auth_jwt_alg set without a key (auth_jwt_secret, "
+                            "auth_jwt_public_key or auth_jwks)");
     return 0;
 }
 
