@@ -18,7 +18,8 @@ run_herald (-t, --version, starts that must fail) runs to completion; death by a
 
 It also holds the clients every test file shares: publish / request / get_json over HTTP,
 wait_for, an SSE stream reader (SseStream, SseBlock), a raw WebSocket client (RawWS) and the
-python3-websockets connect (ws_connect), and require_* checks that turn a missing test tool or a
+python3-websockets connect (ws_connect), a page server and a headless chromium for browser tests
+(PageServer, Browser), and require_* checks that turn a missing test tool or a
 WebSocket path that does not upgrade into a failure, never a skip. main() fails a file whose tests
 all skipped.
 
@@ -27,9 +28,11 @@ openssl, redis-server, chromium and node are the external clients.
 """
 import atexit
 import http.client
+import http.server
 import itertools
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -42,6 +45,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 HERALD_BIN = os.environ.get("HERALD_BIN", "")
 HERALD_SRC = os.environ.get(
@@ -964,6 +968,119 @@ def require_websockets():
     except ImportError as e:
         raise AssertionError("python3-websockets is not installed (%s): %s" % (e, DEPS_HINT))
     return websockets
+
+
+# ---- a real browser ----
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class PageServer:
+    """Serves one HTML page (GET /NAME, NAME its file name, not cached) from a port of its own on
+    127.0.0.1, so the page is of another origin than herald, and collects what the page reports:
+    each POST /report/{kind} with a JSON body is queued as (kind, body) for next()."""
+
+    def __init__(self, page):
+        self.path = "/" + os.path.basename(page)
+        self.reports = queue.Queue()
+        reports, path = self.reports, self.path
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if urllib.parse.urlsplit(self.path).path != path:
+                    self.send_error(404)
+                    return
+                with open(page, "rb") as f:
+                    body = f.read()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                m = re.match(r"^/report/([a-z]+)$", self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if not m:
+                    self.send_error(404)
+                    return
+                reports.put((m.group(1), json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.origin = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, query):
+        """The page's URL with query (a dict) as its query string."""
+        return "%s%s?%s" % (self.origin, self.path, urllib.parse.urlencode(query))
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def next(self, kinds, timeout=30.0):
+        """The body of the next report of one of kinds, as (kind, body); reports of other kinds
+        are passed over. Fails when none comes within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %s report from the page within %.0f s" % (kinds, timeout))
+            try:
+                kind, body = self.reports.get(timeout=left)
+            except queue.Empty:
+                continue
+            if kind in kinds:
+                return kind, body
+
+
+class Browser:
+    """Headless chromium on one URL, in a process group of its own (killed by its id), with a
+    profile directory of its own (removed by close()), extra_args added to its command line.
+    Callers check require_executable(CHROMIUM, "chromium") first."""
+
+    def __init__(self, url, extra_args=()):
+        self.profile = tempfile.mkdtemp(prefix="herald-chromium-")
+        self.log = open(os.path.join(self.profile, "chromium.log"), "w+b")
+        argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--disable-extensions", "--user-data-dir=" + self.profile]
+        argv += list(extra_args) + [url]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self):
+        """The end of what chromium printed, for a failure message."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        else:
+            try:  # helpers left behind by a browser that already exited
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 # ---- SSE ----

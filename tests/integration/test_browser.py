@@ -10,122 +10,16 @@ The second test restarts herald on the same port: the browser's EventSource reco
 own with Last-Event-ID (an id of the old epoch), and must get the herald-gap notice and then the
 new messages.
 """
-import http.server
 import json
 import os
-import queue
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
-from herald_harness import get_json, publish, wait_for  # noqa: E402
+from herald_harness import CHROMIUM, Browser, PageServer, get_json, publish, wait_for  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "page.html")
-WAIT = 30.0
-
-
-class PageServer:
-    """Serves page.html and collects the page's reports (POST /report/{kind})."""
-
-    def __init__(self, page=PAGE):
-        self.reports = queue.Queue()
-        reports = self.reports
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                if urllib.parse.urlsplit(self.path).path != "/" + os.path.basename(page):
-                    self.send_error(404)
-                    return
-                with open(page, "rb") as f:
-                    body = f.read()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                m = re.match(r"^/report/([a-z]+)$", self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if not m:
-                    self.send_error(404)
-                    return
-                reports.put((m.group(1), json.loads(body)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def next(self, kinds, timeout=WAIT):
-        """The next report of one of kinds (others are kept in `seen`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no %s report from the page within %.0f s" % (kinds, timeout))
-            try:
-                kind, body = self.reports.get(timeout=left)
-            except queue.Empty:
-                continue
-            if kind in kinds:
-                return kind, body
-
-
-class Browser:
-    """Headless chromium on one URL, in a process group of its own (killed by its id)."""
-
-    def __init__(self, url, extra_args=()):
-        self.profile = tempfile.mkdtemp(prefix="herald-chromium-")
-        self.log = open(os.path.join(self.profile, "chromium.log"), "w+b")
-        argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                "--disable-extensions", "--user-data-dir=" + self.profile] + list(extra_args) + [url]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        else:
-            try:  # helpers left behind by a browser that already exited
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def reassembled(payload):
@@ -138,13 +32,12 @@ class TestBrowser(hh.HeraldTestCase):
 
     def setUp(self):
         hh.require_executable(CHROMIUM, "chromium")
-        self.pages = PageServer()
+        self.pages = PageServer(PAGE)
         self.addCleanup(self.pages.close)
 
     def open_page(self, herald_port, channel, n, ws):
-        url = "http://127.0.0.1:%d/page.html?%s" % (self.pages.port, urllib.parse.urlencode(
-            {"herald": herald_port, "channel": channel, "n": n, "ws": int(ws)}))
-        b = Browser(url)
+        b = Browser(self.pages.url({"herald": herald_port, "channel": channel, "n": n,
+                                    "ws": int(ws)}))
         self.addCleanup(b.close)
         return b
 

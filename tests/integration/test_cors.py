@@ -13,20 +13,15 @@ EventSource with credentials and publishes with fetch() and an Authorization hea
 browser sends a preflight first). With the page's origin listed both work and the event
 arrives; with it not listed both fail, and nothing is published.
 """
-import http.server
 import json
 import os
-import queue
-import re
 import subprocess
 import sys
-import threading
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import request  # noqa: E402
-from test_browser import CHROMIUM, Browser  # noqa: E402
+from herald_harness import CHROMIUM, Browser, PageServer  # noqa: E402
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "cors.html")
 APP = "https://app.example"
@@ -240,70 +235,24 @@ class TestListedOrigins(CorsCase):
 
 # ---- a real browser ---------------------------------------------------------------------------
 
-class PageServer:
-    """Serves cors.html and takes the page's one report (POST /report/result)."""
-
-    def __init__(self):
-        self.reports = queue.Queue()
-        reports = self.reports
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                if urllib.parse.urlsplit(self.path).path != "/cors.html":
-                    self.send_error(404)
-                    return
-                with open(PAGE, "rb") as f:
-                    body = f.read()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if not re.match(r"^/report/result$", self.path):
-                    self.send_error(404)
-                    return
-                reports.put(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.origin = "http://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 class TestBrowserCors(hh.HeraldTestCase):
     KEY = "page-key-123"
 
     def setUp(self):
         hh.require_executable(CHROMIUM, "chromium")
-        self.pages = PageServer()
+        self.pages = PageServer(PAGE)
         self.addCleanup(self.pages.close)
 
     def run_page(self, cors_origins, channel):
         self.access_log = os.path.join(self.tmpdir(), "access.log")
         h = self.start_herald(conf={"cors_origins": cors_origins, "publish_key": self.KEY,
                                     "access_log": self.access_log})
-        url = "http://127.0.0.1:%d/cors.html?%s" % (self.pages.port, urllib.parse.urlencode(
-            {"herald": h.port, "channel": channel, "key": self.KEY}))
-        b = Browser(url)
+        b = Browser(self.pages.url({"herald": h.port, "channel": channel, "key": self.KEY}))
         self.addCleanup(b.close)
         try:
-            result = self.pages.reports.get(timeout=45)
-        except queue.Empty:
-            raise AssertionError("no report from the page; chromium said:\n" + b.output())
+            _, result = self.pages.next(("result",), timeout=45)
+        except AssertionError as e:
+            raise AssertionError("%s; chromium said:\n%s" % (e, b.output()))
         return h, result, b
 
     def test_listed_origin_publishes_and_reads_with_credentials(self):

@@ -417,18 +417,16 @@ class Http2Chromium(hh.HeraldTestCase):
     PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "h2tabs.html")
 
     def setUp(self):
-        import test_browser
-        self.tb = test_browser
-        hh.require_executable(test_browser.CHROMIUM, "chromium")
+        hh.require_executable(hh.CHROMIUM, "chromium")
         d = self.tmpdir()
         self.crt, self.key = make_cert(d, "localhost", "tabs")
-        self.pages = test_browser.PageServer(page=self.PAGE)
+        self.pages = hh.PageServer(self.PAGE)
         self.addCleanup(self.pages.close)
 
     def open_tabs(self, h, prefix, n, ws):
         url = "http://127.0.0.1:%d/h2tabs.html?herald=https://127.0.0.1:%d&channel=%s&n=%d&ws=%d" % (
             self.pages.port, h.tls_port, prefix, n, ws)
-        b = self.tb.Browser(url, extra_args=["--ignore-certificate-errors"])
+        b = hh.Browser(url, extra_args=["--ignore-certificate-errors"])
         self.addCleanup(b.close)
         return b
 
