@@ -73,6 +73,12 @@ static char *mint(jwt_alg_t alg, const void *key, size_t keylen, const char *kid
     return copy;
 }
 
+/* The usual token: HS256 with SECRET, no kid. */
+static char *mint_hs256(const char *claims)
+{
+    return mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, claims);
+}
+
 /* A token assembled by hand: any header, HMAC-SHA256 with key (NULL: empty signature). */
 static char *mint_raw(const char *header, const char *claims, const void *key, size_t keylen)
 {
@@ -200,6 +206,20 @@ static void expect_refused(const hd_auth_t *a, const char *tok, int64_t now, hd_
     T_CONTAINS(why, reason);
 }
 
+/*
+ * Checks what a makes of tok (consumed) at NOW: want, HD_AUTH_VERIFIED or a refusal whose reason
+ * contains `reason` ("" for any). One call per minted token: expect_token(a, mint(..), ..).
+ */
+static void expect_token(const hd_auth_t *a, char *tok, hd_auth_verify_t want, const char *reason)
+{
+    char why[160] = "";
+    hd_auth_verify_t got = verify(a, tok, NOW, NULL, why);
+
+    if (got != want || strstr(why, reason) == NULL)
+        T_FAIL("token %s: got %d (\"%s\"), want %d with \"%s\"", tok, got, why, want, reason);
+    free(tok);
+}
+
 /* ---- verification --------------------------------------------------------------------------- */
 
 static void test_hs256_good(void)
@@ -209,10 +229,9 @@ static void test_hs256_good(void)
     hd_identity_t *id = NULL;
     char why[160], *tok;
 
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
-               "{\"sub\":\"42\",\"jti\":\"t-1\",\"exp\":1767229200,\"iat\":1767225600,"
-               "\"channels\":{\"subscribe\":[\"news\",\"room:*\"],\"publish\":[\"room:42\"]},"
-               "\"info\":{\"name\":\"Ann\",\"n\":[1, 2]}}");
+    tok = mint_hs256("{\"sub\":\"42\",\"jti\":\"t-1\",\"exp\":1767229200,\"iat\":1767225600,"
+                     "\"channels\":{\"subscribe\":[\"news\",\"room:*\"],\"publish\":[\"room:42\"]},"
+                     "\"info\":{\"name\":\"Ann\",\"n\":[1, 2]}}");
     T_EQ_INT(verify(a, tok, NOW, &id, why), HD_AUTH_VERIFIED);
     T_EQ_STR(hd_identity_sub(id), "42");
     T_EQ_STR(hd_identity_jti(id), "t-1");
@@ -243,31 +262,28 @@ static void test_time_claims(void)
     hd_auth_t *a = policy(&p);
     char why[160], *tok;
 
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"exp\":1767225600}");
+    tok = mint_hs256("{\"sub\":\"1\",\"exp\":1767225600}");
     /* exp passed, but within the 30 s skew: still good; past it: expired. */
     T_EQ_INT(verify(a, tok, NOW + 29, NULL, why), HD_AUTH_VERIFIED);
     expect_refused(a, tok, NOW + 30, HD_AUTH_EXPIRED, "token expired");
     expect_refused(a, tok, NOW + 3600, HD_AUTH_EXPIRED, "token expired");
     free(tok);
 
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"nbf\":1767225660}");
+    tok = mint_hs256("{\"sub\":\"1\",\"nbf\":1767225660}");
     expect_refused(a, tok, NOW, HD_AUTH_INVALID, "not valid yet");
     T_EQ_INT(verify(a, tok, NOW + 30, NULL, why), HD_AUTH_VERIFIED);
     free(tok);
 
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"iat\":1767229200}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "issued in the future");
-    free(tok);
+    expect_token(a, mint_hs256("{\"sub\":\"1\",\"iat\":1767229200}"), HD_AUTH_INVALID,
+                 "issued in the future");
 
-    tok =
-        mint_raw("{\"alg\":\"HS256\"}", "{\"sub\":\"1\",\"exp\":\"soon\"}", SECRET, strlen(SECRET));
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "exp is not a number");
-    free(tok);
+    expect_token(
+        a,
+        mint_raw("{\"alg\":\"HS256\"}", "{\"sub\":\"1\",\"exp\":\"soon\"}", SECRET, strlen(SECRET)),
+        HD_AUTH_INVALID, "exp is not a number");
 
     /* No exp at all: valid (docs/auth.md says to mint with one). */
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\"}");
-    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
-    free(tok);
+    expect_token(a, mint_hs256("{\"sub\":\"1\"}"), HD_AUTH_VERIFIED, "");
     hd_auth_free(a);
 }
 
@@ -278,24 +294,21 @@ static void test_bad_signature_and_none(void)
     char *tok, *dot;
     const char *other = "another secret that is long enough, 32+ bytes";
 
-    tok = mint(JWT_ALG_HS256, other, strlen(other), NULL, "{\"sub\":\"1\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "bad signature");
-    free(tok);
+    expect_token(a, mint(JWT_ALG_HS256, other, strlen(other), NULL, "{\"sub\":\"1\"}"),
+                 HD_AUTH_INVALID, "bad signature");
 
     /* A good token with one byte of its payload changed. */
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL, "{\"sub\":\"1\",\"x\":\"abcd\"}");
+    tok = mint_hs256("{\"sub\":\"1\",\"x\":\"abcd\"}");
     dot = strchr(tok, '.');
     dot[3] = dot[3] == 'A' ? 'B' : 'A';
     expect_refused(a, tok, NOW, HD_AUTH_INVALID, "");
     free(tok);
 
     /* alg none, with and without a signature part, and in other spellings. */
-    tok = mint_raw("{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"sub\":\"1\"}", NULL, 0);
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg none");
-    free(tok);
-    tok = mint_raw("{\"alg\":\"None\"}", "{\"sub\":\"1\"}", NULL, 0);
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "unknown alg");
-    free(tok);
+    expect_token(a, mint_raw("{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"sub\":\"1\"}", NULL, 0),
+                 HD_AUTH_INVALID, "alg none");
+    expect_token(a, mint_raw("{\"alg\":\"None\"}", "{\"sub\":\"1\"}", NULL, 0), HD_AUTH_INVALID,
+                 "unknown alg");
     /* Without pinning libjwt itself would take an unsigned token: the check is ours. */
     {
         jwt_t *jwt = NULL;
@@ -305,20 +318,18 @@ static void test_bad_signature_and_none(void)
         free(tok);
     }
     /* Two alg members: refused as a duplicate, whichever one libjwt would read. */
-    tok =
-        mint_raw("{\"alg\":\"HS256\",\"alg\":\"none\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "header");
-    free(tok);
-    tok = mint_raw("{\"alg\":\"HS256\",\"crit\":[\"b64\"]}", "{\"sub\":\"1\"}", SECRET,
-                   strlen(SECRET));
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "crit");
-    free(tok);
-    tok = mint_raw("{\"alg\":\"PS256\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "not supported by Debian 12's libjwt");
-    free(tok);
-    tok = mint_raw("{\"alg\":\"EdDSA\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "not supported by Debian 12's libjwt");
-    free(tok);
+    expect_token(
+        a,
+        mint_raw("{\"alg\":\"HS256\",\"alg\":\"none\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET)),
+        HD_AUTH_INVALID, "header");
+    expect_token(a,
+                 mint_raw("{\"alg\":\"HS256\",\"crit\":[\"b64\"]}", "{\"sub\":\"1\"}", SECRET,
+                          strlen(SECRET)),
+                 HD_AUTH_INVALID, "crit");
+    expect_token(a, mint_raw("{\"alg\":\"PS256\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET)),
+                 HD_AUTH_INVALID, "not supported by Debian 12's libjwt");
+    expect_token(a, mint_raw("{\"alg\":\"EdDSA\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET)),
+                 HD_AUTH_INVALID, "not supported by Debian 12's libjwt");
     hd_auth_free(a);
 }
 
@@ -392,14 +403,13 @@ static void test_hs_rs_confusion(void)
     expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured RS256");
     free(tok);
     /* Same with the PEM re-serialized by herald (what it keeps in memory). */
-    tok = mint_raw("{\"alg\":\"HS256\"}", "{\"sub\":\"admin\"}", rsa.pub_pem, rsa.pub_len);
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256");
-    free(tok);
+    expect_token(a,
+                 mint_raw("{\"alg\":\"HS256\"}", "{\"sub\":\"admin\"}", rsa.pub_pem, rsa.pub_len),
+                 HD_AUTH_INVALID, "alg HS256");
 
     /* RS384 against the RS256 pin. */
-    tok = mint(JWT_ALG_RS384, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"7\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg RS384 is not the configured RS256");
-    free(tok);
+    expect_token(a, mint(JWT_ALG_RS384, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"7\"}"),
+                 HD_AUTH_INVALID, "alg RS384 is not the configured RS256");
     hd_auth_free(a);
     unlink(path);
     free(path);
@@ -435,9 +445,8 @@ static void test_es256_pem(void)
         free(bad);
     }
     free(tok);
-    tok = mint(JWT_ALG_HS256, ec.pub_pem, ec.pub_len, NULL, "{\"sub\":\"e\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured ES256");
-    free(tok);
+    expect_token(a, mint(JWT_ALG_HS256, ec.pub_pem, ec.pub_len, NULL, "{\"sub\":\"e\"}"),
+                 HD_AUTH_INVALID, "alg HS256 is not the configured ES256");
     hd_auth_free(a);
     unlink(path);
     free(path);
@@ -448,28 +457,17 @@ static void test_iss_aud(void)
 {
     hd_auth_params_t p = {.jwt_secret = SECRET, .issuer = "https://app", .audience = "herald"};
     hd_auth_t *a = policy(&p);
-    char why[160], *tok;
 
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
-               "{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":\"herald\"}");
-    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
-    free(tok);
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
-               "{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":[\"x\",\"herald\"]}");
-    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
-    free(tok);
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
-               "{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":\"other\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "aud");
-    free(tok);
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
-               "{\"sub\":\"1\",\"iss\":\"https://app\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "aud");
-    free(tok);
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), NULL,
-               "{\"sub\":\"1\",\"iss\":\"https://evil\",\"aud\":\"herald\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "iss");
-    free(tok);
+    expect_token(a, mint_hs256("{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":\"herald\"}"),
+                 HD_AUTH_VERIFIED, "");
+    expect_token(a,
+                 mint_hs256("{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":[\"x\",\"herald\"]}"),
+                 HD_AUTH_VERIFIED, "");
+    expect_token(a, mint_hs256("{\"sub\":\"1\",\"iss\":\"https://app\",\"aud\":\"other\"}"),
+                 HD_AUTH_INVALID, "aud");
+    expect_token(a, mint_hs256("{\"sub\":\"1\",\"iss\":\"https://app\"}"), HD_AUTH_INVALID, "aud");
+    expect_token(a, mint_hs256("{\"sub\":\"1\",\"iss\":\"https://evil\",\"aud\":\"herald\"}"),
+                 HD_AUTH_INVALID, "iss");
     hd_auth_free(a);
 }
 
@@ -509,32 +507,24 @@ static void test_jwks_kid(void)
     T_EQ_STR(hd_identity_sub(id), "r");
     hd_identity_unref(id);
     free(tok);
-    tok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, "e1", "{\"sub\":\"e\"}");
-    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
-    free(tok);
-    tok = mint(JWT_ALG_ES384, ec384.priv_pem, ec384.priv_len, "e2", "{\"sub\":\"e2\"}");
-    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
-    free(tok);
-    tok = mint(JWT_ALG_HS256, SECRET, strlen(SECRET), "h1", "{\"sub\":\"h\"}");
-    T_EQ_INT(verify(a, tok, NOW, NULL, why), HD_AUTH_VERIFIED);
-    free(tok);
+    expect_token(a, mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, "e1", "{\"sub\":\"e\"}"),
+                 HD_AUTH_VERIFIED, "");
+    expect_token(a, mint(JWT_ALG_ES384, ec384.priv_pem, ec384.priv_len, "e2", "{\"sub\":\"e2\"}"),
+                 HD_AUTH_VERIFIED, "");
+    expect_token(a, mint(JWT_ALG_HS256, SECRET, strlen(SECRET), "h1", "{\"sub\":\"h\"}"),
+                 HD_AUTH_VERIFIED, "");
 
     /* The EC key's token naming the RSA kid, an unknown kid, no kid, a confused alg. */
-    tok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, "r1", "{\"sub\":\"e\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg ES256 is not the configured RS256");
-    free(tok);
-    tok = mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, "r9", "{\"sub\":\"r\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "no key with the token's kid");
-    free(tok);
-    tok = mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"r\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "without kid");
-    free(tok);
-    tok = mint(JWT_ALG_HS256, rsa.pub_pem, rsa.pub_len, "r1", "{\"sub\":\"admin\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "alg HS256 is not the configured RS256");
-    free(tok);
-    tok = mint(JWT_ALG_ES256, ec384.priv_pem, ec384.priv_len, "e1", "{\"sub\":\"e\"}");
-    expect_refused(a, tok, NOW, HD_AUTH_INVALID, "");
-    free(tok);
+    expect_token(a, mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, "r1", "{\"sub\":\"e\"}"),
+                 HD_AUTH_INVALID, "alg ES256 is not the configured RS256");
+    expect_token(a, mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, "r9", "{\"sub\":\"r\"}"),
+                 HD_AUTH_INVALID, "no key with the token's kid");
+    expect_token(a, mint(JWT_ALG_RS256, rsa.priv_pem, rsa.priv_len, NULL, "{\"sub\":\"r\"}"),
+                 HD_AUTH_INVALID, "without kid");
+    expect_token(a, mint(JWT_ALG_HS256, rsa.pub_pem, rsa.pub_len, "r1", "{\"sub\":\"admin\"}"),
+                 HD_AUTH_INVALID, "alg HS256 is not the configured RS256");
+    expect_token(a, mint(JWT_ALG_ES256, ec384.priv_pem, ec384.priv_len, "e1", "{\"sub\":\"e\"}"),
+                 HD_AUTH_INVALID, "");
     hd_auth_free(a);
     unlink(path);
     free(path);
