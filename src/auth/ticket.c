@@ -13,24 +13,8 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (why != NULL && whylen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(why, whylen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -113,13 +97,13 @@ static int parse_ttl(json_t *v, uint64_t default_ms, uint64_t max_ms, uint64_t *
         return 0;
     }
     if (!json_is_number(v))
-        return fail(why, whylen, "ttl must be a number of seconds");
+        return hd_auth_fail(why, whylen, "ttl must be a number of seconds");
     double s = json_number_value(v);
     if (!(s > 0) || s * 1000.0 < 1.0)
-        return fail(why, whylen, "ttl must be more than 0 seconds (at least 0.001)");
+        return hd_auth_fail(why, whylen, "ttl must be more than 0 seconds (at least 0.001)");
     if (s * 1000.0 > (double)max_ms)
-        return fail(why, whylen, "ttl %g s is above auth_ticket_max_ttl (%g s)", s,
-                    (double)max_ms / 1000.0);
+        return hd_auth_fail(why, whylen, "ttl %g s is above auth_ticket_max_ttl (%g s)", s,
+                            (double)max_ms / 1000.0);
     *out = (uint64_t)(s * 1000.0 + 0.5);
     return 0;
 }
@@ -135,21 +119,22 @@ int hd_ticket_request_parse(const char *body, size_t len, uint64_t default_ttl_m
 
     memset(out, 0, sizeof(*out));
     if (len == 0)
-        return fail(why, whylen,
-                    "a JSON object is needed: {\"sub\":..,\"channels\":..,\"info\":..,\"ttl\":..}");
+        return hd_auth_fail(
+            why, whylen,
+            "a JSON object is needed: {\"sub\":..,\"channels\":..,\"info\":..,\"ttl\":..}");
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return fail(why, whylen, "body is not JSON (line %d: %.80s)", jerr.line, jerr.text);
+        return hd_auth_fail(why, whylen, "body is not JSON (line %d: %.80s)", jerr.line, jerr.text);
     if (!json_is_object(root)) {
-        fail(why, whylen, "body must be a JSON object");
+        hd_auth_fail(why, whylen, "body must be a JSON object");
         goto done;
     }
     char name[52];
     json_object_foreach(root, key, v)
     {
         if (!known_member(key)) {
-            fail(why, whylen, "unknown member \"%s\" (sub, jti, channels, info, ttl)",
-                 printable(key, name));
+            hd_auth_fail(why, whylen, "unknown member \"%s\" (sub, jti, channels, info, ttl)",
+                         printable(key, name));
             goto done;
         }
     }
@@ -158,8 +143,8 @@ int hd_ticket_request_parse(const char *body, size_t len, uint64_t default_ttl_m
         json_object_foreach(v, key, w)
         {
             if (strcmp(key, "subscribe") != 0 && strcmp(key, "publish") != 0) {
-                fail(why, whylen, "unknown member \"channels.%s\" (subscribe, publish)",
-                     printable(key, name));
+                hd_auth_fail(why, whylen, "unknown member \"channels.%s\" (subscribe, publish)",
+                             printable(key, name));
                 goto done;
             }
         }
@@ -171,7 +156,7 @@ int hd_ticket_request_parse(const char *body, size_t len, uint64_t default_ttl_m
      * with a ticket lives independently of the backend's session). */
     claims = json_deep_copy(root);
     if (claims == NULL) {
-        fail(why, whylen, "out of memory");
+        hd_auth_fail(why, whylen, "out of memory");
         goto done;
     }
     json_object_del(claims, "ttl");
@@ -179,13 +164,13 @@ int hd_ticket_request_parse(const char *body, size_t len, uint64_t default_ttl_m
         goto done;
     out->claims = json_dumps(claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (out->claims == NULL) {
-        fail(why, whylen, "claims cannot be encoded");
+        hd_auth_fail(why, whylen, "claims cannot be encoded");
         goto done;
     }
     out->claims_len = strlen(out->claims);
     if (out->claims_len > HD_TICKET_MAX_CLAIMS) {
-        fail(why, whylen, "the ticket's claims take %zu bytes, more than %d", out->claims_len,
-             HD_TICKET_MAX_CLAIMS);
+        hd_auth_fail(why, whylen, "the ticket's claims take %zu bytes, more than %d",
+                     out->claims_len, HD_TICKET_MAX_CLAIMS);
         goto done;
     }
     rc = 0;
