@@ -84,8 +84,9 @@ static int on_plaintext(void *arg, const char *data, size_t len)
 static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
 {
     if (c->q_len == c->q_cap) {
-        c->q_cap = c->q_cap ? c->q_cap * 2 : 4;
-        c->q = hd_realloc(c->q, c->q_cap * sizeof(*c->q));
+        size_t cap = c->q_cap;
+        c->q = hd_grow_array(c->q, &cap, (size_t)c->q_len + 1, sizeof(*c->q), 4);
+        c->q_cap = (uint32_t)cap;
     }
     c->q[c->q_len++] = (hd_out_t){buf, (uint32_t)off, (uint32_t)len};
     c->queued_bytes += len;

@@ -89,12 +89,15 @@ ws_sub_t *hd_ws_sub_add(ws_t *ws, const char *channel, size_t len)
         ws->pub.subs = &ws->sub1;
         ws->cap_subs = 1;
     } else if (ws->pub.n_subs == ws->cap_subs) {
-        ws_sub_t **subs = hd_malloc(ws->cap_subs * 2u * sizeof(*subs));
-        memcpy(subs, ws->pub.subs, ws->cap_subs * sizeof(*subs));
-        if (ws->pub.subs != &ws->sub1)
-            free(ws->pub.subs);
+        /* Out of the inline slot into an array (of 2, then doubling). */
+        int was_inline = ws->pub.subs == &ws->sub1;
+        size_t cap = was_inline ? 0 : ws->cap_subs;
+        ws_sub_t **subs = hd_grow_array(was_inline ? NULL : ws->pub.subs, &cap, ws->pub.n_subs + 1u,
+                                        sizeof(*subs), 2);
+        if (was_inline)
+            subs[0] = ws->sub1;
         ws->pub.subs = subs;
-        ws->cap_subs *= 2;
+        ws->cap_subs = (uint32_t)cap;
     }
     ws_sub_t *e = hd_calloc(1, sizeof(*e) + len + 1);
     e->ws = ws;
