@@ -5,19 +5,22 @@
  *
  *   shape (3 base64url parts, <= HD_AUTH_MAX_TOKEN) -> header JSON: alg, kid, no crit
  *     -> key by kid -> header alg == the key's pinned alg (none, HS256 against an RSA key...)
- *     -> signature (libjwt, given only the key's own material) -> payload claims:
+ *     -> signature (OpenSSL, with only the key's own material) -> payload claims:
  *        exp, nbf, iat with the skew, iss, aud -> hd_identity_t
  *
  * libjwt 1.10 trusts the header's alg to choose how to use the key it is given (an RSA PEM
  * passed with an "HS256" header becomes an HMAC secret: the HS/RS confusion), and skips the
  * signature for "none"; the pinning step before it is what makes both impossible.
  *
- * Who checks the signature: libjwt for HS* (it is given the secret). For RS* and ES*, libjwt
- * 1.10 takes the key as PEM text and parses it again on every token, which OpenSSL 3's decoders
- * make cost milliseconds (measured: 2.5 ms of a 3.2 ms ES256 verification on this project's
- * loaded test machine); so herald verifies those with OpenSSL's EVP_DigestVerify against the
- * key parsed once at load (jwks.c), turning a JWS ECDSA signature (R || S, RFC 7518 3.4) into
- * the DER OpenSSL checks. Either way the algorithm is the key's pinned one.
+ * Who checks the signature: OpenSSL. For RS* and ES*, libjwt 1.10 takes the key as PEM text and
+ * parses it again on every token, which OpenSSL 3's decoders make cost milliseconds (measured:
+ * 2.5 ms of a 3.2 ms ES256 verification on this project's loaded test machine); so herald
+ * verifies those with OpenSSL's EVP_DigestVerify against the key parsed once at load (jwks.c),
+ * turning a JWS ECDSA signature (R || S, RFC 7518 3.4) into the DER OpenSSL checks. For HS*,
+ * libjwt's jwt_decode parses header and payload again with jansson (herald already has) around
+ * a one-microsecond HMAC, which made an HS256 connect cost twice an unauthenticated one
+ * (docs/benchmarks.md); herald computes the HMAC with OpenSSL's HMAC() and compares it in
+ * constant time (CRYPTO_memcmp). Either way the algorithm is the key's pinned one.
  */
 #include "internal.h"
 
@@ -26,7 +29,9 @@
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,15 +72,36 @@ static json_t *part_json(const char *s, size_t len)
 static const EVP_MD *alg_md(jwt_alg_t alg)
 {
     switch (alg) {
+    case JWT_ALG_HS384:
     case JWT_ALG_RS384:
     case JWT_ALG_ES384:
         return EVP_sha384();
+    case JWT_ALG_HS512:
     case JWT_ALG_RS512:
     case JWT_ALG_ES512:
         return EVP_sha512();
     default:
         return EVP_sha256();
     }
+}
+
+/*
+ * Checks an HS* signature (base64url sig_b64[0..sig_b64_len)) of input[0..len) with the key's
+ * secret: the HMAC, compared in constant time. Returns 1 when it verifies, else 0.
+ */
+static int hmac_verify(const hd_auth_key_t *key, const char *input, size_t len, const char *sig_b64,
+                       size_t sig_b64_len)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE], sig[EVP_MAX_MD_SIZE + 4];
+    unsigned int mac_len = 0;
+    long sig_len;
+    if (sig_b64_len * 3 / 4 + 3 > sizeof(sig) ||
+        (sig_len = hd_auth_b64url_decode(sig_b64, sig_b64_len, sig)) <= 0)
+        return 0;
+    if (HMAC(alg_md(key->alg), key->material, (int)key->material_len, (const unsigned char *)input,
+             len, mac, &mac_len) == NULL)
+        return 0;
+    return (size_t)sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
 }
 
 /*
@@ -214,10 +240,9 @@ hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t le
     const char *dot1, *dot2, *kid = NULL, *alg_name;
     const hd_auth_key_t *key;
     json_t *header = NULL, *claims = NULL, *v;
-    char copy[HD_AUTH_MAX_TOKEN + 1], reason[160];
+    char reason[160];
     hd_auth_verify_t rc = HD_AUTH_INVALID;
     jwt_alg_t alg;
-    jwt_t *jwt = NULL;
 
     *out = NULL;
     if (a == NULL || a->keys.n == 0)
@@ -262,19 +287,11 @@ hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t le
             refuse(HD_AUTH_INVALID, why, whylen, "bad signature");
             goto done;
         }
-    } else {
-        /* libjwt wants a C string; the token is bounded, and a NUL in it is refused here. */
-        memcpy(copy, token, len);
-        copy[len] = '\0';
-        if (strlen(copy) != len ||
-            jwt_decode(&jwt, copy, key->material, (int)key->material_len) != 0 || jwt == NULL) {
-            refuse(HD_AUTH_INVALID, why, whylen, "bad signature");
-            goto done;
-        }
-        if (jwt_get_alg(jwt) != key->alg) {
-            refuse(HD_AUTH_INVALID, why, whylen, "alg changed under verification");
-            goto done;
-        }
+    } else if (!hd_auth_alg_is_hmac(key->alg) ||
+               !hmac_verify(key, token, (size_t)(dot2 - token), dot2 + 1,
+                            len - (size_t)(dot2 + 1 - token))) {
+        refuse(HD_AUTH_INVALID, why, whylen, "bad signature");
+        goto done;
     }
     if ((claims = part_json(dot1 + 1, (size_t)(dot2 - dot1 - 1))) == NULL) {
         refuse(HD_AUTH_INVALID, why, whylen, "JWT payload is not a base64url JSON object");
@@ -289,8 +306,6 @@ hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t le
     rc = HD_AUTH_VERIFIED;
 
 done:
-    if (jwt != NULL)
-        jwt_free(jwt);
     json_decref(header);
     json_decref(claims);
     return rc;
