@@ -146,6 +146,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     hd_conn_t *pc = h2->conn;
+    if (h2->is_dead || pc->is_closing || pc->is_finishing)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* the connection went: no stream outlives it */
     hd_h2_stream_t *s = hd_calloc(1, sizeof(*s));
     s->carrier.ops = &hd_h2_carrier_ops;
     s->h2 = h2;
