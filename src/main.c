@@ -6,6 +6,7 @@
 #include "herald/api.h"
 #include "herald/common.h"
 #include "herald/conf.h"
+#include "herald/hooks.h"
 #include "herald/http.h"
 #include "herald/log.h"
 #include "herald/server.h"
@@ -111,6 +112,7 @@ static void register_routes(hd_router_t *r)
     hd_ticket_register(r);
     hd_admin_register(r);
     hd_clientjs_register(r);
+    hd_webhooks_register(r);
     hd_poll_register(r);
     hd_sse_register(r);
     hd_ws_register(r);
@@ -168,6 +170,13 @@ static void on_barrier(hd_worker_t *w, hd_breq_t *r)
 /* Shutdown: once no connection is left, flush the broker's replies, then stop it. */
 static void on_quiet(hd_server_t *s, int all_acked)
 {
+    hd_hooks_t *hooks = hd_hooks_get();
+    if (hooks && !all_acked) {
+        /* no connection is left, so nothing publishes or subscribes: the webhook sender goes
+         * first (its admin answers still reach the workers, which run until the barrier) */
+        hd_hooks_set(NULL);
+        hd_hooks_free(hooks);
+    }
     if (all_acked) {
         hd_broker_t *b = hd_broker_get();
         b->ops->free(b);
@@ -400,6 +409,19 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < HD_ARRAY_SIZE(sigs); i++) {
         uv_signal_init(&app.loop, sigs[i]);
         uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+    if (app.conf->n_webhooks) {
+        hd_hooks_t *hooks;
+        if (hd_hooks_new(&hooks, app.conf, err, sizeof(err)) < 0) {
+            hd_log_error("cannot start: %s", err);
+            exit(EXIT_START);
+        }
+        hd_hooks_set(hooks);
+        if ((rc = hd_hooks_start(hooks)) < 0) {
+            hd_log_error("cannot start the webhook thread: %s", uv_strerror(rc));
+            exit(EXIT_START);
+        }
+        hd_log_info("webhooks: %zu endpoints (docs/webhooks.md)", app.conf->n_webhooks);
     }
     if ((rc = hd_server_start(app.server)) < 0) {
         hd_log_error("cannot start worker threads: %s", uv_strerror(rc));

@@ -28,6 +28,10 @@ void hd_admin_register(hd_router_t *r);
  */
 void hd_clientjs_register(hd_router_t *r);
 void hd_presence_register(hd_router_t *r);
+/* The webhooks' admin endpoints under /admin/webhooks (webhooks.c, docs/webhooks.md). */
+void hd_webhooks_register(hd_router_t *r);
+/* Appends the webhook series to a /metrics answer (always, zero without webhooks). */
+void hd_webhooks_metrics(hd_sbuf_t *sb);
 
 /* Installs the access rules (access.c) as the HTTP layer's guard; once, at start. */
 void hd_access_install(void);

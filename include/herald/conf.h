@@ -22,6 +22,7 @@
 
 #include "herald/auth.h"
 #include "herald/ipaddr.h"
+#include "herald/webhook_def.h"
 
 typedef struct hd_listen_s {
     struct sockaddr_storage addr; /* resolved numeric address (IPv4 or IPv6) */
@@ -164,6 +165,22 @@ typedef struct hd_conf_s {
     /* The policy built from the above when the snapshot is loaded (never NULL; owned by the
      * snapshot): keys read, algorithm pinned, rules sorted. hd_auth_check(conf->auth, ...). */
     hd_auth_t *auth;
+
+    /* webhooks (src/hooks, docs/webhooks.md): endpoints in conf order, and how they are served */
+    hd_webhook_def_t *webhooks;
+    size_t n_webhooks;
+    uint64_t webhook_connect_timeout_ms; /* TCP and TLS connect */
+    uint64_t webhook_timeout_ms;         /* from the request sent to the whole response */
+    uint64_t webhook_retry_window_ms;    /* retried this long after the first attempt */
+    uint64_t webhook_backoff_base_ms;    /* retry k waits random [0, min(max, base * 2^(k-1))] */
+    uint64_t webhook_backoff_max_ms;
+    uint64_t webhook_disable_after_ms; /* an endpoint failing this long is disabled; 0: never */
+    uint32_t webhook_concurrency;      /* requests in flight per endpoint */
+    uint32_t webhook_queue_size;       /* events waiting per endpoint */
+    uint32_t webhook_dead_letters;     /* dead letters kept (node) */
+    size_t webhook_max_memory_bytes;   /* event bodies held: pending and dead letters (node) */
+    char *webhook_tls_ca;              /* CA file for https endpoints; NULL: the system's store */
+    int webhook_allow_private;         /* loopback, private and link-local targets allowed */
 } hd_conf_t;
 
 /*

@@ -323,6 +323,7 @@ static void on_metrics(hd_req_t *req, void *arg)
     hd_sbuf_appendf(
         &sb, "herald_fanout_latency_seconds_sum %g\nherald_fanout_latency_seconds_count %llu\n",
         (double)t.hub.latency_sum_us / 1e6, (unsigned long long)t.hub.latency_count);
+    hd_webhooks_metrics(&sb);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "text/plain; version=0.0.4",
                     sb.buf->data, sb.buf->len);
     hd_sbuf_dispose(&sb);

@@ -13,6 +13,7 @@
  */
 #include "memory_store.h"
 
+#include "herald/hooks.h"
 #include "herald/log.h"
 
 #include <string.h>
@@ -399,8 +400,11 @@ int hd_mstore_subscribe(hd_mstore_t *st, unsigned worker, hd_breq_t *r, size_t l
             return refuse(st, err);
         c = new_chan(st, r->channel, len);
     }
-    if (hd_interest_add(&c->in, worker) && c->in.n_workers == 1 && c->len)
-        st->idle_charge -= hd_mstore_channel_cost(st, len); /* history no longer takes it away */
+    if (hd_interest_add(&c->in, worker) && c->in.n_workers == 1) {
+        if (c->len)
+            st->idle_charge -= hd_mstore_channel_cost(st, len); /* history no longer takes it */
+        hd_hooks_on_channel(r->channel, len, 1); /* a push on the hooks mailbox, no more */
+    }
     r->interest = &c->in.per_worker[worker];
     if (r->has_since) /* live only otherwise: nothing from history */
         collect(st, c, r, limit);
@@ -413,6 +417,8 @@ void hd_mstore_unsubscribe(hd_mstore_t *st, unsigned worker, const char *channel
     if (c && hd_interest_remove(&c->in, worker) >= 0) {
         if (c->in.n_workers == 0 && c->len) /* its last worker left: history may take it */
             st->idle_charge += hd_mstore_channel_cost(st, len);
+        if (c->in.n_workers == 0)
+            hd_hooks_on_channel(channel, len, 0);
         maybe_delete(st, c);
     }
 }

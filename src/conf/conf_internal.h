@@ -31,6 +31,7 @@ typedef enum {
     T_RULE, /* channel_rule: hd_auth_rule_parse */
     T_LIST,
     T_CIDRS,
+    T_WEBHOOK, /* webhook: hd_webhook_def_parse */
     T_NTYPES
 } type_t;
 

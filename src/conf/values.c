@@ -641,6 +641,49 @@ static int equal_cidrs(const hd_conf_t *a, const hd_conf_t *b, const directive_t
     return x->n == y->n && (x->n == 0 || memcmp(x->v, y->v, x->n * sizeof(*x->v)) == 0);
 }
 
+/* ---- webhooks ------------------------------------------------------------------------------ */
+
+static int set_webhook(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_conf_t *c = ld->conf;
+    hd_webhook_def_t w;
+    char why[256];
+
+    if (argc == 1 && strcmp(argv[0], "off") == 0) {
+        free(c->webhooks);
+        c->webhooks = NULL;
+        c->n_webhooks = 0;
+        return 0;
+    }
+    if (c->n_webhooks >= 256)
+        return hd_conf_fail(ld, ld->origin, d->name, "more than 256 webhooks");
+    if (hd_webhook_def_parse(&w, (unsigned)c->n_webhooks + 1, argc, argv, why, sizeof(why)) < 0)
+        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
+    for (size_t i = 0; i < c->n_webhooks; i++) {
+        if (strcmp(c->webhooks[i].name, w.name) == 0)
+            return hd_conf_fail(ld, ld->origin, d->name, "name \"%s\" given twice", w.name);
+    }
+    c->webhooks = hd_realloc(c->webhooks, (c->n_webhooks + 1) * sizeof(*c->webhooks));
+    c->webhooks[c->n_webhooks++] = w;
+    return 0;
+}
+
+static void dispose_webhook(hd_conf_t *c, const directive_t *d)
+{
+    (void)d;
+    free(c->webhooks);
+    c->webhooks = NULL;
+    c->n_webhooks = 0;
+}
+
+static int equal_webhook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    (void)d;
+    return a->n_webhooks == b->n_webhooks &&
+           (a->n_webhooks == 0 ||
+            memcmp(a->webhooks, b->webhooks, a->n_webhooks * sizeof(*a->webhooks)) == 0);
+}
+
 const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_UINT] = {"N", 1, 1, set_uint, dispose_nothing, equal_bytes},
     [T_SIZE] = {"SIZE", 1, 1, set_size, dispose_nothing, equal_bytes},
@@ -653,4 +696,6 @@ const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_RULE] = {"PATTERN [KEY=VALUE ...]", 1, 4, set_rule, dispose_rule, equal_rule},
     [T_LIST] = {"VALUE [VALUE ...]", 1, MAX_VALUES, set_list, dispose_list, equal_list},
     [T_CIDRS] = {"ADDR[/BITS] ...", 1, MAX_VALUES, set_cidrs, dispose_cidrs, equal_cidrs},
+    [T_WEBHOOK] = {"URL [name=..] [channels=..] secret=whsec_.. [events=..]", 1, 5, set_webhook,
+                   dispose_webhook, equal_webhook},
 };

@@ -3,6 +3,7 @@
  * common.c: what the transports share: channel names from paths, ids, the publish check with
  * its keys (publish_key) and its rule for clients on this host, failures, publishing.
  */
+#include "herald/hooks.h"
 #include "herald/transport.h"
 
 #include <netinet/in.h>
@@ -171,8 +172,10 @@ typedef struct pub_ctx_s {
 static void on_published(hd_worker_t *w, hd_breq_t *r)
 {
     pub_ctx_t *ctx = r->cookie;
-    if (!r->err)
+    if (!r->err) {
         HD_HUB_STAT_ADD(w, published, r->n_msgs);
+        hd_hooks_on_published(r->msgs, r->n_msgs); /* webhooks: a push when one matches */
+    }
     ctx->done(ctx->arg, r->err, r->msgs, r->n_msgs);
     free(ctx);
     hd_breq_free(r);

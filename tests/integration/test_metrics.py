@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 import redis_support as rs  # noqa: E402
+import webhook_support as whs  # noqa: E402
 from herald_harness import Client, SseStream, publish, wait_for  # noqa: E402
 
 try:
@@ -610,6 +611,109 @@ class TestHttp2(MetricsTestCase):
                                    "herald_http2_streams_total": 3,
                                    "herald_http2_streams_reset_total": 1,
                                    "herald_http2_connection_errors_total": 1})
+
+
+class TestWebhooks(MetricsTestCase):
+    FAST = ["webhook_allow_private on", "webhook_backoff_base 20ms", "webhook_backoff_max 100ms",
+            "webhook_connect_timeout 2s", "webhook_timeout 5s"]
+
+    def hooked(self, url, secret, extra=()):
+        return self.start_herald(overrides=self.FAST + [whs.webhook_line(url, [secret],
+                                                                         name="m")] + list(extra),
+                                 workers=2)
+
+    @drives("herald_webhook_endpoints", "herald_webhook_events_total",
+            "herald_webhook_attempts_total", "herald_webhook_deliveries_total",
+            'herald_webhook_failures_total{reason="status"}',
+            'herald_webhook_failures_total{reason="connect"}', "herald_webhook_retries_total",
+            "herald_webhook_pending")
+    def test_webhook_deliveries_and_retries(self):
+        s = whs.new_secret()
+        r = whs.Receiver(self, [s])
+        r.control(["status:500", "drop"])
+        h = self.start_herald(overrides=self.FAST + [
+            whs.webhook_line(r.url(), [s], name="m", channels=["w"])], workers=2)
+        publish(h.port, "w", "one")
+        publish(h.port, "other", "not sent")
+        r.wait_deliveries(3)
+        self.assertSeries(h.port, {
+            "herald_webhook_endpoints": 1, "herald_webhook_events_total": 1,
+            "herald_webhook_attempts_total": 3, "herald_webhook_deliveries_total": 1,
+            'herald_webhook_failures_total{reason="status"}': 1,
+            'herald_webhook_failures_total{reason="connect"}': 1,
+            "herald_webhook_retries_total": 2, "herald_webhook_pending": 0})
+
+    @drives("herald_webhook_endpoints_disabled", "herald_webhook_dead_lettered_total",
+            "herald_webhook_dead_letters", "herald_webhook_memory_bytes",
+            'herald_webhook_dropped_total{reason="disabled"}', "herald_webhook_replayed_total")
+    def test_webhook_gone_dead_letters_replay(self):
+        s = whs.new_secret()
+        r = whs.Receiver(self, [s])
+        r.control(["status:410"])
+        h = self.hooked(r.url(), s)
+        publish(h.port, "g", "first")
+        whs.wait_endpoint(h.port, "m", lambda e: e["state"] == "disabled", "disabled")
+        publish(h.port, "g", "dropped while disabled")
+        _, adm = whs.admin(h.port)
+        held = adm["memory_bytes"]
+        _, dl = whs.admin(h.port, "GET", "/admin/webhooks/dead-letters")
+        self.assertGreater(held, dl["dead_letters"][0]["bytes"])
+        self.assertSeries(h.port, {
+            "herald_webhook_endpoints_disabled": 1, "herald_webhook_dead_lettered_total": 1,
+            "herald_webhook_dead_letters": 1, "herald_webhook_memory_bytes": held,
+            'herald_webhook_dropped_total{reason="disabled"}': 1,
+            "herald_webhook_replayed_total": 0})
+        self.assertEqual(whs.admin(h.port, "POST", "/admin/webhooks/m/enable")[0], 200)
+        self.assertEqual(whs.admin(h.port, "POST", "/admin/webhooks/dead-letters/replay")[0], 200)
+        r.wait_deliveries(2)
+        self.assertSeries(h.port, {
+            "herald_webhook_endpoints_disabled": 0, "herald_webhook_dead_lettered_total": 1,
+            "herald_webhook_dead_letters": 0, "herald_webhook_memory_bytes": 0,
+            "herald_webhook_replayed_total": 1})
+
+    @drives('herald_webhook_failures_total{reason="timeout"}',
+            'herald_webhook_failures_total{reason="refused"}',
+            'herald_webhook_failures_total{reason="protocol"}',
+            'herald_webhook_failures_total{reason="tls"}',
+            'herald_webhook_dropped_total{reason="dead_letters"}')
+    def test_webhook_failure_reasons(self):
+        s = whs.new_secret()
+        r = whs.Receiver(self, [s])
+        r.control([], default="hang")
+        raw = whs.RawReceiver(self, b"SSH-2.0-OpenSSH_9.2\r\n")
+        once = ["webhook_retry_window 0", "webhook_dead_letters 1"]
+        h = self.start_herald(overrides=self.FAST + once + [
+            whs.webhook_line(r.url(), [s], name="hang", channels=["t"]),
+            whs.webhook_line("http://127.0.0.1:%d/" % raw.port, [s], name="raw", channels=["p"]),
+            whs.webhook_line("https://127.0.0.1:%d/" % r.port, [s], name="tls", channels=["s"]),
+            "webhook_timeout 200ms"], workers=2)
+        publish(h.port, "t", "times out")
+        publish(h.port, "p", "not http")
+        publish(h.port, "s", "not tls")
+        ssrf = self.start_herald(overrides=[whs.webhook_line(r.url(), [s]), *once], workers=1)
+        publish(ssrf.port, "x", "refused")
+        self.assertSeries(ssrf.port, {'herald_webhook_failures_total{reason="refused"}': 1})
+        self.assertSeries(h.port, {
+            'herald_webhook_failures_total{reason="timeout"}': 1,
+            'herald_webhook_failures_total{reason="protocol"}': 1,
+            'herald_webhook_failures_total{reason="tls"}': 1,
+            'herald_webhook_dropped_total{reason="dead_letters"}': 2})
+
+    @drives("herald_webhook_oldest_pending_seconds",
+            'herald_webhook_dropped_total{reason="memory"}')
+    def test_webhook_pending_age_and_memory(self):
+        s = whs.new_secret()
+        r = whs.Receiver(self, [s])
+        r.control([], default="hang")
+        h = self.hooked(r.url(), s, ["webhook_timeout 60s", "webhook_max_memory 64k",
+                                     "webhook_concurrency 1"])
+        for i in range(10):
+            publish(h.port, "big", "x" * 10000)
+        ep = whs.wait_endpoint(h.port, "m", lambda e: e["in_flight"] == 1, "one in flight")
+        kept = ep["pending"]
+        self.assertTrue(0 < kept < 10, ep)
+        self.assertSeries(h.port, {"herald_webhook_oldest_pending_seconds": 1,
+                                   'herald_webhook_dropped_total{reason="memory"}': 10 - kept})
 
 
 class TestEverySeriesDriven(MetricsTestCase):

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hooks.h: webhooks, herald as a server-to-server sender (src/hooks/, docs/webhooks.md).
+ *
+ * One thread with its own uv loop sends every webhook. Workers never wait for it: an event is
+ * one message pushed on its lock-free mailbox (the MPSC queue every loop uses) and a wake-up.
+ *
+ *   worker (publish accepted) --hd_hooks_on_published--> mailbox --uv_async--> hooks loop
+ *   broker (0 -> 1, 1 -> 0 subscribers) --hd_hooks_on_channel--^       |
+ *                                                                       v
+ *        per endpoint: queue (bounded) -> up to webhook_concurrency requests (HTTP/1.1 client,
+ *        keep-alive pool, TLS) -> 2xx done | 410 disable | else retry with full jitter
+ *        until webhook_retry_window -> dead letters (bounded), replayable through /admin
+ *
+ * Delivery is at least once while the process lives; pending events and dead letters are in
+ * memory only (a restart loses them; docs/webhooks.md).
+ *
+ * Files, calls one way: hooks.c (thread, mailbox, the entry points below) -> delivery.c
+ * (endpoints, queues, retries, dead letters, admin answers) -> client.c (connections, TLS,
+ * requests) -> response.c (llhttp: the response, pure); delivery.c -> sign.c (Standard
+ * Webhooks signatures, pure), event.c (event bodies, pure).
+ */
+#ifndef HERALD_HOOKS_H
+#define HERALD_HOOKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/conf.h"
+#include "herald/pubsub.h"
+
+typedef struct hd_hooks_s hd_hooks_t;
+
+/*
+ * Makes the sender for conf's webhooks (one conf reference taken; the webhook directives are
+ * RESTART: reloads do not change it). Its thread starts with hd_hooks_start. Returns 0, or
+ * HD_ETLS with a message in err when the TLS context cannot be made (webhook_tls_ca unreadable).
+ */
+int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen);
+/* Starts the thread. 0 or a negative UV_E* code. */
+int hd_hooks_start(hd_hooks_t *h);
+/*
+ * Stops the thread (blocks until it has ended: requests in flight are cut) and frees everything;
+ * events still pending are lost and logged as a count. Call after no worker can publish.
+ */
+void hd_hooks_free(hd_hooks_t *h);
+
+/* The process's sender, set once by main before workers run (NULL: no webhooks). */
+void hd_hooks_set(hd_hooks_t *h);
+hd_hooks_t *hd_hooks_get(void);
+
+/*
+ * A publish was accepted (ids set): from the worker that took it, once per message, any thread.
+ * Cheap when nothing matches (the endpoints' patterns are read, nothing allocated); otherwise
+ * one allocation, one reference per message and one push. Never blocks.
+ */
+void hd_hooks_on_published(hd_message_t *const *msgs, size_t n);
+/*
+ * A channel got its first subscriber on this node (occupied 1) or lost its last (occupied 0):
+ * from the embedded broker, any thread, possibly under its lock (only a push is done).
+ */
+void hd_hooks_on_channel(const char *channel, size_t len, int occupied);
+/* 1 if some endpoint wants channel lifecycle events (the broker asks before calling). */
+int hd_hooks_want_channel_events(void);
+
+/* Node-wide figures for /stats and /metrics (relaxed reads, any thread). */
+enum {
+    HD_HOOKS_FAIL_STATUS = 0, /* an answer other than 2xx (410 included) */
+    HD_HOOKS_FAIL_TIMEOUT,    /* webhook_connect_timeout or webhook_timeout passed */
+    HD_HOOKS_FAIL_CONNECT,    /* DNS, refused, reset, closed before a complete answer */
+    HD_HOOKS_FAIL_TLS,        /* handshake or certificate verification failed */
+    HD_HOOKS_FAIL_REFUSED,    /* the address is loopback, private or link-local (SSRF) */
+    HD_HOOKS_FAIL_PROTOCOL,   /* an answer that is not HTTP/1.x, or its body past 64 KiB */
+    HD_HOOKS_FAIL_COUNT
+};
+extern const char *const hd_hooks_fail_names[HD_HOOKS_FAIL_COUNT];
+enum {
+    HD_HOOKS_DROP_MEMORY = 0,   /* webhook_max_memory reached: the event was not kept */
+    HD_HOOKS_DROP_DISABLED,     /* its endpoint is disabled */
+    HD_HOOKS_DROP_DEAD_LETTERS, /* a dead letter pushed out by a newer one (webhook_dead_letters) */
+    HD_HOOKS_DROP_COUNT
+};
+extern const char *const hd_hooks_drop_names[HD_HOOKS_DROP_COUNT];
+
+typedef struct hd_hooks_stats_s {
+    uint64_t endpoints;
+    uint64_t endpoints_disabled;
+    uint64_t events;    /* events queued for an endpoint (one per endpoint) */
+    uint64_t attempts;  /* requests sent */
+    uint64_t delivered; /* answered 2xx */
+    uint64_t failures[HD_HOOKS_FAIL_COUNT];
+    uint64_t retries;       /* attempts scheduled after a failure */
+    uint64_t dead_lettered; /* events that became dead letters */
+    uint64_t replayed;      /* dead letters queued again by the admin API */
+    uint64_t dropped[HD_HOOKS_DROP_COUNT];
+    uint64_t pending;           /* events waiting or in flight, every endpoint */
+    uint64_t oldest_pending_ms; /* age of the oldest of them (0: none) */
+    uint64_t dead_letters;      /* dead letters held */
+    uint64_t memory_bytes;      /* event bodies held */
+} hd_hooks_stats_t;
+/* Zeroes *out when h is NULL. */
+void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out);
+
+/*
+ * The admin API's questions (src/api/webhooks.c), answered on the hooks loop with a JSON body:
+ *   LIST            endpoints with their state and figures
+ *   ENABLE          endpoint: enabled again after a 410 (or the admin's DISABLE)
+ *   DEAD_LIST       dead letters (of endpoint when given), oldest first, at most limit, no payload
+ *   DEAD_GET        the dead letters with event_id (of endpoint when given), with their payload
+ *   DEAD_REPLAY     those with event_id, or every one when event_id is "": queued again as new
+ *                   attempts (same event id), skipping disabled endpoints
+ *   DEAD_PURGE      those with event_id, or every one: dropped
+ * status: 200, 404 (no such endpoint or dead letter), 409 (replay to a disabled endpoint).
+ */
+enum {
+    HD_HOOKS_LIST = 1,
+    HD_HOOKS_ENABLE,
+    HD_HOOKS_DEAD_LIST,
+    HD_HOOKS_DEAD_GET,
+    HD_HOOKS_DEAD_REPLAY,
+    HD_HOOKS_DEAD_PURGE,
+};
+typedef struct hd_hooks_admin_s hd_hooks_admin_t;
+typedef void (*hd_hooks_admin_cb)(hd_hooks_admin_t *a);
+struct hd_hooks_admin_s {
+    hd_msg_t base_; /* private */
+    /* in */
+    int op;
+    char endpoint[HD_WEBHOOK_NAME_MAX + 1]; /* "" = every endpoint */
+    char event_id[64];                      /* "" = every event (replay, purge) */
+    uint32_t limit;                         /* DEAD_LIST */
+    hd_worker_t *worker;                    /* the answer runs cb there */
+    hd_hooks_admin_cb cb;
+    void *data;
+    /* out */
+    int status;
+    char *body; /* JSON, NUL-terminated; freed with the request */
+    size_t body_len;
+};
+/* A request (zeroed) for op; fill endpoint, event_id, limit, worker, cb, data, then submit. */
+hd_hooks_admin_t *hd_hooks_admin_new(int op);
+/* Hands a to the hooks loop; cb runs later on a->worker's loop, then the caller frees a with
+ * hd_hooks_admin_free. Without a sender (no webhook configured) cb runs there with 404. */
+void hd_hooks_admin_submit(hd_hooks_admin_t *a);
+void hd_hooks_admin_free(hd_hooks_admin_t *a);
+
+#endif

@@ -1,0 +1,776 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * delivery.c: what becomes of a webhook event, on the hooks thread (hooks.h draws the whole).
+ *
+ *   event -> each endpoint that wants it (events=, channels=):
+ *     disabled endpoint           -> dropped, counted (disabled)
+ *     webhook_max_memory reached  -> the oldest dead letters go first; still no room: dropped
+ *     webhook_queue_size reached  -> a dead letter at once ("queue full"), replayable
+ *     else                        -> the endpoint's queue (FIFO)
+ *   queue -> at most webhook_concurrency requests in flight per endpoint (client.c)
+ *     2xx       -> delivered, forgotten
+ *     410 Gone  -> the endpoint is disabled; its queue becomes dead letters (the same when
+ *                  it has failed without a 2xx for webhook_disable_after, when set)
+ *     else      -> retry k (k = 1, 2, ...) after a random delay in
+ *                  [0, min(webhook_backoff_max, webhook_backoff_base * 2^(k-1))] (full jitter);
+ *                  a retry that would start after webhook_retry_window from the first attempt
+ *                  makes the event a dead letter instead
+ *   dead letters: one list for the node, oldest first, at most webhook_dead_letters (the
+ *   oldest dropped past it), inspected, replayed and purged by the admin API.
+ *
+ * An event keeps its id (webhook-id) on every attempt and replay; webhook-timestamp is the
+ * attempt's time and the signature covers both. Memory: each queued event and dead letter is
+ * charged its body and its struct against webhook_max_memory. Nothing here blocks and nothing
+ * is shared with another thread but the counters (relaxed atomics).
+ */
+#include "herald/log.h"
+#include "internal.h"
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct endpoint_s endpoint_t;
+
+typedef struct job_s {
+    hd_heap_node_t due; /* in the sender's retry heap while waiting (key: loop ms) */
+    hd_list_t link;     /* endpoint's ready list, while ready */
+    hd_list_t all;      /* endpoint's pending list, oldest first */
+    endpoint_t *ep;
+    hd_buf_t *body;
+    char id[40];
+    char type[24];
+    uint64_t created_ms;       /* wall clock, when the event was made */
+    uint64_t first_attempt_ms; /* loop time of the first attempt (0: none yet) */
+    uint32_t attempts;
+    char last_error[160];
+    hk_request_t req;
+} job_t;
+
+typedef struct letter_s {
+    hd_list_t link; /* the sender's dead letters, oldest first */
+    endpoint_t *ep;
+    hd_buf_t *body;
+    char id[40];
+    char type[24];
+    uint32_t attempts;
+    uint64_t created_ms, dead_ms; /* wall clock */
+    char reason[160];
+} letter_t;
+
+struct endpoint_s {
+    hk_sender_t *s;
+    const hd_webhook_def_t *def;
+    hk_pool_t *pool;
+    hd_list_t ready, all;
+    size_t n_pending, in_flight, n_letters;
+    int is_disabled;
+    char disabled_reason[160];
+    uint64_t disabled_ms;
+    uint64_t attempts, delivered, failures[HD_HOOKS_FAIL_COUNT];
+    int last_status;
+    char last_error[160];
+    uint64_t failing_since_ms; /* wall clock of the first failure since the last 2xx; 0: none */
+};
+
+struct hk_sender_s {
+    uv_loop_t *loop;
+    hd_conf_t *conf;
+    hk_client_conf_t cc;
+    endpoint_t *eps;
+    size_t n_eps;
+    hd_heap_t retry;
+    uv_timer_t timer;
+    hd_list_t dlq;
+    size_t n_dlq;
+    size_t mem;
+    uint64_t rng;
+    uint64_t warned_ms;
+    hd_hooks_stats_t *st;
+};
+
+const char *const hd_hooks_fail_names[HD_HOOKS_FAIL_COUNT] = {"status", "timeout", "connect",
+                                                              "tls",    "refused", "protocol"};
+const char *const hd_hooks_drop_names[HD_HOOKS_DROP_COUNT] = {"memory", "disabled", "dead_letters"};
+
+static void pump(hk_sender_t *s, endpoint_t *ep);
+
+/* ---- accounting ---- */
+
+static size_t charge_of(const hd_buf_t *body)
+{
+    return body->len + sizeof(job_t) + sizeof(hd_buf_t);
+}
+
+static void update_gauges(hk_sender_t *s)
+{
+    uint64_t pending = 0, oldest = 0;
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = &s->eps[i];
+        pending += ep->n_pending;
+        if (!hd_list_empty(&ep->all)) {
+            job_t *j = hd_container_of(ep->all.next, job_t, all);
+            if (oldest == 0 || j->created_ms < oldest)
+                oldest = j->created_ms;
+        }
+    }
+    HK_SET(s->st->pending, pending);
+    HK_SET(s->st->oldest_pending_ms, oldest); /* a time; hd_hooks_get_stats makes it an age */
+    HK_SET(s->st->dead_letters, (uint64_t)s->n_dlq);
+    HK_SET(s->st->memory_bytes, (uint64_t)s->mem);
+}
+
+/* Rate-limited warnings: at most one a second (the counters say how many). */
+static int may_warn(hk_sender_t *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (s->warned_ms && now - s->warned_ms < 1000)
+        return 0;
+    s->warned_ms = now;
+    return 1;
+}
+
+/* ---- dead letters ---- */
+
+static void letter_free(hk_sender_t *s, letter_t *l)
+{
+    hd_list_remove(&l->link);
+    s->n_dlq--;
+    l->ep->n_letters--;
+    s->mem -= charge_of(l->body);
+    hd_buf_unref(l->body);
+    free(l);
+}
+
+static void drop_oldest_letter(hk_sender_t *s)
+{
+    letter_t *l = hd_container_of(s->dlq.next, letter_t, link);
+    letter_free(s, l);
+    HK_ADD(s->st->dropped[HD_HOOKS_DROP_DEAD_LETTERS], 1);
+}
+
+/* Makes a dead letter of an event (the body reference and its charge pass to it). */
+static void bury(hk_sender_t *s, endpoint_t *ep, hd_buf_t *body, const char *id, const char *type,
+                 uint64_t created_ms, uint32_t attempts, const char *reason)
+{
+    HK_ADD(s->st->dead_lettered, 1);
+    if (may_warn(s))
+        hd_log_warn("webhook %s: event %s is a dead letter after %u attempts: %s", ep->def->name,
+                    id, attempts, reason);
+    if (s->conf->webhook_dead_letters == 0) {
+        s->mem -= charge_of(body);
+        hd_buf_unref(body);
+        HK_ADD(s->st->dropped[HD_HOOKS_DROP_DEAD_LETTERS], 1);
+        return;
+    }
+    letter_t *l = hd_calloc(1, sizeof(*l));
+    l->ep = ep;
+    l->body = body;
+    snprintf(l->id, sizeof(l->id), "%s", id);
+    snprintf(l->type, sizeof(l->type), "%s", type);
+    l->attempts = attempts;
+    l->created_ms = created_ms;
+    l->dead_ms = hk_wall_ms();
+    snprintf(l->reason, sizeof(l->reason), "%s", reason);
+    hd_list_insert_tail(&s->dlq, &l->link);
+    s->n_dlq++;
+    ep->n_letters++;
+    while (s->n_dlq > s->conf->webhook_dead_letters)
+        drop_oldest_letter(s);
+}
+
+/* ---- jobs ---- */
+
+static void job_forget(hk_sender_t *s, job_t *j)
+{
+    endpoint_t *ep = j->ep;
+    if (hd_list_linked(&j->link))
+        hd_list_remove(&j->link);
+    if (hd_heap_contains(&j->due))
+        hd_heap_remove(&s->retry, &j->due);
+    hd_list_remove(&j->all);
+    ep->n_pending--;
+}
+
+static void job_free(hk_sender_t *s, job_t *j)
+{
+    job_forget(s, j);
+    s->mem -= charge_of(j->body);
+    hd_buf_unref(j->body);
+    free(j);
+}
+
+static void job_bury(hk_sender_t *s, job_t *j, const char *reason)
+{
+    job_forget(s, j);
+    bury(s, j->ep, j->body, j->id, j->type, j->created_ms, j->attempts, reason);
+    free(j);
+}
+
+/* Room for charge bytes: dead letters give way first. 0, or -1 when there is none. */
+static int make_room(hk_sender_t *s, size_t charge)
+{
+    while (s->mem + charge > s->conf->webhook_max_memory_bytes && s->n_dlq > 0)
+        drop_oldest_letter(s);
+    return s->mem + charge > s->conf->webhook_max_memory_bytes ? -1 : 0;
+}
+
+/* Queues an event for ep (takes a new reference to body). */
+static void enqueue(hk_sender_t *s, endpoint_t *ep, hd_buf_t *body, const char *id,
+                    const char *type, uint64_t created_ms)
+{
+    if (ep->is_disabled) {
+        HK_ADD(s->st->dropped[HD_HOOKS_DROP_DISABLED], 1);
+        return;
+    }
+    size_t charge = charge_of(body);
+    if (make_room(s, charge) < 0) {
+        HK_ADD(s->st->dropped[HD_HOOKS_DROP_MEMORY], 1);
+        if (may_warn(s))
+            hd_log_warn("webhook %s: event %s dropped: webhook_max_memory (%zu bytes) is full",
+                        ep->def->name, id, s->conf->webhook_max_memory_bytes);
+        return;
+    }
+    s->mem += charge;
+    HK_ADD(s->st->events, 1);
+    if (ep->n_pending >= s->conf->webhook_queue_size) {
+        bury(s, ep, hd_buf_ref(body), id, type, created_ms, 0,
+             "queue full (webhook_queue_size): not attempted");
+        return;
+    }
+    job_t *j = hd_calloc(1, sizeof(*j));
+    j->ep = ep;
+    j->body = hd_buf_ref(body);
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    snprintf(j->type, sizeof(j->type), "%s", type);
+    j->created_ms = created_ms;
+    hd_list_insert_tail(&ep->all, &j->all);
+    hd_list_insert_tail(&ep->ready, &j->link);
+    ep->n_pending++;
+}
+
+/* ---- attempts ---- */
+
+static uint64_t next_random(hk_sender_t *s)
+{
+    s->rng ^= s->rng << 13;
+    s->rng ^= s->rng >> 7;
+    s->rng ^= s->rng << 17;
+    return s->rng;
+}
+
+/* The wait before retry k (k >= 1): uniform in [0, min(max, base * 2^(k-1))]. */
+static uint64_t backoff_ms(hk_sender_t *s, uint32_t k)
+{
+    const hd_conf_t *c = s->conf;
+    uint64_t cap = c->webhook_backoff_max_ms;
+    if (k - 1 < 40 && (c->webhook_backoff_base_ms << (k - 1)) < cap)
+        cap = c->webhook_backoff_base_ms << (k - 1);
+    return next_random(s) % (cap + 1);
+}
+
+static void arm_timer(hk_sender_t *s);
+
+static void on_timer(uv_timer_t *t)
+{
+    hk_sender_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    hd_heap_node_t *n;
+    while ((n = hd_heap_min(&s->retry)) != NULL && n->key <= now) {
+        job_t *j = hd_container_of(n, job_t, due);
+        hd_heap_remove(&s->retry, n);
+        hd_list_insert_tail(&j->ep->ready, &j->link);
+    }
+    for (size_t i = 0; i < s->n_eps; i++)
+        pump(s, &s->eps[i]);
+    arm_timer(s);
+}
+
+static void arm_timer(hk_sender_t *s)
+{
+    hd_heap_node_t *n = hd_heap_min(&s->retry);
+    if (!n) {
+        uv_timer_stop(&s->timer);
+        return;
+    }
+    uint64_t now = uv_now(s->loop);
+    uv_timer_start(&s->timer, on_timer, n->key > now ? n->key - now : 0, 0);
+}
+
+static void disable(hk_sender_t *s, endpoint_t *ep, const char *reason)
+{
+    ep->is_disabled = 1;
+    ep->disabled_ms = hk_wall_ms();
+    snprintf(ep->disabled_reason, sizeof(ep->disabled_reason), "%s", reason);
+    HK_ADD(s->st->endpoints_disabled, 1);
+    hd_log_warn("webhook %s (%s) disabled: %s; its %zu queued events are dead letters "
+                "(POST /admin/webhooks/%s/enable, then replay them)",
+                ep->def->name, ep->def->url, reason, ep->n_pending - ep->in_flight, ep->def->name);
+    /* what waits becomes dead letters; what is in flight ends on its own */
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &ep->all)
+    {
+        job_t *j = hd_container_of(pos, job_t, all);
+        if (j->req.cb == NULL)
+            job_bury(s, j, reason);
+    }
+}
+
+static void on_answer(hk_request_t *req, int status, int fail, const char *why)
+{
+    job_t *j = req->data;
+    endpoint_t *ep = j->ep;
+    hk_sender_t *s = ep->s;
+    hd_buf_unref(req->head);
+    req->head = NULL;
+    req->cb = NULL;
+    ep->in_flight--;
+    ep->last_status = status;
+    if (status >= 200 && status <= 299) {
+        ep->delivered++;
+        ep->last_error[0] = '\0';
+        ep->failing_since_ms = 0;
+        HK_ADD(s->st->delivered, 1);
+        job_free(s, j);
+        goto out;
+    }
+    if (status > 0) {
+        fail = HD_HOOKS_FAIL_STATUS;
+        snprintf(j->last_error, sizeof(j->last_error), "HTTP %d", status);
+    } else {
+        snprintf(j->last_error, sizeof(j->last_error), "%s", why ? why : "failed");
+    }
+    snprintf(ep->last_error, sizeof(ep->last_error), "%s", j->last_error);
+    ep->failures[fail]++;
+    HK_ADD(s->st->failures[fail], 1);
+    hd_log_debug("webhook %s: event %s attempt %u failed: %s", ep->def->name, j->id, j->attempts,
+                 j->last_error);
+    if (status == 410) {
+        job_bury(s, j, "410 Gone: the receiver asked to stop");
+        if (!ep->is_disabled)
+            disable(s, ep, "410 Gone: the receiver asked to stop");
+        goto out;
+    }
+    uint64_t wall = hk_wall_ms();
+    if (ep->failing_since_ms == 0)
+        ep->failing_since_ms = wall;
+    uint64_t limit = s->conf->webhook_disable_after_ms;
+    if (limit && !ep->is_disabled && wall - ep->failing_since_ms >= limit) {
+        char reason[200];
+        snprintf(reason, sizeof(reason),
+                 "failing for %llu s without a 2xx (webhook_disable_after); last: %s",
+                 (unsigned long long)((wall - ep->failing_since_ms) / 1000), j->last_error);
+        job_bury(s, j, reason);
+        disable(s, ep, reason);
+        goto out;
+    }
+    if (ep->is_disabled) {
+        job_bury(s, j, j->last_error);
+        goto out;
+    }
+    uint64_t now = uv_now(s->loop);
+    uint64_t wait = backoff_ms(s, j->attempts);
+    if (now + wait - j->first_attempt_ms > s->conf->webhook_retry_window_ms) {
+        char reason[200];
+        snprintf(reason, sizeof(reason), "retry window passed; last: %s", j->last_error);
+        job_bury(s, j, reason);
+        goto out;
+    }
+    HK_ADD(s->st->retries, 1);
+    j->due.key = now + wait;
+    hd_heap_push(&s->retry, &j->due);
+    arm_timer(s);
+out:
+    pump(s, ep);
+    update_gauges(s);
+}
+
+static void attempt(hk_sender_t *s, job_t *j)
+{
+    endpoint_t *ep = j->ep;
+    const hd_webhook_def_t *d = ep->def;
+    uint64_t ts = hk_wall_ms() / 1000;
+    char sig[600];
+    hk_sign(d, j->id, ts, j->body->data, j->body->len, sig, sizeof(sig));
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 512 + strlen(d->target) + strlen(sig));
+    hd_sbuf_appendf(&sb,
+                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: herald/%s\r\n"
+                    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                    "webhook-id: %s\r\nwebhook-timestamp: %llu\r\nwebhook-signature: %s\r\n\r\n",
+                    d->target, d->host_header, HERALD_VERSION, j->body->len, j->id,
+                    (unsigned long long)ts, sig);
+    j->req.head = hd_sbuf_finish(&sb);
+    j->req.body = j->body;
+    j->req.cb = on_answer;
+    j->req.data = j;
+    uv_update_time(s->loop); /* the client's timers start from now, not the pass's start */
+    if (j->attempts++ == 0)
+        j->first_attempt_ms = uv_now(s->loop);
+    ep->attempts++;
+    ep->in_flight++;
+    HK_ADD(s->st->attempts, 1);
+    hk_pool_send(ep->pool, &j->req);
+}
+
+static void pump(hk_sender_t *s, endpoint_t *ep)
+{
+    while (!ep->is_disabled && ep->in_flight < s->conf->webhook_concurrency &&
+           !hd_list_empty(&ep->ready)) {
+        job_t *j = hd_container_of(ep->ready.next, job_t, link);
+        hd_list_remove(&j->link);
+        attempt(s, j);
+    }
+}
+
+/* ---- events ---- */
+
+void hk_sender_message(hk_sender_t *s, hd_message_t *m)
+{
+    hd_buf_t *body = NULL;
+    char id[40];
+    uint64_t now = hk_wall_ms();
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = &s->eps[i];
+        if (!(ep->def->events & HD_WEBHOOK_EV_MESSAGE) ||
+            !hd_webhook_def_matches(ep->def, m->channel, m->channel_len))
+            continue;
+        if (!body) {
+            body = hk_event_message(m, now);
+            hk_event_id(id);
+        }
+        enqueue(s, ep, body, id, "message.published", now);
+        pump(s, ep);
+    }
+    if (body)
+        hd_buf_unref(body);
+    update_gauges(s);
+}
+
+void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occupied)
+{
+    hd_buf_t *body = NULL;
+    char id[40];
+    uint64_t now = hk_wall_ms();
+    unsigned want = occupied ? HD_WEBHOOK_EV_OCCUPIED : HD_WEBHOOK_EV_VACATED;
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = &s->eps[i];
+        if (!(ep->def->events & want) || !hd_webhook_def_matches(ep->def, channel, len))
+            continue;
+        if (!body) {
+            body = hk_event_channel(channel, len, occupied, now);
+            hk_event_id(id);
+        }
+        enqueue(s, ep, body, id, occupied ? "channel.occupied" : "channel.vacated", now);
+        pump(s, ep);
+    }
+    if (body)
+        hd_buf_unref(body);
+    update_gauges(s);
+}
+
+/* ---- admin ---- */
+
+static void json_str(hd_sbuf_t *sb, const char *v)
+{
+    hd_sbuf_appends(sb, "\"");
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            hd_sbuf_appendf(sb, "\\%c", *p);
+        else if (*p < 0x20 || *p >= 0x7f)
+            hd_sbuf_appendf(sb, "\\u%04x", *p);
+        else
+            hd_sbuf_append(sb, p, 1);
+    }
+    hd_sbuf_appends(sb, "\"");
+}
+
+static void endpoint_json(hd_sbuf_t *sb, endpoint_t *ep)
+{
+    const hd_webhook_def_t *d = ep->def;
+    hd_sbuf_appends(sb, "{\"name\":");
+    json_str(sb, d->name);
+    hd_sbuf_appends(sb, ",\"url\":");
+    json_str(sb, d->url);
+    hd_sbuf_appends(sb, ",\"channels\":[");
+    for (size_t k = 0; k < d->n_patterns; k++) {
+        if (k)
+            hd_sbuf_appends(sb, ",");
+        json_str(sb, d->patterns[k]);
+    }
+    hd_sbuf_appends(sb, "],\"events\":[");
+    const char *names[] = {"message.published", "channel.occupied", "channel.vacated"};
+    int first = 1;
+    for (unsigned k = 0; k < 3; k++) {
+        if (d->events & (1u << k)) {
+            hd_sbuf_appendf(sb, "%s\"%s\"", first ? "" : ",", names[k]);
+            first = 0;
+        }
+    }
+    hd_sbuf_appendf(sb, "],\"secrets\":%zu,\"state\":\"%s\"", d->n_keys,
+                    ep->is_disabled ? "disabled" : "enabled");
+    if (ep->is_disabled) {
+        hd_sbuf_appends(sb, ",\"disabled_reason\":");
+        json_str(sb, ep->disabled_reason);
+        hd_sbuf_appendf(sb, ",\"disabled_at_ms\":%llu", (unsigned long long)ep->disabled_ms);
+    }
+    uint64_t oldest_age = 0;
+    if (!hd_list_empty(&ep->all)) {
+        job_t *j = hd_container_of(ep->all.next, job_t, all);
+        uint64_t now = hk_wall_ms();
+        oldest_age = now > j->created_ms ? now - j->created_ms : 0;
+    }
+    hd_sbuf_appendf(sb,
+                    ",\"pending\":%zu,\"in_flight\":%zu,\"oldest_pending_age_ms\":%llu,"
+                    "\"dead_letters\":%zu,\"connections\":%zu,\"attempts\":%llu,"
+                    "\"delivered\":%llu,\"failures\":{",
+                    ep->n_pending, ep->in_flight, (unsigned long long)oldest_age, ep->n_letters,
+                    hk_pool_conns(ep->pool), (unsigned long long)ep->attempts,
+                    (unsigned long long)ep->delivered);
+    for (int k = 0; k < HD_HOOKS_FAIL_COUNT; k++)
+        hd_sbuf_appendf(sb, "%s\"%s\":%llu", k ? "," : "", hd_hooks_fail_names[k],
+                        (unsigned long long)ep->failures[k]);
+    hd_sbuf_appendf(sb, "},\"failing_since_ms\":%llu,\"last_error\":",
+                    (unsigned long long)ep->failing_since_ms);
+    json_str(sb, ep->last_error);
+    hd_sbuf_appends(sb, "}");
+}
+
+static void letter_json(hd_sbuf_t *sb, const letter_t *l, int with_payload)
+{
+    hd_sbuf_appends(sb, "{\"event_id\":");
+    json_str(sb, l->id);
+    hd_sbuf_appends(sb, ",\"endpoint\":");
+    json_str(sb, l->ep->def->name);
+    hd_sbuf_appendf(sb,
+                    ",\"type\":\"%s\",\"attempts\":%u,\"created_ms\":%llu,\"dead_ms\":%llu,"
+                    "\"bytes\":%zu,\"reason\":",
+                    l->type, l->attempts, (unsigned long long)l->created_ms,
+                    (unsigned long long)l->dead_ms, l->body->len);
+    json_str(sb, l->reason);
+    if (with_payload) {
+        hd_sbuf_appends(sb, ",\"payload\":"); /* the event body: JSON made by event.c */
+        hd_sbuf_append(sb, l->body->data, l->body->len);
+    }
+    hd_sbuf_appends(sb, "}");
+}
+
+static endpoint_t *find_endpoint(hk_sender_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_eps; i++) {
+        if (strcmp(s->eps[i].def->name, name) == 0)
+            return &s->eps[i];
+    }
+    return NULL;
+}
+
+static void answer(hd_hooks_admin_t *a, int status, hd_sbuf_t *sb)
+{
+    hd_buf_t *b = hd_sbuf_finish(sb);
+    a->status = status;
+    a->body = hd_strndup(b->data, b->len);
+    a->body_len = b->len;
+    hd_buf_unref(b);
+}
+
+static void answer_error(hd_hooks_admin_t *a, int status, const char *what, const char *name)
+{
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 128);
+    hd_sbuf_appends(&sb, "{\"error\":");
+    char msg[200];
+    snprintf(msg, sizeof(msg), "%s%s", what, name);
+    json_str(&sb, msg);
+    hd_sbuf_appendf(&sb, ",\"status\":%d}", status);
+    answer(a, status, &sb);
+}
+
+/* Queues a dead letter again as a new event with the same id; 0, or -1 when its endpoint is
+ * disabled or its queue is full (the letter stays). */
+static int replay(hk_sender_t *s, letter_t *l)
+{
+    endpoint_t *ep = l->ep;
+    if (ep->is_disabled || ep->n_pending >= s->conf->webhook_queue_size)
+        return -1;
+    job_t *j = hd_calloc(1, sizeof(*j));
+    j->ep = ep;
+    j->body = hd_buf_ref(l->body);
+    memcpy(j->id, l->id, sizeof(j->id));
+    memcpy(j->type, l->type, sizeof(j->type));
+    j->created_ms = l->created_ms;
+    s->mem += charge_of(j->body);
+    letter_free(s, l);
+    hd_list_insert_tail(&ep->all, &j->all);
+    hd_list_insert_tail(&ep->ready, &j->link);
+    ep->n_pending++;
+    HK_ADD(s->st->replayed, 1);
+    return 0;
+}
+
+void hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
+{
+    hd_sbuf_t sb;
+    endpoint_t *only = NULL;
+    if (a->endpoint[0] && !(only = find_endpoint(s, a->endpoint))) {
+        answer_error(a, 404, "no webhook named ", a->endpoint);
+        return;
+    }
+    hd_sbuf_init(&sb, 1024);
+    switch (a->op) {
+    case HD_HOOKS_LIST:
+        hd_sbuf_appends(&sb, "{\"endpoints\":[");
+        for (size_t i = 0, n = 0; i < s->n_eps; i++) {
+            if (only && &s->eps[i] != only)
+                continue;
+            if (n++)
+                hd_sbuf_appends(&sb, ",");
+            endpoint_json(&sb, &s->eps[i]);
+        }
+        hd_sbuf_appendf(&sb, "],\"dead_letters\":%zu,\"memory_bytes\":%zu}", s->n_dlq, s->mem);
+        answer(a, 200, &sb);
+        return;
+    case HD_HOOKS_ENABLE:
+        if (!only) {
+            hd_sbuf_dispose(&sb);
+            answer_error(a, 404, "no webhook named ", "");
+            return;
+        }
+        if (only->is_disabled) {
+            only->is_disabled = 0;
+            only->failing_since_ms = 0;
+            HK_ADD(s->st->endpoints_disabled, (uint64_t)-1);
+            hd_log_info("webhook %s enabled again by the admin API", only->def->name);
+        }
+        hd_sbuf_appends(&sb, "{\"endpoint\":");
+        endpoint_json(&sb, only);
+        hd_sbuf_appends(&sb, "}");
+        pump(s, only);
+        answer(a, 200, &sb);
+        break;
+    case HD_HOOKS_DEAD_LIST:
+    case HD_HOOKS_DEAD_GET: {
+        int get = a->op == HD_HOOKS_DEAD_GET;
+        size_t n = 0, limit = a->limit ? a->limit : 100;
+        hd_list_t *pos;
+        hd_sbuf_appends(&sb, "{\"dead_letters\":[");
+        for (pos = s->dlq.next; pos != &s->dlq && n < limit; pos = pos->next) {
+            letter_t *l = hd_container_of(pos, letter_t, link);
+            if ((only && l->ep != only) || (get && strcmp(l->id, a->event_id) != 0))
+                continue;
+            if (n++)
+                hd_sbuf_appends(&sb, ",");
+            letter_json(&sb, l, get);
+        }
+        hd_sbuf_appendf(&sb, "],\"total\":%zu}", only ? only->n_letters : s->n_dlq);
+        if (get && n == 0) {
+            hd_sbuf_dispose(&sb);
+            answer_error(a, 404, "no dead letter with event id ", a->event_id);
+            return;
+        }
+        answer(a, 200, &sb);
+        return;
+    }
+    case HD_HOOKS_DEAD_REPLAY:
+    case HD_HOOKS_DEAD_PURGE: {
+        size_t done = 0, skipped = 0;
+        hd_list_t *pos, *tmp;
+        hd_list_foreach_safe(pos, tmp, &s->dlq)
+        {
+            letter_t *l = hd_container_of(pos, letter_t, link);
+            if ((only && l->ep != only) || (a->event_id[0] && strcmp(l->id, a->event_id) != 0))
+                continue;
+            if (a->op == HD_HOOKS_DEAD_PURGE) {
+                letter_free(s, l);
+                done++;
+            } else if (replay(s, l) == 0) {
+                done++;
+            } else {
+                skipped++;
+            }
+        }
+        if (a->op == HD_HOOKS_DEAD_REPLAY) {
+            for (size_t i = 0; i < s->n_eps; i++)
+                pump(s, &s->eps[i]);
+        }
+        if (a->event_id[0] && done + skipped == 0) {
+            hd_sbuf_dispose(&sb);
+            answer_error(a, 404, "no dead letter with event id ", a->event_id);
+            break;
+        }
+        if (a->op == HD_HOOKS_DEAD_PURGE) {
+            hd_sbuf_appendf(&sb, "{\"purged\":%zu}", done);
+            answer(a, 200, &sb);
+        } else {
+            hd_sbuf_appendf(&sb, "{\"replayed\":%zu,\"skipped\":%zu}", done, skipped);
+            answer(a, done == 0 && skipped > 0 ? 409 : 200, &sb);
+        }
+        break;
+    }
+    default:
+        hd_sbuf_dispose(&sb);
+        answer_error(a, 400, "unknown admin request", "");
+        return;
+    }
+    update_gauges(s);
+}
+
+/* ---- life ---- */
+
+hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *st)
+{
+    hk_sender_t *s = hd_calloc(1, sizeof(*s));
+    s->loop = loop;
+    s->conf = conf;
+    s->st = st;
+    s->cc.loop = loop;
+    s->cc.tls = tls;
+    s->cc.connect_timeout_ms = conf->webhook_connect_timeout_ms;
+    s->cc.timeout_ms = conf->webhook_timeout_ms;
+    s->cc.allow_private = conf->webhook_allow_private;
+    if (RAND_bytes((unsigned char *)&s->rng, sizeof(s->rng)) != 1)
+        s->rng = uv_hrtime();
+    s->rng |= 1;
+    hd_heap_init(&s->retry, 0);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    hd_list_init(&s->dlq);
+    s->n_eps = conf->n_webhooks;
+    s->eps = hd_calloc(s->n_eps ? s->n_eps : 1, sizeof(*s->eps));
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = &s->eps[i];
+        ep->s = s;
+        ep->def = &conf->webhooks[i];
+        ep->pool = hk_pool_new(ep->def, &s->cc);
+        hd_list_init(&ep->ready);
+        hd_list_init(&ep->all);
+    }
+    HK_SET(st->endpoints, (uint64_t)s->n_eps);
+    return s;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+size_t hk_sender_close(hk_sender_t *s)
+{
+    size_t lost = 0;
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = &s->eps[i];
+        hk_pool_close(ep->pool); /* requests in flight end without their callback */
+        while (!hd_list_empty(&ep->all)) {
+            job_t *j = hd_container_of(ep->all.next, job_t, all);
+            if (j->req.head)
+                hd_buf_unref(j->req.head);
+            job_free(s, j);
+            lost++;
+        }
+    }
+    while (!hd_list_empty(&s->dlq))
+        letter_free(s, hd_container_of(s->dlq.next, letter_t, link));
+    hd_heap_dispose(&s->retry);
+    free(s->eps);
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    return lost;
+}

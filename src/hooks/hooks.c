@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hooks.c: the webhook sender's thread, its loop and its mailbox, and the entry points other
+ * threads call (hooks.h). A worker that accepted a publish checks the endpoints' channel
+ * patterns (the conf snapshot is immutable, so reading it needs no lock); only when one matches
+ * does it push a message holding references to the published messages and ring the loop's
+ * uv_async. Everything else (bodies, signatures, connections, retries) happens on this thread,
+ * in delivery.c and client.c.
+ *
+ * The mailbox is bounded by a count (INBOX_MAX messages not yet taken by the loop): past it an
+ * event is dropped and counted (dropped{reason="memory"}), so a loop that cannot keep up never
+ * makes the workers hold memory without limit.
+ */
+#include "herald/log.h"
+#include "internal.h"
+
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+#define INBOX_MAX 65536
+
+struct hd_hooks_s {
+    hd_conf_t *conf;
+    uv_loop_t loop;
+    uv_async_t wakeup;
+    hd_mpsc_t mailbox;
+    uv_thread_t thread;
+    SSL_CTX *tls;
+    hk_sender_t *sender;
+    unsigned events; /* every endpoint's events=, or-ed */
+    uint32_t inbox;  /* atomic: messages pushed and not yet taken */
+    unsigned is_started : 1;
+    hd_hooks_stats_t stats;
+};
+
+typedef struct pub_msg_s {
+    hd_msg_t base;
+    hd_hooks_t *h;
+    size_t n;
+    hd_message_t *msgs[];
+} pub_msg_t;
+
+typedef struct chan_msg_s {
+    hd_msg_t base;
+    hd_hooks_t *h;
+    int occupied;
+    size_t len;
+    char channel[HD_CHANNEL_MAX + 1];
+} chan_msg_t;
+
+typedef struct stop_msg_s {
+    hd_msg_t base;
+    hd_hooks_t *h;
+} stop_msg_t;
+
+static hd_hooks_t *the_hooks;
+
+void hd_hooks_set(hd_hooks_t *h)
+{
+    the_hooks = h;
+}
+
+hd_hooks_t *hd_hooks_get(void)
+{
+    return the_hooks;
+}
+
+/* ---- producers (any thread) ---- */
+
+static int post(hd_hooks_t *h, hd_msg_t *m)
+{
+    if (__atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED) > INBOX_MAX) {
+        __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+        HK_ADD(h->stats.dropped[HD_HOOKS_DROP_MEMORY], 1);
+        return -1;
+    }
+    hd_mpsc_push(&h->mailbox, m);
+    uv_async_send(&h->wakeup);
+    return 0;
+}
+
+static void on_pub(hd_worker_t *w, hd_msg_t *msg)
+{
+    pub_msg_t *p = (pub_msg_t *)msg;
+    (void)w;
+    __atomic_sub_fetch(&p->h->inbox, 1, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->h->sender)
+            hk_sender_message(p->h->sender, p->msgs[i]);
+        hd_message_unref(p->msgs[i]);
+    }
+    free(p);
+}
+
+static int wanted(const hd_hooks_t *h, unsigned ev, const char *channel, size_t len)
+{
+    for (size_t i = 0; i < h->conf->n_webhooks; i++) {
+        const hd_webhook_def_t *d = &h->conf->webhooks[i];
+        if ((d->events & ev) && hd_webhook_def_matches(d, channel, len))
+            return 1;
+    }
+    return 0;
+}
+
+void hd_hooks_on_published(hd_message_t *const *msgs, size_t n)
+{
+    hd_hooks_t *h = the_hooks;
+    if (!h || !(h->events & HD_WEBHOOK_EV_MESSAGE))
+        return;
+    pub_msg_t *p = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!wanted(h, HD_WEBHOOK_EV_MESSAGE, msgs[i]->channel, msgs[i]->channel_len))
+            continue;
+        if (!p) {
+            p = hd_malloc(sizeof(*p) + (n - i) * sizeof(p->msgs[0]));
+            p->base.cb = on_pub;
+            p->h = h;
+            p->n = 0;
+        }
+        p->msgs[p->n++] = hd_message_ref(msgs[i]);
+    }
+    if (p && post(h, &p->base) < 0) {
+        for (size_t i = 0; i < p->n; i++)
+            hd_message_unref(p->msgs[i]);
+        free(p);
+    }
+}
+
+static void on_chan(hd_worker_t *w, hd_msg_t *msg)
+{
+    chan_msg_t *c = (chan_msg_t *)msg;
+    (void)w;
+    __atomic_sub_fetch(&c->h->inbox, 1, __ATOMIC_RELAXED);
+    if (c->h->sender)
+        hk_sender_channel(c->h->sender, c->channel, c->len, c->occupied);
+    free(c);
+}
+
+int hd_hooks_want_channel_events(void)
+{
+    hd_hooks_t *h = the_hooks;
+    return h && (h->events & (HD_WEBHOOK_EV_OCCUPIED | HD_WEBHOOK_EV_VACATED));
+}
+
+void hd_hooks_on_channel(const char *channel, size_t len, int occupied)
+{
+    hd_hooks_t *h = the_hooks;
+    if (!h || len > HD_CHANNEL_MAX ||
+        !wanted(h, occupied ? HD_WEBHOOK_EV_OCCUPIED : HD_WEBHOOK_EV_VACATED, channel, len))
+        return;
+    chan_msg_t *c = hd_malloc(sizeof(*c));
+    c->base.cb = on_chan;
+    c->h = h;
+    c->occupied = occupied;
+    c->len = len;
+    memcpy(c->channel, channel, len);
+    c->channel[len] = '\0';
+    if (post(h, &c->base) < 0)
+        free(c);
+}
+
+/* ---- admin ---- */
+
+static void on_admin_answer(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_hooks_admin_t *a = hd_container_of(msg, hd_hooks_admin_t, base_);
+    (void)w;
+    a->cb(a);
+}
+
+static void on_admin(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_hooks_admin_t *a = hd_container_of(msg, hd_hooks_admin_t, base_);
+    hd_hooks_t *h = the_hooks;
+    (void)w;
+    __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+    if (h->sender) {
+        hk_sender_admin(h->sender, a);
+    } else {
+        static const char gone[] = "{\"error\":\"webhooks are stopping\",\"status\":503}";
+        a->status = 503;
+        a->body = hd_strdup(gone);
+        a->body_len = sizeof(gone) - 1;
+    }
+    a->base_.cb = on_admin_answer;
+    hd_worker_post(a->worker, &a->base_);
+}
+
+hd_hooks_admin_t *hd_hooks_admin_new(int op)
+{
+    hd_hooks_admin_t *a = hd_calloc(1, sizeof(*a));
+    a->op = op;
+    return a;
+}
+
+void hd_hooks_admin_submit(hd_hooks_admin_t *a)
+{
+    hd_hooks_t *h = the_hooks;
+    HD_ASSERT(h != NULL);
+    a->base_.cb = on_admin;
+    /* never dropped: an admin's question is answered even when the inbox is full */
+    __atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+    hd_mpsc_push(&h->mailbox, &a->base_);
+    uv_async_send(&h->wakeup);
+}
+
+void hd_hooks_admin_free(hd_hooks_admin_t *a)
+{
+    if (a) {
+        free(a->body);
+        free(a);
+    }
+}
+
+/* ---- the thread ---- */
+
+static void on_wakeup(uv_async_t *as)
+{
+    hd_hooks_t *h = as->data;
+    hd_mpsc_drain(&h->mailbox, NULL);
+}
+
+static void on_stop(hd_worker_t *w, hd_msg_t *msg)
+{
+    stop_msg_t *sm = (stop_msg_t *)msg;
+    hd_hooks_t *h = sm->h;
+    (void)w;
+    free(sm);
+    size_t lost = hk_sender_close(h->sender);
+    h->sender = NULL;
+    if (lost)
+        hd_log_warn("webhooks: %zu events still pending are lost (pending deliveries are kept in "
+                    "memory only)",
+                    lost);
+    uv_close((uv_handle_t *)&h->wakeup, NULL);
+}
+
+static void run(void *arg)
+{
+    hd_hooks_t *h = arg;
+    hd_log_thread_name("hooks");
+    hd_log_thread_attach(&h->loop);
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    hd_log_thread_detach();
+}
+
+int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen)
+{
+    hd_hooks_t *h = hd_calloc(1, sizeof(*h));
+    h->tls = SSL_CTX_new(TLS_client_method());
+    if (!h->tls)
+        goto tls_fail;
+    SSL_CTX_set_min_proto_version(h->tls, TLS1_2_VERSION);
+    SSL_CTX_set_verify(h->tls, SSL_VERIFY_PEER, NULL);
+    if (conf->webhook_tls_ca
+            ? SSL_CTX_load_verify_locations(h->tls, conf->webhook_tls_ca, NULL) != 1
+            : SSL_CTX_set_default_verify_paths(h->tls) != 1)
+        goto tls_fail;
+    h->conf = hd_conf_ref(conf);
+    for (size_t i = 0; i < conf->n_webhooks; i++)
+        h->events |= conf->webhooks[i].events;
+    uv_loop_init(&h->loop);
+    uv_async_init(&h->loop, &h->wakeup, on_wakeup);
+    h->wakeup.data = h;
+    hd_mpsc_init(&h->mailbox);
+    h->sender = hk_sender_new(&h->loop, h->conf, h->tls, &h->stats);
+    *out = h;
+    return 0;
+tls_fail:
+    snprintf(err, errlen, "webhook_tls_ca %s: cannot load the CA certificates: %s",
+             conf->webhook_tls_ca ? conf->webhook_tls_ca : "(system store)",
+             ERR_reason_error_string(ERR_get_error()));
+    ERR_clear_error();
+    if (h->tls)
+        SSL_CTX_free(h->tls);
+    free(h);
+    return HD_ETLS;
+}
+
+int hd_hooks_start(hd_hooks_t *h)
+{
+    int rc = uv_thread_create(&h->thread, run, h);
+    if (rc == 0)
+        h->is_started = 1;
+    return rc;
+}
+
+void hd_hooks_free(hd_hooks_t *h)
+{
+    if (!h)
+        return;
+    if (h->is_started) {
+        stop_msg_t *sm = hd_malloc(sizeof(*sm));
+        sm->base.cb = on_stop;
+        sm->h = h;
+        hd_mpsc_push(&h->mailbox, &sm->base);
+        uv_async_send(&h->wakeup);
+        uv_thread_join(&h->thread);
+    } else {
+        hk_sender_close(h->sender);
+        uv_close((uv_handle_t *)&h->wakeup, NULL);
+        uv_run(&h->loop, UV_RUN_DEFAULT);
+    }
+    /* what was pushed after the stop: events nobody will send */
+    hd_msg_t *m;
+    while ((m = hd_mpsc_pop(&h->mailbox)) != NULL) {
+        if (m->cb == on_pub) {
+            pub_msg_t *p = (pub_msg_t *)m;
+            for (size_t i = 0; i < p->n; i++)
+                hd_message_unref(p->msgs[i]);
+        }
+        free(m);
+    }
+    uv_loop_close(&h->loop);
+    SSL_CTX_free(h->tls);
+    hd_conf_unref(h->conf);
+    free(h);
+}
+
+void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!h)
+        return;
+    const uint64_t *src = (const uint64_t *)&h->stats;
+    uint64_t *dst = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+        dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    uint64_t now = hk_wall_ms();
+    out->oldest_pending_ms =
+        out->oldest_pending_ms && now > out->oldest_pending_ms ? now - out->oldest_pending_ms : 0;
+}

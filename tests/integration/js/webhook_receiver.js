@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+// webhook_receiver.js: a webhook receiver for herald's tests. Every delivery is verified with the
+// npm `standardwebhooks` library (the specification's own; nobody here wrote it) against each
+// secret given, recorded, and answered as the test said.
+//
+//   node webhook_receiver.js [--tls CERT KEY] SECRET [SECRET ...]
+//
+// Prints {"port": N} on its first line, then serves on 127.0.0.1:N:
+//   POST /control   {"script": ["status:500", "drop", "hang", "slow:300", "ok", ...],
+//                    "default": "ok", "fail_each": N}: how the next deliveries are answered,
+//                    one entry each, then `default` (ok = 204; status:N = that status; drop =
+//                    the connection is destroyed unanswered; hang = never answered; slow:MS =
+//                    204 after MS ms); with fail_each, the first N deliveries of each event id
+//                    are answered 500 whatever the script says
+//   GET  /deliveries  every delivery so far: {id, timestamp, signature, verified: [one boolean
+//                    per SECRET], error, body, at_ms, answer, path, conn}
+//   anything else is a delivery
+'use strict';
+const http = require('http');
+const https = require('https');
+const fs = require('fs');
+const { Webhook } = require('standardwebhooks');
+
+const args = process.argv.slice(2);
+let tls = null;
+if (args[0] === '--tls') {
+  tls = { cert: fs.readFileSync(args[1]), key: fs.readFileSync(args[2]) };
+  args.splice(0, 3);
+}
+const hooks = args.map((s) => new Webhook(s));
+const deliveries = [];
+let script = [];
+let dflt = 'ok';
+let failEach = 0;
+const seenIds = new Map();
+let connSeq = 0;
+
+function handle(req, res, body) {
+  if (req.url === '/control' && req.method === 'POST') {
+    const c = JSON.parse(body || '{}');
+    script = c.script || [];
+    dflt = c.default || 'ok';
+    failEach = c.fail_each || 0;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"ok":true}');
+    return;
+  }
+  if (req.url === '/deliveries' && req.method === 'GET') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(deliveries));
+    return;
+  }
+  const headers = {
+    'webhook-id': req.headers['webhook-id'],
+    'webhook-timestamp': req.headers['webhook-timestamp'],
+    'webhook-signature': req.headers['webhook-signature'],
+  };
+  const verified = [];
+  let error = null;
+  for (const wh of hooks) {
+    try {
+      wh.verify(body, headers);
+      verified.push(true);
+    } catch (e) {
+      verified.push(false);
+      error = String(e && e.message ? e.message : e);
+    }
+  }
+  const seen = (seenIds.get(headers['webhook-id']) || 0) + 1;
+  seenIds.set(headers['webhook-id'], seen);
+  let answer = script.length ? script.shift() : dflt;
+  if (seen <= failEach) answer = 'status:500';
+  deliveries.push({
+    id: headers['webhook-id'] || null,
+    timestamp: headers['webhook-timestamp'] || null,
+    signature: headers['webhook-signature'] || null,
+    content_type: req.headers['content-type'] || null,
+    verified: verified,
+    error: error,
+    body: body,
+    at_ms: Date.now(),
+    answer: answer,
+    path: req.url,
+    method: req.method,
+    conn: req.socket.hdConn,
+  });
+  if (answer === 'drop') {
+    req.socket.destroy();
+  } else if (answer === 'hang') {
+    // never answered
+  } else if (answer.startsWith('slow:')) {
+    setTimeout(() => { res.writeHead(204); res.end(); }, parseInt(answer.slice(5), 10));
+  } else if (answer.startsWith('status:')) {
+    const st = parseInt(answer.slice(7), 10);
+    res.writeHead(st, { 'content-type': 'text/plain' });
+    res.end('answered ' + st + '\n');
+  } else {
+    res.writeHead(204);
+    res.end();
+  }
+}
+
+function onRequest(req, res) {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => handle(req, res, Buffer.concat(chunks).toString('utf8')));
+}
+
+const server = tls ? https.createServer(tls, onRequest) : http.createServer(onRequest);
+server.keepAliveTimeout = 60000;
+server.on(tls ? 'secureConnection' : 'connection', (sock) => { sock.hdConn = ++connSeq; });
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write(JSON.stringify({ port: server.address().port }) + '\n');
+});
