@@ -356,7 +356,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
         ep->failing_since_ms = wall;
     uint64_t limit = s->conf->webhook_disable_after_ms;
     if (limit && !ep->is_disabled && wall - ep->failing_since_ms >= limit) {
-        char reason[200];
+        char reason[400];
         snprintf(reason, sizeof(reason),
                  "failing for %llu s without a 2xx (webhook_disable_after); last: %s",
                  (unsigned long long)((wall - ep->failing_since_ms) / 1000), j->last_error);
@@ -371,7 +371,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
     uint64_t now = uv_now(s->loop);
     uint64_t wait = backoff_ms(s, j->attempts);
     if (now + wait - j->first_attempt_ms > s->conf->webhook_retry_window_ms) {
-        char reason[200];
+        char reason[400];
         snprintf(reason, sizeof(reason), "retry window passed; last: %s", j->last_error);
         job_bury(s, j, reason);
         goto out;
