@@ -21,6 +21,11 @@ int hd_auth_fail(char *why, size_t whylen, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(why, whylen, fmt, ap);
         va_end(ap);
+        /* Reasons quote client input (a member's name, a JSON error): keep them one line. */
+        for (char *c = why; *c != '\0'; c++) {
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
+        }
     }
     return -1;
 }

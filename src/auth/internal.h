@@ -22,7 +22,8 @@
 #include <stdint.h>
 
 /* Formats a reason into why[0..whylen) (nothing when why is NULL or whylen 0) and returns -1,
- * so a refusal is one line: return hd_auth_fail(why, whylen, "...", ...). (identity.c) */
+ * so a refusal is one line: return hd_auth_fail(why, whylen, "...", ...); control bytes in
+ * the result (from quoted client input) become '?'. (identity.c) */
 int hd_auth_fail(char *why, size_t whylen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
