@@ -202,6 +202,9 @@ int run_floor(opts_t *o)
     o->tg.addr = sa;
     o->tg.is_loopback = 1;
     o->tg.is_tls = 0;
+    /* the subscribers connect to target_of(): tgs[], of which floor has one, this server */
+    o->tgs[0] = o->tg;
+    o->n_tgs = 1;
     o->transport = TP_RAW;
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     fflush(stdout);

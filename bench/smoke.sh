@@ -4,7 +4,8 @@
 # benchmark). Starts herald on a loopback port it picks (port 0, read from its "listening on"
 # line: no free-port probe to race with other tests) with 2 workers (ws_client_publish on, for
 # chat), runs every delivering scenario at a tiny size: fan-out over SSE, long poll and
-# WebSocket, notify over WebSocket and SSE, chat, publish single and in batches; then a
+# WebSocket, notify over WebSocket and SSE, chat, publish single and in batches, the kernel
+# floor (herald-bench's own server: its subscribers must connect); then a
 # redis-server (on a unix socket in a temporary directory, again nothing to race for) and two
 # herald nodes sharing it with a publish_key, and fan-out, notify and chat spread over both
 # with --key (and a publish without it refused). Fails unless each exits 0
@@ -85,6 +86,11 @@ run_sc notify -t sse -s 40 -p 4 -r 200 || failed=1
 run_sc chat -s 40 -c 4 -r 8 --duration 2s || failed=1
 run_sc publish -p 2 -c 20 || failed=1
 run_sc publish -p 2 -c 20 --batch 100 || failed=1
+# the kernel floor: the bench's own server; every subscriber must connect to it (it once
+# connected to the default --url instead, and the floor was refused in every run)
+echo "== herald-bench floor"
+"$bench" floor -s 50 -c 1 -r 100 -n 64 --source-addrs 4 --duration 1s --drain 3s \
+    --settle 200ms --quiet || failed=1
 # kick: every subscriber of one channel ended by one POST /admin/disconnect (exit 1 otherwise)
 for t in sse ws; do
     echo "== herald-bench kick -t $t"
