@@ -26,13 +26,11 @@ probes, token refreshes) from the page.
   WebSockets per context) cut at once: the times they come back, as scheduled by the page and
   as accepted by the proxy, must be spread by the jitter over [0, backoffBase), not bunched.
 """
-import asyncio
 import hashlib
 import http.server
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,12 +38,11 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+from browser_support import Driver, Proxy  # noqa: E402
 from herald_harness import publish, request, wait_for  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE = os.path.join(HERE, "browser", "heraldjs.html")
-DRIVER = os.path.join(HERE, "js", "browser_driver.js")
 HERALD_JS = os.path.join(hh.HERALD_SRC, "clients", "js", "herald.js")
 SECRET = "heraldjs-test-secret-of-more-than-32-bytes"
 WAIT = 20.0
@@ -111,62 +108,7 @@ class PageServer:
         self.httpd.server_close()
 
 
-# ---- the browser: js/browser_driver.js over pipes ----
-
-class Driver:
-    def __init__(self):
-        node, modules = hh.require_node_module("playwright-core")
-        hh.require_executable(CHROMIUM, "chromium")
-        self.proc = subprocess.Popen([node, DRIVER, modules, CHROMIUM], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
-        self.console = []
-        threading.Thread(target=self._read_err, daemon=True).start()
-        self.next_id = 0
-
-    def _read_err(self):
-        for line in self.proc.stderr:
-            self.console.append(line.rstrip("\n"))
-
-    def call(self, op, timeout=60.0, **kw):
-        self.next_id += 1
-        kw.update(id=self.next_id, op=op)
-        self.proc.stdin.write(json.dumps(kw) + "\n")
-        self.proc.stdin.flush()
-        result = {}
-
-        def read():
-            line = self.proc.stdout.readline()
-            result["line"] = line
-
-        t = threading.Thread(target=read, daemon=True)
-        t.start()
-        t.join(timeout)
-        if "line" not in result or not result["line"]:
-            raise AssertionError("the browser driver did not answer %s within %.0f s; console:\n%s"
-                                 % (op, timeout, "\n".join(self.console[-40:])))
-        answer = json.loads(result["line"])
-        if not answer["ok"]:
-            raise AssertionError("browser: %s failed: %s\nconsole:\n%s" %
-                                 (op, answer["error"], "\n".join(self.console[-40:])))
-        return answer["value"]
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.call("close", timeout=10)
-                self.proc.wait(10)
-            except (AssertionError, OSError, subprocess.TimeoutExpired):
-                pass
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(5)
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
-
+# ---- the browser (browser_support.Driver) ----
 
 class Page:
     def __init__(self, driver, n):
@@ -184,144 +126,6 @@ class Page:
 
     def offline(self, value):
         self.driver.call("offline", page=self.n, value=value)
-
-
-# ---- a proxy between the page and herald ----
-
-class Proxy:
-    """TCP proxy on 127.0.0.1 (asyncio, its own thread). Options, changeable at any time (they
-    apply to new connections): fail_sse answers /sse with that status itself; strip_upgrade
-    drops Upgrade and makes Connection "close" (a proxy that does not know WebSocket: herald
-    answers the plain GET 426); buffer_sse passes the head of every /sse response and holds its
-    body until 1 MiB or its end (a buffering proxy). Either makes every request
-    Connection: close, so each connection carries one request the proxy sees. cut() resets
-    every connection; down()/up() stop and restart listening on the same port. `accepts` keeps
-    the time.monotonic() of every connection accepted."""
-
-    def __init__(self, upstream):
-        self.upstream = upstream
-        self.strip_upgrade = False
-        self.buffer_sse = False
-        self.fail_sse = 0  # a status to answer /sse with, instead of herald
-        self.accepts = []
-        self.conns = set()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = None
-        self.port = 0
-        self.up()
-
-    def _run(self, coro, timeout=10):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def up(self):
-        async def start():
-            self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
-                                                     reuse_address=True, backlog=1024)
-            return self.server.sockets[0].getsockname()[1]
-        self.port = self._run(start())
-
-    def down(self):
-        async def stop():
-            self.server.close()  # first: a connection accepted meanwhile would escape the cut
-            for w in list(self.conns):
-                w.transport.abort()
-            self.conns.clear()
-        self._run(stop())
-
-    def cut(self):
-        async def cut():
-            for w in list(self.conns):
-                w.transport.abort()
-            self.conns.clear()
-        self._run(cut())
-
-    def close(self):
-        async def settle():
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            self.down()
-            self._run(settle())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-            self.loop.close()
-
-    def rewrite(self, head):
-        lines = head.decode("latin-1").split("\r\n")
-        first, fields = lines[0], [ln for ln in lines[1:] if ln]
-        is_sse = first.split(" ")[1].startswith("/sse") if " " in first else False
-        if not (self.strip_upgrade or self.buffer_sse):
-            return head, False
-        out = []
-        upgrade = any(ln.lower().startswith("upgrade:") for ln in fields)
-        for ln in fields:
-            name = ln.split(":", 1)[0].strip().lower()
-            if name == "upgrade" and self.strip_upgrade:
-                continue
-            if name == "connection" and (self.strip_upgrade or not upgrade):
-                continue
-            out.append(ln)
-        if self.strip_upgrade or not upgrade:
-            out.append("Connection: close")
-        text = "\r\n".join([first] + out) + "\r\n\r\n"
-        return text.encode("latin-1"), is_sse and self.buffer_sse
-
-    async def _handle(self, reader, writer):
-        self.accepts.append(time.monotonic())
-        self.conns.add(writer)
-        up_w = None
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if self.fail_sse and head.split(b" ", 2)[1].startswith(b"/sse"):
-                body = b"proxy error"
-                # With a CORS header, so the page may read the status (else fetch only fails).
-                writer.write(b"HTTP/1.1 %d Proxy Says No\r\nContent-Type: text/plain\r\n"
-                             b"Access-Control-Allow-Origin: *\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-                                 self.fail_sse, len(body), body))
-                await writer.drain()
-                return
-            head, hold = self.rewrite(head)
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
-            self.conns.add(up_w)
-            up_w.write(head)
-
-            async def pipe(src, dst, hold):
-                held = bytearray()
-                try:
-                    if hold:  # the response head goes through; the body is what is held
-                        dst.write(await src.readuntil(b"\r\n\r\n"))
-                    while True:
-                        data = await src.read(65536)
-                        if not data:
-                            break
-                        if hold:
-                            held += data
-                            if len(held) < (1 << 20):
-                                continue
-                            data, held = bytes(held), bytearray()
-                        dst.write(data)
-                        await dst.drain()
-                    if held:
-                        dst.write(bytes(held))
-                    if dst.can_write_eof():
-                        dst.write_eof()
-                except (ConnectionError, OSError, asyncio.IncompleteReadError):
-                    pass
-
-            await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, hold))
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
-            pass
-        finally:
-            for w in (writer, up_w):
-                if w is not None:
-                    self.conns.discard(w)
-                    w.transport.abort()
 
 
 # ---- the tests ----
