@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""server.py: the chat demo's backend (examples/chat/README.md), Python's standard library only.
+
+It does the two things an application backend does for a herald chat: it serves the app's page
+(index.html, chat.js) and it mints each user a connection token (a JWT signed HS256 with the
+secret herald's auth_jwt_secret holds), which names the user (sub), carries the display name
+herald stamps on everything the user publishes (info), and grants the rooms and their receipt
+channels. The browser then talks to herald only.
+
+    HERALD_SECRET=... server.py [--listen 127.0.0.1:8000] [--herald http://127.0.0.1:8080]
+
+    GET /                    the page
+    GET /chat.js             its script
+    GET /config              {"herald": URL}: where the page finds herald (and /herald.js)
+    GET /token?user=ID&name=NAME
+                             a token for user ID (1-32 of a-z 0-9 _ -), 10 minutes, text/plain
+
+A real backend takes the user from its own session (a cookie, its login) instead of trusting
+?user=: the demo has no accounts. It prints "chat demo on http://HOST:PORT/" once it listens
+(with --listen HOST:0 the port the system chose).
+"""
+import argparse
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import re
+import sys
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/chat.js": ("chat.js", "text/javascript; charset=utf-8"),
+}
+USER_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+TOKEN_TTL_S = 600
+# What a token grants: every room and its receipts channel. A backend that keeps members per room
+# would list the user's rooms here instead ("room:42", "receipts:room:42").
+GRANTS = ["room:*", "receipts:room:*"]
+
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def mint_token(secret, sub, name, ttl=TOKEN_TTL_S):
+    """An HS256 JWT for sub (RFC 7519): what python3-jwt's jwt.encode() makes, in five lines."""
+    now = int(time.time())
+    claims = {"sub": sub, "iat": now, "exp": now + ttl, "info": {"name": name},
+              "channels": {"subscribe": GRANTS}}
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    sig = hmac.new(secret.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()
+    return "%s.%s.%s" % (head, body, b64url(sig))
+
+
+def make_handler(secret, herald_url):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self, status, body, ctype="text/plain; charset=utf-8"):
+            data = body.encode() if isinstance(body, str) else body
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            url = urllib.parse.urlsplit(self.path)
+            q = dict(urllib.parse.parse_qsl(url.query))
+            if url.path in FILES:
+                name, ctype = FILES[url.path]
+                with open(os.path.join(HERE, name), "rb") as f:
+                    self.answer(200, f.read(), ctype)
+            elif url.path == "/config":
+                self.answer(200, json.dumps({"herald": herald_url}), "application/json")
+            elif url.path == "/token":
+                user = q.get("user", "")
+                name = q.get("name", user).strip()[:40] or user
+                if not USER_RE.match(user):
+                    self.answer(400, "user: 1-32 characters of a-z 0-9 _ -\n")
+                    return
+                self.answer(200, mint_token(secret, user, name))
+            else:
+                self.answer(404, "not found\n")
+
+        def log_message(self, fmt, *args):  # one line per request on stderr, no tokens
+            sys.stderr.write("chat: %s %s\n" % (self.command, self.path.split("?")[0]))
+
+    return Handler
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (default %(default)s)")
+    ap.add_argument("--herald", default=os.environ.get("HERALD_URL", "http://127.0.0.1:8080"),
+                    help="herald's URL as the browser reaches it (default $HERALD_URL or "
+                         "%(default)s)")
+    args = ap.parse_args()
+    secret = os.environ.get("HERALD_SECRET", "")
+    if len(secret) < 32:
+        sys.exit("server.py: set HERALD_SECRET to herald's auth_jwt_secret (32 bytes or more)")
+    host, _, port = args.listen.rpartition(":")
+    httpd = http.server.ThreadingHTTPServer((host, int(port)),
+                                            make_handler(secret, args.herald.rstrip("/")))
+    print("chat demo on http://%s:%d/ (herald at %s)" % (host, httpd.server_address[1],
+                                                          args.herald), flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
