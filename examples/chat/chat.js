@@ -97,6 +97,11 @@ function join() {
   }
 
   const h = new Herald(heraldUrl, {
+    // No SSE: an SSE event carries the payload's bytes only, not the publisher stamp, and a
+    // chat must know who wrote each message. Where WebSocket is blocked, long polls (one held
+    // request per channel) carry whole message objects, stamp included; they carry no presence
+    // and no typing notices (docs/chat.md), which the page then does without.
+    transports: ["websocket", "longpoll", "poll"],
     token: async () => {
       const r = await fetch("token?" + new URLSearchParams({ user: me, name: name || me }));
       if (!r.ok) throw new Error("the backend refused a token: " + (await r.text()));
@@ -115,6 +120,14 @@ function join() {
   function renderMembers() {
     const ul = $("members");
     ul.replaceChildren();
+    if (h.transport !== "websocket") {
+      // Snapshots, joins and leaves come over /ws (and SSE, which this page does not use).
+      const li = document.createElement("li");
+      li.className = "note";
+      li.textContent = "shown over WebSocket only";
+      ul.append(li);
+      return;
+    }
     for (const sub of [...members].sort((a, b) => nameOf(a).localeCompare(nameOf(b)))) {
       const li = document.createElement("li");
       li.dataset.sub = sub;
@@ -136,7 +149,8 @@ function join() {
         cursor = page.next;
       } while (cursor);
     } catch (e) {
-      return; // not on WebSocket (a fallback transport): the events alone fill the list
+      renderMembers(); // not on WebSocket (a fallback transport): says so
+      return;
     }
     members.clear();
     for (const sub of found) members.add(sub);

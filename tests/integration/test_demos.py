@@ -14,6 +14,9 @@ $HERALD_BUILD/screenshots/test_demos (a temporary directory without HERALD_BUILD
   its node through the backend's /config, Bob's is told the other one), the typing indicator
   ending when Ann's message arrives; then Ann opens a tab again and her node is killed with
   SIGKILL: Bob sees her leave within presence_lease (2 s here).
+- examples/chat with Ann behind a proxy that strips Upgrade: her page falls back to long polls
+  (her list says it needs WebSocket), publishes over HTTP with her token, and messages and read
+  ticks go both ways.
 - examples/notifications: a user's feed shows the notifications the backend publishes for that
   user (and not another user's); after the page is left and opened again, and after a reload
   racing more publishes, it shows every notification exactly once, newest first; behind a proxy
@@ -290,6 +293,41 @@ class TestDemos(hh.HeraldTestCase):
         self.assertEqual(n1.wait_exit(5), -signal.SIGKILL)
         bob.shot("after-node-killed")
         self.assertTrue(bob.eval(CHAT_VIEW)["status"].startswith("online"))
+
+    def test_chat_websocket_blocked(self):
+        """Ann behind a proxy that strips Upgrade: her page falls back to long polls (the chat
+        page skips SSE, whose events carry no publisher stamp) and publishes over HTTP with her
+        token; messages and read ticks go both ways."""
+        port = self.reserve_port()
+        backend = Backend(self, "chat", {"HERALD_SECRET": SECRET},
+                          ["--herald", "http://127.0.0.1:%d" % port])
+        self.example_herald("chat", port, ["auth_jwt_secret " + SECRET] + self.origins(backend))
+        proxy = Proxy(port)
+        self.addCleanup(proxy.close)
+        proxy.strip_upgrade = True
+        ann = self.chat_page(backend, "ann", "Ann", herald="http://127.0.0.1:%d" % proxy.port)
+        bob = self.chat_page(backend, "bob", "Bob")
+        v = ann.eval(CHAT_VIEW)
+        self.assertEqual((v["status"], v["members"]),
+                         ("online (longpoll)", ["shown over WebSocket only"]), v)
+        # Polls are no presence members: Bob's list has only himself.
+        bob.wait(CHAT_VIEW, lambda v: v["members"] == ["Bob (you)"], "Bob's list")
+        ann.call("type", selector="#text", text="hello Bob", delay=5)
+        ann.call("press", selector="#text", key="Enter")
+        bob.wait(CHAT_VIEW, lambda v: v["messages"] == [
+            {"who": "Ann", "text": "hello Bob", "tick": None}], "Ann's message over HTTP")
+        ann.wait(CHAT_VIEW, lambda v: v["messages"] == [
+            {"who": "You", "text": "hello Bob", "tick": "\u2713\u2713 read by Bob"}],
+            "Bob's receipt over long poll")
+        bob.call("type", selector="#text", text="hi Ann", delay=5)
+        bob.call("press", selector="#text", key="Enter")
+        bob.wait(CHAT_VIEW, lambda v: len(v["messages"]) == 2 and
+                 v["messages"][1]["tick"] == "\u2713\u2713 read by Ann", "Ann's receipt over HTTP")
+        v = ann.eval(CHAT_VIEW)
+        self.assertEqual((v["status"], v["messages"]), ("online (longpoll)", [
+            {"who": "You", "text": "hello Bob", "tick": "\u2713\u2713 read by Bob"},
+            {"who": "Bob", "text": "hi Ann", "tick": None}]))
+        ann.shot("ann-longpoll")
 
     # ---- notifications ----
 
