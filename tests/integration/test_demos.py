@@ -21,7 +21,8 @@ $HERALD_BUILD/screenshots/test_demos (a temporary directory without HERALD_BUILD
   user (and not another user's); after the page is left and opened again, and after a reload
   racing more publishes, it shows every notification exactly once, newest first; behind a proxy
   that strips Upgrade the page falls back from WebSocket to SSE and still receives.
-- docs/clients.md's ten-line page, exactly as written there (the herald URL replaced), receives.
+- docs/clients.md's ten-line page, exactly as written there (the herald URL replaced), receives
+  from herald on the shipped conf/herald.conf.
 """
 import os
 import re
@@ -411,7 +412,9 @@ class TestDemos(hh.HeraldTestCase):
         self.assertIsNotNone(m, "docs/clients.md has no html example")
         snippet = m.group(1)
         self.assertLessEqual(len(snippet.splitlines()), 10, snippet)
-        h = self.start_herald(conf={})
+        # The shipped configuration, as the page says (bash scripts/run.sh runs herald on it).
+        with open(os.path.join(hh.HERALD_SRC, "conf", "herald.conf")) as f:
+            h = self.start_herald(conf_raw=f.read(), overrides=TEST_OVERRIDES)
         self.assertIn("http://localhost:8080", snippet)
         page_file = os.path.join(self.tmpdir(), "clients.html")
         with open(page_file, "w") as f:
