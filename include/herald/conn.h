@@ -11,8 +11,9 @@
  * The queue is bounded by the caller (hd_conn_queued_bytes) so slow consumers cannot make the
  * server buffer without limit. Under TLS, data is encrypted as it is queued.
  *
- * Memory: a connection is freed only after both its libuv handles have closed; handlers release
- * their own state in ops->on_close, called exactly once.
+ * Memory: a socket is freed only after its libuv handle has closed (a stream at the end of the
+ * flush pass in which it closed); handlers release their own state in ops->on_close, called
+ * exactly once.
  */
 #ifndef HERALD_CONN_H
 #define HERALD_CONN_H
@@ -86,7 +87,7 @@ typedef struct hd_conn_ops_s {
  * connection), so that a transport serves it exactly as it serves a socket. It has no socket:
  * what is sent on it waits in its own queue (hd_conn_queued_bytes counts it, so every
  * transport's bound on a slow subscriber holds per stream) until its carrier takes it
- * (hd_conn_stream_take). The carrier is told through this table; its state begins with a
+ * (hd_conn_stream_copy). The carrier is told through this table; its state begins with a
  * pointer to it (hd_carrier_t).
  */
 typedef struct hd_carrier_ops_s {
@@ -97,6 +98,11 @@ typedef struct hd_carrier_ops_s {
     /* s is closed (hd_conn_close on s, its handler already gone): forget it, reset it when it
      * has not ended. Its memory is freed later in this loop pass. */
     void (*on_close)(hd_conn_t *s);
+    /* s's handler reads again (hd_conn_read_start after hd_conn_read_stop, or its first): what
+     * the carrier held back for it goes to its on_data later in this loop pass, never inside
+     * this call. While s is not reading, the carrier holds what its peer sends, and stops the
+     * peer (HTTP/2: the stream's flow-control window is not reopened). */
+    void (*on_read_start)(hd_conn_t *s);
 } hd_carrier_ops_t;
 typedef struct hd_carrier_s {
     const hd_carrier_ops_t *ops;
@@ -108,8 +114,13 @@ typedef struct hd_out_s {
     uint32_t len;
 } hd_out_t;
 
+/*
+ * What every connection has, a socket or a stream. A socket's own state (its uv_tcp_t, TLS,
+ * the write in flight, the shutdown request) is allocated with it, behind this struct, and
+ * private to conn.c: a stream (hd_conn_stream_new) is only this, so an HTTP/2 stream costs
+ * less than a connection.
+ */
 struct hd_conn_s {
-    uv_tcp_t tcp;
     /* In the worker's deadline heap (conn.c) while a timeout is set: key, the loop time in ms
      * when on_timeout fires. */
     hd_heap_node_t deadline;
@@ -117,22 +128,18 @@ struct hd_conn_s {
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */
     uint64_t id;
-    hd_tls_t *tls;        /* NULL on plain listeners */
     hd_list_t link;       /* the worker's connection list (conn.c) */
     hd_list_t flush_link; /* the worker's flush list while it has unwritten output */
-    hd_out_t *q;          /* queued, not yet handed to uv_write */
-    hd_out_t *wq;         /* in the uv_write in flight */
-    uint32_t q_len, q_cap, wq_len, wq_cap;
-    size_t queued_bytes; /* q + wq */
-    uv_shutdown_t *sreq;
+    hd_out_t *q;          /* queued: not yet handed to uv_write (a stream: to its carrier) */
+    uint32_t q_len, q_cap;
+    size_t queued_bytes; /* q + a socket's write in flight */
     /* Who the peer is (auth.h): set by the transport that verified its credential
      * (hd_conn_set_identity), one reference, dropped when the connection is freed; NULL:
      * anonymous. Streams (SSE, WebSocket) keep it for their lifetime, a held long poll while it
      * waits; its exp (hd_identity_exp) is when the credential runs out. */
     hd_identity_t *identity;
-    hd_ip_t client;        /* the socket's peer, or the client a PROXY protocol header named */
     hd_carrier_t *carrier; /* a stream's carrier (hd_conn_stream_new); NULL: a socket */
-    uint8_t open_handles;
+    hd_ip_t client;        /* the socket's peer, or the client a PROXY protocol header named */
     unsigned is_closing : 1;
     unsigned is_writing : 1;
     unsigned is_finishing : 1;
@@ -141,6 +148,9 @@ struct hd_conn_s {
     unsigned is_ip_counted : 1;     /* counted in the node's per-address table until freed */
     unsigned is_stream : 1;         /* carried inside another connection (hd_conn_stream_new) */
     unsigned is_flush_wanted : 1;   /* ops->on_flush runs in the next flush pass */
+    unsigned is_tls : 1;            /* under TLS (or carried by a connection that is) */
+    unsigned is_unix_peer : 1;      /* a Unix socket (or carried by one): tests' socketpairs */
+    unsigned is_shutting : 1;       /* a socket's write side is being shut down (linger) */
 };
 
 /*
@@ -197,10 +207,10 @@ void hd_conn_want_flush(hd_conn_t *c);
  */
 hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier);
 /*
- * Moves the first `len` (<= hd_conn_queued_bytes(s)) queued bytes of stream s to the output of
- * `to` (by reference; through TLS when `to` has it). For the carrier, when it frames them.
+ * Copies the first `len` (<= hd_conn_queued_bytes(s)) queued bytes of stream s to dst and
+ * drops them from its queue. For the carrier, when it frames them.
  */
-void hd_conn_stream_take(hd_conn_t *s, hd_conn_t *to, size_t len);
+void hd_conn_stream_copy(hd_conn_t *s, void *dst, size_t len);
 /* For the carrier: s's queue was taken whole and s is not finishing: its handler's on_drain. */
 void hd_conn_stream_drained(hd_conn_t *s);
 /* The protocol the peer and herald agreed on by TLS ALPN ("h2", "http/1.1"), with its length

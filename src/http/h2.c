@@ -47,9 +47,26 @@ static int leave(hd_h2_t *h2)
     return h2->is_dead;
 }
 
+/* n bytes held for streams left the connection's hold: what it owes its window is given
+ * back once the hold is under HD_H2_IN_HIGH. */
+static void release_held(hd_h2_t *h2, size_t n)
+{
+    h2->in_held -= n;
+    if (h2->in_owed && h2->in_held <= HD_H2_IN_HIGH) {
+        nghttp2_session_consume_connection(h2->session, h2->in_owed);
+        h2->in_owed = 0;
+    }
+}
+
 static void stream_free(hd_h2_stream_t *s)
 {
+    hd_h2_t *h2 = s->h2;
     hd_list_remove(&s->link);
+    if (s->in_len)
+        release_held(h2, s->in_len); /* never read: dropped */
+    if (s->is_in_ready)
+        h2->n_in_ready--;
+    free(s->in);
     free(s->authority);
     free(s);
 }
@@ -339,8 +356,12 @@ static void dispatch(hd_h2_stream_t *s)
 static void peer_ended(hd_h2_stream_t *s)
 {
     hd_conn_t *c = s->conn;
-    if (!c || c->is_closing || c->ops == &h2_req_ops)
+    if (!c || c->is_closing)
         return;
+    if (s->in_len || c->ops == &h2_req_ops) {
+        s->is_eof_held = 1; /* after what it holds (deliver_held) */
+        return;
+    }
     if (c->ops->on_eof)
         c->ops->on_eof(c);
 }
@@ -400,14 +421,44 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     }
 }
 
+/*
+ * Keeps DATA for a stream whose handler does not read it now (its request waits to be taken
+ * over, or it stopped reading): the stream's window is not given back, so its client stops
+ * once it is shut, as a TCP client stops when herald does not read its socket. The
+ * connection's window is given back unless the connection holds too much already.
+ */
+static void hold(hd_h2_t *h2, hd_h2_stream_t *s, const uint8_t *data, size_t len)
+{
+    s->in = hd_realloc(s->in, s->in_len + len);
+    memcpy(s->in + s->in_len, data, len);
+    s->in_len += (uint32_t)len;
+    h2->in_held += len;
+    if (h2->in_held > HD_H2_IN_HIGH)
+        h2->in_owed += len;
+    else
+        nghttp2_session_consume_connection(h2->session, len);
+}
+
+/*
+ * DATA for a stream. The windows are given back (nghttp2_session_consume: herald sends
+ * WINDOW_UPDATE itself) for what is used: a request body as it is collected (bounded by
+ * max_body_size), what a transport reads, what is dropped; not for what is held (hold).
+ */
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                          const uint8_t *data, size_t len, void *user_data)
 {
-    (void)session;
     (void)flags;
-    hd_h2_stream_t *s = stream_of(user_data, stream_id);
-    if (!s || !s->conn)
+    hd_h2_t *h2 = user_data;
+    hd_h2_stream_t *s = stream_of(h2, stream_id);
+    hd_conn_t *c = s ? s->conn : NULL;
+    if (s && c && !c->is_closing && !c->is_finishing && s->is_dispatched &&
+        (c->ops == &h2_req_ops || !c->is_reading || s->in_len)) {
+        hold(h2, s, data, len);
         return 0;
+    }
+    nghttp2_session_consume(session, stream_id, len);
+    if (!s || !c || c->is_closing || c->is_finishing)
+        return 0; /* dropped */
     if (!s->is_dispatched && s->http) {
         hd_http_t *h = s->http;
         if (h->error)
@@ -419,23 +470,48 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         }
         return 0;
     }
-    hd_conn_t *c = s->conn;
-    if (s->is_dispatched && c->ops == &h2_req_ops && s->http) {
-        /* A request handled later (a WebSocket's handshake waits for its subscription): what
-         * the client sends meanwhile waits for the transport, as pipelined bytes do. */
-        hd_http_t *h = s->http;
-        if (h->pending_len + len > conf_of(h)->max_body_bytes) {
-            hd_conn_close(c);
-            return 0;
-        }
-        h->pending = hd_realloc(h->pending, h->pending_len + len);
-        memcpy(h->pending + h->pending_len, data, len);
-        h->pending_len += len;
-        return 0;
-    }
-    if (s->is_dispatched && c->ops != &h2_req_ops && !c->is_closing && c->ops->on_data)
+    if (c->ops->on_data)
         c->ops->on_data(c, (const char *)data, len);
     return 0;
+}
+
+/* Hands what streams that read again hold to their handlers (inside enter/leave). */
+static void deliver_held(hd_h2_t *h2)
+{
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &h2->streams)
+    {
+        hd_h2_stream_t *s = hd_container_of(pos, hd_h2_stream_t, link);
+        if (!s->is_in_ready)
+            continue;
+        hd_conn_t *c = s->conn;
+        if (!c || c->is_closing)
+            continue; /* gone: freed with what it holds (stream_free) */
+        s->is_in_ready = 0;
+        h2->n_in_ready--;
+        if (!c->is_reading || c->ops == &h2_req_ops)
+            continue; /* stopped again: on_read_start sets it ready again */
+        char *in = s->in;
+        size_t n = s->in_len;
+        s->in = NULL;
+        s->in_len = 0;
+        release_held(h2, n);
+        nghttp2_session_consume_stream(h2->session, s->id, n);
+        if (n && !c->is_finishing && c->ops->on_data)
+            c->ops->on_data(c, in, n);
+        free(in);
+        if (h2->is_dead)
+            return; /* the connection closed: every stream is gone */
+        if (s->is_eof_held && s->conn == c && !c->is_closing && !c->is_finishing &&
+            c->ops->on_eof) {
+            s->is_eof_held = 0;
+            c->ops->on_eof(c);
+            if (h2->is_dead)
+                return;
+        }
+        if (h2->n_in_ready == 0)
+            return;
+    }
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
@@ -451,6 +527,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         hd_conn_t *c = s->conn;
         c->carrier = NULL; /* no reset to send: the stream is gone */
         s->conn = NULL;
+        hd_h2_count_output(s);
         hd_conn_close(c); /* its handler (a request, a transport) lets go */
     }
     if (s->is_drained) {
@@ -478,6 +555,11 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
                     nghttp2_http2_strerror(frame->goaway.error_code));
         return 0;
     }
+    if (frame->hd.type == NGHTTP2_DATA) {
+        hd_h2_stream_t *s = stream_of(h2, frame->hd.stream_id);
+        if (s)
+            hd_h2_data_sent(s);
+    }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         hd_h2_stream_t *s = stream_of(h2, frame->hd.stream_id);
@@ -501,9 +583,9 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     hd_conn_t *c = h2->conn;
     if (c->is_closing || c->is_finishing)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (hd_conn_queued_bytes(c) > HD_H2_OUT_HIGH)
+    if (hd_h2_out_bytes(h2) > HD_H2_OUT_HIGH)
         return NGHTTP2_ERR_WOULDBLOCK;
-    hd_conn_send_copy(c, data, len);
+    memcpy(hd_h2_out_reserve(h2, len), data, len);
     return (ssize_t)len;
 }
 
@@ -512,6 +594,8 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
 /* Resets the streams holding most output until the connection's total is within its bound. */
 static void bound_output(hd_h2_t *h2)
 {
+    if (h2->streams_out <= h2->max_queue_bytes)
+        return; /* the usual case: no walk of the streams */
     for (;;) {
         size_t total = 0, most = 0;
         hd_h2_stream_t *worst = NULL;
@@ -545,8 +629,16 @@ static void produce(hd_h2_t *h2)
     if (c->is_closing || c->is_finishing)
         return;
     enter(h2);
+    if (h2->n_in_ready)
+        deliver_held(h2);
+    if (h2->is_dead) {
+        leave(h2);
+        return;
+    }
     bound_output(h2);
     int rc = nghttp2_session_send(h2->session);
+    if (!h2->is_dead)
+        hd_h2_out_flush(h2);
     while (h2->drained && !h2->is_dead) {
         hd_h2_stream_t *s = h2->drained;
         h2->drained = s->next_drained;
@@ -647,6 +739,8 @@ static void h2_on_shutdown(hd_conn_t *c)
 static void destroy(hd_h2_t *h2)
 {
     nghttp2_session_del(h2->session);
+    if (h2->out)
+        hd_buf_unref(h2->out);
     free(h2);
 }
 
@@ -666,6 +760,8 @@ static void h2_on_close(hd_conn_t *c)
     }
     h2->drained = NULL;
     h2->n_streams = 0;
+    h2->n_in_ready = 0;
+    h2->streams_out = 0;
     if (h2->depth > 0) {
         h2->is_dead = 1; /* freed when the nghttp2 call under way returns */
         return;
@@ -703,6 +799,9 @@ static int new_session(hd_h2_t *h2, const hd_conf_t *conf)
         return -1;
     }
     nghttp2_option_set_no_closed_streams(opt, 1);
+    /* Flow control follows what herald uses (on_data_chunk): a stream that does not read
+     * stops its client at its window, as a socket herald does not read stops TCP. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     /* herald counts resets of open streams itself (on_frame_recv: ENHANCE_YOUR_CALM, logged);
      * nghttp2 counts every RST_STREAM, also those of streams already closed, which cost
      * nothing: its limit (INTERNAL_ERROR) stays as a backstop well above herald's. */

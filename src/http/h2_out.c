@@ -8,7 +8,8 @@
  * connection's carrier ops (hd_h2_carrier_ops) tell the session when a stream has output, ends
  * or is closed by herald (a reset).
  *
- *   transport --hd_conn_send--> stream conn queue --read_data/send_data--> socket conn queue
+ *   transport --hd_conn_send--> stream conn queue --read_data/send_data--> one buffer per
+ *     produce pass (every frame, copied) --> socket conn queue
  *
  * So a stream that stops reading (its window stays shut) holds its output in its own queue,
  * which every transport bounds as it bounds a slow HTTP/1.1 subscriber (hd_conn_queued_bytes),
@@ -69,7 +70,7 @@ static nghttp2_nv nv_of(const char *name, const char *value, size_t vlen)
 }
 
 void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *content_type,
-                       int64_t content_length)
+                       int64_t content_length, int is_taken_over)
 {
     hd_h2_stream_t *s = h->h2s;
     hd_h2_t *h2 = s->h2;
@@ -96,8 +97,16 @@ void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *
         snprintf(clen, sizeof(clen), "%lld", (long long)content_length);
         nv[n++] = nv_of("content-length", clen, strlen(clen));
     }
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_data};
-    int rc = nghttp2_submit_response(h2->session, s->id, nv, n, &prd);
+    int rc;
+    if (is_taken_over) {
+        /* HEADERS alone: DATA is submitted whenever the transport writes (submit_data) */
+        rc = nghttp2_submit_headers(h2->session, NGHTTP2_FLAG_NONE, s->id, NULL, nv, n, NULL);
+        s->is_taken_over = 1;
+    } else {
+        nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_data};
+        rc = nghttp2_submit_response(h2->session, s->id, nv, n, &prd);
+        s->has_data = rc == 0;
+    }
     free(lines);
     if (rc != 0) {
         hd_conn_log(HD_LOG_INFO, h->conn, "HTTP/2 response not submitted: %s",
@@ -109,9 +118,39 @@ void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *
 }
 
 /*
+ * A taken-over stream (an SSE stream, a WebSocket) has a DATA source in nghttp2 only while it
+ * has output: an idle one holds none (nghttp2 keeps a send item of about 200 bytes for each
+ * source). Submitted when output comes (or the stream finishes), detached by read_data once
+ * its queue is taken (EOF without END_STREAM).
+ */
+static void submit_data(hd_h2_stream_t *s)
+{
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_data};
+    int rc = nghttp2_submit_data(s->h2->session, NGHTTP2_FLAG_END_STREAM, s->id, &prd);
+    if (rc == 0)
+        s->has_data = 1;
+    else if (s->conn)
+        hd_conn_log(HD_LOG_DEBUG, s->conn, "HTTP/2 DATA not submitted: %s", nghttp2_strerror(rc));
+}
+
+void hd_h2_data_sent(hd_h2_stream_t *s)
+{
+    if (!s->is_eof_pending)
+        return;
+    /* nghttp2 detached the source before telling us (so a new one may be submitted now) */
+    s->is_eof_pending = 0;
+    s->has_data = 0;
+    if (s->conn && (hd_conn_queued_bytes(s->conn) > 0 || s->conn->is_finishing))
+        submit_data(s);
+}
+
+/*
  * nghttp2 asks for at most `length` bytes of the stream's next DATA frame: as many as its
  * queue holds (taken, without copy, in hd_h2_send_data), END_STREAM once the stream finished
- * and its queue is empty; nothing yet: DEFERRED until output comes (on_output resumes it).
+ * and its queue is empty. Nothing yet: a response waits (DEFERRED until output comes:
+ * on_output resumes it); a taken-over stream lets go of its source (EOF without END_STREAM:
+ * at once when the queue is empty, nghttp2 then sends nothing; else once this frame is sent,
+ * hd_h2_data_sent).
  */
 static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
@@ -132,13 +171,22 @@ static ssize_t read_data(nghttp2_session *session, int32_t stream_id, uint8_t *b
             *data_flags |= NGHTTP2_DATA_FLAG_EOF;
             return 0;
         }
+        if (s->is_taken_over) {
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            s->has_data = 0;
+            return 0;
+        }
         s->is_deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = queued < length ? queued : length;
     *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == queued && c->is_finishing)
+    if (n == queued && c->is_finishing) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == queued && s->is_taken_over) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        s->is_eof_pending = 1;
+    }
     return (ssize_t)n;
 }
 
@@ -151,12 +199,14 @@ int hd_h2_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_
     hd_conn_t *out = h2->conn;
     if (out->is_closing || out->is_finishing)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (hd_conn_queued_bytes(out) > HD_H2_OUT_HIGH)
+    if (hd_h2_out_bytes(h2) > HD_H2_OUT_HIGH)
         return NGHTTP2_ERR_WOULDBLOCK;
     if (!s->conn || hd_conn_queued_bytes(s->conn) < length || frame->data.padlen > 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cannot happen: resets the stream */
-    hd_conn_send_copy(out, framehd, 9);
-    hd_conn_stream_take(s->conn, out, length);
+    char *p = hd_h2_out_reserve(h2, 9 + length);
+    memcpy(p, framehd, 9);
+    hd_conn_stream_copy(s->conn, p + 9, length);
+    hd_h2_count_output(s);
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         s->is_ended = 1;
     if (hd_conn_queued_bytes(s->conn) == 0 && !s->is_drained) {
@@ -168,12 +218,56 @@ int hd_h2_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_
     return 0;
 }
 
+/* ---- the connection's output, coalesced ---- */
+
+#define OUT_CHUNK (16 * 1024) /* a TLS record's worth */
+
+/*
+ * Every frame of a produce pass (h2.c) is copied into one buffer, sent whole when full and at
+ * the end of the pass: a fan-out to many streams of a connection leaves in one write of a few
+ * large pieces (under TLS, full records) instead of a header and a payload per frame.
+ */
+char *hd_h2_out_reserve(hd_h2_t *h2, size_t n)
+{
+    hd_buf_t *b = h2->out;
+    if (b && b->len + n > b->cap) {
+        hd_h2_out_flush(h2);
+        b = NULL;
+    }
+    if (!b)
+        b = h2->out = hd_buf_new(n > OUT_CHUNK ? n : OUT_CHUNK);
+    char *p = b->data + b->len;
+    b->len += n;
+    return p;
+}
+
+void hd_h2_out_flush(hd_h2_t *h2)
+{
+    hd_buf_t *b = h2->out;
+    if (!b)
+        return;
+    h2->out = NULL;
+    if (b->len)
+        hd_conn_send(h2->conn, b, 0, b->len);
+    hd_buf_unref(b);
+}
+
 /* ---- the stream connection's carrier ---- */
+
+void hd_h2_count_output(hd_h2_stream_t *s)
+{
+    size_t q = s->conn ? hd_conn_queued_bytes(s->conn) : 0;
+    s->h2->streams_out = s->h2->streams_out - s->out_counted + q;
+    s->out_counted = q;
+}
 
 static void carrier_on_output(hd_conn_t *c)
 {
     hd_h2_stream_t *s = (hd_h2_stream_t *)c->carrier;
-    if (s->is_deferred && s->is_responding) {
+    hd_h2_count_output(s);
+    if (s->is_responding && !s->has_data && s->is_taken_over) {
+        submit_data(s);
+    } else if (s->is_deferred && s->is_responding) {
         s->is_deferred = 0;
         nghttp2_session_resume_data(s->h2->session, s->id);
     }
@@ -184,6 +278,7 @@ static void carrier_on_close(hd_conn_t *c)
 {
     hd_h2_stream_t *s = (hd_h2_stream_t *)c->carrier;
     s->conn = NULL;
+    hd_h2_count_output(s);
     if (!s->is_ended) {
         /* Herald let go of a stream it had not ended (a slow subscriber cut off, a timeout, a
          * transport closing): the peer learns it by RST_STREAM. */
@@ -193,8 +288,20 @@ static void carrier_on_close(hd_conn_t *c)
     hd_conn_want_flush(s->h2->conn);
 }
 
+/* What the stream holds (h2.c hold) goes to its handler in the next produce. */
+static void carrier_on_read_start(hd_conn_t *c)
+{
+    hd_h2_stream_t *s = (hd_h2_stream_t *)c->carrier;
+    if ((!s->in_len && !s->is_eof_held) || s->is_in_ready)
+        return;
+    s->is_in_ready = 1;
+    s->h2->n_in_ready++;
+    hd_conn_want_flush(s->h2->conn);
+}
+
 const hd_carrier_ops_t hd_h2_carrier_ops = {
     .on_output = carrier_on_output,
     .on_finish = carrier_on_output, /* the end goes out once the queue is taken */
     .on_close = carrier_on_close,
+    .on_read_start = carrier_on_read_start,
 };

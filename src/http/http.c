@@ -418,20 +418,13 @@ void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
          * WebSocket's 101 is 200 on a stream (RFC 8441 5). */
         if (status == 101)
             status = 200;
-        hd_h2_submit_head(h, status, head_headers, NULL, -1);
+        hd_h2_submit_head(h, status, head_headers, NULL, -1, 1);
         hd_http_access_log(h, status, 0);
-        char *early = h->pending; /* DATA that came while the request waited */
-        size_t early_len = h->pending_len;
-        h->pending = NULL;
-        h->pending_off = h->pending_len = 0;
         c->ops->on_close(c); /* the stream's request handler: frees h */
         hd_conn_set_handler(c, ops, data);
         hd_conn_set_timeout(c, 0);
-        if (early_len && ops->on_data)
-            ops->on_data(c, early, early_len);
-        free(early);
-        if (!c->is_closing)
-            hd_conn_read_start(c);
+        /* DATA that came while the request waited is held by the stream (h2.c): read now */
+        hd_conn_read_start(c);
         return;
     }
     hd_sbuf_t sb;

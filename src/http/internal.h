@@ -99,10 +99,18 @@ struct hd_h2_s {
     hd_conn_t *conn;
     hd_list_t streams;        /* hd_h2_stream_t by link */
     hd_h2_stream_t *drained;  /* streams whose queue a send emptied: on_drain after it */
+    hd_buf_t *out;            /* frames of the produce pass under way (h2_out.c), or NULL */
     hd_bucket_t pub_bucket;   /* client_publish_rate, for every stream of the connection */
     hd_bucket_t reset_bucket; /* RST_STREAM from the client (http2_reset_rate) */
     uint32_t reset_rate;      /* http2_reset_rate when the connection opened */
     size_t max_queue_bytes;   /* http2_max_queue_bytes when the connection opened */
+    size_t streams_out;       /* the streams' queues together (hd_h2_count_output) */
+    /* DATA held for streams that do not read it (hd_h2_stream_t.in): the streams' windows
+     * stay shut until it is delivered; the connection's window is reopened as it comes in,
+     * except for what arrives while more than HD_H2_IN_HIGH is held (in_owed), given back
+     * once the held total is below it again. */
+    size_t in_held, in_owed;
+    uint32_t n_in_ready; /* streams with is_in_ready set */
     uint32_t n_streams;
     uint32_t depth;           /* inside nghttp2 calls: freeing waits until they return */
     unsigned is_draining : 1; /* GOAWAY sent for shutdown: end once the streams have */
@@ -121,15 +129,26 @@ struct hd_h2_stream_s {
     hd_list_t link;
     hd_h2_stream_t *next_drained;
     char *authority; /* :authority until the head is complete (becomes Host) */
+    /* DATA its handler has not read yet: it was dispatched and not taken over, or stopped
+     * reading (hd_conn_read_stop). At most the stream's window (64 KiB): nghttp2 refuses more
+     * while this much of the window is not given back (nghttp2_session_consume_stream). */
+    char *in;
+    uint32_t in_len;
     int32_t id;
+    size_t out_counted; /* its queue as counted in h2->streams_out */
     char method[16];
-    unsigned is_deferred : 1;   /* its data source said DEFERRED: resume when output comes */
-    unsigned is_responding : 1; /* its response head was submitted */
-    unsigned is_dispatched : 1; /* the request went to its handler */
-    unsigned is_drained : 1;    /* on h2->drained */
-    unsigned is_ended : 1;      /* END_STREAM sent */
-    unsigned is_websocket : 1;  /* extended CONNECT, :protocol websocket (RFC 8441) */
-    unsigned is_protocol : 1;   /* a :protocol herald does not serve */
+    unsigned is_deferred : 1;    /* its data source said DEFERRED: resume when output comes */
+    unsigned is_responding : 1;  /* its response head was submitted */
+    unsigned is_dispatched : 1;  /* the request went to its handler */
+    unsigned is_drained : 1;     /* on h2->drained */
+    unsigned is_ended : 1;       /* END_STREAM sent */
+    unsigned is_websocket : 1;   /* extended CONNECT, :protocol websocket (RFC 8441) */
+    unsigned is_protocol : 1;    /* a :protocol herald does not serve */
+    unsigned is_in_ready : 1;    /* reads again: `in` goes to its handler in the next produce */
+    unsigned is_taken_over : 1;  /* a transport writes it: DATA submitted while it has output */
+    unsigned has_data : 1;       /* nghttp2 holds a DATA source for it (read_data) */
+    unsigned is_eof_pending : 1; /* the DATA frame being sent lets go of the source */
+    unsigned is_eof_held : 1;    /* END_STREAM came behind `in`: on_eof once it is delivered */
 };
 
 static inline const hd_conf_t *conf_of(const hd_http_t *h)
@@ -173,16 +192,35 @@ void hd_h2_accept(hd_conn_t *c, const char *data, size_t len);
  * Submits the response head of h's stream: :status, server, date, the lines of `extra` and
  * of the request's response headers (names lowercased; connection-specific ones dropped),
  * content-type when not NULL, content-length when >= 0. Its DATA is the stream connection's
- * queue, ended by hd_conn_finish on it.
+ * queue, ended by hd_conn_finish on it; is_taken_over: a transport writes it for as long as
+ * it lives (DATA is submitted while it has output).
  */
 void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *content_type,
-                       int64_t content_length);
+                       int64_t content_length, int is_taken_over);
+/* on_frame_send of a DATA frame of s (h2.c): a source that let go is submitted again if
+ * output came meanwhile. */
+void hd_h2_data_sent(hd_h2_stream_t *s);
+/* s's queue changed (or s->conn went): h2->streams_out follows, so that the bound on the
+ * connection's output (http2_max_queue_bytes) needs no walk of its streams while under it. */
+void hd_h2_count_output(hd_h2_stream_t *s);
 extern const hd_carrier_ops_t hd_h2_carrier_ops;
+/* n bytes at the end of the produce pass's output buffer (a full one goes to the socket). */
+char *hd_h2_out_reserve(hd_h2_t *h2, size_t n);
+/* Sends what the pass wrote (one piece, or the last of a few), at its end. */
+void hd_h2_out_flush(hd_h2_t *h2);
+/* The connection's output: queued on the socket, and not yet sent by the pass. */
+static inline size_t hd_h2_out_bytes(const hd_h2_t *h2)
+{
+    return hd_conn_queued_bytes(h2->conn) + (h2->out ? h2->out->len : 0);
+}
 /* nghttp2's send_data_callback: a DATA frame's header and its bytes, taken from the stream. */
 int hd_h2_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
                     size_t length, nghttp2_data_source *source, void *user_data);
 /* The connection's output is above this: nghttp2 waits (WOULDBLOCK) until it drains. */
 #define HD_H2_OUT_HIGH (64 * 1024)
+/* DATA held for streams that do not read (hd_h2_t.in_held) above this: the connection's
+ * window is not reopened, so a connection holds at most this plus one window (64 KiB). */
+#define HD_H2_IN_HIGH (256 * 1024)
 
 /* ---- response.c ---- */
 

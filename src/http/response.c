@@ -171,7 +171,7 @@ static void respond_h2(hd_http_t *h, int status, const char *extra_headers,
     hd_conn_t *c = h->conn;
     int with_body = h->req.method != HD_M_HEAD && status != 204 && status != 304;
     hd_h2_submit_head(h, status, extra_headers, content_type,
-                      status == 204 || status == 304 ? -1 : (int64_t)len);
+                      status == 204 || status == 304 ? -1 : (int64_t)len, 0);
     if (with_body && body && len > 0 && !n_bufs)
         hd_conn_send_copy(c, body, len);
     for (size_t i = 0; with_body && i < n_bufs; i++)

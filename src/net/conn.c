@@ -58,6 +58,29 @@ static inline hd_conn_worker_t *cw_of(const hd_conn_t *c)
     return c->worker->conns_;
 }
 
+/*
+ * A socket: the connection and what only a socket has, in one allocation (a stream is an
+ * hd_conn_t alone: conn.h).
+ */
+typedef struct sock_s {
+    hd_conn_t c; /* first: an hd_conn_t * of a socket is a sock_t * */
+    uv_tcp_t tcp;
+    hd_tls_t *tls; /* NULL on plain listeners */
+    hd_out_t *wq;  /* in the uv_write in flight */
+    uint32_t wq_len, wq_cap;
+} sock_t;
+
+static inline sock_t *sock_of(hd_conn_t *c)
+{
+    HD_ASSERT(!c->is_stream);
+    return (sock_t *)c;
+}
+
+static inline hd_tls_t *tls_of(const hd_conn_t *c)
+{
+    return c->is_stream ? NULL : ((const sock_t *)c)->tls;
+}
+
 static void flush(hd_conn_t *c);
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -101,7 +124,7 @@ static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
 
 static void queue_tls_output(hd_conn_t *c)
 {
-    hd_buf_t *b = hd_tls_take(c->tls);
+    hd_buf_t *b = hd_tls_take(sock_of(c)->tls);
     if (!b)
         return;
     if (c->is_closing) {
@@ -114,15 +137,16 @@ static void queue_tls_output(hd_conn_t *c)
 /* Bytes read from the socket: through TLS when the connection has it, then to the handler. */
 static void deliver(hd_conn_t *c, const char *data, size_t len)
 {
-    if (!c->tls) {
+    hd_tls_t *tls = sock_of(c)->tls;
+    if (!tls) {
         c->ops->on_data(c, data, len);
         return;
     }
     const char *why = NULL;
-    int was_established = c->tls->is_established;
+    int was_established = tls->is_established;
     hd_conn_worker_t *cw = cw_of(c);
-    int rc = hd_tls_feed(c->tls, data, len, cw->tls_scratch, sizeof(cw->tls_scratch), on_plaintext,
-                         c, &why);
+    int rc = hd_tls_feed(tls, data, len, cw->tls_scratch, sizeof(cw->tls_scratch), on_plaintext, c,
+                         &why);
     if (!c->is_closing)
         queue_tls_output(c);
     if (rc == HD_ETLS) {
@@ -176,10 +200,12 @@ void hd_conn_read_start(hd_conn_t *c)
     if (c->is_reading || c->is_closing)
         return;
     if (c->is_stream) {
-        c->is_reading = 1; /* the carrier reads; a stream only notes the handler's wish */
+        c->is_reading = 1; /* the carrier reads and holds back what a stream does not read */
+        if (c->carrier && c->carrier->ops->on_read_start)
+            c->carrier->ops->on_read_start(c);
         return;
     }
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (uv_read_start((uv_stream_t *)&sock_of(c)->tcp, on_alloc, on_read) == 0)
         c->is_reading = 1;
 }
 
@@ -188,7 +214,7 @@ void hd_conn_read_stop(hd_conn_t *c)
     if (!c->is_reading)
         return;
     if (!c->is_stream)
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_read_stop((uv_stream_t *)&sock_of(c)->tcp);
     c->is_reading = 0;
 }
 
@@ -198,8 +224,9 @@ int hd_conn_send(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
         return UV_ECANCELED;
     if (len == 0)
         return 0;
-    if (c->tls) {
-        if (hd_tls_encrypt(c->tls, buf->data + off, len) != 0) {
+    hd_tls_t *tls = tls_of(c);
+    if (tls) {
+        if (hd_tls_encrypt(tls, buf->data + off, len) != 0) {
             hd_conn_close(c);
             return UV_ECANCELED;
         }
@@ -214,8 +241,9 @@ int hd_conn_send_copy(hd_conn_t *c, const void *data, size_t len)
 {
     if (c->is_closing || c->is_finishing)
         return UV_ECANCELED;
-    if (c->tls) {
-        if (hd_tls_encrypt(c->tls, data, len) != 0) {
+    hd_tls_t *tls = tls_of(c);
+    if (tls) {
+        if (hd_tls_encrypt(tls, data, len) != 0) {
             hd_conn_close(c);
             return UV_ECANCELED;
         }
@@ -258,21 +286,21 @@ static void wreq_put(hd_conn_worker_t *cw, wreq_t *r)
 }
 
 /* Drops the first `bytes` written bytes of wq: finished entries are released. */
-static void consume_written(hd_conn_t *c, size_t bytes)
+static void consume_written(sock_t *k, size_t bytes)
 {
     uint32_t i = 0;
-    c->queued_bytes -= bytes;
-    while (i < c->wq_len && bytes >= c->wq[i].len) {
-        bytes -= c->wq[i].len;
-        hd_buf_unref(c->wq[i].buf);
+    k->c.queued_bytes -= bytes;
+    while (i < k->wq_len && bytes >= k->wq[i].len) {
+        bytes -= k->wq[i].len;
+        hd_buf_unref(k->wq[i].buf);
         i++;
     }
-    if (i < c->wq_len && bytes) {
-        c->wq[i].off += (uint32_t)bytes;
-        c->wq[i].len -= (uint32_t)bytes;
+    if (i < k->wq_len && bytes) {
+        k->wq[i].off += (uint32_t)bytes;
+        k->wq[i].len -= (uint32_t)bytes;
     }
-    memmove(c->wq, c->wq + i, (c->wq_len - i) * sizeof(*c->wq));
-    c->wq_len -= i;
+    memmove(k->wq, k->wq + i, (k->wq_len - i) * sizeof(*k->wq));
+    k->wq_len -= i;
 }
 
 /* Everything handed over has been written: go on with what came meanwhile, or finish. */
@@ -297,11 +325,12 @@ static void on_write(uv_write_t *req, int status)
 {
     wreq_t *r = hd_container_of(req, wreq_t, req);
     hd_conn_t *c = r->conn;
+    sock_t *k = sock_of(c);
     wreq_put(cw_of(c), r);
     size_t bytes = 0;
-    for (uint32_t i = 0; i < c->wq_len; i++)
-        bytes += c->wq[i].len;
-    consume_written(c, bytes);
+    for (uint32_t i = 0; i < k->wq_len; i++)
+        bytes += k->wq[i].len;
+    consume_written(k, bytes);
     c->is_writing = 0;
     if (c->is_closing)
         return;
@@ -326,29 +355,30 @@ static void flush(hd_conn_t *c)
         if (!c->is_flush_wanted && hd_list_linked(&c->flush_link))
             hd_list_remove(&c->flush_link);
     }
-    if (c->is_writing || c->q_len == 0 || c->is_closing)
+    if (c->is_writing || c->q_len == 0 || c->is_closing || c->is_stream)
         return;
     /* Swap queues: what was queued becomes the write in flight. */
-    hd_out_t *t = c->wq;
-    uint32_t tcap = c->wq_cap;
-    c->wq = c->q;
-    c->wq_cap = c->q_cap;
-    c->wq_len = c->q_len;
+    sock_t *k = sock_of(c);
+    hd_out_t *t = k->wq;
+    uint32_t tcap = k->wq_cap;
+    k->wq = c->q;
+    k->wq_cap = c->q_cap;
+    k->wq_len = c->q_len;
     c->q = t;
     c->q_cap = tcap;
     c->q_len = 0;
 
     uv_buf_t stackbufs[64];
     uv_buf_t *bufs =
-        c->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs : hd_malloc(c->wq_len * sizeof(uv_buf_t));
+        k->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs : hd_malloc(k->wq_len * sizeof(uv_buf_t));
     size_t total = 0;
-    for (uint32_t i = 0; i < c->wq_len; i++) {
-        bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
-        total += c->wq[i].len;
+    for (uint32_t i = 0; i < k->wq_len; i++) {
+        bufs[i] = uv_buf_init(k->wq[i].buf->data + k->wq[i].off, k->wq[i].len);
+        total += k->wq[i].len;
     }
     /* One writev, now; only what the socket does not take waits for a uv_write. */
     HD_STAT_INC(c->worker, writes);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, c->wq_len);
+    int n = uv_try_write((uv_stream_t *)&k->tcp, bufs, k->wq_len);
     if (n < 0 && n != UV_EAGAIN) {
         if (bufs != stackbufs)
             free(bufs);
@@ -357,18 +387,18 @@ static void flush(hd_conn_t *c)
         return;
     }
     if (n > 0)
-        consume_written(c, (size_t)n);
+        consume_written(k, (size_t)n);
     if ((size_t)(n > 0 ? n : 0) == total) {
         if (bufs != stackbufs)
             free(bufs);
         written(c);
         return;
     }
-    for (uint32_t i = 0; i < c->wq_len; i++)
-        bufs[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, c->wq[i].len);
+    for (uint32_t i = 0; i < k->wq_len; i++)
+        bufs[i] = uv_buf_init(k->wq[i].buf->data + k->wq[i].off, k->wq[i].len);
     wreq_t *r = wreq_get(cw_of(c));
     r->conn = c;
-    int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, bufs, c->wq_len, on_write);
+    int rc = uv_write(&r->req, (uv_stream_t *)&k->tcp, bufs, k->wq_len, on_write);
     if (bufs != stackbufs)
         free(bufs);
     if (rc < 0) {
@@ -507,7 +537,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
     hd_conn_t *c = req->data;
     (void)status;
     free(req);
-    c->sreq = NULL;
+    c->is_shutting = 0;
     if (c->is_closing)
         return;
     hd_conn_set_timeout(c, LINGER_MS);
@@ -516,13 +546,15 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
 
 static void start_linger(hd_conn_t *c)
 {
-    if (c->sreq || c->is_closing)
+    sock_t *k = sock_of(c);
+    if (c->is_shutting || c->is_closing)
         return;
-    c->sreq = hd_malloc(sizeof(*c->sreq));
-    c->sreq->data = c;
-    if (uv_shutdown(c->sreq, (uv_stream_t *)&c->tcp, on_shutdown_done) < 0) {
-        free(c->sreq);
-        c->sreq = NULL;
+    uv_shutdown_t *req = hd_malloc(sizeof(*req));
+    req->data = c;
+    c->is_shutting = 1;
+    if (uv_shutdown(req, (uv_stream_t *)&k->tcp, on_shutdown_done) < 0) {
+        free(req);
+        c->is_shutting = 0;
         hd_conn_close(c);
     }
 }
@@ -550,8 +582,8 @@ void hd_conn_finish(hd_conn_t *c)
             c->carrier->ops->on_finish(c);
         return;
     }
-    if (c->tls) {
-        hd_tls_shutdown(c->tls);
+    if (sock_of(c)->tls) {
+        hd_tls_shutdown(sock_of(c)->tls);
         queue_tls_output(c);
     }
     c->is_finishing = 1;
@@ -565,15 +597,14 @@ void hd_conn_finish(hd_conn_t *c)
 static void on_handle_closed(uv_handle_t *h)
 {
     hd_conn_t *c = h->data;
-    if (--c->open_handles > 0)
-        return;
+    sock_t *k = sock_of(c);
     release_out(c->q, c->q_len);
-    release_out(c->wq, c->wq_len);
+    release_out(k->wq, k->wq_len);
     free(c->q);
-    free(c->wq);
-    if (c->tls) {
-        hd_tls_dispose(c->tls);
-        free(c->tls);
+    free(k->wq);
+    if (k->tls) {
+        hd_tls_dispose(k->tls);
+        free(k->tls);
     }
     hd_identity_unref(c->identity);
     hd_worker_t *w = c->worker;
@@ -605,7 +636,7 @@ void hd_conn_close(hd_conn_t *c)
         hd_list_insert_tail(&cw_of(c)->dead_streams, &c->link);
         return;
     }
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&sock_of(c)->tcp, on_handle_closed);
 }
 
 /* ---- streams: connections carried inside another ---- */
@@ -629,6 +660,8 @@ hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier)
     hd_list_init(&c->link);
     c->client = parent->client;
     c->is_admin_listener = parent->is_admin_listener;
+    c->is_tls = parent->is_tls;
+    c->is_unix_peer = parent->is_unix_peer;
     c->is_stream = 1;
     c->carrier = carrier;
     /* Just before its parent: a walk of the list (hd_conn_foreach, shutdown) meets a parent's
@@ -637,15 +670,17 @@ hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier)
     return c;
 }
 
-void hd_conn_stream_take(hd_conn_t *s, hd_conn_t *to, size_t len)
+void hd_conn_stream_copy(hd_conn_t *s, void *dst, size_t len)
 {
     HD_ASSERT(len <= s->queued_bytes);
+    char *d = dst;
     uint32_t i = 0;
     s->queued_bytes -= len;
     while (len > 0) {
         hd_out_t *o = &s->q[i];
         size_t n = len < o->len ? len : o->len;
-        hd_conn_send(to, o->buf, o->off, n);
+        memcpy(d, o->buf->data + o->off, n);
+        d += n;
         len -= n;
         if (n == o->len) {
             hd_buf_unref(o->buf);
@@ -684,10 +719,11 @@ void hd_conn_want_flush(hd_conn_t *c)
 const char *hd_conn_alpn(const hd_conn_t *c, unsigned *len)
 {
     const unsigned char *p = NULL;
+    hd_tls_t *tls = tls_of(c);
     *len = 0;
-    if (!c->tls || !c->tls->ssl)
+    if (!tls || !tls->ssl)
         return NULL;
-    SSL_get0_alpn_selected(c->tls->ssl, &p, len);
+    SSL_get0_alpn_selected(tls->ssl, &p, len);
     return *len ? (const char *)p : NULL;
 }
 
@@ -818,14 +854,14 @@ void hd_conn_expect_proxy(hd_conn_t *c, uint64_t timeout_ms, hd_conn_ready_cb re
 static hd_conn_t *conn_new(hd_worker_t *w)
 {
     hd_conn_worker_t *cw = w->conns_;
-    hd_conn_t *c = hd_calloc(1, sizeof(*c));
+    sock_t *k = hd_calloc(1, sizeof(*k));
+    hd_conn_t *c = &k->c;
     c->worker = w;
     c->id = ((uint64_t)w->id << 48) | ++cw->next_id;
-    c->tcp.data = c;
+    k->tcp.data = c;
     hd_list_init(&c->flush_link);
     hd_list_init(&c->link);
-    uv_tcp_init(&w->loop, &c->tcp);
-    c->open_handles = 1;
+    uv_tcp_init(&w->loop, &k->tcp);
     hd_worker_conn_opened(w);
     return c;
 }
@@ -833,20 +869,24 @@ static hd_conn_t *conn_new(hd_worker_t *w)
 /* The socket is ours: note its peer, list the connection and set up TLS. */
 static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx)
 {
+    sock_t *k = sock_of(c);
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0)
+    if (uv_tcp_getpeername(&k->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
         hd_ip_from_sockaddr(&c->client, (struct sockaddr *)&ss);
-    uv_tcp_nodelay(&c->tcp, 1);
+        c->is_unix_peer = ss.ss_family == AF_UNIX;
+    }
+    uv_tcp_nodelay(&k->tcp, 1);
     hd_list_insert_tail(&cw_of(c)->conns, &c->link);
     if (tls_ctx) {
-        c->tls = hd_calloc(1, sizeof(*c->tls));
-        if (hd_tls_init(c->tls, tls_ctx) != 0) {
-            free(c->tls);
-            c->tls = NULL;
+        k->tls = hd_calloc(1, sizeof(*k->tls));
+        if (hd_tls_init(k->tls, tls_ctx) != 0) {
+            free(k->tls);
+            k->tls = NULL;
             hd_conn_close(c);
             return NULL;
         }
+        c->is_tls = 1;
     }
     return c;
 }
@@ -854,7 +894,7 @@ static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx)
 hd_conn_t *hd_conn_accept(hd_worker_t *w, uv_stream_t *server, SSL_CTX *tls_ctx)
 {
     hd_conn_t *c = conn_new(w);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept(server, (uv_stream_t *)&sock_of(c)->tcp) != 0) {
         hd_conn_close(c);
         return NULL;
     }
@@ -864,7 +904,7 @@ hd_conn_t *hd_conn_accept(hd_worker_t *w, uv_stream_t *server, SSL_CTX *tls_ctx)
 hd_conn_t *hd_conn_open(hd_worker_t *w, int fd)
 {
     hd_conn_t *c = conn_new(w);
-    if (uv_tcp_open(&c->tcp, fd) != 0) {
+    if (uv_tcp_open(&sock_of(c)->tcp, fd) != 0) {
         hd_conn_close(c);
         return NULL;
     }

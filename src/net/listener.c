@@ -85,7 +85,7 @@ static void reject(hd_conn_t *c, const char *why, int status, const char *msg, u
     hd_worker_t *w = c->worker;
     note_refused(c, why);
     hd_conn_set_handler(c, &reject_ops, NULL);
-    if (c->tls) {
+    if (c->is_tls) {
         /* A TLS client cannot read a plaintext answer; a handshake would cost what we refuse. */
         hd_conn_close(c);
         return;

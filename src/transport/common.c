@@ -78,11 +78,7 @@ static int client_is_loopback(const hd_req_t *req)
     const hd_ip_t *ip = hd_req_client_ip(req);
     if (ip->family != HD_IP_NONE)
         return hd_ip_is_loopback(ip);
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
-        return 0;
-    return ss.ss_family == AF_UNIX;
+    return req->conn->is_unix_peer; /* an HTTP/2 stream's: its connection's */
 }
 
 int hd_tp_peer_is_local(const hd_req_t *req)

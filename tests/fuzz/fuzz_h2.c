@@ -8,9 +8,10 @@
  * The first byte of an input picks how the rest is cut into writes (whole, byte by byte, fixed
  * sizes, pseudo-random sizes); the client connection preface is sent first, then the rest (the
  * frames: the corpus holds frame sequences python3-h2 wrote), over a fresh connection with the
- * worker loop run between writes. Deferred requests are answered, then the client closes and
- * the loop runs until the connection and its streams are freed, so nothing survives from one
- * input to the next.
+ * worker loop run between writes. Deferred requests are answered and streams that stopped
+ * reading ('S' on /stream) read again after each loop pass; then the client closes and the
+ * loop runs until the connection and its streams are freed, so nothing survives from one input
+ * to the next.
  */
 #include "herald/http.h"
 #include "herald/log.h"
@@ -132,16 +133,38 @@ static void h_bufs(hd_req_t *req, void *arg)
     hd_buf_unref(bufs[1]);
 }
 
+/* Streams that stopped reading ('S'): they read again after the loop pass (answer_deferred),
+ * so what their client sends meanwhile is held by the stream and handed over later. */
+#define MAX_STOPPED 16
+static hd_conn_t *stopped[MAX_STOPPED];
+
 static void stream_data(hd_conn_t *c, const char *data, size_t len)
 {
     if (len > 0 && data[0] == 'Q') {
         hd_conn_finish(c);
         return;
     }
+    if (len > 0 && data[0] == 'S') {
+        for (int i = 0; i < MAX_STOPPED; i++) {
+            if (!stopped[i] || stopped[i] == c) {
+                stopped[i] = c;
+                hd_conn_read_stop(c);
+                break;
+            }
+        }
+    }
     hd_conn_send_copy(c, data, len);
 }
 
-static const hd_conn_ops_t stream_ops = {.name = "fuzzstream", .on_data = stream_data};
+static void stream_close(hd_conn_t *c)
+{
+    for (int i = 0; i < MAX_STOPPED; i++)
+        if (stopped[i] == c)
+            stopped[i] = NULL;
+}
+
+static const hd_conn_ops_t stream_ops = {
+    .name = "fuzzstream", .on_data = stream_data, .on_close = stream_close};
 
 static void h_stream(hd_req_t *req, void *arg)
 {
@@ -153,11 +176,17 @@ static void h_stream(hd_req_t *req, void *arg)
 /* ---- driving the loop ---- */
 
 /* Answers a deferred request after every loop pass (held ones wait for their timer or their
- * client). */
+ * client), and streams that stopped reading read again. */
 static void answer_deferred(hd_embedded_t *e, void *arg)
 {
     (void)e;
     (void)arg;
+    for (int i = 0; i < MAX_STOPPED; i++) {
+        hd_conn_t *c = stopped[i];
+        stopped[i] = NULL;
+        if (c)
+            hd_conn_read_start(c);
+    }
     for (int i = 0; i < MAX_HELD; i++) {
         hd_deferred_t *d = held[i];
         if (!d || d->on_timeout)

@@ -21,6 +21,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
+import redis_support as rs  # noqa: E402
 
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
@@ -342,6 +343,17 @@ class Http2Plain(hh.HeraldTestCase):
         got = sub.communicate(timeout=15)[0]
         self.assertIn(b"data: from nghttp", got)
 
+    def test_upgrade_h2c_answered_over_http11(self):
+        """Upgrade: h2c (RFC 7540 3.2, removed by RFC 9113) is not taken: curl --http2 on
+        http:// asks for it and gets its answer over HTTP/1.1, as a server without HTTP/2
+        would give it."""
+        hh.require_executable("curl", "curl")
+        out = subprocess.run(["curl", "-sS", "--http2", "-o", "/dev/null", "-w",
+                              "%{http_version} %{http_code}",
+                              "http://127.0.0.1:%d/healthz" % self.h.port],
+                             capture_output=True, timeout=15, text=True)
+        self.assertEqual(out.stdout, "1.1 200", out.stderr)
+
     def test_h2load_requests(self):
         """A short bounded load: 4 connections x 10 streams at once, 2,000 requests."""
         hh.require_executable("h2load", "nghttp2-client")
@@ -407,6 +419,92 @@ class Http2WebSocket(hh.HeraldTestCase):
             c.until(lambda: s.status or s.reset is not None, what="refusal")
             self.assertEqual(s.status, 400)
             self.assertEqual(c.get("/healthz").status, 200)
+
+
+class Http2InputBackpressure(hh.HeraldTestCase):
+    """A stream herald does not read stops its client at the stream's flow-control window, as
+    a socket herald does not read stops a TCP client, while the connection's other streams go
+    on; what it held is read, in order, once herald reads the stream again."""
+
+    def test_unread_stream_stops_its_client_at_the_window(self):
+        redis = rs.start_redis(self)
+        h = self.start_herald(conf={"max_queue_bytes": "1m"}, workers=1, overrides=[
+            "redis unix://" + redis.sock, "redis_timeout 10s"])
+        with H2Client(h.port) as c:
+            self.assertEqual(c.get("/healthz").status, 200)
+            # The WebSocket's handshake waits for its subscription, which a stopped Redis
+            # does not answer: herald does not read the stream meanwhile.
+            redis.pause()
+            self.addCleanup(lambda: redis.stopped and redis.resume())
+            ws = ws_connect(c, "/ws/held")
+            pings = ws_frame(b"p" * 119, opcode=9) * 1000  # 125 KB of 125-byte pings
+            sent = 0
+            while sent < len(pings):
+                n = min(c.conn.local_flow_control_window(ws.sid), 16384, len(pings) - sent)
+                if n == 0:
+                    break
+                c.send(ws.sid, pings[sent:sent + n])
+                sent += n
+            self.assertEqual(sent, 65535)  # the stream's initial window
+            # Herald holds it and gives the connection's window back (other streams go on),
+            # not the stream's.
+            other = c.request("GET", "/healthz", body=b"b" * 50000)
+            c.until(lambda: other.ended, what="another stream with a body, answered")
+            for _ in range(4):
+                c.pump(0.1)
+            self.assertGreater(c.conn.outbound_flow_control_window, 0)
+            self.assertEqual(c.conn.local_flow_control_window(ws.sid), 0,
+                             "the unread stream's window stayed shut")
+            self.assertEqual(ws.status, 0)
+            # Redis answers: the WebSocket opens and reads what was held, then the rest.
+            redis.resume()
+            c.until(lambda: ws.status == 200, what="the WebSocket's handshake")
+
+            def pongs():
+                return sum(op == 10 for op, _ in ws_frames(ws.data))
+            c.until(lambda: pongs() == 65535 // 125, timeout=10, what="pongs for the held pings")
+            c.send_body(ws.sid, pings[sent:], end=False)
+            c.until(lambda: pongs() == 1000, timeout=20, what="a pong for every ping")
+            self.assertIsNone(ws.reset)
+            self.assertIsNone(c.goaway)
+
+    def test_unread_streams_together_are_bounded(self):
+        """40 unread streams of one connection cannot make herald hold 40 windows: past 256 KiB
+        held, the connection's window is not given back either."""
+        redis = rs.start_redis(self)
+        h = self.start_herald(conf={"http2_max_streams": "64"}, workers=1, overrides=[
+            "redis unix://" + redis.sock, "redis_timeout 10s"])
+        with H2Client(h.port) as c:
+            self.assertEqual(c.get("/healthz").status, 200)
+            redis.pause()
+            self.addCleanup(lambda: redis.stopped and redis.resume())
+            rss0 = h.rss_bytes()
+            wss = [ws_connect(c, "/ws/bound%d" % i) for i in range(40)]
+            chunk = ws_frame(b"p" * 119, opcode=9) * 131  # 16,375 bytes of whole pings
+            sent, idle = 0, 0
+            while idle < 5:  # until nothing could be sent for 5 reads in a row
+                moved = 0
+                for ws in wss:
+                    n = min(c.conn.local_flow_control_window(ws.sid), len(chunk))
+                    if n > 0:
+                        c.send(ws.sid, chunk[:n])
+                        moved += n
+                sent += moved
+                idle = 0 if moved else idle + 1
+                c.pump(0.1)
+            self.assertGreater(sent, 256 * 1024)  # the connection's window was given back...
+            self.assertLess(sent, 256 * 1024 + 2 * 65536)  # ...until 256 KiB were held
+            self.assertEqual(c.conn.outbound_flow_control_window, 0)
+            self.assertLess(h.rss_bytes() - rss0, 16 << 20)
+            # another client is served (/stats: /healthz reports the stopped Redis)
+            self.assertEqual(hh.request(h.port, "GET", "/stats", timeout=2)[0], 200)
+            # Once read, the connection flows again.
+            redis.resume()
+            c.until(lambda: all(ws.status == 200 for ws in wss), timeout=15,
+                    what="every handshake answered")
+            c.until(lambda: c.conn.outbound_flow_control_window > 0, timeout=10,
+                    what="the connection's window given back")
+            self.assertIsNone(c.goaway)
 
 
 class Http2Chromium(hh.HeraldTestCase):
@@ -557,6 +655,15 @@ class Http2Limits(hh.HeraldTestCase):
             self.assertLess(h.rss_bytes() - rss0, 16 << 20)
             self.assertIsNone(c.goaway)
             self.assertEqual(c.get("/healthz").status, 200)
+            # cut as an HTTP/1.1 subscriber is: once its client reads again, what was queued
+            # before the cut, then the end of the stream (not the 100 events)
+            c.stalled.discard(stuck.sid)
+            c.conn.increment_flow_control_window(1 << 20, stream_id=stuck.sid)
+            c.flush()
+            c.until(lambda: stuck.ended or stuck.reset is not None, timeout=10,
+                    what="the cut stream's end")
+            self.assertTrue(stuck.ended, "END_STREAM, not a reset (%r)" % stuck.reset)
+            self.assertLess(len(sse_events(stuck.data)), 100)
 
     def test_connection_output_bound_resets_the_largest_stream(self):
         h = self.start(max_queue_bytes="1m", http2_max_queue_bytes="128k",

@@ -667,7 +667,7 @@ static void test_timer_many(void)
 
 typedef struct tcarrier_s {
     hd_carrier_t carrier; /* first */
-    int n_output, n_finish, n_close;
+    int n_output, n_finish, n_close, n_read_start;
 } tcarrier_t;
 
 static void tc_on_output(hd_conn_t *s)
@@ -685,7 +685,12 @@ static void tc_on_close(hd_conn_t *s)
     ((tcarrier_t *)s->carrier)->n_close++;
 }
 
-static const hd_carrier_ops_t tc_ops = {tc_on_output, tc_on_finish, tc_on_close};
+static void tc_on_read_start(hd_conn_t *s)
+{
+    ((tcarrier_t *)s->carrier)->n_read_start++;
+}
+
+static const hd_carrier_ops_t tc_ops = {tc_on_output, tc_on_finish, tc_on_close, tc_on_read_start};
 
 static tconn_t *open_stream(hd_conn_t *parent, tcarrier_t *tc)
 {
@@ -698,7 +703,10 @@ static tconn_t *open_stream(hd_conn_t *parent, tcarrier_t *tc)
     t->c = s;
     t->fd = -1;
     hd_conn_set_handler(s, &test_ops, t);
-    hd_conn_read_start(s); /* a stream only notes it */
+    hd_conn_read_start(s); /* a stream notes it and tells its carrier */
+    T_EQ_INT(tc->n_read_start, 1);
+    hd_conn_read_start(s); /* already reading: nothing */
+    T_EQ_INT(tc->n_read_start, 1);
     return t;
 }
 
@@ -737,18 +745,28 @@ static void test_streams(void)
     hd_embedded_buf_t got = {0};
     T_EQ_INT(hd_embedded_read(p->fd, &got), 0); /* nothing reached the socket */
 
-    /* The carrier takes it in pieces, across slice boundaries, by reference. */
-    hd_conn_stream_take(c1, pc, 4);
+    /* The carrier takes it in pieces, across slice boundaries. */
+    char taken[8];
+    hd_conn_stream_copy(c1, taken, 4);
+    T_TRUE(memcmp(taken, "abcd", 4) == 0);
     T_EQ_INT(hd_conn_queued_bytes(c1), 2);
     hd_conn_stream_drained(c1); /* not empty: no on_drain */
     T_EQ_INT(s1->n_drain, 0);
-    hd_conn_stream_take(c1, pc, 2);
+    hd_conn_stream_copy(c1, taken + 4, 2);
+    T_TRUE(memcmp(taken, "abcdef", 6) == 0);
     T_EQ_INT(hd_conn_queued_bytes(c1), 0);
     hd_conn_stream_drained(c1);
     T_EQ_INT(s1->n_drain, 1);
+    T_EQ_INT(hd_conn_send_copy(pc, taken, 6), 0);
     read_exactly(p->fd, &got, 6);
     T_TRUE(memcmp(got.data, "abcdef", 6) == 0);
     hd_embedded_buf_free(&got);
+
+    /* Reading stops and starts again: the carrier hears each restart (it holds the input). */
+    hd_conn_read_stop(c1);
+    T_TRUE(!c1->is_reading);
+    hd_conn_read_start(c1);
+    T_EQ_INT(tc1.n_read_start, 2);
 
     /* A stream's timer is the connection's: the worker's heap. */
     hd_conn_set_timeout(c2, 5);
@@ -764,8 +782,9 @@ static void test_streams(void)
     T_EQ_INT(s2->n_close, 1);
     T_EQ_INT(tc2.n_finish, 1);
     T_EQ_INT(hd_conn_send_copy(c2, "x", 1), UV_ECANCELED);
-    hd_conn_stream_take(c2, pc, 2); /* the carrier frames what was queued before */
-    hd_conn_close(c2);              /* the carrier's end: the stream is gone */
+    hd_conn_stream_copy(c2, taken, 2); /* the carrier frames what was queued before */
+    T_EQ_INT(hd_conn_send_copy(pc, taken, 2), 0);
+    hd_conn_close(c2); /* the carrier's end: the stream is gone */
     T_EQ_INT(tc2.n_close, 1);
 
     /* close: the carrier hears it once, even if closed twice; freed in the flush pass. */
