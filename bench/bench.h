@@ -8,6 +8,7 @@
  *   report.c    the result table, --json, warnings, the live progress line
  *   conn.c      one client TCP connection: source address, TLS over memory BIOs, writes
  *   sub.c       subscribers (ws, sse, long poll, poll, raw) and the client processes that run them
+ *   h2sub.c     SSE subscribers as streams of HTTP/2 connections (nghttp2's client), --h2-streams
  *   pub.c       HTTP publishers scheduled by intended time
  *   fanout.c idle.c connect.c publish.c floor.c kick.c   one scenario each (fanout.c also runs
  * notify and chat: the same subscribers, with other defaults or publishing from the kids)
@@ -150,8 +151,9 @@ typedef struct opts_s {
     uint32_t per_proc, procs, src_addrs;
     uint32_t poll_interval_ms, lp_timeout_s;
     uint32_t batch_ms;
-    uint32_t batch;   /* publish: messages per request (herald's POST /pub), 1 = POST /pub/CH */
-    pid_t server_pid; /* the first --server-pid */
+    uint32_t batch;      /* publish: messages per request (herald's POST /pub), 1 = POST /pub/CH */
+    uint32_t h2_streams; /* sse over HTTP/2 (h2c): streams per connection; 0: HTTP/1.1 */
+    pid_t server_pid;    /* the first --server-pid */
     pid_t server_pids[MAX_PIDS]; /* every --server-pid: nodes, and the Redis they share */
     uint32_t n_server_pids;
     int json, quiet, is_tty;
@@ -163,6 +165,8 @@ typedef struct opts_s {
     soak_opts_t soak;
 } opts_t;
 
+/* The transport as titles name it ("sse", or sse on HTTP/2 with --h2-streams). */
+const char *tp_label(const opts_t *o);
 /* Channel name of channel index ch: "<prefix>-<ch>". */
 int chan_name(const opts_t *o, uint32_t ch, char *out, size_t outlen);
 

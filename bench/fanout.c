@@ -343,7 +343,7 @@ int run_fanout(opts_t *o)
     snprintf(title, sizeof(title),
              "herald-bench fanout: %s%s over %s, %u subscribers on %u channel%s, %u publisher%s, "
              "%.0f msg/s x %u B for %.1f s",
-             tg_names[o->tg.kind], nodes(o), tp_names[o->transport], o->subscribers, o->channels,
+             tg_names[o->tg.kind], nodes(o), tp_label(o), o->subscribers, o->channels,
              o->channels == 1 ? "" : "s", o->publishers, o->publishers == 1 ? "" : "s", o->rate,
              o->size, o->duration_s);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
@@ -356,7 +356,7 @@ int run_notify(opts_t *o)
     snprintf(title, sizeof(title),
              "herald-bench notify: %s%s over %s, %u subscribers each on its own channel, %u "
              "publisher%s, %.0f msg/s x %u B for %.1f s",
-             tg_names[o->tg.kind], nodes(o), tp_names[o->transport], o->subscribers, o->publishers,
+             tg_names[o->tg.kind], nodes(o), tp_label(o), o->subscribers, o->publishers,
              o->publishers == 1 ? "" : "s", o->rate, o->size, o->duration_s);
     shared_t *sh =
         shared_new(kids_needed(o, (uint64_t)o->subscribers + o->publishers), o->channels);

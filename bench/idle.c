@@ -16,7 +16,7 @@ int run_idle(opts_t *o)
 {
     char title[256];
     snprintf(title, sizeof(title), "herald-bench idle: %s over %s, %u connections held for %.0f s",
-             tg_names[o->tg.kind], tp_names[o->transport], o->subscribers, o->hold_s);
+             tg_names[o->tg.kind], tp_label(o), o->subscribers, o->hold_s);
     report_t *rep = rep_new(o, title);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     srv_sample_t a0, a1, a2;

@@ -91,6 +91,8 @@ static const char usage[] =
     "\n"
     "Shape:\n"
     "  -t, --transport T    ws | sse | longpoll | poll                     (default ws)\n"
+    "      --h2-streams K   sse over HTTP/2 (h2c, prior knowledge): K subscribers' streams a\n"
+    "                       connection (fanout, notify, idle; herald)  (default: HTTP/1.1)\n"
     "  -s, --subscribers S  subscribers (fanout, floor, idle: --connections) (default 1000;\n"
     "                       notify 10000; chat 5000 members)\n"
     "  -c, --channels C     channels; subscriber i listens on channel i % C   (default 1; notify\n"
@@ -289,6 +291,7 @@ enum {
     O_FDTOL,
     O_OUT,
     O_REPLOT,
+    O_H2STREAMS,
 };
 
 static const struct option long_opts[] = {
@@ -334,9 +337,19 @@ static const struct option long_opts[] = {
     {"fd-tolerance", required_argument, NULL, O_FDTOL},
     {"out", required_argument, NULL, O_OUT},
     {"replot", no_argument, NULL, O_REPLOT},
+    {"h2-streams", required_argument, NULL, O_H2STREAMS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+const char *tp_label(const opts_t *o)
+{
+    static char buf[64];
+    if (!o->h2_streams)
+        return tp_names[o->transport];
+    snprintf(buf, sizeof(buf), "sse on HTTP/2 (%u streams a connection)", o->h2_streams);
+    return buf;
+}
 
 int main(int argc, char **argv)
 {
@@ -484,6 +497,9 @@ int main(int argc, char **argv)
             break;
         case O_BATCH:
             o.batch_ms = parse_u32("--batch-ms", optarg, 0, 10000);
+            break;
+        case O_H2STREAMS:
+            o.h2_streams = parse_u32("--h2-streams", optarg, 1, 1000);
             break;
         case O_BATCHN:
             o.batch = parse_u32("--batch", optarg, 1, 10000);
@@ -659,6 +675,12 @@ int main(int argc, char **argv)
         o.channels = 1;
         o.publishers = 0;
     }
+    if (o.h2_streams) {
+        if (o.transport != TP_SSE || o.tg.kind != TG_HERALD || o.tg.is_tls)
+            bad("--h2-streams: SSE (--transport sse) to herald over plain http:// (h2c)");
+        if (sc != SC_FANOUT && sc != SC_NOTIFY && sc != SC_IDLE)
+            bad("--h2-streams applies to fanout, notify and idle");
+    }
     if (o.tg.kind == TG_NCHAN && o.transport == TP_POLL)
         bad("--transport poll: nchan has no short-poll endpoint (use ws, sse or longpoll)");
     if (sc == SC_FLOOR && have_transport)
@@ -682,7 +704,8 @@ int main(int argc, char **argv)
 
     uint64_t sockets = (uint64_t)(sc == SC_CONNECT   ? o.count
                                   : sc == SC_PUBLISH ? 0
-                                                     : o.subscribers) +
+                                  : o.h2_streams ? (o.subscribers + o.h2_streams - 1) / o.h2_streams
+                                                 : o.subscribers) +
                        o.publishers;
     if (!o.src_addrs)
         o.src_addrs = (uint32_t)(sockets / 20000 + 4);

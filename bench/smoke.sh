@@ -3,9 +3,10 @@
 # bench/smoke.sh HERALD HERALD_BENCH: the ctest smoke run of herald-bench (seconds, not a
 # benchmark). Starts herald on a loopback port it picks (port 0, read from its "listening on"
 # line: no free-port probe to race with other tests) with 2 workers (ws_client_publish on, for
-# chat), runs every delivering scenario at a tiny size: fan-out over SSE, long poll and
-# WebSocket, notify over WebSocket and SSE, chat, publish single and in batches, the kernel
-# floor (herald-bench's own server: its subscribers must connect); then a
+# chat), runs every delivering scenario at a tiny size: fan-out over SSE (HTTP/1.1 and HTTP/2
+# streams), long poll and WebSocket, notify over WebSocket and SSE (both), chat, publish single
+# and in batches, the kernel floor (herald-bench's own server: its subscribers must connect);
+# then a
 # redis-server (on a unix socket in a temporary directory, again nothing to race for) and two
 # herald nodes sharing it with a publish_key, and fan-out, notify and chat spread over both
 # with --key (and a publish without it refused). Fails unless each exits 0
@@ -64,6 +65,7 @@ run_sc() {
         --settle 200ms --quiet "${@:2}"
 }
 run sse "-s 50 -c 5 -r 100" || failed=1
+run sse "-s 50 -c 5 -r 100 --h2-streams 20" || failed=1
 run longpoll "-s 20 -c 2 -r 50" || failed=1
 ws_status=$(python3 - "$port" <<'PY'
 import socket, sys
@@ -81,6 +83,7 @@ else
 fi
 run_sc notify -t ws -s 40 -p 4 -r 200 || failed=1
 run_sc notify -t sse -s 40 -p 4 -r 200 || failed=1
+run_sc notify -t sse -s 40 -p 4 -r 200 --h2-streams 10 || failed=1
 # 2 msg/s per room as in the real scenario: a room's messages leave from different members, so
 # their order at the server holds only while they are further apart than the server's delay
 run_sc chat -s 40 -c 4 -r 8 --duration 2s || failed=1

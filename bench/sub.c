@@ -22,7 +22,7 @@
  * Every payload is checked against the subscriber's bitmap: new, duplicate or out of order, and
  * its latency (receipt - intended send time) goes into the process's histogram in shared memory.
  */
-#include "bench.h"
+#include "sub.h"
 
 #include <jansson.h>
 #include <llhttp.h>
@@ -38,32 +38,6 @@
 #define ACC_MAX   (16u << 20)
 #define SEQ_LIMIT (1ull << 27)
 #define WS_KEY    "dGhlIHNhbXBsZSBub25jZQ=="
-
-enum { S_NEW = 0, S_CONNECTING, S_LIVE, S_DEAD };
-
-typedef struct sub_s {
-    bconn_t bc; /* first: a bconn_t * is a sub_t * */
-    llhttp_t http;
-    uint32_t idx, ch;
-    uint8_t state;
-    unsigned is_late : 1;
-    unsigned is_upgraded : 1;
-    unsigned is_first_poll : 1;
-    unsigned want_reconnect : 1;
-    uint16_t status;
-    uint8_t hname_len, hval_len;
-    uint64_t t_start;
-    uint64_t *seen;
-    uint32_t seen_words;
-    uint64_t max_seq, unique;
-    char *acc;
-    uint32_t acc_len, acc_cap;
-    uv_timer_t *timer; /* poll interval, allocated for poll subscribers only */
-    char since[48];    /* herald: next id; nchan: Etag */
-    char lastmod[48];  /* nchan: Last-Modified */
-    char hname[16];
-    char hval[48];
-} sub_t;
 
 typedef struct kid_s {
     const opts_t *o;
@@ -684,6 +658,55 @@ static void on_sub_closed(bconn_t *c, int cause, int after_ready)
 
 static const bconn_ops_t sub_ops = {on_sub_connect, on_sub_data, on_sub_closed};
 
+/* ---- subscribers carried by HTTP/2 streams (h2sub.c) ---- */
+
+void sub_stream_ready(sub_t *s)
+{
+    mark_ready(s);
+}
+
+void sub_stream_data(sub_t *s, const char *p, size_t n)
+{
+    lines_feed(s, p, n, now_ns());
+}
+
+void sub_stream_closed(sub_t *s, int cause, int status)
+{
+    if (s->state == S_DEAD)
+        return;
+    if (status)
+        kid.st->last_http_status = (uint64_t)status;
+    s->acc_len = 0;
+    on_sub_closed(&s->bc, cause, s->bc.is_ready);
+}
+
+/* Opens the HTTP/2 connection of subscribers [first, first + n) of this process. */
+static void start_h2(uint32_t first, uint32_t n)
+{
+    kid_stats_t *st = kid.st;
+    uint64_t now = now_ns();
+    if (!st->first_start_ns)
+        st->first_start_ns = now;
+    for (uint32_t i = 0; i < n; i++) {
+        sub_t *s = &kid.subs[first + i];
+        s->t_start = now;
+        s->state = S_CONNECTING;
+        st->attempted++;
+    }
+    sub_t *s0 = &kid.subs[first];
+    int r =
+        h2_connect(&kid.loop, kid.o, target_of(kid.o, s0->idx), s0->idx % kid.o->src_addrs, s0, n);
+    if (r != 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            kid.subs[first + i].state = S_DEAD;
+            st->failed++;
+            st->err[r]++;
+        }
+        return;
+    }
+    kid.inflight += n;
+}
+
 /* ---- the client process ---- */
 
 static void start_sub(sub_t *s)
@@ -723,6 +746,13 @@ static void launch(void)
             if (kid.tokens < 1)
                 break;
             kid.tokens -= 1;
+        }
+        if (o->h2_streams) {
+            uint32_t n =
+                kid.count - kid.next < o->h2_streams ? kid.count - kid.next : o->h2_streams;
+            start_h2(kid.next, n);
+            kid.next += n;
+            continue;
         }
         start_sub(&kid.subs[kid.next++]);
     }
