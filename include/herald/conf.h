@@ -181,6 +181,7 @@ typedef struct hd_conf_s {
     size_t webhook_max_memory_bytes;   /* event bodies held: pending and dead letters (node) */
     char *webhook_tls_ca;              /* CA file for https endpoints; NULL: the system's store */
     int webhook_allow_private;         /* loopback, private and link-local targets allowed */
+    uint64_t webhook_claim_after_ms;   /* with Redis: unfinished this long, another node takes it */
 } hd_conf_t;
 
 /*

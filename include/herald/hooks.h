@@ -12,13 +12,15 @@
  *        keep-alive pool, TLS) -> 2xx done | 410 disable | else retry with full jitter
  *        until webhook_retry_window -> dead letters (bounded), replayable through /admin
  *
- * Delivery is at least once while the process lives; pending events and dead letters are in
- * memory only (a restart loses them; docs/webhooks.md).
+ * Delivery is at least once. Without Redis, pending events and dead letters are in memory only
+ * (a restart loses them); with Redis they live in Redis, shared by every node, and a dead node's
+ * unfinished deliveries are taken over by another (src/hooks/durable.c, docs/webhooks.md).
  *
  * Files, calls one way: hooks.c (thread, mailbox, the entry points below) -> delivery.c
  * (endpoints, queues, retries, dead letters, admin answers) -> client.c (connections, TLS,
- * requests) -> response.c (llhttp: the response, pure); delivery.c -> sign.c (Standard
- * Webhooks signatures, pure), event.c (event bodies, pure).
+ * requests) -> response.c (llhttp: the response, Retry-After, pure); delivery.c -> sign.c
+ * (Standard Webhooks signatures, pure), event.c (event bodies, pure), durable.c (with Redis:
+ * the queues and dead letters there) -> rconn.c (the thread's Redis connection).
  */
 #ifndef HERALD_HOOKS_H
 #define HERALD_HOOKS_H
@@ -62,6 +64,14 @@ void hd_hooks_on_published(hd_message_t *const *msgs, size_t n);
 void hd_hooks_on_channel(const char *channel, size_t len, int occupied);
 /* 1 if some endpoint wants channel lifecycle events (the broker asks before calling). */
 int hd_hooks_want_channel_events(void);
+/*
+ * A presence event of the embedded broker (ev->kind HD_MSG_JOIN: a member's first connection on
+ * the channel, HD_MSG_LEAVE: its last left; ev->data {"member":..,"conn":..}): member.added or
+ * member.removed for the endpoints that want it. Any thread; a reference and a push, no more.
+ * With Redis the broker does not call it: the hooks thread reads the cluster's presence events
+ * from Redis (durable.c), once for the cluster.
+ */
+void hd_hooks_on_member(hd_message_t *ev);
 
 /* Node-wide figures for /stats and /metrics (relaxed reads, any thread). */
 enum {

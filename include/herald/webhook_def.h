@@ -4,7 +4,8 @@
  * (docs/webhooks.md):
  *
  *     webhook URL [name=NAME] [channels=PATTERN,...] [secret=whsec_...[,whsec_...]]
- *                 [events=message.published,channel.occupied,channel.vacated]
+ *                 [events=message.published,channel.occupied,channel.vacated,member.added,
+ *                         member.removed]
  *
  * The value's syntax and its parsed form, shared by the conf loader (which checks the directive)
  * and the webhook sender (src/hooks/, which delivers); this module depends on neither. Pure: no
@@ -30,6 +31,8 @@ enum {
         1 << 0, /* "message.published": a message published to a matching channel */
     HD_WEBHOOK_EV_OCCUPIED = 1 << 1, /* "channel.occupied": a channel got its first subscriber */
     HD_WEBHOOK_EV_VACATED = 1 << 2,  /* "channel.vacated": its last subscriber left */
+    HD_WEBHOOK_EV_MEMBER_ADDED = 1 << 3,   /* "member.added": a presence member joined */
+    HD_WEBHOOK_EV_MEMBER_REMOVED = 1 << 4, /* "member.removed": its last connection left */
 };
 
 typedef struct hd_webhook_def_s {

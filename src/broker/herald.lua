@@ -31,6 +31,14 @@
 --   P idem:<channel>/<key>  string  the id a publish with that idempotency key got, for
 --                           idempotency_window_ms: a publish with the same key on the same
 --                           channel within the window returns this id and publishes nothing.
+--   P hk:pev        stream  presence joins and leaves for webhooks, written only while
+--                           P hk:members exists (a node with member.* webhooks sets it): fields
+--                           k "~j" or "~l", c the channel, d {"member":..,"conn":..}; and
+--                           channels occupied ("~o") or vacated ("~v", d "{}") for the whole
+--                           cluster; about 10000 kept (src/hooks/hooks.lua reads them).
+--   P oc:<channel>  set     the nodes with subscribers on the channel, P on:<node> the
+--                           channels of a node, kept only by nodes with channel.* webhooks;
+--                           a dead node's are dropped by herald_plive with its members.
 --
 -- The stream and its chm hash expire history_ttl after the last publish, so idle channels cost
 -- nothing. Pub/sub channel P msg:<channel> carries each message as
@@ -631,6 +639,8 @@ end
 --   FCALL herald_plive 0 P <node> <lease_ms>                               -> leaves emitted
 --   FCALL herald_pdrop 0 P <node>                                          -> leaves emitted
 --   FCALL herald_pget 0 P <C> <cursor or ""> <limit>     -> {members, page text}
+--   FCALL herald_occ 0 P <node> <C> 1|0   -> 1 when the channel became occupied (vacated)
+--   FCALL herald_osync 0 P <node> <C1> .. <Cn>  -> events written (the node's channels now)
 
 local function check_conn(node, conn)
     if not string.find(node, '^[0-9a-f]+$') or string.sub(conn, 1, #node + 1) ~= node .. '-' or
@@ -640,8 +650,14 @@ local function check_conn(node, conn)
 end
 
 local function pres_event(p, channel, kind, now, json, conn)
-    redis.call('PUBLISH', p .. 'msg:' .. channel, kind .. '\n' .. int(now) .. '\n\n\n' ..
-        '{"member":' .. json .. ',"conn":"' .. conn .. '"}')
+    local ev = '{"member":' .. json .. ',"conn":"' .. conn .. '"}'
+    redis.call('PUBLISH', p .. 'msg:' .. channel, kind .. '\n' .. int(now) .. '\n\n\n' .. ev)
+    -- for webhooks' member.added / member.removed (src/hooks/hooks.lua reads it), when a node
+    -- sends them: once for the cluster, whichever node's call made the event
+    if redis.call('EXISTS', p .. 'hk:members') == 1 then
+        redis.call('XADD', p .. 'hk:pev', 'MAXLEN', '~', '10000', '*', 'k', kind, 'c', channel,
+            'd', ev)
+    end
 end
 
 -- Drops one member connection; publishes the leave when it was the member's last.
@@ -660,6 +676,64 @@ local function pres_drop(p, channel, conn, now)
     redis.call('HDEL', p .. 'pk:' .. channel, key)
     pres_event(p, channel, '~l', now, json, conn)
     return 1
+end
+
+-- Webhooks' channel.occupied / channel.vacated, once for the cluster: P oc:<channel> is the set
+-- of nodes with subscribers on it, P on:<node> the channels of a node; an event is written to
+-- P hk:pev (src/hooks/hooks.lua reads it) when the first node comes and when the last goes.
+-- Nodes call it only when they send channel.* webhooks (give every node the same webhooks).
+local function occ_set(p, node, channel, on)
+    local changed
+    if on then
+        changed = redis.call('SADD', p .. 'oc:' .. channel, node) == 1
+        redis.call('SADD', p .. 'on:' .. node, channel)
+    else
+        changed = redis.call('SREM', p .. 'oc:' .. channel, node) == 1
+        redis.call('SREM', p .. 'on:' .. node, channel)
+    end
+    if changed and redis.call('SCARD', p .. 'oc:' .. channel) == (on and 1 or 0) then
+        redis.call('XADD', p .. 'hk:pev', 'MAXLEN', '~', '10000', '*', 'k', on and '~o' or '~v',
+            'c', channel, 'd', '{}')
+        return 1
+    end
+    return 0
+end
+
+-- Every channel of a dead node: left (vacated where it was the last).
+local function occ_reap(p, node)
+    for _, channel in ipairs(redis.call('SMEMBERS', p .. 'on:' .. node)) do
+        occ_set(p, node, channel, false)
+    end
+    redis.call('DEL', p .. 'on:' .. node)
+end
+
+local function herald_occ(keys, args)
+    if #args ~= 4 then
+        fail('usage: FCALL herald_occ 0 <prefix> <node> <channel> 1|0')
+    end
+    check_channel(args[3])
+    return occ_set(args[1], args[2], args[3], args[4] == '1')
+end
+
+-- A node's channels are exactly those given (after a reconnect: what changed meanwhile is
+-- reported, what did not is not).
+local function herald_osync(keys, args)
+    local p, node = args[1], args[2]
+    local want = {}
+    for i = 3, #args do
+        check_channel(args[i])
+        want[args[i]] = true
+    end
+    local n = 0
+    for _, channel in ipairs(redis.call('SMEMBERS', p .. 'on:' .. node)) do
+        if not want[channel] then
+            n = n + occ_set(p, node, channel, false)
+        end
+    end
+    for channel in pairs(want) do
+        n = n + occ_set(p, node, channel, true)
+    end
+    return n
 end
 
 -- Every connection of node, on every channel: gone (leaves for the members that had no other).
@@ -717,6 +791,7 @@ local function herald_plive(keys, args)
     for _, d in ipairs(dead) do
         if d ~= node then
             left = left + pres_reap(p, d, now)
+            occ_reap(p, d)
         end
     end
     return left
@@ -783,6 +858,8 @@ redis.register_function{function_name = 'herald_read', callback = herald_read,
 redis.register_function{function_name = 'herald_init', callback = herald_init,
     flags = {'allow-oom'}}
 redis.register_function('herald_pjoin', herald_pjoin)
+redis.register_function('herald_occ', herald_occ)
+redis.register_function('herald_osync', herald_osync)
 -- Leaving and the lease only free memory: they run when Redis is out of memory too.
 redis.register_function{function_name = 'herald_pleave', callback = herald_pleave,
     flags = {'allow-oom'}}

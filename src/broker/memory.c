@@ -30,6 +30,7 @@
 #include "memory_presence.h"
 #include "memory_store.h"
 
+#include "herald/hooks.h"
 #include "herald/log.h"
 #include "idem.h"
 #include "tickets.h"
@@ -105,8 +106,10 @@ static void do_presence(mem_broker_t *b, hd_breq_t *r)
         ev = hd_mpres_join(&b->pres, r->channel, len, r->member, &err);
     else
         ev = hd_mpres_leave(&b->pres, r->channel, len, r->member);
-    if (ev)
+    if (ev) {
+        hd_hooks_on_member(ev); /* a push on the hooks mailbox when an endpoint wants it */
         fan_out_event(b, ev);
+    }
     hd_breq_free(r);
 }
 

@@ -140,7 +140,8 @@ static void sub_read_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
         } else {
             discard_result(&res);
         }
-        hd_interest_add(&c->in, r->worker->id);
+        if (hd_interest_add(&c->in, r->worker->id) && c->in.n_workers == 1)
+            hd_redis_occupancy(b, c->name, 1);
         if (!c->has_pos) {
             c->has_pos = 1;
             c->pos_epoch = res.epoch;

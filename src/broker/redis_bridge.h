@@ -340,6 +340,10 @@ void hd_redis_presence_leave(redis_broker_t *b, hd_breq_t *r);
 void hd_redis_presence_page(redis_broker_t *b, hd_breq_t *r);
 void hd_redis_presence_count(redis_broker_t *b, hd_breq_t *r);
 void hd_redis_send_ephemeral(redis_broker_t *b, hd_breq_t *r);
+/* A channel got its first subscriber on this node (occupied 1) or lost its last: told to
+ * Redis (FCALL herald_occ) when webhooks want channel.* events, so that they are sent once for
+ * the cluster (src/hooks reads them back). */
+void hd_redis_occupancy(redis_broker_t *b, const char *channel, int occupied);
 /* The answers of the OP_PRES_* and OP_EPHEMERAL commands (rep NULL: none came). */
 void hd_redis_presence_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
 

@@ -23,6 +23,7 @@
  * node after it ran out (at most presence_lease after the last renewal) publishes its members'
  * leaves; a member with connections on other nodes stays, as its key's count says.
  */
+#include "herald/hooks.h"
 #include "redis_bridge.h"
 
 #include <stdio.h>
@@ -102,6 +103,55 @@ static void rejoin_cb(hd_hnode_t *node, void *arg)
     send_join(arg, hd_container_of(node, pconn_t, node));
 }
 
+/* ---- channel occupancy, for webhooks' channel.occupied / channel.vacated ---- */
+
+void hd_redis_occupancy(redis_broker_t *b, const char *channel, int occupied)
+{
+    if (!hd_hooks_want_channel_events() || b->state != ST_UP)
+        return; /* after a reconnect, occ_sync says what changed meanwhile */
+    const char *argv[] = {"FCALL", "herald_occ",        "0", b->prefix, hd_presence_node(),
+                          channel, occupied ? "1" : "0"};
+    send_cmd(b, OP_PRES_CMD, NULL, 7, argv);
+}
+
+/* The arguments of herald_osync, growing. */
+typedef struct occ_list_s {
+    const char **argv;
+    size_t *lens;
+    size_t n, cap_argv, cap_lens;
+} occ_list_t;
+
+static void occ_push(occ_list_t *l, const char *s, size_t len)
+{
+    l->argv = hd_grow_array(l->argv, &l->cap_argv, l->n + 1, sizeof(*l->argv), 64);
+    l->lens = hd_grow_array(l->lens, &l->cap_lens, l->n + 1, sizeof(*l->lens), 64);
+    l->argv[l->n] = s;
+    l->lens[l->n++] = len;
+}
+
+static void add_occupied(hd_chan_t *ch, void *arg)
+{
+    rchan_t *c = hd_container_of(ch, rchan_t, ch);
+    if (c->in.n_workers > 0)
+        occ_push(arg, c->name, hd_chan_name_len(ch));
+}
+
+/* Redis is back: the node's occupied channels, as they are now (herald_osync reports the
+ * channels that came or went while it was cut off). */
+static void occ_sync(redis_broker_t *b)
+{
+    if (!hd_hooks_want_channel_events())
+        return;
+    occ_list_t l = {0};
+    const char *head[] = {"FCALL", "herald_osync", "0", b->prefix, hd_presence_node()};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(head); i++)
+        occ_push(&l, head[i], strlen(head[i]));
+    hd_chantab_foreach(&b->chans, add_occupied, &l);
+    hd_redis_send(b, hd_redis_op_new(b, OP_PRES_CMD), (int)l.n, l.argv, l.lens);
+    free(l.argv);
+    free(l.lens);
+}
+
 void hd_redis_presence_on_up(redis_broker_t *b)
 {
     /* What Redis may still hold of this node (connections that left while it was cut off) goes
@@ -111,6 +161,7 @@ void hd_redis_presence_on_up(redis_broker_t *b)
     send_cmd(b, OP_PRES_CMD, NULL, 5, argv);
     hd_hmap_foreach(&b->pres, rejoin_cb, b);
     on_lease(&b->pres_timer);
+    occ_sync(b);
 }
 
 /* "<channel>\n<conn>" into key (HD_CHANNEL_MAX + 64 bytes). Returns its length. */

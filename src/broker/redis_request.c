@@ -148,8 +148,11 @@ static void do_subscribe(redis_broker_t *b, hd_breq_t *r, uint64_t ticket)
 static void do_unsubscribe(redis_broker_t *b, hd_breq_t *r)
 {
     rchan_t *c = hd_redis_chan_find(b, r->channel, strlen(r->channel));
-    if (c && hd_interest_remove(&c->in, r->worker->id) >= 0)
+    if (c && hd_interest_remove(&c->in, r->worker->id) >= 0) {
+        if (c->in.n_workers == 0)
+            hd_redis_occupancy(b, c->name, 0);
         hd_redis_maybe_release(b, c);
+    }
     hd_breq_free(r);
 }
 

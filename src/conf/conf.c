@@ -215,6 +215,21 @@ static int check_conf(loader_t *ld)
     if (c->tls_certificate_key != NULL && c->tls_certificate == NULL)
         return hd_conf_fail(ld, ld->set_at[key - hd_conf_directives], key->name, "set without %s",
                             cert->name);
+    /* With Redis, a webhook delivery another node sees idle for webhook_claim_after is taken
+     * over: a node still waiting for its answer must not be overtaken. */
+    if (c->redis != NULL && c->n_webhooks > 0 &&
+        c->webhook_claim_after_ms <= c->webhook_connect_timeout_ms + c->webhook_timeout_ms) {
+        const directive_t *claim = find_directive("webhook_claim_after");
+        const directive_t *tmo = find_directive("webhook_timeout");
+        int at = ld->set_at[claim - hd_conf_directives];
+        return hd_conf_fail(
+            ld, at ? at : ld->set_at[tmo - hd_conf_directives], claim->name,
+            "%llu ms must be longer than webhook_connect_timeout + "
+            "webhook_timeout (%llu ms): a node still waiting for a receiver's "
+            "answer would see another node take the delivery over",
+            (unsigned long long)c->webhook_claim_after_ms,
+            (unsigned long long)(c->webhook_connect_timeout_ms + c->webhook_timeout_ms));
+    }
     return build_auth(ld);
 }
 

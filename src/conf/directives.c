@@ -357,6 +357,8 @@ const directive_t hd_conf_directives[] = {
       "dead letters kept for inspection and replay; past it the oldest is dropped"),
     D("webhook_max_memory", T_SIZE, webhook_max_memory_bytes, "64m", "64k", "16g", RESTART,
       "event bodies held for webhooks (pending and dead letters); past it new events are dropped"),
+    D("webhook_claim_after", T_DURATION, webhook_claim_after_ms, "60s", "100ms", "24h", RESTART,
+      "with Redis: a delivery left unfinished this long by a node (dead) is taken by another"),
     D("webhook_tls_ca", T_STRING, webhook_tls_ca, "off", NULL, NULL, RESTART,
       "PEM file of the CAs https webhooks are verified against; off = the system's store",
       .none = "off"),

@@ -189,10 +189,14 @@ static int parse_events(hd_webhook_def_t *d, const char *v, char *why, size_t wh
             d->events |= HD_WEBHOOK_EV_OCCUPIED;
         else if (strcmp(item, "channel.vacated") == 0)
             d->events |= HD_WEBHOOK_EV_VACATED;
+        else if (strcmp(item, "member.added") == 0)
+            d->events |= HD_WEBHOOK_EV_MEMBER_ADDED;
+        else if (strcmp(item, "member.removed") == 0)
+            d->events |= HD_WEBHOOK_EV_MEMBER_REMOVED;
         else
             return fail(why, whylen,
-                        "unknown event \"%.60s\": expected message.published, channel.occupied or "
-                        "channel.vacated",
+                        "unknown event \"%.60s\": expected message.published, channel.occupied, "
+                        "channel.vacated, member.added or member.removed",
                         item);
     }
     return 0;

@@ -139,8 +139,12 @@ static void finish(hk_conn_t *c, int status, int fail, const char *why, int keep
     } else {
         conn_close(c);
     }
-    if (req)
+    if (req) {
+        /* the answer's Retry-After, for the retry's wait (delivery.c) */
+        snprintf(req->retry_after, sizeof(req->retry_after), "%s",
+                 status > 0 ? c->resp.retry_after : "");
         req->cb(req, status, fail, why);
+    }
 }
 
 static void fail_conn(hk_conn_t *c, int fail, const char *why)

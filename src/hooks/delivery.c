@@ -18,6 +18,15 @@
  *   dead letters: one list for the node, oldest first, at most webhook_dead_letters (the
  *   oldest dropped past it), inspected, replayed and purged by the admin API.
  *
+ * With Redis (the redis directive), the queue, the retries' waits and the dead letters live in
+ * Redis instead (durable.c): an endpoint's jobs here are only the entries this node took from
+ * Redis and is attempting (at most webhook_concurrency), each finished there as delivered,
+ * waiting for a retry (with its attempts and first attempt) or dead; the same decisions, made
+ * by whichever node took the entry. Disabling (410, webhook_disable_after) is per node.
+ *
+ * A receiver's Retry-After (seconds or a date) lengthens the retry's wait to it, at most
+ * webhook_backoff_max; it never shortens the backoff.
+ *
  * An event keeps its id (webhook-id) on every attempt and replay; webhook-timestamp is the
  * attempt's time and the signature covers both. Memory: each queued event and dead letter is
  * charged its body and its struct against webhook_max_memory. Nothing here blocks and nothing
@@ -42,7 +51,9 @@ typedef struct job_s {
     char type[24];
     uint64_t created_ms;       /* wall clock, when the event was made */
     uint64_t first_attempt_ms; /* loop time of the first attempt (0: none yet) */
+    uint64_t first_wall_ms;    /* wall clock of the first attempt (0: none yet; Redis keeps it) */
     uint32_t attempts;
+    char sid[HK_SID_MAX]; /* with Redis: its stream entry, "" otherwise */
     char last_error[160];
     hk_request_t req;
 } job_t;
@@ -71,6 +82,7 @@ struct endpoint_s {
     int last_status;
     char last_error[160];
     uint64_t failing_since_ms; /* wall clock of the first failure since the last 2xx; 0: none */
+    uint64_t redis_pending;    /* with Redis: its pending events there, at the last take */
 };
 
 struct hk_sender_s {
@@ -87,7 +99,15 @@ struct hk_sender_s {
     uint64_t rng;
     uint64_t warned_ms;
     hd_hooks_stats_t *st;
+    hk_durable_t *dur;  /* with Redis: where jobs come from and go (NULL: in memory) */
+    uv_timer_t poll;    /* with Redis: takes for every endpoint with room, each POLL_MS */
+    uint64_t redis_dlq; /* with Redis: the cluster's dead letters, at the last take */
+    unsigned n_closing; /* its timers not closed yet, once closing */
 };
+
+/* With Redis, how often an endpoint with room asks for entries other nodes queued or retries
+ * that came due (its own events are taken as soon as they are queued). */
+#define POLL_MS 200
 
 const char *const hd_hooks_fail_names[HD_HOOKS_FAIL_COUNT] = {"status", "timeout", "connect",
                                                               "tls",    "refused", "protocol"};
@@ -107,7 +127,7 @@ static void update_gauges(hk_sender_t *s)
     uint64_t pending = 0, oldest = 0;
     for (size_t i = 0; i < s->n_eps; i++) {
         endpoint_t *ep = &s->eps[i];
-        pending += ep->n_pending;
+        pending += s->dur ? ep->redis_pending : ep->n_pending;
         if (!hd_list_empty(&ep->all)) {
             job_t *j = hd_container_of(ep->all.next, job_t, all);
             if (oldest == 0 || j->created_ms < oldest)
@@ -116,8 +136,8 @@ static void update_gauges(hk_sender_t *s)
     }
     HK_SET(s->st->pending, pending);
     HK_SET(s->st->oldest_pending_ms, oldest); /* a time; hd_hooks_get_stats makes it an age */
-    HK_SET(s->st->dead_letters, (uint64_t)s->n_dlq);
-    HK_SET(s->st->memory_bytes, (uint64_t)s->mem);
+    HK_SET(s->st->dead_letters, s->dur ? s->redis_dlq : (uint64_t)s->n_dlq);
+    HK_SET(s->st->memory_bytes, (uint64_t)(s->mem + (s->dur ? hk_durable_bytes(s->dur) : 0)));
 }
 
 /* Rate-limited warnings: at most one a second (the counters say how many). */
@@ -202,6 +222,15 @@ static void job_free(hk_sender_t *s, job_t *j)
 
 static void job_bury(hk_sender_t *s, job_t *j, const char *reason)
 {
+    if (s->dur) {
+        HK_ADD(s->st->dead_lettered, 1);
+        if (may_warn(s))
+            hd_log_warn("webhook %s: event %s is a dead letter after %u attempts: %s",
+                        j->ep->def->name, j->id, j->attempts, reason);
+        hk_durable_bury(s->dur, (size_t)(j->ep - s->eps), j->sid, reason, j->attempts);
+        job_free(s, j);
+        return;
+    }
     job_forget(s, j);
     bury(s, j->ep, j->body, j->id, j->type, j->created_ms, j->attempts, reason);
     free(j);
@@ -221,6 +250,19 @@ static void enqueue(hk_sender_t *s, endpoint_t *ep, hd_buf_t *body, const char *
 {
     if (ep->is_disabled) {
         HK_ADD(s->st->dropped[HD_HOOKS_DROP_DISABLED], 1);
+        return;
+    }
+    if (s->dur) {
+        if (hk_durable_add(s->dur, (size_t)(ep - s->eps), body, id, type, created_ms) < 0) {
+            HK_ADD(s->st->dropped[HD_HOOKS_DROP_MEMORY], 1);
+            if (may_warn(s))
+                hd_log_warn("webhook %s: event %s dropped: webhook_max_memory is full of "
+                            "events waiting for Redis",
+                            ep->def->name, id);
+            return;
+        }
+        HK_ADD(s->st->events, 1);
+        ep->redis_pending++;
         return;
     }
     size_t charge = charge_of(body);
@@ -331,6 +373,8 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
         ep->last_error[0] = '\0';
         ep->failing_since_ms = 0;
         HK_ADD(s->st->delivered, 1);
+        if (s->dur)
+            hk_durable_done(s->dur, (size_t)(ep - s->eps), j->sid);
         job_free(s, j);
         goto out;
     }
@@ -369,14 +413,29 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
         goto out;
     }
     uint64_t now = uv_now(s->loop);
-    uint64_t wait = backoff_ms(s, j->attempts);
-    if (now + wait - j->first_attempt_ms > s->conf->webhook_retry_window_ms) {
+    uint64_t wait = backoff_ms(s, j->attempts), asked;
+    if (req->retry_after[0] &&
+        hk_retry_after_parse(req->retry_after, strlen(req->retry_after), wall, &asked) == 0) {
+        if (asked > s->conf->webhook_backoff_max_ms)
+            asked = s->conf->webhook_backoff_max_ms;
+        if (asked > wait)
+            wait = asked;
+    }
+    if (s->dur ? wall + wait - j->first_wall_ms > s->conf->webhook_retry_window_ms
+               : now + wait - j->first_attempt_ms > s->conf->webhook_retry_window_ms) {
         char reason[400];
         snprintf(reason, sizeof(reason), "retry window passed; last: %s", j->last_error);
         job_bury(s, j, reason);
         goto out;
     }
     HK_ADD(s->st->retries, 1);
+    if (s->dur) {
+        /* the wait and the schedule go to Redis with the entry; any node attempts it next */
+        hk_durable_retry(s->dur, (size_t)(ep - s->eps), j->sid, wall + wait, j->attempts,
+                         j->first_wall_ms);
+        job_free(s, j);
+        goto out;
+    }
     j->due.key = now + wait;
     hd_heap_push(&s->retry, &j->due);
     arm_timer(s);
@@ -407,6 +466,8 @@ static void attempt(hk_sender_t *s, job_t *j)
     uv_update_time(s->loop); /* the client's timers start from now, not the pass's start */
     if (j->attempts++ == 0)
         j->first_attempt_ms = uv_now(s->loop);
+    if (j->first_wall_ms == 0)
+        j->first_wall_ms = hk_wall_ms();
     ep->attempts++;
     ep->in_flight++;
     HK_ADD(s->st->attempts, 1);
@@ -415,6 +476,14 @@ static void attempt(hk_sender_t *s, job_t *j)
 
 static void pump(hk_sender_t *s, endpoint_t *ep)
 {
+    if (s->dur) {
+        /* room for more: ask Redis (the entries come to on_entry, then are attempted) */
+        size_t conc = s->conf->webhook_concurrency;
+        if (!ep->is_disabled && ep->in_flight < conc &&
+            s->mem + 64 * 1024 <= s->conf->webhook_max_memory_bytes)
+            hk_durable_take(s->dur, (size_t)(ep - s->eps), (unsigned)(conc - ep->in_flight));
+        return;
+    }
     while (!ep->is_disabled && ep->in_flight < s->conf->webhook_concurrency &&
            !hd_list_empty(&ep->ready)) {
         job_t *j = hd_container_of(ep->ready.next, job_t, link);
@@ -447,7 +516,8 @@ void hk_sender_message(hk_sender_t *s, hd_message_t *m)
     update_gauges(s);
 }
 
-void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occupied)
+void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occupied,
+                       const char *given_id)
 {
     hd_buf_t *body = NULL;
     char id[40];
@@ -459,9 +529,40 @@ void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occu
             continue;
         if (!body) {
             body = hk_event_channel(channel, len, occupied, now);
-            hk_event_id(id);
+            if (given_id)
+                snprintf(id, sizeof(id), "%s", given_id);
+            else
+                hk_event_id(id);
         }
         enqueue(s, ep, body, id, occupied ? "channel.occupied" : "channel.vacated", now);
+        pump(s, ep);
+    }
+    if (body)
+        hd_buf_unref(body);
+    update_gauges(s);
+}
+
+void hk_sender_member(hk_sender_t *s, const char *channel, size_t len, int added, const char *data,
+                      size_t data_len, const char *given_id)
+{
+    hd_buf_t *body = NULL;
+    char id[40];
+    uint64_t now = hk_wall_ms();
+    unsigned want = added ? HD_WEBHOOK_EV_MEMBER_ADDED : HD_WEBHOOK_EV_MEMBER_REMOVED;
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = &s->eps[i];
+        if (!(ep->def->events & want) || !hd_webhook_def_matches(ep->def, channel, len))
+            continue;
+        if (!body) {
+            body = hk_event_member(channel, len, added, data, data_len, now);
+            if (!body)
+                return;
+            if (given_id)
+                snprintf(id, sizeof(id), "%s", given_id);
+            else
+                hk_event_id(id);
+        }
+        enqueue(s, ep, body, id, added ? "member.added" : "member.removed", now);
         pump(s, ep);
     }
     if (body)
@@ -473,16 +574,7 @@ void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occu
 
 static void json_str(hd_sbuf_t *sb, const char *v)
 {
-    hd_sbuf_appends(sb, "\"");
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            hd_sbuf_appendf(sb, "\\%c", *p);
-        else if (*p < 0x20 || *p >= 0x7f)
-            hd_sbuf_appendf(sb, "\\u%04x", *p);
-        else
-            hd_sbuf_append(sb, p, 1);
-    }
-    hd_sbuf_appends(sb, "\"");
+    hk_json_str(sb, v, strlen(v));
 }
 
 static void endpoint_json(hd_sbuf_t *sb, endpoint_t *ep)
@@ -499,9 +591,10 @@ static void endpoint_json(hd_sbuf_t *sb, endpoint_t *ep)
         json_str(sb, d->patterns[k]);
     }
     hd_sbuf_appends(sb, "],\"events\":[");
-    const char *names[] = {"message.published", "channel.occupied", "channel.vacated"};
+    const char *names[] = {"message.published", "channel.occupied", "channel.vacated",
+                           "member.added", "member.removed"};
     int first = 1;
-    for (unsigned k = 0; k < 3; k++) {
+    for (unsigned k = 0; k < 5; k++) {
         if (d->events & (1u << k)) {
             hd_sbuf_appendf(sb, "%s\"%s\"", first ? "" : ",", names[k]);
             first = 0;
@@ -520,11 +613,14 @@ static void endpoint_json(hd_sbuf_t *sb, endpoint_t *ep)
         uint64_t now = hk_wall_ms();
         oldest_age = now > j->created_ms ? now - j->created_ms : 0;
     }
-    hd_sbuf_appendf(sb,
-                    ",\"pending\":%zu,\"in_flight\":%zu,\"oldest_pending_age_ms\":%llu,"
-                    "\"dead_letters\":%zu,\"connections\":%zu,\"attempts\":%llu,"
-                    "\"delivered\":%llu,\"failures\":{",
-                    ep->n_pending, ep->in_flight, (unsigned long long)oldest_age, ep->n_letters,
+    hd_sbuf_appendf(sb, ",\"pending\":%llu,\"in_flight\":%zu,\"oldest_pending_age_ms\":%llu,",
+                    (unsigned long long)(ep->s->dur ? ep->redis_pending : ep->n_pending),
+                    ep->in_flight, (unsigned long long)oldest_age);
+    if (ep->s->dur) /* in Redis, with every endpoint's: GET .../dead-letters?endpoint= counts */
+        hd_sbuf_appends(sb, "\"dead_letters\":null");
+    else
+        hd_sbuf_appendf(sb, "\"dead_letters\":%zu", ep->n_letters);
+    hd_sbuf_appendf(sb, ",\"connections\":%zu,\"attempts\":%llu,\"delivered\":%llu,\"failures\":{",
                     hk_pool_conns(ep->pool), (unsigned long long)ep->attempts,
                     (unsigned long long)ep->delivered);
     for (int k = 0; k < HD_HOOKS_FAIL_COUNT; k++)
@@ -607,13 +703,17 @@ static int replay(hk_sender_t *s, letter_t *l)
     return 0;
 }
 
-void hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
+int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
 {
     hd_sbuf_t sb;
     endpoint_t *only = NULL;
     if (a->endpoint[0] && !(only = find_endpoint(s, a->endpoint))) {
         answer_error(a, 404, "no webhook named ", a->endpoint);
-        return;
+        return 1;
+    }
+    if (s->dur && a->op >= HD_HOOKS_DEAD_LIST && a->op <= HD_HOOKS_DEAD_PURGE) {
+        hk_durable_admin(s->dur, a);
+        return 0;
     }
     hd_sbuf_init(&sb, 1024);
     switch (a->op) {
@@ -626,14 +726,17 @@ void hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
                 hd_sbuf_appends(&sb, ",");
             endpoint_json(&sb, &s->eps[i]);
         }
-        hd_sbuf_appendf(&sb, "],\"dead_letters\":%zu,\"memory_bytes\":%zu}", s->n_dlq, s->mem);
+        hd_sbuf_appendf(&sb, "],\"dead_letters\":%llu,\"memory_bytes\":%zu,\"store\":\"%s\"}",
+                        (unsigned long long)(s->dur ? s->redis_dlq : s->n_dlq),
+                        s->mem + (s->dur ? hk_durable_bytes(s->dur) : 0),
+                        s->dur ? "redis" : "memory");
         answer(a, 200, &sb);
-        return;
+        return 1;
     case HD_HOOKS_ENABLE:
         if (!only) {
             hd_sbuf_dispose(&sb);
             answer_error(a, 404, "no webhook named ", "");
-            return;
+            return 1;
         }
         if (only->is_disabled) {
             only->is_disabled = 0;
@@ -665,10 +768,10 @@ void hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
         if (get && n == 0) {
             hd_sbuf_dispose(&sb);
             answer_error(a, 404, "no dead letter with event id ", a->event_id);
-            return;
+            return 1;
         }
         answer(a, 200, &sb);
-        return;
+        return 1;
     }
     case HD_HOOKS_DEAD_REPLAY:
     case HD_HOOKS_DEAD_PURGE: {
@@ -709,9 +812,82 @@ void hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
     default:
         hd_sbuf_dispose(&sb);
         answer_error(a, 400, "unknown admin request", "");
-        return;
+        return 1;
     }
     update_gauges(s);
+    return 1;
+}
+
+/* ---- with Redis: what durable.c tells ---- */
+
+static void on_entry(void *data, size_t i, const hk_entry_t *e)
+{
+    hk_sender_t *s = data;
+    endpoint_t *ep = &s->eps[i];
+    job_t *j = hd_calloc(1, sizeof(*j));
+    j->ep = ep;
+    j->body = hd_buf_new_copy(e->body, e->body_len);
+    memcpy(j->sid, e->sid, e->sid_len);
+    memcpy(j->id, e->id, e->id_len);
+    memcpy(j->type, e->type, e->type_len);
+    j->created_ms = e->created_ms;
+    j->attempts = e->attempts;
+    j->first_wall_ms = e->first_ms;
+    s->mem += charge_of(j->body);
+    hd_list_insert_tail(&ep->all, &j->all);
+    ep->n_pending++;
+    if (ep->is_disabled) {
+        job_bury(s, j, ep->disabled_reason);
+        return;
+    }
+    attempt(s, j);
+}
+
+static void on_taken(void *data, size_t i, uint64_t pending, uint64_t dead_letters)
+{
+    hk_sender_t *s = data;
+    endpoint_t *ep = &s->eps[i];
+    ep->redis_pending = pending;
+    s->redis_dlq = dead_letters;
+    update_gauges(s);
+}
+
+static void on_redis_up(void *data)
+{
+    hk_sender_t *s = data;
+    for (size_t i = 0; i < s->n_eps; i++)
+        pump(s, &s->eps[i]);
+}
+
+static int replayable(void *data, const char *name, size_t len, size_t *out)
+{
+    hk_sender_t *s = data;
+    for (size_t i = 0; i < s->n_eps; i++) {
+        const char *n = s->eps[i].def->name;
+        if (strlen(n) == len && memcmp(n, name, len) == 0) {
+            *out = i;
+            return s->eps[i].is_disabled ? 0 : 1;
+        }
+    }
+    return -1;
+}
+
+static void on_pev(void *data, const hk_pev_t *ev, const char *id)
+{
+    if (ev->is_channel)
+        hk_sender_channel(data, ev->channel, ev->channel_len, ev->added, id);
+    else
+        hk_sender_member(data, ev->channel, ev->channel_len, ev->added, ev->data, ev->data_len, id);
+}
+
+static const hk_durable_ops_t durable_ops = {on_entry, on_taken, on_redis_up, replayable, on_pev};
+
+static void on_poll(uv_timer_t *t)
+{
+    hk_sender_t *s = t->data;
+    for (size_t i = 0; i < s->n_eps; i++)
+        pump(s, &s->eps[i]);
+    hk_durable_take_members(s->dur);
 }
 
 /* ---- life ---- */
@@ -745,17 +921,34 @@ hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_ho
         hd_list_init(&ep->all);
     }
     HK_SET(st->endpoints, (uint64_t)s->n_eps);
+    uv_timer_init(loop, &s->poll);
+    s->poll.data = s;
+    if (conf->redis && s->n_eps) {
+        s->dur = hk_durable_new(loop, conf, st, &durable_ops, s);
+        if (s->dur)
+            uv_timer_start(&s->poll, on_poll, POLL_MS, POLL_MS);
+    }
     return s;
 }
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    hk_sender_t *s = h->data;
+    if (--s->n_closing == 0) /* the last of its two timers */
+        free(s);
 }
 
 size_t hk_sender_close(hk_sender_t *s)
 {
     size_t lost = 0;
+    int is_durable = s->dur != NULL;
+    if (s->dur) {
+        /* what this node took and did not finish stays pending in Redis: another node (or
+         * this one restarted) claims it after webhook_claim_after; only what never reached
+         * Redis is lost */
+        lost = hk_durable_close(s->dur);
+        s->dur = NULL;
+    }
     for (size_t i = 0; i < s->n_eps; i++) {
         endpoint_t *ep = &s->eps[i];
         hk_pool_close(ep->pool); /* requests in flight end without their callback */
@@ -764,13 +957,15 @@ size_t hk_sender_close(hk_sender_t *s)
             if (j->req.head)
                 hd_buf_unref(j->req.head);
             job_free(s, j);
-            lost++;
+            lost += !is_durable;
         }
     }
     while (!hd_list_empty(&s->dlq))
         letter_free(s, hd_container_of(s->dlq.next, letter_t, link));
     hd_heap_dispose(&s->retry);
     free(s->eps);
+    s->n_closing = 2;
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&s->poll, on_timer_closed);
     return lost;
 }

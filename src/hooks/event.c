@@ -48,6 +48,39 @@ hd_buf_t *hk_event_channel(const char *channel, size_t len, int occupied, uint64
     return hd_sbuf_finish(&sb);
 }
 
+hd_buf_t *hk_event_member(const char *channel, size_t len, int added, const char *data,
+                          size_t data_len, uint64_t now_ms)
+{
+    if (data_len < 2 || data[0] != '{' || data[data_len - 1] != '}')
+        return NULL;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, len + data_len + 128);
+    hd_sbuf_appendf(&sb, "{\"type\":\"member.%s\",\"timestamp\":\"", added ? "added" : "removed");
+    append_timestamp(&sb, now_ms);
+    hd_sbuf_appends(&sb, "\",\"data\":{\"channel\":");
+    hk_json_str(&sb, channel, len);
+    if (data_len > 2)
+        hd_sbuf_appends(&sb, ",");
+    hd_sbuf_append(&sb, data + 1, data_len - 1); /* its members and its closing brace */
+    hd_sbuf_appends(&sb, "}");
+    return hd_sbuf_finish(&sb);
+}
+
+void hk_json_str(hd_sbuf_t *sb, const char *s, size_t len)
+{
+    hd_sbuf_appends(sb, "\"");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            hd_sbuf_appendf(sb, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f)
+            hd_sbuf_appendf(sb, "\\u%04x", c);
+        else
+            hd_sbuf_append(sb, &c, 1);
+    }
+    hd_sbuf_appends(sb, "\"");
+}
+
 void hk_event_id(char out[40])
 {
     static uint64_t prefix, counter;

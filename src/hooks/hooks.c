@@ -49,6 +49,12 @@ typedef struct chan_msg_s {
     char channel[HD_CHANNEL_MAX + 1];
 } chan_msg_t;
 
+typedef struct member_msg_s {
+    hd_msg_t base;
+    hd_hooks_t *h;
+    hd_message_t *ev;
+} member_msg_t;
+
 typedef struct stop_msg_s {
     hd_msg_t base;
     hd_hooks_t *h;
@@ -133,7 +139,7 @@ static void on_chan(hd_worker_t *w, hd_msg_t *msg)
     (void)w;
     __atomic_sub_fetch(&c->h->inbox, 1, __ATOMIC_RELAXED);
     if (c->h->sender)
-        hk_sender_channel(c->h->sender, c->channel, c->len, c->occupied);
+        hk_sender_channel(c->h->sender, c->channel, c->len, c->occupied, NULL);
     free(c);
 }
 
@@ -160,6 +166,36 @@ void hd_hooks_on_channel(const char *channel, size_t len, int occupied)
         free(c);
 }
 
+static void on_member(hd_worker_t *w, hd_msg_t *msg)
+{
+    member_msg_t *mm = (member_msg_t *)msg;
+    hd_message_t *ev = mm->ev;
+    (void)w;
+    __atomic_sub_fetch(&mm->h->inbox, 1, __ATOMIC_RELAXED);
+    if (mm->h->sender)
+        hk_sender_member(mm->h->sender, ev->channel, ev->channel_len, ev->kind == HD_MSG_JOIN,
+                         ev->data, ev->len, NULL);
+    hd_message_unref(ev);
+    free(mm);
+}
+
+void hd_hooks_on_member(hd_message_t *ev)
+{
+    hd_hooks_t *h = the_hooks;
+    unsigned want =
+        ev->kind == HD_MSG_JOIN ? HD_WEBHOOK_EV_MEMBER_ADDED : HD_WEBHOOK_EV_MEMBER_REMOVED;
+    if (!h || !(h->events & want) || !wanted(h, want, ev->channel, ev->channel_len))
+        return;
+    member_msg_t *mm = hd_malloc(sizeof(*mm));
+    mm->base.cb = on_member;
+    mm->h = h;
+    mm->ev = hd_message_ref(ev);
+    if (post(h, &mm->base) < 0) {
+        hd_message_unref(ev);
+        free(mm);
+    }
+}
+
 /* ---- admin ---- */
 
 static void on_admin_answer(hd_worker_t *w, hd_msg_t *msg)
@@ -175,16 +211,17 @@ static void on_admin(hd_worker_t *w, hd_msg_t *msg)
     hd_hooks_t *h = the_hooks;
     (void)w;
     __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+    a->base_.cb = on_admin_answer; /* where hk_admin_answered sends it */
     if (h->sender) {
-        hk_sender_admin(h->sender, a);
+        if (!hk_sender_admin(h->sender, a))
+            return; /* answered later, from Redis */
     } else {
         static const char gone[] = "{\"error\":\"webhooks are stopping\",\"status\":503}";
         a->status = 503;
         a->body = hd_strdup(gone);
         a->body_len = sizeof(gone) - 1;
     }
-    a->base_.cb = on_admin_answer;
-    hd_worker_post(a->worker, &a->base_);
+    hk_admin_answered(a);
 }
 
 hd_hooks_admin_t *hd_hooks_admin_new(int op)
@@ -229,7 +266,9 @@ static void on_stop(hd_worker_t *w, hd_msg_t *msg)
     free(sm);
     size_t lost = hk_sender_close(h->sender);
     h->sender = NULL;
-    if (lost)
+    if (lost && h->conf->redis)
+        hd_log_warn("webhooks: %zu events that never reached Redis are lost", lost);
+    else if (lost)
         hd_log_warn("webhooks: %zu events still pending are lost (pending deliveries are kept in "
                     "memory only)",
                     lost);
@@ -309,6 +348,8 @@ void hd_hooks_free(hd_hooks_t *h)
             pub_msg_t *p = (pub_msg_t *)m;
             for (size_t i = 0; i < p->n; i++)
                 hd_message_unref(p->msgs[i]);
+        } else if (m->cb == on_member) {
+            hd_message_unref(((member_msg_t *)m)->ev);
         }
         free(m);
     }

@@ -11,7 +11,9 @@
 #include "herald/common.h"
 #include "herald/heap.h"
 #include "herald/hooks.h"
+#include "herald/worker.h"
 
+#include <hiredis/hiredis.h>
 #include <llhttp.h>
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -44,6 +46,12 @@ typedef struct hk_response_s {
     uint8_t has_bytes;  /* any byte was fed */
     uint8_t is_failed;  /* HK_RESP_ERROR was returned: it stays so */
     size_t body_bytes;
+    /* the final response's Retry-After value ("" when absent or longer than 39 bytes) */
+    char retry_after[40];
+    uint8_t retry_after_len; /* past sizeof(retry_after) - 1: too long, ignored */
+    uint8_t name_len;        /* of the header name being read, in name[] (past 15: none) */
+    uint8_t is_retry_after;  /* the value being read is Retry-After's */
+    char name[16];
 } hk_response_t;
 
 /* Ready to read one response (to a POST). */
@@ -55,6 +63,13 @@ int hk_response_feed(hk_response_t *r, const char *data, size_t len);
 /* The peer closed: HK_RESP_DONE when that ends the response (a body read to EOF), else
  * HK_RESP_ERROR. */
 int hk_response_eof(hk_response_t *r);
+/*
+ * A Retry-After value (RFC 9110 10.2.3): delay-seconds ("120") or an IMF-fixdate ("Wed, 21 Oct
+ * 2015 07:28:00 GMT"), with optional blanks around. Sets *out_ms to the wait from now_ms (wall
+ * clock; 0 for a date in the past; seconds past 2^32 are clamped) and returns 0, or returns -1
+ * when it is neither. Pure.
+ */
+int hk_retry_after_parse(const char *v, size_t len, uint64_t now_ms, uint64_t *out_ms);
 
 /* ---- sign.c: Standard Webhooks signatures (pure) ---- */
 
@@ -76,6 +91,14 @@ size_t hk_sign(const hd_webhook_def_t *def, const char *id, uint64_t timestamp_s
  */
 hd_buf_t *hk_event_message(const hd_message_t *m, uint64_t now_ms);
 hd_buf_t *hk_event_channel(const char *channel, size_t len, int occupied, uint64_t now_ms);
+/* {"type":"member.added"|"member.removed","timestamp":..,"data":{"channel":"room:1",<the
+ * members of the object data[0..len)>}}: data is a presence event's {"member":..,"conn":..}.
+ * NULL when data is not a JSON object's text ({ ... }). */
+hd_buf_t *hk_event_member(const char *channel, size_t len, int added, const char *data,
+                          size_t data_len, uint64_t now_ms);
+/* Appends s[0..len) as a JSON string (quoted; quotes, backslashes, control and non-ASCII
+ * bytes escaped). */
+void hk_json_str(hd_sbuf_t *sb, const char *s, size_t len);
 /* A new event id, "evt_" + 16 hex digits of a random prefix drawn once per process + a
  * counter: unique across restarts (the prefix) and within the process (the counter). */
 void hk_event_id(char out[40]);
@@ -91,6 +114,7 @@ struct hk_request_s {
     hd_buf_t *body; /* a reference */
     hk_request_cb cb;
     void *data;
+    char retry_after[40]; /* out: the answer's Retry-After value when cb runs ("" none) */
 };
 
 typedef struct hk_client_conf_s {
@@ -115,15 +139,133 @@ size_t hk_pool_conns(const hk_pool_t *p);
  * IPv4-mapped IPv6): what webhook_allow_private guards. */
 int hk_addr_is_private(const struct sockaddr *sa);
 
+/* ---- rconn.c: the hooks thread's own Redis connection ---- */
+
+typedef struct hk_redis_s hk_redis_t;
+/* An answer (NULL: none came, the connection is gone; the command may or may not have run). */
+typedef void (*hk_redis_cb)(void *data, const redisReply *rep);
+typedef void (*hk_redis_up_cb)(void *data);
+/* Connects to conf's redis (and again after every loss, with backoff); on_up runs each time it
+ * is ready (functions of hooks.lua loaded). NULL if conf->redis does not parse (the conf
+ * checked it). */
+hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, hk_redis_up_cb on_up, void *data);
+/* Sends a command when up: 0 (cb runs once, later, never inside this call), or -1 when down
+ * (cb never runs). */
+int hk_redis_send(hk_redis_t *r, int argc, const char **argv, const size_t *lens, hk_redis_cb cb,
+                  void *data);
+int hk_redis_is_up(const hk_redis_t *r);
+const char *hk_redis_where(const hk_redis_t *r); /* "host:port/db", for messages */
+/* Closes the connection (answers owed come back NULL, now) and frees r once its handles are
+ * closed (the loop must run). */
+void hk_redis_close(hk_redis_t *r);
+
+/* ---- durable.c: pending deliveries and dead letters in Redis ---- */
+
+#define HK_SID_MAX      48 /* a stream entry id "<ms>-<seq>" and its NUL */
+#define HK_ENTRY_FIELDS 7  /* id, e, t, c, a, f, b in herald_hk_take's answer */
+
+/* One pending entry as herald_hk_take gives it (pointers into the answer). */
+typedef struct hk_entry_s {
+    const char *sid, *id, *type, *body;
+    size_t sid_len, id_len, type_len, body_len;
+    uint64_t created_ms; /* wall clock */
+    uint32_t attempts;   /* made so far */
+    uint64_t first_ms;   /* wall clock of the first attempt (0: none yet) */
+} hk_entry_t;
+/* Parses the HK_ENTRY_FIELDS replies at el: 0, or -1 when one is not what hooks.lua stores
+ * (a stream id of digits and '-', an id of 1..39 bytes without NUL, CR or LF, a type of
+ * [a-z._] up to 23 bytes, decimal numbers, attempts below 2^32). Pure. */
+int hk_entry_parse(const redisReply *const *el, hk_entry_t *out);
+
+/* herald_hk_take's answer {pending, dead letters, entries...}: 0 with the two counts and *n,
+ * the entries (HK_ENTRY_FIELDS elements each, from element[2]), or -1 when it is not that.
+ * Pure. */
+int hk_take_parse(const redisReply *rep, uint64_t *pending, uint64_t *dead, size_t *n);
+
+/* One presence event as herald_hk_ptake gives it (pointers into the answer). */
+#define HK_PEV_FIELDS   4           /* id, k, c, d */
+#define HK_PEV_DATA_MAX (64 * 1024) /* longest {"member":..,"conn":..} taken */
+typedef struct hk_pev_s {
+    const char *sid, *channel, *data;
+    size_t sid_len, channel_len, data_len;
+    int is_channel; /* channel.* ("~o", "~v"), else member.* ("~j", "~l") */
+    int added;      /* "~j" or "~o" (1), "~l" or "~v" (0) */
+} hk_pev_t;
+/* Parses the HK_PEV_FIELDS replies at el: 0, or -1 when one is not what herald.lua writes (a
+ * stream id of digits and '-' of at most 35 bytes, "~j", "~l", "~o" or "~v", a valid channel
+ * name, a JSON object's text of at most HK_PEV_DATA_MAX bytes). Pure. */
+int hk_pev_parse(const redisReply *const *el, hk_pev_t *out);
+
+typedef struct hk_durable_s hk_durable_t;
+/* What durable.c tells delivery.c (on the hooks loop). */
+typedef struct hk_durable_ops_s {
+    /* An entry taken for endpoint ep: attempt it (it is this node's until finished). */
+    void (*on_entry)(void *data, size_t ep, const hk_entry_t *e);
+    /* A take of ep ended: its pending events and the cluster's dead letters, as Redis counts. */
+    void (*on_taken)(void *data, size_t ep, uint64_t pending, uint64_t dead_letters);
+    /* Redis is (back) up: take again. */
+    void (*on_up)(void *data);
+    /* May the dead letters of the endpoint named name[0..len) be replayed here? 1 (and *ep its
+     * index), 0 when it is disabled, -1 when this node does not know it. */
+    int (*replayable)(void *data, const char *name, size_t len, size_t *ep);
+    /* A presence or occupancy event of the cluster, taken by this node (id: the event's, from
+     * Redis). */
+    void (*on_pev)(void *data, const hk_pev_t *ev, const char *id);
+} hk_durable_ops_t;
+
+/* Connects to conf's redis for conf's endpoints. NULL if conf->redis does not parse. */
+hk_durable_t *hk_durable_new(uv_loop_t *loop, const hd_conf_t *conf, hd_hooks_stats_t *st,
+                             const hk_durable_ops_t *ops, void *data);
+int hk_durable_is_up(const hk_durable_t *d);
+/* Queues an event for endpoint ep (body copied): 0, or -1 when the outbox is full
+ * (webhook_max_memory; the caller counts the drop). */
+int hk_durable_add(hk_durable_t *d, size_t ep, const hd_buf_t *body, const char *id,
+                   const char *type, uint64_t created_ms);
+/* Asks for up to count entries of ep (ops->on_entry each, then ops->on_taken): 0, or -1 when
+ * Redis is down or a take of ep is under way. */
+int hk_durable_take(hk_durable_t *d, size_t ep, unsigned count);
+/* Asks for the cluster's presence and occupancy events (ops->on_pev each) when an endpoint
+ * wants them and no such read is under way. */
+void hk_durable_take_members(hk_durable_t *d);
+/* Finishes a taken entry: delivered; waiting for a retry due at due_ms (wall clock) with its
+ * schedule; or a dead letter. Kept and sent again while Redis is away. */
+void hk_durable_done(hk_durable_t *d, size_t ep, const char *sid);
+void hk_durable_retry(hk_durable_t *d, size_t ep, const char *sid, uint64_t due_ms,
+                      uint32_t attempts, uint64_t first_ms);
+void hk_durable_bury(hk_durable_t *d, size_t ep, const char *sid, const char *reason,
+                     uint32_t attempts);
+/* Answers an admin request about dead letters (DEAD_*) later, through hk_admin_answered. */
+void hk_durable_admin(hk_durable_t *d, hd_hooks_admin_t *a);
+/* Bytes held by commands not yet answered (counted in webhook_max_memory). */
+size_t hk_durable_bytes(const hk_durable_t *d);
+/* Closes the connection and frees d; returns the events never sent to Redis (lost). */
+size_t hk_durable_close(hk_durable_t *d);
+
+/* ---- admin answers ---- */
+
+/* An admin request answered on the hooks loop (status and body set): the answer goes to its
+ * worker, where the callback hooks.c installed before handing the request over runs. */
+static inline void hk_admin_answered(hd_hooks_admin_t *a)
+{
+    hd_worker_post(a->worker, &a->base_);
+}
+
 /* ---- delivery.c: endpoints, queues, retries, dead letters ---- */
 
 typedef struct hk_sender_s hk_sender_t;
 hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *stats);
 /* An event for every endpoint that wants it (takes nothing: copies what it needs). */
 void hk_sender_message(hk_sender_t *s, hd_message_t *m);
-void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occupied);
-/* Answers an admin request (fills status and body). */
-void hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a);
+/* id: the event's id when it has one already (from Redis), NULL for a new one. */
+void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occupied,
+                       const char *id);
+/* A presence member added (or removed) on channel, data its {"member":..,"conn":..}; id: the
+ * event's id when it has one already (from Redis), NULL for a new one. */
+void hk_sender_member(hk_sender_t *s, const char *channel, size_t len, int added, const char *data,
+                      size_t data_len, const char *id);
+/* Answers an admin request: fills status and body and returns 1, or returns 0 when the answer
+ * comes later through hk_admin_answered (dead letters in Redis). */
+int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a);
 /* Closes everything; the loop must run until its handles are closed. Returns the events that
  * were still pending (lost). */
 size_t hk_sender_close(hk_sender_t *s);

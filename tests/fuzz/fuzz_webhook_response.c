@@ -8,7 +8,9 @@
  *   - the outcome does not depend on the cut (the same answer whole gives the same result);
  *   - a complete answer has a final status (200..999, never 1xx) and read at most 64 KiB of
  *     body; anything fed after the answer is an error, never a second answer;
- *   - an error stays an error.
+ *   - an error stays an error;
+ *   - the Retry-After kept is a NUL-terminated value under 40 bytes, the same whatever the cut,
+ *     and what hk_retry_after_parse makes of it is a wait of at most 2^32 s.
  */
 #include "hooks/internal.h"
 
@@ -38,7 +40,8 @@ static int feed(hk_response_t *r, const uint8_t *data, size_t len)
 }
 
 /* Feeds data cut at `cut`, then EOF when more was wanted; the outcome and status. */
-static int run(const uint8_t *data, size_t size, size_t cut, int *status, int *keep)
+static int run(const uint8_t *data, size_t size, size_t cut, int *status, int *keep,
+               char retry_after[40])
 {
     hk_response_t r;
     hk_response_init(&r);
@@ -53,6 +56,11 @@ static int run(const uint8_t *data, size_t size, size_t cut, int *status, int *k
         CHECK(r.status >= 200 && r.status <= 999);
         CHECK(r.body_bytes <= HK_RESPONSE_BODY_MAX);
         CHECK(hk_response_feed(&r, "x", 1) == HK_RESP_ERROR);
+        CHECK(memchr(r.retry_after, '\0', sizeof(r.retry_after)) != NULL);
+        uint64_t ms;
+        if (hk_retry_after_parse(r.retry_after, strlen(r.retry_after), 1796253028175ull, &ms) == 0)
+            CHECK(ms <= (uint64_t)UINT32_MAX * 1000);
+        memcpy(retry_after, r.retry_after, sizeof(r.retry_after));
     } else {
         CHECK(hk_response_feed(&r, "x", 1) == HK_RESP_ERROR);
     }
@@ -68,10 +76,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t cut = data[0] % size;
     data++, size--;
     int s1, k1, s2, k2;
-    int a = run(data, size, cut > size ? size : cut, &s1, &k1);
-    int b = run(data, size, size, &s2, &k2);
+    char ra1[40] = "", ra2[40] = "";
+    int a = run(data, size, cut > size ? size : cut, &s1, &k1, ra1);
+    int b = run(data, size, size, &s2, &k2, ra2);
     CHECK(a == b);
     if (a == HK_RESP_DONE)
-        CHECK(s1 == s2 && k1 == k2);
+        CHECK(s1 == s2 && k1 == k2 && strcmp(ra1, ra2) == 0);
     return 0;
 }

@@ -8,6 +8,7 @@ dropped connection with full-jitter backoff inside its bounds; 410 disabling the
 letters, inspection, replay and purge; a hung receiver never delaying publishes nor subscribers;
 the queue bound and webhook_max_memory under a flood; SSRF refusal; https with certificate
 verification; channel.occupied / channel.vacated; conf errors."""
+import asyncio
 import json
 import os
 import statistics
@@ -136,6 +137,35 @@ class TestRetries(WebhookCase):
         self.assertGreater(statistics.mean(gaps[fails]), statistics.mean(gaps[1]),
                            "gaps do not grow: %r" % gaps)
         self.assertGreater(max(gaps[fails]), base_ms, gaps)
+
+    def test_retry_after_honoured_within_the_cap(self):
+        """A receiver's Retry-After (seconds or a date) lengthens the wait before the retry well
+        past the backoff (base 10 ms), but never past webhook_backoff_max: a 1 s Retry-After is
+        waited for, a date an hour ahead waits the 1.5 s cap."""
+        s = ws.new_secret()
+        r = ws.Receiver(self, [s])
+        later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))
+        r.control(["retry:503:1", "ok", "retry:429:" + later, "ok"])
+        h = self.node([ws.webhook_line(r.url(), [s], name="ra")],
+                      ["webhook_concurrency 1", "webhook_backoff_base 10ms",
+                       "webhook_backoff_max 1500ms"])
+        publish(h.port, "x", "first")
+        got = r.wait_deliveries(2)
+        publish(h.port, "x", "second")
+        got = r.wait_deliveries(4, timeout=15)
+        self.assertEqual([d["answer"] for d in got][:4],
+                         ["retry:503:1", "ok", "retry:429:" + later, "ok"])
+        self.assertEqual(got[0]["id"], got[1]["id"])
+        self.assertEqual(got[2]["id"], got[3]["id"])
+        gap1 = got[1]["at_ms"] - got[0]["at_ms"]
+        gap2 = got[3]["at_ms"] - got[2]["at_ms"]
+        # 1 s asked: no earlier (the backoff alone would be <= 10 ms); loaded-machine slack after
+        self.assertGreaterEqual(gap1, 990, gap1)
+        self.assertLess(gap1, 4000, gap1)
+        # an hour asked: the cap (1.5 s), not the hour
+        self.assertGreaterEqual(gap2, 1490, gap2)
+        self.assertLess(gap2, 4500, gap2)
+        self.assertTrue(all(d["verified"] == [True] for d in got))
 
     def test_410_disables_then_enable_and_replay(self):
         """410 Gone disables the endpoint: that event is a dead letter, later events are dropped
@@ -391,6 +421,43 @@ class TestTargets(WebhookCase):
         self.assertEqual(types, ["channel.occupied", "channel.vacated"])
         self.assertEqual(json.loads(got[0]["body"])["data"], {"channel": "life:1"})
         self.assertTrue(all(x["verified"] == [True] for x in got))
+
+
+class TestMembers(WebhookCase):
+    def test_member_added_and_removed_once_per_member(self):
+        """Presence (embedded broker): a member with two tabs is added once (its first
+        connection) and removed once (its last); a channel without presence sends nothing."""
+        from test_presence import conf_text, connect, mint, run, subscribe
+        s = ws.new_secret()
+        r = ws.Receiver(self, [s])
+        h = self.start_herald(conf_raw=conf_text(), overrides=list(FAST) + [
+            ws.webhook_line(r.url(), [s], name="m", channels=["room:*", "plain:*"],
+                            events=["member.added", "member.removed"])])
+
+        async def go():
+            tok = mint("ann", info={"name": "Ann"})
+            t1 = await connect(h.port, tok)
+            await subscribe(t1, "room:1")
+            await subscribe(t1, "plain:1", ref="p")  # no presence there: no member event
+            t2 = await connect(h.port, tok)
+            await subscribe(t2, "room:1")
+            r.wait_deliveries(1)
+            await t1.close()
+            await asyncio.sleep(0.3)
+            self.assertEqual(len(r.deliveries()), 1)  # ann still has a tab
+            await t2.close()
+            r.wait_deliveries(2)
+        run(go())
+        time.sleep(0.3)
+        got = r.deliveries()
+        self.assertEqual(len(got), 2, got)
+        bodies = [json.loads(d["body"]) for d in got]
+        self.assertEqual([b["type"] for b in bodies], ["member.added", "member.removed"])
+        for b in bodies:
+            self.assertEqual(b["data"]["channel"], "room:1")
+            self.assertEqual(b["data"]["member"], {"sub": "ann", "info": {"name": "Ann"}})
+        self.assertEqual(len({d["id"] for d in got}), 2)
+        self.assertTrue(all(d["verified"] == [True] for d in got))
 
 
 class TestConf(hh.HeraldTestCase):

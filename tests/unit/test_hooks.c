@@ -5,7 +5,8 @@
  * Signatures (src/hooks/sign.c) against the Standard Webhooks example (the same value the npm
  * standardwebhooks library computes), rotation. Answers (src/hooks/response.c) fed whole, cut at
  * every offset and byte by byte, from exact-size copies (ASan catches an over-read). Addresses
- * SSRF protection refuses. Event bodies.
+ * SSRF protection refuses. Event bodies. Retry-After: read from answers cut anywhere, its two
+ * forms parsed. Pending entries as Redis gives them (src/hooks/durable.c).
  */
 #include "herald/common.h"
 #include "herald/webhook_def.h"
@@ -241,6 +242,218 @@ static void test_response(void)
     T_EQ_INT(feed(&r, "H", 1), HK_RESP_ERROR);
 }
 
+/* The answer's Retry-After, fed whole, cut at every offset and byte by byte. */
+static void check_retry_after(const char *text, const char *want)
+{
+    size_t len = strlen(text);
+    for (size_t cut = 0; cut <= len; cut++) {
+        hk_response_t r;
+        hk_response_init(&r);
+        int rc = feed(&r, text, cut);
+        if (rc != HK_RESP_ERROR && cut < len)
+            rc = feed(&r, text + cut, len - cut);
+        T_EQ_INT(rc, HK_RESP_DONE);
+        T_EQ_STR(r.retry_after, want);
+    }
+    hk_response_t r;
+    hk_response_init(&r);
+    for (size_t i = 0; i < len; i++)
+        feed(&r, text + i, 1);
+    T_EQ_STR(r.retry_after, want);
+}
+
+static void test_retry_after(void)
+{
+    check_retry_after("HTTP/1.1 503 Busy\r\nRetry-After: 120\r\nContent-Length: 0\r\n\r\n", "120");
+    check_retry_after("HTTP/1.1 429 Slow\r\nretry-after:Wed, 21 Oct 2015 07:28:00 GMT\r\n"
+                      "Content-Length: 0\r\n\r\n",
+                      "Wed, 21 Oct 2015 07:28:00 GMT");
+    check_retry_after("HTTP/1.1 500 No\r\nRetry-After-Not: 5\r\nX-Retry-After: 6\r\n"
+                      "Content-Length: 0\r\n\r\n",
+                      "");
+    /* the last one counts; a value too long to be either form is none */
+    check_retry_after(
+        "HTTP/1.1 503 B\r\nRetry-After: 1\r\nRETRY-AFTER: 2\r\nContent-Length: 0\r\n\r\n", "2");
+    check_retry_after("HTTP/1.1 503 B\r\nRetry-After: 1234567890123456789012345678901234567890"
+                      "\r\nContent-Length: 0\r\n\r\n",
+                      "");
+    /* a trailer is not the answer's head */
+    check_retry_after("HTTP/1.1 503 B\r\nRetry-After: 120\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "0\r\nRetry-After: 5\r\n\r\n",
+                      "120");
+    /* an interim answer's header is not the final answer's */
+    check_retry_after("HTTP/1.1 100 Continue\r\nRetry-After: 9\r\n\r\n"
+                      "HTTP/1.1 503 B\r\nContent-Length: 0\r\n\r\n",
+                      "");
+
+    uint64_t ms = 0, now = 1445412480000ull; /* Wed, 21 Oct 2015 07:28:00 GMT */
+    T_EQ_INT(hk_retry_after_parse("120", 3, now, &ms), 0);
+    T_EQ_INT(ms, 120000);
+    T_EQ_INT(hk_retry_after_parse("  0 ", 4, now, &ms), 0);
+    T_EQ_INT(ms, 0);
+    T_EQ_INT(hk_retry_after_parse("99999999999999999999999", 23, now, &ms), 0);
+    T_EQ_INT(ms, (uint64_t)UINT32_MAX * 1000);
+    const char *d = "Wed, 21 Oct 2015 07:28:30 GMT";
+    T_EQ_INT(hk_retry_after_parse(d, strlen(d), now, &ms), 0);
+    T_EQ_INT(ms, 30000);
+    d = "Thu, 01 Jan 1970 00:00:00 GMT"; /* in the past: now */
+    T_EQ_INT(hk_retry_after_parse(d, strlen(d), now, &ms), 0);
+    T_EQ_INT(ms, 0);
+    d = "Sun, 29 Feb 2032 23:59:59 GMT";
+    T_EQ_INT(hk_retry_after_parse(d, strlen(d), 0, &ms), 0);
+    T_EQ_INT(ms, 1961711999000ull);
+    const char *bad[] = {"",
+                         "  ",
+                         "-1",
+                         "1.5",
+                         "12s",
+                         "soon",
+                         "Wed, 21 Oct 2015 07:28:00 UTC",
+                         "Wed, 21 Okt 2015 07:28:00 GMT",
+                         "Wed, 32 Oct 2015 07:28:00 GMT",
+                         "Wed, 21 Oct 2015 24:00:00 GMT",
+                         "Xyz, 21 Oct 2015 07:28:00 GMT",
+                         "Wed, 21 Oct 15 07:28:00 GMT",
+                         "Wednesday, 21-Oct-15 07:28:00 GMT"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++)
+        T_EQ_INT(hk_retry_after_parse(bad[i], strlen(bad[i]), now, &ms), -1);
+}
+
+/* A reply tree of strings (and integers for "#N"), as hiredis gives herald_hk_take's. */
+static redisReply *str_reply(const char *s)
+{
+    redisReply *r = calloc(1, sizeof(*r));
+    if (s[0] == '#') {
+        r->type = REDIS_REPLY_INTEGER;
+        r->integer = atoll(s + 1);
+        return r;
+    }
+    r->type = REDIS_REPLY_STRING;
+    r->len = strlen(s);
+    r->str = hd_strndup(s, r->len);
+    return r;
+}
+
+static int parse_entry(const char *const f[HK_ENTRY_FIELDS], hk_entry_t *e)
+{
+    redisReply *el[HK_ENTRY_FIELDS];
+    for (int i = 0; i < HK_ENTRY_FIELDS; i++)
+        el[i] = str_reply(f[i]);
+    int rc = hk_entry_parse((const redisReply *const *)el, e);
+    for (int i = 0; i < HK_ENTRY_FIELDS; i++) {
+        free(el[i]->str);
+        free(el[i]);
+    }
+    return rc;
+}
+
+static void test_entry(void)
+{
+    const char *good[HK_ENTRY_FIELDS] = {
+        "1796253028175-3", "evt_0123456789abcdef1", "message.published", "1796253028100", "2",
+        "1796253028200",   "{\"type\":\"x\"}"};
+    hk_entry_t e;
+    T_EQ_INT(parse_entry(good, &e), 0);
+    T_EQ_INT((int)e.sid_len, 15);
+    T_EQ_INT((int)e.id_len, 21);
+    T_EQ_INT(e.created_ms, 1796253028100ull);
+    T_EQ_INT(e.attempts, 2);
+    T_EQ_INT(e.first_ms, 1796253028200ull);
+    T_EQ_INT((int)e.body_len, 12);
+    /* each field wrong in turn: refused */
+    const char *bad[][2] = {{"0", ""},
+                            {"0", "12-x"},
+                            {"0", "1234567890123456789012345678901234567890123456789-0"},
+                            {"1", ""},
+                            {"1", "evt_0123456789abcdef0123456789abcdef0123"},
+                            {"1", "evt\r\nx"},
+                            {"2", ""},
+                            {"2", "Message.published"},
+                            {"2", "message.published.and.more"},
+                            {"3", "-1"},
+                            {"3", "12a"},
+                            {"3", "#-5"},
+                            {"4", "4294967296"},
+                            {"4", ""},
+                            {"5", "99999999999999999999"}};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        const char *f[HK_ENTRY_FIELDS];
+        memcpy(f, good, sizeof(f));
+        f[bad[i][0][0] - '0'] = bad[i][1];
+        T_EQ_INT(parse_entry(f, &e), -1);
+    }
+    /* numbers may come as integers; the body as an integer is not a body */
+    const char *ints[HK_ENTRY_FIELDS] = {"5-0", "e1", "channel.vacated", "#7", "#0", "#0", "{}"};
+    T_EQ_INT(parse_entry(ints, &e), 0);
+    T_EQ_INT(e.created_ms, 7);
+    ints[6] = "#3";
+    T_EQ_INT(parse_entry(ints, &e), -1);
+}
+
+static int parse_pev(const char *const f[HK_PEV_FIELDS], hk_pev_t *e)
+{
+    redisReply *el[HK_PEV_FIELDS];
+    for (int i = 0; i < HK_PEV_FIELDS; i++)
+        el[i] = str_reply(f[i]);
+    int rc = hk_pev_parse((const redisReply *const *)el, e);
+    for (int i = 0; i < HK_PEV_FIELDS; i++) {
+        free(el[i]->str);
+        free(el[i]);
+    }
+    return rc;
+}
+
+static void test_member_events(void)
+{
+    const char *good[HK_PEV_FIELDS] = {"1796253028175-0", "~j", "room:1",
+                                       "{\"member\":{\"sub\":\"ann\"},\"conn\":\"ab-1\"}"};
+    hk_pev_t ev;
+    T_EQ_INT(parse_pev(good, &ev), 0);
+    T_EQ_INT(ev.added, 1);
+    T_EQ_INT((int)ev.channel_len, 6);
+    /* (ev points into the replies, freed: the body is made from the same strings) */
+    hd_buf_t *b = hk_event_member(good[2], strlen(good[2]), 1, good[3], strlen(good[3]), 5);
+    char *text = hd_strndup(b->data, b->len);
+    T_EQ_STR(text,
+             "{\"type\":\"member.added\",\"timestamp\":\"1970-01-01T00:00:00.005Z\","
+             "\"data\":{\"channel\":\"room:1\",\"member\":{\"sub\":\"ann\"},\"conn\":\"ab-1\"}}");
+    free(text);
+    hd_buf_unref(b);
+    b = hk_event_member("c", 1, 0, "{}", 2, 5);
+    text = hd_strndup(b->data, b->len);
+    T_EQ_STR(text, "{\"type\":\"member.removed\",\"timestamp\":\"1970-01-01T00:00:00.005Z\","
+                   "\"data\":{\"channel\":\"c\"}}");
+    free(text);
+    hd_buf_unref(b);
+    T_TRUE(hk_event_member("c", 1, 0, "[1]", 3, 5) == NULL);
+    T_TRUE(hk_event_member("c", 1, 0, "{", 1, 5) == NULL);
+    const char *bad[][2] = {{"0", "1234567890123456789012345678901234-0"},
+                            {"0", "1-x"},
+                            {"1", "~e"},
+                            {"1", "j"},
+                            {"2", ""},
+                            {"2", "room 1"},
+                            {"3", "[]"},
+                            {"3", "{"},
+                            {"3", "x}"}};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        const char *f[HK_PEV_FIELDS];
+        memcpy(f, good, sizeof(f));
+        f[bad[i][0][0] - '0'] = bad[i][1];
+        T_EQ_INT(parse_pev(f, &ev), -1);
+    }
+    /* leave, and the channel's occupancy */
+    const char *leave[HK_PEV_FIELDS] = {"5-1", "~l", "c", "{}"};
+    T_EQ_INT(parse_pev(leave, &ev), 0);
+    T_TRUE(!ev.added && !ev.is_channel);
+    leave[1] = "~o";
+    T_EQ_INT(parse_pev(leave, &ev), 0);
+    T_TRUE(ev.added && ev.is_channel);
+    leave[1] = "~v";
+    T_EQ_INT(parse_pev(leave, &ev), 0);
+    T_TRUE(!ev.added && ev.is_channel);
+}
+
 static int private4(const char *a)
 {
     struct sockaddr_in s;
@@ -317,6 +530,9 @@ int main(void)
     T_RUN(test_def_bad);
     T_RUN(test_sign);
     T_RUN(test_response);
+    T_RUN(test_retry_after);
+    T_RUN(test_entry);
+    T_RUN(test_member_events);
     T_RUN(test_private);
     T_RUN(test_events);
     return 0;

@@ -8,7 +8,8 @@
 // Prints {"port": N} on its first line, then serves on 127.0.0.1:N:
 //   POST /control   {"script": ["status:500", "drop", "hang", "slow:300", "ok", ...],
 //                    "default": "ok", "fail_each": N}: how the next deliveries are answered,
-//                    one entry each, then `default` (ok = 204; status:N = that status; drop =
+//                    one entry each, then `default` (ok = 204; status:N = that status;
+//                    retry:N:VALUE = that status with Retry-After: VALUE; drop =
 //                    the connection is destroyed unanswered; hang = never answered; slow:MS =
 //                    204 after MS ms); with fail_each, the first N deliveries of each event id
 //                    are answered 500 whatever the script says
@@ -90,6 +91,12 @@ function handle(req, res, body) {
     // never answered
   } else if (answer.startsWith('slow:')) {
     setTimeout(() => { res.writeHead(204); res.end(); }, parseInt(answer.slice(5), 10));
+  } else if (answer.startsWith('retry:')) {
+    // retry:STATUS:VALUE: that status with Retry-After: VALUE (VALUE may hold colons: a date)
+    const rest = answer.slice(6);
+    const i = rest.indexOf(':');
+    res.writeHead(parseInt(rest.slice(0, i), 10), { 'retry-after': rest.slice(i + 1) });
+    res.end();
   } else if (answer.startsWith('status:')) {
     const st = parseInt(answer.slice(7), 10);
     res.writeHead(st, { 'content-type': 'text/plain' });

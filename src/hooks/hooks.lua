@@ -1,0 +1,315 @@
+#!lua name=herald_hooks
+-- SPDX-License-Identifier: MIT
+--
+-- hooks.lua: the Redis Function library of herald's webhook sender (src/hooks/durable.c), Redis
+-- 7+. Every herald node with webhooks and Redis loads it on its hooks connection (FUNCTION LOAD
+-- REPLACE); it is compiled into the binary from this file. Pending deliveries and dead letters
+-- live here, so any node delivers what any node queued, and a node that dies mid-delivery loses
+-- nothing: its entries stay pending in the group and another node claims them.
+--
+-- Keys, for a prefix P (redis_prefix) and an endpoint NAME (its name=, [A-Za-z0-9._-]):
+--
+--   P hk:q:NAME   stream  events ready to be attempted, consumer group "herald" (every node
+--                         reads with its own consumer name). Fields: e event id, t type,
+--                         c created (wall ms), a attempts so far, f first attempt (wall ms, 0:
+--                         none yet), b the body. An entry leaves the stream (XACK and XDEL)
+--                         when it is delivered, waits for a retry, or becomes a dead letter.
+--   P hk:w:NAME   zset    events waiting for a retry: score the wall ms it is due, member the
+--                         entry's fields as a JSON object {e, t, c, a, f, b}. herald_hk_take
+--                         moves the due ones back into the stream.
+--   P hk:pev      stream  presence joins and leaves for member.* webhooks, written by
+--                         herald.lua's presence functions while P hk:members exists (a node
+--                         with such a webhook sets it at connect): k "~j" or "~l", c the
+--                         channel, d {"member":..,"conn":..}; group "herald" as the queues.
+--   P hk:dl       stream  dead letters of every endpoint, oldest first, at most
+--                         webhook_dead_letters (XADD MAXLEN): fields n endpoint, e, t, c, a,
+--                         x when it died (wall ms), r the reason, b the body.
+--
+-- An endpoint's pending events are XLEN P hk:q:NAME + ZCARD P hk:w:NAME, bounded by
+-- webhook_queue_size: one more is a dead letter at once (reason "queue full").
+--
+-- Functions:
+--   FCALL herald_hk_add 3 Q W DL <max pending> <max dead> <name> <e> <t> <c> <b>
+--                                                      -> 1 queued, 0 a dead letter (full)
+--   FCALL herald_hk_take 3 Q W DL <consumer> <count> <claim idle ms or 0> <now ms>
+--     -> {pending, dead letters, id1, e, t, c, a, f, b, id2, ...}: first the waiting retries
+--     that are due go back into Q, then (claim idle > 0) entries pending for another consumer
+--     longer than claim idle are claimed (XAUTOCLAIM), then new ones are read (XREADGROUP >),
+--     at most <count> entries in all.
+--   FCALL herald_hk_done 1 Q <id>                        -> 1, or 0 when not pending
+--   FCALL herald_hk_retry 2 Q W <id> <due ms> <attempts> <first ms>
+--                                                      -> 1, or 0 when not pending
+--   FCALL herald_hk_bury 2 Q DL <id> <name> <reason> <attempts> <now ms> <max dead>
+--                                                      -> 1, or 0 when not pending
+--   FCALL herald_hk_dlist 1 DL <name or ""> <event id or ""> <limit> <with body 0|1>
+--     -> {total (of name, or all), id1, n, e, t, c, a, x, r, b or its length, id2, ...}
+--   FCALL herald_hk_requeue 3 DL Q W <dead letter id> <max pending>
+--                                                      -> 1 queued, 0 full, -1 gone
+--   FCALL herald_hk_purge 1 DL <name or ""> <event id or "">  -> dead letters removed
+--   FCALL herald_hk_ptake 1 PEV <consumer> <count> <claim idle ms or 0>
+--     -> {id1, k, c, d, id2, ...}: presence events (P hk:pev, written by herald.lua's presence
+--     functions while P hk:members exists) for member.added / member.removed, read through the
+--     group "herald" like the queues (claimed from a dead node likewise)
+--   FCALL herald_hk_pdone 1 PEV <id>                     -> 1, or 0 when not pending
+-- "not pending" means another node already finished the entry (it was claimed from this one):
+-- nothing is done twice.
+
+local GROUP = 'herald'
+local SCAN = 1000
+
+local function ensure_group(q)
+    redis.pcall('XGROUP', 'CREATE', q, GROUP, '0', 'MKSTREAM')
+end
+
+local function fields(kv)
+    local f = {}
+    for i = 1, #kv, 2 do
+        f[kv[i]] = kv[i + 1]
+    end
+    return f
+end
+
+local function pending(q, w)
+    return redis.call('XLEN', q) + redis.call('ZCARD', w)
+end
+
+local function dead(dl, name, f, attempts, now, reason, maxdead)
+    if tonumber(maxdead) <= 0 then
+        return
+    end
+    redis.call('XADD', dl, 'MAXLEN', maxdead, '*', 'n', name, 'e', f.e or '', 't', f.t or '',
+        'c', f.c or '0', 'a', attempts, 'x', now, 'r', reason, 'b', f.b or '')
+end
+
+local function herald_hk_add(keys, args)
+    local q, w, dl = keys[1], keys[2], keys[3]
+    local maxq, maxdead, name = tonumber(args[1]), args[2], args[3]
+    local f = {e = args[4], t = args[5], c = args[6], b = args[7]}
+    if redis.call('EXISTS', q) == 0 then
+        ensure_group(q)
+    end
+    if pending(q, w) >= maxq then
+        dead(dl, name, f, '0', args[6], 'queue full (webhook_queue_size): not attempted', maxdead)
+        return 0
+    end
+    redis.call('XADD', q, '*', 'e', f.e, 't', f.t, 'c', f.c, 'a', '0', 'f', '0', 'b', f.b)
+    return 1
+end
+
+local function push_entry(out, id, kv)
+    local f = fields(kv)
+    if not (f.e and f.t and f.c and f.a and f.f and f.b) then
+        return false
+    end
+    out[#out + 1] = id
+    out[#out + 1] = f.e
+    out[#out + 1] = f.t
+    out[#out + 1] = f.c
+    out[#out + 1] = f.a
+    out[#out + 1] = f.f
+    out[#out + 1] = f.b
+    return true
+end
+
+local function herald_hk_take(keys, args)
+    local q, w, dl = keys[1], keys[2], keys[3]
+    local consumer, count, idle, now = args[1], tonumber(args[2]), args[3], args[4]
+    ensure_group(q)
+    local due = redis.call('ZRANGE', w, '-inf', now, 'BYSCORE', 'LIMIT', 0, 100)
+    for _, m in ipairs(due) do
+        local ok, f = pcall(cjson.decode, m)
+        if ok and type(f) == 'table' then
+            redis.call('XADD', q, '*', 'e', tostring(f.e), 't', tostring(f.t), 'c', tostring(f.c),
+                'a', tostring(f.a), 'f', tostring(f.f), 'b', tostring(f.b))
+        end
+        redis.call('ZREM', w, m)
+    end
+    local out = {pending(q, w), redis.call('XLEN', dl)}
+    local n = 0
+    if tonumber(idle) > 0 and count > 0 then
+        local r = redis.call('XAUTOCLAIM', q, GROUP, consumer, idle, '0-0', 'COUNT', count)
+        for _, e in ipairs(r[2]) do
+            if e[2] and push_entry(out, e[1], e[2]) then
+                n = n + 1
+            elseif e[1] then
+                redis.call('XACK', q, GROUP, e[1])
+                redis.call('XDEL', q, e[1])
+            end
+        end
+    end
+    if count - n > 0 then
+        local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count - n,
+            'STREAMS', q, '>')
+        if r and r[1] then
+            for _, e in ipairs(r[1][2]) do
+                if not push_entry(out, e[1], e[2]) then
+                    redis.call('XACK', q, GROUP, e[1])
+                    redis.call('XDEL', q, e[1])
+                end
+            end
+        end
+    end
+    return out
+end
+
+local function herald_hk_done(keys, args)
+    local n = redis.call('XACK', keys[1], GROUP, args[1])
+    redis.call('XDEL', keys[1], args[1])
+    return n
+end
+
+local function take_entry(q, id)
+    local r = redis.call('XRANGE', q, id, id)
+    if not r[1] or redis.call('XACK', q, GROUP, id) == 0 then
+        return nil
+    end
+    redis.call('XDEL', q, id)
+    return fields(r[1][2])
+end
+
+local function herald_hk_retry(keys, args)
+    local f = take_entry(keys[1], args[1])
+    if not f then
+        return 0
+    end
+    f.a = args[3]
+    f.f = args[4]
+    redis.call('ZADD', keys[2], args[2], cjson.encode(f))
+    return 1
+end
+
+local function herald_hk_bury(keys, args)
+    local f = take_entry(keys[1], args[1])
+    if not f then
+        return 0
+    end
+    dead(keys[2], args[2], f, args[4], args[5], args[3], args[6])
+    return 1
+end
+
+local function herald_hk_dlist(keys, args)
+    local dl, name, eid, limit, body = keys[1], args[1], args[2], tonumber(args[3]), args[4]
+    local out = {0}
+    local total, n, from = 0, 0, '-'
+    while true do
+        local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
+        for _, e in ipairs(page) do
+            local f = fields(e[2])
+            if (name == '' or f.n == name) and (eid == '' or f.e == eid) then
+                total = total + 1
+                if n < limit then
+                    n = n + 1
+                    local b = f.b or ''
+                    if body ~= '1' then
+                        b = tostring(#b)
+                    end
+                    for _, v in ipairs({e[1], f.n or '', f.e or '', f.t or '', f.c or '0',
+                                        f.a or '0', f.x or '0', f.r or '', b}) do
+                        out[#out + 1] = v
+                    end
+                end
+            end
+        end
+        if #page < SCAN then
+            break
+        end
+        from = '(' .. page[#page][1]
+    end
+    out[1] = total
+    return out
+end
+
+local function herald_hk_requeue(keys, args)
+    local dl, q, w = keys[1], keys[2], keys[3]
+    local r = redis.call('XRANGE', dl, args[1], args[1])
+    if not r[1] then
+        return -1
+    end
+    if redis.call('EXISTS', q) == 0 then
+        ensure_group(q)
+    end
+    if pending(q, w) >= tonumber(args[2]) then
+        return 0
+    end
+    local f = fields(r[1][2])
+    redis.call('XADD', q, '*', 'e', f.e or '', 't', f.t or '', 'c', f.c or '0', 'a', '0', 'f',
+        '0', 'b', f.b or '')
+    redis.call('XDEL', dl, args[1])
+    return 1
+end
+
+local function herald_hk_purge(keys, args)
+    local dl, name, eid = keys[1], args[1], args[2]
+    if name == '' and eid == '' then
+        local n = redis.call('XLEN', dl)
+        redis.call('DEL', dl)
+        return n
+    end
+    local gone, from = 0, '-'
+    while true do
+        local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
+        for _, e in ipairs(page) do
+            local f = fields(e[2])
+            if (name == '' or f.n == name) and (eid == '' or f.e == eid) then
+                gone = gone + redis.call('XDEL', dl, e[1])
+            end
+        end
+        if #page < SCAN then
+            break
+        end
+        from = '(' .. page[#page][1]
+    end
+    return gone
+end
+
+local function herald_hk_ptake(keys, args)
+    local pev, consumer, count, idle = keys[1], args[1], tonumber(args[2]), args[3]
+    ensure_group(pev)
+    local out, n = {}, 0
+    local function push(e)
+        local f = fields(e[2])
+        if f.k and f.c and f.d then
+            for _, v in ipairs({e[1], f.k, f.c, f.d}) do
+                out[#out + 1] = v
+            end
+            return true
+        end
+        redis.call('XACK', pev, GROUP, e[1])
+        redis.call('XDEL', pev, e[1])
+        return false
+    end
+    if tonumber(idle) > 0 then
+        local r = redis.call('XAUTOCLAIM', pev, GROUP, consumer, idle, '0-0', 'COUNT', count)
+        for _, e in ipairs(r[2]) do
+            if e[2] and push(e) then
+                n = n + 1
+            end
+        end
+    end
+    if count - n > 0 then
+        local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count - n,
+            'STREAMS', pev, '>')
+        if r and r[1] then
+            for _, e in ipairs(r[1][2]) do
+                push(e)
+            end
+        end
+    end
+    return out
+end
+
+redis.register_function('herald_hk_ptake', herald_hk_ptake)
+redis.register_function{function_name = 'herald_hk_pdone', callback = herald_hk_done,
+    flags = {'allow-oom'}}
+redis.register_function('herald_hk_add', herald_hk_add)
+redis.register_function('herald_hk_take', herald_hk_take)
+-- Finishing an entry only frees memory: it works when Redis is out of memory too.
+redis.register_function{function_name = 'herald_hk_done', callback = herald_hk_done,
+    flags = {'allow-oom'}}
+redis.register_function('herald_hk_retry', herald_hk_retry)
+redis.register_function('herald_hk_bury', herald_hk_bury)
+redis.register_function{function_name = 'herald_hk_dlist', callback = herald_hk_dlist,
+    flags = {'no-writes', 'allow-oom'}}
+redis.register_function('herald_hk_requeue', herald_hk_requeue)
+redis.register_function{function_name = 'herald_hk_purge', callback = herald_hk_purge,
+    flags = {'allow-oom'}}

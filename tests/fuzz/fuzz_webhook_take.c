@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz_webhook_take.c: libFuzzer harness for what the webhook sender reads from Redis
+ * (src/hooks/durable.c): herald_hk_take's answer, {pending, dead letters, then per entry its
+ * stream id, event id, type, created, attempts, first attempt, body}. The input is RESP bytes as
+ * Redis would send them, turned into reply trees by hiredis's reader. Checked on every tree the
+ * parsers accept: the entry is one delivery.c can copy into its fixed fields without overflow
+ * (stream id of digits and '-' under HK_SID_MAX, event id under 40 bytes without CR, LF or NUL,
+ * a type of [a-z._] under 24), its body the element's bytes exactly; and that a tree refused is
+ * refused whole (no count, no entry). The same tree, when an array of groups of four, as
+ * herald_hk_ptake's presence and occupancy events: one accepted makes an event id ("evt_" +
+ * its stream id) that fits 40 bytes, a valid channel and a body that is a JSON object.
+ */
+#include "hooks/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_webhook_take: %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static void check_entry(const redisReply *const *el)
+{
+    hk_entry_t e;
+    if (hk_entry_parse(el, &e) < 0)
+        return;
+    CHECK(e.sid_len > 0 && e.sid_len < HK_SID_MAX);
+    for (size_t i = 0; i < e.sid_len; i++)
+        CHECK((e.sid[i] >= '0' && e.sid[i] <= '9') || e.sid[i] == '-');
+    CHECK(e.id_len > 0 && e.id_len < 40);
+    CHECK(!memchr(e.id, '\r', e.id_len) && !memchr(e.id, '\n', e.id_len) &&
+          !memchr(e.id, '\0', e.id_len));
+    CHECK(e.type_len > 0 && e.type_len < 24);
+    for (size_t i = 0; i < e.type_len; i++)
+        CHECK((e.type[i] >= 'a' && e.type[i] <= 'z') || e.type[i] == '.' || e.type[i] == '_');
+    CHECK(el[6]->type == REDIS_REPLY_STRING || el[6]->type == REDIS_REPLY_STATUS);
+    CHECK(e.body == el[6]->str && e.body_len == el[6]->len);
+}
+
+static void try_pev(const redisReply *rep)
+{
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % HK_PEV_FIELDS != 0)
+        return;
+    for (size_t i = 0; i < rep->elements; i += HK_PEV_FIELDS) {
+        hk_pev_t ev;
+        if (hk_pev_parse((const redisReply *const *)&rep->element[i], &ev) < 0)
+            continue;
+        CHECK(ev.sid_len > 0 && 4 + ev.sid_len < 40);
+        CHECK(hd_channel_name_valid(ev.channel, ev.channel_len));
+        hd_buf_t *b = ev.is_channel ? hk_event_channel(ev.channel, ev.channel_len, ev.added, 5)
+                                    : hk_event_member(ev.channel, ev.channel_len, ev.added, ev.data,
+                                                      ev.data_len, 1796253028175ull);
+        CHECK(b != NULL && b->data[0] == '{' && b->data[b->len - 1] == '}');
+        hd_buf_unref(b);
+    }
+}
+
+static void try_reply(const redisReply *rep)
+{
+    try_pev(rep);
+    uint64_t pending = 7, dead = 7;
+    size_t n = 7;
+    if (hk_take_parse(rep, &pending, &dead, &n) < 0) {
+        CHECK(n == 7);
+        return;
+    }
+    CHECK(rep->elements == 2 + n * HK_ENTRY_FIELDS);
+    for (size_t i = 0; i < n; i++)
+        check_entry((const redisReply *const *)&rep->element[2 + i * HK_ENTRY_FIELDS]);
+}
+
+/* hiredis's reader allocates an array's table from its header: huge headers are hiredis's to
+ * fuzz, not ours (fuzz_redis.c says more). */
+static int has_huge_array(const uint8_t *data, size_t size)
+{
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] != '*')
+            continue;
+        uint64_t n = 0;
+        for (size_t k = i + 1; k < size && data[k] >= '0' && data[k] <= '9' && n <= 4096; k++)
+            n = n * 10 + (uint64_t)(data[k] - '0');
+        if (n > 4096)
+            return 1;
+    }
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (has_huge_array(data, size))
+        return 0;
+    redisReader *rd = redisReaderCreate();
+    CHECK(rd != NULL);
+    if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
+        for (int k = 0; k < 64; k++) {
+            void *rep = NULL;
+            if (redisReaderGetReply(rd, &rep) != REDIS_OK || !rep)
+                break;
+            try_reply(rep);
+            freeReplyObject(rep);
+        }
+    }
+    redisReaderFree(rd);
+    return 0;
+}
