@@ -44,6 +44,8 @@ export interface HeraldOptions {
   hiddenTimeout?: number;
   /** ms; typing() sends at most one notice per channel this often. Default 3000. */
   typingInterval?: number;
+  /** ms; ack() sends at most one ack per channel this often over /ws. Default 100. */
+  ackInterval?: number;
   /** A fetch() to use instead of the global one. */
   fetch?: typeof fetch | null;
   /** A WebSocket constructor to use instead of the global one. */
@@ -75,6 +77,9 @@ export interface SubscribeOptions {
   /** Ask for the channel's join and leave events (the channel's rule has presence=on). Over
    * SSE only when every channel of the stream asks; polls get none. */
   presence?: boolean;
+  /** Acknowledged delivery (docs/chat.md): the page acks what it processed with ack();
+   * persist acked() and pass it as since on the next load. */
+  ack?: boolean;
 }
 
 export interface Subscription {
@@ -89,6 +94,8 @@ export interface PublishOptions {
   idempotencyKey?: string;
   /** Live only: no id, never stored (docs/chat.md); WebSocket transport only. */
   ephemeral?: boolean;
+  /** Delivery receipts ("receipt" events) for this message; WebSocket transport, embedded broker. */
+  receipt?: boolean;
 }
 
 export type HeraldState = "connecting" | "open" | "closed";
@@ -124,6 +131,14 @@ export interface PresenceEvent {
   conn: string;
   transport: TransportName;
 }
+export interface ReceiptEvent {
+  channel: string;
+  id: string;
+  /** delivered: queued to another subscriber (once); acked: a member acked it (once per connection). */
+  status: "delivered" | "acked";
+  member: { sub?: string; info?: Record<string, unknown> } | null;
+  conn: string | null;
+}
 export interface TypingEvent { channel: string; publisher: { sub?: string; info?: Record<string, unknown> } | null; }
 export interface DisconnectedEvent { transport: TransportName; code: string; reason: string; }
 
@@ -146,6 +161,8 @@ export interface HeraldEvents {
   ephemeral: Omit<HeraldMessage<any>, "id">;
   /** An ephemeral {"typing": true} (what typing() sends). */
   typing: TypingEvent;
+  /** A receipt of a message published with {receipt: true}. */
+  receipt: ReceiptEvent;
   error: ErrorEvent;
 }
 
@@ -173,6 +190,10 @@ export declare class Herald {
   unsubscribe(channel: string, handler?: (message: HeraldMessage<any>) => void): void;
   /** The id to resume channel from later, or null. */
   position(channel: string): string | null;
+  /** The page processed channel (subscribed with ack) up to id: cumulative. */
+  ack(channel: string, id: string): void;
+  /** The last id acked on channel: persist it, resume from it (since) on the next load. */
+  acked(channel: string): string | null;
   publish(channel: string, data: unknown, options?: PublishOptions):
     Promise<{ channel: string; id?: string; ephemeral?: boolean }>;
   /** A page of the channel's presence members (WebSocket transport only). */

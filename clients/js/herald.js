@@ -37,6 +37,7 @@ const DEFAULTS = {
   pollInterval: 3000, // ms: short poll period per channel
   hiddenTimeout: 0, // ms: disconnect after the page has been hidden this long; 0 = never
   typingInterval: 3000, // ms: typing() sends at most one notice per channel this often
+  ackInterval: 100, // ms: ack() sends at most one ack per channel this often over /ws
   fetch: null, // a fetch() to use (tests); default globalThis.fetch
   WebSocket: null, // a WebSocket constructor to use; default globalThis.WebSocket
 };
@@ -149,13 +150,14 @@ export class Herald {
 
   // Subscribes to channel; handler(message) gets each message of it. options.since resumes
   // after an id; options.json parses each payload as JSON; options.presence asks for the
-  // channel's join and leave events (a channel with presence=on). Returns
-  // {channel, unsubscribe()}.
+  // channel's join and leave events (a channel with presence=on); options.ack: the page acks
+  // what it processed (ack(), acked(); docs/chat.md). Returns {channel, unsubscribe()}.
   subscribe(channel, handler, options = {}) {
     let ch = this._channels.get(channel);
     if (!ch) {
       ch = { name: channel, pos: options.since || null, seen: options.since || null,
-             handlers: new Set(), json: !!options.json, presence: !!options.presence };
+             handlers: new Set(), json: !!options.json, presence: !!options.presence,
+             ack: !!options.ack, acked: options.ack ? options.since || null : null, ackSent: null };
       this._channels.set(channel, ch);
       if (this._t) this._t.add(ch);
     }
@@ -180,6 +182,28 @@ export class Herald {
   position(channel) {
     const ch = this._channels.get(channel);
     return ch ? ch.pos : null;
+  }
+
+  // Acknowledged delivery (docs/chat.md): the page has processed channel up to id
+  // (cumulative). Over /ws the server hears it (at most one ack per channel per ackInterval),
+  // which sends "acked" receipts to publishers that asked; on any transport acked(channel)
+  // moves to it. Persist acked(channel) and pass it as since when the page loads again: what
+  // had arrived but was not processed comes again (at least once; ids tell duplicates).
+  ack(channel, id) {
+    const ch = this._channels.get(channel);
+    if (!ch || !ch.ack || !id || !isAfter(id, ch.acked)) return;
+    ch.acked = id;
+    if (this._ackTimer) return;
+    this._ackTimer = setTimeout(() => {
+      this._ackTimer = null;
+      if (this._t && this._t.name === "websocket") this._t.sendAcks();
+    }, this.options.ackInterval);
+  }
+
+  // The last id acked on channel (subscribed with ack), or null.
+  acked(channel) {
+    const ch = this._channels.get(channel);
+    return ch && ch.ack ? ch.acked : null;
   }
 
   // Publishes data (a string: text; a Uint8Array/ArrayBuffer/Blob: binary; anything else:
@@ -258,7 +282,8 @@ export class Herald {
   }
 
   // on(event, fn): "message", "gap", "state", "connecting", "open", "closed", "fallback",
-  // "probe", "backoff", "refresh", "disconnected", "join", "leave", "ephemeral", "typing", "error".
+  // "probe", "backoff", "refresh", "disconnected", "join", "leave", "ephemeral", "typing",
+  // "receipt", "error".
   // Returns a function that removes fn.
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
@@ -733,6 +758,10 @@ class WsTransport {
     const req = { op: "subscribe", channel: ch.name, ref: "s:" + ch.name };
     if (ch.pos) req.since = ch.pos;
     if (ch.presence) req.presence = true;
+    if (ch.ack) {
+      req.ack = true;
+      ch.ackSent = null; // a new subscription: its acks start over
+    }
     this.pending.add(ch.name);
     this.send(req);
   }
@@ -744,6 +773,16 @@ class WsTransport {
   remove(ch) {
     this.pending.delete(ch.name);
     this.send({ op: "unsubscribe", channel: ch.name });
+  }
+
+  // The acks of the channels that moved since the last sent (live subscriptions only: a
+  // pending one sends its ack once subscribed).
+  sendAcks() {
+    for (const ch of this.c._channels.values()) {
+      if (!ch.ack || !ch.acked || ch.acked === ch.ackSent || this.pending.has(ch.name)) continue;
+      ch.ackSent = ch.acked;
+      this.send({ op: "ack", channel: ch.name, id: ch.acked });
+    }
   }
 
   refresh(token) {
@@ -765,6 +804,7 @@ class WsTransport {
       const ref = this.nextRef++;
       const req = { op: "publish", channel, ref };
       if (options.ephemeral) req.ephemeral = true;
+      if (options.receipt) req.receipt = true;
       if (typeof data === "string" || !(data instanceof ArrayBuffer || ArrayBuffer.isView(data))) req.data = data;
       else {
         reject(herror("binary publish needs HTTP: close the WebSocket transport or use fetch", "bad_data"));
@@ -799,6 +839,7 @@ class WsTransport {
       const ch = c._channels.get(m.channel);
       if (ch && m.last_id && isAfter(m.last_id, ch.pos)) ch.pos = m.last_id;
       this.pending.delete(m.channel);
+      if (ch && ch.ack && ch.acked !== ch.ackSent) this.sendAcks(); // acked while it was pending
       if (!this.opened && !this.pending.size) this.becomeOpen();
       break;
     }
@@ -825,6 +866,13 @@ class WsTransport {
     case "leave":
     case "ephemeral":
       c._tLive(this, m.type, m);
+      break;
+    case "receipt": // of a publish with {receipt: true}: delivered, then acked by each member
+      c._emit("receipt", { channel: m.channel, id: m.id, status: m.status, member: m.member || null,
+                           conn: m.conn || null });
+      break;
+    case "presence_events": // joins and leaves of one pass, batched by the server: in order
+      for (const e of m.events || []) c._tLive(this, e.type, Object.assign({ channel: m.channel }, e));
       break;
     case "unsubscribed":
       if (m.code) c._emit("error", { channel: m.channel, code: m.code, error: m.error });
@@ -1035,6 +1083,16 @@ class SseTransport {
         return;
       }
       c._tLive(this, ev.event.slice(7), o);
+      return;
+    }
+    if (ev.event === "herald-presence") { // joins and leaves of one pass, batched
+      let o;
+      try {
+        o = JSON.parse(data);
+      } catch (e) {
+        return;
+      }
+      for (const e of o.events || []) c._tLive(this, e.type, Object.assign({ channel: o.channel }, e));
       return;
     }
     if (ev.event === "herald-revoked" || ev.event === "herald-disconnected") {

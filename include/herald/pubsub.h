@@ -68,6 +68,14 @@ typedef struct hd_message_s {
      * bytes; envelopes and poll objects carry it as "publisher".
      */
     char *publisher;
+    /*
+     * Delivery receipts (docs/chat.md): where they go when the publisher asked for them (a
+     * reference, dropped with the message), or NULL. Set before publishing; rcpt_done is the
+     * one "delivered" receipt's flag (atomic: the first worker to write the message to a
+     * subscriber sends it).
+     */
+    struct hd_rcpt_s *rcpt;
+    uint8_t rcpt_done;
 } hd_message_t;
 
 /*
@@ -77,9 +85,11 @@ typedef struct hd_message_s {
  *   HD_MSG_EPHEMERAL  a client's publish marked ephemeral (typing indicators, cursors)
  *   HD_MSG_JOIN       presence: a member's first connection on the channel (data: the member's
  *   HD_MSG_LEAVE      JSON {"sub":..,"info":..} or {"conn":..}, then the connection's "conn")
+ *   HD_MSG_PRESENCE   several joins and leaves of one channel that reached a worker in one pass
+ *                     (hub.c batches them; data: [{"type":"join",..},..], hd_presence_batch)
  * Presence events reach only the subscriptions that asked for them (hd_hub_presence).
  */
-enum { HD_MSG_NORMAL = 0, HD_MSG_EPHEMERAL, HD_MSG_JOIN, HD_MSG_LEAVE };
+enum { HD_MSG_NORMAL = 0, HD_MSG_EPHEMERAL, HD_MSG_JOIN, HD_MSG_LEAVE, HD_MSG_PRESENCE };
 
 /* A message with no id yet (the broker assigns it), one reference. */
 hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
@@ -134,6 +144,51 @@ size_t hd_id_format(char *out, size_t outlen, uint64_t epoch, uint64_t seq);
  * parses back to its pair. Returns 0, or HD_EBADREQ for anything else, a part past 64 bits too.
  */
 int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq);
+
+/* ---- delivery receipts (receipt.c; docs/chat.md) ---- */
+
+/*
+ * Where the receipts of messages published with "receipt" go: the publishing connection, on
+ * its worker. Shared, with an atomic count, by the messages that asked (hd_message_t.rcpt), the
+ * subscriptions waiting for an ack of one and the receipts on their way: none of them owns the
+ * connection. The connection clears owner (on its worker) when it goes, and a receipt that
+ * arrives after that is dropped. Only the embedded broker delivers the very message published,
+ * so only it carries receipts (the Redis bridge rebuilds messages from Redis).
+ *
+ *   publisher's worker P                     subscriber's worker W
+ *   ws publish "receipt" -> m->rcpt = box    fan-out: m written to a subscriber (not P's conn)
+ *        ^                                     -> first one anywhere (rcpt_done): DELIVERED mail
+ *        |   mail (box ref) on P's mailbox     ack of m's id on a subscription with "ack"
+ *        +------------------------------------ -> ACKED mail, with the acker
+ *   on P: box->owner ? box->cb(owner, ...) : dropped
+ */
+enum { HD_RCPT_DELIVERED = 1, HD_RCPT_ACKED };
+typedef void (*hd_rcpt_cb)(void *owner, int status, const char *channel, const char *id,
+                           const char *member_json, const char *conn);
+typedef struct hd_rcpt_s {
+    int refs; /* atomic */
+    hd_worker_t *worker;
+    void *owner; /* the publishing connection's, NULL once gone: read and written on worker */
+    hd_rcpt_cb cb;
+    uint64_t conn_id; /* the publisher's connection: its own copy is no delivery */
+} hd_rcpt_t;
+
+/* A box for the connection conn_id on w (one reference); cb runs on w with owner. */
+hd_rcpt_t *hd_rcpt_new(hd_worker_t *w, uint64_t conn_id, hd_rcpt_cb cb, void *owner);
+hd_rcpt_t *hd_rcpt_ref(hd_rcpt_t *r);
+void hd_rcpt_unref(hd_rcpt_t *r);
+/* m (with a box) was queued on the connection conn_id of a subscriber: the first time anywhere
+ * for another connection than the publisher's, the DELIVERED receipt goes to the box. */
+void hd_rcpt_delivered_(hd_message_t *m, uint64_t conn_id);
+static inline void hd_rcpt_delivered(hd_message_t *m, uint64_t conn_id)
+{
+    if (m->rcpt && !__atomic_load_n(&m->rcpt_done, __ATOMIC_RELAXED))
+        hd_rcpt_delivered_(m, conn_id);
+}
+/* The ACKED receipt of the message (channel, epoch, seq) to box to: acked by the connection
+ * conn_id, whose identity is member_json ({"sub":..,"info":..}; NULL: anonymous). */
+void hd_rcpt_acked(hd_rcpt_t *to, const char *channel, uint64_t epoch, uint64_t seq,
+                   const char *member_json, uint64_t conn_id);
 
 /* ---- wire formats: each message is encoded once per format per worker ---- */
 
@@ -202,6 +257,9 @@ const char *hd_presence_node(void);
  * is {"member":<json>,"conn":"<conn>"}. */
 hd_message_t *hd_presence_event(int kind, const char *channel, size_t channel_len,
                                 const hd_member_t *member);
+/* The events evs[0..n) (joins and leaves of one channel, n >= 2) as one HD_MSG_PRESENCE
+ * message (one reference), in order: data [{"type":"join","member":..,"conn":..},..]. */
+hd_message_t *hd_presence_batch(hd_message_t *const *evs, size_t n);
 /* Largest page of a presence snapshot, and the page when none is asked. */
 #define HD_PRESENCE_PAGE_MAX     1000
 #define HD_PRESENCE_PAGE_DEFAULT 100

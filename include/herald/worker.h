@@ -42,6 +42,7 @@ typedef struct hd_worker_stats_s {
     uint64_t tickets_refused_invalid; /* connects with a malformed, unknown, used or expired one */
     uint64_t tickets_refused_full;    /* POST /auth/ticket refused: auth_max_tickets */
     uint64_t ephemeral_refused;       /* ephemeral_rate */
+    uint64_t receipts_dropped;        /* "acked" receipts given up (ws WS_MAX_DUE) */
     uint64_t requests;
     uint64_t tls_handshake_failures;
     uint64_t timeouts;

@@ -41,6 +41,7 @@ static void collect(totals_t *t)
         t->net.tickets_refused_invalid += LOAD(w->stats.tickets_refused_invalid);
         t->net.tickets_refused_full += LOAD(w->stats.tickets_refused_full);
         t->net.ephemeral_refused += LOAD(w->stats.ephemeral_refused);
+        t->net.receipts_dropped += LOAD(w->stats.receipts_dropped);
         t->net.requests += LOAD(w->stats.requests);
         t->net.tls_handshake_failures += LOAD(w->stats.tls_handshake_failures);
         t->net.timeouts += LOAD(w->stats.timeouts);
@@ -136,7 +137,8 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"refused_invalid\":%llu,\"refused_full\":%llu},\"revocations\":%llu,"
         "\"connections_ended\":{\"revoked\":%llu,\"disconnected\":%llu},\"presence\":{\"channels\":"
         "%llu,"
-        "\"members\":%llu,\"events\":%llu,\"refused\":%llu},\"ephemeral_refused\":%llu}",
+        "\"members\":%llu,\"events\":%llu,\"refused\":%llu},\"ephemeral_refused\":%llu,\"receipts_"
+        "dropped\":%llu}",
         HERALD_VERSION, (unsigned long long)((hd_now_ms() - started_ms) / 1000),
         hd_server_worker_count(node), hd_broker_get()->ops->name,
         hd_broker_state_name(t.broker.state), (unsigned long long)t.broker.reconnects,
@@ -164,7 +166,8 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.net.kicked_revoked, (unsigned long long)t.net.kicked_disconnected,
         (unsigned long long)t.broker.presence_channels,
         (unsigned long long)t.broker.presence_members, (unsigned long long)t.broker.presence_events,
-        (unsigned long long)t.broker.presence_refused, (unsigned long long)t.net.ephemeral_refused);
+        (unsigned long long)t.broker.presence_refused, (unsigned long long)t.net.ephemeral_refused,
+        (unsigned long long)t.net.receipts_dropped);
     append_per_worker(&sb);
     hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", sb.buf->data,
                     sb.buf->len);
@@ -223,6 +226,11 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.client_publish_refused);
     hd_sbuf_appendf(&sb, "herald_client_publishes_refused_total{reason=\"ephemeral_rate\"} %llu\n",
                     (unsigned long long)t.net.ephemeral_refused);
+    hd_sbuf_appends(&sb, "# HELP herald_receipts_dropped_total Acked receipts given up: a "
+                         "connection held the most messages awaiting an ack it may (256).\n"
+                         "# TYPE herald_receipts_dropped_total counter\n");
+    hd_sbuf_appendf(&sb, "herald_receipts_dropped_total %llu\n",
+                    (unsigned long long)t.net.receipts_dropped);
     hd_sbuf_appends(&sb, "# HELP herald_tickets_total Single-use tickets: issued by POST "
                          "/auth/ticket, used by a connect, refused at a connect (malformed, "
                          "unknown, used or expired) or at POST /auth/ticket (auth_max_tickets).\n"

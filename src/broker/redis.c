@@ -111,6 +111,8 @@ static void redis_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
     out->state = __atomic_load_n(&b->stats.state, __ATOMIC_RELAXED);
     out->reconnects = __atomic_load_n(&b->stats.reconnects, __ATOMIC_RELAXED);
     out->channels_refused = __atomic_load_n(&b->stats.channels_refused, __ATOMIC_RELAXED);
+    out->presence_channels = __atomic_load_n(&b->stats.presence_channels, __ATOMIC_RELAXED);
+    out->presence_refused = __atomic_load_n(&b->stats.presence_refused, __ATOMIC_RELAXED);
 }
 
 static void free_chan_cb(hd_chan_t *ch, void *arg)
@@ -221,7 +223,7 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
     uv_async_init(&b->loop, &b->wakeup, on_wakeup);
     b->wakeup.data = b;
     hd_redis_conn_init(b, &bridge_events);
-    hd_redis_presence_init(b, conf->presence_lease_ms);
+    hd_redis_presence_init(b, conf->presence_lease_ms, conf->presence_max_channels);
     if ((rc = uv_thread_create(&b->thread, broker_main, b)) < 0) {
         snprintf(err, errlen, "redis: cannot start its thread: %s", uv_strerror(rc));
         hd_redis_conn_close(b);

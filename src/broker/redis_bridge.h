@@ -214,7 +214,10 @@ struct redis_broker_s {
     uint64_t tickets_put;        /* the ring's sum: tickets put whose ttl has not passed */
 
     /* presence (redis_presence.c) */
-    hd_hmap_t pres;        /* this node's member connections, by "<channel>\n<conn>" */
+    hd_hmap_t pres;             /* this node's member connections, by "<channel>\n<conn>" */
+    hd_hmap_t pres_chans;       /* the channels they are on, with their count (presence budget) */
+    uint64_t pres_max_channels; /* presence_max_channels: channels this node tracks at once */
+    uint64_t pres_refused, pres_refused_logged, pres_refused_log_ms;
     uv_timer_t pres_timer; /* the lease: herald_plive every presence_lease / 4 */
     uint64_t pres_lease_ms;
     uint64_t pres_error_ms; /* error replies of the presence functions: logged once a second */
@@ -328,7 +331,7 @@ void hd_redis_send_read(redis_broker_t *b, op_t *op, const char *channel, const 
 /* ---- redis_presence.c: presence and ephemeral messages ---- */
 
 /* The table and the lease timer (before the thread starts); close them with the loop; free. */
-void hd_redis_presence_init(redis_broker_t *b, uint64_t lease_ms);
+void hd_redis_presence_init(redis_broker_t *b, uint64_t lease_ms, uint64_t max_channels);
 void hd_redis_presence_close(redis_broker_t *b);
 void hd_redis_presence_dispose(redis_broker_t *b);
 /* Redis is back: this node's members mirrored again. */

@@ -28,6 +28,14 @@
 
 #include <stdio.h>
 
+/* A channel with member connections of this node: presence_max_channels counts these. */
+typedef struct pchan_s {
+    hd_hnode_t node; /* in b->pres_chans; key: the name (in this allocation) */
+    uint64_t conns;  /* this node's member connections on it */
+} pchan_t;
+
+#define REFUSAL_LOG_MS 10000 /* refused joins are logged at most this often */
+
 /* One member connection of this node on one channel. */
 typedef struct pconn_s {
     hd_hnode_t node; /* in b->pres; key: "<channel>\n<conn>" (in this allocation) */
@@ -68,9 +76,11 @@ static void on_lease(uv_timer_t *t)
     send_cmd(b, OP_PRES_CMD, NULL, 6, argv);
 }
 
-void hd_redis_presence_init(redis_broker_t *b, uint64_t lease_ms)
+void hd_redis_presence_init(redis_broker_t *b, uint64_t lease_ms, uint64_t max_channels)
 {
     hd_hmap_init(&b->pres, 64);
+    hd_hmap_init(&b->pres_chans, 64);
+    b->pres_max_channels = max_channels;
     b->pres_lease_ms = lease_ms;
     uv_timer_init(&b->loop, &b->pres_timer);
     b->pres_timer.data = b;
@@ -92,10 +102,65 @@ static void free_cb(hd_hnode_t *node, void *arg)
     free(pc);
 }
 
+static void free_chan_cb(hd_hnode_t *node, void *arg)
+{
+    hd_hmap_remove(arg, node);
+    free(hd_container_of(node, pchan_t, node));
+}
+
 void hd_redis_presence_dispose(redis_broker_t *b)
 {
     hd_hmap_foreach(&b->pres, free_cb, b);
     hd_hmap_dispose(&b->pres);
+    hd_hmap_foreach(&b->pres_chans, free_chan_cb, &b->pres_chans);
+    hd_hmap_dispose(&b->pres_chans);
+}
+
+/*
+ * The channel of a joining connection, counted: the node tracks at most presence_max_channels
+ * channels at once, as the embedded broker does (Redis holds the members, but every channel a
+ * node tracks costs it a table entry and Redis a hash). NULL past the budget: the connection is
+ * subscribed but not listed (counted, logged at most every 10 s).
+ */
+static pchan_t *count_in(redis_broker_t *b, const char *channel, size_t len)
+{
+    hd_hnode_t *node = hd_hmap_find(&b->pres_chans, channel, len);
+    pchan_t *c = node ? hd_container_of(node, pchan_t, node) : NULL;
+    if (!c) {
+        if (b->pres_chans.n >= b->pres_max_channels) {
+            STAT_SET(b, presence_refused, ++b->pres_refused);
+            uint64_t now = uv_now(&b->loop);
+            if (!b->pres_refused_log_ms || now - b->pres_refused_log_ms >= REFUSAL_LOG_MS) {
+                hd_log_warn("%llu presence joins refused: presence_max_channels (%llu) reached; "
+                            "those connections are subscribed but not listed as present",
+                            (unsigned long long)(b->pres_refused - b->pres_refused_logged),
+                            (unsigned long long)b->pres_max_channels);
+                b->pres_refused_logged = b->pres_refused;
+                b->pres_refused_log_ms = now;
+            }
+            return NULL;
+        }
+        c = hd_calloc(1, sizeof(*c) + len + 1);
+        char *k = (char *)(c + 1);
+        memcpy(k, channel, len);
+        c->node.key = k;
+        c->node.key_len = len;
+        hd_hmap_insert(&b->pres_chans, &c->node);
+        STAT_SET(b, presence_channels, b->pres_chans.n);
+    }
+    c->conns++;
+    return c;
+}
+
+static void count_out(redis_broker_t *b, const char *channel, size_t len)
+{
+    hd_hnode_t *node = hd_hmap_find(&b->pres_chans, channel, len);
+    pchan_t *c = node ? hd_container_of(node, pchan_t, node) : NULL;
+    if (c && --c->conns == 0) {
+        hd_hmap_remove(&b->pres_chans, node);
+        free(c);
+        STAT_SET(b, presence_channels, b->pres_chans.n);
+    }
 }
 
 static void rejoin_cb(hd_hnode_t *node, void *arg)
@@ -178,7 +243,8 @@ void hd_redis_presence_join(redis_broker_t *b, hd_breq_t *r)
 {
     char key[HD_CHANNEL_MAX + 64];
     size_t kl = make_key(key, r);
-    if (r->member->conn_len > 40 || hd_hmap_find(&b->pres, key, kl)) {
+    if (r->member->conn_len > 40 || hd_hmap_find(&b->pres, key, kl) ||
+        !count_in(b, r->channel, strlen(r->channel))) {
         hd_breq_free(r);
         return;
     }
@@ -206,6 +272,7 @@ void hd_redis_presence_leave(redis_broker_t *b, hd_breq_t *r)
         hd_hmap_remove(&b->pres, node);
         hd_member_free(pc->m);
         free(pc);
+        count_out(b, r->channel, strlen(r->channel));
         if (b->state == ST_UP) { /* else the reconnect's herald_pdrop drops it */
             const char *argv[] = {"FCALL",   "herald_pleave", "0",
                                   b->prefix, r->channel,      r->member->conn};

@@ -35,6 +35,9 @@ typedef struct hd_lchan_s {
     uint32_t *interest;
     /* Where this worker's stream of the channel is: the last delivery or reply it ran. */
     uint64_t epoch, last_seq;
+    /* Presence events of this pass, waiting for the hub's flush (batch_event): references. */
+    hd_message_t **evs;
+    uint32_t n_evs, cap_evs;
     char name[]; /* its name and a NUL (the table allocates the entry) */
 } hd_lchan_t;
 
@@ -57,8 +60,11 @@ typedef struct hub_s {
     shared_t shared[SHARED_MAX];
     uint64_t shared_stamp;
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
+    hd_lchan_t **ev_chans;  /* channels with presence events waiting for the flush */
+    size_t n_ev_chans, cap_ev_chans;
     uint64_t n_subs;
-    unsigned broker_counts : 1; /* the broker hands out interest counts (the embedded one) */
+    unsigned broker_counts : 1;   /* the broker hands out interest counts (the embedded one) */
+    unsigned ev_flush_queued : 1; /* the flush of presence events is in the mailbox */
     hd_hub_stats_t stats;
     uint64_t refused_log_ms;                         /* when a refusal was last logged */
     uint64_t refused_since_log[HD_SUBS_LIMIT_COUNT]; /* refused since then, not logged */
@@ -96,8 +102,9 @@ static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
 
 static void maybe_free_chan(hub_t *hub, hd_lchan_t *c)
 {
-    if (c->n_live || c->n_pending || c->n_dead || hub->delivering == c)
+    if (c->n_live || c->n_pending || c->n_dead || c->n_evs || hub->delivering == c)
         return;
+    free(c->evs);
     hd_chantab_free(&hub->chans, &c->ch);
 }
 
@@ -119,6 +126,9 @@ static void free_chan_cb(hd_chan_t *ch, void *arg)
         hd_list_remove(&s->link);
         free_sub(s);
     }
+    for (uint32_t i = 0; i < c->n_evs; i++)
+        hd_message_unref(c->evs[i]);
+    free(c->evs);
     hd_chantab_free(arg, ch);
 }
 
@@ -131,6 +141,7 @@ void hd_hub_dispose(hd_worker_t *w)
      * pending requests whose replies will never come (the broker is gone). */
     hd_chantab_foreach(&hub->chans, free_chan_cb, &hub->chans);
     hd_chantab_dispose(&hub->chans);
+    free(hub->ev_chans);
     for (size_t i = 0; i < SHARED_MAX; i++) {
         if (hub->shared[i].body)
             hd_buf_unref(hub->shared[i].body);
@@ -611,6 +622,54 @@ static void record_latency(hd_worker_t *w, const hd_message_t *m)
     HD_HUB_STAT_ADD(w, latency_count, 1);
 }
 
+/*
+ * Presence events are batched per loop pass: the joins and leaves of a channel that reach this
+ * worker in one drain of its mailbox go out as one event (HD_MSG_PRESENCE), so a burst of joins
+ * on a channel of many members costs each subscriber one frame per pass, not one per join. The
+ * flush is a mail to this worker itself: it runs after everything already in the mailbox, in
+ * the same pass. One event alone goes out as it came (join or leave).
+ */
+static void flush_events(hd_worker_t *w, hd_msg_t *msg)
+{
+    hub_t *hub = hub_of(w);
+    free(msg);
+    hub->ev_flush_queued = 0;
+    size_t n_chans = hub->n_ev_chans;
+    hub->n_ev_chans = 0;
+    for (size_t k = 0; k < n_chans; k++) {
+        hd_lchan_t *c = hub->ev_chans[k];
+        uint32_t n = c->n_evs;
+        hd_message_t *m = n == 1 ? hd_message_ref(c->evs[0]) : hd_presence_batch(c->evs, n);
+        for (uint32_t i = 0; i < n; i++)
+            hd_message_unref(c->evs[i]);
+        c->n_evs = 0;
+        if (c->n_live)
+            fan_out_event(hub, c, m); /* frees c when it has nothing left */
+        else
+            maybe_free_chan(hub, c);
+        hd_message_unref(m);
+    }
+}
+
+static void batch_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
+{
+    if (c->n_evs == 0) {
+        hub->ev_chans = hd_grow_array(hub->ev_chans, &hub->cap_ev_chans, hub->n_ev_chans + 1,
+                                      sizeof(*hub->ev_chans), 8);
+        hub->ev_chans[hub->n_ev_chans++] = c;
+    }
+    size_t cap = c->cap_evs;
+    c->evs = hd_grow_array(c->evs, &cap, c->n_evs + 1u, sizeof(*c->evs), 4);
+    c->cap_evs = (uint32_t)cap;
+    c->evs[c->n_evs++] = m; /* the reference passes */
+    if (!hub->ev_flush_queued) {
+        hub->ev_flush_queued = 1;
+        hd_msg_t *flush = hd_malloc(sizeof(*flush));
+        flush->cb = flush_events;
+        hd_worker_post(hub->w, flush); /* this worker: no wake-up, drained in this pass */
+    }
+}
+
 static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
 {
     delivery_t *d = (delivery_t *)msg;
@@ -620,6 +679,10 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     if (m->kind != HD_MSG_NORMAL) {
         HD_HUB_STAT_ADD(w, events_in, 1);
         hd_lchan_t *c = find_chan(hub, m->channel, m->channel_len);
+        if (c && c->n_live && (m->kind == HD_MSG_JOIN || m->kind == HD_MSG_LEAVE)) {
+            batch_event(hub, c, m);
+            return;
+        }
         if (c && c->n_live)
             fan_out_event(hub, c, m);
         hd_message_unref(m);

@@ -218,11 +218,25 @@ hd_message_t *hd_message_ref(hd_message_t *m)
     return m;
 }
 
+/* A message holds a reference to its receipts' box (receipt.c has the rest of it). */
+hd_rcpt_t *hd_rcpt_ref(hd_rcpt_t *r)
+{
+    __atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+    return r;
+}
+
+void hd_rcpt_unref(hd_rcpt_t *r)
+{
+    if (r && __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(r);
+}
+
 void hd_message_unref(hd_message_t *m)
 {
     if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         free(m->idem_key);
         free(m->publisher);
+        hd_rcpt_unref(m->rcpt);
         free(m);
     }
 }
@@ -430,15 +444,17 @@ void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len)
  * Live-only events (no id): an ephemeral message is its JSON object under SSE
  * "event: herald-ephemeral" and the envelope type "ephemeral" (a plain /ws/{channel} frame is
  * its payload as-is); a presence event is {"channel":..,"member":..,"conn":..} under SSE
- * "event: herald-join" / "herald-leave" and the envelope types "join" / "leave". Polls never
- * receive them (the hub skips their subscribers).
+ * "event: herald-join" / "herald-leave" and the envelope types "join" / "leave"; a batch of them
+ * is {"channel":..,"events":[{"type":"join",..},..]} under SSE "event: herald-presence" and the
+ * envelope type "presence_events". Polls never receive them (the hub skips their subscribers).
  */
 static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
 {
     hd_sbuf_t body, sb;
-    const char *name = m->kind == HD_MSG_JOIN    ? "join"
-                       : m->kind == HD_MSG_LEAVE ? "leave"
-                                                 : "ephemeral";
+    const char *name = m->kind == HD_MSG_JOIN       ? "join"
+                       : m->kind == HD_MSG_LEAVE    ? "leave"
+                       : m->kind == HD_MSG_PRESENCE ? "presence_events"
+                                                    : "ephemeral";
     if (fmt == HD_FMT_WS_RAW) {
         hd_sbuf_init(&sb, m->len + 10);
         hd_ws_frame_header(&sb, m->is_text ? 0x1 : 0x2, m->len);
@@ -448,6 +464,12 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
     hd_sbuf_init(&body, m->len + 96);
     if (m->kind == HD_MSG_EPHEMERAL) {
         hd_message_json_object(&body, m);
+    } else if (m->kind == HD_MSG_PRESENCE) { /* data is [{"type":"join",..},..] */
+        hd_sbuf_appends(&body, "{\"channel\":");
+        append_json_string(&body, m->channel, m->channel_len);
+        hd_sbuf_appends(&body, ",\"events\":");
+        hd_sbuf_append(&body, m->data, m->len);
+        hd_sbuf_appends(&body, "}");
     } else { /* data is {"member":..,"conn":..} */
         hd_sbuf_appends(&body, "{\"channel\":");
         append_json_string(&body, m->channel, m->channel_len);
@@ -456,7 +478,8 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
     }
     if (fmt == HD_FMT_SSE || fmt == HD_FMT_SSE_NAMED) {
         hd_sbuf_init(&sb, body.buf->len + 40);
-        hd_sbuf_appendf(&sb, "event: herald-%s\ndata: ", name);
+        hd_sbuf_appendf(&sb,
+                        "event: herald-%s\ndata: ", m->kind == HD_MSG_PRESENCE ? "presence" : name);
         hd_sbuf_append(&sb, body.buf->data, body.buf->len); /* one line: compact JSON */
         hd_sbuf_appends(&sb, "\n\n");
     } else if (fmt == HD_FMT_WS_ENVELOPE) {

@@ -4,9 +4,11 @@
  * token's sub, or an anonymous connection's own id), the connection it came with, and the
  * public JSON every snapshot and join/leave event shows; and the join/leave events themselves,
  * live-only messages (HD_MSG_JOIN, HD_MSG_LEAVE) a broker hands to the workers carrying the
- * channel. Brokers keep the members (memory_presence.c, the Redis bridge); the hub tells them
- * when a member's subscription starts and ends (hub.c).
+ * channel, and several of them batched into one (HD_MSG_PRESENCE). Brokers keep the members
+ * (memory_presence.c, the Redis bridge); the hub tells them when a member's subscription starts
+ * and ends, and batches the events of one loop pass (hub.c).
  */
+#include "herald/buf.h"
 #include "herald/hmap.h"
 #include "herald/pubsub.h"
 
@@ -120,5 +122,27 @@ hd_message_t *hd_presence_event(int kind, const char *channel, size_t channel_le
     hd_message_t *m = hd_message_new(channel, channel_len, "application/json", data, (size_t)n);
     free(data);
     m->kind = (uint8_t)kind;
+    return m;
+}
+
+hd_message_t *hd_presence_batch(hd_message_t *const *evs, size_t n)
+{
+    size_t cap = 2;
+    for (size_t i = 0; i < n; i++)
+        cap += evs[i]->len + 20;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, cap);
+    hd_sbuf_appends(&sb, "[");
+    for (size_t i = 0; i < n; i++) {
+        /* each event's data is {"member":..,"conn":..}: its type goes in front */
+        hd_sbuf_appends(&sb, i ? ",{\"type\":\"" : "{\"type\":\"");
+        hd_sbuf_appends(&sb, evs[i]->kind == HD_MSG_JOIN ? "join\"," : "leave\",");
+        hd_sbuf_append(&sb, evs[i]->data + 1, evs[i]->len - 1);
+    }
+    hd_sbuf_appends(&sb, "]");
+    hd_message_t *m = hd_message_new(evs[0]->channel, evs[0]->channel_len, "application/json",
+                                     sb.buf->data, sb.buf->len);
+    hd_sbuf_dispose(&sb);
+    m->kind = HD_MSG_PRESENCE;
     return m;
 }

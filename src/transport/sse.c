@@ -227,7 +227,9 @@ static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
         s->live_bytes += m->len;
         return;
     }
-    send_or_drop(s, encoded);
+    uint64_t conn_id = s->conn->id;
+    if (send_or_drop(s, encoded) == 0)
+        hd_rcpt_delivered(m, conn_id); /* when a /ws publisher asked for a receipt */
 }
 
 static void sub_on_gap(hd_sub_t *sub)

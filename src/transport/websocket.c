@@ -64,11 +64,49 @@ static int chan_refresh(ws_t *ws, uint8_t opcode, const char *data, size_t len)
     return 1;
 }
 
+/* An error object on herald.v1 (no "ref": this protocol has none). */
+static void chan_error(ws_t *ws, const char *code, const char *why)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string("error"));
+    json_object_set_new(o, "code", json_string(code));
+    json_object_set_new(o, "error", json_string(why));
+    hd_ws_emit_json(ws, o);
+}
+
+/*
+ * herald.v1 with ?ack=1: a text message {"type":"ack","id":ID} acks the channel up to ID (as
+ * /ws's {"op":"ack"}), silently or with an error object; it is never published. Returns 1 when
+ * data was one, else 0. Only text holding "ack" is parsed.
+ */
+static int chan_ack(ws_t *ws, uint8_t opcode, const char *data, size_t len)
+{
+    ws_sub_t *e = hd_ws_pub(ws)->subs[0];
+    if (!e->ack || opcode != WSLAY_TEXT_FRAME || len > 512 || !contains(data, len, "\"ack\""))
+        return 0;
+    json_t *root = json_loadb(data, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(root, "type"));
+    if (!type || strcmp(type, "ack") != 0) {
+        json_decref(root);
+        return 0;
+    }
+    json_t *id = json_object_get(root, "id");
+    uint64_t epoch, seq;
+    const char *code, *why;
+    if (!json_is_string(id) ||
+        hd_id_parse(json_string_value(id), json_string_length(id), &epoch, &seq) != 0)
+        chan_error(ws, "bad_id", "\"id\" must be the id of a message received");
+    else if (hd_ws_ack(ws, e, epoch, seq, &code, &why) < 0)
+        chan_error(ws, code, why);
+    json_decref(root);
+    return 1;
+}
+
 /* /ws/{channel}: a data message is published when the server, the key and client_publish_rate
  * allow, else 1008. */
 static void chan_on_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
 {
-    if (chan_refresh(ws, opcode, data, len))
+    if (chan_refresh(ws, opcode, data, len) || chan_ack(ws, opcode, data, len))
         return;
     if (!hd_ws_conf(ws)->ws_client_publish) {
         hd_ws_close(ws, 1008, "client publishing is disabled");
@@ -231,6 +269,20 @@ static void on_ws(hd_req_t *req, void *arg)
         hd_tp_cred_dispose(&cred);
         return;
     }
+    /* ?ack=1 (herald.v1 only: a plain client's text is published, it has no ack message). */
+    int acks = 0;
+    qlen = hd_req_query(req, "ack", v, sizeof(v));
+    if (qlen >= 0) {
+        acks = strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "on") == 0;
+        if ((!acks && strcmp(v, "0") != 0 && strcmp(v, "false") != 0 && strcmp(v, "off") != 0) ||
+            (acks && !hs.has_subprotocol)) {
+            hd_tp_cred_dispose(&cred);
+            hd_http_respond_error(req, 400,
+                                  acks ? "ack=1 needs the herald.v1 subprotocol"
+                                       : "ack must be 1, on, true, 0, off or false");
+            return;
+        }
+    }
     if (cred.id)
         hd_conn_set_identity(req->conn, cred.id);
     int mode = hs.has_subprotocol ? WS_MODE_ENVELOPE : WS_MODE_RAW;
@@ -239,6 +291,8 @@ static void on_ws(hd_req_t *req, void *arg)
     pub->is_backend = cred.is_backend;
     hd_tp_cred_dispose(&cred);
     ws_sub_t *e = hd_ws_sub_add(ws, name, (size_t)n);
+    if (acks)
+        hd_ws_ack_enable(e);
     pub->d = hd_http_defer(req);
     pub->d->data = ws;
     pub->d->on_abort = on_abort;

@@ -11,6 +11,7 @@
  *                    ws_output.c   the one writer: live frames, replies, history
  *                    ws_frame.c    framing (wslay glue), control frames, close codes
  *                    ws_backlog.c  frames held back while history is replayed
+ *                    ws_ack.c      acks and the "acked" receipts due at them
  *   ws_refresh.c     {"type":"refresh"}: a new token for a live connection (both protocols)
  *   ws_handshake.c   the opening handshake (RFC 6455 4.2.1): checks, Sec-WebSocket-Accept
  *
@@ -68,9 +69,10 @@ typedef struct ws_proto_s {
 /* One subscription of a connection. */
 typedef struct ws_sub_s {
     ws_t *ws;
-    hd_sub_t *sub; /* NULL once the hub has let it go */
-    json_t *ref;   /* JSON protocol: the subscribe's "ref", until "subscribed" is sent */
-    uint32_t id;   /* unique on its connection: what the backlog holds for it is tagged so */
+    hd_sub_t *sub;        /* NULL once the hub has let it go */
+    json_t *ref;          /* JSON protocol: the subscribe's "ref", until "subscribed" is sent */
+    struct ws_ack_s *ack; /* made with "ack": the position acked, receipts due (ws_ack.c) */
+    uint32_t id;          /* unique on its connection: what the backlog holds for it is tagged so */
     uint8_t len;
     char channel[]; /* len bytes and a NUL: sized to the name */
 } ws_sub_t;
@@ -166,6 +168,32 @@ void hd_ws_sub_on_gap(hd_sub_t *s);
 /* Publishes m (the reference passes) for the client; the answer goes to proto->on_published
  * with ref (a reference is taken). Input waits while too many publishes are in flight. */
 void hd_ws_publish(ws_t *ws, hd_message_t *m, json_t *ref);
+/* The client asks delivery receipts of m (not yet published): they come to this connection as
+ * {"type":"receipt",...} frames (docs/chat.md). */
+void hd_ws_want_receipts(ws_t *ws, hd_message_t *m);
+
+/* ---- acknowledged delivery (ws_ack.c; docs/chat.md) ---- */
+
+/* At most this many messages with receipts waiting for an ack, per connection (all its
+ * subscriptions): past it the oldest of the subscription is dropped (its "acked" receipt is
+ * never sent; counted in receipts_dropped). */
+#define WS_MAX_DUE 256
+/* Subscription e tracks acks ("ack":true on subscribe). */
+void hd_ws_ack_enable(ws_sub_t *e);
+/* Releases what e's acks hold (its receipts due). */
+void hd_ws_ack_free(ws_t *ws, ws_sub_t *e);
+/* m was queued on subscription e (live or history): the "delivered" receipt when it is the first
+ * subscriber, and when e tracks acks an "acked" receipt due at its ack. Nothing for a message
+ * without receipts. */
+void hd_ws_ack_note(ws_t *ws, ws_sub_t *e, hd_message_t *m);
+/*
+ * The client acked (epoch, seq) on e, cumulatively: everything up to it is processed. Sends the
+ * "acked" receipts now due. Returns 0 (an ack at or below the last one changes nothing), or -1
+ * with *code and *why for the client: ack_off (e was made without "ack"), ack_ahead (beyond
+ * what was sent on e, or before "subscribed"), bad_id (an id of another epoch than e's stream).
+ */
+int hd_ws_ack(ws_t *ws, ws_sub_t *e, uint64_t epoch, uint64_t seq, const char **code,
+              const char **why);
 
 /*
  * Takes the single-use ticket (HD_TICKET_LEN valid characters) from the broker for ws's auth

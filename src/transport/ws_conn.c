@@ -21,6 +21,7 @@ static void free_sub(ws_sub_t *e)
 {
     if (e->sub)
         hd_hub_unsubscribe(e->sub);
+    hd_ws_ack_free(e->ws, e);
     json_decref(e->ref);
     free(e);
 }
@@ -33,6 +34,7 @@ static void free_ws(ws_t *ws)
         free(ws->pub.subs);
     hd_ws_backlog_clear(ws);
     hd_ws_free_rx(ws);
+    hd_rcpt_unref(ws->rcpt);
     free(ws->bearer);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], -1);
     free(ws);
@@ -57,6 +59,8 @@ void hd_ws_gone(ws_t *ws)
             hd_list_remove(&p->link);
         }
         hd_ws_backlog_clear(ws);
+        if (ws->rcpt)
+            ws->rcpt->owner = NULL; /* receipts still on their way find nobody */
     }
     if (ws->busy == 0)
         free_ws(ws);
@@ -122,11 +126,12 @@ void hd_ws_sub_remove(ws_t *ws, ws_sub_t *e)
 
 void hd_ws_sub_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
 {
-    (void)m;
     ws_sub_t *e = s->data;
     ws_t *ws = e->ws;
     hd_ws_enter(ws);
     hd_ws_emit(ws, encoded, e->id);
+    if (m->rcpt && hd_ws_is_open(ws))
+        hd_ws_ack_note(ws, e, m); /* receipts asked: "delivered", and "acked" due */
     hd_ws_leave(ws);
 }
 

@@ -18,6 +18,8 @@
  *        |         slow-consumer close
  *        v
  *   ws_backlog.c   the frames held back while history is replayed, and what they count
+ *   ws_ack.c       acks of a subscription made with "ack", the receipts due at them (called
+ *                  by ws_conn.c, ws_output.c and the protocols; calls no other ws_ file)
  *
  * Calls run downwards only (unit.depgraph): a file never calls one above it.
  */
@@ -108,7 +110,11 @@ struct ws_s {
     unsigned is_authing : 1;   /* a ticket is being taken (ws_ticket.c): input waits */
     unsigned has_subprotocol : 1;
     unsigned is_local : 1; /* the handshake came from this host (hd_tp_peer_is_local) */
+    unsigned n_due : 16;   /* receipts due at an ack, all subscriptions (<= WS_MAX_DUE) */
+    hd_rcpt_t *rcpt;       /* where receipts of its publishes go (ws_publish.c), or NULL */
 };
+
+_Static_assert(WS_MAX_DUE < 65536, "ws_t.n_due holds WS_MAX_DUE in 16 bits");
 
 static inline const hd_conf_t *conf_of(const ws_t *ws)
 {

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ws_json.c: the /ws JSON protocol (docs/protocol-websocket.md): one JSON object per text
- * message, {"op": subscribe | unsubscribe | publish | ping, "ref": echoed, ...}, answered with
- * subscribed / unsubscribed / published / pong / error objects; messages arrive as herald.v1
- * envelopes. Speaks to the connection only through websocket.h.
+ * message, {"op": subscribe | unsubscribe | publish | ack | presence | ping, "ref": echoed, ...},
+ * answered with subscribed / unsubscribed / published / acked / presence / pong / error objects;
+ * messages arrive as herald.v1 envelopes, receipts of a publish with "receipt" as receipt objects.
+ * Speaks to the connection only through websocket.h.
  */
 #include "websocket.h"
 
@@ -152,7 +153,15 @@ static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
         reply_error(ws, ref, name, "presence_off", PRESENCE_OFF);
         return;
     }
+    /* "ack":true: the client acks what it processed; "acked" receipts come from its acks. */
+    json_t *ack = json_object_get(root, "ack");
+    if (ack && !json_is_boolean(ack) && !json_is_null(ack)) {
+        reply_error(ws, ref, name, "bad_ack", "\"ack\" must be true or false");
+        return;
+    }
     ws_sub_t *e = hd_ws_sub_add(ws, name, len);
+    if (json_is_true(ack))
+        hd_ws_ack_enable(e);
     e->ref = ref ? json_incref(ref) : NULL;
     e->sub = hd_hub_subscribe(hd_ws_pub(ws)->w, name, len, has_since ? &epoch : NULL,
                               has_since ? &seq : NULL, &json_sub_ops, e);
@@ -246,6 +255,43 @@ static void op_presence(ws_t *ws, json_t *root, json_t *ref)
     hd_broker_submit(r);
 }
 
+/*
+ * {"op":"ack","channel":c,"id":ID}: everything up to ID on c is processed (cumulative; the
+ * subscription was made with "ack":true). Silent, unless it carries a "ref": then answered
+ * {"type":"acked","channel":c,"id":ID,"ref":..}. Errors: bad_channel, not_subscribed, bad_id,
+ * ack_off, ack_ahead (ws_ack.c).
+ */
+static void op_ack(ws_t *ws, json_t *root, json_t *ref)
+{
+    size_t len;
+    const char *name = json_channel(ws, root, ref, &len);
+    if (!name)
+        return;
+    ws_sub_t *e = hd_ws_sub_find(ws, name, len);
+    if (!e) {
+        reply_error(ws, ref, name, "not_subscribed", "not subscribed to this channel");
+        return;
+    }
+    json_t *id = json_object_get(root, "id");
+    uint64_t epoch, seq;
+    if (!json_is_string(id) ||
+        hd_id_parse(json_string_value(id), json_string_length(id), &epoch, &seq) != 0) {
+        reply_error(ws, ref, name, "bad_id",
+                    "\"id\" must be the id of a message received, such as \"mh3k2x1a-42\"");
+        return;
+    }
+    const char *code, *why;
+    if (hd_ws_ack(ws, e, epoch, seq, &code, &why) < 0) {
+        reply_error(ws, ref, name, code, why);
+        return;
+    }
+    if (ref) {
+        json_t *o = reply_new("acked", name);
+        json_object_set(o, "id", id);
+        emit_reply(ws, o, ref);
+    }
+}
+
 static void op_unsubscribe(ws_t *ws, json_t *root, json_t *ref)
 {
     size_t len;
@@ -319,6 +365,23 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
         return;
     }
     int is_ephemeral = json_is_true(eph);
+    /* "receipt":true: "delivered" and "acked" receipts of this message come back here. */
+    json_t *rcpt = json_object_get(root, "receipt");
+    if (rcpt && !json_is_boolean(rcpt) && !json_is_null(rcpt)) {
+        reply_error(ws, ref, NULL, "bad_data", "\"receipt\" must be true or false");
+        return;
+    }
+    int wants_receipts = json_is_true(rcpt);
+    if (wants_receipts && is_ephemeral) {
+        reply_error(ws, ref, NULL, "bad_data",
+                    "an ephemeral message has no id: it cannot have receipts");
+        return;
+    }
+    if (wants_receipts && conf->redis) {
+        reply_error(ws, ref, NULL, "receipt_unavailable",
+                    "delivery receipts need the embedded broker (not yet with redis)");
+        return;
+    }
     uint64_t retry_ms;
     if (is_ephemeral ? !ephemeral_allowed(ws, &retry_ms) : !hd_ws_publish_allowed(ws, &retry_ms)) {
         char why[128];
@@ -360,6 +423,8 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
         m->kind = HD_MSG_EPHEMERAL;
     if (!key_ok)
         hd_ws_stamp(ws, m); /* who published it, from the identity: not the client's to say */
+    if (wants_receipts)
+        hd_ws_want_receipts(ws, m);
     hd_ws_publish(ws, m, ref);
 }
 
@@ -516,7 +581,8 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
     }
     if (!op)
         reply_error(ws, ref, NULL, "bad_op",
-                    "missing \"op\": subscribe, unsubscribe, publish, ping or refresh");
+                    "missing \"op\": subscribe, unsubscribe, publish, ack, presence, ping or "
+                    "refresh");
     else if (strcmp(op, "subscribe") == 0)
         op_subscribe(ws, root, ref);
     else if (strcmp(op, "unsubscribe") == 0)
@@ -525,13 +591,16 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
         op_publish(ws, root, ref);
     else if (strcmp(op, "presence") == 0)
         op_presence(ws, root, ref);
+    else if (strcmp(op, "ack") == 0)
+        op_ack(ws, root, ref);
     else if (strcmp(op, "ping") == 0)
         emit_reply(ws, reply_new("pong", NULL), ref);
     else if (strcmp(op, "refresh") == 0)
         op_refresh(ws, root, ref);
     else
         reply_error(ws, ref, NULL, "unknown_op",
-                    "unknown \"op\": expected subscribe, unsubscribe, publish, ping or refresh");
+                    "unknown \"op\": expected subscribe, unsubscribe, publish, ack, presence, "
+                    "ping or refresh");
     json_decref(root);
 }
 

@@ -68,6 +68,14 @@ int hd_ws_hold_history(ws_t *ws, ws_sub_t *e, hd_message_t *const *msgs, size_t 
     return 0;
 }
 
+/* A history message with receipts goes out on its subscription: as a live one would. */
+static void note_history(ws_t *ws, ws_out_t *o)
+{
+    for (uint32_t i = 0; i < ws->pub.n_subs; i++)
+        if (ws->pub.subs[i]->id == o->owner)
+            hd_ws_ack_note(ws, ws->pub.subs[i], o->msg);
+}
+
 /*
  * Moves held-back frames to the connection while it has room, on_drain calls again. A replay
  * fills the queue to half of max_queue_bytes only: the other half is for what comes live (and
@@ -88,6 +96,8 @@ void hd_ws_pump(ws_t *ws)
         if (queued > 0 && queued + len > max)
             break;
         hd_buf_t *b = o->buf ? hd_buf_ref(o->buf) : hd_message_encode(o->msg, ws->fmt);
+        if (o->msg && o->msg->rcpt)
+            note_history(ws, o);
         hd_ws_backlog_drop(ws, o);
         ws->bl->head++;
         hd_ws_flush_control(ws);

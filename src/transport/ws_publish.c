@@ -2,10 +2,13 @@
 /*
  * ws_publish.c: publishes made by a WebSocket client (both protocols): whether the connection
  * may publish to a channel (the handshake's key, the local-client rule, the token's grants), the
- * publisher stamp, client_publish_rate, and the broker's answers. Input waits while too many
+ * publisher stamp, client_publish_rate, the broker's answers, and the delivery receipts of
+ * messages published with "receipt" (receipt.c brings them here). Input waits while too many
  * publishes are in flight; a publish outlives its connection if need be.
  */
 #include "ws_internal.h"
+
+#include <string.h>
 
 #define WS_MAX_PUBLISHES 64 /* client publishes awaiting the broker before input waits */
 
@@ -84,4 +87,41 @@ void hd_ws_publish(ws_t *ws, hd_message_t *m, json_t *ref)
     if (++ws->n_pubs >= WS_MAX_PUBLISHES)
         ws->is_throttled = 1;
     hd_tp_publish(ws->pub.w, &m, 1, on_published, p);
+}
+
+/*
+ * A receipt of one of this connection's publishes, on its worker:
+ *   {"type":"receipt","channel":c,"id":ID,"status":"delivered"}
+ *   {"type":"receipt","channel":c,"id":ID,"status":"acked","member":{"sub":..}|null,"conn":..}
+ * Channel names, ids and connection ids need no JSON escaping; member is the server's JSON.
+ */
+static void on_receipt(void *owner, int status, const char *channel, const char *id,
+                       const char *member, const char *conn)
+{
+    ws_t *ws = owner;
+    hd_sbuf_t body, sb;
+    hd_sbuf_init(&body, 160 + (member ? strlen(member) : 0));
+    hd_sbuf_appendf(
+        &body, "{\"type\":\"receipt\",\"channel\":\"%s\",\"id\":\"%s\",\"status\":", channel, id);
+    if (status == HD_RCPT_DELIVERED)
+        hd_sbuf_appends(&body, "\"delivered\"}");
+    else
+        hd_sbuf_appendf(&body, "\"acked\",\"member\":%s,\"conn\":\"%s\"}", member ? member : "null",
+                        conn);
+    hd_sbuf_init(&sb, body.buf->len + 10);
+    hd_ws_frame_header(&sb, WSLAY_TEXT_FRAME, body.buf->len);
+    hd_sbuf_append(&sb, body.buf->data, body.buf->len);
+    hd_sbuf_dispose(&body);
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    hd_ws_enter(ws);
+    hd_ws_emit(ws, b, 0);
+    hd_ws_leave(ws);
+    hd_buf_unref(b);
+}
+
+void hd_ws_want_receipts(ws_t *ws, hd_message_t *m)
+{
+    if (!ws->rcpt)
+        ws->rcpt = hd_rcpt_new(ws->pub.w, ws->pub.conn->id, on_receipt, ws);
+    m->rcpt = hd_rcpt_ref(ws->rcpt);
 }

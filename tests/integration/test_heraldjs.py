@@ -614,6 +614,48 @@ class TestHeraldJs(hh.HeraldTestCase):
         # Ephemeral messages have no id and never reach the message handlers.
         self.assertEqual(page.rec("a")["msgs"], [])
 
+    def test_ack_and_receipts(self):
+        """Acknowledged delivery and receipts (docs/chat.md) through herald.js: b subscribes with
+        ack and acks the first two of three messages a publishes with receipt; a gets delivered
+        and b's acked receipts; b's acked() is the second id, and a client resuming from it (as
+        a reloaded page would) gets the third again, not the first two."""
+        h = self.herald(channel_rule="room:* subscribe=any publish=subscriber")
+        page = self.page(h)
+        url = "http://127.0.0.1:%d" % h.port
+        page.make("a", url, self.opts(transports=["websocket"]), [])
+        page.make("b", url, self.opts(transports=["websocket"], subscribe={"ack": True}),
+                  ["room:ack"])
+        self.wait_state(page, "a", "open", "websocket")
+        self.wait_state(page, "b", "open", "websocket")
+        self.wait_subscribers(h, "room:ack", 1)
+        ids = [page.eval('(i) => clients.a.h.publish("room:ack", "m" + i, {receipt: true})'
+                         '.then((r) => r.id)', i) for i in range(3)]
+        msgs = self.wait_msgs(page, "b", 3)
+        self.assertEqual([m["id"] for m in msgs], ids)
+        page.eval('([a, b]) => { clients.b.h.ack("room:ack", a); clients.b.h.ack("room:ack", b); '
+                  'return true; }', ids[:2])
+        self.assertEqual(page.eval('() => clients.b.h.acked("room:ack")'), ids[1])
+
+        def receipts(status, n):
+            rs = [e for e in page.rec("a")["events"] if e["ev"] == "receipt" and
+                  e["status"] == status]
+            return rs if len(rs) >= n else None
+        dl = wait_for(lambda: receipts("delivered", 3), timeout=WAIT, interval=0.1,
+                      what="3 delivered receipts")
+        self.assertEqual(sorted(e["id"] for e in dl), sorted(ids))
+        ak = wait_for(lambda: receipts("acked", 2), timeout=WAIT, interval=0.1,
+                      what="2 acked receipts")
+        self.assertEqual([e["id"] for e in ak], ids[:2])
+        self.assertEqual(ak[0]["channel"], "room:ack")
+        time.sleep(0.3)
+        self.assertEqual(len(receipts("acked", 0)), 2, "one ack sent for both, none for m2")
+        acked = page.eval('() => clients.b.h.acked("room:ack")')
+        page.make("c", url, self.opts(transports=["websocket"],
+                                      subscribe={"ack": True, "since": acked}), ["room:ack"])
+        again = self.wait_msgs(page, "c", 1)
+        time.sleep(0.3)
+        self.assertEqual([m["id"] for m in page.rec("c")["msgs"]], ids[2:], again)
+
     # ---- 1,000 reconnects ----
 
     def test_1000_reconnects_are_spread_by_jitter(self):

@@ -517,6 +517,23 @@ class TestClientAddresses(MetricsTestCase):
             'herald_client_publishes_refused_total{reason="ephemeral_rate"}': 3,
             'herald_client_publishes_refused_total{reason="client_publish_rate"}': 0})
 
+    @drives("herald_receipts_dropped_total")
+    def test_receipts_dropped(self):
+        """A subscriber with "ack" that never acks holds 256 messages with receipts: the rest of
+        260 are given up, counted."""
+        h = self.start_herald(conf={"ws_client_publish": "on"}, workers=1)
+        sub = hh.RawWS(h.port, "/ws")
+        self.addCleanup(sub.close)
+        sub.send(hh.ws_frame(hh.OP_TEXT, b'{"op":"subscribe","channel":"rc","ack":true}'))
+        self.assertEqual(sub.recv_json()["type"], "subscribed")
+        self.assertSeries(h.port, {"herald_receipts_dropped_total": 0})
+        pub = hh.RawWS(h.port, "/ws")
+        self.addCleanup(pub.close)
+        for i in range(260):
+            pub.send(hh.ws_frame(hh.OP_TEXT, (
+                '{"op":"publish","channel":"rc","data":%d,"receipt":true}' % i).encode()))
+        self.assertSeries(h.port, {"herald_receipts_dropped_total": 4})
+
     @drives("herald_presence_channels", "herald_presence_members",
             "herald_presence_events_total", "herald_presence_refused_total")
     def test_presence(self):

@@ -9,6 +9,8 @@ and GET /presence lists the member with its three connections, pages with limit/
 anonymous connection is a member by its connection id; SSE gets event: herald-join /
 herald-leave with ?presence=1; asking presence on a channel without presence=on is refused
 (/ws error presence_off, SSE 400, GET /presence 404); /channels/{ch} counts members.
+Several joins and leaves of a channel reaching a worker in one loop pass come as one
+presence_events frame (a burst of subscribes read at once), unfolded here into the events.
 Ephemeral publishes reach /ws, herald.v1 and SSE subscribers live, stamped with the sender,
 without an id; they never appear in /poll nor on resume, consume no id; ephemeral_rate refuses
 the sixth of a burst of five with rate_limited and retry_after_ms. Attack: presence on more
@@ -59,7 +61,19 @@ def run(coro, timeout=90):
 
 
 async def recv_json(ws, timeout=IO):
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    """The next object from ws; a batch of presence events ({"type":"presence_events"}) is
+    unfolded into its joins and leaves, each as the single event it stands for."""
+    pending = getattr(ws, "unfolded", None)
+    if pending:
+        return pending.pop(0)
+    m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    if m.get("type") != "presence_events":
+        return m
+    ws.batches = getattr(ws, "batches", 0) + 1
+    evs = [dict(e, channel=m["channel"]) for e in m["events"]]
+    assert len(evs) >= 2 and all(e["type"] in ("join", "leave") for e in evs), m
+    ws.unfolded = evs[1:]
+    return evs[0]
 
 
 async def recv_until(ws, pred, timeout=IO):
@@ -337,6 +351,42 @@ class Presence(hh.HeraldTestCase):
             m = await recv_json(v1)
             self.assertEqual((m["type"], m["member"]["sub"]), ("leave", "hal"))
             await v1.close()
+        run(go())
+
+    def test_events_batched_per_pass(self):
+        """A burst of joins on one worker: the joins of one pass come in one frame, which holds
+        exactly the events it stands for (the pass is the server's: a burst read at once)."""
+        h = self.start_herald(conf_raw=conf_text(), workers=1)
+        hh.require_websocket(h.port, "/ws")
+
+        async def go():
+            watcher = await connect(h.port)
+            await subscribe(watcher, "anon:burst", presence=True)
+            await recv_until(watcher, lambda m: m.get("type") == "join")  # itself
+            for attempt in range(3):
+                conns = await asyncio.gather(*[connect(h.port) for _ in range(40)])
+                req = json.dumps({"op": "subscribe", "channel": "anon:burst"})
+                for c in conns:  # sent back to back: the server reads many in one pass
+                    await c.send(req)
+                joins = []
+                while len(joins) < 40:
+                    m = await recv_json(watcher)
+                    if m.get("type") == "join":
+                        joins.append(m["conn"])
+                self.assertEqual(len(set(joins)), 40)
+                await asyncio.gather(*[c.close() for c in conns])
+                leaves = []
+                while len(leaves) < 40:
+                    m = await recv_json(watcher)
+                    if m.get("type") == "leave":
+                        leaves.append(m["conn"])
+                self.assertEqual(sorted(leaves), sorted(joins))
+                if getattr(watcher, "batches", 0):
+                    break
+            self.assertGreater(getattr(watcher, "batches", 0), 0,
+                               "80 joins and leaves in bursts came one frame each")
+            self.assertEqual(presence_events(await quiet(watcher, h.port, "anon:burst")), [])
+            await watcher.close()
         run(go())
 
     # ---- ephemeral ----

@@ -10,7 +10,7 @@ history; a node killed with SIGKILL: the surviving nodes emit the leave of its m
 presence_lease, exactly once (two survivors both renew and reap), and a member with a connection
 on a surviving node does not leave; the keys of the dead node are gone from Redis afterwards;
 Redis restarted without its data: the nodes mirror their members again, without the one that
-left during the outage.
+left during the outage. presence_max_channels bounds the channels a node tracks under Redis too.
 """
 import asyncio
 import json
@@ -193,6 +193,38 @@ class PresenceCluster(hh.HeraldTestCase):
         run(go())
         hh.wait_for(lambda: pget(n1.port, "/presence/room:r")[1].get("count") == 0, IO,
                     "nobody left")
+
+    def test_channel_budget_per_node(self):
+        """presence_max_channels holds under Redis too: this node tracks 2 channels; joins past
+        them are not listed (counted, logged), the subscriptions served; the budget frees."""
+        redis = rs.start_redis(self)
+        h = self.start_herald(conf_raw=conf_text({"presence_max_channels": "2"}),
+                              overrides=["redis unix://" + redis.sock])
+        hh.require_websocket(h.port, "/ws")
+
+        async def go():
+            c = await connect(h.port, mint("pat"))
+            for i in range(5):
+                r = await subscribe(c, "room:rb%d" % i, ref=i)
+                self.assertEqual(r["type"], "subscribed", r)
+            hh.wait_for(lambda: hh.stats(h.port)["presence"]["refused"] == 3, IO,
+                        "three joins past the budget")
+            counts = [pget(h.port, "/presence/room:rb%d" % i)[1]["count"] for i in range(5)]
+            self.assertEqual(counts, [1, 1, 0, 0, 0])
+            self.assertEqual(hh.stats(h.port)["presence"]["channels"], 2)
+            mid = hh.publish(h.port, "room:rb4", "still served")
+            m, _ = await recv_until(c, lambda m: m.get("type") == "message")
+            self.assertEqual(m["id"], mid)
+            await c.close()
+            hh.wait_for(lambda: hh.stats(h.port)["presence"]["channels"] == 0, IO,
+                        "the channels left the count with their member")
+            d = await connect(h.port, mint("quinn"))
+            await subscribe(d, "room:rb4")
+            hh.wait_for(lambda: pget(h.port, "/presence/room:rb4")[1]["count"] == 1, IO,
+                        "room:rb4 tracked once there is room")
+            await d.close()
+        run(go())
+        h.wait_log(r"presence joins refused: presence_max_channels \(2\)")
 
 
 if __name__ == "__main__":

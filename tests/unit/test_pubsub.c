@@ -240,6 +240,51 @@ static void test_ws_frames(void)
     hd_message_unref(m);
 }
 
+/* Joins and leaves of one pass batched (hd_presence_batch): one frame, one SSE event. */
+static void test_presence_batch(void)
+{
+    hd_member_t *ann = hd_member_new("ann", "{\"n\":1}", 0x1f);
+    hd_member_t *anon = hd_member_new(NULL, NULL, 0x20);
+    hd_message_t *evs[3] = {hd_presence_event(HD_MSG_JOIN, "room:1", 6, ann),
+                            hd_presence_event(HD_MSG_JOIN, "room:1", 6, anon),
+                            hd_presence_event(HD_MSG_LEAVE, "room:1", 6, ann)};
+    hd_message_t *m = hd_presence_batch(evs, 3);
+    T_TRUE(m->kind == HD_MSG_PRESENCE && m->id_len == 0 && m->seq == 0);
+    char want[512];
+    const char *node = hd_presence_node();
+    snprintf(want, sizeof(want),
+             "{\"channel\":\"room:1\",\"events\":[{\"type\":\"join\",\"member\":{\"sub\":"
+             "\"ann\",\"info\":{\"n\":1}},\"conn\":\"%s-1f\"},{\"type\":\"join\",\"member\":{"
+             "\"conn\":\"%s-20\"},\"conn\":\"%s-20\"},{\"type\":\"leave\",\"member\":{\"sub\":"
+             "\"ann\",\"info\":{\"n\":1}},\"conn\":\"%s-1f\"}]}",
+             node, node, node, node);
+    hd_buf_t *b = hd_message_encode(m, HD_FMT_SSE);
+    char *s = text_of(b);
+    static const char head[] = "event: herald-presence\ndata: ";
+    size_t hl = sizeof(head) - 1;
+    T_TRUE(strncmp(s, head, hl) == 0);
+    T_EQ_STR(s + hl + strlen(want), "\n\n");
+    s[hl + strlen(want)] = '\0';
+    T_EQ_STR(s + hl, want);
+    free(s);
+    hd_buf_unref(b);
+    b = hd_message_encode(m, HD_FMT_WS_ENVELOPE);
+    s = text_of(b);
+    char frame[600];
+    snprintf(frame, sizeof(frame), "{\"type\":\"presence_events\",%s", want + 1);
+    T_EQ_INT((uint8_t)b->data[0], 0x81);
+    T_EQ_INT((uint8_t)b->data[1], 126); /* over 125 bytes: a 16-bit length follows */
+    T_EQ_INT(((uint8_t)b->data[2] << 8) | (uint8_t)b->data[3], strlen(frame));
+    T_EQ_STR(s + 4, frame);
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
+    for (int i = 0; i < 3; i++)
+        hd_message_unref(evs[i]);
+    hd_member_free(ann);
+    hd_member_free(anon);
+}
+
 static void test_json_objects(void)
 {
     struct {
@@ -384,6 +429,7 @@ int main(void)
     T_RUN(test_sse_encoding);
     T_RUN(test_ws_frames);
     T_RUN(test_json_objects);
+    T_RUN(test_presence_batch);
     T_RUN(test_utf8);
     T_RUN(test_message_from_json);
     T_RUN(test_refs);
