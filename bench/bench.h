@@ -163,6 +163,10 @@ typedef struct opts_s {
      * with its handshake or request, or "" */
     char sub_auth[BENCH_TOKEN_MAX + 32];
     soak_opts_t soak;
+    /* chat: typing (ephemeral publishes) per second per room, presence events asked by every
+     * member, and members leaving and joining again per second (soak.churn) */
+    double typing;
+    int presence;
 } opts_t;
 
 /* The transport as titles name it ("sse", or sse on HTTP/2 with --h2-streams). */
@@ -264,7 +268,10 @@ typedef struct kid_stats_s {
     uint64_t planned, attempted, connected, ready, late, failed, disconnects, reconnects;
     uint64_t delivered, unique, dup, ooo, bad, bytes;
     uint64_t expected, lost, extra;
-    uint64_t published, pub_errors; /* chat: client publishes acknowledged (nchan: sent), failed */
+    uint64_t published, pub_errors;  /* chat: client publishes acknowledged (nchan: sent), failed */
+    uint64_t typing_sent, typing_ok; /* chat: ephemeral publishes sent, acknowledged */
+    uint64_t events;                 /* chat: ephemeral messages, joins and leaves received */
+    uint64_t churns;                 /* chat: members that left and joined again */
     uint64_t err[CE_COUNT];
     uint64_t last_http_status;
     uint64_t first_start_ns, last_ready_ns;

@@ -299,6 +299,16 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     if (t.disconnects)
         rep_warn(rep, 1, "%llu subscribers were disconnected during the run",
                  (unsigned long long)t.disconnects);
+    if (by_kids && (o->typing > 0 || o->presence || o->soak.churn)) {
+        rep_section(rep, "chat events");
+        rep_u64(rep, "typing_sent", "typing (ephemeral) publishes sent", t.typing_sent, NULL);
+        rep_u64(rep, "typing_ok", "  acknowledged", t.typing_ok, NULL);
+        rep_u64(rep, "events", "ephemeral, join and leave events received", t.events, NULL);
+        rep_u64(rep, "churns", "members that left and joined again", t.churns, NULL);
+        if (t.typing_sent > t.typing_ok)
+            rep_warn(rep, 0, "%llu typing publishes not acknowledged (ephemeral_rate?)",
+                     (unsigned long long)(t.typing_sent - t.typing_ok));
+    }
     double secs = (double)(end - r.t0) / 1e9;
     rep_f(rep, "window_s", "publish + drain window", secs, 2, "s");
     rep_f(rep, "delivery_rate", "deliveries per second",
@@ -311,6 +321,15 @@ int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title)
     }
     rep_section(rep, floor_pid ? "the bench's floor server" : "server");
     report_server(rep, &a, &b, t.unique, "delivery");
+    if (by_kids && t.events && a.ok && b.ok)
+        rep_f(rep, "server_cpu_us_per_any_delivery",
+              "server CPU per delivery, typing and presence events counted",
+              (b.cpu_s - a.cpu_s) * 1e6 / (double)(t.unique + t.events), 2, "us");
+    if (by_kids && t.churns && a.ok && b.ok)
+        rep_f(rep, "server_cpu_us_per_join_leave",
+              "server CPU per join or leave (all work / 2 "
+              "per churn)",
+              (b.cpu_s - a.cpu_s) * 1e6 / (2.0 * (double)t.churns), 2, "us");
     if (floor_pid) {
         rep_u64(rep, "floor_writes", "write calls", sh->floor_writes, NULL);
         rep_u64(rep, "floor_stalls", "writes that found a full buffer", sh->floor_stalls, NULL);
@@ -368,9 +387,11 @@ int run_chat(opts_t *o)
     char title[256];
     snprintf(title, sizeof(title),
              "herald-bench chat: %s%s, %u rooms of %u members on WebSocket, client publish, "
-             "%.0f msg/s in total (%.2f per room) x %u B for %.1f s",
+             "%.0f msg/s in total (%.2f per room) x %u B for %.1f s; typing %.1f/s per room, "
+             "presence %s, churn %u/s",
              tg_names[o->tg.kind], nodes(o), o->channels, o->subscribers / o->channels, o->rate,
-             o->rate / o->channels, o->size, o->duration_s);
+             o->rate / o->channels, o->size, o->duration_s, o->typing, o->presence ? "on" : "off",
+             o->soak.churn);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     return fanout_core(o, 0, sh, title);
 }

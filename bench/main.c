@@ -54,6 +54,11 @@ static const char usage[] =
     "            1,000: 2 per room), each room's messages sent by its members in turn. Every\n"
     "            member gets every message of its room, its own included. Reports the fanout\n"
     "            figures: deliveries, loss, server CPU per delivery, latency percentiles.\n"
+    "            --typing T: T ephemeral publishes per second per room too (typing\n"
+    "            indicators, sent by the members in turn); --presence: every member asks join\n"
+    "            and leave events (the rooms need channel_rule ... presence=on); --churn N: N\n"
+    "            members a second leave their room and join it again (unsubscribe, subscribe),\n"
+    "            reported as server CPU per join or leave (--rate 0: churn alone).\n"
     "  kick      S subscribers (default 10,000; --transport ws or sse) held on one channel,\n"
     "            then one POST /admin/disconnect {\"channel\":..} (--key: the admin key):\n"
     "            when the answer came, when the last connection ended, and the percentiles\n"
@@ -127,7 +132,8 @@ static const char usage[] =
     "      --warmup T       publishing time before the leak check's baseline (default D/5,\n"
     "                       at most 2m)\n"
     "      --churn N        subscribers closed per second, back 0.1-1 s later from their last\n"
-    "                       id                                             (default 100)\n"
+    "                       id                                             (default 100;\n"
+    "                       chat: members leaving and joining again a second, default 0)\n"
     "      --hot-subs N     ws and sse subscribers of the hot channel (among subscribers\n"
     "                       0..2N-1); half of them are slow consumers: a 4 KiB receive buffer,\n"
     "                       5 s of reading, then 30 s of none, again and again (default 40)\n"
@@ -292,6 +298,8 @@ enum {
     O_OUT,
     O_REPLOT,
     O_H2STREAMS,
+    O_TYPING,
+    O_PRESENCE,
 };
 
 static const struct option long_opts[] = {
@@ -329,6 +337,8 @@ static const struct option long_opts[] = {
     {"interval", required_argument, NULL, O_INTERVAL},
     {"warmup", required_argument, NULL, O_WARMUP},
     {"churn", required_argument, NULL, O_CHURN},
+    {"typing", required_argument, NULL, O_TYPING},
+    {"presence", no_argument, NULL, O_PRESENCE},
     {"hot-subs", required_argument, NULL, O_HOTSUBS},
     {"hot-rate", required_argument, NULL, O_HOTRATE},
     {"hot-size", required_argument, NULL, O_HOTSIZE},
@@ -416,7 +426,7 @@ int main(int argc, char **argv)
         o.soak.warmup_s = -1;
     }
     parse_url(&o.tg, "http://127.0.0.1:8080");
-    int have_rate = 0, have_transport = 0, have_channels = 0, have_publishers = 0;
+    int have_rate = 0, have_transport = 0, have_channels = 0, have_publishers = 0, have_churn = 0;
 
     optind = 2;
     int c;
@@ -559,6 +569,13 @@ int main(int argc, char **argv)
             break;
         case O_CHURN:
             o.soak.churn = parse_u32("--churn", optarg, 0, 100000);
+            have_churn = 1;
+            break;
+        case O_TYPING:
+            o.typing = parse_num("--typing", optarg, 0, 1000);
+            break;
+        case O_PRESENCE:
+            o.presence = 1;
             break;
         case O_HOTSUBS:
             o.soak.hot_subs = parse_u32("--hot-subs", optarg, 0, 1000000);
@@ -659,8 +676,14 @@ int main(int argc, char **argv)
         if (o.channels > o.subscribers)
             bad("chat: --channels (rooms, %u) is more than --subscribers (members, %u)", o.channels,
                 o.subscribers);
+        if (!have_churn)
+            o.soak.churn = 0;
+        if ((o.typing > 0 || o.presence || o.soak.churn) && o.tg.kind != TG_HERALD)
+            bad("chat: --typing, --presence and --churn are herald's (the /ws JSON protocol)");
         o.publishers = 0;
     }
+    if (sc != SC_CHAT && (o.typing > 0 || o.presence))
+        bad("--typing and --presence apply to the chat scenario only");
     if (sc == SC_KICK) {
         if (o.tg.kind != TG_HERALD || o.tg.is_tls)
             bad("kick: a herald node over plain http:// (POST /admin/disconnect)");
@@ -687,7 +710,9 @@ int main(int argc, char **argv)
         bad("floor: the floor writes plain TCP; --transport does not apply");
     if (o.batch_ms && sc != SC_FLOOR)
         bad("--batch-ms applies to the floor scenario only");
-    if ((sc == SC_FANOUT || sc == SC_FLOOR || sc == SC_NOTIFY || sc == SC_CHAT) && o.rate <= 0)
+    if ((sc == SC_FANOUT || sc == SC_FLOOR || sc == SC_NOTIFY ||
+         (sc == SC_CHAT && !o.soak.churn)) &&
+        o.rate <= 0)
         bad("--rate must be above 0 for %s", o.scenario);
     if (o.rate * o.duration_s > 50e6)
         bad("--rate x --duration is over 50 million messages");

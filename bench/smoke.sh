@@ -4,9 +4,9 @@
 # benchmark). Starts herald on a loopback port it picks (port 0, read from its "listening on"
 # line: no free-port probe to race with other tests) with 2 workers (ws_client_publish on, for
 # chat), runs every delivering scenario at a tiny size: fan-out over SSE (HTTP/1.1 and HTTP/2
-# streams), long poll and WebSocket, notify over WebSocket and SSE (both), chat, publish single
-# and in batches, the kernel floor (herald-bench's own server: its subscribers must connect);
-# then a
+# streams), long poll and WebSocket, notify over WebSocket and SSE (both), chat (with typing and
+# churn too), publish single and in batches, the kernel floor (herald-bench's own server: its
+# subscribers must connect); then a
 # redis-server (on a unix socket in a temporary directory, again nothing to race for) and two
 # herald nodes sharing it with a publish_key, and fan-out, notify and chat spread over both
 # with --key (and a publish without it refused). Fails unless each exits 0
@@ -87,6 +87,9 @@ run_sc notify -t sse -s 40 -p 4 -r 200 --h2-streams 10 || failed=1
 # 2 msg/s per room as in the real scenario: a room's messages leave from different members, so
 # their order at the server holds only while they are further apart than the server's delay
 run_sc chat -s 40 -c 4 -r 8 --duration 2s || failed=1
+# chat with typing (ephemeral publishes) and members leaving and joining again (no messages:
+# a member out of its room misses them)
+run_sc chat -s 40 -c 4 -r 0 --typing 5 --churn 20 --duration 2s || failed=1
 run_sc publish -p 2 -c 20 || failed=1
 run_sc publish -p 2 -c 20 --batch 100 || failed=1
 # the kernel floor: the bench's own server; every subscriber must connect to it (it once

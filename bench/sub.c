@@ -17,11 +17,14 @@
  *             envelopes, its publishes {"op":"publish"} acknowledged by {"type":"published"};
  *             nchan: GET /chat?id=ROOM on an nchan_pubsub location, where a data frame the
  *             client sends is published to the room (no acknowledgement) and every message of
- *             the room, the member's own included, comes back as one frame
+ *             the room, the member's own included, comes back as one frame; with --typing
+ *             members also publish ephemeral messages, with --presence they subscribe asking
+ *             join and leave events, with --churn they leave (unsubscribe) and join again
  * Subscriber i connects to node i % N (several --url).
  * Every payload is checked against the subscriber's bitmap: new, duplicate or out of order, and
  * its latency (receipt - intended send time) goes into the process's histogram in shared memory.
  */
+#define _GNU_SOURCE /* memmem */
 #include "sub.h"
 
 #include <jansson.h>
@@ -47,6 +50,8 @@ typedef struct kid_s {
     uv_timer_t tick;
     uv_timer_t chat_timer; /* chat: publishes what fell due, every millisecond */
     uint64_t chat_next;    /* chat: the next message of the global schedule */
+    uint64_t typing_next;  /* chat --typing: the next ephemeral publish of the schedule */
+    uint64_t churn_next;   /* chat --churn: the next member to leave and join again */
     sub_t *subs;
     uint32_t first, count, next, inflight;
     uint64_t last_expected_ns;
@@ -205,6 +210,13 @@ static int is_chat(void)
 }
 
 static void mark_ready(sub_t *s);
+static void chat_subscribe(sub_t *s);
+
+/* 1 if p[0..n) holds needle. */
+static int has(const char *p, size_t n, const char *needle)
+{
+    return memmem(p, n, needle, strlen(needle)) != NULL;
+}
 
 /* A text frame of herald's /ws JSON protocol: the type is the first member. */
 static void chat_frame(sub_t *s, const char *p, size_t n, uint64_t now)
@@ -219,10 +231,25 @@ static void chat_frame(sub_t *s, const char *p, size_t n, uint64_t now)
     if (tn >= 8 && memcmp(t, "message\"", 8) == 0) {
         record(s, p, n, now);
     } else if (tn >= 10 && memcmp(t, "published\"", 10) == 0) {
-        kid.st->published++;
-        __atomic_fetch_add(&kid.sh->published[s->ch], 1, __ATOMIC_RELAXED);
+        if (has(p, n, "\"ephemeral\":true")) {
+            kid.st->typing_ok++;
+        } else {
+            kid.st->published++;
+            __atomic_fetch_add(&kid.sh->published[s->ch], 1, __ATOMIC_RELAXED);
+        }
+    } else if ((tn >= 10 && memcmp(t, "ephemeral\"", 10) == 0) ||
+               (tn >= 5 && memcmp(t, "join\"", 5) == 0) ||
+               (tn >= 6 && memcmp(t, "leave\"", 6) == 0)) {
+        kid.st->events++;
     } else if (tn >= 11 && memcmp(t, "subscribed\"", 11) == 0) {
+        if (s->is_churning) {
+            s->is_churning = 0;
+            kid.st->churns++;
+        }
         mark_ready(s);
+    } else if (tn >= 13 && memcmp(t, "unsubscribed\"", 13) == 0) {
+        if (s->is_churning)
+            chat_subscribe(s); /* joins again at once: one leave, one join */
     } else if (tn >= 6 && memcmp(t, "error\"", 6) == 0) {
         kid.st->pub_errors++;
         if (!s->bc.is_ready) {
@@ -373,6 +400,15 @@ static void send_request(sub_t *s)
     bconn_write(&s->bc, req, (size_t)n);
 }
 
+/* chat on herald: {"op":"subscribe"} to the member's room (with presence events if asked). */
+static void chat_subscribe(sub_t *s)
+{
+    char req[96 + HD_CHANNEL_MAX];
+    int n = snprintf(req, sizeof(req), "{\"op\":\"subscribe\",\"channel\":\"%s\"%s}", chan(s),
+                     kid.o->presence ? ",\"presence\":true" : "");
+    ws_send(s, 1, req, (size_t)n);
+}
+
 static void mark_ready(sub_t *s)
 {
     if (s->bc.is_ready)
@@ -463,10 +499,7 @@ static int on_headers_complete(llhttp_t *p)
         }
         if (is_chat() && kid.o->tg.kind == TG_HERALD) {
             /* herald's /ws answers at once: the member is ready when its room is subscribed */
-            char req[64 + HD_CHANNEL_MAX];
-            int n =
-                snprintf(req, sizeof(req), "{\"op\":\"subscribe\",\"channel\":\"%s\"}", chan(s));
-            ws_send(s, 1, req, (size_t)n);
+            chat_subscribe(s);
             return 0;
         }
         mark_ready(s);
@@ -834,6 +867,71 @@ static void chat_publish(sub_t *s, uint32_t room, uint64_t seq, uint64_t ns)
         free(payload);
 }
 
+/* The member of this kid that sends event g of a room-by-room schedule, if it may (live). */
+static sub_t *chat_sender(uint64_t g, int count_error)
+{
+    uint32_t C = kid.o->channels, S = kid.o->subscribers;
+    uint32_t room = (uint32_t)(g % C);
+    uint64_t seq = g / C + 1;
+    uint32_t members = S / C + (room < S % C ? 1 : 0);
+    uint32_t idx = room + (uint32_t)((seq - 1) % members) * C;
+    if (idx < kid.first || idx >= kid.first + kid.count)
+        return NULL;
+    sub_t *s = &kid.subs[idx - kid.first];
+    if (s->state != S_LIVE || !s->bc.is_ready || s->bc.is_closing || s->is_late || s->is_churning) {
+        if (count_error)
+            kid.st->pub_errors++;
+        return NULL;
+    }
+    return s;
+}
+
+/* Events due by now on a schedule of rate a second from t0, at most total. */
+static uint64_t due_by(uint64_t t0, uint64_t now, double rate, uint64_t total)
+{
+    uint64_t due = (uint64_t)((double)(now - t0) * rate / 1e9) + 1;
+    return due > total ? total : due;
+}
+
+/* chat --typing: ephemeral publishes, room by room, each room's by its members in turn. */
+static void chat_typing(uint64_t t0, uint64_t now)
+{
+    const opts_t *o = kid.o;
+    double rate = o->typing * o->channels;
+    uint64_t due = due_by(t0, now, rate, (uint64_t)(rate * o->duration_s + 0.5));
+    for (; kid.typing_next < due; kid.typing_next++) {
+        sub_t *s = chat_sender(kid.typing_next, 0);
+        if (!s)
+            continue;
+        char req[96 + HD_CHANNEL_MAX];
+        int n = snprintf(req, sizeof(req),
+                         "{\"op\":\"publish\",\"channel\":\"%s\",\"ephemeral\":true,"
+                         "\"data\":{\"typing\":true}}",
+                         chan(s));
+        ws_send(s, 1, req, (size_t)n);
+        kid.st->typing_sent++;
+    }
+}
+
+/* chat --churn: member g % S leaves its room and joins again (unsubscribe, then subscribe). */
+static void chat_churn(uint64_t t0, uint64_t now)
+{
+    const opts_t *o = kid.o;
+    uint64_t due = due_by(t0, now, o->soak.churn, (uint64_t)(o->soak.churn * o->duration_s + 0.5));
+    for (; kid.churn_next < due; kid.churn_next++) {
+        uint32_t idx = (uint32_t)(kid.churn_next % o->subscribers);
+        if (idx < kid.first || idx >= kid.first + kid.count)
+            continue;
+        sub_t *s = &kid.subs[idx - kid.first];
+        if (s->state != S_LIVE || !s->bc.is_ready || s->bc.is_closing || s->is_churning)
+            continue;
+        char req[64 + HD_CHANNEL_MAX];
+        int n = snprintf(req, sizeof(req), "{\"op\":\"unsubscribe\",\"channel\":\"%s\"}", chan(s));
+        s->is_churning = 1;
+        ws_send(s, 1, req, (size_t)n);
+    }
+}
+
 static void on_chat_timer(uv_timer_t *t)
 {
     (void)t;
@@ -843,28 +941,20 @@ static void on_chat_timer(uv_timer_t *t)
     uint64_t t0 = kid.sh->go_ns, now = now_ns();
     if (now < t0)
         return;
+    if (o->typing > 0)
+        chat_typing(t0, now);
+    if (o->soak.churn)
+        chat_churn(t0, now);
     uint64_t total = (uint64_t)(o->rate * o->duration_s + 0.5);
-    uint64_t due = (uint64_t)((double)(now - t0) * o->rate / 1e9) + 1;
-    if (due > total)
-        due = total;
-    uint32_t C = o->channels, S = o->subscribers;
+    uint64_t due = total ? due_by(t0, now, o->rate, total) : 0;
+    uint32_t C = o->channels;
     for (; kid.chat_next < due; kid.chat_next++) {
         uint64_t g = kid.chat_next;
-        uint32_t room = (uint32_t)(g % C);
-        uint64_t seq = g / C + 1;
-        uint32_t members = S / C + (room < S % C ? 1 : 0);
-        uint32_t idx = room + (uint32_t)((seq - 1) % members) * C;
-        if (idx < kid.first || idx >= kid.first + kid.count)
-            continue;
-        sub_t *s = &kid.subs[idx - kid.first];
-        if (s->state != S_LIVE || !s->bc.is_ready || s->bc.is_closing || s->is_late) {
-            kid.st->pub_errors++;
-            continue;
-        }
-        chat_publish(s, room, seq, t0 + (uint64_t)((double)g * 1e9 / o->rate));
+        sub_t *s = chat_sender(g, 1);
+        if (s)
+            chat_publish(s, (uint32_t)(g % C), g / C + 1,
+                         t0 + (uint64_t)((double)g * 1e9 / o->rate));
     }
-    if (kid.chat_next >= total)
-        uv_timer_stop(&kid.chat_timer);
 }
 
 static void kid_main(const opts_t *o, shared_t *sh, uint32_t k, uint32_t first, uint32_t count)

@@ -21,6 +21,7 @@ typedef struct sub_s {
     unsigned is_upgraded : 1;
     unsigned is_first_poll : 1;
     unsigned want_reconnect : 1;
+    unsigned is_churning : 1; /* chat --churn: left its room, joining again */
     uint16_t status;
     uint8_t hname_len, hval_len;
     uint64_t t_start;
