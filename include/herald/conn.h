@@ -128,9 +128,8 @@ struct hd_conn_s {
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */
     uint64_t id;
-    hd_list_t link;       /* the worker's connection list (conn.c) */
-    hd_list_t flush_link; /* the worker's flush list while it has unwritten output */
-    hd_out_t *q;          /* queued: not yet handed to uv_write (a stream: to its carrier) */
+    hd_list_t link; /* the worker's connection list (conn.c) */
+    hd_out_t *q;    /* queued: not yet handed to uv_write (a stream: to its carrier) */
     uint32_t q_len, q_cap;
     size_t queued_bytes; /* q + a socket's write in flight */
     /* Who the peer is (auth.h): set by the transport that verified its credential

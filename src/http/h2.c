@@ -189,6 +189,13 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     return 0;
 }
 
+static const struct {
+    const char *name;
+    llhttp_method_t method;
+} methods[] = {{"GET", HTTP_GET},     {"HEAD", HTTP_HEAD},      {"POST", HTTP_POST},
+               {"PUT", HTTP_PUT},     {"DELETE", HTTP_DELETE},  {"OPTIONS", HTTP_OPTIONS},
+               {"PATCH", HTTP_PATCH}, {"CONNECT", HTTP_CONNECT}};
+
 /* A refusal found while the head arrives, answered once it is complete. */
 static void refuse(hd_http_t *h, int status, const char *msg)
 {
@@ -220,9 +227,11 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                 refuse(h, 414, "URI too long");
             h->url_len = h->head_len;
         } else if (namelen == 7 && memcmp(n, ":method", 7) == 0) {
-            size_t m = valuelen < sizeof(s->method) - 1 ? valuelen : sizeof(s->method) - 1;
-            memcpy(s->method, v, m);
-            s->method[m] = '\0';
+            s->method = 0; /* one herald knows nowhere: 501 */
+            for (size_t i = 0; i < HD_ARRAY_SIZE(methods); i++)
+                if (strlen(methods[i].name) == valuelen &&
+                    memcmp(methods[i].name, v, valuelen) == 0)
+                    s->method = (uint8_t)(i + 1);
         } else if (namelen == 9 && memcmp(n, ":protocol", 9) == 0) {
             /* nghttp2 lets it through only on CONNECT (RFC 8441, our SETTINGS allow it) */
             if (valuelen == 9 && strncasecmp(v, "websocket", 9) == 0)
@@ -272,13 +281,6 @@ static void add_host(hd_http_t *h, hd_h2_stream_t *s)
     hd_http_head_append(h, s->authority, alen, SIZE_MAX);
 }
 
-static const struct {
-    const char *name;
-    llhttp_method_t method;
-} methods[] = {{"GET", HTTP_GET},     {"HEAD", HTTP_HEAD},      {"POST", HTTP_POST},
-               {"PUT", HTTP_PUT},     {"DELETE", HTTP_DELETE},  {"OPTIONS", HTTP_OPTIONS},
-               {"PATCH", HTTP_PATCH}, {"CONNECT", HTTP_CONNECT}};
-
 /* Adds a field to the request head unless one of that name is there. */
 static void add_field(hd_http_t *h, const char *name, const char *value)
 {
@@ -323,14 +325,10 @@ static void dispatch(hd_h2_stream_t *s)
     s->is_dispatched = 1;
     if (s->is_protocol)
         refuse(h, 501, "only the websocket protocol is served by extended CONNECT");
-    int known = 0;
-    for (size_t i = 0; i < HD_ARRAY_SIZE(methods); i++) {
-        if (strcmp(s->method, methods[i].name) == 0) {
-            h->parser.method = methods[i].method;
-            known = 1;
-        }
-    }
-    if (s->is_websocket && strcmp(s->method, "CONNECT") == 0 && !h->error)
+    int known = s->method != 0;
+    if (known)
+        h->parser.method = methods[s->method - 1].method;
+    if (s->is_websocket && known && methods[s->method - 1].method == HTTP_CONNECT && !h->error)
         as_websocket_handshake(h);
     h->parser.http_major = 2;
     h->parser.http_minor = 0;
@@ -808,7 +806,9 @@ static int new_session(hd_h2_t *h2, const hd_conf_t *conf)
     uint64_t rate = conf->http2_reset_rate;
     nghttp2_option_set_stream_reset_rate_limit(opt, rate * 100 > 1000 ? rate * 100 : 1000,
                                                rate * 10);
-    int rc = nghttp2_session_server_new2(&h2->session, cb, h2, opt);
+    nghttp2_mem mem;
+    hd_h2_mem_init(h2, &mem); /* nghttp2 copies it */
+    int rc = nghttp2_session_server_new3(&h2->session, cb, h2, opt, &mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)

@@ -258,7 +258,7 @@ void hd_h2_count_output(hd_h2_stream_t *s)
 {
     size_t q = s->conn ? hd_conn_queued_bytes(s->conn) : 0;
     s->h2->streams_out = s->h2->streams_out - s->out_counted + q;
-    s->out_counted = q;
+    s->out_counted = (uint32_t)q;
 }
 
 static void carrier_on_output(hd_conn_t *c)

@@ -5,13 +5,15 @@
  *
  *   http.c  -->  h2.c  -->  dispatch.c  -->  response.c  -->  h2_out.c
  *   http.c  -->  dispatch.c, request.c, parse.c, chunked.c, h2_out.c
- *   h2.c    -->  request.c, parse.c, h2_out.c
+ *   h2.c    -->  request.c, parse.c, h2_out.c, h2_mem.c
  *   dispatch.c --> router.c, request.c;   response.c --> request.c;   parse.c --> chunked.c
  *
  *   h2.c:       the HTTP/2 connection handler (nghttp2): session, frames in, streams opened
  *               as stream connections (hd_conn_stream_new) each carrying one request;
  *   h2_out.c:   what leaves on a stream: the response head as HEADERS, the stream
- *               connection's queue as DATA frames (by reference), resets; the carrier ops;
+ *               connection's queue as DATA frames (copied into one buffer a pass), resets;
+ *               the carrier ops;
+ *   h2_mem.c:   nghttp2's allocator (its frame buffer on pages of its own);
  *   dispatch.c: a complete request (either version) to the guard and the router;
  *   http.c:     the connection handler: reads, pipelining and backpressure, dispatch to the
  *               router, timeouts, EOF, close, take-over by a transport;
@@ -90,6 +92,8 @@ struct hd_http_s {
     hd_h2_stream_t *h2s;          /* an HTTP/2 stream's request (h->conn is the stream) */
 };
 
+#define HD_H2_BIG_MAX 4
+
 /*
  * One HTTP/2 connection (h2.c): the nghttp2 session on the socket's connection, its streams,
  * and what a connection keeps across requests.
@@ -110,7 +114,8 @@ struct hd_h2_s {
      * except for what arrives while more than HD_H2_IN_HIGH is held (in_owed), given back
      * once the held total is below it again. */
     size_t in_held, in_owed;
-    uint32_t n_in_ready; /* streams with is_in_ready set */
+    uint32_t n_in_ready;      /* streams with is_in_ready set */
+    void *big[HD_H2_BIG_MAX]; /* nghttp2's blocks with pages of their own (h2_mem.c) */
     uint32_t n_streams;
     uint32_t depth;           /* inside nghttp2 calls: freeing waits until they return */
     unsigned is_draining : 1; /* GOAWAY sent for shutdown: end once the streams have */
@@ -135,9 +140,9 @@ struct hd_h2_stream_s {
     char *in;
     uint32_t in_len;
     int32_t id;
-    size_t out_counted; /* its queue as counted in h2->streams_out */
-    char method[16];
-    unsigned is_deferred : 1;    /* its data source said DEFERRED: resume when output comes */
+    uint32_t out_counted;     /* its queue as counted in h2->streams_out */
+    uint8_t method;           /* :method, 1 + its index in h2.c's table; 0: one herald knows not */
+    unsigned is_deferred : 1; /* its data source said DEFERRED: resume when output comes */
     unsigned is_responding : 1;  /* its response head was submitted */
     unsigned is_dispatched : 1;  /* the request went to its handler */
     unsigned is_drained : 1;     /* on h2->drained */
@@ -185,6 +190,11 @@ void hd_http_dispatch(hd_http_t *h);
 /* The connection's first bytes are an HTTP/2 connection preface (prior knowledge) or TLS
  * agreed on h2: hands c (its HTTP/1.1 state already released) to HTTP/2, data first. */
 void hd_h2_accept(hd_conn_t *c, const char *data, size_t len);
+
+/* ---- h2_mem.c ---- */
+
+/* nghttp2's allocator for h2's session (blocks of 16 KiB or more get pages of their own). */
+void hd_h2_mem_init(hd_h2_t *h2, nghttp2_mem *mem);
 
 /* ---- h2_out.c ---- */
 

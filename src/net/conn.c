@@ -36,7 +36,7 @@ typedef struct wreq_s {
 struct hd_conn_worker_s {
     hd_worker_t *w;
     hd_list_t conns;            /* every connection not closing, by c->link */
-    hd_list_t flush_list;       /* connections with output queued this pass, by c->flush_link */
+    hd_list_t flush_list;       /* sockets with output queued this pass, by flush_link */
     hd_list_t dead_streams;     /* closed streams, freed at the end of the flush pass (c->link) */
     uv_prepare_t flush_prepare; /* flushes output queued by timers before the loop blocks */
     uv_check_t flush_check;     /* flushes output queued by I/O callbacks */
@@ -65,8 +65,9 @@ static inline hd_conn_worker_t *cw_of(const hd_conn_t *c)
 typedef struct sock_s {
     hd_conn_t c; /* first: an hd_conn_t * of a socket is a sock_t * */
     uv_tcp_t tcp;
-    hd_tls_t *tls; /* NULL on plain listeners */
-    hd_out_t *wq;  /* in the uv_write in flight */
+    hd_list_t flush_link; /* the worker's flush list while it has output to write */
+    hd_tls_t *tls;        /* NULL on plain listeners */
+    hd_out_t *wq;         /* in the uv_write in flight */
     uint32_t wq_len, wq_cap;
 } sock_t;
 
@@ -118,8 +119,8 @@ static void push_out(hd_conn_t *c, hd_buf_t *buf, size_t off, size_t len)
             c->carrier->ops->on_output(c);
         return;
     }
-    if (!hd_list_linked(&c->flush_link))
-        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
+    if (!hd_list_linked(&sock_of(c)->flush_link))
+        hd_list_insert_tail(&cw_of(c)->flush_list, &sock_of(c)->flush_link);
 }
 
 static void queue_tls_output(hd_conn_t *c)
@@ -309,8 +310,8 @@ static void written(hd_conn_t *c)
     if (c->is_finishing)
         hd_conn_set_timeout(c, FINISH_SEND_MS); /* progress: the peer is still reading */
     if (c->q_len > 0) {
-        if (!hd_list_linked(&c->flush_link))
-            hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
+        if (!hd_list_linked(&sock_of(c)->flush_link))
+            hd_list_insert_tail(&cw_of(c)->flush_list, &sock_of(c)->flush_link);
         return;
     }
     if (c->is_finishing) {
@@ -344,16 +345,16 @@ static void on_write(uv_write_t *req, int status)
 
 static void flush(hd_conn_t *c)
 {
-    if (hd_list_linked(&c->flush_link))
-        hd_list_remove(&c->flush_link);
+    if (hd_list_linked(&sock_of(c)->flush_link))
+        hd_list_remove(&sock_of(c)->flush_link);
     if (c->is_flush_wanted && !c->is_writing && !c->is_closing) {
         c->is_flush_wanted = 0;
         if (c->ops->on_flush)
             c->ops->on_flush(c); /* may queue output, and ask again */
         if (c->is_closing)
             return;
-        if (!c->is_flush_wanted && hd_list_linked(&c->flush_link))
-            hd_list_remove(&c->flush_link);
+        if (!c->is_flush_wanted && hd_list_linked(&sock_of(c)->flush_link))
+            hd_list_remove(&sock_of(c)->flush_link);
     }
     if (c->is_writing || c->q_len == 0 || c->is_closing || c->is_stream)
         return;
@@ -414,7 +415,7 @@ static void flush(hd_conn_t *c)
 static void flush_all(hd_conn_worker_t *cw)
 {
     while (!hd_list_empty(&cw->flush_list)) {
-        hd_conn_t *c = hd_container_of(cw->flush_list.next, hd_conn_t, flush_link);
+        hd_conn_t *c = &hd_container_of(cw->flush_list.next, sock_t, flush_link)->c;
         flush(c);
     }
 }
@@ -621,8 +622,8 @@ void hd_conn_close(hd_conn_t *c)
         return;
     remove_handler(c);
     c->is_closing = 1;
-    if (hd_list_linked(&c->flush_link))
-        hd_list_remove(&c->flush_link);
+    if (!c->is_stream && hd_list_linked(&sock_of(c)->flush_link))
+        hd_list_remove(&sock_of(c)->flush_link);
     if (hd_list_linked(&c->link))
         hd_list_remove(&c->link);
     if (hd_heap_contains(&c->deadline))
@@ -656,7 +657,6 @@ hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier)
     hd_conn_t *c = hd_calloc(1, sizeof(*c));
     c->worker = w;
     c->id = ((uint64_t)w->id << 48) | ++cw->next_id;
-    hd_list_init(&c->flush_link);
     hd_list_init(&c->link);
     c->client = parent->client;
     c->is_admin_listener = parent->is_admin_listener;
@@ -692,8 +692,8 @@ void hd_conn_stream_copy(hd_conn_t *s, void *dst, size_t len)
     }
     memmove(s->q, s->q + i, (s->q_len - i) * sizeof(*s->q));
     s->q_len -= i;
-    if (s->q_len == 0 && s->q_cap > 16) {
-        free(s->q); /* an idle stream holds a small array, as an idle socket does */
+    if (s->q_len == 0) {
+        free(s->q); /* an idle stream holds no array: a burst of output allocates one */
         s->q = NULL;
         s->q_cap = 0;
     }
@@ -712,8 +712,8 @@ void hd_conn_want_flush(hd_conn_t *c)
     if (c->is_closing)
         return;
     c->is_flush_wanted = 1;
-    if (!hd_list_linked(&c->flush_link))
-        hd_list_insert_tail(&cw_of(c)->flush_list, &c->flush_link);
+    if (!hd_list_linked(&sock_of(c)->flush_link))
+        hd_list_insert_tail(&cw_of(c)->flush_list, &sock_of(c)->flush_link);
 }
 
 const char *hd_conn_alpn(const hd_conn_t *c, unsigned *len)
@@ -859,7 +859,7 @@ static hd_conn_t *conn_new(hd_worker_t *w)
     c->worker = w;
     c->id = ((uint64_t)w->id << 48) | ++cw->next_id;
     k->tcp.data = c;
-    hd_list_init(&c->flush_link);
+    hd_list_init(&sock_of(c)->flush_link);
     hd_list_init(&c->link);
     uv_tcp_init(&w->loop, &k->tcp);
     hd_worker_conn_opened(w);
@@ -1020,7 +1020,7 @@ int hd_conn_census(hd_worker_t *w, hd_conn_census_t *out, const char **why)
     }
     hd_list_foreach_safe(pos, tmp, &cw->flush_list)
     {
-        if (hd_container_of(pos, hd_conn_t, flush_link)->is_closing)
+        if (hd_container_of(pos, sock_t, flush_link)->c.is_closing)
             *why = "a closing connection is on the flush list";
         out->flushing++;
     }
