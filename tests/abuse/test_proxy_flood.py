@@ -78,10 +78,10 @@ class ProxyFlood(AbuseTestCase):
                    proxy_v2("192.0.2.1", extra_len=1000) + b"\x04\x03\xe5" + b"p" * 900]
         malformed = [b"GET / HTTP/1.1\r\n\r\n", b"PROXY TCP4 1.1.1.1 1.1.1.1 99999 1\r\n",
                      V2_SIG + b"\x21\x11\xff\xff", b"\x16\x03\x01\x02\x00\x01"]
-        held, bad = [], []
+        held, bad = [], []  # held: (socket, when it was opened)
         t0 = time.monotonic()
         for i in range(800):
-            held.append(open_conn(self.pp, partial[i % len(partial)]))
+            held.append((open_conn(self.pp, partial[i % len(partial)]), time.monotonic()))
             if i % 8 == 0:
                 bad.append(open_conn(self.pp, malformed[i % len(malformed)]))
         sampler.sample()
@@ -93,9 +93,11 @@ class ProxyFlood(AbuseTestCase):
         for s in bad:
             self.assertTrue(closed_by_server(s, 2), "a malformed header was not closed at once")
             s.close()
-        # every held connection is cut by header_timeout (1 s from its accept)
-        for s in held:
-            self.assertTrue(closed_by_server(s, max(0.1, t0 + 6 - time.monotonic())),
+        # every held connection is cut by header_timeout (1 s from its accept): each by 5 s after
+        # it was opened, which a loaded machine's pauses fit and a connection held until the
+        # 10 s default (or forever) does not
+        for s, opened in held:
+            self.assertTrue(closed_by_server(s, max(0.1, opened + 5 - time.monotonic())),
                             "a partial header outlived header_timeout")
             s.close()
         took = time.monotonic() - t0
@@ -103,7 +105,6 @@ class ProxyFlood(AbuseTestCase):
         st = hh.stats(self.plain)
         self.assertEqual(st["proxy_protocol_errors"]["timeout"], 800)
         self.assertEqual(st["proxy_protocol_errors"]["malformed"], 100)
-        self.assertLess(took, 8)
         self.assertRssBounded(sampler, 24 * MB, "800 partial PROXY headers")
         sys.stderr.write("800 partial + 100 malformed PROXY headers: all closed in %.1f s, RSS "
                          "growth %.1f MB\n" % (took, sampler.growth() / MB))
@@ -133,16 +134,23 @@ class ProxyFlood(AbuseTestCase):
                     what="held connections freed")
         # a churn of 20,000 more distinct addresses, one short connection each: each leaves an
         # entry whose bucket refills within a second; a fast build makes more than 16,384 in that
-        # second, so the bound is what holds the table
-        peak = 0
+        # second, so the bound is what holds the table (test_iplimit drives the bound itself,
+        # whatever the speed). The client has closed its sockets but herald may not have seen
+        # every close yet: an address whose connection is still open holds its entry besides
+        # the idle ones, so the bound is 16,384 plus the connections open. /stats counts the
+        # connections before the entries, and a connection is counted from its accept, before
+        # its PROXY header makes an entry, until after its entry is released.
+        peak = peak_idle = 0
         for i in range(20000):
             s = hh.connect(self.pp, spread=True)
             s.sendall(proxy_v2(addr(100000 + i)))
             s.close()
             if i % 1000 == 999:
                 sampler.sample()
-                peak = max(peak, hh.stats(self.plain)["client_addresses"])
-        self.assertLessEqual(peak, IDLE_BOUND)
+                st = hh.stats(self.plain)
+                peak = max(peak, st["client_addresses"])
+                peak_idle = max(peak_idle, st["client_addresses"] - st["connections"]["total"])
+        self.assertLessEqual(peak_idle, IDLE_BOUND, "entries beyond the connections open")
         # others are served; the same address is limited by its own bucket (3 at once)
         self.assertTrue(self.served_through_header("198.51.100.9"))
         codes = []
@@ -154,8 +162,8 @@ class ProxyFlood(AbuseTestCase):
         self.assertEqual(codes[:3], [200, 200, 200], codes)
         self.assertIn(429, codes[3:], codes)
         self.assertRssBounded(sampler, 32 * MB, "20,500 distinct client addresses")
-        sys.stderr.write("client_addresses peak %d, RSS growth %.1f MB\n" %
-                         (peak, sampler.growth() / MB))
+        sys.stderr.write("client_addresses peak %d (beyond the connections open: %d), RSS growth "
+                         "%.1f MB\n" % (peak, peak_idle, sampler.growth() / MB))
 
 
 if __name__ == "__main__":
