@@ -180,11 +180,9 @@ tls_min_version 1.3
 class TestStartFailures(ProcessTestCase):
     def expect_start_failure(self, h, pattern):
         self.addCleanup(h.cleanup)
-        t0 = time.monotonic()
         h.start(wait_ready=False)
-        rc = h.wait_exit(5)
+        rc = h.wait_exit(30)  # at once, but an ASan herald on a loaded machine takes a while
         self.assertIsNotNone(rc, "herald kept running:\n" + h.log_text())
-        self.assertLess(time.monotonic() - t0, 5)
         self.assertEqual(rc, EXIT_START, h.log_text())
         self.assertRegex(h.log_text(), pattern)
         self.assertIsNone(h.find_log(r"\bready$"))
@@ -227,13 +225,17 @@ class TestLifecycle(ProcessTestCase):
         h = self.start_herald()
         self.assertTrue(hh.healthz_ok(h.port))
         h.signal(signal.SIGINT)
-        self.assertEqual(h.wait_exit(5), 0)
+        self.assertEqual(h.wait_exit(30), 0)
         h.check_clean()
         self.assertTrue(h.find_log(r"SIGINT received"))
         self.assertTrue(h.find_log(r"\bstopped$"))
 
+    # The shutdown tests tell "finished at once" from "held until a timeout" by herald's log
+    # (shutdown_timeout reached, or not) and by times far apart: the timeout that would end the
+    # wrong behaviour is 60 s and the bound 30 s, so a loaded machine's pauses (an ASan herald's
+    # exit alone can take a second or two there) cannot decide the result.
     def test_inflight_request_completes_at_shutdown(self):
-        h = self.start_herald(conf={"shutdown_timeout": "3s"})
+        h = self.start_herald(conf={"shutdown_timeout": "60s"})
         c = Client(h.port)
         self.addCleanup(c.close)
         self.assertOk(c.request())
@@ -248,17 +250,18 @@ class TestLifecycle(ProcessTestCase):
         r = c.read_response()
         self.assertEqual(r.status, 405, r)
         self.assertEqual(r.header("Connection"), "close")
-        c.wait_closed(timeout=2)
+        c.wait_closed(timeout=30)
         c.close()
-        rc = h.wait_exit(5)
+        rc = h.wait_exit(30)
         took = time.monotonic() - t0
         self.assertEqual(rc, 0, h.log_text())
         h.check_clean()
-        self.assertLess(took, 2.5, "exit waited for shutdown_timeout although nothing was left")
-        self.assertIsNone(h.find_log(r"shutdown_timeout reached"))
+        self.assertIsNone(h.find_log(r"shutdown_timeout reached"),
+                          "exit waited for shutdown_timeout although nothing was left")
+        self.assertLess(took, 30, "exit waited for shutdown_timeout although nothing was left")
 
     def test_idle_keepalive_closed_at_shutdown(self):
-        h = self.start_herald(conf={"shutdown_timeout": "5s", "keepalive_timeout": "30s"})
+        h = self.start_herald(conf={"shutdown_timeout": "60s", "keepalive_timeout": "120s"})
         clients = [Client(h.port, spread=True) for _ in range(5)]
         for c in clients:
             self.addCleanup(c.close)
@@ -266,19 +269,22 @@ class TestLifecycle(ProcessTestCase):
         t0 = time.monotonic()
         h.signal(signal.SIGTERM)
         for c in clients:
-            c.wait_closed(timeout=2)
-        self.assertEqual(h.wait_exit(3), 0, h.log_text())
+            c.wait_closed(timeout=30)
+        self.assertEqual(h.wait_exit(30), 0, h.log_text())
         h.check_clean()
-        self.assertLess(time.monotonic() - t0, 2, "idle connections held up the shutdown")
+        self.assertIsNone(h.find_log(r"shutdown_timeout reached"),
+                          "idle connections held up the shutdown")
+        self.assertLess(time.monotonic() - t0, 30, "idle connections held up the shutdown")
 
     def test_new_connections_refused_after_shutdown_starts(self):
-        h = self.start_herald(conf={"shutdown_timeout": "3s"})
+        h = self.start_herald(conf={"shutdown_timeout": "60s"})
         busy = Client(h.port)
         self.addCleanup(busy.close)
         self.start_body(busy, 10, b"12345")
         h.signal(signal.SIGTERM)
         h.wait_log(r"shutting down")
-        deadline = time.monotonic() + 1.0
+        # the workers close their listeners once told (a mailbox message: soon, not at once)
+        deadline = time.monotonic() + 10.0
         refused = False
         while time.monotonic() < deadline and not refused:
             try:
@@ -296,28 +302,32 @@ class TestLifecycle(ProcessTestCase):
         self.assertEqual(r.status, 405)
         self.assertEqual(r.header("Connection"), "close")
         busy.close()
-        self.assertEqual(h.wait_exit(3), 0)
+        self.assertEqual(h.wait_exit(30), 0)
         h.check_clean()
 
     def test_shutdown_timeout_enforced(self):
-        h = self.start_herald(conf={"shutdown_timeout": "1s", "body_timeout": "30s",
-                                    "header_timeout": "30s"})
+        h = self.start_herald(conf={"shutdown_timeout": "1s", "body_timeout": "60s",
+                                    "header_timeout": "60s"})
         stuck = Client(h.port)
         self.addCleanup(stuck.close)
         self.start_body(stuck, 1000, b"x" * 10)
         t0 = time.monotonic()
         h.signal(signal.SIGTERM)
-        rc = h.wait_exit(5)
+        rc = h.wait_exit(30)
         took = time.monotonic() - t0
         self.assertEqual(rc, 0, h.log_text())
         h.check_clean()
         self.assertGreater(took, 0.8, "the in-flight request was not given shutdown_timeout")
-        self.assertLess(took, 2.0, "shutdown_timeout not enforced")
+        # not held until body_timeout (60 s)
+        self.assertLess(took, 30, "shutdown_timeout not enforced")
         self.assertTrue(h.find_log(r"shutdown_timeout reached"))
-        stuck.wait_closed(timeout=1)
+        stuck.wait_closed(timeout=5)
 
     def test_shutdown_with_many_open_connections(self):
-        h = self.start_herald(conf={"shutdown_timeout": "2s"})
+        # idle keep-alive connections and half heads are closed at once: neither waits for
+        # shutdown_timeout
+        h = self.start_herald(conf={"shutdown_timeout": "60s", "header_timeout": "120s",
+                                    "keepalive_timeout": "120s"})
         clients = []
         for i in range(40):
             c = Client(h.port, spread=True)
@@ -327,7 +337,10 @@ class TestLifecycle(ProcessTestCase):
             else:
                 c.send(b"GET /healthz HTTP/1.1\r\nHost")  # half a head
             clients.append(c)
-        self.assertLess(h.stop(timeout=4), 3)
+        mark = h.mark()
+        took = h.stop(timeout=60)
+        self.assertIsNone(h.find_log(r"shutdown_timeout reached", start=mark), h.log_text())
+        self.assertLess(took, 30)
 
 
 class TestReload(ProcessTestCase):
@@ -469,7 +482,7 @@ class TestNotify(ProcessTestCase):
         h.signal(signal.SIGTERM)
         st = self.recv_state(s)
         self.assertEqual(st.get("STOPPING"), "1", st)
-        self.assertEqual(h.wait_exit(5), 0)
+        self.assertEqual(h.wait_exit(30), 0)
 
     def test_ready_on_abstract_socket(self):
         s, addr = self.notify_socket(abstract=True)
@@ -517,7 +530,7 @@ class TestAdmission(ProcessTestCase):
         h.wait_log(r"refused \d+ connection\(s\): max_connections")
         # A slot freed is a slot available again (once the server has seen the close).
         first.pop().close()
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 20
         while True:
             with Client(h.port, spread=True) as c:
                 c.send(build_request())
@@ -529,10 +542,9 @@ class TestAdmission(ProcessTestCase):
             time.sleep(0.1)
 
     def test_accept_rate(self):
-        h = self.start_herald(conf={"accept_rate": "5", "accept_burst": "5"}, workers=1)
+        h = self.start_herald(conf={"accept_rate": "1", "accept_burst": "5"}, workers=1)
         t0 = time.monotonic()
-        clients = [Client(h.port, spread=True) for _ in range(30)]
-        elapsed = time.monotonic() - t0
+        clients = [Client(h.port, spread=True) for _ in range(40)]
         for c in clients:
             self.addCleanup(c.close)
         accepted, retries = 0, []
@@ -544,9 +556,13 @@ class TestAdmission(ProcessTestCase):
                 self.assertEqual(r.body, OK_BODY)
             else:
                 retries.append(self.assertRefused_from(c, r))
+        # herald accepted every one of them between t0 and now (a loaded machine may spread its
+        # accepts over seconds): the burst, plus one a second over that time at most
+        elapsed = time.monotonic() - t0
         self.assertGreaterEqual(accepted, 5, "the burst should be admitted")
-        self.assertLessEqual(accepted, 5 + 5 * elapsed + 2, "more accepted than rate allows")
-        self.assertGreaterEqual(len(retries), 10, retries)
+        self.assertLessEqual(accepted, 5 + 1 * elapsed + 1, "more accepted than rate allows")
+        self.assertEqual(accepted + len(retries), 40)
+        self.assertGreaterEqual(len(retries), 10, "a 40-connection burst took %.1f s" % elapsed)
         self.assertGreater(len(set(retries)), 1, "Retry-After has no jitter: %r" % retries)
         h.wait_log(r"refused \d+ connection\(s\): accept_rate")
         # The bucket refills: after a second new connections are served again.
