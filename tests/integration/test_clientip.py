@@ -24,14 +24,6 @@ HAPROXY = "/usr/sbin/haproxy"
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def proxy_v2(src, dst="127.0.0.1", sport=40000, dport=80):
     """A PROXY v2 header for TCP over IPv4 naming src."""
     body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(">HH", sport, dport)
@@ -39,14 +31,20 @@ def proxy_v2(src, dst="127.0.0.1", sport=40000, dport=80):
 
 
 class HAProxy:
-    """haproxy -db with one frontend per (name, herald port, server option); killed by PID."""
+    """haproxy -db with one frontend per (name, herald port, server option); killed by PID.
+    Each frontend listens on a port held by a hh.PortReservation until stop() (haproxy binds
+    with SO_REUSEADDR and SO_REUSEPORT, as the reservation does), so no other test can be
+    handed the number before haproxy listens there."""
 
     def __init__(self, tmpdir, routes):
         self.ports = {}
+        self.reserved = []
         lines = ["global", "    maxconn 4000", "defaults", "    mode tcp",
                  "    timeout connect 5s", "    timeout client 60s", "    timeout server 60s"]
         for name, target, option in routes:
-            port = free_port()
+            r = hh.PortReservation()
+            self.reserved.append(r)
+            port = r.port
             self.ports[name] = port
             lines += ["frontend fe_%s" % name, "    bind 127.0.0.1:%d" % port,
                       "    default_backend be_%s" % name,
@@ -80,6 +78,8 @@ class HAProxy:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+        for r in self.reserved:
+            r.close()
 
 
 def listen_ports(h):
