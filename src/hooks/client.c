@@ -62,25 +62,33 @@ static void conn_close(hk_conn_t *c);
 static void send_request(hk_conn_t *c);
 static void on_timer(uv_timer_t *t);
 
+/* An IPv4 address (host order) no webhook may reach unless webhook_allow_private. */
+static int v4_is_private(uint32_t a)
+{
+    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xa9fe ||
+           (a >> 20) == 0xac1 || (a >> 16) == 0xc0a8 || (a >> 22) == (100u << 2 | 1) ||
+           (a >> 28) == 0xe || a == 0xffffffffu;
+}
+
+/*
+ * The IPv4-mapped case is checked on the address's bytes, not by building a sockaddr_in and
+ * reading it back through a struct sockaddr: that read breaks the aliasing rules, and GCC's
+ * Release build (-O3, the call inlined) did not see the family stored, so ::ffff:8.8.8.8 was
+ * taken for private.
+ */
 int hk_addr_is_private(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) {
-        uint32_t a = ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr);
-        return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xa9fe ||
-               (a >> 20) == 0xac1 || (a >> 16) == 0xc0a8 || (a >> 22) == (100u << 2 | 1) ||
-               (a >> 28) == 0xe || a == 0xffffffffu;
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        return v4_is_private(ntohl(in->sin_addr.s_addr));
     }
     if (sa->sa_family == AF_INET6) {
         const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
         static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         static const uint8_t zero[15] = {0};
-        if (memcmp(b, mapped, 12) == 0) {
-            struct sockaddr_in v4;
-            memset(&v4, 0, sizeof(v4));
-            v4.sin_family = AF_INET;
-            memcpy(&v4.sin_addr, b + 12, 4);
-            return hk_addr_is_private((const struct sockaddr *)&v4);
-        }
+        if (memcmp(b, mapped, 12) == 0)
+            return v4_is_private((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 |
+                                 (uint32_t)b[14] << 8 | b[15]);
         if (memcmp(b, zero, 15) == 0 && (b[15] == 0 || b[15] == 1))
             return 1;                                     /* :: and ::1 */
         return (b[0] & 0xfe) == 0xfc ||                   /* fc00::/7 unique local */
