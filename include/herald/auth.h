@@ -182,6 +182,37 @@ typedef enum {
 hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t len, int64_t now,
                                 hd_identity_t **out, char *why, size_t whylen);
 
+/* ---- the verified-token cache (cache.c; docs/auth.md, "The verified-token cache") ------- */
+
+/*
+ * A worker's tokens verified lately, so that a client reconnecting with the token it holds
+ * skips the signature, the claims' JSON and the identity's allocations. One per worker, used by
+ * its thread only (no lock). Entries are keyed by the SHA-256 of the whole token (the token is
+ * not kept), hold the identity until the token's exp, and never answer what a fresh
+ * verification would refuse: exp, nbf and iat are checked against now at every hit, and every
+ * entry is dropped when the policy changes (a reload: keys, JWKS, iss, aud, skew). The revoked
+ * set is not asked here: the caller asks it after every answer, cached or not.
+ */
+typedef struct hd_auth_cache_s hd_auth_cache_t;
+
+hd_auth_cache_t *hd_auth_cache_new(void);
+void hd_auth_cache_free(hd_auth_cache_t *c); /* NULL is fine */
+/*
+ * hd_auth_verify through the cache: the same answers, reasons and reference in *out. *hit is 1
+ * when the answer came from an entry (no signature checked), else 0 (verified, then kept when
+ * it verified). The cache holds at most max_entries entries and max_bytes bytes (entries and
+ * the identities they keep), evicting the least recently used; max_entries 0, or a NULL c,
+ * verifies without it. An identity larger than an eighth of max_bytes is not kept.
+ */
+hd_auth_verify_t hd_auth_cache_verify(hd_auth_cache_t *c, const hd_auth_t *a, const char *token,
+                                      size_t len, int64_t now, size_t max_entries, size_t max_bytes,
+                                      hd_identity_t **out, int *hit, char *why, size_t whylen);
+/* Drops every entry. */
+void hd_auth_cache_flush(hd_auth_cache_t *c);
+/* Entries held, and the bytes charged for them (NULL: 0). */
+size_t hd_auth_cache_count(const hd_auth_cache_t *c);
+size_t hd_auth_cache_bytes(const hd_auth_cache_t *c);
+
 /* ---- revocation (revoked.c; docs/auth.md, "Revocation") ---------------------------------- */
 
 /*

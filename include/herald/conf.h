@@ -145,6 +145,10 @@ typedef struct hd_conf_s {
     char *auth_jwt_audience;   /* required aud; NULL: not checked */
     uint64_t auth_clock_skew_ms;
     uint64_t auth_timeout_ms; /* /ws: a connection without a token must send its auth by then */
+    /* Each worker's cache of verified tokens (hd_auth_cache_t): at most this many entries (0:
+     * no cache) and bytes, read at each verification. */
+    uint32_t auth_cache_entries;
+    size_t auth_cache_bytes;
     /* Staying authorized (src/transport/lifetime.c): a stream ends when its token does (on), and
      * is told to refresh this long before (0: never told). */
     int auth_expire_connections;

@@ -102,11 +102,13 @@ int hd_tp_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel
 int hd_tp_publish_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel,
                             size_t len);
 /* Verifies a token (every credential goes through here: connects, the /ws auth message,
- * in-place refreshes): 0 with *out, or HD_EUNAUTHENTICATED / HD_ETOKENEXPIRED / HD_ETOKENREVOKED
- * (its sub or jti is in the revoked set, hd_auth_revoked) with a reason in why (never the token).
+ * in-place refreshes) on worker w, through w's cache of verified tokens (auth_cache_entries,
+ * docs/auth.md): 0 with *out, or HD_EUNAUTHENTICATED / HD_ETOKENEXPIRED / HD_ETOKENREVOKED
+ * (its sub or jti is in the revoked set, hd_auth_revoked, asked whether the cache answered or
+ * not) with a reason in why (never the token).
  */
-int hd_tp_verify_token(const hd_conf_t *conf, const char *token, size_t len, hd_identity_t **out,
-                       char *why, size_t whylen);
+int hd_tp_verify_token(hd_worker_t *w, const hd_conf_t *conf, const char *token, size_t len,
+                       hd_identity_t **out, char *why, size_t whylen);
 /* Answers 401 or 403: {"error":reason,"code":C,"status":N}, C one of "unauthenticated",
  * "token_expired", "token_revoked", "forbidden"; 401 with WWW-Authenticate: Bearer. err is the
  * HD_E* code behind it. */

@@ -41,6 +41,10 @@ typedef struct hd_worker_stats_s {
     uint64_t tickets_used;            /* tickets taken by a connect (each once) */
     uint64_t tickets_refused_invalid; /* connects with a malformed, unknown, used or expired one */
     uint64_t tickets_refused_full;    /* POST /auth/ticket refused: auth_max_tickets */
+    uint64_t auth_cache_hits;         /* tokens answered by the worker's cache (no signature) */
+    uint64_t auth_cache_misses;       /* tokens verified (then kept when valid) */
+    uint64_t auth_cache_entries;      /* held now */
+    uint64_t auth_cache_bytes;        /* charged now (auth_cache_memory) */
     uint64_t ephemeral_refused;       /* ephemeral_rate */
     uint64_t receipts_dropped;        /* "acked" receipts given up (ws WS_MAX_DUE) */
     uint64_t requests;
@@ -81,6 +85,8 @@ struct hd_worker_s {
     uint64_t refused_since_log;
     hd_conn_worker_t *conns_; /* the connection layer's state: private to conn.c */
     hd_iplimit_t *iplimit;    /* the node's per-address table (src/net/iplimit.h), shared */
+    /* Tokens this worker verified lately (auth.h): made at the first token, freed with it. */
+    hd_auth_cache_t *auth_cache;
     time_t date_sec;
     char date[40];
     unsigned is_draining : 1; /* graceful shutdown started */

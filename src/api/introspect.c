@@ -40,6 +40,10 @@ static void collect(totals_t *t)
         t->net.tickets_used += LOAD(w->stats.tickets_used);
         t->net.tickets_refused_invalid += LOAD(w->stats.tickets_refused_invalid);
         t->net.tickets_refused_full += LOAD(w->stats.tickets_refused_full);
+        t->net.auth_cache_hits += LOAD(w->stats.auth_cache_hits);
+        t->net.auth_cache_misses += LOAD(w->stats.auth_cache_misses);
+        t->net.auth_cache_entries += LOAD(w->stats.auth_cache_entries);
+        t->net.auth_cache_bytes += LOAD(w->stats.auth_cache_bytes);
         t->net.ephemeral_refused += LOAD(w->stats.ephemeral_refused);
         t->net.receipts_dropped += LOAD(w->stats.receipts_dropped);
         t->net.requests += LOAD(w->stats.requests);
@@ -134,7 +138,8 @@ static void on_stats(hd_req_t *req, void *arg)
         "\"channels_refused\":%llu,\"broker_memory_bytes\":%llu,\"subscriptions\":%llu,"
         "\"subscriptions_refused\":{\"max_subscriptions\":%llu,"
         "\"max_subscriptions_per_connection\":%llu},\"tickets\":{\"issued\":%llu,\"used\":%llu,"
-        "\"refused_invalid\":%llu,\"refused_full\":%llu},\"revocations\":%llu,"
+        "\"refused_invalid\":%llu,\"refused_full\":%llu},\"auth_cache\":{\"hits\":%llu,"
+        "\"misses\":%llu,\"entries\":%llu,\"bytes\":%llu},\"revocations\":%llu,"
         "\"connections_ended\":{\"revoked\":%llu,\"disconnected\":%llu},\"presence\":{\"channels\":"
         "%llu,"
         "\"members\":%llu,\"events\":%llu,\"refused\":%llu},\"ephemeral_refused\":%llu,\"receipts_"
@@ -162,7 +167,9 @@ static void on_stats(hd_req_t *req, void *arg)
         (unsigned long long)t.hub.subscriptions_refused[HD_SUBS_LIMIT_CONNECTION],
         (unsigned long long)t.net.tickets_issued, (unsigned long long)t.net.tickets_used,
         (unsigned long long)t.net.tickets_refused_invalid,
-        (unsigned long long)t.net.tickets_refused_full, (unsigned long long)revocations(),
+        (unsigned long long)t.net.tickets_refused_full, (unsigned long long)t.net.auth_cache_hits,
+        (unsigned long long)t.net.auth_cache_misses, (unsigned long long)t.net.auth_cache_entries,
+        (unsigned long long)t.net.auth_cache_bytes, (unsigned long long)revocations(),
         (unsigned long long)t.net.kicked_revoked, (unsigned long long)t.net.kicked_disconnected,
         (unsigned long long)t.broker.presence_channels,
         (unsigned long long)t.broker.presence_members, (unsigned long long)t.broker.presence_events,
@@ -244,6 +251,21 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.tickets_used,
                     (unsigned long long)t.net.tickets_refused_invalid,
                     (unsigned long long)t.net.tickets_refused_full);
+    hd_sbuf_appends(&sb, "# HELP herald_auth_cache_total Tokens verified at a connect, a /ws "
+                         "auth message or a refresh: answered by the worker's cache of verified "
+                         "tokens (hit: no signature checked) or verified (miss).\n"
+                         "# TYPE herald_auth_cache_total counter\n");
+    hd_sbuf_appendf(&sb,
+                    "herald_auth_cache_total{result=\"hit\"} %llu\n"
+                    "herald_auth_cache_total{result=\"miss\"} %llu\n",
+                    (unsigned long long)t.net.auth_cache_hits,
+                    (unsigned long long)t.net.auth_cache_misses);
+    metric(&sb, "herald_auth_cache_entries", "gauge",
+           "Verified tokens held by the workers' caches (auth_cache_entries each).",
+           t.net.auth_cache_entries);
+    metric(&sb, "herald_auth_cache_bytes", "gauge",
+           "Bytes the workers' token caches hold, identities included (auth_cache_memory each).",
+           t.net.auth_cache_bytes);
     metric(&sb, "herald_revocations", "gauge",
            "Live revocations in the node's revoked set (POST /admin/revoke; with Redis, the "
            "cluster's).",

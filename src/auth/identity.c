@@ -285,6 +285,29 @@ const char *hd_identity_info(const hd_identity_t *id)
     return id != NULL ? id->info : NULL;
 }
 
+/* What malloc takes for n bytes, roughly: glibc's 16-byte chunks with an 8-byte header. */
+static size_t chunk(size_t n)
+{
+    return (n + 8 + 15) & ~(size_t)15;
+}
+
+size_t hd_identity_footprint(const hd_identity_t *id)
+{
+    size_t n = chunk(sizeof(*id));
+
+    if (id->sub != NULL)
+        n += chunk(strlen(id->sub) + 1);
+    if (id->jti != NULL)
+        n += chunk(strlen(id->jti) + 1);
+    if (id->info != NULL)
+        n += chunk(strlen(id->info) + 1);
+    if (id->grants != NULL)
+        n += chunk(((size_t)id->n_subscribe + id->n_publish) * sizeof(*id->grants));
+    for (size_t i = 0; i < (size_t)id->n_subscribe + id->n_publish; i++)
+        n += chunk((size_t)id->grants[i].len + 1);
+    return n;
+}
+
 int hd_identity_granted(const hd_identity_t *id, int publish, const char *channel, size_t len)
 {
     size_t from = publish ? id->n_subscribe : 0;

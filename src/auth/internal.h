@@ -8,6 +8,7 @@
  *   verify.c    hd_auth_verify: header, key selection, libjwt's signature check, claims
  *   policy.c    hd_auth_t (hd_auth_new/free), channel_rule parsing, hd_auth_check
  *   revoked.c   hd_auth_revoked: the revocation check asked on each refresh
+ *   cache.c     hd_auth_cache_t: a worker's verified tokens, by digest, until they expire
  *
  * Calls run policy.c -> verify.c -> jwks.c, and every file -> identity.c.
  */
@@ -68,7 +69,8 @@ typedef struct hd_auth_key_s {
     jwt_alg_t alg;           /* pinned: a token must name exactly this alg */
     unsigned char *material; /* HS*: the secret; RS* and ES*: a PEM public key, NUL-terminated */
     size_t material_len;
-    EVP_PKEY *pkey; /* RS*, ES*: the key parsed once (verify.c checks signatures with it) */
+    EVP_PKEY *pkey;   /* RS*, ES*: the key parsed once (verify.c checks signatures with it) */
+    EVP_MAC_CTX *mac; /* HS*: HMAC with the secret set, made once; verify.c duplicates it */
 } hd_auth_key_t;
 
 typedef struct hd_auth_keys_s {
@@ -93,6 +95,12 @@ int hd_auth_jwks_load(hd_auth_keys_t *ks, const char *path, jwt_alg_t alg, char 
                       size_t errlen);
 int hd_auth_pem_load(hd_auth_keys_t *ks, const char *path, jwt_alg_t alg, char *err, size_t errlen);
 void hd_auth_keys_dispose(hd_auth_keys_t *ks);
+/*
+ * Makes k->mac for an HS* key: OpenSSL's HMAC fetched once, its digest set and the secret
+ * absorbed, so that a verification is a duplicate of it, the input and the final block.
+ * Returns 0, or -1 with a reason in why.
+ */
+int hd_auth_key_prepare_hmac(hd_auth_key_t *k, char *why, size_t whylen);
 
 /* The policy (hd_auth_new). */
 struct hd_auth_s {
@@ -101,8 +109,21 @@ struct hd_auth_s {
     int64_t skew_s;
     hd_auth_rule_t *rules; /* sorted: exact names first, then prefixes, longest first */
     size_t n_rules;
+    uint64_t gen; /* unique per hd_auth_new in the process: a cache knows its policy by it */
     unsigned is_enabled : 1;
 };
+
+/* The time claims of a verified token, for a cache that answers for it later (cache.c). */
+typedef struct hd_auth_times_s {
+    int64_t exp;        /* 0: none */
+    int64_t not_before; /* the later of nbf and iat; 0: neither */
+} hd_auth_times_t;
+/* hd_auth_verify, with the token's time claims in *times when it verified. */
+hd_auth_verify_t hd_auth_verify_times(const hd_auth_t *a, const char *token, size_t len,
+                                      int64_t now, hd_identity_t **out, hd_auth_times_t *times,
+                                      char *why, size_t whylen);
+/* Bytes an identity holds (the record, its strings and grants, with malloc's overhead). */
+size_t hd_identity_footprint(const hd_identity_t *id);
 
 /* Base64url (RFC 4648 5, padding optional) of s[0..len) into out (at least len * 3 / 4 + 3
  * bytes). Returns the decoded length or -1. */

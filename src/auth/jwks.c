@@ -169,7 +169,28 @@ static hd_auth_key_t *key_add(hd_auth_keys_t *ks, const char *kid, jwt_alg_t alg
     k->material = material;
     k->material_len = len;
     k->pkey = NULL;
+    k->mac = NULL;
     return k;
+}
+
+int hd_auth_key_prepare_hmac(hd_auth_key_t *k, char *why, size_t whylen)
+{
+    const char *digest = k->alg == JWT_ALG_HS512   ? "SHA512"
+                         : k->alg == JWT_ALG_HS384 ? "SHA384"
+                                                   : "SHA256";
+    OSSL_PARAM params[2];
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)digest, 0);
+    params[1] = OSSL_PARAM_construct_end();
+    k->mac = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL; /* holds its own reference to mac */
+    EVP_MAC_free(mac);
+    if (k->mac == NULL || EVP_MAC_init(k->mac, k->material, k->material_len, params) != 1) {
+        EVP_MAC_CTX_free(k->mac);
+        k->mac = NULL;
+        return hd_auth_fail(why, whylen, "OpenSSL cannot make an HMAC-%s context", digest);
+    }
+    return 0;
 }
 
 void hd_auth_keys_dispose(hd_auth_keys_t *ks)
@@ -179,6 +200,7 @@ void hd_auth_keys_dispose(hd_auth_keys_t *ks)
         OPENSSL_cleanse(ks->keys[i].material, ks->keys[i].material_len);
         free(ks->keys[i].material);
         EVP_PKEY_free(ks->keys[i].pkey);
+        EVP_MAC_CTX_free(ks->keys[i].mac);
     }
     free(ks->keys);
     ks->keys = NULL;
@@ -468,8 +490,7 @@ static int jwk_add(hd_auth_keys_t *ks, json_t *jwk, jwt_alg_t conf_alg, char *wh
             return hd_auth_fail(why, whylen, "%s secret of %zu bytes (at least %zu, RFC 7518 3.2)",
                                 jwt_alg_str(alg), len, hmac_min_len(alg));
         }
-        key_add(ks, kid, alg, k, len);
-        return 0;
+        return hd_auth_key_prepare_hmac(key_add(ks, kid, alg, k, len), why, whylen);
     }
     if (strcmp(kty, "RSA") == 0)
         pkey = jwk_rsa(jwk, why, whylen);

@@ -145,6 +145,8 @@ static int load_keys(hd_auth_t *a, const hd_auth_params_t *p, char *err, size_t 
         a->keys.keys[0].alg = alg;
         a->keys.keys[0].material = (unsigned char *)hd_strdup(p->jwt_secret);
         a->keys.keys[0].material_len = len;
+        if (hd_auth_key_prepare_hmac(&a->keys.keys[0], why, sizeof(why)) < 0)
+            return hd_auth_fail(err, errlen, "auth_jwt_secret: %s", why);
         return 0;
     }
     if (p->jwt_public_key != NULL) {
@@ -163,6 +165,9 @@ static int load_keys(hd_auth_t *a, const hd_auth_params_t *p, char *err, size_t 
                             "auth_jwt_public_key or auth_jwks)");
     return 0;
 }
+
+/* Generations of policies made in this process (hd_auth_s.gen): never 0, never reused. */
+static uint64_t next_gen;
 
 int hd_auth_new(hd_auth_t **out, const hd_auth_params_t *p, char *err, size_t errlen)
 {
@@ -183,6 +188,7 @@ int hd_auth_new(hd_auth_t **out, const hd_auth_params_t *p, char *err, size_t er
         qsort(a->rules, a->n_rules, sizeof(*a->rules), rule_order);
     }
     a->is_enabled = a->keys.n > 0 || a->n_rules > 0;
+    a->gen = __atomic_add_fetch(&next_gen, 1, __ATOMIC_RELAXED);
     *out = a;
     return 0;
 }

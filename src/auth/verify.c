@@ -19,8 +19,10 @@
  * turning a JWS ECDSA signature (R || S, RFC 7518 3.4) into the DER OpenSSL checks. For HS*,
  * libjwt's jwt_decode parses header and payload again with jansson (herald already has) around
  * a one-microsecond HMAC, which made an HS256 connect cost twice an unauthenticated one
- * (docs/benchmarks.md); herald computes the HMAC with OpenSSL's HMAC() and compares it in
- * constant time (CRYPTO_memcmp). Either way the algorithm is the key's pinned one.
+ * (docs/benchmarks.md); herald computes the HMAC with an OpenSSL EVP_MAC context made once per
+ * key at load (HMAC() fetched the algorithm and absorbed the secret on every call) and
+ * compares it in constant time (CRYPTO_memcmp). Either way the algorithm is the key's pinned
+ * one.
  */
 #include "internal.h"
 
@@ -31,7 +33,6 @@
 #include <openssl/ecdsa.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -87,21 +88,27 @@ static const EVP_MD *alg_md(jwt_alg_t alg)
 
 /*
  * Checks an HS* signature (base64url sig_b64[0..sig_b64_len)) of input[0..len) with the key's
- * secret: the HMAC, compared in constant time. Returns 1 when it verifies, else 0.
+ * prepared HMAC (its secret absorbed once at load): a duplicate of it takes the input, and the
+ * MAC is compared in constant time. Returns 1 when it verifies, else 0.
  */
 static int hmac_verify(const hd_auth_key_t *key, const char *input, size_t len, const char *sig_b64,
                        size_t sig_b64_len)
 {
     unsigned char mac[EVP_MAX_MD_SIZE], sig[EVP_MAX_MD_SIZE + 4];
-    unsigned int mac_len = 0;
+    size_t mac_len = 0;
     long sig_len;
-    if (sig_b64_len * 3 / 4 + 3 > sizeof(sig) ||
+    EVP_MAC_CTX *ctx;
+    int ok;
+
+    if (key->mac == NULL || sig_b64_len * 3 / 4 + 3 > sizeof(sig) ||
         (sig_len = hd_auth_b64url_decode(sig_b64, sig_b64_len, sig)) <= 0)
         return 0;
-    if (HMAC(alg_md(key->alg), key->material, (int)key->material_len, (const unsigned char *)input,
-             len, mac, &mac_len) == NULL)
-        return 0;
-    return (size_t)sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
+    /* EVP_MAC_CTX_dup reads its source only (const): every worker may duplicate the key's. */
+    ctx = EVP_MAC_CTX_dup(key->mac);
+    ok = ctx != NULL && EVP_MAC_update(ctx, (const unsigned char *)input, len) == 1 &&
+         EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac)) == 1;
+    EVP_MAC_CTX_free(ctx);
+    return ok && (size_t)sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
 }
 
 /*
@@ -205,25 +212,33 @@ static int aud_matches(json_t *aud, const char *want)
     return 0;
 }
 
-/* The registered claims at time now. */
-static hd_auth_verify_t check_claims(const hd_auth_t *a, json_t *claims, int64_t now, char *why,
-                                     size_t whylen)
+/* The registered claims at time now; the time claims into *times (cache.c checks them again at
+ * each later use: exp, and the later of nbf and iat). */
+static hd_auth_verify_t check_claims(const hd_auth_t *a, json_t *claims, int64_t now,
+                                     hd_auth_times_t *times, char *why, size_t whylen)
 {
     int64_t t;
     int rc;
 
+    memset(times, 0, sizeof(*times));
     if ((rc = time_claim(claims, "exp", &t)) < 0)
         return refuse(HD_AUTH_INVALID, why, whylen, "exp is not a number of seconds");
     if (rc > 0 && now >= t + a->skew_s)
         return refuse(HD_AUTH_EXPIRED, why, whylen, "token expired");
+    if (rc > 0)
+        times->exp = t;
     if ((rc = time_claim(claims, "nbf", &t)) < 0)
         return refuse(HD_AUTH_INVALID, why, whylen, "nbf is not a number of seconds");
     if (rc > 0 && now + a->skew_s < t)
         return refuse(HD_AUTH_INVALID, why, whylen, "token not valid yet (nbf)");
+    if (rc > 0)
+        times->not_before = t;
     if ((rc = time_claim(claims, "iat", &t)) < 0)
         return refuse(HD_AUTH_INVALID, why, whylen, "iat is not a number of seconds");
     if (rc > 0 && now + a->skew_s < t)
         return refuse(HD_AUTH_INVALID, why, whylen, "token issued in the future (iat)");
+    if (rc > 0 && t > times->not_before)
+        times->not_before = t;
     if (a->issuer != NULL) {
         const char *iss = json_string_value(json_object_get(claims, "iss"));
         if (iss == NULL || strcmp(iss, a->issuer) != 0)
@@ -236,6 +251,15 @@ static hd_auth_verify_t check_claims(const hd_auth_t *a, json_t *claims, int64_t
 
 hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t len, int64_t now,
                                 hd_identity_t **out, char *why, size_t whylen)
+{
+    hd_auth_times_t times;
+
+    return hd_auth_verify_times(a, token, len, now, out, &times, why, whylen);
+}
+
+hd_auth_verify_t hd_auth_verify_times(const hd_auth_t *a, const char *token, size_t len,
+                                      int64_t now, hd_identity_t **out, hd_auth_times_t *times,
+                                      char *why, size_t whylen)
 {
     const char *dot1, *dot2, *kid = NULL, *alg_name;
     const hd_auth_key_t *key;
@@ -297,7 +321,7 @@ hd_auth_verify_t hd_auth_verify(const hd_auth_t *a, const char *token, size_t le
         refuse(HD_AUTH_INVALID, why, whylen, "JWT payload is not a base64url JSON object");
         goto done;
     }
-    if ((rc = check_claims(a, claims, now, why, whylen)) != HD_AUTH_VERIFIED)
+    if ((rc = check_claims(a, claims, now, times, why, whylen)) != HD_AUTH_VERIFIED)
         goto done;
     if (hd_identity_from_claims(out, claims, reason, sizeof(reason)) < 0) {
         rc = refuse(HD_AUTH_INVALID, why, whylen, "claims: %s", reason);

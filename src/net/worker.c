@@ -153,6 +153,7 @@ void hd_worker_free(hd_worker_t *w)
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
     }
+    hd_auth_cache_free(w->auth_cache);
     hd_conf_unref(w->conf);
     if (w->tls_ctx)
         hd_tls_ctx_unref(w->tls_ctx);

@@ -39,11 +39,25 @@ static int has_param(const hd_req_t *req, const char *name)
     return 0;
 }
 
-int hd_tp_verify_token(const hd_conf_t *conf, const char *token, size_t len, hd_identity_t **out,
-                       char *why, size_t whylen)
+int hd_tp_verify_token(hd_worker_t *w, const hd_conf_t *conf, const char *token, size_t len,
+                       hd_identity_t **out, char *why, size_t whylen)
 {
-    hd_auth_verify_t v =
-        hd_auth_verify(conf->auth, token, len, (int64_t)time(NULL), out, why, whylen);
+    int hit = 0;
+    if (!w->auth_cache && conf->auth_cache_entries > 0)
+        w->auth_cache = hd_auth_cache_new();
+    hd_auth_verify_t v = hd_auth_cache_verify(w->auth_cache, conf->auth, token, len,
+                                              (int64_t)time(NULL), conf->auth_cache_entries,
+                                              conf->auth_cache_bytes, out, &hit, why, whylen);
+    if (w->auth_cache) {
+        if (hit)
+            HD_STAT_INC(w, auth_cache_hits);
+        else
+            HD_STAT_INC(w, auth_cache_misses);
+        __atomic_store_n(&w->stats.auth_cache_entries, hd_auth_cache_count(w->auth_cache),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&w->stats.auth_cache_bytes, hd_auth_cache_bytes(w->auth_cache),
+                         __ATOMIC_RELAXED);
+    }
     switch (v) {
     case HD_AUTH_VERIFIED:
         /* Revoked (POST /admin/revoke): refused like a bad token until the revocation expires. */
@@ -234,7 +248,7 @@ static int credential(hd_req_t *req, hd_tp_cred_t *cred, int is_connect)
     }
     if (!tok || !hd_auth_has_key(conf->auth))
         return 0; /* anonymous (a bearer that is no key, with no key to verify it, is ignored) */
-    int err = hd_tp_verify_token(conf, tok, len, &cred->id, why, sizeof(why));
+    int err = hd_tp_verify_token(req->conn->worker, conf, tok, len, &cred->id, why, sizeof(why));
     if (err) {
         hd_conn_log(HD_LOG_INFO, req->conn, "token refused: %s", why);
         hd_tp_respond_auth(req, 401, why, err);

@@ -504,8 +504,8 @@ static void op_auth(ws_t *ws, json_t *root, json_t *ref)
             hd_ws_close(ws, 4401, "\"token\" must be a string");
             return;
         }
-        int err = hd_tp_verify_token(conf, json_string_value(tok), json_string_length(tok), &id,
-                                     why, sizeof(why));
+        int err = hd_tp_verify_token(pub->w, conf, json_string_value(tok), json_string_length(tok),
+                                     &id, why, sizeof(why));
         if (err) {
             hd_conn_log(HD_LOG_INFO, pub->conn, "token refused: %s", why);
             hd_ws_close(ws, hd_err_ws_close(err), why);

@@ -62,7 +62,7 @@ int hd_ws_refresh(ws_t *ws, const char *token, size_t len, const char **code, ch
         snprintf(why, whylen, "this connection has no token to refresh");
         return WS_REFRESH_REFUSED;
     }
-    int err = hd_tp_verify_token(hd_ws_conf(ws), token, len, &id, why, whylen);
+    int err = hd_tp_verify_token(pub->w, hd_ws_conf(ws), token, len, &id, why, whylen);
     if (err) { /* hd_tp_verify_token asks the revoked set too */
         *code = err == HD_ETOKENEXPIRED   ? "token_expired"
                 : err == HD_ETOKENREVOKED ? "token_revoked"

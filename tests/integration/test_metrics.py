@@ -587,6 +587,27 @@ class TestClientAddresses(MetricsTestCase):
         order("/admin/disconnect", {"channel": "public:m"})
         self.assertSeries(h.port, {'herald_connections_ended_total{reason="disconnected"}': 3})
 
+    @drives('herald_auth_cache_total{result="hit"}', 'herald_auth_cache_total{result="miss"}',
+            "herald_auth_cache_entries", "herald_auth_cache_bytes")
+    def test_auth_cache(self):
+        conf = {"auth_jwt_secret": "c" * 40, "channel_rule": "public:* subscribe=any"}
+        h = self.start_herald(conf=conf, workers=1)
+        hit, miss = ('herald_auth_cache_total{result="hit"}',
+                     'herald_auth_cache_total{result="miss"}')
+        self.assertSeries(h.port, {hit: 0, miss: 0, "herald_auth_cache_entries": 0,
+                                   "herald_auth_cache_bytes": 0})
+        tok = jwt.encode({"sub": "c1", "exp": int(time.time()) + 600}, "c" * 40,
+                         algorithm="HS256")
+        for _ in range(3):
+            self.assertEqual(hh.request(h.port, "GET", "/poll/public:c?token=" + tok)[0], 200)
+        m = self.assertSeries(h.port, {hit: 2, miss: 1, "herald_auth_cache_entries": 1})
+        self.assertGreater(m.samples["herald_auth_cache_bytes"], 100)
+        # A reload empties it at the next token; a refused token is not kept.
+        h.reload(conf=conf)
+        self.assertEqual(hh.request(h.port, "GET", "/poll/public:c?token=" + tok + "x")[0], 401)
+        self.assertSeries(h.port, {hit: 2, miss: 2, "herald_auth_cache_entries": 0,
+                                   "herald_auth_cache_bytes": 0})
+
 
 class TestHttp2(MetricsTestCase):
     @drives("herald_http2_connections_total", "herald_http2_streams_total",

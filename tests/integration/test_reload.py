@@ -678,6 +678,27 @@ class TestReload(hh.HeraldTestCase):
             time.sleep(0.8)
             self.assertTrue(ws.client.is_open())
 
+    def cache_hits_of(self, h, token):
+        """/stats auth_cache hits that two connects with token add."""
+        before = hh.stats(h.port)["auth_cache"]["hits"]
+        self.assertEqual((self.poll_with(h, token), self.poll_with(h, token)), (200, 200))
+        return hh.stats(h.port)["auth_cache"]["hits"] - before
+
+    @case("auth_cache_entries", "10000", "0", auth_jwt_secret=SECRET_A,
+          channel_rule="* subscribe=auth")
+    def check_auth_cache_entries(self, h, value):
+        tok = self.token(SECRET_A, jti="entries-" + value)
+        self.assertEqual(self.cache_hits_of(h, tok), 1 if value == "10000" else 0)
+
+    @case("auth_cache_memory", "8m", "64k", auth_jwt_secret=SECRET_A,
+          channel_rule="* subscribe=auth")
+    def check_auth_cache_memory(self, h, value):
+        # An identity of about 10 KiB (256 grants at 32 bytes each, 1.5 KiB of info) in a
+        # token of 4 KiB: kept in 8m, over an eighth of 64k so never kept there.
+        tok = self.token(SECRET_A, jti="memory-" + value, info={"pad": "y" * 1500},
+                         channels=["g%d" % i for i in range(256)])
+        self.assertEqual(self.cache_hits_of(h, tok), 1 if value == "8m" else 0)
+
     @case("channel_rule", "* subscribe=any", "* subscribe=auth", auth_jwt_secret=SECRET_A)
     def check_channel_rule(self, h, value):
         anonymous = self.poll_with(h)

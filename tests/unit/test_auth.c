@@ -3,12 +3,15 @@
  * test_auth.c: unit tests of src/auth: token verification (good, expired, nbf, iat, wrong
  * signature, alg none, the HS/RS confusion, wrong iss/aud, kid selection in a JWKS of RSA, EC
  * and oct keys, unsupported algs, malformed tokens), the keys the policy accepts, identities,
- * and the channel rules' decisions. Tokens are minted here with libjwt and OpenSSL from keys
- * generated at run time.
+ * the channel rules' decisions, and the verified-token cache (hits, expiry while cached, key
+ * rotation, bounds under a flood, revocation after caching). Tokens are minted here with libjwt
+ * and OpenSSL from keys generated at run time.
  */
 #include "herald/auth.h"
 #include "herald/common.h"
 #include "herald/conf.h"
+#include "herald/transport.h"
+#include "herald/worker.h"
 
 #include "test.h"
 
@@ -956,6 +959,305 @@ static void test_revset(void)
     hd_revset_free(NULL);
 }
 
+/* ---- the verified-token cache --------------------------------------------------------------- */
+
+typedef struct cached_s {
+    hd_auth_verify_t v;
+    int hit;
+    hd_identity_t *id; /* unref'd by the helper unless kept */
+    char why[160];
+} cached_t;
+
+/* One hd_auth_cache_verify at now with the bounds given; the identity is dropped. */
+static cached_t cv(hd_auth_cache_t *c, const hd_auth_t *a, const char *tok, int64_t now,
+                   size_t max_entries, size_t max_bytes)
+{
+    cached_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.v = hd_auth_cache_verify(c, a, tok, strlen(tok), now, max_entries, max_bytes, &r.id, &r.hit,
+                               r.why, sizeof(r.why));
+    T_TRUE((r.v == HD_AUTH_VERIFIED) == (r.id != NULL));
+    hd_identity_unref(r.id);
+    return r;
+}
+
+#define BIG (1u << 20)
+
+static void test_cache_hit_miss(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_auth_t *a = policy(&p);
+    hd_auth_cache_t *c = hd_auth_cache_new();
+    char *tok =
+        mint_hs256("{\"sub\":\"u1\",\"jti\":\"t1\",\"exp\":1767226600,\"channels\":[\"a\"]}");
+    hd_identity_t *first = NULL, *second = NULL;
+    int hit = 1;
+    char why[160];
+    cached_t r;
+
+    /* Miss (verified, kept), then hit: the same identity, shared. */
+    T_EQ_INT(hd_auth_cache_verify(c, a, tok, strlen(tok), NOW, 100, BIG, &first, &hit, why, 160),
+             HD_AUTH_VERIFIED);
+    T_EQ_INT(hit, 0);
+    T_EQ_INT(hd_auth_cache_count(c), 1);
+    T_TRUE(hd_auth_cache_bytes(c) > 0);
+    T_EQ_INT(hd_auth_cache_verify(c, a, tok, strlen(tok), NOW, 100, BIG, &second, &hit, why, 160),
+             HD_AUTH_VERIFIED);
+    T_EQ_INT(hit, 1);
+    T_TRUE(first == second);
+    T_EQ_STR(hd_identity_sub(second), "u1");
+    T_EQ_STR(hd_identity_jti(second), "t1");
+    hd_identity_unref(first);
+    hd_identity_unref(second);
+
+    /* Refusals are never kept: a changed signature byte, a prefix of the token, an expired one. */
+    {
+        char *bad = hd_strdup(tok);
+        bad[strlen(bad) - 5] = bad[strlen(bad) - 5] == 'A' ? 'B' : 'A';
+        for (int i = 0; i < 2; i++) {
+            r = cv(c, a, bad, NOW, 100, BIG);
+            T_EQ_INT(r.v, HD_AUTH_INVALID);
+            T_EQ_INT(r.hit, 0);
+            T_CONTAINS(r.why, "bad signature");
+        }
+        bad[strlen(bad) - 5] = '\0';
+        r = cv(c, a, bad, NOW, 100, BIG);
+        T_EQ_INT(r.v, HD_AUTH_INVALID);
+        T_EQ_INT(r.hit, 0);
+        free(bad);
+    }
+    char *old = mint_hs256("{\"sub\":\"u1\",\"exp\":1767225000}");
+    r = cv(c, a, old, NOW, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_EXPIRED);
+    T_EQ_INT(hd_auth_cache_count(c), 1);
+    free(old);
+
+    /* max_entries 0: no cache, every call verifies, nothing more kept. */
+    for (int i = 0; i < 2; i++) {
+        r = cv(c, a, tok, NOW, 0, BIG);
+        T_EQ_INT(r.v, HD_AUTH_VERIFIED);
+        T_EQ_INT(r.hit, 0);
+    }
+    /* A NULL cache verifies too. */
+    r = cv(NULL, a, tok, NOW, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_VERIFIED);
+    T_EQ_INT(r.hit, 0);
+    hd_auth_cache_flush(c);
+    T_EQ_INT(hd_auth_cache_count(c), 0);
+    T_EQ_INT(hd_auth_cache_bytes(c), 0);
+    free(tok);
+    hd_auth_cache_free(c);
+    hd_auth_cache_free(NULL);
+    hd_auth_free(a);
+}
+
+/* A new policy (a reload: rotated keys, another JWKS) empties the cache before anything. */
+static void test_cache_key_rotation(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_auth_params_t p2 = {.jwt_secret = SECRET "-rotated-secret"};
+    hd_auth_t *a = policy(&p), *same = policy(&p), *rotated = policy(&p2);
+    hd_auth_cache_t *c = hd_auth_cache_new();
+    char *tok = mint_hs256("{\"sub\":\"u1\"}");
+    keypair_t ec;
+    cached_t r;
+
+    T_EQ_INT(cv(c, a, tok, NOW, 100, BIG).hit, 0);
+    T_EQ_INT(cv(c, a, tok, NOW, 100, BIG).hit, 1);
+    /* The same keys loaded again: a new policy all the same, verified again, then hits. */
+    r = cv(c, same, tok, NOW, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_VERIFIED);
+    T_EQ_INT(r.hit, 0);
+    T_EQ_INT(cv(c, same, tok, NOW, 100, BIG).hit, 1);
+    /* The secret rotated: the cached token is refused as a fresh check refuses it. */
+    r = cv(c, rotated, tok, NOW, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_INVALID);
+    T_EQ_INT(r.hit, 0);
+    T_CONTAINS(r.why, "bad signature");
+    T_EQ_INT(hd_auth_cache_count(c), 0);
+    /* Back to the first policy object: it is not the cache's now, so again no hit. */
+    T_EQ_INT(cv(c, a, tok, NOW, 100, BIG).hit, 0);
+
+    /* ES256 (a public key): the signature is skipped on a hit as well. */
+    keypair_ec(&ec, "P-256");
+    char *path = write_file("cache-ec.pub.pem", ec.pub_pem);
+    hd_auth_params_t pe = {.jwt_public_key = path};
+    hd_auth_t *es = policy(&pe);
+    char *etok = mint(JWT_ALG_ES256, ec.priv_pem, ec.priv_len, NULL, "{\"sub\":\"e\"}");
+    r = cv(c, es, etok, NOW, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_VERIFIED);
+    T_EQ_INT(r.hit, 0);
+    T_EQ_INT(hd_auth_cache_count(c), 1);
+    T_EQ_INT(cv(c, es, etok, NOW, 100, BIG).hit, 1);
+    r = cv(c, es, tok, NOW, 100, BIG); /* the HS256 token under the EC key */
+    T_EQ_INT(r.v, HD_AUTH_INVALID);
+    T_CONTAINS(r.why, "alg HS256 is not the configured ES256");
+    free(etok);
+    hd_auth_free(es);
+    unlink(path);
+    free(path);
+    keypair_free(&ec);
+
+    free(tok);
+    hd_auth_cache_free(c);
+    hd_auth_free(a);
+    hd_auth_free(same);
+    hd_auth_free(rotated);
+}
+
+/* exp, nbf and iat are checked again at every hit, with the skew, as verify.c checks them. */
+static void test_cache_time(void)
+{
+    hd_auth_params_t p0 = {.jwt_secret = SECRET, .clock_skew_ms = 0};
+    hd_auth_params_t p30 = {.jwt_secret = SECRET, .clock_skew_ms = 30000};
+    hd_auth_t *a = policy(&p0), *skewed = policy(&p30);
+    hd_auth_cache_t *c = hd_auth_cache_new();
+    /* exp NOW + 10, nbf NOW - 5, iat NOW - 2 */
+    char *tok = mint_hs256("{\"sub\":\"1\",\"exp\":1767225610,\"nbf\":1767225595,"
+                           "\"iat\":1767225598}");
+    char why[160];
+    cached_t r;
+
+    T_EQ_INT(cv(c, a, tok, NOW, 100, BIG).hit, 0);
+    T_EQ_INT(cv(c, a, tok, NOW + 9, 100, BIG).hit, 1);
+    /* Expires while cached: refused at exp exactly as a fresh check, and dropped. */
+    r = cv(c, a, tok, NOW + 10, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_EXPIRED);
+    T_EQ_INT(r.hit, 0);
+    T_CONTAINS(r.why, "token expired");
+    T_EQ_INT(verify(a, tok, NOW + 10, NULL, why), HD_AUTH_EXPIRED);
+    T_EQ_INT(hd_auth_cache_count(c), 0);
+    /* The clock set back before iat (NOW - 2) then nbf: refused, as a fresh check would. */
+    T_EQ_INT(cv(c, a, tok, NOW, 100, BIG).hit, 0);
+    r = cv(c, a, tok, NOW - 3, 100, BIG);
+    T_EQ_INT(r.v, HD_AUTH_INVALID);
+    T_CONTAINS(r.why, "not valid yet");
+    T_EQ_INT(verify(a, tok, NOW - 3, NULL, why), HD_AUTH_INVALID);
+    T_EQ_INT(cv(c, a, tok, NOW - 2, 100, BIG).hit, 1); /* at iat: valid again */
+    T_EQ_INT(verify(a, tok, NOW - 2, NULL, why), HD_AUTH_VERIFIED);
+    /* With a 30 s skew: good until exp + 30. */
+    T_EQ_INT(cv(c, skewed, tok, NOW, 100, BIG).hit, 0);
+    T_EQ_INT(cv(c, skewed, tok, NOW + 39, 100, BIG).hit, 1);
+    T_EQ_INT(cv(c, skewed, tok, NOW + 40, 100, BIG).v, HD_AUTH_EXPIRED);
+    T_EQ_INT(verify(skewed, tok, NOW + 40, NULL, why), HD_AUTH_EXPIRED);
+    free(tok);
+    hd_auth_cache_free(c);
+    hd_auth_free(a);
+    hd_auth_free(skewed);
+}
+
+/* A flood of distinct valid tokens: the cache stays within its entries and bytes, the least
+ * recently used going first; lowering the bounds (a reload) evicts at the next call. */
+static void test_cache_bounds(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_auth_t *a = policy(&p);
+    hd_auth_cache_t *c = hd_auth_cache_new();
+    char claims[2600], info[2100];
+    char **toks = hd_calloc(1000, sizeof(*toks));
+
+    for (int i = 0; i < 1000; i++) {
+        snprintf(claims, sizeof(claims), "{\"sub\":\"user-%d\",\"exp\":1767226600}", i);
+        toks[i] = mint_hs256(claims);
+        T_EQ_INT(cv(c, a, toks[i], NOW, 100, BIG).hit, 0);
+        T_TRUE(hd_auth_cache_count(c) <= 100);
+    }
+    T_EQ_INT(hd_auth_cache_count(c), 100);
+    T_EQ_INT(cv(c, a, toks[900], NOW, 100, BIG).hit, 1); /* 900..999 held; 900 now the newest */
+    T_EQ_INT(cv(c, a, toks[0], NOW, 100, BIG).hit, 0);   /* evicts the LRU: 901 (900 was used) */
+    T_EQ_INT(cv(c, a, toks[900], NOW, 100, BIG).hit, 1);
+    T_EQ_INT(cv(c, a, toks[901], NOW, 100, BIG).hit, 0);
+    T_EQ_INT(cv(c, a, toks[999], NOW, 100, BIG).hit, 1);
+    /* Lower bounds: the next call evicts down to them. */
+    T_EQ_INT(cv(c, a, toks[999], NOW, 10, BIG).hit, 1);
+    T_EQ_INT(hd_auth_cache_count(c), 10);
+    for (int i = 0; i < 1000; i++)
+        free(toks[i]);
+    hd_auth_cache_flush(c);
+
+    /* Large identities (2 KiB of info each) under a 64 KiB budget: the bytes bound holds. */
+    memset(info, 'x', 2000);
+    info[2000] = '\0';
+    for (int i = 0; i < 200; i++) {
+        snprintf(claims, sizeof(claims), "{\"sub\":\"big-%d\",\"info\":{\"pad\":\"%s\"}}", i, info);
+        toks[i] = mint_hs256(claims);
+        T_EQ_INT(cv(c, a, toks[i], NOW, 10000, 64 * 1024).v, HD_AUTH_VERIFIED);
+        T_TRUE(hd_auth_cache_bytes(c) <= 64 * 1024);
+        T_TRUE(hd_auth_cache_count(c) <= 32);
+    }
+    T_TRUE(hd_auth_cache_count(c) >= 20); /* full by bytes, not by count */
+    T_EQ_INT(cv(c, a, toks[199], NOW, 10000, 64 * 1024).hit, 1);
+    /* One identity over an eighth of the budget is verified but not kept. */
+    hd_auth_cache_flush(c);
+    T_EQ_INT(cv(c, a, toks[0], NOW, 10000, 16 * 1024).v, HD_AUTH_VERIFIED);
+    T_EQ_INT(hd_auth_cache_count(c), 0);
+    T_EQ_INT(cv(c, a, toks[0], NOW, 10000, 16 * 1024).hit, 0);
+    for (int i = 0; i < 200; i++)
+        free(toks[i]);
+    free(toks);
+    hd_auth_cache_free(c);
+    hd_auth_free(a);
+}
+
+/* Through hd_tp_verify_token, the seam every transport uses: a token revoked after it was
+ * cached is refused at its next use (a hit, then the revoked set), and the worker counts. */
+static void test_cache_revoked(void)
+{
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_conf_t *conf = hd_calloc(1, sizeof(*conf));
+    hd_worker_t *w = hd_calloc(1, sizeof(*w));
+    hd_revset_t *s = hd_revset_new();
+    hd_identity_t *id = NULL;
+    char claims[160], why[160], *tok, *tok2;
+    int64_t now = (int64_t)time(NULL);
+
+    conf->auth = policy(&p);
+    conf->auth_cache_entries = 100;
+    conf->auth_cache_bytes = BIG;
+    hd_auth_revocations_set(s);
+    snprintf(claims, sizeof(claims), "{\"sub\":\"r1\",\"jti\":\"j1\",\"exp\":%lld}",
+             (long long)now + 600);
+    tok = mint_hs256(claims);
+    snprintf(claims, sizeof(claims), "{\"sub\":\"r2\",\"jti\":\"j2\",\"exp\":%lld}",
+             (long long)now + 600);
+    tok2 = mint_hs256(claims);
+    for (int i = 0; i < 2; i++) {
+        T_EQ_INT(hd_tp_verify_token(w, conf, tok, strlen(tok), &id, why, sizeof(why)), 0);
+        hd_identity_unref(id);
+        T_EQ_INT(hd_tp_verify_token(w, conf, tok2, strlen(tok2), &id, why, sizeof(why)), 0);
+        hd_identity_unref(id);
+    }
+    T_EQ_INT(w->stats.auth_cache_misses, 2);
+    T_EQ_INT(w->stats.auth_cache_hits, 2);
+    T_EQ_INT(w->stats.auth_cache_entries, 2);
+    /* Revoked by sub, and the other by jti: each refused although its entry answered. */
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_SUB, "r1", 2, now * 1000 + 60000, now * 1000, 10), 1);
+    T_EQ_INT(hd_revset_add(s, HD_REVOKE_JTI, "j2", 2, now * 1000 + 60000, now * 1000, 10), 1);
+    T_EQ_INT(hd_tp_verify_token(w, conf, tok, strlen(tok), &id, why, sizeof(why)),
+             HD_ETOKENREVOKED);
+    T_TRUE(id == NULL);
+    T_CONTAINS(why, "revoked");
+    T_EQ_INT(hd_tp_verify_token(w, conf, tok2, strlen(tok2), &id, why, sizeof(why)),
+             HD_ETOKENREVOKED);
+    T_TRUE(id == NULL);
+    T_EQ_INT(w->stats.auth_cache_hits, 4);
+    /* No cache configured: none is made, every token verified. */
+    conf->auth_cache_entries = 0;
+    hd_auth_cache_free(w->auth_cache);
+    w->auth_cache = NULL;
+    T_EQ_INT(hd_tp_verify_token(w, conf, tok, strlen(tok), &id, why, sizeof(why)),
+             HD_ETOKENREVOKED);
+    T_TRUE(w->auth_cache == NULL);
+    hd_auth_revocations_set(NULL);
+    hd_revset_free(s);
+    free(tok);
+    free(tok2);
+    hd_auth_free(conf->auth);
+    free(conf);
+    free(w);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/herald-test-auth-XXXXXX");
@@ -974,6 +1276,11 @@ int main(void)
     T_RUN(test_rules);
     T_RUN(test_conf_errors);
     T_RUN(test_revset);
+    T_RUN(test_cache_hit_miss);
+    T_RUN(test_cache_key_rotation);
+    T_RUN(test_cache_time);
+    T_RUN(test_cache_bounds);
+    T_RUN(test_cache_revoked);
     rmdir(tmpdir);
     T_DONE();
 }
