@@ -94,45 +94,58 @@ static jwt_alg_t curve_alg(const char *group)
 
 /* ---- base64url ------------------------------------------------------------------------------- */
 
-static int b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
+/* 1 + the value of each base64url character (RFC 4648 5), 0 for any other byte: one load per
+ * character on the path of every token (header, claims, signature). */
+static const uint8_t b64_plus1[256] = {
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
+    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
+};
 
 long hd_auth_b64url_decode(const char *s, size_t len, unsigned char *out)
 {
-    uint32_t acc = 0;
-    int bits = 0;
+    const unsigned char *in = (const unsigned char *)s;
+    uint32_t acc = 0, bad = 0;
+    size_t i = 0, rest;
     long o = 0;
 
     while (len > 0 && s[len - 1] == '=')
         len--;
     if (len % 4 == 1)
         return -1;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64val((unsigned char)s[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
+    /* Four characters into three bytes at a time; an invalid one makes its value 0 - 1. */
+    for (; i + 4 <= len; i += 4) {
+        uint32_t a = b64_plus1[in[i]] - 1u, b = b64_plus1[in[i + 1]] - 1u;
+        uint32_t c = b64_plus1[in[i + 2]] - 1u, d = b64_plus1[in[i + 3]] - 1u;
+        bad |= a | b | c | d;
+        acc = a << 18 | b << 12 | c << 6 | d;
+        out[o++] = (unsigned char)(acc >> 16);
+        out[o++] = (unsigned char)(acc >> 8);
+        out[o++] = (unsigned char)acc;
     }
-    /* The leftover bits must be zero (a canonical encoding). */
-    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+    if (bad > 63)
         return -1;
+    rest = len - i; /* 0, 2 or 3 */
+    if (rest > 0) {
+        uint32_t v[3] = {0, 0, 0};
+        for (size_t k = 0; k < rest; k++) {
+            v[k] = b64_plus1[in[i + k]] - 1u;
+            if (v[k] > 63)
+                return -1;
+        }
+        acc = v[0] << 18 | v[1] << 12 | v[2] << 6;
+        out[o++] = (unsigned char)(acc >> 16);
+        if (rest == 3)
+            out[o++] = (unsigned char)(acc >> 8);
+        /* The leftover bits must be zero (a canonical encoding). */
+        if ((rest == 2 && (acc & 0xffff)) || (rest == 3 && (acc & 0xff)))
+            return -1;
+    }
     return o;
 }
 

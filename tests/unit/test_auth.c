@@ -13,6 +13,8 @@
 #include "herald/transport.h"
 #include "herald/worker.h"
 
+#include "auth/internal.h" /* hd_auth_b64url_decode */
+
 #include "test.h"
 
 #include <jwt.h>
@@ -959,6 +961,49 @@ static void test_revset(void)
     hd_revset_free(NULL);
 }
 
+/* The base64url decoder on every token: every length and byte value against the test's own
+ * encoder, padding, and every way to be wrong at every position. */
+static void test_b64url_decode(void)
+{
+    unsigned char in[96], out[96 + 3];
+    char enc[160], bad[168];
+
+    for (size_t len = 0; len <= 96; len++) {
+        for (size_t i = 0; i < len; i++)
+            in[i] = (unsigned char)(i * 37 + len * 11);
+        b64url(in, len, enc);
+        T_EQ_INT(hd_auth_b64url_decode(enc, strlen(enc), out), (long)len);
+        T_TRUE(memcmp(in, out, len) == 0);
+        /* With padding ('=' up to a multiple of 4). */
+        snprintf(bad, sizeof(bad), "%s%s", enc,
+                 strlen(enc) % 4 == 2   ? "=="
+                 : strlen(enc) % 4 == 3 ? "="
+                                        : "");
+        T_EQ_INT(hd_auth_b64url_decode(bad, strlen(bad), out), (long)len);
+        T_TRUE(memcmp(in, out, len) == 0);
+        /* Any byte outside the alphabet, at any position, fails the decoding. */
+        for (size_t pos = 0; pos < strlen(enc); pos++) {
+            static const char wrong[] = {'+', '/', '=', ' ', '\0', '.', (char)0x80, (char)0xff};
+            for (size_t k = 0; k < sizeof(wrong); k++) {
+                memcpy(bad, enc, strlen(enc) + 1);
+                bad[pos] = wrong[k];
+                if (wrong[k] == '=' && pos == strlen(enc) - 1)
+                    continue; /* a trailing '=' is padding: another (shorter) text */
+                T_EQ_INT(hd_auth_b64url_decode(bad, strlen(enc), out), -1);
+            }
+        }
+    }
+    /* The whole alphabet decodes; one character past a multiple of 4 is no encoding; leftover
+     * bits must be zero. */
+    const char *all = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    T_EQ_INT(hd_auth_b64url_decode(all, 64, out), 48);
+    T_EQ_INT(hd_auth_b64url_decode("QUJDRA", 6, out), 4);
+    T_EQ_INT(hd_auth_b64url_decode("QUJDR", 5, out), -1);
+    T_EQ_INT(hd_auth_b64url_decode("QR", 2, out), -1);  /* "Q" then 4 bits 0001 left over */
+    T_EQ_INT(hd_auth_b64url_decode("QUF", 3, out), -1); /* 2 bits left over */
+    T_EQ_INT(hd_auth_b64url_decode("QUE", 3, out), 2);
+}
+
 /* ---- the verified-token cache --------------------------------------------------------------- */
 
 typedef struct cached_s {
@@ -1276,6 +1321,7 @@ int main(void)
     T_RUN(test_rules);
     T_RUN(test_conf_errors);
     T_RUN(test_revset);
+    T_RUN(test_b64url_decode);
     T_RUN(test_cache_hit_miss);
     T_RUN(test_cache_key_rotation);
     T_RUN(test_cache_time);
