@@ -162,6 +162,9 @@ typedef struct opts_s {
     /* "Authorization: Bearer TOKEN\r\n" (--token): a connection token every subscriber sends
      * with its handshake or request, or "" */
     char sub_auth[BENCH_TOKEN_MAX + 32];
+    /* --tokens FILE: subscriber i sends tokens[i % n_tokens] instead (n_tokens 0: sub_auth) */
+    char **tokens;
+    uint32_t n_tokens;
     soak_opts_t soak;
     /* chat: typing (ephemeral publishes) per second per room, presence events asked by every
      * member, and members leaving and joining again per second (soak.churn) */

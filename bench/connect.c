@@ -7,7 +7,10 @@
  * each took, and the server CPU each cost (server CPU over the run / subscriptions made).
  * Connections are held until the end, so the figure does not include closing them. With
  * --token every subscription carries a connection token (Authorization: Bearer): the cost of
- * verifying it at connect, against the same run without.
+ * verifying it at connect, against the same run without; with --tokens FILE subscription i
+ * carries token i of the file (mod its length): as many tokens as subscriptions make every
+ * connect a token's first use, one token makes every connect after the first a reuse (herald's
+ * verified-token cache, docs/auth.md).
  */
 #include "bench.h"
 
@@ -16,12 +19,15 @@
 int run_connect(opts_t *o)
 {
     o->subscribers = o->count;
-    char title[256];
+    char title[256], tokens[64] = "";
+    if (o->n_tokens)
+        snprintf(tokens, sizeof(tokens), ", with %u distinct tokens (--tokens)", o->n_tokens);
+    else if (o->sub_auth[0])
+        snprintf(tokens, sizeof(tokens), ", with one token (--token)");
     snprintf(title, sizeof(title),
              "herald-bench connect: %s over %s, %u subscriptions, %u at a time%s%s",
              tg_names[o->tg.kind], tp_names[o->transport], o->count, o->concurrency,
-             o->connect_rate > 0 ? ", rate-limited" : "",
-             o->sub_auth[0] ? ", with a token (--token)" : "");
+             o->connect_rate > 0 ? ", rate-limited" : "", tokens);
     report_t *rep = rep_new(o, title);
     shared_t *sh = shared_new(kids_needed(o, o->subscribers), o->channels);
     srv_sample_t a, b;

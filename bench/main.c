@@ -8,6 +8,7 @@
 #include "bench.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -90,6 +91,9 @@ static const char usage[] =
     "  --token T            a connection token (JWT, docs/auth.md) every subscriber sends as\n"
     "                       Authorization: Bearer T with its handshake or request (herald:\n"
     "                       ws, sse, longpoll, poll; e.g. connect with and without it)\n"
+    "  --tokens FILE        connection tokens, one a line: subscriber i sends token i mod N\n"
+    "                       (as many tokens as --count: every connect a first use; one token:\n"
+    "                       every connect a reuse, as --token)\n"
     "  --server-pid PID     measure this process and its descendants (CPU user+sys, memory);\n"
     "                       PID,PID,... or repeated (up to 8): the sum over every node and the\n"
     "                       Redis they share\n"
@@ -162,6 +166,7 @@ static const char usage[] =
     "2 bad arguments; 3 the run could not start.\n";
 
 static _Noreturn void bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void load_tokens(opts_t *o, const char *path);
 static _Noreturn void bad(const char *fmt, ...)
 {
     va_list ap;
@@ -171,6 +176,44 @@ static _Noreturn void bad(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\nTry 'herald-bench --help'.\n");
     exit(2);
+}
+
+/* --tokens FILE: one token a line (blank lines skipped), each 1..BENCH_TOKEN_MAX printable
+ * characters without spaces; at most 1,000,000. */
+static void load_tokens(opts_t *o, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0, n_cap = 0;
+    ssize_t len;
+
+    if (!f)
+        bad("--tokens %s: %s", path, strerror(errno));
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        for (ssize_t i = 0; i < len; i++) {
+            if (line[i] <= ' ' || line[i] >= 0x7f)
+                bad("--tokens %s: line %u: a token is printable ASCII without spaces", path,
+                    o->n_tokens + 1);
+        }
+        if (len > BENCH_TOKEN_MAX || o->n_tokens >= 1000000)
+            bad("--tokens %s: tokens of at most %d bytes, at most 1000000 of them", path,
+                BENCH_TOKEN_MAX);
+        if (o->n_tokens == n_cap) {
+            n_cap = n_cap ? n_cap * 2 : 1024;
+            o->tokens = realloc(o->tokens, n_cap * sizeof(*o->tokens));
+            if (!o->tokens)
+                bad("--tokens %s: out of memory", path);
+        }
+        o->tokens[o->n_tokens++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    if (o->n_tokens == 0)
+        bad("--tokens %s: no token in the file", path);
 }
 
 static double parse_num(const char *opt, const char *s, double min, double max)
@@ -286,6 +329,7 @@ enum {
     O_PREFIX,
     O_KEY,
     O_TOKEN,
+    O_TOKENS,
     O_INTERVAL,
     O_WARMUP,
     O_CHURN,
@@ -334,6 +378,7 @@ static const struct option long_opts[] = {
     {"prefix", required_argument, NULL, O_PREFIX},
     {"key", required_argument, NULL, O_KEY},
     {"token", required_argument, NULL, O_TOKEN},
+    {"tokens", required_argument, NULL, O_TOKENS},
     {"interval", required_argument, NULL, O_INTERVAL},
     {"warmup", required_argument, NULL, O_WARMUP},
     {"churn", required_argument, NULL, O_CHURN},
@@ -559,6 +604,9 @@ int main(int argc, char **argv)
             snprintf(o.sub_auth, sizeof(o.sub_auth), "Authorization: Bearer %s\r\n", optarg);
             break;
         }
+        case O_TOKENS:
+            load_tokens(&o, optarg);
+            break;
         case O_INTERVAL:
             o.soak.interval_s = parse_dur("--interval", optarg, 3600);
             if (o.soak.interval_s < 0.5)

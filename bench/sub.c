@@ -347,11 +347,22 @@ static const char *chan(const sub_t *s)
     return kid.chan_buf;
 }
 
+/* The Authorization line subscriber s sends: its own token of --tokens, else --token's. */
+static const char *sub_auth(const sub_t *s, char *buf, size_t len)
+{
+    const opts_t *o = kid.o;
+    if (!o->n_tokens)
+        return o->sub_auth;
+    snprintf(buf, len, "Authorization: Bearer %s\r\n", o->tokens[s->idx % o->n_tokens]);
+    return buf;
+}
+
 static void send_request(sub_t *s)
 {
     const opts_t *o = kid.o;
     const target_t *tg = target_of(o, s->idx);
-    char req[1024 + sizeof(o->sub_auth)];
+    char req[1024 + sizeof(o->sub_auth)], auth_buf[sizeof(o->sub_auth)];
+    const char *auth = sub_auth(s, auth_buf, sizeof(auth_buf));
     int n = 0;
     int nchan = tg->kind == TG_NCHAN;
     switch (o->transport) {
@@ -364,12 +375,12 @@ static void send_request(sub_t *s)
                      : nchan   ? "/sub?id="
                                : "/ws/",
                      is_chat() && !nchan ? "" : chan(s), tg->host,
-                     is_chat() && !nchan ? o->auth : o->sub_auth);
+                     is_chat() && !nchan ? o->auth : auth);
         break;
     case TP_SSE:
         n = snprintf(req, sizeof(req),
                      "GET %s%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n",
-                     nchan ? "/sub?id=" : "/sse/", chan(s), tg->host, o->sub_auth);
+                     nchan ? "/sub?id=" : "/sse/", chan(s), tg->host, auth);
         break;
     case TP_LONGPOLL:
         if (nchan) {
@@ -382,17 +393,17 @@ static void send_request(sub_t *s)
         } else if (!s->since[0]) {
             s->is_first_poll = 1;
             n = snprintf(req, sizeof(req), "GET /poll/%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", chan(s),
-                         tg->host, o->sub_auth);
+                         tg->host, auth);
         } else {
             n = snprintf(req, sizeof(req),
                          "GET /lp/%s?since=%s&timeout=%u HTTP/1.1\r\nHost: %s\r\n%s\r\n", chan(s),
-                         s->since, o->lp_timeout_s, tg->host, o->sub_auth);
+                         s->since, o->lp_timeout_s, tg->host, auth);
         }
         break;
     case TP_POLL:
         s->is_first_poll = !s->since[0];
         n = snprintf(req, sizeof(req), "GET /poll/%s%s%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", chan(s),
-                     s->since[0] ? "?since=" : "", s->since, tg->host, o->sub_auth);
+                     s->since[0] ? "?since=" : "", s->since, tg->host, auth);
         break;
     default:
         return;
