@@ -751,6 +751,8 @@ int main(int argc, char **argv)
             bad("--h2-streams: SSE (--transport sse) to herald over plain http:// (h2c)");
         if (sc != SC_FANOUT && sc != SC_NOTIFY && sc != SC_IDLE)
             bad("--h2-streams applies to fanout, notify and idle");
+        if (o.n_tokens)
+            bad("--tokens: HTTP/1.1 subscribers only (not with --h2-streams)");
     }
     if (o.tg.kind == TG_NCHAN && o.transport == TP_POLL)
         bad("--transport poll: nchan has no short-poll endpoint (use ws, sse or longpoll)");
