@@ -15,18 +15,16 @@ Prints each round and the medians with their ratio (HTTP/2 / HTTP/1.1) and the l
 as docs/http2.md quotes them. Stops only the herald it started, by PID.
 """
 import json
-import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def start_herald(herald, workers):
-    log = open("/tmp/h2_vs_h1.%d.log" % os.getpid(), "w+")
+    log = tempfile.TemporaryFile("w+")
     p = subprocess.Popen([herald, "-c", "/dev/null", "-o", "listen 127.0.0.1:0", "-o",
                           "workers %d" % workers, "-o", "log_level info", "-o",
                           "max_connections 18000", "-o", "http2_max_streams 128"],
