@@ -59,11 +59,12 @@ export interface HeraldMessage<T = string | Uint8Array> {
   /** The payload: text as a string, binary (base64 on the wire) as bytes; with
    * subscribe(..., {json: true}) the parsed JSON value. */
   data: T;
-  /** The publisher's Content-Type (WebSocket and polls; SSE does not carry it). */
+  /** The publisher's Content-Type (absent when it gave none). */
   contentType?: string;
   /** "base64" when the payload was binary. */
   encoding?: "base64";
-  /** Who published it, set by the server from a verified token (auth on). */
+  /** Who published it, set by the server from a verified token (auth on), on every
+   * transport (SSE streams use herald's JSON form, ?format=json). */
   publisher?: { sub?: string; info?: Record<string, unknown> };
   /** The transport it arrived on. */
   transport: TransportName;

@@ -681,9 +681,12 @@ function wsUrl(base, cred) {
   return u.href;
 }
 
+// format=json: each event's data is the message object of the polls (publisher stamp, content
+// type and all), not the payload's bytes alone.
 function sseUrl(base, channels, cred, lastId, presence) {
   const q = new URLSearchParams();
   for (const c of channels) q.append("channel", c);
+  q.set("format", "json");
   if (presence) q.set("presence", "1");
   if (cred && cred.value) q.set(cred.param, cred.value);
   if (lastId) q.set("last_event_id", lastId);
@@ -925,7 +928,8 @@ class WsTransport {
   }
 }
 
-// ---- SSE: GET /sse?channel=a&channel=b, read with fetch (status, headers, first byte) ----------
+// ---- SSE: GET /sse?channel=a&channel=b&format=json, read with fetch (status, headers, first
+// byte) ----------------------------------------------------------------------------------------
 
 class SseTransport {
   constructor(client, name, cred) {
@@ -1105,12 +1109,28 @@ class SseTransport {
                  reason: j.error || ev.event });
       return;
     }
-    const ch = c._channels.get(ev.event) || (this.streamChans.length === 1 ? this.streamChans[0] : null);
-    if (!ch || !ev.id) return;
+    if (!ev.id) return;
+    // The JSON form (format=json): no event: line, data is the message object; a plain event
+    // (a herald that does not know the form) names its channel, or is of the only one.
+    let o = null;
+    if (!ev.event) {
+      try {
+        o = JSON.parse(data);
+      } catch (e) { /* a plain event */ }
+      if (!o || typeof o !== "object" || o.id !== ev.id || typeof o.channel !== "string") o = null;
+    }
+    const name = o ? o.channel : ev.event;
+    const ch = c._channels.get(name) || (!o && this.streamChans.length === 1 ? this.streamChans[0] : null);
+    if (!ch) return;
     // The stream's ids resume every channel of it (docs/protocol.md): each moves to this id.
     for (const sc of this.streamChans) if (sc !== ch && isAfter(ev.id, sc.pos)) sc.pos = ev.id;
-    const m = { id: ev.id, channel: ch.name, data: ev.base64 ? b64ToBytes(data) : data, transport: this.name };
-    if (ev.base64) m.encoding = "base64";
+    let m;
+    if (o) {
+      m = fromObject(o, this.name);
+    } else {
+      m = { id: ev.id, channel: ch.name, data: ev.base64 ? b64ToBytes(data) : data, transport: this.name };
+      if (ev.base64) m.encoding = "base64";
+    }
     c._tMessage(this, ch, m);
   }
 

@@ -200,6 +200,7 @@ enum {
     HD_FMT_JSON,        /* {"id":..,"channel":..,"data":..} object for polls */
     HD_FMT_POLL_ANSWER, /* a long poll's whole answer body for this one message:
                            {"channel":..,"messages":[<HD_FMT_JSON>],"next":id,"gap":false} */
+    HD_FMT_SSE_JSON,    /* SSE ?format=json: id:, data: <HD_FMT_JSON> (no event: line) */
     HD_FMT_COUNT
 };
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * message.c: immutable published messages, ids, broker requests, and the wire encodings
- * (SSE event, WebSocket frames, poll JSON), each made once per message per worker.
+ * (SSE event, plain or JSON; WebSocket frames; poll JSON), each made once per message per
+ * worker.
  */
 #include "herald/pubsub.h"
 #include "herald/utf8.h"
@@ -442,10 +443,11 @@ void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len)
 
 /*
  * Live-only events (no id): an ephemeral message is its JSON object under SSE
- * "event: herald-ephemeral" and the envelope type "ephemeral" (a plain /ws/{channel} frame is
- * its payload as-is); a presence event is {"channel":..,"member":..,"conn":..} under SSE
- * "event: herald-join" / "herald-leave" and the envelope types "join" / "leave"; a batch of them
- * is {"channel":..,"events":[{"type":"join",..},..]} under SSE "event: herald-presence" and the
+ * "event: herald-ephemeral" (with "ephemeral":true in the JSON form, ?format=json) and the
+ * envelope type "ephemeral" (a plain /ws/{channel} frame is its payload as-is); a presence
+ * event is {"channel":..,"member":..,"conn":..} under SSE "event: herald-join" /
+ * "herald-leave" and the envelope types "join" / "leave"; a batch of them is
+ * {"channel":..,"events":[{"type":"join",..},..]} under SSE "event: herald-presence" and the
  * envelope type "presence_events". Polls never receive them (the hub skips their subscribers).
  */
 static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
@@ -461,8 +463,15 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
         hd_sbuf_append(&sb, m->data, m->len);
         return hd_sbuf_finish(&sb);
     }
-    hd_sbuf_init(&body, m->len + 96);
-    if (m->kind == HD_MSG_EPHEMERAL) {
+    hd_sbuf_init(&body, m->len + 112);
+    if (m->kind == HD_MSG_EPHEMERAL && fmt == HD_FMT_SSE_JSON) {
+        hd_sbuf_t obj;
+        hd_sbuf_init(&obj, m->len + 96);
+        hd_message_json_object(&obj, m);
+        hd_sbuf_appends(&body, "{\"ephemeral\":true,");
+        hd_sbuf_append(&body, obj.buf->data + 1, obj.buf->len - 1); /* drop the '{' */
+        hd_sbuf_dispose(&obj);
+    } else if (m->kind == HD_MSG_EPHEMERAL) {
         hd_message_json_object(&body, m);
     } else if (m->kind == HD_MSG_PRESENCE) { /* data is [{"type":"join",..},..] */
         hd_sbuf_appends(&body, "{\"channel\":");
@@ -476,12 +485,12 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
         hd_sbuf_appends(&body, ",");
         hd_sbuf_append(&body, m->data + 1, m->len - 1);
     }
-    if (fmt == HD_FMT_SSE || fmt == HD_FMT_SSE_NAMED) {
+    if (fmt == HD_FMT_SSE || fmt == HD_FMT_SSE_NAMED || fmt == HD_FMT_SSE_JSON) {
         hd_sbuf_init(&sb, body.buf->len + 40);
-        hd_sbuf_appendf(&sb,
-                        "event: herald-%s\ndata: ", m->kind == HD_MSG_PRESENCE ? "presence" : name);
-        hd_sbuf_append(&sb, body.buf->data, body.buf->len); /* one line: compact JSON */
-        hd_sbuf_appends(&sb, "\n\n");
+        hd_sbuf_appendf(&sb, "event: herald-%s\n", m->kind == HD_MSG_PRESENCE ? "presence" : name);
+        /* A JSON payload is embedded as published, line breaks included: one data: line each */
+        sse_data_lines(&sb, body.buf->data, body.buf->len);
+        hd_sbuf_appends(&sb, "\n");
     } else if (fmt == HD_FMT_WS_ENVELOPE) {
         size_t n = strlen("{\"type\":\"\",") + strlen(name) + body.buf->len - 1;
         hd_sbuf_init(&sb, n + 10);
@@ -526,6 +535,20 @@ hd_buf_t *hd_message_encode(const hd_message_t *m, int fmt)
         }
         hd_sbuf_appends(&sb, "\n");
         return hd_sbuf_finish(&sb);
+    case HD_FMT_SSE_JSON: {
+        /* The poll's message object; a JSON payload may span lines: one data: line each */
+        hd_sbuf_t obj;
+        hd_sbuf_init(&obj, m->len + 96 + m->len / 32);
+        hd_message_json_object(&obj, m);
+        hd_sbuf_init(&sb, obj.buf->len + 32 + obj.buf->len / 32);
+        hd_sbuf_appends(&sb, "id: ");
+        hd_sbuf_append(&sb, m->id, m->id_len);
+        hd_sbuf_appends(&sb, "\n");
+        sse_data_lines(&sb, obj.buf->data, obj.buf->len);
+        hd_sbuf_appends(&sb, "\n");
+        hd_sbuf_dispose(&obj);
+        return hd_sbuf_finish(&sb);
+    }
     case HD_FMT_WS_RAW:
         hd_sbuf_init(&sb, m->len + 10);
         hd_ws_frame_header(&sb, m->is_text ? 0x1 : 0x2, m->len);

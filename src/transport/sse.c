@@ -4,6 +4,8 @@
  *
  *   GET /sse/{channel}                    one channel; events carry id: and data:
  *   GET /sse?channel=a&channel=b          several; events also carry event: <channel>
+ *   ...&format=json                       either; data: is the message object of the polls
+ *                                         (id, channel, publisher, data), no event: line
  *
  * Resume with the Last-Event-ID header or ?last_event_id=. Ids are node-wide sequence numbers,
  * so the last id a client saw resumes every channel of its stream at once; for that the stream
@@ -45,7 +47,7 @@ typedef struct sse_s {
     size_t gaps_len;
     uint64_t beat_at_ms; /* loop time of the next heartbeat */
     hd_tp_life_t life;   /* the token's refresh notice and expiry (lifetime.c) */
-    unsigned is_named : 1;
+    uint8_t fmt;         /* HD_FMT_SSE, HD_FMT_SSE_NAMED or HD_FMT_SSE_JSON */
     unsigned is_failed : 1;
     unsigned is_replaying : 1; /* streaming, and early is still being written */
 } sse_t;
@@ -115,12 +117,11 @@ static void replay(sse_t *s)
 {
     hd_conn_t *c = s->conn;
     size_t max = hd_worker_conf(s->w)->max_queue_bytes;
-    int fmt = s->is_named ? HD_FMT_SSE_NAMED : HD_FMT_SSE;
     while (s->early_sent < s->n_early) {
         hd_message_t *m = s->early[s->early_sent];
         if (hd_conn_queued_bytes(c) > 0 && hd_conn_queued_bytes(c) + m->len > max)
             return; /* on_drain comes back */
-        hd_buf_t *b = hd_message_encode(m, fmt);
+        hd_buf_t *b = hd_message_encode(m, s->fmt);
         hd_conn_send(c, b, 0, b->len);
         hd_buf_unref(b);
         s->early_sent++;
@@ -255,6 +256,10 @@ static const hd_sub_ops_t sub_ops_named = {.format = HD_FMT_SSE_NAMED,
                                            .on_ready = sub_on_ready,
                                            .on_message = sub_on_message,
                                            .on_gap = sub_on_gap};
+static const hd_sub_ops_t sub_ops_json = {.format = HD_FMT_SSE_JSON,
+                                          .on_ready = sub_on_ready,
+                                          .on_message = sub_on_message,
+                                          .on_gap = sub_on_gap};
 
 /* ---- the connection, once streaming ---- */
 
@@ -436,6 +441,31 @@ static int channels_from_query(hd_req_t *req, char (*names)[HD_CHANNEL_MAX + 1],
     return n ? n : -1;
 }
 
+static const hd_sub_ops_t *ops_of(int fmt)
+{
+    return fmt == HD_FMT_SSE_JSON    ? &sub_ops_json
+           : fmt == HD_FMT_SSE_NAMED ? &sub_ops_named
+                                     : &sub_ops_plain;
+}
+
+/* ?format=json picks the JSON form, ?format=text (or none) the plain one. Returns the
+ * stream's HD_FMT_*, or -1 after a 400. */
+static int format_from_query(hd_req_t *req, int named)
+{
+    /* Room for any value the query holds, so that a long one is refused, not taken as none */
+    char *v = hd_malloc(req->query_len + 1);
+    int len = hd_req_query(req, "format", v, req->query_len + 1);
+    int fmt = -1;
+    if (len < 0 || strcmp(v, "text") == 0)
+        fmt = named ? HD_FMT_SSE_NAMED : HD_FMT_SSE;
+    else if (strcmp(v, "json") == 0)
+        fmt = HD_FMT_SSE_JSON;
+    else
+        hd_http_respond_error(req, 400, "format must be json or text");
+    free(v);
+    return fmt;
+}
+
 static void on_sse(hd_req_t *req, void *arg)
 {
     (void)arg;
@@ -449,6 +479,9 @@ static void on_sse(hd_req_t *req, void *arg)
         n = hd_tp_channel_from_path(req, 5, names[0]) < 0 ? -1 : 1;
     }
     if (n < 0)
+        goto done;
+    int fmt = format_from_query(req, named);
+    if (fmt < 0)
         goto done;
     /* Resume point: the Last-Event-ID header, or ?last_event_id= for clients without headers. */
     uint64_t epoch = 0, seq = 0;
@@ -492,7 +525,7 @@ static void on_sse(hd_req_t *req, void *arg)
     sse_t *s = hd_calloc(1, sizeof(*s));
     s->w = w;
     s->conn = req->conn;
-    s->is_named = named;
+    s->fmt = (uint8_t)fmt;
     s->d = hd_http_defer(req);
     s->d->data = s;
     s->d->on_abort = sse_on_abort;
@@ -501,9 +534,8 @@ static void on_sse(hd_req_t *req, void *arg)
     s->n_subs = (uint32_t)n;
     s->subs = hd_calloc((size_t)n, sizeof(*s->subs));
     for (int i = 0; i < n; i++) {
-        s->subs[i] =
-            hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
-                             has_since ? &seq : NULL, named ? &sub_ops_named : &sub_ops_plain, s);
+        s->subs[i] = hd_hub_subscribe(w, names[i], strlen(names[i]), has_since ? &epoch : NULL,
+                                      has_since ? &seq : NULL, ops_of(fmt), s);
         hd_hub_presence(
             s->subs[i], events,
             hd_tp_member(hd_worker_conf(w), req->conn, is_backend, names[i], strlen(names[i])));

@@ -17,7 +17,9 @@
  *   bit 2     (2, 3) bytes >= 0x80 of CT and BODY written as \u00XX escapes, else as they are
  *   bit 3     (2, 3) BODY is written as the JSON value itself, not as a string
  *   bit 4     no Content-Type header / "type" member
+ *   bit 5     (3) an ephemeral publish ("ephemeral":true): live only, an event on every stream
  * The subscribers, all live before the publish: GET /sse/fz, GET /sse?channel=fz&channel=fy,
+ * GET /sse/fz?format=json (each event's data a message object, wire_check.h),
  * /ws/fz with herald.v1 (envelopes), /ws/fz (payloads as they are), /ws subscribed to fz. When
  * a publish to fz is accepted (200, or "published"), each of them must have received a message.
  * Then every connection closes and the loop runs until all are freed and the broker has
@@ -55,7 +57,17 @@ typedef struct peer_s {
     wire_check_t wire;
 } peer_t;
 
-enum { P_SSE, P_SSE_NAMED, P_WS_V1, P_WS_RAW, P_WS_JSON, P_WS_PUB, P_HTTP_PUB, P_COUNT };
+enum {
+    P_SSE,
+    P_SSE_NAMED,
+    P_SSE_JSON,
+    P_WS_V1,
+    P_WS_RAW,
+    P_WS_JSON,
+    P_WS_PUB,
+    P_HTTP_PUB,
+    P_COUNT
+};
 
 static peer_t peers[P_COUNT];
 static size_t n_read; /* bytes all clients have read so far */
@@ -266,7 +278,7 @@ static int ws_publish(uint8_t flags, const uint8_t *ct, size_t ct_len, const uin
     out.len = 0;
     out_str(&out, "{\"op\":\"publish\",");
     out_fields(&out, flags, ct, ct_len, body, body_len);
-    out_str(&out, "}");
+    out_str(&out, flags & 32 ? ",\"ephemeral\":true}" : "}");
     size_t before = p->wire.texts;
     ws_send_text(p, out.buf, out.len);
     RUN_UNTIL(p->wire.texts > before || p->rx.is_eof);
@@ -301,8 +313,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static int subscribers_ready(int with_pub)
 {
     return peers[P_SSE].wire.events >= 1 && peers[P_SSE_NAMED].wire.events >= 1 &&
-           peers[P_WS_V1].wire.state == WIRE_FRAMES && peers[P_WS_RAW].wire.state == WIRE_FRAMES &&
-           peers[P_WS_JSON].wire.texts >= 1 &&
+           peers[P_SSE_JSON].wire.events >= 1 && peers[P_WS_V1].wire.state == WIRE_FRAMES &&
+           peers[P_WS_RAW].wire.state == WIRE_FRAMES && peers[P_WS_JSON].wire.texts >= 1 &&
            (!with_pub || peers[P_WS_PUB].wire.state == WIRE_FRAMES);
 }
 
@@ -328,6 +340,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     http_get(&peers[P_SSE], "/sse/fz");
     open_peer(&peers[P_SSE_NAMED], WIRE_SSE, "/sse?channel=fz&channel=fy");
     http_get(&peers[P_SSE_NAMED], "/sse?channel=fz&channel=fy");
+    open_peer(&peers[P_SSE_JSON], WIRE_SSE_JSON, "/sse/fz?format=json");
+    http_get(&peers[P_SSE_JSON], "/sse/fz?format=json");
     open_peer(&peers[P_WS_V1], WIRE_WS_JSON, "/ws/fz herald.v1");
     ws_handshake(&peers[P_WS_V1], "/ws/fz", 1);
     open_peer(&peers[P_WS_RAW], WIRE_WS, "/ws/fz");
@@ -350,6 +364,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t before[P_COUNT];
     before[P_SSE] = peers[P_SSE].wire.events;
     before[P_SSE_NAMED] = peers[P_SSE_NAMED].wire.events;
+    before[P_SSE_JSON] = peers[P_SSE_JSON].wire.events;
     before[P_WS_V1] = peers[P_WS_V1].wire.datas;
     before[P_WS_RAW] = peers[P_WS_RAW].wire.datas;
     before[P_WS_JSON] = peers[P_WS_JSON].wire.datas;
@@ -379,6 +394,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (to_fz) {
         CHECK(peers[P_SSE].wire.events > before[P_SSE]);
         CHECK(peers[P_SSE_NAMED].wire.events > before[P_SSE_NAMED]);
+        CHECK(peers[P_SSE_JSON].wire.events > before[P_SSE_JSON]);
         CHECK(peers[P_WS_V1].wire.datas > before[P_WS_V1]);
         CHECK(peers[P_WS_RAW].wire.datas > before[P_WS_RAW]);
         CHECK(peers[P_WS_JSON].wire.datas > before[P_WS_JSON]);

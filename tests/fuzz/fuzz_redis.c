@@ -6,11 +6,13 @@
  * to herald_publish_batch (as many messages as the array says) and, for a string, as a pub/sub
  * payload. Checked: what a parser accepts is whole and clean (every message has a valid id, a
  * content type hd_content_type_valid accepts and the channel asked for; every text wire form of
- * it is valid UTF-8), what it refuses leaves nothing allocated (ASan/LSan) and no message
- * changed.
+ * it is valid UTF-8, and its SSE JSON form one event whose data is a JSON object, the message
+ * object with its id for a message: wire_check.h), what it refuses leaves nothing allocated
+ * (ASan/LSan) and no message changed.
  */
 #include "broker/redis_reply.h"
 #include "herald/utf8.h"
+#include "wire_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,12 +39,20 @@ static void check_message(const hd_message_t *m, const char *channel)
               seq == m->seq);
     CHECK(hd_content_type_valid(m->content_type, strlen(m->content_type)));
     /* Every text form herald sends of it (SSE events, poll JSON) is valid UTF-8. */
-    static const int text_fmts[] = {HD_FMT_SSE, HD_FMT_SSE_NAMED, HD_FMT_JSON};
+    static const int text_fmts[] = {HD_FMT_SSE, HD_FMT_SSE_NAMED, HD_FMT_JSON, HD_FMT_SSE_JSON};
     for (size_t i = 0; i < sizeof(text_fmts) / sizeof(text_fmts[0]); i++) {
         hd_buf_t *b = hd_message_encode(m, text_fmts[i]);
         CHECK(hd_utf8_valid(b->data, b->len));
         hd_buf_unref(b);
     }
+    wire_check_t w;
+    wire_check_init(&w, WIRE_SSE_JSON, "fuzz_redis: SSE JSON form");
+    w.state = WIRE_BODY; /* the event alone, without a response head */
+    hd_buf_t *b = hd_message_encode(m, HD_FMT_SSE_JSON);
+    wire_check_feed(&w, b->data, b->len);
+    CHECK(w.events == 1);
+    hd_buf_unref(b);
+    wire_check_dispose(&w);
 }
 
 static void try_reply(const redisReply *rep)

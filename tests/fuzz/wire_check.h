@@ -6,6 +6,10 @@
  * for libFuzzer, with the reason on stderr) on the first broken promise:
  *
  *   WIRE_SSE       an SSE stream: after a 200 head, every byte (so every event) is UTF-8.
+ *   WIRE_SSE_JSON  an SSE stream in the JSON form (?format=json): UTF-8 too, and every event's
+ *                  data (its data: lines joined by LF, as EventSource does) is a JSON object;
+ *                  an event with id: is a message object with that "id", a string "channel",
+ *                  a "data" and any "content_type" valid; one without is a herald-* event.
  *   WIRE_WS        a WebSocket whose text messages are payloads as published (/ws/{channel}).
  *   WIRE_WS_JSON   a WebSocket speaking JSON (herald.v1 envelopes, the /ws protocol).
  *
@@ -34,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { WIRE_SSE = 1, WIRE_WS, WIRE_WS_JSON };
+enum { WIRE_SSE = 1, WIRE_WS, WIRE_WS_JSON, WIRE_SSE_JSON };
 enum { WIRE_HEAD = 0, WIRE_BODY, WIRE_FRAMES, WIRE_CLOSED, WIRE_UNCHECKED };
 
 #define WIRE_HEAD_MAX    8192
@@ -55,6 +59,11 @@ typedef struct wire_check_s {
     /* SSE */
     hd_utf8_t sse_utf8;
     uint8_t sse_last; /* previous byte, to find the blank line that ends a block */
+    /* WIRE_SSE_JSON: the line being read, the event's data and id so far */
+    char *sse_line, *sse_data;
+    size_t sse_line_len, sse_line_cap, sse_data_len, sse_data_cap;
+    char sse_id[HD_ID_MAX + 1];
+    char sse_event[32];
     /* WebSocket: the frame being read */
     uint8_t hdr[14];
     size_t hdr_len, hdr_need;
@@ -90,6 +99,21 @@ static void wire_check_dispose(wire_check_t *w)
 {
     free(w->msg);
     w->msg = NULL;
+    free(w->sse_line);
+    free(w->sse_data);
+    w->sse_line = w->sse_data = NULL;
+}
+
+static void wire_append(char **buf, size_t *len, size_t *cap, const void *p, size_t n)
+{
+    if (*len + n > *cap) {
+        *cap = (*len + n) * 2 + 64;
+        *buf = realloc(*buf, *cap);
+        if (!*buf)
+            abort();
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
 }
 
 /* One whole text message of a JSON WebSocket: an object, with the fields clients rely on. */
@@ -239,6 +263,58 @@ static void wire_frames(wire_check_t *w, const uint8_t *p, size_t len)
     }
 }
 
+/* A whole event of the JSON form: what an EventSource hands the page must parse. */
+static void wire_sse_json_event(wire_check_t *w)
+{
+    const char *d = w->sse_data;
+    size_t len = w->sse_data_len;
+    if (!w->sse_id[0] && strncmp(w->sse_event, "herald-", 7) != 0)
+        wire_fail(w, "an SSE event without id: that is not a herald-* event", d, len);
+    json_error_t jerr;
+    json_t *root = json_loadb(d, len, JSON_ALLOW_NUL, &jerr);
+    if (!root || !json_is_object(root))
+        wire_fail(w, root ? "SSE data is not a JSON object" : "SSE data is not JSON", d, len);
+    if (w->sse_id[0]) {
+        json_t *id = json_object_get(root, "id");
+        if (!json_is_string(id) || strcmp(json_string_value(id), w->sse_id) != 0)
+            wire_fail(w, "the message object's \"id\" is not the event's id:", d, len);
+        if (!json_is_string(json_object_get(root, "channel")) || !json_object_get(root, "data"))
+            wire_fail(w, "a message object without a string \"channel\" or \"data\"", d, len);
+    }
+    json_t *ct = json_object_get(root, "content_type");
+    if (ct && (!json_is_string(ct) ||
+               !hd_content_type_valid(json_string_value(ct), json_string_length(ct))))
+        wire_fail(w, "a message carries a content_type hd_content_type_valid refuses", d, len);
+    json_decref(root);
+}
+
+/* One line of the JSON form (herald ends lines with LF only). */
+static void wire_sse_json_line(wire_check_t *w)
+{
+    const char *l = w->sse_line;
+    size_t n = w->sse_line_len;
+    if (n == 0) {
+        if (w->sse_data_len)
+            wire_sse_json_event(w);
+        w->sse_data_len = 0;
+        w->sse_id[0] = w->sse_event[0] = '\0';
+        return;
+    }
+    if (n >= 5 && memcmp(l, "data:", 5) == 0) {
+        size_t skip = n > 5 && l[5] == ' ' ? 6 : 5;
+        if (w->sse_data_len)
+            wire_append(&w->sse_data, &w->sse_data_len, &w->sse_data_cap, "\n", 1);
+        wire_append(&w->sse_data, &w->sse_data_len, &w->sse_data_cap, l + skip, n - skip);
+    } else if (n > 4 && memcmp(l, "id: ", 4) == 0) {
+        if (n - 4 > HD_ID_MAX)
+            wire_fail(w, "an SSE id: longer than an id", l, n);
+        memcpy(w->sse_id, l + 4, n - 4);
+        w->sse_id[n - 4] = '\0';
+    } else if (n > 7 && memcmp(l, "event: ", 7) == 0) {
+        snprintf(w->sse_event, sizeof(w->sse_event), "%.*s", (int)(n - 7), l + 7);
+    }
+}
+
 static void wire_sse(wire_check_t *w, const uint8_t *p, size_t len)
 {
     if (hd_utf8_feed(&w->sse_utf8, p, len) != 0)
@@ -247,6 +323,16 @@ static void wire_sse(wire_check_t *w, const uint8_t *p, size_t len)
         if (p[i] == '\n' && w->sse_last == '\n')
             w->events++;
         w->sse_last = p[i];
+        if (w->kind != WIRE_SSE_JSON)
+            continue;
+        if (p[i] != '\n') {
+            if (w->sse_line_len >= WIRE_MESSAGE_MAX)
+                wire_fail(w, "an SSE line longer than 1 MiB", w->sse_line, 64);
+            wire_append(&w->sse_line, &w->sse_line_len, &w->sse_line_cap, p + i, 1);
+            continue;
+        }
+        wire_sse_json_line(w);
+        w->sse_line_len = 0;
     }
 }
 
@@ -264,9 +350,10 @@ static void wire_check_feed(wire_check_t *w, const void *data, size_t len)
         if (w->head_len < 12 || memcmp(w->head, "HTTP/1.1 ", 9) != 0)
             wire_fail(w, "not an HTTP/1.1 status line", w->head, w->head_len);
         w->status = atoi(w->head + 9);
-        if (w->kind == WIRE_SSE && w->status == 200)
+        int is_sse = w->kind == WIRE_SSE || w->kind == WIRE_SSE_JSON;
+        if (is_sse && w->status == 200)
             w->state = WIRE_BODY;
-        else if (w->kind != WIRE_SSE && w->status == 101)
+        else if (!is_sse && w->status == 101)
             w->state = WIRE_FRAMES;
         else
             w->state = WIRE_UNCHECKED;

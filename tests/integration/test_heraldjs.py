@@ -21,7 +21,8 @@ probes, token refreshes) from the page.
   event on every transport; SSE's retry: honoured;
 - POST /admin/disconnect: not retried; tickets: a new one per connection;
 - auth: tokens from a provider, refreshed in place on /ws (no reconnect), by reconnecting on
-  SSE; publishing over /ws and over HTTP with a token;
+  SSE; publishing over /ws and over HTTP with a token, the publisher stamp seen on both (SSE: the
+  JSON form);
 - 1,000 real WebSocket clients (4 browser contexts of 250: chromium opens at most 255
   WebSockets per context) cut at once: the times they come back, as scheduled by the page and
   as accepted by the proxy, must be spread by the jitter over [0, backoffBase), not bunched.
@@ -498,6 +499,12 @@ class TestHeraldJs(hh.HeraldTestCase):
         for name in ("ws", "sse"):
             msgs = self.wait_msgs(page, name, len(sent[name]))
             self.assert_exact(msgs, sent[name])
+            # The stamp on every transport (SSE: the JSON form): the page's publishes carry
+            # the token's sub, the backend's none.
+            self.assertEqual([m["publisher"] for m in msgs[:3]], [{"sub": "u1"}] * 3, msgs[:3])
+            self.assertEqual({m["transport"] for m in msgs}, {name.replace("ws", "websocket")})
+            self.assertEqual([m["publisher"] for m in msgs[3:]], [None] * (len(msgs) - 3))
+            self.assertEqual({m["contentType"] for m in msgs}, {"text/plain; charset=utf-8"})
             r = page.rec(name)
             refreshes = [e for e in r["events"] if e["ev"] == "refresh"]
             self.assertGreaterEqual(len(refreshes), 2, r["events"])

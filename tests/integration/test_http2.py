@@ -4,12 +4,13 @@
 Clients: Python h2 (python3-h2) for exact protocol cases, nghttp and h2load (nghttp2-client) as
 real-world clients. Covered: prior knowledge (h2c) on a plain listener and h2 by ALPN on a tls
 listener beside HTTP/1.1; every HTTP transport but WebSocket over streams of one connection
-(SSE, short and long poll, publish, introspection); the request limits (414, 431, 413) and
+(SSE in both forms, short and long poll, publish, introspection); the request limits (414, 431, 413) and
 timeouts; SETTINGS_MAX_CONCURRENT_STREAMS; a stream whose client stops reading it (bounded as a
 slow subscriber, the connection's other streams still served) and the bound on a connection's
 output; rapid reset (CVE-2023-44487) ending the connection with memory bounded and other clients
 served; graceful shutdown.
 """
+import json
 import os
 import re
 import socket
@@ -304,6 +305,22 @@ class Http2Plain(hh.HeraldTestCase):
             self.assertEqual(sse_events(again.data), [b"second"])
         # the client went away: every stream is gone from the server
         hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] == 0)
+
+    def test_sse_json_form(self):
+        """?format=json over h2: data: is the message object, id: resumes it."""
+        with H2Client(self.h.port) as c:
+            first = hh.publish(self.h.port, "h2json", "one")
+            s = c.request("GET", "/sse/h2json?format=json", headers=[("last-event-id", first)])
+            c.until(lambda: s.status == 200, what="SSE head")
+            second = hh.publish(self.h.port, "h2json", '{"n":\n2}', ctype="application/json")
+            c.until(lambda: sse_events(s.data), what="the JSON event")
+            self.assertEqual(re.findall(rb"^id: (\S+)$", bytes(s.data), re.M), [second.encode()])
+            self.assertEqual(json.loads(b"\n".join(sse_events(s.data))),
+                             {"id": second, "channel": "h2json",
+                              "content_type": "application/json", "data": {"n": 2}})
+            bad = c.request("GET", "/sse/h2json?format=yaml")
+            c.until(lambda: bad.ended, what="the 400")
+            self.assertEqual(bad.status, 400)
 
     def test_client_resets_a_stream(self):
         with H2Client(self.h.port) as c:

@@ -3,8 +3,10 @@
  * test_hub.c: a worker's hub (src/pubsub/hub.c, included so the test can hand it deliveries
  * directly) against a fake broker that records requests and answers when the test says:
  * ordering and de-duplication across the history reply and live messages, subscribers leaving
- * or joining during a fan-out, epoch gaps, and subscriptions ended or refused while pending.
+ * or joining during a fan-out, epoch gaps, subscriptions ended or refused while pending, and one
+ * encoded buffer per wire format shared by its subscribers.
  */
+#define _GNU_SOURCE /* memmem */
 #include "pubsub/hub.c"
 
 #include "herald/conf.h"
@@ -343,6 +345,69 @@ static void test_pending_end_and_refusal(void)
     worker_free(w);
 }
 
+/* ---- one encoding per wire format per fan-out ---- */
+
+typedef struct enc_rec_s {
+    hd_sub_t *s;
+    hd_buf_t *got[4]; /* the buffers handed over, a reference each */
+    int n;
+} enc_rec_t;
+
+static void enc_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    (void)s, (void)msgs, (void)n, (void)gap, (void)err;
+}
+
+static void enc_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
+{
+    (void)m;
+    enc_rec_t *r = s->data;
+    T_TRUE(r->n < 4);
+    r->got[r->n++] = hd_buf_ref(encoded);
+}
+
+static const hd_sub_ops_t enc_json_ops = {
+    .format = HD_FMT_SSE_JSON, .on_ready = enc_on_ready, .on_message = enc_on_message};
+static const hd_sub_ops_t enc_plain_ops = {
+    .format = HD_FMT_SSE, .on_ready = enc_on_ready, .on_message = enc_on_message};
+
+/* Two SSE streams of the JSON form share one buffer per message, the plain form has its own:
+ * a message and an ephemeral event (live-only events reach the JSON form too). */
+static void test_one_buffer_per_format(void)
+{
+    hd_worker_t *w = worker_new();
+    enc_rec_t r[3] = {{0}};
+    for (int i = 0; i < 3; i++) {
+        r[i].s =
+            hd_hub_subscribe(w, "f", 1, NULL, NULL, i < 2 ? &enc_json_ops : &enc_plain_ops, &r[i]);
+        answer(w, "f", E1, 0, NULL, 0, 0, 0);
+    }
+    hd_message_t *m = mk("f", E1, 1);
+    hd_message_set_publisher(m, "{\"sub\":\"ann\"}");
+    deliver(w, m);
+    hd_message_t *e = hd_message_new("f", 1, "application/json", "{}", 2);
+    e->kind = HD_MSG_EPHEMERAL;
+    deliver(w, e);
+    for (int k = 0; k < 2; k++) {
+        T_EQ_INT(r[0].n, 2);
+        T_EQ_INT(r[2].n, 2);
+        T_TRUE(r[0].got[k] == r[1].got[k]); /* the same buffer, not a copy */
+        T_TRUE(r[0].got[k] != r[2].got[k]);
+    }
+    T_TRUE(memmem(r[0].got[0]->data, r[0].got[0]->len, "\"publisher\":{\"sub\":\"ann\"}", 25));
+    T_TRUE(!memmem(r[2].got[0]->data, r[2].got[0]->len, "publisher", 9));
+    T_TRUE(memmem(r[0].got[1]->data, r[0].got[1]->len, "\"ephemeral\":true", 16));
+    for (int i = 0; i < 3; i++) {
+        for (int k = 0; k < r[i].n; k++)
+            hd_buf_unref(r[i].got[k]);
+        hd_hub_unsubscribe(r[i].s);
+    }
+    T_EQ_INT(count_unsubscribes("f"), 3);
+    hd_message_unref(m);
+    hd_message_unref(e);
+    worker_free(w);
+}
+
 /* Shared answers: found while someone holds them, dropped when only the cache does, 16 kept. */
 static void test_shared_answers(void)
 {
@@ -390,6 +455,7 @@ int main(void)
 {
     hd_broker_set(&broker.base);
     T_RUN(test_shared_answers);
+    T_RUN(test_one_buffer_per_format);
     T_RUN(test_ordering_and_history);
     T_RUN(test_leave_and_join_during_fanout);
     T_RUN(test_epoch_gap);

@@ -199,6 +199,56 @@ static void test_sse_encoding(void)
     hd_message_unref(m);
 }
 
+static void expect_encoding(hd_message_t *m, int fmt, const char *want)
+{
+    hd_buf_t *b = hd_message_encode(m, fmt);
+    char *s = text_of(b);
+    T_EQ_STR(s, want);
+    free(s);
+    hd_buf_unref(b);
+}
+
+/* ?format=json: the poll's message object as data:, one data: line per line of it. */
+static void test_sse_json_encoding(void)
+{
+    hd_message_t *m = msg("text/plain", "a\nb", 3, 7);
+    hd_message_set_publisher(m, "{\"sub\":\"ann\",\"info\":{\"n\":1}}");
+    expect_encoding(m, HD_FMT_SSE_JSON,
+                    "id: 101-7\ndata: {\"id\":\"101-7\",\"channel\":\"news\",\"publisher\":"
+                    "{\"sub\":\"ann\",\"info\":{\"n\":1}},\"content_type\":\"text/plain\","
+                    "\"data\":\"a\\nb\"}\n\n");
+    hd_message_unref(m);
+    /* a JSON payload is embedded as published: its line breaks split data: lines */
+    m = msg("application/json", "{\r\n\"a\":\r1\n}", 11, 8);
+    expect_encoding(m, HD_FMT_SSE_JSON,
+                    "id: 101-8\ndata: {\"id\":\"101-8\",\"channel\":\"news\",\"content_type\":"
+                    "\"application/json\",\"data\":{\ndata: \"a\":\ndata: 1\ndata: }}\n\n");
+    hd_message_unref(m);
+    m = msg("application/octet-stream", "\x00\xff", 2, 10);
+    expect_encoding(m, HD_FMT_SSE_JSON,
+                    "id: 101-10\ndata: {\"id\":\"101-10\",\"channel\":\"news\",\"content_type\":"
+                    "\"application/octet-stream\",\"data\":\"AP8=\",\"encoding\":\"base64\"}\n\n");
+    hd_message_unref(m);
+    /* live-only events: no id:, the event's name; an ephemeral message says so */
+    m = hd_message_new("room", 4, "application/json", "{\n}", 3);
+    m->kind = HD_MSG_EPHEMERAL;
+    hd_message_set_publisher(m, "{\"sub\":\"bo\"}");
+    expect_encoding(m, HD_FMT_SSE_JSON,
+                    "event: herald-ephemeral\ndata: {\"ephemeral\":true,\"channel\":\"room\","
+                    "\"publisher\":{\"sub\":\"bo\"},\"content_type\":\"application/json\","
+                    "\"data\":{\ndata: }}\n\n");
+    expect_encoding(m, HD_FMT_SSE,
+                    "event: herald-ephemeral\ndata: {\"channel\":\"room\",\"publisher\":"
+                    "{\"sub\":\"bo\"},\"content_type\":\"application/json\",\"data\":{\n"
+                    "data: }}\n\n");
+    hd_message_unref(m);
+    m = hd_message_new("room", 4, "application/json", "{\"conn\":\"n-1\"}", 14);
+    m->kind = HD_MSG_JOIN;
+    expect_encoding(m, HD_FMT_SSE_JSON,
+                    "event: herald-join\ndata: {\"channel\":\"room\",\"conn\":\"n-1\"}\n\n");
+    hd_message_unref(m);
+}
+
 static void check_frame(size_t len, size_t header_len, uint8_t len7)
 {
     char *payload = hd_calloc(1, len ? len : 1);
@@ -427,6 +477,7 @@ int main(void)
     T_RUN(test_content_type_syntax);
     T_RUN(test_content_types);
     T_RUN(test_sse_encoding);
+    T_RUN(test_sse_json_encoding);
     T_RUN(test_ws_frames);
     T_RUN(test_json_objects);
     T_RUN(test_presence_batch);
