@@ -9,7 +9,9 @@
 //
 // herald stamps every client publish with the sender's verified identity (publisher.sub and the
 // name from the token's info), so the page shows who wrote a message, who is typing and who read
-// what without trusting the client that sent it (docs/chat.md).
+// what without trusting the client that sent it (docs/chat.md). Both channels have presence=on
+// (herald.conf): an SSE stream asks presence of all its channels or none, and the page wants the
+// room's join and leave events on SSE too (where WebSocket is blocked).
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -82,6 +84,7 @@ function join() {
   const typers = new Map(); // sub -> timer clearing the indicator
   const readUpTo = new Map(); // sub -> the last message id that user has read
   let lastSeen = null, lastSent = null, sentAt = 0, receiptTimer = null;
+  let changes = null; // [sub, present] of joins and leaves while a snapshot is on its way
 
   document.title = "#" + room + " - herald chat";
   $("title").textContent = "#" + room;
@@ -96,12 +99,10 @@ function join() {
     $("rooms").append(li);
   }
 
+  // Every transport, in herald.js's order: WebSocket, then SSE (its JSON form: each message
+  // with its publisher stamp; presence and typing notices in, typing notices not out, messages
+  // and receipts published over HTTP with the token), then polls (no presence, no typing).
   const h = new Herald(heraldUrl, {
-    // No SSE: an SSE event carries the payload's bytes only, not the publisher stamp, and a
-    // chat must know who wrote each message. Where WebSocket is blocked, long polls (one held
-    // request per channel) carry whole message objects, stamp included; they carry no presence
-    // and no typing notices (docs/chat.md), which the page then does without.
-    transports: ["websocket", "longpoll", "poll"],
     token: async () => {
       const r = await fetch("token?" + new URLSearchParams({ user: me, name: name || me }));
       if (!r.ok) throw new Error("the backend refused a token: " + (await r.text()));
@@ -120,11 +121,11 @@ function join() {
   function renderMembers() {
     const ul = $("members");
     ul.replaceChildren();
-    if (h.transport !== "websocket") {
-      // Snapshots, joins and leaves come over /ws (and SSE, which this page does not use).
+    if (h.transport !== "websocket" && h.transport !== "sse") {
+      // Joins and leaves come over /ws and SSE; polls carry none.
       const li = document.createElement("li");
       li.className = "note";
-      li.textContent = "shown over WebSocket only";
+      li.textContent = "shown over WebSocket and SSE only";
       ul.append(li);
       return;
     }
@@ -136,24 +137,41 @@ function join() {
     }
   }
 
+  // The members now: over /ws herald answers a snapshot; on SSE the backend asks herald for it
+  // (GET /presence/{channel} is for backends); polls have no presence.
   async function snapshot() {
     const found = new Set();
-    let cursor;
+    changes = [];
     try {
-      do {
-        const page = await h.presence(roomCh, { limit: 100, cursor });
-        for (const m of page.members) {
+      if (h.transport === "websocket") {
+        let cursor;
+        do {
+          const page = await h.presence(roomCh, { limit: 100, cursor });
+          for (const m of page.members) {
+            learn(m);
+            found.add(m.sub);
+          }
+          cursor = page.next;
+        } while (cursor);
+      } else if (h.transport === "sse") {
+        const r = await fetch("members?" + new URLSearchParams({ room }));
+        if (!r.ok) throw new Error(await r.text());
+        for (const m of (await r.json()).members) {
           learn(m);
           found.add(m.sub);
         }
-        cursor = page.next;
-      } while (cursor);
+      } else {
+        throw new Error("no presence on " + h.transport);
+      }
     } catch (e) {
-      renderMembers(); // not on WebSocket (a fallback transport): says so
+      changes = null;
+      renderMembers(); // polls: says so
       return;
     }
     members.clear();
     for (const sub of found) members.add(sub);
+    for (const [sub, present] of changes) present ? members.add(sub) : members.delete(sub);
+    changes = null;
     renderMembers();
   }
 
@@ -161,11 +179,13 @@ function join() {
     if (e.channel !== roomCh || !e.member) return;
     learn(e.member);
     members.add(e.member.sub);
+    if (changes) changes.push([e.member.sub, true]);
     renderMembers();
   });
   h.on("leave", (e) => {
     if (e.channel !== roomCh || !e.member) return;
     members.delete(e.member.sub);
+    if (changes) changes.push([e.member.sub, false]);
     stopTyping(e.member.sub);
     renderMembers();
   });
@@ -299,6 +319,6 @@ function join() {
   h.on("open", snapshot);
   h.on("error", (e) => status("error: " + (e.error || e.code)));
   h.subscribe(roomCh, onMessage, { json: true, presence: true });
-  h.subscribe(rcptCh, onReceipt, { json: true });
+  h.subscribe(rcptCh, onReceipt, { json: true, presence: true });
   $("text").focus();
 }

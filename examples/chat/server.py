@@ -2,19 +2,26 @@
 # SPDX-License-Identifier: MIT
 """server.py: the chat demo's backend (examples/chat/README.md), Python's standard library only.
 
-It does the two things an application backend does for a herald chat: it serves the app's page
+It does what an application backend does for a herald chat: it serves the app's page
 (index.html, chat.js) and it mints each user a connection token (a JWT signed HS256 with the
 secret herald's auth_jwt_secret holds), which names the user (sub), carries the display name
 herald stamps on everything the user publishes (info), and grants the rooms and their receipt
-channels. The browser then talks to herald only.
+channels. The browser then talks to herald, but for one thing: a page on SSE (where WebSocket is
+blocked) asks the backend for a room's member list, which herald answers on /ws or to a backend
+(GET /presence/{channel}, an admin endpoint).
 
-    HERALD_SECRET=... server.py [--listen 127.0.0.1:8000] [--herald http://127.0.0.1:8080]
+    HERALD_SECRET=... [HERALD_ADMIN_KEY=...] server.py [--listen 127.0.0.1:8000]
+                                                       [--herald http://127.0.0.1:8080]
 
     GET /                    the page
     GET /chat.js             its script
     GET /config              {"herald": URL}: where the page finds herald (and /herald.js)
     GET /token?user=ID&name=NAME
                              a token for user ID (1-32 of a-z 0-9 _ -), 10 minutes, text/plain
+    GET /members?room=NAME   {"members": [{"sub": .., "info": {..}}, ..]}: who is in room:NAME,
+                             from herald's GET /presence/room:NAME (every page of it), with
+                             Authorization: Bearer $HERALD_ADMIN_KEY when set (else herald
+                             must see this backend as a local client: same host, no proxy)
 
 A real backend takes the user from its own session (a cookie, its login) instead of trusting
 ?user=: the demo has no accounts. It prints "chat demo on http://HOST:PORT/" once it listens
@@ -30,7 +37,9 @@ import os
 import re
 import sys
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILES = {
@@ -59,7 +68,27 @@ def mint_token(secret, sub, name, ttl=TOKEN_TTL_S):
     return "%s.%s.%s" % (head, body, b64url(sig))
 
 
-def make_handler(secret, herald_url):
+def room_members(herald_url, admin_key, room):
+    """Every member of room:ROOM as herald's presence lists it (all pages), sub and info."""
+    members, cursor = [], None
+    while True:
+        q = {"limit": "1000"}
+        if cursor:
+            q["cursor"] = cursor
+        req = urllib.request.Request("%s/presence/%s?%s" % (
+            herald_url, urllib.parse.quote("room:" + room), urllib.parse.urlencode(q)))
+        if admin_key:
+            req.add_header("Authorization", "Bearer " + admin_key)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            page = json.load(r)
+        members += [{"sub": m["sub"], "info": m.get("info")} for m in page["members"]
+                    if m.get("sub")]
+        cursor = page.get("next")
+        if not cursor:
+            return members
+
+
+def make_handler(secret, herald_url, admin_key=None):
     class Handler(http.server.BaseHTTPRequestHandler):
         def answer(self, status, body, ctype="text/plain; charset=utf-8"):
             data = body.encode() if isinstance(body, str) else body
@@ -86,6 +115,20 @@ def make_handler(secret, herald_url):
                     self.answer(400, "user: 1-32 characters of a-z 0-9 _ -\n")
                     return
                 self.answer(200, mint_token(secret, user, name))
+            elif url.path == "/members":
+                # A real backend answers only a member of the room (its session says who asks).
+                room = q.get("room", "")
+                if not USER_RE.match(room):
+                    self.answer(400, "room: 1-32 characters of a-z 0-9 _ -\n")
+                    return
+                try:
+                    members = room_members(herald_url, admin_key, room)
+                except (OSError, ValueError, KeyError) as e:
+                    detail = e.read().decode(errors="replace") if isinstance(
+                        e, urllib.error.HTTPError) else str(e)
+                    self.answer(502, "herald's presence did not answer: %s\n" % detail)
+                    return
+                self.answer(200, json.dumps({"members": members}), "application/json")
             else:
                 self.answer(404, "not found\n")
 
@@ -107,7 +150,8 @@ def main():
         sys.exit("server.py: set HERALD_SECRET to herald's auth_jwt_secret (32 bytes or more)")
     host, _, port = args.listen.rpartition(":")
     httpd = http.server.ThreadingHTTPServer((host, int(port)),
-                                            make_handler(secret, args.herald.rstrip("/")))
+                                            make_handler(secret, args.herald.rstrip("/"),
+                                                         os.environ.get("HERALD_ADMIN_KEY")))
     print("chat demo on http://%s:%d/ (herald at %s)" % (host, httpd.server_address[1],
                                                           args.herald), flush=True)
     try:

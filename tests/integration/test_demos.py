@@ -14,9 +14,10 @@ $HERALD_BUILD/screenshots/test_demos (a temporary directory without HERALD_BUILD
   its node through the backend's /config, Bob's is told the other one), the typing indicator
   ending when Ann's message arrives; then Ann opens a tab again and her node is killed with
   SIGKILL: Bob sees her leave within presence_lease (2 s here).
-- examples/chat with Ann behind a proxy that strips Upgrade: her page falls back to long polls
-  (her list says it needs WebSocket), publishes over HTTP with her token, and messages and read
-  ticks go both ways.
+- examples/chat with Ann behind a proxy that strips Upgrade: her page falls back to SSE (its
+  JSON form, messages stamped with their publisher), lists Bob (a snapshot from the backend) and
+  loses him when he leaves, sees him typing, publishes over HTTP with her token, and messages and
+  read ticks go both ways.
 - examples/notifications: a user's feed shows the notifications the backend publishes for that
   user (and not another user's); after the page is left and opened again, and after a reload
   racing more publishes, it shows every notification exactly once, newest first; behind a proxy
@@ -296,9 +297,12 @@ class TestDemos(hh.HeraldTestCase):
         self.assertTrue(bob.eval(CHAT_VIEW)["status"].startswith("online"))
 
     def test_chat_websocket_blocked(self):
-        """Ann behind a proxy that strips Upgrade: her page falls back to long polls (the chat
-        page skips SSE, whose events carry no publisher stamp) and publishes over HTTP with her
-        token; messages and read ticks go both ways."""
+        """Ann behind a proxy that strips Upgrade: her page falls back to SSE, whose JSON form
+        brings every message with its publisher stamp. Her list shows Bob, who was there first
+        (a snapshot through the backend's /members), and loses him when he leaves (an SSE
+        leave event); she sees him typing (an ephemeral event on her stream) but sends no
+        typing notices (herald takes them on /ws only) and publishes over HTTP with her token;
+        messages and read ticks go both ways."""
         port = self.reserve_port()
         backend = Backend(self, "chat", {"HERALD_SECRET": SECRET},
                           ["--herald", "http://127.0.0.1:%d" % port])
@@ -306,29 +310,39 @@ class TestDemos(hh.HeraldTestCase):
         proxy = Proxy(port)
         self.addCleanup(proxy.close)
         proxy.strip_upgrade = True
-        ann = self.chat_page(backend, "ann", "Ann", herald="http://127.0.0.1:%d" % proxy.port)
         bob = self.chat_page(backend, "bob", "Bob")
-        v = ann.eval(CHAT_VIEW)
-        self.assertEqual((v["status"], v["members"]),
-                         ("online (longpoll)", ["shown over WebSocket only"]), v)
-        # Polls are no presence members: Bob's list has only himself.
-        bob.wait(CHAT_VIEW, lambda v: v["members"] == ["Bob (you)"], "Bob's list")
+        ann = self.chat_page(backend, "ann", "Ann", herald="http://127.0.0.1:%d" % proxy.port)
+        v = ann.wait(CHAT_VIEW, lambda v: v["members"] == ["Ann (you)", "Bob"],
+                     "Ann's list on SSE: herself and Bob")
+        self.assertEqual(v["status"], "online (sse)")
+        # Her stream is a member of the room: Bob's list has her.
+        bob.wait(CHAT_VIEW, lambda v: v["members"] == ["Ann", "Bob (you)"], "Bob's list")
+        bob.call("type", selector="#text", text="hel", delay=30)
+        ann.wait(CHAT_VIEW, lambda v: v["typing"] == "Bob is typing\u2026",
+                 "Ann sees Bob typing over SSE")
+        bob.call("press", selector="#text", key="Enter")
+        ann.wait(CHAT_VIEW, lambda v: v["messages"] == [
+            {"who": "Bob", "text": "hel", "tick": None}] and v["typing"] == "",
+            "Bob's message on SSE, stamped: his name")
+        bob.wait(CHAT_VIEW, lambda v: v["messages"] == [
+            {"who": "You", "text": "hel", "tick": "\u2713\u2713 read by Ann"}],
+            "Ann's receipt over HTTP")
         ann.call("type", selector="#text", text="hello Bob", delay=5)
         ann.call("press", selector="#text", key="Enter")
-        bob.wait(CHAT_VIEW, lambda v: v["messages"] == [
-            {"who": "Ann", "text": "hello Bob", "tick": None}], "Ann's message over HTTP")
-        ann.wait(CHAT_VIEW, lambda v: v["messages"] == [
-            {"who": "You", "text": "hello Bob", "tick": "\u2713\u2713 read by Bob"}],
-            "Bob's receipt over long poll")
-        bob.call("type", selector="#text", text="hi Ann", delay=5)
-        bob.call("press", selector="#text", key="Enter")
-        bob.wait(CHAT_VIEW, lambda v: len(v["messages"]) == 2 and
-                 v["messages"][1]["tick"] == "\u2713\u2713 read by Ann", "Ann's receipt over HTTP")
-        v = ann.eval(CHAT_VIEW)
-        self.assertEqual((v["status"], v["messages"]), ("online (longpoll)", [
-            {"who": "You", "text": "hello Bob", "tick": "\u2713\u2713 read by Bob"},
-            {"who": "Bob", "text": "hi Ann", "tick": None}]))
-        ann.shot("ann-longpoll")
+        bob.wait(CHAT_VIEW, lambda v: len(v["messages"]) == 2, "Ann's message over HTTP")
+        v = ann.wait(CHAT_VIEW, lambda v: len(v["messages"]) == 2 and
+                     v["messages"][1]["tick"] == "\u2713\u2713 read by Bob",
+                     "Bob's receipt over SSE")
+        self.assertEqual(v["messages"], [
+            {"who": "Bob", "text": "hel", "tick": None},
+            {"who": "You", "text": "hello Bob", "tick": "\u2713\u2713 read by Bob"}])
+        v = bob.eval(CHAT_VIEW)
+        self.assertEqual((v["typing"], v["messages"][1]), ("", {"who": "Ann", "text": "hello Bob",
+                                                               "tick": None}))
+        self.assertEqual(ann.eval(CHAT_VIEW)["status"], "online (sse)")
+        ann.shot("ann-sse")
+        bob.close()
+        ann.wait(CHAT_VIEW, lambda v: v["members"] == ["Ann (you)"], "Bob's leave over SSE")
 
     # ---- notifications ----
 
