@@ -55,8 +55,9 @@ fi
 
 echo "== ThreadSanitizer: the lock-free mailboxes, and the node-wide order through the binary"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_TSAN=ON -DHERALD_WERROR=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target test_mpsc herald >/dev/null
+cmake --build build-tsan -j"$jobs" --target test_mpsc test_wake herald >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_mpsc
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_wake
 # The ordering stress test (publishers and subscribers on every worker, 2 and 4 workers) against
 # the TSan herald: a race report in its stderr fails the test (herald_harness).
 TSAN_OPTIONS=halt_on_error=1 HERALD_BIN=$PWD/build-tsan/herald HERALD_SRC=$PWD \

@@ -5,7 +5,7 @@
  * state of the layers above it, each behind its own pointer. Everything on a worker's loop is
  * touched by that thread only; other threads post messages.
  *
- *   other threads --hd_worker_post(msg)--> mailbox --uv_async--> msg->cb(w, msg) on the loop
+ *   other threads --hd_worker_post(msg)--> mailbox --hd_wake--> msg->cb(w, msg) on the loop
  *
  * Layers, one way: the connection layer (conn.c) keeps its per-worker state (connection list,
  * timer heap, write pool, read buffer) behind conns_ and calls this API; the worker never looks
@@ -22,6 +22,7 @@
 #include "herald/conf.h"
 #include "herald/mpsc.h"
 #include "herald/tls.h"
+#include "herald/wake.h"
 
 typedef struct hd_server_s hd_server_t;
 typedef struct hd_conn_worker_s hd_conn_worker_t;
@@ -72,7 +73,7 @@ struct hd_worker_s {
     hd_server_t *server;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t wakeup;
+    hd_wake_t wakeup; /* other threads' way in (wake.h: no spinning, unlike uv_async_t) */
     hd_mpsc_t mailbox;
     hd_conf_t *conf; /* this loop's reference to the current configuration */
     SSL_CTX *tls_ctx;
@@ -107,7 +108,7 @@ void hd_worker_post(hd_worker_t *w, hd_msg_t *msg);
  */
 void hd_worker_push(hd_worker_t *w, hd_msg_t *msg);
 /*
- * Makes w run what is in its mailbox. From another thread: w's uv_async wake-up (a system call
+ * Makes w run what is in its mailbox. From another thread: w's wake-up (wake.h: a system call
  * on both sides). From w's own thread: no wake-up at all; the mailbox is drained later in this
  * same loop pass, before output is written (hd_worker_run_local), never inside this call.
  */

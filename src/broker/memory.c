@@ -10,7 +10,7 @@
  *       with subscribers on ch (A included)   |   the messages in sequence order)
  *     push the reply on A                     |
  *                                          unlock
- *     wake the other workers pushed to (one uv_async_send each: the one hop), none for A:
+ *     wake the other workers pushed to (one hd_wake_send each: the one hop), none for A:
  *     A drains its own mailbox later in this loop pass (hd_worker_run_local), deliveries
  *     before the reply, and writes each connection's output in one writev.
  *

@@ -71,16 +71,16 @@ static const hd_redis_events_t bridge_events = {
 
 /* ---- the thread ---- */
 
-static void on_wakeup(uv_async_t *a)
+static void on_wakeup(void *data)
 {
-    redis_broker_t *b = a->data;
+    redis_broker_t *b = data;
     hd_msg_t *m;
     while ((m = hd_mpsc_pop(&b->mailbox)) != NULL)
         hd_redis_handle(b, (hd_breq_t *)m);
     if (__atomic_load_n(&b->is_stopping, __ATOMIC_ACQUIRE)) {
         hd_redis_conn_close(b);
         hd_redis_presence_close(b);
-        uv_close((uv_handle_t *)&b->wakeup, NULL);
+        hd_wake_close(&b->wakeup);
     }
 }
 
@@ -99,7 +99,7 @@ static void redis_submit(hd_broker_t *base, hd_breq_t *r)
 {
     redis_broker_t *b = (redis_broker_t *)base;
     hd_mpsc_push(&b->mailbox, &r->base);
-    uv_async_send(&b->wakeup);
+    hd_wake_send(&b->wakeup);
 }
 
 static void redis_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
@@ -148,6 +148,7 @@ static void dispose(redis_broker_t *b)
         hd_breq_free(b->barriers[i]);
     free(b->barriers);
     free(b->tickets_ring);
+    hd_wake_dispose(&b->wakeup);
     uv_sem_destroy(&b->started);
     free(b);
 }
@@ -155,7 +156,7 @@ static void dispose(redis_broker_t *b)
 static void stop_thread(redis_broker_t *b)
 {
     __atomic_store_n(&b->is_stopping, 1, __ATOMIC_RELEASE);
-    uv_async_send(&b->wakeup);
+    hd_wake_send(&b->wakeup);
     uv_thread_join(&b->thread);
     HD_ASSERT(uv_loop_close(&b->loop) == 0);
 }
@@ -220,15 +221,23 @@ int hd_broker_redis_new(hd_broker_t **out, hd_server_t *server, const hd_conf_t 
         free(b);
         return rc;
     }
-    uv_async_init(&b->loop, &b->wakeup, on_wakeup);
-    b->wakeup.data = b;
+    if ((rc = hd_wake_init(&b->wakeup, &b->loop, on_wakeup, b)) < 0) {
+        snprintf(err, errlen, "redis: cannot create its thread's wake-up: %s", uv_strerror(rc));
+        uv_run(&b->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&b->loop);
+        hd_chantab_dispose(&b->chans);
+        free(b->tickets_ring);
+        uv_sem_destroy(&b->started);
+        free(b);
+        return rc;
+    }
     hd_redis_conn_init(b, &bridge_events);
     hd_redis_presence_init(b, conf->presence_lease_ms, conf->presence_max_channels);
     if ((rc = uv_thread_create(&b->thread, broker_main, b)) < 0) {
         snprintf(err, errlen, "redis: cannot start its thread: %s", uv_strerror(rc));
         hd_redis_conn_close(b);
         hd_redis_presence_close(b);
-        uv_close((uv_handle_t *)&b->wakeup, NULL);
+        hd_wake_close(&b->wakeup);
         uv_run(&b->loop, UV_RUN_DEFAULT);
         uv_loop_close(&b->loop);
         dispose(b);

@@ -32,6 +32,7 @@
 #include "herald/pubsub.h"
 #include "redis_reply.h"
 #include "herald/redis_url.h"
+#include "herald/wake.h"
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -153,7 +154,7 @@ struct redis_broker_s {
     unsigned n_workers;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t wakeup;
+    hd_wake_t wakeup; /* workers' requests: wake.h */
     uv_timer_t tick_timer, retry_timer, later_timer;
     hd_mpsc_t mailbox;
     const hd_redis_events_t *events; /* the bridge's callbacks (redis.c) */

@@ -20,12 +20,14 @@ void hd_mpsc_push(hd_mpsc_t *q, hd_msg_t *m)
     hd_msg_t *prev = __atomic_exchange_n(&q->head, m, __ATOMIC_ACQ_REL);
     __atomic_store_n(&prev->next_, m, __ATOMIC_RELEASE);
     /*
-     * Every push is followed by uv_async_send, whose first step is a plain read of the handle's
-     * pending flag. Without a full fence that read may be satisfied before the link store above
-     * is visible (StoreLoad reordering, allowed even on x86): the producer sees the flag still
-     * set and skips the wake-up, while the consumer, which has just cleared the flag, finds the
-     * link still NULL and reports "a producer is mid-push, its wake-up follows": a lost wake-up,
-     * and a mailbox that stalls until the next message (found by fuzz_publish; libuv #4584).
+     * Every push is followed by a wake-up. uv_async_send's first step is a plain read of the
+     * handle's pending flag (hd_wake_send's is an exchange, which needs no fence; the fence
+     * stays for the mailboxes still woken by uv_async). Without a full fence that read may be
+     * satisfied before the link store above is visible (StoreLoad reordering, allowed even on
+     * x86): the producer sees the flag still set and skips the wake-up, while the consumer,
+     * which has just cleared the flag, finds the link still NULL and reports "a producer is
+     * mid-push, its wake-up follows": a lost wake-up, and a mailbox that stalls until the next
+     * message (found by fuzz_publish; libuv #4584).
      */
 #if defined(__SANITIZE_THREAD__) && !defined(__clang__)
     /* GCC's ThreadSanitizer does not model fences and warns (-Wtsan, an error in CI); the fence

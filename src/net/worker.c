@@ -35,7 +35,7 @@ void hd_worker_wake(hd_worker_t *w)
     if (w == self)
         w->has_local_mail = 1; /* hd_worker_run_local drains it in this pass */
     else
-        uv_async_send(&w->wakeup);
+        hd_wake_send(&w->wakeup);
 }
 
 void hd_worker_post(hd_worker_t *w, hd_msg_t *msg)
@@ -54,9 +54,9 @@ void hd_worker_run_local(hd_worker_t *w)
     }
 }
 
-static void on_wakeup(uv_async_t *a)
+static void on_wakeup(void *data)
 {
-    hd_worker_t *w = a->data;
+    hd_worker_t *w = data;
     hd_mpsc_drain(&w->mailbox, w);
 }
 
@@ -102,8 +102,11 @@ int hd_worker_new(hd_worker_t **out, hd_server_t *s, unsigned id, char *err, siz
         return rc;
     }
     w->loop.data = w; /* NULL again once the loop has ended (hd_worker_free) */
-    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
-    w->wakeup.data = w;
+    rc = hd_wake_init(&w->wakeup, &w->loop, on_wakeup, w);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create the wake-up of a worker: %s", uv_strerror(rc));
+        return rc;
+    }
     return 0;
 }
 
@@ -122,8 +125,7 @@ void hd_worker_main(void *arg)
 
 void hd_worker_close(hd_worker_t *w)
 {
-    if (!uv_is_closing((uv_handle_t *)&w->wakeup))
-        uv_close((uv_handle_t *)&w->wakeup, NULL);
+    hd_wake_close(&w->wakeup);
 }
 
 void hd_worker_join(hd_worker_t *w)
@@ -154,6 +156,7 @@ void hd_worker_free(hd_worker_t *w)
         uv_loop_close(&w->loop);
     }
     hd_auth_cache_free(w->auth_cache);
+    hd_wake_dispose(&w->wakeup); /* the loop is over: nobody wakes it any more */
     hd_conf_unref(w->conf);
     if (w->tls_ctx)
         hd_tls_ctx_unref(w->tls_ctx);
