@@ -37,9 +37,13 @@ static void on_published(void *arg, int err, hd_message_t *const *msgs, size_t n
             if (p->is_batch)
                 hd_sbuf_appends(&sb, "{\"messages\":[");
             for (size_t i = 0; i < n; i++) {
-                /* channel names and ids need no JSON escaping (their alphabets are safe) */
-                hd_sbuf_appendf(&sb, "%s{\"channel\":\"%s\",\"id\":\"%s\"}", i ? "," : "",
-                                msgs[i]->channel, msgs[i]->id);
+                /* channel names and ids need no JSON escaping (their alphabets are safe); no
+                 * printf: this is every publish's answer */
+                hd_sbuf_appends(&sb, i ? ",{\"channel\":\"" : "{\"channel\":\"");
+                hd_sbuf_appends(&sb, msgs[i]->channel);
+                hd_sbuf_appends(&sb, "\",\"id\":\"");
+                hd_sbuf_append(&sb, msgs[i]->id, msgs[i]->id_len);
+                hd_sbuf_appends(&sb, "\"}");
             }
             if (p->is_batch)
                 hd_sbuf_appends(&sb, "]}");

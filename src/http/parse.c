@@ -288,7 +288,11 @@ int hd_http_append_body(void *arg, const char *at, size_t len)
     const hd_conf_t *conf = conf_of(h);
     if (h->body_len + len > conf->max_body_bytes)
         return HD_EBODYTOOBIG;
-    h->body = hd_grow(h->body, &h->body_cap, h->body_len + len, 4096, conf->max_body_bytes);
+    /* The first piece sets the first size: a 64-byte publish takes 64 bytes from malloc's
+     * per-thread cache. A fixed 4 KiB went to malloc's large-request path, which consolidates
+     * the fast bins first: 4% of the CPU of a publish without subscribers (perf). */
+    size_t first = len < 4096 ? (len < 64 ? 64 : len) : 4096;
+    h->body = hd_grow(h->body, &h->body_cap, h->body_len + len, first, conf->max_body_bytes);
     memcpy(h->body + h->body_len, at, len);
     h->body_len += len;
     return 0;

@@ -42,6 +42,11 @@ static void test_ids(void)
     T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
     T_EQ_INT(e, 1700000000000ull);
     T_TRUE(s == big);
+    n = hd_id_format(id, sizeof(id), UINT64_MAX, UINT64_MAX); /* the longest id */
+    T_EQ_STR(id, "3w5e11264sgsf-18446744073709551615");
+    T_EQ_INT(n, strlen(id));
+    T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
+    T_TRUE(e == UINT64_MAX && s == UINT64_MAX);
     const char *bad[] = {"",
                          "-",
                          "1-",
