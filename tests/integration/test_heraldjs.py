@@ -724,15 +724,20 @@ class TestHeraldJs(hh.HeraldTestCase):
             self.assertGreater(statistics.pstdev(ms), 0.8 * base / 12 ** 0.5)
         for s, a in zip(scheduled, actual):
             self.assertGreaterEqual(a, s - 5)  # never earlier than drawn
-        # The proxy saw them come back spread too: no 100 ms window holds more than 12%.
+        # The proxy saw them come back spread too. Without jitter all 1,000 would arrive within
+        # a few ms of each other; spread uniformly over 2 s, a quarter fall in any 500 ms. The
+        # proxy is a thread of this test, which a loaded machine may stall: whatever arrives
+        # during a stall is counted at its end, so the bounds leave room for a stall of several
+        # hundred ms (up to 60% within 500 ms, over at least half the backoff in all) and still
+        # fail reconnects that are not spread.
         j = 0
         worst = 0
         for i in range(len(at_proxy)):
-            while at_proxy[i] - at_proxy[j] > 100:
+            while at_proxy[i] - at_proxy[j] > 500:
                 j += 1
             worst = max(worst, i - j + 1)
-        self.assertLess(worst, 120, "reconnects bunched at the proxy: %d within 100 ms" % worst)
-        self.assertGreater(at_proxy[-1] - at_proxy[0], 0.7 * base)
+        self.assertLess(worst, 600, "reconnects bunched at the proxy: %d within 500 ms" % worst)
+        self.assertGreater(at_proxy[-1] - at_proxy[0], 0.5 * base)
 
     def report_spread(self, what, ms, base):
         ms = sorted(ms)
