@@ -66,7 +66,7 @@ int hk_response_eof(hk_response_t *r);
 /*
  * A Retry-After value (RFC 9110 10.2.3): delay-seconds ("120") or an IMF-fixdate ("Wed, 21 Oct
  * 2015 07:28:00 GMT"), with optional blanks around. Sets *out_ms to the wait from now_ms (wall
- * clock; 0 for a date in the past; seconds past 2^32 are clamped) and returns 0, or returns -1
+ * clock; 0 for a date in the past; a wait past 2^32 s is clamped to it) and returns 0, or -1
  * when it is neither. Pure.
  */
 int hk_retry_after_parse(const char *v, size_t len, uint64_t now_ms, uint64_t *out_ms);

@@ -225,5 +225,7 @@ int hk_retry_after_parse(const char *v, size_t len, uint64_t now_ms, uint64_t *o
         return -1;
     uint64_t at_ms = (uint64_t)t * 1000;
     *out_ms = at_ms > now_ms ? at_ms - now_ms : 0;
+    if (*out_ms > (uint64_t)UINT32_MAX * 1000) /* a date centuries ahead: clamped likewise */
+        *out_ms = (uint64_t)UINT32_MAX * 1000;
     return 0;
 }

@@ -299,6 +299,10 @@ static void test_retry_after(void)
     d = "Thu, 01 Jan 1970 00:00:00 GMT"; /* in the past: now */
     T_EQ_INT(hk_retry_after_parse(d, strlen(d), now, &ms), 0);
     T_EQ_INT(ms, 0);
+    /* found by fuzz_webhook_response: a date centuries ahead is clamped as seconds are */
+    d = "Wed, 20 Oct 2175 00:28:00 GMT";
+    T_EQ_INT(hk_retry_after_parse(d, strlen(d), 0, &ms), 0);
+    T_EQ_INT(ms, (uint64_t)UINT32_MAX * 1000);
     d = "Sun, 29 Feb 2032 23:59:59 GMT";
     T_EQ_INT(hk_retry_after_parse(d, strlen(d), 0, &ms), 0);
     T_EQ_INT(ms, 1961711999000ull);
