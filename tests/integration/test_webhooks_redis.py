@@ -30,6 +30,8 @@ FAST = ["webhook_allow_private on", "webhook_backoff_base 50ms", "webhook_backof
 
 
 class WebhookCluster(hh.HeraldTestCase):
+    """What the test classes share (it has no test of its own: subclasses would run them)."""
+
     def node(self, redis, lines, extra=()):
         return self.start_herald(overrides=["redis unix://" + redis.sock] + FAST + list(lines) +
                                  list(extra))
@@ -48,6 +50,8 @@ class WebhookCluster(hh.HeraldTestCase):
         status, body = ws.admin(port, "GET", "/admin/webhooks/dead-letters")
         return body["total"] if status == 200 else None
 
+
+class TestQueues(WebhookCluster):
     def test_either_node_delivers_once(self):
         s = ws.new_secret()
         r = ws.Receiver(self, [s])
@@ -176,6 +180,32 @@ class WebhookCluster(hh.HeraldTestCase):
         # the memory held stays small: bodies wait in Redis, not in the node
         status, body = ws.admin(n1.port)
         self.assertLess(body["memory_bytes"], 64 * 1024)
+
+    def test_hooks_connection_cut_loses_nothing(self):
+        """The node's hooks connection to Redis killed again and again (CLIENT KILL) while
+        events are published: what was in flight or queued meanwhile is written again once it
+        is back (the outbox), so every event is delivered."""
+        s = ws.new_secret()
+        r = ws.Receiver(self, [s])
+        redis = rs.start_redis(self)
+        n1 = self.node(redis, [ws.webhook_line(r.url(), [s], name="app")])
+        ids, kills = [], 0
+        for i in range(40):
+            ids.append(publish(n1.port, "x", "event %d" % i))
+            time.sleep(0.05)
+            if i % 4 == 0:
+                for c in redis.herald_clients():
+                    if c.get("name", "").endswith(":hooks"):
+                        redis.cli("CLIENT", "KILL", "ID", c["id"], check=False)
+                        kills += 1
+        self.assertGreaterEqual(kills, 4)
+
+        def delivered():
+            return {json.loads(d["body"])["data"]["id"] for d in r.deliveries()
+                    if d["answer"] == "ok"}
+        wait_for(lambda: delivered() >= set(ids), 20, "every event delivered")
+        wait_for(lambda: self.queue_empty(redis, "app"), IO, "the queue in Redis emptied")
+        self.assertTrue(all(d["verified"] == [True] for d in r.deliveries()))
 
     def test_redis_restarted_without_its_data(self):
         """Redis comes back empty: the node's hooks connection reconnects, the stream and its
