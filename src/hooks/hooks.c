@@ -7,9 +7,11 @@
  * uv_async. Everything else (bodies, signatures, connections, retries) happens on this thread,
  * in delivery.c and client.c.
  *
- * The mailbox is bounded by a count (INBOX_MAX messages not yet taken by the loop): past it an
- * event is dropped and counted (dropped{reason="memory"}), so a loop that cannot keep up never
- * makes the workers hold memory without limit.
+ * The mailbox is bounded by a count (INBOX_MAX messages not yet taken by the loop) and by the
+ * bytes of the published messages they hold (webhook_max_memory: a count alone would let 64k
+ * mails hold 64k batches of messages of max_message_size): past either an event is dropped and
+ * counted (dropped{reason="memory"}), so a loop that cannot keep up never makes the workers
+ * hold memory without limit.
  */
 #include "herald/log.h"
 #include "internal.h"
@@ -28,8 +30,9 @@ struct hd_hooks_s {
     uv_thread_t thread;
     SSL_CTX *tls;
     hk_sender_t *sender;
-    unsigned events; /* every endpoint's events=, or-ed */
-    uint32_t inbox;  /* atomic: messages pushed and not yet taken */
+    unsigned events;    /* every endpoint's events=, or-ed */
+    uint32_t inbox;     /* atomic: messages pushed and not yet taken */
+    size_t inbox_bytes; /* atomic: what those hold (msg_cost), at most webhook_max_memory */
     unsigned is_started : 1;
     hd_hooks_stats_t stats;
 };
@@ -37,6 +40,7 @@ struct hd_hooks_s {
 typedef struct pub_msg_s {
     hd_msg_t base;
     hd_hooks_t *h;
+    size_t bytes; /* counted in inbox_bytes */
     size_t n;
     hd_message_t *msgs[];
 } pub_msg_t;
@@ -52,6 +56,7 @@ typedef struct chan_msg_s {
 typedef struct member_msg_s {
     hd_msg_t base;
     hd_hooks_t *h;
+    size_t bytes; /* counted in inbox_bytes */
     hd_message_t *ev;
 } member_msg_t;
 
@@ -74,10 +79,20 @@ hd_hooks_t *hd_hooks_get(void)
 
 /* ---- producers (any thread) ---- */
 
-static int post(hd_hooks_t *h, hd_msg_t *m)
+/* What a message held in the inbox costs: shared with its subscribers, but it may outlive them. */
+static size_t msg_cost(const hd_message_t *m)
 {
-    if (__atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED) > INBOX_MAX) {
+    return sizeof(*m) + m->len;
+}
+
+/* Mail m holding bytes (msg_cost) for the loop; -1 (dropped, counted) past a bound. */
+static int post(hd_hooks_t *h, hd_msg_t *m, size_t bytes)
+{
+    uint32_t n = __atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+    size_t held = __atomic_add_fetch(&h->inbox_bytes, bytes, __ATOMIC_RELAXED);
+    if (n > INBOX_MAX || held > h->conf->webhook_max_memory_bytes) {
         __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&h->inbox_bytes, bytes, __ATOMIC_RELAXED);
         HK_ADD(h->stats.dropped[HD_HOOKS_DROP_MEMORY], 1);
         return -1;
     }
@@ -91,6 +106,7 @@ static void on_pub(hd_worker_t *w, hd_msg_t *msg)
     pub_msg_t *p = (pub_msg_t *)msg;
     (void)w;
     __atomic_sub_fetch(&p->h->inbox, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&p->h->inbox_bytes, p->bytes, __ATOMIC_RELAXED);
     for (size_t i = 0; i < p->n; i++) {
         if (p->h->sender)
             hk_sender_message(p->h->sender, p->msgs[i]);
@@ -122,11 +138,13 @@ void hd_hooks_on_published(hd_message_t *const *msgs, size_t n)
             p = hd_malloc(sizeof(*p) + (n - i) * sizeof(p->msgs[0]));
             p->base.cb = on_pub;
             p->h = h;
+            p->bytes = 0;
             p->n = 0;
         }
         p->msgs[p->n++] = hd_message_ref(msgs[i]);
+        p->bytes += msg_cost(msgs[i]);
     }
-    if (p && post(h, &p->base) < 0) {
+    if (p && post(h, &p->base, p->bytes) < 0) {
         for (size_t i = 0; i < p->n; i++)
             hd_message_unref(p->msgs[i]);
         free(p);
@@ -162,7 +180,7 @@ void hd_hooks_on_channel(const char *channel, size_t len, int occupied)
     c->len = len;
     memcpy(c->channel, channel, len);
     c->channel[len] = '\0';
-    if (post(h, &c->base) < 0)
+    if (post(h, &c->base, 0) < 0)
         free(c);
 }
 
@@ -172,6 +190,7 @@ static void on_member(hd_worker_t *w, hd_msg_t *msg)
     hd_message_t *ev = mm->ev;
     (void)w;
     __atomic_sub_fetch(&mm->h->inbox, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&mm->h->inbox_bytes, mm->bytes, __ATOMIC_RELAXED);
     if (mm->h->sender)
         hk_sender_member(mm->h->sender, ev->channel, ev->channel_len, ev->kind == HD_MSG_JOIN,
                          ev->data, ev->len, NULL);
@@ -190,7 +209,8 @@ void hd_hooks_on_member(hd_message_t *ev)
     mm->base.cb = on_member;
     mm->h = h;
     mm->ev = hd_message_ref(ev);
-    if (post(h, &mm->base) < 0) {
+    mm->bytes = msg_cost(ev);
+    if (post(h, &mm->base, mm->bytes) < 0) {
         hd_message_unref(ev);
         free(mm);
     }

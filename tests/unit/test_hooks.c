@@ -6,9 +6,12 @@
  * standardwebhooks library computes), rotation. Answers (src/hooks/response.c) fed whole, cut at
  * every offset and byte by byte, from exact-size copies (ASan catches an over-read). Addresses
  * SSRF protection refuses. Event bodies. Retry-After: read from answers cut anywhere, its two
- * forms parsed. Pending entries as Redis gives them (src/hooks/durable.c).
+ * forms parsed. Pending entries as Redis gives them (src/hooks/durable.c). The hooks thread's
+ * inbox (src/hooks/hooks.c) bounded by bytes, not only by count, while nothing takes from it.
  */
 #include "herald/common.h"
+#include "herald/conf.h"
+#include "herald/pubsub.h"
 #include "herald/webhook_def.h"
 #include "hooks/internal.h"
 
@@ -528,6 +531,40 @@ static void test_events(void)
     T_TRUE(strcmp(a, c) != 0 && strncmp(a, c, 20) == 0);
 }
 
+/* Events the hooks thread has not taken yet hold their messages: at most webhook_max_memory of
+ * them (by message size), not INBOX_MAX mails of any size. The thread is not started here, so
+ * nothing is taken: every post stays in the inbox. */
+static void test_inbox_bound(void)
+{
+    hd_conf_t *conf = NULL;
+    char err[256];
+    T_EQ_INT(hd_conf_load_string(&conf, "t.conf",
+                                 "webhook https://hooks.example/in secret=" SPEC_SECRET "\n"
+                                 "webhook_max_memory 1m\n",
+                                 NULL, 0, err, sizeof(err)),
+             0);
+    hd_hooks_t *h = NULL;
+    T_EQ_INT(hd_hooks_new(&h, conf, err, sizeof(err)), 0);
+    hd_hooks_set(h);
+    size_t len = 64 * 1024;
+    char *data = hd_calloc(1, len);
+    hd_message_t *m = hd_message_new("news", 4, "text/plain", data, len);
+    free(data);
+    for (int i = 0; i < 100; i++) /* 6.4 MB of events for a 1 MB budget */
+        hd_hooks_on_published(&m, 1);
+    hd_hooks_stats_t st;
+    hd_hooks_get_stats(h, &st);
+    /* at most 1m / 64k are held; the rest were dropped and counted */
+    T_TRUE(st.dropped[HD_HOOKS_DROP_MEMORY] >= 100 - 16);
+    T_TRUE(st.dropped[HD_HOOKS_DROP_MEMORY] < 100);
+    T_EQ_INT((int)m->refs, 1 + 100 - (int)st.dropped[HD_HOOKS_DROP_MEMORY]);
+    hd_hooks_set(NULL);
+    hd_hooks_free(h); /* lets go of what the inbox held */
+    T_EQ_INT((int)m->refs, 1);
+    hd_message_unref(m);
+    hd_conf_unref(conf);
+}
+
 int main(void)
 {
     T_RUN(test_def_good);
@@ -539,5 +576,6 @@ int main(void)
     T_RUN(test_member_events);
     T_RUN(test_private);
     T_RUN(test_events);
+    T_RUN(test_inbox_bound);
     return 0;
 }
