@@ -69,7 +69,13 @@ static void start_sub(sub_t *s);
 
 /* ---- receiving payloads ---- */
 
-static void record(sub_t *s, const char *p, size_t n, uint64_t now)
+/*
+ * Counts the payload p[0..n): new, duplicate (by its sequence), and out of order when `order`
+ * is below the highest seen: the payload's sequence, or in chat herald's id (members publish in
+ * turn from different processes, so a room's sequence reaches herald in its order only while
+ * messages are further apart than a process can lag; herald's order is its ids').
+ */
+static void record(sub_t *s, const char *p, size_t n, uint64_t order, uint64_t now)
 {
     kid_stats_t *st = kid.st;
     uint32_t ch;
@@ -97,10 +103,12 @@ static void record(sub_t *s, const char *p, size_t n, uint64_t now)
     s->seen[w] |= bit;
     s->unique++;
     st->unique++;
-    if (seq < s->max_seq)
+    if (!order)
+        order = seq;
+    if (order < s->max_order)
         st->ooo++;
     else
-        s->max_seq = seq;
+        s->max_order = order;
     hist_record(&st->lat, now > ns ? now - ns : 0);
 }
 
@@ -136,7 +144,7 @@ static void on_line(sub_t *s, const char *p, size_t n, uint64_t now)
         n--;
     if (kid.o->transport == TP_RAW) {
         if (n)
-            record(s, p, n, now);
+            record(s, p, n, 0, now);
         return;
     }
     if (n >= 5 && memcmp(p, "data:", 5) == 0) {
@@ -146,7 +154,7 @@ static void on_line(sub_t *s, const char *p, size_t n, uint64_t now)
             p++;
             n--;
         }
-        record(s, p, n, now);
+        record(s, p, n, 0, now);
     }
 }
 
@@ -218,6 +226,26 @@ static int has(const char *p, size_t n, const char *needle)
     return memmem(p, n, needle, strlen(needle)) != NULL;
 }
 
+/* The sequence of herald's id ("id":"EPOCH-SEQ") in a /ws message envelope, 0 without one. */
+static uint64_t id_seq(const char *p, size_t n)
+{
+    const char *q = memmem(p, n, "\"id\":\"", 6), *end = p + n, *dash = NULL;
+    if (!q)
+        return 0;
+    for (q += 6; q < end && *q != '"'; q++)
+        if (*q == '-')
+            dash = q;
+    if (!dash || q >= end || dash + 1 == q)
+        return 0;
+    uint64_t v = 0;
+    for (const char *d = dash + 1; d < q; d++) {
+        if (*d < '0' || *d > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(*d - '0');
+    }
+    return v;
+}
+
 /* A text frame of herald's /ws JSON protocol: the type is the first member. */
 static void chat_frame(sub_t *s, const char *p, size_t n, uint64_t now)
 {
@@ -229,7 +257,7 @@ static void chat_frame(sub_t *s, const char *p, size_t n, uint64_t now)
     const char *t = p + sizeof(tm) - 1;
     size_t tn = n - (sizeof(tm) - 1);
     if (tn >= 8 && memcmp(t, "message\"", 8) == 0) {
-        record(s, p, n, now);
+        record(s, p, n, id_seq(p, n), now);
     } else if (tn >= 10 && memcmp(t, "published\"", 10) == 0) {
         if (has(p, n, "\"ephemeral\":true")) {
             kid.st->typing_ok++;
@@ -301,7 +329,7 @@ static size_t ws_frames(sub_t *s, const char *p, size_t n, uint64_t now)
             else if (is_chat() && kid.o->tg.kind == TG_HERALD)
                 chat_frame(s, pl, (size_t)len, now);
             else
-                record(s, pl, (size_t)len, now);
+                record(s, pl, (size_t)len, 0, now);
             break;
         case 9:
             ws_send(s, 10, pl, (size_t)len);
@@ -565,7 +593,7 @@ static void herald_poll_answer(sub_t *s, uint64_t now)
         {
             json_t *d = json_object_get(m, "data");
             if (json_is_string(d))
-                record(s, json_string_value(d), json_string_length(d), now);
+                record(s, json_string_value(d), json_string_length(d), 0, now);
             else
                 kid.st->bad++;
         }
@@ -586,7 +614,7 @@ static int on_message_complete(llhttp_t *p)
     int was_first = s->is_first_poll;
     if (o->tg.kind == TG_NCHAN) {
         if (s->status == 200)
-            record(s, s->acc, s->acc_len, now);
+            record(s, s->acc, s->acc_len, 0, now);
     } else if (s->status == 200) {
         herald_poll_answer(s, now);
     }

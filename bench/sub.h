@@ -27,7 +27,7 @@ typedef struct sub_s {
     uint64_t t_start;
     uint64_t *seen;
     uint32_t seen_words;
-    uint64_t max_seq, unique;
+    uint64_t max_order, unique; /* max_order: the highest order key seen (record in sub.c) */
     char *acc;
     uint32_t acc_len, acc_cap;
     uv_timer_t *timer; /* poll interval, allocated for poll subscribers only */
