@@ -42,7 +42,7 @@ typedef struct sse_s {
     uint32_t n_subs, n_ready;
     hd_message_t **early; /* history and live messages not written yet, by sequence */
     size_t n_early, cap_early, early_sent;
-    size_t live_bytes; /* payload bytes of the live messages in early */
+    size_t live_bytes; /* what the live messages in early hold (early_cost) */
     char *gaps;        /* channels whose history may be incomplete, '\0'-separated */
     size_t gaps_len;
     uint64_t beat_at_ms; /* loop time of the next heartbeat */
@@ -71,6 +71,13 @@ static void free_sse(sse_t *s)
     free(s->early);
     free(s->gaps);
     free(s);
+}
+
+/* What a live message kept in early holds: its data, and the message and its slot (so a flood
+ * of tiny events cannot pile up under a bound on data bytes alone). */
+static size_t early_cost(const hd_message_t *m)
+{
+    return sizeof(*m) + sizeof(m) + m->len;
 }
 
 static void keep_early(sse_t *s, hd_message_t *m)
@@ -217,7 +224,7 @@ static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
     if (s->d || s->is_replaying) {
         /* Another channel of this stream is not live yet, or history is still being written:
          * hold it, it goes out in order after what is before it. */
-        if (s->live_bytes + m->len > hd_worker_conf(s->w)->max_queue_bytes) {
+        if (s->live_bytes + early_cost(m) > hd_worker_conf(s->w)->max_queue_bytes) {
             if (s->d)
                 fail_stream(s, HD_EOVERLOAD);
             else
@@ -225,7 +232,7 @@ static void sub_on_message(hd_sub_t *sub, hd_message_t *m, hd_buf_t *encoded)
             return;
         }
         keep_early(s, m);
-        s->live_bytes += m->len;
+        s->live_bytes += early_cost(m);
         return;
     }
     uint64_t conn_id = s->conn->id;

@@ -551,6 +551,29 @@ class TestSseLimits(ServerCase):
                 sent += live
         self.assertEqual(get_json(h.port, "/stats")[1]["slow_subscribers_dropped"], 0)
 
+    def test_stalled_resume_holds_live_events_within_max_queue_bytes(self):
+        """A client that resumes over a long history and stops reading: the live events kept
+        behind the history are charged what each holds (not only its data), so tiny events
+        cannot pile up without bound; past max_queue_bytes it is a slow subscriber."""
+        h = self.start_herald(conf={"history_size": "100", "max_queue_bytes": "64k",
+                                    "max_message_size": "64k"})
+        big = "h" * (60 * 1024)
+        first = publish(h.port, "st", big)
+        for _ in range(99):  # 6 MB: more than the socket buffers and max_queue_bytes
+            publish(h.port, "st", big)
+        s = SseStream(h.port, "/sse/st", {"Last-Event-ID": first}, rcvbuf=4096, read_head=False)
+        self.addCleanup(s.close)
+        wait_for(lambda: get_json(h.port, "/channels/st")[1]["subscribers"] == 1,
+                 what="the subscriber")
+        # 1,000 one-byte events: 1,000 bytes of data, far under 64k; what they hold is not
+        for i in range(10):
+            items = [{"channel": "st", "data": "x"} for _ in range(100)]
+            status, _, body = hh.request(h.port, "POST", "/pub", json.dumps(items),
+                                         {"Content-Type": "application/json"})
+            self.assertEqual(status, 200, body)
+        wait_for(lambda: get_json(h.port, "/stats")[1]["slow_subscribers_dropped"] == 1,
+                 what="the stalled resume dropped as a slow subscriber")
+
     def test_heartbeat(self):
         s = self.started("/sse/beat")
         t0 = time.monotonic()
