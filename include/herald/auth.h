@@ -97,6 +97,7 @@ typedef enum {
     HD_AUTH_SUB_AUTH,     /* any connection with a valid identity */
     HD_AUTH_SUB_GRANT,    /* only identities whose subscribe patterns match the channel */
     HD_AUTH_SUB_USER,     /* only the channel PREFIX<sub>, for the identity's own sub */
+    HD_AUTH_SUB_HOOK,     /* the application's backend decides (authorize_hook) */
 } hd_auth_sub_t;
 
 typedef enum {
@@ -268,6 +269,9 @@ typedef enum {
 
 typedef enum {
     HD_AUTH_OK = 0,
+    /* subscribe=hook: the backend must be asked (authorize_hook); the caller asks it, or treats
+     * this as a refusal where it cannot */
+    HD_AUTH_ASK_HOOK = 1,
     HD_AUTH_UNAUTHENTICATED = 401, /* an identity would be needed and there is none */
     HD_AUTH_FORBIDDEN = 403,       /* the identity (or anonymous) may not do this here */
 } hd_auth_result_t;
@@ -275,7 +279,9 @@ typedef enum {
 /*
  * Decides whether identity id (NULL: anonymous) may do `action` on channel[0..len). The rule is
  * the one with the exact name, else the longest matching prefix; no rule: nothing but the
- * backend key's publishes. A NULL or disabled policy allows everything. *reason (may be NULL)
+ * backend key's publishes. A NULL or disabled policy allows everything. A subscribe or a
+ * history read under subscribe=hook is HD_AUTH_ASK_HOOK (after history=off, which still
+ * refuses). *reason (may be NULL)
  * receives a static sentence for a refusal ("channel not granted by the token"). Cost: a scan
  * of the rules and of the identity's grants, no allocation.
  */

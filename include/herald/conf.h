@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "herald/auth.h"
+#include "herald/hook_def.h"
 #include "herald/ipaddr.h"
 #include "herald/webhook_def.h"
 
@@ -186,6 +187,11 @@ typedef struct hd_conf_s {
     char *webhook_tls_ca;              /* CA file for https endpoints; NULL: the system's store */
     int webhook_allow_private;         /* loopback, private and link-local targets allowed */
     uint64_t webhook_claim_after_ms;   /* with Redis: unfinished this long, another node takes it */
+    /* The application's backend deciding connects and subscribes (channel_rule subscribe=hook;
+     * docs/webhooks.md, "Backend hooks"); NULL: none. */
+    hd_hook_def_t *authorize_hook;
+    /* The backend told of connects, disconnects, subscribes, unsubscribes; NULL: none. */
+    hd_notify_def_t *notify_hook;
 } hd_conf_t;
 
 /*

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "herald/auth.h"
 #include "herald/conf.h"
 #include "herald/pubsub.h"
 
@@ -107,6 +108,23 @@ typedef struct hd_hooks_stats_s {
     uint64_t oldest_pending_ms; /* age of the oldest of them (0: none) */
     uint64_t dead_letters;      /* dead letters held */
     uint64_t memory_bytes;      /* event bodies held */
+    /* the authorize hook */
+    uint64_t authz_asked;      /* questions from workers */
+    uint64_t authz_cached;     /* answered from the cache */
+    uint64_t authz_joined;     /* answered by a call already on its way for the same question */
+    uint64_t authz_calls;      /* requests sent to the backend */
+    uint64_t authz_allowed;    /* calls answered allow */
+    uint64_t authz_denied;     /* calls answered deny */
+    uint64_t authz_errors;     /* calls without a usable answer (timeout, down, 5xx, bad JSON) */
+    uint64_t authz_cache_size; /* answers in the cache */
+    /* the notify hook */
+    uint64_t notify_events;    /* events queued */
+    uint64_t notify_delivered; /* events acknowledged (a 2xx to their batch) */
+    uint64_t notify_requests;  /* batches sent (attempts) */
+    uint64_t notify_batches;   /* batches answered 2xx */
+    uint64_t notify_failures;  /* batches that failed (retried) */
+    uint64_t notify_dropped;   /* events not kept: queue_size, or the mailbox full */
+    uint64_t notify_pending;   /* events waiting or on their way */
 } hd_hooks_stats_t;
 /* Zeroes *out when h is NULL. */
 void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out);
@@ -153,5 +171,62 @@ hd_hooks_admin_t *hd_hooks_admin_new(int op);
  * hd_hooks_admin_free. Without a sender (no webhook configured) cb runs there with 404. */
 void hd_hooks_admin_submit(hd_hooks_admin_t *a);
 void hd_hooks_admin_free(hd_hooks_admin_t *a);
+
+/*
+ * The authorize hook (authorize_hook, docs/webhooks.md "Backend hooks"): a worker asks the
+ * application's backend whether a connect or a subscribe may go on. The question is a JSON body
+ * the transport builds; the hooks loop answers from its cache (an answer given for the same body
+ * within the hook's cache= time), joins a call already on its way with the same body, or POSTs
+ * it, signed as a webhook, at most concurrency= at once (the others wait their turn, and one
+ * still waiting timeout= after it was asked is answered as timed out). The answer comes back to
+ * a->worker's loop (cb), never inside hd_hooks_authorize.
+ *
+ *   worker: body --hd_hooks_authorize--> hooks loop: cache? same call on its way? POST
+ *   worker <--cb(a): ALLOW (+ identity) | DENY (status, reason) | ERROR (reason)----+
+ */
+enum {
+    HD_HOOKS_ALLOW = 0,
+    HD_HOOKS_DENY,  /* the backend refused: status 401 or 403, reason */
+    HD_HOOKS_ERROR, /* no usable answer (down, timeout, 5xx, not JSON): reason */
+};
+typedef struct hd_hooks_authz_s hd_hooks_authz_t;
+typedef void (*hd_hooks_authz_cb)(hd_hooks_authz_t *a);
+struct hd_hooks_authz_s {
+    hd_msg_t base_;     /* private */
+    hd_list_t link_;    /* private: the call it waits for */
+    hd_hooks_t *hooks_; /* private: the sender it was handed to */
+    uint64_t asked_ms_; /* private: the hooks loop's time when it arrived */
+    /* in */
+    char *body; /* the question (malloc'd JSON); freed with the request */
+    size_t body_len;
+    hd_worker_t *worker; /* the answer runs cb there */
+    hd_hooks_authz_cb cb;
+    void *data;
+    /* out */
+    int verdict;       /* HD_HOOKS_* */
+    int status;        /* DENY: 401 or 403 */
+    char reason[200];  /* DENY, ERROR: one printable line */
+    hd_identity_t *id; /* ALLOW: the identity the backend gave (one reference), or NULL */
+    unsigned is_cached : 1;
+};
+/* A request (zeroed); fill body, worker, cb, data, then hd_hooks_authorize. */
+hd_hooks_authz_t *hd_hooks_authz_new(void);
+/* Hands a to the hooks loop. Without a sender or an authorize hook, cb runs on a->worker's loop
+ * with HD_HOOKS_ERROR. cb owns a then and frees it with hd_hooks_authz_free. */
+void hd_hooks_authorize(hd_hooks_authz_t *a);
+void hd_hooks_authz_free(hd_hooks_authz_t *a);
+
+/*
+ * The notify hook (notify_hook, docs/webhooks.md "Backend hooks"): the transports report stream
+ * connects, disconnects, subscribes and unsubscribes; the hooks loop sends them to the backend
+ * in batches, at least once while the process lives.
+ */
+/* 1 when the notify hook wants events of kind (HD_NOTIFY_*): one load and a test, any thread. */
+int hd_hooks_notify_wants(unsigned kind);
+/* Queues one event, json[0..len) a JSON object (copied); any thread, never blocks (past the
+ * mailbox's bound the event is dropped and counted). */
+void hd_hooks_notify(const char *json, size_t len);
+/* This process's id in event and connection ids: 16 hex digits drawn at start. */
+const char *hd_hooks_node_id(void);
 
 #endif

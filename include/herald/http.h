@@ -73,6 +73,8 @@ typedef struct hd_req_s {
      * hd_http_redispatch (a consumed ticket: hd_tp_connect_credential takes it). One reference,
      * dropped with the request if nobody took it. */
     hd_identity_t *proven_id_;
+    unsigned is_proven_ : 1;       /* proven_id_ is the credential, even when NULL (anonymous) */
+    unsigned is_hook_allowed_ : 1; /* the authorize hook allowed its subscribe=hook channels */
 } hd_req_t;
 
 /* ---- router ---- */

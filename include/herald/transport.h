@@ -14,6 +14,8 @@
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
 
+#include <jansson.h>
+
 #include "herald/auth.h"
 #include "herald/http.h"
 #include "herald/pubsub.h"
@@ -126,6 +128,52 @@ void hd_tp_kick_respond(hd_req_t *req, const hd_kick_t *k);
 /* The stamp of a client's publish: {"sub":..,"info":{..}} of its identity (malloc'd), or NULL
  * when there is nothing to say (no identity, or neither sub nor info). */
 char *hd_tp_publisher_json(const hd_identity_t *id);
+
+/* ---- the authorize hook (hook.c, docs/webhooks.md "Backend hooks") ---- */
+
+#define HD_TP_HOOK_MAX_CHANNELS 256 /* channels of one connect a question may name */
+
+/*
+ * hd_tp_authorize (the channel rules) for each of names[0..n) of a connect, then, for the
+ * channels whose rule says subscribe=hook, the application's backend: the request is deferred
+ * while the hooks thread asks it, and the route's handler runs again (hd_http_redispatch) once
+ * it allowed, with its identity (or the request's own) as the credential
+ * (hd_tp_connect_credential returns it) and this returning 0 for those channels. A refusal of a
+ * rule is answered 401/403 as hd_tp_authorize; the backend's refusal 403 (or 401) with its
+ * reason; no usable answer within the hook's timeout (down, 5xx, not JSON) under on_error=deny
+ * 503 {"code":"backend_unavailable"} with Retry-After, under on_error=allow as allowed; more
+ * than max_pending questions waiting on this worker 503 {"code":"backend_busy"}. transport
+ * names the transport for the backend ("poll", "longpoll", "sse", "websocket"). Returns 0 (go
+ * on), or -1 (answered or deferred: return, as for hd_tp_connect_credential).
+ */
+int hd_tp_authorize_channels(hd_req_t *req, const hd_tp_cred_t *cred,
+                             const char (*names)[HD_CHANNEL_MAX + 1], size_t n,
+                             hd_auth_action_t action, const char *transport);
+/* What the request says about its client, for the backend: {"client_ip":..,"headers":{..},
+ * "cookies":{..}} with the hook's forward_headers and forward_cookies (a new object). */
+json_t *hd_tp_hook_context(const hd_req_t *req, const hd_hook_def_t *def);
+/* The question (malloc'd compact JSON, its length in *len; NULL if it cannot be written):
+ * {"type":"authorize","data":{"action","transport","channels","identity",<ctx's members>}}. The
+ * same question is the same bytes (the hooks thread caches and joins calls on them). */
+char *hd_tp_hook_question(hd_auth_action_t action, const char *transport,
+                          const char *const *channels, const size_t *lens, size_t n,
+                          const hd_identity_t *id, json_t *ctx, size_t *len);
+/* 1 when w may ask one more question (fewer than the hook's max_pending waiting), else 0
+ * (counted as refused busy). */
+int hd_tp_hook_ask_room(hd_worker_t *w, const hd_hook_def_t *def);
+/* 503 with Retry-After {"error":reason,"code":"backend_busy"|"backend_unavailable"}. */
+void hd_tp_respond_backend(hd_req_t *req, int busy, const char *reason);
+
+/* ---- the notify hook (notify.c, docs/webhooks.md "Backend hooks") ---- */
+
+/* A stream opened on c (after its credential and subscriptions were settled: c->identity is
+ * its), from client, with channels[0..n) (none for /ws). Nothing when the hook is off. */
+void hd_tp_notify_connect(const hd_conn_t *c, const hd_ip_t *client, const char *transport,
+                          const char *const *channels, const size_t *lens, size_t n);
+/* A /ws subscription went live (subscribed 1) or ended while the connection stays (0). */
+void hd_tp_notify_channel(const hd_conn_t *c, int subscribed, const char *channel, size_t len);
+/* The stream on c closed (every subscription of it ended with it). */
+void hd_tp_notify_disconnect(const hd_conn_t *c);
 
 /* ---- presence (presence.c, docs/chat.md) ---- */
 

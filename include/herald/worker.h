@@ -59,6 +59,10 @@ typedef struct hd_worker_stats_s {
     uint64_t h2_streams;          /* HTTP/2 streams opened by clients */
     uint64_t h2_streams_reset;    /* streams reset for http2_max_queue_bytes */
     uint64_t h2_errors;           /* HTTP/2 connections ended with an error (GOAWAY) */
+    uint64_t authz_pending;       /* authorize hook questions waiting for their answer, now */
+    uint64_t authz_refused_busy;  /* connects refused: the hook's max_pending was reached */
+    uint64_t authz_refused_error; /* refused: the backend failed, on_error=deny */
+    uint64_t authz_denied;        /* refused by the backend's answer */
 } hd_worker_stats_t;
 
 #define HD_STAT_INC(w, field)                                                                      \

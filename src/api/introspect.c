@@ -56,6 +56,10 @@ static void collect(totals_t *t)
         t->net.conns += LOAD(w->stats.conns);
         t->net.kicked_revoked += LOAD(w->stats.kicked_revoked);
         t->net.kicked_disconnected += LOAD(w->stats.kicked_disconnected);
+        t->net.authz_pending += LOAD(w->stats.authz_pending);
+        t->net.authz_refused_busy += LOAD(w->stats.authz_refused_busy);
+        t->net.authz_refused_error += LOAD(w->stats.authz_refused_error);
+        t->net.authz_denied += LOAD(w->stats.authz_denied);
         hd_hub_stats_t *h = hd_hub_stats(w);
         t->hub.messages_in += LOAD(h->messages_in);
         t->hub.deliveries += LOAD(h->deliveries);
@@ -277,6 +281,20 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.kicked_revoked);
     hd_sbuf_appendf(&sb, "herald_connections_ended_total{reason=\"disconnected\"} %llu\n",
                     (unsigned long long)t.net.kicked_disconnected);
+    metric(&sb, "herald_authorize_pending", "gauge",
+           "Connects and subscribes waiting for the authorize hook's answer (docs/webhooks.md).",
+           t.net.authz_pending);
+    hd_sbuf_appends(&sb, "# HELP herald_authorize_refused_total Connects and subscribes the "
+                         "authorize hook refused: by the backend's answer, for a failed backend "
+                         "(on_error=deny), or max_pending reached.\n"
+                         "# TYPE herald_authorize_refused_total counter\n");
+    hd_sbuf_appendf(&sb,
+                    "herald_authorize_refused_total{reason=\"denied\"} %llu\n"
+                    "herald_authorize_refused_total{reason=\"backend_error\"} %llu\n"
+                    "herald_authorize_refused_total{reason=\"busy\"} %llu\n",
+                    (unsigned long long)t.net.authz_denied,
+                    (unsigned long long)t.net.authz_refused_error,
+                    (unsigned long long)t.net.authz_refused_busy);
     metric(&sb, "herald_presence_channels", "gauge",
            "Channels whose presence members this node tracks.", t.broker.presence_channels);
     metric(&sb, "herald_presence_members", "gauge",

@@ -208,6 +208,41 @@ void hd_webhooks_metrics(hd_sbuf_t *sb)
           st.dead_letters);
     gauge(sb, "herald_webhook_memory_bytes", "Bytes of webhook events held (pending and dead).",
           st.memory_bytes);
+    hd_sbuf_appends(sb, "# HELP herald_authorize_hook_total Authorize hook questions, by how "
+                        "they were answered: asked (all), cached, joined (a call on its way), "
+                        "calls (requests sent), allowed, denied, errors (calls).\n"
+                        "# TYPE herald_authorize_hook_total counter\n");
+    const struct {
+        const char *name;
+        uint64_t v;
+    } az[] = {{"asked", st.authz_asked},     {"cached", st.authz_cached},
+              {"joined", st.authz_joined},   {"calls", st.authz_calls},
+              {"allowed", st.authz_allowed}, {"denied", st.authz_denied},
+              {"errors", st.authz_errors}};
+    for (size_t i = 0; i < sizeof(az) / sizeof(az[0]); i++)
+        hd_sbuf_appendf(sb, "herald_authorize_hook_total{result=\"%s\"} %llu\n", az[i].name,
+                        (unsigned long long)az[i].v);
+    gauge(sb, "herald_authorize_hook_cache", "Authorize hook answers cached.", st.authz_cache_size);
+    hd_sbuf_appends(sb, "# HELP herald_notify_hook_events_total Notify hook events: queued, "
+                        "delivered (their batch answered 2xx), dropped (queue_size or a full "
+                        "mailbox).\n# TYPE herald_notify_hook_events_total counter\n");
+    hd_sbuf_appendf(sb,
+                    "herald_notify_hook_events_total{result=\"queued\"} %llu\n"
+                    "herald_notify_hook_events_total{result=\"delivered\"} %llu\n"
+                    "herald_notify_hook_events_total{result=\"dropped\"} %llu\n",
+                    (unsigned long long)st.notify_events, (unsigned long long)st.notify_delivered,
+                    (unsigned long long)st.notify_dropped);
+    hd_sbuf_appends(sb, "# HELP herald_notify_hook_batches_total Notify hook requests: sent, "
+                        "answered 2xx, failed (sent again after a backoff).\n"
+                        "# TYPE herald_notify_hook_batches_total counter\n");
+    hd_sbuf_appendf(sb,
+                    "herald_notify_hook_batches_total{result=\"sent\"} %llu\n"
+                    "herald_notify_hook_batches_total{result=\"ok\"} %llu\n"
+                    "herald_notify_hook_batches_total{result=\"failed\"} %llu\n",
+                    (unsigned long long)st.notify_requests, (unsigned long long)st.notify_batches,
+                    (unsigned long long)st.notify_failures);
+    gauge(sb, "herald_notify_hook_pending", "Notify hook events waiting or on their way.",
+          st.notify_pending);
 }
 
 void hd_webhooks_register(hd_router_t *r)

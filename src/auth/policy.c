@@ -21,9 +21,13 @@ typedef struct {
     uint8_t value;
 } option_t;
 
-static const option_t sub_words[] = {{"none", HD_AUTH_SUB_NONE}, {"any", HD_AUTH_SUB_ANY},
-                                     {"auth", HD_AUTH_SUB_AUTH}, {"grant", HD_AUTH_SUB_GRANT},
-                                     {"user", HD_AUTH_SUB_USER}, {NULL, 0}};
+static const option_t sub_words[] = {{"none", HD_AUTH_SUB_NONE},
+                                     {"any", HD_AUTH_SUB_ANY},
+                                     {"auth", HD_AUTH_SUB_AUTH},
+                                     {"grant", HD_AUTH_SUB_GRANT},
+                                     {"user", HD_AUTH_SUB_USER},
+                                     {"hook", HD_AUTH_SUB_HOOK},
+                                     {NULL, 0}};
 static const option_t pub_words[] = {{"key", HD_AUTH_PUB_KEY},
                                      {"grant", HD_AUTH_PUB_GRANT},
                                      {"subscriber", HD_AUTH_PUB_SUBSCRIBER},
@@ -49,7 +53,7 @@ int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, 
         const option_t *opts;
         size_t offset;
     } keys[] = {
-        {"subscribe", "none, any, auth, grant or user", sub_words,
+        {"subscribe", "none, any, auth, grant, user or hook", sub_words,
          offsetof(hd_auth_rule_t, subscribe)},
         {"publish", "key, grant or subscriber", pub_words, offsetof(hd_auth_rule_t, publish)},
         {"history", "on or off", bool_words, offsetof(hd_auth_rule_t, history)},
@@ -93,6 +97,10 @@ int hd_auth_rule_parse(hd_auth_rule_t *rule, int argc, const char *const *argv, 
     }
     if (rule->subscribe == HD_AUTH_SUB_USER && !rule->is_prefix)
         return hd_auth_fail(why, whylen, "subscribe=user needs a prefix pattern (\"user:*\")");
+    if (rule->subscribe == HD_AUTH_SUB_HOOK && rule->publish == HD_AUTH_PUB_SUBSCRIBER)
+        return hd_auth_fail(why, whylen,
+                            "publish=subscriber cannot go with subscribe=hook (the backend decides "
+                            "each subscribe): use publish=grant and grant publish in its answer");
     return 0;
 }
 
@@ -294,6 +302,8 @@ static hd_auth_result_t may_subscribe(const hd_auth_rule_t *r, const hd_identity
         if (len == (size_t)r->len + strlen(sub) && memcmp(channel + r->len, sub, len - r->len) == 0)
             return HD_AUTH_OK;
         return deny(HD_AUTH_FORBIDDEN, reason, "a user channel is for its own user only");
+    case HD_AUTH_SUB_HOOK:
+        return HD_AUTH_ASK_HOOK;
     case HD_AUTH_SUB_NONE:
     default:
         return deny(HD_AUTH_FORBIDDEN, reason, "channel closed to subscribers");

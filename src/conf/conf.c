@@ -230,6 +230,15 @@ static int check_conf(loader_t *ld)
             (unsigned long long)c->webhook_claim_after_ms,
             (unsigned long long)(c->webhook_connect_timeout_ms + c->webhook_timeout_ms));
     }
+    if (!c->authorize_hook) {
+        const directive_t *rule = find_directive("channel_rule");
+        for (i = 0; i < c->n_channel_rules; i++) {
+            if (c->channel_rules[i].subscribe == HD_AUTH_SUB_HOOK)
+                return hd_conf_fail(ld, ld->set_at[rule - hd_conf_directives], rule->name,
+                                    "%s: subscribe=hook needs authorize_hook (the backend to ask)",
+                                    c->channel_rules[i].pattern);
+        }
+    }
     return build_auth(ld);
 }
 

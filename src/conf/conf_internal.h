@@ -32,6 +32,8 @@ typedef enum {
     T_LIST,
     T_CIDRS,
     T_WEBHOOK, /* webhook: hd_webhook_def_parse */
+    T_HOOK,    /* authorize_hook: hd_hook_def_parse */
+    T_NOTIFY,  /* notify_hook: hd_notify_def_parse */
     T_NTYPES
 } type_t;
 

@@ -684,6 +684,78 @@ static int equal_webhook(const hd_conf_t *a, const hd_conf_t *b, const directive
             memcmp(a->webhooks, b->webhooks, a->n_webhooks * sizeof(*a->webhooks)) == 0);
 }
 
+/* ---- authorize_hook ------------------------------------------------------------------------ */
+
+static int set_hook(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_conf_t *c = ld->conf;
+    hd_hook_def_t h;
+    char why[256];
+
+    if (argc == 1 && strcmp(argv[0], "off") == 0) {
+        free(c->authorize_hook);
+        c->authorize_hook = NULL;
+        return 0;
+    }
+    if (hd_hook_def_parse(&h, argc, argv, why, sizeof(why)) < 0)
+        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
+    if (!c->authorize_hook)
+        c->authorize_hook = hd_malloc(sizeof(*c->authorize_hook));
+    *c->authorize_hook = h;
+    return 0;
+}
+
+static void dispose_hook(hd_conf_t *c, const directive_t *d)
+{
+    (void)d;
+    free(c->authorize_hook);
+    c->authorize_hook = NULL;
+}
+
+static int equal_hook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    (void)d;
+    if (!a->authorize_hook || !b->authorize_hook)
+        return a->authorize_hook == b->authorize_hook;
+    return memcmp(a->authorize_hook, b->authorize_hook, sizeof(*a->authorize_hook)) == 0;
+}
+
+/* ---- notify_hook --------------------------------------------------------------------------- */
+
+static int set_notify(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
+{
+    hd_conf_t *c = ld->conf;
+    hd_notify_def_t n;
+    char why[256];
+
+    if (argc == 1 && strcmp(argv[0], "off") == 0) {
+        free(c->notify_hook);
+        c->notify_hook = NULL;
+        return 0;
+    }
+    if (hd_notify_def_parse(&n, argc, argv, why, sizeof(why)) < 0)
+        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
+    if (!c->notify_hook)
+        c->notify_hook = hd_malloc(sizeof(*c->notify_hook));
+    *c->notify_hook = n;
+    return 0;
+}
+
+static void dispose_notify(hd_conf_t *c, const directive_t *d)
+{
+    (void)d;
+    free(c->notify_hook);
+    c->notify_hook = NULL;
+}
+
+static int equal_notify(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
+{
+    (void)d;
+    if (!a->notify_hook || !b->notify_hook)
+        return a->notify_hook == b->notify_hook;
+    return memcmp(a->notify_hook, b->notify_hook, sizeof(*a->notify_hook)) == 0;
+}
+
 const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_UINT] = {"N", 1, 1, set_uint, dispose_nothing, equal_bytes},
     [T_SIZE] = {"SIZE", 1, 1, set_size, dispose_nothing, equal_bytes},
@@ -698,4 +770,7 @@ const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_CIDRS] = {"ADDR[/BITS] ...", 1, MAX_VALUES, set_cidrs, dispose_cidrs, equal_cidrs},
     [T_WEBHOOK] = {"URL [name=..] [channels=..] secret=whsec_.. [events=..]", 1, 5, set_webhook,
                    dispose_webhook, equal_webhook},
+    [T_HOOK] = {"URL secret=whsec_.. [KEY=VALUE ...]", 1, 12, set_hook, dispose_hook, equal_hook},
+    [T_NOTIFY] = {"URL secret=whsec_.. [KEY=VALUE ...]", 1, 8, set_notify, dispose_notify,
+                  equal_notify},
 };

@@ -107,6 +107,7 @@ static void maybe_free(hk_conn_t *c)
     hk_pool_t *p = c->pool;
     if (c->ssl)
         SSL_free(c->ssl); /* frees both BIOs */
+    hk_response_dispose(&c->resp);
     free(c);
     p->n_conns--;
     if (p->is_closing && p->n_conns == 0)
@@ -147,6 +148,9 @@ static void finish(hk_conn_t *c, int status, int fail, const char *why, int keep
     } else {
         conn_close(c);
     }
+    if (req && req->want_body && status > 0)
+        req->answer = hk_response_take_body(&c->resp, &req->answer_len);
+    hk_response_dispose(&c->resp);
     if (req) {
         /* the answer's Retry-After, for the retry's wait (delivery.c) */
         snprintf(req->retry_after, sizeof(req->retry_after), "%s",
@@ -216,7 +220,11 @@ static void flush_tls(hk_conn_t *c)
 static void send_request(hk_conn_t *c)
 {
     hk_request_t *req = c->req;
+    hk_response_dispose(&c->resp);
     hk_response_init(&c->resp);
+    c->resp.keep_body = req->want_body;
+    req->answer = NULL;
+    req->answer_len = 0;
     c->state = C_WAITING;
     uv_timer_start(&c->timer, on_timer, c->pool->cc->timeout_ms, 0);
     if (c->ssl) {

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,9 +31,12 @@ struct hd_hooks_s {
     uv_thread_t thread;
     SSL_CTX *tls;
     hk_sender_t *sender;
-    unsigned events;    /* every endpoint's events=, or-ed */
-    uint32_t inbox;     /* atomic: messages pushed and not yet taken */
-    size_t inbox_bytes; /* atomic: what those hold (msg_cost), at most webhook_max_memory */
+    hk_authz_t *authz;      /* NULL without authorize_hook */
+    hk_notify_t *notify;    /* NULL without notify_hook */
+    unsigned notify_events; /* HD_NOTIFY_* the notify hook wants (0: none) */
+    unsigned events;        /* every endpoint's events=, or-ed */
+    uint32_t inbox;         /* atomic: messages pushed and not yet taken */
+    size_t inbox_bytes;     /* atomic: what those hold (msg_cost), at most webhook_max_memory */
     unsigned is_started : 1;
     hd_hooks_stats_t stats;
 };
@@ -270,6 +274,122 @@ void hd_hooks_admin_free(hd_hooks_admin_t *a)
     }
 }
 
+/* ---- the authorize hook ---- */
+
+static void on_authz_answer(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_hooks_authz_t *a = hd_container_of(msg, hd_hooks_authz_t, base_);
+    (void)w;
+    a->cb(a);
+}
+
+/* Sends a's answer back to its worker (from the hooks loop, or at the end from any thread). */
+static void authz_send_back(hd_hooks_authz_t *a)
+{
+    a->base_.cb = on_authz_answer;
+    hd_worker_post(a->worker, &a->base_);
+}
+
+static void authz_fail(hd_hooks_authz_t *a, const char *why)
+{
+    a->verdict = HD_HOOKS_ERROR;
+    snprintf(a->reason, sizeof(a->reason), "%s", why);
+    authz_send_back(a);
+}
+
+static void on_authz(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_hooks_authz_t *a = hd_container_of(msg, hd_hooks_authz_t, base_);
+    hd_hooks_t *h = a->hooks_; /* the_hooks is NULL once the stop is on its way */
+    (void)w;
+    __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+    if (h->authz)
+        hk_authz_ask(h->authz, a, authz_send_back);
+    else
+        authz_fail(a, "no authorize_hook is running");
+}
+
+hd_hooks_authz_t *hd_hooks_authz_new(void)
+{
+    return hd_calloc(1, sizeof(hd_hooks_authz_t));
+}
+
+void hd_hooks_authorize(hd_hooks_authz_t *a)
+{
+    hd_hooks_t *h = the_hooks;
+    if (!h || !h->authz) {
+        authz_fail(a, "no authorize_hook is running (it needs a restart after being added)");
+        return;
+    }
+    a->base_.cb = on_authz;
+    a->hooks_ = h;
+    /* never dropped: each worker bounds what it has waiting (the hook's max_pending) */
+    __atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+    hd_mpsc_push(&h->mailbox, &a->base_);
+    uv_async_send(&h->wakeup);
+}
+
+void hd_hooks_authz_free(hd_hooks_authz_t *a)
+{
+    if (a) {
+        free(a->body);
+        hd_identity_unref(a->id);
+        free(a);
+    }
+}
+
+/* ---- the notify hook ---- */
+
+typedef struct notify_msg_s {
+    hd_msg_t base;
+    hd_hooks_t *h;
+    size_t len;
+    char json[];
+} notify_msg_t;
+
+static char node_id[24];
+
+const char *hd_hooks_node_id(void)
+{
+    return node_id;
+}
+
+int hd_hooks_notify_wants(unsigned kind)
+{
+    hd_hooks_t *h = the_hooks;
+    return h && (h->notify_events & kind);
+}
+
+static void on_notify(hd_worker_t *w, hd_msg_t *msg)
+{
+    notify_msg_t *m = (notify_msg_t *)msg;
+    (void)w;
+    __atomic_sub_fetch(&m->h->inbox, 1, __ATOMIC_RELAXED);
+    if (m->h->notify)
+        hk_notify_push(m->h->notify, m->json, m->len);
+    free(m);
+}
+
+void hd_hooks_notify(const char *json, size_t len)
+{
+    hd_hooks_t *h = the_hooks;
+    if (!h || !h->notify_events)
+        return;
+    notify_msg_t *m = hd_malloc(sizeof(*m) + len);
+    m->base.cb = on_notify;
+    m->h = h;
+    m->len = len;
+    memcpy(m->json, json, len);
+    if (__atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED) > INBOX_MAX) {
+        __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+        HK_ADD(h->stats.notify_dropped, 1);
+        free(m);
+        return;
+    }
+    hd_mpsc_push(&h->mailbox, &m->base);
+    uv_async_send(&h->wakeup);
+}
+
 /* ---- the thread ---- */
 
 static void on_wakeup(uv_async_t *as)
@@ -278,12 +398,20 @@ static void on_wakeup(uv_async_t *as)
     hd_mpsc_drain(&h->mailbox, NULL);
 }
 
-static void on_stop(hd_worker_t *w, hd_msg_t *msg)
+/* The end of the thread's work: everything closed, then the loop ends. */
+static void finish_stop(void *arg)
 {
-    stop_msg_t *sm = (stop_msg_t *)msg;
-    hd_hooks_t *h = sm->h;
-    (void)w;
-    free(sm);
+    hd_hooks_t *h = arg;
+    if (h->authz) {
+        hk_authz_close(h->authz);
+        h->authz = NULL;
+    }
+    if (h->notify) {
+        size_t n = hk_notify_close(h->notify);
+        h->notify = NULL;
+        if (n)
+            hd_log_warn("notify_hook: %zu events not acknowledged by the backend are lost", n);
+    }
     size_t lost = hk_sender_close(h->sender);
     h->sender = NULL;
     if (lost && h->conf->redis)
@@ -293,6 +421,18 @@ static void on_stop(hd_worker_t *w, hd_msg_t *msg)
                     "memory only)",
                     lost);
     uv_close((uv_handle_t *)&h->wakeup, NULL);
+}
+
+static void on_stop(hd_worker_t *w, hd_msg_t *msg)
+{
+    stop_msg_t *sm = (stop_msg_t *)msg;
+    hd_hooks_t *h = sm->h;
+    (void)w;
+    free(sm);
+    /* the disconnects of the last connections are worth a last batch (within its timeout) */
+    if (h->notify && hk_notify_drain(h->notify, finish_stop, h))
+        return;
+    finish_stop(h);
 }
 
 static void run(void *arg)
@@ -324,6 +464,18 @@ int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen)
     h->wakeup.data = h;
     hd_mpsc_init(&h->mailbox);
     h->sender = hk_sender_new(&h->loop, h->conf, h->tls, &h->stats);
+    if (conf->authorize_hook)
+        h->authz = hk_authz_new(&h->loop, h->conf, h->tls, &h->stats);
+    if (!node_id[0]) {
+        uint8_t r[8];
+        RAND_bytes(r, sizeof(r));
+        for (int i = 0; i < 8; i++)
+            snprintf(node_id + 2 * i, 3, "%02x", r[i]);
+    }
+    if (conf->notify_hook) {
+        h->notify = hk_notify_new(&h->loop, h->conf, h->tls, &h->stats, node_id);
+        h->notify_events = conf->notify_hook->events;
+    }
     *out = h;
     return 0;
 tls_fail:
@@ -357,6 +509,12 @@ void hd_hooks_free(hd_hooks_t *h)
         uv_async_send(&h->wakeup);
         uv_thread_join(&h->thread);
     } else {
+        if (h->authz)
+            hk_authz_close(h->authz);
+        h->authz = NULL;
+        if (h->notify)
+            hk_notify_close(h->notify);
+        h->notify = NULL;
         hk_sender_close(h->sender);
         uv_close((uv_handle_t *)&h->wakeup, NULL);
         uv_run(&h->loop, UV_RUN_DEFAULT);
@@ -364,6 +522,10 @@ void hd_hooks_free(hd_hooks_t *h)
     /* what was pushed after the stop: events nobody will send */
     hd_msg_t *m;
     while ((m = hd_mpsc_pop(&h->mailbox)) != NULL) {
+        if (m->cb == on_authz) { /* its worker still runs: it gets an answer */
+            authz_fail(hd_container_of(m, hd_hooks_authz_t, base_), "herald is stopping");
+            continue;
+        }
         if (m->cb == on_pub) {
             pub_msg_t *p = (pub_msg_t *)m;
             for (size_t i = 0; i < p->n; i++)

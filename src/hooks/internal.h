@@ -45,6 +45,7 @@ typedef struct hk_response_s {
     uint8_t keep_alive; /* the connection may carry another request after it */
     uint8_t has_bytes;  /* any byte was fed */
     uint8_t is_failed;  /* HK_RESP_ERROR was returned: it stays so */
+    uint8_t keep_body;  /* set after init: the body is kept in body[0..body_bytes) */
     size_t body_bytes;
     /* the final response's Retry-After value ("" when absent or longer than 39 bytes) */
     char retry_after[40];
@@ -52,10 +53,16 @@ typedef struct hk_response_s {
     uint8_t name_len;        /* of the header name being read, in name[] (past 15: none) */
     uint8_t is_retry_after;  /* the value being read is Retry-After's */
     char name[16];
+    char *body; /* kept body (keep_body), malloc'd, NUL-terminated; hk_response_take_body */
 } hk_response_t;
 
-/* Ready to read one response (to a POST). */
+/* Ready to read one response (to a POST); frees nothing (hk_response_dispose does). */
 void hk_response_init(hk_response_t *r);
+/* Frees a kept body. */
+void hk_response_dispose(hk_response_t *r);
+/* The kept body (malloc'd, NUL-terminated, its length in *len), now the caller's; NULL when
+ * there is none. */
+char *hk_response_take_body(hk_response_t *r, size_t *len);
 /* Feeds data[0..len): HK_RESP_MORE (more needed), HK_RESP_DONE (complete: r->status,
  * r->keep_alive), HK_RESP_ERROR (not HTTP/1.x, bytes after the response, a body past
  * HK_RESPONSE_BODY_MAX). After DONE or ERROR, feeding again returns ERROR. */
@@ -115,6 +122,10 @@ struct hk_request_s {
     hk_request_cb cb;
     void *data;
     char retry_after[40]; /* out: the answer's Retry-After value when cb runs ("" none) */
+    unsigned want_body : 1; /* keep the answer's body (at most 64 KiB) in answer, for cb */
+    char *answer;           /* the answer's body when want_body and answered, malloc'd, or NULL;
+                               the callback's to free */
+    size_t answer_len;
 };
 
 typedef struct hk_client_conf_s {
@@ -249,6 +260,45 @@ static inline void hk_admin_answered(hd_hooks_admin_t *a)
 {
     hd_worker_post(a->worker, &a->base_);
 }
+/* ---- authz_answer.c: the authorize hook's answer (pure) ---- */
+
+typedef struct hk_verdict_s {
+    int kind;          /* HD_HOOKS_ALLOW, _DENY, _ERROR */
+    int status;        /* DENY: 401 or 403 */
+    char reason[200];  /* DENY, ERROR: one printable line */
+    hd_identity_t *id; /* ALLOW: the answer's identity (one reference), or NULL */
+} hk_verdict_t;
+/* Reads the backend's answer (status, body[0..len), body may be NULL) into *v (the contract is
+ * at the top of authz_answer.c). Never fails: what is not an answer is HD_HOOKS_ERROR. */
+void hk_authz_answer(int status, const char *body, size_t len, hk_verdict_t *v);
+
+/* ---- authorize.c: the authorize hook's calls, cache and waiting questions ---- */
+
+typedef struct hk_authz_s hk_authz_t;
+/* The hook of conf->authorize_hook (conf outlives it), calls signed with its secrets. */
+hk_authz_t *hk_authz_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
+                         hd_hooks_stats_t *stats);
+/* A question from a worker (hooks.h): answered later through answer(a), on this loop. */
+void hk_authz_ask(hk_authz_t *z, hd_hooks_authz_t *a, void (*answer)(hd_hooks_authz_t *a));
+/* Answers every waiting question with HD_HOOKS_ERROR, closes the pool, frees the cache; the loop
+ * must run until its handles are closed. */
+void hk_authz_close(hk_authz_t *z);
+
+/* ---- notify.c: the notify hook's queue and batches ---- */
+
+typedef struct hk_notify_s hk_notify_t;
+/* The hook of conf->notify_hook; node names this process in event ids. */
+hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
+                           hd_hooks_stats_t *stats, const char *node);
+/* Queues one event, json[0..len) a JSON object (copied; an id is added). */
+void hk_notify_push(hk_notify_t *nf, const char *json, size_t len);
+/* At shutdown: sends what is queued now, batch after batch, and calls done(arg) once the queue
+ * is empty, a batch failed, or the hook's timeout passed. Returns 0 (nothing queued: done is not
+ * called) or 1 (done will be). */
+int hk_notify_drain(hk_notify_t *nf, void (*done)(void *arg), void *arg);
+/* Closes the pool and frees the queue; returns the events not yet acknowledged (lost). The loop
+ * must run until the timer is closed. */
+size_t hk_notify_close(hk_notify_t *nf);
 
 /* ---- delivery.c: endpoints, queues, retries, dead letters ---- */
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * response.c: a webhook receiver's answer, read with llhttp (HTTP_RESPONSE). Pure: the client
- * (client.c) feeds it what the socket gave. Only the status and whether the connection may be
- * kept matter, and Retry-After (kept for the retry's wait); the body is counted and discarded, and
- * refused past HK_RESPONSE_BODY_MAX, so a receiver cannot make herald buffer anything. Interim 1xx
+ * (client.c) feeds it what the socket gave. For a webhook only the status, whether the
+ * connection may be kept and Retry-After (kept for the retry's wait) matter: the body is counted
+ * and discarded; an authorize hook's answer keeps it (keep_body). Either way it is refused past
+ * HK_RESPONSE_BODY_MAX, so a receiver cannot make herald buffer more than that. Interim 1xx
  * answers are skipped. Fuzzed by tests/fuzz/fuzz_webhook_response.c.
  */
 #include "internal.h"
@@ -77,9 +78,17 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     hk_response_t *r = p->data;
-    (void)at;
+    if (r->body_bytes + len > HK_RESPONSE_BODY_MAX) {
+        r->body_bytes += len;
+        return -1;
+    }
+    if (r->keep_body) {
+        r->body = hd_realloc(r->body, r->body_bytes + len + 1);
+        memcpy(r->body + r->body_bytes, at, len);
+        r->body[r->body_bytes + len] = '\0';
+    }
     r->body_bytes += len;
-    return r->body_bytes > HK_RESPONSE_BODY_MAX ? -1 : 0;
+    return 0;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -104,6 +113,20 @@ void hk_response_init(hk_response_t *r)
     r->settings.on_message_complete = on_message_complete;
     llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
     r->parser.data = r;
+}
+
+void hk_response_dispose(hk_response_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+char *hk_response_take_body(hk_response_t *r, size_t *len)
+{
+    char *b = r->body;
+    *len = b ? r->body_bytes : 0;
+    r->body = NULL;
+    return b;
 }
 
 static int failed(hk_response_t *r)

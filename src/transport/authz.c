@@ -207,9 +207,10 @@ static int credential(hd_req_t *req, hd_tp_cred_t *cred, int is_connect)
     memset(cred, 0, sizeof(*cred));
     if (!hd_auth_enabled(conf->auth))
         return 0;
-    if (req->proven_id_) { /* run again after its ticket was taken */
+    if (req->proven_id_ || req->is_proven_) { /* run again after its ticket or hook answered */
         cred->id = req->proven_id_;
         req->proven_id_ = NULL;
+        req->is_proven_ = 0;
         return 0;
     }
     tok = hd_tp_bearer(req, &len);
@@ -282,8 +283,10 @@ int hd_tp_authorize(hd_req_t *req, const hd_tp_cred_t *cred, const char *channel
     if (cred->is_backend)
         return 0;
     hd_auth_result_t r = hd_auth_check(conf->auth, cred->id, channel, len, action, &reason);
-    if (r == HD_AUTH_OK)
+    if (r == HD_AUTH_OK || (r == HD_AUTH_ASK_HOOK && req->is_hook_allowed_))
         return 0;
+    if (r == HD_AUTH_ASK_HOOK) /* a caller that cannot ask the backend (hd_tp_authorize_channels) */
+        r = HD_AUTH_FORBIDDEN;
     hd_tp_respond_auth(req, (int)r, reason,
                        r == HD_AUTH_FORBIDDEN ? HD_EFORBIDDEN : HD_EUNAUTHENTICATED);
     return -1;

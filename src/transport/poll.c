@@ -160,7 +160,8 @@ static void on_poll(hd_req_t *req, void *arg)
     /* A short poll reads history: the channel's rule must let this credential read it. */
     hd_tp_cred_t cred;
     if (hd_tp_connect_credential(req, &cred) < 0 ||
-        hd_tp_authorize(req, &cred, p->channel, (size_t)n, HD_AUTH_HISTORY) < 0) {
+        hd_tp_authorize_channels(req, &cred, (const char(*)[HD_CHANNEL_MAX + 1]) & p->channel, 1,
+                                 HD_AUTH_HISTORY, "poll") < 0) {
         hd_tp_cred_dispose(&cred);
         free(p);
         return;
@@ -351,8 +352,8 @@ static void on_longpoll(hd_req_t *req, void *arg)
     /* Waiting for the next message is subscribing; resuming with since reads history too. */
     hd_tp_cred_t cred;
     if (hd_tp_connect_credential(req, &cred) < 0 ||
-        hd_tp_authorize(req, &cred, lp->channel, (size_t)n,
-                        has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE) < 0) {
+        hd_tp_authorize_channels(req, &cred, (const char(*)[HD_CHANNEL_MAX + 1]) & lp->channel, 1,
+                                 has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE, "longpoll") < 0) {
         hd_tp_cred_dispose(&cred);
         free(lp);
         return;

@@ -21,6 +21,7 @@
  * written as the client reads, max_queue_bytes at a time, and live events wait behind it; only
  * live events that pile up past max_queue_bytes make a client "too far behind".
  */
+#include "herald/hooks.h"
 #include "herald/transport.h"
 
 #include <stdlib.h>
@@ -156,6 +157,18 @@ static void start_stream(sse_t *s)
     hd_req_t *req = s->d->req;
     const hd_conf_t *conf = hd_worker_conf(s->w);
     s->d = NULL;
+    if (hd_hooks_notify_wants(HD_NOTIFY_CONNECT)) {
+        const char *chs[HD_TP_HOOK_MAX_CHANNELS];
+        size_t lens[HD_TP_HOOK_MAX_CHANNELS], n = 0;
+        for (uint32_t i = 0; i < s->n_subs && n < HD_TP_HOOK_MAX_CHANNELS; i++) {
+            if (s->subs[i]) {
+                chs[n] = hd_sub_channel(s->subs[i]);
+                lens[n] = strlen(chs[n]);
+                n++;
+            }
+        }
+        hd_tp_notify_connect(req->conn, hd_req_client_ip(req), "sse", chs, lens, n);
+    }
     hd_http_take_over(req, 200, SSE_HEADERS, &sse_conn_ops, s);
     hd_conn_t *c = s->conn;
     if (c->is_closing || c->data != s)
@@ -363,6 +376,7 @@ static int sse_on_kick(hd_conn_t *c, const hd_kick_t *k)
 static void sse_on_close(hd_conn_t *c)
 {
     sse_t *s = c->data;
+    hd_tp_notify_disconnect(c);
     HD_HUB_STAT_ADD(s->w, transport_conns[HD_TP_SSE], -1);
     free_sse(s);
 }
@@ -510,12 +524,10 @@ static void on_sse(hd_req_t *req, void *arg)
     hd_tp_cred_t cred;
     if (hd_tp_connect_credential(req, &cred) < 0)
         goto done;
-    for (int i = 0; i < n; i++) {
-        if (hd_tp_authorize(req, &cred, names[i], strlen(names[i]),
-                            has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE) < 0) {
-            hd_tp_cred_dispose(&cred);
-            goto done;
-        }
+    if (hd_tp_authorize_channels(req, &cred, (const char(*)[HD_CHANNEL_MAX + 1]) names, (size_t)n,
+                                 has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE, "sse") < 0) {
+        hd_tp_cred_dispose(&cred);
+        goto done;
     }
     /* ?presence=1: join and leave events of the stream's channels (each needs presence on). */
     int events = hd_tp_presence_query(req, (const char(*)[HD_CHANNEL_MAX + 1]) names, (size_t)n);

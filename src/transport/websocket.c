@@ -258,8 +258,9 @@ static void on_ws(hd_req_t *req, void *arg)
         has_since = 1;
     }
     /* Refused before the upgrade: a plain 401/403 with its JSON reason. */
-    if (hd_tp_authorize(req, &cred, name, (size_t)n,
-                        has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE) < 0) {
+    if (hd_tp_authorize_channels(req, &cred, (const char(*)[HD_CHANNEL_MAX + 1]) & name, 1,
+                                 has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE,
+                                 "websocket") < 0) {
         hd_tp_cred_dispose(&cred);
         return;
     }

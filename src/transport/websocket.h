@@ -13,6 +13,7 @@
  *                    ws_backlog.c  frames held back while history is replayed
  *                    ws_ack.c      acks and the "acked" receipts due at them
  *   ws_refresh.c     {"type":"refresh"}: a new token for a live connection (both protocols)
+ *   ws_hook.c        a subscribe op asking the authorize hook (docs/webhooks.md)
  *   ws_handshake.c   the opening handshake (RFC 6455 4.2.1): checks, Sec-WebSocket-Accept
  *
  * Dependencies run downwards only: the connection knows no protocol; it calls the one a
@@ -24,6 +25,7 @@
 #define HERALD_TRANSPORT_WEBSOCKET_H
 
 #include "herald/bucket.h"
+#include "herald/hooks.h"
 #include "herald/transport.h"
 #include "herald/utf8.h"
 
@@ -205,6 +207,21 @@ int hd_ws_ack(ws_t *ws, ws_sub_t *e, uint64_t epoch, uint64_t seq, const char **
  */
 typedef void (*ws_ticket_cb)(ws_t *ws, int err, hd_identity_t *id, json_t *ref);
 void hd_ws_take_ticket(ws_t *ws, const char *ticket, ws_ticket_cb done, json_t *ref);
+
+/*
+ * Asks the authorize hook whether ws may subscribe to channel[0..len) (action: subscribe or
+ * history), the question carrying the handshake's client, headers and cookies and the
+ * connection's identity (ws_hook.c). Until the answer, input waits and ws stays allocated, as
+ * for a ticket. Then, unless the connection has gone, done runs with HD_HOOKS_ALLOW (also for
+ * a failed backend under on_error=allow; the answer's identity is not used: a connection's
+ * identity is settled at its connect), HD_HOOKS_DENY with the backend's reason, or
+ * HD_HOOKS_ERROR with code "backend_busy" (the worker's max_pending) or
+ * "backend_unavailable"; root and ref are the subscribe op's (references held meanwhile).
+ */
+typedef void (*ws_hook_cb)(ws_t *ws, int verdict, const char *code, const char *reason,
+                           json_t *root, json_t *ref);
+void hd_ws_ask_hook(ws_t *ws, const char *channel, size_t len, hd_auth_action_t action,
+                    ws_hook_cb done, json_t *root, json_t *ref);
 
 /* ---- refreshing the token (ws_refresh.c) ---- */
 

@@ -36,6 +36,7 @@ static void free_ws(ws_t *ws)
     hd_ws_free_rx(ws);
     hd_rcpt_unref(ws->rcpt);
     free(ws->bearer);
+    json_decref(ws->hook_ctx);
     HD_HUB_STAT_ADD(ws->pub.w, transport_conns[HD_TP_WS], -1);
     free(ws);
 }
@@ -200,6 +201,15 @@ void hd_ws_upgrade(ws_t *ws, hd_req_t *req)
              "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s",
              ws->accept,
              ws->has_subprotocol ? "Sec-WebSocket-Protocol: " WS_SUBPROTOCOL "\r\n" : "");
+    if (hd_hooks_notify_wants(HD_NOTIFY_CONNECT)) {
+        const char *chs[1];
+        size_t lens[1], n = 0;
+        if (ws->pub.mode != WS_MODE_JSON && ws->pub.n_subs) {
+            chs[0] = ws->pub.subs[0]->channel;
+            lens[n++] = ws->pub.subs[0]->len;
+        }
+        hd_tp_notify_connect(req->conn, hd_req_client_ip(req), "websocket", chs, lens, n);
+    }
     hd_http_take_over(req, 101, head, &ws_conn_ops, ws); /* may read early frames */
     if (!ws->is_gone)
         start_stream(ws);
@@ -298,6 +308,7 @@ static void ws_on_shutdown(hd_conn_t *c)
 
 static void ws_on_close(hd_conn_t *c)
 {
+    hd_tp_notify_disconnect(c);
     hd_ws_gone(c->data);
 }
 
@@ -328,6 +339,10 @@ ws_t *hd_ws_new(hd_req_t *req, int mode, const ws_proto_t *proto, const ws_hands
         memcpy(ws->bearer, hs->bearer, hs->bearer_len);
         ws->bearer_len = (uint32_t)hs->bearer_len;
     }
+    /* /ws subscribe ops may ask the authorize hook later, when the request is long gone */
+    const hd_hook_def_t *hook = hd_worker_conf(ws->pub.w)->authorize_hook;
+    if (hook && mode == WS_MODE_JSON)
+        ws->hook_ctx = hd_tp_hook_context(req, hook);
     hd_list_init(&ws->pubs);
     hd_bucket_init(&ws->pub_bucket);
     hd_bucket_init(&ws->pub.eph_bucket);

@@ -6,6 +6,7 @@
  *
  *   ws_publish.c   client publishes: rate, authorization, the broker's answers
  *   ws_ticket.c    a ticket from the /ws auth message, taken from the broker while input waits
+ *   ws_hook.c      a /ws subscribe op asking the authorize hook while input waits
  *        |
  *        v
  *   ws_conn.c      creation, upgrade, lifetime (enter/leave/gone), the one timer, the
@@ -87,9 +88,10 @@ _Static_assert(HD_FMT_COUNT <= 8, "ws_t.fmt holds an HD_FMT_* in 3 bits");
 struct ws_s {
     ws_public_t pub; /* first: websocket.h's view */
     const ws_proto_t *proto;
-    char accept[32]; /* Sec-WebSocket-Accept, until the upgrade */
-    char *bearer;    /* the handshake's Authorization: Bearer token, or NULL */
-    ws_rx_t *rx;     /* NULL while the peer is silent */
+    char accept[32];  /* Sec-WebSocket-Accept, until the upgrade */
+    char *bearer;     /* the handshake's Authorization: Bearer token, or NULL */
+    json_t *hook_ctx; /* /ws with an authorize_hook: the handshake's client, headers, cookies */
+    ws_rx_t *rx;      /* NULL while the peer is silent */
     /* output */
     ws_backlog_t *bl;     /* NULL while nothing is held back */
     uint32_t next_sub_id; /* ids of subscriptions, for their backlog entries */
@@ -107,7 +109,8 @@ struct ws_s {
     unsigned is_closing : 1;   /* our close frame is queued: nothing more in or out */
     unsigned in_recv : 1;      /* inside wslay_event_recv */
     unsigned is_throttled : 1; /* too many publishes in flight: input waits */
-    unsigned is_authing : 1;   /* a ticket is being taken (ws_ticket.c): input waits */
+    unsigned is_authing : 1;   /* a ticket is being taken (ws_ticket.c), or the authorize hook
+                                  asked (ws_hook.c): input waits */
     unsigned has_subprotocol : 1;
     unsigned is_local : 1; /* the handshake came from this host (hd_tp_peer_is_local) */
     unsigned n_due : 16;   /* receipts due at an ack, all subscriptions (<= WS_MAX_DUE) */

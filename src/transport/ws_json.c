@@ -76,6 +76,8 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
         json_t *o = reply_new("subscribed", e->channel);
         json_object_set_new(o, "last_id", json_string(id));
         emit_reply(ws, o, ref);
+        if (hd_ws_pub(ws)->conn)
+            hd_tp_notify_channel(hd_ws_pub(ws)->conn, 1, e->channel, e->len);
         hd_ws_pump(ws);
     }
     json_decref(ref);
@@ -100,7 +102,20 @@ static const char *json_channel(ws_t *ws, json_t *root, json_t *ref, size_t *len
     return name;
 }
 
-static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
+static void op_subscribe(ws_t *ws, json_t *root, json_t *ref, int hook_allowed);
+
+/* The authorize hook's answer to a subscribe op (ws_hook.c): subscribe now, or refuse. */
+static void on_hook_verdict(ws_t *ws, int verdict, const char *code, const char *reason,
+                            json_t *root, json_t *ref)
+{
+    if (verdict == HD_HOOKS_ALLOW) {
+        op_subscribe(ws, root, ref, 1);
+        return;
+    }
+    reply_error(ws, ref, json_string_value(json_object_get(root, "channel")), code, reason);
+}
+
+static void op_subscribe(ws_t *ws, json_t *root, json_t *ref, int hook_allowed)
 {
     size_t len;
     const char *name = json_channel(ws, root, ref, &len);
@@ -123,6 +138,10 @@ static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
             ? HD_AUTH_OK
             : hd_auth_check(hd_ws_conf(ws)->auth, hd_ws_identity(ws), name, len,
                             has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE, &reason);
+    /* subscribe=hook: the backend decides, once the op's other checks passed */
+    int ask_hook = ar == HD_AUTH_ASK_HOOK && !hook_allowed;
+    if (ar == HD_AUTH_ASK_HOOK)
+        ar = HD_AUTH_OK;
     if (ar != HD_AUTH_OK) {
         reply_error(ws, ref, name, ar == HD_AUTH_FORBIDDEN ? "forbidden" : "unauthenticated",
                     reason);
@@ -157,6 +176,11 @@ static void op_subscribe(ws_t *ws, json_t *root, json_t *ref)
     json_t *ack = json_object_get(root, "ack");
     if (ack && !json_is_boolean(ack) && !json_is_null(ack)) {
         reply_error(ws, ref, name, "bad_ack", "\"ack\" must be true or false");
+        return;
+    }
+    if (ask_hook) {
+        hd_ws_ask_hook(ws, name, len, has_since ? HD_AUTH_HISTORY : HD_AUTH_SUBSCRIBE,
+                       on_hook_verdict, root, ref);
         return;
     }
     ws_sub_t *e = hd_ws_sub_add(ws, name, len);
@@ -219,6 +243,10 @@ static void op_presence(ws_t *ws, json_t *root, json_t *ref)
     hd_auth_result_t ar = pub->is_backend ? HD_AUTH_OK
                                           : hd_auth_check(hd_ws_conf(ws)->auth, hd_ws_identity(ws),
                                                           name, len, HD_AUTH_SUBSCRIBE, &reason);
+    if (ar == HD_AUTH_ASK_HOOK) { /* the backend let this connection subscribe, or not yet */
+        ar = hd_ws_sub_find(ws, name, len) ? HD_AUTH_OK : HD_AUTH_FORBIDDEN;
+        reason = "subscribe first: the application's backend decides this channel";
+    }
     if (ar != HD_AUTH_OK) {
         reply_error(ws, ref, name, ar == HD_AUTH_FORBIDDEN ? "forbidden" : "unauthenticated",
                     reason);
@@ -303,6 +331,8 @@ static void op_unsubscribe(ws_t *ws, json_t *root, json_t *ref)
         reply_error(ws, ref, name, "not_subscribed", "not subscribed to this channel");
         return;
     }
+    if (e->sub && hd_ws_pub(ws)->conn) /* it was live */
+        hd_tp_notify_channel(hd_ws_pub(ws)->conn, 0, name, len);
     hd_ws_sub_remove(ws, e);
     emit_reply(ws, reply_new("unsubscribed", name), ref);
 }
@@ -584,7 +614,7 @@ static void json_message(ws_t *ws, uint8_t opcode, const char *data, size_t len)
                     "missing \"op\": subscribe, unsubscribe, publish, ack, presence, ping or "
                     "refresh");
     else if (strcmp(op, "subscribe") == 0)
-        op_subscribe(ws, root, ref);
+        op_subscribe(ws, root, ref, 0);
     else if (strcmp(op, "unsubscribe") == 0)
         op_unsubscribe(ws, root, ref);
     else if (strcmp(op, "publish") == 0)

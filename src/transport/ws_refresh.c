@@ -29,8 +29,9 @@ static int recheck_subscriptions(ws_t *ws)
     for (uint32_t i = pub->n_subs; i-- > 0;) {
         ws_sub_t *e = pub->subs[i];
         const char *reason = NULL;
-        if (hd_auth_check(auth, hd_ws_identity(ws), e->channel, e->len, HD_AUTH_SUBSCRIBE,
-                          &reason) == HD_AUTH_OK)
+        hd_auth_result_t r =
+            hd_auth_check(auth, hd_ws_identity(ws), e->channel, e->len, HD_AUTH_SUBSCRIBE, &reason);
+        if (r == HD_AUTH_OK || r == HD_AUTH_ASK_HOOK) /* the backend's yes stands */
             continue;
         if (pub->mode != WS_MODE_JSON) {
             hd_ws_close(ws, 4003, "channel no longer granted by the refreshed token");
@@ -38,6 +39,8 @@ static int recheck_subscriptions(ws_t *ws)
         }
         char channel[HD_CHANNEL_MAX + 1], text[192];
         memcpy(channel, e->channel, e->len + 1u);
+        if (pub->conn)
+            hd_tp_notify_channel(pub->conn, 0, e->channel, e->len);
         hd_ws_sub_remove(ws, e);
         snprintf(text, sizeof(text), "%s (after refresh)", reason ? reason : "not allowed");
         json_t *o = json_object();

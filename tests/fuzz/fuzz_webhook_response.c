@@ -10,7 +10,9 @@
  *     body; anything fed after the answer is an error, never a second answer;
  *   - an error stays an error;
  *   - the Retry-After kept is a NUL-terminated value under 40 bytes, the same whatever the cut,
- *     and what hk_retry_after_parse makes of it is a wait of at most 2^32 s.
+ *     and what hk_retry_after_parse makes of it is a wait of at most 2^32 s;
+ *   - an answer read whole with its body kept (the authorize hook's) keeps exactly the bytes it
+ *     counted, NUL-terminated.
  */
 #include "hooks/internal.h"
 
@@ -41,10 +43,11 @@ static int feed(hk_response_t *r, const uint8_t *data, size_t len)
 
 /* Feeds data cut at `cut`, then EOF when more was wanted; the outcome and status. */
 static int run(const uint8_t *data, size_t size, size_t cut, int *status, int *keep,
-               char retry_after[40])
+               char retry_after[40], int keep_body)
 {
     hk_response_t r;
     hk_response_init(&r);
+    r.keep_body = (uint8_t)keep_body;
     int rc = feed(&r, data, cut);
     if (rc != HK_RESP_ERROR && cut < size)
         rc = feed(&r, data + cut, size - cut);
@@ -66,6 +69,14 @@ static int run(const uint8_t *data, size_t size, size_t cut, int *status, int *k
     }
     *status = r.status;
     *keep = r.keep_alive;
+    if (keep_body && rc == HK_RESP_DONE) {
+        size_t len;
+        char *body = hk_response_take_body(&r, &len);
+        CHECK(len == r.body_bytes && (body == NULL) == (len == 0));
+        CHECK(!body || body[len] == '\0');
+        free(body);
+    }
+    hk_response_dispose(&r);
     return rc;
 }
 
@@ -77,8 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data++, size--;
     int s1, k1, s2, k2;
     char ra1[40] = "", ra2[40] = "";
-    int a = run(data, size, cut > size ? size : cut, &s1, &k1, ra1);
-    int b = run(data, size, size, &s2, &k2, ra2);
+    int a = run(data, size, cut > size ? size : cut, &s1, &k1, ra1, 0);
+    int b = run(data, size, size, &s2, &k2, ra2, 1);
     CHECK(a == b);
     if (a == HK_RESP_DONE)
         CHECK(s1 == s2 && k1 == k2 && strcmp(ra1, ra2) == 0);

@@ -754,6 +754,93 @@ class TestWebhooks(MetricsTestCase):
                                    'herald_webhook_dropped_total{reason="memory"}': 10 - kept})
 
 
+class TestAuthorizeHook(MetricsTestCase):
+    @drives("herald_authorize_pending", 'herald_authorize_refused_total{reason="denied"}',
+            'herald_authorize_refused_total{reason="backend_error"}',
+            'herald_authorize_refused_total{reason="busy"}',
+            'herald_authorize_hook_total{result="asked"}',
+            'herald_authorize_hook_total{result="cached"}',
+            'herald_authorize_hook_total{result="joined"}',
+            'herald_authorize_hook_total{result="calls"}',
+            'herald_authorize_hook_total{result="allowed"}',
+            'herald_authorize_hook_total{result="denied"}',
+            'herald_authorize_hook_total{result="errors"}', "herald_authorize_hook_cache")
+    def test_authorize_hook(self):
+        """One worker: an allowed question twice (a call, then the cache), a refused one, three
+        identical questions to a hung backend (one call, two joined) and a fourth connect past
+        max_pending (refused at once)."""
+        s = whs.new_secret()
+        r = whs.Receiver(self, [s])
+        r.control([], default="auth")
+        h = self.start_herald(workers=1, overrides=[
+            "webhook_allow_private on",
+            "authorize_hook %s secret=%s timeout=1s cache=30s max_pending=3" % (r.url(), s),
+            "channel_rule hook:* subscribe=hook"])
+        self.assertEqual(hh.request(h.port, "GET", "/poll/hook:ok")[0], 200)
+        self.assertEqual(hh.request(h.port, "GET", "/poll/hook:ok")[0], 200)
+        self.assertEqual(hh.request(h.port, "GET", "/poll/hook:deny-1")[0], 403)
+        waiting = [Client(h.port) for _ in range(3)]
+        for c in waiting:
+            self.addCleanup(c.close)
+            c.send(hh.build_request("GET", "/poll/hook:hang-j"))
+        self.assertSeries(h.port, {"herald_authorize_pending": 3})
+        status, hdrs, body = hh.request(h.port, "GET", "/poll/hook:hang-k")
+        self.assertEqual(status, 503, body)
+        self.assertIn(b"backend_busy", body)
+        for c in waiting:
+            self.assertEqual(c.read_response().status, 503)
+        self.assertSeries(h.port, {
+            "herald_authorize_pending": 0,
+            'herald_authorize_refused_total{reason="denied"}': 1,
+            'herald_authorize_refused_total{reason="backend_error"}': 3,
+            'herald_authorize_refused_total{reason="busy"}': 1,
+            'herald_authorize_hook_total{result="asked"}': 6,
+            'herald_authorize_hook_total{result="cached"}': 1,
+            'herald_authorize_hook_total{result="joined"}': 2,
+            'herald_authorize_hook_total{result="calls"}': 3,
+            'herald_authorize_hook_total{result="allowed"}': 1,
+            'herald_authorize_hook_total{result="denied"}': 1,
+            'herald_authorize_hook_total{result="errors"}': 1,
+            "herald_authorize_hook_cache": 2})
+
+
+class TestNotifyHook(MetricsTestCase):
+    @drives('herald_notify_hook_events_total{result="queued"}',
+            'herald_notify_hook_events_total{result="delivered"}',
+            'herald_notify_hook_events_total{result="dropped"}',
+            'herald_notify_hook_batches_total{result="sent"}',
+            'herald_notify_hook_batches_total{result="ok"}',
+            'herald_notify_hook_batches_total{result="failed"}', "herald_notify_hook_pending")
+    def test_notify_hook(self):
+        """Two connects in one batch answered 500 then 204; then, the backend hung, five more
+        with queue_size 3: two in the batch on its way, one waiting, two dropped."""
+        s = whs.new_secret()
+        r = whs.Receiver(self, [s])
+        r.control(["status:500"])
+        h = self.start_herald(workers=1, overrides=[
+            "webhook_allow_private on",
+            "notify_hook %s secret=%s events=connect batch=2 flush=5s queue_size=3 timeout=30s" %
+            (r.url(), s)])
+        streams = [SseStream(h.port, "/sse/m%d" % i) for i in range(2)]
+        self.assertSeries(h.port, {
+            'herald_notify_hook_events_total{result="queued"}': 2,
+            'herald_notify_hook_events_total{result="delivered"}': 2,
+            'herald_notify_hook_batches_total{result="sent"}': 2,
+            'herald_notify_hook_batches_total{result="ok"}': 1,
+            'herald_notify_hook_batches_total{result="failed"}': 1,
+            "herald_notify_hook_pending": 0}, timeout=10)
+        r.control([], default="hang")
+        streams += [SseStream(h.port, "/sse/n%d" % i) for i in range(5)]
+        self.assertSeries(h.port, {
+            'herald_notify_hook_events_total{result="queued"}': 5,
+            'herald_notify_hook_events_total{result="dropped"}': 2,
+            'herald_notify_hook_batches_total{result="sent"}': 3,
+            "herald_notify_hook_pending": 3})
+        for st in streams:
+            st.close()
+        h.kill()  # a graceful stop would wait for the hung batch (timeout=30s)
+
+
 class TestEverySeriesDriven(MetricsTestCase):
     def test_every_series_is_driven(self):
         """The whole output (of a node with Redis, the fullest) parses, each family's TYPE is

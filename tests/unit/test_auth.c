@@ -735,19 +735,45 @@ static void test_rule_parse(void)
         const char *reason;
     } bad[] = {
         {{"a b"}, 1, "may hold"},
-        {{"x", "subscribe=everyone"}, 2, "subscribe: expected none, any, auth, grant or user"},
+        {{"x", "subscribe=everyone"},
+         2,
+         "subscribe: expected none, any, auth, grant, user or hook"},
         {{"x", "publish=anyone"}, 2, "publish: expected key, grant or subscriber"},
         {{"x", "history=maybe"}, 2, "history: expected on or off"},
         {{"x", "color=red"}, 2, "expected subscribe=..."},
         {{"x", "subscribe"}, 2, "expected subscribe=..."},
         {{"x", "subscribe=any", "subscribe=auth"}, 3, "subscribe given twice"},
         {{"user:42", "subscribe=user"}, 2, "subscribe=user needs a prefix pattern"},
+        {{"x", "subscribe=hook", "publish=subscriber"}, 3, "cannot go with subscribe=hook"},
     };
     for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
         why[0] = '\0';
         T_EQ_INT(hd_auth_rule_parse(&r, bad[i].argc, bad[i].argv, why, sizeof(why)), -1);
         T_CONTAINS(why, bad[i].reason);
     }
+}
+
+/* subscribe=hook: the backend is asked for subscribes and history reads, not publishes. */
+static void test_hook_rule(void)
+{
+    hd_auth_rule_t rules[2];
+    const char *r0[] = {"team:*", "subscribe=hook", "publish=grant"};
+    const char *r1[] = {"quiet:*", "subscribe=hook", "history=off"};
+    char why[256], err[256];
+    T_EQ_INT(hd_auth_rule_parse(&rules[0], 3, r0, why, sizeof(why)), 0);
+    T_EQ_INT(hd_auth_rule_parse(&rules[1], 3, r1, why, sizeof(why)), 0);
+    hd_auth_params_t p = {.rules = rules, .n_rules = 2};
+    hd_auth_t *a = NULL;
+    T_EQ_INT(hd_auth_new(&a, &p, err, sizeof(err)), 0);
+    const char *reason = NULL;
+    T_EQ_INT(hd_auth_check(a, NULL, "team:1", 6, HD_AUTH_SUBSCRIBE, &reason), HD_AUTH_ASK_HOOK);
+    T_EQ_INT(hd_auth_check(a, NULL, "team:1", 6, HD_AUTH_HISTORY, &reason), HD_AUTH_ASK_HOOK);
+    T_EQ_INT(hd_auth_check(a, NULL, "team:1", 6, HD_AUTH_PUBLISH, &reason),
+             HD_AUTH_UNAUTHENTICATED);
+    T_EQ_INT(hd_auth_check(a, NULL, "quiet:1", 7, HD_AUTH_SUBSCRIBE, &reason), HD_AUTH_ASK_HOOK);
+    T_EQ_INT(hd_auth_check(a, NULL, "quiet:1", 7, HD_AUTH_HISTORY, &reason), HD_AUTH_FORBIDDEN);
+    T_EQ_INT(hd_auth_check(a, NULL, "other", 5, HD_AUTH_SUBSCRIBE, &reason), HD_AUTH_FORBIDDEN);
+    hd_auth_free(a);
 }
 
 static void test_rules(void)
@@ -1319,6 +1345,7 @@ int main(void)
     T_RUN(test_identity);
     T_RUN(test_rule_parse);
     T_RUN(test_rules);
+    T_RUN(test_hook_rule);
     T_RUN(test_conf_errors);
     T_RUN(test_revset);
     T_RUN(test_b64url_decode);

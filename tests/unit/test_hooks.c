@@ -8,9 +8,12 @@
  * SSRF protection refuses. Event bodies. Retry-After: read from answers cut anywhere, its two
  * forms parsed. Pending entries as Redis gives them (src/hooks/durable.c). The hooks thread's
  * inbox (src/hooks/hooks.c) bounded by bytes, not only by count, while nothing takes from it.
+ * The authorize_hook and notify_hook directives (src/conf/hook_def.c) and the backend's answers
+ * read into verdicts (src/hooks/authz_answer.c); an answer's body kept.
  */
 #include "herald/common.h"
 #include "herald/conf.h"
+#include "herald/hook_def.h"
 #include "herald/pubsub.h"
 #include "herald/webhook_def.h"
 #include "hooks/internal.h"
@@ -565,6 +568,176 @@ static void test_inbox_bound(void)
     hd_conf_unref(conf);
 }
 
+static int parse_hook(hd_hook_def_t *d, const char *line, char *why, size_t whylen)
+{
+    const char *argv[16];
+    char buf[1024];
+    int argc = 0;
+    snprintf(buf, sizeof(buf), "%s", line);
+    for (char *t = strtok(buf, " "); t && argc < 16; t = strtok(NULL, " "))
+        argv[argc++] = t;
+    return hd_hook_def_parse(d, argc, argv, why, whylen);
+}
+
+static void test_hook_def(void)
+{
+    hd_hook_def_t d;
+    char why[256] = "";
+    T_EQ_INT(parse_hook(&d, "http://127.0.0.1:9/auth secret=" SPEC_SECRET, why, sizeof(why)), 0);
+    T_EQ_INT((int)d.timeout_ms, 2000);
+    T_EQ_INT((int)d.cache_ms, 0);
+    T_EQ_INT((int)d.cache_size, 10000);
+    T_EQ_INT((int)d.max_pending, 1000);
+    T_EQ_INT((int)d.concurrency, 64);
+    T_TRUE(!d.allow_on_error);
+    T_EQ_STR(d.ep.target, "/auth");
+    T_EQ_INT((int)d.ep.n_keys, 1);
+    T_EQ_INT(parse_hook(&d,
+                        "https://b.example/a secret=" SPEC_SECRET " timeout=250ms cache=30s "
+                        "cache_size=5 on_error=allow forward_headers=X-Tenant,User-Agent "
+                        "forward_cookies=sid,Theme max_pending=7 concurrency=3",
+                        why, sizeof(why)),
+             0);
+    T_EQ_INT((int)d.timeout_ms, 250);
+    T_EQ_INT((int)d.cache_ms, 30000);
+    T_EQ_INT((int)d.cache_size, 5);
+    T_TRUE(d.allow_on_error);
+    T_EQ_INT((int)d.n_headers, 2);
+    T_EQ_STR(d.headers[0], "x-tenant"); /* header names are case-insensitive: kept lowercase */
+    T_EQ_STR(d.headers[1], "user-agent");
+    T_EQ_INT((int)d.n_cookies, 2);
+    T_EQ_STR(d.cookies[1], "Theme"); /* cookie names are not */
+    T_EQ_INT((int)d.max_pending, 7);
+    T_EQ_INT((int)d.concurrency, 3);
+    static const struct {
+        const char *line, *why;
+    } bad[] = {
+        {"http://x/", "secret=whsec_... is required"},
+        {"ftp://x/ secret=" SPEC_SECRET, "expected an http"},
+        {"http://x/ secret=" SPEC_SECRET " timeout=5ms", "timeout: expected a duration"},
+        {"http://x/ secret=" SPEC_SECRET " timeout=2m", "timeout: expected a duration"},
+        {"http://x/ secret=" SPEC_SECRET " timeout=soon", "timeout: expected a duration"},
+        {"http://x/ secret=" SPEC_SECRET " cache=25h", "cache: expected"},
+        {"http://x/ secret=" SPEC_SECRET " cache_size=0", "cache_size: expected"},
+        {"http://x/ secret=" SPEC_SECRET " on_error=maybe", "on_error: expected deny or allow"},
+        {"http://x/ secret=" SPEC_SECRET " forward_headers=a,,b", "forward_headers: a name"},
+        {"http://x/ secret=" SPEC_SECRET " forward_cookies=a:b", "not a name"},
+        {"http://x/ secret=" SPEC_SECRET " max_pending=0", "max_pending: expected"},
+        {"http://x/ secret=" SPEC_SECRET " concurrency=2000", "concurrency: expected"},
+        {"http://x/ secret=" SPEC_SECRET " timeout=1s timeout=2s", "timeout= given twice"},
+        {"http://x/ secret=" SPEC_SECRET " name=x", "unknown option"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        T_EQ_INT(parse_hook(&d, bad[i].line, why, sizeof(why)), -1);
+        T_CONTAINS(why, bad[i].why);
+        T_TRUE(strstr(why, "MfKQ9r8GKYq") == NULL);
+    }
+}
+
+static void test_notify_def(void)
+{
+    const char *argv[8];
+    char buf[512], why[256] = "";
+    hd_notify_def_t d;
+    int argc = 0;
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:9/n secret=" SPEC_SECRET);
+    for (char *t = strtok(buf, " "); t; t = strtok(NULL, " "))
+        argv[argc++] = t;
+    T_EQ_INT(hd_notify_def_parse(&d, argc, argv, why, sizeof(why)), 0);
+    T_EQ_INT((int)d.events, HD_NOTIFY_CONNECT | HD_NOTIFY_DISCONNECT | HD_NOTIFY_SUBSCRIBE |
+                                HD_NOTIFY_UNSUBSCRIBE);
+    T_EQ_INT((int)d.batch, 100);
+    T_EQ_INT((int)d.flush_ms, 1000);
+    T_EQ_INT((int)d.queue_size, 100000);
+    T_EQ_INT((int)d.timeout_ms, 5000);
+    const char *more[] = {
+        "http://x/",    ("secret=" SPEC_SECRET), "events=disconnect,connect", "batch=7", "flush=0",
+        "queue_size=9", "timeout=50ms"};
+    T_EQ_INT(hd_notify_def_parse(&d, 7, more, why, sizeof(why)), 0);
+    T_EQ_INT((int)d.events, HD_NOTIFY_CONNECT | HD_NOTIFY_DISCONNECT);
+    T_EQ_INT((int)d.batch, 7);
+    T_EQ_INT((int)d.flush_ms, 0);
+    T_EQ_INT((int)d.queue_size, 9);
+    T_EQ_INT((int)d.timeout_ms, 50);
+    static const struct {
+        const char *opt, *why;
+    } bad[] = {
+        {"events=", "unknown event"},          {"events=join", "unknown event \"join\""},
+        {"events=connect,,", "unknown event"}, {"batch=0", "batch: expected"},
+        {"flush=2m", "flush: expected"},       {"queue_size=0", "queue_size: expected"},
+        {"timeout=1ms", "timeout: expected"},  {"cache=1s", "unknown option"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        const char *v[] = {"http://x/", ("secret=" SPEC_SECRET), bad[i].opt};
+        T_EQ_INT(hd_notify_def_parse(&d, 3, v, why, sizeof(why)), -1);
+        T_CONTAINS(why, bad[i].why);
+    }
+}
+
+static void check_verdict(int status, const char *body, int kind, int deny_status,
+                          const char *reason, const char *sub)
+{
+    hk_verdict_t v;
+    size_t len = body ? strlen(body) : 0;
+    char *copy = body ? hd_strndup(body, len) : NULL; /* exact size: ASan sees an over-read */
+    hk_authz_answer(status, copy, len, &v);
+    T_EQ_INT(v.kind, kind);
+    if (kind == HD_HOOKS_DENY)
+        T_EQ_INT(v.status, deny_status);
+    if (reason)
+        T_CONTAINS(v.reason, reason);
+    if (sub)
+        T_EQ_STR(hd_identity_sub(v.id), sub);
+    else
+        T_TRUE(v.id == NULL);
+    hd_identity_unref(v.id);
+    free(copy);
+}
+
+static void test_authz_answer(void)
+{
+    check_verdict(200, "{\"allow\":true}", HD_HOOKS_ALLOW, 0, NULL, NULL);
+    check_verdict(204, "{\"allow\":true,\"sub\":\"42\",\"channels\":{\"publish\":[\"room:1\"]}}",
+                  HD_HOOKS_ALLOW, 0, NULL, "42");
+    check_verdict(200, "{\"allow\":false}", HD_HOOKS_DENY, 403, "refused by the application", NULL);
+    check_verdict(200, "{\"allow\":false,\"reason\":\"banned\\n\",\"status\":401}", HD_HOOKS_DENY,
+                  401, "banned?", NULL);
+    check_verdict(403, NULL, HD_HOOKS_DENY, 403, "refused by the application", NULL);
+    check_verdict(401, "{\"reason\":\"log in\"}", HD_HOOKS_DENY, 401, "log in", NULL);
+    check_verdict(403, "<html>", HD_HOOKS_DENY, 403, "refused", NULL);
+    check_verdict(500, "{\"allow\":true}", HD_HOOKS_ERROR, 0, "answered 500", NULL);
+    check_verdict(302, NULL, HD_HOOKS_ERROR, 0, "answered 302", NULL);
+    check_verdict(200, NULL, HD_HOOKS_ERROR, 0, "not {\"allow\"", NULL);
+    check_verdict(200, "[true]", HD_HOOKS_ERROR, 0, "not {\"allow\"", NULL);
+    check_verdict(200, "{\"allow\":1}", HD_HOOKS_ERROR, 0, "not {\"allow\"", NULL);
+    check_verdict(200, "{\"allow\":true,\"sub\":7}", HD_HOOKS_ERROR, 0, "identity is unusable",
+                  NULL);
+    check_verdict(200, "{\"allow\":true,\"allow\":false}", HD_HOOKS_ERROR, 0, NULL, NULL);
+}
+
+/* The authorize hook keeps the answer's body, cut anywhere. */
+static void test_response_body(void)
+{
+    const char *a = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5\r\n{\"all\r\n9\r\now\":true}\r\n0\r\n\r\n";
+    size_t n = strlen(a);
+    for (size_t cut = 0; cut <= n; cut++) {
+        hk_response_t r;
+        hk_response_init(&r);
+        r.keep_body = 1;
+        int rc = feed(&r, a, cut);
+        if (rc == HK_RESP_MORE)
+            rc = feed(&r, a + cut, n - cut);
+        T_EQ_INT(rc, HK_RESP_DONE);
+        size_t len;
+        char *body = hk_response_take_body(&r, &len);
+        T_EQ_INT((int)len, 14);
+        T_EQ_STR(body, "{\"allow\":true}");
+        free(body);
+        hk_response_dispose(&r);
+    }
+}
+
 int main(void)
 {
     T_RUN(test_def_good);
@@ -577,5 +750,9 @@ int main(void)
     T_RUN(test_private);
     T_RUN(test_events);
     T_RUN(test_inbox_bound);
+    T_RUN(test_hook_def);
+    T_RUN(test_notify_def);
+    T_RUN(test_authz_answer);
+    T_RUN(test_response_body);
     return 0;
 }

@@ -11,7 +11,13 @@
 //                    one entry each, then `default` (ok = 204; status:N = that status;
 //                    retry:N:VALUE = that status with Retry-After: VALUE; drop =
 //                    the connection is destroyed unanswered; hang = never answered; slow:MS =
-//                    204 after MS ms); with fail_each, the first N deliveries of each event id
+//                    204 after MS ms; reply:STATUS:BODY = that status with that JSON body;
+//                    auth = an authorize hook's backend: the answer follows the first channel
+//                    of the question, by what its name contains: "deny" -> {"allow":false,
+//                    "reason":"no entry for CHANNEL"}, "hang" -> never answered, "err" -> 500,
+//                    "grant" -> {"allow":true,"sub":"hooked","info":{"via":"hook"},
+//                    "channels":{"subscribe":[CHANNEL],"publish":[CHANNEL]}}, else
+//                    {"allow":true}); with fail_each, the first N deliveries of each event id
 //                    are answered 500 whatever the script says
 //   GET  /deliveries  every delivery so far: {id, timestamp, signature, verified: [one boolean
 //                    per SECRET], error, body, at_ms, answer, path, conn}
@@ -85,7 +91,31 @@ function handle(req, res, body) {
     method: req.method,
     conn: req.socket.hdConn,
   });
-  if (answer === 'drop') {
+  if (answer === 'auth') {
+    let ch = '';
+    try {
+      ch = JSON.parse(body).data.channels[0] || '';
+    } catch (e) {
+      ch = '';
+    }
+    if (ch.includes('hang')) return;
+    if (ch.includes('err')) answer = 'status:500';
+    else if (ch.includes('deny'))
+      answer = 'reply:200:' + JSON.stringify({ allow: false, reason: 'no entry for ' + ch });
+    else if (ch.includes('grant'))
+      answer = 'reply:200:' + JSON.stringify({
+        allow: true, sub: 'hooked', info: { via: 'hook' },
+        channels: { subscribe: [ch], publish: [ch] },
+      });
+    else answer = 'reply:200:{"allow":true}';
+  }
+  if (answer.startsWith('reply:')) {
+    const rest = answer.slice(6);
+    const colon = rest.indexOf(':');
+    const st = parseInt(rest.slice(0, colon), 10);
+    res.writeHead(st, { 'content-type': 'application/json' });
+    res.end(rest.slice(colon + 1));
+  } else if (answer === 'drop') {
     req.socket.destroy();
   } else if (answer === 'hang') {
     // never answered

@@ -1,0 +1,319 @@
+# SPDX-License-Identifier: MIT
+"""The authorize hook through the real binary (docs/webhooks.md, "Backend hooks"): herald asks
+the application's backend (a real receiver: node, every question verified with the npm
+standardwebhooks library, webhook_support.Receiver in its "auth" mode, answering by the channel's
+name) whether a connect or a subscribe on a channel under `channel_rule ... subscribe=hook` may go
+on, and applies the answer on every transport (short poll, long poll, SSE, /ws/{channel}, a /ws
+subscribe op, HTTP/2 streams): allowed; refused with the backend's reason (403 JSON, a /ws error
+reply); allowed as the identity the backend gives (its sub is the connection's: a disconnect by
+sub reaches it); a backend that hangs (timeout) or is down, under on_error=deny (503 with
+Retry-After) and on_error=allow; answers cached (one call for many connects); questions carry
+the client, forwarded headers and cookies; conf errors. The flood of connects against a hung
+backend is tests/abuse/test_authorize_flood.py."""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+import webhook_support as ws  # noqa: E402
+from test_http2 import H2Client  # noqa: E402
+
+RULES = ["hook:* subscribe=hook publish=grant", "open:* subscribe=any"]
+
+# Every transport, as (name, how to connect to a channel): each returns (status, JSON body or
+# None); the /ws subscribe op maps its reply to 200 or to the status its code stands for.
+HTTP_TRANSPORTS = ("poll", "longpoll", "sse", "websocket", "h2-poll", "h2-sse")
+CODE_STATUS = {"forbidden": 403, "unauthenticated": 401, "backend_unavailable": 503,
+               "backend_busy": 503}
+
+
+def hook_line(url, secret, extra=""):
+    return ("authorize_hook %s secret=%s forward_headers=x-tenant forward_cookies=sid %s" %
+            (url, secret, extra)).strip()
+
+
+def node_overrides(url, secret, extra=""):
+    return (["webhook_allow_private on", hook_line(url, secret, extra)] +
+            ["channel_rule " + r for r in RULES])
+
+
+def body_json(data):
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
+
+
+def connect(port, transport, channel, headers=None, timeout=hh.IO_TIMEOUT):
+    """Opens `channel` on `transport` and returns (status, JSON body or None, headers)."""
+    headers = dict(headers or {})
+    if transport in ("poll", "longpoll"):
+        path = "/poll/" + channel if transport == "poll" else "/lp/%s?timeout=0.2" % channel
+        status, hdrs, data = hh.request(port, "GET", path, headers=headers, timeout=timeout)
+        return status, body_json(data), hdrs
+    if transport in ("sse", "websocket"):
+        with hh.Client(port) as c:
+            if transport == "sse":
+                c.send(hh.build_request("GET", "/sse/" + channel, headers))
+            else:
+                c.send(hh.ws_handshake_request("/ws/" + channel, extra=headers))
+            r = c.read_response(head=True, timeout=timeout)
+            if r.status in (200, 101):
+                return r.status, None, r
+            n = int(r.header("Content-Length") or 0)
+            while len(c.buf) < n:
+                c._fill(timeout)
+            return r.status, body_json(c.buf[:n]), r
+    if transport.startswith("h2-"):
+        path = ("/poll/" if transport == "h2-poll" else "/sse/") + channel
+        with H2Client(port) as c:
+            s = c.request("GET", path, [(k.lower(), v) for k, v in headers.items()])
+            c.until(lambda: s.status or s.reset is not None, timeout, "answer to " + path)
+            if transport == "h2-sse" and s.status == 200:
+                return 200, None, s.headers
+            c.until(lambda: s.ended or s.reset is not None, timeout, "body of " + path)
+            return s.status, body_json(bytes(s.data)), s.headers
+    raise AssertionError("unknown transport " + transport)
+
+
+def ws_subscribe(port, channel, headers=None, timeout=hh.IO_TIMEOUT):
+    """A /ws subscribe op on a fresh connection: (status it stands for, the reply)."""
+    w = hh.RawWS(port, "/ws", extra=headers)
+    try:
+        w.send(hh.ws_frame(hh.OP_TEXT, json.dumps(
+            {"op": "subscribe", "channel": channel, "ref": 7}).encode()))
+        reply = w.recv_json(timeout)
+        # the connection goes on after a refusal: a ping is still answered, in order
+        w.send(hh.ws_frame(hh.OP_TEXT, b'{"op":"ping","ref":8}'))
+        pong = w.recv_json(timeout)
+        assert pong.get("type") == "pong" and pong.get("ref") == 8, pong
+    finally:
+        w.close()
+    if reply.get("type") == "subscribed":
+        return 200, reply
+    return CODE_STATUS.get(reply.get("code"), 0), reply
+
+
+class HookCase(hh.HeraldTestCase):
+    def backend(self):
+        self.secret = ws.new_secret()
+        self.recv = ws.Receiver(self, [self.secret])
+        self.recv.control(default="auth")
+        return self.recv
+
+    def node(self, extra="", url=None, workers=2, more=()):
+        return self.start_herald(
+            overrides=node_overrides(url or self.recv.url("/authorize"), self.secret, extra) +
+            list(more), workers=workers)
+
+    def questions(self):
+        """The questions the backend got, parsed, each checked signed."""
+        out = []
+        for d in self.recv.deliveries():
+            self.assertEqual(d["verified"], [True], d)
+            self.assertEqual(d["path"], "/authorize")
+            out.append(json.loads(d["body"]))
+        return out
+
+
+class TestVerdicts(HookCase):
+    def test_allow_every_transport(self):
+        """An allowed channel opens on every transport; each question is signed, names the
+        action, transport, channel, client, forwarded header and cookie, and nothing else."""
+        self.backend()
+        h = self.node("timeout=3s")
+        hdrs = {"X-Tenant": "acme", "Cookie": "theme=dark; sid=s3cr3t", "X-Other": "no"}
+        for t in HTTP_TRANSPORTS:
+            status, body, _ = connect(h.port, t, "hook:ok-" + t, hdrs)
+            self.assertIn(status, (200, 101, 204), (t, status, body))
+        status, reply = ws_subscribe(h.port, "hook:ok-ws-op", hdrs)
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(reply["ref"], 7)
+        qs = self.questions()
+        by_channel = {q["data"]["channels"][0]: q for q in qs}
+        self.assertEqual(len(qs), len(HTTP_TRANSPORTS) + 1, qs)
+        want = {"poll": ("poll", "history"), "longpoll": ("longpoll", "subscribe"),
+                "sse": ("sse", "subscribe"), "websocket": ("websocket", "subscribe"),
+                "h2-poll": ("poll", "history"), "h2-sse": ("sse", "subscribe"),
+                "ws-op": ("websocket", "subscribe")}
+        for t, (transport, action) in want.items():
+            q = by_channel["hook:ok-" + t]
+            self.assertEqual(q["type"], "authorize")
+            d = q["data"]
+            self.assertEqual((d["transport"], d["action"]), (transport, action), (t, d))
+            self.assertEqual(d["channels"], ["hook:ok-" + t])
+            self.assertEqual(d["client_ip"], "127.0.0.1")
+            self.assertIsNone(d["identity"])
+            self.assertEqual(d["headers"], {"x-tenant": "acme"}, (t, d))
+            self.assertEqual(d["cookies"], {"sid": "s3cr3t"}, (t, d))
+        # a channel no hook covers is not asked about
+        n = len(qs)
+        self.assertEqual(connect(h.port, "poll", "open:x")[0], 200)
+        self.assertEqual(len(self.recv.deliveries()), n)
+
+    def test_deny_every_transport(self):
+        """The backend's refusal is a 403 with its reason on every transport, an error reply
+        with code forbidden on /ws (the connection goes on)."""
+        self.backend()
+        h = self.node()
+        for t in HTTP_TRANSPORTS:
+            status, body, _ = connect(h.port, t, "hook:deny-" + t)
+            self.assertEqual(status, 403, (t, body))
+            self.assertEqual(body["code"], "forbidden", (t, body))
+            self.assertEqual(body["error"], "no entry for hook:deny-" + t, (t, body))
+        status, reply = ws_subscribe(h.port, "hook:deny-op")
+        self.assertEqual(status, 403, reply)
+        self.assertEqual(reply["error"], "no entry for hook:deny-op")
+        self.assertEqual(reply["channel"], "hook:deny-op")
+        _, _, text = hh.request(h.port, "GET", "/metrics")
+        self.assertIn(b'herald_authorize_refused_total{reason="denied"} %d' %
+                      (len(HTTP_TRANSPORTS) + 1), text)
+
+    def test_multi_channel_sse_one_question(self):
+        """A multi-channel SSE stream asks once about its hook channels (not the others)."""
+        self.backend()
+        h = self.node()
+        with hh.Client(h.port) as c:
+            c.send(hh.build_request("GET", "/sse?channel=hook:a&channel=open:b&channel=hook:c"))
+            r = c.read_response(head=True)
+            self.assertEqual(r.status, 200)
+        qs = self.questions()
+        self.assertEqual(len(qs), 1, qs)
+        self.assertEqual(qs[0]["data"]["channels"], ["hook:a", "hook:c"])
+
+    def test_grant_identity(self):
+        """An answer with sub, info and grants makes that identity the connection's: a client
+        publish on the granted channel is allowed (publish=grant) and stamped with the
+        backend's sub and info, one on a channel allowed without grants is refused, and a
+        disconnect by that sub ends a stream opened the same way."""
+        self.backend()
+        key = "k-" + os.urandom(8).hex()
+        h = self.node(more=["ws_client_publish on", "publish_key " + key])
+        sse = hh.SseStream(h.port, "/sse/hook:grant-1")
+        self.addCleanup(sse.close)
+        w = hh.RawWS(h.port, "/ws/hook:grant-1")
+        self.addCleanup(w.close)
+        w.send(hh.ws_frame(hh.OP_TEXT, b"hi from the hooked user"))
+        self.assertEqual(sse.next_event().text, "hi from the hooked user")
+        status, body, _ = hh.get_json(h.port, "/poll/hook:grant-1")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["messages"][-1]["publisher"], {"sub": "hooked",
+                                                             "info": {"via": "hook"}})
+        plain = hh.RawWS(h.port, "/ws/hook:plain-1")
+        self.addCleanup(plain.close)
+        plain.send(hh.ws_frame(hh.OP_TEXT, b"not granted"))
+        code, reason = plain.expect_close()
+        self.assertEqual((code, reason), (4401, "publishing here needs a token"))
+        status, _, data = hh.request(h.port, "POST", "/admin/disconnect",
+                                     body=json.dumps({"sub": "hooked"}))
+        self.assertEqual(status, 200, data)
+        while True:
+            b = sse.next_block()
+            if b.event == "herald-disconnected":
+                break
+
+
+class TestFailures(HookCase):
+    def test_timeout_deny(self):
+        """A backend that does not answer within timeout: 503 backend_unavailable with
+        Retry-After on every transport, an error reply on /ws; other channels served."""
+        self.backend()
+        h = self.node("timeout=300ms")
+        for t in ("poll", "sse", "websocket", "h2-poll"):
+            t0 = time.monotonic()
+            status, body, hdrs = connect(h.port, t, "hook:hang-" + t)
+            took = time.monotonic() - t0
+            self.assertEqual(status, 503, (t, body))
+            self.assertEqual(body["code"], "backend_unavailable", (t, body))
+            self.assertGreaterEqual(took, 0.25, t)
+            self.assertLess(took, 5, t)
+            if t != "h2-poll":
+                self.assertTrue(hdrs.header("Retry-After") if hasattr(hdrs, "header")
+                                else hdrs.get("Retry-After"), t)
+        status, reply = ws_subscribe(h.port, "hook:hang-op")
+        self.assertEqual(reply.get("code"), "backend_unavailable", reply)
+        self.assertEqual(connect(h.port, "poll", "open:x")[0], 200)
+
+    def test_backend_down_both_policies(self):
+        """Nothing listens where the backend should: on_error=deny refuses with 503, allow
+        lets every transport in."""
+        port = self.reserve_port()
+        self.secret = ws.new_secret()
+        url = "http://127.0.0.1:%d/authorize" % port
+        h = self.node("timeout=1s", url=url)
+        for t in ("poll", "sse", "websocket"):
+            status, body, _ = connect(h.port, t, "hook:x")
+            self.assertEqual((status, body["code"]), (503, "backend_unavailable"), t)
+        status, reply = ws_subscribe(h.port, "hook:x")
+        self.assertEqual(status, 503, reply)
+        h.stop()
+        h = self.node("timeout=1s on_error=allow", url=url)
+        for t in HTTP_TRANSPORTS:
+            status, body, _ = connect(h.port, t, "hook:x")
+            self.assertIn(status, (200, 101, 204), (t, body))
+        self.assertEqual(ws_subscribe(h.port, "hook:x")[0], 200)
+
+    def test_backend_500(self):
+        """A 5xx is no answer: on_error=deny refuses with 503."""
+        self.backend()
+        h = self.node()
+        status, body, _ = connect(h.port, "poll", "hook:err")
+        self.assertEqual((status, body["code"]), (503, "backend_unavailable"))
+
+
+class TestCache(HookCase):
+    def test_cache_one_call(self):
+        """With cache=, many connects asking the same question make one call within the cache
+        time (refusals are cached too); without it, one call each."""
+        self.backend()
+        h = self.node("cache=30s")
+        for _ in range(10):
+            self.assertEqual(connect(h.port, "poll", "hook:c")[0], 200)
+            self.assertEqual(connect(h.port, "poll", "hook:deny-c")[0], 403)
+        qs = self.questions()
+        self.assertEqual(sorted(q["data"]["channels"][0] for q in qs), ["hook:c", "hook:deny-c"])
+        # another question (another header value) is another call
+        self.assertEqual(connect(h.port, "poll", "hook:c", {"X-Tenant": "b"})[0], 200)
+        self.assertEqual(len(self.questions()), 3)
+        _, _, text = hh.request(h.port, "GET", "/metrics")
+        self.assertIn(b'herald_authorize_hook_total{result="cached"} 18', text)
+
+    def test_no_cache(self):
+        self.backend()
+        h = self.node()
+        for _ in range(4):
+            self.assertEqual(connect(h.port, "poll", "hook:n")[0], 200)
+        self.assertEqual(len(self.questions()), 4)
+
+
+class TestConf(hh.HeraldTestCase):
+    def test_conf_errors(self):
+        """subscribe=hook without authorize_hook, publish=subscriber with it, bad options: the
+        file, line and directive are named, never the secret."""
+        secret = ws.new_secret()
+        cases = [
+            ("channel_rule hook:* subscribe=hook\n",
+             "channel_rule: hook:*: subscribe=hook needs authorize_hook"),
+            ("authorize_hook http://x/ secret=%s\nchannel_rule a subscribe=hook "
+             "publish=subscriber\n" % secret, "publish=subscriber cannot go with subscribe=hook"),
+            ("authorize_hook http://x/ secret=%s timeout=5m\n" % secret,
+             ":1: authorize_hook: timeout: expected a duration in 10ms..60s"),
+            ("authorize_hook http://x/ secret=%s on_error=maybe\n" % secret,
+             ":1: authorize_hook: on_error: expected deny or allow"),
+            ("authorize_hook http://x/\n", "secret=whsec_... is required"),
+        ]
+        for text, want in cases:
+            d = self.tmpdir()
+            path = os.path.join(d, "h.conf")
+            with open(path, "w") as f:
+                f.write(text)
+            rc, out, err = hh.run_herald(["-t", "-c", path])
+            self.assertNotEqual(rc, 0, text)
+            self.assertIn(want, err, text)
+            self.assertNotIn(secret[8:20], err)
+
+
+if __name__ == "__main__":
+    hh.main()
