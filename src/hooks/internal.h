@@ -121,7 +121,7 @@ struct hk_request_s {
     hd_buf_t *body; /* a reference */
     hk_request_cb cb;
     void *data;
-    char retry_after[40]; /* out: the answer's Retry-After value when cb runs ("" none) */
+    char retry_after[40];   /* out: the answer's Retry-After value when cb runs ("" none) */
     unsigned want_body : 1; /* keep the answer's body (at most 64 KiB) in answer, for cb */
     char *answer;           /* the answer's body when want_body and answered, malloc'd, or NULL;
                                the callback's to free */
