@@ -269,6 +269,11 @@ static void chat_frame(sub_t *s, const char *p, size_t n, uint64_t now)
                (tn >= 5 && memcmp(t, "join\"", 5) == 0) ||
                (tn >= 6 && memcmp(t, "leave\"", 6) == 0)) {
         kid.st->events++;
+    } else if (tn >= 16 && memcmp(t, "presence_events\"", 16) == 0) {
+        /* joins and leaves of one pass in one frame: each counts (its "type" after the first) */
+        for (const char *q = t; (q = memmem(q, n - (size_t)(q - p), "\"type\":", 7)) != NULL;
+             q += 7)
+            kid.st->events++;
     } else if (tn >= 11 && memcmp(t, "subscribed\"", 11) == 0) {
         if (s->is_churning) {
             s->is_churning = 0;
