@@ -96,8 +96,10 @@ for line in open(sys.argv[1]):
 base = statistics.median(v[0] for v in runs["off"])
 for k, v in runs.items():
     m = statistics.median(x[0] for x in v)
-    print("%-12s %s  median %.1f us  %.2fx  %.0f connects/s%s" % (
-        k, " ".join("%.1f" % x[0] for x in v), m, m / base,
+    # Also each round against auth off in the same round: slow drifts of the load cancel.
+    paired = statistics.median(x[0] / o[0] for x, o in zip(v, runs["off"]))
+    print("%-12s %s  median %.1f us  %.2fx  (paired by round %.2fx)  %.0f connects/s%s" % (
+        k, " ".join("%.1f" % x[0] for x in v), m, m / base, paired,
         statistics.median(x[1] for x in v),
         "" if all(x[2] == "ok" for x in v) else "  (a run FAILED)"))
 print("load average (1 min) at each round: %s" % ", ".join("%.1f" % x for x in loads))
