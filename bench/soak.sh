@@ -36,7 +36,12 @@ loop_pid=
 cleanup() {
     [ -n "$loop_pid" ] && kill "$loop_pid" 2>/dev/null && wait "$loop_pid" 2>/dev/null
     [ -n "$hpid" ] && kill "$hpid" 2>/dev/null && wait "$hpid" 2>/dev/null
-    [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null
+    # Redis writes its AOF and its log until it exits: wait (bounded) before removing $dir
+    if [ -f "$dir/redis.pid" ]; then
+        rpid=$(cat "$dir/redis.pid")
+        kill "$rpid" 2>/dev/null
+        for _ in $(seq 1 200); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.05; done
+    fi
     if [ -n "$keep" ]; then
         mkdir -p "$keep" && cp "$dir"/*.log "$keep"/ 2>/dev/null
     fi
