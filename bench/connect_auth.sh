@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-secret=bench-secret-0123456789abcdef0123456789
+secret='bench-secret-0123456789abcdef0123456789'
 openssl ecparam -name prime256v1 -genkey -noout -out "$dir/ec.key" 2>/dev/null
 openssl ec -in "$dir/ec.key" -pubout -out "$dir/ec.pub" 2>/dev/null
 
