@@ -88,6 +88,8 @@ struct hd_worker_s {
     uint64_t tokens_ms;
     uint64_t refused_logged_ms;
     uint64_t refused_since_log;
+    uint64_t accept_failed_logged_ms; /* accept errors (EMFILE): one warning a second */
+    uint64_t accept_failed_since_log;
     hd_conn_worker_t *conns_; /* the connection layer's state: private to conn.c */
     hd_iplimit_t *iplimit;    /* the node's per-address table (src/net/iplimit.h), shared */
     /* Tokens this worker verified lately (auth.h): made at the first token, freed with it. */

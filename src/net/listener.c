@@ -164,7 +164,18 @@ static void on_connection(uv_stream_t *ls, int status)
 {
     hd_worker_t *w = ls->data;
     if (status < 0) {
-        hd_log_warn("accept failed: %s", uv_strerror(status));
+        /* Out of descriptors (EMFILE), a storm past the open-files limit fails every accept:
+         * one warning a second with the count, not a formatted line per failure. */
+        w->accept_failed_since_log++;
+        uint64_t now = uv_now(&w->loop);
+        if (now - w->accept_failed_logged_ms >= 1000) {
+            int nofile = status == UV_EMFILE || status == UV_ENFILE;
+            hd_log_warn("accept failed %llu time(s) since the last warning: %s%s",
+                        (unsigned long long)w->accept_failed_since_log, uv_strerror(status),
+                        nofile ? " (raise the open-files limit or lower max_connections)" : "");
+            w->accept_failed_logged_ms = now;
+            w->accept_failed_since_log = 0;
+        }
         return;
     }
     size_t li = (size_t)((uv_tcp_t *)ls - w->listeners);
