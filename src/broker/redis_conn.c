@@ -182,7 +182,10 @@ static void init_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         snprintf(why, sizeof(why), "%s failed: %.200s%s", op->what, rep->str,
-                 strcmp(op->what, "FUNCTION LOAD") == 0 ? " (Redis 7 or later is needed)" : "");
+                 strcmp(op->what, "FUNCTION LOAD") == 0 &&
+                         strncmp(rep->str, "ERR unknown command", 19) == 0
+                     ? " (Redis 7 or later is needed)"
+                     : "");
         hd_redis_conn_lost(b, why);
         return;
     }

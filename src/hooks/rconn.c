@@ -110,7 +110,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (rep && rep->type == REDIS_REPLY_ERROR && strcmp(c->what, "CLIENT SETNAME") != 0) {
             char why[300];
             snprintf(why, sizeof(why), "%s failed: %.200s%s", c->what, rep->str,
-                     strcmp(c->what, "FUNCTION LOAD") == 0 ? " (Redis 7 or later is needed)" : "");
+                     strcmp(c->what, "FUNCTION LOAD") == 0 &&
+                             strncmp(rep->str, "ERR unknown command", 19) == 0
+                         ? " (Redis 7 or later is needed)"
+                         : "");
             lost_later(r, why);
         } else if (rep && strcmp(c->what, "FUNCTION LOAD") == 0 && r->state == R_CONNECTING) {
             go_up(r);
