@@ -8,8 +8,9 @@
  * in delivery.c and client.c.
  *
  * The mailbox is bounded by a count (INBOX_MAX messages not yet taken by the loop) and by the
- * bytes of the published messages they hold (webhook_max_memory: a count alone would let 64k
- * mails hold 64k batches of messages of max_message_size): past either an event is dropped and
+ * bytes of the published messages they hold (webhook_max_memory, plus one mail, as one batch
+ * publish may hold more; a count alone would let 64k mails hold 64k batches of messages of
+ * max_message_size): past either an event is dropped and
  * counted (dropped{reason="memory"}), so a loop that cannot keep up never makes the workers
  * hold memory without limit.
  */
@@ -94,7 +95,9 @@ static int post(hd_hooks_t *h, hd_msg_t *m, size_t bytes)
 {
     uint32_t n = __atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
     size_t held = __atomic_add_fetch(&h->inbox_bytes, bytes, __ATOMIC_RELAXED);
-    if (n > INBOX_MAX || held > h->conf->webhook_max_memory_bytes) {
+    /* A mail alone in the inbox always passes (one batch publish, at most max_body_size, may
+     * hold more than webhook_max_memory): the queue's own bounds then decide per event. */
+    if (n > INBOX_MAX || (held > h->conf->webhook_max_memory_bytes && held != bytes)) {
         __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
         __atomic_sub_fetch(&h->inbox_bytes, bytes, __ATOMIC_RELAXED);
         HK_ADD(h->stats.dropped[HD_HOOKS_DROP_MEMORY], 1);
