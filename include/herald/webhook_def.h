@@ -63,6 +63,15 @@ typedef struct hd_webhook_def_s {
 int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const char *const *argv,
                          char *why, size_t whylen);
 
+/*
+ * The option word arg ("key=value") among keys[0..n) (n at most 32), for the directives built on
+ * this one (webhook, authorize_hook, notify_hook): its index, with *seen marking it, and *value
+ * its value; or -1 with a one-line reason in why (an unknown option, naming expected, or one
+ * given twice).
+ */
+int hd_def_option(const char *const *keys, size_t n, const char *arg, unsigned *seen,
+                  const char **value, const char *expected, char *why, size_t whylen);
+
 /* 1 if channel[0..len) matches one of def's patterns ("news", "room:*", "*"). */
 int hd_webhook_def_matches(const hd_webhook_def_t *def, const char *channel, size_t len);
 

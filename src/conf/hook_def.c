@@ -126,23 +126,13 @@ int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, cha
     d->max_pending = 1000;
     d->concurrency = 64;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *eq = strchr(a, '=');
-        size_t k;
-        for (k = 0; k < K_N; k++) {
-            size_t kl = strlen(keys[k]);
-            if (eq && (size_t)(eq - a) == kl && strncmp(a, keys[k], kl) == 0)
-                break;
-        }
-        if (k == K_N)
-            return fail(why, whylen,
-                        "unknown option \"%.60s\": expected secret=, timeout=, cache=, "
-                        "cache_size=, on_error=, forward_headers=, forward_cookies=, "
-                        "max_pending= or concurrency=",
-                        a);
-        if (seen & (1u << k))
-            return fail(why, whylen, "%s= given twice", keys[k]);
-        seen |= 1u << k;
-        const char *v = eq + 1;
+        const char *a = argv[i], *v;
+        int k = hd_def_option(keys, K_N, a, &seen, &v,
+                              "secret=, timeout=, cache=, cache_size=, on_error=, "
+                              "forward_headers=, forward_cookies=, max_pending= or concurrency=",
+                              why, whylen);
+        if (k < 0)
+            return -1;
         switch (k) {
         case K_SECRET:
             ep_argv[ep_argc++] = a;
@@ -241,22 +231,12 @@ int hd_notify_def_parse(hd_notify_def_t *out, int argc, const char *const *argv,
     d->queue_size = 100000;
     d->timeout_ms = 5000;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *eq = strchr(a, '=');
-        size_t k;
-        for (k = 0; k < K_N; k++) {
-            size_t kl = strlen(keys[k]);
-            if (eq && (size_t)(eq - a) == kl && strncmp(a, keys[k], kl) == 0)
-                break;
-        }
-        if (k == K_N)
-            return fail(why, whylen,
-                        "unknown option \"%.60s\": expected secret=, events=, batch=, flush=, "
-                        "queue_size= or timeout=",
-                        a);
-        if (seen & (1u << k))
-            return fail(why, whylen, "%s= given twice", keys[k]);
-        seen |= 1u << k;
-        const char *v = eq + 1;
+        const char *a = argv[i], *v;
+        int k =
+            hd_def_option(keys, K_N, a, &seen, &v,
+                          "secret=, events=, batch=, flush=, queue_size= or timeout=", why, whylen);
+        if (k < 0)
+            return -1;
         switch (k) {
         case K_SECRET:
             ep_argv[ep_argc++] = a;

@@ -26,6 +26,23 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, 
     return -1;
 }
 
+int hd_def_option(const char *const *keys, size_t n, const char *arg, unsigned *seen,
+                  const char **value, const char *expected, char *why, size_t whylen)
+{
+    const char *eq = strchr(arg, '=');
+    for (size_t k = 0; eq && k < n; k++) {
+        size_t kl = strlen(keys[k]);
+        if ((size_t)(eq - arg) != kl || strncmp(arg, keys[k], kl) != 0)
+            continue;
+        if (*seen & (1u << k))
+            return fail(why, whylen, "%s= given twice", keys[k]);
+        *seen |= 1u << k;
+        *value = eq + 1;
+        return (int)k;
+    }
+    return fail(why, whylen, "unknown option \"%.60s\": expected %s", arg, expected);
+}
+
 static int is_host_char(char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -218,22 +235,12 @@ int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const 
     d->events = HD_WEBHOOK_EV_MESSAGE;
     unsigned seen = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *eq = strchr(a, '=');
         static const char *const keys[] = {"name", "channels", "secret", "events"};
-        size_t k;
-        for (k = 0; k < 4; k++) {
-            size_t kl = strlen(keys[k]);
-            if (eq && (size_t)(eq - a) == kl && strncmp(a, keys[k], kl) == 0)
-                break;
-        }
-        if (k == 4)
-            return fail(
-                why, whylen,
-                "unknown option \"%.60s\": expected name=, channels=, secret= or events=", a);
-        if (seen & (1u << k))
-            return fail(why, whylen, "%s= given twice", keys[k]);
-        seen |= 1u << k;
-        const char *v = eq + 1;
+        const char *a = argv[i], *v;
+        int k = hd_def_option(keys, 4, a, &seen, &v, "name=, channels=, secret= or events=", why,
+                              whylen);
+        if (k < 0)
+            return -1;
         int rc = 0;
         if (k == 0) {
             size_t n = strlen(v);
