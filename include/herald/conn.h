@@ -80,6 +80,9 @@ typedef struct hd_conn_ops_s {
      * (hd_conn_want_flush) and is not waiting for a write. Optional: what a multiplexing
      * protocol (HTTP/2) uses to turn its streams' output into frames once per loop pass. */
     void (*on_flush)(hd_conn_t *c);
+    /* Optional: the bytes as read from the socket, before TLS, instead of on_data (a header
+     * sent in clear ahead of everything: the PROXY protocol's, src/net/conn_proxy.c). */
+    void (*on_clear_data)(hd_conn_t *c, const char *data, size_t len);
 } hd_conn_ops_t;
 
 /*

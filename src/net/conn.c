@@ -9,9 +9,9 @@
  * loop's own callbacks.
  */
 #include "herald/conn.h"
-#include "herald/proxy_proto.h"
 #include "herald/worker.h"
 #include "conn_layer.h"
+#include "conn_priv.h"
 #include "iplimit.h"
 
 #include <string.h>
@@ -135,8 +135,7 @@ static void queue_tls_output(hd_conn_t *c)
     push_out(c, b, 0, b->len);
 }
 
-/* Bytes read from the socket: through TLS when the connection has it, then to the handler. */
-static void deliver(hd_conn_t *c, const char *data, size_t len)
+void hd_conn_deliver_(hd_conn_t *c, const char *data, size_t len)
 {
     hd_tls_t *tls = sock_of(c)->tls;
     if (!tls) {
@@ -168,19 +167,16 @@ static void deliver(hd_conn_t *c, const char *data, size_t len)
     }
 }
 
-static const hd_conn_ops_t proxy_ops;
-static void proxy_read(hd_conn_t *c, const char *data, size_t len);
-
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     hd_conn_t *c = s->data;
     if (c->is_closing)
         return;
     if (nread > 0) {
-        if (c->ops == &proxy_ops)
-            proxy_read(c, buf->base, (size_t)nread); /* before TLS: the header is in clear */
+        if (c->ops->on_clear_data)
+            c->ops->on_clear_data(c, buf->base, (size_t)nread); /* before TLS (conn_proxy.c) */
         else
-            deliver(c, buf->base, (size_t)nread);
+            hd_conn_deliver_(c, buf->base, (size_t)nread);
         return;
     }
     if (nread == 0)
@@ -570,7 +566,7 @@ static void start_linger(hd_conn_t *c)
     }
 }
 
-static void remove_handler(hd_conn_t *c)
+void hd_conn_remove_handler_(hd_conn_t *c)
 {
     const hd_conn_ops_t *ops = c->ops;
     c->ops = &linger_ops;
@@ -583,7 +579,7 @@ void hd_conn_finish(hd_conn_t *c)
 {
     if (c->is_closing || c->is_finishing)
         return;
-    remove_handler(c);
+    hd_conn_remove_handler_(c);
     if (c->is_stream) {
         /* Ends once the carrier took the queue; a peer that stops reading it meanwhile is cut
          * off (the lingering handler has no on_timeout: the timer closes the stream). */
@@ -630,7 +626,7 @@ void hd_conn_close(hd_conn_t *c)
 {
     if (c->is_closing)
         return;
-    remove_handler(c);
+    hd_conn_remove_handler_(c);
     c->is_closing = 1;
     if (!c->is_stream && hd_list_linked(&sock_of(c)->flush_link))
         hd_list_remove(&sock_of(c)->flush_link);
@@ -742,121 +738,6 @@ const char *hd_conn_peer(hd_conn_t *c)
     static __thread char text[HD_IP_TEXT_MAX];
     hd_ip_format_port(&c->client, text, sizeof(text));
     return text;
-}
-
-/* ---- the PROXY protocol header ---- */
-
-/*
- * While a PROXY header is awaited, the connection's handler is proxy_ops and its state holds
- * what arrived of the header when it came in pieces (at most HD_PROXY_MAX bytes, allocated only
- * then: a header read whole in one go, the usual case, is parsed in the read buffer).
- */
-typedef struct proxy_wait_s {
-    hd_conn_ready_cb ready_cb;
-    char *buf;
-    size_t len;
-} proxy_wait_t;
-
-static void proxy_refuse(hd_conn_t *c, const char *why)
-{
-    HD_STAT_INC(c->worker, proxy_malformed);
-    hd_conn_log(HD_LOG_INFO, c, "PROXY protocol header refused: %s", why ? why : "?");
-    hd_conn_close(c);
-}
-
-/*
- * The header is complete: the connection takes the client it names and is handed to the
- * caller of hd_conn_expect_proxy; what came after the header (the ClientHello, the request)
- * then goes the usual way, [a, a + alen) first, then [b, b + blen).
- */
-static void proxy_done(hd_conn_t *c, const hd_proxy_hdr_t *hdr, const char *a, size_t alen,
-                       const char *b, size_t blen)
-{
-    proxy_wait_t *pw = c->data;
-    hd_conn_ready_cb ready_cb = pw->ready_cb;
-    char *held = pw->buf;
-    pw->buf = NULL; /* a may point into it: freed below */
-    if (!hdr->is_local)
-        c->client = hdr->src;
-    hd_conn_set_timeout(c, 0);
-    remove_handler(c); /* frees pw; the handler is the lingering one until ready_cb installs */
-    ready_cb(c);       /* installs the protocol, or refuses the client */
-    if (alen && !c->is_closing && !c->is_finishing && c->ops && c->ops->on_data)
-        deliver(c, a, alen);
-    if (blen && !c->is_closing && !c->is_finishing && c->ops && c->ops->on_data)
-        deliver(c, b, blen);
-    free(held);
-}
-
-static void proxy_read(hd_conn_t *c, const char *data, size_t len)
-{
-    proxy_wait_t *pw = c->data;
-    hd_proxy_hdr_t hdr;
-    const char *why = NULL;
-    int rc;
-    if (pw->len == 0) {
-        rc = hd_proxy_parse(data, len, &hdr, &why);
-        if (rc > 0) {
-            proxy_done(c, &hdr, data + rc, len - (size_t)rc, NULL, 0);
-            return;
-        }
-        if (rc == 0) {
-            /* Incomplete, so shorter than HD_PROXY_MAX: keep it for the next read. */
-            pw->buf = hd_malloc(len);
-            memcpy(pw->buf, data, len);
-            pw->len = len;
-            return;
-        }
-        proxy_refuse(c, why);
-        return;
-    }
-    size_t take = len < HD_PROXY_MAX - pw->len ? len : HD_PROXY_MAX - pw->len;
-    pw->buf = hd_realloc(pw->buf, pw->len + take);
-    memcpy(pw->buf + pw->len, data, take);
-    pw->len += take;
-    rc = hd_proxy_parse(pw->buf, pw->len, &hdr, &why);
-    if (rc > 0) {
-        proxy_done(c, &hdr, pw->buf + rc, pw->len - (size_t)rc, data + take, len - take);
-        return;
-    }
-    if (rc < 0 || pw->len >= HD_PROXY_MAX)
-        proxy_refuse(c, why ? why : "header longer than herald accepts");
-}
-
-static void proxy_on_data(hd_conn_t *c, const char *data, size_t len)
-{
-    proxy_read(c, data, len); /* not reached: on_read calls proxy_read before TLS */
-}
-
-static void proxy_on_timeout(hd_conn_t *c)
-{
-    HD_STAT_INC(c->worker, proxy_timeouts);
-    HD_STAT_INC(c->worker, timeouts);
-    hd_conn_log(HD_LOG_INFO, c, "PROXY protocol header not received within header_timeout");
-    hd_conn_close(c);
-}
-
-static void proxy_on_close(hd_conn_t *c)
-{
-    proxy_wait_t *pw = c->data;
-    free(pw->buf);
-    free(pw);
-}
-
-static const hd_conn_ops_t proxy_ops = {
-    .name = "proxy",
-    .on_data = proxy_on_data,
-    .on_timeout = proxy_on_timeout,
-    .on_close = proxy_on_close,
-};
-
-void hd_conn_expect_proxy(hd_conn_t *c, uint64_t timeout_ms, hd_conn_ready_cb ready_cb)
-{
-    proxy_wait_t *pw = hd_calloc(1, sizeof(*pw));
-    pw->ready_cb = ready_cb;
-    hd_conn_set_handler(c, &proxy_ops, pw);
-    hd_conn_set_timeout(c, timeout_ms);
-    hd_conn_read_start(c);
 }
 
 /* ---- creation: the accept hand-off ---- */
