@@ -410,7 +410,8 @@ int main(int argc, char **argv)
         uv_signal_init(&app.loop, sigs[i]);
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
-    if (app.conf->n_webhooks || app.conf->authorize_hook || app.conf->notify_hook) {
+    if (app.conf->n_webhooks || app.conf->webhook_max_endpoints || app.conf->authorize_hook ||
+        app.conf->notify_hook) {
         hd_hooks_t *hooks;
         if (hd_hooks_new(&hooks, app.conf, err, sizeof(err)) < 0) {
             hd_log_error("cannot start: %s", err);
@@ -421,7 +422,9 @@ int main(int argc, char **argv)
             hd_log_error("cannot start the webhook thread: %s", uv_strerror(rc));
             exit(EXIT_START);
         }
-        hd_log_info("webhooks: %zu endpoints%s%s (docs/webhooks.md)", app.conf->n_webhooks,
+        hd_log_info("webhooks: %zu endpoints in the conf, up to %u through the admin API%s%s "
+                    "(docs/webhooks.md)",
+                    app.conf->n_webhooks, app.conf->webhook_max_endpoints,
                     app.conf->authorize_hook ? ", an authorize_hook" : "",
                     app.conf->notify_hook ? ", a notify_hook" : "");
     }

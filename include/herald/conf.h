@@ -187,6 +187,7 @@ typedef struct hd_conf_s {
     char *webhook_tls_ca;              /* CA file for https endpoints; NULL: the system's store */
     int webhook_allow_private;         /* loopback, private and link-local targets allowed */
     uint64_t webhook_claim_after_ms;   /* with Redis: unfinished this long, another node takes it */
+    uint32_t webhook_max_endpoints;    /* registered through the admin API (cluster); 0: no API */
     /* The application's backend deciding connects and subscribes (channel_rule subscribe=hook;
      * docs/webhooks.md, "Backend hooks"); NULL: none. */
     hd_hook_def_t *authorize_hook;

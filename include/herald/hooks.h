@@ -20,7 +20,10 @@
  * (endpoints, queues, retries, dead letters, admin answers) -> client.c (connections, TLS,
  * requests) -> response.c (llhttp: the response, Retry-After, pure); delivery.c -> sign.c
  * (Standard Webhooks signatures, pure), event.c (event bodies, pure), durable.c (with Redis:
- * the queues and dead letters there) -> rconn.c (the thread's Redis connection).
+ * the queues and dead letters there) -> rconn.c (the thread's Redis connection), registry.c
+ * (with Redis: the endpoints the admin API registered, and the disabled ones, for every node)
+ * -> rconn.c; hooks.c, delivery.c -> filter.c (which events the endpoints want, read by the
+ * publishing threads: the conf's endpoints and a view of the registered ones).
  */
 #ifndef HERALD_HOOKS_H
 #define HERALD_HOOKS_H
@@ -138,6 +141,11 @@ void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out);
  *   DEAD_REPLAY     those with event_id, or every one when event_id is "": queued again as new
  *                   attempts (same event id), skipping disabled endpoints
  *   DEAD_PURGE      those with event_id, or every one: dropped
+ *   REGISTER        def (its name the id) with record, its registration as JSON: a new endpoint
+ *                   (with Redis stored there, for every node): 201 {"endpoint":{..}}; 409 when
+ *                   the name is taken, 400 for a loopback/private address without
+ *                   webhook_allow_private, 507 past webhook_max_endpoints, 503 Redis away
+ *   DELETE          endpoint, one the admin API registered: 200; 409 for one of the conf
  * status: 200, 404 (no such endpoint or dead letter), 409 (replay to a disabled endpoint).
  */
 enum {
@@ -147,6 +155,8 @@ enum {
     HD_HOOKS_DEAD_GET,
     HD_HOOKS_DEAD_REPLAY,
     HD_HOOKS_DEAD_PURGE,
+    HD_HOOKS_REGISTER,
+    HD_HOOKS_DELETE,
 };
 typedef struct hd_hooks_admin_s hd_hooks_admin_t;
 typedef void (*hd_hooks_admin_cb)(hd_hooks_admin_t *a);
@@ -157,7 +167,10 @@ struct hd_hooks_admin_s {
     char endpoint[HD_WEBHOOK_NAME_MAX + 1]; /* "" = every endpoint */
     char event_id[64];                      /* "" = every event (replay, purge) */
     uint32_t limit;                         /* DEAD_LIST */
-    hd_worker_t *worker;                    /* the answer runs cb there */
+    hd_webhook_def_t *def; /* REGISTER: malloc'd; the sender takes it, else freed with a */
+    char *record;          /* REGISTER: malloc'd JSON (hd_webhook_def_from_json reads it) */
+    size_t record_len;
+    hd_worker_t *worker; /* the answer runs cb there */
     hd_hooks_admin_cb cb;
     void *data;
     /* out */

@@ -72,6 +72,18 @@ int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const 
 int hd_def_option(const char *const *keys, size_t n, const char *arg, unsigned *seen,
                   const char **value, const char *expected, char *why, size_t whylen);
 
+/*
+ * Reads a registration of the admin API into *out (webhook_json.c, with jansson):
+ *   {"id": NAME, "url": URL, "channels": [PATTERN, ...], "events": [EVENT, ...],
+ *    "secret": "whsec_..." or ["whsec_...", ...]}
+ * id (the name), url and secret required, channels (["*"]) and events (["message.published"])
+ * optional, no other member; the checks of the webhook directive. Returns 0, or -1 with a
+ * one-line reason in why (never a secret): not JSON, not an object, a duplicate or unknown
+ * member, a member of the wrong type, or what hd_webhook_def_parse refuses.
+ */
+int hd_webhook_def_from_json(hd_webhook_def_t *out, const char *json, size_t len, char *why,
+                             size_t whylen);
+
 /* 1 if channel[0..len) matches one of def's patterns ("news", "room:*", "*"). */
 int hd_webhook_def_matches(const hd_webhook_def_t *def, const char *channel, size_t len);
 

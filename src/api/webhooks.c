@@ -6,7 +6,10 @@
  * meanwhile the response is deferred.
  *
  *   GET    /admin/webhooks                            endpoints, state, queue depth, figures
+ *   POST   /admin/webhooks                            registers one (JSON: url, channels,
+ *                                                     events, secret, id; at most 16 KiB)
  *   GET    /admin/webhooks/{name}                     one endpoint
+ *   DELETE /admin/webhooks/{name}                     deletes one the API registered
  *   POST   /admin/webhooks/{name}/enable              enabled again (after 410 Gone)
  *   GET    /admin/webhooks/dead-letters               dead letters (?endpoint=, ?limit=)
  *   GET    /admin/webhooks/dead-letters/{event_id}    those of one event, with the payload
@@ -18,12 +21,21 @@
 #include "herald/api.h"
 #include "herald/hooks.h"
 
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The longest registration body: a full one (16 patterns, 4 secrets, a 512-byte URL) is
+ * about 4 KiB. */
+#define REGISTER_BODY_MAX (16 * 1024)
+
 typedef struct wait_s {
     hd_deferred_t *d; /* NULL once the client is gone */
+    char secret[100]; /* REGISTER: the secret made for it, shown once in the 201 ("" none) */
 } wait_t;
 
 static void on_abort(hd_deferred_t *d)
@@ -35,9 +47,21 @@ static void on_abort(hd_deferred_t *d)
 static void on_answer(hd_hooks_admin_t *a)
 {
     wait_t *wt = a->data;
-    if (wt->d)
+    if (wt->d && a->status == 201 && wt->secret[0] && a->body_len > 1) {
+        /* {"endpoint":{..}} + the secret made for it: the only time it is shown */
+        hd_sbuf_t sb;
+        hd_sbuf_init(&sb, a->body_len + 128);
+        hd_sbuf_append(&sb, a->body, a->body_len - 1);
+        hd_sbuf_appendf(&sb, ",\"secret\":\"%s\"}", wt->secret);
+        hd_buf_t *b = hd_sbuf_finish(&sb);
+        hd_http_respond(wt->d->req, a->status, "Cache-Control: no-store\r\n", "application/json",
+                        b->data, b->len);
+        hd_buf_unref(b);
+    } else if (wt->d) {
         hd_http_respond(wt->d->req, a->status, "Cache-Control: no-store\r\n", "application/json",
                         a->body, a->body_len);
+    }
+    OPENSSL_cleanse(wt->secret, sizeof(wt->secret));
     free(wt);
     hd_hooks_admin_free(a);
 }
@@ -52,6 +76,93 @@ static int segment(const char *s, size_t n, char *out, size_t cap)
     return 0;
 }
 
+static wait_t *submit(hd_req_t *req, hd_hooks_admin_t *a)
+{
+    a->worker = req->conn->worker;
+    a->cb = on_answer;
+    wait_t *wt = hd_calloc(1, sizeof(*wt));
+    wt->d = hd_http_defer(req);
+    wt->d->data = wt;
+    wt->d->on_abort = on_abort;
+    a->data = wt;
+    return wt;
+}
+
+/* n random bytes as base64 (NUL-terminated) into out (4 * ceil(n / 3) + 1 bytes). */
+static void random_base64(char *out, size_t n)
+{
+    unsigned char raw[48];
+    HD_ASSERT(n <= sizeof(raw));
+    if (RAND_bytes(raw, (int)n) != 1)
+        uv_random(NULL, NULL, raw, n, 0, NULL);
+    EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
+    OPENSSL_cleanse(raw, sizeof(raw));
+}
+
+/*
+ * POST /admin/webhooks: the body, completed with an id ("wh_" and 16 random hex digits) and a
+ * secret (whsec_ and 32 random bytes) when it has none, is read as the stored registration
+ * will be (hd_webhook_def_from_json); the hooks thread then checks the name, the target and
+ * the bound, and stores it.
+ */
+static void on_register(hd_req_t *req)
+{
+    const hd_conf_t *conf = hd_worker_conf(req->conn->worker);
+    char why[300], secret[100] = "";
+    json_error_t jerr;
+    if (conf->webhook_max_endpoints == 0) {
+        hd_http_respond_error(req, 403,
+                              "registering webhooks through the admin API is off "
+                              "(webhook_max_endpoints 0)");
+        return;
+    }
+    if (req->body_len > REGISTER_BODY_MAX) {
+        hd_http_respond_error(req, 413, "a webhook registration is at most 16 KiB of JSON");
+        return;
+    }
+    json_t *root =
+        json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root || !json_is_object(root)) {
+        snprintf(why, sizeof(why), "the body must be a JSON object: {\"url\": ..} (%s)",
+                 root ? "not an object" : jerr.text);
+        hd_http_respond_error(req, 400, why);
+        json_decref(root);
+        return;
+    }
+    if (!json_object_get(root, "id")) {
+        unsigned char r[8];
+        char id[24];
+        uv_random(NULL, NULL, r, sizeof(r), 0, NULL);
+        snprintf(id, sizeof(id), "wh_%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+                 r[4], r[5], r[6], r[7]);
+        json_object_set_new(root, "id", json_string(id));
+    }
+    if (!json_object_get(root, "secret")) {
+        memcpy(secret, "whsec_", 6);
+        random_base64(secret + 6, 32);
+        json_object_set_new(root, "secret", json_string(secret));
+    }
+    char *record = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    hd_webhook_def_t *def = hd_malloc(sizeof(*def));
+    if (!record || hd_webhook_def_from_json(def, record, strlen(record), why, sizeof(why)) < 0) {
+        hd_http_respond_error(req, 400, record ? why : "the body cannot be read");
+        free(def);
+        free(record);
+        OPENSSL_cleanse(secret, sizeof(secret));
+        return;
+    }
+    hd_hooks_admin_t *a = hd_hooks_admin_new(HD_HOOKS_REGISTER);
+    snprintf(a->endpoint, sizeof(a->endpoint), "%s", def->name);
+    a->def = def;
+    a->record = record;
+    a->record_len = strlen(record);
+    wait_t *wt = submit(req, a);
+    memcpy(wt->secret, secret, sizeof(wt->secret));
+    OPENSSL_cleanse(secret, sizeof(secret));
+    hd_hooks_admin_submit(a);
+}
+
 static void ask(hd_req_t *req, int op, const char *endpoint, const char *event_id)
 {
     hd_hooks_admin_t *a = hd_hooks_admin_new(op);
@@ -64,13 +175,7 @@ static void ask(hd_req_t *req, int op, const char *endpoint, const char *event_i
         snprintf(a->event_id, sizeof(a->event_id), "%s", event_id);
     if (hd_req_query(req, "limit", limit, sizeof(limit)) > 0)
         a->limit = (uint32_t)strtoul(limit, NULL, 10);
-    a->worker = req->conn->worker;
-    a->cb = on_answer;
-    wait_t *wt = hd_calloc(1, sizeof(*wt));
-    wt->d = hd_http_defer(req);
-    wt->d->data = wt;
-    wt->d->on_abort = on_abort;
-    a->data = wt;
+    submit(req, a);
     hd_hooks_admin_submit(a);
 }
 
@@ -94,13 +199,19 @@ static void on_webhooks(hd_req_t *req, void *arg)
             hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", empty,
                             sizeof(empty) - 1);
         } else {
-            hd_http_respond_error(req, 404, "no webhook is configured (webhook directive)");
+            hd_http_respond_error(req, 404,
+                                  "no webhook is configured (webhook directive) and none may be "
+                                  "registered (webhook_max_endpoints 0)");
         }
         return;
     }
     if (n == 0 || (n == 1 && *p == '/')) {
         if (m == HD_M_GET)
             ASK(req, HD_HOOKS_LIST, "", NULL);
+        if (m == HD_M_POST) {
+            on_register(req);
+            return;
+        }
         goto bad_method;
     }
     p++, n--; /* the '/' */
@@ -146,6 +257,8 @@ static void on_webhooks(hd_req_t *req, void *arg)
     if (!slash) {
         if (m == HD_M_GET)
             ASK(req, HD_HOOKS_LIST, name, NULL);
+        if (m == HD_M_DELETE)
+            ASK(req, HD_HOOKS_DELETE, name, NULL);
         goto bad_method;
     }
     if (n - nn == 7 && memcmp(slash, "/enable", 7) == 0) {
@@ -176,7 +289,8 @@ void hd_webhooks_metrics(hd_sbuf_t *sb)
 {
     hd_hooks_stats_t st;
     hd_hooks_get_stats(hd_hooks_get(), &st);
-    gauge(sb, "herald_webhook_endpoints", "Webhook endpoints configured.", st.endpoints);
+    gauge(sb, "herald_webhook_endpoints",
+          "Webhook endpoints: in the conf and registered through the admin API.", st.endpoints);
     gauge(sb, "herald_webhook_endpoints_disabled",
           "Webhook endpoints disabled (410 Gone), until enabled through the admin API.",
           st.endpoints_disabled);

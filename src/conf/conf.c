@@ -217,7 +217,7 @@ static int check_conf(loader_t *ld)
                             cert->name);
     /* With Redis, a webhook delivery another node sees idle for webhook_claim_after is taken
      * over: a node still waiting for its answer must not be overtaken. */
-    if (c->redis != NULL && c->n_webhooks > 0 &&
+    if (c->redis != NULL && (c->n_webhooks > 0 || c->webhook_max_endpoints > 0) &&
         c->webhook_claim_after_ms <= c->webhook_connect_timeout_ms + c->webhook_timeout_ms) {
         const directive_t *claim = find_directive("webhook_claim_after");
         const directive_t *tmo = find_directive("webhook_timeout");

@@ -363,6 +363,8 @@ const directive_t hd_conf_directives[] = {
       "event bodies held for webhooks (pending and dead letters); past it new events are dropped"),
     D("webhook_claim_after", T_DURATION, webhook_claim_after_ms, "60s", "100ms", "24h", RESTART,
       "with Redis: a delivery left unfinished this long by a node (dead) is taken by another"),
+    D("webhook_max_endpoints", T_UINT, webhook_max_endpoints, "0", "0", "1000", RESTART,
+      "webhooks registered through POST /admin/webhooks (with Redis: by the cluster); 0: none"),
     D("webhook_tls_ca", T_STRING, webhook_tls_ca, "off", NULL, NULL, RESTART,
       "PEM file of the CAs https webhooks are verified against; off = the system's store",
       .none = "off"),

@@ -22,7 +22,14 @@
  * Redis instead (durable.c): an endpoint's jobs here are only the entries this node took from
  * Redis and is attempting (at most webhook_concurrency), each finished there as delivered,
  * waiting for a retry (with its attempts and first attempt) or dead; the same decisions, made
- * by whichever node took the entry. Disabling (410, webhook_disable_after) is per node.
+ * by whichever node took the entry. Disabling (410, webhook_disable_after) is stored there too
+ * (registry.c), so every node disables the endpoint until the admin API enables it.
+ *
+ * Endpoints: the conf's, fixed, then those the admin API registers and deletes (REGISTER,
+ * DELETE; with Redis, those any node registered, read back by registry.c). A deleted endpoint
+ * takes with it what it holds here: its connections (requests in flight are cut, without
+ * their callbacks), its pending events and its dead letters; the publishing threads' filter
+ * (filter.c) is told after every change.
  *
  * A receiver's Retry-After (seconds or a date) lengthens the retry's wait to it, at most
  * webhook_backoff_max; it never shortens the backoff.
@@ -35,9 +42,12 @@
 #include "herald/log.h"
 #include "internal.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct endpoint_s endpoint_t;
 
@@ -71,7 +81,13 @@ typedef struct letter_s {
 
 struct endpoint_s {
     hk_sender_t *s;
-    const hd_webhook_def_t *def;
+    const hd_webhook_def_t *def; /* the conf's, or own_def */
+    hd_webhook_def_t *own_def;   /* registered through the admin API (is_api): owned */
+    char *record;                /* is_api: its registration as stored (JSON), owned */
+    unsigned is_api : 1;
+    unsigned is_state_unstored : 1; /* with Redis: its state is not in Redis yet */
+    uint64_t state_seq;             /* with Redis: the number of its last state sent */
+    hk_dslot_t *slot;               /* with Redis: its keys there */
     hk_pool_t *pool;
     hd_list_t ready, all;
     size_t n_pending, in_flight, n_letters;
@@ -89,8 +105,9 @@ struct hk_sender_s {
     uv_loop_t *loop;
     hd_conf_t *conf;
     hk_client_conf_t cc;
-    endpoint_t *eps;
-    size_t n_eps;
+    endpoint_t **eps; /* the conf's first, in conf order, then the admin API's */
+    size_t n_eps, n_api, cap_eps;
+    hk_filter_t *filter; /* told of the admin API's endpoints */
     hd_heap_t retry;
     uv_timer_t timer;
     hd_list_t dlq;
@@ -100,6 +117,7 @@ struct hk_sender_s {
     uint64_t warned_ms;
     hd_hooks_stats_t *st;
     hk_durable_t *dur;  /* with Redis: where jobs come from and go (NULL: in memory) */
+    hk_registry_t *reg; /* with Redis: the admin API's endpoints and the disabled ones */
     uv_timer_t poll;    /* with Redis: takes for every endpoint with room, each POLL_MS */
     uint64_t redis_dlq; /* with Redis: the cluster's dead letters, at the last take */
     unsigned n_closing; /* its timers not closed yet, once closing */
@@ -126,7 +144,7 @@ static void update_gauges(hk_sender_t *s)
 {
     uint64_t pending = 0, oldest = 0;
     for (size_t i = 0; i < s->n_eps; i++) {
-        endpoint_t *ep = &s->eps[i];
+        endpoint_t *ep = s->eps[i];
         pending += s->dur ? ep->redis_pending : ep->n_pending;
         if (!hd_list_empty(&ep->all)) {
             job_t *j = hd_container_of(ep->all.next, job_t, all);
@@ -227,7 +245,7 @@ static void job_bury(hk_sender_t *s, job_t *j, const char *reason)
         if (may_warn(s))
             hd_log_warn("webhook %s: event %s is a dead letter after %u attempts: %s",
                         j->ep->def->name, j->id, j->attempts, reason);
-        hk_durable_bury(s->dur, (size_t)(j->ep - s->eps), j->sid, reason, j->attempts);
+        hk_durable_bury(s->dur, j->ep->slot, j->sid, reason, j->attempts);
         job_free(s, j);
         return;
     }
@@ -253,7 +271,7 @@ static void enqueue(hk_sender_t *s, endpoint_t *ep, hd_buf_t *body, const char *
         return;
     }
     if (s->dur) {
-        if (hk_durable_add(s->dur, (size_t)(ep - s->eps), body, id, type, created_ms) < 0) {
+        if (hk_durable_add(s->dur, ep->slot, body, id, type, created_ms) < 0) {
             HK_ADD(s->st->dropped[HD_HOOKS_DROP_MEMORY], 1);
             if (may_warn(s))
                 hd_log_warn("webhook %s: event %s dropped: webhook_max_memory is full of "
@@ -324,7 +342,7 @@ static void on_timer(uv_timer_t *t)
         hd_list_insert_tail(&j->ep->ready, &j->link);
     }
     for (size_t i = 0; i < s->n_eps; i++)
-        pump(s, &s->eps[i]);
+        pump(s, s->eps[i]);
     arm_timer(s);
 }
 
@@ -339,15 +357,37 @@ static void arm_timer(hk_sender_t *s)
     uv_timer_start(&s->timer, on_timer, n->key > now ? n->key - now : 0, 0);
 }
 
-static void disable(hk_sender_t *s, endpoint_t *ep, const char *reason)
+/* Tells Redis ep's state (with Redis), for every node; kept to send again while it is away. */
+static void store_state(hk_sender_t *s, endpoint_t *ep)
+{
+    if (s->reg) {
+        ep->state_seq =
+            hk_registry_state(s->reg, ep->def->name, ep->is_disabled ? ep->disabled_reason : NULL);
+        ep->is_state_unstored = ep->state_seq == 0;
+    }
+}
+
+static void enable(hk_sender_t *s, endpoint_t *ep)
+{
+    if (!ep->is_disabled)
+        return;
+    ep->is_disabled = 0;
+    ep->failing_since_ms = 0;
+    HK_ADD(s->st->endpoints_disabled, (uint64_t)-1);
+    pump(s, ep);
+}
+
+/* Disables ep (store: and tells Redis, when the decision is this node's). */
+static void disable(hk_sender_t *s, endpoint_t *ep, const char *reason, int store)
 {
     ep->is_disabled = 1;
     ep->disabled_ms = hk_wall_ms();
     snprintf(ep->disabled_reason, sizeof(ep->disabled_reason), "%s", reason);
     HK_ADD(s->st->endpoints_disabled, 1);
-    hd_log_warn("webhook %s (%s) disabled: %s; its %zu queued events are dead letters "
+    hd_log_warn("webhook %s (%s) disabled%s: %s; its %zu queued events are dead letters "
                 "(POST /admin/webhooks/%s/enable, then replay them)",
-                ep->def->name, ep->def->url, reason, ep->n_pending - ep->in_flight, ep->def->name);
+                ep->def->name, ep->def->url, store ? "" : " (by another node)", reason,
+                ep->n_pending - ep->in_flight, ep->def->name);
     /* what waits becomes dead letters; what is in flight ends on its own */
     hd_list_t *pos, *tmp;
     hd_list_foreach_safe(pos, tmp, &ep->all)
@@ -356,6 +396,8 @@ static void disable(hk_sender_t *s, endpoint_t *ep, const char *reason)
         if (j->req.cb == NULL)
             job_bury(s, j, reason);
     }
+    if (store)
+        store_state(s, ep);
 }
 
 static void on_answer(hk_request_t *req, int status, int fail, const char *why)
@@ -374,7 +416,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
         ep->failing_since_ms = 0;
         HK_ADD(s->st->delivered, 1);
         if (s->dur)
-            hk_durable_done(s->dur, (size_t)(ep - s->eps), j->sid);
+            hk_durable_done(s->dur, ep->slot, j->sid);
         job_free(s, j);
         goto out;
     }
@@ -392,7 +434,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
     if (status == 410) {
         job_bury(s, j, "410 Gone: the receiver asked to stop");
         if (!ep->is_disabled)
-            disable(s, ep, "410 Gone: the receiver asked to stop");
+            disable(s, ep, "410 Gone: the receiver asked to stop", 1);
         goto out;
     }
     uint64_t wall = hk_wall_ms();
@@ -405,7 +447,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
                  "failing for %llu s without a 2xx (webhook_disable_after); last: %s",
                  (unsigned long long)((wall - ep->failing_since_ms) / 1000), j->last_error);
         job_bury(s, j, reason);
-        disable(s, ep, reason);
+        disable(s, ep, reason, 1);
         goto out;
     }
     if (ep->is_disabled) {
@@ -431,8 +473,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
     HK_ADD(s->st->retries, 1);
     if (s->dur) {
         /* the wait and the schedule go to Redis with the entry; any node attempts it next */
-        hk_durable_retry(s->dur, (size_t)(ep - s->eps), j->sid, wall + wait, j->attempts,
-                         j->first_wall_ms);
+        hk_durable_retry(s->dur, ep->slot, j->sid, wall + wait, j->attempts, j->first_wall_ms);
         job_free(s, j);
         goto out;
     }
@@ -481,7 +522,7 @@ static void pump(hk_sender_t *s, endpoint_t *ep)
         size_t conc = s->conf->webhook_concurrency;
         if (!ep->is_disabled && ep->in_flight < conc &&
             s->mem + 64 * 1024 <= s->conf->webhook_max_memory_bytes)
-            hk_durable_take(s->dur, (size_t)(ep - s->eps), (unsigned)(conc - ep->in_flight));
+            hk_durable_take(s->dur, ep->slot, (unsigned)(conc - ep->in_flight));
         return;
     }
     while (!ep->is_disabled && ep->in_flight < s->conf->webhook_concurrency &&
@@ -500,7 +541,7 @@ void hk_sender_message(hk_sender_t *s, hd_message_t *m)
     char id[40];
     uint64_t now = hk_wall_ms();
     for (size_t i = 0; i < s->n_eps; i++) {
-        endpoint_t *ep = &s->eps[i];
+        endpoint_t *ep = s->eps[i];
         if (!(ep->def->events & HD_WEBHOOK_EV_MESSAGE) ||
             !hd_webhook_def_matches(ep->def, m->channel, m->channel_len))
             continue;
@@ -524,7 +565,7 @@ void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occu
     uint64_t now = hk_wall_ms();
     unsigned want = occupied ? HD_WEBHOOK_EV_OCCUPIED : HD_WEBHOOK_EV_VACATED;
     for (size_t i = 0; i < s->n_eps; i++) {
-        endpoint_t *ep = &s->eps[i];
+        endpoint_t *ep = s->eps[i];
         if (!(ep->def->events & want) || !hd_webhook_def_matches(ep->def, channel, len))
             continue;
         if (!body) {
@@ -550,7 +591,7 @@ void hk_sender_member(hk_sender_t *s, const char *channel, size_t len, int added
     uint64_t now = hk_wall_ms();
     unsigned want = added ? HD_WEBHOOK_EV_MEMBER_ADDED : HD_WEBHOOK_EV_MEMBER_REMOVED;
     for (size_t i = 0; i < s->n_eps; i++) {
-        endpoint_t *ep = &s->eps[i];
+        endpoint_t *ep = s->eps[i];
         if (!(ep->def->events & want) || !hd_webhook_def_matches(ep->def, channel, len))
             continue;
         if (!body) {
@@ -567,6 +608,95 @@ void hk_sender_member(hk_sender_t *s, const char *channel, size_t len, int added
     }
     if (body)
         hd_buf_unref(body);
+    update_gauges(s);
+}
+
+/* ---- endpoints ---- */
+
+/* The admin API's endpoints changed: the publishing threads' filter learns of it. */
+static void filter_update(hk_sender_t *s)
+{
+    const hd_webhook_def_t **defs = hd_calloc(s->n_api ? s->n_api : 1, sizeof(*defs));
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_eps; i++) {
+        if (s->eps[i]->is_api)
+            defs[n++] = s->eps[i]->def;
+    }
+    hk_filter_set(s->filter, defs, n);
+    free(defs);
+}
+
+/* A new endpoint, last: def is the conf's, or own (then record too) one the admin API
+ * registered, both taken. The caller checked there is room (s->n_eps < s->cap_eps). */
+static endpoint_t *endpoint_add(hk_sender_t *s, const hd_webhook_def_t *def, hd_webhook_def_t *own,
+                                char *record)
+{
+    HD_ASSERT(s->n_eps < s->cap_eps);
+    endpoint_t *ep = hd_calloc(1, sizeof(*ep));
+    ep->s = s;
+    ep->def = own ? own : def;
+    ep->own_def = own;
+    ep->record = record;
+    ep->is_api = own != NULL;
+    ep->pool = hk_pool_new(ep->def, &s->cc);
+    hd_list_init(&ep->ready);
+    hd_list_init(&ep->all);
+    if (s->dur)
+        ep->slot = hk_durable_slot_new(s->dur, ep->def, ep);
+    s->eps[s->n_eps++] = ep;
+    s->n_api += ep->is_api;
+    HK_SET(s->st->endpoints, (uint64_t)s->n_eps);
+    return ep;
+}
+
+/* Frees ep with what it holds: its connections (requests in flight are cut), its pending events
+ * and its dead letters (in memory). Returns the events that were pending here. */
+static size_t endpoint_free(hk_sender_t *s, endpoint_t *ep)
+{
+    size_t n = 0;
+    hk_pool_close(ep->pool); /* requests in flight end without their callback */
+    while (!hd_list_empty(&ep->all)) {
+        job_t *j = hd_container_of(ep->all.next, job_t, all);
+        if (j->req.head)
+            hd_buf_unref(j->req.head);
+        job_free(s, j);
+        n++;
+    }
+    hd_list_t *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &s->dlq)
+    {
+        letter_t *l = hd_container_of(pos, letter_t, link);
+        if (l->ep == ep)
+            letter_free(s, l);
+    }
+    if (ep->slot)
+        hk_durable_slot_free(ep->slot);
+    free(ep->own_def);
+    free(ep->record);
+    free(ep);
+    return n;
+}
+
+/* An endpoint of the admin API deleted (here, or on another node: with Redis). */
+static void endpoint_remove(hk_sender_t *s, endpoint_t *ep)
+{
+    size_t i = 0;
+    while (s->eps[i] != ep)
+        i++;
+    memmove(&s->eps[i], &s->eps[i + 1], (s->n_eps - i - 1) * sizeof(s->eps[0]));
+    s->n_eps--;
+    s->n_api--;
+    if (ep->is_disabled)
+        HK_ADD(s->st->endpoints_disabled, (uint64_t)-1);
+    HK_SET(s->st->endpoints, (uint64_t)s->n_eps);
+    char name[HD_WEBHOOK_NAME_MAX + 1];
+    snprintf(name, sizeof(name), "%s", ep->def->name);
+    size_t n = endpoint_free(s, ep);
+    if (n && !s->dur)
+        hd_log_info("webhook %s deleted: its %zu pending events are dropped", name, n);
+    else
+        hd_log_info("webhook %s deleted", name);
+    filter_update(s);
     update_gauges(s);
 }
 
@@ -600,8 +730,8 @@ static void endpoint_json(hd_sbuf_t *sb, endpoint_t *ep)
             first = 0;
         }
     }
-    hd_sbuf_appendf(sb, "],\"secrets\":%zu,\"state\":\"%s\"", d->n_keys,
-                    ep->is_disabled ? "disabled" : "enabled");
+    hd_sbuf_appendf(sb, "],\"secrets\":%zu,\"source\":\"%s\",\"state\":\"%s\"", d->n_keys,
+                    ep->is_api ? "api" : "conf", ep->is_disabled ? "disabled" : "enabled");
     if (ep->is_disabled) {
         hd_sbuf_appends(sb, ",\"disabled_reason\":");
         json_str(sb, ep->disabled_reason);
@@ -654,8 +784,8 @@ static void letter_json(hd_sbuf_t *sb, const letter_t *l, int with_payload)
 static endpoint_t *find_endpoint(hk_sender_t *s, const char *name)
 {
     for (size_t i = 0; i < s->n_eps; i++) {
-        if (strcmp(s->eps[i].def->name, name) == 0)
-            return &s->eps[i];
+        if (strcmp(s->eps[i]->def->name, name) == 0)
+            return s->eps[i];
     }
     return NULL;
 }
@@ -703,10 +833,205 @@ static int replay(hk_sender_t *s, letter_t *l)
     return 0;
 }
 
+/* 1 if def's host is an address webhook_allow_private refuses (loopback, private, link-local,
+ * unspecified, multicast; IPv4 in any form inet_aton reads, as the resolver would), or a name
+ * that always is (localhost). Other names are checked at each connection (client.c). */
+static int host_is_private(const hd_webhook_def_t *d)
+{
+    union { /* one object read as a struct sockaddr: no aliasing across types (client.c) */
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } u;
+    memset(&u, 0, sizeof(u));
+    if (inet_aton(d->host, &u.in.sin_addr)) {
+        u.in.sin_family = AF_INET;
+        return hk_addr_is_private(&u.sa);
+    }
+    memset(&u, 0, sizeof(u));
+    if (inet_pton(AF_INET6, d->host, &u.in6.sin6_addr) == 1) {
+        u.in6.sin6_family = AF_INET6;
+        return hk_addr_is_private(&u.sa);
+    }
+    size_t n = strlen(d->host);
+    if (n > 0 && d->host[n - 1] == '.') /* the root: "localhost." */
+        n--;
+    return (n == 9 && strncasecmp(d->host, "localhost", 9) == 0) ||
+           (n > 10 && strncasecmp(d->host + n - 10, ".localhost", 10) == 0);
+}
+
+/* The endpoint registered (here or, with Redis, by any node): {"endpoint":{...}}, 201. */
+static void answer_endpoint(hd_hooks_admin_t *a, int status, endpoint_t *ep)
+{
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 1024);
+    hd_sbuf_appends(&sb, "{\"endpoint\":");
+    endpoint_json(&sb, ep);
+    hd_sbuf_appends(&sb, "}");
+    answer(a, status, &sb);
+}
+
+/* An admin request waiting for Redis. */
+typedef struct pending_s {
+    hk_sender_t *s;
+    hd_hooks_admin_t *a;
+} pending_t;
+
+/* REGISTER accepted: a->def and a->record become the new endpoint's. */
+static void added(hk_sender_t *s, hd_hooks_admin_t *a)
+{
+    endpoint_t *ep = find_endpoint(s, a->def->name); /* with Redis, a sync may have been first */
+    if (!ep && s->n_eps >= s->cap_eps) {
+        answer_error(a, 507, "no room for another webhook on this node (webhook_max_endpoints)",
+                     "");
+        return;
+    }
+    if (!ep) {
+        ep = endpoint_add(s, NULL, a->def, a->record);
+        a->def = NULL;
+        a->record = NULL;
+        a->record_len = 0;
+        filter_update(s);
+        update_gauges(s);
+        hd_log_info("webhook %s (%s) registered through the admin API", ep->def->name,
+                    ep->def->url);
+    }
+    answer_endpoint(a, 201, ep);
+}
+
+static void answer_redis_down(hd_hooks_admin_t *a)
+{
+    answer_error(a, 503, "redis is unavailable: ",
+                 "webhook registrations live in Redis; try again once it is back");
+}
+
+static void on_put(void *arg, int result)
+{
+    pending_t *p = arg;
+    hk_sender_t *s = p->s;
+    hd_hooks_admin_t *a = p->a;
+    char msg[200];
+    free(p);
+    if (result == HK_REG_DONE && s->dur) {
+        added(s, a);
+    } else if (result == HK_REG_NONE) {
+        answer_error(a, 409,
+                     "a webhook is already registered (by a node of the cluster) with the id ",
+                     a->def->name);
+    } else if (result == HK_REG_FULL) {
+        snprintf(msg, sizeof(msg),
+                 "too many webhooks registered through the admin API: at most %u for the cluster "
+                 "(webhook_max_endpoints); delete one first",
+                 s->conf->webhook_max_endpoints);
+        answer_error(a, 507, msg, "");
+    } else {
+        answer_redis_down(a);
+    }
+    hk_admin_answered(a);
+}
+
+static void on_del(void *arg, int result)
+{
+    pending_t *p = arg;
+    hk_sender_t *s = p->s;
+    hd_hooks_admin_t *a = p->a;
+    free(p);
+    if (result == HK_REG_DOWN || !s->dur) {
+        answer_redis_down(a);
+    } else if (result == HK_REG_NONE) {
+        answer_error(a, 404, "no webhook named ", a->endpoint);
+    } else {
+        endpoint_t *ep = find_endpoint(s, a->endpoint);
+        if (ep && ep->is_api)
+            endpoint_remove(s, ep);
+        hd_sbuf_t sb;
+        hd_sbuf_init(&sb, 128);
+        hd_sbuf_appends(&sb, "{\"deleted\":");
+        json_str(&sb, a->endpoint);
+        hd_sbuf_appends(&sb, "}");
+        answer(a, 200, &sb);
+    }
+    hk_admin_answered(a);
+}
+
+/* REGISTER: a->def and a->record become the new endpoint's (taken from a on success). */
+static int admin_register(hk_sender_t *s, hd_hooks_admin_t *a)
+{
+    endpoint_t *ep = find_endpoint(s, a->def->name);
+    char msg[300];
+    if (ep) {
+        answer_error(a, 409,
+                     ep->is_api ? "a webhook is already registered with the id "
+                                : "a webhook of the conf (webhook directive) is named ",
+                     a->def->name);
+        return 1;
+    }
+    if (!s->conf->webhook_allow_private && host_is_private(a->def)) {
+        snprintf(msg, sizeof(msg),
+                 "%.60s is a loopback, private or link-local address: refused "
+                 "(webhook_allow_private is off)",
+                 a->def->host);
+        answer_error(a, 400, msg, "");
+        return 1;
+    }
+    if (s->n_api >= s->conf->webhook_max_endpoints) {
+        snprintf(msg, sizeof(msg),
+                 "too many webhooks registered through the admin API: at most %u "
+                 "(webhook_max_endpoints); delete one first",
+                 s->conf->webhook_max_endpoints);
+        answer_error(a, 507, msg, "");
+        return 1;
+    }
+    if (s->reg) { /* stored first; every node (this one too) adds it once Redis took it */
+        pending_t *p = hd_malloc(sizeof(*p));
+        p->s = s;
+        p->a = a;
+        hk_registry_put(s->reg, a->def->name, a->record, a->record_len, on_put, p);
+        return 0;
+    }
+    added(s, a);
+    return 1;
+}
+
+/* DELETE: an endpoint of the admin API, with what it holds. */
+static int admin_delete(hk_sender_t *s, hd_hooks_admin_t *a)
+{
+    endpoint_t *ep = find_endpoint(s, a->endpoint);
+    if (!ep) {
+        answer_error(a, 404, "no webhook named ", a->endpoint);
+        return 1;
+    }
+    if (!ep->is_api) {
+        answer_error(a, 409, ep->def->name,
+                     " is defined in the conf (webhook directive): remove it there and restart; "
+                     "the admin API deletes only what it registered");
+        return 1;
+    }
+    if (s->reg) { /* deleted in Redis first; the other nodes follow at their next read */
+        pending_t *p = hd_malloc(sizeof(*p));
+        p->s = s;
+        p->a = a;
+        hk_registry_del(s->reg, ep->def->name, on_del, p);
+        return 0;
+    }
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 128);
+    hd_sbuf_appends(&sb, "{\"deleted\":");
+    json_str(&sb, ep->def->name);
+    hd_sbuf_appends(&sb, "}");
+    endpoint_remove(s, ep);
+    answer(a, 200, &sb);
+    return 1;
+}
+
 int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
 {
     hd_sbuf_t sb;
     endpoint_t *only = NULL;
+    if (a->op == HD_HOOKS_REGISTER)
+        return admin_register(s, a);
+    if (a->op == HD_HOOKS_DELETE)
+        return admin_delete(s, a);
     if (a->endpoint[0] && !(only = find_endpoint(s, a->endpoint))) {
         answer_error(a, 404, "no webhook named ", a->endpoint);
         return 1;
@@ -720,11 +1045,11 @@ int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
     case HD_HOOKS_LIST:
         hd_sbuf_appends(&sb, "{\"endpoints\":[");
         for (size_t i = 0, n = 0; i < s->n_eps; i++) {
-            if (only && &s->eps[i] != only)
+            if (only && s->eps[i] != only)
                 continue;
             if (n++)
                 hd_sbuf_appends(&sb, ",");
-            endpoint_json(&sb, &s->eps[i]);
+            endpoint_json(&sb, s->eps[i]);
         }
         hd_sbuf_appendf(&sb, "],\"dead_letters\":%llu,\"memory_bytes\":%zu,\"store\":\"%s\"}",
                         (unsigned long long)(s->dur ? s->redis_dlq : s->n_dlq),
@@ -739,11 +1064,10 @@ int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
             return 1;
         }
         if (only->is_disabled) {
-            only->is_disabled = 0;
-            only->failing_since_ms = 0;
-            HK_ADD(s->st->endpoints_disabled, (uint64_t)-1);
+            enable(s, only);
             hd_log_info("webhook %s enabled again by the admin API", only->def->name);
         }
+        store_state(s, only); /* with Redis: for every node, whatever this one thought */
         hd_sbuf_appends(&sb, "{\"endpoint\":");
         endpoint_json(&sb, only);
         hd_sbuf_appends(&sb, "}");
@@ -793,7 +1117,7 @@ int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
         }
         if (a->op == HD_HOOKS_DEAD_REPLAY) {
             for (size_t i = 0; i < s->n_eps; i++)
-                pump(s, &s->eps[i]);
+                pump(s, s->eps[i]);
         }
         if (a->event_id[0] && done + skipped == 0) {
             hd_sbuf_dispose(&sb);
@@ -820,10 +1144,10 @@ int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a)
 
 /* ---- with Redis: what durable.c tells ---- */
 
-static void on_entry(void *data, size_t i, const hk_entry_t *e)
+static void on_entry(void *owner, const hk_entry_t *e)
 {
-    hk_sender_t *s = data;
-    endpoint_t *ep = &s->eps[i];
+    endpoint_t *ep = owner;
+    hk_sender_t *s = ep->s;
     job_t *j = hd_calloc(1, sizeof(*j));
     j->ep = ep;
     j->body = hd_buf_new_copy(e->body, e->body_len);
@@ -843,10 +1167,10 @@ static void on_entry(void *data, size_t i, const hk_entry_t *e)
     attempt(s, j);
 }
 
-static void on_taken(void *data, size_t i, uint64_t pending, uint64_t dead_letters)
+static void on_taken(void *owner, uint64_t pending, uint64_t dead_letters)
 {
-    hk_sender_t *s = data;
-    endpoint_t *ep = &s->eps[i];
+    endpoint_t *ep = owner;
+    hk_sender_t *s = ep->s;
     ep->redis_pending = pending;
     s->redis_dlq = dead_letters;
     update_gauges(s);
@@ -856,17 +1180,17 @@ static void on_redis_up(void *data)
 {
     hk_sender_t *s = data;
     for (size_t i = 0; i < s->n_eps; i++)
-        pump(s, &s->eps[i]);
+        pump(s, s->eps[i]);
 }
 
-static int replayable(void *data, const char *name, size_t len, size_t *out)
+static int replayable(void *data, const char *name, size_t len, hk_dslot_t **out)
 {
     hk_sender_t *s = data;
     for (size_t i = 0; i < s->n_eps; i++) {
-        const char *n = s->eps[i].def->name;
+        const char *n = s->eps[i]->def->name;
         if (strlen(n) == len && memcmp(n, name, len) == 0) {
-            *out = i;
-            return s->eps[i].is_disabled ? 0 : 1;
+            *out = s->eps[i]->slot;
+            return s->eps[i]->is_disabled ? 0 : 1;
         }
     }
     return -1;
@@ -882,22 +1206,117 @@ static void on_pev(void *data, const hk_pev_t *ev, const char *id)
 
 static const hk_durable_ops_t durable_ops = {on_entry, on_taken, on_redis_up, replayable, on_pev};
 
+/* ---- with Redis: what registry.c tells ---- */
+
+static const hk_reg_entry_t *entry_of(const hk_reg_entry_t *e, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].name_len == len && memcmp(e[i].name, name, len) == 0)
+            return &e[i];
+    }
+    return NULL;
+}
+
+/* A registration read from Redis becomes an endpoint here (what it says is checked again: it
+ * is data from outside). */
+static void sync_add(hk_sender_t *s, const hk_reg_entry_t *e)
+{
+    char why[300];
+    if (s->n_eps >= s->cap_eps) {
+        if (may_warn(s))
+            hd_log_warn("webhook %.*s (registered in Redis) not served here: this node has room "
+                        "for %u (webhook_max_endpoints)",
+                        (int)e->name_len, e->name, s->conf->webhook_max_endpoints);
+        return;
+    }
+    hd_webhook_def_t *def = hd_malloc(sizeof(*def));
+    int rc = hd_webhook_def_from_json(def, e->record, e->record_len, why, sizeof(why));
+    if (rc < 0 || strlen(def->name) != e->name_len ||
+        memcmp(def->name, e->name, e->name_len) != 0) {
+        if (may_warn(s))
+            hd_log_warn("webhook %.*s: its registration in Redis is not one (%s): ignored",
+                        (int)(e->name_len > 64 ? 64 : e->name_len), e->name,
+                        rc < 0 ? why : "its id is not its key");
+        free(def);
+        return;
+    }
+    endpoint_add(s, NULL, def, hd_strndup(e->record, e->record_len));
+    hd_log_info("webhook %s (%s) registered (read from Redis)", def->name, def->url);
+}
+
+static void on_sync(void *data, const hk_reg_entry_t *e, size_t n, uint64_t seen)
+{
+    hk_sender_t *s = data;
+    int changed = 0;
+    /* deleted, or registered again differently (deleted and added between two reads) */
+    for (size_t i = s->n_eps; i-- > 0;) {
+        endpoint_t *ep = s->eps[i];
+        const hk_reg_entry_t *x = ep->is_api ? entry_of(e, n, ep->def->name) : NULL;
+        if (ep->is_api && (!x || !x->record || x->record_len != strlen(ep->record) ||
+                           memcmp(x->record, ep->record, x->record_len) != 0)) {
+            char name[HD_WEBHOOK_NAME_MAX + 1];
+            snprintf(name, sizeof(name), "%s", ep->def->name);
+            endpoint_remove(s, ep);
+            if (!x || !x->record)
+                hk_registry_forget(s->reg, name);
+            changed = 1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        char name[HD_WEBHOOK_NAME_MAX + 1];
+        if (!e[i].record || e[i].name_len > HD_WEBHOOK_NAME_MAX)
+            continue;
+        memcpy(name, e[i].name, e[i].name_len);
+        name[e[i].name_len] = '\0';
+        if (find_endpoint(s, name))
+            continue; /* known, or a conf endpoint's name (the admin API refuses those) */
+        sync_add(s, &e[i]);
+        changed = 1;
+    }
+    /* the cluster's disabled endpoints */
+    for (size_t i = 0; i < s->n_eps; i++) {
+        endpoint_t *ep = s->eps[i];
+        const hk_reg_entry_t *x = entry_of(e, n, ep->def->name);
+        if (ep->is_state_unstored) {
+            store_state(s, ep); /* this node's decision, not in Redis yet */
+        } else if (ep->state_seq > seen) {
+            continue; /* read before this node's last decision reached Redis */
+        } else if (x && x->off && !ep->is_disabled) {
+            char reason[160];
+            snprintf(reason, sizeof(reason), "%.*s", (int)x->off_len, x->off);
+            disable(s, ep, reason, 0);
+        } else if ((!x || !x->off) && ep->is_disabled) {
+            hd_log_info("webhook %s enabled again (by another node)", ep->def->name);
+            enable(s, ep);
+        }
+    }
+    if (changed)
+        filter_update(s);
+    update_gauges(s);
+}
+
+static const hk_registry_ops_t registry_ops = {on_sync};
+
 static void on_poll(uv_timer_t *t)
 {
     hk_sender_t *s = t->data;
     for (size_t i = 0; i < s->n_eps; i++)
-        pump(s, &s->eps[i]);
+        pump(s, s->eps[i]);
     hk_durable_take_members(s->dur);
+    hk_registry_poll(s->reg);
 }
 
 /* ---- life ---- */
 
-hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *st)
+hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *st,
+                           hk_filter_t *filter)
 {
     hk_sender_t *s = hd_calloc(1, sizeof(*s));
     s->loop = loop;
     s->conf = conf;
     s->st = st;
+    s->filter = filter;
     s->cc.loop = loop;
     s->cc.tls = tls;
     s->cc.connect_timeout_ms = conf->webhook_connect_timeout_ms;
@@ -910,24 +1329,19 @@ hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_ho
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
     hd_list_init(&s->dlq);
-    s->n_eps = conf->n_webhooks;
-    s->eps = hd_calloc(s->n_eps ? s->n_eps : 1, sizeof(*s->eps));
-    for (size_t i = 0; i < s->n_eps; i++) {
-        endpoint_t *ep = &s->eps[i];
-        ep->s = s;
-        ep->def = &conf->webhooks[i];
-        ep->pool = hk_pool_new(ep->def, &s->cc);
-        hd_list_init(&ep->ready);
-        hd_list_init(&ep->all);
-    }
-    HK_SET(st->endpoints, (uint64_t)s->n_eps);
     uv_timer_init(loop, &s->poll);
     s->poll.data = s;
-    if (conf->redis && s->n_eps) {
+    if (conf->redis && (conf->n_webhooks || conf->webhook_max_endpoints)) {
         s->dur = hk_durable_new(loop, conf, st, &durable_ops, s);
         if (s->dur)
             uv_timer_start(&s->poll, on_poll, POLL_MS, POLL_MS);
+        if (s->dur)
+            s->reg = hk_registry_new(loop, conf, hk_durable_conn(s->dur), &registry_ops, s);
     }
+    s->cap_eps = conf->n_webhooks + conf->webhook_max_endpoints;
+    s->eps = hd_calloc(s->cap_eps ? s->cap_eps : 1, sizeof(*s->eps));
+    for (size_t i = 0; i < conf->n_webhooks; i++)
+        endpoint_add(s, &conf->webhooks[i], NULL, NULL);
     return s;
 }
 
@@ -946,19 +1360,15 @@ size_t hk_sender_close(hk_sender_t *s)
         /* what this node took and did not finish stays pending in Redis: another node (or
          * this one restarted) claims it after webhook_claim_after; only what never reached
          * Redis is lost */
-        lost = hk_durable_close(s->dur);
+        lost = hk_durable_close(s->dur); /* frees the endpoints' slots */
         s->dur = NULL;
+        hk_registry_close(s->reg); /* after: its answers owed came back (NULL) meanwhile */
+        s->reg = NULL;
     }
     for (size_t i = 0; i < s->n_eps; i++) {
-        endpoint_t *ep = &s->eps[i];
-        hk_pool_close(ep->pool); /* requests in flight end without their callback */
-        while (!hd_list_empty(&ep->all)) {
-            job_t *j = hd_container_of(ep->all.next, job_t, all);
-            if (j->req.head)
-                hd_buf_unref(j->req.head);
-            job_free(s, j);
-            lost += !is_durable;
-        }
+        s->eps[i]->slot = NULL;
+        size_t n = endpoint_free(s, s->eps[i]);
+        lost += is_durable ? 0 : n;
     }
     while (!hd_list_empty(&s->dlq))
         letter_free(s, hd_container_of(s->dlq.next, letter_t, link));

@@ -48,12 +48,17 @@ typedef struct ob_s {
     char buf[];
 } ob_t;
 
-typedef struct slot_s {
+/* An endpoint's keys (hk_dslot_t): freed with its endpoint, or, when a take is under way then,
+ * once its answer came (what it read is left pending: the endpoint is gone). */
+typedef struct hk_dslot_s {
+    hd_list_t link; /* in d->slots */
     hk_durable_t *d;
-    size_t ep;
-    const char *name;
+    void *owner; /* the endpoint, for the ops */
+    char name[HD_WEBHOOK_NAME_MAX + 1];
     char q[KEY_MAX], w[KEY_MAX];
+    unsigned events; /* the endpoint's events= */
     unsigned is_taking : 1;
+    unsigned is_gone : 1;
     uint64_t claim_ms; /* loop time of the last claim */
 } slot_t;
 
@@ -71,12 +76,10 @@ struct hk_durable_s {
     const hk_durable_ops_t *ops;
     void *data;
     hk_redis_t *rc;
-    slot_t *slots;
-    size_t n_slots;
+    hd_list_t slots;
+    size_t n_members, n_channels; /* slots wanting member.* / channel.* events */
     char dl[KEY_MAX];
     char pev[KEY_MAX], members[KEY_MAX];
-    unsigned wants_members : 1;  /* an endpoint wants member.added or member.removed */
-    unsigned wants_channels : 1; /* an endpoint wants channel.occupied or channel.vacated */
     unsigned is_taking_members : 1;
     uint64_t members_claim_ms;
     char consumer[64];
@@ -100,6 +103,8 @@ static void log_error(hk_durable_t *d, const char *what, const redisReply *rep)
     hd_log_warn("webhooks: redis %s: %s: %.200s", hk_redis_where(d->rc), what,
                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected answer");
 }
+
+static void want_members(hk_durable_t *d);
 
 /* ---- the outbox ---- */
 
@@ -179,25 +184,68 @@ static void on_up(void *data)
         hd_list_remove(&ob->link);
         submit(d, ob);
     }
-out:
-    for (size_t i = 0; i < d->n_slots; i++)
-        d->slots[i].is_taking = 0;
+out:;
+    /* the lost connection's takes were answered NULL (on_take) before this: none is under way,
+     * and a slot whose endpoint went meanwhile was freed there */
+    hd_list_t *pos;
+    for (pos = d->slots.next; pos != &d->slots; pos = pos->next)
+        hd_container_of(pos, slot_t, link)->is_taking = 0;
     d->is_taking_members = 0;
-    if (d->wants_members) {
-        /* herald.lua's presence functions write P hk:pev while this key exists */
-        const char *argv[] = {"SET", d->members, "1"};
-        size_t lens[] = {3, strlen(d->members), 1};
-        hk_redis_send(d->rc, 3, argv, lens, NULL, NULL);
-    }
+    if (d->n_members)
+        want_members(d);
     d->ops->on_up(d->data);
+}
+
+/* herald.lua's presence functions write P hk:pev while P hk:members exists. */
+static void want_members(hk_durable_t *d)
+{
+    const char *argv[] = {"SET", d->members, "1"};
+    size_t lens[] = {3, strlen(d->members), 1};
+    hk_redis_send(d->rc, 3, argv, lens, NULL, NULL);
+}
+
+static const unsigned EV_MEMBERS = HD_WEBHOOK_EV_MEMBER_ADDED | HD_WEBHOOK_EV_MEMBER_REMOVED;
+static const unsigned EV_CHANNELS = HD_WEBHOOK_EV_OCCUPIED | HD_WEBHOOK_EV_VACATED;
+
+hk_dslot_t *hk_durable_slot_new(hk_durable_t *d, const hd_webhook_def_t *def, void *owner)
+{
+    slot_t *sl = hd_calloc(1, sizeof(*sl));
+    sl->d = d;
+    sl->owner = owner;
+    snprintf(sl->name, sizeof(sl->name), "%s", def->name);
+    key(sl->q, d->conf->redis_prefix, "hk:q:", sl->name);
+    key(sl->w, d->conf->redis_prefix, "hk:w:", sl->name);
+    sl->events = def->events;
+    hd_list_insert_tail(&d->slots, &sl->link);
+    if ((sl->events & EV_MEMBERS) && d->n_members++ == 0 && hk_redis_is_up(d->rc))
+        want_members(d);
+    if (sl->events & EV_CHANNELS)
+        d->n_channels++;
+    return sl;
+}
+
+void hk_durable_slot_free(hk_dslot_t *sl)
+{
+    hk_durable_t *d = sl->d;
+    if (sl->events & EV_MEMBERS)
+        d->n_members--;
+    if (sl->events & EV_CHANNELS)
+        d->n_channels--;
+    sl->events = 0;
+    sl->owner = NULL;
+    if (sl->is_taking) {
+        sl->is_gone = 1; /* freed when the take's answer comes */
+        return;
+    }
+    hd_list_remove(&sl->link);
+    free(sl);
 }
 
 /* ---- what delivery.c asks ---- */
 
-int hk_durable_add(hk_durable_t *d, size_t ep, const hd_buf_t *body, const char *id,
+int hk_durable_add(hk_durable_t *d, hk_dslot_t *sl, const hd_buf_t *body, const char *id,
                    const char *type, uint64_t created_ms)
 {
-    slot_t *sl = &d->slots[ep];
     if (d->bytes + body->len + 1024 > d->conf->webhook_max_memory_bytes)
         return -1;
     char maxq[24], maxd[24], created[24];
@@ -214,48 +262,38 @@ int hk_durable_add(hk_durable_t *d, size_t ep, const hd_buf_t *body, const char 
     return 0;
 }
 
-void hk_durable_done(hk_durable_t *d, size_t ep, const char *sid)
+void hk_durable_done(hk_durable_t *d, hk_dslot_t *sl, const char *sid)
 {
-    const char *argv[] = {"FCALL", "herald_hk_done", "1", d->slots[ep].q, sid};
+    const char *argv[] = {"FCALL", "herald_hk_done", "1", sl->q, sid};
     size_t lens[5];
     for (int i = 0; i < 5; i++)
         lens[i] = strlen(argv[i]);
     submit(d, ob_new(d, OB_DONE, 5, argv, lens));
 }
 
-void hk_durable_retry(hk_durable_t *d, size_t ep, const char *sid, uint64_t due_ms,
+void hk_durable_retry(hk_durable_t *d, hk_dslot_t *sl, const char *sid, uint64_t due_ms,
                       uint32_t attempts, uint64_t first_ms)
 {
     char due[24], att[16], first[24];
     snprintf(due, sizeof(due), "%llu", (unsigned long long)due_ms);
     snprintf(att, sizeof(att), "%u", attempts);
     snprintf(first, sizeof(first), "%llu", (unsigned long long)first_ms);
-    const char *argv[] = {
-        "FCALL", "herald_hk_retry", "2", d->slots[ep].q, d->slots[ep].w, sid, due, att, first};
+    const char *argv[] = {"FCALL", "herald_hk_retry", "2", sl->q, sl->w, sid, due, att, first};
     size_t lens[9];
     for (int i = 0; i < 9; i++)
         lens[i] = strlen(argv[i]);
     submit(d, ob_new(d, OB_RETRY, 9, argv, lens));
 }
 
-void hk_durable_bury(hk_durable_t *d, size_t ep, const char *sid, const char *reason,
+void hk_durable_bury(hk_durable_t *d, hk_dslot_t *sl, const char *sid, const char *reason,
                      uint32_t attempts)
 {
     char att[16], now[24], maxd[24];
     snprintf(att, sizeof(att), "%u", attempts);
     snprintf(now, sizeof(now), "%llu", (unsigned long long)hk_wall_ms());
     snprintf(maxd, sizeof(maxd), "%u", d->conf->webhook_dead_letters);
-    const char *argv[] = {"FCALL",
-                          "herald_hk_bury",
-                          "2",
-                          d->slots[ep].q,
-                          d->dl,
-                          sid,
-                          d->slots[ep].name,
-                          reason,
-                          att,
-                          now,
-                          maxd};
+    const char *argv[] = {"FCALL",  "herald_hk_bury", "2", sl->q, d->dl, sid,
+                          sl->name, reason,           att, now,   maxd};
     size_t lens[11];
     for (int i = 0; i < 11; i++)
         lens[i] = strlen(argv[i]);
@@ -343,6 +381,11 @@ static void on_take(void *data, const redisReply *rep)
     uint64_t pending, dead;
     size_t n;
     sl->is_taking = 0;
+    if (sl->is_gone && !d->is_closing) { /* its endpoint was deleted meanwhile */
+        hd_list_remove(&sl->link);
+        free(sl);
+        return;
+    }
     if (!rep || d->is_closing)
         return; /* what it read is claimed after webhook_claim_after */
     if (hk_take_parse(rep, &pending, &dead, &n) < 0) {
@@ -358,19 +401,18 @@ static void on_take(void *data, const redisReply *rep)
             if (str_of(rep->element[i], &sid, &len) == 0 && len < sizeof(id)) {
                 memcpy(id, sid, len);
                 id[len] = '\0';
-                hk_durable_bury(d, sl->ep, id, "malformed entry in Redis", 0);
+                hk_durable_bury(d, sl, id, "malformed entry in Redis", 0);
             }
             continue;
         }
-        d->ops->on_entry(d->data, sl->ep, &e);
+        d->ops->on_entry(sl->owner, &e);
     }
-    d->ops->on_taken(d->data, sl->ep, pending, dead);
+    d->ops->on_taken(sl->owner, pending, dead);
 }
 
-int hk_durable_take(hk_durable_t *d, size_t ep, unsigned count)
+int hk_durable_take(hk_durable_t *d, hk_dslot_t *sl, unsigned count)
 {
-    slot_t *sl = &d->slots[ep];
-    if (sl->is_taking || !hk_redis_is_up(d->rc))
+    if (sl->is_gone || sl->is_taking || !hk_redis_is_up(d->rc))
         return -1;
     char n[16], idle[24], now[24];
     uint64_t t = uv_now(d->loop), claim = d->conf->webhook_claim_after_ms;
@@ -456,7 +498,7 @@ static void on_ptake(void *data, const redisReply *rep)
 
 void hk_durable_take_members(hk_durable_t *d)
 {
-    if (!(d->wants_members || d->wants_channels) || d->is_taking_members || !hk_redis_is_up(d->rc))
+    if (!(d->n_members || d->n_channels) || d->is_taking_members || !hk_redis_is_up(d->rc))
         return;
     char n[16], idle[24];
     uint64_t t = uv_now(d->loop), claim = d->conf->webhook_claim_after_ms;
@@ -643,19 +685,19 @@ static void on_replay_list(void *data, const redisReply *rep)
     m->outstanding = 1; /* this pass's own: the answer waits for every requeue */
     for (size_t i = 0; i < n; i++) {
         const char *sid, *name;
-        size_t sid_len, name_len, ep;
+        size_t sid_len, name_len;
+        hk_dslot_t *sl;
         if (dl_field(rep, i, DL_ID, &sid, &sid_len) < 0 ||
             dl_field(rep, i, DL_NAME, &name, &name_len) < 0)
             continue;
         m->found++;
-        if (d->ops->replayable(d->data, name, name_len, &ep) != 1) {
+        if (d->ops->replayable(d->data, name, name_len, &sl) != 1) {
             m->skipped++; /* its endpoint is disabled, or unknown to this node */
             continue;
         }
         char maxq[24];
         snprintf(maxq, sizeof(maxq), "%u", d->conf->webhook_queue_size);
-        const char *argv[] = {"FCALL",        "herald_hk_requeue", "3", d->dl,
-                              d->slots[ep].q, d->slots[ep].w,      sid, maxq};
+        const char *argv[] = {"FCALL", "herald_hk_requeue", "3", d->dl, sl->q, sl->w, sid, maxq};
         size_t lens[8];
         for (int k = 0; k < 8; k++)
             lens[k] = k == 6 ? sid_len : strlen(argv[k]);
@@ -743,27 +785,18 @@ hk_durable_t *hk_durable_new(uv_loop_t *loop, const hd_conf_t *conf, hd_hooks_st
     uv_random(NULL, NULL, &id, sizeof(id), 0, NULL);
     snprintf(d->consumer, sizeof(d->consumer), "%ld-%016llx", (long)uv_os_getpid(),
              (unsigned long long)id);
-    d->n_slots = conf->n_webhooks;
-    d->slots = hd_calloc(d->n_slots ? d->n_slots : 1, sizeof(*d->slots));
-    for (size_t i = 0; i < d->n_slots; i++) {
-        slot_t *sl = &d->slots[i];
-        sl->d = d;
-        sl->ep = i;
-        sl->name = conf->webhooks[i].name;
-        key(sl->q, conf->redis_prefix, "hk:q:", sl->name);
-        key(sl->w, conf->redis_prefix, "hk:w:", sl->name);
-        if (conf->webhooks[i].events & (HD_WEBHOOK_EV_MEMBER_ADDED | HD_WEBHOOK_EV_MEMBER_REMOVED))
-            d->wants_members = 1;
-        if (conf->webhooks[i].events & (HD_WEBHOOK_EV_OCCUPIED | HD_WEBHOOK_EV_VACATED))
-            d->wants_channels = 1;
-    }
+    hd_list_init(&d->slots);
     d->rc = hk_redis_new(loop, conf, on_up, d);
     if (!d->rc) {
-        free(d->slots);
         free(d);
         return NULL;
     }
     return d;
+}
+
+hk_redis_t *hk_durable_conn(hk_durable_t *d)
+{
+    return d->rc;
 }
 
 int hk_durable_is_up(const hk_durable_t *d)
@@ -787,7 +820,11 @@ size_t hk_durable_close(hk_durable_t *d)
         ob_free(ob);
     }
     hk_redis_close(d->rc); /* the answers still owed come back NULL: freed there */
-    free(d->slots);
+    while (!hd_list_empty(&d->slots)) {
+        slot_t *sl = hd_container_of(d->slots.next, slot_t, link);
+        hd_list_remove(&sl->link);
+        free(sl);
+    }
     free(d);
     return unsent;
 }

@@ -35,7 +35,7 @@ struct hd_hooks_s {
     hk_authz_t *authz;      /* NULL without authorize_hook */
     hk_notify_t *notify;    /* NULL without notify_hook */
     unsigned notify_events; /* HD_NOTIFY_* the notify hook wants (0: none) */
-    unsigned events;        /* every endpoint's events=, or-ed */
+    hk_filter_t *filter;    /* which events the endpoints want (conf and admin API) */
     uint32_t inbox;         /* atomic: messages pushed and not yet taken */
     size_t inbox_bytes;     /* atomic: what those hold (msg_cost), at most webhook_max_memory */
     unsigned is_started : 1;
@@ -124,18 +124,13 @@ static void on_pub(hd_worker_t *w, hd_msg_t *msg)
 
 static int wanted(const hd_hooks_t *h, unsigned ev, const char *channel, size_t len)
 {
-    for (size_t i = 0; i < h->conf->n_webhooks; i++) {
-        const hd_webhook_def_t *d = &h->conf->webhooks[i];
-        if ((d->events & ev) && hd_webhook_def_matches(d, channel, len))
-            return 1;
-    }
-    return 0;
+    return hk_filter_wanted(h->filter, ev, channel, len);
 }
 
 void hd_hooks_on_published(hd_message_t *const *msgs, size_t n)
 {
     hd_hooks_t *h = the_hooks;
-    if (!h || !(h->events & HD_WEBHOOK_EV_MESSAGE))
+    if (!h || !(hk_filter_events(h->filter) & HD_WEBHOOK_EV_MESSAGE))
         return;
     pub_msg_t *p = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -171,7 +166,7 @@ static void on_chan(hd_worker_t *w, hd_msg_t *msg)
 int hd_hooks_want_channel_events(void)
 {
     hd_hooks_t *h = the_hooks;
-    return h && (h->events & (HD_WEBHOOK_EV_OCCUPIED | HD_WEBHOOK_EV_VACATED));
+    return h && (hk_filter_events(h->filter) & (HD_WEBHOOK_EV_OCCUPIED | HD_WEBHOOK_EV_VACATED));
 }
 
 void hd_hooks_on_channel(const char *channel, size_t len, int occupied)
@@ -210,7 +205,7 @@ void hd_hooks_on_member(hd_message_t *ev)
     hd_hooks_t *h = the_hooks;
     unsigned want =
         ev->kind == HD_MSG_JOIN ? HD_WEBHOOK_EV_MEMBER_ADDED : HD_WEBHOOK_EV_MEMBER_REMOVED;
-    if (!h || !(h->events & want) || !wanted(h, want, ev->channel, ev->channel_len))
+    if (!h || !wanted(h, want, ev->channel, ev->channel_len))
         return;
     member_msg_t *mm = hd_malloc(sizeof(*mm));
     mm->base.cb = on_member;
@@ -273,6 +268,8 @@ void hd_hooks_admin_free(hd_hooks_admin_t *a)
 {
     if (a) {
         free(a->body);
+        free(a->def);
+        free(a->record);
         free(a);
     }
 }
@@ -460,13 +457,12 @@ int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen)
             : SSL_CTX_set_default_verify_paths(h->tls) != 1)
         goto tls_fail;
     h->conf = hd_conf_ref(conf);
-    for (size_t i = 0; i < conf->n_webhooks; i++)
-        h->events |= conf->webhooks[i].events;
+    h->filter = hk_filter_new(h->conf);
     uv_loop_init(&h->loop);
     uv_async_init(&h->loop, &h->wakeup, on_wakeup);
     h->wakeup.data = h;
     hd_mpsc_init(&h->mailbox);
-    h->sender = hk_sender_new(&h->loop, h->conf, h->tls, &h->stats);
+    h->sender = hk_sender_new(&h->loop, h->conf, h->tls, &h->stats, h->filter);
     if (conf->authorize_hook)
         h->authz = hk_authz_new(&h->loop, h->conf, h->tls, &h->stats);
     if (!node_id[0]) {
@@ -535,10 +531,14 @@ void hd_hooks_free(hd_hooks_t *h)
                 hd_message_unref(p->msgs[i]);
         } else if (m->cb == on_member) {
             hd_message_unref(((member_msg_t *)m)->ev);
+        } else if (m->cb == on_admin) { /* with what a registration holds */
+            hd_hooks_admin_free(hd_container_of(m, hd_hooks_admin_t, base_));
+            continue;
         }
         free(m);
     }
     uv_loop_close(&h->loop);
+    hk_filter_free(h->filter);
     SSL_CTX_free(h->tls);
     hd_conf_unref(h->conf);
     free(h);

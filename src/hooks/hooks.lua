@@ -51,6 +51,27 @@
 --     functions while P hk:members exists) for member.added / member.removed, read through the
 --     group "herald" like the queues (claimed from a dead node likewise)
 --   FCALL herald_hk_pdone 1 PEV <id>                     -> 1, or 0 when not pending
+--
+-- Endpoints registered through the admin API (src/hooks/registry.c), shared by every node:
+--
+--   P hk:eps      hash    id -> the registration (JSON, as POST /admin/webhooks completed it:
+--                         id, url, channels, events, secret)
+--   P hk:off      hash    endpoint name -> why it is disabled (410 Gone, webhook_disable_after):
+--                         disabled on every node until enabled through the admin API (conf
+--                         endpoints too)
+--   P hk:ver      string  incremented by every change of the two: each node reads it every
+--                         200 ms and, when it moved, both hashes
+--
+--   FCALL herald_hk_reg 3 VER EPS OFF <id> <registration> <max>
+--                                                      -> 1 stored, 0 the id is taken, -1 full
+--   FCALL herald_hk_unreg 5 VER EPS OFF Q W <id>       -> 1 deleted (its queue too), 0 none
+--   FCALL herald_hk_forget 3 EPS Q W <id>              -> 1 when the id is not registered
+--     (its queue and retries deleted: a node that still took from it after the delete made the
+--     stream again; each node calls it once it forgot the endpoint), 0 when it is again
+--   FCALL herald_hk_state 2 VER OFF <name> <reason, "" to enable>  -> 1 changed, 0 as it was
+--   FCALL herald_hk_regs 3 VER EPS OFF <version known> -> {version} when it is that one, else
+--     {version, {id1, registration1, ...}, {name1, reason1, ...}}
+--
 -- "not pending" means another node already finished the entry (it was claimed from this one):
 -- nothing is done twice.
 
@@ -298,6 +319,66 @@ local function herald_hk_ptake(keys, args)
     return out
 end
 
+local function herald_hk_reg(keys, args)
+    if redis.call('HEXISTS', keys[2], args[1]) == 1 then
+        return 0
+    end
+    if redis.call('HLEN', keys[2]) >= tonumber(args[3]) then
+        return -1
+    end
+    redis.call('HSET', keys[2], args[1], args[2])
+    redis.call('HDEL', keys[3], args[1])
+    redis.call('INCR', keys[1])
+    return 1
+end
+
+local function herald_hk_unreg(keys, args)
+    if redis.call('HDEL', keys[2], args[1]) == 0 then
+        return 0
+    end
+    redis.call('HDEL', keys[3], args[1])
+    redis.call('DEL', keys[4], keys[5])
+    redis.call('INCR', keys[1])
+    return 1
+end
+
+local function herald_hk_forget(keys, args)
+    if redis.call('HEXISTS', keys[1], args[1]) == 1 then
+        return 0
+    end
+    redis.call('DEL', keys[2], keys[3])
+    return 1
+end
+
+local function herald_hk_state(keys, args)
+    if args[2] == '' then
+        if redis.call('HDEL', keys[2], args[1]) == 0 then
+            return 0
+        end
+    else
+        if redis.call('HGET', keys[2], args[1]) == args[2] then
+            return 0
+        end
+        redis.call('HSET', keys[2], args[1], args[2])
+    end
+    redis.call('INCR', keys[1])
+    return 1
+end
+
+local function herald_hk_regs(keys, args)
+    local v = redis.call('GET', keys[1]) or '0'
+    if v == args[1] then
+        return {v}
+    end
+    return {v, redis.call('HGETALL', keys[2]), redis.call('HGETALL', keys[3])}
+end
+
+redis.register_function('herald_hk_reg', herald_hk_reg)
+redis.register_function('herald_hk_unreg', herald_hk_unreg)
+redis.register_function('herald_hk_state', herald_hk_state)
+redis.register_function('herald_hk_forget', herald_hk_forget)
+redis.register_function{function_name = 'herald_hk_regs', callback = herald_hk_regs,
+    flags = {'no-writes', 'allow-oom'}}
 redis.register_function('herald_hk_ptake', herald_hk_ptake)
 redis.register_function{function_name = 'herald_hk_pdone', callback = herald_hk_done,
     flags = {'allow-oom'}}

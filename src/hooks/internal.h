@@ -208,42 +208,49 @@ typedef struct hk_pev_s {
 int hk_pev_parse(const redisReply *const *el, hk_pev_t *out);
 
 typedef struct hk_durable_s hk_durable_t;
-/* What durable.c tells delivery.c (on the hooks loop). */
+/* One endpoint's keys in Redis (its queue and its retries' waits). */
+typedef struct hk_dslot_s hk_dslot_t;
+/* What durable.c tells delivery.c (on the hooks loop). owner: the slot's (hk_durable_slot_new). */
 typedef struct hk_durable_ops_s {
-    /* An entry taken for endpoint ep: attempt it (it is this node's until finished). */
-    void (*on_entry)(void *data, size_t ep, const hk_entry_t *e);
-    /* A take of ep ended: its pending events and the cluster's dead letters, as Redis counts. */
-    void (*on_taken)(void *data, size_t ep, uint64_t pending, uint64_t dead_letters);
+    /* An entry taken for the slot's endpoint: attempt it (it is this node's until finished). */
+    void (*on_entry)(void *owner, const hk_entry_t *e);
+    /* A take ended: its pending events and the cluster's dead letters, as Redis counts. */
+    void (*on_taken)(void *owner, uint64_t pending, uint64_t dead_letters);
     /* Redis is (back) up: take again. */
     void (*on_up)(void *data);
-    /* May the dead letters of the endpoint named name[0..len) be replayed here? 1 (and *ep its
-     * index), 0 when it is disabled, -1 when this node does not know it. */
-    int (*replayable)(void *data, const char *name, size_t len, size_t *ep);
+    /* May the dead letters of the endpoint named name[0..len) be replayed here? 1 (and *sl its
+     * slot), 0 when it is disabled, -1 when this node does not know it. */
+    int (*replayable)(void *data, const char *name, size_t len, hk_dslot_t **sl);
     /* A presence or occupancy event of the cluster, taken by this node (id: the event's, from
      * Redis). */
     void (*on_pev)(void *data, const hk_pev_t *ev, const char *id);
 } hk_durable_ops_t;
 
-/* Connects to conf's redis for conf's endpoints. NULL if conf->redis does not parse. */
+/* Connects to conf's redis (endpoints come with hk_durable_slot_new). NULL if conf->redis does
+ * not parse. */
 hk_durable_t *hk_durable_new(uv_loop_t *loop, const hd_conf_t *conf, hd_hooks_stats_t *st,
                              const hk_durable_ops_t *ops, void *data);
+/* The keys of endpoint def (its name and events are copied); owner is handed to the ops. */
+hk_dslot_t *hk_durable_slot_new(hk_durable_t *d, const hd_webhook_def_t *def, void *owner);
+/* The endpoint is gone: no op is called for it any more (a take under way is ignored). */
+void hk_durable_slot_free(hk_dslot_t *sl);
 int hk_durable_is_up(const hk_durable_t *d);
-/* Queues an event for endpoint ep (body copied): 0, or -1 when the outbox is full
+/* Queues an event for the slot's endpoint (body copied): 0, or -1 when the outbox is full
  * (webhook_max_memory; the caller counts the drop). */
-int hk_durable_add(hk_durable_t *d, size_t ep, const hd_buf_t *body, const char *id,
+int hk_durable_add(hk_durable_t *d, hk_dslot_t *sl, const hd_buf_t *body, const char *id,
                    const char *type, uint64_t created_ms);
-/* Asks for up to count entries of ep (ops->on_entry each, then ops->on_taken): 0, or -1 when
- * Redis is down or a take of ep is under way. */
-int hk_durable_take(hk_durable_t *d, size_t ep, unsigned count);
+/* Asks for up to count entries of the slot (ops->on_entry each, then ops->on_taken): 0, or -1
+ * when Redis is down or a take of it is under way. */
+int hk_durable_take(hk_durable_t *d, hk_dslot_t *sl, unsigned count);
 /* Asks for the cluster's presence and occupancy events (ops->on_pev each) when an endpoint
  * wants them and no such read is under way. */
 void hk_durable_take_members(hk_durable_t *d);
 /* Finishes a taken entry: delivered; waiting for a retry due at due_ms (wall clock) with its
  * schedule; or a dead letter. Kept and sent again while Redis is away. */
-void hk_durable_done(hk_durable_t *d, size_t ep, const char *sid);
-void hk_durable_retry(hk_durable_t *d, size_t ep, const char *sid, uint64_t due_ms,
+void hk_durable_done(hk_durable_t *d, hk_dslot_t *sl, const char *sid);
+void hk_durable_retry(hk_durable_t *d, hk_dslot_t *sl, const char *sid, uint64_t due_ms,
                       uint32_t attempts, uint64_t first_ms);
-void hk_durable_bury(hk_durable_t *d, size_t ep, const char *sid, const char *reason,
+void hk_durable_bury(hk_durable_t *d, hk_dslot_t *sl, const char *sid, const char *reason,
                      uint32_t attempts);
 /* Answers an admin request about dead letters (DEAD_*) later, through hk_admin_answered. */
 void hk_durable_admin(hk_durable_t *d, hd_hooks_admin_t *a);
@@ -251,6 +258,48 @@ void hk_durable_admin(hk_durable_t *d, hd_hooks_admin_t *a);
 size_t hk_durable_bytes(const hk_durable_t *d);
 /* Closes the connection and frees d; returns the events never sent to Redis (lost). */
 size_t hk_durable_close(hk_durable_t *d);
+
+/* The connection it uses (registry.c shares it). */
+hk_redis_t *hk_durable_conn(hk_durable_t *d);
+
+/* ---- registry.c: with Redis, the admin API's endpoints and the disabled ones, for every node ----
+ */
+
+typedef struct hk_registry_s hk_registry_t;
+/* One name of the cluster's registry (pointers into Redis's answer): a registration (record,
+ * the JSON hd_webhook_def_from_json reads) and/or its state (off: why it is disabled). */
+typedef struct hk_reg_entry_s {
+    const char *name, *record, *off; /* record, off: NULL when absent */
+    size_t name_len, record_len, off_len;
+} hk_reg_entry_t;
+typedef struct hk_registry_ops_s {
+    /* Redis's registry changed (or was read for the first time since a connect): e[0..n) is
+     * all of it, as it was before the states sent after the one numbered seen. */
+    void (*on_sync)(void *data, const hk_reg_entry_t *e, size_t n, uint64_t seen);
+} hk_registry_ops_t;
+/* What a put or a delete became (hk_registry_cb's result). */
+enum { HK_REG_FULL = -1, HK_REG_NONE = 0, HK_REG_DONE = 1, HK_REG_DOWN = 2 };
+typedef void (*hk_registry_cb)(void *arg, int result);
+
+/* The registry of conf's redis over rc (a connection that outlives it). */
+hk_registry_t *hk_registry_new(uv_loop_t *loop, const hd_conf_t *conf, hk_redis_t *rc,
+                               const hk_registry_ops_t *ops, void *data);
+void hk_registry_close(hk_registry_t *r);
+/* Reads the version when no read is under way; ops->on_sync when it moved. */
+void hk_registry_poll(hk_registry_t *r);
+/* Stores a registration under name, bounded by webhook_max_endpoints: cb(arg, DONE), NONE (the
+ * name is taken), FULL or DOWN (Redis away or failing), later (DOWN may come at once). */
+void hk_registry_put(hk_registry_t *r, const char *name, const char *record, size_t len,
+                     hk_registry_cb cb, void *arg);
+/* Deletes a registration and its queue: cb(arg, DONE), NONE (not there) or DOWN. */
+void hk_registry_del(hk_registry_t *r, const char *name, hk_registry_cb cb, void *arg);
+/* This node forgot the registered endpoint name (deleted by another node): its queue in Redis
+ * is deleted unless the name is registered again (this node's takes may have made it again). */
+void hk_registry_forget(hk_registry_t *r, const char *name);
+/* Stores that the endpoint name is disabled (reason) or enabled (NULL) for every node: its
+ * number (a read sent before it does not know it: on_sync's seen is lower), or 0 when Redis is
+ * away (send it again later). */
+uint64_t hk_registry_state(hk_registry_t *r, const char *name, const char *reason);
 
 /* ---- admin answers ---- */
 
@@ -300,10 +349,28 @@ int hk_notify_drain(hk_notify_t *nf, void (*done)(void *arg), void *arg);
  * must run until the timer is closed. */
 size_t hk_notify_close(hk_notify_t *nf);
 
+/* ---- filter.c: which events the endpoints want, read by any thread ---- */
+
+typedef struct hk_filter_s hk_filter_t;
+/* The filter of conf's endpoints (conf outlives it) and of none registered yet. */
+hk_filter_t *hk_filter_new(const hd_conf_t *conf);
+/* Frees f and every thread's view of it: after no thread can read it any more. */
+void hk_filter_free(hk_filter_t *f);
+/* On the hooks thread: the endpoints registered through the admin API are now defs[0..n)
+ * (copied: their events and patterns). Readers see it at their next read. */
+void hk_filter_set(hk_filter_t *f, const hd_webhook_def_t *const *defs, size_t n);
+/* Any thread: every endpoint's events, or-ed (one relaxed load). */
+unsigned hk_filter_events(const hk_filter_t *f);
+/* Any thread: 1 if an endpoint wants ev (HD_WEBHOOK_EV_*) on channel[0..len). No lock unless
+ * the registered endpoints changed since this thread last asked. */
+int hk_filter_wanted(hk_filter_t *f, unsigned ev, const char *channel, size_t len);
+
 /* ---- delivery.c: endpoints, queues, retries, dead letters ---- */
 
 typedef struct hk_sender_s hk_sender_t;
-hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *stats);
+/* The sender of conf's endpoints; the ones the admin API registers are told to filter. */
+hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *stats,
+                           hk_filter_t *filter);
 /* An event for every endpoint that wants it (takes nothing: copies what it needs). */
 void hk_sender_message(hk_sender_t *s, hd_message_t *m);
 /* id: the event's id when it has one already (from Redis), NULL for a new one. */

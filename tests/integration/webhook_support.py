@@ -64,6 +64,10 @@ class Receiver:
         self._call("POST", "/control", json.dumps({"script": list(script), "default": default,
                                                    "fail_each": fail_each}))
 
+    def add_secrets(self, secrets):
+        """Later deliveries are verified with these too (one more boolean each in verified)."""
+        self._call("POST", "/secrets", json.dumps({"secrets": list(secrets)}))
+
     def deliveries(self):
         return self._call("GET", "/deliveries")
 
@@ -141,8 +145,11 @@ def webhook_line(url, secrets, name=None, channels=None, events=None):
     return " ".join(parts)
 
 
-def admin(port, method="GET", path="/admin/webhooks"):
-    status, _, data = hh.request(port, method, path)
+def admin(port, method="GET", path="/admin/webhooks", body=None):
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    headers = {"Content-Type": "application/json"} if body is not None else None
+    status, _, data = hh.request(port, method, path, body, headers)
     return status, json.loads(data) if data else None
 
 

@@ -9,7 +9,9 @@
  * forms parsed. Pending entries as Redis gives them (src/hooks/durable.c). The hooks thread's
  * inbox (src/hooks/hooks.c) bounded by bytes, not only by count, while nothing takes from it.
  * The authorize_hook and notify_hook directives (src/conf/hook_def.c) and the backend's answers
- * read into verdicts (src/hooks/authz_answer.c); an answer's body kept.
+ * read into verdicts (src/hooks/authz_answer.c); an answer's body kept. A registration of the
+ * admin API read from JSON (src/conf/webhook_json.c) and the publishing threads' filter
+ * (src/hooks/filter.c).
  */
 #include "herald/common.h"
 #include "herald/conf.h"
@@ -568,6 +570,107 @@ static void test_inbox_bound(void)
     hd_conf_unref(conf);
 }
 
+/* A registration of the admin API read from its JSON: what it gives, and every refusal. */
+static void test_def_json(void)
+{
+    hd_webhook_def_t d;
+    char why[256] = "";
+    const char *good =
+        "{\"id\":\"app\",\"url\":\"https://h.example:8443/in?x=1\",\"channels\":"
+        "[\"news\",\"room:*\"],\"events\":[\"channel.occupied\",\"message.published\"],"
+        "\"secret\":[\"" SPEC_SECRET "\",\"" SPEC_SECRET "\"]}";
+    T_EQ_INT(hd_webhook_def_from_json(&d, good, strlen(good), why, sizeof(why)), 0);
+    T_EQ_STR(d.name, "app");
+    T_EQ_STR(d.host, "h.example");
+    T_EQ_INT(d.port, 8443);
+    T_EQ_STR(d.target, "/in?x=1");
+    T_EQ_INT((int)d.n_patterns, 2);
+    T_EQ_INT((int)d.n_keys, 2);
+    T_EQ_INT((int)d.events, HD_WEBHOOK_EV_MESSAGE | HD_WEBHOOK_EV_OCCUPIED);
+    const char *least = "{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}";
+    T_EQ_INT(hd_webhook_def_from_json(&d, least, strlen(least), why, sizeof(why)), 0);
+    T_EQ_STR(d.patterns[0], "*");
+    T_EQ_INT((int)d.events, HD_WEBHOOK_EV_MESSAGE);
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"", "not JSON"},
+        {"[]", "JSON object"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\"}", "\"secret\" is required"},
+        {"{\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}", "\"id\" must be"},
+        {"{\"id\":\"a\",\"secret\":\"" SPEC_SECRET "\"}", "\"url\" must be"},
+        {"{\"id\":\"a\",\"id\":\"b\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}",
+         "not JSON"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\",\"x\":1}",
+         "unknown member"},
+        {"{\"id\":\"a\",\"url\":\"ftp://h/\",\"secret\":\"" SPEC_SECRET "\"}", "expected an http"},
+        {"{\"id\":\"a/b\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}", "a name is"},
+        {"{\"id\":\"a\\u0000\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}",
+         "not JSON"}, /* jansson refuses NUL in strings */
+        {"{\"id\":7,\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}", "\"id\" must be"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"channels\":\"news\",\"secret\":\"" SPEC_SECRET
+         "\"}",
+         "an array of"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"channels\":[\"a,b\"],\"secret\":\"" SPEC_SECRET
+         "\"}",
+         "without ','"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"channels\":[],\"secret\":\"" SPEC_SECRET "\"}",
+         "1..16"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"events\":[\"x\"],\"secret\":\"" SPEC_SECRET "\"}",
+         "unknown event"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"whsec_AAAA\"}", "16..64"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":[]}", "\"secret\" must be"},
+    };
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        why[0] = '\0';
+        T_EQ_INT(hd_webhook_def_from_json(&d, bad[i].json, strlen(bad[i].json), why, sizeof(why)),
+                 -1);
+        T_CONTAINS(why, bad[i].why);
+        T_TRUE(strstr(why, "MfKQ9r8GKYq") == NULL); /* never a secret */
+    }
+}
+
+/* The publishing threads' filter: the conf's endpoints, then the admin API's as they change. */
+static void test_filter(void)
+{
+    hd_conf_t *conf = NULL;
+    char err[256];
+    T_EQ_INT(hd_conf_load_string(&conf, "t.conf",
+                                 "webhook https://h.example/in channels=news secret=" SPEC_SECRET
+                                 "\n",
+                                 NULL, 0, err, sizeof(err)),
+             0);
+    hk_filter_t *f = hk_filter_new(conf);
+    T_TRUE(hk_filter_wanted(f, HD_WEBHOOK_EV_MESSAGE, "news", 4));
+    T_TRUE(!hk_filter_wanted(f, HD_WEBHOOK_EV_MESSAGE, "room:1", 6));
+    T_TRUE(!hk_filter_wanted(f, HD_WEBHOOK_EV_OCCUPIED, "news", 4));
+    hd_webhook_def_t d;
+    char why[256];
+    const char *json = "{\"id\":\"a\",\"url\":\"http://h/\",\"channels\":[\"room:*\"],\"events\":"
+                       "[\"channel.occupied\"],\"secret\":\"" SPEC_SECRET "\"}";
+    T_EQ_INT(hd_webhook_def_from_json(&d, json, strlen(json), why, sizeof(why)), 0);
+    const hd_webhook_def_t *defs[] = {&d};
+    hk_filter_set(f, defs, 1);
+    T_TRUE(hk_filter_wanted(f, HD_WEBHOOK_EV_OCCUPIED, "room:1", 6));
+    T_TRUE(!hk_filter_wanted(f, HD_WEBHOOK_EV_MESSAGE, "room:1", 6));
+    T_TRUE(hk_filter_events(f) & HD_WEBHOOK_EV_OCCUPIED);
+    hk_filter_set(f, defs, 1); /* a new view: this thread reads it, the old one is freed */
+    T_TRUE(hk_filter_wanted(f, HD_WEBHOOK_EV_OCCUPIED, "room:2", 6));
+    hk_filter_set(f, NULL, 0);
+    T_TRUE(!hk_filter_wanted(f, HD_WEBHOOK_EV_OCCUPIED, "room:1", 6));
+    T_TRUE(!(hk_filter_events(f) & HD_WEBHOOK_EV_OCCUPIED));
+    T_TRUE(hk_filter_wanted(f, HD_WEBHOOK_EV_MESSAGE, "news", 4));
+    hk_filter_set(f, defs, 1);
+    T_TRUE(hk_filter_wanted(f, HD_WEBHOOK_EV_OCCUPIED, "room:1", 6));
+    hk_filter_free(f); /* with this thread's view: ASan finds a leak otherwise */
+    /* a new filter: this thread's reader of the old one is not followed */
+    f = hk_filter_new(conf);
+    hk_filter_set(f, defs, 1);
+    T_TRUE(hk_filter_wanted(f, HD_WEBHOOK_EV_OCCUPIED, "room:1", 6));
+    hk_filter_free(f);
+    hd_conf_unref(conf);
+}
+
 static int parse_hook(hd_hook_def_t *d, const char *line, char *why, size_t whylen)
 {
     const char *argv[16];
@@ -742,6 +845,8 @@ int main(void)
 {
     T_RUN(test_def_good);
     T_RUN(test_def_bad);
+    T_RUN(test_def_json);
+    T_RUN(test_filter);
     T_RUN(test_sign);
     T_RUN(test_response);
     T_RUN(test_retry_after);

@@ -19,6 +19,8 @@
 //                    "channels":{"subscribe":[CHANNEL],"publish":[CHANNEL]}}, else
 //                    {"allow":true}); with fail_each, the first N deliveries of each event id
 //                    are answered 500 whatever the script says
+//   POST /secrets   {"secrets": [SECRET, ...]}: verifies later deliveries with these too (each
+//                    adds one boolean to `verified`, after those of the command line)
 //   GET  /deliveries  every delivery so far: {id, timestamp, signature, verified: [one boolean
 //                    per SECRET], error, body, at_ms, answer, path, conn}
 //   anything else is a delivery
@@ -48,6 +50,12 @@ function handle(req, res, body) {
     script = c.script || [];
     dflt = c.default || 'ok';
     failEach = c.fail_each || 0;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"ok":true}');
+    return;
+  }
+  if (req.url === '/secrets' && req.method === 'POST') {
+    for (const sec of JSON.parse(body || '{}').secrets || []) hooks.push(new Webhook(sec));
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end('{"ok":true}');
     return;
