@@ -22,6 +22,10 @@
  * would need a second token with the SHA-256 of one the cache holds: a second preimage
  * (2^256 work), not even a collision, as the attacker knows neither the token nor its digest.
  *
+ * The cache also keeps the worker's HMAC context (hd_auth_scratch_t, verify.c): a copy of the
+ * key's made once and set back to its start for each token it verifies, dropped with the
+ * entries when the policy changes (its key belongs to the old policy).
+ *
  * Bounded twice: at most max_entries entries and max_bytes bytes (the entry and the identity it
  * keeps alive, sub, jti, info and grants included), both from the conf at every call (a reload
  * that lowers them evicts at the next). The least recently used entry goes first; an expired
@@ -54,6 +58,7 @@ struct hd_auth_cache_s {
     size_t n, bytes;
     EVP_MD_CTX *md; /* SHA-256, fetched once */
     EVP_MD *sha256;
+    hd_auth_scratch_t scratch; /* the HMAC context reused by this worker's verifications */
 };
 
 hd_auth_cache_t *hd_auth_cache_new(void)
@@ -88,6 +93,7 @@ void hd_auth_cache_free(hd_auth_cache_t *c)
     if (c == NULL)
         return;
     hd_auth_cache_flush(c);
+    hd_auth_scratch_dispose(&c->scratch);
     hd_hmap_dispose(&c->map);
     EVP_MD_CTX_free(c->md);
     EVP_MD_free(c->sha256);
@@ -151,6 +157,7 @@ hd_auth_verify_t hd_auth_cache_verify(hd_auth_cache_t *c, const hd_auth_t *a, co
         return hd_auth_verify(a, token, len, now, out, why, whylen);
     if (c->gen != a->gen) { /* another policy: nothing verified under the old one stands */
         hd_auth_cache_flush(c);
+        hd_auth_scratch_dispose(&c->scratch); /* its key was the old policy's */
         c->gen = a->gen;
     }
     make_room(c, max_entries, max_bytes, 0);
@@ -179,7 +186,7 @@ hd_auth_verify_t hd_auth_cache_verify(hd_auth_cache_t *c, const hd_auth_t *a, co
         *hit = 1;
         return HD_AUTH_VERIFIED;
     }
-    v = hd_auth_verify_times(a, token, len, now, out, &t, why, whylen);
+    v = hd_auth_verify_times(a, token, len, now, &c->scratch, out, &t, why, whylen);
     if (v != HD_AUTH_VERIFIED)
         return v;
     sweep_tail(c, a, now);

@@ -2,7 +2,8 @@
 /*
  * identity.c: hd_identity_t (auth.h): who a connection is, immutable once built, shared by
  * reference. Built from plain fields or from a claims object (a verified JWT's payload, a
- * ticket); its channel grants are parsed once here so that a check is a few memcmp.
+ * ticket), in one allocation; its channel grants are parsed once here so that a check is a few
+ * memcmp.
  */
 #include "internal.h"
 
@@ -36,108 +37,151 @@ static int is_channel_char(unsigned char ch)
            ch == '.' || ch == '_' || ch == ':' || ch == '@' || ch == '-';
 }
 
-int hd_auth_pattern_parse(pattern_t *p, const char *s, size_t len, char *why, size_t whylen)
+/* Checks a pattern (see auth.h) of s[0..len): the length of its name or prefix in *n and whether
+ * it ends in '*' in *is_prefix. Returns 0 or -1 with a reason in why. */
+static int pattern_check(const char *s, size_t len, size_t *n, int *is_prefix, char *why,
+                         size_t whylen)
 {
-    size_t n = len;
-
-    memset(p, 0, sizeof(*p));
-    if (n > 0 && s[n - 1] == '*') {
-        p->is_prefix = 1;
-        n--;
-    }
-    if ((n == 0 && !p->is_prefix) || n > 128)
+    *n = len;
+    *is_prefix = len > 0 && s[len - 1] == '*';
+    if (*is_prefix)
+        (*n)--;
+    if ((*n == 0 && !*is_prefix) || *n > 128)
         return hd_auth_fail(why, whylen,
                             "a channel pattern must be 1..128 bytes, a name or a prefix and '*'");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < *n; i++) {
         if (!is_channel_char((unsigned char)s[i]))
             return hd_auth_fail(
                 why, whylen, "a channel pattern may hold [A-Za-z0-9._:@-] and one final '*' only");
     }
-    p->name = hd_strndup(s, n);
-    p->len = (uint8_t)n;
     return 0;
 }
 
-/* A copy of s when it is a string of 1..HD_AUTH_MAX_SUB bytes without NUL or control bytes. */
-static int copy_name(char **out, const char *what, const char *s, char *why, size_t whylen)
+int hd_auth_pattern_parse(pattern_t *p, const char *s, size_t len, char *why, size_t whylen)
 {
     size_t n;
+    int is_prefix;
 
-    *out = NULL;
+    memset(p, 0, sizeof(*p));
+    if (pattern_check(s, len, &n, &is_prefix, why, whylen) < 0)
+        return -1;
+    p->name = hd_strndup(s, n);
+    p->len = (uint8_t)n;
+    p->is_prefix = (uint8_t)is_prefix;
+    return 0;
+}
+
+/* Checks s (NULL: absent) as a sub or jti: 1..HD_AUTH_MAX_SUB bytes without NUL or control
+ * bytes; its length in *len (0 when absent). Returns 0 or -1 with a reason in why. */
+static int check_name(const char *what, const char *s, size_t *len, char *why, size_t whylen)
+{
+    *len = 0;
     if (s == NULL)
         return 0;
-    n = strlen(s);
-    if (n == 0 || n > HD_AUTH_MAX_SUB)
+    *len = strlen(s);
+    if (*len == 0 || *len > HD_AUTH_MAX_SUB)
         return hd_auth_fail(why, whylen, "%s must be 1..%d bytes", what, HD_AUTH_MAX_SUB);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < *len; i++) {
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return hd_auth_fail(why, whylen, "%s holds a control character", what);
     }
-    *out = hd_strdup(s);
     return 0;
 }
 
-static void identity_free(hd_identity_t *id)
+/* Copies s[0..len) and a NUL to *at, returns the copy and moves *at past it (NULL s: NULL). */
+static char *carve(char **at, const char *s, size_t len)
 {
-    for (size_t i = 0; i < (size_t)id->n_subscribe + id->n_publish; i++)
-        free(id->grants[i].name);
-    free(id->grants);
-    free(id->sub);
-    free(id->jti);
-    free(id->info);
-    free(id);
+    char *copy = *at;
+
+    if (s == NULL)
+        return NULL;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    *at += len + 1;
+    return copy;
 }
 
-int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *why, size_t whylen)
+/*
+ * Builds an identity from f (its info_json ignored) and info (compact JSON text, NULL: none) in
+ * one allocation: the record, its grants, then the grants' names, sub, jti and info, so that a
+ * connect allocates once for its identity and frees once:
+ *
+ *   [ hd_identity_t | grants: pattern_t each | their names\0 ... | sub\0 | jti\0 | info\0 ]
+ */
+static int identity_build(hd_identity_t **out, const hd_identity_fields_t *f, const char *info,
+                          char *why, size_t whylen)
 {
+    size_t n = f->n_subscribe + f->n_publish, sub_len, jti_len, info_len = 0, names = 0, plen;
+    int is_prefix;
     hd_identity_t *id;
+    char *at;
 
     *out = NULL;
     if (f->n_subscribe > HD_AUTH_MAX_GRANTS || f->n_publish > HD_AUTH_MAX_GRANTS)
         return hd_auth_fail(why, whylen, "more than %d channel patterns", HD_AUTH_MAX_GRANTS);
     if (f->exp < 0)
         return hd_auth_fail(why, whylen, "exp is negative");
-    id = hd_calloc(1, sizeof(*id));
+    if (check_name("sub", f->sub, &sub_len, why, whylen) < 0 ||
+        check_name("jti", f->jti, &jti_len, why, whylen) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = i < f->n_subscribe ? f->subscribe[i] : f->publish[i - f->n_subscribe];
+        if (s == NULL)
+            return hd_auth_fail(why, whylen, "a channel pattern is missing");
+        if (pattern_check(s, strlen(s), &plen, &is_prefix, why, whylen) < 0)
+            return -1;
+        names += plen + 1;
+    }
+    if (info != NULL && (info_len = strlen(info)) > HD_AUTH_MAX_INFO)
+        return hd_auth_fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
+    size_t bytes = sizeof(*id) + n * sizeof(pattern_t) + names + (f->sub ? sub_len + 1 : 0) +
+                   (f->jti ? jti_len + 1 : 0) + (info ? info_len + 1 : 0);
+    _Static_assert(sizeof(hd_identity_t) % _Alignof(pattern_t) == 0, "grants follow the record");
+    id = hd_malloc(bytes);
+    memset(id, 0, sizeof(*id));
     id->refs_ = 1;
     id->exp = f->exp;
-    if (copy_name(&id->sub, "sub", f->sub, why, whylen) < 0 ||
-        copy_name(&id->jti, "jti", f->jti, why, whylen) < 0)
-        goto fail;
-    if (f->n_subscribe + f->n_publish > 0)
-        id->grants = hd_calloc(f->n_subscribe + f->n_publish, sizeof(*id->grants));
-    for (size_t i = 0; i < f->n_subscribe + f->n_publish; i++) {
+    id->bytes = bytes;
+    id->grants = n > 0 ? (pattern_t *)(id + 1) : NULL;
+    at = (char *)(id + 1) + n * sizeof(pattern_t);
+    for (size_t i = 0; i < n; i++) {
         const char *s = i < f->n_subscribe ? f->subscribe[i] : f->publish[i - f->n_subscribe];
-        if (s == NULL || hd_auth_pattern_parse(&id->grants[i], s, strlen(s), why, whylen) < 0) {
-            if (s == NULL)
-                hd_auth_fail(why, whylen, "a channel pattern is missing");
-            goto fail;
-        }
-        if (i < f->n_subscribe)
-            id->n_subscribe++;
-        else
-            id->n_publish++;
+        pattern_check(s, strlen(s), &plen, &is_prefix, NULL, 0);
+        id->grants[i].name = carve(&at, s, plen);
+        id->grants[i].len = (uint8_t)plen;
+        id->grants[i].is_prefix = (uint8_t)is_prefix;
     }
-    if (f->info_json != NULL) {
-        json_error_t jerr;
-        json_t *info = json_loads(f->info_json, JSON_REJECT_DUPLICATES, &jerr);
-        if (info == NULL || !json_is_object(info)) {
-            json_decref(info);
-            hd_auth_fail(why, whylen, "info must be a JSON object");
-            goto fail;
-        }
-        id->info = json_dumps(info, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        json_decref(info);
-        if (id->info == NULL || strlen(id->info) > HD_AUTH_MAX_INFO) {
-            hd_auth_fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
-            goto fail;
-        }
-    }
+    id->n_subscribe = (uint16_t)f->n_subscribe;
+    id->n_publish = (uint16_t)f->n_publish;
+    id->sub = carve(&at, f->sub, sub_len);
+    id->jti = carve(&at, f->jti, jti_len);
+    id->info = carve(&at, info, info_len);
     *out = id;
     return 0;
+}
 
-fail:
-    identity_free(id);
-    return -1;
+int hd_identity_new(hd_identity_t **out, const hd_identity_fields_t *f, char *why, size_t whylen)
+{
+    char *info = NULL;
+    int rc;
+
+    *out = NULL;
+    if (f->info_json != NULL) {
+        /* Checked and made compact here; hd_identity_from_claims has the object already. */
+        json_error_t jerr;
+        json_t *obj = json_loads(f->info_json, JSON_REJECT_DUPLICATES, &jerr);
+        if (obj == NULL || !json_is_object(obj)) {
+            json_decref(obj);
+            return hd_auth_fail(why, whylen, "info must be a JSON object");
+        }
+        info = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(obj);
+        if (info == NULL)
+            return hd_auth_fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
+    }
+    rc = identity_build(out, f, info, why, whylen);
+    free(info);
+    return rc;
 }
 
 /* The strings of a JSON array of patterns into list (borrowed from the array). */
@@ -226,10 +270,12 @@ int hd_identity_from_claims(hd_identity_t **out, json_t *root, char *why, size_t
             hd_auth_fail(why, whylen, "info must be a JSON object");
             goto done;
         }
-        info = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        f.info_json = info;
+        if ((info = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL) {
+            hd_auth_fail(why, whylen, "info is larger than %d bytes", HD_AUTH_MAX_INFO);
+            goto done;
+        }
     }
-    rc = hd_identity_new(out, &f, why, whylen);
+    rc = identity_build(out, &f, info, why, whylen);
 
 done:
     free(info);
@@ -262,7 +308,7 @@ hd_identity_t *hd_identity_ref(hd_identity_t *id)
 void hd_identity_unref(hd_identity_t *id)
 {
     if (id != NULL && __atomic_sub_fetch(&id->refs_, 1, __ATOMIC_ACQ_REL) == 0)
-        identity_free(id);
+        free(id); /* one block (identity_build) */
 }
 
 const char *hd_identity_sub(const hd_identity_t *id)
@@ -285,27 +331,10 @@ const char *hd_identity_info(const hd_identity_t *id)
     return id != NULL ? id->info : NULL;
 }
 
-/* What malloc takes for n bytes, roughly: glibc's 16-byte chunks with an 8-byte header. */
-static size_t chunk(size_t n)
-{
-    return (n + 8 + 15) & ~(size_t)15;
-}
-
 size_t hd_identity_footprint(const hd_identity_t *id)
 {
-    size_t n = chunk(sizeof(*id));
-
-    if (id->sub != NULL)
-        n += chunk(strlen(id->sub) + 1);
-    if (id->jti != NULL)
-        n += chunk(strlen(id->jti) + 1);
-    if (id->info != NULL)
-        n += chunk(strlen(id->info) + 1);
-    if (id->grants != NULL)
-        n += chunk(((size_t)id->n_subscribe + id->n_publish) * sizeof(*id->grants));
-    for (size_t i = 0; i < (size_t)id->n_subscribe + id->n_publish; i++)
-        n += chunk((size_t)id->grants[i].len + 1);
-    return n;
+    /* One block (identity_build), as glibc's malloc takes it: 16-byte chunks, an 8-byte header. */
+    return (id->bytes + 8 + 15) & ~(size_t)15;
 }
 
 int hd_identity_granted(const hd_identity_t *id, int publish, const char *channel, size_t len)

@@ -5,7 +5,8 @@
  *   identity.c  hd_identity_t: building (fields, claims JSON), refcount, grant matching
  *   jwks.c      keys: a JWKS file or a PEM file read into hd_auth_key_t (JWK RSA n/e and EC
  *               crv/x/y become PEM through OpenSSL, oct k a secret), the pinned algorithms
- *   verify.c    hd_auth_verify: header, key selection, libjwt's signature check, claims
+ *   verify.c    hd_auth_verify: header (known or parsed), key selection, the signature
+ *               (OpenSSL), claims
  *   policy.c    hd_auth_t (hd_auth_new/free), channel_rule parsing, hd_auth_check
  *   revoked.c   hd_auth_revoked: the revocation check asked on each refresh
  *   cache.c     hd_auth_cache_t: a worker's verified tokens, by digest, until they expire
@@ -35,12 +36,14 @@ typedef struct pattern_s {
     uint8_t is_prefix;
 } pattern_t;
 
+/* One allocation of `bytes` holding the record, its grants and their strings (identity.c). */
 struct hd_identity_s {
     int refs_; /* atomic */
     char *sub, *jti, *info;
     int64_t exp;
     pattern_t *grants; /* n_subscribe subscribe patterns, then n_publish publish patterns */
     uint16_t n_subscribe, n_publish;
+    size_t bytes;
 };
 
 /*
@@ -102,9 +105,18 @@ void hd_auth_keys_dispose(hd_auth_keys_t *ks);
  */
 int hd_auth_key_prepare_hmac(hd_auth_key_t *k, char *why, size_t whylen);
 
+/* A header segment known to select a key (verify.c, "known headers"). */
+typedef struct hd_auth_header_s {
+    char *seg; /* base64url, as in a token */
+    size_t len;
+    const hd_auth_key_t *key; /* in the policy's keys */
+} hd_auth_header_t;
+
 /* The policy (hd_auth_new). */
 struct hd_auth_s {
     hd_auth_keys_t keys;
+    hd_auth_header_t *headers; /* known headers (hd_auth_headers_build) */
+    size_t n_headers;
     char *issuer, *audience;
     int64_t skew_s;
     hd_auth_rule_t *rules; /* sorted: exact names first, then prefixes, longest first */
@@ -118,10 +130,32 @@ typedef struct hd_auth_times_s {
     int64_t exp;        /* 0: none */
     int64_t not_before; /* the later of nbf and iat; 0: neither */
 } hd_auth_times_t;
-/* hd_auth_verify, with the token's time claims in *times when it verified. */
+/*
+ * Writes the headers the issuers' libraries write for each key ({"alg":..,"typ":"JWT"}, with
+ * the kid, in every member order) as base64url, keeping those the parsed path accepts for that
+ * key, so that a token with one of them skips the header's JSON (verify.c). Called once the
+ * keys are loaded; hd_auth_headers_dispose frees them.
+ */
+void hd_auth_headers_build(hd_auth_t *a);
+void hd_auth_headers_dispose(hd_auth_t *a);
+
+/*
+ * A worker's HMAC context, reused from token to token (cache.c keeps one per worker): a
+ * duplicate of one key's prepared context, set back to its start for each token instead of
+ * duplicated and freed. It belongs to one policy (key points into it): its owner disposes of it
+ * when the policy changes. The all-zero value is empty.
+ */
+typedef struct hd_auth_scratch_s {
+    const hd_auth_key_t *key;
+    EVP_MAC_CTX *mac;
+} hd_auth_scratch_t;
+void hd_auth_scratch_dispose(hd_auth_scratch_t *s);
+
+/* hd_auth_verify, with the token's time claims in *times when it verified; scratch (NULL:
+ * none) is the caller's HMAC context to reuse. */
 hd_auth_verify_t hd_auth_verify_times(const hd_auth_t *a, const char *token, size_t len,
-                                      int64_t now, hd_identity_t **out, hd_auth_times_t *times,
-                                      char *why, size_t whylen);
+                                      int64_t now, hd_auth_scratch_t *scratch, hd_identity_t **out,
+                                      hd_auth_times_t *times, char *why, size_t whylen);
 /* Bytes an identity holds (the record, its strings and grants, with malloc's overhead). */
 size_t hd_identity_footprint(const hd_identity_t *id);
 

@@ -186,6 +186,7 @@ int hd_auth_new(hd_auth_t **out, const hd_auth_params_t *p, char *err, size_t er
         hd_auth_free(a);
         return -1;
     }
+    hd_auth_headers_build(a);
     a->issuer = p->issuer ? hd_strdup(p->issuer) : NULL;
     a->audience = p->audience ? hd_strdup(p->audience) : NULL;
     a->skew_s = (int64_t)(p->clock_skew_ms / 1000);
@@ -205,6 +206,7 @@ void hd_auth_free(hd_auth_t *a)
 {
     if (a == NULL)
         return;
+    hd_auth_headers_dispose(a);
     hd_auth_keys_dispose(&a->keys);
     free(a->issuer);
     free(a->audience);

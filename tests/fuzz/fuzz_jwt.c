@@ -10,6 +10,8 @@
  * the rest is the token, the document or the claims. Checked on every input:
  *   - verify returns one of its four results, an identity exactly when it verified, and a
  *     reason that is a printable ASCII line quoting nothing of a token (no 16-byte run of it);
+ *   - the same result, reason and identity with the policy's known headers hidden (the header
+ *     parsed instead of matched, verify.c) and with a reused HMAC context (hd_auth_scratch_t);
  *   - a verified identity answers every accessor and hd_auth_check without allocating or
  *     crashing; everything is freed (ASan's leak check).
  */
@@ -131,14 +133,18 @@ static void exercise(const hd_auth_t *a, const hd_identity_t *id)
     hd_identity_unref(again);
 }
 
-static void fuzz_verify(const hd_auth_t *a, const uint8_t *data, size_t size)
+/* One HMAC context per policy, reused across inputs as a worker's is (hd_auth_scratch_t). */
+static hd_auth_scratch_t hs_scratch, jwks_scratch;
+
+static void fuzz_verify(hd_auth_t *a, hd_auth_scratch_t *scratch, const uint8_t *data, size_t size)
 {
     /* An exact-size heap copy: reading past the token is caught. */
     char *tok = malloc(size ? size : 1);
     CHECK(tok != NULL);
     memcpy(tok, data, size);
-    hd_identity_t *id = (hd_identity_t *)(uintptr_t)1;
-    char why[160] = "";
+    hd_identity_t *id = (hd_identity_t *)(uintptr_t)1, *id2 = NULL, *id3 = NULL;
+    char why[160] = "", why2[160] = "", why3[160] = "";
+    hd_auth_times_t times;
     hd_auth_verify_t v = hd_auth_verify(a, tok, size, NOW, &id, why, sizeof(why));
     CHECK(v == HD_AUTH_VERIFIED || v == HD_AUTH_EXPIRED || v == HD_AUTH_INVALID);
     CHECK((v == HD_AUTH_VERIFIED) == (id != NULL));
@@ -146,7 +152,23 @@ static void fuzz_verify(const hd_auth_t *a, const uint8_t *data, size_t size)
         exercise(a, id);
     else
         check_reason(why, data, size);
+    /* The same answer with the known headers hidden (every header parsed) and with the reused
+     * HMAC context: a header matched byte for byte selects what parsing it would select. */
+    size_t n_headers = a->n_headers;
+    a->n_headers = 0;
+    CHECK(hd_auth_verify(a, tok, size, NOW, &id2, why2, sizeof(why2)) == v);
+    a->n_headers = n_headers;
+    CHECK(hd_auth_verify_times(a, tok, size, NOW, scratch, &id3, &times, why3, sizeof(why3)) == v);
+    if (v != HD_AUTH_VERIFIED) {
+        CHECK(strcmp(why, why2) == 0 && strcmp(why, why3) == 0);
+    } else {
+        const char *s1 = hd_identity_sub(id), *s2 = hd_identity_sub(id2);
+        CHECK((s1 == NULL && s2 == NULL) || (s1 && s2 && strcmp(s1, s2) == 0));
+        CHECK(hd_identity_footprint(id) == hd_identity_footprint(id3));
+    }
     hd_identity_unref(id);
+    hd_identity_unref(id2);
+    hd_identity_unref(id3);
     free(tok);
 }
 
@@ -195,10 +217,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     switch (data[0] & 3) {
     case 0:
-        fuzz_verify(hs_policy, data + 1, size - 1);
+        fuzz_verify(hs_policy, &hs_scratch, data + 1, size - 1);
         break;
     case 1:
-        fuzz_verify(jwks_policy, data + 1, size - 1);
+        fuzz_verify(jwks_policy, &jwks_scratch, data + 1, size - 1);
         break;
     case 2:
         fuzz_jwks(data + 1, size - 1);

@@ -4,8 +4,9 @@
  * signature, alg none, the HS/RS confusion, wrong iss/aud, kid selection in a JWKS of RSA, EC
  * and oct keys, unsupported algs, malformed tokens), the keys the policy accepts, identities,
  * the channel rules' decisions, and the verified-token cache (hits, expiry while cached, key
- * rotation, bounds under a flood, revocation after caching). Tokens are minted here with libjwt
- * and OpenSSL from keys generated at run time.
+ * rotation, bounds under a flood, revocation after caching), the known headers and the reused
+ * HMAC context (every token is verified with and without them, and the answers must agree).
+ * Tokens are minted here with libjwt and OpenSSL from keys generated at run time.
  */
 #include "herald/auth.h"
 #include "herald/common.h"
@@ -187,14 +188,50 @@ static hd_auth_t *policy(const hd_auth_params_t *p)
     return a;
 }
 
-/* Verifies and returns the result; the identity (if any) in *out or unref'd. */
+/* A worker's HMAC context (hd_auth_scratch_t), reused by verify() for one policy at a time. */
+static hd_auth_scratch_t scratch;
+static uint64_t scratch_gen;
+
+/*
+ * Verifies and returns the result; the identity (if any) in *out or unref'd. Every token is
+ * verified three ways that must agree on the verdict, the reason and the identity: as given
+ * (a known header skips the header's JSON), with the policy's known headers hidden (the header
+ * parsed: verify.c's header_key), and with a reused HMAC context (hd_auth_scratch_t).
+ */
 static hd_auth_verify_t verify(const hd_auth_t *a, const char *tok, int64_t now,
                                hd_identity_t **out, char *why)
 {
-    hd_identity_t *id = NULL;
+    hd_identity_t *id = NULL, *id2 = NULL, *id3 = NULL;
     hd_auth_verify_t v = hd_auth_verify(a, tok, strlen(tok), now, &id, why, 160);
+    hd_auth_times_t times;
+    char why2[160] = "", why3[160] = "";
 
     T_TRUE((v == HD_AUTH_VERIFIED) == (id != NULL));
+    if (a != NULL) {
+        hd_auth_t *m = (hd_auth_t *)a;
+        size_t n = m->n_headers;
+        m->n_headers = 0;
+        T_EQ_INT(hd_auth_verify(a, tok, strlen(tok), now, &id2, why2, sizeof(why2)), v);
+        m->n_headers = n;
+        if (scratch_gen != a->gen) {
+            hd_auth_scratch_dispose(&scratch);
+            scratch_gen = a->gen;
+        }
+        T_EQ_INT(hd_auth_verify_times(a, tok, strlen(tok), now, &scratch, &id3, &times, why3,
+                                      sizeof(why3)),
+                 v);
+        if (v != HD_AUTH_VERIFIED) {
+            T_EQ_STR(why2, why);
+            T_EQ_STR(why3, why);
+        } else {
+            T_TRUE(hd_identity_sub(id) == NULL
+                       ? hd_identity_sub(id2) == NULL
+                       : strcmp(hd_identity_sub(id), hd_identity_sub(id2)) == 0);
+            T_TRUE(hd_identity_footprint(id) == hd_identity_footprint(id3));
+        }
+        hd_identity_unref(id2);
+        hd_identity_unref(id3);
+    }
     if (out != NULL)
         *out = id;
     else
@@ -1329,6 +1366,124 @@ static void test_cache_revoked(void)
     free(w);
 }
 
+/* ---- known headers, the reused HMAC context (verify.c) ----------------------------------- */
+
+/* The headers issuers' libraries write are known (no JSON parse); any other header, and every
+ * refusal, goes through the parsed path, and both answer alike (verify() checks each token
+ * both ways). */
+static void test_known_headers(void)
+{
+    static const char *const known[] = {"{\"alg\":\"HS256\"}",
+                                        "{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+                                        "{\"typ\":\"JWT\",\"alg\":\"HS256\"}"};
+    static const char *const parsed[] = {
+        "{\"alg\": \"HS256\", \"typ\": \"JWT\"}",             /* spaces (Python's json.dumps) */
+        "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"x\":1}",        /* another member */
+        "{\"alg\":\"HS256\",\"kid\":\"k9\",\"typ\":\"JWT\"}", /* a kid: one key, no kid: taken */
+        "{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}"};
+    hd_auth_params_t p = {.jwt_secret = SECRET};
+    hd_auth_t *a = policy(&p);
+    char hdr[64];
+
+    /* A secret without kid: the three headers without kid. */
+    T_EQ_INT(a->n_headers, 3);
+    for (size_t i = 0; i < HD_ARRAY_SIZE(known); i++) {
+        b64url((const unsigned char *)known[i], strlen(known[i]), hdr);
+        T_TRUE(a->headers[i].key == &a->keys.keys[0]);
+        T_EQ_STR(a->headers[i].seg, hdr);
+        expect_token(a, mint_raw(known[i], "{\"sub\":\"k\"}", SECRET, strlen(SECRET)),
+                     HD_AUTH_VERIFIED, "");
+    }
+    for (size_t i = 0; i < HD_ARRAY_SIZE(parsed); i++)
+        expect_token(a, mint_raw(parsed[i], "{\"sub\":\"k\"}", SECRET, strlen(SECRET)),
+                     HD_AUTH_VERIFIED, "");
+    /* A known header with another key's signature; alg none; another HS alg. */
+    expect_token(a, mint_raw(known[1], "{\"sub\":\"k\"}", "other", 5), HD_AUTH_INVALID,
+                 "bad signature");
+    expect_token(a, mint_raw("{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"sub\":\"k\"}", NULL, 0),
+                 HD_AUTH_INVALID, "none");
+    expect_token(
+        a,
+        mint_raw("{\"alg\":\"HS384\",\"typ\":\"JWT\"}", "{\"sub\":\"k\"}", SECRET, strlen(SECRET)),
+        HD_AUTH_INVALID, "alg HS384 is not the configured HS256");
+    hd_auth_free(a);
+
+    /* A JWKS: a key with a kid has its 11 headers (with and without typ and kid, any order),
+     * but the headers without kid select no key in a set of two, so they are not known. */
+    char k[100], k2[200], jwks[512], *path;
+    b64url((const unsigned char *)SECRET, strlen(SECRET), k);
+    b64url((const unsigned char *)SECRET SECRET, 2 * strlen(SECRET), k2);
+    snprintf(jwks, sizeof(jwks),
+             "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"h1\",\"alg\":\"HS256\",\"k\":\"%s\"},"
+             "{\"kty\":\"oct\",\"kid\":\"h2\",\"alg\":\"HS384\",\"k\":\"%s\"}]}",
+             k, k2);
+    path = write_file("known.jwks", jwks);
+    hd_auth_params_t q = {.jwks = path};
+    a = policy(&q);
+    T_EQ_INT(a->n_headers, 16);
+    for (size_t i = 0; i < a->n_headers; i++)
+        T_TRUE(a->headers[i].key == &a->keys.keys[i < 8 ? 0 : 1]);
+    expect_token(a,
+                 mint_raw("{\"kid\":\"h1\",\"typ\":\"JWT\",\"alg\":\"HS256\"}", "{\"sub\":\"k\"}",
+                          SECRET, strlen(SECRET)),
+                 HD_AUTH_VERIFIED, "");
+    expect_token(
+        a,
+        mint_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", "{\"sub\":\"k\"}", SECRET, strlen(SECRET)),
+        HD_AUTH_INVALID, "without kid");
+    expect_token(
+        a,
+        mint_raw("{\"alg\":\"HS256\",\"kid\":\"h2\"}", "{\"sub\":\"k\"}", SECRET, strlen(SECRET)),
+        HD_AUTH_INVALID, "alg HS256 is not the configured HS384");
+    hd_auth_free(a);
+    unlink(path);
+    free(path);
+}
+
+/* One worker's HMAC context serves token after token, across keys, after a bad signature, and
+ * is dropped with its policy. */
+static void test_hmac_reuse(void)
+{
+    char k[100], k2[100], jwks[512], *path, why[160];
+    hd_auth_scratch_t sc = {0};
+    hd_auth_times_t t;
+    hd_identity_t *id;
+    const char *secret2 = "a second secret, also 32 bytes or more";
+
+    b64url((const unsigned char *)SECRET, strlen(SECRET), k);
+    b64url((const unsigned char *)secret2, strlen(secret2), k2);
+    snprintf(jwks, sizeof(jwks),
+             "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"h1\",\"alg\":\"HS256\",\"k\":\"%s\"},"
+             "{\"kty\":\"oct\",\"kid\":\"h2\",\"alg\":\"HS256\",\"k\":\"%s\"}]}",
+             k, k2);
+    path = write_file("reuse.jwks", jwks);
+    hd_auth_params_t q = {.jwks = path};
+    hd_auth_t *a = policy(&q);
+    char *good1 =
+        mint_raw("{\"alg\":\"HS256\",\"kid\":\"h1\"}", "{\"sub\":\"1\"}", SECRET, strlen(SECRET));
+    char *bad1 = mint_raw("{\"alg\":\"HS256\",\"kid\":\"h1\"}", "{\"sub\":\"1\"}", "no", 2);
+    char *good2 =
+        mint_raw("{\"alg\":\"HS256\",\"kid\":\"h2\"}", "{\"sub\":\"2\"}", secret2, strlen(secret2));
+    for (int i = 0; i < 51; i++) { /* the last one with h2 */
+        const char *tok = i % 3 == 0 ? good1 : i % 3 == 1 ? bad1 : good2;
+        hd_auth_verify_t v =
+            hd_auth_verify_times(a, tok, strlen(tok), NOW, &sc, &id, &t, why, sizeof(why));
+        T_EQ_INT(v, i % 3 == 1 ? HD_AUTH_INVALID : HD_AUTH_VERIFIED);
+        if (v == HD_AUTH_VERIFIED)
+            T_EQ_STR(hd_identity_sub(id), i % 3 == 0 ? "1" : "2");
+        hd_identity_unref(id);
+    }
+    T_TRUE(sc.key == &a->keys.keys[1] && sc.mac != NULL);
+    hd_auth_scratch_dispose(&sc);
+    T_TRUE(sc.key == NULL && sc.mac == NULL);
+    free(good1);
+    free(bad1);
+    free(good2);
+    hd_auth_free(a);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/herald-test-auth-XXXXXX");
@@ -1354,6 +1509,9 @@ int main(void)
     T_RUN(test_cache_time);
     T_RUN(test_cache_bounds);
     T_RUN(test_cache_revoked);
+    T_RUN(test_known_headers);
+    T_RUN(test_hmac_reuse);
+    hd_auth_scratch_dispose(&scratch);
     rmdir(tmpdir);
     T_DONE();
 }
