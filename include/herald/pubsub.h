@@ -199,7 +199,9 @@ enum {
     HD_FMT_WS_ENVELOPE, /* one text frame {"type":"message","channel","id","data"} */
     HD_FMT_JSON,        /* {"id":..,"channel":..,"data":..} object for polls */
     HD_FMT_POLL_ANSWER, /* a long poll's whole answer body for this one message:
-                           {"channel":..,"messages":[<HD_FMT_JSON>],"next":id,"gap":false} */
+                           {"channel":..,"messages":[<HD_FMT_JSON>],"next":id,"gap":false};
+                           for a live-only event, the elements of the answer's "events" array:
+                           {"type":"join"|"leave"|"ephemeral",..},.. (poll.c wraps them) */
     HD_FMT_SSE_JSON,    /* SSE ?format=json: id:, data: <HD_FMT_JSON> (no event: line) */
     HD_FMT_COUNT
 };
@@ -426,15 +428,16 @@ struct hd_sub_s {
     hd_list_t link;
     uint64_t last_seq; /* last sequence delivered (or skipped as seen) */
     uint64_t epoch;
-    unsigned is_pending : 1;     /* SUBSCRIBE sent, no reply yet */
-    unsigned is_orphan : 1;      /* unsubscribed while pending: freed when the reply comes */
-    unsigned is_dead : 1;        /* unsubscribed during a fan-out: freed when it ends */
-    unsigned is_counted : 1;     /* holds one unit of the node's max_subscriptions budget */
-    unsigned is_waiting : 1;     /* waits for its worker's SUBSCRIBE on the channel (hub.c) */
-    unsigned wants_since : 1;    /* while waiting: resumes from (epoch, last_seq) */
-    unsigned wants_presence : 1; /* receives join and leave events (hd_hub_presence) */
-    unsigned is_joined : 1;      /* its member's JOIN was sent: a LEAVE follows when it ends */
-    hd_member_t *member;         /* a presence member while subscribed (hd_hub_presence) */
+    unsigned is_pending : 1;      /* SUBSCRIBE sent, no reply yet */
+    unsigned is_orphan : 1;       /* unsubscribed while pending: freed when the reply comes */
+    unsigned is_dead : 1;         /* unsubscribed during a fan-out: freed when it ends */
+    unsigned is_counted : 1;      /* holds one unit of the node's max_subscriptions budget */
+    unsigned is_waiting : 1;      /* waits for its worker's SUBSCRIBE on the channel (hub.c) */
+    unsigned wants_since : 1;     /* while waiting: resumes from (epoch, last_seq) */
+    unsigned wants_presence : 1;  /* receives join and leave events (hd_hub_presence) */
+    unsigned wants_ephemeral : 1; /* a poll that receives ephemeral messages (hd_hub_ephemeral) */
+    unsigned is_joined : 1;       /* its member's JOIN was sent: a LEAVE follows when it ends */
+    hd_member_t *member;          /* a presence member while subscribed (hd_hub_presence) */
 };
 
 /* Sets up the hub of a worker (call on that worker's loop or before it runs). */
@@ -461,6 +464,12 @@ void hd_hub_unsubscribe(hd_sub_t *s);
  * told JOIN then, LEAVE after). Polls are never members.
  */
 void hd_hub_presence(hd_sub_t *s, int events, hd_member_t *member);
+/*
+ * Ephemeral messages on a poll's subscription (HD_FMT_POLL_ANSWER, right after
+ * hd_hub_subscribe): on 1 to receive them (a long poll's ?ephemeral=1). Streams always receive
+ * them; polls only when they ask, as each one ends the poll early.
+ */
+void hd_hub_ephemeral(hd_sub_t *s, int on);
 /* The channel a subscription is on. */
 const char *hd_sub_channel(const hd_sub_t *s);
 /* Local subscribers on this worker (all channels). */

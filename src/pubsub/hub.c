@@ -228,6 +228,11 @@ void hd_hub_presence(hd_sub_t *s, int events, hd_member_t *member)
     s->member = member;
 }
 
+void hd_hub_ephemeral(hd_sub_t *s, int on)
+{
+    s->wants_ephemeral = on ? 1 : 0;
+}
+
 uint64_t hd_hub_subscriptions(void)
 {
     return __atomic_load_n(&node_subs, __ATOMIC_RELAXED);
@@ -566,8 +571,9 @@ static void fan_out(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
 
 /*
  * A live-only event (ephemeral message, presence join or leave): to every live subscriber on a
- * stream (polls never get one), presence events only to those that asked; no sequence, no
- * history, nothing remembered.
+ * stream, presence events only to those that asked; to a held long poll only what it asked for
+ * (hd_hub_presence, hd_hub_ephemeral: each answers the poll); no sequence, no history, nothing
+ * remembered.
  */
 static void fan_out_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
 {
@@ -579,9 +585,10 @@ static void fan_out_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
     for (pos = c->subs.next; pos != &c->subs; pos = pos->next) {
         hd_sub_t *s = hd_container_of(pos, hd_sub_t, link);
         int fmt = s->ops->format;
-        if (s->is_dead || fmt == HD_FMT_JSON || fmt == HD_FMT_POLL_ANSWER)
+        if (s->is_dead || fmt == HD_FMT_JSON)
             continue;
-        if (is_presence && (!s->wants_presence || fmt == HD_FMT_WS_RAW))
+        if (is_presence ? !s->wants_presence || fmt == HD_FMT_WS_RAW
+                        : fmt == HD_FMT_POLL_ANSWER && !s->wants_ephemeral)
             continue;
         if (!enc[fmt])
             enc[fmt] = hd_message_encode(m, fmt);

@@ -461,7 +461,8 @@ void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len)
  * event is {"channel":..,"member":..,"conn":..} under SSE "event: herald-join" /
  * "herald-leave" and the envelope types "join" / "leave"; a batch of them is
  * {"channel":..,"events":[{"type":"join",..},..]} under SSE "event: herald-presence" and the
- * envelope type "presence_events". Polls never receive them (the hub skips their subscribers).
+ * envelope type "presence_events". A long poll that asked gets them as the elements of its
+ * answer's "events" (HD_FMT_POLL_ANSWER); short polls never do.
  */
 static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
 {
@@ -474,6 +475,24 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
         hd_sbuf_init(&sb, m->len + 10);
         hd_ws_frame_header(&sb, m->is_text ? 0x1 : 0x2, m->len);
         hd_sbuf_append(&sb, m->data, m->len);
+        return hd_sbuf_finish(&sb);
+    }
+    if (fmt == HD_FMT_POLL_ANSWER) {
+        /* A long poll's "events" elements (poll.c wraps them): each as /ws sends it, without
+         * the channel the answer names; an ephemeral message keeps its message object's. */
+        hd_sbuf_init(&sb, m->len + 112);
+        if (m->kind == HD_MSG_PRESENCE) { /* data is [{"type":"join",..},..] */
+            hd_sbuf_append(&sb, m->data + 1, m->len - 2);
+        } else if (m->kind == HD_MSG_EPHEMERAL) {
+            hd_sbuf_init(&body, m->len + 96);
+            hd_message_json_object(&body, m);
+            hd_sbuf_appends(&sb, "{\"type\":\"ephemeral\",");
+            hd_sbuf_append(&sb, body.buf->data + 1, body.buf->len - 1); /* drop the '{' */
+            hd_sbuf_dispose(&body);
+        } else { /* data is {"member":..,"conn":..} */
+            hd_sbuf_appendf(&sb, "{\"type\":\"%s\",", name);
+            hd_sbuf_append(&sb, m->data + 1, m->len - 1);
+        }
         return hd_sbuf_finish(&sb);
     }
     hd_sbuf_init(&body, m->len + 112);

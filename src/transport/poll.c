@@ -12,9 +12,16 @@
  * history. A held long poll is a hub subscriber whose deadline is its connection's (the
  * worker's timer heap): it costs no CPU while it waits. A live message answers every poll held
  * on the channel with one body encoded once per worker (HD_FMT_POLL_ANSWER), queued by reference.
+ *
+ * Live-only events (docs/chat.md) are never stored, so only a held long poll can get them, and
+ * only when it asks (?presence=1: joins and leaves; ?ephemeral=1: ephemeral messages): one
+ * answers the poll at once with "messages":[] and "events":[..] (the hub's encoding, shared),
+ * `next` unchanged. A short poll with ?presence=1 gets the channel's members instead, a page
+ * of the snapshot, in "presence":{"count":N,"members":[..],"next":KEY|null}.
  */
 #include "herald/transport.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +107,39 @@ static void answer(hd_req_t *req, const char *channel, hd_message_t *const *msgs
         hd_buf_unref(bufs[i]);
 }
 
+/*
+ * A long poll answered by live-only events: `events` is the hub's HD_FMT_POLL_ANSWER encoding of
+ * one event (the array's elements, shared by the polls of the worker), next the poll's cursor.
+ */
+static void answer_events(hd_req_t *req, const char *channel, hd_buf_t *events, const char *next)
+{
+    hd_sbuf_t pre, post;
+    hd_sbuf_init(&pre, 128);
+    hd_sbuf_appendf(&pre, "{\"channel\":\"%s\",\"messages\":[],\"events\":[", channel);
+    hd_sbuf_init(&post, 96);
+    hd_sbuf_appendf(&post, "],\"next\":\"%s\",\"gap\":false}", next);
+    hd_buf_t *bufs[3] = {hd_sbuf_finish(&pre), hd_buf_ref(events), hd_sbuf_finish(&post)};
+    hd_http_respond_bufs(req, 200, POLL_HEADERS, "application/json", bufs, 3);
+    for (size_t i = 0; i < 3; i++)
+        hd_buf_unref(bufs[i]);
+}
+
+/* ?NAME=1|on|true (0|off|false, absent: 0). Returns 0 or 1, or -1 after a 400. */
+static int flag_of(hd_req_t *req, const char *name)
+{
+    char v[8];
+    if (hd_req_query(req, name, v, sizeof(v)) < 0)
+        return 0;
+    if (strcmp(v, "1") == 0 || strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+        return 1;
+    if (strcmp(v, "0") == 0 || strcmp(v, "off") == 0 || strcmp(v, "false") == 0)
+        return 0;
+    char why[96];
+    snprintf(why, sizeof(why), "%s must be 1, on, true, 0, off or false", name);
+    hd_http_respond_error(req, 400, why);
+    return -1;
+}
+
 /* Reads ?since= (or ?last_event_id=). Returns 1 with the id, 0 when absent, -1 after a 400. */
 static int since_of(hd_req_t *req, uint64_t *epoch, uint64_t *seq)
 {
@@ -116,8 +156,10 @@ static int since_of(hd_req_t *req, uint64_t *epoch, uint64_t *seq)
 
 typedef struct poll_ctx_s {
     hd_deferred_t *d;
+    hd_breq_t *hist; /* ?presence=1: the history read, answered with the snapshot that follows */
+    uint8_t wants_presence;
     char channel[HD_CHANNEL_MAX + 1];
-    char since_id[HD_ID_MAX];
+    char cursor[HD_AUTH_MAX_SUB + 1]; /* ?presence_cursor= ("": the first page) */
 } poll_ctx_t;
 
 static void poll_abort(hd_deferred_t *d)
@@ -125,24 +167,90 @@ static void poll_abort(hd_deferred_t *d)
     ((poll_ctx_t *)d->data)->d = NULL;
 }
 
+static void poll_free(hd_worker_t *w, poll_ctx_t *p)
+{
+    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_POLL], -1);
+    if (p->hist)
+        hd_breq_free(p->hist);
+    free(p);
+}
+
+static void history_next(const hd_breq_t *r, char next[HD_ID_MAX])
+{
+    if (r->n_msgs)
+        memcpy(next, r->msgs[r->n_msgs - 1]->id, HD_ID_MAX);
+    else
+        hd_id_format(next, HD_ID_MAX, r->epoch, r->last_seq);
+}
+
+/*
+ * The short poll's answer with the snapshot page pres (a PRESENCE reply) after its history h:
+ * the usual body, with "presence":{"count":N,"members":[..],"next":..} before its end.
+ */
+static void answer_presence(hd_req_t *req, const char *channel, const hd_breq_t *h,
+                            const hd_breq_t *pres)
+{
+    hd_worker_t *w = req->conn->worker;
+    char next[HD_ID_MAX];
+    history_next(h, next);
+    hd_buf_t *body;
+    if (h->n_msgs) {
+        body = history_body(w, channel, h->msgs, h->n_msgs, h->gap);
+    } else {
+        hd_sbuf_t e;
+        hd_sbuf_init(&e, 128);
+        hd_sbuf_appendf(&e, "{\"channel\":\"%s\",\"messages\":[],\"next\":\"%s\",\"gap\":%s}",
+                        channel, next, h->gap ? "true" : "false");
+        body = hd_sbuf_finish(&e);
+    }
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, body->len + 64 + (pres->page ? strlen(pres->page) : 0));
+    hd_sbuf_append(&sb, body->data, body->len - 1); /* all but its closing brace */
+    hd_buf_unref(body);
+    hd_sbuf_appendf(&sb, ",\"presence\":{\"count\":%llu,%s}}", (unsigned long long)pres->members,
+                    pres->page ? pres->page : "\"members\":[],\"next\":null");
+    body = hd_sbuf_finish(&sb);
+    hd_http_respond_bufs(req, 200, POLL_HEADERS, "application/json", &body, 1);
+    hd_buf_unref(body);
+}
+
+static void on_poll_presence(hd_worker_t *w, hd_breq_t *r)
+{
+    poll_ctx_t *p = r->cookie;
+    if (p->d && r->err)
+        hd_tp_respond_failure(p->d->req, r->err);
+    else if (p->d)
+        answer_presence(p->d->req, p->channel, p->hist, r);
+    poll_free(w, p);
+    hd_breq_free(r);
+}
+
 static void on_history(hd_worker_t *w, hd_breq_t *r)
 {
     poll_ctx_t *p = r->cookie;
-    HD_HUB_STAT_ADD(w, transport_conns[HD_TP_POLL], -1);
+    if (p->d && !r->err && p->wants_presence) {
+        /* then a page of the members: answered together */
+        p->hist = r;
+        hd_breq_t *q = hd_breq_new(HD_BREQ_PRESENCE, w, p->channel, strlen(p->channel));
+        if (p->cursor[0])
+            q->cursor = hd_strndup(p->cursor, strlen(p->cursor));
+        q->limit = HD_PRESENCE_PAGE_DEFAULT;
+        q->cookie = p;
+        q->reply_cb = on_poll_presence;
+        hd_broker_submit(q);
+        return;
+    }
     if (p->d) {
         hd_req_t *req = p->d->req;
         if (r->err) {
             hd_tp_respond_failure(req, r->err);
         } else {
             char next[HD_ID_MAX];
-            if (r->n_msgs)
-                memcpy(next, r->msgs[r->n_msgs - 1]->id, sizeof(next));
-            else
-                hd_id_format(next, sizeof(next), r->epoch, r->last_seq);
+            history_next(r, next);
             answer(req, p->channel, r->msgs, r->n_msgs, NULL, next, r->gap);
         }
     }
-    free(p);
+    poll_free(w, p);
     hd_breq_free(r);
 }
 
@@ -153,10 +261,28 @@ static void on_poll(hd_req_t *req, void *arg)
     int n = hd_tp_channel_from_path(req, 6, p->channel);
     uint64_t epoch, seq;
     int has_since = n < 0 ? -1 : since_of(req, &epoch, &seq);
-    if (n < 0 || has_since < 0) {
+    /* ?presence=1: a page of the members (presence events are never stored: a poll cannot
+     * replay them); ephemeral messages are live only: a short poll has none to ask for */
+    int presence =
+        has_since < 0
+            ? -1
+            : hd_tp_presence_query(req, (const char(*)[HD_CHANNEL_MAX + 1]) & p->channel, 1);
+    int ephemeral = presence < 0 ? -1 : flag_of(req, "ephemeral");
+    if (ephemeral == 1)
+        hd_http_respond_error(req, 400,
+                              "ephemeral messages are live only, never stored: a short poll "
+                              "cannot have them (use a long poll, /lp, with ephemeral=1)");
+    if (n < 0 || has_since < 0 || presence < 0 || ephemeral != 0) {
         free(p);
         return;
     }
+    int clen = presence ? hd_req_query(req, "presence_cursor", p->cursor, sizeof(p->cursor)) : -1;
+    if (clen == 0) {
+        hd_http_respond_error(req, 400, "bad presence_cursor: pass the \"next\" of the last page");
+        free(p);
+        return;
+    }
+    p->wants_presence = presence == 1;
     /* A short poll reads history: the channel's rule must let this credential read it. */
     hd_tp_cred_t cred;
     if (hd_tp_connect_credential(req, &cred) < 0 ||
@@ -253,6 +379,13 @@ static void lp_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int ga
 static void lp_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
 {
     lp_t *lp = s->data;
+    if (m->kind != HD_MSG_NORMAL) { /* an event it asked for: the cursor stays where it is */
+        char next[HD_ID_MAX], channel[HD_CHANNEL_MAX + 1];
+        hd_id_format(next, sizeof(next), s->epoch, s->last_seq);
+        memcpy(channel, lp->channel, sizeof(channel));
+        answer_events(lp_end(lp), channel, encoded, next);
+        return;
+    }
     if (!lp->gap) {
         hd_http_respond_bufs(lp_end(lp), 200, POLL_HEADERS, "application/json", &encoded, 1);
         return;
@@ -345,7 +478,13 @@ static void on_longpoll(hd_req_t *req, void *arg)
     uint64_t epoch = 0, seq = 0;
     int has_since = n < 0 ? -1 : since_of(req, &epoch, &seq);
     int64_t timeout = has_since < 0 ? -1 : timeout_of(req, hd_worker_conf(w));
-    if (n < 0 || has_since < 0 || timeout < 0) {
+    /* ?presence=1, ?ephemeral=1: live-only events it asks for while held (docs/chat.md) */
+    int presence =
+        timeout < 0
+            ? -1
+            : hd_tp_presence_query(req, (const char(*)[HD_CHANNEL_MAX + 1]) & lp->channel, 1);
+    int ephemeral = presence < 0 ? -1 : flag_of(req, "ephemeral");
+    if (n < 0 || has_since < 0 || timeout < 0 || presence < 0 || ephemeral < 0) {
         free(lp);
         return;
     }
@@ -372,6 +511,10 @@ static void on_longpoll(hd_req_t *req, void *arg)
     HD_HUB_STAT_ADD(w, transport_conns[HD_TP_LONGPOLL], 1);
     lp->sub = hd_hub_subscribe(w, lp->channel, (size_t)n, has_since ? &epoch : NULL,
                                has_since ? &seq : NULL, &lp_sub_ops, lp);
+    if (presence)
+        hd_hub_presence(lp->sub, 1, NULL); /* a poll is never a member */
+    if (ephemeral)
+        hd_hub_ephemeral(lp->sub, 1);
 }
 
 void hd_poll_register(hd_router_t *r)

@@ -13,7 +13,10 @@ Several joins and leaves of a channel reaching a worker in one loop pass come as
 presence_events frame (a burst of subscribes read at once), unfolded here into the events.
 Ephemeral publishes reach /ws, herald.v1 and SSE subscribers live, stamped with the sender,
 without an id; they never appear in /poll nor on resume, consume no id; ephemeral_rate refuses
-the sixth of a burst of five with rate_limited and retry_after_ms. Attack: presence on more
+the sixth of a burst of five with rate_limited and retry_after_ms. A long poll asking with
+?presence=1 / ?ephemeral=1 is answered by joins, leaves and ephemeral messages ("events", its
+cursor unchanged), one that does not ask is not woken by them, and an answer from history never
+holds one; a short poll with ?presence=1 gets a snapshot page instead, with presence_cursor. Attack: presence on more
 channels than presence_max_channels (joins past it are not listed, logged, others served) and a
 churn of connections joining and leaving (the table back to its one watcher: no member,
 channel or connection left behind; every join matched by one leave; the watcher served).
@@ -473,6 +476,107 @@ class Presence(hh.HeraldTestCase):
         metrics = scrape(self.port)
         self.assertRegex(metrics, r"herald_client_publishes_refused_total\{reason=\"ephemeral_rate\"\} [1-9]")
 
+
+    def held(self, n):
+        """Waits until n long polls are open on the server (they go live in the same loop pass)."""
+        hh.wait_for(lambda: sum(w["longpoll"] for w in hh.stats(self.port)["per_worker"]) >= n,
+                    IO, "%d long poll(s) held" % n)
+
+    def test_longpoll_events(self):
+        """A long poll that asks gets joins, leaves and ephemeral messages while it is held, in
+        "events" with no message and its cursor unchanged; one that does not ask is not woken
+        by an ephemeral message; an answer from history never holds an event."""
+        tok = mint("lpw")
+
+        async def lp(query):
+            path = "/lp/room:lp?timeout=20&token=%s&%s" % (tok, query)
+            return await asyncio.to_thread(hh.get_json, self.port, path, 30)
+
+        async def answer(task):
+            st, body, _ = await asyncio.wait_for(task, IO)
+            self.assertEqual(st, 200, body)
+            return body
+
+        async def go():
+            before = hh.publish(self.port, "room:lp", "before")
+            t = asyncio.ensure_future(lp("since=%s&presence=1&ephemeral=1" % before))
+            await asyncio.to_thread(self.held, 1)
+            ann = await connect(self.port, mint("ann2"))
+            await subscribe(ann, "room:lp")
+            body = await answer(t)
+            self.assertEqual((body["messages"], body["next"], body["gap"]), ([], before, False))
+            self.assertEqual([(e["type"], e["member"]["sub"]) for e in body["events"]],
+                             [("join", "ann2")])
+            self.assertEqual(set(body["events"][0]), {"type", "member", "conn"})
+            t = asyncio.ensure_future(lp("since=%s&ephemeral=1" % before))
+            await asyncio.to_thread(self.held, 1)
+            await ann.send(json.dumps({"op": "publish", "channel": "room:lp", "ephemeral": True,
+                                       "data": {"typing": True}}))
+            body = await answer(t)
+            self.assertEqual(body["events"], [{
+                "type": "ephemeral", "channel": "room:lp", "publisher": {"sub": "ann2"},
+                "content_type": "application/json", "data": {"typing": True}}])
+            self.assertEqual((body["messages"], body["next"]), ([], before))
+            # not asked: an ephemeral message does not answer it; the next message does, alone
+            t = asyncio.ensure_future(lp("since=%s&presence=1" % before))
+            await asyncio.to_thread(self.held, 1)
+            await ann.send(json.dumps({"op": "publish", "channel": "room:lp", "ephemeral": True,
+                                       "data": {"typing": True}, "ref": "e2"}))
+            await recv_until(ann, lambda m: m.get("ref") == "e2")
+            await asyncio.sleep(0.3)
+            self.assertFalse(t.done(), "an ephemeral message answered a poll that did not ask")
+            mid = hh.publish(self.port, "room:lp", "after")
+            body = await answer(t)
+            self.assertEqual(([m["id"] for m in body["messages"]], body["next"]), ([mid], mid))
+            self.assertNotIn("events", body)
+            t = asyncio.ensure_future(lp("since=%s&presence=1" % mid))
+            await asyncio.to_thread(self.held, 1)
+            await ann.close()
+            body = await answer(t)
+            self.assertEqual([(e["type"], e["member"]["sub"]) for e in body["events"]],
+                             [("leave", "ann2")])
+            # from history: messages only, never an event
+            st, body = pget(self.port, "/lp/room:lp?since=%s&presence=1&ephemeral=1&timeout=0"
+                            "&token=%s" % (before, tok))
+            self.assertEqual((st, [m["id"] for m in body["messages"]]), (200, [mid]), body)
+            self.assertNotIn("events", body)
+        run(go())
+        for path, why in (("/lp/plain:x?presence=1", "presence=on"),
+                          ("/lp/plain:x?ephemeral=maybe", "ephemeral must be"),
+                          ("/poll/plain:x?ephemeral=1", "live only")):
+            st, body = pget(self.port, path)
+            self.assertEqual(st, 400, path)
+            self.assertIn(why, body["error"])
+
+    def test_short_poll_presence(self):
+        """A short poll cannot replay presence events (never stored): ?presence=1 gives it the
+        members instead, a snapshot page beside the messages."""
+        async def go():
+            ann = await connect(self.port, mint("sp1", info={"n": 1}))
+            await subscribe(ann, "room:sp")
+            bob = await connect(self.port, mint("sp2"))
+            await subscribe(bob, "room:sp")
+            mid = hh.publish(self.port, "room:sp", "m")
+            q = "&token=" + mint("spq")
+            st, body = pget(self.port, "/poll/room:sp?presence=1" + q)
+            self.assertEqual(st, 200, body)
+            self.assertEqual(([m["id"] for m in body["messages"]], body["next"]), ([mid], mid))
+            p = body["presence"]
+            self.assertEqual((p["count"], [m["sub"] for m in p["members"]], p["next"]),
+                             (2, ["sp1", "sp2"], None), p)
+            self.assertEqual(p["members"][0]["info"], {"n": 1})
+            self.assertEqual(len(p["members"][0]["conns"]), 1)
+            st, body = pget(self.port, "/poll/room:sp?since=%s&presence=1&presence_cursor=sp1%s"
+                            % (mid, q))
+            self.assertEqual((st, body["messages"]), (200, []), body)
+            self.assertEqual([m["sub"] for m in body["presence"]["members"]], ["sp2"])
+            st, body = pget(self.port, "/poll/room:sp?since=%s%s" % (mid, q))
+            self.assertEqual(set(body), {"channel", "messages", "next", "gap"})
+            await ann.close()
+            await bob.close()
+        run(go())
+        st, body = pget(self.port, "/poll/plain:x?presence=1")
+        self.assertEqual(st, 400, body)
 
 class PresenceLimits(hh.HeraldTestCase):
     """presence_max_channels 4: joins past it are not listed; churn leaves nothing behind."""

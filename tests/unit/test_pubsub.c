@@ -323,6 +323,25 @@ static void test_presence_batch(void)
     T_EQ_STR(s + hl, want);
     free(s);
     hd_buf_unref(b);
+    /* a long poll's "events" elements: the batch's, unfolded (poll.c wraps them) */
+    b = hd_message_encode(m, HD_FMT_POLL_ANSWER);
+    s = text_of(b);
+    char elems[600];
+    snprintf(elems, sizeof(elems), "%s", strstr(want, "\"events\":[") + 10);
+    elems[strlen(elems) - 2] = '\0'; /* without "]}" */
+    T_EQ_STR(s, elems);
+    free(s);
+    hd_buf_unref(b);
+    b = hd_message_encode(evs[0], HD_FMT_POLL_ANSWER);
+    s = text_of(b);
+    char one[300];
+    snprintf(
+        one, sizeof(one),
+        "{\"type\":\"join\",\"member\":{\"sub\":\"ann\",\"info\":{\"n\":1}},\"conn\":\"%s-1f\"}",
+        node);
+    T_EQ_STR(s, one);
+    free(s);
+    hd_buf_unref(b);
     b = hd_message_encode(m, HD_FMT_WS_ENVELOPE);
     s = text_of(b);
     char frame[600];
@@ -338,6 +357,21 @@ static void test_presence_batch(void)
         hd_message_unref(evs[i]);
     hd_member_free(ann);
     hd_member_free(anon);
+}
+
+/* Ephemeral messages in a long poll's answer: the /ws object, channel and stamp included. */
+static void test_poll_ephemeral(void)
+{
+    hd_message_t *m = hd_message_new("room:1", 6, "application/json", "{\"typing\":true}", 15);
+    m->kind = HD_MSG_EPHEMERAL;
+    hd_message_set_publisher(m, "{\"sub\":\"ann\"}");
+    hd_buf_t *b = hd_message_encode(m, HD_FMT_POLL_ANSWER);
+    char *s = text_of(b);
+    T_EQ_STR(s, "{\"type\":\"ephemeral\",\"channel\":\"room:1\",\"publisher\":{\"sub\":\"ann\"},"
+                "\"content_type\":\"application/json\",\"data\":{\"typing\":true}}");
+    free(s);
+    hd_buf_unref(b);
+    hd_message_unref(m);
 }
 
 static void test_json_objects(void)
@@ -486,6 +520,7 @@ int main(void)
     T_RUN(test_ws_frames);
     T_RUN(test_json_objects);
     T_RUN(test_presence_batch);
+    T_RUN(test_poll_ephemeral);
     T_RUN(test_utf8);
     T_RUN(test_message_from_json);
     T_RUN(test_refs);
