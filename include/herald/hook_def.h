@@ -5,12 +5,13 @@
  *
  *     authorize_hook URL secret=whsec_..[,whsec_..] [timeout=2s] [cache=0] [cache_size=10000]
  *                    [on_error=deny|allow] [forward_headers=NAME,..] [forward_cookies=NAME,..]
- *                    [max_pending=1000] [concurrency=64]
+ *                    [max_pending=1000] [concurrency=64] [connect=off]
  *
- * Which channels it decides is said by channel_rule (subscribe=hook). The value's syntax and its
- * parsed form, shared by the conf loader (which checks the line) and the hooks thread and the
- * transports (which use it); this module depends on neither. Pure: no I/O, no allocation. Flat,
- * so two conf snapshots compare with memcmp.
+ * Which channels it decides is said by channel_rule (subscribe=hook); with connect=on it also
+ * decides every connect that names no such channel (a /ws connect, any other channel). The value's
+ * syntax and its parsed form, shared by the conf loader (which checks the line) and the hooks
+ * thread and the transports (which use it); this module depends on neither. Pure: no I/O, no
+ * allocation. Flat, so two conf snapshots compare with memcmp.
  */
 #ifndef HERALD_HOOK_DEF_H
 #define HERALD_HOOK_DEF_H
@@ -31,6 +32,7 @@ typedef struct hd_hook_def_s {
     uint32_t max_pending; /* authorizations waiting per worker; past it: 503 */
     uint32_t concurrency; /* calls in flight to the backend (node) */
     unsigned allow_on_error : 1; /* on_error=allow: a backend that fails lets the request in */
+    unsigned ask_connect : 1;    /* connect=on: a connect with no subscribe=hook channel asks */
     char headers[HD_HOOK_MAX_FORWARD][HD_HOOK_NAME_MAX + 1]; /* lowercase */
     size_t n_headers;
     char cookies[HD_HOOK_MAX_FORWARD][HD_HOOK_NAME_MAX + 1];
@@ -42,7 +44,8 @@ typedef struct hd_hook_def_s {
  * (zeroed first). Returns 0, or -1 with a one-line reason in why (never a secret): the URL or
  * secret as for webhook (hd_webhook_def_parse), an unknown or repeated option, a duration or
  * number out of range (timeout 10ms..60s, cache 0..24h, cache_size 1..1000000, max_pending
- * 1..1000000, concurrency 1..1024), on_error neither deny nor allow, a header or cookie name
+ * 1..1000000, concurrency 1..1024), on_error neither deny nor allow, connect neither on nor
+ * off, a header or cookie name
  * that is not a token (or more than 16).
  */
 int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, char *why,

@@ -142,7 +142,9 @@ char *hd_tp_publisher_json(const hd_identity_t *id);
  * rule is answered 401/403 as hd_tp_authorize; the backend's refusal 403 (or 401) with its
  * reason; no usable answer within the hook's timeout (down, 5xx, not JSON) under on_error=deny
  * 503 {"code":"backend_unavailable"} with Retry-After, under on_error=allow as allowed; more
- * than max_pending questions waiting on this worker 503 {"code":"backend_busy"}. transport
+ * than max_pending questions waiting on this worker 503 {"code":"backend_busy"}. With the
+ * hook's connect=on, a connect with no subscribe=hook channel (n may be 0: a /ws connect) asks
+ * too, one question with action "connect" and no channel, answered the same ways. transport
  * names the transport for the backend ("poll", "longpoll", "sse", "websocket"). Returns 0 (go
  * on), or -1 (answered or deferred: return, as for hd_tp_connect_credential).
  */
@@ -153,7 +155,8 @@ int hd_tp_authorize_channels(hd_req_t *req, const hd_tp_cred_t *cred,
  * "cookies":{..}} with the hook's forward_headers and forward_cookies (a new object). */
 json_t *hd_tp_hook_context(const hd_req_t *req, const hd_hook_def_t *def);
 /* The question (malloc'd compact JSON, its length in *len; NULL if it cannot be written):
- * {"type":"authorize","data":{"action","transport","channels","identity",<ctx's members>}}. The
+ * {"type":"authorize","data":{"action","transport","channels","identity",<ctx's members>}};
+ * action is "connect" when n is 0, else "history" or "subscribe" from action. The
  * same question is the same bytes (the hooks thread caches and joins calls on them). */
 char *hd_tp_hook_question(hd_auth_action_t action, const char *transport,
                           const char *const *channels, const size_t *lens, size_t n,

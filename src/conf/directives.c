@@ -371,7 +371,7 @@ const directive_t hd_conf_directives[] = {
     D("webhook_allow_private", T_BOOL, webhook_allow_private, "off", NULL, NULL, RESTART,
       "webhooks may target loopback, private and link-local addresses (off: refused, SSRF)"),
     D("authorize_hook", T_HOOK, authorize_hook, "off", NULL, NULL, RESTART,
-      "URL secret=whsec_.. [timeout=..] [cache=..] [on_error=..]: asked for subscribe=hook"),
+      "URL secret=whsec_.. [cache=..] [on_error=..] [connect=on]: asked for subscribe=hook"),
     D("notify_hook", T_NOTIFY, notify_hook, "off", NULL, NULL, RESTART,
       "URL secret=whsec_.. [events=..] [batch=N] [flush=..]: told of connects, in batches"),
 };

@@ -94,9 +94,9 @@ static int parse_names(char (*names)[HD_HOOK_NAME_MAX + 1], size_t *n, const cha
 int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, char *why,
                       size_t whylen)
 {
-    static const char *const keys[] = {"secret",          "timeout",     "cache",
-                                       "cache_size",      "on_error",    "forward_headers",
-                                       "forward_cookies", "max_pending", "concurrency"};
+    static const char *const keys[] = {
+        "secret",          "timeout",         "cache",       "cache_size",  "on_error",
+        "forward_headers", "forward_cookies", "max_pending", "concurrency", "connect"};
     enum {
         K_SECRET,
         K_TIMEOUT,
@@ -107,6 +107,7 @@ int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, cha
         K_COOKIES,
         K_PENDING,
         K_CONCURRENCY,
+        K_CONNECT,
         K_N
     };
     hd_hook_def_t *d = out;
@@ -118,7 +119,8 @@ int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, cha
     if (argc < 1)
         return fail(why, whylen,
                     "expected URL secret=whsec_.. [timeout=..] [cache=..] "
-                    "[on_error=deny|allow] [forward_headers=..] [forward_cookies=..]");
+                    "[on_error=deny|allow] [forward_headers=..] [forward_cookies=..] "
+                    "[connect=on|off]");
     ep_argv[ep_argc++] = argv[0];
     ep_argv[ep_argc++] = "name=authorize";
     d->timeout_ms = 2000;
@@ -129,7 +131,8 @@ int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, cha
         const char *a = argv[i], *v;
         int k = hd_def_option(keys, K_N, a, &seen, &v,
                               "secret=, timeout=, cache=, cache_size=, on_error=, "
-                              "forward_headers=, forward_cookies=, max_pending= or concurrency=",
+                              "forward_headers=, forward_cookies=, max_pending=, concurrency= "
+                              "or connect=",
                               why, whylen);
         if (k < 0)
             return -1;
@@ -167,9 +170,14 @@ int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, cha
             if (parse_u32(v, 1, 1000000, &d->max_pending) < 0)
                 return fail(why, whylen, "max_pending: expected 1..1000000, got \"%.40s\"", v);
             break;
-        default:
+        case K_CONCURRENCY:
             if (parse_u32(v, 1, 1024, &d->concurrency) < 0)
                 return fail(why, whylen, "concurrency: expected 1..1024, got \"%.40s\"", v);
+            break;
+        default:
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+                return fail(why, whylen, "connect: expected on or off, got \"%.40s\"", v);
+            d->ask_connect = strcmp(v, "on") == 0;
             break;
         }
     }

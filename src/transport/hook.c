@@ -84,8 +84,11 @@ char *hd_tp_hook_question(hd_auth_action_t action, const char *transport,
                           const hd_identity_t *id, json_t *ctx, size_t *len)
 {
     json_t *data = json_object();
+    /* no channel: a connect-level question (connect=on), about the connection itself */
     json_object_set_new(data, "action",
-                        json_string(action == HD_AUTH_HISTORY ? "history" : "subscribe"));
+                        json_string(n == 0                      ? "connect"
+                                    : action == HD_AUTH_HISTORY ? "history"
+                                                                : "subscribe"));
     json_object_set_new(data, "transport", json_string(transport));
     json_t *chs = json_array();
     for (size_t i = 0; i < n; i++)
@@ -289,8 +292,16 @@ int hd_tp_authorize_channels(hd_req_t *req, const hd_tp_cred_t *cred,
                            r == HD_AUTH_FORBIDDEN ? HD_EFORBIDDEN : HD_EUNAUTHENTICATED);
         return -1;
     }
-    if (n_ask == 0 || req->is_hook_allowed_)
+    if (req->is_hook_allowed_)
         return 0;
+    if (n_ask == 0) {
+        /* connect=on: the backend decides every connect, also one with no hook channel (a /ws
+         * connect, open channels): one question with action "connect" and no channel */
+        const hd_hook_def_t *def = conf->authorize_hook;
+        if (!def || !def->ask_connect)
+            return 0;
+        return ask(req, cred, NULL, NULL, 0, action, transport);
+    }
     if (n_need > HD_TP_HOOK_MAX_CHANNELS) {
         hd_tp_respond_auth(req, 403, "at most 256 channels of one connect ask the backend",
                            HD_EFORBIDDEN);

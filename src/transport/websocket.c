@@ -222,6 +222,12 @@ static void on_ws(hd_req_t *req, void *arg)
         return;
     if (req->path_len == 3) { /* "/ws": the JSON protocol, live at once */
         const hd_auth_t *auth = hd_worker_conf(req->conn->worker)->auth;
+        /* authorize_hook connect=on: the backend decides the connect before the upgrade (its
+         * identity, if it gives one, is the connection's) */
+        if (hd_tp_authorize_channels(req, &cred, NULL, 0, HD_AUTH_SUBSCRIBE, "websocket") < 0) {
+            hd_tp_cred_dispose(&cred);
+            return;
+        }
         ws_t *ws = hd_ws_new(req, WS_MODE_JSON, &hd_ws_json_proto, &hs);
         ws_public_t *pub = hd_ws_pub(ws);
         pub->is_backend = cred.is_backend;

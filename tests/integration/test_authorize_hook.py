@@ -8,7 +8,9 @@ subscribe op, HTTP/2 streams): allowed; refused with the backend's reason (403 J
 reply); allowed as the identity the backend gives (its sub is the connection's: a disconnect by
 sub reaches it); a backend that hangs (timeout) or is down, under on_error=deny (503 with
 Retry-After) and on_error=allow; answers cached (one call for many connects); questions carry
-the client, forwarded headers and cookies; conf errors. The flood of connects against a hung
+the client, forwarded headers and cookies; with connect=on, every connect asks (a /ws connect
+naming no channel, open channels: action "connect"), allowed, refused 403/401 before the
+upgrade, as the backend's identity, and a backend down under both policies; conf errors. The flood of connects against a hung
 backend is tests/abuse/test_authorize_flood.py."""
 import json
 import os
@@ -288,6 +290,84 @@ class TestCache(HookCase):
         self.assertEqual(len(self.questions()), 4)
 
 
+def ws_connect(port, headers=None, timeout=hh.IO_TIMEOUT):
+    """A /ws handshake (no channel): (status, JSON body or None)."""
+    with hh.Client(port) as c:
+        c.send(hh.ws_handshake_request("/ws", extra=dict(headers or {})))
+        r = c.read_response(head=True, timeout=timeout)
+        if r.status == 101:
+            return 101, None
+        n = int(r.header("Content-Length") or 0)
+        while len(c.buf) < n:
+            c._fill(timeout)
+        return r.status, body_json(c.buf[:n])
+
+
+class TestConnectLevel(HookCase):
+    """connect=on: the backend decides every connect, also a /ws connect naming no channel and
+    a connect to channels no hook covers (action "connect", no channel); a connect with hook
+    channels still asks once."""
+
+    def test_allow_deny_identity(self):
+        self.backend()
+        deny = json.dumps({"allow": False, "reason": "not today"})
+        who = json.dumps({"allow": False, "status": 401, "reason": "who are you"})
+        grant = json.dumps({"allow": True, "sub": "hooked", "info": {"via": "connect"}})
+        self.recv.control(["reply:200:" + deny, "reply:200:" + who, "reply:200:" + deny,
+                           "reply:200:" + grant], default="auth")
+        h = self.node("connect=on")
+        status, body = ws_connect(h.port)
+        self.assertEqual((status, body["code"], body["error"]), (403, "forbidden", "not today"))
+        status, body = ws_connect(h.port)
+        self.assertEqual((status, body["code"]), (401, "unauthenticated"), body)
+        status, body, _ = connect(h.port, "sse", "open:deny-me")
+        self.assertEqual((status, body["code"]), (403, "forbidden"), body)
+        # allowed as the backend's identity: a disconnect by its sub reaches the /ws connection
+        w = hh.RawWS(h.port, "/ws")
+        self.addCleanup(w.close)
+        for t in ("poll", "longpoll", "sse", "websocket", "h2-sse"):
+            status, body, _ = connect(h.port, t, "open:ok-" + t)
+            self.assertIn(status, (200, 101, 204), (t, status, body))
+        self.assertEqual(connect(h.port, "sse", "hook:one")[0], 200)
+        qs = [q["data"] for q in self.questions()]
+        self.assertEqual([(q["action"], q["transport"], q["channels"]) for q in qs[:4]],
+                         [("connect", "websocket", [])] * 2 + [("connect", "sse", [])] +
+                         [("connect", "websocket", [])])
+        self.assertEqual([(q["action"], q["transport"]) for q in qs[4:9]],
+                         [("connect", "poll"), ("connect", "longpoll"), ("connect", "sse"),
+                          ("connect", "websocket"), ("connect", "sse")])
+        self.assertEqual(qs[9]["channels"], ["hook:one"])  # one question, as before
+        self.assertEqual(qs[9]["action"], "subscribe")
+        self.assertEqual(len(qs), 10, qs)
+        status, _, data = hh.request(h.port, "POST", "/admin/disconnect",
+                                     body=json.dumps({"sub": "hooked"}))
+        self.assertEqual(status, 200, data)
+        self.assertIsNotNone(w.expect_close()[0])
+
+    def test_backend_down(self):
+        """Nothing listens: a /ws connect is refused 503 backend_unavailable (on_error=deny),
+        let in with on_error=allow."""
+        port = self.reserve_port()
+        self.secret = ws.new_secret()
+        url = "http://127.0.0.1:%d/authorize" % port
+        h = self.node("timeout=1s connect=on", url=url)
+        status, body = ws_connect(h.port)
+        self.assertEqual((status, body["code"]), (503, "backend_unavailable"), body)
+        status, body, _ = connect(h.port, "sse", "open:x")
+        self.assertEqual((status, body["code"]), (503, "backend_unavailable"), body)
+        h.stop()
+        h = self.node("timeout=1s connect=on on_error=allow", url=url)
+        self.assertEqual(ws_connect(h.port)[0], 101)
+        self.assertEqual(connect(h.port, "sse", "open:x")[0], 200)
+
+    def test_off_by_default(self):
+        self.backend()
+        h = self.node()
+        self.assertEqual(ws_connect(h.port)[0], 101)
+        self.assertEqual(connect(h.port, "sse", "open:x")[0], 200)
+        self.assertEqual(self.questions(), [])
+
+
 class TestConf(hh.HeraldTestCase):
     def test_conf_errors(self):
         """subscribe=hook without authorize_hook, publish=subscriber with it, bad options: the
@@ -303,6 +383,8 @@ class TestConf(hh.HeraldTestCase):
             ("authorize_hook http://x/ secret=%s on_error=maybe\n" % secret,
              ":1: authorize_hook: on_error: expected deny or allow"),
             ("authorize_hook http://x/\n", "secret=whsec_... is required"),
+            ("authorize_hook http://x/ secret=%s connect=yes\n" % secret,
+             ":1: authorize_hook: connect: expected on or off"),
         ]
         for text, want in cases:
             d = self.tmpdir()

@@ -693,12 +693,13 @@ static void test_hook_def(void)
     T_EQ_INT((int)d.max_pending, 1000);
     T_EQ_INT((int)d.concurrency, 64);
     T_TRUE(!d.allow_on_error);
+    T_TRUE(!d.ask_connect);
     T_EQ_STR(d.ep.target, "/auth");
     T_EQ_INT((int)d.ep.n_keys, 1);
     T_EQ_INT(parse_hook(&d,
                         "https://b.example/a secret=" SPEC_SECRET " timeout=250ms cache=30s "
                         "cache_size=5 on_error=allow forward_headers=X-Tenant,User-Agent "
-                        "forward_cookies=sid,Theme max_pending=7 concurrency=3",
+                        "forward_cookies=sid,Theme max_pending=7 concurrency=3 connect=on",
                         why, sizeof(why)),
              0);
     T_EQ_INT((int)d.timeout_ms, 250);
@@ -712,6 +713,7 @@ static void test_hook_def(void)
     T_EQ_STR(d.cookies[1], "Theme"); /* cookie names are not */
     T_EQ_INT((int)d.max_pending, 7);
     T_EQ_INT((int)d.concurrency, 3);
+    T_TRUE(d.ask_connect);
     static const struct {
         const char *line, *why;
     } bad[] = {
@@ -727,6 +729,7 @@ static void test_hook_def(void)
         {"http://x/ secret=" SPEC_SECRET " forward_cookies=a:b", "not a name"},
         {"http://x/ secret=" SPEC_SECRET " max_pending=0", "max_pending: expected"},
         {"http://x/ secret=" SPEC_SECRET " concurrency=2000", "concurrency: expected"},
+        {"http://x/ secret=" SPEC_SECRET " connect=yes", "connect: expected on or off"},
         {"http://x/ secret=" SPEC_SECRET " timeout=1s timeout=2s", "timeout= given twice"},
         {"http://x/ secret=" SPEC_SECRET " name=x", "unknown option"},
     };
