@@ -23,7 +23,9 @@
  * the queues and dead letters there) -> rconn.c (the thread's Redis connection), registry.c
  * (with Redis: the endpoints the admin API registered, and the disabled ones, for every node)
  * -> rconn.c; hooks.c, delivery.c -> filter.c (which events the endpoints want, read by the
- * publishing threads: the conf's endpoints and a view of the registered ones).
+ * publishing threads: the conf's endpoints and a view of the registered ones); notify.c (the
+ * notify hook's queue and batches) -> notify_rec.c (with Redis: the node's notified streams, a
+ * dead node's reported disconnected by one survivor) -> rconn.c.
  */
 #ifndef HERALD_HOOKS_H
 #define HERALD_HOOKS_H
@@ -232,7 +234,8 @@ void hd_hooks_authz_free(hd_hooks_authz_t *a);
 /*
  * The notify hook (notify_hook, docs/webhooks.md "Backend hooks"): the transports report stream
  * connects, disconnects, subscribes and unsubscribes; the hooks loop sends them to the backend
- * in batches, at least once while the process lives.
+ * in batches, at least once while the process lives; with Redis, the streams of a node that
+ * dies are reported disconnected by a surviving node (src/hooks/notify_rec.c).
  */
 /* 1 when the notify hook wants events of kind (HD_NOTIFY_*): one load and a test, any thread. */
 int hd_hooks_notify_wants(unsigned kind);

@@ -786,7 +786,7 @@ hk_durable_t *hk_durable_new(uv_loop_t *loop, const hd_conf_t *conf, hd_hooks_st
     snprintf(d->consumer, sizeof(d->consumer), "%ld-%016llx", (long)uv_os_getpid(),
              (unsigned long long)id);
     hd_list_init(&d->slots);
-    d->rc = hk_redis_new(loop, conf, on_up, d);
+    d->rc = hk_redis_new(loop, conf, "hooks", on_up, d);
     if (!d->rc) {
         free(d);
         return NULL;

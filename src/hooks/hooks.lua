@@ -25,6 +25,16 @@
 --                         webhook_dead_letters (XADD MAXLEN): fields n endpoint, e, t, c, a,
 --                         x when it died (wall ms), r the reason, b the body.
 --
+--   P nc:<node>   hash    the notify hook's records (src/hooks/notify_rec.c): conn -> {"transport",
+--                         "sub","client_ip","channels"} of each stream of the node the backend
+--                         was told of and not yet told the end of
+--   P ncn         set     nodes with such records
+--   P pnodes      zset    the nodes' presence leases (herald.lua, renewed by the broker's bridge):
+--                         node -> when its lease runs out (wall ms); read here, created (NX)
+--                         when a node's first record comes before its bridge's first renewal
+--   P hk:nev      stream  records of dead nodes, claimed: n node, c conn, d record, x when
+--                         claimed (wall ms); group "herald" as the queues; at most 100000
+--
 -- An endpoint's pending events are XLEN P hk:q:NAME + ZCARD P hk:w:NAME, bounded by
 -- webhook_queue_size: one more is a dead letter at once (reason "queue full").
 --
@@ -51,6 +61,19 @@
 --     functions while P hk:members exists) for member.added / member.removed, read through the
 --     group "herald" like the queues (claimed from a dead node likewise)
 --   FCALL herald_hk_pdone 1 PEV <id>                     -> 1, or 0 when not pending
+--     (also for P hk:nev's entries)
+--   FCALL herald_hk_nset 3 NC NCN PNODES <node> <lease ms> <conn> <record>
+--     -> 1, or 0 when the node was not in NCN (new, or its records were claimed as a dead
+--     node's: the caller syncs again)
+--   FCALL herald_hk_ndel 1 NC <conn>                      -> 1, or 0 when not there
+--   FCALL herald_hk_nsync 3 NC NCN PNODES <node> <lease ms> <replace 0|1> <conn1> <rec1> ..
+--     -> as herald_hk_nset; replace 1 drops the node's records first (the first chunk)
+--   FCALL herald_hk_ntake 3 NCN PNODES NEV <node> <prefix> <count> <claim idle ms or 0>
+--     -> {id1, n, c, d, x, id2, ...}: first the records of every other node in NCN whose lease
+--     is gone or ran out move to NEV (at most about 1000 a call; the node leaves NCN when it has
+--     none left), atomically, so exactly one caller claims each; then entries of NEV pending
+--     for another consumer longer than claim idle are claimed, then new ones read, at most
+--     <count> in all
 --
 -- Endpoints registered through the admin API (src/hooks/registry.c), shared by every node:
 --
@@ -379,6 +402,113 @@ redis.register_function('herald_hk_state', herald_hk_state)
 redis.register_function('herald_hk_forget', herald_hk_forget)
 redis.register_function{function_name = 'herald_hk_regs', callback = herald_hk_regs,
     flags = {'no-writes', 'allow-oom'}}
+
+-- ---- the notify hook's records (src/hooks/notify_rec.c) ----
+
+local NEV_MAX = '100000'
+local REAP = 1000
+
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function nrec_node(ncn, pn, node, lease)
+    redis.call('SADD', ncn, node)
+    redis.call('ZADD', pn, 'NX', string.format('%d', now_ms() + tonumber(lease)), node)
+end
+
+local function herald_hk_nset(keys, args)
+    local known = redis.call('SISMEMBER', keys[2], args[1])
+    redis.call('HSET', keys[1], args[3], args[4])
+    nrec_node(keys[2], keys[3], args[1], args[2])
+    return known
+end
+
+local function herald_hk_ndel(keys, args)
+    return redis.call('HDEL', keys[1], args[1])
+end
+
+local function herald_hk_nsync(keys, args)
+    local known = redis.call('SISMEMBER', keys[2], args[1])
+    if args[3] == '1' then
+        redis.call('DEL', keys[1])
+    end
+    for i = 4, #args - 1, 2 do
+        redis.call('HSET', keys[1], args[i], args[i + 1])
+    end
+    nrec_node(keys[2], keys[3], args[1], args[2])
+    return known
+end
+
+local function herald_hk_ntake(keys, args)
+    local ncn, pn, nev = keys[1], keys[2], keys[3]
+    local node, p, count, idle = args[1], args[2], tonumber(args[3]), args[4]
+    local now = now_ms()
+    ensure_group(nev)
+    local budget = REAP
+    for _, d in ipairs(redis.call('SMEMBERS', ncn)) do
+        if budget <= 0 then
+            break
+        end
+        local till = redis.call('ZSCORE', pn, d)
+        if d ~= node and (not till or tonumber(till) < now) then
+            local nc = p .. 'nc:' .. d
+            local cursor = '0'
+            repeat
+                local r = redis.call('HSCAN', nc, cursor, 'COUNT', 100)
+                cursor = r[1]
+                for i = 1, #r[2], 2 do
+                    redis.call('XADD', nev, 'MAXLEN', '~', NEV_MAX, '*', 'n', d, 'c', r[2][i],
+                        'd', r[2][i + 1], 'x', string.format('%d', now))
+                    redis.call('HDEL', nc, r[2][i])
+                    budget = budget - 1
+                end
+            until cursor == '0' or budget <= 0
+            if redis.call('EXISTS', nc) == 0 then
+                redis.call('SREM', ncn, d)
+            end
+        end
+    end
+    local out, n = {}, 0
+    local function push(e)
+        local f = fields(e[2])
+        if f.n and f.c and f.d and f.x then
+            for _, v in ipairs({e[1], f.n, f.c, f.d, f.x}) do
+                out[#out + 1] = v
+            end
+            return true
+        end
+        redis.call('XACK', nev, GROUP, e[1])
+        redis.call('XDEL', nev, e[1])
+        return false
+    end
+    if tonumber(idle) > 0 then
+        local r = redis.call('XAUTOCLAIM', nev, GROUP, node, idle, '0-0', 'COUNT', count)
+        for _, e in ipairs(r[2]) do
+            if e[2] and push(e) then
+                n = n + 1
+            end
+        end
+    end
+    if count - n > 0 then
+        local r = redis.call('XREADGROUP', 'GROUP', GROUP, node, 'COUNT', count - n,
+            'STREAMS', nev, '>')
+        if r and r[1] then
+            for _, e in ipairs(r[1][2]) do
+                push(e)
+            end
+        end
+    end
+    return out
+end
+
+redis.register_function('herald_hk_nset', herald_hk_nset)
+redis.register_function('herald_hk_nsync', herald_hk_nsync)
+redis.register_function('herald_hk_ntake', herald_hk_ntake)
+-- Forgetting a record only frees memory: it works when Redis is out of memory too.
+redis.register_function{function_name = 'herald_hk_ndel', callback = herald_hk_ndel,
+    flags = {'allow-oom'}}
 redis.register_function('herald_hk_ptake', herald_hk_ptake)
 redis.register_function{function_name = 'herald_hk_pdone', callback = herald_hk_done,
     flags = {'allow-oom'}}

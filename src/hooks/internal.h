@@ -157,9 +157,10 @@ typedef struct hk_redis_s hk_redis_t;
 typedef void (*hk_redis_cb)(void *data, const redisReply *rep);
 typedef void (*hk_redis_up_cb)(void *data);
 /* Connects to conf's redis (and again after every loss, with backoff); on_up runs each time it
- * is ready (functions of hooks.lua loaded). NULL if conf->redis does not parse (the conf
- * checked it). */
-hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, hk_redis_up_cb on_up, void *data);
+ * is ready (functions of hooks.lua loaded). role ends its client name (herald:<host>:<pid>:
+ * <role>: "hooks", "notify"). NULL if conf->redis does not parse (the conf checked it). */
+hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, const char *role,
+                         hk_redis_up_cb on_up, void *data);
 /* Sends a command when up: 0 (cb runs once, later, never inside this call), or -1 when down
  * (cb never runs). */
 int hk_redis_send(hk_redis_t *r, int argc, const char **argv, const size_t *lens, hk_redis_cb cb,
@@ -332,6 +333,34 @@ void hk_authz_ask(hk_authz_t *z, hd_hooks_authz_t *a, void (*answer)(hd_hooks_au
 /* Answers every waiting question with HD_HOOKS_ERROR, closes the pool, frees the cache; the loop
  * must run until its handles are closed. */
 void hk_authz_close(hk_authz_t *z);
+
+/* ---- notify_rec.c: with Redis, the notify hook's records of live streams (a dead node's
+ * reported disconnected by a survivor) ---- */
+
+typedef struct hk_nrec_s hk_nrec_t;
+typedef struct hk_nrec_ops_s {
+    /* Events the notify queue can take now. */
+    size_t (*room)(void *data);
+    /* Queue an event (json[0..len), a JSON object without id; copied) with id (NULL: a new
+     * one); sid: the claimed entry to hand back through hk_nrec_reported once a batch holding
+     * it was answered 2xx (NULL: none). */
+    void (*push)(void *data, const char *json, size_t len, const char *id, const char *sid);
+} hk_nrec_ops_t;
+/* Records of this node's streams in conf's redis (the node is hd_presence_node(), the lease's
+ * name). NULL if conf->redis does not parse. */
+hk_nrec_t *hk_nrec_new(uv_loop_t *loop, const hd_conf_t *conf, const hk_nrec_ops_t *ops,
+                       void *data);
+/* A worker's event json[0..len) (queued: 1, or 0 when the queue dropped it): the records follow
+ * it. Returns 1 when it is a disconnect whose record waits for hk_nrec_closed (its connection
+ * id in conn), else 0. */
+int hk_nrec_event(hk_nrec_t *r, const char *json, size_t len, int queued, char conn[64]);
+/* The disconnect of conn was answered 2xx: its record goes. */
+void hk_nrec_closed(hk_nrec_t *r, const char *conn);
+/* The disconnect of a claimed entry sid was answered 2xx: the entry goes. */
+void hk_nrec_reported(hk_nrec_t *r, const char *sid);
+/* Closes the connection and frees r (records stay in Redis: a survivor reports them); the loop
+ * must run until its handles are closed. */
+void hk_nrec_close(hk_nrec_t *r);
 
 /* ---- notify.c: the notify hook's queue and batches ---- */
 

@@ -12,8 +12,11 @@
  *        meanwhile, up to `batch`) again after a full-jitter backoff (500 ms doubling, at most
  *        30 s), until one is answered 2xx: at least once while the process lives
  *
- * Every event carries an id unique in the cluster ("ntf_" + the node's random id + a counter),
- * the same on every attempt, for the backend to deduplicate on.
+ * Every event carries an id unique in the cluster ("ntf_" + the node's random id + a counter;
+ * a dead node's stream claimed from Redis: "ntf_" + its entry's id), the same on every attempt,
+ * for the backend to deduplicate on. With Redis, notify_rec.c keeps the records of the streams
+ * the backend was told of; a 2xx settles what an event holds there (a disconnect's record, a
+ * claimed entry).
  */
 #include "herald/log.h"
 #include "internal.h"
@@ -25,10 +28,14 @@
 #define RETRY_BASE_MS 500
 #define RETRY_MAX_MS  30000
 
+/* What a 2xx to an event's batch also settles (with Redis, notify_rec.c). */
+enum { ACK_NONE = 0, ACK_CONN, ACK_CLAIMED };
+
 typedef struct ev_s {
     hd_list_t link;
     size_t len;
-    char json[]; /* {"id":..,<the worker's members>} */
+    uint8_t ack; /* ACK_*: the text after the JSON names its connection or claimed entry */
+    char json[]; /* {"id":..,<the worker's members>}, then NUL, the ack's text and NUL */
 } ev_t;
 
 struct hk_notify_s {
@@ -46,6 +53,7 @@ struct hk_notify_s {
     unsigned is_sending : 1;  /* a request is on its way */
     unsigned is_waiting : 1;  /* the timer is a retry's backoff */
     unsigned is_flushing : 1; /* the timer is the flush of a partial batch */
+    hk_nrec_t *rec;           /* with Redis: the records of live streams, or NULL */
     uint64_t warned_ms;
     void (*drained)(void *arg); /* shutting down: called once the last batch went */
     void *drained_arg;
@@ -102,6 +110,10 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
         for (size_t i = 0; i < nf->n_sent && !hd_list_empty(&nf->queue); i++) {
             ev_t *e = hd_container_of(nf->queue.next, ev_t, link);
             hd_list_remove(&e->link);
+            if (e->ack == ACK_CONN && nf->rec)
+                hk_nrec_closed(nf->rec, e->json + e->len + 1);
+            else if (e->ack == ACK_CLAIMED && nf->rec)
+                hk_nrec_reported(nf->rec, e->json + e->len + 1);
             free(e);
             nf->n--;
         }
@@ -188,25 +200,60 @@ static void send_batch(hk_notify_t *nf)
     hk_pool_send(nf->pool, &nf->req);
 }
 
-void hk_notify_push(hk_notify_t *nf, const char *json, size_t len)
+/* Queues json[0..len) (a JSON object) with id (NULL: a new one) and what its 2xx settles. */
+static void queue_event(hk_notify_t *nf, const char *json, size_t len, const char *id, int ack,
+                        const char *ack_text)
 {
-    if (nf->n >= nf->def->queue_size || len < 2 || json[0] != '{') {
-        HK_ADD(nf->st->notify_dropped, 1);
-        return;
+    char head[96];
+    char own[40];
+    if (!id) {
+        snprintf(own, sizeof(own), "ntf_%s%llx", nf->node, (unsigned long long)++nf->seq);
+        id = own;
     }
-    char id[64];
-    int idlen = snprintf(id, sizeof(id), "{\"id\":\"ntf_%s%llx\"%s", nf->node,
-                         (unsigned long long)++nf->seq, len > 2 ? "," : "");
-    ev_t *e = hd_malloc(sizeof(*e) + (size_t)idlen + len);
-    memcpy(e->json, id, (size_t)idlen);
+    int idlen = snprintf(head, sizeof(head), "{\"id\":\"%s\"%s", id, len > 2 ? "," : "");
+    size_t al = ack ? strlen(ack_text) : 0;
+    ev_t *e = hd_malloc(sizeof(*e) + (size_t)idlen + len + al + 1);
+    memcpy(e->json, head, (size_t)idlen);
     memcpy(e->json + idlen, json + 1, len - 1); /* the worker's members and its '}' */
     e->len = (size_t)idlen + len - 1;
+    e->json[e->len] = '\0';
+    e->ack = (uint8_t)ack;
+    if (ack)
+        memcpy(e->json + e->len + 1, ack_text, al + 1);
     hd_list_insert_tail(&nf->queue, &e->link);
     nf->n++;
     HK_ADD(nf->st->notify_events, 1);
     HK_SET(nf->st->notify_pending, (uint64_t)nf->n);
     kick(nf);
 }
+
+void hk_notify_push(hk_notify_t *nf, const char *json, size_t len)
+{
+    int ok = nf->n < nf->def->queue_size && len >= 2 && json[0] == '{';
+    char conn[64] = "";
+    int waits = nf->rec ? hk_nrec_event(nf->rec, json, len, ok, conn) : 0;
+    if (!ok) {
+        HK_ADD(nf->st->notify_dropped, 1);
+        return;
+    }
+    queue_event(nf, json, len, NULL, waits ? ACK_CONN : ACK_NONE, conn);
+}
+
+static size_t rec_room(void *data)
+{
+    hk_notify_t *nf = data;
+    return nf->n < nf->def->queue_size ? nf->def->queue_size - nf->n : 0;
+}
+
+static void rec_push(void *data, const char *json, size_t len, const char *id, const char *sid)
+{
+    hk_notify_t *nf = data;
+    if (len < 2 || json[0] != '{')
+        return;
+    queue_event(nf, json, len, id, sid ? ACK_CLAIMED : ACK_NONE, sid);
+}
+
+static const hk_nrec_ops_t rec_ops = {.room = rec_room, .push = rec_push};
 
 hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
                            hd_hooks_stats_t *stats, const char *node)
@@ -227,6 +274,11 @@ hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
     snprintf(nf->node, sizeof(nf->node), "%s", node);
     uv_timer_init(loop, &nf->timer);
     nf->timer.data = nf;
+    /* with Redis, a crash's streams are reported by a survivor: only worth it when the backend
+     * hears both ends of a stream */
+    unsigned both = HD_NOTIFY_CONNECT | HD_NOTIFY_DISCONNECT;
+    if (conf->redis && (nf->def->events & both) == both)
+        nf->rec = hk_nrec_new(loop, conf, &rec_ops, nf);
     return nf;
 }
 
@@ -250,6 +302,9 @@ static void on_timer_closed(uv_handle_t *h)
 
 size_t hk_notify_close(hk_notify_t *nf)
 {
+    if (nf->rec)
+        hk_nrec_close(nf->rec);
+    nf->rec = NULL;
     hk_pool_close(nf->pool); /* the request on its way ends with no callback */
     if (nf->is_sending) {
         hd_buf_unref(nf->req.head);

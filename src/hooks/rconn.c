@@ -4,7 +4,7 @@
  * connections live on the broker's thread; a loop's handles are its own). One hiredis async
  * context with the libuv adapter, the same habits as src/broker/redis_conn.c:
  *
- *   connect -> [AUTH] CLIENT SETNAME herald:<host>:<pid>:hooks, SELECT db,
+ *   connect -> [AUTH] CLIENT SETNAME herald:<host>:<pid>:<role>, SELECT db,
  *              FUNCTION LOAD REPLACE <hooks.lua>   (pipelined; the last answer makes it up)
  *   up      -> commands pipelined; each answer goes to its callback
  *   lost    -> (an error answer to the set-up, a closed or failed socket, no answer within
@@ -306,7 +306,8 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- life ---- */
 
-hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, hk_redis_up_cb on_up, void *data)
+hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, const char *role,
+                         hk_redis_up_cb on_up, void *data)
 {
     hk_redis_t *r = hd_calloc(1, sizeof(*r));
     char err[200];
@@ -326,7 +327,7 @@ hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, hk_redis_up_cb 
     for (char *p = host; *p; p++)
         if (*p <= ' ' || *p > '~')
             *p = '_';
-    snprintf(r->name, sizeof(r->name), "herald:%s:%ld:hooks", host, (long)uv_os_getpid());
+    snprintf(r->name, sizeof(r->name), "herald:%s:%ld:%s", host, (long)uv_os_getpid(), role);
     r->loop = loop;
     r->timeout_ms = conf->redis_timeout_ms;
     r->on_up = on_up;

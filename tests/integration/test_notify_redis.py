@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: MIT
+"""The notify hook with Redis (docs/webhooks.md, "Backend hooks"): three herald nodes share a
+real redis-server and one receiver (node, every batch verified with npm standardwebhooks). Each
+node keeps a record of its notified streams in Redis under its presence lease; a node killed
+with SIGKILL leaves them behind, and once its lease ran out exactly one of the two survivors
+claims them (herald_hk_ntake, one atomic call) and sends a `disconnect` with reason node_lost
+for each, with the stream's transport, sub and channels (a /ws subscription included), within
+the lease (plus a poll and a flush); a stream whose disconnect the backend already got is not
+reported again, nor are the survivors' streams; the dead node's keys are gone afterwards.
+max_connections bounds the records of a node."""
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herald_harness as hh  # noqa: E402
+import redis_support as rs  # noqa: E402
+import webhook_support as ws  # noqa: E402
+
+LEASE_S = 2
+
+
+class NotifyRedisCase(hh.HeraldTestCase):
+    def setup_cluster(self):
+        self.redis = rs.start_redis(self)
+        self.secret = ws.new_secret()
+        self.recv = ws.Receiver(self, [self.secret])
+        self.recv.control([], default="ok")
+
+    def node(self, more=()):
+        return self.start_herald(workers=1, overrides=[
+            "webhook_allow_private on", "redis unix://" + self.redis.sock,
+            "presence_lease %ds" % LEASE_S,
+            "notify_hook %s secret=%s batch=50 flush=100ms" % (self.recv.url("/notify"),
+                                                                self.secret)] + list(more))
+
+    def batches(self):
+        out = []
+        for d in self.recv.deliveries():
+            self.assertEqual(d["verified"], [True], d)
+            out.append(json.loads(d["body"]))
+        return out
+
+    def events(self):
+        return [e for b in self.batches() for e in b["events"]]
+
+    def records(self):
+        """{presence node: {conn: record}} as Redis holds them (nodes with records only)."""
+        out = {}
+        for node in self.redis.cli("SMEMBERS", "herald:ncn").split():
+            flat = self.redis.cli("HGETALL", "herald:nc:" + node).splitlines()
+            if flat:
+                out[node] = {flat[i]: json.loads(flat[i + 1])
+                             for i in range(0, len(flat) - 1, 2)}
+        return out
+
+
+class TestCrash(NotifyRedisCase):
+    def test_killed_node_streams_reported_once(self):
+        self.setup_cluster()
+        n1, n2, n3 = self.node(), self.node(), self.node()
+        stays = hh.SseStream(n1.port, "/sse/s1")  # a survivor's: never reported lost
+        self.addCleanup(stays.close)
+        sse = hh.SseStream(n3.port, "/sse?channel=a&channel=b")
+        self.addCleanup(sse.close)
+        w1 = hh.RawWS(n3.port, "/ws/c")
+        self.addCleanup(w1.close)
+        w2 = hh.RawWS(n3.port, "/ws")
+        self.addCleanup(w2.close)
+        w2.send(hh.ws_frame(hh.OP_TEXT, b'{"op":"subscribe","channel":"d","ref":1}'))
+        self.assertEqual(w2.recv_json()["type"], "subscribed")
+        gone = hh.SseStream(n3.port, "/sse/gone")  # closed before the kill: told once
+        gone.close()
+
+        def settled():
+            recs = self.records()
+            return (sorted(len(r) for r in recs.values()) == [1, 3] and
+                    any(["d"] in [x["channels"] for x in r.values()] for r in recs.values()))
+        hh.wait_for(settled, timeout=10, what="the streams' records in Redis, gone's removed")
+        recs = self.records()
+        dead_node = [n for n, r in recs.items() if len(r) == 3][0]
+        dead_conns = set(recs[dead_node])
+        n3.signal(signal.SIGKILL)
+        n3.wait_exit(10)
+        t0 = time.monotonic()
+
+        def lost():
+            return [e for e in self.events() if e.get("reason") == "node_lost"]
+        hh.wait_for(lambda: len(lost()) >= 3, timeout=LEASE_S + 15,
+                    what="the disconnects of the dead node's three streams")
+        took = time.monotonic() - t0
+        print("a dead node's streams reported %.2f s after SIGKILL (presence_lease %d s)" %
+              (took, LEASE_S), file=sys.stderr)
+        self.assertLess(took, LEASE_S + 5, "lease %d s" % LEASE_S)
+        time.sleep(1.5)  # more polls of both survivors: nothing more comes
+        got = lost()
+        self.assertEqual(len(got), 3, got)
+        self.assertEqual({e["conn"] for e in got}, dead_conns)
+        self.assertEqual(len({e["id"] for e in got}), 3)
+        by_tp = sorted((e["transport"], e["channels"]) for e in got)
+        self.assertEqual(by_tp, [("sse", ["a", "b"]), ("websocket", ["c"]),
+                                 ("websocket", ["d"])])
+        for e in got:
+            self.assertEqual(e["type"], "disconnect")
+            self.assertIsNone(e["sub"])
+            self.assertTrue(e["client_ip"].startswith("127."), e)
+            self.assertLessEqual(abs(e["at"] / 1000 - time.time()), 30)
+        # one survivor's batches carry them; gone's disconnect came once, from n3 itself
+        claimers = {b["node"] for b in self.batches()
+                    if any(e.get("reason") == "node_lost" for e in b["events"])}
+        self.assertEqual(len(claimers), 1, claimers)
+        evs = self.events()
+        gone_conn = [e["conn"] for e in evs if e["type"] == "connect" and
+                     e["channels"] == ["gone"]][0]
+        self.assertEqual([e["type"] for e in evs if e["conn"] == gone_conn],
+                         ["connect", "disconnect"])
+        s1_conn = [e["conn"] for e in evs if e["type"] == "connect" and
+                   e["channels"] == ["s1"]][0]
+        self.assertEqual([e["type"] for e in evs if e["conn"] == s1_conn], ["connect"])
+        # the dead node's keys are gone
+        hh.wait_for(lambda: self.redis.cli("SISMEMBER", "herald:ncn", dead_node) == "0",
+                    timeout=5, what="the dead node unlisted")
+        self.assertEqual(self.redis.cli("EXISTS", "herald:nc:" + dead_node), "0")
+        self.assertEqual(self.redis.cli("XPENDING", "herald:hk:nev", "herald").split()[0], "0")
+
+    def test_records_bounded_by_max_connections(self):
+        """A node holds at most max_connections records: the connects past it are refused and
+        leave nothing in Redis; closed streams leave once their disconnect is acknowledged."""
+        self.setup_cluster()
+        n1 = self.node(more=["max_connections 4"])
+        streams = []
+        for i in range(4):
+            streams.append(hh.SseStream(n1.port, "/sse/b%d" % i))
+            self.addCleanup(streams[-1].close)
+        for _ in range(4):
+            try:
+                s = hh.SseStream(n1.port, "/sse/over")
+            except (AssertionError, OSError):
+                continue  # closed at accept
+            s.close()
+            self.assertNotEqual(s.status, 200, "a connect past max_connections was served")
+        hh.wait_for(lambda: sum(len(r) for r in self.records().values()) == 4, timeout=10,
+                    what="four records")
+        time.sleep(0.5)
+        self.assertEqual(sum(len(r) for r in self.records().values()), 4)
+        for s in streams:
+            s.close()
+        hh.wait_for(lambda: sum(len(r) for r in self.records().values()) == 0, timeout=10,
+                    what="no record once the disconnects were acknowledged")
+
+
+if __name__ == "__main__":
+    hh.main()
