@@ -81,6 +81,10 @@ TSAN_OPTIONS=halt_on_error=1 HERALD_BIN=$PWD/build-tsan/herald HERALD_SRC=$PWD \
 cmake --build build-tsan -j"$jobs" --target test_broker_memory test_chantab >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_broker_memory
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_chantab
+# The webhook filter: threads publishing while the hooks thread swaps the registered endpoints'
+# view (src/hooks/filter.c, test_filter_threads).
+cmake --build build-tsan -j"$jobs" --target test_hooks >/dev/null
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_hooks
 
 # Both compilers' warnings fail CI: clang builds the sanitizer tree, GCC the Release tree below.
 echo "== build (clang, ASan + UBSan)"

@@ -671,6 +671,65 @@ static void test_filter(void)
     hd_conf_unref(conf);
 }
 
+/* Threads publishing while the hooks thread swaps the view (run under ThreadSanitizer by
+ * scripts/test.sh): no race, and each reader sees the last view once the swaps are over. */
+typedef struct filter_reader_s {
+    hk_filter_t *f;
+    int done;            /* atomic: the writer finished */
+    int last;            /* what the reader saw after that */
+    unsigned long reads; /* atomic */
+} filter_reader_t;
+
+static void filter_read(void *arg)
+{
+    filter_reader_t *r = arg;
+    while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
+        hk_filter_wanted(r->f, HD_WEBHOOK_EV_OCCUPIED, "room:1", 6);
+        hk_filter_wanted(r->f, HD_WEBHOOK_EV_MESSAGE, "news", 4);
+        __atomic_add_fetch(&r->reads, 1, __ATOMIC_RELAXED);
+    }
+    r->last = hk_filter_wanted(r->f, HD_WEBHOOK_EV_OCCUPIED, "room:1", 6);
+}
+
+static void test_filter_threads(void)
+{
+    hd_conf_t *conf = NULL;
+    char err[256], why[256];
+    T_EQ_INT(hd_conf_load_string(&conf, "t.conf",
+                                 "webhook https://h.example/in channels=news secret=" SPEC_SECRET
+                                 "\n",
+                                 NULL, 0, err, sizeof(err)),
+             0);
+    hd_webhook_def_t d;
+    const char *json = "{\"id\":\"a\",\"url\":\"http://h/\",\"channels\":[\"room:*\"],\"events\":"
+                       "[\"channel.occupied\"],\"secret\":\"" SPEC_SECRET "\"}";
+    T_EQ_INT(hd_webhook_def_from_json(&d, json, strlen(json), why, sizeof(why)), 0);
+    const hd_webhook_def_t *defs[] = {&d};
+    hk_filter_t *f = hk_filter_new(conf);
+    filter_reader_t r[2];
+    uv_thread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].f = f;
+        T_EQ_INT(uv_thread_create(&t[i], filter_read, &r[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) { /* both read while the views change, however loaded */
+        while (__atomic_load_n(&r[i].reads, __ATOMIC_RELAXED) == 0)
+            uv_sleep(1);
+    }
+    for (int k = 0; k < 2000; k++)
+        hk_filter_set(f, k % 2 ? NULL : defs, k % 2 ? 0 : 1);
+    hk_filter_set(f, defs, 1);
+    for (int i = 0; i < 2; i++)
+        __atomic_store_n(&r[i].done, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 2; i++) {
+        uv_thread_join(&t[i]);
+        T_EQ_INT(r[i].last, 1);
+    }
+    hk_filter_free(f);
+    hd_conf_unref(conf);
+}
+
 static int parse_hook(hd_hook_def_t *d, const char *line, char *why, size_t whylen)
 {
     const char *argv[16];
@@ -850,6 +909,7 @@ int main(void)
     T_RUN(test_def_bad);
     T_RUN(test_def_json);
     T_RUN(test_filter);
+    T_RUN(test_filter_threads);
     T_RUN(test_sign);
     T_RUN(test_response);
     T_RUN(test_retry_after);
