@@ -233,8 +233,8 @@ enum {
     HD_BREQ_TICKET_PUT,
     HD_BREQ_TICKET_TAKE,
     HD_BREQ_CONTROL,  /* an operator's order to every node: ctl_*; reply: err, ctl_nodes */
-    HD_BREQ_JOIN,     /* member: one more connection of it on channel; no reply */
-    HD_BREQ_LEAVE,    /* member: that connection is gone; no reply */
+    HD_BREQ_JOIN,     /* member: one more connection of it on channel; no reply (next_op) */
+    HD_BREQ_LEAVE,    /* member: that connection is gone; no reply (next_op) */
     HD_BREQ_PRESENCE, /* channel, cursor?, limit: a page of members (page, members) */
 };
 
@@ -320,6 +320,13 @@ struct hd_breq_s {
     uint64_t ctl_nodes;
     /* JOIN, LEAVE: the member (owned by the request; a broker may take it, leaving NULL) */
     hd_member_t *member;
+    /*
+     * JOIN, LEAVE: the next join or leave of the same worker's loop pass (owned by this request;
+     * NULL: none). A worker sends the joins and leaves of a pass as one chain (hub.c); a broker
+     * handles its links in order as if each had come alone (the embedded one in one critical
+     * section, with one wake-up per worker for all of them).
+     */
+    hd_breq_t *next_op;
     /* PRESENCE in: members after this key (owned; NULL: from the first); limit: page size */
     char *cursor;
     /* PRESENCE out: {"members":[..],"next":..} members' part, owned (NULL: none); INFO and
@@ -329,7 +336,7 @@ struct hd_breq_s {
 };
 
 hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t channel_len);
-/* Releases the request and every message reference it holds. */
+/* Releases the request, every message reference it holds and the chain after it (next_op). */
 void hd_breq_free(hd_breq_t *r);
 /* Broker side: sends r back to the worker that asked (its reply_cb runs there and frees it);
  * a request without reply_cb is freed at once. Any thread. */

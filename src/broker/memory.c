@@ -97,20 +97,26 @@ static void fan_out_event(mem_broker_t *b, hd_message_t *m)
     hd_message_unref(m);
 }
 
+/* The joins and leaves of r's chain (next_op), in order. */
 static void do_presence(mem_broker_t *b, hd_breq_t *r)
 {
-    size_t len = strlen(r->channel);
-    hd_message_t *ev = NULL;
-    int err = 0;
-    if (r->type == HD_BREQ_JOIN)
-        ev = hd_mpres_join(&b->pres, r->channel, len, r->member, &err);
-    else
-        ev = hd_mpres_leave(&b->pres, r->channel, len, r->member);
-    if (ev) {
-        hd_hooks_on_member(ev); /* a push on the hooks mailbox when an endpoint wants it */
-        fan_out_event(b, ev);
+    while (r) {
+        hd_breq_t *next = r->next_op;
+        r->next_op = NULL;
+        size_t len = strlen(r->channel);
+        hd_message_t *ev = NULL;
+        int err = 0;
+        if (r->type == HD_BREQ_JOIN)
+            ev = hd_mpres_join(&b->pres, r->channel, len, r->member, &err);
+        else
+            ev = hd_mpres_leave(&b->pres, r->channel, len, r->member);
+        if (ev) {
+            hd_hooks_on_member(ev); /* a push on the hooks mailbox when an endpoint wants it */
+            fan_out_event(b, ev);
+        }
+        hd_breq_free(r);
+        r = next;
     }
-    hd_breq_free(r);
 }
 
 static void do_unsubscribe(mem_broker_t *b, hd_breq_t *r)

@@ -267,10 +267,16 @@ void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
         hd_redis_send_control(b, r);
         break;
     case HD_BREQ_JOIN:
-        hd_redis_presence_join(b, r);
-        break;
     case HD_BREQ_LEAVE:
-        hd_redis_presence_leave(b, r);
+        while (r) { /* a worker's pass: its joins and leaves in order */
+            hd_breq_t *next = r->next_op;
+            r->next_op = NULL;
+            if (r->type == HD_BREQ_JOIN)
+                hd_redis_presence_join(b, r);
+            else
+                hd_redis_presence_leave(b, r);
+            r = next;
+        }
         break;
     case HD_BREQ_PRESENCE:
         hd_redis_presence_page(b, r);

@@ -62,9 +62,12 @@ typedef struct hub_s {
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
     hd_lchan_t **ev_chans;  /* channels with presence events waiting for the flush */
     size_t n_ev_chans, cap_ev_chans;
+    /* Joins and leaves of this pass for the broker, in order (a chain by next_op, send_presence) */
+    hd_breq_t *pres_ops, **pres_tail;
     uint64_t n_subs;
-    unsigned broker_counts : 1;   /* the broker hands out interest counts (the embedded one) */
-    unsigned ev_flush_queued : 1; /* the flush of presence events is in the mailbox */
+    unsigned broker_counts : 1;    /* the broker hands out interest counts (the embedded one) */
+    unsigned ev_flush_queued : 1;  /* the flush of presence events is in the mailbox */
+    unsigned ops_flush_queued : 1; /* the flush of pres_ops is in the mailbox */
     hd_hub_stats_t stats;
     uint64_t refused_log_ms;                         /* when a refusal was last logged */
     uint64_t refused_since_log[HD_SUBS_LIMIT_COUNT]; /* refused since then, not logged */
@@ -112,6 +115,7 @@ void hd_hub_init(hd_worker_t *w)
 {
     hub_t *hub = hd_calloc(1, sizeof(*hub));
     hub->w = w;
+    hub->pres_tail = &hub->pres_ops;
     HD_CHANTAB_INIT(&hub->chans, hd_lchan_t, 64);
     w->modules[HD_MODULE_HUB] = hub;
 }
@@ -142,6 +146,8 @@ void hd_hub_dispose(hd_worker_t *w)
     hd_chantab_foreach(&hub->chans, free_chan_cb, &hub->chans);
     hd_chantab_dispose(&hub->chans);
     free(hub->ev_chans);
+    if (hub->pres_ops)
+        hd_breq_free(hub->pres_ops); /* the chain: nobody is left to be told */
     for (size_t i = 0; i < SHARED_MAX; i++) {
         if (hub->shared[i].body)
             hd_buf_unref(hub->shared[i].body);
@@ -210,14 +216,46 @@ static void free_sub(hd_sub_t *s)
     free(s);
 }
 
-/* Tells the broker a member's connection joins (HD_BREQ_JOIN) or leaves the channel: requests
- * of one worker reach a broker in order, so a LEAVE never passes its JOIN. */
+/* The joins and leaves of this pass go to the broker, as one chain. */
+static void flush_ops(hd_worker_t *w, hd_msg_t *msg)
+{
+    hub_t *hub = hub_of(w);
+    free(msg);
+    hub->ops_flush_queued = 0;
+    hd_breq_t *r = hub->pres_ops;
+    hub->pres_ops = NULL;
+    hub->pres_tail = &hub->pres_ops;
+    if (r)
+        hd_broker_submit(r);
+}
+
+/*
+ * Tells the broker a member's connection joins (HD_BREQ_JOIN) or leaves the channel. The
+ * requests of a pass go together (flush_ops, a mail to this worker itself: it runs after
+ * everything already in the mailbox, before the pass writes its output), so a burst of joins
+ * costs the embedded broker one critical section and the other workers one wake-up. They stay
+ * in order, so a LEAVE never passes its JOIN. A LEAVE ends the membership: the subscription's
+ * member goes with it (no copy).
+ */
 static void send_presence(hd_sub_t *s, int type)
 {
+    hub_t *hub = hub_of(s->worker);
     hd_lchan_t *c = s->chan;
     hd_breq_t *r = hd_breq_new(type, s->worker, c->name, hd_chan_name_len(&c->ch));
-    r->member = hd_member_copy(s->member);
-    hd_broker_submit(r);
+    if (type == HD_BREQ_LEAVE) {
+        r->member = s->member;
+        s->member = NULL;
+    } else {
+        r->member = hd_member_copy(s->member);
+    }
+    *hub->pres_tail = r;
+    hub->pres_tail = &r->next_op;
+    if (!hub->ops_flush_queued) {
+        hub->ops_flush_queued = 1;
+        hd_msg_t *flush = hd_malloc(sizeof(*flush));
+        flush->cb = flush_ops;
+        hd_worker_post(s->worker, flush); /* this worker: no wake-up, drained in this pass */
+    }
 }
 
 void hd_hub_presence(hd_sub_t *s, int events, hd_member_t *member)

@@ -636,15 +636,19 @@ hd_breq_t *hd_breq_new(int type, hd_worker_t *w, const char *channel, size_t cha
 
 void hd_breq_free(hd_breq_t *r)
 {
-    for (size_t i = 0; i < r->n_msgs; i++)
-        hd_message_unref(r->msgs[i]);
-    free(r->msgs);
-    free(r->data);
-    free(r->ctl_key);
-    free(r->member); /* one allocation (presence.c), freed as hd_member_free does */
-    free(r->cursor);
-    free(r->page);
-    free(r);
+    while (r) {
+        hd_breq_t *next = r->next_op;
+        for (size_t i = 0; i < r->n_msgs; i++)
+            hd_message_unref(r->msgs[i]);
+        free(r->msgs);
+        free(r->data);
+        free(r->ctl_key);
+        free(r->member); /* one allocation (presence.c), freed as hd_member_free does */
+        free(r->cursor);
+        free(r->page);
+        free(r);
+        r = next;
+    }
 }
 
 static void run_reply(hd_worker_t *w, hd_msg_t *msg)

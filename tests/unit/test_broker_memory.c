@@ -15,6 +15,7 @@
 #include "herald/http.h"
 #include "test.h"
 
+#include <jansson.h>
 #include <pthread.h>
 
 #define EPOCH 1000u
@@ -603,13 +604,17 @@ static void test_broker_works_on_the_caller(void)
 typedef struct counting_broker_s {
     hd_broker_t base;
     hd_broker_t *real;
-    int n[HD_BREQ_BARRIER + 1];
+    int n[HD_BREQ_PRESENCE + 1];
+    int links; /* JOIN and LEAVE requests, counting every link of a chain (next_op) */
 } counting_broker_t;
 
 static void counting_submit(hd_broker_t *b, hd_breq_t *r)
 {
     counting_broker_t *cb = (counting_broker_t *)b;
     cb->n[r->type]++;
+    for (hd_breq_t *l = r; l && (r->type == HD_BREQ_JOIN || r->type == HD_BREQ_LEAVE);
+         l = l->next_op)
+        cb->links++;
     cb->real->ops->submit(cb->real, r);
 }
 
@@ -704,6 +709,105 @@ static void test_join_and_leave_locally(void)
     hd_hub_unsubscribe(se);
     T_EQ_INT(cb.n[HD_BREQ_UNSUBSCRIBE], 2);
     T_EQ_INT(pr.err, 0);
+    hd_broker_set(cb.real);
+    hd_embedded_stop(&node);
+}
+
+/* A subscriber asking presence events: what it saw, in order ("+ann -bob" ...), and in how many
+ * frames (one per pass: a single event or a batch). */
+typedef struct pres_seen_s {
+    int ready;
+    unsigned frames;
+    char log[256];
+} pres_seen_t;
+
+static void pres_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    (void)msgs, (void)n, (void)gap;
+    T_EQ_INT(err, 0);
+    ((pres_seen_t *)s->data)->ready = 1;
+}
+
+static void pres_log(pres_seen_t *p, const char *type, json_t *ev)
+{
+    const char *sub = json_string_value(json_object_get(json_object_get(ev, "member"), "sub"));
+    size_t n = strlen(p->log);
+    snprintf(p->log + n, sizeof(p->log) - n, "%s%c%s", n ? " " : "",
+             strcmp(type, "join") == 0 ? '+' : '-', sub ? sub : "?");
+}
+
+static void pres_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
+{
+    (void)encoded;
+    pres_seen_t *p = s->data;
+    p->frames++;
+    json_t *j = json_loadb(m->data, m->len, 0, NULL);
+    T_TRUE(j != NULL);
+    if (m->kind == HD_MSG_PRESENCE) {
+        size_t i;
+        json_t *ev;
+        json_array_foreach(j, i, ev)
+        {
+            pres_log(p, json_string_value(json_object_get(ev, "type")), ev);
+        }
+    } else {
+        pres_log(p, m->kind == HD_MSG_JOIN ? "join" : "leave", j);
+    }
+    json_decref(j);
+}
+
+static const hd_sub_ops_t pres_ops = {
+    .format = HD_FMT_SSE, .on_ready = pres_ready, .on_message = pres_message};
+
+/*
+ * The joins and leaves of one loop pass reach the broker as one request (a chain, handled in
+ * order in one critical section): a member with two connections joins once and leaves after its
+ * last, and a watcher gets the pass's events as one batch.
+ */
+static void test_presence_one_request_per_pass(void)
+{
+    hd_embedded_t node;
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    hd_embedded_start_pubsub(&node);
+    counting_broker_t cb = {.base = {.ops = &counting_ops}, .real = hd_broker_get()};
+    hd_broker_set(&cb.base);
+    pres_seen_t watcher = {0}, ann1 = {0}, ann2 = {0}, bob = {0};
+    hd_sub_t *sw = hd_hub_subscribe(node.wk, "p", 1, NULL, NULL, &pres_ops, &watcher);
+    hd_hub_presence(sw, 1, NULL); /* events, not a member */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(watcher.ready, 1);
+    hd_sub_t *sa1 = hd_hub_subscribe(node.wk, "p", 1, NULL, NULL, &pres_ops, &ann1);
+    hd_hub_presence(sa1, 0, hd_member_new("ann", NULL, 1));
+    hd_sub_t *sa2 = hd_hub_subscribe(node.wk, "p", 1, NULL, NULL, &pres_ops, &ann2);
+    hd_hub_presence(sa2, 0, hd_member_new("ann", NULL, 2));
+    hd_sub_t *sb = hd_hub_subscribe(node.wk, "p", 1, NULL, NULL, &pres_ops, &bob);
+    hd_hub_presence(sb, 1, hd_member_new("bob", NULL, 3));
+    T_EQ_INT(cb.links, 0); /* a member joins when it is live, never inside the call */
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(ann1.ready + ann2.ready + bob.ready, 3);
+    T_EQ_INT(cb.n[HD_BREQ_JOIN], 1); /* one request ... */
+    T_EQ_INT(cb.links, 3);           /* ... with the three connections */
+    T_EQ_STR(watcher.log, "+ann +bob");
+    T_EQ_INT(watcher.frames, 1);
+    T_EQ_STR(bob.log, "+ann +bob"); /* a member asking events sees its own join */
+    T_EQ_INT(ann1.frames + ann2.frames, 0);
+    hd_broker_stats_t st = {0};
+    cb.real->ops->get_stats(cb.real, &st);
+    T_EQ_INT(st.presence_members, 2);
+    /* one pass: ann's first tab leaves (nothing to tell), then bob, then ann's last tab */
+    hd_hub_unsubscribe(sa1);
+    hd_hub_unsubscribe(sb);
+    hd_hub_unsubscribe(sa2);
+    T_EQ_INT(cb.n[HD_BREQ_LEAVE], 0);
+    hd_embedded_sync_broker(&node);
+    T_EQ_INT(cb.n[HD_BREQ_LEAVE], 1);
+    T_EQ_INT(cb.links, 6);
+    T_EQ_STR(watcher.log, "+ann +bob -bob -ann");
+    T_EQ_INT(watcher.frames, 2);
+    cb.real->ops->get_stats(cb.real, &st);
+    T_EQ_INT(st.presence_members, 0);
+    T_EQ_INT(st.presence_events, 4);
+    hd_hub_unsubscribe(sw);
     hd_broker_set(cb.real);
     hd_embedded_stop(&node);
 }
@@ -961,5 +1065,6 @@ int main(void)
     T_RUN(test_local_join_ended_while_pending);
     T_RUN(test_resume_at_the_stream_locally);
     T_RUN(test_burst_asks_once);
+    T_RUN(test_presence_one_request_per_pass);
     T_DONE();
 }
