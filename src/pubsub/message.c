@@ -139,8 +139,12 @@ int hd_channel_name_valid(const char *name, size_t len)
 /* Flags beyond is_text live in the byte after it: bit 0 = payload is valid JSON to embed. */
 #define MSG_IS_JSON(m) ((m)->is_text & 2)
 
-hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
-                             const void *data, size_t len)
+/*
+ * hd_message_new's work. is_json: data is known to be valid JSON (jansson wrote it), so a JSON
+ * content type needs no parse to learn it; 0: parse it when the content type says JSON.
+ */
+static hd_message_t *message_new(const char *channel, size_t channel_len, const char *content_type,
+                                 const void *data, size_t len, int is_json)
 {
     if (!content_type)
         content_type = "";
@@ -161,13 +165,18 @@ hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char
     m->is_text = hd_content_type_is_text(content_type, ct_len) && hd_utf8_valid(data, len);
     if (m->is_text && content_type_is_json(content_type)) {
         json_error_t e;
-        json_t *j = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
-        if (j) {
+        json_t *j = is_json ? NULL : json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+        if (is_json || j)
             m->is_text |= 2;
-            json_decref(j);
-        }
+        json_decref(j);
     }
     return m;
+}
+
+hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
+                             const void *data, size_t len)
+{
+    return message_new(channel, channel_len, content_type, data, len, 0);
 }
 
 int hd_message_from_json(const char *channel, size_t channel_len, const json_t *data,
@@ -208,7 +217,7 @@ int hd_message_from_json(const char *channel, size_t channel_len, const json_t *
         return HD_EBODYTOOBIG;
     }
     const char *ct = type ? json_string_value(type) : "application/json";
-    *out = hd_message_new(channel, channel_len, ct, dumped, len);
+    *out = message_new(channel, channel_len, ct, dumped, len, 1); /* jansson's JSON: no parse */
     free(dumped);
     return 0;
 }

@@ -146,6 +146,8 @@ void hd_ws_close(ws_t *ws, int code, const char *reason);
 
 /* Queues a JSON object (consumed) as one text frame, after anything held back. */
 void hd_ws_emit_json(ws_t *ws, json_t *obj);
+/* Queues text[0..n) (JSON the caller wrote) as one text frame, after anything held back. */
+void hd_ws_emit_text(ws_t *ws, const char *text, size_t n);
 /* Queues a gap notice for e's channel. */
 void hd_ws_emit_gap(ws_t *ws, ws_sub_t *e);
 /*

@@ -32,6 +32,29 @@ static void emit_reply(ws_t *ws, json_t *o, json_t *ref)
     hd_ws_emit_json(ws, o);
 }
 
+/*
+ * The replies every subscribe, unsubscribe and publish gets, written without a JSON tree:
+ * head is the object's text without its closing brace (its strings are channel names and ids,
+ * whose alphabets need no escaping); the request's "ref" (when it had one) goes last, as
+ * emit_reply puts it.
+ */
+static void emit_plain(ws_t *ws, const char *head, int n, json_t *ref)
+{
+    char *rt = ref ? json_dumps(ref, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    size_t rn = rt ? strlen(rt) : 0;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, (size_t)n + rn + 8);
+    hd_sbuf_append(&sb, head, (size_t)n);
+    if (rt) {
+        hd_sbuf_appends(&sb, ",\"ref\":");
+        hd_sbuf_append(&sb, rt, rn);
+    }
+    hd_sbuf_appends(&sb, "}");
+    free(rt);
+    hd_ws_emit_text(ws, sb.buf->data, sb.buf->len);
+    hd_sbuf_dispose(&sb);
+}
+
 static void reply_error(ws_t *ws, json_t *ref, const char *channel, const char *code,
                         const char *text)
 {
@@ -71,11 +94,12 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
             hd_ws_leave(ws);
             return; /* let go as a slow consumer */
         }
-        char id[HD_ID_MAX];
+        char id[HD_ID_MAX], head[64 + HD_CHANNEL_MAX + HD_ID_MAX];
         hd_id_format(id, sizeof(id), s->epoch, s->last_seq);
-        json_t *o = reply_new("subscribed", e->channel);
-        json_object_set_new(o, "last_id", json_string(id));
-        emit_reply(ws, o, ref);
+        int hn = snprintf(head, sizeof(head),
+                          "{\"type\":\"subscribed\",\"channel\":\"%s\",\"last_id\":\"%s\"",
+                          e->channel, id);
+        emit_plain(ws, head, hn, ref);
         if (hd_ws_pub(ws)->conn)
             hd_tp_notify_channel(hd_ws_pub(ws)->conn, 1, e->channel, e->len);
         hd_ws_pump(ws);
@@ -333,8 +357,10 @@ static void op_unsubscribe(ws_t *ws, json_t *root, json_t *ref)
     }
     if (e->sub && hd_ws_pub(ws)->conn) /* it was live */
         hd_tp_notify_channel(hd_ws_pub(ws)->conn, 0, name, len);
-    hd_ws_sub_remove(ws, e);
-    emit_reply(ws, reply_new("unsubscribed", name), ref);
+    char head[64 + HD_CHANNEL_MAX];
+    int n = snprintf(head, sizeof(head), "{\"type\":\"unsubscribed\",\"channel\":\"%s\"", name);
+    hd_ws_sub_remove(ws, e); /* name is the request's: still valid */
+    emit_plain(ws, head, n, ref);
 }
 
 /* ephemeral_rate: 1 when the client may publish an ephemeral message now, else 0 with
@@ -639,12 +665,15 @@ static void json_on_published(ws_t *ws, int err, const hd_message_t *m, json_t *
     if (err || !m) {
         reply_error(ws, ref, NULL, refusal_code(err), hd_strerror(err));
     } else {
-        json_t *o = reply_new("published", m->channel);
-        if (m->kind == HD_MSG_EPHEMERAL)
-            json_object_set_new(o, "ephemeral", json_true()); /* delivered live, no id */
-        else
-            json_object_set_new(o, "id", json_string(m->id));
-        emit_reply(ws, o, ref);
+        char head[64 + HD_CHANNEL_MAX + HD_ID_MAX];
+        int n = m->kind == HD_MSG_EPHEMERAL /* delivered live, no id */
+                    ? snprintf(head, sizeof(head),
+                               "{\"type\":\"published\",\"channel\":\"%s\",\"ephemeral\":true",
+                               m->channel)
+                    : snprintf(head, sizeof(head),
+                               "{\"type\":\"published\",\"channel\":\"%s\",\"id\":\"%s\"",
+                               m->channel, m->id);
+        emit_plain(ws, head, n, ref);
     }
 }
 

@@ -127,6 +127,17 @@ void hd_ws_emit_json(ws_t *ws, json_t *obj)
     hd_buf_unref(b);
 }
 
+void hd_ws_emit_text(ws_t *ws, const char *text, size_t n)
+{
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, n + 10);
+    hd_ws_frame_header(&sb, WSLAY_TEXT_FRAME, n);
+    hd_sbuf_append(&sb, text, n);
+    hd_buf_t *b = hd_sbuf_finish(&sb);
+    emit(ws, b);
+    hd_buf_unref(b);
+}
+
 void hd_ws_emit_gap(ws_t *ws, ws_sub_t *e)
 {
     char text[sizeof("{\"type\":\"gap\",\"channel\":\"\",\"reason\":\"\"}") + HD_CHANNEL_MAX +
