@@ -11,7 +11,7 @@ webhook_allow_private (400), a taken id (409), past webhook_max_endpoints (507),
 16 KiB (413), registration off (403). With Redis, two nodes sharing a real redis-server: an
 endpoint registered on one is delivered for publishes on the other, survives a restart, is
 deleted everywhere, the bound is the cluster's, and a 410 Gone answered to one node disables it
-on both until it is enabled through the API."""
+on both until it is enabled through the API; while Redis is away, 503."""
 import json
 import os
 import sys
@@ -234,6 +234,25 @@ class TestRedis(hh.HeraldTestCase):
         got = r.wait_deliveries(2)
         self.assertEqual(json.loads(got[1]["body"])["data"]["id"], mid)
         self.assertEqual(got[1]["answer"], "ok")
+
+    def test_redis_away(self):
+        """Without Redis, registering and deleting answer 503 with a reason; what the node knows
+        is still listed."""
+        s = ws.new_secret()
+        redis = rs.start_redis(self)
+        a = self.node(redis)
+        register(a.port, {"id": "app", "url": "http://127.0.0.1:9/", "secret": s})
+        redis.kill()
+
+        def refused():
+            status, body = ws.admin(a.port, "POST", "/admin/webhooks",
+                                    {"id": "late", "url": "http://127.0.0.1:9/", "secret": s})
+            return status == 503 and body
+        body = wait_for(refused, IO, "a registration refused while Redis is away")
+        self.assertIn("redis is unavailable", body["error"])
+        status, body = ws.admin(a.port, "DELETE", "/admin/webhooks/app")
+        self.assertEqual(status, 503, body)
+        self.assertEqual(ws.admin(a.port, "GET", "/admin/webhooks/app")[0], 200)
 
 
 if __name__ == "__main__":
