@@ -51,7 +51,8 @@ int hd_log_open(const char *log_file, const char *access_log, char *err, size_t 
 void hd_log_access(const char *line, size_t len);
 int hd_log_access_enabled(void);
 
-/* Thread name used as the line prefix: "main", "w0", "w1", ... */
+/* Thread name used as the line prefix: "main", "w0", "w1", ...; also the thread's name in the
+ * kernel ("herald-w0": top -H, perf, /proc/PID/task/TID/comm), so CPU shows per thread. */
 void hd_log_thread_name(const char *name);
 /* Routes this thread's lines through `loop` (asynchronous writes). */
 void hd_log_thread_attach(uv_loop_t *loop);

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,7 +89,10 @@ int hd_log_access_enabled(void)
 
 void hd_log_thread_name(const char *name)
 {
+    char comm[16]; /* the kernel keeps 15 bytes: "herald-w0", "herald-redis" */
     thread_name = name;
+    snprintf(comm, sizeof(comm), "herald-%s", name);
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
 }
 
 static void write_all(int fd, const char *p, size_t n)
