@@ -151,6 +151,23 @@ void hd_ws_close(ws_t *ws, int code, const char *reason)
     size_t len = strlen(reason);
     if (len > WS_MAX_REASON_BYTES)
         len = WS_MAX_REASON_BYTES;
+    if (!ws->rx) {
+        /* A silent peer has no wslay context (hd_ws_ctx), and none is made only to write one
+         * frame and free it: an operator's order closes thousands of idle subscribers at once,
+         * and the context is about 9 KiB zeroed per connection. The frame is the one wslay
+         * writes (RFC 6455 5.5.1: FIN and opcode 8, unmasked, the code big-endian, the
+         * reason), nothing is read after it (is_closing), and the connection is finished. */
+        uint8_t frame[4 + WS_MAX_REASON_BYTES];
+        frame[0] = 0x88;
+        frame[1] = (uint8_t)(2 + len);
+        frame[2] = (uint8_t)(code >> 8);
+        frame[3] = (uint8_t)code;
+        memcpy(frame + 4, reason, len);
+        hd_conn_send_copy(ws->pub.conn, frame, 4 + len);
+        if (!ws->is_gone)
+            hd_conn_finish(ws->pub.conn);
+        return;
+    }
     wslay_event_queue_close(hd_ws_ctx(ws), (uint16_t)code, (const uint8_t *)reason, len);
     wslay_event_shutdown_read(ws->rx->ctx);
     if (!ws->in_recv)
