@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # bench/chat.sh HERALD HERALD_BENCH [--rounds N] [--members S] [--rooms C] [--duration D]
-#               [--churn N] [--workers W]
+#               [--churn N] [--workers W] [--setups "off on churn churn0"] [--herald-b HERALD2]
 # Issue 11's bars for chat, measured in alternating rounds (docs/chat.md, "Cost"):
 #   off     herald-bench chat: C rooms of S/C members on /ws, 2 msg/s per room; no presence
 #           rule (channel_rule without presence=on), no typing
@@ -10,7 +10,9 @@
 #   churn   presence on, no messages: N members a second leave their room and join it again
 #           (unsubscribe, subscribe with presence), server CPU per join or leave
 #   churn0  the same churn on rooms without presence: what a subscribe/unsubscribe costs alone
-# Each round starts its own herald (port 0, read from its "listening on" line) with the conf
+# --setups runs only those, in that order in each round; a setup named SETUP@b runs with the
+# binary of --herald-b (two builds compared in alternating rounds of one run). Each round
+# starts its own herald (port 0, read from its "listening on" line) with the conf
 # of its setup, runs herald-bench with --server-pid, stops herald with SIGTERM. Prints
 # herald-bench's JSON line per round (prefixed with the setup and the 1-minute load average)
 # and a summary of medians. Stops only what it started, by PID; every wait is bounded.
@@ -24,6 +26,8 @@ rooms=500
 duration=20s
 churn=1000
 workers=2
+setups="off on churn churn0"
+herald_b=
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) rounds=$2; shift ;;
@@ -32,6 +36,8 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift ;;
     --churn) churn=$2; shift ;;
     --workers) workers=$2; shift ;;
+    --setups) setups=$2; shift ;;
+    --herald-b) herald_b=$2; shift ;;
     *) echo "chat.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -66,10 +72,11 @@ $rule
 EOF
 }
 
+# start_herald PRESENCE BINARY
 start_herald() {
     write_conf "$dir/herald.conf" "$1"
     : >"$dir/herald.log"
-    "$herald" -c "$dir/herald.conf" 2>"$dir/herald.log" &
+    "$2" -c "$dir/herald.conf" 2>"$dir/herald.log" &
     hpid=$!
     port=
     for _ in $(seq 1 200); do
@@ -93,14 +100,18 @@ stop_herald() {
 
 # run SETUP
 run() {
-    local setup=$1 presence=off args=()
-    case $setup in
+    local setup=$1 presence=off args=() bin=$herald
+    if [ "${setup%@b}" != "$setup" ]; then
+        [ -n "$herald_b" ] || { echo "chat.sh: $setup needs --herald-b" >&2; return 1; }
+        bin=$herald_b
+    fi
+    case ${setup%@b} in
     off) args=(-r $((rooms * 2))) ;;
     on) presence=on; args=(-r $((rooms * 2)) --typing 5 --presence) ;;
     churn) presence=on; args=(-r 0 --churn "$churn" --presence) ;;
     churn0) args=(-r 0 --churn "$churn") ;;
     esac
-    start_herald $presence || return 1
+    start_herald $presence "$bin" || return 1
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
     local out
@@ -111,8 +122,8 @@ run() {
     stop_herald
 }
 
-for r in $(seq 1 "$rounds"); do
-    for setup in off on churn churn0; do
+for _ in $(seq 1 "$rounds"); do
+    for setup in $setups; do
         run $setup | tee -a "$dir/results"
     done
 done
@@ -130,7 +141,7 @@ for line in open(sys.argv[1]):
 def med(setup, key):
     v = [j.get(key) for _, j in by.get(setup, []) if isinstance(j.get(key), (int, float))]
     return (statistics.median(v), v) if v else (float("nan"), v)
-for setup in ("off", "on"):
+for setup in [s for s in ("off", "on") if s in by]:
     anyd, anys = med(setup, "server_cpu_us_per_any_delivery")
     if anys:
         print("%-6s CPU/delivery, events counted: median %.2f us %s" % (setup, anyd, anys))
@@ -139,10 +150,18 @@ for setup in ("off", "on"):
     lost, _ = med(setup, "lost")
     print("%-6s CPU/delivery median %.2f us %s  p99 median %.0f us %s  lost %s  load %s" % (
         setup, cpu, all_, p99, p99s, lost, [l for l, _ in by.get(setup, [])]))
-for setup in ("churn", "churn0"):
+for setup in [s for s in by if s.endswith("@b")]:
+    for key in ("server_cpu_us_per_delivery", "server_cpu_us_per_any_delivery",
+                "server_cpu_us_per_join_leave", "latency_p99_us"):
+        v, all_ = med(setup, key)
+        if all_:
+            print("%-9s %s median %.2f %s" % (setup, key, v, all_))
+for setup in [s for s in ("churn", "churn0") if s in by]:
     cpu, all_ = med(setup, "server_cpu_us_per_join_leave")
     print("%-6s CPU/join or leave median %.2f us %s  load %s" % (
         setup, cpu, all_, [l for l, _ in by.get(setup, [])]))
+if "on" not in by or "off" not in by:
+    sys.exit(0)
 on, _ = med("on", "server_cpu_us_per_delivery")
 off, _ = med("off", "server_cpu_us_per_delivery")
 anyon, _ = med("on", "server_cpu_us_per_any_delivery")
