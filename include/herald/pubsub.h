@@ -148,37 +148,68 @@ int hd_id_parse(const char *s, size_t len, uint64_t *epoch, uint64_t *seq);
 /* ---- delivery receipts (receipt.c; docs/chat.md) ---- */
 
 /*
- * Where the receipts of messages published with "receipt" go: the publishing connection, on
- * its worker. Shared, with an atomic count, by the messages that asked (hd_message_t.rcpt), the
- * subscriptions waiting for an ack of one and the receipts on their way: none of them owns the
- * connection. The connection clears owner (on its worker) when it goes, and a receipt that
- * arrives after that is dropped. Only the embedded broker delivers the very message published,
- * so only it carries receipts (the Redis bridge rebuilds messages from Redis).
+ * Where the receipts of messages published with "receipt" go. A box is the publishing
+ * connection's, on its worker: shared, with an atomic count, by the messages that asked
+ * (hd_message_t.rcpt), the subscriptions waiting for an ack of one and the receipts on their
+ * way; none of them owns the connection. The connection closes its box (hd_rcpt_close, on its
+ * worker) when it goes, and a receipt that arrives after that is dropped.
  *
- *   publisher's worker P                     subscriber's worker W
+ * The embedded broker delivers the very message published, box and all. The Redis bridge
+ * delivers copies rebuilt from Redis: the box travels through Redis as its tag "<node>-<conn>"
+ * (the publisher's connection as presence names it), and each copy carries an address made
+ * from the tag (hd_rcpt_address, a hd_rcpt_t with no worker). A receipt to an address is text
+ * handed to the broker (HD_BREQ_RECEIPT): the bridge PUBLISHes it on P rc:<node>, which only
+ * that node subscribes to (or, on the publisher's own node, posts it at once), and the node
+ * hands it to the box by connection id (hd_rcpt_post). Nothing of it runs for a message
+ * without receipts: the fan-out pays one NULL test.
+ *
+ *   publisher's worker P                     subscriber's worker W (any node under Redis)
  *   ws publish "receipt" -> m->rcpt = box    fan-out: m written to a subscriber (not P's conn)
- *        ^                                     -> first one anywhere (rcpt_done): DELIVERED mail
+ *        ^                                     -> first one on the node (rcpt_done): DELIVERED
  *        |   mail (box ref) on P's mailbox     ack of m's id on a subscription with "ack"
- *        +------------------------------------ -> ACKED mail, with the acker
- *   on P: box->owner ? box->cb(owner, ...) : dropped
+ *        +------------------------------------ -> ACKED, with the acker
+ *        |   Redis: mail by connection id      m->rcpt an address: text to the broker
+ *        +-- P's bridge <- SUBSCRIBE P rc:<node> <- PUBLISH P rc:<node> <- W's bridge
+ *   on P: box->owner ? box->cb(owner, ...) : dropped. Under Redis every node that delivers
+ *   sends its DELIVERED: the box passes on one per message (the last HD_RCPT_SEEN remembered).
  */
 enum { HD_RCPT_DELIVERED = 1, HD_RCPT_ACKED };
 typedef void (*hd_rcpt_cb)(void *owner, int status, const char *channel, const char *id,
                            const char *member_json, const char *conn);
+#define HD_RCPT_SEEN    16
+#define HD_RCPT_TAG_MAX 40 /* "<node>-<connection id in hex>" and a NUL */
 typedef struct hd_rcpt_s {
-    int refs; /* atomic */
-    hd_worker_t *worker;
-    void *owner; /* the publishing connection's, NULL once gone: read and written on worker */
+    int refs;            /* atomic */
+    hd_worker_t *worker; /* a box: the publisher's worker; NULL: an address */
+    void *owner; /* a box: the publishing connection's, NULL once closed: read and written on worker
+                  */
     hd_rcpt_cb cb;
     uint64_t conn_id; /* the publisher's connection: its own copy is no delivery */
+    uint8_t is_here;  /* that connection is on this node (every box; an address of this node) */
+    uint8_t seen_next;
+    char node[16]; /* an address: the publisher's node */
+    /* a box: the DELIVERED receipts passed on lately, (epoch, seq), a ring */
+    uint64_t seen[HD_RCPT_SEEN][2];
 } hd_rcpt_t;
 
-/* A box for the connection conn_id on w (one reference); cb runs on w with owner. */
+/* A box for the connection conn_id on w (one reference), found by conn_id on w until
+ * hd_rcpt_close; cb runs on w with owner. */
 hd_rcpt_t *hd_rcpt_new(hd_worker_t *w, uint64_t conn_id, hd_rcpt_cb cb, void *owner);
+/* The connection has gone (on the box's worker): receipts on their way find nobody. */
+void hd_rcpt_close(hd_rcpt_t *box);
 hd_rcpt_t *hd_rcpt_ref(hd_rcpt_t *r);
 void hd_rcpt_unref(hd_rcpt_t *r);
-/* m (with a box) was queued on the connection conn_id of a subscriber: the first time anywhere
- * for another connection than the publisher's, the DELIVERED receipt goes to the box. */
+/* r's tag, "<node>-<conn hex>", into out (HD_RCPT_TAG_MAX bytes). Returns its length. */
+size_t hd_rcpt_tag(const hd_rcpt_t *r, char *out);
+/* The address a tag names (one reference), or NULL when tag[0..len) is not one. */
+hd_rcpt_t *hd_rcpt_address(const char *tag, size_t len);
+/* 1 when conn_id (a connection of this node) is the publisher r's receipts go to. */
+static inline int hd_rcpt_is_publisher(const hd_rcpt_t *r, uint64_t conn_id)
+{
+    return r->is_here && r->conn_id == conn_id;
+}
+/* m (with a box) was queued on the connection conn_id of a subscriber: the first time on this
+ * node for another connection than the publisher's, the DELIVERED receipt goes to the box. */
 void hd_rcpt_delivered_(hd_message_t *m, uint64_t conn_id);
 static inline void hd_rcpt_delivered(hd_message_t *m, uint64_t conn_id)
 {
@@ -189,6 +220,26 @@ static inline void hd_rcpt_delivered(hd_message_t *m, uint64_t conn_id)
  * conn_id, whose identity is member_json ({"sub":..,"info":..}; NULL: anonymous). */
 void hd_rcpt_acked(hd_rcpt_t *to, const char *channel, uint64_t epoch, uint64_t seq,
                    const char *member_json, uint64_t conn_id);
+/*
+ * A receipt to an address as text (HD_BREQ_RECEIPT's data, P rc:<node>'s messages):
+ *   "<tag> d <channel> <id>"                          DELIVERED
+ *   "<tag> a <channel> <id> <acker conn> [<member>]"  ACKED (member: a JSON object, or none)
+ * hd_rcpt_parse reads it (pure; the pointers are into text): 0, or HD_EBADREQ when it is not
+ * that. hd_rcpt_post hands it to the box of the tag's connection, on that connection's worker
+ * of s: 0, or HD_EBADREQ when it does not parse or its tag names another node or no worker of
+ * s. Any thread.
+ */
+typedef struct hd_rcpt_text_s {
+    int status; /* HD_RCPT_* */
+    char node[16];
+    uint64_t conn_id, epoch, seq;
+    const char *channel, *acker, *member; /* acker, member: ACKED (member NULL: anonymous) */
+    size_t channel_len, acker_len, member_len;
+} hd_rcpt_text_t;
+int hd_rcpt_parse(const char *text, size_t len, hd_rcpt_text_t *out);
+int hd_rcpt_post(hd_server_t *s, const char *text, size_t len);
+/* Longest receipt text: member stamps above this are sent without the member. */
+#define HD_RCPT_TEXT_MAX 4096
 
 /* ---- wire formats: each message is encoded once per format per worker ---- */
 
@@ -236,6 +287,7 @@ enum {
     HD_BREQ_JOIN,     /* member: one more connection of it on channel; no reply (next_op) */
     HD_BREQ_LEAVE,    /* member: that connection is gone; no reply (next_op) */
     HD_BREQ_PRESENCE, /* channel, cursor?, limit: a page of members (page, members) */
+    HD_BREQ_RECEIPT,  /* data: a receipt to an address (hd_rcpt_post's text); no reply */
 };
 
 /*
@@ -358,6 +410,7 @@ typedef struct hd_broker_stats_s {
     uint64_t presence_members;  /* members on those channels (a user's tabs: one) */
     uint64_t presence_events;   /* join and leave events made */
     uint64_t presence_refused;  /* joins refused at presence_max_channels */
+    uint64_t receipts_dropped;  /* receipts to other nodes not sent: Redis lost, or too many */
     int state;           /* HD_BROKER_*: the Redis bridge's connection (the embedded one: UP) */
     uint64_t reconnects; /* connections to Redis lost since start */
 } hd_broker_stats_t;
@@ -531,6 +584,7 @@ enum { HD_TP_POLL = 0, HD_TP_LONGPOLL, HD_TP_SSE, HD_TP_WS };
     __atomic_store_n(&hd_hub_stats(w)->field, hd_hub_stats(w)->field + (n), __ATOMIC_RELAXED)
 hd_hub_stats_t *hd_hub_stats(hd_worker_t *w);
 
-enum { HD_MODULE_HUB = 0, HD_MODULE_WS = 1 };
+/* w->modules slots: the hub, WebSocket's, the receipt boxes' table (receipt.c) */
+enum { HD_MODULE_HUB = 0, HD_MODULE_WS = 1, HD_MODULE_RCPT = 2 };
 
 #endif

@@ -76,6 +76,7 @@ static void collect(totals_t *t)
     }
     hd_broker_t *b = hd_broker_get();
     b->ops->get_stats(b, &t->broker);
+    t->net.receipts_dropped += t->broker.receipts_dropped; /* receipts to other nodes too */
 }
 
 /*
@@ -237,8 +238,9 @@ static void on_metrics(hd_req_t *req, void *arg)
                     (unsigned long long)t.net.client_publish_refused);
     hd_sbuf_appendf(&sb, "herald_client_publishes_refused_total{reason=\"ephemeral_rate\"} %llu\n",
                     (unsigned long long)t.net.ephemeral_refused);
-    hd_sbuf_appends(&sb, "# HELP herald_receipts_dropped_total Acked receipts given up: a "
-                         "connection held the most messages awaiting an ack it may (256).\n"
+    hd_sbuf_appends(&sb, "# HELP herald_receipts_dropped_total Receipts given up: acked ones past "
+                         "the 256 messages a connection may hold awaiting an ack, and (Redis) "
+                         "receipts for other nodes while Redis was lost or past 4096 unsent.\n"
                          "# TYPE herald_receipts_dropped_total counter\n");
     hd_sbuf_appendf(&sb, "herald_receipts_dropped_total %llu\n",
                     (unsigned long long)t.net.receipts_dropped);

@@ -14,7 +14,9 @@
 --                           when it connects.
 --   P ch:<channel>  stream  the channel's history: entry id "<epoch>-<seq>", fields t (publish
 --                           time, ms), ct (content type), d (payload), p (the publisher stamp,
---                           a JSON object herald set from a client's token; absent for none).
+--                           a JSON object herald set from a client's token; absent for none),
+--                           r (the receipt tag "<node>-<conn>" of a message whose publisher
+--                           asked delivery receipts; absent for none).
 --   P chm:<channel> hash    epoch (of the stream's entries), trimmed (highest seq that left
 --                           history), bytes (payload bytes in the stream), oldest (t of its
 --                           first entry), last (the last id).
@@ -42,8 +44,10 @@
 --
 -- The stream and its chm hash expire history_ttl after the last publish, so idle channels cost
 -- nothing. Pub/sub channel P msg:<channel> carries each message as
---   "<id>\n<time ms>\n<content type>\n<payload>"
--- to the nodes with subscribers on it.
+--   "<id>\n<time ms>\n<content type>\n<publisher>\n<payload>"
+-- to the nodes with subscribers on it; "<id> <receipt tag>" in the first line when it has one
+-- (herald_read's ids too). P rc:<node> carries receipts to that node's publishers (the nodes
+-- PUBLISH them, docs/redis.md).
 --
 -- Ids are "<epoch in base 36>-<seq>". A resume from an id of another epoch, or from below the
 -- channel's trimmed seq, is a gap: some messages after it may be missing.
@@ -56,7 +60,7 @@
 --                                                                    -> {time ms, id1 .. idN}
 --     (or with a fourth argument per message, its idempotency key, "" for none:
 --      <c1> <p1> <t1> <k1> .. <cN> <pN> <tN> <kN>; or a fifth too, its publisher stamp, a JSON
---      object or "": <c1> <p1> <t1> <k1> <s1> ..)
+--      object or "": <c1> <p1> <t1> <k1> <s1> ..; or a sixth, its receipt tag or "")
 --   FCALL herald_read 1 P ch:<channel> <channel> sub|hist|info <since id or ""> <limit>
 --     -> {"<epoch>-<current seq>", gap, found, last id, history length, id, t, ct, p, d, ...}
 --     At most <limit> (1..READ_MAX_MSGS) messages and about READ_MAX_BYTES of payload: hist
@@ -324,7 +328,7 @@ local function save_channel(key, cm, st, epoch, cfg)
 end
 
 -- Publishes one checked message. Returns its id.
-local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct, stamp)
+local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct, stamp, tag)
     local seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
     local id = e36 .. '-' .. int(seq)
     local cm = p .. 'chm:' .. channel
@@ -332,7 +336,13 @@ local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct, s
     if not st.exists then
         redis.call('DEL', key) -- entries of another epoch, if any
     end
-    if stamp ~= '' then
+    if tag ~= '' and stamp ~= '' then -- receipts asked (docs/chat.md): where they go
+        redis.call('XADD', key, epoch .. '-' .. int(seq), 't', int(now), 'ct', ct, 'p', stamp,
+            'r', tag, 'd', payload)
+    elseif tag ~= '' then
+        redis.call('XADD', key, epoch .. '-' .. int(seq), 't', int(now), 'ct', ct, 'r', tag,
+            'd', payload)
+    elseif stamp ~= '' then
         redis.call('XADD', key, epoch .. '-' .. int(seq), 't', int(now), 'ct', ct, 'p', stamp,
             'd', payload)
     else
@@ -348,8 +358,8 @@ local function publish_one(p, cfg, now, epoch, e36, key, channel, payload, ct, s
     save_channel(key, cm, st, epoch, cfg)
     redis.call('HSET', p .. 'tombs', tomb_slot(channel), int(seq))
     redis.call('ZADD', p .. 'chans', cfg.ttl > 0 and int(now + cfg.ttl) or '+inf', channel)
-    redis.call('PUBLISH', p .. 'msg:' .. channel,
-        id .. '\n' .. int(now) .. '\n' .. ct .. '\n' .. stamp .. '\n' .. payload)
+    redis.call('PUBLISH', p .. 'msg:' .. channel, id .. (tag ~= '' and ' ' .. tag or '') ..
+        '\n' .. int(now) .. '\n' .. ct .. '\n' .. stamp .. '\n' .. payload)
     return id
 end
 
@@ -359,6 +369,14 @@ local function check_stamp(s)
     if type(s) ~= 'string' or #s > 8192 or string.find(s, '\n', 1, true) or
         (s ~= '' and (string.sub(s, 1, 1) ~= '{' or string.sub(s, -1) ~= '}')) then
         fail('bad publisher stamp: a JSON object of at most 8192 bytes, or ""')
+    end
+end
+
+-- A receipt tag: "" (none) or "<node>-<conn>" in lowercase hex (docs/chat.md).
+local function check_tag(t)
+    if type(t) ~= 'string' or #t > 40 or
+        (t ~= '' and not string.find(t, '^[0-9a-f]+%-[0-9a-f]+$')) then
+        fail('bad receipt tag: "<node>-<connection>" in hex, or ""')
     end
 end
 
@@ -434,7 +452,7 @@ local function publish_all(p, cfg, keys, msgs)
     for i, m in ipairs(msgs) do
         local id = m.ik and redis.call('GET', m.ik) -- an earlier message of this call
         if not id then
-            id = publish_one(p, cfg, now, epoch, e36, keys[i], m[1], m[2], m[3], m[5])
+            id = publish_one(p, cfg, now, epoch, e36, keys[i], m[1], m[2], m[3], m[5], m[6])
             if m.ik then
                 redis.call('SET', m.ik, id, 'PX', int(cfg.window))
             end
@@ -457,14 +475,14 @@ local function herald_publish(keys, args)
     check_message(cfg, channel, payload, ct)
     check_idem_key(k)
     check_stamp(s)
-    return publish_all(p, cfg, keys, {{channel, payload, ct, k, s}})[2]
+    return publish_all(p, cfg, keys, {{channel, payload, ct, k, s, ''}})[2]
 end
 
 local function herald_publish_batch(keys, args)
     local w = #keys > 0 and #args / #keys
-    if w ~= 3 and w ~= 4 and w ~= 5 then
+    if w ~= 3 and w ~= 4 and w ~= 5 and w ~= 6 then
         fail('usage: FCALL herald_publish_batch N <key>.. (<channel> <payload> <type> ' ..
-            '[<idempotency key> [<publisher>]])..')
+            '[<idempotency key> [<publisher> [<receipt tag>]]])..')
     end
     local p
     for i = 1, #keys do
@@ -480,10 +498,11 @@ local function herald_publish_batch(keys, args)
     for i = 1, #keys do
         local a = w * i - w
         local m = {args[a + 1], args[a + 2], args[a + 3], w >= 4 and args[a + 4] or '',
-            w == 5 and args[a + 5] or ''}
+            w >= 5 and args[a + 5] or '', w == 6 and args[a + 6] or ''}
         check_message(cfg, m[1], m[2], m[3])
         check_idem_key(m[4])
         check_stamp(m[5])
+        check_tag(m[6])
         msgs[i] = m
     end
     return publish_all(p, cfg, keys, msgs)
@@ -562,7 +581,7 @@ local function herald_read(keys, args)
             e = entries[n + 1 - i] -- oldest first
         end
         local f = fields(e[2])
-        out[#out + 1] = e36 .. '-' .. int(seq_of(e[1]))
+        out[#out + 1] = e36 .. '-' .. int(seq_of(e[1])) .. (f.r and ' ' .. f.r or '')
         out[#out + 1] = f.t or '0'
         out[#out + 1] = f.ct or ''
         out[#out + 1] = f.p or ''

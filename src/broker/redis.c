@@ -64,6 +64,7 @@ static const hd_redis_events_t bridge_events = {
     .on_message = hd_redis_on_message,
     .on_subscription = hd_redis_on_subscription,
     .on_control = hd_redis_on_control,
+    .on_receipt = hd_redis_on_receipt,
     .on_up = on_up,
     .on_down = hd_redis_on_down,
     .sweep = hd_redis_sweep,
@@ -113,6 +114,7 @@ static void redis_get_stats(hd_broker_t *base, hd_broker_stats_t *out)
     out->channels_refused = __atomic_load_n(&b->stats.channels_refused, __ATOMIC_RELAXED);
     out->presence_channels = __atomic_load_n(&b->stats.presence_channels, __ATOMIC_RELAXED);
     out->presence_refused = __atomic_load_n(&b->stats.presence_refused, __ATOMIC_RELAXED);
+    out->receipts_dropped = __atomic_load_n(&b->stats.receipts_dropped, __ATOMIC_RELAXED);
 }
 
 static void free_chan_cb(hd_chan_t *ch, void *arg)

@@ -243,6 +243,9 @@ void hd_redis_on_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     case OP_REVOKED_LOAD:
         hd_redis_revoked_reply(b, op, rep);
         break;
+    case OP_RECEIPT:
+        hd_redis_receipt_reply(b, op, rep);
+        break;
     case OP_PRES_CMD:
     case OP_PRES_PAGE:
     case OP_PRES_COUNT:

@@ -10,7 +10,8 @@
  *   redis_request.c  requests from workers: publishes in bounded parts and held in order,
  *                    subscribes, unsubscribes, history and info reads, barriers
  *   redis_control.c  operators' orders (revoke, disconnect): stored in and announced through
- *                    Redis, heard from every node, the live revocations loaded at connect
+ *                    Redis, heard from every node, the live revocations loaded at connect;
+ *                    delivery receipts sent to the publisher's node (P rc:<node>) and heard
  *   redis_presence.c presence members of this node, mirrored into Redis under a lease, snapshot
  *                    pages and counts, ephemeral publishes (live-only, through pub/sub)
  *   redis_queue.c    the ordered delivery queue, channels released, catching up after a
@@ -74,7 +75,11 @@ enum {
     OP_PRES_COUNT,   /* HLEN P pk:<channel> after an INFO's read */
     OP_EPHEMERAL,    /* PUBLISH of an ephemeral message */
     OP_TICKET,       /* a ticket's SET NX or GETDEL */
+    OP_RECEIPT,      /* PUBLISH P rc:<node> of a delivery receipt: no request waits */
 };
+
+/* Receipts PUBLISHed and not answered yet, at most: past it they are dropped (counted). */
+#define RCPT_IN_FLIGHT_MAX 4096
 
 /*
  * Tickets this node put in Redis, by the second their ttl ends (a ring of TICKET_RING seconds,
@@ -166,6 +171,7 @@ struct redis_broker_s {
     size_t prefix_len;
     char hb_channel[KEY_MAX];
     char ctl_channel[KEY_MAX]; /* P ctl: operators' orders, every node subscribes */
+    char rc_channel[KEY_MAX];  /* P rc:<node>: receipts for this node's publishers */
     char client_name[3][96];   /* CLIENT SETNAME: herald:<host>:<pid>:cmd|sub|hb */
     uint64_t timeout_ms, tick_ms, hb_interval_ms;
     /* for herald_init: history_size, ttl_ms, max_bytes, max_message_bytes, idempotency_window_ms,
@@ -222,6 +228,10 @@ struct redis_broker_s {
     uv_timer_t pres_timer; /* the lease: herald_plive every presence_lease / 4 */
     uint64_t pres_lease_ms;
     uint64_t pres_error_ms; /* error replies of the presence functions: logged once a second */
+
+    /* delivery receipts to other nodes (redis_control.c) */
+    uint64_t rcpt_out;        /* PUBLISHed, not answered yet (at most RCPT_IN_FLIGHT_MAX) */
+    uint64_t rcpt_bad_log_ms; /* a malformed receipt heard: logged once a second */
 
     /* start and stop */
     uv_sem_t started;
@@ -299,6 +309,8 @@ struct hd_redis_events_s {
     void (*on_down)(redis_broker_t *b);
     /* A message of P ctl: an operator's order announced by a node (redis_control.c). */
     void (*on_control)(redis_broker_t *b, const char *data, size_t len);
+    /* A message of P rc:<node>: a delivery receipt for a publisher of this node. */
+    void (*on_receipt)(redis_broker_t *b, const char *data, size_t len);
     /* Releases every channel left with nothing to do (after the queue was dropped); runs on the
      * loop pass after hd_redis_sweep_later. */
     void (*sweep)(redis_broker_t *b);
@@ -381,6 +393,12 @@ void hd_redis_on_control(redis_broker_t *b, const char *data, size_t len);
 /* Reads the live revocations from Redis into the node's set (each connect), and its answer. */
 void hd_redis_load_revoked(redis_broker_t *b);
 void hd_redis_revoked_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
+/* HD_BREQ_RECEIPT (freed): to the publisher's node, this one at once (hd_rcpt_post) or another
+ * through PUBLISH P rc:<node>; dropped and counted while Redis is lost or past
+ * RCPT_IN_FLIGHT_MAX. Its answer (NULL: never came), and a receipt heard on P rc:<node>. */
+void hd_redis_send_receipt(redis_broker_t *b, hd_breq_t *r);
+void hd_redis_receipt_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
+void hd_redis_on_receipt(redis_broker_t *b, const char *data, size_t len);
 
 /* ---- redis_request.c: requests from workers ---- */
 

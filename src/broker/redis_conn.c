@@ -281,6 +281,11 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply_, void *privdata)
             b->events->on_control(b, rep->element[2]->str, rep->element[2]->len);
         return;
     }
+    if (len == strlen(b->rc_channel) && memcmp(name, b->rc_channel, len) == 0) {
+        if (is_message && rep->element[2]->type == REDIS_REPLY_STRING)
+            b->events->on_receipt(b, rep->element[2]->str, rep->element[2]->len);
+        return;
+    }
     if (len == strlen(b->hb_channel) && memcmp(name, b->hb_channel, len) == 0) {
         if (is_message) {
             b->hb_rx_ms = hd_redis_now_ms(b);
@@ -417,16 +422,17 @@ void hd_redis_conn_start(redis_broker_t *b)
     send_auth(b, &b->hb);
     const char *name_hb[] = {"CLIENT", "SETNAME", b->client_name[2]};
     send_init(b, &b->hb, "CLIENT SETNAME", 3, name_hb);
-    /* The control channel first: its confirmation comes before the heartbeat's, which makes
-     * the connection ready, so a node is up only once it hears operators' orders. */
-    const char *argv[3] = {"SUBSCRIBE", b->ctl_channel, b->hb_channel};
-    size_t lens[3] = {9, strlen(b->ctl_channel), strlen(b->hb_channel)};
+    /* The control and receipt channels first: their confirmations come before the heartbeat's,
+     * which makes the connection ready, so a node is up only once it hears operators' orders
+     * and its publishers' receipts. */
+    const char *argv[4] = {"SUBSCRIBE", b->ctl_channel, b->rc_channel, b->hb_channel};
+    size_t lens[4] = {9, strlen(b->ctl_channel), strlen(b->rc_channel), strlen(b->hb_channel)};
     if (!b->sub.ac ||
-        redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 3, argv, lens) != REDIS_OK) {
+        redisAsyncCommandArgv(b->sub.ac, on_sub_reply, b, 4, argv, lens) != REDIS_OK) {
         hd_redis_conn_lost(b, "cannot subscribe");
         return;
     }
-    b->sub.n_out += 2; /* one confirmation per channel */
+    b->sub.n_out += 3; /* one confirmation per channel */
 }
 
 static void on_retry(uv_timer_t *t)
@@ -564,6 +570,7 @@ void hd_redis_conn_init(redis_broker_t *b, const hd_redis_events_t *events)
     snprintf(node, sizeof(node), "%016llx", (unsigned long long)id);
     hd_redis_key(b, b->hb_channel, "hb:", node, strlen(node));
     hd_redis_key(b, b->ctl_channel, "ctl", "", 0);
+    hd_redis_key(b, b->rc_channel, "rc:", hd_presence_node(), strlen(hd_presence_node()));
     char host[64] = "";
     size_t host_len = sizeof(host);
     if (uv_os_gethostname(host, &host_len) != 0)

@@ -24,6 +24,15 @@
  * token as soon as the request is answered, whichever of the answer and the announcement (two
  * connections) comes first; the set says which of them brought it first, and only that one ends
  * connections.
+ *
+ * Delivery receipts (docs/chat.md) travel the same way to one node: a message published with
+ * "receipt" carries its publisher's tag "<node>-<conn>" through Redis, and a node that delivers
+ * it, or has it acked, hands the receipt's text (hd_rcpt_post's) to this bridge, which PUBLISHes
+ * it on P rc:<node>, the channel only that node subscribes to (next to P ctl); the publisher's
+ * node passes it to the connection's worker. A receipt for this node's own publisher goes to
+ * its worker at once. Bounded: at most RCPT_IN_FLIGHT_MAX PUBLISHes unanswered; past it, and
+ * while Redis is lost, receipts are dropped and counted (receipts_dropped). Messages without
+ * receipts cost nothing here.
  */
 #include "redis_bridge.h"
 
@@ -202,4 +211,53 @@ void hd_redis_revoked_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
     }
     if (n)
         hd_log_info("redis %s: %zu live revocation(s) loaded", b->where, n);
+}
+
+/* ---- delivery receipts ---- */
+
+static void drop_receipt(redis_broker_t *b)
+{
+    STAT_SET(b, receipts_dropped, b->stats.receipts_dropped + 1);
+}
+
+void hd_redis_send_receipt(redis_broker_t *b, hd_breq_t *r)
+{
+    const char *node = hd_presence_node();
+    const char *dash = r->data ? memchr(r->data, '-', r->data_len) : NULL;
+    size_t node_len = dash ? (size_t)(dash - r->data) : 0;
+    if (b->is_quiet || node_len == 0 || node_len > 15) {
+        /* shutting down (the workers may be gone), or not a tag: receipt.c never makes one */
+    } else if (node_len == strlen(node) && memcmp(r->data, node, node_len) == 0) {
+        hd_rcpt_post(b->server, r->data, r->data_len); /* this node's publisher: no hop */
+    } else if (b->state != ST_UP || b->rcpt_out >= RCPT_IN_FLIGHT_MAX) {
+        drop_receipt(b);
+    } else {
+        char ch[KEY_MAX];
+        size_t ch_len = hd_redis_key(b, ch, "rc:", r->data, node_len);
+        const char *argv[] = {"PUBLISH", ch, r->data};
+        size_t lens[] = {7, ch_len, r->data_len};
+        b->rcpt_out++;
+        hd_redis_send(b, hd_redis_op_new(b, OP_RECEIPT), 3, argv, lens);
+    }
+    hd_breq_free(r);
+}
+
+void hd_redis_receipt_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
+{
+    (void)op;
+    b->rcpt_out--;
+    if (!rep || rep->type == REDIS_REPLY_ERROR)
+        drop_receipt(b); /* it may not have gone */
+}
+
+void hd_redis_on_receipt(redis_broker_t *b, const char *data, size_t len)
+{
+    if (b->is_quiet || hd_rcpt_post(b->server, data, len) == 0)
+        return;
+    uint64_t now = hd_redis_now_ms(b);
+    if (now - b->rcpt_bad_log_ms >= 1000) {
+        b->rcpt_bad_log_ms = now;
+        hd_log_info("redis %s: ignoring a malformed receipt on %s (%zu bytes)", b->where,
+                    b->rc_channel, len);
+    }
 }

@@ -59,15 +59,27 @@ hd_message_t *hd_redis_message_new(const char *channel, size_t channel_len, cons
 {
     uint64_t epoch, seq;
     char type[HD_CONTENT_TYPE_MAX + 1];
+    /* "<id> <receipt tag>" when its publisher asked delivery receipts (pubsub.h) */
+    const char *sp = memchr(id, ' ', id_len), *tag = sp ? sp + 1 : NULL;
+    size_t tag_len = sp ? id_len - (size_t)(sp - id) - 1 : 0;
+    hd_rcpt_t *rcpt = tag ? hd_rcpt_address(tag, tag_len) : NULL;
+    if (sp) {
+        id_len = (size_t)(sp - id);
+        if (!rcpt)
+            return NULL;
+    }
     if (hd_id_parse(id, id_len, &epoch, &seq) < 0 || ct_len > HD_CONTENT_TYPE_MAX ||
         !hd_content_type_valid(ct, ct_len) || memchr(ct, '\0', ct_len) ||
-        !publisher_valid(pub, pub_len))
+        !publisher_valid(pub, pub_len)) {
+        hd_rcpt_unref(rcpt);
         return NULL; /* not herald.lua's: the type or stamp would reach clients unchecked */
+    }
     memcpy(type, ct, ct_len);
     type[ct_len] = '\0';
     hd_message_t *m = hd_message_new(channel, channel_len, type, data, len);
     if (pub_len > 0)
         m->publisher = hd_strndup(pub, pub_len);
+    m->rcpt = rcpt;
     hd_message_set_id(m, epoch, seq);
     m->time_ms = time_ms;
     m->publish_ns = uv_hrtime();

@@ -20,15 +20,16 @@ int hd_redis_reply_u64(const redisReply *e, uint64_t *v);
 /* Longest publisher stamp (hd_message_t.publisher) accepted from Redis. */
 #define HD_REDIS_PUBLISHER_MAX 8192
 /*
- * A message of channel from its stored parts (id "<epoch36>-<seq>", publish time, content type
- * valid for hd_content_type_valid, publisher stamp "" or a JSON object, payload). NULL when a
- * part is malformed.
+ * A message of channel from its stored parts (id "<epoch36>-<seq>", or "<id> <receipt tag>" for
+ * a message whose publisher asked receipts: it carries the tag's address, hd_rcpt_address;
+ * publish time, content type valid for hd_content_type_valid, publisher stamp "" or a JSON
+ * object, payload). NULL when a part is malformed.
  */
 hd_message_t *hd_redis_message_new(const char *channel, size_t channel_len, const char *id,
                                    size_t id_len, uint64_t time_ms, const char *ct, size_t ct_len,
                                    const char *pub, size_t pub_len, const char *data, size_t len);
 /* A pub/sub payload "<id>\n<time ms>\n<content type>\n<publisher>\n<payload>" of channel
- * (publisher "" for none). NULL if malformed. */
+ * (publisher "" for none; id maybe with a receipt tag, as above). NULL if malformed. */
 hd_message_t *hd_redis_parse_pubsub(const char *channel, size_t channel_len, const char *s,
                                     size_t len);
 

@@ -34,11 +34,17 @@ void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
     while (first + n < r->n_msgs && n < PUBLISH_CALL_MAX_MSGS &&
            (n == 0 || bytes + r->msgs[first + n]->len <= PUBLISH_CALL_MAX_BYTES))
         bytes += r->msgs[first + n++]->len;
-    /* Per message: its key, then channel, payload, type, idempotency key, publisher. */
-    size_t argc = 3 + 6 * n;
-    const char *argv[3 + 6 * PUBLISH_CALL_MAX_MSGS];
-    size_t lens[3 + 6 * PUBLISH_CALL_MAX_MSGS];
+    /* Per message: its key, then channel, payload, type, idempotency key, publisher, and when
+     * one of them asked delivery receipts (docs/chat.md), the tag of its box ("" for none). */
+    size_t w = 5;
+    for (size_t i = 0; i < n; i++)
+        if (r->msgs[first + i]->rcpt)
+            w = 6;
+    size_t argc = 3 + (w + 1) * n;
+    const char *argv[3 + 7 * PUBLISH_CALL_MAX_MSGS];
+    size_t lens[3 + 7 * PUBLISH_CALL_MAX_MSGS];
     char keys[PUBLISH_CALL_MAX_MSGS][KEY_MAX], nkeys[24];
+    char tags[PUBLISH_CALL_MAX_MSGS][HD_RCPT_TAG_MAX];
     snprintf(nkeys, sizeof(nkeys), "%zu", n);
     argv[0] = "FCALL";
     argv[1] = "herald_publish_batch";
@@ -49,8 +55,8 @@ void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
         hd_message_t *m = r->msgs[first + i];
         lens[3 + i] = hd_redis_key(b, keys[i], "ch:", m->channel, m->channel_len);
         argv[3 + i] = keys[i];
-        const char **a = argv + 3 + n + 5 * i;
-        size_t *l = lens + 3 + n + 5 * i;
+        const char **a = argv + 3 + n + w * i;
+        size_t *l = lens + 3 + n + w * i;
         a[0] = m->channel;
         l[0] = m->channel_len;
         a[1] = m->data;
@@ -61,6 +67,11 @@ void hd_redis_send_publish(redis_broker_t *b, hd_breq_t *r, size_t first)
         l[3] = strlen(a[3]);
         a[4] = m->publisher ? m->publisher : ""; /* the server's stamp (auth.md), "" for none */
         l[4] = strlen(a[4]);
+        if (w == 6) {
+            tags[i][0] = '\0';
+            l[5] = m->rcpt ? hd_rcpt_tag(m->rcpt, tags[i]) : 0;
+            a[5] = tags[i];
+        }
     }
     op_t *op = hd_redis_op_new(b, OP_PUBLISH);
     op->r = r;
@@ -265,6 +276,9 @@ void hd_redis_handle(redis_broker_t *b, hd_breq_t *r)
         break;
     case HD_BREQ_CONTROL:
         hd_redis_send_control(b, r);
+        break;
+    case HD_BREQ_RECEIPT:
+        hd_redis_send_receipt(b, r);
         break;
     case HD_BREQ_JOIN:
     case HD_BREQ_LEAVE:

@@ -61,7 +61,7 @@ void hd_ws_ack_note(ws_t *ws, ws_sub_t *e, hd_message_t *m)
         return;
     hd_rcpt_delivered(m, ws->pub.conn->id);
     ws_ack_t *a = e->ack;
-    if (!a || m->rcpt->conn_id == ws->pub.conn->id)
+    if (!a || hd_rcpt_is_publisher(m->rcpt, ws->pub.conn->id))
         return; /* no acks asked here; or the publisher's own copy */
     if (ws->n_due >= WS_MAX_DUE) {
         HD_STAT_INC(ws->pub.w, receipts_dropped);

@@ -61,7 +61,7 @@ void hd_ws_gone(ws_t *ws)
         }
         hd_ws_backlog_clear(ws);
         if (ws->rcpt)
-            ws->rcpt->owner = NULL; /* receipts still on their way find nobody */
+            hd_rcpt_close(ws->rcpt); /* receipts still on their way find nobody */
     }
     if (ws->busy == 0)
         free_ws(ws);

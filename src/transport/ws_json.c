@@ -433,11 +433,6 @@ static void op_publish(ws_t *ws, json_t *root, json_t *ref)
                     "an ephemeral message has no id: it cannot have receipts");
         return;
     }
-    if (wants_receipts && conf->redis) {
-        reply_error(ws, ref, NULL, "receipt_unavailable",
-                    "delivery receipts need the embedded broker (not yet with redis)");
-        return;
-    }
     uint64_t retry_ms;
     if (is_ephemeral ? !ephemeral_allowed(ws, &retry_ms) : !hd_ws_publish_allowed(ws, &retry_ms)) {
         char why[128];

@@ -4,11 +4,11 @@
  * The input is RESP bytes as Redis would send them: hiredis's reader turns them into reply
  * trees, and every tree goes through each parser of the bridge, as the answer to herald_read,
  * to herald_publish_batch (as many messages as the array says) and, for a string, as a pub/sub
- * payload. Checked: what a parser accepts is whole and clean (every message has a valid id, a
- * content type hd_content_type_valid accepts and the channel asked for; every text wire form of
- * it is valid UTF-8, and its SSE JSON form one event whose data is a JSON object, the message
- * object with its id for a message: wire_check.h), what it refuses leaves nothing allocated
- * (ASan/LSan) and no message changed.
+ * payload and as a delivery receipt heard on P rc:<node> (hd_rcpt_parse). Checked: what a parser
+ * accepts is whole and clean (every message has a valid id, a content type hd_content_type_valid
+ * accepts and the channel asked for; every text wire form of it is valid UTF-8, and its SSE JSON
+ * form one event whose data is a JSON object, the message object with its id for a message:
+ * wire_check.h), what it refuses leaves nothing allocated (ASan/LSan) and no message changed.
  */
 #include "broker/redis_reply.h"
 #include "herald/utf8.h"
@@ -38,6 +38,14 @@ static void check_message(const hd_message_t *m, const char *channel)
         CHECK(hd_id_parse(m->id, m->id_len, &epoch, &seq) == 0 && epoch == m->epoch &&
               seq == m->seq);
     CHECK(hd_content_type_valid(m->content_type, strlen(m->content_type)));
+    if (m->rcpt) { /* a receipt tag: an address whose tag reads back the same */
+        char tag[HD_RCPT_TAG_MAX];
+        size_t n = hd_rcpt_tag(m->rcpt, tag);
+        hd_rcpt_t *again = hd_rcpt_address(tag, n);
+        CHECK(m->rcpt->worker == NULL && again && again->conn_id == m->rcpt->conn_id &&
+              strcmp(again->node, m->rcpt->node) == 0);
+        hd_rcpt_unref(again);
+    }
     /* Every text form herald sends of it (SSE events, poll JSON) is valid UTF-8. */
     static const int text_fmts[] = {HD_FMT_SSE, HD_FMT_SSE_NAMED, HD_FMT_JSON, HD_FMT_SSE_JSON};
     for (size_t i = 0; i < sizeof(text_fmts) / sizeof(text_fmts[0]); i++) {
@@ -87,6 +95,19 @@ static void try_reply(const redisReply *rep)
         if (m) {
             check_message(m, channel);
             hd_message_unref(m);
+        }
+        hd_rcpt_text_t t;
+        if (hd_rcpt_parse(rep->str, rep->len, &t) == 0) {
+            /* every part inside the text, the channel valid, a member one JSON object */
+            const char *end = rep->str + rep->len;
+            CHECK(t.status == HD_RCPT_DELIVERED || t.status == HD_RCPT_ACKED);
+            CHECK(hd_channel_name_valid(t.channel, t.channel_len) &&
+                  t.channel + t.channel_len <= end);
+            CHECK((t.status == HD_RCPT_ACKED) == (t.acker != NULL));
+            CHECK(!t.acker || (t.acker_len < 48 && t.acker + t.acker_len <= end));
+            CHECK(!t.member || (t.member[0] == '{' && t.member + t.member_len == end));
+        } else {
+            CHECK(t.channel == NULL && t.acker == NULL && t.member == NULL);
         }
     }
 }

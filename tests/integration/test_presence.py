@@ -16,10 +16,11 @@ without an id; they never appear in /poll nor on resume, consume no id; ephemera
 the sixth of a burst of five with rate_limited and retry_after_ms. A long poll asking with
 ?presence=1 / ?ephemeral=1 is answered by joins, leaves and ephemeral messages ("events", its
 cursor unchanged), one that does not ask is not woken by them, and an answer from history never
-holds one; a short poll with ?presence=1 gets a snapshot page instead, with presence_cursor. Attack: presence on more
-channels than presence_max_channels (joins past it are not listed, logged, others served) and a
-churn of connections joining and leaving (the table back to its one watcher: no member,
-channel or connection left behind; every join matched by one leave; the watcher served).
+holds one; a short poll with ?presence=1 gets a snapshot page instead, with presence_cursor.
+Attack: presence on more channels than presence_max_channels (joins past it are not listed,
+logged, others served) and a churn of connections joining and leaving (the table back to its one
+watcher: no member, channel or connection left behind; every join matched by one leave; the
+watcher served).
 """
 import asyncio
 import json

@@ -374,6 +374,85 @@ static void test_poll_ephemeral(void)
     hd_message_unref(m);
 }
 
+/* Receipt tags and the addresses they name (the Redis bridge's copies carry them). */
+static void test_receipt_tags(void)
+{
+    char tag[HD_RCPT_TAG_MAX], want[HD_RCPT_TAG_MAX];
+    hd_rcpt_t *a = hd_rcpt_address("0badcafe-1000000000002a", 23);
+    T_TRUE(a != NULL && a->worker == NULL && a->refs == 1);
+    T_TRUE(a->conn_id == 0x1000000000002aull);
+    T_EQ_STR(a->node, "0badcafe");
+    T_EQ_INT(hd_rcpt_tag(a, tag), 23);
+    T_EQ_STR(tag, "0badcafe-1000000000002a");
+    T_TRUE(hd_rcpt_is_publisher(a, 0x1000000000002aull) ==
+           (strcmp(hd_presence_node(), "0badcafe") == 0));
+    hd_rcpt_unref(a);
+    /* this node's own tag: its publisher's copy is no delivery */
+    snprintf(want, sizeof(want), "%s-7", hd_presence_node());
+    a = hd_rcpt_address(want, strlen(want));
+    T_TRUE(a != NULL && a->is_here && hd_rcpt_is_publisher(a, 7) && !hd_rcpt_is_publisher(a, 8));
+    hd_rcpt_tag(a, tag);
+    T_EQ_STR(tag, want);
+    hd_rcpt_unref(a);
+    static const char *const bad[] = {"",
+                                      "-",
+                                      "ab",
+                                      "ab-",
+                                      "-1f",
+                                      "AB-1",
+                                      "ab-1F",
+                                      "ab-1 ",
+                                      "a-b-1",
+                                      "1234567890123456-1",
+                                      "ab-12345678901234567"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
+        a = hd_rcpt_address(bad[i], strlen(bad[i]));
+        if (a) {
+            hd_rcpt_unref(a);
+            T_FAIL("tag %zu (%s) accepted", i, bad[i]);
+        }
+    }
+    /* receipts to an address, as text (P rc:<node>) */
+    hd_rcpt_text_t t;
+    static const char d[] = "0badcafe-2a d room:1 101-7";
+    T_EQ_INT(hd_rcpt_parse(d, sizeof(d) - 1, &t), 0);
+    T_TRUE(t.status == HD_RCPT_DELIVERED && t.conn_id == 0x2a && t.seq == 7 && !t.acker);
+    T_EQ_STR(t.node, "0badcafe");
+    T_TRUE(t.channel_len == 6 && memcmp(t.channel, "room:1", 6) == 0);
+    static const char k[] = "0badcafe-2a a room:1 101-7 77-3 {\"sub\":\"b c\"}";
+    T_EQ_INT(hd_rcpt_parse(k, sizeof(k) - 1, &t), 0);
+    T_TRUE(t.status == HD_RCPT_ACKED && t.acker_len == 4 && memcmp(t.acker, "77-3", 4) == 0);
+    T_TRUE(t.member_len == 13 && memcmp(t.member, "{\"sub\":\"b c\"}", 13) == 0);
+    static const char anon[] = "0badcafe-2a a room:1 101-7 77-3";
+    T_EQ_INT(hd_rcpt_parse(anon, sizeof(anon) - 1, &t), 0);
+    T_TRUE(t.acker && !t.member);
+    static const char *const bad_text[] = {"",
+                                           "0badcafe-2a",
+                                           "0badcafe-2a d",
+                                           "0badcafe-2a d room:1",
+                                           "0badcafe-2a x room:1 101-7",
+                                           "0badcafe-2a d room:1 101-7 ",
+                                           "0badcafe-2a d room:1 101-7 x",
+                                           "0badcafe-2a d r/1 101-7",
+                                           "0badcafe-2a d room:1 101",
+                                           "0badcafe d room:1 101-7",
+                                           "0badcafe-2a  d room:1 101-7",
+                                           "0badcafe-2a a room:1 101-7",
+                                           "0badcafe-2a a room:1 101-7 77",
+                                           "0badcafe-2a a room:1 101-7 77-3 ",
+                                           "0badcafe-2a a room:1 101-7 77-3 []",
+                                           "0badcafe-2a a room:1 101-7 77-3 {\"a\":1,\"a\":2}",
+                                           "0badcafe-2a a room:1 101-7 77-3 {\"a\":1} x"};
+    for (size_t i = 0; i < HD_ARRAY_SIZE(bad_text); i++) {
+        size_t n = strlen(bad_text[i]);
+        char *copy = hd_malloc(n ? n : 1); /* exactly its size: an over-read is caught */
+        memcpy(copy, bad_text[i], n);
+        if (hd_rcpt_parse(copy, n, &t) == 0)
+            T_FAIL("receipt text %zu (%s) accepted", i, bad_text[i]);
+        free(copy);
+    }
+}
+
 static void test_json_objects(void)
 {
     struct {
@@ -521,6 +600,7 @@ int main(void)
     T_RUN(test_json_objects);
     T_RUN(test_presence_batch);
     T_RUN(test_poll_ephemeral);
+    T_RUN(test_receipt_tags);
     T_RUN(test_utf8);
     T_RUN(test_message_from_json);
     T_RUN(test_refs);

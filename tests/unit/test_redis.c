@@ -248,7 +248,22 @@ static void test_parse_pubsub(void)
     T_EQ_STR(m->publisher, "{\"sub\":\"u\",\"info\":{}}");
     T_TRUE(m->len == 3 && memcmp(m->data, "hi\n", 3) == 0);
     hd_message_unref(m);
+    /* a message whose publisher asked receipts: its tag names where they go (pubsub.h) */
+    static const char tagged[] = "mx0-7 a1b2-1000000000002f\n1\ntext/plain\n\nhi";
+    m = hd_redis_parse_pubsub("ch", 2, tagged, sizeof(tagged) - 1);
+    T_TRUE(m != NULL && m->rcpt != NULL);
+    T_EQ_STR(m->id, "mx0-7");
+    T_EQ_STR(m->rcpt->node, "a1b2");
+    T_TRUE(m->rcpt->conn_id == 0x1000000000002full && m->rcpt->worker == NULL);
+    T_TRUE(!m->rcpt->is_here && !hd_rcpt_is_publisher(m->rcpt, 0x1000000000002full));
+    hd_message_unref(m);
     static const char *const bad[] = {"",
+                                      "mx0-5 \n1\ntext/plain\n\nx",
+                                      "mx0-5 a1b2\n1\ntext/plain\n\nx",
+                                      "mx0-5 A1-2\n1\ntext/plain\n\nx",
+                                      "mx0-5 a1-\n1\ntext/plain\n\nx",
+                                      "mx0-5 a1-12345678901234567\n1\ntext/plain\n\nx",
+                                      "mx0-5 1234567890123456-1\n1\ntext/plain\n\nx",
                                       "mx0-5",
                                       "mx0-5\n1\ntext/plain\n",
                                       "mx0-5\n\ntext/plain\n\nx",
