@@ -361,6 +361,13 @@ void hk_nrec_reported(hk_nrec_t *r, const char *sid);
 /* Closes the connection and frees r (records stay in Redis: a survivor reports them); the loop
  * must run until its handles are closed. */
 void hk_nrec_close(hk_nrec_t *r);
+/* One claimed record as herald_hk_ntake gives it (HK_NEV_FIELDS replies at el: entry id, node,
+ * conn, record, when claimed in wall ms). 0: sid is the entry id (digits and '-', below
+ * HK_SID_MAX) and *json its disconnect event, malloc'd: {"type":"disconnect","conn":..,"at":..,
+ * "reason":"node_lost",<the record's transport, sub, client_ip, channels>}; 1: only sid is
+ * usable (a malformed entry, to finish and drop); -1: not even that. Pure. */
+#define HK_NEV_FIELDS 5
+int hk_nev_parse(const redisReply *const *el, char sid[HK_SID_MAX], char **json);
 
 /* ---- notify.c: the notify hook's queue and batches ---- */
 

@@ -361,8 +361,6 @@ static void on_up(void *data)
 
 /* ---- claiming a dead node's records ---- */
 
-#define NEV_FIELDS 5 /* id, n, c, d, x */
-
 static int str_of(const redisReply *e, const char **s, size_t *len)
 {
     if (!e || (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS))
@@ -372,15 +370,15 @@ static int str_of(const redisReply *e, const char **s, size_t *len)
     return 0;
 }
 
-/* A printable string of 1..max bytes without quotes or backslashes, copied into out. */
-static int word_of(const redisReply *e, size_t max, char *out)
+/* A string of 1..max bytes, each in set (or a digit), copied into out. */
+static int word_of(const redisReply *e, size_t max, const char *set, char *out)
 {
     const char *s;
     size_t len;
     if (str_of(e, &s, &len) < 0 || len == 0 || len > max)
         return -1;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] <= 0x20 || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\')
+        if (!(s[i] >= '0' && s[i] <= '9') && (s[i] == '\0' || !strchr(set, s[i])))
             return -1;
     }
     memcpy(out, s, len);
@@ -388,31 +386,41 @@ static int word_of(const redisReply *e, size_t max, char *out)
     return 0;
 }
 
-static void take_one(hk_nrec_t *r, const redisReply *const *el)
+int hk_nev_parse(const redisReply *const *el, char sid[HK_SID_MAX], char **json)
 {
-    char sid[HK_SID_MAX], conn[CONN_MAX + 1], at[24], id[HK_SID_MAX + 8];
+    char conn[CONN_MAX + 1], at[21];
     const char *d;
     size_t dlen;
     uint64_t x = 0;
-    if (word_of(el[0], HK_SID_MAX - 1, sid) < 0)
-        return; /* not an entry id: nothing to acknowledge */
+    *json = NULL;
+    if (word_of(el[0], HK_SID_MAX - 1, "-", sid) < 0)
+        return -1;
     json_t *o = NULL;
-    if (word_of(el[2], CONN_MAX, conn) < 0 || str_of(el[3], &d, &dlen) < 0 ||
-        word_of(el[4], sizeof(at) - 1, at) < 0 || !(o = json_loadb(d, dlen, 0, NULL)) ||
+    if (word_of(el[2], CONN_MAX, "abcdef-", conn) < 0 || str_of(el[3], &d, &dlen) < 0 ||
+        word_of(el[4], 19, "", at) < 0 || !(o = json_loadb(d, dlen, 0, NULL)) ||
         !json_is_object(o)) {
         json_decref(o);
-        r->lost_pending++;
-        hk_nrec_reported(r, sid); /* not one of ours: dropped */
+        return 1;
+    }
+    for (const char *p = at; *p; p++)
+        x = x * 10 + (uint64_t)(*p - '0');
+    *json = record_event("disconnect", conn, x, "node_lost", o);
+    json_decref(o);
+    return *json ? 0 : 1;
+}
+
+static void take_one(hk_nrec_t *r, const redisReply *const *el)
+{
+    char sid[HK_SID_MAX], id[HK_SID_MAX + 8], *s;
+    int rc = hk_nev_parse(el, sid, &s);
+    if (rc < 0)
+        return; /* not an entry id: nothing to finish */
+    r->lost_pending++;
+    if (rc > 0) {
+        hk_nrec_reported(r, sid); /* not one of ours: finished and dropped */
         return;
     }
-    for (const char *p = at; *p >= '0' && *p <= '9'; p++)
-        x = x * 10 + (uint64_t)(*p - '0');
-    char *s = record_event("disconnect", conn, x, "node_lost", o);
-    json_decref(o);
-    if (!s)
-        return;
     snprintf(id, sizeof(id), "ntf_%s", sid);
-    r->lost_pending++;
     r->ops->push(r->data, s, strlen(s), id, sid);
     free(s);
 }
@@ -423,16 +431,16 @@ static void on_take(void *data, const redisReply *rep)
     r->is_taking = 0;
     if (!rep || r->is_closing)
         return; /* what it read is claimed after webhook_claim_after */
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % NEV_FIELDS != 0) {
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % HK_NEV_FIELDS != 0) {
         log_error(r, "herald_hk_ntake", rep);
         return;
     }
-    size_t n = rep->elements / NEV_FIELDS;
+    size_t n = rep->elements / HK_NEV_FIELDS;
     if (n)
         hd_log_info("notify_hook: %zu streams of dead nodes claimed: their disconnects go to "
                     "the backend",
                     n);
-    for (size_t i = 0; i < rep->elements; i += NEV_FIELDS)
+    for (size_t i = 0; i < rep->elements; i += HK_NEV_FIELDS)
         take_one(r, (const redisReply *const *)&rep->element[i]);
 }
 

@@ -9,10 +9,14 @@
  * a type of [a-z._] under 24), its body the element's bytes exactly; and that a tree refused is
  * refused whole (no count, no entry). The same tree, when an array of groups of four, as
  * herald_hk_ptake's presence and occupancy events: one accepted makes an event id ("evt_" +
- * its stream id) that fits 40 bytes, a valid channel and a body that is a JSON object.
+ * its stream id) that fits 40 bytes, a valid channel and a body that is a JSON object. And,
+ * when an array of groups of five, as herald_hk_ntake's claimed records of dead nodes
+ * (notify_rec.c): one accepted has an entry id of digits and '-' under HK_SID_MAX and makes a
+ * disconnect event that is a JSON object naming that connection, with reason node_lost.
  */
 #include "hooks/internal.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,9 +67,42 @@ static void try_pev(const redisReply *rep)
     }
 }
 
+static void try_nev(const redisReply *rep)
+{
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % HK_NEV_FIELDS != 0)
+        return;
+    for (size_t i = 0; i < rep->elements; i += HK_NEV_FIELDS) {
+        const redisReply *const *el = (const redisReply *const *)&rep->element[i];
+        char sid[HK_SID_MAX];
+        char *json = (char *)"untouched";
+        int rc = hk_nev_parse(el, sid, &json);
+        if (rc < 0) {
+            CHECK(json == NULL);
+            continue;
+        }
+        size_t n = strlen(sid);
+        CHECK(n > 0 && n < HK_SID_MAX);
+        for (size_t k = 0; k < n; k++)
+            CHECK((sid[k] >= '0' && sid[k] <= '9') || sid[k] == '-');
+        if (rc > 0) {
+            CHECK(json == NULL);
+            continue;
+        }
+        json_t *o = json_loads(json, 0, NULL);
+        CHECK(json_is_object(o));
+        CHECK(strcmp(json_string_value(json_object_get(o, "type")), "disconnect") == 0);
+        CHECK(strcmp(json_string_value(json_object_get(o, "reason")), "node_lost") == 0);
+        const char *conn = json_string_value(json_object_get(o, "conn"));
+        CHECK(conn && strlen(conn) == el[2]->len && memcmp(conn, el[2]->str, el[2]->len) == 0);
+        json_decref(o);
+        free(json);
+    }
+}
+
 static void try_reply(const redisReply *rep)
 {
     try_pev(rep);
+    try_nev(rep);
     uint64_t pending = 7, dead = 7;
     size_t n = 7;
     if (hk_take_parse(rep, &pending, &dead, &n) < 0) {
