@@ -1244,6 +1244,10 @@ class PollTransport {
     // The first long poll answers at once (timeout=0): it proves the path works and, without
     // a position, tells us where the channel is.
     if (this.long) q.set("timeout", loop.first ? "0" : String(o.longpollTimeout));
+    // A held long poll also takes the live-only events: joins and leaves when asked (the rule
+    // must have presence=on), ephemeral messages always, as SSE has them; each answers it.
+    if (this.long && ch.presence) q.set("presence", "1");
+    if (this.long) q.set("ephemeral", "1");
     if (cred && cred.value) q.set(cred.param, cred.value);
     return this.c.url + (this.long ? "/lp/" : "/poll/") + encodeURIComponent(ch.name) + "?" + q;
   }
@@ -1288,6 +1292,10 @@ class PollTransport {
         this.c._tMessage(this, ch, fromObject(o2, this.name));
       }
     if (this.loops.get(ch.name) !== loop) return;
+    for (const e of j.events || []) { // joins, leaves, ephemeral messages met while it was held
+      this.c._tLive(this, e.type, Object.assign({ channel: ch.name }, e));
+      if (this.loops.get(ch.name) !== loop) return;
+    }
     if (j.next && isAfter(j.next, ch.pos)) ch.pos = j.next;
     const wasFirst = loop.first;
     loop.first = false;

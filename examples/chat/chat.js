@@ -122,7 +122,7 @@ function join() {
     const ul = $("members");
     ul.replaceChildren();
     if (h.transport !== "websocket" && h.transport !== "sse") {
-      // Joins and leaves come over /ws and SSE; polls carry none.
+      // The list is built over /ws and SSE; a long poll misses what comes between two polls.
       const li = document.createElement("li");
       li.className = "note";
       li.textContent = "shown over WebSocket and SSE only";

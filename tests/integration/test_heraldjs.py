@@ -588,7 +588,7 @@ class TestHeraldJs(hh.HeraldTestCase):
     def test_presence_and_typing(self):
         """Presence (docs/chat.md) through herald.js: join and leave events over /ws and SSE,
         a snapshot over /ws, typing() sent as a throttled ephemeral message and seen as a
-        typing event by the others."""
+        typing event by the others, a long poll too (held with ?ephemeral=1)."""
         h = self.herald(channel_rule="lobby:* subscribe=any publish=subscriber presence=on")
         page = self.page(h)
         url = "http://127.0.0.1:%d" % h.port
@@ -597,6 +597,11 @@ class TestHeraldJs(hh.HeraldTestCase):
                       ["lobby:1"])
             self.wait_state(page, name, "open", t)
         self.wait_subscribers(h, "lobby:1", 3)
+        page.make("d", url, self.opts(transports=["longpoll"], longpollTimeout=20,
+                                      subscribe={"presence": True}),
+                  ["lobby:1"])
+        self.wait_state(page, "d", "open", "longpoll")
+        self.wait_subscribers(h, "lobby:1", 4)  # d's long poll is held: it sees what comes
 
         def members(n):
             r = page.eval('() => clients.a.h.presence("lobby:1", {limit: 10})')
@@ -607,6 +612,8 @@ class TestHeraldJs(hh.HeraldTestCase):
         sent = page.eval('() => Promise.all([clients.b.h.typing("lobby:1"), '
                          'clients.b.h.typing("lobby:1")])')
         self.assertEqual(sent, [True, False])  # the second within typingInterval: not sent
+        wait_for(lambda: [e for e in page.rec("d")["events"] if e["ev"] == "typing"],
+                 timeout=WAIT, interval=0.1, what="typing seen by the long poll")
         for name in ("a", "c"):
             wait_for(lambda: [e for e in page.rec(name)["events"] if e["ev"] == "typing"],
                      timeout=WAIT, interval=0.1, what="typing seen by " + name)
