@@ -42,6 +42,7 @@ class Receiver:
 
     def __init__(self):
         self.count = 0
+        self.conns = 0  # connections accepted: keep-alive reuse keeps it at the pool's size
         self.hanging = False
         self.held = []
         self.loop = asyncio.new_event_loop()
@@ -58,6 +59,7 @@ class Receiver:
         self.loop.run_forever()
 
     async def _conn(self, reader, writer):
+        self.conns += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -87,6 +89,20 @@ def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ctxt_switches(pid):
+    """The process's context switches so far (voluntary + involuntary, every thread)."""
+    n = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        n += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended
+    return n
 
 
 def loadavg():
@@ -146,8 +162,8 @@ def bar1(args, recv, a, b):
     rows = {"A": [], "B": []}
     for r in range(args.rounds):
         for name, node in (("A", a), ("B", b)):
-            before_recv = recv.count
-            c0 = cpu_s(node.proc.pid)
+            before_recv, conns0 = recv.count, recv.conns
+            c0, x0 = cpu_s(node.proc.pid), ctxt_switches(node.proc.pid)
             res = fanout(args.bench, node.port, node.proc.pid, args.rate, args.duration)
             published = res["published"]
             if name == "A":  # until every webhook of the round was answered
@@ -158,13 +174,14 @@ def bar1(args, recv, a, b):
                 while hh and time.monotonic() < deadline:
                     time.sleep(0.05)
                     hh = metric(node.port, "herald_webhook_pending")
-            c1 = cpu_s(node.proc.pid)
+            c1, x1 = cpu_s(node.proc.pid), ctxt_switches(node.proc.pid)
             per = (c1 - c0) * 1e6 / published
             rows[name].append(per)
             print("bar1 round %d %s: %d published, %d webhooks, %.1f us CPU per publish, "
-                  "p99 %.2f ms, load %s" % (r + 1, name, published, recv.count - before_recv,
-                                            per, res.get("latency_p99_us", 0) / 1000, loadavg()),
-                  flush=True)
+                  "%.2f context switches per publish, %d new receiver connections, p99 %.2f ms, "
+                  "load %s" % (r + 1, name, published, recv.count - before_recv, per,
+                               (x1 - x0) / published, recv.conns - conns0,
+                               res.get("latency_p99_us", 0) / 1000, loadavg()), flush=True)
     ma, mb = statistics.median(rows["A"]), statistics.median(rows["B"])
     print("bar1: median CPU per publish %.1f us with a webhook, %.1f us without: +%.1f us per "
           "webhook delivery (bar: <= 25 us)" % (ma, mb, ma - mb), flush=True)

@@ -56,7 +56,8 @@ int hd_hook_def_parse(hd_hook_def_t *out, int argc, const char *const *argv, cha
  * batches, at least once while the process lives (docs/webhooks.md, "Backend hooks"):
  *
  *     notify_hook URL secret=whsec_..[,whsec_..] [events=connect,disconnect,subscribe,
- *                 unsubscribe] [batch=100] [flush=1s] [queue_size=100000] [timeout=5s]
+ *                 unsubscribe] [batch=100] [flush=1s] [queue_size=100000] [max_memory=64m]
+ *                 [timeout=5s]
  */
 enum {
     HD_NOTIFY_CONNECT = 1 << 0,
@@ -65,17 +66,18 @@ enum {
     HD_NOTIFY_UNSUBSCRIBE = 1 << 3,
 };
 typedef struct hd_notify_def_s {
-    hd_webhook_def_t ep; /* URL and secrets (name "notify") */
-    unsigned events;     /* HD_NOTIFY_*: all when not given */
-    uint32_t batch;      /* events per request at most: 100 (1..10000) */
-    uint64_t flush_ms;   /* an event waits at most this long for its batch to fill: 1s */
-    uint32_t queue_size; /* events waiting (node); past it new ones are dropped: 100000 */
-    uint64_t timeout_ms; /* one request, connect included: 5s */
+    hd_webhook_def_t ep;       /* URL and secrets (name "notify") */
+    unsigned events;           /* HD_NOTIFY_*: all when not given */
+    uint32_t batch;            /* events per request at most: 100 (1..10000) */
+    uint64_t flush_ms;         /* an event waits at most this long for its batch to fill: 1s */
+    uint32_t queue_size;       /* events waiting (node); past it new ones are dropped: 100000 */
+    uint64_t max_memory_bytes; /* what the events waiting hold (node); past it dropped: 64m */
+    uint64_t timeout_ms;       /* one request, connect included: 5s */
 } hd_notify_def_t;
 
 /* Parses one notify_hook line as hd_hook_def_parse does: 0, or -1 with a reason in why (an
  * unknown or repeated option, an unknown event, a number or duration out of range: batch
- * 1..10000, flush 0..60s, queue_size 1..10000000, timeout 10ms..60s). */
+ * 1..10000, flush 0..60s, queue_size 1..10000000, max_memory 64k..16g, timeout 10ms..60s). */
 int hd_notify_def_parse(hd_notify_def_t *out, int argc, const char *const *argv, char *why,
                         size_t whylen);
 

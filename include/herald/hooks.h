@@ -3,9 +3,10 @@
  * hooks.h: webhooks, herald as a server-to-server sender (src/hooks/, docs/webhooks.md).
  *
  * One thread with its own uv loop sends every webhook. Workers never wait for it: an event is
- * one message pushed on its lock-free mailbox (the MPSC queue every loop uses) and a wake-up.
+ * one message pushed on its lock-free mailbox (the MPSC queue every loop uses) and one wake-up
+ * per worker loop pass (hd_worker_wake_later), whatever the pass queued.
  *
- *   worker (publish accepted) --hd_hooks_on_published--> mailbox --uv_async--> hooks loop
+ *   worker (publish accepted) --hd_hooks_on_published--> mailbox --hd_wake--> hooks loop
  *   broker (0 -> 1, 1 -> 0 subscribers) --hd_hooks_on_channel--^       |
  *                                                                       v
  *        per endpoint: queue (bounded) -> up to webhook_concurrency requests (HTTP/1.1 client,
@@ -123,13 +124,14 @@ typedef struct hd_hooks_stats_s {
     uint64_t authz_errors;     /* calls without a usable answer (timeout, down, 5xx, bad JSON) */
     uint64_t authz_cache_size; /* answers in the cache */
     /* the notify hook */
-    uint64_t notify_events;    /* events queued */
-    uint64_t notify_delivered; /* events acknowledged (a 2xx to their batch) */
-    uint64_t notify_requests;  /* batches sent (attempts) */
-    uint64_t notify_batches;   /* batches answered 2xx */
-    uint64_t notify_failures;  /* batches that failed (retried) */
-    uint64_t notify_dropped;   /* events not kept: queue_size, or the mailbox full */
-    uint64_t notify_pending;   /* events waiting or on their way */
+    uint64_t notify_events;       /* events queued */
+    uint64_t notify_delivered;    /* events acknowledged (a 2xx to their batch) */
+    uint64_t notify_requests;     /* batches sent (attempts) */
+    uint64_t notify_batches;      /* batches answered 2xx */
+    uint64_t notify_failures;     /* batches that failed (retried) */
+    uint64_t notify_dropped;      /* events not kept: queue_size, max_memory, the mailbox full */
+    uint64_t notify_pending;      /* events waiting or on their way */
+    uint64_t notify_memory_bytes; /* what those and the mailbox's notify events hold */
 } hd_hooks_stats_t;
 /* Zeroes *out when h is NULL. */
 void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out);
@@ -240,7 +242,8 @@ void hd_hooks_authz_free(hd_hooks_authz_t *a);
 /* 1 when the notify hook wants events of kind (HD_NOTIFY_*): one load and a test, any thread. */
 int hd_hooks_notify_wants(unsigned kind);
 /* Queues one event, json[0..len) a JSON object (copied); any thread, never blocks (past the
- * mailbox's bound the event is dropped and counted). */
+ * mailbox's count or the hook's max_memory, which the events in the mailbox and in the hook's
+ * queue share, the event is dropped and counted). */
 void hd_hooks_notify(const char *json, size_t len);
 /* This process's id in event and connection ids: 16 hex digits drawn at start. */
 const char *hd_hooks_node_id(void);

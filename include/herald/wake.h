@@ -45,6 +45,17 @@ void hd_wake_send(hd_wake_t *wk);
 /* Stops watching (the loop's thread; again, or after the loop closed the handle itself, is
  * harmless). The loop's run ends the handle; wk's storage must last until then. */
 void hd_wake_close(hd_wake_t *wk);
+/*
+ * Holds the flag (the loop's thread, from cb): wakers skip their write as if a wake-up were on
+ * its way, until hd_wake_release. The loop then drains its mailbox on its own meanwhile (a
+ * timer): a loop that mail keeps waking takes it in batches, one timer tick for all the pushes
+ * of the tick, instead of one wake-up (a write, two context switches) per push. The mail waits
+ * at most until the release.
+ */
+void hd_wake_hold(hd_wake_t *wk);
+/* Ends a hold (the loop's thread): from here a waker writes again. Drain the mailbox after it:
+ * what was pushed during the hold woke nobody. */
+void hd_wake_release(hd_wake_t *wk);
 /* Closes the eventfd, once nothing can wake wk any more (the loop has ended and been closed). */
 void hd_wake_dispose(hd_wake_t *wk);
 

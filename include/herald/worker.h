@@ -99,6 +99,8 @@ struct hd_worker_s {
     unsigned is_draining : 1; /* graceful shutdown started */
     unsigned is_stopped : 1;  /* connections closed; waiting for exit */
     uint8_t has_local_mail;   /* messages queued from this worker's own thread, not run yet */
+    uint8_t n_wakes_owed;     /* hd_worker_wake_later: other loops to wake after this pass */
+    hd_wake_t *wakes_owed[4];
     hd_worker_stats_t stats;
     void *modules[8]; /* per-worker state of higher layers (pub/sub, ...), by slot */
 };
@@ -122,6 +124,17 @@ void hd_worker_wake(hd_worker_t *w);
 /* The connection layer calls this in the prepare and check phases, before it flushes output:
  * runs what w's own thread queued in this pass (and anything queued before it). */
 void hd_worker_run_local(hd_worker_t *w);
+/*
+ * Wakes another loop's wk once this worker's loop pass has run its own mail and written its
+ * output (hd_worker_send_wakes), instead of now: whatever the pass queues for that loop (a
+ * webhook event per publish taken in the pass) goes with one wake-up, and the pass's answers
+ * leave first. From a thread that is not a worker's (or with four other loops owed already):
+ * hd_wake_send now. The caller has pushed its mail before, as for hd_wake_send.
+ */
+void hd_worker_wake_later(hd_wake_t *wk);
+/* Sends the wake-ups this worker owes (the connection layer, after each flush; the worker's
+ * thread at its end). */
+void hd_worker_send_wakes(hd_worker_t *w);
 /* The worker whose thread is calling (NULL on the main thread and in embedded test nodes). */
 hd_worker_t *hd_worker_self(void);
 /* Current configuration of the calling worker. */

@@ -338,8 +338,8 @@ void hd_webhooks_metrics(hd_sbuf_t *sb)
                         (unsigned long long)az[i].v);
     gauge(sb, "herald_authorize_hook_cache", "Authorize hook answers cached.", st.authz_cache_size);
     hd_sbuf_appends(sb, "# HELP herald_notify_hook_events_total Notify hook events: queued, "
-                        "delivered (their batch answered 2xx), dropped (queue_size or a full "
-                        "mailbox).\n# TYPE herald_notify_hook_events_total counter\n");
+                        "delivered (their batch answered 2xx), dropped (queue_size, max_memory or "
+                        "a full mailbox).\n# TYPE herald_notify_hook_events_total counter\n");
     hd_sbuf_appendf(sb,
                     "herald_notify_hook_events_total{result=\"queued\"} %llu\n"
                     "herald_notify_hook_events_total{result=\"delivered\"} %llu\n"
@@ -357,6 +357,9 @@ void hd_webhooks_metrics(hd_sbuf_t *sb)
                     (unsigned long long)st.notify_failures);
     gauge(sb, "herald_notify_hook_pending", "Notify hook events waiting or on their way.",
           st.notify_pending);
+    gauge(sb, "herald_notify_hook_memory_bytes",
+          "What the notify hook's events hold, waiting or on their way (at most max_memory).",
+          st.notify_memory_bytes);
 }
 
 void hd_webhooks_register(hd_router_t *r)

@@ -60,6 +60,31 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
     return 0;
 }
 
+/* "512", "64k", "16m", "1g" (1k = 1024 bytes) into bytes. Returns 0 or -1. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t n = 0;
+    while (s[n] >= '0' && s[n] <= '9' && n < 12)
+        v = v * 10 + (uint64_t)(s[n++] - '0');
+    if (n == 0 || (s[n] >= '0' && s[n] <= '9'))
+        return -1;
+    const char *u = s + n;
+    uint64_t mult = 1;
+    if (*u == 'k' || *u == 'K')
+        mult = 1024;
+    else if (*u == 'm' || *u == 'M')
+        mult = 1024 * 1024;
+    else if (*u == 'g' || *u == 'G')
+        mult = 1024 * 1024 * 1024;
+    else if (*u != '\0')
+        return -1;
+    if (*u && u[1] != '\0')
+        return -1;
+    *out = v * mult; /* at most 12 digits times 2^30: no overflow */
+    return 0;
+}
+
 /* An RFC 9110 token character (header and cookie names). */
 static int is_tchar(char ch)
 {
@@ -217,9 +242,9 @@ static int parse_events(unsigned *events, const char *v, char *why, size_t whyle
 int hd_notify_def_parse(hd_notify_def_t *out, int argc, const char *const *argv, char *why,
                         size_t whylen)
 {
-    static const char *const keys[] = {"secret", "events",     "batch",
-                                       "flush",  "queue_size", "timeout"};
-    enum { K_SECRET, K_EVENTS, K_BATCH, K_FLUSH, K_QUEUE, K_TIMEOUT, K_N };
+    static const char *const keys[] = {"secret",     "events",     "batch",  "flush",
+                                       "queue_size", "max_memory", "timeout"};
+    enum { K_SECRET, K_EVENTS, K_BATCH, K_FLUSH, K_QUEUE, K_MEMORY, K_TIMEOUT, K_N };
     hd_notify_def_t *d = out;
     const char *ep_argv[3];
     int ep_argc = 0;
@@ -229,7 +254,7 @@ int hd_notify_def_parse(hd_notify_def_t *out, int argc, const char *const *argv,
     if (argc < 1)
         return fail(why, whylen,
                     "expected URL secret=whsec_.. [events=..] [batch=N] [flush=..] "
-                    "[queue_size=N] [timeout=..]");
+                    "[queue_size=N] [max_memory=SIZE] [timeout=..]");
     ep_argv[ep_argc++] = argv[0];
     ep_argv[ep_argc++] = "name=notify";
     d->events =
@@ -237,12 +262,13 @@ int hd_notify_def_parse(hd_notify_def_t *out, int argc, const char *const *argv,
     d->batch = 100;
     d->flush_ms = 1000;
     d->queue_size = 100000;
+    d->max_memory_bytes = (uint64_t)64 << 20;
     d->timeout_ms = 5000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        int k =
-            hd_def_option(keys, K_N, a, &seen, &v,
-                          "secret=, events=, batch=, flush=, queue_size= or timeout=", why, whylen);
+        int k = hd_def_option(
+            keys, K_N, a, &seen, &v,
+            "secret=, events=, batch=, flush=, queue_size=, max_memory= or timeout=", why, whylen);
         if (k < 0)
             return -1;
         switch (k) {
@@ -264,6 +290,14 @@ int hd_notify_def_parse(hd_notify_def_t *out, int argc, const char *const *argv,
         case K_QUEUE:
             if (parse_u32(v, 1, 10000000, &d->queue_size) < 0)
                 return fail(why, whylen, "queue_size: expected 1..10000000, got \"%.40s\"", v);
+            break;
+        case K_MEMORY:
+            if (parse_size(v, &d->max_memory_bytes) < 0 || d->max_memory_bytes < 64 * 1024 ||
+                d->max_memory_bytes > (uint64_t)16 << 30)
+                return fail(why, whylen,
+                            "max_memory: expected a size in 64k..16g (bytes, or with k, m, g), "
+                            "got \"%.40s\"",
+                            v);
             break;
         default:
             if (parse_ms(v, &d->timeout_ms) < 0 || d->timeout_ms < 10 || d->timeout_ms > 60000)

@@ -57,6 +57,18 @@ void hd_wake_send(hd_wake_t *wk)
     }
 }
 
+void hd_wake_hold(hd_wake_t *wk)
+{
+    __atomic_exchange_n(&wk->pending_, 1, __ATOMIC_ACQ_REL);
+}
+
+void hd_wake_release(hd_wake_t *wk)
+{
+    /* as on_readable: everything pushed before this exchange is seen by the caller's drain,
+     * and a waker after it writes */
+    __atomic_exchange_n(&wk->pending_, 0, __ATOMIC_ACQ_REL);
+}
+
 void hd_wake_close(hd_wake_t *wk)
 {
     if (wk->is_open_ && !uv_is_closing((uv_handle_t *)&wk->poll_))

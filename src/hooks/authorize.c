@@ -27,6 +27,7 @@ struct hk_authz_s {
     const hd_hook_def_t *def;
     hk_client_conf_t cc;
     hk_pool_t *pool;
+    hk_signer_t *signer;
     hd_hooks_stats_t *st;
     void (*answer)(hd_hooks_authz_t *a);
     hd_hmap_t calls; /* calls by question: in flight or waiting for a slot */
@@ -179,20 +180,9 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
 
 static void call_send(hk_authz_t *z, call_t *c)
 {
-    const hd_webhook_def_t *d = &z->def->ep;
-    char id[40], sig[600];
-    uint64_t ts = hk_wall_ms() / 1000;
+    char id[40];
     hk_event_id(id);
-    hk_sign(d, id, ts, c->body->data, c->body->len, sig, sizeof(sig));
-    hd_sbuf_t sb;
-    hd_sbuf_init(&sb, 512 + strlen(d->target) + strlen(sig));
-    hd_sbuf_appendf(&sb,
-                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: herald/%s\r\n"
-                    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                    "webhook-id: %s\r\nwebhook-timestamp: %llu\r\nwebhook-signature: %s\r\n\r\n",
-                    d->target, d->host_header, HERALD_VERSION, c->body->len, id,
-                    (unsigned long long)ts, sig);
-    c->req.head = hd_sbuf_finish(&sb);
+    c->req.head = hk_signed_head(z->signer, id, hk_wall_ms() / 1000, c->body);
     c->req.body = c->body;
     c->req.cb = on_answer;
     c->req.data = c;
@@ -290,6 +280,7 @@ hk_authz_t *hk_authz_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
                                    : z->def->timeout_ms;
     z->cc.allow_private = conf->webhook_allow_private;
     z->pool = hk_pool_new(&z->def->ep, &z->cc);
+    z->signer = hk_signer_new(&z->def->ep);
     hd_hmap_init(&z->calls, 64);
     hd_hmap_init(&z->cache, 64);
     hd_list_init(&z->queue);
@@ -325,6 +316,7 @@ static void on_timer_closed(uv_handle_t *h)
 void hk_authz_close(hk_authz_t *z)
 {
     hk_pool_close(z->pool); /* calls in flight end with no callback: ended below */
+    hk_signer_free(z->signer);
     z->pool = NULL;
     if (z->answer)
         hd_hmap_foreach(&z->calls, end_call, z);

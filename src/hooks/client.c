@@ -28,6 +28,12 @@
 
 enum { C_RESOLVING = 0, C_CONNECTING, C_HANDSHAKE, C_WAITING, C_IDLE, C_CLOSING };
 
+typedef struct wreq_s {
+    uv_write_t w;
+    hd_buf_t *bufs[2];
+    char *tls_data;
+} wreq_t;
+
 typedef struct hk_conn_s {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -42,6 +48,8 @@ typedef struct hk_conn_s {
     int state;
     int closed_handles;
     unsigned gai_pending : 1; /* the resolver still holds gai */
+    unsigned is_writing : 1;  /* wr is a write in progress */
+    wreq_t wr; /* a request's write (plain HTTP): one request at a time, no allocation */
 } hk_conn_t;
 
 struct hk_pool_s {
@@ -51,12 +59,6 @@ struct hk_pool_s {
     size_t n_conns;
     unsigned is_closing : 1;
 };
-
-typedef struct wreq_s {
-    uv_write_t w;
-    hd_buf_t *bufs[2];
-    char *tls_data;
-} wreq_t;
 
 static void conn_close(hk_conn_t *c);
 static void send_request(hk_conn_t *c);
@@ -153,8 +155,9 @@ static void finish(hk_conn_t *c, int status, int fail, const char *why, int keep
     hk_response_dispose(&c->resp);
     if (req) {
         /* the answer's Retry-After, for the retry's wait (delivery.c) */
-        snprintf(req->retry_after, sizeof(req->retry_after), "%s",
-                 status > 0 ? c->resp.retry_after : "");
+        size_t n = status > 0 ? strnlen(c->resp.retry_after, sizeof(req->retry_after) - 1) : 0;
+        memcpy(req->retry_after, c->resp.retry_after, n);
+        req->retry_after[n] = '\0';
         req->cb(req, status, fail, why);
     }
 }
@@ -187,9 +190,14 @@ static void on_written(uv_write_t *w, int status)
     for (int i = 0; i < 2; i++) {
         if (wr->bufs[i])
             hd_buf_unref(wr->bufs[i]);
+        wr->bufs[i] = NULL;
     }
-    free(wr->tls_data);
-    free(wr);
+    if (wr == &c->wr) {
+        c->is_writing = 0;
+    } else {
+        free(wr->tls_data);
+        free(wr);
+    }
     if (status < 0 && c->state != C_CLOSING && c->req) {
         char why[96];
         snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
@@ -236,7 +244,11 @@ static void send_request(hk_conn_t *c)
         flush_tls(c);
         return;
     }
-    wreq_t *wr = hd_calloc(1, sizeof(*wr));
+    /* the previous request's write still going (its answer came before all of it was sent):
+     * this one gets its own */
+    wreq_t *wr = c->is_writing ? hd_calloc(1, sizeof(*wr)) : &c->wr;
+    if (wr == &c->wr)
+        c->is_writing = 1;
     wr->bufs[0] = hd_buf_ref(req->head);
     wr->bufs[1] = hd_buf_ref(req->body);
     uv_buf_t b[2] = {uv_buf_init(req->head->data, (unsigned)req->head->len),
@@ -245,7 +257,11 @@ static void send_request(hk_conn_t *c)
     if (rc < 0) {
         hd_buf_unref(wr->bufs[0]);
         hd_buf_unref(wr->bufs[1]);
-        free(wr);
+        wr->bufs[0] = wr->bufs[1] = NULL;
+        if (wr == &c->wr)
+            c->is_writing = 0;
+        else
+            free(wr);
         char why[96];
         snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
         fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
@@ -505,7 +521,9 @@ void hk_pool_send(hk_pool_t *p, hk_request_t *req)
 {
     HD_ASSERT(!p->is_closing);
     if (!hd_list_empty(&p->idle)) {
-        hk_conn_t *c = hd_container_of(p->idle.next, hk_conn_t, link);
+        /* the connection idle the shortest time: the fewest are kept busy, and those idle
+         * longest reach IDLE_TIMEOUT_MS and close when the rate drops */
+        hk_conn_t *c = hd_container_of(p->idle.prev, hk_conn_t, link);
         hd_list_remove(&c->link);
         hd_list_insert_tail(&p->busy, &c->link);
         uv_timer_stop(&c->timer);

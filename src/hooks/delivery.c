@@ -89,6 +89,7 @@ struct endpoint_s {
     uint64_t state_seq;             /* with Redis: the number of its last state sent */
     hk_dslot_t *slot;               /* with Redis: its keys there */
     hk_pool_t *pool;
+    hk_signer_t *signer; /* its secrets keyed, its head's fixed part (sign.c) */
     hd_list_t ready, all;
     size_t n_pending, in_flight, n_letters;
     int is_disabled;
@@ -132,6 +133,14 @@ const char *const hd_hooks_fail_names[HD_HOOKS_FAIL_COUNT] = {"status", "timeout
 const char *const hd_hooks_drop_names[HD_HOOKS_DROP_COUNT] = {"memory", "disabled", "dead_letters"};
 
 static void pump(hk_sender_t *s, endpoint_t *ep);
+
+/* Copies s into out[size], cut to fit (no printf on the per-event path). */
+static void copy_str(char *out, size_t size, const char *s)
+{
+    size_t n = strnlen(s, size - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
 
 /* ---- accounting ---- */
 
@@ -301,8 +310,8 @@ static void enqueue(hk_sender_t *s, endpoint_t *ep, hd_buf_t *body, const char *
     job_t *j = hd_calloc(1, sizeof(*j));
     j->ep = ep;
     j->body = hd_buf_ref(body);
-    snprintf(j->id, sizeof(j->id), "%s", id);
-    snprintf(j->type, sizeof(j->type), "%s", type);
+    copy_str(j->id, sizeof(j->id), id);
+    copy_str(j->type, sizeof(j->type), type);
     j->created_ms = created_ms;
     hd_list_insert_tail(&ep->all, &j->all);
     hd_list_insert_tail(&ep->ready, &j->link);
@@ -488,19 +497,8 @@ out:
 static void attempt(hk_sender_t *s, job_t *j)
 {
     endpoint_t *ep = j->ep;
-    const hd_webhook_def_t *d = ep->def;
-    uint64_t ts = hk_wall_ms() / 1000;
-    char sig[600];
-    hk_sign(d, j->id, ts, j->body->data, j->body->len, sig, sizeof(sig));
-    hd_sbuf_t sb;
-    hd_sbuf_init(&sb, 512 + strlen(d->target) + strlen(sig));
-    hd_sbuf_appendf(&sb,
-                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: herald/%s\r\n"
-                    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                    "webhook-id: %s\r\nwebhook-timestamp: %llu\r\nwebhook-signature: %s\r\n\r\n",
-                    d->target, d->host_header, HERALD_VERSION, j->body->len, j->id,
-                    (unsigned long long)ts, sig);
-    j->req.head = hd_sbuf_finish(&sb);
+    uint64_t wall = hk_wall_ms();
+    j->req.head = hk_signed_head(ep->signer, j->id, wall / 1000, j->body);
     j->req.body = j->body;
     j->req.cb = on_answer;
     j->req.data = j;
@@ -508,7 +506,7 @@ static void attempt(hk_sender_t *s, job_t *j)
     if (j->attempts++ == 0)
         j->first_attempt_ms = uv_now(s->loop);
     if (j->first_wall_ms == 0)
-        j->first_wall_ms = hk_wall_ms();
+        j->first_wall_ms = wall;
     ep->attempts++;
     ep->in_flight++;
     HK_ADD(s->st->attempts, 1);
@@ -639,6 +637,7 @@ static endpoint_t *endpoint_add(hk_sender_t *s, const hd_webhook_def_t *def, hd_
     ep->record = record;
     ep->is_api = own != NULL;
     ep->pool = hk_pool_new(ep->def, &s->cc);
+    ep->signer = hk_signer_new(ep->def);
     hd_list_init(&ep->ready);
     hd_list_init(&ep->all);
     if (s->dur)
@@ -671,6 +670,7 @@ static size_t endpoint_free(hk_sender_t *s, endpoint_t *ep)
     }
     if (ep->slot)
         hk_durable_slot_free(ep->slot);
+    hk_signer_free(ep->signer);
     free(ep->own_def);
     free(ep->record);
     free(ep);

@@ -7,19 +7,31 @@
 #include "internal.h"
 
 #include <openssl/rand.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+/* Appends now_ms as "2026-12-02T23:00:00.123Z". The text of the second is kept (one thread per
+ * process makes events, at most one a few: thread-local), so an event costs no strftime. */
 static void append_timestamp(hd_sbuf_t *sb, uint64_t now_ms)
 {
-    time_t t = (time_t)(now_ms / 1000);
-    struct tm tm;
-    char ts[40];
-    gmtime_r(&t, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03uZ", (unsigned)(now_ms % 1000));
-    hd_sbuf_appends(sb, ts);
+    static __thread uint64_t cached_s = UINT64_MAX;
+    static __thread char cached[24];
+    static __thread size_t cached_len;
+    uint64_t sec = now_ms / 1000;
+    if (sec != cached_s) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_s = sec;
+    }
+    unsigned ms = (unsigned)(now_ms % 1000);
+    char tail[6] = {
+        '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '\0'};
+    hd_sbuf_append(sb, cached, cached_len);
+    hd_sbuf_append(sb, tail, 5);
 }
 
 hd_buf_t *hk_event_message(const hd_message_t *m, uint64_t now_ms)
@@ -83,11 +95,22 @@ void hk_json_str(hd_sbuf_t *sb, const char *s, size_t len)
 
 void hk_event_id(char out[40])
 {
+    static const char hex[] = "0123456789abcdef";
     static uint64_t prefix, counter;
     if (prefix == 0) {
         if (RAND_bytes((unsigned char *)&prefix, sizeof(prefix)) != 1)
             prefix = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
         prefix |= 1;
     }
-    snprintf(out, 40, "evt_%016llx%llx", (unsigned long long)prefix, (unsigned long long)++counter);
+    /* "evt_" + the prefix in 16 hex digits + the counter in hex, without leading zeros */
+    memcpy(out, "evt_", 4);
+    for (int i = 0; i < 16; i++)
+        out[4 + i] = hex[(prefix >> (60 - 4 * i)) & 15];
+    uint64_t c = ++counter;
+    int digits = 1;
+    while (digits < 16 && (c >> (4 * digits)) != 0)
+        digits++;
+    for (int i = 0; i < digits; i++)
+        out[20 + i] = hex[(c >> (4 * (digits - 1 - i))) & 15];
+    out[20 + digits] = '\0';
 }

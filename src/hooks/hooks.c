@@ -3,9 +3,11 @@
  * hooks.c: the webhook sender's thread, its loop and its mailbox, and the entry points other
  * threads call (hooks.h). A worker that accepted a publish checks the endpoints' channel
  * patterns (the conf snapshot is immutable, so reading it needs no lock); only when one matches
- * does it push a message holding references to the published messages and ring the loop's
- * uv_async. Everything else (bodies, signatures, connections, retries) happens on this thread,
- * in delivery.c and client.c.
+ * does it push a message holding references to the published messages; the loop's wake-up
+ * (wake.h) is rung once per worker loop pass, after the pass's answers are written
+ * (hd_worker_wake_later), so the events of every publish a pass took go with one wake-up, and
+ * the thread drains all its mail each time it wakes. Everything else (bodies, signatures,
+ * connections, retries) happens on this thread, in delivery.c and client.c.
  *
  * The mailbox is bounded by a count (INBOX_MAX messages not yet taken by the loop) and by the
  * bytes of the published messages they hold (webhook_max_memory, plus one mail, as one batch
@@ -15,6 +17,7 @@
  * hold memory without limit.
  */
 #include "herald/log.h"
+#include "herald/wake.h"
 #include "internal.h"
 
 #include <openssl/err.h>
@@ -23,11 +26,18 @@
 #include <string.h>
 
 #define INBOX_MAX 65536
+/* Once woken with mail, the thread holds its wake-up for this long and drains the mailbox when
+ * it ends, again and again while each drain finds mail: under load a tick's events come in
+ * one batch (one timer wake-up, their requests written together, their answers read together)
+ * instead of a wake-up per publish. An event waits at most this long more; a lone one none. */
+#define HOLD_MS 2
 
 struct hd_hooks_s {
     hd_conf_t *conf;
     uv_loop_t loop;
-    uv_async_t wakeup;
+    hd_wake_t wakeup; /* workers ring it once per loop pass (hd_worker_wake_later) */
+    uv_timer_t hold;  /* while mail keeps coming: the wake-up held, the mailbox drained on it */
+    unsigned is_holding : 1;
     hd_mpsc_t mailbox;
     uv_thread_t thread;
     SSL_CTX *tls;
@@ -104,7 +114,7 @@ static int post(hd_hooks_t *h, hd_msg_t *m, size_t bytes)
         return -1;
     }
     hd_mpsc_push(&h->mailbox, m);
-    uv_async_send(&h->wakeup);
+    hd_worker_wake_later(&h->wakeup);
     return 0;
 }
 
@@ -261,7 +271,7 @@ void hd_hooks_admin_submit(hd_hooks_admin_t *a)
     /* never dropped: an admin's question is answered even when the inbox is full */
     __atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
     hd_mpsc_push(&h->mailbox, &a->base_);
-    uv_async_send(&h->wakeup);
+    hd_worker_wake_later(&h->wakeup);
 }
 
 void hd_hooks_admin_free(hd_hooks_admin_t *a)
@@ -326,7 +336,7 @@ void hd_hooks_authorize(hd_hooks_authz_t *a)
     /* never dropped: each worker bounds what it has waiting (the hook's max_pending) */
     __atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
     hd_mpsc_push(&h->mailbox, &a->base_);
-    uv_async_send(&h->wakeup);
+    hd_worker_wake_later(&h->wakeup);
 }
 
 void hd_hooks_authz_free(hd_hooks_authz_t *a)
@@ -366,7 +376,9 @@ static void on_notify(hd_worker_t *w, hd_msg_t *msg)
     (void)w;
     __atomic_sub_fetch(&m->h->inbox, 1, __ATOMIC_RELAXED);
     if (m->h->notify)
-        hk_notify_push(m->h->notify, m->json, m->len);
+        hk_notify_push(m->h->notify, m->json, m->len); /* the charge goes with it */
+    else
+        HK_ADD(m->h->stats.notify_memory_bytes, -(uint64_t)HK_NOTIFY_CHARGE(m->len));
     free(m);
 }
 
@@ -375,27 +387,71 @@ void hd_hooks_notify(const char *json, size_t len)
     hd_hooks_t *h = the_hooks;
     if (!h || !h->notify_events)
         return;
+    /* The mail and then the queue's entry hold the event: one charge, against max_memory,
+     * taken here and given back when the backend acknowledged it (or it was dropped). */
+    uint64_t charge = HK_NOTIFY_CHARGE(len);
+    uint64_t held = HK_ADD(h->stats.notify_memory_bytes, charge) + charge;
+    if (held > h->conf->notify_hook->max_memory_bytes) {
+        HK_ADD(h->stats.notify_memory_bytes, -charge);
+        HK_ADD(h->stats.notify_dropped, 1);
+        return;
+    }
+    if (__atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED) > INBOX_MAX) {
+        __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
+        HK_ADD(h->stats.notify_memory_bytes, -charge);
+        HK_ADD(h->stats.notify_dropped, 1);
+        return;
+    }
     notify_msg_t *m = hd_malloc(sizeof(*m) + len);
     m->base.cb = on_notify;
     m->h = h;
     m->len = len;
     memcpy(m->json, json, len);
-    if (__atomic_add_fetch(&h->inbox, 1, __ATOMIC_RELAXED) > INBOX_MAX) {
-        __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
-        HK_ADD(h->stats.notify_dropped, 1);
-        free(m);
-        return;
-    }
     hd_mpsc_push(&h->mailbox, &m->base);
-    uv_async_send(&h->wakeup);
+    hd_worker_wake_later(&h->wakeup);
 }
 
 /* ---- the thread ---- */
 
-static void on_wakeup(uv_async_t *as)
+/* Runs every mail waiting; returns how many. */
+static size_t drain(hd_hooks_t *h)
 {
-    hd_hooks_t *h = as->data;
-    hd_mpsc_drain(&h->mailbox, NULL);
+    size_t n = 0;
+    hd_msg_t *m;
+    while ((m = hd_mpsc_pop(&h->mailbox)) != NULL) {
+        m->cb(NULL, m);
+        n++;
+    }
+    return n;
+}
+
+static void on_hold_end(uv_timer_t *t);
+
+/* Holds the wake-up (again: a waker may have written before the hold began, and being woken
+ * clears it) and makes sure the timer that ends the hold runs. */
+static void hold(hd_hooks_t *h)
+{
+    hd_wake_hold(&h->wakeup);
+    if (!h->is_holding) {
+        h->is_holding = 1;
+        uv_timer_start(&h->hold, on_hold_end, HOLD_MS, 0);
+    }
+}
+
+static void on_hold_end(uv_timer_t *t)
+{
+    hd_hooks_t *h = t->data;
+    h->is_holding = 0;
+    hd_wake_release(&h->wakeup);
+    if (drain(h) > 0 && !uv_is_closing((uv_handle_t *)&h->hold))
+        hold(h);
+}
+
+static void on_wakeup(void *data)
+{
+    hd_hooks_t *h = data;
+    if ((drain(h) > 0 || h->is_holding) && !uv_is_closing((uv_handle_t *)&h->hold))
+        hold(h);
 }
 
 /* The end of the thread's work: everything closed, then the loop ends. */
@@ -420,7 +476,8 @@ static void finish_stop(void *arg)
         hd_log_warn("webhooks: %zu events still pending are lost (pending deliveries are kept in "
                     "memory only)",
                     lost);
-    uv_close((uv_handle_t *)&h->wakeup, NULL);
+    hd_wake_close(&h->wakeup);
+    uv_close((uv_handle_t *)&h->hold, NULL);
 }
 
 static void on_stop(hd_worker_t *w, hd_msg_t *msg)
@@ -459,8 +516,18 @@ int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen)
     h->conf = hd_conf_ref(conf);
     h->filter = hk_filter_new(h->conf);
     uv_loop_init(&h->loop);
-    uv_async_init(&h->loop, &h->wakeup, on_wakeup);
-    h->wakeup.data = h;
+    int rc = hd_wake_init(&h->wakeup, &h->loop, on_wakeup, h);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create the webhook thread's wake-up: %s", uv_strerror(rc));
+        uv_loop_close(&h->loop);
+        hk_filter_free(h->filter);
+        hd_conf_unref(h->conf);
+        SSL_CTX_free(h->tls);
+        free(h);
+        return rc;
+    }
+    uv_timer_init(&h->loop, &h->hold);
+    h->hold.data = h;
     hd_mpsc_init(&h->mailbox);
     h->sender = hk_sender_new(&h->loop, h->conf, h->tls, &h->stats, h->filter);
     if (conf->authorize_hook)
@@ -505,7 +572,7 @@ void hd_hooks_free(hd_hooks_t *h)
         sm->base.cb = on_stop;
         sm->h = h;
         hd_mpsc_push(&h->mailbox, &sm->base);
-        uv_async_send(&h->wakeup);
+        hd_wake_send(&h->wakeup); /* now: the join follows */
         uv_thread_join(&h->thread);
     } else {
         if (h->authz)
@@ -515,7 +582,8 @@ void hd_hooks_free(hd_hooks_t *h)
             hk_notify_close(h->notify);
         h->notify = NULL;
         hk_sender_close(h->sender);
-        uv_close((uv_handle_t *)&h->wakeup, NULL);
+        hd_wake_close(&h->wakeup);
+        uv_close((uv_handle_t *)&h->hold, NULL);
         uv_run(&h->loop, UV_RUN_DEFAULT);
     }
     /* what was pushed after the stop: events nobody will send */
@@ -539,6 +607,7 @@ void hd_hooks_free(hd_hooks_t *h)
     }
     uv_loop_close(&h->loop);
     hk_filter_free(h->filter);
+    hd_wake_dispose(&h->wakeup);
     SSL_CTX_free(h->tls);
     hd_conf_unref(h->conf);
     free(h);

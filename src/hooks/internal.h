@@ -88,6 +88,23 @@ int hk_retry_after_parse(const char *v, size_t len, uint64_t now_ms, uint64_t *o
 size_t hk_sign(const hd_webhook_def_t *def, const char *id, uint64_t timestamp_s, const char *body,
                size_t len, char *out, size_t outlen);
 
+/* What signs one endpoint's requests: its secrets' HMAC contexts keyed once, and the fixed part
+ * of its request head. def outlives it. Allocation failures abort; when OpenSSL cannot key a
+ * context, the signer signs as hk_sign does. */
+typedef struct hk_signer_s hk_signer_t;
+hk_signer_t *hk_signer_new(const hd_webhook_def_t *def);
+void hk_signer_free(hk_signer_t *sg);
+/*
+ * The head of a signed POST of body to the signer's endpoint, in one buffer (one reference),
+ * without printf:
+ *   POST <target> HTTP/1.1, Host, User-Agent, Content-Type: application/json, Content-Length,
+ *   webhook-id: <id>, webhook-timestamp: <timestamp_s>, webhook-signature: v1,<sig> [v1,..]
+ * id: 1..39 bytes. Never NULL; should OpenSSL fail, the signature is empty (the receiver refuses
+ * the request, which is then retried like any refused one).
+ */
+hd_buf_t *hk_signed_head(hk_signer_t *sg, const char *id, uint64_t timestamp_s,
+                         const hd_buf_t *body);
+
 /* ---- event.c: event bodies (pure) ---- */
 
 /*
@@ -372,10 +389,16 @@ int hk_nev_parse(const redisReply *const *el, char sid[HK_SID_MAX], char **json)
 /* ---- notify.c: the notify hook's queue and batches ---- */
 
 typedef struct hk_notify_s hk_notify_t;
+/* What one notify event of len bytes is charged against the hook's max_memory, alike in the
+ * mailbox and in the queue (stats.notify_memory_bytes): its JSON, and room for the structs and
+ * the id around it. */
+#define HK_NOTIFY_CHARGE(len) ((len) + 256)
 /* The hook of conf->notify_hook; node names this process in event ids. */
 hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
                            hd_hooks_stats_t *stats, const char *node);
-/* Queues one event, json[0..len) a JSON object (copied; an id is added). */
+/* Queues one event, json[0..len) a JSON object (copied; an id is added), charged
+ * HK_NOTIFY_CHARGE(len) in stats.notify_memory_bytes already: the queue keeps the charge until
+ * the event is acknowledged, or gives it back at once when the event is dropped. */
 void hk_notify_push(hk_notify_t *nf, const char *json, size_t len);
 /* At shutdown: sends what is queued now, batch after batch, and calls done(arg) once the queue
  * is empty, a batch failed, or the hook's timeout passed. Returns 0 (nothing queued: done is not

@@ -5,7 +5,9 @@
  * them in one FIFO queue and sends them to the backend in batches, one request at a time, so
  * the backend sees them in the order they were queued:
  *
- *   event -> queue (at most queue_size; past it dropped and counted)
+ *   event -> queue (at most queue_size events, and max_memory bytes with the events still in
+ *            the hooks mailbox: each charged HK_NOTIFY_CHARGE from the worker's push until its
+ *            batch is acknowledged; past either, dropped and counted)
  *     -> a batch: the first `batch` events, when that many wait or `flush` after the first
  *        came -> POST {"type":"events","node":..,"events":[{"id":..,...},...]}, signed
  *     -> 2xx: those events leave the queue; anything else: the same events (and any that came
@@ -33,6 +35,7 @@ enum { ACK_NONE = 0, ACK_CONN, ACK_CLAIMED };
 
 typedef struct ev_s {
     hd_list_t link;
+    size_t charge; /* in stats.notify_memory_bytes: HK_NOTIFY_CHARGE of the event's JSON */
     size_t len;
     uint8_t ack; /* ACK_*: the text after the JSON names its connection or claimed entry */
     char json[]; /* {"id":..,<the worker's members>}, then NUL, the ack's text and NUL */
@@ -43,6 +46,7 @@ struct hk_notify_s {
     const hd_notify_def_t *def;
     hk_client_conf_t cc;
     hk_pool_t *pool;
+    hk_signer_t *signer;
     hd_hooks_stats_t *st;
     hd_list_t queue; /* events, oldest first; the first n_sent are in the request on its way */
     size_t n, n_sent;
@@ -114,6 +118,7 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
                 hk_nrec_closed(nf->rec, e->json + e->len + 1);
             else if (e->ack == ACK_CLAIMED && nf->rec)
                 hk_nrec_reported(nf->rec, e->json + e->len + 1);
+            HK_ADD(nf->st->notify_memory_bytes, -(uint64_t)e->charge);
             free(e);
             nf->n--;
         }
@@ -163,7 +168,6 @@ static void send_batch(hk_notify_t *nf)
 {
     if (nf->n == 0 || nf->is_sending)
         return;
-    const hd_webhook_def_t *d = &nf->def->ep;
     hd_sbuf_t body;
     hd_sbuf_init(&body, 256);
     hd_sbuf_appendf(&body, "{\"type\":\"events\",\"node\":\"%s\",\"events\":[", nf->node);
@@ -176,20 +180,10 @@ static void send_batch(hk_notify_t *nf)
     }
     hd_sbuf_append(&body, "]}", 2);
     hd_buf_t *b = hd_sbuf_finish(&body);
-    char id[40], sig[600];
-    uint64_t ts = hk_wall_ms() / 1000;
+    char id[40];
     hk_event_id(id);
-    hk_sign(d, id, ts, b->data, b->len, sig, sizeof(sig));
-    hd_sbuf_t sb;
-    hd_sbuf_init(&sb, 512 + strlen(d->target) + strlen(sig));
-    hd_sbuf_appendf(&sb,
-                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: herald/%s\r\n"
-                    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                    "webhook-id: %s\r\nwebhook-timestamp: %llu\r\nwebhook-signature: %s\r\n\r\n",
-                    d->target, d->host_header, HERALD_VERSION, b->len, id, (unsigned long long)ts,
-                    sig);
     memset(&nf->req, 0, sizeof(nf->req));
-    nf->req.head = hd_sbuf_finish(&sb);
+    nf->req.head = hk_signed_head(nf->signer, id, hk_wall_ms() / 1000, b);
     nf->req.body = b;
     nf->req.cb = on_answer;
     nf->req.data = nf;
@@ -200,9 +194,10 @@ static void send_batch(hk_notify_t *nf)
     hk_pool_send(nf->pool, &nf->req);
 }
 
-/* Queues json[0..len) (a JSON object) with id (NULL: a new one) and what its 2xx settles. */
+/* Queues json[0..len) (a JSON object) with id (NULL: a new one) and what its 2xx settles; charge
+ * is what it holds in stats.notify_memory_bytes (given back when it leaves the queue). */
 static void queue_event(hk_notify_t *nf, const char *json, size_t len, const char *id, int ack,
-                        const char *ack_text)
+                        const char *ack_text, size_t charge)
 {
     char head[96];
     char own[40];
@@ -220,6 +215,7 @@ static void queue_event(hk_notify_t *nf, const char *json, size_t len, const cha
     e->ack = (uint8_t)ack;
     if (ack)
         memcpy(e->json + e->len + 1, ack_text, al + 1);
+    e->charge = charge;
     hd_list_insert_tail(&nf->queue, &e->link);
     nf->n++;
     HK_ADD(nf->st->notify_events, 1);
@@ -233,16 +229,23 @@ void hk_notify_push(hk_notify_t *nf, const char *json, size_t len)
     char conn[64] = "";
     int waits = nf->rec ? hk_nrec_event(nf->rec, json, len, ok, conn) : 0;
     if (!ok) {
+        HK_ADD(nf->st->notify_memory_bytes, -(uint64_t)HK_NOTIFY_CHARGE(len));
         HK_ADD(nf->st->notify_dropped, 1);
         return;
     }
-    queue_event(nf, json, len, NULL, waits ? ACK_CONN : ACK_NONE, conn);
+    queue_event(nf, json, len, NULL, waits ? ACK_CONN : ACK_NONE, conn, HK_NOTIFY_CHARGE(len));
 }
 
+/* Room for the reconciliation's events: by count, and none while the events held reach
+ * max_memory (then about one per KiB left; each is charged like a worker's). */
 static size_t rec_room(void *data)
 {
     hk_notify_t *nf = data;
-    return nf->n < nf->def->queue_size ? nf->def->queue_size - nf->n : 0;
+    size_t room = nf->n < nf->def->queue_size ? nf->def->queue_size - nf->n : 0;
+    uint64_t held = __atomic_load_n(&nf->st->notify_memory_bytes, __ATOMIC_RELAXED);
+    uint64_t max = nf->def->max_memory_bytes;
+    uint64_t by_bytes = held < max ? (max - held) / 1024 : 0;
+    return room < by_bytes ? room : (size_t)by_bytes;
 }
 
 static void rec_push(void *data, const char *json, size_t len, const char *id, const char *sid)
@@ -250,7 +253,8 @@ static void rec_push(void *data, const char *json, size_t len, const char *id, c
     hk_notify_t *nf = data;
     if (len < 2 || json[0] != '{')
         return;
-    queue_event(nf, json, len, id, sid ? ACK_CLAIMED : ACK_NONE, sid);
+    HK_ADD(nf->st->notify_memory_bytes, (uint64_t)HK_NOTIFY_CHARGE(len));
+    queue_event(nf, json, len, id, sid ? ACK_CLAIMED : ACK_NONE, sid, HK_NOTIFY_CHARGE(len));
 }
 
 static const hk_nrec_ops_t rec_ops = {.room = rec_room, .push = rec_push};
@@ -270,6 +274,7 @@ hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
                                     : nf->def->timeout_ms;
     nf->cc.allow_private = conf->webhook_allow_private;
     nf->pool = hk_pool_new(&nf->def->ep, &nf->cc);
+    nf->signer = hk_signer_new(&nf->def->ep);
     hd_list_init(&nf->queue);
     snprintf(nf->node, sizeof(nf->node), "%s", node);
     uv_timer_init(loop, &nf->timer);
@@ -306,6 +311,7 @@ size_t hk_notify_close(hk_notify_t *nf)
         hk_nrec_close(nf->rec);
     nf->rec = NULL;
     hk_pool_close(nf->pool); /* the request on its way ends with no callback */
+    hk_signer_free(nf->signer);
     if (nf->is_sending) {
         hd_buf_unref(nf->req.head);
         hd_buf_unref(nf->req.body);
@@ -314,6 +320,7 @@ size_t hk_notify_close(hk_notify_t *nf)
     while (!hd_list_empty(&nf->queue)) {
         ev_t *e = hd_container_of(nf->queue.next, ev_t, link);
         hd_list_remove(&e->link);
+        HK_ADD(nf->st->notify_memory_bytes, -(uint64_t)e->charge);
         free(e);
     }
     uv_close((uv_handle_t *)&nf->timer, on_timer_closed);

@@ -440,6 +440,7 @@ static void run_and_flush(hd_conn_worker_t *cw)
         hd_worker_run_local(cw->w);
         flush_all(cw);
     } while (cw->w->has_local_mail);
+    hd_worker_send_wakes(cw->w); /* the other loops this pass queued for (hooks' events) */
     while (!hd_list_empty(&cw->dead_streams)) {
         hd_conn_t *c = hd_container_of(cw->dead_streams.next, hd_conn_t, link);
         hd_list_remove(&c->link);

@@ -54,6 +54,30 @@ void hd_worker_run_local(hd_worker_t *w)
     }
 }
 
+void hd_worker_wake_later(hd_wake_t *wk)
+{
+    hd_worker_t *w = self;
+    if (!w) {
+        hd_wake_send(wk);
+        return;
+    }
+    for (unsigned i = 0; i < w->n_wakes_owed; i++) {
+        if (w->wakes_owed[i] == wk)
+            return;
+    }
+    if (w->n_wakes_owed < HD_ARRAY_SIZE(w->wakes_owed))
+        w->wakes_owed[w->n_wakes_owed++] = wk;
+    else
+        hd_wake_send(wk);
+}
+
+void hd_worker_send_wakes(hd_worker_t *w)
+{
+    for (unsigned i = 0; i < w->n_wakes_owed; i++)
+        hd_wake_send(w->wakes_owed[i]);
+    w->n_wakes_owed = 0;
+}
+
 static void on_wakeup(void *data)
 {
     hd_worker_t *w = data;
@@ -119,6 +143,7 @@ void hd_worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Messages posted after the exit message (late broker replies) still own memory. */
     hd_mpsc_drain(&w->mailbox, w);
+    hd_worker_send_wakes(w);
     self = NULL;
     hd_log_thread_detach();
 }

@@ -810,7 +810,8 @@ class TestNotifyHook(MetricsTestCase):
             'herald_notify_hook_events_total{result="dropped"}',
             'herald_notify_hook_batches_total{result="sent"}',
             'herald_notify_hook_batches_total{result="ok"}',
-            'herald_notify_hook_batches_total{result="failed"}', "herald_notify_hook_pending")
+            'herald_notify_hook_batches_total{result="failed"}', "herald_notify_hook_pending",
+            "herald_notify_hook_memory_bytes")
     def test_notify_hook(self):
         """Two connects in one batch answered 500 then 204; then, the backend hung, five more
         with queue_size 3: two in the batch on its way, one waiting, two dropped."""
@@ -828,14 +829,17 @@ class TestNotifyHook(MetricsTestCase):
             'herald_notify_hook_batches_total{result="sent"}': 2,
             'herald_notify_hook_batches_total{result="ok"}': 1,
             'herald_notify_hook_batches_total{result="failed"}': 1,
-            "herald_notify_hook_pending": 0}, timeout=10)
+            "herald_notify_hook_pending": 0, "herald_notify_hook_memory_bytes": 0}, timeout=10)
         r.control([], default="hang")
         streams += [SseStream(h.port, "/sse/n%d" % i) for i in range(5)]
-        self.assertSeries(h.port, {
+        m = self.assertSeries(h.port, {
             'herald_notify_hook_events_total{result="queued"}': 5,
             'herald_notify_hook_events_total{result="dropped"}': 2,
             'herald_notify_hook_batches_total{result="sent"}': 3,
             "herald_notify_hook_pending": 3})
+        # the three held, each charged its JSON (a connect: about 150 bytes) + 256
+        held = m.samples["herald_notify_hook_memory_bytes"]
+        self.assertTrue(3 * (256 + 100) <= held <= 3 * (256 + 400), held)
         for st in streams:
             st.close()
         h.kill()  # a graceful stop would wait for the hung batch (timeout=30s)

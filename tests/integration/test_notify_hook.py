@@ -5,7 +5,7 @@ backend (the node receiver, every request verified with npm standardwebhooks) in
 of at most `batch` events, flushed when full or `flush` after the first; every event is
 delivered at least once across failed batches (500, dropped connection), with ids unique per
 event; the disconnects of a graceful shutdown are sent before herald exits; past queue_size
-events are dropped and counted. Metrics are driven in test_metrics.py."""
+events, or past max_memory bytes (a flood of big connects), events are dropped and counted. Metrics are driven in test_metrics.py."""
 import json
 import os
 import signal
@@ -136,6 +136,50 @@ class TestEvents(NotifyCase):
         self.assertEqual([e["type"] for e in evs], ["connect", "disconnect"], evs)
 
 
+    def test_flood_of_big_events_bounded_by_bytes(self):
+        """A backend that never answers and a flood of big connects (32 channels of 120 bytes:
+        about 4.3 KB each): what the notify hook holds stays under max_memory, not queue_size
+        events; the rest is dropped and counted; streams are still served."""
+        h = self.node("batch=1 flush=0 timeout=30s max_memory=128k queue_size=1000000 "
+                      "events=connect", default="hang")
+        chans = ["&channel=big%03d-%s" % (i, "x" * 113) for i in range(32)]
+        path = "/sse?" + "".join(chans)[1:]
+        streams = []
+        for i in range(100):
+            streams.append(hh.SseStream(h.port, path + "&channel=n%d" % i))
+            self.addCleanup(streams[-1].close)
+        self.assertEqual({s.status for s in streams}, {200})
+
+        def counts():
+            m = hh.request(h.port, "GET", "/metrics")[2].decode()
+            out = {}
+            for ln in m.splitlines():
+                if ln.startswith("herald_notify_hook_events_total{"):
+                    out[ln.split('"')[1]] = int(ln.split()[-1])
+                elif ln.startswith("herald_notify_hook_memory_bytes "):
+                    out["memory"] = int(ln.split()[-1])
+                elif ln.startswith("herald_notify_hook_pending "):
+                    out["pending"] = int(ln.split()[-1])
+            return out
+        got = {}
+
+        def settled():
+            got.update(counts())
+            return got.get("queued", 0) + got.get("dropped", 0) == 100
+        hh.wait_for(settled, timeout=10, what="every connect queued or dropped")
+        sys.stderr.write("notify flood: %s\n" % got)
+        self.assertLessEqual(got["memory"], 128 * 1024)
+        # each is charged its JSON (its channels alone are 32 x 123 bytes) + 256 bytes
+        least = 32 * 123 + 256
+        self.assertLessEqual(got["queued"], 128 * 1024 // least)
+        self.assertGreaterEqual(got["queued"], 10)
+        self.assertGreaterEqual(got["dropped"], 100 - 128 * 1024 // least)
+        self.assertEqual(got["pending"], got["queued"])
+        self.assertGreaterEqual(got["memory"], got["queued"] * least)
+        self.assertServed(h.port)
+        h.kill()  # a graceful stop would wait for the hung batch (timeout=30s)
+
+
 class TestConf(hh.HeraldTestCase):
     def test_conf_errors(self):
         secret = ws.new_secret()
@@ -145,6 +189,8 @@ class TestConf(hh.HeraldTestCase):
             ("notify_hook http://x/ secret=%s batch=0\n" % secret,
              ":1: notify_hook: batch: expected 1..10000"),
             ("notify_hook http://x/\n", "secret=whsec_... is required"),
+            ("notify_hook http://x/ secret=%s max_memory=1k\n" % secret,
+             ":1: notify_hook: max_memory: expected a size in 64k..16g"),
         ]
         for text, want in cases:
             d = self.tmpdir()

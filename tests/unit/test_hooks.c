@@ -3,11 +3,13 @@
  * test_hooks.c: the webhook sender's pure parts. The webhook directive's syntax
  * (src/conf/webhook_def.c): good lines, every refusal and its reason, secrets decoded, patterns.
  * Signatures (src/hooks/sign.c) against the Standard Webhooks example (the same value the npm
- * standardwebhooks library computes), rotation. Answers (src/hooks/response.c) fed whole, cut at
+ * standardwebhooks library computes), rotation; signers and the request heads they write.
+ * Answers (src/hooks/response.c) fed whole, cut at
  * every offset and byte by byte, from exact-size copies (ASan catches an over-read). Addresses
  * SSRF protection refuses. Event bodies. Retry-After: read from answers cut anywhere, its two
  * forms parsed. Pending entries as Redis gives them (src/hooks/durable.c). The hooks thread's
- * inbox (src/hooks/hooks.c) bounded by bytes, not only by count, while nothing takes from it.
+ * inbox (src/hooks/hooks.c) bounded by bytes, not only by count, while nothing takes from it,
+ * for webhook events and notify events alike.
  * The authorize_hook and notify_hook directives (src/conf/hook_def.c) and the backend's answers
  * read into verdicts (src/hooks/authz_answer.c); an answer's body kept. A registration of the
  * admin API read from JSON (src/conf/webhook_json.c) and the publishing threads' filter
@@ -162,6 +164,68 @@ static void test_sign(void)
     T_TRUE(strncmp(sig, "v1,g0hM9SsE+OTPJTGt", 19) != 0);
     /* too small a buffer: 0, nothing half-written is used */
     T_EQ_INT((int)hk_sign(&d, "id", 1, "x", 1, sig, 60), 0);
+}
+
+/* A signer (what the hooks thread signs with: contexts keyed once, started over per request)
+ * gives what hk_sign gives, request after request, and its head is the one the hooks wrote
+ * with printf before: same request line, headers, order and blank line. */
+static void test_signed_head(void)
+{
+    hd_webhook_def_t d;
+    char why[256], sig[600], want[2048];
+    T_EQ_INT(parse(&d,
+                   "http://hooks.example:8080/in?x=1 secret=" SPEC_SECRET
+                   ",whsec_AAAAAAAAAAAAAAAAAAAAAA==",
+                   why, sizeof(why)),
+             0);
+    hk_signer_t *sg = hk_signer_new(&d);
+    const char *bodies[] = {"{\"test\": 2432232314}", "", "{\"a\":1}"};
+    const char *ids[] = {"msg_p5jXN8AQM9LWM0D4loKWxJek", "evt_0123456789abcdef1", "x"};
+    uint64_t tss[] = {1614265330, 0, 18446744073709551615ull};
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3; i++) {
+            hd_buf_t *body = hd_buf_new_copy(bodies[i], strlen(bodies[i]));
+            T_TRUE(hk_sign(&d, ids[i], tss[i], body->data, body->len, sig, sizeof(sig)) > 0);
+            snprintf(want, sizeof(want),
+                     "POST /in?x=1 HTTP/1.1\r\nHost: hooks.example:8080\r\nUser-Agent: "
+                     "herald/%s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "webhook-id: %s\r\nwebhook-timestamp: %llu\r\nwebhook-signature: %s\r\n\r\n",
+                     HERALD_VERSION, body->len, ids[i], (unsigned long long)tss[i], sig);
+            hd_buf_t *head = hk_signed_head(sg, ids[i], tss[i], body);
+            char *got = hd_strndup(head->data, head->len);
+            T_EQ_STR(got, want);
+            free(got);
+            hd_buf_unref(head);
+            hd_buf_unref(body);
+        }
+    }
+    /* the specification's example, through a signer */
+    hd_buf_t *body = hd_buf_new_copy(bodies[0], strlen(bodies[0]));
+    hd_buf_t *head = hk_signed_head(sg, ids[0], tss[0], body);
+    char *got = hd_strndup(head->data, head->len);
+    T_CONTAINS(got, "\r\nwebhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1,");
+    free(got);
+    hd_buf_unref(head);
+    hd_buf_unref(body);
+    hk_signer_free(sg);
+    /* four secrets: four signatures */
+    T_EQ_INT(parse(&d,
+                   "https://[::1]/ secret=" SPEC_SECRET
+                   ",whsec_AAAAAAAAAAAAAAAAAAAAAA==," SPEC_SECRET ",whsec_AAAAAAAAAAAAAAAAAAAAAA==",
+                   why, sizeof(why)),
+             0);
+    sg = hk_signer_new(&d);
+    body = hd_buf_new_copy("{}", 2);
+    head = hk_signed_head(sg, "evt_1", 7, body);
+    got = hd_strndup(head->data, head->len);
+    static const char start[] = "POST / HTTP/1.1\r\nHost: [::1]\r\nUser-Agent: herald/";
+    T_TRUE(strncmp(got, start, sizeof(start) - 1) == 0);
+    T_TRUE(hk_sign(&d, "evt_1", 7, "{}", 2, sig, sizeof(sig)) == 4 * 47 + 3);
+    T_CONTAINS(got, sig);
+    free(got);
+    hd_buf_unref(head);
+    hd_buf_unref(body);
+    hk_signer_free(sg);
 }
 
 /* Feeds an exact-size copy. */
@@ -529,11 +593,28 @@ static void test_events(void)
     free(text);
     hd_buf_unref(b);
 
+    /* the second's text is kept: the milliseconds still change, and the next second is new */
+    uint64_t at[] = {999, 1000, 1001, 61001};
+    const char *want_ts[] = {"00:00:00.999Z", "00:00:01.000Z", "00:00:01.001Z", "00:01:01.001Z"};
+    for (int i = 0; i < 4; i++) {
+        b = hk_event_channel("c", 1, 1, at[i]);
+        text = hd_strndup(b->data, b->len);
+        T_CONTAINS(text, want_ts[i]);
+        free(text);
+        hd_buf_unref(b);
+    }
+
     char a[40], c[40];
     hk_event_id(a);
     hk_event_id(c);
     T_TRUE(strncmp(a, "evt_", 4) == 0 && strlen(a) == 21);
     T_TRUE(strcmp(a, c) != 0 && strncmp(a, c, 20) == 0);
+    /* 16 hex digits of the prefix, then the counter in hex without leading zeros */
+    T_EQ_INT((int)strspn(a + 4, "0123456789abcdef"), (int)strlen(a) - 4);
+    for (int i = 0; i < 20; i++)
+        hk_event_id(c);
+    T_EQ_INT((int)strtoull(c + 20, NULL, 16), (int)strtoull(a + 20, NULL, 16) + 21);
+    T_TRUE(c[20] != '0');
 }
 
 /* Events the hooks thread has not taken yet hold their messages: at most webhook_max_memory of
@@ -741,6 +822,44 @@ static int parse_hook(hd_hook_def_t *d, const char *line, char *why, size_t whyl
     return hd_hook_def_parse(d, argc, argv, why, whylen);
 }
 
+/* Notify events the hooks thread has not taken yet are charged against the hook's max_memory
+ * (their JSON + 128 bytes each), not only counted: a flood of big events (a connect with many
+ * channels) past it is dropped and counted, and what is held never exceeds the bound. */
+static void test_notify_inbox_bound(void)
+{
+    hd_conf_t *conf = NULL;
+    char err[256];
+    T_EQ_INT(hd_conf_load_string(&conf, "t.conf",
+                                 "notify_hook http://127.0.0.1:9/n secret=" SPEC_SECRET
+                                 " max_memory=64k queue_size=1000000\n",
+                                 NULL, 0, err, sizeof(err)),
+             0);
+    hd_hooks_t *h = NULL;
+    T_EQ_INT(hd_hooks_new(&h, conf, err, sizeof(err)), 0);
+    hd_hooks_set(h);
+    size_t len = 8192;
+    char *json = hd_malloc(len);
+    memset(json, ' ', len);
+    json[0] = '{';
+    json[len - 1] = '}';
+    for (int i = 0; i < 100; i++) /* 820 KB of events for a 64 KiB budget */
+        hd_hooks_notify(json, len);
+    free(json);
+    hd_hooks_stats_t st;
+    hd_hooks_get_stats(h, &st);
+    uint64_t held = 64 * 1024 / HK_NOTIFY_CHARGE(len); /* 7 */
+    T_EQ_INT((int)st.notify_dropped, (int)(100 - held));
+    T_EQ_INT((int)st.notify_memory_bytes, (int)(held * HK_NOTIFY_CHARGE(len)));
+    T_TRUE(st.notify_memory_bytes <= 64 * 1024);
+    /* a small event still fits in what is left */
+    hd_hooks_notify("{}", 2);
+    hd_hooks_get_stats(h, &st);
+    T_EQ_INT((int)st.notify_dropped, (int)(100 - held));
+    hd_hooks_set(NULL);
+    hd_hooks_free(h); /* frees what the inbox held */
+    hd_conf_unref(conf);
+}
+
 static void test_hook_def(void)
 {
     hd_hook_def_t d;
@@ -814,11 +933,18 @@ static void test_notify_def(void)
     T_EQ_INT((int)d.batch, 100);
     T_EQ_INT((int)d.flush_ms, 1000);
     T_EQ_INT((int)d.queue_size, 100000);
+    T_TRUE(d.max_memory_bytes == (uint64_t)64 << 20);
     T_EQ_INT((int)d.timeout_ms, 5000);
-    const char *more[] = {
-        "http://x/",    ("secret=" SPEC_SECRET), "events=disconnect,connect", "batch=7", "flush=0",
-        "queue_size=9", "timeout=50ms"};
-    T_EQ_INT(hd_notify_def_parse(&d, 7, more, why, sizeof(why)), 0);
+    const char *more[] = {"http://x/",
+                          ("secret=" SPEC_SECRET),
+                          "events=disconnect,connect",
+                          "batch=7",
+                          "flush=0",
+                          "queue_size=9",
+                          "max_memory=64k",
+                          "timeout=50ms"};
+    T_EQ_INT(hd_notify_def_parse(&d, 8, more, why, sizeof(why)), 0);
+    T_TRUE(d.max_memory_bytes == 64 * 1024);
     T_EQ_INT((int)d.events, HD_NOTIFY_CONNECT | HD_NOTIFY_DISCONNECT);
     T_EQ_INT((int)d.batch, 7);
     T_EQ_INT((int)d.flush_ms, 0);
@@ -827,10 +953,19 @@ static void test_notify_def(void)
     static const struct {
         const char *opt, *why;
     } bad[] = {
-        {"events=", "unknown event"},          {"events=join", "unknown event \"join\""},
-        {"events=connect,,", "unknown event"}, {"batch=0", "batch: expected"},
-        {"flush=2m", "flush: expected"},       {"queue_size=0", "queue_size: expected"},
-        {"timeout=1ms", "timeout: expected"},  {"cache=1s", "unknown option"},
+        {"events=", "unknown event"},
+        {"events=join", "unknown event \"join\""},
+        {"events=connect,,", "unknown event"},
+        {"batch=0", "batch: expected"},
+        {"flush=2m", "flush: expected"},
+        {"queue_size=0", "queue_size: expected"},
+        {"timeout=1ms", "timeout: expected"},
+        {"cache=1s", "unknown option"},
+        {"max_memory=63k", "max_memory: expected a size in 64k..16g"},
+        {"max_memory=17g", "max_memory: expected"},
+        {"max_memory=1x", "max_memory: expected"},
+        {"max_memory=", "max_memory: expected"},
+        {"max_memory=1mb", "max_memory: expected"},
     };
     for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
         const char *v[] = {"http://x/", ("secret=" SPEC_SECRET), bad[i].opt};
@@ -911,6 +1046,7 @@ int main(void)
     T_RUN(test_filter);
     T_RUN(test_filter_threads);
     T_RUN(test_sign);
+    T_RUN(test_signed_head);
     T_RUN(test_response);
     T_RUN(test_retry_after);
     T_RUN(test_entry);
@@ -918,6 +1054,7 @@ int main(void)
     T_RUN(test_private);
     T_RUN(test_events);
     T_RUN(test_inbox_bound);
+    T_RUN(test_notify_inbox_bound);
     T_RUN(test_hook_def);
     T_RUN(test_notify_def);
     T_RUN(test_authz_answer);

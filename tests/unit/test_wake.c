@@ -4,8 +4,8 @@
  * producer threads push to an hd_mpsc queue and wake a loop that drains it only from the
  * callback: every message arrives exactly once and in each producer's order, with no wake-up
  * lost (a lost one would leave messages in the queue with the loop asleep: a 60 s timer fails
- * the test then), and fewer callbacks than sends. scripts/test.sh runs it under
- * ThreadSanitizer too. */
+ * the test then), and fewer callbacks than sends. A held wake-up skips the wakers' writes until
+ * it is released. scripts/test.sh runs it under ThreadSanitizer too. */
 #include "herald/common.h"
 #include "herald/mpsc.h"
 #include "herald/wake.h"
@@ -121,6 +121,35 @@ static void on_deadline(uv_timer_t *t)
     uv_close((uv_handle_t *)&c->deadline, NULL);
 }
 
+/* A held wake-up: wakers skip their write until the loop releases it (the hooks thread holds
+ * its wake-up while mail keeps coming, and drains on a timer instead). */
+static void test_hold(void)
+{
+    uv_loop_t loop;
+    hd_wake_t wk = {0};
+    T_EQ_INT(uv_loop_init(&loop), 0);
+    T_EQ_INT(hd_wake_init(&wk, &loop, count_cb, NULL), 0);
+    calls = 0;
+    hd_wake_send(&wk);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    T_EQ_INT(calls, 1);
+    hd_wake_hold(&wk);
+    for (int i = 0; i < 3; i++)
+        hd_wake_send(&wk);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    T_EQ_INT(calls, 1); /* held: nobody wrote */
+    hd_wake_release(&wk);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    T_EQ_INT(calls, 1); /* a release wakes nothing by itself: the loop drains after it */
+    hd_wake_send(&wk);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    T_EQ_INT(calls, 2); /* released: the next waker writes */
+    hd_wake_close(&wk);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    T_EQ_INT(uv_loop_close(&loop), 0);
+    hd_wake_dispose(&wk);
+}
+
 static void test_many_wakers(void)
 {
     uv_loop_t loop;
@@ -163,6 +192,7 @@ static void test_many_wakers(void)
 int main(void)
 {
     T_RUN(test_coalesced);
+    T_RUN(test_hold);
     T_RUN(test_many_wakers);
     T_DONE();
 }
