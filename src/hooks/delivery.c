@@ -86,6 +86,7 @@ struct endpoint_s {
     char *record;                /* is_api: its registration as stored (JSON), owned */
     unsigned is_api : 1;
     unsigned is_state_unstored : 1; /* with Redis: its state is not in Redis yet */
+    unsigned is_deleting : 1;       /* with Redis: its delete is on its way (no more takes) */
     uint64_t state_seq;             /* with Redis: the number of its last state sent */
     hk_dslot_t *slot;               /* with Redis: its keys there */
     hk_pool_t *pool;
@@ -117,11 +118,12 @@ struct hk_sender_s {
     uint64_t rng;
     uint64_t warned_ms;
     hd_hooks_stats_t *st;
-    hk_durable_t *dur;  /* with Redis: where jobs come from and go (NULL: in memory) */
-    hk_registry_t *reg; /* with Redis: the admin API's endpoints and the disabled ones */
-    uv_timer_t poll;    /* with Redis: takes for every endpoint with room, each POLL_MS */
-    uint64_t redis_dlq; /* with Redis: the cluster's dead letters, at the last take */
-    unsigned n_closing; /* its timers not closed yet, once closing */
+    hk_durable_t *dur;   /* with Redis: where jobs come from and go (NULL: in memory) */
+    hk_registry_t *reg;  /* with Redis: the admin API's endpoints and the disabled ones */
+    uv_timer_t poll;     /* with Redis: takes for every endpoint with room, each POLL_MS */
+    uint64_t redis_dlq;  /* with Redis: the cluster's dead letters, at the last take */
+    unsigned n_closing;  /* its timers not closed yet, once closing */
+    hd_list_t resolving; /* registrations whose host is being resolved (resolve_t) */
 };
 
 /* With Redis, how often an endpoint with room asks for entries other nodes queued or retries
@@ -279,6 +281,8 @@ static void enqueue(hk_sender_t *s, endpoint_t *ep, hd_buf_t *body, const char *
         HK_ADD(s->st->dropped[HD_HOOKS_DROP_DISABLED], 1);
         return;
     }
+    if (ep->is_deleting) /* deleted once Redis answers: adding would make its queue again */
+        return;
     if (s->dur) {
         if (hk_durable_add(s->dur, ep->slot, body, id, type, created_ms) < 0) {
             HK_ADD(s->st->dropped[HD_HOOKS_DROP_MEMORY], 1);
@@ -518,7 +522,7 @@ static void pump(hk_sender_t *s, endpoint_t *ep)
     if (s->dur) {
         /* room for more: ask Redis (the entries come to on_entry, then are attempted) */
         size_t conc = s->conf->webhook_concurrency;
-        if (!ep->is_disabled && ep->in_flight < conc &&
+        if (!ep->is_disabled && !ep->is_deleting && ep->in_flight < conc &&
             s->mem + 64 * 1024 <= s->conf->webhook_max_memory_bytes)
             hk_durable_take(s->dur, ep->slot, (unsigned)(conc - ep->in_flight));
         return;
@@ -835,9 +839,10 @@ static int replay(hk_sender_t *s, letter_t *l)
 
 /* 1 if def's host is an address webhook_allow_private refuses (loopback, private, link-local,
  * unspecified, multicast; IPv4 in any form inet_aton reads, as the resolver would), or a name
- * that always is (localhost). Other names are checked at each connection (client.c). */
-static int host_is_private(const hd_webhook_def_t *d)
+ * that always is (localhost); *is_name set when it is another name (resolved then: resolve). */
+static int host_is_private(const hd_webhook_def_t *d, int *is_name)
 {
+    *is_name = 0;
     union { /* one object read as a struct sockaddr: no aliasing across types (client.c) */
         struct sockaddr sa;
         struct sockaddr_in in;
@@ -856,8 +861,11 @@ static int host_is_private(const hd_webhook_def_t *d)
     size_t n = strlen(d->host);
     if (n > 0 && d->host[n - 1] == '.') /* the root: "localhost." */
         n--;
-    return (n == 9 && strncasecmp(d->host, "localhost", 9) == 0) ||
-           (n > 10 && strncasecmp(d->host + n - 10, ".localhost", 10) == 0);
+    if ((n == 9 && strncasecmp(d->host, "localhost", 9) == 0) ||
+        (n > 10 && strncasecmp(d->host + n - 10, ".localhost", 10) == 0))
+        return 1;
+    *is_name = 1;
+    return 0;
 }
 
 /* The endpoint registered (here or, with Redis, by any node): {"endpoint":{...}}, 201. */
@@ -936,12 +944,14 @@ static void on_del(void *arg, int result)
     hk_sender_t *s = p->s;
     hd_hooks_admin_t *a = p->a;
     free(p);
+    endpoint_t *ep = find_endpoint(s, a->endpoint);
+    if (ep && result != HK_REG_DONE)
+        ep->is_deleting = 0;
     if (result == HK_REG_DOWN || !s->dur) {
         answer_redis_down(a);
     } else if (result == HK_REG_NONE) {
         answer_error(a, 404, "no webhook named ", a->endpoint);
     } else {
-        endpoint_t *ep = find_endpoint(s, a->endpoint);
         if (ep && ep->is_api)
             endpoint_remove(s, ep);
         hd_sbuf_t sb;
@@ -952,6 +962,92 @@ static void on_del(void *arg, int result)
         answer(a, 200, &sb);
     }
     hk_admin_answered(a);
+}
+
+static void answer_private(hd_hooks_admin_t *a)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "%.60s is a loopback, private or link-local address: refused "
+             "(webhook_allow_private is off)",
+             a->def->host);
+    answer_error(a, 400, msg, "");
+}
+
+/* A registration checked: stored (with Redis: answered later), or added here. 1 when a is
+ * answered now, 0 when later. */
+static int store(hk_sender_t *s, hd_hooks_admin_t *a)
+{
+    if (s->reg) { /* stored first; every node (this one too) adds it once Redis took it */
+        pending_t *p = hd_malloc(sizeof(*p));
+        p->s = s;
+        p->a = a;
+        hk_registry_put(s->reg, a->def->name, a->record, a->record_len, on_put, p);
+        return 0;
+    }
+    added(s, a);
+    return 1;
+}
+
+/* A registration whose host is a name, resolved before it is accepted (off the loop). */
+typedef struct resolve_s {
+    uv_getaddrinfo_t gai;
+    hd_list_t link; /* in s->resolving */
+    hk_sender_t *s; /* NULL once the sender closed */
+    hd_hooks_admin_t *a;
+} resolve_t;
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
+{
+    resolve_t *rs = g->data;
+    hk_sender_t *s = rs->s;
+    hd_hooks_admin_t *a = rs->a;
+    char msg[200];
+    int is_private = 0;
+    for (struct addrinfo *ai = res; ai && status == 0; ai = ai->ai_next)
+        is_private |= hk_addr_is_private(ai->ai_addr);
+    uv_freeaddrinfo(res);
+    if (s)
+        hd_list_remove(&rs->link);
+    free(rs);
+    if (!s) {
+        answer_error(a, 503, "webhooks are stopping", "");
+    } else if (status < 0) {
+        snprintf(msg, sizeof(msg), "cannot resolve %.60s: %s", a->def->host, uv_strerror(status));
+        answer_error(a, 400, msg, "");
+    } else if (is_private) {
+        answer_private(a);
+    } else if (!store(s, a)) {
+        return; /* answered once Redis took it */
+    }
+    hk_admin_answered(a);
+}
+
+/* Resolves a's host (uv_getaddrinfo: the resolver's thread pool): any of its addresses that
+ * webhook_allow_private forbids refuses the registration, as a name that does not resolve.
+ * The connections check again (client.c): the name may change. */
+static int resolve(hk_sender_t *s, hd_hooks_admin_t *a)
+{
+    resolve_t *rs = hd_calloc(1, sizeof(*rs));
+    struct addrinfo hints;
+    char port[8];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", (unsigned)a->def->port);
+    rs->s = s;
+    rs->a = a;
+    rs->gai.data = rs;
+    int rc = uv_getaddrinfo(s->loop, &rs->gai, on_resolved, a->def->host, port, &hints);
+    if (rc < 0) {
+        free(rs);
+        char msg[200];
+        snprintf(msg, sizeof(msg), "cannot resolve %.60s: %s", a->def->host, uv_strerror(rc));
+        answer_error(a, 400, msg, "");
+        return 1;
+    }
+    hd_list_insert_tail(&s->resolving, &rs->link);
+    return 0;
 }
 
 /* REGISTER: a->def and a->record become the new endpoint's (taken from a on success). */
@@ -966,12 +1062,9 @@ static int admin_register(hk_sender_t *s, hd_hooks_admin_t *a)
                      a->def->name);
         return 1;
     }
-    if (!s->conf->webhook_allow_private && host_is_private(a->def)) {
-        snprintf(msg, sizeof(msg),
-                 "%.60s is a loopback, private or link-local address: refused "
-                 "(webhook_allow_private is off)",
-                 a->def->host);
-        answer_error(a, 400, msg, "");
+    int is_name = 0;
+    if (!s->conf->webhook_allow_private && host_is_private(a->def, &is_name)) {
+        answer_private(a);
         return 1;
     }
     if (s->n_api >= s->conf->webhook_max_endpoints) {
@@ -982,15 +1075,9 @@ static int admin_register(hk_sender_t *s, hd_hooks_admin_t *a)
         answer_error(a, 507, msg, "");
         return 1;
     }
-    if (s->reg) { /* stored first; every node (this one too) adds it once Redis took it */
-        pending_t *p = hd_malloc(sizeof(*p));
-        p->s = s;
-        p->a = a;
-        hk_registry_put(s->reg, a->def->name, a->record, a->record_len, on_put, p);
-        return 0;
-    }
-    added(s, a);
-    return 1;
+    if (!s->conf->webhook_allow_private && is_name)
+        return resolve(s, a);
+    return store(s, a);
 }
 
 /* DELETE: an endpoint of the admin API, with what it holds. */
@@ -1008,6 +1095,8 @@ static int admin_delete(hk_sender_t *s, hd_hooks_admin_t *a)
         return 1;
     }
     if (s->reg) { /* deleted in Redis first; the other nodes follow at their next read */
+        /* no take after the delete: it would make its queue again in Redis */
+        ep->is_deleting = 1;
         pending_t *p = hd_malloc(sizeof(*p));
         p->s = s;
         p->a = a;
@@ -1329,6 +1418,7 @@ hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_ho
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
     hd_list_init(&s->dlq);
+    hd_list_init(&s->resolving);
     uv_timer_init(loop, &s->poll);
     s->poll.data = s;
     if (conf->redis && (conf->n_webhooks || conf->webhook_max_endpoints)) {
@@ -1372,6 +1462,12 @@ size_t hk_sender_close(hk_sender_t *s)
     }
     while (!hd_list_empty(&s->dlq))
         letter_free(s, hd_container_of(s->dlq.next, letter_t, link));
+    while (!hd_list_empty(&s->resolving)) { /* answered 503 when the resolver is done */
+        resolve_t *rs = hd_container_of(s->resolving.next, resolve_t, link);
+        hd_list_remove(&rs->link);
+        rs->s = NULL;
+        uv_cancel((uv_req_t *)&rs->gai);
+    }
     hd_heap_dispose(&s->retry);
     free(s->eps);
     s->n_closing = 2;

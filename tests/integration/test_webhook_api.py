@@ -7,11 +7,12 @@ Covered: a registration without a secret gets one, shown once, which signs its d
 only matching channels are sent; list and get never show a secret; delete stops deliveries and
 the id can be registered again; conf endpoints are read-only (409); refusals with their status
 and JSON reason: a bad URL or body (400), a loopback/private/link-local target without
-webhook_allow_private (400), a taken id (409), past webhook_max_endpoints (507), a body past
+webhook_allow_private (400; a host name resolved at registration), a taken id (409), past webhook_max_endpoints (507), a body past
 16 KiB (413), registration off (403). With Redis, two nodes sharing a real redis-server: an
 endpoint registered on one is delivered for publishes on the other, survives a restart, is
 deleted everywhere, the bound is the cluster's, and a 410 Gone answered to one node disables it
 on both until it is enabled through the API; while Redis is away, 503."""
+import ipaddress
 import json
 import os
 import sys
@@ -158,6 +159,31 @@ class TestRegistration(hh.HeraldTestCase):
         # a public address is accepted (nothing is sent until an event)
         register(h.port, {"url": "https://192.0.2.10/hook", "secret": s})
 
+    def test_ssrf_name_resolved_at_registration(self):
+        """A host name is resolved when registered (through /etc/hosts here: no DNS query
+        leaves the machine): one that names a loopback or private address is refused."""
+        names = []
+        with open("/etc/hosts") as f:
+            for line in f:
+                words = line.split("#")[0].split()
+                try:
+                    addr = ipaddress.ip_address(words[0]) if words else None
+                except ValueError:
+                    continue
+                if addr and (addr.is_loopback or addr.is_private or addr.is_link_local):
+                    names += [w for w in words[1:] if w.lower() != "localhost" and
+                              not w.lower().endswith(".localhost") and "." not in w[-1:]]
+        if not names:
+            # a machine whose /etc/hosts names no private address but localhost: nothing to
+            # resolve without a DNS query, which tests must not send
+            self.skipTest("no name of a private address in /etc/hosts")
+        h = self.start_herald(overrides=["webhook_max_endpoints 4"])
+        status, answer = ws.admin(h.port, "POST", "/admin/webhooks",
+                                  {"url": "http://%s:8080/" % names[0], "secret": ws.new_secret()})
+        self.assertEqual(status, 400, (names[0], answer))
+        self.assertIn("webhook_allow_private", answer["error"])
+        self.assertIn(names[0], answer["error"])
+
     def test_registration_off(self):
         h = self.start_herald(overrides=[ws.webhook_line("http://127.0.0.1:9/", [ws.new_secret()])])
         status, body = ws.admin(h.port, "POST", "/admin/webhooks",
@@ -168,8 +194,13 @@ class TestRegistration(hh.HeraldTestCase):
 
 class TestRedis(hh.HeraldTestCase):
     def node(self, redis, extra=()):
-        return self.start_herald(overrides=["redis unix://" + redis.sock,
-                                            "webhook_max_endpoints 2"] + FAST + list(extra))
+        h = self.start_herald(overrides=["redis unix://" + redis.sock,
+                                         "webhook_max_endpoints 2"] + FAST + list(extra))
+        # ready before its webhook sender's Redis connection is: until then registering answers
+        # 503 (Redis away); the dead letters, read from Redis, say when it is up
+        wait_for(lambda: ws.admin(h.port, "GET", "/admin/webhooks/dead-letters")[0] == 200, IO,
+                 "the node's webhook connection to Redis")
+        return h
 
     def test_shared_by_nodes_and_restarts(self):
         s = ws.new_secret()
