@@ -201,6 +201,14 @@ void hd_conn_close(hd_conn_t *c);
 void hd_conn_want_flush(hd_conn_t *c);
 
 /*
+ * Writes c's queued output first in this loop pass's flush, before the connections that got
+ * output earlier in the pass (a publish's answer before the publishing worker's fan-out, so a
+ * publisher waiting for it is not held up by the subscribers' writes). Only the order of the
+ * pass's writes across connections changes. Nothing for a stream, or with nothing queued.
+ */
+void hd_conn_flush_first(hd_conn_t *c);
+
+/*
  * A new stream inside `parent` (same worker, client address and listener kind), carried by
  * `carrier` (whose ops are told when it has output, finishes or closes). It is listed with the
  * worker's connections (shutdown, hd_conn_foreach reach it) but not counted as one (it holds

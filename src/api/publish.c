@@ -47,9 +47,15 @@ static void on_published(void *arg, int err, hd_message_t *const *msgs, size_t n
             }
             if (p->is_batch)
                 hd_sbuf_appends(&sb, "]}");
+            /* the answer ends req (and an HTTP/2 stream), not a socket's connection */
+            hd_conn_t *conn = req->conn->is_stream ? NULL : req->conn;
             hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json",
                             sb.buf->data, sb.buf->len);
             hd_sbuf_dispose(&sb);
+            /* queued after this worker's deliveries of the message (its mailbox's order),
+             * written before them: the publisher is not held up by the fan-out */
+            if (conn)
+                hd_conn_flush_first(conn);
         }
     }
     free(p);

@@ -723,6 +723,14 @@ void hd_conn_want_flush(hd_conn_t *c)
         hd_list_insert_tail(&cw_of(c)->flush_list, &sock_of(c)->flush_link);
 }
 
+void hd_conn_flush_first(hd_conn_t *c)
+{
+    if (c->is_stream || c->is_closing || !hd_list_linked(&sock_of(c)->flush_link))
+        return;
+    hd_list_remove(&sock_of(c)->flush_link);
+    hd_list_insert_tail(cw_of(c)->flush_list.next, &sock_of(c)->flush_link); /* after the head */
+}
+
 const char *hd_conn_alpn(const hd_conn_t *c, unsigned *len)
 {
     const unsigned char *p = NULL;
