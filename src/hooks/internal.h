@@ -375,6 +375,10 @@ int hk_nrec_event(hk_nrec_t *r, const char *json, size_t len, int queued, char c
 void hk_nrec_closed(hk_nrec_t *r, const char *conn);
 /* The disconnect of a claimed entry sid was answered 2xx: the entry goes. */
 void hk_nrec_reported(hk_nrec_t *r, const char *sid);
+/* At a graceful stop, once the last batch went: calls done(arg) (on a later loop pass) once
+ * Redis answered what was sent before (the last records' removals), or the connection was lost
+ * (redis_timeout). Returns 1 (done will be called), or 0 when Redis is down (done is not). */
+int hk_nrec_settle(hk_nrec_t *r, void (*done)(void *arg), void *arg);
 /* Closes the connection and frees r (records stay in Redis: a survivor reports them); the loop
  * must run until its handles are closed. */
 void hk_nrec_close(hk_nrec_t *r);
@@ -401,8 +405,9 @@ hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
  * the event is acknowledged, or gives it back at once when the event is dropped. */
 void hk_notify_push(hk_notify_t *nf, const char *json, size_t len);
 /* At shutdown: sends what is queued now, batch after batch, and calls done(arg) once the queue
- * is empty, a batch failed, or the hook's timeout passed. Returns 0 (nothing queued: done is not
- * called) or 1 (done will be). */
+ * is empty, a batch failed, or the hook's timeout passed (with Redis, then once Redis took the
+ * last records' removals: hk_nrec_settle). Returns 0 (nothing to wait for: done is not called)
+ * or 1 (done will be). */
 int hk_notify_drain(hk_notify_t *nf, void (*done)(void *arg), void *arg);
 /* Closes the pool and frees the queue; returns the events not yet acknowledged (lost). The loop
  * must run until the timer is closed. */

@@ -66,12 +66,15 @@ struct hk_notify_s {
 
 static void send_batch(hk_notify_t *nf);
 
-/* Shutting down: the last batch went (or could not): tell the thread once. */
+/* Shutting down: the last batch went (or could not): tell the thread once, after Redis took
+ * the removals of the records whose disconnects went (else a survivor reports them again). */
 static void drained(hk_notify_t *nf)
 {
     void (*cb)(void *) = nf->drained;
     nf->drained = NULL;
     uv_timer_stop(&nf->timer);
+    if (nf->rec && hk_nrec_settle(nf->rec, cb, nf->drained_arg))
+        return;
     cb(nf->drained_arg);
 }
 
@@ -290,7 +293,7 @@ hk_notify_t *hk_notify_new(uv_loop_t *loop, const hd_conf_t *conf, SSL_CTX *tls,
 int hk_notify_drain(hk_notify_t *nf, void (*done)(void *arg), void *arg)
 {
     if (nf->n == 0)
-        return 0;
+        return nf->rec && hk_nrec_settle(nf->rec, done, arg);
     nf->drained = done;
     nf->drained_arg = arg;
     nf->is_waiting = nf->is_flushing = 0;

@@ -56,13 +56,15 @@ struct hk_nrec_s {
     hd_hmap_t recs;
     uv_timer_t timer;
     char nc[KEY_MAX], ncn[KEY_MAX], pnodes[KEY_MAX], nev[KEY_MAX];
-    char lease[24];            /* presence_lease, ms */
-    size_t lost_pending;       /* claimed disconnects in the queue, not yet answered 2xx */
-    uint64_t claim_ms;         /* loop time of the last claim of a dead claimer's entries */
-    uint64_t error_ms;         /* last error logged */
-    unsigned is_synced : 1;    /* the sync went since Redis came up: writes may go */
-    unsigned has_synced : 1;   /* Redis held this node's records once */
-    unsigned is_resyncing : 1; /* a sync for a claimed node is on its way */
+    char lease[24];             /* presence_lease, ms */
+    size_t lost_pending;        /* claimed disconnects in the queue, not yet answered 2xx */
+    uint64_t claim_ms;          /* loop time of the last claim of a dead claimer's entries */
+    uint64_t error_ms;          /* last error logged */
+    unsigned is_synced : 1;     /* the sync went since Redis came up: writes may go */
+    unsigned has_synced : 1;    /* Redis held this node's records once */
+    unsigned is_resyncing : 1;  /* a sync for a claimed node is on its way */
+    void (*settled)(void *arg); /* hk_nrec_settle's callback, once its PING is answered */
+    void *settled_arg;
     unsigned is_taking : 1;
     unsigned is_closing : 1;
 };
@@ -478,6 +480,39 @@ static void on_tick(uv_timer_t *t)
         lens[i] = strlen(argv[i]);
     if (hk_redis_send(r->rc, 10, argv, lens, on_take, r) == 0)
         r->is_taking = 1;
+}
+
+/* ---- a graceful stop ---- */
+
+static void on_settle_timer(uv_timer_t *t)
+{
+    hk_nrec_t *r = t->data;
+    void (*cb)(void *) = r->settled;
+    r->settled = NULL;
+    cb(r->settled_arg);
+}
+
+static void on_settled(void *data, const redisReply *rep)
+{
+    hk_nrec_t *r = data;
+    (void)rep; /* answered or lost: either way nothing sent before it is still waiting */
+    if (r->is_closing || !r->settled)
+        return;
+    /* on the next loop pass: the callback closes this connection, never inside its own reply */
+    uv_timer_stop(&r->timer);
+    uv_timer_start(&r->timer, on_settle_timer, 0, 0);
+}
+
+int hk_nrec_settle(hk_nrec_t *r, void (*done)(void *arg), void *arg)
+{
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    if (!hk_redis_is_up(r->rc) || hk_redis_send(r->rc, 1, argv, lens, on_settled, r) < 0)
+        return 0;
+    r->settled = done;
+    r->settled_arg = arg;
+    uv_timer_stop(&r->timer); /* no more claims: the node is stopping */
+    return 1;
 }
 
 /* ---- life ---- */

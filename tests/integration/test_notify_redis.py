@@ -6,7 +6,8 @@ with SIGKILL leaves them behind, and once its lease ran out exactly one of the t
 claims them (herald_hk_ntake, one atomic call) and sends a `disconnect` with reason node_lost
 for each, with the stream's transport, sub and channels (a /ws subscription included), within
 the lease (plus a poll and a flush); a stream whose disconnect the backend already got is not
-reported again, nor are the survivors' streams; the dead node's keys are gone afterwards.
+reported again, nor are the survivors' streams; the dead node's keys are gone afterwards. A
+graceful stop removes its records before the process exits (nothing is reported twice).
 max_connections bounds the records of a node."""
 import json
 import os
@@ -29,12 +30,12 @@ class NotifyRedisCase(hh.HeraldTestCase):
         self.recv = ws.Receiver(self, [self.secret])
         self.recv.control([], default="ok")
 
-    def node(self, more=()):
+    def node(self, more=(), flush="100ms"):
         return self.start_herald(workers=1, overrides=[
             "webhook_allow_private on", "redis unix://" + self.redis.sock,
             "presence_lease %ds" % LEASE_S,
-            "notify_hook %s secret=%s batch=50 flush=100ms" % (self.recv.url("/notify"),
-                                                                self.secret)] + list(more))
+            "notify_hook %s secret=%s batch=50 flush=%s" % (self.recv.url("/notify"),
+                                                             self.secret, flush)] + list(more))
 
     def batches(self):
         out = []
@@ -124,6 +125,24 @@ class TestCrash(NotifyRedisCase):
                     timeout=5, what="the dead node unlisted")
         self.assertEqual(self.redis.cli("EXISTS", "herald:nc:" + dead_node), "0")
         self.assertEqual(self.redis.cli("XPENDING", "herald:hk:nev", "herald").split()[0], "0")
+
+    def test_graceful_stop_leaves_no_record(self):
+        """A node stopped with SIGTERM sends its streams' disconnects itself and removes their
+        records before it exits: a survivor has nothing to report."""
+        self.setup_cluster()
+        # a long flush: the disconnects leave in the stop's own last batch, just before the exit
+        n1, n2 = self.node(), self.node(flush="30s")
+        streams = [hh.SseStream(n2.port, "/sse/g%d" % i) for i in range(3)]
+        for s in streams:
+            self.addCleanup(s.close)
+        hh.wait_for(lambda: sum(len(r) for r in self.records().values()) == 3, timeout=10,
+                    what="three records")
+        n2.signal(signal.SIGTERM)
+        self.assertEqual(n2.wait_exit(15), 0)
+        self.assertEqual(self.records(), {})
+        evs = self.events()
+        self.assertEqual(sorted(e["type"] for e in evs), ["connect"] * 3 + ["disconnect"] * 3)
+        self.assertTrue(all("reason" not in e for e in evs), evs)
 
     def test_records_bounded_by_max_connections(self):
         """A node holds at most max_connections records: the connects past it are refused and
