@@ -250,10 +250,15 @@ struct bconn_s {
  * CE_* cause (the connection is then not open, and on_closed is not called). */
 int bconn_connect(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
                   const bconn_ops_t *ops);
-/* Queues n bytes (copied when they cannot be written at once). */
 /* The same with a receive buffer of rcvbuf bytes (SO_RCVBUF; 0: the kernel's default). */
 int bconn_connect_rcvbuf(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
                          const bconn_ops_t *ops, int rcvbuf);
+/* The same offering one protocol by TLS ALPN ("h2"; NULL: none, and none on plain TCP). */
+int bconn_connect_alpn(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
+                       const bconn_ops_t *ops, int rcvbuf, const char *alpn);
+/* 1 when TLS agreed on proto by ALPN (after on_connect), else 0 (also on plain TCP). */
+int bconn_alpn_is(const bconn_t *c, const char *proto);
+/* Queues n bytes (copied when they cannot be written at once). */
 void bconn_write(bconn_t *c, const char *p, size_t n);
 /* Closes; on_closed(cause) runs from the close callback. cause -1: a clean close. */
 void bconn_close(bconn_t *c, int cause);

@@ -192,6 +192,12 @@ int bconn_connect(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
 int bconn_connect_rcvbuf(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
                          const bconn_ops_t *ops, int rcvbuf)
 {
+    return bconn_connect_alpn(c, loop, tg, src, ops, rcvbuf, NULL);
+}
+
+int bconn_connect_alpn(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32_t src,
+                       const bconn_ops_t *ops, int rcvbuf, const char *alpn)
+{
     memset(c, 0, sizeof(*c));
     c->ops = ops;
     c->cause = -1;
@@ -228,6 +234,16 @@ int bconn_connect_rcvbuf(bconn_t *c, uv_loop_t *loop, const target_t *tg, uint32
         SSL_set_bio(ssl, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
         SSL_set_connect_state(ssl);
         SSL_set_tlsext_host_name(ssl, tg->sni);
+        if (alpn) {
+            /* the wire form: each protocol's name after its length byte */
+            unsigned char wire[64];
+            size_t n = strlen(alpn);
+            if (n > 0 && n < sizeof(wire)) {
+                wire[0] = (unsigned char)n;
+                memcpy(wire + 1, alpn, n);
+                SSL_set_alpn_protos(ssl, wire, (unsigned)n + 1);
+            }
+        }
         c->ssl = ssl;
     }
     if (r == 0)
@@ -281,6 +297,16 @@ void bconn_read_resume(bconn_t *c)
 {
     if (c->is_up && !c->is_closing)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+int bconn_alpn_is(const bconn_t *c, const char *proto)
+{
+    const unsigned char *p = NULL;
+    unsigned n = 0;
+    if (!c->ssl)
+        return 0;
+    SSL_get0_alpn_selected(c->ssl, &p, &n);
+    return p && n == strlen(proto) && memcmp(p, proto, n) == 0;
 }
 
 uint64_t bconn_pending(const bconn_t *c)

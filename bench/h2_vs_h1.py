@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""bench/h2_vs_h1.py HERALD HERALD_BENCH [--rounds N] [--quick] [--only fanout,notify,idle]:
+"""bench/h2_vs_h1.py HERALD HERALD_BENCH [--rounds N] [--quick] [--only fanout,notify,idle] [--tls]:
 SSE over HTTP/2 streams
 against SSE over HTTP/1.1 connections, with herald-bench (--h2-streams), in alternating rounds
 on one machine, each round on a fresh herald (loopback, port picked by herald):
@@ -11,10 +11,14 @@ on one machine, each round on a fresh herald (loopback, port picked by herald):
           100 HTTP/2 connections of 100 streams (one worker); user-space memory (Pss growth)
           per subscriber.
 
+--tls: both over TLS (a tls listener with a self-signed P-256 certificate made here; HTTP/2
+by ALPN h2, HTTP/1.1 by offering no ALPN), instead of cleartext (HTTP/2 by prior knowledge).
+
 Prints each round and the medians with their ratio (HTTP/2 / HTTP/1.1) and the load average,
 as docs/http2.md quotes them. Stops only the herald it started, by PID.
 """
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -23,10 +27,24 @@ import tempfile
 import time
 
 
-def start_herald(herald, workers):
+def make_cert(directory):
+    """A self-signed P-256 certificate and key in directory (as test_tls.py makes them)."""
+    crt, key = os.path.join(directory, "bench.crt"), os.path.join(directory, "bench.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    return crt, key
+
+
+def start_herald(herald, workers, tls):
     log = tempfile.TemporaryFile("w+")
-    p = subprocess.Popen([herald, "-c", "/dev/null", "-o", "listen 127.0.0.1:0", "-o",
-                          "workers %d" % workers, "-o", "log_level info", "-o",
+    listen = ["-o", "listen 127.0.0.1:0"]
+    if tls:
+        listen = ["-o", "listen 127.0.0.1:0 tls", "-o", "tls_certificate %s" % tls[0], "-o",
+                  "tls_certificate_key %s" % tls[1]]
+    p = subprocess.Popen([herald, "-c", "/dev/null"] + listen +
+                         ["-o", "workers %d" % workers, "-o", "log_level info", "-o",
                           "max_connections 18000", "-o", "http2_max_streams 128"],
                          stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
@@ -44,10 +62,11 @@ def start_herald(herald, workers):
     sys.exit("h2_vs_h1: herald did not start:\n" + log.read()[-2000:])
 
 
-def run(bench, scenario, args, workers, herald):
-    p, port = start_herald(herald, workers)
+def run(bench, scenario, args, workers, herald, tls):
+    p, port = start_herald(herald, workers, tls)
     try:
-        out = subprocess.run([bench, scenario, "--url", "http://127.0.0.1:%d" % port,
+        out = subprocess.run([bench, scenario, "--url",
+                              "%s://127.0.0.1:%d" % ("https" if tls else "http", port),
                               "--server-pid", str(p.pid), "--json", "--quiet"] + args,
                              capture_output=True, text=True, timeout=600)
     finally:
@@ -89,22 +108,31 @@ def main():
          ["-t", "sse", "-s", str(subs), "--hold", "2s"], 1, "server_rss_per_conn_bytes"),
     ]
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    print("load average at start: %s" % open("/proc/loadavg").read().split()[:3])
+    tls = None
+    if "--tls" in sys.argv:
+        tls = make_cert(tempfile.mkdtemp(prefix="h2_vs_h1-"))
+    print("load average at start: %s%s" % (open("/proc/loadavg").read().split()[:3],
+                                           ", over TLS" if tls else ""))
     for title, sc, args, workers, key in cases:
         if only and sc not in only.split(","):
             continue
         h1, h2 = [], []
         for r in range(rounds):
-            a = value(run(bench, sc, args, workers, herald), key)
-            b = value(run(bench, sc, args + ["--h2-streams", "100"], workers, herald), key)
+            a = value(run(bench, sc, args, workers, herald, tls), key)
+            b = value(run(bench, sc, args + ["--h2-streams", "100"], workers, herald, tls), key)
             h1.append(a)
             h2.append(b)
-            print("  %s round %d: HTTP/1.1 %.2f, HTTP/2 %.2f (%s)" % (sc, r + 1, a, b, key))
+            print("  %s round %d: HTTP/1.1 %.2f, HTTP/2 %.2f (%s; load %s)" %
+                  (sc, r + 1, a, b, key, open("/proc/loadavg").read().split()[0]))
             sys.stdout.flush()
         m1, m2 = statistics.median(h1), statistics.median(h2)
         print("%s: median %s HTTP/1.1 %.2f, HTTP/2 %.2f, ratio %.2fx" % (title, key, m1, m2,
                                                                         m2 / m1))
     print("load average at end: %s" % open("/proc/loadavg").read().split()[:3])
+    if tls:
+        for f in tls:
+            os.unlink(f)
+        os.rmdir(os.path.dirname(tls[0]))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 /*
  * h2sub.c: SSE subscribers carried as streams of HTTP/2 connections (--h2-streams K), with
  * nghttp2's client API (the library herald serves HTTP/2 with). A connection opens with the
- * connection preface on plain TCP (h2c, prior knowledge) and carries up to K subscribers, one
+ * connection preface on plain TCP (h2c, prior knowledge) or, to an https:// URL, after TLS
+ * agreed on "h2" by ALPN (as a browser's does), and carries up to K subscribers, one
  * GET /sse/CH stream each; each stream's DATA goes to its subscriber as an HTTP/1.1 body would
  * (sub.c: lines, payloads, sequences), its 200 marks it subscribed, and its end (or the
  * connection's) ends it. Windows are opened wide (a browser's are megabytes), so flow control
@@ -117,6 +118,10 @@ static void on_connect(bconn_t *c)
 {
     h2conn_t *h = (h2conn_t *)c;
     const opts_t *o = h->o;
+    if (h->tg->is_tls && !bconn_alpn_is(c, "h2")) {
+        bconn_close(c, CE_TLS); /* the server did not agree on HTTP/2 */
+        return;
+    }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
@@ -131,6 +136,7 @@ static void on_connect(bconn_t *c)
         auth += 2;
         auth_len = strlen(auth) - 2;
     }
+    const char *scheme = h->tg->is_tls ? "https" : "http";
     for (uint32_t i = 0; i < h->n; i++) {
         sub_t *s = &h->subs[i];
         char path[16 + HD_CHANNEL_MAX + 1];
@@ -138,7 +144,7 @@ static void on_connect(bconn_t *c)
         chan_name(o, s->ch, path + 5, sizeof(path) - 5);
         nghttp2_nv nv[] = {
             {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, NGHTTP2_NV_FLAG_NONE},
-            {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t *)":scheme", (uint8_t *)scheme, 7, strlen(scheme), NGHTTP2_NV_FLAG_NONE},
             {(uint8_t *)":authority", (uint8_t *)h->tg->host, 10, strlen(h->tg->host),
              NGHTTP2_NV_FLAG_NONE},
             {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE},
@@ -203,7 +209,7 @@ int h2_connect(uv_loop_t *loop, const opts_t *o, const target_t *tg, uint32_t sr
         free(h);
         return CE_OTHER;
     }
-    rc = bconn_connect(&h->bc, loop, tg, src, &h2_ops);
+    rc = bconn_connect_alpn(&h->bc, loop, tg, src, &h2_ops, 0, tg->is_tls ? "h2" : NULL);
     if (rc != 0) {
         nghttp2_session_del(h->session);
         free(h);

@@ -100,8 +100,9 @@ static const char usage[] =
     "\n"
     "Shape:\n"
     "  -t, --transport T    ws | sse | longpoll | poll                     (default ws)\n"
-    "      --h2-streams K   sse over HTTP/2 (h2c, prior knowledge): K subscribers' streams a\n"
-    "                       connection (fanout, notify, idle; herald)  (default: HTTP/1.1)\n"
+    "      --h2-streams K   sse over HTTP/2: K subscribers' streams a connection (fanout,\n"
+    "                       notify, idle; herald); http:// h2c (prior knowledge), https://\n"
+    "                       TLS with ALPN h2                           (default: HTTP/1.1)\n"
     "  -s, --subscribers S  subscribers (fanout, floor, idle: --connections) (default 1000;\n"
     "                       notify 10000; chat 5000 members)\n"
     "  -c, --channels C     channels; subscriber i listens on channel i % C   (default 1; notify\n"
@@ -747,8 +748,8 @@ int main(int argc, char **argv)
         o.publishers = 0;
     }
     if (o.h2_streams) {
-        if (o.transport != TP_SSE || o.tg.kind != TG_HERALD || o.tg.is_tls)
-            bad("--h2-streams: SSE (--transport sse) to herald over plain http:// (h2c)");
+        if (o.transport != TP_SSE || o.tg.kind != TG_HERALD)
+            bad("--h2-streams: SSE (--transport sse) to herald (http:// h2c, https:// ALPN h2)");
         if (sc != SC_FANOUT && sc != SC_NOTIFY && sc != SC_IDLE)
             bad("--h2-streams applies to fanout, notify and idle");
         if (o.n_tokens)

@@ -50,7 +50,8 @@ void sub_stream_closed(sub_t *s, int cause, int status);
 /* ---- h2sub.c ---- */
 
 /*
- * Opens an HTTP/2 connection (h2c: prior knowledge) to tg from source address number src and
+ * Opens an HTTP/2 connection (h2c: prior knowledge; TLS: ALPN h2) to tg from source address
+ * number src and
  * subscribes subs[0..n) on it, one GET /sse/CH stream each. Returns 0, or a CE_* cause (nothing
  * was opened: the caller counts the n subscribers failed).
  */
