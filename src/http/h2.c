@@ -67,13 +67,21 @@ static void stream_free(hd_h2_stream_t *s)
     if (s->is_in_ready)
         h2->n_in_ready--;
     free(s->in);
-    free(s->authority);
     free(s);
 }
 
 /* ---- a stream's request, until it is answered or taken over ---- */
 
 static const hd_conn_ops_t h2_req_ops;
+
+/* The stream's request while it is the stream connection's handler (it is being received or
+ * handled), else NULL. A handler being removed is no longer installed (conn.c installs the
+ * lingering one before on_close). */
+static hd_http_t *http_of(const hd_h2_stream_t *s)
+{
+    hd_conn_t *c = s->conn;
+    return c && c->ops == &h2_req_ops ? c->data : NULL;
+}
 
 static void req_on_data(hd_conn_t *c, const char *data, size_t len)
 {
@@ -121,10 +129,7 @@ static void req_on_shutdown(hd_conn_t *c)
 
 static void req_on_close(hd_conn_t *c)
 {
-    hd_http_t *h = c->data;
-    if (h->h2s)
-        h->h2s->http = NULL;
-    hd_http_free(h);
+    hd_http_free(c->data);
 }
 
 /* An operator's order (conn.h hd_kick_t): a held request (a long poll, a stream still
@@ -171,15 +176,12 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     s->id = frame->hd.stream_id;
     hd_list_insert_tail(&h2->streams, &s->link);
     s->conn = hd_conn_stream_new(pc, &s->carrier);
-    hd_http_t *h = hd_calloc(1, sizeof(*h));
-    hd_bucket_init(&h->pub_bucket);
-    h->conn = s->conn;
+    hd_http_t *h = hd_http_new(s->conn);
     h->h2s = s;
     h->is_h2_decided = 1;
     h->phase = PHASE_HEAD;
     h->start_ms = uv_now(&pc->worker->loop);
     h->on_answered = answered;
-    s->http = h;
     hd_conn_set_handler(s->conn, &h2_req_ops, h);
     hd_conn_set_timeout(s->conn, conf_of(h)->header_timeout_ms);
     nghttp2_session_set_stream_user_data(session, s->id, s);
@@ -215,7 +217,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers: ignored */
     hd_h2_stream_t *s = stream_of(h2, frame->hd.stream_id);
-    hd_http_t *h = s ? s->http : NULL;
+    hd_http_t *h = s ? http_of(s) : NULL;
     if (!h || h->error)
         return 0;
     const hd_conf_t *conf = conf_of(h);
@@ -243,8 +245,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                 refuse(h, 431, "request header fields too large");
                 return 0;
             }
-            free(s->authority);
-            s->authority = hd_strndup(v, valuelen);
+            free(h->authority);
+            h->authority = hd_strndup(v, valuelen);
         }
         return 0;
     }
@@ -253,7 +255,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         refuse(h, 431, "request header fields too large");
         return 0;
     }
-    hdr_off_t *o = &h->hdrs[h->n_hdrs++];
+    hdr_off_t *o = hd_http_next_hdr(h);
+    h->n_hdrs++;
     o->name_off = (uint32_t)h->head_len;
     o->name_len = (uint32_t)namelen;
     hd_http_head_append(h, n, namelen, SIZE_MAX);
@@ -264,21 +267,22 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 }
 
 /* :authority stands for Host (RFC 9113 8.3.1) when the client sent no Host field. */
-static void add_host(hd_http_t *h, hd_h2_stream_t *s)
+static void add_host(hd_http_t *h)
 {
-    if (!s->authority || h->error || h->n_hdrs == MAX_HEADERS)
+    if (!h->authority || h->error || h->n_hdrs == MAX_HEADERS)
         return;
     for (size_t i = 0; i < h->n_hdrs; i++)
         if (h->hdrs[i].name_len == 4 && strncasecmp(h->head + h->hdrs[i].name_off, "host", 4) == 0)
             return;
-    size_t alen = strlen(s->authority);
-    hdr_off_t *o = &h->hdrs[h->n_hdrs++];
+    size_t alen = strlen(h->authority);
+    hdr_off_t *o = hd_http_next_hdr(h);
+    h->n_hdrs++;
     o->name_off = (uint32_t)h->head_len;
     o->name_len = 4;
     hd_http_head_append(h, "host", 4, SIZE_MAX);
     o->value_off = (uint32_t)h->head_len;
     o->value_len = (uint32_t)alen;
-    hd_http_head_append(h, s->authority, alen, SIZE_MAX);
+    hd_http_head_append(h, h->authority, alen, SIZE_MAX);
 }
 
 /* Adds a field to the request head unless one of that name is there. */
@@ -292,7 +296,8 @@ static void add_field(hd_http_t *h, const char *name, const char *value)
         refuse(h, 431, "request header fields too large");
         return;
     }
-    hdr_off_t *o = &h->hdrs[h->n_hdrs++];
+    hdr_off_t *o = hd_http_next_hdr(h);
+    h->n_hdrs++;
     o->name_off = (uint32_t)h->head_len;
     o->name_len = (uint32_t)nl;
     hd_http_head_append(h, name, nl, SIZE_MAX);
@@ -319,7 +324,7 @@ static void as_websocket_handshake(hd_http_t *h)
 /* The request is complete (or refused): to the handler, as an HTTP/1.1 one would go. */
 static void dispatch(hd_h2_stream_t *s)
 {
-    hd_http_t *h = s->http;
+    hd_http_t *h = http_of(s);
     if (!h || s->is_dispatched)
         return;
     s->is_dispatched = 1;
@@ -375,18 +380,19 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         s = stream_of(h2, frame->hd.stream_id);
         if (!s)
             return 0;
-        if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
-            s->http) {
-            add_host(s->http, s);
-            free(s->authority);
-            s->authority = NULL;
+        hd_http_t *h = http_of(s);
+        if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST && h &&
+            !s->is_dispatched) {
+            add_host(h);
+            free(h->authority);
+            h->authority = NULL;
             if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-                if (s->http->error || s->is_websocket || s->is_protocol) {
+                if (h->error || s->is_websocket || s->is_protocol) {
                     dispatch(s); /* refused at the head: no need to read the body */
                     return 0;
                 }
-                s->http->phase = PHASE_BODY;
-                hd_conn_set_timeout(s->conn, conf_of(s->http)->body_timeout_ms);
+                h->phase = PHASE_BODY;
+                hd_conn_set_timeout(s->conn, conf_of(h)->body_timeout_ms);
             }
         }
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
@@ -457,8 +463,8 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     nghttp2_session_consume(session, stream_id, len);
     if (!s || !c || c->is_closing || c->is_finishing)
         return 0; /* dropped */
-    if (!s->is_dispatched && s->http) {
-        hd_http_t *h = s->http;
+    hd_http_t *h = http_of(s);
+    if (!s->is_dispatched && h) {
         if (h->error)
             return 0;
         int rc = hd_http_append_body(h, (const char *)data, len);
@@ -806,6 +812,10 @@ static int new_session(hd_h2_t *h2, const hd_conf_t *conf)
     uint64_t rate = conf->http2_reset_rate;
     nghttp2_option_set_stream_reset_rate_limit(opt, rate * 100 > 1000 ? rate * 100 : 1000,
                                                rate * 10);
+    /* Response heads are encoded without HPACK's dynamic table (as nginx does): otherwise each
+     * connection keeps up to 4 KiB of past fields (a Date a second) for its life, which a
+     * long-lived connection of a few streams pays in full, for some bytes of each head. */
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_mem mem;
     hd_h2_mem_init(h2, &mem); /* nghttp2 copies it */
     int rc = nghttp2_session_server_new3(&h2->session, cb, h2, opt, &mem);

@@ -393,9 +393,7 @@ static const hd_conn_ops_t http_ops = {
 
 void hd_http_accept(hd_conn_t *c)
 {
-    hd_http_t *h = hd_calloc(1, sizeof(*h));
-    hd_bucket_init(&h->pub_bucket);
-    h->conn = c;
+    hd_http_t *h = hd_http_new(c);
     hd_http_parser_init(h);
     h->on_answered = continue_parsing;
     hd_conn_set_handler(c, &http_ops, h);

@@ -41,6 +41,10 @@
 #include <nghttp2/nghttp2.h>
 
 #define MAX_HEADERS 100
+/* Header fields a request's state holds in itself; past them, an array for MAX_HEADERS is
+ * allocated (a request state waiting for its answer stays small: an HTTP/2 burst of 100
+ * streams holds 100 of them). */
+#define HDRS_INLINE 16
 
 typedef struct hd_h2_s hd_h2_t;
 typedef struct hd_h2_stream_s hd_h2_stream_t;
@@ -57,7 +61,7 @@ struct hd_http_s {
     char *head;
     size_t head_len, head_cap;
     size_t url_len;
-    hdr_off_t hdrs[MAX_HEADERS];
+    hdr_off_t *hdrs; /* hdrs_inline, or MAX_HEADERS of them allocated past HDRS_INLINE */
     size_t n_hdrs;
     char *body;
     size_t body_len, body_cap;
@@ -90,6 +94,8 @@ struct hd_http_s {
     unsigned is_peer_eof : 1;     /* the peer closed its side with requests still pending */
     unsigned is_h2_decided : 1;   /* the first bytes said HTTP/1.1 (not an HTTP/2 preface) */
     hd_h2_stream_t *h2s;          /* an HTTP/2 stream's request (h->conn is the stream) */
+    char *authority;              /* HTTP/2: :authority until the head is complete (becomes Host) */
+    hdr_off_t hdrs_inline[HDRS_INLINE];
 };
 
 #define HD_H2_BIG_MAX 4
@@ -123,17 +129,17 @@ struct hd_h2_s {
 };
 
 /*
- * One stream: the carrier of its stream connection (conn), the request being received
- * (http, until it is answered or taken over), and its place on the connection.
+ * One stream: the carrier of its stream connection (conn) and its place on the connection.
+ * The request being received is the stream connection's handler until it is answered or
+ * taken over (h2.c http_of). Every stream of a connection has one of these for its life, so
+ * it holds nothing a request needs only while it arrives.
  */
 struct hd_h2_stream_s {
     hd_carrier_t carrier; /* first: conn->carrier points here */
     hd_h2_t *h2;
     hd_conn_t *conn; /* NULL once closed */
-    hd_http_t *http; /* while the request is being received or handled */
     hd_list_t link;
     hd_h2_stream_t *next_drained;
-    char *authority; /* :authority until the head is complete (becomes Host) */
     /* DATA its handler has not read yet: it was dispatched and not taken over, or stopped
      * reading (hd_conn_read_stop). At most the stream's window (64 KiB): nghttp2 refuses more
      * while this much of the window is not given back (nghttp2_session_consume_stream). */
@@ -174,6 +180,11 @@ int hd_http_append_body(void *arg, const char *at, size_t len);
 int hd_http_classify_bad_method(const char *data, size_t len);
 
 /* ---- request.c ---- */
+
+/* A request state for connection (or stream) c, with no request yet (PHASE_IDLE). */
+hd_http_t *hd_http_new(hd_conn_t *c);
+/* The header entry n_hdrs (n_hdrs < MAX_HEADERS), with room made for it. */
+hdr_off_t *hd_http_next_hdr(hd_http_t *h);
 
 /* Fills h->req from what was parsed (its strings point into h->head and h->body). */
 void hd_http_build_request(hd_http_t *h);

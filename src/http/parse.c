@@ -18,7 +18,9 @@ int hd_http_head_append(hd_http_t *h, const char *at, size_t len, size_t limit)
         return -1;
     if (len == 0)
         return 0; /* llhttp reports empty spans ("CONNECT \n"); head may still be NULL */
-    h->head = hd_grow(h->head, &h->head_cap, h->head_len + len, 1024, 0);
+    /* An HTTP/2 head comes as whole fields (no llhttp spans to gather): its buffer starts
+     * small, so that a burst of streams waiting for their answers holds little. */
+    h->head = hd_grow(h->head, &h->head_cap, h->head_len + len, h->h2s ? 128 : 1024, 0);
     memcpy(h->head + h->head_len, at, len);
     h->head_len += len;
     return 0;
@@ -116,7 +118,7 @@ static int on_header_value_complete(llhttp_t *p)
         cur->value_len--;
     if (++h->n_hdrs == MAX_HEADERS)
         return fail(h, HD_EHDRTOOBIG);
-    memset(&h->hdrs[h->n_hdrs], 0, sizeof(h->hdrs[0]));
+    memset(hd_http_next_hdr(h), 0, sizeof(h->hdrs[0]));
     return 0;
 }
 

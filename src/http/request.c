@@ -64,6 +64,25 @@ static void resolve_client(hd_http_t *h, hd_req_t *r)
     hd_ip_forwarded_client(peer, trusted, values, lens, n, is_forwarded, &r->client_ip_);
 }
 
+hd_http_t *hd_http_new(hd_conn_t *c)
+{
+    hd_http_t *h = hd_calloc(1, sizeof(*h));
+    hd_bucket_init(&h->pub_bucket);
+    h->conn = c;
+    h->hdrs = h->hdrs_inline;
+    return h;
+}
+
+hdr_off_t *hd_http_next_hdr(hd_http_t *h)
+{
+    HD_ASSERT(h->n_hdrs < MAX_HEADERS);
+    if (h->n_hdrs == HDRS_INLINE && h->hdrs == h->hdrs_inline) {
+        h->hdrs = hd_malloc(MAX_HEADERS * sizeof(*h->hdrs));
+        memcpy(h->hdrs, h->hdrs_inline, sizeof(h->hdrs_inline));
+    }
+    return &h->hdrs[h->n_hdrs];
+}
+
 void hd_http_build_request(hd_http_t *h)
 {
     hd_req_t *r = &h->req;
@@ -109,12 +128,17 @@ void hd_http_reset_request(hd_http_t *h)
     free(h->body);
     free(h->req_headers);
     free(h->resp_headers_owned);
+    free(h->authority);
+    h->authority = NULL;
     h->head = h->body = NULL;
     h->req_headers = NULL;
     h->resp_headers = h->resp_headers_owned = NULL;
     h->head_len = h->head_cap = h->url_len = 0;
     h->body_len = h->body_cap = 0;
     h->n_hdrs = 0;
+    if (h->hdrs != h->hdrs_inline)
+        free(h->hdrs);
+    h->hdrs = h->hdrs_inline;
     memset(&h->hdrs[0], 0, sizeof(h->hdrs[0]));
     h->error = 0;
     h->error_msg = NULL;

@@ -306,6 +306,23 @@ class Http2Plain(hh.HeraldTestCase):
         # the client went away: every stream is gone from the server
         hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] == 0)
 
+    def test_head_of_many_fields(self):
+        """40 fields before Last-Event-ID (more than a request state holds in itself before it
+        makes room for 100): the field after them still resumes the stream."""
+        with H2Client(self.h.port) as c:
+            s = c.request("GET", "/sse/manyf")
+            c.until(lambda: s.status == 200, what="SSE head")
+            hh.wait_for(lambda: hh.stats(self.h.port)["connections"]["sse"] >= 1)
+            hh.publish(self.h.port, "manyf", "one")
+            c.until(lambda: sse_events(s.data), what="the first event")
+            first = re.search(rb"^id: (\S+)$", bytes(s.data), re.M).group(1).decode()
+            hh.publish(self.h.port, "manyf", "two")
+            fields = [("x-f%d" % i, str(i)) for i in range(40)] + [("last-event-id", first)]
+            again = c.request("GET", "/sse/manyf", headers=fields)
+            c.until(lambda: sse_events(again.data), what="resumed event")
+            self.assertEqual(again.status, 200)
+            self.assertEqual(sse_events(again.data), [b"two"])
+
     def test_sse_json_form(self):
         """?format=json over h2: data: is the message object, id: resumes it."""
         with H2Client(self.h.port) as c:

@@ -1341,6 +1341,25 @@ static void test_headers(void)
     /* The first of repeated headers. */
     exchange(&cl, "GET /files/h HTTP/1.1\r\nHost: x\r\nX-Test: a\r\nX-Test: b\r\n\r\n");
     EXPECT_RESPONSE(&cl, 200, "path=/files/h query= x=a");
+    /* More fields than a request state holds in itself (16, then it allocates room for 100),
+     * in two requests of one connection (the second starts from the state the first left):
+     * a field from before the move is found, then one from after it. */
+    for (int round = 0; round < 2; round++) {
+        char buf[2048];
+        size_t k = (size_t)snprintf(buf, sizeof(buf), "GET /files/m HTTP/1.1\r\nHost: x\r\n");
+        if (round == 0)
+            k += (size_t)snprintf(buf + k, sizeof(buf) - k, "X-Test: first\r\n");
+        for (int i = 0; i < 40; i++)
+            k += (size_t)snprintf(buf + k, sizeof(buf) - k, "X-F%d: %d\r\n", i, i);
+        if (round == 1)
+            k += (size_t)snprintf(buf + k, sizeof(buf) - k, "X-Test: last\r\n");
+        snprintf(buf + k, sizeof(buf) - k, "\r\n");
+        exchange(&cl, buf);
+        EXPECT_RESPONSE(&cl, 200,
+                        round ? "path=/files/m query= x=last" : "path=/files/m query= x=first");
+    }
+    exchange(&cl, "GET /files/h HTTP/1.1\r\nX-Test: c\r\nHost: x\r\n\r\n");
+    EXPECT_RESPONSE(&cl, 200, "path=/files/h query= x=c");
     client_close(&cl);
     wait_idle();
 }
