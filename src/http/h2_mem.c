@@ -2,12 +2,13 @@
 /*
  * h2_mem.c: nghttp2's allocator for one session (h2.c). Every block comes from malloc but
  * those of 16 KiB or more. nghttp2 allocates its frame buffer (16 KiB and a frame header) with
- * the session and keeps it for the session's life, but writes only the frame being packed, at
- * its start (DATA payloads never go there: h2_out.c copies them itself), so that buffer gets
- * pages of its own (mmap), resident only where they were written: with 100 streams a
- * connection, about 120 bytes a stream less than a block carved from a heap whose pages were
- * all touched before. At most HD_H2_BIG_MAX such blocks a session (nghttp2 adds frame buffer
- * chunks only for a header block past 16 KiB); past that, or if mmap fails, malloc.
+ * the session, by realloc from NULL (nghttp2_buf_reserve), and keeps it for the session's
+ * life, but writes only the frame being packed, at its start (DATA payloads never go there:
+ * h2_out.c copies them itself), so that buffer gets pages of its own (mmap), resident only
+ * where they were written (its first page): a block carved from a heap whose pages were
+ * touched before is resident whole. At most HD_H2_BIG_MAX such blocks a session (nghttp2 adds
+ * frame buffer chunks only for a header block past 16 KiB); past that, or if mmap fails,
+ * malloc.
  */
 #include "internal.h"
 
@@ -80,7 +81,9 @@ static void *mem_calloc(size_t n, size_t size, void *user)
 static void *mem_realloc(void *ptr, size_t size, void *user)
 {
     hd_h2_t *h2 = user;
-    int i = ptr ? big_index(h2, ptr) : -1;
+    if (!ptr)
+        return mem_malloc(size, h2); /* how nghttp2 allocates its buffers, the frame buffer too */
+    int i = big_index(h2, ptr);
     if (i < 0)
         return realloc(ptr, size);
     size_t old = ((big_t *)ptr - 1)->len;
