@@ -21,6 +21,7 @@
 #define HD_WEBHOOK_URL_MAX      512 /* longest URL */
 #define HD_WEBHOOK_NAME_MAX     64  /* longest name= */
 #define HD_WEBHOOK_MAX_PATTERNS 16  /* channels= patterns of one endpoint */
+#define HD_WEBHOOK_PATTERN_SIZE 130 /* bytes of one channel pattern, with its NUL */
 #define HD_WEBHOOK_MAX_SECRETS  4   /* secret= keys of one endpoint (rotation) */
 #define HD_WEBHOOK_KEY_MAX      64  /* decoded bytes of one whsec_ secret */
 #define HD_WEBHOOK_KEY_MIN      16
@@ -43,8 +44,9 @@ typedef struct hd_webhook_def_s {
     uint16_t port;                       /* 80 / 443 when not written */
     char target[HD_WEBHOOK_URL_MAX + 1]; /* path and query, "/" when not written */
     char host_header[300];               /* Host: value (host[:port], IPv6 in brackets) */
-    char patterns[HD_WEBHOOK_MAX_PATTERNS][130]; /* channel patterns: a name, or prefix and '*' */
-    size_t n_patterns;                           /* "*" when not given */
+    char patterns[HD_WEBHOOK_MAX_PATTERNS]
+                 [HD_WEBHOOK_PATTERN_SIZE]; /* channel patterns: a name, or prefix and '*' */
+    size_t n_patterns;                      /* "*" when not given */
     uint8_t keys[HD_WEBHOOK_MAX_SECRETS][HD_WEBHOOK_KEY_MAX]; /* decoded secrets, in order */
     size_t key_lens[HD_WEBHOOK_MAX_SECRETS];
     size_t n_keys;
@@ -86,5 +88,9 @@ int hd_webhook_def_from_json(hd_webhook_def_t *out, const char *json, size_t len
 
 /* 1 if channel[0..len) matches one of def's patterns ("news", "room:*", "*"). */
 int hd_webhook_def_matches(const hd_webhook_def_t *def, const char *channel, size_t len);
+
+/* The same for n patterns kept as hd_webhook_def_t keeps them (the hooks' filter copies them). */
+int hd_webhook_patterns_match(const char (*patterns)[HD_WEBHOOK_PATTERN_SIZE], size_t n,
+                              const char *channel, size_t len);
 
 #endif

@@ -271,8 +271,14 @@ int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const 
 
 int hd_webhook_def_matches(const hd_webhook_def_t *def, const char *channel, size_t len)
 {
-    for (size_t i = 0; i < def->n_patterns; i++) {
-        const char *p = def->patterns[i];
+    return hd_webhook_patterns_match(def->patterns, def->n_patterns, channel, len);
+}
+
+int hd_webhook_patterns_match(const char (*patterns)[HD_WEBHOOK_PATTERN_SIZE], size_t n_patterns,
+                              const char *channel, size_t len)
+{
+    for (size_t i = 0; i < n_patterns; i++) {
+        const char *p = patterns[i];
         size_t n = strlen(p);
         if (n > 0 && p[n - 1] == '*') {
             if (len >= n - 1 && memcmp(channel, p, n - 1) == 0)

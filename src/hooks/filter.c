@@ -23,7 +23,7 @@
 typedef struct view_ep_s {
     unsigned events;
     size_t n_patterns;
-    char patterns[HD_WEBHOOK_MAX_PATTERNS][130];
+    char patterns[HD_WEBHOOK_MAX_PATTERNS][HD_WEBHOOK_PATTERN_SIZE];
 } view_ep_t;
 
 typedef struct view_s {
@@ -120,21 +120,6 @@ unsigned hk_filter_events(const hk_filter_t *f)
     return __atomic_load_n(&f->events, __ATOMIC_RELAXED);
 }
 
-static int view_matches(const view_ep_t *e, const char *channel, size_t len)
-{
-    for (size_t i = 0; i < e->n_patterns; i++) {
-        const char *p = e->patterns[i];
-        size_t n = strlen(p);
-        if (n > 0 && p[n - 1] == '*') {
-            if (len >= n - 1 && memcmp(channel, p, n - 1) == 0)
-                return 1;
-        } else if (n == len && memcmp(channel, p, len) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* The calling thread's view, brought up to date (the lock only after a change). */
 static const view_t *my_view(hk_filter_t *f)
 {
@@ -172,7 +157,8 @@ int hk_filter_wanted(hk_filter_t *f, unsigned ev, const char *channel, size_t le
         return 0;
     const view_t *v = my_view(f);
     for (size_t i = 0; v && i < v->n; i++) {
-        if ((v->eps[i].events & ev) && view_matches(&v->eps[i], channel, len))
+        if ((v->eps[i].events & ev) &&
+            hd_webhook_patterns_match(v->eps[i].patterns, v->eps[i].n_patterns, channel, len))
             return 1;
     }
     return 0;

@@ -306,24 +306,29 @@ local function herald_hk_purge(keys, args)
     return gone
 end
 
-local function herald_hk_ptake(keys, args)
-    local pev, consumer, count, idle = keys[1], args[1], tonumber(args[2]), args[3]
-    ensure_group(pev)
+-- Up to count entries of stream q for consumer: first those idle over idle ms under another
+-- consumer (idle 0: none), then new ones; each as its id and the values of names, flat. An
+-- entry missing one of names is acknowledged and deleted.
+local function take(q, consumer, count, idle, names)
     local out, n = {}, 0
     local function push(e)
         local f = fields(e[2])
-        if f.k and f.c and f.d then
-            for _, v in ipairs({e[1], f.k, f.c, f.d}) do
-                out[#out + 1] = v
+        local row = {e[1]}
+        for _, k in ipairs(names) do
+            if not f[k] then
+                redis.call('XACK', q, GROUP, e[1])
+                redis.call('XDEL', q, e[1])
+                return false
             end
-            return true
+            row[#row + 1] = f[k]
         end
-        redis.call('XACK', pev, GROUP, e[1])
-        redis.call('XDEL', pev, e[1])
-        return false
+        for _, v in ipairs(row) do
+            out[#out + 1] = v
+        end
+        return true
     end
     if tonumber(idle) > 0 then
-        local r = redis.call('XAUTOCLAIM', pev, GROUP, consumer, idle, '0-0', 'COUNT', count)
+        local r = redis.call('XAUTOCLAIM', q, GROUP, consumer, idle, '0-0', 'COUNT', count)
         for _, e in ipairs(r[2]) do
             if e[2] and push(e) then
                 n = n + 1
@@ -332,7 +337,7 @@ local function herald_hk_ptake(keys, args)
     end
     if count - n > 0 then
         local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count - n,
-            'STREAMS', pev, '>')
+            'STREAMS', q, '>')
         if r and r[1] then
             for _, e in ipairs(r[1][2]) do
                 push(e)
@@ -340,6 +345,12 @@ local function herald_hk_ptake(keys, args)
         end
     end
     return out
+end
+
+local function herald_hk_ptake(keys, args)
+    local pev, consumer, count, idle = keys[1], args[1], tonumber(args[2]), args[3]
+    ensure_group(pev)
+    return take(pev, consumer, count, idle, {'k', 'c', 'd'})
 end
 
 local function herald_hk_reg(keys, args)
@@ -470,37 +481,7 @@ local function herald_hk_ntake(keys, args)
             end
         end
     end
-    local out, n = {}, 0
-    local function push(e)
-        local f = fields(e[2])
-        if f.n and f.c and f.d and f.x then
-            for _, v in ipairs({e[1], f.n, f.c, f.d, f.x}) do
-                out[#out + 1] = v
-            end
-            return true
-        end
-        redis.call('XACK', nev, GROUP, e[1])
-        redis.call('XDEL', nev, e[1])
-        return false
-    end
-    if tonumber(idle) > 0 then
-        local r = redis.call('XAUTOCLAIM', nev, GROUP, node, idle, '0-0', 'COUNT', count)
-        for _, e in ipairs(r[2]) do
-            if e[2] and push(e) then
-                n = n + 1
-            end
-        end
-    end
-    if count - n > 0 then
-        local r = redis.call('XREADGROUP', 'GROUP', GROUP, node, 'COUNT', count - n,
-            'STREAMS', nev, '>')
-        if r and r[1] then
-            for _, e in ipairs(r[1][2]) do
-                push(e)
-            end
-        end
-    end
-    return out
+    return take(nev, node, count, idle, {'n', 'c', 'd', 'x'})
 end
 
 redis.register_function('herald_hk_nset', herald_hk_nset)
