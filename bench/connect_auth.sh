@@ -17,6 +17,7 @@ bench=$2
 rounds=${3:-5}
 count=${4:-10000}
 here=$(cd "$(dirname "$0")" && pwd)
+py=/usr/bin/python3 # Debian's, with python3-jwt (a python3 earlier in PATH may lack it)
 dir=$(mktemp -d)
 pids=()
 cleanup() {
@@ -49,8 +50,8 @@ start() { # NAME EXTRA_CONF: starts a node, sets port_NAME and pid_NAME
 start off ''
 start hs "auth_jwt_secret $secret\nchannel_rule * subscribe=grant\n"
 start es "auth_jwt_public_key $dir/ec.pub\nchannel_rule * subscribe=grant\n"
-python3 "$here/mint_tokens.py" --alg HS256 --secret "$secret" >"$dir/hs.one"
-python3 "$here/mint_tokens.py" --alg ES256 --key "$dir/ec.key" >"$dir/es.one"
+"$py" "$here/mint_tokens.py" --alg HS256 --secret "$secret" >"$dir/hs.one"
+"$py" "$here/mint_tokens.py" --alg ES256 --key "$dir/ec.key" >"$dir/es.one"
 
 run() { # LABEL NODE [bench options]: appends "LABEL us_per_connection rate" to results
     local label=$1 node=$2
@@ -60,7 +61,7 @@ run() { # LABEL NODE [bench options]: appends "LABEL us_per_connection rate" to 
     pid=$(eval echo "\$pid_$node")
     out=$("$bench" connect -t ws --count "$count" --concurrency 32 --json -q \
         --url "http://127.0.0.1:$port" --server-pid "$pid" "$@")
-    echo "$out" | python3 -c '
+    echo "$out" | "$py" -c '
 import json, sys
 label = sys.argv[1]
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
@@ -71,9 +72,9 @@ print("%s %.2f %.0f %s" % (label, r["server_cpu_us_per_connection"], r["rate"],
 
 echo "== $(date -u +%FT%TZ) $rounds rounds of $count connects; $(nproc) cores"
 for r in $(seq 1 "$rounds"); do
-    python3 "$here/mint_tokens.py" --alg HS256 --secret "$secret" --count "$count" \
+    "$py" "$here/mint_tokens.py" --alg HS256 --secret "$secret" --count "$count" \
         >"$dir/hs.many"
-    python3 "$here/mint_tokens.py" --alg ES256 --key "$dir/ec.key" --count "$count" \
+    "$py" "$here/mint_tokens.py" --alg ES256 --key "$dir/ec.key" --count "$count" \
         >"$dir/es.many"
     echo "== round $r, load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "load $(cut -d' ' -f1 /proc/loadavg)" >>"$dir/results"
@@ -84,7 +85,7 @@ for r in $(seq 1 "$rounds"); do
     run es256-reuse es --tokens "$dir/es.one"
 done
 echo "== medians (us of server CPU per connection; x auth off); load average per round"
-python3 - "$dir/results" <<'EOF'
+"$py" - "$dir/results" <<'EOF'
 import statistics, sys
 runs, loads = {}, []
 for line in open(sys.argv[1]):
