@@ -20,10 +20,14 @@
 #include "herald/wake.h"
 #include "internal.h"
 
+#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define INBOX_MAX 65536
 /* Once woken with mail, the thread holds its wake-up for this long and drains the mailbox when
@@ -492,10 +496,19 @@ static void on_stop(hd_worker_t *w, hd_msg_t *msg)
     finish_stop(h);
 }
 
+/*
+ * The hooks thread yields to the workers: a backlog draining after a receiver's outage (120,000
+ * webhooks in 3 s) would otherwise take a whole core from the subscribers' loops (subscriber
+ * p99 34 -> 93 ms on 2 cores). Linux's nice is per thread; raising it needs no privilege.
+ */
+#define HOOKS_NICE 10
+
 static void run(void *arg)
 {
     hd_hooks_t *h = arg;
     hd_log_thread_name("hooks");
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), HOOKS_NICE) != 0)
+        hd_log_debug("hooks: setpriority: %s", strerror(errno));
     hd_log_thread_attach(&h->loop);
     uv_run(&h->loop, UV_RUN_DEFAULT);
     hd_log_thread_detach();
