@@ -6,7 +6,7 @@
 # ctest), then a GCC Release build (the unit and abuse
 # tests again, memory measured without sanitizer overhead), its install into a staging tree and
 # its .deb package. Warnings are errors here (HERALD_WERROR), never in a user's build.
-# Environment: FUZZ_SECONDS (default 20 per harness; 0 skips the fuzz run).
+# Environment: FUZZ_SECONDS (default 12 per harness; 0 skips the fuzz run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
@@ -16,8 +16,8 @@ jobs=$(nproc)
 echo "== format check"
 git ls-files '*.c' '*.h' | xargs -r clang-format --dry-run --Werror
 
-echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:-20}s per harness)"
-if [ "${FUZZ_SECONDS:-20}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; then
+echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:-12}s per harness)"
+if [ "${FUZZ_SECONDS:-12}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; then
     cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DHERALD_FUZZ=ON -DHERALD_WERROR=ON \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     # Only the harnesses (and the core they link): the whole tree builds with clang below.
@@ -32,7 +32,7 @@ if [ "${FUZZ_SECONDS:-20}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; the
         work=$(mktemp -d)
         [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${name#fuzz_}.dict")
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build-fuzz/tests/"$name" "$work" \
-            "tests/fuzz/corpus/${name#fuzz_}" "${dict[@]}" -max_total_time="${FUZZ_SECONDS:-20}" \
+            "tests/fuzz/corpus/${name#fuzz_}" "${dict[@]}" -max_total_time="${FUZZ_SECONDS:-12}" \
             -rss_limit_mb=2048 -artifact_prefix=tests/fuzz/ -print_final_stats=1 >"$out" 2>&1 ||
             rc=$?
         echo "$rc" >"$out.rc"
