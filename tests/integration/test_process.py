@@ -292,6 +292,10 @@ class TestLifecycle(ProcessTestCase):
                 time.sleep(0.02)
             except ConnectionRefusedError:
                 refused = True
+            except TimeoutError:
+                # A SYN that reached a worker's listener as it closed is dropped by the kernel
+                # (seen once in CI): the client would retransmit after 1 s. Not an accept.
+                pass
         self.assertTrue(refused, "still accepting connections after SIGTERM")
         for _ in range(5):
             with self.assertRaises(ConnectionRefusedError):
