@@ -338,9 +338,8 @@ static void consume_written(sock_t *k, size_t bytes)
 
 /*
  * Everything handed over has been written: go on with what came meanwhile, or finish. The
- * emptied array goes back to malloc, so a connection holds no output array while it has nothing
- * to write (80 bytes of every idle connection's memory against a malloc and a free per flush,
- * tens of nanoseconds next to a write), and a slow consumer's grown array is not kept either.
+ * emptied array goes back to the worker's pool (first size) or to malloc, so a connection holds
+ * no output array while it has nothing to write, and a slow consumer's grown array is not kept.
  */
 static void written(hd_conn_t *c)
 {
