@@ -645,6 +645,9 @@ end
 --
 --   P pm:<C>    hash  conn -> "<member key>\n<member json>": every member connection of C
 --   P pk:<C>    hash  member key -> its connections in the cluster (a user's tabs: one key)
+--   P pz:<C>    zset  "<member key>\0<conn>", every score 0: the member connections in byte
+--                     order of their keys (then connection ids), read a page at a time by lex
+--                     range (herald_pget: O(log N + page), no sort of the channel's members)
 --   P pc:<node> set   the channels where the node has (or had) member connections
 --   P pnodes    zset  node -> when its lease runs out (ms)
 --
@@ -688,6 +691,7 @@ local function pres_drop(p, channel, conn, now)
     redis.call('HDEL', p .. 'pm:' .. channel, conn)
     local nl = string.find(v, '\n', 1, true)
     local key, json = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)
+    redis.call('ZREM', p .. 'pz:' .. channel, key .. '\0' .. conn)
     local n = redis.call('HINCRBY', p .. 'pk:' .. channel, key, -1)
     if n > 0 then
         return 0
@@ -780,6 +784,9 @@ local function herald_pjoin(keys, args)
     check_channel(channel)
     local now = now_ms()
     redis.call('ZADD', p .. 'pnodes', int(now + tonumber(lease)), node)
+    -- before the check below, so that a node joining its members again also lists those
+    -- joined by a build without P pz (an upgrade)
+    redis.call('ZADD', p .. 'pz:' .. channel, 0, key .. '\0' .. conn)
     if redis.call('HSET', p .. 'pm:' .. channel, conn, key .. '\n' .. json) == 0 then
         return 0 -- already there (a node joining its members again after a reconnect)
     end
@@ -823,48 +830,55 @@ local function herald_pdrop(keys, args)
     return pres_reap(args[1], args[2], now_ms())
 end
 
+-- A page: the members after cursor in byte order of their keys, at most limit, each with its
+-- connections. P pz:<C> holds "<key>\0<conn>" (a key has no NUL byte: it is a C string in
+-- herald), so every entry of a key sorts before those of the next key, and the entries after
+-- the cursor's start at "<cursor>\1" (an entry of the cursor itself is "<cursor>\0.."). The
+-- entries are read by lex range in batches until the page and one more member are seen: the
+-- cost is the page's connections and a binary search, whatever the channel's size.
 local function herald_pget(keys, args)
     if #args ~= 4 then
         fail('usage: FCALL herald_pget 0 <prefix> <channel> <cursor> <limit>')
     end
     local p, channel, cursor, limit = args[1], args[2], args[3], tonumber(args[4])
-    local all = redis.call('HKEYS', p .. 'pk:' .. channel)
-    table.sort(all)
-    local page, want = {}, {}
-    local i = 1
-    while i <= #all and cursor ~= '' and all[i] <= cursor do
-        i = i + 1
-    end
-    while i <= #all and #page < limit do
-        page[#page + 1] = all[i]
-        want[all[i]] = {}
-        i = i + 1
-    end
-    local json = {}
-    local conns = redis.call('HGETALL', p .. 'pm:' .. channel)
-    for k = 1, #conns, 2 do
-        local v = conns[k + 1]
-        local nl = string.find(v, '\n', 1, true)
-        local key = string.sub(v, 1, nl - 1)
-        if want[key] then
-            local list = want[key]
-            list[#list + 1] = conns[k]
-            json[key] = string.sub(v, nl + 1)
+    local zkey = p .. 'pz:' .. channel
+    local from = cursor == '' and '-' or '[' .. cursor .. '\1'
+    local page, conns, more = {}, {}, false
+    while not more do
+        local batch = redis.call('ZRANGE', zkey, from, '+', 'BYLEX', 'LIMIT', 0, limit + 1)
+        for _, e in ipairs(batch) do
+            local z = string.find(e, '\0', 1, true)
+            local key, conn = string.sub(e, 1, z - 1), string.sub(e, z + 1)
+            if page[#page] ~= key then
+                if #page == limit then
+                    more = true
+                    break
+                end
+                page[#page + 1] = key
+                conns[key] = {}
+            end
+            local list = conns[key]
+            list[#list + 1] = conn
         end
+        if #batch < limit + 1 then
+            break
+        end
+        from = '(' .. batch[#batch]
     end
     local out = {}
     for _, key in ipairs(page) do
-        local j = json[key] or '{}'
+        local v = redis.call('HGET', p .. 'pm:' .. channel, conns[key][1]) or '\n{}'
+        local j = string.sub(v, string.find(v, '\n', 1, true) + 1)
         local body = string.sub(j, 1, #j - 1)
         local sep = #body > 1 and ',' or ''
-        table.sort(want[key])
-        out[#out + 1] = body .. sep .. '"conns":["' .. table.concat(want[key], '","') .. '"]}'
+        out[#out + 1] = body .. sep .. '"conns":["' .. table.concat(conns[key], '","') .. '"]}'
     end
     local next = 'null'
-    if i <= #all and #page > 0 then
+    if more then
         next = cjson.encode(page[#page])
     end
-    return {#all, '"members":[' .. table.concat(out, ',') .. '],"next":' .. next}
+    return {redis.call('HLEN', p .. 'pk:' .. channel),
+        '"members":[' .. table.concat(out, ',') .. '],"next":' .. next}
 end
 
 redis.register_function('herald_publish', herald_publish)

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * memory_presence.c: the embedded broker's presence members (memory_presence.h). Channels in a
- * channel table, members of a channel in a hash map by key, each member with the connections
- * it is present with. Called under the broker's lock only.
+ * channel table, members of a channel in a hash map by key and in an array sorted by key (the
+ * snapshot's order: a page is a binary search and a copy, never a sort), each member with the
+ * connections it is present with. Called under the broker's lock only.
  */
 #include "memory_presence.h"
 
@@ -23,6 +24,11 @@ typedef struct pmember_s {
 typedef struct hd_pchan_s {
     hd_chan_t ch;
     hd_hmap_t members; /* pmember_t */
+    /* The same members in byte order of their keys: sorted[0..members.n). A join or leave
+     * moves the pointers after its place (a memmove of at most 8 bytes a member, less than
+     * the event it sends to every subscriber of the channel); a page reads it in place. */
+    pmember_t **sorted;
+    size_t cap_sorted;
     char name[];
 } hd_pchan_t;
 
@@ -54,6 +60,7 @@ static void free_chan(hd_mpres_t *p, hd_pchan_t *c)
 {
     hd_hmap_foreach(&c->members, free_member_cb, c);
     hd_hmap_dispose(&c->members);
+    free(c->sorted);
     hd_chantab_free(&p->chans, &c->ch);
 }
 
@@ -78,6 +85,51 @@ static pmember_t *find_member(const hd_pchan_t *c, const hd_member_t *member)
 {
     hd_hnode_t *n = hd_hmap_find(&c->members, member->key, member->key_len);
     return n ? hd_container_of(n, pmember_t, node) : NULL;
+}
+
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+/* The place in c->sorted of the first member whose key sorts after key (is_after), or at or
+ * after it (!is_after): a binary search. */
+static size_t sorted_find(const hd_pchan_t *c, const char *key, size_t key_len, int is_after)
+{
+    size_t lo = 0, hi = c->members.n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const hd_hnode_t *n = &c->sorted[mid]->node;
+        int cmp = key_cmp(n->key, n->key_len, key, key_len);
+        if (cmp < 0 || (is_after && cmp == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* m, not yet in c->members, takes its place in c->sorted. */
+static void sorted_insert(hd_pchan_t *c, pmember_t *m)
+{
+    size_t n = c->members.n, at = sorted_find(c, m->node.key, m->node.key_len, 0);
+    c->sorted = hd_grow_array(c->sorted, &c->cap_sorted, n + 1, sizeof(*c->sorted), 8);
+    memmove(c->sorted + at + 1, c->sorted + at, (n - at) * sizeof(*c->sorted));
+    c->sorted[at] = m;
+}
+
+/* m, still in c->members, leaves c->sorted; the array shrinks by half past three quarters
+ * empty, so a crowd that left does not keep its place. */
+static void sorted_remove(hd_pchan_t *c, const pmember_t *m)
+{
+    size_t n = c->members.n, at = sorted_find(c, m->node.key, m->node.key_len, 0);
+    HD_ASSERT(at < n && c->sorted[at] == m);
+    memmove(c->sorted + at, c->sorted + at + 1, (n - at - 1) * sizeof(*c->sorted));
+    if (c->cap_sorted > 64 && n - 1 < c->cap_sorted / 4) {
+        c->cap_sorted /= 2;
+        c->sorted = hd_realloc(c->sorted, c->cap_sorted * sizeof(*c->sorted));
+    }
 }
 
 static pmember_t *new_member(const hd_member_t *member)
@@ -111,6 +163,7 @@ hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len,
     int is_new = m == NULL;
     if (is_new) {
         m = new_member(member);
+        sorted_insert(c, m);
         hd_hmap_insert(&c->members, &m->node);
         p->members++;
     }
@@ -140,6 +193,7 @@ hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len,
     p->conns--;
     if (m->n_conns)
         return NULL;
+    sorted_remove(c, m);
     hd_hmap_remove(&c->members, &m->node);
     free_member(m);
     p->members--;
@@ -153,33 +207,6 @@ uint64_t hd_mpres_count(const hd_mpres_t *p, const char *channel, size_t len)
 {
     hd_pchan_t *c = find_chan(p, channel, len);
     return c ? c->members.n : 0;
-}
-
-typedef struct page_s {
-    const char *cursor;
-    size_t cursor_len;
-    pmember_t **out;
-    size_t n;
-} page_t;
-
-static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
-{
-    int c = memcmp(a, b, al < bl ? al : bl);
-    return c ? c : (al > bl) - (al < bl);
-}
-
-static void collect_cb(hd_hnode_t *node, void *arg)
-{
-    page_t *pg = arg;
-    if (pg->cursor && key_cmp(node->key, node->key_len, pg->cursor, pg->cursor_len) <= 0)
-        return;
-    pg->out[pg->n++] = hd_container_of(node, pmember_t, node);
-}
-
-static int by_key(const void *a, const void *b)
-{
-    const pmember_t *x = *(pmember_t *const *)a, *y = *(pmember_t *const *)b;
-    return key_cmp(x->node.key, x->node.key_len, y->node.key, y->node.key_len);
 }
 
 static void append_json_string(hd_sbuf_t *sb, const char *s, size_t len)
@@ -200,19 +227,16 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
     size_t limit = r->limit ? r->limit : HD_PRESENCE_PAGE_DEFAULT;
     if (limit > HD_PRESENCE_PAGE_MAX)
         limit = HD_PRESENCE_PAGE_MAX;
-    page_t pg = {.cursor = r->cursor, .cursor_len = r->cursor ? strlen(r->cursor) : 0};
-    r->members = c ? c->members.n : 0;
-    if (c && c->members.n) {
-        pg.out = hd_malloc(c->members.n * sizeof(*pg.out));
-        hd_hmap_foreach(&c->members, collect_cb, &pg);
-        qsort(pg.out, pg.n, sizeof(*pg.out), by_key);
-    }
-    size_t n = pg.n < limit ? pg.n : limit;
+    size_t total = c ? c->members.n : 0, from = 0;
+    if (c && r->cursor)
+        from = sorted_find(c, r->cursor, strlen(r->cursor), 1);
+    size_t n = total - from < limit ? total - from : limit;
+    r->members = total;
     hd_sbuf_t sb;
     hd_sbuf_init(&sb, 64 + n * 96);
     hd_sbuf_appends(&sb, "\"members\":[");
     for (size_t i = 0; i < n; i++) {
-        const pmember_t *m = pg.out[i];
+        const pmember_t *m = c->sorted[from + i];
         if (i)
             hd_sbuf_appends(&sb, ",");
         hd_sbuf_append(&sb, m->json, m->json_len - 1); /* without its '}' */
@@ -222,15 +246,16 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
         hd_sbuf_appends(&sb, "]}");
     }
     hd_sbuf_appends(&sb, "],\"next\":");
-    if (n < pg.n)
-        append_json_string(&sb, pg.out[n - 1]->node.key, pg.out[n - 1]->node.key_len);
-    else
+    if (from + n < total) {
+        const hd_hnode_t *last = &c->sorted[from + n - 1]->node;
+        append_json_string(&sb, last->key, last->key_len);
+    } else {
         hd_sbuf_appends(&sb, "null");
+    }
     hd_buf_t *b = hd_sbuf_finish(&sb);
     free(r->page);
     r->page = hd_strndup(b->data, b->len);
     hd_buf_unref(b);
-    free(pg.out);
 }
 
 void hd_mpres_log_limits(hd_mpres_t *p, uint64_t now_ms)

@@ -11,6 +11,8 @@ presence_lease, exactly once (two survivors both renew and reap), and a member w
 on a surviving node does not leave; the keys of the dead node are gone from Redis afterwards;
 Redis restarted without its data: the nodes mirror their members again, without the one that
 left during the outage. presence_max_channels bounds the channels a node tracks under Redis too.
+Pages are read by lex range (P pz:<channel>): byte order, a member's connections across the
+function's batches, a cursor that was never a key, nothing left in Redis after the last leave.
 """
 import asyncio
 import json
@@ -193,6 +195,54 @@ class PresenceCluster(hh.HeraldTestCase):
         run(go())
         hh.wait_for(lambda: pget(n1.port, "/presence/room:r")[1].get("count") == 0, IO,
                     "nobody left")
+
+    def test_pages_by_lex_range(self):
+        """Pages come from P pz:<channel> by lex range: keys that prefix one another in byte
+        order, a member whose connections span the function's batches (3 tabs, pages of 1:
+        batches of 2 entries), a cursor that was never a key; every key of the channel gone
+        from Redis after the last leave."""
+        redis = rs.start_redis(self)
+        n1, n2 = self.node(redis), self.node(redis)
+
+        async def go():
+            tabs = []
+            for sub, node in (("b", n1), ("ba", n2), ("a", n1), ("a", n2), ("a", n1),
+                              ("c", n2), ("b!", n1)):
+                ws = await connect(node.port, mint(sub))
+                await subscribe(ws, "room:lex")
+                tabs.append(ws)
+            hh.wait_for(lambda: pget(n1.port, "/presence/room:lex")[1].get("count") == 5, IO,
+                        "five members")
+            for limit in (1, 2, 4, 5):
+                got, cursor = [], None
+                while True:
+                    q = "?limit=%d" % limit + ("&cursor=" + cursor if cursor else "")
+                    st, page = pget(n2.port, "/presence/room:lex" + q)
+                    self.assertEqual((st, page["count"]), (200, 5), page)
+                    self.assertLessEqual(len(page["members"]), limit)
+                    got += [(m["sub"], len(m["conns"])) for m in page["members"]]
+                    cursor = page["next"]
+                    if cursor is None:
+                        break
+                # byte order: "b" before "b!" (a prefix first), "b!" before "ba" ('!' < 'a')
+                self.assertEqual(got, [("a", 3), ("b", 1), ("b!", 1), ("ba", 1), ("c", 1)],
+                                 limit)
+            st, page = pget(n1.port, "/presence/room:lex?limit=2&cursor=b0")
+            self.assertEqual(([m["sub"] for m in page["members"]], page["next"]),
+                             (["ba", "c"], None), page)
+            st, page = pget(n1.port, "/presence/room:lex?limit=2&cursor=a")
+            self.assertEqual(([m["sub"] for m in page["members"]], page["next"]),
+                             (["b", "b!"], "b!"), page)
+            a = pget(n1.port, "/presence/room:lex?limit=1")[1]["members"][0]
+            self.assertEqual(a["conns"], sorted(a["conns"]), a)
+            self.assertEqual(len({c.split("-")[0] for c in a["conns"]}), 2, a)
+            for ws in tabs:
+                await ws.close()
+        run(go())
+        hh.wait_for(lambda: pget(n1.port, "/presence/room:lex")[1].get("count") == 0, IO,
+                    "nobody left")
+        left = redis.cli("--scan", "--pattern", "*room:lex*").split()
+        self.assertEqual(left, [], "keys left in Redis: %r" % left)
 
     def test_channel_budget_per_node(self):
         """presence_max_channels holds under Redis too: this node tracks 2 channels; joins past

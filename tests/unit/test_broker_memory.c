@@ -8,8 +8,11 @@
  * embedded node: the work done on the submitting thread, a publish's deliveries ahead of its
  * reply in the worker's mailbox, and publishers on several threads at once giving every
  * subscriber one increasing order with nothing lost (scripts/test.sh runs this under
- * ThreadSanitizer: the store's lock).
+ * ThreadSanitizer: the store's lock). The presence table's pages (memory_presence.c): keys in
+ * byte order through joins and leaves in any order, a cursor that is a member, was one, or
+ * never was, and a page read without sorting.
  */
+#include "broker/memory_presence.h"
 #include "broker/memory_store.h"
 #include "embedded.h"
 #include "herald/http.h"
@@ -1047,6 +1050,116 @@ static void test_concurrent_publishers_one_order(void)
     hd_embedded_stop(&node);
 }
 
+/* The page of p's channel "pg" after cursor (NULL: the first), limit at most: its keys in
+ * order into keys[], *next the next cursor ("" for null); returns the count given. */
+static size_t page_keys(const hd_mpres_t *p, const char *cursor, size_t limit, char keys[][8],
+                        char *next, uint64_t *total)
+{
+    hd_breq_t *r = hd_breq_new(HD_BREQ_PRESENCE, NULL, "pg", 2);
+    r->cursor = cursor ? hd_strdup(cursor) : NULL;
+    r->limit = limit;
+    hd_mpres_page(p, r);
+    size_t len = strlen(r->page) + 3;
+    char *text = malloc(len);
+    snprintf(text, len, "{%s}", r->page);
+    json_t *root = json_loads(text, 0, NULL);
+    T_TRUE(root != NULL);
+    json_t *members = json_object_get(root, "members"), *v;
+    size_t i;
+    json_array_foreach(members, i, v)
+    {
+        snprintf(keys[i], 8, "%s", json_string_value(json_object_get(v, "sub")));
+        T_EQ_INT(json_array_size(json_object_get(v, "conns")), 1);
+    }
+    json_t *nx = json_object_get(root, "next");
+    snprintf(next, 8, "%s", json_is_string(nx) ? json_string_value(nx) : "");
+    *total = r->members;
+    size_t n = json_array_size(members);
+    json_decref(root);
+    free(text);
+    hd_breq_free(r);
+    return n;
+}
+
+static void test_presence_pages_in_key_order(void)
+{
+    hd_mpres_t p;
+    hd_mpres_init(&p, 10);
+    enum { N = 500 };
+    static char present[N];
+    hd_member_t *mem[N];
+    /* Joins in a scrambled order (7 is prime to N's factors); keys "k000".."k499". */
+    for (unsigned j = 0; j < N; j++) {
+        unsigned i = (j * 7 + 3) % N;
+        char sub[8];
+        snprintf(sub, sizeof(sub), "k%03u", i);
+        mem[i] = hd_member_new(sub, NULL, i + 1);
+        int err;
+        hd_message_t *ev = hd_mpres_join(&p, "pg", 2, mem[i], &err);
+        T_TRUE(ev != NULL && err == 0);
+        hd_message_unref(ev);
+        present[i] = 1;
+    }
+    /* Every third leaves, in another order. */
+    for (unsigned j = 0; j < N; j++) {
+        unsigned i = (j * 11 + 5) % N;
+        if (i % 3)
+            continue;
+        hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+        present[i] = 0;
+    }
+    size_t want_total = 0;
+    for (unsigned i = 0; i < N; i++)
+        want_total += present[i];
+    /* Paged 7 at a time from the start: every member present, once, in order. */
+    char keys[HD_PRESENCE_PAGE_MAX][8], next[8] = "", cursor[8];
+    uint64_t total;
+    size_t seen = 0;
+    unsigned at = 0;
+    int first = 1;
+    while (first || next[0]) {
+        snprintf(cursor, sizeof(cursor), "%s", next);
+        size_t n = page_keys(&p, first ? NULL : cursor, 7, keys, next, &total);
+        first = 0;
+        T_EQ_INT(total, want_total);
+        for (size_t k = 0; k < n; k++) {
+            while (!present[at])
+                at++;
+            char want[8];
+            snprintf(want, sizeof(want), "k%03u", at++);
+            T_EQ_STR(keys[k], want);
+            seen++;
+        }
+        if (next[0])
+            T_EQ_STR(next, keys[n - 1]);
+    }
+    T_EQ_INT(seen, want_total);
+    /* A cursor that left (k003), one that never was (k0035: between k003 and k004), the last
+     * and past it. */
+    T_EQ_INT(page_keys(&p, "k003", 2, keys, next, &total), 2);
+    T_EQ_STR(keys[0], "k004");
+    T_EQ_STR(keys[1], "k005");
+    T_EQ_STR(next, "k005");
+    T_EQ_INT(page_keys(&p, "k0035", 1, keys, next, &total), 1);
+    T_EQ_STR(keys[0], "k004");
+    T_EQ_INT(page_keys(&p, "k499", 5, keys, next, &total), 0);
+    T_EQ_STR(next, "");
+    T_EQ_INT(page_keys(&p, "k497", 5, keys, next, &total), 1); /* k498 left */
+    T_EQ_STR(keys[0], "k499");
+    T_EQ_STR(next, "");
+    /* Everyone leaves: the channel goes with its array. */
+    for (unsigned i = 0; i < N; i++) {
+        if (present[i])
+            hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+        hd_member_free(mem[i]);
+    }
+    T_EQ_INT(hd_mpres_count(&p, "pg", 2), 0);
+    T_EQ_INT(page_keys(&p, NULL, 5, keys, next, &total), 0);
+    T_EQ_INT(total, 0);
+    T_EQ_INT(p.members, 0);
+    hd_mpres_dispose(&p);
+}
+
 int main(void)
 {
     T_RUN(test_ring_grows_and_shrinks);
@@ -1066,5 +1179,6 @@ int main(void)
     T_RUN(test_resume_at_the_stream_locally);
     T_RUN(test_burst_asks_once);
     T_RUN(test_presence_one_request_per_pass);
+    T_RUN(test_presence_pages_in_key_order);
     T_DONE();
 }

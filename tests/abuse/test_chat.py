@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: MIT
+"""Chat features under attack (docs/chat.md): presence snapshots of a crowded channel, and page
+requests in bursts.
+
+- Presence pages cost the page, not the channel: a channel of 3,000 members (anonymous SSE
+  subscribers) is paged by cursor over and over; the server's CPU for 4,000 one-member pages of
+  it stays within 3x that of 4,000 pages of a 10-member channel (before, every page collected
+  and sorted the whole channel under the broker's lock: 1.81 s of CPU against 0.02 s, Release,
+  load 13), a walk of the crowd by cursor lists every member once in key order, and RSS stays
+  within 64 MB.
+- A /ws client sending 400 page requests (of a 20-member channel) in one burst gets 400
+  answers, each a page or rate_limited (at most 4 unanswered per connection), and the node
+  serves others meanwhile.
+"""
+import asyncio
+import json
+import os
+import re
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from abuse_support import MB, AbuseTestCase, RssSampler, hh  # noqa: E402
+
+SECRET = "abuse-chat-secret-of-more-than-32-bytes"
+PUBKEY = "abuse-chat-publish-key"
+IO = 20.0
+
+
+def conf_text(extra=None):
+    merged = dict(hh.DEFAULT_CONF)
+    merged.update({"auth_jwt_secret": SECRET, "ws_client_publish": "on",
+                   "publish_key": PUBKEY, "max_connections": "6000"})
+    merged.update(extra or {})
+    return hh.conf_text(merged) + \
+        "channel_rule anon:* subscribe=any publish=subscriber presence=on\n"
+
+
+def cpu_ticks(pid):
+    """utime + stime of the process (all its threads), in clock ticks."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def pipelined_gets(port, paths, batch=100):
+    """GETs paths on one keep-alive connection, batch requests written at once; returns the
+    (status, body) of each."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=IO) as s:
+        buf = b""
+        for i in range(0, len(paths), batch):
+            chunk = paths[i:i + batch]
+            s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode()
+                               for p in chunk))
+            got = 0
+            while got < len(chunk):
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    head = buf[:end].decode("latin-1")
+                    m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+                    n = int(m.group(1)) if m else 0
+                    if len(buf) >= end + 4 + n:
+                        out.append((int(head.split()[1]), buf[end + 4:end + 4 + n]))
+                        buf = buf[end + 4 + n:]
+                        got += 1
+                        continue
+                data = s.recv(1 << 16)
+                if not data:
+                    raise AssertionError("connection closed after %d answers" % len(out))
+                buf += data
+    return out
+
+
+def open_members(port, channel, n):
+    """n anonymous SSE subscribers of channel (each a presence member): their sockets."""
+    socks = []
+    req = b"GET /sse/%s HTTP/1.1\r\nHost: t\r\n\r\n" % channel.encode()
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=IO)
+        s.sendall(req)
+        socks.append(s)
+    return socks
+
+
+def presence(port, channel, query=""):
+    status, body, _ = hh.get_json(port, "/presence/%s%s" % (channel, query))
+    assert status == 200, (status, body)
+    return body
+
+
+async def ws_anon(port):
+    """/ws as an anonymous client (auth is on: it says so with {"op":"auth"} first)."""
+    ws = await hh.ws_connect(port, "/ws")
+    await ws.send(json.dumps({"op": "auth", "ref": "auth"}))
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+        if m.get("ref") == "auth":
+            assert m["type"] == "authenticated", m
+            return ws
+
+
+def member_key(m):
+    return m.get("sub") or m["conn"]
+
+
+class PresencePages(AbuseTestCase):
+    def test_pages_of_a_crowd_cost_the_page(self):
+        h = self.start_herald(conf_raw=conf_text())
+        port = h.port
+        crowd, few = 3000, 10
+        socks = open_members(port, "anon:crowd", crowd) + open_members(port, "anon:few", few)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        hh.wait_for(lambda: presence(port, "anon:crowd", "?limit=1")["count"] == crowd, IO,
+                    "%d members" % crowd)
+        hh.wait_for(lambda: presence(port, "anon:few", "?limit=1")["count"] == few, IO,
+                    "%d members" % few)
+        sampler = RssSampler(h)
+
+        # A walk of the crowd by cursor: every member once, in byte order of their keys.
+        keys, cursor = [], None
+        while True:
+            page = presence(port, "anon:crowd", "?limit=1000" +
+                            ("&cursor=" + cursor if cursor else ""))
+            self.assertEqual(page["count"], crowd)
+            keys += [member_key(m) for m in page["members"]]
+            cursor = page["next"]
+            if cursor is None:
+                break
+        self.assertEqual(len(keys), crowd)
+        self.assertEqual(keys, sorted(keys, key=lambda k: k.encode()))
+        small = [member_key(m) for m in presence(port, "anon:few", "?limit=100")["members"]]
+
+        # The attack: one-member pages from the middle of the crowd, against the same pages of
+        # the small channel, in alternating rounds (CPU ticks of 10 ms: rounds long enough).
+        crowd_path = "/presence/anon:crowd?limit=1&cursor=" + keys[crowd // 2]
+        few_path = "/presence/anon:few?limit=1&cursor=" + small[few // 2]
+        spent = {"crowd": 0, "few": 0}
+        for _ in range(2):
+            for what, path in (("crowd", crowd_path), ("few", few_path)):
+                t0 = cpu_ticks(h.pid)
+                answers = pipelined_gets(port, [path] * 2000)
+                spent[what] += cpu_ticks(h.pid) - t0
+                sampler.sample()
+                self.assertEqual({st for st, _ in answers}, {200})
+                page = json.loads(answers[-1][1])
+                want = keys[crowd // 2 + 1] if what == "crowd" else small[few // 2 + 1]
+                self.assertEqual([member_key(m) for m in page["members"]], [want])
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[0]
+        print("4,000 pages: %d ticks on %d members, %d ticks on %d (load %s)" %
+              (spent["crowd"], crowd, spent["few"], few, load))
+        self.assertLess(spent["crowd"], 3 * max(spent["few"], 5),
+                        "a page of %d members costs more than 3x a page of %d: %r" %
+                        (crowd, few, spent))
+        self.assertServed(port)
+        self.assertRssBounded(sampler, 64 * MB, "4,000 pages of a 3,000-member channel")
+
+    def test_ws_page_burst_bounded(self):
+        h = self.start_herald(conf_raw=conf_text())
+        port = h.port
+        socks = open_members(port, "anon:burst", 20)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        hh.wait_for(lambda: presence(port, "anon:burst", "?limit=1")["count"] == 20, IO,
+                    "20 members")
+        sampler = RssSampler(h)
+
+        async def go():
+            ws = await ws_anon(port)
+            n = 400
+            for i in range(n):
+                await ws.send(json.dumps({"op": "presence", "channel": "anon:burst",
+                                          "limit": 1000, "ref": i}))
+            kinds = {}
+            refs = set()
+            while len(refs) < n:
+                m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                if "ref" not in m:
+                    continue
+                refs.add(m["ref"])
+                if m["type"] == "presence":
+                    self.assertEqual((m["count"], len(m["members"])), (20, 20), m)
+                    kinds["page"] = kinds.get("page", 0) + 1
+                else:
+                    self.assertEqual((m["type"], m["code"]), ("error", "rate_limited"), m)
+                    self.assertIn("unanswered", m["error"])
+                    kinds["refused"] = kinds.get("refused", 0) + 1
+                sampler.sample()
+            self.assertEqual(refs, set(range(n)))
+            self.assertGreaterEqual(kinds.get("page", 0), 4, kinds)
+            print("400 page requests in a burst: %r" % kinds)
+            # the connection still asks and is answered once the burst is over
+            await ws.send(json.dumps({"op": "presence", "channel": "anon:burst",
+                                      "limit": 1, "ref": "after"}))
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                if m.get("ref") == "after":
+                    self.assertEqual(m["type"], "presence", m)
+                    break
+            await ws.close()
+        asyncio.run(asyncio.wait_for(go(), 60))
+        self.assertServed(port)
+        self.assertRssBounded(sampler, 64 * MB, "a burst of 400 page requests")
+
+
+if __name__ == "__main__":
+    hh.main()
