@@ -20,11 +20,22 @@ typedef struct ws_due_s {
     hd_rcpt_t *to; /* a reference */
 } ws_due_t;
 
+/*
+ * The receipts due, oldest first, in a ring: a note appends at the tail, an ack (or the
+ * connection's budget, WS_MAX_DUE) drops from the head, each O(1); the ring doubles when full,
+ * so it holds at most the next power of two of WS_MAX_DUE, and is freed when an ack empties it.
+ */
 typedef struct ws_ack_s {
     uint64_t epoch, seq; /* the last ack (0, 0: none) */
-    ws_due_t *due;       /* due[0..n_due), oldest first */
-    size_t n_due, cap_due;
+    ws_due_t *due;       /* the ring: cap_due entries (0 or a power of two) */
+    size_t head, n_due, cap_due;
 } ws_ack_t;
+
+/* The i-th oldest receipt due (i < a->n_due). */
+static ws_due_t *due_at(const ws_ack_t *a, size_t i)
+{
+    return &a->due[(a->head + i) & (a->cap_due - 1)];
+}
 
 void hd_ws_ack_enable(ws_sub_t *e)
 {
@@ -32,16 +43,40 @@ void hd_ws_ack_enable(ws_sub_t *e)
         e->ack = hd_calloc(1, sizeof(*e->ack));
 }
 
-/* Drops due[0..n) of e's acks (their references) and closes the hole. */
+/* Drops the n oldest receipts due of e's acks (their references). */
 static void drop_due(ws_t *ws, ws_ack_t *a, size_t n)
 {
     if (n == 0)
         return;
     for (size_t i = 0; i < n; i++)
-        hd_rcpt_unref(a->due[i].to);
-    memmove(a->due, a->due + n, (a->n_due - n) * sizeof(*a->due));
+        hd_rcpt_unref(due_at(a, i)->to);
+    a->head = (a->head + n) & (a->cap_due - 1);
     a->n_due -= n;
     ws->n_due -= n;
+    if (a->n_due == 0 && a->cap_due > 4) { /* a burst acked: its ring goes */
+        free(a->due);
+        a->due = NULL;
+        a->cap_due = 0;
+    }
+    if (a->n_due == 0)
+        a->head = 0;
+}
+
+/* One more receipt due, at the tail. */
+static void push_due(ws_t *ws, ws_ack_t *a, ws_due_t d)
+{
+    if (a->n_due == a->cap_due) { /* full (or none yet): a ring twice the size, unwrapped */
+        size_t cap = a->cap_due ? 2 * a->cap_due : 4;
+        ws_due_t *ring = hd_malloc(cap * sizeof(*ring));
+        for (size_t i = 0; i < a->n_due; i++)
+            ring[i] = *due_at(a, i);
+        free(a->due);
+        a->due = ring;
+        a->cap_due = cap;
+        a->head = 0;
+    }
+    *due_at(a, a->n_due++) = d;
+    ws->n_due++;
 }
 
 void hd_ws_ack_free(ws_t *ws, ws_sub_t *e)
@@ -69,9 +104,7 @@ void hd_ws_ack_note(ws_t *ws, ws_sub_t *e, hd_message_t *m)
             return;         /* the other subscriptions hold the budget: this one is not kept */
         drop_due(ws, a, 1); /* the oldest of this subscription makes room */
     }
-    a->due = hd_grow_array(a->due, &a->cap_due, a->n_due + 1, sizeof(*a->due), 4);
-    a->due[a->n_due++] = (ws_due_t){m->epoch, m->seq, hd_rcpt_ref(m->rcpt)};
-    ws->n_due++;
+    push_due(ws, a, (ws_due_t){m->epoch, m->seq, hd_rcpt_ref(m->rcpt)});
 }
 
 int hd_ws_ack(ws_t *ws, ws_sub_t *e, uint64_t epoch, uint64_t seq, const char **code,
@@ -104,14 +137,16 @@ int hd_ws_ack(ws_t *ws, ws_sub_t *e, uint64_t epoch, uint64_t seq, const char **
     a->epoch = epoch;
     a->seq = seq;
     size_t n = 0;
-    while (n < a->n_due && (a->due[n].epoch != epoch || a->due[n].seq <= seq))
+    while (n < a->n_due && (due_at(a, n)->epoch != epoch || due_at(a, n)->seq <= seq))
         n++; /* due in order: up to the ack (and any of an older epoch: never to be acked) */
     if (n == 0 || !ws->pub.conn)
         return 0;
     char *member = hd_tp_publisher_json(hd_ws_identity(ws)); /* NULL: anonymous */
-    for (size_t i = 0; i < n; i++)
-        if (a->due[i].epoch == epoch)
-            hd_rcpt_acked(a->due[i].to, e->channel, epoch, a->due[i].seq, member, ws->pub.conn->id);
+    for (size_t i = 0; i < n; i++) {
+        const ws_due_t *d = due_at(a, i);
+        if (d->epoch == epoch)
+            hd_rcpt_acked(d->to, e->channel, epoch, d->seq, member, ws->pub.conn->id);
+    }
     free(member);
     drop_due(ws, a, n);
     return 0;

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Chat features under attack (docs/chat.md): presence snapshots of a crowded channel, and page
-requests in bursts.
+"""Chat features under attack (docs/chat.md): presence snapshots of a crowded channel, receipted
+messages to a subscriber that never acks, and page requests in bursts.
 
 - Presence pages cost the page, not the channel: a channel of 3,000 members (anonymous SSE
   subscribers) is paged by cursor over and over; the server's CPU for 4,000 one-member pages of
@@ -8,6 +8,10 @@ requests in bursts.
   and sorted the whole channel under the broker's lock: 1.81 s of CPU against 0.02 s, Release,
   load 13), a walk of the crowd by cursor lists every member once in key order, and RSS stays
   within 64 MB.
+- Acked delivery: a subscriber on 8 channels with "ack":true that never acks 2,000 receipted
+  messages holds 256 of them (receipts_dropped counts exactly the other 1,744), and acking each
+  channel's last id releases exactly the 256 newest: the last 32 of each channel (the budget
+  drops a subscription's oldest first).
 - A /ws client sending 400 page requests (of a 20-member channel) in one burst gets 400
   answers, each a page or rate_limited (at most 4 unanswered per connection), and the node
   serves others meanwhile.
@@ -201,6 +205,76 @@ class PresencePages(AbuseTestCase):
         asyncio.run(asyncio.wait_for(go(), 60))
         self.assertServed(port)
         self.assertRssBounded(sampler, 64 * MB, "a burst of 400 page requests")
+
+
+class UnackedReceipts(AbuseTestCase):
+    def test_unacked_bounded_and_newest_kept(self):
+        h = self.start_herald(conf_raw=conf_text())
+        port = h.port
+        sampler = RssSampler(h)
+        channels = ["anon:ack%d" % i for i in range(8)]
+        total = 2000
+
+        async def go():
+            sub = await ws_anon(port)
+            pub = await ws_anon(port)
+            for c in channels:
+                await sub.send(json.dumps({"op": "subscribe", "channel": c, "ack": True,
+                                           "ref": c}))
+            ok = set()
+            while len(ok) < len(channels):
+                m = json.loads(await asyncio.wait_for(sub.recv(), IO))
+                if m.get("type") == "subscribed":
+                    ok.add(m["channel"])
+            # The publisher writes every message at once; the subscriber reads them all and
+            # acks none.
+            for i in range(total):
+                await pub.send(json.dumps({"op": "publish", "channel": channels[i % 8],
+                                           "data": "m%d" % i, "key": PUBKEY, "receipt": True}))
+            last = {}
+            ids = {c: [] for c in channels}
+            got = 0
+            while got < total:
+                m = json.loads(await asyncio.wait_for(sub.recv(), IO))
+                if m.get("type") == "message":
+                    ids[m["channel"]].append(m["id"])
+                    last[m["channel"]] = m["id"]
+                    got += 1
+                    if got % 200 == 0:
+                        sampler.sample()
+            delivered = published = 0
+            while published < total or delivered < total:
+                m = json.loads(await asyncio.wait_for(pub.recv(), IO))
+                if m.get("type") == "published":
+                    published += 1
+                elif m.get("type") == "receipt":
+                    self.assertEqual(m["status"], "delivered", m)
+                    delivered += 1
+                elif m.get("type") == "error":
+                    self.fail("publish refused: %r" % m)
+            hh.wait_for(lambda: hh.stats(port)["receipts_dropped"] == total - 256, IO,
+                        "receipts_dropped = %d" % (total - 256))
+            # Acking each channel's last id releases the 256 held: the newest 32 of each.
+            for c in channels:
+                await sub.send(json.dumps({"op": "ack", "channel": c, "id": last[c]}))
+            acked = []
+            while len(acked) < 256:
+                m = json.loads(await asyncio.wait_for(pub.recv(), IO))
+                if m.get("type") == "receipt":
+                    self.assertEqual(m["status"], "acked", m)
+                    acked.append((m["channel"], m["id"]))
+            # nothing more comes: a ping's pong is the next frame
+            await pub.send(json.dumps({"op": "ping", "ref": "p"}))
+            m = json.loads(await asyncio.wait_for(pub.recv(), IO))
+            self.assertEqual(m.get("type"), "pong", m)
+            want = sorted((c, i) for c in channels for i in ids[c][-32:])
+            self.assertEqual(sorted(acked), want)
+            await sub.close()
+            await pub.close()
+        asyncio.run(asyncio.wait_for(go(), 90))
+        self.assertEqual(hh.stats(port)["receipts_dropped"], total - 256)
+        self.assertServed(port)
+        self.assertRssBounded(sampler, 64 * MB, "2,000 receipted messages never acked")
 
 
 if __name__ == "__main__":
