@@ -53,6 +53,11 @@ void hd_sbuf_append(hd_sbuf_t *s, const void *data, size_t len);
 void hd_sbuf_appendf(hd_sbuf_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends v in decimal: what a response head needs per request, without printf's cost. */
 void hd_sbuf_append_u64(hd_sbuf_t *s, uint64_t v);
+/* The longest decimal of a uint64_t (18446744073709551615). */
+#define HD_U64_DEC_MAX 20
+/* Writes v in decimal at out (room for HD_U64_DEC_MAX bytes), without a NUL; returns its
+ * length. What hd_sbuf_append_u64 appends, for a writer into a buffer sized beforehand. */
+size_t hd_u64_dec(char *out, uint64_t v);
 static inline void hd_sbuf_appends(hd_sbuf_t *s, const char *str)
 {
     hd_sbuf_append(s, str, strlen(str));

@@ -56,15 +56,22 @@ void hd_sbuf_append(hd_sbuf_t *s, const void *data, size_t len)
     s->buf->len += len;
 }
 
-void hd_sbuf_append_u64(hd_sbuf_t *s, uint64_t v)
+size_t hd_u64_dec(char *out, uint64_t v)
 {
-    char tmp[20];
+    char tmp[HD_U64_DEC_MAX];
     size_t n = 0;
     do {
         tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    hd_sbuf_append(s, tmp + sizeof(tmp) - n, n);
+    memcpy(out, tmp + sizeof(tmp) - n, n);
+    return n;
+}
+
+void hd_sbuf_append_u64(hd_sbuf_t *s, uint64_t v)
+{
+    char tmp[HD_U64_DEC_MAX];
+    hd_sbuf_append(s, tmp, hd_u64_dec(tmp, v));
 }
 
 void hd_sbuf_appendf(hd_sbuf_t *s, const char *fmt, ...)

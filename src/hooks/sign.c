@@ -80,18 +80,6 @@ static void append(char **p, const char *s, size_t len)
 
 #define APPEND_LIT(p, lit) append(p, lit, sizeof(lit) - 1)
 
-/* Writes v in decimal at *p. */
-static void append_u64(char **p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    append(p, tmp + sizeof(tmp) - n, n);
-}
-
 hk_signer_t *hk_signer_new(const hd_webhook_def_t *def)
 {
     static const char ua[] = "\r\nUser-Agent: herald/" HERALD_VERSION
@@ -174,7 +162,7 @@ hd_buf_t *hk_signed_head(hk_signer_t *sg, const char *id, uint64_t timestamp_s,
     char signed_prefix[40 + 1 + 20 + 1], *q = signed_prefix;
     append(&q, id, idlen);
     *q++ = '.';
-    append_u64(&q, timestamp_s);
+    q += hd_u64_dec(q, timestamp_s);
     *q++ = '.';
     size_t plen = (size_t)(q - signed_prefix);
 
@@ -185,11 +173,11 @@ hd_buf_t *hk_signed_head(hk_signer_t *sg, const char *id, uint64_t timestamp_s,
     hd_buf_t *b = hd_buf_new(cap);
     char *p = b->data;
     append(&p, sg->prefix, sg->prefix_len);
-    append_u64(&p, body->len);
+    p += hd_u64_dec(p, body->len);
     append(&p, l_id, sizeof(l_id) - 1);
     append(&p, id, idlen);
     append(&p, l_ts, sizeof(l_ts) - 1);
-    append_u64(&p, timestamp_s);
+    p += hd_u64_dec(p, timestamp_s);
     append(&p, l_sig, sizeof(l_sig) - 1);
     /* OpenSSL failing leaves the signature empty: the receiver refuses it, and the attempt is
      * retried like any refused one */

@@ -176,6 +176,13 @@ static void test_sbuf_append_u64(void)
     T_TRUE(memcmp(s.buf->data, "0,9,10,99,100,404,1000000,18446744073709551614,", 47) == 0);
     hd_sbuf_dispose(&s);
     hd_sbuf_dispose(&f);
+    /* hd_u64_dec, its writer (webhook heads): the length, no byte past it */
+    char out[HD_U64_DEC_MAX + 1];
+    memset(out, '#', sizeof(out));
+    T_EQ_INT(hd_u64_dec(out, UINT64_MAX), HD_U64_DEC_MAX);
+    T_TRUE(memcmp(out, "18446744073709551615#", HD_U64_DEC_MAX + 1) == 0);
+    T_EQ_INT(hd_u64_dec(out, 0), 1);
+    T_TRUE(memcmp(out, "08446744073709551615#", HD_U64_DEC_MAX + 1) == 0);
 }
 
 int main(void)
