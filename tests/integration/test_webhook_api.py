@@ -8,7 +8,9 @@ only matching channels are sent; list and get never show a secret; delete stops 
 the id can be registered again; conf endpoints are read-only (409); refusals with their status
 and JSON reason: a bad URL or body (400), a loopback/private/link-local target without
 webhook_allow_private (400; a host name resolved at registration), a taken id (409), past webhook_max_endpoints (507), a body past
-16 KiB (413), registration off (403). With Redis, two nodes sharing a real redis-server: an
+16 KiB (413), more than 16 channel patterns, a pattern past 129 bytes, a URL past 512 bytes or
+more than 4 secrets (400), registration off (403), a caller without the admin_key (401) or with
+a wrong one (403). With Redis, two nodes sharing a real redis-server: an
 endpoint registered on one is delivered for publishes on the other, survives a restart, is
 deleted everywhere, the bound is the cluster's, and a 410 Gone answered to one node disables it
 on both until it is enabled through the API; while Redis is away, 503."""
@@ -132,6 +134,10 @@ class TestRegistration(hh.HeraldTestCase):
         refused("[]", 400, "JSON object")
         big = dict(ok, channels=["c%d" % i for i in range(16)], pad="x" * 17000)
         refused(big, 413, "16 KiB")
+        refused(dict(ok, channels=["c%d" % i for i in range(17)]), 400, "1..16 strings")
+        refused(dict(ok, channels=["c" * 130]), 400, "1..129 bytes")
+        refused(dict(ok, url="http://127.0.0.1:9/" + "u" * 494), 400, "1..512 bytes")
+        refused(dict(ok, secret=[s] * 5), 400, "1..4 strings")
         register(h.port, dict(ok, id="one"))
         refused(dict(ok, id="one"), 409, "already registered")
         register(h.port, dict(ok, id="two"))
@@ -141,6 +147,27 @@ class TestRegistration(hh.HeraldTestCase):
         self.assertEqual(sorted(e["name"] for e in body["endpoints"]), ["confhook", "one", "two"])
         self.assertEqual(ws.admin(h.port, "DELETE", "/admin/webhooks/two")[0], 200)
         register(h.port, dict(ok, id="three"))
+
+    def test_admin_key_guards_registration(self):
+        """With admin_key, a caller without it is refused before anything is registered: 401
+        with WWW-Authenticate and a JSON reason without the key, 403 with a wrong one."""
+        h = self.start_herald(overrides=FAST + ["webhook_max_endpoints 2",
+                                                "admin_key the-admin-key-of-this-test"])
+        body = json.dumps({"url": "http://127.0.0.1:9/x", "secret": ws.new_secret()})
+        ctype = {"Content-Type": "application/json"}
+        status, hdrs, data = hh.request(h.port, "POST", "/admin/webhooks", body, ctype)
+        self.assertEqual(status, 401, data)
+        self.assertIn("Bearer", hdrs.get("www-authenticate", ""))
+        self.assertIn("admin_key", json.loads(data)["error"])
+        status, _, data = hh.request(h.port, "POST", "/admin/webhooks", body,
+                                     dict(ctype, Authorization="Bearer wrong"))
+        self.assertEqual(status, 403, data)
+        self.assertIn("wrong admin key", json.loads(data)["error"])
+        good = dict(ctype, Authorization="Bearer the-admin-key-of-this-test")
+        status, _, data = hh.request(h.port, "GET", "/admin/webhooks", None, good)
+        self.assertEqual((status, json.loads(data)["endpoints"]), (200, []), data)
+        status, _, data = hh.request(h.port, "POST", "/admin/webhooks", body, good)
+        self.assertEqual(status, 201, data)
 
     def test_ssrf_refused_at_registration(self):
         """Without webhook_allow_private, loopback, private, link-local and unspecified targets
