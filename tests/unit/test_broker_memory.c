@@ -1160,6 +1160,59 @@ static void test_presence_pages_in_key_order(void)
     hd_mpres_dispose(&p);
 }
 
+/* One member with many connections (a user's tabs): one join event for the first, one leave
+ * after the last, whatever the orders; a page lists them in strcmp order. */
+static void test_presence_member_many_conns(void)
+{
+    hd_mpres_t p;
+    hd_mpres_init(&p, 10);
+    enum { N = 1000 };
+    hd_member_t *mem[N];
+    int err, events = 0;
+    for (unsigned j = 0; j < N; j++) {
+        unsigned i = (j * 7 + 3) % N;
+        mem[i] = hd_member_new("tabs", NULL, i + 1);
+        hd_message_t *ev = hd_mpres_join(&p, "mc", 2, mem[i], &err);
+        T_EQ_INT(err, 0);
+        events += ev != NULL;
+        if (ev)
+            hd_message_unref(ev);
+    }
+    T_EQ_INT(events, 1);
+    T_EQ_INT(p.conns, N);
+    T_EQ_INT(hd_mpres_count(&p, "mc", 2), 1);
+    hd_breq_t *r = hd_breq_new(HD_BREQ_PRESENCE, NULL, "mc", 2);
+    hd_mpres_page(&p, r);
+    size_t len = strlen(r->page) + 3;
+    char *text = malloc(len);
+    snprintf(text, len, "{%s}", r->page);
+    json_t *root = json_loads(text, 0, NULL);
+    json_t *conns = json_object_get(json_array_get(json_object_get(root, "members"), 0), "conns");
+    T_EQ_INT(json_array_size(conns), N);
+    for (size_t k = 1; k < N; k++)
+        T_TRUE(strcmp(json_string_value(json_array_get(conns, k - 1)),
+                      json_string_value(json_array_get(conns, k))) < 0);
+    json_decref(root);
+    free(text);
+    hd_breq_free(r);
+    /* a connection it never joined with (a refused join) changes nothing */
+    hd_member_t *stranger = hd_member_new("tabs", NULL, N + 5);
+    T_TRUE(hd_mpres_leave(&p, "mc", 2, stranger) == NULL);
+    hd_member_free(stranger);
+    T_EQ_INT(p.conns, N);
+    for (unsigned j = 0; j < N; j++) {
+        unsigned i = (j * 11 + 5) % N;
+        hd_message_t *ev = hd_mpres_leave(&p, "mc", 2, mem[i]);
+        T_EQ_INT(ev != NULL, j == N - 1);
+        if (ev)
+            hd_message_unref(ev);
+        hd_member_free(mem[i]);
+    }
+    T_EQ_INT(p.conns, 0);
+    T_EQ_INT(p.members, 0);
+    hd_mpres_dispose(&p);
+}
+
 int main(void)
 {
     T_RUN(test_ring_grows_and_shrinks);
@@ -1180,5 +1233,6 @@ int main(void)
     T_RUN(test_burst_asks_once);
     T_RUN(test_presence_one_request_per_pass);
     T_RUN(test_presence_pages_in_key_order);
+    T_RUN(test_presence_member_many_conns);
     T_DONE();
 }
