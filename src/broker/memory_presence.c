@@ -261,8 +261,13 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
             hd_sbuf_appends(&sb, ",");
         hd_sbuf_append(&sb, m->json, m->json_len - 1); /* without its '}' */
         hd_sbuf_appends(&sb, ",\"conns\":[");
-        for (size_t k = 0; k < m->n_conns; k++)
-            hd_sbuf_appendf(&sb, "%s\"%s\"", k ? "," : "", m->conns[k]); /* [0-9a-f-] only */
+        for (size_t k = 0; k < m->n_conns; k++) { /* ids are [0-9a-f-]: no escaping */
+            if (k)
+                hd_sbuf_append(&sb, ",", 1);
+            hd_sbuf_append(&sb, "\"", 1);
+            hd_sbuf_appends(&sb, m->conns[k]);
+            hd_sbuf_append(&sb, "\"", 1);
+        }
         hd_sbuf_appends(&sb, "]}");
     }
     hd_sbuf_appends(&sb, "],\"next\":");
