@@ -84,6 +84,7 @@ SANITIZER_PATTERNS = (
 
 LISTEN_RE = re.compile(r"listening on 127\.0\.0\.1:(\d+)( tls)?")
 READY_RE = re.compile(r"\bready$")
+APPLIED_RE = re.compile(r" debug w\d+ configuration applied$")
 
 _live = set()  # Herald instances whose process may still run
 
@@ -169,6 +170,7 @@ class Herald:
         self.expect_exit = expect_exit
         self._told = None  # the status a stop signal sent by the test asks for (STOP_SIGNALS)
         self._reported = False  # an unexpected exit failed a test already: say it once
+        self._level = None  # the log_level in force (set at start and by each reload)
         self.ports = []  # [(port, is_tls)] in listen order
         self._lines = []
         self._cond = threading.Condition()
@@ -202,6 +204,7 @@ class Herald:
     # ---- process ----
 
     def start(self, wait_ready=True):
+        self._level = self.log_level()
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
@@ -291,10 +294,10 @@ class Herald:
         self.check_exit()
         return rc
 
-    def log_file(self):
-        """The log_file herald writes its log to instead of stderr (the -o overrides, then the
-        conf file), or None."""
-        path = None
+    def conf_value(self, directive):
+        """The value of a one-word-name directive as herald reads it now (the -o overrides
+        over the conf file, the last line winning), or None when neither sets it."""
+        value = None
         try:
             with open(self.conf_path) as f:
                 conf_lines = f.read().splitlines()
@@ -302,9 +305,20 @@ class Herald:
             conf_lines = []
         for line in conf_lines + list(self.overrides):
             words = line.split(None, 1)
-            if len(words) == 2 and words[0] == "log_file":
-                path = words[1].strip()
+            if len(words) == 2 and words[0] == directive:
+                value = words[1].strip()
+        return value
+
+    def log_file(self):
+        """The log_file herald writes its log to instead of stderr (the -o overrides, then the
+        conf file), or None."""
+        path = self.conf_value("log_file")
         return None if path in (None, "stderr") else path
+
+    def log_level(self):
+        """The log_level of the conf file and overrides as they are now (herald's default:
+        info)."""
+        return self.conf_value("log_level") or "info"
 
     def log_tail(self, n=LOG_TAIL_LINES):
         """The last n lines of its stderr, and of its log_file when it has one."""
@@ -471,10 +485,12 @@ class Herald:
     # ---- reload ----
 
     def reload(self, conf=None, conf_raw=None, expect_ok=True, timeout=IO_TIMEOUT):
-        """Rewrites the conf (when given), sends SIGHUP and waits for the outcome's log line."""
+        """Rewrites the conf (when given), sends SIGHUP and waits for the outcome's log line,
+        then for the workers to take the new configuration (below)."""
         if conf is not None or conf_raw is not None:
             self.write_conf(conf, conf_raw)
         start = self.mark()
+        before = self._level
         self.signal(signal.SIGHUP)
         m = self.wait_log(r"\breloaded$|reload failed", timeout, start)
         ok = m.group(0) == "reloaded"
@@ -482,8 +498,21 @@ class Herald:
             raise HeraldError("reload %s, expected it to %s:\n%s" % (
                 "succeeded" if ok else "failed", "succeed" if expect_ok else "fail",
                 "\n".join(self.lines()[start:])))
-        # Workers apply a new snapshot from their mailbox: give them a moment to take it.
-        time.sleep(0.2)
+        if ok:
+            self._level = self.log_level()
+        # Workers take the new configuration from their mailbox after "reloaded" is logged;
+        # each then logs "configuration applied" at debug. A server at debug before and after
+        # the reload (the main thread sets the new level while the workers apply, so a change
+        # of level may hide the line) that logs to stderr is waited for, line by line, with
+        # its number of workers known; any other gets a moment instead.
+        if ok and before == self._level == "debug" and self.workers and not self.log_file():
+            got = self.wait_count(APPLIED_RE, self.workers, timeout, start)
+            if got < self.workers:
+                raise HeraldError("%d of %d workers applied the reloaded configuration within "
+                                  "%.0f s:\n%s" % (got, self.workers, timeout,
+                                                    "\n".join(self.lines()[start:])))
+        else:
+            time.sleep(0.2)
         return start
 
 
