@@ -26,6 +26,7 @@ all skipped.
 The standard library is used, plus python3-websockets (imported by ws_connect only); curl,
 openssl, redis-server, chromium and node are the external clients.
 """
+import asyncio
 import atexit
 import http.client
 import http.server
@@ -999,6 +1000,37 @@ def require_websockets():
     return websockets
 
 
+def require_jwt():
+    """Debian's python3-jwt module (PyJWT); fails when it is not installed."""
+    try:
+        import jwt
+    except ImportError as e:
+        raise AssertionError("python3-jwt is not installed (%s): %s" % (e, DEPS_HINT))
+    return jwt
+
+
+# ---- tokens and the configuration of an authenticating server ----
+
+def jwt_token(secret, sub, life_s=600, alg="HS256", **claims):
+    """A JWT signed with secret (python3-jwt) for sub, issued a second ago (herald reads the
+    coarse clock, which may still be in the previous second) and expiring life_s seconds from
+    now (exp is whole seconds: the token lives between life_s - 1 and life_s seconds); claims
+    are added or override those."""
+    now = int(time.time())
+    body = {"sub": sub, "iat": now - 1, "exp": now + life_s}
+    body.update(claims)
+    return require_jwt().encode(body, secret, algorithm=alg)
+
+
+def conf_with_rules(settings, rules, extra=None):
+    """Conf file text: DEFAULT_CONF, then settings, then extra ({directive: value}, None
+    leaves one out), then a channel_rule line for each of rules."""
+    merged = dict(DEFAULT_CONF)
+    merged.update(settings)
+    merged.update(extra or {})
+    return conf_text(merged) + "".join("channel_rule %s\n" % r for r in rules)
+
+
 # ---- a real browser ----
 
 CHROMIUM = "/usr/bin/chromium"
@@ -1463,6 +1495,42 @@ def ws_connect(port, path, tls=False, **kw):
     kw.setdefault("max_size", None)
     kw.setdefault("open_timeout", 20)
     return websockets.connect(ws_url(port, path, tls), **kw)
+
+
+# ---- python3-websockets clients speaking /ws's JSON, on asyncio ----
+
+_ref_counter = itertools.count(1)  # refs of ws_request
+
+def run_async(coro, timeout=90):
+    """Runs coro to its end on a new event loop; fails (asyncio.TimeoutError) after timeout
+    seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def ws_recv_json(ws, timeout=STREAM_TIMEOUT):
+    """The next message of ws (a python3-websockets connection), parsed as JSON; fails after
+    timeout seconds."""
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def ws_recv_until(ws, pred, timeout=STREAM_TIMEOUT, recv=ws_recv_json):
+    """Messages from recv(ws, timeout) until one satisfies pred: (that one, every message
+    received, it included). Fails when none does within timeout seconds."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await recv(ws, max(0.01, deadline - time.monotonic()))
+        seen.append(m)
+        if pred(m):
+            return m, seen
+
+
+async def ws_request(ws, req, timeout=STREAM_TIMEOUT, recv=ws_recv_json):
+    """Sends the /ws operation req (a dict) with a ref of its own: (the message answering that
+    ref, every message received up to it, it included)."""
+    ref = "r%d" % next(_ref_counter)
+    await ws.send(json.dumps(dict(req, ref=ref)))
+    return await ws_recv_until(ws, lambda m: m.get("ref") == ref, timeout, recv)
 
 
 # ---- tests ----

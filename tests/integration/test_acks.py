@@ -24,10 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 SECRET = "acks-test-secret-of-more-than-32-bytes-long"
 IO = 10.0
@@ -35,41 +32,18 @@ RULES = ["room:* subscribe=auth publish=subscriber"]
 
 
 def conf_text(extra=None):
-    merged = dict(hh.DEFAULT_CONF)
-    merged.update({"auth_jwt_secret": SECRET, "ws_client_publish": "on"})
-    merged.update(extra or {})
-    return hh.conf_text(merged) + "".join("channel_rule %s\n" % r for r in RULES)
+    return hh.conf_with_rules({"auth_jwt_secret": SECRET, "ws_client_publish": "on"}, RULES,
+                              extra)
 
 
 def mint(sub):
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now - 1, "exp": now + 600}, SECRET, algorithm="HS256")
+    return hh.jwt_token(SECRET, sub)
 
 
-def run(coro, timeout=90):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def recv_json(ws, timeout=IO):
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def recv_until(ws, pred, timeout=IO):
-    seen = []
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await recv_json(ws, max(0.01, deadline - time.monotonic()))
-        seen.append(m)
-        if pred(m):
-            return m, seen
-
-
-async def request(ws, req):
-    """Sends req with a ref and returns (the reply to it, what came before)."""
-    ref = "r%d" % id(req)
-    req = dict(req, ref=ref)
-    await ws.send(json.dumps(req))
-    return await recv_until(ws, lambda m: m.get("ref") == ref)
+run = hh.run_async
+recv_json = hh.ws_recv_json
+recv_until = hh.ws_recv_until
+request = hh.ws_request  # sends req with a ref: (the reply to it, what came before)
 
 
 async def member(port, sub, channel, ack=True, since=None):

@@ -18,8 +18,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 import redis_support as rs  # noqa: E402
+from herald_harness import run_async as run, ws_request as request  # noqa: E402
 from test_acks import (  # noqa: E402
-    IO, conf_text, member, messages, mint, quiet_receipts, receipts_until, request, run)
+    IO, conf_text, member, messages, mint, quiet_receipts, receipts_until)
 
 
 class ReceiptsCluster(hh.HeraldTestCase):

@@ -26,10 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import SseStream, request, wait_for  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+jwt = hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOSE_MINT = os.path.join(HERE, "js", "jose_mint.js")

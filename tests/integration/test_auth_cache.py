@@ -16,10 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import SseStream, request  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+jwt = hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 SECRET = "cache-test-secret-of-more-than-32-bytes!"
 RULES = "channel_rule private:* subscribe=grant\n"

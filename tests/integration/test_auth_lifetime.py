@@ -24,10 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import SseStream, request  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+jwt = hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 SECRET = "lifetime-test-secret-of-more-than-32-bytes"
 IO = 10.0
@@ -35,14 +32,8 @@ RULES = ["private:* subscribe=grant publish=grant"]
 
 
 def conf_text(extra=None):
-    merged = dict(hh.DEFAULT_CONF)
-    merged.update({
-        "auth_jwt_secret": SECRET,
-        "auth_clock_skew": "0",
-        "auth_refresh_before": "2s",
-    })
-    merged.update(extra or {})
-    return hh.conf_text(merged) + "".join("channel_rule %s\n" % r for r in RULES)
+    return hh.conf_with_rules({"auth_jwt_secret": SECRET, "auth_clock_skew": "0",
+                               "auth_refresh_before": "2s"}, RULES, extra)
 
 
 def mint(life_s, sub="42", subscribe=("private:*",), **claims):
@@ -58,22 +49,11 @@ def mint(life_s, sub="42", subscribe=("private:*",), **claims):
 
 
 def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    return hh.run_async(coro, timeout)
 
 
-async def recv_json(ws, timeout=IO):
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def recv_until(ws, pred, timeout=IO):
-    """JSON messages until one satisfies pred (returned with the ones before it)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await recv_json(ws, max(0.01, deadline - time.monotonic()))
-        seen.append(m)
-        if pred(m):
-            return m, seen
+recv_json = hh.ws_recv_json
+recv_until = hh.ws_recv_until  # JSON messages until one satisfies pred, with those before it
 
 
 async def close_of(ws, timeout=IO):

@@ -25,10 +25,7 @@ import redis_support as rs  # noqa: E402
 import webhook_support as whs  # noqa: E402
 from herald_harness import Client, SseStream, publish, wait_for  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+jwt = hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 try:
     from prometheus_client.parser import text_string_to_metric_families

@@ -38,14 +38,10 @@ class NotifyRedisCase(hh.HeraldTestCase):
                                                              self.secret, flush)] + list(more))
 
     def batches(self):
-        out = []
-        for d in self.recv.deliveries():
-            self.assertEqual(d["verified"], [True], d)
-            out.append(json.loads(d["body"]))
-        return out
+        return self.recv.notify_batches()
 
     def events(self):
-        return [e for b in self.batches() for e in b["events"]]
+        return self.recv.notify_events()
 
     def records(self):
         """{presence node: {conn: record}} as Redis holds them (nodes with records only)."""

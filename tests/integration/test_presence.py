@@ -26,16 +26,12 @@ import asyncio
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 from herald_harness import SseStream  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 SECRET = "presence-test-secret-of-more-than-32-bytes"
 IO = 10.0
@@ -47,21 +43,15 @@ RULES = [
 
 
 def conf_text(extra=None, rules=RULES):
-    merged = dict(hh.DEFAULT_CONF)
-    merged.update({"auth_jwt_secret": SECRET, "ws_client_publish": "on", "ephemeral_rate": "5"})
-    merged.update(extra or {})
-    return hh.conf_text(merged) + "".join("channel_rule %s\n" % r for r in rules)
+    return hh.conf_with_rules({"auth_jwt_secret": SECRET, "ws_client_publish": "on",
+                               "ephemeral_rate": "5"}, rules, extra)
 
 
 def mint(sub, **claims):
-    now = int(time.time())
-    body = {"sub": sub, "iat": now - 1, "exp": now + 600}
-    body.update(claims)
-    return jwt.encode(body, SECRET, algorithm="HS256")
+    return hh.jwt_token(SECRET, sub, **claims)
 
 
-def run(coro, timeout=90):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = hh.run_async
 
 
 async def recv_json(ws, timeout=IO):
@@ -81,13 +71,7 @@ async def recv_json(ws, timeout=IO):
 
 
 async def recv_until(ws, pred, timeout=IO):
-    seen = []
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await recv_json(ws, max(0.01, deadline - time.monotonic()))
-        seen.append(m)
-        if pred(m):
-            return m, seen
+    return await hh.ws_recv_until(ws, pred, timeout, recv=recv_json)
 
 
 async def connect(port, token=None, path="/ws", **kw):

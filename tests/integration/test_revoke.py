@@ -30,10 +30,7 @@ import herald_harness as hh  # noqa: E402
 import redis_support as rs  # noqa: E402
 from herald_harness import SseStream, request  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 SECRET = "revocation-test-secret-of-more-than-32-bytes"
 ADMIN_KEY = "admin-key-for-the-revocation-tests"
@@ -43,18 +40,13 @@ RULES = ["private:* subscribe=grant publish=grant", "public:* subscribe=any"]
 
 
 def conf_text(extra=None):
-    merged = dict(hh.DEFAULT_CONF)
-    merged.update({"auth_jwt_secret": SECRET, "admin_key": ADMIN_KEY,
-                   "auth_refresh_before": "0"})
-    merged.update(extra or {})
-    return hh.conf_text(merged) + "".join("channel_rule %s\n" % r for r in RULES)
+    return hh.conf_with_rules({"auth_jwt_secret": SECRET, "admin_key": ADMIN_KEY,
+                               "auth_refresh_before": "0"}, RULES, extra)
 
 
 def mint(sub="42", jti="t1", life_s=600, subscribe=("private:*",)):
-    now = int(time.time())
-    body = {"sub": sub, "jti": jti, "iat": now - 1, "exp": now + life_s,
-            "channels": {"subscribe": list(subscribe), "publish": []}}
-    return jwt.encode(body, SECRET, algorithm="HS256")
+    return hh.jwt_token(SECRET, sub, life_s, jti=jti,
+                        channels={"subscribe": list(subscribe), "publish": []})
 
 
 def admin(port, path, body, key=ADMIN_KEY):

@@ -21,17 +21,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
 import redis_support as rs  # noqa: E402
 from herald_harness import SseStream  # noqa: E402
 
-try:
-    import jwt  # Debian python3-jwt
-except ImportError as e:  # scripts/deps.sh installs it: its absence is a failure
-    raise AssertionError("python3-jwt is not installed (%s): %s" % (e, hh.DEPS_HINT))
+hh.require_jwt()  # scripts/deps.sh installs it: its absence fails
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JS_CLIENT = os.path.join(HERE, "js", "sse_client.js")
@@ -44,20 +40,15 @@ RULES = [
 
 
 def conf_text():
-    merged = dict(hh.DEFAULT_CONF)
-    merged.update({"auth_jwt_secret": SECRET, "ws_client_publish": "on"})
-    return hh.conf_text(merged) + "".join("channel_rule %s\n" % r for r in RULES)
+    return hh.conf_with_rules({"auth_jwt_secret": SECRET, "ws_client_publish": "on"}, RULES)
 
 
 def mint(sub, **claims):
-    now = int(time.time())
-    body = {"sub": sub, "iat": now - 1, "exp": now + 600}
-    body.update(claims)
-    return jwt.encode(body, SECRET, algorithm="HS256")
+    return hh.jwt_token(SECRET, sub, **claims)
 
 
 def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    return hh.run_async(coro, timeout)
 
 
 def message(ev):

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""What the webhook tests share (test_webhooks.py, test_metrics.py): a receiver (node, verifying
-every delivery with the npm standardwebhooks library, answering as scripted:
-tests/integration/js/webhook_receiver.js), raw-socket receivers for what node will not do
-(garbage answers), secrets, and the webhook -o lines."""
+"""What the webhook tests share (test_webhooks*.py, test_webhook_api.py, test_notify_*.py,
+test_metrics.py): a receiver (node, verifying every delivery with the npm standardwebhooks
+library, answering as scripted: tests/integration/js/webhook_receiver.js) that also reads the
+notify hook's batches, raw-socket receivers for what node will not do (garbage answers),
+secrets, and the webhook -o lines."""
 import base64
 import json
 import os
@@ -70,6 +71,28 @@ class Receiver:
 
     def deliveries(self):
         return self._call("GET", "/deliveries")
+
+    def notify_batches(self, path="/notify"):
+        """The notify_hook batches taken (answered "ok": one answered otherwise comes again),
+        in order, each checked: its signature verified by every secret, sent to path, of type
+        "events"."""
+        out = []
+        for d in self.deliveries():
+            if d["answer"] != "ok":
+                continue
+            if not d["verified"] or not all(d["verified"]):
+                raise AssertionError("a notify batch not verified: %r" % d)
+            if d["path"] != path:
+                raise AssertionError("a notify batch sent to %s, not %s" % (d["path"], path))
+            b = json.loads(d["body"])
+            if b["type"] != "events":
+                raise AssertionError("a notify batch of type %r: %r" % (b["type"], b))
+            out.append(b)
+        return out
+
+    def notify_events(self, path="/notify"):
+        """The events of notify_batches, in order."""
+        return [e for b in self.notify_batches(path) for e in b["events"]]
 
     def wait_deliveries(self, n, timeout=10.0):
         got = []
