@@ -17,16 +17,17 @@
  * (a restart loses them); with Redis they live in Redis, shared by every node, and a dead node's
  * unfinished deliveries are taken over by another (src/hooks/durable.c, docs/webhooks.md).
  *
- * Files, calls one way: hooks.c (thread, mailbox, the entry points below) -> delivery.c
- * (endpoints, queues, retries, dead letters, admin answers) -> client.c (connections, TLS,
- * requests) -> response.c (llhttp: the response, Retry-After, pure); delivery.c -> sign.c
- * (Standard Webhooks signatures, pure), event.c (event bodies, pure), durable.c (with Redis:
- * the queues and dead letters there) -> rconn.c (the thread's Redis connection), registry.c
- * (with Redis: the endpoints the admin API registered, and the disabled ones, for every node)
- * -> rconn.c; hooks.c, delivery.c -> filter.c (which events the endpoints want, read by the
- * publishing threads: the conf's endpoints and a view of the registered ones); notify.c (the
- * notify hook's queue and batches) -> notify_rec.c (with Redis: the node's notified streams, a
- * dead node's reported disconnected by one survivor) -> rconn.c.
+ * Files, calls one way: hooks.c (thread, mailbox, the entry points below) -> the sender
+ * (src/hooks/sender.h draws its files: sender.c new and close -> regsync.c, admin.c admin
+ * answers -> endpoint.c endpoints -> delivery.c queues, retries, dead letters) -> client.c
+ * (connections, TLS, requests) -> response.c (llhttp: the response, Retry-After, pure); the
+ * sender -> sign.c (Standard Webhooks signatures, pure), event.c (event bodies, pure),
+ * durable.c (with Redis: the queues and dead letters there) -> rconn.c (the thread's Redis
+ * connection), registry.c (with Redis: the endpoints the admin API registered, and the
+ * disabled ones, for every node) -> rconn.c; hooks.c, the sender -> filter.c (which events the
+ * endpoints want, read by the publishing threads: the conf's endpoints and a view of the
+ * registered ones); notify.c (the notify hook's queue and batches) -> notify_rec.c (with Redis:
+ * the node's notified streams, a dead node's reported disconnected by one survivor) -> rconn.c.
  */
 #ifndef HERALD_HOOKS_H
 #define HERALD_HOOKS_H

@@ -241,7 +241,7 @@ void hk_durable_slot_free(hk_dslot_t *sl)
     free(sl);
 }
 
-/* ---- what delivery.c asks ---- */
+/* ---- what the sender asks (delivery.c, admin.c) ---- */
 
 int hk_durable_add(hk_durable_t *d, hk_dslot_t *sl, const hd_buf_t *body, const char *id,
                    const char *type, uint64_t created_ms)

@@ -7,7 +7,7 @@
  * (wake.h) is rung once per worker loop pass, after the pass's answers are written
  * (hd_worker_wake_later), so the events of every publish a pass took go with one wake-up, and
  * the thread drains all its mail each time it wakes. Everything else (bodies, signatures,
- * connections, retries) happens on this thread, in delivery.c and client.c.
+ * connections, retries) happens on this thread, in the sender's files (sender.h) and client.c.
  *
  * The mailbox is bounded by a count (INBOX_MAX messages not yet taken by the loop) and by the
  * bytes of the published messages they hold (webhook_max_memory, plus one mail, as one batch

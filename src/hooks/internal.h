@@ -228,7 +228,8 @@ int hk_pev_parse(const redisReply *const *el, hk_pev_t *out);
 typedef struct hk_durable_s hk_durable_t;
 /* One endpoint's keys in Redis (its queue and its retries' waits). */
 typedef struct hk_dslot_s hk_dslot_t;
-/* What durable.c tells delivery.c (on the hooks loop). owner: the slot's (hk_durable_slot_new). */
+/* What durable.c tells the sender (delivery.c's table, on the hooks loop). owner: the slot's
+ * (hk_durable_slot_new). */
 typedef struct hk_durable_ops_s {
     /* An entry taken for the slot's endpoint: attempt it (it is this node's until finished). */
     void (*on_entry)(void *owner, const hk_entry_t *e);
@@ -429,13 +430,14 @@ unsigned hk_filter_events(const hk_filter_t *f);
  * the registered endpoints changed since this thread last asked. */
 int hk_filter_wanted(hk_filter_t *f, unsigned ev, const char *channel, size_t len);
 
-/* ---- delivery.c: endpoints, queues, retries, dead letters ---- */
+/* ---- the sender (sender.h draws its files): endpoints, queues, retries, dead letters ---- */
 
 typedef struct hk_sender_s hk_sender_t;
-/* The sender of conf's endpoints; the ones the admin API registers are told to filter. */
+/* sender.c: the sender of conf's endpoints; the ones the admin API registers are told to
+ * filter. */
 hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_hooks_stats_t *stats,
                            hk_filter_t *filter);
-/* An event for every endpoint that wants it (takes nothing: copies what it needs). */
+/* delivery.c: an event for every endpoint that wants it (takes nothing: copies what it needs). */
 void hk_sender_message(hk_sender_t *s, hd_message_t *m);
 /* id: the event's id when it has one already (from Redis), NULL for a new one. */
 void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occupied,
@@ -444,11 +446,11 @@ void hk_sender_channel(hk_sender_t *s, const char *channel, size_t len, int occu
  * event's id when it has one already (from Redis), NULL for a new one. */
 void hk_sender_member(hk_sender_t *s, const char *channel, size_t len, int added, const char *data,
                       size_t data_len, const char *id);
-/* Answers an admin request: fills status and body and returns 1, or returns 0 when the answer
- * comes later through hk_admin_answered (dead letters in Redis). */
+/* admin.c: answers an admin request: fills status and body and returns 1, or returns 0 when the
+ * answer comes later through hk_admin_answered (with Redis; a host name being resolved). */
 int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a);
-/* Closes everything; the loop must run until its handles are closed. Returns the events that
- * were still pending (lost). */
+/* sender.c: closes everything; the loop must run until its handles are closed. Returns the
+ * events that were still pending (lost). */
 size_t hk_sender_close(hk_sender_t *s);
 
 #endif

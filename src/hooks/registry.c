@@ -2,7 +2,8 @@
 /*
  * registry.c: with Redis, the endpoints registered through the admin API and the endpoints
  * disabled, kept in Redis for every node (hooks.lua: P hk:eps, P hk:off, P hk:ver), over the
- * connection of durable.c. delivery.c decides; this file stores and reads:
+ * connection of durable.c. The sender decides (admin.c, delivery.c, regsync.c); this file
+ * stores and reads:
  *
  *   POST /admin/webhooks   --herald_hk_reg-->   HSET hk:eps (bounded), INCR hk:ver
  *   DELETE ..              --herald_hk_unreg--> HDEL hk:eps, DEL its queue, INCR hk:ver
@@ -13,11 +14,11 @@
  *   a node forgot one      --herald_hk_forget--> DEL its queue unless registered again (the
  *                                               node's takes until then made it again)
  *
- * A change reaches every node at its next poll (200 ms, delivery.c's timer): reading a version
+ * A change reaches every node at its next poll (200 ms, sender.c's timer): reading a version
  * needs no second connection for a subscription and misses nothing across a reconnect (the
  * first read after one always gets both hashes). Nothing here is kept while Redis is away:
  * registering and deleting answer 503 then, and a state not stored is sent again by
- * delivery.c.
+ * regsync.c.
  */
 #include "herald/log.h"
 #include "internal.h"
