@@ -14,7 +14,8 @@ messages to a subscriber that never acks, and page requests in bursts.
   drops a subscription's oldest first).
 - A /ws client sending 400 page requests (of a 20-member channel) in one burst gets 400
   answers, each a page or rate_limited (at most 4 unanswered per connection), and the node
-  serves others meanwhile.
+  serves others meanwhile; one that keeps asking pages of 1,000 members, 4 at a time, and
+  reads none is cut at max_queue_bytes (close 1013, slow_subscribers_dropped).
 """
 import asyncio
 import json
@@ -22,6 +23,7 @@ import os
 import re
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from abuse_support import MB, AbuseTestCase, RssSampler, hh  # noqa: E402
@@ -244,6 +246,44 @@ class PresencePages(AbuseTestCase):
         asyncio.run(asyncio.wait_for(go(), 60))
         self.assertServed(port)
         self.assertRssBounded(sampler, 64 * MB, "a burst of 400 page requests")
+
+    def test_ws_pages_never_read_cut_at_the_queue_bound(self):
+        """A /ws client asking pages of 1,000 members (45 KB each), 4 at a time (what the
+        connection may have unanswered) every 10 ms, and reading none, is cut once the kernel's
+        buffers are full and its output passes max_queue_bytes (1 MB: the slow-subscriber
+        rule, close 1013); nothing else is held for it."""
+        h = self.start_herald(conf_raw=conf_text())
+        port = h.port
+        socks = open_members(port, "anon:big", 1000)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        hh.wait_for(lambda: presence(port, "anon:big", "?limit=1")["count"] == 1000, IO,
+                    "1,000 members")
+        sampler = RssSampler(h)
+        w = hh.RawWS(port, "/ws", rcvbuf=4096)
+        self.addCleanup(w.client.close)
+        w.send(hh.ws_frame(hh.OP_TEXT, json.dumps({"op": "auth"}).encode()))
+        ask = b"".join(hh.ws_frame(hh.OP_TEXT, json.dumps(
+            {"op": "presence", "channel": "anon:big", "limit": 1000, "ref": i}).encode())
+            for i in range(4))
+        cut = False
+        for rnd in range(500):  # 2,000 pages asked at most, 90 MB if all were answered
+            try:
+                w.send(ask)
+            except OSError:
+                break  # cut
+            if rnd % 10 == 9:
+                sampler.sample()
+                cut = hh.stats(port)["slow_subscribers_dropped"] == 1
+                if cut:
+                    break
+            time.sleep(0.01)
+        hh.wait_for(lambda: hh.stats(port)["slow_subscribers_dropped"] == 1, IO,
+                    "the reader that never reads cut")
+        sampler.sample()
+        h.wait_log(r"slow subscriber: \d+ bytes queued")
+        print("unread pages: cut after %d rounds of 4 asks" % (rnd + 1))
+        self.assertServed(port)
+        self.assertRssBounded(sampler, 64 * MB, "unread pages of 1,000 members")
 
 
 class UnackedReceipts(AbuseTestCase):
