@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: MIT
 # bench/chat.sh HERALD HERALD_BENCH [--rounds N] [--members S] [--rooms C] [--duration D]
 #               [--churn N] [--workers W] [--setups "off on churn churn0"] [--herald-b HERALD2]
+#               [--presence-hold D]
 # Issue 11's bars for chat, measured in alternating rounds (docs/chat.md, "Cost"):
 #   off     herald-bench chat: C rooms of S/C members on /ws, 2 msg/s per room; no presence
 #           rule (channel_rule without presence=on), no typing
@@ -10,6 +11,9 @@
 #   churn   presence on, no messages: N members a second leave their room and join it again
 #           (unsubscribe, subscribe with presence), server CPU per join or leave
 #   churn0  the same churn on rooms without presence: what a subscribe/unsubscribe costs alone
+#   churnh  churn with presence_hold D (--presence-hold, default 1s): the joins and leaves of a
+#           hold go to each member in one frame
+#   onh     on with presence_hold D
 # --setups runs only those, in that order in each round; a setup named SETUP@b runs with the
 # binary of --herald-b (two builds compared in alternating rounds of one run). Each round
 # starts its own herald (port 0, read from its "listening on" line) with the conf
@@ -28,6 +32,7 @@ churn=1000
 workers=2
 setups="off on churn churn0"
 herald_b=
+hold=1s
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) rounds=$2; shift ;;
@@ -38,6 +43,7 @@ while [ $# -gt 0 ]; do
     --workers) workers=$2; shift ;;
     --setups) setups=$2; shift ;;
     --herald-b) herald_b=$2; shift ;;
+    --presence-hold) hold=$2; shift ;;
     *) echo "chat.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -54,10 +60,11 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
-# conf FILE PRESENCE(on|off)
+# conf FILE PRESENCE(on|off|hold)
 write_conf() {
-    local rule="channel_rule cb* subscribe=any publish=subscriber"
-    [ "$2" = on ] && rule="$rule presence=on"
+    local rule="channel_rule cb* subscribe=any publish=subscriber" hold_line=
+    [ "$2" != off ] && rule="$rule presence=on"
+    [ "$2" = hold ] && hold_line="presence_hold $hold"
     cat >"$1" <<EOF
 listen 127.0.0.1:0
 workers $workers
@@ -68,6 +75,7 @@ connect_rate_per_ip 0
 ws_client_publish on
 ephemeral_rate 20
 history_size 100
+$hold_line
 $rule
 EOF
 }
@@ -110,6 +118,8 @@ run() {
     on) presence=on; args=(-r $((rooms * 2)) --typing 5 --presence) ;;
     churn) presence=on; args=(-r 0 --churn "$churn" --presence) ;;
     churn0) args=(-r 0 --churn "$churn") ;;
+    churnh) presence=hold; args=(-r 0 --churn "$churn" --presence) ;;
+    onh) presence=hold; args=(-r $((rooms * 2)) --typing 5 --presence) ;;
     esac
     start_herald $presence "$bin" || return 1
     local load
@@ -141,7 +151,7 @@ for line in open(sys.argv[1]):
 def med(setup, key):
     v = [j.get(key) for _, j in by.get(setup, []) if isinstance(j.get(key), (int, float))]
     return (statistics.median(v), v) if v else (float("nan"), v)
-for setup in [s for s in ("off", "on") if s in by]:
+for setup in [s for s in ("off", "on", "onh") if s in by]:
     anyd, anys = med(setup, "server_cpu_us_per_any_delivery")
     if anys:
         print("%-6s CPU/delivery, events counted: median %.2f us %s" % (setup, anyd, anys))
@@ -156,7 +166,7 @@ for setup in [s for s in by if s.endswith("@b")]:
         v, all_ = med(setup, key)
         if all_:
             print("%-9s %s median %.2f %s" % (setup, key, v, all_))
-for setup in [s for s in ("churn", "churn0") if s in by]:
+for setup in [s for s in ("churn", "churnh", "churn0") if s in by]:
     cpu, all_ = med(setup, "server_cpu_us_per_join_leave")
     print("%-6s CPU/join or leave median %.2f us %s  load %s" % (
         setup, cpu, all_, [l for l, _ in by.get(setup, [])]))

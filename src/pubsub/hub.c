@@ -67,6 +67,7 @@ typedef struct hub_s {
     uint64_t n_subs;
     unsigned broker_counts : 1;    /* the broker hands out interest counts (the embedded one) */
     unsigned ev_flush_queued : 1;  /* the flush of presence events is in the mailbox */
+    uv_timer_t *hold;              /* presence_hold: the window open now (NULL: none) */
     unsigned ops_flush_queued : 1; /* the flush of pres_ops is in the mailbox */
     hd_hub_stats_t stats;
     uint64_t refused_log_ms;                         /* when a refusal was last logged */
@@ -121,6 +122,7 @@ void hd_hub_init(hd_worker_t *w)
 }
 
 static void free_sub(hd_sub_t *s);
+static void on_hold_closed(uv_handle_t *h);
 
 static void free_chan_cb(hd_chan_t *ch, void *arg)
 {
@@ -146,6 +148,8 @@ void hd_hub_dispose(hd_worker_t *w)
     hd_chantab_foreach(&hub->chans, free_chan_cb, &hub->chans);
     hd_chantab_dispose(&hub->chans);
     free(hub->ev_chans);
+    if (hub->hold) /* an embedded node's loop, never run to its end: hd_worker_free runs it */
+        uv_close((uv_handle_t *)hub->hold, on_hold_closed);
     if (hub->pres_ops)
         hd_breq_free(hub->pres_ops); /* the chain: nobody is left to be told */
     for (size_t i = 0; i < SHARED_MAX; i++) {
@@ -668,17 +672,24 @@ static void record_latency(hd_worker_t *w, const hd_message_t *m)
 }
 
 /*
- * Presence events are batched per loop pass: the joins and leaves of a channel that reach this
- * worker in one drain of its mailbox go out as one event (HD_MSG_PRESENCE), so a burst of joins
- * on a channel of many members costs each subscriber one frame per pass, not one per join. The
- * flush is a mail to this worker itself: it runs after everything already in the mailbox, in
- * the same pass. One event alone goes out as it came (join or leave).
+ * Presence events are batched: the joins and leaves of a channel that reach this worker in one
+ * drain of its mailbox (presence_hold 0, the default), or within presence_hold of the first of
+ * them, go out as one event (HD_MSG_PRESENCE), in the order they came, so a burst of joins on a
+ * channel of many members costs each subscriber one frame per pass or per hold, not one per
+ * join. Without a hold the flush is a mail to this worker itself: it runs after everything
+ * already in the mailbox, in the same pass. With one, a timer of the hub's own ends the window
+ * (made for it, closed after it: an idle worker holds no handle, and a window open when the
+ * node stops delays the end of its loop by at most the hold); a channel reaching
+ * HOLD_MAX_EVENTS events flushes every channel in this pass, so what a window holds is bounded
+ * by its channels, not by its length. One event alone goes out as it came (join or leave).
+ *
+ *   event --batch_event--> c->evs (references) --flush_held--> one message --> fan_out_event
+ *                 \__ hub->ev_chans: channels holding events, in the order they got their first
  */
-static void flush_events(hd_worker_t *w, hd_msg_t *msg)
+#define HOLD_MAX_EVENTS 1024
+
+static void flush_held(hub_t *hub)
 {
-    hub_t *hub = hub_of(w);
-    free(msg);
-    hub->ev_flush_queued = 0;
     size_t n_chans = hub->n_ev_chans;
     hub->n_ev_chans = 0;
     for (size_t k = 0; k < n_chans; k++) {
@@ -696,6 +707,35 @@ static void flush_events(hd_worker_t *w, hd_msg_t *msg)
     }
 }
 
+static void flush_events(hd_worker_t *w, hd_msg_t *msg)
+{
+    hub_t *hub = hub_of(w);
+    free(msg);
+    hub->ev_flush_queued = 0;
+    flush_held(hub);
+}
+
+static void on_hold_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_hold_end(uv_timer_t *t)
+{
+    hub_t *hub = t->data;
+    hub->hold = NULL;
+    uv_close((uv_handle_t *)t, on_hold_closed);
+    flush_held(hub);
+}
+
+static void queue_flush(hub_t *hub)
+{
+    hub->ev_flush_queued = 1;
+    hd_msg_t *flush = hd_malloc(sizeof(*flush));
+    flush->cb = flush_events;
+    hd_worker_post(hub->w, flush); /* this worker: no wake-up, drained in this pass */
+}
+
 static void batch_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
 {
     if (c->n_evs == 0) {
@@ -707,11 +747,16 @@ static void batch_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
     c->evs = hd_grow_array(c->evs, &cap, c->n_evs + 1u, sizeof(*c->evs), 4);
     c->cap_evs = (uint32_t)cap;
     c->evs[c->n_evs++] = m; /* the reference passes */
-    if (!hub->ev_flush_queued) {
-        hub->ev_flush_queued = 1;
-        hd_msg_t *flush = hd_malloc(sizeof(*flush));
-        flush->cb = flush_events;
-        hd_worker_post(hub->w, flush); /* this worker: no wake-up, drained in this pass */
+    if (hub->ev_flush_queued)
+        return;
+    uint64_t hold_ms = hd_worker_conf(hub->w)->presence_hold_ms;
+    if (!hold_ms || c->n_evs >= HOLD_MAX_EVENTS) {
+        queue_flush(hub); /* a window open meanwhile ends with nothing left to send */
+    } else if (!hub->hold) {
+        hub->hold = hd_malloc(sizeof(*hub->hold));
+        uv_timer_init(&hub->w->loop, hub->hold);
+        hub->hold->data = hub;
+        uv_timer_start(hub->hold, on_hold_end, hold_ms, 0);
     }
 }
 

@@ -272,8 +272,10 @@ static void on_ws(hd_req_t *req, void *arg)
     }
     /* ?presence=1 (herald.v1 only: a plain client has no envelope for the events). */
     int events = hd_tp_presence_query(req, (const char(*)[HD_CHANNEL_MAX + 1]) & name, 1);
-    if (events < 0) {
+    if (events < 0 || (events && !hs.has_subprotocol)) {
         hd_tp_cred_dispose(&cred);
+        if (events > 0)
+            hd_http_respond_error(req, 400, "presence=1 needs the herald.v1 subprotocol");
         return;
     }
     /* ?ack=1 (herald.v1 only: a plain client's text is published, it has no ack message). */
@@ -307,7 +309,7 @@ static void on_ws(hd_req_t *req, void *arg)
     e->sub = hd_hub_subscribe(pub->w, name, (size_t)n, has_since ? &epoch : NULL,
                               has_since ? &seq : NULL,
                               mode == WS_MODE_RAW ? &raw_sub_ops : &envelope_sub_ops, e);
-    hd_hub_presence(e->sub, events && mode == WS_MODE_ENVELOPE,
+    hd_hub_presence(e->sub, events,
                     hd_tp_member(hd_ws_conf(ws), req->conn, pub->is_backend, name, (size_t)n));
 }
 

@@ -10,7 +10,8 @@ anonymous connection is a member by its connection id; SSE gets event: herald-jo
 herald-leave with ?presence=1; asking presence on a channel without presence=on is refused
 (/ws error presence_off, SSE 400, GET /presence 404); /channels/{ch} counts members.
 Several joins and leaves of a channel reaching a worker in one loop pass come as one
-presence_events frame (a burst of subscribes read at once), unfolded here into the events.
+presence_events frame (a burst of subscribes read at once), unfolded here into the events; with
+presence_hold, those of a whole window, in order, none merged.
 Ephemeral publishes reach /ws, herald.v1 and SSE subscribers live, stamped with the sender,
 without an id; they never appear in /poll nor on resume, consume no id; ephemeral_rate refuses
 the sixth of a burst of five with rate_limited and retry_after_ms. A long poll asking with
@@ -26,6 +27,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
@@ -339,6 +341,13 @@ class Presence(hh.HeraldTestCase):
             m = await recv_json(v1)
             self.assertEqual((m["type"], m["member"]["sub"]), ("leave", "hal"))
             await v1.close()
+            # a plain /ws/{channel} has no envelope for the events: refused before the upgrade
+            st, _, body = hh.request(self.port, "GET", "/ws/room:v1?presence=1&token=" + tok,
+                                     headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                              "Sec-WebSocket-Version": "13",
+                                              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+            self.assertEqual(st, 400, body)
+            self.assertIn(b"presence=1 needs the herald.v1 subprotocol", body)
         run(go())
 
     def test_events_batched_per_pass(self):
@@ -375,6 +384,38 @@ class Presence(hh.HeraldTestCase):
                                "80 joins and leaves in bursts came one frame each")
             self.assertEqual(presence_events(await quiet(watcher, h.port, "anon:burst")), [])
             await watcher.close()
+        run(go())
+
+    def test_events_held(self):
+        """presence_hold 2s: the joins and leaves of the window that the watcher's own join opens
+        come in one frame when it ends, in order, nothing merged: a member who leaves and joins
+        again within it is both events."""
+        h = self.start_herald(conf_raw=conf_text({"presence_hold": "2s"}))
+        hh.require_websocket(h.port, "/ws")
+
+        async def go():
+            watcher, a, b = [await connect(h.port) for _ in range(3)]
+            t0 = time.monotonic()
+            await subscribe(watcher, "anon:held", presence=True)
+            for ws, op in ((a, "subscribe"), (b, "subscribe"), (a, "unsubscribe"),
+                           (a, "subscribe")):
+                await ws.send(json.dumps({"op": op, "channel": "anon:held", "ref": op}))
+                await recv_until(ws, lambda m: m.get("ref") == op)
+            took = time.monotonic() - t0
+            first = await recv_json(watcher)
+            waited = time.monotonic() - t0
+            evs = [first] + [await recv_json(watcher) for _ in range(4)]
+            self.assertEqual([e["type"] for e in evs], ["join", "join", "join", "leave", "join"])
+            conns = [e["conn"] for e in evs]
+            self.assertEqual(len(set(conns)), 3, conns)
+            self.assertEqual((conns[1], conns[3], conns[4]), (conns[1],) * 3, conns)
+            self.assertNotEqual(conns[1], conns[2])
+            self.assertGreaterEqual(waited, 1.9, "the first event came before the hold ended")
+            if took < 1.5:  # the four operations fell in the watcher's window: one frame
+                self.assertEqual(getattr(watcher, "batches", 0), 1)
+            self.assertEqual(presence_events(await quiet(watcher, h.port, "anon:held")), [])
+            for c in (watcher, a, b):
+                await c.close()
         run(go())
 
     # ---- ephemeral ----
