@@ -15,8 +15,10 @@ arrives; with it not listed both fail, and nothing is published.
 """
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import herald_harness as hh  # noqa: E402
@@ -38,7 +40,40 @@ def curl(*args, timeout=15):
                        timeout=timeout + 5)
     if p.returncode not in (0, 28):  # 28: a stream cut by --max-time
         raise AssertionError("curl %r failed (%d): %s" % (args, p.returncode, p.stderr))
-    head, _, body = p.stdout.partition(b"\r\n\r\n")
+    return parse_response(p.stdout)
+
+
+def curl_stream_head(*args, timeout=15):
+    """curl -i on a stream that does not end (SSE): what curl prints up to the end of the
+    response head, then curl is stopped (no wait for a --max-time to cut the stream). Returns
+    (status, {lower-case header: value}, the body bytes printed with the head)."""
+    argv = ["curl", "-sS", "-i", "-N", "--max-time", str(timeout)] + list(args)
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    out = b""
+    try:
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in out and time.monotonic() < deadline:
+            ready, _, _ = select.select([p.stdout], [], [], deadline - time.monotonic())
+            if not ready:
+                continue
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break  # curl exited
+            out += chunk
+    finally:
+        p.kill()
+        _, err = p.communicate()
+    if b"\r\n\r\n" not in out:
+        raise AssertionError("curl %r: no response head within %d s: %r %s" %
+                             (args, timeout, out[:200], err[-500:]))
+    return parse_response(out)
+
+
+def parse_response(raw):
+    """(status, {lower-case header: value}, body) of what curl -i printed; a header twice
+    fails."""
+    head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     hdrs = {}
@@ -72,7 +107,7 @@ class CorsCase(hh.HeraldTestCase):
         return curl(*args, self.url(path))
 
     def sse(self, path, origin):
-        return curl("--max-time", "1", "-H", "Origin: " + origin, self.url(path))
+        return curl_stream_head("-H", "Origin: " + origin, self.url(path))
 
     def assertStar(self, hdrs):
         self.assertEqual(cors_of(hdrs), {
