@@ -125,7 +125,9 @@ typedef struct hd_out_s {
  */
 struct hd_conn_s {
     /* In the worker's deadline heap (conn.c) while a timeout is set: key, the loop time in ms
-     * when on_timeout fires. */
+     * when on_timeout fires, plus deadline.aux (a deadline moved later keeps its node where it
+     * was, aux ms early); deadline_off: removed, the node still in the heap until it comes
+     * first. */
     hd_heap_node_t deadline;
     hd_worker_t *worker;
     const hd_conn_ops_t *ops;
@@ -153,6 +155,7 @@ struct hd_conn_s {
     unsigned is_tls : 1;            /* under TLS (or carried by a connection that is) */
     unsigned is_unix_peer : 1;      /* a Unix socket (or carried by one): tests' socketpairs */
     unsigned is_shutting : 1;       /* a socket's write side is being shut down (linger) */
+    unsigned deadline_off : 1;      /* see deadline */
 };
 
 /*

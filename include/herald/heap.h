@@ -21,6 +21,7 @@
 typedef struct hd_heap_node_s {
     uint64_t key; /* set before hd_heap_push; hd_heap_update after changing it in the heap */
     uint32_t idx; /* 1-based slot in the heap; 0: in no heap */
+    uint32_t aux; /* the owner's (the heap never reads it): it fills what would be padding */
 } hd_heap_node_t;
 
 typedef struct hd_heap_s {
