@@ -19,13 +19,15 @@ the sixth of a burst of five with rate_limited and retry_after_ms. A long poll a
 cursor unchanged), one that does not ask is not woken by them, and an answer from history never
 holds one; a short poll with ?presence=1 gets a snapshot page instead, with presence_cursor.
 Attack: presence on more channels than presence_max_channels (joins past it are not listed,
-logged, others served) and a churn of connections joining and leaving (the table back to its one
+logged, others served), a presence_hold window past 1,024 events of a channel (sent at once),
+and a churn of connections joining and leaving (the table back to its one
 watcher: no member, channel or connection left behind; every join matched by one leave; the
 watcher served).
 """
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 
@@ -637,6 +639,39 @@ class PresenceLimits(hh.HeraldTestCase):
         h.wait_log(r"presence joins refused: presence_max_channels \(4\)")
         metrics = scrape(h.port)
         self.assertRegex(metrics, r"herald_presence_refused_total [1-9]")
+
+    def test_hold_bounded(self):
+        """presence_hold 5s: a channel holding 1,024 events is sent in that loop pass, not at the
+        end of the hold (a window holds what its channels bound, not what its length lets in)."""
+        h = self.start_herald(conf_raw=conf_text({"presence_hold": "5s",
+                                                  "max_connections": "2000"}), workers=1)
+        hh.require_websocket(h.port, "/ws")
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+
+        async def go():
+            watcher = await connect(h.port)
+            t0 = time.monotonic()
+            await subscribe(watcher, "anon:cap", presence=True)  # its join opens the window
+            for _ in range(1100):  # anonymous SSE streams: a member each
+                s = socket.create_connection(("127.0.0.1", h.port), timeout=IO)
+                s.sendall(b"GET /sse/anon:cap HTTP/1.1\r\nHost: t\r\n\r\n")
+                socks.append(s)
+            frame = json.loads(await asyncio.wait_for(watcher.recv(), IO))
+            took = time.monotonic() - t0
+            self.assertEqual(frame["type"], "presence_events")
+            # 1,024 or more: the events that reached the worker in the pass that made 1,024
+            self.assertGreaterEqual(len(frame["events"]), 1024)
+            self.assertLess(took, 4.5, "the batch waited for the end of the hold")
+            # the rest come when the window ends: every join once
+            n = len(frame["events"])
+            while n < 1101:
+                m = await recv_json(watcher, IO)
+                self.assertEqual(m["type"], "join", m)
+                n += 1
+            await watcher.close()
+        run(go())
+        self.assertServed(h.port)
 
     def test_churn_bounded(self):
         h = self.start_herald(conf_raw=conf_text())
