@@ -824,8 +824,9 @@ static hd_conn_t *conn_new(hd_worker_t *w)
     return c;
 }
 
-/* The socket is ours: note its peer, list the connection and set up TLS. */
-static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx)
+/* The socket is ours: note its peer, list the connection and set up TLS. nodelay: set
+ * TCP_NODELAY (an accepted socket has it from its listener, listener.c bind_one). */
+static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx, int nodelay)
 {
     sock_t *k = sock_of(c);
     struct sockaddr_storage ss;
@@ -834,7 +835,8 @@ static hd_conn_t *conn_ready(hd_conn_t *c, SSL_CTX *tls_ctx)
         hd_ip_from_sockaddr(&c->client, (struct sockaddr *)&ss);
         c->is_unix_peer = ss.ss_family == AF_UNIX;
     }
-    uv_tcp_nodelay(&k->tcp, 1);
+    if (nodelay)
+        uv_tcp_nodelay(&k->tcp, 1);
     hd_list_insert_tail(&cw_of(c)->conns, &c->link);
     if (tls_ctx) {
         k->tls = hd_calloc(1, sizeof(*k->tls));
@@ -856,7 +858,7 @@ hd_conn_t *hd_conn_accept(hd_worker_t *w, uv_stream_t *server, SSL_CTX *tls_ctx)
         hd_conn_close(c);
         return NULL;
     }
-    return conn_ready(c, tls_ctx);
+    return conn_ready(c, tls_ctx, 0);
 }
 
 hd_conn_t *hd_conn_open(hd_worker_t *w, int fd)
@@ -866,7 +868,7 @@ hd_conn_t *hd_conn_open(hd_worker_t *w, int fd)
         hd_conn_close(c);
         return NULL;
     }
-    return conn_ready(c, NULL);
+    return conn_ready(c, NULL, 1);
 }
 
 /* ---- the layer on a worker ---- */

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -265,6 +266,10 @@ static int bind_one(const hd_listen_t *l, struct sockaddr_storage *addr, int reu
     }
     if (addr->ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* Every accepted socket inherits it (Linux copies the listener's TCP options into each
+     * connection it accepts): one setsockopt per listener instead of one per connection
+     * (hd_conn_accept sets none). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)addr, l->addrlen) != 0 ||
         (reuseport && listen(fd, LISTEN_BACKLOG) != 0)) {
         int e = errno;

@@ -4,6 +4,7 @@
 Each test runs its own herald (ephemeral port, 2 workers, per-test conf) and talks raw HTTP over
 sockets, plus curl. After every bad-input test the server must still answer /healthz.
 """
+import ctypes
 import email.utils
 import json
 import os
@@ -69,6 +70,41 @@ class TestBasics(HttpTestCase):
             self.assertCommonHeaders(r)
             self.assertEqual(r.header("Cache-Control"), "no-store")
             self.assertIsNone(r.header("Connection"), "keep-alive is the 1.1 default")
+
+    def test_accepted_socket_has_nodelay(self):
+        """herald sets TCP_NODELAY once on its listening sockets and every accepted socket
+        inherits it (no setsockopt per connection): the server's end of a connection, taken
+        from herald with pidfd_getfd, has it."""
+        if os.geteuid() != 0:
+            self.skipTest("pidfd_getfd on another process needs root (ptrace access)")
+        with Client(self.h.port) as c:
+            self.assertOk(c.request("GET", "/healthz"))
+            client_port = c.sock.getsockname()[1]
+            inode = None
+            with open("/proc/net/tcp") as f:
+                for line in f.read().splitlines()[1:]:
+                    col = line.split()
+                    local, remote = col[1].split(":"), col[2].split(":")
+                    if int(local[1], 16) == self.h.port and int(remote[1], 16) == client_port:
+                        inode = col[9]
+            self.assertIsNotNone(inode, "herald's end of the connection is not in /proc/net/tcp")
+            fds = [int(n) for n in os.listdir("/proc/%d/fd" % self.h.pid)
+                   if os.readlink("/proc/%d/fd/%s" % (self.h.pid, n)) == "socket:[%s]" % inode]
+            self.assertEqual(len(fds), 1, "herald holds the accepted socket once")
+            libc = ctypes.CDLL(None, use_errno=True)
+            pidfd = os.pidfd_open(self.h.pid)
+            try:
+                fd = libc.syscall(438, pidfd, fds[0], 0)  # SYS_pidfd_getfd
+                self.assertGreaterEqual(fd, 0, os.strerror(ctypes.get_errno()))
+            finally:
+                os.close(pidfd)
+            s = socket.socket(fileno=fd)
+            try:
+                self.assertEqual(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+            finally:
+                s.detach()
+                os.close(fd)
+            self.assertOk(c.request("GET", "/healthz"))  # herald's socket is untouched
 
     def test_keepalive_several_requests(self):
         with Client(self.h.port) as c:
