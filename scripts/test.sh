@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# What CI runs: installs what is missing, checks formatting, runs the fuzzers for a bounded
-# time, builds under ThreadSanitizer (the mailboxes, and the ordering stress test against the
-# herald binary), with clang under AddressSanitizer and UndefinedBehaviorSanitizer (every test,
-# ctest), then a GCC Release build (the unit and abuse
-# tests again, memory measured without sanitizer overhead), its install into a staging tree and
-# its .deb package. Warnings are errors here (HERALD_WERROR), never in a user's build.
+# What CI runs: installs what is missing, checks formatting, builds with clang under
+# AddressSanitizer and UndefinedBehaviorSanitizer and runs every test (ctest), runs the fuzzers
+# for a bounded time, builds under ThreadSanitizer (the mailboxes, and the ordering stress test
+# against the herald binary), then a GCC Release build (the unit and abuse tests again, memory
+# measured without sanitizer overhead), its install into a staging tree and its .deb package.
+# Warnings are errors here (HERALD_WERROR), never in a user's build.
+#
+# The fuzz, TSan and Release trees are built while the ASan tests run, at nice 19 (back to
+# nice 0 once the tests are done, where renice may): most tests wait on sockets and timers and
+# leave a core idle much of the time, and a nice 19 build takes what they leave.
 # Environment: FUZZ_SECONDS (default 12 per harness; 0 skips the fuzz run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,14 +20,79 @@ jobs=$(nproc)
 echo "== format check"
 git ls-files '*.c' '*.h' | xargs -r clang-format --dry-run --Werror
 
+# The background builds (below) are stopped if the script ends while they run (a stage failed).
+background=
+trap '[ -z "$background" ] || kill -- -"$background" 2>/dev/null || true' EXIT
+
+fuzzing() {
+    [ "${FUZZ_SECONDS:-12}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1
+}
+
+# The trees the stages after the ASan tests need, built one after the other (each -j$jobs).
+build_later_trees() {
+    if fuzzing; then
+        echo "-- fuzz harnesses (clang, libFuzzer)"
+        cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DHERALD_FUZZ=ON -DHERALD_WERROR=ON \
+            -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+        # Only the harnesses (and the core they link): the whole tree builds with clang for ASan.
+        local targets=()
+        for src in tests/fuzz/fuzz_*.c; do targets+=("$(basename "$src" .c)"); done
+        cmake --build build-fuzz -j"$jobs" --target "${targets[@]}"
+    fi
+    echo "-- ThreadSanitizer"
+    cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_TSAN=ON -DHERALD_WERROR=ON >/dev/null
+    cmake --build build-tsan -j"$jobs" --target test_mpsc test_wake herald test_broker_memory \
+        test_chantab test_hooks
+    echo "-- GCC Release"
+    cmake -S . -B build-release -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Release \
+        -DHERALD_WERROR=ON -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+    cmake --build build-release -j"$jobs"
+    times # the shell's CPU time, then its children's: the builds' (the last line)
+}
+
+# Both compilers' warnings fail CI: clang builds the sanitizer trees, GCC the Release tree.
+echo "== build (clang, ASan + UBSan)"
+cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE=ON \
+    -DHERALD_WERROR=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+
+echo "== builds of the fuzz, TSan and GCC Release trees: in the background (nice 19) during the tests"
+later_log=$(mktemp)
+later_t0=$(date +%s)
+# A session of its own, so its process group (the builds' compilers too) is one id to renice
+# or stop.
+setsid nice -n 19 bash -c "set -euo pipefail; jobs=$jobs; $(declare -f fuzzing build_later_trees)
+    build_later_trees" >"$later_log" 2>&1 &
+background=$!
+
+echo "== tests"
+# With the CPU time they took: what the builds beside them could have is what the tests left.
+TIMEFORMAT="-- tests: %0R s, CPU %0U s user + %0S s sys"
+time (
+    cd build-asan
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+    ctest --output-on-failure -j2 --timeout 300
+)
+
+# The tests are done: the builds get the whole machine (raising a priority needs root).
+renice -n 0 -g "$background" >/dev/null 2>&1 || true
+later_rc=0
+wait "$background" || later_rc=$?
+background=
+if [ "$later_rc" != 0 ]; then
+    cat "$later_log"
+    rm -f "$later_log"
+    echo "!! the fuzz, TSan or GCC Release build failed (status $later_rc)"
+    exit 1
+fi
+echo "== background builds done $(($(date +%s) - later_t0)) s after they started" \
+    "(CPU user and sys: $(tail -n 1 "$later_log"))"
+rm -f "$later_log"
+
 echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:-12}s per harness)"
-if [ "${FUZZ_SECONDS:-12}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; then
-    cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DHERALD_FUZZ=ON -DHERALD_WERROR=ON \
-        -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    # Only the harnesses (and the core they link): the whole tree builds with clang below.
+if fuzzing; then
     targets=()
     for src in tests/fuzz/fuzz_*.c; do targets+=("$(basename "$src" .c)"); done
-    cmake --build build-fuzz -j"$jobs" --target "${targets[@]}" >/dev/null
     # fuzz_one NAME OUT: one harness for FUZZ_SECONDS, its output in OUT and its status in
     # OUT.rc. libFuzzer runs on one core: $jobs harnesses run at once, each for the same time,
     # so the stage takes half as long on two cores and fuzzes as much.
@@ -68,8 +137,6 @@ if [ "${FUZZ_SECONDS:-12}" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; the
 fi
 
 echo "== ThreadSanitizer: the lock-free mailboxes, and the node-wide order through the binary"
-cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_TSAN=ON -DHERALD_WERROR=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target test_mpsc test_wake herald >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_mpsc
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_wake
 # The ordering stress test (publishers and subscribers on every worker, 2 and 4 workers) against
@@ -78,30 +145,12 @@ TSAN_OPTIONS=halt_on_error=1 HERALD_BIN=$PWD/build-tsan/herald HERALD_SRC=$PWD \
     /usr/bin/python3 tests/integration/test_ordering.py
 # The embedded broker's store behind its lock: publishers on several threads at once; and the
 # channel table's interest counts, which a worker moves without the lock while fan-outs read them.
-cmake --build build-tsan -j"$jobs" --target test_broker_memory test_chantab >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_broker_memory
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_chantab
 # The webhook filter: threads publishing while the hooks thread swaps the registered endpoints'
 # view (src/hooks/filter.c, test_filter_threads).
-cmake --build build-tsan -j"$jobs" --target test_hooks >/dev/null
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_hooks
 
-# Both compilers' warnings fail CI: clang builds the sanitizer tree, GCC the Release tree below.
-echo "== build (clang, ASan + UBSan)"
-cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE=ON \
-    -DHERALD_WERROR=ON >/dev/null
-cmake --build build-asan -j"$jobs"
-echo "== tests"
-(
-    cd build-asan
-    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
-    ctest --output-on-failure -j2 --timeout 300
-)
-
-echo "== build (GCC Release, as users and packagers build)"
-cmake -S . -B build-release -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Release -DHERALD_WERROR=ON \
-    -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
-cmake --build build-release -j"$jobs"
 echo "== unit and abuse tests (Release)"
 (cd build-release && ctest --output-on-failure -j2 --timeout 300 -L 'unit|abuse')
 
