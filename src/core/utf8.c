@@ -2,11 +2,23 @@
 /* utf8.c: incremental UTF-8 validation; see utf8.h. */
 #include "herald/utf8.h"
 
+#include <string.h>
+
 int hd_utf8_feed(hd_utf8_t *u, const void *data, size_t len)
 {
     const uint8_t *p = data;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t b = p[i];
+    size_t i = 0;
+    while (i < len) {
+        if (u->need == 0) {
+            /* Between characters, ASCII 8 bytes at a time: a payload is mostly ASCII (JSON),
+             * and a byte at a time was 582 instructions of a 64-byte publish (callgrind). */
+            uint64_t w;
+            while (len - i >= 8 && (memcpy(&w, p + i, 8), (w & 0x8080808080808080ull) == 0))
+                i += 8;
+            if (i == len)
+                break;
+        }
+        uint8_t b = p[i++];
         if (u->need == 0) {
             if (b < 0x80)
                 continue;

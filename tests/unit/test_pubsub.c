@@ -531,6 +531,32 @@ static void test_utf8(void)
             T_TRUE(rc != 0 || !hd_utf8_complete(&u));
         }
     }
+    /* Long ASCII runs (validated 8 bytes at a time) with a character of 2, 3 or 4 bytes, or a
+     * bad byte, at every offset, fed whole and split at every offset. */
+    const char *ins_good[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    const char *ins_bad[] = {"\xff", "\x80", "\xc0\xaf", "\xed\xa0\x80", "\xc3"};
+    for (int valid = 1; valid >= 0; valid--) {
+        const char **ins = valid ? ins_good : ins_bad;
+        size_t n_ins = valid ? HD_ARRAY_SIZE(ins_good) : HD_ARRAY_SIZE(ins_bad);
+        for (size_t k = 0; k < n_ins; k++) {
+            for (size_t at = 0; at <= 40; at++) {
+                char s[64];
+                size_t il = strlen(ins[k]);
+                memset(s, 'a', sizeof(s));
+                memcpy(s + at, ins[k], il);
+                size_t len = 40 + il;
+                T_EQ_INT(hd_utf8_valid(s, len), valid);
+                for (size_t cut = 0; cut <= len; cut++) {
+                    hd_utf8_t u;
+                    hd_utf8_init(&u);
+                    int rc = hd_utf8_feed(&u, s, cut);
+                    if (rc == 0)
+                        rc = hd_utf8_feed(&u, s + cut, len - cut);
+                    T_EQ_INT(rc == 0 && hd_utf8_complete(&u), valid);
+                }
+            }
+        }
+    }
 }
 
 /* One builder for the HTTP batch and the /ws publish: defaults, errors named, nothing built on
