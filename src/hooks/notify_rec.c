@@ -20,7 +20,12 @@
  *                            up to the queue's room read, or claimed from a dead claimer
  *   Redis (back) up       -> herald_hk_nsync: Redis holds exactly the table; when the node's
  *                            records had been claimed meanwhile (it was taken for dead while
- *                            cut off), its live streams are reported connected again
+ *                            cut off), its live streams are reported connected again (a
+ *                            connect, reason "node_back")
+ *   every second, with records -> SISMEMBER P ncn <node>: still listed? A node frozen past its
+ *                            lease with its connection kept learns here (or at its next
+ *                            herald_hk_nset) that its records were claimed: synced again and
+ *                            reported connected again, the same way
  *
  * Bounded: the table and P nc:<node> hold one record per notified stream of the node
  * (max_connections), plus closed ones whose disconnect waits in the queue (queue_size); a
@@ -63,6 +68,7 @@ struct hk_nrec_s {
     unsigned is_synced : 1;     /* the sync went since Redis came up: writes may go */
     unsigned has_synced : 1;    /* Redis held this node's records once */
     unsigned is_resyncing : 1;  /* a sync for a claimed node is on its way */
+    unsigned is_back_due : 1;   /* its records were found claimed: report them back at the sync */
     void (*settled)(void *arg); /* hk_nrec_settle's callback, once its PING is answered */
     void *settled_arg;
     unsigned is_taking : 1;
@@ -86,8 +92,10 @@ static void rsend(hk_nrec_t *r, int argc, const char **argv, const size_t *lens,
 
 static void sync_all(hk_nrec_t *r);
 
-/* herald_hk_nset and herald_hk_nsync answer 0 when Redis no longer knew this node: its
- * records were claimed as a dead node's while it was cut off. */
+/* herald_hk_nset, herald_hk_nsync and the tick's SISMEMBER answer 0 when Redis no longer
+ * listed this node: its records were claimed as a dead node's while it was cut off or frozen
+ * (its lease ran out). The nset that says so has listed the node again, so the sync that
+ * follows answers 1: the claim is remembered until that sync reports the streams back. */
 static void on_set(void *data, const redisReply *rep)
 {
     hk_nrec_t *r = data;
@@ -99,6 +107,7 @@ static void on_set(void *data, const redisReply *rep)
     }
     if (rep->integer == 0 && r->is_synced && !r->is_resyncing) {
         r->is_resyncing = 1; /* the writes sent before the sync answer 0 too */
+        r->is_back_due = 1;
         hd_log_warn("notify_hook: this node's streams were reported lost by another node (its "
                     "presence lease ran out); reporting them connected again");
         sync_all(r);
@@ -274,13 +283,15 @@ static void on_sync(void *data, const redisReply *rep)
         r->is_resyncing = 0;
         return;
     }
-    if (rep->integer == 0 && r->has_synced) {
-        hd_log_warn("notify_hook: this node's streams were reported lost by another node while "
-                    "it was cut off from Redis; reporting them connected again");
+    if ((rep->integer == 0 || r->is_back_due) && r->has_synced) {
+        if (!r->is_back_due)
+            hd_log_warn("notify_hook: this node's streams were reported lost by another node "
+                        "while it was cut off from Redis; reporting them connected again");
         hd_hmap_foreach(&r->recs, report_back, r);
     }
     r->has_synced = 1;
     r->is_resyncing = 0;
+    r->is_back_due = 0;
 }
 
 typedef struct sync_s {
@@ -446,9 +457,24 @@ static void on_take(void *data, const redisReply *rep)
         take_one(r, (const redisReply *const *)&rep->element[i]);
 }
 
+/* Is this node still listed? A node with records that was frozen past its lease (and kept
+ * its connection) has them claimed without writing anything that would tell it (on_set). */
+static void check_listed(hk_nrec_t *r)
+{
+    if (!r->is_synced || r->is_resyncing || r->recs.n == 0)
+        return;
+    const char *argv[] = {"SISMEMBER", r->ncn, hd_presence_node()};
+    size_t lens[3];
+    for (int i = 0; i < 3; i++)
+        lens[i] = strlen(argv[i]);
+    rsend(r, 3, argv, lens, on_set);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     hk_nrec_t *r = t->data;
+    if (hk_redis_is_up(r->rc))
+        check_listed(r);
     /* one round of claimed disconnects at a time: entries of this node's own that wait for the
      * backend are never claimed again by this node */
     if (!r->is_synced || r->is_taking || r->lost_pending || !hk_redis_is_up(r->rc))

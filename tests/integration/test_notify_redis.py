@@ -8,7 +8,9 @@ for each, with the stream's transport, sub and channels (a /ws subscription incl
 the lease (plus a poll and a flush); a stream whose disconnect the backend already got is not
 reported again, nor are the survivors' streams; the dead node's keys are gone afterwards. A
 graceful stop removes its records before the process exits (nothing is reported twice).
-max_connections bounds the records of a node."""
+max_connections bounds the records of a node. A node frozen past its lease (taken for dead, its
+streams reported lost) reports its live streams connected again (node_back) once it runs: after
+its Redis connection is made again, and with it kept."""
 import json
 import os
 import signal
@@ -164,6 +166,78 @@ class TestCrash(NotifyRedisCase):
             s.close()
         hh.wait_for(lambda: sum(len(r) for r in self.records().values()) == 0, timeout=10,
                     what="no record once the disconnects were acknowledged")
+
+
+class TestNodeBack(NotifyRedisCase):
+    def test_node_taken_for_dead_reports_its_streams_back(self):
+        """A node frozen (SIGSTOP) past its presence lease is taken for dead: the survivor
+        reports its stream disconnected (node_lost). Once it runs again the stream, still
+        open, is reported connected again (connect, reason node_back, its channels): (1) when
+        its notify connection to Redis, killed while it was frozen, is made again (the sync
+        finds its records claimed); (2) with its connection kept and nothing new on it (its
+        check of the node list every second finds it unlisted; before that check, only its
+        next record written, herald_hk_nset, could tell it, and the sync that followed did not
+        report them). Each time its record is back in Redis and a message published to the
+        stream's channel still reaches it."""
+        self.setup_cluster()
+        # a long redis_timeout: a command in flight when frozen is not timed out at the thaw,
+        # so (2) keeps its connection as it means to
+        n1 = self.node(more=["redis_timeout 30s"])
+        self.node()
+        self.addCleanup(lambda: n1.running() and n1.signal(signal.SIGCONT))
+        a = hh.SseStream(n1.port, "/sse?channel=a1&channel=a2")
+        self.addCleanup(a.close)
+
+        def connects():
+            return [e for e in self.events() if e["type"] == "connect"]
+        hh.wait_for(lambda: connects() and self.records(), timeout=10, what="a's record")
+        a_conn = connects()[0]["conn"]
+        node = list(self.records())[0]
+
+        def reasons():
+            return [e.get("reason", e["type"]) for e in self.events() if e["conn"] == a_conn]
+
+        def freeze_until_lost():
+            n = reasons().count("node_lost")
+            n1.signal(signal.SIGSTOP)
+            try:
+                hh.wait_for(lambda: reasons().count("node_lost") > n, timeout=LEASE_S + 15,
+                            what="a reported lost while its node is frozen")
+            except AssertionError:
+                n1.signal(signal.SIGCONT)
+                raise
+
+        def thaw_until_back(what):
+            n = reasons().count("node_back")
+            n1.signal(signal.SIGCONT)
+            hh.wait_for(lambda: reasons().count("node_back") > n, timeout=10,
+                        what="a reported back (%s)" % what)
+            back = [e for e in self.events() if e["conn"] == a_conn and
+                    e.get("reason") == "node_back"][-1]
+            self.assertEqual((back["type"], back["transport"], back["channels"]),
+                             ("connect", "sse", ["a1", "a2"]), back)
+            hh.wait_for(lambda: a_conn in self.records().get(node, {}), timeout=10,
+                        what="a's record back in Redis (%s)" % what)
+            hh.publish(n1.port, "a2", "after " + what)
+            self.assertEqual(a.events(1, timeout=10)[0].data, ["after " + what])
+
+        # (1) its notify connection cut while frozen: made again at the thaw
+        freeze_until_lost()
+        killed = 0
+        for c in self.redis.herald_clients():
+            if c.get("name", "").endswith(":%d:notify" % n1.pid):
+                self.redis.cli("CLIENT", "KILL", "ID", c["id"], check=False)
+                killed += 1
+        self.assertEqual(killed, 1)
+        thaw_until_back("reconnected")
+        # (2) connection kept, nothing new on the node: its check of the node list
+        freeze_until_lost()
+        thaw_until_back("checked")
+        # lost and back, in turn, never lost without coming back
+        got = reasons()
+        self.assertEqual(got[0], "connect")
+        self.assertGreaterEqual(len(got), 5, got)
+        self.assertEqual(got[1:], ["node_lost", "node_back"] * ((len(got) - 1) // 2), got)
 
 
 if __name__ == "__main__":
