@@ -3,8 +3,9 @@
 delivery with the npm standardwebhooks library: webhook_support.Receiver) answering as each test
 scripts it, herald configured with -o webhook lines.
 
-Signed deliveries with rotation secrets, channel patterns and events; retries after 500 and a
-dropped connection with full-jitter backoff inside its bounds; 410 disabling the endpoint; dead
+Signed deliveries with rotation secrets, channel patterns and events; retries after 500, a
+dropped connection, a timeout, a reset and a body trickling past the timeout, with full-jitter
+backoff inside its bounds; 410 disabling the endpoint; dead
 letters, inspection, replay and purge; a hung receiver never delaying publishes nor subscribers;
 the queue bound and webhook_max_memory under a flood; SSRF refusal; https with certificate
 verification; channel.occupied / channel.vacated; conf errors."""
@@ -103,6 +104,31 @@ class TestRetries(WebhookCase):
         self.assertEqual(ep["failures"]["status"], 2)
         self.assertEqual(ep["failures"]["connect"], 1)
         self.assertEqual(ep["pending"], 0)
+
+    def test_timeouts_resets_and_slow_bodies(self):
+        """A receiver that never answers, and one whose 200 comes at once but whose body trickles
+        past webhook_timeout, both time out (the whole answer has webhook_timeout: a 2xx head
+        is not a delivery); a TCP reset is a connection failure; each is retried with the same
+        id, and a slow body complete within the timeout is a delivery."""
+        s = ws.new_secret()
+        r = ws.Receiver(self, [s])
+        script = ["hang", "trickle:40:100", "reset", "trickle:4:50"]
+        r.control(script)
+        h = self.node([ws.webhook_line(r.url(), [s], name="t")],
+                      ["webhook_timeout 800ms", "webhook_backoff_base 10ms",
+                       "webhook_backoff_max 50ms"])
+        publish(h.port, "x", "patience")
+        ep = ws.wait_endpoint(h.port, "t", lambda e: e["delivered"] == 1, "delivered",
+                              timeout=20)
+        got = r.deliveries()
+        self.assertEqual([d["answer"] for d in got], script)
+        self.assertEqual(len({d["id"] for d in got}), 1, got)
+        self.assertTrue(all(d["verified"] == [True] for d in got))
+        # each timed-out attempt was given its 800 ms (less the receiver's own delay)
+        for k in (1, 2):
+            self.assertGreaterEqual(got[k]["at_ms"] - got[k - 1]["at_ms"], 700, got)
+        self.assertEqual((ep["attempts"], ep["failures"]["timeout"], ep["failures"]["connect"],
+                          ep["pending"]), (4, 2, 1, 0), ep)
 
     def test_backoff_schedule_full_jitter(self):
         """Retry k waits a random time in [0, min(max, base * 2^(k-1))]: every gap within its

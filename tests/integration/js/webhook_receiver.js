@@ -10,8 +10,10 @@
 //                    "default": "ok", "fail_each": N}: how the next deliveries are answered,
 //                    one entry each, then `default` (ok = 204; status:N = that status;
 //                    retry:N:VALUE = that status with Retry-After: VALUE; drop =
-//                    the connection is destroyed unanswered; hang = never answered; slow:MS =
-//                    204 after MS ms; reply:STATUS:BODY = that status with that JSON body;
+//                    the connection is destroyed unanswered; reset = likewise with a TCP RST;
+//                    hang = never answered; slow:MS = 204 after MS ms; trickle:N:MS = 200 with
+//                    its head at once and a body of N bytes, one every MS ms (a slow body);
+//                    reply:STATUS:BODY = that status with that JSON body;
 //                    auth = an authorize hook's backend: the answer follows the first channel
 //                    of the question, by what its name contains: "deny" -> {"allow":false,
 //                    "reason":"no entry for CHANNEL"}, "hang" -> never answered, "err" -> 500,
@@ -125,6 +127,24 @@ function handle(req, res, body) {
     res.end(rest.slice(colon + 1));
   } else if (answer === 'drop') {
     req.socket.destroy();
+  } else if (answer === 'reset') {
+    req.socket.resetAndDestroy();
+  } else if (answer.startsWith('trickle:')) {
+    const [n, ms] = answer.slice(8).split(':').map((x) => parseInt(x, 10));
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': n });
+    res.flushHeaders();
+    let sent = 0;
+    const t = setInterval(() => {
+      if (res.destroyed) {
+        clearInterval(t);
+      } else if (++sent < n) {
+        res.write('x');
+      } else {
+        clearInterval(t);
+        res.end('x');
+      }
+    }, ms);
+    res.on('close', () => clearInterval(t));
   } else if (answer === 'hang') {
     // never answered
   } else if (answer.startsWith('slow:')) {
