@@ -99,6 +99,16 @@ static void random_base64(char *out, size_t n)
     OPENSSL_cleanse(raw, sizeof(raw));
 }
 
+/* POST /admin/webhooks while webhook_max_endpoints is 0 (the default), with or without webhook
+ * lines: the endpoint exists, registering is off. */
+static void respond_off(hd_req_t *req)
+{
+    hd_http_respond_error(req, 403,
+                          "registering webhooks through the admin API is off "
+                          "(webhook_max_endpoints 0): set webhook_max_endpoints N to allow N "
+                          "(docs/webhooks.md)");
+}
+
 /*
  * POST /admin/webhooks: the body, completed with an id ("wh_" and 16 random hex digits) and a
  * secret (whsec_ and 32 random bytes) when it has none, is read as the stored registration
@@ -111,9 +121,7 @@ static void on_register(hd_req_t *req)
     char why[300], secret[100] = "";
     json_error_t jerr;
     if (conf->webhook_max_endpoints == 0) {
-        hd_http_respond_error(req, 403,
-                              "registering webhooks through the admin API is off "
-                              "(webhook_max_endpoints 0)");
+        respond_off(req);
         return;
     }
     if (req->body_len > REGISTER_BODY_MAX) {
@@ -198,6 +206,8 @@ static void on_webhooks(hd_req_t *req, void *arg)
             static const char empty[] = "{\"endpoints\":[],\"dead_letters\":0,\"memory_bytes\":0}";
             hd_http_respond(req, 200, "Cache-Control: no-store\r\n", "application/json", empty,
                             sizeof(empty) - 1);
+        } else if ((n == 0 || (n == 1 && *p == '/')) && m == HD_M_POST) {
+            respond_off(req);
         } else {
             hd_http_respond_error(req, 404,
                                   "no webhook is configured (webhook directive) and none may be "

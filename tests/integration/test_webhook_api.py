@@ -212,11 +212,17 @@ class TestRegistration(hh.HeraldTestCase):
         self.assertIn(names[0], answer["error"])
 
     def test_registration_off(self):
-        h = self.start_herald(overrides=[ws.webhook_line("http://127.0.0.1:9/", [ws.new_secret()])])
-        status, body = ws.admin(h.port, "POST", "/admin/webhooks",
-                                {"url": "http://127.0.0.1:9/", "secret": ws.new_secret()})
-        self.assertEqual(status, 403, body)
-        self.assertIn("webhook_max_endpoints", body["error"])
+        """Off by default (webhook_max_endpoints 0): 403 naming the directive, with conf
+        endpoints and without any webhook at all (the default conf)."""
+        line = ws.webhook_line("http://127.0.0.1:9/", [ws.new_secret()])
+        for overrides in ([line], []):
+            h = self.start_herald(overrides=overrides)
+            status, body = ws.admin(h.port, "POST", "/admin/webhooks",
+                                    {"url": "http://127.0.0.1:9/", "secret": ws.new_secret()})
+            self.assertEqual(status, 403, (overrides, body))
+            self.assertIn("set webhook_max_endpoints N", body["error"])
+            status, body = ws.admin(h.port, "GET", "/admin/webhooks")
+            self.assertEqual((status, len(body["endpoints"])), (200, len(overrides)))
 
 
 class TestRedis(hh.HeraldTestCase):
