@@ -156,6 +156,8 @@ struct hd_conn_s {
     unsigned is_unix_peer : 1;      /* a Unix socket (or carried by one): tests' socketpairs */
     unsigned is_shutting : 1;       /* a socket's write side is being shut down (linger) */
     unsigned deadline_off : 1;      /* see deadline */
+    unsigned is_carrier_held : 1;   /* a stream's carrier still uses its state (conn.c) */
+    unsigned is_stream_freed : 1;   /* a stream was freed but for its carrier's state (conn.c) */
 };
 
 /*
@@ -212,13 +214,23 @@ void hd_conn_want_flush(hd_conn_t *c);
 void hd_conn_flush_first(hd_conn_t *c);
 
 /*
- * A new stream inside `parent` (same worker, client address and listener kind), carried by
- * `carrier` (whose ops are told when it has output, finishes or closes). It is listed with the
+ * A new stream inside `parent` (same worker, client address and listener kind), and its
+ * carrier's state in the same allocation: carrier_size bytes (>= sizeof(hd_carrier_t)),
+ * zeroed but for the hd_carrier_t they start with, whose ops (told when the stream has output,
+ * finishes or closes) are `ops`; s->carrier points to it. The stream is listed with the
  * worker's connections (shutdown, hd_conn_foreach reach it) but not counted as one (it holds
  * no socket). No handler is installed: the caller installs one. Closing it (hd_conn_close)
- * calls carrier->ops->on_close unless the carrier detached first (s->carrier = NULL).
+ * calls ops->on_close unless the carrier detached first (s->carrier = NULL).
+ *
+ * The allocation is freed once both are done, in either order: the stream (freed at the end of
+ * the flush pass after its close) and the carrier's state (hd_conn_carrier_release), as a
+ * carrier's state may outlive its stream (an HTTP/2 stream herald reset lives until nghttp2
+ * closes it) and the reverse.
  */
-hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier);
+hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, const hd_carrier_ops_t *ops, size_t carrier_size);
+/* The carrier is done with the state hd_conn_stream_new allocated with its stream, which it
+ * closed or detached from (s->carrier = NULL) before: see hd_conn_stream_new. */
+void hd_conn_carrier_release(hd_carrier_t *carrier);
 /*
  * Copies the first `len` (<= hd_conn_queued_bytes(s)) queued bytes of stream s to dst and
  * drops them from its queue. For the carrier, when it frames them.

@@ -67,7 +67,7 @@ static void stream_free(hd_h2_stream_t *s)
     if (s->is_in_ready)
         h2->n_in_ready--;
     free(s->in);
-    free(s);
+    hd_conn_carrier_release(&s->carrier); /* allocated with its stream connection */
 }
 
 /* ---- a stream's request, until it is answered or taken over ---- */
@@ -170,12 +170,13 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     hd_conn_t *pc = h2->conn;
     if (h2->is_dead || pc->is_closing || pc->is_finishing)
         return NGHTTP2_ERR_CALLBACK_FAILURE; /* the connection went: no stream outlives it */
-    hd_h2_stream_t *s = hd_calloc(1, sizeof(*s));
-    s->carrier.ops = &hd_h2_carrier_ops;
+    /* The stream's state and its stream connection are one allocation (conn.h). */
+    hd_conn_t *sc = hd_conn_stream_new(pc, &hd_h2_carrier_ops, sizeof(hd_h2_stream_t));
+    hd_h2_stream_t *s = (hd_h2_stream_t *)sc->carrier;
     s->h2 = h2;
     s->id = frame->hd.stream_id;
     hd_list_insert_tail(&h2->streams, &s->link);
-    s->conn = hd_conn_stream_new(pc, &s->carrier);
+    s->conn = sc;
     hd_http_t *h = hd_http_new(s->conn);
     h->h2s = s;
     h->is_h2_decided = 1;

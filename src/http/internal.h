@@ -132,7 +132,9 @@ struct hd_h2_s {
  * One stream: the carrier of its stream connection (conn) and its place on the connection.
  * The request being received is the stream connection's handler until it is answered or
  * taken over (h2.c http_of). Every stream of a connection has one of these for its life, so
- * it holds nothing a request needs only while it arrives.
+ * it holds nothing a request needs only while it arrives. It is allocated with its stream
+ * connection (hd_conn_stream_new) and let go of by hd_conn_carrier_release (h2.c stream_free):
+ * it may outlive the stream connection (a stream herald reset, until nghttp2 closes it).
  */
 struct hd_h2_stream_s {
     hd_carrier_t carrier; /* first: conn->carrier points here */

@@ -707,19 +707,39 @@ void hd_conn_close(hd_conn_t *c)
 
 /* ---- streams: connections carried inside another ---- */
 
+/* Where a stream's carrier state starts in their allocation (malloc's alignment). */
+#define CARRIER_OFF ((sizeof(hd_conn_t) + 15) & ~(size_t)15)
+
 static void free_stream(hd_conn_t *c)
 {
     release_out(c->q, c->q_len);
-    free(c->q);
+    out_put(cw_of(c), c->q, c->q_cap);
+    c->q = NULL;
     hd_identity_unref(c->identity);
-    free(c);
+    c->identity = NULL;
+    c->is_stream_freed = 1;
+    if (!c->is_carrier_held)
+        free(c);
 }
 
-hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, hd_carrier_t *carrier)
+void hd_conn_carrier_release(hd_carrier_t *carrier)
+{
+    hd_conn_t *c = (hd_conn_t *)(void *)((char *)carrier - CARRIER_OFF);
+    HD_ASSERT(c->is_carrier_held);
+    c->is_carrier_held = 0;
+    if (c->is_stream_freed)
+        free(c);
+}
+
+hd_conn_t *hd_conn_stream_new(hd_conn_t *parent, const hd_carrier_ops_t *ops, size_t carrier_size)
 {
     hd_worker_t *w = parent->worker;
     hd_conn_worker_t *cw = w->conns_;
-    hd_conn_t *c = hd_calloc(1, sizeof(*c));
+    HD_ASSERT(carrier_size >= sizeof(hd_carrier_t));
+    hd_conn_t *c = hd_calloc(1, CARRIER_OFF + carrier_size);
+    hd_carrier_t *carrier = (hd_carrier_t *)(void *)((char *)c + CARRIER_OFF);
+    carrier->ops = ops;
+    c->is_carrier_held = 1;
     c->worker = w;
     c->id = ((uint64_t)w->id << 48) | ++cw->next_id;
     hd_list_init(&c->link);
@@ -758,7 +778,8 @@ void hd_conn_stream_copy(hd_conn_t *s, void *dst, size_t len)
     memmove(s->q, s->q + i, (s->q_len - i) * sizeof(*s->q));
     s->q_len -= i;
     if (s->q_len == 0) {
-        free(s->q); /* an idle stream holds no array: a burst of output allocates one */
+        /* An idle stream holds no array, as an idle socket: back to the worker's pool. */
+        out_put(cw_of(s), s->q, s->q_cap);
         s->q = NULL;
         s->q_cap = 0;
     }
