@@ -13,6 +13,8 @@ probes, token refreshes) from the page.
 
 - the file as served: bytes, Content-Type, ETag, 304, CORS, client_js off;
 - each transport alone (websocket, sse, longpoll, poll), two channels per client;
+- eight tabs of one browser on one https origin over HTTP/2 (ALPN h2), herald.js on SSE in
+  each: all eight receive (over HTTP/1.1 two would wait for a connection);
 - fallback: WebSocket blocked (Upgrade stripped) -> SSE; SSE buffered too -> long poll; /sse
   answered 502 -> long poll; a fallback in the middle of a stream resumes from the last id;
   probing back up to WebSocket once the proxy passes upgrades again;
@@ -271,6 +273,37 @@ class TestHeraldJs(hh.HeraldTestCase):
             self.assertEqual({m["transport"] for m in msgs}, {t})
             evs = page.rec(t)["events"]
             self.assertFalse([e for e in evs if e["ev"] == "fallback"], evs)
+
+    def test_eight_tabs_over_http2(self):
+        """Eight tabs of one browser on one https origin, each a page with herald.js on SSE:
+        over HTTP/1.1 two would wait for one of six connections (test_http2's control case);
+        over HTTP/2 (ALPN h2) every tab's stream shares a connection and all eight receive."""
+        from test_tls import make_cert
+        crt, key = make_cert(self.tmpdir(), "127.0.0.1", "tabs")
+        c = dict(self.CONF, tls_certificate=crt, tls_certificate_key=key)
+        h = self.start_herald(conf=c, workers=1, listens=("127.0.0.1:0", "127.0.0.1:0 tls"))
+        origin = "https://127.0.0.1:%d" % h.tls_port
+        url = "http://127.0.0.1:%d/heraldjs.html?%s" % (self.pages.port, urllib.parse.urlencode(
+            {"lib": origin + "/herald.js"}))
+        first = self.driver.call("page", url=url, ignoreHTTPSErrors=True)
+        self.addCleanup(self.driver.call, "closepage", page=first)
+        tabs = [Page(self.driver, first)] + [
+            Page(self.driver, self.driver.call("tab", page=first, url=url)) for _ in range(7)]
+        for i, tab in enumerate(tabs):
+            tab.make("t", origin, self.opts(transports=["sse"]), ["tab-%d" % i])
+        for tab in tabs:
+            self.wait_state(tab, "t", "open", "sse")
+        for i in range(8):
+            self.wait_subscribers(h, "tab-%d" % i, 1)
+        sent = self.publish_all(h.port, [("tab-%d" % i, "to tab %d" % i) for i in range(8)])
+        for i, tab in enumerate(tabs):
+            self.assert_exact(self.wait_msgs(tab, "t", 1), [sent[i]])
+        m = hh.request(h.port, "GET", "/metrics")[2].decode()
+        streams = int(m.split("\nherald_http2_streams_total ")[1].split()[0])
+        conns = int(m.split("\nherald_http2_connections_total ")[1].split()[0])
+        self.assertGreaterEqual(streams, 8, m)
+        self.assertLessEqual(conns, 2, m)  # the tabs' streams share a connection (two at most)
+        self.assertEqual(hh.stats(h.port)["connections"]["sse"], 8)
 
     # ---- fallback ----
 

@@ -2,10 +2,14 @@
 // browser_driver.js: headless Debian chromium driven by npm playwright-core, for Python tests
 // (test_heraldjs.py). One JSON request per line on stdin, one JSON answer per line on stdout:
 //
-//   {"id":1,"op":"page","url":"http://...","ready":EXPR?}
+//   {"id":1,"op":"page","url":"http://...","ready":EXPR?,"ignoreHTTPSErrors":BOOL?}
 //                                                   -> {"id":1,"ok":true,"value":PAGE}  (a new
 //                                                      browser context each: its own socket pools
 //                                                      and storage)
+//   {"id":11,"op":"tab","page":PAGE,"url":..,"ready":EXPR?} -> a new PAGE in PAGE's context (another
+//                                                      tab of the same browser: it shares the
+//                                                      context's socket pools); closepage of the
+//                                                      first closes them all
 //   {"id":2,"op":"eval","page":PAGE,"expr":"...","arg":..}
 //                                                   -> the value of (expr)(arg), awaited
 //   {"id":3,"op":"offline","page":PAGE,"value":true} -> the context goes offline / online
@@ -59,8 +63,9 @@ async function main() {
     const req = JSON.parse(line);
     try {
       let value = null;
-      if (req.op === "page") {
-        const ctx = await browser.newContext();
+      if (req.op === "page" || req.op === "tab") {
+        const ctx = req.op === "tab" ? pages[req.page].ctx : await browser.newContext(
+          req.ignoreHTTPSErrors ? { ignoreHTTPSErrors: true } : {});
         const page = await ctx.newPage();
         const n = pages.length;
         page.on("console", (m) => process.stderr.write(`[page ${n}] ${m.type()}: ${m.text()}\n`));
