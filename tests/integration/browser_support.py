@@ -81,7 +81,8 @@ class Driver:
 
 class Proxy:
     """TCP proxy on 127.0.0.1 (asyncio, its own thread). Options, changeable at any time (they
-    apply to new connections): fail_sse answers /sse with that status itself; strip_upgrade
+    apply to new connections): fail_sse answers /sse with that status itself, fail_lp /lp
+    (a proxy in front of which only short polls get through); strip_upgrade
     drops Upgrade and makes Connection "close" (a proxy that does not know WebSocket: herald
     answers the plain GET 426); buffer_sse passes the head of every /sse response and holds its
     body until 1 MiB or its end (a buffering proxy). Either makes every request
@@ -94,6 +95,7 @@ class Proxy:
         self.strip_upgrade = False
         self.buffer_sse = False
         self.fail_sse = 0  # a status to answer /sse with, instead of herald
+        self.fail_lp = 0  # the same for /lp
         self.accepts = []
         self.conns = set()
         self.loop = asyncio.new_event_loop()
@@ -168,13 +170,16 @@ class Proxy:
         up_w = None
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-            if self.fail_sse and head.split(b" ", 2)[1].startswith(b"/sse"):
+            target = head.split(b" ", 2)[1]
+            fail = ((target.startswith(b"/sse") and self.fail_sse) or
+                    (target.startswith(b"/lp") and self.fail_lp))
+            if fail:
                 body = b"proxy error"
                 # With a CORS header, so the page may read the status (else fetch only fails).
                 writer.write(b"HTTP/1.1 %d Proxy Says No\r\nContent-Type: text/plain\r\n"
                              b"Access-Control-Allow-Origin: *\r\n"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-                                 self.fail_sse, len(body), body))
+                                 fail, len(body), body))
                 await writer.drain()
                 return
             head, hold = self.rewrite(head)

@@ -16,7 +16,8 @@ probes, token refreshes) from the page.
 - eight tabs of one browser on one https origin over HTTP/2 (ALPN h2), herald.js on SSE in
   each: all eight receive (over HTTP/1.1 two would wait for a connection);
 - fallback: WebSocket blocked (Upgrade stripped) -> SSE; SSE buffered too -> long poll; /sse
-  answered 502 -> long poll; a fallback in the middle of a stream resumes from the last id;
+  answered 502 -> long poll; /sse and /lp answered 502 -> short poll; a fallback in the middle
+  of a stream resumes from the last id;
   probing back up to WebSocket once the proxy passes upgrades again;
 - a network cut on every transport (the proxy killed and back): no fallback, nothing lost,
   nothing duplicated; offline/online and page visibility; history lost meanwhile: the gap
@@ -384,6 +385,26 @@ class TestHeraldJs(hh.HeraldTestCase):
         self.assert_exact(self.wait_msgs(page, "bad", 3), sent_bad)
         probes = [e for e in page.rec("blocked")["events"] if e["ev"] == "probe"]
         self.assertEqual(probes[-1], dict(probes[-1], transport="websocket", ok=True))
+
+    def test_fallback_to_short_poll(self):
+        """Only short polls get through: Upgrade stripped, /sse and /lp answered 502 by the
+        proxy. The client goes down the whole list (websocket -> sse -> longpoll -> poll) and
+        receives on short polls exactly what was published, once."""
+        h = self.herald()
+        proxy = self.proxy(h)
+        proxy.strip_upgrade = True
+        proxy.fail_sse = proxy.fail_lp = 502
+        page = self.page(h)
+        page.make("short", "http://127.0.0.1:%d" % proxy.port, self.opts(), ["sp"])
+        self.wait_state(page, "short", "open", "poll", timeout=40)
+        evs = page.rec("short")["events"]
+        fb = [(e["from"], e["to"]) for e in evs if e["ev"] == "fallback"]
+        self.assertEqual(fb, [("websocket", "sse"), ("sse", "longpoll"), ("longpoll", "poll")],
+                         evs)
+        sent = self.publish_all(h.port, [("sp", "short %d" % i) for i in range(4)])
+        msgs = self.wait_msgs(page, "short", 4)
+        self.assert_exact(msgs, sent)
+        self.assertEqual({m["transport"] for m in msgs}, {"poll"})
 
     # ---- network cut, offline, visibility ----
 
