@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * memory_presence.c: the embedded broker's presence members (memory_presence.h). Channels in a
- * channel table, members of a channel in a hash map by key and in an array sorted by key (the
+ * channel table, members of a channel in a hash map by key and in blocks sorted by key (the
  * snapshot's order: a page is a binary search and a copy, never a sort), each member with the
  * connections it is present with. Called under the broker's lock only.
  */
@@ -28,13 +28,21 @@ typedef struct pmember_s {
 typedef struct hd_pchan_s {
     hd_chan_t ch;
     hd_hmap_t members; /* pmember_t */
-    /* The same members in byte order of their keys: sorted[0..members.n). A join or leave
-     * moves the pointers after its place (a memmove of at most 8 bytes a member, less than
-     * the event it sends to every subscriber of the channel); a page reads it in place. */
-    pmember_t **sorted;
-    size_t cap_sorted;
+    /* The same members in byte order of their keys, in blocks of at most PBLOCK (a sorted
+     * list unrolled: blocks[0] holds the first keys): a join or leave is two binary searches
+     * and a memmove inside one block (1 KiB at most) and, when a block splits or empties, of
+     * the block pointers (8 bytes a PBLOCK members); a page reads the blocks in place. */
+    struct pblock_s **blocks;
+    size_t n_blocks, cap_blocks;
     char name[];
 } hd_pchan_t;
+
+#define PBLOCK 128
+
+typedef struct pblock_s {
+    size_t n;
+    pmember_t *m[PBLOCK];
+} pblock_t;
 
 #define REFUSAL_LOG_MS 10000u
 
@@ -64,7 +72,9 @@ static void free_chan(hd_mpres_t *p, hd_pchan_t *c)
 {
     hd_hmap_foreach(&c->members, free_member_cb, c);
     hd_hmap_dispose(&c->members);
-    free(c->sorted);
+    for (size_t b = 0; b < c->n_blocks; b++)
+        free(c->blocks[b]);
+    free(c->blocks);
     hd_chantab_free(&p->chans, &c->ch);
 }
 
@@ -111,14 +121,14 @@ static size_t conn_find(const pmember_t *m, const char *conn)
     return lo;
 }
 
-/* The place in c->sorted of the first member whose key sorts after key (is_after), or at or
- * after it (!is_after): a binary search. */
-static size_t sorted_find(const hd_pchan_t *c, const char *key, size_t key_len, int is_after)
+/* The place in blk of the first member whose key sorts after key (is_after), or at or after
+ * it (!is_after); blk->n when none. */
+static size_t block_find(const pblock_t *blk, const char *key, size_t key_len, int is_after)
 {
-    size_t lo = 0, hi = c->members.n;
+    size_t lo = 0, hi = blk->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        const hd_hnode_t *n = &c->sorted[mid]->node;
+        const hd_hnode_t *n = &blk->m[mid]->node;
         int cmp = key_cmp(n->key, n->key_len, key, key_len);
         if (cmp < 0 || (is_after && cmp == 0))
             lo = mid + 1;
@@ -128,26 +138,96 @@ static size_t sorted_find(const hd_pchan_t *c, const char *key, size_t key_len, 
     return lo;
 }
 
-/* m, not yet in c->members, takes its place in c->sorted. */
-static void sorted_insert(hd_pchan_t *c, pmember_t *m)
+/* The place (*b, *i) of that member among c's blocks; *b == c->n_blocks when none. */
+static void sorted_find(const hd_pchan_t *c, const char *key, size_t key_len, int is_after,
+                        size_t *b, size_t *i)
 {
-    size_t n = c->members.n, at = sorted_find(c, m->node.key, m->node.key_len, 0);
-    c->sorted = hd_grow_array(c->sorted, &c->cap_sorted, n + 1, sizeof(*c->sorted), 8);
-    memmove(c->sorted + at + 1, c->sorted + at, (n - at) * sizeof(*c->sorted));
-    c->sorted[at] = m;
+    size_t lo = 0, hi = c->n_blocks; /* the first block whose last member qualifies */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const pblock_t *blk = c->blocks[mid];
+        const hd_hnode_t *n = &blk->m[blk->n - 1]->node;
+        int cmp = key_cmp(n->key, n->key_len, key, key_len);
+        if (cmp < 0 || (is_after && cmp == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *b = lo;
+    *i = lo < c->n_blocks ? block_find(c->blocks[lo], key, key_len, is_after) : 0;
 }
 
-/* m, still in c->members, leaves c->sorted; the array shrinks by half past three quarters
- * empty, so a crowd that left does not keep its place. */
+/* A new empty block at place b of c's blocks. */
+static pblock_t *block_add(hd_pchan_t *c, size_t b)
+{
+    c->blocks = hd_grow_array(c->blocks, &c->cap_blocks, c->n_blocks + 1, sizeof(*c->blocks), 4);
+    memmove(c->blocks + b + 1, c->blocks + b, (c->n_blocks - b) * sizeof(*c->blocks));
+    c->n_blocks++;
+    c->blocks[b] = hd_malloc(sizeof(pblock_t));
+    c->blocks[b]->n = 0;
+    return c->blocks[b];
+}
+
+/* Block b of c goes (it was emptied or merged). */
+static void block_drop(hd_pchan_t *c, size_t b)
+{
+    free(c->blocks[b]);
+    c->n_blocks--;
+    memmove(c->blocks + b, c->blocks + b + 1, (c->n_blocks - b) * sizeof(*c->blocks));
+}
+
+/* m, not yet in c->members, takes its place among c's blocks. */
+static void sorted_insert(hd_pchan_t *c, pmember_t *m)
+{
+    size_t b, i;
+    sorted_find(c, m->node.key, m->node.key_len, 0, &b, &i);
+    if (c->n_blocks == 0) {
+        block_add(c, 0);
+        b = i = 0;
+    } else if (b == c->n_blocks) { /* after every key: at the end of the last block */
+        b = c->n_blocks - 1;
+        i = c->blocks[b]->n;
+    }
+    pblock_t *blk = c->blocks[b];
+    if (blk->n == PBLOCK) { /* full: its upper half moves to a new block after it */
+        pblock_t *next = block_add(c, b + 1);
+        blk = c->blocks[b];
+        memcpy(next->m, blk->m + PBLOCK / 2, (PBLOCK / 2) * sizeof(*blk->m));
+        next->n = blk->n = PBLOCK / 2;
+        if (i > PBLOCK / 2) {
+            blk = next;
+            i -= PBLOCK / 2;
+        }
+    }
+    memmove(blk->m + i + 1, blk->m + i, (blk->n - i) * sizeof(*blk->m));
+    blk->m[i] = m;
+    blk->n++;
+}
+
+/* m leaves c's blocks; a block below a quarter full joins a neighbour it fits in, so a crowd
+ * that left does not keep its blocks. */
 static void sorted_remove(hd_pchan_t *c, const pmember_t *m)
 {
-    size_t n = c->members.n, at = sorted_find(c, m->node.key, m->node.key_len, 0);
-    HD_ASSERT(at < n && c->sorted[at] == m);
-    memmove(c->sorted + at, c->sorted + at + 1, (n - at - 1) * sizeof(*c->sorted));
-    if (c->cap_sorted > 64 && n - 1 < c->cap_sorted / 4) {
-        c->cap_sorted /= 2;
-        c->sorted = hd_realloc(c->sorted, c->cap_sorted * sizeof(*c->sorted));
+    size_t b, i;
+    sorted_find(c, m->node.key, m->node.key_len, 0, &b, &i);
+    HD_ASSERT(b < c->n_blocks && i < c->blocks[b]->n && c->blocks[b]->m[i] == m);
+    pblock_t *blk = c->blocks[b];
+    blk->n--;
+    memmove(blk->m + i, blk->m + i + 1, (blk->n - i) * sizeof(*blk->m));
+    if (blk->n == 0) {
+        block_drop(c, b);
+        return;
     }
+    if (blk->n >= PBLOCK / 4)
+        return;
+    if (b + 1 < c->n_blocks && blk->n + c->blocks[b + 1]->n <= PBLOCK)
+        b++; /* the next block joins this one */
+    else if (b == 0 || c->blocks[b - 1]->n + blk->n > PBLOCK)
+        return;
+    pblock_t *into = c->blocks[b - 1], *from = c->blocks[b];
+    memcpy(into->m + into->n, from->m, from->n * sizeof(*from->m));
+    into->n += from->n;
+    block_drop(c, b);
 }
 
 static pmember_t *new_member(const hd_member_t *member)
@@ -247,17 +327,21 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
     size_t limit = r->limit ? r->limit : HD_PRESENCE_PAGE_DEFAULT;
     if (limit > HD_PRESENCE_PAGE_MAX)
         limit = HD_PRESENCE_PAGE_MAX;
-    size_t total = c ? c->members.n : 0, from = 0;
+    size_t total = c ? c->members.n : 0, b = 0, i = 0, n = 0;
     if (c && r->cursor)
-        from = sorted_find(c, r->cursor, strlen(r->cursor), 1);
-    size_t n = total - from < limit ? total - from : limit;
+        sorted_find(c, r->cursor, strlen(r->cursor), 1, &b, &i);
     r->members = total;
     hd_sbuf_t sb;
-    hd_sbuf_init(&sb, 64 + n * 96);
+    hd_sbuf_init(&sb, 64 + (limit < total ? limit : total) * 96);
     hd_sbuf_appends(&sb, "\"members\":[");
-    for (size_t i = 0; i < n; i++) {
-        const pmember_t *m = c->sorted[from + i];
-        if (i)
+    const pmember_t *last = NULL;
+    while (c && b < c->n_blocks && n < limit) {
+        const pmember_t *m = last = c->blocks[b]->m[i];
+        if (++i == c->blocks[b]->n) {
+            b++;
+            i = 0;
+        }
+        if (n++)
             hd_sbuf_appends(&sb, ",");
         hd_sbuf_append(&sb, m->json, m->json_len - 1); /* without its '}' */
         hd_sbuf_appends(&sb, ",\"conns\":[");
@@ -271,16 +355,14 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
         hd_sbuf_appends(&sb, "]}");
     }
     hd_sbuf_appends(&sb, "],\"next\":");
-    if (from + n < total) {
-        const hd_hnode_t *last = &c->sorted[from + n - 1]->node;
-        append_json_string(&sb, last->key, last->key_len);
-    } else {
+    if (c && b < c->n_blocks && last) /* more after the page */
+        append_json_string(&sb, last->node.key, last->node.key_len);
+    else
         hd_sbuf_appends(&sb, "null");
-    }
-    hd_buf_t *b = hd_sbuf_finish(&sb);
+    hd_buf_t *text = hd_sbuf_finish(&sb);
     free(r->page);
-    r->page = hd_strndup(b->data, b->len);
-    hd_buf_unref(b);
+    r->page = hd_strndup(text->data, text->len);
+    hd_buf_unref(text);
 }
 
 void hd_mpres_log_limits(hd_mpres_t *p, uint64_t now_ms)

@@ -56,8 +56,8 @@ uint64_t hd_mpres_count(const hd_mpres_t *p, const char *channel, size_t len);
  *   "members":[{<member's json>,"conns":[..]},..],"next":"<key>"|null
  * of at most r->limit members (1..HD_PRESENCE_PAGE_MAX) whose keys sort after r->cursor (NULL:
  * from the first), in byte order of their keys; next is the key to ask after, null on the last
- * page. Costs a binary search and the page's copy: the members are kept sorted by key (a join
- * or leave moves the pointers after its place).
+ * page. Costs a binary search and the page's copy: the members are kept sorted by key, in
+ * blocks (a join or leave moves pointers inside one block).
  */
 void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r);
 /* Logs refused joins at most once per 10 s of now_ms (monotonic), with the count since. */

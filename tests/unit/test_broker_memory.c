@@ -1213,6 +1213,56 @@ static void test_presence_member_many_conns(void)
     hd_mpres_dispose(&p);
 }
 
+/* Many blocks: 3,000 members joined in a scrambled order (blocks split), nine in ten leave
+ * (blocks merge and go), a walk by cursor lists exactly those left, in order. */
+static void test_presence_blocks_split_and_merge(void)
+{
+    hd_mpres_t p;
+    hd_mpres_init(&p, 10);
+    enum { N = 3000 };
+    static hd_member_t *mem[N];
+    int err;
+    for (unsigned j = 0; j < N; j++) {
+        unsigned i = (j * 7 + 3) % N;
+        char sub[8];
+        snprintf(sub, sizeof(sub), "k%04u", i);
+        mem[i] = hd_member_new(sub, NULL, i + 1);
+        hd_message_unref(hd_mpres_join(&p, "pg", 2, mem[i], &err));
+    }
+    for (unsigned pass = 0; pass < 2; pass++) {
+        char keys[HD_PRESENCE_PAGE_MAX][8], next[8] = "", cursor[8];
+        uint64_t total;
+        unsigned at = 0, seen = 0;
+        int first = 1;
+        while (first || next[0]) {
+            snprintf(cursor, sizeof(cursor), "%s", next);
+            size_t n = page_keys(&p, first ? NULL : cursor, 97, keys, next, &total);
+            first = 0;
+            for (size_t k = 0; k < n; k++, seen++) {
+                while (pass && at % 10)
+                    at++;
+                char want[8];
+                snprintf(want, sizeof(want), "k%04u", at++);
+                T_EQ_STR(keys[k], want);
+            }
+        }
+        T_EQ_INT(seen, pass ? N / 10 : N);
+        T_EQ_INT(total, seen);
+        for (unsigned j = 0; pass == 0 && j < N; j++) {
+            unsigned i = (j * 11 + 5) % N;
+            if (i % 10)
+                hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+        }
+    }
+    for (unsigned i = 0; i < N; i++) {
+        if (i % 10 == 0)
+            hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+        hd_member_free(mem[i]);
+    }
+    T_EQ_INT(p.members, 0);
+    hd_mpres_dispose(&p);
+}
+
 int main(void)
 {
     T_RUN(test_ring_grows_and_shrinks);
@@ -1234,5 +1284,6 @@ int main(void)
     T_RUN(test_presence_one_request_per_pass);
     T_RUN(test_presence_pages_in_key_order);
     T_RUN(test_presence_member_many_conns);
+    T_RUN(test_presence_blocks_split_and_merge);
     T_DONE();
 }
