@@ -471,6 +471,27 @@ class TestReload(hh.HeraldTestCase):
                  what="slow_subscribers_dropped %d" % want)
         slow.close()
 
+    @case("presence_hold", "0", "3s", channel_rule="held:* subscribe=any presence=on")
+    def check_presence_hold(self, h, value):
+        # A /ws subscriber of a presence channel gets its own join: with no hold as soon as the
+        # loop pass ends, with a hold when the window its join opened ends (3 s later; 1.5 s
+        # apart from both, for a loaded machine).
+        ws = hh.RawWS(h.port, "/ws")
+        self.addCleanup(ws.close)
+        t0 = time.monotonic()
+        ws.send(hh.ws_frame(hh.OP_TEXT, json.dumps({"op": "subscribe", "channel": "held:x",
+                                                    "presence": True, "ref": 1})))
+        while True:
+            m = ws.recv_json(timeout=10)
+            if m.get("type") in ("join", "presence_events"):
+                break
+            self.assertIn(m.get("type"), ("subscribed", "presence"), m)
+        waited = time.monotonic() - t0
+        if value == "0":
+            self.assertLess(waited, 1.5, "the join came %.1f s late without a hold" % waited)
+        else:
+            self.assertGreaterEqual(waited, 2.9, "the join came %.1f s into a 3 s hold" % waited)
+
     @case("max_subscriptions_per_connection", "2", "1")
     def check_max_subscriptions_per_connection(self, h, value):
         st = SseStream(h.port, "/sse?channel=s1&channel=s2")
