@@ -137,6 +137,19 @@ typedef struct hd_hooks_stats_s {
 /* Zeroes *out when h is NULL. */
 void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out);
 
+/* One webhook endpoint's figures, as the hooks thread last published them (at most
+ * HD_HOOKS_EP_STATS_MS old): the labelled series of /metrics. */
+#define HD_HOOKS_EP_STATS_MS 1000
+typedef struct hd_hooks_ep_stats_s {
+    char name[HD_WEBHOOK_NAME_MAX + 1];
+    uint64_t pending;           /* waiting or in flight (with Redis: there, at the last take) */
+    uint64_t oldest_pending_ms; /* age of the oldest of those held here (0: none) */
+    uint64_t attempts, delivered, failures; /* this node's, since it started */
+} hd_hooks_ep_stats_t;
+/* Any thread: a copy of every endpoint's figures (*out, to free; NULL when none); returns how
+ * many. One short lock, shared with the hooks thread's publishing once a second. */
+size_t hd_hooks_get_ep_stats(hd_hooks_t *h, hd_hooks_ep_stats_t **out);
+
 /*
  * The admin API's questions (src/api/webhooks.c), answered on the hooks loop with a JSON body:
  *   LIST            endpoints with their state and figures

@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,63 @@ static void gauge(hd_sbuf_t *sb, const char *name, const char *help, uint64_t v)
                     (unsigned long long)v);
 }
 
+/* A label value, escaped per the Prometheus text format (\\, \", \n). Endpoint names are
+ * [A-Za-z0-9._-] (conf and admin API check it), so this changes nothing today. */
+static void label_value(hd_sbuf_t *sb, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            hd_sbuf_appendf(sb, "\\%c", *v);
+        else if (*v == '\n')
+            hd_sbuf_appends(sb, "\\n");
+        else
+            hd_sbuf_append(sb, v, 1);
+    }
+}
+
+/* One labelled series of every endpoint (field: an hd_hooks_ep_stats_t member's offset, its
+ * value divided by div). */
+static void per_endpoint(hd_sbuf_t *sb, const char *name, const char *type, const char *help,
+                         const hd_hooks_ep_stats_t *v, size_t n, size_t field, uint64_t div)
+{
+    hd_sbuf_appendf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x;
+        memcpy(&x, (const char *)&v[i] + field, sizeof(x));
+        hd_sbuf_appendf(sb, "%s{endpoint=\"", name);
+        label_value(sb, v[i].name);
+        hd_sbuf_appendf(sb, "\"} %llu\n", (unsigned long long)(x / div));
+    }
+}
+
+/* The per-endpoint series, as the hooks thread last published them (at most
+ * HD_HOOKS_EP_STATS_MS old). Endpoints are bounded by the conf's and webhook_max_endpoints, so
+ * the series are too. */
+static void endpoint_metrics(hd_sbuf_t *sb)
+{
+    hd_hooks_ep_stats_t *v;
+    size_t n = hd_hooks_get_ep_stats(hd_hooks_get(), &v);
+    if (n == 0)
+        return;
+    per_endpoint(sb, "herald_webhook_endpoint_pending", "gauge",
+                 "Webhook events waiting or in flight, per endpoint.", v, n,
+                 offsetof(hd_hooks_ep_stats_t, pending), 1);
+    per_endpoint(sb, "herald_webhook_endpoint_oldest_pending_seconds", "gauge",
+                 "Age of an endpoint's oldest pending webhook event held on this node, whole "
+                 "seconds (0: none).",
+                 v, n, offsetof(hd_hooks_ep_stats_t, oldest_pending_ms), 1000);
+    per_endpoint(sb, "herald_webhook_endpoint_attempts_total", "counter",
+                 "Webhook requests sent, per endpoint.", v, n,
+                 offsetof(hd_hooks_ep_stats_t, attempts), 1);
+    per_endpoint(sb, "herald_webhook_endpoint_deliveries_total", "counter",
+                 "Webhook requests answered 2xx, per endpoint.", v, n,
+                 offsetof(hd_hooks_ep_stats_t, delivered), 1);
+    per_endpoint(sb, "herald_webhook_endpoint_failures_total", "counter",
+                 "Webhook attempts that failed (every reason), per endpoint.", v, n,
+                 offsetof(hd_hooks_ep_stats_t, failures), 1);
+    free(v);
+}
+
 void hd_webhooks_metrics(hd_sbuf_t *sb)
 {
     hd_hooks_stats_t st;
@@ -332,6 +390,7 @@ void hd_webhooks_metrics(hd_sbuf_t *sb)
           st.dead_letters);
     gauge(sb, "herald_webhook_memory_bytes", "Bytes of webhook events held (pending and dead).",
           st.memory_bytes);
+    endpoint_metrics(sb);
     hd_sbuf_appends(sb, "# HELP herald_authorize_hook_total Authorize hook questions, by how "
                         "they were answered: asked (all), cached, joined (a call on its way), "
                         "calls (requests sent), allowed, denied, errors (calls).\n"

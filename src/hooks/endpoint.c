@@ -6,7 +6,8 @@
  * DELETE; with Redis, those any node registered, read back by registry.c). A deleted endpoint
  * takes with it what it holds here: its connections (requests in flight are cut, without
  * their callbacks), its pending events and its dead letters; the publishing threads' filter
- * (filter.c) is told after every change.
+ * (filter.c) is told after every change. hk_sender_ep_stats copies every endpoint's figures for
+ * /metrics (hooks.c publishes them once a second).
  */
 #include "herald/log.h"
 #include "sender.h"
@@ -111,4 +112,26 @@ hk_endpoint_t *hk_endpoint_find(hk_sender_t *s, const char *name)
             return s->eps[i];
     }
     return NULL;
+}
+
+size_t hk_sender_ep_stats(hk_sender_t *s, hd_hooks_ep_stats_t **out)
+{
+    *out = NULL;
+    if (!s || s->n_eps == 0)
+        return 0;
+    hd_hooks_ep_stats_t *v = hd_calloc(s->n_eps, sizeof(*v));
+    for (size_t i = 0; i < s->n_eps; i++) {
+        hk_endpoint_t *ep = s->eps[i];
+        hd_hooks_ep_stats_t *e = &v[i];
+        snprintf(e->name, sizeof(e->name), "%s", ep->def->name);
+        e->pending = s->dur ? ep->redis_pending : ep->n_pending;
+        if (!hd_list_empty(&ep->all))
+            e->oldest_pending_ms = hd_container_of(ep->all.next, hk_job_t, all)->created_ms;
+        e->attempts = ep->attempts;
+        e->delivered = ep->delivered;
+        for (int k = 0; k < HD_HOOKS_FAIL_COUNT; k++)
+            e->failures += ep->failures[k];
+    }
+    *out = v;
+    return s->n_eps;
 }

@@ -54,6 +54,12 @@ struct hd_hooks_s {
     size_t inbox_bytes;     /* atomic: what those hold (msg_cost), at most webhook_max_memory */
     unsigned is_started : 1;
     hd_hooks_stats_t stats;
+    /* every endpoint's figures, published by the hooks thread every HD_HOOKS_EP_STATS_MS for
+     * /metrics (a timer, not the delivery path: no lock there) */
+    uv_timer_t ep_timer;
+    uv_mutex_t ep_mu;
+    hd_hooks_ep_stats_t *ep_stats; /* under ep_mu */
+    size_t n_ep_stats;             /* under ep_mu */
 };
 
 typedef struct pub_msg_s {
@@ -458,6 +464,22 @@ static void on_wakeup(void *data)
         hold(h);
 }
 
+/* Publishes every endpoint's figures for hd_hooks_get_ep_stats (the old copy freed). */
+static void on_ep_timer(uv_timer_t *t)
+{
+    hd_hooks_t *h = t->data;
+    hd_hooks_ep_stats_t *v, *old;
+    size_t n = h->sender ? hk_sender_ep_stats(h->sender, &v) : 0;
+    if (n == 0)
+        v = NULL;
+    uv_mutex_lock(&h->ep_mu);
+    old = h->ep_stats;
+    h->ep_stats = v;
+    h->n_ep_stats = n;
+    uv_mutex_unlock(&h->ep_mu);
+    free(old);
+}
+
 /* The end of the thread's work: everything closed, then the loop ends. */
 static void finish_stop(void *arg)
 {
@@ -482,6 +504,7 @@ static void finish_stop(void *arg)
                     lost);
     hd_wake_close(&h->wakeup);
     uv_close((uv_handle_t *)&h->hold, NULL);
+    uv_close((uv_handle_t *)&h->ep_timer, NULL);
 }
 
 static void on_stop(hd_worker_t *w, hd_msg_t *msg)
@@ -541,6 +564,11 @@ int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen)
     }
     uv_timer_init(&h->loop, &h->hold);
     h->hold.data = h;
+    uv_mutex_init(&h->ep_mu);
+    uv_timer_init(&h->loop, &h->ep_timer);
+    h->ep_timer.data = h;
+    if (conf->n_webhooks || conf->webhook_max_endpoints)
+        uv_timer_start(&h->ep_timer, on_ep_timer, HD_HOOKS_EP_STATS_MS, HD_HOOKS_EP_STATS_MS);
     hd_mpsc_init(&h->mailbox);
     h->sender = hk_sender_new(&h->loop, h->conf, h->tls, &h->stats, h->filter);
     if (conf->authorize_hook)
@@ -597,6 +625,7 @@ void hd_hooks_free(hd_hooks_t *h)
         hk_sender_close(h->sender);
         hd_wake_close(&h->wakeup);
         uv_close((uv_handle_t *)&h->hold, NULL);
+        uv_close((uv_handle_t *)&h->ep_timer, NULL);
         uv_run(&h->loop, UV_RUN_DEFAULT);
     }
     /* what was pushed after the stop: events nobody will send */
@@ -620,6 +649,8 @@ void hd_hooks_free(hd_hooks_t *h)
     }
     uv_loop_close(&h->loop);
     hk_filter_free(h->filter);
+    free(h->ep_stats);
+    uv_mutex_destroy(&h->ep_mu);
     hd_wake_dispose(&h->wakeup);
     SSL_CTX_free(h->tls);
     hd_conf_unref(h->conf);
@@ -638,4 +669,24 @@ void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out)
     uint64_t now = hk_wall_ms();
     out->oldest_pending_ms =
         out->oldest_pending_ms && now > out->oldest_pending_ms ? now - out->oldest_pending_ms : 0;
+}
+
+size_t hd_hooks_get_ep_stats(hd_hooks_t *h, hd_hooks_ep_stats_t **out)
+{
+    *out = NULL;
+    if (!h)
+        return 0;
+    uv_mutex_lock(&h->ep_mu);
+    size_t n = h->n_ep_stats;
+    if (n) {
+        *out = hd_malloc(n * sizeof(**out));
+        memcpy(*out, h->ep_stats, n * sizeof(**out));
+    }
+    uv_mutex_unlock(&h->ep_mu);
+    uint64_t now = hk_wall_ms();
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = (*out)[i].oldest_pending_ms;
+        (*out)[i].oldest_pending_ms = t && now > t ? now - t : 0;
+    }
+    return n;
 }

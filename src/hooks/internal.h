@@ -449,6 +449,9 @@ void hk_sender_member(hk_sender_t *s, const char *channel, size_t len, int added
 /* admin.c: answers an admin request: fills status and body and returns 1, or returns 0 when the
  * answer comes later through hk_admin_answered (with Redis; a host name being resolved). */
 int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a);
+/* endpoint.c: every endpoint's figures (hd_hooks_get_ep_stats), oldest_pending_ms a wall clock
+ * time (0: none); *out to free (NULL when none). Returns how many. */
+size_t hk_sender_ep_stats(hk_sender_t *s, hd_hooks_ep_stats_t **out);
 /* sender.c: closes everything; the loop must run until its handles are closed. Returns the
  * events that were still pending (lost). */
 size_t hk_sender_close(hk_sender_t *s);

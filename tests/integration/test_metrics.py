@@ -87,13 +87,18 @@ class Scrape:
             if m:
                 self.exported[m.group(1)] = m.group(2)
 
+    def per_endpoint(self):
+        """The families whose series carry an endpoint label (one series per webhook)."""
+        return {n for n, typ in self.exported.items()
+                if any(k.startswith(n + '{endpoint="') for k in self.samples)}
+
     def series(self):
         """Every series a test must drive: each sample of a counter or gauge, and each histogram
         as one (its buckets, sum and count are checked together)."""
         out = set()
         for name, typ in self.exported.items():
-            if typ == "histogram":
-                out.add(name)
+            if typ == "histogram" or name in self.per_endpoint():
+                out.add(name)  # per endpoint: the names are the conf's, the family is driven
                 continue
             for key in self.samples:
                 if key == name or key.startswith(name + "{"):
@@ -678,6 +683,46 @@ class TestWebhooks(MetricsTestCase):
             'herald_webhook_failures_total{reason="connect"}': 1,
             "herald_webhook_retries_total": 2, "herald_webhook_pending": 0})
 
+    @drives("herald_webhook_endpoint_pending", "herald_webhook_endpoint_oldest_pending_seconds",
+            "herald_webhook_endpoint_attempts_total", "herald_webhook_endpoint_deliveries_total",
+            "herald_webhook_endpoint_failures_total")
+    def test_webhook_per_endpoint(self):
+        """Two endpoints, each its own labelled series: "down" answers 500 then hangs (its
+        event pending, in flight on its retry), "up" takes its event at once."""
+        sd, su = whs.new_secret(), whs.new_secret()
+        down, up = whs.Receiver(self, [sd]), whs.Receiver(self, [su])
+        down.control(["status:500"], default="hang")
+        h = self.start_herald(overrides=self.FAST + ["webhook_timeout 60s", whs.webhook_line(
+            down.url(), [sd], name="down"), whs.webhook_line(up.url(), [su], name="up")],
+            workers=2)
+        publish(h.port, "pe", "one")
+        up.wait_deliveries(1)
+        down.wait_deliveries(2)  # the 500, then the retry that hangs
+
+        def ep(name, fam):
+            return '%s{endpoint="%s"}' % (fam, name)
+        want = {}
+        for name, v in (("down", (1, 2, 0, 1)), ("up", (0, 1, 1, 0))):
+            for fam, x in zip(("herald_webhook_endpoint_pending",
+                               "herald_webhook_endpoint_attempts_total",
+                               "herald_webhook_endpoint_deliveries_total",
+                               "herald_webhook_endpoint_failures_total"), v):
+                want[ep(name, fam)] = x
+        # the node-wide series are the endpoints' sums
+        want.update({"herald_webhook_pending": 1, "herald_webhook_attempts_total": 3,
+                     "herald_webhook_deliveries_total": 1})
+        self.assertSeries(h.port, want)
+        age = "herald_webhook_endpoint_oldest_pending_seconds"
+        m = self.assertSeries(h.port, {ep("down", age): 1, ep("up", age): 0})
+        self.assertEqual(m.per_endpoint(), {
+            "herald_webhook_endpoint_pending", "herald_webhook_endpoint_oldest_pending_seconds",
+            "herald_webhook_endpoint_attempts_total", "herald_webhook_endpoint_deliveries_total",
+            "herald_webhook_endpoint_failures_total"})
+        self.assertEqual(sorted(k for k in m.samples if k.startswith(
+            "herald_webhook_endpoint_pending")), [ep("down", "herald_webhook_endpoint_pending"),
+                                                   ep("up", "herald_webhook_endpoint_pending")])
+        _asserted.update(m.per_endpoint())
+
     @drives("herald_webhook_endpoints_disabled", "herald_webhook_dead_lettered_total",
             "herald_webhook_dead_letters", "herald_webhook_memory_bytes",
             'herald_webhook_dropped_total{reason="disabled"}', "herald_webhook_replayed_total")
@@ -847,12 +892,18 @@ class TestEverySeriesDriven(MetricsTestCase):
         """The whole output (of a node with Redis, the fullest) parses, each family's TYPE is
         what the parser read, and every series exported is driven by a test of this file."""
         r = rs.start_redis(self)
-        h = self.start_herald(overrides=["redis unix://" + r.sock], workers=2)
+        # one webhook endpoint (never sent to: nothing is published) for the per-endpoint series
+        hook = ["webhook_allow_private on",
+                whs.webhook_line("http://127.0.0.1:9/hook", [whs.new_secret()], name="e")]
+        h = self.start_herald(overrides=["redis unix://" + r.sock] + hook, workers=2)
+        wait_for(lambda: scrape(h.port).per_endpoint(), what="the per-endpoint series")
         m = scrape(h.port)
         for name, typ in m.exported.items():
             fam = name[:-len("_total")] if typ == "counter" and name.endswith("_total") else name
             self.assertEqual(m.families.get(fam), typ, "family %s" % name)
-        plain = scrape(self.start_herald(workers=1).port)
+        hp = self.start_herald(overrides=hook, workers=1)
+        wait_for(lambda: scrape(hp.port).per_endpoint(), what="the per-endpoint series")
+        plain = scrape(hp.port)
         self.assertEqual(set(plain.exported), set(m.exported),
                          "the embedded broker exports other families than the Redis bridge")
         undriven = sorted(m.series() - set(_DRIVEN))
