@@ -5,7 +5,7 @@
  *
  *     webhook URL [name=NAME] [channels=PATTERN,...] [secret=whsec_...[,whsec_...]]
  *                 [events=message.published,channel.occupied,channel.vacated,member.added,
- *                         member.removed]
+ *                         member.removed] [pipeline=N]
  *
  * The value's syntax and its parsed form, shared by the conf loader (which checks the directive)
  * and the webhook sender (src/hooks/, which delivers); this module depends on neither. Pure: no
@@ -25,6 +25,7 @@
 #define HD_WEBHOOK_MAX_SECRETS  4   /* secret= keys of one endpoint (rotation) */
 #define HD_WEBHOOK_KEY_MAX      64  /* decoded bytes of one whsec_ secret */
 #define HD_WEBHOOK_KEY_MIN      16
+#define HD_WEBHOOK_PIPELINE_MAX 256 /* pipeline= at most (webhook_concurrency's bound) */
 
 /* Events an endpoint may ask for (events=). */
 enum {
@@ -51,6 +52,9 @@ typedef struct hd_webhook_def_s {
     size_t key_lens[HD_WEBHOOK_MAX_SECRETS];
     size_t n_keys;
     unsigned events; /* HD_WEBHOOK_EV_*; "message.published" when not given */
+    /* pipeline=: requests written on one connection before their answers came (HTTP/1.1
+     * pipelining, the receiver's opt-in); 1 when not given (0, in a def not parsed here: 1) */
+    unsigned pipeline;
 } hd_webhook_def_t;
 
 /*
@@ -59,8 +63,8 @@ typedef struct hd_webhook_def_s {
  * Returns 0, or -1 with a one-line reason in why (never containing a secret): a URL that is not
  * http(s)://HOST[:PORT][/PATH] (no user info, no fragment, printable ASCII, at most 512 bytes),
  * an unknown option, a bad name, pattern or event, more than 16 patterns or 4 secrets, a secret
- * that is not whsec_ followed by the base64 of 16..64 bytes, or no secret at all (every delivery
- * is signed).
+ * that is not whsec_ followed by the base64 of 16..64 bytes, a pipeline= that is not 1..256, or
+ * no secret at all (every delivery is signed).
  */
 int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const char *const *argv,
                          char *why, size_t whylen);
@@ -77,10 +81,10 @@ int hd_def_option(const char *const *keys, size_t n, const char *arg, unsigned *
 /*
  * Reads a registration of the admin API into *out (webhook_json.c, with jansson):
  *   {"id": NAME, "url": URL, "channels": [PATTERN, ...], "events": [EVENT, ...],
- *    "secret": "whsec_..." or ["whsec_...", ...]}
- * id (the name), url and secret required, channels (["*"]) and events (["message.published"])
- * optional, no other member; the checks of the webhook directive. Returns 0, or -1 with a
- * one-line reason in why (never a secret): not JSON, not an object, a duplicate or unknown
+ *    "secret": "whsec_..." or ["whsec_...", ...], "pipeline": N}
+ * id (the name), url and secret required, channels (["*"]), events (["message.published"]) and
+ * pipeline (1) optional, no other member; the checks of the webhook directive. Returns 0, or -1
+ * with a one-line reason in why (never a secret): not JSON, not an object, a duplicate or unknown
  * member, a member of the wrong type, or what hd_webhook_def_parse refuses.
  */
 int hd_webhook_def_from_json(hd_webhook_def_t *out, const char *json, size_t len, char *why,

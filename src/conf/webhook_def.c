@@ -219,6 +219,27 @@ static int parse_events(hd_webhook_def_t *d, const char *v, char *why, size_t wh
     return 0;
 }
 
+/* pipeline=N: 1..HD_WEBHOOK_PIPELINE_MAX, in decimal. */
+static int parse_pipeline(hd_webhook_def_t *d, const char *v, char *why, size_t whylen)
+{
+    unsigned n = 0;
+    size_t len = strlen(v);
+    for (size_t i = 0; i < len && n <= HD_WEBHOOK_PIPELINE_MAX; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            n = 0;
+            break;
+        }
+        n = n * 10 + (unsigned)(v[i] - '0');
+    }
+    if (n < 1 || n > HD_WEBHOOK_PIPELINE_MAX)
+        return fail(why, whylen,
+                    "pipeline= is the requests on one connection before their answers: 1..%d, "
+                    "not \"%.20s\"",
+                    HD_WEBHOOK_PIPELINE_MAX, v);
+    d->pipeline = n;
+    return 0;
+}
+
 int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const char *const *argv,
                          char *why, size_t whylen)
 {
@@ -226,19 +247,22 @@ int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const 
     memset(d, 0, sizeof(*d));
     if (argc < 1)
         return fail(why, whylen,
-                    "expected URL [name=..] [channels=..] secret=whsec_.. [events=..]%s", "");
+                    "expected URL [name=..] [channels=..] secret=whsec_.. [events=..] "
+                    "[pipeline=..]%s",
+                    "");
     if (parse_url(d, argv[0], why, whylen) < 0)
         return -1;
     snprintf(d->name, sizeof(d->name), "webhook-%u", index);
     strcpy(d->patterns[0], "*");
     d->n_patterns = 1;
     d->events = HD_WEBHOOK_EV_MESSAGE;
+    d->pipeline = 1;
     unsigned seen = 0;
     for (int i = 1; i < argc; i++) {
-        static const char *const keys[] = {"name", "channels", "secret", "events"};
+        static const char *const keys[] = {"name", "channels", "secret", "events", "pipeline"};
         const char *a = argv[i], *v;
-        int k = hd_def_option(keys, 4, a, &seen, &v, "name=, channels=, secret= or events=", why,
-                              whylen);
+        int k = hd_def_option(keys, 5, a, &seen, &v,
+                              "name=, channels=, secret=, events= or pipeline=", why, whylen);
         if (k < 0)
             return -1;
         int rc = 0;
@@ -256,8 +280,10 @@ int hd_webhook_def_parse(hd_webhook_def_t *out, unsigned index, int argc, const 
             rc = parse_channels(d, v, why, whylen);
         } else if (k == 2) {
             rc = parse_secrets(d, v, why, whylen);
-        } else {
+        } else if (k == 3) {
             rc = parse_events(d, v, why, whylen);
+        } else {
+            rc = parse_pipeline(d, v, why, whylen);
         }
         if (rc < 0)
             return -1;

@@ -75,8 +75,8 @@ int hd_webhook_def_from_json(hd_webhook_def_t *out, const char *text, size_t len
 {
     json_error_t jerr;
     char name[HD_WEBHOOK_NAME_MAX + 8], channels[HD_WEBHOOK_MAX_PATTERNS * 132 + 16];
-    char secrets[HD_WEBHOOK_MAX_SECRETS * 100 + 16], events[160];
-    const char *argv[5];
+    char secrets[HD_WEBHOOK_MAX_SECRETS * 100 + 16], events[160], pipeline[32];
+    const char *argv[6];
     int argc = 0, rc = -1;
     memset(out, 0, sizeof(*out));
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -91,10 +91,11 @@ int hd_webhook_def_from_json(hd_webhook_def_t *out, const char *text, size_t len
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "id") && strcmp(key, "url") && strcmp(key, "channels") &&
-            strcmp(key, "events") && strcmp(key, "secret")) {
+            strcmp(key, "events") && strcmp(key, "secret") && strcmp(key, "pipeline")) {
             char k[48];
             snprintf(k, sizeof(k), "%.40s", key);
-            fail(why, whylen, "unknown member (expected id, url, channels, events, secret): ", k);
+            fail(why, whylen,
+                 "unknown member (expected id, url, channels, events, secret, pipeline): ", k);
             goto out;
         }
     }
@@ -128,6 +129,15 @@ int hd_webhook_def_from_json(hd_webhook_def_t *out, const char *text, size_t len
         if (join(v, "events", 5, 20, 0, events, sizeof(events), why, whylen) < 0)
             goto out;
         argv[argc++] = events;
+    }
+    if ((v = json_object_get(root, "pipeline")) != NULL) {
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+        if (n < 1 || n > HD_WEBHOOK_PIPELINE_MAX) {
+            fail(why, whylen, "\"pipeline\" must be an integer in 1..256", "");
+            goto out;
+        }
+        snprintf(pipeline, sizeof(pipeline), "pipeline=%d", (int)n);
+        argv[argc++] = pipeline;
     }
     rc = hd_webhook_def_parse(out, 0, argc, argv, why, whylen);
 out:

@@ -54,8 +54,9 @@ static void endpoint_json(hd_sbuf_t *sb, hk_endpoint_t *ep)
             first = 0;
         }
     }
-    hd_sbuf_appendf(sb, "],\"secrets\":%zu,\"source\":\"%s\",\"state\":\"%s\"", d->n_keys,
-                    ep->is_api ? "api" : "conf", ep->is_disabled ? "disabled" : "enabled");
+    hd_sbuf_appendf(sb, "],\"pipeline\":%u,\"secrets\":%zu,\"source\":\"%s\",\"state\":\"%s\"",
+                    d->pipeline ? d->pipeline : 1, d->n_keys, ep->is_api ? "api" : "conf",
+                    ep->is_disabled ? "disabled" : "enabled");
     if (ep->is_disabled) {
         hd_sbuf_appends(sb, ",\"disabled_reason\":");
         json_str(sb, ep->disabled_reason);

@@ -1,19 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * client.c: the webhook sender's HTTP/1.1 client, on the hooks thread's uv loop. One pool per
- * endpoint keeps its connections alive between requests; a connection carries one request at a
- * time (no pipelining). A new connection:
+ * endpoint keeps its connections alive between requests. A new connection:
  *
  *   uv_getaddrinfo (off the loop) -> address check (webhook_allow_private) -> uv_tcp_connect
  *     -> TLS handshake over memory BIOs (SNI, the peer verified against the CA store and its
  *        name or address), all within webhook_connect_timeout
- *   -> request written -> answer read (response.c) within webhook_timeout
- *   -> kept idle for the next request when the answer allows, closed otherwise
+ *   -> requests written -> answers read in order (response.c), each within webhook_timeout of
+ *      the one before
+ *   -> kept idle for the next request when the last answer allows, closed otherwise
+ *
+ * A connection carries one request at a time, or up to pipeline= (the endpoint's opt-in: HTTP/1.1
+ * pipelining) whose answers come back in their order. With pipelining a request goes to the
+ * connection already carrying others while it has room, so the requests of a loop pass share
+ * one connection. Requests are not written when sent but queued on their connection, and every
+ * connection with queued requests is written once, in one writev (one SSL write into the BIO and
+ * one socket write for TLS), before the loop waits (uv_prepare) and after it polled (uv_check):
+ * the requests a loop pass made, and those the answers it read made room for, go out together.
  *
  * No redirect is followed (a 3xx is an answer like any non-2xx); at most 64 KiB of an answer's
  * body is read. A request on a kept connection that the receiver closes before answering is a
- * failed attempt like any other (it may have been received: delivery is at least once); a
- * receiver that closes idle connections is noticed by the EOF while the connection is idle.
+ * failed attempt like any other (it may have been received: delivery is at least once), and so
+ * is every request pipelined behind it; a receiver that closes idle connections is noticed by
+ * the EOF while the connection is idle.
  */
 #include "internal.h"
 
@@ -25,12 +34,15 @@
 #include <string.h>
 
 #define IDLE_TIMEOUT_MS 30000 /* a kept connection unused this long is closed */
+#define WREQ_SMALL      8     /* buffers a write holds without an allocation (4 requests) */
 
 enum { C_RESOLVING = 0, C_CONNECTING, C_HANDSHAKE, C_WAITING, C_IDLE, C_CLOSING };
 
 typedef struct wreq_s {
     uv_write_t w;
-    hd_buf_t *bufs[2];
+    size_t n;        /* references in bufs */
+    hd_buf_t **bufs; /* small, or malloc'd */
+    hd_buf_t *small[WREQ_SMALL];
     char *tls_data;
 } wreq_t;
 
@@ -40,28 +52,35 @@ typedef struct hk_conn_s {
     uv_getaddrinfo_t gai;
     uv_connect_t connect;
     hk_pool_t *pool;
-    hd_list_t link; /* pool's idle or busy list */
-    hk_request_t *req;
+    hd_list_t link;  /* pool's idle or busy list */
+    hd_list_t dirty; /* pool's list of connections with requests to write */
+    hd_list_t reqs;  /* its requests (hk_request_t.link_), in order: the head is answered next */
+    size_t n_reqs;
+    size_t n_unsent; /* the last n_unsent of reqs are not written yet */
     SSL *ssl;
-    BIO *rbio, *wbio; /* TLS: what the peer sent / what to send */
-    hk_response_t resp;
+    BIO *rbio, *wbio;   /* TLS: what the peer sent / what to send */
+    hk_response_t resp; /* the head request's answer */
     int state;
     int closed_handles;
     unsigned gai_pending : 1; /* the resolver still holds gai */
     unsigned is_writing : 1;  /* wr is a write in progress */
-    wreq_t wr; /* a request's write (plain HTTP): one request at a time, no allocation */
+    wreq_t wr; /* a write (plain HTTP) without an allocation, when none is in progress */
 } hk_conn_t;
 
 struct hk_pool_s {
     const hd_webhook_def_t *def;
     const hk_client_conf_t *cc;
     hd_list_t idle, busy;
+    hd_list_t dirty;   /* connections with requests to write */
+    uv_prepare_t prep; /* write them before the loop waits */
+    uv_check_t check;  /* and after it polled */
+    size_t depth;      /* requests a connection carries at once (pipeline=) */
     size_t n_conns;
+    unsigned n_handles; /* prep and check, until closed */
     unsigned is_closing : 1;
 };
 
 static void conn_close(hk_conn_t *c);
-static void send_request(hk_conn_t *c);
 static void on_timer(uv_timer_t *t);
 
 /* An IPv4 address (host order) no webhook may reach unless webhook_allow_private. */
@@ -102,6 +121,12 @@ int hk_addr_is_private(const struct sockaddr *sa)
 
 /* ---- lifetime ---- */
 
+static void pool_maybe_free(hk_pool_t *p)
+{
+    if (p->is_closing && p->n_conns == 0 && p->n_handles == 0)
+        free(p);
+}
+
 static void maybe_free(hk_conn_t *c)
 {
     if (c->closed_handles < 2 || c->gai_pending)
@@ -112,8 +137,7 @@ static void maybe_free(hk_conn_t *c)
     hk_response_dispose(&c->resp);
     free(c);
     p->n_conns--;
-    if (p->is_closing && p->n_conns == 0)
-        free(p);
+    pool_maybe_free(p);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -123,6 +147,7 @@ static void on_handle_closed(uv_handle_t *h)
     maybe_free(c);
 }
 
+/* Closes c; its requests are the caller's (still on c->reqs). */
 static void conn_close(hk_conn_t *c)
 {
     if (c->state == C_CLOSING)
@@ -130,41 +155,100 @@ static void conn_close(hk_conn_t *c)
     c->state = C_CLOSING;
     if (hd_list_linked(&c->link))
         hd_list_remove(&c->link);
+    if (hd_list_linked(&c->dirty))
+        hd_list_remove(&c->dirty);
     if (c->gai_pending)
         uv_cancel((uv_req_t *)&c->gai);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-/* Ends c's request (status > 0: answered) and closes c unless it may be kept. */
-static void finish(hk_conn_t *c, int status, int fail, const char *why, int keep)
+static hk_request_t *head_req(hk_conn_t *c)
 {
-    hk_request_t *req = c->req;
+    return c->n_reqs ? hd_container_of(c->reqs.next, hk_request_t, link_) : NULL;
+}
+
+static hk_request_t *pop_req(hk_conn_t *c)
+{
+    hk_request_t *req = head_req(c);
+    hd_list_remove(&req->link_);
+    c->n_reqs--;
+    if (c->n_unsent > c->n_reqs)
+        c->n_unsent = c->n_reqs;
+    return req;
+}
+
+/* Closes c and fails every request it carried (the head with why; those pipelined behind it
+ * were not answered either). Callbacks stop once one of them closed the pool. */
+static void fail_conn(hk_conn_t *c, int fail, const char *why)
+{
     hk_pool_t *p = c->pool;
-    c->req = NULL;
-    if (keep && !p->is_closing) {
+    conn_close(c);
+    while (c->n_reqs > 0) {
+        hk_request_t *req = pop_req(c);
+        if (!p->is_closing) {
+            req->retry_after[0] = '\0';
+            req->cb(req, 0, fail, why);
+        }
+    }
+}
+
+/* The head request's answer is to be read: a fresh parser, webhook_timeout from now. */
+static void await_head(hk_conn_t *c)
+{
+    hk_request_t *req = head_req(c);
+    hk_response_dispose(&c->resp);
+    hk_response_init(&c->resp);
+    c->resp.keep_body = req->want_body;
+    c->state = C_WAITING;
+    uv_timer_start(&c->timer, on_timer, c->pool->cc->timeout_ms, 0);
+}
+
+/* What follows an answer: the connection is kept, the answer closes it (Connection: close,
+ * HTTP/1.0), or the peer closed it (the answer read to EOF). */
+enum { A_KEEP, A_CLOSE, A_EOF };
+
+/* The head request was answered (c->resp complete): it ends, and c waits for the next answer,
+ * goes idle, or closes. Requests pipelined behind an answer that closes the connection were not
+ * processed (RFC 9112 9.6: the server must not) and are sent again, on another connection,
+ * without a callback (9.3.2); behind an answer read to EOF they fail (the peer just closed). */
+
+static void answered(hk_conn_t *c, int then)
+{
+    hk_pool_t *p = c->pool;
+    hk_request_t *req = pop_req(c);
+    hd_list_t again;
+    hd_list_init(&again);
+    int status = c->resp.status;
+    if (req->want_body)
+        req->answer = hk_response_take_body(&c->resp, &req->answer_len);
+    /* the answer's Retry-After, for the retry's wait (delivery.c) */
+    size_t n = strnlen(c->resp.retry_after, sizeof(req->retry_after) - 1);
+    memcpy(req->retry_after, c->resp.retry_after, n);
+    req->retry_after[n] = '\0';
+    if (then != A_KEEP || p->is_closing) {
+        conn_close(c);
+        if (then == A_CLOSE) {
+            while (c->n_reqs > 0)
+                hd_list_insert_tail(&again, &pop_req(c)->link_);
+        }
+    } else if (c->n_reqs > 0) {
+        await_head(c);
+    } else {
         c->state = C_IDLE;
         hd_list_remove(&c->link);
         hd_list_insert_tail(&p->idle, &c->link);
         uv_timer_start(&c->timer, on_timer, IDLE_TIMEOUT_MS, 0);
-    } else {
-        conn_close(c);
     }
-    if (req && req->want_body && status > 0)
-        req->answer = hk_response_take_body(&c->resp, &req->answer_len);
-    hk_response_dispose(&c->resp);
-    if (req) {
-        /* the answer's Retry-After, for the retry's wait (delivery.c) */
-        size_t n = status > 0 ? strnlen(c->resp.retry_after, sizeof(req->retry_after) - 1) : 0;
-        memcpy(req->retry_after, c->resp.retry_after, n);
-        req->retry_after[n] = '\0';
-        req->cb(req, status, fail, why);
+    req->cb(req, status, 0, NULL);
+    if (c->state == C_CLOSING && c->n_reqs > 0)
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, "the receiver closed the connection before answering");
+    while (!hd_list_empty(&again)) {
+        hk_request_t *r = hd_container_of(again.next, hk_request_t, link_);
+        hd_list_remove(&r->link_);
+        if (!p->is_closing) /* else: ended with no callback, as the pool's others */
+            hk_pool_send(p, r);
     }
-}
-
-static void fail_conn(hk_conn_t *c, int fail, const char *why)
-{
-    finish(c, 0, fail, why, 0);
 }
 
 /* ---- timers ---- */
@@ -175,34 +259,105 @@ static void on_timer(uv_timer_t *t)
     if (c->state == C_IDLE) {
         conn_close(c);
     } else if (c->state == C_WAITING) {
-        finish(c, 0, HD_HOOKS_FAIL_TIMEOUT, "no complete answer within webhook_timeout", 0);
+        fail_conn(c, HD_HOOKS_FAIL_TIMEOUT, "no complete answer within webhook_timeout");
     } else if (c->state != C_CLOSING) {
-        finish(c, 0, HD_HOOKS_FAIL_TIMEOUT, "not connected within webhook_connect_timeout", 0);
+        fail_conn(c, HD_HOOKS_FAIL_TIMEOUT, "not connected within webhook_connect_timeout");
     }
 }
 
 /* ---- writing ---- */
 
+static void wreq_release(wreq_t *wr)
+{
+    for (size_t i = 0; i < wr->n; i++)
+        hd_buf_unref(wr->bufs[i]);
+    if (wr->bufs != wr->small)
+        free(wr->bufs);
+    wr->bufs = wr->small;
+    wr->n = 0;
+    free(wr->tls_data);
+    wr->tls_data = NULL;
+}
+
 static void on_written(uv_write_t *w, int status)
 {
     wreq_t *wr = hd_container_of(w, wreq_t, w);
     hk_conn_t *c = w->handle->data;
-    for (int i = 0; i < 2; i++) {
-        if (wr->bufs[i])
-            hd_buf_unref(wr->bufs[i]);
-        wr->bufs[i] = NULL;
-    }
-    if (wr == &c->wr) {
+    wreq_release(wr);
+    if (wr == &c->wr)
         c->is_writing = 0;
-    } else {
-        free(wr->tls_data);
+    else
         free(wr);
-    }
-    if (status < 0 && c->state != C_CLOSING && c->req) {
+    if (status < 0 && c->state != C_CLOSING && c->n_reqs > 0) {
         char why[96];
         snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
         fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
     }
+}
+
+/* A write request: c's own when free, else a new one (a write still going). */
+static wreq_t *wreq_get(hk_conn_t *c)
+{
+    wreq_t *wr = c->is_writing ? hd_calloc(1, sizeof(*wr)) : &c->wr;
+    c->is_writing = 1; /* for wr == &c->wr; harmless otherwise */
+    wr->bufs = wr->small;
+    wr->n = 0;
+    return wr;
+}
+
+static void wreq_put(hk_conn_t *c, wreq_t *wr)
+{
+    wreq_release(wr);
+    if (wr == &c->wr)
+        c->is_writing = 0;
+    else
+        free(wr);
+}
+
+/*
+ * Writes b[0..n): what the socket takes at once with uv_try_write (no request, no callback, and
+ * no epoll_ctl, which libuv 1.44 makes after every write request it completes: a receiver that
+ * keeps up takes it whole), the rest with a write request holding a reference to each of
+ * refs[0..nrefs) and owning tls_data (malloc'd or NULL; freed here when all was written). b[] is
+ * changed. 0, or -1 once c failed.
+ */
+static int write_out(hk_conn_t *c, uv_buf_t *b, size_t n, hd_buf_t *const *refs, size_t nrefs,
+                     char *tls_data)
+{
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, b, (unsigned)n);
+    size_t done = rc > 0 ? (size_t)rc : 0;
+    while (n > 0 && done >= b->len) {
+        done -= b->len;
+        b++, n--;
+    }
+    if (n == 0) {
+        free(tls_data);
+        return 0;
+    }
+    if (rc < 0 && rc != UV_EAGAIN) {
+        free(tls_data);
+        char why[96];
+        snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
+        return -1;
+    }
+    b->base += done;
+    b->len -= done;
+    wreq_t *wr = wreq_get(c);
+    if (nrefs > WREQ_SMALL)
+        wr->bufs = hd_malloc(nrefs * sizeof(wr->bufs[0]));
+    for (size_t i = 0; i < nrefs; i++)
+        wr->bufs[wr->n++] = hd_buf_ref(refs[i]);
+    wr->tls_data = tls_data;
+    rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, (unsigned)n, on_written);
+    if (rc < 0) {
+        wreq_put(c, wr);
+        char why[96];
+        snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
+        return -1;
+    }
+    return 0;
 }
 
 /* Writes what TLS has for the peer. */
@@ -211,61 +366,91 @@ static void flush_tls(hk_conn_t *c)
     size_t n = (size_t)BIO_ctrl_pending(c->wbio);
     if (n == 0)
         return;
-    wreq_t *wr = hd_calloc(1, sizeof(*wr));
-    wr->tls_data = hd_malloc(n);
-    int got = BIO_read(c->wbio, wr->tls_data, (int)n);
-    uv_buf_t b = uv_buf_init(wr->tls_data, got > 0 ? (unsigned)got : 0);
-    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-    if (rc < 0) {
-        free(wr->tls_data);
-        free(wr);
-        char why[96];
-        snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
-        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
-    }
+    char *data = hd_malloc(n);
+    int got = BIO_read(c->wbio, data, (int)n);
+    uv_buf_t b = uv_buf_init(data, got > 0 ? (unsigned)got : 0);
+    write_out(c, &b, 1, NULL, 0, data);
 }
 
-static void send_request(hk_conn_t *c)
+/* Writes c's unsent requests, all in one write. */
+static void conn_flush(hk_conn_t *c)
 {
-    hk_request_t *req = c->req;
-    hk_response_dispose(&c->resp);
-    hk_response_init(&c->resp);
-    c->resp.keep_body = req->want_body;
-    req->answer = NULL;
-    req->answer_len = 0;
-    c->state = C_WAITING;
-    uv_timer_start(&c->timer, on_timer, c->pool->cc->timeout_ms, 0);
+    if (hd_list_linked(&c->dirty))
+        hd_list_remove(&c->dirty);
+    if ((c->state != C_WAITING && c->state != C_IDLE) || c->n_unsent == 0)
+        return; /* connecting: written once connected */
+    size_t n = c->n_unsent;
+    hd_list_t *pos = c->reqs.prev;
+    for (size_t i = 1; i < n; i++)
+        pos = pos->prev; /* the first unsent */
+    c->n_unsent = 0;
     if (c->ssl) {
-        if (SSL_write(c->ssl, req->head->data, (int)req->head->len) <= 0 ||
-            (req->body->len > 0 && SSL_write(c->ssl, req->body->data, (int)req->body->len) <= 0)) {
-            fail_conn(c, HD_HOOKS_FAIL_TLS, "TLS write failed");
-            return;
+        for (size_t i = 0; i < n; i++, pos = pos->next) {
+            hk_request_t *req = hd_container_of(pos, hk_request_t, link_);
+            if (SSL_write(c->ssl, req->head->data, (int)req->head->len) <= 0 ||
+                (req->body->len > 0 &&
+                 SSL_write(c->ssl, req->body->data, (int)req->body->len) <= 0)) {
+                fail_conn(c, HD_HOOKS_FAIL_TLS, "TLS write failed");
+                return;
+            }
         }
         flush_tls(c);
         return;
     }
-    /* the previous request's write still going (its answer came before all of it was sent):
-     * this one gets its own */
-    wreq_t *wr = c->is_writing ? hd_calloc(1, sizeof(*wr)) : &c->wr;
-    if (wr == &c->wr)
-        c->is_writing = 1;
-    wr->bufs[0] = hd_buf_ref(req->head);
-    wr->bufs[1] = hd_buf_ref(req->body);
-    uv_buf_t b[2] = {uv_buf_init(req->head->data, (unsigned)req->head->len),
-                     uv_buf_init(req->body->data, (unsigned)req->body->len)};
-    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, 2, on_written);
-    if (rc < 0) {
-        hd_buf_unref(wr->bufs[0]);
-        hd_buf_unref(wr->bufs[1]);
-        wr->bufs[0] = wr->bufs[1] = NULL;
-        if (wr == &c->wr)
-            c->is_writing = 0;
-        else
-            free(wr);
-        char why[96];
-        snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
-        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
+    uv_buf_t small_b[WREQ_SMALL];
+    hd_buf_t *small_r[WREQ_SMALL];
+    uv_buf_t *b = 2 * n > WREQ_SMALL ? hd_malloc(2 * n * sizeof(*b)) : small_b;
+    hd_buf_t **refs = 2 * n > WREQ_SMALL ? hd_malloc(2 * n * sizeof(*refs)) : small_r;
+    for (size_t i = 0; i < n; i++, pos = pos->next) {
+        hk_request_t *req = hd_container_of(pos, hk_request_t, link_);
+        refs[2 * i] = req->head;
+        refs[2 * i + 1] = req->body;
+        b[2 * i] = uv_buf_init(req->head->data, (unsigned)req->head->len);
+        b[2 * i + 1] = uv_buf_init(req->body->data, (unsigned)req->body->len);
     }
+    write_out(c, b, 2 * n, refs, 2 * n, NULL);
+    if (b != small_b) {
+        free(b);
+        free(refs);
+    }
+}
+
+static void pool_flush(hk_pool_t *p)
+{
+    while (!hd_list_empty(&p->dirty))
+        conn_flush(hd_container_of(p->dirty.next, hk_conn_t, dirty));
+    uv_prepare_stop(&p->prep);
+    uv_check_stop(&p->check);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    pool_flush(h->data);
+}
+
+static void on_check(uv_check_t *h)
+{
+    pool_flush(h->data);
+}
+
+/* c has requests to write: at the end of this loop pass. */
+static void mark_dirty(hk_conn_t *c)
+{
+    hk_pool_t *p = c->pool;
+    if (hd_list_linked(&c->dirty) || c->state == C_CLOSING)
+        return;
+    if (hd_list_empty(&p->dirty)) {
+        uv_prepare_start(&p->prep, on_prepare);
+        uv_check_start(&p->check, on_check);
+    }
+    hd_list_insert_tail(&p->dirty, &c->dirty);
+}
+
+/* c is connected (and its TLS session up): its requests go. */
+static void conn_ready(hk_conn_t *c)
+{
+    await_head(c);
+    conn_flush(c);
 }
 
 /* ---- reading ---- */
@@ -278,25 +463,41 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(scratch, sizeof(scratch));
 }
 
-/* Feeds the answer's bytes; 0 to go on reading, -1 once c's request ended. */
+/* Feeds answers' bytes, the head request's first; 0 to go on reading, -1 once c closed. */
 static int feed(hk_conn_t *c, const char *data, size_t len)
 {
-    if (c->state != C_WAITING || !c->req) {
-        /* bytes nobody asked for on an idle connection: it cannot be trusted for the next */
-        conn_close(c);
-        return -1;
-    }
-    int r = hk_response_feed(&c->resp, data, len);
-    if (r == HK_RESP_DONE) {
-        finish(c, c->resp.status, 0, NULL, c->resp.keep_alive);
-        return -1;
-    }
-    if (r == HK_RESP_ERROR) {
-        if (c->resp.has_head && c->resp.body_bytes > HK_RESPONSE_BODY_MAX)
-            finish(c, 0, HD_HOOKS_FAIL_PROTOCOL, "answer body larger than 64 KiB", 0);
-        else
-            finish(c, 0, HD_HOOKS_FAIL_PROTOCOL, "the answer is not HTTP/1.x", 0);
-        return -1;
+    while (len > 0) {
+        if (c->state != C_WAITING || c->n_reqs == c->n_unsent) {
+            /* bytes nobody asked for (an idle connection, or nothing written yet): it cannot
+             * be trusted for the next request */
+            if (c->n_reqs > 0)
+                fail_conn(c, HD_HOOKS_FAIL_PROTOCOL, "the receiver spoke before a request");
+            else
+                conn_close(c);
+            return -1;
+        }
+        size_t used;
+        int r = hk_response_feed_some(&c->resp, data, len, &used);
+        if (r == HK_RESP_MORE)
+            return 0;
+        if (r == HK_RESP_ERROR) {
+            if (c->resp.has_head && c->resp.body_bytes > HK_RESPONSE_BODY_MAX)
+                fail_conn(c, HD_HOOKS_FAIL_PROTOCOL, "answer body larger than 64 KiB");
+            else
+                fail_conn(c, HD_HOOKS_FAIL_PROTOCOL, "the answer is not HTTP/1.x");
+            return -1;
+        }
+        data += used;
+        len -= used;
+        if (len > 0 && c->n_reqs - c->n_unsent == 1) {
+            /* bytes after the last answer owed: a receiver talking out of turn; the answer
+             * cannot be trusted either */
+            fail_conn(c, HD_HOOKS_FAIL_PROTOCOL, "the answer is not HTTP/1.x");
+            return -1;
+        }
+        answered(c, c->resp.keep_alive ? A_KEEP : A_CLOSE);
+        if (c->state == C_CLOSING)
+            return -1;
     }
     return 0;
 }
@@ -314,7 +515,7 @@ static void tls_failed(hk_conn_t *c)
     else
         snprintf(why, sizeof(why), "TLS handshake failed");
     ERR_clear_error();
-    finish(c, 0, HD_HOOKS_FAIL_TLS, why, 0);
+    fail_conn(c, HD_HOOKS_FAIL_TLS, why);
 }
 
 static void tls_handshake(hk_conn_t *c)
@@ -324,12 +525,27 @@ static void tls_handshake(hk_conn_t *c)
     if (c->state == C_CLOSING)
         return;
     if (r == 1) {
-        send_request(c);
+        conn_ready(c);
         return;
     }
     int e = SSL_get_error(c->ssl, r);
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
         tls_failed(c);
+}
+
+/* The connection ended (is_eof: the peer closed it, or TLS's close_notify, and a body read to
+ * the end may be the head's answer), what saying how. */
+static void on_eof(hk_conn_t *c, int is_eof, const char *what)
+{
+    if (c->state == C_IDLE) {
+        conn_close(c);
+    } else if (is_eof && c->state == C_WAITING && hk_response_eof(&c->resp) == HK_RESP_DONE) {
+        answered(c, A_EOF);
+    } else {
+        char why[96];
+        snprintf(why, sizeof(why), "connection %s before a complete answer", what);
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -338,19 +554,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->state == C_CLOSING)
         return;
     if (nread < 0) {
-        if (c->state == C_IDLE) {
-            conn_close(c);
-        } else if (nread == UV_EOF && c->state == C_WAITING &&
-                   hk_response_eof(&c->resp) == HK_RESP_DONE) {
-            finish(c, c->resp.status, 0, NULL, 0);
-        } else if (c->state == C_HANDSHAKE) {
+        if (c->state == C_HANDSHAKE)
             tls_failed(c);
-        } else {
-            char why[96];
-            snprintf(why, sizeof(why), "connection %s before a complete answer",
-                     nread == UV_EOF ? "closed" : uv_strerror((int)nread));
-            fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
-        }
+        else
+            on_eof(c, nread == UV_EOF, nread == UV_EOF ? "closed" : uv_strerror((int)nread));
         return;
     }
     if (nread == 0)
@@ -376,9 +583,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         int e = SSL_get_error(c->ssl, n);
         if (e == SSL_ERROR_WANT_READ)
             break;
-        if (e == SSL_ERROR_ZERO_RETURN && c->state == C_WAITING &&
-            hk_response_eof(&c->resp) == HK_RESP_DONE) {
-            finish(c, c->resp.status, 0, NULL, 0);
+        if (e == SSL_ERROR_ZERO_RETURN && c->state == C_WAITING) {
+            on_eof(c, 1, "closed");
             return;
         }
         if (c->state == C_IDLE)
@@ -421,21 +627,21 @@ static void on_connected(uv_connect_t *creq, int status)
     if (status < 0) {
         char why[128];
         snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
-        finish(c, 0, HD_HOOKS_FAIL_CONNECT, why, 0);
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (c->pool->def->is_tls) {
         if (start_tls(c) < 0) {
-            finish(c, 0, HD_HOOKS_FAIL_TLS, "TLS: cannot make a session", 0);
+            fail_conn(c, HD_HOOKS_FAIL_TLS, "TLS: cannot make a session");
             return;
         }
         c->state = C_HANDSHAKE;
         tls_handshake(c);
         return;
     }
-    send_request(c);
+    conn_ready(c);
 }
 
 static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
@@ -452,7 +658,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
         snprintf(why, sizeof(why), "cannot resolve %.200s: %s", c->pool->def->host,
                  uv_strerror(status));
         uv_freeaddrinfo(res);
-        finish(c, 0, HD_HOOKS_FAIL_CONNECT, why, 0);
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
         return;
     }
     if (!c->pool->cc->allow_private && hk_addr_is_private(res->ai_addr)) {
@@ -462,7 +668,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
                  "(webhook_allow_private is off)",
                  c->pool->def->host);
         uv_freeaddrinfo(res);
-        finish(c, 0, HD_HOOKS_FAIL_REFUSED, why, 0);
+        fail_conn(c, HD_HOOKS_FAIL_REFUSED, why);
         return;
     }
     c->state = C_CONNECTING;
@@ -472,16 +678,19 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
     if (rc < 0) {
         char why[128];
         snprintf(why, sizeof(why), "connect: %s", uv_strerror(rc));
-        finish(c, 0, HD_HOOKS_FAIL_CONNECT, why, 0);
+        fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
     }
 }
 
+/* A new connection for req (its first request). */
 static void conn_start(hk_pool_t *p, hk_request_t *req)
 {
     hk_conn_t *c = hd_calloc(1, sizeof(*c));
     const hk_client_conf_t *cc = p->cc;
     c->pool = p;
-    c->req = req;
+    hd_list_init(&c->reqs);
+    hd_list_insert_tail(&c->reqs, &req->link_);
+    c->n_reqs = c->n_unsent = 1;
     p->n_conns++;
     uv_tcp_init(cc->loop, &c->tcp);
     uv_timer_init(cc->loop, &c->timer);
@@ -512,26 +721,64 @@ hk_pool_t *hk_pool_new(const hd_webhook_def_t *def, const hk_client_conf_t *cc)
     hk_pool_t *p = hd_calloc(1, sizeof(*p));
     p->def = def;
     p->cc = cc;
+    p->depth = def->pipeline > 1 ? def->pipeline : 1;
     hd_list_init(&p->idle);
     hd_list_init(&p->busy);
+    hd_list_init(&p->dirty);
+    uv_prepare_init(cc->loop, &p->prep);
+    uv_check_init(cc->loop, &p->check);
+    p->prep.data = p->check.data = p;
+    p->n_handles = 2;
     return p;
+}
+
+/* With pipelining, a busy connection with room (connecting ones included): the first, so a
+ * loop pass's requests share it. NULL when none has room (or without pipelining). */
+static hk_conn_t *busy_with_room(hk_pool_t *p)
+{
+    if (p->depth < 2)
+        return NULL;
+    hd_list_t *pos;
+    for (pos = p->busy.next; pos != &p->busy; pos = pos->next) {
+        hk_conn_t *c = hd_container_of(pos, hk_conn_t, link);
+        if (c->n_reqs < p->depth)
+            return c;
+    }
+    return NULL;
 }
 
 void hk_pool_send(hk_pool_t *p, hk_request_t *req)
 {
     HD_ASSERT(!p->is_closing);
-    if (!hd_list_empty(&p->idle)) {
+    req->answer = NULL;
+    req->answer_len = 0;
+    req->retry_after[0] = '\0';
+    hk_conn_t *c = busy_with_room(p);
+    if (!c && !hd_list_empty(&p->idle)) {
         /* the connection idle the shortest time: the fewest are kept busy, and those idle
          * longest reach IDLE_TIMEOUT_MS and close when the rate drops */
-        hk_conn_t *c = hd_container_of(p->idle.prev, hk_conn_t, link);
+        c = hd_container_of(p->idle.prev, hk_conn_t, link);
         hd_list_remove(&c->link);
         hd_list_insert_tail(&p->busy, &c->link);
-        uv_timer_stop(&c->timer);
-        c->req = req;
-        send_request(c);
+    }
+    if (!c) {
+        conn_start(p, req);
         return;
     }
-    conn_start(p, req);
+    hd_list_insert_tail(&c->reqs, &req->link_);
+    c->n_reqs++;
+    c->n_unsent++;
+    if (c->state == C_IDLE)
+        await_head(c); /* its timer: from the idle timeout to the answer's */
+    if (c->state == C_WAITING)
+        mark_dirty(c); /* connecting: its requests go once it is connected */
+}
+
+static void on_pool_handle_closed(uv_handle_t *h)
+{
+    hk_pool_t *p = h->data;
+    p->n_handles--;
+    pool_maybe_free(p);
 }
 
 void hk_pool_close(hk_pool_t *p)
@@ -541,12 +788,13 @@ void hk_pool_close(hk_pool_t *p)
     for (int i = 0; i < 2; i++) {
         while (!hd_list_empty(lists[i])) {
             hk_conn_t *c = hd_container_of(lists[i]->next, hk_conn_t, link);
-            c->req = NULL;
+            while (c->n_reqs > 0) /* no callback: the caller owns them and knows */
+                pop_req(c);
             conn_close(c);
         }
     }
-    if (p->n_conns == 0)
-        free(p);
+    uv_close((uv_handle_t *)&p->prep, on_pool_handle_closed);
+    uv_close((uv_handle_t *)&p->check, on_pool_handle_closed);
 }
 
 size_t hk_pool_conns(const hk_pool_t *p)

@@ -67,6 +67,10 @@ char *hk_response_take_body(hk_response_t *r, size_t *len);
  * r->keep_alive), HK_RESP_ERROR (not HTTP/1.x, bytes after the response, a body past
  * HK_RESPONSE_BODY_MAX). After DONE or ERROR, feeding again returns ERROR. */
 int hk_response_feed(hk_response_t *r, const char *data, size_t len);
+/* The same for a pipelined connection, where the next answer may follow in data: *used is the
+ * bytes of data read (on HK_RESP_DONE, up to the answer's end: the rest is the next answer's;
+ * on HK_RESP_MORE, all of them; 0 after DONE or ERROR). */
+int hk_response_feed_some(hk_response_t *r, const char *data, size_t len, size_t *used);
 /* The peer closed: HK_RESP_DONE when that ends the response (a body read to EOF), else
  * HK_RESP_ERROR. */
 int hk_response_eof(hk_response_t *r);
@@ -143,6 +147,7 @@ struct hk_request_s {
     char *answer;           /* the answer's body when want_body and answered, malloc'd, or NULL;
                                the callback's to free */
     size_t answer_len;
+    hd_list_t link_; /* private: its connection's requests, while sent */
 };
 
 typedef struct hk_client_conf_s {
@@ -153,9 +158,11 @@ typedef struct hk_client_conf_s {
     int allow_private;
 } hk_client_conf_t;
 
-/* A pool of connections to def's host and port (def and cc outlive it). */
+/* A pool of connections to def's host and port (def and cc outlive it); a connection carries
+ * up to def->pipeline requests at once. */
 hk_pool_t *hk_pool_new(const hd_webhook_def_t *def, const hk_client_conf_t *cc);
-/* Sends req on an idle connection of the pool, or a new one; req->cb runs once, later (never
+/* Sends req on a connection of the pool with room (pipelining), an idle one, or a new one,
+ * written at the end of the loop pass with the pass's others; req->cb runs once, later (never
  * inside this call), unless the pool is closed first. The caller keeps req alive until then. */
 void hk_pool_send(hk_pool_t *p, hk_request_t *req);
 /* Closes every connection; requests in flight end with no callback. Frees the pool once its

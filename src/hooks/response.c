@@ -135,26 +135,39 @@ static int failed(hk_response_t *r)
     return HK_RESP_ERROR;
 }
 
-int hk_response_feed(hk_response_t *r, const char *data, size_t len)
+int hk_response_feed_some(hk_response_t *r, const char *data, size_t len, size_t *used)
 {
+    *used = 0;
     if (r->is_failed)
         return HK_RESP_ERROR;
     if (r->is_done)
-        return len ? failed(r) : HK_RESP_DONE;
+        return HK_RESP_DONE;
     if (len == 0)
         return HK_RESP_MORE;
     r->has_bytes = 1;
     llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
     if (e == HPE_PAUSED && r->is_done) {
-        size_t used = (size_t)(llhttp_get_error_pos(&r->parser) - data);
-        /* bytes after the answer: a receiver talking out of turn; keep nothing of it */
-        if (used < len)
-            return failed(r);
+        /* the answer ends here (on_message_complete paused the parser): what follows is the
+         * caller's (the next answer on a pipelined connection) */
+        *used = (size_t)(llhttp_get_error_pos(&r->parser) - data);
         return HK_RESP_DONE;
     }
     if (e != HPE_OK)
         return failed(r);
+    *used = len;
     return HK_RESP_MORE;
+}
+
+int hk_response_feed(hk_response_t *r, const char *data, size_t len)
+{
+    if (r->is_done && !r->is_failed)
+        return len ? failed(r) : HK_RESP_DONE;
+    size_t used;
+    int rc = hk_response_feed_some(r, data, len, &used);
+    /* bytes after the answer: a receiver talking out of turn; keep nothing of it */
+    if (rc == HK_RESP_DONE && used < len)
+        return failed(r);
+    return rc;
 }
 
 int hk_response_eof(hk_response_t *r)

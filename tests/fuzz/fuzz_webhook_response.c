@@ -12,7 +12,11 @@
  *   - the Retry-After kept is a NUL-terminated value under 40 bytes, the same whatever the cut,
  *     and what hk_retry_after_parse makes of it is a wait of at most 2^32 s;
  *   - an answer read whole with its body kept (the authorize hook's) keeps exactly the bytes it
- *     counted, NUL-terminated.
+ *     counted, NUL-terminated;
+ *   - read as a pipelined connection reads it (hk_response_feed_some, a fresh parser after each
+ *     answer): every answer ends within the bytes given and after at least one of them, has a
+ *     final status, and the first agrees with the single read (an answer whole is the same
+ *     answer, ending at the input's end or by EOF).
  */
 #include "hooks/internal.h"
 
@@ -80,6 +84,39 @@ static int run(const uint8_t *data, size_t size, size_t cut, int *status, int *k
     return rc;
 }
 
+/* Reads data as answers one after the other; the first's outcome and status. */
+static int run_pipelined(const uint8_t *data, size_t size, int *status)
+{
+    char *copy = malloc(size ? size : 1);
+    memcpy(copy, data, size);
+    size_t at = 0;
+    int first = -2;
+    for (int k = 0; k < 1000; k++) {
+        hk_response_t r;
+        hk_response_init(&r);
+        size_t used = 0;
+        int rc = hk_response_feed_some(&r, copy + at, size - at, &used);
+        CHECK(used <= size - at);
+        if (rc == HK_RESP_DONE) {
+            CHECK(used >= 1 && r.is_done && r.has_head);
+            CHECK(r.status >= 200 && r.status <= 999);
+            CHECK(r.body_bytes <= HK_RESPONSE_BODY_MAX);
+        } else {
+            CHECK(rc == HK_RESP_ERROR || used == size - at);
+        }
+        if (first == -2) {
+            first = rc;
+            *status = r.status;
+        }
+        hk_response_dispose(&r);
+        at += used;
+        if (rc != HK_RESP_DONE || at == size)
+            break;
+    }
+    free(copy);
+    return first;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -93,5 +130,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(a == b);
     if (a == HK_RESP_DONE)
         CHECK(s1 == s2 && k1 == k2 && strcmp(ra1, ra2) == 0);
+    int s3 = 0;
+    int c = run_pipelined(data, size, &s3);
+    if (a == HK_RESP_DONE) /* whole: the same answer, or one the EOF ends (MORE here) */
+        CHECK((c == HK_RESP_DONE && s3 == s1) || c == HK_RESP_MORE);
+    if (c == HK_RESP_ERROR) /* what a single read refuses too */
+        CHECK(a == HK_RESP_ERROR);
     return 0;
 }

@@ -494,6 +494,81 @@ class TestMembers(WebhookCase):
         self.assertTrue(all(d["verified"] == [True] for d in got))
 
 
+class TestPipelining(WebhookCase):
+    def test_pipelined_on_one_connection(self):
+        """pipeline=8: a batch of 8 events behind a slow answer goes over one connection, in one
+        write, each verified and answered in order; without it, the same batch opens a
+        connection per event (the receiver, node's http server, takes both)."""
+        s = ws.new_secret()
+        piped, plain = ws.Receiver(self, [s]), ws.Receiver(self, [s])
+        piped.control(["slow:400"])
+        plain.control(["slow:400"])
+        h = self.node([ws.webhook_line(piped.url(), [s], name="piped", channels=["p"]) +
+                       " pipeline=8",
+                       ws.webhook_line(plain.url(), [s], name="plain", channels=["q"])],
+                      ["webhook_concurrency 8"])
+        for ch in ("p", "q"):
+            items = [{"channel": ch, "data": i} for i in range(8)]
+            status, _, body = hh.request(h.port, "POST", "/pub", json.dumps(items),
+                                         {"Content-Type": "application/json"})
+            self.assertEqual(status, 200, body)
+        got = piped.wait_deliveries(8)
+        self.assertEqual(len(got), 8, got)
+        self.assertTrue(all(d["verified"] == [True] for d in got), got)
+        self.assertEqual(len({d["id"] for d in got}), 8)
+        self.assertEqual(len({d["conn"] for d in got}), 1, got)
+        # all 8 came before the first was answered: they were pipelined, not sent in turn
+        self.assertLess(got[-1]["at_ms"] - got[0]["at_ms"], 350, got)
+        ep = ws.wait_endpoint(h.port, "piped", lambda e: e["delivered"] == 8, "8 delivered")
+        self.assertEqual((ep["attempts"], ep["pending"]), (8, 0))
+        got = plain.wait_deliveries(8)
+        self.assertEqual(len({d["conn"] for d in got}), 8, got)
+        ws.wait_endpoint(h.port, "plain", lambda e: e["delivered"] == 8, "8 delivered")
+
+    def test_pipelined_connection_lost_retries_the_rest(self):
+        """A connection dropped with requests pipelined on it fails each of them (the receiver
+        may or may not have them): every one is retried until answered, none is lost."""
+        s = ws.new_secret()
+        r = ws.Receiver(self, [s])
+        r.control(["slow:200", "drop"])
+        h = self.node([ws.webhook_line(r.url(), [s], name="p") + " pipeline=8"],
+                      ["webhook_concurrency 8"])
+        items = [{"channel": "x", "data": i} for i in range(8)]
+        status, _, body = hh.request(h.port, "POST", "/pub", json.dumps(items),
+                                     {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        ep = ws.wait_endpoint(h.port, "p", lambda e: e["delivered"] == 8 and e["pending"] == 0,
+                              "8 delivered", timeout=20)
+        self.assertGreater(ep["attempts"], 8, ep)
+        self.assertGreaterEqual(ep["failures"]["connect"], 1, ep)
+        got = r.deliveries()
+        ids = {json.loads(d["body"])["data"]["id"] for d in got}
+        self.assertEqual(len(ids), 8, got)
+        self.assertGreater(len({d["conn"] for d in got}), 1, got)
+
+
+    def test_pipelined_behind_connection_close_sent_again(self):
+        """Requests pipelined behind an answer saying Connection: close were not processed (RFC
+        9112 9.6): they are sent again on a new connection, not failed (no failure counted, no
+        backoff), and each attempt is counted once."""
+        s = ws.new_secret()
+        r = ws.Receiver(self, [s])
+        r.control(["close"])
+        h = self.node([ws.webhook_line(r.url(), [s], name="p") + " pipeline=8"],
+                      ["webhook_concurrency 8", "webhook_backoff_base 1h"])
+        items = [{"channel": "x", "data": i} for i in range(8)]
+        status, _, body = hh.request(h.port, "POST", "/pub", json.dumps(items),
+                                     {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        ep = ws.wait_endpoint(h.port, "p", lambda e: e["delivered"] == 8 and e["pending"] == 0,
+                              "8 delivered (a retry would wait an hour)")
+        self.assertEqual(ep["attempts"], 8, ep)
+        self.assertEqual(sum(ep["failures"].values()), 0, ep)
+        got = r.deliveries()
+        self.assertEqual(got[0]["answer"], "close")
+        self.assertGreater(len({d["conn"] for d in got}), 1, got)
+
+
 class TestConf(hh.HeraldTestCase):
     def test_conf_errors_name_file_line_directive(self):
         d = self.tmpdir()
@@ -509,6 +584,8 @@ class TestConf(hh.HeraldTestCase):
             ("webhook http://x/ secret=%s channels=*x" % good, "bad channel pattern"),
             ("webhook http://x:99999/ secret=%s" % good, "bad port"),
             ("webhook http://x/ secret=%s name=dead-letters" % good, "not dead-letters"),
+            ("webhook http://x/ secret=%s pipeline=0" % good, "1..256, not \"0\""),
+            ("webhook http://x/ secret=%s pipeline=300" % good, "1..256, not \"300\""),
         ]
         for line, why in cases:
             path = os.path.join(d, "h.conf")

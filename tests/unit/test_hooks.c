@@ -56,6 +56,7 @@ static void test_def_good(void)
     T_EQ_INT((int)d.events, HD_WEBHOOK_EV_MESSAGE);
     T_EQ_INT((int)d.n_keys, 1);
     T_EQ_INT((int)d.key_lens[0], 24); /* 32 base64 characters */
+    T_EQ_INT((int)d.pipeline, 1);
 
     T_EQ_INT(parse(&d,
                    "http://[::1]:8080 name=a.b-c_1 channels=news,room:* events=channel.vacated,"
@@ -78,6 +79,10 @@ static void test_def_good(void)
     T_TRUE(hd_webhook_def_matches(&d, "room:12", 7));
     T_TRUE(!hd_webhook_def_matches(&d, "room", 4));
 
+    T_EQ_INT(parse(&d, "http://h pipeline=16 secret=" SPEC_SECRET, why, sizeof(why)), 0);
+    T_EQ_INT((int)d.pipeline, 16);
+    T_EQ_INT(parse(&d, "http://h pipeline=256 secret=" SPEC_SECRET, why, sizeof(why)), 0);
+    T_EQ_INT((int)d.pipeline, 256);
     T_EQ_INT(parse(&d, "http://h?q secret=" SPEC_SECRET, why, sizeof(why)), 0);
     T_EQ_STR(d.target, "/?q");
     T_EQ_STR(d.host_header, "h");
@@ -117,6 +122,13 @@ static void test_def_bad(void)
         {"http://x/ secret=" SPEC_SECRET " name=dead-letters", "not dead-letters"},
         {"http://x/ secret=" SPEC_SECRET " colour=red", "unknown option"},
         {"http://x/ secret=" SPEC_SECRET " plain", "unknown option"},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=0", "pipeline= is the requests"},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=257", "1..256, not \"257\""},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=99999999999999999999", "1..256"},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=", "1..256"},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=-1", "1..256"},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=4x", "1..256"},
+        {"http://x/ secret=" SPEC_SECRET " pipeline=2 pipeline=2", "pipeline= given twice"},
     };
     for (size_t i = 0; i < HD_ARRAY_SIZE(cases); i++) {
         hd_webhook_def_t d;
@@ -312,6 +324,62 @@ static void test_response(void)
     hk_response_init(&r);
     T_EQ_INT(feed(&r, "HTTP/1.1 204 No\r\n\r\n", 19), HK_RESP_DONE);
     T_EQ_INT(feed(&r, "H", 1), HK_RESP_ERROR);
+}
+
+/* Answers one after the other, as a pipelined connection reads them (a fresh parser after each
+ * answer, what follows it fed to the next), the bytes cut at every offset: the same answers. */
+static void test_response_pipelined(void)
+{
+    static const char text[] =
+        "HTTP/1.1 204 No Content\r\n\r\n"
+        "HTTP/1.1 100 Continue\r\n\r\n"
+        "HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\nno"
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        "HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    static const int want_status[] = {204, 503, 200, 201}, want_keep[] = {1, 1, 1, 0};
+    size_t len = sizeof(text) - 1;
+    for (size_t cut = 0; cut <= len; cut++) {
+        char *copy = malloc(len);
+        memcpy(copy, text, len);
+        size_t k = 0, pieces[2][2] = {{0, cut}, {cut, len}};
+        hk_response_t r;
+        hk_response_init(&r);
+        for (int p = 0; p < 2; p++) {
+            size_t at = pieces[p][0], end = pieces[p][1];
+            while (at < end) {
+                size_t used = 0;
+                int rc = hk_response_feed_some(&r, copy + at, end - at, &used);
+                T_TRUE(used >= 1 && used <= end - at);
+                at += used;
+                if (rc == HK_RESP_MORE) {
+                    T_EQ_INT((int)at, (int)end);
+                    break;
+                }
+                T_EQ_INT(rc, HK_RESP_DONE);
+                T_TRUE(k < HD_ARRAY_SIZE(want_status));
+                T_EQ_INT(r.status, want_status[k]);
+                T_EQ_INT(r.keep_alive, want_keep[k]);
+                T_EQ_STR(r.retry_after, k == 1 ? "7" : "");
+                k++;
+                hk_response_dispose(&r);
+                hk_response_init(&r);
+            }
+        }
+        T_EQ_INT((int)k, 4);
+        hk_response_dispose(&r);
+        free(copy);
+    }
+    /* what hk_response_feed refuses (bytes after the answer) feed_some leaves to the caller */
+    hk_response_t r;
+    hk_response_init(&r);
+    size_t used = 99;
+    T_EQ_INT(hk_response_feed_some(&r, "HTTP/1.1 204 No\r\n\r\nXY", 21, &used), HK_RESP_DONE);
+    T_EQ_INT((int)used, 19);
+    T_EQ_INT(hk_response_feed_some(&r, "XY", 2, &used), HK_RESP_DONE); /* done: reads none */
+    T_EQ_INT((int)used, 0);
+    hk_response_init(&r);
+    T_EQ_INT(hk_response_feed_some(&r, "SSH-2.0\r\n", 9, &used), HK_RESP_ERROR);
+    T_EQ_INT((int)used, 0);
 }
 
 /* The answer's Retry-After, fed whole, cut at every offset and byte by byte. */
@@ -668,6 +736,11 @@ static void test_def_json(void)
     T_EQ_INT((int)d.n_patterns, 2);
     T_EQ_INT((int)d.n_keys, 2);
     T_EQ_INT((int)d.events, HD_WEBHOOK_EV_MESSAGE | HD_WEBHOOK_EV_OCCUPIED);
+    T_EQ_INT((int)d.pipeline, 1);
+    const char *piped =
+        "{\"id\":\"p\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\",\"pipeline\":32}";
+    T_EQ_INT(hd_webhook_def_from_json(&d, piped, strlen(piped), why, sizeof(why)), 0);
+    T_EQ_INT((int)d.pipeline, 32);
     const char *least = "{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\"}";
     T_EQ_INT(hd_webhook_def_from_json(&d, least, strlen(least), why, sizeof(why)), 0);
     T_EQ_STR(d.patterns[0], "*");
@@ -701,6 +774,14 @@ static void test_def_json(void)
          "unknown event"},
         {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"whsec_AAAA\"}", "16..64"},
         {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":[]}", "\"secret\" must be"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\",\"pipeline\":0}",
+         "\"pipeline\" must be an integer in 1..256"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\",\"pipeline\":257}",
+         "\"pipeline\" must be"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\",\"pipeline\":\"8\"}",
+         "\"pipeline\" must be"},
+        {"{\"id\":\"a\",\"url\":\"http://h/\",\"secret\":\"" SPEC_SECRET "\",\"pipeline\":2.5}",
+         "\"pipeline\" must be"},
     };
     for (size_t i = 0; i < HD_ARRAY_SIZE(bad); i++) {
         why[0] = '\0';
@@ -1048,6 +1129,7 @@ int main(void)
     T_RUN(test_sign);
     T_RUN(test_signed_head);
     T_RUN(test_response);
+    T_RUN(test_response_pipelined);
     T_RUN(test_retry_after);
     T_RUN(test_entry);
     T_RUN(test_member_events);

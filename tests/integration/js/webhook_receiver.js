@@ -13,6 +13,7 @@
 //                    the connection is destroyed unanswered; reset = likewise with a TCP RST;
 //                    hang = never answered; slow:MS = 204 after MS ms; trickle:N:MS = 200 with
 //                    its head at once and a body of N bytes, one every MS ms (a slow body);
+//                    close = 204 with Connection: close (node closes the connection after it);
 //                    reply:STATUS:BODY = that status with that JSON body;
 //                    auth = an authorize hook's backend: the answer follows the first channel
 //                    of the question, by what its name contains: "deny" -> {"allow":false,
@@ -125,6 +126,9 @@ function handle(req, res, body) {
     const st = parseInt(rest.slice(0, colon), 10);
     res.writeHead(st, { 'content-type': 'application/json' });
     res.end(rest.slice(colon + 1));
+  } else if (answer === 'close') {
+    res.writeHead(204, { connection: 'close' });
+    res.end();
   } else if (answer === 'drop') {
     req.socket.destroy();
   } else if (answer === 'reset') {
