@@ -91,6 +91,24 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid):
+    """CPU seconds (user+sys) by thread kind: {"hooks": s, "workers": s, "other": s}."""
+    out = {"hooks": 0.0, "workers": 0.0, "other": 0.0}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                text = f.read()
+        except OSError:
+            continue  # a thread that ended
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        kind = "hooks" if comm == "herald-hooks" else (
+            "workers" if comm.startswith("herald-w") else "other")
+        out[kind] += s
+    return out
+
+
 def ctxt_switches(pid):
     """The process's context switches so far (voluntary + involuntary, every thread)."""
     n = 0
@@ -159,11 +177,12 @@ def fanout(bench, port, pid, rate, duration, extra=()):
 
 
 def bar1(args, recv, a, b):
-    rows = {"A": [], "B": []}
+    rows = {"A": [], "B": [], "A_hooks": [], "B_hooks": [], "A_workers": [], "B_workers": []}
     for r in range(args.rounds):
         for name, node in (("A", a), ("B", b)):
             before_recv, conns0 = recv.count, recv.conns
             c0, x0 = cpu_s(node.proc.pid), ctxt_switches(node.proc.pid)
+            t0 = thread_cpu_s(node.proc.pid)
             res = fanout(args.bench, node.port, node.proc.pid, args.rate, args.duration)
             published = res["published"]
             if name == "A":  # until every webhook of the round was answered
@@ -175,16 +194,28 @@ def bar1(args, recv, a, b):
                     time.sleep(0.05)
                     hh = metric(node.port, "herald_webhook_pending")
             c1, x1 = cpu_s(node.proc.pid), ctxt_switches(node.proc.pid)
+            t1 = thread_cpu_s(node.proc.pid)
             per = (c1 - c0) * 1e6 / published
             rows[name].append(per)
-            print("bar1 round %d %s: %d published, %d webhooks, %.1f us CPU per publish, "
-                  "%.2f context switches per publish, %d new receiver connections, p99 %.2f ms, "
-                  "load %s" % (r + 1, name, published, recv.count - before_recv, per,
-                               (x1 - x0) / published, recv.conns - conns0,
-                               res.get("latency_p99_us", 0) / 1000, loadavg()), flush=True)
+            hooks = (t1["hooks"] - t0["hooks"]) * 1e6 / published
+            workers = (t1["workers"] - t0["workers"]) * 1e6 / published
+            rows[name + "_hooks"].append(hooks)
+            rows[name + "_workers"].append(workers)
+            print("bar1 round %d %s: %d published, %d webhooks, %.1f us CPU per publish (hooks "
+                  "thread %.1f, workers %.1f), %.2f context switches per publish, %d new "
+                  "receiver connections, p99 %.2f ms, load %s" % (
+                      r + 1, name, published, recv.count - before_recv, per, hooks, workers,
+                      (x1 - x0) / published, recv.conns - conns0,
+                      res.get("latency_p99_us", 0) / 1000, loadavg()), flush=True)
     ma, mb = statistics.median(rows["A"]), statistics.median(rows["B"])
     print("bar1: median CPU per publish %.1f us with a webhook, %.1f us without: +%.1f us per "
           "webhook delivery (bar: <= 25 us)" % (ma, mb, ma - mb), flush=True)
+    print("bar1: medians by thread: hooks thread %.1f us per delivery; workers %.1f us per "
+          "publish with a webhook, %.1f without (+%.1f)" % (
+              statistics.median(rows["A_hooks"]), statistics.median(rows["A_workers"]),
+              statistics.median(rows["B_workers"]),
+              statistics.median(rows["A_workers"]) - statistics.median(rows["B_workers"])),
+          flush=True)
     return rows
 
 
@@ -243,13 +274,17 @@ def main():
     ap.add_argument("--outage", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=("1", "2"))
+    ap.add_argument("--pipeline", type=int, default=1,
+                    help="the endpoint's pipeline= (the receiver answers pipelined requests)")
     args = ap.parse_args()
     recv = Receiver()
     url = "http://127.0.0.1:%d/hook" % recv.port
     common = ["webhook_allow_private on", "webhook_concurrency 16",
               "webhook_queue_size 1000000", "webhook_max_memory 1g", "webhook_timeout 10s"]
-    a = Node(args.herald, common + ["webhook %s name=bench secret=%s" % (url, SECRET)],
-             args.workers)
+    hook = "webhook %s name=bench secret=%s" % (url, SECRET)
+    if args.pipeline > 1:
+        hook += " pipeline=%d" % args.pipeline
+    a = Node(args.herald, common + [hook], args.workers)
     b = Node(args.herald, common, args.workers)
     try:
         print("herald A (webhook) pid %d port %d, B (none) pid %d port %d, receiver :%d, "

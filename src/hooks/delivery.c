@@ -443,6 +443,18 @@ void hk_sender_pump(hk_sender_t *s, hk_endpoint_t *ep)
     }
 }
 
+int hk_sender_is_behind(const hk_sender_t *s)
+{
+    for (size_t i = 0; i < s->n_eps; i++) {
+        const hk_endpoint_t *ep = s->eps[i];
+        if (ep->is_disabled || ep->in_flight < s->conf->webhook_concurrency)
+            continue;
+        if (s->dur ? ep->redis_pending > ep->in_flight : !hd_list_empty(&ep->ready))
+            return 1;
+    }
+    return 0;
+}
+
 /* ---- events ---- */
 
 void hk_sender_message(hk_sender_t *s, hd_message_t *m)

@@ -459,6 +459,10 @@ int hk_sender_admin(hk_sender_t *s, hd_hooks_admin_t *a);
 /* endpoint.c: every endpoint's figures (hd_hooks_get_ep_stats), oldest_pending_ms a wall clock
  * time (0: none); *out to free (NULL when none). Returns how many. */
 size_t hk_sender_ep_stats(hk_sender_t *s, hd_hooks_ep_stats_t **out);
+/* delivery.c: 1 when an endpoint has events to send and no room under webhook_concurrency (in
+ * memory: its ready queue; with Redis: more pending there than in flight here): a backlog, whose
+ * answers the thread reads as they come (hooks.c does not tick then). */
+int hk_sender_is_behind(const hk_sender_t *s);
 /* sender.c: closes everything; the loop must run until its handles are closed. Returns the
  * events that were still pending (lost). */
 size_t hk_sender_close(hk_sender_t *s);
