@@ -585,14 +585,17 @@ static void on_stop(hd_worker_t *w, hd_msg_t *msg)
  * bounds apply) rather than subscribers. With Redis a thread starved for seconds would hold the
  * entries it took past webhook_claim_after, and another node would deliver them again (seen in
  * it.test_webhooks_redis at a load of 15): there, and where SCHED_IDLE is refused, nice 10 (per
- * thread on Linux).
+ * thread on Linux). Nice 10 too when an authorize_hook is configured at start: the connects it
+ * decides wait on this thread, and a SCHED_IDLE thread gets about 0.3% of a core (weight 3
+ * against 1024) while the workers keep both cores busy, so a load spike would turn into
+ * authorize timeouts (on_error) with a healthy backend.
  */
 #define HOOKS_NICE 10
 
 static void yield_to_workers(const hd_conf_t *conf)
 {
     struct sched_param sp = {.sched_priority = 0};
-    if (!conf->redis && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
+    if (!conf->redis && !conf->authorize_hook && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
         return;
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), HOOKS_NICE) != 0)
         hd_log_debug("hooks: setpriority: %s", strerror(errno));

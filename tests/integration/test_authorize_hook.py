@@ -368,6 +368,35 @@ class TestConnectLevel(HookCase):
         self.assertEqual(self.questions(), [])
 
 
+def hooks_thread_sched(pid):
+    """(policy, nice) of herald's hooks thread, from /proc (stat fields 41 and 19)."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            if f.read().strip() != "herald-hooks":
+                continue
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[38]), int(fields[16])
+    return None
+
+
+class TestSchedule(HookCase):
+    def test_hooks_thread_not_idle_class_with_authorize_hook(self):
+        """Connects wait on the hooks thread when an authorize_hook is configured, so it runs
+        at nice 10 (SCHED_OTHER), not SCHED_IDLE (about 0.3% of a core while the workers keep
+        both cores busy); with webhooks only and no Redis it is SCHED_IDLE."""
+        self.backend()
+        h = self.node("timeout=3s")
+        hh.wait_for(lambda: hooks_thread_sched(h.pid) is not None, what="herald-hooks thread")
+        hh.wait_for(lambda: hooks_thread_sched(h.pid) == (os.SCHED_OTHER, 10),
+                    what="hooks thread at SCHED_OTHER nice 10: %r" % (hooks_thread_sched(h.pid),))
+        w = self.start_herald(overrides=[
+            "webhook_allow_private on",
+            "webhook %s secret=%s" % (self.recv.url("/hook"), self.secret)])
+        hh.wait_for(lambda: hooks_thread_sched(w.pid) == (os.SCHED_IDLE, 0),
+                    what="webhooks only: SCHED_IDLE: %r" % (hooks_thread_sched(w.pid),))
+
+
 class TestConf(hh.HeraldTestCase):
     def test_conf_errors(self):
         """subscribe=hook without authorize_hook, publish=subscriber with it, bad options: the
