@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from _common import loadavg, make_cert, remove_cert, start_herald
+
 CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi", "eventpoll_pwq")
 
 
@@ -114,40 +116,6 @@ def sample(pid, port):
     }
 
 
-def make_cert(directory):
-    crt, key = os.path.join(directory, "bench.crt"), os.path.join(directory, "bench.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
-                    "-days", "2", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
-    return crt, key
-
-
-def start_herald(herald, tls):
-    log = tempfile.TemporaryFile("w+")
-    listen = ["-o", "listen 127.0.0.1:0"]
-    if tls:
-        listen = ["-o", "listen 127.0.0.1:0 tls", "-o", "tls_certificate %s" % tls[0], "-o",
-                  "tls_certificate_key %s" % tls[1]]
-    p = subprocess.Popen([herald, "-c", "/dev/null"] + listen +
-                         ["-o", "workers 1", "-o", "log_level info", "-o",
-                          "max_connections 18000", "-o", "http2_max_streams 128"],
-                         stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        log.seek(0)
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read())
-        if m:
-            time.sleep(0.5)
-            return p, int(m.group(1))
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    p.kill()
-    log.seek(0)
-    sys.exit("h2_mem_total: herald did not start:\n" + log.read()[-2000:])
-
-
 def cost_of(s, name):
     if name in s["slab"]:
         return s["slab"][name][1]
@@ -160,7 +128,7 @@ def active_of(s, name):
 
 def one(herald, bench, subs, streams, tls):
     """One setup on a fresh herald: the figures per subscriber."""
-    p, port = start_herald(herald, tls)
+    p, port = start_herald(herald, 1, tls, "h2_mem_total", settle_s=0.5)
     bp = None
     try:
         s0 = sample(p.pid, port)
@@ -249,11 +217,11 @@ def main():
     streams = int(sys.argv[sys.argv.index("--streams") + 1]) if "--streams" in sys.argv else 100
     tls = make_cert(tempfile.mkdtemp(prefix="h2_mem_total-")) if "--tls" in sys.argv else None
     print("load average at start: %s; %d subscribers, HTTP/2 with %d streams a connection%s" %
-          (open("/proc/loadavg").read().split()[:3], subs, streams, ", over TLS" if tls else ""))
+          (loadavg(), subs, streams, ", over TLS" if tls else ""))
     res = {"h1": [], "h2": []}
     for i in range(rounds):
         order = ("h1", "h2") if i % 2 == 0 else ("h2", "h1")
-        print("  round %d (load %s)" % (i + 1, open("/proc/loadavg").read().split()[0]))
+        print("  round %d (load %s)" % (i + 1, loadavg()[0]))
         for setup in order:
             r = one(herald, bench, subs, streams if setup == "h2" else 0, tls)
             res[setup].append(r)
@@ -263,11 +231,9 @@ def main():
         a = statistics.median(r[key] for r in res["h1"])
         b = statistics.median(r[key] for r in res["h2"])
         print("  %-8s HTTP/1.1 %8.0f  HTTP/2 %8.0f  ratio %.2fx" % (key, a, b, b / a if a else 0))
-    print("load average at end: %s" % open("/proc/loadavg").read().split()[:3])
+    print("load average at end: %s" % loadavg())
     if tls:
-        for f in tls:
-            os.unlink(f)
-        os.rmdir(os.path.dirname(tls[0]))
+        remove_cert(tls)
 
 
 if __name__ == "__main__":

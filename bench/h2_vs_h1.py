@@ -18,52 +18,16 @@ Prints each round and the medians with their ratio (HTTP/2 / HTTP/1.1) and the l
 as docs/http2.md quotes them. Stops only the herald it started, by PID.
 """
 import json
-import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-
-def make_cert(directory):
-    """A self-signed P-256 certificate and key in directory (as test_tls.py makes them)."""
-    crt, key = os.path.join(directory, "bench.crt"), os.path.join(directory, "bench.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
-                    "-days", "2", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
-    return crt, key
-
-
-def start_herald(herald, workers, tls):
-    log = tempfile.TemporaryFile("w+")
-    listen = ["-o", "listen 127.0.0.1:0"]
-    if tls:
-        listen = ["-o", "listen 127.0.0.1:0 tls", "-o", "tls_certificate %s" % tls[0], "-o",
-                  "tls_certificate_key %s" % tls[1]]
-    p = subprocess.Popen([herald, "-c", "/dev/null"] + listen +
-                         ["-o", "workers %d" % workers, "-o", "log_level info", "-o",
-                          "max_connections 18000", "-o", "http2_max_streams 128"],
-                         stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        log.seek(0)
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read())
-        if m:
-            time.sleep(0.3)
-            return p, int(m.group(1))
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    p.kill()
-    log.seek(0)
-    sys.exit("h2_vs_h1: herald did not start:\n" + log.read()[-2000:])
+from _common import loadavg, make_cert, remove_cert, start_herald
 
 
 def run(bench, scenario, args, workers, herald, tls):
-    p, port = start_herald(herald, workers, tls)
+    p, port = start_herald(herald, workers, tls, "h2_vs_h1")
     try:
         out = subprocess.run([bench, scenario, "--url",
                               "%s://127.0.0.1:%d" % ("https" if tls else "http", port),
@@ -111,7 +75,7 @@ def main():
     tls = None
     if "--tls" in sys.argv:
         tls = make_cert(tempfile.mkdtemp(prefix="h2_vs_h1-"))
-    print("load average at start: %s%s" % (open("/proc/loadavg").read().split()[:3],
+    print("load average at start: %s%s" % (loadavg(),
                                            ", over TLS" if tls else ""))
     for title, sc, args, workers, key in cases:
         if only and sc not in only.split(","):
@@ -123,16 +87,14 @@ def main():
             h1.append(a)
             h2.append(b)
             print("  %s round %d: HTTP/1.1 %.2f, HTTP/2 %.2f (%s; load %s)" %
-                  (sc, r + 1, a, b, key, open("/proc/loadavg").read().split()[0]))
+                  (sc, r + 1, a, b, key, loadavg()[0]))
             sys.stdout.flush()
         m1, m2 = statistics.median(h1), statistics.median(h2)
         print("%s: median %s HTTP/1.1 %.2f, HTTP/2 %.2f, ratio %.2fx" % (title, key, m1, m2,
                                                                         m2 / m1))
-    print("load average at end: %s" % open("/proc/loadavg").read().split()[:3])
+    print("load average at end: %s" % loadavg())
     if tls:
-        for f in tls:
-            os.unlink(f)
-        os.rmdir(os.path.dirname(tls[0]))
+        remove_cert(tls)
 
 
 if __name__ == "__main__":
