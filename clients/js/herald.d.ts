@@ -123,8 +123,17 @@ export interface ProbeEvent { transport: TransportName; ok: boolean; }
 export interface BackoffEvent { delay: number; attempt: number; transport: TransportName | null; }
 export interface RefreshEvent { transport: TransportName; reason: string; }
 export interface ErrorEvent { code?: string; error?: string; channel?: string; id?: string; }
-export interface PresenceMember { sub?: string; info?: Record<string, unknown>; conns: string[]; }
+/** A member of a page: conns holds at most 10 of its connection ids, conn_count their number. */
+export interface PresenceMember { sub?: string; info?: Record<string, unknown>; conn?: string; conns: string[]; conn_count: number; }
 export interface PresencePage { channel: string; count: number; members: PresenceMember[]; next: string | null; }
+/** A page of one member's connection ids; member is null when the key is not a member. */
+export interface PresenceConnsPage {
+  channel: string;
+  member: { sub?: string; info?: Record<string, unknown>; conn?: string } | null;
+  conn_count: number;
+  conns: string[];
+  next: string | null;
+}
 export interface PresenceEvent {
   channel: string;
   /** {sub, info} of a member with a token; null for an anonymous one (named by conn). */
@@ -199,6 +208,8 @@ export declare class Herald {
     Promise<{ channel: string; id?: string; ephemeral?: boolean }>;
   /** A page of the channel's presence members (WebSocket transport only). */
   presence(channel: string, options?: { limit?: number; cursor?: string }): Promise<PresencePage>;
+  /** A page of one member's connection ids (member: its sub, or an anonymous member's conn). */
+  presenceConns(channel: string, member: string, options?: { limit?: number; cursor?: string }): Promise<PresenceConnsPage>;
   /** Sends an ephemeral {"typing": true}, at most once per typingInterval; false when not sent. */
   typing(channel: string): Promise<boolean>;
   on<K extends keyof HeraldEvents>(event: K, fn: (ev: HeraldEvents[K]) => void): () => void;

@@ -246,12 +246,23 @@ export class Herald {
   }
 
   // A page of channel's presence members over /ws: resolves {count, members, next}
-  // (options.limit 1-1000, options.cursor = a previous answer's next). Join and leave events
+  // (options.limit 1-1000, options.cursor = a previous answer's next); each member has at most
+  // 10 of its connection ids in conns and their number in conn_count. Join and leave events
   // are never replayed: after a reconnect ("open"), ask again.
   presence(channel, options = {}) {
     if (!(this._t && this._t.name === "websocket" && this._t.isOpen()))
       return Promise.reject(herror("presence snapshots need the WebSocket transport", "not_websocket"));
     return this._t.request({ op: "presence", channel, limit: options.limit, cursor: options.cursor });
+  }
+
+  // A page of one member's connection ids (member: its sub, or an anonymous member's conn)
+  // over /ws: resolves {member, conn_count, conns, next} (member null when it is not one;
+  // options.limit 1-1000, options.cursor = a previous answer's next).
+  presenceConns(channel, member, options = {}) {
+    if (!(this._t && this._t.name === "websocket" && this._t.isOpen()))
+      return Promise.reject(herror("presence snapshots need the WebSocket transport", "not_websocket"));
+    return this._t.request({ op: "presence", channel, member, limit: options.limit,
+                             cursor: options.cursor });
   }
 
   // Tells channel "I am typing": an ephemeral {"typing":true}, at most one per
@@ -861,7 +872,10 @@ class WsTransport {
       const p = this.refs.get(m.ref);
       if (p) {
         this.refs.delete(m.ref);
-        p.resolve({ channel: m.channel, count: m.count, members: m.members || [], next: m.next || null });
+        p.resolve("member" in m
+          ? { channel: m.channel, member: m.member, conn_count: m.conn_count, conns: m.conns || [],
+              next: m.next || null }
+          : { channel: m.channel, count: m.count, members: m.members || [], next: m.next || null });
       }
       break;
     }

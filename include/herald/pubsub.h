@@ -286,7 +286,8 @@ enum {
     HD_BREQ_CONTROL,  /* an operator's order to every node: ctl_*; reply: err, ctl_nodes */
     HD_BREQ_JOIN,     /* member: one more connection of it on channel; no reply (next_op) */
     HD_BREQ_LEAVE,    /* member: that connection is gone; no reply (next_op) */
-    HD_BREQ_PRESENCE, /* channel, cursor?, limit: a page of members (page, members) */
+    HD_BREQ_PRESENCE, /* channel, cursor?, limit, member_key?: a page of members, or of one
+                       * member's connections (page, members) */
     HD_BREQ_RECEIPT,  /* data: a receipt to an address (hd_rcpt_post's text); no reply */
 };
 
@@ -318,6 +319,13 @@ hd_message_t *hd_presence_batch(hd_message_t *const *evs, size_t n);
 /* Largest page of a presence snapshot, and the page when none is asked. */
 #define HD_PRESENCE_PAGE_MAX     1000
 #define HD_PRESENCE_PAGE_DEFAULT 100
+/*
+ * Connection ids listed on a member's entry of a snapshot page, at most: a user with thousands
+ * of connections (tabs, or a script holding one token) is one entry of a bounded size, with its
+ * "conn_count"; the rest are paged with member_key (docs/chat.md, "Snapshots"). So a page is at
+ * most limit x (member object + HD_PRESENCE_MEMBER_CONNS ids) bytes, whatever members do.
+ */
+#define HD_PRESENCE_MEMBER_CONNS 10
 
 typedef struct hd_breq_s hd_breq_t;
 typedef void (*hd_breq_cb)(hd_worker_t *w, hd_breq_t *r);
@@ -379,10 +387,21 @@ struct hd_breq_s {
      * section, with one wake-up per worker for all of them).
      */
     hd_breq_t *next_op;
-    /* PRESENCE in: members after this key (owned; NULL: from the first); limit: page size */
+    /*
+     * PRESENCE in: members after this key (owned; NULL: from the first); limit: page size.
+     * With member_key (owned; NULL: a page of members): that member's connections after the
+     * connection id cursor instead, at most limit of them.
+     */
     char *cursor;
-    /* PRESENCE out: {"members":[..],"next":..} members' part, owned (NULL: none); INFO and
-     * PRESENCE: the channel's members (presence on), in the cluster */
+    char *member_key;
+    /*
+     * PRESENCE out, owned (NULL: none): a page of members is the text
+     *   "members":[{<member's json>,"conns":[..],"conn_count":N},..],"next":<key>|null
+     * (at most HD_PRESENCE_MEMBER_CONNS ids on an entry), and members the channel's members in
+     * the cluster (as INFO's, presence on); a member's page is
+     *   "member":<its json>|null,"conns":[..],"next":<conn>|null
+     * and members its connections in the cluster (0: not a member).
+     */
     char *page;
     uint64_t members;
 };

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * presence.c (API): GET /presence/{channel}?cursor=..&limit=N, a page of the channel's presence
- * members for backends (docs/chat.md), guarded as the other admin endpoints are (access.c).
+ * members for backends (docs/chat.md), and GET /presence/{channel}?member=KEY&cursor=..&limit=N,
+ * a page of one member's connections; guarded as the other admin endpoints are (access.c).
  */
 #include "herald/api.h"
 
@@ -27,9 +28,14 @@ static void on_page(hd_worker_t *w, hd_breq_t *r)
     } else if (ctx->d) {
         hd_sbuf_t sb;
         hd_sbuf_init(&sb, 96 + (r->page ? strlen(r->page) : 0));
-        hd_sbuf_appendf(&sb, "{\"channel\":\"%s\",\"count\":%llu,%s}", r->channel,
-                        (unsigned long long)r->members,
-                        r->page ? r->page : "\"members\":[],\"next\":null");
+        if (r->member_key)
+            hd_sbuf_appendf(&sb, "{\"channel\":\"%s\",\"conn_count\":%llu,%s}", r->channel,
+                            (unsigned long long)r->members,
+                            r->page ? r->page : "\"member\":null,\"conns\":[],\"next\":null");
+        else
+            hd_sbuf_appendf(&sb, "{\"channel\":\"%s\",\"count\":%llu,%s}", r->channel,
+                            (unsigned long long)r->members,
+                            r->page ? r->page : "\"members\":[],\"next\":null");
         hd_http_respond(ctx->d->req, 200, "Cache-Control: no-store\r\n", "application/json",
                         sb.buf->data, sb.buf->len);
         hd_sbuf_dispose(&sb);
@@ -61,10 +67,20 @@ static void on_presence(hd_req_t *req, void *arg)
             return;
         }
     }
+    char key[512];
+    int klen = hd_req_query(req, "member", key, sizeof(key));
+    if (klen == 0 || klen > HD_AUTH_MAX_SUB) {
+        hd_http_respond_error(req, 400,
+                              "member must be a member's key (its sub, or an anonymous member's "
+                              "conn), 1-255 bytes");
+        return;
+    }
     int clen = hd_req_query(req, "cursor", v, sizeof(v));
     hd_breq_t *r = hd_breq_new(HD_BREQ_PRESENCE, req->conn->worker, channel, (size_t)n);
     if (clen > 0)
         r->cursor = hd_strndup(v, (size_t)clen);
+    if (klen > 0)
+        r->member_key = hd_strndup(key, (size_t)klen);
     r->limit = (size_t)limit;
     page_ctx_t *ctx = hd_calloc(1, sizeof(*ctx));
     r->cookie = ctx;

@@ -660,7 +660,8 @@ end
 --   FCALL herald_pleave 0 P <C> <conn>                                     -> 1 if it left
 --   FCALL herald_plive 0 P <node> <lease_ms>                               -> leaves emitted
 --   FCALL herald_pdrop 0 P <node>                                          -> leaves emitted
---   FCALL herald_pget 0 P <C> <cursor or ""> <limit>     -> {members, page text}
+--   FCALL herald_pget 0 P <C> <cursor or ""> <limit> [<max_conns>]  -> {members, page text}
+--   FCALL herald_pconns 0 P <C> <key> <cursor or ""> <limit>  -> {the key's conns, page text}
 --   FCALL herald_occ 0 P <node> <C> 1|0   -> 1 when the channel became occupied (vacated)
 --   FCALL herald_osync 0 P <node> <C1> .. <Cn>  -> events written (the node's channels now)
 
@@ -831,24 +832,31 @@ local function herald_pdrop(keys, args)
 end
 
 -- A page: the members after cursor in byte order of their keys, at most limit, each with its
--- connections. P pz:<C> holds "<key>\0<conn>" (a key has no NUL byte: it is a C string in
--- herald), so every entry of a key sorts before those of the next key, and the entries after
--- the cursor's start at "<cursor>\1" (an entry of the cursor itself is "<cursor>\0.."). The
--- entries are read by lex range in batches until the page and one more member are seen: the
--- cost is the page's connections and a binary search, whatever the channel's size.
+-- first max_conns connections and their count (a user with thousands of connections is one entry
+-- of a bounded size; herald_pconns pages the rest). P pz:<C> holds "<key>\0<conn>" (a key has no
+-- NUL byte: it is a C string in herald), so every entry of a key sorts before those of the next
+-- key, and the entries after the cursor's start at "<cursor>\1" (an entry of the cursor itself
+-- is "<cursor>\0.."). The entries are read by lex range in batches of PGET_BATCH; once a member
+-- has max_conns listed, the read skips to "<key>\1" when its batch ends inside the member. The
+-- cost is a binary search and at most PGET_BATCH entries a member of the page, whatever the
+-- channel's size and its members' connections.
+local PGET_BATCH = 32
+
 local function herald_pget(keys, args)
-    if #args ~= 4 then
-        fail('usage: FCALL herald_pget 0 <prefix> <channel> <cursor> <limit>')
+    if #args ~= 4 and #args ~= 5 then
+        fail('usage: FCALL herald_pget 0 <prefix> <channel> <cursor> <limit> [<max_conns>]')
     end
     local p, channel, cursor, limit = args[1], args[2], args[3], tonumber(args[4])
+    local max_conns = tonumber(args[5] or '10')
     local zkey = p .. 'pz:' .. channel
     local from = cursor == '' and '-' or '[' .. cursor .. '\1'
     local page, conns, more = {}, {}, false
     while not more do
-        local batch = redis.call('ZRANGE', zkey, from, '+', 'BYLEX', 'LIMIT', 0, limit + 1)
+        local batch = redis.call('ZRANGE', zkey, from, '+', 'BYLEX', 'LIMIT', 0, PGET_BATCH)
+        local key
         for _, e in ipairs(batch) do
             local z = string.find(e, '\0', 1, true)
-            local key, conn = string.sub(e, 1, z - 1), string.sub(e, z + 1)
+            key = string.sub(e, 1, z - 1)
             if page[#page] ~= key then
                 if #page == limit then
                     more = true
@@ -858,12 +866,18 @@ local function herald_pget(keys, args)
                 conns[key] = {}
             end
             local list = conns[key]
-            list[#list + 1] = conn
+            if #list < max_conns then
+                list[#list + 1] = string.sub(e, z + 1)
+            end
         end
-        if #batch < limit + 1 then
+        if more or #batch < PGET_BATCH then
             break
         end
-        from = '(' .. batch[#batch]
+        if #conns[key] == max_conns then
+            from = '[' .. key .. '\1' -- the rest of this member's connections are not listed
+        else
+            from = '(' .. batch[#batch]
+        end
     end
     local out = {}
     for _, key in ipairs(page) do
@@ -871,7 +885,9 @@ local function herald_pget(keys, args)
         local j = string.sub(v, string.find(v, '\n', 1, true) + 1)
         local body = string.sub(j, 1, #j - 1)
         local sep = #body > 1 and ',' or ''
-        out[#out + 1] = body .. sep .. '"conns":["' .. table.concat(conns[key], '","') .. '"]}'
+        local n = tonumber(redis.call('HGET', p .. 'pk:' .. channel, key) or #conns[key])
+        out[#out + 1] = body .. sep .. '"conns":["' .. table.concat(conns[key], '","') ..
+            '"],"conn_count":' .. int(n) .. '}'
     end
     local next = 'null'
     if more then
@@ -879,6 +895,45 @@ local function herald_pget(keys, args)
     end
     return {redis.call('HLEN', p .. 'pk:' .. channel),
         '"members":[' .. table.concat(out, ',') .. '],"next":' .. next}
+end
+
+-- A page of one member's connections: at most limit of key's connection ids after cursor (""
+-- from the first), in byte order, read by one lex range of its entries in P pz:<C>.
+--   -> {its connections in the cluster (0: not a member), '"member":<json>|null,"conns":[..],
+--       "next":"<conn>"|null'}
+local function herald_pconns(keys, args)
+    if #args ~= 5 then
+        fail('usage: FCALL herald_pconns 0 <prefix> <channel> <key> <cursor> <limit>')
+    end
+    local p, channel, key, cursor, limit = args[1], args[2], args[3], args[4], tonumber(args[5])
+    local from = cursor == '' and '[' .. key .. '\0' or '(' .. key .. '\0' .. cursor
+    local batch = redis.call('ZRANGE', p .. 'pz:' .. channel, from, '(' .. key .. '\1', 'BYLEX',
+        'LIMIT', 0, limit + 1)
+    local n = tonumber(redis.call('HGET', p .. 'pk:' .. channel, key) or 0)
+    local list = {}
+    for i = 1, math.min(#batch, limit) do
+        list[i] = string.sub(batch[i], #key + 2)
+    end
+    local member = 'null'
+    if n > 0 then
+        -- the member's object, from any of its connections (the page's first, or its first)
+        local any = list[1]
+        if not any then
+            local first = redis.call('ZRANGE', p .. 'pz:' .. channel, '[' .. key .. '\0',
+                '(' .. key .. '\1', 'BYLEX', 'LIMIT', 0, 1)
+            any = first[1] and string.sub(first[1], #key + 2)
+        end
+        local v = any and redis.call('HGET', p .. 'pm:' .. channel, any)
+        if v then
+            member = string.sub(v, string.find(v, '\n', 1, true) + 1)
+        end
+    end
+    local conns = #list > 0 and '["' .. table.concat(list, '","') .. '"]' or '[]'
+    local next = 'null'
+    if #batch > limit then
+        next = '"' .. list[#list] .. '"'
+    end
+    return {n, '"member":' .. member .. ',"conns":' .. conns .. ',"next":' .. next}
 end
 
 redis.register_function('herald_publish', herald_publish)
@@ -901,4 +956,6 @@ redis.register_function{function_name = 'herald_plive', callback = herald_plive,
 redis.register_function{function_name = 'herald_pdrop', callback = herald_pdrop,
     flags = {'allow-oom'}}
 redis.register_function{function_name = 'herald_pget', callback = herald_pget,
+    flags = {'allow-oom', 'no-writes'}}
+redis.register_function{function_name = 'herald_pconns', callback = herald_pconns,
     flags = {'allow-oom', 'no-writes'}}

@@ -321,12 +321,81 @@ static void append_json_string(hd_sbuf_t *sb, const char *s, size_t len)
     json_decref(j);
 }
 
+/* Appends "conns":["<id>",..] of m's connections [from, to): ids are [0-9a-f-], no escaping. */
+static void append_conns(hd_sbuf_t *sb, const pmember_t *m, size_t from, size_t to)
+{
+    hd_sbuf_appends(sb, "\"conns\":[");
+    for (size_t k = from; k < to; k++) {
+        if (k > from)
+            hd_sbuf_append(sb, ",", 1);
+        hd_sbuf_append(sb, "\"", 1);
+        hd_sbuf_appends(sb, m->conns[k]);
+        hd_sbuf_append(sb, "\"", 1);
+    }
+    hd_sbuf_append(sb, "]", 1);
+}
+
+static void set_page(hd_breq_t *r, hd_sbuf_t *sb)
+{
+    hd_buf_t *text = hd_sbuf_finish(sb);
+    free(r->page);
+    r->page = hd_strndup(text->data, text->len);
+    hd_buf_unref(text);
+}
+
+static size_t page_limit(const hd_breq_t *r)
+{
+    size_t limit = r->limit ? r->limit : HD_PRESENCE_PAGE_DEFAULT;
+    return limit > HD_PRESENCE_PAGE_MAX ? HD_PRESENCE_PAGE_MAX : limit;
+}
+
+/* A page of one member's connections (r->member_key): a hash lookup, a binary search and the
+ * page's copy. */
+static void member_page(const hd_pchan_t *c, hd_breq_t *r)
+{
+    size_t limit = page_limit(r);
+    hd_member_t key = {.key = r->member_key, .key_len = strlen(r->member_key)};
+    const pmember_t *m = c ? find_member(c, &key) : NULL;
+    size_t from = 0, to = 0;
+    if (m && r->cursor) {
+        from = conn_find(m, r->cursor);
+        if (from < m->n_conns && strcmp(m->conns[from], r->cursor) == 0)
+            from++;
+    }
+    if (m)
+        to = m->n_conns - from > limit ? from + limit : m->n_conns;
+    r->members = m ? m->n_conns : 0;
+    hd_sbuf_t sb;
+    hd_sbuf_init(&sb, 64 + (m ? m->json_len : 0) + (to - from) * 32);
+    hd_sbuf_appends(&sb, "\"member\":");
+    if (m)
+        hd_sbuf_append(&sb, m->json, m->json_len);
+    else
+        hd_sbuf_appends(&sb, "null");
+    hd_sbuf_append(&sb, ",", 1);
+    if (m)
+        append_conns(&sb, m, from, to);
+    else
+        hd_sbuf_appends(&sb, "\"conns\":[]");
+    hd_sbuf_appends(&sb, ",\"next\":");
+    if (m && to < m->n_conns && to > from) {
+        hd_sbuf_append(&sb, "\"", 1);
+        hd_sbuf_appends(&sb, m->conns[to - 1]);
+        hd_sbuf_append(&sb, "\"", 1);
+    } else {
+        hd_sbuf_appends(&sb, "null");
+    }
+    set_page(r, &sb);
+}
+
 void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
 {
     hd_pchan_t *c = find_chan(p, r->channel, strlen(r->channel));
-    size_t limit = r->limit ? r->limit : HD_PRESENCE_PAGE_DEFAULT;
-    if (limit > HD_PRESENCE_PAGE_MAX)
-        limit = HD_PRESENCE_PAGE_MAX;
+    if (r->member_key) {
+        member_page(c, r);
+        return;
+    }
+    size_t limit = page_limit(r);
     size_t total = c ? c->members.n : 0, b = 0, i = 0, n = 0;
     if (c && r->cursor)
         sorted_find(c, r->cursor, strlen(r->cursor), 1, &b, &i);
@@ -344,25 +413,18 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
         if (n++)
             hd_sbuf_appends(&sb, ",");
         hd_sbuf_append(&sb, m->json, m->json_len - 1); /* without its '}' */
-        hd_sbuf_appends(&sb, ",\"conns\":[");
-        for (size_t k = 0; k < m->n_conns; k++) { /* ids are [0-9a-f-]: no escaping */
-            if (k)
-                hd_sbuf_append(&sb, ",", 1);
-            hd_sbuf_append(&sb, "\"", 1);
-            hd_sbuf_appends(&sb, m->conns[k]);
-            hd_sbuf_append(&sb, "\"", 1);
-        }
-        hd_sbuf_appends(&sb, "]}");
+        hd_sbuf_append(&sb, ",", 1);
+        /* a bounded entry, whatever the member's connections: the first ids and the count */
+        append_conns(&sb, m, 0,
+                     m->n_conns < HD_PRESENCE_MEMBER_CONNS ? m->n_conns : HD_PRESENCE_MEMBER_CONNS);
+        hd_sbuf_appendf(&sb, ",\"conn_count\":%zu}", m->n_conns);
     }
     hd_sbuf_appends(&sb, "],\"next\":");
     if (c && b < c->n_blocks && last) /* more after the page */
         append_json_string(&sb, last->node.key, last->node.key_len);
     else
         hd_sbuf_appends(&sb, "null");
-    hd_buf_t *text = hd_sbuf_finish(&sb);
-    free(r->page);
-    r->page = hd_strndup(text->data, text->len);
-    hd_buf_unref(text);
+    set_page(r, &sb);
 }
 
 void hd_mpres_log_limits(hd_mpres_t *p, uint64_t now_ms)

@@ -16,8 +16,9 @@
  * ignored, so no leave is ever emitted twice.
  *
  * Bounds: every connection of a member is one subscription (max_subscriptions bounds them
- * all), and at most max_channels channels are tracked at once (presence_max_channels): a join
- * that would track one more is refused (HD_ECHANNELS) and counted.
+ * all; nothing bounds one member's: a page lists HD_PRESENCE_MEMBER_CONNS of them), and at most
+ * max_channels channels are tracked at once (presence_max_channels): a join that would track one
+ * more is refused (HD_ECHANNELS) and counted.
  */
 #ifndef HERALD_BROKER_MEMORY_PRESENCE_H
 #define HERALD_BROKER_MEMORY_PRESENCE_H
@@ -53,11 +54,15 @@ hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len,
 uint64_t hd_mpres_count(const hd_mpres_t *p, const char *channel, size_t len);
 /*
  * Fills r (PRESENCE): r->members, and r->page, the text
- *   "members":[{<member's json>,"conns":[..]},..],"next":"<key>"|null
+ *   "members":[{<member's json>,"conns":[..],"conn_count":N},..],"next":"<key>"|null
  * of at most r->limit members (1..HD_PRESENCE_PAGE_MAX) whose keys sort after r->cursor (NULL:
- * from the first), in byte order of their keys; next is the key to ask after, null on the last
- * page. Costs a binary search and the page's copy: the members are kept sorted by key, in
- * blocks (a join or leave moves pointers inside one block).
+ * from the first), in byte order of their keys, each with its first HD_PRESENCE_MEMBER_CONNS
+ * connection ids at most and their count; next is the key to ask after, null on the last page.
+ * Costs a binary search and the page's copy: the members are kept sorted by key, in blocks (a
+ * join or leave moves pointers inside one block).
+ * With r->member_key, that member's connections instead: r->members their count (0: not a
+ * member) and r->page "member":<json>|null,"conns":[..],"next":"<conn>"|null, at most r->limit
+ * ids after the id r->cursor (NULL: from the first), in byte order (a binary search).
  */
 void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r);
 /* Logs refused joins at most once per 10 s of now_ms (monotonic), with the count since. */

@@ -12,7 +12,9 @@
  *                                               leaves published, once (one atomic call)
  *   Redis back after a loss                     FCALL herald_pdrop (what Redis still holds of
  *                                               this node), then herald_pjoin for each local one
- *   PRESENCE (a snapshot page)                  FCALL herald_pget
+ *   PRESENCE (a snapshot page)                  FCALL herald_pget (a page of members, each
+ *                                               with HD_PRESENCE_MEMBER_CONNS ids at most), or
+ *                                               herald_pconns (a page of one member's ids)
  *   INFO (after its herald_read)                HLEN P pk:<channel>: the members of the cluster
  *   an ephemeral publish                        PUBLISH P msg:<channel> "~e\n<time>\n<type>\n
  *                                               <stamp>\n<payload>", no id, nothing stored
@@ -288,12 +290,20 @@ void hd_redis_presence_page(redis_broker_t *b, hd_breq_t *r)
         hd_redis_fail_now(r, HD_EOVERLOAD);
         return;
     }
-    char limit[24];
+    char limit[24], max_conns[24];
     snprintf(limit, sizeof(limit), "%zu", r->limit ? r->limit : (size_t)HD_PRESENCE_PAGE_DEFAULT);
+    snprintf(max_conns, sizeof(max_conns), "%d", HD_PRESENCE_MEMBER_CONNS);
+    const char *cursor = r->cursor ? r->cursor : "";
     hd_redis_hold(b);
-    const char *argv[] = {
-        "FCALL", "herald_pget", "0", b->prefix, r->channel, r->cursor ? r->cursor : "", limit};
-    send_cmd(b, OP_PRES_PAGE, r, 7, argv);
+    if (r->member_key) { /* one member's connections */
+        const char *argv[] = {"FCALL",    "herald_pconns", "0",    b->prefix,
+                              r->channel, r->member_key,   cursor, limit};
+        send_cmd(b, OP_PRES_PAGE, r, 8, argv);
+        return;
+    }
+    const char *argv[] = {"FCALL",    "herald_pget", "0",   b->prefix,
+                          r->channel, cursor,        limit, max_conns};
+    send_cmd(b, OP_PRES_PAGE, r, 8, argv);
 }
 
 void hd_redis_presence_count(redis_broker_t *b, hd_breq_t *r)

@@ -654,6 +654,7 @@ void hd_breq_free(hd_breq_t *r)
         free(r->ctl_key);
         free(r->member); /* one allocation (presence.c), freed as hd_member_free does */
         free(r->cursor);
+        free(r->member_key);
         free(r->page);
         free(r);
         r = next;

@@ -224,7 +224,8 @@ typedef struct ask_s {
     json_t *ref;
 } ask_t;
 
-/* The broker's page of members: {"type":"presence","channel","count","members","next"}. */
+/* The broker's page of members: {"type":"presence","channel","count","members","next"}; of one
+ * member's connections: {"type":"presence","channel","member","conn_count","conns","next"}. */
 static void on_presence_page(hd_worker_t *w, hd_breq_t *r)
 {
     (void)w;
@@ -236,9 +237,15 @@ static void on_presence_page(hd_worker_t *w, hd_breq_t *r)
     } else if (hd_ws_is_open(ws)) {
         hd_sbuf_t sb;
         hd_sbuf_init(&sb, 96 + (r->page ? strlen(r->page) : 0));
-        hd_sbuf_appendf(&sb, "{\"type\":\"presence\",\"channel\":\"%s\",\"count\":%llu,%s}",
-                        r->channel, (unsigned long long)r->members,
-                        r->page ? r->page : "\"members\":[],\"next\":null");
+        if (r->member_key)
+            hd_sbuf_appendf(&sb,
+                            "{\"type\":\"presence\",\"channel\":\"%s\",\"conn_count\":%llu,%s}",
+                            r->channel, (unsigned long long)r->members,
+                            r->page ? r->page : "\"member\":null,\"conns\":[],\"next\":null");
+        else
+            hd_sbuf_appendf(&sb, "{\"type\":\"presence\",\"channel\":\"%s\",\"count\":%llu,%s}",
+                            r->channel, (unsigned long long)r->members,
+                            r->page ? r->page : "\"members\":[],\"next\":null");
         hd_buf_t *b = hd_sbuf_finish(&sb);
         json_t *o = json_loadb(b->data, b->len, 0, NULL);
         hd_buf_unref(b);
@@ -253,7 +260,9 @@ static void on_presence_page(hd_worker_t *w, hd_breq_t *r)
 
 /*
  * {"op":"presence","channel":c,"cursor":..?,"limit":N?}: a page of c's members (who may
- * subscribe to c may ask), in key order, answered {"type":"presence",...,"next":cursor|null}.
+ * subscribe to c may ask), in key order, answered {"type":"presence",...,"next":cursor|null},
+ * each member with HD_PRESENCE_MEMBER_CONNS connection ids at most and their "conn_count".
+ * With "member":KEY, a page of that member's connection ids after the id "cursor" instead.
  * At most WS_MAX_ASKS are on their way per connection.
  */
 static void op_presence(ws_t *ws, json_t *root, json_t *ref)
@@ -281,11 +290,21 @@ static void op_presence(ws_t *ws, json_t *root, json_t *ref)
         return;
     }
     json_t *cursor = json_object_get(root, "cursor"), *limit = json_object_get(root, "limit");
+    json_t *member = json_object_get(root, "member");
     if ((cursor && !json_is_null(cursor) && !json_is_string(cursor)) ||
         (limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
                    json_integer_value(limit) > HD_PRESENCE_PAGE_MAX))) {
         reply_error(ws, ref, name, "bad_request",
                     "\"cursor\" must be a string (the \"next\" of a page) and \"limit\" 1-1000");
+        return;
+    }
+    if (member && !json_is_null(member) &&
+        (!json_is_string(member) || json_string_length(member) < 1 ||
+         json_string_length(member) > HD_AUTH_MAX_SUB ||
+         strlen(json_string_value(member)) != json_string_length(member))) {
+        reply_error(ws, ref, name, "bad_request",
+                    "\"member\" must be a member's key (its sub, or an anonymous member's conn), "
+                    "1-255 bytes");
         return;
     }
     if (pub->n_asks >= WS_MAX_ASKS) {
@@ -296,6 +315,8 @@ static void op_presence(ws_t *ws, json_t *root, json_t *ref)
     hd_breq_t *r = hd_breq_new(HD_BREQ_PRESENCE, pub->w, name, len);
     if (json_is_string(cursor))
         r->cursor = hd_strndup(json_string_value(cursor), json_string_length(cursor));
+    if (json_is_string(member))
+        r->member_key = hd_strndup(json_string_value(member), json_string_length(member));
     r->limit = limit ? (size_t)json_integer_value(limit) : HD_PRESENCE_PAGE_DEFAULT;
     ask_t *a = hd_malloc(sizeof(*a));
     a->ws = ws;

@@ -12,6 +12,13 @@ messages to a subscriber that never acks, and page requests in bursts.
   messages holds 256 of them (receipts_dropped counts exactly the other 1,744), and acking each
   channel's last id releases exactly the 256 newest: the last 32 of each channel (the budget
   drops a subscription's oldest first).
+- One user's connections do not grow a page: a sub with 2,000 SSE connections on a channel
+  (one token, as a script would hold it) is one entry of every page that includes it, with
+  at most 10 connection ids (HD_PRESENCE_MEMBER_CONNS) and "conn_count":2000, so every page
+  (GET /presence, /ws {"op":"presence"}, a short poll's ?presence=1) stays under a size fixed
+  by its limit alone (before, that entry listed all 2,000: 40 KB); the member's connections
+  are paged by ?member= (each id once, in byte order); 2,000 such pages leave RSS within 64 MB
+  and others served. With Redis, the same (herald_pget and herald_pconns).
 - A /ws client sending 400 page requests (of a 20-member channel) in one burst gets 400
   answers, each a page or rate_limited (at most 4 unanswered per connection), and the node
   serves others meanwhile; one that keeps asking pages of 1,000 members, 4 at a time, and
@@ -109,6 +116,36 @@ async def ws_anon(port):
 
 def member_key(m):
     return m.get("sub") or m["conn"]
+
+
+MEMBER_CONNS = 10  # HD_PRESENCE_MEMBER_CONNS: connection ids on a member's entry, at most
+CONN_ID_MAX = 40  # bytes of a connection id ("<node>-<hex>"), at most
+
+
+def entry_bound(member):
+    """Bytes of a member's entry on a page, at most, whatever its connections: its object,
+    MEMBER_CONNS quoted ids and the count."""
+    return len(json.dumps(member, separators=(",", ":"))) + MEMBER_CONNS * (CONN_ID_MAX + 3) + \
+        len(',"conns":[],"conn_count":') + 20
+
+
+def open_user(port, channel, token, n):
+    """n SSE subscribers of channel with one token (one member, n connections): their sockets,
+    each read up to its response head."""
+    socks = []
+    req = b"GET /sse/%s?token=%s HTTP/1.1\r\nHost: t\r\n\r\n" % (channel.encode(), token.encode())
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=IO)
+        s.sendall(req)
+        socks.append(s)
+    for s in socks:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            assert chunk, "an SSE subscriber was closed: %r" % head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return socks
 
 
 class PresencePages(AbuseTestCase):
@@ -284,6 +321,155 @@ class PresencePages(AbuseTestCase):
         print("unread pages: cut after %d rounds of 4 asks" % (rnd + 1))
         self.assertServed(port)
         self.assertRssBounded(sampler, 64 * MB, "unread pages of 1,000 members")
+
+
+class OneMemberManyConnections(AbuseTestCase):
+    """A sub with 2,000 connections on a channel with 20 other members (20,000 files at most
+    for the test and herald: 4,000 here)."""
+    CONNS = 2000
+    OTHERS = 20
+
+    def crowd(self, port):
+        """The channel room:big: "mallory" with CONNS connections, user00..user19 with one."""
+        info = {"name": "Mallory"}
+        socks = open_user(port, "room:big", hh.jwt_token(SECRET, "mallory", info=info),
+                          self.CONNS)
+        for i in range(self.OTHERS):
+            socks += open_user(port, "room:big", hh.jwt_token(SECRET, "user%02d" % i), 1)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        hh.wait_for(lambda: presence(port, "room:big", "?member=mallory&limit=1")["conn_count"]
+                    == self.CONNS, IO, "mallory's %d connections listed" % self.CONNS)
+        hh.wait_for(lambda: presence(port, "room:big", "?limit=1")["count"] == self.OTHERS + 1,
+                    IO, "%d members" % (self.OTHERS + 1))
+        return {"sub": "mallory", "info": info}
+
+    def check_page(self, body, limit, mallory):
+        """A page's members: mallory's entry bounded, each entry's ids within its count; the
+        page's size within what its limit allows."""
+        page = json.loads(body) if isinstance(body, (bytes, str)) else body
+        members = page["members"]
+        self.assertLessEqual(len(members), limit)
+        bound = 200 + sum(entry_bound({"sub": m["sub"], "info": m["info"]} if "info" in m
+                                      else {"sub": m["sub"]}) for m in members)
+        size = len(body) if isinstance(body, (bytes, str)) else len(json.dumps(page))
+        self.assertLess(size, bound, "a page of %d members: %d bytes" % (len(members), size))
+        for m in members:
+            self.assertLessEqual(len(m["conns"]), MEMBER_CONNS, m)
+            self.assertEqual(len(m["conns"]), min(m["conn_count"], MEMBER_CONNS), m)
+            self.assertEqual(m["conns"], sorted(m["conns"]), m)
+            if m["sub"] == "mallory":
+                self.assertEqual((m["info"], m["conn_count"]), (mallory["info"], self.CONNS))
+        return page
+
+    def check_member_pages(self, port, limit):
+        """mallory's connections by ?member=: every id once, in byte order; every page within
+        its limit."""
+        conns, cursor, pages = [], None, 0
+        while True:
+            page = presence(port, "room:big", "?member=mallory&limit=%d%s" %
+                            (limit, "&cursor=" + cursor if cursor else ""))
+            self.assertEqual((page["member"]["sub"], page["conn_count"]), ("mallory", self.CONNS))
+            self.assertLessEqual(len(page["conns"]), limit)
+            conns += page["conns"]
+            pages += 1
+            cursor = page["next"]
+            if cursor is None:
+                break
+            self.assertEqual(cursor, conns[-1])
+        self.assertEqual(len(conns), self.CONNS)
+        self.assertEqual(len(set(conns)), self.CONNS)
+        self.assertEqual(conns, sorted(conns, key=lambda c: c.encode()))
+        self.assertEqual(pages, -(-self.CONNS // limit))
+        # not a member, and a page after the last id
+        self.assertEqual(presence(port, "room:big", "?member=nobody"),
+                         {"channel": "room:big", "conn_count": 0, "member": None, "conns": [],
+                          "next": None})
+        after = presence(port, "room:big", "?member=mallory&cursor=" + conns[-1])
+        self.assertEqual((after["conns"], after["next"], after["conn_count"]),
+                         ([], None, self.CONNS))
+        return conns
+
+    def attack(self, port, h, mallory, redis=None):
+        # every page holding mallory, through each way of asking
+        self.check_page(hh.request(port, "GET", "/presence/room:big?limit=1000")[2], 1000,
+                        mallory)
+        walk, cursor = [], None
+        while True:  # one member a page: mallory's page is as small as the others'
+            body = hh.request(port, "GET", "/presence/room:big?limit=1%s" %
+                              ("&cursor=" + cursor if cursor else ""))[2]
+            page = self.check_page(body, 1, mallory)
+            walk += [m["sub"] for m in page["members"]]
+            cursor = page["next"]
+            if cursor is None:
+                break
+        self.assertEqual(walk, sorted(["mallory"] + ["user%02d" % i for i in range(self.OTHERS)]))
+        st, body, _ = hh.get_json(port, "/poll/room:big?presence=1&token=" +
+                                  hh.jwt_token(SECRET, "user00"))
+        self.assertEqual(st, 200, body)
+        self.check_page(json.dumps(body["presence"]), 100, mallory)
+
+        async def over_ws():
+            ws = await hh.ws_connect(port, "/ws")
+            await ws.send(json.dumps({"op": "auth", "token": hh.jwt_token(SECRET, "user00"),
+                                      "ref": "auth"}))
+            await ws.send(json.dumps({"op": "presence", "channel": "room:big", "limit": 1000,
+                                      "ref": "page"}))
+            await ws.send(json.dumps({"op": "presence", "channel": "room:big",
+                                      "member": "mallory", "limit": 7, "ref": "conns"}))
+            got = {}
+            while len(got) < 3:
+                m = json.loads(await asyncio.wait_for(ws.recv(), IO))
+                if "ref" in m:
+                    got[m["ref"]] = m
+            await ws.close()
+            return got
+        got = asyncio.run(asyncio.wait_for(over_ws(), 60))
+        self.assertEqual(got["auth"]["type"], "authenticated", got)
+        self.assertEqual(got["page"]["type"], "presence", got["page"])
+        self.check_page(json.dumps(got["page"]), 1000, mallory)
+        conns = self.check_member_pages(port, 1000)
+        self.check_member_pages(port, 333)
+        c = got["conns"]
+        self.assertEqual((c["type"], c["member"], c["conn_count"], c["conns"], c["next"]),
+                         ("presence", mallory, self.CONNS, conns[:7], conns[6]), c)
+
+        # the attack: pages of the member and of the channel, over and over
+        sampler = RssSampler(h)
+        pid = redis.proc.pid if redis else h.pid
+        t0 = cpu_ticks(pid)
+        answers = pipelined_gets(port, ["/presence/room:big?limit=1000",
+                                        "/presence/room:big?member=mallory&limit=1000"] * 500)
+        spent = cpu_ticks(pid) - t0
+        sampler.sample()
+        self.assertEqual({st for st, _ in answers}, {200})
+        biggest = max(len(b) for _, b in answers[0::2])
+        self.check_page(answers[-2][1], 1000, mallory)
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[0]
+        print("one member with %d connections%s (all its ids: %d bytes): 1,000 pages, the "
+              "largest of members %d bytes, %d ticks of %s CPU (load %s)" %
+              (self.CONNS, " (Redis)" if redis else "",
+               len(json.dumps(conns, separators=(",", ":"))), biggest, spent,
+               "redis-server's" if redis else "herald's", load))
+        if redis:
+            st, _, body = hh.request(port, "GET", "/healthz", timeout=2)  # the Redis form of it
+            self.assertEqual((st, json.loads(body).get("redis")), (200, "connected"), body)
+        else:
+            self.assertServed(port)
+        self.assertRssBounded(sampler, 64 * MB, "pages of a member with %d connections" %
+                              self.CONNS)
+
+    def test_member_with_thousands_of_connections(self):
+        h = self.start_herald(conf_raw=conf_text() +
+                              "channel_rule room:* subscribe=auth presence=on\n")
+        self.attack(h.port, h, self.crowd(h.port))
+
+    def test_member_with_thousands_of_connections_redis(self):
+        redis = rs.start_redis(self)
+        h = self.start_herald(conf_raw=conf_text() +
+                              "channel_rule room:* subscribe=auth presence=on\n",
+                              overrides=["redis unix://" + redis.sock])
+        self.attack(h.port, h, self.crowd(h.port), redis)
 
 
 class UnackedReceipts(AbuseTestCase):

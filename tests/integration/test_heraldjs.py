@@ -662,7 +662,14 @@ class TestHeraldJs(hh.HeraldTestCase):
             return r if r["count"] == n else None
         snap = wait_for(lambda: members(3), timeout=WAIT, interval=0.2, what="3 members")
         self.assertEqual(len(snap["members"]), 3, snap)
+        self.assertEqual([m["conn_count"] for m in snap["members"]], [1, 1, 1], snap)
         conns = {m["conns"][0] for m in snap["members"]}
+        # one member's connections, by its key (an anonymous member's is its conn)
+        one = snap["members"][1]["conn"]
+        self.assertEqual(page.eval('(k) => clients.a.h.presenceConns("lobby:1", k, {limit: 5})',
+                                   one),
+                         {"channel": "lobby:1", "member": {"conn": one}, "conn_count": 1,
+                          "conns": [one], "next": None})
         sent = page.eval('() => Promise.all([clients.b.h.typing("lobby:1"), '
                          'clients.b.h.typing("lobby:1")])')
         self.assertEqual(sent, [True, False])  # the second within typingInterval: not sent

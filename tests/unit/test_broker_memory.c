@@ -1160,8 +1160,22 @@ static void test_presence_pages_in_key_order(void)
     hd_mpres_dispose(&p);
 }
 
+/* r's page as a JSON object (the broker's text in braces): a reference. */
+static json_t *page_json(const hd_breq_t *r)
+{
+    size_t len = strlen(r->page) + 3;
+    char *text = malloc(len);
+    snprintf(text, len, "{%s}", r->page);
+    json_t *root = json_loads(text, 0, NULL);
+    T_TRUE(root != NULL);
+    free(text);
+    return root;
+}
+
 /* One member with many connections (a user's tabs): one join event for the first, one leave
- * after the last, whatever the orders; a page lists them in strcmp order. */
+ * after the last, whatever the orders; a page's entry holds the first HD_PRESENCE_MEMBER_CONNS
+ * in strcmp order and the count, and the member's own pages (member_key) hold all of them,
+ * each once, in strcmp order. */
 static void test_presence_member_many_conns(void)
 {
     hd_mpres_t p;
@@ -1183,17 +1197,55 @@ static void test_presence_member_many_conns(void)
     T_EQ_INT(hd_mpres_count(&p, "mc", 2), 1);
     hd_breq_t *r = hd_breq_new(HD_BREQ_PRESENCE, NULL, "mc", 2);
     hd_mpres_page(&p, r);
-    size_t len = strlen(r->page) + 3;
-    char *text = malloc(len);
-    snprintf(text, len, "{%s}", r->page);
-    json_t *root = json_loads(text, 0, NULL);
-    json_t *conns = json_object_get(json_array_get(json_object_get(root, "members"), 0), "conns");
-    T_EQ_INT(json_array_size(conns), N);
-    for (size_t k = 1; k < N; k++)
-        T_TRUE(strcmp(json_string_value(json_array_get(conns, k - 1)),
-                      json_string_value(json_array_get(conns, k))) < 0);
+    json_t *root = page_json(r);
+    json_t *entry = json_array_get(json_object_get(root, "members"), 0);
+    json_t *conns = json_object_get(entry, "conns");
+    T_EQ_INT(json_array_size(conns), HD_PRESENCE_MEMBER_CONNS);
+    T_EQ_INT(json_integer_value(json_object_get(entry, "conn_count")), N);
+    T_TRUE(strlen(r->page) < 400); /* {"sub":"tabs"} and ten ids, not a thousand */
+    char first[HD_PRESENCE_MEMBER_CONNS][64];
+    for (size_t k = 0; k < HD_PRESENCE_MEMBER_CONNS; k++)
+        snprintf(first[k], sizeof(first[k]), "%s", json_string_value(json_array_get(conns, k)));
     json_decref(root);
-    free(text);
+    hd_breq_free(r);
+    /* the member's pages of 300: 4 pages, every id once, in strcmp order, the first ten as on
+     * its entry */
+    char prev[64] = "", cursor[64] = "";
+    size_t seen = 0, pages = 0;
+    do {
+        r = hd_breq_new(HD_BREQ_PRESENCE, NULL, "mc", 2);
+        r->member_key = hd_strdup("tabs");
+        r->cursor = cursor[0] ? hd_strdup(cursor) : NULL;
+        r->limit = 300;
+        hd_mpres_page(&p, r);
+        T_EQ_INT(r->members, N);
+        root = page_json(r);
+        T_EQ_STR(json_string_value(json_object_get(json_object_get(root, "member"), "sub")),
+                 "tabs");
+        conns = json_object_get(root, "conns");
+        T_TRUE(json_array_size(conns) <= 300);
+        for (size_t k = 0; k < json_array_size(conns); k++, seen++) {
+            const char *id = json_string_value(json_array_get(conns, k));
+            T_TRUE(strcmp(prev, id) < 0);
+            if (seen < HD_PRESENCE_MEMBER_CONNS)
+                T_EQ_STR(id, first[seen]);
+            snprintf(prev, sizeof(prev), "%s", id);
+        }
+        json_t *nx = json_object_get(root, "next");
+        T_TRUE(json_is_null(nx) || strcmp(json_string_value(nx), prev) == 0);
+        snprintf(cursor, sizeof(cursor), "%s", json_is_string(nx) ? json_string_value(nx) : "");
+        json_decref(root);
+        hd_breq_free(r);
+        pages++;
+    } while (cursor[0]);
+    T_EQ_INT(seen, N);
+    T_EQ_INT(pages, 4);
+    /* a key that is not a member: null, no connections */
+    r = hd_breq_new(HD_BREQ_PRESENCE, NULL, "mc", 2);
+    r->member_key = hd_strdup("nobody");
+    hd_mpres_page(&p, r);
+    T_EQ_INT(r->members, 0);
+    T_EQ_STR(r->page, "\"member\":null,\"conns\":[],\"next\":null");
     hd_breq_free(r);
     /* a connection it never joined with (a refused join) changes nothing */
     hd_member_t *stranger = hd_member_new("tabs", NULL, N + 5);
