@@ -142,9 +142,11 @@ void hd_hooks_get_stats(hd_hooks_t *h, hd_hooks_stats_t *out);
 #define HD_HOOKS_EP_STATS_MS 1000
 typedef struct hd_hooks_ep_stats_s {
     char name[HD_WEBHOOK_NAME_MAX + 1];
-    uint64_t pending;           /* waiting or in flight (with Redis: there, at the last take) */
-    uint64_t oldest_pending_ms; /* age of the oldest of those held here (0: none) */
-    uint64_t attempts, delivered, failures; /* this node's, since it started */
+    uint64_t pending;             /* waiting or in flight (with Redis: there, at the last take) */
+    uint64_t oldest_pending_ms;   /* age of the oldest of those held here (0: none) */
+    uint64_t attempts, delivered; /* this node's, since it started */
+    uint64_t failures[HD_HOOKS_FAIL_COUNT]; /* likewise, by reason (HD_HOOKS_FAIL_*) */
+    uint64_t dead_letters; /* held (with Redis: the cluster's for it, at the last count) */
 } hd_hooks_ep_stats_t;
 /* Any thread: a copy of every endpoint's figures (*out, to free; NULL when none); returns how
  * many. One short lock, shared with the hooks thread's publishing once a second. */

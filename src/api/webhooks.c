@@ -347,9 +347,22 @@ static void endpoint_metrics(hd_sbuf_t *sb)
     per_endpoint(sb, "herald_webhook_endpoint_deliveries_total", "counter",
                  "Webhook requests answered 2xx, per endpoint.", v, n,
                  offsetof(hd_hooks_ep_stats_t, delivered), 1);
-    per_endpoint(sb, "herald_webhook_endpoint_failures_total", "counter",
-                 "Webhook attempts that failed (every reason), per endpoint.", v, n,
-                 offsetof(hd_hooks_ep_stats_t, failures), 1);
+    per_endpoint(sb, "herald_webhook_endpoint_dead_letters", "gauge",
+                 "Webhook dead letters held, per endpoint (with Redis: the cluster's).", v, n,
+                 offsetof(hd_hooks_ep_stats_t, dead_letters), 1);
+    /* every reason of every endpoint, 0 too (a counter that appears at its first increment
+     * hides that increment from rate()): HD_HOOKS_FAIL_COUNT series an endpoint */
+    hd_sbuf_appends(sb, "# HELP herald_webhook_endpoint_failures_total Webhook attempts that "
+                        "failed, per endpoint and reason.\n"
+                        "# TYPE herald_webhook_endpoint_failures_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < HD_HOOKS_FAIL_COUNT; k++) {
+            hd_sbuf_appends(sb, "herald_webhook_endpoint_failures_total{endpoint=\"");
+            label_value(sb, v[i].name);
+            hd_sbuf_appendf(sb, "\",reason=\"%s\"} %llu\n", hd_hooks_fail_names[k],
+                            (unsigned long long)v[i].failures[k]);
+        }
+    }
     free(v);
 }
 

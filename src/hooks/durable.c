@@ -60,6 +60,7 @@ typedef struct hk_dslot_s {
     unsigned is_taking : 1;
     unsigned is_gone : 1;
     uint64_t claim_ms; /* loop time of the last claim */
+    uint64_t dead;     /* its dead letters in P hk:dl, at the last count (count_dead) */
 } slot_t;
 
 /* An admin request answered from Redis. */
@@ -81,6 +82,9 @@ struct hk_durable_s {
     char dl[KEY_MAX];
     char pev[KEY_MAX], members[KEY_MAX];
     unsigned is_taking_members : 1;
+    unsigned is_counting : 1; /* a herald_hk_dcount is under way */
+    uint64_t slots_gen;       /* changes with d->slots (a count answers for the slots it asked) */
+    uint64_t count_gen;       /* slots_gen when the count under way was sent */
     uint64_t members_claim_ms;
     char consumer[64];
     hd_list_t outbox;
@@ -217,6 +221,7 @@ hk_dslot_t *hk_durable_slot_new(hk_durable_t *d, const hd_webhook_def_t *def, vo
     key(sl->w, d->conf->redis_prefix, "hk:w:", sl->name);
     sl->events = def->events;
     hd_list_insert_tail(&d->slots, &sl->link);
+    d->slots_gen++;
     if ((sl->events & EV_MEMBERS) && d->n_members++ == 0 && hk_redis_is_up(d->rc))
         want_members(d);
     if (sl->events & EV_CHANNELS)
@@ -233,6 +238,7 @@ void hk_durable_slot_free(hk_dslot_t *sl)
         d->n_channels--;
     sl->events = 0;
     sl->owner = NULL;
+    d->slots_gen++;
     if (sl->is_taking) {
         sl->is_gone = 1; /* freed when the take's answer comes */
         return;
@@ -767,6 +773,65 @@ void hk_durable_admin(hk_durable_t *d, hd_hooks_admin_t *a)
 }
 
 /* ---- life ---- */
+
+/* ---- dead letters per endpoint: herald_hk_dcount ---- */
+
+/* The counts of the slots asked, in their order (the slots are the same: count_gen). */
+static void on_dcount(void *data, const redisReply *rep)
+{
+    hk_durable_t *d = data;
+    d->is_counting = 0;
+    if (!rep || d->is_closing)
+        return;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        log_error(d, "herald_hk_dcount", rep);
+        return;
+    }
+    if (d->count_gen != d->slots_gen)
+        return; /* an endpoint came or went meanwhile: the next count */
+    size_t i = 0;
+    hd_list_t *pos;
+    for (pos = d->slots.next; pos != &d->slots && i < rep->elements; pos = pos->next, i++) {
+        const redisReply *e = rep->element[i];
+        if (e->type == REDIS_REPLY_INTEGER && e->integer >= 0)
+            hd_container_of(pos, slot_t, link)->dead = (uint64_t)e->integer;
+    }
+}
+
+void hk_durable_count_dead(hk_durable_t *d)
+{
+    size_t n = 0;
+    hd_list_t *pos;
+    if (d->is_counting || d->is_closing || !hk_redis_is_up(d->rc))
+        return;
+    for (pos = d->slots.next; pos != &d->slots; pos = pos->next)
+        n++;
+    if (n == 0)
+        return;
+    const char **argv = hd_malloc((n + 4) * sizeof(*argv));
+    size_t *lens = hd_malloc((n + 4) * sizeof(*lens));
+    argv[0] = "FCALL";
+    argv[1] = "herald_hk_dcount";
+    argv[2] = "1";
+    argv[3] = d->dl;
+    size_t i = 4;
+    for (pos = d->slots.next; pos != &d->slots; pos = pos->next)
+        argv[i++] = hd_container_of(pos, slot_t, link)->name;
+    for (i = 0; i < n + 4; i++)
+        lens[i] = strlen(argv[i]);
+    /* the command is formatted here: argv may go */
+    if (hk_redis_send(d->rc, (int)(n + 4), argv, lens, on_dcount, d) == 0) {
+        d->is_counting = 1;
+        d->count_gen = d->slots_gen;
+    }
+    free(argv);
+    free(lens);
+}
+
+uint64_t hk_durable_slot_dead(const hk_dslot_t *sl)
+{
+    return sl->dead;
+}
 
 hk_durable_t *hk_durable_new(uv_loop_t *loop, const hd_conf_t *conf, hd_hooks_stats_t *st,
                              const hk_durable_ops_t *ops, void *data)

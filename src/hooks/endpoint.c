@@ -129,9 +129,11 @@ size_t hk_sender_ep_stats(hk_sender_t *s, hd_hooks_ep_stats_t **out)
             e->oldest_pending_ms = hd_container_of(ep->all.next, hk_job_t, all)->created_ms;
         e->attempts = ep->attempts;
         e->delivered = ep->delivered;
-        for (int k = 0; k < HD_HOOKS_FAIL_COUNT; k++)
-            e->failures += ep->failures[k];
+        memcpy(e->failures, ep->failures, sizeof(e->failures));
+        e->dead_letters = s->dur ? hk_durable_slot_dead(ep->slot) : ep->n_letters;
     }
+    if (s->dur)
+        hk_durable_count_dead(s->dur); /* the next copy's dead letters */
     *out = v;
     return s->n_eps;
 }

@@ -24,6 +24,10 @@
 --   P hk:dl       stream  dead letters of every endpoint, oldest first, at most
 --                         webhook_dead_letters (XADD MAXLEN): fields n endpoint, e, t, c, a,
 --                         x when it died (wall ms), r the reason, b the body.
+--   P hk:dlc      hash    endpoint name -> its dead letters in P hk:dl (for /metrics), kept by
+--                         every function that adds or removes one; herald_hk_dcount counts
+--                         them again from P hk:dl when the sum is not XLEN P hk:dl (a stream
+--                         written before the hash existed, or trimmed by hand)
 --
 --   P nc:<node>   hash    the notify hook's records (src/hooks/notify_rec.c): conn -> {"transport",
 --                         "sub","client_ip","channels"} of each stream of the node the backend
@@ -56,6 +60,8 @@
 --   FCALL herald_hk_requeue 3 DL Q W <dead letter id> <max pending>
 --                                                      -> 1 queued, 0 full, -1 gone
 --   FCALL herald_hk_purge 1 DL <name or ""> <event id or "">  -> dead letters removed
+--   FCALL herald_hk_dcount 1 DL <name1> <name2> ...   -> {dead letters of name1, ...}
+--     (from P hk:dlc, the DL key's name plus "c")
 --   FCALL herald_hk_ptake 1 PEV <consumer> <count> <claim idle ms or 0>
 --     -> {id1, k, c, d, id2, ...}: presence events (P hk:pev, written by herald.lua's presence
 --     functions while P hk:members exists) for member.added / member.removed, read through the
@@ -117,10 +123,26 @@ local function pending(q, w)
     return redis.call('XLEN', q) + redis.call('ZCARD', w)
 end
 
+-- P hk:dlc of the dead letters P hk:dl (the key's name plus "c"): name's count moved by by.
+local function dcount_add(dl, name, by)
+    if redis.call('HINCRBY', dl .. 'c', name, by) <= 0 then
+        redis.call('HDEL', dl .. 'c', name)
+    end
+end
+
 local function dead(dl, name, f, attempts, now, reason, maxdead)
     if tonumber(maxdead) <= 0 then
         return
     end
+    -- the oldest go first (what XADD MAXLEN would trim), their endpoints' counts with them
+    local over = redis.call('XLEN', dl) - tonumber(maxdead) + 1
+    if over > 0 then
+        for _, e in ipairs(redis.call('XRANGE', dl, '-', '+', 'COUNT', over)) do
+            dcount_add(dl, fields(e[2]).n or '', -1)
+            redis.call('XDEL', dl, e[1])
+        end
+    end
+    dcount_add(dl, name, 1)
     redis.call('XADD', dl, 'MAXLEN', maxdead, '*', 'n', name, 'e', f.e or '', 't', f.t or '',
         'c', f.c or '0', 'a', attempts, 'x', now, 'r', reason, 'b', f.b or '')
 end
@@ -278,7 +300,9 @@ local function herald_hk_requeue(keys, args)
     local f = fields(r[1][2])
     redis.call('XADD', q, '*', 'e', f.e or '', 't', f.t or '', 'c', f.c or '0', 'a', '0', 'f',
         '0', 'b', f.b or '')
-    redis.call('XDEL', dl, args[1])
+    if redis.call('XDEL', dl, args[1]) == 1 then
+        dcount_add(dl, f.n or '', -1)
+    end
     return 1
 end
 
@@ -286,7 +310,7 @@ local function herald_hk_purge(keys, args)
     local dl, name, eid = keys[1], args[1], args[2]
     if name == '' and eid == '' then
         local n = redis.call('XLEN', dl)
-        redis.call('DEL', dl)
+        redis.call('DEL', dl, dl .. 'c')
         return n
     end
     local gone, from = 0, '-'
@@ -294,8 +318,10 @@ local function herald_hk_purge(keys, args)
         local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
         for _, e in ipairs(page) do
             local f = fields(e[2])
-            if (name == '' or f.n == name) and (eid == '' or f.e == eid) then
-                gone = gone + redis.call('XDEL', dl, e[1])
+            if (name == '' or f.n == name) and (eid == '' or f.e == eid) and
+                    redis.call('XDEL', dl, e[1]) == 1 then
+                gone = gone + 1
+                dcount_add(dl, f.n or '', -1)
             end
         end
         if #page < SCAN then
@@ -304,6 +330,33 @@ local function herald_hk_purge(keys, args)
         from = '(' .. page[#page][1]
     end
     return gone
+end
+
+local function herald_hk_dcount(keys, args)
+    local dl = keys[1]
+    local dlc, sum = dl .. 'c', 0
+    for _, v in ipairs(redis.call('HVALS', dlc)) do
+        sum = sum + tonumber(v)
+    end
+    if sum ~= redis.call('XLEN', dl) then
+        redis.call('DEL', dlc)
+        local from = '-'
+        while true do
+            local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
+            for _, e in ipairs(page) do
+                redis.call('HINCRBY', dlc, fields(e[2]).n or '', 1)
+            end
+            if #page < SCAN then
+                break
+            end
+            from = '(' .. page[#page][1]
+        end
+    end
+    local out = {}
+    for i, name in ipairs(args) do
+        out[i] = tonumber(redis.call('HGET', dlc, name) or 0) or 0
+    end
+    return out
 end
 
 -- Up to count entries of stream q for consumer: first those idle over idle ms under another
@@ -503,5 +556,6 @@ redis.register_function('herald_hk_bury', herald_hk_bury)
 redis.register_function{function_name = 'herald_hk_dlist', callback = herald_hk_dlist,
     flags = {'no-writes', 'allow-oom'}}
 redis.register_function('herald_hk_requeue', herald_hk_requeue)
+redis.register_function('herald_hk_dcount', herald_hk_dcount)
 redis.register_function{function_name = 'herald_hk_purge', callback = herald_hk_purge,
     flags = {'allow-oom'}}

@@ -280,6 +280,12 @@ void hk_durable_bury(hk_durable_t *d, hk_dslot_t *sl, const char *sid, const cha
                      uint32_t attempts);
 /* Answers an admin request about dead letters (DEAD_*) later, through hk_admin_answered. */
 void hk_durable_admin(hk_durable_t *d, hd_hooks_admin_t *a);
+/* Asks Redis for the dead letters of every slot's endpoint in P hk:dl (herald_hk_dcount: one
+ * command, unless one is under way or Redis is down); hk_durable_slot_dead has them once
+ * answered. */
+void hk_durable_count_dead(hk_durable_t *d);
+/* The slot's endpoint's dead letters in Redis (every node's) at the last count (0 before). */
+uint64_t hk_durable_slot_dead(const hk_dslot_t *sl);
 /* Bytes held by commands not yet answered (counted in webhook_max_memory). */
 size_t hk_durable_bytes(const hk_durable_t *d);
 /* Closes the connection and frees d; returns the events never sent to Redis (lost). */

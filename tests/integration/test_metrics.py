@@ -653,6 +653,23 @@ class TestHttp2(MetricsTestCase):
                                    "herald_http2_connection_errors_total": 1})
 
 
+# The per-endpoint families and how many series each has per endpoint (failures: one per
+# reason, HD_HOOKS_FAIL_COUNT): the bound docs/operations.md gives.
+PER_ENDPOINT = {"herald_webhook_endpoint_pending": 1,
+                "herald_webhook_endpoint_oldest_pending_seconds": 1,
+                "herald_webhook_endpoint_attempts_total": 1,
+                "herald_webhook_endpoint_deliveries_total": 1,
+                "herald_webhook_endpoint_dead_letters": 1,
+                "herald_webhook_endpoint_failures_total": 6}
+FAIL_REASONS = ("status", "timeout", "connect", "tls", "refused", "protocol")
+
+
+def ep_series(fam, name, reason=None):
+    if reason:
+        return '%s{endpoint="%s",reason="%s"}' % (fam, name, reason)
+    return '%s{endpoint="%s"}' % (fam, name)
+
+
 class TestWebhooks(MetricsTestCase):
     FAST = ["webhook_allow_private on", "webhook_backoff_base 20ms", "webhook_backoff_max 100ms",
             "webhook_connect_timeout 2s", "webhook_timeout 5s"]
@@ -703,25 +720,116 @@ class TestWebhooks(MetricsTestCase):
             return '%s{endpoint="%s"}' % (fam, name)
         want = {}
         for name, v in (("down", (1, 2, 0, 1)), ("up", (0, 1, 1, 0))):
-            for fam, x in zip(("herald_webhook_endpoint_pending",
-                               "herald_webhook_endpoint_attempts_total",
-                               "herald_webhook_endpoint_deliveries_total",
-                               "herald_webhook_endpoint_failures_total"), v):
-                want[ep(name, fam)] = x
+            for (fam, reason), x in zip((("herald_webhook_endpoint_pending", None),
+                                         ("herald_webhook_endpoint_attempts_total", None),
+                                         ("herald_webhook_endpoint_deliveries_total", None),
+                                         ("herald_webhook_endpoint_failures_total", "status")),
+                                        v):
+                want[ep_series(fam, name, reason)] = x
         # the node-wide series are the endpoints' sums
         want.update({"herald_webhook_pending": 1, "herald_webhook_attempts_total": 3,
                      "herald_webhook_deliveries_total": 1})
         self.assertSeries(h.port, want)
         age = "herald_webhook_endpoint_oldest_pending_seconds"
         m = self.assertSeries(h.port, {ep("down", age): 1, ep("up", age): 0})
-        self.assertEqual(m.per_endpoint(), {
-            "herald_webhook_endpoint_pending", "herald_webhook_endpoint_oldest_pending_seconds",
-            "herald_webhook_endpoint_attempts_total", "herald_webhook_endpoint_deliveries_total",
-            "herald_webhook_endpoint_failures_total"})
+        self.assertEqual(m.per_endpoint(), set(PER_ENDPOINT))
         self.assertEqual(sorted(k for k in m.samples if k.startswith(
             "herald_webhook_endpoint_pending")), [ep("down", "herald_webhook_endpoint_pending"),
                                                    ep("up", "herald_webhook_endpoint_pending")])
         _asserted.update(m.per_endpoint())
+
+    def endpoint_dead_letters(self, h, r=None):
+        """Endpoint "two" fails two ways, a 500 and a connection closed without an answer, and
+        each event becomes a dead letter (webhook_retry_window 0: one attempt); "fine" takes
+        its event. A third dead letter pushes out the oldest (webhook_dead_letters 2). With r
+        (a RedisServer) the dead letters are the cluster's, in Redis."""
+        fam = "herald_webhook_endpoint_failures_total"
+        dead = "herald_webhook_endpoint_dead_letters"
+        publish(h.port, "two", "first")
+        publish(h.port, "two", "second")
+        publish(h.port, "fine", "taken")
+        want = {ep_series(fam, "two", k): int(k in ("status", "connect")) for k in FAIL_REASONS}
+        want.update({ep_series(fam, "fine", k): 0 for k in FAIL_REASONS})
+        want.update({ep_series(dead, "two"): 2, ep_series(dead, "fine"): 0,
+                     "herald_webhook_dead_letters": 2,
+                     'herald_webhook_failures_total{reason="status"}': 1,
+                     'herald_webhook_failures_total{reason="connect"}': 1})
+        m = self.assertSeries(h.port, want)
+        self.assertEqual(len([k for k in m.samples if k.startswith(fam + "{")]),
+                         2 * len(FAIL_REASONS), "every reason of each endpoint, 0 too")
+        if r is not None:
+            # a dead letter written behind herald's back (no count kept): counted again from
+            # P hk:dl, whose length no longer matches the counts
+            r.cli("XADD", "herald:hk:dl", "*", "n", "two", "e", "evt_byhand", "t",
+                  "message.published", "c", "0", "a", "1", "x", "0", "r", "by hand", "b", "{}")
+            self.assertSeries(h.port, {ep_series(dead, "two"): 3})
+        publish(h.port, "two", "third")  # answered 500: the oldest dead letters make room
+        self.assertSeries(h.port, {ep_series(fam, "two", "status"): 2,
+                                   ep_series(dead, "two"): 2, ep_series(dead, "fine"): 0})
+        if r is not None:
+            self.assertEqual(r.cli("XLEN", "herald:hk:dl"), "2")
+        # replayed: the receiver takes them now, and the endpoint holds none
+        self.assertEqual(whs.admin(h.port, "POST",
+                                   "/admin/webhooks/dead-letters/replay?endpoint=two")[0], 200)
+        self.assertSeries(h.port, {ep_series(dead, "two"): 0, "herald_webhook_dead_letters": 0})
+        _asserted.update([fam, dead])
+
+    def two_endpoints(self, extra=()):
+        s = whs.new_secret()
+        bad, good = whs.Receiver(self, [s]), whs.Receiver(self, [s])
+        bad.control(["status:500", "drop", "status:500"])
+        return self.start_herald(overrides=self.FAST + [
+            "webhook_retry_window 0", "webhook_dead_letters 2"] + list(
+            extra) + [whs.webhook_line(bad.url(), [s], name="two", channels=["two"]),
+                      whs.webhook_line(good.url(), [s], name="fine", channels=["fine"])],
+            workers=2)
+
+    @drives("herald_webhook_endpoint_dead_letters")
+    def test_webhook_endpoint_reasons_and_dead_letters(self):
+        """Failures by reason and dead letters per endpoint, in memory (no Redis)."""
+        self.endpoint_dead_letters(self.two_endpoints())
+
+    @drives("herald_webhook_endpoint_dead_letters")
+    def test_webhook_endpoint_reasons_and_dead_letters_redis(self):
+        """The same with Redis: the endpoint's dead letters are the cluster's, counted in
+        P hk:dlc as they come and go (and again from P hk:dl when the two disagree)."""
+        r = rs.start_redis(self)
+        self.endpoint_dead_letters(self.two_endpoints(["redis unix://" + r.sock]), r)
+
+    @drives("herald_webhook_endpoints")
+    def test_webhook_endpoint_series_bounded(self):
+        """The admin API registers endpoints up to webhook_max_endpoints and no more (507), so
+        the per-endpoint series are bounded: PER_ENDPOINT's 11 per endpoint, names of at most
+        64 bytes; a deleted endpoint's series go with it."""
+        n = 40
+        h = self.start_herald(overrides=self.FAST + ["webhook_max_endpoints %d" % n], workers=1)
+        url = "http://127.0.0.1:9/hook"  # never sent to: nothing is published
+        names = ["%s%02d" % ("x" * 62, i) for i in range(n)]
+        for name in names:
+            status, body = whs.admin(h.port, "POST", "/admin/webhooks", {"id": name, "url": url})
+            self.assertEqual(status, 201, body)
+        status, body = whs.admin(h.port, "POST", "/admin/webhooks", {"id": "more", "url": url})
+        self.assertEqual(status, 507, body)
+        self.assertSeries(h.port, {"herald_webhook_endpoints": n})
+
+        def counts(m):
+            return {fam: len([k for k in m.samples if k.startswith(fam + "{")])
+                    for fam in PER_ENDPOINT}
+        want = {fam: n * per for fam, per in PER_ENDPOINT.items()}
+        last = {}
+
+        def full():
+            m = scrape(h.port)
+            last.update(counts(m))
+            return last == want and m
+        m = wait_for(full, what="every endpoint's series: %r" % last)
+        lines = [ln for ln in m.text.splitlines() if ln.startswith("herald_webhook_endpoint_")]
+        self.assertEqual(len(lines), n * sum(PER_ENDPOINT.values()))
+        self.assertLess(max(len(ln) for ln in lines), 200)
+        for name in names:
+            self.assertEqual(whs.admin(h.port, "DELETE", "/admin/webhooks/" + name)[0], 200)
+        self.assertSeries(h.port, {"herald_webhook_endpoints": 0})
+        wait_for(lambda: not scrape(h.port).per_endpoint(), what="the series of none")
 
     @drives("herald_webhook_endpoints_disabled", "herald_webhook_dead_lettered_total",
             "herald_webhook_dead_letters", "herald_webhook_memory_bytes",
