@@ -589,6 +589,19 @@ static void on_stop(hd_worker_t *w, hd_msg_t *msg)
  * decides wait on this thread, and a SCHED_IDLE thread gets about 0.3% of a core (weight 3
  * against 1024) while the workers keep both cores busy, so a load spike would turn into
  * authorize timeouts (on_error) with a healthy backend.
+ *
+ * Set once, when the thread starts, and it could not be otherwise: Linux lets a thread leave
+ * SCHED_IDLE only with CAP_SYS_NICE or an RLIMIT_NICE that would let it lower its nice
+ * (SCHED_IDLE counts as nice 20), and herald.service's DynamicUser has neither (RLIMIT_NICE 0:
+ * sched_setscheduler(SCHED_OTHER) is EPERM), so a thread made SCHED_IDLE stays so. Nothing
+ * needs it: the inputs, redis and authorize_hook, are restart directives, and a reload never
+ * hands this thread a new conf (an authorize_hook added by a reload is warned about and asks
+ * nothing: workers get "needs a restart" at once, never a decision waiting here;
+ * it.test_authorize_hook TestSchedule). The same rules out SCHED_IDLE only while a backlog
+ * drains (hk_sender_is_behind), which would be no better anyway: the policy matters only while
+ * the workers keep every core busy, and then a steady flow that nice 10 keeps up with would
+ * take its share from subscribers, while one it cannot keep up with turns into a backlog within
+ * webhook_concurrency events and would be SCHED_IDLE anyway; on a free core both run alike.
  */
 #define HOOKS_NICE 10
 

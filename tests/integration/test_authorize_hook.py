@@ -396,6 +396,39 @@ class TestSchedule(HookCase):
         hh.wait_for(lambda: hooks_thread_sched(w.pid) == (os.SCHED_IDLE, 0),
                     what="webhooks only: SCHED_IDLE: %r" % (hooks_thread_sched(w.pid),))
 
+    def test_reload_adding_authorize_hook(self):
+        """The policy's inputs (redis, authorize_hook) are restart directives, so it holds for
+        the thread's whole life: a reload that adds an authorize_hook (and subscribe=hook
+        rules) to a webhooks-only node is warned about, the thread stays SCHED_IDLE and decides
+        no connect (503 backend_unavailable at once: nothing waits on an idle-class thread);
+        the restart that applies the hook starts the thread at nice 10."""
+        self.backend()
+        base = hh.conf_text(dict(hh.DEFAULT_CONF)) + "\n".join([
+            "webhook_allow_private on",
+            "webhook %s secret=%s" % (self.recv.url("/hook"), self.secret)]) + "\n"
+        h = self.start_herald(conf_raw=base, workers=2)
+        idle = (os.SCHED_IDLE, 0)
+        hh.wait_for(lambda: hooks_thread_sched(h.pid) == idle,
+                    what="webhooks only: SCHED_IDLE: %r" % (hooks_thread_sched(h.pid),))
+        hooked = base + "\n".join([hook_line(self.recv.url("/authorize"), self.secret)] +
+                                   ["channel_rule " + r for r in RULES]) + "\n"
+        start = h.reload(conf_raw=hooked)
+        h.wait_log(r"reload: .*authorize_hook.* changed; that takes effect only after a "
+                   r"restart", start=start)
+        t0 = time.monotonic()
+        status, body, _ = connect(h.port, "poll", "hook:a")
+        self.assertEqual((status, body["code"]), (503, "backend_unavailable"), body)
+        self.assertLess(time.monotonic() - t0, 2.0, "refused at once, not after a call")
+        self.assertEqual(self.questions(), [], "the backend was asked by a reloaded conf")
+        self.assertEqual(hooks_thread_sched(h.pid), idle)
+        h.stop()
+        r = self.start_herald(conf_raw=hooked, workers=2)
+        hh.wait_for(lambda: hooks_thread_sched(r.pid) == (os.SCHED_OTHER, 10),
+                    what="restarted with the hook: nice 10: %r" % (hooks_thread_sched(r.pid),))
+        status, body, _ = connect(r.port, "poll", "hook:a")
+        self.assertIn(status, (200, 204), body)
+        self.assertEqual([q["data"]["channels"] for q in self.questions()], [["hook:a"]])
+
 
 class TestConf(hh.HeraldTestCase):
     def test_conf_errors(self):
