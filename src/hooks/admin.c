@@ -71,10 +71,10 @@ static void endpoint_json(hd_sbuf_t *sb, hk_endpoint_t *ep)
     hd_sbuf_appendf(sb, ",\"pending\":%llu,\"in_flight\":%zu,\"oldest_pending_age_ms\":%llu,",
                     (unsigned long long)(ep->s->dur ? ep->redis_pending : ep->n_pending),
                     ep->in_flight, (unsigned long long)oldest_age);
-    if (ep->s->dur) /* in Redis, with every endpoint's: GET .../dead-letters?endpoint= counts */
-        hd_sbuf_appends(sb, "\"dead_letters\":null");
-    else
-        hd_sbuf_appendf(sb, "\"dead_letters\":%zu", ep->n_letters);
+    /* with Redis, the cluster's, as counted there at most HD_HOOKS_EP_STATS_MS ago */
+    hd_sbuf_appendf(sb, "\"dead_letters\":%llu",
+                    (unsigned long long)(ep->s->dur ? hk_durable_slot_dead(ep->slot)
+                                                    : (uint64_t)ep->n_letters));
     hd_sbuf_appendf(sb, ",\"connections\":%zu,\"attempts\":%llu,\"delivered\":%llu,\"failures\":{",
                     hk_pool_conns(ep->pool), (unsigned long long)ep->attempts,
                     (unsigned long long)ep->delivered);

@@ -757,6 +757,7 @@ class TestWebhooks(MetricsTestCase):
         m = self.assertSeries(h.port, want)
         self.assertEqual(len([k for k in m.samples if k.startswith(fam + "{")]),
                          2 * len(FAIL_REASONS), "every reason of each endpoint, 0 too")
+        self.assertEqual(whs.endpoint(h.port, "two")["dead_letters"], 2)  # the admin API's
         if r is not None:
             # a dead letter written behind herald's back (no count kept): counted again from
             # P hk:dl, whose length no longer matches the counts
