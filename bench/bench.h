@@ -365,6 +365,8 @@ int run_publish(opts_t *o);
 int run_floor(opts_t *o);
 int run_kick(opts_t *o);
 int run_soak(opts_t *o);
+/* A light webhook receiver for bench/webhook_bars.py, with its own arguments (hooksink.c). */
+int run_hooksink(int argc, char **argv);
 /* The fan-out core shared by fanout and floor: floor_pid is the bench's own server, or 0. */
 int fanout_core(opts_t *o, pid_t floor_pid, shared_t *sh, const char *title);
 /* Server CPU and memory rows: CPU between samples a and b, per `per` units of per_what. */

@@ -29,6 +29,8 @@ static const char usage[] =
     "coordinated omission and count lost, duplicated and out-of-order deliveries.\n"
     "\n"
     "Scenarios:\n"
+    "  hooksink  a light webhook receiver (204 to everything, counts requests and distinct\n"
+    "            webhook-id values) for bench/webhook_bars.py; see bench/hooksink.c.\n"
     "  fanout    S subscribers over one transport, spread over C channels; P publishers send R\n"
     "            msg/s in total of N-byte payloads for D seconds, then wait up to --drain for\n"
     "            the rest. Reports delivered/lost/duplicated/out-of-order, latency percentiles,\n"
@@ -414,6 +416,8 @@ int main(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (strcmp(argv[1], "hooksink") == 0)
+        return run_hooksink(argc - 1, argv + 1);
     static const char *const scenarios[] = {"fanout", "idle", "connect", "publish", "floor",
                                             "notify", "chat", "kick",    "soak"};
     int sc = -1;
