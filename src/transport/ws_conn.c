@@ -222,19 +222,7 @@ static void ws_on_data(hd_conn_t *c, const char *data, size_t len)
     ws_t *ws = c->data;
     hd_ws_enter(ws);
     ws->last_rx_ms = now_ms(ws);
-    if (hd_ws_is_open(ws)) {
-        hd_ws_ctx(ws);
-        ws_rx_t *rx = ws->rx;
-        rx->in = hd_grow(rx->in, &rx->in_cap, rx->in_len + len, 4096, 0);
-        memcpy(rx->in + rx->in_len, data, len);
-        rx->in_len += len;
-        hd_ws_read_input(ws); /* may free rx (hd_ws_release_rx_if_idle) */
-        if (!ws->is_gone && ws->rx && ws->rx->in_len == 0) { /* no input buffer while idle */
-            free(ws->rx->in);
-            ws->rx->in = NULL;
-            ws->rx->in_cap = 0;
-        }
-    }
+    hd_ws_on_input(ws, data, len);
     hd_ws_leave(ws);
 }
 
@@ -266,10 +254,17 @@ static void ws_on_timeout(hd_conn_t *c)
         if (life == HD_TP_LIFE_REFRESH)
             emit_refresh_needed(ws);
         if (now - ws->last_ping_ms >= conf->ws_ping_interval_ms) {
-            struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
-            wslay_event_queue_msg(hd_ws_ctx(ws), &ping);
-            hd_ws_flush_control(ws);
-            hd_ws_release_rx_if_idle(ws);
+            if (ws->rx) { /* behind what wslay holds */
+                struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
+                wslay_event_queue_msg(ws->rx->ctx, &ping);
+                hd_ws_flush_control(ws);
+                hd_ws_release_rx_if_idle(ws);
+            } else {
+                /* A silent peer has no wslay context, and none is made (9 KiB zeroed) only
+                 * to write the two bytes wslay would: FIN and opcode 9, unmasked, empty. */
+                static const uint8_t ping[2] = {0x89, 0x00};
+                hd_conn_send_copy(ws->pub.conn, ping, sizeof(ping));
+            }
             ws->last_ping_ms = now;
         }
         arm_timer(ws, now);

@@ -144,6 +144,9 @@ wslay_event_context_ptr hd_ws_ctx(ws_t *ws);
 void hd_ws_free_rx(ws_t *ws);
 /* Frees ws->rx when it holds nothing: an idle subscriber keeps no wslay context. */
 void hd_ws_release_rx_if_idle(ws_t *ws);
+/* Bytes from the peer: whole messages read without wslay while it has nothing half-sent, the
+ * rest buffered and read by wslay (hd_ws_read_input). */
+void hd_ws_on_input(ws_t *ws, const char *data, size_t len);
 /* Lets wslay read what has arrived; ends the connection when a close frame has been queued. */
 void hd_ws_read_input(ws_t *ws);
 /* Queues the control frames wslay holds (pong, ping, close) on the connection, now. */
