@@ -309,6 +309,41 @@ class JsonProtocol(WebSocketTest):
         status, _, body = request(self.port, "GET", "/poll/other?since=" + old[0])
         self.assertEqual(json.loads(body)["messages"][-1]["content_type"], "text/x-custom")
 
+    def test_simple_and_full_parse_agree(self):
+        # Simple objects (strings without escapes, integers, true/false/null) are read by a scan
+        # (src/core/jflat.c), the rest by jansson: the same request through both (a leading
+        # member with an escaped key sends it to jansson) gets the same bytes back.
+        reqs = ['{"op":"subscribe","channel":"pa1","ref":"r"}',
+                '{"op":"subscribe","channel":"pa1","ref":7}',
+                '{"op":"unsubscribe","channel":"pa1","ref":null}',
+                '{"op":"unsubscribe","channel":"pa1","ref":true}',
+                '{"op":"subscribe","channel":"bad name"}',
+                '{"op":"subscribe","channel":5,"ref":false}',
+                '{"op":"subscribe","channel":"pa2","since":"nope","ref":-0}',
+                '{"op":"subscribe","channel":"pa2","since":3}',
+                '{"op":"subscribe","channel":"pa2","presence":"yes"}',
+                '{"op":"subscribe","channel":"pa2","presence":true}',
+                '{"op":"subscribe","channel":"pa2","ack":1}',
+                ' {"type":"subscribe", "channel":"pa3","since":null,"presence":false,'
+                '"ack":false,"ref":123456789012345678}\n',
+                '{"op":"unsubscribe","channel":"pa3"}',
+                '{"op":"ping","ref":"p"}',
+                '{"op":5,"type":"ping"}']
+
+        async def replies(escaped):
+            out = []
+            async with connect(self.port, "/ws") as ws:
+                for r in reqs:
+                    await ws.send(r.replace("{", '{"\\u0078":0,', 1) if escaped else r)
+                    out.append(await asyncio.wait_for(ws.recv(), 10))
+            return out
+
+        simple, full = run(replies(False)), run(replies(True))
+        self.assertEqual(simple, full)
+        self.assertEqual([json.loads(m).get("ref", "-") for m in simple],
+                         ["r", 7, None, True, "-", False, 0, "-", "-", "-", "-",
+                          123456789012345678, "-", "p", "-"])
+
     def test_unsubscribe_while_pending(self):
         async def go():
             async with connect(self.port, "/ws") as ws:
