@@ -885,7 +885,12 @@ local function herald_pget(keys, args)
         local j = string.sub(v, string.find(v, '\n', 1, true) + 1)
         local body = string.sub(j, 1, #j - 1)
         local sep = #body > 1 and ',' or ''
-        local n = tonumber(redis.call('HGET', p .. 'pk:' .. channel, key) or #conns[key])
+        -- fewer than max_conns listed: the read saw every one (it stops only past a member's
+        -- last entry, or at the end); else the count is P pk:<C>'s
+        local n = #conns[key]
+        if n == max_conns then
+            n = tonumber(redis.call('HGET', p .. 'pk:' .. channel, key) or n)
+        end
         out[#out + 1] = body .. sep .. '"conns":["' .. table.concat(conns[key], '","') ..
             '"],"conn_count":' .. int(n) .. '}'
     end
