@@ -556,6 +556,9 @@ redis.register_function('herald_hk_bury', herald_hk_bury)
 redis.register_function{function_name = 'herald_hk_dlist', callback = herald_hk_dlist,
     flags = {'no-writes', 'allow-oom'}}
 redis.register_function('herald_hk_requeue', herald_hk_requeue)
-redis.register_function('herald_hk_dcount', herald_hk_dcount)
+-- Counting writes only when the counts are off, a hash of one field an endpoint: it works when
+-- Redis is out of memory too (no warning a second from every node then).
+redis.register_function{function_name = 'herald_hk_dcount', callback = herald_hk_dcount,
+    flags = {'allow-oom'}}
 redis.register_function{function_name = 'herald_hk_purge', callback = herald_hk_purge,
     flags = {'allow-oom'}}

@@ -773,6 +773,16 @@ class TestWebhooks(MetricsTestCase):
         self.assertEqual(whs.admin(h.port, "POST",
                                    "/admin/webhooks/dead-letters/replay?endpoint=two")[0], 200)
         self.assertSeries(h.port, {ep_series(dead, "two"): 0, "herald_webhook_dead_letters": 0})
+        if r is not None:
+            # counted again while Redis is full too (herald_hk_dcount is allow-oom)
+            r.cli("XADD", "herald:hk:dl", "*", "n", "two", "e", "evt_full", "t",
+                  "message.published", "c", "0", "a", "1", "x", "0", "r", "by hand", "b", "{}")
+            r.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+            r.cli("CONFIG", "SET", "maxmemory", "1")
+            try:
+                self.assertSeries(h.port, {ep_series(dead, "two"): 1})
+            finally:
+                r.cli("CONFIG", "SET", "maxmemory", "0")
         _asserted.update([fam, dead])
 
     def two_endpoints(self, extra=()):
