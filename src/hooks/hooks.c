@@ -119,16 +119,24 @@ typedef struct stop_msg_s {
     hd_hooks_t *h;
 } stop_msg_t;
 
+/* Set by the main thread (hd_hooks_set) while other threads may read it already: the Redis
+ * bridge's thread connects before the hooks exist (hd_hooks_want_channel_events), and workers
+ * publish until the stop. Release and acquire: a reader sees the hooks whole. */
 static hd_hooks_t *the_hooks;
+
+static inline hd_hooks_t *hooks_now(void)
+{
+    return __atomic_load_n(&the_hooks, __ATOMIC_ACQUIRE);
+}
 
 void hd_hooks_set(hd_hooks_t *h)
 {
-    the_hooks = h;
+    __atomic_store_n(&the_hooks, h, __ATOMIC_RELEASE);
 }
 
 hd_hooks_t *hd_hooks_get(void)
 {
-    return the_hooks;
+    return hooks_now();
 }
 
 /* ---- producers (any thread) ---- */
@@ -178,7 +186,7 @@ static int wanted(const hd_hooks_t *h, unsigned ev, const char *channel, size_t 
 
 void hd_hooks_on_published(hd_message_t *const *msgs, size_t n)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     if (!h || !(hk_filter_events(h->filter) & HD_WEBHOOK_EV_MESSAGE))
         return;
     pub_msg_t *p = NULL;
@@ -214,13 +222,13 @@ static void on_chan(hd_worker_t *w, hd_msg_t *msg)
 
 int hd_hooks_want_channel_events(void)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     return h && (hk_filter_events(h->filter) & (HD_WEBHOOK_EV_OCCUPIED | HD_WEBHOOK_EV_VACATED));
 }
 
 void hd_hooks_on_channel(const char *channel, size_t len, int occupied)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     if (!h || len > HD_CHANNEL_MAX ||
         !wanted(h, occupied ? HD_WEBHOOK_EV_OCCUPIED : HD_WEBHOOK_EV_VACATED, channel, len))
         return;
@@ -251,7 +259,7 @@ static void on_member(hd_worker_t *w, hd_msg_t *msg)
 
 void hd_hooks_on_member(hd_message_t *ev)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     unsigned want =
         ev->kind == HD_MSG_JOIN ? HD_WEBHOOK_EV_MEMBER_ADDED : HD_WEBHOOK_EV_MEMBER_REMOVED;
     if (!h || !wanted(h, want, ev->channel, ev->channel_len))
@@ -279,7 +287,7 @@ static void on_admin_answer(hd_worker_t *w, hd_msg_t *msg)
 static void on_admin(hd_worker_t *w, hd_msg_t *msg)
 {
     hd_hooks_admin_t *a = hd_container_of(msg, hd_hooks_admin_t, base_);
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     (void)w;
     __atomic_sub_fetch(&h->inbox, 1, __ATOMIC_RELAXED);
     a->base_.cb = on_admin_answer; /* where hk_admin_answered sends it */
@@ -304,7 +312,7 @@ hd_hooks_admin_t *hd_hooks_admin_new(int op)
 
 void hd_hooks_admin_submit(hd_hooks_admin_t *a)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     HD_ASSERT(h != NULL);
     a->base_.cb = on_admin;
     /* never dropped: an admin's question is answered even when the inbox is full */
@@ -365,7 +373,7 @@ hd_hooks_authz_t *hd_hooks_authz_new(void)
 
 void hd_hooks_authorize(hd_hooks_authz_t *a)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     if (!h || !h->authz) {
         authz_fail(a, "no authorize_hook is running (it needs a restart after being added)");
         return;
@@ -405,7 +413,7 @@ const char *hd_hooks_node_id(void)
 
 int hd_hooks_notify_wants(unsigned kind)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     return h && (h->notify_events & kind);
 }
 
@@ -423,7 +431,7 @@ static void on_notify(hd_worker_t *w, hd_msg_t *msg)
 
 void hd_hooks_notify(const char *json, size_t len)
 {
-    hd_hooks_t *h = the_hooks;
+    hd_hooks_t *h = hooks_now();
     if (!h || !h->notify_events)
         return;
     /* The mail and then the queue's entry hold the event: one charge, against max_memory,
