@@ -120,12 +120,12 @@ typedef struct hd_out_s {
 /*
  * What every connection has, a socket or a stream. A socket's own state (its uv_tcp_t, TLS,
  * the write in flight, the shutdown request) is allocated with it, behind this struct, and
- * private to conn.c: a stream (hd_conn_stream_new) is only this, so an HTTP/2 stream costs
- * less than a connection.
+ * private to the connection layer (src/net/conn_internal.h): a stream (hd_conn_stream_new) is only
+ * this, so an HTTP/2 stream costs less than a connection.
  */
 struct hd_conn_s {
-    /* In the worker's deadline heap (conn.c) while a timeout is set: key, the loop time in ms
-     * when on_timeout fires, plus deadline.aux (a deadline moved later keeps its node where it
+    /* In the worker's deadline heap (conn_timeout.c) while a timeout is set: key, the loop time in
+     * ms when on_timeout fires, plus deadline.aux (a deadline moved later keeps its node where it
      * was, aux ms early); deadline_off: removed, the node still in the heap until it comes
      * first. */
     hd_heap_node_t deadline;
@@ -133,7 +133,7 @@ struct hd_conn_s {
     const hd_conn_ops_t *ops;
     void *data; /* the handler's state */
     uint64_t id;
-    hd_list_t link; /* the worker's connection list (conn.c) */
+    hd_list_t link; /* the worker's connection list (conn_worker.c) */
     hd_out_t *q;    /* queued: not yet handed to uv_write (a stream: to its carrier) */
     uint32_t q_len, q_cap;
     size_t queued_bytes; /* q + a socket's write in flight */
@@ -156,8 +156,8 @@ struct hd_conn_s {
     unsigned is_unix_peer : 1;      /* a Unix socket (or carried by one): tests' socketpairs */
     unsigned is_shutting : 1;       /* a socket's write side is being shut down (linger) */
     unsigned deadline_off : 1;      /* see deadline */
-    unsigned is_carrier_held : 1;   /* a stream's carrier still uses its state (conn.c) */
-    unsigned is_stream_freed : 1;   /* a stream was freed but for its carrier's state (conn.c) */
+    unsigned is_carrier_held : 1;   /* a stream's carrier still uses its state (conn_stream.c) */
+    unsigned is_stream_freed : 1;   /* freed but for its carrier's state (conn_stream.c) */
 };
 
 /*

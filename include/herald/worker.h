@@ -7,9 +7,9 @@
  *
  *   other threads --hd_worker_post(msg)--> mailbox --hd_wake--> msg->cb(w, msg) on the loop
  *
- * Layers, one way: the connection layer (conn.c) keeps its per-worker state (connection list,
- * timer heap, write pool, read buffer) behind conns_ and calls this API; the worker never looks
- * inside it. The server (server.h: listener.c, lifecycle.c) creates workers and drives them.
+ * Layers, one way: the connection layer (src/net/conn*.c) keeps its per-worker state (connection
+ * list, timer heap, write pool, read buffer) behind conns_ and calls this API; the worker never
+ * looks inside it. The server (server.h: listener.c, lifecycle.c) creates workers and drives them.
  */
 #ifndef HERALD_WORKER_H
 #define HERALD_WORKER_H
@@ -90,7 +90,7 @@ struct hd_worker_s {
     uint64_t refused_since_log;
     uint64_t accept_failed_logged_ms; /* accept errors (EMFILE): one warning a second */
     uint64_t accept_failed_since_log;
-    hd_conn_worker_t *conns_; /* the connection layer's state: private to conn.c */
+    hd_conn_worker_t *conns_; /* the connection layer's state: conn_internal.h */
     hd_iplimit_t *iplimit;    /* the node's per-address table (src/net/iplimit.h), shared */
     /* Tokens this worker verified lately (auth.h): made at the first token, freed with it. */
     hd_auth_cache_t *auth_cache;

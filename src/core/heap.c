@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * heap.c: the intrusive binary min-heap (heap.h) behind the connection layer's deadlines
- * (src/net/conn.c) and the embedded broker's history expiry (src/broker/memory_store.c).
+ * (src/net/conn_timeout.c) and the embedded broker's history expiry (src/broker/memory_store.c).
  */
 #include "herald/heap.h"
 #include "herald/common.h"

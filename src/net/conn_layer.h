@@ -3,7 +3,8 @@
  * conn_layer.h: what the server (listener.c, lifecycle.c) asks of the connection layer, and
  * nothing more. The layer keeps its per-worker state (every connection, the flush list and its
  * loop hooks, the timer heap, the write request pool, the read and TLS scratch buffers) behind
- * w->conns_, allocated and freed here; the worker never looks inside.
+ * w->conns_ (conn_internal.h), allocated and freed by conn_worker.c; the worker never looks
+ * inside.
  *
  *   lifecycle:  hd_conn_worker_init ... hd_conn_shutdown_all / hd_conn_close_all ...
  *               hd_conn_worker_close

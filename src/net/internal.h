@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * internal.h: the server's private parts, shared by worker.c, listener.c and lifecycle.c (never
- * by conn.c, which sees workers through herald/worker.h only).
+ * by the connection layer, conn*.c, which sees workers through herald/worker.h only).
  *
- *   lifecycle.c --> listener.c --> conn.c (conn_layer.h) --> worker.c --> core/mpsc.c
+ *   lifecycle.c --> listener.c --> conn*.c (conn_layer.h) --> worker.c --> core/mpsc.c
  *        |                                                      ^
  *        +------------------------------------------------------+
  *

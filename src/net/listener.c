@@ -6,10 +6,10 @@
  * bind that fails if another process already listens there. Accepting (on each worker's loop):
  * the connection layer makes the connection (hd_conn_accept), then the node's limits apply
  * (max_connections, the accept_rate token bucket; a refused client gets a 503 with
- * Retry-After), then on a proxy_protocol listener the PROXY header is read (conn.c), then the
- * per-address limits apply to the client's address (max_connections_per_ip: 503,
- * connect_rate_per_ip: 429, both with Retry-After; iplimit.c), then the server's accept
- * callback installs the protocol.
+ * Retry-After), then on a proxy_protocol listener the PROXY header is read (conn_proxy.c), then
+ * the per-address limits apply to the client's address (max_connections_per_ip: 503,
+ * connect_rate_per_ip: 429, both with Retry-After; iplimit.c), then the server's accept callback
+ * installs the protocol.
  */
 #include "herald/log.h"
 #include "herald/server.h"

@@ -2,7 +2,7 @@
 /*
  * worker.c: a worker thread and its loop: creation, the thread's main, the mailbox other threads
  * post to, the cached Date header and the connection counts. It calls nothing above it: the
- * connection layer (conn.c) and the server (listener.c, lifecycle.c) call in, and the one thing
+ * connection layer (conn*.c) and the server (listener.c, lifecycle.c) call in, and the one thing
  * the worker reports up (no connection left) goes through the server's worker_idle_cb.
  */
 #include "herald/worker.h"

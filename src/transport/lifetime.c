@@ -5,8 +5,8 @@
  * auth_expire_connections is on), and a transport that can talk to its client tells it to
  * refresh auth_refresh_before ahead. The transports keep an hd_tp_life_t in their stream state
  * and fold its next event into the one timer their connection already has (the worker's
- * deadline heap, net/conn.c): nothing is checked per delivered message, nothing is armed per
- * connection beyond that timer, and a connection without exp costs nothing.
+ * deadline heap, net/conn_timeout.c): nothing is checked per delivered message, nothing is armed
+ * per connection beyond that timer, and a connection without exp costs nothing.
  *
  * Times are wall-clock (exp is unix seconds): when the connection's timer fires, the wall clock
  * is read again, so a clock stepped meanwhile moves the event, never skips it.

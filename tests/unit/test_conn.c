@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_conn.c: unit tests of the connection layer (src/net/conn.c) through an embedded node
+ * test_conn.c: unit tests of the connection layer (src/net/conn*.c) through an embedded node
  * (tests/support/embedded.h): connections are socketpairs whose server end is adopted, driven
  * by a test handler. The output queue: hd_conn_send of buffer slices and its refusals,
  * queued_bytes accounting while the peer does not read, on_drain, one writev per loop pass
