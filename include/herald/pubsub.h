@@ -94,6 +94,9 @@ enum { HD_MSG_NORMAL = 0, HD_MSG_EPHEMERAL, HD_MSG_JOIN, HD_MSG_LEAVE, HD_MSG_PR
 /* A message with no id yet (the broker assigns it), one reference. */
 hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
                              const void *data, size_t len);
+/* A live-only message of len bytes of data that the caller writes into m->data before anyone
+ * else sees it: text and valid JSON the server made (no check, no parse). One reference. */
+hd_message_t *hd_message_new_json(const char *channel, size_t channel_len, size_t len);
 struct json_t;
 /*
  * A message for channel from a client's JSON "data" value and optional "type" (NULL, or the
@@ -579,6 +582,12 @@ void hd_hub_shared_put(hd_worker_t *w, const void *key, size_t key_len, hd_buf_t
 void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m);
 /* The same, queued without waking w: hd_worker_wake(w) must follow (hd_worker_push). */
 void hd_hub_push_delivery(hd_worker_t *w, hd_message_t *m);
+/*
+ * The same, for a broker that wakes w only when needed: returns 1 when hd_worker_wake(w) must
+ * follow, 0 when m is a join or leave that can wait in w's mailbox for the presence_hold window
+ * open on w (its end drains the mailbox; hub.c). Any thread; m is read before it is pushed.
+ */
+int hd_hub_push_delivery_lazy(hd_worker_t *w, hd_message_t *m);
 
 /* Upper bounds (microseconds) of the fan-out latency histogram buckets; the last is +Inf. */
 #define HD_LATENCY_BUCKETS 12

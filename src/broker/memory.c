@@ -10,7 +10,8 @@
  *       with subscribers on ch (A included)   |   the messages in sequence order)
  *     push the reply on A                     |
  *                                          unlock
- *     wake the other workers pushed to (one hd_wake_send each: the one hop), none for A:
+ *     wake the other workers pushed to (one hd_wake_send each: the one hop; none for a join
+ *     or leave a worker's presence_hold window will drain, hd_hub_push_delivery_lazy), none for A:
  *     A drains its own mailbox later in this loop pass (hd_worker_run_local), deliveries
  *     before the reply, and writes each connection's output in one writev.
  *
@@ -69,8 +70,8 @@ static void mark_wake(mem_broker_t *b, unsigned worker)
 static void deliver(void *arg, unsigned worker, hd_message_t *m)
 {
     mem_broker_t *b = arg;
-    hd_hub_push_delivery(hd_server_worker(b->server, worker), m);
-    mark_wake(b, worker);
+    if (hd_hub_push_delivery_lazy(hd_server_worker(b->server, worker), m))
+        mark_wake(b, worker); /* not for a held join or leave: the hold's end drains it */
 }
 
 /* ---- requests (all under the lock) ---- */

@@ -67,8 +67,11 @@ typedef struct hub_s {
     uint64_t n_subs;
     unsigned broker_counts : 1;    /* the broker hands out interest counts (the embedded one) */
     unsigned ev_flush_queued : 1;  /* the flush of presence events is in the mailbox */
-    uv_timer_t *hold;              /* presence_hold: the window open now (NULL: none) */
     unsigned ops_flush_queued : 1; /* the flush of pres_ops is in the mailbox */
+    uv_timer_t *hold;              /* presence_hold: the window open now (NULL: none) */
+    /* Read by brokers on other threads (hd_hub_push_delivery_lazy): 1 while hold is open; the
+     * joins and leaves pushed without a wake-up (every LAZY_WAKE_EVERY-th wakes). */
+    uint32_t hold_open, lazy_pushes;
     hd_hub_stats_t stats;
     uint64_t refused_log_ms;                         /* when a refusal was last logged */
     uint64_t refused_since_log[HD_SUBS_LIMIT_COUNT]; /* refused since then, not logged */
@@ -720,9 +723,20 @@ static void on_hold_closed(uv_handle_t *h)
     free(h);
 }
 
+/*
+ * The window ends: first the mailbox is drained, so the joins and leaves brokers pushed without
+ * a wake-up while it was open (hd_hub_push_delivery_lazy) join this window's batches, in their
+ * order, behind what was drained before. hold_open goes to 0 before the drain (both sides have
+ * a full fence between their store and their load): a broker that still reads 1 pushed before
+ * this drain, one that reads 0 wakes the worker, whose next drain opens a new window.
+ */
 static void on_hold_end(uv_timer_t *t)
 {
     hub_t *hub = t->data;
+    __atomic_store_n(&hub->hold_open, 0, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    hd_worker_wake(hub->w); /* this worker: drained right here */
+    hd_worker_run_local(hub->w);
     hub->hold = NULL;
     uv_close((uv_handle_t *)t, on_hold_closed);
     flush_held(hub);
@@ -757,6 +771,7 @@ static void batch_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
         uv_timer_init(&hub->w->loop, hub->hold);
         hub->hold->data = hub;
         uv_timer_start(hub->hold, on_hold_end, hold_ms, 0);
+        __atomic_store_n(&hub->hold_open, 1, __ATOMIC_RELEASE);
     }
 }
 
@@ -794,6 +809,27 @@ void hd_hub_push_delivery(hd_worker_t *w, hd_message_t *m)
     d->base.cb = on_delivery;
     d->m = m; /* the caller's reference travels with the message */
     hd_worker_push(w, &d->base);
+}
+
+/*
+ * A join or leave for a worker whose presence_hold window is open waits in its mailbox: the
+ * window's end drains it (on_hold_end), and so does any wake-up before (a message, a reply),
+ * so the mailbox's order is kept and the event still goes out with its window. Saves the
+ * wake-up (an eventfd write, the worker's read and loop pass) per event per worker carrying
+ * the channel. Every LAZY_WAKE_EVERY-th such push wakes the worker anyway, so a window's
+ * batches still reach HOLD_MAX_EVENTS and go out before the window ends, and what waits
+ * undrained in a mailbox is bounded.
+ */
+#define LAZY_WAKE_EVERY 256
+
+int hd_hub_push_delivery_lazy(hd_worker_t *w, hd_message_t *m)
+{
+    hub_t *hub = hub_of(w);
+    int is_held = m->kind == HD_MSG_JOIN || m->kind == HD_MSG_LEAVE;
+    hd_hub_push_delivery(w, m); /* a full fence after the link (hd_mpsc_push) */
+    if (!is_held || !hub || !__atomic_load_n(&hub->hold_open, __ATOMIC_SEQ_CST))
+        return 1;
+    return __atomic_add_fetch(&hub->lazy_pushes, 1, __ATOMIC_RELAXED) % LAZY_WAKE_EVERY == 0;
 }
 
 void hd_hub_post_delivery(hd_worker_t *w, hd_message_t *m)

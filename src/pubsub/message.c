@@ -173,6 +173,23 @@ static hd_message_t *message_new(const char *channel, size_t channel_len, const 
     return m;
 }
 
+hd_message_t *hd_message_new_json(const char *channel, size_t channel_len, size_t len)
+{
+    hd_message_t *m = hd_malloc(sizeof(*m) + 1 + len);
+    memset(m, 0, sizeof(*m));
+    m->refs = 1;
+    HD_ASSERT(channel_len <= HD_CHANNEL_MAX);
+    memcpy(m->channel, channel, channel_len);
+    m->channel[channel_len] = '\0';
+    m->channel_len = (uint8_t)channel_len;
+    m->content_type = (char *)(m + 1);
+    m->content_type[0] = '\0';
+    m->data = m->content_type + 1;
+    m->len = len;
+    m->is_text = 3; /* text, and valid JSON (MSG_IS_JSON) */
+    return m;
+}
+
 hd_message_t *hd_message_new(const char *channel, size_t channel_len, const char *content_type,
                              const void *data, size_t len)
 {

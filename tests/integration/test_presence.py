@@ -420,6 +420,49 @@ class Presence(hh.HeraldTestCase):
                 await c.close()
         run(go())
 
+    def test_events_held_across_workers(self):
+        """presence_hold 1s, two workers: the joins and leaves made on one worker while the
+        watcher's worker holds a window reach that worker without a wake-up (hub.c,
+        hd_hub_push_delivery_lazy) and must come when the window ends, every one once, in order.
+        Here nothing else happens on the watcher's worker, so without the drain at the window's
+        end they would wait for a wake-up that never comes."""
+        h = self.start_herald(conf_raw=conf_text({"presence_hold": "1s"}), workers=2)
+        hh.require_websocket(h.port, "/ws")
+
+        async def worker_of(ws, i):
+            # its own join, alone on a channel of its own: the worker is the id's top 16 bits
+            await subscribe(ws, "anon:self%d" % i, presence=True, ref="self")
+            m, _ = await recv_until(ws, lambda m: m.get("type") == "join")
+            return int(m["conn"].rsplit("-", 1)[1], 16) >> 48
+
+        async def go():
+            conns = [await connect(h.port) for _ in range(16)]  # spread by SO_REUSEPORT
+            workers = await asyncio.gather(*[worker_of(c, i) for i, c in enumerate(conns)])
+            watcher = conns[0]
+            members = [c for c, w in zip(conns, workers) if w != workers[0]][:6]
+            self.assertGreaterEqual(len(members), 2, workers)
+            await subscribe(watcher, "anon:spread", presence=True)  # opens its worker's window
+            for i, ws in enumerate(members):
+                await subscribe(ws, "anon:spread", ref="m%d" % i)
+            joins = []
+            while len(joins) < 1 + len(members):
+                m = await recv_json(watcher, IO)
+                self.assertEqual(m["type"], "join", m)
+                joins.append(m["conn"])
+            self.assertEqual(len(set(joins)), 1 + len(members), joins)
+            for ws in members:
+                await ws.send(json.dumps({"op": "unsubscribe", "channel": "anon:spread"}))
+            leaves = []
+            while len(leaves) < len(members):
+                m = await recv_json(watcher, IO)
+                self.assertEqual(m["type"], "leave", m)
+                leaves.append(m["conn"])
+            self.assertEqual(leaves, joins[1:])
+            self.assertEqual(presence_events(await quiet(watcher, h.port, "anon:spread")), [])
+            for c in conns:
+                await c.close()
+        run(go())
+
     # ---- ephemeral ----
 
     def test_ephemeral_live_only(self):
