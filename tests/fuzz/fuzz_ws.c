@@ -3,7 +3,7 @@
  * fuzz_ws.c: libFuzzer harness for the WebSocket transport: the frame path (wslay glue,
  * reassembly, UTF-8, close codes, limits) and the /ws JSON protocol, through an embedded server
  * with the embedded broker and a hub, so subscriptions, history, live fan-out and client
- * publishing all run.
+ * publishing all run; channel "pz" has presence (members, snapshot pages, a member's pages).
  *
  * Input: byte 0 picks how the rest is cut into writes (as in fuzz_http.c); byte 1 picks the
  * handshake (bits 0-1: /ws, /ws/fz, /ws/fz with herald.v1, /ws/fz?since=0-1 with herald.v1;
@@ -78,7 +78,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     HD_EMBEDDED_START(&node, hd_http_accept, "max_message_size 2k", "max_queue_bytes 8k",
                       "history_size 4", "ws_client_publish on", "ws_ping_interval 1h",
                       "ws_idle_timeout 1h", "header_timeout 10s", "keepalive_timeout 10s",
-                      "poll_max_messages 10", "ws_origins \"https://ok\"");
+                      "poll_max_messages 10", "ws_origins \"https://ok\"",
+                      "channel_rule pz subscribe=any publish=subscriber presence=on");
     hd_embedded_start_pubsub(&node);
     is_started = 1;
     /* some history on "fz" for resumes */
