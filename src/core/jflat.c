@@ -5,6 +5,14 @@
 
 #include <string.h>
 
+/* The bytes a string's scan stops at: the quote, a backslash, control characters, non-ASCII. */
+static const uint8_t special[256] = {
+    [0x00 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
 static size_t skip_ws(const char *p, size_t len, size_t i)
 {
     while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
@@ -23,11 +31,13 @@ static size_t scan_string(const char *p, size_t len, size_t i, const char **s, u
     int high = 0;
     for (; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
+        if (!special[c])
+            continue; /* one test a byte for the usual ones */
         if (c == '"')
             break;
         if (c == '\\' || c < 0x20)
             return 0;
-        high |= c >= 0x80;
+        high = 1;
     }
     if (i >= len || i - start > UINT32_MAX)
         return 0;

@@ -43,19 +43,31 @@ static void emit_reply(ws_t *ws, json_t *o, json_t *ref)
 static void emit_plain(ws_t *ws, const char *head, int n, json_t *ref)
 {
     char *rt = ref ? json_dumps(ref, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    size_t rn = rt ? strlen(rt) : 0;
-    hd_sbuf_t sb;
-    hd_sbuf_init(&sb, (size_t)n + rn + 8);
-    hd_sbuf_append(&sb, head, (size_t)n);
+    size_t rn = rt ? strlen(rt) : 0, need = (size_t)n + (rt ? 7 + rn : 0) + 1, len = (size_t)n;
+    char stack[512]; /* a reply without a long ref: no allocation besides the frame's */
+    char *out = need <= sizeof(stack) ? stack : hd_malloc(need);
+    memcpy(out, head, (size_t)n);
     if (rt) {
-        hd_sbuf_appends(&sb, ",\"ref\":");
-        hd_sbuf_append(&sb, rt, rn);
+        memcpy(out + len, ",\"ref\":", 7);
+        memcpy(out + len + 7, rt, rn);
+        len += 7 + rn;
     }
-    hd_sbuf_appends(&sb, "}");
+    out[len++] = '}';
     free(rt);
-    hd_ws_emit_text(ws, sb.buf->data, sb.buf->len);
-    hd_sbuf_dispose(&sb);
+    hd_ws_emit_text(ws, out, len);
+    if (out != stack)
+        free(out);
 }
+
+/* Appends s[0..n) at out + at (the caller sized out for everything it appends); returns the
+ * new length. Replies of every subscribe and unsubscribe are built with it, not snprintf (about
+ * 400 instructions a reply). */
+static size_t cat(char *out, size_t at, const char *s, size_t n)
+{
+    memcpy(out + at, s, n);
+    return at + n;
+}
+#define CAT_LIT(out, at, lit) cat(out, at, lit, sizeof(lit) - 1)
 
 static void reply_error(ws_t *ws, json_t *ref, const char *channel, const char *code,
                         const char *text)
@@ -97,11 +109,13 @@ static void json_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int 
             return; /* let go as a slow consumer */
         }
         char id[HD_ID_MAX], head[64 + HD_CHANNEL_MAX + HD_ID_MAX];
-        hd_id_format(id, sizeof(id), s->epoch, s->last_seq);
-        int hn = snprintf(head, sizeof(head),
-                          "{\"type\":\"subscribed\",\"channel\":\"%s\",\"last_id\":\"%s\"",
-                          e->channel, id);
-        emit_plain(ws, head, hn, ref);
+        size_t idn = hd_id_format(id, sizeof(id), s->epoch, s->last_seq);
+        size_t hn = CAT_LIT(head, 0, "{\"type\":\"subscribed\",\"channel\":\"");
+        hn = cat(head, hn, e->channel, e->len);
+        hn = CAT_LIT(head, hn, "\",\"last_id\":\"");
+        hn = cat(head, hn, id, idn);
+        hn = CAT_LIT(head, hn, "\"");
+        emit_plain(ws, head, (int)hn, ref);
         if (hd_ws_pub(ws)->conn)
             hd_tp_notify_channel(hd_ws_pub(ws)->conn, 1, e->channel, e->len);
         hd_ws_pump(ws);
@@ -458,9 +472,11 @@ static void op_unsubscribe(ws_t *ws, const req_t *req, json_t *ref)
     if (e->sub && hd_ws_pub(ws)->conn) /* it was live */
         hd_tp_notify_channel(hd_ws_pub(ws)->conn, 0, name, len);
     char head[64 + HD_CHANNEL_MAX];
-    int n = snprintf(head, sizeof(head), "{\"type\":\"unsubscribed\",\"channel\":\"%s\"", name);
+    size_t n = CAT_LIT(head, 0, "{\"type\":\"unsubscribed\",\"channel\":\"");
+    n = cat(head, n, name, len);
+    n = CAT_LIT(head, n, "\"");
     hd_ws_sub_remove(ws, e); /* name is the request's: still valid */
-    emit_plain(ws, head, n, ref);
+    emit_plain(ws, head, (int)n, ref);
 }
 
 /* ephemeral_rate: 1 when the client may publish an ephemeral message now, else 0 with
