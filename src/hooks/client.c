@@ -23,6 +23,11 @@
  * failed attempt like any other (it may have been received: delivery is at least once), and so
  * is every request pipelined behind it; a receiver that closes idle connections is noticed by
  * the EOF while the connection is idle.
+ *
+ * A deadline that passes with something unread on the socket (the answer, the connect's outcome)
+ * waits for the loop to read it, once (is_late): libuv runs a loop pass's due timers before it
+ * polls, so a thread that waited for a core past a deadline (SCHED_IDLE on a busy machine,
+ * hooks.c) would otherwise count a receiver that answered in time as a timeout.
  */
 #include "internal.h"
 
@@ -30,6 +35,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,6 +70,7 @@ typedef struct hk_conn_s {
     int closed_handles;
     unsigned gai_pending : 1; /* the resolver still holds gai */
     unsigned is_writing : 1;  /* wr is a write in progress */
+    unsigned is_late : 1;     /* its deadline passed with something unread: one more poll */
     wreq_t wr; /* a write (plain HTTP) without an allocation, when none is in progress */
 } hk_conn_t;
 
@@ -201,6 +208,7 @@ static void await_head(hk_conn_t *c)
     hk_response_init(&c->resp);
     c->resp.keep_body = req->want_body;
     c->state = C_WAITING;
+    c->is_late = 0;
     uv_timer_start(&c->timer, on_timer, c->pool->cc->timeout_ms, 0);
 }
 
@@ -253,9 +261,26 @@ static void answered(hk_conn_t *c, int then)
 
 /* ---- timers ---- */
 
+/* c's deadline passed: 1 when its socket has something the loop has not read yet (an answer's
+ * bytes, the connect's outcome, an error), for the first time since the deadline was set. */
+static int unread_at_deadline(hk_conn_t *c)
+{
+    uv_os_fd_t fd;
+    if (c->is_late || c->state == C_RESOLVING || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
+        return 0;
+    struct pollfd pfd = {.fd = fd, .events = c->state == C_CONNECTING ? POLLOUT : POLLIN};
+    return poll(&pfd, 1, 0) == 1;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     hk_conn_t *c = t->data;
+    if (c->state != C_IDLE && c->state != C_CLOSING && unread_at_deadline(c)) {
+        /* 1 ms, not 0: libuv would run a timer restarted at 0 again in this same pass */
+        c->is_late = 1;
+        uv_timer_start(&c->timer, on_timer, 1, 0);
+        return;
+    }
     if (c->state == C_IDLE) {
         conn_close(c);
     } else if (c->state == C_WAITING) {
