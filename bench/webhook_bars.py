@@ -40,6 +40,7 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -273,6 +274,58 @@ class Sink:
         self.proc.wait(20)
 
 
+class Timeline:
+    """--timeline: one more SSE subscriber on the round's channel, on a thread of this script,
+    that times every message it receives against the send time the bench wrote into its payload
+    (both CLOCK_MONOTONIC), so a round's late messages can be placed in time: before the outage,
+    during it, in the 10 s after the recovery (the drain), after. It costs a few % of a core,
+    in both kinds of round alike; the bar's p99 is the bench's subscriber's, not this one's."""
+
+    def __init__(self, port, channel, timeout_s):
+        self.got = []  # (intended send ns, latency ns)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        self.sock.sendall(("GET /sse/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" %
+                           channel).encode())
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        buf = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                now = time.monotonic_ns()
+                buf += data
+                cut = buf.rfind(b"\n")
+                if cut < 0:
+                    continue
+                for m in re.finditer(rb"hb:\d+:\d+:(\d+):", buf[:cut]):
+                    sent = int(m.group(1))
+                    self.got.append((sent, now - sent))
+                buf = buf[cut + 1:]
+        except OSError:
+            pass  # the timeout or the close at the round's end
+
+    def phases(self, t_start, lead, outage):
+        """p99 in ms by phase of the round, phases in seconds of this script's monotonic clock
+        from t_start (the same for a round without an outage)."""
+        self.sock.close()
+        self.thread.join(5)
+        bounds = [("before", 0, lead), ("outage", lead, lead + outage),
+                  ("drain+10s", lead + outage, lead + outage + 10),
+                  ("after", lead + outage + 10, 1e9)]
+        out = []
+        for name, lo, hi in bounds:
+            lat = sorted(l for sent, l in self.got
+                         if lo <= sent / 1e9 - t_start < hi)
+            if lat:
+                out.append("%s %.2f ms (%d)" % (name, lat[int(len(lat) * 0.99)] / 1e6,
+                                               len(lat)))
+        return ", ".join(out)
+
+
 def bar2(args):
     """Pairs of rounds, one with a receiver outage and one without, in alternating order (ABBA:
     a drift of the host over the run cancels); each pair's p99 difference is one sample, and the
@@ -296,10 +349,15 @@ def bar2(args):
                 req0, uniq0, _ = sink.counts()
                 result = {}
 
+                prefix = "wb2-%d-%d-%s" % (os.getpid(), pair, kind)
+                tl = Timeline(a.port, prefix + "-0", run_s + 120) if args.timeline else None
+
                 def go():
                     result["res"] = fanout(args.bench, a.port, a.proc.pid, args.rate, run_s,
-                                           ["--pipeline", str(args.publish_pipeline)])
+                                           ["--pipeline", str(args.publish_pipeline),
+                                            "--prefix", prefix])
                 t = threading.Thread(target=go)
+                t_start = time.monotonic()
                 t.start()
                 note = ""
                 if kind == "outage":
@@ -337,6 +395,11 @@ def bar2(args):
                           res.get("published"), uniq1 - uniq0, res["published"], req1 - req0,
                           conns, metric(a.port, "herald_webhook_dead_letters"), note,
                           loadavg()), flush=True)
+                if tl:
+                    print("bar2 pair %d %-6s: timeline (p99 by intended send time, from the "
+                          "extra subscriber): %s" % (pair + 1, kind,
+                                                     tl.phases(t_start, lead, args.outage)),
+                          flush=True)
                 if uniq1 != published or res.get("delivered") != res["published"]:
                     rows["bad"] += 1
                     print("bar2: !!! %d distinct webhook ids received, %d events published" %
@@ -372,6 +435,9 @@ def main():
                     help="bar 2: publish requests in flight on the bench's publishing connection "
                     "(with 1, every stall of the host queues the messages behind it, and the "
                     "p99 counts the host's stalls)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="bar 2: an extra subscriber in this script places the late messages "
+                    "in time (before the outage, during it, the drain, after)")
     ap.add_argument("--sink-nice", type=int, default=10,
                     help="bar 2: the receiver's nice (it stands for another machine)")
     ap.add_argument("--outage", type=int, default=60, help="bar 2: seconds the receiver is stopped")
