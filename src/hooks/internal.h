@@ -92,9 +92,8 @@ int hk_retry_after_parse(const char *v, size_t len, uint64_t now_ms, uint64_t *o
 size_t hk_sign(const hd_webhook_def_t *def, const char *id, uint64_t timestamp_s, const char *body,
                size_t len, char *out, size_t outlen);
 
-/* What signs one endpoint's requests: its secrets' HMAC contexts keyed once, and the fixed part
- * of its request head. def outlives it. Allocation failures abort; when OpenSSL cannot key a
- * context, the signer signs as hk_sign does. */
+/* What signs one endpoint's requests: each secret's HMAC-SHA256 keyed once (its two SHA-256
+ * states), and the fixed part of its request head. def outlives it. Allocation failures abort. */
 typedef struct hk_signer_s hk_signer_t;
 hk_signer_t *hk_signer_new(const hd_webhook_def_t *def);
 void hk_signer_free(hk_signer_t *sg);
@@ -103,8 +102,7 @@ void hk_signer_free(hk_signer_t *sg);
  * without printf:
  *   POST <target> HTTP/1.1, Host, User-Agent, Content-Type: application/json, Content-Length,
  *   webhook-id: <id>, webhook-timestamp: <timestamp_s>, webhook-signature: v1,<sig> [v1,..]
- * id: 1..39 bytes. Never NULL; should OpenSSL fail, the signature is empty (the receiver refuses
- * the request, which is then retried like any refused one).
+ * id: 1..39 bytes. Never NULL.
  */
 hd_buf_t *hk_signed_head(hk_signer_t *sg, const char *id, uint64_t timestamp_s,
                          const hd_buf_t *body);
