@@ -17,6 +17,10 @@
  * connection with queued requests is written once, in one writev (one SSL write into the BIO and
  * one socket write for TLS), before the loop waits (uv_prepare) and after it polled (uv_check):
  * the requests a loop pass made, and those the answers it read made room for, go out together.
+ * The pool's plain HTTP connections are written in one system call (wbatch.c, when the sender
+ * made one: a tick's requests to one endpoint each have a connection of their own without
+ * pipelining, and a receiver on the same machine, woken by each write, would preempt the thread
+ * after every one).
  *
  * No redirect is followed (a 3xx is an answer like any non-2xx); at most 64 KiB of an answer's
  * body is read. A request on a kept connection that the receiver closes before answering is a
@@ -340,16 +344,14 @@ static void wreq_put(hk_conn_t *c, wreq_t *wr)
 }
 
 /*
- * Writes b[0..n): what the socket takes at once with uv_try_write (no request, no callback, and
- * no epoll_ctl, which libuv 1.44 makes after every write request it completes: a receiver that
- * keeps up takes it whole), the rest with a write request holding a reference to each of
+ * What is left of b[0..n) after an attempt to write it (rc: the bytes the socket took, or a
+ * negative error; UV_EAGAIN: none) goes with a write request holding a reference to each of
  * refs[0..nrefs) and owning tls_data (malloc'd or NULL; freed here when all was written). b[] is
  * changed. 0, or -1 once c failed.
  */
-static int write_out(hk_conn_t *c, uv_buf_t *b, size_t n, hd_buf_t *const *refs, size_t nrefs,
-                     char *tls_data)
+static int write_rest(hk_conn_t *c, uv_buf_t *b, size_t n, hd_buf_t *const *refs, size_t nrefs,
+                      char *tls_data, ssize_t rc)
 {
-    int rc = uv_try_write((uv_stream_t *)&c->tcp, b, (unsigned)n);
     size_t done = rc > 0 ? (size_t)rc : 0;
     while (n > 0 && done >= b->len) {
         done -= b->len;
@@ -362,7 +364,7 @@ static int write_out(hk_conn_t *c, uv_buf_t *b, size_t n, hd_buf_t *const *refs,
     if (rc < 0 && rc != UV_EAGAIN) {
         free(tls_data);
         char why[96];
-        snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
+        snprintf(why, sizeof(why), "write: %s", uv_strerror((int)rc));
         fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
         return -1;
     }
@@ -374,15 +376,27 @@ static int write_out(hk_conn_t *c, uv_buf_t *b, size_t n, hd_buf_t *const *refs,
     for (size_t i = 0; i < nrefs; i++)
         wr->bufs[wr->n++] = hd_buf_ref(refs[i]);
     wr->tls_data = tls_data;
-    rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, (unsigned)n, on_written);
-    if (rc < 0) {
+    int r = uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, (unsigned)n, on_written);
+    if (r < 0) {
         wreq_put(c, wr);
         char why[96];
-        snprintf(why, sizeof(why), "write: %s", uv_strerror(rc));
+        snprintf(why, sizeof(why), "write: %s", uv_strerror(r));
         fail_conn(c, HD_HOOKS_FAIL_CONNECT, why);
         return -1;
     }
     return 0;
+}
+
+/*
+ * Writes b[0..n): what the socket takes at once with uv_try_write (no request, no callback, and
+ * no epoll_ctl, which libuv 1.44 makes after every write request it completes: a receiver that
+ * keeps up takes it whole), the rest as write_rest says. 0, or -1 once c failed.
+ */
+static int write_out(hk_conn_t *c, uv_buf_t *b, size_t n, hd_buf_t *const *refs, size_t nrefs,
+                     char *tls_data)
+{
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, b, (unsigned)n);
+    return write_rest(c, b, n, refs, nrefs, tls_data, rc);
 }
 
 /* Writes what TLS has for the peer. */
@@ -397,19 +411,49 @@ static void flush_tls(hk_conn_t *c)
     write_out(c, &b, 1, NULL, 0, data);
 }
 
-/* Writes c's unsent requests, all in one write. */
-static void conn_flush(hk_conn_t *c)
+/* c's unsent requests are to be written now (its place in the pool's dirty list given up):
+ * their count, 0 when there is nothing to write yet (connecting) or any more. */
+static size_t take_unsent(hk_conn_t *c)
 {
     if (hd_list_linked(&c->dirty))
         hd_list_remove(&c->dirty);
     if ((c->state != C_WAITING && c->state != C_IDLE) || c->n_unsent == 0)
-        return; /* connecting: written once connected */
+        return 0; /* connecting: written once connected */
     size_t n = c->n_unsent;
+    c->n_unsent = 0;
+    return n;
+}
+
+/* The first of c's last n requests (the unsent ones take_unsent counted). */
+static hd_list_t *first_of_last(hk_conn_t *c, size_t n)
+{
     hd_list_t *pos = c->reqs.prev;
     for (size_t i = 1; i < n; i++)
-        pos = pos->prev; /* the first unsent */
-    c->n_unsent = 0;
+        pos = pos->prev;
+    return pos;
+}
+
+/* Fills b[0..2n) and refs[0..2n) with the heads and bodies of c's last n requests. */
+static void gather(hk_conn_t *c, size_t n, uv_buf_t *b, hd_buf_t **refs)
+{
+    hd_list_t *pos = first_of_last(c, n);
+    for (size_t i = 0; i < n; i++, pos = pos->next) {
+        hk_request_t *req = hd_container_of(pos, hk_request_t, link_);
+        refs[2 * i] = req->head;
+        refs[2 * i + 1] = req->body;
+        b[2 * i] = uv_buf_init(req->head->data, (unsigned)req->head->len);
+        b[2 * i + 1] = uv_buf_init(req->body->data, (unsigned)req->body->len);
+    }
+}
+
+/* Writes c's unsent requests, all in one write. */
+static void conn_flush(hk_conn_t *c)
+{
+    size_t n = take_unsent(c);
+    if (n == 0)
+        return;
     if (c->ssl) {
+        hd_list_t *pos = first_of_last(c, n);
         for (size_t i = 0; i < n; i++, pos = pos->next) {
             hk_request_t *req = hd_container_of(pos, hk_request_t, link_);
             if (SSL_write(c->ssl, req->head->data, (int)req->head->len) <= 0 ||
@@ -426,14 +470,74 @@ static void conn_flush(hk_conn_t *c)
     hd_buf_t *small_r[WREQ_SMALL];
     uv_buf_t *b = 2 * n > WREQ_SMALL ? hd_malloc(2 * n * sizeof(*b)) : small_b;
     hd_buf_t **refs = 2 * n > WREQ_SMALL ? hd_malloc(2 * n * sizeof(*refs)) : small_r;
-    for (size_t i = 0; i < n; i++, pos = pos->next) {
-        hk_request_t *req = hd_container_of(pos, hk_request_t, link_);
-        refs[2 * i] = req->head;
-        refs[2 * i + 1] = req->body;
-        b[2 * i] = uv_buf_init(req->head->data, (unsigned)req->head->len);
-        b[2 * i + 1] = uv_buf_init(req->body->data, (unsigned)req->body->len);
-    }
+    gather(c, n, b, refs);
     write_out(c, b, 2 * n, refs, 2 * n, NULL);
+    if (b != small_b) {
+        free(b);
+        free(refs);
+    }
+}
+
+/* Whether c's unsent requests may go in a batch with other connections' (wbatch.c): plain HTTP,
+ * nothing of an earlier write still queued in libuv (which uv_try_write would see too). */
+static int batchable(const hk_conn_t *c)
+{
+    return !c->ssl && (c->state == C_WAITING || c->state == C_IDLE) && c->n_unsent > 0 &&
+           c->tcp.write_queue_size == 0;
+}
+
+#define BATCH_BUFS 128 /* heads and bodies a batch gathers without an allocation */
+
+static int conn_fd(hk_conn_t *c)
+{
+    uv_os_fd_t fd = -1;
+    uv_fileno((const uv_handle_t *)&c->tcp, &fd);
+    return fd;
+}
+
+/*
+ * Writes the unsent requests of up to HK_WBATCH_MAX batchable connections of p's dirty list in
+ * one system call (wbatch.c), what a socket did not take as write_rest says. The connections'
+ * requests cannot end while the batch is made and run: no callback runs before the results are
+ * in, and a connection failed by one result is skipped by the rest.
+ */
+static void flush_batch(hk_pool_t *p, hk_wbatch_t *wb)
+{
+    hk_conn_t *cs[HK_WBATCH_MAX];
+    size_t counts[HK_WBATCH_MAX], nc = 0, nbufs = 0;
+    hd_list_t *pos;
+    for (pos = p->dirty.next; pos != &p->dirty && nc < HK_WBATCH_MAX; pos = pos->next) {
+        hk_conn_t *c = hd_container_of(pos, hk_conn_t, dirty);
+        if (batchable(c)) {
+            cs[nc++] = c;
+            nbufs += 2 * c->n_unsent;
+        }
+    }
+    if (nc < 2) { /* nothing to share a system call with */
+        conn_flush(hd_container_of(p->dirty.next, hk_conn_t, dirty));
+        return;
+    }
+    uv_buf_t small_b[BATCH_BUFS];
+    hd_buf_t *small_r[BATCH_BUFS];
+    uv_buf_t *b = nbufs > BATCH_BUFS ? hd_malloc(nbufs * sizeof(*b)) : small_b;
+    hd_buf_t **refs = nbufs > BATCH_BUFS ? hd_malloc(nbufs * sizeof(*refs)) : small_r;
+    ssize_t res[HK_WBATCH_MAX];
+    size_t at = 0;
+    for (size_t i = 0; i < nc; i++) {
+        counts[i] = take_unsent(cs[i]);
+        gather(cs[i], counts[i], b + at, refs + at);
+        int slot = hk_wbatch_add(wb, conn_fd(cs[i]), b + at, 2 * counts[i]);
+        HD_ASSERT(slot == (int)i);
+        at += 2 * counts[i];
+    }
+    hk_wbatch_run(wb, res);
+    at = 0;
+    for (size_t i = 0; i < nc; i++) {
+        size_t k = 2 * counts[i];
+        if (cs[i]->state != C_CLOSING) /* failed by an earlier result's callbacks */
+            write_rest(cs[i], b + at, k, refs + at, k, NULL, res[i]);
+        at += k;
+    }
     if (b != small_b) {
         free(b);
         free(refs);
@@ -442,8 +546,13 @@ static void conn_flush(hk_conn_t *c)
 
 static void pool_flush(hk_pool_t *p)
 {
-    while (!hd_list_empty(&p->dirty))
-        conn_flush(hd_container_of(p->dirty.next, hk_conn_t, dirty));
+    hk_wbatch_t *wb = p->cc->wbatch;
+    while (!hd_list_empty(&p->dirty)) {
+        if (wb)
+            flush_batch(p, wb);
+        else
+            conn_flush(hd_container_of(p->dirty.next, hk_conn_t, dirty));
+    }
     uv_prepare_stop(&p->prep);
     uv_check_stop(&p->check);
 }

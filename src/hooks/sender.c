@@ -6,10 +6,13 @@
  * every POLL_MS each endpoint with room asks Redis for entries, the cluster's presence and
  * occupancy events are taken, and the registry's version is read.
  */
+#include "herald/log.h"
 #include "sender.h"
 
+#include <errno.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* With Redis, how often an endpoint with room asks for entries other nodes queued or retries
  * that came due (its own events are taken as soon as they are queued). */
@@ -37,6 +40,10 @@ hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_ho
     s->cc.connect_timeout_ms = conf->webhook_connect_timeout_ms;
     s->cc.timeout_ms = conf->webhook_timeout_ms;
     s->cc.allow_private = conf->webhook_allow_private;
+    s->cc.wbatch = hk_wbatch_new();
+    if (!s->cc.wbatch)
+        hd_log_info("webhooks: no Linux AIO (io_setup: %s): each connection is written on its own",
+                    strerror(errno));
     if (RAND_bytes((unsigned char *)&s->rng, sizeof(s->rng)) != 1)
         s->rng = uv_hrtime();
     s->rng |= 1;
@@ -89,6 +96,8 @@ size_t hk_sender_close(hk_sender_t *s)
     while (!hd_list_empty(&s->dlq))
         hk_letter_free(s, hd_container_of(s->dlq.next, hk_letter_t, link));
     hk_admin_cancel(s);
+    hk_wbatch_free(s->cc.wbatch); /* the pools closed: no flush comes */
+    s->cc.wbatch = NULL;
     hd_heap_dispose(&s->retry);
     free(s->eps);
     s->n_closing = 2;
