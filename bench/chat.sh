@@ -9,7 +9,8 @@
 #   on      the same with presence=on on the rooms, every member asking join/leave events
 #           (--presence) and 5 typing (ephemeral) publishes per second per room (--typing 5)
 #   churn   presence on, no messages: N members a second leave their room and join it again
-#           (unsubscribe, subscribe with presence), server CPU per join or leave
+#           (unsubscribe, subscribe with presence), server CPU per join or leave; presence_hold
+#           is the default (250ms; 0 before the default changed, so older churn figures are 0)
 #   churn0  the same churn on rooms without presence: what a subscribe/unsubscribe costs alone
 #   churnh  churn with presence_hold D (--presence-hold, default 1s): the joins and leaves of a
 #           hold go to each member in one frame
