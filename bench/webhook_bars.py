@@ -348,7 +348,6 @@ def bar2(args):
             for kind in (("none", "outage") if pair % 2 == 0 else ("outage", "none")):
                 req0, uniq0, _ = sink.counts()
                 result = {}
-
                 prefix = "wb2-%d-%d-%s" % (os.getpid(), pair, kind)
                 tl = Timeline(a.port, prefix + "-0", run_s + 120) if args.timeline else None
 
@@ -402,8 +401,10 @@ def bar2(args):
                           flush=True)
                 if uniq1 != published or res.get("delivered") != res["published"]:
                     rows["bad"] += 1
-                    print("bar2: !!! %d distinct webhook ids received, %d events published" %
-                          (uniq1, published), flush=True)
+                    print("bar2: !!! %d distinct webhook ids received, %d events published; "
+                          "%s of %s messages delivered to the subscriber" % (
+                              uniq1, published, res.get("delivered"), res["published"]),
+                          flush=True)
             rows["diff"].append(p99["outage"] - p99["none"])
             print("bar2 pair %d: outage - none = %+.2f ms" % (pair + 1, rows["diff"][-1]),
                   flush=True)
