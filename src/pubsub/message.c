@@ -480,6 +480,14 @@ void hd_ws_frame_header(hd_sbuf_t *sb, int opcode, size_t len)
     hd_sbuf_append(sb, h, n);
 }
 
+/* {"type":"<name>", (no printf: an event is encoded once per wire format per worker) */
+static void put_type(hd_sbuf_t *sb, const char *name)
+{
+    hd_sbuf_appends(sb, "{\"type\":\"");
+    hd_sbuf_appends(sb, name);
+    hd_sbuf_appends(sb, "\",");
+}
+
 /*
  * Live-only events (no id): an ephemeral message is its JSON object under SSE
  * "event: herald-ephemeral" (with "ephemeral":true in the JSON form, ?format=json) and the
@@ -516,7 +524,7 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
             hd_sbuf_append(&sb, body.buf->data + 1, body.buf->len - 1); /* drop the '{' */
             hd_sbuf_dispose(&body);
         } else { /* data is {"member":..,"conn":..} */
-            hd_sbuf_appendf(&sb, "{\"type\":\"%s\",", name);
+            put_type(&sb, name);
             hd_sbuf_append(&sb, m->data + 1, m->len - 1);
         }
         return hd_sbuf_finish(&sb);
@@ -545,7 +553,9 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
     }
     if (fmt == HD_FMT_SSE || fmt == HD_FMT_SSE_NAMED || fmt == HD_FMT_SSE_JSON) {
         hd_sbuf_init(&sb, body.buf->len + 40);
-        hd_sbuf_appendf(&sb, "event: herald-%s\n", m->kind == HD_MSG_PRESENCE ? "presence" : name);
+        hd_sbuf_appends(&sb, "event: herald-");
+        hd_sbuf_appends(&sb, m->kind == HD_MSG_PRESENCE ? "presence" : name);
+        hd_sbuf_appends(&sb, "\n");
         /* A JSON payload is embedded as published, line breaks included: one data: line each */
         sse_data_lines(&sb, body.buf->data, body.buf->len);
         hd_sbuf_appends(&sb, "\n");
@@ -553,7 +563,7 @@ static hd_buf_t *encode_event(const hd_message_t *m, int fmt)
         size_t n = strlen("{\"type\":\"\",") + strlen(name) + body.buf->len - 1;
         hd_sbuf_init(&sb, n + 10);
         hd_ws_frame_header(&sb, 0x1, n);
-        hd_sbuf_appendf(&sb, "{\"type\":\"%s\",", name);
+        put_type(&sb, name);
         hd_sbuf_append(&sb, body.buf->data + 1, body.buf->len - 1); /* drop the '{' */
     } else {
         hd_sbuf_init(&sb, body.buf->len);
