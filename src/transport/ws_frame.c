@@ -344,16 +344,34 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     }
 }
 
+/* Unmasks in[0..n) into out, 8 bytes at a time (the 4-byte mask repeated). */
+static void unmask(uint8_t *out, const uint8_t *in, size_t n, const uint8_t *mask)
+{
+    uint8_t m8[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
+    uint64_t m, w;
+    memcpy(&m, m8, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, in + i, 8);
+        w ^= m;
+        memcpy(out + i, &w, 8);
+    }
+    for (; i < n; i++)
+        out[i] = in[i] ^ mask[i & 3];
+}
+
 /*
  * The common case without wslay. While the peer has nothing half-sent (no ws->rx: no partial
  * frame, no fragmented message, no control frame going out), each whole frame at the start of
  * p that is a complete message (FIN, text or binary, masked, no reserved bit, its length in
  * shortest form, within max_message_size and WS_FAST_BYTES, valid UTF-8 when text) is unmasked
- * into a buffer on the stack and handed to the protocol: what wslay and the frame callbacks
- * above would do with it, without making (zeroing) and freeing a 9 KiB wslay context for every
- * message of a peer that sends one now and then (a /ws subscribe or unsubscribe: 13,000 of the
- * 29,000 instructions of one). Returns how many bytes it took: it stops before anything else
- * (a control frame, a fragment, a partial, oversized or malformed frame, input that must wait),
+ * into a buffer on the stack and handed to the protocol; a pong is passed over and a ping
+ * answered with its pong. That is what wslay and the frame callbacks above would do, without
+ * making (zeroing) and freeing a 9 KiB wslay context for every message of a peer that sends one
+ * now and then (a /ws subscribe or unsubscribe: 13,000 of the 29,000 instructions of one; the
+ * pong of every idle connection at each ws_ping_interval). Returns how many bytes it took: it
+ * stops before anything else (a close frame, a fragment, a partial, oversized or malformed
+ * frame, input that must wait),
  * which then goes through wslay from that frame boundary, where a new context starts as it
  * expects, and gets its answer there (errors, closes and their reasons stay wslay's path's).
  */
@@ -365,27 +383,29 @@ static size_t read_fast(ws_t *ws, const uint8_t *p, size_t len)
         const uint8_t *f = p + off;
         uint64_t size = 0, plen = 0;
         const char *why = NULL;
-        if ((f[0] != 0x81 && f[0] != 0x82) ||
+        /* a ping or a pong: frame_size says FRAME_OK only once the frame is complete */
+        int is_ctrl = f[0] == 0x89 || f[0] == 0x8a;
+        if ((!is_ctrl && f[0] != 0x81 && f[0] != 0x82) ||
             frame_size(f, len - off, &size, &plen, &why) != FRAME_OK || size > len - off ||
-            plen > sizeof(buf) || plen > conf_of(ws)->max_message_bytes)
+            plen > sizeof(buf) - 2 || plen > conf_of(ws)->max_message_bytes)
             break;
-        const uint8_t *mask = f + (size - plen) - 4, *in = f + (size - plen);
-        uint8_t m8[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
-        uint64_t m, w;
-        memcpy(&m, m8, 8);
-        size_t i = 0;
-        for (; i + 8 <= plen; i += 8) { /* 8 bytes at a time: the mask repeats every 4 */
-            memcpy(&w, in + i, 8);
-            w ^= m;
-            memcpy(buf + i, &w, 8);
-        }
-        for (; i < plen; i++)
-            buf[i] = in[i] ^ mask[i & 3];
-        uint8_t opcode = f[0] & 0x0f;
-        if (opcode == WSLAY_TEXT_FRAME && !hd_utf8_valid(buf, (size_t)plen))
-            break; /* closed with 1007 there, with the reason for what is wrong */
+        const uint8_t *in = f + (size - plen);
         off += (size_t)size;
-        ws->proto->on_message(ws, opcode, (const char *)buf, (size_t)plen);
+        if (f[0] == 0x8a)
+            continue; /* a pong only shows the peer is alive (last_rx_ms) */
+        unmask(buf + 2, in, (size_t)plen, in - 4);
+        if (f[0] == 0x89) { /* answered with a pong of its payload, as wslay would */
+            buf[0] = 0x8a;
+            buf[1] = (uint8_t)plen; /* at most 125 */
+            hd_conn_send_copy(ws->pub.conn, buf, (size_t)plen + 2);
+            continue;
+        }
+        uint8_t opcode = f[0] & 0x0f;
+        if (opcode == WSLAY_TEXT_FRAME && !hd_utf8_valid(buf + 2, (size_t)plen)) {
+            off -= (size_t)size;
+            break; /* closed with 1007 there, with the reason for what is wrong */
+        }
+        ws->proto->on_message(ws, opcode, (const char *)buf + 2, (size_t)plen);
     }
     return off;
 }

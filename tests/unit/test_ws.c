@@ -342,6 +342,54 @@ static void test_stream_split_everywhere(void)
     free(o.data);
 }
 
+/* Appends a server frame (unmasked, FIN) of opcode with payload to want. */
+static size_t put_plain(uint8_t *p, int opcode, const void *payload, size_t n)
+{
+    p[0] = (uint8_t)(0x80 | opcode);
+    p[1] = (uint8_t)n;
+    memcpy(p + 2, payload, n);
+    return 2 + n;
+}
+
+static void test_stream_whole_frames(void)
+{
+    /* Whole frames, each a message or a ping or a pong: read without a wslay context when they
+     * arrive together (ws_frame.c read_fast), through wslay when cut; the same bytes either
+     * way, pongs in their place among the replies. */
+    static const char m1[] = "{\"op\":\"ping\",\"ref\":1}",
+                      m2[] = "{\"op\":\"ping\",\"ref\":\"\xce\xbb\"}";
+    static const char r1[] = "{\"type\":\"pong\",\"ref\":1}",
+                      r2[] = "{\"type\":\"pong\",\"ref\":\"\xce\xbb\"}";
+    static const uint8_t close_frame[] = {0x03, 0xe8}; /* 1000 */
+    uint8_t in[512], want[512];
+    size_t n = 0, w = 0;
+    n += put_frame(in + n, 1, 0x9, "p1", 2);
+    n += put_frame(in + n, 1, 0xa, "", 0);
+    n += put_frame(in + n, 1, 0x1, m1, sizeof(m1) - 1);
+    n += put_frame(in + n, 1, 0x9, "", 0);
+    n += put_frame(in + n, 1, 0xa, "unasked", 7);
+    n += put_frame(in + n, 1, 0x1, m2, sizeof(m2) - 1);
+    n += put_frame(in + n, 1, 0x8, close_frame, sizeof(close_frame));
+    w += put_plain(want + w, 0xa, "p1", 2);
+    w += put_plain(want + w, 0x1, r1, sizeof(r1) - 1);
+    w += put_plain(want + w, 0xa, "", 0);
+    w += put_plain(want + w, 0x1, r2, sizeof(r2) - 1);
+    w += put_plain(want + w, 0x8, close_frame, sizeof(close_frame));
+
+    out_t o;
+    run_stream(in, n, NULL, &o);
+    T_EQ_INT(o.len, w);
+    T_TRUE(memcmp(o.data, want, w) == 0);
+    free(o.data);
+    for (size_t cut = 1; cut < n; cut++) {
+        size_t cuts[] = {cut, 0};
+        run_stream(in, n, cuts, &o);
+        if (o.len != w || memcmp(o.data, want, w) != 0)
+            T_FAIL("cut at %zu: %zu bytes out, want %zu", cut, o.len, w);
+        free(o.data);
+    }
+}
+
 static void expect_close(const uint8_t *in, size_t n, int code)
 {
     out_t o;
@@ -446,6 +494,7 @@ int main(void)
     T_RUN(test_frame_size);
     server_start();
     T_RUN(test_stream_split_everywhere);
+    T_RUN(test_stream_whole_frames);
     T_RUN(test_stream_errors);
     server_stop();
     T_DONE();
