@@ -770,7 +770,7 @@ static const hd_sub_ops_t pres_ops = {
 static void test_presence_one_request_per_pass(void)
 {
     hd_embedded_t node;
-    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10");
+    HD_EMBEDDED_START(&node, hd_http_accept, "history_size 10", "presence_hold 0"); /* per pass */
     hd_embedded_start_pubsub(&node);
     counting_broker_t cb = {.base = {.ops = &counting_ops}, .real = hd_broker_get()};
     hd_broker_set(&cb.base);
