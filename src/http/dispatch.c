@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dispatch.c: a complete request, whichever HTTP version carried it (http.c, h2.c), handed to
- * the guard (who may reach what: src/api/access.c) and then to the router's handler; methods
+ * dispatch.c: a complete request, whichever HTTP version carried it (http.c, h2_stream.c), handed
+ * to the guard (who may reach what: src/api/access.c) and then to the router's handler; methods
  * herald implements nowhere (501), unknown paths (404) and methods a path does not take (405
  * with Allow) are answered here; a request whose handler waited for something (a ticket) runs
  * it again (hd_http_redispatch).

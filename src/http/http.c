@@ -421,7 +421,7 @@ void hd_http_take_over(hd_req_t *req, int status, const char *head_headers,
         c->ops->on_close(c); /* the stream's request handler: frees h */
         hd_conn_set_handler(c, ops, data);
         hd_conn_set_timeout(c, 0);
-        /* DATA that came while the request waited is held by the stream (h2.c): read now */
+        /* DATA that came while the request waited is held by the stream (h2_stream.c): read now */
         hd_conn_read_start(c);
         return;
     }

@@ -3,13 +3,17 @@
  * internal.h (private to src/http): the state of one HTTP/1.1 connection (or of one request
  * on an HTTP/2 stream), shared by the files that make up the HTTP layer. Calls run one way:
  *
- *   http.c  -->  h2.c  -->  dispatch.c  -->  response.c  -->  h2_out.c
+ *   http.c  -->  h2.c  -->  h2_stream.c  -->  dispatch.c  -->  response.c  -->  h2_out.c
  *   http.c  -->  dispatch.c, request.c, parse.c, chunked.c, h2_out.c
- *   h2.c    -->  request.c, parse.c, h2_out.c, h2_mem.c
+ *   h2.c    -->  h2_stream.c, h2_out.c, h2_mem.c
+ *   h2_stream.c  -->  dispatch.c, request.c, parse.c, response.c, h2_out.c
  *   dispatch.c --> router.c, request.c;   response.c --> request.c;   parse.c --> chunked.c
  *
- *   h2.c:       the HTTP/2 connection handler (nghttp2): session, frames in, streams opened
- *               as stream connections (hd_conn_stream_new) each carrying one request;
+ *   h2.c:       the HTTP/2 connection handler (nghttp2): the session, input fed to it, output
+ *               produced under its bounds, timeouts, shutdown, close;
+ *   h2_stream.c: its streams, as nghttp2's callbacks report frames: opened as stream
+ *               connections (hd_conn_stream_new) each carrying one request, the head and body
+ *               collected, dispatched, DATA held for a stream that does not read, closed;
  *   h2_out.c:   what leaves on a stream: the response head as HEADERS, the stream
  *               connection's queue as DATA frames (copied into one buffer a pass), resets;
  *               the carrier ops;
@@ -131,9 +135,9 @@ struct hd_h2_s {
 /*
  * One stream: the carrier of its stream connection (conn) and its place on the connection.
  * The request being received is the stream connection's handler until it is answered or
- * taken over (h2.c http_of). Every stream of a connection has one of these for its life, so
+ * taken over (h2_stream.c http_of). Every stream of a connection has one of these for its life, so
  * it holds nothing a request needs only while it arrives. It is allocated with its stream
- * connection (hd_conn_stream_new) and let go of by hd_conn_carrier_release (h2.c stream_free):
+ * connection (hd_conn_stream_new) and let go of by hd_conn_carrier_release (hd_h2_stream_free):
  * it may outlive the stream connection (a stream herald reset, until nghttp2 closes it).
  */
 struct hd_h2_stream_s {
@@ -148,9 +152,9 @@ struct hd_h2_stream_s {
     char *in;
     uint32_t in_len;
     int32_t id;
-    uint32_t out_counted;     /* its queue as counted in h2->streams_out */
-    uint8_t method;           /* :method, 1 + its index in h2.c's table; 0: one herald knows not */
-    unsigned is_deferred : 1; /* its data source said DEFERRED: resume when output comes */
+    uint32_t out_counted;        /* its queue as counted in h2->streams_out */
+    uint8_t method;              /* :method, 1 + its index in h2_stream.c's table; 0: unknown */
+    unsigned is_deferred : 1;    /* its data source said DEFERRED: resume when output comes */
     unsigned is_responding : 1;  /* its response head was submitted */
     unsigned is_dispatched : 1;  /* the request went to its handler */
     unsigned is_drained : 1;     /* on h2->drained */
@@ -220,7 +224,7 @@ void hd_h2_mem_init(hd_h2_t *h2, nghttp2_mem *mem);
  */
 void hd_h2_submit_head(hd_http_t *h, int status, const char *extra, const char *content_type,
                        int64_t content_length, int is_taken_over);
-/* on_frame_send of a DATA frame of s (h2.c): a source that let go is submitted again if
+/* on_frame_send of a DATA frame of s (h2_stream.c): a source that let go is submitted again if
  * output came meanwhile. */
 void hd_h2_data_sent(hd_h2_stream_t *s);
 /* s's queue changed (or s->conn went): h2->streams_out follows, so that the bound on the
@@ -244,6 +248,55 @@ int hd_h2_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_
 /* DATA held for streams that do not read (hd_h2_t.in_held) above this: the connection's
  * window is not reopened, so a connection holds at most this plus one window (64 KiB). */
 #define HD_H2_IN_HIGH (256 * 1024)
+
+/* ---- h2.c and h2_stream.c ---- */
+
+/* Every call into nghttp2 goes through these: the connection may close inside one. */
+static inline void hd_h2_enter(hd_h2_t *h2)
+{
+    h2->depth++;
+}
+
+/* Frees the connection's state (its session, the pass's output); its streams are gone. */
+static inline void hd_h2_destroy(hd_h2_t *h2)
+{
+    nghttp2_session_del(h2->session);
+    if (h2->out)
+        hd_buf_unref(h2->out);
+    free(h2);
+}
+
+/* Returns 1 when h2 is gone. */
+static inline int hd_h2_leave(hd_h2_t *h2)
+{
+    if (--h2->depth == 0 && h2->is_dead) {
+        hd_h2_destroy(h2);
+        return 1;
+    }
+    return h2->is_dead;
+}
+
+/* n bytes held for streams left the connection's hold: what it owes its window is given
+ * back once the hold is under HD_H2_IN_HIGH. */
+static inline void hd_h2_release_held(hd_h2_t *h2, size_t n)
+{
+    h2->in_held -= n;
+    if (h2->in_owed && h2->in_held <= HD_H2_IN_HIGH) {
+        nghttp2_session_consume_connection(h2->session, h2->in_owed);
+        h2->in_owed = 0;
+    }
+}
+
+/* ---- h2_stream.c ---- */
+
+/* Installs nghttp2's callbacks for what arrives (streams opened, heads, bodies, resets,
+ * closes) and for what is sent (on_send, hd_h2_send_data, on_frame_send). */
+void hd_h2_session_callbacks(nghttp2_session_callbacks *cb);
+/* Hands what streams that read again hold to their handlers (inside hd_h2_enter/leave). */
+void hd_h2_deliver_held(hd_h2_t *h2);
+/* Frees s (unlinked from its connection; what it held is dropped); its stream connection,
+ * if any, was closed or detached before. */
+void hd_h2_stream_free(hd_h2_stream_t *s);
 
 /* ---- response.c ---- */
 

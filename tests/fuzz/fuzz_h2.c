@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz_h2.c: libFuzzer harness for HTTP/2 (src/http/h2.c, h2_out.c: the nghttp2 session glue,
- * streams as stream connections, limits, deferred responses, take-over) through an embedded
- * server. nghttp2 parses the frames; what is fuzzed is herald's handling of whatever sequence
- * of frames, streams, resets and windows a client can make.
+ * fuzz_h2.c: libFuzzer harness for HTTP/2 (src/http/h2.c, h2_stream.c, h2_out.c: the nghttp2
+ * session glue, streams as stream connections, limits, deferred responses, take-over) through an
+ * embedded server. nghttp2 parses the frames; what is fuzzed is herald's handling of whatever
+ * sequence of frames, streams, resets and windows a client can make.
  *
  * The first byte of an input picks how the rest is cut into writes (whole, byte by byte, fixed
  * sizes, pseudo-random sizes); the client connection preface is sent first, then the rest (the
