@@ -164,6 +164,20 @@ static void refuse(hd_http_t *h, int status, const char *msg)
     }
 }
 
+/* Appends a field to the request head (n_hdrs < MAX_HEADERS; the caller checked the size). */
+static void append_field(hd_http_t *h, const char *name, size_t name_len, const char *value,
+                         size_t value_len)
+{
+    hdr_off_t *o = hd_http_next_hdr(h);
+    h->n_hdrs++;
+    o->name_off = (uint32_t)h->head_len;
+    o->name_len = (uint32_t)name_len;
+    hd_http_head_append(h, name, name_len, SIZE_MAX);
+    o->value_off = (uint32_t)h->head_len;
+    o->value_len = (uint32_t)value_len;
+    hd_http_head_append(h, value, value_len, SIZE_MAX);
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user_data)
@@ -212,14 +226,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         refuse(h, 431, "request header fields too large");
         return 0;
     }
-    hdr_off_t *o = hd_http_next_hdr(h);
-    h->n_hdrs++;
-    o->name_off = (uint32_t)h->head_len;
-    o->name_len = (uint32_t)namelen;
-    hd_http_head_append(h, n, namelen, SIZE_MAX);
-    o->value_off = (uint32_t)h->head_len;
-    o->value_len = (uint32_t)valuelen;
-    hd_http_head_append(h, v, valuelen, SIZE_MAX);
+    append_field(h, n, namelen, v, valuelen);
     return 0;
 }
 
@@ -231,15 +238,7 @@ static void add_host(hd_http_t *h)
     for (size_t i = 0; i < h->n_hdrs; i++)
         if (h->hdrs[i].name_len == 4 && strncasecmp(h->head + h->hdrs[i].name_off, "host", 4) == 0)
             return;
-    size_t alen = strlen(h->authority);
-    hdr_off_t *o = hd_http_next_hdr(h);
-    h->n_hdrs++;
-    o->name_off = (uint32_t)h->head_len;
-    o->name_len = 4;
-    hd_http_head_append(h, "host", 4, SIZE_MAX);
-    o->value_off = (uint32_t)h->head_len;
-    o->value_len = (uint32_t)alen;
-    hd_http_head_append(h, h->authority, alen, SIZE_MAX);
+    append_field(h, "host", 4, h->authority, strlen(h->authority));
 }
 
 /* Adds a field to the request head unless one of that name is there. */
@@ -253,14 +252,7 @@ static void add_field(hd_http_t *h, const char *name, const char *value)
         refuse(h, 431, "request header fields too large");
         return;
     }
-    hdr_off_t *o = hd_http_next_hdr(h);
-    h->n_hdrs++;
-    o->name_off = (uint32_t)h->head_len;
-    o->name_len = (uint32_t)nl;
-    hd_http_head_append(h, name, nl, SIZE_MAX);
-    o->value_off = (uint32_t)h->head_len;
-    o->value_len = (uint32_t)vl;
-    hd_http_head_append(h, value, vl, SIZE_MAX);
+    append_field(h, name, nl, value, vl);
 }
 
 /*
