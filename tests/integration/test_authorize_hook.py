@@ -368,6 +368,10 @@ class TestConnectLevel(HookCase):
         self.assertEqual(self.questions(), [])
 
 
+# a SCHED_IDLE thread keeps the nice it inherits (the suite may run under nice)
+INHERITED_NICE = os.nice(0)
+
+
 def hooks_thread_sched(pid):
     """(policy, nice) of herald's hooks thread, from /proc (stat fields 41 and 19)."""
     for tid in os.listdir("/proc/%d/task" % pid):
@@ -387,13 +391,15 @@ class TestSchedule(HookCase):
         both cores busy); with webhooks only and no Redis it is SCHED_IDLE."""
         self.backend()
         h = self.node("timeout=3s")
-        hh.wait_for(lambda: hooks_thread_sched(h.pid) is not None, what="herald-hooks thread")
-        hh.wait_for(lambda: hooks_thread_sched(h.pid) == (os.SCHED_OTHER, 10),
+        hh.wait_for(lambda: hooks_thread_sched(h.pid) is not None, timeout=20,
+                    what="herald-hooks thread")
+        hh.wait_for(lambda: hooks_thread_sched(h.pid) == (os.SCHED_OTHER, 10), timeout=20,
                     what="hooks thread at SCHED_OTHER nice 10: %r" % (hooks_thread_sched(h.pid),))
         w = self.start_herald(overrides=[
             "webhook_allow_private on",
             "webhook %s secret=%s" % (self.recv.url("/hook"), self.secret)])
-        hh.wait_for(lambda: hooks_thread_sched(w.pid) == (os.SCHED_IDLE, 0),
+        idle = (os.SCHED_IDLE, INHERITED_NICE)
+        hh.wait_for(lambda: hooks_thread_sched(w.pid) == idle, timeout=20,
                     what="webhooks only: SCHED_IDLE: %r" % (hooks_thread_sched(w.pid),))
 
     def test_reload_adding_authorize_hook(self):
@@ -407,8 +413,8 @@ class TestSchedule(HookCase):
             "webhook_allow_private on",
             "webhook %s secret=%s" % (self.recv.url("/hook"), self.secret)]) + "\n"
         h = self.start_herald(conf_raw=base, workers=2)
-        idle = (os.SCHED_IDLE, 0)
-        hh.wait_for(lambda: hooks_thread_sched(h.pid) == idle,
+        idle = (os.SCHED_IDLE, INHERITED_NICE)
+        hh.wait_for(lambda: hooks_thread_sched(h.pid) == idle, timeout=20,
                     what="webhooks only: SCHED_IDLE: %r" % (hooks_thread_sched(h.pid),))
         hooked = base + "\n".join([hook_line(self.recv.url("/authorize"), self.secret)] +
                                    ["channel_rule " + r for r in RULES]) + "\n"
@@ -423,7 +429,7 @@ class TestSchedule(HookCase):
         self.assertEqual(hooks_thread_sched(h.pid), idle)
         h.stop()
         r = self.start_herald(conf_raw=hooked, workers=2)
-        hh.wait_for(lambda: hooks_thread_sched(r.pid) == (os.SCHED_OTHER, 10),
+        hh.wait_for(lambda: hooks_thread_sched(r.pid) == (os.SCHED_OTHER, 10), timeout=20,
                     what="restarted with the hook: nice 10: %r" % (hooks_thread_sched(r.pid),))
         status, body, _ = connect(r.port, "poll", "hook:a")
         self.assertIn(status, (200, 204), body)
