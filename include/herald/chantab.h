@@ -55,6 +55,8 @@ void hd_chantab_init(hd_chantab_t *t, size_t name_offset, size_t n_buckets);
 void hd_chantab_dispose(hd_chantab_t *t);
 /* The channel of that name, or NULL. */
 hd_chan_t *hd_chantab_find(const hd_chantab_t *t, const char *name, size_t len);
+/* The same with the name's hash known (h: hd_hash(name, len); 0: not known, computed here). */
+hd_chan_t *hd_chantab_find_hashed(const hd_chantab_t *t, const char *name, size_t len, uint64_t h);
 /*
  * The channel of that name, made if it is not there: a zeroed entry of name_offset + len + 1
  * bytes holding the name (NUL-terminated), in the table. *made (when not NULL) is set to 1 if it

@@ -48,6 +48,9 @@ void hd_hmap_init(hd_hmap_t *m, size_t n_buckets);
 /* Frees the bucket array; the entries belong to the caller. */
 void hd_hmap_dispose(hd_hmap_t *m);
 hd_hnode_t *hd_hmap_find(const hd_hmap_t *m, const char *key, size_t len);
+/* The same with the key's hash known (h: hd_hash(key, len), every map hashes under the process's
+ * key): one name's hash carried from table to table instead of computed at each. */
+hd_hnode_t *hd_hmap_find_hashed(const hd_hmap_t *m, const char *key, size_t len, uint64_t h);
 /* Inserts node (key and key_len set by the caller; the key must not be in the map). */
 void hd_hmap_insert(hd_hmap_t *m, hd_hnode_t *node);
 void hd_hmap_remove(hd_hmap_t *m, hd_hnode_t *node);

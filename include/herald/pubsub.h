@@ -53,6 +53,9 @@ typedef struct hd_message_s {
     uint8_t kind; /* HD_MSG_*: a published message, or a live-only event (no id, no history) */
     char id[HD_ID_MAX];
     char channel[HD_CHANNEL_MAX + 1];
+    /* hd_hash(channel) when known (a presence event: the joining worker's channel had it), so
+     * the tables it passes look it up without hashing; 0: not known */
+    uint64_t channel_hash;
     char *content_type; /* inside this allocation, NUL-terminated */
     size_t len;
     char *data; /* inside this allocation */
@@ -340,6 +343,8 @@ struct hd_breq_s {
     hd_breq_cb reply_cb; /* runs on that worker with the reply; then it frees r */
     void *cookie;
     char channel[HD_CHANNEL_MAX + 1];
+    /* JOIN, LEAVE: hd_hash(channel) (the hub's channel has it); 0: not known */
+    uint64_t channel_hash;
     uint8_t has_since;
     uint64_t since_epoch, since_seq;
     size_t limit;

@@ -92,7 +92,7 @@ static void reply(mem_broker_t *b, hd_breq_t *r)
  */
 static void fan_out_event(mem_broker_t *b, hd_message_t *m)
 {
-    hd_mchan_t *c = hd_mstore_find(&b->store, m->channel, m->channel_len);
+    hd_mchan_t *c = hd_mstore_find_hashed(&b->store, m->channel, m->channel_len, m->channel_hash);
     if (c)
         hd_interest_fan_out(&c->in, m, deliver, b);
     hd_message_unref(m);
@@ -108,9 +108,9 @@ static void do_presence(mem_broker_t *b, hd_breq_t *r)
         hd_message_t *ev = NULL;
         int err = 0;
         if (r->type == HD_BREQ_JOIN)
-            ev = hd_mpres_join(&b->pres, r->channel, len, r->member, &err);
+            ev = hd_mpres_join(&b->pres, r->channel, len, r->channel_hash, r->member, &err);
         else
-            ev = hd_mpres_leave(&b->pres, r->channel, len, r->member);
+            ev = hd_mpres_leave(&b->pres, r->channel, len, r->channel_hash, r->member);
         if (ev) {
             hd_hooks_on_member(ev); /* a push on the hooks mailbox when an endpoint wants it */
             fan_out_event(b, ev);

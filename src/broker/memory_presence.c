@@ -89,9 +89,9 @@ void hd_mpres_dispose(hd_mpres_t *p)
     hd_chantab_dispose(&p->chans);
 }
 
-static hd_pchan_t *find_chan(const hd_mpres_t *p, const char *name, size_t len)
+static hd_pchan_t *find_chan(const hd_mpres_t *p, const char *name, size_t len, uint64_t hash)
 {
-    hd_chan_t *c = hd_chantab_find(&p->chans, name, len);
+    hd_chan_t *c = hd_chantab_find_hashed(&p->chans, name, len, hash);
     return c ? hd_container_of(c, hd_pchan_t, ch) : NULL;
 }
 
@@ -243,11 +243,11 @@ static pmember_t *new_member(const hd_member_t *member)
     return m;
 }
 
-hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len,
+hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
                             const hd_member_t *member, int *err)
 {
     *err = 0;
-    hd_pchan_t *c = find_chan(p, channel, len);
+    hd_pchan_t *c = find_chan(p, channel, len, hash);
     if (!c) {
         if (hd_chantab_count(&p->chans) >= p->max_channels) {
             p->refused++;
@@ -274,13 +274,15 @@ hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len,
     if (!is_new)
         return NULL;
     p->events++;
-    return hd_presence_event(HD_MSG_JOIN, channel, len, member);
+    hd_message_t *ev = hd_presence_event(HD_MSG_JOIN, channel, len, member);
+    ev->channel_hash = hash;
+    return ev;
 }
 
-hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len,
+hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
                              const hd_member_t *member)
 {
-    hd_pchan_t *c = find_chan(p, channel, len);
+    hd_pchan_t *c = find_chan(p, channel, len, hash);
     pmember_t *m = c ? find_member(c, member) : NULL;
     if (!m)
         return NULL;
@@ -300,12 +302,14 @@ hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len,
     if (c->members.n == 0)
         free_chan(p, c);
     p->events++;
-    return hd_presence_event(HD_MSG_LEAVE, channel, len, member);
+    hd_message_t *ev = hd_presence_event(HD_MSG_LEAVE, channel, len, member);
+    ev->channel_hash = hash;
+    return ev;
 }
 
 uint64_t hd_mpres_count(const hd_mpres_t *p, const char *channel, size_t len)
 {
-    hd_pchan_t *c = find_chan(p, channel, len);
+    hd_pchan_t *c = find_chan(p, channel, len, 0);
     return c ? c->members.n : 0;
 }
 
@@ -390,7 +394,7 @@ static void member_page(const hd_pchan_t *c, hd_breq_t *r)
 
 void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
 {
-    hd_pchan_t *c = find_chan(p, r->channel, strlen(r->channel));
+    hd_pchan_t *c = find_chan(p, r->channel, strlen(r->channel), 0);
     if (r->member_key) {
         member_page(c, r);
         return;

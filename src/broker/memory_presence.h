@@ -42,13 +42,14 @@ void hd_mpres_dispose(hd_mpres_t *p);
 /*
  * One more connection of member on channel. Returns the join event (one reference) when the
  * member is new there, else NULL; *err is 0, or HD_ECHANNELS when the channel is not tracked
- * and the budget is spent (nothing changed).
+ * and the budget is spent (nothing changed). hash: hd_hash(channel, len), or 0 (computed here);
+ * the event carries it (channel_hash).
  */
-hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len,
+hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
                             const hd_member_t *member, int *err);
 /* That connection of member is gone. Returns the leave event (one reference) when it was the
- * member's last, else NULL (also when the table does not hold it). */
-hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len,
+ * member's last, else NULL (also when the table does not hold it). hash: as for a join. */
+hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
                              const hd_member_t *member);
 /* Members on channel (0: none, or not tracked). */
 uint64_t hd_mpres_count(const hd_mpres_t *p, const char *channel, size_t len);

@@ -168,6 +168,12 @@ hd_mchan_t *hd_mstore_find(const hd_mstore_t *st, const char *name, size_t len)
     return c ? hd_container_of(c, hd_mchan_t, ch) : NULL;
 }
 
+hd_mchan_t *hd_mstore_find_hashed(const hd_mstore_t *st, const char *name, size_t len, uint64_t h)
+{
+    hd_chan_t *c = hd_chantab_find_hashed(&st->chans, name, len, h);
+    return c ? hd_container_of(c, hd_mchan_t, ch) : NULL;
+}
+
 static hd_mchan_t *new_chan(hd_mstore_t *st, const char *name, size_t len)
 {
     hd_mchan_t *c = hd_container_of(hd_chantab_get(&st->chans, name, len, NULL), hd_mchan_t, ch);

@@ -125,6 +125,8 @@ void hd_mstore_expire(hd_mstore_t *st, uint64_t now_ms);
 void hd_mstore_log_limits(hd_mstore_t *st, uint64_t now_ms);
 
 hd_mchan_t *hd_mstore_find(const hd_mstore_t *st, const char *name, size_t len);
+/* The same with the name's hash known (hd_chantab_find_hashed; 0: computed here). */
+hd_mchan_t *hd_mstore_find_hashed(const hd_mstore_t *st, const char *name, size_t len, uint64_t h);
 /* Bytes charged for a channel of name_len bytes with no ring (what a new channel needs). */
 size_t hd_mstore_channel_cost(const hd_mstore_t *st, size_t name_len);
 /* Bytes charged for a message in history. */

@@ -130,7 +130,11 @@ void hd_hmap_dispose(hd_hmap_t *m)
 
 hd_hnode_t *hd_hmap_find(const hd_hmap_t *m, const char *key, size_t len)
 {
-    uint64_t h = hd_siphash(key, len, m->key);
+    return hd_hmap_find_hashed(m, key, len, hd_siphash(key, len, m->key));
+}
+
+hd_hnode_t *hd_hmap_find_hashed(const hd_hmap_t *m, const char *key, size_t len, uint64_t h)
+{
     for (hd_hnode_t *e = m->buckets[h & (m->n_buckets - 1)]; e; e = e->next)
         if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0)
             return e;

@@ -29,6 +29,14 @@ hd_chan_t *hd_chantab_find(const hd_chantab_t *t, const char *name, size_t len)
     return n ? hd_container_of(n, hd_chan_t, node) : NULL;
 }
 
+hd_chan_t *hd_chantab_find_hashed(const hd_chantab_t *t, const char *name, size_t len, uint64_t h)
+{
+    if (!h)
+        return hd_chantab_find(t, name, len);
+    hd_hnode_t *n = hd_hmap_find_hashed(&t->map, name, len, h);
+    return n ? hd_container_of(n, hd_chan_t, node) : NULL;
+}
+
 hd_chan_t *hd_chantab_get(hd_chantab_t *t, const char *name, size_t len, int *made)
 {
     hd_chan_t *c = hd_chantab_find(t, name, len);

@@ -96,6 +96,13 @@ static hd_lchan_t *find_chan(hub_t *hub, const char *name, size_t len)
     return c ? hd_container_of(c, hd_lchan_t, ch) : NULL;
 }
 
+/* A message's channel here, with its hash when it carries one (channel_hash). */
+static hd_lchan_t *find_msg_chan(hub_t *hub, const hd_message_t *m)
+{
+    hd_chan_t *c = hd_chantab_find_hashed(&hub->chans, m->channel, m->channel_len, m->channel_hash);
+    return c ? hd_container_of(c, hd_lchan_t, ch) : NULL;
+}
+
 static hd_lchan_t *get_chan(hub_t *hub, const char *name, size_t len)
 {
     int made;
@@ -249,6 +256,7 @@ static void send_presence(hd_sub_t *s, int type)
     hub_t *hub = hub_of(s->worker);
     hd_lchan_t *c = s->chan;
     hd_breq_t *r = hd_breq_new(type, s->worker, c->name, hd_chan_name_len(&c->ch));
+    r->channel_hash = c->ch.node.hash; /* the broker's tables look the name up without hashing */
     if (type == HD_BREQ_LEAVE) {
         r->member = s->member;
         s->member = NULL;
@@ -783,7 +791,7 @@ static void on_delivery(hd_worker_t *w, hd_msg_t *msg)
     free(d);
     if (m->kind != HD_MSG_NORMAL) {
         HD_HUB_STAT_ADD(w, events_in, 1);
-        hd_lchan_t *c = find_chan(hub, m->channel, m->channel_len);
+        hd_lchan_t *c = find_msg_chan(hub, m);
         if (c && c->n_live && (m->kind == HD_MSG_JOIN || m->kind == HD_MSG_LEAVE)) {
             batch_event(hub, c, m);
             return;

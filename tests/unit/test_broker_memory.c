@@ -1095,7 +1095,7 @@ static void test_presence_pages_in_key_order(void)
         snprintf(sub, sizeof(sub), "k%03u", i);
         mem[i] = hd_member_new(sub, NULL, i + 1);
         int err;
-        hd_message_t *ev = hd_mpres_join(&p, "pg", 2, mem[i], &err);
+        hd_message_t *ev = hd_mpres_join(&p, "pg", 2, 0, mem[i], &err);
         T_TRUE(ev != NULL && err == 0);
         hd_message_unref(ev);
         present[i] = 1;
@@ -1105,7 +1105,7 @@ static void test_presence_pages_in_key_order(void)
         unsigned i = (j * 11 + 5) % N;
         if (i % 3)
             continue;
-        hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+        hd_message_unref(hd_mpres_leave(&p, "pg", 2, 0, mem[i]));
         present[i] = 0;
     }
     size_t want_total = 0;
@@ -1150,7 +1150,7 @@ static void test_presence_pages_in_key_order(void)
     /* Everyone leaves: the channel goes with its array. */
     for (unsigned i = 0; i < N; i++) {
         if (present[i])
-            hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+            hd_message_unref(hd_mpres_leave(&p, "pg", 2, 0, mem[i]));
         hd_member_free(mem[i]);
     }
     T_EQ_INT(hd_mpres_count(&p, "pg", 2), 0);
@@ -1186,7 +1186,7 @@ static void test_presence_member_many_conns(void)
     for (unsigned j = 0; j < N; j++) {
         unsigned i = (j * 7 + 3) % N;
         mem[i] = hd_member_new("tabs", NULL, i + 1);
-        hd_message_t *ev = hd_mpres_join(&p, "mc", 2, mem[i], &err);
+        hd_message_t *ev = hd_mpres_join(&p, "mc", 2, 0, mem[i], &err);
         T_EQ_INT(err, 0);
         events += ev != NULL;
         if (ev)
@@ -1249,12 +1249,12 @@ static void test_presence_member_many_conns(void)
     hd_breq_free(r);
     /* a connection it never joined with (a refused join) changes nothing */
     hd_member_t *stranger = hd_member_new("tabs", NULL, N + 5);
-    T_TRUE(hd_mpres_leave(&p, "mc", 2, stranger) == NULL);
+    T_TRUE(hd_mpres_leave(&p, "mc", 2, 0, stranger) == NULL);
     hd_member_free(stranger);
     T_EQ_INT(p.conns, N);
     for (unsigned j = 0; j < N; j++) {
         unsigned i = (j * 11 + 5) % N;
-        hd_message_t *ev = hd_mpres_leave(&p, "mc", 2, mem[i]);
+        hd_message_t *ev = hd_mpres_leave(&p, "mc", 2, 0, mem[i]);
         T_EQ_INT(ev != NULL, j == N - 1);
         if (ev)
             hd_message_unref(ev);
@@ -1279,7 +1279,7 @@ static void test_presence_blocks_split_and_merge(void)
         char sub[8];
         snprintf(sub, sizeof(sub), "k%04u", i);
         mem[i] = hd_member_new(sub, NULL, i + 1);
-        hd_message_unref(hd_mpres_join(&p, "pg", 2, mem[i], &err));
+        hd_message_unref(hd_mpres_join(&p, "pg", 2, 0, mem[i], &err));
     }
     for (unsigned pass = 0; pass < 2; pass++) {
         char keys[HD_PRESENCE_PAGE_MAX][8], next[8] = "", cursor[8];
@@ -1303,12 +1303,12 @@ static void test_presence_blocks_split_and_merge(void)
         for (unsigned j = 0; pass == 0 && j < N; j++) {
             unsigned i = (j * 11 + 5) % N;
             if (i % 10)
-                hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+                hd_message_unref(hd_mpres_leave(&p, "pg", 2, 0, mem[i]));
         }
     }
     for (unsigned i = 0; i < N; i++) {
         if (i % 10 == 0)
-            hd_message_unref(hd_mpres_leave(&p, "pg", 2, mem[i]));
+            hd_message_unref(hd_mpres_leave(&p, "pg", 2, 0, mem[i]));
         hd_member_free(mem[i]);
     }
     T_EQ_INT(p.members, 0);
