@@ -53,6 +53,8 @@ hd_hnode_t *hd_hmap_find(const hd_hmap_t *m, const char *key, size_t len);
 hd_hnode_t *hd_hmap_find_hashed(const hd_hmap_t *m, const char *key, size_t len, uint64_t h);
 /* Inserts node (key and key_len set by the caller; the key must not be in the map). */
 void hd_hmap_insert(hd_hmap_t *m, hd_hnode_t *node);
+/* The same with the key's hash known (h: hd_hash of node's key, as for hd_hmap_find_hashed). */
+void hd_hmap_insert_hashed(hd_hmap_t *m, hd_hnode_t *node, uint64_t h);
 void hd_hmap_remove(hd_hmap_t *m, hd_hnode_t *node);
 /* Visits every node; cb may remove the node it is given (and only that one). */
 void hd_hmap_foreach(hd_hmap_t *m, void (*cb)(hd_hnode_t *node, void *arg), void *arg);

@@ -97,7 +97,9 @@ static hd_pchan_t *find_chan(const hd_mpres_t *p, const char *name, size_t len, 
 
 static pmember_t *find_member(const hd_pchan_t *c, const hd_member_t *member)
 {
-    hd_hnode_t *n = hd_hmap_find(&c->members, member->key, member->key_len);
+    hd_hnode_t *n = member->key_hash ? hd_hmap_find_hashed(&c->members, member->key,
+                                                           member->key_len, member->key_hash)
+                                     : hd_hmap_find(&c->members, member->key, member->key_len);
     return n ? hd_container_of(n, pmember_t, node) : NULL;
 }
 
@@ -262,7 +264,10 @@ hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint
     if (is_new) {
         m = new_member(member);
         sorted_insert(c, m);
-        hd_hmap_insert(&c->members, &m->node);
+        if (member->key_hash)
+            hd_hmap_insert_hashed(&c->members, &m->node, member->key_hash);
+        else
+            hd_hmap_insert(&c->members, &m->node);
         p->members++;
     }
     size_t at = conn_find(m, member->conn);

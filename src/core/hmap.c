@@ -159,7 +159,12 @@ static void resize(hd_hmap_t *m, size_t n)
 
 void hd_hmap_insert(hd_hmap_t *m, hd_hnode_t *node)
 {
-    node->hash = hd_siphash(node->key, node->key_len, m->key);
+    hd_hmap_insert_hashed(m, node, hd_siphash(node->key, node->key_len, m->key));
+}
+
+void hd_hmap_insert_hashed(hd_hmap_t *m, hd_hnode_t *node, uint64_t h)
+{
+    node->hash = h;
     hd_hnode_t **slot = &m->buckets[node->hash & (m->n_buckets - 1)];
     node->next = *slot;
     *slot = node;

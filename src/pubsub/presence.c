@@ -79,6 +79,7 @@ hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn
     hd_member_t *m = member_alloc(kl, (size_t)cl, cap);
     memcpy(m->key, key, kl + 1);
     memcpy(m->conn, conn, (size_t)cl + 1);
+    m->key_hash = hd_hash(key, kl);
     size_t n = 0;
     if (sub) {
         memcpy(m->json, "{\"sub\":", 7);
@@ -105,6 +106,7 @@ hd_member_t *hd_member_copy(const hd_member_t *src)
     memcpy(m->conn, src->conn, src->conn_len + 1);
     memcpy(m->json, src->json, src->json_len + 1);
     m->json_len = src->json_len;
+    m->key_hash = src->key_hash;
     return m;
 }
 
