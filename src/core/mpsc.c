@@ -29,16 +29,7 @@ void hd_mpsc_push(hd_mpsc_t *q, hd_msg_t *m)
      * mid-push, its wake-up follows": a lost wake-up, and a mailbox that stalls until the next
      * message (found by fuzz_publish; libuv #4584).
      */
-#if defined(__SANITIZE_THREAD__) && !defined(__clang__)
-    /* GCC's ThreadSanitizer does not model fences and warns (-Wtsan, an error in CI); the fence
-     * is still emitted, only the warning goes. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-#pragma GCC diagnostic pop
-#else
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-#endif
+    hd_fence_full();
 }
 
 hd_msg_t *hd_mpsc_pop(hd_mpsc_t *q)

@@ -16,6 +16,7 @@
  */
 #include "herald/chantab.h"
 #include "herald/log.h"
+#include "herald/mpsc.h"
 #include "herald/pubsub.h"
 
 #include <string.h>
@@ -742,16 +743,7 @@ static void on_hold_end(uv_timer_t *t)
 {
     hub_t *hub = t->data;
     __atomic_store_n(&hub->hold_open, 0, __ATOMIC_SEQ_CST);
-#if defined(__SANITIZE_THREAD__) && !defined(__clang__)
-    /* GCC's ThreadSanitizer does not model fences and warns (-Wtsan, an error in CI); the fence
-     * is still emitted, only the warning goes (as in mpsc.c). */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-#pragma GCC diagnostic pop
-#else
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-#endif
+    hd_fence_full();
     hd_worker_wake(hub->w); /* this worker: drained right here */
     hd_worker_run_local(hub->w);
     hub->hold = NULL;

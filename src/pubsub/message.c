@@ -139,6 +139,23 @@ int hd_channel_name_valid(const char *name, size_t len)
 /* Flags beyond is_text live in the byte after it: bit 0 = payload is valid JSON to embed. */
 #define MSG_IS_JSON(m) ((m)->is_text & 2)
 
+/* A message of channel with room for a content type of ct_len bytes (and its NUL) and len bytes
+ * of data after it: one reference, content_type and data pointing there, everything else 0. */
+static hd_message_t *message_alloc(const char *channel, size_t channel_len, size_t ct_len,
+                                   size_t len)
+{
+    hd_message_t *m = hd_malloc(sizeof(*m) + ct_len + 1 + len);
+    memset(m, 0, sizeof(*m));
+    m->refs = 1;
+    HD_ASSERT(channel_len <= HD_CHANNEL_MAX);
+    memcpy(m->channel, channel, channel_len);
+    m->channel[channel_len] = '\0';
+    m->channel_len = (uint8_t)channel_len;
+    m->content_type = (char *)(m + 1);
+    m->data = m->content_type + ct_len + 1;
+    return m;
+}
+
 /*
  * hd_message_new's work. is_json: data is known to be valid JSON (jansson wrote it), so a JSON
  * content type needs no parse to learn it; 0: parse it when the content type says JSON.
@@ -149,16 +166,8 @@ static hd_message_t *message_new(const char *channel, size_t channel_len, const 
     if (!content_type)
         content_type = "";
     size_t ct_len = strlen(content_type);
-    hd_message_t *m = hd_malloc(sizeof(*m) + ct_len + 1 + len);
-    memset(m, 0, sizeof(*m));
-    m->refs = 1;
-    HD_ASSERT(channel_len <= HD_CHANNEL_MAX);
-    memcpy(m->channel, channel, channel_len);
-    m->channel[channel_len] = '\0';
-    m->channel_len = (uint8_t)channel_len;
-    m->content_type = (char *)(m + 1);
+    hd_message_t *m = message_alloc(channel, channel_len, ct_len, len);
     memcpy(m->content_type, content_type, ct_len + 1);
-    m->data = m->content_type + ct_len + 1;
     if (len)
         memcpy(m->data, data, len);
     m->len = len;
@@ -175,16 +184,8 @@ static hd_message_t *message_new(const char *channel, size_t channel_len, const 
 
 hd_message_t *hd_message_new_json(const char *channel, size_t channel_len, size_t len)
 {
-    hd_message_t *m = hd_malloc(sizeof(*m) + 1 + len);
-    memset(m, 0, sizeof(*m));
-    m->refs = 1;
-    HD_ASSERT(channel_len <= HD_CHANNEL_MAX);
-    memcpy(m->channel, channel, channel_len);
-    m->channel[channel_len] = '\0';
-    m->channel_len = (uint8_t)channel_len;
-    m->content_type = (char *)(m + 1);
+    hd_message_t *m = message_alloc(channel, channel_len, 0, len);
     m->content_type[0] = '\0';
-    m->data = m->content_type + 1;
     m->len = len;
     m->is_text = 3; /* text, and valid JSON (MSG_IS_JSON) */
     return m;
