@@ -130,6 +130,32 @@ local function dcount_add(dl, name, by)
     end
 end
 
+-- Removes dead letter id (of endpoint name) from P hk:dl and its count from P hk:dlc: true
+-- when it was there (a dead letter is counted while it is in the stream, no longer).
+local function drop_dead(dl, id, name)
+    if redis.call('XDEL', dl, id) == 0 then
+        return false
+    end
+    dcount_add(dl, name or '', -1)
+    return true
+end
+
+-- Calls visit(id, fields) for each dead letter in P hk:dl, oldest first, read SCAN at a time;
+-- visit may remove the one it is given.
+local function each_dead(dl, visit)
+    local from = '-'
+    while true do
+        local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
+        for _, e in ipairs(page) do
+            visit(e[1], fields(e[2]))
+        end
+        if #page < SCAN then
+            return
+        end
+        from = '(' .. page[#page][1]
+    end
+end
+
 local function dead(dl, name, f, attempts, now, reason, maxdead)
     if tonumber(maxdead) <= 0 then
         return
@@ -138,8 +164,7 @@ local function dead(dl, name, f, attempts, now, reason, maxdead)
     local over = redis.call('XLEN', dl) - tonumber(maxdead) + 1
     if over > 0 then
         for _, e in ipairs(redis.call('XRANGE', dl, '-', '+', 'COUNT', over)) do
-            dcount_add(dl, fields(e[2]).n or '', -1)
-            redis.call('XDEL', dl, e[1])
+            drop_dead(dl, e[1], fields(e[2]).n)
         end
     end
     dcount_add(dl, name, 1)
@@ -256,31 +281,23 @@ end
 local function herald_hk_dlist(keys, args)
     local dl, name, eid, limit, body = keys[1], args[1], args[2], tonumber(args[3]), args[4]
     local out = {0}
-    local total, n, from = 0, 0, '-'
-    while true do
-        local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
-        for _, e in ipairs(page) do
-            local f = fields(e[2])
-            if (name == '' or f.n == name) and (eid == '' or f.e == eid) then
-                total = total + 1
-                if n < limit then
-                    n = n + 1
-                    local b = f.b or ''
-                    if body ~= '1' then
-                        b = tostring(#b)
-                    end
-                    for _, v in ipairs({e[1], f.n or '', f.e or '', f.t or '', f.c or '0',
-                                        f.a or '0', f.x or '0', f.r or '', b}) do
-                        out[#out + 1] = v
-                    end
+    local total, n = 0, 0
+    each_dead(dl, function(id, f)
+        if (name == '' or f.n == name) and (eid == '' or f.e == eid) then
+            total = total + 1
+            if n < limit then
+                n = n + 1
+                local b = f.b or ''
+                if body ~= '1' then
+                    b = tostring(#b)
+                end
+                for _, v in ipairs({id, f.n or '', f.e or '', f.t or '', f.c or '0', f.a or '0',
+                                    f.x or '0', f.r or '', b}) do
+                    out[#out + 1] = v
                 end
             end
         end
-        if #page < SCAN then
-            break
-        end
-        from = '(' .. page[#page][1]
-    end
+    end)
     out[1] = total
     return out
 end
@@ -300,9 +317,7 @@ local function herald_hk_requeue(keys, args)
     local f = fields(r[1][2])
     redis.call('XADD', q, '*', 'e', f.e or '', 't', f.t or '', 'c', f.c or '0', 'a', '0', 'f',
         '0', 'b', f.b or '')
-    if redis.call('XDEL', dl, args[1]) == 1 then
-        dcount_add(dl, f.n or '', -1)
-    end
+    drop_dead(dl, args[1], f.n)
     return 1
 end
 
@@ -313,22 +328,13 @@ local function herald_hk_purge(keys, args)
         redis.call('DEL', dl, dl .. 'c')
         return n
     end
-    local gone, from = 0, '-'
-    while true do
-        local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
-        for _, e in ipairs(page) do
-            local f = fields(e[2])
-            if (name == '' or f.n == name) and (eid == '' or f.e == eid) and
-                    redis.call('XDEL', dl, e[1]) == 1 then
-                gone = gone + 1
-                dcount_add(dl, f.n or '', -1)
-            end
+    local gone = 0
+    each_dead(dl, function(id, f)
+        if (name == '' or f.n == name) and (eid == '' or f.e == eid) and
+                drop_dead(dl, id, f.n) then
+            gone = gone + 1
         end
-        if #page < SCAN then
-            break
-        end
-        from = '(' .. page[#page][1]
-    end
+    end)
     return gone
 end
 
@@ -340,17 +346,9 @@ local function herald_hk_dcount(keys, args)
     end
     if sum ~= redis.call('XLEN', dl) then
         redis.call('DEL', dlc)
-        local from = '-'
-        while true do
-            local page = redis.call('XRANGE', dl, from, '+', 'COUNT', SCAN)
-            for _, e in ipairs(page) do
-                redis.call('HINCRBY', dlc, fields(e[2]).n or '', 1)
-            end
-            if #page < SCAN then
-                break
-            end
-            from = '(' .. page[#page][1]
-        end
+        each_dead(dl, function(_, f)
+            redis.call('HINCRBY', dlc, f.n or '', 1)
+        end)
     end
     local out = {}
     for i, name in ipairs(args) do
