@@ -159,6 +159,18 @@ static void test_alloc_helpers(void)
     free(s);
     int *z = hd_calloc(4, sizeof(int));
     T_EQ_INT(z[0] | z[1] | z[2] | z[3], 0);
+    /* a small calloc is malloc + memset (tcache): a chunk freed dirty comes back zeroed */
+    for (size_t size = 16; size <= 4096; size *= 4) {
+        unsigned char *d = hd_malloc(size);
+        memset(d, 0xab, size);
+        free(d);
+        d = hd_calloc(1, size);
+        size_t nonzero = 0;
+        for (size_t i = 0; i < size; i++)
+            nonzero += d[i] != 0;
+        T_EQ_INT(nonzero, 0);
+        free(d);
+    }
     z = hd_realloc(z, 100 * sizeof(int));
     T_EQ_INT(z[3], 0);
     free(z);
