@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define HD_JFLAT_MAX 16 /* members of an object the scan accepts */
 
@@ -47,10 +48,23 @@ typedef struct hd_jflat_s {
  */
 int hd_jflat_scan(const char *p, size_t len, hd_jflat_t *out);
 
-/* The member named key (NUL-terminated), or NULL. */
-const hd_jflat_member_t *hd_jflat_get(const hd_jflat_t *f, const char *key);
+/* The member named key[0..n), or NULL. */
+const hd_jflat_member_t *hd_jflat_getn(const hd_jflat_t *f, const char *key, size_t n);
+
+/* 1 when member m (may be NULL) is the string s[0..n), else 0. */
+int hd_jflat_isn(const hd_jflat_member_t *m, const char *s, size_t n);
+
+/* The member named key (NUL-terminated), or NULL. Inline: a literal's length is known where
+ * it is called, not measured at each call. */
+static inline const hd_jflat_member_t *hd_jflat_get(const hd_jflat_t *f, const char *key)
+{
+    return hd_jflat_getn(f, key, strlen(key));
+}
 
 /* 1 when member m (may be NULL) is the string s (NUL-terminated), else 0. */
-int hd_jflat_is(const hd_jflat_member_t *m, const char *s);
+static inline int hd_jflat_is(const hd_jflat_member_t *m, const char *s)
+{
+    return hd_jflat_isn(m, s, strlen(s));
+}
 
 #endif

@@ -141,17 +141,16 @@ int hd_jflat_scan(const char *p, size_t len, hd_jflat_t *out)
     return skip_ws(p, len, i) == len ? 0 : -1;
 }
 
-const hd_jflat_member_t *hd_jflat_get(const hd_jflat_t *f, const char *key)
+const hd_jflat_member_t *hd_jflat_getn(const hd_jflat_t *f, const char *key, size_t n)
 {
-    size_t n = strlen(key);
     for (uint32_t k = 0; k < f->n; k++)
-        if (f->m[k].key_len == n && memcmp(f->m[k].key, key, n) == 0)
+        if (f->m[k].key_len == n && (n == 0 || f->m[k].key[0] == key[0]) &&
+            memcmp(f->m[k].key, key, n) == 0)
             return &f->m[k];
     return NULL;
 }
 
-int hd_jflat_is(const hd_jflat_member_t *m, const char *s)
+int hd_jflat_isn(const hd_jflat_member_t *m, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     return m && m->type == HD_JFLAT_STRING && m->val_len == n && memcmp(m->val, s, n) == 0;
 }
