@@ -35,6 +35,16 @@ static void test_ids(void)
     T_EQ_INT(hd_id_parse(id, n, &e, &s), 0);
     T_EQ_INT(e, 36 * 36 + 1);
     T_EQ_INT(s, 42);
+    /* the same epoch again (its digits kept from the call before), and cut short by outlen */
+    n = hd_id_format(id, sizeof(id), 36 * 36 + 1, 7);
+    T_EQ_STR(id, "101-7");
+    n = hd_id_format(id, 4, 36 * 36 + 1, 42);
+    T_EQ_STR(id, "101");
+    T_EQ_INT(n, 3);
+    n = hd_id_format(id, 6, 36 * 36 + 1, 42);
+    T_EQ_STR(id, "101-4");
+    n = hd_id_format(id, 3, 36 * 36 + 1, 42);
+    T_EQ_STR(id, "10");
     n = hd_id_format(id, sizeof(id), 0, 0);
     T_EQ_STR(id, "0-0");
     uint64_t big = UINT64_MAX / 2;
@@ -106,6 +116,14 @@ static void test_channel_names(void)
     memset(long_name, 'x', sizeof(long_name));
     T_TRUE(hd_channel_name_valid(long_name, HD_CHANNEL_MAX));
     T_TRUE(!hd_channel_name_valid(long_name, HD_CHANNEL_MAX + 1));
+    /* every byte, first and last: valid exactly in [A-Za-z0-9._:@-] */
+    for (int b = 0; b < 256; b++) {
+        int want = (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
+                   b == '.' || b == '_' || b == '-' || b == ':' || b == '@';
+        char name[3] = {(char)b, 'x', (char)b};
+        if (hd_channel_name_valid(name, 3) != want || hd_channel_name_valid(name, 1) != want)
+            T_FAIL("byte 0x%02x: valid %d, expected %d", b, hd_channel_name_valid(name, 3), want);
+    }
 }
 
 static void test_content_type_syntax(void)
