@@ -2,7 +2,8 @@
 /*
  * conf.c: the configuration loader: the line tokenizer, the -o override rules, loading a
  * snapshot and the checks that span directives, and the API of include/herald/conf.h. The table
- * of directives is in directives.c, the value types in values.c (conf_internal.h).
+ * of directives is in directives.c, the value types in values.c and hook_values.c, the error
+ * messages in errors.c (conf_internal.h).
  *
  * Loading a snapshot, in order:
  *

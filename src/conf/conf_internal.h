@@ -2,14 +2,19 @@
 /*
  * conf_internal.h: what the configuration loader's files share, private to src/conf.
  *
- *   directives.c  the one table of directives (name, type, field, default, range, reloadable,
- *                 description) and the checks some rows name
- *   values.c      the value types: each one's setter, disposer and comparison (numbers, sizes,
- *                 durations, booleans, strings, words, listen addresses, lists of words, address
- * ranges), and error messages conf.c        lines and files: the tokenizer, the -o override rules,
- * loading a snapshot, cross-directive checks, references, restart-needed and the reference print
+ *   directives.c   the one table of directives (name, type, field, default, range, reloadable,
+ *                  description) and the checks some rows name
+ *   values.c       the value types: each one's setter, disposer and comparison (numbers, sizes,
+ *                  durations, booleans, strings, words, listen addresses, lists of words, channel
+ *                  rules, address ranges) and the table of every type's operations
+ *   hook_values.c  the hooks' value types (webhook, authorize_hook, notify_hook), which
+ *                  webhook_def.c and hook_def.c parse
+ *   errors.c       the error messages, naming file, line and directive
+ *   conf.c         lines and files: the tokenizer, the -o override rules, loading a snapshot,
+ *                  cross-directive checks, references, restart-needed and the reference print
  *
- * Calls run conf.c -> values.c, conf.c -> directives.c; values.c and directives.c know only
+ * Calls run conf.c -> values.c -> hook_values.c, conf.c -> directives.c, and conf.c, values.c
+ * and hook_values.c -> errors.c, which calls none of them; values.c and directives.c know only
  * the types below.
  */
 #ifndef HERALD_CONF_INTERNAL_H
@@ -106,14 +111,28 @@ extern const size_t hd_conf_n_directives;
 /* The operations of each value type (values.c). */
 extern const type_ops_t hd_conf_type_ops[T_NTYPES];
 
+/* The hooks' types' operations (hook_values.c), rows of hd_conf_type_ops. */
+int hd_conf_set_webhook(loader_t *ld, const directive_t *d, int argc, const char *const *argv);
+void hd_conf_dispose_webhook(hd_conf_t *c, const directive_t *d);
+int hd_conf_equal_webhook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d);
+int hd_conf_set_hook(loader_t *ld, const directive_t *d, int argc, const char *const *argv);
+void hd_conf_dispose_hook(hd_conf_t *c, const directive_t *d);
+int hd_conf_equal_hook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d);
+int hd_conf_set_notify(loader_t *ld, const directive_t *d, int argc, const char *const *argv);
+void hd_conf_dispose_notify(hd_conf_t *c, const directive_t *d);
+int hd_conf_equal_notify(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d);
+
 /*
- * Writes "ORIGIN: DIRECTIVE: MESSAGE" (DIRECTIVE left out when NULL) into ld->err, as one
- * printable line, and returns HD_ECONF, so that every error path is `return hd_conf_fail(...)`.
+ * (errors.c) Writes "ORIGIN: DIRECTIVE: MESSAGE" (DIRECTIVE left out when NULL) into ld->err, as
+ * one printable line, and returns HD_ECONF, so that every error path is `return hd_conf_fail(...)`.
  */
 int hd_conf_fail(loader_t *ld, int origin, const char *directive, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Appends printf output at *pos of buf[len], never past its end (values.c). */
+/* Appends printf output at *pos of buf[len], never past its end (errors.c). */
 void hd_conf_append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Appends where a setting came from at *pos of buf[len]: "FILE:LINE", "-o 'TEXT'" or "FILE" (a
+ * default), as hd_conf_fail begins its messages (errors.c). */
+void hd_conf_append_origin(const loader_t *ld, char *buf, size_t len, size_t *pos, int origin);
 
 #endif

@@ -2,70 +2,17 @@
 /*
  * values.c: the configuration's value types (conf_internal.h): for each, the setter that parses
  * a directive's words into its hd_conf_t field with the directive's range, the disposer and the
- * comparison hd_conf_restart_needed uses; and the error messages, which name file, line and
- * directive.
+ * comparison hd_conf_restart_needed uses; and the table of every type's operations. The hooks'
+ * definitions (webhook, authorize_hook, notify_hook) are hook_values.c's; the error messages,
+ * which name file, line and directive, errors.c's.
  */
 #include "conf_internal.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
-
-/* ---- messages -------------------------------------------------------------------------------- */
-
-void hd_conf_append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (buf == NULL || *pos >= len)
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        *pos = *pos + (size_t)n < len ? *pos + (size_t)n : len;
-}
-
-/* Writes "FILE:LINE", "-o 'TEXT'" or "FILE" (for a default) for an origin. */
-static void append_origin(const loader_t *ld, char *buf, size_t len, size_t *pos, int origin)
-{
-    if (origin > 0)
-        hd_conf_append(buf, len, pos, "%s:%d", ld->name, origin);
-    else if (origin < 0)
-        hd_conf_append(buf, len, pos, "-o '%s'", ld->overrides[-origin - 1]);
-    else
-        hd_conf_append(buf, len, pos, "%s", ld->name);
-}
-
-int hd_conf_fail(loader_t *ld, int origin, const char *directive, const char *fmt, ...)
-{
-    size_t pos = 0;
-    va_list ap;
-
-    if (ld->err == NULL || ld->errlen == 0)
-        return HD_ECONF;
-    append_origin(ld, ld->err, ld->errlen, &pos, origin);
-    hd_conf_append(ld->err, ld->errlen, &pos, ": ");
-    if (directive != NULL)
-        hd_conf_append(ld->err, ld->errlen, &pos, "%s: ", directive);
-    if (pos < ld->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(ld->err + pos, ld->errlen - pos, fmt, ap);
-        va_end(ap);
-    }
-    /* One printable line whatever the input held: text echoed from a line or an override may
-     * carry control bytes (an -o value with a newline, a stray CR), which would split a log
-     * line or garble a terminal. */
-    for (char *p = ld->err; *p != '\0'; p++) {
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    }
-    return HD_ECONF;
-}
 
 /* ---- numbers --------------------------------------------------------------------------------- */
 
@@ -446,7 +393,7 @@ static int set_listen(loader_t *ld, const directive_t *d, int argc, const char *
         if (same_listen_addr(&c->listens[i], &l)) {
             char first[256];
             size_t pos = 0;
-            append_origin(ld, first, sizeof(first), &pos, ld->listen_origin[i]);
+            hd_conf_append_origin(ld, first, sizeof(first), &pos, ld->listen_origin[i]);
             return hd_conf_fail(ld, ld->origin, d->name,
                                 "\"%s\" is the same address as \"%s\" at %s", l.text,
                                 c->listens[i].text, first);
@@ -641,121 +588,6 @@ static int equal_cidrs(const hd_conf_t *a, const hd_conf_t *b, const directive_t
     return x->n == y->n && (x->n == 0 || memcmp(x->v, y->v, x->n * sizeof(*x->v)) == 0);
 }
 
-/* ---- webhooks ------------------------------------------------------------------------------ */
-
-static int set_webhook(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
-{
-    hd_conf_t *c = ld->conf;
-    hd_webhook_def_t w;
-    char why[256];
-
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->webhooks);
-        c->webhooks = NULL;
-        c->n_webhooks = 0;
-        return 0;
-    }
-    if (c->n_webhooks >= 256)
-        return hd_conf_fail(ld, ld->origin, d->name, "more than 256 webhooks");
-    if (hd_webhook_def_parse(&w, (unsigned)c->n_webhooks + 1, argc, argv, why, sizeof(why)) < 0)
-        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
-    for (size_t i = 0; i < c->n_webhooks; i++) {
-        if (strcmp(c->webhooks[i].name, w.name) == 0)
-            return hd_conf_fail(ld, ld->origin, d->name, "name \"%s\" given twice", w.name);
-    }
-    c->webhooks = hd_realloc(c->webhooks, (c->n_webhooks + 1) * sizeof(*c->webhooks));
-    c->webhooks[c->n_webhooks++] = w;
-    return 0;
-}
-
-static void dispose_webhook(hd_conf_t *c, const directive_t *d)
-{
-    (void)d;
-    free(c->webhooks);
-    c->webhooks = NULL;
-    c->n_webhooks = 0;
-}
-
-static int equal_webhook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
-{
-    (void)d;
-    return a->n_webhooks == b->n_webhooks &&
-           (a->n_webhooks == 0 ||
-            memcmp(a->webhooks, b->webhooks, a->n_webhooks * sizeof(*a->webhooks)) == 0);
-}
-
-/* ---- authorize_hook ------------------------------------------------------------------------ */
-
-static int set_hook(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
-{
-    hd_conf_t *c = ld->conf;
-    hd_hook_def_t h;
-    char why[256];
-
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->authorize_hook);
-        c->authorize_hook = NULL;
-        return 0;
-    }
-    if (hd_hook_def_parse(&h, argc, argv, why, sizeof(why)) < 0)
-        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
-    if (!c->authorize_hook)
-        c->authorize_hook = hd_malloc(sizeof(*c->authorize_hook));
-    *c->authorize_hook = h;
-    return 0;
-}
-
-static void dispose_hook(hd_conf_t *c, const directive_t *d)
-{
-    (void)d;
-    free(c->authorize_hook);
-    c->authorize_hook = NULL;
-}
-
-static int equal_hook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
-{
-    (void)d;
-    if (!a->authorize_hook || !b->authorize_hook)
-        return a->authorize_hook == b->authorize_hook;
-    return memcmp(a->authorize_hook, b->authorize_hook, sizeof(*a->authorize_hook)) == 0;
-}
-
-/* ---- notify_hook --------------------------------------------------------------------------- */
-
-static int set_notify(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
-{
-    hd_conf_t *c = ld->conf;
-    hd_notify_def_t n;
-    char why[256];
-
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->notify_hook);
-        c->notify_hook = NULL;
-        return 0;
-    }
-    if (hd_notify_def_parse(&n, argc, argv, why, sizeof(why)) < 0)
-        return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
-    if (!c->notify_hook)
-        c->notify_hook = hd_malloc(sizeof(*c->notify_hook));
-    *c->notify_hook = n;
-    return 0;
-}
-
-static void dispose_notify(hd_conf_t *c, const directive_t *d)
-{
-    (void)d;
-    free(c->notify_hook);
-    c->notify_hook = NULL;
-}
-
-static int equal_notify(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
-{
-    (void)d;
-    if (!a->notify_hook || !b->notify_hook)
-        return a->notify_hook == b->notify_hook;
-    return memcmp(a->notify_hook, b->notify_hook, sizeof(*a->notify_hook)) == 0;
-}
-
 const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_UINT] = {"N", 1, 1, set_uint, dispose_nothing, equal_bytes},
     [T_SIZE] = {"SIZE", 1, 1, set_size, dispose_nothing, equal_bytes},
@@ -768,9 +600,10 @@ const type_ops_t hd_conf_type_ops[T_NTYPES] = {
     [T_RULE] = {"PATTERN [KEY=VALUE ...]", 1, 4, set_rule, dispose_rule, equal_rule},
     [T_LIST] = {"VALUE [VALUE ...]", 1, MAX_VALUES, set_list, dispose_list, equal_list},
     [T_CIDRS] = {"ADDR[/BITS] ...", 1, MAX_VALUES, set_cidrs, dispose_cidrs, equal_cidrs},
-    [T_WEBHOOK] = {"URL [name=..] [channels=..] secret=whsec_.. [events=..]", 1, 5, set_webhook,
-                   dispose_webhook, equal_webhook},
-    [T_HOOK] = {"URL secret=whsec_.. [KEY=VALUE ...]", 1, 12, set_hook, dispose_hook, equal_hook},
-    [T_NOTIFY] = {"URL secret=whsec_.. [KEY=VALUE ...]", 1, 8, set_notify, dispose_notify,
-                  equal_notify},
+    [T_WEBHOOK] = {"URL [name=..] [channels=..] secret=whsec_.. [events=..]", 1, 5,
+                   hd_conf_set_webhook, hd_conf_dispose_webhook, hd_conf_equal_webhook},
+    [T_HOOK] = {"URL secret=whsec_.. [KEY=VALUE ...]", 1, 12, hd_conf_set_hook,
+                hd_conf_dispose_hook, hd_conf_equal_hook},
+    [T_NOTIFY] = {"URL secret=whsec_.. [KEY=VALUE ...]", 1, 8, hd_conf_set_notify,
+                  hd_conf_dispose_notify, hd_conf_equal_notify},
 };

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_conf.c: unit tests of src/conf/ (conf.c, directives.c, values.c): defaults, every value type
- * with its suffixes and ranges, every error message, the line syntax, -o overrides, the TLS checks,
- * restart_needed, and the shipped conf/herald.conf, whole, cut at every line and at every byte.
+ * test_conf.c: unit tests of src/conf/ (conf.c, directives.c, values.c, hook_values.c, errors.c):
+ * defaults, every value type with its suffixes and ranges, every error message, the line syntax, -o
+ * overrides, the TLS checks, restart_needed, and the shipped conf/herald.conf, whole, cut at every
+ * line and at every byte.
  *
  * It includes the .c files under test to reach the table and the parsers of types no directive uses
  * yet (bool).
@@ -10,6 +11,8 @@
 #include "conf/conf.c"
 #include "conf/directives.c"
 #include "conf/values.c"
+#include "conf/hook_values.c"
+#include "conf/errors.c"
 
 #include "test.h"
 
