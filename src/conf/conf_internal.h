@@ -24,6 +24,7 @@
 #include "herald/conf.h"
 
 #include <stddef.h>
+#include <string.h>
 
 typedef enum {
     T_UINT,
@@ -110,6 +111,14 @@ extern const size_t hd_conf_n_directives;
 
 /* The operations of each value type (values.c). */
 extern const type_ops_t hd_conf_type_ops[T_NTYPES];
+
+/* Two snapshots' arrays of nx and ny items of size bytes: the same count, the same bytes (the
+ * comparison of the types whose values are arrays of plain structs). */
+static inline int hd_conf_same_items(const void *x, size_t nx, const void *y, size_t ny,
+                                     size_t size)
+{
+    return nx == ny && (nx == 0 || memcmp(x, y, nx * size) == 0);
+}
 
 /* The hooks' types' operations (hook_values.c), rows of hd_conf_type_ops. */
 int hd_conf_set_webhook(loader_t *ld, const directive_t *d, int argc, const char *const *argv);

@@ -10,6 +10,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* "off" alone: no webhooks, no hook (what the type's dispose leaves). */
+static int is_off(int argc, const char *const *argv)
+{
+    return argc == 1 && strcmp(argv[0], "off") == 0;
+}
+
+/* A backend's definition (size bytes at def) stored in field: allocated by its first line,
+ * overwritten by the next (the last line wins). Returns the field's new value. */
+static void *store_def(void *field, const void *def, size_t size)
+{
+    if (field == NULL)
+        field = hd_malloc(size);
+    memcpy(field, def, size);
+    return field;
+}
+
+/* Two snapshots' definitions of size bytes: both absent, or both there with the same bytes. */
+static int same_def(const void *x, const void *y, size_t size)
+{
+    if (x == NULL || y == NULL)
+        return x == y;
+    return memcmp(x, y, size) == 0;
+}
+
 /* ---- webhooks ------------------------------------------------------------------------------ */
 
 int hd_conf_set_webhook(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
@@ -18,10 +42,8 @@ int hd_conf_set_webhook(loader_t *ld, const directive_t *d, int argc, const char
     hd_webhook_def_t w;
     char why[256];
 
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->webhooks);
-        c->webhooks = NULL;
-        c->n_webhooks = 0;
+    if (is_off(argc, argv)) {
+        hd_conf_dispose_webhook(c, d);
         return 0;
     }
     if (c->n_webhooks >= 256)
@@ -48,9 +70,8 @@ void hd_conf_dispose_webhook(hd_conf_t *c, const directive_t *d)
 int hd_conf_equal_webhook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
 {
     (void)d;
-    return a->n_webhooks == b->n_webhooks &&
-           (a->n_webhooks == 0 ||
-            memcmp(a->webhooks, b->webhooks, a->n_webhooks * sizeof(*a->webhooks)) == 0);
+    return hd_conf_same_items(a->webhooks, a->n_webhooks, b->webhooks, b->n_webhooks,
+                              sizeof(*a->webhooks));
 }
 
 /* ---- authorize_hook ------------------------------------------------------------------------ */
@@ -61,16 +82,13 @@ int hd_conf_set_hook(loader_t *ld, const directive_t *d, int argc, const char *c
     hd_hook_def_t h;
     char why[256];
 
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->authorize_hook);
-        c->authorize_hook = NULL;
+    if (is_off(argc, argv)) {
+        hd_conf_dispose_hook(c, d);
         return 0;
     }
     if (hd_hook_def_parse(&h, argc, argv, why, sizeof(why)) < 0)
         return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
-    if (!c->authorize_hook)
-        c->authorize_hook = hd_malloc(sizeof(*c->authorize_hook));
-    *c->authorize_hook = h;
+    c->authorize_hook = store_def(c->authorize_hook, &h, sizeof(h));
     return 0;
 }
 
@@ -84,9 +102,7 @@ void hd_conf_dispose_hook(hd_conf_t *c, const directive_t *d)
 int hd_conf_equal_hook(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
 {
     (void)d;
-    if (!a->authorize_hook || !b->authorize_hook)
-        return a->authorize_hook == b->authorize_hook;
-    return memcmp(a->authorize_hook, b->authorize_hook, sizeof(*a->authorize_hook)) == 0;
+    return same_def(a->authorize_hook, b->authorize_hook, sizeof(*a->authorize_hook));
 }
 
 /* ---- notify_hook --------------------------------------------------------------------------- */
@@ -97,16 +113,13 @@ int hd_conf_set_notify(loader_t *ld, const directive_t *d, int argc, const char 
     hd_notify_def_t n;
     char why[256];
 
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->notify_hook);
-        c->notify_hook = NULL;
+    if (is_off(argc, argv)) {
+        hd_conf_dispose_notify(c, d);
         return 0;
     }
     if (hd_notify_def_parse(&n, argc, argv, why, sizeof(why)) < 0)
         return hd_conf_fail(ld, ld->origin, d->name, "%s", why);
-    if (!c->notify_hook)
-        c->notify_hook = hd_malloc(sizeof(*c->notify_hook));
-    *c->notify_hook = n;
+    c->notify_hook = store_def(c->notify_hook, &n, sizeof(n));
     return 0;
 }
 
@@ -120,7 +133,5 @@ void hd_conf_dispose_notify(hd_conf_t *c, const directive_t *d)
 int hd_conf_equal_notify(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
 {
     (void)d;
-    if (!a->notify_hook || !b->notify_hook)
-        return a->notify_hook == b->notify_hook;
-    return memcmp(a->notify_hook, b->notify_hook, sizeof(*a->notify_hook)) == 0;
+    return same_def(a->notify_hook, b->notify_hook, sizeof(*a->notify_hook));
 }

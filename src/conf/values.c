@@ -502,6 +502,14 @@ static int equal_list(const hd_conf_t *a, const hd_conf_t *b, const directive_t 
 
 /* ---- channel_rule ---------------------------------------------------------------------------- */
 
+static void dispose_rule(hd_conf_t *c, const directive_t *d)
+{
+    (void)d;
+    free(c->channel_rules);
+    c->channel_rules = NULL;
+    c->n_channel_rules = 0;
+}
+
 static int set_rule(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
 {
     hd_conf_t *c = ld->conf;
@@ -509,9 +517,7 @@ static int set_rule(loader_t *ld, const directive_t *d, int argc, const char *co
     char why[256];
 
     if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        free(c->channel_rules);
-        c->channel_rules = NULL;
-        c->n_channel_rules = 0;
+        dispose_rule(c, d);
         return 0;
     }
     if (hd_auth_rule_parse(&r, argc, argv, why, sizeof(why)) < 0)
@@ -526,20 +532,11 @@ static int set_rule(loader_t *ld, const directive_t *d, int argc, const char *co
     return 0;
 }
 
-static void dispose_rule(hd_conf_t *c, const directive_t *d)
-{
-    (void)d;
-    free(c->channel_rules);
-    c->channel_rules = NULL;
-    c->n_channel_rules = 0;
-}
-
 static int equal_rule(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
 {
     (void)d;
-    return a->n_channel_rules == b->n_channel_rules &&
-           (a->n_channel_rules == 0 || memcmp(a->channel_rules, b->channel_rules,
-                                              a->n_channel_rules * sizeof(*a->channel_rules)) == 0);
+    return hd_conf_same_items(a->channel_rules, a->n_channel_rules, b->channel_rules,
+                              b->n_channel_rules, sizeof(*a->channel_rules));
 }
 
 /* ---- address ranges (trusted_proxies) ------------------------------------------------------ */
@@ -550,15 +547,22 @@ static hd_cidr_list_t *cidrs_field(hd_conf_t *c, const directive_t *d)
     return (hd_cidr_list_t *)(void *)((char *)c + d->offset);
 }
 
+static void dispose_cidrs(hd_conf_t *c, const directive_t *d)
+{
+    hd_cidr_list_t *l = cidrs_field(c, d);
+
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
 /* Each word adds a range; one line may hold several, and the directive repeats (F_MULTI). */
 static int set_cidrs(loader_t *ld, const directive_t *d, int argc, const char *const *argv)
 {
     hd_cidr_list_t *l = cidrs_field(ld->conf, d);
 
     if (argc == 1 && d->none != NULL && is_word_of(argv[0], d->none)) {
-        free(l->v);
-        l->v = NULL;
-        l->n = 0;
+        dispose_cidrs(ld->conf, d);
         return 0;
     }
     for (int k = 0; k < argc; k++) {
@@ -572,20 +576,11 @@ static int set_cidrs(loader_t *ld, const directive_t *d, int argc, const char *c
     return 0;
 }
 
-static void dispose_cidrs(hd_conf_t *c, const directive_t *d)
-{
-    hd_cidr_list_t *l = cidrs_field(c, d);
-
-    free(l->v);
-    l->v = NULL;
-    l->n = 0;
-}
-
 static int equal_cidrs(const hd_conf_t *a, const hd_conf_t *b, const directive_t *d)
 {
     const hd_cidr_list_t *x = cidrs_field((hd_conf_t *)a, d), *y = cidrs_field((hd_conf_t *)b, d);
 
-    return x->n == y->n && (x->n == 0 || memcmp(x->v, y->v, x->n * sizeof(*x->v)) == 0);
+    return hd_conf_same_items(x->v, x->n, y->v, y->n, sizeof(*x->v));
 }
 
 const type_ops_t hd_conf_type_ops[T_NTYPES] = {

@@ -1289,6 +1289,59 @@ static void test_restart_needed(void)
 
 /* ---- the shipped conf/herald.conf ------------------------------------------------------------ */
 
+/*
+ * The hooks' value types (hook_values.c): each webhook line adds an endpoint (a name given twice
+ * refused), a later authorize_hook or notify_hook line replaces the earlier one, "off" clears
+ * each, and hd_conf_restart_needed tells the same definitions from others (all need a restart).
+ */
+static void test_hook_values(void)
+{
+#define HOOK_SECRET " secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    static const char hooks[] = "webhook http://127.0.0.1:9/a name=a" HOOK_SECRET "\n"
+                                "webhook http://127.0.0.1:9/b name=b" HOOK_SECRET "\n"
+                                "authorize_hook http://127.0.0.1:9/x" HOOK_SECRET "\n"
+                                "notify_hook http://127.0.0.1:9/n" HOOK_SECRET " batch=7\n";
+    static const char *const replace =
+        "authorize_hook http://127.0.0.1:9/y" HOOK_SECRET " timeout=1s";
+    hd_conf_t *a = defaults(), *b = LOAD_OK_O(hooks, replace), *c;
+    char buf[256];
+
+    T_EQ_INT(a->n_webhooks, 0);
+    T_TRUE(a->authorize_hook == NULL && a->notify_hook == NULL);
+    T_EQ_INT(b->n_webhooks, 2);
+    T_EQ_STR(b->webhooks[0].url, "http://127.0.0.1:9/a");
+    T_EQ_STR(b->webhooks[1].name, "b");
+    T_TRUE(b->authorize_hook != NULL && b->notify_hook != NULL);
+    T_EQ_STR(b->authorize_hook->ep.url, "http://127.0.0.1:9/y");
+    T_EQ_INT(b->authorize_hook->timeout_ms, 1000);
+    T_EQ_INT(b->notify_hook->batch, 7);
+
+    /* The same lines again: equal; other values, or none, need a restart named for each. */
+    c = LOAD_OK_O(hooks, replace);
+    T_EQ_INT(hd_conf_restart_needed(b, c, buf, sizeof(buf)), 0);
+    hd_conf_unref(c);
+    T_EQ_INT(hd_conf_restart_needed(a, b, buf, sizeof(buf)), 3);
+    T_EQ_STR(buf, "webhook, authorize_hook, notify_hook");
+    c = LOAD_OK_O(hooks, replace, "notify_hook http://127.0.0.1:9/n" HOOK_SECRET " batch=8");
+    T_EQ_INT(hd_conf_restart_needed(b, c, buf, sizeof(buf)), 1);
+    T_EQ_STR(buf, "notify_hook");
+    hd_conf_unref(c);
+
+    /* "off" clears what the lines before set. */
+    c = LOAD_OK_O(hooks, "webhook off", "authorize_hook off", "notify_hook off");
+    T_EQ_INT(c->n_webhooks, 0);
+    T_TRUE(c->webhooks == NULL && c->authorize_hook == NULL && c->notify_hook == NULL);
+    T_EQ_INT(hd_conf_restart_needed(a, c, buf, sizeof(buf)), 0);
+    hd_conf_unref(c);
+
+    LOAD_ERR("webhook http://127.0.0.1:9/a name=a" HOOK_SECRET "\n"
+             "webhook http://127.0.0.1:9/c name=a" HOOK_SECRET,
+             "t.conf:2: webhook: name \"a\" given twice");
+    hd_conf_unref(a);
+    hd_conf_unref(b);
+#undef HOOK_SECRET
+}
+
 static void test_shipped_conf(void)
 {
     const char *path = src_path("conf/herald.conf");
@@ -1395,6 +1448,7 @@ int main(void)
     T_RUN(test_files);
     T_RUN(test_refcount);
     T_RUN(test_restart_needed);
+    T_RUN(test_hook_values);
     T_RUN(test_shipped_conf);
     T_DONE();
 }
