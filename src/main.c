@@ -37,6 +37,8 @@ typedef struct app_s {
     hd_router_t *router;
     char *pidfile; /* as started: these need a restart to change */
     char *log_file;
+    uint64_t stop_deadline_ms; /* the main loop's clock: SIGTERM + shutdown_timeout */
+    int is_hooks_running;      /* the stop gave up waiting for the hooks thread */
     int exit_code;
 } app_t;
 
@@ -153,6 +155,24 @@ static int write_pidfile(const char *path)
 
 static app_t app; /* one node per process */
 
+static void no_work(uv_work_t *req)
+{
+    (void)req;
+}
+
+/*
+ * Makes libuv's thread pool (the log sinks' writes, the hooks' name resolution) on this thread.
+ * libuv makes it on its first use, and its threads take the scheduling of the thread that made
+ * them: made by the hooks thread (its first uv_getaddrinfo) they ran under SCHED_IDLE (hooks.c)
+ * or nice 10, so the workers' log writes waited for a core nothing else wanted, and the stop of a
+ * busy machine waited for five idle threads to be given a core to die on instead of one.
+ */
+static void start_thread_pool(void)
+{
+    static uv_work_t req;
+    uv_queue_work(&app.loop, &req, no_work, NULL);
+}
+
 static void close_signals(void)
 {
     uv_close((uv_handle_t *)&app.sig_term, NULL);
@@ -167,6 +187,37 @@ static void on_barrier(hd_worker_t *w, hd_breq_t *r)
     hd_server_quiet_ack(w); /* nothing from the broker can follow this reply */
 }
 
+/* The least a stop gives the hooks thread, when the drain took all of shutdown_timeout. */
+#define HOOKS_STOP_MIN_MS 1000
+
+/*
+ * Stops the webhook sender within the stop's deadline: what is left of shutdown_timeout (at least
+ * HOOKS_STOP_MIN_MS), plus the notify hook's timeout for its last batch. 0, or -1: its thread
+ * still runs. It runs at the lowest priority (SCHED_IDLE without Redis or an authorize_hook,
+ * hooks.c), which a machine whose cores are all busy may not run for seconds (7-18 s to take the
+ * stop at a load of 12-16 under ASan); nothing it may still use (the workers it answers, the
+ * conf, OpenSSL) can be freed then, and the stop ends the process without it (on_quiet).
+ */
+static int stop_hooks(hd_hooks_t *hooks)
+{
+    uv_update_time(&app.loop);
+    uint64_t now = uv_now(&app.loop);
+    uint64_t wait_ms = app.stop_deadline_ms > now ? app.stop_deadline_ms - now : 0;
+    if (wait_ms < HOOKS_STOP_MIN_MS)
+        wait_ms = HOOKS_STOP_MIN_MS;
+    if (app.conf->notify_hook)
+        wait_ms += app.conf->notify_hook->timeout_ms;
+    if (hd_hooks_stop(hooks, wait_ms) < 0) {
+        hd_log_warn("webhooks: the hooks thread did not stop within %llu ms (it runs at the "
+                    "lowest CPU priority and every core is busy): herald exits without it, its "
+                    "pending events are lost",
+                    (unsigned long long)wait_ms);
+        return -1;
+    }
+    hd_hooks_free(hooks);
+    return 0;
+}
+
 /* Shutdown: once no connection is left, flush the broker's replies, then stop it. */
 static void on_quiet(hd_server_t *s, int all_acked)
 {
@@ -175,7 +226,15 @@ static void on_quiet(hd_server_t *s, int all_acked)
         /* no connection is left, so nothing publishes or subscribes: the webhook sender goes
          * first (its admin answers still reach the workers, which run until the barrier) */
         hd_hooks_set(NULL);
-        hd_hooks_free(hooks);
+        app.is_hooks_running = stop_hooks(hooks) < 0;
+    }
+    if (all_acked && app.is_hooks_running) {
+        /* the broker has sent what the workers asked of it; the rest is memory, and the workers
+         * (which the hooks thread may still answer) must outlive it: the process ends here */
+        if (app.pidfile)
+            unlink(app.pidfile);
+        hd_log_info("stopped");
+        _exit(EXIT_OK);
     }
     if (all_acked) {
         hd_broker_t *b = hd_broker_get();
@@ -257,6 +316,8 @@ static void on_signal(uv_signal_t *h, int signum)
     } else if (app.server) {
         hd_log_info("%s received", signum == SIGTERM ? "SIGTERM" : "SIGINT");
         notify_systemd("STOPPING=1");
+        if (!app.stop_deadline_ms)
+            app.stop_deadline_ms = uv_now(&app.loop) + app.conf->shutdown_timeout_ms;
         hd_server_shutdown(app.server, on_server_done);
     }
 }
@@ -358,6 +419,7 @@ int main(int argc, char **argv)
     raise_nofile(app.conf);
 
     uv_loop_init(&app.loop);
+    start_thread_pool();
     app.router = hd_router_new();
     register_routes(app.router);
     hd_http_set_router(app.router);

@@ -50,8 +50,18 @@ int hd_hooks_new(hd_hooks_t **out, hd_conf_t *conf, char *err, size_t errlen);
 /* Starts the thread. 0 or a negative UV_E* code. */
 int hd_hooks_start(hd_hooks_t *h);
 /*
- * Stops the thread (blocks until it has ended: requests in flight are cut) and frees everything;
- * events still pending are lost and logged as a count. Call after no worker can publish.
+ * Asks the thread to stop (requests in flight are cut; events still pending are lost and logged
+ * as a count, after the notify hook's last batch, within its timeout) and waits for it to end, at
+ * most timeout_ms. Call after no worker can publish. Returns 0 once the thread has ended (then
+ * hd_hooks_free does not wait), or UV_ETIMEDOUT: the thread still runs (without Redis it runs
+ * under SCHED_IDLE, and a machine whose cores are all busy may give it none for seconds), and
+ * nothing it uses may be freed: the caller can only end the process (main.c: _exit). Called
+ * again, waits again.
+ */
+int hd_hooks_stop(hd_hooks_t *h, uint64_t timeout_ms);
+/*
+ * Stops the thread unless hd_hooks_stop did (blocks until it has ended) and frees everything.
+ * Call after no worker can publish.
  */
 void hd_hooks_free(hd_hooks_t *h);
 

@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +83,8 @@ struct hd_hooks_s {
     uint32_t inbox;         /* atomic: messages pushed and not yet taken */
     size_t inbox_bytes;     /* atomic: what those hold (msg_cost), at most webhook_max_memory */
     unsigned is_started : 1;
+    unsigned is_stop_sent : 1; /* the stop is in the mailbox (main thread) */
+    unsigned is_joined : 1;    /* the thread has ended (main thread) */
     hd_hooks_stats_t stats;
     /* every endpoint's figures, published by the hooks thread every HD_HOOKS_EP_STATS_MS for
      * /metrics (a timer, not the delivery path: no lock there) */
@@ -711,17 +714,57 @@ int hd_hooks_start(hd_hooks_t *h)
     return rc;
 }
 
+/* Puts the stop in the thread's mailbox, once. */
+static void send_stop(hd_hooks_t *h)
+{
+    if (h->is_stop_sent)
+        return;
+    h->is_stop_sent = 1;
+    stop_msg_t *sm = hd_malloc(sizeof(*sm));
+    sm->base.cb = on_stop;
+    sm->h = h;
+    hd_mpsc_push(&h->mailbox, &sm->base);
+    hd_wake_send(&h->wakeup); /* now: the join follows */
+}
+
+/*
+ * A join bounded by a deadline (glibc's pthread_timedjoin_np; uv_thread_t is a pthread_t): the
+ * thread may be starved of CPU (SCHED_IDLE on a machine whose cores are busy: 7-18 s to take the
+ * stop at a load of 12-16 under ASan), and a stop must end within its bound whatever the load.
+ */
+int hd_hooks_stop(hd_hooks_t *h, uint64_t timeout_ms)
+{
+    if (!h->is_started || h->is_joined)
+        return 0;
+    send_stop(h);
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at); /* the clock pthread_timedjoin_np reads */
+    at.tv_sec += (time_t)(timeout_ms / 1000);
+    at.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (at.tv_nsec >= 1000000000L) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000L;
+    }
+    int rc;
+    while ((rc = pthread_timedjoin_np(h->thread, NULL, &at)) == EINTR) {
+    }
+    if (rc == ETIMEDOUT)
+        return UV_ETIMEDOUT;
+    HD_ASSERT(rc == 0);
+    h->is_joined = 1;
+    return 0;
+}
+
 void hd_hooks_free(hd_hooks_t *h)
 {
     if (!h)
         return;
     if (h->is_started) {
-        stop_msg_t *sm = hd_malloc(sizeof(*sm));
-        sm->base.cb = on_stop;
-        sm->h = h;
-        hd_mpsc_push(&h->mailbox, &sm->base);
-        hd_wake_send(&h->wakeup); /* now: the join follows */
-        uv_thread_join(&h->thread);
+        if (!h->is_joined) {
+            send_stop(h);
+            uv_thread_join(&h->thread);
+            h->is_joined = 1;
+        }
     } else {
         if (h->authz)
             hk_authz_close(h->authz);
