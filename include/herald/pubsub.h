@@ -528,6 +528,7 @@ struct hd_sub_s {
     unsigned wants_ephemeral : 1; /* a poll that receives ephemeral messages (hd_hub_ephemeral) */
     unsigned is_joined : 1;       /* its member's JOIN was sent: a LEAVE follows when it ends */
     hd_member_t *member;          /* a presence member while subscribed (hd_hub_presence) */
+    hd_msg_t join_mail;           /* private (hub.c): a local join's reply, to its own worker */
 };
 
 /* Sets up the hub of a worker (call on that worker's loop or before it runs). */

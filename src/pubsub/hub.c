@@ -338,32 +338,34 @@ static void note_stream(hd_lchan_t *c, uint64_t epoch, uint64_t seq)
     }
 }
 
-static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
+/* The answer to subscription s: from the broker (on_subscribe_reply: r), or a local join's
+ * (on_join_mail: no r, no error, no history). */
+static void subscribed(hd_worker_t *w, hd_sub_t *s, const hd_breq_t *r, uint64_t epoch,
+                       uint64_t last_seq)
 {
     hub_t *hub = hub_of(w);
-    hd_sub_t *s = r->cookie;
     hd_lchan_t *c = s->chan;
+    int err = r ? r->err : 0;
     s->is_pending = 0;
     c->n_pending--;
-    if (!r->err) {
-        if (r->interest) {
+    if (!err) {
+        if (r && r->interest) {
             c->interest = r->interest;
             hub->broker_counts = 1;
         }
-        note_stream(c, r->epoch, r->last_seq);
+        note_stream(c, epoch, last_seq);
     }
-    if (s->is_orphan || r->err) {
-        if (s->is_orphan && !r->err)
+    if (s->is_orphan || err) {
+        if (s->is_orphan && !err)
             leave(w, c);
         if (!s->is_orphan)
-            s->ops->on_ready(s, NULL, 0, 0, r->err);
+            s->ops->on_ready(s, NULL, 0, 0, err);
         free_sub(s);
         maybe_free_chan(hub, c);
-        hd_breq_free(r);
         return;
     }
-    s->epoch = r->epoch;
-    s->last_seq = r->last_seq;
+    s->epoch = epoch;
+    s->last_seq = last_seq;
     hd_list_insert_tail(&c->subs, &s->link);
     c->n_live++;
     hub->n_subs++;
@@ -371,7 +373,15 @@ static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
         s->is_joined = 1;
         send_presence(s, HD_BREQ_JOIN);
     }
-    s->ops->on_ready(s, r->msgs, r->n_msgs, r->gap, 0);
+    if (r)
+        s->ops->on_ready(s, r->msgs, r->n_msgs, r->gap, 0);
+    else
+        s->ops->on_ready(s, NULL, 0, 0, 0);
+}
+
+static void on_subscribe_reply(hd_worker_t *w, hd_breq_t *r)
+{
+    subscribed(w, r->cookie, r, r->epoch, r->last_seq);
     hd_breq_free(r);
 }
 
@@ -410,6 +420,14 @@ static void on_local_join(hd_worker_t *w, hd_breq_t *r)
     r->epoch = c->epoch;
     r->last_seq = c->last_seq;
     on_subscribe_reply(w, r);
+}
+
+/* on_local_join's live-only case, the mail being the subscription's own (join_mail) instead
+ * of a broker request: none is made, filled and freed for the most common subscribe. */
+static void on_join_mail(hd_worker_t *w, hd_msg_t *msg)
+{
+    hd_sub_t *s = hd_container_of(msg, hd_sub_t, join_mail);
+    subscribed(w, s, NULL, s->chan->epoch, s->chan->last_seq);
 }
 
 static int join_locally(hd_lchan_t *c, hd_breq_t *r)
@@ -506,11 +524,21 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
     s->chan->n_pending++;
     s->is_pending = 1;
     hd_list_init(&s->link);
+    uint64_t max = hd_worker_conf(w)->max_subscriptions;
+    int refused = __atomic_add_fetch(&node_subs, 1, __ATOMIC_RELAXED) > max;
+    if (!refused) {
+        s->is_counted = 1;
+        if (!(since_epoch && since_seq) && s->chan->interest) { /* join_locally, live only */
+            __atomic_add_fetch(s->chan->interest, 1, __ATOMIC_RELAXED);
+            s->join_mail.cb = on_join_mail;
+            hd_worker_post(w, &s->join_mail);
+            return s;
+        }
+    }
     hd_breq_t *r = hd_breq_new(HD_BREQ_SUBSCRIBE, w, channel, channel_len);
     r->cookie = s;
     r->reply_cb = on_subscribe_reply;
-    uint64_t max = hd_worker_conf(w)->max_subscriptions;
-    if (__atomic_add_fetch(&node_subs, 1, __ATOMIC_RELAXED) > max) {
+    if (refused) {
         /* Refused as a broker refuses: the answer comes through this worker's mailbox. */
         __atomic_sub_fetch(&node_subs, 1, __ATOMIC_RELAXED);
         hd_hub_note_refused(w, HD_SUBS_LIMIT_NODE);
@@ -518,7 +546,6 @@ hd_sub_t *hd_hub_subscribe(hd_worker_t *w, const char *channel, size_t channel_l
         hd_breq_reply(r);
         return s;
     }
-    s->is_counted = 1;
     if (since_epoch && since_seq) {
         r->has_since = 1;
         r->since_epoch = *since_epoch;
