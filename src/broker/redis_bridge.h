@@ -39,10 +39,8 @@
 #include <hiredis/async.h>
 #include <string.h>
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define KEY_MAX        (64 + 8 + HD_CHANNEL_MAX + 1) /* prefix, kind, channel */
-#define N_SETTINGS     6
+#define KEY_MAX    (64 + 8 + HD_CHANNEL_MAX + 1) /* prefix, kind, channel */
+#define N_SETTINGS 6
 
 /*
  * One FCALL herald_publish_batch carries at most this many messages and (past its first message)

@@ -21,11 +21,8 @@
  * Every command carries the connection generation it was sent on; answers of an older one (the
  * NULL replies hiredis gives pending commands when a context is freed) are "never came".
  */
+#include "herald/redis_link.h"
 #include "redis_bridge.h"
-
-#include <hiredis/adapters/libuv.h>
-#include <errno.h>
-#include <sys/socket.h>
 
 #include "herald_lua.h" /* generated from herald.lua: herald_lua[] */
 
@@ -33,14 +30,6 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply_, void *privdata);
 static void finish_op(redis_broker_t *b, op_t *op, redisReply *rep);
 static void init_reply(redis_broker_t *b, op_t *op, const redisReply *rep);
 static void send_settings(redis_broker_t *b);
-
-static uint32_t random_below(redis_broker_t *b, uint32_t n)
-{
-    b->rng ^= b->rng << 13;
-    b->rng ^= b->rng >> 7;
-    b->rng ^= b->rng << 17;
-    return n ? (uint32_t)(b->rng % n) : 0;
-}
 
 /* ---- commands ---- */
 
@@ -181,11 +170,7 @@ static void init_reply(redis_broker_t *b, op_t *op, const redisReply *rep)
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof(why), "%s failed: %.200s%s", op->what, rep->str,
-                 strcmp(op->what, "FUNCTION LOAD") == 0 &&
-                         strncmp(rep->str, "ERR unknown command", 19) == 0
-                     ? " (Redis 7 or later is needed)"
-                     : "");
+        hd_redis_link_setup_failed(why, sizeof(why), op->what, rep->str);
         hd_redis_conn_lost(b, why);
         return;
     }
@@ -336,22 +321,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static int open_conn(redis_broker_t *b, rconn_t *rc, char *why, size_t whylen)
 {
-    redisAsyncContext *ac = b->addr.path[0] ? redisAsyncConnectUnix(b->addr.path)
-                                            : redisAsyncConnect(b->addr.host, b->addr.port);
-    if (!ac || ac->err) {
-        snprintf(why, whylen, "cannot connect: %s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
+    redisAsyncContext *ac =
+        hd_redis_link_open(&b->loop, &b->addr, rc, on_connect, on_disconnect, why, whylen);
+    if (!ac)
         return -1;
-    }
-    if (redisLibuvAttach(ac, &b->loop) != REDIS_OK) {
-        snprintf(why, whylen, "cannot watch the connection");
-        redisAsyncFree(ac);
-        return -1;
-    }
-    ac->data = rc;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
     rc->ac = ac;
     rc->n_out = 0;
     rc->progress_ms = hd_redis_now_ms(b);
@@ -446,8 +419,7 @@ static void drop_conn(rconn_t *rc)
     redisAsyncContext *ac = rc->ac;
     rc->ac = NULL;
     rc->n_out = 0;
-    if (ac && !(ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)))
-        redisAsyncFree(ac);
+    hd_redis_link_drop(ac);
 }
 
 void hd_redis_conn_lost(redis_broker_t *b, const char *why)
@@ -481,11 +453,7 @@ void hd_redis_conn_lost(redis_broker_t *b, const char *why)
         uv_sem_post(&b->started); /* the start fails: no retry */
         return;
     }
-    uint64_t delay = BACKOFF_MIN_MS << (b->attempts < 6 ? b->attempts : 6);
-    if (delay > BACKOFF_MAX_MS)
-        delay = BACKOFF_MAX_MS;
-    b->attempts++;
-    delay = delay / 2 + random_below(b, (uint32_t)(delay / 2) + 1);
+    uint64_t delay = hd_redis_link_backoff_ms(b->attempts++, &b->rng);
     uv_timer_start(&b->retry_timer, on_retry, delay, 0);
 }
 
@@ -499,32 +467,17 @@ static void send_heartbeat(redis_broker_t *b)
     hd_redis_send(b, new_op(b, &b->hb, OP_HB), 3, argv, lens);
 }
 
-/*
- * The pending error of a connection's socket. hiredis's libuv adapter drops poll errors (libuv
- * reports POLLERR as a status the adapter ignores, and stops the poll), so a refused connect or
- * a reset connection would otherwise wait for redis_timeout: the tick asks the socket instead.
- */
-static int socket_error(const rconn_t *rc)
-{
-    int e = 0;
-    socklen_t len = sizeof(e);
-    if (!rc->ac || rc->ac->c.fd < 0)
-        return 0;
-    if (getsockopt(rc->ac->c.fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
-        return errno;
-    return e;
-}
-
 static void on_tick(uv_timer_t *t)
 {
     redis_broker_t *b = t->data;
     uint64_t now = hd_redis_now_ms(b);
     char why[200];
-    int e = socket_error(&b->cmd);
+    /* hiredis's libuv adapter drops poll errors: the sockets are asked (redis_link.h) */
+    int e = hd_redis_link_socket_error(b->cmd.ac);
     if (!e)
-        e = socket_error(&b->sub);
+        e = hd_redis_link_socket_error(b->sub.ac);
     if (!e)
-        e = socket_error(&b->hb);
+        e = hd_redis_link_socket_error(b->hb.ac);
     if (e && b->state != ST_DOWN) {
         snprintf(why, sizeof(why), "%s: %s",
                  b->state == ST_UP ? "connection lost" : "cannot connect", strerror(e));
@@ -561,7 +514,7 @@ void hd_redis_conn_init(redis_broker_t *b, const hd_redis_events_t *events)
 {
     b->events = events;
     b->cmd.b = b->sub.b = b->hb.b = b;
-    b->tick_ms = b->timeout_ms / 4 < 25 ? 25 : b->timeout_ms / 4 > 250 ? 250 : b->timeout_ms / 4;
+    b->tick_ms = hd_redis_link_tick_ms(b->timeout_ms);
     b->hb_interval_ms = b->timeout_ms / 3 > 1000 ? 1000 : b->timeout_ms / 3;
     uint64_t id = uv_hrtime();
     uv_random(NULL, NULL, &id, sizeof(id), 0, NULL);
@@ -571,17 +524,9 @@ void hd_redis_conn_init(redis_broker_t *b, const hd_redis_events_t *events)
     hd_redis_key(b, b->hb_channel, "hb:", node, strlen(node));
     hd_redis_key(b, b->ctl_channel, "ctl", "", 0);
     hd_redis_key(b, b->rc_channel, "rc:", hd_presence_node(), strlen(hd_presence_node()));
-    char host[64] = "";
-    size_t host_len = sizeof(host);
-    if (uv_os_gethostname(host, &host_len) != 0)
-        snprintf(host, sizeof(host), "unknown");
-    for (char *p = host; *p; p++)
-        if (*p <= ' ' || *p > '~')
-            *p = '_';
     static const char *const roles[3] = {"cmd", "sub", "hb"};
     for (int i = 0; i < 3; i++)
-        snprintf(b->client_name[i], sizeof(b->client_name[i]), "herald:%s:%ld:%s", host,
-                 (long)uv_os_getpid(), roles[i]);
+        hd_redis_link_client_name(b->client_name[i], sizeof(b->client_name[i]), roles[i]);
     uv_timer_init(&b->loop, &b->tick_timer);
     uv_timer_init(&b->loop, &b->retry_timer);
     uv_timer_init(&b->loop, &b->later_timer);

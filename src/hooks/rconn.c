@@ -2,7 +2,8 @@
 /*
  * rconn.c: the webhook sender's own Redis connection, on the hooks thread's loop (the broker's
  * connections live on the broker's thread; a loop's handles are its own). One hiredis async
- * context with the libuv adapter, the same habits as src/broker/redis_conn.c:
+ * context with the libuv adapter, the same habits as src/broker/redis_conn.c (what the two share
+ * is herald/redis_link.h's, src/net/redis_link.c):
  *
  *   connect -> [AUTH] CLIENT SETNAME herald:<host>:<pid>:<role>, SELECT db,
  *              FUNCTION LOAD REPLACE <hooks.lua>   (pipelined; the last answer makes it up)
@@ -16,19 +17,14 @@
  * own callbacks is not allowed, so a loss found there is handled on the next loop pass.
  */
 #include "herald/log.h"
+#include "herald/redis_link.h"
 #include "herald/redis_url.h"
 #include "internal.h"
 
-#include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "hooks_lua.h" /* generated from hooks.lua: hooks_lua[] */
-
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 
 enum { R_DOWN = 0, R_CONNECTING, R_UP };
 
@@ -109,11 +105,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (c->what) {
         if (rep && rep->type == REDIS_REPLY_ERROR && strcmp(c->what, "CLIENT SETNAME") != 0) {
             char why[300];
-            snprintf(why, sizeof(why), "%s failed: %.200s%s", c->what, rep->str,
-                     strcmp(c->what, "FUNCTION LOAD") == 0 &&
-                             strncmp(rep->str, "ERR unknown command", 19) == 0
-                         ? " (Redis 7 or later is needed)"
-                         : "");
+            hd_redis_link_setup_failed(why, sizeof(why), c->what, rep->str);
             lost_later(r, why);
         } else if (rep && strcmp(c->what, "FUNCTION LOAD") == 0 && r->state == R_CONNECTING) {
             go_up(r);
@@ -200,24 +192,13 @@ static void start(hk_redis_t *r)
     r->state = R_CONNECTING;
     r->n_out = 0;
     r->deadline_ms = uv_now(r->loop) + r->timeout_ms;
-    redisAsyncContext *ac = r->addr.path[0] ? redisAsyncConnectUnix(r->addr.path)
-                                            : redisAsyncConnect(r->addr.host, r->addr.port);
-    if (!ac || ac->err) {
-        char why[300];
-        snprintf(why, sizeof(why), "cannot connect: %s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
+    char why[300];
+    redisAsyncContext *ac =
+        hd_redis_link_open(r->loop, &r->addr, r, on_connect, on_disconnect, why, sizeof(why));
+    if (!ac) {
         lost(r, why);
         return;
     }
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
-        redisAsyncFree(ac);
-        lost(r, "cannot watch the connection");
-        return;
-    }
-    ac->data = r;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
     if (r->addr.password[0]) {
         if (r->addr.user[0]) {
@@ -248,8 +229,7 @@ static void drop(hk_redis_t *r)
     redisAsyncContext *ac = r->ac;
     r->ac = NULL;
     r->n_out = 0;
-    if (ac && !(ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)))
-        redisAsyncFree(ac); /* the answers it still owed come back NULL, now */
+    hd_redis_link_drop(ac); /* the answers it still owed come back NULL, now */
 }
 
 static void lost(hk_redis_t *r, const char *why)
@@ -265,26 +245,8 @@ static void lost(hk_redis_t *r, const char *why)
     drop(r);
     if (r->is_closing)
         return;
-    uint64_t delay = BACKOFF_MIN_MS << (r->attempts < 6 ? r->attempts : 6);
-    if (delay > BACKOFF_MAX_MS)
-        delay = BACKOFF_MAX_MS;
-    r->attempts++;
-    r->rng ^= r->rng << 13;
-    r->rng ^= r->rng >> 7;
-    r->rng ^= r->rng << 17;
-    delay = delay / 2 + r->rng % (delay / 2 + 1);
+    uint64_t delay = hd_redis_link_backoff_ms(r->attempts++, &r->rng);
     uv_timer_start(&r->retry, on_retry, delay, 0);
-}
-
-static int socket_error(const hk_redis_t *r)
-{
-    int e = 0;
-    socklen_t len = sizeof(e);
-    if (!r->ac || r->ac->c.fd < 0)
-        return 0;
-    if (getsockopt(r->ac->c.fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
-        return errno;
-    return e;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -292,7 +254,7 @@ static void on_tick(uv_timer_t *t)
     hk_redis_t *r = t->data;
     uint64_t now = uv_now(r->loop);
     char why[200];
-    int e = socket_error(r);
+    int e = hd_redis_link_socket_error(r->ac);
     if (e && r->state != R_DOWN) {
         snprintf(why, sizeof(why), "%s", strerror(e));
         lost(r, why);
@@ -320,14 +282,7 @@ hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, const char *rol
         snprintf(r->where, sizeof(r->where), "unix:%s/%u", r->addr.path, r->addr.db);
     else
         snprintf(r->where, sizeof(r->where), "%s:%d/%u", r->addr.host, r->addr.port, r->addr.db);
-    char host[64] = "";
-    size_t host_len = sizeof(host);
-    if (uv_os_gethostname(host, &host_len) != 0)
-        snprintf(host, sizeof(host), "unknown");
-    for (char *p = host; *p; p++)
-        if (*p <= ' ' || *p > '~')
-            *p = '_';
-    snprintf(r->name, sizeof(r->name), "herald:%s:%ld:%s", host, (long)uv_os_getpid(), role);
+    hd_redis_link_client_name(r->name, sizeof(r->name), role);
     r->loop = loop;
     r->timeout_ms = conf->redis_timeout_ms;
     r->on_up = on_up;
@@ -337,7 +292,7 @@ hk_redis_t *hk_redis_new(uv_loop_t *loop, const hd_conf_t *conf, const char *rol
     uv_timer_init(loop, &r->retry);
     uv_timer_init(loop, &r->later);
     r->tick.data = r->retry.data = r->later.data = r;
-    uint64_t tick = r->timeout_ms / 4 < 25 ? 25 : r->timeout_ms / 4 > 250 ? 250 : r->timeout_ms / 4;
+    uint64_t tick = hd_redis_link_tick_ms(r->timeout_ms);
     uv_timer_start(&r->tick, on_tick, tick, tick);
     start(r);
     return r;
