@@ -392,6 +392,10 @@ static void on_answer(hk_request_t *req, int status, int fail, const char *why)
         goto out;
     }
     HK_ADD(s->st->retries, 1);
+    /* the wait drawn, as scheduled: tests check the schedule by it, not by arrival times a
+     * thread starved of CPU stretches (it-test_webhooks test_backoff_schedule_full_jitter) */
+    hd_log_debug("webhook %s: event %s retry %u in %llu ms", ep->def->name, j->id, j->attempts,
+                 (unsigned long long)wait);
     if (s->dur) {
         /* the wait and the schedule go to Redis with the entry; any node attempts it next */
         hk_durable_retry(s->dur, ep->slot, j->sid, wall + wait, j->attempts, j->first_wall_ms);

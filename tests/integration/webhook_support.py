@@ -196,5 +196,25 @@ def wait_endpoint(port, name, pred, what, timeout=10.0):
     return dict(last)
 
 
+def run_delay_ms(pid, comm=None):
+    """The time pid's threads (those named comm, say "herald-hooks") have spent runnable but
+    waiting for a core (/proc schedstat), in ms: a bound on how long a loaded machine kept a
+    thread from running (the hooks thread runs under SCHED_IDLE without Redis or an
+    authorize_hook), for timing checks that must hold there."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        try:
+            if comm is not None:
+                with open(base + "comm") as f:
+                    if f.read().strip() != comm:
+                        continue
+            with open(base + "schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total / 1e6
+
+
 def now_ms():
     return int(time.time() * 1000)
