@@ -722,6 +722,28 @@ static void test_inbox_bound(void)
     hd_conf_unref(conf);
 }
 
+/* hd_hooks_stop: the stop is sent once; a wait that times out (0 ms: the thread cannot have
+ * taken it yet, or just did) leaves the thread to a later wait, which joins it; once joined,
+ * another stop and hd_hooks_free do not wait again. */
+static void test_stop_bounded(void)
+{
+    hd_conf_t *conf = NULL;
+    char err[256];
+    T_EQ_INT(hd_conf_load_string(&conf, "t.conf",
+                                 "webhook https://hooks.example/in secret=" SPEC_SECRET "\n", NULL,
+                                 0, err, sizeof(err)),
+             0);
+    hd_hooks_t *h = NULL;
+    T_EQ_INT(hd_hooks_new(&h, conf, err, sizeof(err)), 0);
+    T_EQ_INT(hd_hooks_start(h), 0);
+    int rc = hd_hooks_stop(h, 0);
+    T_TRUE(rc == 0 || rc == UV_ETIMEDOUT);
+    T_EQ_INT(hd_hooks_stop(h, 10000), 0);
+    T_EQ_INT(hd_hooks_stop(h, 0), 0);
+    hd_hooks_free(h);
+    hd_conf_unref(conf);
+}
+
 /* A registration of the admin API read from its JSON: what it gives, and every refusal. */
 static void test_def_json(void)
 {
@@ -1238,6 +1260,7 @@ int main(void)
     T_RUN(test_private);
     T_RUN(test_events);
     T_RUN(test_inbox_bound);
+    T_RUN(test_stop_bounded);
     T_RUN(test_notify_inbox_bound);
     T_RUN(test_hook_def);
     T_RUN(test_notify_def);
