@@ -12,6 +12,7 @@
 #include "herald/log.h"
 
 #include "embedded.h"
+#include "request_handlers.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -28,41 +29,7 @@ static hd_deferred_t *deferred;
 
 #define CHECK(cond) HD_EMB_CHECK(cond)
 
-/* ---- handlers: each exercises a different part of the request API ---- */
-
-static void h_health(hd_req_t *req, void *arg)
-{
-    (void)arg;
-    hd_http_respond(req, 200, NULL, "text/plain", "ok\n", 3);
-}
-
-static void h_echo(hd_req_t *req, void *arg)
-{
-    (void)arg;
-    hd_http_respond(req, 200, "X-Echo: 1\r\n", "application/octet-stream", req->body,
-                    req->body_len);
-}
-
-/* Reads every header and a few query parameters, answers with what it found. */
-static void h_inspect(hd_req_t *req, void *arg)
-{
-    (void)arg;
-    char out[64], body[512];
-    size_t n = 0, len;
-    for (size_t i = 0; i < req->n_headers; i++)
-        n += req->headers[i].name_len + req->headers[i].value_len;
-    const char *host = hd_req_header(req, "host", &len);
-    int a = hd_req_query(req, "a", out, sizeof(out));
-    int b = hd_req_query(req, "b", out, 4);
-    int k = snprintf(body, sizeof(body), "%zu %d %d %zu %.*s %.*s", n, a, b, req->body_len,
-                     (int)req->path_len, req->path, host ? (int)len : 0, host ? host : "");
-    if (k < 0 || (size_t)k >= sizeof(body))
-        k = (int)sizeof(body) - 1;
-    if (req->path_len > 8 && req->path[req->path_len - 1] == '!')
-        hd_http_respond_error(req, 422, req->path);
-    else
-        hd_http_respond(req, 200, NULL, NULL, body, (size_t)k);
-}
+/* ---- handlers: request_handlers.h's, and those of this harness ---- */
 
 static void on_abort(hd_deferred_t *d)
 {
