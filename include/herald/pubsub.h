@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "herald/buf.h"
 #include "herald/server.h"
@@ -301,9 +302,13 @@ enum {
  * A presence member as a connection presents itself (presence.c): key is who it is on the
  * channel (the token's sub, or for an anonymous connection its conn), conn is the connection
  * ("<node>-<id>", unique in the cluster), json the member's public object ({"sub":..,"info":..}
- * or {"conn":..}). One allocation; hd_member_copy makes another.
+ * or {"conn":..}). One allocation, read-only once made and shared by reference: the
+ * subscription holds one, each JOIN and LEAVE request another, and the embedded broker's table
+ * one per connection it lists (memory_presence.c), so a member is made once per subscription
+ * and never copied. Any thread may drop a reference (atomic count).
  */
 typedef struct hd_member_s {
+    uint32_t refs; /* atomic */
     char *key;
     char *conn;
     char *json;
@@ -312,10 +317,19 @@ typedef struct hd_member_s {
      * files it without hashing under its lock; 0: not known (hashed there) */
     uint64_t key_hash;
 } hd_member_t;
-/* sub and info_json may be NULL (anonymous: the member is the connection). */
+/* sub and info_json may be NULL (anonymous: the member is the connection). One reference. */
 hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn_id);
-hd_member_t *hd_member_copy(const hd_member_t *m);
-void hd_member_free(hd_member_t *m);
+static inline hd_member_t *hd_member_ref(hd_member_t *m)
+{
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+    return m;
+}
+/* Drops a reference (NULL: nothing); the last one frees the member (one allocation). */
+static inline void hd_member_unref(hd_member_t *m)
+{
+    if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(m);
+}
 /* This process's name in connection ids ("<node>-<id>"): random, drawn once. */
 const char *hd_presence_node(void);
 /* A presence event (HD_MSG_JOIN or HD_MSG_LEAVE) for member on channel: one reference; its data
@@ -389,7 +403,8 @@ struct hd_breq_s {
     int64_t ctl_until_ms;
     uint32_t ctl_max;
     uint64_t ctl_nodes;
-    /* JOIN, LEAVE: the member (owned by the request; a broker may take it, leaving NULL) */
+    /* JOIN, LEAVE: a reference to the member (the request's; a broker may take it, leaving
+     * NULL) */
     hd_member_t *member;
     /*
      * JOIN, LEAVE: the next join or leave of the same worker's loop pass (owned by this request;

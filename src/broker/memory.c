@@ -108,7 +108,7 @@ static void do_presence(mem_broker_t *b, hd_breq_t *r)
         hd_message_t *ev = NULL;
         int err = 0;
         if (r->type == HD_BREQ_JOIN)
-            ev = hd_mpres_join(&b->pres, r->channel, len, r->channel_hash, r->member, &err);
+            ev = hd_mpres_join(&b->pres, r->channel, len, r->channel_hash, &r->member, &err);
         else
             ev = hd_mpres_leave(&b->pres, r->channel, len, r->channel_hash, r->member);
         if (ev) {

@@ -14,15 +14,18 @@
 #include <string.h>
 
 typedef struct pmember_s {
-    hd_hnode_t node; /* in the channel's members; key: the member's key (in this allocation) */
-    char *json;      /* the member's public object (in this allocation) */
-    size_t json_len;
-    /* its connections' ids, each an allocation of its own, in strcmp order: a leave finds its
-     * own by binary search (a user with thousands of connections on one channel costs each
-     * leave a memmove of pointers, not thousands of string compares under the broker's lock),
-     * and a page lists them in the order Redis does */
-    char **conns;
+    hd_hnode_t node; /* in the channel's members; key: who's key */
+    /* A reference to the member it joined as first: its key, and the public object (json) a
+     * page shows. */
+    hd_member_t *who;
+    /* its connections, each a reference to the member it joined with (its id: conn), in strcmp
+     * order of their ids: a leave finds its own by binary search (a user with thousands of
+     * connections on one channel costs each leave a memmove of pointers, not thousands of
+     * string compares under the broker's lock), and a page lists them in the order Redis does.
+     * One connection (the usual case) lives in one, with no allocation. */
+    hd_member_t **conns;
     size_t n_conns, cap_conns;
+    hd_member_t *one;
 } pmember_t;
 
 typedef struct hd_pchan_s {
@@ -56,8 +59,10 @@ void hd_mpres_init(hd_mpres_t *p, uint64_t max_channels)
 static void free_member(pmember_t *m)
 {
     for (size_t i = 0; i < m->n_conns; i++)
-        free(m->conns[i]);
-    free(m->conns);
+        hd_member_unref(m->conns[i]);
+    if (m->conns != &m->one)
+        free(m->conns);
+    hd_member_unref(m->who);
     free(m);
 }
 
@@ -115,7 +120,7 @@ static size_t conn_find(const pmember_t *m, const char *conn)
     size_t lo = 0, hi = m->n_conns;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(m->conns[mid], conn) < 0)
+        if (strcmp(m->conns[mid]->conn, conn) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -232,22 +237,35 @@ static void sorted_remove(hd_pchan_t *c, const pmember_t *m)
     block_drop(c, b);
 }
 
-static pmember_t *new_member(const hd_member_t *member)
+static pmember_t *new_member(hd_member_t *member)
 {
-    pmember_t *m = hd_calloc(1, sizeof(*m) + member->key_len + 1 + member->json_len + 1);
-    char *key = (char *)(m + 1);
-    memcpy(key, member->key, member->key_len + 1);
-    m->json = key + member->key_len + 1;
-    memcpy(m->json, member->json, member->json_len + 1);
-    m->json_len = member->json_len;
-    m->node.key = key;
+    pmember_t *m = hd_calloc(1, sizeof(*m));
+    m->who = hd_member_ref(member);
+    m->node.key = member->key;
     m->node.key_len = member->key_len;
+    m->conns = &m->one;
+    m->cap_conns = 1;
     return m;
 }
 
-hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
-                            const hd_member_t *member, int *err)
+/* Room in m->conns for one more. */
+static void conns_grow(pmember_t *m)
 {
+    if (m->n_conns < m->cap_conns)
+        return;
+    if (m->conns == &m->one) { /* a second connection: the ids move to an array */
+        m->conns = hd_malloc(4 * sizeof(*m->conns));
+        m->conns[0] = m->one;
+        m->cap_conns = 4;
+        return;
+    }
+    m->conns = hd_grow_array(m->conns, &m->cap_conns, m->n_conns + 1, sizeof(*m->conns), 4);
+}
+
+hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
+                            hd_member_t **mp, int *err)
+{
+    hd_member_t *member = *mp;
     *err = 0;
     hd_pchan_t *c = find_chan(p, channel, len, hash);
     if (!c) {
@@ -271,9 +289,10 @@ hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint
         p->members++;
     }
     size_t at = conn_find(m, member->conn);
-    m->conns = hd_grow_array(m->conns, &m->cap_conns, m->n_conns + 1, sizeof(*m->conns), 2);
+    conns_grow(m);
     memmove(m->conns + at + 1, m->conns + at, (m->n_conns - at) * sizeof(*m->conns));
-    m->conns[at] = hd_strndup(member->conn, member->conn_len);
+    m->conns[at] = member; /* the caller's reference */
+    *mp = NULL;
     m->n_conns++;
     p->conns++;
     if (!is_new)
@@ -292,9 +311,9 @@ hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len, uin
     if (!m)
         return NULL;
     size_t i = conn_find(m, member->conn);
-    if (i == m->n_conns || strcmp(m->conns[i], member->conn) != 0)
+    if (i == m->n_conns || (m->conns[i] != member && strcmp(m->conns[i]->conn, member->conn) != 0))
         return NULL; /* not one of its connections (a refused join): nothing to undo */
-    free(m->conns[i]);
+    hd_member_unref(m->conns[i]);
     m->n_conns--;
     memmove(m->conns + i, m->conns + i + 1, (m->n_conns - i) * sizeof(*m->conns));
     p->conns--;
@@ -338,7 +357,7 @@ static void append_conns(hd_sbuf_t *sb, const pmember_t *m, size_t from, size_t 
         if (k > from)
             hd_sbuf_append(sb, ",", 1);
         hd_sbuf_append(sb, "\"", 1);
-        hd_sbuf_appends(sb, m->conns[k]);
+        hd_sbuf_append(sb, m->conns[k]->conn, m->conns[k]->conn_len);
         hd_sbuf_append(sb, "\"", 1);
     }
     hd_sbuf_append(sb, "]", 1);
@@ -368,17 +387,17 @@ static void member_page(const hd_pchan_t *c, hd_breq_t *r)
     size_t from = 0, to = 0;
     if (m && r->cursor) {
         from = conn_find(m, r->cursor);
-        if (from < m->n_conns && strcmp(m->conns[from], r->cursor) == 0)
+        if (from < m->n_conns && strcmp(m->conns[from]->conn, r->cursor) == 0)
             from++;
     }
     if (m)
         to = m->n_conns - from > limit ? from + limit : m->n_conns;
     r->members = m ? m->n_conns : 0;
     hd_sbuf_t sb;
-    hd_sbuf_init(&sb, 64 + (m ? m->json_len : 0) + (to - from) * 32);
+    hd_sbuf_init(&sb, 64 + (m ? m->who->json_len : 0) + (to - from) * 32);
     hd_sbuf_appends(&sb, "\"member\":");
     if (m)
-        hd_sbuf_append(&sb, m->json, m->json_len);
+        hd_sbuf_append(&sb, m->who->json, m->who->json_len);
     else
         hd_sbuf_appends(&sb, "null");
     hd_sbuf_append(&sb, ",", 1);
@@ -389,7 +408,7 @@ static void member_page(const hd_pchan_t *c, hd_breq_t *r)
     hd_sbuf_appends(&sb, ",\"next\":");
     if (m && to < m->n_conns && to > from) {
         hd_sbuf_append(&sb, "\"", 1);
-        hd_sbuf_appends(&sb, m->conns[to - 1]);
+        hd_sbuf_append(&sb, m->conns[to - 1]->conn, m->conns[to - 1]->conn_len);
         hd_sbuf_append(&sb, "\"", 1);
     } else {
         hd_sbuf_appends(&sb, "null");
@@ -421,7 +440,7 @@ void hd_mpres_page(const hd_mpres_t *p, hd_breq_t *r)
         }
         if (n++)
             hd_sbuf_appends(&sb, ",");
-        hd_sbuf_append(&sb, m->json, m->json_len - 1); /* without its '}' */
+        hd_sbuf_append(&sb, m->who->json, m->who->json_len - 1); /* without its '}' */
         hd_sbuf_append(&sb, ",", 1);
         /* a bounded entry, whatever the member's connections: the first ids and the count */
         append_conns(&sb, m, 0,

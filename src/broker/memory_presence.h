@@ -40,13 +40,15 @@ void hd_mpres_init(hd_mpres_t *p, uint64_t max_channels);
 /* Frees every channel and member. */
 void hd_mpres_dispose(hd_mpres_t *p);
 /*
- * One more connection of member on channel. Returns the join event (one reference) when the
- * member is new there, else NULL; *err is 0, or HD_ECHANNELS when the channel is not tracked
- * and the budget is spent (nothing changed). hash: hd_hash(channel, len), or 0 (computed here);
- * the event carries it (channel_hash).
+ * One more connection of *member on channel: the table takes the caller's reference to the
+ * member (*member NULL) and keeps it while the connection is listed (the member is shared,
+ * never copied). Returns the join event (one reference) when the member is new there, else
+ * NULL; *err is 0, or HD_ECHANNELS when the channel is not tracked and the budget is spent
+ * (nothing changed, *member kept). hash: hd_hash(channel, len), or 0 (computed here); the event
+ * carries it (channel_hash).
  */
 hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,
-                            const hd_member_t *member, int *err);
+                            hd_member_t **member, int *err);
 /* That connection of member is gone. Returns the leave event (one reference) when it was the
  * member's last, else NULL (also when the table does not hold it). hash: as for a join. */
 hd_message_t *hd_mpres_leave(hd_mpres_t *p, const char *channel, size_t len, uint64_t hash,

@@ -100,7 +100,7 @@ static void free_cb(hd_hnode_t *node, void *arg)
     redis_broker_t *b = arg;
     pconn_t *pc = hd_container_of(node, pconn_t, node);
     hd_hmap_remove(&b->pres, node);
-    hd_member_free(pc->m);
+    hd_member_unref(pc->m);
     free(pc);
 }
 
@@ -272,7 +272,7 @@ void hd_redis_presence_leave(redis_broker_t *b, hd_breq_t *r)
     if (node) {
         pconn_t *pc = hd_container_of(node, pconn_t, node);
         hd_hmap_remove(&b->pres, node);
-        hd_member_free(pc->m);
+        hd_member_unref(pc->m);
         free(pc);
         count_out(b, r->channel, strlen(r->channel));
         if (b->state == ST_UP) { /* else the reconnect's herald_pdrop drops it */

@@ -226,8 +226,7 @@ static void free_sub(hd_sub_t *s)
 {
     if (s->is_counted)
         __atomic_sub_fetch(&node_subs, 1, __ATOMIC_RELAXED);
-    if (s->member)
-        hd_member_free(s->member);
+    hd_member_unref(s->member);
     free(s);
 }
 
@@ -249,8 +248,8 @@ static void flush_ops(hd_worker_t *w, hd_msg_t *msg)
  * requests of a pass go together (flush_ops, a mail to this worker itself: it runs after
  * everything already in the mailbox, before the pass writes its output), so a burst of joins
  * costs the embedded broker one critical section and the other workers one wake-up. They stay
- * in order, so a LEAVE never passes its JOIN. A LEAVE ends the membership: the subscription's
- * member goes with it (no copy).
+ * in order, so a LEAVE never passes its JOIN. A JOIN carries a reference to the subscription's
+ * member (no copy); a LEAVE ends the membership: the subscription's reference goes with it.
  */
 static void send_presence(hd_sub_t *s, int type)
 {
@@ -262,7 +261,7 @@ static void send_presence(hd_sub_t *s, int type)
         r->member = s->member;
         s->member = NULL;
     } else {
-        r->member = hd_member_copy(s->member);
+        r->member = hd_member_ref(s->member);
     }
     *hub->pres_tail = r;
     hub->pres_tail = &r->next_op;
@@ -277,8 +276,7 @@ static void send_presence(hd_sub_t *s, int type)
 void hd_hub_presence(hd_sub_t *s, int events, hd_member_t *member)
 {
     s->wants_presence = events ? 1 : 0;
-    if (s->member)
-        hd_member_free(s->member);
+    hd_member_unref(s->member);
     s->member = member;
 }
 

@@ -698,7 +698,7 @@ void hd_breq_free(hd_breq_t *r)
         free(r->msgs);
         free(r->data);
         free(r->ctl_key);
-        free(r->member); /* one allocation (presence.c), freed as hd_member_free does */
+        hd_member_unref(r->member);
         free(r->cursor);
         free(r->member_key);
         free(r->page);

@@ -59,6 +59,7 @@ static size_t json_string_into(char *out, const char *s)
 static hd_member_t *member_alloc(size_t key_len, size_t conn_len, size_t json_cap)
 {
     hd_member_t *m = hd_malloc(sizeof(*m) + key_len + 1 + conn_len + 1 + json_cap + 1);
+    m->refs = 1;
     m->key = (char *)(m + 1);
     m->conn = m->key + key_len + 1;
     m->json = m->conn + conn_len + 1;
@@ -67,18 +68,34 @@ static hd_member_t *member_alloc(size_t key_len, size_t conn_len, size_t json_ca
     return m;
 }
 
+/* "<node>-<conn_id in hex>" into out (at least 8 + 1 + 16 + 1 bytes): its length. */
+static size_t conn_id_into(char *out, uint64_t conn_id)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *node = hd_presence_node();
+    size_t n = strlen(node);
+    memcpy(out, node, n);
+    out[n++] = '-';
+    int shift = 60;
+    while (shift > 0 && (conn_id >> shift) == 0)
+        shift -= 4;
+    for (; shift >= 0; shift -= 4)
+        out[n++] = hex[(conn_id >> shift) & 15];
+    out[n] = '\0';
+    return n;
+}
+
 hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn_id)
 {
-    char conn[48];
-    int cl =
-        snprintf(conn, sizeof(conn), "%s-%llx", hd_presence_node(), (unsigned long long)conn_id);
+    char conn[sizeof(node_name) + 1 + 16 + 1];
+    size_t cl = conn_id_into(conn, conn_id);
     const char *key = sub ? sub : conn;
-    size_t kl = strlen(key), il = info_json ? strlen(info_json) : 0;
+    size_t kl = sub ? strlen(sub) : cl, il = info_json ? strlen(info_json) : 0;
     /* {"sub":<6x>,"info":<info>} or {"conn":<conn>} */
     size_t cap = 24 + 6 * kl + il;
-    hd_member_t *m = member_alloc(kl, (size_t)cl, cap);
+    hd_member_t *m = member_alloc(kl, cl, cap);
     memcpy(m->key, key, kl + 1);
-    memcpy(m->conn, conn, (size_t)cl + 1);
+    memcpy(m->conn, conn, cl + 1);
     m->key_hash = hd_hash(key, kl);
     size_t n = 0;
     if (sub) {
@@ -97,22 +114,6 @@ hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn
     m->json[n] = '\0';
     m->json_len = n;
     return m;
-}
-
-hd_member_t *hd_member_copy(const hd_member_t *src)
-{
-    hd_member_t *m = member_alloc(src->key_len, src->conn_len, src->json_len);
-    memcpy(m->key, src->key, src->key_len + 1);
-    memcpy(m->conn, src->conn, src->conn_len + 1);
-    memcpy(m->json, src->json, src->json_len + 1);
-    m->json_len = src->json_len;
-    m->key_hash = src->key_hash;
-    return m;
-}
-
-void hd_member_free(hd_member_t *m)
-{
-    free(m);
 }
 
 /* Appends n bytes of src at *p. */

@@ -1081,6 +1081,55 @@ static size_t page_keys(const hd_mpres_t *p, const char *cursor, size_t limit, c
     return n;
 }
 
+/* A join of a member the test keeps: the table takes a reference of its own. */
+static hd_message_t *join_ref(hd_mpres_t *p, const char *channel, hd_member_t *m, int *err)
+{
+    hd_member_t *ref = hd_member_ref(m);
+    hd_message_t *ev = hd_mpres_join(p, channel, strlen(channel), 0, &ref, err);
+    hd_member_unref(ref); /* NULL when the table took it */
+    return ev;
+}
+
+/* A member is shared, never copied: the table holds a reference for each connection it lists
+ * and one for the member's key; a refused join takes none; leaves give them back, and a table
+ * disposed with members in it drops its references (ASan's leak check). */
+static void test_presence_member_refs(void)
+{
+    hd_mpres_t p;
+    hd_mpres_init(&p, 1);
+    hd_member_t *a = hd_member_new("ann", NULL, 1), *a2 = hd_member_new("ann", NULL, 2);
+    int err;
+    hd_member_t *ref = hd_member_ref(a);
+    hd_message_t *ev = hd_mpres_join(&p, "c1", 2, 0, &ref, &err);
+    T_TRUE(ev != NULL && err == 0 && ref == NULL);
+    T_EQ_INT(a->refs, 3); /* the test's, the connection's, the member's key */
+    hd_message_unref(ev);
+    ref = hd_member_ref(a2);
+    T_TRUE(hd_mpres_join(&p, "c1", 2, 0, &ref, &err) == NULL && ref == NULL);
+    T_EQ_INT(a2->refs, 2);
+    /* the budget (one channel) is spent: refused, nothing taken */
+    ref = hd_member_ref(a);
+    T_TRUE(hd_mpres_join(&p, "c2", 2, 0, &ref, &err) == NULL);
+    T_TRUE(err == HD_ECHANNELS && ref == a);
+    hd_member_unref(ref);
+    T_EQ_INT(a->refs, 3);
+    /* the first connection leaves: its reference goes, the key's stays */
+    T_TRUE(hd_mpres_leave(&p, "c1", 2, 0, a) == NULL);
+    T_EQ_INT(a->refs, 2);
+    ev = hd_mpres_leave(&p, "c1", 2, 0, a2);
+    T_TRUE(ev != NULL && ev->kind == HD_MSG_LEAVE);
+    hd_message_unref(ev);
+    T_EQ_INT(a->refs, 1);
+    T_EQ_INT(a2->refs, 1);
+    /* members left in the table when it goes */
+    hd_message_unref(join_ref(&p, "c1", a, &err));
+    T_TRUE(join_ref(&p, "c1", a2, &err) == NULL); /* ann is there already */
+    hd_mpres_dispose(&p);
+    T_EQ_INT(a->refs, 1);
+    hd_member_unref(a);
+    hd_member_unref(a2);
+}
+
 static void test_presence_pages_in_key_order(void)
 {
     hd_mpres_t p;
@@ -1095,7 +1144,7 @@ static void test_presence_pages_in_key_order(void)
         snprintf(sub, sizeof(sub), "k%03u", i);
         mem[i] = hd_member_new(sub, NULL, i + 1);
         int err;
-        hd_message_t *ev = hd_mpres_join(&p, "pg", 2, 0, mem[i], &err);
+        hd_message_t *ev = join_ref(&p, "pg", mem[i], &err);
         T_TRUE(ev != NULL && err == 0);
         hd_message_unref(ev);
         present[i] = 1;
@@ -1151,7 +1200,7 @@ static void test_presence_pages_in_key_order(void)
     for (unsigned i = 0; i < N; i++) {
         if (present[i])
             hd_message_unref(hd_mpres_leave(&p, "pg", 2, 0, mem[i]));
-        hd_member_free(mem[i]);
+        hd_member_unref(mem[i]);
     }
     T_EQ_INT(hd_mpres_count(&p, "pg", 2), 0);
     T_EQ_INT(page_keys(&p, NULL, 5, keys, next, &total), 0);
@@ -1186,7 +1235,7 @@ static void test_presence_member_many_conns(void)
     for (unsigned j = 0; j < N; j++) {
         unsigned i = (j * 7 + 3) % N;
         mem[i] = hd_member_new("tabs", NULL, i + 1);
-        hd_message_t *ev = hd_mpres_join(&p, "mc", 2, 0, mem[i], &err);
+        hd_message_t *ev = join_ref(&p, "mc", mem[i], &err);
         T_EQ_INT(err, 0);
         events += ev != NULL;
         if (ev)
@@ -1250,7 +1299,7 @@ static void test_presence_member_many_conns(void)
     /* a connection it never joined with (a refused join) changes nothing */
     hd_member_t *stranger = hd_member_new("tabs", NULL, N + 5);
     T_TRUE(hd_mpres_leave(&p, "mc", 2, 0, stranger) == NULL);
-    hd_member_free(stranger);
+    hd_member_unref(stranger);
     T_EQ_INT(p.conns, N);
     for (unsigned j = 0; j < N; j++) {
         unsigned i = (j * 11 + 5) % N;
@@ -1258,7 +1307,7 @@ static void test_presence_member_many_conns(void)
         T_EQ_INT(ev != NULL, j == N - 1);
         if (ev)
             hd_message_unref(ev);
-        hd_member_free(mem[i]);
+        hd_member_unref(mem[i]);
     }
     T_EQ_INT(p.conns, 0);
     T_EQ_INT(p.members, 0);
@@ -1279,7 +1328,7 @@ static void test_presence_blocks_split_and_merge(void)
         char sub[8];
         snprintf(sub, sizeof(sub), "k%04u", i);
         mem[i] = hd_member_new(sub, NULL, i + 1);
-        hd_message_unref(hd_mpres_join(&p, "pg", 2, 0, mem[i], &err));
+        hd_message_unref(join_ref(&p, "pg", mem[i], &err));
     }
     for (unsigned pass = 0; pass < 2; pass++) {
         char keys[HD_PRESENCE_PAGE_MAX][8], next[8] = "", cursor[8];
@@ -1309,7 +1358,7 @@ static void test_presence_blocks_split_and_merge(void)
     for (unsigned i = 0; i < N; i++) {
         if (i % 10 == 0)
             hd_message_unref(hd_mpres_leave(&p, "pg", 2, 0, mem[i]));
-        hd_member_free(mem[i]);
+        hd_member_unref(mem[i]);
     }
     T_EQ_INT(p.members, 0);
     hd_mpres_dispose(&p);
@@ -1334,6 +1383,7 @@ int main(void)
     T_RUN(test_resume_at_the_stream_locally);
     T_RUN(test_burst_asks_once);
     T_RUN(test_presence_one_request_per_pass);
+    T_RUN(test_presence_member_refs);
     T_RUN(test_presence_pages_in_key_order);
     T_RUN(test_presence_member_many_conns);
     T_RUN(test_presence_blocks_split_and_merge);

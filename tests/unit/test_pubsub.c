@@ -313,6 +313,21 @@ static void test_ws_frames(void)
     hd_message_unref(m);
 }
 
+/* A member's connection id is "<node>-<id in lowercase hex>", as printf's %llx writes it. */
+static void test_member_conn_id(void)
+{
+    static const uint64_t ids[] = {0, 1, 0xf, 0x10, 0x1f, 0xabcdef, 0x123456789, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "%s-%llx", hd_presence_node(), (unsigned long long)ids[i]);
+        hd_member_t *m = hd_member_new(NULL, NULL, ids[i]);
+        T_EQ_STR(m->conn, want);
+        T_EQ_INT(m->conn_len, strlen(want));
+        T_EQ_STR(m->key, want); /* anonymous: the member is the connection */
+        hd_member_unref(m);
+    }
+}
+
 /* Joins and leaves of one pass batched (hd_presence_batch): one frame, one SSE event. */
 static void test_presence_batch(void)
 {
@@ -373,8 +388,8 @@ static void test_presence_batch(void)
     hd_message_unref(m);
     for (int i = 0; i < 3; i++)
         hd_message_unref(evs[i]);
-    hd_member_free(ann);
-    hd_member_free(anon);
+    hd_member_unref(ann);
+    hd_member_unref(anon);
 }
 
 /* Ephemeral messages in a long poll's answer: the /ws object, channel and stamp included. */
@@ -642,6 +657,7 @@ int main(void)
     T_RUN(test_sse_json_encoding);
     T_RUN(test_ws_frames);
     T_RUN(test_json_objects);
+    T_RUN(test_member_conn_id);
     T_RUN(test_presence_batch);
     T_RUN(test_poll_ephemeral);
     T_RUN(test_receipt_tags);
