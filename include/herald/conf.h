@@ -114,7 +114,7 @@ typedef struct hd_conf_s {
     uint32_t presence_max_channels; /* channels with presence tracked at once on this node */
     uint32_t ephemeral_rate;        /* ephemeral publishes per second per WebSocket; 0: any */
     uint64_t presence_lease_ms;     /* Redis: a dead node's members leave within it */
-    uint64_t presence_hold_ms;      /* joins and leaves held this long, then one frame; 0: a pass */
+    uint64_t presence_hold_ms;      /* a busy channel's joins/leaves held this long; 0: a pass */
 
     /* delivery */
     size_t max_queue_bytes; /* per connection; a subscriber behind by more is disconnected */

@@ -251,7 +251,7 @@ const directive_t hd_conf_directives[] = {
     D("presence_lease", T_DURATION, presence_lease_ms, "15s", "1s", "300s", RESTART,
       "with Redis: a node's presence members leave this long after it stops renewing (dies)"),
     D("presence_hold", T_DURATION, presence_hold_ms, "250ms", "0", "5s", RELOAD,
-      "joins and leaves of a channel are held this long and sent as one frame; 0 = each pass"),
+      "a busy channel's joins and leaves are held this long, then one frame; 0 = each pass"),
     D("ephemeral_rate", T_UINT, ephemeral_rate, "10", "0", "10000000", RELOAD,
       "ephemeral publishes per second by one WebSocket (typing, cursors); 0 = unlimited"),
 

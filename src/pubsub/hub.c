@@ -36,9 +36,14 @@ typedef struct hd_lchan_s {
     uint32_t *interest;
     /* Where this worker's stream of the channel is: the last delivery or reply it ran. */
     uint64_t epoch, last_seq;
-    /* Presence events of this pass, waiting for the hub's flush (batch_event): references. */
+    /* Presence events waiting for the hub's flush (batch_event): references, in order. */
     hd_message_t **evs;
     uint32_t n_evs, cap_evs;
+    /* Loop time its last presence frame went out (has_pres_sent: one did). is_due: its events
+     * go out in this pass (hub->due_chans), not at the window's end (hub->held_chans). */
+    uint64_t pres_sent_ms;
+    unsigned has_pres_sent : 1;
+    unsigned is_due : 1;
     char name[]; /* its name and a NUL (the table allocates the entry) */
 } hd_lchan_t;
 
@@ -61,13 +66,14 @@ typedef struct hub_s {
     shared_t shared[SHARED_MAX];
     uint64_t shared_stamp;
     hd_lchan_t *delivering; /* channel of the fan-out in progress */
-    hd_lchan_t **ev_chans;  /* channels with presence events waiting for the flush */
-    size_t n_ev_chans, cap_ev_chans;
+    /* Channels with presence events: due in this pass (leading edge), held to the window's end */
+    hd_lchan_t **due_chans, **held_chans;
+    size_t n_due_chans, cap_due_chans, n_held_chans, cap_held_chans;
     /* Joins and leaves of this pass for the broker, in order (a chain by next_op, send_presence) */
     hd_breq_t *pres_ops, **pres_tail;
     uint64_t n_subs;
     unsigned broker_counts : 1;    /* the broker hands out interest counts (the embedded one) */
-    unsigned ev_flush_queued : 1;  /* the flush of presence events is in the mailbox */
+    unsigned ev_flush_queued : 1;  /* the flush of due_chans is in the mailbox */
     unsigned ops_flush_queued : 1; /* the flush of pres_ops is in the mailbox */
     uv_timer_t *hold;              /* presence_hold: the window open now (NULL: none) */
     /* Read by brokers on other threads (hd_hub_push_delivery_lazy): 1 while hold is open; the
@@ -158,7 +164,8 @@ void hd_hub_dispose(hd_worker_t *w)
      * pending requests whose replies will never come (the broker is gone). */
     hd_chantab_foreach(&hub->chans, free_chan_cb, &hub->chans);
     hd_chantab_dispose(&hub->chans);
-    free(hub->ev_chans);
+    free(hub->due_chans);
+    free(hub->held_chans);
     if (hub->hold) /* an embedded node's loop, never run to its end: hd_worker_free runs it */
         uv_close((uv_handle_t *)hub->hold, on_hold_closed);
     if (hub->pres_ops)
@@ -709,33 +716,52 @@ static void record_latency(hd_worker_t *w, const hd_message_t *m)
 }
 
 /*
- * Presence events are batched: the joins and leaves of a channel that reach this worker in one
- * drain of its mailbox (presence_hold 0, the default), or within presence_hold of the first of
- * them, go out as one event (HD_MSG_PRESENCE), in the order they came, so a burst of joins on a
- * channel of many members costs each subscriber one frame per pass or per hold, not one per
- * join. Without a hold the flush is a mail to this worker itself: it runs after everything
- * already in the mailbox, in the same pass. With one, a timer of the hub's own ends the window
- * (made for it, closed after it: an idle worker holds no handle, and a window open when the
- * node stops delays the end of its loop by at most the hold); a channel reaching
- * HOLD_MAX_EVENTS events flushes every channel in this pass, so what a window holds is bounded
- * by its channels, not by its length. One event alone goes out as it came (join or leave).
+ * Presence events are batched: the joins and leaves of a channel that reach this worker
+ * together go out as one event (HD_MSG_PRESENCE), in the order they came, so a burst of joins
+ * on a channel of many members costs each subscriber one frame, not one per join. One event
+ * alone goes out as it came (join or leave).
  *
- *   event --batch_event--> c->evs (references) --flush_held--> one message --> fan_out_event
- *                 \__ hub->ev_chans: channels holding events, in the order they got their first
+ * With presence_hold the hold has a leading edge, per channel. An event on a channel that holds
+ * no events and sent no presence frame within the last presence_hold (a quiet channel) is due:
+ * it goes out in this loop pass, with whatever else reaches the channel in the pass (a mail to
+ * this worker itself: it runs after everything already in the mailbox). Any other event is
+ * held: it waits for the end of the worker's window, which its first held event opens, and
+ * then each channel's held events go out as one frame. So a quiet room's join is not delayed,
+ * and a busy room's member gets about one presence frame per hold (a window may end soon after
+ * a channel's leading edge: at most two within a hold). The window is a timer of the hub's own
+ * (made for it, closed after it: an idle worker holds no handle, and a window open when the
+ * node stops delays the end of its loop by at most the hold). A held channel reaching
+ * HOLD_MAX_EVENTS events becomes due, so what a window holds is bounded by its channels, not by
+ * its length. With presence_hold 0 every event is due.
+ *
+ *   event --batch_event--> c->evs (references) --flush_chans--> one message --> fan_out_event
+ *           quiet c: hub->due_chans, flushed in this pass (flush_events)
+ *           other c: hub->held_chans, flushed at the window's end (on_hold_end)
+ *   (each in the order its channels got their first event; a channel is in one list at most,
+ *   and only while it holds events)
  */
 #define HOLD_MAX_EVENTS 1024
 
-static void flush_held(hub_t *hub)
+static void list_chan(hd_lchan_t ***list, size_t *n, size_t *cap, hd_lchan_t *c)
 {
-    size_t n_chans = hub->n_ev_chans;
-    hub->n_ev_chans = 0;
+    *list = hd_grow_array(*list, cap, *n + 1, sizeof(**list), 8);
+    (*list)[(*n)++] = c;
+}
+
+/* Sends each channel's events of list (n of them; the caller empties the list first). */
+static void flush_chans(hub_t *hub, hd_lchan_t **list, size_t n_chans)
+{
+    uint64_t now = uv_now(&hub->w->loop);
     for (size_t k = 0; k < n_chans; k++) {
-        hd_lchan_t *c = hub->ev_chans[k];
+        hd_lchan_t *c = list[k];
         uint32_t n = c->n_evs;
         hd_message_t *m = n == 1 ? hd_message_ref(c->evs[0]) : hd_presence_batch(c->evs, n);
         for (uint32_t i = 0; i < n; i++)
             hd_message_unref(c->evs[i]);
         c->n_evs = 0;
+        c->is_due = 0;
+        c->pres_sent_ms = now;
+        c->has_pres_sent = 1;
         if (c->n_live)
             fan_out_event(hub, c, m); /* frees c when it has nothing left */
         else
@@ -749,7 +775,9 @@ static void flush_events(hd_worker_t *w, hd_msg_t *msg)
     hub_t *hub = hub_of(w);
     free(msg);
     hub->ev_flush_queued = 0;
-    flush_held(hub);
+    size_t n = hub->n_due_chans;
+    hub->n_due_chans = 0;
+    flush_chans(hub, hub->due_chans, n);
 }
 
 static void on_hold_closed(uv_handle_t *h)
@@ -760,9 +788,11 @@ static void on_hold_closed(uv_handle_t *h)
 /*
  * The window ends: first the mailbox is drained, so the joins and leaves brokers pushed without
  * a wake-up while it was open (hd_hub_push_delivery_lazy) join this window's batches, in their
- * order, behind what was drained before. hold_open goes to 0 before the drain (both sides have
- * a full fence between their store and their load): a broker that still reads 1 pushed before
- * this drain, one that reads 0 wakes the worker, whose next drain opens a new window.
+ * order, behind what was drained before (an event of a quiet channel among them is due and goes
+ * out in the drain: it waited for this window, up to the hold, unless something woke the worker
+ * before). hold_open goes to 0 before the drain (both sides have a full fence between their
+ * store and their load): a broker that still reads 1 pushed before this drain, one that reads 0
+ * wakes the worker, whose next drain opens a new window if it holds anything.
  */
 static void on_hold_end(uv_timer_t *t)
 {
@@ -773,7 +803,9 @@ static void on_hold_end(uv_timer_t *t)
     hd_worker_run_local(hub->w);
     hub->hold = NULL;
     uv_close((uv_handle_t *)t, on_hold_closed);
-    flush_held(hub);
+    size_t n = hub->n_held_chans;
+    hub->n_held_chans = 0;
+    flush_chans(hub, hub->held_chans, n);
 }
 
 static void queue_flush(hub_t *hub)
@@ -784,22 +816,40 @@ static void queue_flush(hub_t *hub)
     hd_worker_post(hub->w, flush); /* this worker: no wake-up, drained in this pass */
 }
 
+/* c, held, reached HOLD_MAX_EVENTS: it leaves the window for this pass, its order kept. */
+static void make_due(hub_t *hub, hd_lchan_t *c)
+{
+    size_t i = hub->n_held_chans;
+    while (i > 0 && hub->held_chans[i - 1] != c)
+        i--;
+    HD_ASSERT(i > 0);
+    memmove(&hub->held_chans[i - 1], &hub->held_chans[i],
+            (hub->n_held_chans - i) * sizeof(*hub->held_chans));
+    hub->n_held_chans--;
+    c->is_due = 1;
+    list_chan(&hub->due_chans, &hub->n_due_chans, &hub->cap_due_chans, c);
+}
+
 static void batch_event(hub_t *hub, hd_lchan_t *c, hd_message_t *m)
 {
+    uint64_t hold_ms = hd_worker_conf(hub->w)->presence_hold_ms;
     if (c->n_evs == 0) {
-        hub->ev_chans = hd_grow_array(hub->ev_chans, &hub->cap_ev_chans, hub->n_ev_chans + 1,
-                                      sizeof(*hub->ev_chans), 8);
-        hub->ev_chans[hub->n_ev_chans++] = c;
+        uint64_t now = uv_now(&hub->w->loop);
+        c->is_due = !hold_ms || !c->has_pres_sent || now - c->pres_sent_ms >= hold_ms;
+        if (c->is_due)
+            list_chan(&hub->due_chans, &hub->n_due_chans, &hub->cap_due_chans, c);
+        else
+            list_chan(&hub->held_chans, &hub->n_held_chans, &hub->cap_held_chans, c);
     }
     size_t cap = c->cap_evs;
     c->evs = hd_grow_array(c->evs, &cap, c->n_evs + 1u, sizeof(*c->evs), 4);
     c->cap_evs = (uint32_t)cap;
     c->evs[c->n_evs++] = m; /* the reference passes */
-    if (hub->ev_flush_queued)
-        return;
-    uint64_t hold_ms = hd_worker_conf(hub->w)->presence_hold_ms;
-    if (!hold_ms || c->n_evs >= HOLD_MAX_EVENTS) {
-        queue_flush(hub); /* a window open meanwhile ends with nothing left to send */
+    if (!c->is_due && c->n_evs >= HOLD_MAX_EVENTS)
+        make_due(hub, c);
+    if (c->is_due) {
+        if (!hub->ev_flush_queued)
+            queue_flush(hub);
     } else if (!hub->hold) {
         hub->hold = hd_malloc(sizeof(*hub->hold));
         uv_timer_init(&hub->w->loop, hub->hold);
@@ -850,9 +900,12 @@ void hd_hub_push_delivery(hd_worker_t *w, hd_message_t *m)
  * window's end drains it (on_hold_end), and so does any wake-up before (a message, a reply),
  * so the mailbox's order is kept and the event still goes out with its window. Saves the
  * wake-up (an eventfd write, the worker's read and loop pass) per event per worker carrying
- * the channel. Every LAZY_WAKE_EVERY-th such push wakes the worker anyway, so a window's
- * batches still reach HOLD_MAX_EVENTS and go out before the window ends, and what waits
- * undrained in a mailbox is bounded.
+ * the channel. The broker cannot tell a quiet channel from a held one (that is the worker's),
+ * so the event of a quiet channel on a worker holding others waits too: up to the hold when
+ * nothing else wakes the worker, instead of going out in the pass it would have. Every
+ * LAZY_WAKE_EVERY-th such push wakes the worker anyway, so a window's batches still reach
+ * HOLD_MAX_EVENTS and go out before the window ends, and what waits undrained in a mailbox is
+ * bounded.
  */
 #define LAZY_WAKE_EVERY 256
 

@@ -268,8 +268,11 @@ class TestDemos(hh.HeraldTestCase):
         port = self.reserve_port()
         backend = Backend(self, "chat", {"HERALD_SECRET": SECRET},
                           ["--herald", "http://127.0.0.1:%d" % port])
+        # presence_hold under the least time from a member's last frame to its leave by the
+        # lease (3/4 of it less a renewal: 1 s): her leave goes out at once (the hold's leading
+        # edge), so what the bound below measures is the lease alone
         conf = ["auth_jwt_secret " + SECRET, "redis unix://" + redis.sock,
-                "presence_lease %ds" % LEASE_S] + self.origins(backend)
+                "presence_lease %ds" % LEASE_S, "presence_hold 500ms"] + self.origins(backend)
         n1 = self.example_herald("chat", port, conf)
         n2 = self.example_herald("chat", 0, conf)
         ann = self.chat_page(backend, "ann", "Ann")  # on n1: the backend's /config says so

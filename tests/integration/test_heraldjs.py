@@ -689,8 +689,8 @@ class TestHeraldJs(hh.HeraldTestCase):
         for name in ("a", "c"):
             wait_for(lambda: [e for e in page.rec(name)["events"] if e["ev"] == "typing"],
                      timeout=WAIT, interval=0.1, what="typing seen by " + name)
-            # joins are held for presence_hold (250 ms by default), typing is not: a join may
-            # come after the typing it preceded
+            # joins of a busy room are held for presence_hold (docs/chat.md), typing is not: a
+            # join may come after the typing it preceded
             joins = wait_for(lambda: {e["conn"] for e in page.rec(name)["events"]
                                       if e["ev"] == "join"},
                              timeout=WAIT, interval=0.1, what="a join seen by " + name)

@@ -3,14 +3,19 @@
  * test_hub.c: a worker's hub (src/pubsub/hub.c, included so the test can hand it deliveries
  * directly) against a fake broker that records requests and answers when the test says:
  * ordering and de-duplication across the history reply and live messages, subscribers leaving
- * or joining during a fan-out, epoch gaps, subscriptions ended or refused while pending, and one
- * encoded buffer per wire format shared by its subscribers.
+ * or joining during a fan-out, epoch gaps, subscriptions ended or refused while pending, one
+ * encoded buffer per wire format shared by its subscribers, and presence_hold's leading edge
+ * (a quiet channel's events at once, a busy one's at the window's end, bounded, in order).
  */
 #define _GNU_SOURCE /* memmem */
 #include "pubsub/hub.c"
 
 #include "herald/conf.h"
+#include "net/internal.h"
 #include "test.h"
+
+#include <jansson.h>
+#include <time.h>
 
 #define E1 1000u
 #define E2 2000u
@@ -451,6 +456,307 @@ static void test_shared_answers(void)
     worker_free(w); /* the cache's own references go with the hub (LSan checks) */
 }
 
+/* ---- presence_hold: the leading edge ---- */
+
+/* A worker whose hub has a loop and a mailbox, run by this thread (its posts need no wake-up):
+ * hd_worker_run_local is the rest of a loop pass, and the loop's time moves only when the test
+ * runs the loop or updates it. */
+static hd_worker_t *worker_new_looped(uint64_t hold_ms)
+{
+    hd_worker_t *w = worker_new();
+    w->conf->presence_hold_ms = hold_ms;
+    T_EQ_INT(uv_loop_init(&w->loop), 0);
+    hd_mpsc_init(&w->mailbox);
+    hd_worker_adopt_thread(w);
+    return w;
+}
+
+static void worker_free_looped(hd_worker_t *w)
+{
+    T_TRUE(hub_of(w)->hold == NULL);
+    hd_worker_adopt_thread(NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT); /* the closed windows' timers */
+    T_EQ_INT(uv_loop_close(&w->loop), 0);
+    worker_free(w);
+}
+
+/* A subscriber asking presence events: each frame's events ("+ann -bob"), frames by "|", and
+ * the form of the last frame (a single join or leave, or a batch). */
+typedef struct pres_rec_s {
+    hd_sub_t *s;
+    int frames, events, last_kind;
+    char log[256]; /* cut at its end: last has the last event */
+    char last[32];
+} pres_rec_t;
+
+static void pres_on_ready(hd_sub_t *s, hd_message_t *const *msgs, size_t n, int gap, int err)
+{
+    (void)s, (void)msgs, (void)n, (void)gap;
+    T_EQ_INT(err, 0);
+}
+
+static void pres_log(pres_rec_t *p, int kind, json_t *ev)
+{
+    const char *who = json_string_value(json_object_get(json_object_get(ev, "member"), "sub"));
+    snprintf(p->last, sizeof(p->last), "%c%s", kind == HD_MSG_JOIN ? '+' : '-', who ? who : "?");
+    size_t n = strlen(p->log);
+    snprintf(p->log + n, sizeof(p->log) - n, "%s%s", n ? " " : "", p->last);
+}
+
+static void pres_on_message(hd_sub_t *s, hd_message_t *m, hd_buf_t *encoded)
+{
+    (void)encoded;
+    pres_rec_t *p = s->data;
+    if (p->frames++) {
+        size_t n = strlen(p->log);
+        snprintf(p->log + n, sizeof(p->log) - n, " |");
+    }
+    p->last_kind = m->kind;
+    p->events += m->kind == HD_MSG_PRESENCE ? 0 : 1;
+    json_t *j = json_loadb(m->data, m->len, 0, NULL);
+    T_TRUE(j != NULL);
+    if (m->kind == HD_MSG_PRESENCE) {
+        size_t i;
+        json_t *ev;
+        json_array_foreach(j, i, ev)
+        {
+            const char *type = json_string_value(json_object_get(ev, "type"));
+            p->events++;
+            pres_log(p, strcmp(type, "join") == 0 ? HD_MSG_JOIN : HD_MSG_LEAVE, ev);
+        }
+    } else {
+        pres_log(p, m->kind, j);
+    }
+    json_decref(j);
+}
+
+static const hd_sub_ops_t pres_ops = {
+    .format = HD_FMT_SSE, .on_ready = pres_on_ready, .on_message = pres_on_message};
+
+static void pres_sub(hd_worker_t *w, pres_rec_t *p, const char *channel)
+{
+    p->s = hd_hub_subscribe(w, channel, strlen(channel), NULL, NULL, &pres_ops, p);
+    hd_hub_presence(p->s, 1, NULL); /* events, not a member */
+    answer(w, channel, E1, 0, NULL, 0, 0, 0);
+}
+
+/* The broker's join (or leave) of who on channel, handed to the hub. */
+static void deliver_event(hd_worker_t *w, int kind, const char *channel, const char *who)
+{
+    hd_member_t *mb = hd_member_new(who, NULL, 7);
+    hd_message_t *m = hd_presence_event(kind, channel, strlen(channel), mb);
+    hd_member_free(mb);
+    deliver(w, m);
+    hd_message_unref(m);
+}
+
+/* The window ends now, as its timer would end it. */
+static void end_window(hd_worker_t *w)
+{
+    T_TRUE(hub_of(w)->hold != NULL);
+    on_hold_end(hub_of(w)->hold);
+    T_TRUE(hub_of(w)->hold == NULL);
+}
+
+/*
+ * A quiet channel's event goes out in the pass it arrives in, with no window opened; the next
+ * events within the hold wait for the window's end and go out as one batch, in order, with the
+ * other held channels'; a quiet channel still goes out at once while a window is open; after a
+ * hold without a frame a channel has its leading edge again.
+ */
+static void test_hold_leading_edge(void)
+{
+    hd_worker_t *w = worker_new_looped(10000);
+    pres_rec_t q = {0}, r = {0}, t = {0};
+    pres_sub(w, &q, "q");
+    pres_sub(w, &r, "r");
+    pres_sub(w, &t, "t");
+    deliver_event(w, HD_MSG_JOIN, "q", "ann");
+    deliver_event(w, HD_MSG_JOIN, "q", "bob"); /* the same pass: the same frame */
+    T_EQ_INT(q.frames, 0);                     /* never inside the delivery */
+    hd_worker_run_local(w);
+    T_EQ_STR(q.log, "+ann +bob");
+    T_EQ_INT(q.last_kind, HD_MSG_PRESENCE);
+    T_TRUE(hub_of(w)->hold == NULL); /* nothing held, no timer */
+    /* within the hold: held, in order, behind a window the first of them opens */
+    deliver_event(w, HD_MSG_LEAVE, "q", "ann");
+    T_TRUE(hub_of(w)->hold != NULL);
+    deliver_event(w, HD_MSG_JOIN, "q", "cat");
+    deliver_event(w, HD_MSG_JOIN, "t", "tom"); /* quiet: out in this pass, window or not */
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 1);
+    T_EQ_STR(t.log, "+tom");
+    T_EQ_INT(t.last_kind, HD_MSG_JOIN);         /* one event alone keeps its form */
+    deliver_event(w, HD_MSG_JOIN, "r", "rob");  /* quiet too */
+    deliver_event(w, HD_MSG_LEAVE, "t", "tom"); /* t sent within the hold: held now */
+    hd_worker_run_local(w);
+    T_EQ_STR(r.log, "+rob");
+    T_EQ_INT(t.frames, 1);
+    deliver_event(w, HD_MSG_LEAVE, "q", "bob");
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 1);
+    end_window(w);
+    T_EQ_STR(q.log, "+ann +bob | -ann +cat -bob");
+    T_EQ_INT(q.last_kind, HD_MSG_PRESENCE);
+    T_EQ_STR(t.log, "+tom | -tom");
+    T_EQ_INT(t.last_kind, HD_MSG_LEAVE);
+    T_EQ_INT(r.frames, 1);
+    /* sent at the window's end: the next event within the hold waits for a new window */
+    deliver_event(w, HD_MSG_LEAVE, "q", "cat");
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 2);
+    end_window(w);
+    T_EQ_STR(q.log, "+ann +bob | -ann +cat -bob | -cat");
+    /* a hold without a frame: the leading edge again (the loop's clock, moved back) */
+    find_chan(hub_of(w), "q", 1)->pres_sent_ms -= 10000;
+    deliver_event(w, HD_MSG_JOIN, "q", "dan");
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 4);
+    T_EQ_INT(q.last_kind, HD_MSG_JOIN);
+    T_TRUE(hub_of(w)->hold == NULL);
+    hd_hub_unsubscribe(q.s);
+    hd_hub_unsubscribe(r.s);
+    hd_hub_unsubscribe(t.s);
+    T_EQ_INT(count_unsubscribes(NULL), 3);
+    worker_free_looped(w);
+}
+
+/* The window's end by its own timer (a real one, 50 ms), and a real quiet period after it. */
+static void test_hold_timer(void)
+{
+    hd_worker_t *w = worker_new_looped(50);
+    pres_rec_t q = {0};
+    pres_sub(w, &q, "q");
+    deliver_event(w, HD_MSG_JOIN, "q", "ann");
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 1);
+    deliver_event(w, HD_MSG_JOIN, "q", "bob");
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 1);
+    uv_run(&w->loop, UV_RUN_DEFAULT); /* until the window's timer ran and closed */
+    T_EQ_STR(q.log, "+ann | +bob");
+    uint64_t sent = find_chan(hub_of(w), "q", 1)->pres_sent_ms;
+    for (int i = 0; i < 1000 && uv_now(&w->loop) - sent < 50; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        uv_update_time(&w->loop);
+    }
+    deliver_event(w, HD_MSG_JOIN, "q", "cat");
+    hd_worker_run_local(w);
+    T_EQ_STR(q.log, "+ann | +bob | +cat");
+    T_TRUE(hub_of(w)->hold == NULL);
+    deliver_event(w, HD_MSG_LEAVE, "q", "cat"); /* the loop's time has not moved: held */
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 3);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    T_EQ_STR(q.log, "+ann | +bob | +cat | -cat");
+    hd_hub_unsubscribe(q.s);
+    T_EQ_INT(count_unsubscribes("q"), 1);
+    worker_free_looped(w);
+}
+
+/* A held channel reaching HOLD_MAX_EVENTS goes out in that pass, alone: the others stay held,
+ * and it holds no more than that many events at any time. */
+static void test_hold_bounded(void)
+{
+    hd_worker_t *w = worker_new_looped(10000);
+    pres_rec_t q = {0}, p = {0};
+    pres_sub(w, &q, "q");
+    pres_sub(w, &p, "p");
+    deliver_event(w, HD_MSG_JOIN, "q", "q0");
+    deliver_event(w, HD_MSG_JOIN, "p", "p0");
+    hd_worker_run_local(w);
+    deliver_event(w, HD_MSG_JOIN, "p", "p1"); /* held */
+    for (int i = 0; i < HOLD_MAX_EVENTS - 1; i++)
+        deliver_event(w, HD_MSG_JOIN, "q", "qn");
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 1);
+    deliver_event(w, HD_MSG_LEAVE, "q", "q0"); /* the 1,024th */
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 2);
+    T_EQ_INT(q.events, 1 + HOLD_MAX_EVENTS);
+    T_EQ_STR(q.last, "-q0"); /* the last of the batch, in order */
+    T_EQ_INT(p.frames, 1);   /* still held */
+    hd_lchan_t *c = find_chan(hub_of(w), "q", 1);
+    T_EQ_INT(c->n_evs, 0);
+    T_TRUE(c->cap_evs <= HOLD_MAX_EVENTS);
+    deliver_event(w, HD_MSG_JOIN, "q", "q9"); /* just sent: held again */
+    hd_worker_run_local(w);
+    T_EQ_INT(q.frames, 2);
+    end_window(w);
+    T_EQ_INT(q.frames, 3);
+    T_EQ_INT(q.last_kind, HD_MSG_JOIN);
+    T_EQ_STR(p.log, "+p0 | +p1");
+    hd_hub_unsubscribe(q.s);
+    hd_hub_unsubscribe(p.s);
+    T_EQ_INT(count_unsubscribes(NULL), 2);
+    worker_free_looped(w);
+}
+
+/*
+ * A join a broker pushes without a wake-up while the window is open waits in the mailbox, even
+ * for a quiet channel (the broker cannot tell): the window's end drains it and sends it then.
+ */
+static void test_hold_lazy_push(void)
+{
+    hd_worker_t *w = worker_new_looped(10000);
+    pres_rec_t q = {0}, r = {0};
+    pres_sub(w, &q, "q");
+    pres_sub(w, &r, "r");
+    deliver_event(w, HD_MSG_JOIN, "q", "ann");
+    hd_worker_run_local(w);
+    deliver_event(w, HD_MSG_JOIN, "q", "bob"); /* opens the window */
+    T_EQ_INT(hub_of(w)->hold_open, 1);
+    hd_member_t *mb = hd_member_new("rob", NULL, 7);
+    T_EQ_INT(hd_hub_push_delivery_lazy(w, hd_presence_event(HD_MSG_JOIN, "r", 1, mb)), 0);
+    hd_member_free(mb);
+    hd_worker_run_local(w); /* nothing woke the worker: the mailbox is not drained */
+    T_EQ_INT(r.frames, 0);
+    end_window(w);
+    T_EQ_STR(r.log, "+rob");
+    T_EQ_STR(q.log, "+ann | +bob");
+    T_EQ_INT(hub_of(w)->hold_open, 0);
+    hd_hub_unsubscribe(q.s);
+    hd_hub_unsubscribe(r.s);
+    T_EQ_INT(count_unsubscribes(NULL), 2);
+    worker_free_looped(w);
+}
+
+/*
+ * A channel whose last subscriber left with events held stays until the window's end, which
+ * frees it (worker_free checks no channel is left); a reload to 0 sends what comes next at
+ * once, behind what the channel already holds.
+ */
+static void test_hold_free_and_reload(void)
+{
+    hd_worker_t *w = worker_new_looped(10000);
+    pres_rec_t q = {0}, r = {0};
+    pres_sub(w, &q, "q");
+    pres_sub(w, &r, "r");
+    deliver_event(w, HD_MSG_JOIN, "q", "ann");
+    deliver_event(w, HD_MSG_JOIN, "r", "rob");
+    hd_worker_run_local(w);
+    deliver_event(w, HD_MSG_JOIN, "q", "bob");
+    deliver_event(w, HD_MSG_JOIN, "r", "ray");
+    hd_hub_unsubscribe(q.s); /* q's event stays held, and q with it */
+    T_EQ_INT(count_unsubscribes("q"), 1);
+    T_TRUE(find_chan(hub_of(w), "q", 1) != NULL);
+    w->conf->presence_hold_ms = 0;              /* a reload */
+    deliver_event(w, HD_MSG_LEAVE, "r", "rob"); /* behind ray, still held */
+    hd_worker_run_local(w);
+    T_EQ_STR(r.log, "+rob");
+    end_window(w);
+    T_TRUE(find_chan(hub_of(w), "q", 1) == NULL);
+    T_EQ_STR(r.log, "+rob | +ray -rob");
+    deliver_event(w, HD_MSG_LEAVE, "r", "ray"); /* no hold: this pass */
+    hd_worker_run_local(w);
+    T_EQ_STR(r.log, "+rob | +ray -rob | -ray");
+    T_TRUE(hub_of(w)->hold == NULL);
+    hd_hub_unsubscribe(r.s);
+    T_EQ_INT(count_unsubscribes("r"), 1);
+    worker_free_looped(w);
+}
+
 int main(void)
 {
     hd_broker_set(&broker.base);
@@ -460,5 +766,10 @@ int main(void)
     T_RUN(test_leave_and_join_during_fanout);
     T_RUN(test_epoch_gap);
     T_RUN(test_pending_end_and_refusal);
+    T_RUN(test_hold_leading_edge);
+    T_RUN(test_hold_timer);
+    T_RUN(test_hold_bounded);
+    T_RUN(test_hold_lazy_push);
+    T_RUN(test_hold_free_and_reload);
     T_DONE();
 }
