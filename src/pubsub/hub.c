@@ -140,6 +140,7 @@ void hd_hub_init(hd_worker_t *w)
 
 static void free_sub(hd_sub_t *s);
 static void on_hold_closed(uv_handle_t *h);
+static void on_hold_end(uv_timer_t *t);
 
 static void free_chan_cb(hd_chan_t *ch, void *arg)
 {
@@ -579,6 +580,8 @@ void hd_hub_unsubscribe(hd_sub_t *s)
     leave(s->worker, c);
     c->n_live--;
     hub->n_subs--;
+    if (!hub->n_subs && hub->hold) /* nobody left to hold for (the node stops, say) */
+        uv_timer_start(hub->hold, on_hold_end, 0, 0);
     if (hub->delivering == c) {
         s->is_dead = 1; /* the fan-out walking this list frees it */
         c->n_dead++;
@@ -729,10 +732,11 @@ static void record_latency(hd_worker_t *w, const hd_message_t *m)
  * then each channel's held events go out as one frame. So a quiet room's join is not delayed,
  * and a busy room's member gets about one presence frame per hold (a window may end soon after
  * a channel's leading edge: at most two within a hold). The window is a timer of the hub's own
- * (made for it, closed after it: an idle worker holds no handle, and a window open when the
- * node stops delays the end of its loop by at most the hold). A held channel reaching
- * HOLD_MAX_EVENTS events becomes due, so what a window holds is bounded by its channels, not by
- * its length. With presence_hold 0 every event is due.
+ * (made for it, closed after it: an idle worker holds no handle). It ends in the next loop pass
+ * when the worker's last subscription ends, so a stopping node does not wait for it once its
+ * connections are closed. A held channel reaching HOLD_MAX_EVENTS events becomes due, so what
+ * a window holds is bounded by its channels, not by its length. With presence_hold 0 every
+ * event is due.
  *
  *   event --batch_event--> c->evs (references) --flush_chans--> one message --> fan_out_event
  *           quiet c: hub->due_chans, flushed in this pass (flush_events)

@@ -757,6 +757,30 @@ static void test_hold_free_and_reload(void)
     worker_free_looped(w);
 }
 
+/* The worker's last subscription ends with a window open (the node stops, say): the window ends
+ * in the next loop pass, not a hold later, and takes the channels it kept with it. */
+static void test_hold_ends_without_subscribers(void)
+{
+    hd_worker_t *w = worker_new_looped(10000);
+    pres_rec_t q = {0}, r = {0};
+    pres_sub(w, &q, "q");
+    pres_sub(w, &r, "r");
+    deliver_event(w, HD_MSG_JOIN, "q", "ann");
+    hd_worker_run_local(w);
+    deliver_event(w, HD_MSG_JOIN, "q", "bob"); /* held */
+    hd_hub_unsubscribe(q.s);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    T_TRUE(hub_of(w)->hold != NULL); /* r is still there: the window goes on */
+    T_TRUE(find_chan(hub_of(w), "q", 1) != NULL);
+    hd_hub_unsubscribe(r.s);
+    T_EQ_INT(count_unsubscribes(NULL), 2);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    T_TRUE(hub_of(w)->hold == NULL);
+    T_TRUE(find_chan(hub_of(w), "q", 1) == NULL);
+    T_EQ_INT(q.frames, 1);
+    worker_free_looped(w);
+}
+
 int main(void)
 {
     hd_broker_set(&broker.base);
@@ -771,5 +795,6 @@ int main(void)
     T_RUN(test_hold_bounded);
     T_RUN(test_hold_lazy_push);
     T_RUN(test_hold_free_and_reload);
+    T_RUN(test_hold_ends_without_subscribers);
     T_DONE();
 }
