@@ -10,7 +10,8 @@
 #           (--presence) and 5 typing (ephemeral) publishes per second per room (--typing 5)
 #   churn   presence on, no messages: N members a second leave their room and join it again
 #           (unsubscribe, subscribe with presence), server CPU per join or leave; presence_hold
-#           is the default (250ms; 0 before the default changed, so older churn figures are 0)
+#           is the default (2s with a leading edge since 2026-12-03 evening; 250ms before, and 0
+#           before that: older churn figures are those)
 #   churn0  the same churn on rooms without presence: what a subscribe/unsubscribe costs alone
 #   churnh  churn with presence_hold D (--presence-hold, default 1s): the joins and leaves of a
 #           hold go to each member in one frame

@@ -268,9 +268,10 @@ class TestDemos(hh.HeraldTestCase):
         port = self.reserve_port()
         backend = Backend(self, "chat", {"HERALD_SECRET": SECRET},
                           ["--herald", "http://127.0.0.1:%d" % port])
-        # presence_hold under the least time from a member's last frame to its leave by the
-        # lease (3/4 of it less a renewal: 1 s): her leave goes out at once (the hold's leading
-        # edge), so what the bound below measures is the lease alone
+        # A dead node's leaves come at least 3/4 of the lease less a renewal (1 s) after the
+        # kill, and Ann's join, the room's last frame, went out before it: with a hold of 500 ms
+        # her leave is a leading edge, sent at once, and the bound below measures the lease
+        # alone (with the default 2 s it could wait for a window: up to 2 s more)
         conf = ["auth_jwt_secret " + SECRET, "redis unix://" + redis.sock,
                 "presence_lease %ds" % LEASE_S, "presence_hold 500ms"] + self.origins(backend)
         n1 = self.example_herald("chat", port, conf)

@@ -34,9 +34,10 @@ LEASE_S = 3
 
 
 class PresenceCluster(hh.HeraldTestCase):
-    def node(self, redis):
-        h = self.start_herald(conf_raw=conf_text({"presence_lease": "%ds" % LEASE_S}),
-                              overrides=["redis unix://" + redis.sock])
+    def node(self, redis, extra=None):
+        conf = {"presence_lease": "%ds" % LEASE_S}
+        conf.update(extra or {})
+        h = self.start_herald(conf_raw=conf_text(conf), overrides=["redis unix://" + redis.sock])
         hh.require_websocket(h.port, "/ws")
         return h
 
@@ -111,7 +112,12 @@ class PresenceCluster(hh.HeraldTestCase):
 
     def test_killed_node_members_leave_within_lease(self):
         redis = rs.start_redis(self)
-        n1, n2, n3 = self.node(redis), self.node(redis), self.node(redis)
+        # A dead node's leaves come at least 3/4 of the lease less a renewal (1.5 s) after the
+        # kill, and the room's last frame went out at most a hold after it: with a hold of
+        # 500 ms the leave is a leading edge, sent at once, and the bound below measures the
+        # lease alone (with the default 2 s it could wait for a window: up to 2 s more).
+        hold = {"presence_hold": "500ms"}
+        n1, n2, n3 = [self.node(redis, hold) for _ in range(3)]
 
         async def go():
             o1 = await connect(n1.port, mint("o1"))
