@@ -38,7 +38,8 @@ typedef struct app_s {
     char *pidfile; /* as started: these need a restart to change */
     char *log_file;
     uint64_t stop_deadline_ms; /* the main loop's clock: SIGTERM + shutdown_timeout */
-    int is_hooks_running;      /* the stop gave up waiting for the hooks thread */
+    hd_hooks_t *hooks_left;    /* the stop gave up waiting for its thread (stop_hooks) */
+    uint64_t hooks_wait_ms;    /* how long it waited */
     int exit_code;
 } app_t;
 
@@ -196,7 +197,8 @@ static void on_barrier(hd_worker_t *w, hd_breq_t *r)
  * still runs. It runs at the lowest priority (SCHED_IDLE without Redis or an authorize_hook,
  * hooks.c), which a machine whose cores are all busy may not run for seconds (7-18 s to take the
  * stop at a load of 12-16 under ASan); nothing it may still use (the workers it answers, the
- * conf, OpenSSL) can be freed then, and the stop ends the process without it (on_quiet).
+ * conf, OpenSSL) can be freed then: unless it ends during the broker's barrier, the stop ends the
+ * process without it (on_quiet).
  */
 static int stop_hooks(hd_hooks_t *hooks)
 {
@@ -208,10 +210,7 @@ static int stop_hooks(hd_hooks_t *hooks)
     if (app.conf->notify_hook)
         wait_ms += app.conf->notify_hook->timeout_ms;
     if (hd_hooks_stop(hooks, wait_ms) < 0) {
-        hd_log_warn("webhooks: the hooks thread did not stop within %llu ms (it runs at the "
-                    "lowest CPU priority and every core is busy): herald exits without it, its "
-                    "pending events are lost",
-                    (unsigned long long)wait_ms);
+        app.hooks_wait_ms = wait_ms;
         return -1;
     }
     hd_hooks_free(hooks);
@@ -226,11 +225,20 @@ static void on_quiet(hd_server_t *s, int all_acked)
         /* no connection is left, so nothing publishes or subscribes: the webhook sender goes
          * first (its admin answers still reach the workers, which run until the barrier) */
         hd_hooks_set(NULL);
-        app.is_hooks_running = stop_hooks(hooks) < 0;
+        if (stop_hooks(hooks) < 0)
+            app.hooks_left = hooks;
     }
-    if (all_acked && app.is_hooks_running) {
+    if (all_acked && app.hooks_left && hd_hooks_stop(app.hooks_left, 0) == 0) {
+        hd_hooks_free(app.hooks_left); /* it ended during the barrier */
+        app.hooks_left = NULL;
+    }
+    if (all_acked && app.hooks_left) {
         /* the broker has sent what the workers asked of it; the rest is memory, and the workers
          * (which the hooks thread may still answer) must outlive it: the process ends here */
+        hd_log_warn("webhooks: the hooks thread did not stop within %llu ms (it runs at the "
+                    "lowest CPU priority and every core is busy): herald exits without it, its "
+                    "pending events are lost",
+                    (unsigned long long)app.hooks_wait_ms);
         if (app.pidfile)
             unlink(app.pidfile);
         hd_log_info("stopped");
