@@ -156,12 +156,12 @@ typedef struct req_s {
 
 enum { V_ABSENT, V_NULL, V_TRUE, V_FALSE, V_STRING, V_OTHER };
 
-/* What member key is (V_*); a string's value in *s, *n (NUL-terminated on jansson's path
- * only). */
-static int req_get(const req_t *r, const char *key, const char **s, size_t *n)
+/* What member key (key_len bytes, NUL-terminated) is (V_*); a string's value in *s, *n
+ * (NUL-terminated on jansson's path only). REQ_GET passes a literal key's length. */
+static int req_get(const req_t *r, const char *key, size_t key_len, const char **s, size_t *n)
 {
     if (r->flat) {
-        const hd_jflat_member_t *m = hd_jflat_get(r->flat, key);
+        const hd_jflat_member_t *m = hd_jflat_getn(r->flat, key, key_len);
         if (!m)
             return V_ABSENT;
         *s = m->val;
@@ -183,6 +183,7 @@ static int req_get(const req_t *r, const char *key, const char **s, size_t *n)
            : json_is_false(v) ? V_FALSE
                               : V_OTHER;
 }
+#define REQ_GET(r, key, s, n) req_get(r, key, sizeof(key) - 1, s, n)
 
 /* The request's tree, made from its text on the flat path (which jansson accepts: jflat.h). */
 static json_t *req_root(req_t *r)
@@ -197,7 +198,7 @@ static json_t *req_root(req_t *r)
 static const char *req_channel(ws_t *ws, const req_t *r, json_t *ref, char *buf, size_t *len)
 {
     const char *name = NULL;
-    if (req_get(r, "channel", &name, len) != V_STRING || !hd_channel_name_valid(name, *len)) {
+    if (REQ_GET(r, "channel", &name, len) != V_STRING || !hd_channel_name_valid(name, *len)) {
         reply_error(ws, ref, NULL, "bad_channel", "\"channel\" must be " WS_CHANNEL_RULE);
         return NULL;
     }
@@ -209,13 +210,14 @@ static const char *req_channel(ws_t *ws, const req_t *r, json_t *ref, char *buf,
 }
 
 /* A member that must be true, false or null when present: 1, 0, or -1 when it is not one. */
-static int req_bool(const req_t *r, const char *key)
+static int req_bool(const req_t *r, const char *key, size_t key_len)
 {
     const char *s;
     size_t n;
-    int k = req_get(r, key, &s, &n);
+    int k = req_get(r, key, key_len, &s, &n);
     return k == V_TRUE ? 1 : k == V_ABSENT || k == V_NULL || k == V_FALSE ? 0 : -1;
 }
+#define REQ_BOOL(r, key) req_bool(r, key, sizeof(key) - 1)
 
 static void op_subscribe(ws_t *ws, req_t *req, json_t *ref, int hook_allowed);
 
@@ -240,7 +242,7 @@ static void op_subscribe(ws_t *ws, req_t *req, json_t *ref, int hook_allowed)
         return;
     const char *since = NULL;
     size_t since_len = 0;
-    int since_kind = req_get(req, "since", &since, &since_len);
+    int since_kind = REQ_GET(req, "since", &since, &since_len);
     uint64_t epoch = 0, seq = 0;
     int has_since = since_kind != V_ABSENT && since_kind != V_NULL;
     if (has_since && (since_kind != V_STRING || hd_id_parse(since, since_len, &epoch, &seq) != 0)) {
@@ -279,7 +281,7 @@ static void op_subscribe(ws_t *ws, req_t *req, json_t *ref, int hook_allowed)
         return;
     }
     /* "presence":true: join and leave events of the channel, which must track presence. */
-    int events = req_bool(req, "presence");
+    int events = REQ_BOOL(req, "presence");
     if (events < 0) {
         reply_error(ws, ref, name, "bad_presence", "\"presence\" must be true or false");
         return;
@@ -289,7 +291,7 @@ static void op_subscribe(ws_t *ws, req_t *req, json_t *ref, int hook_allowed)
         return;
     }
     /* "ack":true: the client acks what it processed; "acked" receipts come from its acks. */
-    int ack = req_bool(req, "ack");
+    int ack = REQ_BOOL(req, "ack");
     if (ack < 0) {
         reply_error(ws, ref, name, "bad_ack", "\"ack\" must be true or false");
         return;
