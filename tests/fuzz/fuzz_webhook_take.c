@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
+#include "resp_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -108,37 +109,8 @@ static void try_reply(const redisReply *rep)
         check_entry((const redisReply *const *)&rep->element[2 + i * HK_ENTRY_FIELDS]);
 }
 
-/* hiredis's reader allocates an array's table from its header: huge headers are hiredis's to
- * fuzz, not ours (fuzz_redis.c says more). */
-static int has_huge_array(const uint8_t *data, size_t size)
-{
-    for (size_t i = 0; i < size; i++) {
-        if (data[i] != '*')
-            continue;
-        uint64_t n = 0;
-        for (size_t k = i + 1; k < size && data[k] >= '0' && data[k] <= '9' && n <= 4096; k++)
-            n = n * 10 + (uint64_t)(data[k] - '0');
-        if (n > 4096)
-            return 1;
-    }
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (has_huge_array(data, size))
-        return 0;
-    redisReader *rd = redisReaderCreate();
-    CHECK(rd != NULL);
-    if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
-        for (int k = 0; k < 64; k++) {
-            void *rep = NULL;
-            if (redisReaderGetReply(rd, &rep) != REDIS_OK || !rep)
-                break;
-            try_reply(rep);
-            freeReplyObject(rep);
-        }
-    }
-    redisReaderFree(rd);
+    resp_each_reply(data, size, try_reply);
     return 0;
 }
