@@ -545,7 +545,7 @@ static void deliver_event(hd_worker_t *w, int kind, const char *channel, const c
 {
     hd_member_t *mb = hd_member_new(who, NULL, 7);
     hd_message_t *m = hd_presence_event(kind, channel, strlen(channel), mb);
-    hd_member_free(mb);
+    hd_member_unref(mb);
     deliver(w, m);
     hd_message_unref(m);
 }
@@ -709,7 +709,7 @@ static void test_hold_lazy_push(void)
     T_EQ_INT(hub_of(w)->hold_open, 1);
     hd_member_t *mb = hd_member_new("rob", NULL, 7);
     T_EQ_INT(hd_hub_push_delivery_lazy(w, hd_presence_event(HD_MSG_JOIN, "r", 1, mb)), 0);
-    hd_member_free(mb);
+    hd_member_unref(mb);
     hd_worker_run_local(w); /* nothing woke the worker: the mailbox is not drained */
     T_EQ_INT(r.frames, 0);
     end_window(w);
