@@ -145,7 +145,7 @@ struct hd_conn_s {
     hd_carrier_t *carrier; /* a stream's carrier (hd_conn_stream_new); NULL: a socket */
     hd_ip_t client;        /* the socket's peer, or the client a PROXY protocol header named */
     unsigned is_closing : 1;
-    unsigned is_writing : 1;
+    unsigned is_writing : 1; /* a socket's write in flight: a uv_write, or a flush's batch */
     unsigned is_finishing : 1;
     unsigned is_reading : 1;
     unsigned is_admin_listener : 1; /* accepted on a listener marked admin (listen ... admin) */

@@ -52,7 +52,8 @@ typedef struct hd_worker_stats_s {
     uint64_t tls_handshake_failures;
     uint64_t timeouts;
     uint64_t conns;  /* open now on this worker */
-    uint64_t writes; /* output flushes: one writev per connection per loop pass with output */
+    uint64_t writes; /* output flushes: one write per connection per loop pass with output (a
+                        writev of its own, or its part of a batch: conn.c flush_batch) */
     uint64_t kicked_revoked;      /* connections ended by a revocation (POST /admin/revoke) */
     uint64_t kicked_disconnected; /* ended by POST /admin/disconnect */
     uint64_t h2_conns;            /* connections that became HTTP/2 */

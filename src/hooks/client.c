@@ -496,17 +496,17 @@ static int conn_fd(hk_conn_t *c)
 }
 
 /*
- * Writes the unsent requests of up to HK_WBATCH_MAX batchable connections of p's dirty list in
+ * Writes the unsent requests of up to HD_WBATCH_MAX batchable connections of p's dirty list in
  * one system call (wbatch.c), what a socket did not take as write_rest says. The connections'
  * requests cannot end while the batch is made and run: no callback runs before the results are
  * in, and a connection failed by one result is skipped by the rest.
  */
-static void flush_batch(hk_pool_t *p, hk_wbatch_t *wb)
+static void flush_batch(hk_pool_t *p, hd_wbatch_t *wb)
 {
-    hk_conn_t *cs[HK_WBATCH_MAX];
-    size_t counts[HK_WBATCH_MAX], nc = 0, nbufs = 0;
+    hk_conn_t *cs[HD_WBATCH_MAX];
+    size_t counts[HD_WBATCH_MAX], nc = 0, nbufs = 0;
     hd_list_t *pos;
-    for (pos = p->dirty.next; pos != &p->dirty && nc < HK_WBATCH_MAX; pos = pos->next) {
+    for (pos = p->dirty.next; pos != &p->dirty && nc < HD_WBATCH_MAX; pos = pos->next) {
         hk_conn_t *c = hd_container_of(pos, hk_conn_t, dirty);
         if (batchable(c)) {
             cs[nc++] = c;
@@ -521,16 +521,16 @@ static void flush_batch(hk_pool_t *p, hk_wbatch_t *wb)
     hd_buf_t *small_r[BATCH_BUFS];
     uv_buf_t *b = nbufs > BATCH_BUFS ? hd_malloc(nbufs * sizeof(*b)) : small_b;
     hd_buf_t **refs = nbufs > BATCH_BUFS ? hd_malloc(nbufs * sizeof(*refs)) : small_r;
-    ssize_t res[HK_WBATCH_MAX];
+    ssize_t res[HD_WBATCH_MAX];
     size_t at = 0;
     for (size_t i = 0; i < nc; i++) {
         counts[i] = take_unsent(cs[i]);
         gather(cs[i], counts[i], b + at, refs + at);
-        int slot = hk_wbatch_add(wb, conn_fd(cs[i]), b + at, 2 * counts[i]);
+        int slot = hd_wbatch_add(wb, conn_fd(cs[i]), b + at, 2 * counts[i]);
         HD_ASSERT(slot == (int)i);
         at += 2 * counts[i];
     }
-    hk_wbatch_run(wb, res);
+    hd_wbatch_run(wb, res);
     at = 0;
     for (size_t i = 0; i < nc; i++) {
         size_t k = 2 * counts[i];
@@ -546,7 +546,7 @@ static void flush_batch(hk_pool_t *p, hk_wbatch_t *wb)
 
 static void pool_flush(hk_pool_t *p)
 {
-    hk_wbatch_t *wb = p->cc->wbatch;
+    hd_wbatch_t *wb = p->cc->wbatch;
     while (!hd_list_empty(&p->dirty)) {
         if (wb)
             flush_batch(p, wb);

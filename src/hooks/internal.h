@@ -11,6 +11,7 @@
 #include "herald/common.h"
 #include "herald/heap.h"
 #include "herald/hooks.h"
+#include "herald/wbatch.h"
 #include "herald/worker.h"
 
 #include <hiredis/hiredis.h>
@@ -148,30 +149,13 @@ struct hk_request_s {
     hd_list_t link_; /* private: its connection's requests, while sent */
 };
 
-/* ---- wbatch.c: the writes of a loop pass to several sockets in one system call ---- */
-
-#define HK_WBATCH_MAX 64 /* writes in one batch */
-typedef struct hk_wbatch_s hk_wbatch_t;
-/* A batch (Linux AIO), or NULL with errno when the kernel refuses one (seccomp, ENOSYS,
- * aio-max-nr): the caller then writes each socket itself. */
-hk_wbatch_t *hk_wbatch_new(void);
-void hk_wbatch_free(hk_wbatch_t *b);
-/* Queues a write of iov[0..n) to fd (a non-blocking socket) and returns its slot (0, 1, ...), or
- * -1 when the batch holds HK_WBATCH_MAX. iov and its buffers stay until hk_wbatch_run. */
-int hk_wbatch_add(hk_wbatch_t *b, int fd, const uv_buf_t *iov, size_t n);
-size_t hk_wbatch_count(const hk_wbatch_t *b);
-/* Writes everything queued, in one io_submit when there are two or more, and empties the batch:
- * res[slot] is what uv_try_write would give, the bytes the socket took or a negative error
- * (UV_EAGAIN: none). Nothing stays in flight. */
-void hk_wbatch_run(hk_wbatch_t *b, ssize_t *res);
-
 typedef struct hk_client_conf_s {
     uv_loop_t *loop;
     SSL_CTX *tls; /* for https endpoints (verifies the peer) */
     uint64_t connect_timeout_ms;
     uint64_t timeout_ms;
     int allow_private;
-    hk_wbatch_t *wbatch; /* a loop pass's writes of a pool in one system call; NULL: one by one */
+    hd_wbatch_t *wbatch; /* a loop pass's writes of a pool in one system call; NULL: one by one */
 } hk_client_conf_t;
 
 /* A pool of connections to def's host and port (def and cc outlive it); a connection carries

@@ -40,7 +40,7 @@ hk_sender_t *hk_sender_new(uv_loop_t *loop, hd_conf_t *conf, SSL_CTX *tls, hd_ho
     s->cc.connect_timeout_ms = conf->webhook_connect_timeout_ms;
     s->cc.timeout_ms = conf->webhook_timeout_ms;
     s->cc.allow_private = conf->webhook_allow_private;
-    s->cc.wbatch = hk_wbatch_new();
+    s->cc.wbatch = hd_wbatch_new();
     if (!s->cc.wbatch)
         hd_log_info("webhooks: no Linux AIO (io_setup: %s): each connection is written on its own",
                     strerror(errno));
@@ -96,7 +96,7 @@ size_t hk_sender_close(hk_sender_t *s)
     while (!hd_list_empty(&s->dlq))
         hk_letter_free(s, hd_container_of(s->dlq.next, hk_letter_t, link));
     hk_admin_cancel(s);
-    hk_wbatch_free(s->cc.wbatch); /* the pools closed: no flush comes */
+    hd_wbatch_free(s->cc.wbatch); /* the pools closed: no flush comes */
     s->cc.wbatch = NULL;
     hd_heap_dispose(&s->retry);
     free(s->eps);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * conn.c: a connection's I/O. Reading (into the worker's one read buffer), TLS plumbing, the
- * bounded output queue written with one writev per loop pass (the flush hooks, the flush list),
+ * bounded output queue written with one write per loop pass (the flush hooks, the flush list;
+ * many connections' writes in one system call where the kernel has Linux AIO, flush_batch),
  * graceful finish (lingering close), closing and freeing after the last handle closed, and a
  * connection's small accessors. It uses the worker only through herald/worker.h (the loop,
  * counters, connection counts); the layer's other files (conn_internal.h) call in, conn.c calls
@@ -258,7 +259,12 @@ static void on_write(uv_write_t *req, int status)
     written(c);
 }
 
-static void flush(hd_conn_t *c)
+/*
+ * What c has to write now: runs its on_flush when it asked for one, then makes its queue the
+ * write in flight (k->wq, the queues swapped). Returns 0 when there is nothing to write now:
+ * no output, a write still in flight, c closed (perhaps by its on_flush), or a stream.
+ */
+static int take_output(hd_conn_t *c)
 {
     if (hd_list_linked(&sock_of(c)->flush_link))
         hd_list_remove(&sock_of(c)->flush_link);
@@ -267,13 +273,12 @@ static void flush(hd_conn_t *c)
         if (c->ops->on_flush)
             c->ops->on_flush(c); /* may queue output, and ask again */
         if (c->is_closing)
-            return;
+            return 0;
         if (!c->is_flush_wanted && hd_list_linked(&sock_of(c)->flush_link))
             hd_list_remove(&sock_of(c)->flush_link);
     }
     if (c->is_writing || c->q_len == 0 || c->is_closing || c->is_stream)
-        return;
-    /* Swap queues: what was queued becomes the write in flight. */
+        return 0;
     sock_t *k = sock_of(c);
     hd_out_t *t = k->wq;
     uint32_t tcap = k->wq_cap;
@@ -283,21 +288,30 @@ static void flush(hd_conn_t *c)
     c->q = t;
     c->q_cap = tcap;
     c->q_len = 0;
+    return 1;
+}
 
-    uv_buf_t stackbufs[64];
-    uv_buf_t *bufs =
-        k->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs : hd_malloc(k->wq_len * sizeof(uv_buf_t));
+/* The write in flight of k as buffers (bufs has room for k->wq_len); returns its bytes. */
+static size_t fill_bufs(const sock_t *k, uv_buf_t *bufs)
+{
     size_t total = 0;
     for (uint32_t i = 0; i < k->wq_len; i++) {
         bufs[i] = uv_buf_init(k->wq[i].buf->data + k->wq[i].off, k->wq[i].len);
         total += k->wq[i].len;
     }
-    /* One writev, now; only what the socket does not take waits for a uv_write. */
-    HD_STAT_INC(c->worker, writes);
-    int n = uv_try_write((uv_stream_t *)&k->tcp, bufs, k->wq_len);
+    return total;
+}
+
+/*
+ * What became of the first write of c's write in flight (total bytes, in bufs), n as
+ * uv_try_write gives it: all of it written, c goes on (written); a part or nothing (UV_EAGAIN),
+ * the rest waits in a uv_write for the socket to take it; an error closes c. bufs is scratch
+ * room for k->wq_len buffers, free again on return (uv_write copies them).
+ */
+static void write_done(hd_conn_t *c, uv_buf_t *bufs, size_t total, int n)
+{
+    sock_t *k = sock_of(c);
     if (n < 0 && n != UV_EAGAIN) {
-        if (bufs != stackbufs)
-            free(bufs);
         hd_conn_log(HD_LOG_DEBUG, c, "write failed: %s", uv_strerror(n));
         hd_conn_close(c);
         return;
@@ -305,18 +319,13 @@ static void flush(hd_conn_t *c)
     if (n > 0)
         consume_written(k, (size_t)n);
     if ((size_t)(n > 0 ? n : 0) == total) {
-        if (bufs != stackbufs)
-            free(bufs);
         written(c);
         return;
     }
-    for (uint32_t i = 0; i < k->wq_len; i++)
-        bufs[i] = uv_buf_init(k->wq[i].buf->data + k->wq[i].off, k->wq[i].len);
+    fill_bufs(k, bufs);
     hd_wreq_t *r = hd_wreq_get(&cw_of(c)->pool);
     r->conn = c;
     int rc = uv_write(&r->req, (uv_stream_t *)&k->tcp, bufs, k->wq_len, on_write);
-    if (bufs != stackbufs)
-        free(bufs);
     if (rc < 0) {
         hd_wreq_put(&cw_of(c)->pool, r);
         hd_conn_log(HD_LOG_DEBUG, c, "write failed: %s", uv_strerror(rc));
@@ -326,10 +335,103 @@ static void flush(hd_conn_t *c)
     c->is_writing = 1;
 }
 
-/* Writes what every connection queued in this loop pass (one writev each). */
+/* Writes c's write in flight now: one writev (uv_try_write), the rest as write_done says. */
+static void write_now(hd_conn_t *c)
+{
+    sock_t *k = sock_of(c);
+    uv_buf_t stackbufs[64];
+    uv_buf_t *bufs =
+        k->wq_len <= HD_ARRAY_SIZE(stackbufs) ? stackbufs : hd_malloc(k->wq_len * sizeof(uv_buf_t));
+    size_t total = fill_bufs(k, bufs);
+    HD_STAT_INC(c->worker, writes);
+    write_done(c, bufs, total, uv_try_write((uv_stream_t *)&k->tcp, bufs, k->wq_len));
+    if (bufs != stackbufs)
+        free(bufs);
+}
+
+static void flush(hd_conn_t *c)
+{
+    if (take_output(c))
+        write_now(c);
+}
+
+/*
+ * The flush of the first connections of the flush list, whose writes go out in one system call
+ * (herald/wbatch.h) instead of a writev each: a message to 2,500 subscribers of a worker is 40
+ * io_submit calls, not 2,500 writev. Plain sockets only, and only with nothing of theirs queued
+ * in libuv (one writer per socket: a connection whose earlier write waits in a uv_write is not
+ * taken, take_output; libuv's own queue is checked besides); a TLS connection, or one with more
+ * buffers than the batch has room for, is written at once (write_now).
+ *
+ *   1. take the output of up to HD_WBATCH_MAX connections: their on_flush runs here and may
+ *      queue output or close any of them; a taken one is marked writing, so nothing takes its
+ *      queue again before its result
+ *   2. the batch of those still open (no callback runs from here to 3: a socket closed is a
+ *      descriptor another thread may reuse at once, so it must not be in the batch)
+ *   3. one io_submit; each result is what uv_try_write would have given
+ *   4. each connection goes on as after uv_try_write (write_done): the callbacks this runs
+ *      (on_drain, a close) may close connections later in the batch, which are then skipped
+ *
+ * A connection closed in 1 after its output was taken writes nothing: a close drops what is
+ * queued (conn.h). A batch of one connection is one writev, as without batches. The batch adds
+ * no wait: each write is made in the pass that flushes it, as before.
+ */
+static void flush_batch(hd_conn_worker_t *cw)
+{
+    hd_conn_t **cs = cw->batch;
+    size_t nc = 0, used = 0;
+    while (!hd_list_empty(&cw->flush_list) && nc < HD_WBATCH_MAX && used < BATCH_IOVS) {
+        hd_conn_t *c = &hd_container_of(cw->flush_list.next, sock_t, flush_link)->c;
+        if (!take_output(c))
+            continue;
+        sock_t *k = sock_of(c);
+        if (k->tls || k->wq_len > BATCH_IOVS - used ||
+            uv_stream_get_write_queue_size((uv_stream_t *)&k->tcp) != 0) {
+            write_now(c);
+            continue;
+        }
+        cw->batch_at[nc] = used;
+        cw->batch_total[nc] = fill_bufs(k, cw->batch_iov + used);
+        used += k->wq_len;
+        c->is_writing = 1; /* taken: its result comes at 4 */
+        cs[nc++] = c;
+    }
+    if (nc == 0)
+        return;
+    int slots[HD_WBATCH_MAX];
+    ssize_t res[HD_WBATCH_MAX];
+    size_t added = 0;
+    for (size_t i = 0; i < nc; i++) {
+        slots[i] = -1;
+        if (cs[i]->is_closing)
+            continue; /* its descriptor is closed (and libuv's fd -1) */
+        uv_os_fd_t fd = -1;
+        uv_fileno((const uv_handle_t *)&sock_of(cs[i])->tcp, &fd);
+        slots[i] =
+            hd_wbatch_add(cw->wbatch, fd, cw->batch_iov + cw->batch_at[i], sock_of(cs[i])->wq_len);
+        added++;
+    }
+    if (added > 0)
+        hd_wbatch_run(cw->wbatch, res); /* one alone: a writev, as uv_try_write */
+    for (size_t i = 0; i < nc; i++) {
+        hd_conn_t *c = cs[i];
+        c->is_writing = 0;
+        if (slots[i] < 0 || c->is_closing)
+            continue; /* closed before its write or by an earlier result's callbacks */
+        HD_STAT_INC(c->worker, writes);
+        write_done(c, cw->batch_iov + cw->batch_at[i], cw->batch_total[i], (int)res[slots[i]]);
+    }
+}
+
+/* Writes what every connection queued in this loop pass: one writev each, or many in one
+ * system call where the kernel has AIO for herald (flush_batch). */
 static void flush_all(hd_conn_worker_t *cw)
 {
     while (!hd_list_empty(&cw->flush_list)) {
+        if (cw->wbatch) {
+            flush_batch(cw);
+            continue;
+        }
         hd_conn_t *c = &hd_container_of(cw->flush_list.next, sock_t, flush_link)->c;
         flush(c);
     }

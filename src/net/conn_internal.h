@@ -10,8 +10,9 @@
  *
  *   conn_worker.c   creating connections (the accept hand-off), the layer on a worker: its
  *                   handles, their closing, walks over its connections, the census
- *   conn.c          a connection's I/O: reading, TLS, the output queue and its one writev per
- *                   loop pass (the flush hooks), finishing, lingering, closing, freeing
+ *   conn.c          a connection's I/O: reading, TLS, the output queue and its one write per
+ *                   loop pass (the flush hooks; many sockets' in one io_submit, herald/wbatch.h),
+ *                   finishing, lingering, closing, freeing
  *   conn_timeout.c  the deadline heap and its timer; a connection whose handler has no
  *                   on_timeout is closed through cw->on_expired (hd_conn_close, set by
  *                   conn_worker.c), so this file never calls conn.c
@@ -24,11 +25,13 @@
 #define HERALD_NET_CONN_INTERNAL_H
 
 #include "herald/conn.h"
+#include "herald/wbatch.h"
 #include "herald/worker.h"
 #include "conn_pool.h"
 
 #define READ_BUF_BYTES    (64 * 1024)
 #define TLS_SCRATCH_BYTES (16 * 1024)
+#define BATCH_IOVS        1024 /* buffers of one batch of writes (conn.c flush_batch) */
 
 /* The layer's state on one worker (w->conns_), touched by that worker's thread only. */
 struct hd_conn_worker_s {
@@ -47,6 +50,13 @@ struct hd_conn_worker_s {
     void (*on_expired)(hd_conn_t *c);
     uint8_t open_handles; /* freed when the last of the three handles has closed */
     unsigned is_closing : 1;
+    /* A flush pass's writes to plain sockets in one system call (conn.c flush_batch); NULL
+     * where the kernel has no AIO for herald: one writev per connection. The batch being made:
+     * its connections, where each one's buffers start in batch_iov, and their bytes. */
+    hd_wbatch_t *wbatch;
+    hd_conn_t *batch[HD_WBATCH_MAX];
+    size_t batch_at[HD_WBATCH_MAX], batch_total[HD_WBATCH_MAX];
+    uv_buf_t batch_iov[BATCH_IOVS];
     /* One read buffer per worker: a connection holds no read buffer while idle. */
     char read_buf[READ_BUF_BYTES];
     char tls_scratch[TLS_SCRATCH_BYTES];

@@ -11,6 +11,7 @@
 #include "conn_internal.h"
 #include "conn_layer.h"
 
+#include <errno.h>
 #include <string.h>
 
 /* ---- creation: the accept hand-off ---- */
@@ -97,6 +98,10 @@ void hd_conn_worker_init(hd_worker_t *w)
     cw->timer.data = cw;
     cw->on_expired = hd_conn_close;
     cw->open_handles = 3;
+    cw->wbatch = hd_wbatch_new();
+    if (!cw->wbatch)
+        hd_log_info("worker %u: no Linux AIO (io_setup: %s): each connection is written on its own",
+                    w->id, strerror(errno));
     w->conns_ = cw;
 }
 
@@ -112,6 +117,7 @@ static void on_worker_handle_closed(uv_handle_t *h)
     }
     hd_conn_pool_dispose(&cw->pool);
     hd_heap_dispose(&cw->heap);
+    hd_wbatch_free(cw->wbatch);
     cw->w->conns_ = NULL;
     free(cw);
 }

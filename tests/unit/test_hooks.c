@@ -13,7 +13,7 @@
  * The authorize_hook and notify_hook directives (src/conf/hook_def.c) and the backend's answers
  * read into verdicts (src/hooks/authz_answer.c); an answer's body kept. A registration of the
  * admin API read from JSON (src/conf/webhook_json.c) and the publishing threads' filter
- * (src/hooks/filter.c). A batch of writes (src/hooks/wbatch.c) over socket pairs.
+ * (src/hooks/filter.c). A batch of writes (src/core/wbatch.c) over socket pairs.
  */
 #include "herald/common.h"
 #include "herald/conf.h"
@@ -1146,12 +1146,12 @@ static void test_response_body(void)
 
 /* A batch of writes (wbatch.c) over real sockets: each socket gets exactly its bytes, in the
  * order of its buffers; a full socket answers UV_EAGAIN and one with a little room the bytes it
- * took, as uv_try_write would; a batch of one is a plain write, and more than HK_WBATCH_MAX are
- * refused by hk_wbatch_add. Where the kernel has no AIO for us, the batch is NULL (the client
+ * took, as uv_try_write would; a batch of one is a plain write, and more than HD_WBATCH_MAX are
+ * refused by hd_wbatch_add. Where the kernel has no AIO for us, the batch is NULL (the client
  * then writes one by one) and only that is checked. */
 static void test_wbatch(void)
 {
-    hk_wbatch_t *wb = hk_wbatch_new();
+    hd_wbatch_t *wb = hd_wbatch_new();
     if (!wb) {
         fprintf(stderr, "  (no Linux AIO here: the client writes each socket itself)\n");
         return;
@@ -1184,14 +1184,14 @@ static void test_wbatch(void)
         uv_buf_t big[1] = {uv_buf_init(fill, 60000)};
         for (int i = 0; i < N; i++) {
             if (i == 4)
-                T_EQ_INT(hk_wbatch_add(wb, sp[i][0], big, 1), i);
+                T_EQ_INT(hd_wbatch_add(wb, sp[i][0], big, 1), i);
             else
-                T_EQ_INT(hk_wbatch_add(wb, sp[i][0], iov[i], 2), i);
+                T_EQ_INT(hd_wbatch_add(wb, sp[i][0], iov[i], 2), i);
         }
-        T_EQ_INT((int)hk_wbatch_count(wb), N);
-        ssize_t res[HK_WBATCH_MAX];
-        hk_wbatch_run(wb, res);
-        T_EQ_INT((int)hk_wbatch_count(wb), 0);
+        T_EQ_INT((int)hd_wbatch_count(wb), N);
+        ssize_t res[HD_WBATCH_MAX];
+        hd_wbatch_run(wb, res);
+        T_EQ_INT((int)hd_wbatch_count(wb), 0);
         for (int i = 0; i < 3; i++) {
             size_t want = iov[i][0].len + iov[i][1].len;
             T_EQ_INT((int)res[i], (int)want);
@@ -1210,9 +1210,9 @@ static void test_wbatch(void)
     }
     /* one write: done without io_submit, the same result */
     uv_buf_t one = uv_buf_init((char *)"x", 1);
-    T_EQ_INT(hk_wbatch_add(wb, sp[0][0], &one, 1), 0);
-    ssize_t res1[HK_WBATCH_MAX];
-    hk_wbatch_run(wb, res1);
+    T_EQ_INT(hd_wbatch_add(wb, sp[0][0], &one, 1), 0);
+    ssize_t res1[HD_WBATCH_MAX];
+    hd_wbatch_run(wb, res1);
     T_EQ_INT((int)res1[0], 1);
     char c = 0;
     T_EQ_INT((int)read(sp[0][1], &c, 1), 1);
@@ -1221,26 +1221,26 @@ static void test_wbatch(void)
      * batch's others still written */
     signal(SIGPIPE, SIG_IGN);
     close(sp[1][1]);
-    T_EQ_INT(hk_wbatch_add(wb, sp[0][0], &one, 1), 0);
-    T_EQ_INT(hk_wbatch_add(wb, sp[1][0], &one, 1), 1);
-    hk_wbatch_run(wb, res1);
+    T_EQ_INT(hd_wbatch_add(wb, sp[0][0], &one, 1), 0);
+    T_EQ_INT(hd_wbatch_add(wb, sp[1][0], &one, 1), 1);
+    hd_wbatch_run(wb, res1);
     T_EQ_INT((int)res1[0], 1);
     T_EQ_INT((int)res1[1], UV_EPIPE);
-    /* bounded: HK_WBATCH_MAX writes, not one more */
-    for (int i = 0; i < HK_WBATCH_MAX; i++)
-        T_EQ_INT(hk_wbatch_add(wb, sp[2][0], &one, 1), i);
-    T_EQ_INT(hk_wbatch_add(wb, sp[2][0], &one, 1), -1);
-    ssize_t resn[HK_WBATCH_MAX];
-    hk_wbatch_run(wb, resn);
-    for (int i = 0; i < HK_WBATCH_MAX; i++)
+    /* bounded: HD_WBATCH_MAX writes, not one more */
+    for (int i = 0; i < HD_WBATCH_MAX; i++)
+        T_EQ_INT(hd_wbatch_add(wb, sp[2][0], &one, 1), i);
+    T_EQ_INT(hd_wbatch_add(wb, sp[2][0], &one, 1), -1);
+    ssize_t resn[HD_WBATCH_MAX];
+    hd_wbatch_run(wb, resn);
+    for (int i = 0; i < HD_WBATCH_MAX; i++)
         T_EQ_INT((int)resn[i], 1);
-    T_EQ_INT((int)read(sp[2][1], drained, sizeof(drained)), HK_WBATCH_MAX);
+    T_EQ_INT((int)read(sp[2][1], drained, sizeof(drained)), HD_WBATCH_MAX);
     for (int i = 0; i < N; i++) {
         close(sp[i][0]);
         if (i != 1)
             close(sp[i][1]);
     }
-    hk_wbatch_free(wb);
+    hd_wbatch_free(wb);
 }
 
 int main(void)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * wbatch.c: the writes of a loop pass to several sockets, in one system call (client.c).
+ * wbatch.c: the writes of a loop pass to several sockets, in one system call (wbatch.h): the
+ * webhook sender's (src/hooks/client.c) and a worker's flush of its plain connections (conn.c).
  *
  * Without pipelining each webhook request has a connection of its own, so a tick of the hooks
  * thread (hooks.c) that sends four requests writes four sockets. On one machine each of those
@@ -12,17 +13,18 @@
  * writes all run before the thread leaves the kernel, so the receiver is woken and the thread
  * preempted once a batch (0.2 per delivery; the thread's CPU per delivery about a fifth less).
  *
- *   hk_wbatch_add(fd, iov) x N  ->  hk_wbatch_run: io_submit (N writes, each done at once: a
+ *   hd_wbatch_add(fd, iov) x N  ->  hd_wbatch_run: io_submit (N writes, each done at once: a
  *   non-blocking socket never queues) -> io_getevents (their N results) -> res[slot]
  *
  * A write to a non-blocking socket completes inside io_submit with what the socket took, or
  * -EAGAIN, as writev would; nothing stays in flight, so the iovecs and what they point to are
- * free again when hk_wbatch_run returns. Where the kernel has no AIO for herald (a seccomp
- * filter, ENOSYS, aio-max-nr reached), hk_wbatch_new gives NULL and the caller writes each
+ * free again when hd_wbatch_run returns. Where the kernel has no AIO for herald (a seccomp
+ * filter, ENOSYS, aio-max-nr reached), hd_wbatch_new gives NULL and the caller writes each
  * socket itself; should io_submit refuse later, the writes it did not take are written here one
  * by one (writev), and after an error that is not transient, batches are not tried again.
  */
-#include "internal.h"
+#include "herald/wbatch.h"
+#include "herald/common.h"
 
 #include <errno.h>
 #include <linux/aio_abi.h>
@@ -32,30 +34,30 @@
 #include <time.h>
 #include <unistd.h>
 
-struct hk_wbatch_s {
+struct hd_wbatch_s {
     aio_context_t ctx;
     size_t n;
     unsigned is_off : 1; /* io_submit refused with a lasting error: writes go one by one */
-    struct iocb cbs[HK_WBATCH_MAX];
-    struct iocb *ptrs[HK_WBATCH_MAX];
-    struct io_event evs[HK_WBATCH_MAX];
+    struct iocb cbs[HD_WBATCH_MAX];
+    struct iocb *ptrs[HD_WBATCH_MAX];
+    struct io_event evs[HD_WBATCH_MAX];
 };
 
-hk_wbatch_t *hk_wbatch_new(void)
+hd_wbatch_t *hd_wbatch_new(void)
 {
-    hk_wbatch_t *b = hd_calloc(1, sizeof(*b));
-    if (syscall(SYS_io_setup, HK_WBATCH_MAX, &b->ctx) != 0) {
+    hd_wbatch_t *b = hd_calloc(1, sizeof(*b));
+    if (syscall(SYS_io_setup, HD_WBATCH_MAX, &b->ctx) != 0) {
         int e = errno;
         free(b);
         errno = e; /* for the caller's message */
         return NULL;
     }
-    for (size_t i = 0; i < HK_WBATCH_MAX; i++)
+    for (size_t i = 0; i < HD_WBATCH_MAX; i++)
         b->ptrs[i] = &b->cbs[i];
     return b;
 }
 
-void hk_wbatch_free(hk_wbatch_t *b)
+void hd_wbatch_free(hd_wbatch_t *b)
 {
     if (!b)
         return;
@@ -63,14 +65,14 @@ void hk_wbatch_free(hk_wbatch_t *b)
     free(b);
 }
 
-size_t hk_wbatch_count(const hk_wbatch_t *b)
+size_t hd_wbatch_count(const hd_wbatch_t *b)
 {
     return b->n;
 }
 
-int hk_wbatch_add(hk_wbatch_t *b, int fd, const uv_buf_t *iov, size_t n)
+int hd_wbatch_add(hd_wbatch_t *b, int fd, const uv_buf_t *iov, size_t n)
 {
-    if (b->n == HK_WBATCH_MAX)
+    if (b->n == HD_WBATCH_MAX)
         return -1;
     struct iocb *cb = &b->cbs[b->n];
     memset(cb, 0, sizeof(*cb));
@@ -83,6 +85,12 @@ int hk_wbatch_add(hk_wbatch_t *b, int fd, const uv_buf_t *iov, size_t n)
     return (int)b->n++;
 }
 
+/* A write's error as uv_try_write gives it: ENOBUFS is UV_EAGAIN there too. */
+static ssize_t result_of(ssize_t r)
+{
+    return r == -ENOBUFS ? UV_EAGAIN : r;
+}
+
 /* The write of slot i by writev: bytes written, or a negative errno (as uv_try_write). */
 static ssize_t write_one(const struct iocb *cb)
 {
@@ -91,10 +99,10 @@ static ssize_t write_one(const struct iocb *cb)
         r = writev((int)cb->aio_fildes, (const struct iovec *)(uintptr_t)cb->aio_buf,
                    (int)cb->aio_nbytes);
     } while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : r;
+    return r < 0 ? result_of(-errno) : r;
 }
 
-void hk_wbatch_run(hk_wbatch_t *b, ssize_t *res)
+void hd_wbatch_run(hd_wbatch_t *b, ssize_t *res)
 {
     size_t n = b->n, done = 0;
     b->n = 0;
@@ -116,7 +124,7 @@ void hk_wbatch_run(hk_wbatch_t *b, ssize_t *res)
                 got += r;
             }
             for (long i = 0; i < m; i++)
-                res[b->evs[i].data] = (ssize_t)b->evs[i].res;
+                res[b->evs[i].data] = result_of((ssize_t)b->evs[i].res);
             done = (size_t)m;
         }
     }
