@@ -69,8 +69,10 @@ typedef struct hub_s {
     /* Channels with presence events: due in this pass (leading edge), held to the window's end */
     hd_lchan_t **due_chans, **held_chans;
     size_t n_due_chans, cap_due_chans, n_held_chans, cap_held_chans;
-    /* Joins and leaves of this pass for the broker, in order (a chain by next_op, send_presence) */
+    /* Joins and leaves of this pass for the broker, in order (a chain by next_op, send_presence),
+     * and the mail to itself that sends them (flush_ops; in the mailbox while ops_flush_queued) */
     hd_breq_t *pres_ops, **pres_tail;
+    hd_msg_t ops_flush;
     uint64_t n_subs;
     unsigned broker_counts : 1;    /* the broker hands out interest counts (the embedded one) */
     unsigned ev_flush_queued : 1;  /* the flush of due_chans is in the mailbox */
@@ -242,7 +244,7 @@ static void free_sub(hd_sub_t *s)
 static void flush_ops(hd_worker_t *w, hd_msg_t *msg)
 {
     hub_t *hub = hub_of(w);
-    free(msg);
+    (void)msg; /* hub->ops_flush */
     hub->ops_flush_queued = 0;
     hd_breq_t *r = hub->pres_ops;
     hub->pres_ops = NULL;
@@ -275,9 +277,8 @@ static void send_presence(hd_sub_t *s, int type)
     hub->pres_tail = &r->next_op;
     if (!hub->ops_flush_queued) {
         hub->ops_flush_queued = 1;
-        hd_msg_t *flush = hd_malloc(sizeof(*flush));
-        flush->cb = flush_ops;
-        hd_worker_post(s->worker, flush); /* this worker: no wake-up, drained in this pass */
+        hub->ops_flush.cb = flush_ops;
+        hd_worker_post(s->worker, &hub->ops_flush); /* this worker: no wake-up, this pass */
     }
 }
 

@@ -693,15 +693,20 @@ void hd_breq_free(hd_breq_t *r)
 {
     while (r) {
         hd_breq_t *next = r->next_op;
-        for (size_t i = 0; i < r->n_msgs; i++)
-            hd_message_unref(r->msgs[i]);
-        free(r->msgs);
-        free(r->data);
-        free(r->ctl_key);
+        if (r->msgs) {
+            for (size_t i = 0; i < r->n_msgs; i++)
+                hd_message_unref(r->msgs[i]);
+            free(r->msgs);
+        }
         hd_member_unref(r->member);
-        free(r->cursor);
-        free(r->member_key);
-        free(r->page);
+        /* what only some requests own (most own none of it: no call each, at every request) */
+        if (r->data || r->ctl_key || r->cursor || r->member_key || r->page) {
+            free(r->data);
+            free(r->ctl_key);
+            free(r->cursor);
+            free(r->member_key);
+            free(r->page);
+        }
         free(r);
         r = next;
     }

@@ -91,8 +91,8 @@ hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn
     size_t cl = conn_id_into(conn, conn_id);
     const char *key = sub ? sub : conn;
     size_t kl = sub ? strlen(sub) : cl, il = info_json ? strlen(info_json) : 0;
-    /* {"sub":<6x>,"info":<info>} or {"conn":<conn>} */
-    size_t cap = 24 + 6 * kl + il;
+    /* {"sub":<6x>,"info":<info>} or {"conn":"<conn>"} */
+    size_t cap = sub ? 24 + 6 * kl + il : 12 + cl;
     hd_member_t *m = member_alloc(kl, cl, cap);
     memcpy(m->key, key, kl + 1);
     memcpy(m->conn, conn, cl + 1);
@@ -106,9 +106,11 @@ hd_member_t *hd_member_new(const char *sub, const char *info_json, uint64_t conn
             memcpy(m->json + n + 8, info_json, il);
             n += 8 + il;
         }
-    } else {
-        memcpy(m->json, "{\"conn\":", 8);
-        n = 8 + json_string_into(m->json + 8, conn);
+    } else { /* an id is [0-9a-f-]: nothing to escape */
+        memcpy(m->json, "{\"conn\":\"", 9);
+        memcpy(m->json + 9, conn, cl);
+        n = 9 + cl;
+        m->json[n++] = '"';
     }
     m->json[n++] = '}';
     m->json[n] = '\0';
