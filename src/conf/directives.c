@@ -250,7 +250,7 @@ const directive_t hd_conf_directives[] = {
       "channels whose presence members this node tracks at once; joins past it are not listed"),
     D("presence_lease", T_DURATION, presence_lease_ms, "15s", "1s", "300s", RESTART,
       "with Redis: a node's presence members leave this long after it stops renewing (dies)"),
-    D("presence_hold", T_DURATION, presence_hold_ms, "2s", "0", "10s", RELOAD,
+    D("presence_hold", T_DURATION, presence_hold_ms, "3s", "0", "10s", RELOAD,
       "a busy channel's joins and leaves are held this long, then one frame; 0 = each pass"),
     D("ephemeral_rate", T_UINT, ephemeral_rate, "10", "0", "10000000", RELOAD,
       "ephemeral publishes per second by one WebSocket (typing, cursors); 0 = unlimited"),
