@@ -73,6 +73,7 @@ typedef struct hub_s {
      * and the mail to itself that sends them (flush_ops; in the mailbox while ops_flush_queued) */
     hd_breq_t *pres_ops, **pres_tail;
     hd_msg_t ops_flush;
+    hd_msg_t ev_flush; /* the mail to itself that sends due_chans (flush_events) */
     uint64_t n_subs;
     unsigned broker_counts : 1;    /* the broker hands out interest counts (the embedded one) */
     unsigned ev_flush_queued : 1;  /* the flush of due_chans is in the mailbox */
@@ -778,7 +779,7 @@ static void flush_chans(hub_t *hub, hd_lchan_t **list, size_t n_chans)
 static void flush_events(hd_worker_t *w, hd_msg_t *msg)
 {
     hub_t *hub = hub_of(w);
-    free(msg);
+    (void)msg; /* hub->ev_flush */
     hub->ev_flush_queued = 0;
     size_t n = hub->n_due_chans;
     hub->n_due_chans = 0;
@@ -816,9 +817,8 @@ static void on_hold_end(uv_timer_t *t)
 static void queue_flush(hub_t *hub)
 {
     hub->ev_flush_queued = 1;
-    hd_msg_t *flush = hd_malloc(sizeof(*flush));
-    flush->cb = flush_events;
-    hd_worker_post(hub->w, flush); /* this worker: no wake-up, drained in this pass */
+    hub->ev_flush.cb = flush_events;
+    hd_worker_post(hub->w, &hub->ev_flush); /* this worker: no wake-up, drained in this pass */
 }
 
 /* c, held, reached HOLD_MAX_EVENTS: it leaves the window for this pass, its order kept. */
