@@ -313,8 +313,8 @@ typedef struct hd_member_s {
     char *conn;
     char *json;
     size_t key_len, conn_len, json_len;
-    /* hd_hash(key, key_len), made with the member on its worker: the embedded broker finds and
-     * files it without hashing under its lock; 0: not known (hashed there) */
+    /* hd_hash(key, key_len), made with the member on its worker (hd_member_new): the embedded
+     * broker finds and files it without hashing under its lock */
     uint64_t key_hash;
 } hd_member_t;
 /* sub and info_json may be NULL (anonymous: the member is the connection). One reference. */

@@ -102,9 +102,8 @@ static hd_pchan_t *find_chan(const hd_mpres_t *p, const char *name, size_t len, 
 
 static pmember_t *find_member(const hd_pchan_t *c, const hd_member_t *member)
 {
-    hd_hnode_t *n = member->key_hash ? hd_hmap_find_hashed(&c->members, member->key,
-                                                           member->key_len, member->key_hash)
-                                     : hd_hmap_find(&c->members, member->key, member->key_len);
+    hd_hnode_t *n =
+        hd_hmap_find_hashed(&c->members, member->key, member->key_len, member->key_hash);
     return n ? hd_container_of(n, pmember_t, node) : NULL;
 }
 
@@ -282,10 +281,7 @@ hd_message_t *hd_mpres_join(hd_mpres_t *p, const char *channel, size_t len, uint
     if (is_new) {
         m = new_member(member);
         sorted_insert(c, m);
-        if (member->key_hash)
-            hd_hmap_insert_hashed(&c->members, &m->node, member->key_hash);
-        else
-            hd_hmap_insert(&c->members, &m->node);
+        hd_hmap_insert_hashed(&c->members, &m->node, member->key_hash); /* hd_member_new's */
         p->members++;
     }
     size_t at = conn_find(m, member->conn);
@@ -382,7 +378,9 @@ static size_t page_limit(const hd_breq_t *r)
 static void member_page(const hd_pchan_t *c, hd_breq_t *r)
 {
     size_t limit = page_limit(r);
-    hd_member_t key = {.key = r->member_key, .key_len = strlen(r->member_key)};
+    size_t key_len = strlen(r->member_key);
+    hd_member_t key = {
+        .key = r->member_key, .key_len = key_len, .key_hash = hd_hash(r->member_key, key_len)};
     const pmember_t *m = c ? find_member(c, &key) : NULL;
     size_t from = 0, to = 0;
     if (m && r->cursor) {
